@@ -1,0 +1,172 @@
+"""Decoded transactions: the contract between the decoders (which produce it) and the evaluator (which reads it).
+
+A decoder turns one compiled instruction into a `DecodedInstruction` whose ``effects`` say, in terms the policy
+rules understand, what the instruction does to whose assets. The evaluator never looks at raw instruction data:
+if a decoder cannot describe an instruction completely, it says so with an `Opaque` effect (or raises
+`DecodeError`), and the evaluator denies.
+
+Amounts are raw units (lamports, token base units) as Python ints. Assets are `NATIVE_SOL` or a mint address in
+base58.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from solders.pubkey import Pubkey
+
+NATIVE_SOL = "SOL"
+"""Asset name of native SOL (lamports) in effects, limits and reservations."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """One account as an instruction sees it, after lookup-table resolution."""
+
+    pubkey: Pubkey
+    is_signer: bool
+    is_writable: bool
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Effects. ``authority`` is always the key whose signature makes the effect happen; the evaluator compares it with
+# the wallet's keys to decide whether the effect is the wallet's.
+
+
+@dataclass(frozen=True, slots=True)
+class Outflow:
+    """Value leaves an account controlled by ``authority``.
+
+    ``destination`` is the receiving account (a system account for SOL, a token account for tokens).
+    ``token_program`` is set for token outflows so that associated-token-account destinations can be matched.
+    ``kind`` names the mechanism: "transfer", "transfer_with_seed", "create_account", "nonce_withdraw", ...
+    """
+
+    asset: str
+    amount: int
+    authority: Pubkey
+    source: Pubkey
+    destination: Pubkey
+    kind: str
+    token_program: Pubkey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UncheckedTokenTransfer:
+    """SPL Token `Transfer` (not Checked): the mint is not in the instruction, so no limit can be applied."""
+
+    amount: int
+    authority: Pubkey
+    source: Pubkey
+    destination: Pubkey
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityChange:
+    """Control of ``account`` moves away from ``authority`` (SetAuthority, Assign, AuthorizeNonceAccount...)."""
+
+    authority: Pubkey
+    account: Pubkey
+    new_authority: Pubkey | None
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class DelegateApproval:
+    """``owner`` lets ``delegate`` spend up to ``amount`` from ``account`` (Approve / ApproveChecked)."""
+
+    authority: Pubkey
+    account: Pubkey
+    delegate: Pubkey
+    amount: int
+    mint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountClose:
+    """``account`` is closed by ``authority`` and its lamports go to ``destination``."""
+
+    authority: Pubkey
+    account: Pubkey
+    destination: Pubkey
+
+
+@dataclass(frozen=True, slots=True)
+class NonceAdvance:
+    """AdvanceNonceAccount: the transaction uses (or touches) a durable nonce."""
+
+    authority: Pubkey
+    nonce_account: Pubkey
+
+
+ComputeBudgetField = Literal["unit_limit", "unit_price", "heap_frame", "loaded_accounts_data_size_limit"]
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeBudgetSetting:
+    """A ComputeBudget instruction: ``unit_price`` is in micro-lamports per compute unit."""
+
+    field: ComputeBudgetField
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Restricted:
+    """A fully decoded action that no policy rule can permit (MintTo, Burn, FreezeAccount, ...)."""
+
+    authority: Pubkey | None
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Opaque:
+    """Recognised but not understood (Token-2022 extensions, p-token Batch, unknown program): always denied."""
+
+    reason: str
+
+
+Effect = (
+    Outflow
+    | UncheckedTokenTransfer
+    | AuthorityChange
+    | DelegateApproval
+    | AccountClose
+    | NonceAdvance
+    | ComputeBudgetSetting
+    | Restricted
+    | Opaque
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedInstruction:
+    """One instruction, decoded. An instruction with no effects is benign (Memo, SyncNative, Revoke, ...).
+
+    ``inner`` holds instructions carried inside this one (a Squads vault transaction message), which the
+    evaluator checks like top-level ones.
+    """
+
+    index: int
+    program_id: Pubkey
+    program: str
+    name: str
+    accounts: tuple[AccountView, ...]
+    args: Mapping[str, object]
+    effects: tuple[Effect, ...]
+    inner: tuple[DecodedInstruction, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedTransaction:
+    """A whole transaction: the message the wallet key would sign, its accounts and its decoded instructions."""
+
+    version: Literal["legacy", 0]
+    message_bytes: bytes
+    fee_payer: Pubkey
+    required_signers: tuple[Pubkey, ...]
+    account_keys: tuple[Pubkey, ...]
+    recent_blockhash: str
+    instructions: tuple[DecodedInstruction, ...]
+    lookup_tables: tuple[Pubkey, ...] = field(default=())
