@@ -1,0 +1,352 @@
+"""Policy documents: parse and validate the owner's JSON policy into a `Policy` (DESIGN.md section 5).
+
+A document is a JSON object ``{"version": 1, "wallet_id": ..., "sequence": ..., "rules": {...}}``; its JSON Schema
+is ``policies/schema/policy-v1.schema.json``. Every rule section is required: nothing is permissive by omission,
+and an explicit ``"any"`` is the only way to open a list rule. Every error names the field and the reason.
+
+Owner signatures over documents are in `policies.signing`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from solders.pubkey import Pubkey
+
+from policies.canonical import canonical_bytes, parse_json_object
+from policies.errors import PolicyDocumentError
+from policies.fees import MAX_COMPUTE_UNIT_LIMIT
+from policies.model import NATIVE_SOL
+from policies.programs import ASSOCIATED_TOKEN_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM
+from policies.rules import (
+    ANY,
+    AnyMarker,
+    AssetLimit,
+    DenialBurst,
+    DestinationRules,
+    DurableNonceRule,
+    FeeCaps,
+    FreezeTriggers,
+    PeriodLimit,
+    RateLimit,
+    Rules,
+    Tier,
+    TimeWindow,
+)
+
+SCHEMA_VERSION = 1
+U64_MAX = 2**64 - 1
+MAX_WINDOW_SECONDS = 31 * 24 * 3600
+"""Longest rolling window: 31 days. Longer windows would make the state store keep too much history."""
+MAX_LIST_ITEMS = 256
+"""Most entries in any list rule (destinations, programs, mints, limits)."""
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,19})$")
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A validated policy document. ``canonical`` is the exact byte string an owner signature covers
+    (without the domain prefix, see `policies.signing`)."""
+
+    version: int
+    wallet_id: str
+    sequence: int
+    rules: Rules
+    canonical: bytes = field(repr=False)
+    limit_by_asset: dict[str, AssetLimit] = field(repr=False)
+    allowed_token_accounts: frozenset[Pubkey] = field(repr=False)
+    denied_token_accounts: frozenset[Pubkey] = field(repr=False)
+
+    def spend_windows(self) -> tuple[tuple[str, int], ...]:
+        """Every (asset, window_seconds) whose spent-and-reserved total the evaluation context must supply."""
+        return tuple((lim.asset, p.window_seconds) for lim in self.rules.limits for p in lim.periods)
+
+
+def associated_token_address(owner: Pubkey, mint: Pubkey, token_program: Pubkey) -> Pubkey:
+    """The associated token account of ``owner`` for ``mint`` under ``token_program``."""
+    address, _bump = Pubkey.find_program_address(
+        [bytes(owner), bytes(token_program), bytes(mint)], ASSOCIATED_TOKEN_PROGRAM
+    )
+    return address
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Field readers: each takes the containing object and its path, and raises PolicyDocumentError naming the field.
+
+
+def _obj(value: Any, path: str, keys: Iterable[str], optional: Iterable[str] = ()) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PolicyDocumentError(path, "must be an object")
+    required = set(keys)
+    allowed = required | set(optional)
+    for key in value:
+        if key not in allowed:
+            raise PolicyDocumentError(_join(path, key), "unknown field")
+    for key in sorted(required):
+        if key not in value:
+            raise PolicyDocumentError(_join(path, key), "required field is missing")
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _int(value: Any, path: str, *, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PolicyDocumentError(path, "must be an integer")
+    if not minimum <= value <= maximum:
+        raise PolicyDocumentError(path, f"must be between {minimum} and {maximum}")
+    return value
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise PolicyDocumentError(path, "must be true or false")
+    return value
+
+
+def _amount(value: Any, path: str) -> int:
+    if not isinstance(value, str) or not _AMOUNT.match(value):
+        raise PolicyDocumentError(path, 'must be a decimal string of raw units, e.g. "1000000"')
+    amount = int(value)
+    if amount > U64_MAX:
+        raise PolicyDocumentError(path, "exceeds the u64 range")
+    return amount
+
+
+def _ident(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise PolicyDocumentError(path, "must be 1-64 characters of letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _pubkey(value: Any, path: str) -> Pubkey:
+    if not isinstance(value, str) or not 32 <= len(value) <= 44:
+        raise PolicyDocumentError(path, "must be a base58 Solana address")
+    try:
+        return Pubkey.from_string(value)
+    except ValueError as exc:
+        raise PolicyDocumentError(path, "must be a base58 Solana address") from exc
+
+
+def _list(value: Any, path: str, item: Callable[[Any, str], T], *, unique: bool = True) -> list[T]:
+    if not isinstance(value, list):
+        raise PolicyDocumentError(path, "must be a list")
+    if len(value) > MAX_LIST_ITEMS:
+        raise PolicyDocumentError(path, f"more than {MAX_LIST_ITEMS} entries")
+    items = [item(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if unique:
+        seen: set[Any] = set()
+        for i, parsed in enumerate(items):
+            if parsed in seen:
+                raise PolicyDocumentError(f"{path}[{i}]", "duplicate entry")
+            seen.add(parsed)
+    return items
+
+
+def _tier(value: Any, path: str) -> Tier:
+    obj = _obj(value, path, ("automatic", "approval"))
+    automatic = _amount(obj["automatic"], _join(path, "automatic"))
+    approval = _amount(obj["approval"], _join(path, "approval"))
+    if automatic > approval:
+        raise PolicyDocumentError(path, "automatic must not exceed approval")
+    return Tier(automatic, approval)
+
+
+def _period(value: Any, path: str) -> PeriodLimit:
+    obj = _obj(value, path, ("id", "window_seconds", "automatic", "approval"))
+    window = _int(obj["window_seconds"], _join(path, "window_seconds"), minimum=1, maximum=MAX_WINDOW_SECONDS)
+    tier = _tier({"automatic": obj["automatic"], "approval": obj["approval"]}, path)
+    return PeriodLimit(_ident(obj["id"], _join(path, "id")), window, tier)
+
+
+def _asset(value: Any, path: str) -> str:
+    if value == NATIVE_SOL:
+        return NATIVE_SOL
+    return str(_pubkey(value, path))
+
+
+def _limit(value: Any, path: str) -> AssetLimit:
+    obj = _obj(value, path, ("id", "asset", "per_transaction", "periods"))
+    periods = _list(obj["periods"], _join(path, "periods"), _period)
+    windows = [p.window_seconds for p in periods]
+    if len(set(windows)) != len(windows):
+        raise PolicyDocumentError(_join(path, "periods"), "two periods have the same window_seconds")
+    return AssetLimit(
+        id=_ident(obj["id"], _join(path, "id")),
+        asset=_asset(obj["asset"], _join(path, "asset")),
+        per_transaction=_tier(obj["per_transaction"], _join(path, "per_transaction")),
+        periods=tuple(periods),
+    )
+
+
+def _any_or(value: Any, path: str, item: Callable[[Any, str], T]) -> list[T] | AnyMarker:
+    if value == ANY:
+        return ANY
+    return _list(value, path, item)
+
+
+def _window(value: Any, path: str) -> TimeWindow:
+    obj = _obj(value, path, ("days", "start", "end"))
+    days = _list(obj["days"], _join(path, "days"), _day)
+    if not days:
+        raise PolicyDocumentError(_join(path, "days"), "must name at least one day")
+    start = _minute(obj["start"], _join(path, "start"))
+    end = _minute(obj["end"], _join(path, "end"))
+    if start >= end:
+        raise PolicyDocumentError(path, "start must be before end (windows do not wrap past midnight)")
+    return TimeWindow(frozenset(days), start, end)
+
+
+def _day(value: Any, path: str) -> int:
+    if value not in _DAYS:
+        raise PolicyDocumentError(path, f"must be one of {', '.join(_DAYS)}")
+    return _DAYS.index(value)
+
+
+def _minute(value: Any, path: str) -> int:
+    match = _HHMM.match(value) if isinstance(value, str) else None
+    if not match:
+        raise PolicyDocumentError(path, "must be a UTC time HH:MM (00:00 to 24:00)")
+    if value == "24:00":
+        return 1440
+    return int(match.group(1)) * 60 + int(match.group(2))
+
+
+def _fees(value: Any, path: str) -> FeeCaps:
+    keys = ("max_compute_unit_price", "max_compute_unit_limit", "max_total_fee_lamports")
+    obj = _obj(value, path, keys)
+    return FeeCaps(
+        max_compute_unit_price=_int(obj[keys[0]], _join(path, keys[0]), minimum=0, maximum=U64_MAX),
+        max_compute_unit_limit=_int(obj[keys[1]], _join(path, keys[1]), minimum=0, maximum=MAX_COMPUTE_UNIT_LIMIT),
+        max_total_fee_lamports=_int(obj[keys[2]], _join(path, keys[2]), minimum=0, maximum=U64_MAX),
+    )
+
+
+def _freeze(value: Any, path: str) -> FreezeTriggers:
+    flags = ("on_authority_change", "on_delegate_approval", "on_close_to_stranger")
+    obj = _obj(value, path, (*flags, "denials"))
+    denials = None
+    if obj["denials"] is not None:
+        d = _obj(obj["denials"], _join(path, "denials"), ("count", "window_seconds"))
+        denials = DenialBurst(
+            count=_int(d["count"], _join(path, "denials.count"), minimum=1, maximum=10_000),
+            window_seconds=_int(
+                d["window_seconds"],
+                _join(path, "denials.window_seconds"),
+                minimum=1,
+                maximum=MAX_WINDOW_SECONDS,
+            ),
+        )
+    on = {f: _bool(obj[f], _join(path, f)) for f in flags}
+    return FreezeTriggers(
+        on_authority_change=on["on_authority_change"],
+        on_delegate_approval=on["on_delegate_approval"],
+        on_close_to_stranger=on["on_close_to_stranger"],
+        denials=denials,
+    )
+
+
+def _rules(value: Any, path: str) -> Rules:
+    sections = (
+        "limits",
+        "destinations",
+        "programs",
+        "mints",
+        "fees",
+        "rate",
+        "time_windows",
+        "durable_nonce",
+        "freeze",
+    )
+    obj = _obj(value, path, sections)
+    limits = _list(obj["limits"], _join(path, "limits"), _limit)
+    assets = [lim.asset for lim in limits]
+    for i, asset in enumerate(assets):
+        if asset in assets[:i]:
+            raise PolicyDocumentError(f"{path}.limits[{i}].asset", f"a limit for {asset} is already defined")
+    ids = [lim.id for lim in limits] + [p.id for lim in limits for p in lim.periods]
+    for rule_id in ids:
+        if ids.count(rule_id) > 1:
+            raise PolicyDocumentError(_join(path, "limits"), f"rule id {rule_id!r} is used twice")
+
+    dest = _obj(obj["destinations"], _join(path, "destinations"), ("allow", "deny"))
+    allow = _any_or(dest["allow"], _join(path, "destinations.allow"), _pubkey)
+    rate = _obj(obj["rate"], _join(path, "rate"), ("max_requests", "window_seconds"))
+    nonce = _obj(obj["durable_nonce"], _join(path, "durable_nonce"), ("allowed", "nonce_accounts"))
+    nonce_accounts = _list(nonce["nonce_accounts"], _join(path, "durable_nonce.nonce_accounts"), _pubkey)
+    nonce_allowed = _bool(nonce["allowed"], _join(path, "durable_nonce.allowed"))
+    if nonce_allowed and not nonce_accounts:
+        raise PolicyDocumentError(_join(path, "durable_nonce.nonce_accounts"), "must list the allowed nonce accounts")
+    windows = _any_or(obj["time_windows"], _join(path, "time_windows"), _window)
+    if windows != ANY and not windows:
+        raise PolicyDocumentError(_join(path, "time_windows"), 'must be "any" or at least one window')
+
+    return Rules(
+        limits=tuple(limits),
+        destinations=DestinationRules(
+            allow=ANY if allow == ANY else frozenset(allow),
+            deny=frozenset(_list(dest["deny"], _join(path, "destinations.deny"), _pubkey)),
+        ),
+        programs=frozenset(_list(obj["programs"], _join(path, "programs"), _pubkey)),
+        mints=frozenset(str(m) for m in _list(obj["mints"], _join(path, "mints"), _pubkey)),
+        fees=_fees(obj["fees"], _join(path, "fees")),
+        rate=RateLimit(
+            max_requests=_int(rate["max_requests"], _join(path, "rate.max_requests"), minimum=1, maximum=1_000_000),
+            window_seconds=_int(
+                rate["window_seconds"],
+                _join(path, "rate.window_seconds"),
+                minimum=1,
+                maximum=MAX_WINDOW_SECONDS,
+            ),
+        ),
+        time_windows=ANY if windows == ANY else tuple(windows),
+        durable_nonce=DurableNonceRule(nonce_allowed, frozenset(nonce_accounts)),
+        freeze=_freeze(obj["freeze"], _join(path, "freeze")),
+    )
+
+
+def _token_accounts(owners: Iterable[Pubkey], mints: Iterable[str]) -> frozenset[Pubkey]:
+    mint_keys = [Pubkey.from_string(m) for m in mints]
+    return frozenset(
+        associated_token_address(owner, mint, program)
+        for owner in owners
+        for mint in mint_keys
+        for program in (TOKEN_PROGRAM, TOKEN_2022_PROGRAM)
+    )
+
+
+def policy_from_object(document: dict[str, Any]) -> Policy:
+    """Validate a parsed JSON object as a policy document."""
+    obj = _obj(document, "", ("version", "wallet_id", "sequence", "rules"))
+    version = _int(obj["version"], "version", minimum=SCHEMA_VERSION, maximum=SCHEMA_VERSION)
+    rules = _rules(obj["rules"], "rules")
+    for i, lim in enumerate(rules.limits):
+        if lim.asset != NATIVE_SOL and lim.asset not in rules.mints:
+            raise PolicyDocumentError(f"rules.limits[{i}].asset", "this mint is not in rules.mints")
+    allowed = rules.destinations.allow
+    return Policy(
+        version=version,
+        wallet_id=_ident(obj["wallet_id"], "wallet_id"),
+        sequence=_int(obj["sequence"], "sequence", minimum=1, maximum=2**53 - 1),
+        rules=rules,
+        canonical=canonical_bytes(document),
+        limit_by_asset={lim.asset: lim for lim in rules.limits},
+        allowed_token_accounts=frozenset() if allowed == ANY else _token_accounts(allowed, rules.mints),
+        denied_token_accounts=_token_accounts(rules.destinations.deny, rules.mints),
+    )
+
+
+def parse_policy(data: bytes | str) -> Policy:
+    """Parse and validate a policy document from JSON text (unsigned; see `policies.signing` for signed ones)."""
+    return policy_from_object(parse_json_object(data, what="policy"))

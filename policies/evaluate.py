@@ -1,0 +1,334 @@
+"""Policy evaluation: a pure function of (policy, decoded transaction, context) -> `Decision`.
+
+Semantics (DESIGN.md section 5):
+1. Default deny: a decode failure, an opaque or restricted instruction, a program off the allowlist, an asset
+   without a limit, a spending window the context does not report: DENY, never a guess.
+2. Every instruction is checked (inner instructions of vault transactions too); effects whose authority is one
+   of the wallet's keys count against the wallet's limits and destination rules.
+3. Deny overrides allow; the strictest tier over all rules and instructions wins.
+4. A DENY that completes a burst of denials (``freeze.denials``) becomes FREEZE.
+
+Nothing here performs I/O or reads a clock: the caller supplies time and counters in `EvalContext`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from solders.pubkey import Pubkey
+
+from policies.decision import Decision, Reason, Reservation, Verdict
+from policies.document import Policy, associated_token_address
+from policies.errors import DecodeError
+from policies.fees import FeeSummary, summarize_fees
+from policies.model import (
+    NATIVE_SOL,
+    AccountClose,
+    AuthorityChange,
+    ComputeBudgetSetting,
+    DecodedInstruction,
+    DecodedTransaction,
+    DelegateApproval,
+    NonceAdvance,
+    Opaque,
+    Outflow,
+    Restricted,
+    UncheckedTokenTransfer,
+)
+from policies.rules import ANY, Tier
+
+
+@dataclass(frozen=True, slots=True)
+class EvalContext:
+    """What the caller knows besides the policy and the transaction.
+
+    ``spent`` maps every ``policy.spend_windows()`` entry (asset, window_seconds) to the amount already committed
+    or reserved in that rolling window. ``requests_in_window`` counts earlier requests within the policy's rate
+    window; ``denials_in_window`` earlier denials within its ``freeze.denials`` window.
+    """
+
+    now: datetime
+    wallet_keys: frozenset[Pubkey]
+    spent: Mapping[tuple[str, int], int]
+    requests_in_window: int
+    denials_in_window: int
+
+
+class _Evaluation:
+    """Accumulates reasons and outflows for one evaluation."""
+
+    __slots__ = ("ctx", "outflows", "policy", "reasons", "verdict")
+
+    def __init__(self, policy: Policy, ctx: EvalContext) -> None:
+        self.policy = policy
+        self.ctx = ctx
+        self.reasons: list[Reason] = []
+        self.verdict = Verdict.ALLOW
+        self.outflows: dict[str, int] = {}
+
+    def raise_to(self, verdict: Verdict, rule: str, message: str, **detail: str | int | None) -> None:
+        self.reasons.append(Reason(verdict, rule, message, **detail))  # type: ignore[arg-type]
+        self.verdict = max(self.verdict, verdict)
+
+    # -- whole-transaction rules -----------------------------------------------------------------------------
+
+    def check_request(self) -> None:
+        rules = self.policy.rules
+        now = self.ctx.now
+        if rules.time_windows != ANY:
+            minute = now.hour * 60 + now.minute
+            weekday = now.weekday()
+            if not any(weekday in w.days and w.start_minute <= minute < w.end_minute for w in rules.time_windows):
+                self.raise_to(
+                    Verdict.DENY,
+                    "time_windows",
+                    "request outside the policy's time windows",
+                    seen=now.strftime("%a %H:%M UTC"),
+                )
+        if self.ctx.requests_in_window >= rules.rate.max_requests:
+            self.raise_to(
+                Verdict.DENY,
+                "rate",
+                "request rate limit reached",
+                seen=self.ctx.requests_in_window + 1,
+                allowed=rules.rate.max_requests,
+            )
+
+    def check_signers(self, tx: DecodedTransaction) -> None:
+        if not any(key in self.ctx.wallet_keys for key in tx.required_signers):
+            self.raise_to(Verdict.DENY, "wallet.signer", "no wallet key is a required signer of this transaction")
+
+    def check_fees(self, tx: DecodedTransaction, fees: FeeSummary) -> None:
+        if tx.fee_payer not in self.ctx.wallet_keys:
+            return
+        caps = self.policy.rules.fees
+        if fees.unit_price > caps.max_compute_unit_price:
+            self.raise_to(
+                Verdict.DENY,
+                "fees.compute_unit_price",
+                "compute-unit price above the cap",
+                seen=fees.unit_price,
+                allowed=caps.max_compute_unit_price,
+            )
+        if fees.requested_unit_limit is not None and fees.requested_unit_limit > caps.max_compute_unit_limit:
+            self.raise_to(
+                Verdict.DENY,
+                "fees.compute_unit_limit",
+                "compute-unit limit above the cap",
+                seen=fees.requested_unit_limit,
+                allowed=caps.max_compute_unit_limit,
+            )
+        if fees.total_lamports > caps.max_total_fee_lamports:
+            self.raise_to(
+                Verdict.DENY,
+                "fees.total_fee",
+                "total fee above the cap",
+                seen=fees.total_lamports,
+                allowed=caps.max_total_fee_lamports,
+            )
+
+    def check_limits(self) -> None:
+        for asset, amount in self.outflows.items():
+            limit = self.policy.limit_by_asset.get(asset)
+            if limit is None:
+                self.raise_to(Verdict.DENY, "limits", f"the policy sets no limit for {asset}", seen=str(amount))
+                continue
+            tier = limit.per_transaction
+            rule = f"limits.{limit.id}.per_transaction"
+            self._tier(rule, asset, amount, tier, "per transaction")
+            for period in limit.periods:
+                spent = self.ctx.spent.get((asset, period.window_seconds))
+                rule = f"limits.{limit.id}.{period.id}"
+                if spent is None or spent < 0:
+                    self.raise_to(Verdict.DENY, rule, "the spending state for this window is missing")
+                    continue
+                self._tier(rule, asset, spent + amount, period.tier, f"in {period.window_seconds}s (already {spent})")
+
+    def _tier(self, rule: str, asset: str, total: int, tier: Tier, scope: str) -> None:
+        automatic, approval = tier.automatic, tier.approval
+        if total > approval:
+            self.raise_to(
+                Verdict.DENY,
+                rule,
+                f"{asset} {scope} above the approval ceiling",
+                seen=str(total),
+                allowed=str(approval),
+            )
+        elif total > automatic:
+            self.raise_to(
+                Verdict.ESCALATE,
+                rule,
+                f"{asset} {scope} above the automatic threshold",
+                seen=str(total),
+                allowed=str(automatic),
+            )
+
+    # -- per instruction ---------------------------------------------------------------------------------------
+
+    def check_instruction(self, ix: DecodedInstruction, top: int, inner: int | None) -> None:
+        where = {"instruction": top, "inner": inner}
+        if ix.program_id not in self.policy.rules.programs:
+            self.raise_to(
+                Verdict.DENY,
+                "programs.allow",
+                f"program {ix.program} is not on the allowlist",
+                seen=str(ix.program_id),
+                **where,
+            )
+        for effect in ix.effects:
+            if isinstance(effect, Outflow):
+                self._outflow(effect, where)
+            elif isinstance(effect, ComputeBudgetSetting):
+                continue  # summarised once per transaction by policies.fees
+            elif isinstance(effect, Opaque):
+                self.raise_to(Verdict.DENY, "decode.opaque", f"{ix.program}.{ix.name}: {effect.reason}", **where)
+            elif isinstance(effect, Restricted):
+                self.raise_to(
+                    Verdict.DENY,
+                    "restricted",
+                    f"{ix.program}.{ix.name} is not permitted by any policy",
+                    seen=effect.action,
+                    **where,
+                )
+            elif isinstance(effect, UncheckedTokenTransfer):
+                if effect.authority in self.ctx.wallet_keys:
+                    self.raise_to(
+                        Verdict.DENY,
+                        "token.transfer_checked_required",
+                        "token Transfer without a mint cannot be limited; use TransferChecked",
+                        **where,
+                    )
+            elif isinstance(effect, NonceAdvance):
+                self._nonce(effect, top, inner, where)
+            else:
+                self._wallet_control(effect, where)
+        for j, child in enumerate(ix.inner):
+            self.check_instruction(child, top, j)
+
+    def _wallet_control(
+        self, effect: AuthorityChange | DelegateApproval | AccountClose, where: dict[str, int | None]
+    ) -> None:
+        if effect.authority not in self.ctx.wallet_keys:
+            return
+        triggers = self.policy.rules.freeze
+        if isinstance(effect, AuthorityChange):
+            tier = Verdict.FREEZE if triggers.on_authority_change else Verdict.DENY
+            self.raise_to(
+                tier,
+                "freeze.authority_change",
+                f"wallet authority change ({effect.what})",
+                seen=str(effect.account),
+                **where,
+            )
+        elif isinstance(effect, DelegateApproval):
+            tier = Verdict.FREEZE if triggers.on_delegate_approval else Verdict.DENY
+            self.raise_to(
+                tier, "freeze.delegate_approval", "wallet approves a delegate", seen=str(effect.delegate), **where
+            )
+        elif effect.destination not in self.ctx.wallet_keys:
+            tier = Verdict.FREEZE if triggers.on_close_to_stranger else Verdict.DENY
+            self.raise_to(
+                tier,
+                "freeze.close_to_stranger",
+                "account closed with its lamports sent away from the wallet",
+                seen=str(effect.destination),
+                **where,
+            )
+
+    def _nonce(self, effect: NonceAdvance, top: int, inner: int | None, where: dict[str, int | None]) -> None:
+        rule = self.policy.rules.durable_nonce
+        if not rule.allowed:
+            self.raise_to(Verdict.DENY, "durable_nonce", "durable-nonce transactions are not allowed", **where)
+        elif effect.nonce_account not in rule.nonce_accounts:
+            self.raise_to(
+                Verdict.DENY,
+                "durable_nonce",
+                "nonce account is not on the policy's list",
+                seen=str(effect.nonce_account),
+                **where,
+            )
+        elif top != 0 or inner is not None:
+            self.raise_to(Verdict.DENY, "durable_nonce", "AdvanceNonceAccount must be the first instruction", **where)
+
+    def _outflow(self, effect: Outflow, where: dict[str, int | None]) -> None:
+        if effect.authority not in self.ctx.wallet_keys:
+            return
+        asset = effect.asset
+        if asset != NATIVE_SOL and asset not in self.policy.rules.mints:
+            self.raise_to(Verdict.DENY, "mints.allow", "mint is not on the allowlist", seen=asset, **where)
+        self._destination(effect, where)
+        self.outflows[asset] = self.outflows.get(asset, 0) + effect.amount
+
+    def _destination(self, effect: Outflow, where: dict[str, int | None]) -> None:
+        dest = effect.destination
+        wallet = self.ctx.wallet_keys
+        policy = self.policy
+        if dest in wallet:
+            return
+        if dest in policy.rules.destinations.deny or dest in policy.denied_token_accounts:
+            self.raise_to(Verdict.DENY, "destinations.deny", "destination is on the denylist", seen=str(dest), **where)
+            return
+        allow = policy.rules.destinations.allow
+        if allow == ANY or dest in allow or dest in policy.allowed_token_accounts or self._own_token_account(effect):
+            return
+        self.raise_to(
+            Verdict.DENY, "destinations.allow", "destination is not on the allowlist", seen=str(dest), **where
+        )
+
+    def _own_token_account(self, effect: Outflow) -> bool:
+        if effect.token_program is None or effect.asset == NATIVE_SOL:
+            return False
+        mint = Pubkey.from_string(effect.asset)
+        return any(
+            associated_token_address(key, mint, effect.token_program) == effect.destination
+            for key in self.ctx.wallet_keys
+        )
+
+    def finish(self) -> Decision:
+        burst = self.policy.rules.freeze.denials
+        if self.verdict is Verdict.DENY and burst is not None and self.ctx.denials_in_window + 1 >= burst.count:
+            self.raise_to(
+                Verdict.FREEZE,
+                "freeze.denials",
+                "burst of denied requests",
+                seen=self.ctx.denials_in_window + 1,
+                allowed=burst.count - 1,
+            )
+        reservations: tuple[Reservation, ...] = ()
+        if self.verdict <= Verdict.ESCALATE:
+            reservations = tuple(Reservation(asset, amount) for asset, amount in sorted(self.outflows.items()))
+        return Decision(self.verdict, tuple(self.reasons), reservations, self.policy.sequence)
+
+
+def _checked_context(ctx: EvalContext) -> EvalContext:
+    if ctx.now.tzinfo is None or ctx.now.utcoffset() is None:
+        raise ValueError("EvalContext.now must be timezone-aware")
+    if not ctx.wallet_keys:
+        raise ValueError("EvalContext.wallet_keys must name at least one key")
+    if ctx.now.utcoffset():
+        return EvalContext(
+            ctx.now.astimezone(UTC), ctx.wallet_keys, ctx.spent, ctx.requests_in_window, ctx.denials_in_window
+        )
+    return ctx
+
+
+def evaluate(policy: Policy, tx: DecodedTransaction | DecodeError, ctx: EvalContext) -> Decision:
+    """Evaluate a decoded transaction (or the `DecodeError` its decoding raised) against ``policy``."""
+    run = _Evaluation(policy, _checked_context(ctx))
+    run.check_request()
+    if isinstance(tx, DecodeError):
+        run.raise_to(Verdict.DENY, "decode", str(tx), instruction=tx.instruction_index)
+        return run.finish()
+    run.check_signers(tx)
+    for ix in tx.instructions:
+        run.check_instruction(ix, ix.index, None)
+    try:
+        fees = summarize_fees(tx)
+    except DecodeError as exc:
+        run.raise_to(Verdict.DENY, "fees", str(exc), instruction=exc.instruction_index)
+    else:
+        run.check_fees(tx, fees)
+    run.check_limits()
+    return run.finish()

@@ -1,0 +1,84 @@
+"""Owner signatures over JSON documents (policies now; approvals and freeze orders use the same scheme).
+
+Signed bytes = ``b"\\xffwaiaas/" + purpose + b"\\x00" + canonical_bytes(document)``. The leading 0xff byte can
+begin neither a legacy Solana message (0xff signatures would be required) nor a versioned one (version 127
+does not exist), and the purpose string separates document kinds, so an owner signature over one kind of document
+can never be replayed as a transaction signature or as another kind of document.
+
+A signed document travels as ``{"document": {...}, "signature": "<base58, 64 bytes>"}``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from policies.canonical import canonical_bytes, parse_json_object
+from policies.document import Policy, policy_from_object
+from policies.errors import PolicyDocumentError, PolicySignatureError
+
+DOMAIN_PREFIX = b"\xffwaiaas/"
+POLICY_PURPOSE = "policy"
+_PURPOSE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+def signing_payload(purpose: str, document: dict[str, Any]) -> bytes:
+    """The exact bytes an owner signs for ``document`` of kind ``purpose``."""
+    if not _PURPOSE.match(purpose):
+        raise ValueError(f"invalid signing purpose {purpose!r}")
+    return DOMAIN_PREFIX + purpose.encode() + b"\x00" + canonical_bytes(document)
+
+
+def verify_owner_signature(payload: bytes, signature: bytes, owner: Pubkey) -> None:
+    """Raise `PolicySignatureError` unless ``signature`` is the owner's Ed25519 signature over ``payload``."""
+    if len(signature) != 64:
+        raise PolicySignatureError
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes(owner)).verify(signature, payload)
+    except (InvalidSignature, ValueError) as exc:
+        raise PolicySignatureError from exc
+
+
+def sign_document(purpose: str, document: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+    """Sign with a local owner key and return the envelope. (Owner tooling; KMS signing produces the same.)"""
+    signature = key.sign(signing_payload(purpose, document))
+    return {"document": document, "signature": str(Signature.from_bytes(signature))}
+
+
+def open_envelope(data: bytes | str, purpose: str, owner: Pubkey) -> dict[str, Any]:
+    """Parse a signed envelope and verify its signature; return the document object.
+
+    The signature is checked before the document's contents are interpreted; the caller still validates them.
+    """
+    envelope = parse_json_object(data, what="envelope")
+    for key in envelope:
+        if key not in ("document", "signature"):
+            raise PolicyDocumentError(f"envelope.{key}", "unknown field")
+    document = envelope.get("document")
+    encoded = envelope.get("signature")
+    if not isinstance(document, dict):
+        raise PolicyDocumentError("envelope.document", "must be an object")
+    if not isinstance(encoded, str) or not 64 <= len(encoded) <= 88:
+        raise PolicyDocumentError("envelope.signature", "must be a base58 Ed25519 signature")
+    try:
+        signature = bytes(Signature.from_string(encoded))
+    except ValueError as exc:
+        raise PolicyDocumentError("envelope.signature", "must be a base58 Ed25519 signature") from exc
+    verify_owner_signature(signing_payload(purpose, document), signature, owner)
+    return document
+
+
+def load_signed_policy(data: bytes | str, *, owner: Pubkey, wallet_id: str) -> Policy:
+    """Verify the owner's signature on a policy envelope, validate the policy and check it is for ``wallet_id``.
+
+    The caller still has to refuse a policy whose sequence is not above the one it has installed.
+    """
+    policy = policy_from_object(open_envelope(data, POLICY_PURPOSE, owner))
+    if policy.wallet_id != wallet_id:
+        raise PolicyDocumentError("wallet_id", f"policy is for wallet {policy.wallet_id!r}, not {wallet_id!r}")
+    return policy

@@ -1,0 +1,192 @@
+"""Policy documents: the example parses, every malformed field is named, and the schema agrees with the parser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes, parse_json_object
+from policies.document import parse_policy, policy_from_object
+from policies.errors import PolicyDocumentError
+from policies.rules import ANY
+from tests.support.policies import BLOCKED, EXAMPLE_MINT, MERCHANT, example_policy
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "policies" / "schema" / "policy-v1.schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def test_example_policy_parses_with_every_rule() -> None:
+    policy = policy_from_object(example_policy())
+    rules = policy.rules
+    assert policy.wallet_id == "demo-wallet"
+    assert policy.sequence == 1
+    assert [lim.asset for lim in rules.limits] == ["SOL", str(EXAMPLE_MINT)]
+    assert rules.limits[0].per_transaction.automatic == 1_000_000_000
+    assert rules.limits[0].periods[0].window_seconds == 86_400
+    assert rules.destinations.allow != ANY and MERCHANT in rules.destinations.allow
+    assert BLOCKED in rules.destinations.deny
+    assert rules.fees.max_compute_unit_limit == 400_000
+    assert rules.time_windows == ANY
+    assert rules.freeze.denials is not None and rules.freeze.denials.count == 5
+    assert policy.spend_windows() == (("SOL", 86_400), (str(EXAMPLE_MINT), 86_400))
+    # Two allowed owners x one mint x two token programs.
+    assert len(policy.allowed_token_accounts) == 4
+
+
+def test_example_policy_matches_the_published_schema() -> None:
+    VALIDATOR.validate(example_policy())
+
+
+def _set(doc: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    target: Any = doc
+    for part in parents:
+        target = target[int(part)] if part.isdigit() else target[part]
+    if value is _DELETE:
+        del target[last]
+    elif last.isdigit():
+        target[int(last)] = value
+    else:
+        target[last] = value
+
+
+_DELETE = object()
+
+# (path to change, new value, field named in the error, reason fragment)
+MALFORMED = [
+    ("version", 2, "version", "between 1 and 1"),
+    ("version", _DELETE, "version", "required field is missing"),
+    ("wallet_id", "", "wallet_id", "1-64 characters"),
+    ("wallet_id", "has space", "wallet_id", "1-64 characters"),
+    ("sequence", 0, "sequence", "between 1 and"),
+    ("sequence", "1", "sequence", "must be an integer"),
+    ("sequence", True, "sequence", "must be an integer"),
+    ("extra", 1, "extra", "unknown field"),
+    ("rules.programs", _DELETE, "rules.programs", "required field is missing"),
+    ("rules.surprise", [], "rules.surprise", "unknown field"),
+    ("rules.limits.0.asset", "ETH", "rules.limits[0].asset", "base58 Solana address"),
+    ("rules.limits.0.per_transaction.automatic", 5, "rules.limits[0].per_transaction.automatic", "decimal string"),
+    ("rules.limits.0.per_transaction.automatic", "-1", "rules.limits[0].per_transaction.automatic", "decimal"),
+    ("rules.limits.0.per_transaction.automatic", "01", "rules.limits[0].per_transaction.automatic", "decimal"),
+    ("rules.limits.0.per_transaction.automatic", "1.5", "rules.limits[0].per_transaction.automatic", "decimal"),
+    (
+        "rules.limits.0.per_transaction.approval",
+        "18446744073709551616",
+        "rules.limits[0].per_transaction.approval",
+        "u64",
+    ),
+    (
+        "rules.limits.0.per_transaction.automatic",
+        "99999999999",
+        "rules.limits[0].per_transaction",
+        "automatic must not exceed approval",
+    ),
+    ("rules.limits.0.periods.0.window_seconds", 0, "rules.limits[0].periods[0].window_seconds", "between 1"),
+    ("rules.limits.0.periods.0.window_seconds", 40 * 86400, "rules.limits[0].periods[0].window_seconds", "between"),
+    ("rules.limits.0.id", "bad id!", "rules.limits[0].id", "characters"),
+    ("rules.limits.1.asset", "SOL", "rules.limits[1].asset", "already defined"),
+    ("rules.limits.1.asset", str(MERCHANT), "rules.limits[1].asset", "not in rules.mints"),
+    ("rules.destinations.allow", "all", "rules.destinations.allow", "must be a list"),
+    ("rules.destinations.allow", ["not-base58-0OIl"], "rules.destinations.allow[0]", "base58"),
+    ("rules.destinations.deny", [str(BLOCKED), str(BLOCKED)], "rules.destinations.deny[1]", "duplicate entry"),
+    ("rules.programs", "any", "rules.programs", "must be a list"),
+    ("rules.mints", {}, "rules.mints", "must be a list"),
+    ("rules.fees.max_compute_unit_limit", 1_400_001, "rules.fees.max_compute_unit_limit", "between 0 and 1400000"),
+    ("rules.fees.max_compute_unit_price", -1, "rules.fees.max_compute_unit_price", "between 0"),
+    ("rules.rate.max_requests", 0, "rules.rate.max_requests", "between 1"),
+    ("rules.time_windows", [], "rules.time_windows", "at least one window"),
+    (
+        "rules.time_windows",
+        [{"days": ["mon"], "start": "18:00", "end": "09:00"}],
+        "rules.time_windows[0]",
+        "start must be before end",
+    ),
+    (
+        "rules.time_windows",
+        [{"days": ["monday"], "start": "09:00", "end": "17:00"}],
+        "rules.time_windows[0].days[0]",
+        "must be one of",
+    ),
+    (
+        "rules.time_windows",
+        [{"days": ["mon"], "start": "9:00", "end": "17:00"}],
+        "rules.time_windows[0].start",
+        "HH:MM",
+    ),
+    (
+        "rules.time_windows",
+        [{"days": [], "start": "09:00", "end": "17:00"}],
+        "rules.time_windows[0].days",
+        "at least one day",
+    ),
+    ("rules.durable_nonce.allowed", True, "rules.durable_nonce.nonce_accounts", "must list"),
+    ("rules.durable_nonce.allowed", "no", "rules.durable_nonce.allowed", "true or false"),
+    ("rules.freeze.denials", {"count": 0, "window_seconds": 60}, "rules.freeze.denials.count", "between 1"),
+    ("rules.freeze.on_close_to_stranger", _DELETE, "rules.freeze.on_close_to_stranger", "required field"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "field", "reason"), MALFORMED, ids=[f"{m[0]}={m[1]!r}" for m in MALFORMED])
+def test_malformed_field_is_named(path: str, value: Any, field: str, reason: str) -> None:
+    doc = example_policy()
+    _set(doc, path, value)
+    with pytest.raises(PolicyDocumentError, match=reason) as info:
+        policy_from_object(doc)
+    assert info.value.field == field
+
+
+def test_schema_refuses_what_the_schema_can_express() -> None:
+    """Every malformed document the schema can describe is refused by both the schema and the parser."""
+    semantic_only = {"automatic must not exceed approval", "already defined", "not in rules.mints",
+                     "start must be before end", "u64"}  # fmt: skip
+    for path, value, _field, reason in MALFORMED:
+        if reason in semantic_only:
+            continue
+        doc = example_policy()
+        _set(doc, path, value)
+        assert not VALIDATOR.is_valid(doc), f"schema accepts {path}={value!r}"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (b'{"a": 1, "a": 2}', "duplicate key"),
+        (b'{"a": 1.5}', "non-integer number"),
+        (b'{"a": NaN}', "NaN is not allowed"),
+        (b'{"a": Infinity}', "Infinity is not allowed"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b'{"a": ', "not valid JSON"),
+        (b"[" * 40 + b"]" * 40, "nesting deeper"),
+        (b'{"a": "' + b"x" * MAX_DOCUMENT_BYTES + b'"}', "larger than"),
+    ],
+)
+def test_strict_json(text: bytes, reason: str) -> None:
+    with pytest.raises(PolicyDocumentError, match=reason):
+        parse_json_object(text)
+
+
+def test_parse_policy_reads_json_text() -> None:
+    text = json.dumps(example_policy(), indent=4)
+    assert parse_policy(text).canonical == canonical_bytes(example_policy())
+
+
+def test_canonical_form_is_independent_of_key_order_and_whitespace() -> None:
+    doc = example_policy()
+    reordered = json.loads(json.dumps(doc, sort_keys=True, indent=3))
+    assert canonical_bytes(doc) == canonical_bytes(dict(reversed(list(reordered.items()))))
+    assert b" " not in canonical_bytes({"a": [1, 2], "b": {"c": None}})
+    assert canonical_bytes({"b": 1, "a": True}) == b'{"a":true,"b":1}'
+
+
+def test_canonical_form_refuses_floats_and_non_ascii_keys() -> None:
+    with pytest.raises(PolicyDocumentError, match="floats have no canonical form"):
+        canonical_bytes({"x": [1.0]})
+    with pytest.raises(PolicyDocumentError, match="must be an ASCII string"):
+        canonical_bytes({"é": 1})
+    with pytest.raises(PolicyDocumentError, match="is not a JSON value"):
+        canonical_bytes({"x": b"bytes"})

@@ -1,0 +1,119 @@
+"""Owner signatures over policy documents: Ed25519 with a domain prefix, verified before use."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.message import from_bytes_versioned
+from solders.pubkey import Pubkey
+
+from policies.errors import PolicyDocumentError, PolicySignatureError
+from policies.signing import (
+    DOMAIN_PREFIX,
+    POLICY_PURPOSE,
+    load_signed_policy,
+    sign_document,
+    signing_payload,
+    verify_owner_signature,
+)
+from tests.support.policies import example_policy, owner_public_key
+
+# RFC 8032 section 7.1, TEST 2: the implementation under the owner-signature check is plain Ed25519.
+RFC8032_PUBLIC = bytes.fromhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")
+RFC8032_MESSAGE = bytes.fromhex("72")
+RFC8032_SIGNATURE = bytes.fromhex(
+    "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+    "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
+)
+
+
+@pytest.fixture
+def owner() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def test_rfc8032_vector_verifies() -> None:
+    verify_owner_signature(RFC8032_MESSAGE, RFC8032_SIGNATURE, Pubkey.from_bytes(RFC8032_PUBLIC))
+    with pytest.raises(PolicySignatureError, match="invalid"):
+        verify_owner_signature(b"\x73", RFC8032_SIGNATURE, Pubkey.from_bytes(RFC8032_PUBLIC))
+
+
+def test_signed_policy_round_trip(owner: Ed25519PrivateKey) -> None:
+    envelope = json.dumps(sign_document(POLICY_PURPOSE, example_policy(), owner))
+    policy = load_signed_policy(envelope, owner=owner_public_key(owner), wallet_id="demo-wallet")
+    assert policy.sequence == 1
+
+
+def test_signature_covers_the_canonical_form_not_the_whitespace(owner: Ed25519PrivateKey) -> None:
+    envelope = sign_document(POLICY_PURPOSE, example_policy(), owner)
+    reformatted = json.dumps(envelope, indent=7, sort_keys=True)
+    load_signed_policy(reformatted, owner=owner_public_key(owner), wallet_id="demo-wallet")
+
+
+def test_any_change_to_the_document_breaks_the_signature(owner: Ed25519PrivateKey) -> None:
+    envelope = sign_document(POLICY_PURPOSE, example_policy(), owner)
+    envelope["document"]["rules"]["limits"][0]["per_transaction"]["approval"] = "99999999999999"
+    with pytest.raises(PolicySignatureError, match="invalid"):
+        load_signed_policy(json.dumps(envelope), owner=owner_public_key(owner), wallet_id="demo-wallet")
+
+
+def test_another_owner_is_refused(owner: Ed25519PrivateKey) -> None:
+    envelope = json.dumps(sign_document(POLICY_PURPOSE, example_policy(), owner))
+    stranger = owner_public_key(Ed25519PrivateKey.generate())
+    with pytest.raises(PolicySignatureError, match="invalid"):
+        load_signed_policy(envelope, owner=stranger, wallet_id="demo-wallet")
+
+
+def test_signature_for_another_purpose_is_refused(owner: Ed25519PrivateKey) -> None:
+    envelope = json.dumps(sign_document("approval", example_policy(), owner))
+    with pytest.raises(PolicySignatureError, match="invalid"):
+        load_signed_policy(envelope, owner=owner_public_key(owner), wallet_id="demo-wallet")
+
+
+def test_policy_for_another_wallet_is_refused(owner: Ed25519PrivateKey) -> None:
+    envelope = json.dumps(sign_document(POLICY_PURPOSE, example_policy(), owner))
+    with pytest.raises(PolicyDocumentError, match="not 'other-wallet'") as info:
+        load_signed_policy(envelope, owner=owner_public_key(owner), wallet_id="other-wallet")
+    assert info.value.field == "wallet_id"
+
+
+@pytest.mark.parametrize(
+    ("envelope", "field", "reason"),
+    [
+        ({"document": [], "signature": "1" * 88}, "envelope.document", "must be an object"),
+        ({"document": {}, "signature": 5}, "envelope.signature", "base58 Ed25519 signature"),
+        ({"document": {}, "signature": "0" * 88}, "envelope.signature", "base58 Ed25519 signature"),
+        ({"document": {}, "signature": "1" * 88, "note": "x"}, "envelope.note", "unknown field"),
+    ],
+)
+def test_malformed_envelope(envelope: dict[str, object], field: str, reason: str) -> None:
+    with pytest.raises(PolicyDocumentError, match=reason) as info:
+        load_signed_policy(json.dumps(envelope), owner=Pubkey.default(), wallet_id="demo-wallet")
+    assert info.value.field == field
+
+
+def test_signed_document_is_validated_after_verification(owner: Ed25519PrivateKey) -> None:
+    doc = example_policy()
+    doc["rules"]["rate"]["max_requests"] = 0
+    envelope = json.dumps(sign_document(POLICY_PURPOSE, doc, owner))
+    with pytest.raises(PolicyDocumentError, match="between 1"):
+        load_signed_policy(envelope, owner=owner_public_key(owner), wallet_id="demo-wallet")
+
+
+def test_signing_payload_can_never_be_a_transaction_message() -> None:
+    payload = signing_payload(POLICY_PURPOSE, example_policy())
+    assert payload.startswith(DOMAIN_PREFIX + b"policy\x00")
+    with pytest.raises(ValueError):  # noqa: PT011 - solders raises a bare ValueError subclass without stable text
+        from_bytes_versioned(payload)
+
+
+def test_signing_purpose_is_validated() -> None:
+    with pytest.raises(ValueError, match="invalid signing purpose"):
+        signing_payload("Policy\x00evil", {})
+
+
+def test_short_signature_is_refused() -> None:
+    with pytest.raises(PolicySignatureError, match="invalid"):
+        verify_owner_signature(b"x", b"\x00" * 63, Pubkey.default())
