@@ -1,0 +1,26 @@
+"""Well-known Solana program and sysvar addresses, as `solders` `Pubkey` constants built once at import.
+
+Decoders compare program ids and sysvar accounts against these constants (a 32-byte comparison); nothing in the
+hot path parses base58.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from solders.pubkey import Pubkey
+
+SYSTEM_PROGRAM: Final = Pubkey.from_string("11111111111111111111111111111111")
+COMPUTE_BUDGET_PROGRAM: Final = Pubkey.from_string("ComputeBudget111111111111111111111111111111")
+TOKEN_PROGRAM: Final = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
+TOKEN_2022_PROGRAM: Final = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
+ASSOCIATED_TOKEN_PROGRAM: Final = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
+MEMO_V1_PROGRAM: Final = Pubkey.from_string("Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo")
+MEMO_V2_PROGRAM: Final = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
+SQUADS_V4_PROGRAM: Final = Pubkey.from_string("SQDS4ep65T869zMMBKyuUq6aD6EgTu8psMjkvj52pCf")
+
+SYSVAR_RENT: Final = Pubkey.from_string("SysvarRent111111111111111111111111111111111")
+SYSVAR_RECENT_BLOCKHASHES: Final = Pubkey.from_string("SysvarRecentB1ockHashes11111111111111111111")
+
+TOKEN_PROGRAMS: Final = frozenset({TOKEN_PROGRAM, TOKEN_2022_PROGRAM})
+"""The two token programs an associated token account may belong to."""
