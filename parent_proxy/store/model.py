@@ -1,0 +1,151 @@
+"""Domain values the state store reads and writes. All are frozen dataclasses; bytes stay bytes.
+
+Times are float seconds since the Unix epoch, always passed in by the caller (see `parent_proxy.clock`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Wallet:
+    """A wallet as the parent knows it. Keys are 32-byte Ed25519 public keys; the vault is a 32-byte address."""
+
+    wallet_id: str
+    agent_pubkey: bytes
+    owner_pubkey: bytes
+    vault_address: bytes
+    sealed_key: bytes = field(repr=False)
+    frozen: bool = False
+    frozen_reason: str | None = None
+    policy_document: bytes | None = field(default=None, repr=False)
+    policy_sequence: int = 0
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """The result of issuing an agent token. ``token`` is shown once and never stored; keep it out of logs."""
+
+    token_id: str
+    wallet_id: str
+    token: str = field(repr=False)
+
+
+class ReservationStatus(enum.StrEnum):
+    PENDING = "pending"
+    COMMITTED = "committed"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Amounts (raw units per asset) held against a wallet's rolling-window limits for one request."""
+
+    wallet_id: str
+    request_id: str
+    amounts: tuple[tuple[str, int], ...]
+    created_at: float
+
+
+class IdempotencyStatus(enum.StrEnum):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """A completed request stored under its idempotency key, to be replayed verbatim."""
+
+    wallet_id: str
+    key: str
+    request_hash: bytes
+    status: IdempotencyStatus
+    response: bytes | None
+    created_at: float
+
+
+class ApprovalStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An escalated request waiting for (or decided by) the owner. ``decision`` is the owner's signed answer."""
+
+    approval_id: str
+    wallet_id: str
+    request_payload: bytes
+    status: ApprovalStatus
+    created_at: float
+    decision: bytes | None = None
+    decided_at: float | None = None
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Where a wallet's notifications go. The secret signs them; it never appears in a repr or a log."""
+
+    wallet_id: str
+    url: str
+    secret: bytes = field(repr=False)
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One webhook notification in the persistent outbox.
+
+    ``attempts`` counts claims (incremented when a worker claims the item, so that a worker that crashes on an item
+    still uses up an attempt). ``lease_id``/``lease_until`` are set while a worker holds the item.
+    """
+
+    event_id: str
+    wallet_id: str
+    event_type: str
+    body: bytes
+    created_at: float
+    status: OutboxStatus = OutboxStatus.PENDING
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    lease_id: str | None = None
+    lease_until: float | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One line of the delivery log: what happened when an outbox item was posted."""
+
+    event_id: str
+    attempt: int
+    at: float
+    delivered: bool
+    status_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One hash-chained audit record (see `parent_proxy.audit` for the hash and its verification)."""
+
+    seq: int
+    time: float
+    wallet_id: str | None
+    event_type: str
+    payload: bytes
+    receipt: bytes | None
+    prev_hash: bytes
+    hash: bytes
+
+
+GENESIS_PREV_HASH = bytes(32)
+"""The ``prev_hash`` of the first audit record."""

@@ -1,0 +1,166 @@
+"""The state-store seam: one `Store` protocol, implemented by `SqliteStore` (embedded) and `DynamoStore` (fleet).
+
+Both adapters pass the same contract suite (``tests/proxy/test_store_contract.py``). Every method either does all
+it says or nothing; failures raise the errors drawn in `parent_proxy.errors`. Times are passed in (``now``),
+never read from the system clock here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from parent_proxy.store.model import (
+    Approval,
+    ApprovalStatus,
+    AuditRecord,
+    DeliveryAttempt,
+    IdempotencyRecord,
+    IssuedToken,
+    OutboxItem,
+    Reservation,
+    ReservationStatus,
+    Wallet,
+    WebhookConfig,
+)
+
+Limits = Mapping[tuple[str, int], int]
+"""Caps per ``(asset, window_seconds)``: raw units that may be spent within any rolling window of that length."""
+
+
+class Store(Protocol):
+    """Everything the parent proxy persists. See the module docstring for the shared rules."""
+
+    # -- agent tokens ---------------------------------------------------------------------------------------
+    def issue_token(self, wallet_id: str, now: float) -> IssuedToken:
+        """Create a token bound to ``wallet_id``; only its hash is stored. The clear token is returned once."""
+        ...
+
+    def authenticate_token(self, token: str) -> str:
+        """Return the wallet id the token is bound to; `NotFound` for unknown, malformed or revoked tokens."""
+        ...
+
+    def revoke_token(self, token_id: str, now: float) -> None:
+        """Revoke a token (idempotent). `NotFound` if the id was never issued."""
+        ...
+
+    # -- wallets --------------------------------------------------------------------------------------------
+    def create_wallet(self, wallet: Wallet) -> None:
+        """Store a new wallet; `Conflict` if the id exists."""
+        ...
+
+    def get_wallet(self, wallet_id: str) -> Wallet: ...
+
+    def set_frozen(self, wallet_id: str, frozen: bool, reason: str | None) -> None:
+        """Freeze (a reason is required) or unfreeze (no reason) a wallet."""
+        ...
+
+    def install_policy(self, wallet_id: str, document: bytes, sequence: int) -> None:
+        """Install a policy document; `StalePolicySequence` unless ``sequence`` > the installed one."""
+        ...
+
+    # -- period limits --------------------------------------------------------------------------------------
+    def reserve(
+        self, wallet_id: str, request_id: str, amounts: Mapping[str, int], limits: Limits, now: float
+    ) -> Reservation:
+        """Atomically hold ``amounts`` if every applicable rolling-window cap still holds, else `LimitExceeded`.
+
+        A limit applies when its asset appears in ``amounts``. Pending and committed reservations count while
+        ``now - created_at < window_seconds``; released ones never count.
+        """
+        ...
+
+    def commit(self, reservation: Reservation) -> None:
+        """Mark a reservation spent (idempotent). `Conflict` if it was released."""
+        ...
+
+    def release(self, reservation: Reservation) -> None:
+        """Give a pending reservation back (idempotent). `Conflict` if it was committed."""
+        ...
+
+    def reservation_status(self, wallet_id: str, request_id: str) -> ReservationStatus: ...
+
+    def spent_in_window(self, wallet_id: str, asset: str, window_seconds: int, now: float) -> int:
+        """Committed plus pending amounts of ``asset`` within the rolling window ending at ``now``."""
+        ...
+
+    # -- rate limits and denial bursts ----------------------------------------------------------------------
+    def record_request(self, wallet_id: str, now: float) -> None: ...
+
+    def recent_requests(self, wallet_id: str, since: float) -> list[float]:
+        """Timestamps of recorded requests at or after ``since``, oldest first."""
+        ...
+
+    def record_denial(self, wallet_id: str, now: float) -> None: ...
+
+    def recent_denials(self, wallet_id: str, since: float) -> list[float]: ...
+
+    # -- idempotency ----------------------------------------------------------------------------------------
+    def begin_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
+        """Claim ``key``: None means "new, proceed"; a completed record means "replay its response".
+
+        Raises `IdempotencyMismatch` (same key, other request) or `IdempotencyInProgress` (not finished yet).
+        """
+        ...
+
+    def complete_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
+        """Store the response of a claimed key. `Conflict` unless it is in progress with this hash."""
+        ...
+
+    def abandon_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> None:
+        """Drop an in-progress claim (the request failed before any effect), so the key may be retried."""
+        ...
+
+    # -- pending approvals ----------------------------------------------------------------------------------
+    def create_approval(self, approval: Approval) -> None: ...
+
+    def get_approval(self, approval_id: str) -> Approval: ...
+
+    def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
+        """Move a pending approval to approved/rejected/expired; `AlreadyDecided` if it is not pending."""
+        ...
+
+    def pending_approvals(self, wallet_id: str) -> list[Approval]: ...
+
+    # -- webhooks -------------------------------------------------------------------------------------------
+    def set_webhook(self, config: WebhookConfig) -> None: ...
+
+    def get_webhook(self, wallet_id: str) -> WebhookConfig | None: ...
+
+    def enqueue_webhook(self, item: OutboxItem) -> None: ...
+
+    def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[OutboxItem]:
+        """Lease up to ``limit`` due pending items (next attempt reached, no live lease); attempts += 1."""
+        ...
+
+    def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None: ...
+
+    def mark_failed(
+        self,
+        event_id: str,
+        lease_id: str,
+        *,
+        now: float,
+        error: str,
+        status_code: int | None,
+        next_attempt_at: float | None,
+    ) -> None:
+        """Record a failed attempt; retry at ``next_attempt_at``, or give up (dead) when it is None."""
+        ...
+
+    def get_outbox_item(self, event_id: str) -> OutboxItem: ...
+
+    def delivery_log(self, event_id: str) -> list[DeliveryAttempt]: ...
+
+    # -- audit log ------------------------------------------------------------------------------------------
+    def append_audit(self, record: AuditRecord) -> None:
+        """Append the next record; `Conflict` unless it extends the current head (seq + 1, prev_hash)."""
+        ...
+
+    def audit_head(self) -> AuditRecord | None: ...
+
+    def audit_records(self, after_seq: int, limit: int) -> list[AuditRecord]:
+        """Records with seq > ``after_seq``, in seq order, at most ``limit``."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,328 @@
+"""`SqliteStore`: the embedded `Store` adapter (one machine; several processes may share the file).
+
+This module holds tokens, wallets, period limits, rate/denial timestamps, idempotency and approvals; webhooks and
+the audit log are in `sqlite_outbox`, connections and error translation in `sqlite_base`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+
+from parent_proxy.errors import (
+    AlreadyDecided,
+    Conflict,
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    InvalidInput,
+    NotFound,
+    StalePolicySequence,
+)
+from parent_proxy.store import limits as lim
+from parent_proxy.store import tokens
+from parent_proxy.store import validation as v
+from parent_proxy.store.model import (
+    Approval,
+    ApprovalStatus,
+    IdempotencyRecord,
+    IdempotencyStatus,
+    IssuedToken,
+    Reservation,
+    ReservationStatus,
+    Wallet,
+)
+from parent_proxy.store.protocol import Limits
+from parent_proxy.store.sqlite_outbox import SqliteOutboxAudit
+
+_SELECT_APPROVAL = (
+    "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at FROM approvals WHERE "
+)
+
+
+class SqliteStore(SqliteOutboxAudit):
+    """SQLite-backed `Store`. ``path`` is a file path (``:memory:`` is refused: it cannot be shared)."""
+
+    # -- agent tokens ---------------------------------------------------------------------------------------
+    def issue_token(self, wallet_id: str, now: float) -> IssuedToken:
+        v.check_id("wallet_id", wallet_id)
+        now = v.check_time("now", now)
+        token_id, token, secret_hash = tokens.new_token()
+        with self._write() as conn:
+            self._require_wallet(conn, wallet_id)
+            conn.execute(
+                "INSERT INTO tokens (token_id, wallet_id, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+                (token_id, wallet_id, secret_hash, now),
+            )
+        return IssuedToken(token_id=token_id, wallet_id=wallet_id, token=token)
+
+    def authenticate_token(self, token: str) -> str:
+        parsed = tokens.parse_token(token)
+        if parsed is None:
+            raise NotFound("unknown or revoked token")
+        token_id, secret = parsed
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT wallet_id, secret_hash, revoked_at FROM tokens WHERE token_id = ?", (token_id,)
+            ).fetchone()
+        if not tokens.secret_matches(secret, None if row is None else row[1]) or row[2] is not None:
+            raise NotFound("unknown or revoked token")
+        return str(row[0])
+
+    def revoke_token(self, token_id: str, now: float) -> None:
+        v.check_id("token_id", token_id)
+        now = v.check_time("now", now)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM tokens WHERE token_id = ?", (token_id,)).fetchone() is None:
+                raise NotFound(f"token {token_id} not found")
+            conn.execute("UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (now, token_id))
+
+    # -- wallets --------------------------------------------------------------------------------------------
+    def create_wallet(self, wallet: Wallet) -> None:
+        w = v.check_wallet(wallet)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM wallets WHERE wallet_id = ?", (w.wallet_id,)).fetchone():
+                raise Conflict(f"wallet {w.wallet_id} already exists")
+            conn.execute(
+                "INSERT INTO wallets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (w.wallet_id, w.agent_pubkey, w.owner_pubkey, w.vault_address, w.sealed_key, int(w.frozen),
+                 w.frozen_reason, w.policy_document, w.policy_sequence),
+            )  # fmt: skip
+
+    def get_wallet(self, wallet_id: str) -> Wallet:
+        v.check_id("wallet_id", wallet_id)
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM wallets WHERE wallet_id = ?", (wallet_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"wallet {wallet_id} not found")
+        return Wallet(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7], row[8])
+
+    def set_frozen(self, wallet_id: str, frozen: bool, reason: str | None) -> None:
+        v.check_id("wallet_id", wallet_id)
+        v.check_frozen(frozen, reason)
+        with self._write() as conn:
+            self._require_wallet(conn, wallet_id)
+            conn.execute(
+                "UPDATE wallets SET frozen = ?, frozen_reason = ? WHERE wallet_id = ?",
+                (int(frozen), reason, wallet_id),
+            )
+
+    def install_policy(self, wallet_id: str, document: bytes, sequence: int) -> None:
+        v.check_id("wallet_id", wallet_id)
+        v.check_blob("document", document)
+        v.check_count("sequence", sequence, minimum=1)
+        with self._write() as conn:
+            row = conn.execute("SELECT policy_sequence FROM wallets WHERE wallet_id = ?", (wallet_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"wallet {wallet_id} not found")
+            if sequence <= row[0]:
+                raise StalePolicySequence(wallet_id, sequence, row[0])
+            conn.execute(
+                "UPDATE wallets SET policy_document = ?, policy_sequence = ? WHERE wallet_id = ?",
+                (document, sequence, wallet_id),
+            )
+
+    # -- period limits --------------------------------------------------------------------------------------
+    def reserve(
+        self, wallet_id: str, request_id: str, amounts: Mapping[str, int], limits: Limits, now: float
+    ) -> Reservation:
+        v.check_id("wallet_id", wallet_id)
+        v.check_id("request_id", request_id)
+        wanted = v.check_amounts(amounts)
+        caps = v.check_limits(limits)
+        now = v.check_time("now", now)
+        with self._write() as conn:
+            self._require_wallet(conn, wallet_id)
+            if conn.execute(
+                "SELECT 1 FROM reservations WHERE wallet_id = ? AND request_id = ?", (wallet_id, request_id)
+            ).fetchone():
+                raise Conflict(f"reservation {request_id} already exists")
+            longest = max((w for (_, w) in caps), default=0)
+            rows = conn.execute(
+                "SELECT amounts, created_at FROM reservations WHERE wallet_id = ? AND status != 'released'"
+                " AND ? - created_at < ?",
+                (wallet_id, now, longest),
+            ).fetchall()
+            entries: list[lim.Entry] = [(lim.decode_amounts(a), c) for a, c in rows]
+            lim.check_reservation(wallet_id, entries, wanted, caps, now)
+            conn.execute(
+                "INSERT INTO reservations VALUES (?, ?, ?, ?, 'pending')",
+                (wallet_id, request_id, lim.encode_amounts(wanted), now),
+            )
+        return Reservation(wallet_id=wallet_id, request_id=request_id, amounts=wanted, created_at=now)
+
+    def _transition(self, reservation: Reservation, target: ReservationStatus) -> None:
+        if not isinstance(reservation, Reservation):
+            raise InvalidInput("reservation", "must be a Reservation")
+        key = (reservation.wallet_id, reservation.request_id)
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM reservations WHERE wallet_id = ? AND request_id = ?", key).fetchone()
+            if row is None:
+                raise NotFound(f"reservation {reservation.request_id} not found")
+            if row[0] == target:
+                return
+            if row[0] != ReservationStatus.PENDING:
+                raise Conflict(f"reservation {reservation.request_id} is {row[0]}, cannot become {target}")
+            conn.execute("UPDATE reservations SET status = ? WHERE wallet_id = ? AND request_id = ?", (target, *key))
+
+    def commit(self, reservation: Reservation) -> None:
+        self._transition(reservation, ReservationStatus.COMMITTED)
+
+    def release(self, reservation: Reservation) -> None:
+        self._transition(reservation, ReservationStatus.RELEASED)
+
+    def reservation_status(self, wallet_id: str, request_id: str) -> ReservationStatus:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT status FROM reservations WHERE wallet_id = ? AND request_id = ?", (wallet_id, request_id)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"reservation {request_id} not found")
+        return ReservationStatus(row[0])
+
+    def spent_in_window(self, wallet_id: str, asset: str, window_seconds: int, now: float) -> int:
+        v.check_id("wallet_id", wallet_id)
+        v.check_id("asset", asset)
+        v.check_count("window_seconds", window_seconds, minimum=1, maximum=v.MAX_WINDOW_SECONDS)
+        now = v.check_time("now", now)
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT amounts, created_at FROM reservations WHERE wallet_id = ? AND status != 'released'"
+                " AND ? - created_at < ?",
+                (wallet_id, now, window_seconds),
+            ).fetchall()
+        return lim.window_total([(lim.decode_amounts(a), c) for a, c in rows], asset, window_seconds, now)
+
+    # -- rate limits and denial bursts ----------------------------------------------------------------------
+    def _record(self, kind: str, wallet_id: str, now: float) -> None:
+        v.check_id("wallet_id", wallet_id)
+        now = v.check_time("now", now)
+        with self._write() as conn:
+            self._require_wallet(conn, wallet_id)
+            conn.execute("INSERT INTO wallet_events VALUES (?, ?, ?)", (wallet_id, kind, now))
+
+    def _recent(self, kind: str, wallet_id: str, since: float) -> list[float]:
+        v.check_id("wallet_id", wallet_id)
+        since = v.check_time("since", since)
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT at FROM wallet_events WHERE wallet_id = ? AND kind = ? AND at >= ? ORDER BY at",
+                (wallet_id, kind, since),
+            ).fetchall()
+        return [float(r[0]) for r in rows]
+
+    def record_request(self, wallet_id: str, now: float) -> None:
+        self._record("request", wallet_id, now)
+
+    def recent_requests(self, wallet_id: str, since: float) -> list[float]:
+        return self._recent("request", wallet_id, since)
+
+    def record_denial(self, wallet_id: str, now: float) -> None:
+        self._record("denial", wallet_id, now)
+
+    def recent_denials(self, wallet_id: str, since: float) -> list[float]:
+        return self._recent("denial", wallet_id, since)
+
+    # -- idempotency ----------------------------------------------------------------------------------------
+    def begin_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
+        v.check_id("wallet_id", wallet_id)
+        v.check_idempotency_key(key)
+        v.check_digest("request_hash", request_hash)
+        now = v.check_time("now", now)
+        with self._write() as conn:
+            self._require_wallet(conn, wallet_id)
+            row = conn.execute(
+                "SELECT request_hash, status, response, created_at FROM idempotency WHERE wallet_id = ? AND key = ?",
+                (wallet_id, key),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO idempotency VALUES (?, ?, ?, 'in_progress', NULL, ?)",
+                    (wallet_id, key, request_hash, now),
+                )
+                return None
+        if row[0] != request_hash:
+            raise IdempotencyMismatch(f"idempotency key {key!r} was used for a different request")
+        if row[1] != IdempotencyStatus.COMPLETED:
+            raise IdempotencyInProgress(f"idempotency key {key!r}: the first request has not completed")
+        return IdempotencyRecord(wallet_id, key, row[0], IdempotencyStatus.COMPLETED, row[2], row[3])
+
+    def _claimed(self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes) -> None:
+        row = conn.execute(
+            "SELECT request_hash, status FROM idempotency WHERE wallet_id = ? AND key = ?", (wallet_id, key)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"idempotency key {key!r} not found")
+        if row[0] != request_hash or row[1] != IdempotencyStatus.IN_PROGRESS:
+            raise Conflict(f"idempotency key {key!r} is not in progress for this request")
+
+    def complete_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
+        v.check_idempotency_key(key)
+        v.check_digest("request_hash", request_hash)
+        v.check_blob("response", response)
+        with self._write() as conn:
+            self._claimed(conn, wallet_id, key, request_hash)
+            conn.execute(
+                "UPDATE idempotency SET status = 'completed', response = ? WHERE wallet_id = ? AND key = ?",
+                (response, wallet_id, key),
+            )
+
+    def abandon_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> None:
+        v.check_idempotency_key(key)
+        v.check_digest("request_hash", request_hash)
+        with self._write() as conn:
+            self._claimed(conn, wallet_id, key, request_hash)
+            conn.execute("DELETE FROM idempotency WHERE wallet_id = ? AND key = ?", (wallet_id, key))
+
+    # -- pending approvals ----------------------------------------------------------------------------------
+    def create_approval(self, approval: Approval) -> None:
+        a = v.check_approval(approval)
+        with self._write() as conn:
+            self._require_wallet(conn, a.wallet_id)
+            if conn.execute("SELECT 1 FROM approvals WHERE approval_id = ?", (a.approval_id,)).fetchone():
+                raise Conflict(f"approval {a.approval_id} already exists")
+            conn.execute(
+                "INSERT INTO approvals (approval_id, wallet_id, request_payload, status, created_at, decision,"
+                " decided_at) VALUES (?, ?, ?, 'pending', ?, NULL, NULL)",
+                (a.approval_id, a.wallet_id, a.request_payload, a.created_at),
+            )
+
+    @staticmethod
+    def _approval(row: tuple[object, ...]) -> Approval:
+        return Approval(row[0], row[1], row[2], ApprovalStatus(row[3]), row[4], row[5], row[6])  # type: ignore[arg-type]
+
+    def get_approval(self, approval_id: str) -> Approval:
+        v.check_id("approval_id", approval_id)
+        with self._read() as conn:
+            row = conn.execute(_SELECT_APPROVAL + "approval_id = ?", (approval_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"approval {approval_id} not found")
+        return self._approval(row)
+
+    def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
+        v.check_id("approval_id", approval_id)
+        if status not in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED):
+            raise InvalidInput("status", "must be approved, rejected or expired")
+        if decision is not None:
+            v.check_blob("decision", decision)
+        now = v.check_time("now", now)
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE approvals SET status = ?, decision = ?, decided_at = ?"
+                " WHERE approval_id = ? AND status = 'pending'",
+                (status.value, decision, now, approval_id),
+            )
+            row = conn.execute(_SELECT_APPROVAL + "approval_id = ?", (approval_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"approval {approval_id} not found")
+        if cur.rowcount != 1:
+            raise AlreadyDecided(f"approval {approval_id} is already {row[3]}")
+        return self._approval(row)
+
+    def pending_approvals(self, wallet_id: str) -> list[Approval]:
+        v.check_id("wallet_id", wallet_id)
+        with self._read() as conn:
+            rows = conn.execute(
+                _SELECT_APPROVAL + "wallet_id = ? AND status = 'pending' ORDER BY created_at, approval_id",
+                (wallet_id,),
+            ).fetchall()
+        return [self._approval(r) for r in rows]

@@ -1,0 +1,101 @@
+"""Connections and transactions for the SQLite adapter, and the one place sqlite3 errors are translated.
+
+Each thread gets its own connection (sqlite3 connections are not shared across threads). Writes run in
+``BEGIN IMMEDIATE`` transactions (see `sqlite_schema`), so a check and the write it guards happen under the
+database's write lock, also across processes sharing the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from parent_proxy.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from parent_proxy.store.sqlite_schema import DEFAULT_BUSY_TIMEOUT_SECONDS, PRAGMAS, SCHEMA, SCHEMA_VERSION
+
+
+@contextmanager
+def _translate() -> Iterator[None]:
+    """The one place where sqlite3 errors become store errors."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise Conflict(f"constraint violated: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
+
+class SqliteBase:
+    """Connection handling of `SqliteStore`. ``path`` is a file path (``:memory:`` is refused: it cannot be shared)."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_SECONDS) -> None:
+        self._path = str(path)
+        if self._path == ":memory:" or not self._path:
+            raise InvalidInput("path", "must be a file path")
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StoreUnavailable(f"unknown schema version {version} in {self._path}")
+            for statement in SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- connections and transactions -----------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with _translate():
+                conn = sqlite3.connect(
+                    self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                )
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise StoreUnavailable(f"could not enable WAL on {self._path} (mode {mode})")
+                for pragma in PRAGMAS:
+                    conn.execute(pragma)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with _translate():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with _translate():
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    @staticmethod
+    def _require_wallet(conn: sqlite3.Connection, wallet_id: str) -> None:
+        if conn.execute("SELECT 1 FROM wallets WHERE wallet_id = ?", (wallet_id,)).fetchone() is None:
+            raise NotFound(f"wallet {wallet_id} not found")

@@ -1,0 +1,175 @@
+"""The webhook and audit half of `SqliteStore`: webhook settings, the persistent outbox, the delivery log and
+the append-only audit table."""
+
+from __future__ import annotations
+
+import uuid
+
+from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
+from parent_proxy.store import validation as v
+from parent_proxy.store.model import (
+    GENESIS_PREV_HASH,
+    AuditRecord,
+    DeliveryAttempt,
+    OutboxItem,
+    OutboxStatus,
+    WebhookConfig,
+)
+from parent_proxy.store.sqlite_base import SqliteBase
+
+_SELECT_OUTBOX = (
+    "SELECT event_id, wallet_id, event_type, body, created_at, status, attempts, next_attempt_at, lease_id,"
+    " lease_until FROM outbox WHERE "
+)
+_SELECT_AUDIT = "SELECT seq, time, wallet_id, event_type, payload, receipt, prev_hash, hash FROM audit_log "
+
+
+class SqliteOutboxAudit(SqliteBase):
+    """Webhooks, outbox and audit log over `SqliteBase`'s transactions."""
+
+    # -- webhooks -------------------------------------------------------------------------------------------
+    def set_webhook(self, config: WebhookConfig) -> None:
+        c = v.check_webhook(config)
+        with self._write() as conn:
+            self._require_wallet(conn, c.wallet_id)
+            conn.execute("INSERT OR REPLACE INTO webhooks VALUES (?, ?, ?)", (c.wallet_id, c.url, c.secret))
+
+    def get_webhook(self, wallet_id: str) -> WebhookConfig | None:
+        v.check_id("wallet_id", wallet_id)
+        with self._read() as conn:
+            row = conn.execute("SELECT url, secret FROM webhooks WHERE wallet_id = ?", (wallet_id,)).fetchone()
+        return None if row is None else WebhookConfig(wallet_id, row[0], row[1])
+
+    def enqueue_webhook(self, item: OutboxItem) -> None:
+        i = v.check_outbox_item(item)
+        with self._write() as conn:
+            self._require_wallet(conn, i.wallet_id)
+            if conn.execute("SELECT 1 FROM outbox WHERE event_id = ?", (i.event_id,)).fetchone():
+                raise Conflict(f"outbox item {i.event_id} already exists")
+            conn.execute(
+                "INSERT INTO outbox (event_id, wallet_id, event_type, body, created_at, status, attempts,"
+                " next_attempt_at, lease_id, lease_until) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, NULL, NULL)",
+                (i.event_id, i.wallet_id, i.event_type, i.body, i.created_at, i.next_attempt_at),
+            )
+
+    @staticmethod
+    def _outbox(row: tuple[object, ...]) -> OutboxItem:
+        return OutboxItem(row[0], row[1], row[2], row[3], row[4], OutboxStatus(row[5]), *row[6:])  # type: ignore[arg-type]
+
+    def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[OutboxItem]:
+        now = v.check_time("now", now)
+        lease_seconds = v.check_time("lease_seconds", lease_seconds)
+        v.check_count("limit", limit, minimum=1, maximum=1000)
+        claimed = []
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT event_id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at, event_id LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            for (event_id,) in rows:
+                conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, lease_id = ?, lease_until = ? WHERE event_id = ?",
+                    (uuid.uuid4().hex, now + lease_seconds, event_id),
+                )
+                row = conn.execute(_SELECT_OUTBOX + "event_id = ?", (event_id,)).fetchone()
+                claimed.append(self._outbox(row))
+        return claimed
+
+    def _finish(
+        self,
+        event_id: str,
+        lease_id: str,
+        *,
+        attempt: DeliveryAttempt,
+        status: OutboxStatus,
+        next_attempt_at: float | None,
+    ) -> None:
+        now = attempt.at
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT status, lease_id, attempts FROM outbox WHERE event_id = ?", (event_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"outbox item {event_id} not found")
+            if row[0] != OutboxStatus.PENDING or row[1] != lease_id:
+                raise LeaseLost(f"outbox item {event_id}: lease lost")
+            conn.execute(
+                "UPDATE outbox SET status = ?, lease_id = NULL, lease_until = NULL,"
+                " next_attempt_at = COALESCE(?, next_attempt_at) WHERE event_id = ?",
+                (status.value, next_attempt_at, event_id),
+            )
+            conn.execute(
+                "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?)",
+                (event_id, row[2], now, int(attempt.delivered), attempt.status_code, attempt.error),
+            )
+
+    def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None:
+        now = v.check_time("now", now)
+        v.check_count("status_code", status_code, minimum=100, maximum=599)
+        attempt = DeliveryAttempt(event_id, 0, now, True, status_code, None)
+        self._finish(event_id, lease_id, attempt=attempt, status=OutboxStatus.DELIVERED, next_attempt_at=None)
+
+    def mark_failed(
+        self,
+        event_id: str,
+        lease_id: str,
+        *,
+        now: float,
+        error: str,
+        status_code: int | None,
+        next_attempt_at: float | None,
+    ) -> None:
+        now = v.check_time("now", now)
+        v.check_reason("error", error)
+        if status_code is not None:
+            v.check_count("status_code", status_code, minimum=100, maximum=599)
+        if next_attempt_at is not None:
+            v.check_time("next_attempt_at", next_attempt_at)
+        status = OutboxStatus.DEAD if next_attempt_at is None else OutboxStatus.PENDING
+        attempt = DeliveryAttempt(event_id, 0, now, False, status_code, error)
+        self._finish(event_id, lease_id, attempt=attempt, status=status, next_attempt_at=next_attempt_at)
+
+    def get_outbox_item(self, event_id: str) -> OutboxItem:
+        with self._read() as conn:
+            row = conn.execute(_SELECT_OUTBOX + "event_id = ?", (event_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"outbox item {event_id} not found")
+        return self._outbox(row)
+
+    def delivery_log(self, event_id: str) -> list[DeliveryAttempt]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT event_id, attempt, at, delivered, status_code, error FROM deliveries"
+                " WHERE event_id = ? ORDER BY attempt, at",
+                (event_id,),
+            ).fetchall()
+        return [DeliveryAttempt(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
+
+    # -- audit log ------------------------------------------------------------------------------------------
+    def append_audit(self, record: AuditRecord) -> None:
+        if not isinstance(record, AuditRecord):
+            raise InvalidInput("record", "must be an AuditRecord")
+        r = record
+        with self._write() as conn:
+            head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+            expected_seq, expected_prev = (1, GENESIS_PREV_HASH) if head is None else (head[0] + 1, head[1])
+            if r.seq != expected_seq or r.prev_hash != expected_prev:
+                raise Conflict(f"audit record {r.seq} does not extend the head (expected seq {expected_seq})")
+            conn.execute(
+                "INSERT INTO audit_log (seq, time, wallet_id, event_type, payload, receipt, prev_hash, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (r.seq, r.time, r.wallet_id, r.event_type, r.payload, r.receipt, r.prev_hash, r.hash),
+            )
+
+    def audit_head(self) -> AuditRecord | None:
+        with self._read() as conn:
+            row = conn.execute(_SELECT_AUDIT + "ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else AuditRecord(*row)
+
+    def audit_records(self, after_seq: int, limit: int) -> list[AuditRecord]:
+        v.check_count("after_seq", after_seq)
+        v.check_count("limit", limit, minimum=1, maximum=10_000)
+        with self._read() as conn:
+            rows = conn.execute(_SELECT_AUDIT + "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+        return [AuditRecord(*r) for r in rows]

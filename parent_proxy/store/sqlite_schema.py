@@ -1,0 +1,55 @@
+"""The SQLite adapter's schema (version 1) and connection settings.
+
+WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
+worse than a slower commit; every writing transaction starts with ``BEGIN IMMEDIATE`` so that two processes
+serialise on the write lock before reading what they are about to check, and wait up to ``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
+"""How long a writer waits for another process's write lock before the store reports itself unavailable."""
+
+PRAGMAS = ("PRAGMA foreign_keys = ON", "PRAGMA synchronous = FULL")
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS wallets (
+        wallet_id TEXT PRIMARY KEY, agent_pubkey BLOB NOT NULL, owner_pubkey BLOB NOT NULL,
+        vault_address BLOB NOT NULL, sealed_key BLOB NOT NULL, frozen INTEGER NOT NULL,
+        frozen_reason TEXT, policy_document BLOB, policy_sequence INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS tokens (
+        token_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
+        secret_hash BLOB NOT NULL, created_at REAL NOT NULL, revoked_at REAL)""",
+    """CREATE TABLE IF NOT EXISTS reservations (
+        wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id), request_id TEXT NOT NULL,
+        amounts TEXT NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL,
+        PRIMARY KEY (wallet_id, request_id))""",
+    "CREATE INDEX IF NOT EXISTS reservations_by_time ON reservations (wallet_id, created_at)",
+    """CREATE TABLE IF NOT EXISTS wallet_events (
+        wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id), kind TEXT NOT NULL, at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS wallet_events_by_time ON wallet_events (wallet_id, kind, at)",
+    """CREATE TABLE IF NOT EXISTS idempotency (
+        wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id), key TEXT NOT NULL,
+        request_hash BLOB NOT NULL, status TEXT NOT NULL, response BLOB, created_at REAL NOT NULL,
+        PRIMARY KEY (wallet_id, key))""",
+    """CREATE TABLE IF NOT EXISTS approvals (
+        approval_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
+        request_payload BLOB NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,
+        decision BLOB, decided_at REAL)""",
+    "CREATE INDEX IF NOT EXISTS approvals_by_wallet ON approvals (wallet_id, status)",
+    """CREATE TABLE IF NOT EXISTS webhooks (
+        wallet_id TEXT PRIMARY KEY REFERENCES wallets(wallet_id), url TEXT NOT NULL, secret BLOB NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS outbox (
+        event_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
+        event_type TEXT NOT NULL, body BLOB NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL,
+        attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL, lease_id TEXT, lease_until REAL)""",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at)",
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        event_id TEXT NOT NULL REFERENCES outbox(event_id), attempt INTEGER NOT NULL, at REAL NOT NULL,
+        delivered INTEGER NOT NULL, status_code INTEGER, error TEXT)""",
+    "CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries (event_id, attempt)",
+    """CREATE TABLE IF NOT EXISTS audit_log (
+        seq INTEGER PRIMARY KEY, time REAL NOT NULL, wallet_id TEXT, event_type TEXT NOT NULL,
+        payload BLOB NOT NULL, receipt BLOB, prev_hash BLOB NOT NULL, hash BLOB NOT NULL)""",
+)

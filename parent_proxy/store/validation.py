@@ -1,0 +1,157 @@
+"""Input checks shared by every store adapter, so that bad input fails the same way everywhere.
+
+Each check raises `InvalidInput` naming the field; adapters run them before touching the backend, so a refused
+call changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+from parent_proxy.errors import InvalidInput
+from parent_proxy.store.model import Approval, OutboxItem, Wallet, WebhookConfig
+
+ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""Wallet ids, request ids, asset names (``SOL`` or a base58 mint), event and approval ids."""
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
+"""Printable ASCII, no spaces, like the common ``Idempotency-Key`` header conventions."""
+PUBKEY_BYTES = 32
+"""Ed25519 public keys and Solana addresses are 32 bytes."""
+SHA256_BYTES = 32
+MAX_U64 = 2**64 - 1
+"""SPL token amounts and lamports are u64 on chain; no amount or cap can exceed that."""
+MAX_WINDOW_SECONDS = 31 * 86_400
+"""Longest rolling window the store keeps history for (a month); DynamoDB items expire after it."""
+MAX_BLOB_BYTES = 64 * 1024
+"""Policy documents, sealed keys, request payloads, responses and webhook bodies (DynamoDB items are <= 400 KB)."""
+MAX_REASON_CHARS = 500
+
+
+def check_id(field: str, value: object) -> str:
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+        raise InvalidInput(field, "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def check_idempotency_key(value: object) -> str:
+    if not isinstance(value, str) or not IDEMPOTENCY_KEY_RE.fullmatch(value):
+        raise InvalidInput("key", "must be 1-255 printable ASCII characters without spaces")
+    return value
+
+
+def check_time(field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise InvalidInput(field, "must be a finite, non-negative number of seconds")
+    return float(value)
+
+
+def check_blob(field: str, value: object, *, max_bytes: int = MAX_BLOB_BYTES) -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidInput(field, "must be bytes")
+    if len(value) > max_bytes:
+        raise InvalidInput(field, f"is {len(value)} bytes, more than {max_bytes}")
+    return value
+
+
+def check_digest(field: str, value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != SHA256_BYTES:
+        raise InvalidInput(field, f"must be a {SHA256_BYTES}-byte digest")
+    return value
+
+
+def check_count(field: str, value: object, *, minimum: int = 0, maximum: int = MAX_U64) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InvalidInput(field, f"must be an integer in [{minimum}, {maximum}]")
+    return value
+
+
+def check_reason(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_REASON_CHARS:
+        raise InvalidInput(field, f"must be a non-blank string of at most {MAX_REASON_CHARS} characters")
+    return value
+
+
+def check_amounts(amounts: object) -> tuple[tuple[str, int], ...]:
+    """Positive u64 amounts per asset, returned sorted by asset."""
+    if not isinstance(amounts, Mapping):
+        raise InvalidInput("amounts", "must be a mapping of asset to amount")
+    checked = {check_id("amounts.asset", a): check_count(f"amounts[{a}]", v, minimum=1) for a, v in amounts.items()}
+    return tuple(sorted(checked.items()))
+
+
+def check_limits(limits: object) -> dict[tuple[str, int], int]:
+    if not isinstance(limits, Mapping):
+        raise InvalidInput("limits", "must be a mapping of (asset, window_seconds) to cap")
+    checked: dict[tuple[str, int], int] = {}
+    for key, cap in limits.items():
+        if not isinstance(key, tuple) or len(key) != 2:
+            raise InvalidInput("limits", "keys must be (asset, window_seconds) pairs")
+        asset = check_id("limits.asset", key[0])
+        window = check_count(f"limits[{asset}].window_seconds", key[1], minimum=1, maximum=MAX_WINDOW_SECONDS)
+        checked[(asset, window)] = check_count(f"limits[{asset}, {window}]", cap)
+    return checked
+
+
+def check_wallet(wallet: object) -> Wallet:
+    if not isinstance(wallet, Wallet):
+        raise InvalidInput("wallet", "must be a Wallet")
+    check_id("wallet_id", wallet.wallet_id)
+    for name in ("agent_pubkey", "owner_pubkey", "vault_address"):
+        value = getattr(wallet, name)
+        if not isinstance(value, bytes) or len(value) != PUBKEY_BYTES:
+            raise InvalidInput(name, f"must be {PUBKEY_BYTES} bytes")
+    if not check_blob("sealed_key", wallet.sealed_key):
+        raise InvalidInput("sealed_key", "must not be empty")
+    check_frozen(wallet.frozen, wallet.frozen_reason)
+    if wallet.policy_document is not None:
+        check_blob("policy_document", wallet.policy_document)
+    check_count("policy_sequence", wallet.policy_sequence)
+    return wallet
+
+
+def check_frozen(frozen: object, reason: object) -> None:
+    if not isinstance(frozen, bool):
+        raise InvalidInput("frozen", "must be a bool")
+    if frozen:
+        check_reason("frozen_reason", reason)
+    elif reason is not None:
+        raise InvalidInput("frozen_reason", "must be None when the wallet is not frozen")
+
+
+def check_approval(approval: object) -> Approval:
+    if not isinstance(approval, Approval):
+        raise InvalidInput("approval", "must be an Approval")
+    check_id("approval_id", approval.approval_id)
+    check_id("wallet_id", approval.wallet_id)
+    check_blob("request_payload", approval.request_payload)
+    check_time("created_at", approval.created_at)
+    if approval.status != "pending" or approval.decision is not None or approval.decided_at is not None:
+        raise InvalidInput("status", "a new approval must be pending and undecided")
+    return approval
+
+
+def check_webhook(config: object) -> WebhookConfig:
+    if not isinstance(config, WebhookConfig):
+        raise InvalidInput("config", "must be a WebhookConfig")
+    check_id("wallet_id", config.wallet_id)
+    if not isinstance(config.url, str) or not re.fullmatch(r"https?://[^\s]{1,2000}", config.url):
+        raise InvalidInput("url", "must be an http(s) URL")
+    if not isinstance(config.secret, bytes) or not 16 <= len(config.secret) <= 256:
+        raise InvalidInput("secret", "must be 16-256 bytes")  # the value itself is never echoed
+    return config
+
+
+def check_outbox_item(item: object) -> OutboxItem:
+    if not isinstance(item, OutboxItem):
+        raise InvalidInput("item", "must be an OutboxItem")
+    check_id("event_id", item.event_id)
+    check_id("wallet_id", item.wallet_id)
+    check_id("event_type", item.event_type)
+    check_blob("body", item.body)
+    check_time("created_at", item.created_at)
+    check_time("next_attempt_at", item.next_attempt_at)
+    if item.status != "pending" or item.attempts != 0 or item.lease_id is not None or item.lease_until is not None:
+        raise InvalidInput("item", "a new outbox item must be pending, unleased and unattempted")
+    return item

@@ -1,0 +1,91 @@
+"""Fixtures for the parent proxy tests: a settable clock, wallets, and the `store` fixture that runs every
+contract test against each adapter (SQLite on a temp file; DynamoDB on moto's in-process fake)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from parent_proxy.store.model import Wallet
+from parent_proxy.store.protocol import Store
+from parent_proxy.store.sqlite import SqliteStore
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def make_wallet(wallet_id: str = "w1", **overrides: object) -> Wallet:
+    fields: dict[str, object] = {
+        "wallet_id": wallet_id,
+        "agent_pubkey": b"\x01" * 32,
+        "owner_pubkey": b"\x02" * 32,
+        "vault_address": b"\x03" * 32,
+        "sealed_key": b"sealed-blob",
+    }
+    fields.update(overrides)
+    return Wallet(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials so that nothing can reach a real AWS account."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "state.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        sqlite = SqliteStore(tmp_path / "state.db")
+        yield sqlite
+        sqlite.close()
+        return
+    request.getfixturevalue("aws_env")
+    from moto import mock_aws
+    from parent_proxy.store.dynamodb import DynamoStore, create_table
+
+    with mock_aws():
+        import boto3
+
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, "waiaas-test")
+        dynamo = DynamoStore(client, "waiaas-test")
+        yield dynamo
+        dynamo.close()
+
+
+@pytest.fixture
+def wallet_store(store: Store) -> Store:
+    """A store holding wallets ``w1`` and ``w2``."""
+    store.create_wallet(make_wallet("w1"))
+    store.create_wallet(make_wallet("w2"))
+    return store
