@@ -1,0 +1,282 @@
+"""Identity stack: the owner's assume-role chain, the enclave host role, and the operator role.
+
+    configured owner principals --(MFA, source identity, 1 h)--> owner-entry --(source identity)--> owner-signer
+                                                                                 (the only kms:Sign principal)
+    ec2.amazonaws.com --> enclave-host (instance profile)    operator principals --(MFA)--> operator (SSM, read)
+
+The owner-signer role has no identity policy: the owner key's policy is the only thing that lets it sign, and
+nothing else in the account can. Role names are fixed (`cdk.naming`) so the key policies can name them.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from cdk import naming
+from cdk.config import DeploymentConfig
+from cdk.key_policies import IMAGE_SHA384_KEY, PCR8_KEY
+from cdk.stack_base import acknowledge, deployment_env
+
+SESSION = Duration.hours(1)
+"""Shortest maximum session IAM allows for a role."""
+
+MFA_MAX_AGE_SECONDS = 3600
+"""An owner or operator must have authenticated with MFA within the last hour."""
+
+HOST_TAG_KEY = "waiaas:role"
+HOST_TAG_VALUE = "enclave-host"
+"""Tag on the enclave hosts; operator SSM sessions are limited to instances carrying it."""
+
+
+def _mfa_conditions() -> dict[str, dict[str, object]]:
+    return {
+        "Bool": {"aws:MultiFactorAuthPresent": "true"},
+        "NumericLessThan": {"aws:MultiFactorAuthAge": str(MFA_MAX_AGE_SECONDS)},
+    }
+
+
+class OwnerRoleChain(Construct):
+    """Owner entry role -> owner-signer role. Every session carries the human's source identity."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig) -> None:
+        super().__init__(scope, construct_id)
+        owners = [iam.ArnPrincipal(arn) for arn in config.owner_principals]
+        require_source_identity = {"Null": {"sts:SourceIdentity": "false"}}
+        self.entry = iam.Role(
+            self,
+            "EntryRole",
+            role_name=naming.OWNER_ENTRY_ROLE,
+            description="WAIaaS owner entry: MFA-authenticated owners assume it to reach the owner-signer role",
+            assumed_by=iam.CompositePrincipal(*owners).with_conditions(
+                {**_mfa_conditions(), **require_source_identity}
+            ),
+            max_session_duration=SESSION,
+        )
+        self.entry.assume_role_policy.add_statements(  # type: ignore[union-attr]
+            iam.PolicyStatement(
+                sid="OwnersSetTheirSourceIdentity",
+                principals=owners,
+                actions=["sts:SetSourceIdentity"],
+                conditions=_mfa_conditions(),
+            )
+        )
+        self.signer = iam.Role(
+            self,
+            "SignerRole",
+            role_name=naming.OWNER_SIGNER_ROLE,
+            description="WAIaaS owner signer: the only principal the owner key lets call kms:Sign",
+            assumed_by=iam.ArnPrincipal(self.entry.role_arn).with_conditions(require_source_identity),
+            max_session_duration=SESSION,
+        )
+        self.signer.assume_role_policy.add_statements(  # type: ignore[union-attr]
+            iam.PolicyStatement(
+                sid="EntryRolePassesSourceIdentity",
+                principals=[iam.ArnPrincipal(self.entry.role_arn)],
+                actions=["sts:SetSourceIdentity"],
+            )
+        )
+        self.entry.add_to_policy(
+            iam.PolicyStatement(
+                sid="AssumeOwnerSignerOnly",
+                actions=["sts:AssumeRole", "sts:SetSourceIdentity"],
+                resources=[self.signer.role_arn],
+            )
+        )
+
+
+class EnclaveHostIdentity(Construct):
+    """Instance role and profile of the parent instances: state, artifacts, logs; KMS only with attestation."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig) -> None:
+        super().__init__(scope, construct_id)
+        data = naming.bucket_arn(config, naming.data_bucket_name(config))
+        table = naming.table_arn(config)
+        log_groups = (
+            f"arn:{config.partition}:logs:{config.region}:{config.account}:log-group:{naming.LOG_GROUP_PREFIX}*"
+        )
+        self.role = iam.Role(
+            self,
+            "Role",
+            role_name=naming.ENCLAVE_HOST_ROLE,
+            description="WAIaaS enclave host: parent proxy state and relaying; seal key only via attestation",
+            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")],
+            max_session_duration=SESSION,
+        )
+        pinned = {IMAGE_SHA384_KEY: config.enclave.pcr0}
+        if config.enclave.pcr8 is not None:
+            pinned[PCR8_KEY] = config.enclave.pcr8
+        policy = iam.Policy(
+            self,
+            "Policy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="StateTable",
+                    actions=[
+                        "dynamodb:GetItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                        "dynamodb:DeleteItem",
+                        "dynamodb:Query",
+                        "dynamodb:ConditionCheckItem",
+                        "dynamodb:TransactWriteItems",
+                        "dynamodb:TransactGetItems",
+                        "dynamodb:BatchGetItem",
+                    ],
+                    resources=[table, f"{table}/index/*"],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadReleases",
+                    actions=["s3:GetObject"],
+                    resources=[f"{data}/{naming.RELEASES_PREFIX}*"],
+                ),
+                iam.PolicyStatement(
+                    sid="SealedBlobs",
+                    actions=["s3:GetObject", "s3:PutObject"],
+                    resources=[f"{data}/{naming.SEALED_PREFIX}*"],
+                ),
+                iam.PolicyStatement(
+                    sid="AuditExports",
+                    actions=["s3:PutObject"],
+                    resources=[f"{data}/{naming.AUDIT_PREFIX}*"],
+                ),
+                iam.PolicyStatement(
+                    sid="AttestedRandomOnly",
+                    # GenerateRandom names no key, so IAM (not the key policy) decides it: same pinned image.
+                    actions=["kms:GenerateRandom"],
+                    resources=["*"],
+                    conditions={"StringEqualsIgnoreCase": pinned},
+                ),
+                iam.PolicyStatement(
+                    sid="HostLogs",
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    resources=[log_groups, f"{log_groups}:log-stream:*"],
+                ),
+                iam.PolicyStatement(
+                    sid="EnclaveHeartbeatMetric",
+                    actions=["cloudwatch:PutMetricData"],
+                    resources=["*"],
+                    conditions={"StringEquals": {"cloudwatch:namespace": naming.METRIC_NAMESPACE}},
+                ),
+            ],
+        )
+        policy.attach_to_role(self.role)
+        self.instance_profile = iam.InstanceProfile(
+            self, "InstanceProfile", role=self.role, instance_profile_name=naming.ENCLAVE_HOST_ROLE
+        )
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]",
+            "AWS-maintained minimum for the SSM agent (Session Manager is the only way onto the hosts; no SSH); "
+            "AWS updates it when the agent's API calls change.",
+        )
+        for resource, reason in (
+            (f"{table}/index/*", "The proxy queries the state table's secondary indexes, all of which it owns."),
+            (f"{data}/{naming.RELEASES_PREFIX}*", "Hosts read any released enclave image and wheelhouse."),
+            (f"{data}/{naming.SEALED_PREFIX}*", "Sealed agent-key blobs, one object per wallet; opaque to the host."),
+            (f"{data}/{naming.AUDIT_PREFIX}*", "Audit exports are written under one object per export period."),
+            (
+                "*",
+                "kms:GenerateRandom and cloudwatch:PutMetricData have no resource type; the first is limited to the "
+                "pinned enclave attestation and the second to the WAIaaS metric namespace by conditions.",
+            ),
+            (log_groups, "The host writes to the /waiaas/ log groups created by the enclave-hosts stack."),
+            (f"{log_groups}:log-stream:*", "Log streams are created per instance at boot, so names are unknown."),
+        ):
+            acknowledge(policy, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+
+
+class OperatorRole(Construct):
+    """SSM sessions to the enclave hosts and read-only views; no data, no keys, no changes."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig) -> None:
+        super().__init__(scope, construct_id)
+        arn_prefix = f"arn:{config.partition}"
+        log_groups = f"{arn_prefix}:logs:{config.region}:{config.account}:log-group:{naming.LOG_GROUP_PREFIX}*"
+        instances = f"{arn_prefix}:ec2:{config.region}:{config.account}:instance/*"
+        sessions = f"{arn_prefix}:ssm:{config.region}:{config.account}:session/${{aws:userid}}-*"
+        self.role = iam.Role(
+            self,
+            "Role",
+            role_name=naming.OPERATOR_ROLE,
+            description="WAIaaS operator: Session Manager shells on enclave hosts and read-only monitoring",
+            assumed_by=iam.CompositePrincipal(
+                *[iam.ArnPrincipal(arn) for arn in config.operator_principals]
+            ).with_conditions(_mfa_conditions()),
+            max_session_duration=SESSION,
+        )
+        policy = iam.Policy(
+            self,
+            "Policy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="SessionsToEnclaveHostsOnly",
+                    actions=["ssm:StartSession"],
+                    resources=[instances],
+                    conditions={"StringEquals": {f"ssm:resourceTag/{HOST_TAG_KEY}": HOST_TAG_VALUE}},
+                ),
+                iam.PolicyStatement(
+                    sid="ShellDocument",
+                    actions=["ssm:StartSession"],
+                    resources=[
+                        f"{arn_prefix}:ssm:{config.region}:{config.account}:document/SSM-SessionManagerRunShell"
+                    ],
+                ),
+                iam.PolicyStatement(
+                    sid="OwnSessionsOnly",
+                    actions=["ssm:TerminateSession", "ssm:ResumeSession"],
+                    resources=[sessions],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadOnlyViews",
+                    actions=[
+                        "ssm:DescribeSessions",
+                        "ssm:GetConnectionStatus",
+                        "ssm:DescribeInstanceInformation",
+                        "ec2:DescribeInstances",
+                        "autoscaling:DescribeAutoScalingGroups",
+                        "elasticloadbalancing:DescribeTargetHealth",
+                        "cloudwatch:DescribeAlarms",
+                        "cloudwatch:GetMetricData",
+                    ],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadHostLogs",
+                    actions=["logs:FilterLogEvents", "logs:GetLogEvents", "logs:DescribeLogStreams"],
+                    resources=[log_groups, f"{log_groups}:log-stream:*"],
+                ),
+            ],
+        )
+        policy.attach_to_role(self.role)
+        for resource, reason in (
+            (instances, "Host instance ids change with every scale-out; the tag condition limits it to enclave hosts."),
+            (
+                sessions.replace("${aws:userid}", "<aws:userid>"),  # cdk-nag's rendering of the policy variable
+                "An operator can end or resume only sessions whose id starts with their own user id.",
+            ),
+            ("*", "Describe/Get monitoring calls have no resource-level permissions; all are read-only."),
+            (log_groups, "Read access to the /waiaas/ log groups created by the enclave-hosts stack."),
+            (f"{log_groups}:log-stream:*", "Log streams are named per instance at boot, so names are unknown."),
+        ):
+            acknowledge(policy, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+
+
+class IdentityStack(Stack):
+    """Deployable unit: every IAM role of the deployment. Deploy first: the key policies name these roles."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            env=deployment_env(config),
+            description="WAIaaS IAM: owner assume-role chain, enclave host role, operator role",
+        )
+        self.owner = OwnerRoleChain(self, "Owner", config=config)
+        self.host = EnclaveHostIdentity(self, "EnclaveHost", config=config)
+        self.operator = OperatorRole(self, "Operator", config=config)
+        CfnOutput(self, "OwnerEntryRoleArn", value=self.owner.entry.role_arn)
+        CfnOutput(self, "OwnerSignerRoleArn", value=self.owner.signer.role_arn)
+        CfnOutput(self, "OperatorRoleArn", value=self.operator.role.role_arn)

@@ -1,0 +1,211 @@
+"""Key policies of the owner key and the seal key, as the only place that grants use of either key.
+
+Both policies follow the same shape:
+
+1. Key administrators (named principals of this account) get an explicit list of management actions. No
+   wildcard and no use action: they can describe, re-policy, tag, disable and schedule deletion, but cannot sign,
+   decrypt, generate data keys, re-encrypt or create grants.
+2. Exactly one role may use the key, under conditions (owner key: `kms:Sign` with pure Ed25519 over a raw message;
+   seal key: unwrap only with an attestation document from the pinned enclave image).
+3. Explicit denies to every principal restate the conditions, so that no later grant, IAM policy or admin
+   mistake can widen them. A negated condition operator is true when its key is absent from the request: a call
+   without an attestation document (or without a source identity) is caught by the deny.
+
+No statement grants `kms:*`; the account root is not a principal; grants are denied outright.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import aws_iam as iam
+
+from cdk import naming
+from cdk.config import DeploymentConfig
+
+ADMIN_ACTIONS = (
+    "kms:DescribeKey",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListKeyPolicies",
+    "kms:ListKeyRotations",
+    "kms:ListResourceTags",
+    "kms:ListGrants",
+    "kms:PutKeyPolicy",
+    "kms:UpdateKeyDescription",
+    "kms:EnableKey",
+    "kms:DisableKey",
+    "kms:EnableKeyRotation",
+    "kms:DisableKeyRotation",
+    "kms:RotateKeyOnDemand",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:CreateAlias",
+    "kms:UpdateAlias",
+    "kms:DeleteAlias",
+    "kms:RevokeGrant",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+)
+"""Key management without key use. `kms:CreateGrant` is deliberately absent: a grant is a way to use the key."""
+
+USE_ACTIONS = frozenset(
+    {
+        "kms:Sign",
+        "kms:Verify",
+        "kms:Encrypt",
+        "kms:Decrypt",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+        "kms:GenerateDataKey",
+        "kms:GenerateDataKeyPair",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:GenerateDataKeyPairWithoutPlaintext",
+        "kms:GenerateMac",
+        "kms:VerifyMac",
+        "kms:DeriveSharedSecret",
+        "kms:GenerateRandom",
+        "kms:CreateGrant",
+    }
+)
+"""Actions that use key material (or delegate its use); administrators get none of them."""
+
+SIGNING_ALGORITHM = "ED25519_SHA_512"
+"""Pure Ed25519: the only algorithm that yields valid Solana signatures (never ED25519_PH_SHA_512)."""
+MESSAGE_TYPE = "RAW"
+
+IMAGE_SHA384_KEY = "kms:RecipientAttestation:ImageSha384"
+"""KMS condition key carrying PCR0 of the attestation document in the request's Recipient."""
+PCR8_KEY = "kms:RecipientAttestation:PCR8"
+"""KMS condition key carrying PCR8 (signing certificate of the image) of the attestation document."""
+
+ATTESTED_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateRandom")
+"""What the enclave does with the seal key, each call carrying a Recipient attestation document."""
+UNWRAP_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyPair", "kms:DeriveSharedSecret")
+"""Actions that can release key material, denied to everyone unless the attestation matches."""
+
+
+def _admin_statement(config: DeploymentConfig) -> iam.PolicyStatement:
+    return iam.PolicyStatement(
+        sid="KeyAdministrationWithoutUse",
+        effect=iam.Effect.ALLOW,
+        principals=[iam.ArnPrincipal(arn) for arn in config.key_admin_principals],
+        actions=list(ADMIN_ACTIONS),
+        resources=["*"],
+    )
+
+
+def _deny_grants() -> iam.PolicyStatement:
+    return iam.PolicyStatement(
+        sid="DenyGrants",
+        effect=iam.Effect.DENY,
+        principals=[iam.AnyPrincipal()],
+        actions=["kms:CreateGrant"],
+        resources=["*"],
+    )
+
+
+def owner_key_policy(config: DeploymentConfig) -> iam.PolicyDocument:
+    signer = naming.role_arn(config, naming.OWNER_SIGNER_ROLE)
+    entry = naming.role_arn(config, naming.OWNER_ENTRY_ROLE)
+    return iam.PolicyDocument(
+        statements=[
+            _admin_statement(config),
+            iam.PolicyStatement(
+                sid="OwnerSignerSignsPureEd25519",
+                effect=iam.Effect.ALLOW,
+                principals=[iam.ArnPrincipal(signer)],
+                actions=["kms:Sign"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {"kms:SigningAlgorithm": SIGNING_ALGORITHM, "kms:MessageType": MESSAGE_TYPE}
+                },
+            ),
+            iam.PolicyStatement(
+                sid="OwnerRolesReadPublicKey",
+                effect=iam.Effect.ALLOW,
+                principals=[iam.ArnPrincipal(signer), iam.ArnPrincipal(entry)],
+                actions=["kms:GetPublicKey", "kms:DescribeKey"],
+                resources=["*"],
+            ),
+            iam.PolicyStatement(
+                sid="DenySignByAnyOtherPrincipal",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["kms:Sign"],
+                resources=["*"],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": signer}},
+            ),
+            iam.PolicyStatement(
+                sid="DenySignOtherThanPureEd25519",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["kms:Sign"],
+                resources=["*"],
+                conditions={"StringNotEquals": {"kms:SigningAlgorithm": SIGNING_ALGORITHM}},
+            ),
+            iam.PolicyStatement(
+                sid="DenySignOfDigests",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["kms:Sign"],
+                resources=["*"],
+                conditions={"StringNotEquals": {"kms:MessageType": MESSAGE_TYPE}},
+            ),
+            iam.PolicyStatement(
+                sid="DenySignWithoutSourceIdentity",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["kms:Sign"],
+                resources=["*"],
+                conditions={"Null": {"aws:SourceIdentity": "true"}},
+            ),
+            _deny_grants(),
+        ]
+    )
+
+
+def seal_key_policy(config: DeploymentConfig) -> iam.PolicyDocument:
+    host = naming.role_arn(config, naming.ENCLAVE_HOST_ROLE)
+    pinned = {IMAGE_SHA384_KEY: config.enclave.pcr0}
+    if config.enclave.pcr8 is not None:
+        pinned[PCR8_KEY] = config.enclave.pcr8
+    statements = [
+        _admin_statement(config),
+        iam.PolicyStatement(
+            sid="EnclaveUsesKeyWithPinnedAttestation",
+            effect=iam.Effect.ALLOW,
+            principals=[iam.ArnPrincipal(host)],
+            actions=list(ATTESTED_ACTIONS),
+            resources=["*"],
+            # Keys inside one operator are ANDed: every pinned measurement must match.
+            conditions={"StringEqualsIgnoreCase": pinned},
+        ),
+    ]
+    # One deny per measurement: within one deny, negated keys would be ANDed, and a request matching one
+    # measurement but not the other would escape it.
+    for sid, key, value in (
+        ("DenyUnwrapWithoutPinnedImage", IMAGE_SHA384_KEY, config.enclave.pcr0),
+        ("DenyUnwrapWithoutPinnedSigner", PCR8_KEY, config.enclave.pcr8),
+    ):
+        if value is None:
+            continue
+        statements.append(
+            iam.PolicyStatement(
+                sid=sid,
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(UNWRAP_ACTIONS),
+                resources=["*"],
+                conditions={"StringNotEqualsIgnoreCase": {key: value}},
+            )
+        )
+    statements.append(
+        iam.PolicyStatement(
+            sid="DenyReEncrypt",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=["kms:ReEncryptFrom", "kms:ReEncryptTo"],
+            resources=["*"],
+        )
+    )
+    statements.append(_deny_grants())
+    return iam.PolicyDocument(statements=statements)

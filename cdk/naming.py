@@ -1,0 +1,66 @@
+"""Fixed names of the deployed resources, and the ARNs derived from them.
+
+Names are deterministic so that key policies and role policies can name each other as plain strings: the synthesized
+key policy then contains no CloudFormation tokens, which is what lets the test KMS evaluate it as is, and no stack
+needs another stack's outputs to write a policy.
+"""
+
+from __future__ import annotations
+
+from cdk.config import DeploymentConfig
+
+NAME = "waiaas"
+
+OWNER_ENTRY_ROLE = f"{NAME}-owner-entry"
+"""Assumed by the configured owner principals (MFA, source identity); may only assume the owner-signer role."""
+
+OWNER_SIGNER_ROLE = f"{NAME}-owner-signer"
+"""The only principal the owner key's policy lets call kms:Sign; trusted only by the entry role."""
+
+ENCLAVE_HOST_ROLE = f"{NAME}-enclave-host"
+"""Instance role of the parent instances; its credentials reach the seal key only with an attestation document."""
+
+OPERATOR_ROLE = f"{NAME}-operator"
+"""SSM sessions to the hosts and read-only views of the deployment."""
+
+OWNER_KEY_ALIAS = f"alias/{NAME}-owner"
+SEAL_KEY_ALIAS = f"alias/{NAME}-seal"
+
+STATE_TABLE = f"{NAME}-state"
+TRAIL = f"{NAME}-trail"
+LOG_GROUP_PREFIX = f"/{NAME}/"
+
+RELEASES_PREFIX = "releases/"
+"""Data-bucket prefix holding enclave images and parent-proxy wheelhouses, one folder per release."""
+SEALED_PREFIX = "sealed/"
+"""Data-bucket prefix holding sealed agent-key blobs."""
+AUDIT_PREFIX = "audit/"
+"""Data-bucket prefix holding audit-log exports."""
+
+METRIC_NAMESPACE = "WAIaaS"
+"""CloudWatch namespace of the metrics the hosts publish (enclave heartbeat)."""
+ENCLAVE_HEALTH_METRIC = "EnclaveHealthy"
+
+
+def role_arn(config: DeploymentConfig, role_name: str) -> str:
+    return f"arn:{config.partition}:iam::{config.account}:role/{role_name}"
+
+
+def data_bucket_name(config: DeploymentConfig) -> str:
+    return f"{NAME}-data-{config.account}-{config.region}"
+
+
+def logs_bucket_name(config: DeploymentConfig) -> str:
+    return f"{NAME}-logs-{config.account}-{config.region}"
+
+
+def bucket_arn(config: DeploymentConfig, bucket_name: str) -> str:
+    return f"arn:{config.partition}:s3:::{bucket_name}"
+
+
+def table_arn(config: DeploymentConfig) -> str:
+    return f"arn:{config.partition}:dynamodb:{config.region}:{config.account}:table/{STATE_TABLE}"
+
+
+def trail_arn(config: DeploymentConfig) -> str:
+    return f"arn:{config.partition}:cloudtrail:{config.region}:{config.account}:trail/{TRAIL}"

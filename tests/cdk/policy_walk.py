@@ -1,0 +1,46 @@
+"""Helpers that walk synthesized templates for IAM/KMS policy statements (test-only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(node: Any) -> Iterator[dict[str, Any]]:
+    """Every policy statement anywhere under `node` (key, role, trust, bucket, topic policies...)."""
+    if isinstance(node, dict):
+        statement = node.get("Statement")
+        if isinstance(statement, list) and "Version" in node:
+            yield from (s for s in statement if isinstance(s, dict))
+        for value in node.values():
+            yield from statements(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from statements(item)
+
+
+def resources_of_type(template: dict[str, Any], cfn_type: str) -> dict[str, dict[str, Any]]:
+    return {lid: r for lid, r in template.get("Resources", {}).items() if r.get("Type") == cfn_type}
+
+
+def find_one(template: dict[str, Any], cfn_type: str, **props: Any) -> tuple[str, dict[str, Any]]:
+    """The single resource of `cfn_type` whose properties include `props` (found by property, not by id)."""
+    found = [
+        (lid, r)
+        for lid, r in resources_of_type(template, cfn_type).items()
+        if all(r.get("Properties", {}).get(k) == v for k, v in props.items())
+    ]
+    if len(found) != 1:
+        raise LookupError(f"expected one {cfn_type} with {props}, found {len(found)}")
+    return found[0]
+
+
+def by_sid(policy: dict[str, Any], sid: str) -> dict[str, Any]:
+    matches = [s for s in policy["Statement"] if s.get("Sid") == sid]
+    if len(matches) != 1:
+        raise LookupError(f"expected one statement {sid}, found {len(matches)}")
+    return matches[0]
