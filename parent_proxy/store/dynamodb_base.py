@@ -1,0 +1,200 @@
+"""Table layout, attribute encoding and the one place botocore errors are translated, for `DynamoStore`.
+
+One table, string keys ``pk`` (HASH) and ``sk`` (RANGE), TTL attribute ``expires_at`` (the CDK stack must create
+it that way; `create_table` does it for tests and local runs). Item layout:
+
+    pk            sk                    item
+    W#<wallet>    WALLET                wallet fields + ``ledger_version`` (bumped by every reservation)
+    W#<wallet>    R#<request>           reservation: amounts (JSON), created_at, status
+    W#<wallet>    E#<kind>#<t>#<uuid>   request / denial timestamp
+    W#<wallet>    I#<key>               idempotency record
+    W#<wallet>    AP#<approval>         approval; ``A#<approval>/APPROVAL`` points back to the wallet
+    W#<wallet>    WEBHOOK               webhook url + secret
+    T#<token id>  TOKEN                 wallet id, SHA-256 of the secret, revoked_at
+    OUTBOX        <event id>            a pending outbox item (moved to ``O#<event>/ITEM`` when finished)
+    O#<event>     D#<attempt>           delivery log line
+    AUDIT         HEAD / R#<seq>        audit head (seq, hash) and records
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from parent_proxy.errors import Conflict, NotFound, StoreUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+Item = dict[str, Any]
+
+TTL_ATTRIBUTE = "expires_at"
+CONDITION_FAILED = "ConditionalCheckFailed"
+
+
+class ConditionFailed(Conflict):
+    """A conditional write (or one action of a transaction) did not hold. ``reasons``: per-action codes."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(f"conditional write refused: {reasons}")
+        self.reasons = reasons
+
+
+@contextmanager
+def translate() -> Iterator[None]:
+    """The one place where botocore errors become store errors."""
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "ConditionalCheckFailedException":
+            raise ConditionFailed([CONDITION_FAILED]) from exc
+        if code == "TransactionCanceledException":
+            reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+            raise ConditionFailed(reasons) from exc
+        raise StoreUnavailable(f"dynamodb store unavailable: {code or 'error'}") from exc
+    except BotoCoreError as exc:
+        raise StoreUnavailable(f"dynamodb store unavailable: {type(exc).__name__}") from exc
+
+
+def create_table(client: DynamoDBClient, table: str) -> None:
+    """Create the table (on-demand billing) and enable TTL. For tests and local runs; CDK owns production."""
+    with translate():
+        client.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        client.get_waiter("table_exists").wait(TableName=table)
+        client.update_time_to_live(
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
+        )
+
+
+# -- attribute encoding ---------------------------------------------------------------------------------------
+def s(value: str) -> Any:
+    return {"S": value}
+
+
+def n(value: float) -> Any:
+    """Attribute values are typed ``Any``: the stubs' TypedDicts add nothing over these helpers.
+
+    Numbers travel as decimal strings; ``repr`` of a float round-trips exactly through Decimal."""
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    return {"N": format(number, "f")}
+
+
+def b(value: bytes) -> Any:
+    return {"B": value}
+
+
+def opt_s(value: str | None) -> Any:
+    return {"NULL": True} if value is None else s(value)
+
+
+def opt_n(value: float | None) -> Any:
+    return {"NULL": True} if value is None else n(value)
+
+
+def opt_b(value: bytes | None) -> Any:
+    return {"NULL": True} if value is None else b(value)
+
+
+def get_s(item: Mapping[str, Any], name: str) -> str:
+    return str(item[name]["S"])
+
+
+def get_f(item: Mapping[str, Any], name: str) -> float:
+    value = float(item[name]["N"])
+    if not math.isfinite(value):
+        raise StoreUnavailable(f"stored attribute {name} is not a finite number")
+    return value
+
+
+def get_i(item: Mapping[str, Any], name: str) -> int:
+    return int(item[name]["N"])
+
+
+def get_b(item: Mapping[str, Any], name: str) -> bytes:
+    return bytes(item[name]["B"])
+
+
+def get_opt_s(item: Mapping[str, Any], name: str) -> str | None:
+    attr = item.get(name)
+    return None if attr is None or "NULL" in attr else str(attr["S"])
+
+
+def get_opt_f(item: Mapping[str, Any], name: str) -> float | None:
+    attr = item.get(name)
+    return None if attr is None or "NULL" in attr else get_f(item, name)
+
+
+def get_opt_b(item: Mapping[str, Any], name: str) -> bytes | None:
+    attr = item.get(name)
+    return None if attr is None or "NULL" in attr else bytes(attr["B"])
+
+
+def sortable_time(t: float) -> str:
+    """A fixed-width key fragment that sorts like ``t`` (microsecond resolution; exact value kept apart)."""
+    return f"{t:020.6f}"
+
+
+class DynamoBase:
+    """Client, table name and small read helpers shared by the halves of `DynamoStore`."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def _get(self, pk: str, sk: str) -> Item | None:
+        with translate():
+            response = self._client.get_item(TableName=self._table, Key={"pk": s(pk), "sk": s(sk)}, ConsistentRead=True)
+        item: Item | None = response.get("Item")
+        return item
+
+    def _query(
+        self, pk: str, *, prefix: str | None = None, between: tuple[str, str] | None = None, limit: int = 0
+    ) -> list[Item]:
+        """All items of partition ``pk`` whose sort key begins with ``prefix`` or lies ``between``, in order."""
+        if prefix is not None:
+            condition, values = "pk = :pk AND begins_with(sk, :p)", {":pk": s(pk), ":p": s(prefix)}
+        elif between is not None:
+            condition = "pk = :pk AND sk BETWEEN :lo AND :hi"
+            values = {":pk": s(pk), ":lo": s(between[0]), ":hi": s(between[1])}
+        else:
+            condition, values = "pk = :pk", {":pk": s(pk)}
+        items: list[Item] = []
+        kwargs: dict[str, Any] = {}
+        while True:
+            if limit:
+                kwargs["Limit"] = limit - len(items)
+            with translate():
+                page = self._client.query(
+                    TableName=self._table,
+                    KeyConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                    ConsistentRead=True,
+                    **kwargs,
+                )
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page or (limit and len(items) >= limit):
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _require_wallet(self, wallet_id: str) -> Item:
+        item = self._get(f"W#{wallet_id}", "WALLET")
+        if item is None:
+            raise NotFound(f"wallet {wallet_id} not found")
+        return item
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,357 @@
+"""The webhook and audit half of `DynamoStore`: webhook settings, the persistent outbox, the delivery log and
+the audit chain (a HEAD item moved forward by a conditional transaction, so appends are serialised)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
+from parent_proxy.store import validation as v
+from parent_proxy.store.dynamodb_base import (
+    ConditionFailed,
+    DynamoBase,
+    Item,
+    b,
+    get_b,
+    get_f,
+    get_i,
+    get_opt_b,
+    get_opt_f,
+    get_opt_s,
+    get_s,
+    n,
+    opt_b,
+    opt_n,
+    opt_s,
+    s,
+    translate,
+)
+from parent_proxy.store.model import (
+    GENESIS_PREV_HASH,
+    AuditRecord,
+    DeliveryAttempt,
+    OutboxItem,
+    OutboxStatus,
+    WebhookConfig,
+)
+
+OUTBOX_PK = "OUTBOX"
+AUDIT_PK = "AUDIT"
+
+
+def _outbox_item(item: OutboxItem) -> Item:
+    return {
+        "pk": s(OUTBOX_PK),
+        "sk": s(item.event_id),
+        "wallet_id": s(item.wallet_id),
+        "event_type": s(item.event_type),
+        "body": b(item.body),
+        "created_at": n(item.created_at),
+        "status": s(item.status),
+        "attempts": n(item.attempts),
+        "next_attempt_at": n(item.next_attempt_at),
+        "lease_id": opt_s(item.lease_id),
+        "lease_until": opt_n(item.lease_until),
+    }
+
+
+def _parse_outbox(i: Item, event_id: str) -> OutboxItem:
+    return OutboxItem(
+        event_id,
+        get_s(i, "wallet_id"),
+        get_s(i, "event_type"),
+        get_b(i, "body"),
+        get_f(i, "created_at"),
+        OutboxStatus(get_s(i, "status")),
+        get_i(i, "attempts"),
+        get_f(i, "next_attempt_at"),
+        get_opt_s(i, "lease_id"),
+        get_opt_f(i, "lease_until"),
+    )
+
+
+def _audit_key(seq: int) -> str:
+    return f"R#{seq:020d}"
+
+
+def _parse_audit(i: Item) -> AuditRecord:
+    return AuditRecord(
+        get_i(i, "seq"),
+        get_f(i, "time"),
+        get_opt_s(i, "wallet_id"),
+        get_s(i, "event_type"),
+        get_b(i, "payload"),
+        get_opt_b(i, "receipt"),
+        get_b(i, "prev_hash"),
+        get_b(i, "hash"),
+    )
+
+
+class DynamoOutboxAudit(DynamoBase):
+    """Webhooks, outbox and audit log over one DynamoDB table."""
+
+    # -- webhooks -------------------------------------------------------------------------------------------
+    def set_webhook(self, config: WebhookConfig) -> None:
+        c = v.check_webhook(config)
+        self._require_wallet(c.wallet_id)
+        item = {"pk": s(f"W#{c.wallet_id}"), "sk": s("WEBHOOK"), "url": s(c.url), "secret": b(c.secret)}
+        with translate():
+            self._client.put_item(TableName=self._table, Item=item)
+
+    def get_webhook(self, wallet_id: str) -> WebhookConfig | None:
+        v.check_id("wallet_id", wallet_id)
+        item = self._get(f"W#{wallet_id}", "WEBHOOK")
+        return None if item is None else WebhookConfig(wallet_id, get_s(item, "url"), get_b(item, "secret"))
+
+    def enqueue_webhook(self, item: OutboxItem) -> None:
+        i = v.check_outbox_item(item)
+        self._require_wallet(i.wallet_id)
+        if self._get(f"O#{i.event_id}", "ITEM") is not None:
+            raise Conflict(f"outbox item {i.event_id} already exists")
+        try:
+            with translate():
+                self._client.put_item(
+                    TableName=self._table, Item=_outbox_item(i), ConditionExpression="attribute_not_exists(pk)"
+                )
+        except ConditionFailed as exc:
+            raise Conflict(f"outbox item {i.event_id} already exists") from exc
+
+    def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[OutboxItem]:
+        now = v.check_time("now", now)
+        lease_seconds = v.check_time("lease_seconds", lease_seconds)
+        v.check_count("limit", limit, minimum=1, maximum=1000)
+        due = []
+        for i in self._query(OUTBOX_PK):
+            item = _parse_outbox(i, get_s(i, "sk"))
+            if item.next_attempt_at <= now and (item.lease_until is None or item.lease_until <= now):
+                due.append(item)
+        due.sort(key=lambda x: (x.next_attempt_at, x.event_id))
+        claimed: list[OutboxItem] = []
+        for item in due:
+            if len(claimed) == limit:
+                break
+            lease_id, until = uuid.uuid4().hex, now + lease_seconds
+            try:
+                with translate():
+                    self._client.update_item(
+                        TableName=self._table,
+                        Key={"pk": s(OUTBOX_PK), "sk": s(item.event_id)},
+                        UpdateExpression="SET attempts = :next, lease_id = :l, lease_until = :u",
+                        ConditionExpression="attempts = :seen",  # attempts is the claim version
+                        ExpressionAttributeValues={
+                            ":next": n(item.attempts + 1),
+                            ":seen": n(item.attempts),
+                            ":l": s(lease_id),
+                            ":u": n(until),
+                        },
+                    )
+            except ConditionFailed:
+                continue  # another worker claimed it first, or it was finished meanwhile
+            claimed.append(
+                OutboxItem(
+                    item.event_id,
+                    item.wallet_id,
+                    item.event_type,
+                    item.body,
+                    item.created_at,
+                    item.status,
+                    item.attempts + 1,
+                    item.next_attempt_at,
+                    lease_id,
+                    until,
+                )
+            )
+        return claimed
+
+    def _finish(
+        self,
+        event_id: str,
+        lease_id: str,
+        attempt: DeliveryAttempt,
+        status: OutboxStatus,
+        next_attempt_at: float | None,
+    ) -> None:
+        current = self._get(OUTBOX_PK, event_id)
+        if current is None:
+            if self._get(f"O#{event_id}", "ITEM") is None:
+                raise NotFound(f"outbox item {event_id} not found")
+            raise LeaseLost(f"outbox item {event_id}: lease lost")
+        number = get_i(current, "attempts")
+        log = {
+            "pk": s(f"O#{event_id}"),
+            "sk": s(f"D#{number:06d}"),
+            "at": n(attempt.at),
+            "delivered": {"BOOL": attempt.delivered},
+            "status_code": opt_n(attempt.status_code),
+            "error": opt_s(attempt.error),
+        }
+        guard: dict[str, Any] = {
+            "ConditionExpression": "lease_id = :l AND attempts = :a",
+            "ExpressionAttributeValues": {":l": s(lease_id), ":a": n(number)},
+        }
+        key = {"pk": s(OUTBOX_PK), "sk": s(event_id)}
+        first: dict[str, Any]
+        if status == OutboxStatus.PENDING and next_attempt_at is not None:
+            first = {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": key,
+                    **guard,
+                    "UpdateExpression": "SET lease_id = :none, lease_until = :none, next_attempt_at = :n",
+                    "ExpressionAttributeValues": {
+                        **guard["ExpressionAttributeValues"],
+                        ":none": {"NULL": True},
+                        ":n": n(next_attempt_at),
+                    },
+                }
+            }
+            actions = [first]
+        else:
+            done = _parse_outbox(current, event_id)
+            archived = _outbox_item(
+                OutboxItem(
+                    event_id,
+                    done.wallet_id,
+                    done.event_type,
+                    done.body,
+                    done.created_at,
+                    status,
+                    done.attempts,
+                    done.next_attempt_at,
+                    None,
+                    None,
+                )
+            )
+            archived.update(pk=s(f"O#{event_id}"), sk=s("ITEM"))
+            actions = [
+                {"Delete": {"TableName": self._table, "Key": key, **guard}},
+                {"Put": {"TableName": self._table, "Item": archived}},
+            ]
+        actions.append({"Put": {"TableName": self._table, "Item": log}})
+        try:
+            with translate():
+                self._client.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except ConditionFailed as exc:
+            raise LeaseLost(f"outbox item {event_id}: lease lost") from exc
+
+    def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None:
+        now = v.check_time("now", now)
+        v.check_count("status_code", status_code, minimum=100, maximum=599)
+        attempt = DeliveryAttempt(event_id, 0, now, True, status_code, None)
+        self._finish(event_id, lease_id, attempt, OutboxStatus.DELIVERED, None)
+
+    def mark_failed(
+        self,
+        event_id: str,
+        lease_id: str,
+        *,
+        now: float,
+        error: str,
+        status_code: int | None,
+        next_attempt_at: float | None,
+    ) -> None:
+        now = v.check_time("now", now)
+        v.check_reason("error", error)
+        if status_code is not None:
+            v.check_count("status_code", status_code, minimum=100, maximum=599)
+        if next_attempt_at is not None:
+            v.check_time("next_attempt_at", next_attempt_at)
+        status = OutboxStatus.DEAD if next_attempt_at is None else OutboxStatus.PENDING
+        attempt = DeliveryAttempt(event_id, 0, now, False, status_code, error)
+        self._finish(event_id, lease_id, attempt, status, next_attempt_at)
+
+    def get_outbox_item(self, event_id: str) -> OutboxItem:
+        item = self._get(OUTBOX_PK, event_id) or self._get(f"O#{event_id}", "ITEM")
+        if item is None:
+            raise NotFound(f"outbox item {event_id} not found")
+        return _parse_outbox(item, event_id)
+
+    def delivery_log(self, event_id: str) -> list[DeliveryAttempt]:
+        return [
+            DeliveryAttempt(
+                event_id,
+                int(get_s(i, "sk")[2:]),
+                get_f(i, "at"),
+                bool(i["delivered"]["BOOL"]),
+                None if "NULL" in i["status_code"] else get_i(i, "status_code"),
+                get_opt_s(i, "error"),
+            )
+            for i in self._query(f"O#{event_id}", prefix="D#")
+        ]
+
+    # -- audit log ------------------------------------------------------------------------------------------
+    def append_audit(self, record: AuditRecord) -> None:
+        if not isinstance(record, AuditRecord):
+            raise InvalidInput("record", "must be an AuditRecord")
+        r = record
+        head_key = {"pk": s(AUDIT_PK), "sk": s("HEAD")}
+        if r.seq == 1:
+            if r.prev_hash != GENESIS_PREV_HASH:
+                raise Conflict("audit record 1 does not extend the head (expected seq 1)")
+            head: dict[str, Any] = {
+                "Put": {
+                    "TableName": self._table,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                    "Item": {**head_key, "seq": n(1), "hash": b(r.hash)},
+                }
+            }
+        else:
+            head = {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": head_key,
+                    "UpdateExpression": "SET seq = :s, #h = :h",
+                    "ConditionExpression": "seq = :prev AND #h = :ph",
+                    "ExpressionAttributeNames": {"#h": "hash"},
+                    "ExpressionAttributeValues": {
+                        ":s": n(r.seq),
+                        ":h": b(r.hash),
+                        ":prev": n(r.seq - 1),
+                        ":ph": b(r.prev_hash),
+                    },
+                }
+            }
+        item = {
+            "pk": s(AUDIT_PK),
+            "sk": s(_audit_key(r.seq)),
+            "seq": n(r.seq),
+            "time": n(r.time),
+            "wallet_id": opt_s(r.wallet_id),
+            "event_type": s(r.event_type),
+            "payload": b(r.payload),
+            "receipt": opt_b(r.receipt),
+            "prev_hash": b(r.prev_hash),
+            "hash": b(r.hash),
+        }
+        try:
+            with translate():
+                self._client.transact_write_items(
+                    TransactItems=[
+                        head,  # type: ignore[list-item]
+                        {
+                            "Put": {
+                                "TableName": self._table,
+                                "Item": item,
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        },
+                    ]
+                )
+        except ConditionFailed as exc:
+            head_item = self._get(AUDIT_PK, "HEAD")
+            expected = 1 if head_item is None else get_i(head_item, "seq") + 1
+            raise Conflict(f"audit record {r.seq} does not extend the head (expected seq {expected})") from exc
+
+    def audit_head(self) -> AuditRecord | None:
+        head = self._get(AUDIT_PK, "HEAD")
+        if head is None:
+            return None
+        item = self._get(AUDIT_PK, _audit_key(get_i(head, "seq")))
+        return None if item is None else _parse_audit(item)
+
+    def audit_records(self, after_seq: int, limit: int) -> list[AuditRecord]:
+        v.check_count("after_seq", after_seq)
+        v.check_count("limit", limit, minimum=1, maximum=10_000)
+        items = self._query(AUDIT_PK, between=(_audit_key(after_seq + 1), "R#~"), limit=limit)
+        return [_parse_audit(i) for i in items]
