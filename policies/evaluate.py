@@ -37,6 +37,7 @@ from policies.model import (
     Restricted,
     UncheckedTokenTransfer,
 )
+from policies.programs import NATIVE_MINT, TOKEN_PROGRAMS
 from policies.rules import ANY, Tier
 
 
@@ -179,7 +180,7 @@ class _Evaluation:
             )
         for effect in ix.effects:
             if isinstance(effect, Outflow):
-                self._outflow(effect, where)
+                self._outflow(effect, ix, where)
             elif isinstance(effect, ComputeBudgetSetting):
                 continue  # summarised once per transaction by policies.fees
             elif isinstance(effect, Opaque):
@@ -252,38 +253,48 @@ class _Evaluation:
         elif top != 0 or inner is not None:
             self.raise_to(Verdict.DENY, "durable_nonce", "AdvanceNonceAccount must be the first instruction", **where)
 
-    def _outflow(self, effect: Outflow, where: dict[str, int | None]) -> None:
+    def _outflow(self, effect: Outflow, ix: DecodedInstruction, where: dict[str, int | None]) -> None:
         if effect.authority not in self.ctx.wallet_keys:
             return
         asset = effect.asset
         if asset != NATIVE_SOL and asset not in self.policy.rules.mints:
             self.raise_to(Verdict.DENY, "mints.allow", "mint is not on the allowlist", seen=asset, **where)
-        self._destination(effect, where)
+        if effect.kind == "ata_rent":
+            # Rent for a new associated token account can be reclaimed only by its owner: the owner is the
+            # party the destination rules judge (see policies.decoders.ata).
+            owner = ix.args.get("owner")
+            if not isinstance(owner, Pubkey):
+                self.raise_to(Verdict.DENY, "decode", "associated account owner missing", **where)
+            elif owner not in self.ctx.wallet_keys:
+                self._destination(owner, effect, where)
+        elif effect.destination not in self.ctx.wallet_keys and not self._own_token_account(effect):
+            self._destination(effect.destination, effect, where)
         self.outflows[asset] = self.outflows.get(asset, 0) + effect.amount
 
-    def _destination(self, effect: Outflow, where: dict[str, int | None]) -> None:
-        dest = effect.destination
-        wallet = self.ctx.wallet_keys
+    def _destination(self, dest: Pubkey, effect: Outflow, where: dict[str, int | None]) -> None:
         policy = self.policy
-        if dest in wallet:
-            return
         if dest in policy.rules.destinations.deny or dest in policy.denied_token_accounts:
             self.raise_to(Verdict.DENY, "destinations.deny", "destination is on the denylist", seen=str(dest), **where)
             return
         allow = policy.rules.destinations.allow
-        if allow == ANY or dest in allow or dest in policy.allowed_token_accounts or self._own_token_account(effect):
+        if allow == ANY or dest in allow or dest in policy.allowed_token_accounts:
             return
         self.raise_to(
             Verdict.DENY, "destinations.allow", "destination is not on the allowlist", seen=str(dest), **where
         )
 
     def _own_token_account(self, effect: Outflow) -> bool:
-        if effect.token_program is None or effect.asset == NATIVE_SOL:
+        """Is the destination the wallet's own associated account: for the outflow's mint, or for wrapped SOL?"""
+        if effect.asset == NATIVE_SOL:
+            mint, token_programs = NATIVE_MINT, TOKEN_PROGRAMS
+        elif effect.token_program is not None:
+            mint, token_programs = Pubkey.from_string(effect.asset), frozenset({effect.token_program})
+        else:
             return False
-        mint = Pubkey.from_string(effect.asset)
         return any(
-            associated_token_address(key, mint, effect.token_program) == effect.destination
+            associated_token_address(key, mint, program) == effect.destination
             for key in self.ctx.wallet_keys
+            for program in token_programs
         )
 
     def finish(self) -> Decision:

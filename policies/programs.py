@@ -24,3 +24,6 @@ SYSVAR_RECENT_BLOCKHASHES: Final = Pubkey.from_string("SysvarRecentB1ockHashes11
 
 TOKEN_PROGRAMS: Final = frozenset({TOKEN_PROGRAM, TOKEN_2022_PROGRAM})
 """The two token programs an associated token account may belong to."""
+
+NATIVE_MINT: Final = Pubkey.from_string("So11111111111111111111111111111111111111112")
+"""The wrapped-SOL mint (SPL Token's native mint)."""

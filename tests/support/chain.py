@@ -168,3 +168,15 @@ def install_lookup_table(svm: LiteSVM, key: Pubkey, addresses: Sequence[Pubkey])
     lamports = svm.minimum_balance_for_rent_exemption(len(data))
     svm.set_account(key, Account(lamports, data, ADDRESS_LOOKUP_TABLE_PROGRAM, False, _U64_MAX))
     svm.warp_to_slot(slot + 1)
+
+
+NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
+_MINT_LAYOUT = struct.Struct("<I32sQBBI32s")  # COption mint authority, supply, decimals, initialized, COption freeze
+
+
+def install_native_mint(svm: LiteSVM) -> None:
+    """Write SPL Token's native (wrapped SOL) mint as it exists on every cluster: no authorities, 9 decimals.
+    LiteSVM does not preload it."""
+    data = _MINT_LAYOUT.pack(0, bytes(32), 0, 9, 1, 0, bytes(32))
+    lamports = svm.minimum_balance_for_rent_exemption(len(data))
+    svm.set_account(NATIVE_MINT, Account(lamports, data, TOKEN_PROGRAM_ID, False, 0))
