@@ -266,18 +266,22 @@ class _Evaluation:
             if not isinstance(owner, Pubkey):
                 self.raise_to(Verdict.DENY, "decode", "associated account owner missing", **where)
             elif owner not in self.ctx.wallet_keys:
-                self._destination(owner, effect, where)
-        elif effect.destination not in self.ctx.wallet_keys and not self._own_token_account(effect):
+                self._destination(owner, None, where)
+        elif effect.destination not in self.ctx.wallet_keys:
             self._destination(effect.destination, effect, where)
         self.outflows[asset] = self.outflows.get(asset, 0) + effect.amount
 
-    def _destination(self, dest: Pubkey, effect: Outflow, where: dict[str, int | None]) -> None:
+    def _destination(self, dest: Pubkey, outflow: Outflow | None, where: dict[str, int | None]) -> None:
+        """Apply the destination rules to ``dest``; ``outflow``, when given, may land in the wallet's own
+        associated account, which is derived only when nothing cheaper matched."""
         policy = self.policy
         if dest in policy.rules.destinations.deny or dest in policy.denied_token_accounts:
             self.raise_to(Verdict.DENY, "destinations.deny", "destination is on the denylist", seen=str(dest), **where)
             return
         allow = policy.rules.destinations.allow
         if allow == ANY or dest in allow or dest in policy.allowed_token_accounts:
+            return
+        if outflow is not None and self._own_token_account(outflow):
             return
         self.raise_to(
             Verdict.DENY, "destinations.allow", "destination is not on the allowlist", seen=str(dest), **where
