@@ -8,7 +8,7 @@ from typing import Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from enclave_app.attestation import (
@@ -368,6 +368,7 @@ def test_random_mutations_only_raise_attestation_error(data: st.DataObject) -> N
         position = data.draw(st.integers(0, len(document) - 1))
         document[position] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(1, len(document)))
+    assume(bytes(document[:cut]) != PRODUCTION)  # a "mutation" that wrote back the same bytes is no tampering
     with pytest.raises(AttestationError):
         verify_attestation_document(bytes(document[:cut]), root_certificate_pem=AWS_ROOT, at=PRODUCTION_AT)
 
