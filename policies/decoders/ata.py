@@ -1,8 +1,10 @@
 """Decoder of the Associated Token Account program: Create (empty data or ``[0]``), CreateIdempotent (``[1]``)
 and RecoverNested (``[2]``).
 
-Every address the program derives is re-derived and compared (a mismatch is a `DecodeError`, as the program
-would fail), and the token program must be SPL Token or Token-2022.
+Create takes six accounts (payer, associated account, owner, mint, System program, token program); older
+clients (the Python ``solana`` package among them) add the Rent sysvar as a seventh, which the program ignores
+and we accept only if it is that sysvar. Every address the program derives is re-derived and compared (a
+mismatch is a `DecodeError`, as the program would fail), and the token program must be SPL Token or Token-2022.
 
 Create and CreateIdempotent fund the new account's rent from the payer, and that rent is recoverable only by the
 account's owner. They therefore yield ``Outflow(SOL, amount = rent estimate, authority = payer, source = payer,
@@ -80,7 +82,10 @@ def decode_associated_token_account(
     if data in (b"", b"\x00", b"\x01"):
         idempotent = data == b"\x01"
         name = "create_idempotent" if idempotent else "create"
-        expect_accounts(index, name, accounts, 6)
+        if len(accounts) not in (6, 7):
+            fail(index, f"{name}: {len(accounts)} accounts, expected 6 (or 7 with the Rent sysvar)")
+        if len(accounts) == 7 and accounts[6].pubkey != programs.SYSVAR_RENT:
+            fail(index, f"{name}: a seventh account must be the Rent sysvar")
         payer, associated, owner, mint = (a.pubkey for a in accounts[:4])
         if accounts[4].pubkey != programs.SYSTEM_PROGRAM:
             fail(index, f"{name}: expected the System program account")
