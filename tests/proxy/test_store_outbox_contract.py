@@ -1,0 +1,109 @@
+"""Contract tests for the webhook outbox, delivery log and audit table, on every `Store` adapter."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
+from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem, OutboxStatus, WebhookConfig
+from parent_proxy.store.protocol import Store
+
+T0 = 1_700_000_000.0
+SECRET = b"s" * 32
+
+
+def item(event_id: str, wallet_id: str = "w1", due: float = T0) -> OutboxItem:
+    return OutboxItem(event_id, wallet_id, "decision", b'{"x":1}', created_at=T0, next_attempt_at=due)
+
+
+def test_webhook_config_roundtrip_and_validation(wallet_store: Store) -> None:
+    assert wallet_store.get_webhook("w1") is None
+    wallet_store.set_webhook(WebhookConfig("w1", "https://example.test/hook", SECRET))
+    wallet_store.set_webhook(WebhookConfig("w1", "https://example.test/v2", SECRET))
+    config = wallet_store.get_webhook("w1")
+    assert config == WebhookConfig("w1", "https://example.test/v2", SECRET)
+    assert "sss" not in repr(config)
+    with pytest.raises(InvalidInput, match="secret: must be 16-256 bytes"):
+        wallet_store.set_webhook(WebhookConfig("w1", "https://x.test", b"short"))
+    with pytest.raises(InvalidInput, match="url: must be an http"):
+        wallet_store.set_webhook(WebhookConfig("w1", "ftp://x.test", SECRET))
+    with pytest.raises(NotFound, match="wallet w9 not found"):
+        wallet_store.set_webhook(WebhookConfig("w9", "https://x.test", SECRET))
+
+
+def test_outbox_claim_lease_deliver(wallet_store: Store) -> None:
+    s = wallet_store
+    s.enqueue_webhook(item("e1"))
+    s.enqueue_webhook(item("e2", due=T0 + 100))
+    with pytest.raises(Conflict, match="outbox item e1 already exists"):
+        s.enqueue_webhook(item("e1"))
+    claimed = s.claim_webhooks(T0, 30, 10)
+    assert [(c.event_id, c.attempts) for c in claimed] == [("e1", 1)]
+    assert claimed[0].lease_id is not None and claimed[0].lease_until == T0 + 30
+    assert s.claim_webhooks(T0 + 29, 30, 10) == []  # leased, and e2 not due yet
+    with pytest.raises(LeaseLost, match="outbox item e1: lease lost"):
+        s.mark_delivered("e1", "not-my-lease", now=T0 + 1, status_code=200)
+    s.mark_delivered("e1", claimed[0].lease_id, now=T0 + 1, status_code=204)
+    done = s.get_outbox_item("e1")
+    assert (done.status, done.attempts, done.lease_id) == (OutboxStatus.DELIVERED, 1, None)
+    assert [(a.attempt, a.delivered, a.status_code) for a in s.delivery_log("e1")] == [(1, True, 204)]
+    with pytest.raises(LeaseLost, match="lease lost"):
+        s.mark_delivered("e1", claimed[0].lease_id, now=T0 + 2, status_code=200)
+    assert s.claim_webhooks(T0 + 1000, 30, 10)[0].event_id == "e2"
+    with pytest.raises(NotFound, match="outbox item nope not found"):
+        s.get_outbox_item("nope")
+    with pytest.raises(NotFound, match="wallet w9 not found"):
+        s.enqueue_webhook(item("e9", wallet_id="w9"))
+
+
+def test_outbox_failure_retry_expiry_and_dead(wallet_store: Store) -> None:
+    s = wallet_store
+    s.enqueue_webhook(item("e1"))
+    first = s.claim_webhooks(T0, 30, 1)[0]
+    s.mark_failed("e1", first.lease_id or "", now=T0 + 1, error="HTTP 500", status_code=500, next_attempt_at=T0 + 60)
+    assert s.claim_webhooks(T0 + 59, 30, 1) == []
+    second = s.claim_webhooks(T0 + 60, 30, 1)[0]
+    assert second.attempts == 2
+    # The worker holding the lease "crashes": the lease expires and another claim takes the item over.
+    third = s.claim_webhooks(T0 + 90, 30, 1)[0]
+    assert third.attempts == 3 and third.lease_id != second.lease_id
+    with pytest.raises(LeaseLost, match="lease lost"):
+        s.mark_failed("e1", second.lease_id or "", now=T0 + 91, error="late", status_code=None, next_attempt_at=None)
+    s.mark_failed("e1", third.lease_id or "", now=T0 + 92, error="gave up", status_code=None, next_attempt_at=None)
+    assert s.get_outbox_item("e1").status == OutboxStatus.DEAD
+    assert s.claim_webhooks(T0 + 10_000, 30, 10) == []
+    log = s.delivery_log("e1")
+    assert [(a.attempt, a.delivered, a.status_code, a.error) for a in log] == [
+        (1, False, 500, "HTTP 500"),
+        (3, False, None, "gave up"),
+    ]
+    with pytest.raises(InvalidInput, match="error: must be a non-blank"):
+        s.mark_failed("e1", "x", now=T0, error="", status_code=None, next_attempt_at=None)
+
+
+def _record(seq: int, prev: bytes) -> AuditRecord:
+    digest = hashlib.sha256(prev + seq.to_bytes(8, "big")).digest()
+    return AuditRecord(seq, T0 + seq, "w1", "decision", b"{}", None, prev, digest)
+
+
+def test_audit_append_only_extends_head(store: Store) -> None:
+    assert store.audit_head() is None
+    with pytest.raises(Conflict, match="audit record 2 does not extend the head \\(expected seq 1\\)"):
+        store.append_audit(_record(2, GENESIS_PREV_HASH))
+    with pytest.raises(Conflict, match="expected seq 1"):
+        store.append_audit(_record(1, b"\x01" * 32))
+    r1 = _record(1, GENESIS_PREV_HASH)
+    store.append_audit(r1)
+    r2 = _record(2, r1.hash)
+    with pytest.raises(Conflict, match="audit record 1 does not extend the head \\(expected seq 2\\)"):
+        store.append_audit(r1)
+    with pytest.raises(Conflict, match="expected seq 2"):
+        store.append_audit(_record(2, b"\x09" * 32))  # wrong prev_hash
+    store.append_audit(r2)
+    store.append_audit(r3 := AuditRecord(3, T0, None, "boot", b"[]", b"receipt", r2.hash, b"\x07" * 32))
+    assert store.audit_head() == r3
+    assert store.audit_records(0, 100) == [r1, r2, r3]
+    assert store.audit_records(1, 1) == [r2]
+    assert store.audit_records(3, 10) == []
