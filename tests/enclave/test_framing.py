@@ -1,0 +1,151 @@
+"""Length-prefixed CBOR frames: round trips over TCP and Unix sockets, and hostile input."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enclave_app.errors import FrameTooLargeError, FramingError, TransportError
+from enclave_app.framing import LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, encode_frame, read_frame, write_frame
+from enclave_app.transport import TcpAddress, UnixAddress, VsockAddress, listen, open_stream, parse_address
+
+
+def _reader(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
+
+
+def _read(data: bytes) -> Any:
+    async def run() -> Any:
+        return await read_frame(_reader(data))
+
+    return asyncio.run(run())
+
+
+def test_frame_round_trip_and_clean_eof() -> None:
+    message = {"type": "ping", "nonce": b"\x01" * 32, "n": [1, 2, 3]}
+
+    async def run() -> list[Any]:
+        reader = _reader(encode_frame(message) + encode_frame("second"))
+        return [await read_frame(reader), await read_frame(reader), await read_frame(reader)]
+
+    assert asyncio.run(run()) == [message, "second", None]
+
+
+def test_oversized_length_refused_before_reading_body() -> None:
+    header = (MAX_FRAME_BYTES + 1).to_bytes(LENGTH_PREFIX_BYTES, "big")
+    with pytest.raises(FrameTooLargeError, match="too large"):
+        _read(header)  # no body at all: the length alone is refused
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameTooLargeError, match="too large"):
+            _read(b"\xff\xff\xff\xff")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024  # nowhere near the 4 GiB the header announced
+
+
+def test_exactly_max_frame_accepted_and_larger_message_refused() -> None:
+    body = cbor2.dumps(b"x" * (MAX_FRAME_BYTES - 5))
+    assert len(body) == MAX_FRAME_BYTES
+    assert _read(len(body).to_bytes(4, "big") + body) == b"x" * (MAX_FRAME_BYTES - 5)
+    with pytest.raises(FrameTooLargeError, match="too large"):
+        encode_frame(b"x" * MAX_FRAME_BYTES)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x00\x00", "inside a frame header"),
+        (b"\x00\x00\x00\x05abc", "inside a frame body"),
+        (b"\x00\x00\x00\x00", "empty frame"),
+        (b"\x00\x00\x00\x02\xff\xff", "not valid CBOR"),
+        (b"\x00\x00\x00\x02\x01\x01", "not valid CBOR"),  # two items in one frame
+        (b"\x00\x00\x00\x02\xc1\x00", "not valid CBOR"),  # a date tag
+    ],
+)
+def test_malformed_frames_refused(data: bytes, message: str) -> None:
+    with pytest.raises(FramingError, match=message):
+        _read(data)
+
+
+def test_unencodable_message_refused() -> None:
+    with pytest.raises(FramingError, match="cannot be encoded"):
+        encode_frame(object())
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600))
+def test_random_streams_never_crash(data: bytes) -> None:
+    async def run() -> None:
+        reader = _reader(data)
+        for _ in range(50):
+            if await read_frame(reader) is None:
+                return
+
+    with contextlib.suppress(FramingError):
+        asyncio.run(run())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.binary(max_size=64))
+def test_any_announced_length_is_bounded(length: int, tail: bytes) -> None:
+    try:
+        _read(length.to_bytes(4, "big") + tail)
+    except FrameTooLargeError:
+        assert length > MAX_FRAME_BYTES
+    except FramingError:
+        assert length <= MAX_FRAME_BYTES
+
+
+def test_address_specs() -> None:
+    assert parse_address("vsock:16:5005") == VsockAddress(16, 5005)
+    assert parse_address("unix:/run/waiaas/enclave.sock") == UnixAddress("/run/waiaas/enclave.sock")
+    assert parse_address("tcp:127.0.0.1:5005") == TcpAddress("127.0.0.1", 5005)
+    assert parse_address("tcp:[::1]:5005") == TcpAddress("[::1]", 5005)
+    for bad in ("vsock:16", "vsock:-1:5", "unix:relative", "tcp:127.0.0.1:70000", "tcp::5", "http:x", ""):
+        with pytest.raises(TransportError):
+            parse_address(bad)
+
+
+async def _echo_server_round_trip(address: TcpAddress | UnixAddress) -> list[Any]:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (message := await read_frame(reader)) is not None:
+            await write_frame(writer, {"echo": message})
+        writer.close()
+
+    server = await listen(address, handler)
+    if isinstance(address, TcpAddress):
+        address = TcpAddress("127.0.0.1", server.sockets[0].getsockname()[1])
+    reader, writer = await open_stream(address)
+    replies = []
+    for message in ({"type": "ping"}, b"\x00" * 70000):
+        await write_frame(writer, message)
+        replies.append(await read_frame(reader))
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    return replies
+
+
+def test_same_framing_over_tcp_and_unix(tmp_path: Path) -> None:
+    expected = [{"echo": {"type": "ping"}}, {"echo": b"\x00" * 70000}]
+    assert asyncio.run(_echo_server_round_trip(TcpAddress("127.0.0.1", 0))) == expected
+    assert asyncio.run(_echo_server_round_trip(UnixAddress(str(tmp_path / "e.sock")))) == expected
+
+
+def test_connection_refused_is_transport_error(tmp_path: Path) -> None:
+    with pytest.raises(TransportError, match="connection failed"):
+        asyncio.run(open_stream(UnixAddress(str(tmp_path / "nobody-here.sock"))))
