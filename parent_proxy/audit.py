@@ -1,0 +1,141 @@
+"""The append-only, hash-chained audit log.
+
+Each record hashes (SHA-256) a canonical, length-prefixed encoding of: a domain tag, seq, time (IEEE-754
+big-endian double, exact), wallet id, event type, the payload as canonical JSON, the optional enclave receipt
+bytes and the previous record's hash. Editing, deleting, reordering or inserting a record breaks the chain at the
+first record affected. What the chain alone cannot show: someone who rewrites a whole suffix and recomputes every
+hash, or truncates the tail. Callers who hold an anchor (a head hash published elsewhere, or a head covered by an
+enclave-signed receipt) pass it as ``expected_head``; verifying the receipts' signatures is the caller's duty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import struct
+from collections.abc import Iterable, Iterator
+
+from parent_proxy.clock import Clock, read_clock
+from parent_proxy.errors import AuditChainError, Conflict, InvalidInput
+from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord
+from parent_proxy.store.protocol import Store
+from parent_proxy.store.validation import check_id
+
+DOMAIN_TAG = b"waiaas-audit-v1"
+MAX_APPEND_ATTEMPTS = 20
+"""Concurrent appenders race for the head; each retry re-reads it."""
+PAGE_SIZE = 1000
+
+JsonValue = None | bool | int | str | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+def canonical_json(value: object) -> bytes:
+    """Sorted keys, no whitespace, UTF-8. Floats are refused: their text form is not canonical across tools."""
+    _check_json(value, "payload")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _check_json(value: object, path: str) -> None:
+    if value is None or isinstance(value, bool | int | str):
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json(v, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidInput(path, "object keys must be strings")
+            _check_json(v, f"{path}.{k}")
+        return
+    raise InvalidInput(path, f"{type(value).__name__} is not allowed in canonical JSON")
+
+
+def _field(data: bytes | None) -> bytes:
+    if data is None:
+        return b"\x00"
+    return b"\x01" + struct.pack(">Q", len(data)) + data
+
+
+def record_hash(record: AuditRecord) -> bytes:
+    """The hash of every field of ``record`` except ``record.hash`` itself."""
+    r = record
+    encoding = b"".join(
+        (
+            _field(DOMAIN_TAG),
+            struct.pack(">Q", r.seq),
+            struct.pack(">d", r.time),
+            _field(None if r.wallet_id is None else r.wallet_id.encode("utf-8")),
+            _field(r.event_type.encode("utf-8")),
+            _field(r.payload),
+            _field(r.receipt),
+            _field(r.prev_hash),
+        )
+    )
+    return hashlib.sha256(encoding).digest()
+
+
+def verify_audit_chain(records: Iterable[AuditRecord], *, expected_head: bytes | None = None) -> None:
+    """Return if ``records`` is the whole chain from seq 1, intact; else raise `AuditChainError` (first bad seq)."""
+    prev_hash, expected_seq = GENESIS_PREV_HASH, 1
+    for r in records:
+        # 1. Position: seq must follow on (catches deletion, reordering, duplication).
+        if r.seq != expected_seq:
+            raise AuditChainError(expected_seq, f"found seq {r.seq} where seq {expected_seq} belongs")
+        # 2. Link: prev_hash must be the previous record's hash (catches insertion and edits upstream).
+        if not hmac.compare_digest(r.prev_hash, prev_hash):
+            raise AuditChainError(r.seq, "prev_hash does not match the previous record")
+        # 3. Payload must be canonical JSON, so one payload has one encoding.
+        try:
+            canonical = canonical_json(json.loads(r.payload))
+        except (ValueError, InvalidInput):
+            canonical = b""
+        if canonical != r.payload:
+            raise AuditChainError(r.seq, "payload is not canonical JSON")
+        # 4. Content: the stored hash must be the hash of the record (catches edits of this record).
+        computed = record_hash(r)
+        if not hmac.compare_digest(computed, r.hash):
+            raise AuditChainError(r.seq, "hash does not match the record's content")
+        prev_hash, expected_seq = r.hash, expected_seq + 1
+    # 5. Anchor: the last hash must be the one the caller trusts (catches suffix rewrites and truncation).
+    if expected_head is not None and not hmac.compare_digest(prev_hash, expected_head):
+        raise AuditChainError(expected_seq - 1, "the chain does not end at the expected head")
+
+
+def iter_audit_records(store: Store) -> Iterator[AuditRecord]:
+    after = 0
+    while page := store.audit_records(after, PAGE_SIZE):
+        yield from page
+        after = page[-1].seq
+
+
+class AuditLog:
+    """Appends records to the store's audit table, computing seq, prev_hash and hash."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def append(
+        self, event_type: str, payload: object, *, wallet_id: str | None = None, receipt: bytes | None = None
+    ) -> AuditRecord:
+        check_id("event_type", event_type)
+        if wallet_id is not None:
+            check_id("wallet_id", wallet_id)
+        if receipt is not None and not isinstance(receipt, bytes):
+            raise InvalidInput("receipt", "must be bytes")
+        body = canonical_json(payload)
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            now = read_clock(self._clock)
+            head = self._store.audit_head()
+            seq, prev = (1, GENESIS_PREV_HASH) if head is None else (head.seq + 1, head.hash)
+            unsealed = AuditRecord(seq, now, wallet_id, event_type, body, receipt, prev, b"")
+            record = dataclasses.replace(unsealed, hash=record_hash(unsealed))
+            try:
+                self._store.append_audit(record)
+            except Conflict:
+                continue  # another appender moved the head; re-read it
+            return record
+        raise Conflict(f"audit append lost the race for the head {MAX_APPEND_ATTEMPTS} times")
