@@ -1,0 +1,155 @@
+"""Signed webhook notifications from a persistent outbox, delivered at least once.
+
+Each POST carries these headers (the scheme follows Stripe's: an HMAC over the timestamp and the body, so a
+captured request cannot be replayed later with a new timestamp):
+
+    WAIaaS-Timestamp: <unix seconds, integer>
+    WAIaaS-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." + body)>
+    WAIaaS-Event-Id:  <event id: receivers de-duplicate on it, since delivery is at least once>
+    WAIaaS-Event-Type: <event type>
+
+Receivers call `verify_webhook_signature` (or do the same): recompute the HMAC, compare in constant time, and
+refuse timestamps outside their tolerance. The worker claims due items with a lease; an item whose worker crashed
+between claim and mark is claimed again when the lease expires. Failures back off exponentially with jitter up to
+`MAX_ATTEMPTS` claims, then the item is marked dead. Secrets and signatures are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import uuid
+
+import httpx
+
+from parent_proxy.clock import Clock, read_clock
+from parent_proxy.errors import LeaseLost, WebhookError
+from parent_proxy.store.model import OutboxItem
+from parent_proxy.store.protocol import Store
+from parent_proxy.store.validation import check_id
+
+logger = logging.getLogger(__name__)
+
+TIMESTAMP_HEADER = "WAIaaS-Timestamp"
+SIGNATURE_HEADER = "WAIaaS-Signature"
+EVENT_ID_HEADER = "WAIaaS-Event-Id"
+EVENT_TYPE_HEADER = "WAIaaS-Event-Type"
+SIGNATURE_VERSION = "v1"
+
+MAX_ATTEMPTS = 8
+"""Claims per item before it is marked dead (with the backoff below: about 4 minutes of retrying in all)."""
+BACKOFF_BASE_SECONDS = 2.0
+"""Delay before the second attempt; doubles each attempt."""
+BACKOFF_MAX_SECONDS = 600.0
+LEASE_SECONDS = 60.0
+"""Longer than REQUEST_TIMEOUT_SECONDS, so a live worker keeps its lease through one POST."""
+REQUEST_TIMEOUT_SECONDS = 10.0
+CLAIM_BATCH = 20
+DEFAULT_TOLERANCE_SECONDS = 300
+"""Receivers' default window for accepting a timestamp (Stripe uses the same five minutes)."""
+
+
+def sign_webhook(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The ``WAIaaS-Signature`` header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret, str(timestamp).encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    return f"{SIGNATURE_VERSION}={mac}"
+
+
+def verify_webhook_signature(
+    secret: bytes, *, timestamp: str, signature: str, body: bytes, now: float, tolerance: float
+) -> None:
+    """Return if the signature is valid and the timestamp within ``tolerance`` of ``now``; else `WebhookError`."""
+    # 1. The timestamp must be an integer within the tolerance (stops replays of old requests).
+    if not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance:
+        raise WebhookError("webhook timestamp is missing or outside the tolerance")
+    # 2. The signature must match, compared in constant time; the error says nothing about why.
+    if not hmac.compare_digest(sign_webhook(secret, int(timestamp), body), signature):
+        raise WebhookError("webhook signature is invalid")
+
+
+def backoff_delay(attempts: int, rng: random.Random) -> float:
+    """Exponential backoff with "equal jitter": half the capped delay fixed, half random."""
+    delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** (attempts - 1))
+    return delay / 2 + rng.uniform(0, delay / 2)
+
+
+def enqueue_event(store: Store, clock: Clock, wallet_id: str, event_type: str, data: object) -> OutboxItem:
+    """Put one notification in the outbox; the body is canonical JSON with the event's id, type, wallet, time."""
+    check_id("event_type", event_type)
+    now = read_clock(clock)
+    event_id = uuid.uuid4().hex
+    envelope = {"id": event_id, "type": event_type, "wallet_id": wallet_id, "created_at": now, "data": data}
+    body = json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    item = OutboxItem(event_id, wallet_id, event_type, body, created_at=now, next_attempt_at=now)
+    store.enqueue_webhook(item)
+    return item
+
+
+class WebhookWorker:
+    """Claims due outbox items and POSTs them. ``client`` is an `httpx.Client` (its transport is the seam)."""
+
+    def __init__(self, store: Store, clock: Clock, client: httpx.Client, rng: random.Random) -> None:
+        self._store = store
+        self._clock = clock
+        self._client = client
+        self._rng = rng
+
+    def run_once(self) -> int:
+        """Deliver what is due now; return how many items were delivered."""
+        items = self._store.claim_webhooks(read_clock(self._clock), LEASE_SECONDS, CLAIM_BATCH)
+        return sum(self._deliver(item) for item in items)
+
+    def _deliver(self, item: OutboxItem) -> bool:
+        lease = item.lease_id
+        if lease is None:
+            raise WebhookError(f"outbox item {item.event_id} was returned without a lease")
+        config = self._store.get_webhook(item.wallet_id)
+        if config is None:
+            self._fail(item, lease, "no webhook configured for the wallet", None, retry=False)
+            return False
+        timestamp = int(read_clock(self._clock))
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign_webhook(config.secret, timestamp, item.body),
+            EVENT_ID_HEADER: item.event_id,
+            EVENT_TYPE_HEADER: item.event_type,
+        }
+        try:
+            response = self._client.post(
+                config.url, content=item.body, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS
+            )
+        except httpx.HTTPError as exc:
+            self._fail(item, lease, f"transport error: {type(exc).__name__}", None, retry=True)
+            return False
+        if 200 <= response.status_code < 300:
+            try:
+                self._store.mark_delivered(
+                    item.event_id, lease, now=read_clock(self._clock), status_code=response.status_code
+                )
+            except LeaseLost:
+                logger.warning("webhook %s delivered after its lease was taken over", item.event_id)
+                return False
+            logger.info("webhook %s delivered (attempt %d)", item.event_id, item.attempts)
+            return True
+        self._fail(item, lease, f"HTTP {response.status_code}", response.status_code, retry=True)
+        return False
+
+    def _fail(self, item: OutboxItem, lease: str, error: str, status: int | None, *, retry: bool) -> None:
+        now = read_clock(self._clock)
+        give_up = not retry or item.attempts >= MAX_ATTEMPTS
+        next_at = None if give_up else now + backoff_delay(item.attempts, self._rng)
+        try:
+            self._store.mark_failed(
+                item.event_id, lease, now=now, error=error, status_code=status, next_attempt_at=next_at
+            )
+        except LeaseLost:
+            logger.warning("webhook %s failed after its lease was taken over", item.event_id)
+            return
+        if give_up:
+            logger.error("webhook %s dead after %d attempts: %s", item.event_id, item.attempts, error)
+        else:
+            logger.warning("webhook %s attempt %d failed: %s", item.event_id, item.attempts, error)
