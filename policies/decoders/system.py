@@ -4,6 +4,8 @@ Effects, and why:
 
 - CreateAccount: Outflow(SOL, lamports, funding -> new account, kind "create_account").
 - CreateAccountWithSeed: the same; the new address must derive from (base, seed, owner).
+- CreateAccountAllowPrefund: the payer's Outflow (when it funds) and an AuthorityChange of the new account, which
+  may already exist with lamports (so it may be the wallet itself).
 - Transfer: Outflow(SOL, from -> to, kind "transfer").
 - TransferWithSeed: Outflow(SOL, kind "transfer_with_seed"); authority is the base key that signs.
 - WithdrawNonceAccount: Outflow(SOL, nonce account -> recipient, kind "nonce_withdraw"); authority is the nonce
@@ -35,6 +37,7 @@ from policies.model import (
     AccountView,
     AuthorityChange,
     DecodedInstruction,
+    Effect,
     NonceAdvance,
     Outflow,
 )
@@ -241,4 +244,35 @@ def decode_system(index: int, program_id: Pubkey, accounts: tuple[AccountView, .
         expect_accounts(index, name, accounts, 1)
         return instruction(index, program_id, PROGRAM, name, accounts, {"nonce_account": accounts[0].pubkey})
 
+    if tag == 13:  # CreateAccountAllowPrefund { lamports, space, owner }
+        return _create_account_allow_prefund(index, program_id, accounts, data)
+
     fail(index, f"system: unknown instruction tag {tag}")
+
+
+def _create_account_allow_prefund(
+    index: int, program_id: Pubkey, accounts: tuple[AccountView, ...], data: bytes
+) -> DecodedInstruction:
+    """CreateAccountAllowPrefund: allocate and assign ``new_account`` even if it already holds lamports, funded by
+    an optional payer (required when lamports > 0).
+
+    Unlike CreateAccount it succeeds on an account that already has lamports, so it could turn the wallet's own
+    account into a program-owned one: besides the payer's Outflow it reports an AuthorityChange whose authority
+    is the new account's own signature.
+    """
+    name = "create_account_allow_prefund"
+    expect_len(index, name, data, 52)
+    lamports, space, owner = u64(data, 4), u64(data, 12), pubkey(data, 20)
+    if len(accounts) not in (1, 2):
+        fail(index, f"{name}: {len(accounts)} accounts, expected 1 or 2")
+    new = accounts[0].pubkey
+    effects: list[Effect] = [AuthorityChange(new, new, owner, "system:create_account_allow_prefund")]
+    args: dict[str, object] = {"lamports": lamports, "space": space, "owner": owner, "new_account": new}
+    if len(accounts) == 2:
+        payer = accounts[1].pubkey
+        args["from"] = payer
+        if lamports:
+            effects.insert(0, Outflow(NATIVE_SOL, lamports, payer, payer, new, "create_account"))
+    elif lamports:
+        fail(index, f"{name}: lamports without a payer account")
+    return instruction(index, program_id, PROGRAM, name, accounts, args, tuple(effects))

@@ -320,3 +320,17 @@ def test_time_window_boundaries() -> None:
     ]:
         scenario.now = now
         assert scenario.decide(scenario.legacy(scenario.pay(1_000))).verdict is verdict, now
+
+
+def test_create_account_allow_prefund_on_the_wallet_freezes() -> None:
+    """CreateAccountAllowPrefund succeeds on an account that already holds lamports: on the wallet it would hand
+    the wallet's account to another program."""
+    from solders.system_program import CreateAccountAllowPrefundParams, create_account_allow_prefund
+
+    s = Scenario()
+    ix = create_account_allow_prefund(
+        CreateAccountAllowPrefundParams(new_account=s.wallet, payer=None, lamports=0, space=0, owner=STRANGER)
+    )
+    decision = s.decide(s.legacy(ix))
+    assert decision.verdict is Verdict.FREEZE
+    assert [r.rule for r in decision.reasons] == ["freeze.authority_change"]

@@ -270,3 +270,53 @@ def test_unsigned_account_meta_still_decodes() -> None:
     )
     d = decode_one(ix)
     assert d.effects == (Outflow(NATIVE_SOL, 1, B.pubkey, B.pubkey, C.pubkey, "transfer"),)
+
+
+def test_create_account_allow_prefund_with_payer() -> None:
+    payer, new = Keypair(), Keypair().pubkey()
+    ix = sp.create_account_allow_prefund(
+        {"new_account": new, "payer": payer.pubkey(), "lamports": 50, "space": 8, "owner": TOKEN}
+    )
+    d = decode_one(ix, payer)
+    assert d.name == "create_account_allow_prefund"
+    assert dict(d.args) == {"lamports": 50, "space": 8, "owner": TOKEN, "new_account": new, "from": payer.pubkey()}
+    assert d.effects == (
+        Outflow(NATIVE_SOL, 50, payer.pubkey(), payer.pubkey(), new, "create_account"),
+        AuthorityChange(new, new, TOKEN, "system:create_account_allow_prefund"),
+    )
+
+
+def test_create_account_allow_prefund_without_payer() -> None:
+    new = Keypair()
+    ix = sp.create_account_allow_prefund(
+        {"new_account": new.pubkey(), "payer": None, "lamports": 0, "space": 8, "owner": TOKEN}
+    )
+    d = decode_one(ix, new)
+    assert d.effects == (AuthorityChange(new.pubkey(), new.pubkey(), TOKEN, "system:create_account_allow_prefund"),)
+
+
+def test_create_account_allow_prefund_refusals() -> None:
+    new = Pubkey.new_unique()
+    data = (13).to_bytes(4, "little") + (5).to_bytes(8, "little") + (8).to_bytes(8, "little") + bytes(TOKEN)
+    one = (AccountView(new, True, True),)
+    with pytest.raises(DecodeError, match="lamports without a payer account"):
+        decode_system(0, SYS, one, data)
+    with pytest.raises(DecodeError, match="1 or 2"):
+        decode_system(0, SYS, one * 3, data)
+    with pytest.raises(DecodeError, match="expected exactly 52"):
+        decode_system(0, SYS, one, data + b"\x00")
+
+
+@pytest.mark.litesvm
+def test_create_account_allow_prefund_executes_as_decoded() -> None:
+    svm = chain.fresh_chain()
+    payer, new = chain.funded_keypair(svm), Keypair()
+    ix = sp.create_account_allow_prefund(
+        {"new_account": new.pubkey(), "payer": payer.pubkey(), "lamports": 10**7, "space": 8, "owner": TOKEN}
+    )
+    raw = legacy_tx(payer, [ix], svm.latest_blockhash(), signers=[new])
+    (decoded,) = decode_transaction(raw).instructions
+    chain.execute(svm, raw)
+    account = svm.get_account(new.pubkey())
+    assert account is not None
+    assert (account.lamports, len(account.data), account.owner) == (decoded.args["lamports"], 8, TOKEN)
