@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench clean
+.PHONY: test demo lint typecheck pytest bench clean synth
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) lint typecheck synth pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,11 +27,28 @@ pytest: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure" >&2; exit 1; fi; \
 	exit $$rc
 
+# Every CDK stack, offline (no AWS credentials), with the EXAMPLE measurements of cdk/example-pcrs.json; cdk-nag
+# runs during synthesis and fails it on any unacknowledged finding; then cfn-lint checks each template.
+CDK_OUTDIR ?= cdk.out
+synth: $(STAMP)
+	rm -rf $(CDK_OUTDIR)
+	JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1 CDK_OUTDIR=$(CDK_OUTDIR) $(BIN)/python -m cdk.synth
+	$(BIN)/cfn-lint $(CDK_OUTDIR)/*.template.json
+
 demo: $(STAMP)
 	$(BIN)/waiaas demo
 
+# Every benchmark of the project; the figures (each module's output, last line machine-readable) and the machine
+# they were measured on go to docs/benchmarks.md.
+BENCHES := policies.bench
 bench: $(STAMP)
-	$(BIN)/python -m policies.bench
+	@{ echo "# Benchmarks"; echo; \
+	   echo "Written by \`make bench\` on $$(date -u +%Y-%m-%dT%H:%MZ): $$(nproc) cores, $$($(BIN)/python -V)."; \
+	   echo "Each section is one module's output; its last line is the machine-readable summary."; \
+	   for m in $(BENCHES); do echo; echo "## \`python -m $$m\`"; echo; echo '```'; \
+	     $(BIN)/python -m $$m || exit 1; echo '```'; done; } > docs/benchmarks.md.tmp
+	mv docs/benchmarks.md.tmp docs/benchmarks.md
+	@cat docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache cdk.out
