@@ -32,7 +32,7 @@ pytest: $(STAMP)
 CDK_OUTDIR ?= cdk.out
 synth: $(STAMP)
 	rm -rf $(CDK_OUTDIR)
-	JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1 CDK_OUTDIR=$(CDK_OUTDIR) $(BIN)/python -m cdk.synth
+	CDK_OUTDIR=$(CDK_OUTDIR) $(BIN)/python -m cdk.synth
 	$(BIN)/cfn-lint $(CDK_OUTDIR)/*.template.json
 
 demo: $(STAMP)

@@ -121,8 +121,6 @@ class EnclaveHostIdentity(Construct):
                         "dynamodb:DeleteItem",
                         "dynamodb:Query",
                         "dynamodb:ConditionCheckItem",
-                        "dynamodb:TransactWriteItems",
-                        "dynamodb:TransactGetItems",
                         "dynamodb:BatchGetItem",
                     ],
                     resources=[table, f"{table}/index/*"],

@@ -83,7 +83,7 @@ UNWRAP_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyPair
 """Actions that can release key material, denied to everyone unless the attestation matches."""
 
 
-def _admin_statement(config: DeploymentConfig) -> iam.PolicyStatement:
+def admin_statement(config: DeploymentConfig) -> iam.PolicyStatement:
     return iam.PolicyStatement(
         sid="KeyAdministrationWithoutUse",
         effect=iam.Effect.ALLOW,
@@ -108,7 +108,7 @@ def owner_key_policy(config: DeploymentConfig) -> iam.PolicyDocument:
     entry = naming.role_arn(config, naming.OWNER_ENTRY_ROLE)
     return iam.PolicyDocument(
         statements=[
-            _admin_statement(config),
+            admin_statement(config),
             iam.PolicyStatement(
                 sid="OwnerSignerSignsPureEd25519",
                 effect=iam.Effect.ALLOW,
@@ -169,7 +169,7 @@ def seal_key_policy(config: DeploymentConfig) -> iam.PolicyDocument:
     if config.enclave.pcr8 is not None:
         pinned[PCR8_KEY] = config.enclave.pcr8
     statements = [
-        _admin_statement(config),
+        admin_statement(config),
         iam.PolicyStatement(
             sid="EnclaveUsesKeyWithPinnedAttestation",
             effect=iam.Effect.ALLOW,

@@ -20,4 +20,6 @@ def acknowledge(construct: IConstruct, finding: str, reason: str) -> None:
     """Acknowledge exactly one cdk-nag finding (e.g. `AwsSolutions-IAM5[Resource::*]`) on one construct."""
     if not finding.startswith("AwsSolutions-") or len(reason) < _MIN_REASON_CHARS:
         raise ValueError(f"acknowledgment of {finding!r} needs an AwsSolutions finding id and a specific reason")
-    Validations.of(construct).acknowledge(Acknowledgment(id=finding, reason=reason))
+    # The `AwsSolutions::` plugin prefix files the acknowledgment under cdk-nag's pack, so the validation report
+    # lists it as a suppressed violation with its reason (the audit trail), not as an annotation.
+    Validations.of(construct).acknowledge(Acknowledgment(id=f"AwsSolutions::{finding}", reason=reason))

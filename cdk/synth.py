@@ -17,10 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import App
-
 from cdk import naming
-from cdk.app import assemble
+from cdk.app import assemble, new_app
 from cdk.config import PREFIX, ConfigError, DeploymentConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +66,7 @@ def synthesize(config: DeploymentConfig, outdir: Path) -> dict[str, Template]:
     Raises `RuntimeError` (from CDK) when cdk-nag reports an unacknowledged finding; the report is written to
     `outdir/validation-report.json`.
     """
-    app = App(outdir=str(outdir), analytics_reporting=False)
+    app = new_app(outdir=str(outdir))
     assemble(app, config)
     assembly = app.synth()
     return {stack.stack_name: dict(stack.template) for stack in assembly.stacks}

@@ -1,0 +1,248 @@
+"""Enclave-hosts stack: Nitro-enabled parent instances in an Auto Scaling group behind an internal TLS load balancer.
+
+- Launch template: Nitro Enclaves enabled, IMDSv2 required (hop limit 1), encrypted root volume, no SSH key pair
+  (Session Manager only), the boot script of `cdk.user_data`.
+- Load balancer: internal, HTTPS only with the configured certificate, reachable from the allowed client networks
+  only; it forwards to the parent proxy's port and nothing else reaches the hosts.
+- Enclave health: the group replaces hosts that fail the load balancer's check; alarms (to the monitoring
+  stack's topic) fire when a host reports no running enclave or the load balancer has no healthy host.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, Duration, Stack, Tags
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from cdk import naming, user_data
+from cdk.config import DeploymentConfig
+from cdk.identity_stack import HOST_TAG_KEY, HOST_TAG_VALUE
+from cdk.stack_base import deployment_env
+from cdk.state_stack import ALB_LOG_PREFIX
+from enclave_app.constants import PROXY_HTTP_PORT
+
+HTTPS_PORT = 443
+PROXY_HEALTH_PATH = "/healthz"
+"""Parent-proxy endpoint that answers 200 only while the enclave answers (contract with parent_proxy)."""
+ROOT_VOLUME_GIB = 30
+HEALTH_GRACE = Duration.minutes(10)
+"""Boot installs packages and starts the enclave before the first health check counts."""
+HOST_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
+
+
+class EnclaveHostFleet(Construct):
+    """Launch template, Auto Scaling group, and the hosts' security group."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        vpc: ec2.IVpc,
+        instance_profile: iam.IInstanceProfile,
+        notifications: sns.ITopic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "HostSecurityGroup",
+            vpc=vpc,
+            description="WAIaaS enclave hosts: proxy port from the load balancer only",
+            # Egress is open, but the subnets have no route out of the VPC: it reaches the VPC endpoints only.
+            allow_all_outbound=True,
+        )
+        self.launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            launch_template_name=f"{naming.NAME}-enclave-host",
+            machine_image=ec2.MachineImage.latest_amazon_linux2023(),
+            instance_type=ec2.InstanceType(config.instance_type),
+            instance_profile=instance_profile,
+            security_group=self.security_group,
+            user_data=ec2.UserData.custom(user_data.render(config)),
+            nitro_enclave_enabled=True,
+            require_imdsv2=True,
+            http_put_response_hop_limit=1,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        ROOT_VOLUME_GIB,
+                        encrypted=True,
+                        volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        delete_on_termination=True,
+                    ),
+                )
+            ],
+        )
+        self.group = autoscaling.AutoScalingGroup(
+            self,
+            "Group",
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            launch_template=self.launch_template,
+            min_capacity=config.host_count,
+            max_capacity=config.host_count + 1,
+            health_checks=autoscaling.HealthChecks.with_additional_checks(
+                additional_types=[autoscaling.AdditionalHealthCheckType.ELB], grace_period=HEALTH_GRACE
+            ),
+            notifications=[autoscaling.NotificationConfiguration(topic=notifications)],
+            # Replace one host at a time and never drop below the configured count.
+            update_policy=autoscaling.UpdatePolicy.rolling_update(
+                max_batch_size=1, min_instances_in_service=config.host_count
+            ),
+        )
+        Tags.of(self.group).add(HOST_TAG_KEY, HOST_TAG_VALUE, apply_to_launched_instances=True)
+        for stream in ("proxy", "enclave"):
+            logs.LogGroup(
+                self,
+                f"{stream.capitalize()}Logs",
+                log_group_name=f"{naming.LOG_GROUP_PREFIX}{stream}",
+                retention=HOST_LOG_RETENTION,
+            )
+
+
+class InternalTlsEndpoint(Construct):
+    """Internal Application Load Balancer: HTTPS from the allowed client networks to the parent proxy."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        vpc: ec2.IVpc,
+        fleet: EnclaveHostFleet,
+        access_logs: s3.IBucket,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "LoadBalancerSecurityGroup",
+            vpc=vpc,
+            description="WAIaaS internal load balancer: HTTPS from the allowed client networks",
+            allow_all_outbound=False,
+        )
+        for cidr in config.allowed_client_cidrs:
+            self.security_group.add_ingress_rule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(HTTPS_PORT), f"clients {cidr}")
+        self.load_balancer = elbv2.ApplicationLoadBalancer(
+            self,
+            "LoadBalancer",
+            vpc=vpc,
+            internet_facing=False,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            security_group=self.security_group,
+            drop_invalid_header_fields=True,
+            deletion_protection=True,
+        )
+        self.load_balancer.log_access_logs(access_logs, ALB_LOG_PREFIX)
+        listener = self.load_balancer.add_listener(
+            "Https",
+            port=HTTPS_PORT,
+            protocol=elbv2.ApplicationProtocol.HTTPS,
+            certificates=[elbv2.ListenerCertificate.from_arn(config.certificate_arn)],
+            ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
+            open=False,
+        )
+        self.target_group = listener.add_targets(
+            "Proxy",
+            port=PROXY_HTTP_PORT,
+            protocol=elbv2.ApplicationProtocol.HTTP,
+            targets=[fleet.group],
+            health_check=elbv2.HealthCheck(
+                path=PROXY_HEALTH_PATH,
+                healthy_http_codes="200",
+                interval=Duration.seconds(15),
+                healthy_threshold_count=2,
+                unhealthy_threshold_count=2,
+            ),
+            deregistration_delay=Duration.seconds(30),
+        )
+
+
+class EnclaveHealthAlarms(Construct):
+    """Alarms on enclave health: the hosts' heartbeat and the load balancer's view of the proxies."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        endpoint: InternalTlsEndpoint,
+        notifications: sns.ITopic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        action = cw_actions.SnsAction(notifications)
+        heartbeat = cloudwatch.Metric(
+            namespace=naming.METRIC_NAMESPACE,
+            metric_name=naming.ENCLAVE_HEALTH_METRIC,
+            statistic="Minimum",
+            period=Duration.minutes(5),
+        )
+        alarms = [
+            cloudwatch.Alarm(
+                self,
+                "EnclaveNotRunning",
+                alarm_description="A WAIaaS host reported no running enclave, or no host reported at all",
+                metric=heartbeat,
+                threshold=1,
+                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+            ),
+            cloudwatch.Alarm(
+                self,
+                "TooFewHealthyHosts",
+                alarm_description="Fewer healthy WAIaaS proxies (enclave reachable) than configured hosts",
+                metric=endpoint.target_group.metrics.healthy_host_count(
+                    statistic="Minimum", period=Duration.minutes(1)
+                ),
+                threshold=config.host_count,
+                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                evaluation_periods=3,
+                treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+            ),
+        ]
+        for alarm in alarms:
+            alarm.add_alarm_action(action)
+            alarm.add_ok_action(action)
+
+
+class EnclaveHostsStack(Stack):
+    """Deployable unit: the enclave hosts. Deploy last (needs network, identity, keys, state, monitoring)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        vpc: ec2.IVpc,
+        instance_profile: iam.IInstanceProfile,
+        access_logs: s3.IBucket,
+        notifications: sns.ITopic,
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            env=deployment_env(config),
+            description="WAIaaS enclave hosts: Nitro Enclaves fleet behind an internal TLS load balancer",
+        )
+        self.fleet = EnclaveHostFleet(
+            self, "Fleet", config=config, vpc=vpc, instance_profile=instance_profile, notifications=notifications
+        )
+        self.endpoint = InternalTlsEndpoint(
+            self, "Endpoint", config=config, vpc=vpc, fleet=self.fleet, access_logs=access_logs
+        )
+        EnclaveHealthAlarms(self, "Health", config=config, endpoint=self.endpoint, notifications=notifications)
+        CfnOutput(self, "EndpointDnsName", value=self.endpoint.load_balancer.load_balancer_dns_name)
