@@ -98,7 +98,7 @@ class _Evaluation:
             )
 
     def check_signers(self, tx: DecodedTransaction) -> None:
-        if not any(key in self.ctx.wallet_keys for key in tx.required_signers):
+        if self.ctx.wallet_keys.isdisjoint(tx.required_signers):
             self.raise_to(Verdict.DENY, "wallet.signer", "no wallet key is a required signer of this transaction")
 
     def check_fees(self, tx: DecodedTransaction, fees: FeeSummary) -> None:

@@ -34,13 +34,15 @@ def summarize_fees(tx: DecodedTransaction) -> FeeSummary:
     settings: dict[str, int] = {}
     other_instructions = 0
     for ix in tx.instructions:
-        budget = [e for e in ix.effects if isinstance(e, ComputeBudgetSetting)]
-        if not budget:
+        is_budget = False
+        for effect in ix.effects:
+            if isinstance(effect, ComputeBudgetSetting):
+                is_budget = True
+                if effect.field in settings:
+                    raise DecodeError(f"compute-budget {effect.field} is set twice", instruction_index=ix.index)
+                settings[effect.field] = effect.value
+        if not is_budget:
             other_instructions += 1
-        for effect in budget:
-            if effect.field in settings:
-                raise DecodeError(f"compute-budget {effect.field} is set twice", instruction_index=ix.index)
-            settings[effect.field] = effect.value
     price = settings.get("unit_price", 0)
     requested = settings.get("unit_limit")
     if requested is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from solders.pubkey import Pubkey
 
@@ -21,9 +21,11 @@ NATIVE_SOL = "SOL"
 """Asset name of native SOL (lamports) in effects, limits and reservations."""
 
 
-@dataclass(frozen=True, slots=True)
-class AccountView:
-    """One account as an instruction sees it, after lookup-table resolution."""
+class AccountView(NamedTuple):
+    """One account as an instruction sees it, after lookup-table resolution.
+
+    A NamedTuple rather than a frozen dataclass: it is built for every account of every request, and tuple
+    construction is several times cheaper (see policies.bench)."""
 
     pubkey: Pubkey
     is_signer: bool
