@@ -12,7 +12,13 @@
     │   └── KeyMismatchError          the unsealed key is not the pinned one
     ├── FramingError                  a protocol frame is malformed or the peer left mid-frame
     │   └── FrameTooLargeError        the announced length exceeds ``MAX_FRAME_BYTES``
-    └── TransportError                a bad address spec or a connection that could not be set up
+    ├── TransportError                a bad address spec or a connection that could not be set up
+    │   └── EnclaveTimeoutError       the enclave did not answer in time (client side)
+    ├── ProtocolError                 a frame is not a message of the protocol (type, fields, sizes)
+    ├── EnclaveRequestError           the enclave answered with an error code (client side; ``.code``)
+    ├── SettingsError                 a start-up setting is missing or malformed
+    └── StateError                    a request the enclave refuses (carries its ``ErrorCode``)
+        └── InconsistentStateError    an invariant broke: the enclave moves to the failed state
 
 Lower-layer exceptions (cbor2, cryptography, asn1crypto, botocore, OSError) are translated where they are
 caught, with ``raise ... from exc``. Cryptographic failures stay opaque: their messages are fixed phrases that
@@ -64,3 +70,40 @@ class FrameTooLargeError(FramingError):
 
 class TransportError(EnclaveError):
     """An address spec is invalid, or a listener/connection could not be set up."""
+
+
+class EnclaveTimeoutError(TransportError):
+    """The enclave did not answer within the client's timeout. A signing request may or may not have been
+    served: the caller decides (never retried automatically)."""
+
+
+class ProtocolError(EnclaveError):
+    """A decoded frame is not a message of the protocol: unknown type, missing or extra field, wrong type, size."""
+
+
+class EnclaveRequestError(EnclaveError):
+    """The enclave answered a request with an error code (see ``enclave_app.protocol.ErrorCode``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.detail = message
+
+
+class SettingsError(EnclaveError):
+    """A start-up setting is missing or malformed. The message names the variable, never its value."""
+
+
+class StateError(EnclaveError):
+    """The enclave refuses a request in its current state; ``code`` is an ``ErrorCode`` value."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class InconsistentStateError(StateError):
+    """An invariant does not hold (e.g. a signature that does not verify): the enclave fails closed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("failed", message)

@@ -1,0 +1,153 @@
+"""Asyncio client of the enclave protocol (used by the parent proxy and the tests).
+
+Connection policy: one fresh connection per request (connect, write one frame, read one frame, close). Nothing
+is shared between requests, so a timeout or a broken peer can never leave a half-read answer that a later request
+would pick up; the cost (a vsock/Unix/loopback connect, ~tens of microseconds) is small next to a signature
+round trip. The whole exchange (connect + write + read) is bounded by ``timeout`` seconds.
+
+No request is ever retried here, signing least of all: a failure raises and the caller decides.
+
+Errors (all from :mod:`enclave_app.errors`):
+
+- :class:`EnclaveRequestError` - the enclave answered with an error code (``.code``, an ``ErrorCode`` value);
+- :class:`EnclaveTimeoutError` - no answer in time (a signing request may or may not have been served);
+- :class:`TransportError` - could not connect; :class:`FramingError` - the stream broke or the frame is bad;
+- :class:`ProtocolError` - the answer is not the message this request expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TypeVar
+
+from enclave_app.errors import EnclaveRequestError, EnclaveTimeoutError, FramingError, ProtocolError
+from enclave_app.framing import read_frame, write_frame
+from enclave_app.protocol import (
+    EXPECTED_RESPONSE,
+    AttestationRequest,
+    AttestationResponse,
+    ErrorResponse,
+    FreezeRequest,
+    InstallPolicyRequest,
+    LoadWalletRequest,
+    LookupTable,
+    Message,
+    MessageSignatureResponse,
+    PingRequest,
+    PolicyInstalledResponse,
+    ProvisionWalletRequest,
+    Request,
+    Response,
+    SignMessageRequest,
+    SignTransactionRequest,
+    SpentEntry,
+    StatusResponse,
+    TransactionDecisionResponse,
+    UnfreezeRequest,
+    WalletFrozenResponse,
+    WalletResponse,
+    decode_response,
+)
+from enclave_app.transport import Address, open_stream, parse_address
+
+R = TypeVar("R", bound=Message)
+
+
+class EnclaveClient:
+    """One method per request; each returns the success response or raises (see the module docstring)."""
+
+    def __init__(self, address: str | Address, *, timeout: float) -> None:
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        self._address = parse_address(address) if isinstance(address, str) else address
+        self._timeout = timeout
+
+    async def request(self, message: Request) -> Response:
+        """Send one request, return the decoded answer (an :class:`ErrorResponse` is returned, not raised)."""
+        try:
+            return await asyncio.wait_for(self._exchange(message), self._timeout)
+        except TimeoutError as exc:
+            raise EnclaveTimeoutError("the enclave did not answer in time") from exc
+
+    async def _exchange(self, message: Request) -> Response:
+        frame = message.to_wire()
+        reader, writer = await open_stream(self._address)
+        try:
+            await write_frame(writer, frame)
+            answer = await read_frame(reader)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+        if answer is None:
+            raise FramingError("the enclave closed the connection without answering")
+        return decode_response(answer)
+
+    async def _call(self, message: Request, expected: type[R]) -> R:
+        if EXPECTED_RESPONSE[type(message)] is not expected:  # a programming error in this module
+            raise TypeError("wrong expected response type")
+        answer = await self.request(message)
+        if isinstance(answer, ErrorResponse):
+            raise EnclaveRequestError(answer.code.value, answer.message)
+        if not isinstance(answer, expected):
+            raise ProtocolError("the enclave answered with a message of another type")
+        return answer
+
+    async def ping(self) -> StatusResponse:
+        return await self._call(PingRequest(), StatusResponse)
+
+    async def attestation(self, nonce: bytes) -> AttestationResponse:
+        return await self._call(AttestationRequest(nonce=nonce), AttestationResponse)
+
+    async def provision_wallet(self, wallet_id: str, owner_public_key: bytes) -> WalletResponse:
+        request = ProvisionWalletRequest(wallet_id=wallet_id, owner_public_key=owner_public_key)
+        return await self._call(request, WalletResponse)
+
+    async def load_wallet(
+        self, wallet_id: str, *, owner_public_key: bytes, agent_public_key: bytes, sealed_blob: bytes
+    ) -> WalletResponse:
+        request = LoadWalletRequest(
+            wallet_id=wallet_id,
+            owner_public_key=owner_public_key,
+            agent_public_key=agent_public_key,
+            sealed_blob=sealed_blob,
+        )
+        return await self._call(request, WalletResponse)
+
+    async def install_policy(self, wallet_id: str, signed_policy: bytes) -> PolicyInstalledResponse:
+        request = InstallPolicyRequest(wallet_id=wallet_id, signed_policy=signed_policy)
+        return await self._call(request, PolicyInstalledResponse)
+
+    async def sign_transaction(
+        self,
+        wallet_id: str,
+        transaction: bytes,
+        *,
+        lookup_tables: tuple[LookupTable, ...] = (),
+        spent: tuple[SpentEntry, ...] = (),
+        requests_in_window: int = 0,
+        denials_in_window: int = 0,
+        approval: bytes | None = None,
+    ) -> TransactionDecisionResponse:
+        """A decision for ``transaction``: signed only on allow (or an owner-approved escalation). A deny or
+        freeze is a normal answer (check ``decision["verdict"]``), not an exception."""
+        request = SignTransactionRequest(
+            wallet_id=wallet_id,
+            transaction=transaction,
+            lookup_tables=lookup_tables,
+            spent=spent,
+            requests_in_window=requests_in_window,
+            denials_in_window=denials_in_window,
+            approval=approval,
+        )
+        return await self._call(request, TransactionDecisionResponse)
+
+    async def sign_message(self, wallet_id: str, message: bytes) -> MessageSignatureResponse:
+        return await self._call(SignMessageRequest(wallet_id=wallet_id, message=message), MessageSignatureResponse)
+
+    async def freeze(self, wallet_id: str, order: bytes) -> WalletFrozenResponse:
+        return await self._call(FreezeRequest(wallet_id=wallet_id, order=order), WalletFrozenResponse)
+
+    async def unfreeze(self, wallet_id: str, order: bytes) -> WalletFrozenResponse:
+        return await self._call(UnfreezeRequest(wallet_id=wallet_id, order=order), WalletFrozenResponse)

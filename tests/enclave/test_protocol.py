@@ -1,0 +1,198 @@
+"""The enclave protocol's message set: round trips, strict decoding, and hostile maps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enclave_app.errors import ProtocolError
+from enclave_app.framing import encode_frame
+from enclave_app.protocol import (
+    EXPECTED_RESPONSE,
+    REQUEST_TYPES,
+    RESPONSE_TYPES,
+    AttestationRequest,
+    AttestationResponse,
+    EnclaveState,
+    ErrorCode,
+    ErrorResponse,
+    FreezeRequest,
+    InstallPolicyRequest,
+    LoadWalletRequest,
+    LookupTable,
+    Message,
+    MessageSignatureResponse,
+    PingRequest,
+    PolicyInstalledResponse,
+    ProvisionWalletRequest,
+    SignMessageRequest,
+    SignTransactionRequest,
+    SpentEntry,
+    StatusResponse,
+    TransactionDecisionResponse,
+    UnfreezeRequest,
+    WalletFrozenResponse,
+    WalletResponse,
+    decode_request,
+    decode_response,
+)
+
+KEY = bytes(range(32))
+SIG = bytes(64)
+DECISION = {"verdict": "allow", "policy_sequence": 3, "reasons": [], "reservations": []}
+
+REQUESTS: list[Message] = [
+    PingRequest(),
+    AttestationRequest(nonce=b"n" * 16),
+    ProvisionWalletRequest(wallet_id="w1", owner_public_key=KEY),
+    LoadWalletRequest(wallet_id="w1", owner_public_key=KEY, agent_public_key=KEY, sealed_blob=b"blob"),
+    InstallPolicyRequest(wallet_id="w1", signed_policy=b"{}"),
+    SignTransactionRequest(
+        wallet_id="w1",
+        transaction=b"\x01" * 100,
+        lookup_tables=(LookupTable(KEY, (KEY, KEY)),),
+        spent=(SpentEntry("SOL", 86400, 2**64 - 1),),
+        requests_in_window=3,
+        denials_in_window=1,
+        approval=b"{}",
+    ),
+    SignMessageRequest(wallet_id="w1", message=b"\xffsolana offchain"),
+    FreezeRequest(wallet_id="w1", order=b"{}"),
+    UnfreezeRequest(wallet_id="w1", order=b"{}"),
+]
+RESPONSES: list[Message] = [
+    StatusResponse(state=EnclaveState.READY, wallets=2, session_public_key=KEY),
+    AttestationResponse(document=b"doc"),
+    WalletResponse(wallet_id="w1", agent_public_key=KEY, sealed_blob=None),
+    PolicyInstalledResponse(wallet_id="w1", sequence=4, policy_hash=KEY),
+    TransactionDecisionResponse(
+        decision=DECISION, signature=SIG, signed_transaction=b"tx", receipt=b"r", receipt_signature=SIG
+    ),
+    MessageSignatureResponse(signature=SIG, receipt=b"r", receipt_signature=SIG),
+    WalletFrozenResponse(wallet_id="w1", frozen=True, order_sequence=9),
+    ErrorResponse(code=ErrorCode.BAD_REQUEST, message="no"),
+]
+
+
+def test_the_message_set_is_closed_and_complete() -> None:
+    assert {type(m) for m in REQUESTS} == set(REQUEST_TYPES.values()) == set(EXPECTED_RESPONSE)
+    assert {type(m) for m in RESPONSES} == set(RESPONSE_TYPES.values())
+
+
+@pytest.mark.parametrize("message", REQUESTS, ids=lambda m: m.TYPE)
+def test_requests_round_trip_through_a_frame(message: Message) -> None:
+    wire = message.to_wire()
+    assert wire["v"] == 1 and wire["type"] == message.TYPE
+    encode_frame(wire)
+    assert decode_request(wire) == message
+
+
+@pytest.mark.parametrize("message", RESPONSES, ids=lambda m: m.TYPE)
+def test_responses_round_trip(message: Message) -> None:
+    assert decode_response(message.to_wire()) == message
+
+
+def _wire(**changes: Any) -> dict[str, Any]:
+    wire = ProvisionWalletRequest(wallet_id="w1", owner_public_key=KEY).to_wire()
+    wire.update(changes)
+    return wire
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ([1, 2], "must be a CBOR map"),
+        ({"type": "ping"}, "unsupported protocol version"),
+        (_wire(v=2), "unsupported protocol version"),
+        (_wire(v=True), "unsupported protocol version"),
+        (_wire(type="shutdown"), "unknown message type"),
+        (_wire(type=["ping"]), "unknown message type"),
+        (_wire(extra=1), "missing or extra fields"),
+        ({"v": 1, "type": "provision_wallet", "wallet_id": "w1"}, "missing or extra fields"),
+        (_wire(wallet_id=""), "text field of wrong type or size"),
+        (_wire(wallet_id="w" * 129), "text field of wrong type or size"),
+        (_wire(wallet_id=b"w1"), "text field of wrong type or size"),
+        (_wire(owner_public_key=KEY[:31]), "byte field of wrong type or size"),
+        (_wire(owner_public_key=bytearray(KEY)), "byte field of wrong type or size"),
+        (_wire(type="status", state="ready", wallets=True, session_public_key=KEY), "unknown message type"),
+    ],
+)
+def test_malformed_requests_are_refused(value: Any, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode_request(value)
+
+
+def test_a_response_type_is_not_a_request() -> None:
+    with pytest.raises(ProtocolError, match="unknown message type"):
+        decode_request(RESPONSES[0].to_wire())
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"requests_in_window": True}, "integer field of wrong type or range"),
+        ({"requests_in_window": -1}, "integer field of wrong type or range"),
+        ({"denials_in_window": 2**32}, "integer field of wrong type or range"),
+        ({"transaction": b"x" * 1233}, "byte field of wrong type or size"),
+        ({"spent": [{"asset": "SOL", "window_seconds": 60}]}, "SpentEntry has missing or extra fields"),
+        ({"spent": [{"asset": "SOL", "window_seconds": 60, "amount": 2**64}]}, "integer field"),
+        ({"spent": "SOL"}, "array field of wrong type or size"),
+        ({"lookup_tables": [{"address": KEY, "addresses": [KEY] * 257}]}, "array field of wrong type or size"),
+        ({"approval": ""}, "byte field of wrong type or size"),
+    ],
+)
+def test_sign_request_fields_are_checked(changes: dict[str, Any], match: str) -> None:
+    wire = REQUESTS[5].to_wire()
+    wire.update(changes)
+    with pytest.raises(ProtocolError, match=match):
+        decode_request(wire)
+
+
+@pytest.mark.parametrize(
+    ("message", "match"),
+    [
+        ({"v": 1, "type": "error", "code": "nope", "message": ""}, "enumerated field out of range"),
+        ({"v": 1, "type": "error", "code": 3, "message": ""}, "enumerated field of wrong type"),
+        (
+            {"v": 1, "type": "wallet_frozen", "wallet_id": "w", "frozen": 1, "order_sequence": 1},
+            "boolean field of wrong type",
+        ),
+        (
+            {**RESPONSES[4].to_wire(), "decision": {"verdict": "maybe", "reasons": []}},
+            "decision lacks a verdict or reasons",
+        ),
+        ({**RESPONSES[4].to_wire(), "decision": {1: "allow"}}, "decision must be a map with text keys"),
+    ],
+)
+def test_malformed_responses_are_refused(message: dict[str, Any], match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode_response(message)
+
+
+def test_encoding_checks_values_too() -> None:
+    with pytest.raises(ProtocolError, match="byte field of wrong type or size"):
+        AttestationRequest(nonce=b"short").to_wire()
+
+
+_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.binary(max_size=40) | st.text(max_size=40)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(REQUEST_TYPES)),
+    fields=st.dictionaries(st.sampled_from(["wallet_id", "nonce", "transaction", "order", "spent", "x"]), _values),
+)
+def test_hostile_maps_give_a_protocol_error_or_a_valid_request(kind: str, fields: dict[str, Any]) -> None:
+    try:
+        request = decode_request({"v": 1, "type": kind, **fields})
+    except ProtocolError:
+        return
+    assert decode_request(request.to_wire()) == request
