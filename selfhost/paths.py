@@ -13,9 +13,10 @@ container path                    what lives there                mounted in    
 ================================  ==============================  =====================  ==================
 
 :func:`translate` rewrites a command-line argument or an environment value that mentions one of these container
-paths (``unix:/run/waiaas/signer.sock``, ``/var/lib/waiaas/state/waiaas.sqlite3``) into the same path under a
-local root directory. Only whole path components are rewritten (``/run/waiaasx`` is left alone), and a value that
-still points into a container-only tree afterwards is refused rather than passed on.
+paths (``unix:/run/waiaas/signer.sock``, ``sqlite:/var/lib/waiaas/state/waiaas.db``, a quoted path inside a
+``python -c`` healthcheck) into the same path under a local root directory. Only whole path components are
+rewritten (``/run/waiaasx`` is left alone), and a value that still points into a container-only tree afterwards is
+refused rather than passed on.
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ class PathMappingError(ValueError):
 
 
 def _pattern(container_dir: str) -> re.Pattern[str]:
-    # The container directory, as a whole path: preceded by start, ':' or '=' (address schemes, key=value),
-    # followed by '/' or the end of the value.
-    return re.compile(rf"(?:^|(?<=[:=])){re.escape(container_dir)}(?=/|$)")
+    # The container directory, as a whole path: at the start, or after ':' or '=' (address schemes, key=value) or a
+    # quote (a path inside a `python -c` healthcheck), and followed by '/', a closing quote or the end.
+    return re.compile(rf"(?:^|(?<=[:='\"])){re.escape(container_dir)}(?=[/'\"]|$)")
 
 
 _PATTERNS: Final = tuple(

@@ -1,0 +1,58 @@
+"""Fixtures for the self-host bundle tests: a throwaway env file and unseal secret, and compose's normalized model
+of ``selfhost/docker-compose.yml`` built from them (once per session: the Go binary takes a moment to start)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from solders.keypair import Keypair
+
+from tests.selfhost.compose import COMPOSE_FILE, load_config, write_env_file
+
+EnvFactory = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def owner_pubkey() -> str:
+    return str(Keypair().pubkey())
+
+
+@pytest.fixture(scope="session")
+def unseal_secret_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random unseal secret for the tests, mode 0400. Its content is never printed."""
+    path = tmp_path_factory.mktemp("secrets") / "waiaas_unseal_secret"
+    path.write_text(secrets.token_urlsafe(32), encoding="ascii")
+    path.chmod(0o400)
+    return path
+
+
+@pytest.fixture(scope="session")
+def base_env(owner_pubkey: str, unseal_secret_file: Path) -> dict[str, str]:
+    """What an operator puts in selfhost/.env, following .env.example."""
+    return {
+        "WAIAAS_OWNER_KEYS": owner_pubkey,
+        "WAIAAS_CHAIN": "litesvm",
+        "WAIAAS_UNSEAL_SECRET_PATH": str(unseal_secret_file),
+    }
+
+
+@pytest.fixture(scope="session")
+def make_env_file(tmp_path_factory: pytest.TempPathFactory, base_env: dict[str, str]) -> EnvFactory:
+    """``make_env_file(**overrides)``: an env file with ``base_env`` plus overrides (a value of None drops it)."""
+
+    def make(**overrides: str | None) -> Path:
+        values = {**base_env, **overrides}
+        kept = {name: value for name, value in values.items() if value is not None}
+        return write_env_file(tmp_path_factory.mktemp("env") / "selfhost.env", kept)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def compose_model(make_env_file: EnvFactory) -> dict[str, Any]:
+    """The normalized model of the real compose file with the default settings."""
+    return load_config(COMPOSE_FILE, make_env_file())

