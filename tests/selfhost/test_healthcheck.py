@@ -1,0 +1,71 @@
+"""selfhost.healthcheck against a real local HTTP server: 200 is healthy, anything else (or nothing) is not."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from selfhost.healthcheck import check_url, main
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        status = {"/ok": 200, "/down": 503, "/moved": 302}.get(self.path, 404)
+        self.send_response(status)
+        if status == 302:
+            self.send_header("Location", "/ok")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_200_is_healthy(server: str) -> None:
+    assert main([f"{server}/ok"]) == 0
+
+
+@pytest.mark.parametrize("path", ["/down", "/missing", "/moved"])
+def test_other_statuses_are_unhealthy(server: str, path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # A redirect is not followed: a probe that ends up somewhere else is not a healthy answer.
+    assert main([f"{server}{path}"]) == 1
+    assert "unhealthy: HTTP" in capsys.readouterr().err
+
+
+def test_no_listener_is_unhealthy(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert main([f"http://127.0.0.1:{port}/ok"]) == 1
+    assert "unhealthy: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://127.0.0.1:8080/ok", "http://example.com:8080/ok", "http://127.0.0.1/ok", "file:///etc/passwd"],
+)
+def test_only_loopback_http_with_a_port(url: str) -> None:
+    with pytest.raises(ValueError, match="healthcheck URL must be"):
+        check_url(url)
+    assert main([url]) == 2
+
+
+def test_usage() -> None:
+    assert main([]) == 2
