@@ -16,6 +16,7 @@
     │   └── EnclaveTimeoutError       the enclave did not answer in time (client side)
     ├── ProtocolError                 a frame is not a message of the protocol (type, fields, sizes)
     ├── EnclaveRequestError           the enclave answered with an error code (client side; ``.code``)
+    ├── ReceiptError                  a decision receipt does not verify or is malformed
     ├── SettingsError                 a start-up setting is missing or malformed
     └── StateError                    a request the enclave refuses (carries its ``ErrorCode``)
         └── InconsistentStateError    an invariant broke: the enclave moves to the failed state
@@ -107,3 +108,7 @@ class InconsistentStateError(StateError):
 
     def __init__(self, message: str) -> None:
         super().__init__("failed", message)
+
+
+class ReceiptError(EnclaveError):
+    """A decision receipt does not verify under the given session key, or is malformed."""

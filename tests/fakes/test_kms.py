@@ -239,3 +239,19 @@ class AttestingTestKms:
         if self.tamper is not None:
             response = self.tamper(operation, response)
         return response
+
+
+def cdk_seal_key_policy(*, pcr0: bytes, pcr8: bytes) -> tuple[dict[str, Any], str]:
+    """The seal-key policy exactly as ``cdk.key_policies.seal_key_policy`` synthesizes it for the example
+    deployment pinned to ``pcr0``/``pcr8``, and the enclave host role ARN it grants: one source of truth for the
+    policy the test KMS evaluates. (Renders through a CDK stack; takes about a second, so cache the result.)"""
+    import aws_cdk
+
+    from cdk import naming
+    from cdk.key_policies import seal_key_policy
+    from cdk.synth import example_config
+
+    config = example_config(pcr0=pcr0.hex(), pcr8=pcr8.hex())
+    stack = aws_cdk.Stack(aws_cdk.App(), "SealKeyPolicy")
+    policy: dict[str, Any] = stack.resolve(seal_key_policy(config).to_json())
+    return policy, naming.role_arn(config, naming.ENCLAVE_HOST_ROLE)

@@ -1,0 +1,121 @@
+"""Decision receipts: what the enclave decided, signed by its per-boot session key.
+
+The session key is an Ed25519 key created at boot; its public key is placed in every attestation document the
+enclave hands out (``public_key`` field), so a receipt verified under that key was issued by an attested enclave.
+A receipt is a canonical CBOR map::
+
+    {"v": 1, "kind": "transaction" | "message", "wallet_id": str, "policy_sequence": int | null,
+     "policy_hash": bstr(32) | null, "message_hash": bstr(32), "verdict": str, "approved": bool,
+     "reasons_digest": bstr(32), "time_ms": int, "counter": int}
+
+``message_hash`` is SHA-256 of the Solana message bytes that were (or would have been) signed, or of the raw
+request bytes when they do not parse. ``reasons_digest`` is SHA-256 of the decision's reasons as compact JSON with
+sorted keys. ``counter`` increases by one per receipt within a boot (gaps reveal withheld receipts).
+The signature covers ``RECEIPT_DOMAIN + receipt``; the domain keeps it apart from every other signed kind.
+
+Verifying (an auditor): 1. verify the attestation document and take its ``public_key``;
+2. :func:`verify_receipt` with that key; 3. compare ``message_hash`` and ``wallet_id`` with the audit record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from enclave_app.errors import CborDecodeError, ReceiptError
+from enclave_app.safe_cbor import loads_untrusted
+
+RECEIPT_DOMAIN = b"\xffwaiaas/receipt\x00"
+RECEIPT_VERSION = 1
+MAX_RECEIPT_BYTES = 4096
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "v": (int,), "kind": (str,), "wallet_id": (str,), "policy_sequence": (int, type(None)),
+    "policy_hash": (bytes, type(None)), "message_hash": (bytes,), "verdict": (str,), "approved": (bool,),
+    "reasons_digest": (bytes,), "time_ms": (int,), "counter": (int,),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    kind: str
+    wallet_id: str
+    policy_sequence: int | None
+    policy_hash: bytes | None
+    message_hash: bytes
+    verdict: str
+    approved: bool
+    reasons_digest: bytes
+    time_ms: int
+    counter: int
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(
+            {
+                "v": RECEIPT_VERSION, "kind": self.kind, "wallet_id": self.wallet_id,
+                "policy_sequence": self.policy_sequence, "policy_hash": self.policy_hash,
+                "message_hash": self.message_hash, "verdict": self.verdict, "approved": self.approved,
+                "reasons_digest": self.reasons_digest, "time_ms": self.time_ms, "counter": self.counter,
+            },
+            canonical=True,
+        )  # fmt: skip
+
+
+def reasons_digest(reasons: list[dict[str, Any]]) -> bytes:
+    return hashlib.sha256(json.dumps(reasons, sort_keys=True, separators=(",", ":")).encode()).digest()
+
+
+class SessionKey:
+    """The per-boot receipt-signing key. ``public_key`` goes into attestation documents; the private half never
+    leaves this object (no accessor, not in repr)."""
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ValueError("session key seed must be 32 bytes")
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key = self._key.public_key().public_bytes_raw()
+        self._counter = 0
+
+    def __repr__(self) -> str:
+        return f"SessionKey(public_key={self.public_key.hex()})"
+
+    def next_counter(self) -> int:
+        self._counter += 1
+        return self._counter
+
+    def sign(self, receipt: Receipt) -> tuple[bytes, bytes]:
+        """The encoded receipt and its signature."""
+        encoded = receipt.encode()
+        return encoded, self._key.sign(RECEIPT_DOMAIN + encoded)
+
+
+def verify_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) -> Receipt:
+    """Check the session key's signature on ``receipt`` and decode it, or raise :class:`ReceiptError`.
+
+    The caller must have taken ``session_public_key`` from a verified attestation document.
+    """
+    # 1. Sizes, then the signature before looking at the content.
+    if not 0 < len(receipt) <= MAX_RECEIPT_BYTES or len(signature) != 64 or len(session_public_key) != 32:
+        raise ReceiptError("receipt, signature or key size out of bounds")
+    try:
+        Ed25519PublicKey.from_public_bytes(session_public_key).verify(signature, RECEIPT_DOMAIN + receipt)
+    except (InvalidSignature, ValueError) as exc:
+        raise ReceiptError("receipt signature invalid") from exc
+    # 2. Content: exactly the documented fields with their types.
+    try:
+        fields = loads_untrusted(receipt, max_depth=1)
+    except CborDecodeError as exc:
+        raise ReceiptError("receipt malformed") from exc
+    if not isinstance(fields, dict) or set(fields) != set(_FIELDS):
+        raise ReceiptError("receipt malformed")
+    for name, kinds in _FIELDS.items():
+        if type(fields[name]) not in kinds:
+            raise ReceiptError("receipt malformed")
+    if fields.pop("v") != RECEIPT_VERSION:
+        raise ReceiptError("receipt version unsupported")
+    return Receipt(**fields)

@@ -1,0 +1,265 @@
+"""The enclave's asyncio server: frames in, requests dispatched, frames out.
+
+Per connection: up to :data:`MAX_CONNECTIONS` at once (one more gets ``busy`` and is closed); each frame must
+arrive within :data:`READ_TIMEOUT_SECONDS`, each request is served within :data:`REQUEST_TIMEOUT_SECONDS`. A frame
+that is not a frame (too large, truncated, not CBOR) gets ``bad_frame`` and the connection is closed (the stream
+cannot be trusted to be in step); a frame that is not a message gets ``bad_request`` and the connection stays.
+
+Error translation happens here, once: ``StateError`` -> its code; sealing/KMS/NSM failures -> opaque codes;
+an ``InconsistentStateError`` or any unexpected exception -> the failed state (``failed`` / ``internal``).
+Slow calls (sealing, which may talk to KMS, and Argon2id) run in a worker thread; registry changes happen on
+the loop, after the slow part, and re-check their preconditions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.pubkey import Pubkey
+
+from enclave_app.errors import (
+    FramingError,
+    InconsistentStateError,
+    KmsError,
+    NsmError,
+    ProtocolError,
+    RecipientDecryptionError,
+    SealingError,
+    StateError,
+)
+from enclave_app.framing import read_frame, write_frame
+from enclave_app.nsm import Nsm, PcrDescription
+from enclave_app.orders import verify_freeze_order
+from enclave_app.protocol import (
+    AttestationRequest,
+    AttestationResponse,
+    ErrorCode,
+    ErrorResponse,
+    FreezeRequest,
+    InstallPolicyRequest,
+    LoadWalletRequest,
+    PingRequest,
+    PolicyInstalledResponse,
+    ProvisionWalletRequest,
+    Request,
+    Response,
+    SignMessageRequest,
+    SignTransactionRequest,
+    StatusResponse,
+    UnfreezeRequest,
+    WalletFrozenResponse,
+    WalletResponse,
+    decode_request,
+)
+from enclave_app.sealing import SealBinding, Sealer, seal_agent_key, unseal_agent_key
+from enclave_app.signer import sign_message, sign_transaction
+from enclave_app.state import Enclave, Wallet, fresh_seed
+from enclave_app.transport import Address, listen
+from policies.errors import PolicyEngineError
+from policies.signing import load_signed_policy
+
+_LOG = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 64
+"""Concurrent connections (ours: the parent proxy keeps a few; more is a misbehaving or hostile parent)."""
+READ_TIMEOUT_SECONDS = 10.0
+"""Time for a whole frame to arrive (ours: a frame is at most 256 KiB over a local socket)."""
+REQUEST_TIMEOUT_SECONDS = 30.0
+"""Time to serve one request (ours: provisioning may wait on KMS through the vsock proxy)."""
+SESSION_USER_DATA = b"waiaas-enclave-session-v1"
+"""``user_data`` of every attestation document: says that ``public_key`` is the receipt-signing session key."""
+
+
+class SerializedNsm:
+    """Serializes calls to an :class:`Nsm` (``DeviceNsm`` is one call at a time; sealing calls it from a thread)."""
+
+    def __init__(self, nsm: Nsm) -> None:
+        self._nsm = nsm
+        self._lock = threading.Lock()
+
+    def attestation(self, *, public_key: bytes | None, user_data: bytes | None, nonce: bytes | None) -> bytes:
+        with self._lock:
+            return self._nsm.attestation(public_key=public_key, user_data=user_data, nonce=nonce)
+
+    def get_random(self) -> bytes:
+        with self._lock:
+            return self._nsm.get_random()
+
+    def describe_pcr(self, index: int) -> PcrDescription:
+        with self._lock:
+            return self._nsm.describe_pcr(index)
+
+
+class Handler:
+    """Serves decoded requests against one :class:`Enclave` and one sealer."""
+
+    def __init__(self, enclave: Enclave, sealer: Sealer) -> None:
+        self.enclave = enclave
+        self.sealer = sealer
+
+    async def handle(self, request: Request) -> Response:
+        """Serve one request; never raises (every failure becomes an :class:`ErrorResponse`)."""
+        try:
+            self.enclave.check_alive()
+            if isinstance(request, SignTransactionRequest):
+                return sign_transaction(self.enclave, request)
+            return await self._dispatch(request)
+        except InconsistentStateError as exc:
+            self.enclave.fail(str(exc))
+            return ErrorResponse(code=ErrorCode.FAILED, message="enclave entered the failed state")
+        except StateError as exc:
+            return ErrorResponse(code=ErrorCode(exc.code), message=str(exc))
+        except (SealingError, RecipientDecryptionError):
+            return ErrorResponse(code=ErrorCode.UNSEAL_FAILED, message="sealed key could not be opened")
+        except KmsError:
+            return ErrorResponse(code=ErrorCode.KMS_UNAVAILABLE, message="KMS call failed")
+        except NsmError:
+            return ErrorResponse(code=ErrorCode.NSM_UNAVAILABLE, message="NSM call failed")
+        except Exception as exc:  # a bug or a broken invariant: fail closed, log only the type
+            self.enclave.fail(f"unexpected {type(exc).__name__} in a handler")
+            return ErrorResponse(code=ErrorCode.INTERNAL, message="internal error; enclave failed")
+
+    async def _dispatch(self, request: Request) -> Response:
+        enclave = self.enclave
+        if isinstance(request, PingRequest):
+            return StatusResponse(
+                state=enclave.state, wallets=enclave.wallet_count, session_public_key=enclave.session.public_key
+            )
+        if isinstance(request, AttestationRequest):
+            document = enclave.nsm.attestation(
+                public_key=enclave.session.public_key, user_data=SESSION_USER_DATA, nonce=request.nonce
+            )
+            return AttestationResponse(document=document)
+        if isinstance(request, ProvisionWalletRequest):
+            return await self._provision(request)
+        if isinstance(request, LoadWalletRequest):
+            return await self._load(request)
+        if isinstance(request, InstallPolicyRequest):
+            wallet = enclave.wallet(request.wallet_id)
+            try:
+                policy = load_signed_policy(request.signed_policy, owner=wallet.owner, wallet_id=wallet.wallet_id)
+            except PolicyEngineError as exc:
+                raise StateError(ErrorCode.POLICY_INVALID, "policy signature or document invalid") from exc
+            digest = enclave.install_policy(wallet, policy)
+            return PolicyInstalledResponse(wallet_id=wallet.wallet_id, sequence=policy.sequence, policy_hash=digest)
+        if isinstance(request, FreezeRequest | UnfreezeRequest):
+            wallet = enclave.wallet(request.wallet_id)
+            order = verify_freeze_order(
+                request.order,
+                freeze=isinstance(request, FreezeRequest),
+                owner=wallet.owner,
+                wallet_id=wallet.wallet_id,
+                now=enclave.clock(),
+                last_sequence=wallet.order_sequence,
+            )
+            wallet.order_sequence = order.sequence
+            wallet.frozen = order.freeze
+            return WalletFrozenResponse(wallet_id=wallet.wallet_id, frozen=wallet.frozen, order_sequence=order.sequence)
+        if isinstance(request, SignMessageRequest):
+            return sign_message(enclave, request)
+        raise InconsistentStateError("request type without a handler")
+
+    async def _provision(self, request: ProvisionWalletRequest) -> WalletResponse:
+        # 1. Preconditions; 2. a key from NSM randomness; 3. seal it (off the loop); 4. register (re-checked).
+        self.enclave.check_new(request.wallet_id)
+        key = Ed25519PrivateKey.from_private_bytes(fresh_seed(self.enclave.nsm))
+        agent = key.public_key().public_bytes_raw()
+        binding = SealBinding(request.wallet_id, agent, request.owner_public_key)
+        blob = await asyncio.to_thread(seal_agent_key, self.sealer, key, binding)
+        self.enclave.add(self._wallet(request.wallet_id, request.owner_public_key, key, agent))
+        return WalletResponse(wallet_id=request.wallet_id, agent_public_key=agent, sealed_blob=blob)
+
+    async def _load(self, request: LoadWalletRequest) -> WalletResponse:
+        # 1. Already loaded with the same keys: nothing to do. 2. Unseal (off the loop) against the pinned public
+        #    key: a blob or a KMS answer carrying any other key is refused. 3. Register (re-checked).
+        try:
+            loaded = self.enclave.wallet(request.wallet_id)
+        except StateError:
+            loaded = None
+        if loaded is not None:
+            if bytes(loaded.agent) != request.agent_public_key or bytes(loaded.owner) != request.owner_public_key:
+                raise StateError(ErrorCode.WALLET_EXISTS, "wallet already loaded with other keys")
+            return WalletResponse(wallet_id=loaded.wallet_id, agent_public_key=bytes(loaded.agent), sealed_blob=None)
+        self.enclave.check_new(request.wallet_id)
+        binding = SealBinding(request.wallet_id, request.agent_public_key, request.owner_public_key)
+        key = await asyncio.to_thread(unseal_agent_key, self.sealer, request.sealed_blob, binding)
+        self.enclave.add(self._wallet(request.wallet_id, request.owner_public_key, key, request.agent_public_key))
+        return WalletResponse(wallet_id=request.wallet_id, agent_public_key=request.agent_public_key, sealed_blob=None)
+
+    @staticmethod
+    def _wallet(wallet_id: str, owner: bytes, key: Ed25519PrivateKey, agent: bytes) -> Wallet:
+        return Wallet(
+            wallet_id=wallet_id, owner=Pubkey.from_bytes(owner), agent_key=key, agent=Pubkey.from_bytes(agent)
+        )
+
+
+class EnclaveServer:
+    """Connection handling: limits, timeouts, framing errors. One implementation for vsock, Unix and TCP."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
+        self.handler = handler
+        self.max_connections = max_connections
+        self.read_timeout = read_timeout
+        self.request_timeout = request_timeout
+        self._active = 0
+
+    async def start(self, address: Address) -> asyncio.Server:
+        return await listen(address, self.serve_connection)
+
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._active >= self.max_connections:
+            await self._send_and_close(writer, ErrorResponse(code=ErrorCode.BUSY, message="connection limit reached"))
+            return
+        self._active += 1
+        try:
+            await self._serve(reader, writer)
+        except FramingError:
+            pass  # the peer went away while we answered
+        finally:
+            self._active -= 1
+            await self._close(writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                value = await asyncio.wait_for(read_frame(reader), self.read_timeout)
+            except TimeoutError:
+                await write_frame(writer, ErrorResponse(code=ErrorCode.TIMEOUT, message="frame not received").to_wire())
+                return
+            except FramingError as exc:
+                await write_frame(writer, ErrorResponse(code=ErrorCode.BAD_FRAME, message=str(exc)).to_wire())
+                return
+            if value is None:
+                return
+            try:
+                request = decode_request(value)
+            except ProtocolError as exc:
+                await write_frame(writer, ErrorResponse(code=ErrorCode.BAD_REQUEST, message=str(exc)).to_wire())
+                continue
+            try:
+                response = await asyncio.wait_for(self.handler.handle(request), self.request_timeout)
+            except TimeoutError:
+                response = ErrorResponse(code=ErrorCode.TIMEOUT, message="request not served in time")
+            await write_frame(writer, response.to_wire())
+
+    async def _send_and_close(self, writer: asyncio.StreamWriter, response: Response) -> None:
+        with contextlib.suppress(FramingError):
+            await write_frame(writer, response.to_wire())
+        await self._close(writer)
+
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()

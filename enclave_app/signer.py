@@ -1,0 +1,211 @@
+"""The sign path: check 2 of DESIGN.md section 4, authoritative, then the agent key's signature on ALLOW only.
+
+For a transaction, in order:
+
+1. the wallet is loaded, not frozen, the enclave is not failed, an owner-signed policy is installed (its
+   signature was verified when it was installed; it cannot change without a higher sequence);
+2. the enclave reads its own clock; the lookup-table contents become a map (a table named twice is refused);
+3. the transaction is decoded here (a decode failure is judged by the policy: DENY);
+4. the context: for every spending window of the policy, the larger of the parent's figure and the enclave's
+   own per-boot ledger (a window the parent omits stays missing: DENY); requests and denials likewise;
+5. evaluate; a FREEZE verdict freezes the wallet here too;
+6. an approval, when sent, must be the owner's valid approval of exactly this message; it turns an ESCALATE
+   into a signature and never lifts DENY or FREEZE;
+7. sign with the agent key at its signer slot, record the outcome in the ledger, and return the decision with a
+   session-signed receipt (also for refusals).
+
+Off-chain messages: signed only when the wallet is loaded and not frozen, the message decodes as a version-0
+Solana off-chain message, and the agent key is one of its declared signers. No policy rule applies to them
+(they move no funds); every one gets a receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from datetime import datetime
+
+from solders.message import to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import VersionedTransaction
+
+from enclave_app.errors import InconsistentStateError, StateError
+from enclave_app.orders import verify_approval
+from enclave_app.protocol import (
+    ErrorCode,
+    MessageSignatureResponse,
+    SignMessageRequest,
+    SignTransactionRequest,
+    TransactionDecisionResponse,
+)
+from enclave_app.receipts import Receipt, reasons_digest
+from enclave_app.state import Enclave, Wallet
+from policies.decision import Decision, Verdict
+from policies.document import Policy
+from policies.errors import DecodeError
+from policies.evaluate import EvalContext, evaluate
+from policies.model import DecodedTransaction
+from policies.offchain import decode_offchain_message
+from policies.transaction import decode_transaction
+
+
+def _signing_wallet(enclave: Enclave, wallet_id: str) -> Wallet:
+    wallet = enclave.wallet(wallet_id)
+    if wallet.frozen:
+        raise StateError(ErrorCode.WALLET_FROZEN, "wallet is frozen")
+    return wallet
+
+
+def _lookup_tables(request: SignTransactionRequest) -> dict[Pubkey, Sequence[Pubkey]]:
+    tables: dict[Pubkey, Sequence[Pubkey]] = {}
+    for table in request.lookup_tables:
+        address = Pubkey.from_bytes(table.address)
+        if address in tables:
+            raise StateError(ErrorCode.BAD_REQUEST, "lookup table supplied twice")
+        tables[address] = [Pubkey.from_bytes(entry) for entry in table.addresses]
+    return tables
+
+
+def _context(wallet: Wallet, policy: Policy, request: SignTransactionRequest, now: datetime) -> EvalContext:
+    now_s = now.timestamp()
+    parent: dict[tuple[str, int], int] = {}
+    for entry in request.spent:
+        key = (entry.asset, entry.window_seconds)
+        if key in parent:
+            raise StateError(ErrorCode.BAD_REQUEST, "spending window reported twice")
+        parent[key] = entry.amount
+    ledger = wallet.ledger
+    # The parent's figures are a floor: the enclave's own ledger can only raise them.
+    spent = {
+        key: max(parent[key], ledger.spent(key[0], key[1], now_s)) for key in policy.spend_windows() if key in parent
+    }
+    rules = policy.rules
+    requests = max(request.requests_in_window, ledger.count(ledger.requests, rules.rate.window_seconds, now_s))
+    burst = rules.freeze.denials
+    denials = request.denials_in_window
+    if burst is not None:
+        denials = max(denials, ledger.count(ledger.denials, burst.window_seconds, now_s))
+    return EvalContext(now, frozenset({wallet.agent}), spent, requests, denials)
+
+
+def _message_bytes(raw: bytes) -> tuple[VersionedTransaction | None, bytes]:
+    try:
+        tx = VersionedTransaction.from_bytes(raw)
+        return tx, to_bytes_versioned(tx.message)
+    except Exception:  # solders raises several types; an unparsable transaction is hashed as sent
+        return None, raw
+
+
+def _sign(wallet: Wallet, tx: VersionedTransaction, message: bytes) -> tuple[bytes, bytes]:
+    keys = tx.message.account_keys
+    required = tx.message.header.num_required_signatures
+    slots = [i for i in range(required) if keys[i] == wallet.agent]
+    if len(slots) != 1:
+        raise InconsistentStateError("allowed transaction has no single agent signer slot")
+    signature = wallet.agent_key.sign(message)
+    signatures = list(tx.signatures)
+    signatures[slots[0]] = Signature.from_bytes(signature)
+    return signature, bytes(VersionedTransaction.populate(tx.message, signatures))
+
+
+def sign_transaction(enclave: Enclave, request: SignTransactionRequest) -> TransactionDecisionResponse:
+    # 1. Wallet, state and policy.
+    wallet = _signing_wallet(enclave, request.wallet_id)
+    policy = wallet.policy
+    if policy is None:
+        raise StateError(ErrorCode.NO_POLICY, "no policy installed for this wallet")
+    # 2. Own clock; lookup tables.
+    now = enclave.clock()
+    now_s = now.timestamp()
+    wallet.ledger.prune(now_s, wallet.horizon)
+    wallet.ledger.check_room(1 + 1 + len(policy.rules.limits))
+    tables = _lookup_tables(request)
+    # 3. Decode here.
+    decoded: DecodedTransaction | DecodeError
+    try:
+        decoded = decode_transaction(request.transaction, lookup_tables=tables)
+    except DecodeError as exc:
+        decoded = exc
+    tx, message = _message_bytes(request.transaction)
+    message_hash = hashlib.sha256(message).digest()
+    # 4-5. Context with the enclave's own counters as a second cap; evaluate.
+    decision = evaluate(policy, decoded, _context(wallet, policy, request, now))
+    # 6. An approval lifts ESCALATE only, and only for this exact message.
+    approved = False
+    if request.approval is not None:
+        verify_approval(request.approval, owner=wallet.owner, wallet_id=wallet.wallet_id, message_hash=message_hash,
+                        now=now)  # fmt: skip
+        approved = decision.verdict is Verdict.ESCALATE
+    sign = decision.verdict is Verdict.ALLOW or approved
+    if decision.verdict is Verdict.FREEZE:
+        wallet.frozen = True
+    # 7. Sign, record, receipt.
+    signature = signed_tx = None
+    if sign:
+        if tx is None or isinstance(decoded, DecodeError):
+            raise InconsistentStateError("a transaction that did not decode was allowed")
+        signature, signed_tx = _sign(wallet, tx, message)
+    wallet.ledger.record(now_s, denied=decision.verdict >= Verdict.DENY,
+                         signed=decision.reservations if sign else ())  # fmt: skip
+    receipt, receipt_signature = _receipt(
+        enclave,
+        wallet,
+        kind="transaction",
+        decision=decision,
+        message_hash=message_hash,
+        approved=approved,
+        now_s=now_s,
+    )
+    return TransactionDecisionResponse(
+        decision=decision.to_json(),
+        signature=signature,
+        signed_transaction=signed_tx,
+        receipt=receipt,
+        receipt_signature=receipt_signature,
+    )
+
+
+def _receipt(
+    enclave: Enclave,
+    wallet: Wallet,
+    *,
+    kind: str,
+    decision: Decision | None,
+    message_hash: bytes,
+    approved: bool,
+    now_s: float,
+) -> tuple[bytes, bytes]:
+    reasons = [] if decision is None else [reason.to_json() for reason in decision.reasons]
+    receipt = Receipt(
+        kind=kind,
+        wallet_id=wallet.wallet_id,
+        policy_sequence=None if wallet.policy is None else wallet.policy.sequence,
+        policy_hash=wallet.policy_hash,
+        message_hash=message_hash,
+        verdict="allow" if decision is None else decision.verdict.label,
+        approved=approved,
+        reasons_digest=reasons_digest(reasons),
+        time_ms=int(now_s * 1000),
+        counter=enclave.session.next_counter(),
+    )
+    return enclave.session.sign(receipt)
+
+
+def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignatureResponse:
+    # 1. Wallet and state; 2. the message decodes; 3. the agent key is a declared signer; 4. sign + receipt.
+    wallet = _signing_wallet(enclave, request.wallet_id)
+    try:
+        message = decode_offchain_message(request.message)
+    except DecodeError as exc:
+        raise StateError(ErrorCode.MESSAGE_INVALID, "not a valid off-chain message") from exc
+    if not any(hmac.compare_digest(bytes(signer), bytes(wallet.agent)) for signer in message.signers):
+        raise StateError(ErrorCode.MESSAGE_INVALID, "the agent key is not a signer of this message")
+    signature = wallet.agent_key.sign(message.message_bytes)
+    now_s = enclave.clock().timestamp()
+    message_hash = hashlib.sha256(message.message_bytes).digest()
+    receipt, receipt_signature = _receipt(
+        enclave, wallet, kind="message", decision=None, message_hash=message_hash, approved=False, now_s=now_s
+    )
+    return MessageSignatureResponse(signature=signature, receipt=receipt, receipt_signature=receipt_signature)

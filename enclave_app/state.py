@@ -1,0 +1,198 @@
+"""The enclave's state: the wallet registry, per-boot counters, and the state machine.
+
+States (:class:`~enclave_app.protocol.EnclaveState`), derived from the wallets except for ``failed``::
+
+    booting ──provision/load──> provisioned ──install_policy──> ready <──unfreeze── frozen
+                                                                  └───freeze (every wallet)──┘
+    any state ──inconsistency──> failed   (sticky: every request is refused until the process restarts)
+
+- booting: no wallet key held; ping, attestation, provision and load are served.
+- provisioned: keys held, no policy yet; policies and freeze orders are accepted, nothing is signed.
+- ready: at least one unfrozen wallet has a policy and can sign.
+- frozen: every wallet held is frozen (a FREEZE verdict or an owner order); only an owner unfreeze lifts it.
+- failed: an invariant broke (see :class:`~enclave_app.errors.InconsistentStateError`) or a handler raised
+  something unexpected.
+
+Per wallet the enclave keeps: wallet id, owner public key, agent key (memory only), the installed owner-signed
+policy (sequence must increase), the frozen flag, the last freeze-order sequence, and a :class:`Ledger` of what it
+signed and refused since boot. All of it is lost on restart by design; the parent's counters are the floor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.pubkey import Pubkey
+
+from enclave_app.errors import InconsistentStateError, NsmError, StateError
+from enclave_app.nsm import Nsm
+from enclave_app.protocol import EnclaveState, ErrorCode
+from enclave_app.receipts import SessionKey
+from policies.decision import Reservation
+from policies.document import Policy
+
+_LOG = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+"""The enclave's own clock (timezone-aware). Never the parent's: request times come from here."""
+
+MAX_WALLETS = 1024
+"""Wallets one enclave holds (ours: memory per wallet is a few KiB plus its ledger)."""
+MAX_LEDGER_ENTRIES = 100_000
+"""Entries per wallet ledger (ours: ~100 bytes each, 10 MB per wallet at most); when full, signing is refused."""
+SEED_BYTES = 32
+MIN_NSM_RANDOM_BYTES = 32
+
+
+def fresh_seed(nsm: Nsm) -> bytes:
+    """32 bytes for an Ed25519 seed: SHA-256 over NSM randomness and the OS generator (neither alone decides)."""
+    random = nsm.get_random()
+    if len(random) < MIN_NSM_RANDOM_BYTES:
+        raise NsmError("NSM returned too little randomness")
+    return hashlib.sha256(random + os.urandom(SEED_BYTES)).digest()
+
+
+class Ledger:
+    """Per-boot counters of one wallet: amounts signed per asset, requests and denials, with their times."""
+
+    __slots__ = ("denials", "outflows", "requests")
+
+    def __init__(self) -> None:
+        self.outflows: deque[tuple[float, str, int]] = deque()
+        self.requests: deque[float] = deque()
+        self.denials: deque[float] = deque()
+
+    def prune(self, now: float, horizon: int) -> None:
+        cutoff = now - horizon
+        for queue in (self.requests, self.denials):
+            while queue and queue[0] <= cutoff:
+                queue.popleft()
+        while self.outflows and self.outflows[0][0] <= cutoff:
+            self.outflows.popleft()
+
+    def check_room(self, entries: int) -> None:
+        if len(self.outflows) + len(self.requests) + len(self.denials) + entries > MAX_LEDGER_ENTRIES:
+            raise StateError(ErrorCode.LEDGER_FULL, "per-boot counters are full")
+
+    def spent(self, asset: str, window: int, now: float) -> int:
+        cutoff = now - window
+        return sum(amount for at, name, amount in self.outflows if at > cutoff and name == asset)
+
+    @staticmethod
+    def count(queue: deque[float], window: int, now: float) -> int:
+        cutoff = now - window
+        return sum(1 for at in queue if at > cutoff)
+
+    def record(self, now: float, *, denied: bool, signed: tuple[Reservation, ...]) -> None:
+        self.requests.append(now)
+        if denied:
+            self.denials.append(now)
+        for reservation in signed:
+            self.outflows.append((now, reservation.asset, reservation.amount))
+
+
+@dataclass(eq=False, slots=True)
+class Wallet:
+    wallet_id: str
+    owner: Pubkey
+    agent_key: Ed25519PrivateKey = field(repr=False)
+    agent: Pubkey
+    policy: Policy | None = None
+    policy_hash: bytes | None = None
+    frozen: bool = False
+    order_sequence: int = 0
+    ledger: Ledger = field(default_factory=Ledger, repr=False)
+
+    @property
+    def horizon(self) -> int:
+        """The longest window the policy looks back over (what the ledger must remember)."""
+        if self.policy is None:
+            return 0
+        rules = self.policy.rules
+        windows = [window for _, window in self.policy.spend_windows()]
+        windows.append(rules.rate.window_seconds)
+        if rules.freeze.denials is not None:
+            windows.append(rules.freeze.denials.window_seconds)
+        return max(windows)
+
+
+class Enclave:
+    """The wallet registry and the state machine. Methods run on the event loop thread only."""
+
+    def __init__(self, *, nsm: Nsm, clock: Clock, max_wallets: int = MAX_WALLETS) -> None:
+        self.nsm = nsm
+        self.clock = clock
+        self.max_wallets = max_wallets
+        self.session = SessionKey(fresh_seed(nsm))
+        self._wallets: dict[str, Wallet] = {}
+        self._failed = False
+
+    # -- state machine ---------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> EnclaveState:
+        if self._failed:
+            return EnclaveState.FAILED
+        if not self._wallets:
+            return EnclaveState.BOOTING
+        with_policy = [w for w in self._wallets.values() if w.policy is not None]
+        if all(w.frozen for w in self._wallets.values()):
+            return EnclaveState.FROZEN
+        if any(not w.frozen for w in with_policy):
+            return EnclaveState.READY
+        return EnclaveState.PROVISIONED
+
+    @property
+    def wallet_count(self) -> int:
+        return len(self._wallets)
+
+    def fail(self, reason: str) -> None:
+        """Enter the failed state. ``reason`` is a fixed phrase (it is logged)."""
+        if not self._failed:
+            _LOG.error("enclave entering the failed state: %s", reason)
+        self._failed = True
+        for wallet in self._wallets.values():
+            wallet.frozen = True
+
+    def check_alive(self) -> None:
+        if self._failed:
+            raise StateError(ErrorCode.FAILED, "enclave is in the failed state")
+
+    # -- registry --------------------------------------------------------------------------------------------
+
+    def wallet(self, wallet_id: str) -> Wallet:
+        self.check_alive()
+        wallet = self._wallets.get(wallet_id)
+        if wallet is None:
+            raise StateError(ErrorCode.UNKNOWN_WALLET, "wallet not loaded")
+        return wallet
+
+    def check_new(self, wallet_id: str) -> None:
+        self.check_alive()
+        if wallet_id in self._wallets:
+            raise StateError(ErrorCode.WALLET_EXISTS, "wallet already loaded")
+        if len(self._wallets) >= self.max_wallets:
+            raise StateError(ErrorCode.WALLET_LIMIT, "wallet limit reached")
+
+    def add(self, wallet: Wallet) -> None:
+        """Register a wallet whose key was generated or unsealed (off the loop). Re-checks everything."""
+        self.check_new(wallet.wallet_id)
+        if wallet.agent_key.public_key().public_bytes_raw() != bytes(wallet.agent):
+            raise InconsistentStateError("agent key does not match its public key")
+        self._wallets[wallet.wallet_id] = wallet
+
+    def install_policy(self, wallet: Wallet, policy: Policy) -> bytes:
+        if policy.wallet_id != wallet.wallet_id:
+            raise InconsistentStateError("policy verified for another wallet")
+        if wallet.policy is not None and policy.sequence <= wallet.policy.sequence:
+            raise StateError(ErrorCode.POLICY_STALE, "policy sequence not above the installed one")
+        wallet.policy = policy
+        wallet.policy_hash = hashlib.sha256(policy.canonical).digest()
+        return wallet.policy_hash

@@ -1,0 +1,321 @@
+"""The enclave end to end, in process: real server, client, framing, signer, sealing, attestation and KMS
+cryptography; test doubles only at the NSM ioctl and the KMS (moto) seams. Transactions it signs are verified
+with solders and executed on LiteSVM."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from moto import mock_aws
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
+from solders.hash import Hash
+from solders.message import Message, to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.system_program import TransferParams, transfer
+from solders.transaction import Transaction, VersionedTransaction
+
+from enclave_app.attestation import verify_attestation_document
+from enclave_app.client import EnclaveClient
+from enclave_app.errors import EnclaveRequestError, ReceiptError
+from enclave_app.protocol import EnclaveState, SpentEntry, TransactionDecisionResponse
+from enclave_app.receipts import verify_receipt
+from enclave_app.server import SESSION_USER_DATA
+from tests.support.chain import LAMPORTS_PER_SOL, airdrop, execute, fresh_chain
+from tests.support.enclave_world import AWS_TEST_ENV, GOOD_PCRS, NOW, Boot, EnclaveWorld, serving
+from tests.support.policies import BLOCKED, EXAMPLE_MINT, MERCHANT
+
+WALLET = "wallet-7f3a"
+DAY = 86400
+BLOCKHASH = Hash.new_unique()
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[EnclaveWorld]:
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield EnclaveWorld.create()
+
+
+def spent(sol: int = 0, token: int = 0) -> tuple[SpentEntry, ...]:
+    return (SpentEntry("SOL", DAY, sol), SpentEntry(str(EXAMPLE_MINT), DAY, token))
+
+
+def transfer_tx(agent: Pubkey, lamports: int, *, to: Pubkey = MERCHANT, blockhash: Hash = BLOCKHASH) -> bytes:
+    ixs = [
+        set_compute_unit_price(1_000),
+        set_compute_unit_limit(50_000),
+        transfer(TransferParams(from_pubkey=agent, to_pubkey=to, lamports=lamports)),
+    ]
+    return bytes(Transaction.new_unsigned(Message.new_with_blockhash(ixs, agent, blockhash)))
+
+
+async def ready_wallet(world: EnclaveWorld, client: EnclaveClient, wallet: str = WALLET) -> Pubkey:
+    provisioned = await client.provision_wallet(wallet, world.owner_public)
+    await client.install_policy(wallet, world.policy(wallet))
+    return Pubkey.from_bytes(provisioned.agent_public_key)
+
+
+def verdict(answer: TransactionDecisionResponse) -> str:
+    return str(answer.decision["verdict"])
+
+
+@pytest.mark.litesvm
+def test_provision_restart_unseal_sign_and_execute_on_chain(world: EnclaveWorld) -> None:
+    svm = fresh_chain()
+
+    async def first_boot() -> tuple[bytes, bytes]:
+        async with serving(world.boot()) as (client, _):
+            assert (await client.ping()).state is EnclaveState.BOOTING
+            wallet = await client.provision_wallet(WALLET, world.owner_public)
+            assert wallet.sealed_blob is not None
+            assert (await client.ping()).state is EnclaveState.PROVISIONED
+            return wallet.agent_public_key, wallet.sealed_blob
+
+    agent_bytes, blob = asyncio.run(first_boot())
+    agent = Pubkey.from_bytes(agent_bytes)
+    airdrop(svm, agent, 5 * LAMPORTS_PER_SOL)
+    raw = transfer_tx(agent, LAMPORTS_PER_SOL // 2, blockhash=svm.latest_blockhash())
+
+    async def second_boot() -> tuple[TransactionDecisionResponse, bytes, bytes]:
+        boot = world.boot()  # a restart: new registry, new session key, same KMS
+        async with serving(boot) as (client, _):
+            loaded = await client.load_wallet(
+                WALLET, owner_public_key=world.owner_public, agent_public_key=agent_bytes, sealed_blob=blob
+            )
+            assert loaded.agent_public_key == agent_bytes and loaded.sealed_blob is None
+            installed = await client.install_policy(WALLET, world.policy(WALLET))
+            assert installed.sequence == 1
+            assert (await client.ping()).state is EnclaveState.READY
+            answer = await client.sign_transaction(WALLET, raw, spent=spent())
+            nonce = b"caller-nonce-0123456789"
+            document = (await client.attestation(nonce)).document
+            return answer, document, nonce
+
+    answer, document, nonce = asyncio.run(second_boot())
+    assert verdict(answer) == "allow" and answer.signature is not None and answer.signed_transaction is not None
+    signed = VersionedTransaction.from_bytes(answer.signed_transaction)
+    assert signed.signatures[0] == Signature.from_bytes(answer.signature)
+    assert Signature.from_bytes(answer.signature).verify(agent, to_bytes_versioned(signed.message))
+    assert signed.verify_with_results() == [True]
+    execute(svm, answer.signed_transaction)
+    assert svm.get_balance(MERCHANT) == LAMPORTS_PER_SOL // 2
+    # The receipt verifies under the session key that the attestation document vouches for.
+    attested = verify_attestation_document(
+        document, root_certificate_pem=world.pki.root_pem, at=NOW, expected_pcrs=GOOD_PCRS, expected_nonce=nonce
+    )
+    assert attested.user_data == SESSION_USER_DATA and attested.public_key is not None
+    receipt = verify_receipt(answer.receipt, answer.receipt_signature, attested.public_key)
+    assert receipt.verdict == "allow" and receipt.wallet_id == WALLET and receipt.policy_sequence == 1
+    assert receipt.message_hash == hashlib.sha256(to_bytes_versioned(signed.message)).digest()
+    with pytest.raises(ReceiptError, match="receipt signature invalid"):
+        verify_receipt(answer.receipt + b"\x00", answer.receipt_signature, attested.public_key)
+
+
+def _provision_blob(world: EnclaveWorld) -> tuple[bytes, bytes]:
+    async def run() -> tuple[bytes, bytes]:
+        async with serving(world.boot()) as (client, _):
+            wallet = await client.provision_wallet(WALLET, world.owner_public)
+            assert wallet.sealed_blob is not None
+            return wallet.agent_public_key, wallet.sealed_blob
+
+    return asyncio.run(run())
+
+
+def _load(world: EnclaveWorld, boot: Boot, agent: bytes, blob: bytes) -> Any:
+    async def run() -> Any:
+        async with serving(boot) as (client, _):
+            await client.load_wallet(
+                WALLET, owner_public_key=world.owner_public, agent_public_key=agent, sealed_blob=blob
+            )
+
+    return asyncio.run(run())
+
+
+def test_unseal_refused_with_wrong_pcr0(world: EnclaveWorld) -> None:
+    agent, blob = _provision_blob(world)
+    boot = world.boot(pcrs={**GOOD_PCRS, 0: b"\x66" * 48})
+    with pytest.raises(EnclaveRequestError, match="kms_unavailable") as caught:
+        _load(world, boot, agent, blob)
+    assert caught.value.code == "kms_unavailable"
+    assert boot.enclave.wallet_count == 0 and boot.enclave.state is EnclaveState.BOOTING
+
+
+def test_forged_kms_answer_carrying_another_key_refused(world: EnclaveWorld) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from enclave_app.sealing import KmsSealer, SealBinding
+    from tests.enclave.test_sealing import ForgingParent, _FixedDataKey, _seed
+
+    agent, _ = _provision_blob(world)
+    # The parent swaps in a blob holding ITS key under ITS data key, and forges KMS's answer to match.
+    attacker_key, attacker_data_key = Ed25519PrivateKey.generate(), b"\x42" * 32
+    binding = SealBinding(WALLET, agent, world.owner_public)
+    forged = KmsSealer(_FixedDataKey(attacker_data_key), key_id=world.seal_key).seal(_seed(attacker_key), binding)
+    boot = world.boot(kms=ForgingParent(world.kms, attacker_data_key))
+    with pytest.raises(EnclaveRequestError, match="unseal_failed: sealed key could not be opened"):
+        _load(world, boot, agent, forged)
+    assert boot.enclave.wallet_count == 0
+
+
+def test_blob_for_another_agent_key_refused(world: EnclaveWorld) -> None:
+    _, blob = _provision_blob(world)
+    with pytest.raises(EnclaveRequestError, match="unseal_failed"):
+        _load(world, world.boot(), b"\x09" * 32, blob)
+
+
+def test_deny_escalate_and_owner_approval(world: EnclaveWorld) -> None:
+    async def run() -> None:
+        async with serving(world.boot()) as (client, _):
+            agent = await ready_wallet(world, client)
+            # DENY: a destination on the denylist; receipt still issued, nothing signed.
+            denied = await client.sign_transaction(WALLET, transfer_tx(agent, 1000, to=BLOCKED), spent=spent())
+            assert verdict(denied) == "deny" and denied.signature is None and denied.signed_transaction is None
+            status = await client.ping()
+            assert verify_receipt(denied.receipt, denied.receipt_signature, status.session_public_key).verdict == "deny"
+            # ESCALATE: 2 SOL is over the automatic 1 SOL per transaction, under the 10 SOL ceiling.
+            raw = transfer_tx(agent, 2 * LAMPORTS_PER_SOL)
+            escalated = await client.sign_transaction(WALLET, raw, spent=spent())
+            assert verdict(escalated) == "escalate" and escalated.signature is None
+            message_hash = hashlib.sha256(to_bytes_versioned(VersionedTransaction.from_bytes(raw).message)).digest()
+            # An approval of another message, by another key, or expired: refused.
+            with pytest.raises(EnclaveRequestError, match="order_invalid: approval is for another message"):
+                await client.sign_transaction(WALLET, raw, spent=spent(), approval=world.approval(WALLET, b"\x00" * 32))
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            stranger = world.signed(
+                "approval",
+                {"wallet_id": WALLET, "message_hash": message_hash.hex(), "expires_at": int(NOW.timestamp()) + 60},
+                Ed25519PrivateKey.generate(),
+            )
+            with pytest.raises(EnclaveRequestError, match="order_invalid: approval order signature"):
+                await client.sign_transaction(WALLET, raw, spent=spent(), approval=stranger)
+            with pytest.raises(EnclaveRequestError, match="order_invalid: approval order expired"):
+                await client.sign_transaction(
+                    WALLET, raw, spent=spent(), approval=world.approval(WALLET, message_hash, lifetime=-1)
+                )
+            with pytest.raises(EnclaveRequestError, match="order_invalid: approval order lifetime too long"):
+                await client.sign_transaction(
+                    WALLET, raw, spent=spent(), approval=world.approval(WALLET, message_hash, lifetime=10**6)
+                )
+            # The owner's approval of exactly this message: signed.
+            approved = await client.sign_transaction(
+                WALLET, raw, spent=spent(), approval=world.approval(WALLET, message_hash)
+            )
+            assert verdict(approved) == "escalate" and approved.signature is not None
+            assert Signature.from_bytes(approved.signature).verify(
+                agent, to_bytes_versioned(VersionedTransaction.from_bytes(raw).message)
+            )
+            # An approval never lifts a DENY: 11 SOL is over the approval ceiling.
+            over = transfer_tx(agent, 11 * LAMPORTS_PER_SOL)
+            over_hash = hashlib.sha256(to_bytes_versioned(VersionedTransaction.from_bytes(over).message)).digest()
+            refused = await client.sign_transaction(
+                WALLET, over, spent=spent(), approval=world.approval(WALLET, over_hash)
+            )
+            assert verdict(refused) == "deny" and refused.signature is None
+
+    asyncio.run(run())
+
+
+def test_enclave_counters_cap_a_lying_parent(world: EnclaveWorld) -> None:
+    async def run() -> None:
+        async with serving(world.boot()) as (client, _):
+            agent = await ready_wallet(world, client)
+            amount = 9 * LAMPORTS_PER_SOL // 10  # 0.9 SOL: under the 1 SOL automatic per-transaction threshold
+            for i in range(5):  # 4.5 SOL in all, each time the parent claims nothing was spent
+                answer = await client.sign_transaction(WALLET, transfer_tx(agent, amount + i), spent=spent(0))
+                assert verdict(answer) == "allow"
+            # Daily automatic threshold is 5 SOL: the enclave's own ledger (4.5 SOL) makes this one escalate.
+            answer = await client.sign_transaction(WALLET, transfer_tx(agent, amount + 9), spent=spent(0))
+            assert verdict(answer) == "escalate" and answer.signature is None
+            reasons = {reason["rule"] for reason in answer.decision["reasons"]}
+            assert reasons == {"limits.sol.sol-daily"}
+            # A parent that reports MORE than the enclave knows is believed (it is a floor).
+            higher = await client.sign_transaction(WALLET, transfer_tx(agent, 10), spent=spent(20 * LAMPORTS_PER_SOL))
+            assert verdict(higher) == "deny"
+            # A window the parent omits stays missing: DENY, never a guess.
+            omitted = await client.sign_transaction(WALLET, transfer_tx(agent, 11), spent=())
+            assert verdict(omitted) == "deny"
+            # A lie about the request count cannot lift the rate limit either (60 per minute).
+            lied = await client.sign_transaction(WALLET, transfer_tx(agent, 12), spent=spent(), requests_in_window=60)
+            assert "rate" in {reason["rule"] for reason in lied.decision["reasons"]}
+
+    asyncio.run(run())
+
+
+def test_freeze_verdict_freezes_and_only_the_owner_unfreezes(world: EnclaveWorld) -> None:
+    async def run() -> None:
+        async with serving(world.boot()) as (client, _):
+            agent = await ready_wallet(world, client)
+            # A denial completing a burst (parent reports 4 earlier denials; 5 freeze the wallet).
+            frozen = await client.sign_transaction(
+                WALLET, transfer_tx(agent, 1000, to=BLOCKED), spent=spent(), denials_in_window=4
+            )
+            assert verdict(frozen) == "freeze"
+            assert (await client.ping()).state is EnclaveState.FROZEN
+            with pytest.raises(EnclaveRequestError, match="wallet_frozen"):
+                await client.sign_transaction(WALLET, transfer_tx(agent, 1000), spent=spent())
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            forged = world.signed(
+                "unfreeze",
+                {"wallet_id": WALLET, "sequence": 1, "expires_at": int(NOW.timestamp()) + 60},
+                Ed25519PrivateKey.generate(),
+            )
+            with pytest.raises(EnclaveRequestError, match="order_invalid: unfreeze order signature"):
+                await client.unfreeze(WALLET, forged)
+            # A freeze order signed for "freeze" cannot be used as an unfreeze order.
+            with pytest.raises(EnclaveRequestError, match="order_invalid"):
+                await client.unfreeze(WALLET, world.order("freeze", WALLET, 1))
+            with pytest.raises(EnclaveRequestError, match="order_invalid: unfreeze order is for another wallet"):
+                await client.unfreeze(WALLET, world.order("unfreeze", "other", 1))
+            unfreeze = world.order("unfreeze", WALLET, 1)
+            answer = await client.unfreeze(WALLET, unfreeze)
+            assert answer.frozen is False and answer.order_sequence == 1
+            assert (await client.ping()).state is EnclaveState.READY
+            with pytest.raises(EnclaveRequestError, match="order_stale"):
+                await client.unfreeze(WALLET, unfreeze)  # replay
+            assert (await client.freeze(WALLET, world.order("freeze", WALLET, 2))).frozen is True
+            with pytest.raises(EnclaveRequestError, match="wallet_frozen"):
+                await client.sign_transaction(WALLET, transfer_tx(agent, 1000), spent=spent())
+            with pytest.raises(EnclaveRequestError, match="wallet_frozen"):
+                await client.sign_message(WALLET, b"anything")
+
+    asyncio.run(run())
+
+
+def test_policy_installation_rules(world: EnclaveWorld) -> None:
+    async def run() -> None:
+        async with serving(world.boot()) as (client, _):
+            with pytest.raises(EnclaveRequestError, match="unknown_wallet"):
+                await client.install_policy(WALLET, world.policy(WALLET))
+            agent = Pubkey.from_bytes((await client.provision_wallet(WALLET, world.owner_public)).agent_public_key)
+            with pytest.raises(EnclaveRequestError, match="wallet_exists"):
+                await client.provision_wallet(WALLET, world.owner_public)
+            with pytest.raises(EnclaveRequestError, match="no_policy"):
+                await client.sign_transaction(WALLET, transfer_tx(agent, 1000), spent=spent())
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            world_owner = world.owner
+            world.owner = Ed25519PrivateKey.generate()
+            not_owner = world.policy(WALLET)
+            world.owner = world_owner
+            with pytest.raises(EnclaveRequestError, match="policy_invalid"):
+                await client.install_policy(WALLET, not_owner)
+            with pytest.raises(EnclaveRequestError, match="policy_invalid"):
+                await client.install_policy(WALLET, world.policy("another-wallet"))
+            with pytest.raises(EnclaveRequestError, match="policy_invalid"):
+                await client.install_policy(WALLET, world.signed("approval", {"wallet_id": WALLET}))
+            assert (await client.install_policy(WALLET, world.policy(WALLET, sequence=5))).sequence == 5
+            with pytest.raises(EnclaveRequestError, match="policy_stale"):
+                await client.install_policy(WALLET, world.policy(WALLET, sequence=5))
+            with pytest.raises(EnclaveRequestError, match="policy_stale"):
+                await client.install_policy(WALLET, world.policy(WALLET, sequence=4))
+            assert (await client.install_policy(WALLET, world.policy(WALLET, sequence=6))).sequence == 6
+
+    asyncio.run(run())
