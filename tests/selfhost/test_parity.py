@@ -1,0 +1,199 @@
+"""Parity: the commands of selfhost/docker-compose.yml, started as local processes, serve the same API.
+
+The harness (tests/selfhost/local_stack.py) reads each service's command, environment, secrets and healthcheck
+from compose's normalized model and maps container paths onto a temporary directory. Three layers:
+
+1. the plan for the real compose file (pure: no process started);
+2. the harness itself, end to end, on a small compose file of its own whose services are two short Python
+   programs, so a broken harness cannot pass for a broken service, nor the other way round;
+3. the real services: ``python -m enclave_app`` and the proxy's command, exactly as the compose file gives them,
+   with the API checked over HTTP. Skipped, with the reason, only while a command the compose file names does
+   not exist in this checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import stat
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from selfhost import paths
+from selfhost.paths import PathMappingError
+from tests.selfhost.compose import SELFHOST, load_config
+from tests.selfhost.conftest import EnvFactory
+from tests.selfhost.local_stack import StackError, command_exists, free_port, plan, run_stack
+
+CONTAINER_PORT = 8080
+
+# ------------------------------------------------------------------------------------- 1. plan of the real file
+
+
+def test_plan_maps_every_container_path(compose_model: dict[str, Any], tmp_path: Path) -> None:
+    services = plan(compose_model, tmp_path, published={CONTAINER_PORT: 18080})
+    signer, proxy = services["signer"], services["proxy"]
+    assert signer.argv[1:] == ["-m", "enclave_app"]
+    socket_path = f"unix:{tmp_path}/socket/signer.sock"
+    assert socket_path in signer.env.values()
+    assert proxy.env["WAIAAS_ENCLAVE"] == socket_path
+    assert proxy.env["WAIAAS_STATE"] == f"sqlite:{tmp_path}/state/waiaas.db"
+    assert (proxy.env["WAIAAS_HOST"], proxy.env["WAIAAS_PORT"]) == ("127.0.0.1", "18080")
+    assert proxy.healthcheck is not None and proxy.healthcheck[-1] == "http://127.0.0.1:18080/readyz"
+    assert signer.healthcheck is not None and f"{tmp_path}/socket/signer.sock" in signer.healthcheck[-1]
+    assert signer.secrets == {tmp_path / "secrets" / paths.UNSEAL_SECRET_NAME: paths.UNSEAL_SECRET_NAME}
+    assert not proxy.secrets
+    for service in services.values():
+        for value in [*service.argv, *service.env.values(), *(service.healthcheck or [])]:
+            assert not re.search(r"(^|[:='\"])/(run|var/lib)/waiaas|/run/secrets", value), value
+
+
+@pytest.mark.parametrize("service", ["signer", "proxy"])
+def test_compose_command_is_the_image_command(compose_model: dict[str, Any], service: str) -> None:
+    # The local run uses the compose command; the image's CMD must say the same, so that `docker run` of the
+    # image alone does not start something else.
+    text = (SELFHOST / f"Dockerfile.{service}").read_text(encoding="utf-8")
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", text, re.MULTILINE)
+    assert json.loads(cmd) == compose_model["services"][service]["command"]
+
+
+def test_plan_refuses_an_unmapped_container_path(compose_model: dict[str, Any], tmp_path: Path) -> None:
+    model = json.loads(json.dumps(compose_model))
+    model["services"]["signer"]["environment"]["WAIAAS_EXTRA"] = "/var/lib/waiaas/backups"
+    with pytest.raises(PathMappingError, match="no local mapping"):
+        plan(model, tmp_path, published={CONTAINER_PORT: 18080})
+
+
+# ----------------------------------------------------------------------------------- 2. the harness end to end
+
+_STAND_IN_SIGNER = textwrap.dedent(
+    """
+    import os, socket, sys, time
+    address = os.environ["WAIAAS_ENCLAVE_LISTEN"].removeprefix("unix:")
+    secret = open(os.environ["WAIAAS_UNSEAL_SECRET_FILE"], "rb").read()
+    open(os.path.join(os.environ["WAIAAS_SEALED_KEYS_DIR"], "seen"), "w").write(str(len(secret)))
+    if any(k.startswith("LEAK_") for k in os.environ):
+        sys.exit(3)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(address)
+    server.listen()
+    while True:
+        conn, _ = server.accept()
+        conn.sendall(b"pong")
+        conn.close()
+    """
+)
+
+_STAND_IN_PROXY = textwrap.dedent(
+    """
+    import http.server, os, socket
+    address = os.environ["WAIAAS_ENCLAVE"].removeprefix("unix:")
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(address)
+                body = s.recv(16)
+            self.send_response(200 if body == b"pong" else 500)
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    http.server.HTTPServer((os.environ["WAIAAS_HOST"], int(os.environ["WAIAAS_PORT"])), Handler).serve_forever()
+    """
+)
+
+
+def _stand_in_compose(tmp_path: Path) -> Path:
+    """The real file with each service's command swapped for a short program (same mounts, env, secrets)."""
+    text = (SELFHOST / "docker-compose.yml").read_text(encoding="utf-8")
+    signer_cmd = json.dumps(["python", "-c", _STAND_IN_SIGNER])
+    proxy_cmd = json.dumps(["python", "-c", _STAND_IN_PROXY])
+    text = text.replace('command: ["python", "-m", "enclave_app"]', f"command: {signer_cmd}", 1)
+    text = text.replace('command: ["python", "-m", "parent_proxy"]', f"command: {proxy_cmd}", 1)
+    assert signer_cmd in text and proxy_cmd in text
+    # Outside the repository: the build context then points elsewhere, which `config` does not check, and the
+    # secret's path comes from the env file.
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(text, encoding="utf-8")
+    return copy
+
+
+def test_harness_runs_the_compose_commands_as_local_processes(
+    tmp_path: Path, make_env_file: EnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_config(_stand_in_compose(tmp_path), make_env_file())
+    monkeypatch.setenv("LEAK_CANARY", "must-not-reach-the-services")
+    secret = secrets.token_bytes(32)
+    port = free_port()
+    root = tmp_path / "root"
+    with run_stack(model, root, secret_values={paths.UNSEAL_SECRET_NAME: secret}, published={8080: port}) as stack:
+        response = httpx.get(f"http://127.0.0.1:{port}/anything", timeout=5)
+        assert (response.status_code, response.content) == (200, b"pong")
+        secret_file = root / "secrets" / paths.UNSEAL_SECRET_NAME
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o400
+        assert (root / "sealed" / "seen").read_text() == "32"
+        assert stack.processes["signer"].poll() is None
+    assert all(process.poll() is not None for process in stack.processes.values())
+
+
+def test_harness_reports_a_service_that_dies(
+    compose_model: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = json.loads(json.dumps(compose_model))
+    model["services"]["signer"]["command"] = ["python", "-c", "import sys; print('boom'); sys.exit(7)"]
+    secret_values = {paths.UNSEAL_SECRET_NAME: b"x" * 32}
+    with (
+        pytest.raises(StackError, match=r"signer exited with 7:\nboom"),
+        run_stack(model, tmp_path, secret_values=secret_values, published={8080: free_port()}),
+    ):
+        pass
+
+
+# ---------------------------------------------------------------------------------------- 3. the real services
+
+
+def _missing_commands(model: dict[str, Any]) -> list[str]:
+    return [" ".join(svc["command"]) for svc in model["services"].values() if not command_exists(list(svc["command"]))]
+
+
+@pytest.fixture(scope="module")
+def live_stack(
+    compose_model: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Any:  # Iterator[tuple[str, RunningStack]]
+    missing = _missing_commands(compose_model)
+    if missing:
+        pytest.skip(f"not in this checkout yet (colleagues' pieces): {', '.join(missing)}")
+    port = free_port()
+    root = tmp_path_factory.mktemp("selfhost-live")
+    secret = secrets.token_urlsafe(32).encode()
+    with run_stack(
+        compose_model, root, secret_values={paths.UNSEAL_SECRET_NAME: secret}, published={CONTAINER_PORT: port}
+    ) as stack:
+        yield f"http://127.0.0.1:{port}", stack
+
+
+def test_live_health_and_readiness(live_stack: tuple[str, Any]) -> None:
+    base, _stack = live_stack
+    assert httpx.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+    ready = httpx.get(f"{base}/readyz", timeout=5)
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+def test_live_agent_routes_need_a_token(live_stack: tuple[str, Any]) -> None:
+    base, _stack = live_stack
+    response = httpx.post(f"{base}/v1/wallets/w1/transactions/sign", json={}, timeout=5)
+    assert response.status_code == 401
+    assert set(response.json()) == {"error"}
+
+
+def test_live_logs_hold_no_secret(live_stack: tuple[str, Any]) -> None:
+    _base, stack = live_stack
+    secret = (stack.root / "secrets" / paths.UNSEAL_SECRET_NAME).read_bytes().decode()
+    for name in stack.logs:
+        assert secret not in stack.log(name)
