@@ -3,14 +3,17 @@
 ``selfhost/docker-compose.yml`` mounts four things into the containers; these constants name them once, so that
 the compose tests and the local runner (which starts the same commands as plain processes) agree on them:
 
-================================  ==============================  =====================  ==================
-container path                    what lives there                mounted in             local subdirectory
-================================  ==============================  =====================  ==================
-``/run/waiaas``                   the signer's Unix socket         signer (rw), proxy (ro) ``socket``
-``/var/lib/waiaas/sealed``        sealed agent keys                signer only            ``sealed``
-``/var/lib/waiaas/state``         SQLite state and audit log       proxy only             ``state``
-``/run/secrets``                  the unseal secret (Compose)      signer only            ``secrets``
-================================  ==============================  =====================  ==================
+==========================  ==========================================  =======================  ============
+container path              what lives there                            mounted in               locally
+==========================  ==========================================  =======================  ============
+``/run/waiaas``             the signer's Unix socket                    signer (rw), proxy (ro)  ``socket``
+``/var/lib/waiaas/state``   SQLite state: wallets with their sealed     proxy only               ``state``
+                            agent keys, tokens, counters, audit log
+``/run/secrets``            the unseal secret (a Compose secret)        signer only              ``secrets``
+==========================  ==========================================  =======================  ============
+
+The signer keeps nothing on disk: the proxy stores each wallet's sealed key and hands it over when the wallet is
+loaded, as the parent does in the cloud (DESIGN.md section 3).
 
 :func:`translate` rewrites a command-line argument or an environment value that mentions one of these container
 paths (``unix:/run/waiaas/signer.sock``, ``sqlite:/var/lib/waiaas/state/waiaas.db``, a quoted path inside a
@@ -28,7 +31,6 @@ from typing import Final
 
 SOCKET_DIR: Final = "/run/waiaas"
 SIGNER_SOCKET: Final = f"{SOCKET_DIR}/signer.sock"
-SEALED_KEYS_DIR: Final = "/var/lib/waiaas/sealed"
 STATE_DIR: Final = "/var/lib/waiaas/state"
 SECRETS_DIR: Final = "/run/secrets"
 
@@ -42,7 +44,6 @@ with the process umask (0022) and connecting to it needs write permission on it;
 
 CONTAINER_TO_LOCAL: Final[Mapping[str, str]] = {
     SOCKET_DIR: "socket",
-    SEALED_KEYS_DIR: "sealed",
     STATE_DIR: "state",
     SECRETS_DIR: "secrets",
 }

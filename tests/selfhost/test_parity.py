@@ -75,8 +75,8 @@ _STAND_IN_SIGNER = textwrap.dedent(
     """
     import os, socket, sys, time
     address = os.environ["WAIAAS_ENCLAVE_LISTEN"].removeprefix("unix:")
-    secret = open(os.environ["WAIAAS_UNSEAL_SECRET_FILE"], "rb").read()
-    open(os.path.join(os.environ["WAIAAS_SEALED_KEYS_DIR"], "seen"), "w").write(str(len(secret)))
+    secret = open(os.environ["WAIAAS_ENCLAVE_LOCAL_SECRET_FILE"], "rb").read()
+    open(os.path.join(os.path.dirname(address), "seen"), "w").write(str(len(secret)))
     if any(k.startswith("LEAK_") for k in os.environ):
         sys.exit(3)
     server = socket.socket(socket.AF_UNIX)
@@ -136,7 +136,7 @@ def test_harness_runs_the_compose_commands_as_local_processes(
         assert (response.status_code, response.content) == (200, b"pong")
         secret_file = root / "secrets" / paths.UNSEAL_SECRET_NAME
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o400
-        assert (root / "sealed" / "seen").read_text() == "32"
+        assert (root / "socket" / "seen").read_text() == "32"
         assert stack.processes["signer"].poll() is None
     assert all(process.poll() is not None for process in stack.processes.values())
 
