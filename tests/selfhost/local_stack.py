@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -89,13 +89,15 @@ def _healthcheck(svc: Mapping[str, Any]) -> list[str] | None:
     return test[1:]
 
 
-def plan(model: Mapping[str, Any], root: Path, *, published: Mapping[int, int]) -> dict[str, LocalService]:
-    """The local processes for every service of ``model``, with paths under ``root``.
+def plan(
+    model: Mapping[str, Any], root: Path, *, published: Mapping[int, int], only: Sequence[str] = START_ORDER
+) -> dict[str, LocalService]:
+    """The local processes for the services ``only`` of ``model`` (in :data:`START_ORDER`), paths under ``root``.
 
     ``published`` maps each container port (a ``ports[].target``) to the local port that replaces it.
     """
     services: dict[str, LocalService] = {}
-    for name in START_ORDER:
+    for name in (name for name in START_ORDER if name in only):
         svc = model["services"][name]
         env = {key: translate(str(value), root) for key, value in (svc.get("environment") or {}).items()}
         if env.get("WAIAAS_HOST") == "0.0.0.0":  # noqa: S104 (the value being replaced, not bound)
@@ -163,11 +165,16 @@ class RunningStack:
 
 @contextlib.contextmanager
 def run_stack(
-    model: Mapping[str, Any], root: Path, *, secret_values: Mapping[str, bytes], published: Mapping[int, int]
+    model: Mapping[str, Any],
+    root: Path,
+    *,
+    secret_values: Mapping[str, bytes],
+    published: Mapping[int, int],
+    only: Sequence[str] = START_ORDER,
 ) -> Iterator[RunningStack]:
-    """Start every service in :data:`START_ORDER`, each once the previous one's healthcheck passes; stop them all
-    (in reverse order, our own processes only) on exit."""
-    services = plan(model, root, published=published)
+    """Start the services (all, or ``only`` these) in :data:`START_ORDER`, each once the previous one's
+    healthcheck passes; stop them all (in reverse order, our own processes only) on exit."""
+    services = plan(model, root, published=published, only=only)
     for directory in local_dirs(root).values():
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     (root / "logs").mkdir(exist_ok=True)
@@ -178,6 +185,7 @@ def run_stack(
     try:
         for name, service in services.items():
             for path, source in service.secrets.items():
+                path.unlink(missing_ok=True)
                 path.write_bytes(secret_values[source])
                 path.chmod(0o400)
             logs[name] = root / "logs" / f"{name}.log"

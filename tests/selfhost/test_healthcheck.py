@@ -6,10 +6,11 @@ import http.server
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from selfhost.healthcheck import check_url, main
+from selfhost.healthcheck import check_url, main, probe_signer
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -69,3 +70,23 @@ def test_only_loopback_http_with_a_port(url: str) -> None:
 
 def test_usage() -> None:
     assert main([]) == 2
+
+
+def test_signer_probe_without_a_listener_is_unhealthy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([f"unix:{tmp_path}/signer.sock"]) == 1
+    assert "unhealthy: TransportError" in capsys.readouterr().err
+
+
+def test_signer_probe_on_a_stale_socket_file_is_unhealthy(tmp_path: Path) -> None:
+    # The socket file outlives the signer on the shared volume: its presence must not count as health.
+    path = tmp_path / "signer.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+    assert path.exists()
+    assert main([f"unix:{path}"]) == 1
+
+
+@pytest.mark.parametrize("address", ["unix:relative.sock", "tcp:127.0.0.1:5005"])
+def test_signer_probe_needs_an_absolute_unix_path(address: str) -> None:
+    with pytest.raises(ValueError, match="unix:/<absolute path>"):
+        probe_signer(address)

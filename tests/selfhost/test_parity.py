@@ -13,6 +13,7 @@ from compose's normalized model and maps container paths onto a temporary direct
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -21,9 +22,15 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import httpx
 import pytest
+from solders.keypair import Keypair
 
+from enclave_app.client import EnclaveClient
+from enclave_app.errors import EnclaveRequestError
+from enclave_app.protocol import EnclaveState
+from enclave_app.sealing import SCHEME_LOCAL
 from selfhost import paths
 from selfhost.paths import PathMappingError
 from tests.selfhost.compose import SELFHOST, load_config
@@ -45,7 +52,7 @@ def test_plan_maps_every_container_path(compose_model: dict[str, Any], tmp_path:
     assert proxy.env["WAIAAS_STATE"] == f"sqlite:{tmp_path}/state/waiaas.db"
     assert (proxy.env["WAIAAS_HOST"], proxy.env["WAIAAS_PORT"]) == ("127.0.0.1", "18080")
     assert proxy.healthcheck is not None and proxy.healthcheck[-1] == "http://127.0.0.1:18080/readyz"
-    assert signer.healthcheck is not None and f"{tmp_path}/socket/signer.sock" in signer.healthcheck[-1]
+    assert signer.healthcheck is not None and signer.healthcheck[-1] == f"unix:{tmp_path}/socket/signer.sock"
     assert signer.secrets == {tmp_path / "secrets" / paths.UNSEAL_SECRET_NAME: paths.UNSEAL_SECRET_NAME}
     assert not proxy.secrets
     for service in services.values():
@@ -89,6 +96,11 @@ _STAND_IN_SIGNER = textwrap.dedent(
     """
 )
 
+_STAND_IN_SIGNER_CHECK = (
+    "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/waiaas/signer.sock'); "
+    "assert s.recv(4) == b'pong'"
+)
+
 _STAND_IN_PROXY = textwrap.dedent(
     """
     import http.server, os, socket
@@ -109,8 +121,13 @@ _STAND_IN_PROXY = textwrap.dedent(
 
 
 def _stand_in_compose(tmp_path: Path) -> Path:
-    """The real file with each service's command swapped for a short program (same mounts, env, secrets)."""
+    """The real file with each service's command swapped for a short program (same mounts, env, secrets), and
+    the signer's healthcheck for a plain connect (the stand-in does not speak the enclave protocol)."""
     text = (SELFHOST / "docker-compose.yml").read_text(encoding="utf-8")
+    ping = '["CMD", "python", "-m", "selfhost.healthcheck", "unix:/run/waiaas/signer.sock"]'
+    connect = json.dumps(["CMD", "python", "-c", _STAND_IN_SIGNER_CHECK])
+    assert ping in text
+    text = text.replace(ping, connect, 1)
     signer_cmd = json.dumps(["python", "-c", _STAND_IN_SIGNER])
     proxy_cmd = json.dumps(["python", "-c", _STAND_IN_PROXY])
     text = text.replace('command: ["python", "-m", "enclave_app"]', f"command: {signer_cmd}", 1)
@@ -197,3 +214,52 @@ def test_live_logs_hold_no_secret(live_stack: tuple[str, Any]) -> None:
     secret = (stack.root / "secrets" / paths.UNSEAL_SECRET_NAME).read_bytes().decode()
     for name in stack.logs:
         assert secret not in stack.log(name)
+
+
+# ------------------------------------------------------------------------- 3a. the signer alone, through its socket
+
+
+def _signer_available(model: dict[str, Any]) -> None:
+    command = list(model["services"]["signer"]["command"])
+    if not command_exists(command):
+        pytest.skip(f"not in this checkout yet: {' '.join(command)}")
+
+
+async def _provision(socket_address: str, owner: bytes) -> tuple[str, bytes, bytes]:
+    client = EnclaveClient(socket_address, timeout=30)
+    status = await client.ping()
+    assert status.state is EnclaveState.BOOTING
+    answer = await client.provision_wallet("w1", owner)
+    assert answer.sealed_blob is not None
+    return answer.wallet_id, answer.agent_public_key, answer.sealed_blob
+
+
+async def _load(socket_address: str, owner: bytes, agent: bytes, blob: bytes) -> EnclaveState:
+    client = EnclaveClient(socket_address, timeout=30)
+    await client.load_wallet("w1", owner_public_key=owner, agent_public_key=agent, sealed_blob=blob)
+    return (await client.ping()).state
+
+
+def test_live_signer_seals_with_the_unseal_secret_and_unseals_after_a_restart(
+    compose_model: dict[str, Any], tmp_path: Path
+) -> None:
+    """The compose signer command, run twice on one secret: a key sealed by the first run opens in the second;
+    a third run on another secret refuses it. This is the self-host "unseal" (docs/selfhost.md)."""
+    _signer_available(compose_model)
+    owner = bytes(Keypair().pubkey())
+    secret, other = secrets.token_urlsafe(32).encode(), secrets.token_urlsafe(32).encode()
+    address = f"unix:{tmp_path}/socket/signer.sock"
+
+    def signer(value: bytes) -> Any:
+        return run_stack(
+            compose_model, tmp_path, secret_values={paths.UNSEAL_SECRET_NAME: value}, published={}, only=["signer"]
+        )
+
+    with signer(secret):
+        _wallet, agent, blob = asyncio.run(_provision(address, owner))
+    assert cbor2.loads(blob)["scheme"] == SCHEME_LOCAL
+    assert secret not in blob
+    with signer(secret):
+        assert asyncio.run(_load(address, owner, agent, blob)) is EnclaveState.PROVISIONED
+    with signer(other), pytest.raises(EnclaveRequestError):
+        asyncio.run(_load(address, owner, agent, blob))
