@@ -1,0 +1,176 @@
+"""Agent routes: sign a transaction, sign an off-chain message, read the wallet. Bearer token bound to one wallet."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request
+from fastapi.responses import JSONResponse
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.auth import Agent, authenticate_agent
+from parent_proxy.chain import ChainError
+from parent_proxy.clock import read_clock
+from parent_proxy.errors import ProxyError
+from parent_proxy.schemas import (
+    WALLET_ID,
+    LimitLeft,
+    PendingApproval,
+    SignedMessage,
+    SignedTransaction,
+    SignMessageBody,
+    SignTransactionBody,
+    WalletView,
+    decode_base64,
+)
+from parent_proxy.services import Services
+from parent_proxy.sign_flow import SignFlow, SignRequest
+from policies.errors import PolicyEngineError
+
+router = APIRouter(prefix="/v1/wallets", tags=["agent"])
+WalletId = Annotated[str, Path(pattern=WALLET_ID)]
+AuthHeader = Annotated[str | None, Header(alias="Authorization", description="Bearer <agent token>")]
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _authenticate(services: Services, header: str | None, wallet_id: str) -> Agent:
+    agent = authenticate_agent(services.store, header, wallet_id)
+    services.rate_limiter.check(agent.token_id, read_clock(services.clock))
+    return agent
+
+
+async def authenticate(services: Services, header: str | None, wallet_id: str) -> Agent:
+    try:
+        return await services.run(_authenticate, services, header, wallet_id)
+    except (ProxyError, PolicyEngineError) as exc:
+        raise translate(exc) from exc
+
+
+def parse_tables(addresses: Sequence[str]) -> tuple[Pubkey, ...]:
+    try:
+        tables = tuple(Pubkey.from_string(a) for a in addresses)
+    except ValueError as exc:
+        raise ApiError(Code.INVALID_REQUEST, "lookup_tables: not base58 addresses") from exc
+    if len(set(tables)) != len(tables):
+        raise ApiError(Code.INVALID_REQUEST, "lookup_tables: duplicate address")
+    return tables
+
+
+async def fetch_tables(services: Services, tables: Sequence[Pubkey]) -> Mapping[Pubkey, Sequence[Pubkey]]:
+    if not tables:
+        return {}
+    try:
+        return await services.chain.lookup_tables(tables)
+    except ChainError as exc:
+        raise ApiError(Code.CHAIN_UNAVAILABLE, "the lookup tables could not be read from the chain") from exc
+
+
+@router.post(
+    "/{wallet_id}/transactions/sign",
+    response_model=SignedTransaction,
+    responses={202: {"model": PendingApproval, "description": "escalated: waiting for the owner"}},
+)
+async def sign_transaction(
+    wallet_id: WalletId, body: SignTransactionBody, request: Request, authorization: AuthHeader = None
+) -> JSONResponse:
+    """Sign a transaction if the policy allows it (200), escalate it to the owner (202), or refuse it (403)."""
+    services = services_of(request)
+    agent = await authenticate(services, authorization, wallet_id)
+    raw = decode_base64("transaction", body.transaction)
+    sign_request = SignRequest(raw, body.idempotency_key, parse_tables(body.lookup_tables), body.submit)
+    tables = await fetch_tables(services, sign_request.lookup_tables)
+    answer = await SignFlow(services).run(agent, sign_request, tables)
+    headers = {"Cache-Control": "no-store"}
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+
+
+@router.post("/{wallet_id}/messages/sign", response_model=SignedMessage)
+async def sign_message(
+    wallet_id: WalletId, body: SignMessageBody, request: Request, authorization: AuthHeader = None
+) -> SignedMessage:
+    """Sign a Solana off-chain message (the enclave decodes it and refuses anything else)."""
+    services = services_of(request)
+    await authenticate(services, authorization, wallet_id)
+    message = decode_base64("message", body.message)
+    try:
+        wallet = await services.run(services.store.get_wallet, wallet_id)
+    except ProxyError as exc:
+        raise translate(exc) from exc
+    if wallet.frozen:
+        raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
+    audit = {"message_sha256": hashlib.sha256(message).hexdigest()}
+    try:
+        await services.relay.ensure_wallet(wallet)
+        answer = await services.relay.sign_message(wallet_id, message)
+    except ApiError as exc:
+        failure = {**audit, "error": exc.code.value}
+        await services.run(lambda: services.audit_safely("message.failed", failure, wallet_id=wallet_id))
+        raise
+    try:
+        await services.run(
+            lambda: services.audit.append("message.signed", audit, wallet_id=wallet_id,
+                                          receipt=answer.receipt + answer.receipt_signature)
+        )  # fmt: skip
+    except Exception as exc:  # no audit record, no signature
+        raise translate(exc) from exc
+    return SignedMessage(
+        signature=str(Signature.from_bytes(answer.signature)),
+        receipt={  # type: ignore[arg-type]
+            "receipt": base64.b64encode(answer.receipt).decode(),
+            "signature": str(Signature.from_bytes(answer.receipt_signature)),
+        },
+    )
+
+
+def _wallet_view(services: Services, wallet_id: str) -> WalletView:
+    wallet = services.store.get_wallet(wallet_id)
+    policy = services.policy_for(wallet)
+    limits: list[LimitLeft] = []
+    if policy is not None:
+        now = read_clock(services.clock)
+        for limit in policy.rules.limits:
+            for period in limit.periods:
+                spent = services.store.spent_in_window(wallet_id, limit.asset, period.window_seconds, now)
+                limits.append(
+                    LimitLeft(
+                        asset=limit.asset,
+                        window_seconds=period.window_seconds,
+                        spent=str(spent),
+                        automatic_left=str(max(0, period.tier.automatic - spent)),
+                        approval_left=str(max(0, period.tier.approval - spent)),
+                    )
+                )
+    document = wallet.policy_document
+    return WalletView(
+        wallet_id=wallet.wallet_id,
+        agent_public_key=str(Pubkey.from_bytes(wallet.agent_pubkey)),
+        owner_public_key=str(Pubkey.from_bytes(wallet.owner_pubkey)),
+        vault_address=str(Pubkey.from_bytes(wallet.vault_address)),
+        frozen=wallet.frozen,
+        frozen_reason=wallet.frozen_reason,
+        policy_sequence=wallet.policy_sequence,
+        policy_sha256=None if document is None else hashlib.sha256(document).hexdigest(),
+        limits=limits,
+    )
+
+
+@router.get("/{wallet_id}", response_model=WalletView)
+async def get_wallet(wallet_id: WalletId, request: Request, authorization: AuthHeader = None) -> Any:
+    """Addresses, policy sequence and hash, frozen or not, and what is left of each period limit."""
+    services = services_of(request)
+    await authenticate(services, authorization, wallet_id)
+    try:
+        return await services.run(_wallet_view, services, wallet_id)
+    except (ProxyError, PolicyEngineError) as exc:
+        raise translate(exc) from exc

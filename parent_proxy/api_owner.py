@@ -1,0 +1,277 @@
+"""Owner routes. Every request carries an owner request signature (`parent_proxy.owner_auth`); policies, approvals
+and freeze orders additionally carry their own signed document (`policies.signing`, `parent_proxy.owner_documents`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response
+from solders.pubkey import Pubkey
+
+from parent_proxy.api_agent import fetch_tables, services_of
+from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.approvals import ApprovalFlow
+from parent_proxy.clock import read_clock
+from parent_proxy.errors import ProxyError
+from parent_proxy.owner_auth import verify_owner_request
+from parent_proxy.owner_documents import check_freeze_order
+from parent_proxy.schemas import (
+    WALLET_ID,
+    ApprovalDecided,
+    CreatedWallet,
+    CreateWalletBody,
+    EnvelopeBody,
+    FreezeState,
+    IssuedTokenView,
+    PendingApprovalView,
+    PolicyInstalled,
+    WebhookBody,
+    decode_base64,
+)
+from parent_proxy.services import Services, canonical
+from parent_proxy.sign_flow import Answer, SignFlow
+from parent_proxy.store.model import Wallet, WebhookConfig
+from policies.errors import PolicyEngineError
+from policies.signing import load_signed_policy
+
+router = APIRouter(prefix="/v1/wallets", tags=["owner"])
+WalletId = Annotated[str, Path(pattern=WALLET_ID)]
+Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def _store(services: Services, function: Any, *args: Any) -> Any:
+    try:
+        return await services.run(function, *args)
+    except (ProxyError, PolicyEngineError) as exc:
+        raise translate(exc) from exc
+
+
+async def owner_of(request: Request, services: Services, wallet_id: str | None) -> Wallet | None:
+    """Verify the owner request signature: by the wallet's owner key, or (no wallet yet) a configured owner key."""
+    body = await request.body()
+    wallet = None if wallet_id is None else await _store(services, services.store.get_wallet, wallet_id)
+    allowed = services.owner_keys if wallet is None else frozenset({Pubkey.from_bytes(wallet.owner_pubkey)})
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+    def verify() -> None:
+        verify_owner_request(
+            request.headers, method=request.method, path=path, body=body, allowed_keys=allowed,
+            now=read_clock(services.clock), max_skew=services.owner_max_skew_seconds, nonces=services.nonces,
+            scope=wallet_id,
+        )  # fmt: skip
+
+    await _store(services, verify)
+    return wallet
+
+
+def _envelope_bytes(body: EnvelopeBody) -> bytes:
+    return canonical(body.envelope.model_dump())
+
+
+@router.post("", status_code=201, response_model=CreatedWallet)
+async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWallet:
+    """Create a wallet: the enclave generates the agent key and returns it sealed; the parent stores the blob."""
+    services = services_of(request)
+    await owner_of(request, services, None)
+    owner = Pubkey.from_string(body.owner_public_key)
+    signer = Pubkey.from_string(request.headers["WAIaaS-Owner-Key"])
+    if owner != signer:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the wallet's owner key must sign its creation")
+    created = await services.relay.provision_wallet(body.wallet_id, bytes(owner))
+    sealed = created.sealed_blob or b""
+    vault = created.agent_public_key if body.vault_address is None else bytes(Pubkey.from_string(body.vault_address))
+    wallet = Wallet(body.wallet_id, created.agent_public_key, bytes(owner), vault, sealed)
+
+    def persist() -> None:
+        services.store.create_wallet(wallet)
+        services.audit.append(
+            "wallet.created", {"agent_public_key": str(Pubkey.from_bytes(created.agent_public_key)),
+                               "owner_public_key": str(owner)}, wallet_id=body.wallet_id,
+        )  # fmt: skip
+
+    await _store(services, persist)
+    return CreatedWallet(
+        wallet_id=body.wallet_id,
+        agent_public_key=str(Pubkey.from_bytes(created.agent_public_key)),
+        vault_address=str(Pubkey.from_bytes(vault)),
+    )
+
+
+@router.post("/{wallet_id}/tokens", status_code=201, response_model=IssuedTokenView)
+async def issue_token(wallet_id: WalletId, request: Request) -> JSONResponse:
+    """Issue an agent token bound to this wallet. The clear token is in this answer only."""
+    services = services_of(request)
+    await owner_of(request, services, wallet_id)
+
+    def issue() -> IssuedTokenView:
+        issued = services.store.issue_token(wallet_id, read_clock(services.clock))
+        services.audit.append("token.issued", {"token_id": issued.token_id}, wallet_id=wallet_id)
+        return IssuedTokenView(token_id=issued.token_id, token=issued.token)
+
+    view: IssuedTokenView = await _store(services, issue)
+    return JSONResponse(view.model_dump(), status_code=201, headers=NO_STORE)
+
+
+@router.delete("/{wallet_id}/tokens/{token_id}", status_code=204)
+async def revoke_token(wallet_id: WalletId, token_id: Id, request: Request) -> Response:
+    """Revoke an agent token (idempotent)."""
+    services = services_of(request)
+    await owner_of(request, services, wallet_id)
+
+    def revoke() -> None:
+        services.store.revoke_token(token_id, read_clock(services.clock))
+        services.audit.append("token.revoked", {"token_id": token_id}, wallet_id=wallet_id)
+
+    await _store(services, revoke)
+    return Response(status_code=204)
+
+
+@router.put("/{wallet_id}/policy", response_model=PolicyInstalled)
+async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> PolicyInstalled:
+    """Install an owner-signed policy whose sequence is above the installed one; the enclave gets it too."""
+    services = services_of(request)
+    wallet = assert_wallet(await owner_of(request, services, wallet_id))
+    envelope = _envelope_bytes(body)
+    try:
+        policy = load_signed_policy(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id)
+    except PolicyEngineError as exc:
+        raise ApiError(Code.INVALID_REQUEST, f"policy refused: {exc}") from exc
+
+    def persist() -> Wallet:
+        services.store.install_policy(wallet_id, envelope, policy.sequence)
+        services.audit.append(
+            "policy.installed",
+            {"sequence": policy.sequence, "policy_sha256": hashlib.sha256(envelope).hexdigest()},
+            wallet_id=wallet_id,
+        )
+        return services.store.get_wallet(wallet_id)
+
+    updated: Wallet = await _store(services, persist)
+    services.relay.forget(wallet_id)
+    try:
+        await services.relay.ensure_wallet(updated)
+        installed = True
+    except ApiError:
+        installed = False  # the next request installs it (the store holds the authoritative copy)
+    return PolicyInstalled(
+        wallet_id=wallet_id,
+        sequence=policy.sequence,
+        policy_sha256=hashlib.sha256(envelope).hexdigest(),
+        enclave_installed=installed,
+    )
+
+
+def assert_wallet(wallet: Wallet | None) -> Wallet:
+    if wallet is None:  # pragma: no cover - owner_of returns the wallet whenever a wallet id is given
+        raise ApiError(Code.NOT_FOUND, "not found")
+    return wallet
+
+
+@router.get("/{wallet_id}/approvals", response_model=list[PendingApprovalView])
+async def pending_approvals(wallet_id: WalletId, request: Request) -> list[PendingApprovalView]:
+    """Pending approvals of the wallet, with the request each would sign."""
+    services = services_of(request)
+    await owner_of(request, services, wallet_id)
+    approvals = await _store(services, services.store.pending_approvals, wallet_id)
+    views = []
+    for approval in approvals:
+        stored = json.loads(approval.request_payload)
+        views.append(
+            PendingApprovalView(
+                approval_id=approval.approval_id,
+                created_at=approval.created_at,
+                request_sha256=hashlib.sha256(approval.request_payload).hexdigest(),
+                request=stored,
+            )
+        )
+    return views
+
+
+@router.post("/{wallet_id}/approvals/{approval_id}/approve", response_model=ApprovalDecided)
+async def approve(wallet_id: WalletId, approval_id: Id, body: EnvelopeBody, request: Request) -> JSONResponse:
+    """Approve a pending request with a signed approval of its message: it is signed now (approval ceilings)."""
+    services = services_of(request)
+    await owner_of(request, services, wallet_id)
+    flow = SignFlow(services)
+    approvals = ApprovalFlow(services, flow)
+    envelope = _envelope_bytes(body)
+    tables = await fetch_tables(services, await _store(services, approvals.stored_tables, wallet_id, approval_id))
+    pending = await _store(services, approvals.prepare, wallet_id, approval_id, envelope, tables)
+    answer = await flow.sign_prepared(pending.prepared, pending.transaction, tables, envelope, pending.prepared.submit)
+    result = {"status": "signed", "approval_id": approval_id, "transaction": answer.body}
+    return JSONResponse(result, status_code=200, headers=NO_STORE)
+
+
+@router.post("/{wallet_id}/approvals/{approval_id}/reject", response_model=ApprovalDecided)
+async def reject(wallet_id: WalletId, approval_id: Id, request: Request) -> JSONResponse:
+    """Reject a pending request (the owner request signature is the decision)."""
+    services = services_of(request)
+    await owner_of(request, services, wallet_id)
+    approvals = ApprovalFlow(services, SignFlow(services))
+    answer: Answer = await _store(services, approvals.reject, wallet_id, approval_id)
+    return JSONResponse(answer.body, status_code=answer.status, headers=NO_STORE)
+
+
+async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: bool) -> FreezeState:
+    services = services_of(request)
+    wallet = assert_wallet(await owner_of(request, services, wallet_id))
+    envelope = _envelope_bytes(body)
+    try:
+        sequence = check_freeze_order(
+            envelope, freeze=frozen, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
+            now=read_clock(services.clock),
+        )  # fmt: skip
+    except PolicyEngineError as exc:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"freeze order refused: {exc}") from exc
+    reason = f"owner freeze order {sequence}" if frozen else None
+
+    def persist() -> None:
+        services.store.set_frozen(wallet_id, frozen, reason)
+        services.audit.append(
+            "wallet.frozen" if frozen else "wallet.unfrozen",
+            {"sequence": sequence, "order_sha256": hashlib.sha256(envelope).hexdigest()},
+            wallet_id=wallet_id,
+        )
+        services.notify(wallet_id, "wallet.frozen" if frozen else "wallet.unfrozen", {"sequence": sequence})
+
+    await _store(services, persist)
+    # The proxy enforces the freeze from the store; the enclave is told too (it refuses on its own when it agrees).
+    try:
+        await services.relay.ensure_wallet(wallet)
+        await services.relay.set_frozen(wallet_id, frozen, envelope)
+        acknowledged = True
+    except ApiError:
+        acknowledged = False
+    return FreezeState(wallet_id=wallet_id, frozen=frozen, enclave_acknowledged=acknowledged)
+
+
+@router.post("/{wallet_id}/freeze", response_model=FreezeState)
+async def freeze(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> FreezeState:
+    """Freeze the wallet: every request is refused until an owner-signed unfreeze."""
+    return await _freeze(wallet_id, body, request, True)
+
+
+@router.post("/{wallet_id}/unfreeze", response_model=FreezeState)
+async def unfreeze(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> FreezeState:
+    """Unfreeze the wallet (owner-signed order)."""
+    return await _freeze(wallet_id, body, request, False)
+
+
+@router.put("/{wallet_id}/webhook", status_code=204)
+async def set_webhook(wallet_id: WalletId, body: WebhookBody, request: Request) -> Response:
+    """Where the wallet's signed notifications go (the secret signs them; it is never returned)."""
+    services = services_of(request)
+    await owner_of(request, services, wallet_id)
+    secret = decode_base64("secret", body.secret)
+
+    def persist() -> None:
+        services.store.set_webhook(WebhookConfig(wallet_id, body.url, secret))
+        services.audit.append("webhook.configured", {"url": body.url}, wallet_id=wallet_id)
+
+    await _store(services, persist)
+    return Response(status_code=204)

@@ -1,0 +1,179 @@
+"""The FastAPI application: factory, error handlers, size limit and metrics middleware, public routes.
+
+Routes for agents are in `parent_proxy.api_agent`, for the owner in `parent_proxy.api_owner`. Every error, from
+any layer, leaves as the uniform body of `parent_proxy.api_errors` (validation errors included).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from solders.pubkey import Pubkey
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from parent_proxy import api_agent, api_owner
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.metrics import CONTENT_TYPE
+from parent_proxy.schemas import AttestationView, ErrorBody, Health, Readiness
+from parent_proxy.services import Services
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": "uniform error body"}
+    for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)
+}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class LimitsAndMetrics:
+    """Pure ASGI middleware: refuse bodies over ``max_body_bytes`` (413, by Content-Length before reading and by
+    counting while reading), and time every request into the metrics by route template and status."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.services.max_body_bytes
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                await _send_error(send, ApiError(Code.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes"))
+                self._observe(scope, 413, started)
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["sent"] = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not status["sent"]:
+                await _send_error(send, ApiError(Code.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes"))
+                status["code"] = 413
+        self._observe(scope, int(status["code"]), started)
+
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics = self.services.metrics
+        metrics.observe(time.perf_counter() - started, route=path)
+        metrics.count("waiaas_http_requests_total", route=path, status=str(status))
+
+
+async def _send_error(send: Send, error: ApiError) -> None:
+    response = JSONResponse(error.body(), status_code=error.status)
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers={"Cache-Control": "no-store"})
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="WAIaaS parent proxy",
+        version=API_VERSION,
+        description="Policy-checked signing for AI agents on Solana. See docs/api.md.",
+        responses=ERROR_RESPONSES,
+    )
+    app.state.services = services
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(ApiError(Code.BAD_REQUEST, "the body is not valid JSON"))
+        # Location and message only: the rejected input is never echoed back.
+        parts = [".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg", "")) for e in errors[:10]]
+        return error_response(ApiError(Code.INVALID_REQUEST, "; ".join(parts)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(ApiError(Code.NOT_FOUND, "not found"))
+        return JSONResponse(
+            {"error": {"code": Code.BAD_REQUEST.value, "message": str(exc.detail)}}, status_code=exc.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected error: %s", type(exc).__name__)
+        return error_response(ApiError(Code.INTERNAL, "internal error; nothing was signed"))
+
+    @app.get("/healthz", response_model=Health, tags=["public"])
+    async def healthz() -> Health:
+        """The process is up (no dependency is checked)."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Readiness, tags=["public"])
+    async def readyz() -> Readiness:
+        """Ready when the enclave answers a ping in a usable state and the store answers a read."""
+        status = await services.relay.ping()
+        if status.state.value == "failed":
+            raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave is in the failed state")
+        try:
+            await services.run(services.store.audit_head)
+        except Exception as exc:
+            raise ApiError(Code.STORE_UNAVAILABLE, "the state store is unavailable") from exc
+        return Readiness(status="ready", enclave=status.state.value, store="ok")
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["public"])
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text exposition."""
+        return PlainTextResponse(services.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/attestation", response_model=AttestationView, tags=["public"])
+    async def attestation(
+        nonce: str = Query(min_length=32, max_length=128, pattern=r"^[0-9a-fA-F]+$", description="hex, 16-64 bytes"),
+    ) -> AttestationView:
+        """The enclave's attestation document over the caller's nonce, and its session public key."""
+        try:
+            raw = bytes.fromhex(nonce)
+        except ValueError as exc:
+            raise ApiError(Code.INVALID_REQUEST, "nonce must be an even number of hex digits") from exc
+        answer = await services.relay.attestation(raw)
+        status = await services.relay.ping()
+        return AttestationView(
+            document=base64.b64encode(answer.document).decode(),
+            session_public_key=str(Pubkey.from_bytes(status.session_public_key)),
+            enclave_state=status.state.value,
+        )
+
+    app.include_router(api_agent.router)
+    app.include_router(api_owner.router)
+    app.add_middleware(LimitsAndMetrics, services=services)
+    return app

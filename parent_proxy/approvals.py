@@ -1,0 +1,124 @@
+"""Owner decisions on escalated requests (DESIGN.md section 4, tier ESCALATE).
+
+An escalation holds no reservation while it waits. When the owner approves (a signed ``approval`` document bound
+to the exact message of the stored transaction, with an expiry, see `parent_proxy.owner_documents`; the owner
+request signature over the URL binds the approval id):
+
+1. the document's signature is verified with the wallet's owner key, its wallet, message hash and expiry checked;
+2. the wallet must not be frozen; the request is evaluated again with today's counters: if the policy now DENIES
+   it (e.g. the approval ceiling of a period is used up) the approval stays pending and the answer is 403;
+3. the approval is marked approved (a second decision is 409: a request is signed at most once);
+4. the amounts are reserved against the *approval ceilings*, and the request is relayed with the owner's signed
+   approval (the enclave verifies it itself) -- then the same commit/release, audit and notification as a direct
+   signature. The owner's answer carries the signed transaction; the agent learns it from the webhook.
+
+A rejection (the owner request signature alone) marks the approval rejected, audits and notifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from solders.message import to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.clock import read_clock
+from parent_proxy.owner_documents import check_approval
+from parent_proxy.services import Services
+from parent_proxy.sign_flow import Answer, Prepared, SignFlow, decide, eval_context, refusal, spent_entries
+from parent_proxy.store.model import Approval, ApprovalStatus, Wallet
+from policies.decision import Verdict
+from policies.errors import PolicyEngineError
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The stored request of an approval, ready to be relayed."""
+
+    prepared: Prepared
+    transaction: bytes
+    tables: tuple[Pubkey, ...]
+
+
+def message_hash(transaction: bytes) -> bytes:
+    """SHA-256 of the message bytes the agent key would sign (what an owner approval binds)."""
+    try:
+        message = to_bytes_versioned(VersionedTransaction.from_bytes(transaction).message)
+    except ValueError:
+        message = transaction  # an unparsable transaction is hashed as sent (as the enclave does)
+    return hashlib.sha256(message).digest()
+
+
+class ApprovalFlow:
+    def __init__(self, services: Services, flow: SignFlow) -> None:
+        self.s = services
+        self.flow = flow
+
+    def _load(self, wallet_id: str, approval_id: str) -> tuple[Wallet, Approval, dict[str, Any]]:
+        wallet = self.s.store.get_wallet(wallet_id)
+        approval = self.s.store.get_approval(approval_id)
+        if approval.wallet_id != wallet_id:
+            raise ApiError(Code.NOT_FOUND, "not found")
+        return wallet, approval, json.loads(approval.request_payload)
+
+    def reject(self, wallet_id: str, approval_id: str) -> Answer:
+        s = self.s
+        _wallet, _approval, stored = self._load(wallet_id, approval_id)
+        s.store.decide_approval(approval_id, ApprovalStatus.REJECTED, None, read_clock(s.clock))
+        audit = {"approval_id": approval_id, "request_id": stored["request_id"]}
+        s.audit.append("approval.rejected", audit, wallet_id=wallet_id)
+        s.notify(wallet_id, "approval.rejected", audit)
+        return Answer(200, {"status": "rejected", "approval_id": approval_id})
+
+    def prepare(self, wallet_id: str, approval_id: str, envelope: bytes, tables: dict[Pubkey, Any]) -> Pending:
+        s = self.s
+        wallet, _approval, stored = self._load(wallet_id, approval_id)
+        now = read_clock(s.clock)
+        request = stored["request"]
+        transaction = base64.b64decode(request["transaction"])
+        # 1. The owner's approval of exactly this message, unexpired.
+        try:
+            check_approval(
+                envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
+                message_hash=message_hash(transaction), now=now,
+            )  # fmt: skip
+        except PolicyEngineError as exc:
+            raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"approval refused: {exc}") from exc
+        audit = {"approval_id": approval_id, "request_id": stored["request_id"]}
+        # 2. Not frozen, and the policy (with today's counters) does not deny it.
+        if wallet.frozen:
+            raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
+        policy = s.policy_for(wallet)
+        if policy is None:
+            raise ApiError(Code.NO_POLICY, "the wallet has no policy")
+        ctx, requests, denials = eval_context(s, wallet, policy, now)
+        verdict = decide(policy, transaction, tables, ctx)
+        if verdict.verdict >= Verdict.DENY:
+            s.audit.append("approval.refused", {**audit, "decision": verdict.to_json()}, wallet_id=wallet_id)
+            raise refusal(verdict, frozen=False)
+        # 3. Decided once (a second approval is 409), 4. reserved against the approval ceilings.
+        s.store.decide_approval(approval_id, ApprovalStatus.APPROVED, envelope, now)
+        s.audit.append("approval.approved", audit, wallet_id=wallet_id)
+        request_id = uuid.uuid4().hex
+        reservation = self.flow.reserve(
+            wallet, policy, verdict, request_id, now, approved=True, audit_base={**audit, "request_id": request_id}
+        )
+        prepared = Prepared(
+            wallet, policy, request_id, f"approval:{approval_id}", b"", reservation, spent_entries(ctx),
+            requests, denials, verdict, idempotent=False, submit=bool(request.get("submit")),
+        )  # fmt: skip
+        return Pending(prepared, transaction, tuple(Pubkey.from_string(t) for t in request["lookup_tables"]))
+
+    def stored_tables(self, wallet_id: str, approval_id: str) -> tuple[Pubkey, ...]:
+        approval = self.s.store.get_approval(approval_id)
+        if approval.wallet_id != wallet_id:
+            raise ApiError(Code.NOT_FOUND, "not found")
+        request = json.loads(approval.request_payload)["request"]
+        return tuple(Pubkey.from_string(t) for t in request["lookup_tables"])

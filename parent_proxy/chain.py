@@ -1,0 +1,179 @@
+"""The chain seam: lookup-table contents, submission, latest blockhash, balances.
+
+`Chain` is the protocol; `LiteSvmChain` is the embedded adapter (solders' LiteSVM, for the self-host demo and
+tests) and `RpcChain` speaks Solana JSON-RPC over httpx (no solana-py at runtime). Every failure becomes
+`ChainError` (its message is a fixed phrase plus the RPC's error text, never a URL with credentials).
+
+Lookup-table contents read here are *trusted by the parent only*: the enclave re-checks them (it only uses them
+to resolve indices, and judges the resolved accounts). A table account must be owned by the address lookup table
+program and have the exact layout (56-byte header, then 32-byte addresses); anything else is an error, not a guess.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import httpx
+from solders.litesvm import LiteSVM
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+from solders.transaction_metadata import FailedTransactionMetadata
+
+ADDRESS_LOOKUP_TABLE_PROGRAM = Pubkey.from_string("AddressLookupTab1e1111111111111111111111111")
+LOOKUP_TABLE_META_BYTES = 56
+"""solana-address-lookup-table-program ``LOOKUP_TABLE_META_SIZE``."""
+MAX_LOOKUP_TABLE_ADDRESSES = 256
+MAX_TABLES_PER_REQUEST = 32
+RPC_TIMEOUT_SECONDS = 5.0
+
+
+class ChainError(Exception):
+    """The chain could not answer, or answered something malformed."""
+
+
+class Chain(Protocol):
+    async def lookup_tables(self, addresses: Sequence[Pubkey]) -> dict[Pubkey, tuple[Pubkey, ...]]:
+        """The contents of each named address lookup table; `ChainError` if any is missing or malformed."""
+        ...
+
+    async def submit(self, signed_transaction: bytes) -> str:
+        """Broadcast a fully signed transaction once; return its base58 signature. Never retried here."""
+        ...
+
+    async def latest_blockhash(self) -> str: ...
+
+    async def balance(self, address: Pubkey) -> int:
+        """Lamports held by ``address`` (0 if the account does not exist)."""
+        ...
+
+
+def parse_lookup_table(owner: Pubkey, data: bytes) -> tuple[Pubkey, ...]:
+    """Addresses of a lookup table account, after checking its owner and layout."""
+    # 1. Owned by the lookup table program (anyone can write those bytes into an account they own).
+    if owner != ADDRESS_LOOKUP_TABLE_PROGRAM:
+        raise ChainError("account is not an address lookup table")
+    # 2. Header present and a whole number of addresses after it, within the program's maximum.
+    body = len(data) - LOOKUP_TABLE_META_BYTES
+    if body < 0 or body % 32 or body // 32 > MAX_LOOKUP_TABLE_ADDRESSES:
+        raise ChainError("malformed address lookup table")
+    # 3. Discriminator: 1 = LookupTable (0 = uninitialized).
+    if int.from_bytes(data[0:4], "little") != 1:
+        raise ChainError("address lookup table is not initialized")
+    return tuple(Pubkey.from_bytes(data[i : i + 32]) for i in range(LOOKUP_TABLE_META_BYTES, len(data), 32))
+
+
+def _check_count(addresses: Sequence[Pubkey]) -> None:
+    if len(addresses) > MAX_TABLES_PER_REQUEST or len(set(addresses)) != len(addresses):
+        raise ChainError(f"at most {MAX_TABLES_PER_REQUEST} distinct lookup tables")
+
+
+class LiteSvmChain:
+    """The embedded chain. LiteSVM is not thread-safe: every call runs on the event loop thread."""
+
+    def __init__(self, svm: LiteSVM) -> None:
+        self.svm = svm
+
+    async def lookup_tables(self, addresses: Sequence[Pubkey]) -> dict[Pubkey, tuple[Pubkey, ...]]:
+        _check_count(addresses)
+        tables: dict[Pubkey, tuple[Pubkey, ...]] = {}
+        for address in addresses:
+            account = self.svm.get_account(address)
+            if account is None:
+                raise ChainError("address lookup table not found")
+            tables[address] = parse_lookup_table(account.owner, bytes(account.data))
+        return tables
+
+    async def submit(self, signed_transaction: bytes) -> str:
+        try:
+            tx = VersionedTransaction.from_bytes(signed_transaction)
+        except ValueError as exc:
+            raise ChainError("not a transaction") from exc
+        result = self.svm.send_transaction(tx)
+        if isinstance(result, FailedTransactionMetadata):
+            raise ChainError(f"transaction failed: {result.err()}")
+        return str(tx.signatures[0])
+
+    async def latest_blockhash(self) -> str:
+        return str(self.svm.latest_blockhash())
+
+    async def balance(self, address: Pubkey) -> int:
+        return int(self.svm.get_balance(address) or 0)
+
+
+class RpcChain:
+    """Solana JSON-RPC over an `httpx.AsyncClient` (its transport is the test seam)."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, *, commitment: str = "confirmed") -> None:
+        self._client = client
+        self._url = url
+        self._commitment = commitment
+        self._ids = itertools.count(1)
+
+    async def _call(self, method: str, params: list[Any]) -> Any:
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+        try:
+            response = await self._client.post(self._url, json=body, timeout=RPC_TIMEOUT_SECONDS)
+            response.raise_for_status()
+            answer = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ChainError(f"RPC {method} failed: {type(exc).__name__}") from exc
+        if not isinstance(answer, dict):
+            raise ChainError(f"RPC {method}: malformed answer")
+        if "error" in answer:
+            error = answer["error"]
+            message = error.get("message") if isinstance(error, dict) else None
+            raise ChainError(f"RPC {method} error: {str(message)[:200]}")
+        return answer.get("result")
+
+    async def lookup_tables(self, addresses: Sequence[Pubkey]) -> dict[Pubkey, tuple[Pubkey, ...]]:
+        _check_count(addresses)
+        if not addresses:
+            return {}
+        result = await self._call(
+            "getMultipleAccounts",
+            [[str(a) for a in addresses], {"encoding": "base64", "commitment": self._commitment}],
+        )
+        values = result.get("value") if isinstance(result, dict) else None
+        if not isinstance(values, list) or len(values) != len(addresses):
+            raise ChainError("RPC getMultipleAccounts: malformed answer")
+        tables: dict[Pubkey, tuple[Pubkey, ...]] = {}
+        for address, value in zip(addresses, values, strict=True):
+            if value is None:
+                raise ChainError("address lookup table not found")
+            try:
+                owner = Pubkey.from_string(value["owner"])
+                data = base64.b64decode(value["data"][0], validate=True)
+            except (KeyError, TypeError, IndexError, ValueError) as exc:
+                raise ChainError("RPC getMultipleAccounts: malformed account") from exc
+            tables[address] = parse_lookup_table(owner, data)
+        return tables
+
+    async def submit(self, signed_transaction: bytes) -> str:
+        encoded = base64.b64encode(signed_transaction).decode()
+        result = await self._call(
+            "sendTransaction",
+            [encoded, {"encoding": "base64", "maxRetries": 0, "preflightCommitment": self._commitment}],
+        )
+        if not isinstance(result, str):
+            raise ChainError("RPC sendTransaction: malformed answer")
+        return result
+
+    async def latest_blockhash(self) -> str:
+        result = await self._call("getLatestBlockhash", [{"commitment": self._commitment}])
+        try:
+            return str(result["value"]["blockhash"])
+        except (KeyError, TypeError) as exc:
+            raise ChainError("RPC getLatestBlockhash: malformed answer") from exc
+
+    async def balance(self, address: Pubkey) -> int:
+        result = await self._call("getBalance", [str(address), {"commitment": self._commitment}])
+        try:
+            value = result["value"]
+        except (KeyError, TypeError) as exc:
+            raise ChainError("RPC getBalance: malformed answer") from exc
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ChainError("RPC getBalance: malformed answer")
+        return value

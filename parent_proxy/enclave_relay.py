@@ -1,0 +1,181 @@
+"""The relay to the enclave: `EnclaveClient` calls, error translation, and keeping wallets loaded.
+
+The enclave keeps wallets and policies in memory only; after it restarts it knows none. Before each request that
+needs a wallet, `EnclaveRelay.ensure_wallet` loads it (the sealed blob, pinned to the stored agent key) and installs
+the stored owner-signed policy, once per (enclave session, wallet, policy sequence). If the enclave restarted in
+between, it answers ``unknown_wallet``; the relay forgets what it had loaded and the request fails with 503: it is
+never re-sent (no automatic retry of signing), the caller decides and the next request loads the wallet again.
+
+Translation (the one place enclave errors become API errors):
+
+====================================================== ===============================================
+enclave outcome                                        API
+====================================================== ===============================================
+``wallet_frozen``                                      403 ``wallet_frozen``
+``no_policy``                                          403 ``no_policy``
+``policy_invalid`` / ``order_invalid`` / ``message_invalid`` 403 ``enclave_refused``
+``policy_stale`` / ``order_stale``                     409 ``stale_policy`` / ``conflict``
+any other code, timeout, connection or framing failure, an answer of the wrong shape: 503 ``enclave_unavailable``
+====================================================== ===============================================
+"""
+
+from __future__ import annotations
+
+import logging
+
+from enclave_app.client import EnclaveClient
+from enclave_app.errors import EnclaveError, EnclaveRequestError
+from enclave_app.protocol import (
+    AttestationResponse,
+    ErrorCode,
+    LookupTable,
+    MessageSignatureResponse,
+    PolicyInstalledResponse,
+    SpentEntry,
+    StatusResponse,
+    TransactionDecisionResponse,
+    WalletFrozenResponse,
+    WalletResponse,
+)
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.store.model import Wallet
+
+logger = logging.getLogger(__name__)
+
+_REFUSALS = {
+    ErrorCode.WALLET_FROZEN: (Code.WALLET_FROZEN, "the enclave refuses: the wallet is frozen"),
+    ErrorCode.NO_POLICY: (Code.NO_POLICY, "the enclave has no policy for this wallet"),
+    ErrorCode.POLICY_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the policy"),
+    ErrorCode.ORDER_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the owner order"),
+    ErrorCode.MESSAGE_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the message"),
+    ErrorCode.POLICY_STALE: (Code.STALE_POLICY, "the enclave holds a newer policy"),
+    ErrorCode.ORDER_STALE: (Code.CONFLICT, "the enclave accepted a newer owner order"),
+}
+
+
+def translate_enclave_error(exc: EnclaveError) -> ApiError:
+    if isinstance(exc, EnclaveRequestError) and exc.code in _REFUSALS:
+        code, message = _REFUSALS[ErrorCode(exc.code)]
+        return ApiError(code, message)
+    return ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave is unavailable; nothing was signed")
+
+
+class EnclaveRelay:
+    """Wraps one `EnclaveClient`; every method raises `ApiError` on failure (see the module docstring)."""
+
+    def __init__(self, client: EnclaveClient) -> None:
+        self._client = client
+        self._loaded: dict[str, int] = {}  # wallet id -> policy sequence installed in the current enclave session
+
+    def forget(self, wallet_id: str | None = None) -> None:
+        """Forget what was loaded (all wallets, or one), so the next request loads it again."""
+        if wallet_id is None:
+            self._loaded.clear()
+        else:
+            self._loaded.pop(wallet_id, None)
+
+    async def ping(self) -> StatusResponse:
+        try:
+            return await self._client.ping()
+        except EnclaveError as exc:
+            raise translate_enclave_error(exc) from exc
+
+    async def attestation(self, nonce: bytes) -> AttestationResponse:
+        try:
+            return await self._client.attestation(nonce)
+        except EnclaveError as exc:
+            raise translate_enclave_error(exc) from exc
+
+    async def provision_wallet(self, wallet_id: str, owner_public_key: bytes) -> WalletResponse:
+        try:
+            answer = await self._client.provision_wallet(wallet_id, owner_public_key)
+        except EnclaveError as exc:
+            raise translate_enclave_error(exc) from exc
+        if answer.wallet_id != wallet_id or answer.sealed_blob is None:
+            raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave answered for another wallet")
+        self._loaded[wallet_id] = 0
+        return answer
+
+    async def ensure_wallet(self, wallet: Wallet) -> None:
+        """Load ``wallet`` and install its stored policy in the enclave unless done in this session."""
+        loaded = self._loaded.get(wallet.wallet_id)
+        if loaded is not None and loaded >= wallet.policy_sequence:
+            return
+        try:
+            if wallet.wallet_id not in self._loaded:
+                try:
+                    answer = await self._client.load_wallet(
+                        wallet.wallet_id,
+                        owner_public_key=wallet.owner_pubkey,
+                        agent_public_key=wallet.agent_pubkey,
+                        sealed_blob=wallet.sealed_key,
+                    )
+                except EnclaveRequestError as exc:
+                    if exc.code != ErrorCode.WALLET_EXISTS:
+                        raise
+                else:
+                    if answer.agent_public_key != wallet.agent_pubkey:
+                        raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave loaded another key")
+                self._loaded[wallet.wallet_id] = 0
+            if wallet.policy_document is not None and self._loaded[wallet.wallet_id] < wallet.policy_sequence:
+                try:
+                    await self._client.install_policy(wallet.wallet_id, wallet.policy_document)
+                except EnclaveRequestError as exc:
+                    if exc.code != ErrorCode.POLICY_STALE:
+                        raise
+                self._loaded[wallet.wallet_id] = wallet.policy_sequence
+        except EnclaveError as exc:
+            self.forget(wallet.wallet_id)
+            raise translate_enclave_error(exc) from exc
+
+    async def install_policy(self, wallet_id: str, signed_policy: bytes) -> PolicyInstalledResponse:
+        try:
+            return await self._client.install_policy(wallet_id, signed_policy)
+        except EnclaveError as exc:
+            raise translate_enclave_error(exc) from exc
+
+    async def sign_transaction(
+        self,
+        wallet_id: str,
+        transaction: bytes,
+        *,
+        lookup_tables: tuple[LookupTable, ...],
+        spent: tuple[SpentEntry, ...],
+        requests_in_window: int,
+        denials_in_window: int,
+        approval: bytes | None,
+    ) -> TransactionDecisionResponse:
+        try:
+            answer = await self._client.sign_transaction(
+                wallet_id,
+                transaction,
+                lookup_tables=lookup_tables,
+                spent=spent,
+                requests_in_window=requests_in_window,
+                denials_in_window=denials_in_window,
+                approval=approval,
+            )
+        except EnclaveError as exc:
+            if isinstance(exc, EnclaveRequestError) and exc.code == ErrorCode.UNKNOWN_WALLET:
+                self.forget()  # the enclave restarted: reload everything on the next requests
+            raise translate_enclave_error(exc) from exc
+        # A signed answer must carry both the signature and the transaction; anything else counts as unsigned.
+        if (answer.signature is None) != (answer.signed_transaction is None):
+            raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave answered a malformed decision")
+        return answer
+
+    async def sign_message(self, wallet_id: str, message: bytes) -> MessageSignatureResponse:
+        try:
+            return await self._client.sign_message(wallet_id, message)
+        except EnclaveError as exc:
+            if isinstance(exc, EnclaveRequestError) and exc.code == ErrorCode.UNKNOWN_WALLET:
+                self.forget()
+            raise translate_enclave_error(exc) from exc
+
+    async def set_frozen(self, wallet_id: str, frozen: bool, order: bytes) -> WalletFrozenResponse:
+        try:
+            if frozen:
+                return await self._client.freeze(wallet_id, order)
+            return await self._client.unfreeze(wallet_id, order)
+        except EnclaveError as exc:
+            raise translate_enclave_error(exc) from exc

@@ -1,0 +1,172 @@
+"""Owner request signatures: Ed25519 by the owner key over a canonical form of the request, replays refused.
+
+The signed bytes are ``policies.signing.signing_payload("owner-request", form)`` where ``form`` is::
+
+    {"method": "POST", "path": "/v1/wallets/w1/freeze", "body_sha256": "<hex>", "timestamp": 1700000000,
+     "nonce": "<16-64 chars of A-Z a-z 0-9 _ ->"}
+
+``path`` is the request path with its query string (``?a=b``) if any. The domain prefix of `policies.signing`
+(0xff + purpose) makes an owner request signature unusable as a transaction signature or as any other owner
+document, and the other way round. A KMS signature (``ED25519_SHA_512``, ``MessageType=RAW``) over the same bytes
+is the same signature.
+
+Headers: ``WAIaaS-Owner-Key`` (base58 public key), ``WAIaaS-Owner-Timestamp`` (unix seconds), ``WAIaaS-Owner-Nonce``,
+``WAIaaS-Owner-Signature`` (base58, 64 bytes).
+
+Verification, in order (`verify_owner_request`):
+1. all four headers present and well formed; the key is the one the caller expects (the wallet's owner key, or
+   one of the configured owner keys for wallet creation) -- else 401 ``owner_signature_invalid``;
+2. the signature verifies over the canonical form of *this* request (method, path, body hash) -- else 401;
+3. the timestamp is within ``max_skew`` seconds of now -- else 401 ``owner_request_replayed``;
+4. the nonce has not been seen in this scope -- else 401 ``owner_request_replayed``. Nonces are claimed only after
+   the signature verified, so nobody but the owner can fill the nonce registry.
+
+Caller's duties: pass the exact raw body bytes; check the body's own contents (owner documents inside carry their
+own signatures and bindings, see `parent_proxy.owner_documents`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.errors import IdempotencyInProgress, IdempotencyMismatch
+from parent_proxy.store.protocol import Store
+from policies.errors import PolicySignatureError
+from policies.signing import signing_payload, verify_owner_signature
+
+OWNER_REQUEST_PURPOSE = "owner-request"
+KEY_HEADER = "WAIaaS-Owner-Key"
+TIMESTAMP_HEADER = "WAIaaS-Owner-Timestamp"
+NONCE_HEADER = "WAIaaS-Owner-Nonce"
+SIGNATURE_HEADER = "WAIaaS-Owner-Signature"
+NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+MAX_MEMORY_NONCES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRequest:
+    """What the owner signs about one HTTP request."""
+
+    method: str
+    path: str
+    body: bytes
+    timestamp: int
+    nonce: str
+
+    def form(self) -> dict[str, str | int]:
+        return {
+            "method": self.method.upper(),
+            "path": self.path,
+            "body_sha256": hashlib.sha256(self.body).hexdigest(),
+            "timestamp": self.timestamp,
+            "nonce": self.nonce,
+        }
+
+    def payload(self) -> bytes:
+        """The exact bytes the owner key signs."""
+        return signing_payload(OWNER_REQUEST_PURPOSE, dict(self.form()))
+
+
+def owner_request_headers(request: OwnerRequest, owner: Pubkey, sign: Callable[[bytes], bytes]) -> dict[str, str]:
+    """The four headers for ``request``, signed with ``sign`` (a local key or KMS; owner tooling)."""
+    signature = sign(request.payload())
+    return {
+        KEY_HEADER: str(owner),
+        TIMESTAMP_HEADER: str(request.timestamp),
+        NONCE_HEADER: request.nonce,
+        SIGNATURE_HEADER: str(Signature.from_bytes(signature)),
+    }
+
+
+class NonceRegistry(Protocol):
+    def claim(self, scope: str | None, nonce: str, now: float) -> None:
+        """Record ``nonce`` as used in ``scope`` (a wallet id, or None); raise 401 if it was used before."""
+        ...
+
+
+class StoreNonceRegistry:
+    """Nonces kept in the shared store (so several parent instances refuse each other's replays) when the scope
+    is an existing wallet: an idempotency record under the key ``owner-nonce:<nonce>`` (agent keys live under
+    ``agent:``, so agents cannot collide with them). Scope None (wallet creation, before the wallet exists) uses
+    a bounded in-memory set: a replayed creation of the same wallet id conflicts with the stored wallet anyway.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._memory: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, scope: str | None, nonce: str, now: float) -> None:
+        if scope is None:
+            with self._lock:
+                if nonce in self._memory:
+                    raise ApiError(Code.OWNER_REQUEST_REPLAYED, "nonce already used")
+                self._memory[nonce] = None
+                while len(self._memory) > MAX_MEMORY_NONCES:
+                    self._memory.popitem(last=False)
+            return
+        key = f"owner-nonce:{nonce}"
+        marker = hashlib.sha256(key.encode()).digest()
+        try:
+            previous = self._store.begin_idempotent(scope, key, marker, now)
+        except (IdempotencyMismatch, IdempotencyInProgress) as exc:
+            raise ApiError(Code.OWNER_REQUEST_REPLAYED, "nonce already used") from exc
+        if previous is not None:
+            raise ApiError(Code.OWNER_REQUEST_REPLAYED, "nonce already used")
+        self._store.complete_idempotent(scope, key, marker, b"{}")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name)
+    if value is None or not value.strip():
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"missing {name} header")
+    return value.strip()
+
+
+def verify_owner_request(
+    headers: Mapping[str, str],
+    *,
+    method: str,
+    path: str,
+    body: bytes,
+    allowed_keys: frozenset[Pubkey],
+    now: float,
+    max_skew: float,
+    nonces: NonceRegistry,
+    scope: str | None,
+) -> Pubkey:
+    """Return the verified owner key, or raise `ApiError` (401). See the module docstring for the steps."""
+    # 1. Headers well formed, key expected.
+    try:
+        owner = Pubkey.from_string(_header(headers, KEY_HEADER))
+        signature = bytes(Signature.from_string(_header(headers, SIGNATURE_HEADER)))
+    except ValueError as exc:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "malformed owner key or signature") from exc
+    timestamp_text = _header(headers, TIMESTAMP_HEADER)
+    nonce = _header(headers, NONCE_HEADER)
+    if not re.fullmatch(r"[0-9]{1,12}", timestamp_text) or not NONCE_RE.fullmatch(nonce):
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "malformed owner timestamp or nonce")
+    if owner not in allowed_keys:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "owner signature is invalid")
+    # 2. Signature over this very request.
+    request = OwnerRequest(method, path, body, int(timestamp_text), nonce)
+    try:
+        verify_owner_signature(request.payload(), signature, owner)
+    except PolicySignatureError as exc:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "owner signature is invalid") from exc
+    # 3. Fresh.
+    if abs(now - request.timestamp) > max_skew:
+        raise ApiError(Code.OWNER_REQUEST_REPLAYED, "owner request timestamp outside the accepted window")
+    # 4. Never seen.
+    nonces.claim(scope, nonce, now)
+    return owner

@@ -1,0 +1,180 @@
+"""HTTP request and response bodies (pydantic, at the I/O edge only). Requests are strict: unknown fields,
+wrong types and out-of-range sizes are refused with 422 ``invalid_request``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from parent_proxy.api_errors import ApiError, Code
+
+BASE58_KEY = r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"
+BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
+WALLET_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+MAX_TRANSACTION_BASE64 = 1644
+"""4 * ceil(1232 / 3): the base64 length of the largest transaction (MAX_TRANSACTION_BYTES = 1232)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SignTransactionBody(_Strict):
+    transaction: str = Field(min_length=4, max_length=MAX_TRANSACTION_BASE64, pattern=BASE64)
+    idempotency_key: str = Field(pattern=r"^[\x21-\x7e]{1,200}$")
+    lookup_tables: list[str] = Field(default_factory=list, max_length=32)
+    submit: bool = False
+
+
+class SignMessageBody(_Strict):
+    message: str = Field(min_length=4, max_length=16_384, pattern=BASE64)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    reasons: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Receipt(BaseModel):
+    receipt: str = Field(description="CBOR receipt, base64")
+    signature: str = Field(description="enclave session key's Ed25519 signature over the receipt, base58")
+
+
+class Submission(BaseModel):
+    submitted: bool
+    signature: str | None = None
+    error: str | None = None
+
+
+class SignedTransaction(BaseModel):
+    status: Literal["signed"]
+    request_id: str
+    signature: str
+    signed_transaction: str
+    decision: dict[str, Any]
+    receipt: Receipt
+    submission: Submission | None
+
+
+class PendingApproval(BaseModel):
+    status: Literal["pending_approval"]
+    request_id: str
+    approval_id: str
+    decision: dict[str, Any]
+
+
+class SignedMessage(BaseModel):
+    signature: str
+    receipt: Receipt
+
+
+class LimitLeft(BaseModel):
+    asset: str
+    window_seconds: int
+    spent: str
+    automatic_left: str
+    approval_left: str
+
+
+class WalletView(BaseModel):
+    wallet_id: str
+    agent_public_key: str
+    owner_public_key: str
+    vault_address: str
+    frozen: bool
+    frozen_reason: str | None
+    policy_sequence: int
+    policy_sha256: str | None
+    limits: list[LimitLeft]
+
+
+class AttestationView(BaseModel):
+    document: str = Field(description="COSE_Sign1 attestation document, base64")
+    session_public_key: str
+    enclave_state: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    enclave: str
+    store: str
+
+
+# -- owner ---------------------------------------------------------------------------------------------------------
+
+
+class CreateWalletBody(_Strict):
+    wallet_id: str = Field(pattern=WALLET_ID)
+    owner_public_key: str = Field(pattern=BASE58_KEY)
+    vault_address: str | None = Field(default=None, pattern=BASE58_KEY)
+
+
+class CreatedWallet(BaseModel):
+    wallet_id: str
+    agent_public_key: str
+    vault_address: str
+
+
+class SignedEnvelope(_Strict):
+    document: dict[str, Any]
+    signature: str = Field(min_length=64, max_length=88, pattern=BASE58_KEY.replace("32,44", "64,88"))
+
+
+class EnvelopeBody(_Strict):
+    envelope: SignedEnvelope
+
+
+class IssuedTokenView(BaseModel):
+    token_id: str
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class PolicyInstalled(BaseModel):
+    wallet_id: str
+    sequence: int
+    policy_sha256: str
+    enclave_installed: bool
+
+
+class ApprovalDecided(BaseModel):
+    status: Literal["rejected", "signed"]
+    approval_id: str
+    transaction: SignedTransaction | None = None
+
+
+class FreezeState(BaseModel):
+    wallet_id: str
+    frozen: bool
+    enclave_acknowledged: bool
+
+
+class WebhookBody(_Strict):
+    url: str = Field(pattern=r"^https?://\S{1,2000}$")
+    secret: str = Field(min_length=24, max_length=344, pattern=BASE64, description="16-256 bytes, base64")
+
+
+class PendingApprovalView(BaseModel):
+    approval_id: str
+    created_at: float
+    request_sha256: str
+    request: dict[str, Any]
+
+
+def decode_base64(field: str, text: str) -> bytes:
+    """Strict base64 (the pattern above allows only the alphabet; padding and length are checked here)."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(Code.INVALID_REQUEST, f"{field}: not valid base64") from exc

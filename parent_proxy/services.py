@@ -1,0 +1,101 @@
+"""What the HTTP layer needs, assembled once: store, clock, enclave relay, chain, audit log, limits, caches.
+
+`Services` is built by `parent_proxy.app.build_services` from `Settings` in production and directly by tests
+(with a real store, the real enclave app or a seam double, and a settable clock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from solders.pubkey import Pubkey
+
+from parent_proxy.audit import AuditLog
+from parent_proxy.auth import RateLimiter
+from parent_proxy.chain import Chain
+from parent_proxy.clock import Clock
+from parent_proxy.enclave_relay import EnclaveRelay
+from parent_proxy.metrics import Metrics
+from parent_proxy.owner_auth import NonceRegistry
+from parent_proxy.store.model import Wallet
+from parent_proxy.store.protocol import Store
+from parent_proxy.webhooks import enqueue_event
+from policies.document import Policy
+from policies.signing import load_signed_policy
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_CACHED_POLICIES = 10_000
+
+
+@dataclass
+class Services:
+    store: Store
+    clock: Clock
+    relay: EnclaveRelay
+    chain: Chain
+    rate_limiter: RateLimiter
+    nonces: NonceRegistry
+    owner_keys: frozenset[Pubkey]
+    owner_max_skew_seconds: float
+    max_body_bytes: int
+    metrics: Metrics = field(default_factory=Metrics)
+    _policies: dict[tuple[str, int, bytes], Policy] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.audit = AuditLog(self.store, self.clock)
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """Run blocking store work off the event loop (one worker-thread hop per phase of a request)."""
+        return await anyio.to_thread.run_sync(function, *args)
+
+    def policy_for(self, wallet: Wallet) -> Policy | None:
+        """The wallet's installed policy, signature re-verified against the wallet's owner key (cached by hash)."""
+        document = wallet.policy_document
+        if document is None:
+            return None
+        key = (wallet.wallet_id, wallet.policy_sequence, hashlib.sha256(document).digest())
+        with self._lock:
+            cached = self._policies.get(key)
+        if cached is not None:
+            return cached
+        policy = load_signed_policy(document, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet.wallet_id)
+        with self._lock:
+            if len(self._policies) >= MAX_CACHED_POLICIES:
+                self._policies.clear()
+            self._policies[key] = policy
+        return policy
+
+    def audit_safely(
+        self, event_type: str, payload: object, *, wallet_id: str | None, receipt: bytes | None = None
+    ) -> bool:
+        """Append an audit record on a failure path; if even that fails, say so in the log (never raise)."""
+        try:
+            self.audit.append(event_type, payload, wallet_id=wallet_id, receipt=receipt)
+        except Exception:
+            logger.exception("audit record %s for wallet %s could not be written", event_type, wallet_id)
+            self.metrics.count("waiaas_audit_failures_total")
+            return False
+        return True
+
+    def notify(self, wallet_id: str, event_type: str, data: object) -> None:
+        """Queue a webhook notification (persistent outbox); a failure is logged, not raised: it is a notification."""
+        try:
+            if self.store.get_webhook(wallet_id) is None:
+                return
+            enqueue_event(self.store, self.clock, wallet_id, event_type, data)
+        except Exception:
+            logger.exception("webhook %s for wallet %s could not be queued", event_type, wallet_id)
+            self.metrics.count("waiaas_webhook_enqueue_failures_total")
+
+
+def canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,149 @@
+"""The parent proxy's configuration: one frozen `Settings` built once at start-up from the environment.
+
+Required values have no default and stop start-up with a message naming the variable; booleans are parsed
+strictly (``true``/``false`` only); numbers must parse and sit in a range. Security settings (who may create
+wallets, where the enclave is) have no defaults.
+
+=================================== ========== =====================================================================
+variable                            default    meaning
+=================================== ========== =====================================================================
+``WAIAAS_STATE``                    required   ``sqlite:/abs/path.db`` or ``dynamodb:<table>[@<region>]``
+``WAIAAS_ENCLAVE``                  required   enclave address: ``vsock:<cid>:<port>``, ``unix:/path``, ``tcp:h:p``
+``WAIAAS_OWNER_KEYS``               required   comma-separated base58 owner public keys allowed to create wallets
+``WAIAAS_CHAIN``                    required   ``litesvm`` (embedded, self-host demo) or ``rpc:<https url>``
+``WAIAAS_HOST``                     127.0.0.1  HTTP bind address
+``WAIAAS_PORT``                     8080       HTTP port
+``WAIAAS_MAX_BODY_BYTES``           16384      largest accepted HTTP request body (413 above)
+``WAIAAS_RATE_PER_SECOND``          20         sustained requests per agent token (429 above)
+``WAIAAS_RATE_BURST``               40         burst size per agent token
+``WAIAAS_ENCLAVE_TIMEOUT_SECONDS``  5          longest wait for one enclave answer (then 503, never a retry)
+``WAIAAS_OWNER_MAX_SKEW_SECONDS``   300        owner request timestamps further than this from now are refused
+=================================== ========== =====================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from solders.pubkey import Pubkey
+
+from enclave_app.errors import TransportError
+from enclave_app.transport import Address, parse_address
+
+_SQLITE = re.compile(r"sqlite:(/.+)")
+_DYNAMO = re.compile(r"dynamodb:([A-Za-z0-9_.-]{3,255})(?:@([a-z0-9-]{1,32}))?")
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or invalid. The message names the variable, never a secret value."""
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteState:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class DynamoState:
+    table: str
+    region: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    state: SqliteState | DynamoState
+    enclave: Address
+    owner_keys: frozenset[Pubkey]
+    chain: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 16 * 1024
+    rate_per_second: float = 20.0
+    rate_burst: int = 40
+    enclave_timeout_seconds: float = 5.0
+    owner_max_skew_seconds: int = 300
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"{name} is required")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = env.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", text.strip()) or not low <= int(text) <= high:
+        raise SettingsError(f"{name} must be an integer in [{low}, {high}]")
+    return int(text)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not low <= value <= high:
+        raise SettingsError(f"{name} must be a number in [{low}, {high}]")
+    return value
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """``true`` or ``false`` (any case); anything else is an error, not a silent False."""
+    lowered = text.strip().lower()
+    if lowered not in ("true", "false"):
+        raise SettingsError(f"{name} must be true or false")
+    return lowered == "true"
+
+
+def _state(text: str) -> SqliteState | DynamoState:
+    if match := _SQLITE.fullmatch(text):
+        return SqliteState(match.group(1))
+    if match := _DYNAMO.fullmatch(text):
+        return DynamoState(match.group(1), match.group(2))
+    raise SettingsError("WAIAAS_STATE must be sqlite:/absolute/path or dynamodb:<table>[@<region>]")
+
+
+def _owner_keys(text: str) -> frozenset[Pubkey]:
+    keys: set[Pubkey] = set()
+    for part in text.split(","):
+        try:
+            keys.add(Pubkey.from_string(part.strip()))
+        except ValueError as exc:
+            raise SettingsError("WAIAAS_OWNER_KEYS must be comma-separated base58 public keys") from exc
+    return frozenset(keys)
+
+
+def _chain(text: str) -> str:
+    if text == "litesvm" or re.fullmatch(r"rpc:https?://[^\s]{1,2000}", text):
+        return text
+    raise SettingsError("WAIAAS_CHAIN must be litesvm or rpc:<http(s) url>")
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build the settings from ``env`` (pass ``os.environ``); raise `SettingsError` naming the bad variable."""
+    try:
+        enclave = parse_address(_required(env, "WAIAAS_ENCLAVE"))
+    except TransportError as exc:
+        raise SettingsError("WAIAAS_ENCLAVE must be vsock:<cid>:<port>, unix:/path or tcp:<host>:<port>") from exc
+    return Settings(
+        state=_state(_required(env, "WAIAAS_STATE")),
+        enclave=enclave,
+        owner_keys=_owner_keys(_required(env, "WAIAAS_OWNER_KEYS")),
+        chain=_chain(_required(env, "WAIAAS_CHAIN")),
+        host=env.get("WAIAAS_HOST", "127.0.0.1"),
+        port=_int(env, "WAIAAS_PORT", 8080, 1, 65535),
+        max_body_bytes=_int(env, "WAIAAS_MAX_BODY_BYTES", 16 * 1024, 1024, 1024 * 1024),
+        rate_per_second=_float(env, "WAIAAS_RATE_PER_SECOND", 20.0, 0.1, 100_000.0),
+        rate_burst=_int(env, "WAIAAS_RATE_BURST", 40, 1, 1_000_000),
+        enclave_timeout_seconds=_float(env, "WAIAAS_ENCLAVE_TIMEOUT_SECONDS", 5.0, 0.01, 120.0),
+        owner_max_skew_seconds=_int(env, "WAIAAS_OWNER_MAX_SKEW_SECONDS", 300, 1, 3600),
+    )

@@ -1,0 +1,439 @@
+"""The signing request flow (DESIGN.md section 4), from an authenticated agent request to the answer.
+
+    1. idempotency: claim the key (a completed key replays its stored answer; another request under it is 409)
+    2. load the wallet and its owner-signed policy (a frozen wallet or a missing policy: 403)
+    3. first policy check: decode, and evaluate with the store's counters (spent per window, recent requests and
+       denials); the request is recorded for the rate rule
+    4. DENY / FREEZE: record the denial (FREEZE also freezes the wallet), audit, notify, 403 with the reasons
+       ESCALATE: a pending approval is created WITHOUT a reservation (nothing is held while the owner decides; the
+       amounts are reserved, against the approval ceilings, when the owner approves: `parent_proxy.approvals`),
+       audit, notify, 202 with the approval id
+       ALLOW: reserve the amounts atomically against the automatic thresholds of every period (a concurrent
+       request that got there first: 403 ``limit_exceeded``)
+    5. relay to the enclave (its decision is authoritative); commit the reservation only on a signed answer,
+       release it on anything else, including a timeout or a cancelled request
+    6. audit (with the enclave receipt) -- if the audit record cannot be written the signature is not handed out
+       and the reservation is released --, notify, optionally submit through the chain adapter, answer.
+
+Nothing is retried. A failure before any effect abandons the idempotency claim, so the caller may retry with the
+same key; a decision (deny, escalate, signed) is stored under the key and replayed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from enclave_app.protocol import LookupTable, SpentEntry, TransactionDecisionResponse
+from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.auth import Agent
+from parent_proxy.chain import ChainError
+from parent_proxy.clock import read_clock
+from parent_proxy.errors import LimitExceeded, ProxyError
+from parent_proxy.services import Services, canonical
+from parent_proxy.store.model import Approval, ApprovalStatus, Reservation, Wallet
+from policies.decision import Decision, Verdict
+from policies.document import Policy
+from policies.errors import DecodeError, PolicyEngineError
+from policies.evaluate import EvalContext, evaluate
+from policies.transaction import decode_transaction
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SignRequest:
+    """A validated agent request (see `parent_proxy.schemas.SignTransactionBody`)."""
+
+    transaction: bytes
+    idempotency_key: str
+    lookup_tables: tuple[Pubkey, ...]
+    submit: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transaction": base64.b64encode(self.transaction).decode(),
+            "idempotency_key": self.idempotency_key,
+            "lookup_tables": [str(t) for t in self.lookup_tables],
+            "submit": self.submit,
+        }
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(canonical(self.to_json())).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer: status and JSON body (errors are raised as `ApiError` instead)."""
+
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """State carried from the checks (step 1-4) to the relay (step 5)."""
+
+    wallet: Wallet
+    policy: Policy
+    request_id: str
+    key: str
+    digest: bytes
+    reservation: Reservation | None
+    spent: tuple[SpentEntry, ...]
+    requests_in_window: int
+    denials_in_window: int
+    decision: Decision
+    idempotent: bool = True
+    submit: bool = False
+
+
+def agent_key(idempotency_key: str) -> str:
+    return f"agent:{idempotency_key}"
+
+
+def limits_for(policy: Policy, assets: set[str], *, approved: bool) -> dict[tuple[str, int], int]:
+    """Reservation caps: the automatic thresholds for an ALLOW, the approval ceilings for an approved escalation."""
+    caps: dict[tuple[str, int], int] = {}
+    for limit in policy.rules.limits:
+        if limit.asset in assets:
+            for period in limit.periods:
+                caps[(limit.asset, period.window_seconds)] = period.tier.approval if approved else period.tier.automatic
+    return caps
+
+
+def eval_context(services: Services, wallet: Wallet, policy: Policy, now: float) -> tuple[EvalContext, int, int]:
+    store, wallet_id = services.store, wallet.wallet_id
+    spent = {
+        (asset, window): store.spent_in_window(wallet_id, asset, window, now)
+        for asset, window in policy.spend_windows()
+    }
+    rate = policy.rules.rate
+    requests = len(store.recent_requests(wallet_id, now - rate.window_seconds))
+    burst = policy.rules.freeze.denials
+    denials = 0 if burst is None else len(store.recent_denials(wallet_id, now - burst.window_seconds))
+    keys = frozenset({Pubkey.from_bytes(wallet.agent_pubkey)})  # the same wallet keys as the enclave's check
+    ctx = EvalContext(datetime.fromtimestamp(now, UTC), keys, spent, requests, denials)
+    return ctx, requests, denials
+
+
+def decide(policy: Policy, raw: bytes, tables: Mapping[Pubkey, Sequence[Pubkey]], ctx: EvalContext) -> Decision:
+    try:
+        tx: Any = decode_transaction(raw, lookup_tables=tables)
+    except DecodeError as exc:
+        tx = exc
+    return evaluate(policy, tx, ctx)
+
+
+def spent_entries(ctx: EvalContext) -> tuple[SpentEntry, ...]:
+    return tuple(SpentEntry(asset, window, amount) for (asset, window), amount in sorted(ctx.spent.items()))
+
+
+def wire_tables(tables: Mapping[Pubkey, Sequence[Pubkey]]) -> tuple[LookupTable, ...]:
+    return tuple(LookupTable(bytes(k), tuple(bytes(a) for a in v)) for k, v in tables.items())
+
+
+def refusal(decision: Decision, frozen: bool) -> ApiError:
+    reasons = [r.to_json() for r in decision.reasons]
+    if frozen:
+        return ApiError(Code.WALLET_FROZEN, "the request attacks the wallet: it is now frozen", reasons=reasons)
+    return ApiError(Code.POLICY_DENIED, "the policy denies this request", reasons=reasons)
+
+
+def error_answer(error: ApiError) -> dict[str, Any]:
+    """What is stored under an idempotency key for a refusal (replayed verbatim)."""
+    return {"status_code": error.status, "body": error.body()}
+
+
+class SignFlow:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    # -- step 1-4 (one worker-thread hop) ----------------------------------------------------------------------
+    def prepare(
+        self, agent: Agent, request: SignRequest, tables: Mapping[Pubkey, Sequence[Pubkey]]
+    ) -> Prepared | Answer:
+        s, wallet_id = self.s, agent.wallet_id
+        now = read_clock(s.clock)
+        key, digest = agent_key(request.idempotency_key), request.digest()
+        previous = s.store.begin_idempotent(wallet_id, key, digest, now)
+        if previous is not None:
+            data = json.loads(previous.response or b"{}")
+            return Answer(int(data["status_code"]), data["body"], replayed=True)
+        try:
+            return self._checks(agent, request, tables, key, digest)
+        except ApiError as error:
+            if error.code in (Code.POLICY_DENIED, Code.WALLET_FROZEN, Code.NO_POLICY, Code.LIMIT_EXCEEDED):
+                s.store.complete_idempotent(wallet_id, key, digest, canonical(error_answer(error)))
+            else:
+                self._abandon(wallet_id, key, digest)
+            raise
+        except BaseException as exc:
+            self._abandon(wallet_id, key, digest)
+            s.audit_safely("transaction.failed", {"stage": "checks", "error": type(exc).__name__}, wallet_id=wallet_id)
+            raise
+
+    def _abandon(self, wallet_id: str, key: str, digest: bytes) -> None:
+        try:
+            self.s.store.abandon_idempotent(wallet_id, key, digest)
+        except Exception:
+            logger.exception("idempotency claim for wallet %s could not be abandoned", wallet_id)
+
+    def _checks(
+        self,
+        agent: Agent,
+        request: SignRequest,
+        tables: Mapping[Pubkey, Sequence[Pubkey]],
+        key: str,
+        digest: bytes,
+    ) -> Prepared | Answer:
+        s, wallet_id = self.s, agent.wallet_id
+        request_id = uuid.uuid4().hex
+        base = {"request_id": request_id, "token_id": agent.token_id, "request_sha256": digest.hex()}
+        wallet = s.store.get_wallet(wallet_id)
+        if wallet.frozen:
+            s.audit.append("transaction.refused", {**base, "reason": "wallet frozen"}, wallet_id=wallet_id)
+            raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
+        try:
+            policy = s.policy_for(wallet)
+        except PolicyEngineError as exc:  # a stored policy that no longer verifies: refuse, loudly
+            logger.error("stored policy of wallet %s does not verify", wallet_id)
+            raise ApiError(Code.NO_POLICY, "the wallet has no valid policy") from exc
+        if policy is None:
+            s.audit.append("transaction.refused", {**base, "reason": "no policy"}, wallet_id=wallet_id)
+            raise ApiError(Code.NO_POLICY, "the wallet has no policy: everything is denied")
+        now = read_clock(s.clock)
+        ctx, requests, denials = eval_context(s, wallet, policy, now)
+        decision = decide(policy, request.transaction, tables, ctx)
+        s.store.record_request(wallet_id, now)
+        s.metrics.count("waiaas_decisions_total", verdict=decision.verdict.label, stage="proxy")
+        payload = {**base, "decision": decision.to_json()}
+        if decision.verdict >= Verdict.DENY:
+            frozen = decision.verdict is Verdict.FREEZE
+            s.store.record_denial(wallet_id, now)
+            if frozen:
+                reason = next(r.rule for r in decision.reasons if r.verdict is Verdict.FREEZE)
+                s.store.set_frozen(wallet_id, True, f"policy freeze trigger: {reason}")
+            s.audit.append("transaction.frozen" if frozen else "transaction.denied", payload, wallet_id=wallet_id)
+            s.notify(wallet_id, "wallet.frozen" if frozen else "transaction.denied", payload)
+            raise refusal(decision, frozen)
+        if decision.verdict is Verdict.ESCALATE:
+            approval_id = uuid.uuid4().hex
+            stored_request = canonical({"request": request.to_json(), "decision": decision.to_json(), **base})
+            s.store.create_approval(Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now))
+            body = {
+                "status": "pending_approval",
+                "request_id": request_id,
+                "approval_id": approval_id,
+                "decision": decision.to_json(),
+            }
+            s.audit.append("transaction.escalated", {**payload, "approval_id": approval_id}, wallet_id=wallet_id)
+            s.notify(wallet_id, "approval.pending", {**payload, "approval_id": approval_id})
+            s.store.complete_idempotent(wallet_id, key, digest, canonical({"status_code": 202, "body": body}))
+            return Answer(202, body)
+        reservation = self.reserve(wallet, policy, decision, request_id, now, approved=False, audit_base=payload)
+        return Prepared(
+            wallet, policy, request_id, key, digest, reservation, spent_entries(ctx), requests, denials, decision
+        )
+
+    def reserve(
+        self,
+        wallet: Wallet,
+        policy: Policy,
+        decision: Decision,
+        request_id: str,
+        now: float,
+        *,
+        approved: bool,
+        audit_base: dict[str, Any],
+    ) -> Reservation | None:
+        amounts = {r.asset: r.amount for r in decision.reservations if r.amount > 0}
+        if not amounts:
+            return None
+        caps = limits_for(policy, set(amounts), approved=approved)
+        try:
+            return self.s.store.reserve(wallet.wallet_id, request_id, amounts, caps, now)
+        except LimitExceeded as exc:
+            reasons = [
+                {"verdict": "deny", "rule": "reservation", "message": "period limit reached by concurrent requests",
+                 "seen": f"{asset}/{window}s", "allowed": str(cap)}
+                for (asset, window), (_total, cap) in sorted(exc.excess.items())
+            ]  # fmt: skip
+            self.s.audit.append(
+                "transaction.denied", {**audit_base, "reservation": reasons}, wallet_id=wallet.wallet_id
+            )
+            raise ApiError(Code.LIMIT_EXCEEDED, "the period limit was reached", reasons=reasons) from exc
+
+    # -- step 5 (async) -----------------------------------------------------------------------------------------
+    async def relay(
+        self, prepared: Prepared, transaction: bytes, tables: Mapping[Pubkey, Sequence[Pubkey]], approval: bytes | None
+    ) -> TransactionDecisionResponse:
+        s = self.s
+        await s.relay.ensure_wallet(prepared.wallet)
+        return await s.relay.sign_transaction(
+            prepared.wallet.wallet_id,
+            transaction,
+            lookup_tables=wire_tables(tables),
+            spent=prepared.spent,
+            requests_in_window=prepared.requests_in_window,
+            denials_in_window=prepared.denials_in_window,
+            approval=approval,
+        )
+
+    # -- step 5-6 (worker-thread hops) ---------------------------------------------------------------------------
+    def failed(self, prepared: Prepared, exc: BaseException) -> None:
+        """Nothing was signed (or nobody got the signature): release, audit, free the idempotency key."""
+        s, wallet_id = self.s, prepared.wallet.wallet_id
+        if prepared.reservation is not None:
+            try:
+                s.store.release(prepared.reservation)
+            except Exception:
+                logger.exception("reservation %s could not be released", prepared.request_id)
+        error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
+        s.audit_safely(
+            "transaction.failed", {"request_id": prepared.request_id, "stage": "enclave", "error": error},
+            wallet_id=wallet_id,
+        )  # fmt: skip
+        if prepared.idempotent:
+            self._abandon(wallet_id, prepared.key, prepared.digest)
+
+    def finish(self, prepared: Prepared, answer: TransactionDecisionResponse, submit: bool) -> Answer:
+        """Step 6 for a well-formed enclave answer: commit or release, audit, notify; raise for a refusal."""
+        s, wallet_id = self.s, prepared.wallet.wallet_id
+        verdict = answer.decision.get("verdict")
+        reasons = answer.decision.get("reasons")
+        base = {"request_id": prepared.request_id, "decision": answer.decision}
+        receipt = answer.receipt + answer.receipt_signature
+        s.metrics.count("waiaas_decisions_total", verdict=str(verdict), stage="enclave")
+        if answer.signature is None or answer.signed_transaction is None or verdict not in ("allow", "escalate"):
+            if prepared.reservation is not None:
+                s.store.release(prepared.reservation)
+            frozen = verdict == "freeze"
+            if frozen:
+                s.store.set_frozen(wallet_id, True, "enclave freeze decision")
+            s.store.record_denial(wallet_id, read_clock(s.clock))
+            s.audit.append("transaction.refused", base, wallet_id=wallet_id, receipt=receipt)
+            s.notify(wallet_id, "transaction.denied", base)
+            error = ApiError(
+                Code.WALLET_FROZEN if frozen else Code.ENCLAVE_REFUSED,
+                "the enclave refused to sign",
+                reasons=reasons if isinstance(reasons, list) else [],
+            )
+            if prepared.idempotent:
+                s.store.complete_idempotent(wallet_id, prepared.key, prepared.digest, canonical(error_answer(error)))
+            raise error
+        body = {
+            "status": "signed",
+            "request_id": prepared.request_id,
+            "signature": str(Signature.from_bytes(answer.signature)),
+            "signed_transaction": base64.b64encode(answer.signed_transaction).decode(),
+            "decision": answer.decision,
+            "receipt": {
+                "receipt": base64.b64encode(answer.receipt).decode(),
+                "signature": str(Signature.from_bytes(answer.receipt_signature)),
+            },
+            "submission": None,
+        }
+        # The audit record comes before the signature leaves: no record, no signature.
+        try:
+            s.audit.append("transaction.signed", {**base, "signature": body["signature"]}, wallet_id=wallet_id,
+                           receipt=receipt)  # fmt: skip
+        except BaseException:
+            if prepared.reservation is not None:
+                s.store.release(prepared.reservation)
+            raise
+        if prepared.reservation is not None:
+            s.store.commit(prepared.reservation)
+        s.notify(wallet_id, "transaction.signed", {"request_id": prepared.request_id, "signature": body["signature"]})
+        if not submit:
+            self.complete(prepared, 200, body)
+        return Answer(200, body)
+
+    def complete(self, prepared: Prepared, status: int, body: dict[str, Any]) -> None:
+        if not prepared.idempotent:
+            return
+        try:
+            self.s.store.complete_idempotent(
+                prepared.wallet.wallet_id,
+                prepared.key,
+                prepared.digest,
+                canonical({"status_code": status, "body": body}),
+            )
+        except ProxyError:
+            logger.exception("idempotency record for request %s could not be completed", prepared.request_id)
+
+    async def submit(self, prepared: Prepared, answer: Answer) -> Answer:
+        """Broadcast once through the chain adapter; a failure is reported in the answer, never retried."""
+        signed = base64.b64decode(answer.body["signed_transaction"])
+        try:
+            signature = await self.s.chain.submit(signed)
+            submission: dict[str, Any] = {"submitted": True, "signature": signature}
+        except ChainError as exc:
+            submission = {"submitted": False, "error": str(exc)[:300]}
+        body = {**answer.body, "submission": submission}
+        await self.s.run(self._record_submission, prepared, body)
+        return Answer(200, body)
+
+    def _record_submission(self, prepared: Prepared, body: dict[str, Any]) -> None:
+        self.s.audit_safely(
+            "transaction.submitted", {"request_id": prepared.request_id, **body["submission"]},
+            wallet_id=prepared.wallet.wallet_id,
+        )  # fmt: skip
+        self.complete(prepared, 200, body)
+
+    # -- the whole flow -----------------------------------------------------------------------------------------
+    async def run(
+        self,
+        agent: Agent,
+        request: SignRequest,
+        tables: Mapping[Pubkey, Sequence[Pubkey]],
+    ) -> Answer:
+        s = self.s
+        try:
+            prepared = await s.run(self.prepare, agent, request, tables)
+        except (ProxyError, PolicyEngineError) as exc:
+            raise translate(exc) from exc
+        if isinstance(prepared, Answer):
+            return prepared
+        return await self.sign_prepared(prepared, request.transaction, tables, None, request.submit)
+
+    async def sign_prepared(
+        self,
+        prepared: Prepared,
+        transaction: bytes,
+        tables: Mapping[Pubkey, Sequence[Pubkey]],
+        approval: bytes | None,
+        submit: bool,
+    ) -> Answer:
+        s = self.s
+        try:
+            enclave_answer = await self.relay(prepared, transaction, tables, approval)
+        except BaseException as exc:  # includes cancellation: the reservation must not leak
+            with anyio.CancelScope(shield=True):
+                await s.run(self.failed, prepared, exc)
+            if isinstance(exc, ApiError):
+                raise
+            if isinstance(exc, Exception):
+                raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave is unavailable; nothing was signed") from exc
+            raise
+        try:
+            answer = await s.run(self.finish, prepared, enclave_answer, submit)
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise translate(exc) from exc
+        if submit:
+            return await self.submit(prepared, answer)
+        return answer

@@ -1,0 +1,237 @@
+"""Test harness for the HTTP API: the real enclave app (development NSM, local sealer) served over a Unix socket
+from its own thread and event loop, a real SQLite store, an embedded LiteSVM chain, and owner-signed calls.
+
+Seam doubles used by some tests (under tests/ only): a clock that can be made to fail, a store wrapper whose named
+methods raise `StoreUnavailable`, and raw socket servers that never answer or answer nonsense.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.system_program import TransferParams, transfer
+from solders.transaction import Transaction
+
+from enclave_app.client import EnclaveClient
+from enclave_app.dev_nsm import UnsafeDevelopmentNsm
+from enclave_app.sealing import LocalSealer
+from enclave_app.server import EnclaveServer, Handler
+from enclave_app.state import Enclave
+from enclave_app.transport import UnixAddress
+from parent_proxy.app import create_app
+from parent_proxy.auth import RateLimiter
+from parent_proxy.chain import LiteSvmChain
+from parent_proxy.enclave_relay import EnclaveRelay
+from parent_proxy.errors import StoreUnavailable
+from parent_proxy.owner_auth import OwnerRequest, StoreNonceRegistry, owner_request_headers
+from parent_proxy.services import Services
+from parent_proxy.store.sqlite import SqliteStore
+from policies.signing import POLICY_PURPOSE, sign_document
+from tests.support.policies import example_policy, owner_public_key
+
+LAMPORTS_PER_SOL = 1_000_000_000
+
+
+class SwitchableClock:
+    """The system clock, until ``broken`` is set: then every read raises."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def now(self) -> float:
+        if self.broken:
+            raise OSError("clock device unreadable")
+        return time.time()
+
+
+class FailingStore:
+    """Wraps a real store; the methods named in ``failing`` raise `StoreUnavailable` (the cloud/disk seam)."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner = inner
+        self.failing: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name in self.failing:
+
+            def fail(*_: Any, **__: Any) -> Any:
+                raise StoreUnavailable("injected: store unreachable")
+
+            return fail
+        return attribute
+
+
+class LoopThread:
+    """An event loop in a daemon thread, for servers the app talks to while TestClient runs the app elsewhere."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+
+def start_enclave(loop: LoopThread, path: Path) -> asyncio.Server:
+    async def start() -> asyncio.Server:
+        nsm = UnsafeDevelopmentNsm(pcrs={0: bytes(48)})
+        enclave = Enclave(nsm=nsm, clock=lambda: datetime.now(UTC))
+        handler = Handler(enclave, LocalSealer(b"operator-secret-for-tests-only!!"))
+        return await EnclaveServer(handler).start(UnixAddress(str(path)))
+
+    server: asyncio.Server = loop.run(start())
+    return server
+
+
+def start_raw_server(loop: LoopThread, path: Path, handle: Callable[..., Any]) -> asyncio.Server:
+    async def start() -> asyncio.Server:
+        return await asyncio.start_unix_server(handle, str(path))
+
+    server: asyncio.Server = loop.run(start())
+    return server
+
+
+@dataclass
+class Harness:
+    client: TestClient
+    services: Services
+    store: Any
+    clock: SwitchableClock
+    owner: Ed25519PrivateKey
+    socket: Path
+    wallet_id: str = "w1"
+    agent: Pubkey = field(default_factory=Pubkey.default)
+    token: str = ""
+    token_id: str = ""
+
+    @property
+    def owner_pub(self) -> Pubkey:
+        return owner_public_key(self.owner)
+
+    def owner_call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        key: Ed25519PrivateKey | None = None,
+        timestamp: int | None = None,
+        nonce: str | None = None,
+    ) -> Any:
+        content = b"" if body is None else json.dumps(body).encode()
+        signer = key or self.owner
+        request = OwnerRequest(
+            method, path, content, int(time.time()) if timestamp is None else timestamp, nonce or secrets.token_hex(16)
+        )
+        headers = owner_request_headers(request, owner_public_key(signer), signer.sign)
+        headers["Content-Type"] = "application/json"
+        return self.client.request(method, path, content=content, headers=headers)
+
+    def sign(self, tx: bytes, key: str | None = None, token: str | None = None, **extra: Any) -> Any:
+        import base64
+
+        body = {"transaction": base64.b64encode(tx).decode(), "idempotency_key": key or secrets.token_hex(8), **extra}
+        return self.client.post(
+            f"/v1/wallets/{self.wallet_id}/transactions/sign",
+            json=body,
+            headers={"Authorization": f"Bearer {token or self.token}"},
+        )
+
+    def policy(self, sequence: int = 1, **rules: Any) -> dict[str, Any]:
+        doc = example_policy()
+        doc["wallet_id"], doc["sequence"] = self.wallet_id, sequence
+        doc["rules"].update(rules)
+        return sign_document(POLICY_PURPOSE, doc, self.owner)
+
+    def transfer(self, lamports: int, to: Pubkey, *, instructions: tuple[Instruction, ...] = ()) -> bytes:
+        ixs = [
+            set_compute_unit_price(1_000),
+            set_compute_unit_limit(50_000),
+            transfer(TransferParams(from_pubkey=self.agent, to_pubkey=to, lamports=lamports)),
+            *instructions,
+        ]
+        message = Message.new_with_blockhash(ixs, self.agent, Hash.new_unique())
+        return bytes(Transaction.new_unsigned(message))
+
+    def audit_events(self) -> list[str]:
+        return [r.event_type for r in self.store.audit_records(0, 10_000)]
+
+    def spent(self, asset: str = "SOL", window: int = 86_400) -> int:
+        return int(self.store.spent_in_window(self.wallet_id, asset, window, time.time()))
+
+
+def build_harness(tmp_path: Path, loop: LoopThread, *, enclave_timeout: float = 5.0, rate: float = 1000.0) -> Harness:
+    from solders.litesvm import LiteSVM
+
+    socket = tmp_path / "enclave.sock"
+    store = FailingStore(SqliteStore(tmp_path / "state.db"))
+    clock = SwitchableClock()
+    owner = Ed25519PrivateKey.generate()
+    services = Services(
+        store=store,  # type: ignore[arg-type]
+        clock=clock,
+        relay=EnclaveRelay(EnclaveClient(UnixAddress(str(socket)), timeout=enclave_timeout)),
+        chain=LiteSvmChain(LiteSVM()),
+        rate_limiter=RateLimiter(rate, int(rate)),
+        nonces=StoreNonceRegistry(store),  # type: ignore[arg-type]
+        owner_keys=frozenset({owner_public_key(owner)}),
+        owner_max_skew_seconds=300,
+        max_body_bytes=16 * 1024,
+    )
+    client = TestClient(create_app(services), raise_server_exceptions=False)
+    return Harness(client, services, store, clock, owner, socket)
+
+
+def provision(h: Harness, policy: dict[str, Any] | None = None) -> None:
+    """Create wallet ``h.wallet_id``, issue a token, install ``policy`` (default: the example)."""
+    created = h.owner_call("POST", "/v1/wallets", {"wallet_id": h.wallet_id, "owner_public_key": str(h.owner_pub)})
+    if created.status_code != 201:
+        raise AssertionError(created.text)
+    h.agent = Pubkey.from_string(created.json()["agent_public_key"])
+    issued = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/tokens")
+    h.token, h.token_id = issued.json()["token"], issued.json()["token_id"]
+    installed = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": policy or h.policy()})
+    if installed.status_code != 200:
+        raise AssertionError(installed.text)
+
+
+def signature_of(response: Any) -> Signature:
+    return Signature.from_string(response.json()["signature"])
+
+
+def running_harness(tmp_path: Path, **kwargs: Any) -> Iterator[Harness]:
+    loop = LoopThread()
+    server = None
+    try:
+        h = build_harness(tmp_path, loop, **kwargs)
+        server = start_enclave(loop, h.socket)
+        with h.client:
+            yield h
+    finally:
+        if server is not None:
+            server.close()
+        loop.stop()
