@@ -9,12 +9,12 @@ in the container              locally
 ============================  ===========================================================================
 ``python``                    this interpreter (``sys.executable``: the venv with the project installed)
 ``/run/waiaas/...``           ``<root>/socket/...``   (the shared socket volume; selfhost.paths)
-``/var/lib/waiaas/sealed``    ``<root>/sealed``       (sealed-keys volume)
 ``/var/lib/waiaas/state``     ``<root>/state``        (state volume)
 ``/run/secrets/<target>``     ``<root>/secrets/<target>``: the test's unseal secret, mode 0400
 ``WAIAAS_HOST=0.0.0.0``       ``127.0.0.1`` (the container's interfaces become this machine's loopback)
 published port target 8080    a free loopback port, in ``WAIAAS_PORT`` and in the healthcheck URL
-process environment           only PATH and HOME, plus the service's ``environment``: nothing of the caller's
+process environment           PATH, HOME, PYTHONPATH (this checkout) and the service's ``environment``: nothing
+                              else of the caller's
 ============================  ===========================================================================
 
 A value that mentions any other container path is refused (selfhost.paths.PathMappingError), so a new mount in
@@ -124,8 +124,17 @@ def plan(
     return services
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def _base_env(root: Path) -> dict[str, str]:
-    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    # PYTHONPATH: the services import the same source tree as the tests, whatever the venv has installed.
+    return {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(root),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def _tail(path: Path) -> str:
