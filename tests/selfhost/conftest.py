@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
-from tests.selfhost.compose import COMPOSE_FILE, load_config, write_env_file
+from tests.selfhost.compose_config import COMPOSE_FILE, load_config, write_env_file
 
 EnvFactory = Callable[..., Path]
 

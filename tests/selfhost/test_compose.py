@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from selfhost import paths
-from tests.selfhost.compose import COMPOSE_FILE, load_config, run_config
+from tests.selfhost.compose_config import COMPOSE_FILE, load_config, run_config
 from tests.selfhost.conftest import EnvFactory
 
 # ---------------------------------------------------------------------------------------------------- helpers

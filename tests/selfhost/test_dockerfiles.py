@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from selfhost import paths
-from tests.selfhost.compose import REPO, SELFHOST
+from tests.selfhost.compose_config import REPO, SELFHOST
 
 DOCKERFILES = {"signer": SELFHOST / "Dockerfile.signer", "proxy": SELFHOST / "Dockerfile.proxy"}
 LOCK = SELFHOST / "requirements.lock"

@@ -33,7 +33,7 @@ from enclave_app.protocol import EnclaveState
 from enclave_app.sealing import SCHEME_LOCAL
 from selfhost import paths
 from selfhost.paths import PathMappingError
-from tests.selfhost.compose import SELFHOST, load_config
+from tests.selfhost.compose_config import SELFHOST, load_config
 from tests.selfhost.conftest import EnvFactory
 from tests.selfhost.local_stack import StackError, command_exists, free_port, plan, run_stack
 
