@@ -71,6 +71,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         return
     request.getfixturevalue("aws_env")
     from moto import mock_aws
+
     from parent_proxy.store.dynamodb import DynamoStore, create_table
 
     with mock_aws():
