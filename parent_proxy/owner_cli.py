@@ -1,0 +1,169 @@
+"""``waiaas owner ...``: the owner's tools. Every command signs with the owner key, from a local Solana keypair
+file (``--keypair``) or AWS KMS (``--kms-key-id`` with ``--role-arn`` ... ``--mfa-serial`` ``--mfa-code``).
+
+    waiaas owner pubkey                                  print the owner public key
+    waiaas owner sign-policy POLICY.json                 print the signed policy envelope
+    waiaas owner approve --wallet W --transaction B64    print a signed approval of that transaction's message
+    waiaas owner freeze|unfreeze --wallet W --sequence N print a signed freeze / unfreeze order
+    waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
+
+Exit codes: 0 done, 1 the server refused (``call``), 2 bad input or the key could not be used. Key material and
+clear agent tokens are never logged; ``call`` prints the server's answer (which, for token issue, holds the token
+once) to stdout only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from solders.signature import Signature
+
+from parent_proxy.approvals import message_hash
+from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
+from parent_proxy.owner_documents import (
+    APPROVAL_PURPOSE,
+    FREEZE_PURPOSE,
+    MAX_ORDER_LIFETIME_SECONDS,
+    UNFREEZE_PURPOSE,
+    approval_document,
+    freeze_document,
+)
+from parent_proxy.owner_signers import (
+    KmsOwnerSigner,
+    LocalOwnerSigner,
+    OwnerKeyError,
+    OwnerSigner,
+    RoleChain,
+    boto3_factory,
+)
+from policies.canonical import parse_json_object
+from policies.document import policy_from_object
+from policies.errors import PolicyEngineError
+from policies.signing import POLICY_PURPOSE, signing_payload
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+DEFAULT_ORDER_LIFETIME = 600
+
+
+class _InputError(Exception):
+    pass
+
+
+def register(subparsers: Any) -> None:
+    owner = subparsers.add_parser("owner", help="owner tools: sign policies, approvals, freeze orders, API calls")
+    key = owner.add_argument_group("owner key (one of)")
+    key.add_argument("--keypair", type=Path, help="Solana CLI keypair file (self-host)")
+    key.add_argument("--kms-key-id", help="KMS key id or ARN (ECC_NIST_EDWARDS25519)")
+    key.add_argument("--role-arn", action="append", default=[], help="role to assume, in chain order (repeatable)")
+    key.add_argument("--mfa-serial", help="MFA device ARN for the first assume-role hop")
+    key.add_argument("--mfa-code", help="current 6-digit MFA code")
+    key.add_argument("--region", help="AWS region")
+    commands = owner.add_subparsers(dest="owner_command", required=True, metavar="ACTION")
+
+    commands.add_parser("pubkey", help="print the owner public key")
+
+    policy = commands.add_parser("sign-policy", help="sign a policy document")
+    policy.add_argument("policy", type=Path)
+
+    approve = commands.add_parser("approve", help="sign an approval of one escalated transaction")
+    approve.add_argument("--wallet", required=True)
+    approve.add_argument("--transaction", required=True, help="the transaction as the agent sent it, base64")
+    approve.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME)
+
+    for name in ("freeze", "unfreeze"):
+        order = commands.add_parser(name, help=f"sign a {name} order")
+        order.add_argument("--wallet", required=True)
+        order.add_argument("--sequence", required=True, type=int, help="above the last order's sequence")
+        order.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME)
+
+    call = commands.add_parser("call", help="send an owner-signed request to the API")
+    call.add_argument("--url", required=True, help="base URL of the parent proxy, e.g. http://127.0.0.1:8080")
+    call.add_argument("method", choices=["GET", "POST", "PUT", "DELETE"])
+    call.add_argument("path", help="e.g. /v1/wallets/w1/tokens")
+    call.add_argument("--body", type=Path, help="JSON body file")
+    owner.set_defaults(func=run)
+
+
+def signer_from_args(args: argparse.Namespace) -> OwnerSigner:
+    if (args.keypair is None) == (args.kms_key_id is None):
+        raise _InputError("give exactly one of --keypair or --kms-key-id")
+    if args.keypair is not None:
+        return LocalOwnerSigner.from_file(args.keypair)
+    if not args.role_arn or not args.mfa_serial or not args.mfa_code:
+        raise _InputError("--kms-key-id needs --role-arn (at least one), --mfa-serial and --mfa-code")
+    chain = RoleChain(args.role_arn, args.mfa_serial, args.mfa_code)
+    return KmsOwnerSigner.with_role_chain(boto3_factory(args.region), chain, args.kms_key_id)
+
+
+def envelope(signer: OwnerSigner, purpose: str, document: dict[str, Any]) -> dict[str, Any]:
+    signature = signer.sign(signing_payload(purpose, document))
+    return {"document": document, "signature": str(Signature.from_bytes(signature))}
+
+
+def _lifetime(seconds: int) -> int:
+    if not 1 <= seconds <= MAX_ORDER_LIFETIME_SECONDS:
+        raise _InputError(f"--expires-in must be 1-{MAX_ORDER_LIFETIME_SECONDS} seconds")
+    return int(time.time()) + seconds
+
+
+def _print(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        signer = signer_from_args(args)
+        command = args.owner_command
+        if command == "pubkey":
+            sys.stdout.write(f"{signer.public_key}\n")
+        elif command == "sign-policy":
+            document = parse_json_object(args.policy.read_bytes(), what="policy")
+            policy_from_object(document)  # refuse to sign an invalid policy
+            _print(envelope(signer, POLICY_PURPOSE, document))
+        elif command == "approve":
+            try:
+                raw = base64.b64decode(args.transaction, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise _InputError("--transaction is not base64") from exc
+            document = approval_document(args.wallet, message_hash(raw), _lifetime(args.expires_in))
+            _print(envelope(signer, APPROVAL_PURPOSE, document))
+        elif command in ("freeze", "unfreeze"):
+            if args.sequence < 1:
+                raise _InputError("--sequence must be >= 1")
+            purpose = FREEZE_PURPOSE if command == "freeze" else UNFREEZE_PURPOSE
+            _print(envelope(signer, purpose, freeze_document(args.wallet, args.sequence, _lifetime(args.expires_in))))
+        else:
+            return call(args, signer)
+    except (_InputError, OwnerKeyError, PolicyEngineError, OSError) as exc:
+        sys.stderr.write(f"owner {args.owner_command}: {exc}\n")
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def call(args: argparse.Namespace, signer: OwnerSigner, client: httpx.Client | None = None) -> int:
+    body = b"" if args.body is None else args.body.read_bytes()
+    request = OwnerRequest(args.method, args.path, body, int(time.time()), secrets.token_urlsafe(24))
+    headers = owner_request_headers(request, signer.public_key, signer.sign)
+    if body:
+        headers["Content-Type"] = "application/json"
+    http = client or httpx.Client(timeout=30.0)
+    try:
+        response = http.request(args.method, args.url.rstrip("/") + args.path, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise _InputError(f"request failed: {type(exc).__name__}") from exc
+    finally:
+        if client is None:
+            http.close()
+    sys.stdout.write(response.text + ("\n" if not response.text.endswith("\n") else ""))
+    return EXIT_OK if response.is_success else EXIT_REFUSED

@@ -1,0 +1,196 @@
+"""The owner's signing key, behind one small seam: a local Solana keypair file (self-host) or AWS KMS (cloud).
+
+`OwnerSigner.sign(message)` returns a pure Ed25519 signature over ``message`` (the exact bytes of
+`policies.signing.signing_payload` or of an owner request), so both produce the same signatures for the same key.
+
+KMS (DESIGN.md section 3): ``kms:Sign`` with ``SigningAlgorithm=ED25519_SHA_512`` and ``MessageType=RAW`` (never
+``ED25519_PH_SHA_512``), called with credentials from an assume-role chain whose first hop carries MFA
+(``SerialNumber`` + ``TokenCode``). Every KMS signature is verified against the key's public key before use, so a
+wrong key id or a misbehaving endpoint cannot produce an owner document that the proxy would later refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import boto3
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_der_public_key
+from solders.pubkey import Pubkey
+
+KMS_SIGNING_ALGORITHM = "ED25519_SHA_512"
+KMS_MESSAGE_TYPE = "RAW"
+MAX_KMS_RAW_MESSAGE_BYTES = 4096
+"""KMS Sign: a RAW message is at most 4096 bytes (larger needs a digest, which pure Ed25519 cannot use)."""
+MAX_ROLE_CHAIN = 5
+SESSION_SECONDS = 900
+"""Shortest STS session: owner actions are one-off."""
+
+
+class OwnerKeyError(Exception):
+    """The owner key could not be loaded or used. Never carries key material."""
+
+
+class OwnerSigner(Protocol):
+    @property
+    def public_key(self) -> Pubkey: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def load_keypair_file(path: Path) -> Ed25519PrivateKey:
+    """A Solana CLI keypair file: a JSON array of 64 bytes (32-byte seed, then the public key, which must match)."""
+    try:
+        mode = path.stat().st_mode
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise OwnerKeyError("keypair file unreadable or not JSON") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise OwnerKeyError("keypair file is readable by group or others (chmod 600 it)")
+    if not isinstance(data, list) or len(data) != 64 or not all(type(b) is int and 0 <= b <= 255 for b in data):
+        raise OwnerKeyError("keypair file must be a JSON array of 64 bytes")
+    raw = bytes(data)
+    key = Ed25519PrivateKey.from_private_bytes(raw[:32])
+    if key.public_key().public_bytes_raw() != raw[32:]:
+        raise OwnerKeyError("keypair file's public half does not match its secret half")
+    return key
+
+
+@dataclass
+class LocalOwnerSigner:
+    key: Ed25519PrivateKey = field(repr=False)
+
+    @classmethod
+    def from_file(cls, path: Path) -> LocalOwnerSigner:
+        return cls(load_keypair_file(path))
+
+    @property
+    def public_key(self) -> Pubkey:
+        return Pubkey.from_bytes(self.key.public_key().public_bytes_raw())
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message)
+
+
+def write_keypair_file(path: Path, key: Ed25519PrivateKey) -> None:
+    """Write a Solana CLI keypair file with mode 0600 (owner tooling; tests)."""
+    seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    data = json.dumps(list(seed + key.public_key().public_bytes_raw()))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(data)
+
+
+@dataclass(frozen=True)
+class RoleChain:
+    """Roles to assume in order; the first hop is made with MFA."""
+
+    role_arns: Sequence[str]
+    mfa_serial: str
+    mfa_code: str = field(repr=False)
+    session_name: str = "waiaas-owner"
+
+
+ClientFactory = Callable[..., Any]
+"""``factory(service_name, credentials_or_None) -> boto3 client`` (the cloud seam)."""
+
+
+def assume_role_chain(factory: ClientFactory, chain: RoleChain) -> dict[str, str]:
+    """Walk the role chain and return the last role's temporary credentials (AccessKeyId, SecretAccessKey,
+    SessionToken). The first ``AssumeRole`` carries ``SerialNumber``/``TokenCode`` (MFA)."""
+    if not chain.role_arns or len(chain.role_arns) > MAX_ROLE_CHAIN:
+        raise OwnerKeyError(f"the role chain must name 1-{MAX_ROLE_CHAIN} roles")
+    if not chain.mfa_code.isdigit() or len(chain.mfa_code) != 6:
+        raise OwnerKeyError("the MFA code must be 6 digits")
+    credentials: dict[str, str] | None = None
+    for index, role_arn in enumerate(chain.role_arns):
+        sts = factory("sts", credentials)
+        params: dict[str, Any] = {
+            "RoleArn": role_arn,
+            "RoleSessionName": chain.session_name,
+            "DurationSeconds": SESSION_SECONDS,
+        }
+        if index == 0:
+            params["SerialNumber"] = chain.mfa_serial
+            params["TokenCode"] = chain.mfa_code
+        try:
+            answer = sts.assume_role(**params)
+            c = answer["Credentials"]
+            credentials = {
+                "AccessKeyId": c["AccessKeyId"],
+                "SecretAccessKey": c["SecretAccessKey"],
+                "SessionToken": c["SessionToken"],
+            }
+        except Exception as exc:  # botocore errors: report which hop, never the credentials
+            raise OwnerKeyError(f"assume-role hop {index + 1} ({role_arn}) failed: {type(exc).__name__}") from exc
+    if credentials is None:  # pragma: no cover - the loop ran at least once
+        raise OwnerKeyError("no credentials")
+    return credentials
+
+
+def boto3_factory(region: str | None) -> ClientFactory:
+    """The production client factory (boto3 with the given temporary credentials, or the default chain)."""
+
+    def make(service: str, credentials: dict[str, str] | None) -> Any:
+        if credentials is None:
+            return boto3.client(service, region_name=region)  # type: ignore[call-overload]
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            region_name=region,
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+        )
+
+    return make
+
+
+class KmsOwnerSigner:
+    """Signs with an ``ECC_NIST_EDWARDS25519`` KMS key (pure Ed25519 over RAW messages)."""
+
+    def __init__(self, kms: Any, key_id: str) -> None:
+        self._kms = kms
+        self._key_id = key_id
+        try:
+            der = kms.get_public_key(KeyId=key_id)["PublicKey"]
+            public = load_der_public_key(der)
+        except Exception as exc:
+            raise OwnerKeyError(f"KMS key {key_id}: public key unavailable ({type(exc).__name__})") from exc
+        if not isinstance(public, Ed25519PublicKey):
+            raise OwnerKeyError(f"KMS key {key_id} is not an Ed25519 key")
+        self._public = public
+
+    @classmethod
+    def with_role_chain(cls, factory: ClientFactory, chain: RoleChain, key_id: str) -> KmsOwnerSigner:
+        return cls(factory("kms", assume_role_chain(factory, chain)), key_id)
+
+    @property
+    def public_key(self) -> Pubkey:
+        return Pubkey.from_bytes(self._public.public_bytes_raw())
+
+    def sign(self, message: bytes) -> bytes:
+        if len(message) > MAX_KMS_RAW_MESSAGE_BYTES:
+            raise OwnerKeyError(f"KMS signs RAW messages of at most {MAX_KMS_RAW_MESSAGE_BYTES} bytes")
+        try:
+            answer = self._kms.sign(
+                KeyId=self._key_id,
+                Message=message,
+                MessageType=KMS_MESSAGE_TYPE,
+                SigningAlgorithm=KMS_SIGNING_ALGORITHM,
+            )
+            signature = bytes(answer["Signature"])
+        except Exception as exc:
+            raise OwnerKeyError(f"kms:Sign failed ({type(exc).__name__})") from exc
+        # Verify before use: a signature that does not verify would only be refused later, far from the cause.
+        try:
+            self._public.verify(signature, message)
+        except InvalidSignature as exc:
+            raise OwnerKeyError("KMS returned a signature that does not verify") from exc
+        return signature

@@ -1,0 +1,198 @@
+"""``waiaas owner``: local keypair files and KMS (the test KMS on moto, STS role chain with MFA on moto)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.hash import Hash
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.transaction import Transaction
+
+from parent_proxy.approvals import message_hash
+from parent_proxy.owner_cli import envelope
+from parent_proxy.owner_documents import check_approval, check_freeze_order
+from parent_proxy.owner_signers import (
+    KmsOwnerSigner,
+    LocalOwnerSigner,
+    OwnerKeyError,
+    RoleChain,
+    assume_role_chain,
+    write_keypair_file,
+)
+from policies.cli import main
+from policies.signing import POLICY_PURPOSE, load_signed_policy
+from tests.support.policies import EXAMPLE_PATH, MERCHANT, example_policy, owner_public_key
+
+
+@pytest.fixture
+def keypair(tmp_path: Path) -> tuple[Path, Ed25519PrivateKey]:
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path / "owner.json"
+    write_keypair_file(path, key)
+    return path, key
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_pubkey_and_sign_policy_with_a_keypair_file(
+    keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, key = keypair
+    code, out, _ = run_cli(capsys, "owner", "--keypair", str(path), "pubkey")
+    assert code == 0 and out.strip() == str(owner_public_key(key))
+    code, out, _ = run_cli(capsys, "owner", "--keypair", str(path), "sign-policy", str(EXAMPLE_PATH))
+    assert code == 0
+    policy = load_signed_policy(out, owner=owner_public_key(key), wallet_id="demo-wallet")
+    assert policy.sequence == 1
+
+
+def test_freeze_and_approval_orders_verify(
+    keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, key = keypair
+    owner = owner_public_key(key)
+    code, out, _ = run_cli(capsys, "owner", "--keypair", str(path), "freeze", "--wallet", "w1", "--sequence", "3")
+    assert code == 0
+    assert check_freeze_order(out.encode(), freeze=True, owner=owner, wallet_id="w1", now=time.time()) == 3
+    with pytest.raises(Exception, match="signature"):
+        check_freeze_order(out.encode(), freeze=False, owner=owner, wallet_id="w1", now=time.time())
+    agent = Pubkey.new_unique()
+    ix = transfer(TransferParams(from_pubkey=agent, to_pubkey=MERCHANT, lamports=5))
+    tx = bytes(Transaction.new_unsigned(Message.new_with_blockhash([ix], agent, Hash.new_unique())))
+    b64 = base64.b64encode(tx).decode()
+    code, out, _ = run_cli(capsys, "owner", "--keypair", str(path), "approve", "--wallet", "w1", "--transaction", b64)
+    assert code == 0
+    check_approval(out.encode(), owner=owner, wallet_id="w1", message_hash=message_hash(tx), now=time.time())
+
+
+def test_bad_inputs_exit_2(keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = keypair
+    code, _, err = run_cli(capsys, "owner", "pubkey")
+    assert code == 2 and "exactly one" in err
+    os.chmod(path, 0o644)
+    code, _, err = run_cli(capsys, "owner", "--keypair", str(path), "pubkey")
+    assert code == 2 and "chmod 600" in err
+    os.chmod(path, 0o600)
+    bad = example_policy()
+    bad["rules"]["programs"] = "everything"
+    policy_file = path.parent / "bad.json"
+    policy_file.write_text(json.dumps(bad))
+    code, _, err = run_cli(capsys, "owner", "--keypair", str(path), "sign-policy", str(policy_file))
+    assert code == 2 and "rules.programs" in err
+    code, _, err = run_cli(
+        capsys, "owner", "--keypair", str(path), "freeze", "--wallet", "w1", "--sequence", "1", "--expires-in", "99999"
+    )
+    assert code == 2 and "expires-in" in err
+
+
+def test_keypair_with_mismatched_halves_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "forged.json"
+    data = list(bytes(32)) + list(bytes(owner_public_key(Ed25519PrivateKey.generate())))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(data))
+    with pytest.raises(OwnerKeyError, match="does not match"):
+        LocalOwnerSigner.from_file(path)
+
+
+# -- KMS ------------------------------------------------------------------------------------------------------------
+
+CALLER = "arn:aws:sts::123456789012:assumed-role/waiaas-owner-signer/waiaas-owner"
+
+
+@pytest.fixture
+def kms(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str]]:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    from moto import mock_aws
+
+    from tests.fakes.test_kms import AttestingTestKms
+
+    with mock_aws():
+        client = AttestingTestKms(root_certificate_pem=b"", clock=lambda: datetime.now(UTC), caller_arn=CALLER)
+        policy = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": CALLER}, "Action": ["kms:Sign", "kms:GetPublicKey"],
+             "Resource": "*", "Condition": {"StringEquals": {"kms:SigningAlgorithm": "ED25519_SHA_512",
+                                                              "kms:MessageType": "RAW"}}},
+        ]}  # fmt: skip
+        created = client.create_key(Policy=json.dumps(policy), KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")
+        yield client, created["KeyMetadata"]["KeyId"]
+
+
+def test_kms_signer_signs_policies_the_proxy_accepts(kms: tuple[Any, str]) -> None:
+    client, key_id = kms
+    signer = KmsOwnerSigner(client, key_id)
+    doc = example_policy()
+    signed = envelope(signer, POLICY_PURPOSE, doc)
+    policy = load_signed_policy(json.dumps(signed), owner=signer.public_key, wallet_id=doc["wallet_id"])
+    assert policy.sequence == doc["sequence"]
+    assert client.calls == [] or all(op != "Sign" for op, _ in client.calls)  # Sign is not an attested call
+
+
+def test_kms_signer_refuses_a_signature_that_does_not_verify(kms: tuple[Any, str]) -> None:
+    client, key_id = kms
+    signer = KmsOwnerSigner(client, key_id)
+    client.sign = lambda **kwargs: {"Signature": bytes(64)}
+    with pytest.raises(OwnerKeyError, match="does not verify"):
+        signer.sign(b"\xffwaiaas/policy\x00{}")
+
+
+def test_kms_denied_by_key_policy_is_an_owner_key_error(kms: tuple[Any, str]) -> None:
+    client, key_id = kms
+    signer = KmsOwnerSigner(client, key_id)
+    client.caller_arn = "arn:aws:sts::123456789012:assumed-role/someone-else/x"
+    with pytest.raises(OwnerKeyError, match="kms:Sign failed"):
+        signer.sign(b"message")
+    with pytest.raises(OwnerKeyError, match="at most 4096"):
+        signer.sign(bytes(5000))
+
+
+class RecordingSts:
+    def __init__(self, inner: Any, calls: list[dict[str, Any]]) -> None:
+        self.inner = inner
+        self.calls = calls
+
+    def assume_role(self, **params: Any) -> Any:
+        self.calls.append(params)
+        return self.inner.assume_role(**params)
+
+
+def test_role_chain_carries_mfa_on_the_first_hop(kms: tuple[Any, str]) -> None:
+    import boto3
+
+    iam = boto3.client("iam", region_name="us-east-1")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
+                                                                 "Action": "sts:AssumeRole"}]})  # fmt: skip
+    arns = [iam.create_role(RoleName=n, AssumeRolePolicyDocument=trust)["Role"]["Arn"] for n in ("entry", "signer")]
+    calls: list[dict[str, Any]] = []
+    seen_credentials: list[Any] = []
+
+    def factory(service: str, credentials: Any) -> Any:
+        seen_credentials.append(credentials)
+        return RecordingSts(boto3.client(service, region_name="us-east-1"), calls)
+
+    chain = RoleChain(arns, "arn:aws:iam::123456789012:mfa/owner", "987650")
+    credentials = assume_role_chain(factory, chain)
+    assert set(credentials) == {"AccessKeyId", "SecretAccessKey", "SessionToken"}
+    assert calls[0]["SerialNumber"] == chain.mfa_serial and calls[0]["TokenCode"] == "987650"
+    assert "SerialNumber" not in calls[1] and calls[1]["RoleArn"] == arns[1]
+    assert seen_credentials[0] is None and seen_credentials[1] is not None
+    assert "987650" not in repr(chain)
+    with pytest.raises(OwnerKeyError, match="6 digits"):
+        assume_role_chain(factory, RoleChain(arns, chain.mfa_serial, "12"))
