@@ -18,6 +18,7 @@ variable                            default    meaning
 ``WAIAAS_RATE_BURST``               40         burst size per agent token
 ``WAIAAS_ENCLAVE_TIMEOUT_SECONDS``  5          longest wait for one enclave answer (then 503, never a retry)
 ``WAIAAS_OWNER_MAX_SKEW_SECONDS``   300        owner request timestamps further than this from now are refused
+``WAIAAS_WORKERS``                  1          uvicorn worker processes (SQLite is shared safely between them)
 =================================== ========== =====================================================================
 """
 
@@ -65,6 +66,7 @@ class Settings:
     rate_burst: int = 40
     enclave_timeout_seconds: float = 5.0
     owner_max_skew_seconds: int = 300
+    workers: int = 1
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -146,4 +148,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         rate_burst=_int(env, "WAIAAS_RATE_BURST", 40, 1, 1_000_000),
         enclave_timeout_seconds=_float(env, "WAIAAS_ENCLAVE_TIMEOUT_SECONDS", 5.0, 0.01, 120.0),
         owner_max_skew_seconds=_int(env, "WAIAAS_OWNER_MAX_SKEW_SECONDS", 300, 1, 3600),
+        workers=_int(env, "WAIAAS_WORKERS", 1, 1, 64),
     )

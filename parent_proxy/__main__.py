@@ -1,0 +1,124 @@
+"""``python -m parent_proxy``: run the parent proxy's HTTP API under uvicorn, configured from the environment.
+
+Start-up order: settings (`parent_proxy.settings`; a missing or malformed value exits with status 2 and a one-line
+message naming the variable), the state store, the chain adapter, the enclave relay, then the webhook delivery
+thread and the listener. The enclave need not be up yet: /readyz says when it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from solders.litesvm import LiteSVM
+
+from enclave_app.client import EnclaveClient
+from parent_proxy.app import create_app
+from parent_proxy.auth import RateLimiter
+from parent_proxy.chain import Chain, LiteSvmChain, RpcChain
+from parent_proxy.clock import SystemClock
+from parent_proxy.enclave_relay import EnclaveRelay
+from parent_proxy.owner_auth import StoreNonceRegistry
+from parent_proxy.services import Services
+from parent_proxy.settings import DynamoState, Settings, SettingsError, load_settings
+from parent_proxy.store.dynamodb import DynamoStore
+from parent_proxy.store.protocol import Store
+from parent_proxy.store.sqlite import SqliteStore
+from parent_proxy.webhooks import WebhookWorker
+
+logger = logging.getLogger("parent_proxy")
+WEBHOOK_POLL_SECONDS = 1.0
+
+
+def open_store(settings: Settings) -> Store:
+    if isinstance(settings.state, DynamoState):
+        client = boto3.client("dynamodb", region_name=settings.state.region)
+        return DynamoStore(client, settings.state.table)
+    return SqliteStore(settings.state.path)
+
+
+def open_chain(settings: Settings) -> Chain:
+    if settings.chain == "litesvm":
+        return LiteSvmChain(LiteSVM())
+    return RpcChain(httpx.AsyncClient(), settings.chain.removeprefix("rpc:"))
+
+
+def build_services(settings: Settings) -> Services:
+    store = open_store(settings)
+    return Services(
+        store=store,
+        clock=SystemClock(),
+        relay=EnclaveRelay(EnclaveClient(settings.enclave, timeout=settings.enclave_timeout_seconds)),
+        chain=open_chain(settings),
+        rate_limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
+        nonces=StoreNonceRegistry(store),
+        owner_keys=settings.owner_keys,
+        owner_max_skew_seconds=settings.owner_max_skew_seconds,
+        max_body_bytes=settings.max_body_bytes,
+    )
+
+
+def start_webhook_thread(services: Services, stop: threading.Event) -> threading.Thread:
+    def loop() -> None:
+        with httpx.Client() as client:
+            worker = WebhookWorker(services.store, services.clock, client, random.SystemRandom())
+            while not stop.wait(WEBHOOK_POLL_SECONDS):
+                try:
+                    worker.run_once()
+                except Exception:
+                    logger.exception("webhook delivery round failed")
+
+    thread = threading.Thread(target=loop, name="webhooks", daemon=True)
+    thread.start()
+    return thread
+
+
+def build_app(env: Mapping[str, str]) -> tuple[Settings, FastAPI, Services]:
+    settings = load_settings(env)
+    services = build_services(settings)
+    return settings, create_app(services), services
+
+
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory for each worker process (``WAIAAS_WORKERS`` > 1): settings, services, webhook thread."""
+    _, app, services = build_app(os.environ)
+    start_webhook_thread(services, threading.Event())
+    return app
+
+
+def main(env: Mapping[str, str] | None = None, **uvicorn_options: Any) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(os.environ if env is None else env)
+    except SettingsError as exc:
+        sys.stderr.write(f"parent_proxy: {exc}\n")
+        return 2
+    if settings.workers > 1:  # each worker builds its own services from the same environment
+        uvicorn.run(
+            "parent_proxy.__main__:app_from_environment", factory=True, workers=settings.workers,
+            host=settings.host, port=settings.port, access_log=False, log_level="warning", **uvicorn_options,
+        )  # fmt: skip
+        return 0
+    services = build_services(settings)
+    stop = threading.Event()
+    start_webhook_thread(services, stop)
+    try:
+        uvicorn.run(create_app(services), host=settings.host, port=settings.port, access_log=False,
+                    log_level="warning", **uvicorn_options)  # fmt: skip
+    finally:
+        stop.set()
+        services.store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

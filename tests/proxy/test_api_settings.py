@@ -1,0 +1,54 @@
+"""Start-up settings: required values, strict parsing, no defaults for security settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from parent_proxy.settings import DynamoState, SettingsError, SqliteState, load_settings, parse_bool
+
+OWNER = "FHEqRxoKaHqjfmpq5sDHwcTRetKh7uJny2UVN4pcd24J"
+BASE = {
+    "WAIAAS_STATE": "sqlite:/var/lib/waiaas/state.db",
+    "WAIAAS_ENCLAVE": "unix:/run/waiaas/enclave.sock",
+    "WAIAAS_OWNER_KEYS": OWNER,
+    "WAIAAS_CHAIN": "litesvm",
+}
+
+
+def test_minimal_settings_and_defaults() -> None:
+    settings = load_settings(BASE)
+    assert settings.state == SqliteState("/var/lib/waiaas/state.db")
+    assert settings.host == "127.0.0.1" and settings.port == 8080 and settings.workers == 1
+    assert str(next(iter(settings.owner_keys))) == OWNER
+    dynamo = load_settings({**BASE, "WAIAAS_STATE": "dynamodb:waiaas-state@eu-west-1"})
+    assert dynamo.state == DynamoState("waiaas-state", "eu-west-1")
+
+
+@pytest.mark.parametrize("name", sorted(BASE))
+def test_each_required_value_stops_start_up(name: str) -> None:
+    env = {k: v for k, v in BASE.items() if k != name}
+    with pytest.raises(SettingsError, match=name):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WAIAAS_STATE", "sqlite:relative.db"),
+        ("WAIAAS_ENCLAVE", "http://enclave"),
+        ("WAIAAS_OWNER_KEYS", "not-a-key"),
+        ("WAIAAS_CHAIN", "mainnet"),
+        ("WAIAAS_PORT", "80000"),
+        ("WAIAAS_RATE_PER_SECOND", "nan"),
+        ("WAIAAS_MAX_BODY_BYTES", "-1"),
+    ],
+)
+def test_malformed_values_are_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings({**BASE, name: value})
+
+
+def test_booleans_are_strict() -> None:
+    assert parse_bool("X", "TRUE") is True and parse_bool("X", "false") is False
+    with pytest.raises(SettingsError, match="X must be true or false"):
+        parse_bool("X", "1")
