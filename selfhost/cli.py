@@ -1,0 +1,124 @@
+"""``waiaas selfhost up``: run the self-host bundle's services as local processes until Ctrl-C.
+
+    waiaas selfhost up [--state-dir DIR] [--port 8080] [--local-chain | --rpc-url URL] [--owner-key PUBKEY ...]
+
+The services are started from selfhost/docker-compose.yml exactly as :mod:`selfhost.deployment` describes (the
+state directory keeps the SQLite state and the unseal secret across runs, so wallets survive a restart). Without
+``--owner-key``, an owner keypair file ``<state>/owner.json`` (mode 0600) is made once and its public key is the
+one allowed to create wallets; use it with ``waiaas owner --keypair <state>/owner.json ...``. With
+``--local-chain`` (the default) a LiteSVM-backed JSON-RPC server runs alongside; with ``--rpc-url`` the proxy uses
+that endpoint instead.
+
+Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 a service failed to start or died, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.pubkey import Pubkey
+
+from parent_proxy.owner_signers import LocalOwnerSigner, OwnerKeyError, write_keypair_file
+from selfhost.compose_model import ComposeError
+from selfhost.deployment import Deployment, prepare_root, run_local
+from selfhost.local_stack import StackError, tail
+from selfhost.paths import PathMappingError
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_BAD_INPUT: Final = 2
+WATCH_SECONDS: Final = 1.0
+OWNER_KEYPAIR: Final = "owner.json"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "waiaas" / "selfhost"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("selfhost", help="run the self-host services as local processes")
+    commands = parser.add_subparsers(dest="selfhost_command", required=True, metavar="ACTION")
+    up = commands.add_parser("up", help="start signer and proxy (and a local chain) until Ctrl-C")
+    up.add_argument("--state-dir", type=Path, default=None, help=f"default: {default_state_dir()}")
+    up.add_argument("--port", type=int, default=8080, help="loopback port of the HTTP API (default 8080)")
+    chain = up.add_mutually_exclusive_group()
+    chain.add_argument("--local-chain", action="store_true", help="a local LiteSVM JSON-RPC chain (the default)")
+    chain.add_argument("--rpc-url", help="a Solana JSON-RPC endpoint, http(s)://...")
+    up.add_argument("--owner-key", action="append", default=[], help="base58 owner public key (repeatable)")
+    up.set_defaults(func=run_up)
+
+
+def owner_keypair(root: Path) -> LocalOwnerSigner:
+    """``<root>/owner.json``: loaded if present, else made (mode 0600). Its secret half is never printed."""
+    path = root / OWNER_KEYPAIR
+    if not path.exists():
+        write_keypair_file(path, Ed25519PrivateKey.generate())
+    return LocalOwnerSigner.from_file(path)
+
+
+def _terminate(_signum: int, _frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def _describe(deployment: Deployment, owner_keys: list[str], keypair: Path | None) -> None:
+    print(f"WAIaaS self-host is up: {deployment.api_url}  (try {deployment.api_url}/readyz)")
+    print(f"  chain        {deployment.chain_url}")
+    print(f"  state        {deployment.root}  (SQLite: {deployment.database})")
+    print(f"  logs         {deployment.root / 'logs'}")
+    print(f"  owner keys   {', '.join(owner_keys)}")
+    if keypair is not None:
+        print(f"  owner tool   waiaas owner --keypair {keypair} call --url {deployment.api_url} METHOD PATH")
+    print("  attestation  none that proves anything: the development NSM (docs/selfhost.md)")
+    print("Ctrl-C stops the services.", flush=True)
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    if not 1 <= args.port <= 65535:
+        raise ValueError("--port must be 1-65535")
+    if args.rpc_url is not None and not args.rpc_url.startswith(("http://", "https://")):
+        raise ValueError("--rpc-url must be an http(s) URL")
+    for key in args.owner_key:
+        Pubkey.from_string(key)  # ValueError if not base58 of 32 bytes
+    return list(args.owner_key)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    try:
+        owner_keys = _check_args(args)
+    except ValueError as exc:
+        print(f"selfhost up: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    root = prepare_root(args.state_dir or default_state_dir())
+    keypair = None
+    if not owner_keys:
+        try:
+            owner_keys = [str(owner_keypair(root).public_key)]
+        except OwnerKeyError as exc:
+            print(f"selfhost up: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        keypair = root / OWNER_KEYPAIR
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with run_local(root, owner_keys=owner_keys, port=args.port, rpc_url=args.rpc_url) as deployment:
+            _describe(deployment, owner_keys, keypair)
+            while not (exited := deployment.exited()):
+                time.sleep(WATCH_SECONDS)
+            for name, code in exited.items():
+                print(f"selfhost up: {name} exited with {code}:\n{tail(deployment.logs[name])}", file=sys.stderr)
+            return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("stopped.")
+        return EXIT_OK
+    except (StackError, ComposeError, PathMappingError) as exc:
+        print(f"selfhost up: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)

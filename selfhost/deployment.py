@@ -1,0 +1,134 @@
+"""A local self-host deployment: the compose bundle's services as local processes, with everything they need.
+
+Used by ``waiaas demo`` and ``waiaas selfhost up``. Layout of the state directory (created mode 0700)::
+
+    <state>/selfhost.env                   the env file compose reads (owner keys, chain, port, secret path; no secret)
+    <state>/secrets/waiaas_unseal_secret   the unseal secret, mode 0400, made once if missing (never printed)
+    <state>/socket/signer.sock             the signer's Unix socket
+    <state>/state/waiaas.db                SQLite state: wallets with sealed agent keys, tokens (hashed), audit log
+    <state>/logs/{chain,signer,proxy}.log  each process's output
+
+Start order: the local chain (:mod:`selfhost.local_chain`, unless an RPC URL is given), waited for with a
+``getHealth`` call; then ``signer`` and ``proxy`` exactly as selfhost/docker-compose.yml gives them
+(:mod:`selfhost.local_stack`), each waited for with its compose healthcheck. Stop: reverse order, on exit or error.
+The proxy reaches the chain through its JSON-RPC adapter (``WAIAAS_CHAIN=rpc:http://127.0.0.1:<port>/``), the
+same chain the caller sees at :attr:`Deployment.chain_url`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import httpx
+
+from selfhost import paths
+from selfhost.compose_model import COMPOSE_FILE, load_model, write_env_file
+from selfhost.local_stack import HEALTH_TIMEOUT_SECONDS, ProcessGroup, StackError, base_env, free_port, run_stack
+
+ENV_FILE_NAME: Final = "selfhost.env"
+DATABASE: Final = Path("state") / "waiaas.db"
+UNSEAL_SECRET_BYTES: Final = 32
+CHAIN_PROBE_SECONDS: Final = 2.0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    root: Path
+    api_url: str
+    chain_url: str
+    database: Path
+    logs: dict[str, Path]
+    group: ProcessGroup
+    """The chain's process (if local); the services' processes are in ``services``."""
+    services: ProcessGroup
+
+    def exited(self) -> dict[str, int]:
+        """Processes of this deployment that have stopped on their own, with their exit codes."""
+        return {**self.group.exited(), **self.services.exited()}
+
+
+def prepare_root(root: Path) -> Path:
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root.chmod(0o700)
+    return root.resolve()
+
+
+def ensure_unseal_secret(root: Path) -> Path:
+    """``<root>/secrets/waiaas_unseal_secret``: kept if present (mode checked), else made fresh with mode 0400."""
+    directory = root / "secrets"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / paths.UNSEAL_SECRET_NAME
+    if path.exists():
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            raise StackError(f"{path} is readable by group or others (chmod 0400 it)")
+        return path
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(secrets.token_urlsafe(UNSEAL_SECRET_BYTES))
+    return path
+
+
+def chain_healthy(url: str) -> bool:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "getHealth"}
+    try:
+        answer = httpx.post(url, json=body, timeout=CHAIN_PROBE_SECONDS)
+        return answer.status_code == 200 and answer.json().get("result") == "ok"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def start_local_chain(group: ProcessGroup, root: Path, timeout: float = HEALTH_TIMEOUT_SECONDS) -> str:
+    """Start ``python -m selfhost.local_chain`` in ``group``; return its URL once it answers ``getHealth``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    group.spawn("chain", [sys.executable, "-m", "selfhost.local_chain", "--port", str(port)], base_env(root))
+    group.wait_healthy("chain", lambda: chain_healthy(url), timeout)
+    return url
+
+
+@contextlib.contextmanager
+def run_local(
+    root: Path,
+    *,
+    owner_keys: Sequence[str],
+    port: int,
+    rpc_url: str | None = None,
+    health_timeout: float = HEALTH_TIMEOUT_SECONDS,
+) -> Iterator[Deployment]:
+    """Start the deployment under ``root`` (see the module docstring); stop everything on exit."""
+    root = prepare_root(root)
+    secret = ensure_unseal_secret(root)
+    chain_group = ProcessGroup(root)
+    try:
+        chain_url = rpc_url if rpc_url is not None else start_local_chain(chain_group, root, health_timeout)
+        env_file = write_env_file(
+            root / ENV_FILE_NAME,
+            {
+                "WAIAAS_OWNER_KEYS": ",".join(owner_keys),
+                "WAIAAS_CHAIN": f"rpc:{chain_url}",
+                "WAIAAS_PUBLISH_PORT": str(port),
+                "WAIAAS_UNSEAL_SECRET_PATH": str(secret),
+            },
+        )
+        model = load_model(COMPOSE_FILE, env_file)
+        published = {int(p["target"]): port for p in model["services"]["proxy"].get("ports") or []}
+        with run_stack(model, root, published=published, health_timeout=health_timeout) as stack:
+            yield Deployment(
+                root=root,
+                api_url=f"http://127.0.0.1:{port}",
+                chain_url=chain_url,
+                database=root / DATABASE,
+                logs={**chain_group.logs, **stack.logs},
+                group=chain_group,
+                services=stack.group,
+            )
+    finally:
+        chain_group.stop_all()
