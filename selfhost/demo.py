@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import re
 import secrets
 import sys
 import tempfile
@@ -75,14 +76,18 @@ BLOCKED: Final = Pubkey.from_string("3R2khGdRVoeaEHJz3FaRq6GEJRta8VPBaxy9vo4jgoJ
 """On the example policy's destination denylist."""
 
 
+_TOKEN_PREFIX: Final = re.compile(r"(waiaas_[0-9a-f]{16})_")
+
+
 class StepFailed(Exception):
     """A step did not behave as the script expects."""
 
 
 def redact_token(token: str) -> str:
-    """``waiaas_<token_id>_<secret>`` -> ``waiaas_<token_id>_****``: the id only, never the secret part."""
-    prefix, _, _secret = token.rpartition("_")
-    return f"{prefix}_****" if prefix else "****"
+    """``waiaas_<token_id>_<secret>`` -> ``waiaas_<token_id>_****``: the lookup id only, never any of the secret
+    (which may itself contain ``_``); anything not of that shape -> ``****``."""
+    match = _TOKEN_PREFIX.match(token)
+    return f"{match.group(1)}_****" if match else "****"
 
 
 def sol(lamports: int) -> str:

