@@ -14,8 +14,7 @@ in the container              locally
 ``WAIAAS_HOST=0.0.0.0``       ``127.0.0.1`` (the container's interfaces become this machine's loopback)
 published port target 8080    the chosen local port, in ``WAIAAS_PORT`` and in the healthcheck URL
 process environment           PATH, HOME, PYTHONPATH (this checkout), the images' PYTHON* ``ENV`` and the
-                              service's ``environment``: nothing
-                              else of the caller's
+                              service's ``environment``: nothing else of the caller's
 ============================  ===========================================================================
 
 A value that mentions any other container path is refused (selfhost.paths.PathMappingError), so a new mount in

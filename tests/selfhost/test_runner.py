@@ -43,7 +43,10 @@ def test_a_service_that_never_becomes_healthy_is_reported_and_stopped(
     compose_model: dict[str, Any], tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pid"
-    program = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); print('started', flush=True); time.sleep(60)"
+    program = (
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+        "print('started', flush=True); time.sleep(60)"
+    )
     model = _model(compose_model, ["python", "-c", program], ["python", "-c", "raise SystemExit(1)"])
     with (
         pytest.raises(StackError, match=r"signer not healthy after 1\.5 s:\nstarted"),
