@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from parent_proxy.clock import Clock, read_clock
 from parent_proxy.errors import AuditChainError, Conflict, InvalidInput
 from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord
-from parent_proxy.store.protocol import Store
+from parent_proxy.store.protocol import AuditSealer, Store
 from parent_proxy.store.validation import check_id
 
 DOMAIN_TAG = b"waiaas-audit-v1"
@@ -118,21 +118,32 @@ class AuditLog:
         self._store = store
         self._clock = clock
 
-    def append(
+    def sealer(
         self, event_type: str, payload: object, *, wallet_id: str | None = None, receipt: bytes | None = None
-    ) -> AuditRecord:
+    ) -> AuditSealer:
+        """Validate a record's content now; the returned function builds the record that follows a given head
+        (the store calls it inside its transaction, see `Store.finish_signing`). It reads the clock each time."""
         check_id("event_type", event_type)
         if wallet_id is not None:
             check_id("wallet_id", wallet_id)
         if receipt is not None and not isinstance(receipt, bytes):
             raise InvalidInput("receipt", "must be bytes")
         body = canonical_json(payload)
-        for _ in range(MAX_APPEND_ATTEMPTS):
+
+        def seal(head: AuditRecord | None) -> AuditRecord:
             now = read_clock(self._clock)
-            head = self._store.audit_head()
             seq, prev = (1, GENESIS_PREV_HASH) if head is None else (head.seq + 1, head.hash)
             unsealed = AuditRecord(seq, now, wallet_id, event_type, body, receipt, prev, b"")
-            record = dataclasses.replace(unsealed, hash=record_hash(unsealed))
+            return dataclasses.replace(unsealed, hash=record_hash(unsealed))
+
+        return seal
+
+    def append(
+        self, event_type: str, payload: object, *, wallet_id: str | None = None, receipt: bytes | None = None
+    ) -> AuditRecord:
+        seal = self.sealer(event_type, payload, wallet_id=wallet_id, receipt=receipt)
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            record = seal(self._store.audit_head())
             try:
                 self._store.append_audit(record)
             except Conflict:

@@ -76,14 +76,19 @@ def backoff_delay(attempts: int, rng: random.Random) -> float:
     return delay / 2 + rng.uniform(0, delay / 2)
 
 
-def enqueue_event(store: Store, clock: Clock, wallet_id: str, event_type: str, data: object) -> OutboxItem:
-    """Put one notification in the outbox; the body is canonical JSON with the event's id, type, wallet, time."""
+def event_item(clock: Clock, wallet_id: str, event_type: str, data: object) -> OutboxItem:
+    """One notification for the outbox; the body is canonical JSON with the event's id, type, wallet, time."""
     check_id("event_type", event_type)
     now = read_clock(clock)
     event_id = uuid.uuid4().hex
     envelope = {"id": event_id, "type": event_type, "wallet_id": wallet_id, "created_at": now, "data": data}
     body = json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    item = OutboxItem(event_id, wallet_id, event_type, body, created_at=now, next_attempt_at=now)
+    return OutboxItem(event_id, wallet_id, event_type, body, created_at=now, next_attempt_at=now)
+
+
+def enqueue_event(store: Store, clock: Clock, wallet_id: str, event_type: str, data: object) -> OutboxItem:
+    """Put one notification (`event_item`) in the outbox."""
+    item = event_item(clock, wallet_id, event_type, data)
     store.enqueue_webhook(item)
     return item
 

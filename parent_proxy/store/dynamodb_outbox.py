@@ -111,11 +111,19 @@ class DynamoOutboxAudit(DynamoBase):
             raise Conflict(f"outbox item {i.event_id} already exists")
         try:
             with translate():
-                self._client.put_item(
-                    TableName=self._table, Item=_outbox_item(i), ConditionExpression="attribute_not_exists(pk)"
-                )
+                self._client.put_item(**self._enqueue_action(i)["Put"])
         except ConditionFailed as exc:
             raise Conflict(f"outbox item {i.event_id} already exists") from exc
+
+    def _enqueue_action(self, item: OutboxItem) -> Any:
+        """Put a new outbox item (refused if its event id exists)."""
+        return {
+            "Put": {
+                "TableName": self._table,
+                "Item": _outbox_item(item),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
 
     def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[OutboxItem]:
         now = v.check_time("now", now)
@@ -281,10 +289,8 @@ class DynamoOutboxAudit(DynamoBase):
         ]
 
     # -- audit log ------------------------------------------------------------------------------------------
-    def append_audit(self, record: AuditRecord) -> None:
-        if not isinstance(record, AuditRecord):
-            raise InvalidInput("record", "must be an AuditRecord")
-        r = record
+    def _audit_actions(self, r: AuditRecord) -> list[Any]:
+        """The two transaction actions that append ``r``: move the HEAD (only from ``r``'s predecessor), put ``r``."""
         head_key = {"pk": s(AUDIT_PK), "sk": s("HEAD")}
         if r.seq == 1:
             if r.prev_hash != GENESIS_PREV_HASH:
@@ -324,24 +330,23 @@ class DynamoOutboxAudit(DynamoBase):
             "prev_hash": b(r.prev_hash),
             "hash": b(r.hash),
         }
+        put = {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+        return [head, put]
+
+    def _audit_conflict(self, r: AuditRecord) -> Conflict:
+        head_item = self._get(AUDIT_PK, "HEAD")
+        expected = 1 if head_item is None else get_i(head_item, "seq") + 1
+        return Conflict(f"audit record {r.seq} does not extend the head (expected seq {expected})")
+
+    def append_audit(self, record: AuditRecord) -> None:
+        if not isinstance(record, AuditRecord):
+            raise InvalidInput("record", "must be an AuditRecord")
+        actions = self._audit_actions(record)
         try:
             with translate():
-                self._client.transact_write_items(
-                    TransactItems=[
-                        head,  # type: ignore[list-item]
-                        {
-                            "Put": {
-                                "TableName": self._table,
-                                "Item": item,
-                                "ConditionExpression": "attribute_not_exists(pk)",
-                            }
-                        },
-                    ]
-                )
+                self._client.transact_write_items(TransactItems=actions)
         except ConditionFailed as exc:
-            head_item = self._get(AUDIT_PK, "HEAD")
-            expected = 1 if head_item is None else get_i(head_item, "seq") + 1
-            raise Conflict(f"audit record {r.seq} does not extend the head (expected seq {expected})") from exc
+            raise self._audit_conflict(record) from exc
 
     def audit_head(self) -> AuditRecord | None:
         head = self._get(AUDIT_PK, "HEAD")

@@ -147,5 +147,24 @@ class AuditRecord:
     hash: bytes
 
 
+@dataclass(frozen=True)
+class SigningClaim:
+    """What `Store.begin_signing` did. With ``replay`` set nothing was written: answer with the stored response.
+    Otherwise the idempotency key is claimed, the request recorded, and ``reservation`` held (None: nothing spent)."""
+
+    replay: IdempotencyRecord | None
+    reservation: Reservation | None
+
+
+@dataclass(frozen=True)
+class IdempotentAnswer:
+    """The response to store under a claimed idempotency key (see `Store.finish_signing`)."""
+
+    wallet_id: str
+    key: str
+    request_hash: bytes
+    response: bytes = field(repr=False)
+
+
 GENESIS_PREV_HASH = bytes(32)
 """The ``prev_hash`` of the first audit record."""

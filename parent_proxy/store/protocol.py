@@ -7,7 +7,7 @@ never read from the system clock here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from parent_proxy.store.model import (
@@ -16,16 +16,21 @@ from parent_proxy.store.model import (
     AuditRecord,
     DeliveryAttempt,
     IdempotencyRecord,
+    IdempotentAnswer,
     IssuedToken,
     OutboxItem,
     Reservation,
     ReservationStatus,
+    SigningClaim,
     Wallet,
     WebhookConfig,
 )
 
 Limits = Mapping[tuple[str, int], int]
 """Caps per ``(asset, window_seconds)``: raw units that may be spent within any rolling window of that length."""
+
+AuditSealer = Callable[[AuditRecord | None], AuditRecord]
+"""Builds the next audit record from the current head (None: the log is empty); see `parent_proxy.audit`."""
 
 
 class Store(Protocol):
@@ -42,6 +47,10 @@ class Store(Protocol):
 
     def revoke_token(self, token_id: str, now: float) -> None:
         """Revoke a token (idempotent). `NotFound` if the id was never issued."""
+        ...
+
+    def token_wallet(self, token_id: str) -> str:
+        """The wallet a token (revoked or not) is bound to; `NotFound` if the id was never issued."""
         ...
 
     # -- wallets --------------------------------------------------------------------------------------------
@@ -109,6 +118,47 @@ class Store(Protocol):
 
     def abandon_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> None:
         """Drop an in-progress claim (the request failed before any effect), so the key may be retried."""
+        ...
+
+    def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> IdempotencyRecord | None:
+        """Read-only `begin_idempotent`: None if ``key`` is free (nothing is claimed), the completed record to replay;
+        raises `IdempotencyMismatch` or `IdempotencyInProgress` like `begin_idempotent`."""
+        ...
+
+    # -- the signing path in two transactions ---------------------------------------------------------------
+    def begin_signing(
+        self,
+        wallet_id: str,
+        key: str,
+        request_hash: bytes,
+        *,
+        request_id: str,
+        amounts: Mapping[str, int],
+        limits: Limits,
+        now: float,
+    ) -> SigningClaim:
+        """All or nothing: `begin_idempotent` + `record_request` + `reserve` (skipped when ``amounts`` is empty).
+
+        A completed key is returned as ``replay`` with nothing written; `IdempotencyMismatch`,
+        `IdempotencyInProgress` and `LimitExceeded` are raised with nothing written.
+        """
+        ...
+
+    def finish_signing(
+        self,
+        reservation: Reservation | None,
+        audit: AuditSealer,
+        webhook: OutboxItem | None,
+        answer: IdempotentAnswer | None,
+    ) -> AuditRecord:
+        """All or nothing: `commit` the reservation, append the record ``audit`` builds from the head, enqueue
+        ``webhook``, `complete_idempotent` with ``answer``. Returns the appended audit record."""
+        ...
+
+    # -- housekeeping ---------------------------------------------------------------------------------------
+    def prune(self, now: float) -> None:
+        """Delete what no answer at or after ``now`` can depend on: request/denial timestamps and reservations
+        older than `validation.MAX_WINDOW_SECONDS` (the longest window any limit may use)."""
         ...
 
     # -- pending approvals ----------------------------------------------------------------------------------

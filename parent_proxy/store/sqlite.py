@@ -18,28 +18,31 @@ from parent_proxy.errors import (
     NotFound,
     StalePolicySequence,
 )
-from parent_proxy.store import limits as lim
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
+    AuditRecord,
     IdempotencyRecord,
     IdempotencyStatus,
+    IdempotentAnswer,
     IssuedToken,
+    OutboxItem,
     Reservation,
     ReservationStatus,
+    SigningClaim,
     Wallet,
 )
-from parent_proxy.store.protocol import Limits
-from parent_proxy.store.sqlite_outbox import SqliteOutboxAudit
+from parent_proxy.store.protocol import AuditSealer, Limits
+from parent_proxy.store.sqlite_limits import SqliteLimits
 
 _SELECT_APPROVAL = (
     "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at FROM approvals WHERE "
 )
 
 
-class SqliteStore(SqliteOutboxAudit):
+class SqliteStore(SqliteLimits):
     """SQLite-backed `Store`. ``path`` is a file path (``:memory:`` is refused: it cannot be shared)."""
 
     # -- agent tokens ---------------------------------------------------------------------------------------
@@ -75,6 +78,14 @@ class SqliteStore(SqliteOutboxAudit):
             if conn.execute("SELECT 1 FROM tokens WHERE token_id = ?", (token_id,)).fetchone() is None:
                 raise NotFound(f"token {token_id} not found")
             conn.execute("UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (now, token_id))
+
+    def token_wallet(self, token_id: str) -> str:
+        v.check_id("token_id", token_id)
+        with self._read() as conn:
+            row = conn.execute("SELECT wallet_id FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"token {token_id} not found")
+        return str(row[0])
 
     # -- wallets --------------------------------------------------------------------------------------------
     def create_wallet(self, wallet: Wallet) -> None:
@@ -121,130 +132,49 @@ class SqliteStore(SqliteOutboxAudit):
                 (document, sequence, wallet_id),
             )
 
-    # -- period limits --------------------------------------------------------------------------------------
-    def reserve(
-        self, wallet_id: str, request_id: str, amounts: Mapping[str, int], limits: Limits, now: float
-    ) -> Reservation:
-        v.check_id("wallet_id", wallet_id)
-        v.check_id("request_id", request_id)
-        wanted = v.check_amounts(amounts)
-        caps = v.check_limits(limits)
-        now = v.check_time("now", now)
-        with self._write() as conn:
-            self._require_wallet(conn, wallet_id)
-            if conn.execute(
-                "SELECT 1 FROM reservations WHERE wallet_id = ? AND request_id = ?", (wallet_id, request_id)
-            ).fetchone():
-                raise Conflict(f"reservation {request_id} already exists")
-            longest = max((w for (_, w) in caps), default=0)
-            rows = conn.execute(
-                "SELECT amounts, created_at FROM reservations WHERE wallet_id = ? AND status != 'released'"
-                " AND ? - created_at < ?",
-                (wallet_id, now, longest),
-            ).fetchall()
-            entries: list[lim.Entry] = [(lim.decode_amounts(a), c) for a, c in rows]
-            lim.check_reservation(wallet_id, entries, wanted, caps, now)
-            conn.execute(
-                "INSERT INTO reservations VALUES (?, ?, ?, ?, 'pending')",
-                (wallet_id, request_id, lim.encode_amounts(wanted), now),
-            )
-        return Reservation(wallet_id=wallet_id, request_id=request_id, amounts=wanted, created_at=now)
-
-    def _transition(self, reservation: Reservation, target: ReservationStatus) -> None:
-        if not isinstance(reservation, Reservation):
-            raise InvalidInput("reservation", "must be a Reservation")
-        key = (reservation.wallet_id, reservation.request_id)
-        with self._write() as conn:
-            row = conn.execute("SELECT status FROM reservations WHERE wallet_id = ? AND request_id = ?", key).fetchone()
-            if row is None:
-                raise NotFound(f"reservation {reservation.request_id} not found")
-            if row[0] == target:
-                return
-            if row[0] != ReservationStatus.PENDING:
-                raise Conflict(f"reservation {reservation.request_id} is {row[0]}, cannot become {target}")
-            conn.execute("UPDATE reservations SET status = ? WHERE wallet_id = ? AND request_id = ?", (target, *key))
-
-    def commit(self, reservation: Reservation) -> None:
-        self._transition(reservation, ReservationStatus.COMMITTED)
-
-    def release(self, reservation: Reservation) -> None:
-        self._transition(reservation, ReservationStatus.RELEASED)
-
-    def reservation_status(self, wallet_id: str, request_id: str) -> ReservationStatus:
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT status FROM reservations WHERE wallet_id = ? AND request_id = ?", (wallet_id, request_id)
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"reservation {request_id} not found")
-        return ReservationStatus(row[0])
-
-    def spent_in_window(self, wallet_id: str, asset: str, window_seconds: int, now: float) -> int:
-        v.check_id("wallet_id", wallet_id)
-        v.check_id("asset", asset)
-        v.check_count("window_seconds", window_seconds, minimum=1, maximum=v.MAX_WINDOW_SECONDS)
-        now = v.check_time("now", now)
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT amounts, created_at FROM reservations WHERE wallet_id = ? AND status != 'released'"
-                " AND ? - created_at < ?",
-                (wallet_id, now, window_seconds),
-            ).fetchall()
-        return lim.window_total([(lim.decode_amounts(a), c) for a, c in rows], asset, window_seconds, now)
-
-    # -- rate limits and denial bursts ----------------------------------------------------------------------
-    def _record(self, kind: str, wallet_id: str, now: float) -> None:
-        v.check_id("wallet_id", wallet_id)
-        now = v.check_time("now", now)
-        with self._write() as conn:
-            self._require_wallet(conn, wallet_id)
-            conn.execute("INSERT INTO wallet_events VALUES (?, ?, ?)", (wallet_id, kind, now))
-
-    def _recent(self, kind: str, wallet_id: str, since: float) -> list[float]:
-        v.check_id("wallet_id", wallet_id)
-        since = v.check_time("since", since)
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT at FROM wallet_events WHERE wallet_id = ? AND kind = ? AND at >= ? ORDER BY at",
-                (wallet_id, kind, since),
-            ).fetchall()
-        return [float(r[0]) for r in rows]
-
-    def record_request(self, wallet_id: str, now: float) -> None:
-        self._record("request", wallet_id, now)
-
-    def recent_requests(self, wallet_id: str, since: float) -> list[float]:
-        return self._recent("request", wallet_id, since)
-
-    def record_denial(self, wallet_id: str, now: float) -> None:
-        self._record("denial", wallet_id, now)
-
-    def recent_denials(self, wallet_id: str, since: float) -> list[float]:
-        return self._recent("denial", wallet_id, since)
-
     # -- idempotency ----------------------------------------------------------------------------------------
-    def begin_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
+    @staticmethod
+    def _check_claim(wallet_id: str, key: str, request_hash: bytes) -> None:
         v.check_id("wallet_id", wallet_id)
         v.check_idempotency_key(key)
         v.check_digest("request_hash", request_hash)
-        now = v.check_time("now", now)
-        with self._write() as conn:
-            self._require_wallet(conn, wallet_id)
-            row = conn.execute(
-                "SELECT request_hash, status, response, created_at FROM idempotency WHERE wallet_id = ? AND key = ?",
-                (wallet_id, key),
-            ).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO idempotency VALUES (?, ?, ?, 'in_progress', NULL, ?)",
-                    (wallet_id, key, request_hash, now),
-                )
-                return None
+
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes) -> IdempotencyRecord | None:
+        """None if ``key`` is free; the completed record; or raise mismatch / in progress."""
+        row = conn.execute(
+            "SELECT request_hash, status, response, created_at FROM idempotency WHERE wallet_id = ? AND key = ?",
+            (wallet_id, key),
+        ).fetchone()
+        if row is None:
+            return None
         if row[0] != request_hash:
             raise IdempotencyMismatch(f"idempotency key {key!r} was used for a different request")
         if row[1] != IdempotencyStatus.COMPLETED:
             raise IdempotencyInProgress(f"idempotency key {key!r}: the first request has not completed")
         return IdempotencyRecord(wallet_id, key, row[0], IdempotencyStatus.COMPLETED, row[2], row[3])
+
+    def _claim_in(
+        self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, now: float
+    ) -> IdempotencyRecord | None:
+        self._require_wallet(conn, wallet_id)
+        existing = self._existing(conn, wallet_id, key, request_hash)
+        if existing is None:
+            conn.execute(
+                "INSERT INTO idempotency VALUES (?, ?, ?, 'in_progress', NULL, ?)", (wallet_id, key, request_hash, now)
+            )
+        return existing
+
+    def begin_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
+        self._check_claim(wallet_id, key, request_hash)
+        now = v.check_time("now", now)
+        with self._write() as conn:
+            return self._claim_in(conn, wallet_id, key, request_hash, now)
+
+    def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> IdempotencyRecord | None:
+        self._check_claim(wallet_id, key, request_hash)
+        with self._read() as conn:
+            return self._existing(conn, wallet_id, key, request_hash)
 
     def _claimed(self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes) -> None:
         row = conn.execute(
@@ -260,11 +190,69 @@ class SqliteStore(SqliteOutboxAudit):
         v.check_digest("request_hash", request_hash)
         v.check_blob("response", response)
         with self._write() as conn:
-            self._claimed(conn, wallet_id, key, request_hash)
-            conn.execute(
-                "UPDATE idempotency SET status = 'completed', response = ? WHERE wallet_id = ? AND key = ?",
-                (response, wallet_id, key),
-            )
+            self._complete_in(conn, wallet_id, key, request_hash, response)
+
+    def _complete_in(
+        self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, response: bytes
+    ) -> None:
+        self._claimed(conn, wallet_id, key, request_hash)
+        conn.execute(
+            "UPDATE idempotency SET status = 'completed', response = ? WHERE wallet_id = ? AND key = ?",
+            (response, wallet_id, key),
+        )
+
+    # -- the signing path in two transactions ---------------------------------------------------------------
+    def begin_signing(
+        self,
+        wallet_id: str,
+        key: str,
+        request_hash: bytes,
+        *,
+        request_id: str,
+        amounts: Mapping[str, int],
+        limits: Limits,
+        now: float,
+    ) -> SigningClaim:
+        self._check_claim(wallet_id, key, request_hash)
+        v.check_id("request_id", request_id)
+        wanted = v.check_amounts(amounts) if amounts else ()
+        caps = v.check_limits(limits)
+        now = v.check_time("now", now)
+        with self._write() as conn:
+            replay = self._claim_in(conn, wallet_id, key, request_hash, now)
+            if replay is not None:
+                return SigningClaim(replay=replay, reservation=None)
+            conn.execute("INSERT INTO wallet_events VALUES (?, 'request', ?)", (wallet_id, now))
+            reservation = self._reserve_in(conn, wallet_id, request_id, wanted, caps, now=now) if wanted else None
+        return SigningClaim(replay=None, reservation=reservation)
+
+    def finish_signing(
+        self,
+        reservation: Reservation | None,
+        audit: AuditSealer,
+        webhook: OutboxItem | None,
+        answer: IdempotentAnswer | None,
+    ) -> AuditRecord:
+        if reservation is not None:
+            self._check_reservation(reservation)
+        item = None if webhook is None else v.check_outbox_item(webhook)
+        if answer is not None:
+            if not isinstance(answer, IdempotentAnswer):
+                raise InvalidInput("answer", "must be an IdempotentAnswer")
+            self._check_claim(answer.wallet_id, answer.key, answer.request_hash)
+            v.check_blob("response", answer.response)
+        with self._write() as conn:
+            if reservation is not None:
+                self._transition_in(conn, reservation, ReservationStatus.COMMITTED)
+            record = audit(self._audit_head_in(conn))
+            if not isinstance(record, AuditRecord):
+                raise InvalidInput("audit", "must build an AuditRecord")
+            self._append_audit_in(conn, record)
+            if item is not None:
+                self._enqueue_in(conn, item)
+            if answer is not None:
+                self._complete_in(conn, answer.wallet_id, answer.key, answer.request_hash, answer.response)
+        return record
 
     def abandon_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> None:
         v.check_idempotency_key(key)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from parent_proxy.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from parent_proxy.store import sqlite_spend as spend
 from parent_proxy.store.sqlite_schema import DEFAULT_BUSY_TIMEOUT_SECONDS, PRAGMAS, SCHEMA, SCHEMA_VERSION
 
 
@@ -41,10 +42,12 @@ class SqliteBase:
         self._lock = threading.Lock()
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise StoreUnavailable(f"unknown schema version {version} in {self._path}")
             for statement in SCHEMA:
                 conn.execute(statement)
+            if version == 1:  # version 2 added the running window totals: computed once from the reservations
+                spend.rebuild(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections and transactions -----------------------------------------------------------------------

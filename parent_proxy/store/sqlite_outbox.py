@@ -3,6 +3,7 @@ the append-only audit table."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
@@ -43,14 +44,18 @@ class SqliteOutboxAudit(SqliteBase):
     def enqueue_webhook(self, item: OutboxItem) -> None:
         i = v.check_outbox_item(item)
         with self._write() as conn:
-            self._require_wallet(conn, i.wallet_id)
-            if conn.execute("SELECT 1 FROM outbox WHERE event_id = ?", (i.event_id,)).fetchone():
-                raise Conflict(f"outbox item {i.event_id} already exists")
-            conn.execute(
-                "INSERT INTO outbox (event_id, wallet_id, event_type, body, created_at, status, attempts,"
-                " next_attempt_at, lease_id, lease_until) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, NULL, NULL)",
-                (i.event_id, i.wallet_id, i.event_type, i.body, i.created_at, i.next_attempt_at),
-            )
+            self._enqueue_in(conn, i)
+
+    @classmethod
+    def _enqueue_in(cls, conn: sqlite3.Connection, i: OutboxItem) -> None:
+        cls._require_wallet(conn, i.wallet_id)
+        if conn.execute("SELECT 1 FROM outbox WHERE event_id = ?", (i.event_id,)).fetchone():
+            raise Conflict(f"outbox item {i.event_id} already exists")
+        conn.execute(
+            "INSERT INTO outbox (event_id, wallet_id, event_type, body, created_at, status, attempts,"
+            " next_attempt_at, lease_id, lease_until) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, NULL, NULL)",
+            (i.event_id, i.wallet_id, i.event_type, i.body, i.created_at, i.next_attempt_at),
+        )
 
     @staticmethod
     def _outbox(row: tuple[object, ...]) -> OutboxItem:
@@ -150,22 +155,29 @@ class SqliteOutboxAudit(SqliteBase):
     def append_audit(self, record: AuditRecord) -> None:
         if not isinstance(record, AuditRecord):
             raise InvalidInput("record", "must be an AuditRecord")
-        r = record
         with self._write() as conn:
-            head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-            expected_seq, expected_prev = (1, GENESIS_PREV_HASH) if head is None else (head[0] + 1, head[1])
-            if r.seq != expected_seq or r.prev_hash != expected_prev:
-                raise Conflict(f"audit record {r.seq} does not extend the head (expected seq {expected_seq})")
-            conn.execute(
-                "INSERT INTO audit_log (seq, time, wallet_id, event_type, payload, receipt, prev_hash, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (r.seq, r.time, r.wallet_id, r.event_type, r.payload, r.receipt, r.prev_hash, r.hash),
-            )
+            self._append_audit_in(conn, record)
+
+    @staticmethod
+    def _append_audit_in(conn: sqlite3.Connection, r: AuditRecord) -> None:
+        head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        expected_seq, expected_prev = (1, GENESIS_PREV_HASH) if head is None else (head[0] + 1, head[1])
+        if r.seq != expected_seq or r.prev_hash != expected_prev:
+            raise Conflict(f"audit record {r.seq} does not extend the head (expected seq {expected_seq})")
+        conn.execute(
+            "INSERT INTO audit_log (seq, time, wallet_id, event_type, payload, receipt, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.seq, r.time, r.wallet_id, r.event_type, r.payload, r.receipt, r.prev_hash, r.hash),
+        )
+
+    @staticmethod
+    def _audit_head_in(conn: sqlite3.Connection) -> AuditRecord | None:
+        row = conn.execute(_SELECT_AUDIT + "ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else AuditRecord(*row)
 
     def audit_head(self) -> AuditRecord | None:
         with self._read() as conn:
-            row = conn.execute(_SELECT_AUDIT + "ORDER BY seq DESC LIMIT 1").fetchone()
-        return None if row is None else AuditRecord(*row)
+            return self._audit_head_in(conn)
 
     def audit_records(self, after_seq: int, limit: int) -> list[AuditRecord]:
         v.check_count("after_seq", after_seq)

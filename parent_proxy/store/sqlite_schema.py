@@ -1,4 +1,4 @@
-"""The SQLite adapter's schema (version 1) and connection settings.
+"""The SQLite adapter's schema (version 2: version 1 + the ``spend`` running totals) and connection settings.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit; every writing transaction starts with ``BEGIN IMMEDIATE`` so that two processes
@@ -7,7 +7,9 @@ serialise on the write lock before reading what they are about to check, and wai
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+from parent_proxy.store import sqlite_spend
+
+SCHEMA_VERSION = 2
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -26,9 +28,12 @@ SCHEMA = (
         amounts TEXT NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL,
         PRIMARY KEY (wallet_id, request_id))""",
     "CREATE INDEX IF NOT EXISTS reservations_by_time ON reservations (wallet_id, created_at)",
+    "CREATE INDEX IF NOT EXISTS reservations_by_age ON reservations (created_at)",
+    *sqlite_spend.SCHEMA,
     """CREATE TABLE IF NOT EXISTS wallet_events (
         wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id), kind TEXT NOT NULL, at REAL NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS wallet_events_by_time ON wallet_events (wallet_id, kind, at)",
+    "CREATE INDEX IF NOT EXISTS wallet_events_by_age ON wallet_events (at)",
     """CREATE TABLE IF NOT EXISTS idempotency (
         wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id), key TEXT NOT NULL,
         request_hash BLOB NOT NULL, status TEXT NOT NULL, response BLOB, created_at REAL NOT NULL,

@@ -1,0 +1,108 @@
+"""The pending-approval part of `DynamoStore`: an approval lives under its wallet (``W#<wallet>/AP#<id>``) with a
+pointer item ``A#<id>/APPROVAL`` naming the wallet, written together in one transaction."""
+
+from __future__ import annotations
+
+from parent_proxy.errors import AlreadyDecided, Conflict, InvalidInput, NotFound
+from parent_proxy.store import validation as v
+from parent_proxy.store.dynamodb_base import (
+    ConditionFailed,
+    Item,
+    b,
+    get_b,
+    get_f,
+    get_opt_b,
+    get_opt_f,
+    get_s,
+    n,
+    opt_b,
+    s,
+    translate,
+)
+from parent_proxy.store.dynamodb_limits import DynamoLimits
+from parent_proxy.store.model import Approval, ApprovalStatus
+
+
+class DynamoApprovals(DynamoLimits):
+    """Escalated requests waiting for the owner."""
+
+    # -- pending approvals ----------------------------------------------------------------------------------
+    def create_approval(self, approval: Approval) -> None:
+        a = v.check_approval(approval)
+        self._require_wallet(a.wallet_id)
+        full = {
+            "pk": s(f"W#{a.wallet_id}"),
+            "sk": s(f"AP#{a.approval_id}"),
+            "request_payload": b(a.request_payload),
+            "status": s(ApprovalStatus.PENDING),
+            "created_at": n(a.created_at),
+        }
+        pointer = {"pk": s(f"A#{a.approval_id}"), "sk": s("APPROVAL"), "wallet_id": s(a.wallet_id)}
+        new = "attribute_not_exists(pk)"
+        try:
+            with translate():
+                self._client.transact_write_items(
+                    TransactItems=[
+                        {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}},
+                        {"Put": {"TableName": self._table, "Item": full, "ConditionExpression": new}},
+                    ]
+                )
+        except ConditionFailed as exc:
+            raise Conflict(f"approval {a.approval_id} already exists") from exc
+
+    def _approval_item(self, approval_id: str) -> tuple[str, Item]:
+        pointer = self._get(f"A#{approval_id}", "APPROVAL")
+        full = None if pointer is None else self._get(f"W#{get_s(pointer, 'wallet_id')}", f"AP#{approval_id}")
+        if pointer is None or full is None:
+            raise NotFound(f"approval {approval_id} not found")
+        return get_s(pointer, "wallet_id"), full
+
+    @staticmethod
+    def _approval(wallet_id: str, i: Item) -> Approval:
+        return Approval(
+            get_s(i, "sk")[3:],
+            wallet_id,
+            get_b(i, "request_payload"),
+            ApprovalStatus(get_s(i, "status")),
+            get_f(i, "created_at"),
+            get_opt_b(i, "decision"),
+            get_opt_f(i, "decided_at"),
+        )
+
+    def get_approval(self, approval_id: str) -> Approval:
+        v.check_id("approval_id", approval_id)
+        return self._approval(*self._approval_item(approval_id))
+
+    def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
+        v.check_id("approval_id", approval_id)
+        if status not in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED):
+            raise InvalidInput("status", "must be approved, rejected or expired")
+        if decision is not None:
+            v.check_blob("decision", decision)
+        now = v.check_time("now", now)
+        wallet_id, _ = self._approval_item(approval_id)
+        try:
+            with translate():
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{approval_id}")},
+                    UpdateExpression="SET #st = :s, decision = :d, decided_at = :t",
+                    ConditionExpression="#st = :p",
+                    ExpressionAttributeNames={"#st": "status"},
+                    ExpressionAttributeValues={
+                        ":s": s(status),
+                        ":d": opt_b(decision),
+                        ":t": n(now),
+                        ":p": s(ApprovalStatus.PENDING),
+                    },
+                )
+        except ConditionFailed as exc:
+            current = self.get_approval(approval_id).status
+            raise AlreadyDecided(f"approval {approval_id} is already {current}") from exc
+        return self.get_approval(approval_id)
+
+    def pending_approvals(self, wallet_id: str) -> list[Approval]:
+        v.check_id("wallet_id", wallet_id)
+        approvals = [self._approval(wallet_id, i) for i in self._query(f"W#{wallet_id}", prefix="AP#")]
+        pending = [a for a in approvals if a.status == ApprovalStatus.PENDING]
+        return sorted(pending, key=lambda a: (a.created_at, a.approval_id))
