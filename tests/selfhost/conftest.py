@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from solders.keypair import Keypair
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.pubkey import Pubkey
 
 from tests.selfhost.compose_config import COMPOSE_FILE, load_config, write_env_file
 
@@ -17,8 +18,14 @@ EnvFactory = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
-def owner_pubkey() -> str:
-    return str(Keypair().pubkey())
+def owner_key() -> Ed25519PrivateKey:
+    """The owner allowed to create wallets on the live stacks (WAIAAS_OWNER_KEYS). Never printed."""
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="session")
+def owner_pubkey(owner_key: Ed25519PrivateKey) -> str:
+    return str(Pubkey.from_bytes(owner_key.public_key().public_bytes_raw()))
 
 
 @pytest.fixture(scope="session")

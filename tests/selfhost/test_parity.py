@@ -14,23 +14,41 @@ from compose's normalized model and maps container paths onto a temporary direct
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import secrets
 import stat
 import textwrap
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cbor2
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
+from solders.hash import Hash
+from solders.instruction import Instruction
 from solders.keypair import Keypair
+from solders.message import Message, to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.system_program import AssignParams, TransferParams, assign, transfer
+from solders.transaction import Transaction, VersionedTransaction
 
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import EnclaveState
 from enclave_app.sealing import SCHEME_LOCAL
+from parent_proxy.approvals import message_hash
+from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
+from parent_proxy.owner_cli import envelope
+from parent_proxy.owner_documents import approval_document, freeze_document
+from parent_proxy.owner_signers import LocalOwnerSigner
+from policies.canonical import parse_json_object
+from policies.examples import example_policy_json
 from selfhost import paths
 from selfhost.paths import PathMappingError
 from tests.selfhost.compose_config import SELFHOST, load_config
@@ -204,9 +222,10 @@ def test_live_health_and_readiness(live_stack: tuple[str, Any]) -> None:
 
 def test_live_agent_routes_need_a_token(live_stack: tuple[str, Any]) -> None:
     base, _stack = live_stack
-    response = httpx.post(f"{base}/v1/wallets/w1/transactions/sign", json={}, timeout=5)
+    body = {"transaction": base64.b64encode(b"\x00" * 64).decode(), "idempotency_key": "k1"}
+    response = httpx.post(f"{base}/v1/wallets/w1/transactions/sign", json=body, timeout=5)
     assert response.status_code == 401
-    assert set(response.json()) == {"error"}
+    assert response.json()["error"]["code"] == "unauthorized"
 
 
 def test_live_logs_hold_no_secret(live_stack: tuple[str, Any]) -> None:
@@ -264,3 +283,161 @@ def test_live_signer_seals_with_the_unseal_secret_and_unseals_after_a_restart(
         assert asyncio.run(_load(address, owner, agent, blob)) is EnclaveState.PROVISIONED
     with signer(other), pytest.raises(EnclaveRequestError):
         asyncio.run(_load(address, owner, agent, blob))
+
+
+# ------------------------------------------------------------- 4. the API contract, over HTTP, on the live stack
+# Each test gets a wallet of its own (created by the owner, example policy installed, agent token issued), so the
+# tests do not depend on each other's order. Chain: the compose env's `litesvm` (embedded in the proxy).
+
+SOL = 1_000_000_000
+MERCHANT = Pubkey.from_string("FHEqRxoKaHqjfmpq5sDHwcTRetKh7uJny2UVN4pcd24J")
+BLOCKED = Pubkey.from_string("3R2khGdRVoeaEHJz3FaRq6GEJRta8VPBaxy9vo4jgoJv")
+
+
+@dataclass
+class LiveWallet:
+    base: str
+    owner: LocalOwnerSigner
+    wallet_id: str
+    agent: Pubkey = field(default_factory=Pubkey.default)
+    token: str = ""
+
+    def owner_call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        content = b"" if body is None else json.dumps(body).encode()
+        request = OwnerRequest(method, path, content, int(time.time()), secrets.token_urlsafe(24))
+        headers = owner_request_headers(request, self.owner.public_key, self.owner.sign)
+        headers["Content-Type"] = "application/json"
+        return httpx.request(method, self.base + path, content=content, headers=headers, timeout=30)
+
+    def sign(self, transaction: bytes) -> httpx.Response:
+        body = {"transaction": base64.b64encode(transaction).decode(), "idempotency_key": secrets.token_hex(8)}
+        return httpx.post(
+            f"{self.base}/v1/wallets/{self.wallet_id}/transactions/sign",
+            json=body,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+
+    def tx(self, *instructions: Instruction) -> bytes:
+        budget = [set_compute_unit_price(1_000), set_compute_unit_limit(50_000)]
+        message = Message.new_with_blockhash([*budget, *instructions], self.agent, Hash.new_unique())
+        return bytes(Transaction.new_unsigned(message))
+
+    def pay(self, lamports: int, to: Pubkey = MERCHANT) -> bytes:
+        return self.tx(transfer(TransferParams(from_pubkey=self.agent, to_pubkey=to, lamports=lamports)))
+
+    def order(self, purpose: str, sequence: int) -> dict[str, Any]:
+        return envelope(self.owner, purpose, freeze_document(self.wallet_id, sequence, int(time.time()) + 600))
+
+
+@pytest.fixture
+def wallet(live_stack: tuple[str, Any], owner_key: Ed25519PrivateKey) -> LiveWallet:
+    base, _stack = live_stack
+    w = LiveWallet(base, LocalOwnerSigner(owner_key), f"w-{secrets.token_hex(6)}")
+    body = {"wallet_id": w.wallet_id, "owner_public_key": str(w.owner.public_key)}
+    created = w.owner_call("POST", "/v1/wallets", body)
+    assert created.status_code == 201, created.text
+    assert created.json()["wallet_id"] == w.wallet_id
+    w.agent = Pubkey.from_string(created.json()["agent_public_key"])
+    document = parse_json_object(example_policy_json(), what="policy")
+    document["wallet_id"] = w.wallet_id
+    installed = w.owner_call(
+        "PUT", f"/v1/wallets/{w.wallet_id}/policy", {"envelope": envelope(w.owner, "policy", document)}
+    )
+    assert installed.status_code == 200, installed.text
+    assert installed.json()["sequence"] == 1 and installed.json()["enclave_installed"] is True
+    issued = w.owner_call("POST", f"/v1/wallets/{w.wallet_id}/tokens")
+    assert issued.status_code == 201 and issued.headers["Cache-Control"] == "no-store"
+    w.token = issued.json()["token"]
+    return w
+
+
+def test_live_wallet_creation_needs_a_configured_owner(live_stack: tuple[str, Any]) -> None:
+    base, _stack = live_stack
+    stranger = LiveWallet(base, LocalOwnerSigner(Ed25519PrivateKey.generate()), "w-stranger")
+    body = {"wallet_id": stranger.wallet_id, "owner_public_key": str(stranger.owner.public_key)}
+    response = stranger.owner_call("POST", "/v1/wallets", body)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "owner_signature_invalid"
+
+
+def test_live_allowed_transfer_is_signed_by_the_agent_key(wallet: LiveWallet) -> None:
+    response = wallet.sign(wallet.pay(SOL // 2))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "signed" and body["decision"]["verdict"] == "allow"
+    signed = VersionedTransaction.from_bytes(base64.b64decode(body["signed_transaction"]))
+    Ed25519PublicKey.from_public_bytes(bytes(wallet.agent)).verify(
+        bytes(signed.signatures[0]), to_bytes_versioned(signed.message)
+    )
+    view = httpx.get(
+        f"{wallet.base}/v1/wallets/{wallet.wallet_id}", headers={"Authorization": f"Bearer {wallet.token}"}
+    )
+    assert view.status_code == 200 and view.json()["frozen"] is False
+
+
+def test_live_escalation_is_signed_only_after_the_owner_approves(wallet: LiveWallet) -> None:
+    large = wallet.pay(3 * SOL)
+    pending = wallet.sign(large)
+    assert pending.status_code == 202, pending.text
+    approval_id = pending.json()["approval_id"]
+    listed = wallet.owner_call("GET", f"/v1/wallets/{wallet.wallet_id}/approvals")
+    assert [item["approval_id"] for item in listed.json()] == [approval_id]
+    document = approval_document(wallet.wallet_id, message_hash(large), int(time.time()) + 600)
+    path = f"/v1/wallets/{wallet.wallet_id}/approvals/{approval_id}/approve"
+    approved = wallet.owner_call("POST", path, {"envelope": envelope(wallet.owner, "approval", document)})
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["transaction"]["status"] == "signed"
+
+
+def test_live_denied_destination_is_403_with_reasons(wallet: LiveWallet) -> None:
+    response = wallet.sign(wallet.pay(1_000, BLOCKED))
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "policy_denied"
+    assert any(reason["rule"] == "destinations.deny" for reason in error["reasons"])
+
+
+def test_live_attack_freezes_until_the_owner_unfreezes(wallet: LiveWallet) -> None:
+    attack = assign(AssignParams(pubkey=wallet.agent, owner=Pubkey.new_unique()))
+    frozen = wallet.sign(wallet.tx(attack))
+    assert frozen.status_code == 403 and frozen.json()["error"]["code"] == "wallet_frozen"
+    assert wallet.sign(wallet.pay(1_000)).json()["error"]["code"] == "wallet_frozen"
+    unfrozen = wallet.owner_call(
+        "POST", f"/v1/wallets/{wallet.wallet_id}/unfreeze", {"envelope": wallet.order("unfreeze", 1)}
+    )
+    assert unfrozen.status_code == 200 and unfrozen.json()["frozen"] is False
+    assert wallet.sign(wallet.pay(1_000)).status_code == 200
+
+
+def test_live_owner_freeze_and_unfreeze(wallet: LiveWallet) -> None:
+    path = f"/v1/wallets/{wallet.wallet_id}"
+    frozen = wallet.owner_call("POST", f"{path}/freeze", {"envelope": wallet.order("freeze", 1)})
+    assert frozen.status_code == 200
+    assert (frozen.json()["frozen"], frozen.json()["enclave_acknowledged"]) == (True, True)
+    assert wallet.sign(wallet.pay(1_000)).json()["error"]["code"] == "wallet_frozen"
+    unfrozen = wallet.owner_call("POST", f"{path}/unfreeze", {"envelope": wallet.order("unfreeze", 2)})
+    assert unfrozen.status_code == 200 and unfrozen.json()["frozen"] is False
+    assert wallet.sign(wallet.pay(1_000)).status_code == 200
+
+
+def test_live_owner_requests_are_not_replayable(wallet: LiveWallet) -> None:
+    path = f"/v1/wallets/{wallet.wallet_id}/approvals"
+    request = OwnerRequest("GET", path, b"", int(time.time()), secrets.token_urlsafe(24))
+    headers = owner_request_headers(request, wallet.owner.public_key, wallet.owner.sign)
+    assert httpx.get(wallet.base + path, headers=headers, timeout=10).status_code == 200
+    replay = httpx.get(wallet.base + path, headers=headers, timeout=10)
+    assert replay.status_code == 401 and replay.json()["error"]["code"] == "owner_request_replayed"
+
+
+def test_live_attestation_answers_with_the_callers_nonce(live_stack: tuple[str, Any]) -> None:
+    base, _stack = live_stack
+    nonce = secrets.token_bytes(32)
+    response = httpx.get(f"{base}/v1/attestation", params={"nonce": nonce.hex()}, timeout=10)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    document = base64.b64decode(body["document"])
+    assert nonce in document  # the COSE payload carries it; the development NSM's root proves nothing beyond that
+    assert len(bytes(Pubkey.from_string(body["session_public_key"]))) == 32
+    assert body["enclave_state"] in {"booting", "provisioned", "ready"}
+    short = httpx.get(f"{base}/v1/attestation", params={"nonce": "00"}, timeout=10)
+    assert short.status_code == 422
