@@ -25,9 +25,9 @@ from parent_proxy.clock import Clock
 from parent_proxy.enclave_relay import EnclaveRelay
 from parent_proxy.metrics import Metrics
 from parent_proxy.owner_auth import NonceRegistry
-from parent_proxy.store.model import Wallet
+from parent_proxy.store.model import OutboxItem, Wallet
 from parent_proxy.store.protocol import Store
-from parent_proxy.webhooks import enqueue_event
+from parent_proxy.webhooks import enqueue_event, event_item
 from policies.document import Policy
 from policies.signing import load_signed_policy
 
@@ -93,6 +93,18 @@ class Services:
             self.metrics.count("waiaas_audit_failures_total")
             return False
         return True
+
+    def webhook_item(self, wallet_id: str, event_type: str, data: object) -> OutboxItem | None:
+        """The outbox item for a notification, to be written with the caller's other writes; None when the wallet
+        has no webhook, or (logged) when its settings cannot be read: it is a notification."""
+        try:
+            if self.store.get_webhook(wallet_id) is None:
+                return None
+            return event_item(self.clock, wallet_id, event_type, data)
+        except Exception:
+            logger.exception("webhook %s for wallet %s could not be prepared", event_type, wallet_id)
+            self.metrics.count("waiaas_webhook_enqueue_failures_total")
+            return None
 
     def notify(self, wallet_id: str, event_type: str, data: object) -> None:
         """Queue a webhook notification (persistent outbox); a failure is logged, not raised: it is a notification."""

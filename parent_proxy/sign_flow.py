@@ -42,7 +42,7 @@ from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import LimitExceeded, ProxyError
 from parent_proxy.services import Services, canonical
-from parent_proxy.store.model import Approval, ApprovalStatus, Reservation, Wallet
+from parent_proxy.store.model import Approval, ApprovalStatus, IdempotencyRecord, IdempotentAnswer, Reservation, Wallet
 from policies.decision import Decision, Verdict
 from policies.document import Policy
 from policies.errors import DecodeError, PolicyEngineError
@@ -98,6 +98,25 @@ class Prepared:
     decision: Decision
     idempotent: bool = True
     submit: bool = False
+
+
+@dataclass(slots=True)
+class _Claim:
+    """The idempotency key of one request, and whether this request holds its claim."""
+
+    wallet_id: str
+    key: str
+    digest: bytes
+    held: bool = False
+
+
+def replayed(record: IdempotencyRecord) -> Answer:
+    data = json.loads(record.response or b"{}")
+    return Answer(int(data["status_code"]), data["body"], replayed=True)
+
+
+def reserved_amounts(decision: Decision) -> dict[str, int]:
+    return {r.asset: r.amount for r in decision.reservations if r.amount > 0}
 
 
 def agent_key(idempotency_key: str) -> str:
@@ -166,22 +185,26 @@ class SignFlow:
         self, agent: Agent, request: SignRequest, tables: Mapping[Pubkey, Sequence[Pubkey]]
     ) -> Prepared | Answer:
         s, wallet_id = self.s, agent.wallet_id
-        now = read_clock(s.clock)
         key, digest = agent_key(request.idempotency_key), request.digest()
-        previous = s.store.begin_idempotent(wallet_id, key, digest, now)
+        # A read first: a replay answers without evaluating. The key is claimed below, atomically with the first
+        # write of the path taken (a concurrent request with the same key loses that claim and replays).
+        previous = s.store.lookup_idempotent(wallet_id, key, digest)
         if previous is not None:
-            data = json.loads(previous.response or b"{}")
-            return Answer(int(data["status_code"]), data["body"], replayed=True)
+            return replayed(previous)
+        claim = _Claim(wallet_id, key, digest)
         try:
-            return self._checks(agent, request, tables, key, digest)
+            return self._checks(agent, request, tables, claim)
         except ApiError as error:
-            if error.code in (Code.POLICY_DENIED, Code.WALLET_FROZEN, Code.NO_POLICY, Code.LIMIT_EXCEEDED):
+            if claim.held and error.code in (
+                Code.POLICY_DENIED, Code.WALLET_FROZEN, Code.NO_POLICY, Code.LIMIT_EXCEEDED
+            ):  # fmt: skip
                 s.store.complete_idempotent(wallet_id, key, digest, canonical(error_answer(error)))
-            else:
+            elif claim.held:
                 self._abandon(wallet_id, key, digest)
             raise
         except BaseException as exc:
-            self._abandon(wallet_id, key, digest)
+            if claim.held:
+                self._abandon(wallet_id, key, digest)
             s.audit_safely("transaction.failed", {"stage": "checks", "error": type(exc).__name__}, wallet_id=wallet_id)
             raise
 
@@ -191,35 +214,70 @@ class SignFlow:
         except Exception:
             logger.exception("idempotency claim for wallet %s could not be abandoned", wallet_id)
 
+    def _claim(self, claim: _Claim, now: float) -> Answer | None:
+        """Claim the key on a path other than ALLOW (its own transaction); a replay if another request won it."""
+        previous = self.s.store.begin_idempotent(claim.wallet_id, claim.key, claim.digest, now)
+        if previous is not None:
+            return replayed(previous)
+        claim.held = True
+        return None
+
     def _checks(
         self,
         agent: Agent,
         request: SignRequest,
         tables: Mapping[Pubkey, Sequence[Pubkey]],
-        key: str,
-        digest: bytes,
+        claim: _Claim,
     ) -> Prepared | Answer:
         s, wallet_id = self.s, agent.wallet_id
         request_id = uuid.uuid4().hex
-        base = {"request_id": request_id, "token_id": agent.token_id, "request_sha256": digest.hex()}
+        base = {"request_id": request_id, "token_id": agent.token_id, "request_sha256": claim.digest.hex()}
+        now = read_clock(s.clock)
         wallet = s.store.get_wallet(wallet_id)
         if wallet.frozen:
+            if (replay := self._claim(claim, now)) is not None:
+                return replay
             s.audit.append("transaction.refused", {**base, "reason": "wallet frozen"}, wallet_id=wallet_id)
             raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
         try:
             policy = s.policy_for(wallet)
         except PolicyEngineError as exc:  # a stored policy that no longer verifies: refuse, loudly
             logger.error("stored policy of wallet %s does not verify", wallet_id)
+            if (replay := self._claim(claim, now)) is not None:
+                return replay
             raise ApiError(Code.NO_POLICY, "the wallet has no valid policy") from exc
         if policy is None:
+            if (replay := self._claim(claim, now)) is not None:
+                return replay
             s.audit.append("transaction.refused", {**base, "reason": "no policy"}, wallet_id=wallet_id)
             raise ApiError(Code.NO_POLICY, "the wallet has no policy: everything is denied")
-        now = read_clock(s.clock)
         ctx, requests, denials = eval_context(s, wallet, policy, now)
         decision = decide(policy, request.transaction, tables, ctx)
-        s.store.record_request(wallet_id, now)
         s.metrics.count("waiaas_decisions_total", verdict=decision.verdict.label, stage="proxy")
         payload = {**base, "decision": decision.to_json()}
+        if decision.verdict is Verdict.ALLOW:
+            # Claim the key, record the request and reserve the amounts: one transaction.
+            amounts = reserved_amounts(decision)
+            caps = limits_for(policy, set(amounts), approved=False)
+            try:
+                started = s.store.begin_signing(
+                    wallet_id, claim.key, claim.digest, request_id=request_id, amounts=amounts, limits=caps, now=now
+                )
+            except LimitExceeded as exc:  # nothing was written: claim and record the request, then refuse
+                if (replay := self._claim(claim, now)) is not None:
+                    return replay
+                s.store.record_request(wallet_id, now)
+                raise self.limit_refusal(wallet, exc, payload) from exc
+            if started.replay is not None:
+                return replayed(started.replay)
+            claim.held = True
+            return Prepared(
+                wallet, policy, request_id, claim.key, claim.digest, started.reservation, spent_entries(ctx),
+                requests, denials, decision,
+            )  # fmt: skip
+        if (replay := self._claim(claim, now)) is not None:
+            return replay
+        s.store.record_request(wallet_id, now)
         if decision.verdict >= Verdict.DENY:
             frozen = decision.verdict is Verdict.FREEZE
             s.store.record_denial(wallet_id, now)
@@ -229,24 +287,30 @@ class SignFlow:
             s.audit.append("transaction.frozen" if frozen else "transaction.denied", payload, wallet_id=wallet_id)
             s.notify(wallet_id, "wallet.frozen" if frozen else "transaction.denied", payload)
             raise refusal(decision, frozen)
-        if decision.verdict is Verdict.ESCALATE:
-            approval_id = uuid.uuid4().hex
-            stored_request = canonical({"request": request.to_json(), "decision": decision.to_json(), **base})
-            s.store.create_approval(Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now))
-            body = {
-                "status": "pending_approval",
-                "request_id": request_id,
-                "approval_id": approval_id,
-                "decision": decision.to_json(),
-            }
-            s.audit.append("transaction.escalated", {**payload, "approval_id": approval_id}, wallet_id=wallet_id)
-            s.notify(wallet_id, "approval.pending", {**payload, "approval_id": approval_id})
-            s.store.complete_idempotent(wallet_id, key, digest, canonical({"status_code": 202, "body": body}))
-            return Answer(202, body)
-        reservation = self.reserve(wallet, policy, decision, request_id, now, approved=False, audit_base=payload)
-        return Prepared(
-            wallet, policy, request_id, key, digest, reservation, spent_entries(ctx), requests, denials, decision
-        )
+        approval_id = uuid.uuid4().hex  # ESCALATE
+        stored_request = canonical({"request": request.to_json(), "decision": decision.to_json(), **base})
+        s.store.create_approval(Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now))
+        body = {
+            "status": "pending_approval",
+            "request_id": request_id,
+            "approval_id": approval_id,
+            "decision": decision.to_json(),
+        }
+        s.audit.append("transaction.escalated", {**payload, "approval_id": approval_id}, wallet_id=wallet_id)
+        s.notify(wallet_id, "approval.pending", {**payload, "approval_id": approval_id})
+        s.store.complete_idempotent(wallet_id, claim.key, claim.digest, canonical({"status_code": 202, "body": body}))
+        claim.held = False
+        return Answer(202, body)
+
+    def limit_refusal(self, wallet: Wallet, exc: LimitExceeded, audit_base: dict[str, Any]) -> ApiError:
+        """Audit a reservation refused by the period limits (a concurrent request got there first); the 403."""
+        reasons = [
+            {"verdict": "deny", "rule": "reservation", "message": "period limit reached by concurrent requests",
+             "seen": f"{asset}/{window}s", "allowed": str(cap)}
+            for (asset, window), (_total, cap) in sorted(exc.excess.items())
+        ]  # fmt: skip
+        self.s.audit.append("transaction.denied", {**audit_base, "reservation": reasons}, wallet_id=wallet.wallet_id)
+        return ApiError(Code.LIMIT_EXCEEDED, "the period limit was reached", reasons=reasons)
 
     def reserve(
         self,
@@ -259,22 +323,14 @@ class SignFlow:
         approved: bool,
         audit_base: dict[str, Any],
     ) -> Reservation | None:
-        amounts = {r.asset: r.amount for r in decision.reservations if r.amount > 0}
+        amounts = reserved_amounts(decision)
         if not amounts:
             return None
         caps = limits_for(policy, set(amounts), approved=approved)
         try:
             return self.s.store.reserve(wallet.wallet_id, request_id, amounts, caps, now)
         except LimitExceeded as exc:
-            reasons = [
-                {"verdict": "deny", "rule": "reservation", "message": "period limit reached by concurrent requests",
-                 "seen": f"{asset}/{window}s", "allowed": str(cap)}
-                for (asset, window), (_total, cap) in sorted(exc.excess.items())
-            ]  # fmt: skip
-            self.s.audit.append(
-                "transaction.denied", {**audit_base, "reservation": reasons}, wallet_id=wallet.wallet_id
-            )
-            raise ApiError(Code.LIMIT_EXCEEDED, "the period limit was reached", reasons=reasons) from exc
+            raise self.limit_refusal(wallet, exc, audit_base) from exc
 
     # -- step 5 (async) -----------------------------------------------------------------------------------------
     async def relay(
@@ -346,19 +402,23 @@ class SignFlow:
             },
             "submission": None,
         }
-        # The audit record comes before the signature leaves: no record, no signature.
+        # One transaction: commit the reservation, the audit record, the webhook, the stored answer. The audit
+        # record comes before the signature leaves: no record, no signature (and the reservation is released).
+        seal = s.audit.sealer(
+            "transaction.signed", {**base, "signature": body["signature"]}, wallet_id=wallet_id, receipt=receipt
+        )
+        event = {"request_id": prepared.request_id, "signature": body["signature"]}
+        webhook = s.webhook_item(wallet_id, "transaction.signed", event)
+        stored = None
+        if prepared.idempotent and not submit:
+            response = canonical({"status_code": 200, "body": body})
+            stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
         try:
-            s.audit.append("transaction.signed", {**base, "signature": body["signature"]}, wallet_id=wallet_id,
-                           receipt=receipt)  # fmt: skip
+            s.store.finish_signing(prepared.reservation, seal, webhook, stored)
         except BaseException:
             if prepared.reservation is not None:
                 s.store.release(prepared.reservation)
             raise
-        if prepared.reservation is not None:
-            s.store.commit(prepared.reservation)
-        s.notify(wallet_id, "transaction.signed", {"request_id": prepared.request_id, "signature": body["signature"]})
-        if not submit:
-            self.complete(prepared, 200, body)
         return Answer(200, body)
 
     def complete(self, prepared: Prepared, status: int, body: dict[str, Any]) -> None:

@@ -157,7 +157,7 @@ def live(tmp_path: Path) -> Iterator[Harness]:
 
 
 def test_store_down_at_reservation_is_503_and_audited(live: Harness) -> None:
-    live.store.failing = {"reserve"}
+    live.store.failing = {"reserve", "begin_signing"}
     response = live.sign(live.transfer(1000, MERCHANT))
     live.store.failing = set()
     assert_nothing_signed(live, response, 503, "store_unavailable")
@@ -165,7 +165,7 @@ def test_store_down_at_reservation_is_503_and_audited(live: Harness) -> None:
 
 
 def test_store_down_at_commit_hands_out_no_signature(live: Harness) -> None:
-    live.store.failing = {"append_audit"}
+    live.store.failing = {"append_audit", "finish_signing"}
     response = live.sign(live.transfer(1000, MERCHANT))
     live.store.failing = set()
     assert_nothing_signed(live, response, 503, "store_unavailable")
