@@ -2,7 +2,7 @@
 
 The session key is an Ed25519 key created at boot; its public key is placed in every attestation document the
 enclave hands out (``public_key`` field), so a receipt verified under that key was issued by an attested enclave.
-A receipt is a canonical CBOR map::
+A receipt is a CBOR map (fields in this order; the signature covers the exact bytes)::
 
     {"v": 1, "kind": "transaction" | "message", "wallet_id": str, "policy_sequence": int | null,
      "policy_hash": bstr(32) | null, "message_hash": bstr(32), "verdict": str, "approved": bool,
@@ -61,8 +61,7 @@ class Receipt:
                 "policy_sequence": self.policy_sequence, "policy_hash": self.policy_hash,
                 "message_hash": self.message_hash, "verdict": self.verdict, "approved": self.approved,
                 "reasons_digest": self.reasons_digest, "time_ms": self.time_ms, "counter": self.counter,
-            },
-            canonical=True,
+            }
         )  # fmt: skip
 
 

@@ -31,6 +31,10 @@ def _refuse_semantic_tag(*_args: Any) -> Any:
     raise CborDecodeError("CBOR tag not allowed")
 
 
+_REFUSING = {tag: _refuse_semantic_tag for tag in _CBOR2_BUILTIN_TAGS}
+"""Built once: every tag cbor2 would decode by itself maps to a decoder that refuses (copied per call)."""
+
+
 def loads_untrusted(
     data: bytes,
     *,
@@ -51,13 +55,12 @@ def loads_untrusted(
             raise CborDecodeError("CBOR tag not allowed")
         return tag
 
-    refusing = {tag: _refuse_semantic_tag for tag in _CBOR2_BUILTIN_TAGS}
     stream = io.BytesIO(data)
     try:
         decoder = cbor2.CBORDecoder(
             stream,
             tag_hook=tag_hook,
-            semantic_decoders=refusing,
+            semantic_decoders=dict(_REFUSING),
             max_depth=max_depth,
             allow_duplicate_keys=False,
         )

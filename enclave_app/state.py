@@ -20,11 +20,12 @@ signed and refused since boot. All of it is lost on restart by design; the paren
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -47,6 +48,8 @@ MAX_WALLETS = 1024
 """Wallets one enclave holds (ours: memory per wallet is a few KiB plus its ledger)."""
 MAX_LEDGER_ENTRIES = 100_000
 """Entries per wallet ledger (ours: ~100 bytes each, 10 MB per wallet at most); when full, signing is refused."""
+COMPACT_AFTER = 4096
+"""Pruned timestamps are dropped from memory once this many (and over half the list) have expired."""
 SEED_BYTES = 32
 MIN_NSM_RANDOM_BYTES = 32
 
@@ -59,43 +62,109 @@ def fresh_seed(nsm: Nsm) -> bytes:
     return hashlib.sha256(random + os.urandom(SEED_BYTES)).digest()
 
 
-class Ledger:
-    """Per-boot counters of one wallet: amounts signed per asset, requests and denials, with their times."""
+class _Times:
+    """Non-decreasing timestamps with O(log n) counting over a trailing window."""
 
-    __slots__ = ("denials", "outflows", "requests")
+    __slots__ = ("head", "times")
 
     def __init__(self) -> None:
-        self.outflows: deque[tuple[float, str, int]] = deque()
-        self.requests: deque[float] = deque()
-        self.denials: deque[float] = deque()
+        self.times: list[float] = []
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.times) - self.head
+
+    def append(self, at: float) -> None:
+        self.times.append(at)
+
+    def count_after(self, cutoff: float) -> int:
+        return len(self.times) - bisect.bisect_right(self.times, cutoff, lo=self.head)
+
+    def prune(self, cutoff: float) -> None:
+        self.head = bisect.bisect_right(self.times, cutoff, lo=self.head)
+        if self.head > COMPACT_AFTER and self.head * 2 > len(self.times):
+            del self.times[: self.head]
+            self.head = 0
+
+
+class _Window:
+    """Amounts of one asset inside one trailing window, with their running total."""
+
+    __slots__ = ("entries", "seconds", "total")
+
+    def __init__(self, seconds: int, entries: Iterable[tuple[float, int]]) -> None:
+        self.seconds = seconds
+        self.entries = deque(entries)
+        self.total = sum(amount for _, amount in self.entries)
+
+    def add(self, at: float, amount: int) -> None:
+        self.entries.append((at, amount))
+        self.total += amount
+
+    def slide(self, now: float) -> int:
+        cutoff = now - self.seconds
+        while self.entries and self.entries[0][0] <= cutoff:
+            self.total -= self.entries.popleft()[1]
+        return self.total
+
+
+class Ledger:
+    """Per-boot counters of one wallet: amounts signed per asset, requests and denials, with their times.
+
+    Times never go backwards here (a clock step back is recorded at the last time seen), so windows only slide.
+    Queries cost O(log n) (counts) or amortized O(1) (running totals per (asset, window)).
+    """
+
+    __slots__ = ("_last", "_outflows", "_windows", "denials", "requests")
+
+    def __init__(self) -> None:
+        self._outflows: dict[str, deque[tuple[float, int]]] = {}
+        self._windows: dict[tuple[str, int], _Window] = {}
+        self.requests = _Times()
+        self.denials = _Times()
+        self._last = float("-inf")
+
+    def time(self, now: float) -> float:
+        self._last = max(self._last, now)
+        return self._last
 
     def prune(self, now: float, horizon: int) -> None:
-        cutoff = now - horizon
-        for queue in (self.requests, self.denials):
-            while queue and queue[0] <= cutoff:
-                queue.popleft()
-        while self.outflows and self.outflows[0][0] <= cutoff:
-            self.outflows.popleft()
+        cutoff = self.time(now) - horizon
+        self.requests.prune(cutoff)
+        self.denials.prune(cutoff)
+        for entries in self._outflows.values():
+            while entries and entries[0][0] <= cutoff:
+                entries.popleft()
+        # Windows longer than the horizon are rebuilt from what is kept if a policy needs them again.
+        self._windows = {key: window for key, window in self._windows.items() if key[1] <= horizon}
 
     def check_room(self, entries: int) -> None:
-        if len(self.outflows) + len(self.requests) + len(self.denials) + entries > MAX_LEDGER_ENTRIES:
+        held = sum(len(queue) for queue in self._outflows.values()) + len(self.requests) + len(self.denials)
+        if held + entries > MAX_LEDGER_ENTRIES:
             raise StateError(ErrorCode.LEDGER_FULL, "per-boot counters are full")
 
     def spent(self, asset: str, window: int, now: float) -> int:
-        cutoff = now - window
-        return sum(amount for at, name, amount in self.outflows if at > cutoff and name == asset)
+        now = self.time(now)
+        key = (asset, window)
+        view = self._windows.get(key)
+        if view is None:
+            kept = self._outflows.get(asset, ())
+            view = self._windows[key] = _Window(window, (e for e in kept if e[0] > now - window))
+        return view.slide(now)
 
-    @staticmethod
-    def count(queue: deque[float], window: int, now: float) -> int:
-        cutoff = now - window
-        return sum(1 for at in queue if at > cutoff)
+    def count(self, times: _Times, window: int, now: float) -> int:
+        return times.count_after(self.time(now) - window)
 
     def record(self, now: float, *, denied: bool, signed: tuple[Reservation, ...]) -> None:
+        now = self.time(now)
         self.requests.append(now)
         if denied:
             self.denials.append(now)
         for reservation in signed:
-            self.outflows.append((now, reservation.asset, reservation.amount))
+            self._outflows.setdefault(reservation.asset, deque()).append((now, reservation.amount))
+            for (asset, _), view in self._windows.items():
+                if asset == reservation.asset:
+                    view.add(now, reservation.amount)
 
 
 @dataclass(eq=False, slots=True)

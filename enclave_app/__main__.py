@@ -1,0 +1,117 @@
+"""``python -m enclave_app``: start the enclave server from environment settings (see :mod:`enclave_app.settings`).
+
+Start-up order: settings (a missing or malformed one stops here with exit status 2 and a one-line message);
+the NSM (with ``device``, a self-check: one of our own attestation documents must verify under the configured
+root, with a fresh nonce, in non-debug mode); the sealer; the session key; the optional KMS forwarder; then the
+listener. Any failure before the listener is up exits with status 1; nothing is served half-configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import cast
+
+import boto3
+
+from enclave_app.attestation import verify_attestation_document
+from enclave_app.dev_nsm import UnsafeDevelopmentNsm
+from enclave_app.errors import EnclaveError, SettingsError
+from enclave_app.forwarder import Forwarder
+from enclave_app.kms import AttestedKms, KmsApi
+from enclave_app.nsm import DeviceNsm, Nsm
+from enclave_app.sealing import KmsSealer, LocalSealer, Sealer
+from enclave_app.server import EnclaveServer, Handler, SerializedNsm
+from enclave_app.settings import Settings, load_settings
+from enclave_app.state import Enclave
+from enclave_app.transport import TcpAddress
+
+_LOG = logging.getLogger("enclave_app")
+
+KMS_FORWARDER_PORT = 443
+SELF_CHECK_NONCE_BYTES = 32
+DEV_PCR0 = hashlib.sha384(b"waiaas unsafe-development NSM: not a measurement").digest()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_nsm(settings: Settings) -> Nsm:
+    if settings.nsm == "unsafe-development":
+        return SerializedNsm(UnsafeDevelopmentNsm(pcrs={0: DEV_PCR0}))
+    nsm = SerializedNsm(DeviceNsm.open())
+    if settings.attestation_root is None:  # load_settings guarantees it; refuse rather than skip the check
+        raise SettingsError("attestation root missing for the device NSM")
+    # Self-check: the device answers with a document that chains to the pinned root and carries our nonce.
+    nonce = os.urandom(SELF_CHECK_NONCE_BYTES)
+    document = nsm.attestation(public_key=None, user_data=None, nonce=nonce)
+    verify_attestation_document(
+        document, root_certificate_pem=settings.attestation_root.read_bytes(), at=utc_now(), expected_nonce=nonce
+    )
+    return nsm
+
+
+def build_sealer(settings: Settings, nsm: Nsm) -> Sealer:
+    if settings.sealer == "local":
+        if settings.local_secret_file is None:
+            raise SettingsError("local secret file missing")
+        return LocalSealer(settings.local_secret_file.read_bytes().rstrip(b"\r\n"))
+    if settings.kms_key_id is None or settings.kms_region is None:
+        raise SettingsError("KMS key id or region missing")
+    client = cast("KmsApi", boto3.client("kms", region_name=settings.kms_region))
+    return KmsSealer(AttestedKms(client, nsm), key_id=settings.kms_key_id)
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is not given)."""
+    nsm = build_nsm(settings)
+    sealer = build_sealer(settings, nsm)
+    enclave = Enclave(nsm=nsm, clock=utc_now)
+    forwarder = None
+    if settings.kms_proxy is not None:
+        forwarder = Forwarder(listen_address=TcpAddress("127.0.0.1", KMS_FORWARDER_PORT), upstream=settings.kms_proxy)
+        await forwarder.start()
+    server = EnclaveServer(Handler(enclave, sealer), max_connections=settings.max_connections)
+    listener = await server.start(settings.listen)
+    _LOG.info("enclave listening; session key %s", enclave.session.public_key.hex())
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        listener.close()
+        await listener.wait_closed()
+        if forwarder is not None:
+            await forwarder.close()
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    del argv  # no arguments: everything comes from the environment
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(os.environ if env is None else env)
+    except SettingsError as exc:
+        print(f"waiaas-enclave: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(settings))
+    except EnclaveError as exc:
+        print(f"waiaas-enclave: start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

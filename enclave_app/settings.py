@@ -1,0 +1,149 @@
+"""Start-up settings of the enclave app: one frozen object built once from the environment.
+
+Every security setting is required (no defaults): where to listen, which NSM, which sealer, and the trust root.
+A missing or malformed value raises :class:`~enclave_app.errors.SettingsError` naming the variable (never
+echoing a value). Booleans are exactly ``true`` or ``false``.
+
+=====================================  ========================================================================
+variable                               meaning
+=====================================  ========================================================================
+WAIAAS_ENCLAVE_LISTEN                  required: ``vsock:<cid>:<port>`` | ``unix:/path`` | ``tcp:127.0.0.1:<port>``
+WAIAAS_ENCLAVE_NSM                     required: ``device`` (/dev/nsm) or ``unsafe-development``
+WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM        required, boolean: must be ``true`` with ``unsafe-development``, ``false``
+                                       with ``device`` (a second, explicit opt-in to an NSM that proves nothing)
+WAIAAS_ENCLAVE_ATTESTATION_ROOT        required with ``device``: PEM file of the AWS Nitro root; at start-up the
+                                       enclave verifies one of its own documents under it; forbidden otherwise
+WAIAAS_ENCLAVE_SEALER                  required: ``kms`` or ``local``
+WAIAAS_ENCLAVE_KMS_KEY_ID              required with ``kms``: the seal key (ARN or id)
+WAIAAS_ENCLAVE_KMS_REGION              required with ``kms``: e.g. ``eu-west-1``
+WAIAAS_ENCLAVE_KMS_PROXY               optional with ``kms``: vsock address of the parent's vsock-proxy; when
+                                       set, a forwarder listens on 127.0.0.1:443 (``kms.<region>.amazonaws.com``
+                                       resolves there inside the image)
+WAIAAS_ENCLAVE_LOCAL_SECRET_FILE       required with ``local``: file holding the operator secret (>= 16 bytes)
+WAIAAS_ENCLAVE_MAX_CONNECTIONS         optional: 1..1024, default 64
+=====================================  ========================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from enclave_app.errors import SettingsError, TransportError
+from enclave_app.server import MAX_CONNECTIONS
+from enclave_app.transport import Address, VsockAddress, parse_address
+
+PREFIX = "WAIAAS_ENCLAVE_"
+MAX_CONNECTIONS_LIMIT = 1024
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_KEY_ID = re.compile(r"^[A-Za-z0-9:/_\-]{1,2048}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: Address
+    nsm: Literal["device", "unsafe-development"]
+    sealer: Literal["kms", "local"]
+    attestation_root: Path | None = None
+    kms_key_id: str | None = None
+    kms_region: str | None = None
+    kms_proxy: VsockAddress | None = None
+    local_secret_file: Path | None = field(default=None, repr=False)
+    max_connections: int = MAX_CONNECTIONS
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(PREFIX + name)
+    return None if value is None else value.strip()
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = _get(env, name)
+    if not value:
+        raise SettingsError(f"{PREFIX}{name} is required")
+    return value
+
+
+def _forbidden(env: Mapping[str, str], name: str, because: str) -> None:
+    if _get(env, name) is not None:
+        raise SettingsError(f"{PREFIX}{name} must not be set {because}")
+
+
+def _boolean(env: Mapping[str, str], name: str) -> bool:
+    value = _required(env, name)
+    if value not in ("true", "false"):
+        raise SettingsError(f"{PREFIX}{name} must be exactly 'true' or 'false'")
+    return value == "true"
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = _required(env, name)
+    if value not in choices:
+        raise SettingsError(f"{PREFIX}{name} must be one of: {', '.join(choices)}")
+    return value
+
+
+def _address(env: Mapping[str, str], name: str) -> Address:
+    try:
+        return parse_address(_required(env, name))
+    except TransportError as exc:
+        raise SettingsError(f"{PREFIX}{name} is not a valid address ({exc})") from exc
+
+
+def _file(env: Mapping[str, str], name: str) -> Path:
+    path = Path(_required(env, name))
+    if not path.is_absolute() or not path.is_file():
+        raise SettingsError(f"{PREFIX}{name} must be an absolute path to an existing file")
+    return path
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build the settings from ``env`` (``os.environ`` at start-up), or raise :class:`SettingsError`."""
+    listen = _address(env, "LISTEN")
+    nsm = _choice(env, "NSM", ("device", "unsafe-development"))
+    allow_unsafe = _boolean(env, "ALLOW_UNSAFE_NSM")
+    if allow_unsafe != (nsm == "unsafe-development"):
+        raise SettingsError(f"{PREFIX}ALLOW_UNSAFE_NSM must be 'true' exactly when {PREFIX}NSM is unsafe-development")
+    root = None
+    if nsm == "device":
+        root = _file(env, "ATTESTATION_ROOT")
+    else:
+        _forbidden(env, "ATTESTATION_ROOT", "with the unsafe-development NSM (it has its own throw-away root)")
+    sealer = _choice(env, "SEALER", ("kms", "local"))
+    key_id = region = proxy = secret = None
+    if sealer == "kms":
+        key_id, region = _required(env, "KMS_KEY_ID"), _required(env, "KMS_REGION")
+        if not _KEY_ID.match(key_id):
+            raise SettingsError(f"{PREFIX}KMS_KEY_ID is malformed")
+        if not _REGION.match(region):
+            raise SettingsError(f"{PREFIX}KMS_REGION is malformed")
+        if _get(env, "KMS_PROXY") is not None:
+            address = _address(env, "KMS_PROXY")
+            if not isinstance(address, VsockAddress):
+                raise SettingsError(f"{PREFIX}KMS_PROXY must be a vsock address")
+            proxy = address
+        _forbidden(env, "LOCAL_SECRET_FILE", "with the kms sealer")
+    else:
+        secret = _file(env, "LOCAL_SECRET_FILE")
+        for name in ("KMS_KEY_ID", "KMS_REGION", "KMS_PROXY"):
+            _forbidden(env, name, "with the local sealer")
+    connections = _get(env, "MAX_CONNECTIONS")
+    max_connections = MAX_CONNECTIONS
+    if connections is not None:
+        if not connections.isdigit() or not 1 <= int(connections) <= MAX_CONNECTIONS_LIMIT:
+            raise SettingsError(f"{PREFIX}MAX_CONNECTIONS must be an integer in 1..{MAX_CONNECTIONS_LIMIT}")
+        max_connections = int(connections)
+    return Settings(
+        listen=listen,
+        nsm=nsm,  # type: ignore[arg-type]
+        sealer=sealer,  # type: ignore[arg-type]
+        attestation_root=root,
+        kms_key_id=key_id,
+        kms_region=region,
+        kms_proxy=proxy,
+        local_secret_file=secret,
+        max_connections=max_connections,
+    )
