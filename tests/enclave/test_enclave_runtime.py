@@ -1,0 +1,179 @@
+"""Start-up settings, ``python -m enclave_app``, the per-boot ledger, receipts and the benchmark's last line."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from enclave_app.__main__ import main, serve
+from enclave_app.client import EnclaveClient
+from enclave_app.errors import ReceiptError, SettingsError, StateError
+from enclave_app.protocol import EnclaveState
+from enclave_app.receipts import Receipt, SessionKey, verify_receipt
+from enclave_app.settings import load_settings
+from enclave_app.state import Ledger
+from enclave_app.transport import UnixAddress, VsockAddress
+from policies.decision import Reservation
+
+
+def _env(tmp_path: Path, **changes: str | None) -> dict[str, str]:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"operator secret for the tests!!\n")
+    env = {
+        "WAIAAS_ENCLAVE_LISTEN": f"unix:{tmp_path}/enclave.sock",
+        "WAIAAS_ENCLAVE_NSM": "unsafe-development",
+        "WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM": "true",
+        "WAIAAS_ENCLAVE_SEALER": "local",
+        "WAIAAS_ENCLAVE_LOCAL_SECRET_FILE": str(secret),
+    }
+    for key, value in changes.items():
+        name = "WAIAAS_ENCLAVE_" + key
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def test_settings_for_self_host(tmp_path: Path) -> None:
+    settings = load_settings(_env(tmp_path))
+    assert settings.listen == UnixAddress(f"{tmp_path}/enclave.sock") and settings.sealer == "local"
+    assert "secret" not in repr(settings)
+
+
+def test_settings_for_nitro(tmp_path: Path) -> None:
+    root = tmp_path / "root.pem"
+    root.write_text("pem")
+    env = _env(
+        tmp_path,
+        LISTEN="vsock:4294967295:5005",
+        NSM="device",
+        ALLOW_UNSAFE_NSM="false",
+        ATTESTATION_ROOT=str(root),
+        SEALER="kms",
+        LOCAL_SECRET_FILE=None,
+        KMS_KEY_ID="arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        KMS_REGION="eu-west-1",
+        KMS_PROXY="vsock:3:8000",
+        MAX_CONNECTIONS="8",
+    )
+    settings = load_settings(env)
+    assert settings.kms_proxy == VsockAddress(3, 8000) and settings.max_connections == 8
+    assert settings.attestation_root == root
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"LISTEN": None}, "WAIAAS_ENCLAVE_LISTEN is required"),
+        ({"LISTEN": "http://x"}, "WAIAAS_ENCLAVE_LISTEN is not a valid address"),
+        ({"NSM": "fake"}, "WAIAAS_ENCLAVE_NSM must be one of: device, unsafe-development"),
+        ({"ALLOW_UNSAFE_NSM": "yes"}, "must be exactly 'true' or 'false'"),
+        ({"ALLOW_UNSAFE_NSM": "True"}, "must be exactly 'true' or 'false'"),
+        ({"ALLOW_UNSAFE_NSM": None}, "WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM is required"),
+        ({"ALLOW_UNSAFE_NSM": "false"}, "must be 'true' exactly when WAIAAS_ENCLAVE_NSM is unsafe-development"),
+        ({"NSM": "device", "ALLOW_UNSAFE_NSM": "false"}, "WAIAAS_ENCLAVE_ATTESTATION_ROOT is required"),
+        ({"ATTESTATION_ROOT": "/etc/hostname"}, "ATTESTATION_ROOT must not be set with the unsafe-development"),
+        ({"SEALER": None}, "WAIAAS_ENCLAVE_SEALER is required"),
+        ({"LOCAL_SECRET_FILE": "relative"}, "must be an absolute path to an existing file"),
+        ({"KMS_REGION": "eu-west-1"}, "KMS_REGION must not be set with the local sealer"),
+        ({"SEALER": "kms", "LOCAL_SECRET_FILE": None}, "WAIAAS_ENCLAVE_KMS_KEY_ID is required"),
+        ({"SEALER": "kms", "KMS_KEY_ID": "k", "KMS_REGION": "eu-west-1"}, "LOCAL_SECRET_FILE must not be set"),
+        (
+            {"SEALER": "kms", "LOCAL_SECRET_FILE": None, "KMS_KEY_ID": "k", "KMS_REGION": "Frankfurt"},
+            "KMS_REGION is malformed",
+        ),
+        (
+            {
+                "SEALER": "kms",
+                "LOCAL_SECRET_FILE": None,
+                "KMS_KEY_ID": "k",
+                "KMS_REGION": "eu-west-1",
+                "KMS_PROXY": "tcp:127.0.0.1:8000",
+            },
+            "KMS_PROXY must be a vsock address",
+        ),
+        ({"MAX_CONNECTIONS": "0"}, "MAX_CONNECTIONS must be an integer in 1..1024"),
+        ({"MAX_CONNECTIONS": "many"}, "MAX_CONNECTIONS must be an integer in 1..1024"),
+    ],
+)
+def test_bad_settings_stop_start_up(tmp_path: Path, changes: dict[str, str | None], match: str) -> None:
+    with pytest.raises(SettingsError, match=match):
+        load_settings(_env(tmp_path, **changes))
+
+
+def test_main_reports_configuration_errors_without_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([], env=_env(tmp_path, SEALER="hsm-of-doom")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("waiaas-enclave: configuration error: WAIAAS_ENCLAVE_SEALER must be one of")
+    assert "hsm-of-doom" not in err
+
+
+def test_serve_from_settings_over_a_unix_socket(tmp_path: Path) -> None:
+    settings = load_settings(_env(tmp_path))
+
+    async def run() -> EnclaveState:
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(settings, stop=stop))
+        client = EnclaveClient(f"unix:{tmp_path}/enclave.sock", timeout=5.0)
+        for _ in range(100):
+            try:
+                state = (await client.ping()).state
+                break
+            except Exception:  # not listening yet
+                await asyncio.sleep(0.02)
+        stop.set()
+        await task
+        return state
+
+    assert asyncio.run(run()) is EnclaveState.BOOTING
+
+
+def test_ledger_windows_slide_and_never_go_back() -> None:
+    ledger = Ledger()
+    ledger.record(1000.0, denied=False, signed=(Reservation("SOL", 5),))
+    ledger.record(1030.0, denied=True, signed=(Reservation("SOL", 7), Reservation("M", 1)))
+    assert ledger.spent("SOL", 60, 1040.0) == 12 and ledger.spent("SOL", 20, 1040.0) == 7
+    ledger.record(1045.0, denied=False, signed=(Reservation("SOL", 1),))
+    assert ledger.spent("SOL", 60, 1050.0) == 13  # a view created earlier sees later records
+    assert ledger.count(ledger.requests, 60, 1050.0) == 3 and ledger.count(ledger.denials, 60, 1050.0) == 1
+    # The clock steps back: nothing already counted is forgotten.
+    assert ledger.spent("SOL", 60, 900.0) == 13
+    assert ledger.spent("SOL", 60, 1095.0) == 1  # 1000 and 1030 slid out
+    ledger.prune(2000.0, 60)
+    assert ledger.count(ledger.requests, 3600, 2000.0) == 0
+
+
+def test_ledger_refuses_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("enclave_app.state.MAX_LEDGER_ENTRIES", 2)
+    ledger = Ledger()
+    ledger.record(1.0, denied=True, signed=())
+    with pytest.raises(StateError, match="per-boot counters are full"):
+        ledger.check_room(1)
+
+
+def test_receipt_verification_refuses_tampering() -> None:
+    session = SessionKey(bytes(range(32)))
+    receipt = Receipt("transaction", "w", 1, bytes(32), bytes(32), "deny", False, bytes(32), 1, 1)
+    encoded, signature = session.sign(receipt)
+    assert verify_receipt(encoded, signature, session.public_key) == receipt
+    other = SessionKey(bytes(32))
+    with pytest.raises(ReceiptError, match="receipt signature invalid"):
+        verify_receipt(encoded, signature, other.public_key)
+    with pytest.raises(ReceiptError, match="size out of bounds"):
+        verify_receipt(encoded, signature[:63], session.public_key)
+    junk, junk_signature = b"\xa1\x61x\x01", session._key.sign(b"\xffwaiaas/receipt\x00" + b"\xa1\x61x\x01")
+    with pytest.raises(ReceiptError, match="receipt malformed"):
+        verify_receipt(junk, junk_signature, session.public_key)
+    assert "SessionKey(public_key=" in repr(session) and bytes(range(32)).hex() not in repr(session)
+
+
+def test_benchmark_last_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from enclave_app.bench import main as bench_main
+
+    assert bench_main(["--samples", "200"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"enclave-sign p50_us=[\d.]+ p99_us=[\d.]+ sign_us=[\d.]+ ratio=[\d.]+", last)
