@@ -21,11 +21,11 @@ import uvicorn
 from fastapi import FastAPI
 from solders.litesvm import LiteSVM
 
-from enclave_app.client import EnclaveClient
 from parent_proxy.app import create_app
 from parent_proxy.auth import RateLimiter
 from parent_proxy.chain import Chain, LiteSvmChain, RpcChain
 from parent_proxy.clock import SystemClock
+from parent_proxy.enclave_pool import PooledEnclaveClient
 from parent_proxy.enclave_relay import EnclaveRelay
 from parent_proxy.owner_auth import StoreNonceRegistry
 from parent_proxy.services import Services
@@ -57,7 +57,7 @@ def build_services(settings: Settings) -> Services:
     return Services(
         store=store,
         clock=SystemClock(),
-        relay=EnclaveRelay(EnclaveClient(settings.enclave, timeout=settings.enclave_timeout_seconds)),
+        relay=EnclaveRelay(PooledEnclaveClient(settings.enclave, timeout=settings.enclave_timeout_seconds)),
         chain=open_chain(settings),
         rate_limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
         nonces=StoreNonceRegistry(store),

@@ -67,6 +67,12 @@ class EnclaveRelay:
         self._client = client
         self._loaded: dict[str, int] = {}  # wallet id -> policy sequence installed in the current enclave session
 
+    async def close(self) -> None:
+        """Close kept-open connections to the enclave, if the client keeps any (`PooledEnclaveClient`)."""
+        aclose = getattr(self._client, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
     def forget(self, wallet_id: str | None = None) -> None:
         """Forget what was loaded (all wallets, or one), so the next request loads it again."""
         if wallet_id is None:

@@ -140,9 +140,9 @@ def eval_context(services: Services, wallet: Wallet, policy: Policy, now: float)
         for asset, window in policy.spend_windows()
     }
     rate = policy.rules.rate
-    requests = len(store.recent_requests(wallet_id, now - rate.window_seconds))
+    requests = store.count_requests(wallet_id, now - rate.window_seconds)
     burst = policy.rules.freeze.denials
-    denials = 0 if burst is None else len(store.recent_denials(wallet_id, now - burst.window_seconds))
+    denials = 0 if burst is None else store.count_denials(wallet_id, now - burst.window_seconds)
     keys = frozenset({Pubkey.from_bytes(wallet.agent_pubkey)})  # the same wallet keys as the enclave's check
     ctx = EvalContext(datetime.fromtimestamp(now, UTC), keys, spent, requests, denials)
     return ctx, requests, denials

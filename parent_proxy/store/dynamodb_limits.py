@@ -183,6 +183,12 @@ class DynamoLimits(DynamoOutboxAudit):
         items = self._query(f"W#{wallet_id}", between=(f"E#{kind}#{sortable_time(since)}", f"E#{kind}#~"))
         return sorted(t for t in (get_f(i, "at") for i in items) if t >= since)
 
+    def count_requests(self, wallet_id: str, since: float) -> int:
+        return len(self._recent("request", wallet_id, since))
+
+    def count_denials(self, wallet_id: str, since: float) -> int:
+        return len(self._recent("denial", wallet_id, since))
+
     def record_request(self, wallet_id: str, now: float) -> None:
         self._record("request", wallet_id, now)
 

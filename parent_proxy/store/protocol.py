@@ -104,6 +104,14 @@ class Store(Protocol):
 
     def recent_denials(self, wallet_id: str, since: float) -> list[float]: ...
 
+    def count_requests(self, wallet_id: str, since: float) -> int:
+        """``len(recent_requests(wallet_id, since))``, without reading the timestamps."""
+        ...
+
+    def count_denials(self, wallet_id: str, since: float) -> int:
+        """``len(recent_denials(wallet_id, since))``, without reading the timestamps."""
+        ...
+
     # -- idempotency ----------------------------------------------------------------------------------------
     def begin_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
         """Claim ``key``: None means "new, proceed"; a completed record means "replay its response".

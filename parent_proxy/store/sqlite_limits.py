@@ -134,6 +134,22 @@ class SqliteLimits(SqliteOutboxAudit):
             ).fetchall()
         return [float(r[0]) for r in rows]
 
+    def _count(self, kind: str, wallet_id: str, since: float) -> int:
+        v.check_id("wallet_id", wallet_id)
+        since = v.check_time("since", since)
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM wallet_events WHERE wallet_id = ? AND kind = ? AND at >= ?",
+                (wallet_id, kind, since),
+            ).fetchone()
+        return int(row[0])
+
+    def count_requests(self, wallet_id: str, since: float) -> int:
+        return self._count("request", wallet_id, since)
+
+    def count_denials(self, wallet_id: str, since: float) -> int:
+        return self._count("denial", wallet_id, since)
+
     def record_request(self, wallet_id: str, now: float) -> None:
         self._record("request", wallet_id, now)
 

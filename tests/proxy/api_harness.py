@@ -29,7 +29,6 @@ from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
-from enclave_app.client import EnclaveClient
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.sealing import LocalSealer
 from enclave_app.server import EnclaveServer, Handler
@@ -38,6 +37,7 @@ from enclave_app.transport import UnixAddress
 from parent_proxy.app import create_app
 from parent_proxy.auth import RateLimiter
 from parent_proxy.chain import LiteSvmChain
+from parent_proxy.enclave_pool import PooledEnclaveClient
 from parent_proxy.enclave_relay import EnclaveRelay
 from parent_proxy.errors import StoreUnavailable
 from parent_proxy.owner_auth import OwnerRequest, StoreNonceRegistry, owner_request_headers
@@ -201,7 +201,7 @@ def build_harness(tmp_path: Path, loop: LoopThread, *, enclave_timeout: float = 
     services = Services(
         store=store,  # type: ignore[arg-type]
         clock=clock,
-        relay=EnclaveRelay(EnclaveClient(UnixAddress(str(socket)), timeout=enclave_timeout)),
+        relay=EnclaveRelay(PooledEnclaveClient(UnixAddress(str(socket)), timeout=enclave_timeout)),
         chain=LiteSvmChain(LiteSVM()),
         rate_limiter=RateLimiter(rate, int(rate)),
         nonces=StoreNonceRegistry(store),  # type: ignore[arg-type]

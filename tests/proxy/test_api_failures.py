@@ -35,6 +35,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
         with h.client:
             provision(h)
             server.close()
+            loop.run(h.services.relay.close())  # as when the enclave process goes: its connections close too
             loop.run(server.wait_closed())
             h.socket.unlink(missing_ok=True)
             h.services.relay.forget()

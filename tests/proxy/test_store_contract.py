@@ -210,6 +210,11 @@ def test_request_and_denial_timestamps(wallet_store: Store) -> None:
     assert wallet_store.recent_denials("w1", T0) == [T0 + 2]
     assert wallet_store.recent_denials("w1", T0 + 2.000001) == []
     assert wallet_store.recent_requests("w2", 0) == [T0 + 3]
+    assert wallet_store.count_requests("w1", T0 + 1) == 2
+    assert wallet_store.count_requests("w1", T0 + 2.5) == 1
+    assert wallet_store.count_denials("w1", T0) == 1
+    assert wallet_store.count_denials("w1", T0 + 2.000001) == 0
+    assert wallet_store.count_requests("w2", 0) == 1
     with pytest.raises(NotFound, match="wallet w9 not found"):
         wallet_store.record_denial("w9", T0)
     with pytest.raises(InvalidInput, match="since: must be a finite"):
