@@ -155,9 +155,10 @@ def _optional(inner: Check) -> Check:
 
 def _sequence(inner: Check, high: int) -> Check:
     def check(value: Any) -> tuple[Any, ...]:
-        if not isinstance(value, list | tuple) or len(value) > high:
+        kind = type(value)
+        if (kind is not list and kind is not tuple) or len(value) > high:
             raise ProtocolError("array field of wrong type or size")
-        return tuple(inner(item) for item in value)
+        return tuple([inner(item) for item in value])
 
     return check
 
@@ -175,12 +176,20 @@ def _enum(kind: type[StrEnum]) -> Check:
 
 
 _VERDICTS = frozenset({"allow", "escalate", "deny", "freeze"})
+_TEXT_KEY = frozenset({str})
+
+
+def _is_map(value: Any) -> bool:
+    # A decoded frame holds plain dicts; the ABC check is the (slower) general case.
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _decision(value: Any) -> dict[str, Any]:
-    if not isinstance(value, Mapping) or not all(type(key) is str for key in value):
+    if not _is_map(value) or not _TEXT_KEY.issuperset(map(type, value)):
         raise ProtocolError("decision must be a map with text keys")
-    if value.get("verdict") not in _VERDICTS or not isinstance(value.get("reasons"), list | tuple):
+    verdict, reasons = value.get("verdict"), value.get("reasons")
+    reasons_ok = type(reasons) is list or type(reasons) is tuple
+    if type(verdict) is not str or verdict not in _VERDICTS or not reasons_ok:
         raise ProtocolError("decision lacks a verdict or reasons")
     return dict(value)
 
@@ -193,16 +202,22 @@ _COUNT = _uint(MAX_COUNT)
 
 def _record(kind: type[_Record]) -> Check:
     def check(value: Any) -> _Record:
-        if isinstance(value, kind):
+        if type(value) is kind:
             return value
-        if not isinstance(value, Mapping) or set(value) != kind._NAMES:
+        if not _is_map(value) or value.keys() != kind._NAMES:
             raise ProtocolError(f"{kind.__name__} has missing or extra fields")
-        return kind(**{name: field_check(value[name]) for name, field_check in kind.FIELDS})
+        return kind(*[field_check(value[name]) for name, field_check in kind.FIELDS])
 
     return check
 
 
+_WIRE_SCALARS = frozenset({bytes, str, int, bool, type(None), dict})
+"""Values that go on the wire as they are (``dict``: a decision, already checked)."""
+
+
 def _encode(value: Any) -> Any:
+    if type(value) in _WIRE_SCALARS:
+        return value
     if isinstance(value, _Record):
         return value.to_wire()
     if isinstance(value, tuple):
@@ -217,10 +232,13 @@ class _Record:
 
     FIELDS: ClassVar[tuple[tuple[str, Check], ...]] = ()
     _NAMES: ClassVar[frozenset[str]] = frozenset()
+    _WIRE_NAMES: ClassVar[frozenset[str]] = frozenset()
+    """``_NAMES`` plus ``v`` and ``type``: the exact key set of a message's wire map."""
 
     def __init_subclass__(cls) -> None:
         super().__init_subclass__()
         cls._NAMES = frozenset(name for name, _ in cls.FIELDS)
+        cls._WIRE_NAMES = cls._NAMES | {"v", "type"}
 
     def fields_to_wire(self) -> dict[str, Any]:
         # Encoding checks the values too: a malformed message is refused before it leaves either side.
@@ -506,17 +524,20 @@ M = TypeVar("M", bound=Message)
 
 
 def _decode(value: Any, registry: Mapping[str, type[M]]) -> M:
-    if not isinstance(value, Mapping):
+    # 1. A map; 2. our version (an int, not a bool); 3. a type of this registry; 4. exactly its keys;
+    # 5. every field through its check (the dataclass is built positionally, in FIELDS order).
+    if not _is_map(value):
         raise ProtocolError("message must be a CBOR map")
-    if value.get("v") != PROTOCOL_VERSION or type(value.get("v")) is not int:
+    version = value.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError("unsupported protocol version")
     name = value.get("type")
     kind = registry.get(name) if type(name) is str else None
     if kind is None:
         raise ProtocolError("unknown message type")
-    if len(value) != len(kind._NAMES) + 2 or not kind._NAMES.issubset(value.keys()):
+    if value.keys() != kind._WIRE_NAMES:
         raise ProtocolError("message has missing or extra fields")
-    return kind(**{name: check(value[name]) for name, check in kind.FIELDS})
+    return kind(*[check(value[field]) for field, check in kind.FIELDS])
 
 
 def decode_request(value: Any) -> Request:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -196,3 +197,16 @@ def test_hostile_maps_give_a_protocol_error_or_a_valid_request(kind: str, fields
     except ProtocolError:
         return
     assert decode_request(request.to_wire()) == request
+
+
+@pytest.mark.parametrize(
+    "kind", [*REQUEST_TYPES.values(), *RESPONSE_TYPES.values(), LookupTable, SpentEntry], ids=lambda k: k.__name__
+)
+def test_fields_are_declared_in_dataclass_order(kind: type[Message]) -> None:
+    # Decoding builds each message positionally from FIELDS: the two orders must be the same.
+    assert tuple(field.name for field in dataclasses.fields(kind)) == tuple(name for name, _ in kind.FIELDS)  # type: ignore[arg-type]
+
+
+def test_a_decision_with_an_unhashable_verdict_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="decision lacks a verdict or reasons"):
+        decode_response({**RESPONSES[4].to_wire(), "decision": {"verdict": ["allow"], "reasons": []}})

@@ -65,3 +65,71 @@ def test_malformed_refused(encoded: bytes, message: str) -> None:
 def test_random_bytes_decode_or_raise_cbor_error(blob: bytes) -> None:
     with contextlib.suppress(CborDecodeError):
         loads_untrusted(blob)
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        b"\xf7",  # undefined
+        b"\xe0",  # simple value 0
+        b"\xf8\x20",  # simple value 32
+        b"\x82\x01\xf7",  # undefined inside an array
+        b"\xa1\x61a\xe0",  # simple value inside a map
+    ],
+)
+def test_simple_values_refused(encoded: bytes) -> None:
+    with pytest.raises(CborDecodeError, match="value type not allowed"):
+        loads_untrusted(encoded)
+
+
+@pytest.mark.parametrize(
+    ("encoded", "max_depth", "ok"),
+    [
+        (cbor2.dumps({"a": 1}), 1, True),
+        (cbor2.dumps({"a": 1}), 0, False),
+        (cbor2.dumps({"a": {}}), 1, True),  # an empty container at depth 0 has no members below 0
+        (cbor2.dumps({"a": [1]}), 1, False),
+        (cbor2.dumps([[[]]]), 2, True),
+        (cbor2.dumps([[[1]]]), 2, False),
+    ],
+)
+def test_depth_limit_is_exact(encoded: bytes, max_depth: int, ok: bool) -> None:
+    if ok:
+        assert loads_untrusted(encoded, max_depth=max_depth) == cbor2.loads(encoded)
+    else:
+        with pytest.raises(CborDecodeError, match=r"malformed|deep"):
+            loads_untrusted(encoded, max_depth=max_depth)
+
+
+def _reference_plain(value: object, depth: int) -> bool:
+    """The straightforward recursive walk (exact types), as an oracle for the iterative one."""
+    if depth < 0:
+        return False
+    if type(value) in (bool, int, float, str, bytes, type(None)):
+        return True
+    if type(value) in (list, tuple):
+        return all(_reference_plain(item, depth - 1) for item in value)  # type: ignore[attr-defined]
+    if type(value) is dict:
+        return all(type(key) in (int, str) and _reference_plain(item, depth - 1) for key, item in value.items())
+    return False
+
+
+_PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=4) | st.binary(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.integers(0, 9) | st.text(max_size=2), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_PLAIN, st.integers(0, 6))
+def test_walk_agrees_with_recursive_reference(value: object, max_depth: int) -> None:
+    encoded = cbor2.dumps(value)
+    decoded = cbor2.loads(encoded)
+    if _reference_plain(decoded, max_depth):
+        assert loads_untrusted(encoded, max_depth=max_depth) == decoded
+    else:
+        with pytest.raises(CborDecodeError, match=r"malformed|deep"):
+            loads_untrusted(encoded, max_depth=max_depth)
