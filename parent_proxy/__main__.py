@@ -12,6 +12,7 @@ import os
 import random
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +25,7 @@ from solders.litesvm import LiteSVM
 from parent_proxy.app import create_app
 from parent_proxy.auth import RateLimiter
 from parent_proxy.chain import Chain, LiteSvmChain, RpcChain
-from parent_proxy.clock import SystemClock
+from parent_proxy.clock import SystemClock, read_clock
 from parent_proxy.enclave_pool import PooledEnclaveClient
 from parent_proxy.enclave_relay import EnclaveRelay
 from parent_proxy.owner_auth import StoreNonceRegistry
@@ -37,6 +38,7 @@ from parent_proxy.webhooks import WebhookWorker
 
 logger = logging.getLogger("parent_proxy")
 WEBHOOK_POLL_SECONDS = 1.0
+PRUNE_EVERY_SECONDS = 300.0
 
 
 def open_store(settings: Settings) -> Store:
@@ -67,8 +69,19 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+def prune_store(services: Services) -> None:
+    """Delete aged-out state (`Store.prune`); a failure is logged: nothing depends on it but disk space."""
+    try:
+        services.store.prune(read_clock(services.clock))
+    except Exception:
+        logger.exception("pruning the state store failed")
+
+
 def start_webhook_thread(services: Services, stop: threading.Event) -> threading.Thread:
+    """The background thread: webhook delivery every `WEBHOOK_POLL_SECONDS`, pruning every `PRUNE_EVERY_SECONDS`."""
+
     def loop() -> None:
+        next_prune = time.monotonic()
         with httpx.Client() as client:
             worker = WebhookWorker(services.store, services.clock, client, random.SystemRandom())
             while not stop.wait(WEBHOOK_POLL_SECONDS):
@@ -76,6 +89,9 @@ def start_webhook_thread(services: Services, stop: threading.Event) -> threading
                     worker.run_once()
                 except Exception:
                     logger.exception("webhook delivery round failed")
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+                    prune_store(services)
 
     thread = threading.Thread(target=loop, name="webhooks", daemon=True)
     thread.start()

@@ -29,7 +29,7 @@ from parent_proxy.schemas import (
     decode_base64,
 )
 from parent_proxy.services import Services
-from parent_proxy.sign_flow import SignFlow, SignRequest
+from parent_proxy.sign_flow import Answer, Prepared, SignFlow, SignRequest
 from policies.errors import PolicyEngineError
 
 router = APIRouter(prefix="/v1/wallets", tags=["agent"])
@@ -84,11 +84,22 @@ async def sign_transaction(
 ) -> JSONResponse:
     """Sign a transaction if the policy allows it (200), escalate it to the owner (202), or refuse it (403)."""
     services = services_of(request)
-    agent = await authenticate(services, authorization, wallet_id)
-    raw = decode_base64("transaction", body.transaction)
-    sign_request = SignRequest(raw, body.idempotency_key, parse_tables(body.lookup_tables), body.submit)
-    tables = await fetch_tables(services, sign_request.lookup_tables)
-    answer = await SignFlow(services).run(agent, sign_request, tables)
+    flow = SignFlow(services)
+    if body.lookup_tables:  # the tables are read from the chain between authentication and the checks
+        agent = await authenticate(services, authorization, wallet_id)
+        raw = decode_base64("transaction", body.transaction)
+        sign_request = SignRequest(raw, body.idempotency_key, parse_tables(body.lookup_tables), body.submit)
+        tables = await fetch_tables(services, sign_request.lookup_tables)
+        answer = await flow.run(agent, sign_request, tables)
+    else:  # the same steps in the same order, in one worker-thread hop
+
+        def checks() -> tuple[SignRequest, Prepared | Answer]:
+            agent = _authenticate(services, authorization, wallet_id)
+            raw = decode_base64("transaction", body.transaction)
+            sign_request = SignRequest(raw, body.idempotency_key, (), body.submit)
+            return sign_request, flow.prepare(agent, sign_request, {})
+
+        answer = await flow.run_checks(checks, {})
     headers = {"Cache-Control": "no-store"}
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"

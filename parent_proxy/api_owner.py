@@ -16,7 +16,7 @@ from parent_proxy.api_agent import fetch_tables, services_of
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.approvals import ApprovalFlow
 from parent_proxy.clock import read_clock
-from parent_proxy.errors import ProxyError
+from parent_proxy.errors import NotFound, ProxyError
 from parent_proxy.owner_auth import verify_owner_request
 from parent_proxy.owner_documents import check_freeze_order
 from parent_proxy.schemas import (
@@ -124,6 +124,10 @@ async def revoke_token(wallet_id: WalletId, token_id: Id, request: Request) -> R
     await owner_of(request, services, wallet_id)
 
     def revoke() -> None:
+        # Only a token of the wallet in the path: another wallet's token is 404, as an unknown one (a token's wallet
+        # never changes, so this check cannot go stale before the revocation).
+        if services.store.token_wallet(token_id) != wallet_id:
+            raise NotFound(f"token {token_id} not found")
         services.store.revoke_token(token_id, read_clock(services.clock))
         services.audit.append("token.revoked", {"token_id": token_id}, wallet_id=wallet_id)
 

@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -415,9 +415,11 @@ class SignFlow:
             stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
         try:
             s.store.finish_signing(prepared.reservation, seal, webhook, stored)
-        except BaseException:
+        except BaseException:  # nothing of it was written: the signature is not handed out
             if prepared.reservation is not None:
                 s.store.release(prepared.reservation)
+            if prepared.idempotent:
+                self._abandon(wallet_id, prepared.key, prepared.digest)
             raise
         return Answer(200, body)
 
@@ -460,9 +462,16 @@ class SignFlow:
         request: SignRequest,
         tables: Mapping[Pubkey, Sequence[Pubkey]],
     ) -> Answer:
-        s = self.s
+        return await self.run_checks(lambda: (request, self.prepare(agent, request, tables)), tables)
+
+    async def run_checks(
+        self,
+        checks: Callable[[], tuple[SignRequest, Prepared | Answer]],
+        tables: Mapping[Pubkey, Sequence[Pubkey]],
+    ) -> Answer:
+        """Steps 1-4 as ``checks`` (one worker-thread hop, which may authenticate first), then steps 5-6."""
         try:
-            prepared = await s.run(self.prepare, agent, request, tables)
+            request, prepared = await self.s.run(checks)
         except (ProxyError, PolicyEngineError) as exc:
             raise translate(exc) from exc
         if isinstance(prepared, Answer):

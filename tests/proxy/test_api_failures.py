@@ -167,9 +167,11 @@ def test_store_down_at_reservation_is_503_and_audited(live: Harness) -> None:
 
 def test_store_down_at_commit_hands_out_no_signature(live: Harness) -> None:
     live.store.failing = {"append_audit", "finish_signing"}
-    response = live.sign(live.transfer(1000, MERCHANT))
+    response = live.sign(live.transfer(1000, MERCHANT), key="after-the-outage")
     live.store.failing = set()
     assert_nothing_signed(live, response, 503, "store_unavailable")
+    again = live.sign(live.transfer(1000, MERCHANT), key="after-the-outage")  # the key is free again
+    assert again.status_code == 200, again.text
 
 
 def test_store_down_entirely_is_503(live: Harness) -> None:

@@ -62,6 +62,19 @@ def test_revoked_token_is_401(h: Harness) -> None:
     assert response.status_code == 401 and code(response) == "unauthorized"
 
 
+def test_revoking_a_token_of_another_wallet_is_404_and_changes_nothing(h: Harness) -> None:
+    created = h.owner_call("POST", "/v1/wallets", {"wallet_id": "w2", "owner_public_key": str(h.owner_pub)})
+    assert created.status_code == 201, created.text
+    other = h.owner_call("POST", "/v1/wallets/w2/tokens").json()
+    refused = h.owner_call("DELETE", f"/v1/wallets/{h.wallet_id}/tokens/{other['token_id']}")
+    assert refused.status_code == 404 and code(refused) == "not_found"
+    still = h.client.get("/v1/wallets/w2", headers={"Authorization": f"Bearer {other['token']}"})
+    assert still.status_code == 200, still.text
+    assert h.owner_call("DELETE", f"/v1/wallets/w2/tokens/{other['token_id']}").status_code == 204
+    gone = h.client.get("/v1/wallets/w2", headers={"Authorization": f"Bearer {other['token']}"})
+    assert gone.status_code == 401
+
+
 def test_rate_limit_per_token_is_429(h: Harness) -> None:
     statuses = [h.client.get(f"/v1/wallets/{h.wallet_id}", headers={"Authorization": f"Bearer {h.token}"}).status_code
                 for _ in range(6)]  # fmt: skip
