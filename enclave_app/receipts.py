@@ -13,6 +13,11 @@ request bytes when they do not parse. ``reasons_digest`` is SHA-256 of the decis
 sorted keys. ``counter`` increases by one per receipt within a boot (gaps reveal withheld receipts).
 The signature covers ``RECEIPT_DOMAIN + receipt``; the domain keeps it apart from every other signed kind.
 
+Encoding is done here by hand, not by cbor2, because it runs on every signing request: the same bytes cbor2 emits
+for this map (definite lengths, shortest integer heads, UTF-8 text), checked against ``cbor2.dumps`` by the tests.
+The fields fixed by a wallet's installed policy (``v`` .. ``policy_hash``) are encoded once into a prefix
+(:func:`receipt_prefix`); per request only the rest is appended (:func:`encode_receipt`).
+
 Verifying (an auditor): 1. verify the attestation document and take its ``public_key``;
 2. :func:`verify_receipt` with that key; 3. compare ``message_hash`` and ``wallet_id`` with the audit record.
 """
@@ -24,7 +29,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -34,6 +38,7 @@ from enclave_app.safe_cbor import loads_untrusted
 RECEIPT_DOMAIN = b"\xffwaiaas/receipt\x00"
 RECEIPT_VERSION = 1
 MAX_RECEIPT_BYTES = 4096
+_U64 = 2**64
 _FIELDS: dict[str, tuple[type, ...]] = {
     "v": (int,), "kind": (str,), "wallet_id": (str,), "policy_sequence": (int, type(None)),
     "policy_hash": (bytes, type(None)), "message_hash": (bytes,), "verdict": (str,), "approved": (bool,),
@@ -55,18 +60,96 @@ class Receipt:
     counter: int
 
     def encode(self) -> bytes:
-        return cbor2.dumps(
-            {
-                "v": RECEIPT_VERSION, "kind": self.kind, "wallet_id": self.wallet_id,
-                "policy_sequence": self.policy_sequence, "policy_hash": self.policy_hash,
-                "message_hash": self.message_hash, "verdict": self.verdict, "approved": self.approved,
-                "reasons_digest": self.reasons_digest, "time_ms": self.time_ms, "counter": self.counter,
-            }
-        )  # fmt: skip
+        prefix = receipt_prefix(self.kind, self.wallet_id, self.policy_sequence, self.policy_hash)
+        return encode_receipt(
+            prefix,
+            message_hash=self.message_hash,
+            verdict=self.verdict,
+            approved=self.approved,
+            reasons_digest=self.reasons_digest,
+            time_ms=self.time_ms,
+            counter=self.counter,
+        )
+
+
+def _head(major: int, value: int) -> bytes:
+    """A CBOR head with the shortest argument (RFC 8949 section 3; what cbor2 emits)."""
+    if value < 24:
+        return bytes((major << 5 | value,))
+    if value < 0x100:
+        return bytes((major << 5 | 24, value))
+    if value < 0x10000:
+        return bytes((major << 5 | 25,)) + value.to_bytes(2, "big")
+    if value < 0x1_0000_0000:
+        return bytes((major << 5 | 26,)) + value.to_bytes(4, "big")
+    return bytes((major << 5 | 27,)) + value.to_bytes(8, "big")
+
+
+def _cbor(value: str | bytes | int | bool | None) -> bytes:
+    """One receipt value: exact types only (a bool is not an int here); integers within the u64/negative-u64
+    range (beyond it cbor2 would emit a bignum tag, which no receipt field needs)."""
+    if type(value) is str:
+        data = value.encode()
+        return _head(3, len(data)) + data
+    if type(value) is bytes:
+        return _head(2, len(value)) + value
+    if type(value) is bool:
+        return b"\xf5" if value else b"\xf4"
+    if value is None:
+        return b"\xf6"
+    if type(value) is int:
+        if 0 <= value < _U64:
+            return _head(0, value)
+        if -_U64 <= value < 0:
+            return _head(1, -1 - value)
+    raise ReceiptError("receipt value out of range")
+
+
+_MAP_HEAD = _head(5, 11)
+_KEYS = {name: _cbor(name) for name in _FIELDS}
+
+
+def receipt_prefix(kind: str, wallet_id: str, policy_sequence: int | None, policy_hash: bytes | None) -> bytes:
+    """The encoded map head and its first five entries (fixed per wallet, kind and installed policy)."""
+    return b"".join(
+        (
+            _MAP_HEAD, _KEYS["v"], _cbor(RECEIPT_VERSION), _KEYS["kind"], _cbor(kind),
+            _KEYS["wallet_id"], _cbor(wallet_id), _KEYS["policy_sequence"], _cbor(policy_sequence),
+            _KEYS["policy_hash"], _cbor(policy_hash),
+        )
+    )  # fmt: skip
+
+
+def encode_receipt(
+    prefix: bytes,
+    *,
+    message_hash: bytes,
+    verdict: str,
+    approved: bool,
+    reasons_digest: bytes,
+    time_ms: int,
+    counter: int,
+) -> bytes:
+    """The whole receipt: ``prefix`` (from :func:`receipt_prefix`) and the per-decision fields."""
+    return b"".join(
+        (
+            prefix, _KEYS["message_hash"], _cbor(message_hash), _KEYS["verdict"], _cbor(verdict),
+            _KEYS["approved"], _cbor(approved), _KEYS["reasons_digest"], _cbor(reasons_digest),
+            _KEYS["time_ms"], _cbor(time_ms), _KEYS["counter"], _cbor(counter),
+        )
+    )  # fmt: skip
+
+
+def _digest_json(reasons: list[dict[str, Any]]) -> bytes:
+    return hashlib.sha256(json.dumps(reasons, sort_keys=True, separators=(",", ":")).encode()).digest()
+
+
+EMPTY_REASONS_DIGEST = _digest_json([])
+"""Digest of no reasons (most ALLOW decisions), computed once."""
 
 
 def reasons_digest(reasons: list[dict[str, Any]]) -> bytes:
-    return hashlib.sha256(json.dumps(reasons, sort_keys=True, separators=(",", ":")).encode()).digest()
+    return _digest_json(reasons) if reasons else EMPTY_REASONS_DIGEST
 
 
 class SessionKey:
@@ -90,7 +173,11 @@ class SessionKey:
     def sign(self, receipt: Receipt) -> tuple[bytes, bytes]:
         """The encoded receipt and its signature."""
         encoded = receipt.encode()
-        return encoded, self._key.sign(RECEIPT_DOMAIN + encoded)
+        return encoded, self.sign_encoded(encoded)
+
+    def sign_encoded(self, encoded: bytes) -> bytes:
+        """The signature over ``RECEIPT_DOMAIN + encoded``; ``encoded`` must come from :func:`encode_receipt`."""
+        return self._key.sign(RECEIPT_DOMAIN + encoded)
 
 
 def verify_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) -> Receipt:

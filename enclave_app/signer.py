@@ -25,25 +25,25 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
-from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from enclave_app.errors import InconsistentStateError, StateError
 from enclave_app.orders import verify_approval
 from enclave_app.protocol import (
+    SIGNATURE_BYTES,
     ErrorCode,
     MessageSignatureResponse,
     SignMessageRequest,
     SignTransactionRequest,
     TransactionDecisionResponse,
 )
-from enclave_app.receipts import Receipt, reasons_digest
-from enclave_app.state import Enclave, Wallet
-from policies.decision import Decision, Verdict
-from policies.document import Policy
+from enclave_app.receipts import encode_receipt, reasons_digest, receipt_prefix
+from enclave_app.state import Enclave, InstalledPolicy, Wallet
+from policies.decision import Verdict
 from policies.errors import DecodeError
 from policies.evaluate import EvalContext, evaluate
 from policies.model import DecodedTransaction
@@ -68,8 +68,9 @@ def _lookup_tables(request: SignTransactionRequest) -> dict[Pubkey, Sequence[Pub
     return tables
 
 
-def _context(wallet: Wallet, policy: Policy, request: SignTransactionRequest, now: datetime) -> EvalContext:
-    now_s = now.timestamp()
+def _context(
+    wallet: Wallet, installed: InstalledPolicy, request: SignTransactionRequest, now: datetime, now_s: float
+) -> EvalContext:
     parent: dict[tuple[str, int], int] = {}
     for entry in request.spent:
         key = (entry.asset, entry.window_seconds)
@@ -79,59 +80,82 @@ def _context(wallet: Wallet, policy: Policy, request: SignTransactionRequest, no
     ledger = wallet.ledger
     # The parent's figures are a floor: the enclave's own ledger can only raise them.
     spent = {
-        key: max(parent[key], ledger.spent(key[0], key[1], now_s)) for key in policy.spend_windows() if key in parent
+        key: max(parent[key], ledger.spent(key[0], key[1], now_s)) for key in installed.spend_windows if key in parent
     }
-    rules = policy.rules
+    rules = installed.policy.rules
     requests = max(request.requests_in_window, ledger.count(ledger.requests, rules.rate.window_seconds, now_s))
     burst = rules.freeze.denials
     denials = request.denials_in_window
     if burst is not None:
         denials = max(denials, ledger.count(ledger.denials, burst.window_seconds, now_s))
-    return EvalContext(now, frozenset({wallet.agent}), spent, requests, denials)
+    return EvalContext(now, wallet.agent_keys, spent, requests, denials)
 
 
-def _message_bytes(raw: bytes) -> tuple[VersionedTransaction | None, bytes]:
+def _message_bytes(raw: bytes) -> bytes:
+    """The message of a transaction the policy engine could not decode (for the receipt's hash only)."""
     try:
-        tx = VersionedTransaction.from_bytes(raw)
-        return tx, to_bytes_versioned(tx.message)
+        return to_bytes_versioned(VersionedTransaction.from_bytes(raw).message)
     except Exception:  # solders raises several types; an unparsable transaction is hashed as sent
-        return None, raw
+        return raw
 
 
-def _sign(wallet: Wallet, tx: VersionedTransaction, message: bytes) -> tuple[bytes, bytes]:
-    keys = tx.message.account_keys
-    required = tx.message.header.num_required_signatures
-    slots = [i for i in range(required) if keys[i] == wallet.agent]
+def _shortvec(value: int) -> bytes:
+    """Solana's compact-u16 encoding (a signature count is a u8, so at most two bytes)."""
+    if value < 0x80:
+        return bytes((value,))
+    return bytes((value & 0x7F | 0x80, value >> 7))
+
+
+def _sign(wallet: Wallet, raw: bytes, decoded: DecodedTransaction) -> tuple[bytes, bytes]:
+    """The agent's signature over the decoded message, and the transaction with it in the agent's slot.
+
+    ``decode_transaction`` required ``raw`` to re-serialize exactly, so ``raw`` is shortvec(n) + n signatures
+    + message bytes; that layout is checked again here (cheaply) before the signature is spliced in.
+    """
+    # 1. Exactly one signer slot holds the agent key.
+    signers = decoded.required_signers
+    slots = [index for index, key in enumerate(signers) if key == wallet.agent]
     if len(slots) != 1:
         raise InconsistentStateError("allowed transaction has no single agent signer slot")
+    # 2. The bytes are what was decoded.
+    message = decoded.message_bytes
+    count = _shortvec(len(signers))
+    start = len(count) + SIGNATURE_BYTES * slots[0]
+    if (
+        len(raw) != len(count) + SIGNATURE_BYTES * len(signers) + len(message)
+        or not raw.startswith(count)
+        or not raw.endswith(message)
+    ):
+        raise InconsistentStateError("decoded transaction does not match its bytes")
+    # 3. Sign the message; put the signature in the agent's slot.
     signature = wallet.agent_key.sign(message)
-    signatures = list(tx.signatures)
-    signatures[slots[0]] = Signature.from_bytes(signature)
-    return signature, bytes(VersionedTransaction.populate(tx.message, signatures))
+    return signature, raw[:start] + signature + raw[start + SIGNATURE_BYTES :]
 
 
 def sign_transaction(enclave: Enclave, request: SignTransactionRequest) -> TransactionDecisionResponse:
-    # 1. Wallet, state and policy.
+    # 1. Wallet, state and policy (verified at installation; immutable until a verified replacement).
     wallet = _signing_wallet(enclave, request.wallet_id)
-    policy = wallet.policy
-    if policy is None:
+    installed = wallet.installed
+    if installed is None:
         raise StateError(ErrorCode.NO_POLICY, "no policy installed for this wallet")
+    policy = installed.policy
     # 2. Own clock; lookup tables.
     now = enclave.clock()
     now_s = now.timestamp()
-    wallet.ledger.prune(now_s, wallet.horizon)
+    wallet.ledger.prune(now_s, installed.horizon)
     wallet.ledger.check_room(1 + 1 + len(policy.rules.limits))
-    tables = _lookup_tables(request)
-    # 3. Decode here.
+    tables = _lookup_tables(request) if request.lookup_tables else {}
+    # 3. Decode here, once: the decoded message is what is hashed, judged and signed.
     decoded: DecodedTransaction | DecodeError
     try:
         decoded = decode_transaction(request.transaction, lookup_tables=tables)
+        message = decoded.message_bytes
     except DecodeError as exc:
         decoded = exc
-    tx, message = _message_bytes(request.transaction)
+        message = _message_bytes(request.transaction)
     message_hash = hashlib.sha256(message).digest()
     # 4-5. Context with the enclave's own counters as a second cap; evaluate.
-    decision = evaluate(policy, decoded, _context(wallet, policy, request, now))
+    decision = evaluate(policy, decoded, _context(wallet, installed, request, now, now_s))
     # 6. An approval lifts ESCALATE only, and only for this exact message.
     approved = False
     if request.approval is not None:
@@ -144,22 +168,23 @@ def sign_transaction(enclave: Enclave, request: SignTransactionRequest) -> Trans
     # 7. Sign, record, receipt.
     signature = signed_tx = None
     if sign:
-        if tx is None or isinstance(decoded, DecodeError):
+        if isinstance(decoded, DecodeError):
             raise InconsistentStateError("a transaction that did not decode was allowed")
-        signature, signed_tx = _sign(wallet, tx, message)
+        signature, signed_tx = _sign(wallet, request.transaction, decoded)
     wallet.ledger.record(now_s, denied=decision.verdict >= Verdict.DENY,
                          signed=decision.reservations if sign else ())  # fmt: skip
+    decision_json = decision.to_json()
     receipt, receipt_signature = _receipt(
         enclave,
-        wallet,
-        kind="transaction",
-        decision=decision,
+        installed.transaction_receipt_prefix,
+        verdict=_LABELS[decision.verdict],
+        reasons=decision_json["reasons"],
         message_hash=message_hash,
         approved=approved,
         now_s=now_s,
     )
     return TransactionDecisionResponse(
-        decision=decision.to_json(),
+        decision=decision_json,
         signature=signature,
         signed_transaction=signed_tx,
         receipt=receipt,
@@ -167,30 +192,29 @@ def sign_transaction(enclave: Enclave, request: SignTransactionRequest) -> Trans
     )
 
 
+_LABELS = {verdict: verdict.label for verdict in Verdict}
+
+
 def _receipt(
     enclave: Enclave,
-    wallet: Wallet,
+    prefix: bytes,
     *,
-    kind: str,
-    decision: Decision | None,
+    verdict: str,
+    reasons: list[dict[str, Any]],
     message_hash: bytes,
     approved: bool,
     now_s: float,
 ) -> tuple[bytes, bytes]:
-    reasons = [] if decision is None else [reason.to_json() for reason in decision.reasons]
-    receipt = Receipt(
-        kind=kind,
-        wallet_id=wallet.wallet_id,
-        policy_sequence=None if wallet.policy is None else wallet.policy.sequence,
-        policy_hash=wallet.policy_hash,
+    encoded = encode_receipt(
+        prefix,
         message_hash=message_hash,
-        verdict="allow" if decision is None else decision.verdict.label,
+        verdict=verdict,
         approved=approved,
         reasons_digest=reasons_digest(reasons),
         time_ms=int(now_s * 1000),
         counter=enclave.session.next_counter(),
     )
-    return enclave.session.sign(receipt)
+    return encoded, enclave.session.sign_encoded(encoded)
 
 
 def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignatureResponse:
@@ -205,7 +229,12 @@ def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignat
     signature = wallet.agent_key.sign(message.message_bytes)
     now_s = enclave.clock().timestamp()
     message_hash = hashlib.sha256(message.message_bytes).digest()
+    installed = wallet.installed
+    if installed is None:
+        prefix = receipt_prefix("message", wallet.wallet_id, None, None)
+    else:
+        prefix = installed.message_receipt_prefix
     receipt, receipt_signature = _receipt(
-        enclave, wallet, kind="message", decision=None, message_hash=message_hash, approved=False, now_s=now_s
+        enclave, prefix, verdict="allow", reasons=[], message_hash=message_hash, approved=False, now_s=now_s
     )
     return MessageSignatureResponse(signature=signature, receipt=receipt, receipt_signature=receipt_signature)

@@ -16,6 +16,11 @@ States (:class:`~enclave_app.protocol.EnclaveState`), derived from the wallets e
 Per wallet the enclave keeps: wallet id, owner public key, agent key (memory only), the installed owner-signed
 policy (sequence must increase), the frozen flag, the last freeze-order sequence, and a :class:`Ledger` of what it
 signed and refused since boot. All of it is lost on restart by design; the parent's counters are the floor.
+
+An installed policy is held as an :class:`InstalledPolicy`: the verified, immutable ``Policy`` plus what the sign
+path derives from it (its hash, the ledger horizon, the spending windows, the receipt prefix), computed once at
+installation. The owner's signature is checked at installation only; the policy cannot change without a new,
+verified installation, so nothing derived from it needs checking again per request.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from solders.pubkey import Pubkey
 from enclave_app.errors import InconsistentStateError, NsmError, StateError
 from enclave_app.nsm import Nsm
 from enclave_app.protocol import EnclaveState, ErrorCode
-from enclave_app.receipts import SessionKey
+from enclave_app.receipts import SessionKey, receipt_prefix
 from policies.decision import Reservation
 from policies.document import Policy
 
@@ -115,11 +120,13 @@ class Ledger:
     Queries cost O(log n) (counts) or amortized O(1) (running totals per (asset, window)).
     """
 
-    __slots__ = ("_last", "_outflows", "_windows", "denials", "requests")
+    __slots__ = ("_last", "_longest", "_outflow_count", "_outflows", "_windows", "denials", "requests")
 
     def __init__(self) -> None:
         self._outflows: dict[str, deque[tuple[float, int]]] = {}
+        self._outflow_count = 0
         self._windows: dict[tuple[str, int], _Window] = {}
+        self._longest = 0  # longest window in _windows (0: none)
         self.requests = _Times()
         self.denials = _Times()
         self._last = float("-inf")
@@ -135,11 +142,14 @@ class Ledger:
         for entries in self._outflows.values():
             while entries and entries[0][0] <= cutoff:
                 entries.popleft()
+                self._outflow_count -= 1
         # Windows longer than the horizon are rebuilt from what is kept if a policy needs them again.
-        self._windows = {key: window for key, window in self._windows.items() if key[1] <= horizon}
+        if self._longest > horizon:
+            self._windows = {key: window for key, window in self._windows.items() if key[1] <= horizon}
+            self._longest = max((key[1] for key in self._windows), default=0)
 
     def check_room(self, entries: int) -> None:
-        held = sum(len(queue) for queue in self._outflows.values()) + len(self.requests) + len(self.denials)
+        held = self._outflow_count + len(self.requests) + len(self.denials)
         if held + entries > MAX_LEDGER_ENTRIES:
             raise StateError(ErrorCode.LEDGER_FULL, "per-boot counters are full")
 
@@ -150,6 +160,7 @@ class Ledger:
         if view is None:
             kept = self._outflows.get(asset, ())
             view = self._windows[key] = _Window(window, (e for e in kept if e[0] > now - window))
+            self._longest = max(self._longest, window)
         return view.slide(now)
 
     def count(self, times: _Times, window: int, now: float) -> int:
@@ -162,9 +173,41 @@ class Ledger:
             self.denials.append(now)
         for reservation in signed:
             self._outflows.setdefault(reservation.asset, deque()).append((now, reservation.amount))
+            self._outflow_count += 1
             for (asset, _), view in self._windows.items():
                 if asset == reservation.asset:
                     view.add(now, reservation.amount)
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledPolicy:
+    """A policy whose owner signature the enclave verified at installation, with what the sign path derives
+    from it. Built only by :meth:`Enclave.install_policy`."""
+
+    policy: Policy
+    digest: bytes
+    """SHA-256 of ``policy.canonical`` (what the owner signed); goes into receipts."""
+    horizon: int
+    """The longest window the policy looks back over (what the ledger must remember)."""
+    spend_windows: tuple[tuple[str, int], ...]
+    transaction_receipt_prefix: bytes
+    message_receipt_prefix: bytes
+
+    @classmethod
+    def of(cls, wallet_id: str, policy: Policy) -> InstalledPolicy:
+        rules = policy.rules
+        windows = policy.spend_windows()
+        horizon = max([window for _, window in windows] + [rules.rate.window_seconds]
+                      + ([] if rules.freeze.denials is None else [rules.freeze.denials.window_seconds]))  # fmt: skip
+        digest = hashlib.sha256(policy.canonical).digest()
+        return cls(
+            policy=policy,
+            digest=digest,
+            horizon=horizon,
+            spend_windows=windows,
+            transaction_receipt_prefix=receipt_prefix("transaction", wallet_id, policy.sequence, digest),
+            message_receipt_prefix=receipt_prefix("message", wallet_id, policy.sequence, digest),
+        )
 
 
 @dataclass(eq=False, slots=True)
@@ -173,23 +216,28 @@ class Wallet:
     owner: Pubkey
     agent_key: Ed25519PrivateKey = field(repr=False)
     agent: Pubkey
-    policy: Policy | None = None
-    policy_hash: bytes | None = None
+    installed: InstalledPolicy | None = None
     frozen: bool = False
     order_sequence: int = 0
     ledger: Ledger = field(default_factory=Ledger, repr=False)
+    agent_keys: frozenset[Pubkey] = field(init=False, repr=False)
+    """``{agent}``: the wallet keys an evaluation context names (built once)."""
+
+    def __post_init__(self) -> None:
+        self.agent_keys = frozenset({self.agent})
+
+    @property
+    def policy(self) -> Policy | None:
+        return None if self.installed is None else self.installed.policy
+
+    @property
+    def policy_hash(self) -> bytes | None:
+        return None if self.installed is None else self.installed.digest
 
     @property
     def horizon(self) -> int:
         """The longest window the policy looks back over (what the ledger must remember)."""
-        if self.policy is None:
-            return 0
-        rules = self.policy.rules
-        windows = [window for _, window in self.policy.spend_windows()]
-        windows.append(rules.rate.window_seconds)
-        if rules.freeze.denials is not None:
-            windows.append(rules.freeze.denials.window_seconds)
-        return max(windows)
+        return 0 if self.installed is None else self.installed.horizon
 
 
 class Enclave:
@@ -262,6 +310,5 @@ class Enclave:
             raise InconsistentStateError("policy verified for another wallet")
         if wallet.policy is not None and policy.sequence <= wallet.policy.sequence:
             raise StateError(ErrorCode.POLICY_STALE, "policy sequence not above the installed one")
-        wallet.policy = policy
-        wallet.policy_hash = hashlib.sha256(policy.canonical).digest()
-        return wallet.policy_hash
+        wallet.installed = InstalledPolicy.of(wallet.wallet_id, policy)
+        return wallet.installed.digest

@@ -177,3 +177,30 @@ def test_benchmark_last_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_main(["--samples", "200"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"enclave-sign p50_us=[\d.]+ p99_us=[\d.]+ sign_us=[\d.]+ ratio=[\d.]+", last)
+
+
+def test_ledger_room_counts_outflows_and_pruning_frees_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("enclave_app.state.MAX_LEDGER_ENTRIES", 6)
+    ledger = Ledger()
+    ledger.record(10.0, denied=False, signed=(Reservation("SOL", 1), Reservation("M", 2)))  # 1 request + 2 outflows
+    ledger.record(20.0, denied=False, signed=(Reservation("SOL", 3),))  # 1 request + 1 outflow
+    ledger.check_room(1)
+    with pytest.raises(StateError, match="per-boot counters are full"):
+        ledger.check_room(2)
+    ledger.prune(75.0, 60)  # everything at 10.0 is past the horizon: 1 request and 2 outflows go
+    ledger.check_room(4)
+    with pytest.raises(StateError, match="per-boot counters are full"):
+        ledger.check_room(5)
+
+
+def test_ledger_windows_past_the_horizon_are_rebuilt_from_what_is_kept() -> None:
+    ledger = Ledger()
+    ledger.record(10.0, denied=False, signed=(Reservation("SOL", 1),))
+    ledger.record(50.0, denied=False, signed=(Reservation("SOL", 2),))
+    assert ledger.spent("SOL", 100, 60.0) == 3 and ledger.spent("SOL", 30, 60.0) == 2
+    ledger.prune(60.0, 30)  # horizon 30: the entry at 10.0 is forgotten, and so is the 100 s view
+    assert ledger.spent("SOL", 100, 60.0) == 2
+    assert ledger.spent("SOL", 30, 60.0) == 2
+    ledger.prune(61.0, 100)  # a longer horizon keeps both views
+    ledger.record(61.0, denied=False, signed=(Reservation("SOL", 4),))
+    assert ledger.spent("SOL", 100, 61.0) == 6 and ledger.spent("SOL", 30, 61.0) == 6
