@@ -2,7 +2,8 @@
 
 Start-up order: settings (a missing or malformed one stops here with exit status 2 and a one-line message);
 the NSM (with ``device``, a self-check: one of our own attestation documents must verify under the configured
-root, with a fresh nonce, in non-debug mode); the sealer; the session key; the optional KMS forwarder; then the
+root, with a fresh nonce, in non-debug mode; with ``none``, no NSM at all: randomness from the kernel and
+attestation answers that say there is none); the sealer; the session key; the optional KMS forwarder; then the
 listener. Any failure before the listener is up exits with status 1; nothing is served half-configured.
 """
 
@@ -26,7 +27,9 @@ from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.errors import EnclaveError, SettingsError
 from enclave_app.forwarder import Forwarder
 from enclave_app.kms import AttestedKms, KmsApi
+from enclave_app.no_attestation import NO_ATTESTATION_REASON, NoAttestationNsm
 from enclave_app.nsm import DeviceNsm, Nsm
+from enclave_app.protocol import AttestationMode
 from enclave_app.sealing import KmsSealer, LocalSealer, Sealer
 from enclave_app.server import EnclaveServer, Handler, SerializedNsm
 from enclave_app.settings import Settings, load_settings
@@ -45,6 +48,9 @@ def utc_now() -> datetime:
 
 
 def build_nsm(settings: Settings) -> Nsm:
+    if settings.nsm == "none":
+        _LOG.warning("attestation mode none: %s", NO_ATTESTATION_REASON)
+        return SerializedNsm(NoAttestationNsm())
     if settings.nsm == "unsafe-development":
         return SerializedNsm(UnsafeDevelopmentNsm(pcrs={0: DEV_PCR0}))
     nsm = SerializedNsm(DeviceNsm.open())
@@ -66,6 +72,8 @@ def build_sealer(settings: Settings, nsm: Nsm) -> Sealer:
         return LocalSealer(settings.local_secret_file.read_bytes().rstrip(b"\r\n"))
     if settings.kms_key_id is None or settings.kms_region is None:
         raise SettingsError("KMS key id or region missing")
+    if settings.nsm == "none":  # load_settings refuses this already; refuse rather than build a sealer that cannot work
+        raise SettingsError("the KMS sealer needs attestation, which NSM none does not have")
     client = cast("KmsApi", boto3.client("kms", region_name=settings.kms_region))
     return KmsSealer(AttestedKms(client, nsm), key_id=settings.kms_key_id)
 
@@ -74,7 +82,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     """Run until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is not given)."""
     nsm = build_nsm(settings)
     sealer = build_sealer(settings, nsm)
-    enclave = Enclave(nsm=nsm, clock=utc_now)
+    mode = AttestationMode.NONE if settings.nsm == "none" else AttestationMode.NITRO
+    enclave = Enclave(nsm=nsm, clock=utc_now, attestation_mode=mode)
     forwarder = None
     if settings.kms_proxy is not None:
         forwarder = Forwarder(listen_address=TcpAddress("127.0.0.1", KMS_FORWARDER_PORT), upstream=settings.kms_proxy)

@@ -98,6 +98,10 @@ class EnclaveClient:
         return await self._call(PingRequest(), StatusResponse)
 
     async def attestation(self, nonce: bytes) -> AttestationResponse:
+        """The enclave's attestation over ``nonce``. Check ``mode``: ``nitro`` carries a ``document`` to verify
+        (:func:`enclave_app.attestation.verify_attestation_document`, then trust its ``public_key``, not the
+        answer's ``session_public_key``); ``none`` (self-hosted) carries no document, only ``reason`` - nothing
+        is attested. The decoder has already refused any other combination."""
         return await self._call(AttestationRequest(nonce=nonce), AttestationResponse)
 
     async def provision_wallet(self, wallet_id: str, owner_public_key: bytes) -> WalletResponse:

@@ -9,7 +9,8 @@ one response per connection exchange; the enclave never sends anything unasked.
 Requests -> responses (an :class:`ErrorResponse` can answer any request)::
 
     ping                {}                                             -> status
-    attestation         nonce                                          -> attestation
+    attestation         nonce                                          -> attestation (mode, document, reason,
+                                                                          session_public_key)
     provision_wallet    wallet_id, owner_public_key                    -> wallet
     load_wallet         wallet_id, owner_public_key, agent_public_key,
                         sealed_blob                                    -> wallet
@@ -26,6 +27,13 @@ that and its own per-boot ledger, so the parent can lower no limit. ``decision``
 ``policies.decision.Decision.to_json()``. ``receipt`` is CBOR bytes (:mod:`enclave_app.receipts`) and
 ``receipt_signature`` the session key's Ed25519 signature over it (the session public key is in the attestation
 document's ``public_key`` and in ``status``).
+
+``attestation`` answers in one of two modes (:class:`AttestationMode`): ``nitro`` - ``document`` is a COSE_Sign1
+from the NSM carrying the caller's nonce and the session key, ``reason`` is null; ``none`` (self-hosted, no Nitro
+Enclave) - ``document`` is null and ``reason`` a fixed human-readable sentence saying why there is no attestation.
+``session_public_key`` is the receipt-signing key in both (in ``nitro`` mode, trust the one inside the verified
+document). Compatibility: an enclave built before ``mode`` existed sends only ``document``; that exact older
+shape still decodes (as ``nitro``, ``session_public_key`` null), so parents can be upgraded before enclaves.
 
 API (stable; used by ``parent_proxy``): the message dataclasses below, :class:`ErrorCode`, :class:`EnclaveState`,
 ``Message.to_wire()``, :func:`decode_request`, :func:`decode_response`, and the client in
@@ -70,6 +78,8 @@ MAX_COUNT = 2**32 - 1
 MAX_ERROR_MESSAGE_CHARS = 256
 MAX_DOCUMENT_BYTES = 16 * 1024
 """An attestation document (ours: the NSM's are ~4.5 KiB)."""
+MAX_REASON_CHARS = 256
+"""Why there is no attestation (ours: one sentence)."""
 MAX_RECEIPT_BYTES = 4096
 MAX_SIGNED_TRANSACTION_BYTES = MAX_TRANSACTION_BYTES
 
@@ -98,6 +108,11 @@ class ErrorCode(StrEnum):
     NSM_UNAVAILABLE = "nsm_unavailable"
     LEDGER_FULL = "ledger_full"  # the per-boot counters cannot take another entry
     INTERNAL = "internal"
+
+
+class AttestationMode(StrEnum):
+    NITRO = "nitro"  # a COSE_Sign1 document from the NSM (or the unsafe-development stand-in, which proves nothing)
+    NONE = "none"  # self-hosted without a Nitro Enclave: no document, and a reason that says so
 
 
 class EnclaveState(StrEnum):
@@ -231,6 +246,9 @@ class _Record:
     """Base of every wire structure: ``FIELDS`` names each field and its check, in order."""
 
     FIELDS: ClassVar[tuple[tuple[str, Check], ...]] = ()
+    LEGACY_ABSENT: ClassVar[frozenset[str]] = frozenset()
+    """Fields added later, which an older peer leaves out all together (their dataclass defaults apply). A map
+    must have either every field or every field except exactly these; nothing in between."""
     _NAMES: ClassVar[frozenset[str]] = frozenset()
     _WIRE_NAMES: ClassVar[frozenset[str]] = frozenset()
     """``_NAMES`` plus ``v`` and ``type``: the exact key set of a message's wire map."""
@@ -240,8 +258,13 @@ class _Record:
         cls._NAMES = frozenset(name for name, _ in cls.FIELDS)
         cls._WIRE_NAMES = cls._NAMES | {"v", "type"}
 
+    def check_fields_together(self) -> None:
+        """Checks across fields (after each field's own check), on decoding and on encoding; raise
+        :class:`ProtocolError`. Most messages have none."""
+
     def fields_to_wire(self) -> dict[str, Any]:
         # Encoding checks the values too: a malformed message is refused before it leaves either side.
+        self.check_fields_together()
         return {name: _encode(check(getattr(self, name))) for name, check in self.FIELDS}
 
     def to_wire(self) -> dict[str, Any]:
@@ -393,11 +416,29 @@ class StatusResponse(Message):
 
 @dataclass(frozen=True, slots=True)
 class AttestationResponse(Message):
-    """``document``: COSE_Sign1 from the NSM carrying the caller's nonce and the session public key."""
+    """``nitro``: ``document`` is a COSE_Sign1 from the NSM carrying the caller's nonce and the session public
+    key, ``reason`` null. ``none``: ``document`` null, ``reason`` says why there is no attestation, and
+    ``session_public_key`` is set (there is no document to carry it). See the module docstring."""
 
-    document: bytes
+    document: bytes | None
+    mode: AttestationMode = AttestationMode.NITRO
+    reason: str | None = None
+    session_public_key: bytes | None = None
     TYPE = "attestation"
-    FIELDS = (("document", _bytes(1, MAX_DOCUMENT_BYTES)),)
+    FIELDS = (
+        ("document", _optional(_bytes(1, MAX_DOCUMENT_BYTES))),
+        ("mode", _enum(AttestationMode)),
+        ("reason", _optional(_text(1, MAX_REASON_CHARS))),
+        ("session_public_key", _optional(_PUBLIC_KEY)),
+    )
+    LEGACY_ABSENT = frozenset({"mode", "reason", "session_public_key"})
+
+    def check_fields_together(self) -> None:
+        if self.mode is AttestationMode.NITRO:
+            if self.document is None or self.reason is not None:
+                raise ProtocolError("nitro attestation needs a document and no reason")
+        elif self.document is not None or self.reason is None or self.session_public_key is None:
+            raise ProtocolError("attestation mode none needs a reason and a session key, and no document")
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,8 +577,20 @@ def _decode(value: Any, registry: Mapping[str, type[M]]) -> M:
     if kind is None:
         raise ProtocolError("unknown message type")
     if value.keys() != kind._WIRE_NAMES:
+        return _decode_legacy(value, kind)
+    message = kind(*[check(value[field]) for field, check in kind.FIELDS])
+    message.check_fields_together()
+    return message
+
+
+def _decode_legacy(value: Mapping[str, Any], kind: type[M]) -> M:
+    # The older shape of a message that gained fields: every field but exactly LEGACY_ABSENT.
+    absent = kind.LEGACY_ABSENT
+    if not absent or value.keys() != kind._WIRE_NAMES - absent:
         raise ProtocolError("message has missing or extra fields")
-    return kind(*[check(value[field]) for field, check in kind.FIELDS])
+    message = kind(**{field: check(value[field]) for field, check in kind.FIELDS if field not in absent})
+    message.check_fields_together()
+    return message
 
 
 def decode_request(value: Any) -> Request:

@@ -32,9 +32,11 @@ from enclave_app.errors import (
     StateError,
 )
 from enclave_app.framing import read_frame, write_frame
+from enclave_app.no_attestation import NO_ATTESTATION_REASON
 from enclave_app.nsm import Nsm, PcrDescription
 from enclave_app.orders import verify_freeze_order
 from enclave_app.protocol import (
+    AttestationMode,
     AttestationRequest,
     AttestationResponse,
     ErrorCode,
@@ -130,10 +132,18 @@ class Handler:
                 state=enclave.state, wallets=enclave.wallet_count, session_public_key=enclave.session.public_key
             )
         if isinstance(request, AttestationRequest):
-            document = enclave.nsm.attestation(
-                public_key=enclave.session.public_key, user_data=SESSION_USER_DATA, nonce=request.nonce
+            session_key = enclave.session.public_key
+            if enclave.attestation_mode is AttestationMode.NONE:
+                return AttestationResponse(
+                    document=None,
+                    mode=AttestationMode.NONE,
+                    reason=NO_ATTESTATION_REASON,
+                    session_public_key=session_key,
+                )
+            document = enclave.nsm.attestation(public_key=session_key, user_data=SESSION_USER_DATA, nonce=request.nonce)
+            return AttestationResponse(
+                document=document, mode=AttestationMode.NITRO, reason=None, session_public_key=session_key
             )
-            return AttestationResponse(document=document)
         if isinstance(request, ProvisionWalletRequest):
             return await self._provision(request)
         if isinstance(request, LoadWalletRequest):

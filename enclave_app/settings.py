@@ -8,12 +8,15 @@ echoing a value). Booleans are exactly ``true`` or ``false``.
 variable                               meaning
 =====================================  ========================================================================
 WAIAAS_ENCLAVE_LISTEN                  required: ``vsock:<cid>:<port>`` | ``unix:/path`` | ``tcp:127.0.0.1:<port>``
-WAIAAS_ENCLAVE_NSM                     required: ``device`` (/dev/nsm) or ``unsafe-development``
+WAIAAS_ENCLAVE_NSM                     required: ``device`` (/dev/nsm), ``none`` (self-hosted without Nitro:
+                                       no attestation, and ``attestation`` answers say so) or
+                                       ``unsafe-development`` (documents from a throw-away root)
 WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM        required, boolean: must be ``true`` with ``unsafe-development``, ``false``
-                                       with ``device`` (a second, explicit opt-in to an NSM that proves nothing)
+                                       otherwise (a second, explicit opt-in to documents that prove nothing)
 WAIAAS_ENCLAVE_ATTESTATION_ROOT        required with ``device``: PEM file of the AWS Nitro root; at start-up the
                                        enclave verifies one of its own documents under it; forbidden otherwise
-WAIAAS_ENCLAVE_SEALER                  required: ``kms`` or ``local``
+WAIAAS_ENCLAVE_SEALER                  required: ``kms`` or ``local``; ``kms`` is refused with NSM ``none`` (KMS
+                                       releases sealed keys only to an attested enclave)
 WAIAAS_ENCLAVE_KMS_KEY_ID              required with ``kms``: the seal key (ARN or id)
 WAIAAS_ENCLAVE_KMS_REGION              required with ``kms``: e.g. ``eu-west-1``
 WAIAAS_ENCLAVE_KMS_PROXY               optional with ``kms``: vsock address of the parent's vsock-proxy; when
@@ -45,7 +48,7 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9:/_\-]{1,2048}$")
 @dataclass(frozen=True, slots=True)
 class Settings:
     listen: Address
-    nsm: Literal["device", "unsafe-development"]
+    nsm: Literal["device", "unsafe-development", "none"]
     sealer: Literal["kms", "local"]
     attestation_root: Path | None = None
     kms_key_id: str | None = None
@@ -103,16 +106,23 @@ def _file(env: Mapping[str, str], name: str) -> Path:
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build the settings from ``env`` (``os.environ`` at start-up), or raise :class:`SettingsError`."""
     listen = _address(env, "LISTEN")
-    nsm = _choice(env, "NSM", ("device", "unsafe-development"))
+    nsm = _choice(env, "NSM", ("device", "unsafe-development", "none"))
     allow_unsafe = _boolean(env, "ALLOW_UNSAFE_NSM")
     if allow_unsafe != (nsm == "unsafe-development"):
         raise SettingsError(f"{PREFIX}ALLOW_UNSAFE_NSM must be 'true' exactly when {PREFIX}NSM is unsafe-development")
     root = None
     if nsm == "device":
         root = _file(env, "ATTESTATION_ROOT")
+    elif nsm == "none":
+        _forbidden(env, "ATTESTATION_ROOT", "with NSM none (there is no attestation to verify)")
     else:
         _forbidden(env, "ATTESTATION_ROOT", "with the unsafe-development NSM (it has its own throw-away root)")
     sealer = _choice(env, "SEALER", ("kms", "local"))
+    if sealer == "kms" and nsm == "none":
+        raise SettingsError(
+            f"{PREFIX}SEALER kms needs attestation (KMS releases keys only to an attested enclave): "
+            f"it cannot be combined with {PREFIX}NSM none; use the local sealer"
+        )
     key_id = region = proxy = secret = None
     if sealer == "kms":
         key_id, region = _required(env, "KMS_KEY_ID"), _required(env, "KMS_REGION")

@@ -39,7 +39,7 @@ from solders.pubkey import Pubkey
 
 from enclave_app.errors import InconsistentStateError, NsmError, StateError
 from enclave_app.nsm import Nsm
-from enclave_app.protocol import EnclaveState, ErrorCode
+from enclave_app.protocol import AttestationMode, EnclaveState, ErrorCode
 from enclave_app.receipts import SessionKey, receipt_prefix
 from policies.decision import Reservation
 from policies.document import Policy
@@ -243,9 +243,19 @@ class Wallet:
 class Enclave:
     """The wallet registry and the state machine. Methods run on the event loop thread only."""
 
-    def __init__(self, *, nsm: Nsm, clock: Clock, max_wallets: int = MAX_WALLETS) -> None:
+    def __init__(
+        self,
+        *,
+        nsm: Nsm,
+        clock: Clock,
+        max_wallets: int = MAX_WALLETS,
+        attestation_mode: AttestationMode = AttestationMode.NITRO,
+    ) -> None:
+        """``attestation_mode``: ``nitro`` asks ``nsm`` for documents (it fails closed with ``nsm_unavailable``
+        if the NSM has none); ``none`` answers without a document (:mod:`enclave_app.no_attestation`)."""
         self.nsm = nsm
         self.clock = clock
+        self.attestation_mode = attestation_mode
         self.max_wallets = max_wallets
         self.session = SessionKey(fresh_seed(nsm))
         self._wallets: dict[str, Wallet] = {}

@@ -22,7 +22,7 @@ from solders.transaction import Transaction, VersionedTransaction
 from enclave_app.attestation import verify_attestation_document
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError, ReceiptError
-from enclave_app.protocol import EnclaveState, SpentEntry, TransactionDecisionResponse
+from enclave_app.protocol import AttestationMode, EnclaveState, SpentEntry, TransactionDecisionResponse
 from enclave_app.receipts import verify_receipt
 from enclave_app.server import SESSION_USER_DATA
 from tests.support.chain import LAMPORTS_PER_SOL, airdrop, execute, fresh_chain
@@ -82,7 +82,7 @@ def test_provision_restart_unseal_sign_and_execute_on_chain(world: EnclaveWorld)
     airdrop(svm, agent, 5 * LAMPORTS_PER_SOL)
     raw = transfer_tx(agent, LAMPORTS_PER_SOL // 2, blockhash=svm.latest_blockhash())
 
-    async def second_boot() -> tuple[TransactionDecisionResponse, bytes, bytes]:
+    async def second_boot() -> tuple[TransactionDecisionResponse, bytes, bytes, bytes | None]:
         boot = world.boot()  # a restart: new registry, new session key, same KMS
         async with serving(boot) as (client, _):
             loaded = await client.load_wallet(
@@ -94,10 +94,12 @@ def test_provision_restart_unseal_sign_and_execute_on_chain(world: EnclaveWorld)
             assert (await client.ping()).state is EnclaveState.READY
             answer = await client.sign_transaction(WALLET, raw, spent=spent())
             nonce = b"caller-nonce-0123456789"
-            document = (await client.attestation(nonce)).document
-            return answer, document, nonce
+            attestation = await client.attestation(nonce)
+            assert attestation.mode is AttestationMode.NITRO and attestation.reason is None
+            assert attestation.document is not None
+            return answer, attestation.document, nonce, attestation.session_public_key
 
-    answer, document, nonce = asyncio.run(second_boot())
+    answer, document, nonce, session_public_key = asyncio.run(second_boot())
     assert verdict(answer) == "allow" and answer.signature is not None and answer.signed_transaction is not None
     signed = VersionedTransaction.from_bytes(answer.signed_transaction)
     assert signed.signatures[0] == Signature.from_bytes(answer.signature)
@@ -110,6 +112,7 @@ def test_provision_restart_unseal_sign_and_execute_on_chain(world: EnclaveWorld)
         document, root_certificate_pem=world.pki.root_pem, at=NOW, expected_pcrs=GOOD_PCRS, expected_nonce=nonce
     )
     assert attested.user_data == SESSION_USER_DATA and attested.public_key is not None
+    assert attested.public_key == session_public_key  # the answer's copy is the attested key
     receipt = verify_receipt(answer.receipt, answer.receipt_signature, attested.public_key)
     assert receipt.verdict == "allow" and receipt.wallet_id == WALLET and receipt.policy_sequence == 1
     assert receipt.message_hash == hashlib.sha256(to_bytes_versioned(signed.message)).digest()

@@ -70,7 +70,8 @@ def test_settings_for_nitro(tmp_path: Path) -> None:
     [
         ({"LISTEN": None}, "WAIAAS_ENCLAVE_LISTEN is required"),
         ({"LISTEN": "http://x"}, "WAIAAS_ENCLAVE_LISTEN is not a valid address"),
-        ({"NSM": "fake"}, "WAIAAS_ENCLAVE_NSM must be one of: device, unsafe-development"),
+        ({"NSM": "fake"}, "WAIAAS_ENCLAVE_NSM must be one of: device, unsafe-development, none$"),
+        ({"NSM": "None", "ALLOW_UNSAFE_NSM": "false"}, "WAIAAS_ENCLAVE_NSM must be one of"),
         ({"ALLOW_UNSAFE_NSM": "yes"}, "must be exactly 'true' or 'false'"),
         ({"ALLOW_UNSAFE_NSM": "True"}, "must be exactly 'true' or 'false'"),
         ({"ALLOW_UNSAFE_NSM": None}, "WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM is required"),
