@@ -148,7 +148,10 @@ class Store(Protocol):
         """All or nothing: `begin_idempotent` + `record_request` + `reserve` (skipped when ``amounts`` is empty).
 
         A completed key is returned as ``replay`` with nothing written; `IdempotencyMismatch`,
-        `IdempotencyInProgress` and `LimitExceeded` are raised with nothing written.
+        `IdempotencyInProgress` and `LimitExceeded` are raised with nothing written. An adapter may make this
+        transaction durable only with the next durable write (SQLite: the log sync of `finish_signing`), so the
+        caller answers nothing on the strength of it alone: the answer follows `finish_signing`, or a failure's
+        `release` / `abandon_idempotent`.
         """
         ...
 

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from parent_proxy.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from parent_proxy.store import sqlite_spend as spend
-from parent_proxy.store.sqlite_schema import DEFAULT_BUSY_TIMEOUT_SECONDS, PRAGMAS, SCHEMA, SCHEMA_VERSION
+from parent_proxy.store.sqlite_schema import (
+    DEFAULT_BUSY_TIMEOUT_SECONDS,
+    PRAGMAS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SYNCHRONOUS_NORMAL,
+)
 
 
 @contextmanager
@@ -51,8 +57,10 @@ class SqliteBase:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections and transactions -----------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _conn(self, *, durable: bool = True) -> sqlite3.Connection:
+        """This thread's connection; ``durable=False``: its second one, whose commits do not sync the log."""
+        name = "conn" if durable else "lazy_conn"
+        conn: sqlite3.Connection | None = getattr(self._local, name, None)
         if conn is None:
             with _translate():
                 conn = sqlite3.connect(
@@ -64,14 +72,19 @@ class SqliteBase:
                     raise StoreUnavailable(f"could not enable WAL on {self._path} (mode {mode})")
                 for pragma in PRAGMAS:
                     conn.execute(pragma)
-            self._local.conn = conn
+                if not durable:
+                    conn.execute(SYNCHRONOUS_NORMAL)
+            setattr(self._local, name, conn)
             with self._lock:
                 self._all.append(conn)
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction. ``durable=False`` commits without syncing the log (see
+        `SqliteStore.begin_signing` for the one use and why it is safe): the next durable commit of any connection
+        to the file syncs the write-ahead log, which holds this commit's frames before its own."""
+        conn = self._conn(durable=durable)
         with _translate():
             conn.execute("BEGIN IMMEDIATE")
             try:

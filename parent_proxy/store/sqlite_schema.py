@@ -1,8 +1,10 @@
 """The SQLite adapter's schema (version 2: version 1 + the ``spend`` running totals) and connection settings.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
-worse than a slower commit; every writing transaction starts with ``BEGIN IMMEDIATE`` so that two processes
-serialise on the write lock before reading what they are about to check, and wait up to ``busy_timeout``.
+worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
+must follow before anything is answered; see there); every writing transaction starts with ``BEGIN IMMEDIATE`` so
+that two processes serialise on the write lock before reading what they are about to check, and wait up to
+``busy_timeout``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
 PRAGMAS = ("PRAGMA foreign_keys = ON", "PRAGMA synchronous = FULL")
+SYNCHRONOUS_NORMAL = "PRAGMA synchronous = NORMAL"
+"""Only on the second connection of `SqliteBase._write(durable=False)`: commits there do not sync the log."""
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS wallets (

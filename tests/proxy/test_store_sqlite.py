@@ -58,3 +58,20 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
     assert migrated.spent_in_window("w1", "USDC", DAY, T0 + 2) == 2
     assert migrated.spent_in_window("w1", "SOL", 2, T0 + 2) == 20
     migrated.close()
+
+
+def test_only_begin_signing_commits_without_syncing(tmp_path: Path) -> None:
+    """`begin_signing` commits on a second connection without a log sync (made durable by the `finish_signing`
+    that must follow); every other write, on any connection of the thread, stays ``synchronous=FULL``."""
+    store = SqliteStore(tmp_path / "state.db")
+    store.create_wallet(make_wallet("w1"))
+    digest = bytes(32)
+    claim = store.begin_signing("w1", "k", digest, request_id="r", amounts={"SOL": 1}, limits={}, now=T0)
+    assert claim.reservation is not None
+    full, normal = 2, 1
+    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == full
+    assert store._conn(durable=False).execute("PRAGMA synchronous").fetchone()[0] == normal
+    store.commit(claim.reservation)  # a durable write after it sees it, on the durable connection
+    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == full
+    assert store.spent_in_window("w1", "SOL", DAY, T0) == 1
+    store.close()
