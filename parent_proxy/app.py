@@ -160,15 +160,19 @@ def create_app(services: Services) -> FastAPI:
     async def attestation(
         nonce: str = Query(min_length=32, max_length=128, pattern=r"^[0-9a-fA-F]+$", description="hex, 16-64 bytes"),
     ) -> AttestationView:
-        """The enclave's attestation document over the caller's nonce, and its session public key."""
+        """The enclave's attestation document over the caller's nonce, and its session public key (self-hosted
+        without a Nitro Enclave: mode none, no document, and the reason)."""
         try:
             raw = bytes.fromhex(nonce)
         except ValueError as exc:
             raise ApiError(Code.INVALID_REQUEST, "nonce must be an even number of hex digits") from exc
         answer = await services.relay.attestation(raw)
         status = await services.relay.ping()
+        document = answer.document
         return AttestationView(
-            document=base64.b64encode(answer.document).decode(),
+            document=None if document is None else base64.b64encode(document).decode(),
+            mode=answer.mode.value,
+            reason=answer.reason,
             session_public_key=str(Pubkey.from_bytes(status.session_public_key)),
             enclave_state=status.state.value,
         )

@@ -30,6 +30,8 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
+from enclave_app.no_attestation import NoAttestationNsm
+from enclave_app.protocol import AttestationMode
 from enclave_app.sealing import LocalSealer
 from enclave_app.server import EnclaveServer, Handler
 from enclave_app.state import Enclave
@@ -103,10 +105,12 @@ class LoopThread:
         self.loop.close()
 
 
-def start_enclave(loop: LoopThread, path: Path) -> asyncio.Server:
+def start_enclave(loop: LoopThread, path: Path, *, attestation: str = "nitro") -> asyncio.Server:
+    """The real enclave app: development NSM (mode nitro), or no attestation at all (mode none)."""
+
     async def start() -> asyncio.Server:
-        nsm = UnsafeDevelopmentNsm(pcrs={0: bytes(48)})
-        enclave = Enclave(nsm=nsm, clock=lambda: datetime.now(UTC))
+        nsm: Any = UnsafeDevelopmentNsm(pcrs={0: bytes(48)}) if attestation == "nitro" else NoAttestationNsm()
+        enclave = Enclave(nsm=nsm, clock=lambda: datetime.now(UTC), attestation_mode=AttestationMode(attestation))
         handler = Handler(enclave, LocalSealer(b"operator-secret-for-tests-only!!"))
         return await EnclaveServer(handler).start(UnixAddress(str(path)))
 
@@ -230,12 +234,12 @@ def signature_of(response: Any) -> Signature:
     return Signature.from_string(response.json()["signature"])
 
 
-def running_harness(tmp_path: Path, **kwargs: Any) -> Iterator[Harness]:
+def running_harness(tmp_path: Path, *, attestation: str = "nitro", **kwargs: Any) -> Iterator[Harness]:
     loop = LoopThread()
     server = None
     try:
         h = build_harness(tmp_path, loop, **kwargs)
-        server = start_enclave(loop, h.socket)
+        server = start_enclave(loop, h.socket, attestation=attestation)
         with h.client:
             yield h
     finally:

@@ -196,6 +196,7 @@ def test_health_ready_metrics_attestation(h: Harness) -> None:
     attestation = h.client.get(f"/v1/attestation?nonce={nonce}")
     assert attestation.status_code == 200, attestation.text
     assert base64.b64decode(attestation.json()["document"])
+    assert (attestation.json()["mode"], attestation.json()["reason"]) == ("nitro", None)
     assert code(h.client.get("/v1/attestation?nonce=zz")) == "invalid_request"
     metrics = h.client.get("/metrics").text
     assert "waiaas_http_requests_total" in metrics and "waiaas_http_request_duration_seconds_bucket" in metrics
@@ -211,3 +212,13 @@ def test_openapi_document_is_in_sync() -> None:
 
     if not OPENAPI_PATH.exists() or OPENAPI_PATH.read_text() != render():
         pytest.fail(f"{OPENAPI_PATH} is out of date: run python -m parent_proxy.openapi > docs/openapi.json")
+
+
+def test_attestation_mode_none_says_so(tmp_path: Path) -> None:
+    for harness in running_harness(tmp_path, attestation="none"):
+        answer = harness.client.get(f"/v1/attestation?nonce={'cd' * 32}")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["mode"] == "none" and body["document"] is None
+        assert "no Nitro Enclave" in body["reason"]
+        assert len(bytes(Pubkey.from_string(body["session_public_key"]))) == 32
