@@ -146,10 +146,10 @@ def test_signer_configuration(compose_model: dict[str, Any]) -> None:
     assert env["WAIAAS_ENCLAVE_LISTEN"] == f"unix:{paths.SIGNER_SOCKET}"
     assert env["WAIAAS_ENCLAVE_SEALER"] == "local"
     assert env["WAIAAS_ENCLAVE_LOCAL_SECRET_FILE"] == paths.UNSEAL_SECRET_FILE
-    # No Nitro hardware: the development NSM, with the explicit opt-in enclave_app/settings.py requires, and no
+    # No Nitro hardware: attestation mode none (it says so), the unsafe development NSM not opted into, and no
     # AWS trust root or KMS settings that would suggest otherwise.
-    assert env["WAIAAS_ENCLAVE_NSM"] == "unsafe-development"
-    assert env["WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM"] == "true"
+    assert env["WAIAAS_ENCLAVE_NSM"] == "none"
+    assert env["WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM"] == "false"
     assert not {key for key in env if "KMS" in key or "ATTESTATION_ROOT" in key}
     # The secret itself never travels in the environment of either service.
     for name in ("signer", "proxy"):
