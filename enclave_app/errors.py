@@ -8,6 +8,8 @@
     ├── NsmError                      the Nitro Secure Module failed or answered something unexpected
     ├── RecipientDecryptionError      a KMS ``CiphertextForRecipient`` could not be opened (opaque)
     ├── KmsError                      a KMS call failed or its answer was malformed
+    │   └── KmsAccessDeniedError      KMS answered AccessDeniedException (for the enclave: its attestation
+    │                                 did not satisfy the key policy, or the role may not call the operation)
     ├── SealingError                  a sealed blob is malformed or does not open (opaque)
     │   └── KeyMismatchError          the unsealed key is not the pinned one
     ├── FramingError                  a protocol frame is malformed or the peer left mid-frame
@@ -51,6 +53,12 @@ class RecipientDecryptionError(EnclaveError):
 
 class KmsError(EnclaveError):
     """A KMS call failed, or its answer did not have the expected shape."""
+
+
+class KmsAccessDeniedError(KmsError):
+    """KMS refused the call with ``AccessDeniedException``. From inside the enclave this means the attestation
+    document (PCRs, chain) did not satisfy the key policy's conditions, or the role lacks the permission; KMS
+    does not say which."""
 
 
 class SealingError(EnclaveError):

@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from enclave_app.cms import decrypt_ciphertext_for_recipient
-from enclave_app.errors import KmsError, RecipientDecryptionError
+from enclave_app.errors import KmsAccessDeniedError, KmsError, RecipientDecryptionError
 from enclave_app.nsm import Nsm
 
 RECIPIENT_KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
@@ -32,6 +33,9 @@ RECIPIENT_RSA_BITS = 2048
 
 DATA_KEY_SPEC = "AES_256"
 DATA_KEY_BYTES = 32
+
+ACCESS_DENIED = "AccessDeniedException"
+"""KMS error code when the caller's IAM or key policy (here: the attestation conditions) refuses the call."""
 
 MAX_RANDOM_BYTES = 1024
 """KMS GenerateRandom accepts NumberOfBytes 1..1024 (KMS API reference)."""
@@ -125,6 +129,10 @@ class AttestedKms:
         # Lower-layer errors (botocore ClientError, BotoCoreError, connection errors) are translated here only.
         try:
             response = getattr(self._client, operation)(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == ACCESS_DENIED:
+                raise KmsAccessDeniedError(f"KMS {operation} failed: access denied") from exc
+            raise KmsError(f"KMS {operation} failed") from exc
         except Exception as exc:
             raise KmsError(f"KMS {operation} failed") from exc
         if not isinstance(response, Mapping):

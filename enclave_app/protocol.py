@@ -104,7 +104,8 @@ class ErrorCode(StrEnum):
     ORDER_STALE = "order_stale"  # sequence not above the last accepted one
     MESSAGE_INVALID = "message_invalid"  # off-chain message does not decode
     UNSEAL_FAILED = "unseal_failed"  # opaque: blob, KMS answer or key mismatch
-    KMS_UNAVAILABLE = "kms_unavailable"
+    KMS_UNAVAILABLE = "kms_unavailable"  # a KMS call failed (network, throttling, malformed answer)
+    ATTESTATION_REFUSED = "attestation_refused"  # KMS AccessDenied: attestation not accepted by the key policy
     NSM_UNAVAILABLE = "nsm_unavailable"
     LEDGER_FULL = "ledger_full"  # the per-boot counters cannot take another entry
     INTERNAL = "internal"

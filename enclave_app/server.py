@@ -5,7 +5,8 @@ arrive within :data:`READ_TIMEOUT_SECONDS`, each request is served within :data:
 that is not a frame (too large, truncated, not CBOR) gets ``bad_frame`` and the connection is closed (the stream
 cannot be trusted to be in step); a frame that is not a message gets ``bad_request`` and the connection stays.
 
-Error translation happens here, once: ``StateError`` -> its code; sealing/KMS/NSM failures -> opaque codes;
+Error translation happens here, once: ``StateError`` -> its code; sealing/KMS/NSM failures -> opaque codes
+(a KMS AccessDenied -> ``attestation_refused``, any other KMS failure -> ``kms_unavailable``);
 an ``InconsistentStateError`` or any unexpected exception -> the failed state (``failed`` / ``internal``).
 Slow calls (sealing, which may talk to KMS, and Argon2id) run in a worker thread; registry changes happen on
 the loop, after the slow part, and re-check their preconditions.
@@ -24,6 +25,7 @@ from solders.pubkey import Pubkey
 from enclave_app.errors import (
     FramingError,
     InconsistentStateError,
+    KmsAccessDeniedError,
     KmsError,
     NsmError,
     ProtocolError,
@@ -117,6 +119,8 @@ class Handler:
             return ErrorResponse(code=ErrorCode(exc.code), message=str(exc))
         except (SealingError, RecipientDecryptionError):
             return ErrorResponse(code=ErrorCode.UNSEAL_FAILED, message="sealed key could not be opened")
+        except KmsAccessDeniedError:
+            return ErrorResponse(code=ErrorCode.ATTESTATION_REFUSED, message="KMS refused access (key policy)")
         except KmsError:
             return ErrorResponse(code=ErrorCode.KMS_UNAVAILABLE, message="KMS call failed")
         except NsmError:

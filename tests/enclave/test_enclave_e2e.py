@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
@@ -143,10 +144,38 @@ def _load(world: EnclaveWorld, boot: Boot, agent: bytes, blob: bytes) -> Any:
 def test_unseal_refused_with_wrong_pcr0(world: EnclaveWorld) -> None:
     agent, blob = _provision_blob(world)
     boot = world.boot(pcrs={**GOOD_PCRS, 0: b"\x66" * 48})
-    with pytest.raises(EnclaveRequestError, match="kms_unavailable") as caught:
+    with pytest.raises(EnclaveRequestError, match="attestation_refused") as caught:
         _load(world, boot, agent, blob)
-    assert caught.value.code == "kms_unavailable"
+    assert caught.value.code == "attestation_refused"  # KMS AccessDenied: the key policy refused this image
     assert boot.enclave.wallet_count == 0 and boot.enclave.state is EnclaveState.BOOTING
+
+
+class _FailingKms:
+    """A KMS client (the cloud seam) whose every call fails with one botocore error."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def _fail(self, **_kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "Decrypt")
+
+    generate_data_key = decrypt = generate_random = _fail
+
+
+@pytest.mark.parametrize(
+    ("kms_code", "answer_code"),
+    [
+        ("AccessDeniedException", "attestation_refused"),
+        ("ThrottlingException", "kms_unavailable"),
+        ("KMSInternalException", "kms_unavailable"),
+    ],
+)
+def test_kms_failures_are_told_apart(world: EnclaveWorld, kms_code: str, answer_code: str) -> None:
+    agent, blob = _provision_blob(world)
+    boot = world.boot(kms=_FailingKms(kms_code))  # type: ignore[arg-type]
+    with pytest.raises(EnclaveRequestError) as caught:
+        _load(world, boot, agent, blob)
+    assert caught.value.code == answer_code and boot.enclave.state is EnclaveState.BOOTING
 
 
 def test_forged_kms_answer_carrying_another_key_refused(world: EnclaveWorld) -> None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from moto import mock_aws
 
-from enclave_app.errors import KeyMismatchError, KmsError, SealingError
+from enclave_app.errors import KeyMismatchError, KmsAccessDeniedError, KmsError, SealingError
 from enclave_app.kms import AttestedKms, DataKey, KmsApi
 from enclave_app.nsm import DeviceNsm
 from enclave_app.sealing import (
@@ -159,7 +159,7 @@ def test_kms_unseal_with_wrong_pcr0_refused(world: World) -> None:
     binding = SealBinding(WALLET, agent_public, world.owner_public)
     blob = seal_agent_key(world.sealer(), agent, binding)
     other_image = {**GOOD_PCRS, 0: b"\xee" * 48}
-    with pytest.raises(KmsError, match="KMS decrypt failed") as caught:
+    with pytest.raises(KmsAccessDeniedError, match="KMS decrypt failed: access denied") as caught:
         unseal_agent_key(world.sealer(other_image), blob, binding)
     assert "AccessDeniedException" in repr(caught.value.__cause__)
 
@@ -168,7 +168,7 @@ def test_kms_unseal_with_wrong_pcr8_refused(world: World) -> None:
     agent, agent_public = _agent()
     binding = SealBinding(WALLET, agent_public, world.owner_public)
     blob = seal_agent_key(world.sealer(), agent, binding)
-    with pytest.raises(KmsError, match="KMS decrypt failed"):
+    with pytest.raises(KmsAccessDeniedError, match="KMS decrypt failed: access denied"):
         unseal_agent_key(world.sealer({**GOOD_PCRS, 8: b"\x01" * 48}), blob, binding)
 
 
