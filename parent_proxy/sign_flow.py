@@ -1,6 +1,7 @@
 """The signing request flow (DESIGN.md section 4), from an authenticated agent request to the answer.
 
-    1. idempotency: claim the key (a completed key replays its stored answer; another request under it is 409)
+    1. idempotency: look the key up (a completed key replays its stored answer; another request under it is
+       409); the key is claimed, atomically, with the first write of the path taken below
     2. load the wallet and its owner-signed policy (a frozen wallet or a missing policy: 403)
     3. first policy check: decode, and evaluate with the store's counters (spent per window, recent requests and
        denials); the request is recorded for the rate rule
@@ -8,172 +9,63 @@
        ESCALATE: a pending approval is created WITHOUT a reservation (nothing is held while the owner decides; the
        amounts are reserved, against the approval ceilings, when the owner approves: `parent_proxy.approvals`),
        audit, notify, 202 with the approval id
-       ALLOW: reserve the amounts atomically against the automatic thresholds of every period (a concurrent
-       request that got there first: 403 ``limit_exceeded``)
+       ALLOW: one store transaction (`Store.begin_signing`) claims the key, records the request and reserves the
+       amounts against the automatic thresholds of every period (a concurrent request that got there first: 403
+       ``limit_exceeded``)
     5. relay to the enclave (its decision is authoritative); commit the reservation only on a signed answer,
        release it on anything else, including a timeout or a cancelled request
-    6. audit (with the enclave receipt) -- if the audit record cannot be written the signature is not handed out
-       and the reservation is released --, notify, optionally submit through the chain adapter, answer.
+    6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
+       stored answer -- if it cannot be written the signature is not handed out, the reservation is released
+       and the key freed --; optionally submit through the chain adapter; answer.
 
 Nothing is retried. A failure before any effect abandons the idempotency claim, so the caller may retry with the
-same key; a decision (deny, escalate, signed) is stored under the key and replayed.
+same key; a decision (deny, escalate, signed) is stored under the key and replayed. The values and pure steps
+are in `parent_proxy.sign_parts`.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from enclave_app.protocol import LookupTable, SpentEntry, TransactionDecisionResponse
+from enclave_app.protocol import TransactionDecisionResponse
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent
 from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import LimitExceeded, ProxyError
 from parent_proxy.services import Services, canonical
-from parent_proxy.store.model import Approval, ApprovalStatus, IdempotencyRecord, IdempotentAnswer, Reservation, Wallet
+from parent_proxy.sign_parts import (
+    Answer,
+    Claim,
+    Prepared,
+    SignRequest,
+    agent_key,
+    decide,
+    error_answer,
+    eval_context,
+    limits_for,
+    refusal,
+    replayed,
+    reserved_amounts,
+    spent_entries,
+    wire_tables,
+)
+from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, Reservation, Wallet
 from policies.decision import Decision, Verdict
 from policies.document import Policy
-from policies.errors import DecodeError, PolicyEngineError
-from policies.evaluate import EvalContext, evaluate
-from policies.transaction import decode_transaction
+from policies.errors import PolicyEngineError
+
+__all__ = ["Answer", "Prepared", "SignFlow", "SignRequest", "decide", "eval_context", "refusal", "spent_entries"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SignRequest:
-    """A validated agent request (see `parent_proxy.schemas.SignTransactionBody`)."""
-
-    transaction: bytes
-    idempotency_key: str
-    lookup_tables: tuple[Pubkey, ...]
-    submit: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "transaction": base64.b64encode(self.transaction).decode(),
-            "idempotency_key": self.idempotency_key,
-            "lookup_tables": [str(t) for t in self.lookup_tables],
-            "submit": self.submit,
-        }
-
-    def digest(self) -> bytes:
-        return hashlib.sha256(canonical(self.to_json())).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """An HTTP answer: status and JSON body (errors are raised as `ApiError` instead)."""
-
-    status: int
-    body: dict[str, Any]
-    replayed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """State carried from the checks (step 1-4) to the relay (step 5)."""
-
-    wallet: Wallet
-    policy: Policy
-    request_id: str
-    key: str
-    digest: bytes
-    reservation: Reservation | None
-    spent: tuple[SpentEntry, ...]
-    requests_in_window: int
-    denials_in_window: int
-    decision: Decision
-    idempotent: bool = True
-    submit: bool = False
-
-
-@dataclass(slots=True)
-class _Claim:
-    """The idempotency key of one request, and whether this request holds its claim."""
-
-    wallet_id: str
-    key: str
-    digest: bytes
-    held: bool = False
-
-
-def replayed(record: IdempotencyRecord) -> Answer:
-    data = json.loads(record.response or b"{}")
-    return Answer(int(data["status_code"]), data["body"], replayed=True)
-
-
-def reserved_amounts(decision: Decision) -> dict[str, int]:
-    return {r.asset: r.amount for r in decision.reservations if r.amount > 0}
-
-
-def agent_key(idempotency_key: str) -> str:
-    return f"agent:{idempotency_key}"
-
-
-def limits_for(policy: Policy, assets: set[str], *, approved: bool) -> dict[tuple[str, int], int]:
-    """Reservation caps: the automatic thresholds for an ALLOW, the approval ceilings for an approved escalation."""
-    caps: dict[tuple[str, int], int] = {}
-    for limit in policy.rules.limits:
-        if limit.asset in assets:
-            for period in limit.periods:
-                caps[(limit.asset, period.window_seconds)] = period.tier.approval if approved else period.tier.automatic
-    return caps
-
-
-def eval_context(services: Services, wallet: Wallet, policy: Policy, now: float) -> tuple[EvalContext, int, int]:
-    store, wallet_id = services.store, wallet.wallet_id
-    spent = {
-        (asset, window): store.spent_in_window(wallet_id, asset, window, now)
-        for asset, window in policy.spend_windows()
-    }
-    rate = policy.rules.rate
-    requests = store.count_requests(wallet_id, now - rate.window_seconds)
-    burst = policy.rules.freeze.denials
-    denials = 0 if burst is None else store.count_denials(wallet_id, now - burst.window_seconds)
-    keys = frozenset({Pubkey.from_bytes(wallet.agent_pubkey)})  # the same wallet keys as the enclave's check
-    ctx = EvalContext(datetime.fromtimestamp(now, UTC), keys, spent, requests, denials)
-    return ctx, requests, denials
-
-
-def decide(policy: Policy, raw: bytes, tables: Mapping[Pubkey, Sequence[Pubkey]], ctx: EvalContext) -> Decision:
-    try:
-        tx: Any = decode_transaction(raw, lookup_tables=tables)
-    except DecodeError as exc:
-        tx = exc
-    return evaluate(policy, tx, ctx)
-
-
-def spent_entries(ctx: EvalContext) -> tuple[SpentEntry, ...]:
-    return tuple(SpentEntry(asset, window, amount) for (asset, window), amount in sorted(ctx.spent.items()))
-
-
-def wire_tables(tables: Mapping[Pubkey, Sequence[Pubkey]]) -> tuple[LookupTable, ...]:
-    return tuple(LookupTable(bytes(k), tuple(bytes(a) for a in v)) for k, v in tables.items())
-
-
-def refusal(decision: Decision, frozen: bool) -> ApiError:
-    reasons = [r.to_json() for r in decision.reasons]
-    if frozen:
-        return ApiError(Code.WALLET_FROZEN, "the request attacks the wallet: it is now frozen", reasons=reasons)
-    return ApiError(Code.POLICY_DENIED, "the policy denies this request", reasons=reasons)
-
-
-def error_answer(error: ApiError) -> dict[str, Any]:
-    """What is stored under an idempotency key for a refusal (replayed verbatim)."""
-    return {"status_code": error.status, "body": error.body()}
 
 
 class SignFlow:
@@ -191,7 +83,7 @@ class SignFlow:
         previous = s.store.lookup_idempotent(wallet_id, key, digest)
         if previous is not None:
             return replayed(previous)
-        claim = _Claim(wallet_id, key, digest)
+        claim = Claim(wallet_id, key, digest)
         try:
             return self._checks(agent, request, tables, claim)
         except ApiError as error:
@@ -214,7 +106,7 @@ class SignFlow:
         except Exception:
             logger.exception("idempotency claim for wallet %s could not be abandoned", wallet_id)
 
-    def _claim(self, claim: _Claim, now: float) -> Answer | None:
+    def _claim(self, claim: Claim, now: float) -> Answer | None:
         """Claim the key on a path other than ALLOW (its own transaction); a replay if another request won it."""
         previous = self.s.store.begin_idempotent(claim.wallet_id, claim.key, claim.digest, now)
         if previous is not None:
@@ -227,7 +119,7 @@ class SignFlow:
         agent: Agent,
         request: SignRequest,
         tables: Mapping[Pubkey, Sequence[Pubkey]],
-        claim: _Claim,
+        claim: Claim,
     ) -> Prepared | Answer:
         s, wallet_id = self.s, agent.wallet_id
         request_id = uuid.uuid4().hex

@@ -1,0 +1,149 @@
+"""The values and pure steps of the signing flow (`parent_proxy.sign_flow`): the validated request, the answer,
+the state carried from the checks to the relay, and the first policy check (evaluation context, decision,
+reservation caps)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from solders.pubkey import Pubkey
+
+from enclave_app.protocol import LookupTable, SpentEntry
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.services import Services, canonical
+from parent_proxy.store.model import IdempotencyRecord, Reservation, Wallet
+from policies.decision import Decision
+from policies.document import Policy
+from policies.errors import DecodeError
+from policies.evaluate import EvalContext, evaluate
+from policies.transaction import decode_transaction
+
+
+@dataclass(frozen=True, slots=True)
+class SignRequest:
+    """A validated agent request (see `parent_proxy.schemas.SignTransactionBody`)."""
+
+    transaction: bytes
+    idempotency_key: str
+    lookup_tables: tuple[Pubkey, ...]
+    submit: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transaction": base64.b64encode(self.transaction).decode(),
+            "idempotency_key": self.idempotency_key,
+            "lookup_tables": [str(t) for t in self.lookup_tables],
+            "submit": self.submit,
+        }
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(canonical(self.to_json())).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer: status and JSON body (errors are raised as `ApiError` instead)."""
+
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """State carried from the checks (step 1-4) to the relay (step 5)."""
+
+    wallet: Wallet
+    policy: Policy
+    request_id: str
+    key: str
+    digest: bytes
+    reservation: Reservation | None
+    spent: tuple[SpentEntry, ...]
+    requests_in_window: int
+    denials_in_window: int
+    decision: Decision
+    idempotent: bool = True
+    submit: bool = False
+
+
+@dataclass(slots=True)
+class Claim:
+    """The idempotency key of one request, and whether this request holds its claim."""
+
+    wallet_id: str
+    key: str
+    digest: bytes
+    held: bool = False
+
+
+def replayed(record: IdempotencyRecord) -> Answer:
+    data = json.loads(record.response or b"{}")
+    return Answer(int(data["status_code"]), data["body"], replayed=True)
+
+
+def reserved_amounts(decision: Decision) -> dict[str, int]:
+    return {r.asset: r.amount for r in decision.reservations if r.amount > 0}
+
+
+def agent_key(idempotency_key: str) -> str:
+    return f"agent:{idempotency_key}"
+
+
+def limits_for(policy: Policy, assets: set[str], *, approved: bool) -> dict[tuple[str, int], int]:
+    """Reservation caps: the automatic thresholds for an ALLOW, the approval ceilings for an approved escalation."""
+    caps: dict[tuple[str, int], int] = {}
+    for limit in policy.rules.limits:
+        if limit.asset in assets:
+            for period in limit.periods:
+                caps[(limit.asset, period.window_seconds)] = period.tier.approval if approved else period.tier.automatic
+    return caps
+
+
+def eval_context(services: Services, wallet: Wallet, policy: Policy, now: float) -> tuple[EvalContext, int, int]:
+    store, wallet_id = services.store, wallet.wallet_id
+    spent = {
+        (asset, window): store.spent_in_window(wallet_id, asset, window, now)
+        for asset, window in policy.spend_windows()
+    }
+    rate = policy.rules.rate
+    requests = store.count_requests(wallet_id, now - rate.window_seconds)
+    burst = policy.rules.freeze.denials
+    denials = 0 if burst is None else store.count_denials(wallet_id, now - burst.window_seconds)
+    keys = frozenset({Pubkey.from_bytes(wallet.agent_pubkey)})  # the same wallet keys as the enclave's check
+    ctx = EvalContext(datetime.fromtimestamp(now, UTC), keys, spent, requests, denials)
+    return ctx, requests, denials
+
+
+def decide(policy: Policy, raw: bytes, tables: Mapping[Pubkey, Sequence[Pubkey]], ctx: EvalContext) -> Decision:
+    try:
+        tx: Any = decode_transaction(raw, lookup_tables=tables)
+    except DecodeError as exc:
+        tx = exc
+    return evaluate(policy, tx, ctx)
+
+
+def spent_entries(ctx: EvalContext) -> tuple[SpentEntry, ...]:
+    return tuple(SpentEntry(asset, window, amount) for (asset, window), amount in sorted(ctx.spent.items()))
+
+
+def wire_tables(tables: Mapping[Pubkey, Sequence[Pubkey]]) -> tuple[LookupTable, ...]:
+    return tuple(LookupTable(bytes(k), tuple(bytes(a) for a in v)) for k, v in tables.items())
+
+
+def refusal(decision: Decision, frozen: bool) -> ApiError:
+    reasons = [r.to_json() for r in decision.reasons]
+    if frozen:
+        return ApiError(Code.WALLET_FROZEN, "the request attacks the wallet: it is now frozen", reasons=reasons)
+    return ApiError(Code.POLICY_DENIED, "the policy denies this request", reasons=reasons)
+
+
+def error_answer(error: ApiError) -> dict[str, Any]:
+    """What is stored under an idempotency key for a refusal (replayed verbatim)."""
+    return {"status_code": error.status, "body": error.body()}
