@@ -1,7 +1,9 @@
 """The decoder registry: which decoder reads the instructions of which program.
 
 `default_registry()` returns a fresh registry holding the built-in decoders (System, SPL Token, Token-2022,
-Associated Token Account, ComputeBudget, Memo v1 and v2). Later decoders (Squads v4) are added with
+Associated Token Account, ComputeBudget, Memo v1 and v2, Squads v4). The Squads v4 decoder decodes the instructions
+of vault transaction messages through the registry it is registered in (its ``get``), so decoders registered later
+into that registry apply inside vault messages too. Further decoders are added with
 ``registry.register(program_id, decoder)``. A program without a decoder is not an error here: the transaction
 decoder reports it as an ``unknown`` instruction with an `Opaque` effect, so that the evaluator can name it.
 """
@@ -15,7 +17,7 @@ from typing import Protocol
 from solders.pubkey import Pubkey
 
 from policies import programs
-from policies.decoders import ata, compute_budget, memo, system, token
+from policies.decoders import ata, compute_budget, memo, squads, system, token
 from policies.model import AccountView, DecodedInstruction, Opaque
 
 
@@ -98,6 +100,7 @@ def default_registry() -> DecoderRegistry:
     registry = DecoderRegistry()
     for program_id, decoder in _builtin_decoders().items():
         registry.register(program_id, decoder)
+    registry.register(programs.SQUADS_V4_PROGRAM, squads.SquadsDecoder(registry.get))
     return registry
 
 
