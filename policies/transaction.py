@@ -13,7 +13,10 @@ This is the one place where `solders` parsing errors, and any exception from an 
 6. no account key appears twice (static and resolved together);
 7. each instruction: its program id index names a static key other than the fee payer, its account indices are in
    range (solders' sanitize does not check indices into lookup-resolved accounts), and its program's decoder
-   describes it (a program without a decoder yields an ``unknown`` instruction with an `Opaque` effect).
+   describes it (a program without a decoder yields an ``unknown`` instruction with an `Opaque` effect);
+8. cross-instruction links, only when a Squads v4 instruction is present: an approval or execution of a vault
+   transaction that this same transaction creates (and whose message was decoded) is no longer `Opaque`
+   (`policies.decoders.squads_vault.link_vault_transactions`).
 
 Account order is the runtime's: static keys, then every lookup's writable indices (in lookup order), then every
 lookup's readonly indices. Resolved accounts never sign. ``is_writable`` is what the message asks for; the runtime
@@ -32,8 +35,10 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from policies.decoders.registry import DecoderRegistry, InstructionDecoder, decode_unknown, default_registry
+from policies.decoders.squads_vault import link_vault_transactions
 from policies.errors import DecodeError
 from policies.model import AccountView, DecodedInstruction, DecodedTransaction
+from policies.programs import SQUADS_V4_PROGRAM
 
 MAX_TRANSACTION_BYTES: Final = 1232
 """Largest serialized transaction: solana-packet ``PACKET_DATA_SIZE`` = 1280 (IPv6 minimum MTU) - 40 (IPv6
@@ -155,6 +160,7 @@ def _decode_message(
     # 7. Instructions.
     total = len(keys)
     decoded: list[DecodedInstruction] = []
+    squads = False
     for index, compiled in enumerate(message.instructions):
         program_index = compiled.program_id_index
         if program_index == 0:
@@ -170,6 +176,11 @@ def _decode_message(
         accounts = tuple([views[i] for i in account_indices])
         decoder = registry.get(program_id) or decode_unknown
         decoded.append(_run_decoder(decoder, index, program_id, accounts, compiled.data))
+        squads = squads or program_id == SQUADS_V4_PROGRAM
+
+    # 8. Cross-instruction links (Squads v4 approvals of a vault transaction created here).
+    if squads:
+        decoded = link_vault_transactions(decoded)
 
     prefix = _shortvec_len(signature_count) + SIGNATURE_BYTES * signature_count
     return DecodedTransaction(
