@@ -278,7 +278,12 @@ class Message(_Record):
     TYPE: ClassVar[str] = ""
 
     def to_wire(self) -> dict[str, Any]:
-        return {"v": PROTOCOL_VERSION, "type": self.TYPE, **self.fields_to_wire()}
+        # fields_to_wire with ``v`` and ``type`` first, built as one dict (this runs for every answer).
+        self.check_fields_together()
+        wire: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": self.TYPE}
+        for name, check in self.FIELDS:
+            wire[name] = _encode(check(getattr(self, name)))
+        return wire
 
 
 # -- nested records --------------------------------------------------------------------------------------------
