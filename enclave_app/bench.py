@@ -9,7 +9,8 @@ signature (cryptography) over the same transaction message. The workload is a ty
 the enclave clock advances one second per request so the example policy's rate limit never trips.
 
 The last line is machine-readable: ``enclave-sign p50_us=... p99_us=... sign_us=... ratio=<p50/sign>``.
-Note: the path holds two Ed25519 signatures (agent + receipt), so its floor is a ratio of about 2.
+Note: the path holds two Ed25519 signatures (agent + receipt), so its floor is a ratio of about 2; the policy
+engine's decode and evaluation (``policies/``) add about 1.3 more (see docs/enclave.md, Benchmark).
 """
 
 from __future__ import annotations
