@@ -204,9 +204,14 @@ class Story:
         self.out(f"   readyz     {ready.get('status')} (enclave {ready.get('enclave')}, store {ready.get('store')})")
         nonce = secrets.token_hex(32)
         attestation = self.expect(self.http.get(f"{self.d.api_url}/v1/attestation", params={"nonce": nonce}), 200)
-        self.out(f"   attestation session key {attestation.get('session_public_key')}")
-        self.out("              self-hosted: the development NSM signs it under a throw-away root, so it proves")
-        self.out("              nothing about the code running; a verifier pinned to the AWS Nitro root refuses it")
+        self.out(f"   attestation mode {attestation.get('mode')}, session key {attestation.get('session_public_key')}")
+        self.out(f"              {attestation.get('reason')}")
+        if (
+            attestation.get("mode") != "none"
+            or attestation.get("document") is not None
+            or not attestation.get("reason")
+        ):
+            raise StepFailed("a self-hosted signer must answer attestation mode none, with its reason and no document")
 
         self.step("The owner creates a wallet")
         self.out(f"   owner      {self.owner.public_key}")
