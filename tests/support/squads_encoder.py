@@ -75,7 +75,7 @@ class SquadsEncoder:
             if ty == "bytes":
                 return struct.pack("<I", len(value)) + bytes(value)
             if ty == "string":
-                raw = value.encode()
+                raw: bytes = value.encode()
                 return struct.pack("<I", len(raw)) + raw
             raise ValueError(f"unsupported IDL type {ty}")
         if "option" in ty:
