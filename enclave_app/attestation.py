@@ -23,7 +23,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -279,7 +279,9 @@ def _verify_chain(
     try:
         intermediates = [x509.load_der_x509_certificate(der) for der in cabundle[1:]]
         leaf = x509.load_der_x509_certificate(leaf_der)
-    except ValueError as exc:
+        for cert in (*intermediates, leaf):
+            _parse_fields(cert)
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise AttestationError("certificate unreadable") from exc
     chain = [root, *intermediates, leaf]
     for position, cert in enumerate(chain):
@@ -295,7 +297,7 @@ def _verify_chain(
         if position > 0:
             try:
                 cert.verify_directly_issued_by(chain[position - 1])
-            except (InvalidSignature, ValueError, TypeError) as exc:
+            except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError) as exc:
                 raise AttestationError("certificate chain signature invalid") from exc
         # 5d. CA certificates: critical basicConstraints CA=true, keyCertSign, and a pathLenConstraint that
         #     admits the CAs below them; the leaf: not a CA, digitalSignature.
@@ -307,6 +309,15 @@ def _verify_chain(
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         raise AttestationError("leaf key is not P-384")
     return key
+
+
+def _parse_fields(cert: x509.Certificate) -> None:
+    """Parse now every field the chain checks read: cryptography decodes some of them (extensions, validity,
+    names, the key) lazily, and a malformed one would otherwise raise ValueError in the middle of the checks."""
+    _ = (cert.extensions, cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid)
+    _ = (cert.issuer, cert.subject, cert.public_key())
+    for ext in cert.extensions:
+        _ = ext.value
 
 
 def _extension(cert: x509.Certificate, extension_type: type[Any]) -> Any:

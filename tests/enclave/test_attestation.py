@@ -378,3 +378,13 @@ def test_random_mutations_only_raise_attestation_error(data: st.DataObject) -> N
 def test_random_bytes_only_raise_attestation_error(blob: bytes) -> None:
     with pytest.raises(AttestationError):
         verify_attestation_document(blob, root_certificate_pem=AWS_ROOT, at=PRODUCTION_AT)
+
+
+def test_malformed_certificate_extension_is_an_attestation_error() -> None:
+    """Regression (found by hypothesis): cryptography parses extensions lazily; a corrupted one used to escape the
+    verifier as a bare ValueError from the middle of the chain checks."""
+    document = bytearray(PRODUCTION)
+    position, value = 2608, 0  # one of the byte changes hypothesis found; it corrupts an intermediate's extension
+    document[position] = value
+    with pytest.raises(AttestationError, match="certificate"):
+        verify_attestation_document(bytes(document), root_certificate_pem=AWS_ROOT, at=PRODUCTION_AT)

@@ -216,7 +216,10 @@ def test_deny_escalate_and_owner_approval(world: EnclaveWorld) -> None:
             assert verdict(escalated) == "escalate" and escalated.signature is None
             message_hash = hashlib.sha256(to_bytes_versioned(VersionedTransaction.from_bytes(raw).message)).digest()
             # An approval of another message, by another key, or expired: refused.
-            with pytest.raises(EnclaveRequestError, match="order_invalid: approval is for another message"):
+            with pytest.raises(
+                EnclaveRequestError,
+                match="order_invalid: approval order refused: message_hash: the approval is for another message",
+            ):
                 await client.sign_transaction(WALLET, raw, spent=spent(), approval=world.approval(WALLET, b"\x00" * 32))
             from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -227,11 +230,15 @@ def test_deny_escalate_and_owner_approval(world: EnclaveWorld) -> None:
             )
             with pytest.raises(EnclaveRequestError, match="order_invalid: approval order signature"):
                 await client.sign_transaction(WALLET, raw, spent=spent(), approval=stranger)
-            with pytest.raises(EnclaveRequestError, match="order_invalid: approval order expired"):
+            with pytest.raises(
+                EnclaveRequestError, match="order_invalid: approval order refused: expires_at: the order has expired"
+            ):
                 await client.sign_transaction(
                     WALLET, raw, spent=spent(), approval=world.approval(WALLET, message_hash, lifetime=-1)
                 )
-            with pytest.raises(EnclaveRequestError, match="order_invalid: approval order lifetime too long"):
+            with pytest.raises(
+                EnclaveRequestError, match="order_invalid: approval order refused: expires_at: lifetime over"
+            ):
                 await client.sign_transaction(
                     WALLET, raw, spent=spent(), approval=world.approval(WALLET, message_hash, lifetime=10**6)
                 )
@@ -304,7 +311,10 @@ def test_freeze_verdict_freezes_and_only_the_owner_unfreezes(world: EnclaveWorld
             # A freeze order signed for "freeze" cannot be used as an unfreeze order.
             with pytest.raises(EnclaveRequestError, match="order_invalid"):
                 await client.unfreeze(WALLET, world.order("freeze", WALLET, 1))
-            with pytest.raises(EnclaveRequestError, match="order_invalid: unfreeze order is for another wallet"):
+            with pytest.raises(
+                EnclaveRequestError,
+                match="order_invalid: unfreeze order refused: wallet_id: the order is for another wallet",
+            ):
                 await client.unfreeze(WALLET, world.order("unfreeze", "other", 1))
             unfreeze = world.order("unfreeze", WALLET, 1)
             answer = await client.unfreeze(WALLET, unfreeze)

@@ -1,0 +1,95 @@
+"""Owner-signed orders besides policies: freeze, unfreeze, and the approval of one escalated transaction.
+
+One definition for both services: the parent proxy checks an order first (to refuse early and keep its state in
+step), the enclave checks it again and is authoritative. All use `policies.signing` (domain prefix, purpose,
+canonical JSON), so no order can pass for another kind or for a policy. Documents have exactly these fields::
+
+    freeze / unfreeze (purposes "freeze" / "unfreeze"):
+        {"wallet_id": str, "sequence": int >= 1, "expires_at": int (unix seconds)}
+    approval (purpose "approval"):
+        {"wallet_id": str, "message_hash": "<64 hex: SHA-256 of the transaction message>", "expires_at": int}
+
+Checks: 1. owner signature under the purpose; 2. exactly these fields, for this wallet; 3. not expired, and a
+lifetime of at most `MAX_ORDER_LIFETIME_SECONDS` (bounding replays after an enclave restart forgets sequences);
+4. freeze orders: a sequence in range (the caller refuses one not above the last it accepted); approvals: the exact
+message, compared in constant time. Errors: `PolicySignatureError` (opaque) or `PolicyDocumentError` (field named).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from solders.pubkey import Pubkey
+
+from policies.errors import PolicyDocumentError
+from policies.signing import open_envelope
+
+FREEZE_PURPOSE = "freeze"
+UNFREEZE_PURPOSE = "unfreeze"
+APPROVAL_PURPOSE = "approval"
+MAX_ORDER_LIFETIME_SECONDS = 3600
+"""An order expires within an hour of being signed: short enough to bound replays, long enough for a human."""
+MAX_SEQUENCE = 2**53
+MESSAGE_HASH_BYTES = 32
+
+_ORDER_FIELDS = frozenset({"wallet_id", "sequence", "expires_at"})
+_APPROVAL_FIELDS = frozenset({"wallet_id", "message_hash", "expires_at"})
+
+
+def freeze_document(wallet_id: str, sequence: int, expires_at: int) -> dict[str, Any]:
+    """The document of a freeze or unfreeze order (sign it with purpose FREEZE_PURPOSE or UNFREEZE_PURPOSE)."""
+    return {"wallet_id": wallet_id, "sequence": sequence, "expires_at": expires_at}
+
+
+def approval_document(wallet_id: str, message_hash: bytes, expires_at: int) -> dict[str, Any]:
+    """The document approving exactly the transaction message whose SHA-256 is ``message_hash``."""
+    return {"wallet_id": wallet_id, "message_hash": message_hash.hex(), "expires_at": expires_at}
+
+
+def _open(
+    data: bytes, purpose: str, owner: Pubkey, fields: frozenset[str], *, wallet_id: str, now: float
+) -> dict[str, Any]:
+    # 1. Owner signature under the purpose.
+    document = open_envelope(data, purpose, owner)
+    # 2. Exactly these fields, for this wallet.
+    if set(document) != fields:
+        raise PolicyDocumentError(purpose, f"an order has exactly the fields {', '.join(sorted(fields))}")
+    if document["wallet_id"] != wallet_id:
+        raise PolicyDocumentError("wallet_id", "the order is for another wallet")
+    # 3. Expiry, with a bounded lifetime.
+    expires_at = document["expires_at"]
+    if type(expires_at) is not int:
+        raise PolicyDocumentError("expires_at", "must be an integer (unix seconds)")
+    if expires_at <= now:
+        raise PolicyDocumentError("expires_at", "the order has expired")
+    if expires_at > now + MAX_ORDER_LIFETIME_SECONDS:
+        raise PolicyDocumentError("expires_at", f"lifetime over {MAX_ORDER_LIFETIME_SECONDS} seconds")
+    return document
+
+
+def check_freeze_order(data: bytes, *, freeze: bool, owner: Pubkey, wallet_id: str, now: float) -> int:
+    """Verify a freeze (``freeze=True``) or unfreeze order and return its sequence; the caller still refuses a
+    sequence that is not above the last one it accepted."""
+    purpose = FREEZE_PURPOSE if freeze else UNFREEZE_PURPOSE
+    document = _open(data, purpose, owner, _ORDER_FIELDS, wallet_id=wallet_id, now=now)
+    # 4. Sequence in range.
+    sequence = document["sequence"]
+    if type(sequence) is not int or not 1 <= sequence <= MAX_SEQUENCE:
+        raise PolicyDocumentError("sequence", f"must be an integer from 1 to {MAX_SEQUENCE}")
+    return sequence
+
+
+def check_approval(data: bytes, *, owner: Pubkey, wallet_id: str, message_hash: bytes, now: float) -> None:
+    """Return if ``data`` is the owner's unexpired approval of exactly ``message_hash``; raise otherwise."""
+    document = _open(data, APPROVAL_PURPOSE, owner, _APPROVAL_FIELDS, wallet_id=wallet_id, now=now)
+    # 4. The exact message.
+    approved = document["message_hash"]
+    if type(approved) is not str or len(approved) != 2 * MESSAGE_HASH_BYTES:
+        raise PolicyDocumentError("message_hash", "must be 64 hex characters")
+    try:
+        approved_bytes = bytes.fromhex(approved)
+    except ValueError as exc:
+        raise PolicyDocumentError("message_hash", "must be 64 hex characters") from exc
+    if not hmac.compare_digest(approved_bytes, message_hash):
+        raise PolicyDocumentError("message_hash", "the approval is for another message")
