@@ -14,7 +14,7 @@ Nothing here performs I/O or reads a clock: the caller supplies time and counter
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from solders.pubkey import Pubkey
@@ -37,7 +37,7 @@ from policies.model import (
     Restricted,
     UncheckedTokenTransfer,
 )
-from policies.programs import NATIVE_MINT, TOKEN_PROGRAMS
+from policies.programs import NATIVE_MINT, SQUADS_V4_PROGRAM, TOKEN_PROGRAMS
 from policies.rules import ANY, Tier
 
 
@@ -55,16 +55,21 @@ class EvalContext:
     spent: Mapping[tuple[str, int], int]
     requests_in_window: int
     denials_in_window: int
+    multisig: Pubkey | None = None
+    """The wallet's Squads v4 multisig. Squads instructions on any other multisig (or on any, when None) are
+    denied; the vault an instruction on this multisig names counts as a wallet key for that instruction and the
+    instructions it carries."""
 
 
 class _Evaluation:
     """Accumulates reasons and outflows for one evaluation."""
 
-    __slots__ = ("ctx", "outflows", "policy", "reasons", "verdict")
+    __slots__ = ("ctx", "outflows", "policy", "reasons", "verdict", "wallet")
 
     def __init__(self, policy: Policy, ctx: EvalContext) -> None:
         self.policy = policy
         self.ctx = ctx
+        self.wallet = ctx.wallet_keys
         self.reasons: list[Reason] = []
         self.verdict = Verdict.ALLOW
         self.outflows: dict[str, int] = {}
@@ -168,7 +173,7 @@ class _Evaluation:
 
     # -- per instruction ---------------------------------------------------------------------------------------
 
-    def check_instruction(self, ix: DecodedInstruction, top: int, inner: int | None) -> None:
+    def _check_instruction(self, ix: DecodedInstruction, top: int, inner: int | None) -> None:
         where = {"instruction": top, "inner": inner}
         if ix.program_id not in self.policy.rules.programs:
             self.raise_to(
@@ -194,7 +199,7 @@ class _Evaluation:
                     **where,
                 )
             elif isinstance(effect, UncheckedTokenTransfer):
-                if effect.authority in self.ctx.wallet_keys:
+                if effect.authority in self.wallet:
                     self.raise_to(
                         Verdict.DENY,
                         "token.transfer_checked_required",
@@ -208,10 +213,30 @@ class _Evaluation:
         for j, child in enumerate(ix.inner):
             self.check_instruction(child, top, j)
 
+    def check_instruction(self, ix: DecodedInstruction, top: int, inner: int | None) -> None:
+        if ix.program_id != SQUADS_V4_PROGRAM:
+            self._check_instruction(ix, top, inner)
+            return
+        # Squads: only the wallet's own multisig; its vault is the wallet's while this instruction is checked.
+        multisig = ix.args.get("multisig")
+        if self.ctx.multisig is None or multisig != self.ctx.multisig:
+            self.raise_to(Verdict.DENY, "squads.multisig", "Squads instruction on a multisig that is not this wallet's",
+                          seen=str(multisig), instruction=top, inner=inner)  # fmt: skip
+        vault = ix.args.get("vault")
+        if not isinstance(vault, Pubkey) or multisig != self.ctx.multisig:
+            self._check_instruction(ix, top, inner)
+            return
+        outer = self.wallet
+        self.wallet = outer | {vault}
+        try:
+            self._check_instruction(ix, top, inner)
+        finally:
+            self.wallet = outer
+
     def _wallet_control(
         self, effect: AuthorityChange | DelegateApproval | AccountClose, where: dict[str, int | None]
     ) -> None:
-        if effect.authority not in self.ctx.wallet_keys:
+        if effect.authority not in self.wallet:
             return
         triggers = self.policy.rules.freeze
         if isinstance(effect, AuthorityChange):
@@ -228,7 +253,7 @@ class _Evaluation:
             self.raise_to(
                 tier, "freeze.delegate_approval", "wallet approves a delegate", seen=str(effect.delegate), **where
             )
-        elif effect.destination not in self.ctx.wallet_keys:
+        elif effect.destination not in self.wallet:
             tier = Verdict.FREEZE if triggers.on_close_to_stranger else Verdict.DENY
             self.raise_to(
                 tier,
@@ -254,7 +279,7 @@ class _Evaluation:
             self.raise_to(Verdict.DENY, "durable_nonce", "AdvanceNonceAccount must be the first instruction", **where)
 
     def _outflow(self, effect: Outflow, ix: DecodedInstruction, where: dict[str, int | None]) -> None:
-        if effect.authority not in self.ctx.wallet_keys:
+        if effect.authority not in self.wallet:
             return
         asset = effect.asset
         if asset != NATIVE_SOL and asset not in self.policy.rules.mints:
@@ -265,9 +290,9 @@ class _Evaluation:
             owner = ix.args.get("owner")
             if not isinstance(owner, Pubkey):
                 self.raise_to(Verdict.DENY, "decode", "associated account owner missing", **where)
-            elif owner not in self.ctx.wallet_keys:
+            elif owner not in self.wallet:
                 self._destination(owner, None, where)
-        elif effect.destination not in self.ctx.wallet_keys:
+        elif effect.destination not in self.wallet:
             self._destination(effect.destination, effect, where)
         self.outflows[asset] = self.outflows.get(asset, 0) + effect.amount
 
@@ -297,7 +322,7 @@ class _Evaluation:
             return False
         return any(
             associated_token_address(key, mint, program) == effect.destination
-            for key in self.ctx.wallet_keys
+            for key in self.wallet
             for program in token_programs
         )
 
@@ -323,9 +348,7 @@ def _checked_context(ctx: EvalContext) -> EvalContext:
     if not ctx.wallet_keys:
         raise ValueError("EvalContext.wallet_keys must name at least one key")
     if ctx.now.utcoffset():
-        return EvalContext(
-            ctx.now.astimezone(UTC), ctx.wallet_keys, ctx.spent, ctx.requests_in_window, ctx.denials_in_window
-        )
+        return replace(ctx, now=ctx.now.astimezone(UTC))
     return ctx
 
 

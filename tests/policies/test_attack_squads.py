@@ -1,7 +1,7 @@
 """Attack and benign cases for Squads v4 transactions, evaluated by the real decoder and evaluator.
 
-The wallet is a Squads multisig: the agent key signs and pays, and the vault PDA (`squads_vault_address`) is in
-``EvalContext.wallet_keys`` next to it, as the services must put it. The example policy is used with the Squads
+The wallet is a Squads multisig: the agent key signs and pays, and ``EvalContext.multisig`` names the wallet's
+multisig, whose vault then counts as the wallet's inside its instructions. The example policy is used with the Squads
 program added to its ``programs``. Instructions are built by the IDL-driven encoder
 (`tests.support.squads_encoder`). The compiled Squads program is not available offline, so these transactions are
 not executed on LiteSVM: the verdicts are the engine's, the on-chain behaviour is taken from the program sources.
@@ -10,7 +10,7 @@ not executed on LiteSVM: the verdicts are the engine's, the on-chain behaviour i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import spl.token.instructions as tok
@@ -25,7 +25,7 @@ from policies.decoders.squads import squads_vault_address
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
 from policies.document import associated_token_address
 from policies.errors import DecodeError
-from policies.evaluate import EvalContext, evaluate
+from policies.evaluate import evaluate
 from policies.model import DecodedTransaction
 from policies.transaction import decode_transaction
 from tests.support.policies import EXAMPLE_MINT, MERCHANT
@@ -45,10 +45,9 @@ def squads_scenario() -> Scenario:
     return s
 
 
-def decide(s: Scenario, raw: bytes) -> Decision:
-    """Evaluate with the agent key and the vault in ``wallet_keys``."""
-    ctx = s.context()
-    ctx = EvalContext(ctx.now, frozenset({s.wallet, VAULT}), ctx.spent, ctx.requests_in_window, ctx.denials_in_window)
+def decide(s: Scenario, raw: bytes, multisig: Pubkey | None = MULTISIG) -> Decision:
+    """Evaluate with the agent key as the wallet key and ``multisig`` as the wallet's multisig."""
+    ctx = replace(s.context(), multisig=multisig)
     tx: DecodedTransaction | DecodeError
     try:
         tx = decode_transaction(raw)
@@ -177,3 +176,20 @@ def test_without_the_squads_program_on_the_allowlist_everything_is_denied() -> N
     decision = decide(s, s.legacy(vault_tx(s, vault_pay(1_000))))
     assert decision.verdict is Verdict.DENY
     assert "programs.allow" in [r.rule for r in decision.reasons]
+
+
+def test_squads_instructions_on_another_multisig_are_denied() -> None:
+    """Without this rule a vault the wallet does not own would be nobody's, and its outflows would go uncounted."""
+    s = squads_scenario()
+    raw = s.legacy(vault_tx(s, vault_pay(50 * SOL, STRANGER)))
+    for multisig in (Pubkey.new_unique(), None):
+        decision = decide(s, raw, multisig=multisig)
+        assert decision.verdict is Verdict.DENY
+        assert "squads.multisig" in [r.rule for r in decision.reasons]
+
+
+def test_the_vault_counts_only_inside_the_wallets_multisig_instructions() -> None:
+    s = squads_scenario()
+    decision = decide(s, s.legacy(vault_tx(s, vault_pay(2 * SOL))))
+    assert decision.verdict is Verdict.ESCALATE
+    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 2 * SOL)]
