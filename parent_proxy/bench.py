@@ -77,6 +77,7 @@ def bench_policy(wallet_id: str) -> dict[str, Any]:
             "durable_nonce": {"allowed": False, "nonce_accounts": []},
             "freeze": {"on_authority_change": True, "on_delegate_approval": True, "on_close_to_stranger": True,
                        "denials": None},
+            "squads_multisig": None,
         },
     }  # fmt: skip
 

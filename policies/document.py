@@ -268,6 +268,7 @@ def _rules(value: Any, path: str) -> Rules:
         "time_windows",
         "durable_nonce",
         "freeze",
+        "squads_multisig",
     )
     obj = _obj(value, path, sections)
     limits = _list(obj["limits"], _join(path, "limits"), _limit)
@@ -313,6 +314,9 @@ def _rules(value: Any, path: str) -> Rules:
         time_windows=ANY if windows == ANY else tuple(windows),
         durable_nonce=DurableNonceRule(nonce_allowed, frozenset(nonce_accounts)),
         freeze=_freeze(obj["freeze"], _join(path, "freeze")),
+        squads_multisig=None
+        if obj["squads_multisig"] is None
+        else _pubkey(obj["squads_multisig"], _join(path, "squads_multisig")),
     )
 
 

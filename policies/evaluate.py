@@ -55,10 +55,6 @@ class EvalContext:
     spent: Mapping[tuple[str, int], int]
     requests_in_window: int
     denials_in_window: int
-    multisig: Pubkey | None = None
-    """The wallet's Squads v4 multisig. Squads instructions on any other multisig (or on any, when None) are
-    denied; the vault an instruction on this multisig names counts as a wallet key for that instruction and the
-    instructions it carries."""
 
 
 class _Evaluation:
@@ -217,13 +213,15 @@ class _Evaluation:
         if ix.program_id != SQUADS_V4_PROGRAM:
             self._check_instruction(ix, top, inner)
             return
-        # Squads: only the wallet's own multisig; its vault is the wallet's while this instruction is checked.
+        # Squads: only the wallet's own multisig (rules.squads_multisig, declared by the owner); the vault an
+        # instruction on it names is the wallet's while that instruction and those it carries are checked.
+        own = self.policy.rules.squads_multisig
         multisig = ix.args.get("multisig")
-        if self.ctx.multisig is None or multisig != self.ctx.multisig:
+        if own is None or multisig != own:
             self.raise_to(Verdict.DENY, "squads.multisig", "Squads instruction on a multisig that is not this wallet's",
                           seen=str(multisig), instruction=top, inner=inner)  # fmt: skip
         vault = ix.args.get("vault")
-        if not isinstance(vault, Pubkey) or multisig != self.ctx.multisig:
+        if not isinstance(vault, Pubkey) or own is None or multisig != own:
             self._check_instruction(ix, top, inner)
             return
         outer = self.wallet

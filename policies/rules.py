@@ -103,3 +103,5 @@ class Rules:
     time_windows: tuple[TimeWindow, ...] | AnyMarker
     durable_nonce: DurableNonceRule
     freeze: FreezeTriggers
+    squads_multisig: Pubkey | None
+    """The wallet's Squads v4 multisig, declared by the owner; None: the wallet uses no Squads instruction."""

@@ -1,8 +1,8 @@
 """Attack and benign cases for Squads v4 transactions, evaluated by the real decoder and evaluator.
 
-The wallet is a Squads multisig: the agent key signs and pays, and ``EvalContext.multisig`` names the wallet's
-multisig, whose vault then counts as the wallet's inside its instructions. The example policy is used with the Squads
-program added to its ``programs``. Instructions are built by the IDL-driven encoder
+The wallet is a Squads multisig: the agent key signs and pays, and the policy's ``squads_multisig`` names the
+wallet's multisig, whose vault then counts as the wallet's inside its instructions. The example policy is used with
+the Squads program added to its ``programs``. Instructions are built by the IDL-driven encoder
 (`tests.support.squads_encoder`). The compiled Squads program is not available offline, so these transactions are
 not executed on LiteSVM: the verdicts are the engine's, the on-chain behaviour is taken from the program sources.
 """
@@ -10,7 +10,7 @@ not executed on LiteSVM: the verdicts are the engine's, the on-chain behaviour i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 import spl.token.instructions as tok
@@ -46,8 +46,10 @@ def squads_scenario() -> Scenario:
 
 
 def decide(s: Scenario, raw: bytes, multisig: Pubkey | None = MULTISIG) -> Decision:
-    """Evaluate with the agent key as the wallet key and ``multisig`` as the wallet's multisig."""
-    ctx = replace(s.context(), multisig=multisig)
+    """Evaluate with the agent key as the wallet key and ``multisig`` as the policy's declared multisig."""
+    s.doc["rules"]["squads_multisig"] = None if multisig is None else str(multisig)
+    s._policy = None  # the document changed: parse it again
+    ctx = s.context()
     tx: DecodedTransaction | DecodeError
     try:
         tx = decode_transaction(raw)

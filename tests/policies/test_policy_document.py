@@ -127,6 +127,8 @@ MALFORMED = [
     ("rules.durable_nonce.allowed", "no", "rules.durable_nonce.allowed", "true or false"),
     ("rules.freeze.denials", {"count": 0, "window_seconds": 60}, "rules.freeze.denials.count", "between 1"),
     ("rules.freeze.on_close_to_stranger", _DELETE, "rules.freeze.on_close_to_stranger", "required field"),
+    ("rules.squads_multisig", _DELETE, "rules.squads_multisig", "required field is missing"),
+    ("rules.squads_multisig", "not-an-address", "rules.squads_multisig", "base58 Solana address"),
 ]
 
 
