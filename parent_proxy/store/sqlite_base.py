@@ -48,11 +48,13 @@ class SqliteBase:
         self._lock = threading.Lock()
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise StoreUnavailable(f"unknown schema version {version} in {self._path}")
+            if version == 2:  # version 2's running totals were keyed by the REAL time (see `sqlite_spend`)
+                conn.execute("DROP TABLE IF EXISTS spend")
             for statement in SCHEMA:
                 conn.execute(statement)
-            if version == 1:  # version 2 added the running window totals: computed once from the reservations
+            if version in (1, 2):  # running window totals, computed once from the reservations
                 spend.rebuild(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -1,4 +1,4 @@
-"""The SQLite adapter's schema (version 2: version 1 + the ``spend`` running totals) and connection settings.
+"""The SQLite adapter's schema (version 3: version 1 + the ``spend`` running totals) and connection settings.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from parent_proxy.store import sqlite_spend
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 

@@ -1,13 +1,16 @@
-"""SQLite-only store behaviour: pruning really deletes rows, and a version-1 database is migrated (its window
-totals rebuilt from the reservations)."""
+"""SQLite-only store behaviour: pruning really deletes rows, older databases are migrated (window totals rebuilt
+from the reservations), time keys sort like the times, and only begin_signing commits without a log sync."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
+from parent_proxy.store.sqlite_spend import time_key
 from parent_proxy.store.validation import MAX_WINDOW_SECONDS
 from tests.proxy.conftest import make_wallet
 
@@ -40,7 +43,8 @@ def test_prune_deletes_aged_out_rows_only(tmp_path: Path) -> None:
     store.close()
 
 
-def test_version_1_database_is_migrated(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_database_is_migrated(tmp_path: Path, version: int) -> None:
     path = tmp_path / "state.db"
     store = SqliteStore(path)
     store.create_wallet(make_wallet("w1"))
@@ -48,9 +52,16 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
     store.release(store.reserve("w1", "b", {"SOL": 50}, {}, T0 + 1))
     store.reserve("w1", "c", {"SOL": 20}, {}, T0 + 2)
     store.close()
-    with sqlite3.connect(path) as conn:  # back to version 1: no running totals
+    with sqlite3.connect(path) as conn:  # back to version 1 (no running totals) or 2 (keyed by the REAL time)
         conn.execute("DROP TABLE spend")
-        conn.execute("PRAGMA user_version = 1")
+        if version == 2:
+            conn.execute(
+                "CREATE TABLE spend (wallet_id TEXT NOT NULL, asset TEXT NOT NULL, created_at REAL NOT NULL,"
+                " request_id TEXT NOT NULL, amount TEXT NOT NULL, cum TEXT NOT NULL,"
+                " PRIMARY KEY (wallet_id, asset, created_at, request_id)) WITHOUT ROWID"
+            )
+            conn.execute("INSERT INTO spend VALUES ('w1', 'SOL', 1.0, 'stale', '999', '999')")
+        conn.execute(f"PRAGMA user_version = {version}")
     migrated = SqliteStore(path)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -75,3 +86,10 @@ def test_only_begin_signing_commits_without_syncing(tmp_path: Path) -> None:
     assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == full
     assert store.spent_in_window("w1", "SOL", DAY, T0) == 1
     store.close()
+
+
+def test_time_keys_sort_like_the_times() -> None:
+    times = [0.0, 5e-324, 1e-9, 0.001, 1.0, 1.5, 1_699_996_400.999, 1_700_000_000.0, 1_700_000_000.001, 2.0**53, 1e300]
+    keys = [time_key(t) for t in times]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert time_key(-1.0) < time_key(-0.5) < time_key(0.0)
