@@ -1,0 +1,272 @@
+"""The request and response messages of the enclave protocol (:mod:`enclave_app.protocol` documents the wire
+format and the stable API): frozen dataclasses whose ``FIELDS`` name each field's strict check, in wire order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from enclave_app.errors import ProtocolError
+from enclave_app.protocol_wire import (
+    _COUNT,
+    _PUBLIC_KEY,
+    _SIGNATURE,
+    _WALLET_ID,
+    MAX_AMOUNT,
+    MAX_DOCUMENT_BYTES,
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_LOOKUP_TABLES,
+    MAX_NONCE_BYTES,
+    MAX_ORDER_BYTES,
+    MAX_POLICY_BYTES,
+    MAX_REASON_CHARS,
+    MAX_RECEIPT_BYTES,
+    MAX_SEALED_BLOB_BYTES,
+    MAX_SIGNED_TRANSACTION_BYTES,
+    MAX_SPENT_ENTRIES,
+    MIN_NONCE_BYTES,
+    AttestationMode,
+    EnclaveState,
+    ErrorCode,
+    LookupTable,
+    Message,
+    SpentEntry,
+    _bytes,
+    _decision,
+    _enum,
+    _flag,
+    _optional,
+    _record,
+    _sequence,
+    _text,
+    _uint,
+)
+from policies.offchain import MAX_EXTENDED_MESSAGE_BYTES
+from policies.transaction import MAX_TRANSACTION_BYTES
+
+# -- requests --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PingRequest(Message):
+    TYPE = "ping"
+    FIELDS = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationRequest(Message):
+    nonce: bytes
+    TYPE = "attestation"
+    FIELDS = (("nonce", _bytes(MIN_NONCE_BYTES, MAX_NONCE_BYTES)),)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionWalletRequest(Message):
+    wallet_id: str
+    owner_public_key: bytes
+    TYPE = "provision_wallet"
+    FIELDS = (("wallet_id", _WALLET_ID), ("owner_public_key", _PUBLIC_KEY))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadWalletRequest(Message):
+    """``agent_public_key`` is the pinned key (from the on-chain multisig / the owner's records): the enclave
+    refuses a blob that opens to any other key."""
+
+    wallet_id: str
+    owner_public_key: bytes
+    agent_public_key: bytes
+    sealed_blob: bytes
+    TYPE = "load_wallet"
+    FIELDS = (
+        ("wallet_id", _WALLET_ID),
+        ("owner_public_key", _PUBLIC_KEY),
+        ("agent_public_key", _PUBLIC_KEY),
+        ("sealed_blob", _bytes(1, MAX_SEALED_BLOB_BYTES)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InstallPolicyRequest(Message):
+    wallet_id: str
+    signed_policy: bytes
+    TYPE = "install_policy"
+    FIELDS = (("wallet_id", _WALLET_ID), ("signed_policy", _bytes(1, MAX_POLICY_BYTES)))
+
+
+@dataclass(frozen=True, slots=True)
+class SignTransactionRequest(Message):
+    wallet_id: str
+    transaction: bytes
+    lookup_tables: tuple[LookupTable, ...] = ()
+    spent: tuple[SpentEntry, ...] = ()
+    requests_in_window: int = 0
+    denials_in_window: int = 0
+    approval: bytes | None = None
+    TYPE = "sign_transaction"
+    FIELDS = (
+        ("wallet_id", _WALLET_ID),
+        ("transaction", _bytes(1, MAX_TRANSACTION_BYTES)),
+        ("lookup_tables", _sequence(_record(LookupTable), MAX_LOOKUP_TABLES)),
+        ("spent", _sequence(_record(SpentEntry), MAX_SPENT_ENTRIES)),
+        ("requests_in_window", _COUNT),
+        ("denials_in_window", _COUNT),
+        ("approval", _optional(_bytes(1, MAX_ORDER_BYTES))),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SignMessageRequest(Message):
+    wallet_id: str
+    message: bytes
+    TYPE = "sign_message"
+    FIELDS = (("wallet_id", _WALLET_ID), ("message", _bytes(1, MAX_EXTENDED_MESSAGE_BYTES)))
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeRequest(Message):
+    wallet_id: str
+    order: bytes
+    TYPE = "freeze"
+    FIELDS = (("wallet_id", _WALLET_ID), ("order", _bytes(1, MAX_ORDER_BYTES)))
+
+
+@dataclass(frozen=True, slots=True)
+class UnfreezeRequest(Message):
+    wallet_id: str
+    order: bytes
+    TYPE = "unfreeze"
+    FIELDS = (("wallet_id", _WALLET_ID), ("order", _bytes(1, MAX_ORDER_BYTES)))
+
+
+# -- responses -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusResponse(Message):
+    state: EnclaveState
+    wallets: int
+    session_public_key: bytes
+    TYPE = "status"
+    FIELDS = (("state", _enum(EnclaveState)), ("wallets", _COUNT), ("session_public_key", _PUBLIC_KEY))
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationResponse(Message):
+    """``nitro``: ``document`` is a COSE_Sign1 from the NSM carrying the caller's nonce and the session public
+    key, ``reason`` null. ``none``: ``document`` null, ``reason`` says why there is no attestation, and
+    ``session_public_key`` is set (there is no document to carry it). See the module docstring."""
+
+    document: bytes | None
+    mode: AttestationMode = AttestationMode.NITRO
+    reason: str | None = None
+    session_public_key: bytes | None = None
+    TYPE = "attestation"
+    FIELDS = (
+        ("document", _optional(_bytes(1, MAX_DOCUMENT_BYTES))),
+        ("mode", _enum(AttestationMode)),
+        ("reason", _optional(_text(1, MAX_REASON_CHARS))),
+        ("session_public_key", _optional(_PUBLIC_KEY)),
+    )
+    LEGACY_ABSENT = frozenset({"mode", "reason", "session_public_key"})
+
+    def check_fields_together(self) -> None:
+        if self.mode is AttestationMode.NITRO:
+            if self.document is None or self.reason is not None:
+                raise ProtocolError("nitro attestation needs a document and no reason")
+        elif self.document is not None or self.reason is None or self.session_public_key is None:
+            raise ProtocolError("attestation mode none needs a reason and a session key, and no document")
+
+
+@dataclass(frozen=True, slots=True)
+class WalletResponse(Message):
+    """Answer to provisioning (``sealed_blob`` set: the parent stores it) and loading (``sealed_blob`` null)."""
+
+    wallet_id: str
+    agent_public_key: bytes
+    sealed_blob: bytes | None
+    TYPE = "wallet"
+    FIELDS = (
+        ("wallet_id", _WALLET_ID),
+        ("agent_public_key", _PUBLIC_KEY),
+        ("sealed_blob", _optional(_bytes(1, MAX_SEALED_BLOB_BYTES))),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInstalledResponse(Message):
+    wallet_id: str
+    sequence: int
+    policy_hash: bytes
+    TYPE = "policy_installed"
+    FIELDS = (("wallet_id", _WALLET_ID), ("sequence", _uint(MAX_AMOUNT)), ("policy_hash", _bytes(32, 32)))
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionDecisionResponse(Message):
+    """``signature`` and ``signed_transaction`` are set exactly when the verdict is allow (or an escalation
+    the owner approved); the receipt is always there, signed by the session key."""
+
+    decision: dict[str, Any]
+    signature: bytes | None
+    signed_transaction: bytes | None
+    receipt: bytes
+    receipt_signature: bytes
+    TYPE = "transaction_decision"
+    FIELDS = (
+        ("decision", _decision),
+        ("signature", _optional(_SIGNATURE)),
+        ("signed_transaction", _optional(_bytes(1, MAX_SIGNED_TRANSACTION_BYTES))),
+        ("receipt", _bytes(1, MAX_RECEIPT_BYTES)),
+        ("receipt_signature", _SIGNATURE),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSignatureResponse(Message):
+    signature: bytes
+    receipt: bytes
+    receipt_signature: bytes
+    TYPE = "message_signature"
+    FIELDS = (("signature", _SIGNATURE), ("receipt", _bytes(1, MAX_RECEIPT_BYTES)), ("receipt_signature", _SIGNATURE))
+
+
+@dataclass(frozen=True, slots=True)
+class WalletFrozenResponse(Message):
+    wallet_id: str
+    frozen: bool
+    order_sequence: int
+    TYPE = "wallet_frozen"
+    FIELDS = (("wallet_id", _WALLET_ID), ("frozen", _flag), ("order_sequence", _uint(MAX_AMOUNT)))
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse(Message):
+    code: ErrorCode
+    message: str
+    TYPE = "error"
+    FIELDS = (("code", _enum(ErrorCode)), ("message", _text(0, MAX_ERROR_MESSAGE_CHARS)))
+
+
+Request = (
+    PingRequest
+    | AttestationRequest
+    | ProvisionWalletRequest
+    | LoadWalletRequest
+    | InstallPolicyRequest
+    | SignTransactionRequest
+    | SignMessageRequest
+    | FreezeRequest
+    | UnfreezeRequest
+)
+Response = (
+    StatusResponse
+    | AttestationResponse
+    | WalletResponse
+    | PolicyInstalledResponse
+    | TransactionDecisionResponse
+    | MessageSignatureResponse
+    | WalletFrozenResponse
+    | ErrorResponse
+)
