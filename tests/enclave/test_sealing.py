@@ -33,54 +33,15 @@ from enclave_app.sealing import (
     unseal_agent_key,
 )
 from tests.fakes.fake_nsm_device import FakeNsmDevice
-from tests.fakes.test_kms import AttestingTestKms
+from tests.fakes.test_kms import AttestingTestKms, cdk_seal_key_policy
 from tests.support.cms_envelopes import build_envelope
 from tests.support.nitro_test_pki import NitroTestPki
 
 NOW = datetime(2032, 2, 3, 4, 5, 6, tzinfo=UTC)
 GOOD_PCRS = {i: bytes([0x10 + i]) * 48 for i in range(16)}
-HOST_ROLE = "arn:aws:iam::111122223333:role/waiaas-enclave-host"
+# The seal-key policy CDK deploys, rendered for these PCRs: the test KMS evaluates the deployed policy itself.
+SEAL_KEY_POLICY, HOST_ROLE = cdk_seal_key_policy(pcr0=GOOD_PCRS[0], pcr8=GOOD_PCRS[8])
 WALLET = "wallet-7f3a"
-
-
-def seal_key_policy(pcr0: bytes, pcr8: bytes) -> dict[str, Any]:
-    """Shaped like the CDK seal-key policy: pinned Allow for the host role plus one Deny per measurement."""
-    unwrap = ["kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyPair", "kms:DeriveSharedSecret"]
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "EnclaveUsesKeyWithPinnedAttestation",
-                "Effect": "Allow",
-                "Principal": {"AWS": HOST_ROLE},
-                "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateRandom"],
-                "Resource": "*",
-                # Upper case on purpose: the operator is case-insensitive, the document's hex is lower case.
-                "Condition": {
-                    "StringEqualsIgnoreCase": {
-                        "kms:RecipientAttestation:ImageSha384": pcr0.hex().upper(),
-                        "kms:RecipientAttestation:PCR8": pcr8.hex().upper(),
-                    }
-                },
-            },
-            {
-                "Sid": "DenyUnwrapWithoutPinnedImage",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": unwrap,
-                "Resource": "*",
-                "Condition": {"StringNotEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0.hex()}},
-            },
-            {
-                "Sid": "DenyUnwrapWithoutPinnedSigner",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": unwrap,
-                "Resource": "*",
-                "Condition": {"StringNotEqualsIgnoreCase": {"kms:RecipientAttestation:PCR8": pcr8.hex()}},
-            },
-        ],
-    }
 
 
 def owner_key_policy() -> dict[str, Any]:
@@ -104,8 +65,7 @@ class World:
     def __init__(self) -> None:
         self.pki = NitroTestPki.create(not_before=NOW - timedelta(hours=1), not_after=NOW + timedelta(hours=3))
         self.kms = AttestingTestKms(root_certificate_pem=self.pki.root_pem, clock=lambda: NOW, caller_arn=HOST_ROLE)
-        policy = seal_key_policy(GOOD_PCRS[0], GOOD_PCRS[8])
-        self.seal_key = self.kms.create_key(Policy=json.dumps(policy))["KeyMetadata"]["KeyId"]
+        self.seal_key = self.kms.create_key(Policy=json.dumps(SEAL_KEY_POLICY))["KeyMetadata"]["KeyId"]
         owner = self.kms.create_key(
             Policy=json.dumps(owner_key_policy()), KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY"
         )
