@@ -18,6 +18,7 @@ from parent_proxy.errors import (
     NotFound,
     StalePolicySequence,
 )
+from parent_proxy.store import sqlite_events as events
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
@@ -227,7 +228,7 @@ class SqliteStore(SqliteLimits):
             replay = self._claim_in(conn, wallet_id, key, request_hash, now)
             if replay is not None:
                 return SigningClaim(replay=replay, reservation=None)
-            conn.execute("INSERT INTO wallet_events VALUES (?, 'request', ?)", (wallet_id, now))
+            events.record(conn, wallet_id, "request", now)
             reservation = self._reserve_in(conn, wallet_id, request_id, wanted, caps, now=now) if wanted else None
         return SigningClaim(replay=None, reservation=reservation)
 

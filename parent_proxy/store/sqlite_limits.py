@@ -1,6 +1,6 @@
 """The period-limit and rate half of `SqliteStore`: reservations (window totals via `sqlite_spend`), request and
-denial timestamps, and pruning. The ``*_in`` helpers run inside a caller's transaction, so that `SqliteStore` can
-combine them with idempotency and audit writes in one ``BEGIN IMMEDIATE`` transaction."""
+denial timestamps (`sqlite_events`), and pruning. The ``*_in`` helpers run inside a caller's transaction, so that
+`SqliteStore` can combine them with idempotency and audit writes in one ``BEGIN IMMEDIATE`` transaction."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from parent_proxy.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from parent_proxy.store import limits as lim
+from parent_proxy.store import sqlite_events as events
 from parent_proxy.store import sqlite_spend as spend
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import Reservation, ReservationStatus
@@ -117,32 +118,24 @@ class SqliteLimits(SqliteOutboxAudit):
             return spend.total(conn, wallet_id, asset, window_seconds, now)
 
     # -- rate limits and denial bursts ----------------------------------------------------------------------
-    def _record(self, kind: str, wallet_id: str, now: float) -> None:
+    def _record(self, kind: events.EventKind, wallet_id: str, now: float) -> None:
         v.check_id("wallet_id", wallet_id)
         now = v.check_time("now", now)
         with self._write() as conn:
             self._require_wallet(conn, wallet_id)
-            conn.execute("INSERT INTO wallet_events VALUES (?, ?, ?)", (wallet_id, kind, now))
+            events.record(conn, wallet_id, kind, now)
 
-    def _recent(self, kind: str, wallet_id: str, since: float) -> list[float]:
+    def _recent(self, kind: events.EventKind, wallet_id: str, since: float) -> list[float]:
         v.check_id("wallet_id", wallet_id)
         since = v.check_time("since", since)
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT at FROM wallet_events WHERE wallet_id = ? AND kind = ? AND at >= ? ORDER BY at",
-                (wallet_id, kind, since),
-            ).fetchall()
-        return [float(r[0]) for r in rows]
+            return events.recent(conn, wallet_id, kind, since)
 
-    def _count(self, kind: str, wallet_id: str, since: float) -> int:
+    def _count(self, kind: events.EventKind, wallet_id: str, since: float) -> int:
         v.check_id("wallet_id", wallet_id)
         since = v.check_time("since", since)
         with self._read() as conn:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM wallet_events WHERE wallet_id = ? AND kind = ? AND at >= ?",
-                (wallet_id, kind, since),
-            ).fetchone()
-        return int(row[0])
+            return events.count(conn, wallet_id, kind, since)
 
     def count_requests(self, wallet_id: str, since: float) -> int:
         return self._count("request", wallet_id, since)
@@ -169,6 +162,6 @@ class SqliteLimits(SqliteOutboxAudit):
         # ``now``, nor be at or after any ``since`` a window asks about (one second of margin for float rounding).
         horizon = now - v.MAX_WINDOW_SECONDS - PRUNE_MARGIN_SECONDS
         with self._write() as conn:
-            conn.execute("DELETE FROM wallet_events WHERE at < ?", (horizon,))
+            events.prune(conn, horizon)
             conn.execute("DELETE FROM reservations WHERE created_at < ? AND status != 'pending'", (horizon,))
             spend.prune(conn, horizon)

@@ -1,4 +1,8 @@
-"""The SQLite adapter's schema (version 3: version 1 + the ``spend`` running totals) and connection settings.
+"""The SQLite adapter's schema and connection settings.
+
+Versions: 1 the tables; 2 + running totals (``spend``) keyed by the REAL time; 3 ``spend`` keyed by
+`sqlite_time.time_key` (v1/v2 rebuilt); 4 ``wallet_events`` keyed by `time_key` too (`sqlite_events.migrate`), and
+the unused ``reservations_by_time`` index dropped (window totals come from ``spend`` since version 2).
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -9,9 +13,9 @@ that two processes serialise on the write lock before reading what they are abou
 
 from __future__ import annotations
 
-from parent_proxy.store import sqlite_spend
+from parent_proxy.store import sqlite_events, sqlite_spend
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -31,13 +35,9 @@ SCHEMA = (
         wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id), request_id TEXT NOT NULL,
         amounts TEXT NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL,
         PRIMARY KEY (wallet_id, request_id))""",
-    "CREATE INDEX IF NOT EXISTS reservations_by_time ON reservations (wallet_id, created_at)",
     "CREATE INDEX IF NOT EXISTS reservations_by_age ON reservations (created_at)",
     *sqlite_spend.SCHEMA,
-    """CREATE TABLE IF NOT EXISTS wallet_events (
-        wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id), kind TEXT NOT NULL, at REAL NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS wallet_events_by_time ON wallet_events (wallet_id, kind, at)",
-    "CREATE INDEX IF NOT EXISTS wallet_events_by_age ON wallet_events (at)",
+    *sqlite_events.SCHEMA,
     """CREATE TABLE IF NOT EXISTS idempotency (
         wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id), key TEXT NOT NULL,
         request_hash BLOB NOT NULL, status TEXT NOT NULL, response BLOB, created_at REAL NOT NULL,

@@ -11,9 +11,8 @@ order, including rows already pruned. The total of a window ending at ``now`` is
 shifts ``cum`` of the rows after it; both touch only the few rows written since (concurrent requests), never the
 window. Amounts and sums are decimal strings, handled as Python ints: exact for u64 amounts and any total.
 
-The time in the key is `time_key` (8 bytes that sort like the float), never the REAL itself: index seeks then
-compare bytes only. Measured on SQLite 3.40.1: a seek ``created_at > ?`` on a REAL key column skipped a row whose
-value was integral (SQLite stores those as integers), while a scan of the same snapshot found it; the exact float
+The time in the key is `sqlite_time.time_key` (8 bytes that sort like the float), never the REAL itself: index
+seeks then compare bytes only (see `sqlite_time` for the SQLite 3.40.1 seek that skipped a row); the exact float
 is kept in ``created_at`` for `limits.in_window`. Every function runs inside the caller's transaction
 (``BEGIN IMMEDIATE`` for the writes).
 """
@@ -21,9 +20,9 @@ is kept in ``created_at`` for `limits.in_window`. Every function runs inside the
 from __future__ import annotations
 
 import sqlite3
-import struct
 
 from parent_proxy.store.limits import decode_amounts, in_window
+from parent_proxy.store.sqlite_time import time_key
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS spend (
@@ -36,15 +35,6 @@ SCHEMA = (
 BOUNDARY_SLACK_SECONDS = 1e-3
 """The index seek starts this far before ``now - window`` (far more than the rounding of that subtraction), and the
 exact test of `limits.in_window` picks the first counted row, so the boundary is the same as the scan's."""
-
-_SIGN = 1 << 63
-
-
-def time_key(t: float) -> bytes:
-    """8 bytes whose byte order is the numeric order of ``t`` (IEEE-754 big-endian, sign bit flipped for
-    non-negative values, all bits inverted for negative ones)."""
-    bits: int = struct.unpack(">Q", struct.pack(">d", t))[0]
-    return (bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits & _SIGN else bits | _SIGN).to_bytes(8, "big")
 
 
 def _shift_after(

@@ -1,6 +1,8 @@
-"""Reservations are atomic under real concurrency: N racing requests never together exceed a cap.
+"""Reservations are atomic under real concurrency: N racing requests never together exceed a cap; request and
+denial events recorded concurrently are all counted.
 
-SQLite: two OS processes (spawn) on one database file race 200 reservation attempts against one cap.
+SQLite: two OS processes (spawn) on one database file race 200 reservation attempts against one cap, and record
+request/denial events at integral and fractional times while counting them.
 DynamoDB: threads against moto. Moto runs in-process and serialises nothing on purpose, so this exercises the
 adapter's optimistic-concurrency retry path (a version check that fails and is redone) but cannot prove the real
 service's isolation; that rests on DynamoDB's documented conditional-write and transaction semantics.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,62 @@ def test_sqlite_two_processes_never_exceed_cap(tmp_path: Path) -> None:
     assert spent > CAP - 10  # the cap was really reached: the race was over the last units
     assert len(granted) < 2 * ATTEMPTS_PER_WORKER  # and some attempts were refused
     assert all(results)  # both processes got some
+    setup.close()
+
+
+EVENTS_PER_WORKER = 120
+
+
+def _event_time(i: int) -> float:
+    """Integral times for even ``i`` (SQLite stores those REALs as integers), fractional ones for odd ``i``."""
+    return T0 + i // 2 + (0.5 if i % 2 else 0.0)
+
+
+def _events_worker(path: str, worker: int, start: multiprocessing.synchronize.Barrier) -> list[int]:  # type: ignore[name-defined]
+    """Record requests (alternately through `begin_signing`, on the unsynced connection, and `record_request`) and
+    every third one a denial, both workers at the same times; after each, the count must include at least what this
+    worker recorded. Returns the counts seen, for the caller to check they were not all trivially equal."""
+    store = SqliteStore(path, busy_timeout=30)
+    start.wait()
+    seen = []
+    try:
+        for i in range(EVENTS_PER_WORKER):
+            t = _event_time(i)
+            if i % 2:
+                digest = bytes([worker]) * 16 + i.to_bytes(16, "big")
+                store.begin_signing("w1", f"k{worker}-{i}", digest, request_id=f"r{worker}-{i}", amounts={},
+                                    limits={}, now=t)  # fmt: skip
+            else:
+                store.record_request("w1", t)
+            if i % 3 == 0:
+                store.record_denial("w1", t)
+            requests = store.count_requests("w1", T0)
+            if requests < i + 1 or store.count_denials("w1", T0) < i // 3 + 1:
+                raise AssertionError(f"worker {worker} at {i}: counted {requests} requests")
+            seen.append(requests)
+            time.sleep(0.001)  # a gap in which the other process, sleeping in SQLite's busy handler, gets the lock
+        return seen
+    finally:
+        store.close()
+
+
+def test_sqlite_two_processes_record_events_and_count_them_exactly(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    setup = SqliteStore(path)
+    setup.create_wallet(make_wallet("w1"))
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        start = manager.Barrier(2)
+        with ctx.Pool(2) as pool:
+            seen = pool.starmap(_events_worker, [(path, 0, start), (path, 1, start)])
+    # The two really interleaved: some count included part, not all, of the other worker's events.
+    assert any(i + 1 < count < EVENTS_PER_WORKER + i + 1 for worker in seen for i, count in enumerate(worker))
+    times = [_event_time(i) for i in range(EVENTS_PER_WORKER)]
+    denial_times = times[::3]
+    for since in sorted({*times, *(t + 0.25 for t in times), *(t - 0.25 for t in times)}):
+        assert setup.count_requests("w1", since) == 2 * sum(1 for t in times if t >= since), since
+        assert setup.count_denials("w1", since) == 2 * sum(1 for t in denial_times if t >= since), since
+    assert setup.recent_requests("w1", 0) == sorted(times * 2)
     setup.close()
 
 

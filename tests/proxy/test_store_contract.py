@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 
 import pytest
 
@@ -219,6 +220,22 @@ def test_request_and_denial_timestamps(wallet_store: Store) -> None:
         wallet_store.record_denial("w9", T0)
     with pytest.raises(InvalidInput, match="since: must be a finite"):
         wallet_store.recent_requests("w1", -1)
+
+
+def test_event_counts_are_exact_at_integral_and_fractional_boundaries(wallet_store: Store) -> None:
+    """An undercount fails open (rate limit, denial-burst freeze): every count equals a count of what was recorded,
+    with ``since`` on, just before and just after integral and fractional times."""
+    times = [T0 - 1, T0, T0, T0 + 1e-6, T0 + 0.5, T0 + 1, T0 + 59, T0 + 59.999, T0 + 60]
+    for i, t in enumerate(times):
+        wallet_store.record_request("w1", t)
+        if i % 3 == 0:
+            wallet_store.record_denial("w1", t)
+    denials = times[::3]
+    for since in sorted({*times, *(math.nextafter(t, math.inf) for t in times), *(t - 0.5 for t in times)}):
+        assert wallet_store.count_requests("w1", since) == sum(1 for t in times if t >= since), since
+        assert wallet_store.count_denials("w1", since) == sum(1 for t in denials if t >= since), since
+        assert wallet_store.recent_requests("w1", since) == sorted(t for t in times if t >= since), since
+    assert wallet_store.count_requests("w2", 0) == 0
 
 
 # -- idempotency ----------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """SQLite-only store behaviour: pruning really deletes rows, older databases are migrated (window totals rebuilt
-from the reservations), time keys sort like the times, and only begin_signing commits without a log sync."""
+from the reservations, request/denial times re-keyed), time keys sort like the times, request and denial counts
+agree with a scan and seek on the time key, and only begin_signing commits without a log sync."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
-from parent_proxy.store.sqlite_spend import time_key
+from parent_proxy.store.sqlite_time import time_key
 from parent_proxy.store.validation import MAX_WINDOW_SECONDS
 from tests.proxy.conftest import make_wallet
 
@@ -93,3 +95,91 @@ def test_time_keys_sort_like_the_times() -> None:
     keys = [time_key(t) for t in times]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert time_key(-1.0) < time_key(-0.5) < time_key(0.0)
+    assert time_key(-0.0) == time_key(0.0)  # equal times, equal keys: a seek from -0.0 or 0.0 finds the same rows
+
+
+def _events_scan(path: Path, wallet_id: str, kind: str) -> list[float]:
+    """Every ``kind`` time of ``wallet_id`` by a full table scan (no index), to compare with the store's seeks."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT at FROM wallet_events NOT INDEXED WHERE wallet_id = ? AND kind = ?", (wallet_id, kind)
+        ).fetchall()
+    return sorted(float(r[0]) for r in rows)
+
+
+EVENT_TIMES = (0.0, 0.5, 1.0, 2.0, T0 - 1, T0 - 0.5, T0, T0, T0 + 1e-6, T0 + 0.25, T0 + 1, T0 + 3600, T0 + 3600.5)
+
+
+def test_event_counts_match_a_scan_under_integral_and_fractional_times(tmp_path: Path) -> None:
+    """Regression for the REAL-key seek that skipped an integral-valued row (`sqlite_time`): for every boundary at,
+    just before and just after each recorded time, the counts equal a scan's, and the count is an index seek on
+    the time key (not on the REAL ``at``)."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.create_wallet(make_wallet("w1"))
+    store.create_wallet(make_wallet("w2"))
+    for i, t in enumerate(EVENT_TIMES):
+        store.record_request("w1", t)
+        if i % 2:
+            store.record_denial("w1", t)
+        store.record_request("w2", t + 7)  # another wallet's events never count
+    requests, denials = _events_scan(path, "w1", "request"), _events_scan(path, "w1", "denial")
+    assert requests == sorted(EVENT_TIMES)
+    boundaries = {-0.0, *EVENT_TIMES}
+    boundaries |= {math.nextafter(t, math.inf) for t in EVENT_TIMES} | {math.nextafter(t, 0) for t in EVENT_TIMES}
+    for since in sorted(boundaries):
+        assert store.count_requests("w1", since) == sum(1 for t in requests if t >= since), since
+        assert store.count_denials("w1", since) == sum(1 for t in denials if t >= since), since
+        assert store.recent_requests("w1", since) == [t for t in requests if t >= since], since
+        assert store.recent_denials("w1", since) == [t for t in denials if t >= since], since
+    with sqlite3.connect(path) as conn:
+        plan = " ".join(
+            str(row[3])
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM wallet_events WHERE wallet_id = ? AND kind = ? AND t >= ?",
+                ("w1", "request", time_key(T0)),
+            )
+        )
+    assert "wallet_events_by_key (wallet_id=? AND kind=? AND t>?)" in plan
+    store.close()
+
+
+def test_version_3_events_are_rekeyed(tmp_path: Path) -> None:
+    """A version-3 database (times keyed by the REAL ``at``) keeps every event, now keyed by `time_key`, and loses
+    the index no query uses any more."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.create_wallet(make_wallet("w1"))
+    store.commit(store.reserve("w1", "a", {"SOL": 3}, {}, T0))
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE wallet_events")
+        conn.execute(
+            "CREATE TABLE wallet_events (wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id), kind TEXT NOT NULL,"
+            " at REAL NOT NULL)"
+        )
+        conn.execute("CREATE INDEX wallet_events_by_time ON wallet_events (wallet_id, kind, at)")
+        conn.execute("CREATE INDEX wallet_events_by_age ON wallet_events (at)")
+        conn.execute("CREATE INDEX reservations_by_time ON reservations (wallet_id, created_at)")
+        conn.executemany(
+            "INSERT INTO wallet_events VALUES ('w1', ?, ?)",
+            [("request", T0), ("request", T0 + 0.5), ("denial", T0 + 1), ("request", T0 + 2)],
+        )
+        conn.execute("PRAGMA user_version = 3")
+    migrated = SqliteStore(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        keys = conn.execute("SELECT t, at FROM wallet_events ORDER BY t").fetchall()
+    assert {"wallet_events_by_key", "wallet_events_by_key_age"} <= indexes
+    assert not indexes & {"wallet_events_by_time", "wallet_events_by_age", "reservations_by_time"}
+    assert keys == [(time_key(at), at) for at in (T0, T0 + 0.5, T0 + 1, T0 + 2)]
+    assert migrated.recent_requests("w1", T0) == [T0, T0 + 0.5, T0 + 2]
+    assert migrated.count_requests("w1", T0 + 0.5) == 2
+    assert migrated.count_denials("w1", T0 + 1) == 1
+    assert migrated.spent_in_window("w1", "SOL", DAY, T0) == 3
+    migrated.record_denial("w1", T0 + 3)
+    assert migrated.count_denials("w1", T0) == 2
+    migrated.close()
+    SqliteStore(path).close()  # opening a version-4 database again changes nothing
+    assert _events_scan(path, "w1", "denial") == [T0 + 1, T0 + 3]
