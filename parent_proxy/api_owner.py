@@ -1,5 +1,5 @@
 """Owner routes. Every request carries an owner request signature (`parent_proxy.owner_auth`); policies, approvals
-and freeze orders additionally carry their own signed document (`policies.signing`, `parent_proxy.owner_documents`).
+and freeze orders additionally carry their own signed document (`policies.signing`, `policies.orders`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from parent_proxy.approvals import ApprovalFlow
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import NotFound, ProxyError
 from parent_proxy.owner_auth import verify_owner_request
-from parent_proxy.owner_documents import check_freeze_order
 from parent_proxy.schemas import (
     WALLET_ID,
     ApprovalDecided,
@@ -36,6 +35,7 @@ from parent_proxy.services import Services, canonical
 from parent_proxy.sign_flow import Answer, SignFlow
 from parent_proxy.store.model import Wallet, WebhookConfig
 from policies.errors import PolicyEngineError
+from policies.orders import check_freeze_order
 from policies.signing import load_signed_policy
 
 router = APIRouter(prefix="/v1/wallets", tags=["owner"])

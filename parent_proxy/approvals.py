@@ -1,7 +1,7 @@
 """Owner decisions on escalated requests (DESIGN.md section 4, tier ESCALATE).
 
 An escalation holds no reservation while it waits. When the owner approves (a signed ``approval`` document bound
-to the exact message of the stored transaction, with an expiry, see `parent_proxy.owner_documents`; the owner
+to the exact message of the stored transaction, with an expiry, see `policies.orders`; the owner
 request signature over the URL binds the approval id):
 
 1. the document's signature is verified with the wallet's owner key, its wallet, message hash and expiry checked;
@@ -30,12 +30,12 @@ from solders.transaction import VersionedTransaction
 
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
-from parent_proxy.owner_documents import check_approval
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, decide, eval_context, refusal, spent_entries
 from parent_proxy.store.model import Approval, ApprovalStatus, Wallet
 from policies.decision import Verdict
 from policies.errors import PolicyEngineError
+from policies.orders import check_approval
 
 
 @dataclass(frozen=True, slots=True)

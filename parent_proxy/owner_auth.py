@@ -22,7 +22,7 @@ Verification, in order (`verify_owner_request`):
    the signature verified, so nobody but the owner can fill the nonce registry.
 
 Caller's duties: pass the exact raw body bytes; check the body's own contents (owner documents inside carry their
-own signatures and bindings, see `parent_proxy.owner_documents`).
+own signatures and bindings, see `policies.orders`).
 """
 
 from __future__ import annotations

@@ -29,14 +29,6 @@ from solders.signature import Signature
 
 from parent_proxy.approvals import message_hash
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
-from parent_proxy.owner_documents import (
-    APPROVAL_PURPOSE,
-    FREEZE_PURPOSE,
-    MAX_ORDER_LIFETIME_SECONDS,
-    UNFREEZE_PURPOSE,
-    approval_document,
-    freeze_document,
-)
 from parent_proxy.owner_signers import (
     KmsOwnerSigner,
     LocalOwnerSigner,
@@ -48,6 +40,14 @@ from parent_proxy.owner_signers import (
 from policies.canonical import parse_json_object
 from policies.document import policy_from_object
 from policies.errors import PolicyEngineError
+from policies.orders import (
+    APPROVAL_PURPOSE,
+    FREEZE_PURPOSE,
+    MAX_ORDER_LIFETIME_SECONDS,
+    UNFREEZE_PURPOSE,
+    approval_document,
+    freeze_document,
+)
 from policies.signing import POLICY_PURPOSE, signing_payload
 
 EXIT_OK = 0

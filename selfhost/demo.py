@@ -51,10 +51,10 @@ from parent_proxy import audit_cli
 from parent_proxy.approvals import message_hash
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_cli import envelope
-from parent_proxy.owner_documents import APPROVAL_PURPOSE, UNFREEZE_PURPOSE, approval_document, freeze_document
 from parent_proxy.owner_signers import LocalOwnerSigner, write_keypair_file
 from policies.canonical import parse_json_object
 from policies.examples import example_policy_json
+from policies.orders import APPROVAL_PURPOSE, UNFREEZE_PURPOSE, approval_document, freeze_document
 from policies.signing import POLICY_PURPOSE
 from selfhost.compose_model import ComposeError
 from selfhost.deployment import Deployment, run_local

@@ -15,7 +15,7 @@ from solders.system_program import AssignParams, assign
 from solders.transaction import VersionedTransaction
 
 from parent_proxy.approvals import message_hash
-from parent_proxy.owner_documents import approval_document, freeze_document
+from policies.orders import approval_document, freeze_document
 from policies.signing import sign_document
 from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, provision, running_harness
 from tests.support.policies import BLOCKED, MERCHANT

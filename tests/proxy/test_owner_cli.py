@@ -21,7 +21,6 @@ from solders.transaction import Transaction
 
 from parent_proxy.approvals import message_hash
 from parent_proxy.owner_cli import envelope
-from parent_proxy.owner_documents import check_approval, check_freeze_order
 from parent_proxy.owner_signers import (
     KmsOwnerSigner,
     LocalOwnerSigner,
@@ -31,6 +30,7 @@ from parent_proxy.owner_signers import (
     write_keypair_file,
 )
 from policies.cli import main
+from policies.orders import check_approval, check_freeze_order
 from policies.signing import POLICY_PURPOSE, load_signed_policy
 from tests.support.policies import EXAMPLE_PATH, MERCHANT, example_policy, owner_public_key
 

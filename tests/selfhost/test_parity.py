@@ -45,10 +45,10 @@ from enclave_app.sealing import SCHEME_LOCAL
 from parent_proxy.approvals import message_hash
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_cli import envelope
-from parent_proxy.owner_documents import approval_document, freeze_document
 from parent_proxy.owner_signers import LocalOwnerSigner
 from policies.canonical import parse_json_object
 from policies.examples import example_policy_json
+from policies.orders import approval_document, freeze_document
 from selfhost import paths
 from selfhost.paths import PathMappingError
 from tests.selfhost.compose_config import SELFHOST, load_config
