@@ -1,14 +1,20 @@
-"""Agent routes: sign a transaction, sign an off-chain message, read the wallet. Bearer token bound to one wallet."""
+"""Agent routes: sign a transaction, sign an off-chain message, read the wallet. Bearer token bound to one wallet.
+
+Every route authenticates first (`AgentRoute`): the token, its wallet and the per-token rate limit are checked
+before FastAPI reads, parses or validates anything else of the request, so a caller without a valid token gets 401
+whatever the body, and learns nothing about the request schema.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
@@ -32,9 +38,9 @@ from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, SignRequest
 from policies.errors import PolicyEngineError
 
-router = APIRouter(prefix="/v1/wallets", tags=["agent"])
 WalletId = Annotated[str, Path(pattern=WALLET_ID)]
 AuthHeader = Annotated[str | None, Header(alias="Authorization", description="Bearer <agent token>")]
+"""Declared on each route for the OpenAPI description; `AgentRoute` has already checked it."""
 
 
 def services_of(request: Request) -> Services:
@@ -53,6 +59,34 @@ async def authenticate(services: Services, header: str | None, wallet_id: str) -
         return await services.run(_authenticate, services, header, wallet_id)
     except (ProxyError, PolicyEngineError) as exc:
         raise translate(exc) from exc
+
+
+class AgentRoute(APIRoute):
+    """A route that authenticates the agent before FastAPI's own handler parses and validates the request."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        validate_and_run = super().get_route_handler()
+
+        async def authenticated(request: Request) -> Response:
+            # The raw path value: a token is bound to a valid wallet id, so an invalid one can only mismatch (404).
+            wallet_id = str(request.path_params.get("wallet_id", ""))
+            request.state.agent = await authenticate(
+                services_of(request), request.headers.get("Authorization"), wallet_id
+            )
+            return await validate_and_run(request)
+
+        return authenticated
+
+
+def agent_of(request: Request) -> Agent:
+    """The agent `AgentRoute` authenticated for this request; 401 if there is none (a route outside `AgentRoute`)."""
+    agent = getattr(request.state, "agent", None)
+    if not isinstance(agent, Agent):
+        raise ApiError(Code.UNAUTHORIZED, "missing bearer token")
+    return agent
+
+
+router = APIRouter(prefix="/v1/wallets", tags=["agent"], route_class=AgentRoute)
 
 
 def parse_tables(addresses: Sequence[str]) -> tuple[Pubkey, ...]:
@@ -84,9 +118,9 @@ async def sign_transaction(
 ) -> JSONResponse:
     """Sign a transaction if the policy allows it (200), escalate it to the owner (202), or refuse it (403)."""
     services = services_of(request)
+    agent = agent_of(request)
     flow = SignFlow(services)
     if body.lookup_tables:  # the tables are read from the chain between authentication and the checks
-        agent = await authenticate(services, authorization, wallet_id)
         raw = decode_base64("transaction", body.transaction)
         sign_request = SignRequest(raw, body.idempotency_key, parse_tables(body.lookup_tables), body.submit)
         tables = await fetch_tables(services, sign_request.lookup_tables)
@@ -94,7 +128,6 @@ async def sign_transaction(
     else:  # the same steps in the same order, in one worker-thread hop
 
         def checks() -> tuple[SignRequest, Prepared | Answer]:
-            agent = _authenticate(services, authorization, wallet_id)
             raw = decode_base64("transaction", body.transaction)
             sign_request = SignRequest(raw, body.idempotency_key, (), body.submit)
             return sign_request, flow.prepare(agent, sign_request, {})
@@ -112,7 +145,7 @@ async def sign_message(
 ) -> SignedMessage:
     """Sign a Solana off-chain message (the enclave decodes it and refuses anything else)."""
     services = services_of(request)
-    await authenticate(services, authorization, wallet_id)
+    agent_of(request)
     message = decode_base64("message", body.message)
     try:
         wallet = await services.run(services.store.get_wallet, wallet_id)
@@ -180,7 +213,7 @@ def _wallet_view(services: Services, wallet_id: str) -> WalletView:
 async def get_wallet(wallet_id: WalletId, request: Request, authorization: AuthHeader = None) -> Any:
     """Addresses, policy sequence and hash, frozen or not, and what is left of each period limit."""
     services = services_of(request)
-    await authenticate(services, authorization, wallet_id)
+    agent_of(request)
     try:
         return await services.run(_wallet_view, services, wallet_id)
     except (ProxyError, PolicyEngineError) as exc:

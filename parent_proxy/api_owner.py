@@ -1,15 +1,21 @@
 """Owner routes. Every request carries an owner request signature (`parent_proxy.owner_auth`); policies, approvals
 and freeze orders additionally carry their own signed document (`policies.signing`, `policies.orders`).
+
+Every route authenticates first (`OwnerRoute`): the owner request signature is verified over the raw body before
+FastAPI parses or validates the body, so a caller who is not the owner gets 401 whatever the body.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from solders.pubkey import Pubkey
 
 from parent_proxy.api_agent import fetch_tables, services_of
@@ -17,7 +23,7 @@ from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.approvals import ApprovalFlow
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import NotFound, ProxyError
-from parent_proxy.owner_auth import verify_owner_request
+from parent_proxy.owner_auth import parse_owner_headers, verify_owner_request
 from parent_proxy.schemas import (
     WALLET_ID,
     ApprovalDecided,
@@ -38,7 +44,6 @@ from policies.errors import PolicyEngineError
 from policies.orders import check_freeze_order
 from policies.signing import load_signed_policy
 
-router = APIRouter(prefix="/v1/wallets", tags=["owner"])
 WalletId = Annotated[str, Path(pattern=WALLET_ID)]
 Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 NO_STORE = {"Cache-Control": "no-store"}
@@ -52,7 +57,12 @@ async def _store(services: Services, function: Any, *args: Any) -> Any:
 
 
 async def owner_of(request: Request, services: Services, wallet_id: str | None) -> Wallet | None:
-    """Verify the owner request signature: by the wallet's owner key, or (no wallet yet) a configured owner key."""
+    """Verify the owner request signature: by the wallet's owner key, or (no wallet yet) a configured owner key.
+    Missing or malformed headers are refused before the wallet is looked up; a wallet id that cannot exist is 404
+    like an unknown one."""
+    parse_owner_headers(request.headers)
+    if wallet_id is not None and not re.fullmatch(WALLET_ID, wallet_id):
+        raise ApiError(Code.NOT_FOUND, "not found")
     body = await request.body()
     wallet = None if wallet_id is None else await _store(services, services.store.get_wallet, wallet_id)
     allowed = services.owner_keys if wallet is None else frozenset({Pubkey.from_bytes(wallet.owner_pubkey)})
@@ -69,6 +79,33 @@ async def owner_of(request: Request, services: Services, wallet_id: str | None) 
     return wallet
 
 
+class OwnerRoute(APIRoute):
+    """A route that verifies the owner request (`owner_of`) before FastAPI's own handler parses and validates it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        validate_and_run = super().get_route_handler()
+
+        async def authenticated(request: Request) -> Response:
+            raw = request.path_params.get("wallet_id")
+            wallet_id = None if raw is None else str(raw)
+            request.state.owner_wallet = await owner_of(request, services_of(request), wallet_id)
+            request.state.owner_verified = True
+            return await validate_and_run(request)
+
+        return authenticated
+
+
+def verified_owner(request: Request) -> Wallet | None:
+    """The wallet whose owner `OwnerRoute` verified (None when creating one); 401 if nothing was verified."""
+    if getattr(request.state, "owner_verified", False) is not True:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "owner request not verified")
+    wallet: Wallet | None = request.state.owner_wallet
+    return wallet
+
+
+router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
+
+
 def _envelope_bytes(body: EnvelopeBody) -> bytes:
     return canonical(body.envelope.model_dump())
 
@@ -77,7 +114,7 @@ def _envelope_bytes(body: EnvelopeBody) -> bytes:
 async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWallet:
     """Create a wallet: the enclave generates the agent key and returns it sealed; the parent stores the blob."""
     services = services_of(request)
-    await owner_of(request, services, None)
+    verified_owner(request)
     owner = Pubkey.from_string(body.owner_public_key)
     signer = Pubkey.from_string(request.headers["WAIaaS-Owner-Key"])
     if owner != signer:
@@ -106,7 +143,7 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
 async def issue_token(wallet_id: WalletId, request: Request) -> JSONResponse:
     """Issue an agent token bound to this wallet. The clear token is in this answer only."""
     services = services_of(request)
-    await owner_of(request, services, wallet_id)
+    verified_owner(request)
 
     def issue() -> IssuedTokenView:
         issued = services.store.issue_token(wallet_id, read_clock(services.clock))
@@ -121,7 +158,7 @@ async def issue_token(wallet_id: WalletId, request: Request) -> JSONResponse:
 async def revoke_token(wallet_id: WalletId, token_id: Id, request: Request) -> Response:
     """Revoke an agent token (idempotent)."""
     services = services_of(request)
-    await owner_of(request, services, wallet_id)
+    verified_owner(request)
 
     def revoke() -> None:
         # Only a token of the wallet in the path: another wallet's token is 404, as an unknown one (a token's wallet
@@ -139,7 +176,7 @@ async def revoke_token(wallet_id: WalletId, token_id: Id, request: Request) -> R
 async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> PolicyInstalled:
     """Install an owner-signed policy whose sequence is above the installed one; the enclave gets it too."""
     services = services_of(request)
-    wallet = assert_wallet(await owner_of(request, services, wallet_id))
+    wallet = assert_wallet(verified_owner(request))
     envelope = _envelope_bytes(body)
     try:
         policy = load_signed_policy(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id)
@@ -180,7 +217,7 @@ def assert_wallet(wallet: Wallet | None) -> Wallet:
 async def pending_approvals(wallet_id: WalletId, request: Request) -> list[PendingApprovalView]:
     """Pending approvals of the wallet, with the request each would sign."""
     services = services_of(request)
-    await owner_of(request, services, wallet_id)
+    verified_owner(request)
     approvals = await _store(services, services.store.pending_approvals, wallet_id)
     views = []
     for approval in approvals:
@@ -200,7 +237,7 @@ async def pending_approvals(wallet_id: WalletId, request: Request) -> list[Pendi
 async def approve(wallet_id: WalletId, approval_id: Id, body: EnvelopeBody, request: Request) -> JSONResponse:
     """Approve a pending request with a signed approval of its message: it is signed now (approval ceilings)."""
     services = services_of(request)
-    await owner_of(request, services, wallet_id)
+    verified_owner(request)
     flow = SignFlow(services)
     approvals = ApprovalFlow(services, flow)
     envelope = _envelope_bytes(body)
@@ -215,7 +252,7 @@ async def approve(wallet_id: WalletId, approval_id: Id, body: EnvelopeBody, requ
 async def reject(wallet_id: WalletId, approval_id: Id, request: Request) -> JSONResponse:
     """Reject a pending request (the owner request signature is the decision)."""
     services = services_of(request)
-    await owner_of(request, services, wallet_id)
+    verified_owner(request)
     approvals = ApprovalFlow(services, SignFlow(services))
     answer: Answer = await _store(services, approvals.reject, wallet_id, approval_id)
     return JSONResponse(answer.body, status_code=answer.status, headers=NO_STORE)
@@ -223,7 +260,7 @@ async def reject(wallet_id: WalletId, approval_id: Id, request: Request) -> JSON
 
 async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: bool) -> FreezeState:
     services = services_of(request)
-    wallet = assert_wallet(await owner_of(request, services, wallet_id))
+    wallet = assert_wallet(verified_owner(request))
     envelope = _envelope_bytes(body)
     try:
         sequence = check_freeze_order(
@@ -270,7 +307,7 @@ async def unfreeze(wallet_id: WalletId, body: EnvelopeBody, request: Request) ->
 async def set_webhook(wallet_id: WalletId, body: WebhookBody, request: Request) -> Response:
     """Where the wallet's signed notifications go (the secret signs them; it is never returned)."""
     services = services_of(request)
-    await owner_of(request, services, wallet_id)
+    verified_owner(request)
     secret = decode_base64("secret", body.secret)
 
     def persist() -> None:

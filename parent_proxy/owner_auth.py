@@ -133,6 +133,31 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return value.strip()
 
 
+@dataclass(frozen=True, slots=True)
+class OwnerHeaders:
+    """The four owner headers, well formed (not yet verified)."""
+
+    owner: Pubkey
+    signature: bytes
+    timestamp: int
+    nonce: str
+
+
+def parse_owner_headers(headers: Mapping[str, str]) -> OwnerHeaders:
+    """Step 1 of `verify_owner_request` without the key check: the four headers present and well formed, or 401
+    (``owner_signature_invalid``). Cheap and store-free, so callers run it before anything else of the request."""
+    try:
+        owner = Pubkey.from_string(_header(headers, KEY_HEADER))
+        signature = bytes(Signature.from_string(_header(headers, SIGNATURE_HEADER)))
+    except ValueError as exc:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "malformed owner key or signature") from exc
+    timestamp_text = _header(headers, TIMESTAMP_HEADER)
+    nonce = _header(headers, NONCE_HEADER)
+    if not re.fullmatch(r"[0-9]{1,12}", timestamp_text) or not NONCE_RE.fullmatch(nonce):
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "malformed owner timestamp or nonce")
+    return OwnerHeaders(owner, signature, int(timestamp_text), nonce)
+
+
 def verify_owner_request(
     headers: Mapping[str, str],
     *,
@@ -147,26 +172,19 @@ def verify_owner_request(
 ) -> Pubkey:
     """Return the verified owner key, or raise `ApiError` (401). See the module docstring for the steps."""
     # 1. Headers well formed, key expected.
-    try:
-        owner = Pubkey.from_string(_header(headers, KEY_HEADER))
-        signature = bytes(Signature.from_string(_header(headers, SIGNATURE_HEADER)))
-    except ValueError as exc:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "malformed owner key or signature") from exc
-    timestamp_text = _header(headers, TIMESTAMP_HEADER)
-    nonce = _header(headers, NONCE_HEADER)
-    if not re.fullmatch(r"[0-9]{1,12}", timestamp_text) or not NONCE_RE.fullmatch(nonce):
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "malformed owner timestamp or nonce")
+    parsed = parse_owner_headers(headers)
+    owner = parsed.owner
     if owner not in allowed_keys:
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "owner signature is invalid")
     # 2. Signature over this very request.
-    request = OwnerRequest(method, path, body, int(timestamp_text), nonce)
+    request = OwnerRequest(method, path, body, parsed.timestamp, parsed.nonce)
     try:
-        verify_owner_signature(request.payload(), signature, owner)
+        verify_owner_signature(request.payload(), parsed.signature, owner)
     except PolicySignatureError as exc:
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "owner signature is invalid") from exc
     # 3. Fresh.
     if abs(now - request.timestamp) > max_skew:
         raise ApiError(Code.OWNER_REQUEST_REPLAYED, "owner request timestamp outside the accepted window")
     # 4. Never seen.
-    nonces.claim(scope, nonce, now)
+    nonces.claim(scope, parsed.nonce, now)
     return owner

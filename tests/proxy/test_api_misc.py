@@ -113,6 +113,14 @@ def test_not_json_is_400_and_bad_fields_are_422(h: Harness) -> None:
     assert extra.status_code == 422 and code(extra) == "invalid_request"
     typed = h.client.post(path, json={"transaction": "AAAA", "idempotency_key": "k", "submit": "yes"}, headers=auth)
     assert typed.status_code == 422
+    # Authentication (and the per-token rate limit, 3 here) comes before validation: malformed bodies count too.
+    limited = h.client.post(path, content=b"{not json", headers=auth)
+    assert limited.status_code == 429 and code(limited) == "rate_limited"
+
+
+def test_bad_base64_is_422(h: Harness) -> None:
+    auth = {"Authorization": f"Bearer {h.token}", "Content-Type": "application/json"}
+    path = f"/v1/wallets/{h.wallet_id}/transactions/sign"
     padding = h.client.post(path, json={"transaction": "AAAAA", "idempotency_key": "k"}, headers=auth)
     assert padding.status_code == 422 and "base64" in padding.json()["error"]["message"]
 
