@@ -15,6 +15,7 @@ What this function does NOT do, and the caller must:
 from __future__ import annotations
 
 import hmac
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -276,12 +277,19 @@ def _verify_chain(
     # 5a. cabundle[0] is compared byte for byte with the pinned root; it is never trusted on its own.
     if not hmac.compare_digest(cabundle[0], root.public_bytes(Encoding.DER)):
         raise AttestationError("certificate chain does not start at the pinned root")
+    # 5a'. Parse every certificate completely, here: a malformed one (bad DER, unknown version, unknown key type,
+    #      or anything cryptography only warns about, such as a non-positive serial number) is refused, never
+    #      half-read. (catch_warnings changes process-wide warning filters for its duration: call the verifier
+    #      from one thread at a time, as the enclave does.)
     try:
-        intermediates = [x509.load_der_x509_certificate(der) for der in cabundle[1:]]
-        leaf = x509.load_der_x509_certificate(leaf_der)
-        for cert in (*intermediates, leaf):
-            _parse_fields(cert)
-    except (ValueError, UnsupportedAlgorithm) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            intermediates = [x509.load_der_x509_certificate(der) for der in cabundle[1:]]
+            leaf = x509.load_der_x509_certificate(leaf_der)
+            for cert in (*intermediates, leaf):
+                _parse_fields(cert)
+    except Exception as exc:  # untrusted DER: cryptography's x509 errors share no base class
+        # (ValueError, InvalidVersion, DuplicateExtension, UnsupportedAlgorithm, warnings raised as errors...)
         raise AttestationError("certificate unreadable") from exc
     chain = [root, *intermediates, leaf]
     for position, cert in enumerate(chain):
