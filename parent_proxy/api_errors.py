@@ -47,6 +47,8 @@ class Code(enum.StrEnum):
     NO_POLICY = "no_policy"  # 403: the wallet has no installed policy: default deny
     ENCLAVE_REFUSED = "enclave_refused"  # 403: the enclave's authoritative check refused
     ENCLAVE_UNAVAILABLE = "enclave_unavailable"  # 503: unreachable, slow, not ready, or answered nonsense
+    ATTESTATION_REFUSED = "attestation_refused"  # 503: KMS did not accept the enclave's attestation
+    ATTESTATION_INCONSISTENT = "attestation_inconsistent"  # 503: the attestation answer contradicts itself
     STORE_UNAVAILABLE = "store_unavailable"  # 503
     CLOCK_UNAVAILABLE = "clock_unavailable"  # 503
     CHAIN_UNAVAILABLE = "chain_unavailable"  # 503: lookup tables could not be fetched
@@ -72,6 +74,8 @@ STATUS: dict[Code, int] = {
     Code.NO_POLICY: 403,
     Code.ENCLAVE_REFUSED: 403,
     Code.ENCLAVE_UNAVAILABLE: 503,
+    Code.ATTESTATION_REFUSED: 503,
+    Code.ATTESTATION_INCONSISTENT: 503,
     Code.STORE_UNAVAILABLE: 503,
     Code.CLOCK_UNAVAILABLE: 503,
     Code.CHAIN_UNAVAILABLE: 503,

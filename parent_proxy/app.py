@@ -6,7 +6,6 @@ any layer, leaves as the uniform body of `parent_proxy.api_errors` (validation e
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from typing import Any
@@ -14,12 +13,12 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from solders.pubkey import Pubkey
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parent_proxy import api_agent, api_owner
 from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.attestation import attestation_view
 from parent_proxy.metrics import CONTENT_TYPE
 from parent_proxy.schemas import AttestationView, ErrorBody, Health, Readiness
 from parent_proxy.services import Services
@@ -160,22 +159,16 @@ def create_app(services: Services) -> FastAPI:
     async def attestation(
         nonce: str = Query(min_length=32, max_length=128, pattern=r"^[0-9a-fA-F]+$", description="hex, 16-64 bytes"),
     ) -> AttestationView:
-        """The enclave's attestation document over the caller's nonce, and its session public key (self-hosted
-        without a Nitro Enclave: mode none, no document, and the reason)."""
+        """The enclave's attestation document over the caller's nonce, and the session public key from that same
+        answer (self-hosted without a Nitro Enclave: mode none, no document, and the reason). 503
+        ``attestation_inconsistent`` if the answer contradicts itself (`parent_proxy.attestation`)."""
         try:
             raw = bytes.fromhex(nonce)
         except ValueError as exc:
             raise ApiError(Code.INVALID_REQUEST, "nonce must be an even number of hex digits") from exc
         answer = await services.relay.attestation(raw)
         status = await services.relay.ping()
-        document = answer.document
-        return AttestationView(
-            document=None if document is None else base64.b64encode(document).decode(),
-            mode=answer.mode.value,
-            reason=answer.reason,
-            session_public_key=str(Pubkey.from_bytes(status.session_public_key)),
-            enclave_state=status.state.value,
-        )
+        return attestation_view(answer, status)
 
     app.include_router(api_agent.router)
     app.include_router(api_owner.router)

@@ -98,7 +98,9 @@ class WalletView(BaseModel):
 
 class AttestationView(BaseModel):
     document: str | None = Field(description="COSE_Sign1 attestation document, base64; null in mode none")
-    mode: str = Field(description="nitro (a document to verify) or none (self-hosted without a Nitro Enclave)")
+    mode: Literal["nitro", "none"] = Field(
+        description="nitro (a document to verify) or none (self-hosted without a Nitro Enclave)"
+    )
     reason: str | None = Field(description="mode none: why there is no attestation; null in mode nitro")
     session_public_key: str
     enclave_state: str

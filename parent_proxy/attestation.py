@@ -1,0 +1,72 @@
+"""The answer of ``GET /v1/attestation``, built from the enclave's attestation answer itself.
+
+The session public key comes from that answer (``session_public_key``), never from another call. The proxy does not
+verify the document (the caller does, against its own roots, PCRs and nonce); it only refuses to relay an answer
+that contradicts itself, with 503 ``attestation_inconsistent``:
+
+1. the answer carries no session key (an enclave built before the field existed);
+2. mode ``nitro``: the session key inside the document's payload (read *unverified*, COSE_Sign1 -> payload ->
+   ``public_key``) is missing or differs from ``session_public_key``;
+3. the enclave's status, read right after for ``enclave_state``, names another session key (the enclave restarted
+   in between, so the document and the state describe different boots).
+
+Mode ``none`` has no document; ``reason`` says why (the protocol guarantees the other fields' shape).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import cbor2
+from solders.pubkey import Pubkey
+
+from enclave_app.protocol import AttestationMode, AttestationResponse, StatusResponse
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.schemas import AttestationView
+
+COSE_SIGN1_TAG = 18
+"""RFC 9052: the optional CBOR tag of a COSE_Sign1 structure."""
+
+
+def _inconsistent(message: str) -> ApiError:
+    return ApiError(Code.ATTESTATION_INCONSISTENT, f"the enclave's attestation answer is inconsistent: {message}")
+
+
+def document_public_key_unverified(document: bytes) -> bytes | None:
+    """The ``public_key`` of a COSE_Sign1 attestation document's payload, without checking any signature (only to
+    compare with what the enclave says beside it); None if the document has no such field or is malformed."""
+    try:
+        item: Any = cbor2.loads(document)
+        if isinstance(item, cbor2.CBORTag) and item.tag == COSE_SIGN1_TAG:
+            item = item.value
+        if not isinstance(item, list | tuple) or len(item) != 4 or not isinstance(item[2], bytes):
+            return None
+        payload: Any = cbor2.loads(item[2])
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError):
+        return None
+    key = payload.get("public_key") if isinstance(payload, dict) else None
+    return key if isinstance(key, bytes) else None
+
+
+def attestation_view(answer: AttestationResponse, status: StatusResponse) -> AttestationView:
+    """Steps 1-3 of the module docstring, then the view."""
+    session_key = answer.session_public_key
+    # 1. The answer names its session key.
+    if session_key is None:
+        raise _inconsistent("no session public key")
+    # 2. Mode nitro: the document carries the same key.
+    document = answer.document
+    nitro = answer.mode is AttestationMode.NITRO
+    if nitro and (document is None or document_public_key_unverified(document) != session_key):
+        raise _inconsistent("the document carries another session key")
+    # 3. The status describes the same boot.
+    if status.session_public_key != session_key:
+        raise _inconsistent("the enclave restarted while answering")
+    return AttestationView(
+        document=None if document is None else base64.b64encode(document).decode(),
+        mode="nitro" if nitro else "none",
+        reason=answer.reason,
+        session_public_key=str(Pubkey.from_bytes(session_key)),
+        enclave_state=status.state.value,
+    )

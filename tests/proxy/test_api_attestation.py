@@ -1,0 +1,178 @@
+"""``GET /v1/attestation``: the session key comes from the enclave's attestation answer itself; an answer that
+contradicts itself is 503 ``attestation_inconsistent``; the enclave's ``attestation_refused`` is its own 503 code.
+
+The real enclave app answers the consistent cases; a raw server on the enclave socket (the transport seam) answers
+the inconsistent and refusing ones, decoding each request with the real protocol code."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cbor2
+import pytest
+from solders.pubkey import Pubkey
+
+from enclave_app.framing import encode_frame, read_frame
+from enclave_app.protocol import (
+    AttestationMode,
+    AttestationResponse,
+    EnclaveState,
+    ErrorCode,
+    ErrorResponse,
+    Message,
+    StatusResponse,
+    decode_request,
+)
+from parent_proxy.attestation import document_public_key_unverified
+from tests.proxy.api_harness import Harness, LoopThread, build_harness, provision, running_harness, start_enclave
+from tests.proxy.api_harness import start_raw_server as raw_server
+from tests.support.policies import MERCHANT
+
+NONCE = "ab" * 32
+KEY = bytes(range(1, 33))
+OTHER_KEY = bytes(range(2, 34))
+
+
+def cose(payload: dict[str, object], *, tagged: bool = True) -> bytes:
+    structure = [cbor2.dumps({1: -35}), {}, cbor2.dumps(payload), b"\x00" * 96]
+    return cbor2.dumps(cbor2.CBORTag(18, structure) if tagged else structure)
+
+
+def code(response: object) -> str:
+    return str(response.json()["error"]["code"])  # type: ignore[attr-defined]
+
+
+# -- the real enclave ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["nitro", "none"])
+def test_session_key_is_the_attestation_answers(tmp_path: Path, mode: str) -> None:
+    for h in running_harness(tmp_path, attestation=mode):
+        answer = h.client.get(f"/v1/attestation?nonce={NONCE}")
+        assert answer.status_code == 200, answer.text
+        view = answer.json()
+        assert view["mode"] == mode and view["enclave_state"] in {"booting", "provisioned", "ready"}
+        key = bytes(Pubkey.from_string(view["session_public_key"]))
+        if mode == "nitro":
+            assert document_public_key_unverified(base64.b64decode(view["document"])) == key
+        else:
+            assert view["document"] is None and view["reason"]
+
+
+# -- a raw enclave answering what the test decides ----------------------------------------------------------------
+
+
+def answering(answers: dict[str, Message]) -> Callable[..., object]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (frame := await read_frame(reader)) is not None:
+                request = decode_request(frame)
+                writer.write(encode_frame(answers[request.TYPE].to_wire()))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return handle
+
+
+@pytest.fixture
+def raw(tmp_path: Path) -> Iterator[Callable[[dict[str, Message]], Harness]]:
+    loop = LoopThread()
+    h = build_harness(tmp_path, loop, enclave_timeout=0.5)
+    servers: list[asyncio.Server] = []
+
+    def serve(answers: dict[str, Message]) -> Harness:
+        servers.append(raw_server(loop, h.socket, answering(answers)))
+        return h
+
+    try:
+        with h.client:
+            yield serve
+    finally:
+        for server in servers:
+            server.close()
+        loop.stop()
+
+
+def status(key: bytes = KEY) -> StatusResponse:
+    return StatusResponse(state=EnclaveState.READY, wallets=0, session_public_key=key)
+
+
+def test_consistent_answer_from_a_raw_enclave(raw: Callable[[dict[str, Message]], Harness]) -> None:
+    h = raw({"ping": status(), "attestation": AttestationResponse(document=cose({"public_key": KEY}),
+                                                                  session_public_key=KEY)})  # fmt: skip
+    view = h.client.get(f"/v1/attestation?nonce={NONCE}").json()
+    assert (view["mode"], view["session_public_key"], view["enclave_state"]) == ("nitro", str(Pubkey(KEY)), "ready")
+
+
+@pytest.mark.parametrize(
+    ("attestation", "ping_key"),
+    [
+        # an older enclave: no session key in the answer (the ping alone would have been trusted before)
+        (AttestationResponse(document=cose({"public_key": KEY})), KEY),
+        # the document carries another key than the answer beside it
+        (AttestationResponse(document=cose({"public_key": OTHER_KEY}), session_public_key=KEY), KEY),
+        # the document carries no key, or is not a COSE_Sign1 at all
+        (AttestationResponse(document=cose({"nonce": b"n"}), session_public_key=KEY), KEY),
+        (AttestationResponse(document=b"\xff\x00garbage", session_public_key=KEY), KEY),
+        (AttestationResponse(document=cbor2.dumps([1, 2, 3]), session_public_key=KEY), KEY),
+        # the enclave restarted between the attestation and the status (mode nitro and mode none)
+        (AttestationResponse(document=cose({"public_key": KEY}), session_public_key=KEY), OTHER_KEY),
+        (AttestationResponse(document=None, mode=AttestationMode.NONE, reason="no enclave", session_public_key=KEY),
+         OTHER_KEY),
+    ],
+)  # fmt: skip
+def test_inconsistent_answer_is_503(
+    raw: Callable[[dict[str, Message]], Harness], attestation: AttestationResponse, ping_key: bytes
+) -> None:
+    h = raw({"ping": status(ping_key), "attestation": attestation})
+    response = h.client.get(f"/v1/attestation?nonce={NONCE}")
+    assert response.status_code == 503 and code(response) == "attestation_inconsistent", response.text
+    assert "session" in response.json()["error"]["message"] or "restarted" in response.json()["error"]["message"]
+
+
+def test_document_key_is_read_tagged_or_untagged() -> None:
+    assert document_public_key_unverified(cose({"public_key": KEY})) == KEY
+    assert document_public_key_unverified(cose({"public_key": KEY}, tagged=False)) == KEY
+    wrong_tag = cbor2.dumps(cbor2.CBORTag(99, [b"", {}, cbor2.dumps({"public_key": KEY}), b""]))
+    not_cbor_payload, not_bytes_payload = cbor2.dumps([b"", {}, b"\xff", b""]), cbor2.dumps([b"", {}, 5, b""])
+    for bad in (b"", b"\x80", wrong_tag, not_cbor_payload, not_bytes_payload, cose({"public_key": "text"})):
+        assert document_public_key_unverified(bad) is None, bad
+
+
+# -- attestation_refused ------------------------------------------------------------------------------------------
+
+
+def test_attestation_refused_has_its_own_code(raw: Callable[[dict[str, Message]], Harness]) -> None:
+    refused = ErrorResponse(code=ErrorCode.ATTESTATION_REFUSED, message="kms refused the attestation")
+    h = raw({"attestation": refused, "ping": status(), "provision_wallet": refused})
+    response = h.client.get(f"/v1/attestation?nonce={NONCE}")
+    assert response.status_code == 503 and code(response) == "attestation_refused"
+    created = h.owner_call("POST", "/v1/wallets", {"wallet_id": "w1", "owner_public_key": str(h.owner_pub)})
+    assert created.status_code == 503 and code(created) == "attestation_refused"
+    assert "PCRs" in created.json()["error"]["message"]
+
+
+def test_attestation_refused_while_loading_a_wallet_signs_nothing(tmp_path: Path) -> None:
+    loop = LoopThread()
+    h = build_harness(tmp_path, loop, enclave_timeout=0.5)
+    server = start_enclave(loop, h.socket)
+    try:
+        with h.client:
+            provision(h)
+            server.close()
+            loop.run(h.services.relay.close())
+            loop.run(server.wait_closed())
+            h.socket.unlink(missing_ok=True)
+            h.services.relay.forget()  # the next request loads the wallet: KMS refuses the enclave's attestation
+            refused = ErrorResponse(code=ErrorCode.ATTESTATION_REFUSED, message="kms refused the attestation")
+            server = raw_server(loop, h.socket, answering({"load_wallet": refused, "ping": status()}))
+            response = h.sign(h.transfer(1000, MERCHANT))
+            assert response.status_code == 503 and code(response) == "attestation_refused", response.text
+            assert "signed_transaction" not in response.text and h.spent() == 0
+    finally:
+        server.close()
+        loop.stop()
