@@ -9,8 +9,9 @@ For a transaction, in order:
 4. the context: for every spending window of the policy, the larger of the parent's figure and the enclave's
    own per-boot ledger (a window the parent omits stays missing: DENY); requests and denials likewise;
 5. evaluate; a FREEZE verdict freezes the wallet here too;
-6. an approval, when sent, must be the owner's valid approval of exactly this message; it turns an ESCALATE
-   into a signature and never lifts DENY or FREEZE;
+6. an approval, when sent with an ESCALATE verdict, must be the owner's valid approval of exactly this message;
+   it turns the ESCALATE into a signature; with any other verdict it is ignored (it never lifts DENY or FREEZE,
+   and never keeps a DENY or FREEZE from being recorded);
 7. sign with the agent key at its signer slot, record the outcome in the ledger, and return the decision with a
    session-signed receipt (also for refusals).
 
@@ -156,12 +157,14 @@ def sign_transaction(enclave: Enclave, request: SignTransactionRequest) -> Trans
     message_hash = hashlib.sha256(message).digest()
     # 4-5. Context with the enclave's own counters as a second cap; evaluate.
     decision = evaluate(policy, decoded, _context(wallet, installed, request, now, now_s))
-    # 6. An approval lifts ESCALATE only, and only for this exact message.
+    # 6. An approval lifts ESCALATE only, and only for this exact message. It is checked only then: for any other
+    #    verdict it changes nothing, so it must not turn a DENY or FREEZE into an error that skips the freeze and
+    #    the ledger.
     approved = False
-    if request.approval is not None:
+    if request.approval is not None and decision.verdict is Verdict.ESCALATE:
         verify_approval(request.approval, owner=wallet.owner, wallet_id=wallet.wallet_id, message_hash=message_hash,
                         now=now)  # fmt: skip
-        approved = decision.verdict is Verdict.ESCALATE
+        approved = True
     sign = decision.verdict is Verdict.ALLOW or approved
     if decision.verdict is Verdict.FREEZE:
         wallet.frozen = True
