@@ -29,7 +29,7 @@ import base64
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from solders.pubkey import Pubkey
@@ -244,11 +244,7 @@ class SignFlow:
     def failed(self, prepared: Prepared, exc: BaseException) -> None:
         """Nothing was signed (or nobody got the signature): release, audit, free the idempotency key."""
         s, wallet_id = self.s, prepared.wallet.wallet_id
-        if prepared.reservation is not None:
-            try:
-                s.store.release(prepared.reservation)
-            except Exception:
-                logger.exception("reservation %s could not be released", prepared.request_id)
+        self._release_quietly(prepared)
         error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
         s.audit_safely(
             "transaction.failed", {"request_id": prepared.request_id, "stage": "enclave", "error": error},
@@ -261,27 +257,19 @@ class SignFlow:
         """Step 6 for a well-formed enclave answer: commit or release, audit, notify; raise for a refusal."""
         s, wallet_id = self.s, prepared.wallet.wallet_id
         verdict = answer.decision.get("verdict")
-        reasons = answer.decision.get("reasons")
         base = {"request_id": prepared.request_id, "decision": answer.decision}
         receipt = answer.receipt + answer.receipt_signature
         s.metrics.count("waiaas_decisions_total", verdict=str(verdict), stage="enclave")
         if answer.signature is None or answer.signed_transaction is None or verdict not in ("allow", "escalate"):
-            if prepared.reservation is not None:
-                s.store.release(prepared.reservation)
-            frozen = verdict == "freeze"
-            if frozen:
-                s.store.set_frozen(wallet_id, True, "enclave freeze decision")
-            s.store.record_denial(wallet_id, read_clock(s.clock))
-            s.audit.append("transaction.refused", base, wallet_id=wallet_id, receipt=receipt)
-            s.notify(wallet_id, "transaction.denied", base)
-            error = ApiError(
-                Code.WALLET_FROZEN if frozen else Code.ENCLAVE_REFUSED,
-                "the enclave refused to sign",
-                reasons=reasons if isinstance(reasons, list) else [],
-            )
-            if prepared.idempotent:
-                s.store.complete_idempotent(wallet_id, prepared.key, prepared.digest, canonical(error_answer(error)))
-            raise error
+            try:
+                self._record_refusal(prepared, answer.decision, base, receipt)
+            except ApiError:
+                raise
+            except BaseException:  # the store failed part-way (503): release and free the key, as for any 503
+                self._release_quietly(prepared)
+                if prepared.idempotent:
+                    self._abandon(wallet_id, prepared.key, prepared.digest)
+                raise
         body = {
             "status": "signed",
             "request_id": prepared.request_id,
@@ -308,12 +296,44 @@ class SignFlow:
         try:
             s.store.finish_signing(prepared.reservation, seal, webhook, stored)
         except BaseException:  # nothing of it was written: the signature is not handed out
-            if prepared.reservation is not None:
-                s.store.release(prepared.reservation)
+            self._release_quietly(prepared)
             if prepared.idempotent:
                 self._abandon(wallet_id, prepared.key, prepared.digest)
             raise
         return Answer(200, body)
+
+    def _record_refusal(
+        self, prepared: Prepared, decision: dict[str, Any], base: dict[str, Any], receipt: bytes
+    ) -> NoReturn:
+        """Step 6 for an unsigned enclave answer: release, freeze if asked, record, audit, notify; raise the 403."""
+        s, wallet_id = self.s, prepared.wallet.wallet_id
+        verdict, reasons = decision.get("verdict"), decision.get("reasons")
+        if prepared.reservation is not None:
+            s.store.release(prepared.reservation)
+        frozen = verdict == "freeze"
+        if frozen:
+            s.store.set_frozen(wallet_id, True, "enclave freeze decision")
+        s.store.record_denial(wallet_id, read_clock(s.clock))
+        s.audit.append("transaction.refused", base, wallet_id=wallet_id, receipt=receipt)
+        s.notify(wallet_id, "transaction.denied", base)
+        error = ApiError(
+            Code.WALLET_FROZEN if frozen else Code.ENCLAVE_REFUSED,
+            "the enclave refused to sign",
+            reasons=reasons if isinstance(reasons, list) else [],
+        )
+        if prepared.idempotent:
+            s.store.complete_idempotent(wallet_id, prepared.key, prepared.digest, canonical(error_answer(error)))
+        raise error
+
+    def _release_quietly(self, prepared: Prepared) -> None:
+        """Give the reservation back on a failure path; if even that fails it stays pending (counted, never lost),
+        and the log says so."""
+        if prepared.reservation is None:
+            return
+        try:
+            self.s.store.release(prepared.reservation)
+        except Exception:
+            logger.exception("reservation %s could not be released", prepared.request_id)
 
     def complete(self, prepared: Prepared, status: int, body: dict[str, Any]) -> None:
         if not prepared.idempotent:

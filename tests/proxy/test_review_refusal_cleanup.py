@@ -1,0 +1,84 @@
+"""Review: the store failing while the proxy records an enclave *refusal* (step 6, unsigned answer).
+
+The answer is 503 ``store_unavailable``, and docs/api.md promises for every 503 that no reservation is held and the
+idempotency key is free again. The refusal branch of `SignFlow.finish` wrote its effects one by one and, on a store
+failure part-way, neither abandoned the claim nor (when the release itself failed) tried again: the key stayed
+``in_progress`` for ever (every retry 409 ``idempotency_in_progress``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from enclave_app.framing import encode_frame
+from enclave_app.protocol import TransactionDecisionResponse
+from parent_proxy.store.model import ReservationStatus
+from tests.proxy.api_harness import Harness, LoopThread, build_harness, provision, start_enclave, start_raw_server
+from tests.support.policies import MERCHANT
+
+REFUSAL = TransactionDecisionResponse(
+    decision={"verdict": "deny", "reasons": []}, signature=None, signed_transaction=None,
+    receipt=b"r", receipt_signature=bytes(64),
+)  # fmt: skip
+
+
+@pytest.fixture
+def refusing(tmp_path: Path) -> Iterator[Harness]:
+    """A provisioned wallet whose enclave is then replaced by one that refuses every transaction."""
+    loop = LoopThread()
+    h = build_harness(tmp_path, loop, enclave_timeout=2.0)
+    server = start_enclave(loop, h.socket)
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read(65536)
+            writer.write(encode_frame(REFUSAL.to_wire()))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    try:
+        with h.client:
+            provision(h)
+            server.close()
+            loop.run(h.services.relay.close())
+            loop.run(server.wait_closed())
+            h.socket.unlink(missing_ok=True)
+            raw = start_raw_server(loop, h.socket, refuse)
+            h.services.relay._loaded[h.wallet_id] = 1  # the raw server answers the signing request itself
+            try:
+                yield h
+            finally:
+                raw.close()
+                loop.run(raw.wait_closed())
+    finally:
+        loop.stop()
+
+
+def pending(h: Harness) -> list[str]:
+    rows = h.store.inner._conn().execute("SELECT status FROM reservations").fetchall()
+    return [r[0] for r in rows if r[0] == ReservationStatus.PENDING]
+
+
+@pytest.mark.parametrize("failing", [{"record_denial"}, {"append_audit"}, {"release"}])
+def test_store_failure_while_recording_a_refusal_frees_the_key(refusing: Harness, failing: set[str]) -> None:
+    h = refusing
+    tx = h.transfer(1000, MERCHANT)
+    h.store.failing = failing
+    first = h.sign(tx, key="refused-once")
+    h.store.failing = set()
+    assert first.status_code == 503, first.text
+    assert first.json()["error"]["code"] == "store_unavailable"
+    assert "signed_transaction" not in first.text
+    if "release" not in failing:
+        assert pending(h) == []
+    # The key is free again (503: the caller decides), so the same request reaches the enclave once more.
+    again = h.sign(tx, key="refused-once")
+    assert again.status_code == 403, again.text
+    assert again.json()["error"]["code"] == "enclave_refused"
+    # A release the store could not take stays pending: counted against the limits (never lost), not leaked out.
+    assert len(pending(h)) == (1 if "release" in failing else 0)
