@@ -38,6 +38,7 @@ from enclave_app.no_attestation import NO_ATTESTATION_REASON
 from enclave_app.nsm import Nsm, PcrDescription
 from enclave_app.orders import verify_freeze_order
 from enclave_app.protocol import (
+    MAX_ERROR_MESSAGE_CHARS,
     AttestationMode,
     AttestationRequest,
     AttestationResponse,
@@ -116,7 +117,9 @@ class Handler:
             self.enclave.fail(str(exc))
             return ErrorResponse(code=ErrorCode.FAILED, message="enclave entered the failed state")
         except StateError as exc:
-            return ErrorResponse(code=ErrorCode(exc.code), message=str(exc))
+            # A refusal's reason may quote the input (a field path of a hostile envelope): clipped to what the
+            # protocol carries, or encoding the answer would fail and the connection would drop unanswered.
+            return ErrorResponse(code=ErrorCode(exc.code), message=str(exc)[:MAX_ERROR_MESSAGE_CHARS])
         except (SealingError, RecipientDecryptionError):
             return ErrorResponse(code=ErrorCode.UNSEAL_FAILED, message="sealed key could not be opened")
         except KmsAccessDeniedError:
