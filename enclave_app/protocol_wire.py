@@ -252,8 +252,8 @@ class Message(_Record):
 
 @dataclass(frozen=True, slots=True)
 class LookupTable(_Record):
-    """Trusted contents of one address lookup table (the parent read them from its RPC; the enclave only uses
-    them to resolve indices, and the evaluation judges the resolved accounts)."""
+    """Contents of one address lookup table as the parent read them from its RPC. Untrusted: the enclave resolves
+    lookups from the owner's pins in the policy and only cross-checks these (`policies.lookup_tables`)."""
 
     address: bytes
     addresses: tuple[bytes, ...]

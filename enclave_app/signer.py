@@ -47,6 +47,7 @@ from enclave_app.state import Enclave, InstalledPolicy, Wallet
 from policies.decision import Verdict
 from policies.errors import DecodeError
 from policies.evaluate import EvalContext, evaluate
+from policies.lookup_tables import resolve_lookup_tables
 from policies.model import DecodedTransaction
 from policies.offchain import decode_offchain_message
 from policies.transaction import decode_transaction
@@ -145,11 +146,12 @@ def sign_transaction(enclave: Enclave, request: SignTransactionRequest) -> Trans
     now_s = now.timestamp()
     wallet.ledger.prune(now_s, installed.horizon)
     wallet.ledger.check_room(1 + 1 + len(policy.rules.limits))
-    tables = _lookup_tables(request) if request.lookup_tables else {}
-    # 3. Decode here, once: the decoded message is what is hashed, judged and signed.
+    supplied = _lookup_tables(request) if request.lookup_tables else None
+    # 3. Decode here, once: the decoded message is what is hashed, judged and signed. Lookups resolve from the
+    #    owner's pins in the policy only; the parent's table contents are merely cross-checked against them.
     decoded: DecodedTransaction | DecodeError
     try:
-        decoded = decode_transaction(request.transaction, lookup_tables=tables)
+        decoded = decode_transaction(request.transaction, lookup_tables=resolve_lookup_tables(policy, supplied))
         message = decoded.message_bytes
     except DecodeError as exc:
         decoded = exc

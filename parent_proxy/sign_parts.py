@@ -22,6 +22,7 @@ from policies.decision import Decision
 from policies.document import Policy
 from policies.errors import DecodeError
 from policies.evaluate import EvalContext, evaluate
+from policies.lookup_tables import resolve_lookup_tables
 from policies.transaction import decode_transaction
 
 
@@ -123,7 +124,8 @@ def eval_context(services: Services, wallet: Wallet, policy: Policy, now: float)
 
 def decide(policy: Policy, raw: bytes, tables: Mapping[Pubkey, Sequence[Pubkey]], ctx: EvalContext) -> Decision:
     try:
-        tx: Any = decode_transaction(raw, lookup_tables=tables)
+        # Resolve from the owner's pins, as the enclave does; the chain's contents are cross-checked against them.
+        tx: Any = decode_transaction(raw, lookup_tables=resolve_lookup_tables(policy, tables))
     except DecodeError as exc:
         tx = exc
     return evaluate(policy, tx, ctx)

@@ -257,6 +257,24 @@ def _freeze(value: Any, path: str) -> FreezeTriggers:
     )
 
 
+def _lookup_table(value: Any, path: str) -> tuple[Pubkey, tuple[Pubkey, ...]]:
+    obj = _obj(value, path, ("address", "addresses"))
+    addresses = _list(obj["addresses"], _join(path, "addresses"), _pubkey, unique=False)
+    if not addresses:
+        raise PolicyDocumentError(_join(path, "addresses"), "must pin at least one address")
+    return _pubkey(obj["address"], _join(path, "address")), tuple(addresses)
+
+
+def _lookup_tables(value: Any, path: str) -> dict[Pubkey, tuple[Pubkey, ...]]:
+    tables = _list(value, path, _lookup_table, unique=False)
+    pinned: dict[Pubkey, tuple[Pubkey, ...]] = {}
+    for i, (address, addresses) in enumerate(tables):
+        if address in pinned:
+            raise PolicyDocumentError(f"{path}[{i}].address", "this table is already pinned")
+        pinned[address] = addresses
+    return pinned
+
+
 def _rules(value: Any, path: str) -> Rules:
     sections = (
         "limits",
@@ -269,6 +287,7 @@ def _rules(value: Any, path: str) -> Rules:
         "durable_nonce",
         "freeze",
         "squads_multisig",
+        "lookup_tables",
     )
     obj = _obj(value, path, sections)
     limits = _list(obj["limits"], _join(path, "limits"), _limit)
@@ -317,6 +336,7 @@ def _rules(value: Any, path: str) -> Rules:
         squads_multisig=None
         if obj["squads_multisig"] is None
         else _pubkey(obj["squads_multisig"], _join(path, "squads_multisig")),
+        lookup_tables=_lookup_tables(obj["lookup_tables"], _join(path, "lookup_tables")),
     )
 
 

@@ -6,6 +6,7 @@ units (lamports or token base units). ``ANY`` marks a list rule the owner explic
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -105,3 +106,6 @@ class Rules:
     freeze: FreezeTriggers
     squads_multisig: Pubkey | None
     """The wallet's Squads v4 multisig, declared by the owner; None: the wallet uses no Squads instruction."""
+    lookup_tables: Mapping[Pubkey, tuple[Pubkey, ...]]
+    """Address lookup tables the owner pinned: address -> the contents (a prefix of the table, which only grows).
+    v0 messages are resolved from these pins only (`policies.lookup_tables`)."""
