@@ -5,8 +5,9 @@ tests) and `RpcChain` speaks Solana JSON-RPC over httpx (no solana-py at runtime
 `ChainError` (its message is a fixed phrase plus the RPC's error text, never a URL with credentials).
 
 Lookup-table contents read here are not what decides: both checks resolve lookups from the owner's pins in the
-policy (`policies.lookup_tables`), and these contents are only cross-checked against them. A table account must be owned by the address lookup table
-program and have the exact layout (56-byte header, then 32-byte addresses); anything else is an error, not a guess.
+policy (`policies.lookup_tables`), and these contents are only cross-checked against them. A table account must be
+owned by the address lookup table program and have the exact layout (56-byte header, then 32-byte addresses);
+anything else is an error, not a guess.
 """
 
 from __future__ import annotations
