@@ -19,6 +19,10 @@ MAX_DOCUMENT_BYTES = 64 * 1024
 MAX_NESTING = 16
 """Deepest object/array nesting accepted; the policy schema needs 5."""
 
+MAX_INTEGER_DIGITS = 20
+"""Longest JSON integer accepted: u64's maximum has 20 digits. (Python refuses more than 4300 with a bare
+ValueError, which must not escape; far shorter ones are already meaningless here.)"""
+
 
 class _Rejected(ValueError):
     """Raised from inside json hooks; translated to PolicyDocumentError by `parse_json_object`."""
@@ -35,6 +39,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_float(text: str) -> Any:
     raise _Rejected(f"non-integer number {text!r} (amounts are decimal strings, counts are integers)")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise _Rejected(f"integer with more than {MAX_INTEGER_DIGITS} digits")
+    return int(text)
 
 
 def _no_constant(text: str) -> Any:
@@ -58,7 +68,13 @@ def parse_json_object(data: bytes | str, *, what: str = "document") -> dict[str,
         raise PolicyDocumentError(what, f"larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_no_float, parse_constant=_no_constant)
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_float=_no_float,
+            parse_int=_bounded_int,
+            parse_constant=_no_constant,
+        )
         _check_depth(value)
     except UnicodeDecodeError as exc:
         raise PolicyDocumentError(what, "not UTF-8") from exc

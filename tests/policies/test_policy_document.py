@@ -164,6 +164,8 @@ def test_schema_refuses_what_the_schema_can_express() -> None:
         (b"\xff\xfe", "not UTF-8"),
         (b'{"a": ', "not valid JSON"),
         (b"[" * 40 + b"]" * 40, "nesting deeper"),
+        (b'{"a": 1' + b"0" * 5000 + b"}", "more than 20 digits"),  # Python's own limit would raise ValueError
+        (b'{"a": -123456789012345678901}', "more than 20 digits"),
         (b'{"a": "' + b"x" * MAX_DOCUMENT_BYTES + b'"}', "larger than"),
     ],
 )
