@@ -42,7 +42,7 @@ from enclave_app.protocol import (
     SignTransactionRequest,
     TransactionDecisionResponse,
 )
-from enclave_app.receipts import encode_receipt, reasons_digest, receipt_prefix
+from enclave_app.receipts import encode_receipt, reasons_digest
 from enclave_app.state import Enclave, InstalledPolicy, Wallet
 from policies.decision import Verdict
 from policies.errors import DecodeError
@@ -223,8 +223,12 @@ def _receipt(
 
 
 def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignatureResponse:
-    # 1. Wallet and state; 2. the message decodes; 3. the agent key is a declared signer; 4. sign + receipt.
+    # 1. Wallet and state, and a policy that allows off-chain messages; 2. the message decodes; 3. the agent key
+    #    is a declared signer; 4. sign + receipt.
     wallet = _signing_wallet(enclave, request.wallet_id)
+    installed = wallet.installed
+    if installed is None or not installed.policy.rules.offchain_messages:
+        raise StateError(ErrorCode.MESSAGE_INVALID, "the wallet's policy does not allow off-chain messages")
     try:
         message = decode_offchain_message(request.message)
     except DecodeError as exc:
@@ -234,12 +238,13 @@ def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignat
     signature = wallet.agent_key.sign(message.message_bytes)
     now_s = enclave.clock().timestamp()
     message_hash = hashlib.sha256(message.message_bytes).digest()
-    installed = wallet.installed
-    if installed is None:
-        prefix = receipt_prefix("message", wallet.wallet_id, None, None)
-    else:
-        prefix = installed.message_receipt_prefix
     receipt, receipt_signature = _receipt(
-        enclave, prefix, verdict="allow", reasons=[], message_hash=message_hash, approved=False, now_s=now_s
+        enclave,
+        installed.message_receipt_prefix,
+        verdict="allow",
+        reasons=[],
+        message_hash=message_hash,
+        approved=False,
+        now_s=now_s,
     )
     return MessageSignatureResponse(signature=signature, receipt=receipt, receipt_signature=receipt_signature)

@@ -153,6 +153,15 @@ async def sign_message(
         raise translate(exc) from exc
     if wallet.frozen:
         raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
+    try:
+        policy = await services.run(services.policy_for, wallet)
+    except PolicyEngineError as exc:
+        raise ApiError(Code.ENCLAVE_REFUSED, "the wallet's installed policy does not verify") from exc
+    # Check 1; the enclave refuses the same (check 2).
+    if policy is None:
+        raise ApiError(Code.NO_POLICY, "the wallet has no installed policy")
+    if not policy.rules.offchain_messages:
+        raise ApiError(Code.POLICY_DENIED, "the wallet's policy does not allow off-chain messages")
     audit = {"message_sha256": hashlib.sha256(message).hexdigest()}
     try:
         await services.relay.ensure_wallet(wallet)

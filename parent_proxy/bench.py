@@ -78,6 +78,8 @@ def bench_policy(wallet_id: str) -> dict[str, Any]:
             "freeze": {"on_authority_change": True, "on_delegate_approval": True, "on_close_to_stranger": True,
                        "denials": None},
             "squads_multisig": None,
+            "lookup_tables": [],
+            "offchain_messages": {"allowed": False},
         },
     }  # fmt: skip
 

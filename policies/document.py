@@ -288,6 +288,7 @@ def _rules(value: Any, path: str) -> Rules:
         "freeze",
         "squads_multisig",
         "lookup_tables",
+        "offchain_messages",
     )
     obj = _obj(value, path, sections)
     limits = _list(obj["limits"], _join(path, "limits"), _limit)
@@ -337,6 +338,10 @@ def _rules(value: Any, path: str) -> Rules:
         if obj["squads_multisig"] is None
         else _pubkey(obj["squads_multisig"], _join(path, "squads_multisig")),
         lookup_tables=_lookup_tables(obj["lookup_tables"], _join(path, "lookup_tables")),
+        offchain_messages=_bool(
+            _obj(obj["offchain_messages"], _join(path, "offchain_messages"), ("allowed",))["allowed"],
+            _join(path, "offchain_messages.allowed"),
+        ),
     )
 
 

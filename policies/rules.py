@@ -106,6 +106,8 @@ class Rules:
     freeze: FreezeTriggers
     squads_multisig: Pubkey | None
     """The wallet's Squads v4 multisig, declared by the owner; None: the wallet uses no Squads instruction."""
+    offchain_messages: bool
+    """Whether the agent key may sign Solana off-chain messages (logins, off-chain orders) at all."""
     lookup_tables: Mapping[Pubkey, tuple[Pubkey, ...]]
     """Address lookup tables the owner pinned: address -> the contents (a prefix of the table, which only grows).
     v0 messages are resolved from these pins only (`policies.lookup_tables`)."""

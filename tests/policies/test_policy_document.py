@@ -129,6 +129,9 @@ MALFORMED = [
     ("rules.freeze.on_close_to_stranger", _DELETE, "rules.freeze.on_close_to_stranger", "required field"),
     ("rules.squads_multisig", _DELETE, "rules.squads_multisig", "required field is missing"),
     ("rules.squads_multisig", "not-an-address", "rules.squads_multisig", "base58 Solana address"),
+    ("rules.offchain_messages", _DELETE, "rules.offchain_messages", "required field is missing"),
+    ("rules.offchain_messages", {"allowed": "yes"}, "rules.offchain_messages.allowed", "true or false"),
+    ("rules.offchain_messages", {}, "rules.offchain_messages.allowed", "required field is missing"),
 ]
 
 

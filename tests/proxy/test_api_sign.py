@@ -182,3 +182,20 @@ def test_off_chain_message_is_signed(h: Harness) -> None:
 
     signature = Signature.from_string(response.json()["signature"])
     Ed25519PublicKey.from_public_bytes(bytes(h.agent)).verify(bytes(signature), message)
+
+
+def test_off_chain_message_refused_when_the_policy_does_not_allow_it(h: Harness) -> None:
+    from tests.proxy.test_api_misc import offchain_message
+
+    installed = h.owner_call(
+        "PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": h.policy(2, offchain_messages={"allowed": False})}
+    )
+    assert installed.status_code == 200, installed.text
+    response = h.client.post(
+        f"/v1/wallets/{h.wallet_id}/messages/sign",
+        json={"message": base64.b64encode(offchain_message(h.agent, "hello")).decode()},
+        headers={"Authorization": f"Bearer {h.token}"},
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "policy_denied"
+    assert "signature" not in response.text
