@@ -115,13 +115,17 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
     """Create a wallet: the enclave generates the agent key and returns it sealed; the parent stores the blob."""
     services = services_of(request)
     verified_owner(request)
-    owner = Pubkey.from_string(body.owner_public_key)
+    # Every input is checked before the enclave makes a key: nothing is provisioned for a request that fails.
+    owner = _public_key("owner_public_key", body.owner_public_key)
+    vault_key = None if body.vault_address is None else _public_key("vault_address", body.vault_address)
     signer = Pubkey.from_string(request.headers["WAIaaS-Owner-Key"])
     if owner != signer:
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the wallet's owner key must sign its creation")
+    if await _store(services, lambda: _wallet_exists(services, body.wallet_id)):
+        raise ApiError(Code.CONFLICT, "the wallet already exists")
     created = await services.relay.provision_wallet(body.wallet_id, bytes(owner))
     sealed = created.sealed_blob or b""
-    vault = created.agent_public_key if body.vault_address is None else bytes(Pubkey.from_string(body.vault_address))
+    vault = created.agent_public_key if vault_key is None else bytes(vault_key)
     wallet = Wallet(body.wallet_id, created.agent_public_key, bytes(owner), vault, sealed)
 
     def persist() -> None:
@@ -137,6 +141,22 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
         agent_public_key=str(Pubkey.from_bytes(created.agent_public_key)),
         vault_address=str(Pubkey.from_bytes(vault)),
     )
+
+
+def _public_key(field: str, text: str) -> Pubkey:
+    """A 32-byte base58 public key (the schema's pattern admits strings of other lengths), else 422."""
+    try:
+        return Pubkey.from_string(text)
+    except ValueError as exc:
+        raise ApiError(Code.INVALID_REQUEST, f"{field}: not a 32-byte base58 public key") from exc
+
+
+def _wallet_exists(services: Services, wallet_id: str) -> bool:
+    try:
+        services.store.get_wallet(wallet_id)
+    except NotFound:
+        return False
+    return True
 
 
 @router.post("/{wallet_id}/tokens", status_code=201, response_model=IssuedTokenView)

@@ -50,6 +50,7 @@ _REFUSALS = {
     ErrorCode.MESSAGE_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the message"),
     ErrorCode.POLICY_STALE: (Code.STALE_POLICY, "the enclave holds a newer policy"),
     ErrorCode.ORDER_STALE: (Code.CONFLICT, "the enclave accepted a newer owner order"),
+    ErrorCode.WALLET_EXISTS: (Code.CONFLICT, "the wallet already exists"),
     ErrorCode.ATTESTATION_REFUSED: (
         Code.ATTESTATION_REFUSED,
         "KMS refused the enclave's attestation (PCRs not in the key policy); nothing was signed",

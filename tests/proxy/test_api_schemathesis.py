@@ -30,14 +30,13 @@ webhook secret sent in the request, or the enclave sealing secret.
 
 Deterministic (derandomized, no example database, no network) and bounded: ``WAIAAS_FUZZ_EXAMPLES`` examples per
 operation and phase (default 25). More, locally: ``WAIAAS_FUZZ_EXAMPLES=1000 WAIAAS_FUZZ_COVERAGE=1
-.venv/bin/pytest tests/proxy/test_api_schemathesis.py`` (docs/api.md, "Fuzzing"). Known findings, pinned as strict
-xfails until fixed: tests/proxy/test_api_schemathesis_findings.py.
+.venv/bin/pytest tests/proxy/test_api_schemathesis.py`` (docs/api.md, "Fuzzing"). Its findings are regression
+tests in tests/proxy/test_api_schemathesis_findings.py.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import re
 import secrets
@@ -146,31 +145,6 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> Any:
     if path == "/v1/wallets":
         return st.sampled_from([body, {**body, "owner_public_key": OWNER_KEY}])
     return st.just(body)
-
-
-def is_wrong_size_key(value: object) -> bool:
-    """A string the documented base58 key pattern accepts that does not decode to 32 bytes."""
-    if not isinstance(value, str) or not BASE58_KEY.fullmatch(value):
-        return False
-    try:
-        Pubkey.from_string(value)
-    except ValueError:
-        return True
-    return False
-
-
-@SCHEMA.hook
-def map_body(context: schemathesis.HookContext, body: Any) -> Any:
-    """Known finding 1 (test_api_schemathesis_findings.py): ``POST /v1/wallets`` answers 500 to an
-    ``owner_public_key`` or ``vault_address`` that matches the documented pattern but is not 32 bytes. Until it is
-    fixed, such a key is replaced here by a 32-byte key derived from it, so that the rest of the operation is still
-    fuzzed. Remove this hook with the fix (the findings module then fails: its xfails are strict)."""
-    if _path(context) != "/v1/wallets" or not isinstance(body, dict):
-        return body
-    return {
-        name: str(Pubkey.from_bytes(hashlib.sha256(value.encode()).digest())) if is_wrong_size_key(value) else value
-        for name, value in body.items()
-    }
 
 
 def offchain_message(signer: Pubkey, text: str) -> bytes:

@@ -1,8 +1,10 @@
-"""Bugs the schemathesis fuzzer (test_api_schemathesis.py) found, each pinned to the exact request it sent.
+"""Regressions for bugs the schemathesis fuzzer (test_api_schemathesis.py) found, each the exact request it sent:
 
-Each test sends that request as a schemathesis case and asserts what the contract (docs/api.md, docs/openapi.json)
-says; it is a strict xfail, so it fails (XPASS) as soon as the bug is fixed: then remove the mark here and the
-workaround named in the reason from test_api_schemathesis.py.
+1. ``POST /v1/wallets`` answered 500 to an ``owner_public_key`` or ``vault_address`` that matches the documented
+   base58 pattern but is not 32 bytes (for the vault only after the enclave had provisioned a key): now 422, and
+   every input is checked before the enclave makes a key.
+2. Creating a wallet whose id already exists answered 503 enclave_unavailable (a client would retry forever): now
+   409 conflict, checked in the store before provisioning, and the enclave's wallet-exists refusal maps to 409.
 """
 
 from __future__ import annotations
@@ -41,47 +43,16 @@ def create_wallet(harness: Harness, body: dict[str, Any], status: int, code: str
     case.validate_response(response, checks=make_checks(harness), transport_kwargs=kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,  # the ASGI transport re-raises the app's exception behind its 500
-    reason=(
-        "finding 1: POST /v1/wallets answers 500 internal_error (ValueError 'String is the wrong size' from "
-        "Pubkey.from_string in parent_proxy/api_owner.py create_wallet) to a vault_address that matches the "
-        "documented base58 pattern but is not 32 bytes, and only after the enclave already provisioned the agent "
-        "key; expected 422 invalid_request. Workaround until fixed: the map_body hook of test_api_schemathesis.py"
-    ),
-)
 def test_wallet_creation_with_a_wrong_size_vault_address_is_422(harness: Harness) -> None:
     body = {"wallet_id": "A_L0P61.0", "owner_public_key": str(harness.owner_pub), "vault_address": WRONG_SIZE_VAULT}
     create_wallet(harness, body, 422, "invalid_request")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "finding 1 (same code path, owner key): POST /v1/wallets answers 500 internal_error to an owner_public_key "
-        "that matches the documented base58 pattern but is not 32 bytes (Pubkey.from_string in create_wallet runs "
-        "after the owner signature verified); expected 422 invalid_request. Workaround until fixed: the map_body "
-        "hook of test_api_schemathesis.py"
-    ),
-)
 def test_wallet_creation_with_a_wrong_size_owner_key_is_422(harness: Harness) -> None:
     body = {"wallet_id": "A_L0P61.1", "owner_public_key": WRONG_SIZE_VAULT}
     create_wallet(harness, body, 422, "invalid_request")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "finding 2: creating a wallet whose id already exists answers 503 enclave_unavailable ('the enclave is "
-        "unavailable; nothing was signed': the enclave's wallet-exists refusal in provision_wallet is translated "
-        "as unavailability) instead of the documented 409 conflict ('already exists'); a client retrying on 503 "
-        "retries forever. Passes the fuzzer's server-error check only because 503 enclave_unavailable is a "
-        "documented code"
-    ),
-)
 def test_creating_an_existing_wallet_is_409_conflict(harness: Harness) -> None:
     body = {"wallet_id": FUZZED_WALLET_ID, "owner_public_key": str(harness.owner_pub)}
     create_wallet(harness, body, 201)
