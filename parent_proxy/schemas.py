@@ -165,7 +165,7 @@ class FreezeState(BaseModel):
 
 
 class WebhookBody(_Strict):
-    url: str = Field(pattern=r"^https?://\S{1,2000}$")
+    url: str = Field(pattern=r"^https?://[\x21-\x7e]{1,2000}$")  # printable ASCII only: no spaces or controls
     secret: str = Field(min_length=24, max_length=344, pattern=BASE64, description="16-256 bytes, base64")
 
 

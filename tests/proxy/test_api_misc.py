@@ -230,3 +230,20 @@ def test_attestation_mode_none_says_so(tmp_path: Path) -> None:
         assert body["mode"] == "none" and body["document"] is None
         assert "no Nitro Enclave" in body["reason"]
         assert len(bytes(Pubkey.from_string(body["session_public_key"]))) == 32
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("https://hooks.example.com/waiaas", 204),
+        ("http://127.0.0.1:9000/hook", 204),
+        ("https://hooks.example.com/a b", 422),
+        ("https://hooks.example.com/\x06", 422),  # a control character (the fuzzer's case)
+        ("ftp://hooks.example.com/", 422),
+    ],
+)
+def test_owner_sets_a_webhook_with_a_printable_url(h: Harness, url: str, status: int) -> None:
+    secret = base64.b64encode(b"s" * 32).decode()
+    response = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/webhook", {"url": url, "secret": secret})
+    assert response.status_code == status, response.text
+    assert secret not in response.text
