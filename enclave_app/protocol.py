@@ -11,9 +11,11 @@ Requests -> responses (an :class:`ErrorResponse` can answer any request)::
     ping                {}                                             -> status
     attestation         nonce                                          -> attestation (mode, document, reason,
                                                                           session_public_key)
-    provision_wallet    wallet_id, owner_public_key                    -> wallet
+    provision_wallet    wallet_id, owner_public_key                    -> wallet (wallet_id, agent_public_key,
+                                                                          sealed_blob, receipt, receipt_signature)
     load_wallet         wallet_id, owner_public_key, agent_public_key,
-                        sealed_blob                                    -> wallet
+                        sealed_blob                                    -> wallet (sealed_blob, receipt and
+                                                                          receipt_signature null)
     install_policy      wallet_id, signed_policy (JSON envelope bytes) -> policy_installed
     sign_transaction    wallet_id, transaction, lookup_tables, spent,
                         requests_in_window, denials_in_window,
@@ -34,6 +36,11 @@ Enclave) - ``document`` is null and ``reason`` a fixed human-readable sentence s
 ``session_public_key`` is the receipt-signing key in both (in ``nitro`` mode, trust the one inside the verified
 document). Compatibility: an enclave built before ``mode`` existed sends only ``document``; that exact older
 shape still decodes (as ``nitro``, ``session_public_key`` null), so parents can be upgraded before enclaves.
+
+``wallet`` answering ``provision_wallet`` carries a provisioning receipt (``receipt``, CBOR,
+:class:`enclave_app.receipts.ProvisionReceipt`: purpose ``provision``, wallet_id, agent and owner public keys, time)
+and the session key's signature over it, so the owner can verify that the agent key was made for their owner key.
+Compatibility: an enclave built before these fields sends neither; that older shape decodes with both null.
 
 API (stable; used by ``parent_proxy``): the message dataclasses below, :class:`ErrorCode`, :class:`EnclaveState`,
 ``Message.to_wire()``, :func:`decode_request`, :func:`decode_response`, and the client in

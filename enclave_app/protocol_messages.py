@@ -181,17 +181,31 @@ class AttestationResponse(Message):
 
 @dataclass(frozen=True, slots=True)
 class WalletResponse(Message):
-    """Answer to provisioning (``sealed_blob`` set: the parent stores it) and loading (``sealed_blob`` null)."""
+    """Answer to provisioning (``sealed_blob`` set: the parent stores it) and loading (``sealed_blob`` null).
+
+    ``receipt`` / ``receipt_signature``: on provisioning, a provisioning receipt
+    (:class:`enclave_app.receipts.ProvisionReceipt`) binding wallet, agent key and owner key, signed by the
+    session key; null on loading. Both set or both null. An older enclave leaves both fields out (decoded as
+    null)."""
 
     wallet_id: str
     agent_public_key: bytes
     sealed_blob: bytes | None
+    receipt: bytes | None = None
+    receipt_signature: bytes | None = None
     TYPE = "wallet"
     FIELDS = (
         ("wallet_id", _WALLET_ID),
         ("agent_public_key", _PUBLIC_KEY),
         ("sealed_blob", _optional(_bytes(1, MAX_SEALED_BLOB_BYTES))),
+        ("receipt", _optional(_bytes(1, MAX_RECEIPT_BYTES))),
+        ("receipt_signature", _optional(_SIGNATURE)),
     )
+    LEGACY_ABSENT = frozenset({"receipt", "receipt_signature"})
+
+    def check_fields_together(self) -> None:
+        if (self.receipt is None) != (self.receipt_signature is None):
+            raise ProtocolError("a wallet answer has a receipt and its signature, or neither")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,16 @@ The fields fixed by a wallet's installed policy (``v`` .. ``policy_hash``) are e
 
 Verifying (an auditor): 1. verify the attestation document and take its ``public_key``;
 2. :func:`verify_receipt` with that key; 3. compare ``message_hash`` and ``wallet_id`` with the audit record.
+
+Provisioning receipts (the answer to ``provision_wallet``) bind a new wallet's agent key to the owner key the
+enclave was given, so the owner can check, before adding the agent key on chain, that the enclave holds the agent
+key under *their* owner key (a parent that substituted its own owner key would control every policy)::
+
+    {"v": 1, "purpose": "provision", "wallet_id": str, "agent_public_key": bstr(32),
+     "owner_public_key": bstr(32), "time_ms": int}
+
+signed over ``PROVISION_RECEIPT_DOMAIN + receipt`` (a domain of its own: never confused with a decision receipt).
+It uses no ``counter``: decision receipts' counters stay gap-free. Verify with :func:`verify_provision_receipt`.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ from enclave_app.errors import CborDecodeError, ReceiptError
 from enclave_app.safe_cbor import loads_untrusted
 
 RECEIPT_DOMAIN = b"\xffwaiaas/receipt\x00"
+PROVISION_RECEIPT_DOMAIN = b"\xffwaiaas/provision-receipt\x00"
+PROVISION_PURPOSE = "provision"
 RECEIPT_VERSION = 1
 MAX_RECEIPT_BYTES = 4096
 _U64 = 2**64
@@ -179,6 +191,11 @@ class SessionKey:
         """The signature over ``RECEIPT_DOMAIN + encoded``; ``encoded`` must come from :func:`encode_receipt`."""
         return self._key.sign(RECEIPT_DOMAIN + encoded)
 
+    def sign_provision(self, receipt: ProvisionReceipt) -> tuple[bytes, bytes]:
+        """The encoded provisioning receipt and the signature over ``PROVISION_RECEIPT_DOMAIN + encoded``."""
+        encoded = receipt.encode()
+        return encoded, self._key.sign(PROVISION_RECEIPT_DOMAIN + encoded)
+
 
 def verify_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) -> Receipt:
     """Check the session key's signature on ``receipt`` and decode it, or raise :class:`ReceiptError`.
@@ -205,3 +222,62 @@ def verify_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) 
     if fields.pop("v") != RECEIPT_VERSION:
         raise ReceiptError("receipt version unsupported")
     return Receipt(**fields)
+
+
+_PROVISION_FIELDS: dict[str, type] = {
+    "v": int, "purpose": str, "wallet_id": str, "agent_public_key": bytes, "owner_public_key": bytes, "time_ms": int,
+}  # fmt: skip
+_PROVISION_KEYS = {name: _cbor(name) for name in _PROVISION_FIELDS}
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionReceipt:
+    """What the enclave states when it provisions a wallet: this agent key was made for this owner key."""
+
+    wallet_id: str
+    agent_public_key: bytes
+    owner_public_key: bytes
+    time_ms: int
+    purpose: str = PROVISION_PURPOSE
+
+    def encode(self) -> bytes:
+        """Deterministic CBOR (the bytes ``cbor2.dumps`` emits for the map, fields in the documented order)."""
+        if len(self.agent_public_key) != 32 or len(self.owner_public_key) != 32:
+            raise ReceiptError("provisioning receipt keys must be 32 bytes")
+        values: tuple[str | bytes | int, ...] = (
+            RECEIPT_VERSION, self.purpose, self.wallet_id, self.agent_public_key, self.owner_public_key, self.time_ms,
+        )  # fmt: skip
+        parts = [_head(5, len(_PROVISION_FIELDS))]
+        for key, value in zip(_PROVISION_KEYS.values(), values, strict=True):
+            parts += (key, _cbor(value))
+        return b"".join(parts)
+
+
+def verify_provision_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) -> ProvisionReceipt:
+    """Check the session key's signature on a provisioning receipt and decode it, or raise :class:`ReceiptError`.
+
+    The caller must have taken ``session_public_key`` from a verified attestation document, and must still compare
+    ``wallet_id``, ``agent_public_key`` and ``owner_public_key`` with what it expects.
+    """
+    if not 0 < len(receipt) <= MAX_RECEIPT_BYTES or len(signature) != 64 or len(session_public_key) != 32:
+        raise ReceiptError("receipt, signature or key size out of bounds")
+    try:
+        Ed25519PublicKey.from_public_bytes(session_public_key).verify(signature, PROVISION_RECEIPT_DOMAIN + receipt)
+    except (InvalidSignature, ValueError) as exc:
+        raise ReceiptError("provisioning receipt signature invalid") from exc
+    try:
+        fields = loads_untrusted(receipt, max_depth=1)
+    except CborDecodeError as exc:
+        raise ReceiptError("provisioning receipt malformed") from exc
+    if not isinstance(fields, dict) or set(fields) != set(_PROVISION_FIELDS):
+        raise ReceiptError("provisioning receipt malformed")
+    for name, kind in _PROVISION_FIELDS.items():
+        if type(fields[name]) is not kind:
+            raise ReceiptError("provisioning receipt malformed")
+    if fields.pop("v") != RECEIPT_VERSION:
+        raise ReceiptError("receipt version unsupported")
+    if fields["purpose"] != PROVISION_PURPOSE:
+        raise ReceiptError("receipt is not a provisioning receipt")
+    if len(fields["agent_public_key"]) != 32 or len(fields["owner_public_key"]) != 32:
+        raise ReceiptError("provisioning receipt malformed")
+    return ProvisionReceipt(**fields)

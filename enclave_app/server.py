@@ -60,6 +60,7 @@ from enclave_app.protocol import (
     WalletResponse,
     decode_request,
 )
+from enclave_app.receipts import ProvisionReceipt
 from enclave_app.sealing import SealBinding, Sealer, seal_agent_key, unseal_agent_key
 from enclave_app.signer import sign_message, sign_transaction
 from enclave_app.state import Enclave, Wallet, fresh_seed
@@ -181,14 +182,23 @@ class Handler:
         raise InconsistentStateError("request type without a handler")
 
     async def _provision(self, request: ProvisionWalletRequest) -> WalletResponse:
-        # 1. Preconditions; 2. a key from NSM randomness; 3. seal it (off the loop); 4. register (re-checked).
+        # 1. Preconditions; 2. a key from NSM randomness; 3. seal it (off the loop); 4. register (re-checked);
+        # 5. sign a provisioning receipt.
         self.enclave.check_new(request.wallet_id)
         key = Ed25519PrivateKey.from_private_bytes(fresh_seed(self.enclave.nsm))
         agent = key.public_key().public_bytes_raw()
         binding = SealBinding(request.wallet_id, agent, request.owner_public_key)
         blob = await asyncio.to_thread(seal_agent_key, self.sealer, key, binding)
         self.enclave.add(self._wallet(request.wallet_id, request.owner_public_key, key, agent))
-        return WalletResponse(wallet_id=request.wallet_id, agent_public_key=agent, sealed_blob=blob)
+        # 5. The receipt: the attested session key states which owner key this agent key was made for.
+        time_ms = int(self.enclave.clock().timestamp() * 1000)
+        receipt, signature = self.enclave.session.sign_provision(
+            ProvisionReceipt(request.wallet_id, agent, request.owner_public_key, time_ms)
+        )
+        return WalletResponse(
+            wallet_id=request.wallet_id, agent_public_key=agent, sealed_blob=blob, receipt=receipt,
+            receipt_signature=signature,
+        )  # fmt: skip
 
     async def _load(self, request: LoadWalletRequest) -> WalletResponse:
         # 1. Already loaded with the same keys: nothing to do. 2. Unseal (off the loop) against the pinned public

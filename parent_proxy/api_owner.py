@@ -7,6 +7,7 @@ FastAPI parses or validates the body, so a caller who is not the owner gets 401 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -112,7 +113,8 @@ def _envelope_bytes(body: EnvelopeBody) -> bytes:
 
 @router.post("", status_code=201, response_model=CreatedWallet)
 async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWallet:
-    """Create a wallet: the enclave generates the agent key and returns it sealed; the parent stores the blob."""
+    """Create a wallet: the enclave generates the agent key and returns it sealed; the parent stores the blob. The
+    answer carries the enclave's provisioning receipt: the owner verifies it before adding the agent key on chain."""
     services = services_of(request)
     verified_owner(request)
     # Every input is checked before the enclave makes a key: nothing is provisioned for a request that fails.
@@ -140,7 +142,13 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
         wallet_id=body.wallet_id,
         agent_public_key=str(Pubkey.from_bytes(created.agent_public_key)),
         vault_address=str(Pubkey.from_bytes(vault)),
+        provision_receipt=_b64(created.receipt),
+        provision_receipt_signature=_b64(created.receipt_signature),
     )
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
 
 
 def _public_key(field: str, text: str) -> Pubkey:

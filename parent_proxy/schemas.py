@@ -129,6 +129,14 @@ class CreatedWallet(BaseModel):
     wallet_id: str
     agent_public_key: str
     vault_address: str
+    provision_receipt: str | None = Field(
+        description="the enclave's provisioning receipt (CBOR, base64): binds wallet_id, agent key and owner key, "
+        "signed by the attested session key; verify it (waiaas owner verify-wallet) before adding the agent key "
+        "on chain. Null only from an enclave too old to issue one"
+    )
+    provision_receipt_signature: str | None = Field(
+        description="the session key's Ed25519 signature over the receipt (base64); null exactly when the receipt is"
+    )
 
 
 class SignedEnvelope(_Strict):
