@@ -52,6 +52,7 @@ from parent_proxy.approvals import message_hash
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_cli import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner, write_keypair_file
+from parent_proxy.provisioning import ProvisionVerificationError, session_key_from_attestation, verify_provision_receipt
 from policies.canonical import parse_json_object
 from policies.examples import example_policy_json
 from policies.orders import APPROVAL_PURPOSE, UNFREEZE_PURPOSE, approval_document, freeze_document
@@ -219,6 +220,12 @@ class Story:
         created = self.expect(self.owner_call("POST", "/v1/wallets", body), 201)
         self.agent = Pubkey.from_string(created["agent_public_key"])
         self.out(f"   wallet     {self.wallet_id}; agent key {self.agent} (made and sealed in the signer)")
+        try:
+            session = session_key_from_attestation(attestation, accept_unattested=True)
+            verify_provision_receipt(created, owner_public_key=str(self.owner.public_key), session_public_key=session)
+        except ProvisionVerificationError as exc:
+            raise StepFailed(f"the provisioning receipt did not verify: {exc}") from exc
+        self.out("   provisioning receipt verified (session key from step 1's attestation answer, mode none)")
         self.chain.airdrop(self.agent, FUNDING)
         agent, merchant = self.balances()
         self.out(f"   funded     agent {sol(agent)}, merchant {sol(merchant)}")
