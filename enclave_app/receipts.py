@@ -197,30 +197,42 @@ class SessionKey:
         return encoded, self._key.sign(PROVISION_RECEIPT_DOMAIN + encoded)
 
 
+def _verified_fields(
+    receipt: bytes, signature: bytes, session_public_key: bytes, *, domain: bytes, fields: dict[str, Any], what: str
+) -> dict[str, Any]:
+    """The decoded fields of a receipt of kind ``what`` after its signature verified, or :class:`ReceiptError`.
+
+    ``fields`` maps each field to its type or a tuple of allowed types."""
+    # 1. Sizes, then the signature before looking at the content.
+    if not 0 < len(receipt) <= MAX_RECEIPT_BYTES or len(signature) != 64 or len(session_public_key) != 32:
+        raise ReceiptError("receipt, signature or key size out of bounds")
+    try:
+        Ed25519PublicKey.from_public_bytes(session_public_key).verify(signature, domain + receipt)
+    except (InvalidSignature, ValueError) as exc:
+        raise ReceiptError(f"{what} signature invalid") from exc
+    # 2. Content: exactly the documented fields with their types, and our version.
+    try:
+        decoded = loads_untrusted(receipt, max_depth=1)
+    except CborDecodeError as exc:
+        raise ReceiptError(f"{what} malformed") from exc
+    if not isinstance(decoded, dict) or set(decoded) != set(fields):
+        raise ReceiptError(f"{what} malformed")
+    for name, kinds in fields.items():
+        if type(decoded[name]) not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+            raise ReceiptError(f"{what} malformed")
+    if decoded.pop("v") != RECEIPT_VERSION:
+        raise ReceiptError("receipt version unsupported")
+    return decoded
+
+
 def verify_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) -> Receipt:
     """Check the session key's signature on ``receipt`` and decode it, or raise :class:`ReceiptError`.
 
     The caller must have taken ``session_public_key`` from a verified attestation document.
     """
-    # 1. Sizes, then the signature before looking at the content.
-    if not 0 < len(receipt) <= MAX_RECEIPT_BYTES or len(signature) != 64 or len(session_public_key) != 32:
-        raise ReceiptError("receipt, signature or key size out of bounds")
-    try:
-        Ed25519PublicKey.from_public_bytes(session_public_key).verify(signature, RECEIPT_DOMAIN + receipt)
-    except (InvalidSignature, ValueError) as exc:
-        raise ReceiptError("receipt signature invalid") from exc
-    # 2. Content: exactly the documented fields with their types.
-    try:
-        fields = loads_untrusted(receipt, max_depth=1)
-    except CborDecodeError as exc:
-        raise ReceiptError("receipt malformed") from exc
-    if not isinstance(fields, dict) or set(fields) != set(_FIELDS):
-        raise ReceiptError("receipt malformed")
-    for name, kinds in _FIELDS.items():
-        if type(fields[name]) not in kinds:
-            raise ReceiptError("receipt malformed")
-    if fields.pop("v") != RECEIPT_VERSION:
-        raise ReceiptError("receipt version unsupported")
+    fields = _verified_fields(
+        receipt, signature, session_public_key, domain=RECEIPT_DOMAIN, fields=_FIELDS, what="receipt"
+    )
     return Receipt(**fields)
 
 
@@ -259,23 +271,14 @@ def verify_provision_receipt(receipt: bytes, signature: bytes, session_public_ke
     The caller must have taken ``session_public_key`` from a verified attestation document, and must still compare
     ``wallet_id``, ``agent_public_key`` and ``owner_public_key`` with what it expects.
     """
-    if not 0 < len(receipt) <= MAX_RECEIPT_BYTES or len(signature) != 64 or len(session_public_key) != 32:
-        raise ReceiptError("receipt, signature or key size out of bounds")
-    try:
-        Ed25519PublicKey.from_public_bytes(session_public_key).verify(signature, PROVISION_RECEIPT_DOMAIN + receipt)
-    except (InvalidSignature, ValueError) as exc:
-        raise ReceiptError("provisioning receipt signature invalid") from exc
-    try:
-        fields = loads_untrusted(receipt, max_depth=1)
-    except CborDecodeError as exc:
-        raise ReceiptError("provisioning receipt malformed") from exc
-    if not isinstance(fields, dict) or set(fields) != set(_PROVISION_FIELDS):
-        raise ReceiptError("provisioning receipt malformed")
-    for name, kind in _PROVISION_FIELDS.items():
-        if type(fields[name]) is not kind:
-            raise ReceiptError("provisioning receipt malformed")
-    if fields.pop("v") != RECEIPT_VERSION:
-        raise ReceiptError("receipt version unsupported")
+    fields = _verified_fields(
+        receipt,
+        signature,
+        session_public_key,
+        domain=PROVISION_RECEIPT_DOMAIN,
+        fields=_PROVISION_FIELDS,
+        what="provisioning receipt",
+    )
     if fields["purpose"] != PROVISION_PURPOSE:
         raise ReceiptError("receipt is not a provisioning receipt")
     if len(fields["agent_public_key"]) != 32 or len(fields["owner_public_key"]) != 32:
