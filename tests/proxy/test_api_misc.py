@@ -88,8 +88,8 @@ def test_tokens_never_reach_the_logs(h: Harness, caplog: pytest.LogCaptureFixtur
     assert issued.headers["Cache-Control"] == "no-store"
     h.sign(h.transfer(1000, MERCHANT), token=token)
     h.client.get(f"/v1/wallets/{h.wallet_id}", headers={"Authorization": f"Bearer {token}x"})
-    secret = token.rsplit("_", 1)[1]
-    assert secret not in caplog.text and h.token.rsplit("_", 1)[1] not in caplog.text
+    secret = token.split("_", 2)[2]  # the secret may itself contain "_"
+    assert secret not in caplog.text and h.token.split("_", 2)[2] not in caplog.text
     assert not any(secret in json.dumps(r.payload.decode()) for r in h.store.audit_records(0, 1000))
 
 
