@@ -110,9 +110,7 @@ class SqliteOutboxAudit(SqliteBase):
             )
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None:
-        now = v.check_time("now", now)
-        v.check_count("status_code", status_code, minimum=100, maximum=599)
-        attempt = DeliveryAttempt(event_id, 0, now, True, status_code, None)
+        attempt = v.delivered_attempt(event_id, now=now, status_code=status_code)
         self._finish(event_id, lease_id, attempt=attempt, status=OutboxStatus.DELIVERED, next_attempt_at=None)
 
     def mark_failed(
@@ -125,14 +123,9 @@ class SqliteOutboxAudit(SqliteBase):
         status_code: int | None,
         next_attempt_at: float | None,
     ) -> None:
-        now = v.check_time("now", now)
-        v.check_reason("error", error)
-        if status_code is not None:
-            v.check_count("status_code", status_code, minimum=100, maximum=599)
-        if next_attempt_at is not None:
-            v.check_time("next_attempt_at", next_attempt_at)
-        status = OutboxStatus.DEAD if next_attempt_at is None else OutboxStatus.PENDING
-        attempt = DeliveryAttempt(event_id, 0, now, False, status_code, error)
+        attempt, status = v.failed_attempt(
+            event_id, now=now, error=error, status_code=status_code, next_attempt_at=next_attempt_at
+        )
         self._finish(event_id, lease_id, attempt=attempt, status=status, next_attempt_at=next_attempt_at)
 
     def get_outbox_item(self, event_id: str) -> OutboxItem:

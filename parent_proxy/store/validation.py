@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 
 from parent_proxy.errors import InvalidInput
-from parent_proxy.store.model import Approval, OutboxItem, Wallet, WebhookConfig
+from parent_proxy.store.model import Approval, DeliveryAttempt, OutboxItem, OutboxStatus, Wallet, WebhookConfig
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 """Wallet ids, request ids, asset names (``SOL`` or a base58 mint), event and approval ids."""
@@ -155,3 +155,25 @@ def check_outbox_item(item: object) -> OutboxItem:
     if item.status != "pending" or item.attempts != 0 or item.lease_id is not None or item.lease_until is not None:
         raise InvalidInput("item", "a new outbox item must be pending, unleased and unattempted")
     return item
+
+
+def delivered_attempt(event_id: str, *, now: float, status_code: int) -> DeliveryAttempt:
+    """The checked log entry of a successful webhook delivery (both adapters' ``mark_delivered``)."""
+    now = check_time("now", now)
+    check_count("status_code", status_code, minimum=100, maximum=599)
+    return DeliveryAttempt(event_id, 0, now, True, status_code, None)
+
+
+def failed_attempt(
+    event_id: str, *, now: float, error: str, status_code: int | None, next_attempt_at: float | None
+) -> tuple[DeliveryAttempt, OutboxStatus]:
+    """The checked log entry of a failed delivery and the item's next status: DEAD when no further attempt is
+    scheduled (``next_attempt_at`` None), PENDING otherwise (both adapters' ``mark_failed``)."""
+    now = check_time("now", now)
+    check_reason("error", error)
+    if status_code is not None:
+        check_count("status_code", status_code, minimum=100, maximum=599)
+    if next_attempt_at is not None:
+        check_time("next_attempt_at", next_attempt_at)
+    status = OutboxStatus.DEAD if next_attempt_at is None else OutboxStatus.PENDING
+    return DeliveryAttempt(event_id, 0, now, False, status_code, error), status
