@@ -271,7 +271,7 @@ async def approve(wallet_id: WalletId, approval_id: Id, body: EnvelopeBody, requ
     envelope = _envelope_bytes(body)
     tables = await fetch_tables(services, await _store(services, approvals.stored_tables, wallet_id, approval_id))
     pending = await _store(services, approvals.prepare, wallet_id, approval_id, envelope, tables)
-    answer = await flow.sign_prepared(pending.prepared, pending.transaction, tables, envelope, pending.prepared.submit)
+    answer = await flow.sign_prepared(pending.prepared, pending.transaction, tables, pending.prepared.submit)
     result = {"status": "signed", "approval_id": approval_id, "transaction": answer.body}
     return JSONResponse(result, status_code=200, headers=NO_STORE)
 

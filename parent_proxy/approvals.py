@@ -11,6 +11,10 @@ request signature over the URL binds the approval id):
 4. the amounts are reserved against the *approval ceilings*, and the request is relayed with the owner's signed
    approval (the enclave verifies it itself) -- then the same commit/release, audit and notification as a direct
    signature. The owner's answer carries the signed transaction; the agent learns it from the webhook.
+   A failure before a signature leaves the proxy (enclave unavailable, store failure at commit: a 503) gives
+   everything back, as for an agent request: the reservation is released and the approval is pending again
+   (audited ``approval.reopened``), so the owner can approve it once more. An enclave refusal is a decision: the
+   approval stays consumed.
 
 A rejection (the owner request signature alone) marks the approval rejected, audits and notifies.
 """
@@ -32,6 +36,7 @@ from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, decide, eval_context, refusal, spent_entries
+from parent_proxy.sign_parts import OwnerApproval
 from parent_proxy.store.model import Approval, ApprovalStatus, Wallet
 from policies.decision import Verdict
 from policies.errors import PolicyEngineError
@@ -105,14 +110,20 @@ class ApprovalFlow:
             raise refusal(verdict, frozen=False)
         # 3. Decided once (a second approval is 409), 4. reserved against the approval ceilings.
         s.store.decide_approval(approval_id, ApprovalStatus.APPROVED, envelope, now)
-        s.audit.append("approval.approved", audit, wallet_id=wallet_id)
         request_id = uuid.uuid4().hex
-        reservation = self.flow.reserve(
-            wallet, policy, verdict, request_id, now, approved=True, audit_base={**audit, "request_id": request_id}
-        )
+        approval = OwnerApproval(approval_id, envelope)
+        try:
+            s.audit.append("approval.approved", audit, wallet_id=wallet_id)
+            reservation = self.flow.reserve(
+                wallet, policy, verdict, request_id, now, approved=True, audit_base={**audit, "request_id": request_id}
+            )
+        except BaseException:  # nothing reserved (a concurrent request took the ceiling, or the store failed)
+            self.flow.reopen_quietly(request_id, wallet_id, approval)
+            raise
         prepared = Prepared(
             wallet, policy, request_id, f"approval:{approval_id}", b"", reservation, spent_entries(ctx),
             requests, denials, verdict, idempotent=False, submit=bool(request.get("submit")),
+            approval=approval,
         )  # fmt: skip
         return Pending(prepared, transaction, tuple(Pubkey.from_string(t) for t in request["lookup_tables"]))
 

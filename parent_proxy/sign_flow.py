@@ -45,6 +45,7 @@ from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
     Claim,
+    OwnerApproval,
     Prepared,
     SignRequest,
     agent_key,
@@ -242,16 +243,36 @@ class SignFlow:
 
     # -- step 5-6 (worker-thread hops) ---------------------------------------------------------------------------
     def failed(self, prepared: Prepared, exc: BaseException) -> None:
-        """Nothing was signed (or nobody got the signature): release, audit, free the idempotency key."""
-        s, wallet_id = self.s, prepared.wallet.wallet_id
-        self._release_quietly(prepared)
+        """Nothing was signed (or nobody got the signature): give everything back, audit."""
         error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
-        s.audit_safely(
+        self.s.audit_safely(
             "transaction.failed", {"request_id": prepared.request_id, "stage": "enclave", "error": error},
+            wallet_id=prepared.wallet.wallet_id,
+        )  # fmt: skip
+        self._give_back(prepared)
+
+    def _give_back(self, prepared: Prepared) -> None:
+        """A failure before any signature left: release the reservation, free the idempotency key, and return an
+        owner approval to pending (the owner may approve it again; a later signature is the same one, Ed25519
+        being deterministic). Each step is best effort: what cannot be given back stays held, never lost."""
+        self._release_quietly(prepared)
+        if prepared.idempotent:
+            self._abandon(prepared.wallet.wallet_id, prepared.key, prepared.digest)
+        if prepared.approval is not None:
+            self.reopen_quietly(prepared.request_id, prepared.wallet.wallet_id, prepared.approval)
+
+    def reopen_quietly(self, request_id: str, wallet_id: str, approval: OwnerApproval) -> None:
+        """Return an owner approval to pending after a failure; if the store cannot, it stays consumed (logged)."""
+        s = self.s
+        try:
+            s.store.reopen_approval(approval.approval_id, approval.envelope)
+        except Exception:
+            logger.exception("approval %s could not be returned to pending", approval.approval_id)
+            return
+        s.audit_safely(
+            "approval.reopened", {"approval_id": approval.approval_id, "request_id": request_id},
             wallet_id=wallet_id,
         )  # fmt: skip
-        if prepared.idempotent:
-            self._abandon(wallet_id, prepared.key, prepared.digest)
 
     def finish(self, prepared: Prepared, answer: TransactionDecisionResponse, submit: bool) -> Answer:
         """Step 6 for a well-formed enclave answer: commit or release, audit, notify; raise for a refusal."""
@@ -265,10 +286,8 @@ class SignFlow:
                 self._record_refusal(prepared, answer.decision, base, receipt)
             except ApiError:
                 raise
-            except BaseException:  # the store failed part-way (503): release and free the key, as for any 503
-                self._release_quietly(prepared)
-                if prepared.idempotent:
-                    self._abandon(wallet_id, prepared.key, prepared.digest)
+            except BaseException:  # the store failed part-way (503): give back, as for any 503
+                self._give_back(prepared)
                 raise
         body = {
             "status": "signed",
@@ -296,9 +315,7 @@ class SignFlow:
         try:
             s.store.finish_signing(prepared.reservation, seal, webhook, stored)
         except BaseException:  # nothing of it was written: the signature is not handed out
-            self._release_quietly(prepared)
-            if prepared.idempotent:
-                self._abandon(wallet_id, prepared.key, prepared.digest)
+            self._give_back(prepared)
             raise
         return Answer(200, body)
 
@@ -388,17 +405,18 @@ class SignFlow:
             raise translate(exc) from exc
         if isinstance(prepared, Answer):
             return prepared
-        return await self.sign_prepared(prepared, request.transaction, tables, None, request.submit)
+        return await self.sign_prepared(prepared, request.transaction, tables, request.submit)
 
     async def sign_prepared(
         self,
         prepared: Prepared,
         transaction: bytes,
         tables: Mapping[Pubkey, Sequence[Pubkey]],
-        approval: bytes | None,
         submit: bool,
     ) -> Answer:
+        """Steps 5-6 (the owner's approval, if any, travels in ``prepared``)."""
         s = self.s
+        approval = None if prepared.approval is None else prepared.approval.envelope
         try:
             enclave_answer = await self.relay(prepared, transaction, tables, approval)
         except BaseException as exc:  # includes cancellation: the reservation must not leak

@@ -57,6 +57,14 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnerApproval:
+    """The owner's signed approval a request is relayed with, and the stored approval it decided."""
+
+    approval_id: str
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """State carried from the checks (step 1-4) to the relay (step 5)."""
 
@@ -72,6 +80,7 @@ class Prepared:
     decision: Decision
     idempotent: bool = True
     submit: bool = False
+    approval: OwnerApproval | None = None
 
 
 @dataclass(slots=True)

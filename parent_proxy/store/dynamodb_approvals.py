@@ -101,6 +101,29 @@ class DynamoApprovals(DynamoLimits):
             raise AlreadyDecided(f"approval {approval_id} is already {current}") from exc
         return self.get_approval(approval_id)
 
+    def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
+        v.check_id("approval_id", approval_id)
+        v.check_blob("decision", decision)
+        wallet_id, _ = self._approval_item(approval_id)
+        try:
+            with translate():
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{approval_id}")},
+                    UpdateExpression="SET #st = :p REMOVE decision, decided_at",
+                    ConditionExpression="#st = :a AND decision = :d",
+                    ExpressionAttributeNames={"#st": "status"},
+                    ExpressionAttributeValues={
+                        ":p": s(ApprovalStatus.PENDING),
+                        ":a": s(ApprovalStatus.APPROVED),
+                        ":d": b(decision),
+                    },
+                )
+        except ConditionFailed as exc:
+            current = self.get_approval(approval_id).status
+            raise AlreadyDecided(f"approval {approval_id} is {current}, not approved by this decision") from exc
+        return self.get_approval(approval_id)
+
     def pending_approvals(self, wallet_id: str) -> list[Approval]:
         v.check_id("wallet_id", wallet_id)
         approvals = [self._approval(wallet_id, i) for i in self._query(f"W#{wallet_id}", prefix="AP#")]

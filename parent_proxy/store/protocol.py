@@ -181,6 +181,13 @@ class Store(Protocol):
         """Move a pending approval to approved/rejected/expired; `AlreadyDecided` if it is not pending."""
         ...
 
+    def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
+        """Return an approved approval to pending (its signing failed before a signature left the proxy).
+
+        Only the approval this exact owner ``decision`` approved is reopened; `AlreadyDecided` otherwise.
+        """
+        ...
+
     def pending_approvals(self, wallet_id: str) -> list[Approval]: ...
 
     # -- webhooks -------------------------------------------------------------------------------------------

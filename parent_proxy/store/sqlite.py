@@ -312,6 +312,22 @@ class SqliteStore(SqliteLimits):
             raise AlreadyDecided(f"approval {approval_id} is already {row[3]}")
         return self._approval(row)
 
+    def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
+        v.check_id("approval_id", approval_id)
+        v.check_blob("decision", decision)
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL"
+                " WHERE approval_id = ? AND status = 'approved' AND decision = ?",
+                (approval_id, decision),
+            )
+            row = conn.execute(_SELECT_APPROVAL + "approval_id = ?", (approval_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"approval {approval_id} not found")
+        if cur.rowcount != 1:
+            raise AlreadyDecided(f"approval {approval_id} is {row[3]}, not approved by this decision")
+        return self._approval(row)
+
     def pending_approvals(self, wallet_id: str) -> list[Approval]:
         v.check_id("wallet_id", wallet_id)
         with self._read() as conn:

@@ -299,3 +299,26 @@ def test_approval_lifecycle(wallet_store: Store) -> None:
         s.create_approval(Approval("ap-9", "w9", b"x", ApprovalStatus.PENDING, T0))
     with pytest.raises(InvalidInput, match="a new approval must be pending"):
         s.create_approval(Approval("ap-3", "w1", b"x", ApprovalStatus.APPROVED, T0))
+
+
+def test_reopen_returns_only_an_approval_approved_by_that_decision(wallet_store: Store) -> None:
+    s = wallet_store
+    s.create_approval(Approval("ap-1", "w1", b"tx-bytes", ApprovalStatus.PENDING, T0))
+    with pytest.raises(AlreadyDecided, match="approval ap-1 is pending, not approved by this decision"):
+        s.reopen_approval("ap-1", b"owner-sig")
+    s.decide_approval("ap-1", ApprovalStatus.APPROVED, b"owner-sig", T0 + 5)
+    with pytest.raises(AlreadyDecided, match="approval ap-1 is approved, not approved by this decision"):
+        s.reopen_approval("ap-1", b"another-sig")
+    assert s.get_approval("ap-1").status is ApprovalStatus.APPROVED  # a refused reopen changes nothing
+    reopened = s.reopen_approval("ap-1", b"owner-sig")
+    assert reopened == Approval("ap-1", "w1", b"tx-bytes", ApprovalStatus.PENDING, T0)
+    assert s.get_approval("ap-1") == reopened and s.pending_approvals("w1") == [reopened]
+    with pytest.raises(AlreadyDecided, match="ap-1 is pending"):
+        s.reopen_approval("ap-1", b"owner-sig")  # once
+    s.decide_approval("ap-1", ApprovalStatus.REJECTED, None, T0 + 9)
+    with pytest.raises(AlreadyDecided, match="ap-1 is rejected"):
+        s.reopen_approval("ap-1", b"owner-sig")
+    with pytest.raises(NotFound, match="approval nope not found"):
+        s.reopen_approval("nope", b"owner-sig")
+    with pytest.raises(InvalidInput, match="approval_id"):
+        s.reopen_approval("", b"owner-sig")

@@ -1,0 +1,156 @@
+"""An owner approval whose signing fails before a signature leaves the proxy is pending again (DESIGN.md section 12:
+nothing lost on failure); an enclave refusal is a decision and consumes it.
+
+Before: the approval was marked approved before the relay, and a 503 (enclave down, store down at commit) left it
+approved with nothing signed; the owner's decision was lost and the agent had to send the request again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enclave_app.framing import encode_frame
+from enclave_app.protocol import TransactionDecisionResponse
+from parent_proxy.approvals import message_hash
+from policies.orders import approval_document
+from policies.signing import sign_document
+from tests.proxy.api_harness import (
+    LAMPORTS_PER_SOL,
+    Harness,
+    LoopThread,
+    build_harness,
+    provision,
+    start_enclave,
+    start_raw_server,
+)
+from tests.support.policies import MERCHANT
+
+ESCALATING = 2 * LAMPORTS_PER_SOL  # above the example policy's automatic 1 SOL, below its 10 SOL ceiling
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
+    loop = LoopThread()
+    harness = build_harness(tmp_path, loop, enclave_timeout=0.5)
+    server = start_enclave(loop, harness.socket)
+    try:
+        with harness.client:
+            provision(harness)
+            yield harness, loop
+    finally:
+        server.close()
+        loop.stop()
+
+
+def escalate(h: Harness) -> tuple[str, dict[str, Any], str]:
+    """An escalated request: (approval id, the owner's approval body, the approve path)."""
+    tx = h.transfer(ESCALATING, MERCHANT)
+    response = h.sign(tx)
+    assert response.status_code == 202, response.text
+    approval_id = response.json()["approval_id"]
+    document = approval_document(h.wallet_id, message_hash(tx), int(time.time()) + 600)
+    envelope = sign_document("approval", document, h.owner)
+    return approval_id, {"envelope": envelope}, f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
+
+
+def pending_ids(h: Harness) -> list[str]:
+    return [p["approval_id"] for p in h.owner_call("GET", f"/v1/wallets/{h.wallet_id}/approvals").json()]
+
+
+def stop_enclave(h: Harness, loop: LoopThread) -> None:
+    loop.run(h.services.relay.close())
+    h.socket.unlink(missing_ok=True)
+    h.services.relay.forget()
+
+
+def test_enclave_down_returns_the_approval_to_pending(h: tuple[Harness, LoopThread]) -> None:
+    harness, loop = h
+    approval_id, body, path = escalate(harness)
+    stop_enclave(harness, loop)
+    failed = harness.owner_call("POST", path, body)
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "enclave_unavailable"
+    assert harness.spent() == 0
+    assert pending_ids(harness) == [approval_id]
+    assert harness.audit_events()[-2:] == ["transaction.failed", "approval.reopened"]
+    # the enclave is back: the owner's same approval signs it, once
+    server = start_enclave(loop, harness.socket)
+    try:
+        signed = harness.owner_call("POST", path, body)
+        assert signed.status_code == 200, signed.text
+        assert signed.json()["transaction"]["status"] == "signed"
+        assert harness.spent() == ESCALATING and pending_ids(harness) == []
+        again = harness.owner_call("POST", path, body)
+        assert again.status_code == 409
+    finally:
+        server.close()
+
+
+def test_store_down_at_commit_returns_the_approval_to_pending(h: tuple[Harness, LoopThread]) -> None:
+    harness, _ = h
+    approval_id, body, path = escalate(harness)
+    harness.store.failing = {"finish_signing"}
+    failed = harness.owner_call("POST", path, body)
+    harness.store.failing = set()
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable"
+    assert "signed_transaction" not in failed.text
+    assert harness.spent() == 0 and pending_ids(harness) == [approval_id]
+    signed = harness.owner_call("POST", path, body)
+    assert signed.status_code == 200, signed.text
+
+
+def test_store_down_at_reservation_returns_the_approval_to_pending(h: tuple[Harness, LoopThread]) -> None:
+    harness, _ = h
+    approval_id, body, path = escalate(harness)
+    harness.store.failing = {"reserve"}
+    failed = harness.owner_call("POST", path, body)
+    harness.store.failing = set()
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable"
+    assert harness.spent() == 0 and pending_ids(harness) == [approval_id]
+    assert harness.owner_call("POST", path, body).status_code == 200
+
+
+def test_reopen_failing_too_leaves_the_approval_consumed_never_signed(h: tuple[Harness, LoopThread]) -> None:
+    """If the store cannot even reopen it, the approval stays approved (fail safe: it is never signed twice)."""
+    harness, loop = h
+    approval_id, body, path = escalate(harness)
+    stop_enclave(harness, loop)
+    harness.store.failing = {"reopen_approval"}
+    failed = harness.owner_call("POST", path, body)
+    harness.store.failing = set()
+    assert failed.status_code == 503
+    assert pending_ids(harness) == [] and harness.store.get_approval(approval_id).status == "approved"
+    assert "approval.reopened" not in harness.audit_events() and harness.spent() == 0
+
+
+def test_enclave_refusal_consumes_the_approval(h: tuple[Harness, LoopThread]) -> None:
+    harness, loop = h
+    approval_id, body, path = escalate(harness)
+    stop_enclave(harness, loop)
+    refusal = TransactionDecisionResponse(
+        decision={"verdict": "deny", "reasons": []}, signature=None, signed_transaction=None,
+        receipt=b"r", receipt_signature=bytes(64),
+    )  # fmt: skip
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read(65536)
+            writer.write(encode_frame(refusal.to_wire()))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = start_raw_server(loop, harness.socket, refuse)
+    try:
+        harness.services.relay._loaded[harness.wallet_id] = 1  # the refusal answers the signing request itself
+        refused = harness.owner_call("POST", path, body)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "enclave_refused"
+        assert pending_ids(harness) == [] and harness.store.get_approval(approval_id).status == "approved"
+        assert "approval.reopened" not in harness.audit_events() and harness.spent() == 0
+    finally:
+        server.close()
