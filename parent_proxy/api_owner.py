@@ -59,14 +59,21 @@ async def _store(services: Services, function: Any, *args: Any) -> Any:
 
 async def owner_of(request: Request, services: Services, wallet_id: str | None) -> Wallet | None:
     """Verify the owner request signature: by the wallet's owner key, or (no wallet yet) a configured owner key.
-    Missing or malformed headers are refused before the wallet is looked up; a wallet id that cannot exist is 404
-    like an unknown one."""
+    Missing or malformed headers are refused before the wallet is looked up; a wallet id that cannot exist is 404.
+    An unknown wallet is refused exactly as a wrong owner key is (401, same check, same message): an unauthenticated
+    caller cannot learn which wallet ids exist."""
     parse_owner_headers(request.headers)
     if wallet_id is not None and not re.fullmatch(WALLET_ID, wallet_id):
         raise ApiError(Code.NOT_FOUND, "not found")
     body = await request.body()
-    wallet = None if wallet_id is None else await _store(services, services.store.get_wallet, wallet_id)
-    allowed = services.owner_keys if wallet is None else frozenset({Pubkey.from_bytes(wallet.owner_pubkey)})
+    wallet = None if wallet_id is None else await _store(services, _wallet_or_none, services, wallet_id)
+    allowed: frozenset[Pubkey]
+    if wallet_id is None:
+        allowed = services.owner_keys
+    elif wallet is None:
+        allowed = frozenset()  # no key can sign for a wallet that does not exist
+    else:
+        allowed = frozenset({Pubkey.from_bytes(wallet.owner_pubkey)})
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
     def verify() -> None:
@@ -78,6 +85,13 @@ async def owner_of(request: Request, services: Services, wallet_id: str | None) 
 
     await _store(services, verify)
     return wallet
+
+
+def _wallet_or_none(services: Services, wallet_id: str) -> Wallet | None:
+    try:
+        return services.store.get_wallet(wallet_id)
+    except NotFound:
+        return None
 
 
 class OwnerRoute(APIRoute):
@@ -123,7 +137,7 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
     signer = Pubkey.from_string(request.headers["WAIaaS-Owner-Key"])
     if owner != signer:
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the wallet's owner key must sign its creation")
-    if await _store(services, lambda: _wallet_exists(services, body.wallet_id)):
+    if await _store(services, _wallet_or_none, services, body.wallet_id) is not None:
         raise ApiError(Code.CONFLICT, "the wallet already exists")
     created = await services.relay.provision_wallet(body.wallet_id, bytes(owner))
     sealed = created.sealed_blob or b""
@@ -157,14 +171,6 @@ def _public_key(field: str, text: str) -> Pubkey:
         return Pubkey.from_string(text)
     except ValueError as exc:
         raise ApiError(Code.INVALID_REQUEST, f"{field}: not a 32-byte base58 public key") from exc
-
-
-def _wallet_exists(services: Services, wallet_id: str) -> bool:
-    try:
-        services.store.get_wallet(wallet_id)
-    except NotFound:
-        return False
-    return True
 
 
 @router.post("/{wallet_id}/tokens", status_code=201, response_model=IssuedTokenView)

@@ -101,6 +101,19 @@ def test_owner_routes_refuse_bad_credentials_before_reading_the_body(h: Harness,
         assert error(response) == (400, "bad_request")
 
 
+@pytest.mark.parametrize(("method", "route"), [r for r in OWNER_ROUTES if "{w}" in r[1]])
+def test_owner_routes_do_not_reveal_which_wallets_exist(h: Harness, method: str, route: str) -> None:
+    """An unknown wallet id answers byte for byte as a known wallet with the wrong owner key does."""
+    stranger = Ed25519PrivateKey.generate()
+    answers = []
+    for wallet_id, key in (("no-such-wallet", h.owner), ("no-such-wallet", stranger), (h.wallet_id, stranger)):
+        path = route.format(w=wallet_id)
+        response = h.client.request(method, path, content=b"{}", headers=owner_headers(h, method, path, b"{}", key))
+        answers.append((response.status_code, response.json()))
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0][0] == 401 and answers[0][1]["error"]["code"] == "owner_signature_invalid"
+
+
 def _bare_request() -> Request:
     return Request({"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""})
 
