@@ -117,7 +117,7 @@ def _decode_message(
     required = header.num_required_signatures
     readonly_signed = header.num_readonly_signed_accounts
     readonly_unsigned = header.num_readonly_unsigned_accounts
-    static_keys: list[Pubkey] = list(message.account_keys)
+    static_keys: list[Pubkey] = message.account_keys  # a new list on every access: ours to keep
     static_count = len(static_keys)
 
     # 4. Header.
@@ -161,6 +161,7 @@ def _decode_message(
     total = len(keys)
     decoded: list[DecodedInstruction] = []
     squads = False
+    decoder_of = registry.get
     for index, compiled in enumerate(message.instructions):
         program_index = compiled.program_id_index
         if program_index == 0:
@@ -168,13 +169,13 @@ def _decode_message(
         if program_index >= static_count:
             what = "a lookup-resolved account" if program_index < total else "no account"
             raise DecodeError(f"program id index points at {what}", instruction_index=index)
-        account_indices = compiled.accounts
-        for account_index in account_indices:
-            if account_index >= total:
-                raise DecodeError(f"account index {account_index} is out of range", instruction_index=index)
+        account_indices: bytes = compiled.accounts
+        if account_indices and max(account_indices) >= total:  # one C call; the loop only names the culprit
+            culprit = next(i for i in account_indices if i >= total)
+            raise DecodeError(f"account index {culprit} is out of range", instruction_index=index)
         program_id = keys[program_index]
         accounts = tuple([views[i] for i in account_indices])
-        decoder = registry.get(program_id) or decode_unknown
+        decoder = decoder_of(program_id) or decode_unknown
         decoded.append(_run_decoder(decoder, index, program_id, accounts, compiled.data))
         squads = squads or program_id == SQUADS_V4_PROGRAM
 

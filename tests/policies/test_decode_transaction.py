@@ -289,6 +289,14 @@ def test_account_index_out_of_range_legacy() -> None:
         decode_transaction(_legacy([payer, to, SYS], [RawInstruction(2, bytes([0, 7]), TRANSFER_5)]))
 
 
+def test_account_index_out_of_range_names_the_first() -> None:
+    # The range check takes the maximum in one call; the error still names the first index out of range.
+    payer, to = Pubkey.new_unique(), Pubkey.new_unique()
+    with pytest.raises(DecodeError, match="account index 7 is out of range") as info:
+        decode_transaction(_legacy([payer, to, SYS], [RawInstruction(2, bytes([0, 7, 1, 9]), TRANSFER_5)]))
+    assert info.value.instruction_index == 0
+
+
 # v0 with lookups: solders' sanitize cannot know the table sizes, so these reach our checks.
 
 
