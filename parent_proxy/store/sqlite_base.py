@@ -15,6 +15,7 @@ from pathlib import Path
 
 from parent_proxy.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from parent_proxy.store import sqlite_events as events
+from parent_proxy.store import sqlite_outbox_due as outbox
 from parent_proxy.store import sqlite_spend as spend
 from parent_proxy.store.sqlite_schema import (
     DEFAULT_BUSY_TIMEOUT_SECONDS,
@@ -49,11 +50,12 @@ class SqliteBase:
         self._lock = threading.Lock()
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, 3, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, 4, SCHEMA_VERSION):
                 raise StoreUnavailable(f"unknown schema version {version} in {self._path}")
             if version == 2:  # version 2's running totals were keyed by the REAL time (see `sqlite_spend`)
                 conn.execute("DROP TABLE IF EXISTS spend")
             events.migrate(conn)  # versions 1 to 3 keyed request/denial times by the REAL time
+            outbox.migrate(conn)  # versions 1 to 4 claimed the outbox by the REAL time
             conn.execute("DROP INDEX IF EXISTS reservations_by_time")  # unused since version 2 (totals in ``spend``)
             for statement in SCHEMA:
                 conn.execute(statement)

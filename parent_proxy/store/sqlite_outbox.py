@@ -1,5 +1,6 @@
 """The webhook and audit half of `SqliteStore`: webhook settings, the persistent outbox, the delivery log and
-the append-only audit table."""
+the append-only audit table. The outbox is claimed by its ``due`` key (`sqlite_outbox_due`), never by a seek on
+the REAL ``next_attempt_at``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from parent_proxy.store.model import (
     WebhookConfig,
 )
 from parent_proxy.store.sqlite_base import SqliteBase
+from parent_proxy.store.sqlite_time import time_key
 
 _SELECT_OUTBOX = (
     "SELECT event_id, wallet_id, event_type, body, created_at, status, attempts, next_attempt_at, lease_id,"
@@ -53,8 +55,16 @@ class SqliteOutboxAudit(SqliteBase):
             raise Conflict(f"outbox item {i.event_id} already exists")
         conn.execute(
             "INSERT INTO outbox (event_id, wallet_id, event_type, body, created_at, status, attempts,"
-            " next_attempt_at, lease_id, lease_until) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, NULL, NULL)",
-            (i.event_id, i.wallet_id, i.event_type, i.body, i.created_at, i.next_attempt_at),
+            " next_attempt_at, lease_id, lease_until, due) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, NULL, NULL, ?)",
+            (
+                i.event_id,
+                i.wallet_id,
+                i.event_type,
+                i.body,
+                i.created_at,
+                i.next_attempt_at,
+                time_key(i.next_attempt_at),
+            ),
         )
 
     @staticmethod
@@ -68,9 +78,9 @@ class SqliteOutboxAudit(SqliteBase):
         claimed = []
         with self._write() as conn:
             rows = conn.execute(
-                "SELECT event_id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at, event_id LIMIT ?",
-                (now, now, limit),
+                "SELECT event_id FROM outbox WHERE status = 'pending' AND due <= ?"
+                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due, event_id LIMIT ?",
+                (time_key(now), now, limit),
             ).fetchall()
             for (event_id,) in rows:
                 conn.execute(
@@ -101,8 +111,13 @@ class SqliteOutboxAudit(SqliteBase):
                 raise LeaseLost(f"outbox item {event_id}: lease lost")
             conn.execute(
                 "UPDATE outbox SET status = ?, lease_id = NULL, lease_until = NULL,"
-                " next_attempt_at = COALESCE(?, next_attempt_at) WHERE event_id = ?",
-                (status.value, next_attempt_at, event_id),
+                " next_attempt_at = COALESCE(?, next_attempt_at), due = COALESCE(?, due) WHERE event_id = ?",
+                (
+                    status.value,
+                    next_attempt_at,
+                    None if next_attempt_at is None else time_key(next_attempt_at),
+                    event_id,
+                ),
             )
             conn.execute(
                 "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?)",

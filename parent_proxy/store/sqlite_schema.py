@@ -2,7 +2,8 @@
 
 Versions: 1 the tables; 2 + running totals (``spend``) keyed by the REAL time; 3 ``spend`` keyed by
 `sqlite_time.time_key` (v1/v2 rebuilt); 4 ``wallet_events`` keyed by `time_key` too (`sqlite_events.migrate`), and
-the unused ``reservations_by_time`` index dropped (window totals come from ``spend`` since version 2).
+the unused ``reservations_by_time`` index dropped (window totals come from ``spend`` since version 2); 5 the outbox
+is claimed by ``due`` (`time_key` of ``next_attempt_at``; `sqlite_outbox.migrate`), not by the REAL time.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from parent_proxy.store import sqlite_events, sqlite_spend
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -52,8 +53,9 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS outbox (
         event_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
         event_type TEXT NOT NULL, body BLOB NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL,
-        attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL, lease_id TEXT, lease_until REAL)""",
-    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at)",
+        attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL, lease_id TEXT, lease_until REAL,
+        due BLOB NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS outbox_due_key ON outbox (status, due)",
     """CREATE TABLE IF NOT EXISTS deliveries (
         event_id TEXT NOT NULL REFERENCES outbox(event_id), attempt INTEGER NOT NULL, at REAL NOT NULL,
         delivered INTEGER NOT NULL, status_code INTEGER, error TEXT)""",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from parent_proxy.store.model import OutboxItem
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
 from parent_proxy.store.sqlite_time import time_key
@@ -183,3 +184,60 @@ def test_version_3_events_are_rekeyed(tmp_path: Path) -> None:
     migrated.close()
     SqliteStore(path).close()  # opening a version-4 database again changes nothing
     assert _events_scan(path, "w1", "denial") == [T0 + 1, T0 + 3]
+
+
+def _outbox_item(event_id: str, due: float) -> OutboxItem:
+    return OutboxItem(event_id, "w1", "decision", b"{}", created_at=T0, next_attempt_at=due)
+
+
+def test_outbox_claims_match_a_scan_and_seek_on_the_due_key(tmp_path: Path) -> None:
+    """The outbox is claimed by its ``due`` time key: every boundary at, just before and just after each due time
+    claims exactly the items a scan finds due, in due order, and the claim is a seek on ``outbox_due_key``."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.create_wallet(make_wallet("w1"))
+    dues = sorted(EVENT_TIMES)
+    for i, due in enumerate(dues):
+        store.enqueue_webhook(_outbox_item(f"e{i:02d}", due))
+    boundaries = sorted({*dues} | {math.nextafter(t, math.inf) for t in dues} | {math.nextafter(t, 0) for t in dues})
+    for now in boundaries:  # a zero lease ends at ``now``: every later claim may take the item again
+        claimed = [item.event_id for item in store.claim_webhooks(now, 0.0, 1000)]
+        assert claimed == [f"e{i:02d}" for i, due in enumerate(dues) if due <= now], now
+    with sqlite3.connect(path) as conn:
+        plan = " ".join(
+            str(row[3])
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT event_id FROM outbox WHERE status = 'pending' AND due <= ?"
+                " ORDER BY due, event_id",
+                (time_key(T0),),
+            )
+        )
+    assert "outbox_due_key (status=? AND due<?)" in plan
+    store.close()
+
+
+def test_version_4_outbox_gets_due_keys(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.create_wallet(make_wallet("w1"))
+    store.close()
+    with sqlite3.connect(path) as conn:  # the version-4 outbox: no ``due``, an index on the REAL time
+        conn.execute("DROP INDEX outbox_due_key")
+        conn.execute("ALTER TABLE outbox DROP COLUMN due")
+        conn.execute("CREATE INDEX outbox_due ON outbox (status, next_attempt_at)")
+        conn.executemany(
+            "INSERT INTO outbox VALUES (?, 'w1', 'decision', x'7b7d', ?, ?, 0, ?, NULL, NULL)",
+            [("a", T0, "pending", T0 + 1), ("b", T0, "pending", T0), ("c", T0, "delivered", T0 - 5)],
+        )
+        conn.execute("PRAGMA user_version = 4")
+    migrated = SqliteStore(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        keys = conn.execute("SELECT event_id, due, next_attempt_at FROM outbox ORDER BY event_id").fetchall()
+    assert "outbox_due_key" in indexes and "outbox_due" not in indexes
+    assert keys == [("a", time_key(T0 + 1), T0 + 1), ("b", time_key(T0), T0), ("c", time_key(T0 - 5), T0 - 5)]
+    assert [i.event_id for i in migrated.claim_webhooks(T0, 30.0, 10)] == ["b"]
+    assert [i.event_id for i in migrated.claim_webhooks(T0 + 1, 30.0, 10)] == ["a"]
+    migrated.close()
+    SqliteStore(path).close()  # opening a version-5 database again changes nothing
