@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench clean synth
+.PHONY: test demo lint typecheck pytest bench clean synth verify-locks
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,17 @@ bench: $(STAMP)
 	     $(BIN)/python -m $$m || exit 1; echo '```'; done; } > docs/benchmarks.md.tmp
 	mv docs/benchmarks.md.tmp docs/benchmarks.md
 	@cat docs/benchmarks.md
+
+# Download every wheel of the image lock files (linux x86_64, CPython 3.11) and let pip check each SHA-256 pin
+# against what the package index serves. Needs the index (not part of `make test`); run it after editing a lock.
+LOCKS := enclave_app/requirements.lock selfhost/requirements.lock
+verify-locks: $(STAMP)
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; for lock in $(LOCKS); do \
+	  $(BIN)/python -m pip download --quiet --require-hashes --no-deps --only-binary=:all: \
+	    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
+	    --platform linux_x86_64 --platform any --python-version 3.11 --implementation cp \
+	    -r $$lock -d "$$dir/$$(dirname $$lock)"; \
+	  echo "$$lock: $$(ls "$$dir/$$(dirname $$lock)" | wc -l) wheels, every hash matches the index"; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache cdk.out
