@@ -42,6 +42,7 @@ from enclave_app.protocol_wire import (
     _text,
     _uint,
 )
+from policies.fastinit import fast_init
 from policies.offchain import MAX_EXTENDED_MESSAGE_BYTES
 from policies.transaction import MAX_TRANSACTION_BYTES
 
@@ -95,6 +96,7 @@ class InstallPolicyRequest(Message):
     FIELDS = (("wallet_id", _WALLET_ID), ("signed_policy", _bytes(1, MAX_POLICY_BYTES)))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SignTransactionRequest(Message):
     wallet_id: str
@@ -116,6 +118,7 @@ class SignTransactionRequest(Message):
     )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SignMessageRequest(Message):
     wallet_id: str
@@ -217,6 +220,7 @@ class PolicyInstalledResponse(Message):
     FIELDS = (("wallet_id", _WALLET_ID), ("sequence", _uint(MAX_AMOUNT)), ("policy_hash", _bytes(32, 32)))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TransactionDecisionResponse(Message):
     """``signature`` and ``signed_transaction`` are set exactly when the verdict is allow (or an escalation
@@ -237,6 +241,7 @@ class TransactionDecisionResponse(Message):
     )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MessageSignatureResponse(Message):
     signature: bytes

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from enclave_app.errors import ProtocolError
+from policies.fastinit import fast_init
 from policies.transaction import MAX_TRANSACTION_BYTES
 
 PROTOCOL_VERSION = 1
@@ -250,6 +251,7 @@ class Message(_Record):
 # -- nested records --------------------------------------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class LookupTable(_Record):
     """Contents of one address lookup table as the parent read them from its RPC. Untrusted: the enclave resolves
@@ -260,6 +262,7 @@ class LookupTable(_Record):
     FIELDS = (("address", _PUBLIC_KEY), ("addresses", _sequence(_PUBLIC_KEY, MAX_LOOKUP_TABLE_ADDRESSES)))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SpentEntry(_Record):
     """The parent's committed-plus-reserved total for one (asset, window) of the policy."""

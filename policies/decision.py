@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from policies.fastinit import fast_init
+
 
 class Verdict(IntEnum):
     ALLOW = 0
@@ -22,6 +24,7 @@ class Verdict(IntEnum):
         return self.name.lower()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Reason:
     """Why a rule raised the verdict: ``rule`` is a stable id (``limits.sol.per_transaction``,
@@ -45,6 +48,7 @@ class Reason:
         return out
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """``amount`` raw units of ``asset`` to reserve against every period window of that asset."""
@@ -53,6 +57,7 @@ class Reservation:
     amount: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     verdict: Verdict

@@ -22,6 +22,7 @@ from solders.pubkey import Pubkey
 from policies.decision import Decision, Reason, Reservation, Verdict
 from policies.document import Policy, associated_token_address
 from policies.errors import DecodeError
+from policies.fastinit import fast_init
 from policies.fees import FeeSummary, summarize_fees
 from policies.model import (
     NATIVE_SOL,
@@ -41,6 +42,7 @@ from policies.programs import NATIVE_MINT, SQUADS_V4_PROGRAM, TOKEN_PROGRAMS
 from policies.rules import ANY, Tier
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EvalContext:
     """What the caller knows besides the policy and the transaction.

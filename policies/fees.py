@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policies.errors import DecodeError
+from policies.fastinit import fast_init
 from policies.model import ComputeBudgetSetting, DecodedTransaction
 
 LAMPORTS_PER_SIGNATURE = 5_000
@@ -19,6 +20,7 @@ MAX_COMPUTE_UNIT_LIMIT = 1_400_000
 MICRO_LAMPORTS_PER_LAMPORT = 1_000_000
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class FeeSummary:
     unit_price: int

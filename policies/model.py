@@ -17,6 +17,8 @@ from typing import Literal, NamedTuple
 
 from solders.pubkey import Pubkey
 
+from policies.fastinit import fast_init
+
 NATIVE_SOL = "SOL"
 """Asset name of native SOL (lamports) in effects, limits and reservations."""
 
@@ -37,6 +39,7 @@ class AccountView(NamedTuple):
 # the wallet's keys to decide whether the effect is the wallet's.
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Outflow:
     """Value leaves an account controlled by ``authority``.
@@ -55,6 +58,7 @@ class Outflow:
     token_program: Pubkey | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class UncheckedTokenTransfer:
     """SPL Token `Transfer` (not Checked): the mint is not in the instruction, so no limit can be applied."""
@@ -65,6 +69,7 @@ class UncheckedTokenTransfer:
     destination: Pubkey
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AuthorityChange:
     """Control of ``account`` moves away from ``authority`` (SetAuthority, Assign, AuthorizeNonceAccount...)."""
@@ -75,6 +80,7 @@ class AuthorityChange:
     what: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DelegateApproval:
     """``owner`` lets ``delegate`` spend up to ``amount`` from ``account`` (Approve / ApproveChecked)."""
@@ -86,6 +92,7 @@ class DelegateApproval:
     mint: str | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AccountClose:
     """``account`` is closed by ``authority`` and its lamports go to ``destination``."""
@@ -95,6 +102,7 @@ class AccountClose:
     destination: Pubkey
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NonceAdvance:
     """AdvanceNonceAccount: the transaction uses (or touches) a durable nonce."""
@@ -106,6 +114,7 @@ class NonceAdvance:
 ComputeBudgetField = Literal["unit_limit", "unit_price", "heap_frame", "loaded_accounts_data_size_limit"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ComputeBudgetSetting:
     """A ComputeBudget instruction: ``unit_price`` is in micro-lamports per compute unit."""
@@ -114,6 +123,7 @@ class ComputeBudgetSetting:
     value: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Restricted:
     """A fully decoded action that no policy rule can permit (MintTo, Burn, FreezeAccount, ...)."""
@@ -122,6 +132,7 @@ class Restricted:
     action: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Opaque:
     """Recognised but not understood (Token-2022 extensions, p-token Batch, unknown program): always denied."""
@@ -142,6 +153,7 @@ Effect = (
 )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DecodedInstruction:
     """One instruction, decoded. An instruction with no effects is benign (Memo, SyncNative, Revoke, ...).
@@ -160,6 +172,7 @@ class DecodedInstruction:
     inner: tuple[DecodedInstruction, ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DecodedTransaction:
     """A whole transaction: the message the wallet key would sign, its accounts and its decoded instructions."""
