@@ -39,7 +39,7 @@ from policies.model import (
     UncheckedTokenTransfer,
 )
 from policies.programs import NATIVE_MINT, SQUADS_V4_PROGRAM, TOKEN_PROGRAMS
-from policies.rules import ANY, Tier
+from policies.rules import ANY, AssetLimit, PeriodLimit
 
 
 @fast_init
@@ -139,35 +139,30 @@ class _Evaluation:
             if limit is None:
                 self.raise_to(Verdict.DENY, "limits", f"the policy sets no limit for {asset}", seen=str(amount))
                 continue
-            tier = limit.per_transaction
-            rule = f"limits.{limit.id}.per_transaction"
-            self._tier(rule, asset, amount, tier, "per transaction")
+            self._tier(limit, None, asset, amount, None)
             for period in limit.periods:
                 spent = self.ctx.spent.get((asset, period.window_seconds))
-                rule = f"limits.{limit.id}.{period.id}"
                 if spent is None or spent < 0:
+                    rule = f"limits.{limit.id}.{period.id}"
                     self.raise_to(Verdict.DENY, rule, "the spending state for this window is missing")
                     continue
-                self._tier(rule, asset, spent + amount, period.tier, f"in {period.window_seconds}s (already {spent})")
+                self._tier(limit, period, asset, spent + amount, spent)
 
-    def _tier(self, rule: str, asset: str, total: int, tier: Tier, scope: str) -> None:
-        automatic, approval = tier.automatic, tier.approval
-        if total > approval:
-            self.raise_to(
-                Verdict.DENY,
-                rule,
-                f"{asset} {scope} above the approval ceiling",
-                seen=str(total),
-                allowed=str(approval),
-            )
-        elif total > automatic:
-            self.raise_to(
-                Verdict.ESCALATE,
-                rule,
-                f"{asset} {scope} above the automatic threshold",
-                seen=str(total),
-                allowed=str(automatic),
-            )
+    def _tier(self, limit: AssetLimit, period: PeriodLimit | None, asset: str, total: int, spent: int | None) -> None:
+        """Apply the per-transaction tier (``period`` None) or a period's tier to ``total``. The rule id and the
+        scope are formatted only when a reason is raised (most requests raise none)."""
+        tier = limit.per_transaction if period is None else period.tier
+        if total > tier.approval:
+            verdict, bound, what = Verdict.DENY, tier.approval, "above the approval ceiling"
+        elif total > tier.automatic:
+            verdict, bound, what = Verdict.ESCALATE, tier.automatic, "above the automatic threshold"
+        else:
+            return
+        if period is None:
+            rule, scope = f"limits.{limit.id}.per_transaction", "per transaction"
+        else:
+            rule, scope = f"limits.{limit.id}.{period.id}", f"in {period.window_seconds}s (already {spent})"
+        self.raise_to(verdict, rule, f"{asset} {scope} {what}", seen=str(total), allowed=str(bound))
 
     # -- per instruction ---------------------------------------------------------------------------------------
 
@@ -338,16 +333,17 @@ class _Evaluation:
             )
         reservations: tuple[Reservation, ...] = ()
         if self.verdict <= Verdict.ESCALATE:
-            reservations = tuple(Reservation(asset, amount) for asset, amount in sorted(self.outflows.items()))
+            reservations = tuple([Reservation(asset, amount) for asset, amount in sorted(self.outflows.items())])
         return Decision(self.verdict, tuple(self.reasons), reservations, self.policy.sequence)
 
 
 def _checked_context(ctx: EvalContext) -> EvalContext:
-    if ctx.now.tzinfo is None or ctx.now.utcoffset() is None:
+    offset = ctx.now.utcoffset()  # None when tzinfo is None, or when the tzinfo gives no offset
+    if offset is None:
         raise ValueError("EvalContext.now must be timezone-aware")
     if not ctx.wallet_keys:
         raise ValueError("EvalContext.wallet_keys must name at least one key")
-    if ctx.now.utcoffset():
+    if offset:
         return replace(ctx, now=ctx.now.astimezone(UTC))
     return ctx
 
