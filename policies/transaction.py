@@ -50,6 +50,7 @@ MAX_ACCOUNTS: Final = 256
 SIGNATURE_BYTES: Final = 64
 
 _DEFAULT_REGISTRY: Final = default_registry()
+_new_view: Final = tuple.__new__
 
 
 def decode_transaction(
@@ -132,8 +133,9 @@ def _decode_message(
 
     writable_signed = required - readonly_signed
     writable_unsigned_end = static_count - readonly_unsigned
+    # tuple.__new__ is what AccountView(...) runs, without its Python-level __new__ frame (once per account).
     views = [
-        AccountView(key, i < required, i < writable_signed or required <= i < writable_unsigned_end)
+        _new_view(AccountView, (key, i < required, i < writable_signed or required <= i < writable_unsigned_end))
         for i, key in enumerate(static_keys)
     ]
     keys = static_keys

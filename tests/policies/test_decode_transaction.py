@@ -104,6 +104,7 @@ def test_readonly_and_signer_flags() -> None:
         AccountView(ro_signer, True, False),
         AccountView(ro, False, False),
     )
+    assert all(type(view) is AccountView for view in unknown.accounts)  # built with tuple.__new__ for speed
     assert unknown.program == "unknown" and unknown.name == "unknown"
     assert unknown.effects == (Opaque(f"no decoder for program {ix.program_id}"),)
     assert tx.required_signers == (payer.pubkey(), other.pubkey(), ro_signer)
