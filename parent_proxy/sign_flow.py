@@ -81,7 +81,7 @@ class SignFlow:
         key, digest = agent_key(request.idempotency_key), request.digest()
         # A read first: a replay answers without evaluating. The key is claimed below, atomically with the first
         # write of the path taken (a concurrent request with the same key loses that claim and replays).
-        previous = s.store.lookup_idempotent(wallet_id, key, digest)
+        previous = s.store.lookup_idempotent(wallet_id, key, digest, read_clock(s.clock))
         if previous is not None:
             return replayed(previous)
         claim = Claim(wallet_id, key, digest)

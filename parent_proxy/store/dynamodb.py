@@ -30,6 +30,7 @@ from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_approvals import DynamoApprovals
 from parent_proxy.store.dynamodb_base import (
     CONDITION_FAILED,
+    TTL_ATTRIBUTE,
     ConditionFailed,
     b,
     create_table,
@@ -200,20 +201,41 @@ class DynamoStore(DynamoApprovals):
         v.check_digest("request_hash", request_hash)
 
     def _claim_action(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> Any:
+        """A put of the in-progress claim, if the key is free or held by an expired record (which it replaces).
+        The TTL (a day past the claim, at the earliest when the record could expire) lets DynamoDB clean up."""
         item = {
             "pk": s(f"W#{wallet_id}"),
             "sk": s(f"I#{key}"),
             "request_hash": b(request_hash),
             "status": s(IdempotencyStatus.IN_PROGRESS),
             "created_at": n(now),
+            TTL_ATTRIBUTE: n(int(now) + v.IDEMPOTENCY_RETENTION_SECONDS + 1),
         }
-        return {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+        condition = (
+            "attribute_not_exists(pk) OR (#st = :ip AND created_at < :stale) OR (#st = :c AND created_at < :kept)"
+        )
+        values = {
+            ":ip": s(IdempotencyStatus.IN_PROGRESS),
+            ":c": s(IdempotencyStatus.COMPLETED),
+            ":stale": n(now - v.IDEMPOTENCY_STALE_SECONDS),
+            ":kept": n(now - v.IDEMPOTENCY_RETENTION_SECONDS),
+        }
+        put = {
+            "TableName": self._table,
+            "Item": item,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": values,
+        }
+        return {"Put": put}
 
-    def _existing(self, wallet_id: str, key: str, request_hash: bytes, *, claimed: bool) -> IdempotencyRecord | None:
-        """None if ``key`` is free; the completed record; or raise mismatch / in progress. ``claimed``: a claim was
-        just refused, so a key that is gone again was taken and abandoned meanwhile (in progress, not free)."""
+    def _existing(
+        self, wallet_id: str, key: str, request_hash: bytes, now: float, *, claimed: bool
+    ) -> IdempotencyRecord | None:
+        """None if ``key`` is free at ``now``; the completed record; or raise mismatch / in progress. ``claimed``:
+        a claim was just refused, so a key that is free again was taken and given up meanwhile (in progress)."""
         existing = self._get(f"W#{wallet_id}", f"I#{key}")
-        if existing is None:
+        if existing is None or v.idempotency_expired(get_s(existing, "status"), get_f(existing, "created_at"), now):
             if claimed:
                 raise IdempotencyInProgress(f"idempotency key {key!r}: the first request has not completed")
             return None
@@ -240,11 +262,12 @@ class DynamoStore(DynamoApprovals):
             return None
         except ConditionFailed:
             pass
-        return self._existing(wallet_id, key, request_hash, claimed=True)
+        return self._existing(wallet_id, key, request_hash, now, claimed=True)
 
-    def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> IdempotencyRecord | None:
+    def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
         self._check_claim(wallet_id, key, request_hash)
-        return self._existing(wallet_id, key, request_hash, claimed=False)
+        now = v.check_time("now", now)
+        return self._existing(wallet_id, key, request_hash, now, claimed=False)
 
     def _complete_action(self, answer: IdempotentAnswer) -> Any:
         return {
@@ -280,7 +303,7 @@ class DynamoStore(DynamoApprovals):
         wanted = v.check_amounts(amounts) if amounts else ()
         caps = v.check_limits(limits)
         now = v.check_time("now", now)
-        replay = self._existing(wallet_id, key, request_hash, claimed=False)
+        replay = self._existing(wallet_id, key, request_hash, now, claimed=False)
         if replay is not None:
             return SigningClaim(replay=replay, reservation=None)
         extra = [self._claim_action(wallet_id, key, request_hash, now), self._event_action("request", wallet_id, now)]
@@ -293,7 +316,9 @@ class DynamoStore(DynamoApprovals):
                 self._client.transact_write_items(TransactItems=extra)
             return SigningClaim(replay=None, reservation=None)
         except ConditionFailed:  # the claim lost a race with the same key
-            return SigningClaim(replay=self._existing(wallet_id, key, request_hash, claimed=True), reservation=None)
+            return SigningClaim(
+                replay=self._existing(wallet_id, key, request_hash, now, claimed=True), reservation=None
+            )
 
     def finish_signing(
         self,

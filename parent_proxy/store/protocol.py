@@ -116,7 +116,9 @@ class Store(Protocol):
     def begin_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
         """Claim ``key``: None means "new, proceed"; a completed record means "replay its response".
 
-        Raises `IdempotencyMismatch` (same key, other request) or `IdempotencyInProgress` (not finished yet).
+        Raises `IdempotencyMismatch` (same key, other request) or `IdempotencyInProgress` (not finished yet). A
+        record that expired at ``now`` (`validation.idempotency_expired`: completed more than a day ago, or in
+        progress for longer than a request can live) no longer holds the key: it is replaced by this claim.
         """
         ...
 
@@ -128,9 +130,9 @@ class Store(Protocol):
         """Drop an in-progress claim (the request failed before any effect), so the key may be retried."""
         ...
 
-    def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> IdempotencyRecord | None:
-        """Read-only `begin_idempotent`: None if ``key`` is free (nothing is claimed), the completed record to replay;
-        raises `IdempotencyMismatch` or `IdempotencyInProgress` like `begin_idempotent`."""
+    def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
+        """Read-only `begin_idempotent`: None if ``key`` is free at ``now`` (nothing is claimed), the completed record
+        to replay; raises `IdempotencyMismatch` or `IdempotencyInProgress` like `begin_idempotent`."""
         ...
 
     # -- the signing path in two transactions ---------------------------------------------------------------
@@ -169,7 +171,8 @@ class Store(Protocol):
     # -- housekeeping ---------------------------------------------------------------------------------------
     def prune(self, now: float) -> None:
         """Delete what no answer at or after ``now`` can depend on: request/denial timestamps and reservations
-        older than `validation.MAX_WINDOW_SECONDS` (the longest window any limit may use)."""
+        older than `validation.MAX_WINDOW_SECONDS` (the longest window any limit may use), and expired idempotency
+        records (an adapter may leave these to its backend's expiry; they are ignored once expired either way)."""
         ...
 
     # -- pending approvals ----------------------------------------------------------------------------------

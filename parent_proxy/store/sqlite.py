@@ -141,13 +141,15 @@ class SqliteStore(SqliteLimits):
         v.check_digest("request_hash", request_hash)
 
     @staticmethod
-    def _existing(conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes) -> IdempotencyRecord | None:
-        """None if ``key`` is free; the completed record; or raise mismatch / in progress."""
+    def _existing(
+        conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, now: float
+    ) -> IdempotencyRecord | None:
+        """None if ``key`` is free at ``now``; the completed record; or raise mismatch / in progress."""
         row = conn.execute(
             "SELECT request_hash, status, response, created_at FROM idempotency WHERE wallet_id = ? AND key = ?",
             (wallet_id, key),
         ).fetchone()
-        if row is None:
+        if row is None or v.idempotency_expired(row[1], row[3], now):
             return None
         if row[0] != request_hash:
             raise IdempotencyMismatch(f"idempotency key {key!r} was used for a different request")
@@ -159,10 +161,11 @@ class SqliteStore(SqliteLimits):
         self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, now: float
     ) -> IdempotencyRecord | None:
         self._require_wallet(conn, wallet_id)
-        existing = self._existing(conn, wallet_id, key, request_hash)
-        if existing is None:
+        existing = self._existing(conn, wallet_id, key, request_hash, now)
+        if existing is None:  # free, or held by an expired record, which this claim replaces
             conn.execute(
-                "INSERT INTO idempotency VALUES (?, ?, ?, 'in_progress', NULL, ?)", (wallet_id, key, request_hash, now)
+                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, 'in_progress', NULL, ?)",
+                (wallet_id, key, request_hash, now),
             )
         return existing
 
@@ -172,10 +175,11 @@ class SqliteStore(SqliteLimits):
         with self._write() as conn:
             return self._claim_in(conn, wallet_id, key, request_hash, now)
 
-    def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> IdempotencyRecord | None:
+    def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
         self._check_claim(wallet_id, key, request_hash)
+        now = v.check_time("now", now)
         with self._read() as conn:
-            return self._existing(conn, wallet_id, key, request_hash)
+            return self._existing(conn, wallet_id, key, request_hash, now)
 
     def _claimed(self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes) -> None:
         row = conn.execute(

@@ -165,3 +165,8 @@ class SqliteLimits(SqliteOutboxAudit):
             events.prune(conn, horizon)
             conn.execute("DELETE FROM reservations WHERE created_at < ? AND status != 'pending'", (horizon,))
             spend.prune(conn, horizon)
+            conn.execute(  # a scan (no index on the time): exactly the records `idempotency_expired` names
+                "DELETE FROM idempotency WHERE (status = 'in_progress' AND created_at < ?)"
+                " OR (status = 'completed' AND created_at < ?)",
+                (now - v.IDEMPOTENCY_STALE_SECONDS, now - v.IDEMPOTENCY_RETENTION_SECONDS),
+            )

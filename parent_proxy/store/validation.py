@@ -11,7 +11,15 @@ import re
 from collections.abc import Mapping
 
 from parent_proxy.errors import InvalidInput
-from parent_proxy.store.model import Approval, DeliveryAttempt, OutboxItem, OutboxStatus, Wallet, WebhookConfig
+from parent_proxy.store.model import (
+    Approval,
+    DeliveryAttempt,
+    IdempotencyStatus,
+    OutboxItem,
+    OutboxStatus,
+    Wallet,
+    WebhookConfig,
+)
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 """Wallet ids, request ids, asset names (``SOL`` or a base58 mint), event and approval ids."""
@@ -24,6 +32,13 @@ MAX_U64 = 2**64 - 1
 """SPL token amounts and lamports are u64 on chain; no amount or cap can exceed that."""
 MAX_WINDOW_SECONDS = 31 * 86_400
 """Longest rolling window the store keeps history for (a month); DynamoDB items expire after it."""
+IDEMPOTENCY_RETENTION_SECONDS = 86_400
+"""A completed idempotency key replays its answer for a day after its first request; then the key is free again."""
+IDEMPOTENCY_STALE_SECONDS = 900
+"""An idempotency claim still in progress this long after it was taken belongs to a request that died (a crashed
+process: every request ends within its enclave and store timeouts, seconds): the key is free again. Nothing of such
+a request was answered, so a retry signs at most what the first attempt would have (an unanswered reservation stays
+counted until its window passes)."""
 MAX_BLOB_BYTES = 64 * 1024
 """Policy documents, sealed keys, request payloads, responses and webhook bodies (DynamoDB items are <= 400 KB)."""
 MAX_REASON_CHARS = 500
@@ -33,6 +48,13 @@ def check_id(field: str, value: object) -> str:
     if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise InvalidInput(field, "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
     return value
+
+
+def idempotency_expired(status: str, created_at: float, now: float) -> bool:
+    """Whether an idempotency record (``status``, taken at ``created_at``) no longer holds its key at ``now``."""
+    if status == IdempotencyStatus.IN_PROGRESS:
+        return created_at < now - IDEMPOTENCY_STALE_SECONDS
+    return created_at < now - IDEMPOTENCY_RETENTION_SECONDS
 
 
 def check_idempotency_key(value: object) -> str:

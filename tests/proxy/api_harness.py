@@ -52,15 +52,16 @@ LAMPORTS_PER_SOL = 1_000_000_000
 
 
 class SwitchableClock:
-    """The system clock, until ``broken`` is set: then every read raises."""
+    """The system clock moved by ``offset`` seconds, until ``broken`` is set: then every read raises."""
 
     def __init__(self) -> None:
         self.broken = False
+        self.offset = 0.0
 
     def now(self) -> float:
         if self.broken:
             raise OSError("clock device unreadable")
-        return time.time()
+        return time.time() + self.offset
 
 
 class FailingStore:

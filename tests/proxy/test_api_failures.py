@@ -14,6 +14,7 @@ import pytest
 
 from enclave_app.framing import encode_frame
 from parent_proxy.store.model import ReservationStatus
+from parent_proxy.store.validation import IDEMPOTENCY_STALE_SECONDS
 from tests.proxy.api_harness import (
     Harness,
     LoopThread,
@@ -202,3 +203,19 @@ def test_enclave_restart_is_one_503_then_reload(setup: tuple[Harness, LoopThread
     finally:
         server.close()
         loop.run(server.wait_closed())
+
+
+def test_a_key_left_in_progress_by_a_dead_request_is_free_after_the_stale_period(live: Harness) -> None:
+    """A request that died holding its idempotency claim (here: the store fails at the commit and at the abandon,
+    which leaves the claim as a crash would) blocks its key with 409 only until the claim is stale; then the retry
+    is served."""
+    tx = live.transfer(1000, MERCHANT)
+    live.store.failing = {"finish_signing", "abandon_idempotent"}
+    first = live.sign(tx, key="crashed")
+    live.store.failing = set()
+    assert first.status_code == 503 and "signed_transaction" not in first.text
+    blocked = live.sign(tx, key="crashed")
+    assert blocked.status_code == 409 and blocked.json()["error"]["code"] == "idempotency_in_progress"
+    live.clock.offset = IDEMPOTENCY_STALE_SECONDS + 1
+    served = live.sign(tx, key="crashed")
+    assert served.status_code == 200, served.text

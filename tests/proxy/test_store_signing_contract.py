@@ -21,7 +21,11 @@ from parent_proxy.store.model import (
     SigningClaim,
 )
 from parent_proxy.store.protocol import Store
-from parent_proxy.store.validation import MAX_WINDOW_SECONDS
+from parent_proxy.store.validation import (
+    IDEMPOTENCY_RETENTION_SECONDS,
+    IDEMPOTENCY_STALE_SECONDS,
+    MAX_WINDOW_SECONDS,
+)
 from tests.proxy.conftest import FakeClock
 
 T0 = 1_700_000_000.0
@@ -38,7 +42,7 @@ def begin(s: Store, key: str, request_id: str, amount: int, *, now: float = T0, 
 
 def test_begin_signing_claims_records_and_reserves_together(wallet_store: Store) -> None:
     s = wallet_store
-    assert s.lookup_idempotent("w1", "k1", H1) is None
+    assert s.lookup_idempotent("w1", "k1", H1, T0) is None
     claim = begin(s, "k1", "r1", 400)
     assert claim.replay is None and claim.reservation is not None
     assert claim.reservation.amounts == (("SOL", 400),)
@@ -46,7 +50,7 @@ def test_begin_signing_claims_records_and_reserves_together(wallet_store: Store)
     assert s.spent_in_window("w1", "SOL", DAY, T0) == 400
     assert s.recent_requests("w1", T0) == [T0]
     with pytest.raises(IdempotencyInProgress, match="has not completed"):
-        s.lookup_idempotent("w1", "k1", H1)
+        s.lookup_idempotent("w1", "k1", H1, T0)
     with pytest.raises(IdempotencyInProgress, match="has not completed"):
         begin(s, "k1", "r2", 1)
     with pytest.raises(IdempotencyMismatch, match="different request"):
@@ -66,7 +70,7 @@ def test_begin_signing_over_the_limit_writes_nothing(wallet_store: Store) -> Non
     begin(s, "k1", "r1", 900)
     with pytest.raises(LimitExceeded, match=r"SOL/86400s: 1001 > 1000"):
         begin(s, "k2", "r2", 101, now=T0 + 1)
-    assert s.lookup_idempotent("w1", "k2", H1) is None  # the key is still free
+    assert s.lookup_idempotent("w1", "k2", H1, T0) is None  # the key is still free
     assert s.recent_requests("w1", T0) == [T0]  # the request was not recorded
     with pytest.raises(NotFound, match="reservation r2 not found"):
         s.reservation_status("w1", "r2")
@@ -87,7 +91,7 @@ def test_finish_signing_commits_audits_enqueues_and_completes(wallet_store: Stor
     verify_audit_chain(iter_audit_records(s))
     assert s.reservation_status("w1", "r1") == ReservationStatus.COMMITTED
     assert s.get_outbox_item("e1").status == OutboxStatus.PENDING
-    replay = s.lookup_idempotent("w1", "k1", H1)
+    replay = s.lookup_idempotent("w1", "k1", H1, T0)
     assert replay is not None and replay.status == IdempotencyStatus.COMPLETED
     assert replay.response == b'{"status_code":200}'
     again = begin(s, "k1", "r9", 1, now=T0 + 5)  # a completed key replays and writes nothing
@@ -112,7 +116,7 @@ def test_finish_signing_is_all_or_nothing(wallet_store: Store, clock: FakeClock)
     with pytest.raises(NotFound, match="outbox item e1 not found"):
         s.get_outbox_item("e1")
     with pytest.raises(IdempotencyInProgress):
-        s.lookup_idempotent("w1", "k1", H1)
+        s.lookup_idempotent("w1", "k1", H1, T0)
     # An answer for a key that is not claimed: nothing is committed either.
     pending = begin(s, "k2", "r2", 100).reservation
     with pytest.raises((Conflict, NotFound), match=r"idempotency key|not in progress"):
@@ -164,6 +168,62 @@ def test_prune_changes_no_answer_from_now_on(wallet_store: Store) -> None:
     assert s.recent_denials("w1", now - MAX_WINDOW_SECONDS) == []
     s.prune(now)  # idempotent
     assert s.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, now) == 7
+
+
+def test_a_stale_in_progress_claim_frees_its_key(wallet_store: Store) -> None:
+    """A claim left in progress by a request that died (a crash between begin and finish) holds its key only for
+    `IDEMPOTENCY_STALE_SECONDS`; then a retry claims it again, as begin_idempotent and as begin_signing."""
+    s = wallet_store
+    begin(s, "k1", "r1", 400)
+    stale = T0 + IDEMPOTENCY_STALE_SECONDS
+    with pytest.raises(IdempotencyInProgress):
+        s.lookup_idempotent("w1", "k1", H1, stale)  # at the limit it still holds
+    with pytest.raises(IdempotencyInProgress):
+        begin(s, "k1", "r2", 1, now=stale)
+    later = stale + 1
+    assert s.lookup_idempotent("w1", "k1", H1, later) is None
+    retry = begin(s, "k1", "r2", 100, now=later)
+    assert retry.replay is None and retry.reservation is not None
+    assert s.spent_in_window("w1", "SOL", DAY, later) == 500  # the dead request's reservation stays counted
+    with pytest.raises(IdempotencyInProgress):
+        s.begin_idempotent("w1", "k1", H1, later + 1)  # the new claim holds the key
+    s.begin_idempotent("w1", "k2", H2, T0)
+    assert s.begin_idempotent("w1", "k2", H1, later) is None  # an expired claim holds no request either
+
+
+def test_a_completed_answer_replays_for_the_retention_period(wallet_store: Store) -> None:
+    s = wallet_store
+    assert s.begin_idempotent("w1", "k1", H1, T0) is None
+    s.complete_idempotent("w1", "k1", H1, b'{"first": true}')
+    kept = T0 + IDEMPOTENCY_RETENTION_SECONDS
+    replay = s.lookup_idempotent("w1", "k1", H1, kept)
+    assert replay is not None and replay.response == b'{"first": true}'
+    with pytest.raises(IdempotencyMismatch):
+        s.begin_idempotent("w1", "k1", H2, kept)
+    expired = kept + 1
+    assert s.lookup_idempotent("w1", "k1", H1, expired) is None
+    claim = begin(s, "k1", "r1", 1, now=expired, digest=H2)  # the key is free for any request again
+    assert claim.replay is None and claim.reservation is not None
+    with pytest.raises(IdempotencyMismatch):
+        s.lookup_idempotent("w1", "k1", H1, expired)
+
+
+def test_prune_keeps_every_live_idempotency_record(wallet_store: Store) -> None:
+    """(SQLite deletes the expired ones, see test_store_sqlite; DynamoDB leaves them to its TTL.)"""
+    s = wallet_store
+    s.begin_idempotent("w1", "done-old", H1, T0)
+    s.complete_idempotent("w1", "done-old", H1, b"{}")
+    s.begin_idempotent("w1", "dead", H1, T0)
+    now = T0 + IDEMPOTENCY_RETENTION_SECONDS + 1
+    s.begin_idempotent("w1", "running", H1, now - 10)
+    s.begin_idempotent("w1", "done-new", H1, now - 10)
+    s.complete_idempotent("w1", "done-new", H1, b"{}")
+    s.prune(now)
+    for key in ("done-old", "dead"):
+        assert s.lookup_idempotent("w1", key, H1, now) is None
+    with pytest.raises(IdempotencyInProgress):
+        s.lookup_idempotent("w1", "running", H1, now)
+    assert s.lookup_idempotent("w1", "done-new", H1, now) is not None
 
 
 @pytest.mark.parametrize("seed", [1, 2])

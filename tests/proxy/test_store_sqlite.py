@@ -14,7 +14,11 @@ from parent_proxy.store.model import OutboxItem
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
 from parent_proxy.store.sqlite_time import time_key
-from parent_proxy.store.validation import MAX_WINDOW_SECONDS
+from parent_proxy.store.validation import (
+    IDEMPOTENCY_RETENTION_SECONDS,
+    IDEMPOTENCY_STALE_SECONDS,
+    MAX_WINDOW_SECONDS,
+)
 from tests.proxy.conftest import make_wallet
 
 T0 = 1_700_000_000.0
@@ -241,3 +245,22 @@ def test_version_4_outbox_gets_due_keys(tmp_path: Path) -> None:
     assert [i.event_id for i in migrated.claim_webhooks(T0 + 1, 30.0, 10)] == ["a"]
     migrated.close()
     SqliteStore(path).close()  # opening a version-5 database again changes nothing
+
+
+def test_prune_deletes_expired_idempotency_records(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.create_wallet(make_wallet("w1"))
+    h = bytes(32)
+    store.begin_idempotent("w1", "done-old", h, T0)
+    store.complete_idempotent("w1", "done-old", h, b"{}")
+    store.begin_idempotent("w1", "dead", h, T0 + IDEMPOTENCY_RETENTION_SECONDS - IDEMPOTENCY_STALE_SECONDS - 2)
+    now = T0 + IDEMPOTENCY_RETENTION_SECONDS + 1
+    store.begin_idempotent("w1", "running", h, now - IDEMPOTENCY_STALE_SECONDS)
+    store.begin_idempotent("w1", "done-new", h, now - IDEMPOTENCY_RETENTION_SECONDS)
+    store.complete_idempotent("w1", "done-new", h, b"{}")
+    store.prune(now)
+    with sqlite3.connect(path) as conn:
+        keys = sorted(r[0] for r in conn.execute("SELECT key FROM idempotency"))
+    assert keys == ["done-new", "running"]  # each exactly at its limit: still held
+    store.close()
