@@ -1,7 +1,8 @@
 """Policy documents: parse and validate the owner's JSON policy into a `Policy` (DESIGN.md section 5).
 
-A document is a JSON object ``{"version": 1, "wallet_id": ..., "sequence": ..., "rules": {...}}``; its JSON Schema
-is ``policies/schema/policy-v1.schema.json``. Every rule section is required: nothing is permissive by omission,
+A document is a JSON object ``{"version": 1, "wallet_id": ..., "sequence": ..., "rules": {...}}``, optionally with
+``"expires_at"`` (Unix seconds: from then on the policy denies everything); its JSON Schema is
+``policies/schema/policy-v1.schema.json``. Every rule section is required: nothing is permissive by omission,
 and an explicit ``"any"`` is the only way to open a list rule. Every error names the field and the reason.
 
 Owner signatures over documents are in `policies.signing`.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from solders.pubkey import Pubkey
@@ -39,6 +41,8 @@ from policies.rules import (
 
 SCHEMA_VERSION = 1
 U64_MAX = 2**64 - 1
+MAX_SAFE_INT = 2**53 - 1
+"""Largest integer every JSON implementation reads exactly (sequences, expiry times)."""
 MAX_WINDOW_SECONDS = 31 * 24 * 3600
 """Longest rolling window: 31 days. Longer windows would make the state store keep too much history."""
 MAX_LIST_ITEMS = 256
@@ -60,11 +64,18 @@ class Policy:
     version: int
     wallet_id: str
     sequence: int
+    expires_at: int | None
+    """Unix seconds from which the policy denies everything (None: no expiry). It bounds how long an older policy
+    can be reinstalled by a hostile parent after an enclave restart (docs/policies.md, Expiry)."""
     rules: Rules
     canonical: bytes = field(repr=False)
     limit_by_asset: dict[str, AssetLimit] = field(repr=False)
     allowed_token_accounts: frozenset[Pubkey] = field(repr=False)
     denied_token_accounts: frozenset[Pubkey] = field(repr=False)
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the policy has expired at ``now`` (it denies everything from ``expires_at`` on)."""
+        return self.expires_at is not None and now.timestamp() >= self.expires_at
 
     def spend_windows(self) -> tuple[tuple[str, int], ...]:
         """Every (asset, window_seconds) whose spent-and-reserved total the evaluation context must supply."""
@@ -357,17 +368,21 @@ def _token_accounts(owners: Iterable[Pubkey], mints: Iterable[str]) -> frozenset
 
 def policy_from_object(document: dict[str, Any]) -> Policy:
     """Validate a parsed JSON object as a policy document."""
-    obj = _obj(document, "", ("version", "wallet_id", "sequence", "rules"))
+    obj = _obj(document, "", ("version", "wallet_id", "sequence", "rules"), optional=("expires_at",))
     version = _int(obj["version"], "version", minimum=SCHEMA_VERSION, maximum=SCHEMA_VERSION)
     rules = _rules(obj["rules"], "rules")
     for i, lim in enumerate(rules.limits):
         if lim.asset != NATIVE_SOL and lim.asset not in rules.mints:
             raise PolicyDocumentError(f"rules.limits[{i}].asset", "this mint is not in rules.mints")
     allowed = rules.destinations.allow
+    expires_at = None
+    if "expires_at" in obj:  # optional, but never null
+        expires_at = _int(obj["expires_at"], "expires_at", minimum=1, maximum=MAX_SAFE_INT)
     return Policy(
         version=version,
         wallet_id=_ident(obj["wallet_id"], "wallet_id"),
-        sequence=_int(obj["sequence"], "sequence", minimum=1, maximum=2**53 - 1),
+        sequence=_int(obj["sequence"], "sequence", minimum=1, maximum=MAX_SAFE_INT),
+        expires_at=expires_at,
         rules=rules,
         canonical=canonical_bytes(document),
         limit_by_asset={lim.asset: lim for lim in rules.limits},

@@ -41,6 +41,20 @@ def test_example_policy_matches_the_published_schema() -> None:
     VALIDATOR.validate(example_policy())
 
 
+def test_expiry_is_optional_and_denies_from_its_second_on() -> None:
+    from datetime import UTC, datetime
+
+    assert policy_from_object(example_policy()).expires_at is None
+    assert not policy_from_object(example_policy()).expired(datetime(9999, 1, 1, tzinfo=UTC))
+    doc = {**example_policy(), "expires_at": 1_900_000_000}
+    VALIDATOR.validate(doc)
+    policy = policy_from_object(doc)
+    assert policy.expires_at == 1_900_000_000
+    assert not policy.expired(datetime.fromtimestamp(1_899_999_999.999, UTC))
+    assert policy.expired(datetime.fromtimestamp(1_900_000_000, UTC))
+    assert policy.canonical != policy_from_object(example_policy()).canonical  # the owner signs the expiry too
+
+
 def _set(doc: dict[str, Any], path: str, value: Any) -> None:
     *parents, last = path.split(".")
     target: Any = doc
@@ -132,6 +146,11 @@ MALFORMED = [
     ("rules.offchain_messages", _DELETE, "rules.offchain_messages", "required field is missing"),
     ("rules.offchain_messages", {"allowed": "yes"}, "rules.offchain_messages.allowed", "true or false"),
     ("rules.offchain_messages", {}, "rules.offchain_messages.allowed", "required field is missing"),
+    ("expires_at", None, "expires_at", "must be an integer"),
+    ("expires_at", "2030-01-01", "expires_at", "must be an integer"),
+    ("expires_at", True, "expires_at", "must be an integer"),
+    ("expires_at", 0, "expires_at", "between 1"),
+    ("expires_at", 2**53, "expires_at", "between 1"),
 ]
 
 
