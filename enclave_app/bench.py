@@ -10,7 +10,7 @@ the enclave clock advances one second per request so the example policy's rate l
 
 The last line is machine-readable: ``enclave-sign p50_us=... p99_us=... sign_us=... ratio=<p50/sign>``.
 Note: the path holds two Ed25519 signatures (agent + receipt), so its floor is a ratio of about 2. On the 2-core
-development machine: p50 ~97 us, ratio ~4.9 (goal <= 3.0, not reached). Of the ~55 us besides the signatures,
+development machine: p50 ~95 us, ratio ~4.9 (goal <= 3.0, not reached). Of the ~55 us besides the signatures,
 inside the running path: transaction decode ~12, evaluation ~7, frame decode ~6, protocol decode ~5, frame encode
 ~4.5, evaluation context ~4, ledger ~3, receipt encoding ~1.5, the rest ~6 (see docs/enclave.md, Benchmark).
 """
