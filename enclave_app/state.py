@@ -320,5 +320,7 @@ class Enclave:
             raise InconsistentStateError("policy verified for another wallet")
         if wallet.policy is not None and policy.sequence <= wallet.policy.sequence:
             raise StateError(ErrorCode.POLICY_STALE, "policy sequence not above the installed one")
+        if policy.expired(self.clock()):  # an old policy a hostile parent brings back after a restart, say
+            raise StateError(ErrorCode.POLICY_STALE, "policy has expired")
         wallet.installed = InstalledPolicy.of(wallet.wallet_id, policy)
         return wallet.installed.digest

@@ -38,7 +38,7 @@ class Code(enum.StrEnum):
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"  # 409: same key, different request
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"  # 409: same key, first request not finished
     CONFLICT = "conflict"  # 409: already exists / already decided
-    STALE_POLICY = "stale_policy"  # 409: policy sequence not above the installed one
+    STALE_POLICY = "stale_policy"  # 409: policy sequence not above the installed one, or the policy has expired
     PAYLOAD_TOO_LARGE = "payload_too_large"  # 413
     RATE_LIMITED = "rate_limited"  # 429
     POLICY_DENIED = "policy_denied"  # 403: decision DENY (reasons given)

@@ -216,6 +216,9 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
         policy = load_signed_policy(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id)
     except PolicyEngineError as exc:
         raise ApiError(Code.INVALID_REQUEST, f"policy refused: {exc}") from exc
+    now = read_clock(services.clock)
+    if policy.expires_at is not None and now >= policy.expires_at:
+        raise ApiError(Code.STALE_POLICY, f"the policy expired at {policy.expires_at} (Unix seconds)")
 
     def persist() -> Wallet:
         services.store.install_policy(wallet_id, envelope, policy.sequence)

@@ -48,7 +48,7 @@ _REFUSALS = {
     ErrorCode.POLICY_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the policy"),
     ErrorCode.ORDER_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the owner order"),
     ErrorCode.MESSAGE_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the message"),
-    ErrorCode.POLICY_STALE: (Code.STALE_POLICY, "the enclave holds a newer policy"),
+    ErrorCode.POLICY_STALE: (Code.STALE_POLICY, "the enclave holds a newer policy, or the policy has expired"),
     ErrorCode.ORDER_STALE: (Code.CONFLICT, "the enclave accepted a newer owner order"),
     ErrorCode.WALLET_EXISTS: (Code.CONFLICT, "the wallet already exists"),
     ErrorCode.ATTESTATION_REFUSED: (

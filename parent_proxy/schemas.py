@@ -93,6 +93,9 @@ class WalletView(BaseModel):
     frozen_reason: str | None
     policy_sequence: int
     policy_sha256: str | None
+    policy_expires_at: int | None = Field(
+        description="Unix seconds from which the installed policy denies everything (null: it does not expire)"
+    )
     limits: list[LimitLeft]
 
 

@@ -2,7 +2,8 @@
 
 Semantics (DESIGN.md section 5):
 1. Default deny: a decode failure, an opaque or restricted instruction, a program off the allowlist, an asset
-   without a limit, a spending window the context does not report: DENY, never a guess.
+   without a limit, a spending window the context does not report, a policy past its ``expires_at``: DENY, never
+   a guess.
 2. Every instruction is checked (inner instructions of vault transactions too); effects whose authority is one
    of the wallet's keys count against the wallet's limits and destination rules.
 3. Deny overrides allow; the strictest tier over all rules and instructions wins.
@@ -81,6 +82,14 @@ class _Evaluation:
     def check_request(self) -> None:
         rules = self.policy.rules
         now = self.ctx.now
+        if self.policy.expired(now):
+            self.raise_to(
+                Verdict.DENY,
+                "policy_expired",
+                "the policy has expired: the owner must sign a new one",
+                seen=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                allowed=f"before {datetime.fromtimestamp(self.policy.expires_at or 0, UTC):%Y-%m-%dT%H:%M:%SZ}",
+            )
         if rules.time_windows != ANY:
             minute = now.hour * 60 + now.minute
             weekday = now.weekday()

@@ -173,9 +173,11 @@ class Harness:
             headers={"Authorization": f"Bearer {token or self.token}"},
         )
 
-    def policy(self, sequence: int = 1, **rules: Any) -> dict[str, Any]:
+    def policy(self, sequence: int = 1, *, expires_at: int | None = None, **rules: Any) -> dict[str, Any]:
         doc = example_policy()
         doc["wallet_id"], doc["sequence"] = self.wallet_id, sequence
+        if expires_at is not None:
+            doc["expires_at"] = expires_at
         doc["rules"].update(rules)
         return sign_document(POLICY_PURPOSE, doc, self.owner)
 
