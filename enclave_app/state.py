@@ -15,7 +15,8 @@ States (:class:`~enclave_app.protocol.EnclaveState`), derived from the wallets e
 
 Per wallet the enclave keeps: wallet id, owner public key, agent key (memory only), the installed owner-signed
 policy (sequence must increase), the frozen flag, the last freeze-order sequence, and a :class:`Ledger` of what it
-signed and refused since boot. All of it is lost on restart by design; the parent's counters are the floor.
+signed and refused since boot (signed amounts for up to 31 days, the longest window a policy may have). All of it
+is lost on restart by design; the parent's counters are the floor.
 
 An installed policy is held as an :class:`InstalledPolicy`: the verified, immutable ``Policy`` plus what the sign
 path derives from it (its hash, the ledger horizon, the spending windows, the receipt prefix), computed once at
@@ -42,7 +43,7 @@ from enclave_app.nsm import Nsm
 from enclave_app.protocol import AttestationMode, EnclaveState, ErrorCode
 from enclave_app.receipts import SessionKey, receipt_prefix
 from policies.decision import Reservation
-from policies.document import Policy
+from policies.document import MAX_WINDOW_SECONDS, Policy
 
 _LOG = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ MAX_LEDGER_ENTRIES = 100_000
 """Entries per wallet ledger (ours: ~100 bytes each, 10 MB per wallet at most); when full, signing is refused."""
 COMPACT_AFTER = 4096
 """Pruned timestamps are dropped from memory once this many (and over half the list) have expired."""
+ARCHIVE_BUCKET_SECONDS = 600
+"""Signed amounts older than the installed policy's horizon are kept summed per asset in buckets of this length."""
+ARCHIVE_SECONDS = MAX_WINDOW_SECONDS
+"""How long archived amounts are kept: the longest window any policy may have (31 days, 4464 buckets per asset)."""
 SEED_BYTES = 32
 MIN_NSM_RANDOM_BYTES = 32
 
@@ -118,12 +123,21 @@ class Ledger:
 
     Times never go backwards here (a clock step back is recorded at the last time seen), so windows only slide.
     Queries cost O(log n) (counts) or amortized O(1) (running totals per (asset, window)).
+
+    Signed amounts are kept exactly for the installed policy's horizon, then summed per asset into
+    `ARCHIVE_BUCKET_SECONDS` buckets kept for `ARCHIVE_SECONDS`. A bucket counts as if all of it were signed at
+    its latest possible time (its end, or the prune cutoff when that is earlier, so that it stays older than every
+    exact entry), so a window the policy lengthens later (a weekly limit replacing a daily one) still counts what
+    was signed before, at most one bucket longer than exactly: never less. A parent that reports too little is
+    therefore capped by the enclave over any window a policy can have, not only the horizon of the policy that
+    was installed when the amounts were signed. Request and denial times are kept for the horizon only.
     """
 
-    __slots__ = ("_last", "_longest", "_outflow_count", "_outflows", "_windows", "denials", "requests")
+    __slots__ = ("_archive", "_last", "_longest", "_outflow_count", "_outflows", "_windows", "denials", "requests")
 
     def __init__(self) -> None:
         self._outflows: dict[str, deque[tuple[float, int]]] = {}
+        self._archive: dict[str, deque[tuple[float, float, int]]] = {}  # per asset: (end, counted at, sum)
         self._outflow_count = 0
         self._windows: dict[tuple[str, int], _Window] = {}
         self._longest = 0  # longest window in _windows (0: none)
@@ -139,14 +153,29 @@ class Ledger:
         cutoff = self.time(now) - horizon
         self.requests.prune(cutoff)
         self.denials.prune(cutoff)
-        for entries in self._outflows.values():
+        for asset, entries in self._outflows.items():
             while entries and entries[0][0] <= cutoff:
-                entries.popleft()
+                self._archive_add(asset, *entries.popleft(), cutoff)
                 self._outflow_count -= 1
+        archive_cutoff = self._last - ARCHIVE_SECONDS
+        for buckets in self._archive.values():
+            while buckets and buckets[0][1] <= archive_cutoff:  # every amount in it is older than any window
+                buckets.popleft()
         # Windows longer than the horizon are rebuilt from what is kept if a policy needs them again.
         if self._longest > horizon:
             self._windows = {key: window for key, window in self._windows.items() if key[1] <= horizon}
             self._longest = max((key[1] for key in self._windows), default=0)
+
+    def _archive_add(self, asset: str, at: float, amount: int, cutoff: float) -> None:
+        """Add an amount signed at ``at`` (<= ``cutoff``, the prune cutoff) to its bucket, counted at the bucket's
+        end or ``cutoff``, whichever is earlier: never before ``at``, never after an exact entry (> ``cutoff``)."""
+        end = (at // ARCHIVE_BUCKET_SECONDS + 1) * ARCHIVE_BUCKET_SECONDS
+        counted_at = min(end, cutoff)
+        buckets = self._archive.setdefault(asset, deque())
+        if buckets and buckets[-1][0] == end:
+            buckets[-1] = (end, max(counted_at, buckets[-1][1]), buckets[-1][2] + amount)
+        else:
+            buckets.append((end, counted_at, amount))
 
     def check_room(self, entries: int) -> None:
         held = self._outflow_count + len(self.requests) + len(self.denials)
@@ -158,8 +187,10 @@ class Ledger:
         key = (asset, window)
         view = self._windows.get(key)
         if view is None:
-            kept = self._outflows.get(asset, ())
-            view = self._windows[key] = _Window(window, (e for e in kept if e[0] > now - window))
+            cutoff = now - window
+            archived = [(at, amount) for _, at, amount in self._archive.get(asset, ()) if at > cutoff]
+            kept = [e for e in self._outflows.get(asset, ()) if e[0] > cutoff]
+            view = self._windows[key] = _Window(window, archived + kept)  # in time order: archived ones are older
             self._longest = max(self._longest, window)
         return view.slide(now)
 

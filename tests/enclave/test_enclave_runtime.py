@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enclave_app.__main__ import main, serve
 from enclave_app.client import EnclaveClient
@@ -14,7 +16,7 @@ from enclave_app.errors import ReceiptError, SettingsError, StateError
 from enclave_app.protocol import EnclaveState
 from enclave_app.receipts import Receipt, SessionKey, verify_receipt
 from enclave_app.settings import load_settings
-from enclave_app.state import Ledger
+from enclave_app.state import ARCHIVE_BUCKET_SECONDS, ARCHIVE_SECONDS, Ledger
 from enclave_app.transport import UnixAddress, VsockAddress
 from policies.decision import Reservation
 
@@ -194,14 +196,65 @@ def test_ledger_room_counts_outflows_and_pruning_frees_it(monkeypatch: pytest.Mo
         ledger.check_room(5)
 
 
-def test_ledger_windows_past_the_horizon_are_rebuilt_from_what_is_kept() -> None:
+def test_ledger_windows_past_the_horizon_still_count_archived_amounts() -> None:
+    """Before: amounts older than the horizon were forgotten, so after an owner lengthened a window a parent that
+    reported 0 was capped only by what the enclave still remembered."""
     ledger = Ledger()
     ledger.record(10.0, denied=False, signed=(Reservation("SOL", 1),))
     ledger.record(50.0, denied=False, signed=(Reservation("SOL", 2),))
     assert ledger.spent("SOL", 100, 60.0) == 3 and ledger.spent("SOL", 30, 60.0) == 2
-    ledger.prune(60.0, 30)  # horizon 30: the entry at 10.0 is forgotten, and so is the 100 s view
-    assert ledger.spent("SOL", 100, 60.0) == 2
+    ledger.prune(60.0, 30)  # horizon 30: the entry at 10.0 is archived; the 100 s view is dropped
+    assert ledger.spent("SOL", 100, 60.0) == 3  # rebuilt: archived + kept
     assert ledger.spent("SOL", 30, 60.0) == 2
     ledger.prune(61.0, 100)  # a longer horizon keeps both views
     ledger.record(61.0, denied=False, signed=(Reservation("SOL", 4),))
-    assert ledger.spent("SOL", 100, 61.0) == 6 and ledger.spent("SOL", 30, 61.0) == 6
+    assert ledger.spent("SOL", 100, 61.0) == 7 and ledger.spent("SOL", 30, 61.0) == 6
+    # the archived amount (signed at 10.0, counted at the prune cutoff 30.0) leaves the 100 s window at 130.0
+    assert ledger.spent("SOL", 100, 129.0) == 7 and ledger.spent("SOL", 100, 130.0) == 6
+
+
+def test_archived_amounts_leave_after_the_longest_window_any_policy_may_have() -> None:
+    ledger = Ledger()
+    ledger.record(0.0, denied=False, signed=(Reservation("SOL", 5),))
+    ledger.prune(1000.0, 60)  # archived in the bucket ending at 600, counted from 600.0
+    month = ARCHIVE_SECONDS
+    assert ledger.spent("SOL", month, 600.0 + month - 1) == 5
+    ledger.prune(600.0 + month, 60)
+    assert ledger.spent("SOL", month + 10, 600.0 + month) == 0  # gone from memory, not only from the window
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(st.integers(0, 3 * ARCHIVE_BUCKET_SECONDS), st.integers(1, 1000), st.sampled_from((30, 600, 7200))),
+        min_size=1,
+        max_size=40,
+    ),
+    window=st.sampled_from((60, 900, 3600, 86_400)),
+)
+def test_ledger_never_counts_less_than_exactly_and_at_most_one_bucket_longer(
+    events: list[tuple[int, int, int]], window: int
+) -> None:
+    """Whatever the horizons the ledger was pruned with (policies replaced in between), the amount it reports for
+    any window is at least the exact sum of what was signed in it, and at most the exact sum over a window one
+    bucket longer."""
+    ledger = Ledger()
+    signed: list[tuple[float, int]] = []
+
+    def check(at: float, seconds: int) -> None:
+        reported = ledger.spent("SOL", seconds, at)
+        exact = sum(amount for t, amount in signed if t > at - seconds)
+        widened = sum(amount for t, amount in signed if t > at - seconds - ARCHIVE_BUCKET_SECONDS)
+        assert exact <= reported <= widened, (at, seconds)
+
+    now = 0.0
+    for step, amount, horizon in events:
+        now += step
+        ledger.prune(now, horizon)
+        ledger.record(now, denied=False, signed=(Reservation("SOL", amount),))
+        signed.append((now, amount))
+        check(now, horizon)  # the windows of the policy installed now (views that then live on and slide)
+        check(now, window)
+    later = now + window // 2
+    ledger.prune(later, 30)
+    check(later, window)
