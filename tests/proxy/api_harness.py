@@ -127,6 +127,20 @@ def start_raw_server(loop: LoopThread, path: Path, handle: Callable[..., Any]) -
     return server
 
 
+def start_answering_server(loop: LoopThread, path: Path, answer: bytes) -> asyncio.Server:
+    """A stand-in enclave that reads one request and writes ``answer`` (raw bytes: a frame or garbage), then closes."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read(65536)
+            writer.write(answer)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return start_raw_server(loop, path, respond)
+
+
 @dataclass
 class Harness:
     client: TestClient

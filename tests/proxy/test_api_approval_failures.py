@@ -7,7 +7,6 @@ approved with nothing signed; the owner's decision was lost and the agent had to
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +25,8 @@ from tests.proxy.api_harness import (
     LoopThread,
     build_harness,
     provision,
+    start_answering_server,
     start_enclave,
-    start_raw_server,
 )
 from tests.support.policies import MERCHANT
 
@@ -136,16 +135,7 @@ def test_enclave_refusal_consumes_the_approval(h: tuple[Harness, LoopThread]) ->
         decision={"verdict": "deny", "reasons": []}, signature=None, signed_transaction=None,
         receipt=b"r", receipt_signature=bytes(64),
     )  # fmt: skip
-
-    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.read(65536)
-            writer.write(encode_frame(refusal.to_wire()))
-            await writer.drain()
-        finally:
-            writer.close()
-
-    server = start_raw_server(loop, harness.socket, refuse)
+    server = start_answering_server(loop, harness.socket, encode_frame(refusal.to_wire()))
     try:
         harness.services.relay._loaded[harness.wallet_id] = 1  # the refusal answers the signing request itself
         refused = harness.owner_call("POST", path, body)

@@ -20,6 +20,7 @@ from tests.proxy.api_harness import (
     LoopThread,
     build_harness,
     provision,
+    start_answering_server,
     start_enclave,
     start_raw_server,
 )
@@ -100,16 +101,7 @@ def test_enclave_slow_is_503_after_the_timeout(setup: tuple[Harness, LoopThread]
 )
 def test_malformed_enclave_answer_is_503(setup: tuple[Harness, LoopThread], answer: bytes) -> None:
     h, loop = setup
-
-    async def nonsense(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.read(65536)
-            writer.write(answer)
-            await writer.drain()
-        finally:
-            writer.close()
-
-    server = start_raw_server(loop, h.socket, nonsense)
+    server = start_answering_server(loop, h.socket, answer)
     try:
         # the wallet must look loaded, so that the nonsense answers the signing request itself
         h.services.relay._loaded[h.wallet_id] = 1
@@ -130,16 +122,7 @@ def test_enclave_answer_signed_but_not_allowed_is_refused(setup: tuple[Harness, 
         decision={"verdict": "allow", "reasons": []}, signature=bytes(64), signed_transaction=None,
         receipt=b"r", receipt_signature=bytes(64),
     )  # fmt: skip
-
-    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.read(65536)
-            writer.write(encode_frame(lie.to_wire()))
-            await writer.drain()
-        finally:
-            writer.close()
-
-    server = start_raw_server(loop, h.socket, liar)
+    server = start_answering_server(loop, h.socket, encode_frame(lie.to_wire()))
     try:
         h.services.relay._loaded[h.wallet_id] = 1
         response = h.sign(h.transfer(1000, MERCHANT))

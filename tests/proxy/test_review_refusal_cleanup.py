@@ -8,7 +8,6 @@ failure part-way, neither abandoned the claim nor (when the release itself faile
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from enclave_app.framing import encode_frame
 from enclave_app.protocol import TransactionDecisionResponse
 from parent_proxy.store.model import ReservationStatus
-from tests.proxy.api_harness import Harness, LoopThread, build_harness, provision, start_enclave, start_raw_server
+from tests.proxy.api_harness import Harness, LoopThread, build_harness, provision, start_answering_server, start_enclave
 from tests.support.policies import MERCHANT
 
 REFUSAL = TransactionDecisionResponse(
@@ -32,15 +31,6 @@ def refusing(tmp_path: Path) -> Iterator[Harness]:
     loop = LoopThread()
     h = build_harness(tmp_path, loop, enclave_timeout=2.0)
     server = start_enclave(loop, h.socket)
-
-    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.read(65536)
-            writer.write(encode_frame(REFUSAL.to_wire()))
-            await writer.drain()
-        finally:
-            writer.close()
-
     try:
         with h.client:
             provision(h)
@@ -48,7 +38,7 @@ def refusing(tmp_path: Path) -> Iterator[Harness]:
             loop.run(h.services.relay.close())
             loop.run(server.wait_closed())
             h.socket.unlink(missing_ok=True)
-            raw = start_raw_server(loop, h.socket, refuse)
+            raw = start_answering_server(loop, h.socket, encode_frame(REFUSAL.to_wire()))
             h.services.relay._loaded[h.wallet_id] = 1  # the raw server answers the signing request itself
             try:
                 yield h
