@@ -5,7 +5,9 @@ it that way; `create_table` does it for tests and local runs). Item layout:
 
     pk            sk                    item
     W#<wallet>    WALLET                wallet fields + ``ledger_version`` (bumped by every reservation)
-    W#<wallet>    R#<request>           reservation: amounts (JSON), created_at, status
+    W#<wallet>    RT#<t>#<request>      reservation: amounts (JSON), created_at, status (keyed by time, so that a
+                                        limit check reads only its window)
+    W#<wallet>    R#<request>           the reservation's created_at (finds ``RT#`` by request id; unique ids)
     W#<wallet>    E#<kind>#<t>#<uuid>   request / denial timestamp
     W#<wallet>    I#<key>               idempotency record
     W#<wallet>    AP#<approval>         approval; ``A#<approval>/APPROVAL`` points back to the wallet

@@ -1,5 +1,9 @@
 """The period-limit and rate part of `DynamoStore`: reservations by optimistic concurrency (see `dynamodb`),
-request and denial timestamps, and pruning (the table's TTL does it)."""
+request and denial timestamps, and pruning (the table's TTL does it).
+
+A reservation is keyed by its time (``RT#<sortable time>#<request id>``), so that checking the caps reads the
+reservations of the longest window only, not every reservation of the last month; a pointer ``R#<request id>``
+holds its time, makes request ids unique (a conditional put in the same transaction) and finds it by id."""
 
 from __future__ import annotations
 
@@ -27,6 +31,11 @@ from parent_proxy.store.dynamodb_outbox import DynamoOutboxAudit
 from parent_proxy.store.model import Reservation, ReservationStatus
 from parent_proxy.store.protocol import Limits
 
+
+def _reservation_key(request_id: str, created_at: float) -> str:
+    return f"RT#{sortable_time(created_at)}#{request_id}"
+
+
 MAX_RESERVE_ATTEMPTS = 25
 """Optimistic retries before a contended reservation reports the store unavailable (503; the caller decides)."""
 RETRY_BASE_SECONDS = 0.002
@@ -36,15 +45,16 @@ class DynamoLimits(DynamoOutboxAudit):
     """Reservations, rate/denial events and pruning over one table (see `dynamodb_base` for its layout)."""
 
     # -- period limits --------------------------------------------------------------------------------------
-    def _live_entries(self, wallet_id: str, longest: int, now: float) -> tuple[list[lim.Entry], set[str]]:
+    def _live_entries(self, wallet_id: str, longest: int, now: float) -> list[lim.Entry]:
+        """The unreleased reservations inside the ``longest`` window ending at ``now`` (a range read of that window:
+        the key's time is rounded monotonically, so the range misses nothing; the exact test drops the extras)."""
         entries: list[lim.Entry] = []
-        ids: set[str] = set()
-        for item in self._query(f"W#{wallet_id}", prefix="R#"):
-            ids.add(get_s(item, "sk")[2:])
+        window = (f"RT#{sortable_time(max(0.0, now - longest))}", "RT#~")
+        for item in self._query(f"W#{wallet_id}", between=window):
             created = get_f(item, "created_at")
             if get_s(item, "status") != ReservationStatus.RELEASED and lim.in_window(created, longest, now):
                 entries.append((lim.decode_amounts(get_s(item, "amounts")), created))
-        return entries, ids
+        return entries
 
     def reserve(
         self, wallet_id: str, request_id: str, amounts: Mapping[str, int], limits: Limits, now: float
@@ -67,23 +77,24 @@ class DynamoLimits(DynamoOutboxAudit):
         extra: list[Any],
     ) -> Reservation:
         """Reserve (the module docstring's steps) in one transaction with the ``extra`` actions. A failed condition
-        of an extra action is re-raised as `ConditionFailed` (reasons: version, reservation, then ``extra``)."""
+        of an extra action is re-raised as `ConditionFailed` (reasons: version, pointer, reservation, then
+        ``extra``)."""
         longest = max((w for (_, w) in caps), default=0)
+        expires = n(int(now) + v.MAX_WINDOW_SECONDS + 1)
         item = {
             "pk": s(f"W#{wallet_id}"),
-            "sk": s(f"R#{request_id}"),
+            "sk": s(_reservation_key(request_id, now)),
             "amounts": s(lim.encode_amounts(wanted)),
             "created_at": n(now),
             "status": s(ReservationStatus.PENDING),
-            TTL_ATTRIBUTE: n(int(now) + v.MAX_WINDOW_SECONDS + 1),
+            TTL_ATTRIBUTE: expires,
         }
+        pointer = {"pk": s(f"W#{wallet_id}"), "sk": s(f"R#{request_id}"), "created_at": n(now), TTL_ATTRIBUTE: expires}
         for attempt in range(MAX_RESERVE_ATTEMPTS):
             # 1. Read the version first: any reservation committed after this read will change it.
             version = get_i(self._require_wallet(wallet_id), "ledger_version")
-            # 2. Read every reservation of the wallet (strongly consistent) and check the caps.
-            entries, ids = self._live_entries(wallet_id, longest, now)
-            if request_id in ids:
-                raise Conflict(f"reservation {request_id} already exists")
+            # 2. Read the reservations of the longest window (strongly consistent) and check the caps.
+            entries = self._live_entries(wallet_id, longest, now)
             lim.check_reservation(wallet_id, entries, wanted, caps, now)
             # 3. Write the reservation only if the version is unchanged, and bump it.
             bump: Any = {
@@ -95,16 +106,16 @@ class DynamoLimits(DynamoOutboxAudit):
                     "ExpressionAttributeValues": {":seen": n(version), ":next": n(version + 1)},
                 }
             }
-            put: Any = {
-                "Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
-            }
+            new = "attribute_not_exists(pk)"
+            put: Any = {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}}
+            put_item: Any = {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": new}}
             try:
                 with translate():
-                    self._client.transact_write_items(TransactItems=[bump, put, *extra])
+                    self._client.transact_write_items(TransactItems=[bump, put, put_item, *extra])
             except ConditionFailed as exc:
-                if len(exc.reasons) > 1 and exc.reasons[1] == CONDITION_FAILED:
+                if CONDITION_FAILED in exc.reasons[1:3]:
                     raise Conflict(f"reservation {request_id} already exists") from exc
-                if CONDITION_FAILED in exc.reasons[2:]:
+                if CONDITION_FAILED in exc.reasons[3:]:
                     raise
                 time.sleep(random.uniform(0, RETRY_BASE_SECONDS * (attempt + 1)))  # noqa: S311 - jitter only
                 continue
@@ -117,7 +128,10 @@ class DynamoLimits(DynamoOutboxAudit):
         return {
             "Update": {
                 "TableName": self._table,
-                "Key": {"pk": s(f"W#{reservation.wallet_id}"), "sk": s(f"R#{reservation.request_id}")},
+                "Key": {
+                    "pk": s(f"W#{reservation.wallet_id}"),
+                    "sk": s(_reservation_key(reservation.request_id, reservation.created_at)),
+                },
                 "UpdateExpression": "SET #st = :t",
                 "ConditionExpression": "attribute_exists(pk) AND (#st = :p OR #st = :t)",
                 "ExpressionAttributeNames": {"#st": "status"},
@@ -144,7 +158,10 @@ class DynamoLimits(DynamoOutboxAudit):
         self._transition(reservation, ReservationStatus.RELEASED)
 
     def reservation_status(self, wallet_id: str, request_id: str) -> ReservationStatus:
-        item = self._get(f"W#{wallet_id}", f"R#{request_id}")
+        pointer = self._get(f"W#{wallet_id}", f"R#{request_id}")
+        item = None
+        if pointer is not None:
+            item = self._get(f"W#{wallet_id}", _reservation_key(request_id, get_f(pointer, "created_at")))
         if item is None:
             raise NotFound(f"reservation {request_id} not found")
         return ReservationStatus(get_s(item, "status"))
@@ -154,7 +171,7 @@ class DynamoLimits(DynamoOutboxAudit):
         v.check_id("asset", asset)
         v.check_count("window_seconds", window_seconds, minimum=1, maximum=v.MAX_WINDOW_SECONDS)
         now = v.check_time("now", now)
-        entries, _ = self._live_entries(wallet_id, window_seconds, now)
+        entries = self._live_entries(wallet_id, window_seconds, now)
         return lim.window_total(entries, asset, window_seconds, now)
 
     # -- rate limits and denial bursts ----------------------------------------------------------------------

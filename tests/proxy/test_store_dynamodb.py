@@ -1,0 +1,63 @@
+"""DynamoDB-only store behaviour: a limit check reads the reservations of its window only (they are keyed by time),
+not every reservation the table still holds for the wallet (up to a month of them before the TTL removes them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from parent_proxy.store.model import ReservationStatus
+from tests.proxy.conftest import make_wallet
+
+T0 = 1_700_000_000.0
+HOUR = 3600
+DAY = 86_400
+
+
+class CountingClient:
+    """The boto3 client, counting the items its queries return."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.items_read = 0
+
+    def query(self, **kwargs: Any) -> Any:
+        page = self.inner.query(**kwargs)
+        self.items_read += len(page.get("Items", []))
+        return page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def dynamo(aws_env: None) -> Iterator[tuple[Any, CountingClient]]:
+    import boto3
+    from moto import mock_aws
+
+    from parent_proxy.store.dynamodb import DynamoStore, create_table
+
+    with mock_aws():
+        client = CountingClient(boto3.client("dynamodb", region_name="us-east-1"))
+        create_table(client.inner, "waiaas-test")
+        store = DynamoStore(client, "waiaas-test")  # type: ignore[arg-type]
+        store.create_wallet(make_wallet("w1"))
+        yield store, client
+        store.close()
+
+
+def test_a_limit_check_reads_only_its_window(dynamo: tuple[Any, CountingClient]) -> None:
+    store, client = dynamo
+    for i in range(60):  # one reservation an hour for 60 hours, most committed, some released
+        reservation = store.reserve("w1", f"r{i}", {"SOL": 10}, {}, T0 + i * HOUR)
+        (store.release if i % 5 == 0 else store.commit)(reservation)
+    now = T0 + 59 * HOUR + 1
+    client.items_read = 0
+    store.reserve("w1", "hourly", {"SOL": 1}, {("SOL", HOUR): 1_000}, now)
+    assert client.items_read == 1  # r59 only (r58 is exactly one hour and one second old)
+    client.items_read = 0
+    assert store.spent_in_window("w1", "SOL", DAY, now) == 10 * sum(1 for i in range(36, 60) if i % 5) + 1
+    assert client.items_read == 25  # the day's 24 reservations and the new one; not the other 36
+    assert store.reservation_status("w1", "r0") == ReservationStatus.RELEASED  # found by id through its pointer
