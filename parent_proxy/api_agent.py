@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request, Response
@@ -37,6 +38,7 @@ from parent_proxy.schemas import (
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, SignRequest
 from policies.errors import PolicyEngineError
+from policies.evaluate import expiry_reason
 
 WalletId = Annotated[str, Path(pattern=WALLET_ID)]
 AuthHeader = Annotated[str | None, Header(alias="Authorization", description="Bearer <agent token>")]
@@ -162,6 +164,12 @@ async def sign_message(
         raise ApiError(Code.NO_POLICY, "the wallet has no installed policy")
     if not policy.rules.offchain_messages:
         raise ApiError(Code.POLICY_DENIED, "the wallet's policy does not allow off-chain messages")
+    try:
+        now = datetime.fromtimestamp(read_clock(services.clock), UTC)
+    except ProxyError as exc:
+        raise translate(exc) from exc
+    if (expired := expiry_reason(policy, now)) is not None:  # an expired policy allows nothing, messages included
+        raise ApiError(Code.POLICY_DENIED, "the wallet's policy has expired", reasons=[expired.to_json()])
     audit = {"message_sha256": hashlib.sha256(message).hexdigest()}
     try:
         await services.relay.ensure_wallet(wallet)

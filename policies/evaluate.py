@@ -82,14 +82,9 @@ class _Evaluation:
     def check_request(self) -> None:
         rules = self.policy.rules
         now = self.ctx.now
-        if self.policy.expired(now):
-            self.raise_to(
-                Verdict.DENY,
-                "policy_expired",
-                "the policy has expired: the owner must sign a new one",
-                seen=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                allowed=f"before {datetime.fromtimestamp(self.policy.expires_at or 0, UTC):%Y-%m-%dT%H:%M:%SZ}",
-            )
+        if (expired := expiry_reason(self.policy, now)) is not None:
+            self.reasons.append(expired)
+            self.verdict = max(self.verdict, expired.verdict)
         if rules.time_windows != ANY:
             minute = now.hour * 60 + now.minute
             weekday = now.weekday()
@@ -344,6 +339,20 @@ class _Evaluation:
         if self.verdict <= Verdict.ESCALATE:
             reservations = tuple([Reservation(asset, amount) for asset, amount in sorted(self.outflows.items())])
         return Decision(self.verdict, tuple(self.reasons), reservations, self.policy.sequence)
+
+
+def expiry_reason(policy: Policy, now: datetime) -> Reason | None:
+    """The DENY reason (rule ``policy_expired``) of ``policy`` at ``now`` (timezone-aware), or None while it is in
+    force. Evaluation raises it; every other use of a policy (off-chain messages) must refuse on it too."""
+    if not policy.expired(now):
+        return None
+    return Reason(
+        Verdict.DENY,
+        "policy_expired",
+        "the policy has expired: the owner must sign a new one",
+        seen=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        allowed=f"before {datetime.fromtimestamp(policy.expires_at or 0, UTC):%Y-%m-%dT%H:%M:%SZ}",
+    )
 
 
 def _checked_context(ctx: EvalContext) -> EvalContext:
