@@ -41,6 +41,7 @@ from solders.signature import Signature
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.errors import IdempotencyInProgress, IdempotencyMismatch
 from parent_proxy.store.protocol import Store
+from parent_proxy.store.validation import IDEMPOTENCY_STALE_SECONDS
 from policies.errors import PolicySignatureError
 from policies.signing import signing_payload, verify_owner_signature
 
@@ -51,6 +52,10 @@ NONCE_HEADER = "WAIaaS-Owner-Nonce"
 SIGNATURE_HEADER = "WAIaaS-Owner-Signature"
 NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 MAX_MEMORY_NONCES = 100_000
+MAX_SKEW_SECONDS = IDEMPOTENCY_STALE_SECONDS // 2
+"""Largest ``max_skew`` the proxy may be configured with. A timestamp is accepted for up to 2 x ``max_skew`` after
+its nonce was claimed, and a nonce claim left in progress (the store failed, or the process died, between its two
+writes) holds its key only `IDEMPOTENCY_STALE_SECONDS`: a longer skew would let that request be replayed."""
 
 
 @dataclass(frozen=True, slots=True)

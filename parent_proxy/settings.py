@@ -18,6 +18,7 @@ variable                            default    meaning
 ``WAIAAS_RATE_BURST``               40         burst size per agent token
 ``WAIAAS_ENCLAVE_TIMEOUT_SECONDS``  5          longest wait for one enclave answer (then 503, never a retry)
 ``WAIAAS_OWNER_MAX_SKEW_SECONDS``   300        owner request timestamps further than this from now are refused
+                                               (at most `owner_auth.MAX_SKEW_SECONDS`, 450)
 ``WAIAAS_WORKERS``                  1          uvicorn worker processes (SQLite is shared safely between them)
 =================================== ========== =====================================================================
 """
@@ -33,6 +34,7 @@ from solders.pubkey import Pubkey
 
 from enclave_app.errors import TransportError
 from enclave_app.transport import Address, parse_address
+from parent_proxy.owner_auth import MAX_SKEW_SECONDS
 
 _SQLITE = re.compile(r"sqlite:(/.+)")
 _DYNAMO = re.compile(r"dynamodb:([A-Za-z0-9_.-]{3,255})(?:@([a-z0-9-]{1,32}))?")
@@ -147,6 +149,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         rate_per_second=_float(env, "WAIAAS_RATE_PER_SECOND", 20.0, 0.1, 100_000.0),
         rate_burst=_int(env, "WAIAAS_RATE_BURST", 40, 1, 1_000_000),
         enclave_timeout_seconds=_float(env, "WAIAAS_ENCLAVE_TIMEOUT_SECONDS", 5.0, 0.01, 120.0),
-        owner_max_skew_seconds=_int(env, "WAIAAS_OWNER_MAX_SKEW_SECONDS", 300, 1, 3600),
+        owner_max_skew_seconds=_int(env, "WAIAAS_OWNER_MAX_SKEW_SECONDS", 300, 1, MAX_SKEW_SECONDS),
         workers=_int(env, "WAIAAS_WORKERS", 1, 1, 64),
     )
