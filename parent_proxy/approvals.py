@@ -11,10 +11,10 @@ request signature over the URL binds the approval id):
 4. the amounts are reserved against the *approval ceilings*, and the request is relayed with the owner's signed
    approval (the enclave verifies it itself) -- then the same commit/release, audit and notification as a direct
    signature. The owner's answer carries the signed transaction; the agent learns it from the webhook.
-   A failure before a signature leaves the proxy (enclave unavailable, store failure at commit: a 503) gives
-   everything back, as for an agent request: the reservation is released and the approval is pending again
-   (audited ``approval.reopened``), so the owner can approve it once more. An enclave refusal is a decision: the
-   approval stays consumed.
+   A failure before a signature leaves the proxy (enclave unavailable or answering an error code, store failure
+   at reserve or commit: mostly a 503) gives everything back, as for an agent request: the reservation is released
+   and the approval is pending again (audited ``approval.reopened``), so the owner can approve it once more. An
+   enclave decision to refuse (an answer with its reasons) is a decision: the approval stays consumed.
 
 A rejection (the owner request signature alone) marks the approval rejected, audits and notifies.
 """
