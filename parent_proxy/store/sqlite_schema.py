@@ -3,7 +3,7 @@
 Versions: 1 the tables; 2 + running totals (``spend``) keyed by the REAL time; 3 ``spend`` keyed by
 `sqlite_time.time_key` (v1/v2 rebuilt); 4 ``wallet_events`` keyed by `time_key` too (`sqlite_events.migrate`), and
 the unused ``reservations_by_time`` index dropped (window totals come from ``spend`` since version 2); 5 the outbox
-is claimed by ``due`` (`time_key` of ``next_attempt_at``; `sqlite_outbox.migrate`), not by the REAL time.
+is claimed by ``due`` (`time_key` of ``next_attempt_at``; `sqlite_outbox_due.migrate`), not by the REAL time.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
