@@ -15,8 +15,9 @@ For a transaction, in order:
 7. sign with the agent key at its signer slot, record the outcome in the ledger, and return the decision with a
    session-signed receipt (also for refusals).
 
-Off-chain messages: signed only when the wallet is loaded and not frozen, the message decodes as a version-0
-Solana off-chain message, and the agent key is one of its declared signers. No policy rule applies to them
+Off-chain messages: signed only when the wallet is loaded and not frozen, its policy allows off-chain messages and
+has not expired, the message decodes as a version-0 Solana off-chain message, and the agent key is one of its
+declared signers. No policy rule applies to them
 (they move no funds); every one gets a receipt.
 """
 
@@ -229,6 +230,9 @@ def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignat
     installed = wallet.installed
     if installed is None or not installed.policy.rules.offchain_messages:
         raise StateError(ErrorCode.MESSAGE_INVALID, "the wallet's policy does not allow off-chain messages")
+    now = enclave.clock()
+    if installed.policy.expired(now):
+        raise StateError(ErrorCode.NO_POLICY, "the wallet's policy has expired")
     try:
         message = decode_offchain_message(request.message)
     except DecodeError as exc:
@@ -236,7 +240,7 @@ def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignat
     if not any(hmac.compare_digest(bytes(signer), bytes(wallet.agent)) for signer in message.signers):
         raise StateError(ErrorCode.MESSAGE_INVALID, "the agent key is not a signer of this message")
     signature = wallet.agent_key.sign(message.message_bytes)
-    now_s = enclave.clock().timestamp()
+    now_s = now.timestamp()
     message_hash = hashlib.sha256(message.message_bytes).digest()
     receipt, receipt_signature = _receipt(
         enclave,

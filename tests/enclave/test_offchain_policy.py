@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timedelta
 
 import pytest
 from solders.pubkey import Pubkey
@@ -27,9 +28,17 @@ from tests.proxy.test_api_misc import offchain_message
 from tests.support.policies import example_policy
 
 
-def _handler(allowed: bool | None) -> Handler:
+class _Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _handler(allowed: bool | None, *, expires_at: int | None = None, clock: _Clock | None = None) -> Handler:
     """A wallet with the example policy, ``offchain_messages.allowed`` set; None: no policy installed."""
-    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW)
+    enclave = Enclave(nsm=NoAttestationNsm(), clock=clock or _Clock())
     owner = Pubkey.from_bytes(OWNER.public_key().public_bytes_raw())
     enclave.add(Wallet(wallet_id=WALLET, owner=owner, agent_key=AGENT_KEY, agent=AGENT))
     handler = Handler(enclave, LocalSealer(b"operator secret for the tests!!"))
@@ -37,6 +46,8 @@ def _handler(allowed: bool | None) -> Handler:
         document = example_policy()
         document["wallet_id"] = WALLET
         document["rules"]["offchain_messages"] = {"allowed": allowed}
+        if expires_at is not None:
+            document["expires_at"] = expires_at
         signed = json.dumps(sign_document("policy", document, OWNER)).encode()
         assert not isinstance(asyncio.run(handler.handle(InstallPolicyRequest(WALLET, signed))), ErrorResponse)
     return handler
@@ -55,3 +66,15 @@ def test_off_chain_message_is_signed_when_allowed() -> None:
     answer = asyncio.run(_handler(True).handle(SignMessageRequest(WALLET, message)))
     assert isinstance(answer, MessageSignatureResponse)
     AGENT_KEY.public_key().verify(answer.signature, message)
+
+
+def test_off_chain_messages_stop_when_the_policy_expires() -> None:
+    """Found in review: the enclave signed messages under an expired policy (transactions were denied)."""
+    clock = _Clock()
+    handler = _handler(True, expires_at=int(NOW.timestamp()) + 60, clock=clock)
+    message = offchain_message(AGENT, "login")
+    assert isinstance(asyncio.run(handler.handle(SignMessageRequest(WALLET, message))), MessageSignatureResponse)
+    clock.now = NOW + timedelta(seconds=60)
+    answer = asyncio.run(handler.handle(SignMessageRequest(WALLET, message)))
+    assert isinstance(answer, ErrorResponse)
+    assert answer.code is ErrorCode.NO_POLICY and "expired" in answer.message
