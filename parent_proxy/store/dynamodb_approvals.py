@@ -3,6 +3,8 @@ pointer item ``A#<id>/APPROVAL`` naming the wallet, written together in one tran
 
 from __future__ import annotations
 
+from typing import Any
+
 from parent_proxy.errors import AlreadyDecided, Conflict, InvalidInput, NotFound
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
@@ -80,48 +82,44 @@ class DynamoApprovals(DynamoLimits):
         if decision is not None:
             v.check_blob("decision", decision)
         now = v.check_time("now", now)
-        wallet_id, _ = self._approval_item(approval_id)
-        try:
-            with translate():
-                self._client.update_item(
-                    TableName=self._table,
-                    Key={"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{approval_id}")},
-                    UpdateExpression="SET #st = :s, decision = :d, decided_at = :t",
-                    ConditionExpression="#st = :p",
-                    ExpressionAttributeNames={"#st": "status"},
-                    ExpressionAttributeValues={
-                        ":s": s(status),
-                        ":d": opt_b(decision),
-                        ":t": n(now),
-                        ":p": s(ApprovalStatus.PENDING),
-                    },
-                )
-        except ConditionFailed as exc:
-            current = self.get_approval(approval_id).status
-            raise AlreadyDecided(f"approval {approval_id} is already {current}") from exc
-        return self.get_approval(approval_id)
+        return self._update_approval(
+            approval_id,
+            update="SET #st = :s, decision = :d, decided_at = :t",
+            condition="#st = :p",
+            values={":s": s(status), ":d": opt_b(decision), ":t": n(now), ":p": s(ApprovalStatus.PENDING)},
+            refused="is already {status}",
+        )
 
     def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
         v.check_id("approval_id", approval_id)
         v.check_blob("decision", decision)
+        return self._update_approval(
+            approval_id,
+            update="SET #st = :p REMOVE decision, decided_at",
+            condition="#st = :a AND decision = :d",
+            values={":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED), ":d": b(decision)},
+            refused="is {status}, not approved by this decision",
+        )
+
+    def _update_approval(
+        self, approval_id: str, *, update: str, condition: str, values: dict[str, Any], refused: str
+    ) -> Approval:
+        """One conditional update of an approval (``#st`` names its status); `AlreadyDecided` with ``refused``
+        (formatted with the current status) when the condition does not hold."""
         wallet_id, _ = self._approval_item(approval_id)
         try:
             with translate():
                 self._client.update_item(
                     TableName=self._table,
                     Key={"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{approval_id}")},
-                    UpdateExpression="SET #st = :p REMOVE decision, decided_at",
-                    ConditionExpression="#st = :a AND decision = :d",
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
                     ExpressionAttributeNames={"#st": "status"},
-                    ExpressionAttributeValues={
-                        ":p": s(ApprovalStatus.PENDING),
-                        ":a": s(ApprovalStatus.APPROVED),
-                        ":d": b(decision),
-                    },
+                    ExpressionAttributeValues=values,
                 )
         except ConditionFailed as exc:
             current = self.get_approval(approval_id).status
-            raise AlreadyDecided(f"approval {approval_id} is {current}, not approved by this decision") from exc
+            raise AlreadyDecided(f"approval {approval_id} " + refused.format(status=current)) from exc
         return self.get_approval(approval_id)
 
     def pending_approvals(self, wallet_id: str) -> list[Approval]:

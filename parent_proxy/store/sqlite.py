@@ -303,33 +303,35 @@ class SqliteStore(SqliteLimits):
         if decision is not None:
             v.check_blob("decision", decision)
         now = v.check_time("now", now)
-        with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE approvals SET status = ?, decision = ?, decided_at = ?"
-                " WHERE approval_id = ? AND status = 'pending'",
-                (status.value, decision, now, approval_id),
-            )
-            row = conn.execute(_SELECT_APPROVAL + "approval_id = ?", (approval_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"approval {approval_id} not found")
-        if cur.rowcount != 1:
-            raise AlreadyDecided(f"approval {approval_id} is already {row[3]}")
-        return self._approval(row)
+        return self._update_approval(
+            approval_id,
+            "UPDATE approvals SET status = ?, decision = ?, decided_at = ?"
+            " WHERE approval_id = ? AND status = 'pending'",
+            (status.value, decision, now, approval_id),
+            refused="is already {status}",
+        )
 
     def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
         v.check_id("approval_id", approval_id)
         v.check_blob("decision", decision)
+        return self._update_approval(
+            approval_id,
+            "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL"
+            " WHERE approval_id = ? AND status = 'approved' AND decision = ?",
+            (approval_id, decision),
+            refused="is {status}, not approved by this decision",
+        )
+
+    def _update_approval(self, approval_id: str, sql: str, params: tuple[object, ...], *, refused: str) -> Approval:
+        """One conditional update of an approval; `AlreadyDecided` with ``refused`` (formatted with the current
+        status) when it changed no row."""
         with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL"
-                " WHERE approval_id = ? AND status = 'approved' AND decision = ?",
-                (approval_id, decision),
-            )
+            cur = conn.execute(sql, params)
             row = conn.execute(_SELECT_APPROVAL + "approval_id = ?", (approval_id,)).fetchone()
         if row is None:
             raise NotFound(f"approval {approval_id} not found")
         if cur.rowcount != 1:
-            raise AlreadyDecided(f"approval {approval_id} is {row[3]}, not approved by this decision")
+            raise AlreadyDecided(f"approval {approval_id} " + refused.format(status=row[3]))
         return self._approval(row)
 
     def pending_approvals(self, wallet_id: str) -> list[Approval]:
