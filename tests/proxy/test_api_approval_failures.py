@@ -90,10 +90,11 @@ def test_enclave_down_returns_the_approval_to_pending(h: tuple[Harness, LoopThre
         server.close()
 
 
-def test_store_down_at_commit_returns_the_approval_to_pending(h: tuple[Harness, LoopThread]) -> None:
+@pytest.mark.parametrize("failing", ["reserve", "finish_signing"], ids=["at the reservation", "at the commit"])
+def test_store_down_returns_the_approval_to_pending(h: tuple[Harness, LoopThread], failing: str) -> None:
     harness, _ = h
     approval_id, body, path = escalate(harness)
-    harness.store.failing = {"finish_signing"}
+    harness.store.failing = {failing}
     failed = harness.owner_call("POST", path, body)
     harness.store.failing = set()
     assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable"
@@ -101,17 +102,6 @@ def test_store_down_at_commit_returns_the_approval_to_pending(h: tuple[Harness, 
     assert harness.spent() == 0 and pending_ids(harness) == [approval_id]
     signed = harness.owner_call("POST", path, body)
     assert signed.status_code == 200, signed.text
-
-
-def test_store_down_at_reservation_returns_the_approval_to_pending(h: tuple[Harness, LoopThread]) -> None:
-    harness, _ = h
-    approval_id, body, path = escalate(harness)
-    harness.store.failing = {"reserve"}
-    failed = harness.owner_call("POST", path, body)
-    harness.store.failing = set()
-    assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable"
-    assert harness.spent() == 0 and pending_ids(harness) == [approval_id]
-    assert harness.owner_call("POST", path, body).status_code == 200
 
 
 def test_reopen_failing_too_leaves_the_approval_consumed_never_signed(h: tuple[Harness, LoopThread]) -> None:
