@@ -2,7 +2,8 @@
 file (``--keypair``) or AWS KMS (``--kms-key-id`` with ``--role-arn`` ... ``--mfa-serial`` ``--mfa-code``).
 
     waiaas owner pubkey                                  print the owner public key
-    waiaas owner sign-policy POLICY.json                 print the signed policy envelope
+    waiaas owner sign-policy POLICY.json [--expires-in-days N]
+                                                         print the signed policy envelope (N: set its expires_at)
     waiaas owner approve --wallet W --transaction B64    print a signed approval of that transaction's message
     waiaas owner freeze|unfreeze --wallet W --sequence N print a signed freeze / unfreeze order
     waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
@@ -90,6 +91,11 @@ def register(subparsers: Any) -> None:
 
     policy = commands.add_parser("sign-policy", help="sign a policy document")
     policy.add_argument("policy", type=Path)
+    policy.add_argument(
+        "--expires-in-days",
+        type=int,
+        help=f"set the document's expires_at to now + N days (1-{MAX_POLICY_LIFETIME_DAYS}; docs/policies.md, Expiry)",
+    )
 
     approve = commands.add_parser("approve", help="sign an approval of one escalated transaction")
     approve.add_argument("--wallet", required=True)
@@ -135,6 +141,10 @@ def signer_from_args(args: argparse.Namespace) -> OwnerSigner:
 def envelope(signer: OwnerSigner, purpose: str, document: dict[str, Any]) -> dict[str, Any]:
     signature = signer.sign(signing_payload(purpose, document))
     return {"document": document, "signature": str(Signature.from_bytes(signature))}
+
+
+MAX_POLICY_LIFETIME_DAYS = 3660
+"""Ten years: a longer lifetime is no bound at all (omit --expires-in-days for a policy that never expires)."""
 
 
 def _lifetime(seconds: int) -> int:
@@ -205,6 +215,10 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{signer.public_key}\n")
         elif command == "sign-policy":
             document = parse_json_object(args.policy.read_bytes(), what="policy")
+            if args.expires_in_days is not None:
+                if not 1 <= args.expires_in_days <= MAX_POLICY_LIFETIME_DAYS:
+                    raise _InputError(f"--expires-in-days must be 1-{MAX_POLICY_LIFETIME_DAYS}")
+                document["expires_at"] = int(time.time()) + args.expires_in_days * 86_400
             policy_from_object(document)  # refuse to sign an invalid policy
             _print(envelope(signer, POLICY_PURPOSE, document))
         elif command == "approve":

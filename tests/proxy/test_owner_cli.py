@@ -61,6 +61,24 @@ def test_pubkey_and_sign_policy_with_a_keypair_file(
     assert policy.sequence == 1
 
 
+def test_sign_policy_sets_the_expiry_on_request(
+    keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, key = keypair
+    before = int(time.time())
+    code, out, _ = run_cli(
+        capsys, "owner", "--keypair", str(path), "sign-policy", str(EXAMPLE_PATH), "--expires-in-days", "30"
+    )
+    assert code == 0
+    policy = load_signed_policy(out, owner=owner_public_key(key), wallet_id="demo-wallet")
+    assert policy.expires_at is not None and before + 30 * 86_400 <= policy.expires_at <= int(time.time()) + 30 * 86_400
+    for days in ("0", "3661", "-1"):
+        code, out, err = run_cli(
+            capsys, "owner", "--keypair", str(path), "sign-policy", str(EXAMPLE_PATH), "--expires-in-days", days
+        )
+        assert code == 2 and "--expires-in-days must be 1-3660" in err and out == ""
+
+
 def test_freeze_and_approval_orders_verify(
     keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]
 ) -> None:
