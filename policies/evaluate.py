@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Final
 
 from solders.pubkey import Pubkey
 
@@ -39,8 +41,11 @@ from policies.model import (
     Restricted,
     UncheckedTokenTransfer,
 )
-from policies.programs import NATIVE_MINT, SQUADS_V4_PROGRAM, TOKEN_PROGRAMS
+from policies.programs import NATIVE_MINT, SQUADS_V4_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM, TOKEN_PROGRAMS
 from policies.rules import ANY, AssetLimit, PeriodLimit
+
+NATIVE_MINT_2022: Final = Pubkey.from_string("9pan9bMn5HatX4EJdBwg9VgCa7Uz5HL8N1m5D3NdXejP")
+"""Token-2022's wrapped-SOL mint (SPL Token's is `NATIVE_MINT`)."""
 
 
 @fast_init
@@ -293,13 +298,25 @@ class _Evaluation:
                 self._destination(owner, None, where)
         elif effect.destination not in self.wallet:
             self._destination(effect.destination, effect, where)
+            if effect.kind == "squads_spending_limit" and effect.token_program is not None:
+                # The program requires the destination token account to be owned by args["destination"]: a
+                # denied owner is denied whatever token account of theirs receives (not only the associated one).
+                owner = ix.args.get("destination")
+                if isinstance(owner, Pubkey) and owner in self.policy.rules.destinations.deny:
+                    self.raise_to(Verdict.DENY, "destinations.deny", "destination owner is on the denylist",
+                                  seen=str(owner), **where)  # fmt: skip
         self.outflows[asset] = self.outflows.get(asset, 0) + effect.amount
 
     def _destination(self, dest: Pubkey, outflow: Outflow | None, where: dict[str, int | None]) -> None:
         """Apply the destination rules to ``dest``; ``outflow``, when given, may land in the wallet's own
         associated account, which is derived only when nothing cheaper matched."""
         policy = self.policy
-        if dest in policy.rules.destinations.deny or dest in policy.denied_token_accounts:
+        deny = policy.rules.destinations.deny
+        if (
+            dest in deny
+            or dest in policy.denied_token_accounts
+            or (outflow is not None and outflow.asset == NATIVE_SOL and deny and dest in _wrapped_sol_accounts(deny))
+        ):
             self.raise_to(Verdict.DENY, "destinations.deny", "destination is on the denylist", seen=str(dest), **where)
             return
         allow = policy.rules.destinations.allow
@@ -339,6 +356,15 @@ class _Evaluation:
         if self.verdict <= Verdict.ESCALATE:
             reservations = tuple([Reservation(asset, amount) for asset, amount in sorted(self.outflows.items())])
         return Decision(self.verdict, tuple(self.reasons), reservations, self.policy.sequence)
+
+
+@lru_cache(maxsize=64)
+def _wrapped_sol_accounts(owners: frozenset[Pubkey]) -> frozenset[Pubkey]:
+    """The wrapped-SOL associated accounts of ``owners`` (SPL Token and Token-2022). Lamports sent there become
+    the owner's SOL (SyncNative, then CloseAccount), so for SOL outflows they count as the owner. Cached per
+    denylist: the derivations are too costly to repeat for every request."""
+    pairs = ((NATIVE_MINT, TOKEN_PROGRAM), (NATIVE_MINT_2022, TOKEN_2022_PROGRAM))
+    return frozenset(associated_token_address(owner, mint, program) for owner in owners for mint, program in pairs)
 
 
 def expiry_reason(policy: Policy, now: datetime) -> Reason | None:
