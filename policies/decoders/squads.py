@@ -7,8 +7,9 @@ are `DecodeError`s. Effects, and why (the wallet is a 2-of-2 multisig of the own
 - ``vault_transaction_create``: the carried message is parsed (`policies.decoders.squads_message`) and each of its
   instructions is decoded with the same registry into ``inner``, where the evaluator checks them like top-level
   ones. Inside the message the vault PDA (`squads_vault_address`) and the ephemeral signer PDAs are the signers.
-  So that inner effects count as the wallet's, **the caller puts the vault address into
-  ``EvalContext.wallet_keys``** next to the agent key. `Opaque` when the message uses address lookup tables
+  Inner effects count as the wallet's because the evaluator treats the vault (``args["vault"]``) as a wallet key
+  while it checks an instruction on the policy's ``squads_multisig`` and what it carries; callers do not put the
+  vault into ``EvalContext.wallet_keys``. `Opaque` when the message uses address lookup tables
   (their contents are not in view), when it asks for a signer that is neither the vault nor an ephemeral signer,
   or when it is nested more than `MAX_VAULT_NESTING` deep (a vault message holding a vault_transaction_create).
 - ``spending_limit_use``: ``Outflow`` from the vault (authority = the vault: the member's signature spends it

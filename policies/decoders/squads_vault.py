@@ -2,8 +2,9 @@
 approvals to a vault transaction created in the same Solana transaction.
 
 Seeds are the program's (``state/seeds.rs``); every derivation is ``find_program_address`` under the Squads v4
-program id. `squads_vault_address` is what callers put into ``EvalContext.wallet_keys`` so that the effects of
-vault-message instructions (whose authority is the vault) count as the wallet's.
+program id. The evaluator treats `squads_vault_address` of the policy's multisig as a wallet key inside that
+multisig's instructions, so that the effects of vault-message instructions (whose authority is the vault) count as
+the wallet's.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ Decoder = Callable[[int, Pubkey, tuple[AccountView, ...], bytes], DecodedInstruc
 
 @lru_cache(maxsize=1024)
 def squads_vault_address(multisig: Pubkey, vault_index: int) -> Pubkey:
-    """The vault PDA: seeds ``[b"multisig", multisig, b"vault", vault_index u8]``. Callers put it in
-    ``EvalContext.wallet_keys``."""
+    """The vault PDA: seeds ``[b"multisig", multisig, b"vault", vault_index u8]``."""
     seeds = [SEED_PREFIX, bytes(multisig), SEED_VAULT, bytes([vault_index])]
     return Pubkey.find_program_address(seeds, programs.SQUADS_V4_PROGRAM)[0]
 
