@@ -22,7 +22,13 @@ from policies.canonical import canonical_bytes, parse_json_object
 from policies.errors import PolicyDocumentError
 from policies.fees import MAX_COMPUTE_UNIT_LIMIT
 from policies.model import NATIVE_SOL
-from policies.programs import ASSOCIATED_TOKEN_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM
+from policies.programs import (
+    ASSOCIATED_TOKEN_PROGRAM,
+    NATIVE_MINT,
+    NATIVE_MINT_2022,
+    TOKEN_2022_PROGRAM,
+    TOKEN_PROGRAM,
+)
 from policies.rules import (
     ANY,
     AnyMarker,
@@ -72,6 +78,9 @@ class Policy:
     limit_by_asset: dict[str, AssetLimit] = field(repr=False)
     allowed_token_accounts: frozenset[Pubkey] = field(repr=False)
     denied_token_accounts: frozenset[Pubkey] = field(repr=False)
+    denied_wrapped_sol_accounts: frozenset[Pubkey] = field(repr=False)
+    """The denied owners' wrapped-SOL associated accounts (SPL Token and Token-2022): lamports sent there become the
+    owner's SOL (SyncNative, then CloseAccount), so a SOL outflow there is an outflow to the owner."""
 
     def expired(self, now: datetime) -> bool:
         """Whether the policy has expired at ``now`` (it denies everything from ``expires_at`` on)."""
@@ -388,6 +397,11 @@ def policy_from_object(document: dict[str, Any]) -> Policy:
         limit_by_asset={lim.asset: lim for lim in rules.limits},
         allowed_token_accounts=frozenset() if allowed == ANY else _token_accounts(allowed, rules.mints),
         denied_token_accounts=_token_accounts(rules.destinations.deny, rules.mints),
+        denied_wrapped_sol_accounts=frozenset(
+            associated_token_address(owner, mint, program)
+            for owner in rules.destinations.deny
+            for mint, program in ((NATIVE_MINT, TOKEN_PROGRAM), (NATIVE_MINT_2022, TOKEN_2022_PROGRAM))
+        ),
     )
 
 

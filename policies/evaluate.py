@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Final
 
 from solders.pubkey import Pubkey
 
@@ -41,11 +39,8 @@ from policies.model import (
     Restricted,
     UncheckedTokenTransfer,
 )
-from policies.programs import NATIVE_MINT, SQUADS_V4_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM, TOKEN_PROGRAMS
+from policies.programs import NATIVE_MINT, SQUADS_V4_PROGRAM, TOKEN_PROGRAMS
 from policies.rules import ANY, AssetLimit, PeriodLimit
-
-NATIVE_MINT_2022: Final = Pubkey.from_string("9pan9bMn5HatX4EJdBwg9VgCa7Uz5HL8N1m5D3NdXejP")
-"""Token-2022's wrapped-SOL mint (SPL Token's is `NATIVE_MINT`)."""
 
 
 @fast_init
@@ -311,11 +306,10 @@ class _Evaluation:
         """Apply the destination rules to ``dest``; ``outflow``, when given, may land in the wallet's own
         associated account, which is derived only when nothing cheaper matched."""
         policy = self.policy
-        deny = policy.rules.destinations.deny
         if (
-            dest in deny
+            dest in policy.rules.destinations.deny
             or dest in policy.denied_token_accounts
-            or (outflow is not None and outflow.asset == NATIVE_SOL and deny and dest in _wrapped_sol_accounts(deny))
+            or (outflow is not None and outflow.asset == NATIVE_SOL and dest in policy.denied_wrapped_sol_accounts)
         ):
             self.raise_to(Verdict.DENY, "destinations.deny", "destination is on the denylist", seen=str(dest), **where)
             return
@@ -356,15 +350,6 @@ class _Evaluation:
         if self.verdict <= Verdict.ESCALATE:
             reservations = tuple([Reservation(asset, amount) for asset, amount in sorted(self.outflows.items())])
         return Decision(self.verdict, tuple(self.reasons), reservations, self.policy.sequence)
-
-
-@lru_cache(maxsize=64)
-def _wrapped_sol_accounts(owners: frozenset[Pubkey]) -> frozenset[Pubkey]:
-    """The wrapped-SOL associated accounts of ``owners`` (SPL Token and Token-2022). Lamports sent there become
-    the owner's SOL (SyncNative, then CloseAccount), so for SOL outflows they count as the owner. Cached per
-    denylist: the derivations are too costly to repeat for every request."""
-    pairs = ((NATIVE_MINT, TOKEN_PROGRAM), (NATIVE_MINT_2022, TOKEN_2022_PROGRAM))
-    return frozenset(associated_token_address(owner, mint, program) for owner in owners for mint, program in pairs)
 
 
 def expiry_reason(policy: Policy, now: datetime) -> Reason | None:
