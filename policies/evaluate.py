@@ -283,7 +283,9 @@ class _Evaluation:
         asset = effect.asset
         if asset != NATIVE_SOL and asset not in self.policy.rules.mints:
             self.raise_to(Verdict.DENY, "mints.allow", "mint is not on the allowlist", seen=asset, **where)
-        if effect.kind == "ata_rent":
+        if effect.kind == "squads_rent":
+            pass  # a new account of the policy's own multisig (the Squads rule checked that): counted, nowhere sent
+        elif effect.kind == "ata_rent":
             # Rent for a new associated token account can be reclaimed only by its owner: the owner is the
             # party the destination rules judge (see policies.decoders.ata).
             owner = ix.args.get("owner")

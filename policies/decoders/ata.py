@@ -29,18 +29,9 @@ from solders.pubkey import Pubkey
 from policies import programs
 from policies.decoders._common import expect_accounts, fail, instruction
 from policies.model import NATIVE_SOL, AccountView, DecodedInstruction, Outflow
+from policies.rent import rent_exempt_minimum
 
 PROGRAM = "associated_token_account"
-
-_LAMPORTS_PER_BYTE_YEAR = 3480
-_EXEMPTION_YEARS = 2
-_ACCOUNT_STORAGE_OVERHEAD = 128
-"""Rent parameters (solana-rent defaults): rent-exempt minimum = (128 + data length) * 3480 * 2 lamports."""
-
-
-def _rent_exempt(data_len: int) -> int:
-    return (_ACCOUNT_STORAGE_OVERHEAD + data_len) * _LAMPORTS_PER_BYTE_YEAR * _EXEMPTION_YEARS
-
 
 SPL_TOKEN_ACCOUNT_LEN: Final = 165
 TOKEN_2022_ACCOUNT_LEN_BOUND: Final = 195
@@ -49,8 +40,8 @@ account extensions a mint can force: TransferFeeAmount (8), NonTransferableAccou
 PausableAccount (0)."""
 
 ATA_RENT_ESTIMATE: Final = {
-    programs.TOKEN_PROGRAM: _rent_exempt(SPL_TOKEN_ACCOUNT_LEN),  # 2_039_280 lamports, exact
-    programs.TOKEN_2022_PROGRAM: _rent_exempt(TOKEN_2022_ACCOUNT_LEN_BOUND),  # 2_248_080 lamports, upper bound
+    programs.TOKEN_PROGRAM: rent_exempt_minimum(SPL_TOKEN_ACCOUNT_LEN),  # 2_039_280 lamports, exact
+    programs.TOKEN_2022_PROGRAM: rent_exempt_minimum(TOKEN_2022_ACCOUNT_LEN_BOUND),  # 2_248_080 lamports, upper bound
 }
 """Lamports the payer funds when an associated token account is created, per token program."""
 

@@ -18,7 +18,8 @@ are `DecodeError`s. Effects, and why (the wallet is a 2-of-2 multisig of the own
   applies to the destination token account (its owner is ``args["destination"]``, which the program checks).
   Accounts and arguments must be consistent (SOL: the System program, no token accounts, 9 decimals; tokens: both
   token accounts and SPL Token or Token-2022), else `DecodeError`: the program would fail.
-- ``proposal_create``: benign (the proposal address must derive from the multisig and transaction index).
+- ``proposal_create``: the rent of the proposal account (`proposal_rent`), paid by ``rent_payer``, is an
+  ``Outflow`` of kind ``squads_rent`` (the proposal address must derive from the multisig and transaction index).
 - ``proposal_approve``, ``proposal_activate``, ``vault_transaction_execute``: `Opaque`: what they approve or run is
   stored on chain, not in view. `link_vault_transactions` (``squads_vault.py``, run by the transaction decoder)
   clears that when the same transaction also creates the vault transaction (decoded) and its proposal.
@@ -31,8 +32,13 @@ are `DecodeError`s. Effects, and why (the wallet is a 2-of-2 multisig of the own
   (the vault or the message lives in another account).
 - the permissionless ``*_accounts_close`` instructions: benign (rent goes to the multisig's rent collector).
 
-Not counted: the rent the payer deposits for Squads accounts (transaction, proposal); it is bounded by the
-message size and goes to the multisig's rent collector when the accounts are closed.
+Rent: ``vault_transaction_create`` and ``proposal_create`` fund new accounts from ``rent_payer``; each yields
+``Outflow(SOL, rent, authority = source = rent_payer, destination = the new account, kind "squads_rent")``, which
+counts against the SOL limits (the evaluator applies no destination rule to it: the account belongs to the policy's
+multisig, and its rent goes to the multisig's rent collector when it is closed). Before, this rent was not counted,
+and an agent could lock up about 0.009 SOL per vault transaction, as often as the rate rule allowed. The vault
+transaction's size is exact (the program's ``VaultTransaction::size``); the proposal's depends on the multisig's
+member count, which is on chain: `PROPOSAL_MEMBERS_BOUND` members are assumed (the product's wallets have two).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from solders.pubkey import Pubkey
 
 from policies import programs
 from policies.decoders import squads_config as config
-from policies.decoders.squads_message import BorshReader
+from policies.decoders.squads_message import BorshReader, VaultMessage
 from policies.decoders.squads_vault import (
     UNSEEN,
     Decoder,
@@ -66,6 +72,7 @@ from policies.model import (
     Outflow,
     Restricted,
 )
+from policies.rent import rent_exempt_minimum
 
 PROGRAM = "squads_v4"
 MAX_VAULT_NESTING: Final = 1
@@ -148,7 +155,7 @@ class SquadsDecoder:
         if self._depth >= MAX_VAULT_NESTING:
             reason = f"vault transaction message nested deeper than {MAX_VAULT_NESTING} is refused"
             return _build(index, pid, name, accounts, args, (Opaque(reason),))
-        effects, inner = decode_vault_message(
+        effects, inner, message = decode_vault_message(
             message_bytes,
             index=index,
             vault=vault,
@@ -156,13 +163,32 @@ class SquadsDecoder:
             ephemeral_signers=ephemeral,
             decoder_for=self._decoder_for,
         )
-        return _build(index, pid, name, accounts, args, effects, inner)
+        rent = Outflow(NATIVE_SOL, vault_transaction_rent(ephemeral, message), accounts[3].pubkey,
+                       accounts[3].pubkey, transaction, "squads_rent")  # fmt: skip
+        return _build(index, pid, name, accounts, args, (*effects, rent), inner)
 
     def _decoder_for(self, program_id: Pubkey) -> Decoder | None:
         return self.nested() if program_id == programs.SQUADS_V4_PROGRAM else self._lookup(program_id)
 
 
 Handler = Callable[[SquadsDecoder, int, Pubkey, str, tuple[AccountView, ...], BorshReader], DecodedInstruction]
+
+PROPOSAL_MEMBERS_BOUND: Final = 10
+"""Members assumed when sizing a proposal account (its vote lists are sized by the multisig's member count, which
+the transaction does not show): an upper bound for multisigs of up to ten members."""
+
+
+def vault_transaction_rent(ephemeral_signers: int, message: VaultMessage) -> int:
+    """Rent of the vault transaction account (the program's ``VaultTransaction::size``): discriminator, multisig,
+    creator, index, bump, vault index, vault bump, the ephemeral signer bumps and the stored message."""
+    size = 8 + 32 + 32 + 8 + 1 + 1 + 1 + (4 + ephemeral_signers) + message.stored_size()
+    return rent_exempt_minimum(size)
+
+
+def proposal_rent(members: int = PROPOSAL_MEMBERS_BOUND) -> int:
+    """Rent of a proposal account (``Proposal::size``): discriminator, multisig, transaction index, status (enum
+    tag and timestamp), bump, and the approved / rejected / cancelled key lists, each sized for every member."""
+    return rent_exempt_minimum(8 + 32 + 8 + 1 + 8 + 1 + 3 * (4 + 32 * members))
 
 
 def _spending_limit_use(
@@ -210,7 +236,8 @@ def _proposal_create(
         r.fail("the proposal account does not derive from (multisig, transaction index)")
     args = {"multisig": multisig, "proposal": proposal, "creator": accounts[2].pubkey,
             "rent_payer": accounts[3].pubkey, "transaction_index": transaction_index, "draft": draft}  # fmt: skip
-    return _build(index, pid, name, accounts, args)
+    rent = Outflow(NATIVE_SOL, proposal_rent(), accounts[3].pubkey, accounts[3].pubkey, proposal, "squads_rent")
+    return _build(index, pid, name, accounts, args, (rent,))
 
 
 def _vote(

@@ -158,6 +158,13 @@ class VaultMessage:
             return position < self.num_writable_signers
         return position - self.num_signers < self.num_writable_non_signers
 
+    def stored_size(self) -> int:
+        """Bytes of this message as the program stores it in the vault transaction account: the IDL's Borsh
+        ``VaultTransactionMessage`` (three u8 counts; ``Vec``s with u32 lengths, unlike the compact form carried)."""
+        instructions = sum(1 + 4 + len(ix.account_indexes) + 4 + len(ix.data) for ix in self.instructions)
+        lookups = sum(32 + 4 + len(lk.writable_indexes) + 4 + len(lk.readonly_indexes) for lk in self.lookups)
+        return 3 + 4 + 32 * len(self.account_keys) + 4 + instructions + 4 + lookups
+
 
 def _small_bytes(reader: BorshReader, what: str, *, wide: bool = False) -> bytes:
     length = reader.u16(f"{what} length") if wide else reader.u8(f"{what} length")

@@ -17,7 +17,7 @@ from typing import Final
 from solders.pubkey import Pubkey
 
 from policies import programs
-from policies.decoders.squads_message import parse_vault_message
+from policies.decoders.squads_message import VaultMessage, parse_vault_message
 from policies.errors import DecodeError
 from policies.model import AccountView, DecodedInstruction, Effect, Opaque
 
@@ -66,9 +66,10 @@ def decode_vault_message(
     transaction: Pubkey,
     ephemeral_signers: int,
     decoder_for: Callable[[Pubkey], Decoder | None],
-) -> tuple[tuple[Effect, ...], tuple[DecodedInstruction, ...]]:
+) -> tuple[tuple[Effect, ...], tuple[DecodedInstruction, ...], VaultMessage]:
     """Parse a vault transaction message and decode its instructions: (effects of the carrying instruction,
-    inner instructions). ``index`` is the carrying instruction's; inner instructions are numbered from 0.
+    inner instructions, the parsed message). ``index`` is the carrying instruction's; inner instructions are
+    numbered from 0.
 
     1. parse and check the structure (`parse_vault_message`; failures are `DecodeError`s);
     2. address lookup tables: `Opaque` and no inner instructions (their contents are not in view);
@@ -79,7 +80,8 @@ def decode_vault_message(
     name = "vault_transaction_create"
     message = parse_vault_message(raw, index=index, name=name)
     if message.lookups:
-        return (Opaque("the vault transaction message uses address lookup tables, whose contents are not in view"),), ()
+        lookups = Opaque("the vault transaction message uses address lookup tables, whose contents are not in view")
+        return (lookups,), (), message
     effects: tuple[Effect, ...] = ()
     ephemeral: set[Pubkey] | None = None
     for key in message.account_keys[: message.num_signers]:
@@ -98,7 +100,7 @@ def decode_vault_message(
         program_id = keys[compiled.program_id_index]
         accounts = tuple([views[i] for i in compiled.account_indexes])
         inner.append(_decode_inner(index, j, program_id, accounts, compiled.data, decoder_for(program_id)))
-    return effects, tuple(inner)
+    return effects, tuple(inner), message
 
 
 def _decode_inner(  # noqa: PLR0917 - the decoder call and where it sits
@@ -126,15 +128,15 @@ def link_vault_transactions(instructions: list[DecodedInstruction]) -> list[Deco
 
     A top-level ``proposal_approve`` / ``proposal_activate`` of proposal P, or ``vault_transaction_execute`` of
     (P, T), becomes benign when the same transaction holds a ``vault_transaction_create`` of T whose message was
-    decoded (it has inner instructions and no effect of its own) and a ``proposal_create`` of P for the index whose
-    transaction address is T, all on the same multisig. Everything else is returned unchanged; instructions inside
-    a vault message are never linked.
+    decoded (it has inner instructions and no `Opaque` effect of its own; its rent ``Outflow`` does not count) and
+    a ``proposal_create`` of P for the index whose transaction address is T, all on the same multisig. Everything
+    else is returned unchanged; instructions inside a vault message are never linked.
     """
     squads = [ix for ix in instructions if ix.program_id == programs.SQUADS_V4_PROGRAM]
     created = {
         (ix.args["multisig"], ix.args["transaction"])
         for ix in squads
-        if ix.name == "vault_transaction_create" and ix.inner and not ix.effects
+        if ix.name == "vault_transaction_create" and ix.inner and not any(isinstance(e, Opaque) for e in ix.effects)
     }
     if not created:
         return instructions

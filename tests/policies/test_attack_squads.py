@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 import spl.token.instructions as tok
 import spl.token.models as spl
-from solders.instruction import Instruction
+from solders.instruction import AccountMeta, Instruction
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 
@@ -30,7 +30,7 @@ from policies.model import DecodedTransaction
 from policies.transaction import decode_transaction
 from tests.support.policies import EXAMPLE_MINT, MERCHANT
 from tests.support.scenario import Scenario
-from tests.support.squads_encoder import SquadsEncoder, compile_vault_message
+from tests.support.squads_encoder import SquadsEncoder, compile_vault_message, proposal_rent, vault_transaction_rent
 
 ENC = SquadsEncoder()
 MULTISIG = Pubkey.from_string("7Yb4ZqFQmKQ6nqpYkY5ZbL8kS4hW1bWq3m8qfXkJ9XnA")
@@ -170,7 +170,23 @@ def test_vault_outflows_are_reserved_against_the_limits() -> None:
     s = squads_scenario()
     decision = decide(s, s.legacy(vault_tx(s, vault_pay(1_000), vault_pay(2_000)), spend(s, 500)))
     assert decision.verdict is Verdict.ALLOW
-    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 3_500)]
+    rent = vault_transaction_rent(compile_vault_message(VAULT, [vault_pay(1_000), vault_pay(2_000)]))
+    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 3_500 + rent)]
+
+
+def test_the_rent_of_squads_accounts_counts_against_the_limits() -> None:
+    """Before: the rent the agent's key deposits for vault transactions and proposals was not counted, so a
+    compromised agent could lock up SOL in Squads accounts as fast as the rate rule allowed (found in review)."""
+    s = squads_scenario()
+    memo = Instruction(programs.MEMO_V2_PROGRAM, b"x" * 600, [AccountMeta(VAULT, True, False)])
+    create = vault_tx(s, memo)
+    decision = decide(s, s.legacy(create, *propose_and_approve(s)))
+    rent = vault_transaction_rent(compile_vault_message(VAULT, [memo])) + proposal_rent(10)
+    assert decision.verdict is Verdict.ALLOW
+    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", rent)]
+    # spent up to the automatic daily threshold: the same creation now needs the owner
+    s.spent = {("SOL", 86_400): 5 * SOL - rent + 1}
+    assert decide(s, s.legacy(create, *propose_and_approve(s))).verdict is Verdict.ESCALATE
 
 
 def test_without_the_squads_program_on_the_allowlist_everything_is_denied() -> None:
@@ -194,4 +210,5 @@ def test_the_vault_counts_only_inside_the_wallets_multisig_instructions() -> Non
     s = squads_scenario()
     decision = decide(s, s.legacy(vault_tx(s, vault_pay(2 * SOL))))
     assert decision.verdict is Verdict.ESCALATE
-    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 2 * SOL)]
+    rent = vault_transaction_rent(compile_vault_message(VAULT, [vault_pay(2 * SOL)]))
+    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 2 * SOL + rent)]

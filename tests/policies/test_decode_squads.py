@@ -48,7 +48,9 @@ from tests.support.squads_encoder import (
     SquadsEncoder,
     compile_vault_message,
     encode_transaction_message,
+    proposal_rent,
     snake,
+    vault_transaction_rent,
 )
 
 ENC = SquadsEncoder()
@@ -124,9 +126,9 @@ def sample_instruction(name: str) -> Instruction:
 
 
 EXPECTED = {
-    **dict.fromkeys(["proposal_create", "vault_transaction_create", "config_transaction_accounts_close",
-                     "vault_transaction_accounts_close", "vault_batch_transaction_account_close",
-                     "batch_accounts_close"], None),
+    **dict.fromkeys(["config_transaction_accounts_close", "vault_transaction_accounts_close",
+                     "vault_batch_transaction_account_close", "batch_accounts_close"], None),
+    **dict.fromkeys(["proposal_create", "vault_transaction_create"], Outflow),  # the new account's rent
     **dict.fromkeys(["proposal_approve", "proposal_activate", "vault_transaction_execute", "batch_add_transaction",
                      "vault_transaction_create_from_buffer", "batch_execute_transaction"], Opaque),
     **dict.fromkeys(["program_config_init", "program_config_set_authority", "program_config_set_treasury",
@@ -203,7 +205,7 @@ def test_vault_transaction_create_decodes_the_inner_message() -> None:
     d = decode_one(vault_create(message, memo="rent"))
     assert dict(d.args) == {"multisig": MULTISIG, "transaction": TX1, "creator": AGENT, "rent_payer": AGENT,
                             "vault_index": 0, "vault": VAULT, "ephemeral_signers": 0, "memo": "rent"}  # fmt: skip
-    assert d.effects == ()
+    assert d.effects == (Outflow(NATIVE_SOL, vault_transaction_rent(message), AGENT, AGENT, TX1, "squads_rent"),)
     first, second = d.inner
     assert (first.index, first.program, first.name) == (0, "system", "transfer")
     assert first.effects == (Outflow(NATIVE_SOL, 5, VAULT, VAULT, MERCHANT, "transfer"),)
@@ -230,7 +232,9 @@ def test_vault_message_signers_and_writability_follow_the_header() -> None:
 def test_vault_message_with_a_foreign_signer_is_opaque() -> None:
     message = compile_vault_message(VAULT, [pay(OWNER, MERCHANT, 5)])
     d = decode_one(vault_create(message, ephemeral=2))
-    assert len(d.effects) == 1 and isinstance(d.effects[0], Opaque) and "asks" in d.effects[0].reason
+    opaque, rent = d.effects
+    assert isinstance(opaque, Opaque) and "asks" in opaque.reason
+    assert rent == Outflow(NATIVE_SOL, vault_transaction_rent(message, 2), AGENT, AGENT, TX1, "squads_rent")
 
 
 def test_vault_message_with_lookup_tables_is_opaque() -> None:
@@ -239,6 +243,7 @@ def test_vault_message_with_lookup_tables_is_opaque() -> None:
     d = decode_one(vault_create(message))
     assert d.inner == () and d.effects == (
         Opaque("the vault transaction message uses address lookup tables, whose contents are not in view"),
+        Outflow(NATIVE_SOL, vault_transaction_rent(message), AGENT, AGENT, TX1, "squads_rent"),
     )
 
 
@@ -482,3 +487,33 @@ def test_mutated_valid_data_raises_only_decode_errors(data: bytes, edits: list[t
             mutated[position] = value
     with contextlib.suppress(DecodeError):
         direct(bytes(mutated), 10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lamports=st.lists(st.integers(1, 10**9), min_size=1, max_size=6),
+    memo=st.text(max_size=100),
+    ephemeral=st.integers(0, 3),
+)
+def test_vault_transaction_rent_matches_the_idl_layout(lamports: list[int], memo: str, ephemeral: int) -> None:
+    """The rent counted for a vault transaction is that of the account the program makes: the IDL's
+    ``VaultTransaction`` layout holding the stored message (u32 vector lengths, not the carried compact ones)."""
+    inner = [pay(VAULT, MERCHANT, amount) for amount in lamports]
+    inner.append(Instruction(programs.MEMO_V2_PROGRAM, memo.encode(), [AccountMeta(VAULT, True, False)]))
+    message = compile_vault_message(VAULT, inner)
+    rents = [e for e in decode_one(vault_create(message, ephemeral=ephemeral)).effects if isinstance(e, Outflow)]
+    assert rents == [Outflow(NATIVE_SOL, vault_transaction_rent(message, ephemeral), AGENT, AGENT, TX1,
+                             "squads_rent")]  # fmt: skip
+
+
+def test_proposal_rent_is_sized_for_ten_members() -> None:
+    create = ENC.instruction(
+        "proposal_create",
+        {"multisig": MULTISIG, "proposal": squads_proposal_address(MULTISIG, 1), "creator": AGENT,
+         "rent_payer": AGENT, "system_program": SYSTEM},
+        {"transaction_index": 1, "draft": False},
+    )  # fmt: skip
+    d = decode_one(create)
+    proposal = squads_proposal_address(MULTISIG, 1)
+    assert d.effects == (Outflow(NATIVE_SOL, proposal_rent(10), AGENT, AGENT, proposal, "squads_rent"),)
+    assert proposal_rent(10) > proposal_rent(2)  # the product's 2-member multisig is over-counted, never under

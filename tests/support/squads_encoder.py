@@ -56,6 +56,7 @@ class SquadsEncoder:
         self.idl = dict(idl or load_idl())
         self.instructions = {snake(ix["name"]): ix for ix in self.idl["instructions"]}
         self.types = {t["name"]: t["type"] for t in self.idl["types"]}
+        self.types.update({a["name"]: a["type"] for a in self.idl.get("accounts", [])})  # account layouts too
 
     def discriminator(self, name: str) -> bytes:
         if name not in self.instructions:
@@ -183,3 +184,53 @@ def compile_vault_message(vault: Pubkey, instructions: Sequence[Instruction]) ->
     ]
     header = (len(groups[0]) + len(groups[1]), len(groups[0]), len(groups[2]))
     return encode_transaction_message(header, keys, compiled)
+
+
+def _parse_compact_message(raw: bytes) -> dict[str, Any]:
+    """The compact ``TransactionMessage`` (see `encode_transaction_message`) as the IDL's ``VaultTransactionMessage``
+    value: what the program stores. A plain reading of our own encoding, independent of the decoder under test."""
+    at = 0
+
+    def take(count: int) -> bytes:
+        nonlocal at
+        at += count
+        return raw[at - count : at]
+
+    def small(wide: bool = False) -> bytes:
+        length = struct.unpack("<H", take(2))[0] if wide else take(1)[0]
+        return take(length)
+
+    header = take(3)
+    keys = [Pubkey.from_bytes(take(32)) for _ in range(take(1)[0])]
+    instructions = [
+        {"program_id_index": take(1)[0], "account_indexes": small(), "data": small(wide=True)}
+        for _ in range(take(1)[0])
+    ]
+    lookups = [
+        {"account_key": Pubkey.from_bytes(take(32)), "writable_indexes": small(), "readonly_indexes": small()}
+        for _ in range(take(1)[0])
+    ]
+    return {"num_signers": header[0], "num_writable_signers": header[1], "num_writable_non_signers": header[2],
+            "account_keys": keys, "instructions": instructions, "address_table_lookups": lookups}  # fmt: skip
+
+
+def rent_exempt(data_len: int) -> int:
+    """solana-rent defaults: (128 + data length) bytes at 3480 lamports per byte-year, two years."""
+    return (128 + data_len) * 3480 * 2
+
+
+def vault_transaction_rent(message: bytes, ephemeral_signers: int = 0) -> int:
+    """Rent of the ``VaultTransaction`` account a ``vault_transaction_create`` carrying ``message`` makes: the 8-byte
+    Anchor discriminator and the IDL account layout, Borsh-encoded."""
+    account = {"multisig": PROGRAM_ID, "creator": PROGRAM_ID, "index": 1, "bump": 255, "vault_index": 0,
+               "vault_bump": 255, "ephemeral_signer_bumps": bytes(ephemeral_signers),
+               "message": _parse_compact_message(message)}  # fmt: skip
+    return rent_exempt(8 + len(SquadsEncoder().defined("VaultTransaction", account)))
+
+
+def proposal_rent(members: int) -> int:
+    """Rent of a ``Proposal`` account of a multisig with ``members`` members (every vote list full)."""
+    votes = [PROGRAM_ID] * members
+    account = {"multisig": PROGRAM_ID, "transaction_index": 1, "status": ("active", {"timestamp": 0}), "bump": 255,
+               "approved": votes, "rejected": votes, "cancelled": votes}  # fmt: skip
+    return rent_exempt(8 + len(SquadsEncoder().defined("Proposal", account)))
