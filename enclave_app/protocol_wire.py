@@ -64,7 +64,7 @@ class ErrorCode(StrEnum):
     POLICY_STALE = "policy_stale"  # sequence not above the installed one, or the policy has expired
     ORDER_INVALID = "order_invalid"  # freeze/unfreeze/approval: bad signature, content, expiry
     ORDER_STALE = "order_stale"  # sequence not above the last accepted one
-    MESSAGE_INVALID = "message_invalid"  # off-chain message does not decode
+    MESSAGE_INVALID = "message_invalid"  # off-chain message does not decode, or the policy refuses it
     UNSEAL_FAILED = "unseal_failed"  # opaque: blob, KMS answer or key mismatch
     KMS_UNAVAILABLE = "kms_unavailable"  # a KMS call failed (network, throttling, malformed answer)
     ATTESTATION_REFUSED = "attestation_refused"  # KMS AccessDenied: attestation not accepted by the key policy

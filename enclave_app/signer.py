@@ -47,7 +47,7 @@ from enclave_app.receipts import encode_receipt, reasons_digest
 from enclave_app.state import Enclave, InstalledPolicy, Wallet
 from policies.decision import Verdict
 from policies.errors import DecodeError
-from policies.evaluate import EvalContext, evaluate
+from policies.evaluate import EvalContext, evaluate, evaluate_message
 from policies.lookup_tables import resolve_lookup_tables
 from policies.model import DecodedTransaction
 from policies.offchain import decode_offchain_message
@@ -224,8 +224,9 @@ def _receipt(
 
 
 def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignatureResponse:
-    # 1. Wallet and state, and a policy that allows off-chain messages; 2. the message decodes; 3. the agent key
-    #    is a declared signer; 4. sign + receipt.
+    # 1. Wallet and state, and a policy in force that allows off-chain messages; 2. the message decodes; 3. the
+    #    agent key is a declared signer; 4. the policy's request rules with the enclave's own counters (time
+    #    windows, rate; a denial burst freezes), the request recorded; 5. sign + receipt.
     wallet = _signing_wallet(enclave, request.wallet_id)
     installed = wallet.installed
     if installed is None or not installed.policy.rules.offchain_messages:
@@ -239,8 +240,9 @@ def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignat
         raise StateError(ErrorCode.MESSAGE_INVALID, "not a valid off-chain message") from exc
     if not any(hmac.compare_digest(bytes(signer), bytes(wallet.agent)) for signer in message.signers):
         raise StateError(ErrorCode.MESSAGE_INVALID, "the agent key is not a signer of this message")
-    signature = wallet.agent_key.sign(message.message_bytes)
     now_s = now.timestamp()
+    _message_decision(wallet, installed, now, now_s)
+    signature = wallet.agent_key.sign(message.message_bytes)
     message_hash = hashlib.sha256(message.message_bytes).digest()
     receipt, receipt_signature = _receipt(
         enclave,
@@ -252,3 +254,21 @@ def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignat
         now_s=now_s,
     )
     return MessageSignatureResponse(signature=signature, receipt=receipt, receipt_signature=receipt_signature)
+
+
+def _message_decision(wallet: Wallet, installed: InstalledPolicy, now: datetime, now_s: float) -> None:
+    """Record the message request in the ledger; refuse it (a DENY, or a FREEZE that freezes the wallet) if the
+    policy's request rules do, counted with the enclave's own ledger (the parent sends no figures for messages)."""
+    ledger, rules = wallet.ledger, installed.policy.rules
+    ledger.prune(now_s, installed.horizon)
+    ledger.check_room(2)
+    burst = rules.freeze.denials
+    requests = ledger.count(ledger.requests, rules.rate.window_seconds, now_s)
+    denials = 0 if burst is None else ledger.count(ledger.denials, burst.window_seconds, now_s)
+    decision = evaluate_message(installed.policy, EvalContext(now, wallet.agent_keys, {}, requests, denials))
+    ledger.record(now_s, denied=decision.verdict >= Verdict.DENY, signed=())
+    if decision.verdict is Verdict.FREEZE:
+        wallet.frozen = True
+        raise StateError(ErrorCode.WALLET_FROZEN, "a burst of denied requests froze the wallet")
+    if decision.verdict >= Verdict.DENY:
+        raise StateError(ErrorCode.MESSAGE_INVALID, "the wallet's policy refuses this message now")

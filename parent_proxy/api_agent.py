@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request, Response
@@ -24,6 +23,7 @@ from parent_proxy.auth import Agent, authenticate_agent
 from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import ProxyError
+from parent_proxy.message_checks import check_message
 from parent_proxy.schemas import (
     WALLET_ID,
     LimitLeft,
@@ -38,7 +38,6 @@ from parent_proxy.schemas import (
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, SignRequest
 from policies.errors import PolicyEngineError
-from policies.evaluate import expiry_reason
 
 WalletId = Annotated[str, Path(pattern=WALLET_ID)]
 AuthHeader = Annotated[str | None, Header(alias="Authorization", description="Bearer <agent token>")]
@@ -149,28 +148,11 @@ async def sign_message(
     services = services_of(request)
     agent_of(request)
     message = decode_base64("message", body.message)
-    try:
-        wallet = await services.run(services.store.get_wallet, wallet_id)
-    except ProxyError as exc:
-        raise translate(exc) from exc
-    if wallet.frozen:
-        raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
-    try:
-        policy = await services.run(services.policy_for, wallet)
-    except PolicyEngineError as exc:
-        raise ApiError(Code.ENCLAVE_REFUSED, "the wallet's installed policy does not verify") from exc
-    # Check 1; the enclave refuses the same (check 2).
-    if policy is None:
-        raise ApiError(Code.NO_POLICY, "the wallet has no installed policy")
-    if not policy.rules.offchain_messages:
-        raise ApiError(Code.POLICY_DENIED, "the wallet's policy does not allow off-chain messages")
-    try:
-        now = datetime.fromtimestamp(read_clock(services.clock), UTC)
-    except ProxyError as exc:
-        raise translate(exc) from exc
-    if (expired := expiry_reason(policy, now)) is not None:  # an expired policy allows nothing, messages included
-        raise ApiError(Code.POLICY_DENIED, "the wallet's policy has expired", reasons=[expired.to_json()])
     audit = {"message_sha256": hashlib.sha256(message).hexdigest()}
+    try:  # check 1 (`parent_proxy.message_checks`); the enclave applies the same rules (check 2)
+        wallet = await services.run(check_message, services, wallet_id, audit)
+    except (ProxyError, PolicyEngineError) as exc:
+        raise translate(exc) from exc
     try:
         await services.relay.ensure_wallet(wallet)
         answer = await services.relay.sign_message(wallet_id, message)

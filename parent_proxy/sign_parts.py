@@ -8,7 +8,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -122,13 +122,19 @@ def eval_context(services: Services, wallet: Wallet, policy: Policy, now: float)
         (asset, window): store.spent_in_window(wallet_id, asset, window, now)
         for asset, window in policy.spend_windows()
     }
-    rate = policy.rules.rate
-    requests = store.count_requests(wallet_id, now - rate.window_seconds)
+    ctx = request_context(services, wallet, policy, now)
+    return replace(ctx, spent=spent), ctx.requests_in_window, ctx.denials_in_window
+
+
+def request_context(services: Services, wallet: Wallet, policy: Policy, now: float) -> EvalContext:
+    """The evaluation context without spending (what an off-chain message is judged with): time, wallet keys,
+    earlier requests in the rate window and earlier denials in the freeze window."""
+    store, wallet_id = services.store, wallet.wallet_id
+    requests = store.count_requests(wallet_id, now - policy.rules.rate.window_seconds)
     burst = policy.rules.freeze.denials
     denials = 0 if burst is None else store.count_denials(wallet_id, now - burst.window_seconds)
     keys = frozenset({Pubkey.from_bytes(wallet.agent_pubkey)})  # the same wallet keys as the enclave's check
-    ctx = EvalContext(datetime.fromtimestamp(now, UTC), keys, spent, requests, denials)
-    return ctx, requests, denials
+    return EvalContext(datetime.fromtimestamp(now, UTC), keys, {}, requests, denials)
 
 
 def decide(policy: Policy, raw: bytes, tables: Mapping[Pubkey, Sequence[Pubkey]], ctx: EvalContext) -> Decision:

@@ -354,6 +354,18 @@ class _Evaluation:
         return Decision(self.verdict, tuple(self.reasons), reservations, self.policy.sequence)
 
 
+def evaluate_message(policy: Policy, ctx: EvalContext) -> Decision:
+    """The policy's decision on signing an off-chain message (it moves no funds, so only the request rules apply):
+    ``offchain_messages`` must allow it, the policy must not have expired, the time windows and the request rate
+    apply, and a DENY that completes a burst of denials becomes FREEZE, as for a transaction. ``ctx.spent`` is
+    not read. Pure, like `evaluate`."""
+    run = _Evaluation(policy, _checked_context(ctx))
+    if not policy.rules.offchain_messages:
+        run.raise_to(Verdict.DENY, "offchain_messages", "the policy does not allow off-chain messages")
+    run.check_request()
+    return run.finish()
+
+
 def expiry_reason(policy: Policy, now: datetime) -> Reason | None:
     """The DENY reason (rule ``policy_expired``) of ``policy`` at ``now`` (timezone-aware), or None while it is in
     force. Evaluation raises it; every other use of a policy (off-chain messages) must refuse on it too."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from solders.pubkey import Pubkey
@@ -36,8 +37,11 @@ class _Clock:
         return self.now
 
 
-def _handler(allowed: bool | None, *, expires_at: int | None = None, clock: _Clock | None = None) -> Handler:
-    """A wallet with the example policy, ``offchain_messages.allowed`` set; None: no policy installed."""
+def _handler(
+    allowed: bool | None, *, expires_at: int | None = None, clock: _Clock | None = None, **rules: Any
+) -> Handler:
+    """A wallet with the example policy, ``offchain_messages.allowed`` set and ``rules`` replaced; None: no policy
+    installed."""
     enclave = Enclave(nsm=NoAttestationNsm(), clock=clock or _Clock())
     owner = Pubkey.from_bytes(OWNER.public_key().public_bytes_raw())
     enclave.add(Wallet(wallet_id=WALLET, owner=owner, agent_key=AGENT_KEY, agent=AGENT))
@@ -46,6 +50,7 @@ def _handler(allowed: bool | None, *, expires_at: int | None = None, clock: _Clo
         document = example_policy()
         document["wallet_id"] = WALLET
         document["rules"]["offchain_messages"] = {"allowed": allowed}
+        document["rules"].update(rules)
         if expires_at is not None:
             document["expires_at"] = expires_at
         signed = json.dumps(sign_document("policy", document, OWNER)).encode()
@@ -78,3 +83,31 @@ def test_off_chain_messages_stop_when_the_policy_expires() -> None:
     answer = asyncio.run(handler.handle(SignMessageRequest(WALLET, message)))
     assert isinstance(answer, ErrorResponse)
     assert answer.code is ErrorCode.NO_POLICY and "expired" in answer.message
+
+
+def _sign(handler: Handler, text: str) -> object:
+    return asyncio.run(handler.handle(SignMessageRequest(WALLET, offchain_message(AGENT, text))))
+
+
+def test_off_chain_messages_follow_the_time_windows() -> None:
+    """Before: the enclave signed messages at any hour, whatever the policy's time windows (noticed in review)."""
+    other_day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(NOW.weekday() + 3) % 7]
+    handler = _handler(True, time_windows=[{"days": [other_day], "start": "00:00", "end": "24:00"}])
+    answer = _sign(handler, "login")
+    assert isinstance(answer, ErrorResponse) and answer.code is ErrorCode.MESSAGE_INVALID
+    assert "refuses this message now" in answer.message
+
+
+def test_off_chain_messages_count_against_the_rate_and_a_burst_freezes() -> None:
+    freeze = {"on_authority_change": True, "on_delegate_approval": True, "on_close_to_stranger": True,
+              "denials": {"count": 2, "window_seconds": 600}}  # fmt: skip
+    clock = _Clock()
+    handler = _handler(True, clock=clock, rate={"max_requests": 2, "window_seconds": 60}, freeze=freeze)
+    assert [isinstance(_sign(handler, f"m{i}"), MessageSignatureResponse) for i in range(2)] == [True, True]
+    third = _sign(handler, "m2")
+    assert isinstance(third, ErrorResponse) and third.code is ErrorCode.MESSAGE_INVALID
+    fourth = _sign(handler, "m3")  # the second denial within ten minutes: the wallet freezes
+    assert isinstance(fourth, ErrorResponse) and fourth.code is ErrorCode.WALLET_FROZEN
+    clock.now = NOW + timedelta(seconds=120)  # the rate window has passed, but the wallet stays frozen
+    frozen = _sign(handler, "m4")
+    assert isinstance(frozen, ErrorResponse) and frozen.code is ErrorCode.WALLET_FROZEN

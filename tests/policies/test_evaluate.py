@@ -174,3 +174,28 @@ def test_decision_json_is_stable() -> None:
                      "seen": str(2 * SOL), "allowed": str(SOL)}],
         "reservations": [{"asset": "SOL", "amount": str(2 * SOL)}],
     }  # fmt: skip
+
+
+def test_a_message_is_judged_by_the_request_rules_only() -> None:
+    from datetime import timedelta
+
+    from policies.evaluate import evaluate_message
+
+    s = Scenario()
+    s.doc["rules"]["offchain_messages"] = {"allowed": True}
+    s.doc["rules"]["rate"] = {"max_requests": 2, "window_seconds": 60}
+    assert evaluate_message(s.policy, s.context()).verdict is Verdict.ALLOW
+    s.spent = {}  # spending is not read at all
+    s.requests = 2
+    assert [r.rule for r in evaluate_message(s.policy, s.context()).reasons] == ["rate"]
+    s.requests, s.denials = 0, 4  # the fifth denial of the example's burst freezes
+    s.doc["rules"]["offchain_messages"] = {"allowed": False}
+    s._policy = None
+    decision = evaluate_message(s.policy, s.context())
+    assert decision.verdict is Verdict.FREEZE
+    assert [r.rule for r in decision.reasons] == ["offchain_messages", "freeze.denials"]
+    s.denials = 0
+    s.doc["rules"]["offchain_messages"] = {"allowed": True}
+    s.doc["expires_at"] = int((s.now - timedelta(seconds=1)).timestamp())
+    s._policy = None
+    assert [r.rule for r in evaluate_message(s.policy, s.context()).reasons] == ["policy_expired"]

@@ -1,0 +1,46 @@
+"""Check 1 for an off-chain message (`POST /v1/wallets/{id}/messages/sign`), in one worker-thread hop.
+
+A message moves no funds, so only the policy's request rules apply (`policies.evaluate.evaluate_message`):
+``offchain_messages`` must allow it, the policy must be in force, the time windows and the request rate apply, and
+a denial that completes a burst freezes the wallet. Every message request is recorded for the rate rule, and every
+refusal as a denial, as for transactions; the enclave applies the same rules again with its own counters (check 2).
+"""
+
+from __future__ import annotations
+
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.clock import read_clock
+from parent_proxy.services import Services
+from parent_proxy.sign_parts import refusal, request_context
+from parent_proxy.store.model import Wallet
+from policies.decision import Verdict
+from policies.errors import PolicyEngineError
+from policies.evaluate import evaluate_message
+
+
+def check_message(services: Services, wallet_id: str, audit: dict[str, str]) -> Wallet:
+    """The wallet, if its policy lets the agent have a message signed now; else raise the `ApiError` (403)."""
+    s = services
+    now = read_clock(s.clock)
+    wallet = s.store.get_wallet(wallet_id)
+    if wallet.frozen:
+        raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
+    try:
+        policy = s.policy_for(wallet)
+    except PolicyEngineError as exc:
+        raise ApiError(Code.ENCLAVE_REFUSED, "the wallet's installed policy does not verify") from exc
+    if policy is None:
+        raise ApiError(Code.NO_POLICY, "the wallet has no installed policy")
+    decision = evaluate_message(policy, request_context(s, wallet, policy, now))
+    s.metrics.count("waiaas_decisions_total", verdict=decision.verdict.label, stage="proxy")
+    s.store.record_request(wallet_id, now)
+    if decision.verdict < Verdict.DENY:
+        return wallet
+    s.store.record_denial(wallet_id, now)
+    frozen = decision.verdict is Verdict.FREEZE
+    if frozen:
+        s.store.set_frozen(wallet_id, True, "policy freeze trigger: freeze.denials")
+    payload = {**audit, "decision": decision.to_json()}
+    s.audit.append("message.frozen" if frozen else "message.denied", payload, wallet_id=wallet_id)
+    s.notify(wallet_id, "wallet.frozen" if frozen else "message.denied", payload)
+    raise refusal(decision, frozen)
