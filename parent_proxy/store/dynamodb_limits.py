@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from parent_proxy.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from parent_proxy.errors import Conflict, InvalidInput, LimitExceeded, NotFound, StoreUnavailable
 from parent_proxy.store import limits as lim
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
@@ -95,7 +95,14 @@ class DynamoLimits(DynamoOutboxAudit):
             version = get_i(self._require_wallet(wallet_id), "ledger_version")
             # 2. Read the reservations of the longest window (strongly consistent) and check the caps.
             entries = self._live_entries(wallet_id, longest, now)
-            lim.check_reservation(wallet_id, entries, wanted, caps, now)
+            try:
+                lim.check_reservation(wallet_id, entries, wanted, caps, now)
+            except LimitExceeded:
+                # A reused id is a `Conflict` whatever the amounts (as on SQLite): the write's condition would
+                # have said so, but a refusal never gets that far.
+                if self._get(f"W#{wallet_id}", f"R#{request_id}") is not None:
+                    raise Conflict(f"reservation {request_id} already exists") from None
+                raise
             # 3. Write the reservation only if the version is unchanged, and bump it.
             bump: Any = {
                 "Update": {
