@@ -53,7 +53,8 @@ Clock = Callable[[], datetime]
 MAX_WALLETS = 1024
 """Wallets one enclave holds (ours: memory per wallet is a few KiB plus its ledger)."""
 MAX_LEDGER_ENTRIES = 100_000
-"""Entries per wallet ledger (ours: ~100 bytes each, 10 MB per wallet at most); when full, signing is refused."""
+"""Entries per wallet ledger (ours: ~100 bytes each, 10 MB per wallet at most): signed amounts, archive buckets,
+request and denial times; when full, signing is refused."""
 COMPACT_AFTER = 4096
 """Pruned timestamps are dropped from memory once this many (and over half the list) have expired."""
 ARCHIVE_BUCKET_SECONDS = 600
@@ -131,13 +132,18 @@ class Ledger:
     was signed before, at most one bucket longer than exactly: never less. A parent that reports too little is
     therefore capped by the enclave over any window a policy can have, not only the horizon of the policy that
     was installed when the amounts were signed. Request and denial times are kept for the horizon only.
+    Buckets count against `MAX_LEDGER_ENTRIES` as entries do: there are up to 4465 per asset, and a policy may allow
+    up to 256 mints, so uncounted they could hold about 110 MB for one wallet (enclave memory all wallets share).
     """
 
-    __slots__ = ("_archive", "_last", "_longest", "_outflow_count", "_outflows", "_windows", "denials", "requests")
+    __slots__ = (
+        "_archive", "_archived", "_last", "_longest", "_outflow_count", "_outflows", "_windows", "denials", "requests",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self._outflows: dict[str, deque[tuple[float, int]]] = {}
         self._archive: dict[str, deque[tuple[float, float, int]]] = {}  # per asset: (end, counted at, sum)
+        self._archived = 0  # buckets in _archive (they count against MAX_LEDGER_ENTRIES, as entries do)
         self._outflow_count = 0
         self._windows: dict[tuple[str, int], _Window] = {}
         self._longest = 0  # longest window in _windows (0: none)
@@ -161,6 +167,7 @@ class Ledger:
         for buckets in self._archive.values():
             while buckets and buckets[0][1] <= archive_cutoff:  # every amount in it is older than any window
                 buckets.popleft()
+                self._archived -= 1
         # Windows longer than the horizon are rebuilt from what is kept if a policy needs them again.
         if self._longest > horizon:
             self._windows = {key: window for key, window in self._windows.items() if key[1] <= horizon}
@@ -176,9 +183,10 @@ class Ledger:
             buckets[-1] = (end, max(counted_at, buckets[-1][1]), buckets[-1][2] + amount)
         else:
             buckets.append((end, counted_at, amount))
+            self._archived += 1
 
     def check_room(self, entries: int) -> None:
-        held = self._outflow_count + len(self.requests) + len(self.denials)
+        held = self._outflow_count + self._archived + len(self.requests) + len(self.denials)
         if held + entries > MAX_LEDGER_ENTRIES:
             raise StateError(ErrorCode.LEDGER_FULL, "per-boot counters are full")
 

@@ -190,10 +190,14 @@ def test_ledger_room_counts_outflows_and_pruning_frees_it(monkeypatch: pytest.Mo
     ledger.check_room(1)
     with pytest.raises(StateError, match="per-boot counters are full"):
         ledger.check_room(2)
-    ledger.prune(75.0, 60)  # everything at 10.0 is past the horizon: 1 request and 2 outflows go
-    ledger.check_room(4)
+    ledger.prune(75.0, 60)  # everything at 10.0 is past the horizon: 1 request goes, 2 outflows become 2 buckets
+    ledger.check_room(2)
     with pytest.raises(StateError, match="per-boot counters are full"):
-        ledger.check_room(5)
+        ledger.check_room(3)
+    ledger.prune(ARCHIVE_BUCKET_SECONDS + ARCHIVE_SECONDS, 60)  # the rest is archived, and every bucket expires
+    ledger.check_room(6)
+    with pytest.raises(StateError, match="per-boot counters are full"):
+        ledger.check_room(7)
 
 
 def test_ledger_windows_past_the_horizon_still_count_archived_amounts() -> None:
