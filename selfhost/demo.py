@@ -7,8 +7,8 @@ owner request signed with the proxy's owner-auth scheme) and as the agent (its b
 
  1. the services are ready; the attestation endpoint answers and says why it proves nothing here
  2. the owner creates a wallet; the chain funds the agent key
- 3. the owner signs the example policy and installs it
- 4. the owner issues an agent token (only a redacted prefix is printed)
+ 3. the owner signs the example policy (expiring in 30 days) and installs it
+ 4. the owner issues an agent token (only a redacted prefix is printed); the agent reads the wallet view
  5. the agent pays a merchant 0.5 SOL: signed, executed, balances move by exactly that
  6. the agent pays 3 SOL: escalated (202); the owner approves; executed
  7. the agent pays a denylisted address: denied (403), nothing moves
@@ -71,6 +71,8 @@ FUNDING: Final = 20 * LAMPORTS_PER_SOL
 MAX_FEE_LAMPORTS: Final = 500_000
 """The example policy's ``max_total_fee_lamports``: what one transaction's fee may cost at most."""
 ORDER_LIFETIME_SECONDS: Final = 600
+POLICY_LIFETIME_DAYS: Final = 30
+"""The demo signs its policy with an expiry, as owners should (docs/policies.md, Expiry)."""
 MERCHANT: Final = Pubkey.from_string("FHEqRxoKaHqjfmpq5sDHwcTRetKh7uJny2UVN4pcd24J")
 """On the example policy's destination allowlist."""
 BLOCKED: Final = Pubkey.from_string("3R2khGdRVoeaEHJz3FaRq6GEJRta8VPBaxy9vo4jgoJv")
@@ -234,11 +236,13 @@ class Story:
 
         self.step("The owner signs the example policy and installs it")
         document = parse_json_object(example_policy_json(), what="policy")
+        document["expires_at"] = expires_at = int(time.time()) + POLICY_LIFETIME_DAYS * 86_400
         signed = envelope(self.owner, POLICY_PURPOSE, document)
         path = f"/v1/wallets/{self.wallet_id}"
         installed = self.expect(self.owner_call("PUT", f"{path}/policy", {"envelope": signed}), 200)
         self.out(f"   policy     sequence {installed.get('sequence')}, sha256 {installed.get('policy_sha256')}")
         self.out("              per payment: automatic up to 1 SOL, with the owner's approval up to 10 SOL")
+        self.out(f"              expires in {POLICY_LIFETIME_DAYS} days (the owner re-signs before then)")
         if not installed.get("enclave_installed"):
             raise StepFailed("the signer did not install the policy")
 
@@ -246,6 +250,11 @@ class Story:
         issued = self.expect(self.owner_call("POST", f"{path}/tokens"), 201)
         self.token = str(issued["token"])
         self.out(f"   token      {redact_token(self.token)} (shown once; only its hash is stored)")
+        view = self.expect(self.http.get(self.d.api_url + path, headers={"Authorization": f"Bearer {self.token}"}), 200)
+        if view.get("policy_sequence") != 1 or view.get("policy_expires_at") != expires_at:
+            raise StepFailed("the wallet view does not show the installed policy and its expiry")
+        self.out(f"   agent view policy {view['policy_sequence']}, expires_at {view['policy_expires_at']}, "
+                 f"frozen {view['frozen']}")  # fmt: skip
 
         self.step("The agent pays a merchant 0.5 SOL")
         before = self.balances()
