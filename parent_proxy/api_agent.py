@@ -160,10 +160,17 @@ async def sign_message(
         failure = {**audit, "error": exc.code.value}
         await services.run(lambda: services.audit_safely("message.failed", failure, wallet_id=wallet_id))
         raise
-    try:
-        await services.run(
-            lambda: services.audit.append("message.signed", audit, wallet_id=wallet_id,
-                                          receipt=answer.receipt + answer.receipt_signature)
+
+    def failed(exc: BaseException) -> None:
+        error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
+        services.audit_safely("message.failed", {**audit, "error": error}, wallet_id=wallet_id)
+
+    try:  # the receipt must verify under the attested session key (`parent_proxy.enclave_sessions`), same hop
+        await services.sessions.record_checked(
+            services, answer.receipt, answer.receipt_signature, kind="message", wallet_id=wallet_id, signed=True,
+            verdict=None, on_failure=failed,
+            record=lambda: services.audit.append("message.signed", audit, wallet_id=wallet_id,
+                                                 receipt=answer.receipt + answer.receipt_signature),
         )  # fmt: skip
     except Exception as exc:  # no audit record, no signature
         raise translate(exc) from exc

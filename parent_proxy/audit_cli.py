@@ -1,7 +1,15 @@
 """``waiaas audit verify --db PATH``: check the hash chain of a SQLite state database's audit log.
 
-Exit code 0 when the chain is intact, 1 when it is broken (the message names the first bad seq), 2 when the
-database cannot be read.
+    waiaas audit verify --db PATH [--expect-head HEX]
+        [--receipts [--root-pem FILE --pcr I=HEX ... [--allow-debug]] [--require-attestation]]
+
+``--receipts`` also checks every enclave receipt in the log against the session key of the latest
+``enclave.session`` record before it, and those records' attestation documents against ``--root-pem`` and
+``--pcr`` when given (`parent_proxy.audit_receipts`). ``--require-attestation`` fails on any session key that no
+verified document attests (mode none), and needs the root and PCRs.
+
+Exit code 0 when the chain (and the receipts) verify, 1 when they do not (the message names the first bad seq and
+why), 2 when the database cannot be read or an argument is bad.
 """
 
 from __future__ import annotations
@@ -12,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from parent_proxy.audit import iter_audit_records, verify_audit_chain
+from parent_proxy.audit_receipts import (
+    UNATTESTED_SESSIONS,
+    UNVERIFIED_DOCUMENTS,
+    Anchor,
+    ReceiptsReport,
+    verify_audit_receipts,
+)
 from parent_proxy.errors import AuditChainError, StoreError
 from parent_proxy.store.sqlite import SqliteStore
 
@@ -26,7 +41,73 @@ def register(subparsers: Any) -> None:
     verify = commands.add_parser("verify", help="verify the audit log's hash chain")
     verify.add_argument("--db", required=True, type=Path, help="path of the SQLite state database")
     verify.add_argument("--expect-head", help="hex SHA-256 the chain must end at (an anchor kept elsewhere)")
+    verify.add_argument(
+        "--receipts", action="store_true", help="also verify every enclave receipt under the recorded session keys"
+    )
+    verify.add_argument("--root-pem", type=Path, help="--receipts, nitro: the pinned root certificate (PEM)")
+    verify.add_argument(
+        "--pcr", action="append", default=[], help="--receipts, nitro: expected PCR, INDEX=HEX (repeatable)"
+    )
+    verify.add_argument(
+        "--allow-debug", action="store_true", help="--receipts, nitro: accept debug-mode documents (PCR0 all zeros)"
+    )
+    verify.add_argument(
+        "--require-attestation", action="store_true", help="--receipts: fail on any session key no document attests"
+    )
     verify.set_defaults(func=run_verify)
+
+
+class _BadInput(Exception):
+    pass
+
+
+def _pcrs(specs: list[str]) -> dict[int, bytes]:
+    pcrs: dict[int, bytes] = {}
+    for spec in specs:
+        index, sep, value = spec.partition("=")
+        try:
+            if not sep or not value:
+                raise ValueError(spec)
+            pcrs[int(index)] = bytes.fromhex(value)
+        except ValueError as exc:
+            raise _BadInput(f"--pcr {spec!r}: expected INDEX=HEX") from exc
+    return pcrs
+
+
+def _anchor(args: argparse.Namespace) -> Anchor | None:
+    """The trust anchor for nitro documents, or None; `_BadInput` for an incomplete or unusable one."""
+    given = [args.root_pem is not None, bool(args.pcr)]
+    if (any(given) or args.require_attestation or args.allow_debug) and not args.receipts:
+        raise _BadInput("--root-pem, --pcr, --allow-debug and --require-attestation go with --receipts")
+    if any(given) and not all(given):
+        raise _BadInput("--root-pem and --pcr go together (a root without PCRs attests any code)")
+    if args.require_attestation and not all(given):
+        raise _BadInput("--require-attestation needs --root-pem and --pcr")
+    if not all(given):
+        return None
+    root: Path = args.root_pem
+    try:
+        pem = root.read_bytes()
+    except OSError as exc:
+        raise _BadInput(f"--root-pem: cannot read {root}") from exc
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise _BadInput("--root-pem: not a PEM certificate")
+    return Anchor(pem, _pcrs(args.pcr), allow_debug=args.allow_debug)
+
+
+def _say_receipts(report: ReceiptsReport) -> None:
+    print(
+        f"audit verify: receipts OK: {report.receipts} receipts under {report.sessions} session records "
+        f"({report.verified_documents} attestation documents verified)"
+    )
+    if report.counter_gaps:
+        print(f"audit verify: note: {report.counter_gaps} receipt counters not in the log (answers that failed, "
+              "or receipts withheld)")  # fmt: skip
+    if report.unattested_sessions:
+        print(f"audit verify: WARNING: {report.unattested_sessions} session records: {UNATTESTED_SESSIONS}",
+              file=sys.stderr)  # fmt: skip
+    if report.unverified_documents:
+        print(f"audit verify: WARNING: {report.unverified_documents} {UNVERIFIED_DOCUMENTS}", file=sys.stderr)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -40,6 +121,12 @@ def run_verify(args: argparse.Namespace) -> int:
         print("audit verify: --expect-head is not hex", file=sys.stderr)
         return EXIT_UNREADABLE
     try:
+        anchor = _anchor(args)
+    except _BadInput as exc:
+        print(f"audit verify: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    receipts: ReceiptsReport | None = None
+    try:
         store = SqliteStore(path)
     except StoreError as exc:
         print(f"audit verify: {exc}", file=sys.stderr)
@@ -47,6 +134,8 @@ def run_verify(args: argparse.Namespace) -> int:
     try:
         records = list(iter_audit_records(store))
         verify_audit_chain(records, expected_head=expected)
+        if args.receipts:
+            receipts = verify_audit_receipts(records, anchor=anchor, require_attestation=args.require_attestation)
     except AuditChainError as exc:
         print(f"audit verify: FAILED: {exc}", file=sys.stderr)
         return EXIT_BROKEN
@@ -57,4 +146,6 @@ def run_verify(args: argparse.Namespace) -> int:
         store.close()
     head = records[-1].hash.hex() if records else "(empty log)"
     print(f"audit verify: OK: {len(records)} records, head {head}")
+    if receipts is not None:
+        _say_receipts(receipts)
     return EXIT_OK

@@ -23,6 +23,7 @@ from parent_proxy.auth import RateLimiter
 from parent_proxy.chain import Chain
 from parent_proxy.clock import Clock
 from parent_proxy.enclave_relay import EnclaveRelay
+from parent_proxy.enclave_sessions import EnclaveSessions
 from parent_proxy.metrics import Metrics
 from parent_proxy.owner_auth import NonceRegistry
 from parent_proxy.store.model import OutboxItem, Wallet
@@ -48,6 +49,8 @@ class Services:
     owner_max_skew_seconds: float
     max_body_bytes: int
     metrics: Metrics = field(default_factory=Metrics)
+    sessions: EnclaveSessions = field(default_factory=EnclaveSessions)
+    """The enclave session key in force; every receipt is checked against it before it is recorded."""
     _policies: dict[tuple[str, int, bytes], Policy] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

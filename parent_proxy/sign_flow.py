@@ -13,7 +13,10 @@
        amounts against the automatic thresholds of every period (a concurrent request that got there first: 403
        ``limit_exceeded``)
     5. relay to the enclave (its decision is authoritative); commit the reservation only on a signed answer,
-       release it on anything else, including a timeout or a cancelled request
+       release it on anything else, including a timeout or a cancelled request; the answer's receipt must verify
+       under the attested session key and agree with the answer (`parent_proxy.enclave_sessions`; on a session
+       change the enclave is attested and an ``enclave.session`` record written first), else 503 as for any
+       malformed answer
     6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
        stored answer -- if it cannot be written the signature is not handed out, the reservation is released
        and the key freed --; optionally submit through the chain adapter; answer.
@@ -427,8 +430,14 @@ class SignFlow:
             if isinstance(exc, Exception):
                 raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave is unavailable; nothing was signed") from exc
             raise
-        try:
-            answer = await s.run(self.finish, prepared, enclave_answer, submit)
+        try:  # the receipt is checked against the attested session key in the same hop (`enclave_sessions`)
+            answer = await s.sessions.record_checked(
+                s, enclave_answer.receipt, enclave_answer.receipt_signature,
+                kind="transaction", wallet_id=prepared.wallet.wallet_id, signed=enclave_answer.signature is not None,
+                verdict=enclave_answer.decision.get("verdict"),
+                record=lambda: self.finish(prepared, enclave_answer, submit),
+                on_failure=lambda exc: self.failed(prepared, exc),
+            )  # fmt: skip
         except ApiError:
             raise
         except Exception as exc:

@@ -15,7 +15,8 @@ owner request signed with the proxy's owner-auth scheme) and as the agent (its b
  8. the agent tries to hand the wallet's account to another program: denied and the wallet frozen; a normal
     payment is then refused too
  9. the owner unfreezes the wallet; a payment goes through again
-10. the services stop and the audit log's hash chain is verified (``waiaas audit verify``)
+10. the services stop; the audit log's hash chain and its enclave receipts are verified
+    (``waiaas audit verify --receipts``)
 
 Each step checks its HTTP status, verdict and balance change; the first step that misbehaves ends the story.
 Printed: public keys, statuses, reasons, balances; never the agent token (a redacted prefix), the owner's secret
@@ -319,11 +320,19 @@ class Story:
 
 
 def verify_audit(database: Path, out: Callable[[str], None]) -> None:
-    """``waiaas audit verify --db <database>``, the same code; raise `StepFailed` unless the chain is intact."""
-    code = audit_cli.run_verify(argparse.Namespace(db=database, expect_head=None))
+    """``waiaas audit verify --db <database> --receipts``, the same code; raise `StepFailed` unless the chain is
+    intact and every receipt verifies under the session key recorded before it (mode none here: nothing attests
+    those keys, and the command says so)."""
+    arguments = argparse.Namespace(
+        db=database, expect_head=None, receipts=True, root_pem=None, pcr=[], allow_debug=False,
+        require_attestation=False,
+    )  # fmt: skip
+    code = audit_cli.run_verify(arguments)
     if code != audit_cli.EXIT_OK:
         raise StepFailed(f"audit verify exited with {code}")
     out(f"   audit      chain intact in {database}")
+    out("   receipts   every enclave receipt verifies under the session key recorded before it (mode none: that")
+    out("              key is not attested, so this shows which signer boot decided, not what code ran)")
 
 
 def new_owner(run_dir: Path) -> LocalOwnerSigner:
@@ -344,7 +353,10 @@ def run_demo(run_dir: Path, port: int, out: Callable[[str], None] = print) -> in
                 story = Story(deployment, owner, http, out)
                 story.run()
             database = deployment.database
-        out(f"\n== {story.number + 1}. The services are stopped; the audit log's hash chain is verified")
+        out(
+            f"\n== {story.number + 1}. The services are stopped; "
+            "the audit log's hash chain and its enclave receipts are verified"
+        )
         verify_audit(database, out)
     except (StackError, ComposeError, PathMappingError) as exc:
         out(f"\nthe services did not start: {exc}")

@@ -2,13 +2,15 @@
 from its own thread and event loop, a real SQLite store, an embedded LiteSVM chain, and owner-signed calls.
 
 Seam doubles used by some tests (under tests/ only): a clock that can be made to fail, a store wrapper whose named
-methods raise `StoreUnavailable`, and raw socket servers that never answer or answer nonsense.
+methods raise `StoreUnavailable`, raw socket servers that never answer or answer nonsense, and a stand-in enclave with
+a session key of its own (it answers attestation and status with that key, and one fixed answer to the rest).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import threading
 import time
@@ -30,8 +32,18 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
+from enclave_app.errors import FramingError
+from enclave_app.framing import read_frame, write_frame
 from enclave_app.no_attestation import NoAttestationNsm
-from enclave_app.protocol import AttestationMode
+from enclave_app.protocol import (
+    AttestationMode,
+    AttestationResponse,
+    EnclaveState,
+    StatusResponse,
+    TransactionDecisionResponse,
+)
+from enclave_app.protocol import Message as EnclaveMessage
+from enclave_app.receipts import Receipt, SessionKey, reasons_digest
 from enclave_app.sealing import LocalSealer
 from enclave_app.server import EnclaveServer, Handler
 from enclave_app.state import Enclave
@@ -106,12 +118,16 @@ class LoopThread:
         self.loop.close()
 
 
-def start_enclave(loop: LoopThread, path: Path, *, attestation: str = "nitro") -> asyncio.Server:
-    """The real enclave app: development NSM (mode nitro), or no attestation at all (mode none)."""
+def start_enclave(loop: LoopThread, path: Path, *, attestation: str = "nitro", nsm: Any = None) -> asyncio.Server:
+    """The real enclave app: development NSM (mode nitro), or no attestation at all (mode none); or, in mode nitro,
+    the given ``nsm`` (e.g. the real NSM driver over the fake device of tests/fakes, rooted in a test PKI)."""
 
     async def start() -> asyncio.Server:
-        nsm: Any = UnsafeDevelopmentNsm(pcrs={0: bytes(48)}) if attestation == "nitro" else NoAttestationNsm()
-        enclave = Enclave(nsm=nsm, clock=lambda: datetime.now(UTC), attestation_mode=AttestationMode(attestation))
+        if nsm is None:
+            device: Any = UnsafeDevelopmentNsm(pcrs={0: bytes(48)}) if attestation == "nitro" else NoAttestationNsm()
+        else:
+            device = nsm
+        enclave = Enclave(nsm=device, clock=lambda: datetime.now(UTC), attestation_mode=AttestationMode(attestation))
         handler = Handler(enclave, LocalSealer(b"operator-secret-for-tests-only!!"))
         return await EnclaveServer(handler).start(UnixAddress(str(path)))
 
@@ -139,6 +155,61 @@ def start_answering_server(loop: LoopThread, path: Path, answer: bytes) -> async
             writer.close()
 
     return start_raw_server(loop, path, respond)
+
+
+def new_session_key() -> SessionKey:
+    return SessionKey(os.urandom(32))
+
+
+def signed_receipt(
+    session: SessionKey, wallet_id: str, *, kind: str = "transaction", verdict: str = "deny", approved: bool = False
+) -> tuple[bytes, bytes]:
+    """A decision receipt and its signature by ``session`` (what a stand-in enclave with that key would answer)."""
+    receipt = Receipt(
+        kind=kind, wallet_id=wallet_id, policy_sequence=1, policy_hash=bytes(32), message_hash=bytes(32),
+        verdict=verdict, approved=approved, reasons_digest=reasons_digest([]), time_ms=int(time.time() * 1000),
+        counter=session.next_counter(),
+    )  # fmt: skip
+    return session.sign(receipt)
+
+
+def stand_in_refusal(session: SessionKey, wallet_id: str) -> TransactionDecisionResponse:
+    """A deny decision whose receipt ``session`` signed."""
+    receipt, signature = signed_receipt(session, wallet_id)
+    return TransactionDecisionResponse(
+        decision={"verdict": "deny", "reasons": []}, signature=None, signed_transaction=None,
+        receipt=receipt, receipt_signature=signature,
+    )  # fmt: skip
+
+
+def start_stand_in_enclave(
+    loop: LoopThread, path: Path, session: SessionKey, answer: Callable[[], EnclaveMessage] | EnclaveMessage
+) -> asyncio.Server:
+    """A stand-in enclave with session key ``session``: ``attestation`` (mode none) and ``ping`` name that key, as
+    the real enclave does; every other request gets ``answer`` (or ``answer()``). Any number of requests per
+    connection, like the real server."""
+
+    def respond_to(request: Any) -> EnclaveMessage:
+        kind = request.get("type") if isinstance(request, dict) else None
+        if kind == "attestation":
+            return AttestationResponse(
+                document=None, mode=AttestationMode.NONE, reason="stand-in enclave for tests",
+                session_public_key=session.public_key,
+            )  # fmt: skip
+        if kind == "ping":
+            return StatusResponse(state=EnclaveState.READY, wallets=1, session_public_key=session.public_key)
+        return answer() if callable(answer) else answer
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (request := await read_frame(reader)) is not None:
+                await write_frame(writer, respond_to(request).to_wire())
+        except FramingError:
+            pass
+        finally:
+            writer.close()
+
+    return start_raw_server(loop, path, serve)
 
 
 @dataclass
@@ -251,12 +322,12 @@ def signature_of(response: Any) -> Signature:
     return Signature.from_string(response.json()["signature"])
 
 
-def running_harness(tmp_path: Path, *, attestation: str = "nitro", **kwargs: Any) -> Iterator[Harness]:
+def running_harness(tmp_path: Path, *, attestation: str = "nitro", nsm: Any = None, **kwargs: Any) -> Iterator[Harness]:
     loop = LoopThread()
     server = None
     try:
         h = build_harness(tmp_path, loop, **kwargs)
-        server = start_enclave(loop, h.socket, attestation=attestation)
+        server = start_enclave(loop, h.socket, attestation=attestation, nsm=nsm)
         with h.client:
             yield h
     finally:

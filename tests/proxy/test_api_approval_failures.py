@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from enclave_app.framing import encode_frame
-from enclave_app.protocol import TransactionDecisionResponse
 from parent_proxy.approvals import message_hash
 from policies.orders import approval_document
 from policies.signing import sign_document
@@ -24,9 +22,11 @@ from tests.proxy.api_harness import (
     Harness,
     LoopThread,
     build_harness,
+    new_session_key,
     provision,
-    start_answering_server,
+    stand_in_refusal,
     start_enclave,
+    start_stand_in_enclave,
 )
 from tests.support.policies import MERCHANT
 
@@ -121,11 +121,8 @@ def test_enclave_refusal_consumes_the_approval(h: tuple[Harness, LoopThread]) ->
     harness, loop = h
     approval_id, body, path = escalate(harness)
     stop_enclave(harness, loop)
-    refusal = TransactionDecisionResponse(
-        decision={"verdict": "deny", "reasons": []}, signature=None, signed_transaction=None,
-        receipt=b"r", receipt_signature=bytes(64),
-    )  # fmt: skip
-    server = start_answering_server(loop, harness.socket, encode_frame(refusal.to_wire()))
+    session = new_session_key()
+    server = start_stand_in_enclave(loop, harness.socket, session, stand_in_refusal(session, harness.wallet_id))
     try:
         harness.services.relay._loaded[harness.wallet_id] = 1  # the refusal answers the signing request itself
         refused = harness.owner_call("POST", path, body)

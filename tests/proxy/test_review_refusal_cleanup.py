@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from enclave_app.framing import encode_frame
-from enclave_app.protocol import TransactionDecisionResponse
 from parent_proxy.store.model import ReservationStatus
-from tests.proxy.api_harness import Harness, LoopThread, build_harness, provision, start_answering_server, start_enclave
+from tests.proxy.api_harness import (
+    Harness,
+    LoopThread,
+    build_harness,
+    new_session_key,
+    provision,
+    stand_in_refusal,
+    start_enclave,
+    start_stand_in_enclave,
+)
 from tests.support.policies import MERCHANT
-
-REFUSAL = TransactionDecisionResponse(
-    decision={"verdict": "deny", "reasons": []}, signature=None, signed_transaction=None,
-    receipt=b"r", receipt_signature=bytes(64),
-)  # fmt: skip
 
 
 @pytest.fixture
@@ -38,8 +40,9 @@ def refusing(tmp_path: Path) -> Iterator[Harness]:
             loop.run(h.services.relay.close())
             loop.run(server.wait_closed())
             h.socket.unlink(missing_ok=True)
-            raw = start_answering_server(loop, h.socket, encode_frame(REFUSAL.to_wire()))
-            h.services.relay._loaded[h.wallet_id] = 1  # the raw server answers the signing request itself
+            session = new_session_key()  # its receipts verify under the key it attests
+            raw = start_stand_in_enclave(loop, h.socket, session, lambda: stand_in_refusal(session, h.wallet_id))
+            h.services.relay._loaded[h.wallet_id] = 1  # the stand-in answers the signing request itself
             try:
                 yield h
             finally:

@@ -42,8 +42,9 @@ STEPS = [
     "refused too: 403 wallet_frozen",
     "frozen: False; signer acknowledged: True",
     "merchant 3.600000 SOL (+0.100000 SOL)",
-    "the audit log's hash chain is verified",
+    "the audit log's hash chain and its enclave receipts are verified",
     "audit      chain intact",
+    "receipts   every enclave receipt verifies under the session key recorded before it",
     "every step behaved as expected",
 ]
 

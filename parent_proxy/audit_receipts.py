@@ -1,0 +1,210 @@
+"""The audit log's receipts checked against the enclave session keys it records (``waiaas audit verify --receipts``).
+
+The proxy writes an ``enclave.session`` record (`parent_proxy.enclave_sessions`) before the first receipt of each
+enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain already verified
+(`parent_proxy.audit.verify_audit_chain`) and raises `AuditChainError` at the first record that fails:
+
+1. ``enclave.session``: the payload has the documented fields and types (a 32-byte base58 key, mode ``nitro`` with
+   a base64 document or ``none`` without one, a hex nonce).
+   Mode ``nitro`` with a trust anchor (``root_certificate_pem`` and ``expected_pcrs``): the document verifies with
+   `enclave_app.attestation.verify_attestation_document` at the document's own timestamp (read first, unverified,
+   then covered by the signature), with the recorded nonce; its ``user_data`` says it carries the session key and
+   its ``public_key`` is the recorded key. Without an anchor only that (unverified) ``public_key`` is compared.
+   Mode ``none``: nothing attests the key; refused when ``require_attestation``.
+2. A record holding a receipt (field = receipt + 64-byte signature): there is an ``enclave.session`` record before
+   it; the receipt verifies under the key of the latest one (`enclave_app.receipts.verify_receipt`); its content
+   agrees with the record (`parent_proxy.enclave_sessions.check_receipt_content`: kind ``transaction`` for
+   ``transaction.*`` events and ``message`` for ``message.*``, the record's wallet, a signature stated exactly for
+   ``*.signed``, the verdict of the payload's decision when it has one); and its counter was not recorded before
+   under the same session key (a copied receipt).
+
+What this cannot show: receipts the parent never recorded (counter gaps are reported, not refused: a receipt whose
+answer failed is never recorded), and, in mode ``none`` or without an anchor, which code held the session key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import cbor2
+from solders.pubkey import Pubkey
+
+from enclave_app.attestation import verify_attestation_document
+from enclave_app.errors import AttestationError, ReceiptError
+from enclave_app.receipts import verify_receipt
+from enclave_app.server import SESSION_USER_DATA
+from parent_proxy.attestation import COSE_SIGN1_TAG, document_public_key_unverified
+from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, check_receipt_content, split_receipt
+from parent_proxy.errors import AuditChainError
+from parent_proxy.store.model import AuditRecord
+
+UNATTESTED_SESSIONS = (
+    "attestation mode none: nothing attests these session keys (they come from the parent's log); their receipts "
+    "show which enclave boot decided, and prove nothing about the code that ran"
+)
+UNVERIFIED_DOCUMENTS = (
+    "attestation documents not verified (pass --root-pem and --pcr): their session keys were taken as the "
+    "documents state them, unverified"
+)
+RECEIPT_KINDS = {"transaction": "transaction", "message": "message"}
+"""Event-type prefix -> receipt kind. A receipt on any other event is refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """What a nitro session record's document must verify against: the pinned root and the expected PCRs."""
+
+    root_certificate_pem: bytes
+    expected_pcrs: Mapping[int, bytes]
+    allow_debug: bool = False
+
+
+@dataclass
+class ReceiptsReport:
+    sessions: int = 0
+    unattested_sessions: int = 0
+    """Mode none: no document at all."""
+    unverified_documents: int = 0
+    """Mode nitro, but no anchor was given to verify the document against."""
+    verified_documents: int = 0
+    receipts: int = 0
+    counter_gaps: int = 0
+    """Counters skipped within a session (receipts issued but not recorded: failed answers, or withheld)."""
+    _counters: dict[bytes, set[int]] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    seq: int
+    key: bytes
+
+
+def _fail(record: AuditRecord, reason: str) -> AuditChainError:
+    return AuditChainError(record.seq, reason)
+
+
+def _document_timestamp_unverified(document: bytes) -> datetime | None:
+    """The payload's ``timestamp`` (ms), read before verification only to choose the time to verify at."""
+    try:
+        item: Any = cbor2.loads(document)
+        if isinstance(item, cbor2.CBORTag) and item.tag == COSE_SIGN1_TAG:
+            item = item.value
+        if not isinstance(item, list | tuple) or len(item) != 4 or not isinstance(item[2], bytes):
+            return None
+        payload: Any = cbor2.loads(item[2])
+        stamp = payload.get("timestamp") if isinstance(payload, dict) else None
+        if type(stamp) is not int:
+            return None
+        return datetime.fromtimestamp(stamp / 1000, UTC)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, OSError, RecursionError):
+        return None
+
+
+def _session(record: AuditRecord, anchor: Anchor | None, require_attestation: bool, report: ReceiptsReport) -> bytes:
+    """Step 1: the session key a well-formed (and, when asked, attested) session record names."""
+    payload = json.loads(record.payload)
+    if not isinstance(payload, dict):
+        raise _fail(record, "session record malformed")
+    try:
+        key = bytes(Pubkey.from_string(payload["session_public_key"]))
+        nonce = bytes.fromhex(payload["nonce"])
+        mode, document_b64 = payload["mode"], payload["document"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _fail(record, "session record malformed") from exc
+    if mode == "none":
+        if document_b64 is not None:
+            raise _fail(record, "session record malformed: a document in mode none")
+        if require_attestation:
+            raise _fail(record, "session key not attested (mode none)")
+        report.unattested_sessions += 1
+        return key
+    if mode != "nitro" or not isinstance(document_b64, str):
+        raise _fail(record, "session record malformed: unknown mode or no document")
+    try:
+        document = base64.b64decode(document_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _fail(record, "session record malformed: document is not base64") from exc
+    if anchor is None:
+        if require_attestation:  # the CLI refuses this combination; kept for direct callers
+            raise _fail(record, "session key not attested (no root and PCRs to verify the document)")
+        if document_public_key_unverified(document) != key:
+            raise _fail(record, "the document carries another session key than the record")
+        report.unverified_documents += 1
+        return key
+    at = _document_timestamp_unverified(document)
+    if at is None:
+        raise _fail(record, "attestation document refused: no readable timestamp")
+    try:
+        verified = verify_attestation_document(
+            document, root_certificate_pem=anchor.root_certificate_pem, at=at, expected_pcrs=anchor.expected_pcrs,
+            expected_nonce=nonce, allow_debug=anchor.allow_debug,
+        )  # fmt: skip
+    except AttestationError as exc:
+        raise _fail(record, f"attestation document refused: {exc}") from exc
+    if verified.user_data != SESSION_USER_DATA:
+        raise _fail(record, "attestation document does not say it carries the session key (user_data)")
+    if verified.public_key is None or not hmac.compare_digest(verified.public_key, key):
+        raise _fail(record, "the attested session key is not the recorded key")
+    report.verified_documents += 1
+    return key
+
+
+def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsReport) -> None:
+    """Step 2 for one record holding a receipt."""
+    if record.receipt is None:
+        return
+    if session is None:
+        raise _fail(record, "receipt recorded before any enclave.session record")
+    prefix = record.event_type.partition(".")[0]
+    kind = RECEIPT_KINDS.get(prefix)
+    if kind is None:
+        raise _fail(record, f"unexpected receipt on a {record.event_type} record")
+    try:
+        receipt, signature = split_receipt(record.receipt)
+        stated = verify_receipt(receipt, signature, session.key)
+    except ReceiptError as exc:
+        raise _fail(record, f"receipt not signed by the session key of seq {session.seq}") from exc
+    payload = json.loads(record.payload)
+    decision = payload.get("decision") if isinstance(payload, dict) else None
+    verdict = decision.get("verdict") if isinstance(decision, dict) else None
+    try:
+        check_receipt_content(
+            stated, kind=kind, wallet_id=record.wallet_id or "", signed=record.event_type.endswith(".signed"),
+            verdict=verdict,
+        )  # fmt: skip
+    except ReceiptError as exc:
+        raise _fail(record, f"receipt disagrees with the record: {exc}") from exc
+    seen = report._counters.setdefault(session.key, set())
+    if stated.counter in seen:
+        raise _fail(
+            record, f"receipt counter {stated.counter} recorded twice under the session key of seq {session.seq}"
+        )
+    seen.add(stated.counter)
+    report.receipts += 1
+
+
+def verify_audit_receipts(
+    records: Iterable[AuditRecord], *, anchor: Anchor | None = None, require_attestation: bool = False
+) -> ReceiptsReport:
+    """Steps 1-2 of the module docstring over ``records`` (a chain that verified); `AuditChainError` at the first
+    record that fails."""
+    report = ReceiptsReport()
+    session: _Session | None = None
+    for record in records:
+        if record.event_type == ENCLAVE_SESSION_EVENT:
+            if record.receipt is not None:
+                raise _fail(record, "session record holds a receipt")
+            session = _Session(record.seq, _session(record, anchor, require_attestation, report))
+            report.sessions += 1
+            continue
+        _receipt(record, session, report)
+    for counters in report._counters.values():
+        report.counter_gaps += max(counters) - len(counters)  # counters start at 1 per boot
+    return report

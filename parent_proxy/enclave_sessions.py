@@ -1,0 +1,295 @@
+"""The enclave session key in force, and the check of every decision receipt as it arrives (DESIGN.md section 3).
+
+Every enclave answer to a signing request (a signed or refused transaction, a signed off-chain message) carries a
+receipt signed by the enclave's per-boot session key (`enclave_app.receipts`). The proxy records it in the audit
+log with the answer; an auditor checks it against the attested session key (``waiaas audit verify --receipts``).
+So that the log always says which key was in force, the proxy checks each receipt before anything is recorded or
+handed out (:meth:`EnclaveSessions.record_checked`):
+
+1. In the worker-thread hop that records the answer: the receipt verifies under the current session key (one
+   Ed25519 verification) and states what the answer says (:func:`check_receipt_content`).
+2. No current key yet, or the signature does not verify under it (the enclave restarted): the enclave's attestation
+   is fetched with a fresh nonce through the relay, as ``GET /v1/attestation`` does, and checked for consistency the
+   same way (`parent_proxy.attestation`: the answer names its key; mode nitro: the document carries it; the status
+   read right after names it too), and the unverified nonce in the document must be ours. Then an audit record
+   ``enclave.session`` is appended (``ENCLAVE_SESSION_EVENT``, payload below) and only when that append succeeded
+   the key is adopted. Then step 1 again, once.
+3. A receipt that does not verify under the freshly attested key, or whose content contradicts the answer, is a
+   malformed enclave answer: 503 ``enclave_unavailable``; the caller's failure path gives everything back.
+
+``enclave.session`` payload (canonical JSON, no wallet id)::
+
+    {"session_public_key": base58, "mode": "nitro" | "none", "document": base64 COSE_Sign1 | null,
+     "nonce": hex, "reason": str | null}
+
+The proxy does not verify the document (it holds no root of trust; the auditor does). In mode ``none`` there is no
+document and the key proves which boot signed, not what code ran.
+
+Ordering: receipts are checked and recorded under the shared side of a lock, a session record is appended and its
+key adopted under the exclusive side, so within one proxy process every receipt lands after the session record of
+the key it verified under. Several proxy processes over one log do not share that lock: a request in flight across
+an enclave restart can then be recorded after the new session's record, and the audit check flags it (it never
+passes a receipt it should not).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import cbor2
+from solders.pubkey import Pubkey
+
+from enclave_app.errors import ReceiptError
+from enclave_app.protocol import AttestationMode
+from enclave_app.receipts import Receipt, verify_receipt
+from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.attestation import COSE_SIGN1_TAG, attestation_view
+
+if TYPE_CHECKING:
+    from parent_proxy.services import Services
+
+T = TypeVar("T")
+
+ENCLAVE_SESSION_EVENT = "enclave.session"
+SESSION_NONCE_BYTES = 32
+"""A fresh random nonce per attestation (ours: well within the document's nonce bound; cannot repeat by chance)."""
+SIGNING_VERDICTS = frozenset({"allow"})
+"""A receipt states a signature when its verdict is one of these, or when ``approved`` (an approved escalation)."""
+RECEIPT_SIGNATURE_BYTES = 64
+"""An audit record's receipt field holds the receipt followed by its 64-byte Ed25519 signature."""
+
+
+def _malformed(message: str) -> ApiError:
+    return ApiError(Code.ENCLAVE_UNAVAILABLE, f"the enclave answered {message}; nothing was signed")
+
+
+class UnknownSession(Exception):
+    """The receipt does not verify under the session key in force (or there is none yet): attest, then retry."""
+
+
+def states_signature(receipt: Receipt) -> bool:
+    """Whether the receipt says the enclave signed (verdict allow, or an escalation the owner approved)."""
+    return receipt.verdict in SIGNING_VERDICTS or receipt.approved
+
+
+def check_receipt_content(
+    receipt: Receipt, *, kind: str, wallet_id: str, signed: bool, verdict: object | None = None
+) -> None:
+    """Raise `ReceiptError` unless ``receipt`` is of ``kind``, names ``wallet_id``, states a signature exactly when
+    ``signed``, and (when given) carries ``verdict``. The same rules for the proxy and for the auditor."""
+    if receipt.kind != kind:
+        raise ReceiptError(f"receipt of kind {receipt.kind!r}, expected {kind!r}")
+    if receipt.wallet_id != wallet_id:
+        raise ReceiptError("receipt names another wallet")
+    if states_signature(receipt) != signed:
+        raise ReceiptError("receipt states a signature" if not signed else "receipt states no signature")
+    if verdict is not None and receipt.verdict != verdict:
+        raise ReceiptError("receipt verdict differs from the decision")
+
+
+def document_nonce_unverified(document: bytes) -> bytes | None:
+    """The ``nonce`` of a COSE_Sign1 attestation document's payload, without checking any signature (only to compare
+    with the nonce just sent); None if absent or malformed."""
+    try:
+        item: Any = cbor2.loads(document)
+        if isinstance(item, cbor2.CBORTag) and item.tag == COSE_SIGN1_TAG:
+            item = item.value
+        if not isinstance(item, list | tuple) or len(item) != 4 or not isinstance(item[2], bytes):
+            return None
+        payload: Any = cbor2.loads(item[2])
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError):
+        return None
+    nonce = payload.get("nonce") if isinstance(payload, dict) else None
+    return nonce if isinstance(nonce, bytes) else None
+
+
+class SharedExclusiveLock:
+    """Many holders of the shared side at once, or one of the exclusive side; a waiting exclusive holder goes first
+    (new shared holders wait for it), so a session change is not starved by a steady stream of receipts."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._shared:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class EnclaveSessions:
+    """The session public key in force (None until the first receipt), kept per proxy process."""
+
+    def __init__(self) -> None:
+        self._key: bytes | None = None
+        self._lock = SharedExclusiveLock()
+        self._attesting: anyio.Lock | None = None
+
+    @property
+    def current(self) -> bytes | None:
+        return self._key
+
+    def forget(self) -> None:
+        """Drop the key in force: the next receipt makes the proxy attest the enclave again."""
+        self._key = None
+
+    # -- step 1 (worker thread) -----------------------------------------------------------------------------------
+    def check(
+        self,
+        receipt: bytes,
+        signature: bytes,
+        *,
+        kind: str,
+        wallet_id: str,
+        signed: bool,
+        verdict: object | None = None,
+        attested: bool,
+    ) -> Receipt:
+        """The verified receipt; `UnknownSession` when it does not verify under the key in force and no fresh
+        attestation has been tried for it (``attested`` false), else `ApiError` 503 ``enclave_unavailable``."""
+        key = self._key
+        if key is None:
+            if attested:
+                raise _malformed("a receipt while no session key could be adopted")
+            raise UnknownSession
+        try:
+            verified = verify_receipt(receipt, signature, key)
+        except ReceiptError as exc:
+            if attested:
+                raise _malformed("a receipt that the attested session key did not sign") from exc
+            raise UnknownSession from exc
+        try:
+            check_receipt_content(verified, kind=kind, wallet_id=wallet_id, signed=signed, verdict=verdict)
+        except ReceiptError as exc:
+            raise _malformed("a receipt that contradicts its answer") from exc
+        return verified
+
+    # -- step 2 (async, only on a session change) --------------------------------------------------------------------
+    async def attest(self, services: Services, receipt: bytes, signature: bytes) -> None:
+        """Attest the enclave with a fresh nonce, record ``enclave.session`` and adopt its key, unless the receipt
+        already verifies under the key in force (another request adopted it meanwhile) or the key did not change."""
+        if self._attesting is None:
+            self._attesting = anyio.Lock()
+        async with self._attesting:
+            if self._key is not None and self._verifies(self._key, receipt, signature):
+                return
+            nonce = secrets.token_bytes(SESSION_NONCE_BYTES)
+            answer = await services.relay.attestation(nonce)
+            status = await services.relay.ping()
+            view = attestation_view(answer, status)  # ApiError attestation_inconsistent, as GET /v1/attestation
+            key = answer.session_public_key
+            if key is None:  # attestation_view refuses this already; kept for the type checker
+                raise _malformed("an attestation without a session key")
+            if answer.mode is AttestationMode.NITRO and (
+                answer.document is None or document_nonce_unverified(answer.document) != nonce
+            ):
+                raise ApiError(
+                    Code.ATTESTATION_INCONSISTENT,
+                    "the enclave's attestation answer is inconsistent: the document carries another nonce",
+                )
+            if key == self._key:
+                return  # the same boot: the receipt itself is bad (the caller's second check says so)
+            payload = {
+                "session_public_key": str(Pubkey.from_bytes(key)),
+                "mode": view.mode,
+                "document": view.document,
+                "nonce": nonce.hex(),
+                "reason": view.reason,
+            }
+            await services.run(self._adopt, services, payload, key)
+
+    def _adopt(self, services: Services, payload: dict[str, Any], key: bytes) -> None:
+        with self._lock.exclusive():
+            services.audit.append(ENCLAVE_SESSION_EVENT, payload)  # no record, no key: the receipt is not recorded
+            self._key = key
+
+    @staticmethod
+    def _verifies(key: bytes, receipt: bytes, signature: bytes) -> bool:
+        try:
+            verify_receipt(receipt, signature, key)
+        except ReceiptError:
+            return False
+        return True
+
+    # -- the whole check ------------------------------------------------------------------------------------------
+    async def record_checked(
+        self,
+        services: Services,
+        receipt: bytes,
+        signature: bytes,
+        *,
+        kind: str,
+        wallet_id: str,
+        signed: bool,
+        verdict: object | None,
+        record: Callable[[], T],
+        on_failure: Callable[[BaseException], None],
+    ) -> T:
+        """Steps 1-3, then ``record()`` in the same worker-thread hop as the check (under the shared lock).
+
+        ``on_failure`` (worker thread) gives back what the request holds when the receipt is refused or the
+        attestation fails; nothing was recorded then. ``record`` handles its own failures."""
+
+        def hop(attested: bool) -> T:
+            with self._lock.shared():
+                try:
+                    self.check(receipt, signature, kind=kind, wallet_id=wallet_id, signed=signed,
+                               verdict=verdict, attested=attested)  # fmt: skip
+                except ApiError as error:
+                    on_failure(error)
+                    raise
+                return record()
+
+        try:
+            return await services.run(hop, False)
+        except UnknownSession:
+            pass
+        try:
+            await self.attest(services, receipt, signature)
+        except BaseException as exc:  # includes cancellation: what the request holds must be given back
+            with anyio.CancelScope(shield=True):
+                await services.run(on_failure, exc)
+            if isinstance(exc, Exception):
+                raise translate(exc) from exc
+            raise
+        return await services.run(hop, True)
+
+
+def split_receipt(field: bytes) -> tuple[bytes, bytes]:
+    """An audit record's receipt field as (receipt, signature); `ReceiptError` if it cannot hold both."""
+    if len(field) <= RECEIPT_SIGNATURE_BYTES:
+        raise ReceiptError("receipt field too short")
+    return field[:-RECEIPT_SIGNATURE_BYTES], field[-RECEIPT_SIGNATURE_BYTES:]

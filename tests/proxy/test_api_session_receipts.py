@@ -1,0 +1,294 @@
+"""Every enclave receipt is checked against the attested session key as it arrives (`parent_proxy.enclave_sessions`).
+
+With the real enclave app (modes nitro and none): the first receipt makes the proxy attest the enclave and write an
+``enclave.session`` record before the receipt's own record; later receipts verify under that key with no further
+attestation; an enclave restart makes a second session record. With a stand-in enclave on the socket (the transport
+seam) whose receipts another key signed, or that contradict the answer: 503 ``enclave_unavailable``, nothing signed,
+the reservation released, the idempotency key free, an owner approval back to pending. A store failure while writing
+the session record: 503, nothing signed, no key adopted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from solders.pubkey import Pubkey
+
+from enclave_app.protocol import MessageSignatureResponse, TransactionDecisionResponse
+from enclave_app.receipts import SessionKey, verify_receipt
+from parent_proxy.approvals import message_hash
+from parent_proxy.attestation import document_public_key_unverified
+from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, document_nonce_unverified, split_receipt
+from parent_proxy.store.model import AuditRecord, ReservationStatus
+from policies.orders import approval_document
+from policies.signing import sign_document
+from tests.proxy.api_harness import (
+    LAMPORTS_PER_SOL,
+    Harness,
+    LoopThread,
+    build_harness,
+    new_session_key,
+    provision,
+    running_harness,
+    signed_receipt,
+    start_enclave,
+    start_stand_in_enclave,
+)
+from tests.proxy.test_api_misc import offchain_message
+from tests.support.policies import MERCHANT
+
+NONCE = "cd" * 32
+
+
+def records(h: Harness) -> list[AuditRecord]:
+    return list(h.store.audit_records(0, 10_000))
+
+
+def sessions(h: Harness) -> list[AuditRecord]:
+    return [r for r in records(h) if r.event_type == ENCLAVE_SESSION_EVENT]
+
+
+def session_key(record: AuditRecord) -> bytes:
+    return bytes(Pubkey.from_string(json.loads(record.payload)["session_public_key"]))
+
+
+def pending_reservations(h: Harness) -> list[str]:
+    rows = h.store.inner._conn().execute("SELECT status FROM reservations").fetchall()
+    return [r[0] for r in rows if r[0] == ReservationStatus.PENDING]
+
+
+def count_attestations(h: Harness) -> list[bytes]:
+    """Wrap the relay's attestation call; the list grows by the nonce of each call."""
+    calls: list[bytes] = []
+    relay = h.services.relay
+    original = relay.attestation
+
+    async def counted(nonce: bytes) -> Any:
+        calls.append(nonce)
+        return await original(nonce)
+
+    relay.attestation = counted  # type: ignore[method-assign]
+    return calls
+
+
+def sign_message(h: Harness, text: str = "login") -> Any:
+    return h.client.post(
+        f"/v1/wallets/{h.wallet_id}/messages/sign",
+        json={"message": base64.b64encode(offchain_message(h.agent, text)).decode()},
+        headers={"Authorization": f"Bearer {h.token}"},
+    )
+
+
+# -- the real enclave ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["nitro", "none"])
+def test_receipts_verify_under_the_attested_session_key(tmp_path: Path, mode: str) -> None:
+    for h in running_harness(tmp_path, attestation=mode):
+        provision(h, h.policy(1, offchain_messages={"allowed": True}))
+        calls = count_attestations(h)
+        assert sessions(h) == [] and h.services.sessions.current is None  # nothing attested before a receipt
+        for _ in range(3):
+            signed = h.sign(h.transfer(1000, MERCHANT))
+            assert signed.status_code == 200, signed.text
+        assert sign_message(h).status_code == 200
+        assert len(calls) == 1  # one attestation for the session, none per request
+        # One session record, before every receipt, naming the key GET /v1/attestation names.
+        (session,) = sessions(h)
+        payload = json.loads(session.payload)
+        view = h.client.get(f"/v1/attestation?nonce={NONCE}").json()
+        assert payload["session_public_key"] == view["session_public_key"]
+        assert payload["mode"] == mode and bytes.fromhex(payload["nonce"]) == calls[0]
+        key = session_key(session)
+        assert h.services.sessions.current == key
+        if mode == "nitro":
+            document = base64.b64decode(payload["document"])
+            assert document_public_key_unverified(document) == key
+            assert document_nonce_unverified(document) == calls[0]
+        else:
+            assert payload["document"] is None and payload["reason"]
+        with_receipts = [r for r in records(h) if r.receipt is not None]
+        assert [r.event_type for r in with_receipts] == ["transaction.signed"] * 3 + ["message.signed"]
+        assert all(r.seq > session.seq for r in with_receipts)
+        for record in with_receipts:
+            assert record.receipt is not None
+            stated = verify_receipt(*split_receipt(record.receipt), key)
+            assert stated.wallet_id == h.wallet_id
+
+
+def test_an_enclave_restart_records_a_second_session(tmp_path: Path) -> None:
+    loop = LoopThread()
+    h = build_harness(tmp_path, loop)
+    server = start_enclave(loop, h.socket)
+    try:
+        with h.client:
+            provision(h)
+            assert h.sign(h.transfer(1000, MERCHANT)).status_code == 200
+            first = sessions(h)
+            assert len(first) == 1
+            # The enclave restarts: a new boot, a new session key; the proxy still believes the wallet is loaded.
+            server.close()
+            loop.run(h.services.relay.close())
+            loop.run(server.wait_closed())
+            h.socket.unlink(missing_ok=True)
+            server = start_enclave(loop, h.socket)
+            lost = h.sign(h.transfer(1000, MERCHANT))  # unknown_wallet: never re-sent (docs/api.md)
+            assert lost.status_code == 503, lost.text
+            again = h.sign(h.transfer(1000, MERCHANT))
+            assert again.status_code == 200, again.text
+            second = sessions(h)
+            assert len(second) == 2 and session_key(second[0]) != session_key(second[1])
+            assert h.services.sessions.current == session_key(second[1])
+            later = [r for r in records(h) if r.receipt is not None and r.seq > second[1].seq]
+            assert len(later) == 1
+            assert later[0].receipt is not None
+            verify_receipt(*split_receipt(later[0].receipt), session_key(second[1]))
+    finally:
+        server.close()
+        loop.stop()
+
+
+def test_store_failure_at_the_session_record_hands_out_nothing(tmp_path: Path) -> None:
+    for h in running_harness(tmp_path):
+        provision(h)
+        h.store.failing = {"append_audit"}
+        failed = h.sign(h.transfer(1000, MERCHANT), key="after-the-outage")
+        h.store.failing = set()
+        assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable", failed.text
+        assert "signed_transaction" not in failed.text
+        assert sessions(h) == [] and h.services.sessions.current is None  # no record, no key
+        assert pending_reservations(h) == [] and h.spent() == 0
+        again = h.sign(h.transfer(1000, MERCHANT), key="after-the-outage")  # the key is free again
+        assert again.status_code == 200, again.text
+        (session,) = sessions(h)
+        assert records(h)[-1].event_type == "transaction.signed" and records(h)[-1].seq > session.seq
+
+
+# -- a stand-in enclave whose receipts do not hold --------------------------------------------------------------
+
+
+StandIn = tuple[Harness, Callable[[SessionKey, Callable[[], Any]], None]]
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> Iterator[StandIn]:
+    """A provisioned wallet (message signing allowed) and a function that puts a stand-in enclave with the given
+    session key and answer on the socket in place of the real one."""
+    loop = LoopThread()
+    h = build_harness(tmp_path, loop, enclave_timeout=2.0)
+    server = start_enclave(loop, h.socket)
+    servers = [server]
+    try:
+        with h.client:
+            provision(h, h.policy(1, offchain_messages={"allowed": True}))
+            server.close()
+            loop.run(h.services.relay.close())
+            loop.run(server.wait_closed())
+            h.socket.unlink(missing_ok=True)
+
+            def replace(session: SessionKey, answer: Callable[[], Any]) -> None:
+                servers.append(start_stand_in_enclave(loop, h.socket, session, answer))
+                h.services.relay._loaded[h.wallet_id] = 1  # the stand-in answers the signing request itself
+
+            yield h, replace
+    finally:
+        for s in servers:
+            s.close()
+        loop.stop()
+
+
+def allow_answer(h: Harness, receipt_signer: SessionKey, **receipt: Any) -> Callable[[], TransactionDecisionResponse]:
+    """A signed decision (a 64-byte signature and a transaction) whose receipt ``receipt_signer`` signed."""
+
+    def answer() -> TransactionDecisionResponse:
+        fields: dict[str, Any] = {"verdict": "allow", **receipt}
+        encoded, signature = signed_receipt(receipt_signer, fields.pop("wallet_id", h.wallet_id), **fields)
+        return TransactionDecisionResponse(
+            decision={"verdict": "allow", "reasons": []}, signature=bytes(range(64)),
+            signed_transaction=h.transfer(1000, MERCHANT), receipt=encoded, receipt_signature=signature,
+        )  # fmt: skip
+
+    return answer
+
+
+def assert_nothing_signed(h: Harness, response: Any) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "enclave_unavailable"
+    assert "signed_transaction" not in response.text and "signature" not in response.json()
+    assert pending_reservations(h) == [] and h.spent() == 0
+    assert "transaction.signed" not in [r.event_type for r in records(h)]
+
+
+def test_a_receipt_signed_by_another_key_is_503_and_nothing_is_signed(stand_in: StandIn) -> None:
+    h, replace = stand_in
+    attested, other = new_session_key(), new_session_key()
+    replace(attested, allow_answer(h, other))  # receipts signed by a key the stand-in does not attest
+    calls = count_attestations(h)
+    first = h.sign(h.transfer(1000, MERCHANT), key="retry-me")
+    assert_nothing_signed(h, first)
+    # The proxy attested the enclave once (no key in force yet), recorded that session, and the receipt did not
+    # verify under it either: a malformed answer.
+    assert len(calls) == 1
+    (session,) = sessions(h)
+    assert session_key(session) == attested.public_key
+    assert records(h)[-1].event_type == "transaction.failed"
+    assert json.loads(records(h)[-1].payload)["error"] == "enclave_unavailable"
+    # The key is free: the same request reaches the enclave again (and fails the same way, not 409).
+    again = h.sign(h.transfer(1000, MERCHANT), key="retry-me")
+    assert_nothing_signed(h, again)
+    assert len(calls) == 2 and len(sessions(h)) == 1  # attested again, same key: no second session record
+
+
+@pytest.mark.parametrize(
+    "receipt",
+    [{"wallet_id": "another-wallet"}, {"verdict": "deny"}, {"kind": "message"}],
+    ids=["another wallet", "states no signature", "a message receipt"],
+)
+def test_a_receipt_that_contradicts_its_answer_is_503(stand_in: StandIn, receipt: dict[str, Any]) -> None:
+    h, replace = stand_in
+    session = new_session_key()
+    replace(session, allow_answer(h, session, **receipt))  # the attested key signed it, but it says otherwise
+    response = h.sign(h.transfer(1000, MERCHANT))
+    assert_nothing_signed(h, response)
+    assert len(sessions(h)) == 1 and h.services.sessions.current == session.public_key
+
+
+def test_an_owner_approval_goes_back_to_pending(stand_in: StandIn) -> None:
+    h, replace = stand_in
+    attested, other = new_session_key(), new_session_key()
+    replace(attested, allow_answer(h, other, approved=True, verdict="escalate"))
+    tx = h.transfer(2 * LAMPORTS_PER_SOL, MERCHANT)  # above the example's automatic 1 SOL: escalated
+    escalated = h.sign(tx)  # by the proxy's own check: no enclave call
+    assert escalated.status_code == 202, escalated.text
+    approval_id = escalated.json()["approval_id"]
+    document = approval_document(h.wallet_id, message_hash(tx), int(time.time()) + 600)
+    path = f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
+    failed = h.owner_call("POST", path, {"envelope": sign_document("approval", document, h.owner)})
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "enclave_unavailable", failed.text
+    assert "signed_transaction" not in failed.text and h.spent() == 0 and pending_reservations(h) == []
+    pending = h.owner_call("GET", f"/v1/wallets/{h.wallet_id}/approvals").json()
+    assert [p["approval_id"] for p in pending] == [approval_id]
+    assert [r.event_type for r in records(h)][-2:] == ["transaction.failed", "approval.reopened"]
+
+
+def test_a_message_receipt_signed_by_another_key_is_503(stand_in: StandIn) -> None:
+    h, replace = stand_in
+    attested, other = new_session_key(), new_session_key()
+
+    def answer() -> MessageSignatureResponse:
+        encoded, signature = signed_receipt(other, h.wallet_id, kind="message", verdict="allow")
+        return MessageSignatureResponse(signature=bytes(range(64)), receipt=encoded, receipt_signature=signature)
+
+    replace(attested, answer)
+    response = sign_message(h)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "enclave_unavailable", response.text
+    assert "signature" not in response.json()
+    events = [r.event_type for r in records(h)]
+    assert "message.signed" not in events and events[-1] == "message.failed"
+    assert len(sessions(h)) == 1
