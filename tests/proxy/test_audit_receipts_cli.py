@@ -1,0 +1,256 @@
+"""``waiaas audit verify --receipts``: the receipts of a real log (the real enclave app behind the proxy) verify under
+the session records before them; a hostile parent that rewrites its log and re-hashes the whole chain (so that the
+chain alone still verifies) is caught at the first record it changed: a receipt re-signed by another key, a receipt
+before any session record, a copied receipt, a forged nitro session record when a root and PCRs are given.
+
+Mode nitro with an anchor uses the real NSM driver over the fake device of tests/fakes, rooted in the test PKI of
+tests/support (the development NSM's CA is not a root anyone pins).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from solders.pubkey import Pubkey
+
+from enclave_app.nsm import DeviceNsm
+from enclave_app.server import SESSION_USER_DATA
+from parent_proxy.audit import canonical_json, iter_audit_records, record_hash
+from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, split_receipt
+from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord
+from parent_proxy.store.sqlite import SqliteStore
+from policies.cli import main
+from tests.fakes.fake_nsm_device import FakeNsmDevice
+from tests.proxy.api_harness import new_session_key, provision, running_harness
+from tests.proxy.test_api_session_receipts import sign_message
+from tests.support.nitro_test_pki import NitroTestPki
+from tests.support.policies import MERCHANT
+
+PCRS = {i: bytes([0xB0 + i]) * 48 for i in range(16)}
+
+
+def cli(capsys: pytest.CaptureFixture[str], db: Path, *args: str) -> tuple[int, str, str]:
+    code = main(["audit", "verify", "--db", str(db), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def real_log(tmp_path: Path, *, attestation: str = "none", nsm: Any = None) -> Path:
+    """A state database whose audit log the real proxy and enclave wrote: 2 signed transfers, 1 signed message."""
+    for h in running_harness(tmp_path, attestation=attestation, nsm=nsm):
+        provision(h, h.policy(1, offchain_messages={"allowed": True}))
+        for _ in range(2):
+            assert h.sign(h.transfer(1000, MERCHANT)).status_code == 200
+        assert sign_message(h).status_code == 200
+    return tmp_path / "state.db"
+
+
+def read(db: Path) -> list[AuditRecord]:
+    store = SqliteStore(db)
+    try:
+        return list(iter_audit_records(store))
+    finally:
+        store.close()
+
+
+def rewrite(db: Path, records: list[AuditRecord]) -> None:
+    """What a hostile parent can do: replace the log with ``records``, renumbered and re-hashed from genesis."""
+    sealed, prev = [], GENESIS_PREV_HASH
+    for seq, record in enumerate(records, start=1):
+        unsealed = dataclasses.replace(record, seq=seq, prev_hash=prev, hash=b"")
+        prev = record_hash(unsealed)
+        sealed.append(dataclasses.replace(unsealed, hash=prev))
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("DELETE FROM audit_log")
+        conn.executemany(
+            "INSERT INTO audit_log (seq, time, wallet_id, event_type, payload, receipt, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.seq, r.time, r.wallet_id, r.event_type, r.payload, r.receipt, r.prev_hash, r.hash) for r in sealed],
+        )
+    conn.close()
+
+
+def resign(record: AuditRecord, signer: Any) -> AuditRecord:
+    """The same receipt with a signature by ``signer`` (a `SessionKey`'s private half, via its sign_encoded)."""
+    assert record.receipt is not None
+    receipt, _ = split_receipt(record.receipt)
+    return dataclasses.replace(record, receipt=receipt + signer.sign_encoded(receipt))
+
+
+def first(records: list[AuditRecord], event_type: str) -> int:
+    return next(i for i, r in enumerate(records) if r.event_type == event_type)
+
+
+# -- a real log ---------------------------------------------------------------------------------------------------
+
+
+def test_a_real_log_verifies_and_mode_none_says_it_proves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = real_log(tmp_path)
+    code, out, err = cli(capsys, db, "--receipts")
+    assert code == 0, err
+    assert "receipts OK: 3 receipts under 1 session records (0 attestation documents verified)" in out
+    assert "attestation mode none" in err and "prove nothing about the code" in err
+    plain, out, err = cli(capsys, db)  # the chain only, as before
+    assert plain == 0 and "OK:" in out and "receipts" not in out and err == ""
+    session_seq = read(db)[first(read(db), ENCLAVE_SESSION_EVENT)].seq
+    (tmp_path / "root.pem").write_bytes(NitroTestPki.create(**_window()).root_pem)
+    code, _, err = cli(capsys, db, "--receipts", "--require-attestation", "--root-pem", str(tmp_path / "root.pem"),
+                       "--pcr", f"0={PCRS[0].hex()}")  # fmt: skip
+    assert code == 1 and f"broken at seq {session_seq}: session key not attested (mode none)" in err
+
+
+def test_a_receipt_re_signed_by_another_key_is_caught_though_the_chain_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = real_log(tmp_path)
+    records = read(db)
+    i = first(records, "transaction.signed")
+    records[i] = resign(records[i], new_session_key())
+    rewrite(db, records)
+    assert cli(capsys, db)[0] == 0  # the chain alone cannot tell
+    code, _, err = cli(capsys, db, "--receipts")
+    session_seq = records[first(records, ENCLAVE_SESSION_EVENT)].seq
+    assert code == 1
+    assert f"broken at seq {i + 1}: receipt not signed by the session key of seq {session_seq}" in err
+
+
+def test_a_receipt_before_any_session_record_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = real_log(tmp_path)
+    records = read(db)
+    del records[first(records, ENCLAVE_SESSION_EVENT)]
+    rewrite(db, records)
+    assert cli(capsys, db)[0] == 0
+    code, _, err = cli(capsys, db, "--receipts")
+    assert code == 1
+    seq = first(records, "transaction.signed") + 1
+    assert f"broken at seq {seq}: receipt recorded before any enclave.session record" in err
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda rs, i: dataclasses.replace(rs[i], wallet_id="w2"), "receipt names another wallet"),
+        (lambda rs, i: dataclasses.replace(rs[i], event_type="transaction.refused"), "receipt states a signature"),
+        (lambda rs, i: dataclasses.replace(rs[i], receipt=rs[i - 1].receipt), "recorded twice under the session key"),
+        (lambda rs, i: dataclasses.replace(rs[i], receipt=rs[-1].receipt), "kind 'message', expected 'transaction'"),
+        (lambda rs, i: dataclasses.replace(rs[i], event_type="webhook.sent"), "unexpected receipt on a webhook.sent"),
+    ],
+    ids=["another wallet", "a signature recorded as a refusal", "a copied receipt", "a message receipt", "elsewhere"],
+)
+def test_a_receipt_that_disagrees_with_its_record_is_caught(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[list[AuditRecord], int], AuditRecord],
+    message: str,
+) -> None:
+    db = real_log(tmp_path)
+    records = read(db)
+    i = max(j for j, r in enumerate(records) if r.event_type == "transaction.signed")  # the second signed transfer
+    records[i] = edit(records, i)
+    rewrite(db, records)
+    code, _, err = cli(capsys, db, "--receipts")
+    assert code == 1 and f"broken at seq {i + 1}" in err and message in err, err
+
+
+# -- mode nitro ---------------------------------------------------------------------------------------------------
+
+
+def _window() -> dict[str, datetime]:
+    now = datetime.now(UTC)
+    return {"not_before": now - timedelta(hours=1), "not_after": now + timedelta(hours=3)}
+
+
+@pytest.fixture
+def nitro(tmp_path: Path) -> tuple[Path, NitroTestPki, Path]:
+    """A real log from an enclave whose NSM is the real driver over the fake device (test PKI root); the root PEM."""
+    pki = NitroTestPki.create(**_window())
+    device = FakeNsmDevice(pki=pki, now=datetime.now(UTC), pcrs=dict(PCRS))
+    db = real_log(tmp_path, attestation="nitro", nsm=DeviceNsm(-1, ioctl=device.ioctl))
+    (tmp_path / "root.pem").write_bytes(pki.root_pem)
+    return db, pki, tmp_path / "root.pem"
+
+
+def test_nitro_session_documents_verify_against_the_pinned_root(
+    nitro: tuple[Path, NitroTestPki, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _, root = nitro
+    anchor = ("--root-pem", str(root), "--pcr", f"0={PCRS[0].hex()}", "--pcr", f"8={PCRS[8].hex()}")
+    code, out, err = cli(capsys, db, "--receipts", *anchor, "--require-attestation")
+    assert code == 0, err
+    assert "3 receipts under 1 session records (1 attestation documents verified)" in out and "WARNING" not in err
+    code, out, err = cli(capsys, db, "--receipts")  # no anchor: the key is read from the document, unverified
+    assert code == 0 and "1 attestation documents not verified (pass --root-pem and --pcr)" in err
+    session_seq = read(db)[first(read(db), ENCLAVE_SESSION_EVENT)].seq
+    code, _, err = cli(capsys, db, "--receipts", "--root-pem", str(root), "--pcr", f"0={bytes(48).hex()}")
+    assert code == 1 and f"broken at seq {session_seq}: attestation document refused: PCR mismatch" in err
+
+
+def test_a_forged_nitro_session_record_is_caught_with_an_anchor(
+    nitro: tuple[Path, NitroTestPki, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The parent makes a session key of its own, a document for it from a CA of its own, re-signs every receipt
+    with it and re-hashes the chain: consistent, and refused as soon as the pinned root is given."""
+    db, _, root = nitro
+    records = read(db)
+    i = first(records, ENCLAVE_SESSION_EVENT)
+    payload = json.loads(records[i].payload)
+    forger, rogue = new_session_key(), NitroTestPki.create(**_window())
+    fields = rogue.fields(timestamp=datetime.now(UTC), pcrs=dict(PCRS), nonce=bytes.fromhex(payload["nonce"]),
+                          public_key=forger.public_key, user_data=SESSION_USER_DATA)  # fmt: skip
+    forged = {**payload, "session_public_key": str(Pubkey.from_bytes(forger.public_key)),
+              "document": base64.b64encode(rogue.sign(fields)).decode()}  # fmt: skip
+    records[i] = dataclasses.replace(records[i], payload=canonical_json(forged))
+    records = [resign(r, forger) if r.receipt is not None else r for r in records]
+    rewrite(db, records)
+    assert cli(capsys, db, "--receipts")[0] == 0  # without an anchor the forgery is self-consistent
+    code, _, err = cli(capsys, db, "--receipts", "--root-pem", str(root), "--pcr", f"0={PCRS[0].hex()}")
+    assert code == 1 and f"broken at seq {i + 1}: attestation document refused" in err
+
+
+def test_the_development_nsm_does_not_verify_against_a_pinned_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = real_log(tmp_path, attestation="nitro")  # the development NSM: a throw-away CA of its own
+    (tmp_path / "root.pem").write_bytes(NitroTestPki.create(**_window()).root_pem)
+    code, _, err = cli(capsys, db, "--receipts", "--root-pem", str(tmp_path / "root.pem"), "--pcr", f"0={'00' * 48}",
+                       "--allow-debug")  # fmt: skip
+    assert code == 1 and "attestation document refused" in err
+
+
+# -- bad input ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--receipts", "--pcr", "0=00"], "--root-pem and --pcr go together"),
+        (["--receipts", "--root-pem", "ROOT"], "--root-pem and --pcr go together"),
+        (["--receipts", "--require-attestation"], "--require-attestation needs --root-pem and --pcr"),
+        (["--root-pem", "ROOT", "--pcr", "0=00"], "go with --receipts"),
+        (["--receipts", "--root-pem", "ROOT", "--pcr", "zero"], "expected INDEX=HEX"),
+        (["--receipts", "--root-pem", "ROOT", "--pcr", "0=xyz"], "expected INDEX=HEX"),
+        (["--receipts", "--root-pem", "MISSING", "--pcr", "0=00"], "cannot read"),
+        (["--receipts", "--root-pem", "NOT_PEM", "--pcr", "0=00"], "not a PEM certificate"),
+    ],
+)
+def test_bad_arguments_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    db = tmp_path / "state.db"
+    SqliteStore(db).close()
+    (tmp_path / "root.pem").write_bytes(NitroTestPki.create(**_window()).root_pem)
+    (tmp_path / "not.pem").write_bytes(b"hello")
+    paths = {"ROOT": tmp_path / "root.pem", "MISSING": tmp_path / "missing.pem", "NOT_PEM": tmp_path / "not.pem"}
+    code, out, err = cli(capsys, db, *[str(paths.get(a, a)) for a in args])
+    assert code == 2 and message in err and out == ""
