@@ -5,7 +5,8 @@ big-endian double, exact), wallet id, event type, the payload as canonical JSON,
 bytes and the previous record's hash. Editing, deleting, reordering or inserting a record breaks the chain at the
 first record affected. What the chain alone cannot show: someone who rewrites a whole suffix and recomputes every
 hash, or truncates the tail. Callers who hold an anchor (a head hash published elsewhere, or a head covered by an
-enclave-signed receipt) pass it as ``expected_head``; verifying the receipts' signatures is the caller's duty.
+enclave-signed receipt) pass it as ``expected_head``. The receipts' signatures are checked against the recorded
+enclave session keys by `parent_proxy.audit_receipts` (``waiaas audit verify --receipts``), not here.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,12 @@ from enclave_app.protocol import MessageSignatureResponse, TransactionDecisionRe
 from enclave_app.receipts import SessionKey, verify_receipt
 from parent_proxy.approvals import message_hash
 from parent_proxy.attestation import document_public_key_unverified
-from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, document_nonce_unverified, split_receipt
+from parent_proxy.enclave_sessions import (
+    ENCLAVE_SESSION_EVENT,
+    SharedExclusiveLock,
+    document_nonce_unverified,
+    split_receipt,
+)
 from parent_proxy.store.model import AuditRecord, ReservationStatus
 from policies.orders import approval_document
 from policies.signing import sign_document
@@ -292,3 +299,37 @@ def test_a_message_receipt_signed_by_another_key_is_503(stand_in: StandIn) -> No
     events = [r.event_type for r in records(h)]
     assert "message.signed" not in events and events[-1] == "message.failed"
     assert len(sessions(h)) == 1
+
+
+def test_concurrent_first_receipts_make_one_session_record(tmp_path: Path) -> None:
+    """Requests whose receipts all arrive before any key is adopted: one attestation wins, the others find the key
+    adopted when they get the lock (the receipt verifies under it) and attest nothing."""
+    for h in running_harness(tmp_path):
+        provision(h)
+        calls = count_attestations(h)
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(h.sign, [h.transfer(1000, MERCHANT) for _ in range(6)]))
+        assert [a.status_code for a in answers] == [200] * 6
+        assert len(sessions(h)) == 1 and len(calls) == 1
+        key = session_key(sessions(h)[0])
+        for record in records(h):
+            if record.receipt is not None:
+                assert record.seq > sessions(h)[0].seq
+                verify_receipt(*split_receipt(record.receipt), key)
+
+
+def test_the_session_lock_lets_readers_share_and_a_writer_exclude() -> None:
+    lock = SharedExclusiveLock()
+    order: list[str] = []
+    with lock.shared(), lock.shared():  # two holders of the shared side at once
+        writer = threading.Thread(target=lambda: _hold(lock, order))
+        writer.start()
+        time.sleep(0.05)
+        order.append("readers done")  # the writer waits for both readers
+    writer.join(timeout=5)
+    assert order == ["readers done", "writer"]
+
+
+def _hold(lock: SharedExclusiveLock, order: list[str]) -> None:
+    with lock.exclusive():
+        order.append("writer")
