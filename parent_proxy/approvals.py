@@ -22,21 +22,18 @@ A rejection (the owner request signature alone) marks the approval rejected, aud
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
-from solders.transaction import VersionedTransaction
 
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, decide, eval_context, refusal, spent_entries
-from parent_proxy.sign_parts import OwnerApproval
+from parent_proxy.sign_parts import OwnerApproval, message_hash
 from parent_proxy.store.model import Approval, ApprovalStatus, Wallet
 from policies.decision import Verdict
 from policies.errors import PolicyEngineError
@@ -50,15 +47,6 @@ class Pending:
     prepared: Prepared
     transaction: bytes
     tables: tuple[Pubkey, ...]
-
-
-def message_hash(transaction: bytes) -> bytes:
-    """SHA-256 of the message bytes the agent key would sign (what an owner approval binds)."""
-    try:
-        message = to_bytes_versioned(VersionedTransaction.from_bytes(transaction).message)
-    except ValueError:
-        message = transaction  # an unparsable transaction is hashed as sent (as the enclave does)
-    return hashlib.sha256(message).digest()
 
 
 class ApprovalFlow:

@@ -15,8 +15,9 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
    it; the receipt verifies under the key of the latest one (`enclave_app.receipts.verify_receipt`); its content
    agrees with the record (`parent_proxy.enclave_sessions.check_receipt_content`: kind ``transaction`` for
    ``transaction.*`` events and ``message`` for ``message.*``, the record's wallet, a signature stated exactly for
-   ``*.signed``, the verdict of the payload's decision when it has one); and its counter was not recorded before
-   under the same session key (a copied receipt).
+   ``*.signed``, the verdict of the payload's decision when it has one); its counter was not recorded before
+   under the same session key (a copied receipt); and, when the payload records ``message_sha256`` (transaction
+   records do), the receipt is about that message.
 
 What this cannot show: receipts the parent never recorded (counter gaps are reported, not refused: a receipt whose
 answer failed is never recorded), and, in mode ``none`` or without an anchor, which code held the session key.
@@ -186,6 +187,9 @@ def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsRepo
         raise _fail(
             record, f"receipt counter {stated.counter} recorded twice under the session key of seq {session.seq}"
         )
+    recorded_hash = payload.get("message_sha256") if isinstance(payload, dict) else None
+    if recorded_hash is not None and recorded_hash != stated.message_hash.hex():
+        raise _fail(record, "receipt is about another message than the record's message_sha256")
     seen.add(stated.counter)
     report.receipts += 1
 

@@ -37,7 +37,6 @@ from typing import Any
 import httpx
 from solders.signature import Signature
 
-from parent_proxy.approvals import message_hash
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_signers import (
     KmsOwnerSigner,
@@ -53,6 +52,7 @@ from parent_proxy.provisioning import (
     session_key_from_attestation,
     verify_provision_receipt,
 )
+from parent_proxy.sign_parts import message_hash
 from policies.canonical import parse_json_object
 from policies.document import policy_from_object
 from policies.errors import PolicyEngineError

@@ -56,6 +56,7 @@ from parent_proxy.sign_parts import (
     error_answer,
     eval_context,
     limits_for,
+    message_hash,
     refusal,
     replayed,
     reserved_amounts,
@@ -277,11 +278,13 @@ class SignFlow:
             wallet_id=wallet_id,
         )  # fmt: skip
 
-    def finish(self, prepared: Prepared, answer: TransactionDecisionResponse, submit: bool) -> Answer:
+    def finish(
+        self, prepared: Prepared, answer: TransactionDecisionResponse, submit: bool, message_sha256: bytes
+    ) -> Answer:
         """Step 6 for a well-formed enclave answer: commit or release, audit, notify; raise for a refusal."""
         s, wallet_id = self.s, prepared.wallet.wallet_id
         verdict = answer.decision.get("verdict")
-        base = {"request_id": prepared.request_id, "decision": answer.decision}
+        base = {"request_id": prepared.request_id, "message_sha256": message_sha256.hex(), "decision": answer.decision}
         receipt = answer.receipt + answer.receipt_signature
         s.metrics.count("waiaas_decisions_total", verdict=str(verdict), stage="enclave")
         if answer.signature is None or answer.signed_transaction is None or verdict not in ("allow", "escalate"):
@@ -435,7 +438,7 @@ class SignFlow:
                 s, enclave_answer.receipt, enclave_answer.receipt_signature,
                 kind="transaction", wallet_id=prepared.wallet.wallet_id, signed=enclave_answer.signature is not None,
                 verdict=enclave_answer.decision.get("verdict"),
-                record=lambda: self.finish(prepared, enclave_answer, submit),
+                record=lambda: self.finish(prepared, enclave_answer, submit, message_hash(transaction)),
                 on_failure=lambda exc: self.failed(prepared, exc),
             )  # fmt: skip
         except ApiError:

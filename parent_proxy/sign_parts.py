@@ -12,7 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
 
 from enclave_app.protocol import LookupTable, SpentEntry
 from parent_proxy.api_errors import ApiError, Code
@@ -152,6 +154,16 @@ def spent_entries(ctx: EvalContext) -> tuple[SpentEntry, ...]:
 
 def wire_tables(tables: Mapping[Pubkey, Sequence[Pubkey]]) -> tuple[LookupTable, ...]:
     return tuple(LookupTable(bytes(k), tuple(bytes(a) for a in v)) for k, v in tables.items())
+
+
+def message_hash(transaction: bytes) -> bytes:
+    """SHA-256 of the message bytes the agent key would sign: what an owner approval binds and what the enclave's
+    receipt states (an unparsable transaction is hashed as sent, as the enclave does)."""
+    try:
+        message = to_bytes_versioned(VersionedTransaction.from_bytes(transaction).message)
+    except ValueError:
+        message = transaction
+    return hashlib.sha256(message).digest()
 
 
 def refusal(decision: Decision, frozen: bool) -> ApiError:

@@ -49,11 +49,11 @@ from solders.system_program import AssignParams, TransferParams, assign, transfe
 from solders.transaction import Transaction
 
 from parent_proxy import audit_cli
-from parent_proxy.approvals import message_hash
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_cli import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner, write_keypair_file
 from parent_proxy.provisioning import ProvisionVerificationError, session_key_from_attestation, verify_provision_receipt
+from parent_proxy.sign_parts import message_hash
 from policies.canonical import parse_json_object
 from policies.examples import example_policy_json
 from policies.orders import APPROVAL_PURPOSE, UNFREEZE_PURPOSE, approval_document, freeze_document

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from parent_proxy.approvals import message_hash
+from parent_proxy.sign_parts import message_hash
 from policies.orders import approval_document
 from policies.signing import sign_document
 from tests.proxy.api_harness import (

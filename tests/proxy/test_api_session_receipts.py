@@ -24,7 +24,6 @@ from solders.pubkey import Pubkey
 
 from enclave_app.protocol import MessageSignatureResponse, TransactionDecisionResponse
 from enclave_app.receipts import SessionKey, verify_receipt
-from parent_proxy.approvals import message_hash
 from parent_proxy.attestation import document_public_key_unverified
 from parent_proxy.enclave_sessions import (
     ENCLAVE_SESSION_EVENT,
@@ -32,6 +31,7 @@ from parent_proxy.enclave_sessions import (
     document_nonce_unverified,
     split_receipt,
 )
+from parent_proxy.sign_parts import message_hash
 from parent_proxy.store.model import AuditRecord, ReservationStatus
 from policies.orders import approval_document
 from policies.signing import sign_document

@@ -14,7 +14,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import AssignParams, assign
 from solders.transaction import VersionedTransaction
 
-from parent_proxy.approvals import message_hash
+from parent_proxy.sign_parts import message_hash
 from policies.orders import approval_document, freeze_document
 from policies.signing import sign_document
 from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, provision, running_harness

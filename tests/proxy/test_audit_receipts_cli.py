@@ -86,6 +86,11 @@ def resign(record: AuditRecord, signer: Any) -> AuditRecord:
     return dataclasses.replace(record, receipt=receipt + signer.sign_encoded(receipt))
 
 
+def _with_payload(record: AuditRecord, **changes: Any) -> AuditRecord:
+    payload = {**json.loads(record.payload), **changes}
+    return dataclasses.replace(record, payload=json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
+
+
 def first(records: list[AuditRecord], event_type: str) -> int:
     return next(i for i, r in enumerate(records) if r.event_type == event_type)
 
@@ -97,6 +102,8 @@ def test_a_real_log_verifies_and_mode_none_says_it_proves_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = real_log(tmp_path)
+    signed = [r for r in read(db) if r.event_type == "transaction.signed"]
+    assert signed and all(len(json.loads(r.payload)["message_sha256"]) == 64 for r in signed)  # the receipt's subject
     code, out, err = cli(capsys, db, "--receipts")
     assert code == 0, err
     assert "receipts OK: 3 receipts under 1 session records (0 attestation documents verified)" in out
@@ -145,8 +152,16 @@ def test_a_receipt_before_any_session_record_is_caught(tmp_path: Path, capsys: p
         (lambda rs, i: dataclasses.replace(rs[i], receipt=rs[i - 1].receipt), "recorded twice under the session key"),
         (lambda rs, i: dataclasses.replace(rs[i], receipt=rs[-1].receipt), "kind 'message', expected 'transaction'"),
         (lambda rs, i: dataclasses.replace(rs[i], event_type="webhook.sent"), "unexpected receipt on a webhook.sent"),
+        (lambda rs, i: _with_payload(rs[i], message_sha256="00" * 32), "about another message than the record's"),
     ],
-    ids=["another wallet", "a signature recorded as a refusal", "a copied receipt", "a message receipt", "elsewhere"],
+    ids=[
+        "another wallet",
+        "a signature recorded as a refusal",
+        "a copied receipt",
+        "a message receipt",
+        "elsewhere",
+        "another message",
+    ],
 )
 def test_a_receipt_that_disagrees_with_its_record_is_caught(
     tmp_path: Path,

@@ -19,7 +19,6 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
-from parent_proxy.approvals import message_hash
 from parent_proxy.owner_cli import envelope
 from parent_proxy.owner_signers import (
     KmsOwnerSigner,
@@ -29,6 +28,7 @@ from parent_proxy.owner_signers import (
     assume_role_chain,
     write_keypair_file,
 )
+from parent_proxy.sign_parts import message_hash
 from policies.cli import main
 from policies.orders import check_approval, check_freeze_order
 from policies.signing import POLICY_PURPOSE, load_signed_policy

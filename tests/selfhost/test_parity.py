@@ -42,10 +42,10 @@ from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import EnclaveState
 from enclave_app.sealing import SCHEME_LOCAL
-from parent_proxy.approvals import message_hash
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_cli import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
+from parent_proxy.sign_parts import message_hash
 from policies.canonical import parse_json_object
 from policies.examples import example_policy_json
 from policies.orders import approval_document, freeze_document
