@@ -33,9 +33,9 @@ def _inconsistent(message: str) -> ApiError:
     return ApiError(Code.ATTESTATION_INCONSISTENT, f"the enclave's attestation answer is inconsistent: {message}")
 
 
-def document_public_key_unverified(document: bytes) -> bytes | None:
-    """The ``public_key`` of a COSE_Sign1 attestation document's payload, without checking any signature (only to
-    compare with what the enclave says beside it); None if the document has no such field or is malformed."""
+def document_field_unverified(document: bytes, name: str) -> object | None:
+    """Field ``name`` of a COSE_Sign1 attestation document's payload, read without checking any signature: only to
+    compare with what the enclave says beside it, or to pick the time to verify at. None if absent or malformed."""
     try:
         item: Any = cbor2.loads(document)
         if isinstance(item, cbor2.CBORTag) and item.tag == COSE_SIGN1_TAG:
@@ -45,7 +45,12 @@ def document_public_key_unverified(document: bytes) -> bytes | None:
         payload: Any = cbor2.loads(item[2])
     except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError):
         return None
-    key = payload.get("public_key") if isinstance(payload, dict) else None
+    return payload.get(name) if isinstance(payload, dict) else None
+
+
+def document_public_key_unverified(document: bytes) -> bytes | None:
+    """The document's ``public_key`` (unverified, see `document_field_unverified`)."""
+    key = document_field_unverified(document, "public_key")
     return key if isinstance(key, bytes) else None
 
 

@@ -32,16 +32,14 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-import cbor2
 from solders.pubkey import Pubkey
 
 from enclave_app.attestation import verify_attestation_document
 from enclave_app.errors import AttestationError, ReceiptError
 from enclave_app.receipts import verify_receipt
 from enclave_app.server import SESSION_USER_DATA
-from parent_proxy.attestation import COSE_SIGN1_TAG, document_public_key_unverified
+from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, check_receipt_content, split_receipt
 from parent_proxy.errors import AuditChainError
 from parent_proxy.store.model import AuditRecord
@@ -93,18 +91,12 @@ def _fail(record: AuditRecord, reason: str) -> AuditChainError:
 
 def _document_timestamp_unverified(document: bytes) -> datetime | None:
     """The payload's ``timestamp`` (ms), read before verification only to choose the time to verify at."""
+    stamp = document_field_unverified(document, "timestamp")
+    if type(stamp) is not int:
+        return None
     try:
-        item: Any = cbor2.loads(document)
-        if isinstance(item, cbor2.CBORTag) and item.tag == COSE_SIGN1_TAG:
-            item = item.value
-        if not isinstance(item, list | tuple) or len(item) != 4 or not isinstance(item[2], bytes):
-            return None
-        payload: Any = cbor2.loads(item[2])
-        stamp = payload.get("timestamp") if isinstance(payload, dict) else None
-        if type(stamp) is not int:
-            return None
         return datetime.fromtimestamp(stamp / 1000, UTC)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, OSError, RecursionError):
+    except (ValueError, OverflowError, OSError):
         return None
 
 

@@ -41,14 +41,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import cbor2
 from solders.pubkey import Pubkey
 
 from enclave_app.errors import ReceiptError
 from enclave_app.protocol import AttestationMode
 from enclave_app.receipts import Receipt, verify_receipt
 from parent_proxy.api_errors import ApiError, Code, translate
-from parent_proxy.attestation import COSE_SIGN1_TAG, attestation_view
+from parent_proxy.attestation import attestation_view, document_field_unverified
 
 if TYPE_CHECKING:
     from parent_proxy.services import Services
@@ -93,18 +92,8 @@ def check_receipt_content(
 
 
 def document_nonce_unverified(document: bytes) -> bytes | None:
-    """The ``nonce`` of a COSE_Sign1 attestation document's payload, without checking any signature (only to compare
-    with the nonce just sent); None if absent or malformed."""
-    try:
-        item: Any = cbor2.loads(document)
-        if isinstance(item, cbor2.CBORTag) and item.tag == COSE_SIGN1_TAG:
-            item = item.value
-        if not isinstance(item, list | tuple) or len(item) != 4 or not isinstance(item[2], bytes):
-            return None
-        payload: Any = cbor2.loads(item[2])
-    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError):
-        return None
-    nonce = payload.get("nonce") if isinstance(payload, dict) else None
+    """The document's ``nonce`` (unverified: only to compare with the nonce just sent)."""
+    nonce = document_field_unverified(document, "nonce")
     return nonce if isinstance(nonce, bytes) else None
 
 
