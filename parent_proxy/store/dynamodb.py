@@ -194,12 +194,6 @@ class DynamoStore(DynamoApprovals):
             raise StalePolicySequence(wallet_id, sequence, current) from exc
 
     # -- idempotency ----------------------------------------------------------------------------------------
-    @staticmethod
-    def _check_claim(wallet_id: str, key: str, request_hash: bytes) -> None:
-        v.check_id("wallet_id", wallet_id)
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-
     def _claim_action(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> Any:
         """A put of the in-progress claim, if the key is free or held by an expired record (which it replaces).
         The TTL (a day past the claim, at the earliest when the record could expire) lets DynamoDB clean up."""
@@ -253,7 +247,7 @@ class DynamoStore(DynamoApprovals):
         )
 
     def begin_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
-        self._check_claim(wallet_id, key, request_hash)
+        v.check_claim(wallet_id, key, request_hash)
         now = v.check_time("now", now)
         self._require_wallet(wallet_id)
         try:
@@ -265,7 +259,7 @@ class DynamoStore(DynamoApprovals):
         return self._existing(wallet_id, key, request_hash, now, claimed=True)
 
     def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
-        self._check_claim(wallet_id, key, request_hash)
+        v.check_claim(wallet_id, key, request_hash)
         now = v.check_time("now", now)
         return self._existing(wallet_id, key, request_hash, now, claimed=False)
 
@@ -298,11 +292,9 @@ class DynamoStore(DynamoApprovals):
         limits: Limits,
         now: float,
     ) -> SigningClaim:
-        self._check_claim(wallet_id, key, request_hash)
-        v.check_id("request_id", request_id)
-        wanted = v.check_amounts(amounts) if amounts else ()
-        caps = v.check_limits(limits)
-        now = v.check_time("now", now)
+        wanted, caps, now = v.check_signing_start(
+            wallet_id, key, request_hash, request_id=request_id, amounts=amounts, limits=limits, now=now
+        )
         replay = self._existing(wallet_id, key, request_hash, now, claimed=False)
         if replay is not None:
             return SigningClaim(replay=replay, reservation=None)
@@ -330,10 +322,7 @@ class DynamoStore(DynamoApprovals):
         commit = None if reservation is None else self._transition_action(reservation, ReservationStatus.COMMITTED)
         enqueue = None if webhook is None else self._enqueue_action(v.check_outbox_item(webhook))
         if answer is not None:
-            if not isinstance(answer, IdempotentAnswer):
-                raise InvalidInput("answer", "must be an IdempotentAnswer")
-            self._check_claim(answer.wallet_id, answer.key, answer.request_hash)
-            v.check_blob("response", answer.response)
+            answer = v.check_answer(answer)
         complete = None if answer is None else self._complete_action(answer)
         if webhook is not None:
             self._require_wallet(webhook.wallet_id)

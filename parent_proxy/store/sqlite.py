@@ -135,12 +135,6 @@ class SqliteStore(SqliteLimits):
 
     # -- idempotency ----------------------------------------------------------------------------------------
     @staticmethod
-    def _check_claim(wallet_id: str, key: str, request_hash: bytes) -> None:
-        v.check_id("wallet_id", wallet_id)
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-
-    @staticmethod
     def _existing(
         conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, now: float
     ) -> IdempotencyRecord | None:
@@ -170,13 +164,13 @@ class SqliteStore(SqliteLimits):
         return existing
 
     def begin_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
-        self._check_claim(wallet_id, key, request_hash)
+        v.check_claim(wallet_id, key, request_hash)
         now = v.check_time("now", now)
         with self._write() as conn:
             return self._claim_in(conn, wallet_id, key, request_hash, now)
 
     def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
-        self._check_claim(wallet_id, key, request_hash)
+        v.check_claim(wallet_id, key, request_hash)
         now = v.check_time("now", now)
         with self._read() as conn:
             return self._existing(conn, wallet_id, key, request_hash, now)
@@ -218,11 +212,9 @@ class SqliteStore(SqliteLimits):
         limits: Limits,
         now: float,
     ) -> SigningClaim:
-        self._check_claim(wallet_id, key, request_hash)
-        v.check_id("request_id", request_id)
-        wanted = v.check_amounts(amounts) if amounts else ()
-        caps = v.check_limits(limits)
-        now = v.check_time("now", now)
+        wanted, caps, now = v.check_signing_start(
+            wallet_id, key, request_hash, request_id=request_id, amounts=amounts, limits=limits, now=now
+        )
         # Committed without syncing the log (one fsync per signed request instead of two): nothing leaves the proxy
         # on the strength of this transaction. The answer goes out only after `finish_signing` (or the release and
         # abandon of a failure) commits durably, and that sync persists this transaction's earlier log frames too;
@@ -247,10 +239,7 @@ class SqliteStore(SqliteLimits):
             self._check_reservation(reservation)
         item = None if webhook is None else v.check_outbox_item(webhook)
         if answer is not None:
-            if not isinstance(answer, IdempotentAnswer):
-                raise InvalidInput("answer", "must be an IdempotentAnswer")
-            self._check_claim(answer.wallet_id, answer.key, answer.request_hash)
-            v.check_blob("response", answer.response)
+            answer = v.check_answer(answer)
         with self._write() as conn:
             if reservation is not None:
                 self._transition_in(conn, reservation, ReservationStatus.COMMITTED)

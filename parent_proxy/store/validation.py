@@ -15,6 +15,7 @@ from parent_proxy.store.model import (
     Approval,
     DeliveryAttempt,
     IdempotencyStatus,
+    IdempotentAnswer,
     OutboxItem,
     OutboxStatus,
     Wallet,
@@ -199,3 +200,30 @@ def failed_attempt(
         check_time("next_attempt_at", next_attempt_at)
     status = OutboxStatus.DEAD if next_attempt_at is None else OutboxStatus.PENDING
     return DeliveryAttempt(event_id, 0, now, False, status_code, error), status
+
+
+def check_claim(wallet_id: object, key: object, request_hash: object) -> None:
+    """An idempotency claim: a wallet id, a key, a 32-byte request digest."""
+    check_id("wallet_id", wallet_id)
+    check_idempotency_key(key)
+    check_digest("request_hash", request_hash)
+
+
+def check_signing_start(
+    wallet_id: object, key: object, request_hash: object, *, request_id: object, amounts: object, limits: object,
+    now: object,
+) -> tuple[tuple[tuple[str, int], ...], dict[tuple[str, int], int], float]:  # fmt: skip
+    """The arguments of `Store.begin_signing`: (amounts wanted, caps, now), checked."""
+    check_claim(wallet_id, key, request_hash)
+    check_id("request_id", request_id)
+    wanted = check_amounts(amounts) if amounts else ()
+    return wanted, check_limits(limits), check_time("now", now)
+
+
+def check_answer(answer: object) -> IdempotentAnswer:
+    """The stored answer `Store.finish_signing` completes an idempotency claim with."""
+    if not isinstance(answer, IdempotentAnswer):
+        raise InvalidInput("answer", "must be an IdempotentAnswer")
+    check_claim(answer.wallet_id, answer.key, answer.request_hash)
+    check_blob("response", answer.response)
+    return answer
