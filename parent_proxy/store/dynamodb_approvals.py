@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parent_proxy.errors import AlreadyDecided, Conflict, InvalidInput, NotFound
+from parent_proxy.errors import AlreadyDecided, Conflict, NotFound
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
     ConditionFailed,
@@ -76,12 +76,7 @@ class DynamoApprovals(DynamoLimits):
         return self._approval(*self._approval_item(approval_id))
 
     def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
-        v.check_id("approval_id", approval_id)
-        if status not in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED):
-            raise InvalidInput("status", "must be approved, rejected or expired")
-        if decision is not None:
-            v.check_blob("decision", decision)
-        now = v.check_time("now", now)
+        now = v.check_approval_decision(approval_id, status, decision, now)
         return self._update_approval(
             approval_id,
             update="SET #st = :s, decision = :d, decided_at = :t",

@@ -286,12 +286,7 @@ class SqliteStore(SqliteLimits):
         return self._approval(row)
 
     def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
-        v.check_id("approval_id", approval_id)
-        if status not in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED):
-            raise InvalidInput("status", "must be approved, rejected or expired")
-        if decision is not None:
-            v.check_blob("decision", decision)
-        now = v.check_time("now", now)
+        now = v.check_approval_decision(approval_id, status, decision, now)
         return self._update_approval(
             approval_id,
             "UPDATE approvals SET status = ?, decision = ?, decided_at = ?"

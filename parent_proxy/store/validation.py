@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from parent_proxy.errors import InvalidInput
 from parent_proxy.store.model import (
     Approval,
+    ApprovalStatus,
     DeliveryAttempt,
     IdempotencyStatus,
     IdempotentAnswer,
@@ -227,3 +228,13 @@ def check_answer(answer: object) -> IdempotentAnswer:
     check_claim(answer.wallet_id, answer.key, answer.request_hash)
     check_blob("response", answer.response)
     return answer
+
+
+def check_approval_decision(approval_id: object, status: object, decision: object, now: object) -> float:
+    """The arguments of `Store.decide_approval` (a final status, the owner's answer if any); returns ``now``."""
+    check_id("approval_id", approval_id)
+    if status not in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED):
+        raise InvalidInput("status", "must be approved, rejected or expired")
+    if decision is not None:
+        check_blob("decision", decision)
+    return check_time("now", now)
