@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -38,7 +40,8 @@ class _TooLarge(Exception):
 
 class LimitsAndMetrics:
     """Pure ASGI middleware: refuse bodies over ``max_body_bytes`` (413, by Content-Length before reading and by
-    counting while reading), and time every request into the metrics by route template and status."""
+    counting while reading), run every request but GET and HEAD to its end in its own task
+    (`parent_proxy.completions`), and time every request into the metrics by route template and status."""
 
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -73,7 +76,10 @@ class LimitsAndMetrics:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            if scope["method"] in ("GET", "HEAD"):
+                await self.app(scope, counting_receive, tracking_send)
+            else:  # state-changing: runs to its end even if this task is cancelled (`parent_proxy.completions`)
+                await self.services.completions.run(self.app(scope, counting_receive, tracking_send))
         except _TooLarge:
             if not status["sent"]:
                 await _send_error(send, ApiError(Code.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes"))
@@ -99,7 +105,13 @@ def error_response(error: ApiError) -> JSONResponse:
 
 
 def create_app(services: Services) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await services.completions.drain()  # requests whose connection was dropped still finish
+
     app = FastAPI(
+        lifespan=lifespan,
         title="WAIaaS parent proxy",
         version=API_VERSION,
         description="Policy-checked signing for AI agents on Solana. See docs/api.md.",

@@ -22,6 +22,7 @@ from parent_proxy.audit import AuditLog
 from parent_proxy.auth import RateLimiter
 from parent_proxy.chain import Chain
 from parent_proxy.clock import Clock
+from parent_proxy.completions import Completions
 from parent_proxy.enclave_relay import EnclaveRelay
 from parent_proxy.enclave_sessions import EnclaveSessions
 from parent_proxy.metrics import Metrics
@@ -51,6 +52,8 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     sessions: EnclaveSessions = field(default_factory=EnclaveSessions)
     """The enclave session key in force; every receipt is checked against it before it is recorded."""
+    completions: Completions = field(default_factory=Completions)
+    """State-changing requests, each run to its end in its own task (`parent_proxy.completions`)."""
     _policies: dict[tuple[str, int, bytes], Policy] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

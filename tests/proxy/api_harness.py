@@ -77,11 +77,13 @@ class SwitchableClock:
 
 
 class FailingStore:
-    """Wraps a real store; the methods named in ``failing`` raise `StoreUnavailable` (the cloud/disk seam)."""
+    """Wraps a real store; the methods named in ``failing`` raise `StoreUnavailable` (the cloud/disk seam), and
+    those named in ``before`` call their hook first (e.g. to hold the worker thread there)."""
 
     def __init__(self, inner: SqliteStore) -> None:
         self.inner = inner
         self.failing: set[str] = set()
+        self.before: dict[str, Callable[[], object]] = {}
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
@@ -91,6 +93,14 @@ class FailingStore:
                 raise StoreUnavailable("injected: store unreachable")
 
             return fail
+        if name in self.before:
+            hook = self.before[name]
+
+            def hooked(*args: Any, **kwargs: Any) -> Any:
+                hook()
+                return attribute(*args, **kwargs)
+
+            return hooked
         return attribute
 
 
