@@ -5,9 +5,12 @@
 The services are started from selfhost/docker-compose.yml exactly as :mod:`selfhost.deployment` describes (the
 state directory keeps the SQLite state and the unseal secret across runs, so wallets survive a restart). Without
 ``--owner-key``, an owner keypair file ``<state>/owner.json`` (mode 0600) is made once and its public key is the
-one allowed to create wallets; use it with ``waiaas owner --keypair <state>/owner.json ...``. With
-``--local-chain`` (the default) a LiteSVM-backed JSON-RPC server runs alongside; with ``--rpc-url`` the proxy uses
-that endpoint instead.
+one allowed to create wallets; use it with ``waiaas owner --keypair <state>/owner.json ...``. That key is a
+throw-away for the local chain: it lies beside the sealed agent keys and the unseal secret, so anyone who reads
+the directory holds both keys of each wallet's 2-of-2 multisig. With ``--local-chain`` (the default) a
+LiteSVM-backed JSON-RPC server runs alongside; ``--rpc-url`` (a real chain) uses that endpoint instead and needs
+``--owner-key`` (the owner's public key; the private half stays off this machine) and a state directory without
+a throw-away key.
 
 Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 a service failed to start or died, 2 bad arguments.
 """
@@ -76,15 +79,30 @@ def _describe(deployment: Deployment, owner_keys: list[str], keypair: Path | Non
     print(f"  owner keys   {', '.join(owner_keys)}")
     if keypair is not None:
         print(f"  owner tool   waiaas owner --keypair {keypair} call --url {deployment.api_url} METHOD PATH")
+        print(f"  warning      {keypair} is a throw-away owner key for this local chain only: it lies")
+        print("               beside the sealed agent keys and the unseal secret; never use it on a real chain")
     print("  attestation  none that proves anything: the development NSM (docs/selfhost.md)")
     print("Ctrl-C stops the services.", flush=True)
 
 
-def _check_args(args: argparse.Namespace) -> list[str]:
+def _check_args(args: argparse.Namespace, root: Path) -> list[str]:
     if not 1 <= args.port <= 65535:
         raise ValueError("--port must be 1-65535")
-    if args.rpc_url is not None and not args.rpc_url.startswith(("http://", "https://")):
-        raise ValueError("--rpc-url must be an http(s) URL")
+    if args.rpc_url is not None:
+        if not args.rpc_url.startswith(("http://", "https://")):
+            raise ValueError("--rpc-url must be an http(s) URL")
+        # The owner key of a wallet on a real chain must not sit beside its sealed agent key and the unseal secret:
+        # whoever reads the directory (or a backup of it) would hold both members of the 2-of-2 multisig.
+        if not args.owner_key:
+            raise ValueError(
+                "--rpc-url needs --owner-key: on a real chain the owner key must be yours, made and kept off this "
+                "machine (docs/selfhost.md); the throw-away owner key is for the local chain only"
+            )
+        if (root / OWNER_KEYPAIR).exists():
+            raise ValueError(
+                f"{root} holds a throw-away owner key ({OWNER_KEYPAIR}) made for the local chain: "
+                "use another --state-dir for a real chain"
+            )
     for key in args.owner_key:
         Pubkey.from_string(key)  # ValueError if not base58 of 32 bytes
     return list(args.owner_key)
@@ -92,7 +110,7 @@ def _check_args(args: argparse.Namespace) -> list[str]:
 
 def run_up(args: argparse.Namespace) -> int:
     try:
-        owner_keys = _check_args(args)
+        owner_keys = _check_args(args, args.state_dir or default_state_dir())
     except ValueError as exc:
         print(f"selfhost up: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -17,7 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.pubkey import Pubkey
 
+from parent_proxy.owner_signers import write_keypair_file
 from selfhost import deployment, paths
 from selfhost.deployment import ensure_unseal_secret, run_local
 from selfhost.local_stack import ProcessGroup, StackError, free_port, run_stack, stop_process
@@ -167,6 +170,7 @@ def test_selfhost_up_serves_until_sigterm_then_stops_everything(
             break
     output = "".join(lines)
     assert f"WAIaaS self-host is up: http://127.0.0.1:{port}" in output, output
+    assert "is a throw-away owner key for this local chain only" in output
     assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()["status"] == "ready"
     chain_url = next(line.split()[-1] for line in lines if line.strip().startswith("chain"))
     assert httpx.post(chain_url, json={"jsonrpc": "2.0", "id": 1, "method": "getHealth"}, timeout=5).status_code == 200
@@ -188,6 +192,7 @@ def test_selfhost_up_serves_until_sigterm_then_stops_everything(
         (["--port", "0"], "--port must be 1-65535"),
         (["--rpc-url", "ftp://x"], "--rpc-url must be an http"),
         (["--owner-key", "nope"], "selfhost up:"),
+        (["--rpc-url", "http://127.0.0.1:1"], "--rpc-url needs --owner-key"),
     ],
 )
 def test_selfhost_up_refuses_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
@@ -201,3 +206,22 @@ def test_selfhost_up_refuses_bad_arguments(tmp_path: Path, args: list[str], mess
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_selfhost_up_refuses_a_real_chain_in_a_directory_with_a_throw_away_owner_key(tmp_path: Path) -> None:
+    """A wallet made on the local chain with the throw-away owner key must not go on to a real chain: both of its
+    multisig members' keys would be readable in this directory."""
+    write_keypair_file(tmp_path / "owner.json", Ed25519PrivateKey.generate())
+    owner = str(Pubkey.from_bytes(Ed25519PrivateKey.generate().public_key().public_bytes_raw()))
+    args = ["--state-dir", str(tmp_path), "--rpc-url", "http://127.0.0.1:1", "--owner-key", owner]
+    result = subprocess.run(
+        _waiaas("selfhost", "up", *args),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "holds a throw-away owner key" in result.stderr
+    assert not (tmp_path / "logs").exists()  # refused before anything was started or made
