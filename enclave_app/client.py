@@ -66,7 +66,8 @@ class EnclaveClient:
     async def request(self, message: Request) -> Response:
         """Send one request, return the decoded answer (an :class:`ErrorResponse` is returned, not raised)."""
         try:
-            return await asyncio.wait_for(self._exchange(message), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                return await self._exchange(message)
         except TimeoutError as exc:
             raise EnclaveTimeoutError("the enclave did not answer in time") from exc
 

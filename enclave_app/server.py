@@ -260,7 +260,8 @@ class EnclaveServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             try:
-                value = await asyncio.wait_for(read_frame(reader), self.read_timeout)
+                async with asyncio.timeout(self.read_timeout):
+                    value = await read_frame(reader)
             except TimeoutError:
                 await write_frame(writer, ErrorResponse(code=ErrorCode.TIMEOUT, message="frame not received").to_wire())
                 return
@@ -275,7 +276,8 @@ class EnclaveServer:
                 await write_frame(writer, ErrorResponse(code=ErrorCode.BAD_REQUEST, message=str(exc)).to_wire())
                 continue
             try:
-                response = await asyncio.wait_for(self.handler.handle(request), self.request_timeout)
+                async with asyncio.timeout(self.request_timeout):
+                    response = await self.handler.handle(request)
             except TimeoutError:
                 response = ErrorResponse(code=ErrorCode.TIMEOUT, message="request not served in time")
             await write_frame(writer, response.to_wire())

@@ -150,6 +150,31 @@ def test_connection_limit_and_read_timeout(local_boot: Boot) -> None:
     asyncio.run(run())
 
 
+def test_a_request_not_served_in_time_is_answered_timeout_and_the_enclave_serves_on(
+    local_boot: Boot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = local_boot.handler.handle
+    slow = {"on": True}
+
+    async def slow_handle(request: Any) -> Any:
+        if slow["on"]:
+            await asyncio.sleep(5)
+        return await handle(request)
+
+    monkeypatch.setattr(local_boot.handler, "handle", slow_handle)
+
+    async def run() -> None:
+        async with serving(local_boot, request_timeout=0.2) as (client, _):
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(EnclaveRequestError, match="timeout: request not served in time"):
+                await client.ping()
+            assert asyncio.get_running_loop().time() - started < 2
+            slow["on"] = False
+            assert (await client.ping()).state is EnclaveState.BOOTING
+
+    asyncio.run(run())
+
+
 def test_unexpected_error_moves_to_failed_which_refuses_everything(
     world: EnclaveWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
