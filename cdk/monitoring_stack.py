@@ -5,7 +5,8 @@ Alarms (each to the encrypted notification topic):
 - `OwnerKeyUsed`: any `kms:Sign` with the owner key. The owner signs rarely and deliberately; every use is news.
 - `RefusedAttestedUnwrap`: a refused Decrypt / GenerateDataKey / GenerateRandom on the seal key or by the enclave
   host role: something without the pinned enclave image tried to unwrap an agent key.
-- `KeyPolicyOrStateChanged`: a policy change, grant, disable or scheduled deletion on either key.
+- `KeyPolicyOrStateChanged`: a policy change, grant, disable or scheduled deletion on either key, or a change to
+  either key's alias (created, re-pointed or deleted; matched by alias name, which is where CloudTrail puts it).
 
 Enclave-health alarms live with the hosts (`cdk.hosts_stack.EnclaveHealthAlarms`) and use the same topic.
 """
@@ -31,6 +32,16 @@ from cdk.state_stack import CLOUDTRAIL_PREFIX
 
 TRAIL_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 ALARM_PERIOD = Duration.minutes(5)
+
+KEY_CHANGE_EVENTS = ("PutKeyPolicy", "CreateGrant", "DisableKey", "ScheduleKeyDeletion", "DisableKeyRotation")
+"""KMS events whose CloudTrail record names the key in `resources[0]`."""
+ALIAS_CHANGE_EVENTS = ("CreateAlias", "UpdateAlias", "DeleteAlias")
+"""KMS events whose record names the ALIAS in `resources[0]` (and the alias in `requestParameters.aliasName`)."""
+
+
+def _any_of(selector: str, values: tuple[str, ...]) -> str:
+    """`(($.x = "a") || ($.x = "b"))`: CloudWatch Logs needs parentheses wherever && and || meet."""
+    return "(" + " || ".join(f'({selector} = "{value}")' for value in values) + ")"
 
 
 class Notifications(Construct):
@@ -127,19 +138,11 @@ class KeyUseAlarms(Construct):
         owner = f'($.resources[0].ARN = "{owner_key_arn}")'
         seal = f'($.resources[0].ARN = "{seal_key_arn}")'
         host = f'($.userIdentity.sessionContext.sessionIssuer.userName = "{naming.ENCLAVE_HOST_ROLE}")'
-        unwrap = '(($.eventName = "Decrypt") || ($.eventName = "GenerateDataKey") || ($.eventName = "GenerateRandom"))'
-        admin_change = " || ".join(
-            f'($.eventName = "{name}")'
-            for name in (
-                "PutKeyPolicy",
-                "CreateGrant",
-                "DisableKey",
-                "ScheduleKeyDeletion",
-                "DisableKeyRotation",
-                "UpdateAlias",
-                "DeleteAlias",
-            )
-        )
+        unwrap = _any_of("$.eventName", ("Decrypt", "GenerateDataKey", "GenerateRandom"))
+        key_change = _any_of("$.eventName", KEY_CHANGE_EVENTS)
+        # Alias events name the alias, not the key, in resources[0]: match them by the alias name they change.
+        our_aliases = _any_of("$.requestParameters.aliasName", (naming.OWNER_KEY_ALIAS, naming.SEAL_KEY_ALIAS))
+        alias_change = f"{_any_of('$.eventName', ALIAS_CHANGE_EVENTS)} && {our_aliases}"
         patterns = {
             "OwnerKeyUsed": (
                 f'{{ {kms_event} && ($.eventName = "Sign") && {owner} }}',
@@ -150,7 +153,7 @@ class KeyUseAlarms(Construct):
                 "KMS refused an unwrap of the seal key: no attestation, or not the pinned enclave image",
             ),
             "KeyPolicyOrStateChanged": (
-                f"{{ {kms_event} && ({admin_change}) && ({owner} || {seal}) }}",
+                f"{{ {kms_event} && (({key_change} && ({owner} || {seal})) || ({alias_change})) }}",
                 "A WAIaaS key's policy, grants, state or alias changed",
             ),
         }
