@@ -1,5 +1,6 @@
 """``waiaas owner ...``: the owner's tools. Every command signs with the owner key, from a local Solana keypair
-file (``--keypair``) or AWS KMS (``--kms-key-id`` with ``--role-arn`` ... ``--mfa-serial`` ``--mfa-code``).
+file (``--keypair``) or AWS KMS (``--kms-key-id`` with ``--role-arn`` ... ``--mfa-serial`` ``--mfa-code``
+``--source-identity``). ``--owner-public-key K`` pins the owner key: a key whose public key is not K signs nothing.
 
     waiaas owner pubkey                                  print the owner public key
     waiaas owner sign-policy POLICY.json [--expires-in-days N]
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
@@ -45,6 +47,7 @@ from parent_proxy.owner_signers import (
     OwnerSigner,
     RoleChain,
     boto3_factory,
+    check_expected_public_key,
 )
 from parent_proxy.provisioning import (
     UNATTESTED_WARNING,
@@ -84,6 +87,15 @@ def register(subparsers: Any) -> None:
     key.add_argument("--role-arn", action="append", default=[], help="role to assume, in chain order (repeatable)")
     key.add_argument("--mfa-serial", help="MFA device ARN for the first assume-role hop")
     key.add_argument("--mfa-code", help="current 6-digit MFA code")
+    key.add_argument(
+        "--source-identity",
+        help="your name as the STS source identity (2-64 of A-Z a-z 0-9 _+=,.@-); the owner roles require one",
+    )
+    key.add_argument(
+        "--owner-public-key",
+        dest="pinned_public_key",
+        help="the owner public key (base58) the key must have; anything else is refused before signing",
+    )
     key.add_argument("--region", help="AWS region")
     commands = owner.add_subparsers(dest="owner_command", required=True, metavar="ACTION")
 
@@ -127,15 +139,31 @@ def register(subparsers: Any) -> None:
     owner.set_defaults(func=run)
 
 
+def _pinned_public_key(text: str | None) -> Pubkey | None:
+    if text is None:
+        return None
+    try:
+        return Pubkey.from_string(text)
+    except ValueError as exc:
+        raise _InputError("--owner-public-key is not a base58 public key") from exc
+
+
 def signer_from_args(args: argparse.Namespace) -> OwnerSigner:
     if (args.keypair is None) == (args.kms_key_id is None):
         raise _InputError("give exactly one of --keypair or --kms-key-id")
+    pinned = _pinned_public_key(args.pinned_public_key)
     if args.keypair is not None:
-        return LocalOwnerSigner.from_file(args.keypair)
-    if not args.role_arn or not args.mfa_serial or not args.mfa_code:
-        raise _InputError("--kms-key-id needs --role-arn (at least one), --mfa-serial and --mfa-code")
-    chain = RoleChain(args.role_arn, args.mfa_serial, args.mfa_code)
-    return KmsOwnerSigner.with_role_chain(boto3_factory(args.region), chain, args.kms_key_id)
+        local = LocalOwnerSigner.from_file(args.keypair)
+        check_expected_public_key(local.public_key, pinned, f"keypair file {args.keypair}")
+        return local
+    if not args.role_arn or not args.mfa_serial or not args.mfa_code or not args.source_identity:
+        raise _InputError(
+            "--kms-key-id needs --role-arn (at least one), --mfa-serial, --mfa-code and --source-identity"
+        )
+    chain = RoleChain(args.role_arn, args.mfa_serial, args.mfa_code, args.source_identity)
+    return KmsOwnerSigner.with_role_chain(
+        boto3_factory(args.region), chain, args.kms_key_id, expected_public_key=pinned
+    )
 
 
 def envelope(signer: OwnerSigner, purpose: str, document: dict[str, Any]) -> dict[str, Any]:

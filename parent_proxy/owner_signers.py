@@ -5,14 +5,18 @@
 
 KMS (DESIGN.md section 3): ``kms:Sign`` with ``SigningAlgorithm=ED25519_SHA_512`` and ``MessageType=RAW`` (never
 ``ED25519_PH_SHA_512``), called with credentials from an assume-role chain whose first hop carries MFA
-(``SerialNumber`` + ``TokenCode``). Every KMS signature is verified against the key's public key before use, so a
-wrong key id or a misbehaving endpoint cannot produce an owner document that the proxy would later refuse.
+(``SerialNumber`` + ``TokenCode``) and the owner's ``SourceIdentity`` (the entry role's trust policy and the owner
+key's policy refuse a session without one; STS carries it through the rest of the chain). Every KMS signature is
+verified against the key's public key before use, so a misbehaving endpoint cannot produce an owner document that
+the proxy would later refuse; a wrong key id is caught only by pinning the expected owner public key
+(``expected_public_key``), which is compared before anything is signed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +36,9 @@ MAX_KMS_RAW_MESSAGE_BYTES = 4096
 MAX_ROLE_CHAIN = 5
 SESSION_SECONDS = 900
 """Shortest STS session: owner actions are one-off."""
+SOURCE_IDENTITY_RE = re.compile(r"[A-Za-z0-9_+=,.@-]{2,64}", re.ASCII)
+"""STS ``AssumeRole`` ``SourceIdentity``: 2-64 characters, letters, digits and ``_+=,.@-`` (botocore's STS model,
+``sourceIdentityType``). The reserved ``aws:`` prefix cannot occur: ``:`` is not an allowed character."""
 
 
 class OwnerKeyError(Exception):
@@ -90,12 +97,25 @@ def write_keypair_file(path: Path, key: Ed25519PrivateKey) -> None:
 
 @dataclass(frozen=True)
 class RoleChain:
-    """Roles to assume in order; the first hop is made with MFA."""
+    """Roles to assume in order; the first hop is made with MFA and sets the source identity (who is signing)."""
 
     role_arns: Sequence[str]
     mfa_serial: str
     mfa_code: str = field(repr=False)
+    source_identity: str
     session_name: str = "waiaas-owner"
+
+
+def check_source_identity(value: str) -> None:
+    """Raise `OwnerKeyError` unless STS would accept ``value`` as a ``SourceIdentity``."""
+    if not SOURCE_IDENTITY_RE.fullmatch(value):
+        raise OwnerKeyError("the source identity must be 2-64 characters: letters, digits and _+=,.@-")
+
+
+def check_expected_public_key(actual: Pubkey, expected: Pubkey | None, source: str) -> None:
+    """Raise `OwnerKeyError` when a pinned owner public key is given and ``actual`` is another key."""
+    if expected is not None and bytes(actual) != bytes(expected):
+        raise OwnerKeyError(f"{source} holds public key {actual}, not the expected owner key {expected}")
 
 
 ClientFactory = Callable[..., Any]
@@ -104,11 +124,13 @@ ClientFactory = Callable[..., Any]
 
 def assume_role_chain(factory: ClientFactory, chain: RoleChain) -> dict[str, str]:
     """Walk the role chain and return the last role's temporary credentials (AccessKeyId, SecretAccessKey,
-    SessionToken). The first ``AssumeRole`` carries ``SerialNumber``/``TokenCode`` (MFA)."""
+    SessionToken). The first ``AssumeRole`` carries ``SerialNumber``/``TokenCode`` (MFA) and ``SourceIdentity``;
+    later hops do not repeat it (STS keeps it for the whole chain and refuses to change it)."""
     if not chain.role_arns or len(chain.role_arns) > MAX_ROLE_CHAIN:
         raise OwnerKeyError(f"the role chain must name 1-{MAX_ROLE_CHAIN} roles")
     if not chain.mfa_code.isdigit() or len(chain.mfa_code) != 6:
         raise OwnerKeyError("the MFA code must be 6 digits")
+    check_source_identity(chain.source_identity)
     credentials: dict[str, str] | None = None
     for index, role_arn in enumerate(chain.role_arns):
         sts = factory("sts", credentials)
@@ -120,6 +142,7 @@ def assume_role_chain(factory: ClientFactory, chain: RoleChain) -> dict[str, str
         if index == 0:
             params["SerialNumber"] = chain.mfa_serial
             params["TokenCode"] = chain.mfa_code
+            params["SourceIdentity"] = chain.source_identity
         try:
             answer = sts.assume_role(**params)
             c = answer["Credentials"]
@@ -153,9 +176,12 @@ def boto3_factory(region: str | None) -> ClientFactory:
 
 
 class KmsOwnerSigner:
-    """Signs with an ``ECC_NIST_EDWARDS25519`` KMS key (pure Ed25519 over RAW messages)."""
+    """Signs with an ``ECC_NIST_EDWARDS25519`` KMS key (pure Ed25519 over RAW messages).
 
-    def __init__(self, kms: Any, key_id: str) -> None:
+    With ``expected_public_key``, the key's public key must be that owner key, or construction fails and nothing is
+    ever signed (a wrong ``--kms-key-id`` would otherwise sign valid signatures under a key nobody expects)."""
+
+    def __init__(self, kms: Any, key_id: str, *, expected_public_key: Pubkey | None = None) -> None:
         self._kms = kms
         self._key_id = key_id
         try:
@@ -166,10 +192,14 @@ class KmsOwnerSigner:
         if not isinstance(public, Ed25519PublicKey):
             raise OwnerKeyError(f"KMS key {key_id} is not an Ed25519 key")
         self._public = public
+        check_expected_public_key(self.public_key, expected_public_key, f"KMS key {key_id}")
 
     @classmethod
-    def with_role_chain(cls, factory: ClientFactory, chain: RoleChain, key_id: str) -> KmsOwnerSigner:
-        return cls(factory("kms", assume_role_chain(factory, chain)), key_id)
+    def with_role_chain(
+        cls, factory: ClientFactory, chain: RoleChain, key_id: str, *, expected_public_key: Pubkey | None = None
+    ) -> KmsOwnerSigner:
+        kms = factory("kms", assume_role_chain(factory, chain))
+        return cls(kms, key_id, expected_public_key=expected_public_key)
 
     @property
     def public_key(self) -> Pubkey:

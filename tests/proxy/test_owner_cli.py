@@ -131,6 +131,17 @@ def test_keypair_with_mismatched_halves_is_refused(tmp_path: Path) -> None:
 # -- KMS ------------------------------------------------------------------------------------------------------------
 
 CALLER = "arn:aws:sts::123456789012:assumed-role/waiaas-owner-signer/waiaas-owner"
+SIGN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"AWS": CALLER}, "Action": ["kms:Sign", "kms:GetPublicKey"],
+     "Resource": "*", "Condition": {"StringEquals": {"kms:SigningAlgorithm": "ED25519_SHA_512",
+                                                      "kms:MessageType": "RAW"}}},
+]})  # fmt: skip
+
+
+def _new_ed25519_key(client: Any) -> str:
+    created = client.create_key(Policy=SIGN_POLICY, KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")
+    key_id: str = created["KeyMetadata"]["KeyId"]
+    return key_id
 
 
 @pytest.fixture
@@ -144,13 +155,34 @@ def kms(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str]]:
 
     with mock_aws():
         client = AttestingTestKms(root_certificate_pem=b"", clock=lambda: datetime.now(UTC), caller_arn=CALLER)
-        policy = {"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Principal": {"AWS": CALLER}, "Action": ["kms:Sign", "kms:GetPublicKey"],
-             "Resource": "*", "Condition": {"StringEquals": {"kms:SigningAlgorithm": "ED25519_SHA_512",
-                                                              "kms:MessageType": "RAW"}}},
-        ]}  # fmt: skip
-        created = client.create_key(Policy=json.dumps(policy), KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")
-        yield client, created["KeyMetadata"]["KeyId"]
+        yield client, _new_ed25519_key(client)
+
+
+def _count_signs(client: Any) -> list[dict[str, Any]]:
+    """Record every kms:Sign the client is asked for (the calls still go to the test KMS)."""
+    signed: list[dict[str, Any]] = []
+    real_sign = client.sign
+
+    def sign(**kwargs: Any) -> Any:
+        signed.append(kwargs)
+        return real_sign(**kwargs)
+
+    client.sign = sign
+    return signed
+
+
+def test_kms_signer_pinned_to_another_key_refuses_before_signing(kms: tuple[Any, str]) -> None:
+    client, key_id = kms
+    other_key_id = _new_ed25519_key(client)
+    expected = KmsOwnerSigner(client, key_id).public_key
+    signed = _count_signs(client)
+    with pytest.raises(OwnerKeyError, match=f"KMS key {other_key_id} holds public key .* not the expected owner key"):
+        KmsOwnerSigner(client, other_key_id, expected_public_key=expected)
+    assert signed == []
+    pinned = KmsOwnerSigner(client, key_id, expected_public_key=expected)
+    assert pinned.public_key == expected
+    signature = pinned.sign(b"message")
+    assert len(signed) == 1 and len(signature) == 64
 
 
 def test_kms_signer_signs_policies_the_proxy_accepts(kms: tuple[Any, str]) -> None:
@@ -205,12 +237,72 @@ def test_role_chain_carries_mfa_on_the_first_hop(kms: tuple[Any, str]) -> None:
         seen_credentials.append(credentials)
         return RecordingSts(boto3.client(service, region_name="us-east-1"), calls)
 
-    chain = RoleChain(arns, "arn:aws:iam::123456789012:mfa/owner", "987650")
+    chain = RoleChain(arns, "arn:aws:iam::123456789012:mfa/owner", "987650", "alice@example.com")
     credentials = assume_role_chain(factory, chain)
     assert set(credentials) == {"AccessKeyId", "SecretAccessKey", "SessionToken"}
     assert calls[0]["SerialNumber"] == chain.mfa_serial and calls[0]["TokenCode"] == "987650"
-    assert "SerialNumber" not in calls[1] and calls[1]["RoleArn"] == arns[1]
+    assert calls[0]["SourceIdentity"] == "alice@example.com"
+    assert "SerialNumber" not in calls[1] and "SourceIdentity" not in calls[1] and calls[1]["RoleArn"] == arns[1]
     assert seen_credentials[0] is None and seen_credentials[1] is not None
     assert "987650" not in repr(chain)
     with pytest.raises(OwnerKeyError, match="6 digits"):
-        assume_role_chain(factory, RoleChain(arns, chain.mfa_serial, "12"))
+        assume_role_chain(factory, RoleChain(arns, chain.mfa_serial, "12", "alice"))
+
+
+def test_cli_kms_signing_sends_the_source_identity_and_honours_the_pin(
+    kms: tuple[Any, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`waiaas owner --kms-key-id ...` end to end, with STS (moto) and the test KMS behind the client factory."""
+    import boto3
+
+    from parent_proxy import owner_cli
+
+    client, key_id = kms
+    other_key_id = _new_ed25519_key(client)
+    calls: list[dict[str, Any]] = []
+
+    def factory(region: str | None) -> Any:
+        def make(service: str, credentials: Any) -> Any:
+            if service == "sts":
+                return RecordingSts(boto3.client("sts", region_name="us-east-1"), calls)
+            return client
+
+        return make
+
+    monkeypatch.setattr(owner_cli, "boto3_factory", factory)
+    roles = ["arn:aws:iam::123456789012:role/waiaas-owner-entry", "arn:aws:iam::123456789012:role/waiaas-owner-signer"]
+    chain = ["--role-arn", roles[0], "--role-arn", roles[1], "--mfa-serial", "arn:aws:iam::123456789012:mfa/a"]
+    base = ["owner", "--kms-key-id", key_id, *chain, "--mfa-code", "123456"]
+
+    code, out, err = run_cli(capsys, *base, "pubkey")
+    assert code == 2 and "--source-identity" in err and out == "" and calls == []
+    code, out, err = run_cli(capsys, *base, "--source-identity", "alice smith", "pubkey")
+    assert code == 2 and "source identity must be 2-64" in err and calls == []
+
+    code, out, _ = run_cli(capsys, *base, "--source-identity", "alice", "pubkey")
+    assert code == 0 and [c.get("SourceIdentity") for c in calls] == ["alice", None]
+    owner = Pubkey.from_string(out.strip())
+
+    signed = _count_signs(client)
+    pinned = [*base, "--source-identity", "alice", "--owner-public-key", str(owner)]
+    code, out, _ = run_cli(capsys, *pinned, "sign-policy", str(EXAMPLE_PATH))
+    assert code == 0 and load_signed_policy(out, owner=owner, wallet_id="demo-wallet").sequence == 1
+    assert len(signed) == 1
+
+    wrong_key = ["owner", "--kms-key-id", other_key_id, *pinned[3:]]
+    code, out, err = run_cli(capsys, *wrong_key, "sign-policy", str(EXAMPLE_PATH))
+    assert code == 2 and out == "" and "not the expected owner key" in err and len(signed) == 1
+    code, out, err = run_cli(capsys, *base, "--source-identity", "alice", "--owner-public-key", "0OIl", "pubkey")
+    assert code == 2 and "--owner-public-key is not a base58 public key" in err
+
+
+def test_cli_keypair_honours_the_pin(
+    keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, key = keypair
+    other = str(owner_public_key(Ed25519PrivateKey.generate()))
+    code, out, err = run_cli(capsys, "owner", "--keypair", str(path), "--owner-public-key", other, "pubkey")
+    assert code == 2 and out == "" and "not the expected owner key" in err
+    mine = str(owner_public_key(key))
+    code, out, _ = run_cli(capsys, "owner", "--keypair", str(path), "--owner-public-key", mine, "pubkey")
+    assert code == 0 and out.strip() == mine
