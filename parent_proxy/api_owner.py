@@ -309,13 +309,11 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
     reason = f"owner freeze order {sequence}" if frozen else None
 
     def persist() -> None:
+        event = "wallet.frozen" if frozen else "wallet.unfrozen"
+        webhook = services.webhook_item(wallet_id, event, {"sequence": sequence})  # a read, before any write
         services.store.set_frozen(wallet_id, frozen, reason)
-        services.audit.append(
-            "wallet.frozen" if frozen else "wallet.unfrozen",
-            {"sequence": sequence, "order_sha256": hashlib.sha256(envelope).hexdigest()},
-            wallet_id=wallet_id,
-        )
-        services.notify(wallet_id, "wallet.frozen" if frozen else "wallet.unfrozen", {"sequence": sequence})
+        payload = {"sequence": sequence, "order_sha256": hashlib.sha256(envelope).hexdigest()}
+        services.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook)  # one transaction
 
     await _store(services, persist)
     # The proxy enforces the freeze from the store; the enclave is told too (it refuses on its own when it agrees).

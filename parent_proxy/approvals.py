@@ -64,10 +64,10 @@ class ApprovalFlow:
     def reject(self, wallet_id: str, approval_id: str) -> Answer:
         s = self.s
         _wallet, _approval, stored = self._load(wallet_id, approval_id)
-        s.store.decide_approval(approval_id, ApprovalStatus.REJECTED, None, read_clock(s.clock))
         audit = {"approval_id": approval_id, "request_id": stored["request_id"]}
-        s.audit.append("approval.rejected", audit, wallet_id=wallet_id)
-        s.notify(wallet_id, "approval.rejected", audit)
+        webhook = s.webhook_item(wallet_id, "approval.rejected", audit)
+        s.store.decide_approval(approval_id, ApprovalStatus.REJECTED, None, read_clock(s.clock))
+        s.audit.append("approval.rejected", audit, wallet_id=wallet_id, webhook=webhook)
         return Answer(200, {"status": "rejected", "approval_id": approval_id})
 
     def prepare(self, wallet_id: str, approval_id: str, envelope: bytes, tables: dict[Pubkey, Any]) -> Pending:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 
 from parent_proxy.clock import Clock, read_clock
 from parent_proxy.errors import AuditChainError, Conflict, InvalidInput
-from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord
+from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem
 from parent_proxy.store.protocol import AuditSealer, Store
 from parent_proxy.store.validation import check_id
 
@@ -140,14 +140,28 @@ class AuditLog:
         return seal
 
     def append(
-        self, event_type: str, payload: object, *, wallet_id: str | None = None, receipt: bytes | None = None
+        self,
+        event_type: str,
+        payload: object,
+        *,
+        wallet_id: str | None = None,
+        receipt: bytes | None = None,
+        webhook: OutboxItem | None = None,
     ) -> AuditRecord:
+        """Append the next record and, in the same store transaction, enqueue ``webhook`` (the event's notification,
+        if any): both are written or neither (`Store.append_audit`). A race for the head with another appender is
+        retried from the new head; any other refusal is raised."""
         seal = self.sealer(event_type, payload, wallet_id=wallet_id, receipt=receipt)
+        head = self._store.audit_head()
         for _ in range(MAX_APPEND_ATTEMPTS):
-            record = seal(self._store.audit_head())
+            record = seal(head)
             try:
-                self._store.append_audit(record)
+                self._store.append_audit(record, webhook)
             except Conflict:
-                continue  # another appender moved the head; re-read it
+                moved = self._store.audit_head()
+                if moved == head:
+                    raise  # the head did not move: the write itself was refused (e.g. the webhook's event id)
+                head = moved  # another appender moved the head; seal again on the new one
+                continue
             return record
         raise Conflict(f"audit append lost the race for the head {MAX_APPEND_ATTEMPTS} times")

@@ -36,11 +36,11 @@ def check_message(services: Services, wallet_id: str, audit: dict[str, str]) -> 
     s.store.record_request(wallet_id, now)
     if decision.verdict < Verdict.DENY:
         return wallet
-    s.store.record_denial(wallet_id, now)
     frozen = decision.verdict is Verdict.FREEZE
+    payload = {**audit, "decision": decision.to_json()}
+    webhook = s.webhook_item(wallet_id, "wallet.frozen" if frozen else "message.denied", payload)
+    s.store.record_denial(wallet_id, now)
     if frozen:
         s.store.set_frozen(wallet_id, True, "policy freeze trigger: freeze.denials")
-    payload = {**audit, "decision": decision.to_json()}
-    s.audit.append("message.frozen" if frozen else "message.denied", payload, wallet_id=wallet_id)
-    s.notify(wallet_id, "wallet.frozen" if frozen else "message.denied", payload)
+    s.audit.append("message.frozen" if frozen else "message.denied", payload, wallet_id=wallet_id, webhook=webhook)
     raise refusal(decision, frozen)

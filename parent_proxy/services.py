@@ -29,7 +29,7 @@ from parent_proxy.metrics import Metrics
 from parent_proxy.owner_auth import NonceRegistry
 from parent_proxy.store.model import OutboxItem, Wallet
 from parent_proxy.store.protocol import Store
-from parent_proxy.webhooks import enqueue_event, event_item
+from parent_proxy.webhooks import event_item
 from policies.document import Policy
 from policies.signing import load_signed_policy
 
@@ -101,26 +101,13 @@ class Services:
         return True
 
     def webhook_item(self, wallet_id: str, event_type: str, data: object) -> OutboxItem | None:
-        """The outbox item for a notification, to be written with the caller's other writes; None when the wallet
-        has no webhook, or (logged) when its settings cannot be read: it is a notification."""
-        try:
-            if self.store.get_webhook(wallet_id) is None:
-                return None
-            return event_item(self.clock, wallet_id, event_type, data)
-        except Exception:
-            logger.exception("webhook %s for wallet %s could not be prepared", event_type, wallet_id)
-            self.metrics.count("waiaas_webhook_enqueue_failures_total")
+        """The outbox item for a notification, None when the wallet has no webhook. The caller writes it in the same
+        store transaction as the event's audit record (``AuditLog.append(..., webhook=...)``, or
+        `Store.finish_signing`), so an audited event is never without its notification. A failure to read the
+        wallet's webhook settings is raised like any store failure: the request fails, nothing is dropped quietly."""
+        if self.store.get_webhook(wallet_id) is None:
             return None
-
-    def notify(self, wallet_id: str, event_type: str, data: object) -> None:
-        """Queue a webhook notification (persistent outbox); a failure is logged, not raised: it is a notification."""
-        try:
-            if self.store.get_webhook(wallet_id) is None:
-                return
-            enqueue_event(self.store, self.clock, wallet_id, event_type, data)
-        except Exception:
-            logger.exception("webhook %s for wallet %s could not be queued", event_type, wallet_id)
-            self.metrics.count("waiaas_webhook_enqueue_failures_total")
+        return event_item(self.clock, wallet_id, event_type, data)
 
 
 def canonical(value: object) -> bytes:

@@ -5,10 +5,11 @@
     2. load the wallet and its owner-signed policy (a frozen wallet or a missing policy: 403)
     3. first policy check: decode, and evaluate with the store's counters (spent per window, recent requests and
        denials); the request is recorded for the rate rule
-    4. DENY / FREEZE: record the denial (FREEZE also freezes the wallet), audit, notify, 403 with the reasons
+    4. DENY / FREEZE: record the denial (FREEZE also freezes the wallet), audit and notify (the audit record and
+       its webhook item in one store transaction), 403 with the reasons
        ESCALATE: a pending approval is created WITHOUT a reservation (nothing is held while the owner decides; the
        amounts are reserved, against the approval ceilings, when the owner approves: `parent_proxy.approvals`),
-       audit, notify, 202 with the approval id
+       audit and notify (one transaction), 202 with the approval id
        ALLOW: one store transaction (`Store.begin_signing`) claims the key, records the request and reserves the
        amounts against the automatic thresholds of every period (a concurrent request that got there first: 403
        ``limit_exceeded``)
@@ -177,14 +178,17 @@ class SignFlow:
         s.store.record_request(wallet_id, now)
         if decision.verdict >= Verdict.DENY:
             frozen = decision.verdict is Verdict.FREEZE
+            webhook = s.webhook_item(wallet_id, "wallet.frozen" if frozen else "transaction.denied", payload)
             s.store.record_denial(wallet_id, now)
             if frozen:
                 reason = next(r.rule for r in decision.reasons if r.verdict is Verdict.FREEZE)
                 s.store.set_frozen(wallet_id, True, f"policy freeze trigger: {reason}")
-            s.audit.append("transaction.frozen" if frozen else "transaction.denied", payload, wallet_id=wallet_id)
-            s.notify(wallet_id, "wallet.frozen" if frozen else "transaction.denied", payload)
+            event = "transaction.frozen" if frozen else "transaction.denied"
+            s.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook)
             raise refusal(decision, frozen)
         approval_id = uuid.uuid4().hex  # ESCALATE
+        escalated = {**payload, "approval_id": approval_id}
+        webhook = s.webhook_item(wallet_id, "approval.pending", escalated)
         stored_request = canonical({"request": request.to_json(), "decision": decision.to_json(), **base})
         s.store.create_approval(Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now))
         body = {
@@ -193,8 +197,7 @@ class SignFlow:
             "approval_id": approval_id,
             "decision": decision.to_json(),
         }
-        s.audit.append("transaction.escalated", {**payload, "approval_id": approval_id}, wallet_id=wallet_id)
-        s.notify(wallet_id, "approval.pending", {**payload, "approval_id": approval_id})
+        s.audit.append("transaction.escalated", escalated, wallet_id=wallet_id, webhook=webhook)
         s.store.complete_idempotent(wallet_id, claim.key, claim.digest, canonical({"status_code": 202, "body": body}))
         claim.held = False
         return Answer(202, body)
@@ -313,12 +316,12 @@ class SignFlow:
             "transaction.signed", {**base, "signature": body["signature"]}, wallet_id=wallet_id, receipt=receipt
         )
         event = {"request_id": prepared.request_id, "signature": body["signature"]}
-        webhook = s.webhook_item(wallet_id, "transaction.signed", event)
         stored = None
         if prepared.idempotent and not submit:
             response = canonical({"status_code": 200, "body": body})
             stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
         try:
+            webhook = s.webhook_item(wallet_id, "transaction.signed", event)
             s.store.finish_signing(prepared.reservation, seal, webhook, stored)
         except BaseException:  # nothing of it was written: the signature is not handed out
             self._give_back(prepared)
@@ -331,14 +334,14 @@ class SignFlow:
         """Step 6 for an unsigned enclave answer: release, freeze if asked, record, audit, notify; raise the 403."""
         s, wallet_id = self.s, prepared.wallet.wallet_id
         verdict, reasons = decision.get("verdict"), decision.get("reasons")
+        webhook = s.webhook_item(wallet_id, "transaction.denied", base)
         if prepared.reservation is not None:
             s.store.release(prepared.reservation)
         frozen = verdict == "freeze"
         if frozen:
             s.store.set_frozen(wallet_id, True, "enclave freeze decision")
         s.store.record_denial(wallet_id, read_clock(s.clock))
-        s.audit.append("transaction.refused", base, wallet_id=wallet_id, receipt=receipt)
-        s.notify(wallet_id, "transaction.denied", base)
+        s.audit.append("transaction.refused", base, wallet_id=wallet_id, receipt=receipt, webhook=webhook)
         error = ApiError(
             Code.WALLET_FROZEN if frozen else Code.ENCLAVE_REFUSED,
             "the enclave refused to sign",

@@ -9,6 +9,7 @@ from typing import Any
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
+    CONDITION_FAILED,
     ConditionFailed,
     DynamoBase,
     Item,
@@ -331,14 +332,19 @@ class DynamoOutboxAudit(DynamoBase):
         expected = 1 if head_item is None else get_i(head_item, "seq") + 1
         return Conflict(f"audit record {r.seq} does not extend the head (expected seq {expected})")
 
-    def append_audit(self, record: AuditRecord) -> None:
+    def append_audit(self, record: AuditRecord, webhook: OutboxItem | None = None) -> None:
         if not isinstance(record, AuditRecord):
             raise InvalidInput("record", "must be an AuditRecord")
-        actions = self._audit_actions(record)
+        enqueue = [] if webhook is None else [self._enqueue_action(v.check_outbox_item(webhook))]
+        if webhook is not None:
+            self._require_wallet(webhook.wallet_id)  # wallets are never deleted, so a prior read suffices
+        actions = [*enqueue, *self._audit_actions(record)]
         try:
             with translate():
                 self._client.transact_write_items(TransactItems=actions)
         except ConditionFailed as exc:
+            if webhook is not None and CONDITION_FAILED in exc.reasons[: len(enqueue)]:
+                raise Conflict(f"outbox item {webhook.event_id} already exists") from exc
             raise self._audit_conflict(record) from exc
 
     def audit_head(self) -> AuditRecord | None:

@@ -224,8 +224,11 @@ class Store(Protocol):
     def delivery_log(self, event_id: str) -> list[DeliveryAttempt]: ...
 
     # -- audit log ------------------------------------------------------------------------------------------
-    def append_audit(self, record: AuditRecord) -> None:
-        """Append the next record; `Conflict` unless it extends the current head (seq + 1, prev_hash)."""
+    def append_audit(self, record: AuditRecord, webhook: OutboxItem | None = None) -> None:
+        """All or nothing: append the next record and enqueue ``webhook`` (the event's notification, if any).
+
+        `Conflict` unless the record extends the current head (seq + 1, prev_hash), or if the webhook's event id
+        was ever enqueued; `NotFound` if the webhook's wallet does not exist. Nothing is written then."""
         ...
 
     def audit_head(self) -> AuditRecord | None: ...

@@ -160,11 +160,14 @@ class SqliteOutboxAudit(SqliteBase):
         return [DeliveryAttempt(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
 
     # -- audit log ------------------------------------------------------------------------------------------
-    def append_audit(self, record: AuditRecord) -> None:
+    def append_audit(self, record: AuditRecord, webhook: OutboxItem | None = None) -> None:
         if not isinstance(record, AuditRecord):
             raise InvalidInput("record", "must be an AuditRecord")
+        item = None if webhook is None else v.check_outbox_item(webhook)
         with self._write() as conn:
             self._append_audit_in(conn, record)
+            if item is not None:
+                self._enqueue_in(conn, item)
 
     @staticmethod
     def _append_audit_in(conn: sqlite3.Connection, r: AuditRecord) -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from parent_proxy.audit import AuditLog, canonical_json, iter_audit_records, record_hash, verify_audit_chain
-from parent_proxy.errors import AuditChainError, ClockUnavailable, InvalidInput
-from parent_proxy.store.model import AuditRecord
+from parent_proxy.errors import AuditChainError, ClockUnavailable, Conflict, InvalidInput
+from parent_proxy.store.model import AuditRecord, OutboxItem
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
-from tests.proxy.conftest import FakeClock
+from tests.proxy.conftest import FakeClock, make_wallet
 
 
 class BrokenClock:
@@ -133,6 +133,30 @@ def test_concurrent_appenders_retry_on_a_moved_head(sqlite_store: SqliteStore, t
     assert (record.seq, view.reads) == (3, 2)
     verify_audit_chain(list(iter_audit_records(sqlite_store)))
     other.close()
+
+
+def test_a_refused_webhook_is_raised_at_once_not_retried_as_a_race(store: Store, clock: FakeClock) -> None:
+    """`AuditLog.append` retries only a head that moved; a refusal of the write itself (here: the webhook's event id
+    is taken) is raised after one attempt, and leaves no record."""
+    store.create_wallet(make_wallet("w1"))
+    log = AuditLog(store, clock)
+    item = OutboxItem("e1", "w1", "wallet.frozen", b"{}", created_at=clock.t, next_attempt_at=clock.t)
+    first = log.append("wallet.frozen", {"n": 1}, wallet_id="w1", webhook=item)
+    assert store.get_outbox_item("e1").event_type == "wallet.frozen"
+    attempts = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        def append_audit(self, record: AuditRecord, webhook: OutboxItem | None = None) -> None:
+            attempts.append(record.seq)
+            store.append_audit(record, webhook)
+
+    with pytest.raises(Conflict, match="outbox item e1 already exists"):
+        AuditLog(Counting(), clock).append("wallet.frozen", {"n": 2}, wallet_id="w1", webhook=item)  # type: ignore[arg-type]
+    assert attempts == [2]
+    assert store.audit_head() == first
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -107,3 +107,30 @@ def test_audit_append_only_extends_head(store: Store) -> None:
     assert store.audit_records(0, 100) == [r1, r2, r3]
     assert store.audit_records(1, 1) == [r2]
     assert store.audit_records(3, 10) == []
+
+
+def test_append_audit_with_its_webhook_is_all_or_nothing(wallet_store: Store) -> None:
+    """An audited event and its notification are one transaction: neither exists without the other."""
+    s = wallet_store
+    r1 = _record(1, GENESIS_PREV_HASH)
+    s.append_audit(r1, item("e1"))
+    assert s.audit_head() == r1
+    assert s.get_outbox_item("e1").status == OutboxStatus.PENDING
+    r2 = _record(2, r1.hash)
+    # A record that does not extend the head: the webhook is not queued either.
+    with pytest.raises(Conflict, match="audit record 1 does not extend the head"):
+        s.append_audit(r1, item("e2"))
+    with pytest.raises(NotFound, match="outbox item e2 not found"):
+        s.get_outbox_item("e2")
+    # A webhook that cannot be queued (its event id exists; its wallet does not): the record is not appended.
+    with pytest.raises(Conflict, match="outbox item e1 already exists"):
+        s.append_audit(r2, item("e1"))
+    with pytest.raises(NotFound, match="wallet w9 not found"):
+        s.append_audit(r2, item("e3", wallet_id="w9"))
+    with pytest.raises(InvalidInput, match="event_id"):
+        s.append_audit(r2, item(""))
+    assert s.audit_head() == r1
+    assert s.claim_webhooks(T0, 30, 10)[0].event_id == "e1"  # e1 is unchanged and the only item
+    s.append_audit(r2, item("e2"))
+    assert s.audit_records(0, 10) == [r1, r2]
+    assert s.get_outbox_item("e2").status == OutboxStatus.PENDING
