@@ -8,7 +8,9 @@ What it does, in order:
 4. fetches the release (enclave image and parent-proxy wheelhouse) from the data bucket;
 5. installs a systemd unit that, before every start, checks the image's PCR0 (SHA-384 of the image) and, for a
    signed image, PCR8 against the pinned values, and only then runs `nitro-cli run-enclave` (never in debug mode);
-6. installs the parent proxy and runs it as a systemd service under its own user;
+6. installs the parent proxy and runs it as a systemd service under its own user, in no group: it reaches the
+   enclave over vsock, and only root may use /dev/nitro_enclaves (the `ne` group could stop the enclave or start
+   another image without the check of step 5);
 7. publishes an enclave heartbeat metric every minute.
 
 A failed step stops the script (`set -euo pipefail`); a host whose enclave does not start reports no heartbeat
@@ -59,7 +61,6 @@ export AWS_DEFAULT_REGION={q(config.region)}
 dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel awscli-2 jq python3.11
 install -d -m 0755 {INSTALL_DIR} /etc/waiaas
 id -u {PROXY_USER} >/dev/null 2>&1 || useradd --system --home-dir {INSTALL_DIR} --shell /sbin/nologin {PROXY_USER}
-usermod -aG ne {PROXY_USER}
 
 # 2. Enclave allocator: memory and CPUs reserved for the enclave (from cdk.json context).
 cat > /etc/nitro_enclaves/allocator.yaml <<'EOF_ALLOCATOR'

@@ -10,23 +10,11 @@ from aws_cdk.assertions import Match
 
 from cdk import naming, user_data
 from enclave_app.constants import KMS_VSOCK_PROXY_PORT, PROXY_HTTP_PORT
+from tests.cdk.boot_script import HOSTS, boot_script, launch_data
 from tests.cdk.conftest import PCR0, PCR8
 from tests.cdk.policy_walk import resources_of_type
 
-HOSTS = "WaiaasEnclaveHosts"
 MONITORING = "WaiaasMonitoring"
-
-
-def _launch_data(templates: dict[str, Any]) -> dict[str, Any]:
-    (template,) = resources_of_type(templates[HOSTS], "AWS::EC2::LaunchTemplate").values()
-    data: dict[str, Any] = template["Properties"]["LaunchTemplateData"]
-    return data
-
-
-def _boot_script(templates: dict[str, Any]) -> str:
-    encoded = _launch_data(templates)["UserData"]["Fn::Base64"]
-    assert isinstance(encoded, str), "user data must be a literal script (no CloudFormation tokens)"
-    return encoded
 
 
 def test_launch_template_enclaves_imdsv2_encrypted_no_ssh(template_of: Any, templates: dict[str, Any]) -> None:
@@ -43,7 +31,7 @@ def test_launch_template_enclaves_imdsv2_encrypted_no_ssh(template_of: Any, temp
             )
         },
     )
-    data = _launch_data(templates)
+    data = launch_data(templates)
     assert "KeyName" not in data
     assert "NetworkInterfaces" not in data  # no public address association
     for mapping in data["BlockDeviceMappings"]:
@@ -51,14 +39,14 @@ def test_launch_template_enclaves_imdsv2_encrypted_no_ssh(template_of: Any, temp
 
 
 def test_boot_script_configures_allocator_from_context(templates: dict[str, Any], config: Any) -> None:
-    script = _boot_script(templates)
+    script = boot_script(templates)
     assert f"memory_mib: {config.enclave_memory_mib}\ncpu_count: {config.enclave_cpu_count}\n" in script
     assert "dnf install -y aws-nitro-enclaves-cli" in script
     assert "systemctl enable --now nitro-enclaves-allocator.service" in script
 
 
 def test_boot_script_vsock_proxy_allows_kms_only(templates: dict[str, Any]) -> None:
-    script = _boot_script(templates)
+    script = boot_script(templates)
     allowlist = re.search(r"allowlist:\n((?:- .*\n)+)", script)
     assert allowlist is not None
     assert allowlist.group(1) == "- {address: kms.eu-west-1.amazonaws.com, port: 443}\n"
@@ -67,7 +55,7 @@ def test_boot_script_vsock_proxy_allows_kms_only(templates: dict[str, Any]) -> N
 
 
 def test_boot_script_checks_measurements_before_running_the_enclave(templates: dict[str, Any]) -> None:
-    script = _boot_script(templates)
+    script = boot_script(templates)
     assert f"!= {PCR0} ]; then" in script
     assert f"!= {PCR8} ]; then" in script
     assert "ExecStartPre=/opt/waiaas/check-eif.sh" in script
@@ -220,4 +208,4 @@ def test_alarm_topic_is_encrypted_and_tls_only(template_of: Any) -> None:
 
 def test_boot_script_is_base64_encodable(templates: dict[str, Any]) -> None:
     # CloudFormation caps user data at 16 KiB once base64-encoded.
-    assert len(base64.b64encode(_boot_script(templates).encode())) < 16 * 1024
+    assert len(base64.b64encode(boot_script(templates).encode())) < 16 * 1024
