@@ -102,7 +102,6 @@ class EnclaveHostIdentity(Construct):
             role_name=naming.ENCLAVE_HOST_ROLE,
             description="WAIaaS enclave host: parent proxy state and relaying; seal key only via attestation",
             assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
-            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")],
             max_session_duration=SESSION,
         )
         pinned = {IMAGE_SHA384_KEY: config.enclave.pcr0}
@@ -164,12 +163,7 @@ class EnclaveHostIdentity(Construct):
         self.instance_profile = iam.InstanceProfile(
             self, "InstanceProfile", role=self.role, instance_profile_name=naming.ENCLAVE_HOST_ROLE
         )
-        acknowledge(
-            self.role,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]",
-            "AWS-maintained minimum for the SSM agent (Session Manager is the only way onto the hosts; no SSH); "
-            "AWS updates it when the agent's API calls change.",
-        )
+        SessionManagerAgent(self, "SessionManager", role=self.role)
         for resource, reason in (
             (f"{table}/index/*", "The proxy queries the state table's secondary indexes, all of which it owns."),
             (f"{data}/{naming.RELEASES_PREFIX}*", "Hosts read any released enclave image and wheelhouse."),
@@ -184,6 +178,44 @@ class EnclaveHostIdentity(Construct):
             (f"{log_groups}:log-stream:*", "Log streams are created per instance at boot, so names are unknown."),
         ):
             acknowledge(policy, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+
+
+SESSION_MANAGER_AGENT_ACTIONS = (
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+)
+"""What the SSM agent needs for Session Manager and nothing more (AWS's documented minimum for Session Manager; the
+AWS-managed AWSCloud9SSMInstanceProfile holds exactly these). Deliberately not AmazonSSMManagedInstanceCore, which
+adds ssm:GetParameter(s) on every parameter of the account, documents, associations and ec2messages (Run Command:
+a command channel onto the host that Session Manager does not need)."""
+
+
+class SessionManagerAgent(Construct):
+    """Inline policy for the SSM agent on the enclave hosts: registration and Session Manager channels only."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, role: iam.IRole) -> None:
+        super().__init__(scope, construct_id)
+        policy = iam.Policy(
+            self,
+            "Policy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="SessionManagerOnly",
+                    actions=list(SESSION_MANAGER_AGENT_ACTIONS),
+                    resources=["*"],
+                )
+            ],
+        )
+        policy.attach_to_role(role)
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "The ssmmessages channel actions have no resource type, and ssm:UpdateInstanceInformation is the agent "
+            "reporting its own instance; AWS documents exactly these on '*' as Session Manager's minimum.",
+        )
 
 
 class OperatorRole(Construct):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 
 from cdk import naming
@@ -89,8 +90,8 @@ def test_host_role_is_for_ec2_and_has_no_key_use_in_iam(templates: dict[str, Any
     host_id, host = _role(templates, naming.ENCLAVE_HOST_ROLE)
     (trust,) = host["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "ec2.amazonaws.com"}
-    (policy,) = _policies_of(templates, host_id)
-    kms = [s for s in policy["Statement"] if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+    host_statements = _identity_statements(templates, host_id, host)
+    kms = [s for s in host_statements if any(a.startswith("kms:") for a in as_list(s["Action"]))]
     (random,) = kms
     assert as_list(random["Action"]) == ["kms:GenerateRandom"]
     assert random["Condition"] == {
@@ -99,7 +100,7 @@ def test_host_role_is_for_ec2_and_has_no_key_use_in_iam(templates: dict[str, Any
             "kms:RecipientAttestation:PCR8": config.enclave.pcr8,
         }
     }
-    for statement in policy["Statement"]:
+    for statement in host_statements:
         assert statement["Effect"] == "Allow"
         assert not [a for a in as_list(statement["Action"]) if a.endswith("*")]
 
@@ -137,3 +138,83 @@ def test_no_role_has_administrator_or_power_user_policies(templates: dict[str, A
             text = str(role["Properties"].get("ManagedPolicyArns", []))
             assert "AdministratorAccess" not in text and "PowerUserAccess" not in text
             assert "ReadOnlyAccess" not in text
+
+
+# Actions each role may have on Resource "*" (none of them has a resource type; each is listed with its reason in
+# cdk/identity_stack.py). Everything else must name its resources.
+STAR_ACTIONS = {
+    naming.ENCLAVE_HOST_ROLE: {
+        "kms:GenerateRandom",
+        "cloudwatch:PutMetricData",
+        "ssm:UpdateInstanceInformation",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+    },
+    naming.OPERATOR_ROLE: {
+        "ssm:DescribeSessions",
+        "ssm:GetConnectionStatus",
+        "ssm:DescribeInstanceInformation",
+        "ec2:DescribeInstances",
+        "autoscaling:DescribeAutoScalingGroups",
+        "elasticloadbalancing:DescribeTargetHealth",
+        "cloudwatch:DescribeAlarms",
+        "cloudwatch:GetMetricData",
+    },
+    naming.OWNER_ENTRY_ROLE: set(),
+    naming.OWNER_SIGNER_ROLE: set(),
+}
+
+
+def _identity_statements(templates: dict[str, Any], role_id: str, role: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every identity-policy statement of a role: attached AWS::IAM::Policy resources and inline policies."""
+    inline = [p["PolicyDocument"] for p in role["Properties"].get("Policies", [])]
+    return [s for document in _policies_of(templates, role_id) + inline for s in document["Statement"]]
+
+
+@pytest.mark.parametrize("role_name", sorted(STAR_ACTIONS))
+def test_wildcard_resources_only_for_actions_without_a_resource_type(templates: dict[str, Any], role_name: str) -> None:
+    role_id, role = _role(templates, role_name)
+    assert "ManagedPolicyArns" not in role["Properties"]  # nothing this test cannot read
+    found = set()
+    for statement in _identity_statements(templates, role_id, role):
+        assert "NotAction" not in statement and "NotResource" not in statement, statement
+        if statement["Effect"] == "Allow" and "*" in as_list(statement["Resource"]):
+            found |= set(as_list(statement["Action"]))
+    assert found <= STAR_ACTIONS[role_name], found - STAR_ACTIONS[role_name]
+
+
+def test_host_wildcard_statements_keep_their_conditions(templates: dict[str, Any]) -> None:
+    role_id, role = _role(templates, naming.ENCLAVE_HOST_ROLE)
+    by_action = {
+        action: statement
+        for statement in _identity_statements(templates, role_id, role)
+        for action in as_list(statement["Action"])
+    }
+    assert by_action["cloudwatch:PutMetricData"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": naming.METRIC_NAMESPACE}
+    }
+    assert set(by_action["kms:GenerateRandom"]["Condition"]["StringEqualsIgnoreCase"]) == {
+        "kms:RecipientAttestation:ImageSha384",
+        "kms:RecipientAttestation:PCR8",
+    }
+
+
+SESSION_MANAGER_ACTIONS = {
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+}
+"""AWS's documented minimum for an instance reachable with Session Manager (AWSCloud9SSMInstanceProfile holds
+exactly these)."""
+
+
+def test_host_role_has_session_manager_minimum_and_no_managed_policy(templates: dict[str, Any]) -> None:
+    role_id, role = _role(templates, naming.ENCLAVE_HOST_ROLE)
+    assert "ManagedPolicyArns" not in role["Properties"]  # AmazonSSMManagedInstanceCore has ssm:GetParameter(s) on *
+    actions = {a for s in _identity_statements(templates, role_id, role) for a in as_list(s["Action"])}
+    systems_manager = {a for a in actions if a.split(":")[0] in ("ssm", "ssmmessages", "ec2messages")}
+    assert systems_manager == SESSION_MANAGER_ACTIONS
