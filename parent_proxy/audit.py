@@ -19,14 +19,15 @@ import struct
 from collections.abc import Iterable, Iterator
 
 from parent_proxy.clock import Clock, read_clock
-from parent_proxy.errors import AuditChainError, Conflict, InvalidInput
+from parent_proxy.errors import AuditChainError, Conflict, InvalidInput, StoreUnavailable
 from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem
 from parent_proxy.store.protocol import AuditSealer, Store
 from parent_proxy.store.validation import check_id
 
 DOMAIN_TAG = b"waiaas-audit-v1"
 MAX_APPEND_ATTEMPTS = 20
-"""Concurrent appenders race for the head; each retry re-reads it."""
+"""Concurrent appenders race for the head; each retry re-reads it. Losing every time is contention: the store is
+reported unavailable (503), not a conflict with the stored state."""
 PAGE_SIZE = 1000
 
 JsonValue = None | bool | int | str | list["JsonValue"] | dict[str, "JsonValue"]
@@ -164,4 +165,4 @@ class AuditLog:
                 head = moved  # another appender moved the head; seal again on the new one
                 continue
             return record
-        raise Conflict(f"audit append lost the race for the head {MAX_APPEND_ATTEMPTS} times")
+        raise StoreUnavailable(f"audit append lost the race for the head {MAX_APPEND_ATTEMPTS} times")

@@ -24,6 +24,7 @@ from parent_proxy.errors import (
     InvalidInput,
     NotFound,
     StalePolicySequence,
+    StoreUnavailable,
 )
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
@@ -304,8 +305,7 @@ class DynamoStore(DynamoApprovals):
                 reservation = self._reserve_with(wallet_id, request_id, wanted, caps, now=now, extra=extra)
                 return SigningClaim(replay=None, reservation=reservation)
             self._require_wallet(wallet_id)
-            with translate():
-                self._client.transact_write_items(TransactItems=extra)
+            self._transact(extra)
             return SigningClaim(replay=None, reservation=None)
         except ConditionFailed:  # the claim lost a race with the same key
             return SigningClaim(
@@ -327,14 +327,15 @@ class DynamoStore(DynamoApprovals):
         if webhook is not None:
             self._require_wallet(webhook.wallet_id)
         for _ in range(MAX_AUDIT_ATTEMPTS):
-            record = audit(self.audit_head())
+            head = self.audit_head()
+            record = audit(head)
             if not isinstance(record, AuditRecord):
                 raise InvalidInput("audit", "must build an AuditRecord")
+            v.check_extends(record, None if head is None else (head.seq, head.hash))  # as SQLite: no retry for it
             audit_actions = self._audit_actions(record)
             actions = [a for a in (commit, enqueue, complete) if a is not None] + audit_actions
             try:
-                with translate():
-                    self._client.transact_write_items(TransactItems=actions)
+                self._transact(actions)
             except ConditionFailed as exc:
                 failed = {i for i, reason in enumerate(exc.reasons) if reason == CONDITION_FAILED}
                 if commit is not None and 0 in failed and reservation is not None:
@@ -343,7 +344,7 @@ class DynamoStore(DynamoApprovals):
                     continue  # another appender moved the audit head: build the record again
                 raise Conflict("finish_signing refused: outbox item exists or idempotency key not in progress") from exc
             return record
-        raise Conflict(f"audit append lost the race for the head {MAX_AUDIT_ATTEMPTS} times")
+        raise StoreUnavailable(f"audit append lost the race for the head {MAX_AUDIT_ATTEMPTS} times")
 
     def _claimed_update(self, wallet_id: str, key: str, request_hash: bytes, **kwargs: Any) -> None:
         condition = "attribute_exists(pk) AND request_hash = :h AND #st = :ip"

@@ -42,13 +42,12 @@ class DynamoApprovals(DynamoLimits):
         pointer = {"pk": s(f"A#{a.approval_id}"), "sk": s("APPROVAL"), "wallet_id": s(a.wallet_id)}
         new = "attribute_not_exists(pk)"
         try:
-            with translate():
-                self._client.transact_write_items(
-                    TransactItems=[
-                        {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}},
-                        {"Put": {"TableName": self._table, "Item": full, "ConditionExpression": new}},
-                    ]
-                )
+            self._transact(
+                [
+                    {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}},
+                    {"Put": {"TableName": self._table, "Item": full, "ConditionExpression": new}},
+                ]
+            )
         except ConditionFailed as exc:
             raise Conflict(f"approval {a.approval_id} already exists") from exc
 

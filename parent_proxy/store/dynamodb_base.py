@@ -21,6 +21,8 @@ it that way; `create_table` does it for tests and local runs). Item layout:
 from __future__ import annotations
 
 import math
+import random
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
@@ -37,6 +39,13 @@ Item = dict[str, Any]
 
 TTL_ATTRIBUTE = "expires_at"
 CONDITION_FAILED = "ConditionalCheckFailed"
+TRANSIENT_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+"""Cancellation reasons that say nothing about the stored state (another transaction held one of the items, or the
+table was throttled): the same transaction may succeed when sent again. ``None`` marks the actions that were fine."""
+TRANSACT_ATTEMPTS = 5
+"""Sends of one transaction cancelled for `TRANSIENT_REASONS` only, before the store reports itself unavailable."""
+TRANSACT_BACKOFF_SECONDS = 0.003
+"""Upper bound of the first jittered pause between those sends; it doubles with each one (at most ~0.1 s in all)."""
 
 
 class ConditionFailed(Conflict):
@@ -47,9 +56,19 @@ class ConditionFailed(Conflict):
         self.reasons = reasons
 
 
+class Contended(StoreUnavailable):
+    """A transaction cancelled for `TRANSIENT_REASONS` only: nothing was written; it may be sent again."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(f"dynamodb store unavailable: transaction cancelled {reasons}")
+        self.reasons = reasons
+
+
 @contextmanager
 def translate() -> Iterator[None]:
-    """The one place where botocore errors become store errors."""
+    """The one place where botocore errors become store errors. A cancelled transaction is `ConditionFailed` only
+    when one of its conditions failed; cancelled for transient reasons only it is `Contended`; otherwise (e.g. a
+    ``ValidationError``) `StoreUnavailable`: never a refusal that the stored state did not make."""
     try:
         yield
     except ClientError as exc:
@@ -58,7 +77,12 @@ def translate() -> Iterator[None]:
             raise ConditionFailed([CONDITION_FAILED]) from exc
         if code == "TransactionCanceledException":
             reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-            raise ConditionFailed(reasons) from exc
+            if CONDITION_FAILED in reasons:
+                raise ConditionFailed(reasons) from exc
+            causes = set(reasons) - {"None"}
+            if causes and causes <= TRANSIENT_REASONS:
+                raise Contended(reasons) from exc
+            raise StoreUnavailable(f"dynamodb store unavailable: transaction cancelled {reasons}") from exc
         raise StoreUnavailable(f"dynamodb store unavailable: {code or 'error'}") from exc
     except BotoCoreError as exc:
         raise StoreUnavailable(f"dynamodb store unavailable: {type(exc).__name__}") from exc
@@ -191,6 +215,20 @@ class DynamoBase:
             if "LastEvaluatedKey" not in page or (limit and len(items) >= limit):
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _transact(self, actions: list[Any]) -> None:
+        """One ``TransactWriteItems`` of ``actions``. Cancelled for transient reasons only (`Contended`: nothing was
+        written), it is sent again after a short jittered pause, at most `TRANSACT_ATTEMPTS` times in all; then
+        `Contended` (a `StoreUnavailable`, 503) is raised. A failed condition raises `ConditionFailed` at once."""
+        for attempt in range(1, TRANSACT_ATTEMPTS + 1):
+            try:
+                with translate():
+                    self._client.transact_write_items(TransactItems=actions)
+                return
+            except Contended:
+                if attempt == TRANSACT_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, TRANSACT_BACKOFF_SECONDS * 2 ** (attempt - 1)))  # noqa: S311 - jitter
 
     def _require_wallet(self, wallet_id: str) -> Item:
         item = self._get(f"W#{wallet_id}", "WALLET")

@@ -117,8 +117,7 @@ class DynamoLimits(DynamoOutboxAudit):
             put: Any = {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}}
             put_item: Any = {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": new}}
             try:
-                with translate():
-                    self._client.transact_write_items(TransactItems=[bump, put, put_item, *extra])
+                self._transact([bump, put, put_item, *extra])
             except ConditionFailed as exc:
                 if CONDITION_FAILED in exc.reasons[1:3]:
                     raise Conflict(f"reservation {request_id} already exists") from exc

@@ -239,8 +239,7 @@ class DynamoOutboxAudit(DynamoBase):
             ]
         actions.append({"Put": {"TableName": self._table, "Item": log}})
         try:
-            with translate():
-                self._client.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+            self._transact(actions)
         except ConditionFailed as exc:
             raise LeaseLost(f"outbox item {event_id}: lease lost") from exc
 
@@ -340,8 +339,7 @@ class DynamoOutboxAudit(DynamoBase):
             self._require_wallet(webhook.wallet_id)  # wallets are never deleted, so a prior read suffices
         actions = [*enqueue, *self._audit_actions(record)]
         try:
-            with translate():
-                self._client.transact_write_items(TransactItems=actions)
+            self._transact(actions)
         except ConditionFailed as exc:
             if webhook is not None and CONDITION_FAILED in exc.reasons[: len(enqueue)]:
                 raise Conflict(f"outbox item {webhook.event_id} already exists") from exc

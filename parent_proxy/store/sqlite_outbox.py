@@ -10,7 +10,6 @@ import uuid
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
-    GENESIS_PREV_HASH,
     AuditRecord,
     DeliveryAttempt,
     OutboxItem,
@@ -172,9 +171,7 @@ class SqliteOutboxAudit(SqliteBase):
     @staticmethod
     def _append_audit_in(conn: sqlite3.Connection, r: AuditRecord) -> None:
         head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-        expected_seq, expected_prev = (1, GENESIS_PREV_HASH) if head is None else (head[0] + 1, head[1])
-        if r.seq != expected_seq or r.prev_hash != expected_prev:
-            raise Conflict(f"audit record {r.seq} does not extend the head (expected seq {expected_seq})")
+        v.check_extends(r, head)
         conn.execute(
             "INSERT INTO audit_log (seq, time, wallet_id, event_type, payload, receipt, prev_hash, hash)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -10,10 +10,12 @@ import math
 import re
 from collections.abc import Mapping
 
-from parent_proxy.errors import InvalidInput
+from parent_proxy.errors import Conflict, InvalidInput
 from parent_proxy.store.model import (
+    GENESIS_PREV_HASH,
     Approval,
     ApprovalStatus,
+    AuditRecord,
     DeliveryAttempt,
     IdempotencyStatus,
     IdempotentAnswer,
@@ -238,3 +240,10 @@ def check_approval_decision(approval_id: object, status: object, decision: objec
     if decision is not None:
         check_blob("decision", decision)
     return check_time("now", now)
+
+
+def check_extends(record: AuditRecord, head: tuple[int, bytes] | None) -> None:
+    """`Conflict` unless ``record`` follows ``head`` (the current head's seq and hash; None: the log is empty)."""
+    expected_seq, expected_prev = (1, GENESIS_PREV_HASH) if head is None else (head[0] + 1, head[1])
+    if record.seq != expected_seq or record.prev_hash != expected_prev:
+        raise Conflict(f"audit record {record.seq} does not extend the head (expected seq {expected_seq})")

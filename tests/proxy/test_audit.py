@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from parent_proxy.audit import AuditLog, canonical_json, iter_audit_records, record_hash, verify_audit_chain
-from parent_proxy.errors import AuditChainError, ClockUnavailable, Conflict, InvalidInput
+from parent_proxy.errors import AuditChainError, ClockUnavailable, Conflict, InvalidInput, StoreUnavailable
 from parent_proxy.store.model import AuditRecord, OutboxItem
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
@@ -157,6 +157,30 @@ def test_a_refused_webhook_is_raised_at_once_not_retried_as_a_race(store: Store,
         AuditLog(Counting(), clock).append("wallet.frozen", {"n": 2}, wallet_id="w1", webhook=item)  # type: ignore[arg-type]
     assert attempts == [2]
     assert store.audit_head() == first
+
+
+def test_an_append_that_always_loses_the_race_is_unavailable_not_a_conflict(sqlite_store: SqliteStore) -> None:
+    """Losing the head to other appenders every time is contention (503), not a refusal by the stored state (409)."""
+    clock = FakeClock()
+    AuditLog(sqlite_store, clock).append("a", {})
+
+    class AlwaysMoved:
+        """A store view in which another appender moves the head between every read and write."""
+
+        def __init__(self) -> None:
+            self.seq = 1
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(sqlite_store, name)
+
+        def audit_head(self) -> AuditRecord | None:
+            self.seq += 1
+            return AuditRecord(self.seq, clock.t, None, "other", b"{}", None, bytes(32), bytes([self.seq]) * 32)
+
+    with pytest.raises(StoreUnavailable, match="lost the race for the head 20 times") as info:
+        AuditLog(AlwaysMoved(), clock).append("b", {})  # type: ignore[arg-type]
+    assert not isinstance(info.value, Conflict)
+    assert [r.event_type for r in iter_audit_records(sqlite_store)] == ["a"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
