@@ -16,6 +16,7 @@ from constructs import Construct
 
 from cdk import naming
 from cdk.config import DeploymentConfig
+from cdk.endpoint_policies import STATE_TABLE_ACTIONS
 from cdk.key_policies import IMAGE_SHA384_KEY, PCR8_KEY
 from cdk.stack_base import acknowledge, deployment_env
 
@@ -113,15 +114,7 @@ class EnclaveHostIdentity(Construct):
             statements=[
                 iam.PolicyStatement(
                     sid="StateTable",
-                    actions=[
-                        "dynamodb:GetItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:UpdateItem",
-                        "dynamodb:DeleteItem",
-                        "dynamodb:Query",
-                        "dynamodb:ConditionCheckItem",
-                        "dynamodb:BatchGetItem",
-                    ],
+                    actions=list(STATE_TABLE_ACTIONS),
                     resources=[table, f"{table}/index/*"],
                 ),
                 iam.PolicyStatement(

@@ -1,20 +1,20 @@
 """Network stack: a VPC with private, isolated subnets only, endpoints for every AWS API the hosts use, flow logs.
 
 There is no internet gateway and no NAT: the hosts reach AWS through interface endpoints (KMS, STS, SSM, SSM
-messages, EC2 messages, CloudWatch Logs and metrics) and gateway endpoints (S3, DynamoDB). The gateway endpoints
-carry policies that limit them to this deployment's bucket and table and to the package and agent repositories
-the hosts install from, so a taken-over host cannot use them to move data to another bucket.
+messages, EC2 messages, CloudWatch Logs and metrics) and gateway endpoints (S3, DynamoDB). The endpoints carry
+the policies of `cdk.endpoint_policies`: this account's principals only, and the gateway endpoints limited to this
+deployment's bucket and table and the package and agent repositories the hosts install from, so a taken-over host
+cannot use them to move data to another bucket or account.
 """
 
 from __future__ import annotations
 
 from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cdk import naming
+from cdk import endpoint_policies, naming
 from cdk.config import DeploymentConfig
 from cdk.stack_base import deployment_env
 
@@ -84,7 +84,7 @@ class PrivateNetwork(Construct):
             ec2.Peer.ipv4(config.vpc_cidr), ec2.Port.tcp(HTTPS_PORT), "HTTPS from the VPC"
         )
         for endpoint_id, service in INTERFACE_ENDPOINTS.items():
-            self.vpc.add_interface_endpoint(
+            endpoint = self.vpc.add_interface_endpoint(
                 endpoint_id,
                 service=service,
                 private_dns_enabled=True,
@@ -92,56 +92,15 @@ class PrivateNetwork(Construct):
                 security_groups=[self.endpoint_security_group],
                 open=False,
             )
+            for statement in endpoint_policies.interface_endpoint_statements(endpoint_id, config):
+                endpoint.add_to_policy(statement)
         s3 = self.vpc.add_gateway_endpoint("S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[subnets])
-        for statement in _s3_endpoint_statements(config):
+        for statement in endpoint_policies.s3_endpoint_statements(config):
             s3.add_to_policy(statement)
         dynamodb = self.vpc.add_gateway_endpoint(
             "DynamoDb", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB, subnets=[subnets]
         )
-        dynamodb.add_to_policy(
-            iam.PolicyStatement(
-                sid="StateTableOnly",
-                principals=[iam.AnyPrincipal()],
-                actions=[
-                    "dynamodb:GetItem",
-                    "dynamodb:PutItem",
-                    "dynamodb:UpdateItem",
-                    "dynamodb:DeleteItem",
-                    "dynamodb:Query",
-                    "dynamodb:ConditionCheckItem",
-                    "dynamodb:BatchGetItem",
-                ],
-                resources=[naming.table_arn(config), f"{naming.table_arn(config)}/index/*"],
-            )
-        )
-
-
-def _s3_endpoint_statements(config: DeploymentConfig) -> list[iam.PolicyStatement]:
-    data = naming.bucket_arn(config, naming.data_bucket_name(config))
-    region = config.region
-    return [
-        iam.PolicyStatement(
-            sid="DeploymentDataBucketOnly",
-            principals=[iam.AnyPrincipal()],
-            actions=["s3:GetObject", "s3:PutObject"],
-            resources=[f"{data}/*"],
-        ),
-        iam.PolicyStatement(
-            sid="PackageAndAgentRepositories",
-            principals=[iam.AnyPrincipal()],
-            actions=["s3:GetObject"],
-            resources=[
-                # Amazon Linux 2023 package mirrors and the SSM agent's own buckets, in this region.
-                f"arn:{config.partition}:s3:::al2023-repos-{region}-*/*",
-                f"arn:{config.partition}:s3:::amazon-ssm-{region}/*",
-                f"arn:{config.partition}:s3:::amazon-ssm-packages-{region}/*",
-                f"arn:{config.partition}:s3:::{region}-birdwatcher-prod/*",
-                f"arn:{config.partition}:s3:::aws-ssm-{region}/*",
-                f"arn:{config.partition}:s3:::aws-ssm-document-attachments-{region}/*",
-                f"arn:{config.partition}:s3:::patch-baseline-snapshot-{region}/*",
-            ],
-        ),
-    ]
+        dynamodb.add_to_policy(endpoint_policies.dynamodb_endpoint_statement(config))
 
 
 class NetworkStack(Stack):
