@@ -34,11 +34,14 @@ from parent_proxy.settings import DynamoState, Settings, SettingsError, load_set
 from parent_proxy.store.dynamodb import DynamoStore
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
+from parent_proxy.webhook_transport import webhook_client
 from parent_proxy.webhooks import WebhookWorker
 
 logger = logging.getLogger("parent_proxy")
 WEBHOOK_POLL_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 300.0
+QUIET_LOGGERS = ("httpx", "httpcore")
+"""Libraries that log each request's full URL at INFO or below (webhook URLs may carry credentials)."""
 
 
 def open_store(settings: Settings) -> Store:
@@ -77,12 +80,13 @@ def prune_store(services: Services) -> None:
         logger.exception("pruning the state store failed")
 
 
-def start_webhook_thread(services: Services, stop: threading.Event) -> threading.Thread:
-    """The background thread: webhook delivery every `WEBHOOK_POLL_SECONDS`, pruning every `PRUNE_EVERY_SECONDS`."""
+def start_webhook_thread(services: Services, stop: threading.Event, *, allow_private: bool) -> threading.Thread:
+    """The background thread: webhook delivery every `WEBHOOK_POLL_SECONDS`, pruning every `PRUNE_EVERY_SECONDS`.
+    ``allow_private``: `Settings.webhook_allow_private`."""
 
     def loop() -> None:
         next_prune = time.monotonic()
-        with httpx.Client() as client:
+        with webhook_client(allow_private=allow_private) as client:
             worker = WebhookWorker(services.store, services.clock, client, random.SystemRandom())
             while not stop.wait(WEBHOOK_POLL_SECONDS):
                 try:
@@ -106,13 +110,20 @@ def build_app(env: Mapping[str, str]) -> tuple[Settings, FastAPI, Services]:
 
 def app_from_environment() -> FastAPI:
     """The uvicorn factory for each worker process (``WAIAAS_WORKERS`` > 1): settings, services, webhook thread."""
-    _, app, services = build_app(os.environ)
-    start_webhook_thread(services, threading.Event())
+    settings, app, services = build_app(os.environ)
+    start_webhook_thread(services, threading.Event(), allow_private=settings.webhook_allow_private)
     return app
 
 
-def main(env: Mapping[str, str] | None = None, **uvicorn_options: Any) -> int:
+def configure_logging() -> None:
+    """INFO to stderr, except `QUIET_LOGGERS`, which only get through from WARNING up."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(env: Mapping[str, str] | None = None, **uvicorn_options: Any) -> int:
+    configure_logging()
     try:
         settings = load_settings(os.environ if env is None else env)
     except SettingsError as exc:
@@ -126,7 +137,7 @@ def main(env: Mapping[str, str] | None = None, **uvicorn_options: Any) -> int:
         return 0
     services = build_services(settings)
     stop = threading.Event()
-    start_webhook_thread(services, stop)
+    start_webhook_thread(services, stop, allow_private=settings.webhook_allow_private)
     try:
         uvicorn.run(create_app(services), host=settings.host, port=settings.port, access_log=False,
                     log_level="warning", **uvicorn_options)  # fmt: skip

@@ -7,9 +7,11 @@ import base64
 import binascii
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.errors import WebhookError
+from parent_proxy.webhook_urls import check_webhook_url
 
 BASE58_KEY = r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"
 BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
@@ -178,6 +180,17 @@ class FreezeState(BaseModel):
 class WebhookBody(_Strict):
     url: str = Field(pattern=r"^https?://[\x21-\x7e]{1,2000}$")  # printable ASCII only: no spaces or controls
     secret: str = Field(min_length=24, max_length=344, pattern=BASE64, description="16-256 bytes, base64")
+
+    @field_validator("url")
+    @classmethod
+    def _sendable(cls, url: str) -> str:
+        """The checks of `parent_proxy.webhook_urls.check_webhook_url` (httpx can send to it; no numeric host
+        forms, no metadata, link-local, multicast, reserved or unspecified address)."""
+        try:
+            check_webhook_url(url)
+        except WebhookError as exc:
+            raise ValueError(str(exc)) from exc
+        return url
 
 
 class PendingApprovalView(BaseModel):

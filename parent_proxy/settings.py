@@ -20,6 +20,9 @@ variable                            default    meaning
 ``WAIAAS_OWNER_MAX_SKEW_SECONDS``   300        owner request timestamps further than this from now are refused
                                                (at most `owner_auth.MAX_SKEW_SECONDS`, 450)
 ``WAIAAS_WORKERS``                  1          uvicorn worker processes (SQLite is shared safely between them)
+``WAIAAS_WEBHOOK_ALLOW_PRIVATE``    false      ``true``: webhooks may also go to loopback and private-network
+                                               addresses (a receiver on this host or the LAN); cloud metadata,
+                                               link-local, multicast and reserved addresses stay refused
 =================================== ========== =====================================================================
 """
 
@@ -37,6 +40,7 @@ from enclave_app.transport import Address, parse_address
 from parent_proxy.owner_auth import MAX_SKEW_SECONDS
 
 _SQLITE = re.compile(r"sqlite:(/.+)")
+_ALLOW_PRIVATE = "WAIAAS_WEBHOOK_ALLOW_PRIVATE"
 _DYNAMO = re.compile(r"dynamodb:([A-Za-z0-9_.-]{3,255})(?:@([a-z0-9-]{1,32}))?")
 
 
@@ -69,6 +73,7 @@ class Settings:
     enclave_timeout_seconds: float = 5.0
     owner_max_skew_seconds: int = 300
     workers: int = 1
+    webhook_allow_private: bool = False
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -151,4 +156,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         enclave_timeout_seconds=_float(env, "WAIAAS_ENCLAVE_TIMEOUT_SECONDS", 5.0, 0.01, 120.0),
         owner_max_skew_seconds=_int(env, "WAIAAS_OWNER_MAX_SKEW_SECONDS", 300, 1, MAX_SKEW_SECONDS),
         workers=_int(env, "WAIAAS_WORKERS", 1, 1, 64),
+        webhook_allow_private=parse_bool(_ALLOW_PRIVATE, env.get(_ALLOW_PRIVATE, "false")),
     )

@@ -10,8 +10,12 @@ captured request cannot be replayed later with a new timestamp):
 
 Receivers call `verify_webhook_signature` (or do the same): recompute the HMAC, compare in constant time, and
 refuse timestamps outside their tolerance. The worker claims due items with a lease; an item whose worker crashed
-between claim and mark is claimed again when the lease expires. Failures back off exponentially with jitter up to
-`MAX_ATTEMPTS` claims, then the item is marked dead. Secrets and signatures are never logged.
+between claim and mark is claimed again when the lease expires. Only a 2xx status delivers; the response body is
+never read. Every other outcome is a failed attempt recorded in the delivery log: an HTTP status, a transport error,
+a refused destination (`parent_proxy.webhook_urls`), a URL the client cannot use. Failures back off exponentially
+with jitter, capped at an hour, for `MAX_ATTEMPTS` claims (at least 24 hours of receiver downtime, at most about
+48), then the item is marked dead; so is an item claimed with its attempts already used up. Errors are logged by
+type: never the URL (it may carry credentials), a secret or a signature.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from parent_proxy.errors import LeaseLost, WebhookError
 from parent_proxy.store.model import OutboxItem
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.validation import check_id
+from parent_proxy.webhook_transport import POST_DEADLINE_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +44,17 @@ EVENT_ID_HEADER = "WAIaaS-Event-Id"
 EVENT_TYPE_HEADER = "WAIaaS-Event-Type"
 SIGNATURE_VERSION = "v1"
 
-MAX_ATTEMPTS = 8
-"""Claims per item before it is marked dead (with the backoff below: about 4 minutes of retrying in all)."""
+MAX_ATTEMPTS = 59
+"""Claims per item before it is marked dead: with the backoff below, the last one comes between 24 and 48 hours
+after the first (the sum of the first 58 delays, each between half and all of its nominal value)."""
 BACKOFF_BASE_SECONDS = 2.0
-"""Delay before the second attempt; doubles each attempt."""
-BACKOFF_MAX_SECONDS = 600.0
-LEASE_SECONDS = 60.0
-"""Longer than REQUEST_TIMEOUT_SECONDS, so a live worker keeps its lease through one POST."""
-REQUEST_TIMEOUT_SECONDS = 10.0
-CLAIM_BATCH = 20
+"""Delay before the second attempt; doubles each attempt up to the cap."""
+BACKOFF_MAX_SECONDS = 3600.0
+"""A receiver back from an outage gets its events within an hour."""
+CLAIM_BATCH = 10
+LEASE_SECONDS = CLAIM_BATCH * POST_DEADLINE_SECONDS + 30.0
+"""A batch is claimed at once and its POSTs each end within POST_DEADLINE_SECONDS, so a live worker keeps every
+lease of its batch through its last POST."""
 DEFAULT_TOLERANCE_SECONDS = 300
 """Receivers' default window for accepting a timestamp (Stripe uses the same five minutes)."""
 
@@ -72,7 +79,7 @@ def verify_webhook_signature(
 
 def backoff_delay(attempts: int, rng: random.Random) -> float:
     """Exponential backoff with "equal jitter": half the capped delay fixed, half random."""
-    delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** (attempts - 1))
+    delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** min(attempts - 1, 64))
     return delay / 2 + rng.uniform(0, delay / 2)
 
 
@@ -94,7 +101,9 @@ def enqueue_event(store: Store, clock: Clock, wallet_id: str, event_type: str, d
 
 
 class WebhookWorker:
-    """Claims due outbox items and POSTs them. ``client`` is an `httpx.Client` (its transport is the seam)."""
+    """Claims due outbox items and POSTs them. ``client`` comes from
+    `parent_proxy.webhook_transport.webhook_client` (vetted destinations, a deadline per POST); its transport is
+    the seam."""
 
     def __init__(self, store: Store, clock: Clock, client: httpx.Client, rng: random.Random) -> None:
         self._store = store
@@ -111,6 +120,9 @@ class WebhookWorker:
         lease = item.lease_id
         if lease is None:
             raise WebhookError(f"outbox item {item.event_id} was returned without a lease")
+        if item.attempts > MAX_ATTEMPTS:  # claimed again after a lease expired on its last attempt
+            self._fail(item, lease, "no attempts left", None, retry=False)
+            return False
         config = self._store.get_webhook(item.wallet_id)
         if config is None:
             self._fail(item, lease, "no webhook configured for the wallet", None, retry=False)
@@ -123,25 +135,31 @@ class WebhookWorker:
             EVENT_ID_HEADER: item.event_id,
             EVENT_TYPE_HEADER: item.event_type,
         }
+        status: int | None = None
         try:
-            response = self._client.post(
-                config.url, content=item.body, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS
-            )
+            with self._client.stream("POST", config.url, content=item.body, headers=headers) as response:
+                status = response.status_code  # the body is never read: closing drops the connection
+        except WebhookError as exc:  # a refused destination; the message names the address, never the URL
+            error = str(exc)
         except httpx.HTTPError as exc:
-            self._fail(item, lease, f"transport error: {type(exc).__name__}", None, retry=True)
-            return False
-        if 200 <= response.status_code < 300:
-            try:
-                self._store.mark_delivered(
-                    item.event_id, lease, now=read_clock(self._clock), status_code=response.status_code
-                )
-            except LeaseLost:
-                logger.warning("webhook %s delivered after its lease was taken over", item.event_id)
-                return False
-            logger.info("webhook %s delivered (attempt %d)", item.event_id, item.attempts)
-            return True
-        self._fail(item, lease, f"HTTP {response.status_code}", response.status_code, retry=True)
+            error = f"transport error: {type(exc).__name__}"
+        except Exception as exc:  # a URL the client cannot use (InvalidURL, UnicodeError, ...): also an attempt
+            error = f"request error: {type(exc).__name__}"
+        else:
+            if 200 <= status < 300:
+                return self._delivered(item, lease, status)
+            error = f"HTTP {status}"
+        self._fail(item, lease, error, status, retry=True)
         return False
+
+    def _delivered(self, item: OutboxItem, lease: str, status: int) -> bool:
+        try:
+            self._store.mark_delivered(item.event_id, lease, now=read_clock(self._clock), status_code=status)
+        except LeaseLost:
+            logger.warning("webhook %s delivered after its lease was taken over", item.event_id)
+            return False
+        logger.info("webhook %s delivered (attempt %d)", item.event_id, item.attempts)
+        return True
 
     def _fail(self, item: OutboxItem, lease: str, error: str, status: int | None, *, retry: bool) -> None:
         now = read_clock(self._clock)
