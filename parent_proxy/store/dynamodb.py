@@ -7,9 +7,9 @@ in between changes the version, so this transaction is cancelled and the whole c
 can therefore never both pass a check that only one of them could. Commits and releases do not bump the version:
 neither can raise a total. The signing path's two store calls are each one ``TransactWriteItems``
 (`begin_signing`: idempotency claim + request timestamp + the reservation above; `finish_signing`: commit +
-audit head and record + outbox item + idempotency answer). This module holds tokens, wallets, idempotency and
-those two; reservations and rate events are in `dynamodb_limits`, approvals in `dynamodb_approvals`, webhooks
-and the audit log in `dynamodb_outbox`, the table layout in `dynamodb_base`.
+audit head and record + outbox item + idempotency answer). This module holds tokens, wallets and those two;
+idempotency records are in `dynamodb_idempotency`, reservations and rate events in `dynamodb_limits`, approvals
+in `dynamodb_approvals`, webhooks and the audit log in `dynamodb_outbox`, the table layout in `dynamodb_base`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from typing import Any
 
 from parent_proxy.errors import (
     Conflict,
-    IdempotencyInProgress,
-    IdempotencyMismatch,
     InvalidInput,
     NotFound,
     StalePolicySequence,
@@ -28,29 +26,27 @@ from parent_proxy.errors import (
 )
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
-from parent_proxy.store.dynamodb_approvals import DynamoApprovals
 from parent_proxy.store.dynamodb_base import (
     CONDITION_FAILED,
-    TTL_ATTRIBUTE,
+    WRITE_ID,
     ConditionFailed,
     b,
     create_table,
     get_b,
-    get_f,
     get_i,
     get_opt_b,
     get_opt_s,
     get_s,
     n,
+    new_write_id,
     opt_b,
     opt_s,
     s,
     translate,
 )
+from parent_proxy.store.dynamodb_idempotency import DynamoIdempotency
 from parent_proxy.store.model import (
     AuditRecord,
-    IdempotencyRecord,
-    IdempotencyStatus,
     IdempotentAnswer,
     IssuedToken,
     OutboxItem,
@@ -67,7 +63,7 @@ MAX_AUDIT_ATTEMPTS = 20
 """`finish_signing` re-reads the audit head this often when concurrent appenders move it."""
 
 
-class DynamoStore(DynamoApprovals):
+class DynamoStore(DynamoIdempotency):
     """DynamoDB-backed `Store` over one table (see `dynamodb_base` for its layout)."""
 
     # -- agent tokens ---------------------------------------------------------------------------------------
@@ -76,15 +72,17 @@ class DynamoStore(DynamoApprovals):
         now = v.check_time("now", now)
         self._require_wallet(wallet_id)
         token_id, token, secret_hash = tokens.new_token()
+        write_id = new_write_id()
         item = {
             "pk": s(f"T#{token_id}"),
             "sk": s("TOKEN"),
             "wallet_id": s(wallet_id),
             "secret_hash": b(secret_hash),
             "created_at": n(now),
+            WRITE_ID: s(write_id),
         }
-        with translate():
-            self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+        new = {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+        self._write_once("put_item", new, write_id)
         return IssuedToken(token_id=token_id, wallet_id=wallet_id, token=token)
 
     def authenticate_token(self, token: str) -> str:
@@ -122,6 +120,7 @@ class DynamoStore(DynamoApprovals):
     # -- wallets --------------------------------------------------------------------------------------------
     def create_wallet(self, wallet: Wallet) -> None:
         w = v.check_wallet(wallet)
+        write_id = new_write_id()
         item = {
             "pk": s(f"W#{w.wallet_id}"),
             "sk": s("WALLET"),
@@ -134,10 +133,11 @@ class DynamoStore(DynamoApprovals):
             "policy_document": opt_b(w.policy_document),
             "policy_sequence": n(w.policy_sequence),
             "ledger_version": n(0),
+            WRITE_ID: s(write_id),
         }
         try:
-            with translate():
-                self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+            new = {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+            self._write_once("put_item", new, write_id)
         except ConditionFailed as exc:
             raise Conflict(f"wallet {w.wallet_id} already exists") from exc
 
@@ -183,103 +183,20 @@ class DynamoStore(DynamoApprovals):
         v.check_id("wallet_id", wallet_id)
         v.check_blob("document", document)
         v.check_count("sequence", sequence, minimum=1)
-        try:
-            self._update_wallet(
-                wallet_id,
-                "SET policy_document = :d, policy_sequence = :q",
-                {":d": b(document), ":q": n(sequence)},
-                "attribute_exists(pk) AND policy_sequence < :q",
-            )
-        except ConditionFailed as exc:
-            current = get_i(self._require_wallet(wallet_id), "policy_sequence")
-            raise StalePolicySequence(wallet_id, sequence, current) from exc
-
-    # -- idempotency ----------------------------------------------------------------------------------------
-    def _claim_action(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> Any:
-        """A put of the in-progress claim, if the key is free or held by an expired record (which it replaces).
-        The TTL (a day past the claim, at the earliest when the record could expire) lets DynamoDB clean up."""
-        item = {
-            "pk": s(f"W#{wallet_id}"),
-            "sk": s(f"I#{key}"),
-            "request_hash": b(request_hash),
-            "status": s(IdempotencyStatus.IN_PROGRESS),
-            "created_at": n(now),
-            TTL_ATTRIBUTE: n(int(now) + v.IDEMPOTENCY_RETENTION_SECONDS + 1),
-        }
-        condition = (
-            "attribute_not_exists(pk) OR (#st = :ip AND created_at < :stale) OR (#st = :c AND created_at < :kept)"
-        )
-        values = {
-            ":ip": s(IdempotencyStatus.IN_PROGRESS),
-            ":c": s(IdempotencyStatus.COMPLETED),
-            ":stale": n(now - v.IDEMPOTENCY_STALE_SECONDS),
-            ":kept": n(now - v.IDEMPOTENCY_RETENTION_SECONDS),
-        }
-        put = {
+        write_id = new_write_id()
+        update = {
             "TableName": self._table,
-            "Item": item,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#st": "status"},
-            "ExpressionAttributeValues": values,
+            "Key": {"pk": s(f"W#{wallet_id}"), "sk": s("WALLET")},
+            "UpdateExpression": f"SET policy_document = :d, policy_sequence = :q, {WRITE_ID} = :w",
+            "ConditionExpression": "attribute_exists(pk) AND policy_sequence < :q",
+            "ExpressionAttributeValues": {":d": b(document), ":q": n(sequence), ":w": s(write_id)},
         }
-        return {"Put": put}
-
-    def _existing(
-        self, wallet_id: str, key: str, request_hash: bytes, now: float, *, claimed: bool
-    ) -> IdempotencyRecord | None:
-        """None if ``key`` is free at ``now``; the completed record; or raise mismatch / in progress. ``claimed``:
-        a claim was just refused, so a key that is free again was taken and given up meanwhile (in progress)."""
-        existing = self._get(f"W#{wallet_id}", f"I#{key}")
-        if existing is None or v.idempotency_expired(get_s(existing, "status"), get_f(existing, "created_at"), now):
-            if claimed:
-                raise IdempotencyInProgress(f"idempotency key {key!r}: the first request has not completed")
-            return None
-        if get_b(existing, "request_hash") != request_hash:
-            raise IdempotencyMismatch(f"idempotency key {key!r} was used for a different request")
-        if get_s(existing, "status") != IdempotencyStatus.COMPLETED:
-            raise IdempotencyInProgress(f"idempotency key {key!r}: the first request has not completed")
-        return IdempotencyRecord(
-            wallet_id,
-            key,
-            request_hash,
-            IdempotencyStatus.COMPLETED,
-            get_opt_b(existing, "response"),
-            get_f(existing, "created_at"),
-        )
-
-    def begin_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
-        v.check_claim(wallet_id, key, request_hash)
-        now = v.check_time("now", now)
-        self._require_wallet(wallet_id)
         try:
-            with translate():
-                self._client.put_item(**self._claim_action(wallet_id, key, request_hash, now)["Put"])
-            return None
-        except ConditionFailed:
-            pass
-        return self._existing(wallet_id, key, request_hash, now, claimed=True)
-
-    def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
-        v.check_claim(wallet_id, key, request_hash)
-        now = v.check_time("now", now)
-        return self._existing(wallet_id, key, request_hash, now, claimed=False)
-
-    def _complete_action(self, answer: IdempotentAnswer) -> Any:
-        return {
-            "Update": {
-                "TableName": self._table,
-                "Key": {"pk": s(f"W#{answer.wallet_id}"), "sk": s(f"I#{answer.key}")},
-                "UpdateExpression": "SET #st = :c, #rs = :r",
-                "ConditionExpression": "attribute_exists(pk) AND request_hash = :h AND #st = :ip",
-                "ExpressionAttributeNames": {"#st": "status", "#rs": "response"},
-                "ExpressionAttributeValues": {
-                    ":h": b(answer.request_hash),
-                    ":ip": s(IdempotencyStatus.IN_PROGRESS),
-                    ":c": s(IdempotencyStatus.COMPLETED),
-                    ":r": b(answer.response),
-                },
-            }
-        }
+            self._write_once("update_item", update, write_id)
+        except ConditionFailed as exc:
+            if exc.item is None:
+                raise NotFound(f"wallet {wallet_id} not found") from exc
+            raise StalePolicySequence(wallet_id, sequence, get_i(exc.item, "policy_sequence")) from exc
 
     # -- the signing path in two transactions ---------------------------------------------------------------
     def begin_signing(
@@ -345,44 +262,3 @@ class DynamoStore(DynamoApprovals):
                 raise Conflict("finish_signing refused: outbox item exists or idempotency key not in progress") from exc
             return record
         raise StoreUnavailable(f"audit append lost the race for the head {MAX_AUDIT_ATTEMPTS} times")
-
-    def _claimed_update(self, wallet_id: str, key: str, request_hash: bytes, **kwargs: Any) -> None:
-        condition = "attribute_exists(pk) AND request_hash = :h AND #st = :ip"
-        values = {":h": b(request_hash), ":ip": s(IdempotencyStatus.IN_PROGRESS), **kwargs.pop("values", {})}
-        names = {"#st": "status"}
-        if "UpdateExpression" in kwargs:
-            names["#rs"] = "response"  # a reserved word in expressions
-        try:
-            with translate():
-                kwargs.update(
-                    TableName=self._table,
-                    Key={"pk": s(f"W#{wallet_id}"), "sk": s(f"I#{key}")},
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                )
-                if "UpdateExpression" in kwargs:
-                    self._client.update_item(**kwargs)
-                else:
-                    self._client.delete_item(**kwargs)
-        except ConditionFailed as exc:
-            if self._get(f"W#{wallet_id}", f"I#{key}") is None:
-                raise NotFound(f"idempotency key {key!r} not found") from exc
-            raise Conflict(f"idempotency key {key!r} is not in progress for this request") from exc
-
-    def complete_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-        v.check_blob("response", response)
-        self._claimed_update(
-            wallet_id,
-            key,
-            request_hash,
-            UpdateExpression="SET #st = :c, #rs = :r",
-            values={":c": s(IdempotencyStatus.COMPLETED), ":r": b(response)},
-        )
-
-    def abandon_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> None:
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-        self._claimed_update(wallet_id, key, request_hash)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from parent_proxy.errors import AlreadyDecided, Conflict, NotFound
+from parent_proxy.errors import AlreadyDecided, Conflict, NotFound, StoreUnavailable
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
+    WRITE_ID,
     ConditionFailed,
     Item,
     b,
@@ -17,9 +18,9 @@ from parent_proxy.store.dynamodb_base import (
     get_opt_f,
     get_s,
     n,
+    new_write_id,
     opt_b,
     s,
-    translate,
 )
 from parent_proxy.store.dynamodb_limits import DynamoLimits
 from parent_proxy.store.model import Approval, ApprovalStatus
@@ -78,7 +79,7 @@ class DynamoApprovals(DynamoLimits):
         now = v.check_approval_decision(approval_id, status, decision, now)
         return self._update_approval(
             approval_id,
-            update="SET #st = :s, decision = :d, decided_at = :t",
+            update="SET #st = :s, decision = :d, decided_at = :t, #w = :w",
             condition="#st = :p",
             values={":s": s(status), ":d": opt_b(decision), ":t": n(now), ":p": s(ApprovalStatus.PENDING)},
             refused="is already {status}",
@@ -89,7 +90,7 @@ class DynamoApprovals(DynamoLimits):
         v.check_blob("decision", decision)
         return self._update_approval(
             approval_id,
-            update="SET #st = :p REMOVE decision, decided_at",
+            update="SET #st = :p, #w = :w REMOVE decision, decided_at",
             condition="#st = :a AND decision = :d",
             values={":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED), ":d": b(decision)},
             refused="is {status}, not approved by this decision",
@@ -98,23 +99,33 @@ class DynamoApprovals(DynamoLimits):
     def _update_approval(
         self, approval_id: str, *, update: str, condition: str, values: dict[str, Any], refused: str
     ) -> Approval:
-        """One conditional update of an approval (``#st`` names its status); `AlreadyDecided` with ``refused``
-        (formatted with the current status) when the condition does not hold."""
-        wallet_id, _ = self._approval_item(approval_id)
+        """One conditional update of an approval (``#st`` names its status, ``#w``/``:w`` its write id); returns
+        the approval as this update left it, read from the write's own answer (a resend after a lost response is
+        this write, see `_write_once`); `AlreadyDecided` with ``refused`` (formatted with the current status) when
+        the condition does not hold."""
+        pointer = self._get(f"A#{approval_id}", "APPROVAL")
+        if pointer is None:
+            raise NotFound(f"approval {approval_id} not found")
+        wallet_id, write_id = get_s(pointer, "wallet_id"), new_write_id()
+        request = {
+            "TableName": self._table,
+            "Key": {"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{approval_id}")},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#st": "status", "#w": WRITE_ID},
+            "ExpressionAttributeValues": {**values, ":w": s(write_id)},
+            "ReturnValues": "ALL_NEW",
+        }
         try:
-            with translate():
-                self._client.update_item(
-                    TableName=self._table,
-                    Key={"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{approval_id}")},
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={"#st": "status"},
-                    ExpressionAttributeValues=values,
-                )
+            stored = self._write_once("update_item", request, write_id)
         except ConditionFailed as exc:
-            current = self.get_approval(approval_id).status
-            raise AlreadyDecided(f"approval {approval_id} " + refused.format(status=current)) from exc
-        return self.get_approval(approval_id)
+            if exc.item is None:
+                raise NotFound(f"approval {approval_id} not found") from exc
+            status = get_s(exc.item, "status")
+            raise AlreadyDecided(f"approval {approval_id} " + refused.format(status=status)) from exc
+        if stored is None:
+            raise StoreUnavailable(f"approval {approval_id}: the update returned no item")
+        return self._approval(wallet_id, stored)
 
     def pending_approvals(self, wallet_id: str) -> list[Approval]:
         v.check_id("wallet_id", wallet_id)

@@ -16,6 +16,10 @@ it that way; `create_table` does it for tests and local runs). Item layout:
     OUTBOX        <event id>            a pending outbox item (moved to ``O#<event>/ITEM`` when finished)
     O#<event>     D#<attempt>           delivery log line
     AUDIT         HEAD / R#<seq>        audit head (seq, hash) and records
+
+Wallets, tokens, idempotency records and approvals also carry ``write_id``: the id of the last conditional write
+of theirs that is not idempotent by itself (creation, policy install, claim, stored answer, decision, reopening);
+it tells a botocore resend of that write from a refusal (`DynamoBase._write_once`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
@@ -39,6 +44,8 @@ Item = dict[str, Any]
 
 TTL_ATTRIBUTE = "expires_at"
 CONDITION_FAILED = "ConditionalCheckFailed"
+WRITE_ID = "write_id"
+"""A fresh random id stored by each single-item conditional write that is not idempotent (see `_write_once`)."""
 TRANSIENT_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 """Cancellation reasons that say nothing about the stored state (another transaction held one of the items, or the
 table was throttled): the same transaction may succeed when sent again. ``None`` marks the actions that were fine."""
@@ -49,11 +56,13 @@ TRANSACT_BACKOFF_SECONDS = 0.003
 
 
 class ConditionFailed(Conflict):
-    """A conditional write (or one action of a transaction) did not hold. ``reasons``: per-action codes."""
+    """A conditional write (or one action of a transaction) did not hold. ``reasons``: per-action codes; ``item``:
+    the stored item, when a single-item write asked for it (``ReturnValuesOnConditionCheckFailure``) and it exists."""
 
-    def __init__(self, reasons: list[str]) -> None:
+    def __init__(self, reasons: list[str], item: Item | None = None) -> None:
         super().__init__(f"conditional write refused: {reasons}")
         self.reasons = reasons
+        self.item = item
 
 
 class Contended(StoreUnavailable):
@@ -74,7 +83,8 @@ def translate() -> Iterator[None]:
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code == "ConditionalCheckFailedException":
-            raise ConditionFailed([CONDITION_FAILED]) from exc
+            stored = exc.response.get("Item")  # present when the write asked for it and the item exists
+            raise ConditionFailed([CONDITION_FAILED], stored if isinstance(stored, dict) else None) from exc
         if code == "TransactionCanceledException":
             reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
             if CONDITION_FAILED in reasons:
@@ -169,6 +179,10 @@ def get_opt_b(item: Mapping[str, Any], name: str) -> bytes | None:
     return None if attr is None or "NULL" in attr else bytes(attr["B"])
 
 
+def new_write_id() -> str:
+    return uuid.uuid4().hex
+
+
 def sortable_time(t: float) -> str:
     """A fixed-width key fragment that sorts like ``t`` (microsecond resolution; exact value kept apart)."""
     return f"{t:020.6f}"
@@ -229,6 +243,27 @@ class DynamoBase:
                 if attempt == TRANSACT_ATTEMPTS:
                     raise
                 time.sleep(random.uniform(0, TRANSACT_BACKOFF_SECONDS * 2 ** (attempt - 1)))  # noqa: S311 - jitter
+
+    def _write_once(self, operation: str, request: dict[str, Any], write_id: str) -> Item | None:
+        """Send one conditional single-item write (``put_item`` or ``update_item``) whose ``request`` stores
+        ``write_id`` (from `new_write_id`) in the item's `WRITE_ID` attribute; the stored item is asked for if the
+        condition fails.
+
+        botocore resends a write whose response was lost (a timeout, a 500); if the first send was applied, the
+        resend fails its condition against this very write. The stored item then carries this call's write id:
+        that is success, not a refusal. Returns the item as stored after the write (the ``ReturnValues`` answer,
+        or that stored item; None for a put that asked for nothing). Any other refusal raises `ConditionFailed`
+        with the stored item (None: there is none)."""
+        call = getattr(self._client, operation)
+        try:
+            with translate():
+                response = call(**request, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ConditionFailed as exc:
+            if exc.item is not None and exc.item.get(WRITE_ID) == s(write_id):
+                return exc.item
+            raise
+        attributes: Item | None = response.get("Attributes")
+        return attributes
 
     def _require_wallet(self, wallet_id: str) -> Item:
         item = self._get(f"W#{wallet_id}", "WALLET")

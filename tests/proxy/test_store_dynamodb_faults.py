@@ -1,6 +1,7 @@
 """DynamoDB faults that moto does not produce by itself, injected at the botocore seam (the real adapter above it,
 moto's table below): transactions cancelled for transient reasons, and writes resent by botocore after a lost
-response.
+response (a single-item conditional write resent after its first send was applied fails its condition against
+itself: each such write stores a fresh write id, and finding its own id in the refusal's stored item is success).
 
 A ``TransactionCanceledException`` is a refusal of the stored state only when a reason is
 ``ConditionalCheckFailed``. Cancelled for ``TransactionConflict`` or throttling only, nothing was written and the same
@@ -12,6 +13,7 @@ contention for the audit head, a free idempotency key reported "in progress", a 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from parent_proxy.audit import AuditLog
-from parent_proxy.errors import Conflict, IdempotencyInProgress, StoreUnavailable
+from parent_proxy.errors import (
+    AlreadyDecided,
+    Conflict,
+    IdempotencyInProgress,
+    NotFound,
+    StalePolicySequence,
+    StoreUnavailable,
+)
 from parent_proxy.store.dynamodb_base import TRANSACT_ATTEMPTS, ConditionFailed, Contended, translate
 from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, ReservationStatus
 from tests.proxy.conftest import FakeClock, make_wallet
@@ -172,3 +181,106 @@ def test_a_validation_error_is_not_resent(dynamo: tuple[Any, Hooked]) -> None:
     with pytest.raises(StoreUnavailable, match="ValidationError"):
         store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
     assert len(calls) == 1
+
+
+# -- writes resent by botocore after a lost response ---------------------------------------------------------------
+@contextmanager
+def first_answer_lost(client: Hooked, operation: str) -> Iterator[list[int]]:
+    """Make botocore resend ``operation`` once after its first send was applied, as it does when the answer is lost
+    (a read timeout, a 500: "the request may or may not have succeeded"). Yields the list of resends."""
+    resent: list[int] = []
+
+    def needs_retry(response: Any, **_: Any) -> int | None:
+        if not resent and response is not None and response[0].status_code == 200:
+            resent.append(1)
+            return 0  # resend now
+        return None
+
+    event = f"needs-retry.dynamodb.{operation}"
+    client.inner.meta.events.register_first(event, needs_retry)
+    try:
+        yield resent
+    finally:
+        client.inner.meta.events.unregister(event, needs_retry)
+
+
+def test_a_resent_approval_decision_is_this_decision_not_a_refusal(dynamo: tuple[Any, Hooked]) -> None:
+    """Before: `AlreadyDecided` for the owner's own approval, which stayed approved with nothing reserved or signed
+    (the flow gives back only what it took); the owner could neither approve again nor reject."""
+    store, client = dynamo
+    store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
+    with first_answer_lost(client, "UpdateItem") as resent:
+        approved = store.decide_approval("a1", ApprovalStatus.APPROVED, b"owner-envelope", T0 + 1)
+    assert resent and (approved.status, approved.decision, approved.decided_at) == (
+        ApprovalStatus.APPROVED, b"owner-envelope", T0 + 1,
+    )  # fmt: skip
+    with first_answer_lost(client, "UpdateItem") as resent:  # the give-back of a failed signing, resent too
+        reopened = store.reopen_approval("a1", b"owner-envelope")
+    assert resent and reopened.status == ApprovalStatus.PENDING and reopened.decision is None
+    with first_answer_lost(client, "UpdateItem") as resent:
+        rejected = store.decide_approval("a1", ApprovalStatus.REJECTED, None, T0 + 2)
+    assert resent and rejected == store.get_approval("a1") and rejected.status == ApprovalStatus.REJECTED
+    with pytest.raises(AlreadyDecided, match="approval a1 is already rejected"):
+        store.decide_approval("a1", ApprovalStatus.APPROVED, b"owner-envelope", T0 + 3)  # a real refusal stays one
+
+
+def test_an_approval_decision_is_answered_from_its_own_write(dynamo: tuple[Any, Hooked]) -> None:
+    """Before: the decision was written, then read back in separate calls; a failed read answered 503 for a decision
+    that was stored, and the approval stayed approved with nothing signed."""
+    store, client = dynamo
+    store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
+    written: list[str] = []
+
+    def update(real: Hook, **kwargs: Any) -> Any:
+        written.append(kwargs["Key"]["sk"]["S"])
+        return real(**kwargs)
+
+    def get(real: Hook, **kwargs: Any) -> Any:
+        if written:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, "GetItem")
+        return real(**kwargs)
+
+    client.hooks.update(update_item=update, get_item=get)
+    decided = store.decide_approval("a1", ApprovalStatus.APPROVED, b"owner-envelope", T0 + 1)
+    assert written == ["AP#a1"] and decided.status == ApprovalStatus.APPROVED
+
+
+def test_resent_creations_and_installs_are_their_own_writes(dynamo: tuple[Any, Hooked]) -> None:
+    """Before: `Conflict` ("already exists"), `StalePolicySequence` and `IdempotencyInProgress` for the call's own
+    successful write (the caller then holds an idempotency claim it was told it does not have)."""
+    store, client = dynamo
+    with first_answer_lost(client, "PutItem") as resent:
+        store.create_wallet(make_wallet("w9"))
+    assert resent and store.get_wallet("w9") == make_wallet("w9")
+    with first_answer_lost(client, "UpdateItem") as resent:
+        store.install_policy("w9", b"policy", 1)
+    assert resent and store.get_wallet("w9").policy_sequence == 1
+    with first_answer_lost(client, "PutItem") as resent:
+        assert store.begin_idempotent("w9", "k1", H, T0) is None
+    assert resent
+    with first_answer_lost(client, "UpdateItem") as resent:
+        store.complete_idempotent("w9", "k1", H, b"{}")
+    assert resent and store.lookup_idempotent("w9", "k1", H, T0) is not None
+    with first_answer_lost(client, "PutItem") as resent:
+        token = store.issue_token("w9", T0)
+    assert resent and store.authenticate_token(token.token) == "w9"
+    # Real refusals stay refusals, with the stored state in the error.
+    with pytest.raises(Conflict, match="wallet w9 already exists"):
+        store.create_wallet(make_wallet("w9"))
+    with pytest.raises(StalePolicySequence, match="policy sequence 1 is not greater than 1"):
+        store.install_policy("w9", b"policy", 1)
+    with pytest.raises(NotFound, match="wallet nope not found"):
+        store.install_policy("nope", b"policy", 1)
+
+
+def test_an_identical_concurrent_claim_is_not_taken_for_a_resend(dynamo: tuple[Any, Hooked]) -> None:
+    """Two requests with the same key, body and time: only the first holds the claim (each write has its own id;
+    the same content is not proof that this call wrote it)."""
+    store, _ = dynamo
+    assert store.begin_idempotent("w1", "k1", H, T0) is None
+    with pytest.raises(IdempotencyInProgress):
+        store.begin_idempotent("w1", "k1", H, T0)
+    store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
+    store.decide_approval("a1", ApprovalStatus.REJECTED, None, T0)
+    with pytest.raises(AlreadyDecided, match="already rejected"):
+        store.decide_approval("a1", ApprovalStatus.REJECTED, None, T0)
