@@ -237,7 +237,7 @@ class DynamoStore(DynamoIdempotency):
         answer: IdempotentAnswer | None,
     ) -> AuditRecord:
         commit = None if reservation is None else self._transition_action(reservation, ReservationStatus.COMMITTED)
-        enqueue = None if webhook is None else self._enqueue_action(v.check_outbox_item(webhook))
+        enqueue = [] if webhook is None else self._enqueue_actions(v.check_outbox_item(webhook))
         if answer is not None:
             answer = v.check_answer(answer)
         complete = None if answer is None else self._complete_action(answer)
@@ -250,7 +250,7 @@ class DynamoStore(DynamoIdempotency):
                 raise InvalidInput("audit", "must build an AuditRecord")
             v.check_extends(record, None if head is None else (head.seq, head.hash))  # as SQLite: no retry for it
             audit_actions = self._audit_actions(record)
-            actions = [a for a in (commit, enqueue, complete) if a is not None] + audit_actions
+            actions = [a for a in (commit, *enqueue, complete) if a is not None] + audit_actions
             try:
                 self._transact(actions)
             except ConditionFailed as exc:

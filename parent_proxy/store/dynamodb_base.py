@@ -17,9 +17,18 @@ it that way; `create_table` does it for tests and local runs). Item layout:
     O#<event>     D#<attempt>           delivery log line
     AUDIT         HEAD / R#<seq>        audit head (seq, hash) and records
 
-Wallets, tokens, idempotency records and approvals also carry ``write_id``: the id of the last conditional write
-of theirs that is not idempotent by itself (creation, policy install, claim, stored answer, decision, reopening);
-it tells a botocore resend of that write from a refusal (`DynamoBase._write_once`).
+Wallets, tokens, idempotency records, approvals and outbox items also carry ``write_id``: the id of the last
+conditional write of theirs that is not idempotent by itself (creation, policy install, claim, stored answer,
+decision, reopening; for an outbox item, its last lease id); it tells a botocore resend of that write from a
+refusal (`DynamoBase._write_once`).
+
+Layout versions are not detected. The adapter never creates the production table (the CDK stack does, and the
+instance role may not scan it), so it cannot mark a new table with its layout, and an unmarked table could be new
+or old. Before the ``RT#`` keys (commit 532a17c) a reservation was the item ``W#<wallet>/R#<request>`` itself: this
+adapter does not see such reservations, so on a table written by an older one its limit checks would not count
+them (failing open for the windows they fall in, up to `validation.MAX_WINDOW_SECONDS`) and their commit or
+release would be `NotFound`. Such a deployment moves to a new table. A layout-version item, written by the stack
+that creates the table and checked when the store opens, would make the next layout change detectable.
 """
 
 from __future__ import annotations

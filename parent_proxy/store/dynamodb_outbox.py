@@ -6,10 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
+from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound, StoreUnavailable
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
     CONDITION_FAILED,
+    WRITE_ID,
     ConditionFailed,
     DynamoBase,
     Item,
@@ -108,23 +109,20 @@ class DynamoOutboxAudit(DynamoBase):
     def enqueue_webhook(self, item: OutboxItem) -> None:
         i = v.check_outbox_item(item)
         self._require_wallet(i.wallet_id)
-        if self._get(f"O#{i.event_id}", "ITEM") is not None:
-            raise Conflict(f"outbox item {i.event_id} already exists")
         try:
-            with translate():
-                self._client.put_item(**self._enqueue_action(i)["Put"])
+            self._transact(self._enqueue_actions(i))
         except ConditionFailed as exc:
             raise Conflict(f"outbox item {i.event_id} already exists") from exc
 
-    def _enqueue_action(self, item: OutboxItem) -> Any:
-        """Put a new outbox item (refused if its event id exists)."""
-        return {
-            "Put": {
-                "TableName": self._table,
-                "Item": _outbox_item(item),
-                "ConditionExpression": "attribute_not_exists(pk)",
-            }
-        }
+    def _enqueue_actions(self, item: OutboxItem) -> list[Any]:
+        """The two transaction actions that enqueue a new item: refused if its event id was ever enqueued, whether
+        the item is still pending (``OUTBOX/<event>``) or finished (``O#<event>/ITEM``), as on SQLite."""
+        new = "attribute_not_exists(pk)"
+        finished = {"pk": s(f"O#{item.event_id}"), "sk": s("ITEM")}
+        return [
+            {"ConditionCheck": {"TableName": self._table, "Key": finished, "ConditionExpression": new}},
+            {"Put": {"TableName": self._table, "Item": _outbox_item(item), "ConditionExpression": new}},
+        ]
 
     def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[OutboxItem]:
         now = v.check_time("now", now)
@@ -140,38 +138,41 @@ class DynamoOutboxAudit(DynamoBase):
         for item in due:
             if len(claimed) == limit:
                 break
-            lease_id, until = uuid.uuid4().hex, now + lease_seconds
             try:
-                with translate():
-                    self._client.update_item(
-                        TableName=self._table,
-                        Key={"pk": s(OUTBOX_PK), "sk": s(item.event_id)},
-                        UpdateExpression="SET attempts = :next, lease_id = :l, lease_until = :u",
-                        ConditionExpression="attempts = :seen",  # attempts is the claim version
-                        ExpressionAttributeValues={
-                            ":next": n(item.attempts + 1),
-                            ":seen": n(item.attempts),
-                            ":l": s(lease_id),
-                            ":u": n(until),
-                        },
-                    )
+                claimed.append(self._claim(item, now, now + lease_seconds))
             except ConditionFailed:
-                continue  # another worker claimed it first, or it was finished meanwhile
-            claimed.append(
-                OutboxItem(
-                    item.event_id,
-                    item.wallet_id,
-                    item.event_type,
-                    item.body,
-                    item.created_at,
-                    item.status,
-                    item.attempts + 1,
-                    item.next_attempt_at,
-                    lease_id,
-                    until,
-                )
-            )
+                continue  # another worker claimed it first, or it was finished or rescheduled meanwhile
+            except StoreUnavailable:
+                if not claimed:
+                    raise
+                break  # hand over what is leased already (else it would sit leased, unsent, until the lease ends)
         return claimed
+
+    def _claim(self, item: OutboxItem, now: float, until: float) -> OutboxItem:
+        """Lease one item read as due, only if it still is: the version read (``attempts``), due at ``now``, no live
+        lease (a worker may have rescheduled it since the read). Returns it as stored after the claim. The lease id
+        is the write id: a resend of this claim after a lost answer is this claim (`_write_once`)."""
+        lease_id = uuid.uuid4().hex
+        request = {
+            "TableName": self._table,
+            "Key": {"pk": s(OUTBOX_PK), "sk": s(item.event_id)},
+            "UpdateExpression": f"SET attempts = :next, lease_id = :l, lease_until = :u, {WRITE_ID} = :l",
+            "ConditionExpression": "attempts = :seen AND next_attempt_at <= :now"
+            " AND (attribute_type(lease_until, :null) OR lease_until <= :now)",
+            "ExpressionAttributeValues": {
+                ":next": n(item.attempts + 1),
+                ":seen": n(item.attempts),
+                ":l": s(lease_id),
+                ":u": n(until),
+                ":now": n(now),
+                ":null": s("NULL"),
+            },
+            "ReturnValues": "ALL_NEW",
+        }
+        stored = self._write_once("update_item", request, lease_id)
+        if stored is None:
+            raise StoreUnavailable(f"outbox item {item.event_id}: the claim returned no item")
+        return _parse_outbox(stored, item.event_id)
 
     def _finish(
         self,
@@ -334,7 +335,7 @@ class DynamoOutboxAudit(DynamoBase):
     def append_audit(self, record: AuditRecord, webhook: OutboxItem | None = None) -> None:
         if not isinstance(record, AuditRecord):
             raise InvalidInput("record", "must be an AuditRecord")
-        enqueue = [] if webhook is None else [self._enqueue_action(v.check_outbox_item(webhook))]
+        enqueue = [] if webhook is None else self._enqueue_actions(v.check_outbox_item(webhook))
         if webhook is not None:
             self._require_wallet(webhook.wallet_id)  # wallets are never deleted, so a prior read suffices
         actions = [*enqueue, *self._audit_actions(record)]

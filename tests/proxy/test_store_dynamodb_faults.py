@@ -30,7 +30,7 @@ from parent_proxy.errors import (
     StoreUnavailable,
 )
 from parent_proxy.store.dynamodb_base import TRANSACT_ATTEMPTS, ConditionFailed, Contended, translate
-from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, ReservationStatus
+from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, OutboxItem, ReservationStatus
 from tests.proxy.conftest import FakeClock, make_wallet
 
 T0 = 1_700_000_000.0
@@ -284,3 +284,81 @@ def test_an_identical_concurrent_claim_is_not_taken_for_a_resend(dynamo: tuple[A
     store.decide_approval("a1", ApprovalStatus.REJECTED, None, T0)
     with pytest.raises(AlreadyDecided, match="already rejected"):
         store.decide_approval("a1", ApprovalStatus.REJECTED, None, T0)
+
+
+# -- claiming webhooks ---------------------------------------------------------------------------------------------
+LEASE = 30.0
+
+
+def outbox_item(event_id: str) -> OutboxItem:
+    return OutboxItem(event_id, "w1", "t", b"{}", T0, next_attempt_at=T0)
+
+
+def test_an_item_rescheduled_after_the_read_is_not_claimed(dynamo: tuple[Any, Hooked]) -> None:
+    """The claim re-checks due time and lease in its condition. Before: only the attempt count was checked, and
+    mark_failed's reschedule does not change it, so an item rescheduled an hour out was claimed and sent at once."""
+    store, client = dynamo
+    store.enqueue_webhook(outbox_item("e1"))
+    [held] = store.claim_webhooks(T0, LEASE, 10)  # worker C takes it, then stalls past its lease
+    later = T0 + 60
+
+    def query_then_c_reschedules(real: Hook, **kwargs: Any) -> Any:
+        page = real(**kwargs)  # worker A has read e1 as due (its lease has ended)
+        store.mark_failed("e1", held.lease_id or "", now=later, error="HTTP 500", status_code=500,
+                          next_attempt_at=later + 3600)  # fmt: skip
+        return page
+
+    client.hooks["query"] = query_then_c_reschedules
+    assert store.claim_webhooks(later, LEASE, 10) == []
+    del client.hooks["query"]
+    assert store.get_outbox_item("e1").attempts == 1
+    assert [c.event_id for c in store.claim_webhooks(later + 3600, LEASE, 10)] == ["e1"]
+
+
+def test_a_store_failure_mid_batch_hands_over_what_was_leased(dynamo: tuple[Any, Hooked]) -> None:
+    """Before: the error was raised after two items had been leased (an attempt used up each); the worker got
+    nothing, and the two sat leased and unsent until their lease ended."""
+    store, client = dynamo
+    for i in range(3):
+        store.enqueue_webhook(outbox_item(f"e{i}"))
+    updates: list[str] = []
+
+    def third_update_throttled(real: Hook, **kwargs: Any) -> Any:
+        updates.append(kwargs["Key"]["sk"]["S"])
+        if len(updates) == 3:
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "UpdateItem"
+            )
+        return real(**kwargs)
+
+    client.hooks["update_item"] = third_update_throttled
+    claimed = store.claim_webhooks(T0, LEASE, 10)
+    assert [(c.event_id, c.attempts) for c in claimed] == [("e0", 1), ("e1", 1)]
+    assert all(c.lease_id == store.get_outbox_item(c.event_id).lease_id for c in claimed)
+    del client.hooks["update_item"]
+    assert [c.event_id for c in store.claim_webhooks(T0 + 1, LEASE, 10)] == ["e2"]  # unleased, claimable at once
+
+
+def test_a_failing_first_claim_is_raised(dynamo: tuple[Any, Hooked]) -> None:
+    store, client = dynamo
+    store.enqueue_webhook(outbox_item("e1"))
+
+    def throttled(real: Hook, **kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "UpdateItem")
+
+    client.hooks["update_item"] = throttled
+    with pytest.raises(StoreUnavailable, match="ProvisionedThroughputExceededException"):
+        store.claim_webhooks(T0, LEASE, 10)
+    del client.hooks["update_item"]
+    assert store.get_outbox_item("e1").lease_id is None
+
+
+def test_a_resent_claim_is_this_claim(dynamo: tuple[Any, Hooked]) -> None:
+    """Before: the resend failed its condition against the first send, the item counted as "claimed by another
+    worker", and it sat leased to nobody until the lease ended."""
+    store, client = dynamo
+    store.enqueue_webhook(outbox_item("e1"))
+    with first_answer_lost(client, "UpdateItem") as resent:
+        [claimed] = store.claim_webhooks(T0, LEASE, 10)
+    assert resent and claimed.attempts == 1 and claimed.lease_id == store.get_outbox_item("e1").lease_id
+    store.mark_delivered("e1", claimed.lease_id or "", now=T0 + 1, status_code=200)

@@ -6,9 +6,11 @@ import hashlib
 
 import pytest
 
+from parent_proxy.audit import AuditLog
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem, OutboxStatus, WebhookConfig
 from parent_proxy.store.protocol import Store
+from tests.proxy.conftest import FakeClock
 
 T0 = 1_700_000_000.0
 SECRET = b"s" * 32
@@ -134,3 +136,21 @@ def test_append_audit_with_its_webhook_is_all_or_nothing(wallet_store: Store) ->
     s.append_audit(r2, item("e2"))
     assert s.audit_records(0, 10) == [r1, r2]
     assert s.get_outbox_item("e2").status == OutboxStatus.PENDING
+
+
+def test_an_event_id_once_delivered_is_never_queued_again(wallet_store: Store, clock: FakeClock) -> None:
+    """Through every write that queues an item: enqueue_webhook, append_audit and finish_signing."""
+    s = wallet_store
+    s.enqueue_webhook(item("e1"))
+    [claimed] = s.claim_webhooks(T0, 30, 10)
+    s.mark_delivered("e1", claimed.lease_id or "", now=T0 + 1, status_code=200)
+    log = AuditLog(s, clock)
+    with pytest.raises(Conflict, match="outbox item e1 already exists"):
+        s.enqueue_webhook(item("e1"))
+    with pytest.raises(Conflict, match="outbox item e1 already exists"):
+        log.append("wallet.frozen", {}, wallet_id="w1", webhook=item("e1"))
+    with pytest.raises(Conflict, match="outbox item"):
+        s.finish_signing(None, log.sealer("transaction.signed", {}, wallet_id="w1"), item("e1"), None)
+    assert s.audit_head() is None
+    assert s.get_outbox_item("e1").status == OutboxStatus.DELIVERED
+    assert s.claim_webhooks(T0 + 1000, 30, 10) == []
