@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from solders.pubkey import Pubkey
+
 T = TypeVar("T")
 
 PREFIX = "waiaas:"
@@ -45,6 +47,7 @@ _CERT_RE = re.compile(
 )
 _RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_RPC_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
 
 
 class ConfigError(ValueError):
@@ -83,6 +86,13 @@ class DeploymentConfig:
     certificate_arn: str
     allowed_client_cidrs: tuple[str, ...]
     alarm_emails: tuple[str, ...]
+    owner_public_keys: tuple[str, ...]
+    """Base58 Ed25519 public keys of the owners allowed to create wallets (the proxy's ``WAIAAS_OWNER_KEYS``)."""
+    solana_rpc_url: str
+    """The Solana JSON-RPC endpoint the proxies use (``WAIAAS_CHAIN=rpc:<url>``), https only."""
+    internet_egress: bool
+    """True: NAT gateways, and the hosts may open HTTPS connections to the internet (the RPC endpoint, webhooks).
+    False: the VPC has no route out; the RPC endpoint and webhook receivers must be reachable inside it."""
 
     @property
     def partition(self) -> str:
@@ -152,6 +162,25 @@ def _principals(value: object) -> tuple[str, ...]:
         if not _PRINCIPAL_RE.fullmatch(arn):
             raise ValueError(f"{arn!r} is not an IAM role or user ARN (account roots and wildcards are refused)")
     return arns
+
+
+def _owner_keys(value: object) -> tuple[str, ...]:
+    keys = _string_list(value, allow_empty=False)
+    for key in keys:
+        try:
+            canonical = str(Pubkey.from_string(key))
+        except ValueError as exc:
+            raise ValueError(f"{key!r} is not a base58 Ed25519 public key (32 bytes)") from exc
+        if canonical != key:
+            raise ValueError(f"{key!r} is not in canonical base58 form ({canonical})")
+    return keys
+
+
+def _rpc_url(value: object) -> str:
+    url = _string(value)
+    if not _RPC_URL_RE.fullmatch(url):
+        raise ValueError("must be an https:// URL (host, optional port and path; no credentials or query)")
+    return url
 
 
 def _private_cidrs(value: object) -> tuple[str, ...]:
@@ -259,6 +288,9 @@ def load_config(context: Mapping[str, object]) -> DeploymentConfig:
     emails = r.get("alarmEmails", lambda v: _string_list(v, allow_empty=True))
     if emails is not None and any(not _EMAIL_RE.fullmatch(e) for e in emails):
         r.fail("alarmEmails", "must be email addresses")
+    owner_keys = r.get("ownerPublicKeys", _owner_keys)
+    rpc_url = r.get("solanaRpcUrl", _rpc_url)
+    egress = r.get("internetEgress", _boolean)
 
     if r.errors:
         raise ConfigError("invalid deployment context:\n  - " + "\n  - ".join(r.errors))
@@ -280,6 +312,9 @@ def load_config(context: Mapping[str, object]) -> DeploymentConfig:
         or certificate is None
         or clients is None
         or emails is None
+        or owner_keys is None
+        or rpc_url is None
+        or egress is None
     ):
         raise ConfigError("invalid deployment context")  # unreachable: kept for the type checker
     return DeploymentConfig(
@@ -299,6 +334,9 @@ def load_config(context: Mapping[str, object]) -> DeploymentConfig:
         certificate_arn=certificate,
         allowed_client_cidrs=clients,
         alarm_emails=emails,
+        owner_public_keys=owner_keys,
+        solana_rpc_url=rpc_url,
+        internet_egress=egress,
     )
 
 
@@ -321,5 +359,8 @@ CONTEXT_KEYS = (
     "certificateArn",
     "allowedClientCidrs",
     "alarmEmails",
+    "ownerPublicKeys",
+    "solanaRpcUrl",
+    "internetEgress",
 )
 """Every context key this app reads (without the `waiaas:` prefix)."""

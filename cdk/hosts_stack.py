@@ -25,6 +25,7 @@ from constructs import Construct
 from cdk import naming, user_data
 from cdk.config import DeploymentConfig
 from cdk.identity_stack import HOST_TAG_KEY, HOST_TAG_VALUE
+from cdk.network_stack import host_subnets
 from cdk.stack_base import deployment_env
 from cdk.state_stack import ALB_LOG_PREFIX
 from enclave_app.constants import PROXY_HTTP_PORT
@@ -56,10 +57,13 @@ class EnclaveHostFleet(Construct):
             self,
             "HostSecurityGroup",
             vpc=vpc,
-            description="WAIaaS enclave hosts: proxy port from the load balancer only",
-            # Egress is open, but the subnets have no route out of the VPC: it reaches the VPC endpoints only.
-            allow_all_outbound=True,
+            description="WAIaaS enclave hosts: proxy port from the load balancer only, HTTPS out only",
+            allow_all_outbound=False,
         )
+        # HTTPS out: the VPC endpoints, the Solana RPC endpoint and webhook receivers (where the network lets
+        # them through: `cdk.network_stack`). DNS, time and instance metadata go to the VPC's link-local services,
+        # which security groups do not filter.
+        self.security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "HTTPS out")
         self.launch_template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
@@ -88,7 +92,7 @@ class EnclaveHostFleet(Construct):
             self,
             "Group",
             vpc=vpc,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            vpc_subnets=host_subnets(config),
             launch_template=self.launch_template,
             min_capacity=config.host_count,
             max_capacity=config.host_count + 1,
@@ -139,7 +143,7 @@ class InternalTlsEndpoint(Construct):
             "LoadBalancer",
             vpc=vpc,
             internet_facing=False,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            vpc_subnets=host_subnets(config),
             security_group=self.security_group,
             drop_invalid_header_fields=True,
             deletion_protection=True,

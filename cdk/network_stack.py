@@ -1,10 +1,16 @@
-"""Network stack: a VPC with private, isolated subnets only, endpoints for every AWS API the hosts use, flow logs.
+"""Network stack: a VPC with private subnets for the hosts, endpoints for every AWS API the hosts use, flow logs.
 
-There is no internet gateway and no NAT: the hosts reach AWS through interface endpoints (KMS, STS, SSM, SSM
-messages, EC2 messages, CloudWatch Logs and metrics) and gateway endpoints (S3, DynamoDB). The endpoints carry
-the policies of `cdk.endpoint_policies`: this account's principals only, and the gateway endpoints limited to this
-deployment's bucket and table and the package and agent repositories the hosts install from, so a taken-over host
-cannot use them to move data to another bucket or account.
+The hosts reach AWS through interface endpoints (KMS, STS, SSM, SSM messages, EC2 messages, CloudWatch Logs and
+metrics) and gateway endpoints (S3, DynamoDB). The endpoints carry the policies of `cdk.endpoint_policies`: this
+account's principals only, and the gateway endpoints limited to this deployment's bucket and table and the package
+and agent repositories the hosts install from, so a taken-over host cannot use them to move data to another bucket
+or account.
+
+Everything else the proxy talks to (the Solana RPC endpoint, webhook receivers) depends on ``internetEgress``:
+true puts NAT gateways in small public subnets (nothing else runs there, nothing gets a public address, no
+ingress), and the hosts' private subnets route out through them; false keeps the VPC without any route out, and
+the RPC endpoint and webhook receivers must then be reachable inside it (peering, PrivateLink). Either way the
+hosts' security group lets out HTTPS only (see `cdk.hosts_stack`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from cdk.config import DeploymentConfig
 from cdk.stack_base import deployment_env
 
 SUBNET_MASK = 24
+NAT_SUBNET_MASK = 28
 HTTPS_PORT = 443
 FLOW_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 
@@ -34,6 +41,26 @@ INTERFACE_ENDPOINTS = {
 """Interface endpoints by construct id. Monitoring carries the hosts' enclave heartbeat metric."""
 
 
+def _private_kind(config: DeploymentConfig) -> ec2.SubnetType:
+    return ec2.SubnetType.PRIVATE_WITH_EGRESS if config.internet_egress else ec2.SubnetType.PRIVATE_ISOLATED
+
+
+def host_subnets(config: DeploymentConfig) -> ec2.SubnetSelection:
+    """Where the hosts, the load balancer and the interface endpoints go: the private subnets."""
+    return ec2.SubnetSelection(subnet_type=_private_kind(config))
+
+
+def subnet_layout(config: DeploymentConfig) -> list[ec2.SubnetConfiguration]:
+    private = ec2.SubnetConfiguration(name="private", subnet_type=_private_kind(config), cidr_mask=SUBNET_MASK)
+    if not config.internet_egress:
+        return [private]
+    # NAT gateways only: no instance is ever placed here, and none gets a public address.
+    public = ec2.SubnetConfiguration(
+        name="nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=NAT_SUBNET_MASK, map_public_ip_on_launch=False
+    )
+    return [public, private]
+
+
 class PrivateNetwork(Construct):
     """The VPC, its endpoints and its flow logs."""
 
@@ -44,16 +71,12 @@ class PrivateNetwork(Construct):
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(config.vpc_cidr),
             availability_zones=list(config.availability_zones),
-            nat_gateways=0,
-            subnet_configuration=[
-                ec2.SubnetConfiguration(
-                    name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=SUBNET_MASK
-                )
-            ],
+            nat_gateways=len(config.availability_zones) if config.internet_egress else 0,
+            subnet_configuration=subnet_layout(config),
             # The default security group is used by nothing; restricting it needs a Lambda-backed custom resource.
             restrict_default_security_group=False,
         )
-        for subnet in self.vpc.isolated_subnets:
+        for subnet in [*self.vpc.public_subnets, *self.vpc.private_subnets, *self.vpc.isolated_subnets]:
             # Zones are pinned from context so that synthesis needs no AWS lookup (cfn-lint W3010 prefers
             # Fn::GetAZs, which would make the subnets' zones depend on the deploying account).
             cfn_subnet = subnet.node.default_child
@@ -71,7 +94,7 @@ class PrivateNetwork(Construct):
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
             traffic_type=ec2.FlowLogTrafficType.ALL,
         )
-        subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        subnets = host_subnets(config)
         self.endpoint_security_group = ec2.SecurityGroup(
             self,
             "EndpointSecurityGroup",
@@ -111,7 +134,7 @@ class NetworkStack(Stack):
             scope,
             construct_id,
             env=deployment_env(config),
-            description="WAIaaS network: isolated VPC, AWS API endpoints, flow logs",
+            description="WAIaaS network: private VPC, AWS API endpoints, flow logs",
         )
         self.network = PrivateNetwork(self, "Network", config=config)
 

@@ -38,8 +38,25 @@ def release_key(config: DeploymentConfig, file_name: str) -> str:
     return f"{naming.RELEASES_PREFIX}{config.release}/{file_name}"
 
 
+def proxy_environment(config: DeploymentConfig) -> dict[str, str]:
+    """The parent proxy's settings on a host (the variables `parent_proxy.settings` reads; a test parses the
+    rendered file with it). Every value is validated context or a constant: nothing needs shell quoting, and the
+    file holds no secret (user data is readable by whoever may describe the instance)."""
+    return {
+        "WAIAAS_STATE": f"dynamodb:{naming.STATE_TABLE}@{config.region}",
+        "WAIAAS_ENCLAVE": f"vsock:{ENCLAVE_CID}:{ENCLAVE_VSOCK_PORT}",
+        "WAIAAS_OWNER_KEYS": ",".join(config.owner_public_keys),
+        "WAIAAS_CHAIN": f"rpc:{config.solana_rpc_url}",
+        # All interfaces of the host: the load balancer's health checks and traffic arrive on its private address;
+        # the security group admits the proxy port from the load balancer only.
+        "WAIAAS_HOST": "0.0.0.0",  # noqa: S104 - see the comment above
+        "WAIAAS_PORT": str(PROXY_HTTP_PORT),
+    }
+
+
 def render(config: DeploymentConfig) -> str:
     q = shlex.quote
+    proxy_env = "\n".join(f"{name}={value}" for name, value in proxy_environment(config).items())
     bucket = naming.data_bucket_name(config)
     kms_host = f"kms.{config.region}.amazonaws.com"
     eif_uri = f"s3://{bucket}/{release_key(config, ENCLAVE_IMAGE_NAME + '.eif')}"
@@ -128,13 +145,7 @@ tar -xzf {INSTALL_DIR}/{WHEELHOUSE_NAME} -C {INSTALL_DIR}/wheelhouse
 python3.11 -m venv {INSTALL_DIR}/venv
 {INSTALL_DIR}/venv/bin/pip install --no-index --find-links {INSTALL_DIR}/wheelhouse waiaas
 cat > /etc/waiaas/proxy.env <<'EOF_ENV'
-WAIAAS_REGION={config.region}
-WAIAAS_STATE_TABLE={naming.STATE_TABLE}
-WAIAAS_DATA_BUCKET={bucket}
-WAIAAS_SEAL_KEY_ID={naming.SEAL_KEY_ALIAS}
-WAIAAS_ENCLAVE_CID={ENCLAVE_CID}
-WAIAAS_ENCLAVE_PORT={ENCLAVE_VSOCK_PORT}
-WAIAAS_HTTP_PORT={PROXY_HTTP_PORT}
+{proxy_env}
 EOF_ENV
 cat > /etc/systemd/system/waiaas-proxy.service <<'EOF_UNIT'
 [Unit]

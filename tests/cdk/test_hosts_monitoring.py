@@ -129,6 +129,18 @@ def test_ingress_only_from_allowed_client_networks(templates: dict[str, Any], co
     assert set(cidrs) == {*config.allowed_client_cidrs, config.vpc_cidr}
 
 
+def test_hosts_let_out_https_only(templates: dict[str, Any]) -> None:
+    """The hosts' only way out is HTTPS (endpoints, RPC, webhooks); before, their group let everything out."""
+    groups = resources_of_type(templates[HOSTS], "AWS::EC2::SecurityGroup")
+    (host_group,) = [g for g in groups.values() if "enclave hosts" in g["Properties"]["GroupDescription"]]
+    assert host_group["Properties"]["SecurityGroupEgress"] == [
+        {"CidrIp": "0.0.0.0/0", "Description": "HTTPS out", "FromPort": 443, "IpProtocol": "tcp", "ToPort": 443}
+    ]
+    for template in templates.values():
+        for rule in resources_of_type(template, "AWS::EC2::SecurityGroupEgress").values():
+            assert "DestinationSecurityGroupId" in rule["Properties"], rule  # group to group only
+
+
 def _alarm_on(templates: dict[str, Any], stack: str, metric_name: str) -> dict[str, Any]:
     alarms = [
         a["Properties"]

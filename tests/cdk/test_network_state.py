@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from aws_cdk.assertions import Match
@@ -13,18 +14,78 @@ NETWORK = "WaiaasNetwork"
 STATE = "WaiaasState"
 
 
-def test_vpc_has_no_route_to_the_internet(templates: dict[str, Any]) -> None:
-    for template in templates.values():
-        for forbidden in (
-            "AWS::EC2::InternetGateway",
-            "AWS::EC2::NatGateway",
-            "AWS::EC2::EIP",
-            "AWS::EC2::EgressOnlyInternetGateway",
-            "AWS::EC2::VPCGatewayAttachment",
-        ):
-            assert resources_of_type(template, forbidden) == {}
-    for subnet in resources_of_type(templates[NETWORK], "AWS::EC2::Subnet").values():
+def _routes(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Route-table logical id -> its routes."""
+    tables: dict[str, list[dict[str, Any]]] = {rt: [] for rt in resources_of_type(template, "AWS::EC2::RouteTable")}
+    for route in resources_of_type(template, "AWS::EC2::Route").values():
+        tables[route["Properties"]["RouteTableId"]["Ref"]].append(route["Properties"])
+    return tables
+
+
+def _subnet_tables(template: dict[str, Any]) -> dict[str, str]:
+    """Subnet logical id -> its route table's logical id."""
+    return {
+        a["Properties"]["SubnetId"]["Ref"]: a["Properties"]["RouteTableId"]["Ref"]
+        for a in resources_of_type(template, "AWS::EC2::SubnetRouteTableAssociation").values()
+    }
+
+
+def test_with_internet_egress_only_nat_gateways_face_the_internet(templates: dict[str, Any], config: Any) -> None:
+    assert config.internet_egress  # the committed context
+    network = templates[NETWORK]
+    nats = resources_of_type(network, "AWS::EC2::NatGateway")
+    assert len(nats) == len(config.availability_zones)
+    assert len(resources_of_type(network, "AWS::EC2::InternetGateway")) == 1
+    eips = resources_of_type(network, "AWS::EC2::EIP")
+    assert {nat["Properties"]["AllocationId"]["Fn::GetAtt"][0] for nat in nats.values()} == set(eips)
+    for other in (t for name, t in templates.items() if name != NETWORK):
+        for kind in ("AWS::EC2::InternetGateway", "AWS::EC2::NatGateway", "AWS::EC2::EIP"):
+            assert resources_of_type(other, kind) == {}
+    subnets = resources_of_type(network, "AWS::EC2::Subnet")
+    assert all(subnet["Properties"]["MapPublicIpOnLaunch"] is False for subnet in subnets.values())
+    routes, tables = _routes(network), _subnet_tables(network)
+    nat_subnets = {nat["Properties"]["SubnetId"]["Ref"] for nat in nats.values()}
+    for subnet_id in subnets:
+        (default,) = [r for r in routes[tables[subnet_id]] if r.get("DestinationCidrBlock") == "0.0.0.0/0"]
+        if subnet_id in nat_subnets:
+            assert "GatewayId" in default  # the NAT subnets: out through the internet gateway
+        else:
+            assert "NatGatewayId" in default and "GatewayId" not in default  # the rest: out through NAT only
+    # Nothing else is placed in the NAT subnets: no endpoint, host or load balancer.
+    for endpoint in resources_of_type(network, "AWS::EC2::VPCEndpoint").values():
+        assert not {ref["Ref"] for ref in endpoint["Properties"].get("SubnetIds", [])} & nat_subnets
+    for name in nat_subnets:
+        assert name.startswith("NetworkVpcnat")
+    hosts = templates["WaiaasEnclaveHosts"]
+    placed = [*resources_of_type(hosts, "AWS::AutoScaling::AutoScalingGroup").values(),
+              *resources_of_type(hosts, "AWS::ElasticLoadBalancingV2::LoadBalancer").values()]  # fmt: skip
+    for resource in placed:
+        subnet_refs = resource["Properties"].get("VPCZoneIdentifier") or resource["Properties"]["Subnets"]
+        for ref in subnet_refs:
+            imported = ref["Fn::ImportValue"]
+            assert "Vpcprivate" in imported and "Vpcnat" not in imported, imported
+
+
+def test_without_internet_egress_the_vpc_has_no_route_out(config: Any) -> None:
+    from aws_cdk import App
+    from aws_cdk.assertions import Template
+
+    from cdk.network_stack import NetworkStack
+
+    stack = NetworkStack(App(), "Isolated", config=dataclasses.replace(config, internet_egress=False))
+    template = Template.from_stack(stack).to_json()
+    for forbidden in (
+        "AWS::EC2::InternetGateway",
+        "AWS::EC2::NatGateway",
+        "AWS::EC2::EIP",
+        "AWS::EC2::EgressOnlyInternetGateway",
+        "AWS::EC2::VPCGatewayAttachment",
+    ):
+        assert resources_of_type(template, forbidden) == {}
+    for subnet in resources_of_type(template, "AWS::EC2::Subnet").values():
         assert subnet["Properties"]["MapPublicIpOnLaunch"] is False
+    for routes in _routes(template).values():
+        assert not [r for r in routes if r.get("DestinationCidrBlock") == "0.0.0.0/0"]
 
 
 def test_subnets_use_the_configured_zones(templates: dict[str, Any], config: Any) -> None:

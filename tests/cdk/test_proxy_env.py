@@ -1,0 +1,78 @@
+"""The parent proxy's settings on a host: the boot script's proxy.env, as synthesized, is what
+`parent_proxy.settings.load_settings` reads, and it names the deployment's table, enclave, owners and chain.
+
+Before: the file held variables the proxy does not read (WAIAAS_STATE_TABLE, WAIAAS_ENCLAVE_CID, ...), so a
+deployed proxy stopped at start-up on the first required setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cdk import naming, user_data
+from cdk.config import ConfigError, load_config
+from cdk.synth import example_context
+from enclave_app.constants import ENCLAVE_VSOCK_PORT, PROXY_HTTP_PORT
+from enclave_app.transport import VsockAddress
+from parent_proxy.settings import DynamoState, load_settings
+from tests.cdk.boot_script import boot_script, heredoc, unit_file
+from tests.cdk.conftest import PCR0, PCR8
+
+PROXY_ENV = "/etc/waiaas/proxy.env"
+
+
+def proxy_env(templates: dict[str, Any]) -> dict[str, str]:
+    path, body = heredoc(boot_script(templates), "EOF_ENV")
+    assert path == PROXY_ENV
+    pairs = [line.split("=", 1) for line in body.splitlines()]
+    assert all(len(pair) == 2 for pair in pairs), body
+    return dict(pairs)
+
+
+def test_the_proxy_starts_from_the_environment_the_hosts_write(templates: dict[str, Any], config: Any) -> None:
+    env = proxy_env(templates)
+    settings = load_settings(env)  # raises SettingsError, naming the variable, on anything it cannot use
+    assert settings.state == DynamoState(table=naming.STATE_TABLE, region=config.region)
+    assert settings.enclave == VsockAddress(cid=user_data.ENCLAVE_CID, port=ENCLAVE_VSOCK_PORT)
+    assert sorted(str(key) for key in settings.owner_keys) == sorted(config.owner_public_keys)
+    assert settings.chain == f"rpc:{config.solana_rpc_url}"
+    assert (settings.host, settings.port) == ("0.0.0.0", PROXY_HTTP_PORT)  # noqa: S104 - behind the LB's group
+    proxy_unit = unit_file(boot_script(templates), "/etc/systemd/system/waiaas-proxy.service")
+    assert f"EnvironmentFile={PROXY_ENV}" in proxy_unit
+
+
+def test_every_variable_the_hosts_write_is_one_the_proxy_reads(templates: dict[str, Any]) -> None:
+    from parent_proxy import settings
+
+    documented = settings.__doc__ or ""
+    for name in proxy_env(templates):
+        assert f"``{name}``" in documented, f"{name} is not a parent proxy setting"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("ownerPublicKeys", [], "must not be empty"),
+        ("ownerPublicKeys", ["not-a-key"], "'not-a-key' is not a base58 Ed25519 public key"),
+        ("ownerPublicKeys", ["1" * 31], "'1{31}' is not a base58 Ed25519 public key"),
+        ("solanaRpcUrl", "http://rpc.example.com", "must be an https:// URL"),
+        ("solanaRpcUrl", "https://rpc.example.com/?api-key=secret", "must be an https:// URL"),
+        ("solanaRpcUrl", "https://user:pass@rpc.example.com", "must be an https:// URL"),
+        ("internetEgress", "yes", "must be true or false"),
+    ],
+)
+def test_cloud_proxy_settings_are_validated(key: str, value: object, message: str) -> None:
+    context = example_context(pcr0=PCR0, pcr8=PCR8)
+    context["waiaas:" + key] = value
+    with pytest.raises(ConfigError, match=f"waiaas:{key} {message}"):
+        load_config(context)
+
+
+@pytest.mark.parametrize("key", ["ownerPublicKeys", "solanaRpcUrl", "internetEgress"])
+def test_cloud_proxy_settings_have_no_default(key: str) -> None:
+    context = example_context(pcr0=PCR0, pcr8=PCR8)
+    del context["waiaas:" + key]
+    with pytest.raises(ConfigError, match=f"waiaas:{key} is missing"):
+        load_config(context)
