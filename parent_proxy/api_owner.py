@@ -41,6 +41,7 @@ from parent_proxy.schemas import (
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_flow import Answer, SignFlow
 from parent_proxy.store.model import Wallet, WebhookConfig
+from parent_proxy.webhook_urls import redact_url
 from policies.errors import PolicyEngineError
 from policies.orders import check_freeze_order
 from policies.signing import load_signed_policy
@@ -347,7 +348,8 @@ async def set_webhook(wallet_id: WalletId, body: WebhookBody, request: Request) 
 
     def persist() -> None:
         services.store.set_webhook(WebhookConfig(wallet_id, body.url, secret))
-        services.audit.append("webhook.configured", {"url": body.url}, wallet_id=wallet_id)
+        # Where notifications go, not the credential some receivers carry in the path or query.
+        services.audit.append("webhook.configured", {"url": redact_url(body.url)}, wallet_id=wallet_id)
 
     await _store(services, persist)
     return Response(status_code=204)

@@ -247,3 +247,15 @@ def test_owner_sets_a_webhook_with_a_printable_url(h: Harness, url: str, status:
     response = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/webhook", {"url": url, "secret": secret})
     assert response.status_code == status, response.text
     assert secret not in response.text
+
+
+def test_the_audit_record_of_a_webhook_names_its_host_only(h: Harness) -> None:
+    """Receivers such as Slack put their token in the path or query; the audit log (exported, verified by others)
+    records where notifications go, not the credential. Before, it held the URL as given."""
+    url = "https://hooks.example.com:8443/services/T000/B000/PATH-TOKEN?token=QUERY-TOKEN"
+    secret = base64.b64encode(b"s" * 32).decode()
+    response = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/webhook", {"url": url, "secret": secret})
+    assert response.status_code == 204, response.text
+    (record,) = [r for r in h.store.audit_records(0, 10_000) if r.event_type == "webhook.configured"]
+    assert json.loads(record.payload)["url"] == "https://hooks.example.com:8443"
+    assert b"TOKEN" not in record.payload
