@@ -3,14 +3,18 @@ contract test against each adapter (SQLite on a temp file; DynamoDB on moto's in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
+
+W = TypeVar("W")
 
 
 class FakeClock:
@@ -70,18 +74,28 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         sqlite.close()
         return
     request.getfixturevalue("aws_env")
+    with moto_dynamo_store(lambda client: client) as (dynamo, _):
+        yield dynamo
+
+
+@contextmanager
+def moto_dynamo_store(wrap: Callable[[Any], W]) -> Iterator[tuple[Any, W]]:
+    """A DynamoDB store on moto's fake (table ``waiaas-test``) whose boto3 client is ``wrap(client)``; yields the
+    store and the wrapped client. Needs the `aws_env` fixture's fake credentials."""
+    import boto3
     from moto import mock_aws
 
     from parent_proxy.store.dynamodb import DynamoStore, create_table
 
     with mock_aws():
-        import boto3
-
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_table(client, "waiaas-test")
-        dynamo = DynamoStore(client, "waiaas-test")
-        yield dynamo
-        dynamo.close()
+        wrapped = wrap(client)
+        dynamo = DynamoStore(wrapped, "waiaas-test")
+        try:
+            yield dynamo, wrapped
+        finally:
+            dynamo.close()
 
 
 @pytest.fixture

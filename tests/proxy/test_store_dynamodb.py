@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from parent_proxy.store.model import ReservationStatus
-from tests.proxy.conftest import make_wallet
+from tests.proxy.conftest import make_wallet, moto_dynamo_store
 
 T0 = 1_700_000_000.0
 HOUR = 3600
@@ -34,18 +34,9 @@ class CountingClient:
 
 @pytest.fixture
 def dynamo(aws_env: None) -> Iterator[tuple[Any, CountingClient]]:
-    import boto3
-    from moto import mock_aws
-
-    from parent_proxy.store.dynamodb import DynamoStore, create_table
-
-    with mock_aws():
-        client = CountingClient(boto3.client("dynamodb", region_name="us-east-1"))
-        create_table(client.inner, "waiaas-test")
-        store = DynamoStore(client, "waiaas-test")  # type: ignore[arg-type]
+    with moto_dynamo_store(CountingClient) as (store, client):
         store.create_wallet(make_wallet("w1"))
         yield store, client
-        store.close()
 
 
 def test_a_limit_check_reads_only_its_window(dynamo: tuple[Any, CountingClient]) -> None:

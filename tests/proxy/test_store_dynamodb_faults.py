@@ -31,7 +31,7 @@ from parent_proxy.errors import (
 )
 from parent_proxy.store.dynamodb_base import TRANSACT_ATTEMPTS, ConditionFailed, Contended, translate
 from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, OutboxItem, ReservationStatus
-from tests.proxy.conftest import FakeClock, make_wallet
+from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 
 T0 = 1_700_000_000.0
 H = b"\x11" * 32
@@ -53,18 +53,9 @@ class Hooked:
 
 @pytest.fixture
 def dynamo(aws_env: None) -> Iterator[tuple[Any, Hooked]]:
-    import boto3
-    from moto import mock_aws
-
-    from parent_proxy.store.dynamodb import DynamoStore, create_table
-
-    with mock_aws():
-        client = Hooked(boto3.client("dynamodb", region_name="us-east-1"))
-        create_table(client.inner, "waiaas-test")
-        store = DynamoStore(client, "waiaas-test")  # type: ignore[arg-type]
+    with moto_dynamo_store(Hooked) as (store, client):
         store.create_wallet(make_wallet("w1"))
         yield store, client
-        store.close()
 
 
 def cancelled(reasons: list[str]) -> ClientError:

@@ -186,6 +186,15 @@ def test_selfhost_up_serves_until_sigterm_then_stops_everything(
         assert secret not in text and owner not in text
 
 
+def _up_refused(*args: str) -> subprocess.CompletedProcess[str]:
+    """`waiaas selfhost up` with arguments it must refuse at once (exit 2)."""
+    result = subprocess.run(
+        _waiaas("selfhost", "up", *args), cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    return result
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -196,15 +205,7 @@ def test_selfhost_up_serves_until_sigterm_then_stops_everything(
     ],
 )
 def test_selfhost_up_refuses_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
-    result = subprocess.run(
-        _waiaas("selfhost", "up", "--state-dir", str(tmp_path), *args),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
+    result = _up_refused("--state-dir", str(tmp_path), *args)
     assert message in result.stderr
 
 
@@ -213,15 +214,6 @@ def test_selfhost_up_refuses_a_real_chain_in_a_directory_with_a_throw_away_owner
     multisig members' keys would be readable in this directory."""
     write_keypair_file(tmp_path / "owner.json", Ed25519PrivateKey.generate())
     owner = str(Pubkey.from_bytes(Ed25519PrivateKey.generate().public_key().public_bytes_raw()))
-    args = ["--state-dir", str(tmp_path), "--rpc-url", "http://127.0.0.1:1", "--owner-key", owner]
-    result = subprocess.run(
-        _waiaas("selfhost", "up", *args),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
+    result = _up_refused("--state-dir", str(tmp_path), "--rpc-url", "http://127.0.0.1:1", "--owner-key", owner)
     assert "holds a throw-away owner key" in result.stderr
     assert not (tmp_path / "logs").exists()  # refused before anything was started or made
