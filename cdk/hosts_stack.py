@@ -22,7 +22,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from cdk import naming, user_data
+from cdk import host_logs, naming, user_data
 from cdk.config import DeploymentConfig
 from cdk.identity_stack import HOST_TAG_KEY, HOST_TAG_VALUE
 from cdk.network_stack import host_subnets
@@ -106,11 +106,12 @@ class EnclaveHostFleet(Construct):
             ),
         )
         Tags.of(self.group).add(HOST_TAG_KEY, HOST_TAG_VALUE, apply_to_launched_instances=True)
-        for stream in ("proxy", "enclave"):
+        # Filled by the CloudWatch agent on each host (`cdk.host_logs`), one stream per instance.
+        for service in host_logs.SERVICE_LOGS:
             logs.LogGroup(
                 self,
-                f"{stream.capitalize()}Logs",
-                log_group_name=f"{naming.LOG_GROUP_PREFIX}{stream}",
+                f"{service.capitalize()}Logs",
+                log_group_name=host_logs.LOG_GROUPS[service],
                 retention=HOST_LOG_RETENTION,
             )
 

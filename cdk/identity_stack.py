@@ -14,7 +14,7 @@ from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from cdk import naming
+from cdk import host_logs, naming
 from cdk.config import DeploymentConfig
 from cdk.endpoint_policies import STATE_TABLE_ACTIONS
 from cdk.key_policies import IMAGE_SHA384_KEY, PCR8_KEY
@@ -94,9 +94,7 @@ class EnclaveHostIdentity(Construct):
         super().__init__(scope, construct_id)
         data = naming.bucket_arn(config, naming.data_bucket_name(config))
         table = naming.table_arn(config)
-        log_groups = (
-            f"arn:{config.partition}:logs:{config.region}:{config.account}:log-group:{naming.LOG_GROUP_PREFIX}*"
-        )
+        shipped_groups = [host_logs.agent_resource(config, service) for service in host_logs.SERVICE_LOGS]
         self.role = iam.Role(
             self,
             "Role",
@@ -140,9 +138,10 @@ class EnclaveHostIdentity(Construct):
                     conditions={"StringEqualsIgnoreCase": pinned},
                 ),
                 iam.PolicyStatement(
+                    # The CloudWatch agent on the host (`cdk.host_logs`): its streams in the two host log groups.
                     sid="HostLogs",
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                    resources=[log_groups, f"{log_groups}:log-stream:*"],
+                    actions=list(host_logs.AGENT_ACTIONS),
+                    resources=shipped_groups,
                 ),
                 iam.PolicyStatement(
                     sid="EnclaveHeartbeatMetric",
@@ -167,8 +166,14 @@ class EnclaveHostIdentity(Construct):
                 "kms:GenerateRandom and cloudwatch:PutMetricData have no resource type; the first is limited to the "
                 "pinned enclave attestation and the second to the WAIaaS metric namespace by conditions.",
             ),
-            (log_groups, "The host writes to the /waiaas/ log groups created by the enclave-hosts stack."),
-            (f"{log_groups}:log-stream:*", "Log streams are created per instance at boot, so names are unknown."),
+            *(
+                (
+                    host_logs.agent_resource(config, service),
+                    f"The CloudWatch agent writes one stream per instance id into {host_logs.LOG_GROUPS[service]}; IAM "
+                    "names a log group for these actions as 'log-group:NAME:*', the wildcard covering its streams.",
+                )
+                for service in host_logs.SERVICE_LOGS
+            ),
         ):
             acknowledge(policy, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
 

@@ -62,5 +62,9 @@ def table_arn(config: DeploymentConfig) -> str:
     return f"arn:{config.partition}:dynamodb:{config.region}:{config.account}:table/{STATE_TABLE}"
 
 
+def log_group_arn(config: DeploymentConfig, log_group_name: str) -> str:
+    return f"arn:{config.partition}:logs:{config.region}:{config.account}:log-group:{log_group_name}"
+
+
 def trail_arn(config: DeploymentConfig) -> str:
     return f"arn:{config.partition}:cloudtrail:{config.region}:{config.account}:trail/{TRAIL}"

@@ -2,16 +2,18 @@
 
 What it does, in order:
 
-1. installs nitro-cli and the AWS CLI from the Amazon Linux repositories (reached through the S3 endpoint);
-2. writes the enclave allocator configuration (memory and CPUs from context) and starts the allocator;
-3. replaces the stock vsock-proxy service with one whose allowlist holds this region's KMS endpoint only;
-4. fetches the release (enclave image and parent-proxy wheelhouse) from the data bucket;
-5. installs a systemd unit that, before every start, checks the image's PCR0 (SHA-384 of the image) and, for a
+1. installs nitro-cli, the AWS CLI, the CloudWatch agent and logrotate from the Amazon Linux repositories (reached
+   through the S3 endpoint);
+2. prepares the services' log files and their rotation, and starts the CloudWatch agent on them (`cdk.host_logs`);
+3. writes the enclave allocator configuration (memory and CPUs from context) and starts the allocator;
+4. replaces the stock vsock-proxy service with one whose allowlist holds this region's KMS endpoint only;
+5. fetches the release (enclave image and parent-proxy wheelhouse) from the data bucket;
+6. installs a systemd unit that, before every start, checks the image's PCR0 (SHA-384 of the image) and, for a
    signed image, PCR8 against the pinned values, and only then runs `nitro-cli run-enclave` (never in debug mode);
-6. installs the parent proxy and runs it as a systemd service under its own user, in no group: it reaches the
+7. installs the parent proxy and runs it as a systemd service under its own user, in no group: it reaches the
    enclave over vsock, and only root may use /dev/nitro_enclaves (the `ne` group could stop the enclave or start
-   another image without the check of step 5);
-7. publishes an enclave heartbeat metric every minute.
+   another image without the check of step 6);
+8. publishes an enclave heartbeat metric every minute.
 
 A failed step stops the script (`set -euo pipefail`); a host whose enclave does not start reports no heartbeat
 and fails its load-balancer health check, so monitoring raises the alarm and the group replaces it.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import shlex
 
-from cdk import naming
+from cdk import host_logs, naming
 from cdk.config import DeploymentConfig
 from enclave_app.constants import ENCLAVE_IMAGE_NAME, ENCLAVE_VSOCK_PORT, KMS_VSOCK_PROXY_PORT, PROXY_HTTP_PORT
 
@@ -54,6 +56,42 @@ def proxy_environment(config: DeploymentConfig) -> dict[str, str]:
     }
 
 
+def _logs_step() -> str:
+    """Step 2: the services' log files (created before any unit opens them), their rotation, and the CloudWatch
+    agent started on its configuration (`cdk.host_logs`)."""
+    group = host_logs.AGENT_USER
+    files = "\n".join(
+        f"install -m 0640 -o root -g {group} /dev/null {host_logs.LOG_FILES[s]}" for s in host_logs.SERVICE_LOGS
+    )
+    return f"""# 2. Logs: the services write to files in {host_logs.LOG_DIR} (root-owned, readable by the agent only);
+# logrotate bounds them; the CloudWatch agent ships exactly those files to their log groups.
+install -d -m 0750 -o root -g {group} {host_logs.LOG_DIR}
+{files}
+cat > {host_logs.LOGROTATE_CONFIG_PATH} <<'EOF_LOGROTATE'
+{host_logs.logrotate_config()}
+EOF_LOGROTATE
+cat > /etc/systemd/system/waiaas-logrotate.service <<'EOF_UNIT'
+[Unit]
+Description=WAIaaS log rotation (size-bounded)
+[Service]
+Type=oneshot
+ExecStart=/usr/sbin/logrotate --state /var/lib/logrotate/waiaas.status {host_logs.LOGROTATE_CONFIG_PATH}
+EOF_UNIT
+cat > /etc/systemd/system/waiaas-logrotate.timer <<'EOF_UNIT'
+[Unit]
+Description=WAIaaS log rotation every hour
+[Timer]
+OnBootSec=10min
+OnUnitActiveSec=60min
+[Install]
+WantedBy=timers.target
+EOF_UNIT
+cat > {host_logs.AGENT_CONFIG_PATH} <<'EOF_AGENT'
+{host_logs.agent_config()}
+EOF_AGENT
+{host_logs.AGENT_CTL} -a fetch-config -m ec2 -s -c file:{host_logs.AGENT_CONFIG_PATH}"""
+
+
 def render(config: DeploymentConfig) -> str:
     q = shlex.quote
     proxy_env = "\n".join(f"{name}={value}" for name, value in proxy_environment(config).items())
@@ -75,11 +113,14 @@ set -euo pipefail
 export AWS_DEFAULT_REGION={q(config.region)}
 
 # 1. Packages.
-dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel awscli-2 jq python3.11
+dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel awscli-2 jq python3.11 \\
+  amazon-cloudwatch-agent logrotate
 install -d -m 0755 {INSTALL_DIR} /etc/waiaas
 id -u {PROXY_USER} >/dev/null 2>&1 || useradd --system --home-dir {INSTALL_DIR} --shell /sbin/nologin {PROXY_USER}
 
-# 2. Enclave allocator: memory and CPUs reserved for the enclave (from cdk.json context).
+{_logs_step()}
+
+# 3. Enclave allocator: memory and CPUs reserved for the enclave (from cdk.json context).
 cat > /etc/nitro_enclaves/allocator.yaml <<'EOF_ALLOCATOR'
 ---
 memory_mib: {config.enclave_memory_mib}
@@ -87,7 +128,7 @@ cpu_count: {config.enclave_cpu_count}
 EOF_ALLOCATOR
 systemctl enable --now nitro-enclaves-allocator.service
 
-# 3. vsock-proxy: this region's KMS endpoint and nothing else.
+# 4. vsock-proxy: this region's KMS endpoint and nothing else.
 systemctl disable --now nitro-enclaves-vsock-proxy.service || true
 cat > /etc/nitro_enclaves/waiaas-vsock-proxy.yaml <<'EOF_ALLOWLIST'
 allowlist:
@@ -106,12 +147,12 @@ DynamicUser=yes
 WantedBy=multi-user.target
 EOF_UNIT
 
-# 4. Release artifacts.
+# 5. Release artifacts.
 aws s3 cp {q(eif_uri)} {EIF_PATH}
 aws s3 cp {q(wheels_uri)} {INSTALL_DIR}/{WHEELHOUSE_NAME}
 chmod 0444 {EIF_PATH}
 
-# 5. The enclave: measurements checked against the pinned values before every start.
+# 6. The enclave: measurements checked against the pinned values before every start.
 cat > {INSTALL_DIR}/check-eif.sh <<'EOF_CHECK'
 #!/bin/bash
 set -euo pipefail
@@ -135,11 +176,13 @@ ExecStartPre={INSTALL_DIR}/check-eif.sh
 ExecStart=/usr/bin/nitro-cli run-enclave --eif-path {EIF_PATH} --memory {config.enclave_memory_mib} \\
   --cpu-count {config.enclave_cpu_count} --enclave-cid {ENCLAVE_CID}
 ExecStop=/usr/bin/nitro-cli terminate-enclave --all
+StandardOutput=append:{host_logs.LOG_FILES["enclave"]}
+StandardError=append:{host_logs.LOG_FILES["enclave"]}
 [Install]
 WantedBy=multi-user.target
 EOF_UNIT
 
-# 6. The parent proxy.
+# 7. The parent proxy.
 install -d -m 0755 {INSTALL_DIR}/wheelhouse
 tar -xzf {INSTALL_DIR}/{WHEELHOUSE_NAME} -C {INSTALL_DIR}/wheelhouse
 python3.11 -m venv {INSTALL_DIR}/venv
@@ -161,11 +204,13 @@ NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
+StandardOutput=append:{host_logs.LOG_FILES["proxy"]}
+StandardError=append:{host_logs.LOG_FILES["proxy"]}
 [Install]
 WantedBy=multi-user.target
 EOF_UNIT
 
-# 7. Enclave heartbeat: 1 while an enclave is running, 0 otherwise.
+# 8. Enclave heartbeat: 1 while an enclave is running, 0 otherwise.
 cat > {INSTALL_DIR}/heartbeat.sh <<'EOF_HEARTBEAT'
 #!/bin/bash
 set -euo pipefail
@@ -194,5 +239,6 @@ WantedBy=timers.target
 EOF_UNIT
 
 systemctl daemon-reload
-systemctl enable --now waiaas-vsock-proxy.service waiaas-enclave.service waiaas-proxy.service waiaas-heartbeat.timer
+systemctl enable --now waiaas-vsock-proxy.service waiaas-enclave.service waiaas-proxy.service waiaas-heartbeat.timer \\
+  waiaas-logrotate.timer
 """

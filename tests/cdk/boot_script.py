@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -39,3 +40,23 @@ def unit_file(script: str, path: str) -> str:
         raise LookupError(f"expected one unit written to {path}, found {len(found)}")
     body: str = found[0]
     return body
+
+
+def agent_config(script: str) -> tuple[str, dict[str, Any]]:
+    """(path, parsed JSON) of the CloudWatch agent configuration the boot script writes (heredoc EOF_AGENT)."""
+    path, body = heredoc(script, "EOF_AGENT")
+    parsed: dict[str, Any] = json.loads(body)
+    return path, parsed
+
+
+def agent_requests(region: str, account: str, log_group: str, instance_id: str) -> list[tuple[str, str]]:
+    """(action, resource as IAM evaluates it) of each CloudWatch Logs call the agent makes for one log group: it
+    looks up and creates its stream (named by instance id), then puts events into it. DescribeLogStreams is
+    evaluated on the group's `log-stream:` resource with an empty stream name (as AWS's access-denied messages
+    show), which is why IAM policies name a log group as `log-group:NAME:*` for these actions."""
+    group = f"arn:aws:logs:{region}:{account}:log-group:{log_group}"
+    return [
+        ("logs:DescribeLogStreams", f"{group}:log-stream:"),
+        ("logs:CreateLogStream", f"{group}:log-stream:{instance_id}"),
+        ("logs:PutLogEvents", f"{group}:log-stream:{instance_id}"),
+    ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from fnmatch import fnmatchcase
 from typing import Any
 
 
@@ -44,3 +45,23 @@ def by_sid(policy: dict[str, Any], sid: str) -> dict[str, Any]:
     if len(matches) != 1:
         raise LookupError(f"expected one statement {sid}, found {len(matches)}")
     return matches[0]
+
+
+def allows(policy_statements: Iterable[dict[str, Any]], *, action: str, resource: str, context: dict[str, str]) -> bool:
+    """Whether these statements allow one request. Knows only what the policies here use (Allow statements for any
+    principal or none, Action and Resource with `*` wildcards, StringEquals conditions) and refuses anything else
+    in a statement that could decide the request, so a new construct must be taught here before it can pass."""
+    for statement in policy_statements:
+        assert statement["Effect"] == "Allow", "teach this evaluator about Deny before using it"
+        assert statement.get("Principal", "*") in ("*", {"AWS": "*"}), statement["Principal"]
+        assert set(statement) <= {"Sid", "Effect", "Principal", "Action", "Resource", "Condition"}, statement
+        if not any(fnmatchcase(action, pattern) for pattern in as_list(statement["Action"])):
+            continue
+        assert set(statement.get("Condition", {})) <= {"StringEquals"}, statement["Condition"]
+        if not any(fnmatchcase(resource, pattern) for pattern in as_list(statement["Resource"])):
+            continue
+        if all(
+            context.get(key) == value for key, value in statement.get("Condition", {}).get("StringEquals", {}).items()
+        ):
+            return True
+    return False

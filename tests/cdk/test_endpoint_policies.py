@@ -1,18 +1,17 @@
 """Interface endpoint policies, evaluated as the synthesized policies would be for requests through each endpoint.
 
-The evaluator knows only what these policies use (Allow statements for any principal, Action and Resource with
-`*` wildcards, StringEquals conditions) and refuses anything else, so a new construct in a policy must be taught here
-before it can pass.
+The evaluator (`tests.cdk.policy_walk.allows`) knows only what these policies use (Allow statements for any
+principal, Action and Resource with `*` wildcards, StringEquals conditions) and refuses anything else, so a new
+construct in a policy must be taught there before it can pass.
 """
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from typing import Any
 
 import pytest
 
-from tests.cdk.policy_walk import as_list, resources_of_type
+from tests.cdk.policy_walk import allows, as_list, resources_of_type
 
 NETWORK = "WaiaasNetwork"
 OTHER_ACCOUNT = "222222222222"
@@ -33,21 +32,9 @@ def _endpoint_policies(templates: dict[str, Any], config: Any) -> dict[str, dict
 
 
 def _allows(policy: dict[str, Any], *, principal_account: str, action: str, resource: str) -> bool:
-    context = {"aws:PrincipalAccount": principal_account}
-    for statement in policy["Statement"]:
-        assert statement["Effect"] == "Allow", "teach this evaluator about Deny before using it"
-        assert statement["Principal"] in ("*", {"AWS": "*"}), statement["Principal"]
-        assert set(statement) <= {"Sid", "Effect", "Principal", "Action", "Resource", "Condition"}, statement
-        assert set(statement.get("Condition", {})) <= {"StringEquals"}, statement["Condition"]
-        if not any(fnmatchcase(action, pattern) for pattern in as_list(statement["Action"])):
-            continue
-        if not any(fnmatchcase(resource, pattern) for pattern in as_list(statement["Resource"])):
-            continue
-        if all(
-            context.get(key) == value for key, value in statement.get("Condition", {}).get("StringEquals", {}).items()
-        ):
-            return True
-    return False
+    return allows(
+        policy["Statement"], action=action, resource=resource, context={"aws:PrincipalAccount": principal_account}
+    )
 
 
 def test_every_interface_endpoint_but_the_unconfirmed_ones_has_a_policy_for_this_account(
