@@ -7,27 +7,25 @@ in between changes the version, so this transaction is cancelled and the whole c
 can therefore never both pass a check that only one of them could. Commits and releases do not bump the version:
 neither can raise a total. The signing path's two store calls are each one ``TransactWriteItems``
 (`begin_signing`: idempotency claim + request timestamp + the reservation above; `finish_signing`: commit +
-audit head and record + outbox item + idempotency answer). This module holds tokens, wallets and those two;
-idempotency records are in `dynamodb_idempotency`, reservations and rate events in `dynamodb_limits`, approvals
-in `dynamodb_approvals`, webhooks and the audit log in `dynamodb_outbox`, the table layout in `dynamodb_base`.
+audit head and record + outbox item + idempotency answer, by the loop of `dynamodb_audited`, which also writes
+`apply_audited`). This module holds tokens, wallets and those two; idempotency records are in
+`dynamodb_idempotency`, reservations and rate events in `dynamodb_limits`, approvals in `dynamodb_approvals`,
+webhooks and the audit log in `dynamodb_outbox`, the table layout in `dynamodb_base`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from parent_proxy.errors import (
     Conflict,
-    InvalidInput,
     NotFound,
     StalePolicySequence,
-    StoreUnavailable,
 )
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
+from parent_proxy.store.dynamodb_audited import DynamoAudited, Part
 from parent_proxy.store.dynamodb_base import (
-    CONDITION_FAILED,
     WRITE_ID,
     ConditionFailed,
     b,
@@ -44,7 +42,6 @@ from parent_proxy.store.dynamodb_base import (
     s,
     translate,
 )
-from parent_proxy.store.dynamodb_idempotency import DynamoIdempotency
 from parent_proxy.store.model import (
     AuditRecord,
     IdempotentAnswer,
@@ -52,6 +49,7 @@ from parent_proxy.store.model import (
     OutboxItem,
     Reservation,
     ReservationStatus,
+    SetFrozen,
     SigningClaim,
     Wallet,
 )
@@ -59,11 +57,8 @@ from parent_proxy.store.protocol import AuditSealer, Limits
 
 __all__ = ["DynamoStore", "create_table"]
 
-MAX_AUDIT_ATTEMPTS = 20
-"""`finish_signing` re-reads the audit head this often when concurrent appenders move it."""
 
-
-class DynamoStore(DynamoIdempotency):
+class DynamoStore(DynamoAudited):
     """DynamoDB-backed `Store` over one table (see `dynamodb_base` for its layout)."""
 
     # -- agent tokens ---------------------------------------------------------------------------------------
@@ -156,26 +151,13 @@ class DynamoStore(DynamoIdempotency):
             get_i(i, "policy_sequence"),
         )
 
-    def _update_wallet(self, wallet_id: str, update: str, values: dict[str, Any], condition: str) -> None:
-        with translate():
-            self._client.update_item(
-                TableName=self._table,
-                Key={"pk": s(f"W#{wallet_id}"), "sk": s("WALLET")},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-            )
-
     def set_frozen(self, wallet_id: str, frozen: bool, reason: str | None) -> None:
         v.check_id("wallet_id", wallet_id)
         v.check_frozen(frozen, reason)
+        action = self._set_frozen_action(SetFrozen(wallet_id, frozen, reason))
         try:
-            self._update_wallet(
-                wallet_id,
-                "SET frozen = :f, frozen_reason = :r",
-                {":f": {"BOOL": frozen}, ":r": opt_s(reason)},
-                "attribute_exists(pk)",
-            )
+            with translate():
+                self._client.update_item(**action["Update"])
         except ConditionFailed as exc:
             raise NotFound(f"wallet {wallet_id} not found") from exc
 
@@ -236,29 +218,15 @@ class DynamoStore(DynamoIdempotency):
         webhook: OutboxItem | None,
         answer: IdempotentAnswer | None,
     ) -> AuditRecord:
-        commit = None if reservation is None else self._transition_action(reservation, ReservationStatus.COMMITTED)
-        enqueue = [] if webhook is None else self._enqueue_actions(v.check_outbox_item(webhook))
-        if answer is not None:
-            answer = v.check_answer(answer)
-        complete = None if answer is None else self._complete_action(answer)
+        parts: list[Part] = []
+        if reservation is not None:
+            committed = ReservationStatus.COMMITTED
+            commit = self._transition_action(reservation, committed)
+            parts.append(([commit], lambda: self._transition_conflict(reservation, committed)))
         if webhook is not None:
-            self._require_wallet(webhook.wallet_id)
-        for _ in range(MAX_AUDIT_ATTEMPTS):
-            head = self.audit_head()
-            record = audit(head)
-            if not isinstance(record, AuditRecord):
-                raise InvalidInput("audit", "must build an AuditRecord")
-            v.check_extends(record, None if head is None else (head.seq, head.hash))  # as SQLite: no retry for it
-            audit_actions = self._audit_actions(record)
-            actions = [a for a in (commit, *enqueue, complete) if a is not None] + audit_actions
-            try:
-                self._transact(actions)
-            except ConditionFailed as exc:
-                failed = {i for i, reason in enumerate(exc.reasons) if reason == CONDITION_FAILED}
-                if commit is not None and 0 in failed and reservation is not None:
-                    raise self._transition_conflict(reservation, ReservationStatus.COMMITTED) from exc
-                if failed and failed <= {len(actions) - 2, len(actions) - 1}:
-                    continue  # another appender moved the audit head: build the record again
-                raise Conflict("finish_signing refused: outbox item exists or idempotency key not in progress") from exc
-            return record
-        raise StoreUnavailable(f"audit append lost the race for the head {MAX_AUDIT_ATTEMPTS} times")
+            parts.append(self._enqueue_part(v.check_outbox_item(webhook)))
+        if answer is not None:
+            a = v.check_answer(answer)
+            refused = f"idempotency key {a.key!r} is not in progress for this request"
+            parts.append(([self._complete_action(a)], lambda: Conflict(refused)))
+        return self._transact_sealed(parts, audit)

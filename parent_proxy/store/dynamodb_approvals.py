@@ -3,6 +3,7 @@ pointer item ``A#<id>/APPROVAL`` naming the wallet, written together in one tran
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from parent_proxy.errors import AlreadyDecided, Conflict, NotFound, StoreUnavailable
@@ -23,7 +24,18 @@ from parent_proxy.store.dynamodb_base import (
     s,
 )
 from parent_proxy.store.dynamodb_limits import DynamoLimits
-from parent_proxy.store.model import Approval, ApprovalStatus
+from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval
+
+_DECIDED = "is already {status}"
+
+
+def _decision(d: DecideApproval) -> dict[str, Any]:
+    """The update of `decide_approval`: only a pending approval (``#st`` its status, ``#w``/``:w`` its write id)."""
+    return {
+        "update": "SET #st = :s, decision = :d, decided_at = :t, #w = :w",
+        "condition": "#st = :p",
+        "values": {":s": s(d.status), ":d": opt_b(d.decision), ":t": n(d.now), ":p": s(ApprovalStatus.PENDING)},
+    }
 
 
 class DynamoApprovals(DynamoLimits):
@@ -33,6 +45,13 @@ class DynamoApprovals(DynamoLimits):
     def create_approval(self, approval: Approval) -> None:
         a = v.check_approval(approval)
         self._require_wallet(a.wallet_id)
+        try:
+            self._transact(self._approval_actions(a))
+        except ConditionFailed as exc:
+            raise Conflict(f"approval {a.approval_id} already exists") from exc
+
+    def _approval_actions(self, a: Approval) -> list[Any]:
+        """Put the pointer and the approval, both only if new."""
         full = {
             "pk": s(f"W#{a.wallet_id}"),
             "sk": s(f"AP#{a.approval_id}"),
@@ -42,15 +61,10 @@ class DynamoApprovals(DynamoLimits):
         }
         pointer = {"pk": s(f"A#{a.approval_id}"), "sk": s("APPROVAL"), "wallet_id": s(a.wallet_id)}
         new = "attribute_not_exists(pk)"
-        try:
-            self._transact(
-                [
-                    {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}},
-                    {"Put": {"TableName": self._table, "Item": full, "ConditionExpression": new}},
-                ]
-            )
-        except ConditionFailed as exc:
-            raise Conflict(f"approval {a.approval_id} already exists") from exc
+        return [
+            {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}},
+            {"Put": {"TableName": self._table, "Item": full, "ConditionExpression": new}},
+        ]
 
     def _approval_item(self, approval_id: str) -> tuple[str, Item]:
         pointer = self._get(f"A#{approval_id}", "APPROVAL")
@@ -78,12 +92,29 @@ class DynamoApprovals(DynamoLimits):
     def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
         now = v.check_approval_decision(approval_id, status, decision, now)
         return self._update_approval(
-            approval_id,
-            update="SET #st = :s, decision = :d, decided_at = :t, #w = :w",
-            condition="#st = :p",
-            values={":s": s(status), ":d": opt_b(decision), ":t": n(now), ":p": s(ApprovalStatus.PENDING)},
-            refused="is already {status}",
+            approval_id, **_decision(DecideApproval(approval_id, status, decision, now)), refused=_DECIDED
         )
+
+    def _decide_part(self, d: DecideApproval) -> tuple[list[Any], Callable[[], Exception]]:
+        """The transaction action of `decide_approval` (for `DynamoAudited.apply_audited`), and its refusal."""
+        wallet_id = self._approval_wallet(d.approval_id)
+        decision = _decision(d)
+        action = {
+            "Update": {
+                "TableName": self._table,
+                "Key": {"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{d.approval_id}")},
+                "UpdateExpression": decision["update"],
+                "ConditionExpression": decision["condition"],
+                "ExpressionAttributeNames": {"#st": "status", "#w": WRITE_ID},
+                "ExpressionAttributeValues": {**decision["values"], ":w": s(new_write_id())},
+            }
+        }
+
+        def refused() -> Exception:
+            status = self.get_approval(d.approval_id).status
+            return AlreadyDecided(f"approval {d.approval_id} " + _DECIDED.format(status=status))
+
+        return [action], refused
 
     def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
         v.check_id("approval_id", approval_id)
@@ -96,6 +127,12 @@ class DynamoApprovals(DynamoLimits):
             refused="is {status}, not approved by this decision",
         )
 
+    def _approval_wallet(self, approval_id: str) -> str:
+        pointer = self._get(f"A#{approval_id}", "APPROVAL")
+        if pointer is None:
+            raise NotFound(f"approval {approval_id} not found")
+        return get_s(pointer, "wallet_id")
+
     def _update_approval(
         self, approval_id: str, *, update: str, condition: str, values: dict[str, Any], refused: str
     ) -> Approval:
@@ -103,10 +140,7 @@ class DynamoApprovals(DynamoLimits):
         the approval as this update left it, read from the write's own answer (a resend after a lost response is
         this write, see `_write_once`); `AlreadyDecided` with ``refused`` (formatted with the current status) when
         the condition does not hold."""
-        pointer = self._get(f"A#{approval_id}", "APPROVAL")
-        if pointer is None:
-            raise NotFound(f"approval {approval_id} not found")
-        wallet_id, write_id = get_s(pointer, "wallet_id"), new_write_id()
+        wallet_id, write_id = self._approval_wallet(approval_id), new_write_id()
         request = {
             "TableName": self._table,
             "Key": {"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{approval_id}")},

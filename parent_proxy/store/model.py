@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,46 @@ class IdempotentAnswer:
     key: str
     request_hash: bytes
     response: bytes = field(repr=False)
+
+
+# -- state changes that `Store.apply_audited` writes in one transaction with their audit record ---------------
+@dataclass(frozen=True)
+class SetFrozen:
+    """`Store.set_frozen`: freeze (a reason is required) or unfreeze (no reason) a wallet."""
+
+    wallet_id: str
+    frozen: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    """`Store.record_request` (``kind`` "request") or `Store.record_denial` ("denial") at ``at``."""
+
+    wallet_id: str
+    kind: Literal["request", "denial"]
+    at: float
+
+
+@dataclass(frozen=True)
+class CreateApproval:
+    """`Store.create_approval`: a new pending approval."""
+
+    approval: Approval
+
+
+@dataclass(frozen=True)
+class DecideApproval:
+    """`Store.decide_approval`: a pending approval becomes approved, rejected or expired."""
+
+    approval_id: str
+    status: ApprovalStatus
+    decision: bytes | None
+    now: float
+
+
+StateChange = SetFrozen | RecordEvent | CreateApproval | DecideApproval
+"""The closed set of changes an audited event may describe (`Store.apply_audited`)."""
 
 
 GENESIS_PREV_HASH = bytes(32)

@@ -7,7 +7,7 @@ never read from the system clock here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from parent_proxy.store.model import (
@@ -22,6 +22,7 @@ from parent_proxy.store.model import (
     Reservation,
     ReservationStatus,
     SigningClaim,
+    StateChange,
     Wallet,
     WebhookConfig,
 )
@@ -166,6 +167,20 @@ class Store(Protocol):
     ) -> AuditRecord:
         """All or nothing: `commit` the reservation, append the record ``audit`` builds from the head, enqueue
         ``webhook``, `complete_idempotent` with ``answer``. Returns the appended audit record."""
+        ...
+
+    # -- an audited state change -----------------------------------------------------------------------------
+    def apply_audited(
+        self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
+    ) -> AuditRecord:
+        """All or nothing: apply ``changes`` in order (each as its own method: `set_frozen`, `record_request` /
+        `record_denial`, `create_approval`, `decide_approval`), append the record ``audit`` builds from the head (the
+        event that describes them), enqueue ``webhook`` (its notification, if any). Returns the appended record.
+
+        Refusals are those of the methods (`NotFound`, `AlreadyDecided`, `Conflict` for an existing approval id) and
+        of `append_audit` (`Conflict` for a webhook event id ever enqueued); nothing is written then, nor when the
+        audit record or the webhook item cannot be written. A head moved by another appender is not a refusal: the
+        record is built again from the new head (as in `finish_signing`)."""
         ...
 
     # -- housekeeping ---------------------------------------------------------------------------------------

@@ -1,20 +1,19 @@
 """`SqliteStore`: the embedded `Store` adapter (one machine; several processes may share the file).
 
-This module holds tokens, wallets, period limits, rate/denial timestamps, idempotency and approvals; webhooks and
-the audit log are in `sqlite_outbox`, connections and error translation in `sqlite_base`.
+This module holds tokens, wallets, idempotency, the signing path's two transactions and `apply_audited`; approvals
+are in `sqlite_approvals`, period limits and rate/denial timestamps in `sqlite_limits`, webhooks and the audit log in
+`sqlite_outbox`, connections and error translation in `sqlite_base`.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from parent_proxy.errors import (
-    AlreadyDecided,
     Conflict,
     IdempotencyInProgress,
     IdempotencyMismatch,
-    InvalidInput,
     NotFound,
     StalePolicySequence,
 )
@@ -22,28 +21,27 @@ from parent_proxy.store import sqlite_events as events
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
     AuditRecord,
+    CreateApproval,
+    DecideApproval,
     IdempotencyRecord,
     IdempotencyStatus,
     IdempotentAnswer,
     IssuedToken,
     OutboxItem,
+    RecordEvent,
     Reservation,
     ReservationStatus,
+    SetFrozen,
     SigningClaim,
+    StateChange,
     Wallet,
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
-from parent_proxy.store.sqlite_limits import SqliteLimits
-
-_SELECT_APPROVAL = (
-    "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at FROM approvals WHERE "
-)
+from parent_proxy.store.sqlite_approvals import SqliteApprovals
 
 
-class SqliteStore(SqliteLimits):
+class SqliteStore(SqliteApprovals):
     """SQLite-backed `Store`. ``path`` is a file path (``:memory:`` is refused: it cannot be shared)."""
 
     # -- agent tokens ---------------------------------------------------------------------------------------
@@ -112,11 +110,15 @@ class SqliteStore(SqliteLimits):
         v.check_id("wallet_id", wallet_id)
         v.check_frozen(frozen, reason)
         with self._write() as conn:
-            self._require_wallet(conn, wallet_id)
-            conn.execute(
-                "UPDATE wallets SET frozen = ?, frozen_reason = ? WHERE wallet_id = ?",
-                (int(frozen), reason, wallet_id),
-            )
+            self._set_frozen_in(conn, SetFrozen(wallet_id, frozen, reason))
+
+    @classmethod
+    def _set_frozen_in(cls, conn: sqlite3.Connection, f: SetFrozen) -> None:
+        cls._require_wallet(conn, f.wallet_id)
+        conn.execute(
+            "UPDATE wallets SET frozen = ?, frozen_reason = ? WHERE wallet_id = ?",
+            (int(f.frozen), f.reason, f.wallet_id),
+        )
 
     def install_policy(self, wallet_id: str, document: bytes, sequence: int) -> None:
         v.check_id("wallet_id", wallet_id)
@@ -243,10 +245,7 @@ class SqliteStore(SqliteLimits):
         with self._write() as conn:
             if reservation is not None:
                 self._transition_in(conn, reservation, ReservationStatus.COMMITTED)
-            record = audit(self._audit_head_in(conn))
-            if not isinstance(record, AuditRecord):
-                raise InvalidInput("audit", "must build an AuditRecord")
-            self._append_audit_in(conn, record)
+            record = self._seal_in(conn, audit)
             if item is not None:
                 self._enqueue_in(conn, item)
             if answer is not None:
@@ -260,69 +259,27 @@ class SqliteStore(SqliteLimits):
             self._claimed(conn, wallet_id, key, request_hash)
             conn.execute("DELETE FROM idempotency WHERE wallet_id = ? AND key = ?", (wallet_id, key))
 
-    # -- pending approvals ----------------------------------------------------------------------------------
-    def create_approval(self, approval: Approval) -> None:
-        a = v.check_approval(approval)
+    # -- an audited state change -----------------------------------------------------------------------------
+    def apply_audited(
+        self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
+    ) -> AuditRecord:
+        checked = [v.check_change(c) for c in changes]
+        item = None if webhook is None else v.check_outbox_item(webhook)
         with self._write() as conn:
-            self._require_wallet(conn, a.wallet_id)
-            if conn.execute("SELECT 1 FROM approvals WHERE approval_id = ?", (a.approval_id,)).fetchone():
-                raise Conflict(f"approval {a.approval_id} already exists")
-            conn.execute(
-                "INSERT INTO approvals (approval_id, wallet_id, request_payload, status, created_at, decision,"
-                " decided_at) VALUES (?, ?, ?, 'pending', ?, NULL, NULL)",
-                (a.approval_id, a.wallet_id, a.request_payload, a.created_at),
-            )
+            for change in checked:
+                self._apply_in(conn, change)
+            record = self._seal_in(conn, audit)
+            if item is not None:
+                self._enqueue_in(conn, item)
+        return record
 
-    @staticmethod
-    def _approval(row: tuple[object, ...]) -> Approval:
-        return Approval(row[0], row[1], row[2], ApprovalStatus(row[3]), row[4], row[5], row[6])  # type: ignore[arg-type]
-
-    def get_approval(self, approval_id: str) -> Approval:
-        v.check_id("approval_id", approval_id)
-        with self._read() as conn:
-            row = conn.execute(_SELECT_APPROVAL + "approval_id = ?", (approval_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"approval {approval_id} not found")
-        return self._approval(row)
-
-    def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
-        now = v.check_approval_decision(approval_id, status, decision, now)
-        return self._update_approval(
-            approval_id,
-            "UPDATE approvals SET status = ?, decision = ?, decided_at = ?"
-            " WHERE approval_id = ? AND status = 'pending'",
-            (status.value, decision, now, approval_id),
-            refused="is already {status}",
-        )
-
-    def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
-        v.check_id("approval_id", approval_id)
-        v.check_blob("decision", decision)
-        return self._update_approval(
-            approval_id,
-            "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL"
-            " WHERE approval_id = ? AND status = 'approved' AND decision = ?",
-            (approval_id, decision),
-            refused="is {status}, not approved by this decision",
-        )
-
-    def _update_approval(self, approval_id: str, sql: str, params: tuple[object, ...], *, refused: str) -> Approval:
-        """One conditional update of an approval; `AlreadyDecided` with ``refused`` (formatted with the current
-        status) when it changed no row."""
-        with self._write() as conn:
-            cur = conn.execute(sql, params)
-            row = conn.execute(_SELECT_APPROVAL + "approval_id = ?", (approval_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"approval {approval_id} not found")
-        if cur.rowcount != 1:
-            raise AlreadyDecided(f"approval {approval_id} " + refused.format(status=row[3]))
-        return self._approval(row)
-
-    def pending_approvals(self, wallet_id: str) -> list[Approval]:
-        v.check_id("wallet_id", wallet_id)
-        with self._read() as conn:
-            rows = conn.execute(
-                _SELECT_APPROVAL + "wallet_id = ? AND status = 'pending' ORDER BY created_at, approval_id",
-                (wallet_id,),
-            ).fetchall()
-        return [self._approval(r) for r in rows]
+    def _apply_in(self, conn: sqlite3.Connection, change: StateChange) -> None:
+        match change:
+            case SetFrozen():
+                self._set_frozen_in(conn, change)
+            case RecordEvent(wallet_id=wallet_id, kind=kind, at=at):
+                self._record_in(conn, kind, wallet_id, at)
+            case CreateApproval(approval=approval):
+                self._create_approval_in(conn, approval)
+            case DecideApproval():
+                self._decide_in(conn, change)

@@ -122,8 +122,12 @@ class SqliteLimits(SqliteOutboxAudit):
         v.check_id("wallet_id", wallet_id)
         now = v.check_time("now", now)
         with self._write() as conn:
-            self._require_wallet(conn, wallet_id)
-            events.record(conn, wallet_id, kind, now)
+            self._record_in(conn, kind, wallet_id, now)
+
+    @classmethod
+    def _record_in(cls, conn: sqlite3.Connection, kind: events.EventKind, wallet_id: str, now: float) -> None:
+        cls._require_wallet(conn, wallet_id)
+        events.record(conn, wallet_id, kind, now)
 
     def _recent(self, kind: events.EventKind, wallet_id: str, since: float) -> list[float]:
         v.check_id("wallet_id", wallet_id)

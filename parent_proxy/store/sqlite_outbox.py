@@ -16,6 +16,7 @@ from parent_proxy.store.model import (
     OutboxStatus,
     WebhookConfig,
 )
+from parent_proxy.store.protocol import AuditSealer
 from parent_proxy.store.sqlite_base import SqliteBase
 from parent_proxy.store.sqlite_time import time_key
 
@@ -177,6 +178,16 @@ class SqliteOutboxAudit(SqliteBase):
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (r.seq, r.time, r.wallet_id, r.event_type, r.payload, r.receipt, r.prev_hash, r.hash),
         )
+
+    @classmethod
+    def _seal_in(cls, conn: sqlite3.Connection, audit: AuditSealer) -> AuditRecord:
+        """Append the record ``audit`` builds from the head, in the caller's transaction (which holds the write lock:
+        the head cannot move under it)."""
+        record = audit(cls._audit_head_in(conn))
+        if not isinstance(record, AuditRecord):
+            raise InvalidInput("audit", "must build an AuditRecord")
+        cls._append_audit_in(conn, record)
+        return record
 
     @staticmethod
     def _audit_head_in(conn: sqlite3.Connection) -> AuditRecord | None:

@@ -16,11 +16,16 @@ from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
     AuditRecord,
+    CreateApproval,
+    DecideApproval,
     DeliveryAttempt,
     IdempotencyStatus,
     IdempotentAnswer,
     OutboxItem,
     OutboxStatus,
+    RecordEvent,
+    SetFrozen,
+    StateChange,
     Wallet,
     WebhookConfig,
 )
@@ -240,6 +245,27 @@ def check_approval_decision(approval_id: object, status: object, decision: objec
     if decision is not None:
         check_blob("decision", decision)
     return check_time("now", now)
+
+
+def check_change(change: object) -> StateChange:
+    """One change of `Store.apply_audited`, checked as its own method checks its arguments (times normalised)."""
+    match change:
+        case SetFrozen(wallet_id=wallet_id, frozen=frozen, reason=reason):
+            check_id("wallet_id", wallet_id)
+            check_frozen(frozen, reason)
+            return change
+        case RecordEvent(wallet_id=wallet_id, kind=kind, at=at):
+            check_id("wallet_id", wallet_id)
+            if kind not in ("request", "denial"):
+                raise InvalidInput("kind", "must be request or denial")
+            return RecordEvent(wallet_id, kind, check_time("at", at))
+        case CreateApproval(approval=approval):
+            check_approval(approval)
+            return change
+        case DecideApproval(approval_id=approval_id, status=status, decision=decision, now=now):
+            now = check_approval_decision(approval_id, status, decision, now)
+            return DecideApproval(approval_id, status, decision, now)
+    raise InvalidInput("changes", f"{type(change).__name__} is not a state change")
 
 
 def check_extends(record: AuditRecord, head: tuple[int, bytes] | None) -> None:

@@ -1,0 +1,101 @@
+"""Audited writes of `DynamoStore`: state changes, an audit record and its webhook item in one
+``TransactWriteItems`` (`apply_audited`; `DynamoStore.finish_signing` uses the same loop).
+
+The record's seq and hash depend on the audit head at write time, so the transaction carries the head's conditional
+move (`DynamoOutboxAudit._audit_actions`): when another appender moved the head in between, only those conditions
+fail, and the record is built again from the new head. A failed condition of any other action is that action's
+refusal (each part names the error it means), and nothing was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from parent_proxy.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from parent_proxy.store import validation as v
+from parent_proxy.store.dynamodb_base import CONDITION_FAILED, ConditionFailed, opt_s, s
+from parent_proxy.store.dynamodb_idempotency import DynamoIdempotency
+from parent_proxy.store.model import (
+    AuditRecord,
+    CreateApproval,
+    DecideApproval,
+    OutboxItem,
+    RecordEvent,
+    SetFrozen,
+    StateChange,
+)
+from parent_proxy.store.protocol import AuditSealer
+
+MAX_AUDIT_ATTEMPTS = 20
+"""An audited write re-reads the audit head this often when concurrent appenders move it."""
+
+Part = tuple[list[Any], Callable[[], Exception]]
+"""Transaction actions, and the refusal to raise when one of their conditions fails."""
+
+
+def _never_refused() -> Exception:
+    return StoreUnavailable("dynamodb store unavailable: an unconditional write was refused")
+
+
+class DynamoAudited(DynamoIdempotency):
+    """`apply_audited` and the sealed-transaction loop it shares with `finish_signing`."""
+
+    def apply_audited(
+        self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
+    ) -> AuditRecord:
+        parts = [self._change_part(v.check_change(c)) for c in changes]
+        if webhook is not None:
+            parts.append(self._enqueue_part(v.check_outbox_item(webhook)))
+        return self._transact_sealed(parts, audit)
+
+    def _change_part(self, change: StateChange) -> Part:
+        match change:
+            case SetFrozen(wallet_id=wallet_id):
+                return [self._set_frozen_action(change)], lambda: NotFound(f"wallet {wallet_id} not found")
+            case RecordEvent(wallet_id=wallet_id, kind=kind, at=at):
+                self._require_wallet(wallet_id)  # wallets are never deleted, so a prior read suffices
+                return [self._event_action(kind, wallet_id, at)], _never_refused
+            case CreateApproval(approval=a):
+                self._require_wallet(a.wallet_id)
+                return self._approval_actions(a), lambda: Conflict(f"approval {a.approval_id} already exists")
+            case DecideApproval():
+                return self._decide_part(change)
+        raise InvalidInput("changes", f"{type(change).__name__} is not a state change")
+
+    def _set_frozen_action(self, f: SetFrozen) -> Any:
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": {"pk": s(f"W#{f.wallet_id}"), "sk": s("WALLET")},
+                "UpdateExpression": "SET frozen = :f, frozen_reason = :r",
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeValues": {":f": {"BOOL": f.frozen}, ":r": opt_s(f.reason)},
+            }
+        }
+
+    def _enqueue_part(self, item: OutboxItem) -> Part:
+        self._require_wallet(item.wallet_id)  # wallets are never deleted, so a prior read suffices
+        return self._enqueue_actions(item), lambda: Conflict(f"outbox item {item.event_id} already exists")
+
+    def _transact_sealed(self, parts: Sequence[Part], audit: AuditSealer) -> AuditRecord:
+        """One transaction of every part's actions and the record ``audit`` builds from the head read just before;
+        the first refused part's error is raised; a moved head builds the record again."""
+        actions = [action for part_actions, _ in parts for action in part_actions]
+        refusals = [refusal for part_actions, refusal in parts for _ in part_actions]
+        for _ in range(MAX_AUDIT_ATTEMPTS):
+            head = self.audit_head()
+            record = audit(head)
+            if not isinstance(record, AuditRecord):
+                raise InvalidInput("audit", "must build an AuditRecord")
+            v.check_extends(record, None if head is None else (head.seq, head.hash))  # as SQLite: no retry for it
+            try:
+                self._transact(actions + self._audit_actions(record))
+            except ConditionFailed as exc:
+                failed = [i for i, reason in enumerate(exc.reasons) if reason == CONDITION_FAILED]
+                refused = [refusals[i] for i in failed if i < len(actions)]
+                if refused:
+                    raise refused[0]() from exc
+                continue  # only the audit head's conditions failed: another appender moved it
+            return record
+        raise StoreUnavailable(f"audit append lost the race for the head {MAX_AUDIT_ATTEMPTS} times")

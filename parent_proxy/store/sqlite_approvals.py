@@ -1,0 +1,99 @@
+"""The pending-approval part of `SqliteStore`: escalated requests waiting for the owner, each step also usable
+inside a caller's transaction (``_*_in``, for `SqliteStore.apply_audited`)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from parent_proxy.errors import AlreadyDecided, Conflict, NotFound
+from parent_proxy.store import validation as v
+from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval
+from parent_proxy.store.sqlite_limits import SqliteLimits
+
+_SELECT_APPROVAL = (
+    "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at FROM approvals WHERE "
+)
+
+
+class SqliteApprovals(SqliteLimits):
+    """Escalated requests waiting for the owner."""
+
+    def create_approval(self, approval: Approval) -> None:
+        a = v.check_approval(approval)
+        with self._write() as conn:
+            self._create_approval_in(conn, a)
+
+    @classmethod
+    def _create_approval_in(cls, conn: sqlite3.Connection, a: Approval) -> None:
+        cls._require_wallet(conn, a.wallet_id)
+        if conn.execute("SELECT 1 FROM approvals WHERE approval_id = ?", (a.approval_id,)).fetchone():
+            raise Conflict(f"approval {a.approval_id} already exists")
+        conn.execute(
+            "INSERT INTO approvals (approval_id, wallet_id, request_payload, status, created_at, decision,"
+            " decided_at) VALUES (?, ?, ?, 'pending', ?, NULL, NULL)",
+            (a.approval_id, a.wallet_id, a.request_payload, a.created_at),
+        )
+
+    @staticmethod
+    def _approval(row: tuple[object, ...]) -> Approval:
+        return Approval(row[0], row[1], row[2], ApprovalStatus(row[3]), row[4], row[5], row[6])  # type: ignore[arg-type]
+
+    def get_approval(self, approval_id: str) -> Approval:
+        v.check_id("approval_id", approval_id)
+        with self._read() as conn:
+            row = conn.execute(_SELECT_APPROVAL + "approval_id = ?", (approval_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"approval {approval_id} not found")
+        return self._approval(row)
+
+    def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
+        now = v.check_approval_decision(approval_id, status, decision, now)
+        with self._write() as conn:
+            return self._decide_in(conn, DecideApproval(approval_id, status, decision, now))
+
+    @classmethod
+    def _decide_in(cls, conn: sqlite3.Connection, d: DecideApproval) -> Approval:
+        return cls._update_approval_in(
+            conn,
+            d.approval_id,
+            "UPDATE approvals SET status = ?, decision = ?, decided_at = ?"
+            " WHERE approval_id = ? AND status = 'pending'",
+            (d.status.value, d.decision, d.now, d.approval_id),
+            refused="is already {status}",
+        )
+
+    def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
+        v.check_id("approval_id", approval_id)
+        v.check_blob("decision", decision)
+        with self._write() as conn:
+            return self._update_approval_in(
+                conn,
+                approval_id,
+                "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL"
+                " WHERE approval_id = ? AND status = 'approved' AND decision = ?",
+                (approval_id, decision),
+                refused="is {status}, not approved by this decision",
+            )
+
+    @classmethod
+    def _update_approval_in(
+        cls, conn: sqlite3.Connection, approval_id: str, sql: str, params: tuple[object, ...], *, refused: str
+    ) -> Approval:
+        """One conditional update of an approval; `AlreadyDecided` with ``refused`` (formatted with the current
+        status) when it changed no row."""
+        cur = conn.execute(sql, params)
+        row = conn.execute(_SELECT_APPROVAL + "approval_id = ?", (approval_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"approval {approval_id} not found")
+        if cur.rowcount != 1:
+            raise AlreadyDecided(f"approval {approval_id} " + refused.format(status=row[3]))
+        return cls._approval(row)
+
+    def pending_approvals(self, wallet_id: str) -> list[Approval]:
+        v.check_id("wallet_id", wallet_id)
+        with self._read() as conn:
+            rows = conn.execute(
+                _SELECT_APPROVAL + "wallet_id = ? AND status = 'pending' ORDER BY created_at, approval_id",
+                (wallet_id,),
+            ).fetchall()
+        return [self._approval(r) for r in rows]

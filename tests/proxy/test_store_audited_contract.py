@@ -1,0 +1,195 @@
+"""Contract tests for `Store.apply_audited` on every adapter: state changes (freeze, request/denial timestamps, a new
+approval, an approval decision), the audit record that describes them and its webhook item are written together or
+not at all, including when the audit part is refused or fails.
+
+Before, each change was its own write ahead of `AuditLog.append`: a failing audit write left the change behind,
+unaudited and unnotified (tests/proxy/test_api_audited_changes.py shows it through the API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from parent_proxy.audit import AuditLog, iter_audit_records, verify_audit_chain
+from parent_proxy.errors import AlreadyDecided, Conflict, InvalidInput, NotFound, StoreUnavailable
+from parent_proxy.store.model import (
+    Approval,
+    ApprovalStatus,
+    AuditRecord,
+    CreateApproval,
+    DecideApproval,
+    OutboxItem,
+    OutboxStatus,
+    RecordEvent,
+    SetFrozen,
+    StateChange,
+)
+from parent_proxy.store.protocol import AuditSealer, Store
+from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
+from tests.proxy.test_store_dynamodb_faults import Hooked
+
+T0 = 1_700_000_000.0
+
+
+def pending(approval_id: str = "a1", wallet_id: str = "w1") -> Approval:
+    return Approval(approval_id, wallet_id, b'{"request":1}', ApprovalStatus.PENDING, T0)
+
+
+def item(event_id: str = "e1", wallet_id: str = "w1") -> OutboxItem:
+    return OutboxItem(event_id, wallet_id, "wallet.frozen", b"{}", created_at=T0, next_attempt_at=T0)
+
+
+def state(s: Store) -> tuple[Any, ...]:
+    """Everything `apply_audited` may change, for before/after comparisons."""
+    wallet = s.get_wallet("w1")
+    return (
+        wallet.frozen,
+        wallet.frozen_reason,
+        s.recent_requests("w1", 0.0),
+        s.recent_denials("w1", 0.0),
+        [(a.approval_id, a.status) for a in s.pending_approvals("w1")],
+        s.audit_head(),
+    )
+
+
+EVERY_CHANGE: list[StateChange] = [
+    RecordEvent("w1", "request", T0),
+    RecordEvent("w1", "denial", T0 + 1),
+    SetFrozen("w1", True, "policy freeze trigger: freeze.denials"),
+    CreateApproval(pending("a2")),
+    DecideApproval("a1", ApprovalStatus.REJECTED, None, T0 + 2),
+]
+
+
+def test_apply_audited_writes_the_changes_the_record_and_the_webhook(wallet_store: Store, clock: FakeClock) -> None:
+    s, log = wallet_store, AuditLog(wallet_store, clock)
+    s.create_approval(pending("a1"))
+    log.append("before", {}, wallet_id=None)
+    record = s.apply_audited(EVERY_CHANGE, log.sealer("transaction.frozen", {"n": 1}, wallet_id="w1"), item())
+    assert (record.seq, record.event_type, record.wallet_id) == (2, "transaction.frozen", "w1")
+    assert s.audit_head() == record
+    verify_audit_chain(iter_audit_records(s))
+    wallet = s.get_wallet("w1")
+    assert wallet.frozen and wallet.frozen_reason == "policy freeze trigger: freeze.denials"
+    assert (s.recent_requests("w1", 0.0), s.recent_denials("w1", 0.0)) == ([T0], [T0 + 1])
+    assert s.get_approval("a1").status == ApprovalStatus.REJECTED and s.get_approval("a1").decided_at == T0 + 2
+    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a2"]
+    assert s.get_outbox_item("e1").status == OutboxStatus.PENDING
+    # An unfreeze; no changes at all is a plain append; no webhook is no item.
+    s.apply_audited([SetFrozen("w1", False, None)], log.sealer("wallet.unfrozen", {}, wallet_id="w1"))
+    assert not s.get_wallet("w1").frozen and s.get_wallet("w1").frozen_reason is None
+    assert s.apply_audited([], log.sealer("bare", {}, wallet_id=None)).seq == 4
+
+
+@pytest.mark.parametrize(
+    ("refused", "error", "match"),
+    [
+        (DecideApproval("a1", ApprovalStatus.REJECTED, None, T0), AlreadyDecided, "approval a1 is already rejected"),
+        (DecideApproval("a9", ApprovalStatus.REJECTED, None, T0), NotFound, "approval a9 not found"),
+        (CreateApproval(pending("a1")), Conflict, "approval a1 already exists"),
+        (CreateApproval(pending("a3", "w9")), NotFound, "wallet w9 not found"),
+        (SetFrozen("w9", True, "r"), NotFound, "wallet w9 not found"),
+        (RecordEvent("w9", "denial", T0), NotFound, "wallet w9 not found"),
+    ],
+    ids=["decided", "no-approval", "approval-exists", "approval-wallet", "freeze-wallet", "event-wallet"],
+)
+def test_a_refused_change_writes_nothing(
+    wallet_store: Store, clock: FakeClock, refused: StateChange, error: type[Exception], match: str
+) -> None:
+    s, log = wallet_store, AuditLog(wallet_store, clock)
+    s.create_approval(pending("a1"))
+    s.decide_approval("a1", ApprovalStatus.REJECTED, None, T0)
+    before = state(s)
+    changes = [RecordEvent("w1", "denial", T0), SetFrozen("w1", True, "r"), refused]
+    with pytest.raises(error, match=match):
+        s.apply_audited(changes, log.sealer("t", {}, wallet_id="w1"), item())
+    assert state(s) == before
+    with pytest.raises(NotFound, match="outbox item e1 not found"):
+        s.get_outbox_item("e1")
+
+
+def _raising(_head: AuditRecord | None) -> AuditRecord:
+    raise StoreUnavailable("the clock could not be read")
+
+
+def _stale(_head: AuditRecord | None) -> AuditRecord:
+    return AuditRecord(7, T0, "w1", "t", b"{}", None, b"\x01" * 32, b"\x02" * 32)
+
+
+def _not_a_record(_head: AuditRecord | None) -> AuditRecord:
+    return "record"  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("sealer", "error", "match"),
+    [
+        (_raising, StoreUnavailable, "clock"),
+        (_stale, Conflict, "does not extend the head"),
+        (_not_a_record, InvalidInput, "must build an AuditRecord"),
+    ],
+    ids=["sealer-fails", "stale-record", "not-a-record"],
+)
+def test_a_refused_or_failing_audit_record_writes_no_change(
+    wallet_store: Store, sealer: AuditSealer, error: type[Exception], match: str
+) -> None:
+    s = wallet_store
+    s.create_approval(pending("a1"))
+    before = state(s)
+    with pytest.raises(error, match=match):
+        s.apply_audited(EVERY_CHANGE, sealer, item())
+    assert state(s) == before and s.get_approval("a1").status == ApprovalStatus.PENDING
+    with pytest.raises(NotFound, match="outbox item e1 not found"):
+        s.get_outbox_item("e1")
+
+
+def test_a_refused_webhook_item_writes_no_change_and_no_record(wallet_store: Store, clock: FakeClock) -> None:
+    s, log = wallet_store, AuditLog(wallet_store, clock)
+    s.create_approval(pending("a1"))
+    log.append("first", {}, wallet_id="w1", webhook=item("e1"))
+    before = state(s)
+    with pytest.raises(Conflict, match="outbox item e1 already exists"):
+        s.apply_audited(EVERY_CHANGE, log.sealer("t", {}, wallet_id="w1"), item("e1"))
+    assert state(s) == before
+    with pytest.raises(NotFound, match="wallet w9 not found"):
+        s.apply_audited([], log.sealer("t", {}, wallet_id="w9"), item("e2", "w9"))
+    assert state(s) == before
+
+
+def test_a_change_that_is_not_one_is_refused_before_anything_is_written(wallet_store: Store, clock: FakeClock) -> None:
+    s = wallet_store
+    before = state(s)
+    bad: list[Any] = [SetFrozen("w1", True, "r"), ("freeze", "w1")]
+    with pytest.raises(InvalidInput, match="tuple is not a state change"):
+        s.apply_audited(bad, AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))
+    with pytest.raises(InvalidInput, match="frozen_reason"):
+        s.apply_audited([SetFrozen("w1", True, None)], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))
+    with pytest.raises(InvalidInput, match="kind"):
+        s.apply_audited([RecordEvent("w1", "other", T0)], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))  # type: ignore[arg-type]
+    assert state(s) == before
+
+
+def test_dynamodb_builds_the_record_again_when_another_appender_moved_the_head(aws_env: None) -> None:
+    """(SQLite builds the record under the write lock: the head cannot move.) The first transaction fails only on
+    the head's conditions; the second extends the new head, with the changes written once."""
+    clock = FakeClock()
+    with moto_dynamo_store(Hooked) as (s, client):
+        s.create_wallet(make_wallet("w1"))
+        log = AuditLog(s, clock)
+        calls: list[int] = []
+
+        def race(real: Callable[..., Any], **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                log.append("concurrent", {}, wallet_id=None)  # nested call: calls == [1, 1]
+            return real(**kwargs)
+
+        client.hooks["transact_write_items"] = race
+        changes = [RecordEvent("w1", "denial", T0), SetFrozen("w1", True, "r")]
+        record = s.apply_audited(changes, log.sealer("transaction.frozen", {}, wallet_id="w1"), item())
+        assert len(calls) == 3 and record.seq == 2
+        assert [r.event_type for r in iter_audit_records(s)] == ["concurrent", "transaction.frozen"]
+        verify_audit_chain(iter_audit_records(s))
+        assert s.recent_denials("w1", 0.0) == [T0] and s.get_wallet("w1").frozen
