@@ -40,7 +40,7 @@ from parent_proxy.schemas import (
 )
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_flow import Answer, SignFlow
-from parent_proxy.store.model import Wallet, WebhookConfig
+from parent_proxy.store.model import SetFrozen, Wallet, WebhookConfig
 from parent_proxy.webhook_urls import redact_url
 from policies.errors import PolicyEngineError
 from policies.orders import check_freeze_order
@@ -312,9 +312,9 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
     def persist() -> None:
         event = "wallet.frozen" if frozen else "wallet.unfrozen"
         webhook = services.webhook_item(wallet_id, event, {"sequence": sequence})  # a read, before any write
-        services.store.set_frozen(wallet_id, frozen, reason)
         payload = {"sequence": sequence, "order_sha256": hashlib.sha256(envelope).hexdigest()}
-        services.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook)  # one transaction
+        change = SetFrozen(wallet_id, frozen, reason)
+        services.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook, changes=[change])  # one transaction
 
     await _store(services, persist)
     # The proxy enforces the freeze from the store; the enclave is told too (it refuses on its own when it agrees).

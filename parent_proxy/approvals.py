@@ -16,7 +16,8 @@ request signature over the URL binds the approval id):
    and the approval is pending again (audited ``approval.reopened``), so the owner can approve it once more. An
    enclave decision to refuse (an answer with its reasons) is a decision: the approval stays consumed.
 
-A rejection (the owner request signature alone) marks the approval rejected, audits and notifies.
+A rejection (the owner request signature alone) marks the approval rejected, audits and notifies, in one store
+transaction (`Store.apply_audited`): if the record cannot be written the approval stays pending (503).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from parent_proxy.clock import read_clock
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, decide, eval_context, refusal, spent_entries
 from parent_proxy.sign_parts import OwnerApproval, message_hash
-from parent_proxy.store.model import Approval, ApprovalStatus, Wallet
+from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval, Wallet
 from policies.decision import Verdict
 from policies.errors import PolicyEngineError
 from policies.orders import check_approval
@@ -66,8 +67,8 @@ class ApprovalFlow:
         _wallet, _approval, stored = self._load(wallet_id, approval_id)
         audit = {"approval_id": approval_id, "request_id": stored["request_id"]}
         webhook = s.webhook_item(wallet_id, "approval.rejected", audit)
-        s.store.decide_approval(approval_id, ApprovalStatus.REJECTED, None, read_clock(s.clock))
-        s.audit.append("approval.rejected", audit, wallet_id=wallet_id, webhook=webhook)
+        rejected = DecideApproval(approval_id, ApprovalStatus.REJECTED, None, read_clock(s.clock))
+        s.audit.append("approval.rejected", audit, wallet_id=wallet_id, webhook=webhook, changes=[rejected])
         return Answer(200, {"status": "rejected", "approval_id": approval_id})
 
     def prepare(self, wallet_id: str, approval_id: str, envelope: bytes, tables: dict[Pubkey, Any]) -> Pending:

@@ -16,11 +16,11 @@ import hashlib
 import hmac
 import json
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from parent_proxy.clock import Clock, read_clock
 from parent_proxy.errors import AuditChainError, Conflict, InvalidInput, StoreUnavailable
-from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem
+from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem, StateChange
 from parent_proxy.store.protocol import AuditSealer, Store
 from parent_proxy.store.validation import check_id
 
@@ -148,11 +148,18 @@ class AuditLog:
         wallet_id: str | None = None,
         receipt: bytes | None = None,
         webhook: OutboxItem | None = None,
+        changes: Sequence[StateChange] = (),
     ) -> AuditRecord:
         """Append the next record and, in the same store transaction, enqueue ``webhook`` (the event's notification,
         if any): both are written or neither (`Store.append_audit`). A race for the head with another appender is
-        retried from the new head; any other refusal is raised."""
+        retried from the new head; any other refusal is raised.
+
+        With ``changes`` (the state change the event describes: a freeze, a decision, ...) the changes are written in
+        that transaction too (`Store.apply_audited`): a change is never without its record and notification, and a
+        record that cannot be written leaves no change behind."""
         seal = self.sealer(event_type, payload, wallet_id=wallet_id, receipt=receipt)
+        if changes:
+            return self._store.apply_audited(changes, seal, webhook)
         head = self._store.audit_head()
         for _ in range(MAX_APPEND_ATTEMPTS):
             record = seal(head)

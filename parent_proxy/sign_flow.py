@@ -54,6 +54,7 @@ from parent_proxy.sign_parts import (
     SignRequest,
     agent_key,
     decide,
+    denial_changes,
     error_answer,
     eval_context,
     limits_for,
@@ -64,7 +65,16 @@ from parent_proxy.sign_parts import (
     spent_entries,
     wire_tables,
 )
-from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, Reservation, Wallet
+from parent_proxy.store.model import (
+    Approval,
+    ApprovalStatus,
+    CreateApproval,
+    IdempotentAnswer,
+    RecordEvent,
+    Reservation,
+    StateChange,
+    Wallet,
+)
 from policies.decision import Decision, Verdict
 from policies.document import Policy
 from policies.errors import PolicyEngineError
@@ -164,8 +174,7 @@ class SignFlow:
             except LimitExceeded as exc:  # nothing was written: claim and record the request, then refuse
                 if (replay := self._claim(claim, now)) is not None:
                     return replay
-                s.store.record_request(wallet_id, now)
-                raise self.limit_refusal(wallet, exc, payload) from exc
+                raise self.limit_refusal(wallet, exc, payload, [RecordEvent(wallet_id, "request", now)]) from exc
             if started.replay is not None:
                 return replayed(started.replay)
             claim.held = True
@@ -175,41 +184,45 @@ class SignFlow:
             )  # fmt: skip
         if (replay := self._claim(claim, now)) is not None:
             return replay
-        s.store.record_request(wallet_id, now)
+        # Each decision's changes (request and denial timestamps, a freeze, a new approval) are written in one store
+        # transaction with its audit record and webhook item: a record that cannot be written leaves none behind.
         if decision.verdict >= Verdict.DENY:
             frozen = decision.verdict is Verdict.FREEZE
             webhook = s.webhook_item(wallet_id, "wallet.frozen" if frozen else "transaction.denied", payload)
-            s.store.record_denial(wallet_id, now)
-            if frozen:
-                reason = next(r.rule for r in decision.reasons if r.verdict is Verdict.FREEZE)
-                s.store.set_frozen(wallet_id, True, f"policy freeze trigger: {reason}")
+            trigger = next((r.rule for r in decision.reasons if r.verdict is Verdict.FREEZE), None) if frozen else None
+            changes = denial_changes(wallet_id, now, None if trigger is None else f"policy freeze trigger: {trigger}")
             event = "transaction.frozen" if frozen else "transaction.denied"
-            s.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook)
+            s.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook, changes=changes)
             raise refusal(decision, frozen)
         approval_id = uuid.uuid4().hex  # ESCALATE
         escalated = {**payload, "approval_id": approval_id}
         webhook = s.webhook_item(wallet_id, "approval.pending", escalated)
         stored_request = canonical({"request": request.to_json(), "decision": decision.to_json(), **base})
-        s.store.create_approval(Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now))
+        approval = Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now)
+        changes = [RecordEvent(wallet_id, "request", now), CreateApproval(approval)]
         body = {
             "status": "pending_approval",
             "request_id": request_id,
             "approval_id": approval_id,
             "decision": decision.to_json(),
         }
-        s.audit.append("transaction.escalated", escalated, wallet_id=wallet_id, webhook=webhook)
+        s.audit.append("transaction.escalated", escalated, wallet_id=wallet_id, webhook=webhook, changes=changes)
         s.store.complete_idempotent(wallet_id, claim.key, claim.digest, canonical({"status_code": 202, "body": body}))
         claim.held = False
         return Answer(202, body)
 
-    def limit_refusal(self, wallet: Wallet, exc: LimitExceeded, audit_base: dict[str, Any]) -> ApiError:
-        """Audit a reservation refused by the period limits (a concurrent request got there first); the 403."""
+    def limit_refusal(
+        self, wallet: Wallet, exc: LimitExceeded, audit_base: dict[str, Any], changes: Sequence[StateChange] = ()
+    ) -> ApiError:
+        """Audit a reservation refused by the period limits (a concurrent request got there first), with ``changes``
+        (the request's timestamp, if not recorded yet) in the same store transaction; the 403."""
         reasons = [
             {"verdict": "deny", "rule": "reservation", "message": "period limit reached by concurrent requests",
              "seen": f"{asset}/{window}s", "allowed": str(cap)}
             for (asset, window), (_total, cap) in sorted(exc.excess.items())
         ]  # fmt: skip
-        self.s.audit.append("transaction.denied", {**audit_base, "reservation": reasons}, wallet_id=wallet.wallet_id)
+        payload = {**audit_base, "reservation": reasons}
+        self.s.audit.append("transaction.denied", payload, wallet_id=wallet.wallet_id, changes=changes)
         return ApiError(Code.LIMIT_EXCEEDED, "the period limit was reached", reasons=reasons)
 
     def reserve(
@@ -338,10 +351,12 @@ class SignFlow:
         if prepared.reservation is not None:
             s.store.release(prepared.reservation)
         frozen = verdict == "freeze"
-        if frozen:
-            s.store.set_frozen(wallet_id, True, "enclave freeze decision")
-        s.store.record_denial(wallet_id, read_clock(s.clock))
-        s.audit.append("transaction.refused", base, wallet_id=wallet_id, receipt=receipt, webhook=webhook)
+        # The denial (the request was recorded by `begin_signing`) and a freeze: one transaction with the record.
+        reason = "enclave freeze decision" if frozen else None
+        changes = denial_changes(wallet_id, read_clock(s.clock), reason, request=False)
+        s.audit.append(
+            "transaction.refused", base, wallet_id=wallet_id, receipt=receipt, webhook=webhook, changes=changes
+        )
         error = ApiError(
             Code.WALLET_FROZEN if frozen else Code.ENCLAVE_REFUSED,
             "the enclave refused to sign",

@@ -19,7 +19,7 @@ from solders.transaction import VersionedTransaction
 from enclave_app.protocol import LookupTable, SpentEntry
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.services import Services, canonical
-from parent_proxy.store.model import IdempotencyRecord, Reservation, Wallet
+from parent_proxy.store.model import IdempotencyRecord, RecordEvent, Reservation, SetFrozen, StateChange, Wallet
 from policies.decision import Decision
 from policies.document import Policy
 from policies.errors import DecodeError
@@ -164,6 +164,16 @@ def message_hash(transaction: bytes) -> bytes:
     except ValueError:
         message = transaction
     return hashlib.sha256(message).digest()
+
+
+def denial_changes(wallet_id: str, now: float, freeze: str | None, *, request: bool = True) -> list[StateChange]:
+    """What a refusal changes, written with its audit record (`Store.apply_audited`): the request (unless it was
+    recorded already) and the denial for the rate and denial-burst rules, and a freeze with reason ``freeze``."""
+    changes: list[StateChange] = [RecordEvent(wallet_id, "request", now)] if request else []
+    changes.append(RecordEvent(wallet_id, "denial", now))
+    if freeze is not None:
+        changes.append(SetFrozen(wallet_id, True, freeze))
+    return changes
 
 
 def refusal(decision: Decision, frozen: bool) -> ApiError:
