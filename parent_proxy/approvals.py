@@ -30,6 +30,7 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 
+from parent_proxy import give_back
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
 from parent_proxy.services import Services
@@ -107,7 +108,7 @@ class ApprovalFlow:
                 wallet, policy, verdict, request_id, now, approved=True, audit_base={**audit, "request_id": request_id}
             )
         except BaseException:  # nothing reserved (a concurrent request took the ceiling, or the store failed)
-            self.flow.reopen_quietly(request_id, wallet_id, approval)
+            give_back.reopen_quietly(self.s, request_id, wallet_id, approval)
             raise
         prepared = Prepared(
             wallet, policy, request_id, f"approval:{approval_id}", b"", reservation, spent_entries(ctx),

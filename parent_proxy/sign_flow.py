@@ -20,7 +20,7 @@
        malformed answer
     6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
        stored answer -- if it cannot be written the signature is not handed out, the reservation is released
-       and the key freed --; optionally submit through the chain adapter; answer.
+       and the key freed --; optionally submit through the chain adapter (`parent_proxy.submission`); answer.
 
 Nothing is retried. A failure before any effect abandons the idempotency claim, so the caller may retry with the
 same key; a decision (deny, escalate, signed) is stored under the key and replayed. The values and pure steps
@@ -40,16 +40,15 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from enclave_app.protocol import TransactionDecisionResponse
+from parent_proxy import give_back, submission
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent
-from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import LimitExceeded, ProxyError
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
     Claim,
-    OwnerApproval,
     Prepared,
     SignRequest,
     agent_key,
@@ -108,19 +107,13 @@ class SignFlow:
             ):  # fmt: skip
                 s.store.complete_idempotent(wallet_id, key, digest, canonical(error_answer(error)))
             elif claim.held:
-                self._abandon(wallet_id, key, digest)
+                give_back.abandon(s, wallet_id, key, digest)
             raise
         except BaseException as exc:
             if claim.held:
-                self._abandon(wallet_id, key, digest)
+                give_back.abandon(s, wallet_id, key, digest)
             s.audit_safely("transaction.failed", {"stage": "checks", "error": type(exc).__name__}, wallet_id=wallet_id)
             raise
-
-    def _abandon(self, wallet_id: str, key: str, digest: bytes) -> None:
-        try:
-            self.s.store.abandon_idempotent(wallet_id, key, digest)
-        except Exception:
-            logger.exception("idempotency claim for wallet %s could not be abandoned", wallet_id)
 
     def _claim(self, claim: Claim, now: float) -> Answer | None:
         """Claim the key on a path other than ALLOW (its own transaction); a replay if another request won it."""
@@ -261,39 +254,7 @@ class SignFlow:
             approval=approval,
         )
 
-    # -- step 5-6 (worker-thread hops) ---------------------------------------------------------------------------
-    def failed(self, prepared: Prepared, exc: BaseException) -> None:
-        """Nothing was signed (or nobody got the signature): give everything back, audit."""
-        error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
-        self.s.audit_safely(
-            "transaction.failed", {"request_id": prepared.request_id, "stage": "enclave", "error": error},
-            wallet_id=prepared.wallet.wallet_id,
-        )  # fmt: skip
-        self._give_back(prepared)
-
-    def _give_back(self, prepared: Prepared) -> None:
-        """A failure before any signature left: release the reservation, free the idempotency key, and return an
-        owner approval to pending (the owner may approve it again; a later signature is the same one, Ed25519
-        being deterministic). Each step is best effort: what cannot be given back stays held, never lost."""
-        self._release_quietly(prepared)
-        if prepared.idempotent:
-            self._abandon(prepared.wallet.wallet_id, prepared.key, prepared.digest)
-        if prepared.approval is not None:
-            self.reopen_quietly(prepared.request_id, prepared.wallet.wallet_id, prepared.approval)
-
-    def reopen_quietly(self, request_id: str, wallet_id: str, approval: OwnerApproval) -> None:
-        """Return an owner approval to pending after a failure; if the store cannot, it stays consumed (logged)."""
-        s = self.s
-        try:
-            s.store.reopen_approval(approval.approval_id, approval.envelope)
-        except Exception:
-            logger.exception("approval %s could not be returned to pending", approval.approval_id)
-            return
-        s.audit_safely(
-            "approval.reopened", {"approval_id": approval.approval_id, "request_id": request_id},
-            wallet_id=wallet_id,
-        )  # fmt: skip
-
+    # -- step 5-6 (worker-thread hops; what a failure gives back: `parent_proxy.give_back`) -----------------------
     def finish(
         self, prepared: Prepared, answer: TransactionDecisionResponse, submit: bool, message_sha256: bytes
     ) -> Answer:
@@ -309,7 +270,7 @@ class SignFlow:
             except ApiError:
                 raise
             except BaseException:  # the store failed part-way (503): give back, as for any 503
-                self._give_back(prepared)
+                give_back.give_back(self.s, prepared)
                 raise
         body = {
             "status": "signed",
@@ -337,7 +298,7 @@ class SignFlow:
             webhook = s.webhook_item(wallet_id, "transaction.signed", event)
             s.store.finish_signing(prepared.reservation, seal, webhook, stored)
         except BaseException:  # nothing of it was written: the signature is not handed out
-            self._give_back(prepared)
+            give_back.give_back(self.s, prepared)
             raise
         return Answer(200, body)
 
@@ -365,48 +326,6 @@ class SignFlow:
         if prepared.idempotent:
             s.store.complete_idempotent(wallet_id, prepared.key, prepared.digest, canonical(error_answer(error)))
         raise error
-
-    def _release_quietly(self, prepared: Prepared) -> None:
-        """Give the reservation back on a failure path; if even that fails it stays pending (counted, never lost),
-        and the log says so."""
-        if prepared.reservation is None:
-            return
-        try:
-            self.s.store.release(prepared.reservation)
-        except Exception:
-            logger.exception("reservation %s could not be released", prepared.request_id)
-
-    def complete(self, prepared: Prepared, status: int, body: dict[str, Any]) -> None:
-        if not prepared.idempotent:
-            return
-        try:
-            self.s.store.complete_idempotent(
-                prepared.wallet.wallet_id,
-                prepared.key,
-                prepared.digest,
-                canonical({"status_code": status, "body": body}),
-            )
-        except ProxyError:
-            logger.exception("idempotency record for request %s could not be completed", prepared.request_id)
-
-    async def submit(self, prepared: Prepared, answer: Answer) -> Answer:
-        """Broadcast once through the chain adapter; a failure is reported in the answer, never retried."""
-        signed = base64.b64decode(answer.body["signed_transaction"])
-        try:
-            signature = await self.s.chain.submit(signed)
-            submission: dict[str, Any] = {"submitted": True, "signature": signature}
-        except ChainError as exc:
-            submission = {"submitted": False, "error": str(exc)[:300]}
-        body = {**answer.body, "submission": submission}
-        await self.s.run(self._record_submission, prepared, body)
-        return Answer(200, body)
-
-    def _record_submission(self, prepared: Prepared, body: dict[str, Any]) -> None:
-        self.s.audit_safely(
-            "transaction.submitted", {"request_id": prepared.request_id, **body["submission"]},
-            wallet_id=prepared.wallet.wallet_id,
-        )  # fmt: skip
-        self.complete(prepared, 200, body)
 
     # -- the whole flow -----------------------------------------------------------------------------------------
     async def run(
@@ -445,7 +364,7 @@ class SignFlow:
             enclave_answer = await self.relay(prepared, transaction, tables, approval)
         except BaseException as exc:  # includes cancellation: the reservation must not leak
             with anyio.CancelScope(shield=True):
-                await s.run(self.failed, prepared, exc)
+                await s.run(give_back.failed, s, prepared, exc)
             if isinstance(exc, ApiError):
                 raise
             if isinstance(exc, Exception):
@@ -457,12 +376,12 @@ class SignFlow:
                 kind="transaction", wallet_id=prepared.wallet.wallet_id, signed=enclave_answer.signature is not None,
                 verdict=enclave_answer.decision.get("verdict"),
                 record=lambda: self.finish(prepared, enclave_answer, submit, message_hash(transaction)),
-                on_failure=lambda exc: self.failed(prepared, exc),
+                on_failure=lambda exc: give_back.failed(s, prepared, exc),
             )  # fmt: skip
         except ApiError:
             raise
         except Exception as exc:
             raise translate(exc) from exc
         if submit:
-            return await self.submit(prepared, answer)
+            return await submission.submit(s, prepared, answer)
         return answer

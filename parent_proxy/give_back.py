@@ -1,0 +1,67 @@
+"""What a signing request gives back when it fails before any signature left the proxy (DESIGN.md section 12:
+nothing lost on failure).
+
+Each step is best effort and runs in a worker thread: what cannot be given back stays held, never lost (a
+reservation stays pending and counted until its window passes, an idempotency claim frees itself after 15 minutes,
+an approval stays consumed), and the log says which.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from parent_proxy.api_errors import ApiError
+from parent_proxy.services import Services
+from parent_proxy.sign_parts import OwnerApproval, Prepared
+
+logger = logging.getLogger(__name__)
+
+
+def failed(s: Services, prepared: Prepared, exc: BaseException) -> None:
+    """Nothing was signed (or nobody got the signature): audit the failure, give everything back."""
+    error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
+    s.audit_safely(
+        "transaction.failed", {"request_id": prepared.request_id, "stage": "enclave", "error": error},
+        wallet_id=prepared.wallet.wallet_id,
+    )  # fmt: skip
+    give_back(s, prepared)
+
+
+def give_back(s: Services, prepared: Prepared) -> None:
+    """Release the reservation, free the idempotency key, and return an owner approval to pending (the owner may
+    approve it again; a later signature is the same one, Ed25519 being deterministic)."""
+    release_quietly(s, prepared)
+    if prepared.idempotent:
+        abandon(s, prepared.wallet.wallet_id, prepared.key, prepared.digest)
+    if prepared.approval is not None:
+        reopen_quietly(s, prepared.request_id, prepared.wallet.wallet_id, prepared.approval)
+
+
+def release_quietly(s: Services, prepared: Prepared) -> None:
+    if prepared.reservation is None:
+        return
+    try:
+        s.store.release(prepared.reservation)
+    except Exception:
+        logger.exception("reservation %s could not be released", prepared.request_id)
+
+
+def abandon(s: Services, wallet_id: str, key: str, digest: bytes) -> None:
+    """Free an idempotency claim so that the caller may retry with the same key."""
+    try:
+        s.store.abandon_idempotent(wallet_id, key, digest)
+    except Exception:
+        logger.exception("idempotency claim for wallet %s could not be abandoned", wallet_id)
+
+
+def reopen_quietly(s: Services, request_id: str, wallet_id: str, approval: OwnerApproval) -> None:
+    """Return an owner approval to pending after a failure; if the store cannot, it stays consumed (logged)."""
+    try:
+        s.store.reopen_approval(approval.approval_id, approval.envelope)
+    except Exception:
+        logger.exception("approval %s could not be returned to pending", approval.approval_id)
+        return
+    s.audit_safely(
+        "approval.reopened", {"approval_id": approval.approval_id, "request_id": request_id},
+        wallet_id=wallet_id,
+    )  # fmt: skip
