@@ -145,6 +145,15 @@ def start_enclave(loop: LoopThread, path: Path, *, attestation: str = "nitro", n
     return server
 
 
+def stop_enclave(h: Harness, loop: LoopThread, server: asyncio.Server) -> None:
+    """Stop the enclave server as when its process goes: the proxy's pooled connections close too, and the socket
+    path is free for a replacement."""
+    server.close()
+    loop.run(h.services.relay.close())
+    loop.run(server.wait_closed())
+    h.socket.unlink(missing_ok=True)
+
+
 def start_raw_server(loop: LoopThread, path: Path, handle: Callable[..., Any]) -> asyncio.Server:
     async def start() -> asyncio.Server:
         return await asyncio.start_unix_server(handle, str(path))

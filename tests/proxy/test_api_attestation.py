@@ -27,7 +27,15 @@ from enclave_app.protocol import (
     decode_request,
 )
 from parent_proxy.attestation import document_public_key_unverified
-from tests.proxy.api_harness import Harness, LoopThread, build_harness, provision, running_harness, start_enclave
+from tests.proxy.api_harness import (
+    Harness,
+    LoopThread,
+    build_harness,
+    provision,
+    running_harness,
+    start_enclave,
+    stop_enclave,
+)
 from tests.proxy.api_harness import start_raw_server as raw_server
 from tests.support.policies import MERCHANT
 
@@ -163,10 +171,7 @@ def test_attestation_refused_while_loading_a_wallet_signs_nothing(tmp_path: Path
     try:
         with h.client:
             provision(h)
-            server.close()
-            loop.run(h.services.relay.close())
-            loop.run(server.wait_closed())
-            h.socket.unlink(missing_ok=True)
+            stop_enclave(h, loop, server)
             h.services.relay.forget()  # the next request loads the wallet: KMS refuses the enclave's attestation
             refused = ErrorResponse(code=ErrorCode.ATTESTATION_REFUSED, message="kms refused the attestation")
             server = raw_server(loop, h.socket, answering({"load_wallet": refused, "ping": status()}))

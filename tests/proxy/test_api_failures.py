@@ -23,6 +23,7 @@ from tests.proxy.api_harness import (
     start_answering_server,
     start_enclave,
     start_raw_server,
+    stop_enclave,
 )
 from tests.support.policies import MERCHANT
 
@@ -36,10 +37,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
     try:
         with h.client:
             provision(h)
-            server.close()
-            loop.run(h.services.relay.close())  # as when the enclave process goes: its connections close too
-            loop.run(server.wait_closed())
-            h.socket.unlink(missing_ok=True)
+            stop_enclave(h, loop, server)
             h.services.relay.forget()
             yield h, loop
     finally:

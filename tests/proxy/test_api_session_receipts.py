@@ -46,6 +46,7 @@ from tests.proxy.api_harness import (
     signed_receipt,
     start_enclave,
     start_stand_in_enclave,
+    stop_enclave,
 )
 from tests.proxy.test_api_misc import offchain_message
 from tests.support.policies import MERCHANT
@@ -140,10 +141,7 @@ def test_an_enclave_restart_records_a_second_session(tmp_path: Path) -> None:
             first = sessions(h)
             assert len(first) == 1
             # The enclave restarts: a new boot, a new session key; the proxy still believes the wallet is loaded.
-            server.close()
-            loop.run(h.services.relay.close())
-            loop.run(server.wait_closed())
-            h.socket.unlink(missing_ok=True)
+            stop_enclave(h, loop, server)
             server = start_enclave(loop, h.socket)
             lost = h.sign(h.transfer(1000, MERCHANT))  # unknown_wallet: never re-sent (docs/api.md)
             assert lost.status_code == 503, lost.text
@@ -194,10 +192,7 @@ def stand_in(tmp_path: Path) -> Iterator[StandIn]:
     try:
         with h.client:
             provision(h, h.policy(1, offchain_messages={"allowed": True}))
-            server.close()
-            loop.run(h.services.relay.close())
-            loop.run(server.wait_closed())
-            h.socket.unlink(missing_ok=True)
+            stop_enclave(h, loop, server)
 
             def replace(session: SessionKey, answer: Callable[[], Any]) -> None:
                 servers.append(start_stand_in_enclave(loop, h.socket, session, answer))

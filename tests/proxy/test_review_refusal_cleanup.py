@@ -23,6 +23,7 @@ from tests.proxy.api_harness import (
     stand_in_refusal,
     start_enclave,
     start_stand_in_enclave,
+    stop_enclave,
 )
 from tests.support.policies import MERCHANT
 
@@ -36,10 +37,7 @@ def refusing(tmp_path: Path) -> Iterator[Harness]:
     try:
         with h.client:
             provision(h)
-            server.close()
-            loop.run(h.services.relay.close())
-            loop.run(server.wait_closed())
-            h.socket.unlink(missing_ok=True)
+            stop_enclave(h, loop, server)
             session = new_session_key()  # its receipts verify under the key it attests
             raw = start_stand_in_enclave(loop, h.socket, session, lambda: stand_in_refusal(session, h.wallet_id))
             h.services.relay._loaded[h.wallet_id] = 1  # the stand-in answers the signing request itself

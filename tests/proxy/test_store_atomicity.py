@@ -14,7 +14,9 @@ import multiprocessing
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,6 +24,8 @@ from parent_proxy.errors import LimitExceeded
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
 from tests.proxy.conftest import make_wallet
+
+T = TypeVar("T")
 
 CAP = 700
 WINDOW = 3600
@@ -55,15 +59,20 @@ def _sqlite_worker(path: str, worker: int, start: multiprocessing.synchronize.Ba
         store.close()
 
 
-def test_sqlite_two_processes_never_exceed_cap(tmp_path: Path) -> None:
-    path = str(tmp_path / "state.db")
-    setup = SqliteStore(path)
-    setup.create_wallet(make_wallet("w1"))
+def _in_two_processes(worker: Callable[[str, int, Any], T], path: str) -> list[T]:
+    """``worker(path, 0, start)`` and ``worker(path, 1, start)`` in two spawned processes released together."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager:
         start = manager.Barrier(2)
         with ctx.Pool(2) as pool:
-            results = pool.starmap(_sqlite_worker, [(path, 0, start), (path, 1, start)])
+            return pool.starmap(worker, [(path, 0, start), (path, 1, start)])
+
+
+def test_sqlite_two_processes_never_exceed_cap(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    setup = SqliteStore(path)
+    setup.create_wallet(make_wallet("w1"))
+    results = _in_two_processes(_sqlite_worker, path)
     granted = [a for worker in results for a in worker]
     spent = setup.spent_in_window("w1", "SOL", WINDOW, T0 + 1)
     assert spent == sum(granted)
@@ -114,11 +123,7 @@ def test_sqlite_two_processes_record_events_and_count_them_exactly(tmp_path: Pat
     path = str(tmp_path / "state.db")
     setup = SqliteStore(path)
     setup.create_wallet(make_wallet("w1"))
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager:
-        start = manager.Barrier(2)
-        with ctx.Pool(2) as pool:
-            seen = pool.starmap(_events_worker, [(path, 0, start), (path, 1, start)])
+    seen = _in_two_processes(_events_worker, path)
     # The two really interleaved: some count included part, not all, of the other worker's events.
     assert any(i + 1 < count < EVENTS_PER_WORKER + i + 1 for worker in seen for i, count in enumerate(worker))
     times = [_event_time(i) for i in range(EVENTS_PER_WORKER)]
