@@ -24,9 +24,10 @@ from parent_proxy.store.dynamodb_base import (
     s,
 )
 from parent_proxy.store.dynamodb_limits import DynamoLimits
-from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval
+from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval, ReopenApproval
 
 _DECIDED = "is already {status}"
+_NOT_APPROVED_BY = "is {status}, not approved by this decision"
 
 
 def _decision(d: DecideApproval) -> dict[str, Any]:
@@ -35,6 +36,15 @@ def _decision(d: DecideApproval) -> dict[str, Any]:
         "update": "SET #st = :s, decision = :d, decided_at = :t, #w = :w",
         "condition": "#st = :p",
         "values": {":s": s(d.status), ":d": opt_b(d.decision), ":t": n(d.now), ":p": s(ApprovalStatus.PENDING)},
+    }
+
+
+def _reopening(r: ReopenApproval) -> dict[str, Any]:
+    """The update of `reopen_approval`: only an approval approved by this decision (names as `_decision`)."""
+    return {
+        "update": "SET #st = :p, #w = :w REMOVE decision, decided_at",
+        "condition": "#st = :a AND decision = :d",
+        "values": {":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED), ":d": b(r.decision)},
     }
 
 
@@ -97,34 +107,38 @@ class DynamoApprovals(DynamoLimits):
 
     def _decide_part(self, d: DecideApproval) -> tuple[list[Any], Callable[[], Exception]]:
         """The transaction action of `decide_approval` (for `DynamoAudited.apply_audited`), and its refusal."""
-        wallet_id = self._approval_wallet(d.approval_id)
-        decision = _decision(d)
+        return self._update_part(d.approval_id, **_decision(d), refused=_DECIDED)
+
+    def _reopen_part(self, r: ReopenApproval) -> tuple[list[Any], Callable[[], Exception]]:
+        """The transaction action of `reopen_approval` (for `DynamoAudited.apply_audited`), and its refusal."""
+        return self._update_part(r.approval_id, **_reopening(r), refused=_NOT_APPROVED_BY)
+
+    def _update_part(
+        self, approval_id: str, *, update: str, condition: str, values: dict[str, Any], refused: str
+    ) -> tuple[list[Any], Callable[[], Exception]]:
+        wallet_id = self._approval_wallet(approval_id)
         action = {
             "Update": {
                 "TableName": self._table,
-                "Key": {"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{d.approval_id}")},
-                "UpdateExpression": decision["update"],
-                "ConditionExpression": decision["condition"],
+                "Key": {"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{approval_id}")},
+                "UpdateExpression": update,
+                "ConditionExpression": condition,
                 "ExpressionAttributeNames": {"#st": "status", "#w": WRITE_ID},
-                "ExpressionAttributeValues": {**decision["values"], ":w": s(new_write_id())},
+                "ExpressionAttributeValues": {**values, ":w": s(new_write_id())},
             }
         }
 
-        def refused() -> Exception:
-            status = self.get_approval(d.approval_id).status
-            return AlreadyDecided(f"approval {d.approval_id} " + _DECIDED.format(status=status))
+        def refusal() -> Exception:
+            status = self.get_approval(approval_id).status
+            return AlreadyDecided(f"approval {approval_id} " + refused.format(status=status))
 
-        return [action], refused
+        return [action], refusal
 
     def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
         v.check_id("approval_id", approval_id)
         v.check_blob("decision", decision)
         return self._update_approval(
-            approval_id,
-            update="SET #st = :p, #w = :w REMOVE decision, decided_at",
-            condition="#st = :a AND decision = :d",
-            values={":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED), ":d": b(decision)},
-            refused="is {status}, not approved by this decision",
+            approval_id, **_reopening(ReopenApproval(approval_id, decision)), refused=_NOT_APPROVED_BY
         )
 
     def _approval_wallet(self, approval_id: str) -> str:

@@ -18,10 +18,12 @@ from parent_proxy.store.dynamodb_base import CONDITION_FAILED, ConditionFailed, 
 from parent_proxy.store.dynamodb_idempotency import DynamoIdempotency
 from parent_proxy.store.model import (
     AuditRecord,
+    CompleteIdempotent,
     CreateApproval,
     DecideApproval,
     OutboxItem,
     RecordEvent,
+    ReopenApproval,
     SetFrozen,
     StateChange,
 )
@@ -61,6 +63,10 @@ class DynamoAudited(DynamoIdempotency):
                 return self._approval_actions(a), lambda: Conflict(f"approval {a.approval_id} already exists")
             case DecideApproval():
                 return self._decide_part(change)
+            case ReopenApproval():
+                return self._reopen_part(change)
+            case CompleteIdempotent(answer=answer):
+                return self._complete_part(answer)
         raise InvalidInput("changes", f"{type(change).__name__} is not a state change")
 
     def _set_frozen_action(self, f: SetFrozen) -> Any:

@@ -4,6 +4,7 @@ actions of the signing path's two transactions (`DynamoStore.begin_signing`, `Dy
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from parent_proxy.errors import Conflict, IdempotencyInProgress, IdempotencyMismatch, NotFound
@@ -116,6 +117,16 @@ class DynamoIdempotency(DynamoApprovals):
                 },
             }
         }
+
+    def _complete_part(self, answer: IdempotentAnswer) -> tuple[list[Any], Callable[[], Exception]]:
+        """`_complete_action` (for `DynamoAudited.apply_audited`), and its refusal (as `complete_idempotent`'s)."""
+
+        def refusal() -> Exception:
+            if self._get(f"W#{answer.wallet_id}", f"I#{answer.key}") is None:
+                return NotFound(f"idempotency key {answer.key!r} not found")
+            return Conflict(f"idempotency key {answer.key!r} is not in progress for this request")
+
+        return [self._complete_action(answer)], refusal
 
     def _claimed_update(self, wallet_id: str, key: str, request_hash: bytes, **kwargs: Any) -> None:
         """Update (``UpdateExpression`` given: a resend after a lost response is this write, see `_write_once`) or

@@ -203,7 +203,22 @@ class DecideApproval:
     now: float
 
 
-StateChange = SetFrozen | RecordEvent | CreateApproval | DecideApproval
+@dataclass(frozen=True)
+class ReopenApproval:
+    """`Store.reopen_approval`: an approval approved by ``decision`` is pending again (nothing was signed)."""
+
+    approval_id: str
+    decision: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CompleteIdempotent:
+    """`Store.complete_idempotent`: the answer stored under a key this request claimed."""
+
+    answer: IdempotentAnswer
+
+
+StateChange = SetFrozen | RecordEvent | CreateApproval | DecideApproval | ReopenApproval | CompleteIdempotent
 """The closed set of changes an audited event may describe (`Store.apply_audited`)."""
 
 

@@ -174,10 +174,12 @@ class Store(Protocol):
         self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
     ) -> AuditRecord:
         """All or nothing: apply ``changes`` in order (each as its own method: `set_frozen`, `record_request` /
-        `record_denial`, `create_approval`, `decide_approval`), append the record ``audit`` builds from the head (the
-        event that describes them), enqueue ``webhook`` (its notification, if any). Returns the appended record.
+        `record_denial`, `create_approval`, `decide_approval`, `reopen_approval`, `complete_idempotent`), append the
+        record ``audit`` builds from the head (the event that describes them), enqueue ``webhook`` (its
+        notification, if any). Returns the appended record.
 
-        Refusals are those of the methods (`NotFound`, `AlreadyDecided`, `Conflict` for an existing approval id) and
+        Refusals are those of the methods (`NotFound`, `AlreadyDecided`, `Conflict` for an existing approval id or
+        a key not in progress for this request) and
         of `append_audit` (`Conflict` for a webhook event id ever enqueued); nothing is written then, nor when the
         audit record or the webhook item cannot be written. A head moved by another appender is not a refusal: the
         record is built again from the new head (as in `finish_signing`)."""

@@ -22,6 +22,7 @@ from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
     AuditRecord,
+    CompleteIdempotent,
     CreateApproval,
     DecideApproval,
     IdempotencyRecord,
@@ -30,6 +31,7 @@ from parent_proxy.store.model import (
     IssuedToken,
     OutboxItem,
     RecordEvent,
+    ReopenApproval,
     Reservation,
     ReservationStatus,
     SetFrozen,
@@ -283,3 +285,7 @@ class SqliteStore(SqliteApprovals):
                 self._create_approval_in(conn, approval)
             case DecideApproval():
                 self._decide_in(conn, change)
+            case ReopenApproval():
+                self._reopen_in(conn, change)
+            case CompleteIdempotent(answer=a):
+                self._complete_in(conn, a.wallet_id, a.key, a.request_hash, a.response)

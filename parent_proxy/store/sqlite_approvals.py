@@ -7,7 +7,7 @@ import sqlite3
 
 from parent_proxy.errors import AlreadyDecided, Conflict, NotFound
 from parent_proxy.store import validation as v
-from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval
+from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval, ReopenApproval
 from parent_proxy.store.sqlite_limits import SqliteLimits
 
 _SELECT_APPROVAL = (
@@ -66,14 +66,18 @@ class SqliteApprovals(SqliteLimits):
         v.check_id("approval_id", approval_id)
         v.check_blob("decision", decision)
         with self._write() as conn:
-            return self._update_approval_in(
-                conn,
-                approval_id,
-                "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL"
-                " WHERE approval_id = ? AND status = 'approved' AND decision = ?",
-                (approval_id, decision),
-                refused="is {status}, not approved by this decision",
-            )
+            return self._reopen_in(conn, ReopenApproval(approval_id, decision))
+
+    @classmethod
+    def _reopen_in(cls, conn: sqlite3.Connection, r: ReopenApproval) -> Approval:
+        return cls._update_approval_in(
+            conn,
+            r.approval_id,
+            "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL"
+            " WHERE approval_id = ? AND status = 'approved' AND decision = ?",
+            (r.approval_id, r.decision),
+            refused="is {status}, not approved by this decision",
+        )
 
     @classmethod
     def _update_approval_in(

@@ -16,6 +16,7 @@ from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
     AuditRecord,
+    CompleteIdempotent,
     CreateApproval,
     DecideApproval,
     DeliveryAttempt,
@@ -24,6 +25,7 @@ from parent_proxy.store.model import (
     OutboxItem,
     OutboxStatus,
     RecordEvent,
+    ReopenApproval,
     SetFrozen,
     StateChange,
     Wallet,
@@ -265,6 +267,12 @@ def check_change(change: object) -> StateChange:
         case DecideApproval(approval_id=approval_id, status=status, decision=decision, now=now):
             now = check_approval_decision(approval_id, status, decision, now)
             return DecideApproval(approval_id, status, decision, now)
+        case ReopenApproval(approval_id=approval_id, decision=decision):
+            check_id("approval_id", approval_id)
+            check_blob("decision", decision)
+            return change
+        case CompleteIdempotent(answer=answer):
+            return CompleteIdempotent(check_answer(answer))
     raise InvalidInput("changes", f"{type(change).__name__} is not a state change")
 
 

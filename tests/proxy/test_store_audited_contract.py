@@ -1,6 +1,6 @@
 """Contract tests for `Store.apply_audited` on every adapter: state changes (freeze, request/denial timestamps, a new
-approval, an approval decision), the audit record that describes them and its webhook item are written together or
-not at all, including when the audit part is refused or fails.
+approval, an approval decision or its reopening, a stored idempotent answer), the audit record that describes them
+and its webhook item are written together or not at all, including when the audit part is refused or fails.
 
 Before, each change was its own write ahead of `AuditLog.append`: a failing audit write left the change behind,
 unaudited and unnotified (tests/proxy/test_api_audited_changes.py shows it through the API).
@@ -14,16 +14,27 @@ from typing import Any
 import pytest
 
 from parent_proxy.audit import AuditLog, iter_audit_records, verify_audit_chain
-from parent_proxy.errors import AlreadyDecided, Conflict, InvalidInput, NotFound, StoreUnavailable
+from parent_proxy.errors import (
+    AlreadyDecided,
+    Conflict,
+    IdempotencyInProgress,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+)
 from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
     AuditRecord,
+    CompleteIdempotent,
     CreateApproval,
     DecideApproval,
+    IdempotencyStatus,
+    IdempotentAnswer,
     OutboxItem,
     OutboxStatus,
     RecordEvent,
+    ReopenApproval,
     SetFrozen,
     StateChange,
 )
@@ -32,6 +43,8 @@ from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 from tests.proxy.test_store_dynamodb_faults import Hooked
 
 T0 = 1_700_000_000.0
+DIGEST = b"\x07" * 32
+ANSWER = IdempotentAnswer("w1", "k1", DIGEST, b'{"status_code":202}')
 
 
 def pending(approval_id: str = "a1", wallet_id: str = "w1") -> Approval:
@@ -42,6 +55,14 @@ def item(event_id: str = "e1", wallet_id: str = "w1") -> OutboxItem:
     return OutboxItem(event_id, wallet_id, "wallet.frozen", b"{}", created_at=T0, next_attempt_at=T0)
 
 
+def set_up(s: Store) -> None:
+    """What `EVERY_CHANGE` changes: a pending approval a1, an approval a3 approved by b"yes", a claimed key k1."""
+    s.create_approval(pending("a1"))
+    s.create_approval(pending("a3"))
+    s.decide_approval("a3", ApprovalStatus.APPROVED, b"yes", T0)
+    assert s.begin_idempotent("w1", "k1", DIGEST, T0) is None
+
+
 def state(s: Store) -> tuple[Any, ...]:
     """Everything `apply_audited` may change, for before/after comparisons."""
     wallet = s.get_wallet("w1")
@@ -50,9 +71,19 @@ def state(s: Store) -> tuple[Any, ...]:
         wallet.frozen_reason,
         s.recent_requests("w1", 0.0),
         s.recent_denials("w1", 0.0),
-        [(a.approval_id, a.status) for a in s.pending_approvals("w1")],
+        [a.approval_id for a in s.pending_approvals("w1")],
+        [(a.status, a.decision, a.decided_at) for a in (s.get_approval(i) for i in ("a1", "a3"))],
+        stored_answer(s),
         s.audit_head(),
     )
+
+
+def stored_answer(s: Store) -> object:
+    """What key k1 holds: the stored answer, or the refusal saying its request is still in progress."""
+    try:
+        return s.lookup_idempotent("w1", "k1", DIGEST, T0)
+    except IdempotencyInProgress as exc:
+        return type(exc).__name__
 
 
 EVERY_CHANGE: list[StateChange] = [
@@ -61,12 +92,14 @@ EVERY_CHANGE: list[StateChange] = [
     SetFrozen("w1", True, "policy freeze trigger: freeze.denials"),
     CreateApproval(pending("a2")),
     DecideApproval("a1", ApprovalStatus.REJECTED, None, T0 + 2),
+    ReopenApproval("a3", b"yes"),
+    CompleteIdempotent(ANSWER),
 ]
 
 
 def test_apply_audited_writes_the_changes_the_record_and_the_webhook(wallet_store: Store, clock: FakeClock) -> None:
     s, log = wallet_store, AuditLog(wallet_store, clock)
-    s.create_approval(pending("a1"))
+    set_up(s)
     log.append("before", {}, wallet_id=None)
     record = s.apply_audited(EVERY_CHANGE, log.sealer("transaction.frozen", {"n": 1}, wallet_id="w1"), item())
     assert (record.seq, record.event_type, record.wallet_id) == (2, "transaction.frozen", "w1")
@@ -76,7 +109,11 @@ def test_apply_audited_writes_the_changes_the_record_and_the_webhook(wallet_stor
     assert wallet.frozen and wallet.frozen_reason == "policy freeze trigger: freeze.denials"
     assert (s.recent_requests("w1", 0.0), s.recent_denials("w1", 0.0)) == ([T0], [T0 + 1])
     assert s.get_approval("a1").status == ApprovalStatus.REJECTED and s.get_approval("a1").decided_at == T0 + 2
-    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a2"]
+    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a2", "a3"]
+    reopened = s.get_approval("a3")
+    assert (reopened.status, reopened.decision, reopened.decided_at) == (ApprovalStatus.PENDING, None, None)
+    stored = s.lookup_idempotent("w1", "k1", DIGEST, T0)
+    assert stored is not None and (stored.status, stored.response) == (IdempotencyStatus.COMPLETED, ANSWER.response)
     assert s.get_outbox_item("e1").status == OutboxStatus.PENDING
     # An unfreeze; no changes at all is a plain append; no webhook is no item.
     s.apply_audited([SetFrozen("w1", False, None)], log.sealer("wallet.unfrozen", {}, wallet_id="w1"))
@@ -93,14 +130,20 @@ def test_apply_audited_writes_the_changes_the_record_and_the_webhook(wallet_stor
         (CreateApproval(pending("a3", "w9")), NotFound, "wallet w9 not found"),
         (SetFrozen("w9", True, "r"), NotFound, "wallet w9 not found"),
         (RecordEvent("w9", "denial", T0), NotFound, "wallet w9 not found"),
+        (ReopenApproval("a1", b"yes"), AlreadyDecided, "approval a1 is rejected, not approved by this decision"),
+        (ReopenApproval("a3", b"no"), AlreadyDecided, "approval a3 is approved, not approved by this decision"),
+        (ReopenApproval("a9", b"yes"), NotFound, "approval a9 not found"),
+        (CompleteIdempotent(IdempotentAnswer("w1", "k2", DIGEST, b"{}")), NotFound, "idempotency key 'k2' not found"),
+        (CompleteIdempotent(IdempotentAnswer("w1", "k1", b"\x08" * 32, b"{}")), Conflict, "not in progress"),
     ],
-    ids=["decided", "no-approval", "approval-exists", "approval-wallet", "freeze-wallet", "event-wallet"],
-)
+    ids=["decided", "no-approval", "approval-exists", "approval-wallet", "freeze-wallet", "event-wallet",
+         "reopen-rejected", "reopen-other-decision", "reopen-no-approval", "answer-no-claim", "answer-other-request"],
+)  # fmt: skip
 def test_a_refused_change_writes_nothing(
     wallet_store: Store, clock: FakeClock, refused: StateChange, error: type[Exception], match: str
 ) -> None:
     s, log = wallet_store, AuditLog(wallet_store, clock)
-    s.create_approval(pending("a1"))
+    set_up(s)
     s.decide_approval("a1", ApprovalStatus.REJECTED, None, T0)
     before = state(s)
     changes = [RecordEvent("w1", "denial", T0), SetFrozen("w1", True, "r"), refused]
@@ -136,7 +179,7 @@ def test_a_refused_or_failing_audit_record_writes_no_change(
     wallet_store: Store, sealer: AuditSealer, error: type[Exception], match: str
 ) -> None:
     s = wallet_store
-    s.create_approval(pending("a1"))
+    set_up(s)
     before = state(s)
     with pytest.raises(error, match=match):
         s.apply_audited(EVERY_CHANGE, sealer, item())
@@ -147,7 +190,7 @@ def test_a_refused_or_failing_audit_record_writes_no_change(
 
 def test_a_refused_webhook_item_writes_no_change_and_no_record(wallet_store: Store, clock: FakeClock) -> None:
     s, log = wallet_store, AuditLog(wallet_store, clock)
-    s.create_approval(pending("a1"))
+    set_up(s)
     log.append("first", {}, wallet_id="w1", webhook=item("e1"))
     before = state(s)
     with pytest.raises(Conflict, match="outbox item e1 already exists"):
@@ -160,6 +203,7 @@ def test_a_refused_webhook_item_writes_no_change_and_no_record(wallet_store: Sto
 
 def test_a_change_that_is_not_one_is_refused_before_anything_is_written(wallet_store: Store, clock: FakeClock) -> None:
     s = wallet_store
+    set_up(s)
     before = state(s)
     bad: list[Any] = [SetFrozen("w1", True, "r"), ("freeze", "w1")]
     with pytest.raises(InvalidInput, match="tuple is not a state change"):
@@ -168,6 +212,10 @@ def test_a_change_that_is_not_one_is_refused_before_anything_is_written(wallet_s
         s.apply_audited([SetFrozen("w1", True, None)], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))
     with pytest.raises(InvalidInput, match="kind"):
         s.apply_audited([RecordEvent("w1", "other", T0)], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="decision"):
+        s.apply_audited([ReopenApproval("a3", "yes")], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="answer"):
+        s.apply_audited([CompleteIdempotent(b"{}")], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))  # type: ignore[arg-type]
     assert state(s) == before
 
 
