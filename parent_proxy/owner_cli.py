@@ -1,7 +1,12 @@
-"""``waiaas owner ...``: the owner's tools. Every command signs with the owner key, from a local Solana keypair
-file (``--keypair``) or AWS KMS (``--kms-key-id`` with ``--role-arn`` ... ``--mfa-serial`` ``--mfa-code``
-``--source-identity``). ``--owner-public-key K`` pins the owner key: a key whose public key is not K signs nothing.
+"""``waiaas owner ...``: the owner's tools. Every command signs with the owner key, from a local key file
+(``--keypair``: an encrypted key file, or a plaintext Solana keypair JSON, told apart by content) or AWS KMS
+(``--kms-key-id`` with ``--role-arn`` ... ``--mfa-serial`` ``--mfa-code`` ``--source-identity``).
+``--owner-public-key K`` pins the owner key: a key whose public key is not K signs nothing. The passphrase of an
+encrypted key file comes from ``--passphrase-file F`` (its first line) or, when stdin is a terminal, a prompt; never
+from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.md.
 
+    waiaas owner keygen --out FILE                       make a new owner key in an encrypted file, print its public key
+    waiaas owner encrypt-keypair SOLANA.json --out FILE  encrypt an existing Solana keypair, print its public key
     waiaas owner pubkey                                  print the owner public key
     waiaas owner sign-policy POLICY.json [--expires-in-days N]
                                                          print the signed policy envelope (N: set its expires_at)
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import getpass
 import json
 import secrets
 import sys
@@ -36,10 +42,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
+from parent_proxy.owner_keyfile import (
+    KeyFileError,
+    load_owner_key,
+    prompt_passphrase,
+    read_passphrase_file,
+    read_solana_keypair,
+    write_encrypted_key_file,
+)
 from parent_proxy.owner_signers import (
     KmsOwnerSigner,
     LocalOwnerSigner,
@@ -82,7 +97,10 @@ class _InputError(Exception):
 def register(subparsers: Any) -> None:
     owner = subparsers.add_parser("owner", help="owner tools: sign policies, approvals, freeze orders, API calls")
     key = owner.add_argument_group("owner key (one of)")
-    key.add_argument("--keypair", type=Path, help="Solana CLI keypair file (self-host)")
+    key.add_argument("--keypair", type=Path, help="encrypted key file, or Solana CLI keypair JSON (self-host)")
+    key.add_argument(
+        "--passphrase-file", type=Path, help="file whose first line is the key file's passphrase (else a prompt)"
+    )
     key.add_argument("--kms-key-id", help="KMS key id or ARN (ECC_NIST_EDWARDS25519)")
     key.add_argument("--role-arn", action="append", default=[], help="role to assume, in chain order (repeatable)")
     key.add_argument("--mfa-serial", help="MFA device ARN for the first assume-role hop")
@@ -98,6 +116,16 @@ def register(subparsers: Any) -> None:
     )
     key.add_argument("--region", help="AWS region")
     commands = owner.add_subparsers(dest="owner_command", required=True, metavar="ACTION")
+
+    keygen = commands.add_parser("keygen", help="make a new owner key in an encrypted file (mode 0600)")
+    keygen.add_argument("--out", required=True, type=Path, help="the new key file (never overwritten)")
+    encrypt = commands.add_parser("encrypt-keypair", help="encrypt an existing Solana CLI keypair JSON")
+    encrypt.add_argument("solana_json", type=Path, help="the plaintext Solana keypair JSON (left as it is)")
+    encrypt.add_argument("--out", required=True, type=Path, help="the new key file (never overwritten)")
+    for new_file in (keygen, encrypt):
+        new_file.add_argument(
+            "--passphrase-file", dest="new_passphrase_file", type=Path, help="file whose first line is the passphrase"
+        )
 
     commands.add_parser("pubkey", help="print the owner public key")
 
@@ -148,12 +176,45 @@ def _pinned_public_key(text: str | None) -> Pubkey | None:
         raise _InputError("--owner-public-key is not a base58 public key") from exc
 
 
+def _warn(message: str) -> None:
+    sys.stderr.write(f"owner: warning: {message}\n")
+
+
+def _passphrase(passphrase_file: Path | None, key_file: Path, *, confirm: bool) -> bytes:
+    if passphrase_file is not None:
+        return read_passphrase_file(passphrase_file, _warn)
+    if not sys.stdin.isatty():
+        raise _InputError(f"key file {key_file}: give --passphrase-file (stdin is not a terminal to ask on)")
+    return prompt_passphrase(key_file, confirm=confirm, ask=getpass.getpass)
+
+
+def new_key_file(args: argparse.Namespace) -> int:
+    """``keygen`` / ``encrypt-keypair``: write ``--out`` encrypted, print only the public key."""
+    if args.keypair is not None or args.kms_key_id is not None:
+        raise _InputError("takes no --keypair or --kms-key-id (it makes a key file)")
+    if args.out.exists() or args.out.is_symlink():  # checked again, atomically, when the file is created
+        raise KeyFileError(f"key file {args.out} already exists; not overwriting it")
+    if args.owner_command == "keygen":
+        key = Ed25519PrivateKey.generate()
+    else:
+        key = read_solana_keypair(args.solana_json, _warn)
+    passphrase = _passphrase(args.new_passphrase_file or args.passphrase_file, args.out, confirm=True)
+    write_encrypted_key_file(args.out, key, passphrase)
+    sys.stdout.write(f"{Pubkey.from_bytes(key.public_key().public_bytes_raw())}\n")
+    return EXIT_OK
+
+
 def signer_from_args(args: argparse.Namespace) -> OwnerSigner:
     if (args.keypair is None) == (args.kms_key_id is None):
         raise _InputError("give exactly one of --keypair or --kms-key-id")
+    if args.passphrase_file is not None and args.keypair is None:
+        raise _InputError("--passphrase-file goes with --keypair")
     pinned = _pinned_public_key(args.pinned_public_key)
     if args.keypair is not None:
-        local = LocalOwnerSigner.from_file(args.keypair)
+        path = args.keypair
+        local = LocalOwnerSigner(
+            load_owner_key(path, lambda: _passphrase(args.passphrase_file, path, confirm=False), _warn)
+        )
         check_expected_public_key(local.public_key, pinned, f"keypair file {args.keypair}")
         return local
     if not args.role_arn or not args.mfa_serial or not args.mfa_code or not args.source_identity:
@@ -237,6 +298,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.owner_command == "verify-wallet":
             return verify_wallet(args)
+        if args.owner_command in ("keygen", "encrypt-keypair"):
+            return new_key_file(args)
         signer = signer_from_args(args)
         command = args.owner_command
         if command == "pubkey":

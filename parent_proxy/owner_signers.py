@@ -1,4 +1,5 @@
-"""The owner's signing key, behind one small seam: a local Solana keypair file (self-host) or AWS KMS (cloud).
+"""The owner's signing key, behind one small seam: a local key (self-host; its files: `parent_proxy.owner_keyfile`)
+or AWS KMS (cloud).
 
 `OwnerSigner.sign(message)` returns a pure Ed25519 signature over ``message`` (the exact bytes of
 `policies.signing.signing_payload` or of an owner request), so both produce the same signatures for the same key.
@@ -52,22 +53,35 @@ class OwnerSigner(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
 
+def keypair_from_json(data: bytes) -> Ed25519PrivateKey:
+    """A Solana CLI keypair: a JSON array of 64 bytes (32-byte seed, then the public key, which must match)."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):  # not chained: a JSONDecodeError keeps the whole document (the key)
+        raise OwnerKeyError("not JSON") from None
+    if not isinstance(value, list) or len(value) != 64 or not all(type(b) is int and 0 <= b <= 255 for b in value):
+        raise OwnerKeyError("not a JSON array of 64 bytes")
+    raw = bytes(value)
+    key = Ed25519PrivateKey.from_private_bytes(raw[:32])
+    if key.public_key().public_bytes_raw() != raw[32:]:
+        raise OwnerKeyError("the public half does not match the secret half")
+    return key
+
+
 def load_keypair_file(path: Path) -> Ed25519PrivateKey:
-    """A Solana CLI keypair file: a JSON array of 64 bytes (32-byte seed, then the public key, which must match)."""
+    """A plaintext Solana CLI keypair file with mode 0600 (the local demo chain's throw-away keys; the owner CLI
+    reads encrypted files too, see `parent_proxy.owner_keyfile`)."""
     try:
         mode = path.stat().st_mode
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise OwnerKeyError("keypair file unreadable or not JSON") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise OwnerKeyError("keypair file is readable by group or others (chmod 600 it)")
-    if not isinstance(data, list) or len(data) != 64 or not all(type(b) is int and 0 <= b <= 255 for b in data):
-        raise OwnerKeyError("keypair file must be a JSON array of 64 bytes")
-    raw = bytes(data)
-    key = Ed25519PrivateKey.from_private_bytes(raw[:32])
-    if key.public_key().public_bytes_raw() != raw[32:]:
-        raise OwnerKeyError("keypair file's public half does not match its secret half")
-    return key
+    try:
+        return keypair_from_json(data)
+    except OwnerKeyError as exc:
+        raise OwnerKeyError(f"keypair file: {exc}") from None
 
 
 @dataclass
