@@ -46,6 +46,8 @@ MAX_KDF_ITERATIONS = 10_000_000
 MAX_KEY_FILE_BYTES = 16 * 1024
 """Both formats are under 1 KiB; anything this large is not a key file (checked before reading it all)."""
 MAX_PASSPHRASE_FILE_BYTES = 4096
+SCRYPT_OID = "1.3.6.1.4.1.11591.4.11"
+"""RFC 7914 section 7 (``openssl pkcs8 -scrypt``): not read, its memory cost is unbounded by the file's word."""
 
 Warn = Callable[[str], None]
 
@@ -59,7 +61,7 @@ class KeyFileError(OwnerKeyError):
 
 def read_passphrase_file(path: Path, warn: Warn) -> bytes:
     """The passphrase: the file's first line without its line ending (``openssl -passin file:`` reads the same)."""
-    data, mode = _read_small(path, MAX_PASSPHRASE_FILE_BYTES, "passphrase file")
+    data, mode = _read_small(path, MAX_PASSPHRASE_FILE_BYTES, "passphrase file", pipe_too=True)
     _warn_if_loose(path, mode, "passphrase file", warn)
     passphrase = data.split(b"\n", 1)[0].removesuffix(b"\r")
     if not passphrase:
@@ -129,18 +131,29 @@ def encrypt_owner_key(key: Ed25519PrivateKey, passphrase: bytes, *, iterations: 
 
 def decrypt_owner_key(pem: bytes, passphrase: bytes, *, source: str, warn: Warn) -> Ed25519PrivateKey:
     """The Ed25519 key in an encrypted PKCS#8 PEM. ``source`` names the file in errors and warnings."""
+    return _decrypt(*_checked_header(pem, source), passphrase, source=source, warn=warn)
+
+
+def _checked_header(pem: bytes, source: str) -> tuple[bytes, int]:
+    """The DER and its iteration count, once the unencrypted header passes (before any passphrase is asked for)."""
     try:
         label, _, der = asn1_pem.unarmor(pem)
         algorithm = asn1_keys.EncryptedPrivateKeyInfo.load(der, strict=True)["encryption_algorithm"]
-        scheme, kdf, iterations = algorithm["algorithm"].native, algorithm.kdf, algorithm.kdf_iterations
+        scheme, kdf = algorithm["algorithm"].native, algorithm.kdf
+        iterations = algorithm.kdf_iterations if (scheme, kdf) == ("pbes2", "pbkdf2") else 0
     except Exception:  # asn1crypto raises ValueError, TypeError, KeyError, ...; the file is simply not well formed
         raise KeyFileError(f"{source}: corrupt (not a well-formed encrypted PKCS#8 PEM)") from None
     if label != PEM_LABEL:
         raise KeyFileError(f"{source}: a PEM {label!r}, not {PEM_LABEL!r}")
     if (scheme, kdf) != ("pbes2", "pbkdf2"):
+        kdf = {SCRYPT_OID: "scrypt"}.get(kdf, kdf)
         raise KeyFileError(f"{source}: encrypted with {scheme}/{kdf}; only PBES2 with PBKDF2 is read")
     if not 1 <= iterations <= MAX_KDF_ITERATIONS:
         raise KeyFileError(f"{source}: {iterations} PBKDF2 iterations is outside 1-{MAX_KDF_ITERATIONS}")
+    return der, iterations
+
+
+def _decrypt(der: bytes, iterations: int, passphrase: bytes, *, source: str, warn: Warn) -> Ed25519PrivateKey:
     if not passphrase:
         raise KeyFileError(f"{source}: an empty passphrase is refused")
     try:
@@ -157,12 +170,13 @@ def decrypt_owner_key(pem: bytes, passphrase: bytes, *, source: str, warn: Warn)
 # -- files -------------------------------------------------------------------------------------------------------------
 
 
-def _read_small(path: Path, limit: int, what: str) -> tuple[bytes, int]:
-    """A small file's bytes and mode, both from one open file (no swap between the check and the read)."""
+def _read_small(path: Path, limit: int, what: str, *, pipe_too: bool = False) -> tuple[bytes, int]:
+    """A small file's bytes and mode, both from one open file (no swap between the check and the read). A regular
+    file only (a device could be endless), or with ``pipe_too`` also a pipe (``--passphrase-file <(pass show x)``)."""
     try:
         with path.open("rb") as handle:
             mode = os.fstat(handle.fileno()).st_mode
-            if not stat.S_ISREG(mode):
+            if not (stat.S_ISREG(mode) or (pipe_too and stat.S_ISFIFO(mode))):
                 raise KeyFileError(f"{what} {path}: not a regular file")
             data = handle.read(limit + 1)
     except OSError as exc:
@@ -191,7 +205,9 @@ def load_owner_key(path: Path, passphrase: Callable[[], bytes], warn: Warn) -> E
     data, mode = _read_small(path, MAX_KEY_FILE_BYTES, "key file")
     if _is_encrypted_pem(data):
         _warn_if_loose(path, mode, "key file", warn)
-        return decrypt_owner_key(data, passphrase(), source=f"key file {path}", warn=warn)
+        source = f"key file {path}"
+        der, iterations = _checked_header(data, source)
+        return _decrypt(der, iterations, passphrase(), source=source, warn=warn)
     if _is_json_array(data):
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyFileError(f"key file {path} is readable by group or others (chmod 600 it)")

@@ -265,6 +265,15 @@ def test_passphrase_files_give_their_first_line(tmp_path: Path) -> None:
             read_passphrase_file(write_secret(path, content), quiet)
     with pytest.raises(KeyFileError, match=f"^passphrase file {tmp_path / 'none'}: cannot be read"):
         read_passphrase_file(tmp_path / "none", quiet)
+    reader, writer = os.pipe()  # --passphrase-file <(pass show owner)
+    os.write(writer, PASSPHRASE + b"\n")
+    os.close(writer)
+    try:
+        assert read_passphrase_file(Path(f"/dev/fd/{reader}"), quiet) == PASSPHRASE
+    finally:
+        os.close(reader)
+    with pytest.raises(KeyFileError, match=r"^passphrase file /dev/null: not a regular file$"):
+        read_passphrase_file(Path("/dev/null"), quiet)
     path.unlink()
     warnings, warn = collect()
     read_passphrase_file(write_secret(path, PASSPHRASE, 0o644), warn)
@@ -353,6 +362,14 @@ def test_we_read_files_openssl_makes(tmp_path: Path) -> None:
     os.chmod(default, 0o600)
     assert public_raw(load_owner_key(default, lambda: PASSPHRASE, warn)) == public_raw(key)
     assert len(warnings) == 1 and "uses only 2048 PBKDF2 iterations" in warnings[0]
+    scrypt = tmp_path / "scrypt.pem"
+    subprocess.run(
+        [OPENSSL, "pkcs8", "-topk8", "-scrypt", "-in", str(clear), "-out", str(scrypt), "-passout", f"file:{passfile}"],
+        check=True,
+    )
+    os.chmod(scrypt, 0o600)
+    with pytest.raises(KeyFileError, match=f"^key file {scrypt}: encrypted with pbes2/scrypt; only PBES2 with PBKDF2"):
+        load_owner_key(scrypt, no_passphrase, quiet)
 
 
 # -- malformed files --------------------------------------------------------------------------------------------------
