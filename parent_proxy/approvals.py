@@ -7,14 +7,17 @@ request signature over the URL binds the approval id):
 1. the document's signature is verified with the wallet's owner key, its wallet, message hash and expiry checked;
 2. the wallet must not be frozen; the request is evaluated again with today's counters: if the policy now DENIES
    it (e.g. the approval ceiling of a period is used up) the approval stays pending and the answer is 403;
-3. the approval is marked approved (a second decision is 409: a request is signed at most once);
+3. the approval is marked approved (a second decision is 409: a request is signed at most once), in one store
+   transaction with its ``approval.approved`` record;
 4. the amounts are reserved against the *approval ceilings*, and the request is relayed with the owner's signed
    approval (the enclave verifies it itself) -- then the same commit/release, audit and notification as a direct
    signature. The owner's answer carries the signed transaction; the agent learns it from the webhook.
    A failure before a signature leaves the proxy (enclave unavailable or answering an error code, store failure
    at reserve or commit: mostly a 503) gives everything back, as for an agent request: the reservation is released
-   and the approval is pending again (audited ``approval.reopened``), so the owner can approve it once more. An
-   enclave decision to refuse (an answer with its reasons) is a decision: the approval stays consumed.
+   and the approval is pending again, with its ``approval.reopened`` record in the same transaction, so the owner
+   can approve it once more (if that transaction fails the approval stays consumed: never signed twice, never
+   changed without its record). An enclave decision to refuse (an answer with its reasons) is a decision: the
+   approval stays consumed.
 
 A rejection (the owner request signature alone) marks the approval rejected, audits and notifies, in one store
 transaction (`Store.apply_audited`): if the record cannot be written the approval stays pending (503).
@@ -98,12 +101,13 @@ class ApprovalFlow:
         if verdict.verdict >= Verdict.DENY:
             s.audit.append("approval.refused", {**audit, "decision": verdict.to_json()}, wallet_id=wallet_id)
             raise refusal(verdict, frozen=False)
-        # 3. Decided once (a second approval is 409), 4. reserved against the approval ceilings.
-        s.store.decide_approval(approval_id, ApprovalStatus.APPROVED, envelope, now)
+        # 3. Decided once (a second approval is 409), with its record: one store transaction.
+        approved = DecideApproval(approval_id, ApprovalStatus.APPROVED, envelope, now)
+        s.audit.append("approval.approved", audit, wallet_id=wallet_id, changes=[approved])
+        # 4. Reserved against the approval ceilings.
         request_id = uuid.uuid4().hex
         approval = OwnerApproval(approval_id, envelope)
         try:
-            s.audit.append("approval.approved", audit, wallet_id=wallet_id)
             reservation = self.flow.reserve(
                 wallet, policy, verdict, request_id, now, approved=True, audit_base={**audit, "request_id": request_id}
             )

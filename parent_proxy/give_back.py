@@ -13,6 +13,7 @@ import logging
 from parent_proxy.api_errors import ApiError
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import OwnerApproval, Prepared
+from parent_proxy.store.model import ReopenApproval
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +56,11 @@ def abandon(s: Services, wallet_id: str, key: str, digest: bytes) -> None:
 
 
 def reopen_quietly(s: Services, request_id: str, wallet_id: str, approval: OwnerApproval) -> None:
-    """Return an owner approval to pending after a failure; if the store cannot, it stays consumed (logged)."""
+    """Return an owner approval to pending after a failure, with its ``approval.reopened`` record in the same store
+    transaction; if the store cannot, it stays consumed (logged)."""
+    reopened = ReopenApproval(approval.approval_id, approval.envelope)
+    payload = {"approval_id": approval.approval_id, "request_id": request_id}
     try:
-        s.store.reopen_approval(approval.approval_id, approval.envelope)
+        s.audit.append("approval.reopened", payload, wallet_id=wallet_id, changes=[reopened])
     except Exception:
         logger.exception("approval %s could not be returned to pending", approval.approval_id)
-        return
-    s.audit_safely(
-        "approval.reopened", {"approval_id": approval.approval_id, "request_id": request_id},
-        wallet_id=wallet_id,
-    )  # fmt: skip

@@ -5,11 +5,11 @@
     2. load the wallet and its owner-signed policy (a frozen wallet or a missing policy: 403)
     3. first policy check: decode, and evaluate with the store's counters (spent per window, recent requests and
        denials); the request is recorded for the rate rule
-    4. DENY / FREEZE: record the denial (FREEZE also freezes the wallet), audit and notify (the audit record and
-       its webhook item in one store transaction), 403 with the reasons
+    4. DENY / FREEZE: record the denial (FREEZE also freezes the wallet), audit, notify and store the answer
+       under the key (one store transaction, `_refuse`), 403 with the reasons
        ESCALATE: a pending approval is created WITHOUT a reservation (nothing is held while the owner decides; the
        amounts are reserved, against the approval ceilings, when the owner approves: `parent_proxy.approvals`),
-       audit and notify (one transaction), 202 with the approval id
+       audit, notify and store the answer (one transaction), 202 with the approval id
        ALLOW: one store transaction (`Store.begin_signing`) claims the key, records the request and reserves the
        amounts against the automatic thresholds of every period (a concurrent request that got there first: 403
        ``limit_exceeded``)
@@ -67,8 +67,10 @@ from parent_proxy.sign_parts import (
 from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
+    CompleteIdempotent,
     CreateApproval,
     IdempotentAnswer,
+    OutboxItem,
     RecordEvent,
     Reservation,
     StateChange,
@@ -101,12 +103,8 @@ class SignFlow:
         claim = Claim(wallet_id, key, digest)
         try:
             return self._checks(agent, request, tables, claim)
-        except ApiError as error:
-            if claim.held and error.code in (
-                Code.POLICY_DENIED, Code.WALLET_FROZEN, Code.NO_POLICY, Code.LIMIT_EXCEEDED
-            ):  # fmt: skip
-                s.store.complete_idempotent(wallet_id, key, digest, canonical(error_answer(error)))
-            elif claim.held:
+        except ApiError:
+            if claim.held:  # a refusal stores its answer with its record (`_refuse`); anything else frees the key
                 give_back.abandon(s, wallet_id, key, digest)
             raise
         except BaseException as exc:
@@ -138,20 +136,23 @@ class SignFlow:
         if wallet.frozen:
             if (replay := self._claim(claim, now)) is not None:
                 return replay
-            s.audit.append("transaction.refused", {**base, "reason": "wallet frozen"}, wallet_id=wallet_id)
-            raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
+            error = ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
+            raise self._refuse(claim, error, "transaction.refused", {**base, "reason": "wallet frozen"})
         try:
             policy = s.policy_for(wallet)
         except PolicyEngineError as exc:  # a stored policy that no longer verifies: refuse, loudly
             logger.error("stored policy of wallet %s does not verify", wallet_id)
             if (replay := self._claim(claim, now)) is not None:
                 return replay
-            raise ApiError(Code.NO_POLICY, "the wallet has no valid policy") from exc
+            error = ApiError(Code.NO_POLICY, "the wallet has no valid policy")
+            raise self._refuse(
+                claim, error, "transaction.refused", {**base, "reason": "stored policy does not verify"}
+            ) from exc
         if policy is None:
             if (replay := self._claim(claim, now)) is not None:
                 return replay
-            s.audit.append("transaction.refused", {**base, "reason": "no policy"}, wallet_id=wallet_id)
-            raise ApiError(Code.NO_POLICY, "the wallet has no policy: everything is denied")
+            error = ApiError(Code.NO_POLICY, "the wallet has no policy: everything is denied")
+            raise self._refuse(claim, error, "transaction.refused", {**base, "reason": "no policy"})
         ctx, requests, denials = eval_context(s, wallet, policy, now)
         decision = decide(policy, request.transaction, tables, ctx)
         s.metrics.count("waiaas_decisions_total", verdict=decision.verdict.label, stage="proxy")
@@ -167,7 +168,7 @@ class SignFlow:
             except LimitExceeded as exc:  # nothing was written: claim and record the request, then refuse
                 if (replay := self._claim(claim, now)) is not None:
                     return replay
-                raise self.limit_refusal(wallet, exc, payload, [RecordEvent(wallet_id, "request", now)]) from exc
+                raise self.limit_refusal(wallet, exc, payload, [RecordEvent(wallet_id, "request", now)], claim) from exc
             if started.replay is not None:
                 return replayed(started.replay)
             claim.held = True
@@ -185,38 +186,65 @@ class SignFlow:
             trigger = next((r.rule for r in decision.reasons if r.verdict is Verdict.FREEZE), None) if frozen else None
             changes = denial_changes(wallet_id, now, None if trigger is None else f"policy freeze trigger: {trigger}")
             event = "transaction.frozen" if frozen else "transaction.denied"
-            s.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook, changes=changes)
-            raise refusal(decision, frozen)
+            raise self._refuse(claim, refusal(decision, frozen), event, payload, webhook=webhook, changes=changes)
         approval_id = uuid.uuid4().hex  # ESCALATE
         escalated = {**payload, "approval_id": approval_id}
         webhook = s.webhook_item(wallet_id, "approval.pending", escalated)
         stored_request = canonical({"request": request.to_json(), "decision": decision.to_json(), **base})
         approval = Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now)
-        changes = [RecordEvent(wallet_id, "request", now), CreateApproval(approval)]
         body = {
             "status": "pending_approval",
             "request_id": request_id,
             "approval_id": approval_id,
             "decision": decision.to_json(),
         }
+        # The request's timestamp, the approval, its record and webhook, and the answer under the key: one transaction.
+        answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, canonical({"status_code": 202, "body": body}))
+        changes = [RecordEvent(wallet_id, "request", now), CreateApproval(approval), CompleteIdempotent(answer)]
         s.audit.append("transaction.escalated", escalated, wallet_id=wallet_id, webhook=webhook, changes=changes)
-        s.store.complete_idempotent(wallet_id, claim.key, claim.digest, canonical({"status_code": 202, "body": body}))
         claim.held = False
         return Answer(202, body)
 
+    def _refuse(
+        self,
+        claim: Claim,
+        error: ApiError,
+        event: str,
+        payload: dict[str, Any],
+        *,
+        webhook: OutboxItem | None = None,
+        changes: Sequence[StateChange] = (),
+    ) -> ApiError:
+        """Write a refusal: its ``changes``, its audit record (and webhook) and the error answer stored under the
+        claimed key, in one store transaction (a failure writes none of it, and the key is freed); the error."""
+        stored = IdempotentAnswer(claim.wallet_id, claim.key, claim.digest, canonical(error_answer(error)))
+        changes = [*changes, CompleteIdempotent(stored)]
+        self.s.audit.append(event, payload, wallet_id=claim.wallet_id, webhook=webhook, changes=changes)
+        claim.held = False
+        return error
+
     def limit_refusal(
-        self, wallet: Wallet, exc: LimitExceeded, audit_base: dict[str, Any], changes: Sequence[StateChange] = ()
+        self,
+        wallet: Wallet,
+        exc: LimitExceeded,
+        audit_base: dict[str, Any],
+        changes: Sequence[StateChange] = (),
+        claim: Claim | None = None,
     ) -> ApiError:
         """Audit a reservation refused by the period limits (a concurrent request got there first), with ``changes``
-        (the request's timestamp, if not recorded yet) in the same store transaction; the 403."""
+        (the request's timestamp, if not recorded yet) and, for a ``claim``, the stored answer in the same store
+        transaction; the 403."""
         reasons = [
             {"verdict": "deny", "rule": "reservation", "message": "period limit reached by concurrent requests",
              "seen": f"{asset}/{window}s", "allowed": str(cap)}
             for (asset, window), (_total, cap) in sorted(exc.excess.items())
         ]  # fmt: skip
         payload = {**audit_base, "reservation": reasons}
+        error = ApiError(Code.LIMIT_EXCEEDED, "the period limit was reached", reasons=reasons)
+        if claim is not None:
+            return self._refuse(claim, error, "transaction.denied", payload, changes=changes)
         self.s.audit.append("transaction.denied", payload, wallet_id=wallet.wallet_id, changes=changes)
-        return ApiError(Code.LIMIT_EXCEEDED, "the period limit was reached", reasons=reasons)
+        return error
 
     def reserve(
         self,
@@ -312,19 +340,21 @@ class SignFlow:
         if prepared.reservation is not None:
             s.store.release(prepared.reservation)
         frozen = verdict == "freeze"
-        # The denial (the request was recorded by `begin_signing`) and a freeze: one transaction with the record.
-        reason = "enclave freeze decision" if frozen else None
-        changes = denial_changes(wallet_id, read_clock(s.clock), reason, request=False)
-        s.audit.append(
-            "transaction.refused", base, wallet_id=wallet_id, receipt=receipt, webhook=webhook, changes=changes
-        )
         error = ApiError(
             Code.WALLET_FROZEN if frozen else Code.ENCLAVE_REFUSED,
             "the enclave refused to sign",
             reasons=reasons if isinstance(reasons, list) else [],
         )
+        # The denial (the request was recorded by `begin_signing`), a freeze, and the stored answer: one transaction
+        # with the record.
+        reason = "enclave freeze decision" if frozen else None
+        changes: list[StateChange] = denial_changes(wallet_id, read_clock(s.clock), reason, request=False)
         if prepared.idempotent:
-            s.store.complete_idempotent(wallet_id, prepared.key, prepared.digest, canonical(error_answer(error)))
+            answer = canonical(error_answer(error))
+            changes.append(CompleteIdempotent(IdempotentAnswer(wallet_id, prepared.key, prepared.digest, answer)))
+        s.audit.append(
+            "transaction.refused", base, wallet_id=wallet_id, receipt=receipt, webhook=webhook, changes=changes
+        )
         raise error
 
     # -- the whole flow -----------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 from its own thread and event loop, a real SQLite store, an embedded LiteSVM chain, and owner-signed calls.
 
 Seam doubles used by some tests (under tests/ only): a clock that can be made to fail, a store wrapper whose named
-methods raise `StoreUnavailable`, raw socket servers that never answer or answer nonsense, and a stand-in enclave with
+methods raise `StoreUnavailable`, SQLite triggers that make one kind of write fail inside the store's own
+transactions, raw socket servers that never answer or answer nonsense, and a stand-in enclave with
 a session key of its own (it answers attestation and status with that key, and one fixed answer to the rest).
 """
 
@@ -15,6 +16,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +104,40 @@ class FailingStore:
 
             return hooked
         return attribute
+
+
+@contextmanager
+def refused_records(h: Harness, event_type: str) -> Iterator[None]:
+    """While open, the SQLite store refuses every audit record of ``event_type`` (a constraint failure inside the
+    transaction that writes it, so whatever that transaction also writes fails with it)."""
+    if not event_type.replace(".", "").replace("_", "").isalnum():
+        raise ValueError(f"not an event type: {event_type!r}")
+    conn = h.store.inner._conn()
+    conn.execute(
+        f"CREATE TRIGGER injected_refusal BEFORE INSERT ON audit_log WHEN NEW.event_type = '{event_type}' "
+        "BEGIN SELECT RAISE(ABORT, 'injected: record refused'); END"
+    )
+    try:
+        yield
+    finally:
+        conn.execute("DROP TRIGGER injected_refusal")
+
+
+@contextmanager
+def unstorable_answers(h: Harness) -> Iterator[None]:
+    """While open, every update of an idempotency record (storing an answer under a key) fails in the SQLite store
+    as an unreadable schema does (`StoreUnavailable`), inside the transaction that makes it."""
+    conn = h.store.inner._conn()
+    conn.execute("CREATE TABLE injected_missing (x)")
+    conn.execute(
+        "CREATE TRIGGER injected_failure BEFORE UPDATE ON idempotency "
+        "BEGIN INSERT INTO injected_missing VALUES (1); END"
+    )
+    conn.execute("DROP TABLE injected_missing")  # the trigger now fails to compile: "no such table"
+    try:
+        yield
+    finally:
+        conn.execute("DROP TRIGGER injected_failure")
 
 
 class LoopThread:

@@ -24,6 +24,7 @@ from tests.proxy.api_harness import (
     build_harness,
     new_session_key,
     provision,
+    refused_records,
     stand_in_refusal,
     start_enclave,
     start_stand_in_enclave,
@@ -105,13 +106,14 @@ def test_store_down_returns_the_approval_to_pending(h: tuple[Harness, LoopThread
 
 
 def test_reopen_failing_too_leaves_the_approval_consumed_never_signed(h: tuple[Harness, LoopThread]) -> None:
-    """If the store cannot even reopen it, the approval stays approved (fail safe: it is never signed twice)."""
+    """If the store cannot reopen it with its record (one transaction), the approval stays approved (fail safe: it
+    is never signed twice, and never changes without its record). Before, the reopening was its own write: with the
+    record refused, the approval was pending again and nothing said why."""
     harness, loop = h
     approval_id, body, path = escalate(harness)
     stop_enclave(harness, loop)
-    harness.store.failing = {"reopen_approval"}
-    failed = harness.owner_call("POST", path, body)
-    harness.store.failing = set()
+    with refused_records(harness, "approval.reopened"):
+        failed = harness.owner_call("POST", path, body)
     assert failed.status_code == 503
     assert pending_ids(harness) == [] and harness.store.get_approval(approval_id).status == "approved"
     assert "approval.reopened" not in harness.audit_events() and harness.spent() == 0
