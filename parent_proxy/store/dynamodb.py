@@ -15,13 +15,14 @@ webhooks and the audit log in `dynamodb_outbox`, the table layout in `dynamodb_b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from parent_proxy.errors import (
     Conflict,
     NotFound,
     StalePolicySequence,
 )
+from parent_proxy.store import dynamodb_sealed_keys as sealed_keys
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_audited import DynamoAudited, Part
@@ -54,6 +55,7 @@ from parent_proxy.store.model import (
     Wallet,
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
+from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
 
 __all__ = ["DynamoStore", "create_table"]
 
@@ -230,3 +232,12 @@ class DynamoStore(DynamoAudited):
             refused = f"idempotency key {a.key!r} is not in progress for this request"
             parts.append(([self._complete_action(a)], lambda: Conflict(refused)))
         return self._transact_sealed(parts, audit)
+
+    # -- re-sealed agent keys -------------------------------------------------------------------------------
+    def replace_sealed_keys(self, replacements: Sequence[SealedKeyReplacement], audit: AuditSealer) -> AuditRecord:
+        """One transaction: each wallet's conditional update and the audit record (`dynamodb_sealed_keys`)."""
+        checked = check_replacements(replacements)
+        sealed_keys.check_count(checked)
+        for r in checked:
+            self._require_wallet(r.wallet_id)  # wallets are never deleted, so a prior read suffices
+        return self._transact_sealed([sealed_keys.replacement_part(self._table, r) for r in checked], audit)

@@ -26,6 +26,7 @@ from parent_proxy.store.model import (
     Wallet,
     WebhookConfig,
 )
+from parent_proxy.store.sealed_keys import SealedKeyReplacement
 
 Limits = Mapping[tuple[str, int], int]
 """Caps per ``(asset, window_seconds)``: raw units that may be spent within any rolling window of that length."""
@@ -183,6 +184,17 @@ class Store(Protocol):
         of `append_audit` (`Conflict` for a webhook event id ever enqueued); nothing is written then, nor when the
         audit record or the webhook item cannot be written. A head moved by another appender is not a refusal: the
         record is built again from the new head (as in `finish_signing`)."""
+        ...
+
+    # -- re-sealed agent keys -------------------------------------------------------------------------------
+    def replace_sealed_keys(self, replacements: Sequence[SealedKeyReplacement], audit: AuditSealer) -> AuditRecord:
+        """All or nothing: each named wallet's sealed key becomes the new blob if it is still the old one, and the
+        record ``audit`` builds from the head (the event naming them) is appended. Returns that record.
+
+        Refusals, with nothing written: `InvalidInput` (no replacement, a wallet named twice, an empty blob, a new
+        blob equal to the old; DynamoDB: more than one transaction can hold, `dynamodb_sealed_keys`), `NotFound`
+        (an unknown wallet), `Conflict` (a blob that is no longer the old one). Blobs stay opaque to the store:
+        that the new one opens to the same key is the caller's check (`parent_proxy.store.sealed_keys`)."""
         ...
 
     # -- housekeeping ---------------------------------------------------------------------------------------

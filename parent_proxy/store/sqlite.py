@@ -18,6 +18,7 @@ from parent_proxy.errors import (
     StalePolicySequence,
 )
 from parent_proxy.store import sqlite_events as events
+from parent_proxy.store import sqlite_sealed_keys as sealed_keys
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
@@ -40,6 +41,7 @@ from parent_proxy.store.model import (
     Wallet,
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
+from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
 from parent_proxy.store.sqlite_approvals import SqliteApprovals
 
 
@@ -260,6 +262,13 @@ class SqliteStore(SqliteApprovals):
         with self._write() as conn:
             self._claimed(conn, wallet_id, key, request_hash)
             conn.execute("DELETE FROM idempotency WHERE wallet_id = ? AND key = ?", (wallet_id, key))
+
+    # -- re-sealed agent keys -------------------------------------------------------------------------------
+    def replace_sealed_keys(self, replacements: Sequence[SealedKeyReplacement], audit: AuditSealer) -> AuditRecord:
+        checked = check_replacements(replacements)
+        with self._write() as conn:
+            sealed_keys.replace_in(conn, checked)
+            return self._seal_in(conn, audit)
 
     # -- an audited state change -----------------------------------------------------------------------------
     def apply_audited(
