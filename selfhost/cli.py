@@ -1,6 +1,7 @@
 """``waiaas selfhost up``: run the self-host bundle's services as local processes until Ctrl-C.
 
     waiaas selfhost up [--state-dir DIR] [--port 8080] [--local-chain | --rpc-url URL] [--owner-key PUBKEY ...]
+    waiaas selfhost reseal [--state-dir DIR] --new-secret-file FILE [--old-secret-file FILE]   (selfhost.reseal)
 
 The services are started from selfhost/docker-compose.yml exactly as :mod:`selfhost.deployment` describes (the
 state directory keeps the SQLite state and the unseal secret across runs, so wallets survive a restart). Without
@@ -33,6 +34,7 @@ from selfhost.compose_model import ComposeError
 from selfhost.deployment import Deployment, prepare_root, run_local
 from selfhost.local_stack import StackError, tail
 from selfhost.paths import PathMappingError
+from selfhost.reseal import register as register_reseal
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -57,6 +59,7 @@ def register(subparsers: Any) -> None:
     chain.add_argument("--rpc-url", help="a Solana JSON-RPC endpoint, http(s)://...")
     up.add_argument("--owner-key", action="append", default=[], help="base58 owner public key (repeatable)")
     up.set_defaults(func=run_up)
+    register_reseal(commands, default_state_dir())
 
 
 def owner_keypair(root: Path) -> LocalOwnerSigner:

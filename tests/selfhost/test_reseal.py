@@ -1,0 +1,418 @@
+"""``waiaas selfhost reseal`` on a real state database (SqliteStore) holding wallets sealed by the signer's own
+``LocalSealer``: the success path, every refusal (the database bytes and every blob unchanged), a crash while the
+new blobs are computed and one inside the store transaction (nothing written), and no secret, derived key or agent
+key in the output, the logs, the error messages or the audit log.
+
+The signer itself loading the resealed wallets and signing is in test_reseal_live.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from enclave_app.errors import SealingError
+from enclave_app.sealing import LocalSealer, SealBinding, seal_agent_key, unseal_agent_key
+from parent_proxy.audit import iter_audit_records, verify_audit_chain
+from parent_proxy.errors import StoreUnavailable
+from parent_proxy.store import sqlite_sealed_keys
+from parent_proxy.store.model import Wallet
+from parent_proxy.store.sqlite import SqliteStore
+from policies.cli import main
+from selfhost import paths, reseal
+from tests.selfhost.compose_config import REPO
+
+WALLETS = ("w-a", "w-b", "w-c", "w-d")
+
+
+@dataclass
+class World:
+    """A state directory laid out as ``waiaas selfhost up`` leaves it, and what the test knows about it."""
+
+    root: Path
+    old: bytes
+    new: bytes
+    new_file: Path
+    seeds: dict[str, bytes]
+    salts: list[bytes]
+    """The Argon2id salts of every blob the test has seen (each secret derives one key per salt)."""
+
+    @property
+    def database(self) -> Path:
+        return self.root / "state" / "waiaas.db"
+
+    @property
+    def old_file(self) -> Path:
+        return self.root / "secrets" / paths.UNSEAL_SECRET_NAME
+
+    def args(self, *extra: str) -> list[str]:
+        return ["selfhost", "reseal", "--state-dir", str(self.root), "--new-secret-file", str(self.new_file), *extra]
+
+    def wallets(self) -> dict[str, Wallet]:
+        store = SqliteStore(self.database)
+        try:
+            return {w: store.get_wallet(w) for w in WALLETS}
+        finally:
+            store.close()
+
+    def fingerprint(self) -> tuple[str, bool, dict[str, bytes]]:
+        """The database file's bytes (no WAL is left once every connection closed), and every blob."""
+        digest = hashlib.sha256(self.database.read_bytes()).hexdigest()
+        wal = self.database.with_name("waiaas.db-wal").exists()
+        with reseal.exclusive_state(self.database) as conn:
+            blobs = {w.wallet_id: w.sealed_key for w in reseal.read_wallets(conn, self.database)}
+        return digest, wal, blobs
+
+
+def audit_log(world: World) -> list[Any]:
+    store = SqliteStore(world.database)
+    try:
+        return list(iter_audit_records(store))
+    finally:
+        store.close()
+
+
+def secret_file(path: Path, content: bytes, mode: int = 0o400) -> Path:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+def binding(wallet: Wallet) -> SealBinding:
+    return SealBinding(wallet.wallet_id, wallet.agent_pubkey, wallet.owner_pubkey)
+
+
+def provision(store: SqliteStore, sealer: LocalSealer, wallet_id: str, owner: bytes) -> bytes:
+    """A wallet as the signer's provisioning stores it: a fresh key sealed under ``sealer`` with its binding."""
+    key = Ed25519PrivateKey.generate()
+    agent = key.public_key().public_bytes_raw()
+    blob = seal_agent_key(sealer, key, SealBinding(wallet_id, agent, owner))
+    store.create_wallet(Wallet(wallet_id, agent, owner, os.urandom(32), blob))
+    return key.private_bytes_raw()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    root = tmp_path / "selfhost"
+    # A trailing newline, as `echo` or an editor leaves it: the signer strips it, so must reseal.
+    old = secrets.token_urlsafe(32).encode()
+    new = secrets.token_urlsafe(32).encode()
+    secret_file(root / "secrets" / paths.UNSEAL_SECRET_NAME, old + b"\n")
+    new_file = secret_file(tmp_path / "new_secret", new + b"\r\n")
+    (root / "state").mkdir(mode=0o700)
+    store = SqliteStore(root / "state" / "waiaas.db")
+    sealer, owner = LocalSealer(old), os.urandom(32)
+    seeds = {w: provision(store, sealer, w, owner) for w in WALLETS}
+    store.set_frozen("w-b", True, "owner freeze")  # a frozen wallet is resealed like any other
+    salts = [cbor2.loads(store.get_wallet(w).sealed_key)["salt"] for w in WALLETS]
+    store.close()
+    yield World(root, old, new, new_file, seeds, salts)
+
+
+def opens(sealer: LocalSealer, wallet: Wallet) -> bytes | None:
+    try:
+        return unseal_agent_key(sealer, wallet.sealed_key, binding(wallet)).private_bytes_raw()
+    except SealingError:
+        return None
+
+
+def forbidden(world: World) -> list[bytes]:
+    """Byte strings that must appear nowhere: both secrets (raw, hex, base64), every agent seed, and the key each
+    secret derives for every blob's salt (what the old and the new blobs are encrypted under)."""
+    values = [world.old, world.new, *world.seeds.values()]
+    salts = {*world.salts, *(cbor2.loads(w.sealed_key)["salt"] for w in world.wallets().values())}
+    for secret in (world.old, world.new):
+        values += [LocalSealer(secret)._derive(salt) for salt in salts]
+    encoded = []
+    for value in values:
+        encoded += [value, value.hex().encode(), base64.b64encode(value), base64.urlsafe_b64encode(value)]
+    return encoded
+
+
+def assert_nothing_secret(world: World, *texts: str | bytes) -> None:
+    values = forbidden(world)
+    for text in texts:
+        data = text.encode() if isinstance(text, str) else text
+        for value in values:
+            assert value not in data
+
+
+# ------------------------------------------------------------------------------------------------ success
+
+
+def test_reseal_moves_every_wallet_to_the_new_secret(
+    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    before = world.wallets()
+    assert main(world.args()) == 0
+    out, err = capsys.readouterr()
+    after = world.wallets()
+    old, new = LocalSealer(world.old), LocalSealer(world.new)
+    for wallet_id in WALLETS:
+        # The same key, now opening with the new secret only, under the same binding; nothing else changed.
+        assert opens(new, after[wallet_id]) == world.seeds[wallet_id]
+        assert opens(old, after[wallet_id]) is None
+        assert after[wallet_id].sealed_key != before[wallet_id].sealed_key
+        assert {**vars(after[wallet_id]), "sealed_key": b""} == {**vars(before[wallet_id]), "sealed_key": b""}
+    store = SqliteStore(world.database)
+    records = list(iter_audit_records(store))
+    store.close()
+    verify_audit_chain(records)
+    assert [(r.event_type, r.wallet_id) for r in records] == [("wallets.resealed", None)]
+    assert json.loads(records[0].payload) == {"wallets": list(WALLETS), "count": len(WALLETS)}
+    assert "resealed 4 wallets" in out and "audit record 1 (wallets.resealed)" in out and not err
+    for wallet_id in WALLETS:
+        assert f"{wallet_id}: resealed" in out
+    assert_nothing_secret(world, out, err, caplog.text, world.database.read_bytes())
+
+
+def test_reseal_takes_an_explicit_old_secret_file_and_a_stale_signer_socket(world: World, tmp_path: Path) -> None:
+    """A socket file whose process is gone (the signer stopped uncleanly) is not a running signer."""
+    moved = secret_file(tmp_path / "old_elsewhere", world.old)
+    world.old_file.chmod(0o600)
+    world.old_file.unlink()
+    stale = world.root / "socket" / "signer.sock"
+    stale.parent.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(stale))
+    assert stale.exists()
+    assert main(world.args("--old-secret-file", str(moved))) == 0
+    assert all(opens(LocalSealer(world.new), w) is not None for w in world.wallets().values())
+
+
+def test_reseal_without_wallets_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "empty"
+    secret_file(root / "secrets" / paths.UNSEAL_SECRET_NAME, secrets.token_bytes(32))
+    (root / "state").mkdir()
+    SqliteStore(root / "state" / "waiaas.db").close()
+    database = (root / "state" / "waiaas.db").read_bytes()
+    new = secret_file(tmp_path / "new", secrets.token_bytes(32))
+    assert main(["selfhost", "reseal", "--state-dir", str(root), "--new-secret-file", str(new)]) == 0
+    assert "no wallets: nothing to reseal" in capsys.readouterr().out
+    assert (root / "state" / "waiaas.db").read_bytes() == database
+
+
+# ------------------------------------------------------------------------------------------------ refusals
+
+
+def _refused(
+    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, args: list[str], code: int
+) -> str:
+    caplog.set_level(logging.DEBUG)
+    before = world.fingerprint()
+    assert main(args) == code
+    out, err = capsys.readouterr()
+    assert world.fingerprint() == before
+    assert err.startswith("selfhost reseal: refused: ") and err.rstrip().endswith("nothing was changed")
+    assert_nothing_secret(world, out, err, caplog.text)
+    return err
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (None, 0o400, "No such file or directory"),
+        (b"", 0o400, "empty"),
+        (b"\n", 0o400, "empty"),
+        (b"fifteen bytes!!", 0o400, "shorter than 16 bytes, the signer's minimum"),
+        (b"fifteen bytes!!\r\n", 0o400, "shorter than 16 bytes"),  # 17 bytes in the file, 15 for the signer
+        (b"a secret that is long enough", 0o440, r"readable by group or others \(chmod 0400 it\)"),
+        (b"a secret that is long enough", 0o404, "readable by group or others"),
+    ],
+    ids=["missing", "empty", "newline-only", "short", "short-after-strip", "group-readable", "world-readable"],
+)
+def test_a_bad_new_secret_file_is_refused(
+    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, case: tuple[Any, int, str]
+) -> None:
+    content, mode, match = case
+    world.new_file.chmod(0o600)
+    world.new_file.unlink()
+    if content is not None:
+        secret_file(world.new_file, content, mode)
+    err = _refused(world, capsys, caplog, world.args(), 2)
+    assert f"--new-secret-file {world.new_file}: " in err
+    assert re.search(match, err), err
+
+
+def test_the_new_secret_equal_to_the_old_is_refused(
+    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Equal as the signer reads them: the same bytes with another line ending are the same secret."""
+    world.new_file.chmod(0o600)
+    secret_file(world.new_file, world.old + b"\r\n")
+    assert "the new secret is the old secret" in _refused(world, capsys, caplog, world.args(), 2)
+
+
+def test_a_missing_old_secret_is_refused(
+    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    world.old_file.chmod(0o600)
+    world.old_file.unlink()
+    err = _refused(world, capsys, caplog, world.args(), 2)
+    assert f"--old-secret-file {world.old_file}: No such file" in err
+
+
+def test_a_wrong_old_secret_is_refused_naming_the_first_wallet(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = secret_file(tmp_path / "wrong", secrets.token_bytes(32))
+    err = _refused(world, capsys, caplog, world.args("--old-secret-file", str(wrong)), 1)
+    assert "wallet w-a: its sealed key does not open with the old secret (wrong --old-secret-file" in err
+
+
+def _rewrite_blob(world: World, wallet_id: str, blob: bytes) -> None:
+    store = SqliteStore(world.database)
+    with store._write() as conn:  # a test-side edit of the stored state, as a damaged backup would have it
+        conn.execute("UPDATE wallets SET sealed_key = ? WHERE wallet_id = ?", (blob, wallet_id))
+    store.close()
+
+
+def test_one_blob_under_another_secret_is_refused_and_no_other_wallet_changes(
+    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """w-a opens and is resealed in memory first; w-c does not open: nothing of either is written."""
+    wallet = world.wallets()["w-c"]
+    other = LocalSealer(secrets.token_bytes(32))
+    key = Ed25519PrivateKey.from_private_bytes(world.seeds["w-c"])
+    _rewrite_blob(world, "w-c", seal_agent_key(other, key, binding(wallet)))
+    err = _refused(world, capsys, caplog, world.args(), 1)
+    assert "wallet w-c: its sealed key does not open with the old secret" in err
+
+
+def test_a_blob_of_another_wallet_is_refused(
+    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The binding is checked as the signer checks it: w-a's blob stored for w-b does not open for w-b."""
+    _rewrite_blob(world, "w-b", world.wallets()["w-a"].sealed_key)
+    assert "wallet w-b: its sealed key does not open" in _refused(world, capsys, caplog, world.args(), 1)
+
+
+def test_a_blob_holding_another_key_than_the_pinned_one_is_refused(
+    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A blob that opens (right secret, right binding) to a key that is not the wallet's agent key."""
+    wallet = world.wallets()["w-d"]
+    forged = LocalSealer(world.old).seal(os.urandom(32), binding(wallet))
+    _rewrite_blob(world, "w-d", forged)
+    err = _refused(world, capsys, caplog, world.args(), 1)
+    assert "wallet w-d: its sealed key opens with the old secret to a key other than the wallet's agent" in err
+
+
+@pytest.fixture
+def listening_signer(world: World) -> Iterator[Path]:
+    path = world.root / "socket" / "signer.sock"
+    path.parent.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        yield path
+
+
+def test_a_running_signer_is_refused(
+    world: World, listening_signer: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    err = _refused(world, capsys, caplog, world.args(), 1)
+    assert f"the signer is running (its socket {listening_signer} accepts connections): stop it first" in err
+
+
+@pytest.fixture
+def running_proxy_store(world: World) -> Iterator[None]:
+    """Another process with the state open as the proxy holds it (a SqliteStore, idle after one read)."""
+    program = (
+        "import sys; from parent_proxy.store.sqlite import SqliteStore; "
+        f"s = SqliteStore({str(world.database)!r}); s.get_wallet('w-a'); print('ready', flush=True); sys.stdin.read()"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", program],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert process.stdout is not None and process.stdin is not None
+    assert process.stdout.readline() == b"ready\n"
+    yield
+    process.stdin.close()
+    process.wait(timeout=10)
+    process.stdout.close()
+
+
+def test_a_state_database_in_use_is_refused(
+    world: World, running_proxy_store: None, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused at once (no waiting for the lock), with no blob and no audit record written."""
+    caplog.set_level(logging.DEBUG)
+    before = world.wallets()
+    assert main(world.args()) == 1
+    err = capsys.readouterr().err
+    assert f"the state database {world.database} is in use by another process (a running proxy?)" in err
+    assert world.wallets() == before and audit_log(world) == []
+    assert_nothing_secret(world, err, caplog.text)
+
+
+def test_a_missing_state_database_is_refused_and_not_created(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    world.database.unlink()
+    assert main(world.args()) == 1
+    assert f"no state database at {world.database}" in capsys.readouterr().err
+    assert not world.database.exists()
+
+
+# ------------------------------------------------------------------------------------------------ crashes
+
+
+def test_a_crash_while_the_new_blobs_are_computed_writes_nothing(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = world.fingerprint()
+    calls: list[str] = []
+    real = reseal.seal_agent_key
+
+    def crash_half_way(sealer: Any, key: Any, binding: SealBinding) -> bytes:
+        calls.append(binding.wallet_id)
+        if len(calls) > len(WALLETS) // 2:
+            raise MemoryError("injected: killed half way")
+        return real(sealer, key, binding)
+
+    monkeypatch.setattr(reseal, "seal_agent_key", crash_half_way)
+    with pytest.raises(MemoryError, match="injected"):
+        main(world.args())
+    assert calls == list(WALLETS[: len(WALLETS) // 2 + 1])
+    assert world.fingerprint() == before
+
+
+def test_a_failure_inside_the_store_transaction_writes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Half the blobs are updated in the transaction, then the disk fails: the transaction is rolled back."""
+    before = world.fingerprint()
+    real = sqlite_sealed_keys.replace_in
+
+    def fail_half_way(conn: Any, replacements: Any) -> None:
+        real(conn, replacements[: len(replacements) // 2])
+        first = replacements[0]  # written, inside the transaction
+        assert conn.execute("SELECT sealed_key FROM wallets WHERE wallet_id = ?", (first.wallet_id,)).fetchone() == (
+            first.new_sealed_key,
+        )
+        raise StoreUnavailable("injected: disk I/O error")
+
+    monkeypatch.setattr(sqlite_sealed_keys, "replace_in", fail_half_way)
+    assert main(world.args()) == 1
+    assert "the state refused the new blobs, nothing was written: injected: disk I/O error" in capsys.readouterr().err
+    assert world.fingerprint()[2] == before[2] and audit_log(world) == []
+    assert all(opens(LocalSealer(world.old), w) is not None for w in world.wallets().values())
