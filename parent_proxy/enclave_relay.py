@@ -5,6 +5,9 @@ needs a wallet, `EnclaveRelay.ensure_wallet` loads it (the sealed blob, pinned t
 the stored owner-signed policy, once per (enclave session, wallet, policy sequence). If the enclave restarted in
 between, it answers ``unknown_wallet``; the relay forgets what it had loaded and the request fails with 503: it is
 never re-sent (no automatic retry of signing), the caller decides and the next request loads the wallet again.
+Owner orders (freeze, unfreeze, `install_policy`) are not signing requests: on ``unknown_wallet`` the relay loads
+the wallet again from the record last given to `ensure_wallet` and resends the order once (the enclave's sequence
+checks make a resend idempotent); `ensure_wallet` itself reloads once when a wallet it had loaded is unknown.
 
 Translation (the one place enclave errors become API errors):
 
@@ -71,6 +74,7 @@ class EnclaveRelay:
     def __init__(self, client: EnclaveClient) -> None:
         self._client = client
         self._loaded: dict[str, int] = {}  # wallet id -> policy sequence installed in the current enclave session
+        self._wallets: dict[str, Wallet] = {}  # wallet id -> the record last passed to `ensure_wallet` (no secret)
 
     async def close(self) -> None:
         """Close kept-open connections to the enclave, if the client keeps any (`PooledEnclaveClient`)."""
@@ -108,38 +112,72 @@ class EnclaveRelay:
         return answer
 
     async def ensure_wallet(self, wallet: Wallet) -> None:
-        """Load ``wallet`` and install its stored policy in the enclave unless done in this session."""
+        """Load ``wallet`` and install its stored policy in the enclave unless done in this session. If the enclave
+        answers ``unknown_wallet`` for a wallet this relay had loaded (it restarted since), everything is forgotten
+        and the wallet is loaded again, once."""
+        self._wallets[wallet.wallet_id] = wallet
         loaded = self._loaded.get(wallet.wallet_id)
         if loaded is not None and loaded >= wallet.policy_sequence:
             return
         try:
-            if wallet.wallet_id not in self._loaded:
-                try:
-                    answer = await self._client.load_wallet(
-                        wallet.wallet_id,
-                        owner_public_key=wallet.owner_pubkey,
-                        agent_public_key=wallet.agent_pubkey,
-                        sealed_blob=wallet.sealed_key,
-                    )
-                except EnclaveRequestError as exc:
-                    if exc.code != ErrorCode.WALLET_EXISTS:
-                        raise
-                else:
-                    if answer.agent_public_key != wallet.agent_pubkey:
-                        raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave loaded another key")
-                self._loaded[wallet.wallet_id] = 0
-            if wallet.policy_document is not None and self._loaded[wallet.wallet_id] < wallet.policy_sequence:
-                try:
-                    await self._client.install_policy(wallet.wallet_id, wallet.policy_document)
-                except EnclaveRequestError as exc:
-                    if exc.code != ErrorCode.POLICY_STALE:
-                        raise
-                self._loaded[wallet.wallet_id] = wallet.policy_sequence
+            try:
+                await self._load_and_install(wallet)
+            except EnclaveRequestError as exc:
+                if loaded is None or exc.code != ErrorCode.UNKNOWN_WALLET:
+                    raise
+                self.forget()
+                await self._load_and_install(wallet)
         except EnclaveError as exc:
             self.forget(wallet.wallet_id)
             raise translate_enclave_error(exc) from exc
 
+    async def _load_and_install(self, wallet: Wallet, *, policy: bool = True) -> None:
+        if wallet.wallet_id not in self._loaded:
+            try:
+                answer = await self._client.load_wallet(
+                    wallet.wallet_id,
+                    owner_public_key=wallet.owner_pubkey,
+                    agent_public_key=wallet.agent_pubkey,
+                    sealed_blob=wallet.sealed_key,
+                )
+            except EnclaveRequestError as exc:
+                if exc.code != ErrorCode.WALLET_EXISTS:
+                    raise
+            else:
+                if answer.agent_public_key != wallet.agent_pubkey:
+                    raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave loaded another key")
+            self._loaded[wallet.wallet_id] = 0
+        if not policy or wallet.policy_document is None or self._loaded[wallet.wallet_id] >= wallet.policy_sequence:
+            return
+        try:
+            await self._client.install_policy(wallet.wallet_id, wallet.policy_document)
+        except EnclaveRequestError as exc:
+            if exc.code != ErrorCode.POLICY_STALE:
+                raise
+        self._loaded[wallet.wallet_id] = wallet.policy_sequence
+
+    async def _reload_after_restart(self, wallet_id: str, exc: EnclaveError, *, policy: bool) -> None:
+        """After an order answered ``unknown_wallet``: the enclave restarted (or dropped the wallet). Forget what was
+        loaded and load the wallet again (with its stored policy if ``policy``) from the record last given to
+        `ensure_wallet`, so the order can be resent once; without such a record the original refusal stands."""
+        if not (isinstance(exc, EnclaveRequestError) and exc.code == ErrorCode.UNKNOWN_WALLET):
+            raise translate_enclave_error(exc) from exc
+        self.forget()
+        wallet = self._wallets.get(wallet_id)
+        if wallet is None:
+            raise translate_enclave_error(exc) from exc
+        logger.info("the enclave did not know wallet %s: loading it again and resending the order once", wallet_id)
+        try:
+            await self._load_and_install(wallet, policy=policy)
+        except EnclaveError as again:
+            self.forget(wallet_id)
+            raise translate_enclave_error(again) from again
+
     async def install_policy(self, wallet_id: str, signed_policy: bytes) -> PolicyInstalledResponse:
+        try:
+            return await self._client.install_policy(wallet_id, signed_policy)
+        except EnclaveError as exc:
+            await self._reload_after_restart(wallet_id, exc, policy=False)  # the wallet only: this is its policy
         try:
             return await self._client.install_policy(wallet_id, signed_policy)
         except EnclaveError as exc:
@@ -184,9 +222,15 @@ class EnclaveRelay:
             raise translate_enclave_error(exc) from exc
 
     async def set_frozen(self, wallet_id: str, frozen: bool, order: bytes) -> WalletFrozenResponse:
+        """Send an owner freeze/unfreeze order. On ``unknown_wallet`` (the enclave restarted since the wallet was
+        loaded) the wallet is loaded again and the order resent once: an order is not a signing request, and the
+        enclave's order sequence makes a resend idempotent."""
+        send = self._client.freeze if frozen else self._client.unfreeze
         try:
-            if frozen:
-                return await self._client.freeze(wallet_id, order)
-            return await self._client.unfreeze(wallet_id, order)
+            return await send(wallet_id, order)
+        except EnclaveError as exc:
+            await self._reload_after_restart(wallet_id, exc, policy=True)
+        try:
+            return await send(wallet_id, order)
         except EnclaveError as exc:
             raise translate_enclave_error(exc) from exc

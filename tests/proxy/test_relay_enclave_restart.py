@@ -1,0 +1,119 @@
+"""Review finding #7 (/tmp/s6/review_enclave.md): after an enclave restart, owner orders reach the new enclave.
+
+The relay remembers which wallets it loaded in the current enclave session. A restarted enclave knows none and
+answers ``unknown_wallet``; the freeze/unfreeze path (and `EnclaveRelay.install_policy`) must then forget the stale
+cache, load the wallet again and resend the order once, instead of answering ``enclave_acknowledged: false`` until
+some signing request happens to reset the cache. Real enclave app (development NSM, local sealer), real SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enclave_app.dev_nsm import UnsafeDevelopmentNsm
+from enclave_app.protocol import AttestationMode
+from enclave_app.sealing import LocalSealer
+from enclave_app.server import EnclaveServer, Handler
+from enclave_app.state import Enclave
+from enclave_app.transport import UnixAddress
+from policies.orders import freeze_document
+from policies.signing import sign_document
+from tests.proxy.api_harness import Harness, LoopThread, build_harness, provision, stop_enclave
+from tests.support.policies import MERCHANT
+
+
+def start_kept_enclave(loop: LoopThread, path: Path) -> tuple[asyncio.Server, Enclave]:
+    """`api_harness.start_enclave`, but the test keeps the `Enclave` to look at its wallets."""
+
+    async def start() -> tuple[asyncio.Server, Enclave]:
+        nsm = UnsafeDevelopmentNsm(pcrs={0: bytes(48)})
+        enclave = Enclave(nsm=nsm, clock=lambda: datetime.now(UTC), attestation_mode=AttestationMode.NITRO)
+        handler = Handler(enclave, LocalSealer(b"operator-secret-for-tests-only!!"))
+        return await EnclaveServer(handler).start(UnixAddress(str(path))), enclave
+
+    started: tuple[asyncio.Server, Enclave] = loop.run(start())
+    return started
+
+
+class Restartable:
+    def __init__(self, h: Harness, loop: LoopThread) -> None:
+        self.h, self.loop = h, loop
+        self.server, self.enclave = start_kept_enclave(loop, h.socket)
+
+    def restart(self) -> None:
+        """The enclave process goes and a new one starts on the same socket; the proxy is not told."""
+        stop_enclave(self.h, self.loop, self.server)
+        self.server, self.enclave = start_kept_enclave(self.loop, self.h.socket)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Restartable]:
+    loop = LoopThread()
+    h = build_harness(tmp_path, loop)
+    enclave = Restartable(h, loop)
+    try:
+        with h.client:
+            provision(h)
+            yield enclave
+    finally:
+        enclave.server.close()
+        loop.stop()
+
+
+def order(h: Harness, sequence: int, *, freeze: bool) -> dict[str, Any]:
+    document = freeze_document(h.wallet_id, sequence, int(time.time()) + 600)
+    return {"envelope": sign_document("freeze" if freeze else "unfreeze", document, h.owner)}
+
+
+def test_an_owner_freeze_after_an_enclave_restart_reaches_the_new_enclave(world: Restartable) -> None:
+    h = world.h
+    assert world.enclave.wallet(h.wallet_id).frozen is False
+    world.restart()
+    assert world.enclave.wallet_count == 0
+
+    frozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 1, freeze=True))
+
+    assert frozen.status_code == 200, frozen.text
+    assert frozen.json()["enclave_acknowledged"] is True
+    held = world.enclave.wallet(h.wallet_id)
+    assert held.frozen is True and held.order_sequence == 1
+    assert bytes(held.agent) == bytes(h.agent)
+    assert held.policy is not None and held.policy.sequence == 1  # the stored policy came back with the wallet
+
+    world.restart()
+    unfrozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", order(h, 2, freeze=False))
+    assert unfrozen.status_code == 200 and unfrozen.json()["enclave_acknowledged"] is True
+    assert world.enclave.wallet(h.wallet_id).frozen is False
+    assert h.sign(h.transfer(1000, MERCHANT)).status_code == 200
+
+
+def test_relay_install_policy_after_an_enclave_restart_reaches_the_new_enclave(world: Restartable) -> None:
+    h = world.h
+    world.restart()
+    envelope = json.dumps(h.policy(sequence=2)).encode()
+
+    answer = world.loop.run(h.services.relay.install_policy(h.wallet_id, envelope))
+
+    assert answer.sequence == 2
+    held = world.enclave.wallet(h.wallet_id)
+    assert held.policy is not None and held.policy.sequence == 2
+
+
+def test_an_order_the_enclave_refuses_for_another_reason_is_not_resent(world: Restartable) -> None:
+    h = world.h
+    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 5, freeze=True)).status_code == 200
+    world.restart()
+    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 6, freeze=True)).json()[
+        "enclave_acknowledged"
+    ]
+    stale = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", order(h, 6, freeze=False))
+    assert stale.status_code == 200 and stale.json()["enclave_acknowledged"] is False  # order_stale: refused once
+    assert world.enclave.wallet(h.wallet_id).frozen is True
