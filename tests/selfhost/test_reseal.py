@@ -416,3 +416,23 @@ def test_a_failure_inside_the_store_transaction_writes_nothing(
     assert "the state refused the new blobs, nothing was written: injected: disk I/O error" in capsys.readouterr().err
     assert world.fingerprint()[2] == before[2] and audit_log(world) == []
     assert all(opens(LocalSealer(world.old), w) is not None for w in world.wallets().values())
+
+
+def test_a_new_blob_that_does_not_open_with_the_new_secret_is_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The check after sealing: a broken sealer (here one that seals under a third secret, then one that seals
+    another key) would leave blobs nothing opens; the command refuses before writing any."""
+    third = LocalSealer(secrets.token_bytes(32))
+    monkeypatch.setattr(reseal, "seal_agent_key", lambda _sealer, key, bound: seal_agent_key(third, key, bound))
+    assert "wallet w-a: the new blob does not open with the new secret" in _refused(
+        world, capsys, caplog, world.args(), 1
+    )
+
+    def another_key(sealer: LocalSealer, _key: Any, bound: SealBinding) -> bytes:
+        return sealer.seal(os.urandom(32), bound)
+
+    monkeypatch.setattr(reseal, "seal_agent_key", another_key)
+    assert "wallet w-a: the new blob does not open with the new secret" in _refused(
+        world, capsys, caplog, world.args(), 1
+    )
