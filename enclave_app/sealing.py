@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -164,6 +165,13 @@ def _context(binding: SealBinding) -> dict[str, str]:
     return {"wallet_id": binding.wallet_id}
 
 
+_KDF_LOCK = threading.Lock()
+"""One Argon2id derivation at a time per process. With cryptography 50.0.2 (OpenSSL 4.0.3), two derivations with
+several lanes running at once in two threads never return (measured: no CPU used, for ever), and every later one
+raises MemoryError; one at a time each takes about 0.1 s on the development machine. Two wallets loaded at once
+(two agents calling after a signer restart) did exactly that (security review, sixth session)."""
+
+
 class LocalSealer:
     """AES-256-GCM under an Argon2id key derived from an operator secret (self-host)."""
 
@@ -179,7 +187,11 @@ class LocalSealer:
         kdf = Argon2id(
             salt=salt, length=32, iterations=ARGON2_ITERATIONS, lanes=ARGON2_LANES, memory_cost=ARGON2_MEMORY_KIB
         )
-        return kdf.derive(self._secret)
+        with _KDF_LOCK:
+            try:
+                return kdf.derive(self._secret)
+            except Exception as exc:  # e.g. MemoryError: an exhausted resource, not an inconsistency of the enclave
+                raise SealingError("key derivation failed") from exc
 
     def seal(self, secret: bytes, binding: SealBinding) -> bytes:
         salt = os.urandom(ARGON2_SALT_BYTES)
