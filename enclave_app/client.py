@@ -3,7 +3,9 @@
 Connection policy: one fresh connection per request (connect, write one frame, read one frame, close). Nothing
 is shared between requests, so a timeout or a broken peer can never leave a half-read answer that a later request
 would pick up; the cost (a vsock/Unix/loopback connect, ~tens of microseconds) is small next to a signature
-round trip. The whole exchange (connect + write + read) is bounded by ``timeout`` seconds.
+round trip. The whole exchange (connect + write + read) is bounded by ``timeout`` seconds, except for
+``provision_wallet`` and ``load_wallet``, bounded by ``wallet_timeout`` when given (the proxy gives
+:data:`WALLET_REQUEST_TIMEOUT_SECONDS`, above the enclave's own request limit; see there).
 
 No request is ever retried here, signing least of all: a failure raises and the caller decides.
 
@@ -53,20 +55,28 @@ from enclave_app.transport import Address, open_stream, parse_address
 
 R = TypeVar("R", bound=Message)
 
+WALLET_REQUEST_TIMEOUT_SECONDS = 35.0
+"""The parent proxy's time limit for ``provision_wallet`` and ``load_wallet``: above the enclave's own request limit
+(`enclave_app.server.REQUEST_TIMEOUT_SECONDS`, 30 s), so that the proxy always gets the enclave's answer (a wallet,
+or ``timeout`` with nothing registered) instead of giving up while the enclave goes on to register a wallet whose
+sealed blob nobody stores (the orphan of review finding #4). Sealing (KMS, or Argon2id) is slow; signing is not."""
+
 
 class EnclaveClient:
     """One method per request; each returns the success response or raises (see the module docstring)."""
 
-    def __init__(self, address: str | Address, *, timeout: float) -> None:
-        if not timeout > 0:
+    def __init__(self, address: str | Address, *, timeout: float, wallet_timeout: float | None = None) -> None:
+        if not timeout > 0 or (wallet_timeout is not None and not wallet_timeout > 0):
             raise ValueError("timeout must be positive")
         self._address = parse_address(address) if isinstance(address, str) else address
         self._timeout = timeout
+        self._wallet_timeout = timeout if wallet_timeout is None else max(timeout, wallet_timeout)
 
     async def request(self, message: Request) -> Response:
         """Send one request, return the decoded answer (an :class:`ErrorResponse` is returned, not raised)."""
+        slow = isinstance(message, ProvisionWalletRequest | LoadWalletRequest)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._wallet_timeout if slow else self._timeout):
                 return await self._exchange(message)
         except TimeoutError as exc:
             raise EnclaveTimeoutError("the enclave did not answer in time") from exc

@@ -347,12 +347,21 @@ class Enclave:
         if len(self._wallets) >= self.max_wallets:
             raise StateError(ErrorCode.WALLET_LIMIT, "wallet limit reached")
 
-    def add(self, wallet: Wallet) -> None:
-        """Register a wallet whose key was generated or unsealed (off the loop). Re-checks everything."""
-        self.check_new(wallet.wallet_id)
+    def add(self, wallet: Wallet) -> Wallet:
+        """Register a wallet whose key was generated or unsealed (off the loop). Re-checks everything.
+
+        A wallet registered meanwhile under the same id with the same keys (two concurrent loads of one wallet, both
+        past `check_new` before either unsealed) is success: the wallet already held is kept, with its policy,
+        freeze and ledger, and returned. So ``wallet_exists`` always means "held with other keys"."""
+        self.check_alive()
         if wallet.agent_key.public_key().public_bytes_raw() != bytes(wallet.agent):
             raise InconsistentStateError("agent key does not match its public key")
+        held = self._wallets.get(wallet.wallet_id)
+        if held is not None and held.agent == wallet.agent and held.owner == wallet.owner:
+            return held
+        self.check_new(wallet.wallet_id)
         self._wallets[wallet.wallet_id] = wallet
+        return wallet
 
     def install_policy(self, wallet: Wallet, policy: Policy) -> bytes:
         if policy.wallet_id != wallet.wallet_id:

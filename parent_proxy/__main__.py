@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 from solders.litesvm import LiteSVM
 
+from enclave_app.client import WALLET_REQUEST_TIMEOUT_SECONDS
 from parent_proxy.app import create_app
 from parent_proxy.auth import RateLimiter
 from parent_proxy.chain import Chain, LiteSvmChain, RpcChain
@@ -62,7 +63,13 @@ def build_services(settings: Settings) -> Services:
     return Services(
         store=store,
         clock=SystemClock(),
-        relay=EnclaveRelay(PooledEnclaveClient(settings.enclave, timeout=settings.enclave_timeout_seconds)),
+        relay=EnclaveRelay(
+            PooledEnclaveClient(
+                settings.enclave,
+                timeout=settings.enclave_timeout_seconds,
+                wallet_timeout=WALLET_REQUEST_TIMEOUT_SECONDS,  # sealing outlasts a signature; see there
+            )
+        ),
         chain=open_chain(settings),
         rate_limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
         nonces=StoreNonceRegistry(store),

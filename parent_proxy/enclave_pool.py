@@ -45,8 +45,8 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 class PooledEnclaveClient(EnclaveClient):
     """`EnclaveClient` with connection reuse (see the module docstring for when a connection is reused)."""
 
-    def __init__(self, address: str | Address, *, timeout: float) -> None:
-        super().__init__(address, timeout=timeout)
+    def __init__(self, address: str | Address, *, timeout: float, wallet_timeout: float | None = None) -> None:
+        super().__init__(address, timeout=timeout, wallet_timeout=wallet_timeout)
         self._idle: list[_Conn] = []
 
     def _take(self, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:

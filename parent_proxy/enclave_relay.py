@@ -26,6 +26,12 @@ from __future__ import annotations
 
 import logging
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from solders.message import to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveError, EnclaveRequestError
 from enclave_app.protocol import (
@@ -66,6 +72,28 @@ def translate_enclave_error(exc: EnclaveError) -> ApiError:
         code, message = _REFUSALS[ErrorCode(exc.code)]
         return ApiError(code, message)
     return ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave is unavailable; nothing was signed")
+
+
+def signed_by(signed: bytes, signature: bytes, unsigned: bytes, agent: bytes | None) -> bool:
+    """Whether ``signed`` is ``unsigned`` with ``signature`` by ``agent`` (the wallet's stored agent key) in the
+    agent's signer slot, and that signature verifies over the message. A cheap consistency check on the enclave's
+    answer: an enclave holding the wallet with another key (review finding #4) fails it. To be called by the sign
+    flow after the receipt checks (`parent_proxy.sign_flow`), with the stored wallet's ``agent_pubkey``."""
+    if agent is None:
+        return False
+    try:
+        tx, request = VersionedTransaction.from_bytes(signed), VersionedTransaction.from_bytes(unsigned)
+        message = to_bytes_versioned(tx.message)
+        if message != to_bytes_versioned(request.message):
+            return False
+        signers = tx.message.account_keys[: tx.message.header.num_required_signatures]
+        slot = signers.index(Pubkey.from_bytes(agent))
+        if bytes(tx.signatures[slot]) != signature:
+            return False
+        Ed25519PublicKey.from_public_bytes(agent).verify(signature, message)
+    except (ValueError, TypeError, IndexError, InvalidSignature):
+        return False
+    return True
 
 
 class EnclaveRelay:
@@ -143,9 +171,12 @@ class EnclaveRelay:
             except EnclaveRequestError as exc:
                 if exc.code != ErrorCode.WALLET_EXISTS:
                     raise
-            else:
-                if answer.agent_public_key != wallet.agent_pubkey:
-                    raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave loaded another key")
+                # The enclave answers this only when it holds the wallet with keys other than the stored ones (an
+                # orphan of an earlier provisioning, say): it would sign with a key the store does not know.
+                logger.error("the enclave holds wallet %s with keys other than the stored ones", wallet.wallet_id)
+                raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave holds this wallet with other keys") from exc
+            if answer.agent_public_key != wallet.agent_pubkey:
+                raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave loaded another key")
             self._loaded[wallet.wallet_id] = 0
         if not policy or wallet.policy_document is None or self._loaded[wallet.wallet_id] >= wallet.policy_sequence:
             return
