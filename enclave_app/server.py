@@ -100,6 +100,12 @@ class SerializedNsm:
             return self._nsm.describe_pcr(index)
 
 
+def quotable(message: str) -> str:
+    """An error message the protocol can carry: what cannot be encoded as UTF-8 (a lone surrogate quoted from the
+    input) escaped, and clipped to `MAX_ERROR_MESSAGE_CHARS`."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")[:MAX_ERROR_MESSAGE_CHARS]
+
+
 class Handler:
     """Serves decoded requests against one :class:`Enclave` and one sealer."""
 
@@ -118,9 +124,10 @@ class Handler:
             self.enclave.fail(str(exc))
             return ErrorResponse(code=ErrorCode.FAILED, message="enclave entered the failed state")
         except StateError as exc:
-            # A refusal's reason may quote the input (a field path of a hostile envelope): clipped to what the
-            # protocol carries, or encoding the answer would fail and the connection would drop unanswered.
-            return ErrorResponse(code=ErrorCode(exc.code), message=str(exc)[:MAX_ERROR_MESSAGE_CHARS])
+            # A refusal's reason may quote the input (a field path of a hostile envelope): made encodable and
+            # clipped to what the protocol carries, or encoding the answer would fail and the connection would drop
+            # unanswered.
+            return ErrorResponse(code=ErrorCode(exc.code), message=quotable(str(exc)))
         except (SealingError, RecipientDecryptionError):
             return ErrorResponse(code=ErrorCode.UNSEAL_FAILED, message="sealed key could not be opened")
         except KmsAccessDeniedError:
@@ -251,8 +258,8 @@ class EnclaveServer:
         self._active += 1
         try:
             await self._serve(reader, writer)
-        except FramingError:
-            pass  # the peer went away while we answered
+        except (FramingError, TimeoutError):
+            pass  # the peer went away, or did not take its answer in time
         finally:
             self._active -= 1
             await self._close(writer)
@@ -263,28 +270,34 @@ class EnclaveServer:
                 async with asyncio.timeout(self.read_timeout):
                     value = await read_frame(reader)
             except TimeoutError:
-                await write_frame(writer, ErrorResponse(code=ErrorCode.TIMEOUT, message="frame not received").to_wire())
+                await self._answer(writer, ErrorResponse(code=ErrorCode.TIMEOUT, message="frame not received"))
                 return
             except FramingError as exc:
-                await write_frame(writer, ErrorResponse(code=ErrorCode.BAD_FRAME, message=str(exc)).to_wire())
+                await self._answer(writer, ErrorResponse(code=ErrorCode.BAD_FRAME, message=quotable(str(exc))))
                 return
             if value is None:
                 return
             try:
                 request = decode_request(value)
             except ProtocolError as exc:
-                await write_frame(writer, ErrorResponse(code=ErrorCode.BAD_REQUEST, message=str(exc)).to_wire())
+                await self._answer(writer, ErrorResponse(code=ErrorCode.BAD_REQUEST, message=quotable(str(exc))))
                 continue
             try:
                 async with asyncio.timeout(self.request_timeout):
                     response = await self.handler.handle(request)
             except TimeoutError:
                 response = ErrorResponse(code=ErrorCode.TIMEOUT, message="request not served in time")
+            await self._answer(writer, response)
+
+    async def _answer(self, writer: asyncio.StreamWriter, response: Response) -> None:
+        """Send one answer; a peer that does not take it within the read time limit loses its connection (else a
+        peer that never reads would hold its connection slot for ever)."""
+        async with asyncio.timeout(self.read_timeout):
             await write_frame(writer, response.to_wire())
 
     async def _send_and_close(self, writer: asyncio.StreamWriter, response: Response) -> None:
-        with contextlib.suppress(FramingError):
-            await write_frame(writer, response.to_wire())
+        with contextlib.suppress(FramingError, TimeoutError):
+            await self._answer(writer, response)
         await self._close(writer)
 
     @staticmethod

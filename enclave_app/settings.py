@@ -8,6 +8,7 @@ echoing a value). Booleans are exactly ``true`` or ``false``.
 variable                               meaning
 =====================================  ========================================================================
 WAIAAS_ENCLAVE_LISTEN                  required: ``vsock:<cid>:<port>`` | ``unix:/path`` | ``tcp:127.0.0.1:<port>``
+                                       (tcp on a loopback address only: the protocol has no authentication)
 WAIAAS_ENCLAVE_NSM                     required: ``device`` (/dev/nsm), ``none`` (self-hosted without Nitro:
                                        no attestation, and ``attestation`` answers say so) or
                                        ``unsafe-development`` (documents from a throw-away root)
@@ -29,6 +30,7 @@ WAIAAS_ENCLAVE_MAX_CONNECTIONS         optional: 1..1024, default 64
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from typing import Literal
 
 from enclave_app.errors import SettingsError, TransportError
 from enclave_app.server import MAX_CONNECTIONS
-from enclave_app.transport import Address, VsockAddress, parse_address
+from enclave_app.transport import Address, TcpAddress, VsockAddress, parse_address
 
 PREFIX = "WAIAAS_ENCLAVE_"
 MAX_CONNECTIONS_LIMIT = 1024
@@ -96,6 +98,13 @@ def _address(env: Mapping[str, str], name: str) -> Address:
         raise SettingsError(f"{PREFIX}{name} is not a valid address ({exc})") from exc
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name ("localhost" included) could resolve anywhere: refused
+        return False
+
+
 def _file(env: Mapping[str, str], name: str) -> Path:
     path = Path(_required(env, name))
     if not path.is_absolute() or not path.is_file():
@@ -106,6 +115,10 @@ def _file(env: Mapping[str, str], name: str) -> Path:
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build the settings from ``env`` (``os.environ`` at start-up), or raise :class:`SettingsError`."""
     listen = _address(env, "LISTEN")
+    if isinstance(listen, TcpAddress) and not _is_loopback(listen.host):
+        # The protocol has no authentication: whoever reaches the listener is "the parent" (sign within the policy
+        # without the proxy's agent checks). TCP is for tests on one machine only.
+        raise SettingsError(f"{PREFIX}LISTEN: a tcp listener must be on a loopback address (127.0.0.1, ::1)")
     nsm = _choice(env, "NSM", ("device", "unsafe-development", "none"))
     allow_unsafe = _boolean(env, "ALLOW_UNSAFE_NSM")
     if allow_unsafe != (nsm == "unsafe-development"):

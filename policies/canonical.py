@@ -51,15 +51,27 @@ def _no_constant(text: str) -> Any:
     raise _Rejected(f"{text} is not allowed")
 
 
-def _check_depth(value: Any, depth: int = 0) -> None:
+def _check_text(text: str) -> None:
+    """JSON's ``\\ud800`` escapes decode to lone surrogates, which no UTF-8 encoding (the canonical form) holds."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Rejected("a string with a lone surrogate (\\ud800-\\udfff escape) is not Unicode text") from None
+
+
+def _check_value(value: Any, depth: int = 0) -> None:
+    """Nesting depth, and every string and key valid Unicode text."""
     if depth > MAX_NESTING:
         raise _Rejected(f"nesting deeper than {MAX_NESTING}")
-    if isinstance(value, dict):
-        for item in value.values():
-            _check_depth(item, depth + 1)
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_value(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            _check_depth(item, depth + 1)
+            _check_value(item, depth + 1)
 
 
 def parse_json_object(data: bytes | str, *, what: str = "document") -> dict[str, Any]:
@@ -75,7 +87,7 @@ def parse_json_object(data: bytes | str, *, what: str = "document") -> dict[str,
             parse_int=_bounded_int,
             parse_constant=_no_constant,
         )
-        _check_depth(value)
+        _check_value(value)
     except UnicodeDecodeError as exc:
         raise PolicyDocumentError(what, "not UTF-8") from exc
     except _Rejected as exc:
@@ -88,7 +100,13 @@ def parse_json_object(data: bytes | str, *, what: str = "document") -> dict[str,
 
 
 def _check_canonical_value(value: Any, path: str) -> None:
-    if isinstance(value, bool) or value is None or isinstance(value, int | str):
+    if isinstance(value, str):
+        try:
+            _check_text(value)
+        except _Rejected as exc:
+            raise PolicyDocumentError(path, str(exc)) from None
+        return
+    if isinstance(value, bool) or value is None or isinstance(value, int):
         return
     if isinstance(value, float):
         raise PolicyDocumentError(path, "floats have no canonical form")
