@@ -30,7 +30,7 @@ from enclave_app.kms import AttestedKms, KmsApi
 from enclave_app.no_attestation import NO_ATTESTATION_REASON, NoAttestationNsm
 from enclave_app.nsm import DeviceNsm, Nsm
 from enclave_app.protocol import AttestationMode
-from enclave_app.sealing import KmsSealer, LocalSealer, Sealer
+from enclave_app.sealing import KmsSealer, LocalSealer, Sealer, read_operator_secret
 from enclave_app.server import EnclaveServer, Handler, SerializedNsm
 from enclave_app.settings import Settings, load_settings
 from enclave_app.state import Enclave
@@ -69,7 +69,7 @@ def build_sealer(settings: Settings, nsm: Nsm) -> Sealer:
     if settings.sealer == "local":
         if settings.local_secret_file is None:
             raise SettingsError("local secret file missing")
-        return LocalSealer(settings.local_secret_file.read_bytes().rstrip(b"\r\n"))
+        return LocalSealer(read_operator_secret(settings.local_secret_file))
     if settings.kms_key_id is None or settings.kms_region is None:
         raise SettingsError("KMS key id or region missing")
     if settings.nsm == "none":  # load_settings refuses this already; refuse rather than build a sealer that cannot work

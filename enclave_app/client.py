@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 from typing import TypeVar
 
+from enclave_app.constants import ENCLAVE_REQUEST_TIMEOUT_SECONDS
 from enclave_app.errors import EnclaveRequestError, EnclaveTimeoutError, FramingError, ProtocolError
 from enclave_app.framing import read_frame, write_frame
 from enclave_app.protocol import (
@@ -55,9 +56,9 @@ from enclave_app.transport import Address, open_stream, parse_address
 
 R = TypeVar("R", bound=Message)
 
-WALLET_REQUEST_TIMEOUT_SECONDS = 35.0
+WALLET_REQUEST_TIMEOUT_SECONDS = ENCLAVE_REQUEST_TIMEOUT_SECONDS + 5.0
 """The parent proxy's time limit for ``provision_wallet`` and ``load_wallet``: above the enclave's own request limit
-(`enclave_app.server.REQUEST_TIMEOUT_SECONDS`, 30 s), so that the proxy always gets the enclave's answer (a wallet,
+(`enclave_app.constants.ENCLAVE_REQUEST_TIMEOUT_SECONDS`), so that the proxy always gets the enclave's answer (a wallet,
 or ``timeout`` with nothing registered) instead of giving up while the enclave goes on to register a wallet whose
 sealed blob nobody stores (the orphan of review finding #4). Sealing (KMS, or Argon2id) is slow; signing is not."""
 

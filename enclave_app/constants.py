@@ -11,5 +11,9 @@ KMS_VSOCK_PROXY_PORT = 8000
 PROXY_HTTP_PORT = 8080
 """Port the parent proxy's HTTP API listens on."""
 
+ENCLAVE_REQUEST_TIMEOUT_SECONDS = 30.0
+"""Time the enclave app takes at most to serve one request (`enclave_app.server`; provisioning may wait on KMS
+through the vsock proxy). The parent's time limit for wallet requests is above it (`enclave_app.client`)."""
+
 ENCLAVE_IMAGE_NAME = "waiaas-enclave"
 """Name of the enclave image (Docker tag and EIF file stem)."""

@@ -22,6 +22,7 @@ import threading
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
+from enclave_app.constants import ENCLAVE_REQUEST_TIMEOUT_SECONDS
 from enclave_app.errors import (
     FramingError,
     InconsistentStateError,
@@ -74,7 +75,7 @@ MAX_CONNECTIONS = 64
 """Concurrent connections (ours: the parent proxy keeps a few; more is a misbehaving or hostile parent)."""
 READ_TIMEOUT_SECONDS = 10.0
 """Time for a whole frame to arrive (ours: a frame is at most 256 KiB over a local socket)."""
-REQUEST_TIMEOUT_SECONDS = 30.0
+REQUEST_TIMEOUT_SECONDS = ENCLAVE_REQUEST_TIMEOUT_SECONDS
 """Time to serve one request (ours: provisioning may wait on KMS through the vsock proxy)."""
 SESSION_USER_DATA = b"waiaas-enclave-session-v1"
 """``user_data`` of every attestation document: says that ``public_key`` is the receipt-signing session key."""

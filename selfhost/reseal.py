@@ -62,7 +62,14 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from enclave_app.errors import KeyMismatchError, SealingError
-from enclave_app.sealing import MIN_OPERATOR_SECRET_BYTES, LocalSealer, SealBinding, seal_agent_key, unseal_agent_key
+from enclave_app.sealing import (
+    MIN_OPERATOR_SECRET_BYTES,
+    LocalSealer,
+    SealBinding,
+    read_operator_secret,
+    seal_agent_key,
+    unseal_agent_key,
+)
 from parent_proxy.audit import AuditLog
 from parent_proxy.clock import SystemClock
 from parent_proxy.errors import StoreError
@@ -108,8 +115,8 @@ class ResealReport:
 
 
 def read_secret(path: Path, option: str) -> bytes:
-    """The secret in ``path`` exactly as the signer reads its own (``enclave_app.__main__.build_sealer``: the bytes
-    without trailing CR/LF), refused if missing, readable by group or others, or shorter than the signer accepts."""
+    """The secret in ``path`` exactly as the signer reads its own (``enclave_app.sealing.read_operator_secret``),
+    refused if missing, readable by group or others, or shorter than the signer accepts."""
     try:
         mode = path.stat().st_mode
     except OSError as exc:
@@ -119,7 +126,7 @@ def read_secret(path: Path, option: str) -> bytes:
     if stat.S_IMODE(mode) & 0o077:
         raise ResealRefused(f"{option} {path}: readable by group or others (chmod 0400 it)", EXIT_BAD_INPUT)
     try:
-        secret = path.read_bytes().rstrip(b"\r\n")
+        secret = read_operator_secret(path)
     except OSError as exc:
         raise ResealRefused(f"{option} {path}: {exc.strerror or 'unreadable'}", EXIT_BAD_INPUT) from None
     if not secret:
