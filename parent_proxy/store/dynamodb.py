@@ -228,9 +228,7 @@ class DynamoStore(DynamoAudited):
         if webhook is not None:
             parts.append(self._enqueue_part(v.check_outbox_item(webhook)))
         if answer is not None:
-            a = v.check_answer(answer)
-            refused = f"idempotency key {a.key!r} is not in progress for this request"
-            parts.append(([self._complete_action(a)], lambda: Conflict(refused)))
+            parts.append(self._complete_part(v.check_answer(answer)))
         return self._transact_sealed(parts, audit)
 
     # -- re-sealed agent keys -------------------------------------------------------------------------------
