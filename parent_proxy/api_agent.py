@@ -23,7 +23,7 @@ from parent_proxy.auth import Agent, authenticate_agent
 from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import ProxyError
-from parent_proxy.message_checks import check_message
+from parent_proxy.message_checks import check_message, record_signed_message
 from parent_proxy.schemas import (
     WALLET_ID,
     LimitLeft,
@@ -165,12 +165,12 @@ async def sign_message(
         error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
         services.audit_safely("message.failed", {**audit, "error": error}, wallet_id=wallet_id)
 
-    try:  # the receipt must verify under the attested session key (`parent_proxy.enclave_sessions`), same hop
+    try:  # the receipt must verify under the attested session key (`parent_proxy.enclave_sessions`), then the
+        # signature under the stored agent key (`message_checks.record_signed_message`), in the same hop
         await services.sessions.record_checked(
             services, answer.receipt, answer.receipt_signature, kind="message", wallet_id=wallet_id, signed=True,
             verdict=None, on_failure=failed,
-            record=lambda: services.audit.append("message.signed", audit, wallet_id=wallet_id,
-                                                 receipt=answer.receipt + answer.receipt_signature),
+            record=lambda: record_signed_message(services, wallet, message, answer, audit),
         )  # fmt: skip
     except Exception as exc:  # no audit record, no signature
         raise translate(exc) from exc

@@ -17,7 +17,9 @@
        release it on anything else, including a timeout or a cancelled request; the answer's receipt must verify
        under the attested session key and agree with the answer (`parent_proxy.enclave_sessions`; on a session
        change the enclave is attested and an ``enclave.session`` record written first), else 503 as for any
-       malformed answer
+       malformed answer; then a signed transaction must be the one requested, carrying a signature that verifies
+       under the wallet's stored agent key in that key's signer slot (`enclave_relay.signed_by`), else the same
+       503 and give-back (an enclave holding the wallet with another key, say)
     6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
        stored answer -- if it cannot be written the signature is not handed out, the reservation is released
        and the key freed --; optionally submit through the chain adapter (`parent_proxy.submission`); answer.
@@ -44,6 +46,7 @@ from parent_proxy import give_back, submission
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
+from parent_proxy.enclave_relay import signed_by
 from parent_proxy.errors import LimitExceeded, ProxyError
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
@@ -83,6 +86,9 @@ from policies.errors import PolicyEngineError
 __all__ = ["Answer", "Prepared", "SignFlow", "SignRequest", "decide", "eval_context", "refusal", "spent_entries"]
 
 logger = logging.getLogger(__name__)
+
+NOT_THE_AGENT_KEY = "the signature is not the stored agent key's over the requested transaction"
+"""The audit reason of a ``transaction.failed`` record for a signed answer that `signed_by` refuses."""
 
 
 class SignFlow:
@@ -284,11 +290,14 @@ class SignFlow:
 
     # -- step 5-6 (worker-thread hops; what a failure gives back: `parent_proxy.give_back`) -----------------------
     def finish(
-        self, prepared: Prepared, answer: TransactionDecisionResponse, submit: bool, message_sha256: bytes
+        self, prepared: Prepared, answer: TransactionDecisionResponse, submit: bool, transaction: bytes
     ) -> Answer:
-        """Step 6 for a well-formed enclave answer: commit or release, audit, notify; raise for a refusal."""
+        """Step 6 for an enclave answer whose receipt verified: check the signer (`_check_agent_signature`), then
+        commit or release, audit, notify; raise for a refusal."""
         s, wallet_id = self.s, prepared.wallet.wallet_id
+        self._check_agent_signature(prepared, answer, transaction)
         verdict = answer.decision.get("verdict")
+        message_sha256 = message_hash(transaction)
         base = {"request_id": prepared.request_id, "message_sha256": message_sha256.hex(), "decision": answer.decision}
         receipt = answer.receipt + answer.receipt_signature
         s.metrics.count("waiaas_decisions_total", verdict=str(verdict), stage="enclave")
@@ -329,6 +338,33 @@ class SignFlow:
             give_back.give_back(self.s, prepared)
             raise
         return Answer(200, body)
+
+    def _check_agent_signature(
+        self, prepared: Prepared, answer: TransactionDecisionResponse, transaction: bytes
+    ) -> None:
+        """For a signed answer: raise 503 ``enclave_unavailable`` unless its signed transaction is ``transaction``
+        with its signature, by the wallet's stored agent key, in that key's signer slot (`enclave_relay.signed_by`).
+        Refused as a receipt that does not verify is: nothing recorded as signed or handed out, audit
+        ``transaction.failed`` (with the reason), everything given back (`give_back.give_back`)."""
+        wallet, signed = prepared.wallet, answer.signed_transaction
+        if answer.signature is None or signed is None:
+            return
+        if signed_by(signed, answer.signature, transaction, wallet.agent_pubkey):
+            return
+        logger.error("enclave signature for wallet %s is not the stored agent key's: refused", wallet.wallet_id)
+        error = ApiError(
+            Code.ENCLAVE_UNAVAILABLE,
+            "the enclave answered a signature that is not the wallet's agent key's; nothing was signed",
+        )
+        payload = {
+            "request_id": prepared.request_id,
+            "stage": "enclave",
+            "error": error.code.value,
+            "reason": NOT_THE_AGENT_KEY,
+        }
+        self.s.audit_safely("transaction.failed", payload, wallet_id=wallet.wallet_id)
+        give_back.give_back(self.s, prepared)
+        raise error
 
     def _record_refusal(
         self, prepared: Prepared, decision: dict[str, Any], base: dict[str, Any], receipt: bytes
@@ -400,12 +436,13 @@ class SignFlow:
             if isinstance(exc, Exception):
                 raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave is unavailable; nothing was signed") from exc
             raise
-        try:  # the receipt is checked against the attested session key in the same hop (`enclave_sessions`)
+        # The receipt is checked against the attested session key, then the signer, in the same hop (`finish`).
+        try:
             answer = await s.sessions.record_checked(
                 s, enclave_answer.receipt, enclave_answer.receipt_signature,
                 kind="transaction", wallet_id=prepared.wallet.wallet_id, signed=enclave_answer.signature is not None,
                 verdict=enclave_answer.decision.get("verdict"),
-                record=lambda: self.finish(prepared, enclave_answer, submit, message_hash(transaction)),
+                record=lambda: self.finish(prepared, enclave_answer, submit, transaction),
                 on_failure=lambda exc: give_back.failed(s, prepared, exc),
             )  # fmt: skip
         except ApiError:

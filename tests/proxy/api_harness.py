@@ -4,7 +4,9 @@ from its own thread and event loop, a real SQLite store, an embedded LiteSVM cha
 Seam doubles used by some tests (under tests/ only): a clock that can be made to fail, a store wrapper whose named
 methods raise `StoreUnavailable`, SQLite triggers that make one kind of write fail inside the store's own
 transactions, raw socket servers that never answer or answer nonsense, and a stand-in enclave with
-a session key of its own (it answers attestation and status with that key, and one fixed answer to the rest).
+a session key of its own (it answers attestation and status with that key, and one fixed answer to the rest). A
+stand-in that signs uses the wallet's real agent key, unsealed from the stored blob with the test operator secret
+(`agent_private_key`), as the real enclave does.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from fastapi.testclient import TestClient
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.instruction import Instruction
-from solders.message import Message
+from solders.message import Message, to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
-from solders.transaction import Transaction
+from solders.transaction import Transaction, VersionedTransaction
 
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.errors import FramingError
@@ -46,7 +48,7 @@ from enclave_app.protocol import (
 )
 from enclave_app.protocol import Message as EnclaveMessage
 from enclave_app.receipts import Receipt, SessionKey, reasons_digest
-from enclave_app.sealing import LocalSealer
+from enclave_app.sealing import LocalSealer, SealBinding, unseal_agent_key
 from enclave_app.server import EnclaveServer, Handler
 from enclave_app.state import Enclave
 from enclave_app.transport import UnixAddress
@@ -63,6 +65,9 @@ from policies.signing import POLICY_PURPOSE, sign_document
 from tests.support.policies import example_policy, owner_public_key
 
 LAMPORTS_PER_SOL = 1_000_000_000
+OPERATOR_SECRET = b"operator-secret-for-tests-only!!"
+"""The real test enclave's `LocalSealer` secret (`start_enclave`)."""
+SIGNATURE_BYTES = 64
 
 
 class SwitchableClock:
@@ -174,7 +179,7 @@ def start_enclave(loop: LoopThread, path: Path, *, attestation: str = "nitro", n
         else:
             device = nsm
         enclave = Enclave(nsm=device, clock=lambda: datetime.now(UTC), attestation_mode=AttestationMode(attestation))
-        handler = Handler(enclave, LocalSealer(b"operator-secret-for-tests-only!!"))
+        handler = Handler(enclave, LocalSealer(OPERATOR_SECRET))
         return await EnclaveServer(handler).start(UnixAddress(str(path)))
 
     server: asyncio.Server = loop.run(start())
@@ -217,15 +222,37 @@ def new_session_key() -> SessionKey:
 
 
 def signed_receipt(
-    session: SessionKey, wallet_id: str, *, kind: str = "transaction", verdict: str = "deny", approved: bool = False
+    session: SessionKey,
+    wallet_id: str,
+    *,
+    kind: str = "transaction",
+    verdict: str = "deny",
+    approved: bool = False,
+    message_hash: bytes = bytes(32),
 ) -> tuple[bytes, bytes]:
     """A decision receipt and its signature by ``session`` (what a stand-in enclave with that key would answer)."""
     receipt = Receipt(
-        kind=kind, wallet_id=wallet_id, policy_sequence=1, policy_hash=bytes(32), message_hash=bytes(32),
+        kind=kind, wallet_id=wallet_id, policy_sequence=1, policy_hash=bytes(32), message_hash=message_hash,
         verdict=verdict, approved=approved, reasons_digest=reasons_digest([]), time_ms=int(time.time() * 1000),
         counter=session.next_counter(),
     )  # fmt: skip
     return session.sign(receipt)
+
+
+def agent_private_key(h: Harness) -> Ed25519PrivateKey:
+    """The wallet's agent key, unsealed from its stored blob with the test enclave's operator secret (the key the
+    real enclave signs with); `unseal_agent_key` checks it is the stored agent public key's."""
+    wallet = h.store.get_wallet(h.wallet_id)
+    binding = SealBinding(wallet.wallet_id, wallet.agent_pubkey, wallet.owner_pubkey)
+    return unseal_agent_key(LocalSealer(OPERATOR_SECRET), wallet.sealed_key, binding)
+
+
+def sign_in_slot(key: Ed25519PrivateKey, unsigned: bytes, slot: int = 0) -> tuple[bytes, bytes]:
+    """``unsigned`` with ``key``'s Ed25519 signature over its message in signer slot ``slot``, and that signature
+    (as the enclave splices it in; fewer than 128 signers, so the count is one byte)."""
+    signature = key.sign(to_bytes_versioned(VersionedTransaction.from_bytes(unsigned).message))
+    start = 1 + SIGNATURE_BYTES * slot
+    return unsigned[:start] + signature + unsigned[start + SIGNATURE_BYTES :], signature
 
 
 def stand_in_refusal(session: SessionKey, wallet_id: str) -> TransactionDecisionResponse:

@@ -4,8 +4,10 @@ With the real enclave app (modes nitro and none): the first receipt makes the pr
 ``enclave.session`` record before the receipt's own record; later receipts verify under that key with no further
 attestation; an enclave restart makes a second session record. With a stand-in enclave on the socket (the transport
 seam) whose receipts another key signed, or that contradict the answer: 503 ``enclave_unavailable``, nothing signed,
-the reservation released, the idempotency key free, an owner approval back to pending. A store failure while writing
-the session record: 503, nothing signed, no key adopted.
+the reservation released, the idempotency key free, an owner approval back to pending. The stand-in signs the
+requested transaction or message with the wallet's real agent key, so that the receipt is the only thing wrong with
+its answer (the agent-signature check: tests/proxy/test_api_agent_signature_check.py). A store failure while
+writing the session record: 503, nothing signed, no key adopted.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
     Harness,
     LoopThread,
+    agent_private_key,
     build_harness,
     new_session_key,
     provision,
     running_harness,
+    sign_in_slot,
     signed_receipt,
     start_enclave,
     start_stand_in_enclave,
@@ -205,15 +209,19 @@ def stand_in(tmp_path: Path) -> Iterator[StandIn]:
         loop.stop()
 
 
-def allow_answer(h: Harness, receipt_signer: SessionKey, **receipt: Any) -> Callable[[], TransactionDecisionResponse]:
-    """A signed decision (a 64-byte signature and a transaction) whose receipt ``receipt_signer`` signed."""
+def allow_answer(
+    h: Harness, receipt_signer: SessionKey, tx: bytes, **receipt: Any
+) -> Callable[[], TransactionDecisionResponse]:
+    """A signed decision for ``tx`` (signed by the wallet's real agent key, in its slot) whose receipt
+    ``receipt_signer`` signed."""
+    signed, agent_signature = sign_in_slot(agent_private_key(h), tx)
 
     def answer() -> TransactionDecisionResponse:
-        fields: dict[str, Any] = {"verdict": "allow", **receipt}
+        fields: dict[str, Any] = {"verdict": "allow", "message_hash": message_hash(tx), **receipt}
         encoded, signature = signed_receipt(receipt_signer, fields.pop("wallet_id", h.wallet_id), **fields)
         return TransactionDecisionResponse(
-            decision={"verdict": "allow", "reasons": []}, signature=bytes(range(64)),
-            signed_transaction=h.transfer(1000, MERCHANT), receipt=encoded, receipt_signature=signature,
+            decision={"verdict": "allow", "reasons": []}, signature=agent_signature,
+            signed_transaction=signed, receipt=encoded, receipt_signature=signature,
         )  # fmt: skip
 
     return answer
@@ -230,9 +238,10 @@ def assert_nothing_signed(h: Harness, response: Any) -> None:
 def test_a_receipt_signed_by_another_key_is_503_and_nothing_is_signed(stand_in: StandIn) -> None:
     h, replace = stand_in
     attested, other = new_session_key(), new_session_key()
-    replace(attested, allow_answer(h, other))  # receipts signed by a key the stand-in does not attest
+    tx = h.transfer(1000, MERCHANT)
+    replace(attested, allow_answer(h, other, tx))  # receipts signed by a key the stand-in does not attest
     calls = count_attestations(h)
-    first = h.sign(h.transfer(1000, MERCHANT), key="retry-me")
+    first = h.sign(tx, key="retry-me")
     assert_nothing_signed(h, first)
     # The proxy attested the enclave once (no key in force yet), recorded that session, and the receipt did not
     # verify under it either: a malformed answer.
@@ -242,7 +251,7 @@ def test_a_receipt_signed_by_another_key_is_503_and_nothing_is_signed(stand_in: 
     assert records(h)[-1].event_type == "transaction.failed"
     assert json.loads(records(h)[-1].payload)["error"] == "enclave_unavailable"
     # The key is free: the same request reaches the enclave again (and fails the same way, not 409).
-    again = h.sign(h.transfer(1000, MERCHANT), key="retry-me")
+    again = h.sign(tx, key="retry-me")
     assert_nothing_signed(h, again)
     assert len(calls) == 2 and len(sessions(h)) == 1  # attested again, same key: no second session record
 
@@ -255,8 +264,9 @@ def test_a_receipt_signed_by_another_key_is_503_and_nothing_is_signed(stand_in: 
 def test_a_receipt_that_contradicts_its_answer_is_503(stand_in: StandIn, receipt: dict[str, Any]) -> None:
     h, replace = stand_in
     session = new_session_key()
-    replace(session, allow_answer(h, session, **receipt))  # the attested key signed it, but it says otherwise
-    response = h.sign(h.transfer(1000, MERCHANT))
+    tx = h.transfer(1000, MERCHANT)
+    replace(session, allow_answer(h, session, tx, **receipt))  # the attested key signed it, but it says otherwise
+    response = h.sign(tx)
     assert_nothing_signed(h, response)
     assert len(sessions(h)) == 1 and h.services.sessions.current == session.public_key
 
@@ -264,8 +274,8 @@ def test_a_receipt_that_contradicts_its_answer_is_503(stand_in: StandIn, receipt
 def test_an_owner_approval_goes_back_to_pending(stand_in: StandIn) -> None:
     h, replace = stand_in
     attested, other = new_session_key(), new_session_key()
-    replace(attested, allow_answer(h, other, approved=True, verdict="escalate"))
     tx = h.transfer(2 * LAMPORTS_PER_SOL, MERCHANT)  # above the example's automatic 1 SOL: escalated
+    replace(attested, allow_answer(h, other, tx, approved=True, verdict="escalate"))
     escalated = h.sign(tx)  # by the proxy's own check: no enclave call
     assert escalated.status_code == 202, escalated.text
     approval_id = escalated.json()["approval_id"]
@@ -282,10 +292,12 @@ def test_an_owner_approval_goes_back_to_pending(stand_in: StandIn) -> None:
 def test_a_message_receipt_signed_by_another_key_is_503(stand_in: StandIn) -> None:
     h, replace = stand_in
     attested, other = new_session_key(), new_session_key()
+    message = offchain_message(h.agent, "login")  # what `sign_message` sends
+    agent_signature = agent_private_key(h).sign(message)
 
     def answer() -> MessageSignatureResponse:
         encoded, signature = signed_receipt(other, h.wallet_id, kind="message", verdict="allow")
-        return MessageSignatureResponse(signature=bytes(range(64)), receipt=encoded, receipt_signature=signature)
+        return MessageSignatureResponse(signature=agent_signature, receipt=encoded, receipt_signature=signature)
 
     replace(attested, answer)
     response = sign_message(h)
