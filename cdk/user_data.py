@@ -53,6 +53,9 @@ def proxy_environment(config: DeploymentConfig) -> dict[str, str]:
         # the security group admits the proxy port from the load balancer only.
         "WAIAAS_HOST": "0.0.0.0",  # noqa: S104 - see the comment above
         "WAIAAS_PORT": str(PROXY_HTTP_PORT),
+        # The enclave's KMS sealer has no credentials of its own: the proxy lends it the host role's (instance
+        # metadata, IMDSv2 with hop limit 1 reaches the proxy on the host), which the seal key's policy names.
+        "WAIAAS_ENCLAVE_KMS_CREDENTIALS": "host",
     }
 
 

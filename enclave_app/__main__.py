@@ -18,19 +18,16 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import cast
-
-import boto3
 
 from enclave_app.attestation import verify_attestation_document
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.errors import EnclaveError, SettingsError
 from enclave_app.forwarder import Forwarder
-from enclave_app.kms import AttestedKms, KmsApi
+from enclave_app.kms_sealers import KmsSealers, boto3_kms_clients
 from enclave_app.no_attestation import NO_ATTESTATION_REASON, NoAttestationNsm
 from enclave_app.nsm import DeviceNsm, Nsm
 from enclave_app.protocol import AttestationMode
-from enclave_app.sealing import KmsSealer, LocalSealer, Sealer, read_operator_secret
+from enclave_app.sealing import LocalSealer, Sealers, read_operator_secret
 from enclave_app.server import EnclaveServer, Handler, SerializedNsm
 from enclave_app.settings import Settings, load_settings
 from enclave_app.state import Enclave
@@ -65,7 +62,9 @@ def build_nsm(settings: Settings) -> Nsm:
     return nsm
 
 
-def build_sealer(settings: Settings, nsm: Nsm) -> Sealer:
+def build_sealers(settings: Settings, nsm: Nsm) -> Sealers:
+    """The local sealer, or KMS sealers made per request with the credentials the parent sends (the enclave has
+    none of its own)."""
     if settings.sealer == "local":
         if settings.local_secret_file is None:
             raise SettingsError("local secret file missing")
@@ -74,21 +73,20 @@ def build_sealer(settings: Settings, nsm: Nsm) -> Sealer:
         raise SettingsError("KMS key id or region missing")
     if settings.nsm == "none":  # load_settings refuses this already; refuse rather than build a sealer that cannot work
         raise SettingsError("the KMS sealer needs attestation, which NSM none does not have")
-    client = cast("KmsApi", boto3.client("kms", region_name=settings.kms_region))
-    return KmsSealer(AttestedKms(client, nsm), key_id=settings.kms_key_id)
+    return KmsSealers(boto3_kms_clients(settings.kms_region), nsm, key_id=settings.kms_key_id)
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is not given)."""
     nsm = build_nsm(settings)
-    sealer = build_sealer(settings, nsm)
+    sealers = build_sealers(settings, nsm)
     mode = AttestationMode.NONE if settings.nsm == "none" else AttestationMode.NITRO
     enclave = Enclave(nsm=nsm, clock=utc_now, attestation_mode=mode)
     forwarder = None
     if settings.kms_proxy is not None:
         forwarder = Forwarder(listen_address=TcpAddress("127.0.0.1", KMS_FORWARDER_PORT), upstream=settings.kms_proxy)
         await forwarder.start()
-    server = EnclaveServer(Handler(enclave, sealer), max_connections=settings.max_connections)
+    server = EnclaveServer(Handler(enclave, sealers), max_connections=settings.max_connections)
     listener = await server.start(settings.listen)
     _LOG.info("enclave listening; session key %s", enclave.session.public_key.hex())
     if stop is None:

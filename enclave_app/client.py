@@ -9,27 +9,40 @@ round trip. The whole exchange (connect + write + read) is bounded by ``timeout`
 
 No request is ever retried here, signing least of all: a failure raises and the caller decides.
 
+``aws_credentials``, when given, is called (in a worker thread, within :data:`CREDENTIALS_TIMEOUT_SECONDS`) before
+each ``provision_wallet`` and ``load_wallet``, and what it returns goes with the request: the AWS credentials the
+enclave's KMS sealer signs its calls with (DESIGN section 7). Nothing is sent if it fails.
+
 Errors (all from :mod:`enclave_app.errors`):
 
 - :class:`EnclaveRequestError` - the enclave answered with an error code (``.code``, an ``ErrorCode`` value);
 - :class:`EnclaveTimeoutError` - no answer in time (a signing request may or may not have been served);
 - :class:`TransportError` - could not connect; :class:`FramingError` - the stream broke or the frame is bad;
-- :class:`ProtocolError` - the answer is not the message this request expects.
+- :class:`ProtocolError` - the answer is not the message this request expects;
+- :class:`CredentialsUnavailableError` - ``aws_credentials`` failed (nothing was sent).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TypeVar
 
 from enclave_app.constants import ENCLAVE_REQUEST_TIMEOUT_SECONDS
-from enclave_app.errors import EnclaveRequestError, EnclaveTimeoutError, FramingError, ProtocolError
+from enclave_app.errors import (
+    CredentialsUnavailableError,
+    EnclaveRequestError,
+    EnclaveTimeoutError,
+    FramingError,
+    ProtocolError,
+)
 from enclave_app.framing import read_frame, write_frame
 from enclave_app.protocol import (
     EXPECTED_RESPONSE,
     AttestationRequest,
     AttestationResponse,
+    AwsCredentials,
     ErrorResponse,
     FreezeRequest,
     InstallPolicyRequest,
@@ -56,6 +69,12 @@ from enclave_app.transport import Address, open_stream, parse_address
 
 R = TypeVar("R", bound=Message)
 
+CredentialsSource = Callable[[], AwsCredentials]
+"""Returns the AWS credentials to lend the enclave, or raises (see `parent_proxy.host_credentials`)."""
+
+CREDENTIALS_TIMEOUT_SECONDS = 10.0
+"""Longest wait for ``aws_credentials`` (on EC2 a refresh asks the instance metadata service)."""
+
 WALLET_REQUEST_TIMEOUT_SECONDS = ENCLAVE_REQUEST_TIMEOUT_SECONDS + 5.0
 """The parent proxy's time limit for ``provision_wallet`` and ``load_wallet``: above the enclave's own request limit
 (`enclave_app.constants.ENCLAVE_REQUEST_TIMEOUT_SECONDS`), so that the proxy always gets the enclave's answer (a wallet,
@@ -66,12 +85,33 @@ sealed blob nobody stores (the orphan of review finding #4). Sealing (KMS, or Ar
 class EnclaveClient:
     """One method per request; each returns the success response or raises (see the module docstring)."""
 
-    def __init__(self, address: str | Address, *, timeout: float, wallet_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        address: str | Address,
+        *,
+        timeout: float,
+        wallet_timeout: float | None = None,
+        aws_credentials: CredentialsSource | None = None,
+    ) -> None:
         if not timeout > 0 or (wallet_timeout is not None and not wallet_timeout > 0):
             raise ValueError("timeout must be positive")
         self._address = parse_address(address) if isinstance(address, str) else address
         self._timeout = timeout
         self._wallet_timeout = timeout if wallet_timeout is None else max(timeout, wallet_timeout)
+        self._aws_credentials = aws_credentials
+
+    async def _lent_credentials(self) -> AwsCredentials | None:
+        if self._aws_credentials is None:
+            return None
+        try:
+            async with asyncio.timeout(CREDENTIALS_TIMEOUT_SECONDS):
+                credentials = await asyncio.to_thread(self._aws_credentials)
+            credentials.fields_to_wire()  # the protocol's own checks, before anything is sent
+        except CredentialsUnavailableError:
+            raise
+        except Exception as exc:  # named by type only: a message could quote a credential
+            raise CredentialsUnavailableError(f"AWS credentials could not be read ({type(exc).__name__})") from None
+        return credentials
 
     async def request(self, message: Request) -> Response:
         """Send one request, return the decoded answer (an :class:`ErrorResponse` is returned, not raised)."""
@@ -117,7 +157,9 @@ class EnclaveClient:
         return await self._call(AttestationRequest(nonce=nonce), AttestationResponse)
 
     async def provision_wallet(self, wallet_id: str, owner_public_key: bytes) -> WalletResponse:
-        request = ProvisionWalletRequest(wallet_id=wallet_id, owner_public_key=owner_public_key)
+        request = ProvisionWalletRequest(
+            wallet_id=wallet_id, owner_public_key=owner_public_key, aws_credentials=await self._lent_credentials()
+        )
         return await self._call(request, WalletResponse)
 
     async def load_wallet(
@@ -128,6 +170,7 @@ class EnclaveClient:
             owner_public_key=owner_public_key,
             agent_public_key=agent_public_key,
             sealed_blob=sealed_blob,
+            aws_credentials=await self._lent_credentials(),
         )
         return await self._call(request, WalletResponse)
 

@@ -8,8 +8,9 @@
     ├── NsmError                      the Nitro Secure Module failed or answered something unexpected
     ├── RecipientDecryptionError      a KMS ``CiphertextForRecipient`` could not be opened (opaque)
     ├── KmsError                      a KMS call failed or its answer was malformed
-    │   └── KmsAccessDeniedError      KMS answered AccessDeniedException (for the enclave: its attestation
-    │                                 did not satisfy the key policy, or the role may not call the operation)
+    │   ├── KmsAccessDeniedError      KMS answered AccessDeniedException (for the enclave: its attestation
+    │   │                             did not satisfy the key policy, or the role may not call the operation)
+    │   └── KmsCredentialsMissingError  a request that needs KMS came without the parent's AWS credentials
     ├── SealingError                  a sealed blob is malformed or does not open (opaque)
     │   └── KeyMismatchError          the unsealed key is not the pinned one
     ├── FramingError                  a protocol frame is malformed or the peer left mid-frame
@@ -18,6 +19,7 @@
     │   └── EnclaveTimeoutError       the enclave did not answer in time (client side)
     ├── ProtocolError                 a frame is not a message of the protocol (type, fields, sizes)
     ├── EnclaveRequestError           the enclave answered with an error code (client side; ``.code``)
+    ├── CredentialsUnavailableError   the parent could not read the AWS credentials it lends (client side)
     ├── ReceiptError                  a decision receipt does not verify or is malformed
     ├── SettingsError                 a start-up setting is missing or malformed
     └── StateError                    a request the enclave refuses (carries its ``ErrorCode``)
@@ -61,6 +63,11 @@ class KmsAccessDeniedError(KmsError):
     does not say which."""
 
 
+class KmsCredentialsMissingError(KmsError):
+    """A request that needs KMS (``provision_wallet`` or ``load_wallet`` with the KMS sealer) carried no AWS
+    credentials: the enclave has none of its own, so it does not call KMS at all."""
+
+
 class SealingError(EnclaveError):
     """A sealed blob is malformed, of an unknown version, or does not open. Deliberately opaque."""
 
@@ -97,6 +104,11 @@ class EnclaveRequestError(EnclaveError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.detail = message
+
+
+class CredentialsUnavailableError(EnclaveError):
+    """The parent could not read the AWS credentials it lends the enclave for KMS; nothing was sent. The message
+    names the cause's type, never a credential."""
 
 
 class SettingsError(EnclaveError):

@@ -11,10 +11,10 @@ Requests -> responses (an :class:`ErrorResponse` can answer any request)::
     ping                {}                                             -> status
     attestation         nonce                                          -> attestation (mode, document, reason,
                                                                           session_public_key)
-    provision_wallet    wallet_id, owner_public_key                    -> wallet (wallet_id, agent_public_key,
+    provision_wallet    wallet_id, owner_public_key, aws_credentials   -> wallet (wallet_id, agent_public_key,
                                                                           sealed_blob, receipt, receipt_signature)
     load_wallet         wallet_id, owner_public_key, agent_public_key,
-                        sealed_blob                                    -> wallet (sealed_blob, receipt and
+                        sealed_blob, aws_credentials                   -> wallet (sealed_blob, receipt and
                                                                           receipt_signature null)
     install_policy      wallet_id, signed_policy (JSON envelope bytes) -> policy_installed
     sign_transaction    wallet_id, transaction, lookup_tables, spent,
@@ -36,6 +36,11 @@ Enclave) - ``document`` is null and ``reason`` a fixed human-readable sentence s
 ``session_public_key`` is the receipt-signing key in both (in ``nitro`` mode, trust the one inside the verified
 document). Compatibility: an enclave built before ``mode`` existed sends only ``document``; that exact older
 shape still decodes (as ``nitro``, ``session_public_key`` null), so parents can be upgraded before enclaves.
+
+``aws_credentials`` (:class:`AwsCredentials`: ``access_key_id``, ``secret_access_key``, ``session_token``, or
+null) are the parent's temporary AWS credentials for the KMS sealer's calls, used for that request only (DESIGN
+section 7); the local sealer needs none. Compatibility: a parent built before this field sends neither key; that
+older shape decodes with null.
 
 ``wallet`` answering ``provision_wallet`` carries a provisioning receipt (``receipt``, CBOR,
 :class:`enclave_app.receipts.ProvisionReceipt`: purpose ``provision``, wallet_id, agent and owner public keys, time)
@@ -98,6 +103,7 @@ from enclave_app.protocol_wire import (
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
     AttestationMode,
+    AwsCredentials,
     Check,
     EnclaveState,
     ErrorCode,
@@ -135,6 +141,7 @@ __all__ = [
     "AttestationMode",
     "AttestationRequest",
     "AttestationResponse",
+    "AwsCredentials",
     "Check",
     "EnclaveState",
     "ErrorCode",

@@ -4,7 +4,7 @@ format and the stable API): frozen dataclasses whose ``FIELDS`` name each field'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from enclave_app.errors import ProtocolError
@@ -27,6 +27,7 @@ from enclave_app.protocol_wire import (
     MAX_SPENT_ENTRIES,
     MIN_NONCE_BYTES,
     AttestationMode,
+    AwsCredentials,
     EnclaveState,
     ErrorCode,
     LookupTable,
@@ -64,28 +65,39 @@ class AttestationRequest(Message):
 
 @dataclass(frozen=True, slots=True)
 class ProvisionWalletRequest(Message):
+    """``aws_credentials``: the parent's temporary credentials for the KMS sealer (null for the local sealer)."""
+
     wallet_id: str
     owner_public_key: bytes
+    aws_credentials: AwsCredentials | None = field(default=None, repr=False)
     TYPE = "provision_wallet"
-    FIELDS = (("wallet_id", _WALLET_ID), ("owner_public_key", _PUBLIC_KEY))
+    FIELDS = (
+        ("wallet_id", _WALLET_ID),
+        ("owner_public_key", _PUBLIC_KEY),
+        ("aws_credentials", _optional(_record(AwsCredentials))),
+    )
+    LEGACY_ABSENT = frozenset({"aws_credentials"})
 
 
 @dataclass(frozen=True, slots=True)
 class LoadWalletRequest(Message):
     """``agent_public_key`` is the pinned key (from the on-chain multisig / the owner's records): the enclave
-    refuses a blob that opens to any other key."""
+    refuses a blob that opens to any other key. ``aws_credentials`` as in :class:`ProvisionWalletRequest`."""
 
     wallet_id: str
     owner_public_key: bytes
     agent_public_key: bytes
     sealed_blob: bytes
+    aws_credentials: AwsCredentials | None = field(default=None, repr=False)
     TYPE = "load_wallet"
     FIELDS = (
         ("wallet_id", _WALLET_ID),
         ("owner_public_key", _PUBLIC_KEY),
         ("agent_public_key", _PUBLIC_KEY),
         ("sealed_blob", _bytes(1, MAX_SEALED_BLOB_BYTES)),
+        ("aws_credentials", _optional(_record(AwsCredentials))),
     )
+    LEGACY_ABSENT = frozenset({"aws_credentials"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ codes, attestation modes, enclave states), the strict field checks, and the base
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -44,6 +44,14 @@ MAX_REASON_CHARS = 256
 """Why there is no attestation (ours: one sentence)."""
 MAX_RECEIPT_BYTES = 4096
 MAX_SIGNED_TRANSACTION_BYTES = MAX_TRANSACTION_BYTES
+MIN_ACCESS_KEY_ID_CHARS = 16
+MAX_ACCESS_KEY_ID_CHARS = 128
+"""IAM: an access key id is 16 to 128 characters (``ASIA...`` for temporary credentials, 20 today)."""
+MAX_SECRET_ACCESS_KEY_CHARS = 128
+"""A secret access key (40 characters today)."""
+MAX_SESSION_TOKEN_CHARS = 8192
+"""A session token (an instance role's is about 1 000 to 1 300 characters; STS sets no documented maximum, and a
+role session with many tags is larger)."""
 
 
 class ErrorCode(StrEnum):
@@ -260,6 +268,23 @@ class LookupTable(_Record):
     address: bytes
     addresses: tuple[bytes, ...]
     FIELDS = (("address", _PUBLIC_KEY), ("addresses", _sequence(_PUBLIC_KEY, MAX_LOOKUP_TABLE_ADDRESSES)))
+
+
+@dataclass(frozen=True, slots=True)
+class AwsCredentials(_Record):
+    """Temporary AWS credentials the parent lends the enclave for its KMS calls (DESIGN section 7): the host role's,
+    useless without an attestation document because the seal key's policy requires one. Sent with
+    ``provision_wallet`` and ``load_wallet`` only, used for that one request and never stored. The secret parts are
+    kept out of ``repr`` (and so out of any log or error message that formats a request)."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+    FIELDS = (
+        ("access_key_id", _text(MIN_ACCESS_KEY_ID_CHARS, MAX_ACCESS_KEY_ID_CHARS)),
+        ("secret_access_key", _text(1, MAX_SECRET_ACCESS_KEY_CHARS)),
+        ("session_token", _text(1, MAX_SESSION_TOKEN_CHARS)),
+    )
 
 
 @fast_init

@@ -5,6 +5,9 @@
   enclave whose PCRs match the key policy gets the data key back.
 - :class:`LocalSealer` (self-host): a key derived with Argon2id from an operator secret.
 
+The server asks a :class:`Sealers` for the sealer of each request: the KMS one is made per request with the AWS
+credentials the request carried (:mod:`enclave_app.kms_sealers`), the local one is always the same.
+
 Blob (CBOR map, at most ``MAX_SEALED_BLOB_BYTES``)::
 
     {"format": "waiaas-sealed-key", "version": 1, "scheme": "kms-aes256gcm" | "argon2id-aes256gcm",
@@ -36,6 +39,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from enclave_app.errors import CborDecodeError, KeyMismatchError, SealingError
 from enclave_app.kms import RecipientKms
+from enclave_app.protocol_wire import AwsCredentials
 from enclave_app.safe_cbor import loads_untrusted
 
 BLOB_FORMAT = "waiaas-sealed-key"
@@ -88,6 +92,13 @@ class Sealer(Protocol):
     def seal(self, secret: bytes, binding: SealBinding) -> bytes: ...
 
     def unseal(self, blob: bytes, binding: SealBinding) -> bytes: ...
+
+
+class Sealers(Protocol):
+    """The sealer for one ``provision_wallet`` or ``load_wallet`` request; ``credentials`` are the AWS credentials it
+    carried (or None). May raise :class:`~enclave_app.errors.KmsError` (the KMS sealer without credentials)."""
+
+    def for_request(self, credentials: AwsCredentials | None) -> Sealer: ...
 
 
 def _associated_data(scheme: str, binding: SealBinding, params: list[Any]) -> bytes:
@@ -189,6 +200,11 @@ class LocalSealer:
 
     def __repr__(self) -> str:
         return "LocalSealer(<secret>)"
+
+    def for_request(self, credentials: AwsCredentials | None) -> LocalSealer:
+        """Itself: no AWS credentials are needed (any that came are not used)."""
+        del credentials
+        return self
 
     def _derive(self, salt: bytes) -> bytes:
         kdf = Argon2id(

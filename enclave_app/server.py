@@ -27,6 +27,7 @@ from enclave_app.errors import (
     FramingError,
     InconsistentStateError,
     KmsAccessDeniedError,
+    KmsCredentialsMissingError,
     KmsError,
     NsmError,
     ProtocolError,
@@ -43,6 +44,7 @@ from enclave_app.protocol import (
     AttestationMode,
     AttestationRequest,
     AttestationResponse,
+    AwsCredentials,
     ErrorCode,
     ErrorResponse,
     FreezeRequest,
@@ -62,7 +64,7 @@ from enclave_app.protocol import (
     decode_request,
 )
 from enclave_app.receipts import ProvisionReceipt
-from enclave_app.sealing import SealBinding, Sealer, seal_agent_key, unseal_agent_key
+from enclave_app.sealing import SealBinding, Sealers, seal_agent_key, unseal_agent_key
 from enclave_app.signer import sign_message, sign_transaction
 from enclave_app.state import Enclave, Wallet, fresh_seed
 from enclave_app.transport import Address, listen
@@ -78,6 +80,9 @@ READ_TIMEOUT_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = ENCLAVE_REQUEST_TIMEOUT_SECONDS
 """Time to serve one request (ours: provisioning may wait on KMS through the vsock proxy)."""
 SESSION_USER_DATA = b"waiaas-enclave-session-v1"
+
+CREDENTIALS_MISSING_MESSAGE = "no AWS credentials came with the request (parent: WAIAAS_ENCLAVE_KMS_CREDENTIALS=host)"
+"""The KMS sealer cannot work without the parent's credentials: say which parent setting sends them."""
 """``user_data`` of every attestation document: says that ``public_key`` is the receipt-signing session key."""
 
 
@@ -108,11 +113,12 @@ def quotable(message: str) -> str:
 
 
 class Handler:
-    """Serves decoded requests against one :class:`Enclave` and one sealer."""
+    """Serves decoded requests against one :class:`Enclave`; ``sealers`` gives the sealer of each wallet request
+    (a :class:`~enclave_app.sealing.LocalSealer` is its own)."""
 
-    def __init__(self, enclave: Enclave, sealer: Sealer) -> None:
+    def __init__(self, enclave: Enclave, sealers: Sealers) -> None:
         self.enclave = enclave
-        self.sealer = sealer
+        self.sealers = sealers
 
     async def handle(self, request: Request) -> Response:
         """Serve one request; never raises (every failure becomes an :class:`ErrorResponse`)."""
@@ -133,6 +139,8 @@ class Handler:
             return ErrorResponse(code=ErrorCode.UNSEAL_FAILED, message="sealed key could not be opened")
         except KmsAccessDeniedError:
             return ErrorResponse(code=ErrorCode.ATTESTATION_REFUSED, message="KMS refused access (key policy)")
+        except KmsCredentialsMissingError:
+            return ErrorResponse(code=ErrorCode.KMS_UNAVAILABLE, message=CREDENTIALS_MISSING_MESSAGE)
         except KmsError:
             return ErrorResponse(code=ErrorCode.KMS_UNAVAILABLE, message="KMS call failed")
         except NsmError:
@@ -196,7 +204,7 @@ class Handler:
         key = Ed25519PrivateKey.from_private_bytes(fresh_seed(self.enclave.nsm))
         agent = key.public_key().public_bytes_raw()
         binding = SealBinding(request.wallet_id, agent, request.owner_public_key)
-        blob = await asyncio.to_thread(seal_agent_key, self.sealer, key, binding)
+        blob = await asyncio.to_thread(self._seal, request.aws_credentials, key, binding)
         self.enclave.add(self._wallet(request.wallet_id, request.owner_public_key, key, agent))
         # 5. The receipt: the attested session key states which owner key this agent key was made for.
         time_ms = int(self.enclave.clock().timestamp() * 1000)
@@ -221,9 +229,16 @@ class Handler:
             return WalletResponse(wallet_id=loaded.wallet_id, agent_public_key=bytes(loaded.agent), sealed_blob=None)
         self.enclave.check_new(request.wallet_id)
         binding = SealBinding(request.wallet_id, request.agent_public_key, request.owner_public_key)
-        key = await asyncio.to_thread(unseal_agent_key, self.sealer, request.sealed_blob, binding)
+        key = await asyncio.to_thread(self._unseal, request.aws_credentials, request.sealed_blob, binding)
         self.enclave.add(self._wallet(request.wallet_id, request.owner_public_key, key, request.agent_public_key))
         return WalletResponse(wallet_id=request.wallet_id, agent_public_key=request.agent_public_key, sealed_blob=None)
+
+    # In a worker thread: making the KMS sealer makes a boto3 client, which is slow too.
+    def _seal(self, credentials: AwsCredentials | None, key: Ed25519PrivateKey, binding: SealBinding) -> bytes:
+        return seal_agent_key(self.sealers.for_request(credentials), key, binding)
+
+    def _unseal(self, credentials: AwsCredentials | None, blob: bytes, binding: SealBinding) -> Ed25519PrivateKey:
+        return unseal_agent_key(self.sealers.for_request(credentials), blob, binding)
 
     @staticmethod
     def _wallet(wallet_id: str, owner: bytes, key: Ed25519PrivateKey, agent: bytes) -> Wallet:

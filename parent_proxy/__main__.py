@@ -29,6 +29,7 @@ from parent_proxy.chain import Chain, LiteSvmChain, RpcChain
 from parent_proxy.clock import SystemClock, read_clock
 from parent_proxy.enclave_pool import PooledEnclaveClient
 from parent_proxy.enclave_relay import EnclaveRelay
+from parent_proxy.host_credentials import HostAwsCredentials
 from parent_proxy.owner_auth import StoreNonceRegistry
 from parent_proxy.services import Services
 from parent_proxy.settings import DynamoState, Settings, SettingsError, load_settings
@@ -68,6 +69,7 @@ def build_services(settings: Settings) -> Services:
                 settings.enclave,
                 timeout=settings.enclave_timeout_seconds,
                 wallet_timeout=WALLET_REQUEST_TIMEOUT_SECONDS,  # sealing outlasts a signature; see there
+                aws_credentials=HostAwsCredentials() if settings.enclave_kms_credentials == "host" else None,
             )
         ),
         chain=open_chain(settings),

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 
-from enclave_app.client import EnclaveClient
+from enclave_app.client import CredentialsSource, EnclaveClient
 from enclave_app.errors import FramingError
 from enclave_app.framing import read_frame, write_frame
 from enclave_app.protocol import Request, Response, decode_response
@@ -45,8 +45,15 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 class PooledEnclaveClient(EnclaveClient):
     """`EnclaveClient` with connection reuse (see the module docstring for when a connection is reused)."""
 
-    def __init__(self, address: str | Address, *, timeout: float, wallet_timeout: float | None = None) -> None:
-        super().__init__(address, timeout=timeout, wallet_timeout=wallet_timeout)
+    def __init__(
+        self,
+        address: str | Address,
+        *,
+        timeout: float,
+        wallet_timeout: float | None = None,
+        aws_credentials: CredentialsSource | None = None,
+    ) -> None:
+        super().__init__(address, timeout=timeout, wallet_timeout=wallet_timeout, aws_credentials=aws_credentials)
         self._idle: list[_Conn] = []
 
     def _take(self, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:

@@ -18,8 +18,12 @@ enclave outcome                                        API
 ``no_policy``                                          403 ``no_policy``
 ``policy_invalid`` / ``order_invalid`` / ``message_invalid`` 403 ``enclave_refused``
 ``policy_stale`` / ``order_stale``                     409 ``stale_policy`` / ``conflict``
+the host's AWS credentials could not be read            503 ``enclave_unavailable`` (nothing sent)
 any other code, timeout, connection or framing failure, an answer of the wrong shape: 503 ``enclave_unavailable``
 ====================================================== ===============================================
+
+Every 503 is logged with its cause (the enclave's error code and fixed message, or the error type): the API
+answer does not say more than "unavailable", the operator needs to.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from enclave_app.client import EnclaveClient
-from enclave_app.errors import EnclaveError, EnclaveRequestError
+from enclave_app.errors import CredentialsUnavailableError, EnclaveError, EnclaveRequestError
 from enclave_app.protocol import (
     AttestationResponse,
     ErrorCode,
@@ -71,14 +75,23 @@ def translate_enclave_error(exc: EnclaveError) -> ApiError:
     if isinstance(exc, EnclaveRequestError) and exc.code in _REFUSALS:
         code, message = _REFUSALS[ErrorCode(exc.code)]
         return ApiError(code, message)
+    if isinstance(exc, CredentialsUnavailableError):
+        logger.error("no AWS credentials to lend the enclave: %s", exc)
+        return ApiError(
+            Code.ENCLAVE_UNAVAILABLE, "the host's AWS credentials for the enclave's KMS calls could not be read"
+        )
+    if isinstance(exc, EnclaveRequestError):
+        logger.warning("the enclave answered %s: %s", exc.code, exc.detail)
+    else:
+        logger.warning("the enclave request failed: %s", type(exc).__name__)
     return ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave is unavailable; nothing was signed")
 
 
 def signed_by(signed: bytes, signature: bytes, unsigned: bytes, agent: bytes | None) -> bool:
     """Whether ``signed`` is ``unsigned`` with ``signature`` by ``agent`` (the wallet's stored agent key) in the
     agent's signer slot, and that signature verifies over the message. A cheap consistency check on the enclave's
-    answer: an enclave holding the wallet with another key (review finding #4) fails it. To be called by the sign
-    flow after the receipt checks (`parent_proxy.sign_flow`), with the stored wallet's ``agent_pubkey``."""
+    answer: an enclave holding the wallet with another key (review finding #4) fails it. Called by the sign flow
+    right after the receipt checks (`parent_proxy.sign_flow`), with the stored wallet's ``agent_pubkey``."""
     if agent is None:
         return False
     try:

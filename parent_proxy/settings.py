@@ -23,6 +23,10 @@ variable                            default    meaning
 ``WAIAAS_WEBHOOK_ALLOW_PRIVATE``    false      ``true``: webhooks may also go to loopback and private-network
                                                addresses (a receiver on this host or the LAN); cloud metadata,
                                                link-local, multicast and reserved addresses stay refused
+``WAIAAS_ENCLAVE_KMS_CREDENTIALS``  none       ``host``: lend the enclave this host's temporary AWS credentials (the
+                                               instance role) with each wallet creation and load, for its KMS
+                                               sealer (`parent_proxy.host_credentials`); ``none``: send none (the
+                                               self-host signer's local sealer needs none)
 =================================== ========== =====================================================================
 """
 
@@ -41,6 +45,8 @@ from parent_proxy.owner_auth import MAX_SKEW_SECONDS
 
 _SQLITE = re.compile(r"sqlite:(/.+)")
 _ALLOW_PRIVATE = "WAIAAS_WEBHOOK_ALLOW_PRIVATE"
+_KMS_CREDENTIALS = "WAIAAS_ENCLAVE_KMS_CREDENTIALS"
+KMS_CREDENTIAL_CHOICES = ("none", "host")
 _DYNAMO = re.compile(r"dynamodb:([A-Za-z0-9_.-]{3,255})(?:@([a-z0-9-]{1,32}))?")
 
 
@@ -74,6 +80,7 @@ class Settings:
     owner_max_skew_seconds: int = 300
     workers: int = 1
     webhook_allow_private: bool = False
+    enclave_kms_credentials: str = "none"
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -157,4 +164,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         owner_max_skew_seconds=_int(env, "WAIAAS_OWNER_MAX_SKEW_SECONDS", 300, 1, MAX_SKEW_SECONDS),
         workers=_int(env, "WAIAAS_WORKERS", 1, 1, 64),
         webhook_allow_private=parse_bool(_ALLOW_PRIVATE, env.get(_ALLOW_PRIVATE, "false")),
+        enclave_kms_credentials=_kms_credentials(env.get(_KMS_CREDENTIALS, "none")),
     )
+
+
+def _kms_credentials(text: str) -> str:
+    value = text.strip().lower()
+    if value not in KMS_CREDENTIAL_CHOICES:
+        raise SettingsError(f"{_KMS_CREDENTIALS} must be none or host")
+    return value

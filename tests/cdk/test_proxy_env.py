@@ -39,6 +39,7 @@ def test_the_proxy_starts_from_the_environment_the_hosts_write(templates: dict[s
     assert sorted(str(key) for key in settings.owner_keys) == sorted(config.owner_public_keys)
     assert settings.chain == f"rpc:{config.solana_rpc_url}"
     assert (settings.host, settings.port) == ("0.0.0.0", PROXY_HTTP_PORT)  # noqa: S104 - behind the LB's group
+    assert settings.enclave_kms_credentials == "host"  # the enclave's KMS sealer has no credentials of its own
     proxy_unit = unit_file(boot_script(templates), "/etc/systemd/system/waiaas-proxy.service")
     assert f"EnvironmentFile={PROXY_ENV}" in proxy_unit
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from enclave_app.__main__ import build_sealer, main, serve
+from enclave_app.__main__ import build_sealers, main, serve
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError, NsmError, ProtocolError, SettingsError
 from enclave_app.no_attestation import NO_ATTESTATION_REASON, RANDOM_BYTES, NoAttestationNsm
@@ -73,7 +73,7 @@ def test_sealer_builder_refuses_kms_with_mode_none_even_past_the_settings_check(
         listen=UnixAddress(f"{tmp_path}/s"), nsm="none", sealer="kms", kms_key_id="k", kms_region="eu-west-1"
     )
     with pytest.raises(SettingsError, match="the KMS sealer needs attestation"):
-        build_sealer(settings, NoAttestationNsm())
+        build_sealers(settings, NoAttestationNsm())
 
 
 def test_no_attestation_nsm_has_randomness_and_nothing_else() -> None:

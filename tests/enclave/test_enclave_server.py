@@ -39,7 +39,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[EnclaveWorld]:
 @pytest.fixture
 def local_boot(world: EnclaveWorld) -> Boot:
     """A boot with the local sealer: no KMS round trip (Argon2id only on provision/load)."""
-    return world.boot(sealer=LocalSealer(b"operator secret for the tests!!"))
+    return world.boot(sealers=LocalSealer(b"operator secret for the tests!!"))
 
 
 class _Writer:

@@ -39,7 +39,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[EnclaveWorld]:
 
 def test_provision_answer_carries_a_receipt_signed_by_the_session_key_load_answer_none(world: EnclaveWorld) -> None:
     async def run() -> None:
-        async with serving(world.boot(sealer=LocalSealer(b"operator secret for the tests!!"))) as (client, _):
+        async with serving(world.boot(sealers=LocalSealer(b"operator secret for the tests!!"))) as (client, _):
             status = await client.ping()
             answer = await client.provision_wallet(WALLET, world.owner_public)
             assert answer.receipt is not None and answer.receipt_signature is not None

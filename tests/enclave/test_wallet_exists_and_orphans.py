@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -31,8 +32,8 @@ from solders.transaction import Transaction, VersionedTransaction
 from enclave_app import client as enclave_client
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import StateError
-from enclave_app.protocol import ErrorCode
-from enclave_app.sealing import LocalSealer, SealBinding, Sealer
+from enclave_app.protocol import AwsCredentials, ErrorCode
+from enclave_app.sealing import LocalSealer, SealBinding, Sealer, Sealers
 from enclave_app.server import REQUEST_TIMEOUT_SECONDS
 from enclave_app.state import Wallet
 from parent_proxy.__main__ import build_services
@@ -53,20 +54,29 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[EnclaveWorld]:
         yield EnclaveWorld.create()
 
 
-class GatedSealer:
-    """The real sealer, but each unseal first waits until ``parties`` unseals are under way (so concurrent loads
+class GatedSealers:
+    """The real sealers, but each unseal first waits until ``parties`` unseals are under way (so concurrent loads
     all pass the enclave's first check before any registers), and each seal first sleeps ``seal_delay``."""
 
-    def __init__(self, inner: Sealer, *, parties: int = 1, seal_delay: float = 0.0) -> None:
+    def __init__(self, inner: Sealers, *, parties: int = 1, seal_delay: float = 0.0) -> None:
         self.inner, self.barrier, self.seal_delay = inner, threading.Barrier(parties, timeout=10), seal_delay
 
+    def for_request(self, credentials: AwsCredentials | None) -> _GatedSealer:
+        return _GatedSealer(self, self.inner.for_request(credentials))
+
+
+@dataclass
+class _GatedSealer:
+    gate: GatedSealers
+    sealer: Sealer
+
     def seal(self, secret: bytes, binding: SealBinding) -> bytes:
-        time.sleep(self.seal_delay)
-        return self.inner.seal(secret, binding)
+        time.sleep(self.gate.seal_delay)
+        return self.sealer.seal(secret, binding)
 
     def unseal(self, blob: bytes, binding: SealBinding) -> bytes:
-        self.barrier.wait()
-        return self.inner.unseal(blob, binding)
+        self.gate.barrier.wait()
+        return self.sealer.unseal(blob, binding)
 
 
 def _wallet(wallet_id: str, owner: bytes, key: Ed25519PrivateKey) -> Wallet:
@@ -103,7 +113,7 @@ def test_two_concurrent_loads_of_one_wallet_both_succeed(world: EnclaveWorld) ->
             created = await client.provision_wallet(WALLET, world.owner_public)
         assert created.sealed_blob is not None
         boot = world.boot()  # a restarted enclave; two loads race
-        boot.handler.sealer = GatedSealer(boot.handler.sealer, parties=2)
+        boot.handler.sealers = GatedSealers(boot.handler.sealers, parties=2)
 
         async with serving(boot) as (client, _):
 
@@ -184,7 +194,7 @@ def test_signed_by_accepts_only_the_sent_transaction_signed_by_the_stored_agent_
 
 def test_the_proxy_waits_for_a_slow_provisioning_instead_of_leaving_an_orphan(world: EnclaveWorld) -> None:
     async def run() -> None:
-        boot = world.boot(sealer=GatedSealer(LocalSealer(b"operator secret for the tests!!"), seal_delay=0.6))
+        boot = world.boot(sealers=GatedSealers(LocalSealer(b"operator secret for the tests!!"), seal_delay=0.6))
         async with serving(boot) as (served, _):
             address = served._address
             client = EnclaveClient(address, timeout=0.2, **{"wallet_timeout": 5.0})  # 0.2 s stands for the proxy's 5 s

@@ -5,7 +5,11 @@ add what moto lacks, with real cryptography on both sides:
   :func:`verify_attestation_document` against the test root, the key policy's
   ``kms:RecipientAttestation:ImageSha384`` / ``kms:RecipientAttestation:PCR<n>`` conditions are evaluated, and
   the answer is a real BER CMS EnvelopedData ``CiphertextForRecipient`` to the document's RSA key (no Plaintext);
-- Ed25519 keys (``ECC_NIST_EDWARDS25519``, ``ED25519_SHA_512``, ``MessageType=RAW``) with real ``cryptography``.
+- Ed25519 keys (``ECC_NIST_EDWARDS25519``, ``ED25519_SHA_512``, ``MessageType=RAW``) with real ``cryptography``;
+- callers by credentials: :meth:`AttestingTestKms.issue_credentials` hands out random temporary credentials for a
+  role (as STS would), :meth:`AttestingTestKms.client_for` is the client a caller holding them gets; its calls
+  are evaluated as that role, and unknown or altered credentials are refused as KMS refuses them
+  (``UnrecognizedClientException``).
 
 Key policies are standard IAM policy documents (JSON dicts): Allow/Deny statements, Principal, Action (with
 ``*`` wildcards), and conditions with StringEquals[IgnoreCase], StringNotEquals[IgnoreCase], ArnEquals,
@@ -20,8 +24,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 
 from enclave_app.attestation import AttestationDocument, verify_attestation_document
 from enclave_app.errors import AttestationError
+from enclave_app.protocol import AwsCredentials
 from tests.support.cms_envelopes import build_envelope
 
 ED25519_KEY_SPEC = "ECC_NIST_EDWARDS25519"
@@ -111,8 +117,11 @@ class AttestingTestKms:
     # Attack hook: rewrite a response before it is returned (a compromised parent forging KMS answers).
     tamper: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    credentials_recognized: bool = True
+    """False in a client made from credentials this KMS never issued: every attested call is refused."""
     _policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     _ed25519: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
+    _issued: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._moto = boto3.client("kms", region_name=self.region)
@@ -134,6 +143,26 @@ class AttestingTestKms:
             key_id = created["KeyMetadata"]["KeyId"]
         self._policies[key_id] = json.loads(Policy)
         return dict(created)
+
+    # --- callers by credentials (test setup) ---------------------------------------------------------------
+
+    def issue_credentials(self, role_arn: str) -> AwsCredentials:
+        """Fresh temporary credentials for ``role_arn`` (what STS would hand the host for its instance role)."""
+        credentials = AwsCredentials(
+            access_key_id="ASIA" + secrets.token_hex(8).upper(),
+            secret_access_key=secrets.token_urlsafe(30),
+            session_token=secrets.token_urlsafe(600),
+        )
+        self._issued[credentials.access_key_id] = (credentials.secret_access_key, credentials.session_token, role_arn)
+        return credentials
+
+    def client_for(self, credentials: AwsCredentials) -> AttestingTestKms:
+        """The KMS client of whoever signs with ``credentials``: the same keys, evaluated as the role they were issued
+        for; a client whose every attested call is refused if they are unknown or altered."""
+        issued = self._issued.get(credentials.access_key_id)
+        if issued is None or issued[:2] != (credentials.secret_access_key, credentials.session_token):
+            return replace(self, credentials_recognized=False)
+        return replace(self, caller_arn=issued[2])
 
     # --- attested operations ------------------------------------------------------------------------------
 
@@ -201,7 +230,9 @@ class AttestingTestKms:
         return context
 
     def _attest(self, operation: str, recipient: Any, context: dict[str, str]) -> AttestationDocument | None:
-        self.calls.append((operation, {"recipient": recipient is not None}))
+        self.calls.append((operation, {"recipient": recipient is not None, "caller": self.caller_arn}))
+        if not self.credentials_recognized:
+            raise _client_error(operation, "UnrecognizedClientException", "The security token included is invalid.")
         if recipient is None:
             return None
         if recipient.get("KeyEncryptionAlgorithm") != RECIPIENT_ALGORITHM:

@@ -17,10 +17,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from enclave_app.client import EnclaveClient
-from enclave_app.kms import AttestedKms, KmsApi
+from enclave_app.client import CredentialsSource, EnclaveClient
+from enclave_app.kms import KmsApi
+from enclave_app.kms_sealers import KmsSealers
 from enclave_app.nsm import DeviceNsm
-from enclave_app.sealing import KmsSealer, Sealer
+from enclave_app.protocol import AwsCredentials
+from enclave_app.sealing import Sealers
 from enclave_app.server import EnclaveServer, Handler, SerializedNsm
 from enclave_app.state import Enclave
 from enclave_app.transport import TcpAddress
@@ -65,6 +67,8 @@ class Boot:
     enclave: Enclave
     handler: Handler
     device: FakeNsmDevice
+    aws_credentials: CredentialsSource | None = None
+    """What the parent lends with wallet requests (`serving` gives it to the client): the host role's credentials."""
 
 
 @dataclass
@@ -72,6 +76,8 @@ class EnclaveWorld:
     pki: NitroTestPki
     kms: AttestingTestKms
     seal_key: str
+    host_credentials: AwsCredentials
+    """Temporary credentials of the host role, issued by the test KMS: what the parent lends the enclave."""
     clock: ManualClock = field(default_factory=ManualClock)
     owner: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
 
@@ -82,21 +88,30 @@ class EnclaveWorld:
         pki = NitroTestPki.create(not_before=NOW - timedelta(hours=1), not_after=NOW + timedelta(hours=3))
         kms = AttestingTestKms(root_certificate_pem=pki.root_pem, clock=lambda: NOW, caller_arn=host_role)
         seal_key = kms.create_key(Policy=json.dumps(seal_key_policy))["KeyMetadata"]["KeyId"]
-        return cls(pki=pki, kms=kms, seal_key=seal_key)
+        return cls(pki=pki, kms=kms, seal_key=seal_key, host_credentials=kms.issue_credentials(host_role))
 
     @property
     def owner_public(self) -> bytes:
         return self.owner.public_key().public_bytes_raw()
 
     def boot(
-        self, *, pcrs: Mapping[int, bytes] = GOOD_PCRS, kms: KmsApi | None = None, sealer: Sealer | None = None
+        self, *, pcrs: Mapping[int, bytes] = GOOD_PCRS, kms: KmsApi | None = None, sealers: Sealers | None = None
     ) -> Boot:
+        """A fresh enclave with the production KMS sealers: a KMS client per wallet request, made from the
+        credentials the request carried (the test KMS checks them); ``kms`` replaces that client whatever the
+        credentials (a failing or forging KMS)."""
         device = FakeNsmDevice(pki=self.pki, now=NOW, pcrs=dict(pcrs))
         nsm = SerializedNsm(DeviceNsm(-1, ioctl=device.ioctl))
-        if sealer is None:
-            sealer = KmsSealer(AttestedKms(kms or self.kms, nsm), key_id=self.seal_key)
+        if sealers is None:
+            clients = self.kms.client_for if kms is None else (lambda credentials: kms)
+            sealers = KmsSealers(clients, nsm, key_id=self.seal_key)
         enclave = Enclave(nsm=nsm, clock=self.clock)
-        return Boot(enclave=enclave, handler=Handler(enclave, sealer), device=device)
+        return Boot(
+            enclave=enclave, handler=Handler(enclave, sealers), device=device, aws_credentials=self.lend_credentials
+        )
+
+    def lend_credentials(self) -> AwsCredentials:
+        return self.host_credentials
 
     # -- owner documents -------------------------------------------------------------------------------------
 
@@ -127,7 +142,7 @@ async def serving(boot: Boot, **limits: Any) -> AsyncIterator[tuple[EnclaveClien
     listener = await server.start(TcpAddress("127.0.0.1", 0))
     port = listener.sockets[0].getsockname()[1]
     try:
-        yield EnclaveClient(TcpAddress("127.0.0.1", port), timeout=10.0), server
+        yield EnclaveClient(TcpAddress("127.0.0.1", port), timeout=10.0, aws_credentials=boot.aws_credentials), server
     finally:
         listener.close()
         await listener.wait_closed()
