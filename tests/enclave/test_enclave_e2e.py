@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.message import Message, to_bytes_versioned
@@ -27,20 +25,12 @@ from enclave_app.protocol import AttestationMode, EnclaveState, SpentEntry, Tran
 from enclave_app.receipts import verify_receipt
 from enclave_app.server import SESSION_USER_DATA
 from tests.support.chain import LAMPORTS_PER_SOL, airdrop, execute, fresh_chain
-from tests.support.enclave_world import AWS_TEST_ENV, GOOD_PCRS, NOW, Boot, EnclaveWorld, serving
+from tests.support.enclave_world import GOOD_PCRS, NOW, Boot, EnclaveWorld, serving
 from tests.support.policies import BLOCKED, EXAMPLE_MINT, MERCHANT
 
 WALLET = "wallet-7f3a"
 DAY = 86400
 BLOCKHASH = Hash.new_unique()
-
-
-@pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[EnclaveWorld]:
-    for name, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield EnclaveWorld.create()
 
 
 def spent(sol: int = 0, token: int = 0) -> tuple[SpentEntry, ...]:

@@ -7,14 +7,12 @@ import asyncio
 import base64
 import logging
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import cbor2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
@@ -25,15 +23,7 @@ from enclave_app.receipts import verify_receipt
 from enclave_app.sealing import LocalSealer
 from enclave_app.server import EnclaveServer
 from tests.enclave.test_enclave_e2e import WALLET, ready_wallet, spent, transfer_tx, verdict
-from tests.support.enclave_world import AWS_TEST_ENV, Boot, EnclaveWorld, serving
-
-
-@pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[EnclaveWorld]:
-    for name, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield EnclaveWorld.create()
+from tests.support.enclave_world import Boot, EnclaveWorld, serving
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,17 +34,9 @@ from enclave_app.protocol import (
 )
 from enclave_app.sealing import LocalSealer
 from enclave_app.transport import TcpAddress
-from tests.support.enclave_world import AWS_TEST_ENV, EnclaveWorld, serving
+from tests.support.enclave_world import EnclaveWorld, serving
 
 WALLET = "wallet-credentials"
-
-
-@pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[EnclaveWorld]:
-    for name, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield EnclaveWorld.create()
 
 
 def _secrets(credentials: AwsCredentials) -> list[str]:

@@ -5,12 +5,10 @@ load_wallet answers carry none; older enclaves' answers (without the fields) sti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from moto import mock_aws
 
 from enclave_app.errors import ProtocolError, ReceiptError
 from enclave_app.protocol import WalletResponse, decode_response
@@ -23,18 +21,10 @@ from enclave_app.receipts import (
 )
 from enclave_app.sealing import LocalSealer
 from tests.enclave.test_enclave_e2e import WALLET
-from tests.support.enclave_world import AWS_TEST_ENV, EnclaveWorld, serving
+from tests.support.enclave_world import EnclaveWorld, serving
 
 KEY = bytes(range(32))
 SIG = bytes(64)
-
-
-@pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[EnclaveWorld]:
-    for name, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield EnclaveWorld.create()
 
 
 def test_provision_answer_carries_a_receipt_signed_by_the_session_key_load_answer_none(world: EnclaveWorld) -> None:

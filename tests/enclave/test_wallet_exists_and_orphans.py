@@ -16,13 +16,11 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from moto import mock_aws
 from solders.hash import Hash
 from solders.message import Message, to_bytes_versioned
 from solders.pubkey import Pubkey
@@ -41,17 +39,9 @@ from parent_proxy.api_errors import ApiError
 from parent_proxy.enclave_relay import EnclaveRelay, signed_by
 from parent_proxy.settings import load_settings
 from parent_proxy.store.model import Wallet as StoredWallet
-from tests.support.enclave_world import AWS_TEST_ENV, EnclaveWorld, serving
+from tests.support.enclave_world import EnclaveWorld, serving
 
 WALLET = "w-orphan"
-
-
-@pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[EnclaveWorld]:
-    for name, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield EnclaveWorld.create()
 
 
 class GatedSealers:

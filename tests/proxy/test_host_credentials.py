@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
-from moto import mock_aws
 from solders.pubkey import Pubkey
 
 from enclave_app.errors import CredentialsUnavailableError
@@ -34,7 +33,7 @@ from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.settings import SettingsError, load_settings
 from policies.signing import sign_document
 from tests.proxy.api_harness import LoopThread
-from tests.support.enclave_world import AWS_TEST_ENV, EnclaveWorld
+from tests.support.enclave_world import EnclaveWorld, world_in_moto
 from tests.support.policies import example_policy
 
 WALLET = "wallet-cloud"
@@ -145,10 +144,7 @@ def test_other_values_stop_start_up(tmp_path: Path, text: str) -> None:
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[EnclaveWorld]:
-    for name, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield EnclaveWorld.create()
+    yield from world_in_moto(monkeypatch)
 
 
 class Cloud:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from moto import mock_aws
 
 from enclave_app.client import CredentialsSource, EnclaveClient
 from enclave_app.kms import KmsApi
@@ -40,6 +41,14 @@ AWS_TEST_ENV = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+def world_in_moto(monkeypatch: Any) -> Iterator[EnclaveWorld]:
+    """The body of a ``world`` fixture: test AWS credentials in the environment, moto started, a fresh world."""
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield EnclaveWorld.create()
 
 
 @functools.cache
