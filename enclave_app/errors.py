@@ -12,7 +12,8 @@
     │   │                             did not satisfy the key policy, or the role may not call the operation)
     │   └── KmsCredentialsMissingError  a request that needs KMS came without the parent's AWS credentials
     ├── SealingError                  a sealed blob is malformed or does not open (opaque)
-    │   └── KeyMismatchError          the unsealed key is not the pinned one
+    │   ├── KeyMismatchError          the unsealed key is not the pinned one
+    │   └── KeyDerivationError        the Argon2id derivation itself failed (a resource, not the blob)
     ├── FramingError                  a protocol frame is malformed or the peer left mid-frame
     │   └── FrameTooLargeError        the announced length exceeds ``MAX_FRAME_BYTES``
     ├── TransportError                a bad address spec or a connection that could not be set up
@@ -74,6 +75,11 @@ class SealingError(EnclaveError):
 
 class KeyMismatchError(SealingError):
     """The key that came out of a sealed blob does not derive the pinned public key."""
+
+
+class KeyDerivationError(SealingError):
+    """The local sealer's Argon2id derivation failed (e.g. out of memory): says nothing about the blob or the secret.
+    A sealing error still (the enclave answers ``unseal_failed``); tools tell it apart to give the right advice."""
 
 
 class FramingError(EnclaveError):

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from enclave_app.errors import CborDecodeError, KeyMismatchError, SealingError
+from enclave_app.errors import CborDecodeError, KeyDerivationError, KeyMismatchError, SealingError
 from enclave_app.kms import RecipientKms
 from enclave_app.protocol_wire import AwsCredentials
 from enclave_app.safe_cbor import loads_untrusted
@@ -214,7 +214,7 @@ class LocalSealer:
             try:
                 return kdf.derive(self._secret)
             except Exception as exc:  # e.g. MemoryError: an exhausted resource, not an inconsistency of the enclave
-                raise SealingError("key derivation failed") from exc
+                raise KeyDerivationError("key derivation failed") from exc
 
     def seal(self, secret: bytes, binding: SealBinding) -> bytes:
         salt = os.urandom(ARGON2_SALT_BYTES)

@@ -61,7 +61,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from enclave_app.errors import KeyMismatchError, SealingError
+from enclave_app.errors import KeyDerivationError, KeyMismatchError, SealingError
 from enclave_app.sealing import (
     MIN_OPERATOR_SECRET_BYTES,
     LocalSealer,
@@ -199,6 +199,13 @@ def _seed(key: Any) -> bytes:
     return seed
 
 
+def _derivation_failed(wallet: StoredWallet) -> ResealRefused:
+    return ResealRefused(
+        f"wallet {wallet.wallet_id}: the key derivation (Argon2id, 64 MiB) failed, which says nothing about the "
+        "secrets or the blob: free some memory and run the command again"
+    )
+
+
 def reseal_blob(old: LocalSealer, new: LocalSealer, wallet: StoredWallet) -> bytes:
     """The wallet's agent key, sealed under ``new`` instead of ``old``; checked to open again to the same key."""
     try:
@@ -207,6 +214,8 @@ def reseal_blob(old: LocalSealer, new: LocalSealer, wallet: StoredWallet) -> byt
         raise ResealRefused(f"wallet {wallet.wallet_id}: its stored public keys are malformed") from None
     try:
         key = unseal_agent_key(old, wallet.sealed_key, binding)
+    except KeyDerivationError:
+        raise _derivation_failed(wallet) from None
     except KeyMismatchError:
         raise ResealRefused(
             f"wallet {wallet.wallet_id}: its sealed key opens with the old secret to a key other than the wallet's "
@@ -217,9 +226,11 @@ def reseal_blob(old: LocalSealer, new: LocalSealer, wallet: StoredWallet) -> byt
             f"wallet {wallet.wallet_id}: its sealed key does not open with the old secret (wrong "
             "--old-secret-file, or a damaged blob)"
         ) from None
-    blob = seal_agent_key(new, key, binding)
     try:
+        blob = seal_agent_key(new, key, binding)
         again = unseal_agent_key(new, blob, binding)
+    except KeyDerivationError:
+        raise _derivation_failed(wallet) from None
     except SealingError:  # cannot happen unless sealing is broken; refuse rather than store a blob nothing opens
         raise ResealRefused(f"wallet {wallet.wallet_id}: the new blob does not open with the new secret") from None
     if not hmac.compare_digest(_seed(again), _seed(key)):

@@ -27,7 +27,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from enclave_app.errors import SealingError
+from enclave_app.errors import KeyDerivationError, SealingError
 from enclave_app.sealing import LocalSealer, SealBinding, seal_agent_key, unseal_agent_key
 from parent_proxy.audit import iter_audit_records, verify_audit_chain
 from parent_proxy.errors import StoreUnavailable
@@ -436,3 +436,35 @@ def test_a_new_blob_that_does_not_open_with_the_new_secret_is_refused(
     assert "wallet w-a: the new blob does not open with the new secret" in _refused(
         world, capsys, caplog, world.args(), 1
     )
+
+
+@pytest.mark.parametrize("failing", ["old", "new"])
+def test_a_failed_key_derivation_is_not_reported_as_a_wrong_secret(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    failing: str,
+) -> None:  # fmt: skip
+    """Argon2id needs 64 MiB per derivation: on a machine short of memory it fails (MemoryError), and the advice is
+    to free memory, not to check the old secret file (which is right)."""
+    failing_secret = world.old if failing == "old" else world.new
+
+    class ShortOfMemory(LocalSealer):
+        def _derive(self, salt: bytes) -> bytes:
+            if self._secret == failing_secret:
+                raise KeyDerivationError("key derivation failed")
+            return super()._derive(salt)
+
+    monkeypatch.setattr(reseal, "LocalSealer", ShortOfMemory)
+    err = _refused(world, capsys, caplog, world.args(), 1)
+    assert "wallet w-a: the key derivation (Argon2id, 64 MiB) failed" in err and "free some memory" in err
+    assert "old secret" not in err
+
+
+def test_an_out_of_memory_derivation_is_a_key_derivation_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.hazmat.primitives.kdf import argon2
+
+    def out_of_memory(self: Any, secret: bytes) -> bytes:
+        raise MemoryError
+
+    monkeypatch.setattr(argon2.Argon2id, "derive", out_of_memory, raising=False)
+    with pytest.raises(KeyDerivationError):
+        LocalSealer(b"operator secret for the tests!!")._derive(bytes(16))
