@@ -148,7 +148,8 @@ async def sign_message(
     services = services_of(request)
     agent_of(request)
     message = decode_base64("message", body.message)
-    audit = {"message_sha256": hashlib.sha256(message).hexdigest()}
+    sent_hash = hashlib.sha256(message).digest()  # the enclave's receipt hashes the whole off-chain message
+    audit = {"message_sha256": sent_hash.hex()}
     try:  # check 1 (`parent_proxy.message_checks`); the enclave applies the same rules (check 2)
         wallet = await services.run(check_message, services, wallet_id, audit)
     except (ProxyError, PolicyEngineError) as exc:
@@ -165,11 +166,12 @@ async def sign_message(
         error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
         services.audit_safely("message.failed", {**audit, "error": error}, wallet_id=wallet_id)
 
-    try:  # the receipt must verify under the attested session key (`parent_proxy.enclave_sessions`), then the
-        # signature under the stored agent key (`message_checks.record_signed_message`), in the same hop
+    try:  # the receipt must verify under the attested session key and be about this message
+        # (`parent_proxy.enclave_sessions`), then the signature under the stored agent key
+        # (`message_checks.record_signed_message`), in the same hop
         await services.sessions.record_checked(
-            services, answer.receipt, answer.receipt_signature, kind="message", wallet_id=wallet_id, signed=True,
-            verdict=None, on_failure=failed,
+            services, answer.receipt, answer.receipt_signature, kind="message", wallet_id=wallet_id,
+            message_hash=sent_hash, signed=True, verdict=None, on_failure=failed,
             record=lambda: record_signed_message(services, wallet, message, answer, audit),
         )  # fmt: skip
     except Exception as exc:  # no audit record, no signature

@@ -12,12 +12,13 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
    its ``public_key`` is the recorded key. Without an anchor only that (unverified) ``public_key`` is compared.
    Mode ``none``: nothing attests the key; refused when ``require_attestation``.
 2. A record holding a receipt (field = receipt + 64-byte signature): there is an ``enclave.session`` record before
-   it; the receipt verifies under the key of the latest one (`enclave_app.receipts.verify_receipt`); its content
-   agrees with the record (`parent_proxy.enclave_sessions.check_receipt_content`: kind ``transaction`` for
-   ``transaction.*`` events and ``message`` for ``message.*``, the record's wallet, a signature stated exactly for
-   ``*.signed``, the verdict of the payload's decision when it has one); its counter was not recorded before
-   under the same session key (a copied receipt); and, when the payload records ``message_sha256`` (transaction
-   records do), the receipt is about that message.
+   it; the receipt verifies under the key of the latest one (`enclave_app.receipts.verify_receipt`); its counter
+   was not recorded before under the same session key (a copied receipt); the payload states the message the
+   receipt is about (``message_sha256``, 32 bytes in hex: every record the proxy writes with a receipt has it);
+   and the receipt agrees with the record by the rule the proxy applied when it arrived
+   (`parent_proxy.enclave_sessions.check_receipt_content`: kind ``transaction`` for ``transaction.*`` events and
+   ``message`` for ``message.*``, the record's wallet, the record's ``message_sha256``, a signature stated exactly
+   for ``*.signed``, the verdict of the payload's decision when it has one).
 
 What this cannot show: receipts the parent never recorded (counter gaps are reported, not refused: a receipt whose
 answer failed is never recorded), and, in mode ``none`` or without an anchor, which code held the session key.
@@ -54,6 +55,8 @@ UNVERIFIED_DOCUMENTS = (
 )
 RECEIPT_KINDS = {"transaction": "transaction", "message": "message"}
 """Event-type prefix -> receipt kind. A receipt on any other event is refused."""
+MESSAGE_HASH_BYTES = 32
+"""A receipt's ``message_hash`` is a SHA-256 (`enclave_app.receipts`); ``message_sha256`` is its hex."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,18 @@ def _session(record: AuditRecord, anchor: Anchor | None, require_attestation: bo
     return key
 
 
+def _recorded_message_hash(record: AuditRecord, payload: object) -> bytes:
+    """The record's ``message_sha256``: the message its receipt must be about (`AuditChainError` if none)."""
+    value = payload.get("message_sha256") if isinstance(payload, dict) else None
+    try:
+        digest = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        digest = b""
+    if len(digest) != MESSAGE_HASH_BYTES:
+        raise _fail(record, "record holding a receipt states no message_sha256 (the message it is about)")
+    return digest
+
+
 def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsReport) -> None:
     """Step 2 for one record holding a receipt."""
     if record.receipt is None:
@@ -164,24 +179,21 @@ def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsRepo
         stated = verify_receipt(receipt, signature, session.key)
     except ReceiptError as exc:
         raise _fail(record, f"receipt not signed by the session key of seq {session.seq}") from exc
-    payload = json.loads(record.payload)
-    decision = payload.get("decision") if isinstance(payload, dict) else None
-    verdict = decision.get("verdict") if isinstance(decision, dict) else None
-    try:
-        check_receipt_content(
-            stated, kind=kind, wallet_id=record.wallet_id or "", signed=record.event_type.endswith(".signed"),
-            verdict=verdict,
-        )  # fmt: skip
-    except ReceiptError as exc:
-        raise _fail(record, f"receipt disagrees with the record: {exc}") from exc
     seen = report._counters.setdefault(session.key, set())
     if stated.counter in seen:
         raise _fail(
             record, f"receipt counter {stated.counter} recorded twice under the session key of seq {session.seq}"
         )
-    recorded_hash = payload.get("message_sha256") if isinstance(payload, dict) else None
-    if recorded_hash is not None and recorded_hash != stated.message_hash.hex():
-        raise _fail(record, "receipt is about another message than the record's message_sha256")
+    payload = json.loads(record.payload)
+    decision = payload.get("decision") if isinstance(payload, dict) else None
+    verdict = decision.get("verdict") if isinstance(decision, dict) else None
+    try:
+        check_receipt_content(
+            stated, kind=kind, wallet_id=record.wallet_id or "", message_hash=_recorded_message_hash(record, payload),
+            signed=record.event_type.endswith(".signed"), verdict=verdict,
+        )  # fmt: skip
+    except ReceiptError as exc:
+        raise _fail(record, f"receipt disagrees with the record: {exc}") from exc
     seen.add(stated.counter)
     report.receipts += 1
 

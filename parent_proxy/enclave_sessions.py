@@ -7,7 +7,8 @@ So that the log always says which key was in force, the proxy checks each receip
 handed out (:meth:`EnclaveSessions.record_checked`):
 
 1. In the worker-thread hop that records the answer: the receipt verifies under the current session key (one
-   Ed25519 verification) and states what the answer says (:func:`check_receipt_content`).
+   Ed25519 verification) and states what the answer says, about the message the proxy sent
+   (:func:`check_receipt_content`).
 2. No current key yet, or the signature does not verify under it (the enclave restarted): the enclave's attestation
    is fetched with a fresh nonce through the relay, as ``GET /v1/attestation`` does, and checked for consistency the
    same way (`parent_proxy.attestation`: the answer names its key; mode nitro: the document carries it; the status
@@ -34,6 +35,7 @@ passes a receipt it should not).
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -77,14 +79,21 @@ def states_signature(receipt: Receipt) -> bool:
 
 
 def check_receipt_content(
-    receipt: Receipt, *, kind: str, wallet_id: str, signed: bool, verdict: object | None = None
+    receipt: Receipt, *, kind: str, wallet_id: str, message_hash: bytes, signed: bool, verdict: object | None = None
 ) -> None:
-    """Raise `ReceiptError` unless ``receipt`` is of ``kind``, names ``wallet_id``, states a signature exactly when
-    ``signed``, and (when given) carries ``verdict``. The same rules for the proxy and for the auditor."""
+    """Raise `ReceiptError` unless ``receipt`` is of ``kind``, names ``wallet_id``, is about the message whose SHA-256
+    is ``message_hash`` (the proxy: of the message it sent; the auditor: the record's ``message_sha256``), states a
+    signature exactly when ``signed``, and (when given) carries ``verdict``. The same rules for the proxy and for
+    the auditor.
+
+    ``message_hash`` is what the enclave hashes (`enclave_app.receipts`): for a transaction, its message bytes
+    (`parent_proxy.sign_parts.message_hash`); for an off-chain message, the whole message as sent."""
     if receipt.kind != kind:
         raise ReceiptError(f"receipt of kind {receipt.kind!r}, expected {kind!r}")
     if receipt.wallet_id != wallet_id:
         raise ReceiptError("receipt names another wallet")
+    if not hmac.compare_digest(receipt.message_hash, message_hash):
+        raise ReceiptError("receipt is about another message")
     if states_signature(receipt) != signed:
         raise ReceiptError("receipt states a signature" if not signed else "receipt states no signature")
     if verdict is not None and receipt.verdict != verdict:
@@ -163,6 +172,7 @@ class EnclaveSessions:
         *,
         kind: str,
         wallet_id: str,
+        message_hash: bytes,
         signed: bool,
         verdict: object | None = None,
         attested: bool,
@@ -181,7 +191,9 @@ class EnclaveSessions:
                 raise _malformed("a receipt that the attested session key did not sign") from exc
             raise UnknownSession from exc
         try:
-            check_receipt_content(verified, kind=kind, wallet_id=wallet_id, signed=signed, verdict=verdict)
+            check_receipt_content(
+                verified, kind=kind, wallet_id=wallet_id, message_hash=message_hash, signed=signed, verdict=verdict
+            )
         except ReceiptError as exc:
             raise _malformed("a receipt that contradicts its answer") from exc
         return verified
@@ -242,6 +254,7 @@ class EnclaveSessions:
         *,
         kind: str,
         wallet_id: str,
+        message_hash: bytes,
         signed: bool,
         verdict: object | None,
         record: Callable[[], T],
@@ -249,14 +262,15 @@ class EnclaveSessions:
     ) -> T:
         """Steps 1-3, then ``record()`` in the same worker-thread hop as the check (under the shared lock).
 
+        ``message_hash`` is computed by the caller from the bytes it sent (see :func:`check_receipt_content`).
         ``on_failure`` (worker thread) gives back what the request holds when the receipt is refused or the
         attestation fails; nothing was recorded then. ``record`` handles its own failures."""
 
         def hop(attested: bool) -> T:
             with self._lock.shared():
                 try:
-                    self.check(receipt, signature, kind=kind, wallet_id=wallet_id, signed=signed,
-                               verdict=verdict, attested=attested)  # fmt: skip
+                    self.check(receipt, signature, kind=kind, wallet_id=wallet_id, message_hash=message_hash,
+                               signed=signed, verdict=verdict, attested=attested)  # fmt: skip
                 except ApiError as error:
                     on_failure(error)
                     raise

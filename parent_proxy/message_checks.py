@@ -7,10 +7,11 @@ a denial that completes a burst freezes the wallet. Every message request is rec
 refusal as a denial, as for transactions (a refusal's request, denial, freeze, audit record and webhook item in one
 store transaction); the enclave applies the same rules again with its own counters (check 2).
 
-After the enclave's receipt verified (`parent_proxy.enclave_sessions`), `record_signed_message` checks that the
-answered signature verifies over the message, exactly the bytes sent (what the agent key signs:
-`policies.offchain`), under the wallet's stored agent key, before anything is recorded or handed out; if not, the
-answer is refused as a receipt that does not verify is: 503 ``enclave_unavailable``, audit ``message.failed``.
+After the enclave's receipt verified and was found to be about the message sent (the SHA-256 of the whole message:
+`parent_proxy.enclave_sessions`), `record_signed_message` checks that the answered signature verifies over the
+message, exactly the bytes sent (what the agent key signs: `policies.offchain`), under the wallet's stored agent
+key, before anything is recorded or handed out; if not, the answer is refused as a receipt that does not verify is:
+503 ``enclave_unavailable``, audit ``message.failed``.
 """
 
 from __future__ import annotations

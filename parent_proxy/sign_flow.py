@@ -14,12 +14,13 @@
        amounts against the automatic thresholds of every period (a concurrent request that got there first: 403
        ``limit_exceeded``)
     5. relay to the enclave (its decision is authoritative); commit the reservation only on a signed answer,
-       release it on anything else, including a timeout or a cancelled request; the answer's receipt must verify
-       under the attested session key and agree with the answer (`parent_proxy.enclave_sessions`; on a session
-       change the enclave is attested and an ``enclave.session`` record written first), else 503 as for any
-       malformed answer; then a signed transaction must be the one requested, carrying a signature that verifies
-       under the wallet's stored agent key in that key's signer slot (`enclave_relay.signed_by`), else the same
-       503 and give-back (an enclave holding the wallet with another key, say)
+       release it on anything else, including a timeout or a cancelled request; the answer's receipt (a refusal's
+       too) must verify under the attested session key, agree with the answer and be about the message sent
+       (`parent_proxy.enclave_sessions`; on a session change the enclave is attested and an ``enclave.session``
+       record written first), else 503 as for any malformed answer; then a signed transaction must be the one
+       requested, carrying a signature that verifies under the wallet's stored agent key in that key's signer slot
+       (`enclave_relay.signed_by`), else the same 503 and give-back (an enclave holding the wallet with another
+       key, say)
     6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
        stored answer -- if it cannot be written the signature is not handed out, the reservation is released
        and the key freed --; optionally submit through the chain adapter (`parent_proxy.submission`); answer.
@@ -427,6 +428,7 @@ class SignFlow:
         s = self.s
         approval = None if prepared.approval is None else prepared.approval.envelope
         try:
+            sent_hash = message_hash(transaction)  # what the receipt must be about
             enclave_answer = await self.relay(prepared, transaction, tables, approval)
         except BaseException as exc:  # includes cancellation: the reservation must not leak
             with anyio.CancelScope(shield=True):
@@ -436,12 +438,13 @@ class SignFlow:
             if isinstance(exc, Exception):
                 raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave is unavailable; nothing was signed") from exc
             raise
-        # The receipt is checked against the attested session key, then the signer, in the same hop (`finish`).
+        # The receipt is checked against the attested session key and the message sent (also for a refusal), then
+        # the signer, in the same hop (`finish`).
         try:
             answer = await s.sessions.record_checked(
                 s, enclave_answer.receipt, enclave_answer.receipt_signature,
-                kind="transaction", wallet_id=prepared.wallet.wallet_id, signed=enclave_answer.signature is not None,
-                verdict=enclave_answer.decision.get("verdict"),
+                kind="transaction", wallet_id=prepared.wallet.wallet_id, message_hash=sent_hash,
+                signed=enclave_answer.signature is not None, verdict=enclave_answer.decision.get("verdict"),
                 record=lambda: self.finish(prepared, enclave_answer, submit, transaction),
                 on_failure=lambda exc: give_back.failed(s, prepared, exc),
             )  # fmt: skip

@@ -4,9 +4,11 @@ from its own thread and event loop, a real SQLite store, an embedded LiteSVM cha
 Seam doubles used by some tests (under tests/ only): a clock that can be made to fail, a store wrapper whose named
 methods raise `StoreUnavailable`, SQLite triggers that make one kind of write fail inside the store's own
 transactions, raw socket servers that never answer or answer nonsense, and a stand-in enclave with
-a session key of its own (it answers attestation and status with that key, and one fixed answer to the rest). A
-stand-in that signs uses the wallet's real agent key, unsealed from the stored blob with the test operator secret
-(`agent_private_key`), as the real enclave does.
+a session key of its own (it answers attestation and status with that key, and one fixed answer to the rest, or one
+made from the request: `ForRequest`). A stand-in that signs uses the wallet's real agent key, unsealed from the
+stored blob with the test operator secret (`agent_private_key`), as the real enclave does, and its receipts state
+the hash of the message requested (`signed_receipt`'s ``message_hash``; its default, 32 zero bytes, is about no
+message) unless a test is about that hash.
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ from enclave_app.protocol import (
     AttestationMode,
     AttestationResponse,
     EnclaveState,
+    Request,
+    SignTransactionRequest,
     StatusResponse,
     TransactionDecisionResponse,
+    decode_request,
 )
 from enclave_app.protocol import Message as EnclaveMessage
 from enclave_app.receipts import Receipt, SessionKey, reasons_digest
@@ -60,6 +65,7 @@ from parent_proxy.enclave_relay import EnclaveRelay
 from parent_proxy.errors import StoreUnavailable
 from parent_proxy.owner_auth import OwnerRequest, StoreNonceRegistry, owner_request_headers
 from parent_proxy.services import Services
+from parent_proxy.sign_parts import message_hash
 from parent_proxy.store.sqlite import SqliteStore
 from policies.signing import POLICY_PURPOSE, sign_document
 from tests.support.policies import example_policy, owner_public_key
@@ -255,21 +261,37 @@ def sign_in_slot(key: Ed25519PrivateKey, unsigned: bytes, slot: int = 0) -> tupl
     return unsigned[:start] + signature + unsigned[start + SIGNATURE_BYTES :], signature
 
 
-def stand_in_refusal(session: SessionKey, wallet_id: str) -> TransactionDecisionResponse:
-    """A deny decision whose receipt ``session`` signed."""
-    receipt, signature = signed_receipt(session, wallet_id)
-    return TransactionDecisionResponse(
-        decision={"verdict": "deny", "reasons": []}, signature=None, signed_transaction=None,
-        receipt=receipt, receipt_signature=signature,
-    )  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class ForRequest:
+    """A stand-in answer made from the decoded request it answers (say, a receipt about the message sent)."""
+
+    make: Callable[[Request], EnclaveMessage]
+
+
+def stand_in_refusal(session: SessionKey, wallet_id: str) -> ForRequest:
+    """A deny decision whose receipt ``session`` signed, about the transaction requested (as the real enclave's)."""
+
+    def make(request: Request) -> TransactionDecisionResponse:
+        if not isinstance(request, SignTransactionRequest):
+            raise TypeError(f"a refusal answers sign_transaction, not {type(request).__name__}")
+        receipt, signature = signed_receipt(session, wallet_id, message_hash=message_hash(request.transaction))
+        return TransactionDecisionResponse(
+            decision={"verdict": "deny", "reasons": []}, signature=None, signed_transaction=None,
+            receipt=receipt, receipt_signature=signature,
+        )  # fmt: skip
+
+    return ForRequest(make)
+
+
+StandInAnswer = EnclaveMessage | ForRequest
 
 
 def start_stand_in_enclave(
-    loop: LoopThread, path: Path, session: SessionKey, answer: Callable[[], EnclaveMessage] | EnclaveMessage
+    loop: LoopThread, path: Path, session: SessionKey, answer: Callable[[], StandInAnswer] | StandInAnswer
 ) -> asyncio.Server:
     """A stand-in enclave with session key ``session``: ``attestation`` (mode none) and ``ping`` name that key, as
-    the real enclave does; every other request gets ``answer`` (or ``answer()``). Any number of requests per
-    connection, like the real server."""
+    the real enclave does; every other request gets ``answer`` (or ``answer()``; a `ForRequest` is made from the
+    request). Any number of requests per connection, like the real server."""
 
     def respond_to(request: Any) -> EnclaveMessage:
         kind = request.get("type") if isinstance(request, dict) else None
@@ -280,7 +302,8 @@ def start_stand_in_enclave(
             )  # fmt: skip
         if kind == "ping":
             return StatusResponse(state=EnclaveState.READY, wallets=1, session_public_key=session.public_key)
-        return answer() if callable(answer) else answer
+        reply = answer() if callable(answer) else answer
+        return reply.make(decode_request(request)) if isinstance(reply, ForRequest) else reply
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -15,6 +15,7 @@ same stand-in signing with the real agent key (unsealed from the stored blob) is
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -233,10 +234,13 @@ def test_an_owner_approval_goes_back_to_pending(stand_in: StandIn) -> None:
 
 
 def message_answer(h: Harness, signature: bytes) -> Callable[[SessionKey], MessageSignatureResponse]:
-    """A message signature whose receipt the attested session key signed."""
+    """A message signature whose receipt, about the message `sign_message` sends, the attested session key signed."""
+    sent_hash = hashlib.sha256(offchain_message(h.agent, "login")).digest()
 
     def make(session: SessionKey) -> MessageSignatureResponse:
-        encoded, receipt_signature = signed_receipt(session, h.wallet_id, kind="message", verdict="allow")
+        encoded, receipt_signature = signed_receipt(
+            session, h.wallet_id, kind="message", verdict="allow", message_hash=sent_hash
+        )
         return MessageSignatureResponse(signature=signature, receipt=encoded, receipt_signature=receipt_signature)
 
     return make

@@ -13,6 +13,7 @@ writing the session record: 503, nothing signed, no key adopted.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import time
@@ -296,7 +297,9 @@ def test_a_message_receipt_signed_by_another_key_is_503(stand_in: StandIn) -> No
     agent_signature = agent_private_key(h).sign(message)
 
     def answer() -> MessageSignatureResponse:
-        encoded, signature = signed_receipt(other, h.wallet_id, kind="message", verdict="allow")
+        encoded, signature = signed_receipt(
+            other, h.wallet_id, kind="message", verdict="allow", message_hash=hashlib.sha256(message).digest()
+        )
         return MessageSignatureResponse(signature=agent_signature, receipt=encoded, receipt_signature=signature)
 
     replace(attested, answer)

@@ -152,7 +152,7 @@ def test_a_receipt_before_any_session_record_is_caught(tmp_path: Path, capsys: p
         (lambda rs, i: dataclasses.replace(rs[i], receipt=rs[i - 1].receipt), "recorded twice under the session key"),
         (lambda rs, i: dataclasses.replace(rs[i], receipt=rs[-1].receipt), "kind 'message', expected 'transaction'"),
         (lambda rs, i: dataclasses.replace(rs[i], event_type="webhook.sent"), "unexpected receipt on a webhook.sent"),
-        (lambda rs, i: _with_payload(rs[i], message_sha256="00" * 32), "about another message than the record's"),
+        (lambda rs, i: _with_payload(rs[i], message_sha256="00" * 32), "receipt is about another message"),
     ],
     ids=[
         "another wallet",
