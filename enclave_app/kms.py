@@ -13,6 +13,7 @@ key in the document; callers must check what the secret binds, e.g. :func:`encla
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -50,6 +51,10 @@ class KmsApi(Protocol):
 
     def generate_random(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
+    def close(self) -> None:
+        """Close the client's connections (boto3: ``BaseClient.close``)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class DataKey:
@@ -67,6 +72,8 @@ class RecipientKms(Protocol):
     def decrypt(self, *, key_id: str, ciphertext_blob: bytes, encryption_context: Mapping[str, str]) -> bytes: ...
 
     def generate_random(self, number_of_bytes: int) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 class AttestedKms:
@@ -113,6 +120,14 @@ class AttestedKms:
         if len(random) != number_of_bytes:
             raise KmsError("GenerateRandom answer has a wrong size")
         return random
+
+    def close(self) -> None:
+        """Close the client's connections now rather than when it is collected (each wallet request has its own
+        client: `enclave_app.kms_sealers`). A failure to close changes nothing about the answer."""
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
 
     def _recipient(self) -> tuple[rsa.RSAPrivateKey, dict[str, Any]]:
         # 1. A fresh key per call: a captured document is useless for any other answer.

@@ -87,11 +87,14 @@ class SealBinding:
 
 
 class Sealer(Protocol):
-    """Seals and unseals a secret for one :class:`SealBinding`."""
+    """Seals and unseals a secret for one :class:`SealBinding`; ``close`` when done with it (the KMS sealer's client
+    holds a connection)."""
 
     def seal(self, secret: bytes, binding: SealBinding) -> bytes: ...
 
     def unseal(self, blob: bytes, binding: SealBinding) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 class Sealers(Protocol):
@@ -160,6 +163,9 @@ class KmsSealer:
              "nonce": nonce, "ciphertext": ciphertext, "key_id": self._key_id, "data_key": data_key.ciphertext_blob}
         )  # fmt: skip
 
+    def close(self) -> None:
+        self._kms.close()
+
     def unseal(self, blob: bytes, binding: SealBinding) -> bytes:
         fields = _parse(blob, SCHEME_KMS, binding, {"key_id": str, "data_key": bytes})
         if fields["key_id"] != self._key_id:
@@ -205,6 +211,9 @@ class LocalSealer:
         """Itself: no AWS credentials are needed (any that came are not used)."""
         del credentials
         return self
+
+    def close(self) -> None:
+        """Nothing to close: the local sealer holds no connection and is used again."""
 
     def _derive(self, salt: bytes) -> bytes:
         kdf = Argon2id(

@@ -233,12 +233,21 @@ class Handler:
         self.enclave.add(self._wallet(request.wallet_id, request.owner_public_key, key, request.agent_public_key))
         return WalletResponse(wallet_id=request.wallet_id, agent_public_key=request.agent_public_key, sealed_blob=None)
 
-    # In a worker thread: making the KMS sealer makes a boto3 client, which is slow too.
+    # In a worker thread: making the KMS sealer makes a boto3 client, which is slow too. The sealer is closed when
+    # done, success or not (the KMS one closes its client's connection through the forwarder).
     def _seal(self, credentials: AwsCredentials | None, key: Ed25519PrivateKey, binding: SealBinding) -> bytes:
-        return seal_agent_key(self.sealers.for_request(credentials), key, binding)
+        sealer = self.sealers.for_request(credentials)
+        try:
+            return seal_agent_key(sealer, key, binding)
+        finally:
+            sealer.close()
 
     def _unseal(self, credentials: AwsCredentials | None, blob: bytes, binding: SealBinding) -> Ed25519PrivateKey:
-        return unseal_agent_key(self.sealers.for_request(credentials), blob, binding)
+        sealer = self.sealers.for_request(credentials)
+        try:
+            return unseal_agent_key(sealer, blob, binding)
+        finally:
+            sealer.close()
 
     @staticmethod
     def _wallet(wallet_id: str, owner: bytes, key: Ed25519PrivateKey, agent: bytes) -> Wallet:

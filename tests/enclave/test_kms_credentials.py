@@ -10,6 +10,7 @@ the environment's, short time limits), and the client's side (a failing credenti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -344,3 +345,27 @@ def test_the_enclave_main_builds_kms_sealers_that_need_credentials() -> None:
     assert isinstance(sealers, KmsSealers)
     with pytest.raises(KmsCredentialsMissingError):
         sealers.for_request(None)
+
+
+def test_each_wallet_requests_kms_client_is_closed_when_done_even_on_failure(world: EnclaveWorld) -> None:
+    """One client per request, so each is closed at once (its TLS connection goes through the forwarder and the
+    parent's vsock-proxy) rather than whenever the garbage collector gets to it."""
+    other_role = world.kms.issue_credentials("arn:aws:iam::111122223333:role/some-other-role")
+    host_role = world.kms.caller_arn
+
+    async def run() -> None:
+        async with serving(world.boot()) as (client, _):
+            created = await client.provision_wallet(WALLET, world.owner_public)
+        assert created.sealed_blob is not None
+        for lent in (lambda: other_role, world.lend_credentials):  # refused by KMS, then loaded
+            boot = world.boot()
+            boot.aws_credentials = lent
+            async with serving(boot) as (client, _):
+                with contextlib.suppress(EnclaveRequestError):
+                    await client.load_wallet(
+                        WALLET, owner_public_key=world.owner_public, agent_public_key=created.agent_public_key,
+                        sealed_blob=created.sealed_blob,
+                    )  # fmt: skip
+
+    asyncio.run(run())
+    assert world.kms.closed == [host_role, "arn:aws:iam::111122223333:role/some-other-role", host_role]

@@ -68,6 +68,9 @@ class _GatedSealer:
         self.gate.barrier.wait()
         return self.sealer.unseal(blob, binding)
 
+    def close(self) -> None:
+        self.sealer.close()
+
 
 def _wallet(wallet_id: str, owner: bytes, key: Ed25519PrivateKey) -> Wallet:
     agent = Pubkey.from_bytes(key.public_key().public_bytes_raw())

@@ -117,6 +117,8 @@ class AttestingTestKms:
     # Attack hook: rewrite a response before it is returned (a compromised parent forging KMS answers).
     tamper: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    """The caller of each client closed (shared by the clients `client_for` makes)."""
     credentials_recognized: bool = True
     """False in a client made from credentials this KMS never issued: every attested call is refused."""
     _policies: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -163,6 +165,9 @@ class AttestingTestKms:
         if issued is None or issued[:2] != (credentials.secret_access_key, credentials.session_token):
             return replace(self, credentials_recognized=False)
         return replace(self, caller_arn=issued[2])
+
+    def close(self) -> None:
+        self.closed.append(self.caller_arn)
 
     # --- attested operations ------------------------------------------------------------------------------
 
