@@ -17,7 +17,9 @@ WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM        required, boolean: must be ``true`` with 
 WAIAAS_ENCLAVE_ATTESTATION_ROOT        required with ``device``: PEM file of the AWS Nitro root; at start-up the
                                        enclave verifies one of its own documents under it; forbidden otherwise
 WAIAAS_ENCLAVE_SEALER                  required: ``kms`` or ``local``; ``kms`` is refused with NSM ``none`` (KMS
-                                       releases sealed keys only to an attested enclave)
+                                       releases sealed keys only to an attested enclave); ``kms`` uses the AWS
+                                       credentials each wallet request carries (the parent's
+                                       ``WAIAAS_ENCLAVE_KMS_CREDENTIALS=host``), none of its own
 WAIAAS_ENCLAVE_KMS_KEY_ID              required with ``kms``: the seal key (ARN or id)
 WAIAAS_ENCLAVE_KMS_REGION              required with ``kms``: e.g. ``eu-west-1``
 WAIAAS_ENCLAVE_KMS_PROXY               optional with ``kms``: vsock address of the parent's vsock-proxy; when
