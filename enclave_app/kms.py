@@ -76,6 +76,12 @@ class RecipientKms(Protocol):
     def close(self) -> None: ...
 
 
+def _check_key(response: Mapping[str, Any], key_id: str) -> None:
+    """KMS names the key it used (always its ARN): when the caller named the key by ARN, it must be that key."""
+    if key_id.startswith("arn:") and response.get("KeyId") != key_id:
+        raise KmsError("KMS answered with another key than the one asked for")
+
+
 class AttestedKms:
     """KMS calls with an attested Recipient; plaintext is returned only after CMS decryption."""
 
@@ -95,6 +101,7 @@ class AttestedKms:
         blob = response.get("CiphertextBlob")
         if not isinstance(blob, bytes) or not blob:
             raise KmsError("GenerateDataKey answer lacks CiphertextBlob")
+        _check_key(response, key_id)
         plaintext = self._open(response, private_key)
         if len(plaintext) != DATA_KEY_BYTES:
             raise KmsError("GenerateDataKey answer has a wrong key size")
@@ -109,6 +116,7 @@ class AttestedKms:
             EncryptionContext=dict(encryption_context),
             Recipient=recipient,
         )
+        _check_key(response, key_id)
         return self._open(response, private_key)
 
     def generate_random(self, number_of_bytes: int) -> bytes:

@@ -20,7 +20,8 @@ WAIAAS_ENCLAVE_SEALER                  required: ``kms`` or ``local``; ``kms`` i
                                        releases sealed keys only to an attested enclave); ``kms`` uses the AWS
                                        credentials each wallet request carries (the parent's
                                        ``WAIAAS_ENCLAVE_KMS_CREDENTIALS=host``), none of its own
-WAIAAS_ENCLAVE_KMS_KEY_ID              required with ``kms``: the seal key (ARN or id)
+WAIAAS_ENCLAVE_KMS_KEY_ID              required with ``kms``: the seal key's full ARN (``arn:aws:kms:<region>:
+                                       <account>:key/<id>``, in ``KMS_REGION``; no alias, no bare key id)
 WAIAAS_ENCLAVE_KMS_REGION              required with ``kms``: e.g. ``eu-west-1``
 WAIAAS_ENCLAVE_KMS_PROXY               optional with ``kms``: vsock address of the parent's vsock-proxy; when
                                        set, a forwarder listens on 127.0.0.1:443 (``kms.<region>.amazonaws.com``
@@ -46,7 +47,10 @@ from enclave_app.transport import Address, TcpAddress, VsockAddress, parse_addre
 PREFIX = "WAIAAS_ENCLAVE_"
 MAX_CONNECTIONS_LIMIT = 1024
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
-_KEY_ID = re.compile(r"^[A-Za-z0-9:/_\-]{1,2048}$")
+_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z]{2}(?:-[a-z]+)+-\d{1,2}):(\d{12}):key/([A-Za-z0-9-]{1,128})$")
+"""A full key ARN (partition, region, account, key id). Not an alias and not a bare key id: those are looked up in
+the account of whoever's credentials sign the call, and the parent lends the credentials (a hostile parent could
+lend its own account's and have the agent keys sealed under a key it can use)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +145,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     key_id = region = proxy = secret = None
     if sealer == "kms":
         key_id, region = _required(env, "KMS_KEY_ID"), _required(env, "KMS_REGION")
-        if not _KEY_ID.match(key_id):
-            raise SettingsError(f"{PREFIX}KMS_KEY_ID is malformed")
         if not _REGION.match(region):
             raise SettingsError(f"{PREFIX}KMS_REGION is malformed")
+        arn = _KEY_ARN.match(key_id)
+        if arn is None:
+            raise SettingsError(f"{PREFIX}KMS_KEY_ID must be a full KMS key ARN (no alias, no bare key id)")
+        if arn.group(1) != region:
+            raise SettingsError(f"{PREFIX}KMS_KEY_ID names a key outside {PREFIX}KMS_REGION")
         if _get(env, "KMS_PROXY") is not None:
             address = _address(env, "KMS_PROXY")
             if not isinstance(address, VsockAddress):

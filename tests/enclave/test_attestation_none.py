@@ -32,6 +32,8 @@ from tests.enclave.test_enclave_runtime import _env
 
 KEY = bytes(range(32))
 
+KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
 
 def _none_env(tmp_path: Path, **changes: str | None) -> dict[str, str]:
     return _env(tmp_path, **{"NSM": "none", "ALLOW_UNSAFE_NSM": "false", **changes})
@@ -49,7 +51,7 @@ def test_settings_for_mode_none(tmp_path: Path) -> None:
         ({"ALLOW_UNSAFE_NSM": None}, "WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM is required"),
         ({"ATTESTATION_ROOT": "/etc/hostname"}, "ATTESTATION_ROOT must not be set with NSM none"),
         (
-            {"SEALER": "kms", "LOCAL_SECRET_FILE": None, "KMS_KEY_ID": "k", "KMS_REGION": "eu-west-1"},
+            {"SEALER": "kms", "LOCAL_SECRET_FILE": None, "KMS_KEY_ID": KEY_ARN, "KMS_REGION": "eu-west-1"},
             "SEALER kms needs attestation .* cannot be combined with WAIAAS_ENCLAVE_NSM none",
         ),
         ({"SEALER": "kms"}, "SEALER kms needs attestation"),
@@ -61,7 +63,7 @@ def test_bad_settings_for_mode_none(tmp_path: Path, changes: dict[str, str | Non
 
 
 def test_kms_sealer_with_mode_none_refuses_to_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    env = _none_env(tmp_path, SEALER="kms", LOCAL_SECRET_FILE=None, KMS_KEY_ID="k", KMS_REGION="eu-west-1")
+    env = _none_env(tmp_path, SEALER="kms", LOCAL_SECRET_FILE=None, KMS_KEY_ID=KEY_ARN, KMS_REGION="eu-west-1")
     assert main([], env=env) == 2
     err = capsys.readouterr().err
     assert err.startswith("waiaas-enclave: configuration error: WAIAAS_ENCLAVE_SEALER kms needs attestation")

@@ -20,6 +20,8 @@ from enclave_app.state import ARCHIVE_BUCKET_SECONDS, ARCHIVE_SECONDS, Ledger
 from enclave_app.transport import UnixAddress, VsockAddress
 from policies.decision import Reservation
 
+KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
 
 def _env(tmp_path: Path, **changes: str | None) -> dict[str, str]:
     secret = tmp_path / "secret"
@@ -57,7 +59,7 @@ def test_settings_for_nitro(tmp_path: Path) -> None:
         ATTESTATION_ROOT=str(root),
         SEALER="kms",
         LOCAL_SECRET_FILE=None,
-        KMS_KEY_ID="arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        KMS_KEY_ID=KEY_ARN,
         KMS_REGION="eu-west-1",
         KMS_PROXY="vsock:3:8000",
         MAX_CONNECTIONS="8",
@@ -84,7 +86,7 @@ def test_settings_for_nitro(tmp_path: Path) -> None:
         ({"LOCAL_SECRET_FILE": "relative"}, "must be an absolute path to an existing file"),
         ({"KMS_REGION": "eu-west-1"}, "KMS_REGION must not be set with the local sealer"),
         ({"SEALER": "kms", "LOCAL_SECRET_FILE": None}, "WAIAAS_ENCLAVE_KMS_KEY_ID is required"),
-        ({"SEALER": "kms", "KMS_KEY_ID": "k", "KMS_REGION": "eu-west-1"}, "LOCAL_SECRET_FILE must not be set"),
+        ({"SEALER": "kms", "KMS_KEY_ID": KEY_ARN, "KMS_REGION": "eu-west-1"}, "LOCAL_SECRET_FILE must not be set"),
         (
             {"SEALER": "kms", "LOCAL_SECRET_FILE": None, "KMS_KEY_ID": "k", "KMS_REGION": "Frankfurt"},
             "KMS_REGION is malformed",
@@ -93,11 +95,27 @@ def test_settings_for_nitro(tmp_path: Path) -> None:
             {
                 "SEALER": "kms",
                 "LOCAL_SECRET_FILE": None,
-                "KMS_KEY_ID": "k",
+                "KMS_KEY_ID": KEY_ARN,
                 "KMS_REGION": "eu-west-1",
                 "KMS_PROXY": "tcp:127.0.0.1:8000",
             },
             "KMS_PROXY must be a vsock address",
+        ),
+        *[
+            (
+                {"SEALER": "kms", "LOCAL_SECRET_FILE": None, "KMS_KEY_ID": key, "KMS_REGION": "eu-west-1"},
+                "KMS_KEY_ID must be a full KMS key ARN",
+            )
+            for key in (
+                "alias/waiaas-seal",
+                "1234abcd-12ab-34cd-56ef-1234567890ab",
+                "arn:aws:kms:eu-west-1:1:key/x",
+                "arn:aws:kms:eu-west-1:111122223333:alias/waiaas-seal",
+            )
+        ],
+        (
+            {"SEALER": "kms", "LOCAL_SECRET_FILE": None, "KMS_KEY_ID": KEY_ARN, "KMS_REGION": "us-east-1"},
+            "KMS_KEY_ID names a key outside WAIAAS_ENCLAVE_KMS_REGION",
         ),
         ({"MAX_CONNECTIONS": "0"}, "MAX_CONNECTIONS must be an integer in 1..1024"),
         ({"MAX_CONNECTIONS": "many"}, "MAX_CONNECTIONS must be an integer in 1..1024"),

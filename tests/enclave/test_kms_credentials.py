@@ -369,3 +369,39 @@ def test_each_wallet_requests_kms_client_is_closed_when_done_even_on_failure(wor
 
     asyncio.run(run())
     assert world.kms.closed == [host_role, "arn:aws:iam::111122223333:role/some-other-role", host_role]
+
+
+def test_an_answer_about_another_key_is_refused(world: EnclaveWorld) -> None:
+    """The seal key is named by its full ARN (the settings refuse an alias or a bare id, which KMS would look up in
+    the account of whoever lent the credentials); an answer naming another key is refused, on both calls."""
+    assert world.seal_key.startswith("arn:aws:kms:")
+    other = world.seal_key.rsplit("/", 1)[0] + "/" + "0" * 36
+
+    def other_key(operation: str, response: dict[str, Any]) -> dict[str, Any]:
+        return {**response, "KeyId": other}
+
+    world.kms.tamper = other_key
+    error, wallets = _refused(world, world.lend_credentials, load=False)
+    assert (error.code, wallets) == ("kms_unavailable", 0)
+
+    async def provision() -> tuple[bytes, bytes]:
+        async with serving(world.boot()) as (client, _):
+            created = await client.provision_wallet(WALLET, world.owner_public)
+        assert created.sealed_blob is not None
+        return created.sealed_blob, created.agent_public_key
+
+    world.kms.tamper = None
+    blob, agent = asyncio.run(provision())
+    world.kms.tamper = other_key
+
+    async def load() -> tuple[EnclaveRequestError, int]:
+        boot = world.boot()
+        async with serving(boot) as (client, _):
+            with pytest.raises(EnclaveRequestError) as refused:
+                await client.load_wallet(
+                    WALLET, owner_public_key=world.owner_public, agent_public_key=agent, sealed_blob=blob
+                )
+        return refused.value, boot.enclave.wallet_count
+
+    error, wallets = asyncio.run(load())
+    assert (error.code, wallets) == ("kms_unavailable", 0)

@@ -255,6 +255,8 @@ class AttestingTestKms:
         return document
 
     def _authorize(self, operation: str, key_id: str, context: Mapping[str, str]) -> None:
+        if key_id.startswith("arn:"):  # a key ARN names the key in its account (here: the one test account)
+            key_id = key_id.rsplit("key/", 1)[-1]
         policy = self._policies.get(key_id)
         if policy is None or not evaluate_key_policy(
             policy, action=f"kms:{operation}", caller_arn=self.caller_arn, context=context

@@ -96,7 +96,7 @@ class EnclaveWorld:
         seal_key_policy, host_role = _cdk_policy()
         pki = NitroTestPki.create(not_before=NOW - timedelta(hours=1), not_after=NOW + timedelta(hours=3))
         kms = AttestingTestKms(root_certificate_pem=pki.root_pem, clock=lambda: NOW, caller_arn=host_role)
-        seal_key = kms.create_key(Policy=json.dumps(seal_key_policy))["KeyMetadata"]["KeyId"]
+        seal_key = kms.create_key(Policy=json.dumps(seal_key_policy))["KeyMetadata"]["Arn"]
         return cls(pki=pki, kms=kms, seal_key=seal_key, host_credentials=kms.issue_credentials(host_role))
 
     @property
