@@ -253,6 +253,11 @@ class Message(_Record):
         wire: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": self.TYPE}
         for name, check in self.FIELDS:
             wire[name] = _encode(check(getattr(self, name)))
+        # Fields added later, all null: left out, so that a peer built before them reads the message (the older
+        # shape); either shape decodes here.
+        if self.LEGACY_ABSENT and all(wire[name] is None for name in self.LEGACY_ABSENT):
+            for name in self.LEGACY_ABSENT:
+                del wire[name]
         return wire
 
 

@@ -80,10 +80,9 @@ READ_TIMEOUT_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = ENCLAVE_REQUEST_TIMEOUT_SECONDS
 """Time to serve one request (ours: provisioning may wait on KMS through the vsock proxy)."""
 SESSION_USER_DATA = b"waiaas-enclave-session-v1"
-
+"""``user_data`` of every attestation document: says that ``public_key`` is the receipt-signing session key."""
 CREDENTIALS_MISSING_MESSAGE = "no AWS credentials came with the request (parent: WAIAAS_ENCLAVE_KMS_CREDENTIALS=host)"
 """The KMS sealer cannot work without the parent's credentials: say which parent setting sends them."""
-"""``user_data`` of every attestation document: says that ``public_key`` is the receipt-signing session key."""
 
 
 class SerializedNsm:

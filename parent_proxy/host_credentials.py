@@ -34,12 +34,11 @@ class HostAwsCredentials:
         return "HostAwsCredentials()"
 
     def __call__(self) -> AwsCredentials:
-        with self._lock:
-            if self._session is None:
-                self._session = self._session_factory()
-            session = self._session
         try:
-            found = session.get_credentials()
+            with self._lock:  # one lookup at a time: two first calls would each ask the metadata service
+                if self._session is None:
+                    self._session = self._session_factory()
+                found = self._session.get_credentials()
             frozen = None if found is None else found.get_frozen_credentials()
         except Exception as exc:  # botocore's provider errors (metadata service down, a malformed file, ...)
             raise CredentialsUnavailableError(
