@@ -18,13 +18,14 @@ from parent_proxy.store.model import ReopenApproval
 logger = logging.getLogger(__name__)
 
 
-def failed(s: Services, prepared: Prepared, exc: BaseException) -> None:
-    """Nothing was signed (or nobody got the signature): audit the failure, give everything back."""
+def failed(s: Services, prepared: Prepared, exc: BaseException, *, reason: str | None = None) -> None:
+    """Nothing was signed (or nobody got the signature): audit the failure (with ``reason`` when given), give
+    everything back."""
     error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
-    s.audit_safely(
-        "transaction.failed", {"request_id": prepared.request_id, "stage": "enclave", "error": error},
-        wallet_id=prepared.wallet.wallet_id,
-    )  # fmt: skip
+    payload = {"request_id": prepared.request_id, "stage": "enclave", "error": error}
+    if reason is not None:
+        payload["reason"] = reason
+    s.audit_safely("transaction.failed", payload, wallet_id=prepared.wallet.wallet_id)
     give_back(s, prepared)
 
 

@@ -73,7 +73,7 @@ def record_signed_message(
     (nothing recorded as signed, nothing handed out). Called after the receipt check, in its hop."""
     try:
         Ed25519PublicKey.from_public_bytes(wallet.agent_pubkey).verify(answer.signature, message)
-    except (ValueError, InvalidSignature) as exc:
+    except (ValueError, TypeError, InvalidSignature) as exc:  # TypeError: a wallet without an agent key
         logger.error("enclave signature for wallet %s is not the stored agent key's: refused", wallet.wallet_id)
         error = ApiError(
             Code.ENCLAVE_UNAVAILABLE,

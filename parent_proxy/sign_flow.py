@@ -346,7 +346,7 @@ class SignFlow:
         """For a signed answer: raise 503 ``enclave_unavailable`` unless its signed transaction is ``transaction``
         with its signature, by the wallet's stored agent key, in that key's signer slot (`enclave_relay.signed_by`).
         Refused as a receipt that does not verify is: nothing recorded as signed or handed out, audit
-        ``transaction.failed`` (with the reason), everything given back (`give_back.give_back`)."""
+        ``transaction.failed`` (with the reason), everything given back (`give_back.failed`)."""
         wallet, signed = prepared.wallet, answer.signed_transaction
         if answer.signature is None or signed is None:
             return
@@ -357,14 +357,7 @@ class SignFlow:
             Code.ENCLAVE_UNAVAILABLE,
             "the enclave answered a signature that is not the wallet's agent key's; nothing was signed",
         )
-        payload = {
-            "request_id": prepared.request_id,
-            "stage": "enclave",
-            "error": error.code.value,
-            "reason": NOT_THE_AGENT_KEY,
-        }
-        self.s.audit_safely("transaction.failed", payload, wallet_id=wallet.wallet_id)
-        give_back.give_back(self.s, prepared)
+        give_back.failed(self.s, prepared, error, reason=NOT_THE_AGENT_KEY)
         raise error
 
     def _record_refusal(

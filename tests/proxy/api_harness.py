@@ -439,3 +439,22 @@ def running_harness(tmp_path: Path, *, attestation: str = "nitro", nsm: Any = No
         if server is not None:
             server.close()
         loop.stop()
+
+
+@contextmanager
+def stand_in_harness(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread, list[asyncio.Server]]]:
+    """A provisioned wallet (off-chain messages allowed) whose real enclave is stopped again, so that stand-in
+    enclaves can take its socket; every server in the yielded list is closed at the end."""
+    loop = LoopThread()
+    h = build_harness(tmp_path, loop, enclave_timeout=2.0)
+    server = start_enclave(loop, h.socket)
+    servers = [server]
+    try:
+        with h.client:
+            provision(h, h.policy(1, offchain_messages={"allowed": True}))
+            stop_enclave(h, loop, server)
+            yield h, loop, servers
+    finally:
+        for s in servers:
+            s.close()
+        loop.stop()

@@ -44,14 +44,11 @@ from tests.proxy.api_harness import (
     Harness,
     LoopThread,
     agent_private_key,
-    build_harness,
     new_session_key,
-    provision,
     sign_in_slot,
     signed_receipt,
-    start_enclave,
+    stand_in_harness,
     start_stand_in_enclave,
-    stop_enclave,
 )
 from tests.proxy.test_api_misc import offchain_message
 from tests.proxy.test_api_session_receipts import pending_reservations, records, sign_message
@@ -79,19 +76,8 @@ class StandIn:
 
 @pytest.fixture
 def stand_in(tmp_path: Path) -> Iterator[StandIn]:
-    loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=2.0)
-    server = start_enclave(loop, h.socket)
-    servers = [server]
-    try:
-        with h.client:
-            provision(h, h.policy(1, offchain_messages={"allowed": True}))
-            stop_enclave(h, loop, server)
-            yield StandIn(h, loop, servers)
-    finally:
-        for s in servers:
-            s.close()
-        loop.stop()
+    with stand_in_harness(tmp_path) as (h, loop, servers):
+        yield StandIn(h, loop, servers)
 
 
 def signed_answer(

@@ -35,14 +35,10 @@ from policies.orders import approval_document
 from policies.signing import sign_document
 from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
-    LoopThread,
-    build_harness,
     new_session_key,
-    provision,
     sign_in_slot,
     signed_receipt,
-    start_enclave,
-    stop_enclave,
+    stand_in_harness,
 )
 from tests.proxy.test_api_agent_signature_check import StandIn, submissions
 from tests.proxy.test_api_misc import offchain_message
@@ -55,19 +51,8 @@ CONTRADICTS = "the enclave answered a receipt that contradicts its answer; nothi
 
 @pytest.fixture
 def stand_in(tmp_path: Path) -> Iterator[StandIn]:
-    loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=2.0)
-    server = start_enclave(loop, h.socket)
-    servers = [server]
-    try:
-        with h.client:
-            provision(h, h.policy(1, offchain_messages={"allowed": True}))
-            stop_enclave(h, loop, server)
-            yield StandIn(h, loop, servers)
-    finally:
-        for s in servers:
-            s.close()
-        loop.stop()
+    with stand_in_harness(tmp_path) as (h, loop, servers):
+        yield StandIn(h, loop, servers)
 
 
 def stated_hash(s: StandIn, tx: bytes, about: str) -> bytes:

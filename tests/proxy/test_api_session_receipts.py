@@ -49,6 +49,7 @@ from tests.proxy.api_harness import (
     running_harness,
     sign_in_slot,
     signed_receipt,
+    stand_in_harness,
     start_enclave,
     start_stand_in_enclave,
     stop_enclave,
@@ -190,24 +191,13 @@ StandIn = tuple[Harness, Callable[[SessionKey, Callable[[], Any]], None]]
 def stand_in(tmp_path: Path) -> Iterator[StandIn]:
     """A provisioned wallet (message signing allowed) and a function that puts a stand-in enclave with the given
     session key and answer on the socket in place of the real one."""
-    loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=2.0)
-    server = start_enclave(loop, h.socket)
-    servers = [server]
-    try:
-        with h.client:
-            provision(h, h.policy(1, offchain_messages={"allowed": True}))
-            stop_enclave(h, loop, server)
+    with stand_in_harness(tmp_path) as (h, loop, servers):
 
-            def replace(session: SessionKey, answer: Callable[[], Any]) -> None:
-                servers.append(start_stand_in_enclave(loop, h.socket, session, answer))
-                h.services.relay._loaded[h.wallet_id] = 1  # the stand-in answers the signing request itself
+        def replace(session: SessionKey, answer: Callable[[], Any]) -> None:
+            servers.append(start_stand_in_enclave(loop, h.socket, session, answer))
+            h.services.relay._loaded[h.wallet_id] = 1  # the stand-in answers the signing request itself
 
-            yield h, replace
-    finally:
-        for s in servers:
-            s.close()
-        loop.stop()
+        yield h, replace
 
 
 def allow_answer(
