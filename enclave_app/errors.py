@@ -10,7 +10,8 @@
     ├── KmsError                      a KMS call failed or its answer was malformed
     │   ├── KmsAccessDeniedError      KMS answered AccessDeniedException (for the enclave: its attestation
     │   │                             did not satisfy the key policy, or the role may not call the operation)
-    │   └── KmsCredentialsMissingError  a request that needs KMS came without the parent's AWS credentials
+    │   ├── KmsCredentialsMissingError  a request that needs KMS came without the parent's AWS credentials
+    │   └── KmsCredentialsRejectedError KMS refused the credentials the parent lent (expired, unknown, altered)
     ├── SealingError                  a sealed blob is malformed or does not open (opaque)
     │   ├── KeyMismatchError          the unsealed key is not the pinned one
     │   └── KeyDerivationError        the Argon2id derivation itself failed (a resource, not the blob)
@@ -67,6 +68,11 @@ class KmsAccessDeniedError(KmsError):
 class KmsCredentialsMissingError(KmsError):
     """A request that needs KMS (``provision_wallet`` or ``load_wallet`` with the KMS sealer) carried no AWS
     credentials: the enclave has none of its own, so it does not call KMS at all."""
+
+
+class KmsCredentialsRejectedError(KmsError):
+    """KMS refused the AWS credentials the call was signed with (expired, unknown or altered: the parent lent
+    stale or wrong ones), before looking at the key policy. Says nothing about the attestation."""
 
 
 class SealingError(EnclaveError):

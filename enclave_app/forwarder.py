@@ -5,6 +5,12 @@ this forwarder listens there on 443. Each accepted connection is paired with a n
 parent's ``vsock-proxy`` (which only reaches KMS), and bytes are relayed both ways unchanged. TLS runs end to
 end between boto3 and KMS: the forwarder and the parent see ciphertext only, and no certificate check is moved
 or weakened here.
+
+Every relayed connection lives at most ``lifetime_seconds`` (:data:`CONNECTION_LIFETIME_SECONDS`), then both sides
+are cut. botocore's time limits are per socket read, so an answer trickling in a byte at a time (the parent relays
+the stream and can pace it) would otherwise hold a KMS call, and the enclave's worker thread making it, for as long
+as the parent likes. With the cut, one attempt of a KMS call ends within the lifetime, and the whole call within
+the bound :mod:`enclave_app.kms_sealers` states. A connection the client leaves idle is cut the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from enclave_app.errors import TransportError
 from enclave_app.transport import Address, listen, open_stream
 
 _LOG = logging.getLogger(__name__)
+
+CONNECTION_LIFETIME_SECONDS = 10.0
+"""Longest a relayed connection lives (ours). A KMS call through the parent's vsock-proxy takes well under a second;
+`enclave_app.kms_sealers` checks that its attempts and backoff fit within the enclave's request limit."""
 
 RELAY_CHUNK_BYTES = 64 * 1024
 """Largest read per relay step (ours): bounds memory per connection; TLS records are at most 16 KiB + overhead."""
@@ -34,11 +44,17 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class Forwarder:
-    """Relays every connection accepted on ``listen_address`` to a new connection to ``upstream``."""
+    """Relays every connection accepted on ``listen_address`` to a new connection to ``upstream``, for at most
+    ``lifetime_seconds`` each."""
 
-    def __init__(self, *, listen_address: Address, upstream: Address) -> None:
+    def __init__(
+        self, *, listen_address: Address, upstream: Address, lifetime_seconds: float = CONNECTION_LIFETIME_SECONDS
+    ) -> None:
+        if not lifetime_seconds > 0:
+            raise ValueError("lifetime_seconds must be positive")
         self._listen_address = listen_address
         self._upstream = upstream
+        self._lifetime_seconds = lifetime_seconds
         self._server: asyncio.Server | None = None
 
     async def start(self) -> asyncio.Server:
@@ -51,19 +67,34 @@ class Forwarder:
             await self._server.wait_closed()
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        writers = [client_writer]
+        try:
+            # Setting up the upstream connection, relaying and closing both sides all count against the lifetime.
+            async with asyncio.timeout(self._lifetime_seconds):
+                await self._relay(client_reader, client_writer, writers)
+                for writer in writers:
+                    writer.close()
+                    with contextlib.suppress(ConnectionError, OSError):
+                        await writer.wait_closed()
+        except TimeoutError:
+            _LOG.warning("forwarder: a connection reached its %.0f s lifetime; both sides cut", self._lifetime_seconds)
+        finally:
+            for writer in writers:
+                writer.transport.abort()  # nothing when already closed; drops what a stalled peer did not take
+
+    async def _relay(
+        self,
+        client_reader: asyncio.StreamReader,
+        client_writer: asyncio.StreamWriter,
+        writers: list[asyncio.StreamWriter],
+    ) -> None:
         try:
             upstream_reader, upstream_writer = await open_stream(self._upstream)
         except TransportError:
             _LOG.warning("forwarder: upstream unreachable; closing the client connection")
-            client_writer.close()
             return
-        try:
-            await asyncio.gather(
-                _pump(client_reader, upstream_writer),
-                _pump(upstream_reader, client_writer),
-            )
-        finally:
-            for writer in (client_writer, upstream_writer):
-                writer.close()
-                with contextlib.suppress(ConnectionError, OSError):
-                    await writer.wait_closed()
+        writers.append(upstream_writer)
+        await asyncio.gather(
+            _pump(client_reader, upstream_writer),
+            _pump(upstream_reader, client_writer),
+        )

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from enclave_app.cms import decrypt_ciphertext_for_recipient
-from enclave_app.errors import KmsAccessDeniedError, KmsError, RecipientDecryptionError
+from enclave_app.errors import KmsAccessDeniedError, KmsCredentialsRejectedError, KmsError, RecipientDecryptionError
 from enclave_app.nsm import Nsm
 
 RECIPIENT_KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
@@ -37,6 +37,14 @@ DATA_KEY_BYTES = 32
 
 ACCESS_DENIED = "AccessDeniedException"
 """KMS error code when the caller's IAM or key policy (here: the attestation conditions) refuses the call."""
+
+CREDENTIALS_REJECTED = frozenset({
+    "ExpiredTokenException", "ExpiredToken", "UnrecognizedClientException", "InvalidClientTokenId",
+    "InvalidSignatureException", "SignatureDoesNotMatch", "IncompleteSignature", "MissingAuthenticationToken",
+    "MissingAuthenticationTokenException",
+})  # fmt: skip
+"""Error codes with which AWS refuses the credentials a call was signed with (expired, unknown, altered, missing;
+AWS common errors), before any key policy is looked at."""
 
 MAX_RANDOM_BYTES = 1024
 """KMS GenerateRandom accepts NumberOfBytes 1..1024 (KMS API reference)."""
@@ -153,8 +161,11 @@ class AttestedKms:
         try:
             response = getattr(self._client, operation)(**kwargs)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == ACCESS_DENIED:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == ACCESS_DENIED:
                 raise KmsAccessDeniedError(f"KMS {operation} failed: access denied") from exc
+            if code in CREDENTIALS_REJECTED:
+                raise KmsCredentialsRejectedError(f"KMS {operation} failed: credentials refused ({code})") from exc
             raise KmsError(f"KMS {operation} failed") from exc
         except Exception as exc:
             raise KmsError(f"KMS {operation} failed") from exc

@@ -10,9 +10,12 @@ A request without credentials is refused before any KMS call (:class:`~enclave_a
 answered as ``kms_unavailable`` with a message naming the parent's setting).
 
 :func:`boto3_kms_clients` is the production client maker: one boto3 session (clients from it are made one at a
-time: a boto3 session is not thread-safe) and short time limits, so that a KMS that does not answer ends in an
-error well within the enclave's request time limit (`enclave_app.constants.ENCLAVE_REQUEST_TIMEOUT_SECONDS`):
-at most ``KMS_MAX_ATTEMPTS`` x (``KMS_CONNECT_TIMEOUT_SECONDS`` + ``KMS_READ_TIMEOUT_SECONDS``) plus backoff.
+time: a boto3 session is not thread-safe) and short time limits, so that a KMS call ends, answered or not, within
+the enclave's request time limit (`enclave_app.constants.ENCLAVE_REQUEST_TIMEOUT_SECONDS`) and the worker thread
+making it is free again: botocore's limits are per connect and per socket read, so a KMS that does not answer ends
+an attempt after ``KMS_CONNECT_TIMEOUT_SECONDS`` or ``KMS_READ_TIMEOUT_SECONDS``; an answer trickling in a byte at
+a time (the parent relays the stream) is cut by the in-enclave forwarder at its connection lifetime
+(`enclave_app.forwarder.CONNECTION_LIFETIME_SECONDS`). A whole call takes at most :data:`KMS_CALL_LIMIT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import boto3
 from botocore.config import Config
 
 from enclave_app.errors import KmsCredentialsMissingError, KmsError
+from enclave_app.forwarder import CONNECTION_LIFETIME_SECONDS
 from enclave_app.kms import AttestedKms, KmsApi
 from enclave_app.nsm import Nsm
 from enclave_app.protocol_wire import AwsCredentials
@@ -34,8 +38,14 @@ KMS_CONNECT_TIMEOUT_SECONDS = 3.0
 KMS_READ_TIMEOUT_SECONDS = 8.0
 KMS_MAX_ATTEMPTS = 2
 """Attempts per KMS call, the first included (botocore's ``standard`` retry mode, ``total_max_attempts``: throttling
-and transient errors are retried once; its ``max_attempts`` would count retries only). 2 x (3 + 8) s plus backoff
-stays under the enclave's 30 s request limit."""
+and transient errors are retried once; its ``max_attempts`` would count retries only)."""
+
+KMS_RETRY_WAIT_MAX_SECONDS = 6.0
+"""Longest wait before the second attempt: botocore's ``standard`` mode waits at most 1 s (throttling; 50 ms
+otherwise), raised to at most 5 s more by an ``x-amz-retry-after`` header from KMS (botocore.retries.standard)."""
+
+KMS_CALL_LIMIT_SECONDS = KMS_MAX_ATTEMPTS * CONNECTION_LIFETIME_SECONDS + KMS_RETRY_WAIT_MAX_SECONDS
+"""Longest a KMS call through the forwarder takes, answered or not (each attempt is a new connection)."""
 
 KmsClients = Callable[[AwsCredentials], KmsApi]
 """Makes a KMS client that signs its calls with the given credentials."""

@@ -6,7 +6,8 @@ that is not a frame (too large, truncated, not CBOR) gets ``bad_frame`` and the 
 cannot be trusted to be in step); a frame that is not a message gets ``bad_request`` and the connection stays.
 
 Error translation happens here, once: ``StateError`` -> its code; sealing/KMS/NSM failures -> opaque codes
-(a KMS AccessDenied -> ``attestation_refused``, any other KMS failure -> ``kms_unavailable``);
+(a KMS AccessDenied -> ``attestation_refused``, any other KMS failure -> ``kms_unavailable``, its message saying
+whether the parent's credentials were missing or refused);
 an ``InconsistentStateError`` or any unexpected exception -> the failed state (``failed`` / ``internal``).
 Slow calls (sealing, which may talk to KMS, and Argon2id) run in a worker thread; registry changes happen on
 the loop, after the slow part, and re-check their preconditions.
@@ -28,6 +29,7 @@ from enclave_app.errors import (
     InconsistentStateError,
     KmsAccessDeniedError,
     KmsCredentialsMissingError,
+    KmsCredentialsRejectedError,
     KmsError,
     NsmError,
     ProtocolError,
@@ -83,6 +85,8 @@ SESSION_USER_DATA = b"waiaas-enclave-session-v1"
 """``user_data`` of every attestation document: says that ``public_key`` is the receipt-signing session key."""
 CREDENTIALS_MISSING_MESSAGE = "no AWS credentials came with the request (parent: WAIAAS_ENCLAVE_KMS_CREDENTIALS=host)"
 """The KMS sealer cannot work without the parent's credentials: say which parent setting sends them."""
+CREDENTIALS_REJECTED_MESSAGE = "KMS refused the AWS credentials sent with the request (expired, unknown or altered)"
+"""KMS refused the lent credentials themselves (not the attestation): the parent's credential source is at fault."""
 
 
 class SerializedNsm:
@@ -140,6 +144,8 @@ class Handler:
             return ErrorResponse(code=ErrorCode.ATTESTATION_REFUSED, message="KMS refused access (key policy)")
         except KmsCredentialsMissingError:
             return ErrorResponse(code=ErrorCode.KMS_UNAVAILABLE, message=CREDENTIALS_MISSING_MESSAGE)
+        except KmsCredentialsRejectedError:
+            return ErrorResponse(code=ErrorCode.KMS_UNAVAILABLE, message=CREDENTIALS_REJECTED_MESSAGE)
         except KmsError:
             return ErrorResponse(code=ErrorCode.KMS_UNAVAILABLE, message="KMS call failed")
         except NsmError:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -109,3 +112,138 @@ def test_unreachable_upstream_closes_client() -> None:
         return data
 
     assert asyncio.run(run()) == b""
+
+
+# -- the lifetime of a relayed connection ---------------------------------------------------------------------------
+
+LIFETIME = 0.5
+
+
+async def _forwarding(handle: Any, lifetime: float = LIFETIME) -> tuple[Forwarder, asyncio.Server, int]:
+    upstream = await asyncio.start_server(handle, "127.0.0.1", 0)
+    upstream_port = upstream.sockets[0].getsockname()[1]
+    forwarder = Forwarder(
+        listen_address=TcpAddress("127.0.0.1", 0), upstream=TcpAddress("127.0.0.1", upstream_port),
+        lifetime_seconds=lifetime,
+    )  # fmt: skip
+    server = await forwarder.start()
+    return forwarder, upstream, server.sockets[0].getsockname()[1]
+
+
+async def _stop(forwarder: Forwarder, upstream: asyncio.Server) -> None:
+    await forwarder.close()
+    upstream.close()
+    await upstream.wait_closed()
+
+
+def test_a_connection_nobody_talks_on_is_cut_on_both_sides_at_its_lifetime() -> None:
+    async def run() -> tuple[bytes, bytes, float]:
+        upstream_saw: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            upstream_saw.set_result(await reader.read(-1))  # until the forwarder cuts it
+            writer.close()
+
+        forwarder, upstream, port = await _forwarding(silent)
+        try:
+            started = time.monotonic()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            async with asyncio.timeout(10):
+                client_saw = await reader.read(-1)
+                elapsed = time.monotonic() - started
+                seen_upstream = await upstream_saw
+            writer.close()
+            return client_saw, seen_upstream, elapsed
+        finally:
+            await _stop(forwarder, upstream)
+
+    client_saw, upstream_saw, elapsed = asyncio.run(run())
+    assert client_saw == b"" and upstream_saw == b""
+    assert LIFETIME * 0.9 <= elapsed < LIFETIME + 2
+
+
+def test_an_answer_trickling_in_is_cut_at_the_lifetime_not_when_it_ends() -> None:
+    async def run() -> tuple[bytes, float]:
+        async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                for _ in range(200):  # 20 s if nothing cut it
+                    writer.write(b"x")
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        forwarder, upstream, port = await _forwarding(trickle)
+        try:
+            started = time.monotonic()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            async with asyncio.timeout(10):
+                received = await reader.read(-1)
+            writer.close()
+            return received, time.monotonic() - started
+        finally:
+            await _stop(forwarder, upstream)
+
+    received, elapsed = asyncio.run(run())
+    assert 1 <= len(received) < 20  # bytes were flowing, and then stopped flowing
+    assert elapsed < LIFETIME + 2
+
+
+def test_a_client_that_stops_reading_does_not_hold_the_connection() -> None:
+    # The upstream sends far more than the socket buffers hold; the client never reads, so the relay is stuck in
+    # drain() until the lifetime cuts it (closing gracefully would wait for the buffer to empty: it is aborted).
+    async def run() -> float:
+        upstream_done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+        async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                for _ in range(10_000):
+                    writer.write(b"y" * 65536)
+                    await writer.drain()
+            upstream_done.set_result(time.monotonic())
+            writer.close()
+
+        forwarder, upstream, port = await _forwarding(flood)
+        try:
+            started = time.monotonic()
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            async with asyncio.timeout(10):
+                ended = await upstream_done
+            writer.close()
+            return ended - started
+        finally:
+            await _stop(forwarder, upstream)
+
+    assert asyncio.run(run()) < LIFETIME + 2
+
+
+def test_a_connection_within_its_lifetime_is_relayed_whole() -> None:
+    async def run() -> bytes:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            request = await reader.readexactly(4)
+            writer.write(request * 50_000)
+            await writer.drain()
+            writer.close()
+
+        forwarder, upstream, port = await _forwarding(answer, lifetime=30)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"ping")
+            await writer.drain()
+            received = await reader.read(-1)
+            writer.close()
+            return received
+        finally:
+            await _stop(forwarder, upstream)
+
+    assert asyncio.run(run()) == b"ping" * 50_000
+
+
+@pytest.mark.parametrize("lifetime", [0, -1.0, float("nan")])
+def test_a_lifetime_that_is_not_positive_is_refused(lifetime: float) -> None:
+    with pytest.raises(ValueError, match="lifetime_seconds"):
+        Forwarder(
+            listen_address=TcpAddress("127.0.0.1", 0), upstream=TcpAddress("127.0.0.1", 1), lifetime_seconds=lifetime
+        )

@@ -17,15 +17,20 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSPreparedRequest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import (
     CredentialsUnavailableError,
     EnclaveRequestError,
+    KmsAccessDeniedError,
     KmsCredentialsMissingError,
+    KmsCredentialsRejectedError,
+    KmsError,
     ProtocolError,
 )
+from enclave_app.kms import CREDENTIALS_REJECTED, AttestedKms
 from enclave_app.kms_sealers import KmsSealers, boto3_kms_clients
 from enclave_app.protocol import (
     AwsCredentials,
@@ -34,6 +39,7 @@ from enclave_app.protocol import (
     decode_request,
 )
 from enclave_app.sealing import LocalSealer
+from enclave_app.server import CREDENTIALS_REJECTED_MESSAGE
 from enclave_app.transport import TcpAddress
 from tests.support.enclave_world import EnclaveWorld, serving
 
@@ -169,10 +175,36 @@ def test_altered_or_unknown_credentials_are_refused_by_kms(world: EnclaveWorld, 
     lent = world.host_credentials
     altered = AwsCredentials(lent.access_key_id, lent.secret_access_key[:-1] + "x", lent.session_token)
     error, wallets = _refused(world, lambda: altered, load=load)
-    assert (error.code, wallets) == ("kms_unavailable", 0)
+    assert (error.code, error.detail, wallets) == ("kms_unavailable", CREDENTIALS_REJECTED_MESSAGE, 0)
     unknown = _credentials()
     error, wallets = _refused(world, lambda: unknown, load=load)
-    assert (error.code, wallets) == ("kms_unavailable", 0)
+    assert (error.code, error.detail, wallets) == ("kms_unavailable", CREDENTIALS_REJECTED_MESSAGE, 0)
+
+
+@pytest.mark.parametrize("code", sorted(CREDENTIALS_REJECTED))
+def test_every_refusal_of_the_credentials_is_told_apart_from_other_kms_failures(code: str) -> None:
+    def failing(error_code: str) -> AttestedKms:
+        class Refusing:
+            def generate_random(self, **_: Any) -> Any:
+                raise ClientError({"Error": {"Code": error_code, "Message": "refused"}}, "GenerateRandom")
+
+        return AttestedKms(Refusing(), _DocumentOnlyNsm())  # type: ignore[arg-type]
+
+    with pytest.raises(KmsCredentialsRejectedError, match=code):
+        failing(code).generate_random(8)
+    with pytest.raises(KmsAccessDeniedError):
+        failing("AccessDeniedException").generate_random(8)
+    for other in ("ThrottlingException", "KMSInternalException", "NotFoundException"):
+        with pytest.raises(KmsError) as generic:
+            failing(other).generate_random(8)
+        assert type(generic.value) is KmsError
+
+
+class _DocumentOnlyNsm:
+    """Enough of an NSM for a call that fails at KMS: the document is never looked at."""
+
+    def attestation(self, **_: Any) -> bytes:
+        return b"document"
 
 
 @pytest.mark.parametrize("load", [False, True], ids=["provision", "load"])
@@ -267,10 +299,7 @@ def test_boto3_clients_have_time_limits_within_the_enclaves_request_limit() -> N
     config = client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (3.0, 8.0)
     assert config.retries == {"mode": "standard", "total_max_attempts": 2}
-    worst = config.retries["total_max_attempts"] * (config.connect_timeout + config.read_timeout)
-    from enclave_app.constants import ENCLAVE_REQUEST_TIMEOUT_SECONDS
-
-    assert worst + 2 < ENCLAVE_REQUEST_TIMEOUT_SECONDS  # backoff between the attempts stays under 2 s
+    # The whole call's bound (two attempts, each cut at the forwarder's connection lifetime): test_kms_time_limit.
 
 
 # -- the client's side --------------------------------------------------------------------------------------------
