@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the enclave image and its EIF, and print the PCRs to pin in cdk.json (context "enclave": pcr0/pcr8).
+# Build the enclave image and its EIF, and print the PCRs to pin in the CDK context (waiaas:enclavePcr0 and, for a
+# signed image, waiaas:enclavePcr8 with waiaas:enclaveImageSigned=true; docs/deploy.md, sections 3 and 4).
 #
 # Usage: enclave_app/build_eif.sh <kms-region> <seal-key-arn> [signing-key.pem signing-cert.pem]
 #

@@ -1,8 +1,10 @@
 """The enclave protocol: a closed set of request and response messages, and a closed set of error codes.
 
 Wire format: each frame (:mod:`enclave_app.framing`) carries one CBOR map ``{"v": 1, "type": <name>, ...}``
-whose other keys are exactly the message's fields, every field present (an optional field is ``null``). Decoding
-is strict: an unknown ``type``, a missing or extra key, a wrong type or an out-of-range size raises
+whose other keys are exactly the message's fields, every field present (an optional field is ``null``), except
+that fields added later (marked ``LEGACY_ABSENT``) are left out when they and every other such field of the
+message are null, so an older peer still reads it; a decoder takes either form. Decoding is strict: an unknown
+``type``, a missing or extra key, a wrong type or an out-of-range size raises
 :class:`~enclave_app.errors.ProtocolError`, which the server answers with ``ErrorCode.BAD_REQUEST``. One request,
 one response per connection exchange; the enclave never sends anything unasked.
 

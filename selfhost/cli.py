@@ -58,6 +58,12 @@ def register(subparsers: Any) -> None:
     chain.add_argument("--local-chain", action="store_true", help="a local LiteSVM JSON-RPC chain (the default)")
     chain.add_argument("--rpc-url", help="a Solana JSON-RPC endpoint, http(s)://...")
     up.add_argument("--owner-key", action="append", default=[], help="base58 owner public key (repeatable)")
+    up.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        help="let webhooks go to loopback and private addresses (a receiver on this machine or your LAN); cloud "
+        "metadata and link-local addresses stay refused",
+    )
     up.set_defaults(func=run_up)
     register_reseal(commands, default_state_dir())
 
@@ -74,7 +80,7 @@ def _terminate(_signum: int, _frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def _describe(deployment: Deployment, owner_keys: list[str], keypair: Path | None) -> None:
+def _describe(deployment: Deployment, owner_keys: list[str], keypair: Path | None, *, private_webhooks: bool) -> None:
     print(f"WAIaaS self-host is up: {deployment.api_url}  (try {deployment.api_url}/readyz)")
     print(f"  chain        {deployment.chain_url}")
     print(f"  state        {deployment.root}  (SQLite: {deployment.database})")
@@ -84,7 +90,9 @@ def _describe(deployment: Deployment, owner_keys: list[str], keypair: Path | Non
         print(f"  owner tool   waiaas owner --keypair {keypair} call --url {deployment.api_url} METHOD PATH")
         print(f"  warning      {keypair} is a throw-away owner key for this local chain only: it lies")
         print("               beside the sealed agent keys and the unseal secret; never use it on a real chain")
-    print("  attestation  none that proves anything: the development NSM (docs/selfhost.md)")
+    if private_webhooks:
+        print("  webhooks     loopback and private destinations allowed (--allow-private-webhooks)")
+    print("  attestation  none: no Nitro hardware here, and the API says so (docs/selfhost.md)")
     print("Ctrl-C stops the services.", flush=True)
 
 
@@ -128,8 +136,11 @@ def run_up(args: argparse.Namespace) -> int:
         keypair = root / OWNER_KEYPAIR
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        with run_local(root, owner_keys=owner_keys, port=args.port, rpc_url=args.rpc_url) as deployment:
-            _describe(deployment, owner_keys, keypair)
+        with run_local(
+            root, owner_keys=owner_keys, port=args.port, rpc_url=args.rpc_url,
+            webhook_allow_private=args.allow_private_webhooks,
+        ) as deployment:  # fmt: skip
+            _describe(deployment, owner_keys, keypair, private_webhooks=args.allow_private_webhooks)
             while not (exited := deployment.exited()):
                 time.sleep(WATCH_SECONDS)
             for name, code in exited.items():

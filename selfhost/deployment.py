@@ -2,7 +2,8 @@
 
 Used by ``waiaas demo`` and ``waiaas selfhost up``. Layout of the state directory (created mode 0700)::
 
-    <state>/selfhost.env                   the env file compose reads (owner keys, chain, port, secret path; no secret)
+    <state>/selfhost.env                   the env file compose reads (owner keys, chain, port, secret path, webhook
+                                           destinations; no secret)
     <state>/secrets/waiaas_unseal_secret   the unseal secret, mode 0400, made once if missing (never printed)
     <state>/socket/signer.sock             the signer's Unix socket
     <state>/state/waiaas.db                SQLite state: wallets with sealed agent keys, tokens (hashed), audit log
@@ -101,9 +102,12 @@ def run_local(
     owner_keys: Sequence[str],
     port: int,
     rpc_url: str | None = None,
+    webhook_allow_private: bool = False,
     health_timeout: float = HEALTH_TIMEOUT_SECONDS,
 ) -> Iterator[Deployment]:
-    """Start the deployment under ``root`` (see the module docstring); stop everything on exit."""
+    """Start the deployment under ``root`` (see the module docstring); stop everything on exit.
+    ``webhook_allow_private`` lets the proxy send webhooks to loopback and private addresses (a receiver on this
+    machine or the LAN; the compose file's ``WAIAAS_WEBHOOK_ALLOW_PRIVATE``)."""
     root = prepare_root(root)
     secret = ensure_unseal_secret(root)
     chain_group = ProcessGroup(root)
@@ -116,6 +120,7 @@ def run_local(
                 "WAIAAS_CHAIN": f"rpc:{chain_url}",
                 "WAIAAS_PUBLISH_PORT": str(port),
                 "WAIAAS_UNSEAL_SECRET_PATH": str(secret),
+                "WAIAAS_WEBHOOK_ALLOW_PRIVATE": "true" if webhook_allow_private else "false",
             },
         )
         model = load_model(COMPOSE_FILE, env_file)

@@ -217,3 +217,52 @@ def test_selfhost_up_refuses_a_real_chain_in_a_directory_with_a_throw_away_owner
     result = _up_refused("--state-dir", str(tmp_path), "--rpc-url", "http://127.0.0.1:1", "--owner-key", owner)
     assert "holds a throw-away owner key" in result.stderr
     assert not (tmp_path / "logs").exists()  # refused before anything was started or made
+
+
+# ------------------------------------------------------------------------------- webhooks to private receivers
+
+
+class _Captured(Exception):
+    """Raised by the stand-in for run_stack once it has seen the model (nothing is started)."""
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_run_local_hands_the_webhook_setting_to_the_proxy_through_the_compose_file(
+    allow: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def capture(model: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        seen.append(model)
+        raise _Captured
+
+    monkeypatch.setattr(deployment, "run_stack", capture)
+    owner = str(Pubkey.from_bytes(Ed25519PrivateKey.generate().public_key().public_bytes_raw()))
+    with (
+        pytest.raises(_Captured),
+        run_local(
+            tmp_path / "state", owner_keys=[owner], port=free_port(), rpc_url="http://127.0.0.1:1/",
+            webhook_allow_private=allow,
+        ),
+    ):  # fmt: skip
+        pass
+    environment = seen[0]["services"]["proxy"]["environment"]
+    assert environment["WAIAAS_WEBHOOK_ALLOW_PRIVATE"] == ("true" if allow else "false")
+
+
+@pytest.mark.parametrize("flag", [[], ["--allow-private-webhooks"]])
+def test_selfhost_up_passes_allow_private_webhooks_on(
+    flag: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from policies.cli import main
+    from selfhost import cli
+
+    calls: list[dict[str, Any]] = []
+
+    def stand_in(root: Path, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        raise KeyboardInterrupt  # as Ctrl-C during start-up: stopped, exit 0
+
+    monkeypatch.setattr(cli, "run_local", stand_in)
+    assert main(["selfhost", "up", "--state-dir", str(tmp_path / "state"), *flag]) == 0
+    assert calls[0]["webhook_allow_private"] is bool(flag)
