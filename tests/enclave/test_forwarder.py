@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -119,21 +120,32 @@ def test_unreachable_upstream_closes_client() -> None:
 LIFETIME = 0.5
 
 
-async def _forwarding(handle: Any, lifetime: float = LIFETIME) -> tuple[Forwarder, asyncio.Server, int]:
+@contextlib.asynccontextmanager
+async def _forwarded(handle: Any, lifetime: float = LIFETIME) -> AsyncIterator[int]:
+    """A forwarder with ``lifetime`` in front of a local server running ``handle``; yields the forwarder's port."""
     upstream = await asyncio.start_server(handle, "127.0.0.1", 0)
-    upstream_port = upstream.sockets[0].getsockname()[1]
     forwarder = Forwarder(
-        listen_address=TcpAddress("127.0.0.1", 0), upstream=TcpAddress("127.0.0.1", upstream_port),
+        listen_address=TcpAddress("127.0.0.1", 0),
+        upstream=TcpAddress("127.0.0.1", upstream.sockets[0].getsockname()[1]),
         lifetime_seconds=lifetime,
-    )  # fmt: skip
+    )
     server = await forwarder.start()
-    return forwarder, upstream, server.sockets[0].getsockname()[1]
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        await forwarder.close()
+        upstream.close()
+        await upstream.wait_closed()
 
 
-async def _stop(forwarder: Forwarder, upstream: asyncio.Server) -> None:
-    await forwarder.close()
-    upstream.close()
-    await upstream.wait_closed()
+async def _read_until_cut(port: int) -> tuple[bytes, float]:
+    """Connect to the forwarder, send nothing, read until the connection ends: what came, and how long it took."""
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with asyncio.timeout(10):
+        received = await reader.read(-1)
+    writer.close()
+    return received, time.monotonic() - started
 
 
 def test_a_connection_nobody_talks_on_is_cut_on_both_sides_at_its_lifetime() -> None:
@@ -144,18 +156,10 @@ def test_a_connection_nobody_talks_on_is_cut_on_both_sides_at_its_lifetime() -> 
             upstream_saw.set_result(await reader.read(-1))  # until the forwarder cuts it
             writer.close()
 
-        forwarder, upstream, port = await _forwarding(silent)
-        try:
-            started = time.monotonic()
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        async with _forwarded(silent) as port:
+            client_saw, elapsed = await _read_until_cut(port)
             async with asyncio.timeout(10):
-                client_saw = await reader.read(-1)
-                elapsed = time.monotonic() - started
-                seen_upstream = await upstream_saw
-            writer.close()
-            return client_saw, seen_upstream, elapsed
-        finally:
-            await _stop(forwarder, upstream)
+                return client_saw, await upstream_saw, elapsed
 
     client_saw, upstream_saw, elapsed = asyncio.run(run())
     assert client_saw == b"" and upstream_saw == b""
@@ -175,16 +179,8 @@ def test_an_answer_trickling_in_is_cut_at_the_lifetime_not_when_it_ends() -> Non
             finally:
                 writer.close()
 
-        forwarder, upstream, port = await _forwarding(trickle)
-        try:
-            started = time.monotonic()
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            async with asyncio.timeout(10):
-                received = await reader.read(-1)
-            writer.close()
-            return received, time.monotonic() - started
-        finally:
-            await _stop(forwarder, upstream)
+        async with _forwarded(trickle) as port:
+            return await _read_until_cut(port)
 
     received, elapsed = asyncio.run(run())
     assert 1 <= len(received) < 20  # bytes were flowing, and then stopped flowing
@@ -205,16 +201,13 @@ def test_a_client_that_stops_reading_does_not_hold_the_connection() -> None:
             upstream_done.set_result(time.monotonic())
             writer.close()
 
-        forwarder, upstream, port = await _forwarding(flood)
-        try:
+        async with _forwarded(flood) as port:
             started = time.monotonic()
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             async with asyncio.timeout(10):
                 ended = await upstream_done
             writer.close()
             return ended - started
-        finally:
-            await _stop(forwarder, upstream)
 
     assert asyncio.run(run()) < LIFETIME + 2
 
@@ -227,16 +220,13 @@ def test_a_connection_within_its_lifetime_is_relayed_whole() -> None:
             await writer.drain()
             writer.close()
 
-        forwarder, upstream, port = await _forwarding(answer, lifetime=30)
-        try:
+        async with _forwarded(answer, lifetime=30) as port:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"ping")
             await writer.drain()
             received = await reader.read(-1)
             writer.close()
             return received
-        finally:
-            await _stop(forwarder, upstream)
 
     assert asyncio.run(run()) == b"ping" * 50_000
 
