@@ -102,23 +102,27 @@ class SignFlow:
     ) -> Prepared | Answer:
         s, wallet_id = self.s, agent.wallet_id
         key, digest = agent_key(request.idempotency_key), request.digest()
-        # A read first: a replay answers without evaluating. The key is claimed below, atomically with the first
-        # write of the path taken (a concurrent request with the same key loses that claim and replays).
-        previous = s.store.lookup_idempotent(wallet_id, key, digest, read_clock(s.clock))
-        if previous is not None:
-            return replayed(previous)
-        claim = Claim(wallet_id, key, digest)
-        try:
-            return self._checks(agent, request, tables, claim)
-        except ApiError:
-            if claim.held:  # a refusal stores its answer with its record (`_refuse`); anything else frees the key
-                give_back.abandon(s, wallet_id, key, digest)
-            raise
-        except BaseException as exc:
-            if claim.held:
-                give_back.abandon(s, wallet_id, key, digest)
-            s.audit_safely("transaction.failed", {"stage": "checks", "error": type(exc).__name__}, wallet_id=wallet_id)
-            raise
+        # The reads up to the first write (key, wallet, counters) share one read transaction (`Store.reading`).
+        with s.store.reading():
+            # A read first: a replay answers without evaluating. The key is claimed below, atomically with the first
+            # write of the path taken (a concurrent request with the same key loses that claim and replays).
+            previous = s.store.lookup_idempotent(wallet_id, key, digest, read_clock(s.clock))
+            if previous is not None:
+                return replayed(previous)
+            claim = Claim(wallet_id, key, digest)
+            try:
+                return self._checks(agent, request, tables, claim)
+            except ApiError:
+                if claim.held:  # a refusal stores its answer with its record (`_refuse`); anything else frees the key
+                    give_back.abandon(s, wallet_id, key, digest)
+                raise
+            except BaseException as exc:
+                if claim.held:
+                    give_back.abandon(s, wallet_id, key, digest)
+                s.audit_safely(
+                    "transaction.failed", {"stage": "checks", "error": type(exc).__name__}, wallet_id=wallet_id
+                )
+                raise
 
     def _claim(self, claim: Claim, now: float) -> Answer | None:
         """Claim the key on a path other than ALLOW (its own transaction); a replay if another request won it."""

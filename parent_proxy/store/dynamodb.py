@@ -16,6 +16,7 @@ webhooks and the audit log in `dynamodb_outbox`, the table layout in `dynamodb_b
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 from parent_proxy.errors import (
     Conflict,
@@ -62,6 +63,11 @@ __all__ = ["DynamoStore", "create_table"]
 
 class DynamoStore(DynamoAudited):
     """DynamoDB-backed `Store` over one table (see `dynamodb_base` for its layout)."""
+
+    # -- reads together -------------------------------------------------------------------------------------
+    def reading(self) -> AbstractContextManager[None]:
+        """`Store.reading`: each read is its own request here (no read transactions), as outside the block."""
+        return nullcontext()
 
     # -- agent tokens ---------------------------------------------------------------------------------------
     def issue_token(self, wallet_id: str, now: float) -> IssuedToken:

@@ -8,6 +8,7 @@ never read from the system clock here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from parent_proxy.store.model import (
@@ -37,6 +38,14 @@ AuditSealer = Callable[[AuditRecord | None], AuditRecord]
 
 class Store(Protocol):
     """Everything the parent proxy persists. See the module docstring for the shared rules."""
+
+    # -- reads together -------------------------------------------------------------------------------------
+    def reading(self) -> AbstractContextManager[None]:
+        """A block whose reads (of the calling thread) may share one consistent view of the store and its cost
+        (SQLite: one read transaction, begun by the first read); an adapter without read transactions reads as
+        outside (DynamoDB). A write in the block is never affected and is seen by the reads after it (SQLite: the
+        write ends the read transaction first). Nothing is held when the block ends."""
+        ...
 
     # -- agent tokens ---------------------------------------------------------------------------------------
     def issue_token(self, wallet_id: str, now: float) -> IssuedToken:

@@ -200,11 +200,14 @@ class SqliteStore(SqliteApprovals):
     def _complete_in(
         self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, response: bytes
     ) -> None:
-        self._claimed(conn, wallet_id, key, request_hash)
-        conn.execute(
-            "UPDATE idempotency SET status = 'completed', response = ? WHERE wallet_id = ? AND key = ?",
-            (response, wallet_id, key),
-        )
+        completed = conn.execute(
+            "UPDATE idempotency SET status = 'completed', response = ?"
+            " WHERE wallet_id = ? AND key = ? AND request_hash = ? AND status = 'in_progress'",
+            (response, wallet_id, key, request_hash),
+        ).rowcount
+        if completed != 1:  # not in progress for this request: say why (`_claimed` raises)
+            self._claimed(conn, wallet_id, key, request_hash)
+            raise Conflict(f"idempotency key {key!r} is not in progress for this request")
 
     # -- the signing path in two transactions ---------------------------------------------------------------
     def begin_signing(

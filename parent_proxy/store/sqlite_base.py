@@ -26,6 +26,15 @@ from parent_proxy.store.sqlite_schema import (
 )
 
 
+class _ThreadState(threading.local):
+    """Per thread: its connections, and whether a `SqliteBase.reading` block (and its read transaction) is open."""
+
+    conn: sqlite3.Connection | None = None
+    lazy_conn: sqlite3.Connection | None = None
+    reading: bool = False
+    snapshot: bool = False
+
+
 @contextmanager
 def _translate() -> Iterator[None]:
     """The one place where sqlite3 errors become store errors."""
@@ -45,7 +54,7 @@ class SqliteBase:
         if self._path == ":memory:" or not self._path:
             raise InvalidInput("path", "must be a file path")
         self._busy_timeout = busy_timeout
-        self._local = threading.local()
+        self._local = _ThreadState()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         with self._write() as conn:
@@ -90,7 +99,9 @@ class SqliteBase:
     def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction. ``durable=False`` commits without syncing the log (see
         `SqliteStore.begin_signing` for the one use and why it is safe): the next durable commit of any connection
-        to the file syncs the write-ahead log, which holds this commit's frames before its own."""
+        to the file syncs the write-ahead log, which holds this commit's frames before its own. Inside a `reading`
+        block, its read transaction ends first: later reads see this write."""
+        self._end_snapshot()
         conn = self._conn(durable=durable)
         with _translate():
             conn.execute("BEGIN IMMEDIATE")
@@ -102,8 +113,42 @@ class SqliteBase:
             conn.commit()
 
     @contextmanager
+    def reading(self) -> Iterator[None]:
+        """`Store.reading`: the reads of this thread in the block share one read transaction (one snapshot of the
+        file), begun by the first of them; a write ends it (`_write`), the next read begins another."""
+        if self._local.reading:  # nested: the outer block's transaction
+            yield
+            return
+        self._local.reading = True
+        try:
+            yield
+        finally:
+            self._local.reading = False
+            self._end_snapshot()
+
+    def _end_snapshot(self) -> None:
+        local = self._local
+        if local.snapshot:
+            local.snapshot = False
+            conn = self._conn()
+            with _translate():
+                conn.rollback()
+
+    @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
+        local = self._local
+        if local.reading:  # one read transaction for the block (`reading`)
+            try:
+                with _translate():
+                    if not local.snapshot:
+                        conn.execute("BEGIN")
+                        local.snapshot = True
+                    yield conn
+            except BaseException:
+                self._end_snapshot()  # a failed read leaves no transaction behind; the next read begins another
+                raise
+            return
         with _translate():
             conn.execute("BEGIN")
             try:
@@ -116,7 +161,7 @@ class SqliteBase:
             for conn in self._all:
                 conn.close()
             self._all.clear()
-        self._local = threading.local()
+        self._local = _ThreadState()
 
     @staticmethod
     def _require_wallet(conn: sqlite3.Connection, wallet_id: str) -> None:

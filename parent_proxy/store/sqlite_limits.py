@@ -39,10 +39,11 @@ class SqliteLimits(SqliteOutboxAudit):
         ).fetchone():
             raise Conflict(f"reservation {request_id} already exists")
         amounts = dict(wanted)
+        last = {asset: spend.last_row(conn, wallet_id, asset) for asset in amounts}  # each asset's before any write
         excess: dict[tuple[str, int], tuple[int, int]] = {}
         for (asset, window), cap in caps.items():
             if asset in amounts:
-                total = spend.total(conn, wallet_id, asset, window, now) + amounts[asset]
+                total = spend.total(conn, wallet_id, asset, window, now, last=last[asset]) + amounts[asset]
                 if total > cap:
                     excess[(asset, window)] = (total, cap)
         if excess:
@@ -51,8 +52,8 @@ class SqliteLimits(SqliteOutboxAudit):
             "INSERT INTO reservations VALUES (?, ?, ?, ?, 'pending')",
             (wallet_id, request_id, lim.encode_amounts(wanted), now),
         )
-        for asset, amount in wanted:
-            spend.add(conn, wallet_id, asset, now, request_id, amount=amount)
+        for asset, amount in wanted:  # one row per asset: each asset's ``last`` is still its last row
+            spend.add(conn, wallet_id, asset, now, request_id, amount=amount, last=last[asset])
         return Reservation(wallet_id=wallet_id, request_id=request_id, amounts=wanted, created_at=now)
 
     def reserve(
@@ -70,6 +71,14 @@ class SqliteLimits(SqliteOutboxAudit):
     @staticmethod
     def _transition_in(conn: sqlite3.Connection, reservation: Reservation, target: ReservationStatus) -> None:
         key = (reservation.wallet_id, reservation.request_id)
+        if target == ReservationStatus.COMMITTED and (  # the signing path's case, in one statement
+            conn.execute(
+                "UPDATE reservations SET status = ? WHERE wallet_id = ? AND request_id = ? AND status = 'pending'",
+                (target, *key),
+            ).rowcount
+            == 1
+        ):
+            return
         row = conn.execute(
             "SELECT status, amounts, created_at FROM reservations WHERE wallet_id = ? AND request_id = ?", key
         ).fetchone()
@@ -115,7 +124,7 @@ class SqliteLimits(SqliteOutboxAudit):
         v.check_count("window_seconds", window_seconds, minimum=1, maximum=v.MAX_WINDOW_SECONDS)
         now = v.check_time("now", now)
         with self._read() as conn:
-            return spend.total(conn, wallet_id, asset, window_seconds, now)
+            return spend.total(conn, wallet_id, asset, window_seconds, now, last=spend.last_row(conn, wallet_id, asset))
 
     # -- rate limits and denial bursts ----------------------------------------------------------------------
     def _record(self, kind: events.EventKind, wallet_id: str, now: float) -> None:

@@ -169,9 +169,14 @@ class SqliteOutboxAudit(SqliteBase):
             if item is not None:
                 self._enqueue_in(conn, item)
 
-    @staticmethod
-    def _append_audit_in(conn: sqlite3.Connection, r: AuditRecord) -> None:
+    @classmethod
+    def _append_audit_in(cls, conn: sqlite3.Connection, r: AuditRecord) -> None:
         head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        cls._insert_audit_in(conn, r, head)
+
+    @staticmethod
+    def _insert_audit_in(conn: sqlite3.Connection, r: AuditRecord, head: tuple[int, bytes] | None) -> None:
+        """Insert ``r`` if it extends ``head`` (seq and hash of the head the caller read in this transaction)."""
         v.check_extends(r, head)
         conn.execute(
             "INSERT INTO audit_log (seq, time, wallet_id, event_type, payload, receipt, prev_hash, hash)"
@@ -182,11 +187,12 @@ class SqliteOutboxAudit(SqliteBase):
     @classmethod
     def _seal_in(cls, conn: sqlite3.Connection, audit: AuditSealer) -> AuditRecord:
         """Append the record ``audit`` builds from the head, in the caller's transaction (which holds the write lock:
-        the head cannot move under it)."""
-        record = audit(cls._audit_head_in(conn))
+        the head cannot move under it, so the head read here is the one the record must extend)."""
+        head = cls._audit_head_in(conn)
+        record = audit(head)
         if not isinstance(record, AuditRecord):
             raise InvalidInput("audit", "must build an AuditRecord")
-        cls._append_audit_in(conn, record)
+        cls._insert_audit_in(conn, record, None if head is None else (head.seq, head.hash))
         return record
 
     @staticmethod

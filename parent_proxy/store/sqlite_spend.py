@@ -50,9 +50,40 @@ def _shift_after(
     )
 
 
-def add(conn: sqlite3.Connection, wallet_id: str, asset: str, at: float, request_id: str, *, amount: int) -> None:
-    """Count ``amount`` of ``asset`` at time ``at`` for reservation ``request_id``."""
+Last = tuple[bytes, str, str]
+"""The last row of a ``(wallet, asset)`` in key order: its ``t``, ``request_id`` and ``cum``."""
+
+
+def last_row(conn: sqlite3.Connection, wallet_id: str, asset: str) -> Last | None:
+    """The last row of ``(wallet_id, asset)`` (None: there is none); valid until the transaction writes ``spend``."""
+    row = conn.execute(
+        "SELECT t, request_id, cum FROM spend WHERE wallet_id = ? AND asset = ? ORDER BY t DESC, request_id DESC"
+        " LIMIT 1",
+        (wallet_id, asset),
+    ).fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def add(
+    conn: sqlite3.Connection,
+    wallet_id: str,
+    asset: str,
+    at: float,
+    request_id: str,
+    *,
+    amount: int,
+    last: Last | None,
+) -> None:
+    """Count ``amount`` of ``asset`` at time ``at`` for reservation ``request_id``. ``last``: `last_row` of the asset,
+    read in this transaction since its last write of ``spend``."""
     key = time_key(at)
+    if last is None or (key, request_id) > last[:2]:  # after every row (the usual case): nothing to shift
+        cum = (0 if last is None else int(last[2])) + amount
+        conn.execute(
+            "INSERT INTO spend VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (wallet_id, asset, key, request_id, at, str(amount), str(cum)),
+        )
+        return
     before = conn.execute(
         "SELECT cum FROM spend WHERE wallet_id = ? AND asset = ? AND (t, request_id) < (?, ?)"
         " ORDER BY t DESC, request_id DESC LIMIT 1",
@@ -82,12 +113,11 @@ def remove(conn: sqlite3.Connection, wallet_id: str, asset: str, at: float, requ
     _shift_after(conn, wallet_id, asset, key, request_id, delta=-amount)
 
 
-def total(conn: sqlite3.Connection, wallet_id: str, asset: str, window_seconds: int, now: float) -> int:
-    """What counts against a window of ``window_seconds`` ending at ``now`` (see the module docstring)."""
-    last = conn.execute(
-        "SELECT cum FROM spend WHERE wallet_id = ? AND asset = ? ORDER BY t DESC, request_id DESC LIMIT 1",
-        (wallet_id, asset),
-    ).fetchone()
+def total(
+    conn: sqlite3.Connection, wallet_id: str, asset: str, window_seconds: int, now: float, *, last: Last | None
+) -> int:
+    """What counts against a window of ``window_seconds`` ending at ``now`` (see the module docstring); ``last``:
+    `last_row` of the asset, read in this transaction."""
     if last is None:
         return 0
     start = max(0.0, now - window_seconds - BOUNDARY_SLACK_SECONDS)
@@ -97,7 +127,7 @@ def total(conn: sqlite3.Connection, wallet_id: str, asset: str, window_seconds: 
     )
     for created_at, amount, cum in rows:
         if in_window(created_at, window_seconds, now):
-            return int(last[0]) - (int(cum) - int(amount))
+            return int(last[2]) - (int(cum) - int(amount))
     return 0
 
 
@@ -115,4 +145,4 @@ def rebuild(conn: sqlite3.Connection) -> None:
     ).fetchall()
     for wallet_id, request_id, amounts, created_at in rows:
         for asset, amount in decode_amounts(amounts).items():
-            add(conn, wallet_id, asset, created_at, request_id, amount=amount)
+            add(conn, wallet_id, asset, created_at, request_id, amount=amount, last=last_row(conn, wallet_id, asset))

@@ -252,3 +252,27 @@ def test_window_totals_match_a_scan_under_random_reservations_and_releases(walle
             expected = sum(a for at, a in live.values() if now - at < window)
             assert s.spent_in_window("w1", "SOL", window, now) == expected, (now, window)
     assert s.spent_in_window("w2", "SOL", DAY, T0 + 10) == 0
+
+
+def test_reads_together_see_the_writes_made_in_the_block(wallet_store: Store) -> None:
+    """`Store.reading`: whatever the adapter shares between the reads of the block, a write in the block is seen by
+    the reads after it, a nested block is the outer one's, a failed read leaves the block usable, and nothing is held
+    after it (a write from the same thread goes through)."""
+    s = wallet_store
+    with s.reading():
+        assert s.count_requests("w1", T0) == 0
+        assert s.lookup_idempotent("w1", "k1", H1, T0) is None
+        claim = begin(s, "k1", "r1", 400)
+        assert claim.reservation is not None
+        with s.reading():
+            assert s.count_requests("w1", T0) == 1
+            assert s.spent_in_window("w1", "SOL", DAY, T0) == 400
+        with pytest.raises(IdempotencyInProgress, match="has not completed"):
+            s.lookup_idempotent("w1", "k1", H1, T0)
+        with pytest.raises(NotFound, match="wallet nope not found"):
+            s.get_wallet("nope")
+        assert s.get_wallet("w1").wallet_id == "w1"
+        s.record_request("w1", T0 + 1)
+        assert s.count_requests("w1", T0) == 2
+    s.record_denial("w1", T0 + 2)
+    assert s.count_denials("w1", T0) == 1

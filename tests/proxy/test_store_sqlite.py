@@ -1,6 +1,7 @@
 """SQLite-only store behaviour: pruning really deletes rows, older databases are migrated (window totals rebuilt
 from the reservations, request/denial times re-keyed), time keys sort like the times, request and denial counts
-agree with a scan and seek on the time key, and only begin_signing commits without a log sync."""
+agree with a scan and seek on the time key, only begin_signing commits without a log sync, and the reads of a
+`reading` block share one read transaction."""
 
 from __future__ import annotations
 
@@ -93,6 +94,33 @@ def test_only_begin_signing_commits_without_syncing(tmp_path: Path) -> None:
     assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == full
     assert store.spent_in_window("w1", "SOL", DAY, T0) == 1
     store.close()
+
+
+def test_reads_in_a_reading_block_share_one_snapshot(tmp_path: Path) -> None:
+    """Inside `SqliteStore.reading` the reads run in one read transaction: a write committed meanwhile by another
+    connection is not seen until the block ends (or a write of this thread ends the transaction); one BEGIN and one
+    ROLLBACK for the whole block."""
+    store, other = SqliteStore(tmp_path / "state.db"), SqliteStore(tmp_path / "state.db")
+    store.create_wallet(make_wallet("w1"))
+    statements: list[str] = []
+    store._conn().set_trace_callback(statements.append)
+    with store.reading():
+        assert store.count_requests("w1", T0) == 0
+        other.record_request("w1", T0)
+        assert store.count_requests("w1", T0) == 0  # the block's snapshot
+        assert store.get_wallet("w1").wallet_id == "w1"
+        assert store.spent_in_window("w1", "SOL", DAY, T0) == 0
+    assert [s for s in statements if s in ("BEGIN", "ROLLBACK")] == ["BEGIN", "ROLLBACK"]
+    assert len(statements) == 6  # BEGIN, four reads (the total is one seek on an empty window), ROLLBACK
+    assert store.count_requests("w1", T0) == 1
+    with store.reading():
+        assert store.count_requests("w1", T0) == 1
+        other.record_request("w1", T0 + 1)
+        store.record_denial("w1", T0)  # a write of this thread ends the snapshot: the next read sees both
+        assert store.count_requests("w1", T0) == 2
+    assert not store._conn().in_transaction
+    store.close()
+    other.close()
 
 
 def test_time_keys_sort_like_the_times() -> None:
