@@ -4,8 +4,9 @@ Each record hashes (SHA-256) a canonical, length-prefixed encoding of: a domain 
 big-endian double, exact), wallet id, event type, the payload as canonical JSON, the optional enclave receipt
 bytes and the previous record's hash. Editing, deleting, reordering or inserting a record breaks the chain at the
 first record affected. What the chain alone cannot show: someone who rewrites a whole suffix and recomputes every
-hash, or truncates the tail. Callers who hold an anchor (a head hash published elsewhere, or a head covered by an
-enclave-signed receipt) pass it as ``expected_head``. The receipts' signatures are checked against the recorded
+hash, or truncates the tail. Callers who hold an anchor (a head hash kept elsewhere from an earlier verification)
+pass it as ``expected_head``: the chain must still hold a record with that hash, so the history up to it is the
+one anchored (the log may have grown since). The receipts' signatures are checked against the recorded
 enclave session keys by `parent_proxy.audit_receipts` (``waiaas audit verify --receipts``), not here.
 """
 
@@ -80,8 +81,10 @@ def record_hash(record: AuditRecord) -> bytes:
 
 
 def verify_audit_chain(records: Iterable[AuditRecord], *, expected_head: bytes | None = None) -> None:
-    """Return if ``records`` is the whole chain from seq 1, intact; else raise `AuditChainError` (first bad seq)."""
+    """Return if ``records`` is the whole chain from seq 1, intact, and holds ``expected_head`` (when given) as the
+    hash of one of its records; else raise `AuditChainError` (first bad seq)."""
     prev_hash, expected_seq = GENESIS_PREV_HASH, 1
+    anchored = expected_head is None
     for r in records:
         # 1. Position: seq must follow on (catches deletion, reordering, duplication).
         if r.seq != expected_seq:
@@ -92,7 +95,7 @@ def verify_audit_chain(records: Iterable[AuditRecord], *, expected_head: bytes |
         # 3. Payload must be canonical JSON, so one payload has one encoding.
         try:
             canonical = canonical_json(json.loads(r.payload))
-        except (ValueError, InvalidInput):
+        except (ValueError, InvalidInput, RecursionError):  # RecursionError: nested too deep to be ours
             canonical = b""
         if canonical != r.payload:
             raise AuditChainError(r.seq, "payload is not canonical JSON")
@@ -100,10 +103,13 @@ def verify_audit_chain(records: Iterable[AuditRecord], *, expected_head: bytes |
         computed = record_hash(r)
         if not hmac.compare_digest(computed, r.hash):
             raise AuditChainError(r.seq, "hash does not match the record's content")
+        if not anchored and hmac.compare_digest(r.hash, expected_head or b""):
+            anchored = True
         prev_hash, expected_seq = r.hash, expected_seq + 1
-    # 5. Anchor: the last hash must be the one the caller trusts (catches suffix rewrites and truncation).
-    if expected_head is not None and not hmac.compare_digest(prev_hash, expected_head):
-        raise AuditChainError(expected_seq - 1, "the chain does not end at the expected head")
+    # 5. Anchor: a head the caller kept must still be in the chain (catches a rewritten or truncated history up to
+    #    it; what was appended after it is checked by the chain alone).
+    if not anchored:
+        raise AuditChainError(expected_seq - 1, "the expected head is not in the chain (rewritten or truncated)")
 
 
 def iter_audit_records(store: Store) -> Iterator[AuditRecord]:

@@ -1,12 +1,16 @@
 """``waiaas audit verify --db PATH``: check the hash chain of a SQLite state database's audit log.
 
     waiaas audit verify --db PATH [--expect-head HEX]
-        [--receipts [--root-pem FILE --pcr I=HEX ... [--allow-debug]] [--require-attestation]]
+        [--receipts [--root-pem FILE --pcr I=HEX ... [--allow-debug]] [--require-attestation] [--allow-gaps]]
 
-``--receipts`` also checks every enclave receipt in the log against the session key of the latest
-``enclave.session`` record before it, and those records' attestation documents against ``--root-pem`` and
-``--pcr`` when given (`parent_proxy.audit_receipts`). ``--require-attestation`` fails on any session key that no
-verified document attests (mode none), and needs the root and PCRs.
+The database is only read (`parent_proxy.audit_file`: opened read-only, nothing migrated or written), so a backup
+on read-only storage can be verified and stays as it was. ``--expect-head`` is a head reported by an earlier
+verification and kept elsewhere: the chain must still hold it. ``--receipts`` also checks every enclave receipt in
+the log against the session key of the latest ``enclave.session`` record before it, that every signed record has
+one, that each session's receipt counters have no gap (``--allow-gaps`` reports them instead), and those records'
+attestation documents against ``--root-pem`` and ``--pcr`` when given (`parent_proxy.audit_receipts`).
+``--require-attestation`` fails on any session key that no verified document attests (mode none), and needs the
+root and PCRs.
 
 Exit code 0 when the chain (and the receipts) verify, 1 when they do not (the message names the first bad seq and
 why), 2 when the database cannot be read or an argument is bad.
@@ -19,7 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from parent_proxy.audit import iter_audit_records, verify_audit_chain
+from cryptography import x509
+
+from parent_proxy.audit import verify_audit_chain
+from parent_proxy.audit_file import AuditFileError, read_audit_records
 from parent_proxy.audit_receipts import (
     UNATTESTED_SESSIONS,
     UNVERIFIED_DOCUMENTS,
@@ -27,8 +34,7 @@ from parent_proxy.audit_receipts import (
     ReceiptsReport,
     verify_audit_receipts,
 )
-from parent_proxy.errors import AuditChainError, StoreError
-from parent_proxy.store.sqlite import SqliteStore
+from parent_proxy.errors import AuditChainError
 
 EXIT_OK = 0
 EXIT_BROKEN = 1
@@ -40,7 +46,9 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = commands.add_parser("verify", help="verify the audit log's hash chain")
     verify.add_argument("--db", required=True, type=Path, help="path of the SQLite state database")
-    verify.add_argument("--expect-head", help="hex SHA-256 the chain must end at (an anchor kept elsewhere)")
+    verify.add_argument(
+        "--expect-head", help="hex SHA-256 of a head reported earlier and kept elsewhere: the chain must still hold it"
+    )
     verify.add_argument(
         "--receipts", action="store_true", help="also verify every enclave receipt under the recorded session keys"
     )
@@ -53,6 +61,11 @@ def register(subparsers: Any) -> None:
     )
     verify.add_argument(
         "--require-attestation", action="store_true", help="--receipts: fail on any session key no document attests"
+    )
+    verify.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="--receipts: report missing receipt counters instead of failing (once matched with *.failed records)",
     )
     verify.set_defaults(func=run_verify)
 
@@ -77,8 +90,8 @@ def _pcrs(specs: list[str]) -> dict[int, bytes]:
 def _anchor(args: argparse.Namespace) -> Anchor | None:
     """The trust anchor for nitro documents, or None; `_BadInput` for an incomplete or unusable one."""
     given = [args.root_pem is not None, bool(args.pcr)]
-    if (any(given) or args.require_attestation or args.allow_debug) and not args.receipts:
-        raise _BadInput("--root-pem, --pcr, --allow-debug and --require-attestation go with --receipts")
+    if (any(given) or args.require_attestation or args.allow_debug or args.allow_gaps) and not args.receipts:
+        raise _BadInput("--root-pem, --pcr, --allow-debug, --require-attestation and --allow-gaps go with --receipts")
     if any(given) and not all(given):
         raise _BadInput("--root-pem and --pcr go together (a root without PCRs attests any code)")
     if args.require_attestation and not all(given):
@@ -90,8 +103,10 @@ def _anchor(args: argparse.Namespace) -> Anchor | None:
         pem = root.read_bytes()
     except OSError as exc:
         raise _BadInput(f"--root-pem: cannot read {root}") from exc
-    if b"-----BEGIN CERTIFICATE-----" not in pem:
-        raise _BadInput("--root-pem: not a PEM certificate")
+    try:
+        x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise _BadInput("--root-pem: not a PEM certificate") from None
     return Anchor(pem, _pcrs(args.pcr), allow_debug=args.allow_debug)
 
 
@@ -101,8 +116,8 @@ def _say_receipts(report: ReceiptsReport) -> None:
         f"({report.verified_documents} attestation documents verified)"
     )
     if report.counter_gaps:
-        print(f"audit verify: note: {report.counter_gaps} receipt counters not in the log (answers that failed, "
-              "or receipts withheld)")  # fmt: skip
+        print(f"audit verify: WARNING: {report.counter_gaps} receipt counters not in the log (allowed by "
+              "--allow-gaps: answers that failed, or receipts withheld)", file=sys.stderr)  # fmt: skip
     if report.unattested_sessions:
         print(f"audit verify: WARNING: {report.unattested_sessions} session records: {UNATTESTED_SESSIONS}",
               file=sys.stderr)  # fmt: skip
@@ -127,23 +142,18 @@ def run_verify(args: argparse.Namespace) -> int:
         return EXIT_UNREADABLE
     receipts: ReceiptsReport | None = None
     try:
-        store = SqliteStore(path)
-    except StoreError as exc:
-        print(f"audit verify: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
-    try:
-        records = list(iter_audit_records(store))
+        records = read_audit_records(path)
         verify_audit_chain(records, expected_head=expected)
         if args.receipts:
-            receipts = verify_audit_receipts(records, anchor=anchor, require_attestation=args.require_attestation)
+            receipts = verify_audit_receipts(
+                records, anchor=anchor, require_attestation=args.require_attestation, allow_gaps=args.allow_gaps
+            )
     except AuditChainError as exc:
         print(f"audit verify: FAILED: {exc}", file=sys.stderr)
         return EXIT_BROKEN
-    except StoreError as exc:
+    except AuditFileError as exc:
         print(f"audit verify: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
-    finally:
-        store.close()
     head = records[-1].hash.hex() if records else "(empty log)"
     print(f"audit verify: OK: {len(records)} records, head {head}")
     if receipts is not None:

@@ -18,10 +18,18 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
    and the receipt agrees with the record by the rule the proxy applied when it arrived
    (`parent_proxy.enclave_sessions.check_receipt_content`: kind ``transaction`` for ``transaction.*`` events and
    ``message`` for ``message.*``, the record's wallet, the record's ``message_sha256``, a signature stated exactly
-   for ``*.signed``, the verdict of the payload's decision when it has one).
+   for ``*.signed``, the verdict of the payload's decision when it has one), and the rest of the payload agrees with
+   what the enclave signed: the decision's ``policy_sequence`` and ``reasons`` (by their digest), and the record's
+   time within :data:`RECEIPT_TIME_TOLERANCE_SECONDS` of the receipt's.
+3. A ``transaction.signed`` or ``message.signed`` record holds a receipt: the proxy never hands out a signature
+   without one, so a signed record without a receipt is a record the enclave did not vouch for.
+4. Within each session, the receipt counters run from 1 without a gap: a missing counter is a receipt the enclave
+   issued and the log does not hold (a signature withheld from the log, or an answer the proxy refused or lost).
+   Refused unless gaps are allowed (``allow_gaps``: after the operator has matched them with ``*.failed`` records).
 
-What this cannot show: receipts the parent never recorded (counter gaps are reported, not refused: a receipt whose
-answer failed is never recorded), and, in mode ``none`` or without an anchor, which code held the session key.
+What this cannot show: receipts missing after the last recorded one of a session (the enclave's final counter is
+known to nobody but the enclave: anchor the log's head elsewhere, ``--expect-head``), and, in mode ``none`` or
+without an anchor, which code held the session key.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -38,7 +46,7 @@ from solders.pubkey import Pubkey
 
 from enclave_app.attestation import verify_attestation_document
 from enclave_app.errors import AttestationError, ReceiptError
-from enclave_app.receipts import verify_receipt
+from enclave_app.receipts import Receipt, reasons_digest, verify_receipt
 from enclave_app.server import SESSION_USER_DATA
 from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, check_receipt_content, split_receipt
@@ -57,6 +65,11 @@ RECEIPT_KINDS = {"transaction": "transaction", "message": "message"}
 """Event-type prefix -> receipt kind. A receipt on any other event is refused."""
 MESSAGE_HASH_BYTES = 32
 """A receipt's ``message_hash`` is a SHA-256 (`enclave_app.receipts`); ``message_sha256`` is its hex."""
+SIGNED_EVENTS = frozenset({"transaction.signed", "message.signed"})
+"""Records of a signature handed out: each must hold the enclave's receipt."""
+RECEIPT_TIME_TOLERANCE_SECONDS = 300
+"""Largest difference between a record's time (the proxy's clock, written just after the enclave answered) and its
+receipt's (the enclave's clock): the owner-request skew the proxy accepts (`parent_proxy.owner_auth`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +91,8 @@ class ReceiptsReport:
     verified_documents: int = 0
     receipts: int = 0
     counter_gaps: int = 0
-    """Counters skipped within a session (receipts issued but not recorded: failed answers, or withheld)."""
+    """Counters skipped within a session (receipts issued but not recorded: failed answers, or withheld); only with
+    ``allow_gaps`` (else the first gap fails the check)."""
     _counters: dict[bytes, set[int]] = field(default_factory=dict, repr=False)
 
 
@@ -164,9 +178,23 @@ def _recorded_message_hash(record: AuditRecord, payload: object) -> bytes:
     return digest
 
 
+def _agrees_with_payload(record: AuditRecord, stated: Receipt, decision: object) -> None:
+    """Step 2, the rest of the payload: the decision's policy sequence and reasons, and the record's time."""
+    if isinstance(decision, dict):
+        if "policy_sequence" in decision and decision["policy_sequence"] != stated.policy_sequence:
+            raise _fail(record, "receipt states another policy sequence than the record")
+        reasons = decision.get("reasons")
+        if not isinstance(reasons, list) or not hmac.compare_digest(reasons_digest(reasons), stated.reasons_digest):
+            raise _fail(record, "receipt states other reasons than the record")
+    if abs(record.time - stated.time_ms / 1000) > RECEIPT_TIME_TOLERANCE_SECONDS:
+        raise _fail(record, "record time and receipt time differ by more than the tolerated clock skew")
+
+
 def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsReport) -> None:
-    """Step 2 for one record holding a receipt."""
+    """Steps 2 and 3 for one record."""
     if record.receipt is None:
+        if record.event_type in SIGNED_EVENTS:
+            raise _fail(record, f"{record.event_type} record without the enclave's receipt")
         return
     if session is None:
         raise _fail(record, "receipt recorded before any enclave.session record")
@@ -194,14 +222,19 @@ def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsRepo
         )  # fmt: skip
     except ReceiptError as exc:
         raise _fail(record, f"receipt disagrees with the record: {exc}") from exc
+    _agrees_with_payload(record, stated, decision)
     seen.add(stated.counter)
     report.receipts += 1
 
 
 def verify_audit_receipts(
-    records: Iterable[AuditRecord], *, anchor: Anchor | None = None, require_attestation: bool = False
+    records: Sequence[AuditRecord],
+    *,
+    anchor: Anchor | None = None,
+    require_attestation: bool = False,
+    allow_gaps: bool = False,
 ) -> ReceiptsReport:
-    """Steps 1-2 of the module docstring over ``records`` (a chain that verified); `AuditChainError` at the first
+    """Steps 1-4 of the module docstring over ``records`` (a chain that verified); `AuditChainError` at the first
     record that fails."""
     report = ReceiptsReport()
     session: _Session | None = None
@@ -213,6 +246,20 @@ def verify_audit_receipts(
             report.sessions += 1
             continue
         _receipt(record, session, report)
-    for counters in report._counters.values():
-        report.counter_gaps += max(counters) - len(counters)  # counters start at 1 per boot
+    for key, counters in report._counters.items():
+        missing = max(counters) - len(counters)  # counters start at 1 per boot
+        if missing and not allow_gaps:
+            first = min(set(range(1, max(counters) + 1)) - counters)
+            seq = next(r.seq for r in records if r.event_type == ENCLAVE_SESSION_EVENT and _names(r, key))
+            raise AuditChainError(
+                seq, f"{missing} receipt counter(s) of this session missing from the log, the first {first} (a "
+                "signature withheld from the log, or answers refused or lost: see its *.failed records)",
+            )  # fmt: skip
+        report.counter_gaps += missing
     return report
+
+
+def _names(record: AuditRecord, key: bytes) -> bool:
+    """Whether the (already checked) session record ``record`` names the session key ``key``."""
+    payload = json.loads(record.payload)
+    return bytes(Pubkey.from_string(payload["session_public_key"])) == key

@@ -324,7 +324,7 @@ def verify_audit(database: Path, out: Callable[[str], None]) -> None:
     intact and every receipt verifies under the session key recorded before it (mode none here: nothing attests
     those keys, and the command says so)."""
     arguments = argparse.Namespace(
-        db=database, expect_head=None, receipts=True, root_pem=None, pcr=[], allow_debug=False,
+        db=database, expect_head=None, receipts=True, root_pem=None, pcr=[], allow_debug=False, allow_gaps=False,
         require_attestation=False,
     )  # fmt: skip
     code = audit_cli.run_verify(arguments)

@@ -37,9 +37,12 @@ def test_append_and_verify(store: Store, clock: FakeClock) -> None:
     assert records[0].payload == b'{"i":0,"tier":"ALLOW","why":["ok"]}'
     verify_audit_chain(records)
     verify_audit_chain(records, expected_head=records[-1].hash)
+    verify_audit_chain(records, expected_head=records[2].hash)  # a head kept earlier: the log has grown since
     verify_audit_chain([])
-    with pytest.raises(AuditChainError, match="seq 4: the chain does not end at the expected head"):
-        verify_audit_chain(records[:4], expected_head=records[-1].hash)  # truncated tail
+    with pytest.raises(AuditChainError, match="seq 4: the expected head is not in the chain"):
+        verify_audit_chain(records[:4], expected_head=records[-1].hash)  # truncated below the anchor
+    with pytest.raises(AuditChainError, match="the expected head is not in the chain"):
+        verify_audit_chain([], expected_head=records[0].hash)  # everything removed
 
 
 def _tampered(records: list[AuditRecord], how: str) -> list[AuditRecord]:
@@ -200,7 +203,7 @@ def test_cli_verify_ok_broken_and_missing(tmp_path: Path) -> None:
     assert f"OK: 3 records, head {records[-1].hash.hex()}" in ok.stdout
     anchored = _cli("audit", "verify", "--db", str(path), "--expect-head", "00" * 32)
     assert anchored.returncode == 1
-    assert "does not end at the expected head" in anchored.stderr
+    assert "the expected head is not in the chain" in anchored.stderr
     conn = sqlite3.connect(path)
     conn.execute("UPDATE audit_log SET payload = ? WHERE seq = 2", (b'{"i":9,"tier":"ALLOW","why":["ok"]}',))
     conn.commit()

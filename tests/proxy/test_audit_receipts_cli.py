@@ -86,7 +86,7 @@ def resign(record: AuditRecord, signer: Any) -> AuditRecord:
     return dataclasses.replace(record, receipt=receipt + signer.sign_encoded(receipt))
 
 
-def _with_payload(record: AuditRecord, **changes: Any) -> AuditRecord:
+def with_payload(record: AuditRecord, **changes: Any) -> AuditRecord:
     payload = {**json.loads(record.payload), **changes}
     return dataclasses.replace(record, payload=json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
 
@@ -152,7 +152,7 @@ def test_a_receipt_before_any_session_record_is_caught(tmp_path: Path, capsys: p
         (lambda rs, i: dataclasses.replace(rs[i], receipt=rs[i - 1].receipt), "recorded twice under the session key"),
         (lambda rs, i: dataclasses.replace(rs[i], receipt=rs[-1].receipt), "kind 'message', expected 'transaction'"),
         (lambda rs, i: dataclasses.replace(rs[i], event_type="webhook.sent"), "unexpected receipt on a webhook.sent"),
-        (lambda rs, i: _with_payload(rs[i], message_sha256="00" * 32), "receipt is about another message"),
+        (lambda rs, i: with_payload(rs[i], message_sha256="00" * 32), "receipt is about another message"),
     ],
     ids=[
         "another wallet",
