@@ -3,10 +3,10 @@
 A request that has claimed an idempotency key, reserved amounts or consumed an owner approval holds something that
 only its own later steps commit, record or give back. asyncio cancels a task at whatever ``await`` it is suspended
 in, and a plain ``Task.cancel()`` (a server stopping with a graceful-shutdown timeout, a test client going away)
-is not stopped by anyio's shield around a worker-thread call: the thread finishes its store transaction, but its
-result (the reservation) is dropped, and the reservation, the claim or the approval stays held until its window
-or expiry passes. That fails safe (counted, never signed), but the agent loses the request and the owner the
-approval.
+is only delayed by a worker-thread call (`parent_proxy.worker_threads` waits for the function to end): the thread
+finishes its store transaction, but its result (the reservation) is dropped, and the reservation, the claim or the
+approval stays held until its window or expiry passes. That fails safe (counted, never signed), but the agent
+loses the request and the owner the approval.
 
 So the app runs every request other than GET and HEAD in a task of its own (`run`): a cancellation ends the
 caller's wait, never the request. The request keeps every time limit of its own steps (the enclave timeout, the

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 from solders.pubkey import Pubkey
 
 from parent_proxy.audit import AuditLog
@@ -30,6 +28,7 @@ from parent_proxy.owner_auth import NonceRegistry
 from parent_proxy.store.model import OutboxItem, Wallet
 from parent_proxy.store.protocol import Store
 from parent_proxy.webhooks import event_item
+from parent_proxy.worker_threads import WorkerThreads
 from policies.document import Policy
 from policies.signing import load_signed_policy
 
@@ -63,13 +62,12 @@ class Services:
 
     def __post_init__(self) -> None:
         self.audit = AuditLog(self.store, self.clock)
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._workers = WorkerThreads(self.store_threads)
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """Run blocking store work off the event loop (one worker-thread hop per phase of a request)."""
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.store_threads)
-        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+        """Run blocking store work off the event loop (one worker-thread hop per phase of a request), on at most
+        `store_threads` threads at once (`parent_proxy.worker_threads`)."""
+        return await self._workers.run(function, *args)
 
     def policy_for(self, wallet: Wallet) -> Policy | None:
         """The wallet's installed policy, signature re-verified against the wallet's owner key (cached by hash)."""

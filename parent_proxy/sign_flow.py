@@ -295,14 +295,19 @@ class SignFlow:
 
     # -- step 5-6 (worker-thread hops; what a failure gives back: `parent_proxy.give_back`) -----------------------
     def finish(
-        self, prepared: Prepared, answer: TransactionDecisionResponse, submit: bool, transaction: bytes
+        self,
+        prepared: Prepared,
+        answer: TransactionDecisionResponse,
+        submit: bool,
+        transaction: bytes,
+        message_sha256: bytes,
     ) -> Answer:
         """Step 6 for an enclave answer whose receipt verified: check the signer (`_check_agent_signature`), then
-        commit or release, audit, notify; raise for a refusal."""
+        commit or release, audit, notify; raise for a refusal. ``message_sha256``: `message_hash` of
+        ``transaction`` (the one the receipt was checked against)."""
         s, wallet_id = self.s, prepared.wallet.wallet_id
         self._check_agent_signature(prepared, answer, transaction)
         verdict = answer.decision.get("verdict")
-        message_sha256 = message_hash(transaction)
         base = {"request_id": prepared.request_id, "message_sha256": message_sha256.hex(), "decision": answer.decision}
         receipt = answer.receipt + answer.receipt_signature
         s.metrics.count("waiaas_decisions_total", verdict=str(verdict), stage="enclave")
@@ -442,7 +447,7 @@ class SignFlow:
                 s, enclave_answer.receipt, enclave_answer.receipt_signature,
                 kind="transaction", wallet_id=prepared.wallet.wallet_id, message_hash=sent_hash,
                 signed=enclave_answer.signature is not None, verdict=enclave_answer.decision.get("verdict"),
-                record=lambda: self.finish(prepared, enclave_answer, submit, transaction),
+                record=lambda: self.finish(prepared, enclave_answer, submit, transaction, sent_hash),
                 on_failure=lambda exc: give_back.failed(s, prepared, exc),
             )  # fmt: skip
         except ApiError:
