@@ -22,15 +22,15 @@ from parent_proxy.store.sqlite_schema import (
     PRAGMAS,
     SCHEMA,
     SCHEMA_VERSION,
+    SYNCHRONOUS_FULL,
     SYNCHRONOUS_NORMAL,
 )
 
 
 class _ThreadState(threading.local):
-    """Per thread: its connections, and whether a `SqliteBase.reading` block (and its read transaction) is open."""
+    """Per thread: its connection, and whether a `SqliteBase.reading` block (and its read transaction) is open."""
 
     conn: sqlite3.Connection | None = None
-    lazy_conn: sqlite3.Connection | None = None
     reading: bool = False
     snapshot: bool = False
 
@@ -73,10 +73,9 @@ class SqliteBase:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections and transactions -----------------------------------------------------------------------
-    def _conn(self, *, durable: bool = True) -> sqlite3.Connection:
-        """This thread's connection; ``durable=False``: its second one, whose commits do not sync the log."""
-        name = "conn" if durable else "lazy_conn"
-        conn: sqlite3.Connection | None = getattr(self._local, name, None)
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (``synchronous=FULL`` outside `_write(durable=False)`)."""
+        conn = self._local.conn
         if conn is None:
             with _translate():
                 conn = sqlite3.connect(
@@ -88,9 +87,7 @@ class SqliteBase:
                     raise StoreUnavailable(f"could not enable WAL on {self._path} (mode {mode})")
                 for pragma in PRAGMAS:
                     conn.execute(pragma)
-                if not durable:
-                    conn.execute(SYNCHRONOUS_NORMAL)
-            setattr(self._local, name, conn)
+            self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
         return conn
@@ -99,18 +96,26 @@ class SqliteBase:
     def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction. ``durable=False`` commits without syncing the log (see
         `SqliteStore.begin_signing` for the one use and why it is safe): the next durable commit of any connection
-        to the file syncs the write-ahead log, which holds this commit's frames before its own. Inside a `reading`
+        to the file syncs the write-ahead log, which holds this commit's frames before its own. It runs on the
+        thread's one connection, ``synchronous=NORMAL`` for this transaction only (a second connection would find
+        the log changed by the first at each transaction and drop its whole page cache). Inside a `reading`
         block, its read transaction ends first: later reads see this write."""
         self._end_snapshot()
-        conn = self._conn(durable=durable)
+        conn = self._conn()
         with _translate():
-            conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                conn.execute(SYNCHRONOUS_NORMAL)
             try:
-                yield conn
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+            finally:
+                if not durable:
+                    conn.execute(SYNCHRONOUS_FULL)
 
     @contextmanager
     def reading(self) -> Iterator[None]:

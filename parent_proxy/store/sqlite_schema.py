@@ -20,9 +20,10 @@ SCHEMA_VERSION = 5
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
-PRAGMAS = ("PRAGMA foreign_keys = ON", "PRAGMA synchronous = FULL")
+SYNCHRONOUS_FULL = "PRAGMA synchronous = FULL"
+PRAGMAS = ("PRAGMA foreign_keys = ON", SYNCHRONOUS_FULL)
 SYNCHRONOUS_NORMAL = "PRAGMA synchronous = NORMAL"
-"""Only on the second connection of `SqliteBase._write(durable=False)`: commits there do not sync the log."""
+"""Only for the transaction of `SqliteBase._write(durable=False)`: its commit does not sync the log."""
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS wallets (

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from parent_proxy.errors import LimitExceeded
 from parent_proxy.store.model import OutboxItem
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
@@ -80,19 +81,29 @@ def test_older_database_is_migrated(tmp_path: Path, version: int) -> None:
 
 
 def test_only_begin_signing_commits_without_syncing(tmp_path: Path) -> None:
-    """`begin_signing` commits on a second connection without a log sync (made durable by the `finish_signing`
-    that must follow); every other write, on any connection of the thread, stays ``synchronous=FULL``."""
+    """`begin_signing` commits without a log sync (made durable by the `finish_signing` that must follow): its
+    transaction alone runs under ``synchronous=NORMAL``, on the thread's one connection, which is back to ``FULL``
+    for every other write, also after a refused `begin_signing`."""
     store = SqliteStore(tmp_path / "state.db")
     store.create_wallet(make_wallet("w1"))
+    conn = store._conn()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
     digest = bytes(32)
     claim = store.begin_signing("w1", "k", digest, request_id="r", amounts={"SOL": 1}, limits={}, now=T0)
     assert claim.reservation is not None
-    full, normal = 2, 1
-    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == full
-    assert store._conn(durable=False).execute("PRAGMA synchronous").fetchone()[0] == normal
-    store.commit(claim.reservation)  # a durable write after it sees it, on the durable connection
-    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == full
+    assert statements[:2] == ["PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE"]
+    assert statements[-2:] == ["COMMIT", "PRAGMA synchronous = FULL"]
+    full = 2
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == full
+    with pytest.raises(LimitExceeded):
+        store.begin_signing("w1", "k2", digest, request_id="r2", amounts={"SOL": 5}, limits={("SOL", DAY): 3}, now=T0)
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == full
+    statements.clear()
+    store.commit(claim.reservation)  # a durable write after it sees it
+    assert "PRAGMA synchronous = NORMAL" not in statements
     assert store.spent_in_window("w1", "SOL", DAY, T0) == 1
+    assert store._all == [conn]  # one connection for the thread: no second page cache dropped at each switch
     store.close()
 
 
