@@ -115,7 +115,20 @@ class SqliteBase:
                 conn.commit()
             finally:
                 if not durable:
-                    conn.execute(SYNCHRONOUS_FULL)
+                    self._durable_again(conn)
+
+    def _durable_again(self, conn: sqlite3.Connection) -> None:
+        """Back to ``synchronous=FULL`` after `_write(durable=False)`. If even that fails, the connection is dropped
+        (the thread's next call opens a new one, FULL from the start) rather than left committing without a sync; the
+        transaction's own outcome stands and is what the caller sees."""
+        try:
+            conn.execute(SYNCHRONOUS_FULL)
+        except sqlite3.Error:
+            self._local.conn = None
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            conn.close()
 
     @contextmanager
     def reading(self) -> Iterator[None]:

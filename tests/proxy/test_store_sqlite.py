@@ -107,6 +107,28 @@ def test_only_begin_signing_commits_without_syncing(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_connection_that_cannot_be_made_durable_again_is_dropped(tmp_path: Path) -> None:
+    """If ``synchronous=FULL`` cannot be restored after `begin_signing`, that connection is never used again (a later
+    durable write would commit without a sync); the reservation it committed stands, as its caller was told."""
+    store = SqliteStore(tmp_path / "state.db")
+    store.create_wallet(make_wallet("w1"))
+    conn = store._conn()
+
+    def refuse_full(action: int, name: str | None, value: str | None, *_: object) -> int:
+        refused = action == sqlite3.SQLITE_PRAGMA and name == "synchronous" and (value or "").upper() == "FULL"
+        return sqlite3.SQLITE_DENY if refused else sqlite3.SQLITE_OK
+
+    conn.set_authorizer(refuse_full)
+    claim = store.begin_signing("w1", "k", bytes(32), request_id="r", amounts={"SOL": 1}, limits={}, now=T0)
+    assert claim.reservation is not None
+    fresh = store._conn()
+    assert fresh is not conn and store._all == [fresh]
+    assert fresh.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    store.commit(claim.reservation)
+    assert store.spent_in_window("w1", "SOL", DAY, T0) == 1
+    store.close()
+
+
 def test_reads_in_a_reading_block_share_one_snapshot(tmp_path: Path) -> None:
     """Inside `SqliteStore.reading` the reads run in one read transaction: a write committed meanwhile by another
     connection is not seen until the block ends (or a write of this thread ends the transaction); one BEGIN and one
