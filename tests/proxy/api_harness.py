@@ -67,6 +67,7 @@ from parent_proxy.owner_auth import OwnerRequest, StoreNonceRegistry, owner_requ
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import message_hash
 from parent_proxy.store.sqlite import SqliteStore
+from policies.orders import approval_document
 from policies.signing import POLICY_PURPOSE, sign_document
 from tests.support.policies import example_policy, owner_public_key
 
@@ -458,3 +459,31 @@ def stand_in_harness(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread, list
         for s in servers:
             s.close()
         loop.stop()
+
+
+def spy_calls(target: Any, method: str) -> list[Any]:
+    """Wrap ``target``'s async ``method``; the list grows by the first argument of each call (which goes through)."""
+    calls: list[Any] = []
+    original = getattr(target, method)
+
+    async def spied(first: Any, *args: Any) -> Any:
+        calls.append(first)
+        return await original(first, *args)
+
+    setattr(target, method, spied)
+    return calls
+
+
+def approve_escalated(h: Harness, tx: bytes) -> tuple[str, Any]:
+    """Sign ``tx``, which the proxy's own check escalates (202, no enclave call), then send the owner's approval of
+    exactly that transaction: the approval id and the approval's answer."""
+    escalated = h.sign(tx)
+    assert escalated.status_code == 202, escalated.text
+    approval_id = escalated.json()["approval_id"]
+    document = approval_document(h.wallet_id, message_hash(tx), int(time.time()) + 600)
+    path = f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
+    return approval_id, h.owner_call("POST", path, {"envelope": sign_document("approval", document, h.owner)})
+
+
+def pending_approval_ids(h: Harness) -> list[str]:
+    return [p["approval_id"] for p in h.owner_call("GET", f"/v1/wallets/{h.wallet_id}/approvals").json()]

@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,17 @@ from enclave_app.receipts import SessionKey
 from parent_proxy.message_checks import NOT_THE_AGENT_KEY as MESSAGE_NOT_THE_AGENT_KEY
 from parent_proxy.sign_flow import NOT_THE_AGENT_KEY
 from parent_proxy.sign_parts import message_hash
-from policies.orders import approval_document
-from policies.signing import sign_document
 from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
     Harness,
     LoopThread,
     agent_private_key,
+    approve_escalated,
     new_session_key,
+    pending_approval_ids,
     sign_in_slot,
     signed_receipt,
+    spy_calls,
     stand_in_harness,
     start_stand_in_enclave,
 )
@@ -105,16 +105,7 @@ def paid_by_another(h: Harness, lamports: int = 1000) -> bytes:
 
 def submissions(h: Harness) -> list[bytes]:
     """Wrap the chain adapter's submit; the list grows by each transaction submitted."""
-    sent: list[bytes] = []
-    chain = h.services.chain
-    original = chain.submit
-
-    async def spied(signed_transaction: bytes) -> str:
-        sent.append(signed_transaction)
-        return await original(signed_transaction)
-
-    chain.submit = spied  # type: ignore[method-assign]
-    return sent
+    return spy_calls(h.services.chain, "submit")
 
 
 def failure(h: Harness, event: str) -> dict[str, Any]:
@@ -202,15 +193,9 @@ def test_an_owner_approval_goes_back_to_pending(stand_in: StandIn) -> None:
     tx = h.transfer(2 * LAMPORTS_PER_SOL, MERCHANT)  # above the example's automatic 1 SOL: escalated
     signed, signature = sign_in_slot(Ed25519PrivateKey.generate(), tx)
     stand_in.answer(signed_answer(h, tx, signed, signature, verdict="escalate", approved=True))
-    escalated = h.sign(tx)  # by the proxy's own check: no enclave call
-    assert escalated.status_code == 202, escalated.text
-    approval_id = escalated.json()["approval_id"]
-    document = approval_document(h.wallet_id, message_hash(tx), int(time.time()) + 600)
-    path = f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
-    failed = h.owner_call("POST", path, {"envelope": sign_document("approval", document, h.owner)})
+    approval_id, failed = approve_escalated(h, tx)
     assert_refused(h, failed)
-    pending = h.owner_call("GET", f"/v1/wallets/{h.wallet_id}/approvals").json()
-    assert [p["approval_id"] for p in pending] == [approval_id]
+    assert pending_approval_ids(h) == [approval_id]
     events = records(h)
     assert [r.event_type for r in events][-2:] == ["transaction.failed", "approval.reopened"]
     assert json.loads(events[-2].payload)["reason"] == NOT_THE_AGENT_KEY

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,11 @@ from enclave_app.receipts import SessionKey, verify_receipt
 from parent_proxy.audit_receipts import verify_audit_receipts
 from parent_proxy.enclave_sessions import check_receipt_content
 from parent_proxy.sign_parts import message_hash
-from policies.orders import approval_document
-from policies.signing import sign_document
 from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
+    approve_escalated,
     new_session_key,
+    pending_approval_ids,
     sign_in_slot,
     signed_receipt,
     stand_in_harness,
@@ -149,15 +148,9 @@ def test_an_owner_approval_whose_receipt_is_about_another_transaction_goes_back_
     signed = sign_in_slot(stand_in.agent, tx)
     stated = message_hash(h.transfer(2 * LAMPORTS_PER_SOL, MERCHANT))  # another transaction
     stand_in.answer(decision_answer(stand_in, stated, "escalate", signed, approved=True))
-    escalated = h.sign(tx)  # by the proxy's own check: no enclave call
-    assert escalated.status_code == 202, escalated.text
-    approval_id = escalated.json()["approval_id"]
-    document = approval_document(h.wallet_id, message_hash(tx), int(time.time()) + 600)
-    path = f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
-    failed = h.owner_call("POST", path, {"envelope": sign_document("approval", document, h.owner)})
+    approval_id, failed = approve_escalated(h, tx)
     assert_given_back(stand_in, failed, [])
-    pending = h.owner_call("GET", f"/v1/wallets/{h.wallet_id}/approvals").json()
-    assert [p["approval_id"] for p in pending] == [approval_id]
+    assert pending_approval_ids(h) == [approval_id]
     assert [r.event_type for r in records(h)][-2:] == ["transaction.failed", "approval.reopened"]
 
 

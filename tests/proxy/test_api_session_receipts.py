@@ -36,19 +36,20 @@ from parent_proxy.enclave_sessions import (
 )
 from parent_proxy.sign_parts import message_hash
 from parent_proxy.store.model import AuditRecord, ReservationStatus
-from policies.orders import approval_document
-from policies.signing import sign_document
 from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
     Harness,
     LoopThread,
     agent_private_key,
+    approve_escalated,
     build_harness,
     new_session_key,
+    pending_approval_ids,
     provision,
     running_harness,
     sign_in_slot,
     signed_receipt,
+    spy_calls,
     stand_in_harness,
     start_enclave,
     start_stand_in_enclave,
@@ -79,16 +80,7 @@ def pending_reservations(h: Harness) -> list[str]:
 
 def count_attestations(h: Harness) -> list[bytes]:
     """Wrap the relay's attestation call; the list grows by the nonce of each call."""
-    calls: list[bytes] = []
-    relay = h.services.relay
-    original = relay.attestation
-
-    async def counted(nonce: bytes) -> Any:
-        calls.append(nonce)
-        return await original(nonce)
-
-    relay.attestation = counted  # type: ignore[method-assign]
-    return calls
+    return spy_calls(h.services.relay, "attestation")
 
 
 def sign_message(h: Harness, text: str = "login") -> Any:
@@ -267,16 +259,10 @@ def test_an_owner_approval_goes_back_to_pending(stand_in: StandIn) -> None:
     attested, other = new_session_key(), new_session_key()
     tx = h.transfer(2 * LAMPORTS_PER_SOL, MERCHANT)  # above the example's automatic 1 SOL: escalated
     replace(attested, allow_answer(h, other, tx, approved=True, verdict="escalate"))
-    escalated = h.sign(tx)  # by the proxy's own check: no enclave call
-    assert escalated.status_code == 202, escalated.text
-    approval_id = escalated.json()["approval_id"]
-    document = approval_document(h.wallet_id, message_hash(tx), int(time.time()) + 600)
-    path = f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
-    failed = h.owner_call("POST", path, {"envelope": sign_document("approval", document, h.owner)})
+    approval_id, failed = approve_escalated(h, tx)
     assert failed.status_code == 503 and failed.json()["error"]["code"] == "enclave_unavailable", failed.text
     assert "signed_transaction" not in failed.text and h.spent() == 0 and pending_reservations(h) == []
-    pending = h.owner_call("GET", f"/v1/wallets/{h.wallet_id}/approvals").json()
-    assert [p["approval_id"] for p in pending] == [approval_id]
+    assert pending_approval_ids(h) == [approval_id]
     assert [r.event_type for r in records(h)][-2:] == ["transaction.failed", "approval.reopened"]
 
 
