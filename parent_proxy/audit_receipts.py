@@ -179,9 +179,12 @@ def _recorded_message_hash(record: AuditRecord, payload: object) -> bytes:
 
 
 def _agrees_with_payload(record: AuditRecord, stated: Receipt, decision: object) -> None:
-    """Step 2, the rest of the payload: the decision's policy sequence and reasons, and the record's time."""
+    """Step 2, the rest of the payload: the decision's policy sequence and reasons (a transaction record always
+    carries the enclave's decision; a message record none), and the record's time."""
+    if stated.kind == "transaction" and not isinstance(decision, dict):
+        raise _fail(record, "transaction record holding a receipt states no decision")
     if isinstance(decision, dict):
-        if "policy_sequence" in decision and decision["policy_sequence"] != stated.policy_sequence:
+        if decision.get("policy_sequence") != stated.policy_sequence:
             raise _fail(record, "receipt states another policy sequence than the record")
         reasons = decision.get("reasons")
         if not isinstance(reasons, list) or not hmac.compare_digest(reasons_digest(reasons), stated.reasons_digest):

@@ -77,7 +77,8 @@ def decision_answer(
             session, s.h.wallet_id, verdict=verdict, approved=approved, message_hash=stated
         )
         return TransactionDecisionResponse(
-            decision={"verdict": verdict, "reasons": []}, signature=signature, signed_transaction=signed_tx,
+            decision={"verdict": verdict, "policy_sequence": 1, "reasons": []}, signature=signature,
+            signed_transaction=signed_tx,
             receipt=encoded, receipt_signature=receipt_signature,
         )  # fmt: skip
 

@@ -67,13 +67,20 @@ def _decision(record: AuditRecord, **changes: object) -> AuditRecord:
     ("edit", "message"),
     [
         (lambda r: _decision(r, policy_sequence=99), "another policy sequence"),
+        (
+            lambda r: with_payload(
+                r, decision={k: v for k, v in json.loads(r.payload)["decision"].items() if k != "policy_sequence"}
+            ),
+            "another policy sequence",
+        ),
+        (lambda r: with_payload(r, decision=None), "states no decision"),
         (lambda r: _decision(r, reasons=[{"rule": "owner_override"}]), "other reasons"),
         (
             lambda r: dataclasses.replace(r, time=r.time - RECEIPT_TIME_TOLERANCE_SECONDS - 1),
             "record time and receipt time differ",
         ),
     ],
-    ids=["policy-sequence", "reasons", "backdated"],
+    ids=["policy-sequence", "policy-sequence-removed", "decision-removed", "reasons", "backdated"],
 )
 def test_a_payload_rewritten_under_a_valid_receipt_fails(
     edit: object, message: str, db: Path, capsys: pytest.CaptureFixture[str]
