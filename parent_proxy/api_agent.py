@@ -171,7 +171,7 @@ async def sign_message(
         # (`message_checks.record_signed_message`), in the same hop
         await services.sessions.record_checked(
             services, answer.receipt, answer.receipt_signature, kind="message", wallet_id=wallet_id,
-            message_hash=sent_hash, signed=True, verdict=None, on_failure=failed,
+            message_hash=sent_hash, signed=True, decision=None, on_failure=failed,
             record=lambda: record_signed_message(services, wallet, message, answer, audit),
         )  # fmt: skip
     except Exception as exc:  # no audit record, no signature

@@ -47,9 +47,11 @@ from solders.pubkey import Pubkey
 
 from enclave_app.errors import ReceiptError
 from enclave_app.protocol import AttestationMode
-from enclave_app.receipts import Receipt, verify_receipt
+from enclave_app.receipts import Receipt, reasons_digest, verify_receipt
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.attestation import attestation_view, document_field_unverified
+from parent_proxy.clock import read_clock
+from parent_proxy.errors import ClockUnavailable
 
 if TYPE_CHECKING:
     from parent_proxy.services import Services
@@ -63,10 +65,22 @@ SIGNING_VERDICTS = frozenset({"allow"})
 """A receipt states a signature when its verdict is one of these, or when ``approved`` (an approved escalation)."""
 RECEIPT_SIGNATURE_BYTES = 64
 """An audit record's receipt field holds the receipt followed by its 64-byte Ed25519 signature."""
+RECEIPT_TIME_TOLERANCE_SECONDS = 300
+"""Largest difference between a receipt's time (the enclave's clock) and the proxy's clock when the answer arrives,
+or the time of the audit record written just after: clock skew between enclave and parent (the default
+owner-request skew, `WAIAAS_OWNER_MAX_SKEW_SECONDS`), not a delay (both clocks are read within one request)."""
+CLOCK_SKEW_MESSAGE = (
+    f"the enclave answered a receipt dated more than {RECEIPT_TIME_TOLERANCE_SECONDS} s from the proxy's clock "
+    "(the enclave's and the host's clocks differ); nothing was signed"
+)
 
 
 def _malformed(message: str) -> ApiError:
     return ApiError(Code.ENCLAVE_UNAVAILABLE, f"the enclave answered {message}; nothing was signed")
+
+
+class ReceiptClockSkew(ReceiptError):
+    """The receipt's time (the enclave's clock) is too far from the proxy's (`RECEIPT_TIME_TOLERANCE_SECONDS`)."""
 
 
 class UnknownSession(Exception):
@@ -79,12 +93,24 @@ def states_signature(receipt: Receipt) -> bool:
 
 
 def check_receipt_content(
-    receipt: Receipt, *, kind: str, wallet_id: str, message_hash: bytes, signed: bool, verdict: object | None = None
+    receipt: Receipt,
+    *,
+    kind: str,
+    wallet_id: str,
+    message_hash: bytes,
+    signed: bool,
+    decision: object,
+    at: float,
 ) -> None:
-    """Raise `ReceiptError` unless ``receipt`` is of ``kind``, names ``wallet_id``, is about the message whose SHA-256
-    is ``message_hash`` (the proxy: of the message it sent; the auditor: the record's ``message_sha256``), states a
-    signature exactly when ``signed``, and (when given) carries ``verdict``. The same rules for the proxy and for
-    the auditor.
+    """Raise `ReceiptError` unless ``receipt`` states what the answer it came with states. The same rules for the
+    proxy, when the answer arrives, and for the auditor, on the record the proxy wrote from it.
+
+    The receipt is of ``kind``, names ``wallet_id``, is about the message whose SHA-256 is ``message_hash`` (the
+    proxy: of the message it sent; the auditor: the record's ``message_sha256``), and states a signature exactly
+    when ``signed``. A transaction receipt comes with the enclave's ``decision`` (a map: the answer's, or the one
+    the record holds), whose verdict, policy sequence and reasons (by their digest) are the receipt's; a message
+    receipt comes with none (``None``). The receipt's time is within :data:`RECEIPT_TIME_TOLERANCE_SECONDS` of
+    ``at`` (seconds since the epoch: the proxy's clock when the answer arrived, or the record's time).
 
     ``message_hash`` is what the enclave hashes (`enclave_app.receipts`): for a transaction, its message bytes
     (`parent_proxy.sign_parts.message_hash`); for an off-chain message, the whole message as sent."""
@@ -96,8 +122,29 @@ def check_receipt_content(
         raise ReceiptError("receipt is about another message")
     if states_signature(receipt) != signed:
         raise ReceiptError("receipt states a signature" if not signed else "receipt states no signature")
-    if verdict is not None and receipt.verdict != verdict:
+    if kind == "transaction" and not isinstance(decision, dict):
+        raise ReceiptError("transaction receipt without the enclave's decision")
+    if isinstance(decision, dict):
+        _agrees_with_decision(receipt, decision)
+    if not abs(at - receipt.time_ms / 1000) <= RECEIPT_TIME_TOLERANCE_SECONDS:
+        raise ReceiptClockSkew(
+            f"receipt time and the proxy's clock differ by more than {RECEIPT_TIME_TOLERANCE_SECONDS} s"
+        )
+
+
+def _agrees_with_decision(receipt: Receipt, decision: dict[str, Any]) -> None:
+    if receipt.verdict != decision.get("verdict"):
         raise ReceiptError("receipt verdict differs from the decision")
+    sequence = decision.get("policy_sequence")
+    if type(sequence) is not type(receipt.policy_sequence) or sequence != receipt.policy_sequence:
+        raise ReceiptError("receipt states another policy sequence than the decision")
+    reasons = decision.get("reasons")
+    try:
+        digest = reasons_digest(list(reasons)) if isinstance(reasons, list | tuple) else None
+    except (TypeError, ValueError, RecursionError):  # not JSON data (bytes, say): no digest can match
+        digest = None
+    if digest is None or not hmac.compare_digest(digest, receipt.reasons_digest):
+        raise ReceiptError("receipt states other reasons than the decision")
 
 
 def document_nonce_unverified(document: bytes) -> bytes | None:
@@ -174,7 +221,8 @@ class EnclaveSessions:
         wallet_id: str,
         message_hash: bytes,
         signed: bool,
-        verdict: object | None = None,
+        decision: object,
+        at: float,
         attested: bool,
     ) -> Receipt:
         """The verified receipt; `UnknownSession` when it does not verify under the key in force and no fresh
@@ -191,9 +239,10 @@ class EnclaveSessions:
                 raise _malformed("a receipt that the attested session key did not sign") from exc
             raise UnknownSession from exc
         try:
-            check_receipt_content(
-                verified, kind=kind, wallet_id=wallet_id, message_hash=message_hash, signed=signed, verdict=verdict
-            )
+            check_receipt_content(verified, kind=kind, wallet_id=wallet_id, message_hash=message_hash, signed=signed,
+                                  decision=decision, at=at)  # fmt: skip
+        except ReceiptClockSkew as exc:
+            raise ApiError(Code.ENCLAVE_UNAVAILABLE, CLOCK_SKEW_MESSAGE) from exc
         except ReceiptError as exc:
             raise _malformed("a receipt that contradicts its answer") from exc
         return verified
@@ -256,7 +305,7 @@ class EnclaveSessions:
         wallet_id: str,
         message_hash: bytes,
         signed: bool,
-        verdict: object | None,
+        decision: object,
         record: Callable[[], T],
         on_failure: Callable[[BaseException], None],
     ) -> T:
@@ -269,8 +318,14 @@ class EnclaveSessions:
         def hop(attested: bool) -> T:
             with self._lock.shared():
                 try:
+                    at = read_clock(services.clock)
+                except ClockUnavailable as exc:
+                    error = translate(exc)
+                    on_failure(error)
+                    raise error from exc
+                try:
                     self.check(receipt, signature, kind=kind, wallet_id=wallet_id, message_hash=message_hash,
-                               signed=signed, verdict=verdict, attested=attested)  # fmt: skip
+                               signed=signed, decision=decision, at=at, attested=attested)  # fmt: skip
                 except ApiError as error:
                     on_failure(error)
                     raise

@@ -446,7 +446,7 @@ class SignFlow:
             answer = await s.sessions.record_checked(
                 s, enclave_answer.receipt, enclave_answer.receipt_signature,
                 kind="transaction", wallet_id=prepared.wallet.wallet_id, message_hash=sent_hash,
-                signed=enclave_answer.signature is not None, verdict=enclave_answer.decision.get("verdict"),
+                signed=enclave_answer.signature is not None, decision=enclave_answer.decision,
                 record=lambda: self.finish(prepared, enclave_answer, submit, transaction, sent_hash),
                 on_failure=lambda exc: give_back.failed(s, prepared, exc),
             )  # fmt: skip

@@ -176,16 +176,23 @@ class LoopThread:
         self.loop.close()
 
 
-def start_enclave(loop: LoopThread, path: Path, *, attestation: str = "nitro", nsm: Any = None) -> asyncio.Server:
+def start_enclave(
+    loop: LoopThread, path: Path, *, attestation: str = "nitro", nsm: Any = None, clock: SwitchableClock | None = None
+) -> asyncio.Server:
     """The real enclave app: development NSM (mode nitro), or no attestation at all (mode none); or, in mode nitro,
-    the given ``nsm`` (e.g. the real NSM driver over the fake device of tests/fakes, rooted in a test PKI)."""
+    the given ``nsm`` (e.g. the real NSM driver over the fake device of tests/fakes, rooted in a test PKI). With
+    ``clock`` (the proxy's), the enclave's clock is moved by the same offset (as the clocks of one host agree);
+    the proxy clock's failures stay the proxy's."""
+
+    def now() -> datetime:
+        return datetime.fromtimestamp(time.time() + (clock.offset if clock is not None else 0.0), UTC)
 
     async def start() -> asyncio.Server:
         if nsm is None:
             device: Any = UnsafeDevelopmentNsm(pcrs={0: bytes(48)}) if attestation == "nitro" else NoAttestationNsm()
         else:
             device = nsm
-        enclave = Enclave(nsm=device, clock=lambda: datetime.now(UTC), attestation_mode=AttestationMode(attestation))
+        enclave = Enclave(nsm=device, clock=now, attestation_mode=AttestationMode(attestation))
         handler = Handler(enclave, LocalSealer(OPERATOR_SECRET))
         return await EnclaveServer(handler).start(UnixAddress(str(path)))
 
@@ -228,6 +235,16 @@ def new_session_key() -> SessionKey:
     return SessionKey(os.urandom(32))
 
 
+STAND_IN_POLICY_SEQUENCE = 1
+"""The policy sequence a stand-in enclave's receipts and decisions state."""
+
+
+def stand_in_decision(verdict: str) -> dict[str, Any]:
+    """The decision a stand-in enclave answers with, agreeing with what `signed_receipt` states (the policy
+    sequence, no reasons) as the real enclave's decision agrees with its receipt."""
+    return {"verdict": verdict, "policy_sequence": STAND_IN_POLICY_SEQUENCE, "reasons": []}
+
+
 def signed_receipt(
     session: SessionKey,
     wallet_id: str,
@@ -236,11 +253,15 @@ def signed_receipt(
     verdict: str = "deny",
     approved: bool = False,
     message_hash: bytes = bytes(32),
+    time_ms: int | None = None,
 ) -> tuple[bytes, bytes]:
-    """A decision receipt and its signature by ``session`` (what a stand-in enclave with that key would answer)."""
+    """A decision receipt and its signature by ``session`` (what a stand-in enclave with that key would answer),
+    dated ``time_ms`` (default: now)."""
     receipt = Receipt(
-        kind=kind, wallet_id=wallet_id, policy_sequence=1, policy_hash=bytes(32), message_hash=message_hash,
-        verdict=verdict, approved=approved, reasons_digest=reasons_digest([]), time_ms=int(time.time() * 1000),
+        kind=kind, wallet_id=wallet_id, policy_sequence=STAND_IN_POLICY_SEQUENCE, policy_hash=bytes(32),
+        message_hash=message_hash,
+        verdict=verdict, approved=approved, reasons_digest=reasons_digest([]),
+        time_ms=int(time.time() * 1000) if time_ms is None else time_ms,
         counter=session.next_counter(),
     )  # fmt: skip
     return session.sign(receipt)
@@ -277,7 +298,7 @@ def stand_in_refusal(session: SessionKey, wallet_id: str) -> ForRequest:
             raise TypeError(f"a refusal answers sign_transaction, not {type(request).__name__}")
         receipt, signature = signed_receipt(session, wallet_id, message_hash=message_hash(request.transaction))
         return TransactionDecisionResponse(
-            decision={"verdict": "deny", "reasons": []}, signature=None, signed_transaction=None,
+            decision=stand_in_decision("deny"), signature=None, signed_transaction=None,
             receipt=receipt, receipt_signature=signature,
         )  # fmt: skip
 
@@ -433,7 +454,7 @@ def running_harness(tmp_path: Path, *, attestation: str = "nitro", nsm: Any = No
     server = None
     try:
         h = build_harness(tmp_path, loop, **kwargs)
-        server = start_enclave(loop, h.socket, attestation=attestation, nsm=nsm)
+        server = start_enclave(loop, h.socket, attestation=attestation, nsm=nsm, clock=h.clock)
         with h.client:
             yield h
     finally:

@@ -47,6 +47,7 @@ from tests.proxy.api_harness import (
     sign_in_slot,
     signed_receipt,
     spy_calls,
+    stand_in_decision,
     stand_in_harness,
     start_stand_in_enclave,
 )
@@ -89,7 +90,7 @@ def signed_answer(
         fields: dict[str, Any] = {"verdict": "allow", **receipt}
         encoded, receipt_signature = signed_receipt(session, h.wallet_id, message_hash=message_hash(tx), **fields)
         return TransactionDecisionResponse(
-            decision={"verdict": fields["verdict"], "reasons": []}, signature=signature, signed_transaction=signed,
+            decision=stand_in_decision(fields["verdict"]), signature=signature, signed_transaction=signed,
             receipt=encoded, receipt_signature=receipt_signature,
         )  # fmt: skip
 

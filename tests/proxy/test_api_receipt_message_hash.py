@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from tests.proxy.api_harness import (
     pending_approval_ids,
     sign_in_slot,
     signed_receipt,
+    stand_in_decision,
     stand_in_harness,
 )
 from tests.proxy.test_api_agent_signature_check import StandIn, submissions
@@ -77,7 +79,7 @@ def decision_answer(
             session, s.h.wallet_id, verdict=verdict, approved=approved, message_hash=stated
         )
         return TransactionDecisionResponse(
-            decision={"verdict": verdict, "policy_sequence": 1, "reasons": []}, signature=signature,
+            decision=stand_in_decision(verdict), signature=signature,
             signed_transaction=signed_tx,
             receipt=encoded, receipt_signature=receipt_signature,
         )  # fmt: skip
@@ -197,9 +199,11 @@ def test_the_shared_rule_requires_the_message_hash() -> None:
     session = new_session_key()
     sent = hashlib.sha256(b"the message sent").digest()
     stated = verify_receipt(*signed_receipt(session, "w1", verdict="allow", message_hash=sent), session.public_key)
-    check_receipt_content(stated, kind="transaction", wallet_id="w1", message_hash=sent, signed=True)
+    decision = {"verdict": "allow", "policy_sequence": 1, "reasons": []}
+    rest = {"kind": "transaction", "wallet_id": "w1", "signed": True, "decision": decision, "at": time.time()}
+    check_receipt_content(stated, message_hash=sent, **rest)  # type: ignore[arg-type]
     with pytest.raises(ReceiptError, match=r"^receipt is about another message$"):
-        check_receipt_content(stated, kind="transaction", wallet_id="w1", message_hash=bytes(32), signed=True)
+        check_receipt_content(stated, message_hash=bytes(32), **rest)  # type: ignore[arg-type]
 
 
 def _without_message_hash(payload: dict[str, Any]) -> dict[str, Any]:

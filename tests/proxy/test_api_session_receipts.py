@@ -50,6 +50,7 @@ from tests.proxy.api_harness import (
     sign_in_slot,
     signed_receipt,
     spy_calls,
+    stand_in_decision,
     stand_in_harness,
     start_enclave,
     start_stand_in_enclave,
@@ -203,7 +204,7 @@ def allow_answer(
         fields: dict[str, Any] = {"verdict": "allow", "message_hash": message_hash(tx), **receipt}
         encoded, signature = signed_receipt(receipt_signer, fields.pop("wallet_id", h.wallet_id), **fields)
         return TransactionDecisionResponse(
-            decision={"verdict": "allow", "reasons": []}, signature=agent_signature,
+            decision=stand_in_decision("allow"), signature=agent_signature,
             signed_transaction=signed, receipt=encoded, receipt_signature=signature,
         )  # fmt: skip
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from parent_proxy.audit_receipts import RECEIPT_TIME_TOLERANCE_SECONDS
+from parent_proxy.enclave_sessions import RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.store.model import AuditRecord
 from tests.proxy.test_audit_receipts_cli import cli, first, read, real_log, rewrite, with_payload
 
@@ -73,11 +73,11 @@ def _decision(record: AuditRecord, **changes: object) -> AuditRecord:
             ),
             "another policy sequence",
         ),
-        (lambda r: with_payload(r, decision=None), "states no decision"),
+        (lambda r: with_payload(r, decision=None), "transaction receipt without the enclave's decision"),
         (lambda r: _decision(r, reasons=[{"rule": "owner_override"}]), "other reasons"),
         (
             lambda r: dataclasses.replace(r, time=r.time - RECEIPT_TIME_TOLERANCE_SECONDS - 1),
-            "record time and receipt time differ",
+            "receipt time and the proxy's clock differ by more than 300 s",
         ),
     ],
     ids=["policy-sequence", "policy-sequence-removed", "decision-removed", "reasons", "backdated"],
