@@ -39,11 +39,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from enclave_app.errors import CborDecodeError, ReceiptError
 from enclave_app.safe_cbor import loads_untrusted
+from policies.ed25519 import verify_ed25519
 
 RECEIPT_DOMAIN = b"\xffwaiaas/receipt\x00"
 PROVISION_RECEIPT_DOMAIN = b"\xffwaiaas/provision-receipt\x00"
@@ -206,10 +206,8 @@ def _verified_fields(
     # 1. Sizes, then the signature before looking at the content.
     if not 0 < len(receipt) <= MAX_RECEIPT_BYTES or len(signature) != 64 or len(session_public_key) != 32:
         raise ReceiptError("receipt, signature or key size out of bounds")
-    try:
-        Ed25519PublicKey.from_public_bytes(session_public_key).verify(signature, domain + receipt)
-    except (InvalidSignature, ValueError) as exc:
-        raise ReceiptError(f"{what} signature invalid") from exc
+    if not verify_ed25519(session_public_key, signature, domain + receipt):  # strict: see `policies.ed25519`
+        raise ReceiptError(f"{what} signature invalid")
     # 2. Content: exactly the documented fields with their types, and our version.
     try:
         decoded = loads_untrusted(receipt, max_depth=1)

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import logging
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
@@ -52,6 +50,7 @@ from enclave_app.protocol import (
 )
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.store.model import Wallet
+from policies.ed25519 import verify_ed25519
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +102,9 @@ def signed_by(signed: bytes, signature: bytes, unsigned: bytes, agent: bytes | N
         slot = signers.index(Pubkey.from_bytes(agent))
         if bytes(tx.signatures[slot]) != signature:
             return False
-        Ed25519PublicKey.from_public_bytes(agent).verify(signature, message)
-    except (ValueError, TypeError, IndexError, InvalidSignature):
+    except (ValueError, TypeError, IndexError):
         return False
-    return True
+    return verify_ed25519(agent, signature, message)
 
 
 class EnclaveRelay:

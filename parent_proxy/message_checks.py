@@ -19,9 +19,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from enclave_app.protocol import MessageSignatureResponse
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
@@ -29,6 +26,7 @@ from parent_proxy.services import Services
 from parent_proxy.sign_parts import denial_changes, refusal, request_context
 from parent_proxy.store.model import Wallet
 from policies.decision import Verdict
+from policies.ed25519 import verify_ed25519
 from policies.errors import PolicyEngineError
 from policies.evaluate import evaluate_message
 
@@ -71,9 +69,8 @@ def record_signed_message(
     """Record ``message.signed`` (with the receipt) once the answer's signature verifies over ``message`` under the
     wallet's stored agent key; else audit ``message.failed`` with the reason and raise 503 ``enclave_unavailable``
     (nothing recorded as signed, nothing handed out). Called after the receipt check, in its hop."""
-    try:
-        Ed25519PublicKey.from_public_bytes(wallet.agent_pubkey).verify(answer.signature, message)
-    except (ValueError, TypeError, InvalidSignature) as exc:  # TypeError: a wallet without an agent key
+    agent = wallet.agent_pubkey
+    if agent is None or not verify_ed25519(agent, answer.signature, message):
         logger.error("enclave signature for wallet %s is not the stored agent key's: refused", wallet.wallet_id)
         error = ApiError(
             Code.ENCLAVE_UNAVAILABLE,
@@ -81,6 +78,6 @@ def record_signed_message(
         )
         failure = {**audit, "error": error.code.value, "reason": NOT_THE_AGENT_KEY}
         services.audit_safely("message.failed", failure, wallet_id=wallet.wallet_id)
-        raise error from exc
+        raise error
     receipt = answer.receipt + answer.receipt_signature
     services.audit.append("message.signed", audit, wallet_id=wallet.wallet_id, receipt=receipt)

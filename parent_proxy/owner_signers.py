@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import boto3
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_der_public_key
 from solders.pubkey import Pubkey
+
+from policies.ed25519 import verify_ed25519
 
 KMS_SIGNING_ALGORITHM = "ED25519_SHA_512"
 KMS_MESSAGE_TYPE = "RAW"
@@ -233,8 +234,6 @@ class KmsOwnerSigner:
         except Exception as exc:
             raise OwnerKeyError(f"kms:Sign failed ({type(exc).__name__})") from exc
         # Verify before use: a signature that does not verify would only be refused later, far from the cause.
-        try:
-            self._public.verify(signature, message)
-        except InvalidSignature as exc:
-            raise OwnerKeyError("KMS returned a signature that does not verify") from exc
+        if not verify_ed25519(self._public.public_bytes_raw(), signature, message):
+            raise OwnerKeyError("KMS returned a signature that does not verify")
         return signature

@@ -13,13 +13,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from policies.canonical import canonical_bytes, parse_json_object
 from policies.document import Policy, policy_from_object
+from policies.ed25519 import verify_ed25519
 from policies.errors import PolicyDocumentError, PolicySignatureError
 
 DOMAIN_PREFIX = b"\xffwaiaas/"
@@ -36,12 +36,8 @@ def signing_payload(purpose: str, document: dict[str, Any]) -> bytes:
 
 def verify_owner_signature(payload: bytes, signature: bytes, owner: Pubkey) -> None:
     """Raise `PolicySignatureError` unless ``signature`` is the owner's Ed25519 signature over ``payload``."""
-    if len(signature) != 64:
+    if not verify_ed25519(bytes(owner), signature, payload):  # strict: see `policies.ed25519`
         raise PolicySignatureError
-    try:
-        Ed25519PublicKey.from_public_bytes(bytes(owner)).verify(signature, payload)
-    except (InvalidSignature, ValueError) as exc:
-        raise PolicySignatureError from exc
 
 
 def sign_document(purpose: str, document: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
