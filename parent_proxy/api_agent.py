@@ -22,6 +22,7 @@ from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent, authenticate_agent
 from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
+from parent_proxy.enclave_sessions import Expected
 from parent_proxy.errors import ProxyError
 from parent_proxy.message_checks import check_message, record_signed_message
 from parent_proxy.schemas import (
@@ -170,8 +171,8 @@ async def sign_message(
         # (`parent_proxy.enclave_sessions`), then the signature under the stored agent key
         # (`message_checks.record_signed_message`), in the same hop
         await services.sessions.record_checked(
-            services, answer.receipt, answer.receipt_signature, kind="message", wallet_id=wallet_id,
-            message_hash=sent_hash, signed=True, decision=None, on_failure=failed,
+            services, answer.receipt, answer.receipt_signature,
+            Expected("message", wallet_id, sent_hash, signed=True, decision=None), on_failure=failed,
             record=lambda: record_signed_message(services, wallet, message, answer, audit),
         )  # fmt: skip
     except Exception as exc:  # no audit record, no signature

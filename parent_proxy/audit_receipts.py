@@ -49,7 +49,7 @@ from enclave_app.errors import AttestationError, ReceiptError
 from enclave_app.receipts import verify_receipt
 from enclave_app.server import SESSION_USER_DATA
 from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
-from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, check_receipt_content, split_receipt
+from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, Expected, check_receipt_content, split_receipt
 from parent_proxy.errors import AuditChainError
 from parent_proxy.store.model import AuditRecord
 
@@ -200,10 +200,9 @@ def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsRepo
     payload = json.loads(record.payload)
     decision = payload.get("decision") if isinstance(payload, dict) else None
     try:
-        check_receipt_content(
-            stated, kind=kind, wallet_id=record.wallet_id or "", message_hash=_recorded_message_hash(record, payload),
-            signed=record.event_type.endswith(".signed"), decision=decision, at=record.time,
-        )  # fmt: skip
+        expected = Expected(kind, record.wallet_id or "", _recorded_message_hash(record, payload),
+                            signed=record.event_type.endswith(".signed"), decision=decision)  # fmt: skip
+        check_receipt_content(stated, expected, at=record.time)
     except ReceiptError as exc:
         raise _fail(record, f"receipt disagrees with the record: {exc}") from exc
     seen.add(stated.counter)

@@ -40,6 +40,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -92,36 +93,41 @@ def states_signature(receipt: Receipt) -> bool:
     return receipt.verdict in SIGNING_VERDICTS or receipt.approved
 
 
-def check_receipt_content(
-    receipt: Receipt,
-    *,
-    kind: str,
-    wallet_id: str,
-    message_hash: bytes,
-    signed: bool,
-    decision: object,
-    at: float,
-) -> None:
-    """Raise `ReceiptError` unless ``receipt`` states what the answer it came with states. The same rules for the
-    proxy, when the answer arrives, and for the auditor, on the record the proxy wrote from it.
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What a receipt must state: what the answer it came with says (the proxy), or the record written from it (the
+    auditor).
 
-    The receipt is of ``kind``, names ``wallet_id``, is about the message whose SHA-256 is ``message_hash`` (the
-    proxy: of the message it sent; the auditor: the record's ``message_sha256``), and states a signature exactly
-    when ``signed``. A transaction receipt comes with the enclave's ``decision`` (a map: the answer's, or the one
-    the record holds), whose verdict, policy sequence and reasons (by their digest) are the receipt's; a message
-    receipt comes with none (``None``). The receipt's time is within :data:`RECEIPT_TIME_TOLERANCE_SECONDS` of
-    ``at`` (seconds since the epoch: the proxy's clock when the answer arrived, or the record's time).
+    ``kind``: ``transaction`` or ``message``. ``message_hash``: the SHA-256 of what the enclave hashes
+    (`enclave_app.receipts`): for a transaction its message bytes (`parent_proxy.sign_parts.message_hash`), for an
+    off-chain message the whole message as sent (the proxy: of what it sent; the auditor: the record's
+    ``message_sha256``). ``signed``: whether a signature came with it. ``decision``: the enclave's decision (a map)
+    for a transaction, ``None`` for a message."""
 
-    ``message_hash`` is what the enclave hashes (`enclave_app.receipts`): for a transaction, its message bytes
-    (`parent_proxy.sign_parts.message_hash`); for an off-chain message, the whole message as sent."""
+    kind: str
+    wallet_id: str
+    message_hash: bytes
+    signed: bool
+    decision: object
+
+
+def check_receipt_content(receipt: Receipt, expected: Expected, *, at: float) -> None:
+    """Raise `ReceiptError` unless ``receipt`` states what ``expected`` says. The same rules for the proxy, when the
+    answer arrives, and for the auditor, on the record the proxy wrote from it.
+
+    The receipt is of the expected kind, names the wallet, is about the message, and states a signature exactly when
+    one came; a transaction receipt comes with the enclave's decision, whose verdict, policy sequence and reasons
+    (by their digest) are the receipt's. The receipt's time is within :data:`RECEIPT_TIME_TOLERANCE_SECONDS` of
+    ``at`` (seconds since the epoch: the proxy's clock when the answer arrived, or the record's time)."""
+    kind, decision = expected.kind, expected.decision
     if receipt.kind != kind:
         raise ReceiptError(f"receipt of kind {receipt.kind!r}, expected {kind!r}")
-    if receipt.wallet_id != wallet_id:
+    if receipt.wallet_id != expected.wallet_id:
         raise ReceiptError("receipt names another wallet")
-    if not hmac.compare_digest(receipt.message_hash, message_hash):
+    if not hmac.compare_digest(receipt.message_hash, expected.message_hash):
         raise ReceiptError("receipt is about another message")
-    if states_signature(receipt) != signed:
-        raise ReceiptError("receipt states a signature" if not signed else "receipt states no signature")
+    if states_signature(receipt) != expected.signed:
+        raise ReceiptError("receipt states no signature" if expected.signed else "receipt states a signature")
     if kind == "transaction" and not isinstance(decision, dict):
         raise ReceiptError("transaction receipt without the enclave's decision")
     if isinstance(decision, dict):
@@ -216,12 +222,8 @@ class EnclaveSessions:
         self,
         receipt: bytes,
         signature: bytes,
+        expected: Expected,
         *,
-        kind: str,
-        wallet_id: str,
-        message_hash: bytes,
-        signed: bool,
-        decision: object,
         at: float,
         attested: bool,
     ) -> Receipt:
@@ -239,8 +241,7 @@ class EnclaveSessions:
                 raise _malformed("a receipt that the attested session key did not sign") from exc
             raise UnknownSession from exc
         try:
-            check_receipt_content(verified, kind=kind, wallet_id=wallet_id, message_hash=message_hash, signed=signed,
-                                  decision=decision, at=at)  # fmt: skip
+            check_receipt_content(verified, expected, at=at)
         except ReceiptClockSkew as exc:
             raise ApiError(Code.ENCLAVE_UNAVAILABLE, CLOCK_SKEW_MESSAGE) from exc
         except ReceiptError as exc:
@@ -300,18 +301,14 @@ class EnclaveSessions:
         services: Services,
         receipt: bytes,
         signature: bytes,
+        expected: Expected,
         *,
-        kind: str,
-        wallet_id: str,
-        message_hash: bytes,
-        signed: bool,
-        decision: object,
         record: Callable[[], T],
         on_failure: Callable[[BaseException], None],
     ) -> T:
         """Steps 1-3, then ``record()`` in the same worker-thread hop as the check (under the shared lock).
 
-        ``message_hash`` is computed by the caller from the bytes it sent (see :func:`check_receipt_content`).
+        ``expected.message_hash`` is computed by the caller from the bytes it sent (see `Expected`).
         ``on_failure`` (worker thread) gives back what the request holds when the receipt is refused or the
         attestation fails; nothing was recorded then. ``record`` handles its own failures."""
 
@@ -324,8 +321,7 @@ class EnclaveSessions:
                     on_failure(error)
                     raise error from exc
                 try:
-                    self.check(receipt, signature, kind=kind, wallet_id=wallet_id, message_hash=message_hash,
-                               signed=signed, decision=decision, at=at, attested=attested)  # fmt: skip
+                    self.check(receipt, signature, expected, at=at, attested=attested)
                 except ApiError as error:
                     on_failure(error)
                     raise

@@ -48,6 +48,7 @@ from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import signed_by
+from parent_proxy.enclave_sessions import Expected
 from parent_proxy.errors import LimitExceeded, ProxyError
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
@@ -445,8 +446,8 @@ class SignFlow:
         try:
             answer = await s.sessions.record_checked(
                 s, enclave_answer.receipt, enclave_answer.receipt_signature,
-                kind="transaction", wallet_id=prepared.wallet.wallet_id, message_hash=sent_hash,
-                signed=enclave_answer.signature is not None, decision=enclave_answer.decision,
+                Expected("transaction", prepared.wallet.wallet_id, sent_hash,
+                         signed=enclave_answer.signature is not None, decision=enclave_answer.decision),
                 record=lambda: self.finish(prepared, enclave_answer, submit, transaction, sent_hash),
                 on_failure=lambda exc: give_back.failed(s, prepared, exc),
             )  # fmt: skip

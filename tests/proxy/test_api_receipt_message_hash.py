@@ -29,7 +29,7 @@ from enclave_app.errors import ReceiptError
 from enclave_app.protocol import MessageSignatureResponse, TransactionDecisionResponse
 from enclave_app.receipts import SessionKey, verify_receipt
 from parent_proxy.audit_receipts import verify_audit_receipts
-from parent_proxy.enclave_sessions import check_receipt_content
+from parent_proxy.enclave_sessions import Expected, check_receipt_content
 from parent_proxy.sign_parts import message_hash
 from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
@@ -199,11 +199,11 @@ def test_the_shared_rule_requires_the_message_hash() -> None:
     session = new_session_key()
     sent = hashlib.sha256(b"the message sent").digest()
     stated = verify_receipt(*signed_receipt(session, "w1", verdict="allow", message_hash=sent), session.public_key)
-    decision = {"verdict": "allow", "policy_sequence": 1, "reasons": []}
-    rest = {"kind": "transaction", "wallet_id": "w1", "signed": True, "decision": decision, "at": time.time()}
-    check_receipt_content(stated, message_hash=sent, **rest)  # type: ignore[arg-type]
+    decision = stand_in_decision("allow")
+    check_receipt_content(stated, Expected("transaction", "w1", sent, signed=True, decision=decision), at=time.time())
     with pytest.raises(ReceiptError, match=r"^receipt is about another message$"):
-        check_receipt_content(stated, message_hash=bytes(32), **rest)  # type: ignore[arg-type]
+        expected = Expected("transaction", "w1", bytes(32), signed=True, decision=decision)
+        check_receipt_content(stated, expected, at=time.time())
 
 
 def _without_message_hash(payload: dict[str, Any]) -> dict[str, Any]:
