@@ -51,8 +51,9 @@ from enclave_app.protocol import AttestationMode
 from enclave_app.receipts import Receipt, reasons_digest, verify_receipt
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.attestation import attestation_view, document_field_unverified
+from parent_proxy.audit import canonical_json
 from parent_proxy.clock import read_clock
-from parent_proxy.errors import ClockUnavailable
+from parent_proxy.errors import ClockUnavailable, InvalidInput
 
 if TYPE_CHECKING:
     from parent_proxy.services import Services
@@ -246,6 +247,11 @@ class EnclaveSessions:
             raise ApiError(Code.ENCLAVE_UNAVAILABLE, CLOCK_SKEW_MESSAGE) from exc
         except ReceiptError as exc:
             raise _malformed("a receipt that contradicts its answer") from exc
+        if expected.decision is not None:
+            try:  # the decision goes into the audit record as it came: refused here, not when it is recorded
+                canonical_json(expected.decision)
+            except InvalidInput as exc:
+                raise _malformed("a decision that the audit log cannot record (not plain JSON data)") from exc
         return verified
 
     # -- step 2 (async, only on a session change) --------------------------------------------------------------------

@@ -334,15 +334,15 @@ class SignFlow:
         }
         # One transaction: commit the reservation, the audit record, the webhook, the stored answer. The audit
         # record comes before the signature leaves: no record, no signature (and the reservation is released).
-        seal = s.audit.sealer(
-            "transaction.signed", {**base, "signature": body["signature"]}, wallet_id=wallet_id, receipt=receipt
-        )
         event = {"request_id": prepared.request_id, "signature": body["signature"]}
-        stored = None
-        if prepared.idempotent and not submit:
-            response = canonical({"status_code": 200, "body": body})
-            stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
         try:
+            seal = s.audit.sealer(
+                "transaction.signed", {**base, "signature": body["signature"]}, wallet_id=wallet_id, receipt=receipt
+            )
+            stored = None
+            if prepared.idempotent and not submit:
+                response = canonical({"status_code": 200, "body": body})
+                stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
             webhook = s.webhook_item(wallet_id, "transaction.signed", event)
             s.store.finish_signing(prepared.reservation, seal, webhook, stored)
         except BaseException:  # nothing of it was written: the signature is not handed out

@@ -254,13 +254,14 @@ def signed_receipt(
     approved: bool = False,
     message_hash: bytes = bytes(32),
     time_ms: int | None = None,
+    reasons: list[Any] | None = None,
 ) -> tuple[bytes, bytes]:
     """A decision receipt and its signature by ``session`` (what a stand-in enclave with that key would answer),
-    dated ``time_ms`` (default: now)."""
+    dated ``time_ms`` (default: now), stating the digest of ``reasons`` (default: none)."""
     receipt = Receipt(
         kind=kind, wallet_id=wallet_id, policy_sequence=STAND_IN_POLICY_SEQUENCE, policy_hash=bytes(32),
         message_hash=message_hash,
-        verdict=verdict, approved=approved, reasons_digest=reasons_digest([]),
+        verdict=verdict, approved=approved, reasons_digest=reasons_digest(reasons or []),
         time_ms=int(time.time() * 1000) if time_ms is None else time_ms,
         counter=session.next_counter(),
     )  # fmt: skip

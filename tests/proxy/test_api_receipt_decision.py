@@ -69,6 +69,20 @@ def signed_answer(
     return make
 
 
+UNRECORDABLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "a float in the reasons": ("allow", {"reasons": [{"rule": "limits", "seen": 1.5}]}),
+    "an integer key in the reasons": ("allow", {"reasons": [{1: "limits"}]}),
+    "a float in a field no receipt covers": ("allow", {"reservations": [{"asset": "SOL", "amount": 0.5}]}),
+    "bytes in an extra field": ("allow", {"extra": b"\x00"}),
+    "a refusal with a float in the reasons": ("deny", {"reasons": [{"rule": "limits", "seen": 1.5}]}),
+}
+"""Decisions whose receipt agrees (the enclave hashed the same reasons) but which the audit log cannot hold (it
+takes plain JSON data without floats): the real enclave never answers them."""
+UNRECORDABLE_MESSAGE = (
+    "the enclave answered a decision that the audit log cannot record (not plain JSON data); nothing was signed"
+)
+
+
 def assert_refused(s: StandIn, response: Any, sent: list[bytes], message: str, failed: str) -> None:
     h = s.h
     assert response.status_code == 503, response.text
@@ -160,3 +174,30 @@ def test_a_proxy_clock_failing_when_the_answer_arrives_gives_everything_back(sta
     events = [r.event_type for r in records(h)]
     assert "transaction.signed" not in events and events[-1] == "transaction.failed"
     assert all(r.receipt is None for r in records(h))
+
+
+@pytest.mark.parametrize("case", UNRECORDABLE)
+def test_a_decision_the_audit_log_cannot_record_is_refused_and_given_back(stand_in: StandIn, case: str) -> None:
+    """Before, such an answer passed the receipt check and then failed when its record was written: 422 blaming
+    the agent, the reservation left pending and the idempotency key blocked (found in review)."""
+    h = stand_in.h
+    tx = h.transfer(1000, MERCHANT)
+    verdict, fields = UNRECORDABLE[case]
+    signed_tx, signature = sign_in_slot(stand_in.agent, tx) if verdict == "allow" else (None, None)
+
+    def make(session: SessionKey) -> TransactionDecisionResponse:
+        decision = {**stand_in_decision(verdict), **fields}
+        receipt, receipt_signature = signed_receipt(
+            session, h.wallet_id, verdict=verdict, message_hash=message_hash(tx), reasons=decision["reasons"]
+        )
+        return TransactionDecisionResponse(
+            decision=decision, signature=signature, signed_transaction=signed_tx,
+            receipt=receipt, receipt_signature=receipt_signature,
+        )  # fmt: skip
+
+    stand_in.answer(make)
+    sent = submissions(h)
+    response = h.sign(tx, key="k", submit=True)
+    assert_refused(stand_in, response, sent, UNRECORDABLE_MESSAGE, "transaction.failed")
+    again = h.sign(tx, key="k", submit=True)  # the key is free: the enclave is asked again
+    assert again.status_code == 503 and stand_in.calls == 2, again.text
