@@ -21,7 +21,7 @@ SIGNATURE_BYTES = 64
 
 def verify_ed25519(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """Whether ``signature`` is a valid strict Ed25519 signature by ``public_key`` (32 raw bytes) over ``message``.
-    Wrong sizes and keys that are not curve points are simply invalid (False); nothing raises for bad input."""
+    Wrong sizes and keys that are not curve points are simply invalid (False): for any ``bytes`` nothing raises."""
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     return bool(Signature.from_bytes(signature).verify(Pubkey.from_bytes(public_key), message))
