@@ -1,4 +1,5 @@
-"""Owner-signed orders besides policies: freeze, unfreeze, and the approval of one escalated transaction.
+"""Owner-signed orders besides policies: freeze, unfreeze, the approval of one escalated transaction, and the two
+orders of an agent-key rotation.
 
 One definition for both services: the parent proxy checks an order first (to refuse early and keep its state in
 step), the enclave checks it again and is authoritative. All use `policies.signing` (domain prefix, purpose,
@@ -8,16 +9,26 @@ canonical JSON), so no order can pass for another kind or for a policy. Document
         {"wallet_id": str, "sequence": int >= 1, "expires_at": int (unix seconds)}
     approval (purpose "approval"):
         {"wallet_id": str, "message_hash": "<64 hex: SHA-256 of the transaction message>", "expires_at": int}
+    agent-key rotation (purpose "agent-key-rotation"): the old agent key may co-sign exactly this message, which
+    changes the Squads multisig's members (`policies.rotation` checks what the message does):
+        {"wallet_id": str, "agent_public_key": "<base58>", "new_agent_public_key": "<base58>",
+         "message_hash": "<64 hex>", "expires_at": int}
+    agent-key switch (purpose "agent-key-switch"): after the rotation landed, sign with the new key from now on:
+        {"wallet_id": str, "agent_public_key": "<base58>", "new_agent_public_key": "<base58>", "expires_at": int}
 
 Checks: 1. owner signature under the purpose; 2. exactly these fields, for this wallet; 3. not expired, and a
 lifetime of at most `MAX_ORDER_LIFETIME_SECONDS` (bounding replays after an enclave restart forgets sequences);
-4. freeze orders: a sequence in range (the caller refuses one not above the last it accepted); approvals: the exact
-message, compared in constant time. Errors: `PolicySignatureError` (opaque) or `PolicyDocumentError` (field named).
+4. freeze orders: a sequence in range (the caller refuses one not above the last it accepted); approvals and
+rotation orders: the exact message, compared in constant time; rotation and switch orders: two distinct base58
+32-byte keys, neither of them the owner key (the caller still checks that ``agent`` is the wallet's current agent
+key and ``new_agent`` the candidate it made). Errors: `PolicySignatureError` (opaque) or `PolicyDocumentError`
+(field named).
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Any
 
 from solders.pubkey import Pubkey
@@ -28,6 +39,9 @@ from policies.signing import open_envelope
 FREEZE_PURPOSE = "freeze"
 UNFREEZE_PURPOSE = "unfreeze"
 APPROVAL_PURPOSE = "approval"
+# Hyphens, not underscores: `policies.signing` accepts purposes of ``[a-z][a-z0-9-]{0,31}`` only.
+AGENT_KEY_ROTATION_PURPOSE = "agent-key-rotation"
+AGENT_KEY_SWITCH_PURPOSE = "agent-key-switch"
 MAX_ORDER_LIFETIME_SECONDS = 3600
 """An order expires within an hour of being signed: short enough to bound replays, long enough for a human."""
 MAX_SEQUENCE = 2**53
@@ -35,6 +49,10 @@ MESSAGE_HASH_BYTES = 32
 
 _ORDER_FIELDS = frozenset({"wallet_id", "sequence", "expires_at"})
 _APPROVAL_FIELDS = frozenset({"wallet_id", "message_hash", "expires_at"})
+_SWITCH_FIELDS = frozenset({"wallet_id", "agent_public_key", "new_agent_public_key", "expires_at"})
+_ROTATION_FIELDS = _SWITCH_FIELDS | {"message_hash"}
+_BASE58_KEY_CHARS = (32, 44)
+"""A 32-byte key is 32 to 44 base58 characters."""
 
 
 def freeze_document(wallet_id: str, sequence: int, expires_at: int) -> dict[str, Any]:
@@ -45,6 +63,30 @@ def freeze_document(wallet_id: str, sequence: int, expires_at: int) -> dict[str,
 def approval_document(wallet_id: str, message_hash: bytes, expires_at: int) -> dict[str, Any]:
     """The document approving exactly the transaction message whose SHA-256 is ``message_hash``."""
     return {"wallet_id": wallet_id, "message_hash": message_hash.hex(), "expires_at": expires_at}
+
+
+def rotation_document(
+    wallet_id: str, agent: Pubkey, new_agent: Pubkey, message_hash: bytes, expires_at: int
+) -> dict[str, Any]:
+    """The document letting ``agent`` co-sign exactly the message whose SHA-256 is ``message_hash``, which replaces
+    ``agent`` by ``new_agent`` in the wallet's multisig (sign it with purpose AGENT_KEY_ROTATION_PURPOSE)."""
+    return {"wallet_id": wallet_id, "agent_public_key": str(agent), "new_agent_public_key": str(new_agent),
+            "message_hash": message_hash.hex(), "expires_at": expires_at}  # fmt: skip
+
+
+def switch_document(wallet_id: str, agent: Pubkey, new_agent: Pubkey, expires_at: int) -> dict[str, Any]:
+    """The document making the enclave sign with ``new_agent`` instead of ``agent`` (purpose
+    AGENT_KEY_SWITCH_PURPOSE)."""
+    return {"wallet_id": wallet_id, "agent_public_key": str(agent), "new_agent_public_key": str(new_agent),
+            "expires_at": expires_at}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKeyOrder:
+    """A verified rotation or switch order: ``agent`` is the key being replaced, ``new_agent`` its replacement."""
+
+    agent: Pubkey
+    new_agent: Pubkey
 
 
 def _open(
@@ -84,6 +126,31 @@ def check_approval(data: bytes, *, owner: Pubkey, wallet_id: str, message_hash: 
     """Return if ``data`` is the owner's unexpired approval of exactly ``message_hash``; raise otherwise."""
     document = _open(data, APPROVAL_PURPOSE, owner, _APPROVAL_FIELDS, wallet_id=wallet_id, now=now)
     # 4. The exact message.
+    _check_message_hash(document, message_hash, "the approval is for another message")
+
+
+def check_rotation_order(
+    data: bytes, *, owner: Pubkey, wallet_id: str, message_hash: bytes, now: float
+) -> AgentKeyOrder:
+    """Verify the owner's unexpired order letting the agent key co-sign exactly ``message_hash`` (the multisig
+    membership change); return the two keys. The caller still checks that ``agent`` is the wallet's agent key and
+    ``new_agent`` the candidate it made, and the message itself with `policies.rotation`."""
+    document = _open(data, AGENT_KEY_ROTATION_PURPOSE, owner, _ROTATION_FIELDS, wallet_id=wallet_id, now=now)
+    # 4. The two keys, and the exact message.
+    order = _agent_keys(document, owner)
+    _check_message_hash(document, message_hash, "the rotation order is for another message")
+    return order
+
+
+def check_switch_order(data: bytes, *, owner: Pubkey, wallet_id: str, now: float) -> AgentKeyOrder:
+    """Verify the owner's unexpired order to sign with ``new_agent`` instead of ``agent``; return the two keys. The
+    caller still checks that they are the wallet's agent key and the candidate it made."""
+    document = _open(data, AGENT_KEY_SWITCH_PURPOSE, owner, _SWITCH_FIELDS, wallet_id=wallet_id, now=now)
+    # 4. The two keys.
+    return _agent_keys(document, owner)
+
+
+def _check_message_hash(document: dict[str, Any], message_hash: bytes, mismatch: str) -> None:
     approved = document["message_hash"]
     if type(approved) is not str or len(approved) != 2 * MESSAGE_HASH_BYTES:
         raise PolicyDocumentError("message_hash", "must be 64 hex characters")
@@ -92,4 +159,26 @@ def check_approval(data: bytes, *, owner: Pubkey, wallet_id: str, message_hash: 
     except ValueError as exc:
         raise PolicyDocumentError("message_hash", "must be 64 hex characters") from exc
     if not hmac.compare_digest(approved_bytes, message_hash):
-        raise PolicyDocumentError("message_hash", "the approval is for another message")
+        raise PolicyDocumentError("message_hash", mismatch)
+
+
+def _key(document: dict[str, Any], field: str) -> Pubkey:
+    value = document[field]
+    least, most = _BASE58_KEY_CHARS
+    if type(value) is not str or not least <= len(value) <= most:
+        raise PolicyDocumentError(field, "must be a base58 32-byte public key")
+    try:
+        return Pubkey.from_string(value)
+    except ValueError as exc:
+        raise PolicyDocumentError(field, "must be a base58 32-byte public key") from exc
+
+
+def _agent_keys(document: dict[str, Any], owner: Pubkey) -> AgentKeyOrder:
+    agent, new_agent = _key(document, "agent_public_key"), _key(document, "new_agent_public_key")
+    if new_agent == agent:
+        raise PolicyDocumentError("new_agent_public_key", "must differ from agent_public_key")
+    if agent == owner:
+        raise PolicyDocumentError("agent_public_key", "must not be the owner key")
+    if new_agent == owner:
+        raise PolicyDocumentError("new_agent_public_key", "must not be the owner key")
+    return AgentKeyOrder(agent, new_agent)
