@@ -40,6 +40,8 @@ from enclave_app.errors import (
 from enclave_app.framing import read_frame, write_frame
 from enclave_app.protocol import (
     EXPECTED_RESPONSE,
+    AgentKeyResponse,
+    AgentKeyRotationResponse,
     AttestationRequest,
     AttestationResponse,
     AwsCredentials,
@@ -52,13 +54,16 @@ from enclave_app.protocol import (
     MessageSignatureResponse,
     PingRequest,
     PolicyInstalledResponse,
+    PrepareAgentKeyRequest,
     ProvisionWalletRequest,
     Request,
     Response,
+    SignAgentKeyRotationRequest,
     SignMessageRequest,
     SignTransactionRequest,
     SpentEntry,
     StatusResponse,
+    SwitchAgentKeyRequest,
     TransactionDecisionResponse,
     UnfreezeRequest,
     WalletFrozenResponse,
@@ -80,6 +85,13 @@ WALLET_REQUEST_TIMEOUT_SECONDS = ENCLAVE_REQUEST_TIMEOUT_SECONDS + 5.0
 (`enclave_app.constants.ENCLAVE_REQUEST_TIMEOUT_SECONDS`), so that the proxy always gets the enclave's answer (a wallet,
 or ``timeout`` with nothing registered) instead of giving up while the enclave goes on to register a wallet whose
 sealed blob nobody stores (the orphan of review finding #4). Sealing (KMS, or Argon2id) is slow; signing is not."""
+
+
+_SEALING_REQUESTS = (
+    ProvisionWalletRequest, LoadWalletRequest, PrepareAgentKeyRequest, SignAgentKeyRotationRequest,
+    SwitchAgentKeyRequest,
+)  # fmt: skip
+"""Requests that seal or open a key (KMS through the vsock proxy, or Argon2id): they get the wallet time limit."""
 
 
 class EnclaveClient:
@@ -115,7 +127,7 @@ class EnclaveClient:
 
     async def request(self, message: Request) -> Response:
         """Send one request, return the decoded answer (an :class:`ErrorResponse` is returned, not raised)."""
-        slow = isinstance(message, ProvisionWalletRequest | LoadWalletRequest)
+        slow = isinstance(message, _SEALING_REQUESTS)
         try:
             async with asyncio.timeout(self._wallet_timeout if slow else self._timeout):
                 return await self._exchange(message)
@@ -210,3 +222,26 @@ class EnclaveClient:
 
     async def unfreeze(self, wallet_id: str, order: bytes) -> WalletFrozenResponse:
         return await self._call(UnfreezeRequest(wallet_id=wallet_id, order=order), WalletFrozenResponse)
+
+    async def prepare_agent_key(self, wallet_id: str) -> AgentKeyResponse:
+        """A candidate agent key for ``wallet_id``, sealed (``sealed_blob``), with an agent-key receipt."""
+        request = PrepareAgentKeyRequest(wallet_id=wallet_id, aws_credentials=await self._lent_credentials())
+        return await self._call(request, AgentKeyResponse)
+
+    async def sign_agent_key_rotation(
+        self, wallet_id: str, *, transaction: bytes, order: bytes, candidate_sealed_blob: bytes
+    ) -> AgentKeyRotationResponse:
+        """The current agent key's signature on the owner-ordered Squads membership change."""
+        request = SignAgentKeyRotationRequest(
+            wallet_id=wallet_id, transaction=transaction, order=order, candidate_sealed_blob=candidate_sealed_blob,
+            aws_credentials=await self._lent_credentials(),
+        )  # fmt: skip
+        return await self._call(request, AgentKeyRotationResponse)
+
+    async def switch_agent_key(self, wallet_id: str, *, order: bytes, candidate_sealed_blob: bytes) -> AgentKeyResponse:
+        """Make the candidate the wallet's agent key (the owner's switch order)."""
+        request = SwitchAgentKeyRequest(
+            wallet_id=wallet_id, order=order, candidate_sealed_blob=candidate_sealed_blob,
+            aws_credentials=await self._lent_credentials(),
+        )  # fmt: skip
+        return await self._call(request, AgentKeyResponse)

@@ -33,7 +33,7 @@ def verify_freeze_order(
     try:
         sequence = check_freeze_order(data, freeze=freeze, owner=owner, wallet_id=wallet_id, now=now.timestamp())
     except PolicyEngineError as exc:
-        raise _refused(purpose, exc) from exc
+        raise refused_order(purpose, exc) from exc
     # 5. The enclave's replay guard: a sequence above the last one it accepted for this wallet.
     if sequence <= last_sequence:
         raise StateError(ErrorCode.ORDER_STALE, f"{purpose} order sequence not above the last accepted one")
@@ -45,10 +45,11 @@ def verify_approval(data: bytes, *, owner: Pubkey, wallet_id: str, message_hash:
     try:
         check_approval(data, owner=owner, wallet_id=wallet_id, message_hash=message_hash, now=now.timestamp())
     except PolicyEngineError as exc:
-        raise _refused("approval", exc) from exc
+        raise refused_order("approval", exc) from exc
 
 
-def _refused(purpose: str, exc: PolicyEngineError) -> StateError:
+def refused_order(purpose: str, exc: PolicyEngineError) -> StateError:
+    """The protocol error for an owner order of ``purpose`` the shared checks refused."""
     if isinstance(exc, PolicyDocumentError):
         return StateError(ErrorCode.ORDER_INVALID, f"{purpose} order refused: {exc}")
     return StateError(ErrorCode.ORDER_INVALID, f"{purpose} order signature or envelope invalid")

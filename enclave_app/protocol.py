@@ -24,6 +24,12 @@ Requests -> responses (an :class:`ErrorResponse` can answer any request)::
                         approval (JSON envelope bytes or null)         -> transaction_decision
     sign_message        wallet_id, message (Solana off-chain message)  -> message_signature
     freeze / unfreeze   wallet_id, order (JSON envelope bytes)         -> wallet_frozen
+    prepare_agent_key   wallet_id, aws_credentials                     -> agent_key (sealed_blob set)
+    sign_agent_key_rotation
+                        wallet_id, transaction, order,
+                        candidate_sealed_blob, aws_credentials         -> agent_key_rotation
+    switch_agent_key    wallet_id, order, candidate_sealed_blob,
+                        aws_credentials                                -> agent_key (sealed_blob null)
 
 Byte fields are CBOR byte strings; public keys are 32 raw bytes; amounts are unsigned integers (raw units).
 ``spent`` entries are the parent's view of (asset, window_seconds) -> amount: the enclave takes the larger of
@@ -62,6 +68,8 @@ from typing import Any, TypeVar
 
 from enclave_app.errors import ProtocolError
 from enclave_app.protocol_messages import (
+    AgentKeyResponse,
+    AgentKeyRotationResponse,
     AttestationRequest,
     AttestationResponse,
     ErrorResponse,
@@ -71,12 +79,15 @@ from enclave_app.protocol_messages import (
     MessageSignatureResponse,
     PingRequest,
     PolicyInstalledResponse,
+    PrepareAgentKeyRequest,
     ProvisionWalletRequest,
     Request,
     Response,
+    SignAgentKeyRotationRequest,
     SignMessageRequest,
     SignTransactionRequest,
     StatusResponse,
+    SwitchAgentKeyRequest,
     TransactionDecisionResponse,
     UnfreezeRequest,
     WalletFrozenResponse,
@@ -140,6 +151,8 @@ __all__ = [
     "REQUEST_TYPES",
     "RESPONSE_TYPES",
     "SIGNATURE_BYTES",
+    "AgentKeyResponse",
+    "AgentKeyRotationResponse",
     "AttestationMode",
     "AttestationRequest",
     "AttestationResponse",
@@ -156,13 +169,16 @@ __all__ = [
     "MessageSignatureResponse",
     "PingRequest",
     "PolicyInstalledResponse",
+    "PrepareAgentKeyRequest",
     "ProvisionWalletRequest",
     "Request",
     "Response",
+    "SignAgentKeyRotationRequest",
     "SignMessageRequest",
     "SignTransactionRequest",
     "SpentEntry",
     "StatusResponse",
+    "SwitchAgentKeyRequest",
     "TransactionDecisionResponse",
     "UnfreezeRequest",
     "WalletFrozenResponse",
@@ -175,14 +191,15 @@ REQUEST_TYPES: Mapping[str, type[Message]] = {
     kind.TYPE: kind
     for kind in (
         PingRequest, AttestationRequest, ProvisionWalletRequest, LoadWalletRequest, InstallPolicyRequest,
-        SignTransactionRequest, SignMessageRequest, FreezeRequest, UnfreezeRequest,
+        SignTransactionRequest, SignMessageRequest, FreezeRequest, UnfreezeRequest, PrepareAgentKeyRequest,
+        SignAgentKeyRotationRequest, SwitchAgentKeyRequest,
     )
 }  # fmt: skip
 RESPONSE_TYPES: Mapping[str, type[Message]] = {
     kind.TYPE: kind
     for kind in (
         StatusResponse, AttestationResponse, WalletResponse, PolicyInstalledResponse, TransactionDecisionResponse,
-        MessageSignatureResponse, WalletFrozenResponse, ErrorResponse,
+        MessageSignatureResponse, WalletFrozenResponse, AgentKeyResponse, AgentKeyRotationResponse, ErrorResponse,
     )
 }  # fmt: skip
 
@@ -196,6 +213,9 @@ EXPECTED_RESPONSE: Mapping[type[Message], type[Message]] = {
     SignMessageRequest: MessageSignatureResponse,
     FreezeRequest: WalletFrozenResponse,
     UnfreezeRequest: WalletFrozenResponse,
+    PrepareAgentKeyRequest: AgentKeyResponse,
+    SignAgentKeyRotationRequest: AgentKeyRotationResponse,
+    SwitchAgentKeyRequest: AgentKeyResponse,
 }
 """The one success response each request can get (besides :class:`ErrorResponse`)."""
 

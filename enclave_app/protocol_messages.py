@@ -155,6 +155,55 @@ class UnfreezeRequest(Message):
     FIELDS = (("wallet_id", _WALLET_ID), ("order", _bytes(1, MAX_ORDER_BYTES)))
 
 
+@dataclass(frozen=True, slots=True)
+class PrepareAgentKeyRequest(Message):
+    """Agent-key rotation, step 1: make and seal a candidate key for a loaded wallet (nothing else changes)."""
+
+    wallet_id: str
+    aws_credentials: AwsCredentials | None = field(default=None, repr=False)
+    TYPE = "prepare_agent_key"
+    FIELDS = (("wallet_id", _WALLET_ID), ("aws_credentials", _optional(_record(AwsCredentials))))
+
+
+@dataclass(frozen=True, slots=True)
+class SignAgentKeyRotationRequest(Message):
+    """Agent-key rotation, step 2: the current agent key co-signs the Squads membership change ``transaction``,
+    under the owner's ``order`` (purpose ``agent_key_rotation``) and only for a candidate ``candidate_sealed_blob``
+    opens to (proof that the enclave made it for this wallet)."""
+
+    wallet_id: str
+    transaction: bytes
+    order: bytes
+    candidate_sealed_blob: bytes
+    aws_credentials: AwsCredentials | None = field(default=None, repr=False)
+    TYPE = "sign_agent_key_rotation"
+    FIELDS = (
+        ("wallet_id", _WALLET_ID),
+        ("transaction", _bytes(1, MAX_TRANSACTION_BYTES)),
+        ("order", _bytes(1, MAX_ORDER_BYTES)),
+        ("candidate_sealed_blob", _bytes(1, MAX_SEALED_BLOB_BYTES)),
+        ("aws_credentials", _optional(_record(AwsCredentials))),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchAgentKeyRequest(Message):
+    """Agent-key rotation, step 3: under the owner's ``order`` (purpose ``agent_key_switch``) the wallet signs
+    with the candidate from now on; its policy, freeze and ledger stay."""
+
+    wallet_id: str
+    order: bytes
+    candidate_sealed_blob: bytes
+    aws_credentials: AwsCredentials | None = field(default=None, repr=False)
+    TYPE = "switch_agent_key"
+    FIELDS = (
+        ("wallet_id", _WALLET_ID),
+        ("order", _bytes(1, MAX_ORDER_BYTES)),
+        ("candidate_sealed_blob", _bytes(1, MAX_SEALED_BLOB_BYTES)),
+        ("aws_credentials", _optional(_record(AwsCredentials))),
+    )
+
+
 # -- responses -------------------------------------------------------------------------------------------------
 
 
@@ -273,6 +322,47 @@ class WalletFrozenResponse(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class AgentKeyResponse(Message):
+    """Answer to ``prepare_agent_key`` (``sealed_blob`` set: the candidate, for the parent to keep) and to
+    ``switch_agent_key`` (``sealed_blob`` null). ``receipt``: an agent-key receipt
+    (:class:`enclave_app.receipts.AgentKeyReceipt`, purpose ``agent_key_candidate`` / ``agent_key_switch``)."""
+
+    wallet_id: str
+    agent_public_key: bytes
+    new_agent_public_key: bytes
+    sealed_blob: bytes | None
+    receipt: bytes
+    receipt_signature: bytes
+    TYPE = "agent_key"
+    FIELDS = (
+        ("wallet_id", _WALLET_ID),
+        ("agent_public_key", _PUBLIC_KEY),
+        ("new_agent_public_key", _PUBLIC_KEY),
+        ("sealed_blob", _optional(_bytes(1, MAX_SEALED_BLOB_BYTES))),
+        ("receipt", _bytes(1, MAX_RECEIPT_BYTES)),
+        ("receipt_signature", _SIGNATURE),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKeyRotationResponse(Message):
+    """Answer to ``sign_agent_key_rotation``: the current agent key's signature, the transaction with it in place,
+    and an agent-key receipt of purpose ``agent_key_rotation`` naming the message."""
+
+    signature: bytes
+    signed_transaction: bytes
+    receipt: bytes
+    receipt_signature: bytes
+    TYPE = "agent_key_rotation"
+    FIELDS = (
+        ("signature", _SIGNATURE),
+        ("signed_transaction", _bytes(1, MAX_SIGNED_TRANSACTION_BYTES)),
+        ("receipt", _bytes(1, MAX_RECEIPT_BYTES)),
+        ("receipt_signature", _SIGNATURE),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorResponse(Message):
     code: ErrorCode
     message: str
@@ -290,6 +380,9 @@ Request = (
     | SignMessageRequest
     | FreezeRequest
     | UnfreezeRequest
+    | PrepareAgentKeyRequest
+    | SignAgentKeyRotationRequest
+    | SwitchAgentKeyRequest
 )
 Response = (
     StatusResponse
@@ -299,5 +392,7 @@ Response = (
     | TransactionDecisionResponse
     | MessageSignatureResponse
     | WalletFrozenResponse
+    | AgentKeyResponse
+    | AgentKeyRotationResponse
     | ErrorResponse
 )

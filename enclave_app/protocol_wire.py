@@ -78,6 +78,7 @@ class ErrorCode(StrEnum):
     ATTESTATION_REFUSED = "attestation_refused"  # KMS AccessDenied: attestation not accepted by the key policy
     NSM_UNAVAILABLE = "nsm_unavailable"
     LEDGER_FULL = "ledger_full"  # the per-boot counters cannot take another entry
+    ROTATION_INVALID = "rotation_invalid"  # agent-key rotation: the transaction is not the membership change ordered
     INTERNAL = "internal"
 
 

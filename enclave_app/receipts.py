@@ -30,6 +30,19 @@ key under *their* owner key (a parent that substituted its own owner key would c
 
 signed over ``PROVISION_RECEIPT_DOMAIN + receipt`` (a domain of its own: never confused with a decision receipt).
 It uses no ``counter``: decision receipts' counters stay gap-free. Verify with :func:`verify_provision_receipt`.
+
+Agent-key receipts (agent-key rotation, DESIGN section 3) state what the enclave did with a wallet's agent key::
+
+    {"v": 1, "purpose": "agent_key_candidate" | "agent_key_rotation" | "agent_key_switch", "wallet_id": str,
+     "agent_public_key": bstr(32), "new_agent_public_key": bstr(32), "owner_public_key": bstr(32),
+     "message_hash": bstr(32) | null, "time_ms": int}
+
+``agent_key_candidate``: the enclave made and sealed ``new_agent_public_key`` to replace ``agent_public_key``
+under this owner key (so the owner can check, before adding it on chain, that the enclave holds it);
+``agent_key_rotation``: the old agent key co-signed the membership change whose message SHA-256 is
+``message_hash`` (null in the other two); ``agent_key_switch``: the wallet now signs with the new key. Signed
+over ``AGENT_KEY_RECEIPT_DOMAIN + receipt``, without a ``counter`` (owner-ordered, like provisioning). Verify with
+:func:`verify_agent_key_receipt`.
 """
 
 from __future__ import annotations
@@ -47,7 +60,9 @@ from policies.ed25519 import verify_ed25519
 
 RECEIPT_DOMAIN = b"\xffwaiaas/receipt\x00"
 PROVISION_RECEIPT_DOMAIN = b"\xffwaiaas/provision-receipt\x00"
+AGENT_KEY_RECEIPT_DOMAIN = b"\xffwaiaas/agent-key-receipt\x00"
 PROVISION_PURPOSE = "provision"
+AGENT_KEY_PURPOSES = frozenset({"agent_key_candidate", "agent_key_rotation", "agent_key_switch"})
 RECEIPT_VERSION = 1
 MAX_RECEIPT_BYTES = 4096
 _U64 = 2**64
@@ -196,6 +211,11 @@ class SessionKey:
         encoded = receipt.encode()
         return encoded, self._key.sign(PROVISION_RECEIPT_DOMAIN + encoded)
 
+    def sign_agent_key(self, receipt: AgentKeyReceipt) -> tuple[bytes, bytes]:
+        """The encoded agent-key receipt and the signature over ``AGENT_KEY_RECEIPT_DOMAIN + encoded``."""
+        encoded = receipt.encode()
+        return encoded, self._key.sign(AGENT_KEY_RECEIPT_DOMAIN + encoded)
+
 
 def _verified_fields(
     receipt: bytes, signature: bytes, session_public_key: bytes, *, domain: bytes, fields: dict[str, Any], what: str
@@ -282,3 +302,63 @@ def verify_provision_receipt(receipt: bytes, signature: bytes, session_public_ke
     if len(fields["agent_public_key"]) != 32 or len(fields["owner_public_key"]) != 32:
         raise ReceiptError("provisioning receipt malformed")
     return ProvisionReceipt(**fields)
+
+
+_AGENT_KEY_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "v": int, "purpose": str, "wallet_id": str, "agent_public_key": bytes, "new_agent_public_key": bytes,
+    "owner_public_key": bytes, "message_hash": (bytes, type(None)), "time_ms": int,
+}  # fmt: skip
+_AGENT_KEY_KEYS = {name: _cbor(name) for name in _AGENT_KEY_FIELDS}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKeyReceipt:
+    """What the enclave states about a wallet's agent key during rotation (see the module docstring)."""
+
+    purpose: str
+    wallet_id: str
+    agent_public_key: bytes
+    new_agent_public_key: bytes
+    owner_public_key: bytes
+    message_hash: bytes | None
+    time_ms: int
+
+    def encode(self) -> bytes:
+        """Deterministic CBOR (the bytes ``cbor2.dumps`` emits for the map, fields in the documented order)."""
+        _check_agent_key_fields(self.purpose, self.agent_public_key, self.new_agent_public_key,
+                                self.owner_public_key, self.message_hash)  # fmt: skip
+        values: tuple[str | bytes | int | None, ...] = (
+            RECEIPT_VERSION, self.purpose, self.wallet_id, self.agent_public_key, self.new_agent_public_key,
+            self.owner_public_key, self.message_hash, self.time_ms,
+        )  # fmt: skip
+        parts = [_head(5, len(_AGENT_KEY_FIELDS))]
+        for key, value in zip(_AGENT_KEY_KEYS.values(), values, strict=True):
+            parts += (key, _cbor(value))
+        return b"".join(parts)
+
+
+def _check_agent_key_fields(
+    purpose: str, agent: bytes, new_agent: bytes, owner: bytes, message_hash: bytes | None
+) -> None:
+    if purpose not in AGENT_KEY_PURPOSES:
+        raise ReceiptError("not an agent-key receipt purpose")
+    if len(agent) != 32 or len(new_agent) != 32 or len(owner) != 32:
+        raise ReceiptError("agent-key receipt keys must be 32 bytes")
+    expects_hash = purpose == "agent_key_rotation"
+    if (message_hash is not None) != expects_hash or (message_hash is not None and len(message_hash) != 32):
+        raise ReceiptError("an agent-key receipt has a 32-byte message hash exactly when it is a rotation's")
+
+
+def verify_agent_key_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) -> AgentKeyReceipt:
+    """Check the session key's signature on an agent-key receipt and decode it, or raise :class:`ReceiptError`.
+
+    The caller must have taken ``session_public_key`` from a verified attestation document, and must still compare
+    the purpose, wallet and keys (and the message hash of a rotation) with what it expects.
+    """
+    fields = _verified_fields(
+        receipt, signature, session_public_key, domain=AGENT_KEY_RECEIPT_DOMAIN, fields=_AGENT_KEY_FIELDS,
+        what="agent-key receipt",
+    )  # fmt: skip
+    _check_agent_key_fields(fields["purpose"], fields["agent_public_key"], fields["new_agent_public_key"],
+                            fields["owner_public_key"], fields["message_hash"])  # fmt: skip
+    return AgentKeyReceipt(**fields)

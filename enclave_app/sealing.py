@@ -272,3 +272,27 @@ def unseal_agent_key(sealer: Sealer, blob: bytes, binding: SealBinding) -> Ed255
     if not hmac.compare_digest(_raw_public(private_key), binding.agent_public_key):
         raise KeyMismatchError("unsealed key does not match the pinned public key")
     return private_key
+
+
+# For the server's handlers, in a worker thread: making the KMS sealer makes a boto3 client, which is slow too. The
+# sealer is closed when done, success or not (the KMS one closes its client's connection through the forwarder).
+def seal_for_request(
+    sealers: Sealers, credentials: AwsCredentials | None, private_key: Ed25519PrivateKey, binding: SealBinding
+) -> bytes:
+    """`seal_agent_key` with the sealer of one request (``credentials``: the AWS credentials it carried)."""
+    sealer = sealers.for_request(credentials)
+    try:
+        return seal_agent_key(sealer, private_key, binding)
+    finally:
+        sealer.close()
+
+
+def unseal_for_request(
+    sealers: Sealers, credentials: AwsCredentials | None, blob: bytes, binding: SealBinding
+) -> Ed25519PrivateKey:
+    """`unseal_agent_key` with the sealer of one request (``credentials``: the AWS credentials it carried)."""
+    sealer = sealers.for_request(credentials)
+    try:
+        return unseal_agent_key(sealer, blob, binding)
+    finally:
+        sealer.close()

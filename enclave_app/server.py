@@ -46,7 +46,6 @@ from enclave_app.protocol import (
     AttestationMode,
     AttestationRequest,
     AttestationResponse,
-    AwsCredentials,
     ErrorCode,
     ErrorResponse,
     FreezeRequest,
@@ -54,19 +53,23 @@ from enclave_app.protocol import (
     LoadWalletRequest,
     PingRequest,
     PolicyInstalledResponse,
+    PrepareAgentKeyRequest,
     ProvisionWalletRequest,
     Request,
     Response,
+    SignAgentKeyRotationRequest,
     SignMessageRequest,
     SignTransactionRequest,
     StatusResponse,
+    SwitchAgentKeyRequest,
     UnfreezeRequest,
     WalletFrozenResponse,
     WalletResponse,
     decode_request,
 )
 from enclave_app.receipts import ProvisionReceipt
-from enclave_app.sealing import SealBinding, Sealers, seal_agent_key, unseal_agent_key
+from enclave_app.rotation import prepare_agent_key, sign_agent_key_rotation, switch_agent_key
+from enclave_app.sealing import SealBinding, Sealers, seal_for_request, unseal_for_request
 from enclave_app.signer import sign_message, sign_transaction
 from enclave_app.state import Enclave, Wallet, fresh_seed
 from enclave_app.transport import Address, listen
@@ -200,6 +203,12 @@ class Handler:
             return WalletFrozenResponse(wallet_id=wallet.wallet_id, frozen=wallet.frozen, order_sequence=order.sequence)
         if isinstance(request, SignMessageRequest):
             return sign_message(enclave, request)
+        if isinstance(request, PrepareAgentKeyRequest):
+            return await prepare_agent_key(enclave, self.sealers, request)
+        if isinstance(request, SignAgentKeyRotationRequest):
+            return await sign_agent_key_rotation(enclave, self.sealers, request)
+        if isinstance(request, SwitchAgentKeyRequest):
+            return await switch_agent_key(enclave, self.sealers, request)
         raise InconsistentStateError("request type without a handler")
 
     async def _provision(self, request: ProvisionWalletRequest) -> WalletResponse:
@@ -209,7 +218,7 @@ class Handler:
         key = Ed25519PrivateKey.from_private_bytes(fresh_seed(self.enclave.nsm))
         agent = key.public_key().public_bytes_raw()
         binding = SealBinding(request.wallet_id, agent, request.owner_public_key)
-        blob = await asyncio.to_thread(self._seal, request.aws_credentials, key, binding)
+        blob = await asyncio.to_thread(seal_for_request, self.sealers, request.aws_credentials, key, binding)
         self.enclave.add(self._wallet(request.wallet_id, request.owner_public_key, key, agent))
         # 5. The receipt: the attested session key states which owner key this agent key was made for.
         time_ms = int(self.enclave.clock().timestamp() * 1000)
@@ -234,25 +243,11 @@ class Handler:
             return WalletResponse(wallet_id=loaded.wallet_id, agent_public_key=bytes(loaded.agent), sealed_blob=None)
         self.enclave.check_new(request.wallet_id)
         binding = SealBinding(request.wallet_id, request.agent_public_key, request.owner_public_key)
-        key = await asyncio.to_thread(self._unseal, request.aws_credentials, request.sealed_blob, binding)
+        key = await asyncio.to_thread(
+            unseal_for_request, self.sealers, request.aws_credentials, request.sealed_blob, binding
+        )
         self.enclave.add(self._wallet(request.wallet_id, request.owner_public_key, key, request.agent_public_key))
         return WalletResponse(wallet_id=request.wallet_id, agent_public_key=request.agent_public_key, sealed_blob=None)
-
-    # In a worker thread: making the KMS sealer makes a boto3 client, which is slow too. The sealer is closed when
-    # done, success or not (the KMS one closes its client's connection through the forwarder).
-    def _seal(self, credentials: AwsCredentials | None, key: Ed25519PrivateKey, binding: SealBinding) -> bytes:
-        sealer = self.sealers.for_request(credentials)
-        try:
-            return seal_agent_key(sealer, key, binding)
-        finally:
-            sealer.close()
-
-    def _unseal(self, credentials: AwsCredentials | None, blob: bytes, binding: SealBinding) -> Ed25519PrivateKey:
-        sealer = self.sealers.for_request(credentials)
-        try:
-            return unseal_agent_key(sealer, blob, binding)
-        finally:
-            sealer.close()
 
     @staticmethod
     def _wallet(wallet_id: str, owner: bytes, key: Ed25519PrivateKey, agent: bytes) -> Wallet:

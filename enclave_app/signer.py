@@ -109,7 +109,7 @@ def _shortvec(value: int) -> bytes:
     return bytes((value & 0x7F | 0x80, value >> 7))
 
 
-def _sign(wallet: Wallet, raw: bytes, decoded: DecodedTransaction) -> tuple[bytes, bytes]:
+def sign_at_agent_slot(wallet: Wallet, raw: bytes, decoded: DecodedTransaction) -> tuple[bytes, bytes]:
     """The agent's signature over the decoded message, and the transaction with it in the agent's slot.
 
     ``decode_transaction`` required ``raw`` to re-serialize exactly, so ``raw`` is shortvec(n) + n signatures
@@ -176,7 +176,7 @@ def sign_transaction(enclave: Enclave, request: SignTransactionRequest) -> Trans
     if sign:
         if isinstance(decoded, DecodeError):
             raise InconsistentStateError("a transaction that did not decode was allowed")
-        signature, signed_tx = _sign(wallet, request.transaction, decoded)
+        signature, signed_tx = sign_at_agent_slot(wallet, request.transaction, decoded)
     wallet.ledger.record(now_s, denied=decision.verdict >= Verdict.DENY,
                          signed=decision.reservations if sign else ())  # fmt: skip
     decision_json = decision.to_json()

@@ -363,6 +363,18 @@ class Enclave:
         self._wallets[wallet.wallet_id] = wallet
         return wallet
 
+    def switch_agent_key(self, wallet: Wallet, key: Ed25519PrivateKey, agent: Pubkey) -> None:
+        """The wallet signs with ``key`` (public key ``agent``) from now on; its policy, freeze, order sequence
+        and ledger stay. Only for a wallet held now, with a key that derives ``agent``."""
+        self.check_alive()
+        if self._wallets.get(wallet.wallet_id) is not wallet:
+            raise InconsistentStateError("agent key switched on a wallet not held")
+        if key.public_key().public_bytes_raw() != bytes(agent):
+            raise InconsistentStateError("agent key does not match its public key")
+        wallet.agent_key = key
+        wallet.agent = agent
+        wallet.agent_keys = frozenset({agent})
+
     def install_policy(self, wallet: Wallet, policy: Policy) -> bytes:
         if policy.wallet_id != wallet.wallet_id:
             raise InconsistentStateError("policy verified for another wallet")

@@ -201,7 +201,7 @@ def test_inconsistency_moves_to_failed(world: EnclaveWorld, monkeypatch: pytest.
             def inconsistent(*_args: Any) -> Any:
                 raise InconsistentStateError("allowed transaction has no single agent signer slot")
 
-            monkeypatch.setattr("enclave_app.signer._sign", inconsistent)
+            monkeypatch.setattr("enclave_app.signer.sign_at_agent_slot", inconsistent)
             with pytest.raises(EnclaveRequestError, match="failed: enclave entered the failed state"):
                 await client.sign_transaction(WALLET, transfer_tx(agent, 1000), spent=spent())
 

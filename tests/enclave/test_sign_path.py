@@ -33,7 +33,7 @@ from enclave_app.receipts import (
     receipt_prefix,
     verify_receipt,
 )
-from enclave_app.signer import _sign
+from enclave_app.signer import sign_at_agent_slot
 from enclave_app.state import Enclave, Wallet
 from policies.examples import example_policy_json
 from policies.signing import load_signed_policy, sign_document
@@ -76,7 +76,7 @@ def _legacy(payer: Pubkey, *, second_signer: Pubkey | None = None) -> bytes:
 def test_spliced_signature_equals_populate(raw: bytes, slot: int) -> None:
     decoded = decode_transaction(raw)
     assert decoded.message_bytes == to_bytes_versioned(VersionedTransaction.from_bytes(raw).message)
-    signature, signed = _sign(_wallet(), raw, decoded)
+    signature, signed = sign_at_agent_slot(_wallet(), raw, decoded)
     AGENT_KEY.public_key().verify(signature, decoded.message_bytes)
     assert signed == _populate(raw, signature, slot)
 
@@ -89,22 +89,22 @@ def test_spliced_signature_equals_populate_for_v0_with_a_lookup_table() -> None:
     raw = bytes(VersionedTransaction.populate(message, [Signature.default()]))
     decoded = decode_transaction(raw, lookup_tables={table: contents})
     assert decoded.version == 0 and decoded.lookup_tables == (table,)
-    signature, signed = _sign(_wallet(), raw, decoded)
+    signature, signed = sign_at_agent_slot(_wallet(), raw, decoded)
     assert signed == _populate(raw, signature, 0)
 
 
 def test_no_agent_slot_is_an_inconsistency() -> None:
     raw = _legacy(OTHER)
     with pytest.raises(InconsistentStateError, match="no single agent signer slot"):
-        _sign(_wallet(), raw, decode_transaction(raw))
+        sign_at_agent_slot(_wallet(), raw, decode_transaction(raw))
 
 
 def test_bytes_that_do_not_match_the_decoded_message_are_an_inconsistency() -> None:
     raw, other = _legacy(AGENT), _legacy(AGENT)
     with pytest.raises(InconsistentStateError, match="does not match its bytes"):
-        _sign(_wallet(), raw, decode_transaction(other))
+        sign_at_agent_slot(_wallet(), raw, decode_transaction(other))
     with pytest.raises(InconsistentStateError, match="does not match its bytes"):
-        _sign(_wallet(), raw + b"\x00", decode_transaction(raw))
+        sign_at_agent_slot(_wallet(), raw + b"\x00", decode_transaction(raw))
 
 
 _receipts = st.builds(

@@ -1,0 +1,80 @@
+"""Agent-key rotation transactions for tests, built with the independent IDL-driven encoder
+(`tests.support.squads_encoder`): the Squads v4 membership change that adds the candidate and removes the old agent,
+proposed, approved by both members and executed in one transaction whose fee payer is the owner."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.transaction import Transaction
+
+from policies import programs
+from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
+from tests.support.squads_encoder import SquadsEncoder
+
+ENC = SquadsEncoder()
+ALL_PERMISSIONS = 7  # Initiate | Vote | Execute
+
+
+def config_create(
+    multisig: Pubkey, index: int, creator: Pubkey, actions: Sequence[object], *, rent_payer: Pubkey | None = None
+) -> Instruction:
+    accounts = {"multisig": multisig, "transaction": squads_transaction_address(multisig, index), "creator": creator,
+                "rent_payer": rent_payer or creator, "system_program": programs.SYSTEM_PROGRAM}  # fmt: skip
+    return ENC.instruction("config_transaction_create", accounts, {"actions": list(actions), "memo": None})
+
+
+def add_member(key: Pubkey, permissions: int = ALL_PERMISSIONS) -> object:
+    return ("add_member", {"new_member": {"key": key, "permissions": {"mask": permissions}}})
+
+
+def remove_member(key: Pubkey) -> object:
+    return ("remove_member", {"old_member": key})
+
+
+def proposal_create(multisig: Pubkey, index: int, creator: Pubkey) -> Instruction:
+    accounts = {"multisig": multisig, "proposal": squads_proposal_address(multisig, index), "creator": creator,
+                "rent_payer": creator, "system_program": programs.SYSTEM_PROGRAM}  # fmt: skip
+    return ENC.instruction("proposal_create", accounts, {"transaction_index": index, "draft": False})
+
+
+def proposal_approve(multisig: Pubkey, index: int, member: Pubkey) -> Instruction:
+    accounts = {"multisig": multisig, "member": member, "proposal": squads_proposal_address(multisig, index)}
+    return ENC.instruction("proposal_approve", accounts, {"memo": None})
+
+
+def config_execute(multisig: Pubkey, index: int, member: Pubkey) -> Instruction:
+    accounts = {"multisig": multisig, "member": member, "proposal": squads_proposal_address(multisig, index),
+                "transaction": squads_transaction_address(multisig, index), "rent_payer": member,
+                "system_program": programs.SYSTEM_PROGRAM}  # fmt: skip
+    return ENC.instruction("config_transaction_execute", accounts)
+
+
+def rotation_instructions(
+    multisig: Pubkey, *, owner: Pubkey, agent: Pubkey, new_agent: Pubkey, index: int = 1
+) -> list[Instruction]:
+    """The whole change in one transaction: create, propose, both members approve, the owner executes."""
+    return [
+        config_create(multisig, index, owner, [add_member(new_agent), remove_member(agent)]),
+        proposal_create(multisig, index, owner),
+        proposal_approve(multisig, index, owner),
+        proposal_approve(multisig, index, agent),
+        config_execute(multisig, index, owner),
+    ]
+
+
+def unsigned(instructions: Sequence[Instruction], fee_payer: Pubkey, blockhash: Hash | None = None) -> bytes:
+    message = Message.new_with_blockhash(list(instructions), fee_payer, blockhash or Hash.default())
+    return bytes(Transaction.new_unsigned(message))
+
+
+def rotation_transaction(
+    multisig: Pubkey, *, owner: Pubkey, agent: Pubkey, new_agent: Pubkey, index: int = 1, blockhash: Hash | None = None
+) -> bytes:
+    """The unsigned rotation transaction, the owner paying the fee."""
+    ixs = rotation_instructions(multisig, owner=owner, agent=agent, new_agent=new_agent, index=index)
+    return unsigned(ixs, owner, blockhash)
