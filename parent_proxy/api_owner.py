@@ -51,7 +51,7 @@ Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-async def _store(services: Services, function: Any, *args: Any) -> Any:
+async def run_store(services: Services, function: Any, *args: Any) -> Any:
     try:
         return await services.run(function, *args)
     except (ProxyError, PolicyEngineError) as exc:
@@ -67,7 +67,7 @@ async def owner_of(request: Request, services: Services, wallet_id: str | None) 
     if wallet_id is not None and not re.fullmatch(WALLET_ID, wallet_id):
         raise ApiError(Code.NOT_FOUND, "not found")
     body = await request.body()
-    wallet = None if wallet_id is None else await _store(services, _wallet_or_none, services, wallet_id)
+    wallet = None if wallet_id is None else await run_store(services, _wallet_or_none, services, wallet_id)
     allowed: frozenset[Pubkey]
     if wallet_id is None:
         allowed = services.owner_keys
@@ -84,7 +84,7 @@ async def owner_of(request: Request, services: Services, wallet_id: str | None) 
             scope=wallet_id,
         )  # fmt: skip
 
-    await _store(services, verify)
+    await run_store(services, verify)
     return wallet
 
 
@@ -122,7 +122,7 @@ def verified_owner(request: Request) -> Wallet | None:
 router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
 
 
-def _envelope_bytes(body: EnvelopeBody) -> bytes:
+def envelope_bytes(body: EnvelopeBody) -> bytes:
     return canonical(body.envelope.model_dump())
 
 
@@ -138,7 +138,7 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
     signer = Pubkey.from_string(request.headers["WAIaaS-Owner-Key"])
     if owner != signer:
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the wallet's owner key must sign its creation")
-    if await _store(services, _wallet_or_none, services, body.wallet_id) is not None:
+    if await run_store(services, _wallet_or_none, services, body.wallet_id) is not None:
         raise ApiError(Code.CONFLICT, "the wallet already exists")
     created = await services.relay.provision_wallet(body.wallet_id, bytes(owner))
     sealed = created.sealed_blob or b""
@@ -152,7 +152,7 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
                                "owner_public_key": str(owner)}, wallet_id=body.wallet_id,
         )  # fmt: skip
 
-    await _store(services, persist)
+    await run_store(services, persist)
     return CreatedWallet(
         wallet_id=body.wallet_id,
         agent_public_key=str(Pubkey.from_bytes(created.agent_public_key)),
@@ -185,7 +185,7 @@ async def issue_token(wallet_id: WalletId, request: Request) -> JSONResponse:
         services.audit.append("token.issued", {"token_id": issued.token_id}, wallet_id=wallet_id)
         return IssuedTokenView(token_id=issued.token_id, token=issued.token)
 
-    view: IssuedTokenView = await _store(services, issue)
+    view: IssuedTokenView = await run_store(services, issue)
     return JSONResponse(view.model_dump(), status_code=201, headers=NO_STORE)
 
 
@@ -203,7 +203,7 @@ async def revoke_token(wallet_id: WalletId, token_id: Id, request: Request) -> R
         services.store.revoke_token(token_id, read_clock(services.clock))
         services.audit.append("token.revoked", {"token_id": token_id}, wallet_id=wallet_id)
 
-    await _store(services, revoke)
+    await run_store(services, revoke)
     return Response(status_code=204)
 
 
@@ -212,7 +212,7 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
     """Install an owner-signed policy whose sequence is above the installed one; the enclave gets it too."""
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
-    envelope = _envelope_bytes(body)
+    envelope = envelope_bytes(body)
     try:
         policy = load_signed_policy(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id)
     except PolicyEngineError as exc:
@@ -230,7 +230,7 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
         )
         return services.store.get_wallet(wallet_id)
 
-    updated: Wallet = await _store(services, persist)
+    updated: Wallet = await run_store(services, persist)
     services.relay.forget(wallet_id)
     try:
         await services.relay.ensure_wallet(updated)
@@ -256,7 +256,7 @@ async def pending_approvals(wallet_id: WalletId, request: Request) -> list[Pendi
     """Pending approvals of the wallet, with the request each would sign."""
     services = services_of(request)
     verified_owner(request)
-    approvals = await _store(services, services.store.pending_approvals, wallet_id)
+    approvals = await run_store(services, services.store.pending_approvals, wallet_id)
     views = []
     for approval in approvals:
         stored = json.loads(approval.request_payload)
@@ -278,9 +278,9 @@ async def approve(wallet_id: WalletId, approval_id: Id, body: EnvelopeBody, requ
     verified_owner(request)
     flow = SignFlow(services)
     approvals = ApprovalFlow(services, flow)
-    envelope = _envelope_bytes(body)
-    tables = await fetch_tables(services, await _store(services, approvals.stored_tables, wallet_id, approval_id))
-    pending = await _store(services, approvals.prepare, wallet_id, approval_id, envelope, tables)
+    envelope = envelope_bytes(body)
+    tables = await fetch_tables(services, await run_store(services, approvals.stored_tables, wallet_id, approval_id))
+    pending = await run_store(services, approvals.prepare, wallet_id, approval_id, envelope, tables)
     answer = await flow.sign_prepared(pending.prepared, pending.transaction, tables, pending.prepared.submit)
     result = {"status": "signed", "approval_id": approval_id, "transaction": answer.body}
     return JSONResponse(result, status_code=200, headers=NO_STORE)
@@ -292,14 +292,14 @@ async def reject(wallet_id: WalletId, approval_id: Id, request: Request) -> JSON
     services = services_of(request)
     verified_owner(request)
     approvals = ApprovalFlow(services, SignFlow(services))
-    answer: Answer = await _store(services, approvals.reject, wallet_id, approval_id)
+    answer: Answer = await run_store(services, approvals.reject, wallet_id, approval_id)
     return JSONResponse(answer.body, status_code=answer.status, headers=NO_STORE)
 
 
 async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: bool) -> FreezeState:
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
-    envelope = _envelope_bytes(body)
+    envelope = envelope_bytes(body)
     try:
         sequence = check_freeze_order(
             envelope, freeze=frozen, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
@@ -316,7 +316,7 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
         change = SetFrozen(wallet_id, frozen, reason)
         services.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook, changes=[change])  # one transaction
 
-    await _store(services, persist)
+    await run_store(services, persist)
     # The proxy enforces the freeze from the store; the enclave is told too (it refuses on its own when it agrees).
     try:
         await services.relay.ensure_wallet(wallet)
@@ -351,5 +351,5 @@ async def set_webhook(wallet_id: WalletId, body: WebhookBody, request: Request) 
         # Where notifications go, not the credential some receivers carry in the path or query.
         services.audit.append("webhook.configured", {"url": redact_url(body.url)}, wallet_id=wallet_id)
 
-    await _store(services, persist)
+    await run_store(services, persist)
     return Response(status_code=204)

@@ -1,4 +1,4 @@
-"""The chain seam: lookup-table contents, submission, latest blockhash, balances.
+"""The chain seam: lookup-table contents, Squads multisig accounts, submission, latest blockhash, balances.
 
 `Chain` is the protocol; `LiteSvmChain` is the embedded adapter (solders' LiteSVM, for the self-host demo and
 tests) and `RpcChain` speaks Solana JSON-RPC over httpx (no solana-py at runtime). Every failure becomes
@@ -7,7 +7,8 @@ tests) and `RpcChain` speaks Solana JSON-RPC over httpx (no solana-py at runtime
 Lookup-table contents read here are not what decides: both checks resolve lookups from the owner's pins in the
 policy (`policies.lookup_tables`), and these contents are only cross-checked against them. A table account must be
 owned by the address lookup table program and have the exact layout (56-byte header, then 32-byte addresses);
-anything else is an error, not a guess.
+anything else is an error, not a guess. A Squads multisig account is read and checked by
+`parent_proxy.squads_multisig_account`; its `MultisigAccountError` becomes `ChainError` here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
+
+from parent_proxy.squads_multisig_account import MultisigAccount, MultisigAccountError, parse_multisig_account
 
 ADDRESS_LOOKUP_TABLE_PROGRAM = Pubkey.from_string("AddressLookupTab1e1111111111111111111111111")
 LOOKUP_TABLE_META_BYTES = 56
@@ -38,6 +41,10 @@ class ChainError(Exception):
 class Chain(Protocol):
     async def lookup_tables(self, addresses: Sequence[Pubkey]) -> dict[Pubkey, tuple[Pubkey, ...]]:
         """The contents of each named address lookup table; `ChainError` if any is missing or malformed."""
+        ...
+
+    async def multisig_account(self, address: Pubkey) -> MultisigAccount:
+        """The Squads v4 multisig at ``address``; `ChainError` if it is missing, not owned by Squads, or malformed."""
         ...
 
     async def submit(self, signed_transaction: bytes) -> str:
@@ -66,6 +73,13 @@ def parse_lookup_table(owner: Pubkey, data: bytes) -> tuple[Pubkey, ...]:
     return tuple(Pubkey.from_bytes(data[i : i + 32]) for i in range(LOOKUP_TABLE_META_BYTES, len(data), 32))
 
 
+def _multisig(address: Pubkey, owner: Pubkey, data: bytes) -> MultisigAccount:
+    try:
+        return parse_multisig_account(address, owner, data)
+    except MultisigAccountError as exc:
+        raise ChainError(str(exc)) from exc
+
+
 def _check_count(addresses: Sequence[Pubkey]) -> None:
     if len(addresses) > MAX_TABLES_PER_REQUEST or len(set(addresses)) != len(addresses):
         raise ChainError(f"at most {MAX_TABLES_PER_REQUEST} distinct lookup tables")
@@ -86,6 +100,12 @@ class LiteSvmChain:
                 raise ChainError("address lookup table not found")
             tables[address] = parse_lookup_table(account.owner, bytes(account.data))
         return tables
+
+    async def multisig_account(self, address: Pubkey) -> MultisigAccount:
+        account = self.svm.get_account(address)
+        if account is None:
+            raise ChainError("multisig account not found")
+        return _multisig(address, account.owner, bytes(account.data))
 
     async def submit(self, signed_transaction: bytes) -> str:
         try:
@@ -151,6 +171,25 @@ class RpcChain:
                 raise ChainError("RPC getMultipleAccounts: malformed account") from exc
             tables[address] = parse_lookup_table(owner, data)
         return tables
+
+    async def multisig_account(self, address: Pubkey) -> MultisigAccount:
+        result = await self._call(
+            "getAccountInfo", [str(address), {"encoding": "base64", "commitment": self._commitment}]
+        )
+        if not isinstance(result, dict) or "value" not in result:
+            raise ChainError("RPC getAccountInfo: malformed answer")
+        value = result["value"]
+        if value is None:
+            raise ChainError("multisig account not found")
+        try:
+            owner = Pubkey.from_string(value["owner"])
+            encoded = value["data"]
+            if encoded[1] != "base64":
+                raise ValueError("not base64")
+            data = base64.b64decode(encoded[0], validate=True)
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise ChainError("RPC getAccountInfo: malformed account") from exc
+        return _multisig(address, owner, data)
 
     async def submit(self, signed_transaction: bytes) -> str:
         encoded = base64.b64encode(signed_transaction).decode()

@@ -16,7 +16,7 @@ enclave outcome                                        API
 ====================================================== ===============================================
 ``wallet_frozen``                                      403 ``wallet_frozen``
 ``no_policy``                                          403 ``no_policy``
-``policy_invalid`` / ``order_invalid`` / ``message_invalid`` 403 ``enclave_refused``
+``policy_invalid`` / ``order_invalid`` / ``message_invalid`` / ``rotation_invalid`` 403 ``enclave_refused``
 ``policy_stale`` / ``order_stale``                     409 ``stale_policy`` / ``conflict``
 the host's AWS credentials could not be read            503 ``enclave_unavailable`` (nothing sent)
 any other code, timeout, connection or framing failure, an answer of the wrong shape: 503 ``enclave_unavailable``
@@ -37,6 +37,8 @@ from solders.transaction import VersionedTransaction
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import CredentialsUnavailableError, EnclaveError, EnclaveRequestError
 from enclave_app.protocol import (
+    AgentKeyResponse,
+    AgentKeyRotationResponse,
     AttestationResponse,
     ErrorCode,
     LookupTable,
@@ -60,6 +62,7 @@ _REFUSALS = {
     ErrorCode.POLICY_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the policy"),
     ErrorCode.ORDER_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the owner order"),
     ErrorCode.MESSAGE_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the message"),
+    ErrorCode.ROTATION_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the agent-key rotation transaction"),
     ErrorCode.POLICY_STALE: (Code.STALE_POLICY, "the enclave holds a newer policy, or the policy has expired"),
     ErrorCode.ORDER_STALE: (Code.CONFLICT, "the enclave accepted a newer owner order"),
     ErrorCode.WALLET_EXISTS: (Code.CONFLICT, "the wallet already exists"),
@@ -276,3 +279,58 @@ class EnclaveRelay:
             return await send(wallet_id, order)
         except EnclaveError as exc:
             raise translate_enclave_error(exc) from exc
+
+    # -- agent-key rotation (owner-driven; `parent_proxy.api_agent_key`) ------------------------------------------
+
+    async def prepare_agent_key(self, wallet_id: str) -> AgentKeyResponse:
+        """A candidate key for a loaded wallet (`ensure_wallet` first). Not a signature: on ``unknown_wallet`` the
+        wallet is loaded again and the request resent once, as owner orders are."""
+        try:
+            answer = await self._client.prepare_agent_key(wallet_id)
+        except EnclaveError as exc:
+            await self._reload_after_restart(wallet_id, exc, policy=True)
+            try:
+                answer = await self._client.prepare_agent_key(wallet_id)
+            except EnclaveError as again:
+                raise translate_enclave_error(again) from again
+        if answer.wallet_id != wallet_id or answer.sealed_blob is None:
+            raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave answered a malformed candidate")
+        return answer
+
+    async def sign_agent_key_rotation(
+        self, wallet_id: str, *, transaction: bytes, order: bytes, candidate_sealed_blob: bytes
+    ) -> AgentKeyRotationResponse:
+        """The current agent key's co-signature. A signature: never resent (on ``unknown_wallet`` everything is
+        forgotten and the answer is 503, as for `sign_transaction`)."""
+        try:
+            return await self._client.sign_agent_key_rotation(
+                wallet_id, transaction=transaction, order=order, candidate_sealed_blob=candidate_sealed_blob
+            )
+        except EnclaveError as exc:
+            if isinstance(exc, EnclaveRequestError) and exc.code == ErrorCode.UNKNOWN_WALLET:
+                self.forget()
+            raise translate_enclave_error(exc) from exc
+
+    async def switch_agent_key(self, wallet_id: str, *, order: bytes, candidate_sealed_blob: bytes) -> AgentKeyResponse:
+        """The owner's switch order. On ``unknown_wallet`` the wallet is loaded again (from the stored record: the
+        old key) and the order resent once; a switch already made answers the same."""
+        try:
+            answer = await self._client.switch_agent_key(
+                wallet_id, order=order, candidate_sealed_blob=candidate_sealed_blob
+            )
+        except EnclaveError as exc:
+            await self._reload_after_restart(wallet_id, exc, policy=True)
+            try:
+                answer = await self._client.switch_agent_key(
+                    wallet_id, order=order, candidate_sealed_blob=candidate_sealed_blob
+                )
+            except EnclaveError as again:
+                raise translate_enclave_error(again) from again
+        if answer.wallet_id != wallet_id:
+            raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave answered for another wallet")
+        return answer
+
+    def switched(self, wallet: Wallet) -> None:
+        """The store now holds ``wallet`` with its new agent key, which the enclave already holds: later reloads
+        (after an enclave restart) use the new record."""
+        self._wallets[wallet.wallet_id] = wallet

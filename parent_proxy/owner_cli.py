@@ -13,6 +13,8 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
     waiaas owner approve --wallet W --transaction B64    print a signed approval of that transaction's message
     waiaas owner freeze|unfreeze --wallet W --sequence N print a signed freeze / unfreeze order
     waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
+    waiaas owner rotation-transaction | sign-rotation | sign-key-switch | cosign
+                                                         agent-key rotation: `parent_proxy.owner_rotation_cli`
     waiaas owner verify-wallet --created F --attestation F --owner-public-key K
           (--root-pem F --pcr I=HEX ... [--nonce HEX] | --accept-unattested)
                                                          verify a new wallet's provisioning receipt (no key needed)
@@ -46,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
+from parent_proxy import owner_rotation_cli  # it imports this module back (as a module, used only at call time)
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_keyfile import (
     KeyFileError,
@@ -164,6 +167,7 @@ def register(subparsers: Any) -> None:
     verify.add_argument(
         "--accept-unattested", action="store_true", help="mode none: accept the unattested session key (proves nothing)"
     )
+    owner_rotation_cli.register(commands)
     owner.set_defaults(func=run)
 
 
@@ -300,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
             return verify_wallet(args)
         if args.owner_command in ("keygen", "encrypt-keypair"):
             return new_key_file(args)
+        if args.owner_command in owner_rotation_cli.COMMANDS:
+            return owner_rotation_cli.run(args)
         signer = signer_from_args(args)
         command = args.owner_command
         if command == "pubkey":

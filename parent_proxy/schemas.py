@@ -206,3 +206,45 @@ def decode_base64(field: str, text: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ApiError(Code.INVALID_REQUEST, f"{field}: not valid base64") from exc
+
+
+# -- agent-key rotation (parent_proxy.api_agent_key) -----------------------------------------------------------
+
+
+class AgentKeyCandidateView(BaseModel):
+    wallet_id: str
+    agent_public_key: str = Field(description="the wallet's agent key the candidate will replace")
+    candidate_public_key: str = Field(description="the new key: add it to the multisig in the rotation transaction")
+    receipt: Receipt = Field(description="agent-key receipt (purpose agent_key_candidate) by the enclave session key")
+
+
+class AgentKeyRotationBody(_Strict):
+    transaction: str = Field(min_length=4, max_length=MAX_TRANSACTION_BASE64, pattern=BASE64)
+    envelope: SignedEnvelope = Field(description="the owner's agent-key-rotation order for exactly this message")
+
+
+class AgentKeyRotationSigned(BaseModel):
+    wallet_id: str
+    message_sha256: str
+    signature: str = Field(description="the current agent key's signature, base58")
+    signed_transaction: str = Field(description="the transaction with it in place (the owner's slot untouched), base64")
+    receipt: Receipt = Field(description="agent-key receipt (purpose agent_key_rotation) naming the message")
+
+
+class AgentKeySwitched(BaseModel):
+    wallet_id: str
+    agent_public_key: str = Field(description="the key the wallet signs with from now on")
+    previous_agent_public_key: str = Field(description="the retired key (its sealed blob is kept)")
+    receipt: Receipt = Field(description="agent-key receipt (purpose agent_key_switch)")
+
+
+class RetiredAgentKeyView(BaseModel):
+    agent_public_key: str
+    retired_at: float
+
+
+class AgentKeyStatus(BaseModel):
+    wallet_id: str
+    agent_public_key: str
+    candidate_public_key: str | None = Field(description="set while a rotation is under way")
+    retired: list[RetiredAgentKeyView]

@@ -10,7 +10,8 @@ neither can raise a total. The signing path's two store calls are each one ``Tra
 audit head and record + outbox item + idempotency answer, by the loop of `dynamodb_audited`, which also writes
 `apply_audited`). This module holds tokens, wallets and those two; idempotency records are in
 `dynamodb_idempotency`, reservations and rate events in `dynamodb_limits`, approvals in `dynamodb_approvals`,
-webhooks and the audit log in `dynamodb_outbox`, the table layout in `dynamodb_base`.
+webhooks and the audit log in `dynamodb_outbox`, agent-key rotation in `dynamodb_agent_keys`, the table layout in
+`dynamodb_base`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from parent_proxy.errors import (
 from parent_proxy.store import dynamodb_sealed_keys as sealed_keys
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
-from parent_proxy.store.dynamodb_audited import DynamoAudited, Part
+from parent_proxy.store.dynamodb_agent_keys import DynamoAgentKeys
+from parent_proxy.store.dynamodb_audited import Part
 from parent_proxy.store.dynamodb_base import (
     WRITE_ID,
     ConditionFailed,
@@ -61,7 +63,7 @@ from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replaceme
 __all__ = ["DynamoStore", "create_table"]
 
 
-class DynamoStore(DynamoAudited):
+class DynamoStore(DynamoAgentKeys):
     """DynamoDB-backed `Store` over one table (see `dynamodb_base` for its layout)."""
 
     # -- reads together -------------------------------------------------------------------------------------

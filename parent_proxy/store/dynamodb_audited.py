@@ -46,10 +46,14 @@ class DynamoAudited(DynamoIdempotency):
     def apply_audited(
         self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
     ) -> AuditRecord:
-        parts = [self._change_part(v.check_change(c)) for c in changes]
+        parts = [part for change in v.check_changes(changes) for part in self._change_parts(change)]
         if webhook is not None:
             parts.append(self._enqueue_part(v.check_outbox_item(webhook)))
         return self._transact_sealed(parts, audit)
+
+    def _change_parts(self, change: StateChange) -> list[Part]:
+        """The parts that write ``change`` (`DynamoAgentKeys` adds the agent-key changes, several parts each)."""
+        return [self._change_part(change)]
 
     def _change_part(self, change: StateChange) -> Part:
         match change:

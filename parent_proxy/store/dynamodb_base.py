@@ -12,6 +12,8 @@ it that way; `create_table` does it for tests and local runs). Item layout:
     W#<wallet>    I#<key>               idempotency record
     W#<wallet>    AP#<approval>         approval; ``A#<approval>/APPROVAL`` points back to the wallet
     W#<wallet>    WEBHOOK               webhook url + secret
+    W#<wallet>    AGENT_KEY_CANDIDATE   the wallet's candidate agent key; ``AKR#<seq>``: retired agent keys (see
+                                        `dynamodb_agent_keys`, which also adds ``agent_key_switches`` to WALLET)
     T#<token id>  TOKEN                 wallet id, SHA-256 of the secret, revoked_at
     OUTBOX        <event id>            a pending outbox item (moved to ``O#<event>/ITEM`` when finished)
     O#<event>     D#<attempt>           delivery log line

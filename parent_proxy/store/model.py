@@ -218,7 +218,58 @@ class CompleteIdempotent:
     answer: IdempotentAnswer
 
 
-StateChange = SetFrozen | RecordEvent | CreateApproval | DecideApproval | ReopenApproval | CompleteIdempotent
+# -- agent-key rotation (see `parent_proxy.store.agent_keys`) -------------------------------------------------
+@dataclass(frozen=True)
+class AgentKeyCandidate:
+    """A new agent key the enclave made for a wallet, kept until an owner-signed switch makes it the wallet's agent
+    key. ``agent_pubkey`` is the wallet's agent key it will replace; keys are 32-byte Ed25519 public keys."""
+
+    wallet_id: str
+    agent_pubkey: bytes
+    candidate_pubkey: bytes
+    sealed_key: bytes = field(repr=False)
+    created_at: float
+
+
+@dataclass(frozen=True)
+class RetiredAgentKey:
+    """An agent key a switch replaced, kept with its sealed blob (a premature switch loses nothing)."""
+
+    wallet_id: str
+    agent_pubkey: bytes
+    sealed_key: bytes = field(repr=False)
+    retired_at: float
+
+
+@dataclass(frozen=True)
+class SetAgentKeyCandidate:
+    """Keep ``candidate`` as its wallet's one candidate agent key: only if the wallet's agent key is
+    ``candidate.agent_pubkey`` and the wallet has no candidate yet (`Store.apply_audited`)."""
+
+    candidate: AgentKeyCandidate
+
+
+@dataclass(frozen=True)
+class SwitchAgentKey:
+    """The wallet's candidate becomes its agent key (key and sealed blob), only if the wallet's agent key is
+    ``agent_pubkey`` and its candidate's key is ``candidate_pubkey``; the old key is retired at ``now``."""
+
+    wallet_id: str
+    agent_pubkey: bytes
+    candidate_pubkey: bytes
+    now: float
+
+
+StateChange = (
+    SetFrozen
+    | RecordEvent
+    | CreateApproval
+    | DecideApproval
+    | ReopenApproval
+    | CompleteIdempotent
+    | SetAgentKeyCandidate
+    | SwitchAgentKey
+)
 """The closed set of changes an audited event may describe (`Store.apply_audited`)."""
 
 

@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from parent_proxy.store.model import (
+    AgentKeyCandidate,
     Approval,
     ApprovalStatus,
     AuditRecord,
@@ -22,6 +23,7 @@ from parent_proxy.store.model import (
     OutboxItem,
     Reservation,
     ReservationStatus,
+    RetiredAgentKey,
     SigningClaim,
     StateChange,
     Wallet,
@@ -184,15 +186,30 @@ class Store(Protocol):
         self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
     ) -> AuditRecord:
         """All or nothing: apply ``changes`` in order (each as its own method: `set_frozen`, `record_request` /
-        `record_denial`, `create_approval`, `decide_approval`, `reopen_approval`, `complete_idempotent`), append the
+        `record_denial`, `create_approval`, `decide_approval`, `reopen_approval`, `complete_idempotent`; the
+        agent-key changes `SetAgentKeyCandidate` and `SwitchAgentKey` as their docstrings say), append the
         record ``audit`` builds from the head (the event that describes them), enqueue ``webhook`` (its
         notification, if any). Returns the appended record.
 
         Refusals are those of the methods (`NotFound`, `AlreadyDecided`, `Conflict` for an existing approval id or
-        a key not in progress for this request) and
+        a key not in progress for this request; for the agent-key changes: `NotFound` for an unknown wallet,
+        `Conflict` for a wallet whose agent key is not the one named, that already has a candidate (set), or whose
+        candidate is not the one named (switch)) and
         of `append_audit` (`Conflict` for a webhook event id ever enqueued); nothing is written then, nor when the
-        audit record or the webhook item cannot be written. A head moved by another appender is not a refusal: the
-        record is built again from the new head (as in `finish_signing`)."""
+        audit record or the webhook item cannot be written. `InvalidInput` (`validation.check_changes`) for a
+        malformed change, or an agent-key change that is not the only change of its wallet's record in ``changes``.
+        A head moved by another appender is not a refusal: the record is built again from the new head (as in
+        `finish_signing`)."""
+        ...
+
+    # -- agent-key rotation (the changes are `apply_audited`'s; see `parent_proxy.store.agent_keys`) -----------
+    def get_agent_key_candidate(self, wallet_id: str) -> AgentKeyCandidate | None:
+        """The wallet's candidate agent key, None if it has none; `NotFound` if the wallet does not exist."""
+        ...
+
+    def retired_agent_keys(self, wallet_id: str) -> list[RetiredAgentKey]:
+        """The agent keys switches replaced, with their blobs, oldest first (in the order of the switches);
+        `NotFound` if the wallet does not exist."""
         ...
 
     # -- re-sealed agent keys -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 This module holds tokens, wallets, idempotency, the signing path's two transactions and `apply_audited`; approvals
 are in `sqlite_approvals`, period limits and rate/denial timestamps in `sqlite_limits`, webhooks and the audit log in
-`sqlite_outbox`, connections and error translation in `sqlite_base`.
+`sqlite_outbox`, agent-key rotation in `sqlite_agent_keys`, connections and error translation in `sqlite_base`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from parent_proxy.errors import (
     NotFound,
     StalePolicySequence,
 )
+from parent_proxy.store import sqlite_agent_keys as agent_keys
 from parent_proxy.store import sqlite_events as events
 from parent_proxy.store import sqlite_sealed_keys as sealed_keys
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
+    AgentKeyCandidate,
     AuditRecord,
     CompleteIdempotent,
     CreateApproval,
@@ -35,9 +37,12 @@ from parent_proxy.store.model import (
     ReopenApproval,
     Reservation,
     ReservationStatus,
+    RetiredAgentKey,
+    SetAgentKeyCandidate,
     SetFrozen,
     SigningClaim,
     StateChange,
+    SwitchAgentKey,
     Wallet,
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
@@ -273,11 +278,22 @@ class SqliteStore(SqliteApprovals):
             sealed_keys.replace_in(conn, checked)
             return self._seal_in(conn, audit)
 
+    # -- agent-key rotation (written by `apply_audited`) -------------------------------------------------------
+    def get_agent_key_candidate(self, wallet_id: str) -> AgentKeyCandidate | None:
+        v.check_id("wallet_id", wallet_id)
+        with self._read() as conn:
+            return agent_keys.candidate(conn, wallet_id)
+
+    def retired_agent_keys(self, wallet_id: str) -> list[RetiredAgentKey]:
+        v.check_id("wallet_id", wallet_id)
+        with self._read() as conn:
+            return agent_keys.retired(conn, wallet_id)
+
     # -- an audited state change -----------------------------------------------------------------------------
     def apply_audited(
         self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
     ) -> AuditRecord:
-        checked = [v.check_change(c) for c in changes]
+        checked = v.check_changes(changes)
         item = None if webhook is None else v.check_outbox_item(webhook)
         with self._write() as conn:
             for change in checked:
@@ -301,3 +317,7 @@ class SqliteStore(SqliteApprovals):
                 self._reopen_in(conn, change)
             case CompleteIdempotent(answer=a):
                 self._complete_in(conn, a.wallet_id, a.key, a.request_hash, a.response)
+            case SetAgentKeyCandidate(candidate=candidate):
+                agent_keys.set_candidate_in(conn, candidate)
+            case SwitchAgentKey():
+                agent_keys.switch_in(conn, change)

@@ -3,7 +3,9 @@
 Versions: 1 the tables; 2 + running totals (``spend``) keyed by the REAL time; 3 ``spend`` keyed by
 `sqlite_time.time_key` (v1/v2 rebuilt); 4 ``wallet_events`` keyed by `time_key` too (`sqlite_events.migrate`), and
 the unused ``reservations_by_time`` index dropped (window totals come from ``spend`` since version 2); 5 the outbox
-is claimed by ``due`` (`time_key` of ``next_attempt_at``; `sqlite_outbox_due.migrate`), not by the REAL time.
+is claimed by ``due`` (`time_key` of ``next_attempt_at``; `sqlite_outbox_due.migrate`), not by the REAL time; 6
++ agent-key rotation (``agent_key_candidates``, ``retired_agent_keys``; `sqlite_agent_keys`): new tables only, so a
+version-5 database migrates by creating them.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -14,9 +16,9 @@ that two processes serialise on the write lock before reading what they are abou
 
 from __future__ import annotations
 
-from parent_proxy.store import sqlite_events, sqlite_spend
+from parent_proxy.store import sqlite_agent_keys, sqlite_events, sqlite_spend
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -64,4 +66,5 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit_log (
         seq INTEGER PRIMARY KEY, time REAL NOT NULL, wallet_id TEXT, event_type TEXT NOT NULL,
         payload BLOB NOT NULL, receipt BLOB, prev_hash BLOB NOT NULL, hash BLOB NOT NULL)""",
+    *sqlite_agent_keys.SCHEMA,
 )

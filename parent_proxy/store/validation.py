@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from parent_proxy.errors import Conflict, InvalidInput
 from parent_proxy.store.model import (
     GENESIS_PREV_HASH,
+    AgentKeyCandidate,
     Approval,
     ApprovalStatus,
     AuditRecord,
@@ -26,8 +27,10 @@ from parent_proxy.store.model import (
     OutboxStatus,
     RecordEvent,
     ReopenApproval,
+    SetAgentKeyCandidate,
     SetFrozen,
     StateChange,
+    SwitchAgentKey,
     Wallet,
     WebhookConfig,
 )
@@ -142,6 +145,33 @@ def check_wallet(wallet: object) -> Wallet:
         check_blob("policy_document", wallet.policy_document)
     check_count("policy_sequence", wallet.policy_sequence)
     return wallet
+
+
+def check_pubkey(field: str, value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != PUBKEY_BYTES:
+        raise InvalidInput(field, f"must be {PUBKEY_BYTES} bytes")
+    return value
+
+
+def check_agent_keys(agent_pubkey: object, candidate_pubkey: object) -> None:
+    """A wallet's agent key and the candidate that replaces it: two different 32-byte keys."""
+    check_pubkey("agent_pubkey", agent_pubkey)
+    if check_pubkey("candidate_pubkey", candidate_pubkey) == agent_pubkey:
+        raise InvalidInput("candidate_pubkey", "is the agent key it would replace")
+
+
+def check_agent_key_candidate(candidate: object) -> AgentKeyCandidate:
+    """A new candidate agent key (`SetAgentKeyCandidate`); ``created_at`` normalised. The blob is never echoed."""
+    if not isinstance(candidate, AgentKeyCandidate):
+        raise InvalidInput("candidate", "must be an AgentKeyCandidate")
+    check_id("wallet_id", candidate.wallet_id)
+    check_agent_keys(candidate.agent_pubkey, candidate.candidate_pubkey)
+    if not check_blob("sealed_key", candidate.sealed_key):
+        raise InvalidInput("sealed_key", "must not be empty")
+    created_at = check_time("created_at", candidate.created_at)
+    return AgentKeyCandidate(
+        candidate.wallet_id, candidate.agent_pubkey, candidate.candidate_pubkey, candidate.sealed_key, created_at
+    )
 
 
 def check_frozen(frozen: object, reason: object) -> None:
@@ -273,7 +303,39 @@ def check_change(change: object) -> StateChange:
             return change
         case CompleteIdempotent(answer=answer):
             return CompleteIdempotent(check_answer(answer))
+        case SetAgentKeyCandidate(candidate=candidate):
+            return SetAgentKeyCandidate(check_agent_key_candidate(candidate))
+        case SwitchAgentKey(wallet_id=wallet_id, agent_pubkey=agent, candidate_pubkey=candidate, now=now):
+            check_id("wallet_id", wallet_id)
+            check_agent_keys(agent, candidate)
+            return SwitchAgentKey(wallet_id, agent, candidate, check_time("now", now))
     raise InvalidInput("changes", f"{type(change).__name__} is not a state change")
+
+
+def _wallet_record_changed(change: StateChange) -> str | None:
+    """The wallet whose record ``change`` writes or checks (DynamoDB: its ``WALLET`` item), if any."""
+    match change:
+        case SetFrozen(wallet_id=wallet_id) | SwitchAgentKey(wallet_id=wallet_id):
+            return wallet_id
+        case SetAgentKeyCandidate(candidate=candidate):
+            return candidate.wallet_id
+    return None
+
+
+def check_changes(changes: object) -> list[StateChange]:
+    """The changes of `Store.apply_audited`, each checked by `check_change`; an agent-key change must be the only
+    change of its wallet's record in the list (`InvalidInput` otherwise, on every adapter): DynamoDB writes an item
+    at most once per transaction, and the rotation needs no other change of the wallet with it."""
+    if not isinstance(changes, Sequence) or isinstance(changes, str | bytes):
+        raise InvalidInput("changes", "must be a sequence of state changes")
+    checked = [check_change(c) for c in changes]
+    touched = [_wallet_record_changed(c) for c in checked]
+    for change, wallet_id in zip(checked, touched, strict=True):
+        if isinstance(change, SetAgentKeyCandidate | SwitchAgentKey) and touched.count(wallet_id) > 1:
+            raise InvalidInput(
+                "changes", f"wallet {wallet_id}: an agent-key change must be the only change of its wallet's record"
+            )
+    return checked
 
 
 def check_extends(record: AuditRecord, head: tuple[int, bytes] | None) -> None:

@@ -4,17 +4,20 @@ proposed, approved by both members and executed in one transaction whose fee pay
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
+from solders.account import Account
 from solders.hash import Hash
 from solders.instruction import Instruction
+from solders.litesvm import LiteSVM
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 
 from policies import programs
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
-from tests.support.squads_encoder import SquadsEncoder
+from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder
 
 ENC = SquadsEncoder()
 ALL_PERMISSIONS = 7  # Initiate | Vote | Execute
@@ -78,3 +81,29 @@ def rotation_transaction(
     """The unsigned rotation transaction, the owner paying the fee."""
     ixs = rotation_instructions(multisig, owner=owner, agent=agent, new_agent=new_agent, index=index)
     return unsigned(ixs, owner, blockhash)
+
+
+def multisig_address(create_key: Pubkey) -> tuple[Pubkey, int]:
+    """The multisig PDA of ``create_key`` and its bump (seeds "multisig", "multisig", create_key)."""
+    return Pubkey.find_program_address([b"multisig", b"multisig", bytes(create_key)], PROGRAM_ID)
+
+
+def multisig_account_data(create_key: Pubkey, members: Sequence[Pubkey], *, transaction_index: int = 0) -> bytes:
+    """A Squads v4 ``Multisig`` account (Anchor discriminator + the IDL's Borsh layout, padded as the program sizes
+    it) with ``members`` (all permissions), threshold 2, no time lock."""
+    listed = [{"key": key, "permissions": {"mask": ALL_PERMISSIONS}} for key in sorted(members, key=bytes)]
+    value = {"create_key": create_key, "config_authority": Pubkey.default(), "threshold": 2, "time_lock": 0,
+             "transaction_index": transaction_index, "stale_transaction_index": 0, "rent_collector": None,
+             "bump": multisig_address(create_key)[1], "members": listed}  # fmt: skip
+    data = hashlib.sha256(b"account:Multisig").digest()[:8] + ENC.defined("Multisig", value)
+    return data.ljust(8 + 32 + 32 + 2 + 4 + 8 + 8 + 1 + 32 + 1 + 4 + 33 * len(members), b"\x00")
+
+
+def put_multisig(svm: LiteSVM, create_key: Pubkey, members: Sequence[Pubkey]) -> Pubkey:
+    """Write the multisig account of ``create_key`` into an embedded chain and return its address (the Squads
+    program itself is not available offline: the account stands for what its execution would have left)."""
+    address = multisig_address(create_key)[0]
+    data = multisig_account_data(create_key, members)
+    svm.set_account(address, Account(lamports=svm.minimum_balance_for_rent_exemption(len(data)), data=data,
+                                     owner=PROGRAM_ID, executable=False))  # fmt: skip
+    return address

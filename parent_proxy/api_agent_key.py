@@ -1,0 +1,239 @@
+"""Owner routes for agent-key rotation (DESIGN.md section 3; the enclave's side is `enclave_app.rotation`).
+
+    GET  /v1/wallets/{id}/agent-key            the agent key, the candidate (if any), the retired keys
+    POST /v1/wallets/{id}/agent-key/candidate  step 1: the enclave makes and seals a candidate; the store keeps it
+    POST /v1/wallets/{id}/agent-key/rotation   step 2: the current agent key co-signs the Squads membership change
+    POST /v1/wallets/{id}/agent-key/switch     step 3: once the change is on chain, the wallet signs with the candidate
+
+Every route is owner-authenticated (`parent_proxy.api_owner.OwnerRoute`); steps 2 and 3 also carry the owner's order
+(`policies.orders`, purposes ``agent-key-rotation`` / ``agent-key-switch``), checked here first and again by the
+enclave. Rotation exists only for wallets whose installed policy declares a Squads multisig.
+
+Safety rules, each because a mistake here could strand the wallet's funds (a 2-of-2 multisig needs the agent key
+that is a member on chain):
+
+- One candidate per wallet, never replaced or dropped by the API: once its key may be a member on chain, its blob
+  must stay. Asking again while one exists is 409 and names it (`GET .../agent-key` shows it too).
+- The switch happens only when the chain adapter shows the multisig with the candidate as a member and the old key
+  no longer one (409 otherwise: the switch would leave the wallet signing with a key the multisig does not know).
+- The enclave switches first, then the store (key, blob, retired old key, audit record: one transaction). If the
+  store write fails the owner repeats the switch: the enclave answers the same and the store catches up. The old
+  key's blob is kept as a retired key, never deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from fastapi import APIRouter, Request
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from enclave_app.protocol import AgentKeyResponse
+from parent_proxy.api_agent import services_of
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
+from parent_proxy.chain import ChainError
+from parent_proxy.clock import read_clock
+from parent_proxy.enclave_relay import signed_by
+from parent_proxy.schemas import (
+    AgentKeyCandidateView,
+    AgentKeyRotationBody,
+    AgentKeyRotationSigned,
+    AgentKeyStatus,
+    AgentKeySwitched,
+    EnvelopeBody,
+    Receipt,
+    RetiredAgentKeyView,
+    decode_base64,
+)
+from parent_proxy.services import Services
+from parent_proxy.store.model import AgentKeyCandidate, SetAgentKeyCandidate, SwitchAgentKey, Wallet
+from policies.errors import PolicyEngineError
+from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_order
+from policies.signing import load_signed_policy
+from policies.transaction import decode_transaction
+
+router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
+
+
+def _key(data: bytes) -> str:
+    return str(Pubkey.from_bytes(data))
+
+
+def _receipt(answer: Any) -> Receipt:
+    return Receipt(
+        receipt=base64.b64encode(answer.receipt).decode(), signature=str(Signature.from_bytes(answer.receipt_signature))
+    )
+
+
+def _multisig(wallet: Wallet) -> Pubkey:
+    """The multisig the wallet's installed policy declares, or 409."""
+    if wallet.policy_document is None:
+        raise ApiError(Code.NO_POLICY, "the wallet has no policy: rotation needs its declared Squads multisig")
+    policy = load_signed_policy(wallet.policy_document, owner=Pubkey.from_bytes(wallet.owner_pubkey),
+                                wallet_id=wallet.wallet_id)  # fmt: skip
+    if policy.rules.squads_multisig is None:
+        raise ApiError(Code.CONFLICT, "the wallet's policy declares no Squads multisig: rotation is for multisig "
+                       "wallets (make a new wallet instead)")  # fmt: skip
+    return policy.rules.squads_multisig
+
+
+def _candidate(services: Services, wallet: Wallet) -> AgentKeyCandidate:
+    candidate = services.store.get_agent_key_candidate(wallet.wallet_id)
+    if candidate is None:
+        raise ApiError(Code.CONFLICT, "the wallet has no candidate agent key: ask for one first")
+    return candidate
+
+
+def _order_keys(order: AgentKeyOrder, wallet: Wallet, candidate: AgentKeyCandidate) -> None:
+    if bytes(order.agent) != wallet.agent_pubkey:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the order replaces another agent key than the wallet's")
+    if bytes(order.new_agent) != candidate.candidate_pubkey:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the order names another key than the wallet's candidate")
+
+
+@router.get("/{wallet_id}/agent-key", response_model=AgentKeyStatus)
+async def agent_key_status(wallet_id: WalletId, request: Request) -> AgentKeyStatus:
+    """The wallet's agent key, its candidate (if a rotation is under way) and the keys earlier switches retired."""
+    services = services_of(request)
+    wallet = assert_wallet(verified_owner(request))
+
+    def read() -> AgentKeyStatus:
+        candidate = services.store.get_agent_key_candidate(wallet_id)
+        retired = services.store.retired_agent_keys(wallet_id)
+        return AgentKeyStatus(
+            wallet_id=wallet_id, agent_public_key=_key(services.store.get_wallet(wallet_id).agent_pubkey),
+            candidate_public_key=None if candidate is None else _key(candidate.candidate_pubkey),
+            retired=[RetiredAgentKeyView(agent_public_key=_key(r.agent_pubkey), retired_at=r.retired_at)
+                     for r in retired],
+        )  # fmt: skip
+
+    del wallet
+    status: AgentKeyStatus = await run_store(services, read)
+    return status
+
+
+@router.post("/{wallet_id}/agent-key/candidate", status_code=201, response_model=AgentKeyCandidateView)
+async def prepare_candidate(wallet_id: WalletId, request: Request) -> AgentKeyCandidateView:
+    """Step 1: the enclave makes a candidate agent key and seals it; the proxy keeps it (one per wallet)."""
+    services = services_of(request)
+    wallet = assert_wallet(verified_owner(request))
+    _multisig(wallet)
+    held = await run_store(services, services.store.get_agent_key_candidate, wallet_id)
+    if held is not None:
+        raise ApiError(Code.CONFLICT, f"the wallet already has a candidate agent key ({_key(held.candidate_pubkey)}): "
+                       "finish its rotation")  # fmt: skip
+    await services.relay.ensure_wallet(wallet)
+    answer: AgentKeyResponse = await services.relay.prepare_agent_key(wallet_id)
+    if answer.agent_public_key != wallet.agent_pubkey or answer.sealed_blob is None:
+        raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave made a candidate for another agent key")
+    candidate = AgentKeyCandidate(wallet_id, wallet.agent_pubkey, answer.new_agent_public_key, answer.sealed_blob,
+                                  read_clock(services.clock))  # fmt: skip
+    receipt = _receipt(answer)
+
+    def persist() -> None:
+        payload = {"agent_public_key": _key(wallet.agent_pubkey),
+                   "candidate_public_key": _key(candidate.candidate_pubkey), "receipt": receipt.receipt,
+                   "receipt_signature": receipt.signature}  # fmt: skip
+        services.audit.append("agent_key.candidate", payload, wallet_id=wallet_id,
+                              changes=[SetAgentKeyCandidate(candidate)])  # fmt: skip
+
+    await run_store(services, persist)
+    return AgentKeyCandidateView(wallet_id=wallet_id, agent_public_key=_key(wallet.agent_pubkey),
+                                 candidate_public_key=_key(candidate.candidate_pubkey), receipt=receipt)  # fmt: skip
+
+
+@router.post("/{wallet_id}/agent-key/rotation", response_model=AgentKeyRotationSigned)
+async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, request: Request) -> AgentKeyRotationSigned:
+    """Step 2: the current agent key co-signs the Squads membership change the owner's order names."""
+    services = services_of(request)
+    wallet = assert_wallet(verified_owner(request))
+    _multisig(wallet)
+    raw = decode_base64("transaction", body.transaction)
+    envelope = envelope_bytes(EnvelopeBody(envelope=body.envelope))
+    try:
+        message_hash = hashlib.sha256(decode_transaction(raw).message_bytes).digest()
+    except PolicyEngineError as exc:
+        raise ApiError(Code.INVALID_REQUEST, f"transaction: {exc}") from exc
+    candidate: AgentKeyCandidate = await run_store(services, _candidate, services, wallet)
+    try:
+        order = check_rotation_order(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
+                                     message_hash=message_hash, now=read_clock(services.clock))  # fmt: skip
+    except PolicyEngineError as exc:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"rotation order refused: {exc}") from exc
+    _order_keys(order, wallet, candidate)
+    await services.relay.ensure_wallet(wallet)
+    answer = await services.relay.sign_agent_key_rotation(
+        wallet_id, transaction=raw, order=envelope, candidate_sealed_blob=candidate.sealed_key
+    )
+    if not signed_by(answer.signed_transaction, answer.signature, raw, wallet.agent_pubkey):
+        raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave's co-signature does not check")
+    receipt = _receipt(answer)
+    signature = str(Signature.from_bytes(answer.signature))
+
+    def persist() -> None:
+        payload = {"message_sha256": message_hash.hex(), "agent_public_key": _key(wallet.agent_pubkey),
+                   "candidate_public_key": _key(candidate.candidate_pubkey), "signature": signature,
+                   "receipt": receipt.receipt, "receipt_signature": receipt.signature}  # fmt: skip
+        services.audit.append("agent_key.rotation_signed", payload, wallet_id=wallet_id)
+
+    await run_store(services, persist)
+    return AgentKeyRotationSigned(
+        wallet_id=wallet_id, message_sha256=message_hash.hex(), signature=signature,
+        signed_transaction=base64.b64encode(answer.signed_transaction).decode(), receipt=receipt,
+    )  # fmt: skip
+
+
+async def _on_chain(services: Services, multisig: Pubkey, old: bytes, new: bytes) -> None:
+    """409 unless the chain shows the multisig with ``new`` as a voting member and without ``old``."""
+    try:
+        account = await services.chain.multisig_account(multisig)
+    except ChainError as exc:
+        raise ApiError(Code.CHAIN_UNAVAILABLE, f"the multisig could not be read: {exc}") from exc
+    member = account.member(Pubkey.from_bytes(new))
+    if member is None or account.member(Pubkey.from_bytes(old)) is not None:
+        raise ApiError(Code.CONFLICT, "the multisig on chain does not show the membership change yet (candidate a "
+                       "member, old agent key removed): switch after the rotation transaction has landed")  # fmt: skip
+
+
+@router.post("/{wallet_id}/agent-key/switch", response_model=AgentKeySwitched)
+async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> AgentKeySwitched:
+    """Step 3: the wallet signs with the candidate from now on (policy, freeze, limits and tokens stay)."""
+    services = services_of(request)
+    wallet = assert_wallet(verified_owner(request))
+    multisig = _multisig(wallet)
+    envelope = envelope_bytes(body)
+    candidate: AgentKeyCandidate = await run_store(services, _candidate, services, wallet)
+    try:
+        order = check_switch_order(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
+                                   now=read_clock(services.clock))  # fmt: skip
+    except PolicyEngineError as exc:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"switch order refused: {exc}") from exc
+    _order_keys(order, wallet, candidate)
+    await _on_chain(services, multisig, wallet.agent_pubkey, candidate.candidate_pubkey)
+    await services.relay.ensure_wallet(wallet)
+    answer = await services.relay.switch_agent_key(
+        wallet_id, order=envelope, candidate_sealed_blob=candidate.sealed_key
+    )
+    if (answer.agent_public_key, answer.new_agent_public_key) != (wallet.agent_pubkey, candidate.candidate_pubkey):
+        raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave switched other keys")
+    receipt = _receipt(answer)
+    now = read_clock(services.clock)
+
+    def persist() -> Wallet:
+        new_key = _key(candidate.candidate_pubkey)
+        payload = {"previous_agent_public_key": _key(wallet.agent_pubkey), "agent_public_key": new_key,
+                   "order_sha256": hashlib.sha256(envelope).hexdigest(), "receipt": receipt.receipt,
+                   "receipt_signature": receipt.signature}  # fmt: skip
+        webhook = services.webhook_item(wallet_id, "agent_key.switched", {"agent_public_key": new_key})
+        change = SwitchAgentKey(wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey, now)
+        services.audit.append("agent_key.switched", payload, wallet_id=wallet_id, webhook=webhook, changes=[change])
+        return services.store.get_wallet(wallet_id)
+
+    switched: Wallet = await run_store(services, persist)
+    services.relay.switched(switched)
+    return AgentKeySwitched(wallet_id=wallet_id, agent_public_key=_key(candidate.candidate_pubkey),
+                            previous_agent_public_key=_key(wallet.agent_pubkey), receipt=receipt)  # fmt: skip

@@ -1,0 +1,257 @@
+"""``waiaas owner ...``: the owner's side of an agent-key rotation (DESIGN.md section 3, Rotation).
+
+    waiaas owner --owner-public-key K rotation-transaction --rpc-url URL --multisig M --new-agent-key N
+                 [--agent-key A] [--permissions 7] [--compute-unit-price P]
+        read the multisig from the RPC, check that the rotation can execute, print the unsigned transaction (base64)
+    waiaas owner sign-rotation --wallet-id W --transaction B64 --agent-key A --new-agent-key N [--multisig M]
+                 [--expires-in S]
+        check the transaction is a rotation of A to N (`policies.rotation`), print the signed rotation order
+    waiaas owner sign-key-switch --wallet-id W --agent-key A --new-agent-key N [--expires-in S]
+        print the signed switch order (after the rotation landed)
+    waiaas owner cosign --transaction B64 [--message-hash HEX]
+        add the owner's signature in its slot, print the transaction (base64)
+
+The owner key comes from the same options as every owner command (`parent_proxy.owner_cli`: ``--keypair`` or
+``--kms-key-id`` with the role chain, ``--owner-public-key`` to pin it). ``rotation-transaction`` signs nothing:
+it takes the owner public key from ``--owner-public-key`` alone, or from the key when one is given. The flow:
+
+1. ``rotation-transaction``: the transaction for the multisig's next index (its current index + 1) and the latest
+   blockhash. The multisig must be autonomous, without time lock, threshold 2, the owner a member with every
+   permission, the agent a voting member and the new key no member (`check_multisig_allows_rotation`).
+2. ``sign-rotation``: the order binding the SHA-256 of that transaction's message; the proxy relays it, and the
+   enclave co-signs as the old agent key. The transaction is checked first exactly as the enclave will, on the
+   multisig given with ``--multisig`` or, without it, on the one the transaction names (printed on stderr).
+3. ``cosign``: the owner's Ed25519 signature over the message, in the owner's slot (slots can be filled in either
+   order; every signature already there must verify). ``--message-hash`` (the order's ``message_hash``) refuses
+   any other message, for a transaction handed back by someone else. Then submit it.
+4. ``sign-key-switch``: once the transaction landed, the order that makes the enclave sign with the new key.
+
+A recent blockhash lasts about a minute (150 slots): steps 1 to 3 must fit in it, or start again at step 1.
+
+Exit codes as the other owner commands: 0 done, 1 the RPC could not be read or refused, 2 bad input, a multisig or
+transaction that does not allow this rotation, or a key that could not be used. Only public keys are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import sys
+from typing import Any, Final
+
+import httpx
+from solders.hash import Hash
+from solders.message import to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import VersionedTransaction
+
+from parent_proxy import owner_cli  # a cycle: owner_cli imports this module; names are looked up at call time only
+from parent_proxy.chain import ChainError, RpcChain
+from parent_proxy.rotation_transaction import (
+    RotationBuildError,
+    build_rotation_transaction,
+    check_multisig_allows_rotation,
+    default_agent,
+)
+from parent_proxy.squads_multisig_account import PERMISSIONS_ALL, MultisigAccount
+from policies.model import DecodedTransaction
+from policies.orders import (
+    AGENT_KEY_ROTATION_PURPOSE,
+    AGENT_KEY_SWITCH_PURPOSE,
+    rotation_document,
+    switch_document,
+)
+from policies.rotation import check_rotation_transaction
+from policies.transaction import MAX_TRANSACTION_BYTES, decode_transaction
+
+COMMANDS: Final = frozenset({"rotation-transaction", "sign-rotation", "sign-key-switch", "cosign"})
+_MAX_BASE64_CHARS: Final = 4 * ((MAX_TRANSACTION_BYTES + 2) // 3)
+
+
+def new_rpc_client() -> httpx.AsyncClient:
+    """The HTTP client `rotation-transaction` reads the chain with (the test seam)."""
+    return httpx.AsyncClient()
+
+
+def register(commands: Any) -> None:
+    """Add the rotation subcommands to ``waiaas owner``'s subparsers."""
+    build = commands.add_parser(
+        "rotation-transaction", help="print the unsigned agent-key rotation transaction (reads the multisig)"
+    )
+    build.add_argument("--rpc-url", required=True, help="Solana JSON-RPC URL (never printed)")
+    build.add_argument("--multisig", required=True, help="the wallet's Squads multisig address")
+    build.add_argument("--new-agent-key", required=True, help="the candidate agent key the enclave made")
+    build.add_argument("--agent-key", help="the agent key to replace (default: the other of two members)")
+    build.add_argument("--permissions", type=int, default=PERMISSIONS_ALL, help="the new member's permission mask")
+    build.add_argument("--compute-unit-price", type=int, help="priority fee, micro-lamports per compute unit")
+
+    rotation = commands.add_parser("sign-rotation", help="sign the order letting the agent key co-sign the rotation")
+    rotation.add_argument("--wallet-id", required=True)
+    rotation.add_argument("--transaction", required=True, help="the rotation transaction, base64")
+    rotation.add_argument("--agent-key", required=True, help="the agent key being replaced")
+    rotation.add_argument("--new-agent-key", required=True, help="the candidate agent key")
+    rotation.add_argument("--multisig", help="the wallet's multisig (default: the one the transaction names)")
+    rotation.add_argument("--expires-in", type=int, default=owner_cli.DEFAULT_ORDER_LIFETIME)
+
+    switch = commands.add_parser("sign-key-switch", help="sign the order switching the enclave to the new agent key")
+    switch.add_argument("--wallet-id", required=True)
+    switch.add_argument("--agent-key", required=True, help="the agent key being replaced")
+    switch.add_argument("--new-agent-key", required=True, help="the new agent key, now a member on chain")
+    switch.add_argument("--expires-in", type=int, default=owner_cli.DEFAULT_ORDER_LIFETIME)
+
+    cosign = commands.add_parser("cosign", help="add the owner's signature to a transaction")
+    cosign.add_argument("--transaction", required=True, help="the transaction, base64")
+    cosign.add_argument("--message-hash", help="refuse unless the message's SHA-256 is this (64 hex)")
+
+
+def _key(text: str, option: str) -> Pubkey:
+    try:
+        return Pubkey.from_string(text)
+    except ValueError as exc:
+        raise owner_cli._InputError(f"{option} is not a base58 public key") from exc
+
+
+def _transaction(text: str) -> VersionedTransaction:
+    if len(text) > _MAX_BASE64_CHARS:
+        raise owner_cli._InputError(f"--transaction is longer than a {MAX_TRANSACTION_BYTES}-byte transaction")
+    try:
+        raw = base64.b64decode(text, validate=True)
+        tx = VersionedTransaction.from_bytes(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise owner_cli._InputError("--transaction is not a base64 Solana transaction") from exc
+    if bytes(tx) != raw:
+        raise owner_cli._InputError("--transaction has trailing bytes")
+    return tx
+
+
+def _note(message: str) -> None:
+    sys.stderr.write(f"owner: {message}\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    """One rotation subcommand. `owner_cli.run` calls this inside its error handling (its own input, key and
+    policy errors exit 2); chain errors exit 1 here."""
+    command = args.owner_command
+    try:
+        if command == "rotation-transaction":
+            return rotation_transaction(args)
+        if command == "sign-rotation":
+            return sign_rotation(args)
+        if command == "sign-key-switch":
+            agent, new_agent = _key(args.agent_key, "--agent-key"), _key(args.new_agent_key, "--new-agent-key")
+            if agent == new_agent:
+                raise owner_cli._InputError("--new-agent-key is the agent key")
+            document = switch_document(args.wallet_id, agent, new_agent, owner_cli._lifetime(args.expires_in))
+            owner_cli._print(owner_cli.envelope(owner_cli.signer_from_args(args), AGENT_KEY_SWITCH_PURPOSE, document))
+            return owner_cli.EXIT_OK
+        return cosign(args)
+    except RotationBuildError as exc:
+        raise owner_cli._InputError(str(exc)) from exc
+    except ChainError as exc:
+        sys.stderr.write(f"owner {command}: {exc}\n")
+        return owner_cli.EXIT_REFUSED
+
+
+def _owner_public_key(args: argparse.Namespace) -> Pubkey:
+    if args.keypair is None and args.kms_key_id is None:
+        pinned = owner_cli._pinned_public_key(args.pinned_public_key)
+        if pinned is None:
+            raise owner_cli._InputError("give the owner public key: --owner-public-key K (before the subcommand)")
+        return pinned
+    return owner_cli.signer_from_args(args).public_key
+
+
+def rotation_transaction(args: argparse.Namespace) -> int:
+    owner = _owner_public_key(args)
+    multisig = _key(args.multisig, "--multisig")
+    new_agent = _key(args.new_agent_key, "--new-agent-key")
+    agent = None if args.agent_key is None else _key(args.agent_key, "--agent-key")
+    if not args.rpc_url.startswith(("https://", "http://")):
+        raise owner_cli._InputError("--rpc-url must be an http(s) URL")
+
+    async def read() -> tuple[MultisigAccount, str]:
+        async with new_rpc_client() as client:
+            chain = RpcChain(client, args.rpc_url)
+            return await chain.multisig_account(multisig), await chain.latest_blockhash()
+
+    account, blockhash = asyncio.run(read())
+    if agent is None:
+        agent = default_agent(account, owner)
+    check_multisig_allows_rotation(account, owner=owner, agent=agent, new_agent=new_agent, permissions=args.permissions)
+    try:
+        recent = Hash.from_string(blockhash)
+    except ValueError as exc:
+        raise ChainError("RPC getLatestBlockhash: malformed blockhash") from exc
+    index = account.transaction_index + 1
+    raw = build_rotation_transaction(
+        multisig=multisig, transaction_index=index, owner=owner, agent=agent, new_agent=new_agent,
+        recent_blockhash=recent, permissions=args.permissions, compute_unit_price=args.compute_unit_price,
+    )  # fmt: skip
+    _note(
+        f"config transaction {index} of multisig {multisig}: add {new_agent} (permissions {args.permissions}), "
+        f"remove {agent}; the blockhash expires in about a minute"
+    )
+    sys.stdout.write(base64.b64encode(raw).decode() + "\n")
+    return owner_cli.EXIT_OK
+
+
+def _named_multisig(decoded: DecodedTransaction) -> Pubkey:
+    for ix in decoded.instructions:
+        multisig = ix.args.get("multisig") if ix.name == "config_transaction_create" else None
+        if isinstance(multisig, Pubkey):
+            return multisig
+    raise owner_cli._InputError("the transaction creates no Squads config transaction")
+
+
+def sign_rotation(args: argparse.Namespace) -> int:
+    tx = _transaction(args.transaction)
+    agent, new_agent = _key(args.agent_key, "--agent-key"), _key(args.new_agent_key, "--new-agent-key")
+    decoded = decode_transaction(bytes(tx))
+    multisig = _named_multisig(decoded) if args.multisig is None else _key(args.multisig, "--multisig")
+    check_rotation_transaction(decoded, multisig=multisig, agent=agent, new_agent=new_agent)
+    expires_at = owner_cli._lifetime(args.expires_in)
+    signer = owner_cli.signer_from_args(args)
+    digest = hashlib.sha256(to_bytes_versioned(tx.message)).digest()
+    document = rotation_document(args.wallet_id, agent, new_agent, digest, expires_at)
+    owner_cli._print(owner_cli.envelope(signer, AGENT_KEY_ROTATION_PURPOSE, document))
+    _note(f"signed: replace {agent} by {new_agent} in multisig {multisig}, message {digest.hex()}")
+    return owner_cli.EXIT_OK
+
+
+def cosign(args: argparse.Namespace) -> int:
+    tx = _transaction(args.transaction)
+    message = to_bytes_versioned(tx.message)
+    digest = hashlib.sha256(message).digest()
+    if args.message_hash is not None:
+        try:
+            expected = bytes.fromhex(args.message_hash)
+        except ValueError as exc:
+            raise owner_cli._InputError("--message-hash is not hex") from exc
+        if not hmac.compare_digest(expected, digest):
+            raise owner_cli._InputError("the transaction's message is not the one --message-hash names")
+    # 1. Every signature already present must verify (a bad one would only fail at submission).
+    signers = list(tx.message.account_keys[: tx.message.header.num_required_signatures])
+    signatures = list(tx.signatures)
+    if len(signatures) != len(signers):
+        raise owner_cli._InputError("--transaction has a signature count other than its message requires")
+    for key, signature in zip(signers, signatures, strict=True):
+        if signature != Signature.default() and not signature.verify(key, message):
+            raise owner_cli._InputError(f"the signature of {key} in the transaction does not verify")
+    # 2. The owner must be a required signer; its slot gets the owner's signature.
+    signer = owner_cli.signer_from_args(args)
+    if signer.public_key not in signers:
+        raise owner_cli._InputError(f"the owner key {signer.public_key} is not a required signer of the transaction")
+    slot = signers.index(signer.public_key)
+    signature = Signature.from_bytes(signer.sign(message))
+    if not signature.verify(signer.public_key, message):  # a KMS signer verifies too; a local key cannot fail
+        raise owner_cli._InputError("the owner signature does not verify")
+    signatures[slot] = signature
+    signed = VersionedTransaction.populate(tx.message, signatures)
+    _note(f"signed message {digest.hex()} as {signer.public_key} (signature slot {slot})")
+    sys.stdout.write(base64.b64encode(bytes(signed)).decode() + "\n")
+    return owner_cli.EXIT_OK

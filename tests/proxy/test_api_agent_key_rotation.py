@@ -1,0 +1,183 @@
+"""Agent-key rotation through the HTTP API: the real proxy, store, enclave (local sealer) and embedded chain. The
+Squads program is not available offline, so the multisig account the rotation transaction would leave is written
+into the chain by the test (`tests.support.squads_rotation.put_multisig`); everything else runs for real."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.message import to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import VersionedTransaction
+
+from enclave_app.receipts import verify_agent_key_receipt
+from parent_proxy.chain import LiteSvmChain
+from policies.orders import AGENT_KEY_ROTATION_PURPOSE, AGENT_KEY_SWITCH_PURPOSE, rotation_document, switch_document
+from policies.signing import sign_document
+from tests.proxy.api_harness import Harness, provision, running_harness, signature_of
+from tests.support.policies import MERCHANT
+from tests.support.squads_rotation import multisig_address, put_multisig, rotation_transaction
+
+CREATE_KEY = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    yield from running_harness(tmp_path)
+
+
+def _multisig_wallet(h: Harness) -> Pubkey:
+    """A provisioned wallet whose policy declares a multisig of the owner and the agent (on chain too)."""
+    multisig = multisig_address(CREATE_KEY)[0]
+    provision(h, h.policy(squads_multisig=str(multisig)))
+    _chain_shows(h, [h.owner_pub, h.agent])
+    return multisig
+
+
+def _chain_shows(h: Harness, members: list[Pubkey]) -> None:
+    assert isinstance(h.services.chain, LiteSvmChain)
+    put_multisig(h.services.chain.svm, CREATE_KEY, members)
+
+
+def _path(h: Harness, tail: str = "") -> str:
+    return f"/v1/wallets/{h.wallet_id}/agent-key{tail}"
+
+
+def _expires() -> int:
+    return int(time.time()) + 600
+
+
+def _rotation_body(h: Harness, raw: bytes, new: Pubkey, *, key: Ed25519PrivateKey | None = None,
+                   agent: Pubkey | None = None) -> dict[str, Any]:  # fmt: skip
+    message = to_bytes_versioned(VersionedTransaction.from_bytes(raw).message)
+    document = rotation_document(h.wallet_id, agent or h.agent, new, hashlib.sha256(message).digest(), _expires())
+    envelope = sign_document(AGENT_KEY_ROTATION_PURPOSE, document, key or h.owner)
+    return {"transaction": base64.b64encode(raw).decode(), "envelope": envelope}
+
+
+def _switch_body(h: Harness, new: Pubkey, *, key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
+    document = switch_document(h.wallet_id, h.agent, new, _expires())
+    return {"envelope": sign_document(AGENT_KEY_SWITCH_PURPOSE, document, key or h.owner)}
+
+
+def _session_key(h: Harness) -> bytes:
+    answer = h.client.get("/v1/attestation", params={"nonce": "00" * 16})
+    return bytes(Pubkey.from_string(answer.json()["session_public_key"]))
+
+
+def _receipt(h: Harness, view: dict[str, Any]) -> Any:
+    receipt = base64.b64decode(view["receipt"]["receipt"])
+    signature = bytes(Signature.from_string(view["receipt"]["signature"]))
+    return verify_agent_key_receipt(receipt, signature, _session_key(h))
+
+
+def test_rotation_through_the_api(h: Harness) -> None:
+    multisig = _multisig_wallet(h)
+    old = h.agent
+    assert h.owner_call("GET", _path(h)).json() == {
+        "wallet_id": h.wallet_id, "agent_public_key": str(old), "candidate_public_key": None, "retired": []
+    }  # fmt: skip
+    # 1. Candidate.
+    made = h.owner_call("POST", _path(h, "/candidate"))
+    assert made.status_code == 201, made.text
+    new = Pubkey.from_string(made.json()["candidate_public_key"])
+    receipt = _receipt(h, made.json())
+    assert (receipt.purpose, receipt.agent_public_key, receipt.new_agent_public_key) == (
+        "agent_key_candidate", bytes(old), bytes(new)
+    )  # fmt: skip
+    again = h.owner_call("POST", _path(h, "/candidate"))
+    assert again.status_code == 409 and str(new) in again.json()["error"]["message"]
+    assert h.owner_call("GET", _path(h)).json()["candidate_public_key"] == str(new)
+    # 2. Co-signature of the membership change.
+    raw = rotation_transaction(multisig, owner=h.owner_pub, agent=old, new_agent=new)
+    signed = h.owner_call("POST", _path(h, "/rotation"), _rotation_body(h, raw, new))
+    assert signed.status_code == 200, signed.text
+    tx = VersionedTransaction.from_bytes(base64.b64decode(signed.json()["signed_transaction"]))
+    assert signature_of(signed).verify(old, to_bytes_versioned(tx.message))
+    assert _receipt(h, signed.json()).purpose == "agent_key_rotation"
+    # 3. Switch: refused until the chain shows the change, then made.
+    early = h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new))
+    assert early.status_code == 409 and "does not show the membership change" in early.json()["error"]["message"]
+    _chain_shows(h, [h.owner_pub, new])
+    switched = h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new))
+    assert switched.status_code == 200, switched.text
+    assert (
+        switched.json()["agent_public_key"] == str(new) and _receipt(h, switched.json()).purpose == "agent_key_switch"
+    )
+    status = h.owner_call("GET", _path(h)).json()
+    assert status["agent_public_key"] == str(new) and status["candidate_public_key"] is None
+    assert [r["agent_public_key"] for r in status["retired"]] == [str(old)]
+    events = h.audit_events()
+    for event in ("agent_key.candidate", "agent_key.rotation_signed", "agent_key.switched"):
+        assert event in events
+    # The agent's token still works; the wallet now signs with the new key, under the same policy.
+    h.agent = new
+    paid = h.sign(h.transfer(1000, MERCHANT))
+    assert paid.status_code == 200, paid.text
+    assert h.client.get(f"/v1/wallets/{h.wallet_id}", headers={"Authorization": f"Bearer {h.token}"}).status_code == 200
+
+
+def test_rotation_refusals_sign_nothing(h: Harness) -> None:
+    multisig = _multisig_wallet(h)
+    # No candidate yet.
+    raw = rotation_transaction(multisig, owner=h.owner_pub, agent=h.agent, new_agent=Pubkey.new_unique())
+    assert h.owner_call("POST", _path(h, "/rotation"), _rotation_body(h, raw, Pubkey.new_unique())).status_code == 409
+    new = Pubkey.from_string(h.owner_call("POST", _path(h, "/candidate")).json()["candidate_public_key"])
+    raw = rotation_transaction(multisig, owner=h.owner_pub, agent=h.agent, new_agent=new)
+    stranger = Ed25519PrivateKey.generate()
+    cases = [
+        (_rotation_body(h, raw, new, key=stranger), 401),  # the order is not the owner's
+        (_rotation_body(h, raw, Pubkey.new_unique()), 401),  # the order names another candidate
+        (_rotation_body(h, raw, new, agent=Pubkey.new_unique()), 401),  # ... replaces another key
+        ({**_rotation_body(h, raw, new), "transaction": base64.b64encode(b"\x01" * 80).decode()}, 422),
+    ]
+    for body, status in cases:
+        answer = h.owner_call("POST", _path(h, "/rotation"), body)
+        assert answer.status_code == status, answer.text
+    other = rotation_transaction(Pubkey.new_unique(), owner=h.owner_pub, agent=h.agent, new_agent=new)
+    refused = h.owner_call("POST", _path(h, "/rotation"), _rotation_body(h, other, new))  # another multisig
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "enclave_refused"
+    assert "agent_key.rotation_signed" not in h.audit_events()
+    # The switch: a stranger's order, then the right order for a change not on chain.
+    assert h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new, key=stranger)).status_code == 401
+    assert h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new)).status_code == 409
+    assert h.owner_call("GET", _path(h)).json()["agent_public_key"] == str(h.agent)
+
+
+def test_wallet_without_a_multisig_cannot_rotate(h: Harness) -> None:
+    provision(h)
+    answer = h.owner_call("POST", _path(h, "/candidate"))
+    assert answer.status_code == 409 and "no Squads multisig" in answer.json()["error"]["message"]
+    assert h.owner_call("GET", _path(h)).json()["candidate_public_key"] is None
+
+
+def test_a_switch_the_store_could_not_record_is_repeated(h: Harness) -> None:
+    """The enclave switched, the store failed: the owner repeats the switch and the store catches up."""
+    _multisig_wallet(h)
+    old = h.agent
+    new = Pubkey.from_string(h.owner_call("POST", _path(h, "/candidate")).json()["candidate_public_key"])
+    _chain_shows(h, [h.owner_pub, new])
+    h.store.failing.add("apply_audited")
+    failed = h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new))
+    assert failed.status_code == 503
+    h.store.failing.clear()
+    assert h.owner_call("GET", _path(h)).json()["agent_public_key"] == str(old)
+    repeated = h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new))
+    assert repeated.status_code == 200, repeated.text
+    assert h.owner_call("GET", _path(h)).json()["agent_public_key"] == str(new)
+
+
+def test_only_the_owner_reaches_the_rotation_routes(h: Harness) -> None:
+    _multisig_wallet(h)
+    stranger = Ed25519PrivateKey.generate()
+    for method, tail in (("GET", ""), ("POST", "/candidate"), ("POST", "/switch"), ("POST", "/rotation")):
+        assert h.owner_call(method, _path(h, tail), {} if method == "POST" else None, key=stranger).status_code == 401
+    assert h.owner_call("GET", _path(h)).json()["candidate_public_key"] is None

@@ -1,0 +1,477 @@
+"""``waiaas owner rotation-transaction | sign-rotation | sign-key-switch | cosign``: with a local owner keypair file
+and with KMS (the test KMS on moto, STS role chain on moto), the RPC answered by selfhost.local_chain's JSON-RPC
+methods over a real LiteSVM behind an httpx MockTransport. The orders are checked with policies.orders, the
+transaction with policies.rotation, the signatures with solders."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from solders.account import Account
+from solders.hash import Hash
+from solders.keypair import Keypair
+from solders.message import Message, to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.system_program import TransferParams, transfer
+from solders.transaction import VersionedTransaction
+
+from parent_proxy import owner_rotation_cli
+from parent_proxy.owner_signers import write_keypair_file
+from policies.cli import main
+from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_order
+from policies.rotation import check_rotation_transaction
+from policies.transaction import decode_transaction
+from selfhost import local_chain
+from tests.support.policies import owner_public_key
+from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder
+
+ENC = SquadsEncoder()
+RPC_URL = "https://rpc.invalid/?api-key=rpc-secret-token"
+
+
+# -- a chain holding the wallet's multisig ---------------------------------------------------------------------------
+
+
+def multisig_account(
+    members: list[tuple[Pubkey, int]], *, index: int = 11, threshold: int = 2, time_lock: int = 0
+) -> tuple[Pubkey, bytes]:
+    """(address, account data) of a multisig written with the IDL-driven encoder, sized like the program does."""
+    create_key = Pubkey.new_unique()
+    address, bump = Pubkey.find_program_address([b"multisig", b"multisig", bytes(create_key)], PROGRAM_ID)
+    ordered = sorted(members, key=_key_bytes)
+    value = {"create_key": create_key, "config_authority": Pubkey.default(), "threshold": threshold,
+             "time_lock": time_lock, "transaction_index": index, "stale_transaction_index": index,
+             "rent_collector": None, "bump": bump,
+             "members": [{"key": k, "permissions": {"mask": p}} for k, p in ordered]}  # fmt: skip
+    data = hashlib.sha256(b"account:Multisig").digest()[:8] + ENC.defined("Multisig", value)
+    return address, data.ljust(8 + 32 + 32 + 2 + 4 + 8 + 8 + 1 + 32 + 1 + 4 + 33 * len(members), b"\x00")
+
+
+def _key_bytes(member: tuple[Pubkey, int]) -> bytes:
+    return bytes(member[0])
+
+
+class Rpc:
+    """selfhost.local_chain's methods over a LiteSVM, behind an httpx MockTransport; records each call."""
+
+    def __init__(self) -> None:
+        self.backend = local_chain.LocalChain()
+        self.calls: list[dict[str, Any]] = []
+        self.urls: list[str] = []
+
+    def install(self, address: Pubkey, data: bytes, owner: Pubkey = PROGRAM_ID) -> None:
+        self.backend.svm.set_account(address, Account(10**9, data, owner, False, 0))
+
+    def client(self) -> httpx.AsyncClient:
+        def handle(request: httpx.Request) -> httpx.Response:
+            self.calls.append(json.loads(request.content))
+            self.urls.append(str(request.url))
+            return httpx.Response(200, json=local_chain.handle_body(self.backend, request.content))
+
+        return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+
+
+@pytest.fixture
+def rpc(monkeypatch: pytest.MonkeyPatch) -> Rpc:
+    chain = Rpc()
+    monkeypatch.setattr(owner_rotation_cli, "new_rpc_client", chain.client)
+    return chain
+
+
+@pytest.fixture
+def keypair(tmp_path: Path) -> tuple[Path, Ed25519PrivateKey]:
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path / "owner.json"
+    write_keypair_file(path, key)
+    return path, key
+
+
+def secrets_of(key: Ed25519PrivateKey) -> list[str]:
+    """Every form the owner's secret could leak in: seed hex, base58 and base64 of the keypair, the JSON list."""
+    seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    pair = seed + key.public_key().public_bytes_raw()
+    return [seed.hex(), pair.hex(), str(Keypair.from_bytes(pair)), base64.b64encode(seed).decode(),
+            base64.b64encode(pair).decode(), json.dumps(list(pair)), ", ".join(str(b) for b in seed[:8])]  # fmt: skip
+
+
+class Cli:
+    """Runs ``waiaas owner ...`` and keeps everything it printed, to check for secrets at the end."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+        self.printed: list[str] = []
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        code = main(["owner", *argv])
+        out, err = self.capsys.readouterr()
+        self.printed += [out, err]
+        return code, out, err
+
+    def assert_no_secret(self, *secrets: str) -> None:
+        text = "\n".join(self.printed)
+        assert text  # something was printed
+        for secret in secrets:
+            assert secret not in text
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(capsys)
+
+
+def wallet(rpc: Rpc, owner: Pubkey, *, agent_permissions: int = 7, **kwargs: Any) -> tuple[Pubkey, Keypair]:
+    agent = Keypair()
+    address, data = multisig_account([(owner, 7), (agent.pubkey(), agent_permissions)], **kwargs)
+    rpc.install(address, data)
+    return address, agent
+
+
+def unsigned(raw_b64: str) -> VersionedTransaction:
+    return VersionedTransaction.from_bytes(base64.b64decode(raw_b64))
+
+
+def message_of(tx: VersionedTransaction) -> bytes:
+    return bytes(to_bytes_versioned(tx.message))
+
+
+def agent_cosigns(raw_b64: str, agent: Keypair) -> str:
+    """What the enclave does: the old agent's signature in its slot (the others left as they are)."""
+    tx = unsigned(raw_b64)
+    keys = list(tx.message.account_keys[: tx.message.header.num_required_signatures])
+    signatures = list(tx.signatures)
+    signatures[keys.index(agent.pubkey())] = agent.sign_message(message_of(tx))
+    return base64.b64encode(bytes(VersionedTransaction.populate(tx.message, signatures))).decode()
+
+
+# -- rotation-transaction --------------------------------------------------------------------------------------------
+
+
+def test_rotation_transaction_reads_the_multisig_and_builds_the_next_index(
+    rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    path, key = keypair
+    owner = owner_public_key(key)
+    multisig, agent = wallet(rpc, owner, index=11)
+    new_agent = Pubkey.new_unique()
+    code, out, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
+                         "--multisig", str(multisig), "--new-agent-key", str(new_agent))  # fmt: skip
+    assert code == 0, err
+    tx = unsigned(out.strip())
+    assert list(tx.signatures) == [Signature.default()] * 2
+    assert str(tx.message.recent_blockhash) == str(rpc.backend.svm.latest_blockhash())
+    decoded = decode_transaction(bytes(tx))
+    check_rotation_transaction(decoded, multisig=multisig, agent=agent.pubkey(), new_agent=new_agent)
+    (proposal,) = [ix for ix in decoded.instructions if ix.name == "proposal_create"]
+    assert proposal.args["transaction_index"] == 12  # the multisig's index + 1
+    assert decoded.fee_payer == owner
+    assert [c["method"] for c in rpc.calls] == ["getAccountInfo", "getLatestBlockhash"]
+    assert rpc.calls[0]["params"][0] == str(multisig)
+    assert "config transaction 12" in err and "rpc-secret-token" not in out + err
+    # The same with the owner key itself (its public key is all it takes), the agent named, a priority fee.
+    code, out, err = cli("--keypair", str(path), "rotation-transaction", "--rpc-url", RPC_URL, "--multisig",
+                         str(multisig), "--new-agent-key", str(new_agent), "--agent-key", str(agent.pubkey()),
+                         "--permissions", "3", "--compute-unit-price", "1000")  # fmt: skip
+    assert code == 0, err
+    decoded = decode_transaction(base64.b64decode(out.strip()))
+    assert decoded.instructions[0].name == "set_compute_unit_price" and decoded.fee_payer == owner
+    (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
+    assert config.args["actions"][0][1]["permissions"] == 3
+    cli.assert_no_secret(*secrets_of(key), "rpc-secret-token")
+
+
+def test_rotation_transaction_refusals(rpc: Rpc, cli: Cli) -> None:
+    owner = Pubkey.new_unique()
+    multisig, agent = wallet(rpc, owner)
+    base = ["rotation-transaction", "--rpc-url", RPC_URL, "--multisig", str(multisig)]
+    pin = ["--owner-public-key", str(owner)]
+    cases: list[tuple[list[str], int, str]] = [
+        ([*pin, *base, "--new-agent-key", str(agent.pubkey())], 2, "new agent key is already a member"),
+        ([*pin, *base, "--new-agent-key", str(owner)], 2, "new agent key is already a member"),
+        (["--owner-public-key", str(Pubkey.new_unique()), *base, "--new-agent-key", str(Pubkey.new_unique())], 2,
+         "name the agent key to replace"),
+        ([*pin, *base, "--new-agent-key", str(Pubkey.new_unique()), "--agent-key", str(Pubkey.new_unique())], 2,
+         "agent key is not a member"),
+        ([*pin, *base, "--new-agent-key", str(Pubkey.new_unique()), "--permissions", "8"], 2, "permissions"),
+        ([*pin, *base, "--new-agent-key", str(Pubkey.new_unique()), "--permissions", "1"], 2, "with Vote"),
+        ([*pin, *base, "--new-agent-key", "nope"], 2, "--new-agent-key is not a base58 public key"),
+        ([*base, "--new-agent-key", str(Pubkey.new_unique())], 2, "give the owner public key"),
+        ([*pin, "rotation-transaction", "--rpc-url", "file:///etc/passwd", "--multisig", str(multisig),
+          "--new-agent-key", str(Pubkey.new_unique())], 2, "--rpc-url must be an http"),
+        ([*pin, "rotation-transaction", "--rpc-url", RPC_URL, "--multisig", str(Pubkey.new_unique()),
+          "--new-agent-key", str(Pubkey.new_unique())], 1, "multisig account not found"),
+    ]  # fmt: skip
+    for argv, exit_code, message in cases:
+        code, out, err = cli(*argv)
+        assert (code, out) == (exit_code, ""), err
+        assert message in err and err.startswith("owner rotation-transaction: ")
+    # A time-locked or 1-of-2 multisig cannot execute the rotation in one transaction.
+    for kwargs, message in (({"time_lock": 60}, "time lock of 60 s"), ({"threshold": 1}, "threshold is 1")):
+        locked, _ = wallet(rpc, owner, **kwargs)
+        code, out, err = cli(*pin, "rotation-transaction", "--rpc-url", RPC_URL, "--multisig", str(locked),
+                             "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
+        assert (code, out) == (2, "") and message in err
+    # An account of another program at the address.
+    address, data = multisig_account([(owner, 7), (Pubkey.new_unique(), 7)])
+    rpc.install(address, data, owner=Pubkey.new_unique())
+    code, out, err = cli(*pin, "rotation-transaction", "--rpc-url", RPC_URL, "--multisig", str(address),
+                         "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
+    assert (code, out) == (1, "") and "not owned by the Squads v4 program" in err
+    cli.assert_no_secret("rpc-secret-token")
+
+
+def test_rotation_transaction_rpc_failure_exits_1_without_the_url(monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    monkeypatch.setattr(
+        owner_rotation_cli, "new_rpc_client", lambda: httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+    )
+    code, out, err = cli("--owner-public-key", str(Pubkey.new_unique()), "rotation-transaction", "--rpc-url",
+                         RPC_URL, "--multisig", str(Pubkey.new_unique()), "--new-agent-key",
+                         str(Pubkey.new_unique()))  # fmt: skip
+    assert (code, out) == (1, "") and "RPC getAccountInfo failed: ConnectError" in err
+    cli.assert_no_secret("rpc-secret-token", "rpc.invalid")
+
+
+# -- the whole flow with a keypair file ------------------------------------------------------------------------------
+
+
+def test_flow_rotation_order_enclave_cosign_owner_cosign(
+    rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    path, key = keypair
+    owner = owner_public_key(key)
+    multisig, agent = wallet(rpc, owner)
+    new_agent = Pubkey.new_unique()
+    code, built, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
+                           "--multisig", str(multisig), "--new-agent-key", str(new_agent))  # fmt: skip
+    assert code == 0, err
+    raw_b64 = built.strip()
+    message = message_of(unsigned(raw_b64))
+    digest = hashlib.sha256(message).digest()
+
+    # 1. The rotation order binds the message; the proxy's and the enclave's check accepts it.
+    before = int(time.time())
+    code, order, err = cli("--keypair", str(path), "sign-rotation", "--wallet-id", "w1", "--transaction", raw_b64,
+                           "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent), "--multisig",
+                           str(multisig), "--expires-in", "300")  # fmt: skip
+    assert code == 0, err
+    verified = check_rotation_order(order.encode(), owner=owner, wallet_id="w1", message_hash=digest, now=time.time())
+    assert verified == AgentKeyOrder(agent.pubkey(), new_agent)
+    assert before + 300 <= json.loads(order)["document"]["expires_at"] <= int(time.time()) + 300
+    assert digest.hex() in err and str(multisig) in err
+    with pytest.raises(Exception, match="another message"):
+        check_rotation_order(order.encode(), owner=owner, wallet_id="w1", message_hash=bytes(32), now=time.time())
+
+    # 2. The enclave co-signs as the old agent; 3. the owner adds their signature, pinned to the order's message.
+    cosigned = agent_cosigns(raw_b64, agent)
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", cosigned, "--message-hash", digest.hex())
+    assert code == 0, err
+    signed = unsigned(out.strip())
+    assert message_of(signed) == message
+    assert signed.signatures[0].verify(owner, message) and signed.signatures[1].verify(agent.pubkey(), message)
+    assert signed.verify_with_results() == [True, True]
+    assert signed.signatures[0] == Signature.from_bytes(key.sign(message))
+
+    # The order does not matter: the owner first, then the enclave.
+    code, out, _ = cli("--keypair", str(path), "cosign", "--transaction", raw_b64)
+    assert code == 0
+    owner_first = unsigned(out.strip())
+    assert owner_first.signatures[0] == signed.signatures[0] and owner_first.signatures[1] == Signature.default()
+    assert unsigned(agent_cosigns(out.strip(), agent)).verify_with_results() == [True, True]
+
+    # 4. The switch order, once the rotation landed.
+    code, out, err = cli("--keypair", str(path), "sign-key-switch", "--wallet-id", "w1", "--agent-key",
+                         str(agent.pubkey()), "--new-agent-key", str(new_agent))  # fmt: skip
+    assert code == 0, err
+    assert check_switch_order(out.encode(), owner=owner, wallet_id="w1", now=time.time()) == AgentKeyOrder(
+        agent.pubkey(), new_agent
+    )
+    with pytest.raises(Exception, match="another wallet"):
+        check_switch_order(out.encode(), owner=owner, wallet_id="w2", now=time.time())
+    cli.assert_no_secret(*secrets_of(key), "rpc-secret-token")
+
+
+def test_sign_rotation_refuses_what_is_not_this_rotation(
+    rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    path, key = keypair
+    owner = owner_public_key(key)
+    multisig, agent = wallet(rpc, owner)
+    new_agent = Pubkey.new_unique()
+    code, built, _ = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
+                         "--multisig", str(multisig), "--new-agent-key", str(new_agent))  # fmt: skip
+    assert code == 0
+    raw_b64 = built.strip()
+    base = ["--keypair", str(path), "sign-rotation", "--wallet-id", "w1"]
+    transfer_ix = transfer(TransferParams(from_pubkey=owner, to_pubkey=agent.pubkey(), lamports=5))
+    other = VersionedTransaction.populate(Message.new_with_blockhash([transfer_ix], owner, Hash.new_unique()),
+                                          [Signature.default()])  # fmt: skip
+    other_b64 = base64.b64encode(bytes(other)).decode()
+    trailing = base64.b64encode(base64.b64decode(raw_b64) + bytes(3)).decode()
+    cases: list[tuple[list[str], str]] = [
+        (["--transaction", raw_b64, "--agent-key", str(agent.pubkey()), "--new-agent-key", str(Pubkey.new_unique())],
+         "add_member adds"),
+        (["--transaction", raw_b64, "--agent-key", str(owner), "--new-agent-key", str(new_agent)],
+         "rotation transaction refused"),
+        (["--transaction", raw_b64, "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent),
+          "--multisig", str(Pubkey.new_unique())], "on another multisig"),
+        (["--transaction", other_b64, "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent)],
+         "creates no Squads config transaction"),
+        (["--transaction", other_b64, "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent),
+          "--multisig", str(multisig)], "rotation transaction refused"),
+        (["--transaction", "not base64!", "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent)],
+         "not a base64 Solana transaction"),
+        (["--transaction", trailing, "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent)],
+         "trailing bytes"),
+        (["--transaction", "A" * 2000, "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent)],
+         "longer than a 1232-byte transaction"),
+        (["--transaction", raw_b64, "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent),
+          "--expires-in", "3601"], "--expires-in must be 1-3600"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        code, out, err = cli(*base, *argv)
+        assert (code, out) == (2, ""), err
+        assert message in err and err.startswith("owner sign-rotation: ")
+    code, out, err = cli("--keypair", str(path), "sign-key-switch", "--wallet-id", "w1", "--agent-key",
+                         str(new_agent), "--new-agent-key", str(new_agent))  # fmt: skip
+    assert (code, out) == (2, "") and "--new-agent-key is the agent key" in err
+    cli.assert_no_secret(*secrets_of(key))
+
+
+def test_cosign_refusals(rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519PrivateKey]) -> None:
+    path, key = keypair
+    owner = owner_public_key(key)
+    multisig, agent = wallet(rpc, owner)
+    code, built, _ = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
+                         "--multisig", str(multisig), "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
+    assert code == 0
+    raw_b64 = built.strip()
+    # The owner is not a signer of this transaction.
+    stranger = Keypair()
+    transfer_ix = transfer(TransferParams(from_pubkey=stranger.pubkey(), to_pubkey=owner, lamports=5))
+    foreign = VersionedTransaction.populate(
+        Message.new_with_blockhash([transfer_ix], stranger.pubkey(), Hash.new_unique()), [Signature.default()]
+    )
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", base64.b64encode(bytes(foreign)).decode())
+    assert (code, out) == (2, "") and f"the owner key {owner} is not a required signer" in err
+    # A signature already present that does not verify (the agent's slot holds garbage).
+    tx = unsigned(raw_b64)
+    bad = VersionedTransaction.populate(tx.message, [Signature.default(), Signature.from_bytes(bytes(range(64)))])
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", base64.b64encode(bytes(bad)).decode())
+    assert (code, out) == (2, "") and f"the signature of {agent.pubkey()} in the transaction does not verify" in err
+    # Another message than the order's.
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", raw_b64, "--message-hash", "00" * 32)
+    assert (code, out) == (2, "") and "not the one --message-hash names" in err
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", raw_b64, "--message-hash", "xyz")
+    assert (code, out) == (2, "") and "--message-hash is not hex" in err
+    code, out, err = cli("cosign", "--transaction", raw_b64)
+    assert (code, out) == (2, "") and "exactly one of --keypair or --kms-key-id" in err
+    cli.assert_no_secret(*secrets_of(key))
+
+
+# -- KMS -------------------------------------------------------------------------------------------------------------
+
+CALLER = "arn:aws:sts::123456789012:assumed-role/waiaas-owner-signer/waiaas-owner"
+SIGN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"AWS": CALLER}, "Action": ["kms:Sign", "kms:GetPublicKey"],
+     "Resource": "*", "Condition": {"StringEquals": {"kms:SigningAlgorithm": "ED25519_SHA_512",
+                                                      "kms:MessageType": "RAW"}}},
+]})  # fmt: skip
+
+
+@pytest.fixture
+def kms_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+    """The owner options for a KMS key behind the test KMS and moto's STS, and the record of kms:Sign calls."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    import boto3
+    from moto import mock_aws
+
+    from parent_proxy import owner_cli
+    from tests.fakes.test_kms import AttestingTestKms
+
+    with mock_aws():
+        client = AttestingTestKms(root_certificate_pem=b"", clock=lambda: datetime.now(UTC), caller_arn=CALLER)
+        key_id = client.create_key(Policy=SIGN_POLICY, KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")[
+            "KeyMetadata"
+        ]["KeyId"]
+        signed: list[dict[str, Any]] = []
+        real_sign = client.sign
+
+        def sign(**kwargs: Any) -> Any:
+            signed.append(kwargs)
+            return real_sign(**kwargs)
+
+        client.sign = sign
+
+        def factory(region: str | None) -> Any:
+            return lambda service, credentials: (
+                boto3.client("sts", region_name="us-east-1") if service == "sts" else client
+            )
+
+        monkeypatch.setattr(owner_cli, "boto3_factory", factory)
+        roles = ["--role-arn", "arn:aws:iam::123456789012:role/waiaas-owner-signer"]
+        yield ["--kms-key-id", key_id, *roles, "--mfa-serial", "arn:aws:iam::123456789012:mfa/a", "--mfa-code",
+               "123456", "--source-identity", "alice"], signed  # fmt: skip
+
+
+def test_kms_signs_the_rotation_order_the_switch_order_and_the_transaction(
+    rpc: Rpc, cli: Cli, kms_cli: tuple[list[str], list[dict[str, Any]]]
+) -> None:
+    options, signed = kms_cli
+    code, out, _ = cli(*options, "pubkey")
+    assert code == 0
+    owner = Pubkey.from_string(out.strip())
+    multisig, agent = wallet(rpc, owner)
+    new_agent = Pubkey.new_unique()
+    # rotation-transaction with the KMS key: its public key only, nothing signed.
+    code, built, err = cli(*options, "rotation-transaction", "--rpc-url", RPC_URL, "--multisig", str(multisig),
+                           "--new-agent-key", str(new_agent))  # fmt: skip
+    assert code == 0, err
+    assert signed == []
+    raw_b64 = built.strip()
+    message = message_of(unsigned(raw_b64))
+    digest = hashlib.sha256(message).digest()
+
+    code, order, err = cli(*options, "sign-rotation", "--wallet-id", "w1", "--transaction", raw_b64, "--agent-key",
+                           str(agent.pubkey()), "--new-agent-key", str(new_agent))  # fmt: skip
+    assert code == 0, err
+    assert check_rotation_order(order.encode(), owner=owner, wallet_id="w1", message_hash=digest,
+                                now=time.time()) == AgentKeyOrder(agent.pubkey(), new_agent)  # fmt: skip
+    code, out, err = cli(*options, "sign-key-switch", "--wallet-id", "w1", "--agent-key", str(agent.pubkey()),
+                         "--new-agent-key", str(new_agent))  # fmt: skip
+    assert code == 0, err
+    assert check_switch_order(out.encode(), owner=owner, wallet_id="w1", now=time.time()).new_agent == new_agent
+    assert len(signed) == 2
+
+    # cosign: kms:Sign over the raw message bytes, pure Ed25519.
+    code, out, err = cli(*options, "cosign", "--transaction", agent_cosigns(raw_b64, agent))
+    assert code == 0, err
+    assert signed[-1]["Message"] == message
+    assert (signed[-1]["MessageType"], signed[-1]["SigningAlgorithm"]) == ("RAW", "ED25519_SHA_512")
+    assert unsigned(out.strip()).verify_with_results() == [True, True]
+    # A transaction the KMS owner does not sign is refused before kms:Sign.
+    other = VersionedTransaction.populate(
+        Message.new_with_blockhash(
+            [transfer(TransferParams(from_pubkey=agent.pubkey(), to_pubkey=owner, lamports=1))],
+            agent.pubkey(), Hash.new_unique(),
+        ),
+        [Signature.default()],
+    )  # fmt: skip
+    count = len(signed)
+    code, out, err = cli(*options, "cosign", "--transaction", base64.b64encode(bytes(other)).decode())
+    assert (code, out) == (2, "") and "is not a required signer" in err and len(signed) == count
