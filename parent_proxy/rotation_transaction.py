@@ -12,8 +12,13 @@ current ``transaction_index`` + 1: `config_transaction_create` takes exactly tha
                                    accounts the program needs when the new member makes the account grow).
 
 An optional ``SetComputeUnitPrice`` goes first. The owner pays the fee. The result is an unsigned legacy
-transaction (every signature slot zero): the owner signs an ``agent_key_rotation`` order over its message, the
-enclave co-signs as the old agent, then the owner adds their own signature (``waiaas owner cosign``).
+transaction (every signature slot zero): the owner signs an agent-key rotation order
+(`policies.orders.AGENT_KEY_ROTATION_PURPOSE`) over its message, the enclave co-signs as the old agent, and the
+owner adds their own signature (``waiaas owner cosign``).
+
+`check_multisig_allows_rotation` says, from the multisig account (`parent_proxy.squads_multisig_account`), whether
+the program would execute it: autonomous, no time lock, threshold 2, the owner a member with every permission, the
+agent a voting member, the candidate not a member. `default_agent` names the agent of a two-member multisig.
 
 The instruction data is written here, for exactly these instructions (Anchor: discriminator
 ``sha256("global:<name>")[:8]``, then the Borsh arguments of the IDL ``squads_multisig_program.json``); account
