@@ -50,6 +50,7 @@ from parent_proxy.schemas import (
     decode_base64,
 )
 from parent_proxy.services import Services
+from parent_proxy.squads_multisig_account import PERMISSION_VOTE
 from parent_proxy.store.model import AgentKeyCandidate, SetAgentKeyCandidate, SwitchAgentKey, Wallet
 from policies.errors import PolicyEngineError
 from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_order
@@ -194,7 +195,7 @@ async def _on_chain(services: Services, multisig: Pubkey, old: bytes, new: bytes
     except ChainError as exc:
         raise ApiError(Code.CHAIN_UNAVAILABLE, f"the multisig could not be read: {exc}") from exc
     member = account.member(Pubkey.from_bytes(new))
-    if member is None or account.member(Pubkey.from_bytes(old)) is not None:
+    if member is None or not member.has(PERMISSION_VOTE) or account.member(Pubkey.from_bytes(old)) is not None:
         raise ApiError(Code.CONFLICT, "the multisig on chain does not show the membership change yet (candidate a "
                        "member, old agent key removed): switch after the rotation transaction has landed")  # fmt: skip
 
