@@ -254,6 +254,14 @@ def verify_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) 
     return Receipt(**fields)
 
 
+def _encode_map(keys: dict[str, bytes], values: tuple[str | bytes | int | None, ...]) -> bytes:
+    """A CBOR map of ``keys`` (pre-encoded, in order) to ``values``: the bytes ``cbor2.dumps`` emits for it."""
+    parts = [_head(5, len(keys))]
+    for key, value in zip(keys.values(), values, strict=True):
+        parts += (key, _cbor(value))
+    return b"".join(parts)
+
+
 _PROVISION_FIELDS: dict[str, type] = {
     "v": int, "purpose": str, "wallet_id": str, "agent_public_key": bytes, "owner_public_key": bytes, "time_ms": int,
 }  # fmt: skip
@@ -277,10 +285,7 @@ class ProvisionReceipt:
         values: tuple[str | bytes | int, ...] = (
             RECEIPT_VERSION, self.purpose, self.wallet_id, self.agent_public_key, self.owner_public_key, self.time_ms,
         )  # fmt: skip
-        parts = [_head(5, len(_PROVISION_FIELDS))]
-        for key, value in zip(_PROVISION_KEYS.values(), values, strict=True):
-            parts += (key, _cbor(value))
-        return b"".join(parts)
+        return _encode_map(_PROVISION_KEYS, values)
 
 
 def verify_provision_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) -> ProvisionReceipt:
@@ -331,10 +336,7 @@ class AgentKeyReceipt:
             RECEIPT_VERSION, self.purpose, self.wallet_id, self.agent_public_key, self.new_agent_public_key,
             self.owner_public_key, self.message_hash, self.time_ms,
         )  # fmt: skip
-        parts = [_head(5, len(_AGENT_KEY_FIELDS))]
-        for key, value in zip(_AGENT_KEY_KEYS.values(), values, strict=True):
-            parts += (key, _cbor(value))
-        return b"".join(parts)
+        return _encode_map(_AGENT_KEY_KEYS, values)
 
 
 def _check_agent_key_fields(

@@ -100,7 +100,7 @@ def _order_keys(order: AgentKeyOrder, wallet: Wallet, candidate: AgentKeyCandida
 async def agent_key_status(wallet_id: WalletId, request: Request) -> AgentKeyStatus:
     """The wallet's agent key, its candidate (if a rotation is under way) and the keys earlier switches retired."""
     services = services_of(request)
-    wallet = assert_wallet(verified_owner(request))
+    assert_wallet(verified_owner(request))
 
     def read() -> AgentKeyStatus:
         candidate = services.store.get_agent_key_candidate(wallet_id)
@@ -112,7 +112,6 @@ async def agent_key_status(wallet_id: WalletId, request: Request) -> AgentKeySta
                      for r in retired],
         )  # fmt: skip
 
-    del wallet
     status: AgentKeyStatus = await run_store(services, read)
     return status
 

@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -21,7 +22,7 @@ from solders.transaction import VersionedTransaction
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError, ReceiptError
 from enclave_app.protocol import AgentKeyResponse, SpentEntry
-from enclave_app.receipts import verify_agent_key_receipt, verify_provision_receipt, verify_receipt
+from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt, verify_provision_receipt, verify_receipt
 from enclave_app.state import Enclave, Ledger
 from policies.orders import (
     AGENT_KEY_ROTATION_PURPOSE,
@@ -427,3 +428,15 @@ def test_no_key_material_in_answers_or_logs(world: EnclaveWorld, caplog: pytest.
     seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     for text in (caplog.text, repr(candidate), repr(boot.enclave.wallet(WALLET))):
         assert seed.hex() not in text and str(list(seed)) not in text and repr(seed) not in text
+
+
+def test_agent_key_receipt_encoding_is_cbor2s() -> None:
+    """The hand encoding is the deterministic CBOR the module documents (what cbor2 emits for the same map)."""
+    for message_hash in (None, bytes(range(32))):
+        purpose = "agent_key_candidate" if message_hash is None else "agent_key_rotation"
+        receipt = AgentKeyReceipt(purpose, WALLET, bytes(32), bytes([1]) * 32, bytes([2]) * 32, message_hash, 2**40)
+        assert receipt.encode() == cbor2.dumps({
+            "v": 1, "purpose": purpose, "wallet_id": WALLET, "agent_public_key": bytes(32),
+            "new_agent_public_key": bytes([1]) * 32, "owner_public_key": bytes([2]) * 32,
+            "message_hash": message_hash, "time_ms": 2**40,
+        })  # fmt: skip
