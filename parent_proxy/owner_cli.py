@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import getpass
 import json
 import secrets
 import sys
@@ -46,26 +45,30 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
-from solders.signature import Signature
 
-from parent_proxy import owner_rotation_cli  # it imports this module back (as a module, used only at call time)
+from parent_proxy import owner_rotation_cli
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
+from parent_proxy.owner_cli_common import (
+    DEFAULT_ORDER_LIFETIME,
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_REFUSED,
+    OwnerInputError,
+    envelope,
+    order_expiry,
+    passphrase,
+    print_json,
+    signer_from_args,
+    warn,
+)
 from parent_proxy.owner_keyfile import (
     KeyFileError,
-    load_owner_key,
-    prompt_passphrase,
-    read_passphrase_file,
     read_solana_keypair,
     write_encrypted_key_file,
 )
 from parent_proxy.owner_signers import (
-    KmsOwnerSigner,
-    LocalOwnerSigner,
     OwnerKeyError,
     OwnerSigner,
-    RoleChain,
-    boto3_factory,
-    check_expected_public_key,
 )
 from parent_proxy.provisioning import (
     UNATTESTED_WARNING,
@@ -80,21 +83,11 @@ from policies.errors import PolicyEngineError
 from policies.orders import (
     APPROVAL_PURPOSE,
     FREEZE_PURPOSE,
-    MAX_ORDER_LIFETIME_SECONDS,
     UNFREEZE_PURPOSE,
     approval_document,
     freeze_document,
 )
-from policies.signing import POLICY_PURPOSE, signing_payload
-
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_BAD_INPUT = 2
-DEFAULT_ORDER_LIFETIME = 600
-
-
-class _InputError(Exception):
-    pass
+from policies.signing import POLICY_PURPOSE
 
 
 def register(subparsers: Any) -> None:
@@ -171,92 +164,33 @@ def register(subparsers: Any) -> None:
     owner.set_defaults(func=run)
 
 
-def _pinned_public_key(text: str | None) -> Pubkey | None:
-    if text is None:
-        return None
-    try:
-        return Pubkey.from_string(text)
-    except ValueError as exc:
-        raise _InputError("--owner-public-key is not a base58 public key") from exc
-
-
-def _warn(message: str) -> None:
-    sys.stderr.write(f"owner: warning: {message}\n")
-
-
-def _passphrase(passphrase_file: Path | None, key_file: Path, *, confirm: bool) -> bytes:
-    if passphrase_file is not None:
-        return read_passphrase_file(passphrase_file, _warn)
-    if not sys.stdin.isatty():
-        raise _InputError(f"key file {key_file}: give --passphrase-file (stdin is not a terminal to ask on)")
-    return prompt_passphrase(key_file, confirm=confirm, ask=getpass.getpass)
-
-
 def new_key_file(args: argparse.Namespace) -> int:
     """``keygen`` / ``encrypt-keypair``: write ``--out`` encrypted, print only the public key."""
     if args.keypair is not None or args.kms_key_id is not None:
-        raise _InputError("takes no --keypair or --kms-key-id (it makes a key file)")
+        raise OwnerInputError("takes no --keypair or --kms-key-id (it makes a key file)")
     if args.out.exists() or args.out.is_symlink():  # checked again, atomically, when the file is created
         raise KeyFileError(f"key file {args.out} already exists; not overwriting it")
     if args.owner_command == "keygen":
         key = Ed25519PrivateKey.generate()
     else:
-        key = read_solana_keypair(args.solana_json, _warn)
-    passphrase = _passphrase(args.new_passphrase_file or args.passphrase_file, args.out, confirm=True)
-    write_encrypted_key_file(args.out, key, passphrase)
+        key = read_solana_keypair(args.solana_json, warn)
+    secret = passphrase(args.new_passphrase_file or args.passphrase_file, args.out, confirm=True)
+    write_encrypted_key_file(args.out, key, secret)
     sys.stdout.write(f"{Pubkey.from_bytes(key.public_key().public_bytes_raw())}\n")
     return EXIT_OK
-
-
-def signer_from_args(args: argparse.Namespace) -> OwnerSigner:
-    if (args.keypair is None) == (args.kms_key_id is None):
-        raise _InputError("give exactly one of --keypair or --kms-key-id")
-    if args.passphrase_file is not None and args.keypair is None:
-        raise _InputError("--passphrase-file goes with --keypair")
-    pinned = _pinned_public_key(args.pinned_public_key)
-    if args.keypair is not None:
-        path = args.keypair
-        local = LocalOwnerSigner(
-            load_owner_key(path, lambda: _passphrase(args.passphrase_file, path, confirm=False), _warn)
-        )
-        check_expected_public_key(local.public_key, pinned, f"keypair file {args.keypair}")
-        return local
-    if not args.role_arn or not args.mfa_serial or not args.mfa_code or not args.source_identity:
-        raise _InputError(
-            "--kms-key-id needs --role-arn (at least one), --mfa-serial, --mfa-code and --source-identity"
-        )
-    chain = RoleChain(args.role_arn, args.mfa_serial, args.mfa_code, args.source_identity)
-    return KmsOwnerSigner.with_role_chain(
-        boto3_factory(args.region), chain, args.kms_key_id, expected_public_key=pinned
-    )
-
-
-def envelope(signer: OwnerSigner, purpose: str, document: dict[str, Any]) -> dict[str, Any]:
-    signature = signer.sign(signing_payload(purpose, document))
-    return {"document": document, "signature": str(Signature.from_bytes(signature))}
 
 
 MAX_POLICY_LIFETIME_DAYS = 3660
 """Ten years: a longer lifetime is no bound at all (omit --expires-in-days for a policy that never expires)."""
 
 
-def _lifetime(seconds: int) -> int:
-    if not 1 <= seconds <= MAX_ORDER_LIFETIME_SECONDS:
-        raise _InputError(f"--expires-in must be 1-{MAX_ORDER_LIFETIME_SECONDS} seconds")
-    return int(time.time()) + seconds
-
-
-def _print(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         value = json.loads(path.read_bytes())
     except ValueError as exc:
-        raise _InputError(f"{what}: not JSON") from exc
+        raise OwnerInputError(f"{what}: not JSON") from exc
     if not isinstance(value, dict):
-        raise _InputError(f"{what}: not a JSON object")
+        raise OwnerInputError(f"{what}: not a JSON object")
     return value
 
 
@@ -267,7 +201,7 @@ def _pcrs(specs: list[str]) -> dict[int, bytes]:
         try:
             pcrs[int(index)] = bytes.fromhex(value)
         except ValueError as exc:
-            raise _InputError(f"--pcr {spec!r}: expected INDEX=HEX") from exc
+            raise OwnerInputError(f"--pcr {spec!r}: expected INDEX=HEX") from exc
     return pcrs
 
 
@@ -279,7 +213,7 @@ def verify_wallet(args: argparse.Namespace) -> int:
     try:
         nonce = None if args.nonce is None else bytes.fromhex(args.nonce)
     except ValueError as exc:
-        raise _InputError("--nonce is not hex") from exc
+        raise OwnerInputError("--nonce is not hex") from exc
     try:
         session = session_key_from_attestation(
             attestation, root_certificate_pem=root, expected_pcrs=_pcrs(args.pcr), expected_nonce=nonce,
@@ -314,25 +248,27 @@ def run(args: argparse.Namespace) -> int:
             document = parse_json_object(args.policy.read_bytes(), what="policy")
             if args.expires_in_days is not None:
                 if not 1 <= args.expires_in_days <= MAX_POLICY_LIFETIME_DAYS:
-                    raise _InputError(f"--expires-in-days must be 1-{MAX_POLICY_LIFETIME_DAYS}")
+                    raise OwnerInputError(f"--expires-in-days must be 1-{MAX_POLICY_LIFETIME_DAYS}")
                 document["expires_at"] = int(time.time()) + args.expires_in_days * 86_400
             policy_from_object(document)  # refuse to sign an invalid policy
-            _print(envelope(signer, POLICY_PURPOSE, document))
+            print_json(envelope(signer, POLICY_PURPOSE, document))
         elif command == "approve":
             try:
                 raw = base64.b64decode(args.transaction, validate=True)
             except (binascii.Error, ValueError) as exc:
-                raise _InputError("--transaction is not base64") from exc
-            document = approval_document(args.wallet, message_hash(raw), _lifetime(args.expires_in))
-            _print(envelope(signer, APPROVAL_PURPOSE, document))
+                raise OwnerInputError("--transaction is not base64") from exc
+            document = approval_document(args.wallet, message_hash(raw), order_expiry(args.expires_in))
+            print_json(envelope(signer, APPROVAL_PURPOSE, document))
         elif command in ("freeze", "unfreeze"):
             if args.sequence < 1:
-                raise _InputError("--sequence must be >= 1")
+                raise OwnerInputError("--sequence must be >= 1")
             purpose = FREEZE_PURPOSE if command == "freeze" else UNFREEZE_PURPOSE
-            _print(envelope(signer, purpose, freeze_document(args.wallet, args.sequence, _lifetime(args.expires_in))))
+            print_json(
+                envelope(signer, purpose, freeze_document(args.wallet, args.sequence, order_expiry(args.expires_in)))
+            )
         else:
             return call(args, signer)
-    except (_InputError, OwnerKeyError, PolicyEngineError, OSError) as exc:
+    except (OwnerInputError, OwnerKeyError, PolicyEngineError, OSError) as exc:
         sys.stderr.write(f"owner {args.owner_command}: {exc}\n")
         return EXIT_BAD_INPUT
     return EXIT_OK
@@ -348,7 +284,7 @@ def call(args: argparse.Namespace, signer: OwnerSigner, client: httpx.Client | N
     try:
         response = http.request(args.method, args.url.rstrip("/") + args.path, content=body, headers=headers)
     except httpx.HTTPError as exc:
-        raise _InputError(f"request failed: {type(exc).__name__}") from exc
+        raise OwnerInputError(f"request failed: {type(exc).__name__}") from exc
     finally:
         if client is None:
             http.close()

@@ -50,8 +50,18 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from parent_proxy import owner_cli  # a cycle: owner_cli imports this module; names are looked up at call time only
 from parent_proxy.chain import ChainError, RpcChain
+from parent_proxy.owner_cli_common import (
+    DEFAULT_ORDER_LIFETIME,
+    EXIT_OK,
+    EXIT_REFUSED,
+    OwnerInputError,
+    envelope,
+    order_expiry,
+    pinned_public_key,
+    print_json,
+    signer_from_args,
+)
 from parent_proxy.rotation_transaction import (
     RotationBuildError,
     build_rotation_transaction,
@@ -96,13 +106,13 @@ def register(commands: Any) -> None:
     rotation.add_argument("--agent-key", required=True, help="the agent key being replaced")
     rotation.add_argument("--new-agent-key", required=True, help="the candidate agent key")
     rotation.add_argument("--multisig", help="the wallet's multisig (default: the one the transaction names)")
-    rotation.add_argument("--expires-in", type=int, default=owner_cli.DEFAULT_ORDER_LIFETIME)
+    rotation.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME)
 
     switch = commands.add_parser("sign-key-switch", help="sign the order switching the enclave to the new agent key")
     switch.add_argument("--wallet-id", required=True)
     switch.add_argument("--agent-key", required=True, help="the agent key being replaced")
     switch.add_argument("--new-agent-key", required=True, help="the new agent key, now a member on chain")
-    switch.add_argument("--expires-in", type=int, default=owner_cli.DEFAULT_ORDER_LIFETIME)
+    switch.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME)
 
     cosign = commands.add_parser("cosign", help="add the owner's signature to a transaction")
     cosign.add_argument("--transaction", required=True, help="the transaction, base64")
@@ -113,19 +123,19 @@ def _key(text: str, option: str) -> Pubkey:
     try:
         return Pubkey.from_string(text)
     except ValueError as exc:
-        raise owner_cli._InputError(f"{option} is not a base58 public key") from exc
+        raise OwnerInputError(f"{option} is not a base58 public key") from exc
 
 
 def _transaction(text: str) -> VersionedTransaction:
     if len(text) > _MAX_BASE64_CHARS:
-        raise owner_cli._InputError(f"--transaction is longer than a {MAX_TRANSACTION_BYTES}-byte transaction")
+        raise OwnerInputError(f"--transaction is longer than a {MAX_TRANSACTION_BYTES}-byte transaction")
     try:
         raw = base64.b64decode(text, validate=True)
         tx = VersionedTransaction.from_bytes(raw)
     except (binascii.Error, ValueError) as exc:
-        raise owner_cli._InputError("--transaction is not a base64 Solana transaction") from exc
+        raise OwnerInputError("--transaction is not a base64 Solana transaction") from exc
     if bytes(tx) != raw:
-        raise owner_cli._InputError("--transaction has trailing bytes")
+        raise OwnerInputError("--transaction has trailing bytes")
     return tx
 
 
@@ -146,19 +156,19 @@ def run(args: argparse.Namespace) -> int:
             return sign_key_switch(args)
         return cosign(args)
     except RotationBuildError as exc:
-        raise owner_cli._InputError(str(exc)) from exc
+        raise OwnerInputError(str(exc)) from exc
     except ChainError as exc:
         sys.stderr.write(f"owner {command}: {exc}\n")
-        return owner_cli.EXIT_REFUSED
+        return EXIT_REFUSED
 
 
 def _owner_public_key(args: argparse.Namespace) -> Pubkey:
     if args.keypair is None and args.kms_key_id is None:
-        pinned = owner_cli._pinned_public_key(args.pinned_public_key)
+        pinned = pinned_public_key(args.pinned_public_key)
         if pinned is None:
-            raise owner_cli._InputError("give the owner public key: --owner-public-key K (before the subcommand)")
+            raise OwnerInputError("give the owner public key: --owner-public-key K (before the subcommand)")
         return pinned
-    return owner_cli.signer_from_args(args).public_key
+    return signer_from_args(args).public_key
 
 
 def rotation_transaction(args: argparse.Namespace) -> int:
@@ -167,7 +177,7 @@ def rotation_transaction(args: argparse.Namespace) -> int:
     new_agent = _key(args.new_agent_key, "--new-agent-key")
     agent = None if args.agent_key is None else _key(args.agent_key, "--agent-key")
     if not args.rpc_url.startswith(("https://", "http://")):
-        raise owner_cli._InputError("--rpc-url must be an http(s) URL")
+        raise OwnerInputError("--rpc-url must be an http(s) URL")
 
     async def read() -> tuple[MultisigAccount, str]:
         async with new_rpc_client() as client:
@@ -192,7 +202,7 @@ def rotation_transaction(args: argparse.Namespace) -> int:
         f"remove {agent}; the blockhash expires in about a minute"
     )
     sys.stdout.write(base64.b64encode(raw).decode() + "\n")
-    return owner_cli.EXIT_OK
+    return EXIT_OK
 
 
 def _named_multisig(decoded: DecodedTransaction) -> Pubkey:
@@ -200,7 +210,7 @@ def _named_multisig(decoded: DecodedTransaction) -> Pubkey:
         multisig = ix.args.get("multisig") if ix.name == "config_transaction_create" else None
         if isinstance(multisig, Pubkey):
             return multisig
-    raise owner_cli._InputError("the transaction creates no Squads config transaction")
+    raise OwnerInputError("the transaction creates no Squads config transaction")
 
 
 def sign_rotation(args: argparse.Namespace) -> int:
@@ -209,22 +219,22 @@ def sign_rotation(args: argparse.Namespace) -> int:
     decoded = decode_transaction(bytes(tx))
     multisig = _named_multisig(decoded) if args.multisig is None else _key(args.multisig, "--multisig")
     check_rotation_transaction(decoded, multisig=multisig, agent=agent, new_agent=new_agent)
-    expires_at = owner_cli._lifetime(args.expires_in)
-    signer = owner_cli.signer_from_args(args)
+    expires_at = order_expiry(args.expires_in)
+    signer = signer_from_args(args)
     digest = hashlib.sha256(to_bytes_versioned(tx.message)).digest()
     document = rotation_document(args.wallet_id, agent, new_agent, digest, expires_at)
-    owner_cli._print(owner_cli.envelope(signer, AGENT_KEY_ROTATION_PURPOSE, document))
+    print_json(envelope(signer, AGENT_KEY_ROTATION_PURPOSE, document))
     _note(f"signed: replace {agent} by {new_agent} in multisig {multisig}, message {digest.hex()}")
-    return owner_cli.EXIT_OK
+    return EXIT_OK
 
 
 def sign_key_switch(args: argparse.Namespace) -> int:
     agent, new_agent = _key(args.agent_key, "--agent-key"), _key(args.new_agent_key, "--new-agent-key")
     if agent == new_agent:
-        raise owner_cli._InputError("--new-agent-key is the agent key")
-    document = switch_document(args.wallet_id, agent, new_agent, owner_cli._lifetime(args.expires_in))
-    owner_cli._print(owner_cli.envelope(owner_cli.signer_from_args(args), AGENT_KEY_SWITCH_PURPOSE, document))
-    return owner_cli.EXIT_OK
+        raise OwnerInputError("--new-agent-key is the agent key")
+    document = switch_document(args.wallet_id, agent, new_agent, order_expiry(args.expires_in))
+    print_json(envelope(signer_from_args(args), AGENT_KEY_SWITCH_PURPOSE, document))
+    return EXIT_OK
 
 
 def cosign(args: argparse.Namespace) -> int:
@@ -235,24 +245,24 @@ def cosign(args: argparse.Namespace) -> int:
         try:
             expected = bytes.fromhex(args.message_hash)
         except ValueError as exc:
-            raise owner_cli._InputError("--message-hash is not hex") from exc
+            raise OwnerInputError("--message-hash is not hex") from exc
         if not hmac.compare_digest(expected, digest):
-            raise owner_cli._InputError("the transaction's message is not the one --message-hash names")
+            raise OwnerInputError("the transaction's message is not the one --message-hash names")
     # 1. Every signature already present must verify (a bad one would only fail at submission).
     signers = list(tx.message.account_keys[: tx.message.header.num_required_signatures])
     signatures = list(tx.signatures)
     if len(signatures) != len(signers):
-        raise owner_cli._InputError("--transaction has a signature count other than its message requires")
+        raise OwnerInputError("--transaction has a signature count other than its message requires")
     for key, signature in zip(signers, signatures, strict=True):
         if signature != Signature.default() and not signature.verify(key, message):
-            raise owner_cli._InputError(f"the signature of {key} in the transaction does not verify")
+            raise OwnerInputError(f"the signature of {key} in the transaction does not verify")
     # 2. The owner must be a required signer; its slot gets the owner's signature.
-    signer = owner_cli.signer_from_args(args)
+    signer = signer_from_args(args)
     if signer.public_key not in signers:
-        raise owner_cli._InputError(f"the owner key {signer.public_key} is not a required signer of the transaction")
+        raise OwnerInputError(f"the owner key {signer.public_key} is not a required signer of the transaction")
     slot = signers.index(signer.public_key)
     signatures[slot] = Signature.from_bytes(signer.sign(message))  # KMS: ED25519_SHA_512 over the RAW message
     signed = VersionedTransaction.populate(tx.message, signatures)
     _note(f"signed message {digest.hex()} as {signer.public_key} (signature slot {slot})")
     sys.stdout.write(base64.b64encode(bytes(signed)).decode() + "\n")
-    return owner_cli.EXIT_OK
+    return EXIT_OK

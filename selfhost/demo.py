@@ -50,7 +50,7 @@ from solders.transaction import Transaction
 
 from parent_proxy import audit_cli
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
-from parent_proxy.owner_cli import envelope
+from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner, write_keypair_file
 from parent_proxy.provisioning import ProvisionVerificationError, session_key_from_attestation, verify_provision_receipt
 from parent_proxy.sign_parts import message_hash

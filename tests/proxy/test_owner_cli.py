@@ -19,7 +19,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
-from parent_proxy.owner_cli import envelope
+from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import (
     KmsOwnerSigner,
     LocalOwnerSigner,
@@ -255,7 +255,7 @@ def test_cli_kms_signing_sends_the_source_identity_and_honours_the_pin(
     """`waiaas owner --kms-key-id ...` end to end, with STS (moto) and the test KMS behind the client factory."""
     import boto3
 
-    from parent_proxy import owner_cli
+    from parent_proxy import owner_cli_common
 
     client, key_id = kms
     other_key_id = _new_ed25519_key(client)
@@ -269,7 +269,7 @@ def test_cli_kms_signing_sends_the_source_identity_and_honours_the_pin(
 
         return make
 
-    monkeypatch.setattr(owner_cli, "boto3_factory", factory)
+    monkeypatch.setattr(owner_cli_common, "boto3_factory", factory)
     roles = ["arn:aws:iam::123456789012:role/waiaas-owner-entry", "arn:aws:iam::123456789012:role/waiaas-owner-signer"]
     chain = ["--role-arn", roles[0], "--role-arn", roles[1], "--mfa-serial", "arn:aws:iam::123456789012:mfa/a"]
     base = ["owner", "--kms-key-id", key_id, *chain, "--mfa-code", "123456"]

@@ -31,9 +31,8 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
-from parent_proxy import owner_cli
 from parent_proxy.owner_keyfile import KeyFileError, decrypt_owner_key, write_encrypted_key_file
-from parent_proxy.owner_signers import write_keypair_file
+from parent_proxy.owner_signers import LocalOwnerSigner, write_keypair_file
 from parent_proxy.sign_parts import message_hash
 from policies.cli import main
 from policies.orders import check_approval, check_freeze_order
@@ -406,5 +405,5 @@ def test_no_secret_reaches_stdout_stderr_logs_or_error_messages(
         assert not any(secret.encode() in stored for secret in secrets)
         assert seed_of(generated_key) not in stored and seed_of(imported_key) not in stored
         assert PASSPHRASE.encode() not in stored
-    assert "LocalOwnerSigner(" in repr(owner_cli.LocalOwnerSigner(generated_key))
-    assert not any(secret in repr(owner_cli.LocalOwnerSigner(generated_key)) for secret in secrets)
+    assert "LocalOwnerSigner(" in repr(LocalOwnerSigner(generated_key))
+    assert not any(secret in repr(LocalOwnerSigner(generated_key)) for secret in secrets)

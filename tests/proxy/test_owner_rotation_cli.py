@@ -401,7 +401,7 @@ def kms_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[str], list[d
     import boto3
     from moto import mock_aws
 
-    from parent_proxy import owner_cli
+    from parent_proxy import owner_cli_common
     from tests.fakes.test_kms import AttestingTestKms
 
     with mock_aws():
@@ -423,7 +423,7 @@ def kms_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[str], list[d
                 boto3.client("sts", region_name="us-east-1") if service == "sts" else client
             )
 
-        monkeypatch.setattr(owner_cli, "boto3_factory", factory)
+        monkeypatch.setattr(owner_cli_common, "boto3_factory", factory)
         roles = ["--role-arn", "arn:aws:iam::123456789012:role/waiaas-owner-signer"]
         yield ["--kms-key-id", key_id, *roles, "--mfa-serial", "arn:aws:iam::123456789012:mfa/a", "--mfa-code",
                "123456", "--source-identity", "alice"], signed  # fmt: skip

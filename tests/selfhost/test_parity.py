@@ -43,7 +43,7 @@ from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import EnclaveState
 from enclave_app.sealing import SCHEME_LOCAL
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
-from parent_proxy.owner_cli import envelope
+from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
 from parent_proxy.sign_parts import message_hash
 from policies.canonical import parse_json_object

@@ -26,7 +26,7 @@ from solders.transaction import VersionedTransaction
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import ErrorCode
-from parent_proxy.owner_cli import envelope
+from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.sqlite import SqliteStore

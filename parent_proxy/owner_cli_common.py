@@ -1,0 +1,106 @@
+"""What every ``waiaas owner`` command shares: the owner key from the command line, the signed envelope, order
+expiry, JSON output, exit codes and the bad-input error.
+
+`parent_proxy.owner_cli` (policies, approvals, freeze orders, API calls) and `parent_proxy.owner_rotation_cli`
+(agent-key rotation) both build on this module; neither imports the other's internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from parent_proxy.owner_keyfile import load_owner_key, prompt_passphrase, read_passphrase_file
+from parent_proxy.owner_signers import (
+    KmsOwnerSigner,
+    LocalOwnerSigner,
+    OwnerSigner,
+    RoleChain,
+    boto3_factory,
+    check_expected_public_key,
+)
+from policies.orders import MAX_ORDER_LIFETIME_SECONDS
+from policies.signing import signing_payload
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+DEFAULT_ORDER_LIFETIME = 600
+"""Seconds an order signed without ``--expires-in`` stays valid."""
+
+
+class OwnerInputError(Exception):
+    """Bad command-line input: the command prints the message and exits `EXIT_BAD_INPUT`; nothing is signed."""
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"owner: warning: {message}\n")
+
+
+def pinned_public_key(text: str | None) -> Pubkey | None:
+    """``--owner-public-key``, parsed (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return Pubkey.from_string(text)
+    except ValueError as exc:
+        raise OwnerInputError("--owner-public-key is not a base58 public key") from exc
+
+
+def passphrase(passphrase_file: Path | None, key_file: Path, *, confirm: bool) -> bytes:
+    """A key file's passphrase: the first line of ``passphrase_file``, else a prompt when stdin is a terminal."""
+    if passphrase_file is not None:
+        return read_passphrase_file(passphrase_file, warn)
+    if not sys.stdin.isatty():
+        raise OwnerInputError(f"key file {key_file}: give --passphrase-file (stdin is not a terminal to ask on)")
+    return prompt_passphrase(key_file, confirm=confirm, ask=getpass.getpass)
+
+
+def signer_from_args(args: argparse.Namespace) -> OwnerSigner:
+    """The owner key the options name: ``--keypair`` (local file) or ``--kms-key-id`` through the MFA role chain,
+    checked against ``--owner-public-key`` when given."""
+    if (args.keypair is None) == (args.kms_key_id is None):
+        raise OwnerInputError("give exactly one of --keypair or --kms-key-id")
+    if args.passphrase_file is not None and args.keypair is None:
+        raise OwnerInputError("--passphrase-file goes with --keypair")
+    pinned = pinned_public_key(args.pinned_public_key)
+    if args.keypair is not None:
+        path = args.keypair
+        local = LocalOwnerSigner(
+            load_owner_key(path, lambda: passphrase(args.passphrase_file, path, confirm=False), warn)
+        )
+        check_expected_public_key(local.public_key, pinned, f"keypair file {args.keypair}")
+        return local
+    if not args.role_arn or not args.mfa_serial or not args.mfa_code or not args.source_identity:
+        raise OwnerInputError(
+            "--kms-key-id needs --role-arn (at least one), --mfa-serial, --mfa-code and --source-identity"
+        )
+    chain = RoleChain(args.role_arn, args.mfa_serial, args.mfa_code, args.source_identity)
+    return KmsOwnerSigner.with_role_chain(
+        boto3_factory(args.region), chain, args.kms_key_id, expected_public_key=pinned
+    )
+
+
+def envelope(signer: OwnerSigner, purpose: str, document: dict[str, Any]) -> dict[str, Any]:
+    """The signed envelope the API and the enclave take: the document and the owner's signature for ``purpose``."""
+    signature = signer.sign(signing_payload(purpose, document))
+    return {"document": document, "signature": str(Signature.from_bytes(signature))}
+
+
+def order_expiry(seconds: int) -> int:
+    """``expires_at`` for an order valid ``seconds`` (``--expires-in``) from now."""
+    if not 1 <= seconds <= MAX_ORDER_LIFETIME_SECONDS:
+        raise OwnerInputError(f"--expires-in must be 1-{MAX_ORDER_LIFETIME_SECONDS} seconds")
+    return int(time.time()) + seconds
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
