@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from enclave_app.protocol import AgentKeyResponse
+from parent_proxy.agent_key_receipts import ExpectedAgentKey
 from parent_proxy.api_agent import services_of
-from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
 from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
@@ -57,6 +59,8 @@ from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_or
 from policies.signing import load_signed_policy
 from policies.transaction import decode_transaction
 
+T = TypeVar("T")
+
 router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
 
 
@@ -68,6 +72,28 @@ def _receipt(answer: Any) -> Receipt:
     return Receipt(
         receipt=base64.b64encode(answer.receipt).decode(), signature=str(Signature.from_bytes(answer.receipt_signature))
     )
+
+
+async def _record_checked(
+    services: Services, answer: Any, expected: ExpectedAgentKey, step: str, record: Callable[[], T]
+) -> T:
+    """``record()`` once the answer's agent-key receipt verifies under the attested session key in force and states
+    ``expected`` (`parent_proxy.enclave_sessions`); else 503 and an ``agent_key.failed`` record naming the step."""
+
+    def failed(exc: BaseException) -> None:
+        error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
+        payload = {"step": step, "error": error, "agent_public_key": _key(expected.agent_public_key),
+                   "new_agent_public_key": _key(expected.new_agent_public_key)}  # fmt: skip
+        services.audit_safely("agent_key.failed", payload, wallet_id=expected.wallet_id)
+
+    try:
+        return await services.sessions.record_checked(
+            services, answer.receipt, answer.receipt_signature, expected, record=record, on_failure=failed
+        )
+    except ApiError:
+        raise
+    except Exception as exc:
+        raise translate(exc) from exc
 
 
 def _multisig(wallet: Wallet) -> Pubkey:
@@ -136,12 +162,15 @@ async def prepare_candidate(wallet_id: WalletId, request: Request) -> AgentKeyCa
 
     def persist() -> None:
         payload = {"agent_public_key": _key(wallet.agent_pubkey),
-                   "candidate_public_key": _key(candidate.candidate_pubkey), "receipt": receipt.receipt,
+                   "candidate_public_key": _key(candidate.candidate_pubkey),
+                   "owner_public_key": _key(wallet.owner_pubkey), "receipt": receipt.receipt,
                    "receipt_signature": receipt.signature}  # fmt: skip
         services.audit.append("agent_key.candidate", payload, wallet_id=wallet_id,
                               changes=[SetAgentKeyCandidate(candidate)])  # fmt: skip
 
-    await run_store(services, persist)
+    expected = ExpectedAgentKey("agent_key_candidate", wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey,
+                                wallet.owner_pubkey)  # fmt: skip
+    await _record_checked(services, answer, expected, "candidate", persist)
     return AgentKeyCandidateView(wallet_id=wallet_id, agent_public_key=_key(wallet.agent_pubkey),
                                  candidate_public_key=_key(candidate.candidate_pubkey), receipt=receipt)  # fmt: skip
 
@@ -176,11 +205,14 @@ async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, reque
 
     def persist() -> None:
         payload = {"message_sha256": message_hash.hex(), "agent_public_key": _key(wallet.agent_pubkey),
-                   "candidate_public_key": _key(candidate.candidate_pubkey), "signature": signature,
+                   "candidate_public_key": _key(candidate.candidate_pubkey),
+                   "owner_public_key": _key(wallet.owner_pubkey), "signature": signature,
                    "receipt": receipt.receipt, "receipt_signature": receipt.signature}  # fmt: skip
         services.audit.append("agent_key.rotation_signed", payload, wallet_id=wallet_id)
 
-    await run_store(services, persist)
+    expected = ExpectedAgentKey("agent_key_rotation", wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey,
+                                wallet.owner_pubkey, message_hash)  # fmt: skip
+    await _record_checked(services, answer, expected, "rotation", persist)
     return AgentKeyRotationSigned(
         wallet_id=wallet_id, message_sha256=message_hash.hex(), signature=signature,
         signed_transaction=base64.b64encode(answer.signed_transaction).decode(), receipt=receipt,
@@ -226,14 +258,16 @@ async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> A
     def persist() -> Wallet:
         new_key = _key(candidate.candidate_pubkey)
         payload = {"previous_agent_public_key": _key(wallet.agent_pubkey), "agent_public_key": new_key,
-                   "order_sha256": hashlib.sha256(envelope).hexdigest(), "receipt": receipt.receipt,
-                   "receipt_signature": receipt.signature}  # fmt: skip
+                   "owner_public_key": _key(wallet.owner_pubkey), "order_sha256": hashlib.sha256(envelope).hexdigest(),
+                   "receipt": receipt.receipt, "receipt_signature": receipt.signature}  # fmt: skip
         webhook = services.webhook_item(wallet_id, "agent_key.switched", {"agent_public_key": new_key})
         change = SwitchAgentKey(wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey, now)
         services.audit.append("agent_key.switched", payload, wallet_id=wallet_id, webhook=webhook, changes=[change])
         return services.store.get_wallet(wallet_id)
 
-    switched: Wallet = await run_store(services, persist)
+    expected = ExpectedAgentKey("agent_key_switch", wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey,
+                                wallet.owner_pubkey)  # fmt: skip
+    switched: Wallet = await _record_checked(services, answer, expected, "switch", persist)
     services.relay.switched(switched)
     return AgentKeySwitched(wallet_id=wallet_id, agent_public_key=_key(candidate.candidate_pubkey),
                             previous_agent_public_key=_key(wallet.agent_pubkey), receipt=receipt)  # fmt: skip

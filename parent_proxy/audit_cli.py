@@ -114,6 +114,7 @@ def _say_receipts(report: ReceiptsReport) -> None:
     print(
         f"audit verify: receipts OK: {report.receipts} receipts under {report.sessions} session records "
         f"({report.verified_documents} attestation documents verified)"
+        + (f", {report.agent_key_receipts} agent-key receipts" if report.agent_key_receipts else "")
     )
     if report.counter_gaps:
         print(f"audit verify: WARNING: {report.counter_gaps} receipt counters not in the log (allowed by "

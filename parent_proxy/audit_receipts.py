@@ -27,6 +27,13 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
    issued and the log does not hold (a signature withheld from the log, or an answer the proxy refused or lost).
    Refused unless gaps are allowed (``allow_gaps``: after the operator has matched them with ``*.failed`` records).
 
+5. ``agent_key.candidate``, ``agent_key.rotation_signed`` and ``agent_key.switched`` (agent-key rotation): the
+   payload holds an agent-key receipt (``receipt``, base64, and ``receipt_signature``, base58) that verifies under
+   the latest session key (`enclave_app.receipts.verify_agent_key_receipt`) and states what the record does, by
+   the rule the proxy applied when it arrived (`parent_proxy.agent_key_receipts.ExpectedAgentKey`: the event's
+   purpose, the record's wallet, the payload's agent key and new key, owner key, for a rotation its
+   ``message_sha256``, and the record's time). These receipts have no counter; the same one recorded twice fails.
+
 What this cannot show: receipts missing after the last recorded one of a session (the enclave's final counter is
 known to nobody but the enclave: anchor the log's head elsewhere, ``--expect-head``), and, in mode ``none`` or
 without an anchor, which code held the session key.
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 from collections.abc import Mapping, Sequence
@@ -43,11 +51,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 
 from enclave_app.attestation import verify_attestation_document
 from enclave_app.errors import AttestationError, ReceiptError
 from enclave_app.receipts import verify_receipt
 from enclave_app.server import SESSION_USER_DATA
+from parent_proxy.agent_key_receipts import AGENT_KEY_EVENT_PURPOSES, ExpectedAgentKey
 from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, Expected, check_receipt_content, split_receipt
 from parent_proxy.errors import AuditChainError
@@ -87,10 +97,13 @@ class ReceiptsReport:
     """Mode nitro, but no anchor was given to verify the document against."""
     verified_documents: int = 0
     receipts: int = 0
+    agent_key_receipts: int = 0
+    """Agent-key receipts (rotation steps) checked, counted apart from ``receipts`` (decision receipts)."""
     counter_gaps: int = 0
     """Counters skipped within a session (receipts issued but not recorded: failed answers, or withheld); only with
     ``allow_gaps`` (else the first gap fails the check)."""
     _counters: dict[bytes, set[int]] = field(default_factory=dict, repr=False)
+    _agent_key_receipts: set[bytes] = field(default_factory=set, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +222,48 @@ def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsRepo
     report.receipts += 1
 
 
+_AGENT_KEY_PAYLOAD_KEYS = {
+    # event -> (payload field of the agent key the step started from, payload field of the new key)
+    "agent_key.candidate": ("agent_public_key", "candidate_public_key"),
+    "agent_key.rotation_signed": ("agent_public_key", "candidate_public_key"),
+    "agent_key.switched": ("previous_agent_public_key", "agent_public_key"),
+}
+
+
+def _agent_key_receipt(record: AuditRecord, session: _Session | None, report: ReceiptsReport) -> None:
+    """Step 5 for one ``agent_key.*`` record that must hold a receipt."""
+    if record.receipt is not None:
+        raise _fail(record, f"unexpected receipt field on a {record.event_type} record (it goes in the payload)")
+    payload = json.loads(record.payload)
+    if not isinstance(payload, dict):
+        raise _fail(record, f"{record.event_type} record malformed")
+    purpose = AGENT_KEY_EVENT_PURPOSES[record.event_type]
+    old_field, new_field = _AGENT_KEY_PAYLOAD_KEYS[record.event_type]
+    try:
+        receipt = base64.b64decode(payload["receipt"], validate=True)
+        signature = bytes(Signature.from_string(payload["receipt_signature"]))
+        keys = [bytes(Pubkey.from_string(payload[name])) for name in (old_field, new_field, "owner_public_key")]
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise _fail(record, f"{record.event_type} record without a readable agent-key receipt and keys") from exc
+    if session is None:
+        raise _fail(record, "agent-key receipt recorded before any enclave.session record")
+    message_hash = _recorded_message_hash(record, payload) if purpose == "agent_key_rotation" else None
+    expected = ExpectedAgentKey(purpose, record.wallet_id or "", keys[0], keys[1], keys[2], message_hash)
+    try:
+        stated = expected.verify(receipt, signature, session.key)
+    except ReceiptError as exc:
+        raise _fail(record, f"agent-key receipt not signed by the session key of seq {session.seq}") from exc
+    try:
+        expected.check(stated, at=record.time)
+    except ReceiptError as exc:
+        raise _fail(record, f"agent-key receipt disagrees with the record: {exc}") from exc
+    digest = hashlib.sha256(receipt).digest()
+    if digest in report._agent_key_receipts:
+        raise _fail(record, "agent-key receipt recorded twice")
+    report._agent_key_receipts.add(digest)
+    report.agent_key_receipts += 1
+
+
 def verify_audit_receipts(
     records: Sequence[AuditRecord],
     *,
@@ -216,7 +271,7 @@ def verify_audit_receipts(
     require_attestation: bool = False,
     allow_gaps: bool = False,
 ) -> ReceiptsReport:
-    """Steps 1-4 of the module docstring over ``records`` (a chain that verified); `AuditChainError` at the first
+    """Steps 1-5 of the module docstring over ``records`` (a chain that verified); `AuditChainError` at the first
     record that fails."""
     report = ReceiptsReport()
     session: _Session | None = None
@@ -226,6 +281,9 @@ def verify_audit_receipts(
                 raise _fail(record, "session record holds a receipt")
             session = _Session(record.seq, _session(record, anchor, require_attestation, report))
             report.sessions += 1
+            continue
+        if record.event_type in AGENT_KEY_EVENT_PURPOSES:
+            _agent_key_receipt(record, session, report)
             continue
         _receipt(record, session, report)
     for key, counters in report._counters.items():

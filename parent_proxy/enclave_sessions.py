@@ -1,10 +1,11 @@
-"""The enclave session key in force, and the check of every decision receipt as it arrives (DESIGN.md section 3).
+"""The enclave session key in force, and the check of every receipt as it arrives (DESIGN.md section 3).
 
 Every enclave answer to a signing request (a signed or refused transaction, a signed off-chain message) carries a
-receipt signed by the enclave's per-boot session key (`enclave_app.receipts`). The proxy records it in the audit
-log with the answer; an auditor checks it against the attested session key (``waiaas audit verify --receipts``).
-So that the log always says which key was in force, the proxy checks each receipt before anything is recorded or
-handed out (:meth:`EnclaveSessions.record_checked`):
+receipt signed by the enclave's per-boot session key (`enclave_app.receipts`), and so does every answer to an
+agent-key rotation step (an agent-key receipt: `parent_proxy.agent_key_receipts`, checked the same way). The proxy
+records it in the audit log with the answer; an auditor checks it against the attested session key
+(``waiaas audit verify --receipts``). So that the log always says which key was in force, the proxy checks each
+receipt before anything is recorded or handed out (:meth:`EnclaveSessions.record_checked`):
 
 1. In the worker-thread hop that records the answer: the receipt verifies under the current session key (one
    Ed25519 verification) and states what the answer says, about the message the proxy sent
@@ -41,7 +42,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 from solders.pubkey import Pubkey
@@ -111,6 +112,27 @@ class Expected:
     signed: bool
     decision: object
 
+    def verify(self, receipt: bytes, signature: bytes, session_public_key: bytes) -> Receipt:
+        """The receipt, if ``session_public_key`` signed it as a decision receipt (else `ReceiptError`)."""
+        return verify_receipt(receipt, signature, session_public_key)
+
+    def check(self, stated: object, *, at: float) -> None:
+        """:func:`check_receipt_content` on a verified decision receipt."""
+        if not isinstance(stated, Receipt):
+            raise ReceiptError("not a decision receipt")
+        check_receipt_content(stated, self, at=at)
+
+
+class ReceiptExpectation(Protocol):
+    """What one kind of receipt must state: :class:`Expected` (decision receipts) or
+    `parent_proxy.agent_key_receipts.ExpectedAgentKey`. ``verify`` checks the signature under a session key and
+    decodes (`ReceiptError`); ``check`` compares the decoded receipt with the answer or record (`ReceiptError`,
+    `ReceiptClockSkew` for the time)."""
+
+    def verify(self, receipt: bytes, signature: bytes, session_public_key: bytes) -> object: ...
+
+    def check(self, stated: object, *, at: float) -> None: ...
+
 
 def check_receipt_content(receipt: Receipt, expected: Expected, *, at: float) -> None:
     """Raise `ReceiptError` unless ``receipt`` states what ``expected`` says. The same rules for the proxy, when the
@@ -133,7 +155,12 @@ def check_receipt_content(receipt: Receipt, expected: Expected, *, at: float) ->
         raise ReceiptError("transaction receipt without the enclave's decision")
     if isinstance(decision, dict):
         _agrees_with_decision(receipt, decision)
-    if not abs(at - receipt.time_ms / 1000) <= RECEIPT_TIME_TOLERANCE_SECONDS:
+    check_receipt_time(receipt.time_ms, at=at)
+
+
+def check_receipt_time(time_ms: int, *, at: float) -> None:
+    """`ReceiptClockSkew` unless a receipt's time (ms) is within :data:`RECEIPT_TIME_TOLERANCE_SECONDS` of ``at``."""
+    if not abs(at - time_ms / 1000) <= RECEIPT_TIME_TOLERANCE_SECONDS:
         raise ReceiptClockSkew(
             f"receipt time and the proxy's clock differ by more than {RECEIPT_TIME_TOLERANCE_SECONDS} s"
         )
@@ -223,11 +250,11 @@ class EnclaveSessions:
         self,
         receipt: bytes,
         signature: bytes,
-        expected: Expected,
+        expected: ReceiptExpectation,
         *,
         at: float,
         attested: bool,
-    ) -> Receipt:
+    ) -> object:
         """The verified receipt; `UnknownSession` when it does not verify under the key in force and no fresh
         attestation has been tried for it (``attested`` false), else `ApiError` 503 ``enclave_unavailable``."""
         key = self._key
@@ -236,18 +263,18 @@ class EnclaveSessions:
                 raise _malformed("a receipt while no session key could be adopted")
             raise UnknownSession
         try:
-            verified = verify_receipt(receipt, signature, key)
+            verified = expected.verify(receipt, signature, key)
         except ReceiptError as exc:
             if attested:
                 raise _malformed("a receipt that the attested session key did not sign") from exc
             raise UnknownSession from exc
         try:
-            check_receipt_content(verified, expected, at=at)
+            expected.check(verified, at=at)
         except ReceiptClockSkew as exc:
             raise ApiError(Code.ENCLAVE_UNAVAILABLE, CLOCK_SKEW_MESSAGE) from exc
         except ReceiptError as exc:
             raise _malformed("a receipt that contradicts its answer") from exc
-        if expected.decision is not None:
+        if isinstance(expected, Expected) and expected.decision is not None:
             try:  # the decision goes into the audit record as it came: refused here, not when it is recorded
                 canonical_json(expected.decision)
             except InvalidInput as exc:
@@ -255,13 +282,14 @@ class EnclaveSessions:
         return verified
 
     # -- step 2 (async, only on a session change) --------------------------------------------------------------------
-    async def attest(self, services: Services, receipt: bytes, signature: bytes) -> None:
+    async def attest(self, services: Services, receipt: bytes, signature: bytes, expected: ReceiptExpectation) -> None:
         """Attest the enclave with a fresh nonce, record ``enclave.session`` and adopt its key, unless the receipt
-        already verifies under the key in force (another request adopted it meanwhile) or the key did not change."""
+        already verifies under the key in force (another request adopted it meanwhile) or the key did not change.
+        ``expected`` says which kind of receipt it is (how to verify it)."""
         if self._attesting is None:
             self._attesting = anyio.Lock()
         async with self._attesting:
-            if self._key is not None and self._verifies(self._key, receipt, signature):
+            if self._key is not None and self._verifies(self._key, receipt, signature, expected):
                 return
             nonce = secrets.token_bytes(SESSION_NONCE_BYTES)
             answer = await services.relay.attestation(nonce)
@@ -294,9 +322,9 @@ class EnclaveSessions:
             self._key = key
 
     @staticmethod
-    def _verifies(key: bytes, receipt: bytes, signature: bytes) -> bool:
+    def _verifies(key: bytes, receipt: bytes, signature: bytes, expected: ReceiptExpectation) -> bool:
         try:
-            verify_receipt(receipt, signature, key)
+            expected.verify(receipt, signature, key)
         except ReceiptError:
             return False
         return True
@@ -307,7 +335,7 @@ class EnclaveSessions:
         services: Services,
         receipt: bytes,
         signature: bytes,
-        expected: Expected,
+        expected: ReceiptExpectation,
         *,
         record: Callable[[], T],
         on_failure: Callable[[BaseException], None],
@@ -338,7 +366,7 @@ class EnclaveSessions:
         except UnknownSession:
             pass
         try:
-            await self.attest(services, receipt, signature)
+            await self.attest(services, receipt, signature, expected)
         except BaseException as exc:  # includes cancellation: what the request holds must be given back
             with anyio.CancelScope(shield=True):
                 await services.run(on_failure, exc)

@@ -15,16 +15,10 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
     waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
     waiaas owner rotation-transaction | sign-rotation | sign-key-switch | cosign
                                                          agent-key rotation: `parent_proxy.owner_rotation_cli`
-    waiaas owner verify-wallet --created F --attestation F --owner-public-key K
-          (--root-pem F --pcr I=HEX ... [--nonce HEX] | --accept-unattested)
-                                                         verify a new wallet's provisioning receipt (no key needed)
+    waiaas owner verify-wallet | verify-candidate        check that the enclave made an agent key (no key needed):
+                                                         `parent_proxy.owner_verify_cli`
 
-``verify-wallet`` checks the ``POST /v1/wallets`` answer's provisioning receipt under the session key of a
-``GET /v1/attestation`` answer (mode nitro: the document verified against the pinned root and PCRs; mode none:
-only with ``--accept-unattested``, which proves nothing about the code) and that it binds that wallet and agent key
-to the given owner key. Run it before adding the agent key on chain.
-
-Exit codes: 0 done, 1 the server refused (``call``) or the wallet did not verify (``verify-wallet``), 2 bad input or
+Exit codes: 0 done, 1 the server refused (``call``) or the key did not verify (``verify-*``), 2 bad input or
 the key could not be used. Key material and
 clear agent tokens are never logged; ``call`` prints the server's answer (which, for token issue, holds the token
 once) to stdout only.
@@ -35,7 +29,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import json
 import secrets
 import sys
 import time
@@ -46,7 +39,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
-from parent_proxy import owner_rotation_cli
+from parent_proxy import owner_rotation_cli, owner_verify_cli
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
@@ -69,12 +62,6 @@ from parent_proxy.owner_keyfile import (
 from parent_proxy.owner_signers import (
     OwnerKeyError,
     OwnerSigner,
-)
-from parent_proxy.provisioning import (
-    UNATTESTED_WARNING,
-    ProvisionVerificationError,
-    session_key_from_attestation,
-    verify_provision_receipt,
 )
 from parent_proxy.sign_parts import message_hash
 from policies.canonical import parse_json_object
@@ -150,16 +137,7 @@ def register(subparsers: Any) -> None:
     call.add_argument("path", help="e.g. /v1/wallets/w1/tokens")
     call.add_argument("--body", type=Path, help="JSON body file")
 
-    verify = commands.add_parser("verify-wallet", help="verify a new wallet's provisioning receipt")
-    verify.add_argument("--created", required=True, type=Path, help="the POST /v1/wallets answer (JSON file)")
-    verify.add_argument("--attestation", required=True, type=Path, help="the GET /v1/attestation answer (JSON file)")
-    verify.add_argument("--owner-public-key", required=True, help="your owner public key (base58)")
-    verify.add_argument("--root-pem", type=Path, help="nitro: the pinned root certificate (PEM)")
-    verify.add_argument("--pcr", action="append", default=[], help="nitro: expected PCR, INDEX=HEX (repeatable)")
-    verify.add_argument("--nonce", help="nitro: the hex nonce sent to GET /v1/attestation (checked when given)")
-    verify.add_argument(
-        "--accept-unattested", action="store_true", help="mode none: accept the unattested session key (proves nothing)"
-    )
+    owner_verify_cli.register(commands)
     owner_rotation_cli.register(commands)
     owner.set_defaults(func=run)
 
@@ -184,58 +162,10 @@ MAX_POLICY_LIFETIME_DAYS = 3660
 """Ten years: a longer lifetime is no bound at all (omit --expires-in-days for a policy that never expires)."""
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_bytes())
-    except ValueError as exc:
-        raise OwnerInputError(f"{what}: not JSON") from exc
-    if not isinstance(value, dict):
-        raise OwnerInputError(f"{what}: not a JSON object")
-    return value
-
-
-def _pcrs(specs: list[str]) -> dict[int, bytes]:
-    pcrs: dict[int, bytes] = {}
-    for spec in specs:
-        index, _, value = spec.partition("=")
-        try:
-            pcrs[int(index)] = bytes.fromhex(value)
-        except ValueError as exc:
-            raise OwnerInputError(f"--pcr {spec!r}: expected INDEX=HEX") from exc
-    return pcrs
-
-
-def verify_wallet(args: argparse.Namespace) -> int:
-    """``verify-wallet``: 0 when the receipt verifies and binds the keys, 1 when it does not, 2 on bad input."""
-    created = _read_json(args.created, "--created")
-    attestation = _read_json(args.attestation, "--attestation")
-    root = None if args.root_pem is None else args.root_pem.read_bytes()
-    try:
-        nonce = None if args.nonce is None else bytes.fromhex(args.nonce)
-    except ValueError as exc:
-        raise OwnerInputError("--nonce is not hex") from exc
-    try:
-        session = session_key_from_attestation(
-            attestation, root_certificate_pem=root, expected_pcrs=_pcrs(args.pcr), expected_nonce=nonce,
-            accept_unattested=args.accept_unattested,
-        )  # fmt: skip
-        if attestation.get("mode") == "none":
-            sys.stderr.write(f"WARNING: {UNATTESTED_WARNING}\n")
-        verified = verify_provision_receipt(created, owner_public_key=args.owner_public_key, session_public_key=session)
-    except ProvisionVerificationError as exc:
-        sys.stderr.write(f"owner verify-wallet: NOT VERIFIED: {exc}. Do not add the agent key on chain.\n")
-        return EXIT_REFUSED
-    sys.stdout.write(
-        f"verified: the enclave provisioned wallet {verified.wallet_id} with agent key {verified.agent_public_key} "
-        f"for owner key {verified.owner_public_key}\n"
-    )
-    return EXIT_OK
-
-
 def run(args: argparse.Namespace) -> int:
     try:
-        if args.owner_command == "verify-wallet":
-            return verify_wallet(args)
+        if args.owner_command in owner_verify_cli.COMMANDS:
+            return owner_verify_cli.run(args)
         if args.owner_command in ("keygen", "encrypt-keypair"):
             return new_key_file(args)
         if args.owner_command in owner_rotation_cli.COMMANDS:

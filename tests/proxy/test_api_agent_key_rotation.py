@@ -34,20 +34,20 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     yield from running_harness(tmp_path)
 
 
-def _multisig_wallet(h: Harness) -> Pubkey:
+def multisig_wallet(h: Harness) -> Pubkey:
     """A provisioned wallet whose policy declares a multisig of the owner and the agent (on chain too)."""
     multisig = multisig_address(CREATE_KEY)[0]
     provision(h, h.policy(squads_multisig=str(multisig)))
-    _chain_shows(h, [h.owner_pub, h.agent])
+    chain_shows(h, [h.owner_pub, h.agent])
     return multisig
 
 
-def _chain_shows(h: Harness, members: list[Pubkey]) -> None:
+def chain_shows(h: Harness, members: list[Pubkey]) -> None:
     assert isinstance(h.services.chain, LiteSvmChain)
     put_multisig(h.services.chain.svm, CREATE_KEY, members)
 
 
-def _path(h: Harness, tail: str = "") -> str:
+def agent_key_path(h: Harness, tail: str = "") -> str:
     return f"/v1/wallets/{h.wallet_id}/agent-key{tail}"
 
 
@@ -55,7 +55,7 @@ def _expires() -> int:
     return int(time.time()) + 600
 
 
-def _rotation_body(h: Harness, raw: bytes, new: Pubkey, *, key: Ed25519PrivateKey | None = None,
+def rotation_body(h: Harness, raw: bytes, new: Pubkey, *, key: Ed25519PrivateKey | None = None,
                    agent: Pubkey | None = None) -> dict[str, Any]:  # fmt: skip
     message = to_bytes_versioned(VersionedTransaction.from_bytes(raw).message)
     document = rotation_document(h.wallet_id, agent or h.agent, new, hashlib.sha256(message).digest(), _expires())
@@ -63,12 +63,12 @@ def _rotation_body(h: Harness, raw: bytes, new: Pubkey, *, key: Ed25519PrivateKe
     return {"transaction": base64.b64encode(raw).decode(), "envelope": envelope}
 
 
-def _switch_body(h: Harness, new: Pubkey, *, key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
+def switch_body(h: Harness, new: Pubkey, *, key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
     document = switch_document(h.wallet_id, h.agent, new, _expires())
     return {"envelope": sign_document(AGENT_KEY_SWITCH_PURPOSE, document, key or h.owner)}
 
 
-def _session_key(h: Harness) -> bytes:
+def session_key(h: Harness) -> bytes:
     answer = h.client.get("/v1/attestation", params={"nonce": "00" * 16})
     return bytes(Pubkey.from_string(answer.json()["session_public_key"]))
 
@@ -76,43 +76,43 @@ def _session_key(h: Harness) -> bytes:
 def _receipt(h: Harness, view: dict[str, Any]) -> Any:
     receipt = base64.b64decode(view["receipt"]["receipt"])
     signature = bytes(Signature.from_string(view["receipt"]["signature"]))
-    return verify_agent_key_receipt(receipt, signature, _session_key(h))
+    return verify_agent_key_receipt(receipt, signature, session_key(h))
 
 
 def test_rotation_through_the_api(h: Harness) -> None:
-    multisig = _multisig_wallet(h)
+    multisig = multisig_wallet(h)
     old = h.agent
-    assert h.owner_call("GET", _path(h)).json() == {
+    assert h.owner_call("GET", agent_key_path(h)).json() == {
         "wallet_id": h.wallet_id, "agent_public_key": str(old), "candidate_public_key": None, "retired": []
     }  # fmt: skip
     # 1. Candidate.
-    made = h.owner_call("POST", _path(h, "/candidate"))
+    made = h.owner_call("POST", agent_key_path(h, "/candidate"))
     assert made.status_code == 201, made.text
     new = Pubkey.from_string(made.json()["candidate_public_key"])
     receipt = _receipt(h, made.json())
     assert (receipt.purpose, receipt.agent_public_key, receipt.new_agent_public_key) == (
         "agent_key_candidate", bytes(old), bytes(new)
     )  # fmt: skip
-    again = h.owner_call("POST", _path(h, "/candidate"))
+    again = h.owner_call("POST", agent_key_path(h, "/candidate"))
     assert again.status_code == 409 and str(new) in again.json()["error"]["message"]
-    assert h.owner_call("GET", _path(h)).json()["candidate_public_key"] == str(new)
+    assert h.owner_call("GET", agent_key_path(h)).json()["candidate_public_key"] == str(new)
     # 2. Co-signature of the membership change.
     raw = rotation_transaction(multisig, owner=h.owner_pub, agent=old, new_agent=new)
-    signed = h.owner_call("POST", _path(h, "/rotation"), _rotation_body(h, raw, new))
+    signed = h.owner_call("POST", agent_key_path(h, "/rotation"), rotation_body(h, raw, new))
     assert signed.status_code == 200, signed.text
     tx = VersionedTransaction.from_bytes(base64.b64decode(signed.json()["signed_transaction"]))
     assert signature_of(signed).verify(old, to_bytes_versioned(tx.message))
     assert _receipt(h, signed.json()).purpose == "agent_key_rotation"
     # 3. Switch: refused until the chain shows the change, then made.
-    early = h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new))
+    early = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
     assert early.status_code == 409 and "does not show the membership change" in early.json()["error"]["message"]
-    _chain_shows(h, [h.owner_pub, new])
-    switched = h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new))
+    chain_shows(h, [h.owner_pub, new])
+    switched = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
     assert switched.status_code == 200, switched.text
     assert (
         switched.json()["agent_public_key"] == str(new) and _receipt(h, switched.json()).purpose == "agent_key_switch"
     )
-    status = h.owner_call("GET", _path(h)).json()
+    status = h.owner_call("GET", agent_key_path(h)).json()
     assert status["agent_public_key"] == str(new) and status["candidate_public_key"] is None
     assert [r["agent_public_key"] for r in status["retired"]] == [str(old)]
     events = h.audit_events()
@@ -126,58 +126,64 @@ def test_rotation_through_the_api(h: Harness) -> None:
 
 
 def test_rotation_refusals_sign_nothing(h: Harness) -> None:
-    multisig = _multisig_wallet(h)
+    multisig = multisig_wallet(h)
     # No candidate yet.
     raw = rotation_transaction(multisig, owner=h.owner_pub, agent=h.agent, new_agent=Pubkey.new_unique())
-    assert h.owner_call("POST", _path(h, "/rotation"), _rotation_body(h, raw, Pubkey.new_unique())).status_code == 409
-    new = Pubkey.from_string(h.owner_call("POST", _path(h, "/candidate")).json()["candidate_public_key"])
+    assert (
+        h.owner_call("POST", agent_key_path(h, "/rotation"), rotation_body(h, raw, Pubkey.new_unique())).status_code
+        == 409
+    )
+    new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
     raw = rotation_transaction(multisig, owner=h.owner_pub, agent=h.agent, new_agent=new)
     stranger = Ed25519PrivateKey.generate()
     cases = [
-        (_rotation_body(h, raw, new, key=stranger), 401),  # the order is not the owner's
-        (_rotation_body(h, raw, Pubkey.new_unique()), 401),  # the order names another candidate
-        (_rotation_body(h, raw, new, agent=Pubkey.new_unique()), 401),  # ... replaces another key
-        ({**_rotation_body(h, raw, new), "transaction": base64.b64encode(b"\x01" * 80).decode()}, 422),
+        (rotation_body(h, raw, new, key=stranger), 401),  # the order is not the owner's
+        (rotation_body(h, raw, Pubkey.new_unique()), 401),  # the order names another candidate
+        (rotation_body(h, raw, new, agent=Pubkey.new_unique()), 401),  # ... replaces another key
+        ({**rotation_body(h, raw, new), "transaction": base64.b64encode(b"\x01" * 80).decode()}, 422),
     ]
     for body, status in cases:
-        answer = h.owner_call("POST", _path(h, "/rotation"), body)
+        answer = h.owner_call("POST", agent_key_path(h, "/rotation"), body)
         assert answer.status_code == status, answer.text
     other = rotation_transaction(Pubkey.new_unique(), owner=h.owner_pub, agent=h.agent, new_agent=new)
-    refused = h.owner_call("POST", _path(h, "/rotation"), _rotation_body(h, other, new))  # another multisig
+    refused = h.owner_call("POST", agent_key_path(h, "/rotation"), rotation_body(h, other, new))  # another multisig
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "enclave_refused"
     assert "agent_key.rotation_signed" not in h.audit_events()
     # The switch: a stranger's order, then the right order for a change not on chain.
-    assert h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new, key=stranger)).status_code == 401
-    assert h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new)).status_code == 409
-    assert h.owner_call("GET", _path(h)).json()["agent_public_key"] == str(h.agent)
+    assert h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new, key=stranger)).status_code == 401
+    assert h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new)).status_code == 409
+    assert h.owner_call("GET", agent_key_path(h)).json()["agent_public_key"] == str(h.agent)
 
 
 def test_wallet_without_a_multisig_cannot_rotate(h: Harness) -> None:
     provision(h)
-    answer = h.owner_call("POST", _path(h, "/candidate"))
+    answer = h.owner_call("POST", agent_key_path(h, "/candidate"))
     assert answer.status_code == 409 and "no Squads multisig" in answer.json()["error"]["message"]
-    assert h.owner_call("GET", _path(h)).json()["candidate_public_key"] is None
+    assert h.owner_call("GET", agent_key_path(h)).json()["candidate_public_key"] is None
 
 
 def test_a_switch_the_store_could_not_record_is_repeated(h: Harness) -> None:
     """The enclave switched, the store failed: the owner repeats the switch and the store catches up."""
-    _multisig_wallet(h)
+    multisig_wallet(h)
     old = h.agent
-    new = Pubkey.from_string(h.owner_call("POST", _path(h, "/candidate")).json()["candidate_public_key"])
-    _chain_shows(h, [h.owner_pub, new])
+    new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
+    chain_shows(h, [h.owner_pub, new])
     h.store.failing.add("apply_audited")
-    failed = h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new))
+    failed = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
     assert failed.status_code == 503
     h.store.failing.clear()
-    assert h.owner_call("GET", _path(h)).json()["agent_public_key"] == str(old)
-    repeated = h.owner_call("POST", _path(h, "/switch"), _switch_body(h, new))
+    assert h.owner_call("GET", agent_key_path(h)).json()["agent_public_key"] == str(old)
+    repeated = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
     assert repeated.status_code == 200, repeated.text
-    assert h.owner_call("GET", _path(h)).json()["agent_public_key"] == str(new)
+    assert h.owner_call("GET", agent_key_path(h)).json()["agent_public_key"] == str(new)
 
 
 def test_only_the_owner_reaches_the_rotation_routes(h: Harness) -> None:
-    _multisig_wallet(h)
+    multisig_wallet(h)
     stranger = Ed25519PrivateKey.generate()
     for method, tail in (("GET", ""), ("POST", "/candidate"), ("POST", "/switch"), ("POST", "/rotation")):
-        assert h.owner_call(method, _path(h, tail), {} if method == "POST" else None, key=stranger).status_code == 401
-    assert h.owner_call("GET", _path(h)).json()["candidate_public_key"] is None
+        assert (
+            h.owner_call(method, agent_key_path(h, tail), {} if method == "POST" else None, key=stranger).status_code
+            == 401
+        )
+    assert h.owner_call("GET", agent_key_path(h)).json()["candidate_public_key"] is None
