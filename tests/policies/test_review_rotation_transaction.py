@@ -1,0 +1,114 @@
+"""Review of the rotation transaction check (`policies.rotation`): hostile shapes that the main test file does not
+build, each of which must be refused. Transactions come from the IDL-driven helpers (`tests.support.squads_rotation`)
+and are decoded by the real decoder, as the enclave does."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from solders.address_lookup_table_account import AddressLookupTableAccount
+from solders.compute_budget import set_compute_unit_limit
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.system_program import AdvanceNonceAccountParams, advance_nonce_account
+
+from policies.errors import DecodeError
+from policies.rotation import RotationTransactionError, check_rotation_transaction
+from policies.transaction import decode_transaction
+from tests.support.builders import unsigned_tx
+from tests.support.squads_rotation import add_member as add
+from tests.support.squads_rotation import (
+    config_create,
+    config_execute,
+    proposal_approve,
+    proposal_create,
+    rotation_instructions,
+    unsigned,
+)
+from tests.support.squads_rotation import remove_member as remove
+
+MULTISIG, OTHER_MULTISIG = Pubkey.new_unique(), Pubkey.new_unique()
+OWNER, AGENT, NEW_AGENT = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_unique()
+INDEX = 3
+
+
+def check(instructions: Sequence[Instruction], payer: Pubkey = OWNER) -> None:
+    decoded = decode_transaction(unsigned(instructions, payer))
+    check_rotation_transaction(decoded, multisig=MULTISIG, agent=AGENT, new_agent=NEW_AGENT)
+
+
+def rotation() -> list[Instruction]:
+    return rotation_instructions(MULTISIG, owner=OWNER, agent=AGENT, new_agent=NEW_AGENT, index=INDEX)
+
+
+def with_accounts(ix: Instruction, *extra: AccountMeta) -> Instruction:
+    return Instruction(ix.program_id, bytes(ix.data), [*ix.accounts, *extra])
+
+
+def test_the_helpers_rotation_passes() -> None:
+    """The baseline the refusals below change one thing of."""
+    check(rotation())
+
+
+def test_the_agent_among_the_executions_remaining_accounts_is_refused() -> None:
+    """``config_transaction_execute`` takes any remaining accounts (spending limits); the agent's signature must not
+    reach it through them."""
+    ixs = rotation()
+    ixs[-1] = with_accounts(ixs[-1], AccountMeta(AGENT, True, True))
+    with pytest.raises(RotationTransactionError, match="the agent key is an account of config_transaction_execute"):
+        check(ixs)
+
+
+def test_a_durable_nonce_is_refused() -> None:
+    """A nonce would keep the signed rotation valid past its blockhash (and it is a System instruction)."""
+    nonce = advance_nonce_account(AdvanceNonceAccountParams(nonce_pubkey=Pubkey.new_unique(), authorized_pubkey=OWNER))
+    with pytest.raises(RotationTransactionError, match="neither ComputeBudget nor Squads"):
+        check([nonce, *rotation()])
+
+
+def test_the_agent_as_a_program_id_is_refused() -> None:
+    with pytest.raises(RotationTransactionError, match="neither ComputeBudget nor Squads"):
+        check([*rotation(), Instruction(AGENT, b"", [])])
+
+
+def test_the_config_transaction_on_the_policys_multisig_but_its_proposal_on_another_is_refused() -> None:
+    actions = [add(NEW_AGENT), remove(AGENT)]
+    ixs = [
+        config_create(MULTISIG, INDEX, OWNER, actions),
+        proposal_create(OTHER_MULTISIG, INDEX, OWNER),
+        proposal_approve(OTHER_MULTISIG, INDEX, AGENT),
+    ]
+    with pytest.raises(RotationTransactionError, match="proposal_create is on another multisig"):
+        check(ixs)
+
+
+def test_an_approval_of_the_same_index_on_another_multisig_is_refused() -> None:
+    ixs = rotation()
+    ixs[3] = proposal_approve(OTHER_MULTISIG, INDEX, AGENT)
+    with pytest.raises(RotationTransactionError, match="proposal_approve is on another multisig"):
+        check(ixs)
+
+
+def test_an_execution_on_another_multisig_is_refused() -> None:
+    with pytest.raises(RotationTransactionError, match="config_transaction_execute is on another multisig"):
+        check([*rotation(), config_execute(OTHER_MULTISIG, INDEX, OWNER)])
+
+
+def test_the_agent_in_a_compute_budget_instruction_does_not_decode() -> None:
+    limit = with_accounts(set_compute_unit_limit(200_000), AccountMeta(AGENT, True, True))
+    with pytest.raises(DecodeError):
+        check([limit, *rotation()])
+
+
+def test_the_agent_behind_a_lookup_table_does_not_decode() -> None:
+    """The enclave decodes without tables: a v0 message that resolves any account through one is refused."""
+    table = AddressLookupTableAccount(Pubkey.new_unique(), [MULTISIG, NEW_AGENT])
+    message = MessageV0.try_compile(OWNER, rotation(), [table], Hash.new_unique())
+    assert message.address_table_lookups
+    with pytest.raises(DecodeError, match="lookup table"):
+        check_rotation_transaction(
+            decode_transaction(unsigned_tx(message)), multisig=MULTISIG, agent=AGENT, new_agent=NEW_AGENT
+        )
