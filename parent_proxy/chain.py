@@ -1,4 +1,5 @@
-"""The chain seam: lookup-table contents, Squads multisig accounts, submission, latest blockhash, balances.
+"""The chain seam: lookup-table contents, Squads multisig and spending-limit accounts, submission, latest blockhash,
+balances.
 
 `Chain` is the protocol; `LiteSvmChain` is the embedded adapter (solders' LiteSVM, for the self-host demo and
 tests) and `RpcChain` speaks Solana JSON-RPC over httpx (no solana-py at runtime). Every failure becomes
@@ -8,7 +9,11 @@ Lookup-table contents read here are not what decides: both checks resolve lookup
 policy (`policies.lookup_tables`), and these contents are only cross-checked against them. A table account must be
 owned by the address lookup table program and have the exact layout (56-byte header, then 32-byte addresses);
 anything else is an error, not a guess. A Squads multisig account is read and checked by
-`parent_proxy.squads_multisig_account`; its `MultisigAccountError` becomes `ChainError` here.
+`parent_proxy.squads_multisig_account`; its `MultisigAccountError` becomes `ChainError` here. A multisig's
+spending limits (`Chain.spending_limits`) are every account of the Squads program that starts with the
+``SpendingLimit`` discriminator and names the multisig at offset 8 (RPC ``getProgramAccounts`` with those two
+``memcmp`` filters), each read and checked by `parent_proxy.squads_spending_limit_account`; a malformed one, one of
+another multisig, or more than `MAX_SPENDING_LIMITS` of them is a `ChainError` (never a shorter list).
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
 from parent_proxy.squads_multisig_account import MultisigAccount, MultisigAccountError, parse_multisig_account
+from parent_proxy.squads_spending_limit_account import (
+    SPENDING_LIMIT_DISCRIMINATOR,
+    SpendingLimitAccount,
+    SpendingLimitAccountError,
+    parse_spending_limit_account,
+)
+from policies.programs import SQUADS_V4_PROGRAM
 
 ADDRESS_LOOKUP_TABLE_PROGRAM = Pubkey.from_string("AddressLookupTab1e1111111111111111111111111")
 LOOKUP_TABLE_META_BYTES = 56
@@ -32,6 +44,9 @@ LOOKUP_TABLE_META_BYTES = 56
 MAX_LOOKUP_TABLE_ADDRESSES = 256
 MAX_TABLES_PER_REQUEST = 32
 RPC_TIMEOUT_SECONDS = 5.0
+MAX_SPENDING_LIMITS = 256
+"""At most this many spending limits of one multisig are accepted; more is a `ChainError`, not a truncated list
+(a wallet has a few: one per mint and period). It bounds the work and memory one answer can cost."""
 
 
 class ChainError(Exception):
@@ -45,6 +60,11 @@ class Chain(Protocol):
 
     async def multisig_account(self, address: Pubkey) -> MultisigAccount:
         """The Squads v4 multisig at ``address``; `ChainError` if it is missing, not owned by Squads, or malformed."""
+        ...
+
+    async def spending_limits(self, multisig: Pubkey) -> list[SpendingLimitAccount]:
+        """Every Squads v4 spending limit of ``multisig`` (none: ``[]``), sorted by address (its bytes); `ChainError`
+        if any is malformed or there are more than `MAX_SPENDING_LIMITS`. Check `SpendingLimitAccount.names`."""
         ...
 
     async def submit(self, signed_transaction: bytes) -> str:
@@ -80,6 +100,38 @@ def _multisig(address: Pubkey, owner: Pubkey, data: bytes) -> MultisigAccount:
         raise ChainError(str(exc)) from exc
 
 
+def _spending_limits(multisig: Pubkey, accounts: Sequence[tuple[Pubkey, Pubkey, bytes]]) -> list[SpendingLimitAccount]:
+    """The checked spending limits of ``multisig`` from (address, owner, data) triples already filtered by the
+    discriminator and the multisig; the filtering is checked again here (an RPC node may ignore filters)."""
+    if len(accounts) > MAX_SPENDING_LIMITS:
+        raise ChainError(f"more than {MAX_SPENDING_LIMITS} spending limits")
+    limits: dict[Pubkey, SpendingLimitAccount] = {}
+    for address, owner, data in accounts:
+        if address in limits:
+            raise ChainError("spending limit listed twice")
+        try:
+            limit = parse_spending_limit_account(address, owner, data)
+        except SpendingLimitAccountError as exc:
+            raise ChainError(str(exc)) from exc
+        if limit.multisig != multisig:
+            raise ChainError("spending limit of another multisig")
+        limits[address] = limit
+    return [limits[a] for a in sorted(limits, key=bytes)]
+
+
+_BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def base58(data: bytes) -> str:
+    """Bitcoin-alphabet base58, as Solana RPC ``memcmp`` filters take their bytes."""
+    number = int.from_bytes(data, "big")
+    digits = ""
+    while number:
+        number, digit = divmod(number, 58)
+        digits = _BASE58_ALPHABET[digit] + digits
+    return "1" * (len(data) - len(data.lstrip(b"\x00"))) + digits
+
+
 def _check_count(addresses: Sequence[Pubkey]) -> None:
     if len(addresses) > MAX_TABLES_PER_REQUEST or len(set(addresses)) != len(addresses):
         raise ChainError(f"at most {MAX_TABLES_PER_REQUEST} distinct lookup tables")
@@ -106,6 +158,15 @@ class LiteSvmChain:
         if account is None:
             raise ChainError("multisig account not found")
         return _multisig(address, account.owner, bytes(account.data))
+
+    async def spending_limits(self, multisig: Pubkey) -> list[SpendingLimitAccount]:
+        prefix = SPENDING_LIMIT_DISCRIMINATOR + bytes(multisig)
+        found: list[tuple[Pubkey, Pubkey, bytes]] = []
+        for address, account in self.svm.get_program_accounts(SQUADS_V4_PROGRAM):
+            data = bytes(account.data)
+            if data.startswith(prefix):  # the RPC adapter's two memcmp filters
+                found.append((address, account.owner, data))
+        return _spending_limits(multisig, found)
 
     async def submit(self, signed_transaction: bytes) -> str:
         try:
@@ -190,6 +251,34 @@ class RpcChain:
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             raise ChainError("RPC getAccountInfo: malformed account") from exc
         return _multisig(address, owner, data)
+
+    async def spending_limits(self, multisig: Pubkey) -> list[SpendingLimitAccount]:
+        filters = [
+            {"memcmp": {"offset": 0, "bytes": base58(SPENDING_LIMIT_DISCRIMINATOR)}},
+            {"memcmp": {"offset": len(SPENDING_LIMIT_DISCRIMINATOR), "bytes": str(multisig)}},
+        ]
+        result = await self._call(
+            "getProgramAccounts",
+            [str(SQUADS_V4_PROGRAM), {"encoding": "base64", "commitment": self._commitment, "filters": filters}],
+        )
+        if not isinstance(result, list):
+            raise ChainError("RPC getProgramAccounts: malformed answer")
+        if len(result) > MAX_SPENDING_LIMITS:
+            raise ChainError(f"more than {MAX_SPENDING_LIMITS} spending limits")
+        found: list[tuple[Pubkey, Pubkey, bytes]] = []
+        for item in result:
+            try:
+                address = Pubkey.from_string(item["pubkey"])
+                account = item["account"]
+                owner = Pubkey.from_string(account["owner"])
+                encoded = account["data"]
+                if encoded[1] != "base64":
+                    raise ValueError("not base64")
+                data = base64.b64decode(encoded[0], validate=True)
+            except (KeyError, TypeError, IndexError, ValueError) as exc:
+                raise ChainError("RPC getProgramAccounts: malformed account") from exc
+            found.append((address, owner, data))
+        return _spending_limits(multisig, found)
 
     async def submit(self, signed_transaction: bytes) -> str:
         encoded = base64.b64encode(signed_transaction).decode()

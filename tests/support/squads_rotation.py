@@ -17,7 +17,7 @@ from solders.transaction import Transaction
 
 from policies import programs
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
-from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder
+from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder, snake
 
 ENC = SquadsEncoder()
 ALL_PERMISSIONS = 7  # Initiate | Vote | Execute
@@ -104,6 +104,61 @@ def put_multisig(svm: LiteSVM, create_key: Pubkey, members: Sequence[Pubkey]) ->
     program itself is not available offline: the account stands for what its execution would have left)."""
     address = multisig_address(create_key)[0]
     data = multisig_account_data(create_key, members)
+    svm.set_account(address, Account(lamports=svm.minimum_balance_for_rent_exemption(len(data)), data=data,
+                                     owner=PROGRAM_ID, executable=False))  # fmt: skip
+    return address
+
+
+def spending_limit_address(multisig: Pubkey, create_key: Pubkey) -> tuple[Pubkey, int]:
+    """The spending-limit PDA of ``create_key`` under ``multisig`` and its bump (seeds "multisig", multisig,
+    "spending_limit", create_key)."""
+    return Pubkey.find_program_address([b"multisig", bytes(multisig), b"spending_limit", bytes(create_key)], PROGRAM_ID)
+
+
+def spending_limit_account_data(
+    multisig: Pubkey,
+    create_key: Pubkey,
+    *,
+    members: Sequence[Pubkey],
+    mint: Pubkey = Pubkey.default(),  # noqa: B008 (a constant)
+    amount: int = 1_000_000_000,
+    period: int = 1,
+    destinations: Sequence[Pubkey] = (),
+    vault_index: int = 0,
+    remaining_amount: int | None = None,
+    last_reset: int = 1_700_000_000,
+    bump: int | None = None,
+) -> bytes:
+    """A Squads v4 ``SpendingLimit`` account (Anchor discriminator + the IDL's Borsh layout, exactly as long as
+    ``SpendingLimit::size``): ``members`` sorted as the program stores them, ``period`` the IDL's ``Period``
+    variant index (0 OneTime, 1 Day, 2 Week, 3 Month)."""
+    variants = [v["name"] for v in ENC.types["Period"]["variants"]]
+    value = {"multisig": multisig, "create_key": create_key, "vault_index": vault_index, "mint": mint,
+             "amount": amount, "period": snake(variants[period]),
+             "remaining_amount": amount if remaining_amount is None else remaining_amount, "last_reset": last_reset,
+             "bump": spending_limit_address(multisig, create_key)[1] if bump is None else bump,
+             "members": sorted(members, key=bytes), "destinations": list(destinations)}  # fmt: skip
+    return hashlib.sha256(b"account:SpendingLimit").digest()[:8] + ENC.defined("SpendingLimit", value)
+
+
+def put_spending_limit(
+    svm: LiteSVM,
+    multisig: Pubkey,
+    create_key: Pubkey,
+    *,
+    members: Sequence[Pubkey],
+    mint: Pubkey = Pubkey.default(),  # noqa: B008 (a constant)
+    amount: int = 1_000_000_000,
+    period: int = 1,
+    destinations: Sequence[Pubkey] = (),
+    vault_index: int = 0,
+) -> Pubkey:
+    """Write the spending limit ``create_key`` of ``multisig`` into an embedded chain, owned by the Squads program
+    (standing for what ``config_transaction_execute``'s ``AddSpendingLimit`` would have left), and return its
+    address."""
+    address = spending_limit_address(multisig, create_key)[0]
+    data = spending_limit_account_data(multisig, create_key, members=members, mint=mint, amount=amount,
+                                       period=period, destinations=destinations, vault_index=vault_index)  # fmt: skip
     svm.set_account(address, Account(lamports=svm.minimum_balance_for_rent_exemption(len(data)), data=data,
                                      owner=PROGRAM_ID, executable=False))  # fmt: skip
     return address
