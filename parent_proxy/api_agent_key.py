@@ -15,7 +15,9 @@ that is a member on chain):
 - One candidate per wallet, never replaced or dropped by the API: once its key may be a member on chain, its blob
   must stay. Asking again while one exists is 409 and names it (`GET .../agent-key` shows it too).
 - The switch happens only when the chain adapter shows the multisig with the candidate as a member and the old key
-  no longer one (409 otherwise: the switch would leave the wallet signing with a key the multisig does not know).
+  no longer one (409 otherwise: the switch would leave the wallet signing with a key the multisig does not know),
+  and no spending limit of the multisig naming the old key (409: the new key could not use it, and where Squads'
+  ``spending_limit_use`` checks only the limit's own members the retired key could go on spending through it).
 - The enclave switches first, then the store (key, blob, retired old key, audit record: one transaction). If the
   store write fails the owner repeats the switch: the enclave answers the same and the store catches up. The old
   key's blob is kept as a retired key, never deleted.
@@ -220,7 +222,8 @@ async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, reque
 
 
 async def _on_chain(services: Services, multisig: Pubkey, old: bytes, new: bytes) -> None:
-    """409 unless the chain shows the multisig with ``new`` as a voting member and without ``old``."""
+    """409 unless the chain shows the multisig with ``new`` as a voting member and without ``old``, and no spending
+    limit of the multisig naming ``old``."""
     try:
         account = await services.chain.multisig_account(multisig)
     except ChainError as exc:
@@ -229,6 +232,18 @@ async def _on_chain(services: Services, multisig: Pubkey, old: bytes, new: bytes
     if member is None or not member.has(PERMISSION_VOTE) or account.member(Pubkey.from_bytes(old)) is not None:
         raise ApiError(Code.CONFLICT, "the multisig on chain does not show the membership change yet (candidate a "
                        "member, old agent key removed): switch after the rotation transaction has landed")  # fmt: skip
+    try:
+        limits = await services.chain.spending_limits(multisig)
+    except ChainError as exc:
+        raise ApiError(Code.CHAIN_UNAVAILABLE, f"the multisig's spending limits could not be read: {exc}") from exc
+    naming = [str(limit.address) for limit in limits if limit.names(Pubkey.from_bytes(old))]
+    if naming:
+        message = (
+            f"spending limit(s) {', '.join(naming)} still name the old agent key (the new key cannot use them, and "
+            "some Squads versions would let the old key go on spending through them): replace them in the rotation "
+            "transaction (waiaas owner rotation-transaction does)"
+        )
+        raise ApiError(Code.CONFLICT, message)
 
 
 @router.post("/{wallet_id}/agent-key/switch", response_model=AgentKeySwitched)

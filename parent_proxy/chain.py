@@ -119,17 +119,9 @@ def _spending_limits(multisig: Pubkey, accounts: Sequence[tuple[Pubkey, Pubkey, 
     return [limits[a] for a in sorted(limits, key=bytes)]
 
 
-_BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def base58(data: bytes) -> str:
-    """Bitcoin-alphabet base58, as Solana RPC ``memcmp`` filters take their bytes."""
-    number = int.from_bytes(data, "big")
-    digits = ""
-    while number:
-        number, digit = divmod(number, 58)
-        digits = _BASE58_ALPHABET[digit] + digits
-    return "1" * (len(data) - len(data.lstrip(b"\x00"))) + digits
+def _b64(data: bytes) -> str:
+    """``memcmp`` filter bytes, base64 (``"encoding": "base64"``, accepted by Solana RPC since 1.14)."""
+    return base64.b64encode(data).decode()
 
 
 def _check_count(addresses: Sequence[Pubkey]) -> None:
@@ -254,8 +246,14 @@ class RpcChain:
 
     async def spending_limits(self, multisig: Pubkey) -> list[SpendingLimitAccount]:
         filters = [
-            {"memcmp": {"offset": 0, "bytes": base58(SPENDING_LIMIT_DISCRIMINATOR)}},
-            {"memcmp": {"offset": len(SPENDING_LIMIT_DISCRIMINATOR), "bytes": str(multisig)}},
+            {"memcmp": {"offset": 0, "bytes": _b64(SPENDING_LIMIT_DISCRIMINATOR), "encoding": "base64"}},
+            {
+                "memcmp": {
+                    "offset": len(SPENDING_LIMIT_DISCRIMINATOR),
+                    "bytes": _b64(bytes(multisig)),
+                    "encoding": "base64",
+                }
+            },
         ]
         result = await self._call(
             "getProgramAccounts",

@@ -2,7 +2,8 @@
 
     waiaas owner --owner-public-key K rotation-transaction --rpc-url URL --multisig M --new-agent-key N
                  [--agent-key A] [--permissions 7] [--compute-unit-price P]
-        read the multisig from the RPC, check that the rotation can execute, print the unsigned transaction (base64)
+        read the multisig and its spending limits from the RPC, check that the rotation can execute, print the
+        unsigned transaction (base64); every spending limit naming the old agent is replaced by one naming the new
     waiaas owner sign-rotation --wallet-id W --transaction B64 --agent-key A --new-agent-key N [--multisig M]
                  [--expires-in S]
         check the transaction is a rotation of A to N (`policies.rotation`), print the signed rotation order
@@ -40,6 +41,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import sys
 from typing import Any, Final
 
@@ -64,11 +66,13 @@ from parent_proxy.owner_cli_common import (
 )
 from parent_proxy.rotation_transaction import (
     RotationBuildError,
+    SpendingLimitReplacement,
     build_rotation_transaction,
     check_multisig_allows_rotation,
     default_agent,
 )
 from parent_proxy.squads_multisig_account import PERMISSIONS_ALL, MultisigAccount
+from parent_proxy.squads_spending_limit_account import SpendingLimitAccount
 from policies.model import DecodedTransaction
 from policies.orders import (
     AGENT_KEY_ROTATION_PURPOSE,
@@ -179,15 +183,19 @@ def rotation_transaction(args: argparse.Namespace) -> int:
     if not args.rpc_url.startswith(("https://", "http://")):
         raise OwnerInputError("--rpc-url must be an http(s) URL")
 
-    async def read() -> tuple[MultisigAccount, str]:
+    async def read() -> tuple[MultisigAccount, list[SpendingLimitAccount], str]:
         async with new_rpc_client() as client:
             chain = RpcChain(client, args.rpc_url)
-            return await chain.multisig_account(multisig), await chain.latest_blockhash()
+            account = await chain.multisig_account(multisig)
+            return account, await chain.spending_limits(multisig), await chain.latest_blockhash()
 
-    account, blockhash = asyncio.run(read())
+    account, limits, blockhash = asyncio.run(read())
     if agent is None:
         agent = default_agent(account, owner)
     check_multisig_allows_rotation(account, owner=owner, agent=agent, new_agent=new_agent, permissions=args.permissions)
+    # Every spending limit naming the old agent is replaced: Squads checks only the limit's own member list.
+    replaced = [SpendingLimitReplacement(limit, Pubkey.from_bytes(secrets.token_bytes(32)))
+                for limit in limits if limit.names(agent)]  # fmt: skip
     try:
         recent = Hash.from_string(blockhash)
     except ValueError as exc:
@@ -196,11 +204,14 @@ def rotation_transaction(args: argparse.Namespace) -> int:
     raw = build_rotation_transaction(
         multisig=multisig, transaction_index=index, owner=owner, agent=agent, new_agent=new_agent,
         recent_blockhash=recent, permissions=args.permissions, compute_unit_price=args.compute_unit_price,
+        spending_limits=replaced,
     )  # fmt: skip
     _note(
         f"config transaction {index} of multisig {multisig}: add {new_agent} (permissions {args.permissions}), "
         f"remove {agent}; the blockhash expires in about a minute"
     )
+    for limit in replaced:
+        _note(f"spending limit {limit.old.address} names {agent}: replaced by {limit.address()} naming {new_agent}")
     sys.stdout.write(base64.b64encode(raw).decode() + "\n")
     return EXIT_OK
 

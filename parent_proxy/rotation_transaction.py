@@ -3,32 +3,31 @@
 Five Squads v4 instructions, all for the config transaction at index ``transaction_index`` (the multisig's
 current ``transaction_index`` + 1: `config_transaction_create` takes exactly that one):
 
-1. ``config_transaction_create``   actions ``[AddMember{new agent, permissions}, RemoveMember{old agent}]``, no memo;
-                                   creator and rent payer: the owner;
+1. ``config_transaction_create``   actions ``[AddMember{new agent, permissions}, RemoveMember{old agent}]``, then
+                                   for each spending limit naming the old agent ``RemoveSpendingLimit{it}`` and
+                                   ``AddSpendingLimit{same vault, mint, amount, period, destinations; members with
+                                   the new agent in the old one's place}``; no memo; creator and rent payer: the owner;
 2. ``proposal_create``             for that index, not a draft; creator and rent payer: the owner;
 3. ``proposal_approve``            by the owner, no memo;
 4. ``proposal_approve``            by the old agent, no memo (the 2-of-2 threshold is met here);
 5. ``config_transaction_execute``  by the owner, with the owner as rent payer and the System program (optional
-                                   accounts the program needs when the new member makes the account grow).
+                                   accounts the program needs when the new member makes the account grow), then
+                                   each replaced spending limit and its replacement (writable: the program finds
+                                   them by address, closes the one and creates the other).
 
-An optional ``SetComputeUnitPrice`` goes first. The owner pays the fee. The result is an unsigned legacy
-transaction (every signature slot zero): the owner signs an agent-key rotation order
-(`policies.orders.AGENT_KEY_ROTATION_PURPOSE`) over its message, the enclave co-signs as the old agent, and the
-owner adds their own signature (``waiaas owner cosign``).
-
-`check_multisig_allows_rotation` says, from the multisig account (`parent_proxy.squads_multisig_account`), whether
-the program would execute it: autonomous, no time lock, threshold 2, the owner a member with every permission, the
-agent a voting member, the candidate not a member. `default_agent` names the agent of a two-member multisig.
-
-The instruction data is written here, for exactly these instructions (Anchor: discriminator
-``sha256("global:<name>")[:8]``, then the Borsh arguments of the IDL ``squads_multisig_program.json``); account
-lists follow the IDL's order and flags. The tests check both against an independent IDL-driven encoder.
+Spending limits: a rotation that left a limit naming the old agent key would leave the new key unable to use it,
+and, on Squads program versions whose ``spending_limit_use`` checks only the limit's own member list (not multisig
+membership; the program's source has had both), the old key able to spend through it. Each such limit is replaced
+in the same config transaction (`SpendingLimitReplacement`); the proxy refuses the switch while any limit of the
+multisig still names the old key. About two replacements fit in one transaction (`RotationBuildError` beyond).
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from solders.compute_budget import set_compute_unit_price
@@ -46,13 +45,14 @@ from parent_proxy.squads_multisig_account import (
     PERMISSIONS_ALL,
     MultisigAccount,
 )
+from parent_proxy.squads_spending_limit_account import SpendingLimitAccount, spending_limit_address
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
 from policies.programs import SQUADS_V4_PROGRAM, SYSTEM_PROGRAM
 from policies.transaction import MAX_TRANSACTION_BYTES
 
 MAX_U64: Final = 2**64 - 1
 
-_ADD_MEMBER, _REMOVE_MEMBER = 0, 1
+_ADD_MEMBER, _REMOVE_MEMBER, _ADD_SPENDING_LIMIT, _REMOVE_SPENDING_LIMIT = 0, 1, 4, 5
 """``ConfigAction`` variant indexes (IDL order)."""
 _NONE = b"\x00"
 """Borsh ``Option::None`` (every memo here)."""
@@ -72,11 +72,42 @@ class RotationBuildError(ValueError):
     """The arguments cannot make a valid rotation transaction (the message names the argument)."""
 
 
-def config_actions_data(new_agent: Pubkey, permissions: int, agent: Pubkey) -> bytes:
-    """``ConfigTransactionCreateArgs { actions: [AddMember, RemoveMember], memo: None }``, discriminator first."""
-    actions = struct.pack("<I", 2)
+@dataclass(frozen=True)
+class SpendingLimitReplacement:
+    """A spending limit naming the old agent key (``old``, read from the chain), and the seed of the limit that
+    replaces it (``create_key``: any fresh key; it only derives the new limit's address)."""
+
+    old: SpendingLimitAccount
+    create_key: Pubkey
+
+    def address(self) -> Pubkey:
+        """The replacement limit's address."""
+        return spending_limit_address(self.old.multisig, self.create_key)[0]
+
+    def members(self, agent: Pubkey, new_agent: Pubkey) -> list[Pubkey]:
+        """The old limit's members with ``new_agent`` in ``agent``'s place, sorted and unique (as the program keeps
+        them)."""
+        return sorted({new_agent if key == agent else key for key in self.old.members}, key=bytes)
+
+
+def _keys(keys: Sequence[Pubkey]) -> bytes:
+    return struct.pack("<I", len(keys)) + b"".join(bytes(key) for key in keys)
+
+
+def config_actions_data(
+    new_agent: Pubkey, permissions: int, agent: Pubkey, limits: Sequence[SpendingLimitReplacement] = ()
+) -> bytes:
+    """``ConfigTransactionCreateArgs { actions, memo: None }``, discriminator first: ``AddMember``,
+    ``RemoveMember``, then ``RemoveSpendingLimit`` and ``AddSpendingLimit`` for each replaced limit."""
+    actions = struct.pack("<I", 2 + 2 * len(limits))
     actions += bytes([_ADD_MEMBER]) + bytes(new_agent) + bytes([permissions])
     actions += bytes([_REMOVE_MEMBER]) + bytes(agent)
+    for limit in limits:
+        old = limit.old
+        actions += bytes([_REMOVE_SPENDING_LIMIT]) + bytes(old.address)
+        actions += bytes([_ADD_SPENDING_LIMIT]) + bytes(limit.create_key) + bytes([old.vault_index]) + bytes(old.mint)
+        actions += struct.pack("<QB", old.amount, old.period)
+        actions += _keys(limit.members(agent, new_agent)) + _keys(old.destinations)
     return CONFIG_TRANSACTION_CREATE + actions + _NONE
 
 
@@ -100,9 +131,19 @@ def _check(*, transaction_index: int, owner: Pubkey, agent: Pubkey, new_agent: P
         raise RotationBuildError("the owner, the agent and the new agent must be three different keys")
 
 
+def _check_limits(multisig: Pubkey, agent: Pubkey, limits: Sequence[SpendingLimitReplacement]) -> None:
+    addresses = [limit.old.address for limit in limits] + [limit.address() for limit in limits]
+    if len(set(addresses)) != len(addresses):
+        raise RotationBuildError("each spending limit is replaced once, each by a limit of a fresh create key")
+    for limit in limits:
+        if limit.old.multisig != multisig or not limit.old.names(agent):
+            raise RotationBuildError(f"spending limit {limit.old.address} is not one of this multisig naming the agent")
+
+
 def rotation_instructions(
-    *, multisig: Pubkey, transaction_index: int, owner: Pubkey, agent: Pubkey, new_agent: Pubkey, permissions: int
-) -> list[Instruction]:
+    *, multisig: Pubkey, transaction_index: int, owner: Pubkey, agent: Pubkey, new_agent: Pubkey, permissions: int,
+    spending_limits: Sequence[SpendingLimitReplacement] = (),
+) -> list[Instruction]:  # fmt: skip
     """The five Squads instructions, in order (arguments not checked: see `build_rotation_transaction`)."""
     transaction = squads_transaction_address(multisig, transaction_index)
     proposal = squads_proposal_address(multisig, transaction_index)
@@ -116,7 +157,7 @@ def rotation_instructions(
 
     create = Instruction(
         SQUADS_V4_PROGRAM,
-        config_actions_data(new_agent, permissions, agent),
+        config_actions_data(new_agent, permissions, agent, spending_limits),
         [meta(multisig, writable=True), meta(transaction, writable=True), meta(owner, signer=True),
          meta(owner, signer=True, writable=True), meta(SYSTEM_PROGRAM)],
     )  # fmt: skip
@@ -130,7 +171,8 @@ def rotation_instructions(
         SQUADS_V4_PROGRAM,
         CONFIG_TRANSACTION_EXECUTE,
         [meta(multisig, writable=True), meta(owner, signer=True), meta(proposal, writable=True), meta(transaction),
-         meta(owner, signer=True, writable=True), meta(SYSTEM_PROGRAM)],
+         meta(owner, signer=True, writable=True), meta(SYSTEM_PROGRAM),
+         *(meta(key, writable=True) for limit in spending_limits for key in (limit.old.address, limit.address()))],
     )  # fmt: skip
     return [create, propose, approve(owner), approve(agent), execute]
 
@@ -145,22 +187,27 @@ def build_rotation_transaction(
     recent_blockhash: Hash,
     permissions: int = PERMISSIONS_ALL,
     compute_unit_price: int | None = None,
+    spending_limits: Sequence[SpendingLimitReplacement] = (),
 ) -> bytes:
     """The unsigned, serialized legacy transaction described in the module docstring; `RotationBuildError` for
     arguments that cannot make one. Signers: the owner (fee payer, slot 0) and the old agent."""
     _check(transaction_index=transaction_index, owner=owner, agent=agent, new_agent=new_agent,
            permissions=permissions, compute_unit_price=compute_unit_price)  # fmt: skip
+    _check_limits(multisig, agent, spending_limits)
     instructions = rotation_instructions(
         multisig=multisig, transaction_index=transaction_index, owner=owner, agent=agent, new_agent=new_agent,
-        permissions=permissions,
+        permissions=permissions, spending_limits=spending_limits,
     )  # fmt: skip
     if compute_unit_price is not None:
         instructions.insert(0, set_compute_unit_price(compute_unit_price))
     message = Message.new_with_blockhash(instructions, owner, recent_blockhash)
     unsigned = VersionedTransaction.populate(message, [Signature.default()] * message.header.num_required_signatures)
     raw = bytes(unsigned)
-    if len(raw) > MAX_TRANSACTION_BYTES:  # about 600 bytes; a guard, not an expected case
-        raise RotationBuildError("the rotation transaction is larger than a Solana packet")
+    if len(raw) > MAX_TRANSACTION_BYTES:  # about 600 bytes, and about 250 more per replaced spending limit
+        raise RotationBuildError(
+            f"the rotation transaction ({len(raw)} bytes, {len(spending_limits)} spending limits replaced) is larger "
+            "than a Solana packet"
+        )
     return raw
 
 

@@ -12,7 +12,11 @@ make the old agent approve anything but "add the enclave-made candidate, remove 
 3. the Squads instructions are only ``config_transaction_create``, ``proposal_create``, ``proposal_approve`` and
    ``config_transaction_execute``, each on ``multisig``;
 4. exactly one ``config_transaction_create``, whose actions are exactly one ``add_member`` of ``new_agent`` with
-   the Vote permission (mask at most `PERMISSIONS_ALL`) and one ``remove_member`` of ``agent``, in either order;
+   the Vote permission (mask at most `PERMISSIONS_ALL`) and one ``remove_member`` of ``agent``, in either order,
+   and the replacement of spending limits naming ``agent``: any number of ``remove_spending_limit`` and at most as
+   many ``add_spending_limit``, each of whose members include ``new_agent`` and not ``agent`` (a limit still naming
+   the old key would keep it spending on program versions whose ``spending_limit_use`` checks only the limit's
+   members, and the new key could use none; `parent_proxy.rotation_transaction` builds these pairs);
 5. exactly one ``proposal_create``; its transaction index derives the config transaction's address and the
    proposal every ``proposal_approve`` and ``config_transaction_execute`` names (the owner may approve and execute
    in the same transaction, but nothing else);
@@ -135,12 +139,13 @@ def _only(squads: list[DecodedInstruction], name: str) -> DecodedInstruction:
 
 def _check_actions(config: DecodedInstruction, *, agent: Pubkey, new_agent: Pubkey) -> None:
     actions = config.args.get("actions")
-    if not isinstance(actions, tuple) or len(actions) != 2:
+    if not isinstance(actions, tuple) or len(actions) < 2:
         count = len(actions) if isinstance(actions, tuple) else 0
         raise RotationTransactionError(
-            f"{count} config actions, not exactly add_member and remove_member", instruction_index=config.index
+            f"{count} config actions, not add_member and remove_member", instruction_index=config.index
         )
     added = removed = False
+    limits_added = limits_removed = 0
     for name, fields in actions:
         if not isinstance(fields, Mapping):
             raise RotationTransactionError(f"malformed {name} action", instruction_index=config.index)
@@ -163,6 +168,25 @@ def _check_actions(config: DecodedInstruction, *, agent: Pubkey, new_agent: Pubk
                     instruction_index=config.index,
                 )
             removed = True
+        elif name == "remove_spending_limit":
+            limits_removed += 1
+        elif name == "add_spending_limit":
+            members = fields.get("members")
+            if not isinstance(members, tuple) or new_agent not in members or agent in members:
+                raise RotationTransactionError(
+                    "add_spending_limit must name the new agent key and not the agent key",
+                    instruction_index=config.index,
+                )
+            limits_added += 1
         else:
             what = f"a second {name}" if name in ("add_member", "remove_member") else f"config action {name}"
             raise RotationTransactionError(f"{what} is not part of a rotation", instruction_index=config.index)
+    if not (added and removed):
+        raise RotationTransactionError(
+            "the config actions lack add_member or remove_member", instruction_index=config.index
+        )
+    if limits_added > limits_removed:
+        raise RotationTransactionError(
+            f"{limits_added} spending limits added for {limits_removed} removed: a rotation replaces spending limits, "
+            "it adds none", instruction_index=config.index,
+        )  # fmt: skip

@@ -12,6 +12,9 @@ method                     params accepted
 ``getBalance``             ``[pubkey, config?]``
 ``getAccountInfo``         ``[pubkey, {"encoding": "base64", ...}]``
 ``getMultipleAccounts``    ``[[pubkey, ...] (<= 100), {"encoding": "base64", ...}]``
+``getProgramAccounts``     ``[program, {"encoding": "base64", "filters": [{"memcmp": {...}}, ...]}]`` (1 to 4
+                           memcmp filters with base64 ``bytes`` and ``"encoding": "base64"``; at most
+                           :data:`MAX_PROGRAM_ACCOUNTS` accounts answered)
 ``sendTransaction``        ``[base64 transaction (<= 1232 bytes), {"encoding": "base64", ...}]``
 ``requestAirdrop``         ``[pubkey, lamports (1 ..`` :data:`MAX_AIRDROP_LAMPORTS` ``)]``
 =========================  =============================================================================
@@ -48,6 +51,10 @@ MAX_TRANSACTION_BYTES: Final = 1232
 MAX_ACCOUNTS_PER_CALL: Final = 100
 """Solana RPC's own limit for getMultipleAccounts."""
 MAX_AIRDROP_LAMPORTS: Final = 1_000 * 1_000_000_000
+MAX_PROGRAM_ACCOUNTS: Final = 1_000
+"""getProgramAccounts answers at most this many accounts (an error beyond: narrow the filters)."""
+MAX_MEMCMP_FILTERS: Final = 4
+MAX_MEMCMP_BYTES: Final = 128
 READ_TIMEOUT_SECONDS: Final = 10.0
 
 # JSON-RPC 2.0 error codes, plus Solana's for a failed transaction.
@@ -96,6 +103,31 @@ def _config(value: Any, *, base64_required: bool) -> None:
         raise RpcError(INVALID_PARAMS, "encoding is not accepted here")
 
 
+def _filters(value: Any) -> list[Any]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_MEMCMP_FILTERS:
+        raise RpcError(INVALID_PARAMS, f"filters must be a list of 1 to {MAX_MEMCMP_FILTERS} memcmp filters")
+    return value
+
+
+def _memcmp(item: Any) -> tuple[int, bytes]:
+    """A ``{"memcmp": {"offset": int, "bytes": base64, "encoding": "base64"}}`` filter as (offset, bytes)."""
+    memcmp = item.get("memcmp") if isinstance(item, dict) and len(item) == 1 else None
+    if not isinstance(memcmp, dict) or set(memcmp) != {"offset", "bytes", "encoding"}:
+        raise RpcError(INVALID_PARAMS, 'a filter must be {"memcmp": {"offset", "bytes", "encoding": "base64"}}')
+    offset, encoded = memcmp["offset"], memcmp["bytes"]
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= 10 * 1024 * 1024:
+        raise RpcError(INVALID_PARAMS, "memcmp offset must be an integer in 0..10 MiB")
+    if memcmp["encoding"] != "base64" or not isinstance(encoded, str) or len(encoded) > 2 * MAX_MEMCMP_BYTES:
+        raise RpcError(INVALID_PARAMS, "memcmp bytes must be base64 (encoding base64)")
+    try:
+        wanted = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RpcError(INVALID_PARAMS, "memcmp bytes must be base64 (encoding base64)") from exc
+    if not 1 <= len(wanted) <= MAX_MEMCMP_BYTES:
+        raise RpcError(INVALID_PARAMS, f"memcmp bytes must decode to 1 to {MAX_MEMCMP_BYTES} bytes")
+    return offset, wanted
+
+
 class LocalChain:
     """The JSON-RPC methods over one LiteSVM, serialized by a lock."""
 
@@ -108,6 +140,7 @@ class LocalChain:
             "getBalance": self.get_balance,
             "getAccountInfo": self.get_account_info,
             "getMultipleAccounts": self.get_multiple_accounts,
+            "getProgramAccounts": self.get_program_accounts,
             "sendTransaction": self.send_transaction,
             "requestAirdrop": self.request_airdrop,
         }
@@ -164,6 +197,19 @@ class LocalChain:
             raise RpcError(INVALID_PARAMS, f"expected 1 to {MAX_ACCOUNTS_PER_CALL} public keys")
         keys = [_pubkey(address) for address in addresses]
         return {"context": self._context(), "value": [self._account(key) for key in keys]}
+
+    def get_program_accounts(self, params: Any) -> list[dict[str, Any]]:
+        program, config = _params(params, 2)
+        _config(config, base64_required=True)
+        filters = [_memcmp(item) for item in _filters(config.get("filters"))]
+        matched = []
+        for address, account in self.svm.get_program_accounts(_pubkey(program)):
+            data = bytes(account.data)
+            if all(data[offset : offset + len(wanted)] == wanted for offset, wanted in filters):
+                matched.append(address)
+        if len(matched) > MAX_PROGRAM_ACCOUNTS:
+            raise RpcError(INVALID_PARAMS, f"more than {MAX_PROGRAM_ACCOUNTS} accounts match: narrow the filters")
+        return [{"pubkey": str(address), "account": self._account(address)} for address in sorted(matched, key=bytes)]
 
     def send_transaction(self, params: Any) -> str:
         encoded, config = _params(params, 2)

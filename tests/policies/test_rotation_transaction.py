@@ -151,6 +151,13 @@ def test_actions_in_either_order_and_any_order_of_instructions_pass() -> None:
     check([vote(AGENT), proposal_create(), config_create(remove(), add(mask=2)), request_heap_frame(64 * 1024)])
 
 
+def test_spending_limits_naming_the_agent_are_replaced_for_the_new_key() -> None:
+    """A rotation may remove spending limits and add as many naming the new agent key instead of the old."""
+    check([config_create(add(), remove(), LIMIT_REMOVED, limit_added(NEW_AGENT)), proposal_create(), vote(AGENT)])
+    check([config_create(limit_added(OWNER, NEW_AGENT), add(), LIMIT_REMOVED, remove(), LIMIT_REMOVED),
+           proposal_create(), vote(AGENT)])  # fmt: skip
+
+
 def test_a_v0_message_without_lookup_tables_passes_and_one_with_tables_does_not_decode() -> None:
     message = MessageV0.try_compile(OWNER, full(), [], BLOCKHASH)
     check_rotation_transaction(decode_transaction(unsigned_tx(message)), multisig=MULTISIG, agent=AGENT,
@@ -170,10 +177,16 @@ EXTRA_ACTIONS: list[Action] = [
     ("set_time_lock", {"new_time_lock": 0}),
     ("set_rent_collector", {"new_rent_collector": STRANGER}),
     ("set_rent_collector", {"new_rent_collector": None}),
-    ("remove_spending_limit", {"spending_limit": STRANGER}),
-    ("add_spending_limit", {"create_key": STRANGER, "vault_index": 0, "mint": Pubkey.default(), "amount": 10**12,
-                            "period": "day", "members": [AGENT], "destinations": []}),
-]  # fmt: skip
+]
+
+
+def limit_added(*members: Pubkey) -> Action:
+    fields = {"create_key": STRANGER, "vault_index": 0, "mint": Pubkey.default(), "amount": 10**12, "period": "day",
+              "members": list(members), "destinations": []}  # fmt: skip
+    return ("add_spending_limit", fields)
+
+
+LIMIT_REMOVED: Action = ("remove_spending_limit", {"spending_limit": STRANGER})
 
 # (name, instructions, fee payer, expected message, instruction index named or None)
 REFUSALS: list[tuple[str, list[Instruction], Pubkey, str, int | None]] = [
@@ -202,9 +215,28 @@ REFUSALS: list[tuple[str, list[Instruction], Pubkey, str, int | None]] = [
     ("a second proposal", [*minimal(), proposal_create(index=INDEX + 1)], OWNER, "2 proposal_create", 3),
     ("no proposal", [config_create(), vote(AGENT)], OWNER, "0 proposal_create", None),
     *[(f"extra action {a[0]}", [config_create(add(), remove(), a), proposal_create(), vote(AGENT)], OWNER,
-       "3 config actions", 0) for a in EXTRA_ACTIONS],
+       f"config action {a[0]} is not part of a rotation", 0) for a in EXTRA_ACTIONS],
     *[(f"{a[0]} instead of remove_member", [config_create(add(), a), proposal_create(), vote(AGENT)], OWNER,
        f"config action {a[0]} is not part of a rotation", 0) for a in EXTRA_ACTIONS],
+    ("a spending limit added, none removed", [config_create(add(), remove(), limit_added(NEW_AGENT)),
+                                              proposal_create(), vote(AGENT)], OWNER,
+     "1 spending limits added for 0 removed", 0),
+    ("a replacement limit naming the old agent", [config_create(add(), remove(), LIMIT_REMOVED, limit_added(AGENT)),
+                                                  proposal_create(), vote(AGENT)], OWNER,
+     "add_spending_limit must name the new agent key and not the agent key", 0),
+    ("a replacement limit naming both agents", [config_create(add(), remove(), LIMIT_REMOVED,
+                                                              limit_added(NEW_AGENT, AGENT)),
+                                                proposal_create(), vote(AGENT)], OWNER,
+     "add_spending_limit must name the new agent key and not the agent key", 0),
+    ("a replacement limit not naming the new agent", [config_create(add(), remove(), LIMIT_REMOVED,
+                                                                    limit_added(OWNER)),
+                                                      proposal_create(), vote(AGENT)], OWNER,
+     "add_spending_limit must name the new agent key", 0),
+    ("remove_spending_limit instead of remove_member", [config_create(add(), LIMIT_REMOVED), proposal_create(),
+                                                         vote(AGENT)], OWNER, "lack add_member or remove_member", 0),
+    ("two limits added for one removed", [config_create(add(), remove(), LIMIT_REMOVED, limit_added(NEW_AGENT),
+                                                        limit_added(NEW_AGENT)), proposal_create(), vote(AGENT)],
+     OWNER, "2 spending limits added for 1 removed", 0),
     ("add_member of another key", [config_create(add(STRANGER), remove()), proposal_create(), vote(AGENT)], OWNER,
      "add_member adds .* not the new agent key", 0),
     ("add_member of the old agent", [config_create(add(AGENT), remove()), proposal_create(), vote(AGENT)], OWNER,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.account import Account
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -24,7 +25,7 @@ from policies.orders import AGENT_KEY_ROTATION_PURPOSE, AGENT_KEY_SWITCH_PURPOSE
 from policies.signing import sign_document
 from tests.proxy.api_harness import Harness, provision, running_harness, signature_of
 from tests.support.policies import MERCHANT
-from tests.support.squads_rotation import multisig_address, put_multisig, rotation_transaction
+from tests.support.squads_rotation import multisig_address, put_multisig, put_spending_limit, rotation_transaction
 
 CREATE_KEY = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
 
@@ -187,3 +188,24 @@ def test_only_the_owner_reaches_the_rotation_routes(h: Harness) -> None:
             == 401
         )
     assert h.owner_call("GET", agent_key_path(h)).json()["candidate_public_key"] is None
+
+
+def test_the_switch_waits_until_no_spending_limit_names_the_old_key(h: Harness) -> None:
+    """A spending limit still naming the old agent key (left out of the rotation transaction) blocks the switch:
+    the new key could not use it, and on some Squads versions the old key could go on spending through it."""
+    multisig = multisig_wallet(h)
+    old = h.agent
+    new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
+    chain_shows(h, [h.owner_pub, new])
+    assert isinstance(h.services.chain, LiteSvmChain)
+    svm = h.services.chain.svm
+    left = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[old])
+    put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[h.owner_pub])  # names another key: no matter
+    blocked = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
+    assert blocked.status_code == 409 and str(left) in blocked.json()["error"]["message"], blocked.text
+    assert h.owner_call("GET", agent_key_path(h)).json()["agent_public_key"] == str(old)
+    # The rotation replaced it: the old limit is gone, one naming the new key is there.
+    svm.set_account(left, Account(0, b"", Pubkey.default(), False, 0))
+    put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[new])
+    switched = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
+    assert switched.status_code == 200, switched.text

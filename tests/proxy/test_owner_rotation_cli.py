@@ -36,6 +36,7 @@ from policies.transaction import decode_transaction
 from selfhost import local_chain
 from tests.support.policies import owner_public_key
 from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder
+from tests.support.squads_rotation import put_spending_limit, spending_limit_address
 
 ENC = SquadsEncoder()
 RPC_URL = "https://rpc.invalid/?api-key=rpc-secret-token"
@@ -158,6 +159,59 @@ def agent_cosigns(raw_b64: str, agent: Keypair) -> str:
 # -- rotation-transaction --------------------------------------------------------------------------------------------
 
 
+def test_rotation_transaction_replaces_the_spending_limits_naming_the_agent(
+    rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    """Each spending limit of the multisig naming the old agent is removed and re-added for the new key (same
+    vault, mint, amount, period, destinations); a limit not naming it, or of another multisig, is left alone."""
+    _, key = keypair
+    owner = owner_public_key(key)
+    multisig, agent = wallet(rpc, owner, index=3)
+    new_agent, merchant, mint = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_unique()
+    svm = rpc.backend.svm
+    sol = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()], amount=5 * 10**8)
+    token = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[owner, agent.pubkey()], mint=mint,
+                               amount=10**6, period=2, destinations=[merchant], vault_index=1)  # fmt: skip
+    put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[owner])
+    put_spending_limit(svm, Pubkey.new_unique(), Pubkey.new_unique(), members=[agent.pubkey()])
+    code, out, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
+                         "--multisig", str(multisig), "--new-agent-key", str(new_agent))  # fmt: skip
+    assert code == 0, err
+    decoded = decode_transaction(base64.b64decode(out.strip()))
+    check_rotation_transaction(decoded, multisig=multisig, agent=agent.pubkey(), new_agent=new_agent)
+    (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
+    actions = list(config.args["actions"])
+    assert actions[:2] == [("add_member", {"key": new_agent, "permissions": 7}),
+                           ("remove_member", {"old_member": agent.pubkey()})]  # fmt: skip
+    removed = [fields["spending_limit"] for name, fields in actions if name == "remove_spending_limit"]
+    added = [fields for name, fields in actions if name == "add_spending_limit"]
+    assert sorted(removed, key=bytes) == sorted([sol, token], key=bytes) and len(added) == 2
+    by_mint = {fields["mint"]: fields for fields in added}
+    assert by_mint[Pubkey.default()]["members"] == (new_agent,) and by_mint[Pubkey.default()]["amount"] == 5 * 10**8
+    assert by_mint[mint]["members"] == tuple(sorted([owner, new_agent], key=bytes))
+    assert (by_mint[mint]["amount"], by_mint[mint]["period"], by_mint[mint]["destinations"],
+            by_mint[mint]["vault_index"]) == (10**6, "week", (merchant,), 1)  # fmt: skip
+    # The execution carries each old limit and its replacement, writable: the program finds them by address.
+    (execute,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_execute"]
+    replacements = {spending_limit_address(multisig, fields["create_key"])[0] for fields in added}
+    extra = {meta.pubkey for meta in execute.accounts[6:] if meta.is_writable}
+    assert extra == {sol, token} | replacements
+    assert f"spending limit {sol} names {agent.pubkey()}: replaced by" in err
+
+
+def test_rotation_transaction_refuses_more_spending_limits_than_fit(
+    rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    _, key = keypair
+    owner = owner_public_key(key)
+    multisig, agent = wallet(rpc, owner)
+    for _ in range(4):
+        put_spending_limit(rpc.backend.svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()])
+    code, out, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
+                         "--multisig", str(multisig), "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
+    assert (code, out) == (2, "") and "4 spending limits replaced) is larger than a Solana packet" in err, err
+
+
 def test_rotation_transaction_reads_the_multisig_and_builds_the_next_index(
     rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519PrivateKey]
 ) -> None:
@@ -176,8 +230,10 @@ def test_rotation_transaction_reads_the_multisig_and_builds_the_next_index(
     (proposal,) = [ix for ix in decoded.instructions if ix.name == "proposal_create"]
     assert proposal.args["transaction_index"] == 12  # the multisig's index + 1
     assert decoded.fee_payer == owner
-    assert [c["method"] for c in rpc.calls] == ["getAccountInfo", "getLatestBlockhash"]
+    assert [c["method"] for c in rpc.calls] == ["getAccountInfo", "getProgramAccounts", "getLatestBlockhash"]
     assert rpc.calls[0]["params"][0] == str(multisig)
+    (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
+    assert [name for name, _ in config.args["actions"]] == ["add_member", "remove_member"]  # no spending limit
     assert "config transaction 12" in err and "rpc-secret-token" not in out + err
     # The same with the owner key itself (its public key is all it takes), the agent named, a priority fee.
     code, out, err = cli("--keypair", str(path), "rotation-transaction", "--rpc-url", RPC_URL, "--multisig",

@@ -20,15 +20,18 @@ from solders.transaction import VersionedTransaction
 
 from parent_proxy.rotation_transaction import (
     RotationBuildError,
+    SpendingLimitReplacement,
     build_rotation_transaction,
     check_multisig_allows_rotation,
     default_agent,
 )
 from parent_proxy.squads_multisig_account import Member, MultisigAccount
+from parent_proxy.squads_spending_limit_account import parse_spending_limit_account
 from policies import programs
 from policies.rotation import RotationTransactionError, check_rotation_transaction
 from policies.transaction import MAX_TRANSACTION_BYTES, decode_transaction
 from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder
+from tests.support.squads_rotation import spending_limit_account_data, spending_limit_address
 
 ENC = SquadsEncoder()
 NAMES = ["config_transaction_create", "proposal_create", "proposal_approve", "proposal_approve",
@@ -262,3 +265,40 @@ def test_each_obstacle_is_named(change: dict[str, Any], message: str) -> None:
     permissions = change.pop("permissions", 7)
     with pytest.raises(RotationBuildError, match=message):
         check_multisig_allows_rotation(account(members, **change), permissions=permissions, **roles)
+
+
+def test_spending_limit_replacements_match_the_encoder_and_pass_the_enclave_check() -> None:
+    """Each replaced limit: RemoveSpendingLimit(old) and AddSpendingLimit(new create key, same terms, the new agent
+    in the old one's place) in the config transaction, byte for byte as the IDL-driven encoder writes them; the old
+    and new limit accounts writable at the end of the execution."""
+    multisig, owner, agent, new_agent = keys()
+    merchant, mint = Pubkey.new_unique(), Pubkey.new_unique()
+    old = parse_spending_limit_account(
+        spending_limit_address(multisig, create := Pubkey.new_unique())[0], PROGRAM_ID,
+        spending_limit_account_data(multisig, create, members=[agent, owner], mint=mint, amount=7, period=3,
+                                    destinations=[merchant]),
+    )  # fmt: skip
+    replacement = SpendingLimitReplacement(old, Pubkey.new_unique())
+    raw = build(multisig=multisig, owner=owner, agent=agent, new_agent=new_agent, spending_limits=[replacement])
+    message = VersionedTransaction.from_bytes(raw).message
+    create_ix, execute_ix = message.instructions[0], message.instructions[-1]
+    actions = [("add_member", {"new_member": {"key": new_agent, "permissions": {"mask": 7}}}),
+               ("remove_member", {"old_member": agent}),
+               ("remove_spending_limit", {"spending_limit": old.address}),
+               ("add_spending_limit", {"create_key": replacement.create_key, "vault_index": 0, "mint": mint,
+                                       "amount": 7, "period": "month",
+                                       "members": sorted([owner, new_agent], key=bytes),
+                                       "destinations": [merchant]})]  # fmt: skip
+    assert bytes(create_ix.data) == ENC.data("config_transaction_create", {"actions": actions, "memo": None})
+    tail = [message.account_keys[i] for i in bytes(execute_ix.accounts)[6:]]
+    assert tail == [old.address, spending_limit_address(multisig, replacement.create_key)[0]]
+    assert all(is_writable(message, i) for i in bytes(execute_ix.accounts)[6:])
+    check_rotation_transaction(decode_transaction(raw), multisig=multisig, agent=agent, new_agent=new_agent)
+    # A limit of another multisig, or one not naming the agent, is not replaced; nor one replaced twice.
+    stranger = dataclasses.replace(old, multisig=Pubkey.new_unique())
+    not_naming = dataclasses.replace(old, members=(owner,))
+    wrong = [SpendingLimitReplacement(stranger, Pubkey.new_unique()),
+             SpendingLimitReplacement(not_naming, Pubkey.new_unique())]  # fmt: skip
+    for limits in ([wrong[0]], [wrong[1]], [replacement, replacement]):
+        with pytest.raises(RotationBuildError, match="spending limit"):
+            build(multisig=multisig, owner=owner, agent=agent, new_agent=new_agent, spending_limits=limits)

@@ -22,7 +22,7 @@ from solders.account import Account
 from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
 
-from parent_proxy.chain import MAX_SPENDING_LIMITS, ChainError, LiteSvmChain, RpcChain, base58
+from parent_proxy.chain import MAX_SPENDING_LIMITS, ChainError, LiteSvmChain, RpcChain
 from parent_proxy.squads_spending_limit_account import (
     MAX_ACCOUNT_BYTES,
     SPENDING_LIMIT_DISCRIMINATOR,
@@ -379,26 +379,6 @@ def test_litesvm_chain_caps_the_number_of_spending_limits() -> None:
 
 # -- RpcChain --------------------------------------------------------------------------------------------------------
 
-_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def b58decode(text: str) -> bytes:
-    """An independent base58 decoder (for reading the request's memcmp filters)."""
-    number = 0
-    for char in text:
-        number = number * 58 + _ALPHABET.index(char)
-    body = number.to_bytes((number.bit_length() + 7) // 8, "big")
-    return bytes(len(text) - len(text.lstrip("1"))) + body
-
-
-def test_base58_known_answers() -> None:
-    assert base58(b"") == "" and base58(b"\x00") == "1" and base58(b"\x00\x00\x01") == "112"
-    assert base58(b"hello world") == "StV1DL6CwTryKyV"
-    for raw in (DISCRIMINATOR, bytes(8), b"\x00\x00" + DISCRIMINATOR[2:], bytes(Pubkey.new_unique())):
-        # A 32-byte key's base58 is its leading zero bytes as '1's followed by the number's digits.
-        assert base58(raw) == str(Pubkey(bytes(32 - len(raw)) + raw))[32 - len(raw) :]
-        assert b58decode(base58(raw)) == raw
-
 
 def answering(svm: LiteSVM, seen: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
     """A getProgramAccounts node over ``svm``: applies the request's memcmp filters, answers base64 accounts."""
@@ -407,7 +387,8 @@ def answering(svm: LiteSVM, seen: list[dict[str, Any]]) -> Callable[[httpx.Reque
         body = json.loads(request.content)
         seen.append(body)
         program, config = body["params"]
-        filters = [(f["memcmp"]["offset"], b58decode(f["memcmp"]["bytes"])) for f in config["filters"]]
+        filters = [(f["memcmp"]["offset"], base64.b64decode(f["memcmp"]["bytes"])) for f in config["filters"]]
+        assert all(f["memcmp"]["encoding"] == "base64" for f in config["filters"])
         result = [
             {"pubkey": str(address),
              "account": {"lamports": account.lamports, "owner": str(account.owner), "executable": False,
@@ -449,12 +430,10 @@ def test_rpc_chain_lists_spending_limits_with_get_program_accounts() -> None:
     assert call["params"] == [
         "SQDS4ep65T869zMMBKyuUq6aD6EgTu8psMjkvj52pCf",
         {"encoding": "base64", "commitment": "finalized",
-         "filters": [{"memcmp": {"offset": 0, "bytes": base58(DISCRIMINATOR)}},
-                     {"memcmp": {"offset": 8, "bytes": str(multisig)}}]},
+         "filters": [{"memcmp": {"offset": 0, "bytes": base64.b64encode(DISCRIMINATOR).decode(), "encoding": "base64"}},
+                     {"memcmp": {"offset": 8, "bytes": base64.b64encode(bytes(multisig)).decode(),
+                                 "encoding": "base64"}}]},
     ]  # fmt: skip
-    filters = call["params"][1]["filters"]
-    assert b58decode(filters[0]["memcmp"]["bytes"]) == DISCRIMINATOR
-    assert b58decode(filters[1]["memcmp"]["bytes"]) == bytes(multisig)
     assert rpc_limits(answering(svm, seen), Pubkey.new_unique()) == []
     assert seen[-1]["params"][1]["commitment"] == "confirmed"
 

@@ -22,6 +22,7 @@ from solders.transaction import Transaction
 from parent_proxy.chain import ADDRESS_LOOKUP_TABLE_PROGRAM, LOOKUP_TABLE_META_BYTES, ChainError, RpcChain
 from selfhost import local_chain
 from selfhost.local_chain import MAX_AIRDROP_LAMPORTS, LocalChain
+from tests.support.squads_rotation import put_multisig, put_spending_limit
 
 SOL = 1_000_000_000
 
@@ -120,7 +121,7 @@ def test_invalid_params_are_refused(chain: tuple[str, LocalChain], method: str, 
 
 def test_closed_method_set_and_request_shape(chain: tuple[str, LocalChain]) -> None:
     url, _ = chain
-    assert error_code(rpc(url, "getProgramAccounts", [])) == local_chain.METHOD_NOT_FOUND
+    assert error_code(rpc(url, "getSignaturesForAddress", [])) == local_chain.METHOD_NOT_FOUND
     assert error_code(rpc(url, "getHealth", [], extra="field")) == local_chain.INVALID_REQUEST
     batch = httpx.post(url, json=[{"jsonrpc": "2.0", "id": 1, "method": "getHealth"}], timeout=5).json()
     assert error_code(batch) == local_chain.INVALID_REQUEST
@@ -162,3 +163,37 @@ def test_the_proxys_rpc_adapter_works_against_it(chain: tuple[str, LocalChain]) 
                 await adapter.submit(raw)
 
     asyncio.run(scenario())
+
+
+def test_spending_limits_through_get_program_accounts(chain: tuple[str, LocalChain]) -> None:
+    """The proxy's RPC adapter lists a multisig's spending limits from this server (memcmp filters applied here)."""
+    url, backend = chain
+    agent = Pubkey.new_unique()
+    multisig = put_multisig(backend.svm, Pubkey.new_unique(), [Pubkey.new_unique(), agent])
+    mine = put_spending_limit(backend.svm, multisig, Pubkey.new_unique(), members=[agent])
+    put_spending_limit(backend.svm, Pubkey.new_unique(), Pubkey.new_unique(), members=[agent])  # another multisig
+
+    async def read() -> list[Pubkey]:
+        async with httpx.AsyncClient() as client:
+            return [limit.address for limit in await RpcChain(client, url).spending_limits(multisig)]
+
+    assert asyncio.run(read()) == [mine]
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        None, [], [{"memcmp": {"offset": 0, "bytes": "AQ=="}}],  # no encoding named
+        [{"memcmp": {"offset": 0, "bytes": "3yZe7d", "encoding": "base58"}}],
+        [{"memcmp": {"offset": -1, "bytes": "AQ==", "encoding": "base64"}}],
+        [{"memcmp": {"offset": True, "bytes": "AQ==", "encoding": "base64"}}],
+        [{"memcmp": {"offset": 0, "bytes": "", "encoding": "base64"}}],
+        [{"memcmp": {"offset": 0, "bytes": "!!", "encoding": "base64"}}],
+        [{"dataSize": 8}], [{"memcmp": {"offset": 0, "bytes": "AQ==", "encoding": "base64"}}] * 5,
+    ],
+)  # fmt: skip
+def test_get_program_accounts_refuses_filters_it_does_not_take(chain: tuple[str, LocalChain], filters: Any) -> None:
+    url, _ = chain
+    config: dict[str, Any] = {"encoding": "base64"} if filters is None else {"encoding": "base64", "filters": filters}
+    answer = rpc(url, "getProgramAccounts", ["SQDS4ep65T869zMMBKyuUq6aD6EgTu8psMjkvj52pCf", config])
+    assert error_code(answer) == local_chain.INVALID_PARAMS
