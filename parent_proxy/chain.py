@@ -119,6 +119,18 @@ def _spending_limits(multisig: Pubkey, accounts: Sequence[tuple[Pubkey, Pubkey, 
     return [limits[a] for a in sorted(limits, key=bytes)]
 
 
+def _rpc_account(value: Any, method: str) -> tuple[Pubkey, bytes]:
+    """An RPC account object's owner and data (base64 encoding); `ChainError` naming ``method`` if malformed."""
+    try:
+        owner = Pubkey.from_string(value["owner"])
+        encoded = value["data"]
+        if encoded[1] != "base64":
+            raise ValueError("not base64")
+        return owner, base64.b64decode(encoded[0], validate=True)
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise ChainError(f"RPC {method}: malformed account") from exc
+
+
 def _b64(data: bytes) -> str:
     """``memcmp`` filter bytes, base64 (``"encoding": "base64"``, accepted by Solana RPC since 1.14)."""
     return base64.b64encode(data).decode()
@@ -234,14 +246,7 @@ class RpcChain:
         value = result["value"]
         if value is None:
             raise ChainError("multisig account not found")
-        try:
-            owner = Pubkey.from_string(value["owner"])
-            encoded = value["data"]
-            if encoded[1] != "base64":
-                raise ValueError("not base64")
-            data = base64.b64decode(encoded[0], validate=True)
-        except (KeyError, TypeError, IndexError, ValueError) as exc:
-            raise ChainError("RPC getAccountInfo: malformed account") from exc
+        owner, data = _rpc_account(value, "getAccountInfo")
         return _multisig(address, owner, data)
 
     async def spending_limits(self, multisig: Pubkey) -> list[SpendingLimitAccount]:
@@ -266,16 +271,10 @@ class RpcChain:
         found: list[tuple[Pubkey, Pubkey, bytes]] = []
         for item in result:
             try:
-                address = Pubkey.from_string(item["pubkey"])
-                account = item["account"]
-                owner = Pubkey.from_string(account["owner"])
-                encoded = account["data"]
-                if encoded[1] != "base64":
-                    raise ValueError("not base64")
-                data = base64.b64decode(encoded[0], validate=True)
-            except (KeyError, TypeError, IndexError, ValueError) as exc:
+                address, account = Pubkey.from_string(item["pubkey"]), item["account"]
+            except (KeyError, TypeError, ValueError) as exc:
                 raise ChainError("RPC getProgramAccounts: malformed account") from exc
-            found.append((address, owner, data))
+            found.append((address, *_rpc_account(account, "getProgramAccounts")))
         return _spending_limits(multisig, found)
 
     async def submit(self, signed_transaction: bytes) -> str:
