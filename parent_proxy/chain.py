@@ -1,5 +1,5 @@
-"""The chain seam: lookup-table contents, Squads multisig and spending-limit accounts, submission, latest blockhash,
-balances.
+"""The chain seam: lookup-table contents, Squads multisig and spending-limit accounts, durable-nonce accounts,
+submission, latest blockhash, balances.
 
 `Chain` is the protocol; `LiteSvmChain` is the embedded adapter (solders' LiteSVM, for the self-host demo and
 tests) and `RpcChain` speaks Solana JSON-RPC over httpx (no solana-py at runtime). Every failure becomes
@@ -13,7 +13,8 @@ anything else is an error, not a guess. A Squads multisig account is read and ch
 spending limits (`Chain.spending_limits`) are every account of the Squads program that starts with the
 ``SpendingLimit`` discriminator and names the multisig at offset 8 (RPC ``getProgramAccounts`` with those two
 ``memcmp`` filters), each read and checked by `parent_proxy.squads_spending_limit_account`; a malformed one, one of
-another multisig, or more than `MAX_SPENDING_LIMITS` of them is a `ChainError` (never a shorter list).
+another multisig, or more than `MAX_SPENDING_LIMITS` of them is a `ChainError` (never a shorter list). A
+durable-nonce account (`Chain.nonce_account`) is read and checked by `parent_proxy.nonce_account`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
+from parent_proxy.nonce_account import NonceAccount, NonceAccountError, parse_nonce_account
 from parent_proxy.squads_multisig_account import MultisigAccount, MultisigAccountError, parse_multisig_account
 from parent_proxy.squads_spending_limit_account import (
     SPENDING_LIMIT_DISCRIMINATOR,
@@ -67,6 +69,10 @@ class Chain(Protocol):
         if any is malformed or there are more than `MAX_SPENDING_LIMITS`. Check `SpendingLimitAccount.names`."""
         ...
 
+    async def nonce_account(self, address: Pubkey) -> NonceAccount:
+        """The initialized System nonce account at ``address``; `ChainError` if missing or anything else."""
+        ...
+
     async def submit(self, signed_transaction: bytes) -> str:
         """Broadcast a fully signed transaction once; return its base58 signature. Never retried here."""
         ...
@@ -97,6 +103,13 @@ def _multisig(address: Pubkey, owner: Pubkey, data: bytes) -> MultisigAccount:
     try:
         return parse_multisig_account(address, owner, data)
     except MultisigAccountError as exc:
+        raise ChainError(str(exc)) from exc
+
+
+def _nonce(address: Pubkey, owner: Pubkey, data: bytes) -> NonceAccount:
+    try:
+        return parse_nonce_account(address, owner, data)
+    except NonceAccountError as exc:
         raise ChainError(str(exc)) from exc
 
 
@@ -157,11 +170,17 @@ class LiteSvmChain:
             tables[address] = parse_lookup_table(account.owner, bytes(account.data))
         return tables
 
-    async def multisig_account(self, address: Pubkey) -> MultisigAccount:
+    def _account(self, address: Pubkey, what: str) -> tuple[Pubkey, bytes]:
         account = self.svm.get_account(address)
         if account is None:
-            raise ChainError("multisig account not found")
-        return _multisig(address, account.owner, bytes(account.data))
+            raise ChainError(f"{what} not found")
+        return account.owner, bytes(account.data)
+
+    async def multisig_account(self, address: Pubkey) -> MultisigAccount:
+        return _multisig(address, *self._account(address, "multisig account"))
+
+    async def nonce_account(self, address: Pubkey) -> NonceAccount:
+        return _nonce(address, *self._account(address, "nonce account"))
 
     async def spending_limits(self, multisig: Pubkey) -> list[SpendingLimitAccount]:
         prefix = SPENDING_LIMIT_DISCRIMINATOR + bytes(multisig)
@@ -237,7 +256,7 @@ class RpcChain:
             tables[address] = parse_lookup_table(owner, data)
         return tables
 
-    async def multisig_account(self, address: Pubkey) -> MultisigAccount:
+    async def _account(self, address: Pubkey, what: str) -> tuple[Pubkey, bytes]:
         result = await self._call(
             "getAccountInfo", [str(address), {"encoding": "base64", "commitment": self._commitment}]
         )
@@ -245,9 +264,14 @@ class RpcChain:
             raise ChainError("RPC getAccountInfo: malformed answer")
         value = result["value"]
         if value is None:
-            raise ChainError("multisig account not found")
-        owner, data = _rpc_account(value, "getAccountInfo")
-        return _multisig(address, owner, data)
+            raise ChainError(f"{what} not found")
+        return _rpc_account(value, "getAccountInfo")
+
+    async def multisig_account(self, address: Pubkey) -> MultisigAccount:
+        return _multisig(address, *await self._account(address, "multisig account"))
+
+    async def nonce_account(self, address: Pubkey) -> NonceAccount:
+        return _nonce(address, *await self._account(address, "nonce account"))
 
     async def spending_limits(self, multisig: Pubkey) -> list[SpendingLimitAccount]:
         filters = [

@@ -1,9 +1,12 @@
 """``waiaas owner ...``: the owner's side of an agent-key rotation (DESIGN.md section 3, Rotation).
 
     waiaas owner --owner-public-key K rotation-transaction --rpc-url URL --multisig M --new-agent-key N
-                 [--agent-key A] [--permissions 7] [--compute-unit-price P]
+                 [--agent-key A] [--permissions 7] [--compute-unit-price P] [--nonce-account NONCE]
         read the multisig and its spending limits from the RPC, check that the rotation can execute, print the
-        unsigned transaction (base64); every spending limit naming the old agent is replaced by one naming the new
+        unsigned transaction (base64); every spending limit naming the old agent is replaced by one naming the new;
+        with a durable nonce (whose authority is the owner key) the transaction lasts until the nonce advances
+    waiaas owner --owner-public-key K advance-nonce-transaction --rpc-url URL --nonce-account NONCE
+        print the unsigned transaction that advances the nonce, voiding every transaction built on its value
     waiaas owner sign-rotation --wallet-id W --transaction B64 --agent-key A --new-agent-key N [--multisig M]
                  [--expires-in S]
         check the transaction is a rotation of A to N (`policies.rotation`), print the signed rotation order
@@ -27,7 +30,10 @@ it takes the owner public key from ``--owner-public-key`` alone, or from the key
    any other message, for a transaction handed back by someone else. Then submit it.
 4. ``sign-key-switch``: once the transaction landed, the order that makes the enclave sign with the new key.
 
-A recent blockhash lasts about a minute (150 slots): steps 1 to 3 must fit in it, or start again at step 1.
+A recent blockhash lasts about a minute (150 slots): steps 1 to 3 must fit in it, or start again at step 1. With
+``--nonce-account`` the transaction starts with the nonce's advance and carries its value instead: it lasts until
+the nonce advances (when it lands, or through ``advance-nonce-transaction``, ``cosign`` and a submission), or
+until the multisig's transaction index moves on (any other transaction of the multisig).
 
 Exit codes as the other owner commands: 0 done, 1 the RPC could not be read or refused, 2 bad input, a multisig or
 transaction that does not allow this rotation, or a key that could not be used. Only public keys are printed.
@@ -47,12 +53,13 @@ from typing import Any, Final
 
 import httpx
 from solders.hash import Hash
-from solders.message import to_bytes_versioned
+from solders.message import Message, to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from parent_proxy.chain import ChainError, RpcChain
+from parent_proxy.nonce_account import NonceAccount
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
     EXIT_OK,
@@ -67,6 +74,7 @@ from parent_proxy.owner_cli_common import (
 from parent_proxy.rotation_transaction import (
     RotationBuildError,
     SpendingLimitReplacement,
+    advance_nonce_instruction,
     build_rotation_transaction,
     check_multisig_allows_rotation,
     default_agent,
@@ -83,7 +91,9 @@ from policies.orders import (
 from policies.rotation import check_rotation_transaction
 from policies.transaction import MAX_TRANSACTION_BYTES, decode_transaction
 
-COMMANDS: Final = frozenset({"rotation-transaction", "sign-rotation", "sign-key-switch", "cosign"})
+COMMANDS: Final = frozenset(
+    {"rotation-transaction", "advance-nonce-transaction", "sign-rotation", "sign-key-switch", "cosign"}
+)
 _MAX_BASE64_CHARS: Final = 4 * ((MAX_TRANSACTION_BYTES + 2) // 3)
 
 
@@ -103,6 +113,13 @@ def register(commands: Any) -> None:
     build.add_argument("--agent-key", help="the agent key to replace (default: the other of two members)")
     build.add_argument("--permissions", type=int, default=PERMISSIONS_ALL, help="the new member's permission mask")
     build.add_argument("--compute-unit-price", type=int, help="priority fee, micro-lamports per compute unit")
+    build.add_argument("--nonce-account", help="a durable nonce account whose authority is the owner key")
+
+    advance = commands.add_parser(
+        "advance-nonce-transaction", help="print the unsigned transaction advancing a durable nonce (voids its users)"
+    )
+    advance.add_argument("--rpc-url", required=True, help="Solana JSON-RPC URL (never printed)")
+    advance.add_argument("--nonce-account", required=True, help="the durable nonce account (authority: the owner)")
 
     rotation = commands.add_parser("sign-rotation", help="sign the order letting the agent key co-sign the rotation")
     rotation.add_argument("--wallet-id", required=True)
@@ -154,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if command == "rotation-transaction":
             return rotation_transaction(args)
+        if command == "advance-nonce-transaction":
+            return advance_nonce_transaction(args)
         if command == "sign-rotation":
             return sign_rotation(args)
         if command == "sign-key-switch":
@@ -175,44 +194,81 @@ def _owner_public_key(args: argparse.Namespace) -> Pubkey:
     return signer_from_args(args).public_key
 
 
+def _rpc_url(args: argparse.Namespace) -> str:
+    if not args.rpc_url.startswith(("https://", "http://")):
+        raise OwnerInputError("--rpc-url must be an http(s) URL")
+    return str(args.rpc_url)
+
+
+def _recent_blockhash(text: str) -> Hash:
+    try:
+        return Hash.from_string(text)
+    except ValueError as exc:
+        raise ChainError("RPC getLatestBlockhash: malformed blockhash") from exc
+
+
 def rotation_transaction(args: argparse.Namespace) -> int:
     owner = _owner_public_key(args)
     multisig = _key(args.multisig, "--multisig")
     new_agent = _key(args.new_agent_key, "--new-agent-key")
     agent = None if args.agent_key is None else _key(args.agent_key, "--agent-key")
-    if not args.rpc_url.startswith(("https://", "http://")):
-        raise OwnerInputError("--rpc-url must be an http(s) URL")
+    nonce_address = None if args.nonce_account is None else _key(args.nonce_account, "--nonce-account")
+    url = _rpc_url(args)
 
-    async def read() -> tuple[MultisigAccount, list[SpendingLimitAccount], str]:
+    async def read() -> tuple[MultisigAccount, list[SpendingLimitAccount], Hash | NonceAccount]:
         async with new_rpc_client() as client:
-            chain = RpcChain(client, args.rpc_url)
+            chain = RpcChain(client, url)
             account = await chain.multisig_account(multisig)
-            return account, await chain.spending_limits(multisig), await chain.latest_blockhash()
+            limits = await chain.spending_limits(multisig)
+            if nonce_address is not None:
+                return account, limits, await chain.nonce_account(nonce_address)
+            return account, limits, _recent_blockhash(await chain.latest_blockhash())
 
-    account, limits, blockhash = asyncio.run(read())
+    account, limits, lifetime = asyncio.run(read())
     if agent is None:
         agent = default_agent(account, owner)
     check_multisig_allows_rotation(account, owner=owner, agent=agent, new_agent=new_agent, permissions=args.permissions)
     # Every spending limit naming the old agent is replaced: Squads checks only the limit's own member list.
     replaced = [SpendingLimitReplacement(limit, Pubkey.from_bytes(secrets.token_bytes(32)))
                 for limit in limits if limit.names(agent)]  # fmt: skip
-    try:
-        recent = Hash.from_string(blockhash)
-    except ValueError as exc:
-        raise ChainError("RPC getLatestBlockhash: malformed blockhash") from exc
+    recent, nonce = (None, lifetime) if isinstance(lifetime, NonceAccount) else (lifetime, None)
     index = account.transaction_index + 1
     raw = build_rotation_transaction(
         multisig=multisig, transaction_index=index, owner=owner, agent=agent, new_agent=new_agent,
-        recent_blockhash=recent, permissions=args.permissions, compute_unit_price=args.compute_unit_price,
-        spending_limits=replaced,
+        recent_blockhash=recent, nonce=nonce, permissions=args.permissions,
+        compute_unit_price=args.compute_unit_price, spending_limits=replaced,
     )  # fmt: skip
-    _note(
-        f"config transaction {index} of multisig {multisig}: add {new_agent} (permissions {args.permissions}), "
-        f"remove {agent}; the blockhash expires in about a minute"
+    lasts = (
+        "the blockhash expires in about a minute"
+        if nonce is None
+        else f"durable nonce {nonce.address}: valid until the nonce advances or the multisig's index moves on"
     )
+    _note(f"config transaction {index} of multisig {multisig}: add {new_agent} (permissions {args.permissions}), "
+          f"remove {agent}; {lasts}")  # fmt: skip
     for limit in replaced:
         _note(f"spending limit {limit.old.address} names {agent}: replaced by {limit.address()} naming {new_agent}")
     sys.stdout.write(base64.b64encode(raw).decode() + "\n")
+    return EXIT_OK
+
+
+def advance_nonce_transaction(args: argparse.Namespace) -> int:
+    owner = _owner_public_key(args)
+    address = _key(args.nonce_account, "--nonce-account")
+    url = _rpc_url(args)
+
+    async def read() -> tuple[NonceAccount, Hash]:
+        async with new_rpc_client() as client:
+            chain = RpcChain(client, url)
+            return await chain.nonce_account(address), _recent_blockhash(await chain.latest_blockhash())
+
+    nonce, recent = asyncio.run(read())
+    if nonce.authority != owner:
+        raise OwnerInputError(f"the nonce account's authority is {nonce.authority}, not the owner key")
+    message = Message.new_with_blockhash([advance_nonce_instruction(address, owner)], owner, recent)
+    unsigned = VersionedTransaction.populate(message, [Signature.default()])
+    _note(f"advances nonce {address} (now {nonce.durable_nonce}): every transaction carrying that value is void "
+          "once this lands; cosign it and submit it within about a minute")  # fmt: skip
+    sys.stdout.write(base64.b64encode(bytes(unsigned)).decode() + "\n")
     return EXIT_OK
 
 

@@ -20,6 +20,10 @@ and, on Squads program versions whose ``spending_limit_use`` checks only the lim
 membership; the program's source has had both), the old key able to spend through it. Each such limit is replaced
 in the same config transaction (`SpendingLimitReplacement`); the proxy refuses the switch while any limit of the
 multisig still names the old key. About two replacements fit in one transaction (`RotationBuildError` beyond).
+
+Blockhash: a recent one (valid for about a minute) or a durable nonce (`NonceAccount`, whose authority must be the
+owner): then the transaction starts with the System ``AdvanceNonceAccount`` of that account, signed by the owner,
+carries the stored nonce as its blockhash, and stays valid until the nonce advances.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from solders.instruction import AccountMeta, Instruction
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
+from solders.system_program import AdvanceNonceAccountParams, advance_nonce_account
 from solders.transaction import VersionedTransaction
 
+from parent_proxy.nonce_account import NonceAccount
 from parent_proxy.squads_multisig_account import (
     PERMISSION_EXECUTE,
     PERMISSION_INITIATE,
@@ -184,23 +190,28 @@ def build_rotation_transaction(
     owner: Pubkey,
     agent: Pubkey,
     new_agent: Pubkey,
-    recent_blockhash: Hash,
+    recent_blockhash: Hash | None = None,
+    nonce: NonceAccount | None = None,
     permissions: int = PERMISSIONS_ALL,
     compute_unit_price: int | None = None,
     spending_limits: Sequence[SpendingLimitReplacement] = (),
 ) -> bytes:
-    """The unsigned, serialized legacy transaction described in the module docstring; `RotationBuildError` for
-    arguments that cannot make one. Signers: the owner (fee payer, slot 0) and the old agent."""
+    """The unsigned, serialized legacy transaction described in the module docstring, with ``recent_blockhash`` or
+    the durable ``nonce`` (exactly one); `RotationBuildError` for arguments that cannot make one. Signers: the owner
+    (fee payer, slot 0) and the old agent."""
     _check(transaction_index=transaction_index, owner=owner, agent=agent, new_agent=new_agent,
            permissions=permissions, compute_unit_price=compute_unit_price)  # fmt: skip
     _check_limits(multisig, agent, spending_limits)
+    blockhash = _blockhash(recent_blockhash, nonce, owner=owner, agent=agent)
     instructions = rotation_instructions(
         multisig=multisig, transaction_index=transaction_index, owner=owner, agent=agent, new_agent=new_agent,
         permissions=permissions, spending_limits=spending_limits,
     )  # fmt: skip
     if compute_unit_price is not None:
         instructions.insert(0, set_compute_unit_price(compute_unit_price))
-    message = Message.new_with_blockhash(instructions, owner, recent_blockhash)
+    if nonce is not None:  # the runtime takes a transaction as durable only when this is its first instruction
+        instructions.insert(0, advance_nonce_instruction(nonce.address, owner))
+    message = Message.new_with_blockhash(instructions, owner, blockhash)
     unsigned = VersionedTransaction.populate(message, [Signature.default()] * message.header.num_required_signatures)
     raw = bytes(unsigned)
     if len(raw) > MAX_TRANSACTION_BYTES:  # about 600 bytes, and about 250 more per replaced spending limit
@@ -209,6 +220,28 @@ def build_rotation_transaction(
             "than a Solana packet"
         )
     return raw
+
+
+def advance_nonce_instruction(nonce_account: Pubkey, authority: Pubkey) -> Instruction:
+    """System ``AdvanceNonceAccount`` of ``nonce_account`` signed by ``authority``."""
+    return advance_nonce_account(AdvanceNonceAccountParams(nonce_pubkey=nonce_account, authorized_pubkey=authority))
+
+
+def _blockhash(recent: Hash | None, nonce: NonceAccount | None, *, owner: Pubkey, agent: Pubkey) -> Hash:
+    if nonce is None:
+        if recent is None:
+            raise RotationBuildError("give a recent blockhash or a durable nonce")
+        return recent
+    if recent is not None:
+        raise RotationBuildError("give a recent blockhash or a durable nonce, not both")
+    if nonce.authority != owner:
+        raise RotationBuildError(
+            f"the nonce account's authority is {nonce.authority}, not the owner key: the transaction's only other "
+            "signer is the agent key, which signs nothing but its approval"
+        )
+    if nonce.address in (owner, agent):
+        raise RotationBuildError("the nonce account is the owner or the agent key")
+    return nonce.durable_nonce
 
 
 REQUIRED_THRESHOLD: Final = 2

@@ -8,7 +8,9 @@ make the old agent approve anything but "add the enclave-made candidate, remove 
 
 1. the agent key is a required signer of the message, and not its fee payer (it pays nothing);
 2. every top-level instruction is a ComputeBudget or a Squads v4 instruction (no Memo, System or anything else),
-   and none carries inner instructions;
+   and none carries inner instructions; the one exception is a System ``advance_nonce_account`` as instruction 0,
+   which makes the transaction durable (valid until the nonce advances instead of for about a minute); rule 6
+   keeps the agent key out of it (neither the nonce account nor its authority);
 3. the Squads instructions are only ``config_transaction_create``, ``proposal_create``, ``proposal_approve`` and
    ``config_transaction_execute``, each on ``multisig``;
 4. exactly one ``config_transaction_create``, whose actions are exactly one ``add_member`` of ``new_agent`` with
@@ -50,6 +52,9 @@ _SQUADS_ALLOWED: Final = frozenset(
 )
 
 
+_ADVANCE_NONCE: Final = "advance_nonce_account"
+
+
 class RotationTransactionError(PolicyEngineError):
     """The transaction is not exactly an agent-key rotation the old agent key may co-sign.
 
@@ -74,13 +79,20 @@ def check_rotation_transaction(
         raise RotationTransactionError("the agent key is not a required signer")
     if transaction.fee_payer == agent:
         raise RotationTransactionError("the agent key is the fee payer")
-    # 2. and 3. ComputeBudget and the four Squads instructions on this multisig, nothing else.
+    # 2. and 3. ComputeBudget and the four Squads instructions on this multisig, nothing else (but a durable
+    # nonce's advance in first place).
     squads: list[DecodedInstruction] = []
-    for ix in transaction.instructions:
+    for position, ix in enumerate(transaction.instructions):
         if ix.inner:
             raise RotationTransactionError("carries inner instructions", instruction_index=ix.index)
         if ix.program_id == programs.COMPUTE_BUDGET_PROGRAM:
             continue
+        if ix.program_id == programs.SYSTEM_PROGRAM and ix.name == _ADVANCE_NONCE:
+            if position == 0:
+                continue
+            raise RotationTransactionError(
+                "a nonce advance is allowed only as the first instruction", instruction_index=ix.index
+            )
         if ix.program_id != programs.SQUADS_V4_PROGRAM:
             raise RotationTransactionError(
                 f"program {ix.program_id} ({ix.program}) is neither ComputeBudget nor Squads v4",

@@ -13,10 +13,11 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from solders.hash import Hash
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from solders.system_program import TransferParams, transfer
+from solders.system_program import AdvanceNonceAccountParams, TransferParams, advance_nonce_account, transfer
 from solders.transaction import VersionedTransaction
 
 from enclave_app.client import EnclaveClient
@@ -38,6 +39,7 @@ WALLET = "wallet-rot"
 MULTISIG = Pubkey.from_string("7Yb4ZqFQmKQ6nqpYkY5ZbL8kS4hW1bWq3m8qfXkJ9XnA")
 T = TypeVar("T")
 SOL = 1_000_000_000
+NONCE = Pubkey.new_unique()
 NOTHING_SPENT = (SpentEntry("SOL", 86400, 0), SpentEntry(str(EXAMPLE_MINT), 86400, 0))
 
 
@@ -286,6 +288,43 @@ def test_cosign_refuses_a_transaction_that_also_pays_someone(world: EnclaveWorld
         ixs.append(transfer(TransferParams(from_pubkey=r.agent, to_pubkey=MERCHANT, lamports=10**9)))
         raw = unsigned(ixs, r.owner)
         return _good(r, c, transaction=raw, order=r.rotation_order(raw, new))  # the owner even ordered it
+
+    _refuse_cosign(world, "rotation_invalid", build)
+
+
+def durable(r: Rotation, new: Pubkey, authority: Pubkey) -> bytes:
+    """The rotation as a durable-nonce transaction: the nonce's advance first, its value as the blockhash."""
+    advance = advance_nonce_account(AdvanceNonceAccountParams(nonce_pubkey=NONCE, authorized_pubkey=authority))
+    return unsigned([advance, *rotation_instructions(MULTISIG, owner=r.owner, agent=r.agent, new_agent=new)],
+                    r.owner, Hash.new_unique())  # fmt: skip
+
+
+def test_cosign_signs_a_durable_nonce_rotation(world: EnclaveWorld) -> None:
+    boot = world.boot()
+
+    async def body(client: EnclaveClient) -> None:
+        r = await Rotation(world, client).setup()
+        candidate = await r.candidate()
+        new = Pubkey.from_bytes(candidate.new_agent_public_key)
+        raw = durable(r, new, r.owner)
+        assert candidate.sealed_blob is not None
+        signed = await client.sign_agent_key_rotation(
+            WALLET, transaction=raw, order=r.rotation_order(raw, new), candidate_sealed_blob=candidate.sealed_blob
+        )
+        tx = VersionedTransaction.from_bytes(signed.signed_transaction)
+        assert bytes(tx.message) == bytes(VersionedTransaction.from_bytes(raw).message)
+        assert Signature.from_bytes(signed.signature).verify(r.agent, to_bytes_versioned(tx.message))
+
+    run(boot, body)
+
+
+def test_cosign_refuses_the_agent_as_nonce_authority(world: EnclaveWorld) -> None:
+    """Even ordered by the owner: the agent's signature would authorize the advance of a nonce it is authority of."""
+
+    def build(r: Rotation, c: AgentKeyResponse) -> dict[str, Any]:
+        new = Pubkey.from_bytes(c.new_agent_public_key)
+        raw = durable(r, new, r.agent)
+        return _good(r, c, transaction=raw, order=r.rotation_order(raw, new))
 
     _refuse_cosign(world, "rotation_invalid", build)
 

@@ -13,7 +13,12 @@ from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
-from solders.system_program import AdvanceNonceAccountParams, advance_nonce_account
+from solders.system_program import (
+    AdvanceNonceAccountParams,
+    AuthorizeNonceAccountParams,
+    advance_nonce_account,
+    authorize_nonce_account,
+)
 
 from policies.errors import DecodeError
 from policies.rotation import RotationTransactionError, check_rotation_transaction
@@ -62,11 +67,42 @@ def test_the_agent_among_the_executions_remaining_accounts_is_refused() -> None:
         check(ixs)
 
 
-def test_a_durable_nonce_is_refused() -> None:
-    """A nonce would keep the signed rotation valid past its blockhash (and it is a System instruction)."""
-    nonce = advance_nonce_account(AdvanceNonceAccountParams(nonce_pubkey=Pubkey.new_unique(), authorized_pubkey=OWNER))
-    with pytest.raises(RotationTransactionError, match="neither ComputeBudget nor Squads"):
-        check([nonce, *rotation()])
+def nonce_advance(nonce_account: Pubkey, authority: Pubkey = OWNER) -> Instruction:
+    return advance_nonce_account(AdvanceNonceAccountParams(nonce_pubkey=nonce_account, authorized_pubkey=authority))
+
+
+def test_a_durable_nonce_advance_first_is_allowed() -> None:
+    """Durable rotations (the owner's MFA-gated KMS signatures take longer than a blockhash lasts): the advance in
+    first place, by the owner, with a ComputeBudget price after it."""
+    check([nonce_advance(Pubkey.new_unique()), set_compute_unit_limit(400_000), *rotation()])
+
+
+def test_a_nonce_advance_anywhere_but_first_is_refused() -> None:
+    """Only in first place does the runtime take it for a durable nonce; anywhere else it is a System instruction
+    doing something of its own in the rotation."""
+    with pytest.raises(RotationTransactionError, match="instruction 1: a nonce advance is allowed only as the first"):
+        check([set_compute_unit_limit(400_000), nonce_advance(Pubkey.new_unique()), *rotation()])
+    with pytest.raises(RotationTransactionError, match="instruction 1: a nonce advance is allowed only as the first"):
+        check([nonce_advance(Pubkey.new_unique()), nonce_advance(Pubkey.new_unique()), *rotation()])
+    with pytest.raises(RotationTransactionError, match="instruction 5: a nonce advance is allowed only as the first"):
+        check([*rotation(), nonce_advance(Pubkey.new_unique())])
+
+
+def test_the_agent_in_a_nonce_advance_is_refused() -> None:
+    """The agent's signature authorizes its approval and nothing else: not as nonce authority, not as the nonce."""
+    with pytest.raises(RotationTransactionError, match="instruction 0: the agent key is authority of advance_nonce"):
+        check([nonce_advance(Pubkey.new_unique(), authority=AGENT), *rotation()])
+    with pytest.raises(RotationTransactionError, match="instruction 0: the agent key is nonce_account of advance"):
+        check([nonce_advance(AGENT), *rotation()])
+
+
+def test_other_system_instructions_are_refused() -> None:
+    nonce = Pubkey.new_unique()
+    authorize = authorize_nonce_account(
+        AuthorizeNonceAccountParams(nonce_pubkey=nonce, authorized_pubkey=OWNER, new_authority=AGENT)
+    )
+    with pytest.raises(RotationTransactionError, match=r"instruction 0: program 1{32} .* neither ComputeBudget nor"):
+        check([authorize, *rotation()])
 
 
 def test_the_agent_as_a_program_id_is_refused() -> None:

@@ -4,6 +4,7 @@ into the chain by the test (`tests.support.squads_rotation.put_multisig`); every
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.account import Account
+from solders.hash import Hash
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -21,11 +23,20 @@ from solders.transaction import VersionedTransaction
 
 from enclave_app.receipts import verify_agent_key_receipt
 from parent_proxy.chain import LiteSvmChain
+from parent_proxy.rotation_transaction import RotationBuildError, advance_nonce_instruction, build_rotation_transaction
 from policies.orders import AGENT_KEY_ROTATION_PURPOSE, AGENT_KEY_SWITCH_PURPOSE, rotation_document, switch_document
 from policies.signing import sign_document
 from tests.proxy.api_harness import Harness, provision, running_harness, signature_of
+from tests.proxy.test_rotation_durable_nonce import make_nonce
 from tests.support.policies import MERCHANT
-from tests.support.squads_rotation import multisig_address, put_multisig, put_spending_limit, rotation_transaction
+from tests.support.squads_rotation import (
+    multisig_address,
+    put_multisig,
+    put_spending_limit,
+    rotation_instructions,
+    rotation_transaction,
+    unsigned,
+)
 
 CREATE_KEY = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
 
@@ -209,3 +220,35 @@ def test_the_switch_waits_until_no_spending_limit_names_the_old_key(h: Harness) 
     put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[new])
     switched = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
     assert switched.status_code == 200, switched.text
+
+
+def test_a_durable_nonce_rotation_through_the_api(h: Harness) -> None:
+    """Built by the proxy package's own builder on a nonce account the System program made on the embedded chain;
+    the agent co-signs it, and refuses one whose nonce authority is the agent key."""
+    multisig = multisig_wallet(h)
+    chain = h.services.chain
+    assert isinstance(chain, LiteSvmChain)
+    new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
+
+    def durable(authority: Pubkey) -> bytes:
+        address = make_nonce(chain.svm, authority)
+        nonce = asyncio.run(chain.nonce_account(address))
+        return build_rotation_transaction(multisig=multisig, transaction_index=1, owner=h.owner_pub, agent=h.agent,
+                                          new_agent=new, nonce=nonce)  # fmt: skip
+
+    with pytest.raises(RotationBuildError, match="not the owner key"):
+        durable(h.agent)  # the builder refuses it; the enclave too, below
+    raw = durable(h.owner_pub)
+    signed = h.owner_call("POST", agent_key_path(h, "/rotation"), rotation_body(h, raw, new))
+    assert signed.status_code == 200, signed.text
+    tx = VersionedTransaction.from_bytes(base64.b64decode(signed.json()["signed_transaction"]))
+    assert tx.message == VersionedTransaction.from_bytes(raw).message
+    assert signature_of(signed).verify(h.agent, to_bytes_versioned(tx.message))
+
+    address = make_nonce(chain.svm, h.agent)
+    advance = advance_nonce_instruction(address, h.agent)
+    hostile = unsigned([advance, *rotation_instructions(multisig, owner=h.owner_pub, agent=h.agent, new_agent=new)],
+                       h.owner_pub, Hash.new_unique())  # fmt: skip
+    refused = h.owner_call("POST", agent_key_path(h, "/rotation"), rotation_body(h, hostile, new))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "enclave_refused"
+    assert h.audit_events().count("agent_key.rotation_signed") == 1
