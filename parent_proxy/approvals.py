@@ -4,6 +4,10 @@ An escalation holds no reservation while it waits. When the owner approves (a si
 to the exact message of the stored transaction, with an expiry, see `policies.orders`; the owner
 request signature over the URL binds the approval id):
 
+0. the approval must still be pending: a second decision is 409 ``conflict`` before anything is evaluated or
+   recorded (an owner retrying an approval that went through must not read "the policy denies this request",
+   made true by the first approval's own spending, nor leave an ``approval.refused`` record); step 3 stays the
+   atomic guard against a concurrent decision;
 1. the document's signature is verified with the wallet's owner key, its wallet, message hash and expiry checked;
 2. the wallet must not be frozen; the request is evaluated again with today's counters: if the policy now DENIES
    it (e.g. the approval ceiling of a period is used up) the approval stays pending and the answer is 403;
@@ -77,7 +81,10 @@ class ApprovalFlow:
 
     def prepare(self, wallet_id: str, approval_id: str, envelope: bytes, tables: dict[Pubkey, Any]) -> Pending:
         s = self.s
-        wallet, _approval, stored = self._load(wallet_id, approval_id)
+        wallet, approval_row, stored = self._load(wallet_id, approval_id)
+        # 0. Still pending (step 3 is the atomic check; this one answers a decided approval before any other).
+        if approval_row.status is not ApprovalStatus.PENDING:
+            raise ApiError(Code.CONFLICT, "the approval has already been decided")
         now = read_clock(s.clock)
         request = stored["request"]
         transaction = base64.b64decode(request["transaction"])
