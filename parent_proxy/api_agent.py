@@ -38,6 +38,7 @@ from parent_proxy.schemas import (
 )
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, SignRequest
+from parent_proxy.sign_parts import verified_policy
 from policies.errors import PolicyEngineError
 
 WalletId = Annotated[str, Path(pattern=WALLET_ID)]
@@ -188,7 +189,7 @@ async def sign_message(
 
 def _wallet_view(services: Services, wallet_id: str) -> WalletView:
     wallet = services.store.get_wallet(wallet_id)
-    policy = services.policy_for(wallet)
+    policy = verified_policy(services, wallet)  # one that no longer verifies: 403 no_policy, never limits of none
     limits: list[LimitLeft] = []
     if policy is not None:
         now = read_clock(services.clock)

@@ -9,8 +9,9 @@ request signature over the URL binds the approval id):
    made true by the first approval's own spending, nor leave an ``approval.refused`` record); step 3 stays the
    atomic guard against a concurrent decision;
 1. the document's signature is verified with the wallet's owner key, its wallet, message hash and expiry checked;
-2. the wallet must not be frozen; the request is evaluated again with today's counters: if the policy now DENIES
-   it (e.g. the approval ceiling of a period is used up) the approval stays pending and the answer is 403;
+2. the wallet must not be frozen and its stored policy must verify (else 403 ``no_policy``); the request is
+   evaluated again with today's counters: if the policy now DENIES it (e.g. the approval ceiling of a period is
+   used up) the approval stays pending and the answer is 403;
 3. the approval is marked approved (a second decision is 409: a request is signed at most once), in one store
    transaction with its ``approval.approved`` record;
 4. the amounts are reserved against the *approval ceilings*, and the request is relayed with the owner's signed
@@ -42,7 +43,7 @@ from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, decide, eval_context, refusal, spent_entries
-from parent_proxy.sign_parts import OwnerApproval, message_hash
+from parent_proxy.sign_parts import OwnerApproval, message_hash, verified_policy
 from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval, Wallet
 from policies.decision import Verdict
 from policies.errors import PolicyEngineError
@@ -100,7 +101,7 @@ class ApprovalFlow:
         # 2. Not frozen, and the policy (with today's counters) does not deny it.
         if wallet.frozen:
             raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
-        policy = s.policy_for(wallet)
+        policy = verified_policy(s, wallet)  # one that no longer verifies: 403 no_policy, as for none
         if policy is None:
             raise ApiError(Code.NO_POLICY, "the wallet has no policy")
         ctx, requests, denials = eval_context(s, wallet, policy, now)

@@ -23,11 +23,10 @@ from enclave_app.protocol import MessageSignatureResponse
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
 from parent_proxy.services import Services
-from parent_proxy.sign_parts import denial_changes, refusal, request_context
+from parent_proxy.sign_parts import denial_changes, refusal, request_context, verified_policy
 from parent_proxy.store.model import Wallet
 from policies.decision import Verdict
 from policies.ed25519 import verify_ed25519
-from policies.errors import PolicyEngineError
 from policies.evaluate import evaluate_message
 
 logger = logging.getLogger(__name__)
@@ -43,10 +42,7 @@ def check_message(services: Services, wallet_id: str, audit: dict[str, str]) -> 
     wallet = s.store.get_wallet(wallet_id)
     if wallet.frozen:
         raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
-    try:
-        policy = s.policy_for(wallet)
-    except PolicyEngineError as exc:
-        raise ApiError(Code.ENCLAVE_REFUSED, "the wallet's installed policy does not verify") from exc
+    policy = verified_policy(s, wallet)  # one that no longer verifies: 403 no_policy (the enclave is not asked)
     if policy is None:
         raise ApiError(Code.NO_POLICY, "the wallet has no installed policy")
     decision = evaluate_message(policy, request_context(s, wallet, policy, now))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -22,10 +23,12 @@ from parent_proxy.services import Services, canonical
 from parent_proxy.store.model import IdempotencyRecord, RecordEvent, Reservation, SetFrozen, StateChange, Wallet
 from policies.decision import Decision
 from policies.document import Policy
-from policies.errors import DecodeError
+from policies.errors import DecodeError, PolicyEngineError
 from policies.evaluate import EvalContext, evaluate
 from policies.lookup_tables import resolve_lookup_tables
 from policies.transaction import decode_transaction
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,17 @@ def reserved_amounts(decision: Decision) -> dict[str, int]:
 
 def agent_key(idempotency_key: str) -> str:
     return f"agent:{idempotency_key}"
+
+
+def verified_policy(services: Services, wallet: Wallet) -> Policy | None:
+    """`Services.policy_for`, a stored policy that no longer verifies refused loudly: logged, 403 ``no_policy`` (the
+    sign flow's answer, which also claims the key and audits: `parent_proxy.sign_flow`). For the routes that store
+    nothing under a key: an owner approval, an off-chain message, the wallet view."""
+    try:
+        return services.policy_for(wallet)
+    except PolicyEngineError as exc:
+        logger.error("stored policy of wallet %s does not verify", wallet.wallet_id)
+        raise ApiError(Code.NO_POLICY, "the wallet has no valid policy") from exc
 
 
 def limits_for(policy: Policy, assets: set[str], *, approved: bool) -> dict[tuple[str, int], int]:

@@ -3,6 +3,7 @@ found, each failing before its fix."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,3 +72,43 @@ def test_approving_a_rejected_request_is_409_even_when_the_wallet_is_frozen(h: H
     again = h.owner_call("POST", path, body)
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict", again.text
     assert h.audit_events() == events
+
+
+def spoil_policy(h: Harness) -> None:
+    """Store a policy document that does not verify (a restored or tampered database, a verification rule
+    tightened by an upgrade): every route must refuse it as the sign flow does, 403 ``no_policy``."""
+    h.store.inner.install_policy(h.wallet_id, b"not a signed policy", 2)
+
+
+def agent_headers(h: Harness) -> dict[str, str]:
+    return {"Authorization": f"Bearer {h.token}"}
+
+
+def test_an_approval_under_a_stored_policy_that_does_not_verify_is_403_no_policy_and_stays_pending(
+    h: Harness,
+) -> None:
+    # Before: 500 internal_error ("a bug"), with nothing in the log.
+    path, body = escalated(h, 2 * LAMPORTS_PER_SOL)
+    spoil_policy(h)
+    events = h.audit_events()
+    refused = h.owner_call("POST", path, body)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "no_policy", refused.text
+    assert h.audit_events() == events and h.spent() == 0
+    pending = h.owner_call("GET", f"/v1/wallets/{h.wallet_id}/approvals").json()
+    assert [p["approval_id"] for p in pending] == [path.split("/")[-2]]
+
+
+def test_a_message_under_a_stored_policy_that_does_not_verify_is_403_no_policy(h: Harness) -> None:
+    # Before: 403 enclave_refused, which says the enclave's check refused; the enclave was never asked.
+    spoil_policy(h)
+    message = base64.b64encode(b"\xffsolana offchain" + bytes(40)).decode()
+    refused = h.client.post(f"/v1/wallets/{h.wallet_id}/messages/sign", json={"message": message},
+                            headers=agent_headers(h))  # fmt: skip
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "no_policy", refused.text
+
+
+def test_reading_a_wallet_whose_stored_policy_does_not_verify_is_403_no_policy(h: Harness) -> None:
+    # Before: 500 internal_error, with nothing in the log.
+    spoil_policy(h)
+    refused = h.client.get(f"/v1/wallets/{h.wallet_id}", headers=agent_headers(h))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "no_policy", refused.text
