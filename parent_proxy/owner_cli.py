@@ -13,7 +13,7 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
     waiaas owner approve --wallet W --transaction B64    print a signed approval of that transaction's message
     waiaas owner freeze|unfreeze --wallet W --sequence N print a signed freeze / unfreeze order
     waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
-    waiaas owner rotation-transaction | sign-rotation | sign-key-switch | cosign
+    waiaas owner rotation-transaction | sign-rotation | sign-key-switch | cosign | advance-nonce-transaction
                                                          agent-key rotation: `parent_proxy.owner_rotation_cli`
     waiaas owner verify-wallet | verify-candidate        check that the enclave made an agent key (no key needed):
                                                          `parent_proxy.owner_verify_cli`
