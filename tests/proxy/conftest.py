@@ -10,9 +10,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from parent_proxy import owner_rotation_cli
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
+from tests.support.owner_rotation_rpc import Cli, Rpc
 
 W = TypeVar("W")
 
@@ -104,3 +106,16 @@ def wallet_store(store: Store) -> Store:
     store.create_wallet(make_wallet("w1"))
     store.create_wallet(make_wallet("w2"))
     return store
+
+
+@pytest.fixture
+def rpc(monkeypatch: pytest.MonkeyPatch) -> Rpc:
+    """The owner CLI's RPC (`owner_rotation_cli.new_rpc_client`) answered by a LiteSVM-backed local chain."""
+    chain = Rpc()
+    monkeypatch.setattr(owner_rotation_cli, "new_rpc_client", chain.client)
+    return chain
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(capsys)

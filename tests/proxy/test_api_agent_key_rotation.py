@@ -27,7 +27,7 @@ from parent_proxy.rotation_transaction import RotationBuildError, advance_nonce_
 from policies.orders import AGENT_KEY_ROTATION_PURPOSE, AGENT_KEY_SWITCH_PURPOSE, rotation_document, switch_document
 from policies.signing import sign_document
 from tests.proxy.api_harness import Harness, provision, running_harness, signature_of
-from tests.proxy.test_rotation_durable_nonce import make_nonce
+from tests.support.owner_rotation_rpc import make_nonce
 from tests.support.policies import MERCHANT
 from tests.support.squads_rotation import (
     multisig_address,

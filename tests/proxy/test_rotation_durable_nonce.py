@@ -22,13 +22,12 @@ from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
 from solders.message import Message
 from solders.pubkey import Pubkey
-from solders.system_program import TransferParams, create_nonce_account, transfer
+from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 
-from parent_proxy import owner_rotation_cli
 from parent_proxy.chain import ChainError, LiteSvmChain, RpcChain
-from parent_proxy.nonce_account import NONCE_ACCOUNT_BYTES, NonceAccount, NonceAccountError, parse_nonce_account
+from parent_proxy.nonce_account import NonceAccount, NonceAccountError, parse_nonce_account
 from parent_proxy.owner_signers import write_keypair_file
 from parent_proxy.rotation_transaction import (
     RotationBuildError,
@@ -41,27 +40,10 @@ from policies import programs
 from policies.rotation import check_rotation_transaction
 from policies.transaction import MAX_TRANSACTION_BYTES, decode_transaction
 from selfhost import local_chain
-from tests.proxy.test_owner_rotation_cli import RPC_URL, Cli, Rpc, agent_cosigns, wallet
-from tests.proxy.test_rotation_transaction_builder import is_writable
+from tests.support.builders import is_writable
+from tests.support.owner_rotation_rpc import RPC_URL, Cli, Rpc, agent_cosigns, make_nonce, read_nonce, wallet
 from tests.support.squads_encoder import PROGRAM_ID
 from tests.support.squads_rotation import spending_limit_account_data, spending_limit_address
-
-
-def make_nonce(svm: LiteSVM, authority: Pubkey) -> Pubkey:
-    """A nonce account made by the System program itself (CreateAccount + InitializeNonceAccount)."""
-    funder, nonce = Keypair(), Keypair()
-    svm.airdrop(funder.pubkey(), 10**10)
-    rent = svm.minimum_balance_for_rent_exemption(NONCE_ACCOUNT_BYTES)
-    ixs = create_nonce_account(funder.pubkey(), nonce.pubkey(), authority, rent)
-    message = Message.new_with_blockhash(ixs, funder.pubkey(), svm.latest_blockhash())
-    assert isinstance(svm.send_transaction(VersionedTransaction(message, [funder, nonce])), TransactionMetadata)
-    return nonce.pubkey()
-
-
-def read(svm: LiteSVM, address: Pubkey) -> NonceAccount:
-    account = svm.get_account(address)
-    assert account is not None
-    return parse_nonce_account(address, account.owner, bytes(account.data))
 
 
 def expire(svm: LiteSVM) -> None:
@@ -76,7 +58,7 @@ def expire(svm: LiteSVM) -> None:
 def test_a_nonce_account_the_system_program_made_is_read() -> None:
     svm, authority = LiteSVM(), Pubkey.new_unique()
     address = make_nonce(svm, authority)
-    nonce = read(svm, address)
+    nonce = read_nonce(svm, address)
     assert (nonce.address, nonce.authority) == (address, authority)
     assert nonce.durable_nonce != svm.latest_blockhash()  # a durable nonce is derived from, not equal to, a blockhash
     assert nonce.lamports_per_signature == 5000
@@ -133,7 +115,7 @@ def test_both_adapters_read_the_nonce_and_refuse_what_is_not_one(adapter: str) -
     chain = LiteSvmChain(svm) if adapter == "litesvm" else rpc_chain(backend)
     authority = Pubkey.new_unique()
     address = make_nonce(svm, authority)
-    assert asyncio.run(chain.nonce_account(address)) == read(svm, address)
+    assert asyncio.run(chain.nonce_account(address)) == read_nonce(svm, address)
     with pytest.raises(ChainError, match="nonce account not found"):
         asyncio.run(chain.nonce_account(Pubkey.new_unique()))
     other = Pubkey.new_unique()
@@ -225,7 +207,7 @@ def test_the_builders_advance_makes_a_transaction_durable_on_chain() -> None:
     svm, owner = LiteSVM(), Keypair()
     svm.airdrop(owner.pubkey(), 10**10)
     address = make_nonce(svm, owner.pubkey())
-    nonce = read(svm, address)
+    nonce = read_nonce(svm, address)
     multisig, _, agent, new_agent = keys()
     raw = build_rotation_transaction(multisig=multisig, transaction_index=4, owner=owner.pubkey(), agent=agent,
                                      new_agent=new_agent, nonce=nonce)  # fmt: skip
@@ -238,29 +220,17 @@ def test_the_builders_advance_makes_a_transaction_durable_on_chain() -> None:
     expire(svm)
     tx = durable_payment(svm, advance, owner, message.recent_blockhash)
     assert isinstance(svm.send_transaction(tx), TransactionMetadata)
-    assert read(svm, address).durable_nonce != nonce.durable_nonce  # advanced
+    assert read_nonce(svm, address).durable_nonce != nonce.durable_nonce  # advanced
     svm.expire_blockhash()
     assert isinstance(svm.send_transaction(tx), FailedTransactionMetadata)  # its value is spent
     # Without the advance first, the nonce value is no blockhash at all.
     pay = transfer(TransferParams(from_pubkey=owner.pubkey(), to_pubkey=Pubkey.new_unique(), lamports=10**6))
-    value = read(svm, address).durable_nonce
+    value = read_nonce(svm, address).durable_nonce
     stray = VersionedTransaction(Message.new_with_blockhash([pay, advance], owner.pubkey(), value), [owner])
     assert isinstance(svm.send_transaction(stray), FailedTransactionMetadata)
 
 
 # -- the owner commands ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def rpc(monkeypatch: pytest.MonkeyPatch) -> Rpc:
-    chain = Rpc()
-    monkeypatch.setattr(owner_rotation_cli, "new_rpc_client", chain.client)
-    return chain
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys)
 
 
 @pytest.fixture
@@ -280,7 +250,7 @@ def test_rotation_transaction_with_a_nonce_account_then_voided_by_advancing_it(
     svm.airdrop(owner, 10**10)
     multisig, agent = wallet(rpc, owner, index=5)
     address = make_nonce(svm, owner)
-    value = read(svm, address).durable_nonce
+    value = read_nonce(svm, address).durable_nonce
     new_agent = Pubkey.new_unique()
     code, out, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
                          "--multisig", str(multisig), "--new-agent-key", str(new_agent), "--nonce-account",
@@ -315,7 +285,7 @@ def test_rotation_transaction_with_a_nonce_account_then_voided_by_advancing_it(
     advance = VersionedTransaction.from_bytes(base64.b64decode(out.strip()))
     assert [ix.name for ix in decode_transaction(bytes(advance)).instructions] == ["advance_nonce_account"]
     assert isinstance(svm.send_transaction(advance), TransactionMetadata)
-    assert read(svm, address).durable_nonce != value  # the rotation transaction's blockhash is spent
+    assert read_nonce(svm, address).durable_nonce != value  # the rotation transaction's blockhash is spent
     cli.assert_no_secret(str(owner_kp), bytes(owner_kp.secret()).hex(), "rpc-secret-token")
 
 

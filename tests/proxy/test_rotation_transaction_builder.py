@@ -30,6 +30,7 @@ from parent_proxy.squads_spending_limit_account import parse_spending_limit_acco
 from policies import programs
 from policies.rotation import RotationTransactionError, check_rotation_transaction
 from policies.transaction import MAX_TRANSACTION_BYTES, decode_transaction
+from tests.support.builders import is_writable
 from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder
 from tests.support.squads_rotation import spending_limit_account_data, spending_limit_address
 
@@ -79,15 +80,6 @@ def build(**overrides: Any) -> bytes:
                                  "new_agent": new_agent, "recent_blockhash": Hash.new_unique()}  # fmt: skip
     arguments.update(overrides)
     return build_rotation_transaction(**arguments)
-
-
-def is_writable(message: Message, i: int) -> bool:
-    """The legacy header's rule: writable signers first, then readonly signers, writable and readonly others."""
-    header = message.header
-    signed, readonly_signed = header.num_required_signatures, header.num_readonly_signed_accounts
-    if i < signed:
-        return i < signed - readonly_signed
-    return i < len(message.account_keys) - header.num_readonly_unsigned_accounts
 
 
 def check_against_encoder(

@@ -162,3 +162,12 @@ def encode_v0_message(
 def encode_transaction(message: bytes, signature_count: int) -> bytes:
     """A transaction carrying ``signature_count`` all-zero signatures in front of ``message``."""
     return shortvec(signature_count) + bytes(64 * signature_count) + message
+
+
+def is_writable(message: Message, i: int) -> bool:
+    """The legacy header's rule: writable signers first, then readonly signers, writable and readonly others."""
+    header = message.header
+    signed, readonly_signed = header.num_required_signatures, header.num_readonly_signed_accounts
+    if i < signed:
+        return i < signed - readonly_signed
+    return i < len(message.account_keys) - header.num_readonly_unsigned_accounts
