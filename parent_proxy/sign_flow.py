@@ -9,7 +9,9 @@
        under the key (one store transaction, `_refuse`), 403 with the reasons
        ESCALATE: a pending approval is created WITHOUT a reservation (nothing is held while the owner decides; the
        amounts are reserved, against the approval ceilings, when the owner approves: `parent_proxy.approvals`),
-       audit, notify and store the answer (one transaction), 202 with the approval id
+       audit, notify and store the answer (one transaction), 202 with the approval id; with
+       `MAX_PENDING_APPROVALS` already waiting for the owner, the request is refused instead (429
+       ``rate_limited``, audited as ``transaction.refused``), so an agent cannot grow the owner's queue without bound
        ALLOW: one store transaction (`Store.begin_signing`) claims the key, records the request and reserves the
        amounts against the automatic thresholds of every period (a concurrent request that got there first: 403
        ``limit_exceeded``)
@@ -36,7 +38,7 @@ import base64
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import anyio
 from solders.pubkey import Pubkey
@@ -88,6 +90,11 @@ from policies.errors import PolicyEngineError
 __all__ = ["Answer", "Prepared", "SignFlow", "SignRequest", "decide", "eval_context", "refusal", "spent_entries"]
 
 logger = logging.getLogger(__name__)
+
+MAX_PENDING_APPROVALS: Final = 100
+"""Escalations waiting for the owner, per wallet, beyond which a request that escalates is refused. The count is
+read before the approval is written, not in the same transaction: concurrent escalations can pass it by as many as
+run at once (a bound on the queue, not an exact count)."""
 
 NOT_THE_AGENT_KEY = "the signature is not the stored agent key's over the requested transaction"
 """The audit reason of a ``transaction.failed`` record for a signed answer that `signed_by` refuses."""
@@ -199,7 +206,18 @@ class SignFlow:
             changes = denial_changes(wallet_id, now, None if trigger is None else f"policy freeze trigger: {trigger}")
             event = "transaction.frozen" if frozen else "transaction.denied"
             raise self._refuse(claim, refusal(decision, frozen), event, payload, webhook=webhook, changes=changes)
-        approval_id = uuid.uuid4().hex  # ESCALATE
+        # ESCALATE, unless the owner's queue is full.
+        waiting = len(s.store.pending_approvals(wallet_id))
+        if waiting >= MAX_PENDING_APPROVALS:
+            error = ApiError(
+                Code.RATE_LIMITED,
+                f"{waiting} approvals of this wallet are waiting for the owner; another can wait only after the "
+                "owner decides some",
+            )
+            reason = {"reason": f"{waiting} approvals pending (at most {MAX_PENDING_APPROVALS})"}
+            raise self._refuse(claim, error, "transaction.refused", {**payload, **reason},
+                               changes=[RecordEvent(wallet_id, "request", now)])  # fmt: skip
+        approval_id = uuid.uuid4().hex
         escalated = {**payload, "approval_id": approval_id}
         webhook = s.webhook_item(wallet_id, "approval.pending", escalated)
         stored_request = canonical({"request": request.to_json(), "decision": decision.to_json(), **base})

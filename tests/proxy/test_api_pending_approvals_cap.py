@@ -1,0 +1,81 @@
+"""The owner's approval queue is bounded: with `sign_flow.MAX_PENDING_APPROVALS` escalations of a wallet waiting, a
+request that escalates is refused (429 ``rate_limited``, audited, stored under its idempotency key) and nothing is
+queued; once the owner decides one, the next escalation waits again. Real proxy, store and enclave."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from parent_proxy import sign_flow
+from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, pending_approval_ids, provision, running_harness
+from tests.support.policies import MERCHANT
+
+CAP = 3
+
+
+@pytest.fixture
+def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    monkeypatch.setattr(sign_flow, "MAX_PENDING_APPROVALS", CAP)
+    for harness in running_harness(tmp_path):
+        provision(harness)
+        yield harness
+
+
+def escalating(h: Harness, lamports: int) -> bytes:
+    return h.transfer(2 * LAMPORTS_PER_SOL + lamports, MERCHANT)  # above the automatic 1 SOL, below the ceiling
+
+
+def test_a_full_queue_refuses_the_next_escalation_until_the_owner_decides(h: Harness) -> None:
+    waiting = [h.sign(escalating(h, i), key=f"e{i}") for i in range(CAP)]
+    assert [r.status_code for r in waiting] == [202] * CAP
+    ids = [r.json()["approval_id"] for r in waiting]
+    assert pending_approval_ids(h) == ids
+
+    over = escalating(h, CAP)
+    refused = h.sign(over, key="over")
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limited" and f"{CAP} approvals of this wallet are waiting" in error["message"]
+    assert pending_approval_ids(h) == ids  # nothing queued
+    record = h.store.audit_records(0, 10_000)[-1]
+    assert record.event_type == "transaction.refused"
+    assert f"{CAP} approvals pending (at most {CAP})" in record.payload.decode()
+    # The refusal is the key's answer: the same request replays it, and queues nothing.
+    again = h.sign(over, key="over")
+    assert (again.status_code, again.json()) == (429, refused.json())
+    assert pending_approval_ids(h) == ids
+    # Requests the policy allows outright are not affected.
+    assert h.sign(h.transfer(LAMPORTS_PER_SOL // 10, MERCHANT), key="small").status_code == 200
+
+    # The owner decides one: another escalation may wait.
+    rejected = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/approvals/{ids[0]}/reject")
+    assert rejected.status_code == 200, rejected.text
+    queued = h.sign(escalating(h, CAP + 1), key="after")
+    assert queued.status_code == 202, queued.text
+    assert pending_approval_ids(h) == [*ids[1:], queued.json()["approval_id"]]
+
+
+def test_the_refusal_does_not_count_as_a_denial(h: Harness) -> None:
+    """Denials feed the denial-burst freeze trigger; a busy agent filling the owner's queue is not an attack."""
+    for i in range(CAP):
+        assert h.sign(escalating(h, i), key=f"e{i}").status_code == 202
+    requests = h.store.count_requests(h.wallet_id, 0.0)
+    for i in range(5):
+        assert h.sign(escalating(h, 10 + i), key=f"over{i}").status_code == 429
+    assert h.store.count_denials(h.wallet_id, 0.0) == 0
+    assert h.store.count_requests(h.wallet_id, 0.0) == requests + 5  # the rate rule still sees them
+    assert not h.owner_call("GET", f"/v1/wallets/{h.wallet_id}").json().get("frozen")
+
+
+def test_a_store_failure_reading_the_queue_is_503_and_frees_the_key(h: Harness) -> None:
+    tx = escalating(h, 0)
+    h.store.failing.add("pending_approvals")
+    failed = h.sign(tx, key="k")
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable"
+    h.store.failing.clear()
+    assert pending_approval_ids(h) == [] and "transaction.escalated" not in h.audit_events()
+    retried = h.sign(tx, key="k")  # the key was not left claimed
+    assert retried.status_code == 202, retried.text
