@@ -39,8 +39,17 @@ from policies.model import (
     Restricted,
     UncheckedTokenTransfer,
 )
-from policies.programs import NATIVE_MINT, SQUADS_V4_PROGRAM, TOKEN_PROGRAMS
+from policies.programs import (
+    NATIVE_MINT,
+    NATIVE_MINT_2022,
+    SQUADS_V4_PROGRAM,
+    TOKEN_2022_PROGRAM,
+    TOKEN_PROGRAM,
+)
 from policies.rules import ANY, AssetLimit, PeriodLimit
+
+_WRAPPED_SOL: tuple[tuple[Pubkey, Pubkey], ...] = ((NATIVE_MINT, TOKEN_PROGRAM), (NATIVE_MINT_2022, TOKEN_2022_PROGRAM))
+"""The wrapped-SOL mints, each with the token program that owns it."""
 
 
 @fast_init
@@ -316,7 +325,12 @@ class _Evaluation:
             self.raise_to(Verdict.DENY, "destinations.deny", "destination is on the denylist", seen=str(dest), **where)
             return
         allow = policy.rules.destinations.allow
-        if allow == ANY or dest in allow or dest in policy.allowed_token_accounts:
+        if allow == ANY or dest in allow:
+            return
+        # An allowed owner's associated token accounts stand for the owner in token transfers only: for SOL (and
+        # for the owner of a new associated account) they are addresses off the list, and under the token program
+        # that does not own the mint, addresses no account can ever occupy (lamports sent there are lost).
+        if outflow is not None and outflow.asset != NATIVE_SOL and dest in policy.allowed_token_accounts:
             return
         if outflow is not None and self._own_token_account(outflow):
             return
@@ -325,17 +339,19 @@ class _Evaluation:
         )
 
     def _own_token_account(self, effect: Outflow) -> bool:
-        """Is the destination the wallet's own associated account: for the outflow's mint, or for wrapped SOL?"""
+        """Is the destination the wallet's own associated account: for the outflow's mint, or for wrapped SOL (each
+        native mint under the token program that owns it: any other pairing names an address where no account can
+        ever be created, and lamports sent there are lost)?"""
         if effect.asset == NATIVE_SOL:
-            mint, token_programs = NATIVE_MINT, TOKEN_PROGRAMS
+            pairs = _WRAPPED_SOL
         elif effect.token_program is not None:
-            mint, token_programs = Pubkey.from_string(effect.asset), frozenset({effect.token_program})
+            pairs = ((Pubkey.from_string(effect.asset), effect.token_program),)
         else:
             return False
         return any(
             associated_token_address(key, mint, program) == effect.destination
             for key in self.wallet
-            for program in token_programs
+            for mint, program in pairs
         )
 
     def finish(self) -> Decision:
