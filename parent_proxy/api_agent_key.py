@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from fastapi import APIRouter, Request
 from solders.pubkey import Pubkey
@@ -76,6 +76,19 @@ def _receipt(answer: Any) -> Receipt:
     )
 
 
+def _audit_failure(services: Services, expected: ExpectedAgentKey, step: str, error: str) -> None:
+    """The ``agent_key.failed`` record of an enclave answer the proxy refused (never raises)."""
+    payload = {"step": step, "error": error, "agent_public_key": _key(expected.agent_public_key),
+               "new_agent_public_key": _key(expected.new_agent_public_key)}  # fmt: skip
+    services.audit_safely("agent_key.failed", payload, wallet_id=expected.wallet_id)
+
+
+async def _refuse_answer(services: Services, expected: ExpectedAgentKey, step: str, message: str) -> NoReturn:
+    """503 for an enclave answer that contradicts the request, recorded like a receipt that does not check."""
+    await services.run(_audit_failure, services, expected, step, Code.ENCLAVE_UNAVAILABLE.value)
+    raise ApiError(Code.ENCLAVE_UNAVAILABLE, message)
+
+
 async def _record_checked(
     services: Services, answer: Any, expected: ExpectedAgentKey, step: str, record: Callable[[], T]
 ) -> T:
@@ -83,10 +96,7 @@ async def _record_checked(
     ``expected`` (`parent_proxy.enclave_sessions`); else 503 and an ``agent_key.failed`` record naming the step."""
 
     def failed(exc: BaseException) -> None:
-        error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
-        payload = {"step": step, "error": error, "agent_public_key": _key(expected.agent_public_key),
-                   "new_agent_public_key": _key(expected.new_agent_public_key)}  # fmt: skip
-        services.audit_safely("agent_key.failed", payload, wallet_id=expected.wallet_id)
+        _audit_failure(services, expected, step, exc.code.value if isinstance(exc, ApiError) else type(exc).__name__)
 
     try:
         return await services.sessions.record_checked(
@@ -156,8 +166,10 @@ async def prepare_candidate(wallet_id: WalletId, request: Request) -> AgentKeyCa
                        "finish its rotation")  # fmt: skip
     await services.relay.ensure_wallet(wallet)
     answer: AgentKeyResponse = await services.relay.prepare_agent_key(wallet_id)
+    expected = ExpectedAgentKey("agent_key_candidate", wallet_id, wallet.agent_pubkey, answer.new_agent_public_key,
+                                wallet.owner_pubkey)  # fmt: skip
     if answer.agent_public_key != wallet.agent_pubkey or answer.sealed_blob is None:
-        raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave made a candidate for another agent key")
+        await _refuse_answer(services, expected, "candidate", "the enclave made a candidate for another agent key")
     candidate = AgentKeyCandidate(wallet_id, wallet.agent_pubkey, answer.new_agent_public_key, answer.sealed_blob,
                                   read_clock(services.clock))  # fmt: skip
     receipt = _receipt(answer)
@@ -170,8 +182,6 @@ async def prepare_candidate(wallet_id: WalletId, request: Request) -> AgentKeyCa
         services.audit.append("agent_key.candidate", payload, wallet_id=wallet_id,
                               changes=[SetAgentKeyCandidate(candidate)])  # fmt: skip
 
-    expected = ExpectedAgentKey("agent_key_candidate", wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey,
-                                wallet.owner_pubkey)  # fmt: skip
     await _record_checked(services, answer, expected, "candidate", persist)
     return AgentKeyCandidateView(wallet_id=wallet_id, agent_public_key=_key(wallet.agent_pubkey),
                                  candidate_public_key=_key(candidate.candidate_pubkey), receipt=receipt)  # fmt: skip
@@ -200,8 +210,10 @@ async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, reque
     answer = await services.relay.sign_agent_key_rotation(
         wallet_id, transaction=raw, order=envelope, candidate_sealed_blob=candidate.sealed_key
     )
+    expected = ExpectedAgentKey("agent_key_rotation", wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey,
+                                wallet.owner_pubkey, message_hash)  # fmt: skip
     if not signed_by(answer.signed_transaction, answer.signature, raw, wallet.agent_pubkey):
-        raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave's co-signature does not check")
+        await _refuse_answer(services, expected, "rotation", "the enclave's co-signature does not check")
     receipt = _receipt(answer)
     signature = str(Signature.from_bytes(answer.signature))
 
@@ -212,8 +224,6 @@ async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, reque
                    "receipt": receipt.receipt, "receipt_signature": receipt.signature}  # fmt: skip
         services.audit.append("agent_key.rotation_signed", payload, wallet_id=wallet_id)
 
-    expected = ExpectedAgentKey("agent_key_rotation", wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey,
-                                wallet.owner_pubkey, message_hash)  # fmt: skip
     await _record_checked(services, answer, expected, "rotation", persist)
     return AgentKeyRotationSigned(
         wallet_id=wallet_id, message_sha256=message_hash.hex(), signature=signature,
@@ -265,8 +275,10 @@ async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> A
     answer = await services.relay.switch_agent_key(
         wallet_id, order=envelope, candidate_sealed_blob=candidate.sealed_key
     )
+    expected = ExpectedAgentKey("agent_key_switch", wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey,
+                                wallet.owner_pubkey)  # fmt: skip
     if (answer.agent_public_key, answer.new_agent_public_key) != (wallet.agent_pubkey, candidate.candidate_pubkey):
-        raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave switched other keys")
+        await _refuse_answer(services, expected, "switch", "the enclave switched other keys")
     receipt = _receipt(answer)
     now = read_clock(services.clock)
 
@@ -280,8 +292,6 @@ async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> A
         services.audit.append("agent_key.switched", payload, wallet_id=wallet_id, webhook=webhook, changes=[change])
         return services.store.get_wallet(wallet_id)
 
-    expected = ExpectedAgentKey("agent_key_switch", wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey,
-                                wallet.owner_pubkey)  # fmt: skip
     switched: Wallet = await _record_checked(services, answer, expected, "switch", persist)
     services.relay.switched(switched)
     return AgentKeySwitched(wallet_id=wallet_id, agent_public_key=_key(candidate.candidate_pubkey),

@@ -299,6 +299,37 @@ def test_a_switch_whose_receipt_does_not_check_is_repeated(h: Harness, monkeypat
     assert h.store.get_wallet(h.wallet_id).agent_pubkey == bytes(new)
 
 
+def test_answers_that_contradict_the_request_are_refused_and_recorded(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before any receipt is checked: a candidate for another agent key, a co-signature not by the agent key, a
+    switch of other keys. Each is 503, nothing stored or handed out, and an ``agent_key.failed`` record names the
+    step (the enclave's receipt for it is missing from the log; the record says why)."""
+    multisig = multisig_wallet(h)
+    old = h.agent
+    _patched(h, monkeypatch, "prepare_agent_key", lambda a: dataclasses.replace(a, agent_public_key=bytes(32)))
+    answer = h.owner_call("POST", agent_key_path(h, "/candidate"))
+    assert answer.status_code == 503 and "candidate for another agent key" in answer.text, answer.text
+    assert h.store.get_agent_key_candidate(h.wallet_id) is None
+    assert (_failed(h)["step"], _failed(h)["error"]) == ("candidate", "enclave_unavailable")
+    monkeypatch.undo()
+
+    new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
+    _patched(h, monkeypatch, "sign_agent_key_rotation", lambda a: dataclasses.replace(a, signature=bytes(64)))
+    raw = rotation_transaction(multisig, owner=h.owner_pub, agent=h.agent, new_agent=new)
+    answer = h.owner_call("POST", agent_key_path(h, "/rotation"), rotation_body(h, raw, new))
+    assert answer.status_code == 503 and "co-signature does not check" in answer.text, answer.text
+    assert "signed_transaction" not in answer.text and "agent_key.rotation_signed" not in h.audit_events()
+    assert _failed(h)["step"] == "rotation"
+    monkeypatch.undo()
+
+    chain_shows(h, [h.owner_pub, new])
+    _patched(h, monkeypatch, "switch_agent_key", lambda a: dataclasses.replace(a, new_agent_public_key=bytes(32)))
+    answer = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
+    assert answer.status_code == 503 and "switched other keys" in answer.text, answer.text
+    assert h.store.get_wallet(h.wallet_id).agent_pubkey == bytes(old) and _failed(h)["step"] == "switch"
+
+
 def test_the_receipts_the_proxy_records_are_the_enclaves(h: Harness) -> None:
     """Each agent_key.* record holds the receipt of its answer, verifiable under the attested session key."""
     new = rotate(h)
