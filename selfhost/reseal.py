@@ -23,6 +23,10 @@ Steps; a refusal at any of them writes nothing:
    every open connection holds a shared lock on the database file for as long as it is open, so an exclusive
    lock taken without waiting fails while a proxy runs, even an idle one. The lock is held through step 4, so
    a proxy started meanwhile cannot open the state (it stops at start-up).
+   No wallet may be in the middle of an agent-key rotation (:func:`check_no_candidates`): a candidate's sealed
+   blob is not resealed, and once the rotation transaction lands the candidate is the member the 2-of-2 multisig
+   needs; under a new secret its blob would never open again. Finish the rotation (its switch) first. The blobs
+   of retired agent keys (members of no multisig) stay under the old secret.
 4. For each wallet, in wallet-id order, one at a time (two Argon2id derivations at once were seen to hang with the
    cryptography/OpenSSL build of this checkout): unseal its blob with the old secret against the binding the
    signer uses when it loads a wallet (wallet id, pinned agent public key, owner public key:
@@ -194,6 +198,25 @@ def read_wallets(conn: sqlite3.Connection, database: Path) -> list[StoredWallet]
     return [StoredWallet(*row) for row in rows]
 
 
+def check_no_candidates(conn: sqlite3.Connection, database: Path) -> None:
+    """Refuse while any wallet holds a candidate agent key (step 3; the table exists from schema version 6)."""
+    try:
+        if conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_key_candidates'"
+        ).fetchone():
+            rows = conn.execute("SELECT wallet_id FROM agent_key_candidates ORDER BY wallet_id").fetchall()
+        else:
+            rows = []
+    except sqlite3.DatabaseError as exc:
+        raise ResealRefused(f"the state database {database} cannot be read: {exc}") from None
+    if rows:
+        ids = ", ".join(row[0] for row in rows)
+        raise ResealRefused(
+            f"wallet(s) {ids} are in the middle of an agent-key rotation (a candidate key is kept): finish it with "
+            "the switch first (docs/rotation.md), then reseal"
+        )
+
+
 def _seed(key: Any) -> bytes:
     seed: bytes = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     return seed
@@ -248,6 +271,7 @@ def reseal(database: Path, signer_socket: Path, old_secret: bytes, new_secret: b
     seconds: list[float] = []
     with exclusive_state(database) as conn:
         wallets = read_wallets(conn, database)
+        check_no_candidates(conn, database)
         for wallet in wallets:
             started = time.perf_counter()
             blob = reseal_blob(old, new, wallet)

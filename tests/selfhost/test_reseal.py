@@ -29,10 +29,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from enclave_app.errors import KeyDerivationError, SealingError
 from enclave_app.sealing import LocalSealer, SealBinding, seal_agent_key, unseal_agent_key
-from parent_proxy.audit import iter_audit_records, verify_audit_chain
+from parent_proxy.audit import AuditLog, iter_audit_records, verify_audit_chain
+from parent_proxy.clock import SystemClock
 from parent_proxy.errors import StoreUnavailable
 from parent_proxy.store import sqlite_sealed_keys
-from parent_proxy.store.model import Wallet
+from parent_proxy.store.model import AgentKeyCandidate, SetAgentKeyCandidate, Wallet
 from parent_proxy.store.sqlite import SqliteStore
 from policies.cli import main
 from selfhost import paths, reseal
@@ -468,3 +469,23 @@ def test_an_out_of_memory_derivation_is_a_key_derivation_error(monkeypatch: pyte
     monkeypatch.setattr(argon2.Argon2id, "derive", out_of_memory, raising=False)
     with pytest.raises(KeyDerivationError):
         LocalSealer(b"operator secret for the tests!!")._derive(bytes(16))
+
+
+def test_a_wallet_in_the_middle_of_a_rotation_is_refused(
+    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A candidate's blob is not resealed; once its rotation lands it is the multisig member the wallet needs, and
+    under a new secret it would never open again. Reseal waits for the switch."""
+    store = SqliteStore(world.database)
+    try:
+        wallet = store.get_wallet("w-b")
+        new = Ed25519PrivateKey.generate()
+        new_pub = new.public_key().public_bytes_raw()
+        blob = seal_agent_key(LocalSealer(world.old), new, SealBinding("w-b", new_pub, wallet.owner_pubkey))
+        candidate = AgentKeyCandidate("w-b", wallet.agent_pubkey, new_pub, blob, 1_700_000_000.0)
+        store.apply_audited([SetAgentKeyCandidate(candidate)], AuditLog(store, SystemClock()).sealer(
+            "agent_key.candidate", {}, wallet_id="w-b"))  # fmt: skip
+    finally:
+        store.close()
+    err = _refused(world, capsys, caplog, world.args(), 1)
+    assert "wallet(s) w-b are in the middle of an agent-key rotation" in err and "finish it with the switch" in err
