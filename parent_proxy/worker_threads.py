@@ -54,6 +54,7 @@ class WorkerThreads:
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0
+        self._waiting = 0  # jobs put and not yet taken; counted with ``_idle``, both under the lock
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` on a worker thread; its result or exception (see the module docstring)."""
@@ -61,10 +62,13 @@ class WorkerThreads:
         future: asyncio.Future[T] = loop.create_future()
         job: _Job = (loop, future, contextvars.copy_context(), function, args)
         with self._lock:
-            self._queue.put(job)
-            if self._idle == 0 and self._threads < self._size:
-                self._threads += 1
+            # A thread for every job no idle thread will take (a burst must not queue behind one idle thread);
+            # started before anything is counted or queued, so a thread that cannot start costs no slot or job.
+            if self._waiting >= self._idle and self._threads < self._size:
                 threading.Thread(target=self._work, name=self._name, daemon=True).start()
+                self._threads += 1
+            self._waiting += 1
+            self._queue.put(job)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -85,12 +89,13 @@ class WorkerThreads:
             except queue.Empty:
                 with self._lock:
                     self._idle -= 1
-                    if self._queue.empty():  # under the lock: `run` starts a thread for anything put after this
+                    if self._waiting == 0:  # under the lock: `run` starts a thread for anything put after this
                         self._threads -= 1
                         return
                 continue
             with self._lock:
                 self._idle -= 1
+                self._waiting -= 1
             result, error = None, None
             try:
                 result = context.run(function, *args)

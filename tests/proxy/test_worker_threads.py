@@ -52,6 +52,42 @@ def test_at_most_size_functions_run_at_once() -> None:
         assert peak[0] == size
 
 
+def test_a_burst_runs_on_as_many_threads_as_the_pool_allows() -> None:
+    """With one idle thread warm, four calls at once run at once (each waits for the other three at a barrier): a
+    call must not queue behind a busy thread while the pool has room."""
+    barrier = threading.Barrier(4, timeout=10)
+
+    async def main() -> None:
+        pool = WorkerThreads(4)
+        await pool.run(lambda: None)  # one thread, now idle
+        await asyncio.gather(*(pool.run(barrier.wait) for _ in range(4)))
+
+    asyncio.run(main())
+
+
+def test_a_thread_that_cannot_start_costs_no_slot_and_queues_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+    pool = WorkerThreads(1)
+    real_start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    async def refused() -> None:
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            await pool.run(ran.append, "refused")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    asyncio.run(refused())
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    # The one slot is free again: a later call runs (on a thread of its own here, so a pool left waiting for ever
+    # fails the test instead of hanging it), and the refused job never does.
+    later = threading.Thread(target=lambda: asyncio.run(pool.run(ran.append, "later")), daemon=True)
+    later.start()
+    later.join(10)
+    assert not later.is_alive() and ran == ["later"]
+
+
 @pytest.mark.parametrize("how", ["task.cancel", "anyio scope"])
 def test_a_cancelled_caller_waits_for_its_function(how: str) -> None:
     """The function is not interrupted: the cancellation is raised only once it has ended (as anyio's shielded
