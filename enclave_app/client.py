@@ -3,14 +3,15 @@
 Connection policy: one fresh connection per request (connect, write one frame, read one frame, close). Nothing
 is shared between requests, so a timeout or a broken peer can never leave a half-read answer that a later request
 would pick up; the cost (a vsock/Unix/loopback connect, ~tens of microseconds) is small next to a signature
-round trip. The whole exchange (connect + write + read) is bounded by ``timeout`` seconds, except for
-``provision_wallet`` and ``load_wallet``, bounded by ``wallet_timeout`` when given (the proxy gives
+round trip. The whole exchange (connect + write + read) is bounded by ``timeout`` seconds, except for the
+requests that seal or open a key (``_SEALING_REQUESTS``: provisioning, loading and the three rotation steps),
+bounded by ``wallet_timeout`` when given (the proxy gives
 :data:`WALLET_REQUEST_TIMEOUT_SECONDS`, above the enclave's own request limit; see there).
 
 No request is ever retried here, signing least of all: a failure raises and the caller decides.
 
 ``aws_credentials``, when given, is called (in a worker thread, within :data:`CREDENTIALS_TIMEOUT_SECONDS`) before
-each ``provision_wallet`` and ``load_wallet``, and what it returns goes with the request: the AWS credentials the
+each request that seals or opens a key, and what it returns goes with the request: the AWS credentials the
 enclave's KMS sealer signs its calls with (DESIGN section 7). Nothing is sent if it fails.
 
 Errors (all from :mod:`enclave_app.errors`):
@@ -81,7 +82,7 @@ CREDENTIALS_TIMEOUT_SECONDS = 10.0
 """Longest wait for ``aws_credentials`` (on EC2 a refresh asks the instance metadata service)."""
 
 WALLET_REQUEST_TIMEOUT_SECONDS = ENCLAVE_REQUEST_TIMEOUT_SECONDS + 5.0
-"""The parent proxy's time limit for ``provision_wallet`` and ``load_wallet``: above the enclave's own request limit
+"""The parent proxy's time limit for the requests that seal or open a key: above the enclave's own request limit
 (`enclave_app.constants.ENCLAVE_REQUEST_TIMEOUT_SECONDS`), so that the proxy always gets the enclave's answer (a wallet,
 or ``timeout`` with nothing registered) instead of giving up while the enclave goes on to register a wallet whose
 sealed blob nobody stores (the orphan of review finding #4). Sealing (KMS, or Argon2id) is slow; signing is not."""

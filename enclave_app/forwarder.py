@@ -26,7 +26,7 @@ _LOG = logging.getLogger(__name__)
 
 CONNECTION_LIFETIME_SECONDS = 10.0
 """Longest a relayed connection lives (ours). A KMS call through the parent's vsock-proxy takes well under a second;
-`enclave_app.kms_sealers` checks that its attempts and backoff fit within the enclave's request limit."""
+`enclave_app.kms_sealers.KMS_CALL_LIMIT_SECONDS` bounds a call; a test keeps it under the enclave's request limit."""
 
 RELAY_CHUNK_BYTES = 64 * 1024
 """Largest read per relay step (ours): bounds memory per connection; TLS records are at most 16 KiB + overhead."""

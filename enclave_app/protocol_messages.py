@@ -168,7 +168,7 @@ class PrepareAgentKeyRequest(Message):
 @dataclass(frozen=True, slots=True)
 class SignAgentKeyRotationRequest(Message):
     """Agent-key rotation, step 2: the current agent key co-signs the Squads membership change ``transaction``,
-    under the owner's ``order`` (purpose ``agent_key_rotation``) and only for a candidate ``candidate_sealed_blob``
+    under the owner's ``order`` (purpose ``agent-key-rotation``) and only for a candidate ``candidate_sealed_blob``
     opens to (proof that the enclave made it for this wallet)."""
 
     wallet_id: str
@@ -188,7 +188,7 @@ class SignAgentKeyRotationRequest(Message):
 
 @dataclass(frozen=True, slots=True)
 class SwitchAgentKeyRequest(Message):
-    """Agent-key rotation, step 3: under the owner's ``order`` (purpose ``agent_key_switch``) the wallet signs
+    """Agent-key rotation, step 3: under the owner's ``order`` (purpose ``agent-key-switch``) the wallet signs
     with the candidate from now on; its policy, freeze and ledger stay."""
 
     wallet_id: str

@@ -5,11 +5,11 @@
    else changes, and the enclave keeps no copy: the later steps bring the blob back and the enclave opens it, which
    proves the candidate is a key this enclave image made for this wallet and owner.
 2. ``sign_agent_key_rotation``: the current agent key co-signs the one Solana transaction that changes the Squads
-   multisig's membership, only when (a) the owner's order (purpose ``agent_key_rotation``) names this wallet, the
+   multisig's membership, only when (a) the owner's order (purpose ``agent-key-rotation``) names this wallet, the
    current agent key, the candidate and the exact message, (b) the transaction is nothing but that change on the
    policy's multisig (`policies.rotation.check_rotation_transaction`), and (c) the candidate's sealed blob opens to
    the candidate's key. A refusal signs nothing.
-3. ``switch_agent_key``: under the owner's order (purpose ``agent_key_switch``) and the candidate's blob, the wallet
+3. ``switch_agent_key``: under the owner's order (purpose ``agent-key-switch``) and the candidate's blob, the wallet
    signs with the candidate from then on. The policy, the freeze flag, the order sequence and the ledger stay: a
    rotation is no way around a limit or a freeze. Repeating a switch that already happened answers the same.
 
@@ -100,7 +100,7 @@ async def sign_agent_key_rotation(
     try:
         check_rotation_transaction(decoded, multisig=multisig, agent=wallet.agent, new_agent=order.new_agent)
     except PolicyEngineError as exc:
-        raise StateError(ErrorCode.ROTATION_INVALID, f"rotation transaction refused: {exc}") from exc
+        raise StateError(ErrorCode.ROTATION_INVALID, str(exc)) from exc  # "rotation transaction refused: ..."
     # 5. The candidate is this enclave's own: its blob opens to it (off the loop), then the wallet is re-checked.
     agent = bytes(wallet.agent)
     await _open_candidate(sealers, request, wallet, order)

@@ -223,7 +223,7 @@ class RpcChain:
             response = await self._client.post(self._url, json=body, timeout=RPC_TIMEOUT_SECONDS)
             response.raise_for_status()
             answer = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
             raise ChainError(f"RPC {method} failed: {type(exc).__name__}") from exc
         if not isinstance(answer, dict):
             raise ChainError(f"RPC {method}: malformed answer")

@@ -4,6 +4,7 @@
     +-- DecodeError              the bytes are not a transaction / message the engine fully understands
     +-- PolicyDocumentError      a policy document is malformed (names the field and the reason)
     +-- PolicySignatureError     the owner signature does not verify (opaque on purpose)
+    +-- RotationTransactionError a transaction is not exactly an agent-key rotation (`policies.rotation`)
 
 Lower-layer exceptions (solders, json, cryptography) are translated where they are caught, with
 ``raise ... from exc``. Nothing else escapes the package's public functions.

@@ -312,3 +312,23 @@ def test_nonce_refusals(rpc: Rpc, cli: Cli, owner_keypair: tuple[Path, Keypair])
     code, out, err = cli(*advance[:-3], "--rpc-url", "ftp://x", "--nonce-account", str(someone_elses))
     assert (code, out) == (2, "") and "--rpc-url must be an http(s) URL" in err
     cli.assert_no_secret("rpc-secret-token")
+
+
+def test_an_rpc_url_httpx_cannot_use_is_a_chain_error_without_its_secrets(
+    cli: Cli, owner_keypair: tuple[Path, Keypair]
+) -> None:
+    """``httpx.InvalidURL`` is no ``httpx.HTTPError``: it escaped the adapter as a traceback with the URL nearby."""
+    url = "https://user:s3cr3t@host:12ab/?api-key=rpc-secret-token"
+
+    async def read() -> None:
+        async with httpx.AsyncClient() as client:
+            await RpcChain(client, url).latest_blockhash()
+
+    with pytest.raises(ChainError, match="RPC getLatestBlockhash failed: InvalidURL") as caught:
+        asyncio.run(read())
+    assert "s3cr3t" not in str(caught.value) and "rpc-secret-token" not in str(caught.value)
+    owner = owner_keypair[1].pubkey()
+    code, out, err = cli("--owner-public-key", str(owner), "advance-nonce-transaction", "--rpc-url", url,
+                         "--nonce-account", str(Pubkey.new_unique()))  # fmt: skip
+    assert (code, out) == (1, "") and "InvalidURL" in err and "Traceback" not in err
+    cli.assert_no_secret("s3cr3t", "rpc-secret-token")
