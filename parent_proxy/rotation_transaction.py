@@ -28,7 +28,6 @@ carries the stored nonce as its blockhash, and stays valid until the nonce advan
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,26 +51,27 @@ from parent_proxy.squads_multisig_account import (
     MultisigAccount,
 )
 from parent_proxy.squads_spending_limit_account import SpendingLimitAccount, spending_limit_address
+from policies.decoders.squads import discriminator
+from policies.decoders.squads_config import CONFIG_ACTIONS
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
 from policies.programs import SQUADS_V4_PROGRAM, SYSTEM_PROGRAM
 from policies.transaction import MAX_TRANSACTION_BYTES
 
 MAX_U64: Final = 2**64 - 1
 
-_ADD_MEMBER, _REMOVE_MEMBER, _ADD_SPENDING_LIMIT, _REMOVE_SPENDING_LIMIT = 0, 1, 4, 5
-"""``ConfigAction`` variant indexes (IDL order)."""
+_ADD_MEMBER, _REMOVE_MEMBER, _ADD_SPENDING_LIMIT, _REMOVE_SPENDING_LIMIT = (
+    CONFIG_ACTIONS.index(name)
+    for name in ("add_member", "remove_member", "add_spending_limit", "remove_spending_limit")
+)
+"""``ConfigAction`` variant indexes (IDL order, as the decoder reads them)."""
 _NONE = b"\x00"
 """Borsh ``Option::None`` (every memo here)."""
 
 
-def _discriminator(name: str) -> bytes:
-    return hashlib.sha256(f"global:{name}".encode()).digest()[:8]
-
-
-CONFIG_TRANSACTION_CREATE: Final = _discriminator("config_transaction_create")
-PROPOSAL_CREATE: Final = _discriminator("proposal_create")
-PROPOSAL_APPROVE: Final = _discriminator("proposal_approve")
-CONFIG_TRANSACTION_EXECUTE: Final = _discriminator("config_transaction_execute")
+CONFIG_TRANSACTION_CREATE: Final = discriminator("config_transaction_create")
+PROPOSAL_CREATE: Final = discriminator("proposal_create")
+PROPOSAL_APPROVE: Final = discriminator("proposal_approve")
+CONFIG_TRANSACTION_EXECUTE: Final = discriminator("config_transaction_execute")
 
 
 class RotationBuildError(ValueError):

@@ -44,11 +44,11 @@ from typing import Final
 
 from solders.pubkey import Pubkey
 
+from policies.decoders.squads_vault import SEED_PREFIX
 from policies.programs import SQUADS_V4_PROGRAM
 
 MULTISIG_DISCRIMINATOR: Final = hashlib.sha256(b"account:Multisig").digest()[:8]
 """Anchor's account discriminator of ``Multisig``."""
-SEED_PREFIX: Final = b"multisig"
 SEED_MULTISIG: Final = b"multisig"
 """``state/seeds.rs``: the multisig PDA is ``[SEED_PREFIX, SEED_MULTISIG, create_key]``."""
 MEMBER_BYTES: Final = 33

@@ -56,11 +56,11 @@ from typing import Final
 
 from solders.pubkey import Pubkey
 
+from policies.decoders.squads_vault import SEED_PREFIX
 from policies.programs import SQUADS_V4_PROGRAM
 
 SPENDING_LIMIT_DISCRIMINATOR: Final = hashlib.sha256(b"account:SpendingLimit").digest()[:8]
 """Anchor's account discriminator of ``SpendingLimit``."""
-SEED_PREFIX: Final = b"multisig"
 SEED_SPENDING_LIMIT: Final = b"spending_limit"
 """``state/seeds.rs``: the spending-limit PDA is ``[SEED_PREFIX, multisig, SEED_SPENDING_LIMIT, create_key]``."""
 MAX_ACCOUNT_BYTES: Final = 10 * 1024 * 1024

@@ -24,10 +24,9 @@ from policies.fees import MAX_COMPUTE_UNIT_LIMIT
 from policies.model import NATIVE_SOL
 from policies.programs import (
     ASSOCIATED_TOKEN_PROGRAM,
-    NATIVE_MINT,
-    NATIVE_MINT_2022,
     TOKEN_2022_PROGRAM,
     TOKEN_PROGRAM,
+    WRAPPED_SOL_MINTS,
 )
 from policies.rules import (
     ANY,
@@ -400,7 +399,7 @@ def policy_from_object(document: dict[str, Any]) -> Policy:
         denied_wrapped_sol_accounts=frozenset(
             associated_token_address(owner, mint, program)
             for owner in rules.destinations.deny
-            for mint, program in ((NATIVE_MINT, TOKEN_PROGRAM), (NATIVE_MINT_2022, TOKEN_2022_PROGRAM))
+            for mint, program in WRAPPED_SOL_MINTS
         ),
     )
 

@@ -39,17 +39,8 @@ from policies.model import (
     Restricted,
     UncheckedTokenTransfer,
 )
-from policies.programs import (
-    NATIVE_MINT,
-    NATIVE_MINT_2022,
-    SQUADS_V4_PROGRAM,
-    TOKEN_2022_PROGRAM,
-    TOKEN_PROGRAM,
-)
+from policies.programs import SQUADS_V4_PROGRAM, WRAPPED_SOL_MINTS
 from policies.rules import ANY, AssetLimit, PeriodLimit
-
-_WRAPPED_SOL: tuple[tuple[Pubkey, Pubkey], ...] = ((NATIVE_MINT, TOKEN_PROGRAM), (NATIVE_MINT_2022, TOKEN_2022_PROGRAM))
-"""The wrapped-SOL mints, each with the token program that owns it."""
 
 
 @fast_init
@@ -342,8 +333,9 @@ class _Evaluation:
         """Is the destination the wallet's own associated account: for the outflow's mint, or for wrapped SOL (each
         native mint under the token program that owns it: any other pairing names an address where no account can
         ever be created, and lamports sent there are lost)?"""
+        pairs: tuple[tuple[Pubkey, Pubkey], ...]
         if effect.asset == NATIVE_SOL:
-            pairs = _WRAPPED_SOL
+            pairs = WRAPPED_SOL_MINTS
         elif effect.token_program is not None:
             pairs = ((Pubkey.from_string(effect.asset), effect.token_program),)
         else:

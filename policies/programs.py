@@ -26,6 +26,9 @@ TOKEN_PROGRAMS: Final = frozenset({TOKEN_PROGRAM, TOKEN_2022_PROGRAM})
 """The two token programs an associated token account may belong to."""
 
 NATIVE_MINT: Final = Pubkey.from_string("So11111111111111111111111111111111111111112")
+"""The wrapped-SOL mint (SPL Token's native mint)."""
 NATIVE_MINT_2022: Final = Pubkey.from_string("9pan9bMn5HatX4EJdBwg9VgCa7Uz5HL8N1m5D3NdXejP")
 """Token-2022's wrapped-SOL mint (SPL Token's is `NATIVE_MINT`)."""
-"""The wrapped-SOL mint (SPL Token's native mint)."""
+WRAPPED_SOL_MINTS: Final = ((NATIVE_MINT, TOKEN_PROGRAM), (NATIVE_MINT_2022, TOKEN_2022_PROGRAM))
+"""The wrapped-SOL mints, each with the token program that owns it (any other pairing names an associated address
+no account can ever occupy)."""

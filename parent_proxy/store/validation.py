@@ -135,9 +135,7 @@ def check_wallet(wallet: object) -> Wallet:
         raise InvalidInput("wallet", "must be a Wallet")
     check_id("wallet_id", wallet.wallet_id)
     for name in ("agent_pubkey", "owner_pubkey", "vault_address"):
-        value = getattr(wallet, name)
-        if not isinstance(value, bytes) or len(value) != PUBKEY_BYTES:
-            raise InvalidInput(name, f"must be {PUBKEY_BYTES} bytes")
+        check_pubkey(name, getattr(wallet, name))
     if not check_blob("sealed_key", wallet.sealed_key):
         raise InvalidInput("sealed_key", "must not be empty")
     check_frozen(wallet.frozen, wallet.frozen_reason)
