@@ -193,12 +193,12 @@ def _wallet_view(services: Services, wallet_id: str) -> WalletView:
     limits: list[LimitLeft] = []
     if policy is not None:
         now = read_clock(services.clock)
-        for limit in policy.rules.limits:
-            for period in limit.periods:
-                spent = services.store.spent_in_window(wallet_id, limit.asset, period.window_seconds, now)
+        for asset, periods in policy.periods_by_asset.items():
+            for period in periods:
+                spent = services.store.spent_in_window(wallet_id, asset, period.window_seconds, now)
                 limits.append(
                     LimitLeft(
-                        asset=limit.asset,
+                        asset=asset,
                         window_seconds=period.window_seconds,
                         spent=str(spent),
                         automatic_left=str(max(0, period.tier.automatic - spent)),

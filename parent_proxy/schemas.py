@@ -79,7 +79,7 @@ class SignedMessage(BaseModel):
 
 
 class LimitLeft(BaseModel):
-    asset: str
+    asset: str = Field(description='"SOL", a mint address, or "fees" (the fees the wallet pays: rules.fees.periods)')
     window_seconds: int
     spent: str
     automatic_left: str

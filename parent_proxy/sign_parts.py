@@ -125,10 +125,10 @@ def verified_policy(services: Services, wallet: Wallet) -> Policy | None:
 def limits_for(policy: Policy, assets: set[str], *, approved: bool) -> dict[tuple[str, int], int]:
     """Reservation caps: the automatic thresholds for an ALLOW, the approval ceilings for an approved escalation."""
     caps: dict[tuple[str, int], int] = {}
-    for limit in policy.rules.limits:
-        if limit.asset in assets:
-            for period in limit.periods:
-                caps[(limit.asset, period.window_seconds)] = period.tier.approval if approved else period.tier.automatic
+    for asset, periods in policy.periods_by_asset.items():
+        if asset in assets:
+            for period in periods:
+                caps[(asset, period.window_seconds)] = period.tier.approval if approved else period.tier.automatic
     return caps
 
 

@@ -72,6 +72,10 @@ class _Walkthrough:
         for lim in self.policy.rules.limits:
             tier = lim.per_transaction
             self.out(f"  limit {lim.id:10} per transaction: automatic {tier.automatic}, approval {tier.approval}")
+        for period in self.policy.rules.fees.periods:
+            tier = period.tier
+            self.out(f"  fees  {period.id:10} per {period.window_seconds}s: automatic {tier.automatic}, "
+                     f"approval {tier.approval} lamports")  # fmt: skip
 
     def message(self, instructions: list[Instruction]) -> Message:
         budget = [set_compute_unit_price(1_000), set_compute_unit_limit(20_000)]

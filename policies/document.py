@@ -21,7 +21,7 @@ from solders.pubkey import Pubkey
 from policies.canonical import canonical_bytes, parse_json_object
 from policies.errors import PolicyDocumentError
 from policies.fees import MAX_COMPUTE_UNIT_LIMIT
-from policies.model import NATIVE_SOL
+from policies.model import FEES, NATIVE_SOL
 from policies.programs import (
     ASSOCIATED_TOKEN_PROGRAM,
     TOKEN_2022_PROGRAM,
@@ -75,6 +75,10 @@ class Policy:
     rules: Rules
     canonical: bytes = field(repr=False)
     limit_by_asset: dict[str, AssetLimit] = field(repr=False)
+    periods_by_asset: dict[str, tuple[PeriodLimit, ...]] = field(repr=False)
+    """Every asset the evaluation reserves, with its rolling windows: each limit's asset and, when the fee rule
+    has periods, ``FEES``. Callers that count, reserve or show spending windows read this, never ``rules.limits``
+    alone."""
     allowed_token_accounts: frozenset[Pubkey] = field(repr=False)
     denied_token_accounts: frozenset[Pubkey] = field(repr=False)
     denied_wrapped_sol_accounts: frozenset[Pubkey] = field(repr=False)
@@ -87,7 +91,7 @@ class Policy:
 
     def spend_windows(self) -> tuple[tuple[str, int], ...]:
         """Every (asset, window_seconds) whose spent-and-reserved total the evaluation context must supply."""
-        return tuple((lim.asset, p.window_seconds) for lim in self.rules.limits for p in lim.periods)
+        return tuple((asset, p.window_seconds) for asset, periods in self.periods_by_asset.items() for p in periods)
 
 
 def associated_token_address(owner: Pubkey, mint: Pubkey, token_program: Pubkey) -> Pubkey:
@@ -195,17 +199,22 @@ def _asset(value: Any, path: str) -> str:
     return str(_pubkey(value, path))
 
 
-def _limit(value: Any, path: str) -> AssetLimit:
-    obj = _obj(value, path, ("id", "asset", "per_transaction", "periods"))
-    periods = _list(obj["periods"], _join(path, "periods"), _period)
+def _periods(value: Any, path: str) -> tuple[PeriodLimit, ...]:
+    periods = _list(value, path, _period)
     windows = [p.window_seconds for p in periods]
     if len(set(windows)) != len(windows):
-        raise PolicyDocumentError(_join(path, "periods"), "two periods have the same window_seconds")
+        raise PolicyDocumentError(path, "two periods have the same window_seconds")
+    return tuple(periods)
+
+
+def _limit(value: Any, path: str) -> AssetLimit:
+    obj = _obj(value, path, ("id", "asset", "per_transaction", "periods"))
+    periods = _periods(obj["periods"], _join(path, "periods"))
     return AssetLimit(
         id=_ident(obj["id"], _join(path, "id")),
         asset=_asset(obj["asset"], _join(path, "asset")),
         per_transaction=_tier(obj["per_transaction"], _join(path, "per_transaction")),
-        periods=tuple(periods),
+        periods=periods,
     )
 
 
@@ -244,11 +253,17 @@ def _minute(value: Any, path: str) -> int:
 
 def _fees(value: Any, path: str) -> FeeCaps:
     keys = ("max_compute_unit_price", "max_compute_unit_limit", "max_total_fee_lamports")
-    obj = _obj(value, path, keys)
+    obj = _obj(value, path, keys, optional=("periods",))
+    periods = _periods(obj["periods"], _join(path, "periods")) if "periods" in obj else ()
+    ids = [p.id for p in periods]
+    for i, rule_id in enumerate(ids):
+        if rule_id in ids[:i]:
+            raise PolicyDocumentError(f"{path}.periods[{i}].id", f"rule id {rule_id!r} is used twice")
     return FeeCaps(
         max_compute_unit_price=_int(obj[keys[0]], _join(path, keys[0]), minimum=0, maximum=U64_MAX),
         max_compute_unit_limit=_int(obj[keys[1]], _join(path, keys[1]), minimum=0, maximum=MAX_COMPUTE_UNIT_LIMIT),
         max_total_fee_lamports=_int(obj[keys[2]], _join(path, keys[2]), minimum=0, maximum=U64_MAX),
+        periods=periods,
     )
 
 
@@ -383,6 +398,9 @@ def policy_from_object(document: dict[str, Any]) -> Policy:
         if lim.asset != NATIVE_SOL and lim.asset not in rules.mints:
             raise PolicyDocumentError(f"rules.limits[{i}].asset", "this mint is not in rules.mints")
     allowed = rules.destinations.allow
+    periods_by_asset = {lim.asset: lim.periods for lim in rules.limits}
+    if rules.fees.periods:
+        periods_by_asset[FEES] = rules.fees.periods
     expires_at = None
     if "expires_at" in obj:  # optional, but never null
         expires_at = _int(obj["expires_at"], "expires_at", minimum=1, maximum=MAX_SAFE_INT)
@@ -394,6 +412,7 @@ def policy_from_object(document: dict[str, Any]) -> Policy:
         rules=rules,
         canonical=canonical_bytes(document),
         limit_by_asset={lim.asset: lim for lim in rules.limits},
+        periods_by_asset=periods_by_asset,
         allowed_token_accounts=frozenset() if allowed == ANY else _token_accounts(allowed, rules.mints),
         denied_token_accounts=_token_accounts(rules.destinations.deny, rules.mints),
         denied_wrapped_sol_accounts=frozenset(

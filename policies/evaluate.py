@@ -26,6 +26,7 @@ from policies.errors import DecodeError
 from policies.fastinit import fast_init
 from policies.fees import FeeSummary, summarize_fees
 from policies.model import (
+    FEES,
     NATIVE_SOL,
     AccountClose,
     AuthorityChange,
@@ -40,7 +41,7 @@ from policies.model import (
     UncheckedTokenTransfer,
 )
 from policies.programs import SQUADS_V4_PROGRAM, WRAPPED_SOL_MINTS
-from policies.rules import ANY, AssetLimit, PeriodLimit
+from policies.rules import ANY, PeriodLimit
 
 
 @fast_init
@@ -63,7 +64,7 @@ class EvalContext:
 class _Evaluation:
     """Accumulates reasons and outflows for one evaluation."""
 
-    __slots__ = ("ctx", "outflows", "policy", "reasons", "verdict", "wallet")
+    __slots__ = ("ctx", "fee", "outflows", "policy", "reasons", "verdict", "wallet")
 
     def __init__(self, policy: Policy, ctx: EvalContext) -> None:
         self.policy = policy
@@ -72,6 +73,8 @@ class _Evaluation:
         self.reasons: list[Reason] = []
         self.verdict = Verdict.ALLOW
         self.outflows: dict[str, int] = {}
+        self.fee = 0
+        """The fee a wallet key pays, when the policy counts fees in periods (reserved under ``FEES``)."""
 
     def raise_to(self, verdict: Verdict, rule: str, message: str, **detail: str | int | None) -> None:
         self.reasons.append(Reason(verdict, rule, message, **detail))  # type: ignore[arg-type]
@@ -136,6 +139,15 @@ class _Evaluation:
                 seen=fees.total_lamports,
                 allowed=caps.max_total_fee_lamports,
             )
+        if not caps.periods:
+            return
+        self.fee = fees.total_lamports
+        for period in caps.periods:
+            spent = self.ctx.spent.get((FEES, period.window_seconds))
+            if spent is None or spent < 0:
+                self.raise_to(Verdict.DENY, f"fees.{period.id}", "the fee state for this window is missing")
+                continue
+            self._period_tier("fees", FEES, period, spent + self.fee, spent)
 
     def check_limits(self) -> None:
         for asset, amount in self.outflows.items():
@@ -143,30 +155,34 @@ class _Evaluation:
             if limit is None:
                 self.raise_to(Verdict.DENY, "limits", f"the policy sets no limit for {asset}", seen=str(amount))
                 continue
-            self._tier(limit, None, asset, amount, None)
+            section = f"limits.{limit.id}"
+            tier = limit.per_transaction
+            if amount > tier.automatic:
+                self._raise_tier(tier.automatic, tier.approval, f"{section}.per_transaction",
+                                 f"{asset} per transaction", amount)  # fmt: skip
             for period in limit.periods:
                 spent = self.ctx.spent.get((asset, period.window_seconds))
                 if spent is None or spent < 0:
-                    rule = f"limits.{limit.id}.{period.id}"
+                    rule = f"{section}.{period.id}"
                     self.raise_to(Verdict.DENY, rule, "the spending state for this window is missing")
                     continue
-                self._tier(limit, period, asset, spent + amount, spent)
+                self._period_tier(section, asset, period, spent + amount, spent)
 
-    def _tier(self, limit: AssetLimit, period: PeriodLimit | None, asset: str, total: int, spent: int | None) -> None:
-        """Apply the per-transaction tier (``period`` None) or a period's tier to ``total``. The rule id and the
-        scope are formatted only when a reason is raised (most requests raise none)."""
-        tier = limit.per_transaction if period is None else period.tier
-        if total > tier.approval:
-            verdict, bound, what = Verdict.DENY, tier.approval, "above the approval ceiling"
-        elif total > tier.automatic:
-            verdict, bound, what = Verdict.ESCALATE, tier.automatic, "above the automatic threshold"
+    def _period_tier(self, section: str, asset: str, period: PeriodLimit, total: int, spent: int) -> None:
+        """Apply ``period``'s tier to ``total``; the reason's rule id is ``<section>.<period id>``. Rule ids and
+        messages are formatted only when a reason is raised (most requests raise none)."""
+        tier = period.tier
+        if total > tier.automatic:
+            self._raise_tier(tier.automatic, tier.approval, f"{section}.{period.id}",
+                             f"{asset} in {period.window_seconds}s (already {spent})", total)  # fmt: skip
+
+    def _raise_tier(self, automatic: int, approval: int, rule: str, scope: str, total: int) -> None:
+        """ESCALATE above ``automatic``, DENY above ``approval`` (the caller checked ``total > automatic``)."""
+        if total > approval:
+            verdict, bound, what = Verdict.DENY, approval, "above the approval ceiling"
         else:
-            return
-        if period is None:
-            rule, scope = f"limits.{limit.id}.per_transaction", "per transaction"
-        else:
-            rule, scope = f"limits.{limit.id}.{period.id}", f"in {period.window_seconds}s (already {spent})"
-        self.raise_to(verdict, rule, f"{asset} {scope} {what}", seen=str(total), allowed=str(bound))
+            verdict, bound, what = Verdict.ESCALATE, automatic, "above the automatic threshold"
+        self.raise_to(verdict, rule, f"{scope} {what}", seen=str(total), allowed=str(bound))
 
     # -- per instruction ---------------------------------------------------------------------------------------
 
@@ -358,7 +374,8 @@ class _Evaluation:
             )
         reservations: tuple[Reservation, ...] = ()
         if self.verdict <= Verdict.ESCALATE:
-            reservations = tuple([Reservation(asset, amount) for asset, amount in sorted(self.outflows.items())])
+            amounts = {**self.outflows, FEES: self.fee} if self.fee else self.outflows
+            reservations = tuple([Reservation(asset, amount) for asset, amount in sorted(amounts.items())])
         return Decision(self.verdict, tuple(self.reasons), reservations, self.policy.sequence)
 
 

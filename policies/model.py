@@ -21,6 +21,10 @@ from policies.fastinit import fast_init
 
 NATIVE_SOL = "SOL"
 """Asset name of native SOL (lamports) in effects, limits and reservations."""
+FEES = "fees"
+"""Asset name of the transaction fees a wallet key pays (lamports), in the fee periods, reservations and ledgers.
+Never a mint (a base58 address has 32 to 44 characters) nor ``NATIVE_SOL``: fees are counted apart from the SOL
+limits (`policies.rules.FeeCaps.periods`)."""
 
 
 class AccountView(NamedTuple):

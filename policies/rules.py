@@ -55,6 +55,9 @@ class FeeCaps:
     """Micro-lamports per compute unit."""
     max_compute_unit_limit: int
     max_total_fee_lamports: int
+    periods: tuple[PeriodLimit, ...] = ()
+    """Rolling windows over the fees wallet keys pay (lamports, under the asset ``policies.model.FEES``), tiered like
+    the asset limits' periods; none: fees are bounded only by ``max_total_fee_lamports`` times the request rate."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from enclave_app.errors import EnclaveRequestError, ReceiptError
 from enclave_app.protocol import AgentKeyResponse, SpentEntry
 from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt, verify_provision_receipt, verify_receipt
 from enclave_app.state import Enclave, Ledger
+from policies.model import FEES
 from policies.orders import (
     AGENT_KEY_ROTATION_PURPOSE,
     AGENT_KEY_SWITCH_PURPOSE,
@@ -40,7 +41,7 @@ MULTISIG = Pubkey.from_string("7Yb4ZqFQmKQ6nqpYkY5ZbL8kS4hW1bWq3m8qfXkJ9XnA")
 T = TypeVar("T")
 SOL = 1_000_000_000
 NONCE = Pubkey.new_unique()
-NOTHING_SPENT = (SpentEntry("SOL", 86400, 0), SpentEntry(str(EXAMPLE_MINT), 86400, 0))
+NOTHING_SPENT = (SpentEntry("SOL", 86400, 0), SpentEntry(str(EXAMPLE_MINT), 86400, 0), SpentEntry(FEES, 86400, 0))
 
 
 def pay(source: Pubkey, lamports: int) -> bytes:

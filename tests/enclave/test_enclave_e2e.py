@@ -24,6 +24,7 @@ from enclave_app.errors import EnclaveRequestError, ReceiptError
 from enclave_app.protocol import AttestationMode, EnclaveState, SpentEntry, TransactionDecisionResponse
 from enclave_app.receipts import verify_receipt
 from enclave_app.server import SESSION_USER_DATA
+from policies.model import FEES
 from tests.support.chain import LAMPORTS_PER_SOL, airdrop, execute, fresh_chain
 from tests.support.enclave_world import GOOD_PCRS, NOW, Boot, EnclaveWorld, serving
 from tests.support.policies import BLOCKED, EXAMPLE_MINT, MERCHANT
@@ -33,8 +34,9 @@ DAY = 86400
 BLOCKHASH = Hash.new_unique()
 
 
-def spent(sol: int = 0, token: int = 0) -> tuple[SpentEntry, ...]:
-    return (SpentEntry("SOL", DAY, sol), SpentEntry(str(EXAMPLE_MINT), DAY, token))
+def spent(sol: int = 0, token: int = 0, fees: int = 0) -> tuple[SpentEntry, ...]:
+    """What the parent reports for the example policy's windows."""
+    return (SpentEntry("SOL", DAY, sol), SpentEntry(str(EXAMPLE_MINT), DAY, token), SpentEntry(FEES, DAY, fees))
 
 
 def transfer_tx(agent: Pubkey, lamports: int, *, to: Pubkey = MERCHANT, blockhash: Hash = BLOCKHASH) -> bytes:
@@ -247,6 +249,34 @@ def test_deny_escalate_and_owner_approval(world: EnclaveWorld) -> None:
                 WALLET, over, spent=spent(), approval=world.approval(WALLET, over_hash)
             )
             assert verdict(refused) == "deny" and refused.signature is None
+
+    asyncio.run(run())
+
+
+def test_enclave_counts_fees_against_a_parent_that_reports_none(world: EnclaveWorld) -> None:
+    """The fee window is capped by the enclave's own ledger too: each signed transaction's fee (5 050 lamports
+    here) is recorded, so a parent reporting no fees cannot lift ``fees.periods``."""
+    fee = 5_050
+    fees = {"max_compute_unit_price": 1_000_000, "max_compute_unit_limit": 400_000, "max_total_fee_lamports": 500_000,
+            "periods": [{"id": "fees-daily", "window_seconds": DAY, "automatic": str(2 * fee),
+                         "approval": str(3 * fee)}]}  # fmt: skip
+
+    async def run() -> None:
+        async with serving(world.boot()) as (client, _):
+            provisioned = await client.provision_wallet(WALLET, world.owner_public)
+            await client.install_policy(WALLET, world.policy(WALLET, fees=fees))
+            agent = Pubkey.from_bytes(provisioned.agent_public_key)
+            for i in range(2):
+                answer = await client.sign_transaction(WALLET, transfer_tx(agent, 1_000 + i), spent=spent())
+                assert verdict(answer) == "allow"
+                assert {"asset": FEES, "amount": str(fee)} in answer.decision["reservations"]
+            third = await client.sign_transaction(WALLET, transfer_tx(agent, 1_002), spent=spent(fees=0))
+            assert verdict(third) == "escalate" and third.signature is None
+            assert [reason["rule"] for reason in third.decision["reasons"]] == ["fees.fees-daily"]
+            over = await client.sign_transaction(WALLET, transfer_tx(agent, 1_003), spent=spent(fees=2 * fee))
+            assert verdict(over) == "escalate"  # a parent's higher figure is a floor, never summed with the ledger
+            denied = await client.sign_transaction(WALLET, transfer_tx(agent, 1_004), spent=spent(fees=3 * fee))
+            assert verdict(denied) == "deny" and denied.signature is None
 
     asyncio.run(run())
 

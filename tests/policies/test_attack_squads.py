@@ -29,7 +29,7 @@ from policies.evaluate import evaluate
 from policies.model import DecodedTransaction
 from policies.transaction import decode_transaction
 from tests.support.policies import EXAMPLE_MINT, MERCHANT
-from tests.support.scenario import Scenario
+from tests.support.scenario import FEE, Scenario
 from tests.support.squads_encoder import SquadsEncoder, compile_vault_message, proposal_rent, vault_transaction_rent
 
 ENC = SquadsEncoder()
@@ -171,7 +171,7 @@ def test_vault_outflows_are_reserved_against_the_limits() -> None:
     decision = decide(s, s.legacy(vault_tx(s, vault_pay(1_000), vault_pay(2_000)), spend(s, 500)))
     assert decision.verdict is Verdict.ALLOW
     rent = vault_transaction_rent(compile_vault_message(VAULT, [vault_pay(1_000), vault_pay(2_000)]))
-    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 3_500 + rent)]
+    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 3_500 + rent), ("fees", FEE)]
 
 
 def test_the_rent_of_squads_accounts_counts_against_the_limits() -> None:
@@ -183,7 +183,7 @@ def test_the_rent_of_squads_accounts_counts_against_the_limits() -> None:
     decision = decide(s, s.legacy(create, *propose_and_approve(s)))
     rent = vault_transaction_rent(compile_vault_message(VAULT, [memo])) + proposal_rent(10)
     assert decision.verdict is Verdict.ALLOW
-    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", rent)]
+    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", rent), ("fees", FEE)]
     # spent up to the automatic daily threshold: the same creation now needs the owner
     s.spent = {("SOL", 86_400): 5 * SOL - rent + 1}
     assert decide(s, s.legacy(create, *propose_and_approve(s))).verdict is Verdict.ESCALATE
@@ -211,4 +211,4 @@ def test_the_vault_counts_only_inside_the_wallets_multisig_instructions() -> Non
     decision = decide(s, s.legacy(vault_tx(s, vault_pay(2 * SOL))))
     assert decision.verdict is Verdict.ESCALATE
     rent = vault_transaction_rent(compile_vault_message(VAULT, [vault_pay(2 * SOL)]))
-    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 2 * SOL + rent)]
+    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 2 * SOL + rent), ("fees", FEE)]

@@ -34,7 +34,7 @@ from tests.support.chain import (
     token_balance,
 )
 from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY
-from tests.support.scenario import Scenario
+from tests.support.scenario import FEE, Scenario
 
 pytestmark = pytest.mark.litesvm
 
@@ -168,4 +168,5 @@ def test_benign_reservations_are_the_outflows(world: World) -> None:
     raw = world.s.legacy(world.s.pay(300), world.s.pay(700, TREASURY), _checked(world, 11))
     decision = world.s.decide(raw)
     assert decision.verdict is Verdict.ALLOW
-    assert {(r.asset, r.amount) for r in decision.reservations} == {("SOL", 1_000), (str(world.mint), 11)}
+    reserved = {(r.asset, r.amount) for r in decision.reservations}
+    assert reserved == {("SOL", 1_000), (str(world.mint), 11), ("fees", FEE)}

@@ -17,7 +17,7 @@ from policies.model import DecodedInstruction, Outflow
 from policies.programs import MEMO_V2_PROGRAM, TOKEN_PROGRAM
 from policies.transaction import decode_transaction
 from tests.support.policies import BLOCKED, MERCHANT
-from tests.support.scenario import Scenario
+from tests.support.scenario import FEE, Scenario
 
 SOL = 1_000_000_000
 STRANGER = Keypair().pubkey()
@@ -68,7 +68,7 @@ def test_escalation_reserves_the_outflows() -> None:
     s = Scenario()
     decision = s.decide(s.legacy(s.pay(SOL), s.pay(SOL)))
     assert decision.verdict is Verdict.ESCALATE
-    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 2 * SOL)]
+    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 2 * SOL), ("fees", FEE)]
 
 
 def test_disabled_freeze_triggers_still_deny() -> None:
@@ -130,7 +130,7 @@ def test_a_co_signers_own_transfer_is_not_the_wallets() -> None:
                           [AccountMeta(other, True, True), AccountMeta(STRANGER, False, True)])  # fmt: skip
     decision = s.decide(s.legacy(foreign, s.pay(1)))
     assert decision.verdict is Verdict.ALLOW
-    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 1)]
+    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", 1), ("fees", FEE + 5_000)]  # two signatures
 
 
 def test_ata_rent_for_a_stranger_is_judged_by_its_owner() -> None:
@@ -172,7 +172,7 @@ def test_decision_json_is_stable() -> None:
         "reasons": [{"verdict": "escalate", "rule": "limits.sol.per_transaction",
                      "message": "SOL per transaction above the automatic threshold",
                      "seen": str(2 * SOL), "allowed": str(SOL)}],
-        "reservations": [{"asset": "SOL", "amount": str(2 * SOL)}],
+        "reservations": [{"asset": "SOL", "amount": str(2 * SOL)}, {"asset": "fees", "amount": str(FEE)}],
     }  # fmt: skip
 
 

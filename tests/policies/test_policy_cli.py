@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from policies.cli import main
 from policies.signing import POLICY_PURPOSE, sign_document
 from tests.support.policies import EXAMPLE_PATH, example_policy, owner_public_key
-from tests.support.scenario import Scenario
+from tests.support.scenario import FEE, Scenario
 
 SOL = 1_000_000_000
 
@@ -36,7 +36,7 @@ def test_check_prints_the_decision(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert result["verdict"] == "escalate"
     assert result["reasons"][0]["rule"] == "limits.sol.per_transaction"
-    assert result["reservations"] == [{"asset": "SOL", "amount": str(3 * SOL)}]
+    assert result["reservations"] == [{"asset": "SOL", "amount": str(3 * SOL)}, {"asset": "fees", "amount": str(FEE)}]
     assert result["wallet_keys"] == [str(s.wallet)]  # the fee payer, by default
     assert result["policy"]["source"] == "unsigned document"
 

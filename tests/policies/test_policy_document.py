@@ -32,7 +32,7 @@ def test_example_policy_parses_with_every_rule() -> None:
     assert rules.fees.max_compute_unit_limit == 400_000
     assert rules.time_windows == ANY
     assert rules.freeze.denials is not None and rules.freeze.denials.count == 5
-    assert policy.spend_windows() == (("SOL", 86_400), (str(EXAMPLE_MINT), 86_400))
+    assert policy.spend_windows() == (("SOL", 86_400), (str(EXAMPLE_MINT), 86_400), ("fees", 86_400))
     # Two allowed owners x one mint x two token programs.
     assert len(policy.allowed_token_accounts) == 4
 
@@ -111,6 +111,30 @@ MALFORMED = [
     ("rules.mints", {}, "rules.mints", "must be a list"),
     ("rules.fees.max_compute_unit_limit", 1_400_001, "rules.fees.max_compute_unit_limit", "between 0 and 1400000"),
     ("rules.fees.max_compute_unit_price", -1, "rules.fees.max_compute_unit_price", "between 0"),
+    ("rules.fees.periods", {}, "rules.fees.periods", "must be a list"),
+    ("rules.fees.periods.0.window_seconds", 0, "rules.fees.periods[0].window_seconds", "between 1"),
+    ("rules.fees.periods.0.automatic", 100, "rules.fees.periods[0].automatic", "decimal string"),
+    ("rules.fees.periods.0.approval", "1", "rules.fees.periods[0]", "automatic must not exceed approval"),
+    ("rules.fees.periods.0.id", "", "rules.fees.periods[0].id", "characters"),
+    ("rules.fees.periods.0.extra", 1, "rules.fees.periods[0].extra", "unknown field"),
+    (
+        "rules.fees.periods",
+        [
+            {"id": "a", "window_seconds": 60, "automatic": "1", "approval": "2"},
+            {"id": "b", "window_seconds": 60, "automatic": "1", "approval": "3"},
+        ],
+        "rules.fees.periods",
+        "same window_seconds",
+    ),
+    (
+        "rules.fees.periods",
+        [
+            {"id": "a", "window_seconds": 60, "automatic": "1", "approval": "2"},
+            {"id": "a", "window_seconds": 120, "automatic": "1", "approval": "2"},
+        ],
+        "rules.fees.periods[1].id",
+        "used twice",
+    ),
     ("rules.rate.max_requests", 0, "rules.rate.max_requests", "between 1"),
     ("rules.time_windows", [], "rules.time_windows", "at least one window"),
     (
@@ -166,7 +190,7 @@ def test_malformed_field_is_named(path: str, value: Any, field: str, reason: str
 def test_schema_refuses_what_the_schema_can_express() -> None:
     """Every malformed document the schema can describe is refused by both the schema and the parser."""
     semantic_only = {"automatic must not exceed approval", "already defined", "not in rules.mints",
-                     "start must be before end", "u64"}  # fmt: skip
+                     "start must be before end", "u64", "same window_seconds", "used twice"}  # fmt: skip
     for path, value, _field, reason in MALFORMED:
         if reason in semantic_only:
             continue

@@ -27,7 +27,7 @@ from tests.support.chain import (
     send,
 )
 from tests.support.policies import MERCHANT
-from tests.support.scenario import Scenario
+from tests.support.scenario import FEE, Scenario
 
 PAYMENT = LAMPORTS_PER_SOL // 10
 
@@ -68,7 +68,7 @@ def test_sol_to_the_wallets_own_wrapped_sol_accounts_is_allowed(mint: Pubkey, pr
     s = Scenario()
     decision = s.decide(s.legacy(s.pay(PAYMENT, associated_token_address(s.wallet, mint, program))))
     assert decision.verdict is Verdict.ALLOW, decision
-    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", PAYMENT)]
+    assert [(r.asset, r.amount) for r in decision.reservations] == [("SOL", PAYMENT), ("fees", FEE)]
 
 
 @pytest.mark.parametrize("program", [TOKEN_PROGRAM, TOKEN_2022_PROGRAM])

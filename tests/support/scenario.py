@@ -30,6 +30,9 @@ from policies.transaction import decode_transaction
 from tests.support.policies import MERCHANT, example_policy
 
 NOON = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # a Wednesday
+FEE = 5_000 + 50
+"""The fee of a transaction the wallet alone signs with `Scenario.budget` (5000 per signature, plus 1000
+micro-lamports times 50 000 units): reserved under ``fees`` by the example policy."""
 BLOCKHASH = Hash.new_unique()
 
 
