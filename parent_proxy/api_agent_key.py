@@ -168,8 +168,11 @@ async def prepare_candidate(wallet_id: WalletId, request: Request) -> AgentKeyCa
     answer: AgentKeyResponse = await services.relay.prepare_agent_key(wallet_id)
     expected = ExpectedAgentKey("agent_key_candidate", wallet_id, wallet.agent_pubkey, answer.new_agent_public_key,
                                 wallet.owner_pubkey)  # fmt: skip
-    if answer.agent_public_key != wallet.agent_pubkey or answer.sealed_blob is None:
-        await _refuse_answer(services, expected, "candidate", "the enclave made a candidate for another agent key")
+    if answer.wallet_id != wallet_id or answer.agent_public_key != wallet.agent_pubkey:
+        await _refuse_answer(services, expected, "candidate",
+                             "the enclave made a candidate for another agent key or wallet")  # fmt: skip
+    if answer.sealed_blob is None:
+        await _refuse_answer(services, expected, "candidate", "the enclave answered a candidate without its sealed key")
     candidate = AgentKeyCandidate(wallet_id, wallet.agent_pubkey, answer.new_agent_public_key, answer.sealed_blob,
                                   read_clock(services.clock))  # fmt: skip
     receipt = _receipt(answer)
@@ -277,7 +280,8 @@ async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> A
     )
     expected = ExpectedAgentKey("agent_key_switch", wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey,
                                 wallet.owner_pubkey)  # fmt: skip
-    if (answer.agent_public_key, answer.new_agent_public_key) != (wallet.agent_pubkey, candidate.candidate_pubkey):
+    keys = (answer.wallet_id, answer.agent_public_key, answer.new_agent_public_key)
+    if keys != (wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey):
         await _refuse_answer(services, expected, "switch", "the enclave switched other keys")
     receipt = _receipt(answer)
     now = read_clock(services.clock)

@@ -275,11 +275,13 @@ def verify_audit_receipts(
     record that fails."""
     report = ReceiptsReport()
     session: _Session | None = None
+    first_record: dict[bytes, int] = {}  # session key -> seq of the first session record naming it
     for record in records:
         if record.event_type == ENCLAVE_SESSION_EVENT:
             if record.receipt is not None:
                 raise _fail(record, "session record holds a receipt")
             session = _Session(record.seq, _session(record, anchor, require_attestation, report))
+            first_record.setdefault(session.key, record.seq)
             report.sessions += 1
             continue
         if record.event_type in AGENT_KEY_EVENT_PURPOSES:
@@ -290,16 +292,9 @@ def verify_audit_receipts(
         missing = max(counters) - len(counters)  # counters start at 1 per boot
         if missing and not allow_gaps:
             first = min(set(range(1, max(counters) + 1)) - counters)
-            seq = next(r.seq for r in records if r.event_type == ENCLAVE_SESSION_EVENT and _names(r, key))
             raise AuditChainError(
-                seq, f"{missing} receipt counter(s) of this session missing from the log, the first {first} (a "
-                "signature withheld from the log, or answers refused or lost: see its *.failed records)",
+                first_record[key], f"{missing} receipt counter(s) of this session missing from the log, the first "
+                f"{first} (a signature withheld from the log, or answers refused or lost: see its *.failed records)",
             )  # fmt: skip
         report.counter_gaps += missing
     return report
-
-
-def _names(record: AuditRecord, key: bytes) -> bool:
-    """Whether the (already checked) session record ``record`` names the session key ``key``."""
-    payload = json.loads(record.payload)
-    return bytes(Pubkey.from_string(payload["session_public_key"])) == key

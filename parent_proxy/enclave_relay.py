@@ -284,7 +284,8 @@ class EnclaveRelay:
 
     async def prepare_agent_key(self, wallet_id: str) -> AgentKeyResponse:
         """A candidate key for a loaded wallet (`ensure_wallet` first). Not a signature: on ``unknown_wallet`` the
-        wallet is loaded again and the request resent once, as owner orders are."""
+        wallet is loaded again and the request resent once, as owner orders are. The route checks the answer
+        against the request (and records a refusal: `parent_proxy.api_agent_key`)."""
         try:
             answer = await self._client.prepare_agent_key(wallet_id)
         except EnclaveError as exc:
@@ -293,8 +294,6 @@ class EnclaveRelay:
                 answer = await self._client.prepare_agent_key(wallet_id)
             except EnclaveError as again:
                 raise translate_enclave_error(again) from again
-        if answer.wallet_id != wallet_id or answer.sealed_blob is None:
-            raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave answered a malformed candidate")
         return answer
 
     async def sign_agent_key_rotation(
@@ -313,7 +312,8 @@ class EnclaveRelay:
 
     async def switch_agent_key(self, wallet_id: str, *, order: bytes, candidate_sealed_blob: bytes) -> AgentKeyResponse:
         """The owner's switch order. On ``unknown_wallet`` the wallet is loaded again (from the stored record: the
-        old key) and the order resent once; a switch already made answers the same."""
+        old key) and the order resent once; a switch already made answers the same. The route checks the answer
+        against the request (and records a refusal)."""
         try:
             answer = await self._client.switch_agent_key(
                 wallet_id, order=order, candidate_sealed_blob=candidate_sealed_blob
@@ -326,8 +326,6 @@ class EnclaveRelay:
                 )
             except EnclaveError as again:
                 raise translate_enclave_error(again) from again
-        if answer.wallet_id != wallet_id:
-            raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave answered for another wallet")
         return answer
 
     def switched(self, wallet: Wallet) -> None:

@@ -86,6 +86,10 @@ class ReceiptClockSkew(ReceiptError):
     """The receipt's time (the enclave's clock) is too far from the proxy's (`RECEIPT_TIME_TOLERANCE_SECONDS`)."""
 
 
+class UnrecordableDecision(ReceiptError):
+    """The answer's decision is not plain JSON data, so the audit log could not record it as it came."""
+
+
 class UnknownSession(Exception):
     """The receipt does not verify under the session key in force (or there is none yet): attest, then retry."""
 
@@ -117,10 +121,16 @@ class Expected:
         return verify_receipt(receipt, signature, session_public_key)
 
     def check(self, stated: object, *, at: float) -> None:
-        """:func:`check_receipt_content` on a verified decision receipt."""
+        """:func:`check_receipt_content` on a verified decision receipt; then `UnrecordableDecision` unless the
+        decision is plain JSON data (it goes into the audit record as it came: refused here, not when recorded)."""
         if not isinstance(stated, Receipt):
             raise ReceiptError("not a decision receipt")
         check_receipt_content(stated, self, at=at)
+        if self.decision is not None:
+            try:
+                canonical_json(self.decision)
+            except InvalidInput as exc:
+                raise UnrecordableDecision("decision is not plain JSON data") from exc
 
 
 class ReceiptExpectation(Protocol):
@@ -272,13 +282,10 @@ class EnclaveSessions:
             expected.check(verified, at=at)
         except ReceiptClockSkew as exc:
             raise ApiError(Code.ENCLAVE_UNAVAILABLE, CLOCK_SKEW_MESSAGE) from exc
+        except UnrecordableDecision as exc:
+            raise _malformed("a decision that the audit log cannot record (not plain JSON data)") from exc
         except ReceiptError as exc:
             raise _malformed("a receipt that contradicts its answer") from exc
-        if isinstance(expected, Expected) and expected.decision is not None:
-            try:  # the decision goes into the audit record as it came: refused here, not when it is recorded
-                canonical_json(expected.decision)
-            except InvalidInput as exc:
-                raise _malformed("a decision that the audit log cannot record (not plain JSON data)") from exc
         return verified
 
     # -- step 2 (async, only on a session change) --------------------------------------------------------------------

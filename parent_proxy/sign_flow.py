@@ -69,6 +69,7 @@ from parent_proxy.sign_parts import (
     replayed,
     reserved_amounts,
     spent_entries,
+    verified_policy,
     wire_tables,
 )
 from parent_proxy.store.model import (
@@ -158,14 +159,12 @@ class SignFlow:
             error = ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
             raise self._refuse(claim, error, "transaction.refused", {**base, "reason": "wallet frozen"})
         try:
-            policy = s.policy_for(wallet)
-        except PolicyEngineError as exc:  # a stored policy that no longer verifies: refuse, loudly
-            logger.error("stored policy of wallet %s does not verify", wallet_id)
+            policy = verified_policy(s, wallet)
+        except ApiError as exc:  # a stored policy that no longer verifies (logged): refused, the key claimed
             if (replay := self._claim(claim, now)) is not None:
                 return replay
-            error = ApiError(Code.NO_POLICY, "the wallet has no valid policy")
             raise self._refuse(
-                claim, error, "transaction.refused", {**base, "reason": "stored policy does not verify"}
+                claim, exc, "transaction.refused", {**base, "reason": "stored policy does not verify"}
             ) from exc
         if policy is None:
             if (replay := self._claim(claim, now)) is not None:

@@ -4,6 +4,7 @@ found, each failing before its fix."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +113,18 @@ def test_reading_a_wallet_whose_stored_policy_does_not_verify_is_403_no_policy(h
     spoil_policy(h)
     refused = h.client.get(f"/v1/wallets/{h.wallet_id}", headers=agent_headers(h))
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "no_policy", refused.text
+
+
+def test_a_transaction_under_a_stored_policy_that_does_not_verify_is_403_no_policy_recorded_and_replayed(
+    h: Harness,
+) -> None:
+    spoil_policy(h)
+    tx = h.transfer(1_000, MERCHANT)
+    refused = h.sign(tx, key="spoiled")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "no_policy", refused.text
+    record = h.store.audit_records(0, 10_000)[-1]
+    assert record.event_type == "transaction.refused"
+    assert json.loads(record.payload)["reason"] == "stored policy does not verify"
+    again = h.sign(tx, key="spoiled")  # the key was claimed: the same answer, not a second evaluation
+    assert (again.status_code, again.json()) == (403, refused.json())
+    assert h.audit_events().count("transaction.refused") == 1 and h.spent() == 0
