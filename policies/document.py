@@ -153,7 +153,9 @@ def _ident(value: Any, path: str) -> str:
     return value
 
 
-def _pubkey(value: Any, path: str) -> Pubkey:
+def read_pubkey(value: Any, path: str) -> Pubkey:
+    """The base58 Solana address ``value`` (a JSON string); `PolicyDocumentError` naming ``path`` otherwise. Owner
+    orders read their keys with it too (`policies.orders`)."""
     if not isinstance(value, str) or not 32 <= len(value) <= 44:
         raise PolicyDocumentError(path, "must be a base58 Solana address")
     try:
@@ -196,7 +198,7 @@ def _period(value: Any, path: str) -> PeriodLimit:
 def _asset(value: Any, path: str) -> str:
     if value == NATIVE_SOL:
         return NATIVE_SOL
-    return str(_pubkey(value, path))
+    return str(read_pubkey(value, path))
 
 
 def _periods(value: Any, path: str) -> tuple[PeriodLimit, ...]:
@@ -293,10 +295,10 @@ def _freeze(value: Any, path: str) -> FreezeTriggers:
 
 def _lookup_table(value: Any, path: str) -> tuple[Pubkey, tuple[Pubkey, ...]]:
     obj = _obj(value, path, ("address", "addresses"))
-    addresses = _list(obj["addresses"], _join(path, "addresses"), _pubkey, unique=False)
+    addresses = _list(obj["addresses"], _join(path, "addresses"), read_pubkey, unique=False)
     if not addresses:
         raise PolicyDocumentError(_join(path, "addresses"), "must pin at least one address")
-    return _pubkey(obj["address"], _join(path, "address")), tuple(addresses)
+    return read_pubkey(obj["address"], _join(path, "address")), tuple(addresses)
 
 
 def _lookup_tables(value: Any, path: str) -> dict[Pubkey, tuple[Pubkey, ...]]:
@@ -336,10 +338,10 @@ def _rules(value: Any, path: str) -> Rules:
             raise PolicyDocumentError(_join(path, "limits"), f"rule id {rule_id!r} is used twice")
 
     dest = _obj(obj["destinations"], _join(path, "destinations"), ("allow", "deny"))
-    allow = _any_or(dest["allow"], _join(path, "destinations.allow"), _pubkey)
+    allow = _any_or(dest["allow"], _join(path, "destinations.allow"), read_pubkey)
     rate = _obj(obj["rate"], _join(path, "rate"), ("max_requests", "window_seconds"))
     nonce = _obj(obj["durable_nonce"], _join(path, "durable_nonce"), ("allowed", "nonce_accounts"))
-    nonce_accounts = _list(nonce["nonce_accounts"], _join(path, "durable_nonce.nonce_accounts"), _pubkey)
+    nonce_accounts = _list(nonce["nonce_accounts"], _join(path, "durable_nonce.nonce_accounts"), read_pubkey)
     nonce_allowed = _bool(nonce["allowed"], _join(path, "durable_nonce.allowed"))
     if nonce_allowed and not nonce_accounts:
         raise PolicyDocumentError(_join(path, "durable_nonce.nonce_accounts"), "must list the allowed nonce accounts")
@@ -351,10 +353,10 @@ def _rules(value: Any, path: str) -> Rules:
         limits=tuple(limits),
         destinations=DestinationRules(
             allow=ANY if allow == ANY else frozenset(allow),
-            deny=frozenset(_list(dest["deny"], _join(path, "destinations.deny"), _pubkey)),
+            deny=frozenset(_list(dest["deny"], _join(path, "destinations.deny"), read_pubkey)),
         ),
-        programs=frozenset(_list(obj["programs"], _join(path, "programs"), _pubkey)),
-        mints=frozenset(str(m) for m in _list(obj["mints"], _join(path, "mints"), _pubkey)),
+        programs=frozenset(_list(obj["programs"], _join(path, "programs"), read_pubkey)),
+        mints=frozenset(str(m) for m in _list(obj["mints"], _join(path, "mints"), read_pubkey)),
         fees=_fees(obj["fees"], _join(path, "fees")),
         rate=RateLimit(
             max_requests=_int(rate["max_requests"], _join(path, "rate.max_requests"), minimum=1, maximum=1_000_000),
@@ -370,7 +372,7 @@ def _rules(value: Any, path: str) -> Rules:
         freeze=_freeze(obj["freeze"], _join(path, "freeze")),
         squads_multisig=None
         if obj["squads_multisig"] is None
-        else _pubkey(obj["squads_multisig"], _join(path, "squads_multisig")),
+        else read_pubkey(obj["squads_multisig"], _join(path, "squads_multisig")),
         lookup_tables=_lookup_tables(obj["lookup_tables"], _join(path, "lookup_tables")),
         offchain_messages=_bool(
             _obj(obj["offchain_messages"], _join(path, "offchain_messages"), ("allowed",))["allowed"],

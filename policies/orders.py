@@ -33,6 +33,7 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 
+from policies.document import read_pubkey
 from policies.errors import PolicyDocumentError
 from policies.signing import open_envelope
 
@@ -51,8 +52,6 @@ _ORDER_FIELDS = frozenset({"wallet_id", "sequence", "expires_at"})
 _APPROVAL_FIELDS = frozenset({"wallet_id", "message_hash", "expires_at"})
 _SWITCH_FIELDS = frozenset({"wallet_id", "agent_public_key", "new_agent_public_key", "expires_at"})
 _ROTATION_FIELDS = _SWITCH_FIELDS | {"message_hash"}
-_BASE58_KEY_CHARS = (32, 44)
-"""A 32-byte key is 32 to 44 base58 characters."""
 
 
 def freeze_document(wallet_id: str, sequence: int, expires_at: int) -> dict[str, Any]:
@@ -163,14 +162,7 @@ def _check_message_hash(document: dict[str, Any], message_hash: bytes, mismatch:
 
 
 def _key(document: dict[str, Any], field: str) -> Pubkey:
-    value = document[field]
-    least, most = _BASE58_KEY_CHARS
-    if type(value) is not str or not least <= len(value) <= most:
-        raise PolicyDocumentError(field, "must be a base58 32-byte public key")
-    try:
-        return Pubkey.from_string(value)
-    except ValueError as exc:
-        raise PolicyDocumentError(field, "must be a base58 32-byte public key") from exc
+    return read_pubkey(document[field], field)
 
 
 def _agent_keys(document: dict[str, Any], owner: Pubkey) -> AgentKeyOrder:

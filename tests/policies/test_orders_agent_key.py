@@ -172,11 +172,11 @@ BAD_KEYS: list[tuple[object, str]] = [
 @pytest.mark.parametrize(("value", "what"), BAD_KEYS, ids=[what for _, what in BAD_KEYS])
 def test_malformed_keys_are_refused_by_name(field: str, value: object, what: str) -> None:
     rotation = {**rotation_document("w1", AGENT, NEW_AGENT, MESSAGE_HASH, NOW + 300), field: value}
-    with pytest.raises(PolicyDocumentError, match="base58 32-byte public key") as info:
+    with pytest.raises(PolicyDocumentError, match="base58 Solana address") as info:
         _check_rotation(_rotation(rotation))
     assert info.value.field == field, what
     switch = {**switch_document("w1", AGENT, NEW_AGENT, NOW + 300), field: value}
-    with pytest.raises(PolicyDocumentError, match="base58 32-byte public key") as info:
+    with pytest.raises(PolicyDocumentError, match="base58 Solana address") as info:
         _check_switch(_switch(switch))
     assert info.value.field == field, what
 
