@@ -20,42 +20,16 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 
 from policies import programs
-from policies.decision import Decision, Verdict
-from policies.decoders.squads import squads_vault_address
+from policies.decision import Verdict
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
 from policies.document import associated_token_address
-from policies.errors import DecodeError
-from policies.evaluate import evaluate
-from policies.model import DecodedTransaction
-from policies.transaction import decode_transaction
+from tests.policies.squads_wallet import ENC, MULTISIG, VAULT, decide, spend, squads_scenario
 from tests.support.policies import EXAMPLE_MINT, MERCHANT
 from tests.support.scenario import FEE, Scenario
-from tests.support.squads_encoder import SquadsEncoder, compile_vault_message, proposal_rent, vault_transaction_rent
+from tests.support.squads_encoder import compile_vault_message, proposal_rent, vault_transaction_rent
 
-ENC = SquadsEncoder()
-MULTISIG = Pubkey.from_string("7Yb4ZqFQmKQ6nqpYkY5ZbL8kS4hW1bWq3m8qfXkJ9XnA")
-VAULT = squads_vault_address(MULTISIG, 0)
 STRANGER = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
 SOL = 1_000_000_000
-
-
-def squads_scenario() -> Scenario:
-    s = Scenario()
-    s.doc["rules"]["programs"].append(str(programs.SQUADS_V4_PROGRAM))
-    return s
-
-
-def decide(s: Scenario, raw: bytes, multisig: Pubkey | None = MULTISIG) -> Decision:
-    """Evaluate with the agent key as the wallet key and ``multisig`` as the policy's declared multisig."""
-    s.doc["rules"]["squads_multisig"] = None if multisig is None else str(multisig)
-    s._policy = None  # the document changed: parse it again
-    ctx = s.context()
-    tx: DecodedTransaction | DecodeError
-    try:
-        tx = decode_transaction(raw)
-    except DecodeError as exc:
-        tx = exc
-    return evaluate(s.policy, tx, ctx)
 
 
 def vault_tx(s: Scenario, *inner: Instruction, index: int = 1) -> Instruction:
@@ -81,24 +55,6 @@ def propose_and_approve(s: Scenario, index: int = 1) -> list[Instruction]:
 def approve(s: Scenario, index: int) -> Instruction:
     accounts = {"multisig": MULTISIG, "member": s.wallet, "proposal": squads_proposal_address(MULTISIG, index)}
     return ENC.instruction("proposal_approve", accounts, {"memo": None})
-
-
-def spend(s: Scenario, amount: int, to: Pubkey = MERCHANT, *, mint: Pubkey | None = None) -> Instruction:
-    accounts: dict[str, Pubkey | None] = {
-        "multisig": MULTISIG, "member": s.wallet, "spending_limit": Pubkey.new_unique(), "vault": VAULT,
-        "destination": to, "system_program": programs.SYSTEM_PROGRAM, "mint": None, "vault_token_account": None,
-        "destination_token_account": None, "token_program": None,
-    }  # fmt: skip
-    if mint is not None:
-        accounts.update(
-            system_program=None,
-            mint=mint,
-            token_program=programs.TOKEN_PROGRAM,
-            vault_token_account=associated_token_address(VAULT, mint, programs.TOKEN_PROGRAM),
-            destination_token_account=associated_token_address(to, mint, programs.TOKEN_PROGRAM),
-        )
-    return ENC.instruction("spending_limit_use", accounts, {"amount": amount, "decimals": 9 if mint is None else 6,
-                                                            "memo": None})  # fmt: skip
 
 
 def add_member(s: Scenario) -> Instruction:

@@ -23,7 +23,7 @@ from enclave_app.receipts import RECEIPT_DOMAIN, Receipt, reasons_digest, verify
 from policies.ed25519 import verify_ed25519
 from policies.errors import PolicySignatureError
 from policies.signing import POLICY_PURPOSE, load_signed_policy, signing_payload, verify_owner_signature
-from tests.policies.test_policy_signing import RFC8032_MESSAGE, RFC8032_PUBLIC, RFC8032_SIGNATURE
+from tests.policies.rfc8032_vectors import RFC8032_MESSAGE, RFC8032_PUBLIC, RFC8032_SIGNATURE
 from tests.support.policies import example_policy
 
 IDENTITY = bytes([1]) + bytes(31)
