@@ -11,24 +11,12 @@ from typing import Any
 
 import pytest
 
-from tests.cdk.policy_walk import allows, as_list, resources_of_type
+from tests.cdk.interface_endpoints import endpoint_policies
+from tests.cdk.policy_walk import allows, as_list
 
-NETWORK = "WaiaasNetwork"
 OTHER_ACCOUNT = "222222222222"
 WITHOUT_POLICY = {"ssmmessages", "ec2messages"}
 """Endpoints whose service's endpoint-policy support is not confirmed (docs/deploy.md, Network)."""
-
-
-def _endpoint_policies(templates: dict[str, Any], config: Any) -> dict[str, dict[str, Any] | None]:
-    """Interface endpoint policy by service (`kms`, `sts`, ...), None for an endpoint without one."""
-    prefix = f"com.amazonaws.{config.region}."
-    found = {}
-    for endpoint in resources_of_type(templates[NETWORK], "AWS::EC2::VPCEndpoint").values():
-        props = endpoint["Properties"]
-        if props.get("VpcEndpointType") == "Interface":
-            assert props["ServiceName"].startswith(prefix)
-            found[props["ServiceName"].removeprefix(prefix)] = props.get("PolicyDocument")
-    return found
 
 
 def _allows(policy: dict[str, Any], *, principal_account: str, action: str, resource: str) -> bool:
@@ -40,7 +28,7 @@ def _allows(policy: dict[str, Any], *, principal_account: str, action: str, reso
 def test_every_interface_endpoint_but_the_unconfirmed_ones_has_a_policy_for_this_account(
     templates: dict[str, Any], config: Any
 ) -> None:
-    policies = _endpoint_policies(templates, config)
+    policies = endpoint_policies(templates, config)
     assert set(policies) == {"kms", "sts", "ssm", "ssmmessages", "ec2messages", "logs", "monitoring"}
     assert {service for service, policy in policies.items() if policy is None} == WITHOUT_POLICY
     for service, policy in policies.items():
@@ -91,7 +79,7 @@ def _cases(account: str, region: str) -> list[tuple[str, str, str, str, bool]]:
 @pytest.mark.parametrize("case", range(len(_cases("111111111111", "eu-west-1"))))
 def test_requests_through_interface_endpoints(templates: dict[str, Any], config: Any, case: int) -> None:
     service, principal_account, action, resource, allowed = _cases(config.account, config.region)[case]
-    policy = _endpoint_policies(templates, config)[service]
+    policy = endpoint_policies(templates, config)[service]
     assert policy is not None, f"{service} endpoint has the default (allow everything) policy"
     assert _allows(policy, principal_account=principal_account, action=action, resource=resource) is allowed
 

@@ -116,9 +116,9 @@ def test_host_role_logs_permissions_are_the_agents_on_the_two_groups_only(
 
 
 def test_agent_requests_pass_the_host_role_and_the_logs_endpoint(templates: dict[str, Any], config: Any) -> None:
-    from tests.cdk.test_endpoint_policies import _endpoint_policies
+    from tests.cdk.interface_endpoints import endpoint_policies
 
-    endpoint = _endpoint_policies(templates, config)["logs"]
+    endpoint = endpoint_policies(templates, config)["logs"]
     assert endpoint is not None
     role = _host_policy(templates)["Statement"]
     _, agent = agent_config(boot_script(templates))

@@ -21,7 +21,6 @@ import secrets
 import stat
 import textwrap
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,11 @@ import cbor2
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
-from solders.hash import Hash
-from solders.instruction import Instruction
 from solders.keypair import Keypair
-from solders.message import Message, to_bytes_versioned
+from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
-from solders.system_program import AssignParams, TransferParams, assign, transfer
-from solders.transaction import Transaction, VersionedTransaction
+from solders.system_program import AssignParams, assign
+from solders.transaction import VersionedTransaction
 
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError
@@ -48,11 +44,12 @@ from parent_proxy.owner_signers import LocalOwnerSigner
 from parent_proxy.sign_parts import message_hash
 from policies.canonical import parse_json_object
 from policies.examples import example_policy_json
-from policies.orders import approval_document, freeze_document
+from policies.orders import approval_document
 from selfhost import paths
 from selfhost.paths import PathMappingError
 from tests.selfhost.compose_config import SELFHOST, load_config
 from tests.selfhost.conftest import EnvFactory
+from tests.selfhost.live_wallet import SOL, LiveWallet
 from tests.selfhost.local_stack import StackError, command_exists, free_port, plan, run_stack
 
 CONTAINER_PORT = 8080
@@ -289,45 +286,7 @@ def test_live_signer_seals_with_the_unseal_secret_and_unseals_after_a_restart(
 # Each test gets a wallet of its own (created by the owner, example policy installed, agent token issued), so the
 # tests do not depend on each other's order. Chain: the compose env's `litesvm` (embedded in the proxy).
 
-SOL = 1_000_000_000
-MERCHANT = Pubkey.from_string("FHEqRxoKaHqjfmpq5sDHwcTRetKh7uJny2UVN4pcd24J")
 BLOCKED = Pubkey.from_string("3R2khGdRVoeaEHJz3FaRq6GEJRta8VPBaxy9vo4jgoJv")
-
-
-@dataclass
-class LiveWallet:
-    base: str
-    owner: LocalOwnerSigner
-    wallet_id: str
-    agent: Pubkey = field(default_factory=Pubkey.default)
-    token: str = ""
-
-    def owner_call(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        content = b"" if body is None else json.dumps(body).encode()
-        request = OwnerRequest(method, path, content, int(time.time()), secrets.token_urlsafe(24))
-        headers = owner_request_headers(request, self.owner.public_key, self.owner.sign)
-        headers["Content-Type"] = "application/json"
-        return httpx.request(method, self.base + path, content=content, headers=headers, timeout=30)
-
-    def sign(self, transaction: bytes) -> httpx.Response:
-        body = {"transaction": base64.b64encode(transaction).decode(), "idempotency_key": secrets.token_hex(8)}
-        return httpx.post(
-            f"{self.base}/v1/wallets/{self.wallet_id}/transactions/sign",
-            json=body,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=30,
-        )
-
-    def tx(self, *instructions: Instruction) -> bytes:
-        budget = [set_compute_unit_price(1_000), set_compute_unit_limit(50_000)]
-        message = Message.new_with_blockhash([*budget, *instructions], self.agent, Hash.new_unique())
-        return bytes(Transaction.new_unsigned(message))
-
-    def pay(self, lamports: int, to: Pubkey = MERCHANT) -> bytes:
-        return self.tx(transfer(TransferParams(from_pubkey=self.agent, to_pubkey=to, lamports=lamports)))
-
-    def order(self, purpose: str, sequence: int) -> dict[str, Any]:
-        return envelope(self.owner, purpose, freeze_document(self.wallet_id, sequence, int(time.time()) + 600))
 
 
 @pytest.fixture

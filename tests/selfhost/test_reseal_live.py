@@ -34,8 +34,8 @@ from policies.canonical import parse_json_object
 from policies.examples import example_policy_json
 from selfhost import paths, reseal
 from tests.selfhost.compose_config import REPO
+from tests.selfhost.live_wallet import SOL, LiveWallet
 from tests.selfhost.local_stack import command_exists, free_port, run_stack
-from tests.selfhost.test_parity import SOL, LiveWallet
 
 CONTAINER_PORT = 8080
 
