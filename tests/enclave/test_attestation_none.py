@@ -28,7 +28,7 @@ from enclave_app.server import Handler
 from enclave_app.settings import Settings, load_settings
 from enclave_app.state import Enclave
 from enclave_app.transport import UnixAddress
-from tests.enclave.test_enclave_runtime import _env
+from tests.enclave.startup_env import enclave_env
 
 KEY = bytes(range(32))
 
@@ -36,7 +36,7 @@ KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-123456
 
 
 def _none_env(tmp_path: Path, **changes: str | None) -> dict[str, str]:
-    return _env(tmp_path, **{"NSM": "none", "ALLOW_UNSAFE_NSM": "false", **changes})
+    return enclave_env(tmp_path, **{"NSM": "none", "ALLOW_UNSAFE_NSM": "false", **changes})
 
 
 def test_settings_for_mode_none(tmp_path: Path) -> None:

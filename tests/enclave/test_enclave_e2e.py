@@ -10,52 +10,21 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
-from solders.hash import Hash
-from solders.message import Message, to_bytes_versioned
+from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from solders.system_program import TransferParams, transfer
-from solders.transaction import Transaction, VersionedTransaction
+from solders.transaction import VersionedTransaction
 
 from enclave_app.attestation import verify_attestation_document
-from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError, ReceiptError
-from enclave_app.protocol import AttestationMode, EnclaveState, SpentEntry, TransactionDecisionResponse
+from enclave_app.protocol import AttestationMode, EnclaveState, TransactionDecisionResponse
 from enclave_app.receipts import verify_receipt
 from enclave_app.server import SESSION_USER_DATA
 from policies.model import FEES
+from tests.enclave.sign_requests import DAY, WALLET, ready_wallet, spent, transfer_tx, verdict
 from tests.support.chain import LAMPORTS_PER_SOL, airdrop, execute, fresh_chain
 from tests.support.enclave_world import GOOD_PCRS, NOW, Boot, EnclaveWorld, serving
-from tests.support.policies import BLOCKED, EXAMPLE_MINT, MERCHANT
-
-WALLET = "wallet-7f3a"
-DAY = 86400
-BLOCKHASH = Hash.new_unique()
-
-
-def spent(sol: int = 0, token: int = 0, fees: int = 0) -> tuple[SpentEntry, ...]:
-    """What the parent reports for the example policy's windows."""
-    return (SpentEntry("SOL", DAY, sol), SpentEntry(str(EXAMPLE_MINT), DAY, token), SpentEntry(FEES, DAY, fees))
-
-
-def transfer_tx(agent: Pubkey, lamports: int, *, to: Pubkey = MERCHANT, blockhash: Hash = BLOCKHASH) -> bytes:
-    ixs = [
-        set_compute_unit_price(1_000),
-        set_compute_unit_limit(50_000),
-        transfer(TransferParams(from_pubkey=agent, to_pubkey=to, lamports=lamports)),
-    ]
-    return bytes(Transaction.new_unsigned(Message.new_with_blockhash(ixs, agent, blockhash)))
-
-
-async def ready_wallet(world: EnclaveWorld, client: EnclaveClient, wallet: str = WALLET) -> Pubkey:
-    provisioned = await client.provision_wallet(wallet, world.owner_public)
-    await client.install_policy(wallet, world.policy(wallet))
-    return Pubkey.from_bytes(provisioned.agent_public_key)
-
-
-def verdict(answer: TransactionDecisionResponse) -> str:
-    return str(answer.decision["verdict"])
+from tests.support.policies import BLOCKED, MERCHANT
 
 
 @pytest.mark.litesvm
@@ -174,13 +143,13 @@ def test_forged_kms_answer_carrying_another_key_refused(world: EnclaveWorld) -> 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from enclave_app.sealing import KmsSealer, SealBinding
-    from tests.enclave.test_sealing import ForgingParent, _FixedDataKey, _seed
+    from tests.enclave.forged_kms import FixedDataKey, ForgingParent, raw_seed
 
     agent, _ = _provision_blob(world)
     # The parent swaps in a blob holding ITS key under ITS data key, and forges KMS's answer to match.
     attacker_key, attacker_data_key = Ed25519PrivateKey.generate(), b"\x42" * 32
     binding = SealBinding(WALLET, agent, world.owner_public)
-    forged = KmsSealer(_FixedDataKey(attacker_data_key), key_id=world.seal_key).seal(_seed(attacker_key), binding)
+    forged = KmsSealer(FixedDataKey(attacker_data_key), key_id=world.seal_key).seal(raw_seed(attacker_key), binding)
     boot = world.boot(kms=ForgingParent(world.kms, attacker_data_key))
     with pytest.raises(EnclaveRequestError, match="unseal_failed: sealed key could not be opened"):
         _load(world, boot, agent, forged)
@@ -272,7 +241,7 @@ def test_enclave_counts_fees_against_a_parent_that_reports_none(world: EnclaveWo
                 assert {"asset": FEES, "amount": str(fee)} in answer.decision["reservations"]
             third = await client.sign_transaction(WALLET, transfer_tx(agent, 1_002), spent=spent(fees=0))
             assert verdict(third) == "escalate" and third.signature is None
-            assert [reason["rule"] for reason in third.decision["reasons"]] == ["fees.fees-daily"]
+            assert [reason["rule"] for reason in third.decision["reasons"]] == ["fees.periods.fees-daily"]
             over = await client.sign_transaction(WALLET, transfer_tx(agent, 1_003), spent=spent(fees=2 * fee))
             assert verdict(over) == "escalate"  # a parent's higher figure is a floor, never summed with the ledger
             denied = await client.sign_transaction(WALLET, transfer_tx(agent, 1_004), spent=spent(fees=3 * fee))

@@ -19,31 +19,13 @@ from enclave_app.settings import load_settings
 from enclave_app.state import ARCHIVE_BUCKET_SECONDS, ARCHIVE_SECONDS, Ledger
 from enclave_app.transport import UnixAddress, VsockAddress
 from policies.decision import Reservation
+from tests.enclave.startup_env import enclave_env
 
 KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
-def _env(tmp_path: Path, **changes: str | None) -> dict[str, str]:
-    secret = tmp_path / "secret"
-    secret.write_bytes(b"operator secret for the tests!!\n")
-    env = {
-        "WAIAAS_ENCLAVE_LISTEN": f"unix:{tmp_path}/enclave.sock",
-        "WAIAAS_ENCLAVE_NSM": "unsafe-development",
-        "WAIAAS_ENCLAVE_ALLOW_UNSAFE_NSM": "true",
-        "WAIAAS_ENCLAVE_SEALER": "local",
-        "WAIAAS_ENCLAVE_LOCAL_SECRET_FILE": str(secret),
-    }
-    for key, value in changes.items():
-        name = "WAIAAS_ENCLAVE_" + key
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return env
-
-
 def test_settings_for_self_host(tmp_path: Path) -> None:
-    settings = load_settings(_env(tmp_path))
+    settings = load_settings(enclave_env(tmp_path))
     assert settings.listen == UnixAddress(f"{tmp_path}/enclave.sock") and settings.sealer == "local"
     assert "secret" not in repr(settings)
 
@@ -51,7 +33,7 @@ def test_settings_for_self_host(tmp_path: Path) -> None:
 def test_settings_for_nitro(tmp_path: Path) -> None:
     root = tmp_path / "root.pem"
     root.write_text("pem")
-    env = _env(
+    env = enclave_env(
         tmp_path,
         LISTEN="vsock:4294967295:5005",
         NSM="device",
@@ -123,18 +105,18 @@ def test_settings_for_nitro(tmp_path: Path) -> None:
 )
 def test_bad_settings_stop_start_up(tmp_path: Path, changes: dict[str, str | None], match: str) -> None:
     with pytest.raises(SettingsError, match=match):
-        load_settings(_env(tmp_path, **changes))
+        load_settings(enclave_env(tmp_path, **changes))
 
 
 def test_main_reports_configuration_errors_without_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([], env=_env(tmp_path, SEALER="hsm-of-doom")) == 2
+    assert main([], env=enclave_env(tmp_path, SEALER="hsm-of-doom")) == 2
     err = capsys.readouterr().err
     assert err.startswith("waiaas-enclave: configuration error: WAIAAS_ENCLAVE_SEALER must be one of")
     assert "hsm-of-doom" not in err
 
 
 def test_serve_from_settings_over_a_unix_socket(tmp_path: Path) -> None:
-    settings = load_settings(_env(tmp_path))
+    settings = load_settings(enclave_env(tmp_path))
 
     async def run() -> EnclaveState:
         stop = asyncio.Event()

@@ -22,7 +22,7 @@ from enclave_app.protocol import EnclaveState, ErrorCode, ErrorResponse, decode_
 from enclave_app.receipts import verify_receipt
 from enclave_app.sealing import LocalSealer
 from enclave_app.server import EnclaveServer
-from tests.enclave.test_enclave_e2e import WALLET, ready_wallet, spent, transfer_tx, verdict
+from tests.enclave.sign_requests import WALLET, ready_wallet, spent, transfer_tx, verdict
 from tests.support.enclave_world import Boot, EnclaveWorld, serving
 
 

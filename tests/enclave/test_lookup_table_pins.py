@@ -27,8 +27,8 @@ from enclave_app.sealing import LocalSealer
 from enclave_app.server import Handler
 from enclave_app.state import Enclave, Wallet
 from policies.signing import sign_document
-from tests.enclave.test_enclave_e2e import spent
-from tests.enclave.test_review_sign_path import AGENT, AGENT_KEY, NOW, OWNER, WALLET
+from tests.enclave.policy_handler import AGENT, AGENT_KEY, NOW, OWNER, WALLET
+from tests.enclave.sign_requests import spent
 from tests.support.policies import BLOCKED, MERCHANT, example_policy
 
 TABLE = Pubkey.from_string("4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T")

@@ -24,8 +24,8 @@ from enclave_app.sealing import LocalSealer
 from enclave_app.server import Handler
 from enclave_app.state import Enclave, Wallet
 from policies.signing import sign_document
-from tests.enclave.test_review_sign_path import AGENT, AGENT_KEY, NOW, OWNER, WALLET
-from tests.proxy.test_api_misc import offchain_message
+from tests.enclave.policy_handler import AGENT, AGENT_KEY, NOW, OWNER, WALLET
+from tests.support.offchain_messages import offchain_message
 from tests.support.policies import example_policy
 
 

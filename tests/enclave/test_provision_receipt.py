@@ -20,7 +20,7 @@ from enclave_app.receipts import (
     verify_receipt,
 )
 from enclave_app.sealing import LocalSealer
-from tests.enclave.test_enclave_e2e import WALLET
+from tests.enclave.sign_requests import WALLET
 from tests.support.enclave_world import EnclaveWorld, serving
 
 KEY = bytes(range(32))

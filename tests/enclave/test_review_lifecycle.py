@@ -40,9 +40,9 @@ from enclave_app.server import EnclaveServer, Handler, quotable
 from enclave_app.settings import load_settings
 from enclave_app.state import Enclave
 from enclave_app.transport import UnixAddress
-from tests.enclave.test_enclave_e2e import spent, transfer_tx
-from tests.enclave.test_enclave_runtime import _env
-from tests.enclave.test_review_sign_path import AGENT, NOW, OWNER, WALLET, _handler
+from tests.enclave.policy_handler import AGENT, NOW, OWNER, WALLET, policy_handler
+from tests.enclave.sign_requests import spent, transfer_tx
+from tests.enclave.startup_env import enclave_env
 
 SECRET = b"operator secret for the tests!!"
 OWNER_PUBLIC = OWNER.public_key().public_bytes_raw()
@@ -130,7 +130,7 @@ SURROGATE_KEY = b'{"document": {}, "signature": "x", "\\ud800": 1}'
 def test_a_lone_surrogate_in_an_owner_envelope_is_refused_and_changes_nothing(kind: str, envelope: bytes) -> None:
     """Before: a UnicodeEncodeError in the canonical encoding, before the signature check, moved the enclave to
     failed (in a value), or the refusal quoting the key could not be encoded and the connection dropped unanswered."""
-    handler = _handler()
+    handler = policy_handler()
     request = {
         "install_policy": lambda: InstallPolicyRequest(WALLET, envelope),
         "freeze": lambda: FreezeRequest(WALLET, envelope),
@@ -161,7 +161,7 @@ def test_an_error_message_quoting_a_lone_surrogate_can_be_sent() -> None:
 def test_a_peer_that_never_reads_its_answers_loses_its_connection_slot(tmp_path: Path) -> None:
     """Before: writing the answers had no time limit; with the socket buffers full the slot was held for ever and
     every other client got ``busy``."""
-    handler = _handler()
+    handler = policy_handler()
 
     async def main() -> None:
         path = str(tmp_path / "s.sock")
@@ -183,9 +183,9 @@ def test_a_peer_that_never_reads_its_answers_loses_its_connection_slot(tmp_path:
 def test_a_tcp_listener_off_loopback_is_refused_at_start_up(tmp_path: Path, listen: str) -> None:
     """Before: accepted, though whoever reaches the listener is "the parent" (no authentication in the protocol)."""
     with pytest.raises(SettingsError, match="loopback"):
-        load_settings(_env(tmp_path, LISTEN=listen))
+        load_settings(enclave_env(tmp_path, LISTEN=listen))
 
 
 @pytest.mark.parametrize("listen", ["tcp:127.0.0.1:5005", "tcp:[::1]:5005"])
 def test_a_loopback_tcp_listener_is_accepted(tmp_path: Path, listen: str) -> None:
-    assert load_settings(_env(tmp_path, LISTEN=listen)).listen is not None
+    assert load_settings(enclave_env(tmp_path, LISTEN=listen)).listen is not None

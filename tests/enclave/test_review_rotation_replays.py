@@ -11,7 +11,7 @@ from solders.pubkey import Pubkey
 
 from enclave_app.client import EnclaveClient
 from enclave_app.protocol import AgentKeyResponse
-from tests.enclave.test_agent_key_rotation import MULTISIG, WALLET, Rotation, held_agent, refused
+from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, refused
 from tests.support.enclave_world import EnclaveWorld, serving
 
 OTHER = "wallet-rot-2"

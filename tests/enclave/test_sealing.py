@@ -15,8 +15,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
-    NoEncryption,
-    PrivateFormat,
     PublicFormat,
     load_der_public_key,
 )
@@ -32,9 +30,9 @@ from enclave_app.sealing import (
     seal_agent_key,
     unseal_agent_key,
 )
+from tests.enclave.forged_kms import FixedDataKey, ForgingParent, raw_seed
 from tests.fakes.fake_nsm_device import FakeNsmDevice
 from tests.fakes.test_kms import AttestingTestKms, cdk_seal_key_policy
-from tests.support.cms_envelopes import build_envelope
 from tests.support.nitro_test_pki import NitroTestPki
 
 NOW = datetime(2032, 2, 3, 4, 5, 6, tzinfo=UTC)
@@ -99,17 +97,13 @@ def _agent() -> tuple[Ed25519PrivateKey, bytes]:
     return key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def _seed(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-
-
 def test_kms_seal_unseal_round_trip_with_right_pcrs(world: World) -> None:
     agent, agent_public = _agent()
     binding = SealBinding(WALLET, agent_public, world.owner_public)
     blob = seal_agent_key(world.sealer(), agent, binding)
     # A later boot of the same image: a new NSM device, a new ephemeral recipient key.
     recovered = unseal_agent_key(world.sealer(), blob, binding)
-    assert _seed(recovered) == _seed(agent)
+    assert raw_seed(recovered) == raw_seed(agent)
     operations = [(name, info["recipient"]) for name, info in world.kms.calls]
     assert operations == [("GenerateDataKey", True), ("Decrypt", True)]
 
@@ -155,57 +149,18 @@ def test_kms_blob_bound_to_wallet(world: World) -> None:
         unseal_agent_key(world.sealer(), blob, SealBinding(WALLET, agent_public, stranger))
 
 
-class ForgingParent:
-    """A compromised parent relaying KMS calls: it reads the attestation document (it is not secret), takes the
-    recipient public key from it, and answers Decrypt with a CMS envelope of a data key of its own choosing."""
-
-    def __init__(self, real: KmsApi, forged_data_key: bytes, *, with_plaintext: bool = False) -> None:
-        self._real = real
-        self._key = forged_data_key
-        self._with_plaintext = with_plaintext
-
-    def generate_data_key(self, **kwargs: Any) -> Mapping[str, Any]:
-        return self._real.generate_data_key(**kwargs)
-
-    def generate_random(self, **kwargs: Any) -> Mapping[str, Any]:
-        return self._real.generate_random(**kwargs)
-
-    def decrypt(self, **kwargs: Any) -> Mapping[str, Any]:
-        outer = cbor2.loads(kwargs["Recipient"]["AttestationDocument"])
-        payload = cbor2.loads(outer[2])
-        recipient_key = load_der_public_key(payload["public_key"])
-        envelope = build_envelope(self._key, recipient_key)  # type: ignore[arg-type]
-        return {
-            "KeyId": kwargs["KeyId"],
-            "Plaintext": self._key if self._with_plaintext else None,
-            "CiphertextForRecipient": envelope,
-        }
-
-
-class _FixedDataKey:
-    def __init__(self, key: bytes) -> None:
-        self.key = key
-
-    def generate_data_key(self, *, key_id: str, encryption_context: Mapping[str, str]) -> DataKey:
-        return DataKey(plaintext=self.key, ciphertext_blob=b"attacker-chosen")
-
-    def decrypt(self, *, key_id: str, ciphertext_blob: bytes, encryption_context: Mapping[str, str]) -> bytes:
-        return self.key
-
-    def generate_random(self, number_of_bytes: int) -> bytes:
-        return bytes(number_of_bytes)
-
-
 def test_forged_kms_answer_with_another_key_refused_by_public_key_comparison(world: World) -> None:
     _, pinned_public = _agent()
     binding = SealBinding(WALLET, pinned_public, world.owner_public)
     # The attacker seals ITS OWN seed under ITS OWN data key, with the pinned binding (all public information).
     attacker_key, attacker_data_key = Ed25519PrivateKey.generate(), b"\x42" * 32
-    forged_blob = KmsSealer(_FixedDataKey(attacker_data_key), key_id=world.seal_key).seal(_seed(attacker_key), binding)
+    forged_blob = KmsSealer(FixedDataKey(attacker_data_key), key_id=world.seal_key).seal(
+        raw_seed(attacker_key), binding
+    )
     forged_blob_fields = cbor2.loads(forged_blob)
     assert forged_blob_fields["data_key"] == b"attacker-chosen"
     sealer = world.sealer(client=ForgingParent(world.kms, attacker_data_key))
-    assert sealer.unseal(forged_blob, binding) == _seed(attacker_key)  # the AEAD alone is fooled...
+    assert sealer.unseal(forged_blob, binding) == raw_seed(attacker_key)  # the AEAD alone is fooled...
     with pytest.raises(KeyMismatchError, match="does not match the pinned public key"):
         unseal_agent_key(sealer, forged_blob, binding)  # ...the public-key comparison is not
 
@@ -243,7 +198,7 @@ def test_local_sealer_round_trip_and_wrong_secret() -> None:
     binding = SealBinding(WALLET, agent_public, b"\x07" * 32)
     blob = seal_agent_key(LocalSealer(b"operator secret, 32 bytes long!!"), agent, binding)
     recovered = unseal_agent_key(LocalSealer(b"operator secret, 32 bytes long!!"), blob, binding)
-    assert _seed(recovered) == _seed(agent)
+    assert raw_seed(recovered) == raw_seed(agent)
     with pytest.raises(SealingError, match="does not open"):
         unseal_agent_key(LocalSealer(b"operator secret, 32 bytes long!?"), blob, binding)
 
@@ -312,7 +267,7 @@ def test_flows_never_emit_the_seed(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     agent, agent_public = _agent()
-    seed = _seed(agent)
+    seed = raw_seed(agent)
     binding = SealBinding(WALLET, agent_public, world.owner_public)
     emitted: list[str] = []
     blobs: list[bytes] = []

@@ -39,40 +39,17 @@ from parent_proxy.sign_parts import message_hash
 from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
     Harness,
-    LoopThread,
-    agent_private_key,
     approve_escalated,
-    new_session_key,
     pending_approval_ids,
     sign_in_slot,
     signed_receipt,
-    spy_calls,
     stand_in_decision,
     stand_in_harness,
-    start_stand_in_enclave,
 )
-from tests.proxy.test_api_misc import offchain_message
-from tests.proxy.test_api_session_receipts import pending_reservations, records, sign_message
+from tests.proxy.harness_calls import pending_reservations, records, sign_message
+from tests.proxy.stand_in import StandIn, submissions
+from tests.support.offchain_messages import offchain_message
 from tests.support.policies import MERCHANT
-
-
-class StandIn:
-    """A provisioned wallet (messages allowed), its real agent key, and a stand-in enclave put on the socket by
-    `answer`; ``calls`` counts the signing requests it answered."""
-
-    def __init__(self, h: Harness, loop: LoopThread, servers: list[Any]) -> None:
-        self.h, self.loop, self.servers = h, loop, servers
-        self.agent = agent_private_key(h)
-        self.session = new_session_key()
-        self.calls = 0
-
-    def answer(self, make: Callable[[SessionKey], Any]) -> None:
-        def counted() -> Any:
-            self.calls += 1
-            return make(self.session)
-
-        self.servers.append(start_stand_in_enclave(self.loop, self.h.socket, self.session, counted))
-        self.h.services.relay._loaded[self.h.wallet_id] = 1  # the stand-in answers the signing request itself
 
 
 @pytest.fixture
@@ -102,11 +79,6 @@ def paid_by_another(h: Harness, lamports: int = 1000) -> bytes:
     payer = Pubkey.new_unique()
     ix = transfer(TransferParams(from_pubkey=h.agent, to_pubkey=MERCHANT, lamports=lamports))
     return bytes(Transaction.new_unsigned(Message.new_with_blockhash([ix], payer, Hash.new_unique())))
-
-
-def submissions(h: Harness) -> list[bytes]:
-    """Wrap the chain adapter's submit; the list grows by each transaction submitted."""
-    return spy_calls(h.services.chain, "submit")
 
 
 def failure(h: Harness, event: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from solders.system_program import AssignParams, assign
 from policies.orders import freeze_document
 from policies.signing import sign_document
 from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, provision, running_harness
-from tests.proxy.test_api_message_rules import sign_message
+from tests.proxy.harness_calls import sign_message
 from tests.support.policies import BLOCKED, MERCHANT
 
 TABLES = ["audit_log", "outbox"]

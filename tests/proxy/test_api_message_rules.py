@@ -7,16 +7,14 @@ at any hour and at any rate (noticed in review). The enclave's own check is in t
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.proxy.api_harness import Harness, provision, running_harness
-from tests.proxy.test_api_misc import offchain_message
+from tests.proxy.harness_calls import sign_message
 from tests.support.policies import MERCHANT
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -25,14 +23,6 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
     yield from running_harness(tmp_path)
-
-
-def sign_message(h: Harness, text: str = "login") -> Any:
-    return h.client.post(
-        f"/v1/wallets/{h.wallet_id}/messages/sign",
-        json={"message": base64.b64encode(offchain_message(h.agent, text)).decode()},
-        headers={"Authorization": f"Bearer {h.token}"},
-    )
 
 
 def test_messages_outside_the_time_windows_are_denied(h: Harness) -> None:

@@ -19,15 +19,6 @@ from tests.support.policies import MERCHANT
 OPENAPI_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 
-def offchain_message(signer: Pubkey, text: str) -> bytes:
-    """A version-0 off-chain message, restricted ASCII (format 0), one signer."""
-    body = text.encode("ascii")
-    return (
-        b"\xffsolana offchain" + b"\x00" + bytes(32) + b"\x00" + b"\x01" + bytes(signer)
-        + len(body).to_bytes(2, "little") + body
-    )  # fmt: skip
-
-
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
     for harness in running_harness(tmp_path, rate=3.0):

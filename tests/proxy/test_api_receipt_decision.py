@@ -27,10 +27,9 @@ from parent_proxy.audit_receipts import verify_audit_receipts
 from parent_proxy.enclave_sessions import CLOCK_SKEW_MESSAGE, RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.sign_parts import message_hash
 from tests.proxy.api_harness import sign_in_slot, signed_receipt, stand_in_decision, stand_in_harness
-from tests.proxy.test_api_agent_signature_check import StandIn, submissions
-from tests.proxy.test_api_misc import offchain_message
-from tests.proxy.test_api_receipt_message_hash import CONTRADICTS
-from tests.proxy.test_api_session_receipts import pending_reservations, records, sign_message
+from tests.proxy.harness_calls import pending_reservations, records, sign_message
+from tests.proxy.stand_in import CONTRADICTS, StandIn, submissions
+from tests.support.offchain_messages import offchain_message
 from tests.support.policies import MERCHANT
 
 DECISION_EDITS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

@@ -41,13 +41,11 @@ from tests.proxy.api_harness import (
     stand_in_decision,
     stand_in_harness,
 )
-from tests.proxy.test_api_agent_signature_check import StandIn, submissions
-from tests.proxy.test_api_misc import offchain_message
-from tests.proxy.test_api_session_receipts import pending_reservations, records, sign_message
-from tests.proxy.test_audit_receipts_cli import cli, read, real_log, rewrite
+from tests.proxy.audit_log_rewrites import cli, read, real_log, rewrite
+from tests.proxy.harness_calls import pending_reservations, records, sign_message
+from tests.proxy.stand_in import CONTRADICTS, StandIn, submissions
+from tests.support.offchain_messages import offchain_message
 from tests.support.policies import MERCHANT
-
-CONTRADICTS = "the enclave answered a receipt that contradicts its answer; nothing was signed"
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.proxy.api_contract_checks import SCHEMA, call_kwargs, make_checks
 from tests.proxy.api_harness import Harness, provision, running_harness
-from tests.proxy.test_api_schemathesis import SCHEMA, call_kwargs, make_checks
 
 CREATE_WALLET = SCHEMA["/v1/wallets"]["POST"]
 # The exact values the fuzzer generated (derandomized, 25 examples per operation).

@@ -35,7 +35,7 @@ from parent_proxy.enclave_sessions import (
     split_receipt,
 )
 from parent_proxy.sign_parts import message_hash
-from parent_proxy.store.model import AuditRecord, ReservationStatus
+from parent_proxy.store.model import AuditRecord
 from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
     Harness,
@@ -56,14 +56,11 @@ from tests.proxy.api_harness import (
     start_stand_in_enclave,
     stop_enclave,
 )
-from tests.proxy.test_api_misc import offchain_message
+from tests.proxy.harness_calls import pending_reservations, records, sign_message
+from tests.support.offchain_messages import offchain_message
 from tests.support.policies import MERCHANT
 
 NONCE = "cd" * 32
-
-
-def records(h: Harness) -> list[AuditRecord]:
-    return list(h.store.audit_records(0, 10_000))
 
 
 def sessions(h: Harness) -> list[AuditRecord]:
@@ -74,22 +71,9 @@ def session_key(record: AuditRecord) -> bytes:
     return bytes(Pubkey.from_string(json.loads(record.payload)["session_public_key"]))
 
 
-def pending_reservations(h: Harness) -> list[str]:
-    rows = h.store.inner._conn().execute("SELECT status FROM reservations").fetchall()
-    return [r[0] for r in rows if r[0] == ReservationStatus.PENDING]
-
-
 def count_attestations(h: Harness) -> list[bytes]:
     """Wrap the relay's attestation call; the list grows by the nonce of each call."""
     return spy_calls(h.services.relay, "attestation")
-
-
-def sign_message(h: Harness, text: str = "login") -> Any:
-    return h.client.post(
-        f"/v1/wallets/{h.wallet_id}/messages/sign",
-        json={"message": base64.b64encode(offchain_message(h.agent, text)).decode()},
-        headers={"Authorization": f"Bearer {h.token}"},
-    )
 
 
 # -- the real enclave ---------------------------------------------------------------------------------------------

@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from parent_proxy.settings import DynamoState, SettingsError, SqliteState, load_settings, parse_bool
-
-OWNER = "FHEqRxoKaHqjfmpq5sDHwcTRetKh7uJny2UVN4pcd24J"
-BASE = {
-    "WAIAAS_STATE": "sqlite:/var/lib/waiaas/state.db",
-    "WAIAAS_ENCLAVE": "unix:/run/waiaas/enclave.sock",
-    "WAIAAS_OWNER_KEYS": OWNER,
-    "WAIAAS_CHAIN": "litesvm",
-}
+from tests.proxy.minimal_settings import BASE, OWNER
 
 
 def test_minimal_settings_and_defaults() -> None:

@@ -169,7 +169,7 @@ def test_submit_broadcasts_through_the_chain_adapter(h: Harness) -> None:
 
 
 def test_off_chain_message_is_signed(h: Harness) -> None:
-    from tests.proxy.test_api_misc import offchain_message
+    from tests.support.offchain_messages import offchain_message
 
     message = offchain_message(h.agent, "hello")
     response = h.client.post(
@@ -185,7 +185,7 @@ def test_off_chain_message_is_signed(h: Harness) -> None:
 
 
 def test_off_chain_message_refused_when_the_policy_does_not_allow_it(h: Harness) -> None:
-    from tests.proxy.test_api_misc import offchain_message
+    from tests.support.offchain_messages import offchain_message
 
     installed = h.owner_call(
         "PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": h.policy(2, offchain_messages={"allowed": False})}

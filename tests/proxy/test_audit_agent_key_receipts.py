@@ -25,7 +25,8 @@ from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt
 from parent_proxy.enclave_sessions import RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.store.model import AuditRecord
 from tests.proxy.api_harness import Harness, new_session_key, running_harness
-from tests.proxy.test_api_agent_key_rotation import (
+from tests.proxy.audit_log_rewrites import cli, first, read, rewrite, with_payload
+from tests.proxy.rotation_requests import (
     agent_key_path,
     chain_shows,
     multisig_wallet,
@@ -33,7 +34,6 @@ from tests.proxy.test_api_agent_key_rotation import (
     session_key,
     switch_body,
 )
-from tests.proxy.test_audit_receipts_cli import cli, first, read, rewrite, with_payload
 from tests.support.policies import MERCHANT
 from tests.support.squads_rotation import rotation_transaction
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,60 +22,16 @@ from solders.pubkey import Pubkey
 
 from enclave_app.nsm import DeviceNsm
 from enclave_app.server import SESSION_USER_DATA
-from parent_proxy.audit import canonical_json, iter_audit_records, record_hash
+from parent_proxy.audit import canonical_json
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, split_receipt
-from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord
+from parent_proxy.store.model import AuditRecord
 from parent_proxy.store.sqlite import SqliteStore
-from policies.cli import main
 from tests.fakes.fake_nsm_device import FakeNsmDevice
-from tests.proxy.api_harness import new_session_key, provision, running_harness
-from tests.proxy.test_api_session_receipts import sign_message
+from tests.proxy.api_harness import new_session_key
+from tests.proxy.audit_log_rewrites import cli, first, read, real_log, rewrite, with_payload
 from tests.support.nitro_test_pki import NitroTestPki
-from tests.support.policies import MERCHANT
 
 PCRS = {i: bytes([0xB0 + i]) * 48 for i in range(16)}
-
-
-def cli(capsys: pytest.CaptureFixture[str], db: Path, *args: str) -> tuple[int, str, str]:
-    code = main(["audit", "verify", "--db", str(db), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def real_log(tmp_path: Path, *, attestation: str = "none", nsm: Any = None) -> Path:
-    """A state database whose audit log the real proxy and enclave wrote: 2 signed transfers, 1 signed message."""
-    for h in running_harness(tmp_path, attestation=attestation, nsm=nsm):
-        provision(h, h.policy(1, offchain_messages={"allowed": True}))
-        for _ in range(2):
-            assert h.sign(h.transfer(1000, MERCHANT)).status_code == 200
-        assert sign_message(h).status_code == 200
-    return tmp_path / "state.db"
-
-
-def read(db: Path) -> list[AuditRecord]:
-    store = SqliteStore(db)
-    try:
-        return list(iter_audit_records(store))
-    finally:
-        store.close()
-
-
-def rewrite(db: Path, records: list[AuditRecord]) -> None:
-    """What a hostile parent can do: replace the log with ``records``, renumbered and re-hashed from genesis."""
-    sealed, prev = [], GENESIS_PREV_HASH
-    for seq, record in enumerate(records, start=1):
-        unsealed = dataclasses.replace(record, seq=seq, prev_hash=prev, hash=b"")
-        prev = record_hash(unsealed)
-        sealed.append(dataclasses.replace(unsealed, hash=prev))
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("DELETE FROM audit_log")
-        conn.executemany(
-            "INSERT INTO audit_log (seq, time, wallet_id, event_type, payload, receipt, prev_hash, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.seq, r.time, r.wallet_id, r.event_type, r.payload, r.receipt, r.prev_hash, r.hash) for r in sealed],
-        )
-    conn.close()
 
 
 def resign(record: AuditRecord, signer: Any) -> AuditRecord:
@@ -84,15 +39,6 @@ def resign(record: AuditRecord, signer: Any) -> AuditRecord:
     assert record.receipt is not None
     receipt, _ = split_receipt(record.receipt)
     return dataclasses.replace(record, receipt=receipt + signer.sign_encoded(receipt))
-
-
-def with_payload(record: AuditRecord, **changes: Any) -> AuditRecord:
-    payload = {**json.loads(record.payload), **changes}
-    return dataclasses.replace(record, payload=json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
-
-
-def first(records: list[AuditRecord], event_type: str) -> int:
-    return next(i for i, r in enumerate(records) if r.event_type == event_type)
 
 
 # -- a real log ---------------------------------------------------------------------------------------------------

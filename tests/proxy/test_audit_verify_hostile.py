@@ -14,7 +14,7 @@ import pytest
 
 from parent_proxy.enclave_sessions import RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.store.model import AuditRecord
-from tests.proxy.test_audit_receipts_cli import cli, first, read, real_log, rewrite, with_payload
+from tests.proxy.audit_log_rewrites import cli, first, read, real_log, rewrite, with_payload
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.receipts import AgentKeyReceipt, SessionKey
 from policies.cli import main
 from tests.proxy.api_harness import running_harness
-from tests.proxy.test_api_agent_key_rotation import agent_key_path, multisig_wallet
+from tests.proxy.rotation_requests import agent_key_path, multisig_wallet
 
 NONCE = "ab" * 32
 PCR0 = bytes([9]) * 48

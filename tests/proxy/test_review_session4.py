@@ -17,8 +17,8 @@ from parent_proxy.owner_auth import OwnerRequest, StoreNonceRegistry, owner_requ
 from parent_proxy.settings import SettingsError, load_settings
 from parent_proxy.store.protocol import Store
 from tests.proxy.api_harness import Harness, provision, running_harness
-from tests.proxy.test_api_misc import offchain_message
-from tests.proxy.test_api_settings import BASE
+from tests.proxy.minimal_settings import BASE
+from tests.support.offchain_messages import offchain_message
 from tests.support.policies import owner_public_key
 
 

@@ -39,7 +39,7 @@ from parent_proxy.store.sealed_keys import SealedKeyReplacement
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
-from tests.proxy.test_store_dynamodb_faults import Hooked
+from tests.proxy.hooked_client import Hooked
 
 T0 = 1_700_000_000.0
 AGENT = b"\x01" * 32  # make_wallet's agent key

@@ -40,7 +40,7 @@ from parent_proxy.store.model import (
 )
 from parent_proxy.store.protocol import AuditSealer, Store
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
-from tests.proxy.test_store_dynamodb_faults import Hooked
+from tests.proxy.hooked_client import Hooked
 
 T0 = 1_700_000_000.0
 DIGEST = b"\x07" * 32

@@ -12,9 +12,8 @@ contention for the audit head, a free idempotency key reported "in progress", a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -32,23 +31,10 @@ from parent_proxy.errors import (
 from parent_proxy.store.dynamodb_base import TRANSACT_ATTEMPTS, ConditionFailed, Contended, translate
 from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, OutboxItem, ReservationStatus
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
+from tests.proxy.hooked_client import Hook, Hooked
 
 T0 = 1_700_000_000.0
 H = b"\x11" * 32
-Hook = Callable[..., Any]
-
-
-@dataclass
-class Hooked:
-    """The boto3 client, with ``hooks[method](real_method, **kwargs)`` run instead of the named methods."""
-
-    inner: Any
-    hooks: dict[str, Hook] = field(default_factory=dict)
-
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self.inner, name)
-        hook = self.hooks.get(name)
-        return real if hook is None else (lambda **kwargs: hook(real, **kwargs))
 
 
 @pytest.fixture

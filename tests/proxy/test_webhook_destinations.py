@@ -28,10 +28,10 @@ from parent_proxy.store.model import OutboxStatus
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.webhook_transport import Resolver, system_resolver, webhook_client
 from parent_proxy.webhook_urls import IPAddress, check_address, check_webhook_url
-from tests.enclave.test_forwarder import _tls_material
 from tests.proxy.api_harness import provision, running_harness
-from tests.proxy.test_api_settings import BASE
-from tests.proxy.test_webhooks import Receiver, deliver_once, serving
+from tests.proxy.minimal_settings import BASE
+from tests.proxy.webhook_receiver import Receiver, deliver_once, serving
+from tests.support.tls_contexts import tls_material
 
 ALLOW_HINT = "not globally routable (set WAIAAS_WEBHOOK_ALLOW_PRIVATE=true to allow private receivers)"
 
@@ -220,7 +220,7 @@ def test_the_connection_goes_to_the_address_that_was_checked(
 def test_tls_names_the_url_host_while_connecting_to_the_checked_address(
     sqlite_store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server_context, _ = _tls_material(tmp_path, "hooks.test")
+    server_context, _ = tls_material(tmp_path, "hooks.test")
     names: list[str | None] = []
 
     def record_sni(_sock: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:

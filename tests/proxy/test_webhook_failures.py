@@ -1,5 +1,5 @@
 """Deliveries that fail before any HTTP exchange are failed attempts like the others, and the retry budget
-outlasts a day-long receiver outage. Real receivers on 127.0.0.1 (tests/proxy/test_webhooks.py)."""
+outlasts a day-long receiver outage. Real receivers on 127.0.0.1 (tests/proxy/webhook_receiver.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from parent_proxy.store.model import OutboxStatus, WebhookConfig
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.webhooks import LEASE_SECONDS, MAX_ATTEMPTS, backoff_delay, enqueue_event
 from tests.proxy.conftest import FakeClock, make_wallet
-from tests.proxy.test_webhooks import SECRET, Receiver, local_client, serving, worker_for
+from tests.proxy.webhook_receiver import SECRET, Receiver, local_client, serving, worker_for
 
 DAY = 86_400.0
 

@@ -17,7 +17,7 @@ from parent_proxy.store.model import OutboxStatus
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.webhook_transport import POST_DEADLINE_SECONDS
 from parent_proxy.webhooks import CLAIM_BATCH, LEASE_SECONDS
-from tests.proxy.test_webhooks import deliver_once, local_client, serving
+from tests.proxy.webhook_receiver import deliver_once, local_client, serving
 
 BIG_BODY_BYTES = 64 * 1024 * 1024
 DRIP_SECONDS = 4.0

@@ -15,7 +15,7 @@ from parent_proxy.store.model import OutboxStatus
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.webhook_transport import webhook_client
 from parent_proxy.webhook_urls import redact_url
-from tests.proxy.test_webhooks import Receiver, deliver_once, local_client, serving
+from tests.proxy.webhook_receiver import Receiver, deliver_once, local_client, serving
 
 CREDENTIALS = ("hookuser", "HOOK-PASSWORD", "PATH-TOKEN", "QUERY-TOKEN")
 LIBRARY_LOGGERS = ("httpx", "httpcore")  # they log each request's URL at INFO and DEBUG

@@ -1,0 +1,37 @@
+"""An in-memory enclave Handler at a fixed time: one wallet, fixed owner and agent keys, the example policy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.pubkey import Pubkey
+
+from enclave_app.no_attestation import NoAttestationNsm
+from enclave_app.protocol import ErrorResponse, InstallPolicyRequest
+from enclave_app.sealing import LocalSealer
+from enclave_app.server import Handler
+from enclave_app.state import Enclave, Wallet
+from policies.signing import sign_document
+from tests.support.policies import example_policy
+
+NOW = datetime(2032, 2, 3, 4, 5, 6, tzinfo=UTC)
+WALLET = "w-review"
+OWNER = Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32)
+AGENT_KEY = Ed25519PrivateKey.from_private_bytes(bytes([9]) * 32)
+AGENT = Pubkey.from_bytes(AGENT_KEY.public_key().public_bytes_raw())
+
+
+def policy_handler() -> Handler:
+    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW)
+    owner = Pubkey.from_bytes(OWNER.public_key().public_bytes_raw())
+    enclave.add(Wallet(wallet_id=WALLET, owner=owner, agent_key=AGENT_KEY, agent=AGENT))
+    handler = Handler(enclave, LocalSealer(b"operator secret for the tests!!"))
+    document = example_policy()
+    document["wallet_id"] = WALLET
+    signed = json.dumps(sign_document("policy", document, OWNER)).encode()
+    answer = asyncio.run(handler.handle(InstallPolicyRequest(WALLET, signed)))
+    assert not isinstance(answer, ErrorResponse), answer
+    return handler

@@ -1,0 +1,78 @@
+"""A wallet whose policy declares a Squads multisig, the owner's rotation orders for it, awaited refusals."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from solders.message import to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from enclave_app.client import EnclaveClient
+from enclave_app.errors import EnclaveRequestError
+from enclave_app.protocol import AgentKeyResponse
+from enclave_app.state import Enclave
+from policies.orders import AGENT_KEY_ROTATION_PURPOSE, AGENT_KEY_SWITCH_PURPOSE, rotation_document, switch_document
+from tests.support.enclave_world import EnclaveWorld
+from tests.support.squads_rotation import rotation_transaction
+
+WALLET = "wallet-rot"
+MULTISIG = Pubkey.from_string("7Yb4ZqFQmKQ6nqpYkY5ZbL8kS4hW1bWq3m8qfXkJ9XnA")
+
+
+def refused(code: str, call: Awaitable[Any]) -> Awaitable[None]:
+    async def go() -> None:
+        with pytest.raises(EnclaveRequestError) as caught:
+            await call
+        assert caught.value.code == code, caught.value
+
+    return go()
+
+
+class Rotation:
+    """A provisioned wallet whose policy declares ``MULTISIG``, and the owner's documents for its rotation."""
+
+    def __init__(self, world: EnclaveWorld, client: EnclaveClient) -> None:
+        self.world = world
+        self.client = client
+        self.agent = Pubkey.from_bytes(b"\0" * 32)
+        self.blob = b""
+
+    async def setup(self, **rules: Any) -> Rotation:
+        provisioned = await self.client.provision_wallet(WALLET, self.world.owner_public)
+        assert provisioned.sealed_blob is not None
+        self.agent, self.blob = Pubkey.from_bytes(provisioned.agent_public_key), provisioned.sealed_blob
+        rules.setdefault("squads_multisig", str(MULTISIG))
+        await self.client.install_policy(WALLET, self.world.policy(WALLET, **rules))
+        return self
+
+    @property
+    def owner(self) -> Pubkey:
+        return Pubkey.from_bytes(self.world.owner_public)
+
+    def expires(self, lifetime: int = 600) -> int:
+        return int(self.world.clock.now.timestamp()) + lifetime
+
+    def transaction(self, new_agent: Pubkey, **changes: Any) -> bytes:
+        return rotation_transaction(MULTISIG, owner=self.owner, agent=self.agent, new_agent=new_agent, **changes)
+
+    def rotation_order(self, raw: bytes, new_agent: Pubkey, *, agent: Pubkey | None = None, **kw: Any) -> bytes:
+        message = to_bytes_versioned(VersionedTransaction.from_bytes(raw).message)
+        document = rotation_document(
+            WALLET, agent or self.agent, new_agent, hashlib.sha256(message).digest(), self.expires()
+        )
+        return self.world.signed(AGENT_KEY_ROTATION_PURPOSE, document, **kw)
+
+    def switch_order(self, new_agent: Pubkey, *, agent: Pubkey | None = None, **kw: Any) -> bytes:
+        return self.world.signed(AGENT_KEY_SWITCH_PURPOSE, switch_document(WALLET, agent or self.agent, new_agent,
+                                                                     self.expires()), **kw)  # fmt: skip
+
+    async def candidate(self) -> AgentKeyResponse:
+        return await self.client.prepare_agent_key(WALLET)
+
+
+def held_agent(enclave: Enclave) -> Pubkey:
+    return enclave.wallet(WALLET).agent

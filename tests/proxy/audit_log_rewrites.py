@@ -1,0 +1,70 @@
+"""A real audit log, read and rewritten as a hostile parent would, and ``waiaas audit verify`` run on it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parent_proxy.audit import iter_audit_records, record_hash
+from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord
+from parent_proxy.store.sqlite import SqliteStore
+from policies.cli import main
+from tests.proxy.api_harness import provision, running_harness
+from tests.proxy.harness_calls import sign_message
+from tests.support.policies import MERCHANT
+
+
+def cli(capsys: pytest.CaptureFixture[str], db: Path, *args: str) -> tuple[int, str, str]:
+    code = main(["audit", "verify", "--db", str(db), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def real_log(tmp_path: Path, *, attestation: str = "none", nsm: Any = None) -> Path:
+    """A state database whose audit log the real proxy and enclave wrote: 2 signed transfers, 1 signed message."""
+    for h in running_harness(tmp_path, attestation=attestation, nsm=nsm):
+        provision(h, h.policy(1, offchain_messages={"allowed": True}))
+        for _ in range(2):
+            assert h.sign(h.transfer(1000, MERCHANT)).status_code == 200
+        assert sign_message(h).status_code == 200
+    return tmp_path / "state.db"
+
+
+def read(db: Path) -> list[AuditRecord]:
+    store = SqliteStore(db)
+    try:
+        return list(iter_audit_records(store))
+    finally:
+        store.close()
+
+
+def rewrite(db: Path, records: list[AuditRecord]) -> None:
+    """What a hostile parent can do: replace the log with ``records``, renumbered and re-hashed from genesis."""
+    sealed, prev = [], GENESIS_PREV_HASH
+    for seq, record in enumerate(records, start=1):
+        unsealed = dataclasses.replace(record, seq=seq, prev_hash=prev, hash=b"")
+        prev = record_hash(unsealed)
+        sealed.append(dataclasses.replace(unsealed, hash=prev))
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("DELETE FROM audit_log")
+        conn.executemany(
+            "INSERT INTO audit_log (seq, time, wallet_id, event_type, payload, receipt, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.seq, r.time, r.wallet_id, r.event_type, r.payload, r.receipt, r.prev_hash, r.hash) for r in sealed],
+        )
+    conn.close()
+
+
+def with_payload(record: AuditRecord, **changes: Any) -> AuditRecord:
+    payload = {**json.loads(record.payload), **changes}
+    return dataclasses.replace(record, payload=json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
+
+
+def first(records: list[AuditRecord], event_type: str) -> int:
+    return next(i for i, r in enumerate(records) if r.event_type == event_type)

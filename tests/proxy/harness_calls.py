@@ -1,0 +1,27 @@
+"""Calls and look-ups on a running API harness: an off-chain message to sign, audit records, reservations."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from parent_proxy.store.model import AuditRecord, ReservationStatus
+from tests.proxy.api_harness import Harness
+from tests.support.offchain_messages import offchain_message
+
+
+def records(h: Harness) -> list[AuditRecord]:
+    return list(h.store.audit_records(0, 10_000))
+
+
+def pending_reservations(h: Harness) -> list[str]:
+    rows = h.store.inner._conn().execute("SELECT status FROM reservations").fetchall()
+    return [r[0] for r in rows if r[0] == ReservationStatus.PENDING]
+
+
+def sign_message(h: Harness, text: str = "login") -> Any:
+    return h.client.post(
+        f"/v1/wallets/{h.wallet_id}/messages/sign",
+        json={"message": base64.b64encode(offchain_message(h.agent, text)).decode()},
+        headers={"Authorization": f"Bearer {h.token}"},
+    )

@@ -1,0 +1,11 @@
+"""The smallest environment the proxy's settings accept: SQLite state, a Unix socket, one owner, LiteSVM."""
+
+from __future__ import annotations
+
+OWNER = "FHEqRxoKaHqjfmpq5sDHwcTRetKh7uJny2UVN4pcd24J"
+BASE = {
+    "WAIAAS_STATE": "sqlite:/var/lib/waiaas/state.db",
+    "WAIAAS_ENCLAVE": "unix:/run/waiaas/enclave.sock",
+    "WAIAAS_OWNER_KEYS": OWNER,
+    "WAIAAS_CHAIN": "litesvm",
+}

@@ -1,0 +1,110 @@
+"""A webhook receiver on 127.0.0.1 that fails on purpose and checks signatures, and one delivery round to it."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import random
+import socketserver
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
+
+import httpx
+
+from parent_proxy.store.model import WebhookConfig
+from parent_proxy.store.protocol import Store
+from parent_proxy.webhook_transport import POST_DEADLINE_SECONDS, webhook_client
+from parent_proxy.webhooks import WebhookWorker, enqueue_event
+from tests.proxy.conftest import FakeClock, make_wallet
+
+SECRET = b"webhook-secret-0123456789abcdef!"
+ServerT = TypeVar("ServerT", bound=socketserver.BaseServer)
+
+
+@contextlib.contextmanager
+def serving(server: ServerT) -> Iterator[ServerT]:
+    """Run ``server`` in a thread for the duration of the block."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def local_client(deadline_seconds: float = POST_DEADLINE_SECONDS) -> httpx.Client:
+    """The production client, allowed to reach the receivers on 127.0.0.1 (``WAIAAS_WEBHOOK_ALLOW_PRIVATE``)."""
+    return webhook_client(allow_private=True, deadline_seconds=deadline_seconds)
+
+
+def worker_for(store: Store, clock: FakeClock, client: httpx.Client) -> WebhookWorker:
+    return WebhookWorker(store, clock, client, random.Random(7))
+
+
+def deliver_once(store: Store, url: str, client: httpx.Client, wallet_id: str = "w1") -> tuple[str, list[str | None]]:
+    """Give a new wallet the webhook ``url``, queue one event, run one delivery round: the item's status then,
+    and the errors of its delivery log (None for a delivery)."""
+    clock = FakeClock()
+    store.create_wallet(make_wallet(wallet_id))
+    store.set_webhook(WebhookConfig(wallet_id, url, SECRET))
+    item = enqueue_event(store, clock, wallet_id, "decision", {})
+    worker_for(store, clock, client).run_once()
+    return store.get_outbox_item(item.event_id).status, [a.error for a in store.delivery_log(item.event_id)]
+
+
+class Receiver(ThreadingHTTPServer):
+    """Answers 500 to the first ``fail_first`` requests, then 200 (or a 307 to ``redirect_to``); records bodies
+    whose signature verified and every request's Host header."""
+
+    def __init__(self, fail_first: int, redirect_to: str | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.fail_first = fail_first
+        self.redirect_to = redirect_to
+        self.requests = 0
+        self.accepted: list[bytes] = []
+        self.hosts: list[str] = []
+        self.bad_signatures = 0
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        timestamp = self.headers["WAIaaS-Timestamp"]
+        # Checked independently of the code under test: Stripe-style HMAC over "timestamp.body".
+        expected = "v1=" + hmac.new(SECRET, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        self.server.requests += 1
+        self.server.hosts.append(self.headers["Host"])
+        location = self.server.redirect_to
+        if not hmac.compare_digest(expected, self.headers["WAIaaS-Signature"]):
+            self.server.bad_signatures += 1
+            status = 400
+        elif self.server.requests <= self.server.fail_first:
+            status = 500
+        elif location is not None:
+            status = 307
+        else:
+            self.server.accepted.append(body)
+            status = 200
+        self.send_response(status)
+        if location is not None:
+            self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
