@@ -36,18 +36,18 @@ ENCLAVE_MIN_MEMORY_MIB = 512
 ENCLAVE_MIN_CPUS = 2
 """Enclave vCPUs come in whole cores; on x86 a core is two vCPUs, and one core stays with the parent."""
 
-_ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
-_REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
-_INSTANCE_TYPE_RE = re.compile(r"^(?P<family>[a-z][a-z0-9-]*)\.(?P<size>[0-9]*x?large|metal(-[0-9]+xl)?)$")
+_ACCOUNT_RE = re.compile(r"^[0-9]{12}\Z")
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]\Z")
+_INSTANCE_TYPE_RE = re.compile(r"^(?P<family>[a-z][a-z0-9-]*)\.(?P<size>[0-9]*x?large|metal(-[0-9]+xl)?)\Z")
 _BURSTABLE_RE = re.compile(r"^t[0-9]")
-_PCR_RE = re.compile(r"^[0-9a-f]{96}$")
-_PRINCIPAL_RE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}$")
+_PCR_RE = re.compile(r"^[0-9a-f]{96}\Z")
+_PRINCIPAL_RE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}\Z")
 _CERT_RE = re.compile(
     r"^arn:aws(-cn|-us-gov)?:acm:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):certificate/[0-9a-f-]{36}$"
 )
-_RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_RPC_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
+_RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+_RPC_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?\Z")
 
 
 class ConfigError(ValueError):

@@ -46,8 +46,8 @@ from enclave_app.transport import Address, TcpAddress, VsockAddress, parse_addre
 
 PREFIX = "WAIAAS_ENCLAVE_"
 MAX_CONNECTIONS_LIMIT = 1024
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
-_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z]{2}(?:-[a-z]+)+-\d{1,2}):(\d{12}):key/([A-Za-z0-9-]{1,128})$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}\Z")
+_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z]{2}(?:-[a-z]+)+-\d{1,2}):(\d{12}):key/([A-Za-z0-9-]{1,128})\Z")
 """A full key ARN (partition, region, account, key id). Not an alias and not a bare key id: those are looked up in
 the account of whoever's credentials sign the call, and the parent lends the credentials (a hostile parent could
 lend its own account's and have the agent keys sealed under a key it can use)."""

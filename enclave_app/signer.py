@@ -146,7 +146,8 @@ def sign_transaction(enclave: Enclave, request: SignTransactionRequest) -> Trans
     now = enclave.clock()
     now_s = now.timestamp()
     wallet.ledger.prune(now_s, installed.horizon)
-    wallet.ledger.check_room(1 + 1 + len(policy.periods_by_asset))  # a request, a denial, one entry per asset
+    # A request, a denial, and one entry per asset it may reserve: each limit's and the fees.
+    wallet.ledger.check_room(1 + 1 + len(policy.rules.limits) + 1)
     supplied = _lookup_tables(request) if request.lookup_tables else None
     # 3. Decode here, once: the decoded message is what is hashed, judged and signed. Lookups resolve from the
     #    owner's pins in the policy only; the parent's table contents are merely cross-checked against them.

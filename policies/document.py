@@ -53,9 +53,9 @@ MAX_WINDOW_SECONDS = 31 * 24 * 3600
 MAX_LIST_ITEMS = 256
 """Most entries in any list rule (destinations, programs, mints, limits)."""
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,19})$")
-_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,19})\Z")
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])\Z|^24:00\Z")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 T = TypeVar("T")

@@ -74,7 +74,7 @@ class _Evaluation:
         self.verdict = Verdict.ALLOW
         self.outflows: dict[str, int] = {}
         self.fee = 0
-        """The fee a wallet key pays, when the policy counts fees in periods (reserved under ``FEES``)."""
+        """The fee a wallet key pays (0 when someone else pays), reserved under ``FEES``."""
 
     def raise_to(self, verdict: Verdict, rule: str, message: str, **detail: str | int | None) -> None:
         self.reasons.append(Reason(verdict, rule, message, **detail))  # type: ignore[arg-type]
@@ -139,15 +139,16 @@ class _Evaluation:
                 seen=fees.total_lamports,
                 allowed=caps.max_total_fee_lamports,
             )
-        if not caps.periods:
-            return
+        # Reserved whether or not the policy has fee periods, so that periods added later count the fees already
+        # paid in their windows.
         self.fee = fees.total_lamports
         for period in caps.periods:
             spent = self.ctx.spent.get((FEES, period.window_seconds))
             if spent is None or spent < 0:
-                self.raise_to(Verdict.DENY, f"fees.{period.id}", "the fee state for this window is missing")
+                rule = f"fees.periods.{period.id}"
+                self.raise_to(Verdict.DENY, rule, "the fee state for this window is missing")
                 continue
-            self._period_tier("fees", FEES, period, spent + self.fee, spent)
+            self._period_tier("fees.periods", FEES, period, spent + self.fee, spent)
 
     def check_limits(self) -> None:
         for asset, amount in self.outflows.items():

@@ -6,7 +6,7 @@ if a decoder cannot describe an instruction completely, it says so with an `Opaq
 `DecodeError`), and the evaluator denies.
 
 Amounts are raw units (lamports, token base units) as Python ints. Assets are `NATIVE_SOL` or a mint address in
-base58.
+base58 (and, in reservations and spending windows only, `FEES`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from policies.fastinit import fast_init
 NATIVE_SOL = "SOL"
 """Asset name of native SOL (lamports) in effects, limits and reservations."""
 FEES = "fees"
-"""Asset name of the transaction fees a wallet key pays (lamports), in the fee periods, reservations and ledgers.
-Never a mint (a base58 address has 32 to 44 characters) nor ``NATIVE_SOL``: fees are counted apart from the SOL
-limits (`policies.rules.FeeCaps.periods`)."""
+"""Asset name of the transaction fees a wallet key pays (lamports), in the fee periods, reservations and ledgers
+(reserved under every policy, limited by ``rules.fees.periods`` when it has any). Never a mint (a base58 address has
+32 to 44 characters) nor ``NATIVE_SOL``: fees are counted apart from the SOL limits."""
 
 
 class AccountView(NamedTuple):

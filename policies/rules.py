@@ -56,8 +56,9 @@ class FeeCaps:
     max_compute_unit_limit: int
     max_total_fee_lamports: int
     periods: tuple[PeriodLimit, ...] = ()
-    """Rolling windows over the fees wallet keys pay (lamports, under the asset ``policies.model.FEES``), tiered like
-    the asset limits' periods; none: fees are bounded only by ``max_total_fee_lamports`` times the request rate."""
+    """Rolling windows over the fees wallet keys pay (lamports, under the asset ``policies.model.FEES``, reserved
+    whatever the policy), tiered like the asset limits' periods; rule ids ``fees.periods.<id>``. None: fees are
+    bounded only by ``max_total_fee_lamports`` times the request rate."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from policies.errors import PolicyDocumentError, PolicySignatureError
 
 DOMAIN_PREFIX = b"\xffwaiaas/"
 POLICY_PURPOSE = "policy"
-_PURPOSE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_PURPOSE = re.compile(r"^[a-z][a-z0-9-]{0,31}\Z")
 
 
 def signing_payload(purpose: str, document: dict[str, Any]) -> bytes:

@@ -36,7 +36,7 @@ from parent_proxy.store.model import (
 )
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-"""Wallet ids, request ids, asset names (``SOL`` or a base58 mint), event and approval ids."""
+"""Wallet ids, request ids, asset names (``SOL``, a base58 mint, or ``fees``), event and approval ids."""
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 """Printable ASCII, no spaces, like the common ``Idempotency-Key`` header conventions."""
 PUBKEY_BYTES = 32

@@ -59,6 +59,7 @@ def test_missing_pcr0_is_named() -> None:
         ("abc", r"96 lowercase hex"),
         (PCR0.upper(), r"96 lowercase hex"),
         (PCR0 + "00", r"96 lowercase hex"),
+        (PCR0 + "\n", r"96 lowercase hex"),  # Python's "$" would match before it
         ("0" * 96, r"all zeros"),
         (12, r"non-empty string"),
     ],

@@ -44,7 +44,7 @@ def test_fees_above_the_automatic_threshold_in_the_window_escalate() -> None:
     decision = s.decide(s.legacy(s.pay(1_000)))
     assert decision.verdict is Verdict.ESCALATE
     (reason,) = decision.reasons
-    assert reason.rule == "fees.fees-daily"
+    assert reason.rule == "fees.periods.fees-daily"
     assert reason.message == f"fees in {DAY}s (already {AUTOMATIC - FEE + 1}) above the automatic threshold"
     assert (reason.seen, reason.allowed) == (str(AUTOMATIC + 1), str(AUTOMATIC))
     assert _reserved(decision) == {"SOL": 1_000, FEES: FEE}  # what an approval will reserve
@@ -61,7 +61,7 @@ def test_fees_above_the_approval_ceiling_are_denied_and_reserve_nothing() -> Non
     s.spent[(FEES, DAY)] = APPROVAL - FEE + 1
     decision = s.decide(s.legacy(s.pay(1_000)))
     assert decision.verdict is Verdict.DENY
-    assert [r.rule for r in decision.reasons] == ["fees.fees-daily"]
+    assert [r.rule for r in decision.reasons] == ["fees.periods.fees-daily"]
     assert "above the approval ceiling" in decision.reasons[0].message
     assert decision.reservations == ()
 
@@ -73,7 +73,7 @@ def test_a_missing_fee_window_denies() -> None:
     decision = evaluate(s.policy, decode_transaction(s.legacy(s.pay(1))), ctx)
     assert decision.verdict is Verdict.DENY
     assert [(r.rule, r.message) for r in decision.reasons] == [
-        ("fees.fees-daily", "the fee state for this window is missing")
+        ("fees.periods.fees-daily", "the fee state for this window is missing")
     ]
 
 
@@ -82,7 +82,7 @@ def test_a_negative_fee_window_denies() -> None:
     s.spent[(FEES, DAY)] = -1
     decision = s.decide(s.legacy(s.pay(1)))
     assert decision.verdict is Verdict.DENY
-    assert decision.reasons[0].rule == "fees.fees-daily"
+    assert decision.reasons[0].rule == "fees.periods.fees-daily"
 
 
 def test_a_fee_someone_else_pays_is_neither_counted_nor_reserved() -> None:
@@ -94,15 +94,30 @@ def test_a_fee_someone_else_pays_is_neither_counted_nor_reserved() -> None:
     assert _reserved(decision) == {"SOL": 1_000}
 
 
-def test_without_fee_periods_fees_are_capped_per_transaction_only() -> None:
+def test_without_fee_periods_fees_are_reserved_but_not_limited() -> None:
+    """Reserved all the same, so that periods the owner adds later count the fees paid before them."""
     doc = example_policy()
     del doc["rules"]["fees"]["periods"]
     s = Scenario(doc=doc)
     assert (FEES, DAY) not in s.policy.spend_windows()
     assert FEES not in s.policy.periods_by_asset
+    s.spent[(FEES, DAY)] = 10**18  # no window is read
     decision = s.decide(s.legacy(s.pay(1_000)))
     assert decision.verdict is Verdict.ALLOW
-    assert _reserved(decision) == {"SOL": 1_000}
+    assert _reserved(decision) == {"SOL": 1_000, FEES: FEE}
+
+
+def test_fee_period_rule_ids_cannot_be_taken_for_the_fee_caps() -> None:
+    """A period named like a per-transaction cap (``total_fee``) still has its own rule id."""
+    doc = example_policy()
+    doc["rules"]["fees"]["periods"][0]["id"] = "total_fee"
+    s = Scenario(doc=doc)
+    s.spent[(FEES, DAY)] = AUTOMATIC
+    escalated = s.decide(s.legacy(s.pay(1_000)))
+    assert [r.rule for r in escalated.reasons] == ["fees.periods.total_fee"]
+    s.spent[(FEES, DAY)] = 0
+    denied = s.decide(s.legacy(*s.budget(price=1_000_000, limit=1_000_000), s.pay(1), budget=False))
+    assert [r.rule for r in denied.reasons] == ["fees.compute_unit_limit", "fees.total_fee"]
 
 
 def test_every_fee_period_applies_and_the_strictest_wins() -> None:
@@ -116,7 +131,7 @@ def test_every_fee_period_applies_and_the_strictest_wins() -> None:
     s.spent[(FEES, 3_600)] = 1  # one more lamport of fees this hour than the hourly ceiling allows
     decision = s.decide(s.legacy(s.pay(1)))
     assert decision.verdict is Verdict.DENY
-    assert [r.rule for r in decision.reasons] == ["fees.fees-hourly"]
+    assert [r.rule for r in decision.reasons] == ["fees.periods.fees-hourly"]
 
 
 def test_fees_are_counted_apart_from_the_sol_limits() -> None:

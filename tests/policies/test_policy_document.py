@@ -13,6 +13,7 @@ from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes, parse_json_o
 from policies.document import parse_policy, policy_from_object
 from policies.errors import PolicyDocumentError
 from policies.rules import ANY
+from policies.signing import signing_payload
 from tests.support.policies import BLOCKED, EXAMPLE_MINT, MERCHANT, example_policy
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "policies" / "schema" / "policy-v1.schema.json").read_text())
@@ -197,6 +198,30 @@ def test_schema_refuses_what_the_schema_can_express() -> None:
         doc = example_policy()
         _set(doc, path, value)
         assert not VALIDATOR.is_valid(doc), f"schema accepts {path}={value!r}"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("rules.limits.0.id", "sol\n", "rules.limits[0].id"),
+        ("rules.limits.0.per_transaction.automatic", "1\n", "rules.limits[0].per_transaction.automatic"),
+        ("rules.fees.periods.0.id", "fees-daily\n", "rules.fees.periods[0].id"),
+        ("rules.time_windows", [{"days": ["mon"], "start": "09:00\n", "end": "17:00"}], "rules.time_windows[0].start"),
+    ],
+)
+def test_a_trailing_newline_is_refused(path: str, value: Any, field: str) -> None:
+    """The schema's patterns refuse it (ECMA-262 ``$`` is the end of the string); so must the parser, whose
+    Python ``$`` would match before a final newline. (Python's jsonschema shares that reading: not checked here.)"""
+    doc = example_policy()
+    _set(doc, path, value)
+    with pytest.raises(PolicyDocumentError) as info:
+        policy_from_object(doc)
+    assert info.value.field == field
+
+
+def test_a_signing_purpose_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(ValueError, match="invalid signing purpose"):
+        signing_payload("policy\n", {})
 
 
 @pytest.mark.parametrize(

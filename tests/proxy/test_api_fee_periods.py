@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from parent_proxy import sign_flow
 from parent_proxy.sign_parts import message_hash
 from policies.model import FEES
 from policies.orders import approval_document
@@ -62,7 +65,7 @@ def test_fees_are_reserved_escalate_and_stop_at_the_ceiling(h: Harness) -> None:
 
     denied = h.sign(h.transfer(1_003, MERCHANT))
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "policy_denied"
-    assert [r["rule"] for r in denied.json()["error"]["reasons"]] == ["fees.fees-daily"]
+    assert [r["rule"] for r in denied.json()["error"]["reasons"]] == ["fees.periods.fees-daily"]
     assert h.spent(FEES) == 3 * FEE and h.spent("SOL") == 3_003
 
 
@@ -71,3 +74,39 @@ def test_a_denied_request_reserves_no_fee(h: Harness) -> None:
     assert denied.status_code == 403
     assert h.spent(FEES) == 0
     assert _fee_limit(h)["spent"] == "0"
+
+
+def test_the_store_caps_fees_that_concurrent_evaluations_did_not_see(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests evaluated at once all read an empty fee window; the store's atomic reservation is what holds the
+    line (the enclave's ledger does too, but not after an enclave restart): at most the automatic threshold."""
+    real = sign_flow.eval_context
+
+    def stale(*args: Any) -> Any:
+        ctx, requests, denials = real(*args)
+        return replace(ctx, spent=dict.fromkeys(ctx.spent, 0)), requests, denials
+
+    monkeypatch.setattr(sign_flow, "eval_context", stale)
+    answers = [h.sign(h.transfer(1_000 + i, MERCHANT)) for i in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 403, 403]
+    assert {a.json()["error"]["code"] for a in answers[2:]} == {"limit_exceeded"}
+    assert h.spent(FEES) == 2 * FEE
+
+
+def test_fees_paid_before_the_owner_adds_periods_count_in_them(tmp_path: Path) -> None:
+    for h in running_harness(tmp_path):
+        no_periods = {"max_compute_unit_price": 1_000_000, "max_compute_unit_limit": 400_000,
+                      "max_total_fee_lamports": 500_000}  # fmt: skip
+        provision(h, h.policy(fees=no_periods))
+        for i in range(3):
+            assert h.sign(h.transfer(1_000 + i, MERCHANT)).status_code == 200
+        assert h.spent(FEES) == 3 * FEE  # reserved although nothing limits it yet
+        periods = [{"id": "fees-daily", "window_seconds": DAY, "automatic": str(4 * FEE), "approval": str(4 * FEE)}]
+        installed = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy",
+                                 {"envelope": h.policy(2, fees={**no_periods, "periods": periods})})  # fmt: skip
+        assert installed.status_code == 200, installed.text
+        assert h.sign(h.transfer(2_000, MERCHANT)).status_code == 200  # the fourth fee of the day
+        denied = h.sign(h.transfer(2_001, MERCHANT))
+        assert denied.status_code == 403, denied.text
+        assert [r["rule"] for r in denied.json()["error"]["reasons"]] == ["fees.periods.fees-daily"]
