@@ -105,6 +105,8 @@ async def sign_agent_key_rotation(
     agent = bytes(wallet.agent)
     await _open_candidate(sealers, request, wallet, order)
     _still_held(enclave, wallet, agent)
+    if _declared_multisig(wallet) != multisig:  # a policy installed meanwhile names another multisig
+        raise StateError(ErrorCode.WRONG_STATE, "the wallet's multisig changed during the request; try again")
     # 6. Sign at the agent's slot; the receipt names the message.
     signature, signed = sign_at_agent_slot(wallet, request.transaction, decoded)
     receipt, receipt_signature = _receipt(

@@ -20,12 +20,14 @@ from solders.signature import Signature
 from solders.system_program import AdvanceNonceAccountParams, TransferParams, advance_nonce_account, transfer
 from solders.transaction import VersionedTransaction
 
+from enclave_app import rotation
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import ReceiptError
 from enclave_app.protocol import AgentKeyResponse, SpentEntry
 from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt, verify_provision_receipt, verify_receipt
 from enclave_app.state import Ledger
 from policies.model import FEES
+from policies.signing import load_signed_policy
 from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, refused
 from tests.support.enclave_world import Boot, EnclaveWorld, serving
 from tests.support.policies import EXAMPLE_MINT, MERCHANT
@@ -418,3 +420,28 @@ def test_agent_key_receipt_encoding_is_cbor2s() -> None:
             "new_agent_public_key": bytes([1]) * 32, "owner_public_key": bytes([2]) * 32,
             "message_hash": message_hash, "time_ms": 2**40,
         })  # fmt: skip
+
+
+def test_cosign_refuses_when_a_policy_naming_another_multisig_lands_while_the_candidate_opens(
+    world: EnclaveWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The multisig is read before the candidate's blob is opened (a KMS call, off the loop): an owner-signed policy
+    installed meanwhile that names another multisig makes the request refuse (wrong_state), not co-sign a
+    membership change of the multisig the wallet no longer declares."""
+    boot = world.boot()
+    real = rotation._open_candidate
+
+    async def policy_lands_meanwhile(*args: Any) -> Any:
+        wallet = boot.enclave.wallet(WALLET)
+        envelope = world.policy(WALLET, sequence=2, squads_multisig=str(Pubkey.new_unique()))
+        boot.enclave.install_policy(wallet, load_signed_policy(envelope, owner=wallet.owner, wallet_id=WALLET))
+        return await real(*args)
+
+    async def body(client: EnclaveClient) -> None:
+        r = await Rotation(world, client).setup()
+        candidate = await r.candidate()
+        monkeypatch.setattr(rotation, "_open_candidate", policy_lands_meanwhile)
+        await refused("wrong_state", client.sign_agent_key_rotation(WALLET, **_good(r, candidate)))
+        assert held_agent(boot.enclave) == r.agent
+
+    run(boot, body)

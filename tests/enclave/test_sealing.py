@@ -31,8 +31,8 @@ from enclave_app.sealing import (
     unseal_agent_key,
 )
 from tests.enclave.forged_kms import FixedDataKey, ForgingParent, raw_seed
+from tests.fakes.attesting_kms import AttestingTestKms, cdk_seal_key_policy
 from tests.fakes.fake_nsm_device import FakeNsmDevice
-from tests.fakes.test_kms import AttestingTestKms, cdk_seal_key_policy
 from tests.support.nitro_test_pki import NitroTestPki
 
 NOW = datetime(2032, 2, 3, 4, 5, 6, tzinfo=UTC)

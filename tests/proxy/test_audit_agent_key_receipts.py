@@ -342,3 +342,44 @@ def test_the_receipts_the_proxy_records_are_the_enclaves(h: Harness) -> None:
         verified = verify_agent_key_receipt(receipt, signature, session_key(h))
         assert (verified.wallet_id, verified.new_agent_public_key) == (h.wallet_id, bytes(new))
         assert verified.owner_public_key == bytes(h.owner_pub) and payload["owner_public_key"] == str(h.owner_pub)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda a: dataclasses.replace(a, sealed_blob=None), lambda a: dataclasses.replace(a, wallet_id="another")],
+    ids=["no-blob", "another-wallet"],
+)
+def test_a_malformed_candidate_from_the_enclave_is_recorded(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, change: Any
+) -> None:
+    """Changed below the relay (at the enclave client): the route refuses it and writes ``agent_key.failed`` (before:
+    the relay refused a candidate without its sealed key, or for another wallet, and nothing was recorded)."""
+    multisig_wallet(h)
+    client = h.services.relay._client  # type: ignore[attr-defined]
+    real = client.prepare_agent_key
+
+    async def malformed(*args: Any, **kwargs: Any) -> Any:
+        return change(await real(*args, **kwargs))
+
+    monkeypatch.setattr(client, "prepare_agent_key", malformed)
+    answer = h.owner_call("POST", agent_key_path(h, "/candidate"))
+    assert answer.status_code == 503, answer.text
+    assert h.store.get_agent_key_candidate(h.wallet_id) is None
+    assert (_failed(h)["step"], _failed(h)["error"]) == ("candidate", "enclave_unavailable")
+
+
+def test_a_switch_answered_for_another_wallet_is_recorded(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    multisig_wallet(h)
+    old = h.agent
+    new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
+    chain_shows(h, [h.owner_pub, new])
+    client = h.services.relay._client  # type: ignore[attr-defined]
+    real = client.switch_agent_key
+
+    async def another_wallet(*args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(await real(*args, **kwargs), wallet_id="another")
+
+    monkeypatch.setattr(client, "switch_agent_key", another_wallet)
+    answer = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
+    assert answer.status_code == 503 and "switched other keys" in answer.text, answer.text
+    assert h.store.get_wallet(h.wallet_id).agent_pubkey == bytes(old) and _failed(h)["step"] == "switch"

@@ -151,7 +151,7 @@ def kms(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str]]:
         monkeypatch.setenv(name, value)
     from moto import mock_aws
 
-    from tests.fakes.test_kms import AttestingTestKms
+    from tests.fakes.attesting_kms import AttestingTestKms
 
     with mock_aws():
         client = AttestingTestKms(root_certificate_pem=b"", clock=lambda: datetime.now(UTC), caller_arn=CALLER)

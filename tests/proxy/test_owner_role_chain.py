@@ -20,7 +20,7 @@ from cdk.synth import example_config, owner_key_policy
 from parent_proxy.owner_signers import OwnerKeyError, RoleChain, assume_role_chain
 from tests.cdk.conftest import PCR0, PCR8
 from tests.cdk.policy_walk import as_list, find_one
-from tests.fakes.test_kms import evaluate_key_policy
+from tests.fakes.attesting_kms import evaluate_key_policy
 
 MFA_SERIAL = "arn:aws:iam::111111111111:mfa/alice"
 

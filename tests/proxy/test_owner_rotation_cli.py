@@ -355,7 +355,7 @@ def kms_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[str], list[d
     from moto import mock_aws
 
     from parent_proxy import owner_cli_common
-    from tests.fakes.test_kms import AttestingTestKms
+    from tests.fakes.attesting_kms import AttestingTestKms
 
     with mock_aws():
         client = AttestingTestKms(root_certificate_pem=b"", clock=lambda: datetime.now(UTC), caller_arn=CALLER)

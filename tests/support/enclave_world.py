@@ -28,8 +28,8 @@ from enclave_app.server import EnclaveServer, Handler, SerializedNsm
 from enclave_app.state import Enclave
 from enclave_app.transport import TcpAddress
 from policies.signing import sign_document
+from tests.fakes.attesting_kms import AttestingTestKms, cdk_seal_key_policy
 from tests.fakes.fake_nsm_device import FakeNsmDevice
-from tests.fakes.test_kms import AttestingTestKms, cdk_seal_key_policy
 from tests.support.nitro_test_pki import NitroTestPki
 from tests.support.policies import example_policy
 
