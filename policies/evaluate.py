@@ -143,12 +143,7 @@ class _Evaluation:
         # paid in their windows.
         self.fee = fees.total_lamports
         for period in caps.periods:
-            spent = self.ctx.spent.get((FEES, period.window_seconds))
-            if spent is None or spent < 0:
-                rule = f"fees.periods.{period.id}"
-                self.raise_to(Verdict.DENY, rule, "the fee state for this window is missing")
-                continue
-            self._period_tier("fees.periods", FEES, period, spent + self.fee, spent)
+            self._period_tier("fees.periods", FEES, period, self.fee)
 
     def check_limits(self) -> None:
         for asset, amount in self.outflows.items():
@@ -162,16 +157,17 @@ class _Evaluation:
                 self._raise_tier(tier.automatic, tier.approval, f"{section}.per_transaction",
                                  f"{asset} per transaction", amount)  # fmt: skip
             for period in limit.periods:
-                spent = self.ctx.spent.get((asset, period.window_seconds))
-                if spent is None or spent < 0:
-                    rule = f"{section}.{period.id}"
-                    self.raise_to(Verdict.DENY, rule, "the spending state for this window is missing")
-                    continue
-                self._period_tier(section, asset, period, spent + amount, spent)
+                self._period_tier(section, asset, period, amount)
 
-    def _period_tier(self, section: str, asset: str, period: PeriodLimit, total: int, spent: int) -> None:
-        """Apply ``period``'s tier to ``total``; the reason's rule id is ``<section>.<period id>``. Rule ids and
+    def _period_tier(self, section: str, asset: str, period: PeriodLimit, amount: int) -> None:
+        """Apply ``period``'s tier to what ``asset`` already took in its window plus ``amount`` (DENY when the
+        context does not report the window); the reason's rule id is ``<section>.<period id>``. Rule ids and
         messages are formatted only when a reason is raised (most requests raise none)."""
+        spent = self.ctx.spent.get((asset, period.window_seconds))
+        if spent is None or spent < 0:
+            self.raise_to(Verdict.DENY, f"{section}.{period.id}", "the spending state for this window is missing")
+            return
+        total = spent + amount
         tier = period.tier
         if total > tier.automatic:
             self._raise_tier(tier.automatic, tier.approval, f"{section}.{period.id}",

@@ -1,10 +1,12 @@
-"""An in-memory enclave Handler at a fixed time: one wallet, fixed owner and agent keys, the example policy."""
+"""An in-memory enclave Handler at a fixed time: one wallet, fixed owner and agent keys, the example policy (rules
+changed as asked)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
@@ -24,13 +26,14 @@ AGENT_KEY = Ed25519PrivateKey.from_private_bytes(bytes([9]) * 32)
 AGENT = Pubkey.from_bytes(AGENT_KEY.public_key().public_bytes_raw())
 
 
-def policy_handler() -> Handler:
+def policy_handler(**rule_changes: Any) -> Handler:
     enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW)
     owner = Pubkey.from_bytes(OWNER.public_key().public_bytes_raw())
     enclave.add(Wallet(wallet_id=WALLET, owner=owner, agent_key=AGENT_KEY, agent=AGENT))
     handler = Handler(enclave, LocalSealer(b"operator secret for the tests!!"))
     document = example_policy()
     document["wallet_id"] = WALLET
+    document["rules"].update(rule_changes)
     signed = json.dumps(sign_document("policy", document, OWNER)).encode()
     answer = asyncio.run(handler.handle(InstallPolicyRequest(WALLET, signed)))
     assert not isinstance(answer, ErrorResponse), answer

@@ -5,7 +5,6 @@ a denylisted address into an allowed one (found in review: the enclave used to t
 from __future__ import annotations
 
 import asyncio
-import json
 
 from solders.address_lookup_table_account import AddressLookupTableAccount
 from solders.hash import Hash
@@ -15,37 +14,21 @@ from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from enclave_app.no_attestation import NoAttestationNsm
 from enclave_app.protocol import (
-    ErrorResponse,
-    InstallPolicyRequest,
     LookupTable,
     SignTransactionRequest,
     TransactionDecisionResponse,
 )
-from enclave_app.sealing import LocalSealer
 from enclave_app.server import Handler
-from enclave_app.state import Enclave, Wallet
-from policies.signing import sign_document
-from tests.enclave.policy_handler import AGENT, AGENT_KEY, NOW, OWNER, WALLET
+from tests.enclave.policy_handler import AGENT, WALLET, policy_handler
 from tests.enclave.sign_requests import spent
-from tests.support.policies import BLOCKED, MERCHANT, example_policy
+from tests.support.policies import BLOCKED, MERCHANT
 
 TABLE = Pubkey.from_string("4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T")
 
 
 def _handler(pins: list[dict[str, object]]) -> Handler:
-    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW)
-    owner = Pubkey.from_bytes(OWNER.public_key().public_bytes_raw())
-    enclave.add(Wallet(wallet_id=WALLET, owner=owner, agent_key=AGENT_KEY, agent=AGENT))
-    handler = Handler(enclave, LocalSealer(b"operator secret for the tests!!"))
-    document = example_policy()
-    document["wallet_id"] = WALLET
-    document["rules"]["lookup_tables"] = pins
-    signed = json.dumps(sign_document("policy", document, OWNER)).encode()
-    answer = asyncio.run(handler.handle(InstallPolicyRequest(WALLET, signed)))
-    assert not isinstance(answer, ErrorResponse), answer
-    return handler
+    return policy_handler(lookup_tables=pins)
 
 
 def _pay_through_table(true_contents: list[Pubkey], destination: Pubkey) -> bytes:

@@ -73,7 +73,7 @@ def test_a_missing_fee_window_denies() -> None:
     decision = evaluate(s.policy, decode_transaction(s.legacy(s.pay(1))), ctx)
     assert decision.verdict is Verdict.DENY
     assert [(r.rule, r.message) for r in decision.reasons] == [
-        ("fees.periods.fees-daily", "the fee state for this window is missing")
+        ("fees.periods.fees-daily", "the spending state for this window is missing")
     ]
 
 

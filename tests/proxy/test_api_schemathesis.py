@@ -45,10 +45,10 @@ import pytest
 import schemathesis
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
-from solders.pubkey import Pubkey
 
 from tests.proxy.api_contract_checks import SCHEMA, Case, call_kwargs, is_agent_operation, make_checks
 from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, provision, running_harness
+from tests.support.offchain_messages import offchain_message
 from tests.support.policies import BLOCKED, MERCHANT
 
 BASE58_KEY = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
@@ -95,15 +95,6 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> Any:
     if path == "/v1/wallets":
         return st.sampled_from([body, {**body, "owner_public_key": OWNER_KEY}])
     return st.just(body)
-
-
-def offchain_message(signer: Pubkey, text: str) -> bytes:
-    """A version-0 Solana off-chain message, restricted ASCII (format 0), one signer."""
-    body = text.encode("ascii")
-    return (
-        b"\xffsolana offchain" + b"\x00" + bytes(32) + b"\x00" + b"\x01" + bytes(signer)
-        + len(body).to_bytes(2, "little") + body
-    )  # fmt: skip
 
 
 def substitute_markers(case: Case, harness: Harness) -> None:
