@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from parent_proxy import owner_rotation_cli
+from parent_proxy.owner_signers import write_keypair_file
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
@@ -119,3 +121,12 @@ def rpc(monkeypatch: pytest.MonkeyPatch) -> Rpc:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
     return Cli(capsys)
+
+
+@pytest.fixture
+def keypair(tmp_path: Path) -> tuple[Path, Ed25519PrivateKey]:
+    """An owner key and the Solana keypair file holding it (the owner CLI's local signer)."""
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path / "owner.json"
+    write_keypair_file(path, key)
+    return path, key

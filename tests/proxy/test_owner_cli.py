@@ -26,21 +26,12 @@ from parent_proxy.owner_signers import (
     OwnerKeyError,
     RoleChain,
     assume_role_chain,
-    write_keypair_file,
 )
 from parent_proxy.sign_parts import message_hash
 from policies.cli import main
 from policies.orders import check_approval, check_freeze_order
 from policies.signing import POLICY_PURPOSE, load_signed_policy
 from tests.support.policies import EXAMPLE_PATH, MERCHANT, example_policy, owner_public_key
-
-
-@pytest.fixture
-def keypair(tmp_path: Path) -> tuple[Path, Ed25519PrivateKey]:
-    key = Ed25519PrivateKey.generate()
-    path = tmp_path / "owner.json"
-    write_keypair_file(path, key)
-    return path, key
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -26,7 +26,6 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
 from parent_proxy import owner_rotation_cli
-from parent_proxy.owner_signers import write_keypair_file
 from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_order
 from policies.rotation import check_rotation_transaction
 from policies.transaction import decode_transaction
@@ -43,15 +42,6 @@ from tests.support.owner_rotation_rpc import (
 )
 from tests.support.policies import owner_public_key
 from tests.support.squads_rotation import put_spending_limit, spending_limit_address
-
-
-@pytest.fixture
-def keypair(tmp_path: Path) -> tuple[Path, Ed25519PrivateKey]:
-    key = Ed25519PrivateKey.generate()
-    path = tmp_path / "owner.json"
-    write_keypair_file(path, key)
-    return path, key
-
 
 # -- rotation-transaction --------------------------------------------------------------------------------------------
 
