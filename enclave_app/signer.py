@@ -46,12 +46,19 @@ from enclave_app.protocol import (
 from enclave_app.receipts import encode_receipt, reasons_digest
 from enclave_app.state import Enclave, InstalledPolicy, Wallet
 from policies.decision import Verdict
+from policies.document import Policy
 from policies.errors import DecodeError
 from policies.evaluate import EvalContext, evaluate, evaluate_message
 from policies.lookup_tables import resolve_lookup_tables
 from policies.model import DecodedTransaction
 from policies.offchain import decode_offchain_message
 from policies.transaction import decode_transaction
+
+
+def ledger_entries_per_request(policy: Policy) -> int:
+    """The most entries one transaction request can add to the wallet's ledger: its request time, a denial time,
+    and one signed amount per asset it may reserve (each limit's asset, and the fees)."""
+    return 1 + 1 + len(policy.rules.limits) + 1
 
 
 def _signing_wallet(enclave: Enclave, wallet_id: str) -> Wallet:
@@ -146,8 +153,7 @@ def sign_transaction(enclave: Enclave, request: SignTransactionRequest) -> Trans
     now = enclave.clock()
     now_s = now.timestamp()
     wallet.ledger.prune(now_s, installed.horizon)
-    # A request, a denial, and one entry per asset it may reserve: each limit's and the fees.
-    wallet.ledger.check_room(1 + 1 + len(policy.rules.limits) + 1)
+    wallet.ledger.check_room(ledger_entries_per_request(policy))
     supplied = _lookup_tables(request) if request.lookup_tables else None
     # 3. Decode here, once: the decoded message is what is hashed, judged and signed. Lookups resolve from the
     #    owner's pins in the policy only; the parent's table contents are merely cross-checked against them.

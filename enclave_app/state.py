@@ -185,9 +185,13 @@ class Ledger:
             buckets.append((end, counted_at, amount))
             self._archived += 1
 
+    @property
+    def held(self) -> int:
+        """Entries held against `MAX_LEDGER_ENTRIES`: signed amounts, archive buckets, request and denial times."""
+        return self._outflow_count + self._archived + len(self.requests) + len(self.denials)
+
     def check_room(self, entries: int) -> None:
-        held = self._outflow_count + self._archived + len(self.requests) + len(self.denials)
-        if held + entries > MAX_LEDGER_ENTRIES:
+        if self.held + entries > MAX_LEDGER_ENTRIES:
             raise StateError(ErrorCode.LEDGER_FULL, "per-boot counters are full")
 
     def spent(self, asset: str, window: int, now: float) -> int:
