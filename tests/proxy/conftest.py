@@ -16,6 +16,8 @@ from parent_proxy.owner_signers import write_keypair_file
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
+from tests.proxy.api_harness import stand_in_harness
+from tests.proxy.stand_in import StandIn
 from tests.support.owner_rotation_rpc import Cli, Rpc
 
 W = TypeVar("W")
@@ -121,6 +123,13 @@ def rpc(monkeypatch: pytest.MonkeyPatch) -> Rpc:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
     return Cli(capsys)
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> Iterator[StandIn]:
+    """A provisioned wallet whose enclave a test replaces with stand-ins (`tests.proxy.stand_in.StandIn`)."""
+    with stand_in_harness(tmp_path) as (h, loop, servers):
+        yield StandIn(h, loop, servers)
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ import base64
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -44,18 +43,11 @@ from tests.proxy.api_harness import (
     sign_in_slot,
     signed_receipt,
     stand_in_decision,
-    stand_in_harness,
 )
 from tests.proxy.harness_calls import pending_reservations, records, sign_message
 from tests.proxy.stand_in import StandIn, submissions
 from tests.support.offchain_messages import offchain_message
 from tests.support.policies import MERCHANT
-
-
-@pytest.fixture
-def stand_in(tmp_path: Path) -> Iterator[StandIn]:
-    with stand_in_harness(tmp_path) as (h, loop, servers):
-        yield StandIn(h, loop, servers)
 
 
 def signed_answer(

@@ -15,8 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from enclave_app.receipts import SessionKey
 from parent_proxy.audit_receipts import verify_audit_receipts
 from parent_proxy.enclave_sessions import CLOCK_SKEW_MESSAGE, RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.sign_parts import message_hash
-from tests.proxy.api_harness import sign_in_slot, signed_receipt, stand_in_decision, stand_in_harness
+from tests.proxy.api_harness import sign_in_slot, signed_receipt, stand_in_decision
 from tests.proxy.harness_calls import pending_reservations, records, sign_message
 from tests.proxy.stand_in import CONTRADICTS, StandIn, submissions
 from tests.support.offchain_messages import offchain_message
@@ -40,12 +39,6 @@ DECISION_EDITS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "a reason the receipt lacks": lambda d: {**d, "reasons": [{"rule": "limits", "detail": "stated by nobody"}]},
     "reasons that are no JSON": lambda d: {**d, "reasons": [{"rule": b"bytes"}]},
 }
-
-
-@pytest.fixture
-def stand_in(tmp_path: Path) -> Iterator[StandIn]:
-    with stand_in_harness(tmp_path) as (h, loop, servers):
-        yield StandIn(h, loop, servers)
 
 
 def signed_answer(

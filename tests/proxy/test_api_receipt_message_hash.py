@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +39,12 @@ from tests.proxy.api_harness import (
     sign_in_slot,
     signed_receipt,
     stand_in_decision,
-    stand_in_harness,
 )
 from tests.proxy.audit_log_rewrites import cli, read, real_log, rewrite
 from tests.proxy.harness_calls import pending_reservations, records, sign_message
 from tests.proxy.stand_in import CONTRADICTS, StandIn, submissions
 from tests.support.offchain_messages import offchain_message
 from tests.support.policies import MERCHANT
-
-
-@pytest.fixture
-def stand_in(tmp_path: Path) -> Iterator[StandIn]:
-    with stand_in_harness(tmp_path) as (h, loop, servers):
-        yield StandIn(h, loop, servers)
 
 
 def stated_hash(s: StandIn, tx: bytes, about: str) -> bytes:

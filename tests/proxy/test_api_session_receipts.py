@@ -161,11 +161,11 @@ def test_store_failure_at_the_session_record_hands_out_nothing(tmp_path: Path) -
 # -- a stand-in enclave whose receipts do not hold --------------------------------------------------------------
 
 
-StandIn = tuple[Harness, Callable[[SessionKey, Callable[[], Any]], None]]
+SwapEnclave = tuple[Harness, Callable[[SessionKey, Callable[[], Any]], None]]
 
 
 @pytest.fixture
-def stand_in(tmp_path: Path) -> Iterator[StandIn]:
+def swap_enclave(tmp_path: Path) -> Iterator[SwapEnclave]:
     """A provisioned wallet (message signing allowed) and a function that puts a stand-in enclave with the given
     session key and answer on the socket in place of the real one."""
     with stand_in_harness(tmp_path) as (h, loop, servers):
@@ -203,8 +203,8 @@ def assert_nothing_signed(h: Harness, response: Any) -> None:
     assert "transaction.signed" not in [r.event_type for r in records(h)]
 
 
-def test_a_receipt_signed_by_another_key_is_503_and_nothing_is_signed(stand_in: StandIn) -> None:
-    h, replace = stand_in
+def test_a_receipt_signed_by_another_key_is_503_and_nothing_is_signed(swap_enclave: SwapEnclave) -> None:
+    h, replace = swap_enclave
     attested, other = new_session_key(), new_session_key()
     tx = h.transfer(1000, MERCHANT)
     replace(attested, allow_answer(h, other, tx))  # receipts signed by a key the stand-in does not attest
@@ -229,8 +229,8 @@ def test_a_receipt_signed_by_another_key_is_503_and_nothing_is_signed(stand_in: 
     [{"wallet_id": "another-wallet"}, {"verdict": "deny"}, {"kind": "message"}],
     ids=["another wallet", "states no signature", "a message receipt"],
 )
-def test_a_receipt_that_contradicts_its_answer_is_503(stand_in: StandIn, receipt: dict[str, Any]) -> None:
-    h, replace = stand_in
+def test_a_receipt_that_contradicts_its_answer_is_503(swap_enclave: SwapEnclave, receipt: dict[str, Any]) -> None:
+    h, replace = swap_enclave
     session = new_session_key()
     tx = h.transfer(1000, MERCHANT)
     replace(session, allow_answer(h, session, tx, **receipt))  # the attested key signed it, but it says otherwise
@@ -239,8 +239,8 @@ def test_a_receipt_that_contradicts_its_answer_is_503(stand_in: StandIn, receipt
     assert len(sessions(h)) == 1 and h.services.sessions.current == session.public_key
 
 
-def test_an_owner_approval_goes_back_to_pending(stand_in: StandIn) -> None:
-    h, replace = stand_in
+def test_an_owner_approval_goes_back_to_pending(swap_enclave: SwapEnclave) -> None:
+    h, replace = swap_enclave
     attested, other = new_session_key(), new_session_key()
     tx = h.transfer(2 * LAMPORTS_PER_SOL, MERCHANT)  # above the example's automatic 1 SOL: escalated
     replace(attested, allow_answer(h, other, tx, approved=True, verdict="escalate"))
@@ -251,8 +251,8 @@ def test_an_owner_approval_goes_back_to_pending(stand_in: StandIn) -> None:
     assert [r.event_type for r in records(h)][-2:] == ["transaction.failed", "approval.reopened"]
 
 
-def test_a_message_receipt_signed_by_another_key_is_503(stand_in: StandIn) -> None:
-    h, replace = stand_in
+def test_a_message_receipt_signed_by_another_key_is_503(swap_enclave: SwapEnclave) -> None:
+    h, replace = swap_enclave
     attested, other = new_session_key(), new_session_key()
     message = offchain_message(h.agent, "login")  # what `sign_message` sends
     agent_signature = agent_private_key(h).sign(message)
