@@ -96,6 +96,15 @@ class AlreadyDecided(Conflict):
     """The approval is no longer pending; its first decision stands."""
 
 
+class ApprovalQueueFull(Conflict):
+    """A wallet already has ``limit`` approvals pending: a new one is refused. Nothing was changed."""
+
+    def __init__(self, wallet_id: str, limit: int) -> None:
+        super().__init__(f"wallet {wallet_id}: {limit} approvals are pending already (at most {limit})")
+        self.wallet_id = wallet_id
+        self.limit = limit
+
+
 class LeaseLost(Conflict):
     """The outbox item's lease expired or another worker holds it now."""
 

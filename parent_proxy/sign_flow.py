@@ -51,7 +51,7 @@ from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import signed_by
 from parent_proxy.enclave_sessions import Expected
-from parent_proxy.errors import LimitExceeded, ProxyError
+from parent_proxy.errors import ApprovalQueueFull, LimitExceeded, ProxyError
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
@@ -205,17 +205,7 @@ class SignFlow:
             changes = denial_changes(wallet_id, now, None if trigger is None else f"policy freeze trigger: {trigger}")
             event = "transaction.frozen" if frozen else "transaction.denied"
             raise self._refuse(claim, refusal(decision, frozen), event, payload, webhook=webhook, changes=changes)
-        # ESCALATE, unless the owner's queue is full.
-        waiting = len(s.store.pending_approvals(wallet_id))
-        if waiting >= MAX_PENDING_APPROVALS:
-            error = ApiError(
-                Code.RATE_LIMITED,
-                f"{waiting} approvals of this wallet are waiting for the owner; another can wait only after the "
-                "owner decides some",
-            )
-            reason = {"reason": f"{waiting} approvals pending (at most {MAX_PENDING_APPROVALS})"}
-            raise self._refuse(claim, error, "transaction.refused", {**payload, **reason},
-                               changes=[RecordEvent(wallet_id, "request", now)])  # fmt: skip
+        # ESCALATE, unless the owner's queue is full: the bound is a condition of the approval's own write.
         approval_id = uuid.uuid4().hex
         escalated = {**payload, "approval_id": approval_id}
         webhook = s.webhook_item(wallet_id, "approval.pending", escalated)
@@ -229,8 +219,19 @@ class SignFlow:
         }
         # The request's timestamp, the approval, its record and webhook, and the answer under the key: one transaction.
         answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, canonical({"status_code": 202, "body": body}))
-        changes = [RecordEvent(wallet_id, "request", now), CreateApproval(approval), CompleteIdempotent(answer)]
-        s.audit.append("transaction.escalated", escalated, wallet_id=wallet_id, webhook=webhook, changes=changes)
+        create = CreateApproval(approval, max_pending=MAX_PENDING_APPROVALS)
+        changes = [RecordEvent(wallet_id, "request", now), create, CompleteIdempotent(answer)]
+        try:
+            s.audit.append("transaction.escalated", escalated, wallet_id=wallet_id, webhook=webhook, changes=changes)
+        except ApprovalQueueFull as full:
+            error = ApiError(
+                Code.RATE_LIMITED,
+                f"{full.limit} approvals of this wallet are waiting for the owner; another can wait only after the "
+                "owner decides some",
+            )
+            reason = {"reason": f"{full.limit} approvals pending (at most {full.limit})"}
+            raise self._refuse(claim, error, "transaction.refused", {**payload, **reason},
+                               changes=[RecordEvent(wallet_id, "request", now)]) from full  # fmt: skip
         claim.held = False
         return Answer(202, body)
 

@@ -1,12 +1,16 @@
 """The pending-approval part of `DynamoStore`: an approval lives under its wallet (``W#<wallet>/AP#<id>``) with a
-pointer item ``A#<id>/APPROVAL`` naming the wallet, written together in one transaction."""
+pointer item ``A#<id>/APPROVAL`` naming the wallet, written together in one transaction. ``W#<wallet>/APPROVALS``
+counts the wallet's pending approvals (``pending``): every write that makes an approval pending or ends its waiting
+changes it in the same transaction, so a bound on the queue (`CreateApproval.max_pending`) is a condition on it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
-from parent_proxy.errors import AlreadyDecided, Conflict, NotFound, StoreUnavailable
+from parent_proxy.errors import AlreadyDecided, ApprovalQueueFull, Conflict, NotFound, StoreUnavailable
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
     WRITE_ID,
@@ -24,10 +28,24 @@ from parent_proxy.store.dynamodb_base import (
     s,
 )
 from parent_proxy.store.dynamodb_limits import DynamoLimits
-from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval, ReopenApproval
+from parent_proxy.store.model import (
+    Approval,
+    ApprovalStatus,
+    CreateApproval,
+    DecideApproval,
+    ReopenApproval,
+    StateChange,
+    pending_bounds,
+)
 
 _DECIDED = "is already {status}"
 _NOT_APPROVED_BY = "is {status}, not approved by this decision"
+
+
+def _queue_full(wallet_id: str, bound: int | None) -> Exception:
+    if bound is None:
+        return StoreUnavailable("dynamodb store unavailable: an unconditional count update was refused")
+    return ApprovalQueueFull(wallet_id, bound)
 
 
 def _decision(d: DecideApproval) -> dict[str, Any]:
@@ -56,12 +74,12 @@ class DynamoApprovals(DynamoLimits):
         a = v.check_approval(approval)
         self._require_wallet(a.wallet_id)
         try:
-            self._transact(self._approval_actions(a))
+            self._transact([*self._approval_actions(a), self._pending_count_action(a.wallet_id, +1)])
         except ConditionFailed as exc:
             raise Conflict(f"approval {a.approval_id} already exists") from exc
 
     def _approval_actions(self, a: Approval) -> list[Any]:
-        """Put the pointer and the approval, both only if new."""
+        """Put the pointer and the approval, both only if new (its count: `_pending_count_parts`)."""
         full = {
             "pk": s(f"W#{a.wallet_id}"),
             "sk": s(f"AP#{a.approval_id}"),
@@ -75,6 +93,45 @@ class DynamoApprovals(DynamoLimits):
             {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}},
             {"Put": {"TableName": self._table, "Item": full, "ConditionExpression": new}},
         ]
+
+    def _pending_count_action(self, wallet_id: str, delta: int, at_most: int | None = None) -> Any:
+        """Add ``delta`` to the wallet's count of pending approvals; with ``at_most``, only if the count is at most
+        that before (an absent count is zero, which `_pending_count_parts` checks)."""
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"pk": s(f"W#{wallet_id}"), "sk": s("APPROVALS")},
+            "UpdateExpression": "ADD pending :d",
+            "ExpressionAttributeValues": {":d": n(delta)},
+        }
+        if at_most is not None:
+            update["ConditionExpression"] = "attribute_not_exists(pending) OR pending <= :most"
+            update["ExpressionAttributeValues"][":most"] = n(at_most)
+        return {"Update": update}
+
+    def _pending_count_parts(self, changes: Sequence[StateChange]) -> list[tuple[list[Any], Callable[[], Exception]]]:
+        """One count update per wallet whose pending approvals ``changes`` add or end (a transaction may not write
+        one item twice): the sum of +1 per new or reopened approval and -1 per decided one; under a bound
+        (`model.pending_bounds`), only if the count after it stays within it, else `ApprovalQueueFull`."""
+        deltas: dict[str, int] = {}
+        for change in changes:
+            match change:
+                case CreateApproval(approval=a):
+                    deltas[a.wallet_id] = deltas.get(a.wallet_id, 0) + 1
+                case DecideApproval(approval_id=approval_id):
+                    wallet_id = self._approval_wallet(approval_id)
+                    deltas[wallet_id] = deltas.get(wallet_id, 0) - 1
+                case ReopenApproval(approval_id=approval_id):
+                    wallet_id = self._approval_wallet(approval_id)
+                    deltas[wallet_id] = deltas.get(wallet_id, 0) + 1
+        bounds = pending_bounds(changes)
+        parts: list[tuple[list[Any], Callable[[], Exception]]] = []
+        for wallet_id, delta in deltas.items():
+            bound = bounds.get(wallet_id)
+            if bound is not None and delta > bound:
+                raise ApprovalQueueFull(wallet_id, bound)
+            action = self._pending_count_action(wallet_id, delta, None if bound is None else bound - delta)
+            parts.append(([action], partial(_queue_full, wallet_id, bound)))
+        return parts
 
     def _approval_item(self, approval_id: str) -> tuple[str, Item]:
         pointer = self._get(f"A#{approval_id}", "APPROVAL")
@@ -101,20 +158,57 @@ class DynamoApprovals(DynamoLimits):
 
     def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
         now = v.check_approval_decision(approval_id, status, decision, now)
-        return self._update_approval(
-            approval_id, **_decision(DecideApproval(approval_id, status, decision, now)), refused=_DECIDED
+        d = DecideApproval(approval_id, status, decision, now)
+        return self._apply_approval_change(
+            d, self._decide_part(d), lambda a: replace(a, status=status, decision=decision, decided_at=now)
         )
 
+    def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
+        v.check_id("approval_id", approval_id)
+        v.check_blob("decision", decision)
+        r = ReopenApproval(approval_id, decision)
+        return self._apply_approval_change(
+            r, self._reopen_part(r), lambda a: replace(a, status=ApprovalStatus.PENDING, decision=None, decided_at=None)
+        )
+
+    def _apply_approval_change(
+        self,
+        change: DecideApproval | ReopenApproval,
+        part: tuple[list[Any], Callable[[], Exception]],
+        written: Callable[[Approval], Approval],
+    ) -> Approval:
+        """Write one approval part on its own: a transaction of the approval and its wallet's pending count. Returns
+        the approval as this write left it (``written`` of the approval read before: its condition held, and the
+        rest of an approval never changes), so a failed read after a stored decision cannot turn it into a 503. A
+        resend after a lost answer is the same transaction (botocore gives ``TransactWriteItems`` one idempotency
+        token per call, and DynamoDB answers a token it applied with success), never a refusal of itself."""
+        before = self.get_approval(change.approval_id)
+        actions, refusal = part
+        (count_actions, _), *_ = self._pending_count_parts([change])
+        try:
+            self._transact([*actions, *count_actions])
+        except ConditionFailed as exc:
+            raise refusal() from exc
+        return written(before)
+
     def _decide_part(self, d: DecideApproval) -> tuple[list[Any], Callable[[], Exception]]:
-        """The transaction action of `decide_approval` (for `DynamoAudited.apply_audited`), and its refusal."""
+        """The transaction action of `decide_approval` (for `DynamoAudited.apply_audited`), and its refusal: only
+        a pending approval (its count: `_pending_count_parts`)."""
         return self._update_part(d.approval_id, **_decision(d), refused=_DECIDED)
 
     def _reopen_part(self, r: ReopenApproval) -> tuple[list[Any], Callable[[], Exception]]:
-        """The transaction action of `reopen_approval` (for `DynamoAudited.apply_audited`), and its refusal."""
+        """The transaction action of `reopen_approval` (for `DynamoAudited.apply_audited`), and its refusal: only
+        an approval approved by this decision (its count: `_pending_count_parts`)."""
         return self._update_part(r.approval_id, **_reopening(r), refused=_NOT_APPROVED_BY)
 
     def _update_part(
-        self, approval_id: str, *, update: str, condition: str, values: dict[str, Any], refused: str
+        self,
+        approval_id: str,
+        *,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        refused: str,
     ) -> tuple[list[Any], Callable[[], Exception]]:
         wallet_id = self._approval_wallet(approval_id)
         action = {
@@ -134,46 +228,11 @@ class DynamoApprovals(DynamoLimits):
 
         return [action], refusal
 
-    def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
-        v.check_id("approval_id", approval_id)
-        v.check_blob("decision", decision)
-        return self._update_approval(
-            approval_id, **_reopening(ReopenApproval(approval_id, decision)), refused=_NOT_APPROVED_BY
-        )
-
     def _approval_wallet(self, approval_id: str) -> str:
         pointer = self._get(f"A#{approval_id}", "APPROVAL")
         if pointer is None:
             raise NotFound(f"approval {approval_id} not found")
         return get_s(pointer, "wallet_id")
-
-    def _update_approval(
-        self, approval_id: str, *, update: str, condition: str, values: dict[str, Any], refused: str
-    ) -> Approval:
-        """One conditional update of an approval (``#st`` names its status, ``#w``/``:w`` its write id); returns
-        the approval as this update left it, read from the write's own answer (a resend after a lost response is
-        this write, see `_write_once`); `AlreadyDecided` with ``refused`` (formatted with the current status) when
-        the condition does not hold."""
-        wallet_id, write_id = self._approval_wallet(approval_id), new_write_id()
-        request = {
-            "TableName": self._table,
-            "Key": {"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{approval_id}")},
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#st": "status", "#w": WRITE_ID},
-            "ExpressionAttributeValues": {**values, ":w": s(write_id)},
-            "ReturnValues": "ALL_NEW",
-        }
-        try:
-            stored = self._write_once("update_item", request, write_id)
-        except ConditionFailed as exc:
-            if exc.item is None:
-                raise NotFound(f"approval {approval_id} not found") from exc
-            status = get_s(exc.item, "status")
-            raise AlreadyDecided(f"approval {approval_id} " + refused.format(status=status)) from exc
-        if stored is None:
-            raise StoreUnavailable(f"approval {approval_id}: the update returned no item")
-        return self._approval(wallet_id, stored)
 
     def pending_approvals(self, wallet_id: str) -> list[Approval]:
         v.check_id("wallet_id", wallet_id)

@@ -46,7 +46,9 @@ class DynamoAudited(DynamoIdempotency):
     def apply_audited(
         self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
     ) -> AuditRecord:
-        parts = [part for change in v.check_changes(changes) for part in self._change_parts(change)]
+        checked = v.check_changes(changes)
+        parts = [part for change in checked for part in self._change_parts(change)]
+        parts.extend(self._pending_count_parts(checked))
         if webhook is not None:
             parts.append(self._enqueue_part(v.check_outbox_item(webhook)))
         return self._transact_sealed(parts, audit)

@@ -11,6 +11,8 @@ it that way; `create_table` does it for tests and local runs). Item layout:
     W#<wallet>    E#<kind>#<t>#<uuid>   request / denial timestamp
     W#<wallet>    I#<key>               idempotency record
     W#<wallet>    AP#<approval>         approval; ``A#<approval>/APPROVAL`` points back to the wallet
+    W#<wallet>    APPROVALS             ``pending``: how many of the wallet's approvals are pending (see
+                                        `dynamodb_approvals`)
     W#<wallet>    WEBHOOK               webhook url + secret
     W#<wallet>    AGENT_KEY_CANDIDATE   the wallet's candidate agent key; ``AKR#<seq>``: retired agent keys (see
                                         `dynamodb_agent_keys`, which also adds ``agent_key_switches`` to WALLET)

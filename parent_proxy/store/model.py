@@ -6,6 +6,7 @@ Times are float seconds since the Unix epoch, always passed in by the caller (se
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -188,9 +189,12 @@ class RecordEvent:
 
 @dataclass(frozen=True)
 class CreateApproval:
-    """`Store.create_approval`: a new pending approval."""
+    """`Store.create_approval`: a new pending approval; with ``max_pending``, the transaction is refused
+    (`ApprovalQueueFull`) if it would leave the wallet with more pending approvals than that, counted after all of
+    its changes by the write itself (exact under concurrency)."""
 
     approval: Approval
+    max_pending: int | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,16 @@ StateChange = (
     | SwitchAgentKey
 )
 """The closed set of changes an audited event may describe (`Store.apply_audited`)."""
+
+
+def pending_bounds(changes: Sequence[StateChange]) -> dict[str, int]:
+    """Per wallet, the tightest `CreateApproval.max_pending` among ``changes`` (wallets without one: absent)."""
+    bounds: dict[str, int] = {}
+    for change in changes:
+        if isinstance(change, CreateApproval) and change.max_pending is not None:
+            wallet_id = change.approval.wallet_id
+            bounds[wallet_id] = min(change.max_pending, bounds.get(wallet_id, change.max_pending))
+    return bounds
 
 
 GENESIS_PREV_HASH = bytes(32)

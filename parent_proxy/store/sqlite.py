@@ -298,6 +298,7 @@ class SqliteStore(SqliteApprovals):
         with self._write() as conn:
             for change in checked:
                 self._apply_in(conn, change)
+            self._check_pending_bounds_in(conn, checked)
             record = self._seal_in(conn, audit)
             if item is not None:
                 self._enqueue_in(conn, item)

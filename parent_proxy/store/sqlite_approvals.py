@@ -4,10 +4,18 @@ inside a caller's transaction (``_*_in``, for `SqliteStore.apply_audited`)."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
-from parent_proxy.errors import AlreadyDecided, Conflict, NotFound
+from parent_proxy.errors import AlreadyDecided, ApprovalQueueFull, Conflict, NotFound
 from parent_proxy.store import validation as v
-from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval, ReopenApproval
+from parent_proxy.store.model import (
+    Approval,
+    ApprovalStatus,
+    DecideApproval,
+    ReopenApproval,
+    StateChange,
+    pending_bounds,
+)
 from parent_proxy.store.sqlite_limits import SqliteLimits
 
 _SELECT_APPROVAL = (
@@ -33,6 +41,18 @@ class SqliteApprovals(SqliteLimits):
             " decided_at) VALUES (?, ?, ?, 'pending', ?, NULL, NULL)",
             (a.approval_id, a.wallet_id, a.request_payload, a.created_at),
         )
+
+    @staticmethod
+    def _check_pending_bounds_in(conn: sqlite3.Connection, changes: Sequence[StateChange]) -> None:
+        """`ApprovalQueueFull` if a bounded `CreateApproval` left its wallet with more pending approvals than its
+        bound, counted after the transaction's changes (inside it, under SQLite's write lock: exact under
+        concurrency; the transaction then rolls back)."""
+        for wallet_id, bound in pending_bounds(changes).items():
+            (pending,) = conn.execute(
+                "SELECT COUNT(*) FROM approvals WHERE wallet_id = ? AND status = 'pending'", (wallet_id,)
+            ).fetchone()
+            if pending > bound:
+                raise ApprovalQueueFull(wallet_id, bound)
 
     @staticmethod
     def _approval(row: tuple[object, ...]) -> Approval:

@@ -56,6 +56,8 @@ counted until its window passes)."""
 MAX_BLOB_BYTES = 64 * 1024
 """Policy documents, sealed keys, request payloads, responses and webhook bodies (DynamoDB items are <= 400 KB)."""
 MAX_REASON_CHARS = 500
+MAX_PENDING_BOUND = 10_000
+"""Largest bound on a wallet's pending approvals a `CreateApproval` may ask for (the proxy asks for 100)."""
 
 
 def check_id(field: str, value: object) -> str:
@@ -289,8 +291,10 @@ def check_change(change: object) -> StateChange:
             if kind not in ("request", "denial"):
                 raise InvalidInput("kind", "must be request or denial")
             return RecordEvent(wallet_id, kind, check_time("at", at))
-        case CreateApproval(approval=approval):
+        case CreateApproval(approval=approval, max_pending=max_pending):
             check_approval(approval)
+            if max_pending is not None:
+                check_count("max_pending", max_pending, minimum=1, maximum=MAX_PENDING_BOUND)
             return change
         case DecideApproval(approval_id=approval_id, status=status, decision=decision, now=now):
             now = check_approval_decision(approval_id, status, decision, now)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 Hook = Callable[..., Any]
 
@@ -20,3 +24,39 @@ class Hooked:
         real = getattr(self.inner, name)
         hook = self.hooks.get(name)
         return real if hook is None else (lambda **kwargs: hook(real, **kwargs))
+
+
+@contextmanager
+def transaction_answer_lost(client: Hooked) -> Iterator[list[str]]:
+    """botocore resends a ``TransactWriteItems`` whose first send was applied (its answer lost), with the same
+    ``ClientRequestToken``; DynamoDB answers a token it has applied with success and writes nothing (moto does
+    not keep tokens, so this does it at the botocore seam). Yields the tokens of the resends."""
+    applied: set[str] = set()
+    resent: list[str] = []
+    events = client.inner.meta.events
+
+    def token(body: Any) -> str:
+        return str(json.loads(body)["ClientRequestToken"])
+
+    def before_send(request: Any, **_: Any) -> AWSResponse | None:
+        if token(request.body) not in applied:
+            return None
+        from moto.core.botocore_stubber import MockRawResponse
+
+        return AWSResponse(request.url, 200, HTTPHeaders(), MockRawResponse(b"{}"))
+
+    def needs_retry(response: Any, request_dict: Any, **_: Any) -> int | None:
+        sent = token(request_dict["body"])
+        if response is not None and response[0].status_code == 200 and sent not in applied:
+            applied.add(sent)
+            resent.append(sent)
+            return 0  # resend now
+        return None
+
+    events.register_first("before-send.dynamodb.TransactWriteItems", before_send)
+    events.register_first("needs-retry.dynamodb.TransactWriteItems", needs_retry)
+    try:
+        yield resent
+    finally:
+        events.unregister("before-send.dynamodb.TransactWriteItems", before_send)
+        events.unregister("needs-retry.dynamodb.TransactWriteItems", needs_retry)

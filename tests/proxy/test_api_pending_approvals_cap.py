@@ -1,6 +1,7 @@
 """The owner's approval queue is bounded: with `sign_flow.MAX_PENDING_APPROVALS` escalations of a wallet waiting, a
 request that escalates is refused (429 ``rate_limited``, audited, stored under its idempotency key) and nothing is
-queued; once the owner decides one, the next escalation waits again. Real proxy, store and enclave."""
+queued; once the owner decides one, the next escalation waits again. Real proxy, store and enclave. The bound is a
+condition of the approval's own write (tests/proxy/test_store_approval_bound_contract.py: exact under concurrency)."""
 
 from __future__ import annotations
 
@@ -70,9 +71,10 @@ def test_the_refusal_does_not_count_as_a_denial(h: Harness) -> None:
     assert not h.owner_call("GET", f"/v1/wallets/{h.wallet_id}").json().get("frozen")
 
 
-def test_a_store_failure_reading_the_queue_is_503_and_frees_the_key(h: Harness) -> None:
+def test_a_store_failure_writing_the_escalation_is_503_and_frees_the_key(h: Harness) -> None:
+    """The queue is counted by the approval's own write: a store failure there queues nothing and frees the key."""
     tx = escalating(h, 0)
-    h.store.failing.add("pending_approvals")
+    h.store.failing.add("apply_audited")
     failed = h.sign(tx, key="k")
     assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable"
     h.store.failing.clear()

@@ -8,15 +8,12 @@ conditions under concurrent writes and a resent transaction.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from parent_proxy.audit import AuditLog, iter_audit_records, verify_audit_chain
 from parent_proxy.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
@@ -39,7 +36,7 @@ from parent_proxy.store.sealed_keys import SealedKeyReplacement
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
-from tests.proxy.hooked_client import Hooked
+from tests.proxy.hooked_client import Hooked, transaction_answer_lost
 
 T0 = 1_700_000_000.0
 AGENT = b"\x01" * 32  # make_wallet's agent key
@@ -420,42 +417,6 @@ def test_dynamodb_item_layout(dynamo: tuple[Any, Hooked]) -> None:
     assert get("AGENT_KEY_CANDIDATE") is None
     assert get("AKR#00000000000000000001")["sealed_key"] == {"B": OLD_BLOB}
     assert get("WALLET")["agent_key_switches"] == {"N": "1"}
-
-
-@contextmanager
-def transaction_answer_lost(client: Hooked) -> Iterator[list[str]]:
-    """botocore resends a ``TransactWriteItems`` whose first send was applied (its answer lost), with the same
-    ``ClientRequestToken``; DynamoDB answers a token it has applied with success and writes nothing (moto does
-    not keep tokens, so this does it at the botocore seam). Yields the tokens of the resends."""
-    applied: set[str] = set()
-    resent: list[str] = []
-    events = client.inner.meta.events
-
-    def token(body: Any) -> str:
-        return str(json.loads(body)["ClientRequestToken"])
-
-    def before_send(request: Any, **_: Any) -> AWSResponse | None:
-        if token(request.body) not in applied:
-            return None
-        from moto.core.botocore_stubber import MockRawResponse
-
-        return AWSResponse(request.url, 200, HTTPHeaders(), MockRawResponse(b"{}"))
-
-    def needs_retry(response: Any, request_dict: Any, **_: Any) -> int | None:
-        sent = token(request_dict["body"])
-        if response is not None and response[0].status_code == 200 and sent not in applied:
-            applied.add(sent)
-            resent.append(sent)
-            return 0  # resend now
-        return None
-
-    events.register_first("before-send.dynamodb.TransactWriteItems", before_send)
-    events.register_first("needs-retry.dynamodb.TransactWriteItems", needs_retry)
-    try:
-        yield resent
-    finally:
-        events.unregister("before-send.dynamodb.TransactWriteItems", before_send)
-        events.unregister("needs-retry.dynamodb.TransactWriteItems", needs_retry)
 
 
 def test_dynamodb_a_resent_switch_is_this_switch(dynamo: tuple[Any, Hooked]) -> None:

@@ -31,7 +31,7 @@ from parent_proxy.errors import (
 from parent_proxy.store.dynamodb_base import TRANSACT_ATTEMPTS, ConditionFailed, Contended, translate
 from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, OutboxItem, ReservationStatus
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
-from tests.proxy.hooked_client import Hook, Hooked
+from tests.proxy.hooked_client import Hook, Hooked, transaction_answer_lost
 
 T0 = 1_700_000_000.0
 H = b"\x11" * 32
@@ -183,22 +183,27 @@ def first_answer_lost(client: Hooked, operation: str) -> Iterator[list[int]]:
 
 def test_a_resent_approval_decision_is_this_decision_not_a_refusal(dynamo: tuple[Any, Hooked]) -> None:
     """Before: `AlreadyDecided` for the owner's own approval, which stayed approved with nothing reserved or signed
-    (the flow gives back only what it took); the owner could neither approve again nor reject."""
+    (the flow gives back only what it took); the owner could neither approve again nor reject. A decision is one
+    transaction with the wallet's pending count; its resend carries the first send's token."""
     store, client = dynamo
     store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
-    with first_answer_lost(client, "UpdateItem") as resent:
+    with transaction_answer_lost(client) as resent:
         approved = store.decide_approval("a1", ApprovalStatus.APPROVED, b"owner-envelope", T0 + 1)
     assert resent and (approved.status, approved.decision, approved.decided_at) == (
         ApprovalStatus.APPROVED, b"owner-envelope", T0 + 1,
     )  # fmt: skip
-    with first_answer_lost(client, "UpdateItem") as resent:  # the give-back of a failed signing, resent too
+    with transaction_answer_lost(client) as resent:  # the give-back of a failed signing, resent too
         reopened = store.reopen_approval("a1", b"owner-envelope")
     assert resent and reopened.status == ApprovalStatus.PENDING and reopened.decision is None
-    with first_answer_lost(client, "UpdateItem") as resent:
+    with transaction_answer_lost(client) as resent:
         rejected = store.decide_approval("a1", ApprovalStatus.REJECTED, None, T0 + 2)
     assert resent and rejected == store.get_approval("a1") and rejected.status == ApprovalStatus.REJECTED
     with pytest.raises(AlreadyDecided, match="approval a1 is already rejected"):
         store.decide_approval("a1", ApprovalStatus.APPROVED, b"owner-envelope", T0 + 3)  # a real refusal stays one
+    # The count went +1 (created), -1, +1, -1 once each, resends included: one more approval fits under a bound
+    # of one.
+    count = client.inner.get_item(TableName="waiaas-test", Key={"pk": {"S": "W#w1"}, "sk": {"S": "APPROVALS"}})
+    assert count["Item"]["pending"] == {"N": "0"}
 
 
 def test_an_approval_decision_is_answered_from_its_own_write(dynamo: tuple[Any, Hooked]) -> None:
@@ -208,8 +213,8 @@ def test_an_approval_decision_is_answered_from_its_own_write(dynamo: tuple[Any, 
     store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
     written: list[str] = []
 
-    def update(real: Hook, **kwargs: Any) -> Any:
-        written.append(kwargs["Key"]["sk"]["S"])
+    def transact(real: Hook, **kwargs: Any) -> Any:
+        written.extend(next(iter(a.values()))["Key"]["sk"]["S"] for a in kwargs["TransactItems"])
         return real(**kwargs)
 
     def get(real: Hook, **kwargs: Any) -> Any:
@@ -217,9 +222,9 @@ def test_an_approval_decision_is_answered_from_its_own_write(dynamo: tuple[Any, 
             raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, "GetItem")
         return real(**kwargs)
 
-    client.hooks.update(update_item=update, get_item=get)
+    client.hooks.update(transact_write_items=transact, get_item=get)
     decided = store.decide_approval("a1", ApprovalStatus.APPROVED, b"owner-envelope", T0 + 1)
-    assert written == ["AP#a1"] and decided.status == ApprovalStatus.APPROVED
+    assert written == ["AP#a1", "APPROVALS"] and decided.status == ApprovalStatus.APPROVED
 
 
 def test_resent_creations_and_installs_are_their_own_writes(dynamo: tuple[Any, Hooked]) -> None:
