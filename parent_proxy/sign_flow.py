@@ -26,6 +26,16 @@
     6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
        stored answer -- if it cannot be written the signature is not handed out, the reservation is released
        and the key freed --; optionally submit through the chain adapter (`parent_proxy.submission`); answer.
+       An unsigned answer: the reservation released, then, with its receipt in the audit record and the answer
+       stored under the key in one store transaction:
+       - enclave ESCALATE of an agent request (its per-boot counters are above the store's: a restored older
+         state, clock skew): the escalation it is, not a denial -- a pending approval exactly as in step 4
+         (`_escalate`: ``transaction.escalated``, ``approval.pending``, 429 ``rate_limited`` with the queue full),
+         202 with the approval id and the enclave's decision; once the owner approves, `parent_proxy.approvals`
+         relays it with the approval;
+       - enclave DENY / FREEZE (and any other unsigned answer, an owner-approved request's included): a denial is
+         counted (FREEZE also freezes the wallet), ``transaction.refused``, 403 ``enclave_refused`` (or
+         ``wallet_frozen``) with the enclave's reasons.
 
 Nothing is retried. A failure before any effect abandons the idempotency claim, so the caller may retry with the
 same key; a decision (deny, escalate, signed) is stored under the key and replayed. The values and pure steps
@@ -56,6 +66,7 @@ from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
     Claim,
+    Origin,
     Prepared,
     SignRequest,
     agent_key,
@@ -93,9 +104,9 @@ __all__ = ["Answer", "Prepared", "SignFlow", "SignRequest", "decide", "eval_cont
 logger = logging.getLogger(__name__)
 
 MAX_PENDING_APPROVALS: Final = 100
-"""Escalations waiting for the owner, per wallet, beyond which a request that escalates is refused. The count is
-read before the approval is written, not in the same transaction: concurrent escalations can pass it by as many as
-run at once (a bound on the queue, not an exact count)."""
+"""Escalations waiting for the owner, per wallet, beyond which a request that escalates (by the proxy's check or
+the enclave's) is refused. The bound is a condition of the approval's own write (`CreateApproval.max_pending`), so
+it holds exactly under concurrency."""
 
 NOT_THE_AGENT_KEY = "the signature is not the stored agent key's over the requested transaction"
 """The audit reason of a ``transaction.failed`` record for a signed answer that `signed_by` refuses."""
@@ -192,7 +203,7 @@ class SignFlow:
             claim.held = True
             return Prepared(
                 wallet, policy, request_id, claim.key, claim.digest, started.reservation, spent_entries(ctx),
-                requests, denials, decision,
+                requests, denials, decision, origin=Origin(request, base),
             )  # fmt: skip
         if (replay := self._claim(claim, now)) is not None:
             return replay
@@ -205,24 +216,50 @@ class SignFlow:
             changes = denial_changes(wallet_id, now, None if trigger is None else f"policy freeze trigger: {trigger}")
             event = "transaction.frozen" if frozen else "transaction.denied"
             raise self._refuse(claim, refusal(decision, frozen), event, payload, webhook=webhook, changes=changes)
-        # ESCALATE, unless the owner's queue is full: the bound is a condition of the approval's own write.
+        # ESCALATE: a pending approval, with the request's timestamp.
+        changes = [RecordEvent(wallet_id, "request", now)]
+        return self._escalate(claim, request, base, decision.to_json(), now, changes=changes)
+
+    def _escalate(
+        self,
+        claim: Claim,
+        request: SignRequest,
+        base: Mapping[str, Any],
+        decision: dict[str, Any],
+        now: float,
+        *,
+        changes: Sequence[StateChange] = (),
+        audit: Mapping[str, Any] | None = None,
+        receipt: bytes | None = None,
+    ) -> Answer:
+        """An escalated request (``decision``: the proxy's, or the enclave's) waits for the owner: ``changes`` (the
+        request's timestamp, unless recorded already), the pending approval, its ``transaction.escalated`` record
+        (with the enclave's ``receipt``, if the enclave escalated) and ``approval.pending`` webhook, and the answer
+        stored under the claimed key, in one store transaction; the 202 with the approval id. With
+        `MAX_PENDING_APPROVALS` already waiting (a condition of the approval's own write), refused instead: 429
+        ``rate_limited``, ``transaction.refused`` with ``changes`` and the receipt, not a denial. ``base``: the
+        request's audit fields; ``audit``: more fields of the records (an enclave answer's ``message_sha256``)."""
+        s, wallet_id = self.s, claim.wallet_id
+        payload = {**base, **(audit or {}), "decision": decision}
         approval_id = uuid.uuid4().hex
         escalated = {**payload, "approval_id": approval_id}
         webhook = s.webhook_item(wallet_id, "approval.pending", escalated)
-        stored_request = canonical({"request": request.to_json(), "decision": decision.to_json(), **base})
+        stored_request = canonical({"request": request.to_json(), "decision": decision, **base})
         approval = Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now)
         body = {
             "status": "pending_approval",
-            "request_id": request_id,
+            "request_id": base["request_id"],
             "approval_id": approval_id,
-            "decision": decision.to_json(),
+            "decision": decision,
         }
-        # The request's timestamp, the approval, its record and webhook, and the answer under the key: one transaction.
         answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, canonical({"status_code": 202, "body": body}))
         create = CreateApproval(approval, max_pending=MAX_PENDING_APPROVALS)
-        changes = [RecordEvent(wallet_id, "request", now), create, CompleteIdempotent(answer)]
+        written = [*changes, create, CompleteIdempotent(answer)]
         try:
-            s.audit.append("transaction.escalated", escalated, wallet_id=wallet_id, webhook=webhook, changes=changes)
+            s.audit.append(
+                "transaction.escalated", escalated, wallet_id=wallet_id, receipt=receipt, webhook=webhook,
+                changes=written,
+            )  # fmt: skip
         except ApprovalQueueFull as full:
             error = ApiError(
                 Code.RATE_LIMITED,
@@ -230,8 +267,8 @@ class SignFlow:
                 "owner decides some",
             )
             reason = {"reason": f"{full.limit} approvals pending (at most {full.limit})"}
-            raise self._refuse(claim, error, "transaction.refused", {**payload, **reason},
-                               changes=[RecordEvent(wallet_id, "request", now)]) from full  # fmt: skip
+            raise self._refuse(claim, error, "transaction.refused", {**payload, **reason}, changes=changes,
+                               receipt=receipt) from full  # fmt: skip
         claim.held = False
         return Answer(202, body)
 
@@ -244,12 +281,16 @@ class SignFlow:
         *,
         webhook: OutboxItem | None = None,
         changes: Sequence[StateChange] = (),
+        receipt: bytes | None = None,
     ) -> ApiError:
-        """Write a refusal: its ``changes``, its audit record (and webhook) and the error answer stored under the
-        claimed key, in one store transaction (a failure writes none of it, and the key is freed); the error."""
+        """Write a refusal: its ``changes``, its audit record (with the enclave's ``receipt``, if any; and webhook)
+        and the error answer stored under the claimed key, in one store transaction (a failure writes none of it,
+        and the key is freed); the error."""
         stored = IdempotentAnswer(claim.wallet_id, claim.key, claim.digest, canonical(error_answer(error)))
         changes = [*changes, CompleteIdempotent(stored)]
-        self.s.audit.append(event, payload, wallet_id=claim.wallet_id, webhook=webhook, changes=changes)
+        self.s.audit.append(
+            event, payload, wallet_id=claim.wallet_id, receipt=receipt, webhook=webhook, changes=changes
+        )
         claim.held = False
         return error
 
@@ -330,6 +371,15 @@ class SignFlow:
         base = {"request_id": prepared.request_id, "message_sha256": message_sha256.hex(), "decision": answer.decision}
         receipt = answer.receipt + answer.receipt_signature
         s.metrics.count("waiaas_decisions_total", verdict=str(verdict), stage="enclave")
+        unsigned = answer.signature is None and answer.signed_transaction is None
+        if unsigned and verdict == "escalate" and prepared.origin is not None:
+            try:  # an agent request the proxy allowed and the enclave escalates: it waits for the owner
+                return self._record_escalation(prepared, prepared.origin, answer.decision, message_sha256, receipt)
+            except ApiError:
+                raise
+            except BaseException:  # the store failed part-way (503): give back, as for any 503
+                give_back.give_back(self.s, prepared)
+                raise
         if answer.signature is None or answer.signed_transaction is None or verdict not in ("allow", "escalate"):
             try:
                 self._record_refusal(prepared, answer.decision, base, receipt)
@@ -387,6 +437,21 @@ class SignFlow:
         )
         give_back.failed(self.s, prepared, error, reason=NOT_THE_AGENT_KEY)
         raise error
+
+    def _record_escalation(
+        self, prepared: Prepared, origin: Origin, decision: dict[str, Any], message_sha256: bytes, receipt: bytes
+    ) -> Answer:
+        """Step 6 for an unsigned enclave ESCALATE of an agent request (the enclave's counters are above the
+        store's: a restored older state, clock skew): release the reservation, then the pending approval exactly as
+        for the proxy's own escalation (`_escalate`; the request was recorded by `begin_signing`), its record with
+        the enclave's receipt; no denial is counted. The 202 (or 429 with the owner's queue full)."""
+        s, wallet_id = self.s, prepared.wallet.wallet_id
+        if prepared.reservation is not None:
+            s.store.release(prepared.reservation)
+        claim = Claim(wallet_id, prepared.key, prepared.digest, held=True)
+        audit = {"message_sha256": message_sha256.hex()}
+        now = read_clock(s.clock)
+        return self._escalate(claim, origin.request, origin.base, decision, now, audit=audit, receipt=receipt)
 
     def _record_refusal(
         self, prepared: Prepared, decision: dict[str, Any], base: dict[str, Any], receipt: bytes
@@ -473,6 +538,6 @@ class SignFlow:
             raise
         except Exception as exc:
             raise translate(exc) from exc
-        if submit:
+        if submit and answer.status == 200:  # a signed transaction (not an escalation by the enclave)
             return await submission.submit(s, prepared, answer)
         return answer

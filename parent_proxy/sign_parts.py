@@ -70,8 +70,19 @@ class OwnerApproval:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """The agent request a `Prepared` came from: what a pending approval is made of, should the enclave's check
+    escalate a request the proxy's own check allowed (`parent_proxy.sign_flow`). ``base``: the request's audit
+    fields (``request_id``, ``token_id``, ``request_sha256``)."""
+
+    request: SignRequest
+    base: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
-    """State carried from the checks (step 1-4) to the relay (step 5)."""
+    """State carried from the checks (step 1-4) to the relay (step 5). ``origin``: the agent request (``None`` for
+    an owner approval being signed)."""
 
     wallet: Wallet
     policy: Policy
@@ -86,6 +97,7 @@ class Prepared:
     idempotent: bool = True
     submit: bool = False
     approval: OwnerApproval | None = None
+    origin: Origin | None = None
 
 
 @dataclass(slots=True)

@@ -8,9 +8,9 @@ recorded it (only ``waiaas audit verify --receipts`` noticed later). Now it is r
 503 ``enclave_unavailable``, nothing handed out or submitted, the reservation released, the idempotency key free (a
 retry reaches the enclave again), an owner approval back to pending, audit ``transaction.failed`` /
 ``message.failed`` and no ``*.signed`` / ``transaction.refused`` record. Refusals (deny, escalate) carry receipts
-too and are checked the same way. The same answers with a receipt about the message sent: signed, or refused with
-403 (the controls). The auditor applies the same rule to the record's ``message_sha256``, which a record holding a
-receipt must now state.
+too and are checked the same way. The same answers with a receipt about the message sent: signed, refused with
+403, or (escalate) waiting for the owner with 202 (the controls). The auditor applies the same rule to the
+record's ``message_sha256``, which a record holding a receipt must now state.
 """
 
 from __future__ import annotations
@@ -125,9 +125,14 @@ def test_a_refusals_receipt_must_be_about_the_transaction_sent(stand_in: StandIn
     stand_in.answer(decision_answer(stand_in, stated_hash(stand_in, tx, about), verdict))
     sent = submissions(h)
     first = h.sign(tx, key="refused", submit=True)
-    if about == "the transaction sent":  # the control: a refusal, recorded with its receipt and stored under the key
-        assert first.status_code == 403 and first.json()["error"]["code"] == "enclave_refused", first.text
-        assert records(h)[-1].event_type == "transaction.refused" and records(h)[-1].receipt is not None
+    if about == "the transaction sent":  # the control: a decision, recorded with its receipt and stored under the key
+        if verdict == "deny":
+            assert first.status_code == 403 and first.json()["error"]["code"] == "enclave_refused", first.text
+            event = "transaction.refused"
+        else:  # the enclave's escalation waits for the owner (tests/proxy/test_api_enclave_escalates.py)
+            assert first.status_code == 202 and first.json()["status"] == "pending_approval", first.text
+            event = "transaction.escalated"
+        assert records(h)[-1].event_type == event and records(h)[-1].receipt is not None
         assert h.sign(tx, key="refused", submit=True).json() == first.json() and stand_in.calls == 1
         return
     assert_given_back(stand_in, first, sent)
