@@ -40,7 +40,17 @@ from parent_proxy.schemas import (
 )
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_flow import Answer, SignFlow
-from parent_proxy.store.model import SetFrozen, Wallet, WebhookConfig
+from parent_proxy.store.model import (
+    CreateWallet,
+    InstallPolicy,
+    RevokeToken,
+    SetFrozen,
+    SetWebhook,
+    StoreToken,
+    Wallet,
+    WebhookConfig,
+)
+from parent_proxy.store.tokens import new_token
 from parent_proxy.webhook_urls import redact_url
 from policies.errors import PolicyEngineError
 from policies.orders import check_freeze_order
@@ -145,11 +155,11 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
     vault = created.agent_public_key if vault_key is None else bytes(vault_key)
     wallet = Wallet(body.wallet_id, created.agent_public_key, bytes(owner), vault, sealed)
 
-    def persist() -> None:
-        services.store.create_wallet(wallet)
+    def persist() -> None:  # the wallet and its record: one store transaction
         services.audit.append(
             "wallet.created", {"agent_public_key": str(Pubkey.from_bytes(created.agent_public_key)),
                                "owner_public_key": str(owner)}, wallet_id=body.wallet_id,
+            changes=[CreateWallet(wallet)],
         )  # fmt: skip
 
     await run_store(services, persist)
@@ -180,10 +190,11 @@ async def issue_token(wallet_id: WalletId, request: Request) -> JSONResponse:
     services = services_of(request)
     verified_owner(request)
 
-    def issue() -> IssuedTokenView:
-        issued = services.store.issue_token(wallet_id, read_clock(services.clock))
-        services.audit.append("token.issued", {"token_id": issued.token_id}, wallet_id=wallet_id)
-        return IssuedTokenView(token_id=issued.token_id, token=issued.token)
+    def issue() -> IssuedTokenView:  # the token (its hash) and its record: one store transaction
+        token_id, token, secret_hash = new_token()
+        stored = StoreToken(token_id, wallet_id, secret_hash, read_clock(services.clock))
+        services.audit.append("token.issued", {"token_id": token_id}, wallet_id=wallet_id, changes=[stored])
+        return IssuedTokenView(token_id=token_id, token=token)
 
     view: IssuedTokenView = await run_store(services, issue)
     return JSONResponse(view.model_dump(), status_code=201, headers=NO_STORE)
@@ -195,13 +206,10 @@ async def revoke_token(wallet_id: WalletId, token_id: Id, request: Request) -> R
     services = services_of(request)
     verified_owner(request)
 
-    def revoke() -> None:
-        # Only a token of the wallet in the path: another wallet's token is 404, as an unknown one (a token's wallet
-        # never changes, so this check cannot go stale before the revocation).
-        if services.store.token_wallet(token_id) != wallet_id:
-            raise NotFound(f"token {token_id} not found")
-        services.store.revoke_token(token_id, read_clock(services.clock))
-        services.audit.append("token.revoked", {"token_id": token_id}, wallet_id=wallet_id)
+    def revoke() -> None:  # the revocation and its record: one store transaction
+        # Only a token of the wallet in the path: another wallet's token is 404, as an unknown one.
+        revoked = RevokeToken(token_id, wallet_id, read_clock(services.clock))
+        services.audit.append("token.revoked", {"token_id": token_id}, wallet_id=wallet_id, changes=[revoked])
 
     await run_store(services, revoke)
     return Response(status_code=204)
@@ -221,12 +229,12 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
     if policy.expires_at is not None and now >= policy.expires_at:
         raise ApiError(Code.STALE_POLICY, f"the policy expired at {policy.expires_at} (Unix seconds)")
 
-    def persist() -> Wallet:
-        services.store.install_policy(wallet_id, envelope, policy.sequence)
+    def persist() -> Wallet:  # the policy and its record: one store transaction
         services.audit.append(
             "policy.installed",
             {"sequence": policy.sequence, "policy_sha256": hashlib.sha256(envelope).hexdigest()},
             wallet_id=wallet_id,
+            changes=[InstallPolicy(wallet_id, envelope, policy.sequence)],
         )
         return services.store.get_wallet(wallet_id)
 
@@ -346,10 +354,11 @@ async def set_webhook(wallet_id: WalletId, body: WebhookBody, request: Request) 
     verified_owner(request)
     secret = decode_base64("secret", body.secret)
 
-    def persist() -> None:
-        services.store.set_webhook(WebhookConfig(wallet_id, body.url, secret))
-        # Where notifications go, not the credential some receivers carry in the path or query.
-        services.audit.append("webhook.configured", {"url": redact_url(body.url)}, wallet_id=wallet_id)
+    def persist() -> None:  # the configuration and its record: one store transaction
+        # The record says where notifications go, not the credential some receivers carry in the path or query.
+        configured = SetWebhook(WebhookConfig(wallet_id, body.url, secret))
+        services.audit.append("webhook.configured", {"url": redact_url(body.url)}, wallet_id=wallet_id,
+                              changes=[configured])  # fmt: skip
 
     await run_store(services, persist)
     return Response(status_code=204)

@@ -27,12 +27,9 @@ from parent_proxy.errors import (
 from parent_proxy.store import dynamodb_sealed_keys as sealed_keys
 from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
-from parent_proxy.store.dynamodb_agent_keys import DynamoAgentKeys
 from parent_proxy.store.dynamodb_audited import Part
 from parent_proxy.store.dynamodb_base import (
-    WRITE_ID,
     ConditionFailed,
-    b,
     create_table,
     get_b,
     get_i,
@@ -41,20 +38,21 @@ from parent_proxy.store.dynamodb_base import (
     get_s,
     n,
     new_write_id,
-    opt_b,
-    opt_s,
     s,
     translate,
 )
+from parent_proxy.store.dynamodb_owner_changes import NEW_ITEM, DynamoOwnerChanges, token_item, wallet_item
 from parent_proxy.store.model import (
     AuditRecord,
     IdempotentAnswer,
+    InstallPolicy,
     IssuedToken,
     OutboxItem,
     Reservation,
     ReservationStatus,
     SetFrozen,
     SigningClaim,
+    StoreToken,
     Wallet,
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
@@ -63,7 +61,7 @@ from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replaceme
 __all__ = ["DynamoStore", "create_table"]
 
 
-class DynamoStore(DynamoAgentKeys):
+class DynamoStore(DynamoOwnerChanges):
     """DynamoDB-backed `Store` over one table (see `dynamodb_base` for its layout)."""
 
     # -- reads together -------------------------------------------------------------------------------------
@@ -78,15 +76,8 @@ class DynamoStore(DynamoAgentKeys):
         self._require_wallet(wallet_id)
         token_id, token, secret_hash = tokens.new_token()
         write_id = new_write_id()
-        item = {
-            "pk": s(f"T#{token_id}"),
-            "sk": s("TOKEN"),
-            "wallet_id": s(wallet_id),
-            "secret_hash": b(secret_hash),
-            "created_at": n(now),
-            WRITE_ID: s(write_id),
-        }
-        new = {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+        item = token_item(StoreToken(token_id, wallet_id, secret_hash, now), write_id)
+        new = {"TableName": self._table, "Item": item, "ConditionExpression": NEW_ITEM}
         self._write_once("put_item", new, write_id)
         return IssuedToken(token_id=token_id, wallet_id=wallet_id, token=token)
 
@@ -126,22 +117,8 @@ class DynamoStore(DynamoAgentKeys):
     def create_wallet(self, wallet: Wallet) -> None:
         w = v.check_wallet(wallet)
         write_id = new_write_id()
-        item = {
-            "pk": s(f"W#{w.wallet_id}"),
-            "sk": s("WALLET"),
-            "agent_pubkey": b(w.agent_pubkey),
-            "owner_pubkey": b(w.owner_pubkey),
-            "vault_address": b(w.vault_address),
-            "sealed_key": b(w.sealed_key),
-            "frozen": {"BOOL": w.frozen},
-            "frozen_reason": opt_s(w.frozen_reason),
-            "policy_document": opt_b(w.policy_document),
-            "policy_sequence": n(w.policy_sequence),
-            "ledger_version": n(0),
-            WRITE_ID: s(write_id),
-        }
         try:
-            new = {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+            new = {"TableName": self._table, "Item": wallet_item(w, write_id), "ConditionExpression": NEW_ITEM}
             self._write_once("put_item", new, write_id)
         except ConditionFailed as exc:
             raise Conflict(f"wallet {w.wallet_id} already exists") from exc
@@ -176,13 +153,7 @@ class DynamoStore(DynamoAgentKeys):
         v.check_blob("document", document)
         v.check_count("sequence", sequence, minimum=1)
         write_id = new_write_id()
-        update = {
-            "TableName": self._table,
-            "Key": {"pk": s(f"W#{wallet_id}"), "sk": s("WALLET")},
-            "UpdateExpression": f"SET policy_document = :d, policy_sequence = :q, {WRITE_ID} = :w",
-            "ConditionExpression": "attribute_exists(pk) AND policy_sequence < :q",
-            "ExpressionAttributeValues": {":d": b(document), ":q": n(sequence), ":w": s(write_id)},
-        }
+        update = self._policy_update(InstallPolicy(wallet_id, document, sequence), write_id)
         try:
             self._write_once("update_item", update, write_id)
         except ConditionFailed as exc:

@@ -170,6 +170,50 @@ class IdempotentAnswer:
 
 # -- state changes that `Store.apply_audited` writes in one transaction with their audit record ---------------
 @dataclass(frozen=True)
+class CreateWallet:
+    """`Store.create_wallet`: a new wallet (`Conflict` if the id is taken)."""
+
+    wallet: Wallet
+
+
+@dataclass(frozen=True)
+class InstallPolicy:
+    """`Store.install_policy`: the owner-signed policy ``document`` with a sequence above the installed one."""
+
+    wallet_id: str
+    document: bytes = field(repr=False)
+    sequence: int
+
+
+@dataclass(frozen=True)
+class StoreToken:
+    """`Store.issue_token`'s write: a new agent token of ``wallet_id``, kept as the SHA-256 of its secret only (the
+    caller made it with `tokens.new_token` and hands the clear token out once)."""
+
+    token_id: str
+    wallet_id: str
+    secret_hash: bytes = field(repr=False)
+    created_at: float
+
+
+@dataclass(frozen=True)
+class RevokeToken:
+    """`Store.revoke_token` of a token of ``wallet_id`` (`NotFound` for another wallet's token, as for an unknown
+    one); revoking a revoked token keeps its first revocation time."""
+
+    token_id: str
+    wallet_id: str
+    now: float
+
+
+@dataclass(frozen=True)
+class SetWebhook:
+    """`Store.set_webhook`: where the wallet's notifications go, and their secret."""
+
+    config: WebhookConfig
+
+
+@dataclass(frozen=True)
 class SetFrozen:
     """`Store.set_frozen`: freeze (a reason is required) or unfreeze (no reason) a wallet."""
 
@@ -265,7 +309,12 @@ class SwitchAgentKey:
 
 
 StateChange = (
-    SetFrozen
+    CreateWallet
+    | InstallPolicy
+    | StoreToken
+    | RevokeToken
+    | SetWebhook
+    | SetFrozen
     | RecordEvent
     | CreateApproval
     | DecideApproval

@@ -27,10 +27,12 @@ from parent_proxy.store.model import (
     AuditRecord,
     CompleteIdempotent,
     CreateApproval,
+    CreateWallet,
     DecideApproval,
     IdempotencyRecord,
     IdempotencyStatus,
     IdempotentAnswer,
+    InstallPolicy,
     IssuedToken,
     OutboxItem,
     RecordEvent,
@@ -38,10 +40,13 @@ from parent_proxy.store.model import (
     Reservation,
     ReservationStatus,
     RetiredAgentKey,
+    RevokeToken,
     SetAgentKeyCandidate,
     SetFrozen,
+    SetWebhook,
     SigningClaim,
     StateChange,
+    StoreToken,
     SwitchAgentKey,
     Wallet,
 )
@@ -59,12 +64,18 @@ class SqliteStore(SqliteApprovals):
         now = v.check_time("now", now)
         token_id, token, secret_hash = tokens.new_token()
         with self._write() as conn:
-            self._require_wallet(conn, wallet_id)
-            conn.execute(
-                "INSERT INTO tokens (token_id, wallet_id, secret_hash, created_at) VALUES (?, ?, ?, ?)",
-                (token_id, wallet_id, secret_hash, now),
-            )
+            self._store_token_in(conn, StoreToken(token_id, wallet_id, secret_hash, now))
         return IssuedToken(token_id=token_id, wallet_id=wallet_id, token=token)
+
+    @classmethod
+    def _store_token_in(cls, conn: sqlite3.Connection, t: StoreToken) -> None:
+        cls._require_wallet(conn, t.wallet_id)
+        if conn.execute("SELECT 1 FROM tokens WHERE token_id = ?", (t.token_id,)).fetchone():
+            raise Conflict(f"token {t.token_id} already exists")
+        conn.execute(
+            "INSERT INTO tokens (token_id, wallet_id, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+            (t.token_id, t.wallet_id, t.secret_hash, t.created_at),
+        )
 
     def authenticate_token(self, token: str) -> str:
         parsed = tokens.parse_token(token)
@@ -83,9 +94,15 @@ class SqliteStore(SqliteApprovals):
         v.check_id("token_id", token_id)
         now = v.check_time("now", now)
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM tokens WHERE token_id = ?", (token_id,)).fetchone() is None:
-                raise NotFound(f"token {token_id} not found")
-            conn.execute("UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (now, token_id))
+            self._revoke_token_in(conn, token_id, None, now)
+
+    @staticmethod
+    def _revoke_token_in(conn: sqlite3.Connection, token_id: str, wallet_id: str | None, now: float) -> None:
+        """Revoke ``token_id`` (of ``wallet_id``, if given: another wallet's token is `NotFound` as well)."""
+        row = conn.execute("SELECT wallet_id FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
+        if row is None or wallet_id not in (None, row[0]):
+            raise NotFound(f"token {token_id} not found")
+        conn.execute("UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (now, token_id))
 
     def token_wallet(self, token_id: str) -> str:
         v.check_id("token_id", token_id)
@@ -99,13 +116,17 @@ class SqliteStore(SqliteApprovals):
     def create_wallet(self, wallet: Wallet) -> None:
         w = v.check_wallet(wallet)
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM wallets WHERE wallet_id = ?", (w.wallet_id,)).fetchone():
-                raise Conflict(f"wallet {w.wallet_id} already exists")
-            conn.execute(
-                "INSERT INTO wallets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (w.wallet_id, w.agent_pubkey, w.owner_pubkey, w.vault_address, w.sealed_key, int(w.frozen),
-                 w.frozen_reason, w.policy_document, w.policy_sequence),
-            )  # fmt: skip
+            self._create_wallet_in(conn, w)
+
+    @staticmethod
+    def _create_wallet_in(conn: sqlite3.Connection, w: Wallet) -> None:
+        if conn.execute("SELECT 1 FROM wallets WHERE wallet_id = ?", (w.wallet_id,)).fetchone():
+            raise Conflict(f"wallet {w.wallet_id} already exists")
+        conn.execute(
+            "INSERT INTO wallets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (w.wallet_id, w.agent_pubkey, w.owner_pubkey, w.vault_address, w.sealed_key, int(w.frozen),
+             w.frozen_reason, w.policy_document, w.policy_sequence),
+        )  # fmt: skip
 
     def get_wallet(self, wallet_id: str) -> Wallet:
         v.check_id("wallet_id", wallet_id)
@@ -134,15 +155,19 @@ class SqliteStore(SqliteApprovals):
         v.check_blob("document", document)
         v.check_count("sequence", sequence, minimum=1)
         with self._write() as conn:
-            row = conn.execute("SELECT policy_sequence FROM wallets WHERE wallet_id = ?", (wallet_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"wallet {wallet_id} not found")
-            if sequence <= row[0]:
-                raise StalePolicySequence(wallet_id, sequence, row[0])
-            conn.execute(
-                "UPDATE wallets SET policy_document = ?, policy_sequence = ? WHERE wallet_id = ?",
-                (document, sequence, wallet_id),
-            )
+            self._install_policy_in(conn, InstallPolicy(wallet_id, document, sequence))
+
+    @staticmethod
+    def _install_policy_in(conn: sqlite3.Connection, p: InstallPolicy) -> None:
+        row = conn.execute("SELECT policy_sequence FROM wallets WHERE wallet_id = ?", (p.wallet_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"wallet {p.wallet_id} not found")
+        if p.sequence <= row[0]:
+            raise StalePolicySequence(p.wallet_id, p.sequence, row[0])
+        conn.execute(
+            "UPDATE wallets SET policy_document = ?, policy_sequence = ? WHERE wallet_id = ?",
+            (p.document, p.sequence, p.wallet_id),
+        )
 
     # -- idempotency ----------------------------------------------------------------------------------------
     @staticmethod
@@ -306,6 +331,16 @@ class SqliteStore(SqliteApprovals):
 
     def _apply_in(self, conn: sqlite3.Connection, change: StateChange) -> None:
         match change:
+            case CreateWallet(wallet=wallet):
+                self._create_wallet_in(conn, wallet)
+            case InstallPolicy():
+                self._install_policy_in(conn, change)
+            case StoreToken():
+                self._store_token_in(conn, change)
+            case RevokeToken(token_id=token_id, wallet_id=wallet_id, now=now):
+                self._revoke_token_in(conn, token_id, wallet_id, now)
+            case SetWebhook(config=config):
+                self._set_webhook_in(conn, config)
             case SetFrozen():
                 self._set_frozen_in(conn, change)
             case RecordEvent(wallet_id=wallet_id, kind=kind, at=at):

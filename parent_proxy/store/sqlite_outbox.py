@@ -34,8 +34,12 @@ class SqliteOutboxAudit(SqliteBase):
     def set_webhook(self, config: WebhookConfig) -> None:
         c = v.check_webhook(config)
         with self._write() as conn:
-            self._require_wallet(conn, c.wallet_id)
-            conn.execute("INSERT OR REPLACE INTO webhooks VALUES (?, ?, ?)", (c.wallet_id, c.url, c.secret))
+            self._set_webhook_in(conn, c)
+
+    @classmethod
+    def _set_webhook_in(cls, conn: sqlite3.Connection, c: WebhookConfig) -> None:
+        cls._require_wallet(conn, c.wallet_id)
+        conn.execute("INSERT OR REPLACE INTO webhooks VALUES (?, ?, ?)", (c.wallet_id, c.url, c.secret))
 
     def get_webhook(self, wallet_id: str) -> WebhookConfig | None:
         v.check_id("wallet_id", wallet_id)

@@ -19,17 +19,22 @@ from parent_proxy.store.model import (
     AuditRecord,
     CompleteIdempotent,
     CreateApproval,
+    CreateWallet,
     DecideApproval,
     DeliveryAttempt,
     IdempotencyStatus,
     IdempotentAnswer,
+    InstallPolicy,
     OutboxItem,
     OutboxStatus,
     RecordEvent,
     ReopenApproval,
+    RevokeToken,
     SetAgentKeyCandidate,
     SetFrozen,
+    SetWebhook,
     StateChange,
+    StoreToken,
     SwitchAgentKey,
     Wallet,
     WebhookConfig,
@@ -282,6 +287,25 @@ def check_approval_decision(approval_id: object, status: object, decision: objec
 def check_change(change: object) -> StateChange:
     """One change of `Store.apply_audited`, checked as its own method checks its arguments (times normalised)."""
     match change:
+        case CreateWallet(wallet=wallet):
+            check_wallet(wallet)
+            return change
+        case InstallPolicy(wallet_id=wallet_id, document=document, sequence=sequence):
+            check_id("wallet_id", wallet_id)
+            check_blob("document", document)
+            check_count("sequence", sequence, minimum=1)
+            return change
+        case StoreToken(token_id=token_id, wallet_id=wallet_id, secret_hash=secret_hash, created_at=created_at):
+            check_id("token_id", token_id)
+            check_id("wallet_id", wallet_id)
+            check_digest("secret_hash", secret_hash)
+            return StoreToken(token_id, wallet_id, secret_hash, check_time("created_at", created_at))
+        case RevokeToken(token_id=token_id, wallet_id=wallet_id, now=now):
+            check_id("token_id", token_id)
+            check_id("wallet_id", wallet_id)
+            return RevokeToken(token_id, wallet_id, check_time("now", now))
+        case SetWebhook(config=config):
+            return SetWebhook(check_webhook(config))
         case SetFrozen(wallet_id=wallet_id, frozen=frozen, reason=reason):
             check_id("wallet_id", wallet_id)
             check_frozen(frozen, reason)
@@ -317,26 +341,26 @@ def check_change(change: object) -> StateChange:
 def _wallet_record_changed(change: StateChange) -> str | None:
     """The wallet whose record ``change`` writes or checks (DynamoDB: its ``WALLET`` item), if any."""
     match change:
-        case SetFrozen(wallet_id=wallet_id) | SwitchAgentKey(wallet_id=wallet_id):
+        case SetFrozen(wallet_id=wallet_id) | SwitchAgentKey(wallet_id=wallet_id) | InstallPolicy(wallet_id=wallet_id):
             return wallet_id
         case SetAgentKeyCandidate(candidate=candidate):
             return candidate.wallet_id
+        case CreateWallet(wallet=wallet):
+            return wallet.wallet_id
     return None
 
 
 def check_changes(changes: object) -> list[StateChange]:
-    """The changes of `Store.apply_audited`, each checked by `check_change`; an agent-key change must be the only
-    change of its wallet's record in the list (`InvalidInput` otherwise, on every adapter): DynamoDB writes an item
-    at most once per transaction, and the rotation needs no other change of the wallet with it."""
+    """The changes of `Store.apply_audited`, each checked by `check_change`; at most one change of a wallet's record
+    in the list (`InvalidInput` otherwise, on every adapter): DynamoDB writes an item at most once per transaction,
+    and the rotation needs no other change of the wallet with it."""
     if not isinstance(changes, Sequence) or isinstance(changes, str | bytes):
         raise InvalidInput("changes", "must be a sequence of state changes")
     checked = [check_change(c) for c in changes]
     touched = [_wallet_record_changed(c) for c in checked]
-    for change, wallet_id in zip(checked, touched, strict=True):
-        if isinstance(change, SetAgentKeyCandidate | SwitchAgentKey) and touched.count(wallet_id) > 1:
-            raise InvalidInput(
-                "changes", f"wallet {wallet_id}: an agent-key change must be the only change of its wallet's record"
-            )
+    for wallet_id in touched:
+        if wallet_id is not None and touched.count(wallet_id) > 1:
+            raise InvalidInput("changes", f"wallet {wallet_id}: at most one change of its wallet's record")
     return checked
 
 
