@@ -15,10 +15,13 @@ For a transaction, in order:
 7. sign with the agent key at its signer slot, record the outcome in the ledger, and return the decision with a
    session-signed receipt (also for refusals).
 
-Off-chain messages: signed only when the wallet is loaded and not frozen, its policy allows off-chain messages and
-has not expired, the message decodes as a version-0 Solana off-chain message, and the agent key is one of its
-declared signers. No policy rule applies to them
-(they move no funds); every one gets a receipt.
+Off-chain messages: signed only when the wallet is loaded and not frozen, a policy is installed, and the policy's
+decision on the message (`judge_message`, the proxy's check 1 uses the same function) is ALLOW: it allows
+off-chain messages, has not expired, its time windows and request rate allow one now, the message decodes as a
+version-0 Solana off-chain message and the agent key is one of its declared signers. A message refused on any of
+these (all but the frozen wallet and the missing policy) is recorded in the ledger as a request and a denial, as a
+denied transaction is, so it counts towards the denial burst, and the denial that completes a burst freezes the
+wallet (answered ``wallet_frozen``). A signed message gets a receipt; a refused one gets an error, no receipt.
 """
 
 from __future__ import annotations
@@ -45,13 +48,13 @@ from enclave_app.protocol import (
 )
 from enclave_app.receipts import encode_receipt, reasons_digest
 from enclave_app.state import Enclave, InstalledPolicy, Wallet
-from policies.decision import Verdict
+from policies.decision import Decision, Verdict
 from policies.document import Policy
 from policies.errors import DecodeError
 from policies.evaluate import EvalContext, evaluate, evaluate_message
 from policies.lookup_tables import resolve_lookup_tables
 from policies.model import DecodedTransaction
-from policies.offchain import decode_offchain_message
+from policies.offchain import OffchainMessage, decode_offchain_message
 from policies.transaction import decode_transaction
 
 
@@ -230,27 +233,75 @@ def _receipt(
     return encoded, enclave.session.sign_encoded(encoded)
 
 
+class NotASigner(DecodeError):
+    """The off-chain message decodes but does not name the agent key among its signers."""
+
+
+def judge_message(
+    policy: Policy, raw: bytes, agent: bytes, ctx: EvalContext
+) -> tuple[Decision, OffchainMessage | DecodeError]:
+    """The policy's decision on signing the off-chain message ``raw`` with the agent key ``agent``, and the decoded
+    message (or why it is not one). Both checks use it: the enclave (check 2, `sign_message`) and the proxy (check 1,
+    `parent_proxy.message_checks`). The request rules apply as `policies.evaluate.evaluate_message` applies them; a
+    message that does not decode as a version-0 off-chain message, or that does not name ``agent`` among its signers,
+    is a DENY with rule ``decode``, as a transaction that does not decode is (`policies.evaluate.evaluate` given the
+    `DecodeError`: the request rules, the ``decode`` reason and the denial burst). Either way a DENY that completes a
+    burst of denials is a FREEZE. Pure."""
+    decoded: OffchainMessage | DecodeError
+    try:
+        decoded = decode_offchain_message(raw)
+        if not any(hmac.compare_digest(bytes(signer), agent) for signer in decoded.signers):
+            raise NotASigner("the agent key is not a signer of this message")
+    except DecodeError as exc:
+        decoded = exc
+    if isinstance(decoded, DecodeError) and policy.rules.offchain_messages:
+        return evaluate(policy, decoded, ctx), decoded
+    # Not allowed at all: that reason (and the request rules) is the answer, whether or not the message decodes.
+    return evaluate_message(policy, ctx), decoded
+
+
+def _message_refusal(policy: Policy, now: datetime, decoded: OffchainMessage | DecodeError) -> StateError:
+    """The enclave's error for a message its policy decision refused (DENY; FREEZE is ``wallet_frozen``)."""
+    if not policy.rules.offchain_messages:
+        return StateError(ErrorCode.MESSAGE_INVALID, "the wallet's policy does not allow off-chain messages")
+    if policy.expired(now):
+        return StateError(ErrorCode.NO_POLICY, "the wallet's policy has expired")
+    if isinstance(decoded, NotASigner):
+        return StateError(ErrorCode.MESSAGE_INVALID, "the agent key is not a signer of this message")
+    if isinstance(decoded, DecodeError):
+        return StateError(ErrorCode.MESSAGE_INVALID, "not a valid off-chain message")
+    return StateError(ErrorCode.MESSAGE_INVALID, "the wallet's policy refuses this message now")
+
+
 def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignatureResponse:
-    # 1. Wallet and state, and a policy in force that allows off-chain messages; 2. the message decodes; 3. the
-    #    agent key is a declared signer; 4. the policy's request rules with the enclave's own counters (time
-    #    windows, rate; a denial burst freezes), the request recorded; 5. sign + receipt.
+    # 1. Wallet and state (frozen: refused, nothing recorded), a policy installed (none: refused, nothing recorded);
+    #    2. the policy's decision (`judge_message`: request rules, decoding, the agent key a signer) with the
+    #    enclave's own counters (the parent sends no figures for messages), the request and any denial recorded; a
+    #    FREEZE freezes the wallet; 3. sign + receipt on ALLOW only.
     wallet = _signing_wallet(enclave, request.wallet_id)
     installed = wallet.installed
-    if installed is None or not installed.policy.rules.offchain_messages:
+    if installed is None:
         raise StateError(ErrorCode.MESSAGE_INVALID, "the wallet's policy does not allow off-chain messages")
+    policy, ledger, rules = installed.policy, wallet.ledger, installed.policy.rules
     now = enclave.clock()
-    if installed.policy.expired(now):
-        raise StateError(ErrorCode.NO_POLICY, "the wallet's policy has expired")
-    try:
-        message = decode_offchain_message(request.message)
-    except DecodeError as exc:
-        raise StateError(ErrorCode.MESSAGE_INVALID, "not a valid off-chain message") from exc
-    if not any(hmac.compare_digest(bytes(signer), bytes(wallet.agent)) for signer in message.signers):
-        raise StateError(ErrorCode.MESSAGE_INVALID, "the agent key is not a signer of this message")
     now_s = now.timestamp()
-    _message_decision(wallet, installed, now, now_s)
-    signature = wallet.agent_key.sign(message.message_bytes)
-    message_hash = hashlib.sha256(message.message_bytes).digest()
+    ledger.prune(now_s, installed.horizon)
+    ledger.check_room(2)
+    burst = rules.freeze.denials
+    requests = ledger.count(ledger.requests, rules.rate.window_seconds, now_s)
+    denials = 0 if burst is None else ledger.count(ledger.denials, burst.window_seconds, now_s)
+    ctx = EvalContext(now, wallet.agent_keys, {}, requests, denials)
+    decision, decoded = judge_message(policy, request.message, bytes(wallet.agent), ctx)
+    ledger.record(now_s, denied=decision.verdict >= Verdict.DENY, signed=())
+    if decision.verdict is Verdict.FREEZE:
+        wallet.frozen = True
+        raise StateError(ErrorCode.WALLET_FROZEN, "a burst of denied requests froze the wallet")
+    if decision.verdict >= Verdict.DENY:
+        raise _message_refusal(policy, now, decoded)
+    if isinstance(decoded, DecodeError):
+        raise InconsistentStateError("a message that did not decode was allowed")
+    signature = wallet.agent_key.sign(decoded.message_bytes)
+    message_hash = hashlib.sha256(decoded.message_bytes).digest()
     receipt, receipt_signature = _receipt(
         enclave,
         installed.message_receipt_prefix,
@@ -261,21 +312,3 @@ def sign_message(enclave: Enclave, request: SignMessageRequest) -> MessageSignat
         now_s=now_s,
     )
     return MessageSignatureResponse(signature=signature, receipt=receipt, receipt_signature=receipt_signature)
-
-
-def _message_decision(wallet: Wallet, installed: InstalledPolicy, now: datetime, now_s: float) -> None:
-    """Record the message request in the ledger; refuse it (a DENY, or a FREEZE that freezes the wallet) if the
-    policy's request rules do, counted with the enclave's own ledger (the parent sends no figures for messages)."""
-    ledger, rules = wallet.ledger, installed.policy.rules
-    ledger.prune(now_s, installed.horizon)
-    ledger.check_room(2)
-    burst = rules.freeze.denials
-    requests = ledger.count(ledger.requests, rules.rate.window_seconds, now_s)
-    denials = 0 if burst is None else ledger.count(ledger.denials, burst.window_seconds, now_s)
-    decision = evaluate_message(installed.policy, EvalContext(now, wallet.agent_keys, {}, requests, denials))
-    ledger.record(now_s, denied=decision.verdict >= Verdict.DENY, signed=())
-    if decision.verdict is Verdict.FREEZE:
-        wallet.frozen = True
-        raise StateError(ErrorCode.WALLET_FROZEN, "a burst of denied requests froze the wallet")
-    if decision.verdict >= Verdict.DENY:
-        raise StateError(ErrorCode.MESSAGE_INVALID, "the wallet's policy refuses this message now")

@@ -24,7 +24,7 @@ from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_sessions import Expected
 from parent_proxy.errors import ProxyError
-from parent_proxy.message_checks import check_message, record_signed_message
+from parent_proxy.message_checks import check_message, record_enclave_refusal, record_signed_message
 from parent_proxy.schemas import (
     WALLET_ID,
     LimitLeft,
@@ -142,6 +142,10 @@ async def sign_transaction(
     return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
 
+def _message_failed(services: Services, wallet_id: str, audit: dict[str, str], exc: ApiError) -> None:
+    services.audit_safely("message.failed", {**audit, "error": exc.code.value}, wallet_id=wallet_id)
+
+
 @router.post("/{wallet_id}/messages/sign", response_model=SignedMessage)
 async def sign_message(
     wallet_id: WalletId, body: SignMessageBody, request: Request, authorization: AuthHeader = None
@@ -153,15 +157,24 @@ async def sign_message(
     sent_hash = hashlib.sha256(message).digest()  # the enclave's receipt hashes the whole off-chain message
     audit = {"message_sha256": sent_hash.hex()}
     try:  # check 1 (`parent_proxy.message_checks`); the enclave applies the same rules (check 2)
-        wallet = await services.run(check_message, services, wallet_id, audit)
+        wallet = await services.run(check_message, services, wallet_id, message, audit)
     except (ProxyError, PolicyEngineError) as exc:
         raise translate(exc) from exc
     try:
         await services.relay.ensure_wallet(wallet)
+    except ApiError as exc:
+        await services.run(_message_failed, services, wallet_id, audit, exc)
+        raise
+    try:
         answer = await services.relay.sign_message(wallet_id, message)
     except ApiError as exc:
-        failure = {**audit, "error": exc.code.value}
-        await services.run(lambda: services.audit_safely("message.failed", failure, wallet_id=wallet_id))
+        if exc.status != 403:  # the enclave unavailable, say: nothing decided
+            await services.run(_message_failed, services, wallet_id, audit, exc)
+            raise
+        try:  # the enclave's refusal (its check 2): recorded, as a denial where its ledger counts one
+            await services.run(record_enclave_refusal, services, wallet_id, exc, audit)
+        except (ProxyError, PolicyEngineError) as failure:
+            raise translate(failure) from failure
         raise
 
     def failed(exc: BaseException) -> None:

@@ -54,11 +54,11 @@ from parent_proxy.schemas import (
     decode_base64,
 )
 from parent_proxy.services import Services
+from parent_proxy.sign_parts import verified_policy
 from parent_proxy.squads_multisig_account import PERMISSION_VOTE
 from parent_proxy.store.model import AgentKeyCandidate, SetAgentKeyCandidate, SwitchAgentKey, Wallet
 from policies.errors import PolicyEngineError
 from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_order
-from policies.signing import load_signed_policy
 from policies.transaction import decode_transaction
 
 T = TypeVar("T")
@@ -108,12 +108,12 @@ async def _record_checked(
         raise translate(exc) from exc
 
 
-def _multisig(wallet: Wallet) -> Pubkey:
-    """The multisig the wallet's installed policy declares, or 409."""
-    if wallet.policy_document is None:
+def _multisig(services: Services, wallet: Wallet) -> Pubkey:
+    """The multisig the wallet's installed policy declares; 403 ``no_policy`` without a policy, or with a stored one
+    that no longer verifies (logged, as the sign path answers it: `sign_parts.verified_policy`); 409 without one."""
+    policy = verified_policy(services, wallet)
+    if policy is None:
         raise ApiError(Code.NO_POLICY, "the wallet has no policy: rotation needs its declared Squads multisig")
-    policy = load_signed_policy(wallet.policy_document, owner=Pubkey.from_bytes(wallet.owner_pubkey),
-                                wallet_id=wallet.wallet_id)  # fmt: skip
     if policy.rules.squads_multisig is None:
         raise ApiError(Code.CONFLICT, "the wallet's policy declares no Squads multisig: rotation is for multisig "
                        "wallets (make a new wallet instead)")  # fmt: skip
@@ -159,7 +159,7 @@ async def prepare_candidate(wallet_id: WalletId, request: Request) -> AgentKeyCa
     """Step 1: the enclave makes a candidate agent key and seals it; the proxy keeps it (one per wallet)."""
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
-    _multisig(wallet)
+    _multisig(services, wallet)
     held = await run_store(services, services.store.get_agent_key_candidate, wallet_id)
     if held is not None:
         raise ApiError(Code.CONFLICT, f"the wallet already has a candidate agent key ({_key(held.candidate_pubkey)}): "
@@ -195,7 +195,7 @@ async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, reque
     """Step 2: the current agent key co-signs the Squads membership change the owner's order names."""
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
-    _multisig(wallet)
+    _multisig(services, wallet)
     raw = decode_base64("transaction", body.transaction)
     envelope = envelope_bytes(EnvelopeBody(envelope=body.envelope))
     try:
@@ -264,7 +264,7 @@ async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> A
     """Step 3: the wallet signs with the candidate from now on (policy, freeze, limits and tokens stay)."""
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
-    multisig = _multisig(wallet)
+    multisig = _multisig(services, wallet)
     envelope = envelope_bytes(body)
     candidate: AgentKeyCandidate = await run_store(services, _candidate, services, wallet)
     try:

@@ -1,11 +1,24 @@
 """The proxy's checks of an off-chain message (`POST /v1/wallets/{id}/messages/sign`): check 1 before the enclave,
-and the signer check of its answer.
+the record of an enclave refusal, and the signer check of its answer.
 
-A message moves no funds, so only the policy's request rules apply (`policies.evaluate.evaluate_message`):
-``offchain_messages`` must allow it, the policy must be in force, the time windows and the request rate apply, and
-a denial that completes a burst freezes the wallet. Every message request is recorded for the rate rule, and every
-refusal as a denial, as for transactions (a refusal's request, denial, freeze, audit record and webhook item in one
-store transaction); the enclave applies the same rules again with its own counters (check 2).
+A message moves no funds, so only the policy's request rules apply, and the message must be one the agent key may
+sign: the policy's decision is `enclave_app.signer.judge_message`, the function the enclave's check 2 uses
+(``offchain_messages`` must allow it, the policy must be in force, the time windows and the request rate apply, the
+message must decode as a version-0 off-chain message naming the agent key among its signers; a denial that
+completes a burst freezes the wallet). Every message request is recorded for the rate rule, and every refusal by
+the policy or by decoding as a denial, as for transactions: the request, the denial, a freeze (``wallet.frozen``),
+the audit record (``message.denied`` / ``message.frozen``) and the webhook item in one store transaction. A wallet
+that is frozen or has no (valid) policy is refused with a ``message.refused`` record and no other change, as a
+transaction is (``transaction.refused``).
+
+An enclave refusal after check 1 allowed the message (`record_enclave_refusal`): ``enclave_refused`` (the enclave's
+policy decision, decoding or signer check refused it) and ``no_policy`` (the policy expired in between) are denials
+the enclave recorded in its ledger, so the proxy records the denial too (the request was recorded by check 1), with
+its ``message.refused`` record and a ``message.denied`` webhook item, in one store transaction. ``wallet_frozen``
+changes nothing but the record: the enclave holds the wallet frozen (an unfreeze it did not acknowledge, say; the
+proxy does not freeze the wallet again behind the owner's back). The enclave's own burst does not fire before the
+proxy's: check 1 counts every denial the enclave's per-boot ledger holds (unless a store write was lost), so it
+freezes the wallet first, with its ``wallet.frozen`` webhook.
 
 After the enclave's receipt verified and was found to be about the message sent (the SHA-256 of the whole message:
 `parent_proxy.enclave_sessions`), `record_signed_message` checks that the answered signature verifies over the
@@ -20,6 +33,7 @@ import logging
 from typing import Any
 
 from enclave_app.protocol import MessageSignatureResponse
+from enclave_app.signer import judge_message
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
 from parent_proxy.services import Services
@@ -27,7 +41,6 @@ from parent_proxy.sign_parts import denial_changes, refusal, request_context, ve
 from parent_proxy.store.model import Wallet
 from policies.decision import Verdict
 from policies.ed25519 import verify_ed25519
-from policies.evaluate import evaluate_message
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +48,23 @@ NOT_THE_AGENT_KEY = "the signature is not the stored agent key's over the reques
 """The audit reason of a ``message.failed`` record for a signature the stored agent key did not make."""
 
 
-def check_message(services: Services, wallet_id: str, audit: dict[str, str]) -> Wallet:
-    """The wallet, if its policy lets the agent have a message signed now; else raise the `ApiError` (403)."""
+def check_message(services: Services, wallet_id: str, message: bytes, audit: dict[str, str]) -> Wallet:
+    """The wallet, if its policy lets the agent have ``message`` signed now; else raise the `ApiError` (403), its
+    record written first (`Store.apply_audited`; a store failure raises instead, 503)."""
     s = services
     now = read_clock(s.clock)
     wallet = s.store.get_wallet(wallet_id)
     if wallet.frozen:
-        raise ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
-    policy = verified_policy(s, wallet)  # one that no longer verifies: 403 no_policy (the enclave is not asked)
+        error = ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
+        raise _refused(s, wallet_id, error, {**audit, "reason": "wallet frozen"})
+    try:
+        policy = verified_policy(s, wallet)  # one that no longer verifies: 403 no_policy (the enclave is not asked)
+    except ApiError as exc:
+        raise _refused(s, wallet_id, exc, {**audit, "reason": "stored policy does not verify"}) from exc
     if policy is None:
-        raise ApiError(Code.NO_POLICY, "the wallet has no installed policy")
-    decision = evaluate_message(policy, request_context(s, wallet, policy, now))
+        error = ApiError(Code.NO_POLICY, "the wallet has no installed policy")
+        raise _refused(s, wallet_id, error, {**audit, "reason": "no policy"})
+    decision, _ = judge_message(policy, message, wallet.agent_pubkey, request_context(s, wallet, policy, now))
     s.metrics.count("waiaas_decisions_total", verdict=decision.verdict.label, stage="proxy")
     if decision.verdict < Verdict.DENY:
         s.store.record_request(wallet_id, now)
@@ -57,6 +76,30 @@ def check_message(services: Services, wallet_id: str, audit: dict[str, str]) -> 
     event = "message.frozen" if frozen else "message.denied"
     s.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook, changes=changes)  # one transaction
     raise refusal(decision, frozen)
+
+
+def _refused(services: Services, wallet_id: str, error: ApiError, payload: dict[str, Any]) -> ApiError:
+    """Record ``message.refused`` for a wallet that is frozen or has no (valid) policy; the error to raise."""
+    services.audit.append("message.refused", {**payload, "error": error.code.value}, wallet_id=wallet_id)
+    return error
+
+
+ENCLAVE_DENIALS = frozenset({Code.ENCLAVE_REFUSED, Code.NO_POLICY})
+"""The enclave's refusals of a message check 1 allowed that its ledger counts as denials (see the module text)."""
+
+
+def record_enclave_refusal(services: Services, wallet_id: str, error: ApiError, audit: dict[str, Any]) -> None:
+    """Record the enclave's 403 refusal ``error`` of a message check 1 allowed: ``message.refused`` with, for a denial
+    (`ENCLAVE_DENIALS`), the denial and a ``message.denied`` webhook item in the same store transaction."""
+    s = services
+    payload = {**audit, "error": error.code.value}
+    if error.code not in ENCLAVE_DENIALS:
+        s.audit.append("message.refused", payload, wallet_id=wallet_id)
+        return
+    now = read_clock(s.clock)
+    webhook = s.webhook_item(wallet_id, "message.denied", payload)
+    changes = denial_changes(wallet_id, now, None, request=False)  # the request was recorded by check 1
+    s.audit.append("message.refused", payload, wallet_id=wallet_id, webhook=webhook, changes=changes)
 
 
 def record_signed_message(
