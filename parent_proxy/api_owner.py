@@ -52,7 +52,7 @@ from parent_proxy.store.model import (
 )
 from parent_proxy.store.tokens import new_token
 from parent_proxy.webhook_urls import redact_url
-from policies.errors import PolicyEngineError
+from policies.errors import PolicyEngineError, PolicySignatureError
 from policies.orders import check_freeze_order
 from policies.signing import load_signed_policy
 
@@ -223,6 +223,8 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
     envelope = envelope_bytes(body)
     try:
         policy = load_signed_policy(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id)
+    except PolicySignatureError as exc:  # the document as docs/api.md lists it: an owner signature that fails
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"policy refused: {exc}") from exc
     except PolicyEngineError as exc:
         raise ApiError(Code.INVALID_REQUEST, f"policy refused: {exc}") from exc
     now = read_clock(services.clock)

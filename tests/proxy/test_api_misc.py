@@ -174,6 +174,7 @@ def test_stale_policy_sequence_is_409(h: Harness) -> None:
 
 
 def test_policy_signed_by_another_key_is_refused(h: Harness) -> None:
+    """docs/api.md: an owner document whose signature does not verify is 401 (it was 422, as a malformed one)."""
     from policies.signing import POLICY_PURPOSE, sign_document
     from tests.support.policies import example_policy
 
@@ -181,7 +182,8 @@ def test_policy_signed_by_another_key_is_refused(h: Harness) -> None:
     doc["wallet_id"], doc["sequence"] = h.wallet_id, 5
     envelope = sign_document(POLICY_PURPOSE, doc, Ed25519PrivateKey.generate())
     response = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": envelope})
-    assert response.status_code == 422 and code(response) == "invalid_request"
+    assert response.status_code == 401 and code(response) == "owner_signature_invalid"
+    assert h.store.get_wallet(h.wallet_id).policy_sequence == 1
 
 
 # -- public endpoints ---------------------------------------------------------------------------------------------
