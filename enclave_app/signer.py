@@ -16,9 +16,9 @@ For a transaction, in order:
    session-signed receipt (also for refusals).
 
 Off-chain messages: signed only when the wallet is loaded and not frozen, a policy is installed, and the policy's
-decision on the message (`judge_message`, the proxy's check 1 uses the same function) is ALLOW: it allows
-off-chain messages, has not expired, its time windows and request rate allow one now, the message decodes as a
-version-0 Solana off-chain message and the agent key is one of its declared signers. A message refused on any of
+decision on the message (`policies.message_decision.judge_message`, which the proxy's check 1 uses too) is ALLOW:
+it allows off-chain messages, has not expired, its time windows and request rate allow one now, the message decodes
+as a version-0 Solana off-chain message and the agent key is one of its declared signers. A message refused on any of
 these (all but the frozen wallet and the missing policy) is recorded in the ledger as a request and a denial, as a
 denied transaction is, so it counts towards the denial burst, and the denial that completes a burst freezes the
 wallet (answered ``wallet_frozen``). A signed message gets a receipt; a refused one gets an error, no receipt.
@@ -27,7 +27,6 @@ wallet (answered ``wallet_frozen``). A signed message gets a receipt; a refused 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -48,13 +47,14 @@ from enclave_app.protocol import (
 )
 from enclave_app.receipts import encode_receipt, reasons_digest
 from enclave_app.state import Enclave, InstalledPolicy, Wallet
-from policies.decision import Decision, Verdict
+from policies.decision import Verdict
 from policies.document import Policy
 from policies.errors import DecodeError
-from policies.evaluate import EvalContext, evaluate, evaluate_message
+from policies.evaluate import EvalContext, evaluate
 from policies.lookup_tables import resolve_lookup_tables
+from policies.message_decision import NotASigner, judge_message
 from policies.model import DecodedTransaction
-from policies.offchain import OffchainMessage, decode_offchain_message
+from policies.offchain import OffchainMessage
 from policies.transaction import decode_transaction
 
 
@@ -231,33 +231,6 @@ def _receipt(
         counter=enclave.session.next_counter(),
     )
     return encoded, enclave.session.sign_encoded(encoded)
-
-
-class NotASigner(DecodeError):
-    """The off-chain message decodes but does not name the agent key among its signers."""
-
-
-def judge_message(
-    policy: Policy, raw: bytes, agent: bytes, ctx: EvalContext
-) -> tuple[Decision, OffchainMessage | DecodeError]:
-    """The policy's decision on signing the off-chain message ``raw`` with the agent key ``agent``, and the decoded
-    message (or why it is not one). Both checks use it: the enclave (check 2, `sign_message`) and the proxy (check 1,
-    `parent_proxy.message_checks`). The request rules apply as `policies.evaluate.evaluate_message` applies them; a
-    message that does not decode as a version-0 off-chain message, or that does not name ``agent`` among its signers,
-    is a DENY with rule ``decode``, as a transaction that does not decode is (`policies.evaluate.evaluate` given the
-    `DecodeError`: the request rules, the ``decode`` reason and the denial burst). Either way a DENY that completes a
-    burst of denials is a FREEZE. Pure."""
-    decoded: OffchainMessage | DecodeError
-    try:
-        decoded = decode_offchain_message(raw)
-        if not any(hmac.compare_digest(bytes(signer), agent) for signer in decoded.signers):
-            raise NotASigner("the agent key is not a signer of this message")
-    except DecodeError as exc:
-        decoded = exc
-    if isinstance(decoded, DecodeError) and policy.rules.offchain_messages:
-        return evaluate(policy, decoded, ctx), decoded
-    # Not allowed at all: that reason (and the request rules) is the answer, whether or not the message decodes.
-    return evaluate_message(policy, ctx), decoded
 
 
 def _message_refusal(policy: Policy, now: datetime, decoded: OffchainMessage | DecodeError) -> StateError:

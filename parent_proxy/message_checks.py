@@ -2,7 +2,7 @@
 the record of an enclave refusal, and the signer check of its answer.
 
 A message moves no funds, so only the policy's request rules apply, and the message must be one the agent key may
-sign: the policy's decision is `enclave_app.signer.judge_message`, the function the enclave's check 2 uses
+sign: the policy's decision is `policies.message_decision.judge_message`, the function the enclave's check 2 uses
 (``offchain_messages`` must allow it, the policy must be in force, the time windows and the request rate apply, the
 message must decode as a version-0 off-chain message naming the agent key among its signers; a denial that
 completes a burst freezes the wallet). Every message request is recorded for the rate rule, and every refusal by
@@ -33,7 +33,6 @@ import logging
 from typing import Any
 
 from enclave_app.protocol import MessageSignatureResponse
-from enclave_app.signer import judge_message
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
 from parent_proxy.services import Services
@@ -41,6 +40,7 @@ from parent_proxy.sign_parts import denial_changes, refusal, request_context, ve
 from parent_proxy.store.model import Wallet
 from policies.decision import Verdict
 from policies.ed25519 import verify_ed25519
+from policies.message_decision import judge_message
 
 logger = logging.getLogger(__name__)
 

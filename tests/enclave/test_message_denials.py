@@ -1,5 +1,5 @@
 """The enclave records every off-chain message its policy decision or decoding refuses as a denial in the wallet's
-ledger (check 2; `enclave_app.signer.judge_message`), as it does a refused transaction, so that messages count
+ledger (check 2; `policies.message_decision.judge_message`), as it does a refused transaction, so that messages count
 towards the denial burst of ``freeze.denials``, and the denial that completes the burst freezes the wallet.
 
 Before: a message that did not decode, that did not name the agent key among its signers, or that the policy did not

@@ -1,6 +1,6 @@
 """Off-chain messages count towards the denial burst in the proxy too (`parent_proxy.message_checks`).
 
-Check 1 judges a message as the enclave does (`enclave_app.signer.judge_message`): one that does not decode as an
+Check 1 judges a message as the enclave does (`policies.message_decision.judge_message`): one that does not decode as an
 off-chain message, or that does not name the agent key among its signers, is a DENY (rule ``decode``), recorded as
 a denial in the same store transaction as its ``message.denied`` record, and the denial that completes a burst
 freezes the wallet (``message.frozen``, webhook ``wallet.frozen``). An enclave refusal of a message check 1 allowed
