@@ -14,6 +14,8 @@ from policies.fastinit import fast_init
 from policies.transaction import MAX_TRANSACTION_BYTES
 
 PROTOCOL_VERSION = 1
+SESSION_USER_DATA = b"waiaas-enclave-session-v1"
+"""``user_data`` of every attestation document: says that ``public_key`` is the receipt-signing session key."""
 
 MAX_WALLET_ID_CHARS = 128
 """Same bound as :data:`enclave_app.sealing.MAX_WALLET_ID_CHARS`."""

@@ -43,6 +43,7 @@ from enclave_app.nsm import Nsm, PcrDescription
 from enclave_app.orders import verify_freeze_order
 from enclave_app.protocol import (
     MAX_ERROR_MESSAGE_CHARS,
+    SESSION_USER_DATA,
     AttestationMode,
     AttestationRequest,
     AttestationResponse,
@@ -84,8 +85,6 @@ READ_TIMEOUT_SECONDS = 10.0
 """Time for a whole frame to arrive (ours: a frame is at most 256 KiB over a local socket)."""
 REQUEST_TIMEOUT_SECONDS = ENCLAVE_REQUEST_TIMEOUT_SECONDS
 """Time to serve one request (ours: provisioning may wait on KMS through the vsock proxy)."""
-SESSION_USER_DATA = b"waiaas-enclave-session-v1"
-"""``user_data`` of every attestation document: says that ``public_key`` is the receipt-signing session key."""
 CREDENTIALS_MISSING_MESSAGE = "no AWS credentials came with the request (parent: WAIAAS_ENCLAVE_KMS_CREDENTIALS=host)"
 """The KMS sealer cannot work without the parent's credentials: say which parent setting sends them."""
 CREDENTIALS_REJECTED_MESSAGE = "KMS refused the AWS credentials sent with the request (expired, unknown or altered)"

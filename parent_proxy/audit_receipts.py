@@ -55,8 +55,8 @@ from solders.signature import Signature
 
 from enclave_app.attestation import verify_attestation_document
 from enclave_app.errors import AttestationError, ReceiptError
+from enclave_app.protocol import SESSION_USER_DATA
 from enclave_app.receipts import verify_receipt
-from enclave_app.server import SESSION_USER_DATA
 from parent_proxy.agent_key_receipts import AGENT_KEY_EVENT_PURPOSES, ExpectedAgentKey
 from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, Expected, check_receipt_content, split_receipt

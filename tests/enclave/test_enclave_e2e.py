@@ -17,9 +17,8 @@ from solders.transaction import VersionedTransaction
 
 from enclave_app.attestation import verify_attestation_document
 from enclave_app.errors import EnclaveRequestError, ReceiptError
-from enclave_app.protocol import AttestationMode, EnclaveState, TransactionDecisionResponse
+from enclave_app.protocol import SESSION_USER_DATA, AttestationMode, EnclaveState, TransactionDecisionResponse
 from enclave_app.receipts import verify_receipt
-from enclave_app.server import SESSION_USER_DATA
 from policies.model import FEES
 from tests.enclave.sign_requests import DAY, WALLET, ready_wallet, spent, transfer_tx, verdict
 from tests.support.chain import LAMPORTS_PER_SOL, airdrop, execute, fresh_chain

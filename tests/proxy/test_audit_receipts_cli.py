@@ -21,7 +21,7 @@ import pytest
 from solders.pubkey import Pubkey
 
 from enclave_app.nsm import DeviceNsm
-from enclave_app.server import SESSION_USER_DATA
+from enclave_app.protocol import SESSION_USER_DATA
 from parent_proxy.audit import canonical_json
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, split_receipt
 from parent_proxy.store.model import AuditRecord
