@@ -119,6 +119,18 @@ class FailingStore:
 
 
 @contextmanager
+def unwritable(h: Harness, table: str) -> Iterator[None]:
+    """While open, the SQLite store's ``table`` is renamed away: every transaction that writes it fails, as a real
+    store failure would, and so does whatever else that transaction writes."""
+    conn = h.store.inner._conn()
+    conn.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        yield
+    finally:
+        conn.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+
+
+@contextmanager
 def refused_records(h: Harness, event_type: str) -> Iterator[None]:
     """While open, the SQLite store refuses every audit record of ``event_type`` (a constraint failure inside the
     transaction that writes it, so whatever that transaction also writes fails with it)."""

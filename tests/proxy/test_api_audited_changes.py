@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from solders.system_program import AssignParams, assign
 
 from policies.orders import freeze_document
 from policies.signing import sign_document
-from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, provision, running_harness
+from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, provision, running_harness, unwritable
 from tests.proxy.harness_calls import sign_message
 from tests.support.policies import BLOCKED, MERCHANT
 
@@ -45,16 +44,6 @@ def h(tmp_path: Path) -> Iterator[Harness]:
         provision(harness)
         configure_webhook(harness)
         yield harness
-
-
-@contextmanager
-def unwritable(h: Harness, table: str) -> Iterator[None]:
-    conn = h.store.inner._conn()
-    conn.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
-    try:
-        yield
-    finally:
-        conn.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
 
 
 def queued(h: Harness) -> list[str]:

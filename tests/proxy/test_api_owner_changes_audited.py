@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from parent_proxy.errors import NotFound
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness, provision, running_harness, unwritable
 from tests.support.policies import owner_public_key
 
 
@@ -27,16 +26,6 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     for harness in running_harness(tmp_path):
         provision(harness)
         yield harness
-
-
-@contextmanager
-def audit_unwritable(h: Harness) -> Iterator[None]:
-    conn = h.store.inner._conn()
-    conn.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
-    try:
-        yield
-    finally:
-        conn.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
 
 
 def assert_503(response: object) -> None:
@@ -50,7 +39,7 @@ def token_rows(h: Harness) -> list[tuple[str, object]]:
 
 def test_a_policy_that_cannot_be_recorded_is_not_installed(h: Harness) -> None:
     path = f"/v1/wallets/{h.wallet_id}/policy"
-    with audit_unwritable(h):
+    with unwritable(h, "audit_log"):
         assert_503(h.owner_call("PUT", path, {"envelope": h.policy(2)}))
     assert h.store.get_wallet(h.wallet_id).policy_sequence == 1
     installed = h.owner_call("PUT", path, {"envelope": h.policy(2)})  # the retry is not a stale sequence
@@ -60,7 +49,7 @@ def test_a_policy_that_cannot_be_recorded_is_not_installed(h: Harness) -> None:
 
 def test_a_token_that_cannot_be_recorded_is_not_issued(h: Harness) -> None:
     before = token_rows(h)
-    with audit_unwritable(h):
+    with unwritable(h, "audit_log"):
         assert_503(h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/tokens"))
     assert token_rows(h) == before  # no token whose secret nobody got
     issued = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/tokens")
@@ -70,7 +59,7 @@ def test_a_token_that_cannot_be_recorded_is_not_issued(h: Harness) -> None:
 
 def test_a_revocation_that_cannot_be_recorded_does_not_revoke(h: Harness) -> None:
     path = f"/v1/wallets/{h.wallet_id}/tokens/{h.token_id}"
-    with audit_unwritable(h):
+    with unwritable(h, "audit_log"):
         assert_503(h.owner_call("DELETE", path))
     assert h.store.authenticate_token(h.token) == h.wallet_id  # still valid: the owner was told it failed
     assert h.owner_call("DELETE", path).status_code == 204
@@ -93,7 +82,7 @@ def test_another_wallets_token_is_not_revoked(h: Harness) -> None:
 def test_a_webhook_that_cannot_be_recorded_is_not_configured(h: Harness) -> None:
     path = f"/v1/wallets/{h.wallet_id}/webhook"
     body = {"url": "https://elsewhere.example/hook", "secret": base64.b64encode(b"s" * 32).decode()}
-    with audit_unwritable(h):
+    with unwritable(h, "audit_log"):
         assert_503(h.owner_call("PUT", path, body))
     assert h.store.get_webhook(h.wallet_id) is None
     assert h.owner_call("PUT", path, body).status_code == 204
@@ -104,7 +93,7 @@ def test_a_webhook_that_cannot_be_recorded_is_not_configured(h: Harness) -> None
 def test_a_wallet_that_cannot_be_recorded_is_not_created(h: Harness) -> None:
     body = {"wallet_id": "w-new", "owner_public_key": str(h.owner_pub)}
     before = h.audit_events()
-    with audit_unwritable(h):
+    with unwritable(h, "audit_log"):
         assert_503(h.owner_call("POST", "/v1/wallets", body))
     with pytest.raises(NotFound):
         h.store.get_wallet("w-new")

@@ -12,14 +12,13 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from policies.orders import freeze_document
 from policies.signing import sign_document
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness, provision, running_harness, unwritable
 from tests.support.policies import BLOCKED, MERCHANT
 
 
@@ -35,16 +34,6 @@ def h(tmp_path: Path) -> Iterator[Harness]:
         yield harness
 
 
-@contextmanager
-def outbox_unwritable(h: Harness) -> Iterator[None]:
-    conn = h.store.inner._conn()
-    conn.execute("ALTER TABLE outbox RENAME TO outbox_away")
-    try:
-        yield
-    finally:
-        conn.execute("ALTER TABLE outbox_away RENAME TO outbox")
-
-
 def queued(h: Harness) -> list[str]:
     rows = h.store.inner._conn().execute("SELECT event_type FROM outbox ORDER BY created_at").fetchall()
     return [r[0] for r in rows]
@@ -52,7 +41,7 @@ def queued(h: Harness) -> list[str]:
 
 def test_a_denial_whose_notification_cannot_be_queued_is_503_and_records_nothing(h: Harness) -> None:
     tx = h.transfer(1000, BLOCKED)
-    with outbox_unwritable(h):
+    with unwritable(h, "outbox"):
         failed = h.sign(tx, key="denied")
     assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable", failed.text
     assert "transaction.denied" not in h.audit_events()
@@ -66,7 +55,7 @@ def test_a_denial_whose_notification_cannot_be_queued_is_503_and_records_nothing
 
 def test_a_freeze_whose_notification_cannot_be_queued_is_503_and_records_nothing(h: Harness) -> None:
     order = sign_document("freeze", freeze_document(h.wallet_id, 1, int(time.time()) + 600), h.owner)
-    with outbox_unwritable(h):
+    with unwritable(h, "outbox"):
         failed = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", {"envelope": order})
     assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable", failed.text
     assert "wallet.frozen" not in h.audit_events()
