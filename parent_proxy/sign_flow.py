@@ -371,17 +371,12 @@ class SignFlow:
         base = {"request_id": prepared.request_id, "message_sha256": message_sha256.hex(), "decision": answer.decision}
         receipt = answer.receipt + answer.receipt_signature
         s.metrics.count("waiaas_decisions_total", verdict=str(verdict), stage="enclave")
-        unsigned = answer.signature is None and answer.signed_transaction is None
-        if unsigned and verdict == "escalate" and prepared.origin is not None:
-            try:  # an agent request the proxy allowed and the enclave escalates: it waits for the owner
-                return self._record_escalation(prepared, prepared.origin, answer.decision, message_sha256, receipt)
-            except ApiError:
-                raise
-            except BaseException:  # the store failed part-way (503): give back, as for any 503
-                give_back.give_back(self.s, prepared)
-                raise
         if answer.signature is None or answer.signed_transaction is None or verdict not in ("allow", "escalate"):
+            unsigned = answer.signature is None and answer.signed_transaction is None
             try:
+                if unsigned and verdict == "escalate" and prepared.origin is not None:
+                    # An agent request the proxy allowed and the enclave escalates: it waits for the owner.
+                    return self._record_escalation(prepared, prepared.origin, answer.decision, message_sha256, receipt)
                 self._record_refusal(prepared, answer.decision, base, receipt)
             except ApiError:
                 raise

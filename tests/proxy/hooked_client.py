@@ -60,3 +60,16 @@ def transaction_answer_lost(client: Hooked) -> Iterator[list[str]]:
     finally:
         events.unregister("before-send.dynamodb.TransactWriteItems", before_send)
         events.unregister("needs-retry.dynamodb.TransactWriteItems", needs_retry)
+
+
+def record_signs(client: Any) -> list[dict[str, Any]]:
+    """Record every kms:Sign ``client`` is asked for (the calls still go to it); the list of their arguments."""
+    signed: list[dict[str, Any]] = []
+    real_sign = client.sign
+
+    def sign(**kwargs: Any) -> Any:
+        signed.append(kwargs)
+        return real_sign(**kwargs)
+
+    client.sign = sign
+    return signed

@@ -31,6 +31,7 @@ from parent_proxy.sign_parts import message_hash
 from policies.cli import main
 from policies.orders import check_approval, check_freeze_order
 from policies.signing import POLICY_PURPOSE, load_signed_policy
+from tests.proxy.hooked_client import record_signs
 from tests.support.policies import EXAMPLE_PATH, MERCHANT, example_policy, owner_public_key
 
 
@@ -149,24 +150,11 @@ def kms(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str]]:
         yield client, _new_ed25519_key(client)
 
 
-def _count_signs(client: Any) -> list[dict[str, Any]]:
-    """Record every kms:Sign the client is asked for (the calls still go to the test KMS)."""
-    signed: list[dict[str, Any]] = []
-    real_sign = client.sign
-
-    def sign(**kwargs: Any) -> Any:
-        signed.append(kwargs)
-        return real_sign(**kwargs)
-
-    client.sign = sign
-    return signed
-
-
 def test_kms_signer_pinned_to_another_key_refuses_before_signing(kms: tuple[Any, str]) -> None:
     client, key_id = kms
     other_key_id = _new_ed25519_key(client)
     expected = KmsOwnerSigner(client, key_id).public_key
-    signed = _count_signs(client)
+    signed = record_signs(client)
     with pytest.raises(OwnerKeyError, match=f"KMS key {other_key_id} holds public key .* not the expected owner key"):
         KmsOwnerSigner(client, other_key_id, expected_public_key=expected)
     assert signed == []
@@ -274,7 +262,7 @@ def test_cli_kms_signing_sends_the_source_identity_and_honours_the_pin(
     assert code == 0 and [c.get("SourceIdentity") for c in calls] == ["alice", None]
     owner = Pubkey.from_string(out.strip())
 
-    signed = _count_signs(client)
+    signed = record_signs(client)
     pinned = [*base, "--source-identity", "alice", "--owner-public-key", str(owner)]
     code, out, _ = run_cli(capsys, *pinned, "sign-policy", str(EXAMPLE_PATH))
     assert code == 0 and load_signed_policy(out, owner=owner, wallet_id="demo-wallet").sequence == 1

@@ -29,6 +29,7 @@ from parent_proxy import owner_rotation_cli
 from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_order
 from policies.rotation import check_rotation_transaction
 from policies.transaction import decode_transaction
+from tests.proxy.hooked_client import record_signs
 from tests.support.owner_rotation_rpc import (
     RPC_URL,
     Cli,
@@ -352,14 +353,7 @@ def kms_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[str], list[d
         key_id = client.create_key(Policy=SIGN_POLICY, KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")[
             "KeyMetadata"
         ]["KeyId"]
-        signed: list[dict[str, Any]] = []
-        real_sign = client.sign
-
-        def sign(**kwargs: Any) -> Any:
-            signed.append(kwargs)
-            return real_sign(**kwargs)
-
-        client.sign = sign
+        signed = record_signs(client)
 
         def factory(region: str | None) -> Any:
             return lambda service, credentials: (
