@@ -227,6 +227,7 @@ def _wallet_view(services: Services, wallet_id: str) -> WalletView:
         frozen=wallet.frozen,
         frozen_reason=wallet.frozen_reason,
         policy_sequence=wallet.policy_sequence,
+        order_sequence=wallet.order_sequence,
         policy_sha256=None if document is None else hashlib.sha256(document).hexdigest(),
         policy_expires_at=None if policy is None else policy.expires_at,
         limits=limits,

@@ -23,6 +23,7 @@ from parent_proxy.errors import (
     IdempotencyMismatch,
     InvalidInput,
     NotFound,
+    StaleOrderSequence,
     StalePolicySequence,
     StoreUnavailable,
 )
@@ -117,6 +118,8 @@ def translate(exc: Exception) -> ApiError:
         return ApiError(Code.IDEMPOTENCY_IN_PROGRESS, "a request with this idempotency key is still in progress")
     if isinstance(exc, StalePolicySequence):
         return ApiError(Code.STALE_POLICY, f"policy sequence {exc.offered} is not above {exc.current}")
+    if isinstance(exc, StaleOrderSequence):
+        return ApiError(Code.CONFLICT, f"order sequence {exc.offered} is not above the last accepted {exc.current}")
     if isinstance(exc, AlreadyDecided):
         return ApiError(Code.CONFLICT, "the approval has already been decided")
     if isinstance(exc, Conflict):

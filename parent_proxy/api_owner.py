@@ -323,7 +323,7 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
         event = "wallet.frozen" if frozen else "wallet.unfrozen"
         webhook = services.webhook_item(wallet_id, event, {"sequence": sequence})  # a read, before any write
         payload = {"sequence": sequence, "order_sha256": hashlib.sha256(envelope).hexdigest()}
-        change = SetFrozen(wallet_id, frozen, reason)
+        change = SetFrozen(wallet_id, frozen, reason, order_sequence=sequence)  # refused unless above the last
         services.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook, changes=[change])  # one transaction
 
     await run_store(services, persist)
@@ -334,7 +334,7 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
         acknowledged = True
     except ApiError:
         acknowledged = False
-    return FreezeState(wallet_id=wallet_id, frozen=frozen, enclave_acknowledged=acknowledged)
+    return FreezeState(wallet_id=wallet_id, frozen=frozen, enclave_acknowledged=acknowledged, order_sequence=sequence)
 
 
 @router.post("/{wallet_id}/freeze", response_model=FreezeState)

@@ -9,6 +9,7 @@
     |   +-- LimitExceeded        a reservation would push a rolling-window total past its cap; nothing recorded
     |   +-- Conflict             the write contradicts stored state; nothing was changed
     |       +-- StalePolicySequence      a policy with a sequence <= the installed one
+    |       +-- StaleOrderSequence       an owner freeze order with a sequence <= the last accepted one
     |       +-- IdempotencyMismatch      same idempotency key, different request hash
     |       +-- IdempotencyInProgress    same key and hash, but the first request has not completed
     |       +-- AlreadyDecided           an approval that is no longer pending
@@ -80,6 +81,15 @@ class StalePolicySequence(Conflict):
 
     def __init__(self, wallet_id: str, offered: int, current: int) -> None:
         super().__init__(f"wallet {wallet_id}: policy sequence {offered} is not greater than {current}")
+        self.offered = offered
+        self.current = current
+
+
+class StaleOrderSequence(Conflict):
+    """An owner freeze or unfreeze order whose sequence is not greater than the last one accepted."""
+
+    def __init__(self, wallet_id: str, offered: int, current: int) -> None:
+        super().__init__(f"wallet {wallet_id}: order sequence {offered} is not greater than {current}")
         self.offered = offered
         self.current = current
 

@@ -94,6 +94,7 @@ class WalletView(BaseModel):
     frozen: bool
     frozen_reason: str | None
     policy_sequence: int
+    order_sequence: int = Field(description="the last owner freeze or unfreeze order accepted (0: none yet)")
     policy_sha256: str | None
     policy_expires_at: int | None = Field(
         description="Unix seconds from which the installed policy denies everything (null: it does not expire)"
@@ -175,6 +176,7 @@ class FreezeState(BaseModel):
     wallet_id: str
     frozen: bool
     enclave_acknowledged: bool
+    order_sequence: int = Field(description="this order's sequence, now the last accepted: the next must be above it")
 
 
 class WebhookBody(_Strict):

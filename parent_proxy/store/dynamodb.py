@@ -38,6 +38,7 @@ from parent_proxy.store.dynamodb_base import (
     get_s,
     n,
     new_write_id,
+    order_sequence_of,
     s,
     translate,
 )
@@ -136,6 +137,7 @@ class DynamoStore(DynamoOwnerChanges):
             get_opt_s(i, "frozen_reason"),
             get_opt_b(i, "policy_document"),
             get_i(i, "policy_sequence"),
+            order_sequence_of(i),
         )
 
     def set_frozen(self, wallet_id: str, frozen: bool, reason: str | None) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from parent_proxy.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from parent_proxy.errors import Conflict, InvalidInput, NotFound, StaleOrderSequence, StoreUnavailable
 from parent_proxy.store import validation as v
-from parent_proxy.store.dynamodb_base import CONDITION_FAILED, ConditionFailed, opt_s, s
+from parent_proxy.store.dynamodb_base import CONDITION_FAILED, ConditionFailed, n, opt_s, order_sequence_of, s
 from parent_proxy.store.dynamodb_idempotency import DynamoIdempotency
 from parent_proxy.store.model import (
     AuditRecord,
@@ -59,8 +59,8 @@ class DynamoAudited(DynamoIdempotency):
 
     def _change_part(self, change: StateChange) -> Part:
         match change:
-            case SetFrozen(wallet_id=wallet_id):
-                return [self._set_frozen_action(change)], lambda: NotFound(f"wallet {wallet_id} not found")
+            case SetFrozen():
+                return [self._set_frozen_action(change)], lambda: self._frozen_refusal(change)
             case RecordEvent(wallet_id=wallet_id, kind=kind, at=at):
                 self._require_wallet(wallet_id)  # wallets are never deleted, so a prior read suffices
                 return [self._event_action(kind, wallet_id, at)], _never_refused
@@ -76,15 +76,26 @@ class DynamoAudited(DynamoIdempotency):
         raise InvalidInput("changes", f"{type(change).__name__} is not a state change")
 
     def _set_frozen_action(self, f: SetFrozen) -> Any:
-        return {
-            "Update": {
-                "TableName": self._table,
-                "Key": {"pk": s(f"W#{f.wallet_id}"), "sk": s("WALLET")},
-                "UpdateExpression": "SET frozen = :f, frozen_reason = :r",
-                "ConditionExpression": "attribute_exists(pk)",
-                "ExpressionAttributeValues": {":f": {"BOOL": f.frozen}, ":r": opt_s(f.reason)},
-            }
+        """The wallet item's update; an owner order's sequence must be above the item's ``order_sequence`` (absent
+        on items written before it existed: no order accepted yet), which it replaces."""
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"pk": s(f"W#{f.wallet_id}"), "sk": s("WALLET")},
+            "UpdateExpression": "SET frozen = :f, frozen_reason = :r",
+            "ConditionExpression": "attribute_exists(pk)",
+            "ExpressionAttributeValues": {":f": {"BOOL": f.frozen}, ":r": opt_s(f.reason)},
         }
+        if f.order_sequence is not None:
+            update["UpdateExpression"] += ", order_sequence = :q"
+            update["ConditionExpression"] += " AND (attribute_not_exists(order_sequence) OR order_sequence < :q)"
+            update["ExpressionAttributeValues"][":q"] = n(f.order_sequence)
+        return {"Update": update}
+
+    def _frozen_refusal(self, f: SetFrozen) -> Exception:
+        wallet = self._get(f"W#{f.wallet_id}", "WALLET")
+        if wallet is None or f.order_sequence is None:
+            return NotFound(f"wallet {f.wallet_id} not found")
+        return StaleOrderSequence(f.wallet_id, f.order_sequence, order_sequence_of(wallet))
 
     def _enqueue_part(self, item: OutboxItem) -> Part:
         self._require_wallet(item.wallet_id)  # wallets are never deleted, so a prior read suffices

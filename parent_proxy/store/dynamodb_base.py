@@ -173,6 +173,11 @@ def get_i(item: Mapping[str, Any], name: str) -> int:
     return int(item[name]["N"])
 
 
+def order_sequence_of(wallet: Mapping[str, Any]) -> int:
+    """A wallet item's last accepted owner order sequence; items written before it was kept have none (0)."""
+    return get_i(wallet, "order_sequence") if "order_sequence" in wallet else 0
+
+
 def get_b(item: Mapping[str, Any], name: str) -> bytes:
     return bytes(item[name]["B"])
 

@@ -45,6 +45,7 @@ def wallet_item(w: Wallet, write_id: str) -> dict[str, Any]:
         "frozen_reason": opt_s(w.frozen_reason),
         "policy_document": opt_b(w.policy_document),
         "policy_sequence": n(w.policy_sequence),
+        "order_sequence": n(w.order_sequence),
         "ledger_version": n(0),
         WRITE_ID: s(write_id),
     }

@@ -24,6 +24,8 @@ class Wallet:
     frozen_reason: str | None = None
     policy_document: bytes | None = field(default=None, repr=False)
     policy_sequence: int = 0
+    order_sequence: int = 0
+    """The sequence of the last owner freeze or unfreeze order the parent accepted (0: none yet)."""
 
 
 @dataclass(frozen=True)
@@ -215,11 +217,15 @@ class SetWebhook:
 
 @dataclass(frozen=True)
 class SetFrozen:
-    """`Store.set_frozen`: freeze (a reason is required) or unfreeze (no reason) a wallet."""
+    """`Store.set_frozen`: freeze (a reason is required) or unfreeze (no reason) a wallet. ``order_sequence``: the
+    owner's signed order this carries out, if any: the change is refused (`StaleOrderSequence`) unless it is above
+    the wallet's last accepted one, which it becomes; a freeze of the parent's own (a denial burst, an attack)
+    carries none and leaves it as it is."""
 
     wallet_id: str
     frozen: bool
     reason: str | None
+    order_sequence: int | None = None
 
 
 @dataclass(frozen=True)

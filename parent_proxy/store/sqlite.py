@@ -15,6 +15,7 @@ from parent_proxy.errors import (
     IdempotencyInProgress,
     IdempotencyMismatch,
     NotFound,
+    StaleOrderSequence,
     StalePolicySequence,
 )
 from parent_proxy.store import sqlite_agent_keys as agent_keys
@@ -123,9 +124,9 @@ class SqliteStore(SqliteApprovals):
         if conn.execute("SELECT 1 FROM wallets WHERE wallet_id = ?", (w.wallet_id,)).fetchone():
             raise Conflict(f"wallet {w.wallet_id} already exists")
         conn.execute(
-            "INSERT INTO wallets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO wallets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (w.wallet_id, w.agent_pubkey, w.owner_pubkey, w.vault_address, w.sealed_key, int(w.frozen),
-             w.frozen_reason, w.policy_document, w.policy_sequence),
+             w.frozen_reason, w.policy_document, w.policy_sequence, w.order_sequence),
         )  # fmt: skip
 
     def get_wallet(self, wallet_id: str) -> Wallet:
@@ -134,7 +135,7 @@ class SqliteStore(SqliteApprovals):
             row = conn.execute("SELECT * FROM wallets WHERE wallet_id = ?", (wallet_id,)).fetchone()
         if row is None:
             raise NotFound(f"wallet {wallet_id} not found")
-        return Wallet(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7], row[8])
+        return Wallet(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7], row[8], row[9])
 
     def set_frozen(self, wallet_id: str, frozen: bool, reason: str | None) -> None:
         v.check_id("wallet_id", wallet_id)
@@ -142,12 +143,16 @@ class SqliteStore(SqliteApprovals):
         with self._write() as conn:
             self._set_frozen_in(conn, SetFrozen(wallet_id, frozen, reason))
 
-    @classmethod
-    def _set_frozen_in(cls, conn: sqlite3.Connection, f: SetFrozen) -> None:
-        cls._require_wallet(conn, f.wallet_id)
+    @staticmethod
+    def _set_frozen_in(conn: sqlite3.Connection, f: SetFrozen) -> None:
+        row = conn.execute("SELECT order_sequence FROM wallets WHERE wallet_id = ?", (f.wallet_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"wallet {f.wallet_id} not found")
+        if f.order_sequence is not None and f.order_sequence <= row[0]:
+            raise StaleOrderSequence(f.wallet_id, f.order_sequence, row[0])
         conn.execute(
-            "UPDATE wallets SET frozen = ?, frozen_reason = ? WHERE wallet_id = ?",
-            (int(f.frozen), f.reason, f.wallet_id),
+            "UPDATE wallets SET frozen = ?, frozen_reason = ?, order_sequence = ? WHERE wallet_id = ?",
+            (int(f.frozen), f.reason, row[0] if f.order_sequence is None else f.order_sequence, f.wallet_id),
         )
 
     def install_policy(self, wallet_id: str, document: bytes, sequence: int) -> None:

@@ -24,6 +24,7 @@ from parent_proxy.store.sqlite_schema import (
     SCHEMA_VERSION,
     SYNCHRONOUS_FULL,
     SYNCHRONOUS_NORMAL,
+    add_order_sequence,
 )
 
 
@@ -59,13 +60,14 @@ class SqliteBase:
         self._lock = threading.Lock()
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, 3, 4, 5, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, 4, 5, 6, SCHEMA_VERSION):
                 raise StoreUnavailable(f"unknown schema version {version} in {self._path}")
             if version == 2:  # version 2's running totals were keyed by the REAL time (see `sqlite_spend`)
                 conn.execute("DROP TABLE IF EXISTS spend")
             events.migrate(conn)  # versions 1 to 3 keyed request/denial times by the REAL time
             outbox.migrate(conn)  # versions 1 to 4 claimed the outbox by the REAL time
             conn.execute("DROP INDEX IF EXISTS reservations_by_time")  # unused since version 2 (totals in ``spend``)
+            add_order_sequence(conn)  # versions 1 to 6 kept no owner order sequence
             for statement in SCHEMA:  # also creates the tables versions 1 to 5 lack (agent keys: version 6)
                 conn.execute(statement)
             if version in (1, 2):  # running window totals, computed once from the reservations

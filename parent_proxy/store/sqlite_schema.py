@@ -5,7 +5,8 @@ Versions: 1 the tables; 2 + running totals (``spend``) keyed by the REAL time; 3
 the unused ``reservations_by_time`` index dropped (window totals come from ``spend`` since version 2); 5 the outbox
 is claimed by ``due`` (`time_key` of ``next_attempt_at``; `sqlite_outbox_due.migrate`), not by the REAL time; 6
 + agent-key rotation (``agent_key_candidates``, ``retired_agent_keys``; `sqlite_agent_keys`): new tables only, so a
-version-5 database migrates by creating them.
+version-5 database migrates by creating them; 7 + ``wallets.order_sequence`` (the last owner freeze order accepted;
+`add_order_sequence` adds it, 0, to an older ``wallets``).
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -16,9 +17,11 @@ that two processes serialise on the write lock before reading what they are abou
 
 from __future__ import annotations
 
+import sqlite3
+
 from parent_proxy.store import sqlite_agent_keys, sqlite_events, sqlite_spend
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -31,7 +34,8 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS wallets (
         wallet_id TEXT PRIMARY KEY, agent_pubkey BLOB NOT NULL, owner_pubkey BLOB NOT NULL,
         vault_address BLOB NOT NULL, sealed_key BLOB NOT NULL, frozen INTEGER NOT NULL,
-        frozen_reason TEXT, policy_document BLOB, policy_sequence INTEGER NOT NULL)""",
+        frozen_reason TEXT, policy_document BLOB, policy_sequence INTEGER NOT NULL,
+        order_sequence INTEGER NOT NULL DEFAULT 0)""",
     """CREATE TABLE IF NOT EXISTS tokens (
         token_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
         secret_hash BLOB NOT NULL, created_at REAL NOT NULL, revoked_at REAL)""",
@@ -68,3 +72,11 @@ SCHEMA = (
         payload BLOB NOT NULL, receipt BLOB, prev_hash BLOB NOT NULL, hash BLOB NOT NULL)""",
     *sqlite_agent_keys.SCHEMA,
 )
+
+
+def add_order_sequence(conn: sqlite3.Connection) -> None:
+    """Give a ``wallets`` table of versions 1 to 6 its ``order_sequence`` column (0: no owner order accepted yet;
+    the enclave kept its own count, which a restart lost). A no-op on a new or already migrated database."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(wallets)")}
+    if columns and "order_sequence" not in columns:
+        conn.execute("ALTER TABLE wallets ADD COLUMN order_sequence INTEGER NOT NULL DEFAULT 0")

@@ -63,6 +63,8 @@ MAX_BLOB_BYTES = 64 * 1024
 MAX_REASON_CHARS = 500
 MAX_PENDING_BOUND = 10_000
 """Largest bound on a wallet's pending approvals a `CreateApproval` may ask for (the proxy asks for 100)."""
+MAX_ORDER_SEQUENCE = 2**53
+"""Largest owner order sequence (the orders' own bound, `policies.orders.MAX_SEQUENCE`; a test keeps them equal)."""
 
 
 def check_id(field: str, value: object) -> str:
@@ -149,6 +151,7 @@ def check_wallet(wallet: object) -> Wallet:
     if wallet.policy_document is not None:
         check_blob("policy_document", wallet.policy_document)
     check_count("policy_sequence", wallet.policy_sequence)
+    check_count("order_sequence", wallet.order_sequence, maximum=MAX_ORDER_SEQUENCE)
     return wallet
 
 
@@ -306,9 +309,11 @@ def check_change(change: object) -> StateChange:
             return RevokeToken(token_id, wallet_id, check_time("now", now))
         case SetWebhook(config=config):
             return SetWebhook(check_webhook(config))
-        case SetFrozen(wallet_id=wallet_id, frozen=frozen, reason=reason):
+        case SetFrozen(wallet_id=wallet_id, frozen=frozen, reason=reason, order_sequence=order_sequence):
             check_id("wallet_id", wallet_id)
             check_frozen(frozen, reason)
+            if order_sequence is not None:
+                check_count("order_sequence", order_sequence, minimum=1, maximum=MAX_ORDER_SEQUENCE)
             return change
         case RecordEvent(wallet_id=wallet_id, kind=kind, at=at):
             check_id("wallet_id", wallet_id)

@@ -114,6 +114,30 @@ def test_an_order_the_enclave_refuses_for_another_reason_is_not_resent(world: Re
     assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 6, freeze=True)).json()[
         "enclave_acknowledged"
     ]
-    stale = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", order(h, 6, freeze=False))
+    # The enclave accepted a newer order than the store knows (a store restored from an older backup, say): the
+    # store takes order 7, the enclave refuses it as stale, and the refusal is not a restart, so it is not resent.
+    world.enclave.wallet(h.wallet_id).order_sequence = 9
+    stale = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", order(h, 7, freeze=False))
     assert stale.status_code == 200 and stale.json()["enclave_acknowledged"] is False  # order_stale: refused once
     assert world.enclave.wallet(h.wallet_id).frozen is True
+
+
+def test_an_older_unfreeze_after_a_newer_freeze_and_a_restart_unfreezes_nothing(world: Restartable) -> None:
+    """The fourteenth session's known gap: the owner signed an unfreeze (2), then froze the wallet (3); someone
+    holding the older, unexpired unfreeze sends it after the enclave restarted (which forgot its own sequence).
+    The store keeps the last accepted sequence, so the order is refused before it reaches anything."""
+    h = world.h
+    unfreeze_2 = order(h, 2, freeze=False)
+    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 3, freeze=True)).status_code == 200
+    world.restart()
+    events = h.audit_events()
+
+    replayed = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", unfreeze_2)
+
+    assert replayed.status_code == 409, replayed.text
+    error = replayed.json()["error"]
+    assert (error["code"], error["message"]) == ("conflict", "order sequence 2 is not above the last accepted 3")
+    assert h.store.get_wallet(h.wallet_id).frozen and h.audit_events() == events
+    assert world.enclave.wallet_count == 0  # nothing was sent to the enclave
+    blocked = h.sign(h.transfer(1000, MERCHANT))
+    assert blocked.status_code == 403 and blocked.json()["error"]["code"] == "wallet_frozen"
