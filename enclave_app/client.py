@@ -176,14 +176,23 @@ class EnclaveClient:
         return await self._call(request, WalletResponse)
 
     async def load_wallet(
-        self, wallet_id: str, *, owner_public_key: bytes, agent_public_key: bytes, sealed_blob: bytes
+        self,
+        wallet_id: str,
+        *,
+        owner_public_key: bytes,
+        agent_public_key: bytes,
+        sealed_blob: bytes,
+        frozen_at_order: int | None = None,
     ) -> WalletResponse:
+        """``frozen_at_order``: the wallet is frozen at the parent, whose last accepted owner order had this
+        sequence (`LoadWalletRequest`); None when it is not frozen."""
         request = LoadWalletRequest(
             wallet_id=wallet_id,
             owner_public_key=owner_public_key,
             agent_public_key=agent_public_key,
             sealed_blob=sealed_blob,
             aws_credentials=await self._lent_credentials(),
+            frozen_at_order=frozen_at_order,
         )
         return await self._call(request, WalletResponse)
 

@@ -2,9 +2,9 @@
 
 Wire format: each frame (:mod:`enclave_app.framing`) carries one CBOR map ``{"v": 1, "type": <name>, ...}``
 whose other keys are exactly the message's fields, every field present (an optional field is ``null``), except
-that fields added later (marked ``LEGACY_ABSENT``) are left out when they and every other such field of the
-message are null, so an older peer still reads it; a decoder takes either form. Decoding is strict: an unknown
-``type``, a missing or extra key, a wrong type or an out-of-range size raises
+that fields added later (``ADDED_LATER``, by generation) are left out when they and every field of their own and
+of every later generation are null, so an older peer still reads it; a decoder takes every such shape. Decoding is
+strict: an unknown ``type``, a missing or extra key, a wrong type or an out-of-range size raises
 :class:`~enclave_app.errors.ProtocolError`, which the server answers with ``ErrorCode.BAD_REQUEST``. One request,
 one response per connection exchange; the enclave never sends anything unasked.
 
@@ -16,7 +16,7 @@ Requests -> responses (an :class:`ErrorResponse` can answer any request)::
     provision_wallet    wallet_id, owner_public_key, aws_credentials   -> wallet (wallet_id, agent_public_key,
                                                                           sealed_blob, receipt, receipt_signature)
     load_wallet         wallet_id, owner_public_key, agent_public_key,
-                        sealed_blob, aws_credentials                   -> wallet (sealed_blob, receipt and
+                        sealed_blob, aws_credentials, frozen_at_order  -> wallet (sealed_blob, receipt and
                                                                           receipt_signature null)
     install_policy      wallet_id, signed_policy (JSON envelope bytes) -> policy_installed
     sign_transaction    wallet_id, transaction, lookup_tables, spent,
@@ -244,9 +244,9 @@ def _decode(value: Any, registry: Mapping[str, type[M]]) -> M:
 
 
 def _decode_legacy(value: Mapping[str, Any], kind: type[M]) -> M:
-    # The older shape of a message that gained fields: every field but exactly LEGACY_ABSENT.
-    absent = kind.LEGACY_ABSENT
-    if not absent or value.keys() != kind._WIRE_NAMES - absent:
+    # An older shape of a message that gained fields: every field but those of its later generations.
+    absent = kind._OLDER_SHAPES.get(frozenset(value.keys()))
+    if absent is None:
         raise ProtocolError("message has missing or extra fields")
     message = kind(**{field: check(value[field]) for field, check in kind.FIELDS if field not in absent})
     message.check_fields_together()

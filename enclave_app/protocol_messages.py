@@ -45,6 +45,7 @@ from enclave_app.protocol_wire import (
 )
 from policies.fastinit import fast_init
 from policies.offchain import MAX_EXTENDED_MESSAGE_BYTES
+from policies.orders import MAX_SEQUENCE as MAX_ORDER_SEQUENCE
 from policies.transaction import MAX_TRANSACTION_BYTES
 
 # -- requests --------------------------------------------------------------------------------------------------
@@ -76,19 +77,23 @@ class ProvisionWalletRequest(Message):
         ("owner_public_key", _PUBLIC_KEY),
         ("aws_credentials", _optional(_record(AwsCredentials))),
     )
-    LEGACY_ABSENT = frozenset({"aws_credentials"})
+    ADDED_LATER = (frozenset({"aws_credentials"}),)
 
 
 @dataclass(frozen=True, slots=True)
 class LoadWalletRequest(Message):
     """``agent_public_key`` is the pinned key (from the on-chain multisig / the owner's records): the enclave
-    refuses a blob that opens to any other key. ``aws_credentials`` as in :class:`ProvisionWalletRequest`."""
+    refuses a blob that opens to any other key. ``aws_credentials`` as in :class:`ProvisionWalletRequest`.
+    ``frozen_at_order``: the parent holds the wallet frozen, and the last owner freeze order it accepted had this
+    sequence (0: none); the enclave then holds it frozen too and refuses owner orders not above that sequence (what
+    a restart made it forget). Only ever a restriction: null changes nothing, and nothing here unfreezes."""
 
     wallet_id: str
     owner_public_key: bytes
     agent_public_key: bytes
     sealed_blob: bytes
     aws_credentials: AwsCredentials | None = field(default=None, repr=False)
+    frozen_at_order: int | None = None
     TYPE = "load_wallet"
     FIELDS = (
         ("wallet_id", _WALLET_ID),
@@ -96,8 +101,9 @@ class LoadWalletRequest(Message):
         ("agent_public_key", _PUBLIC_KEY),
         ("sealed_blob", _bytes(1, MAX_SEALED_BLOB_BYTES)),
         ("aws_credentials", _optional(_record(AwsCredentials))),
+        ("frozen_at_order", _optional(_uint(MAX_ORDER_SEQUENCE))),
     )
-    LEGACY_ABSENT = frozenset({"aws_credentials"})
+    ADDED_LATER = (frozenset({"aws_credentials"}), frozenset({"frozen_at_order"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +239,7 @@ class AttestationResponse(Message):
         ("reason", _optional(_text(1, MAX_REASON_CHARS))),
         ("session_public_key", _optional(_PUBLIC_KEY)),
     )
-    LEGACY_ABSENT = frozenset({"mode", "reason", "session_public_key"})
+    ADDED_LATER = (frozenset({"mode", "reason", "session_public_key"}),)
 
     def check_fields_together(self) -> None:
         if self.mode is AttestationMode.NITRO:
@@ -265,7 +271,7 @@ class WalletResponse(Message):
         ("receipt", _optional(_bytes(1, MAX_RECEIPT_BYTES))),
         ("receipt_signature", _optional(_SIGNATURE)),
     )
-    LEGACY_ABSENT = frozenset({"receipt", "receipt_signature"})
+    ADDED_LATER = (frozenset({"receipt", "receipt_signature"}),)
 
     def check_fields_together(self) -> None:
         if (self.receipt is None) != (self.receipt_signature is None):

@@ -220,17 +220,23 @@ class _Record:
     """Base of every wire structure: ``FIELDS`` names each field and its check, in order."""
 
     FIELDS: ClassVar[tuple[tuple[str, Check], ...]] = ()
-    LEGACY_ABSENT: ClassVar[frozenset[str]] = frozenset()
-    """Fields added later, which an older peer leaves out all together (their dataclass defaults apply). A map
-    must have either every field or every field except exactly these; nothing in between."""
+    ADDED_LATER: ClassVar[tuple[frozenset[str], ...]] = ()
+    """Fields added after the first version, one set per later generation, oldest first. A peer built before a
+    generation leaves its fields out all together, and those of every later one (their dataclass defaults apply):
+    a map must have every field, or every field but those of one generation and all after it; nothing else."""
     _NAMES: ClassVar[frozenset[str]] = frozenset()
     _WIRE_NAMES: ClassVar[frozenset[str]] = frozenset()
     """``_NAMES`` plus ``v`` and ``type``: the exact key set of a message's wire map."""
+    _OLDER_SHAPES: ClassVar[dict[frozenset[str], frozenset[str]]] = {}
+    """The key set of each older shape -> the fields it leaves out."""
 
     def __init_subclass__(cls) -> None:
         super().__init_subclass__()
         cls._NAMES = frozenset(name for name, _ in cls.FIELDS)
         cls._WIRE_NAMES = cls._NAMES | {"v", "type"}
+        later = cls.ADDED_LATER
+        absent = [frozenset().union(*later[i:]) for i in range(len(later))]
+        cls._OLDER_SHAPES = {cls._WIRE_NAMES - left_out: left_out for left_out in absent}
 
     def check_fields_together(self) -> None:
         """Checks across fields (after each field's own check), on decoding and on encoding; raise
@@ -256,10 +262,12 @@ class Message(_Record):
         wire: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": self.TYPE}
         for name, check in self.FIELDS:
             wire[name] = _encode(check(getattr(self, name)))
-        # Fields added later, all null: left out, so that a peer built before them reads the message (the older
-        # shape); either shape decodes here.
-        if self.LEGACY_ABSENT and all(wire[name] is None for name in self.LEGACY_ABSENT):
-            for name in self.LEGACY_ABSENT:
+        # The fields of the latest generations, while all of a generation's are null: left out, so that a peer
+        # built before them reads the message (an older shape); every shape decodes here.
+        for generation in reversed(self.ADDED_LATER):
+            if any(wire[name] is not None for name in generation):
+                break
+            for name in generation:
                 del wire[name]
         return wire
 

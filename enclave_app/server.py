@@ -230,8 +230,9 @@ class Handler:
         )  # fmt: skip
 
     async def _load(self, request: LoadWalletRequest) -> WalletResponse:
-        # 1. Already loaded with the same keys: nothing to do. 2. Unseal (off the loop) against the pinned public
-        #    key: a blob or a KMS answer carrying any other key is refused. 3. Register (re-checked).
+        # 1. Already loaded with the same keys: nothing to do but the parent's freeze, if any. 2. Unseal (off the
+        #    loop) against the pinned public key: a blob or a KMS answer carrying any other key is refused.
+        #    3. Register (re-checked), frozen if the parent holds it frozen.
         try:
             loaded = self.enclave.wallet(request.wallet_id)
         except StateError:
@@ -239,13 +240,16 @@ class Handler:
         if loaded is not None:
             if bytes(loaded.agent) != request.agent_public_key or bytes(loaded.owner) != request.owner_public_key:
                 raise StateError(ErrorCode.WALLET_EXISTS, "wallet already loaded with other keys")
+            _hold_frozen(loaded, request.frozen_at_order)
             return WalletResponse(wallet_id=loaded.wallet_id, agent_public_key=bytes(loaded.agent), sealed_blob=None)
         self.enclave.check_new(request.wallet_id)
         binding = SealBinding(request.wallet_id, request.agent_public_key, request.owner_public_key)
         key = await asyncio.to_thread(
             unseal_for_request, self.sealers, request.aws_credentials, request.sealed_blob, binding
         )
-        self.enclave.add(self._wallet(request.wallet_id, request.owner_public_key, key, request.agent_public_key))
+        wallet = self._wallet(request.wallet_id, request.owner_public_key, key, request.agent_public_key)
+        _hold_frozen(wallet, request.frozen_at_order)
+        self.enclave.add(wallet)
         return WalletResponse(wallet_id=request.wallet_id, agent_public_key=request.agent_public_key, sealed_blob=None)
 
     @staticmethod
@@ -253,6 +257,15 @@ class Handler:
         return Wallet(
             wallet_id=wallet_id, owner=Pubkey.from_bytes(owner), agent_key=key, agent=Pubkey.from_bytes(agent)
         )
+
+
+def _hold_frozen(wallet: Wallet, frozen_at_order: int | None) -> None:
+    """The parent's word that it holds ``wallet`` frozen (`LoadWalletRequest.frozen_at_order`): taken only as a
+    restriction (frozen, and owner orders must be above the larger sequence), so a parent can refuse more with it,
+    never allow more."""
+    if frozen_at_order is not None:
+        wallet.frozen = True
+        wallet.order_sequence = max(wallet.order_sequence, frozen_at_order)
 
 
 class EnclaveServer:

@@ -181,6 +181,7 @@ class EnclaveRelay:
                     owner_public_key=wallet.owner_pubkey,
                     agent_public_key=wallet.agent_pubkey,
                     sealed_blob=wallet.sealed_key,
+                    frozen_at_order=wallet.order_sequence if wallet.frozen else None,  # a restart forgot the freeze
                 )
             except EnclaveRequestError as exc:
                 if exc.code != ErrorCode.WALLET_EXISTS:

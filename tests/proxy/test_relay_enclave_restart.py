@@ -141,3 +141,22 @@ def test_an_older_unfreeze_after_a_newer_freeze_and_a_restart_unfreezes_nothing(
     assert world.enclave.wallet_count == 0  # nothing was sent to the enclave
     blocked = h.sign(h.transfer(1000, MERCHANT))
     assert blocked.status_code == 403 and blocked.json()["error"]["code"] == "wallet_frozen"
+
+
+def test_a_wallet_frozen_at_the_proxy_comes_back_frozen_in_a_restarted_enclave(world: Restartable) -> None:
+    """The restarted enclave forgot the freeze; the relay's load carries it (`frozen_at_order`), so the enclave
+    refuses on its own again, and refuses the owner's older orders."""
+    h = world.h
+    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 3, freeze=True)).status_code == 200
+    world.restart()
+
+    installed = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": h.policy(sequence=2)})
+
+    assert installed.status_code == 200 and installed.json()["enclave_installed"] is True, installed.text
+    held = world.enclave.wallet(h.wallet_id)
+    assert (held.frozen, held.order_sequence) == (True, 3)
+    unfrozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", order(h, 4, freeze=False))
+    assert unfrozen.json() == {
+        "wallet_id": h.wallet_id, "frozen": False, "enclave_acknowledged": True, "order_sequence": 4,
+    }  # fmt: skip
+    assert held.frozen is False and h.sign(h.transfer(1000, MERCHANT)).status_code == 200
