@@ -46,6 +46,7 @@ from enclave_app.protocol import (
     AttestationRequest,
     AttestationResponse,
     AwsCredentials,
+    DiscardWalletRequest,
     ErrorResponse,
     FreezeRequest,
     InstallPolicyRequest,
@@ -195,6 +196,11 @@ class EnclaveClient:
             frozen_at_order=frozen_at_order,
         )
         return await self._call(request, WalletResponse)
+
+    async def discard_wallet(self, wallet_id: str, *, agent_public_key: bytes) -> StatusResponse:
+        """Drop an orphan: a wallet without a policy, held with ``agent_public_key`` (`DiscardWalletRequest`)."""
+        request = DiscardWalletRequest(wallet_id=wallet_id, agent_public_key=agent_public_key)
+        return await self._call(request, StatusResponse)
 
     async def install_policy(self, wallet_id: str, signed_policy: bytes) -> PolicyInstalledResponse:
         request = InstallPolicyRequest(wallet_id=wallet_id, signed_policy=signed_policy)

@@ -18,6 +18,7 @@ Requests -> responses (an :class:`ErrorResponse` can answer any request)::
     load_wallet         wallet_id, owner_public_key, agent_public_key,
                         sealed_blob, aws_credentials, frozen_at_order  -> wallet (sealed_blob, receipt and
                                                                           receipt_signature null)
+    discard_wallet      wallet_id, agent_public_key                    -> status (a wallet without a policy gone)
     install_policy      wallet_id, signed_policy (JSON envelope bytes) -> policy_installed
     sign_transaction    wallet_id, transaction, lookup_tables, spent,
                         requests_in_window, denials_in_window,
@@ -72,6 +73,7 @@ from enclave_app.protocol_messages import (
     AgentKeyRotationResponse,
     AttestationRequest,
     AttestationResponse,
+    DiscardWalletRequest,
     ErrorResponse,
     FreezeRequest,
     InstallPolicyRequest,
@@ -160,6 +162,7 @@ __all__ = [
     "AttestationResponse",
     "AwsCredentials",
     "Check",
+    "DiscardWalletRequest",
     "EnclaveState",
     "ErrorCode",
     "ErrorResponse",
@@ -192,9 +195,9 @@ __all__ = [
 REQUEST_TYPES: Mapping[str, type[Message]] = {
     kind.TYPE: kind
     for kind in (
-        PingRequest, AttestationRequest, ProvisionWalletRequest, LoadWalletRequest, InstallPolicyRequest,
-        SignTransactionRequest, SignMessageRequest, FreezeRequest, UnfreezeRequest, PrepareAgentKeyRequest,
-        SignAgentKeyRotationRequest, SwitchAgentKeyRequest,
+        PingRequest, AttestationRequest, ProvisionWalletRequest, LoadWalletRequest, DiscardWalletRequest,
+        InstallPolicyRequest, SignTransactionRequest, SignMessageRequest, FreezeRequest, UnfreezeRequest,
+        PrepareAgentKeyRequest, SignAgentKeyRotationRequest, SwitchAgentKeyRequest,
     )
 }  # fmt: skip
 RESPONSE_TYPES: Mapping[str, type[Message]] = {
@@ -210,6 +213,7 @@ EXPECTED_RESPONSE: Mapping[type[Message], type[Message]] = {
     AttestationRequest: AttestationResponse,
     ProvisionWalletRequest: WalletResponse,
     LoadWalletRequest: WalletResponse,
+    DiscardWalletRequest: StatusResponse,
     InstallPolicyRequest: PolicyInstalledResponse,
     SignTransactionRequest: TransactionDecisionResponse,
     SignMessageRequest: MessageSignatureResponse,

@@ -107,6 +107,18 @@ class LoadWalletRequest(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class DiscardWalletRequest(Message):
+    """Drop a wallet whose provisioning the parent could not store (an orphan, which would refuse its id until a
+    restart): only a wallet with no policy installed, and only when ``agent_public_key`` is its agent key. It loses
+    only the enclave's copy: a sealed blob the parent did store loads the key again."""
+
+    wallet_id: str
+    agent_public_key: bytes
+    TYPE = "discard_wallet"
+    FIELDS = (("wallet_id", _WALLET_ID), ("agent_public_key", _PUBLIC_KEY))
+
+
+@dataclass(frozen=True, slots=True)
 class InstallPolicyRequest(Message):
     wallet_id: str
     signed_policy: bytes
@@ -381,6 +393,7 @@ Request = (
     | AttestationRequest
     | ProvisionWalletRequest
     | LoadWalletRequest
+    | DiscardWalletRequest
     | InstallPolicyRequest
     | SignTransactionRequest
     | SignMessageRequest

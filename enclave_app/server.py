@@ -47,6 +47,7 @@ from enclave_app.protocol import (
     AttestationMode,
     AttestationRequest,
     AttestationResponse,
+    DiscardWalletRequest,
     ErrorCode,
     ErrorResponse,
     FreezeRequest,
@@ -159,9 +160,7 @@ class Handler:
     async def _dispatch(self, request: Request) -> Response:
         enclave = self.enclave
         if isinstance(request, PingRequest):
-            return StatusResponse(
-                state=enclave.state, wallets=enclave.wallet_count, session_public_key=enclave.session.public_key
-            )
+            return _status(enclave)
         if isinstance(request, AttestationRequest):
             session_key = enclave.session.public_key
             if enclave.attestation_mode is AttestationMode.NONE:
@@ -179,6 +178,9 @@ class Handler:
             return await self._provision(request)
         if isinstance(request, LoadWalletRequest):
             return await self._load(request)
+        if isinstance(request, DiscardWalletRequest):
+            enclave.discard(request.wallet_id, request.agent_public_key)
+            return _status(enclave)
         if isinstance(request, InstallPolicyRequest):
             wallet = enclave.wallet(request.wallet_id)
             try:
@@ -257,6 +259,12 @@ class Handler:
         return Wallet(
             wallet_id=wallet_id, owner=Pubkey.from_bytes(owner), agent_key=key, agent=Pubkey.from_bytes(agent)
         )
+
+
+def _status(enclave: Enclave) -> StatusResponse:
+    return StatusResponse(
+        state=enclave.state, wallets=enclave.wallet_count, session_public_key=enclave.session.public_key
+    )
 
 
 def _hold_frozen(wallet: Wallet, frozen_at_order: int | None) -> None:

@@ -351,6 +351,16 @@ class Enclave:
         if len(self._wallets) >= self.max_wallets:
             raise StateError(ErrorCode.WALLET_LIMIT, "wallet limit reached")
 
+    def discard(self, wallet_id: str, agent: bytes) -> None:
+        """Drop ``wallet_id`` (`DiscardWalletRequest`): refused unless it is held with the agent key ``agent`` and
+        no policy was ever installed (a wallet that could sign is never dropped this way)."""
+        wallet = self.wallet(wallet_id)
+        if bytes(wallet.agent) != agent:
+            raise StateError(ErrorCode.WALLET_EXISTS, "wallet held with another agent key")
+        if wallet.installed is not None:
+            raise StateError(ErrorCode.WRONG_STATE, "a wallet with a policy is not discarded")
+        del self._wallets[wallet_id]
+
     def add(self, wallet: Wallet) -> Wallet:
         """Register a wallet whose key was generated or unsealed (off the loop). Re-checks everything.
 

@@ -162,7 +162,12 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
             changes=[CreateWallet(wallet)],
         )  # fmt: skip
 
-    await run_store(services, persist)
+    try:
+        await run_store(services, persist)
+    except Exception:
+        # Not stored: the enclave drops the key it made, so the owner can send the creation again.
+        await services.relay.discard_wallet(body.wallet_id, created.agent_public_key)
+        raise
     return CreatedWallet(
         wallet_id=body.wallet_id,
         agent_public_key=str(Pubkey.from_bytes(created.agent_public_key)),

@@ -153,6 +153,19 @@ class EnclaveRelay:
         self._loaded[wallet_id] = 0
         return answer
 
+    async def discard_wallet(self, wallet_id: str, agent_public_key: bytes) -> bool:
+        """Drop the enclave's copy of a wallet just provisioned whose record could not be stored, so that its id can
+        be created again before the enclave restarts; whether it was dropped. Best effort: a failure is logged and
+        the id stays refused until then. Were the record stored after all (an answer lost), its blob loads the key
+        again on the next request."""
+        self.forget(wallet_id)
+        try:
+            await self._client.discard_wallet(wallet_id, agent_public_key=agent_public_key)
+        except EnclaveError as exc:
+            logger.warning("the enclave kept orphan wallet %s: %s", wallet_id, type(exc).__name__)
+            return False
+        return True
+
     async def ensure_wallet(self, wallet: Wallet) -> None:
         """Load ``wallet`` and install its stored policy in the enclave unless done in this session. If the enclave
         answers ``unknown_wallet`` for a wallet this relay had loaded (it restarted since), everything is forgotten

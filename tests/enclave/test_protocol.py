@@ -19,6 +19,7 @@ from enclave_app.protocol import (
     AgentKeyRotationResponse,
     AttestationRequest,
     AttestationResponse,
+    DiscardWalletRequest,
     EnclaveState,
     ErrorCode,
     ErrorResponse,
@@ -71,6 +72,7 @@ REQUESTS: list[Message] = [
     PrepareAgentKeyRequest(wallet_id="w1"),
     SignAgentKeyRotationRequest(wallet_id="w1", transaction=b"\x01" * 100, order=b"{}", candidate_sealed_blob=b"blob"),
     SwitchAgentKeyRequest(wallet_id="w1", order=b"{}", candidate_sealed_blob=b"blob"),
+    DiscardWalletRequest(wallet_id="w1", agent_public_key=KEY),
 ]
 RESPONSES: list[Message] = [
     StatusResponse(state=EnclaveState.READY, wallets=2, session_public_key=KEY),

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.pubkey import Pubkey
 
+from enclave_app.errors import EnclaveTimeoutError
 from parent_proxy.errors import NotFound
 from tests.proxy.api_harness import Harness, provision, running_harness, unwritable
 from tests.support.policies import owner_public_key
@@ -98,10 +100,24 @@ def test_a_wallet_that_cannot_be_recorded_is_not_created(h: Harness) -> None:
     with pytest.raises(NotFound):
         h.store.get_wallet("w-new")
     assert h.audit_events() == before
-    # The enclave keeps the key it made until it restarts (an orphan, as after any failure past provisioning): the
-    # id is refused, nothing is stored; another id works.
+    # The enclave dropped the key it made (it kept it until a restart before: an orphan refusing its id), so the
+    # same creation works now, with a new agent key.
     again = h.owner_call("POST", "/v1/wallets", body)
-    assert again.status_code == 409, again.text
-    created = h.owner_call("POST", "/v1/wallets", {**body, "wallet_id": "w-new-2"})
-    assert created.status_code == 201, created.text
-    assert h.store.get_wallet("w-new-2").agent_pubkey and h.audit_events()[-1] == "wallet.created"
+    assert again.status_code == 201, again.text
+    assert h.store.get_wallet("w-new").agent_pubkey == bytes(Pubkey.from_string(again.json()["agent_public_key"]))
+    assert h.audit_events()[-1] == "wallet.created"
+
+
+def test_an_orphan_the_enclave_cannot_drop_keeps_its_id_refused(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def unreachable(wallet_id: str, *, agent_public_key: bytes) -> None:
+        raise EnclaveTimeoutError("no answer")
+
+    monkeypatch.setattr(h.services.relay._client, "discard_wallet", unreachable)
+    body = {"wallet_id": "w-new", "owner_public_key": str(h.owner_pub)}
+    with unwritable(h, "audit_log"):
+        assert_503(h.owner_call("POST", "/v1/wallets", body))  # the store's failure is the answer, not the drop's
+    assert "the enclave kept orphan wallet w-new: EnclaveTimeoutError" in caplog.text
+    again = h.owner_call("POST", "/v1/wallets", body)
+    assert again.status_code == 409, again.text  # refused by the enclave until it restarts, as before

@@ -1,0 +1,63 @@
+"""`discard_wallet`: the enclave drops a wallet the parent could not store after provisioning it.
+
+Before: the enclave kept such a key until it restarted, and refused the wallet id meanwhile (`wallet_exists`), so a
+creation whose store write failed could not be sent again. Only a wallet held with the named agent key and never
+given a policy is dropped (one that could sign stays). Real server, local sealer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enclave_app.errors import EnclaveRequestError
+from enclave_app.protocol import EnclaveState, ErrorCode
+from policies.signing import sign_document
+from tests.enclave.policy_handler import OWNER
+from tests.enclave.test_review_lifecycle import OWNER_PUBLIC, serve
+from tests.support.policies import example_policy
+
+
+def run(tmp_path: Path, steps: Any) -> None:
+    async def main() -> None:
+        enclave, server, client = await serve(tmp_path)
+        async with server:
+            await steps(enclave, client)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+async def refused(call: Any, code: ErrorCode) -> None:
+    with pytest.raises(EnclaveRequestError) as caught:
+        await call
+    assert caught.value.code == code
+
+
+def test_an_orphan_is_dropped_and_its_id_provisioned_again(tmp_path: Path) -> None:
+    async def steps(enclave: Any, client: Any) -> None:
+        first = await client.provision_wallet("w1", OWNER_PUBLIC)
+        await refused(client.provision_wallet("w1", OWNER_PUBLIC), ErrorCode.WALLET_EXISTS)  # the orphan's id
+        status = await client.discard_wallet("w1", agent_public_key=first.agent_public_key)
+        assert (status.state, status.wallets, enclave.wallet_count) == (EnclaveState.BOOTING, 0, 0)
+        second = await client.provision_wallet("w1", OWNER_PUBLIC)
+        assert second.agent_public_key != first.agent_public_key
+        assert bytes(enclave.wallet("w1").agent) == second.agent_public_key
+
+    run(tmp_path, steps)
+
+
+def test_only_a_wallet_held_with_the_named_key_and_without_a_policy_is_dropped(tmp_path: Path) -> None:
+    async def steps(enclave: Any, client: Any) -> None:
+        held = await client.provision_wallet("w1", OWNER_PUBLIC)
+        await refused(client.discard_wallet("w1", agent_public_key=bytes(32)), ErrorCode.WALLET_EXISTS)
+        await refused(client.discard_wallet("w9", agent_public_key=held.agent_public_key), ErrorCode.UNKNOWN_WALLET)
+        document = {**example_policy(), "wallet_id": "w1"}
+        await client.install_policy("w1", json.dumps(sign_document("policy", document, OWNER)).encode())
+        await refused(client.discard_wallet("w1", agent_public_key=held.agent_public_key), ErrorCode.WRONG_STATE)
+        assert enclave.wallet("w1").policy is not None and enclave.state is EnclaveState.READY
+
+    run(tmp_path, steps)
