@@ -4,6 +4,7 @@ leave are written into the chain by the test (`tests.support.squads_rotation`), 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
 
 from parent_proxy.chain import LiteSvmChain
+from parent_proxy.owner_signers import write_keypair_file
 from parent_proxy.squads_spending_limit_account import PERIOD_DAY, SPENDING_LIMIT_DISCRIMINATOR
+from policies.cli import main
 from policies.decoders.squads_vault import squads_vault_address
 from tests.proxy.api_harness import Harness, running_harness
 from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY
@@ -123,3 +126,46 @@ def test_only_the_wallets_owner_may_ask(h: Harness) -> None:
     multisig_wallet(h)
     answer = h.owner_call("GET", path(h), key=Ed25519PrivateKey.generate())
     assert (answer.status_code, error_code(answer)) == (401, "owner_signature_invalid")
+
+
+# -- waiaas owner check-multisig ------------------------------------------------------------------------------------
+
+
+class _Borrowed:
+    """The harness's TestClient for the owner CLI, which closes the client it makes."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        return self._client.request(*args, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+def check_multisig(h: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str], wallet: str) -> tuple[int, str, str]:
+    key_file = tmp_path / "owner.json"
+    if not key_file.exists():
+        write_keypair_file(key_file, h.owner)
+    code = main(["owner", "--keypair", str(key_file), "check-multisig", "--url", "http://testserver",
+                 "--wallet", wallet])  # fmt: skip
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_owner_cli_exits_0_only_for_a_conforming_multisig(
+    h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("httpx.Client", lambda **_: _Borrowed(h.client))
+    multisig_wallet(h)
+    code, out, err = check_multisig(h, tmp_path, capsys, h.wallet_id)
+    assert code == 0 and json.loads(out)["conforms"] is True and "failed" not in err
+    put_multisig(svm(h), CREATE_KEY, [h.owner_pub, h.agent], config_authority=h.owner_pub)
+    code, out, err = check_multisig(h, tmp_path, capsys, h.wallet_id)
+    assert code == 1 and json.loads(out)["conforms"] is False
+    assert f"owner check-multisig: failed: multisig.config_authority ({MULTISIG}): seen {h.owner_pub}" in err
+    code, out, _ = check_multisig(h, tmp_path, capsys, "another-wallet")  # refused: 401
+    assert code == 1 and json.loads(out)["error"]["code"] == "owner_signature_invalid"
+    code, _, err = check_multisig(h, tmp_path, capsys, "not a wallet/id")
+    assert code == 2 and "--wallet is not a wallet id" in err
