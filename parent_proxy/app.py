@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from parent_proxy import api_agent, api_agent_key, api_owner
+from parent_proxy import api_agent, api_agent_key, api_multisig, api_owner
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.attestation import attestation_view
 from parent_proxy.metrics import CONTENT_TYPE
@@ -185,5 +185,6 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(api_agent.router)
     app.include_router(api_owner.router)
     app.include_router(api_agent_key.router)
+    app.include_router(api_multisig.router)
     app.add_middleware(LimitsAndMetrics, services=services)
     return app

@@ -13,12 +13,15 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
     waiaas owner approve --wallet W --transaction B64    print a signed approval of that transaction's message
     waiaas owner freeze|unfreeze --wallet W --sequence N print a signed freeze / unfreeze order
     waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
+    waiaas owner check-multisig --url URL --wallet W     print the API's report on the wallet's multisig on chain
+                                                         (GET /v1/wallets/W/multisig); exit 0 only if it conforms
     waiaas owner rotation-transaction | sign-rotation | sign-key-switch | cosign | advance-nonce-transaction
                                                          agent-key rotation: `parent_proxy.owner_rotation_cli`
     waiaas owner verify-wallet | verify-candidate        check that the enclave made an agent key (no key needed):
                                                          `parent_proxy.owner_verify_cli`
 
-Exit codes: 0 done, 1 the server refused (``call``) or the key did not verify (``verify-*``), 2 bad input or
+Exit codes: 0 done, 1 the server refused (``call``, ``check-multisig``), the multisig does not conform
+(``check-multisig``) or the key did not verify (``verify-*``), 2 bad input or
 the key could not be used. Key material and
 clear agent tokens are never logged; ``call`` prints the server's answer (which, for token issue, holds the token
 once) to stdout only.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import re
 import secrets
 import sys
 import time
@@ -63,6 +67,7 @@ from parent_proxy.owner_signers import (
     OwnerKeyError,
     OwnerSigner,
 )
+from parent_proxy.schemas import WALLET_ID
 from parent_proxy.sign_parts import message_hash
 from policies.canonical import parse_json_object
 from policies.document import policy_from_object
@@ -137,6 +142,12 @@ def register(subparsers: Any) -> None:
     call.add_argument("path", help="e.g. /v1/wallets/w1/tokens")
     call.add_argument("--body", type=Path, help="JSON body file")
 
+    check = commands.add_parser(
+        "check-multisig", help="ask the API whether the wallet's Squads multisig on chain conforms (docs/api.md)"
+    )
+    check.add_argument("--url", required=True, help="base URL of the parent proxy, e.g. http://127.0.0.1:8080")
+    check.add_argument("--wallet", required=True)
+
     owner_verify_cli.register(commands)
     owner_rotation_cli.register(commands)
     owner.set_defaults(func=run)
@@ -196,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
             print_json(
                 envelope(signer, purpose, freeze_document(args.wallet, args.sequence, order_expiry(args.expires_in)))
             )
+        elif command == "check-multisig":
+            return check_multisig(args, signer)
         else:
             return call(args, signer)
     except (OwnerInputError, OwnerKeyError, PolicyEngineError, OSError) as exc:
@@ -204,19 +217,52 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def call(args: argparse.Namespace, signer: OwnerSigner, client: httpx.Client | None = None) -> int:
-    body = b"" if args.body is None else args.body.read_bytes()
-    request = OwnerRequest(args.method, args.path, body, int(time.time()), secrets.token_urlsafe(24))
+def _send(
+    signer: OwnerSigner, url: str, method: str, path: str, body: bytes, *, client: httpx.Client | None = None
+) -> httpx.Response:
+    """An owner-signed request; `OwnerInputError` if it could not be sent."""
+    request = OwnerRequest(method, path, body, int(time.time()), secrets.token_urlsafe(24))
     headers = owner_request_headers(request, signer.public_key, signer.sign)
     if body:
         headers["Content-Type"] = "application/json"
     http = client or httpx.Client(timeout=30.0)
     try:
-        response = http.request(args.method, args.url.rstrip("/") + args.path, content=body, headers=headers)
+        return http.request(method, url.rstrip("/") + path, content=body, headers=headers)
     except httpx.HTTPError as exc:
         raise OwnerInputError(f"request failed: {type(exc).__name__}") from exc
     finally:
         if client is None:
             http.close()
+
+
+def _print_answer(response: httpx.Response) -> None:
     sys.stdout.write(response.text + ("\n" if not response.text.endswith("\n") else ""))
+
+
+def call(args: argparse.Namespace, signer: OwnerSigner, client: httpx.Client | None = None) -> int:
+    body = b"" if args.body is None else args.body.read_bytes()
+    response = _send(signer, args.url, args.method, args.path, body, client=client)
+    _print_answer(response)
     return EXIT_OK if response.is_success else EXIT_REFUSED
+
+
+def check_multisig(args: argparse.Namespace, signer: OwnerSigner, client: httpx.Client | None = None) -> int:
+    """``check-multisig``: print the report (stdout) and each failed check (stderr); exit 0 only when the answer is
+    a report that conforms. The report is what the parent read from its chain adapter (docs/api.md)."""
+    if not re.fullmatch(WALLET_ID, args.wallet):
+        raise OwnerInputError("--wallet is not a wallet id")
+    response = _send(signer, args.url, "GET", f"/v1/wallets/{args.wallet}/multisig", b"", client=client)
+    _print_answer(response)
+    if not response.is_success:
+        return EXIT_REFUSED
+    try:
+        report = response.json()
+        conforms, checks = report["conforms"], report["checks"]
+        failed = [f"{c['id']} ({c['subject']}): seen {c['seen']}; expected {c['expected']}"
+                  for c in checks if c["ok"] is not True]  # fmt: skip
+    except (ValueError, KeyError, TypeError):
+        sys.stderr.write("owner check-multisig: the answer is not a multisig report\n")
+        return EXIT_REFUSED
+    for line in failed:
+        sys.stderr.write(f"owner check-multisig: failed: {line}\n")
+    return EXIT_OK if conforms is True and not failed else EXIT_REFUSED

@@ -250,3 +250,18 @@ class AgentKeyStatus(BaseModel):
     agent_public_key: str
     candidate_public_key: str | None = Field(description="set while a rotation is under way")
     retired: list[RetiredAgentKeyView]
+
+
+class MultisigCheckView(BaseModel):
+    id: str = Field(description="stable check id (`parent_proxy.multisig_conformance`)")
+    subject: str = Field(description="the account checked: the multisig or one of its spending limits")
+    ok: bool
+    seen: str
+    expected: str
+
+
+class MultisigConformance(BaseModel):
+    wallet_id: str
+    multisig: str
+    conforms: bool = Field(description="every check is ok")
+    checks: list[MultisigCheckView]

@@ -5,7 +5,8 @@ proposed, approved by both members and executed in one transaction whose fee pay
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from solders.account import Account
 from solders.hash import Hash
@@ -88,22 +89,35 @@ def multisig_address(create_key: Pubkey) -> tuple[Pubkey, int]:
     return Pubkey.find_program_address([b"multisig", b"multisig", bytes(create_key)], PROGRAM_ID)
 
 
-def multisig_account_data(create_key: Pubkey, members: Sequence[Pubkey], *, transaction_index: int = 0) -> bytes:
+def multisig_account_data(
+    create_key: Pubkey,
+    members: Sequence[Pubkey],
+    *,
+    transaction_index: int = 0,
+    threshold: int = 2,
+    config_authority: Pubkey = Pubkey.default(),  # noqa: B008 (a constant)
+    time_lock: int = 0,
+    permissions: Mapping[Pubkey, int] | None = None,
+) -> bytes:
     """A Squads v4 ``Multisig`` account (Anchor discriminator + the IDL's Borsh layout, padded as the program sizes
-    it) with ``members`` (all permissions), threshold 2, no time lock."""
-    listed = [{"key": key, "permissions": {"mask": ALL_PERMISSIONS}} for key in sorted(members, key=bytes)]
-    value = {"create_key": create_key, "config_authority": Pubkey.default(), "threshold": 2, "time_lock": 0,
-             "transaction_index": transaction_index, "stale_transaction_index": 0, "rent_collector": None,
-             "bump": multisig_address(create_key)[1], "members": listed}  # fmt: skip
+    it) with ``members`` (all permissions, unless ``permissions`` gives a member's mask), threshold 2, no config
+    authority and no time lock unless given."""
+    masks = permissions or {}
+    listed = [{"key": key, "permissions": {"mask": masks.get(key, ALL_PERMISSIONS)}}
+              for key in sorted(members, key=bytes)]  # fmt: skip
+    value = {"create_key": create_key, "config_authority": config_authority, "threshold": threshold,
+             "time_lock": time_lock, "transaction_index": transaction_index, "stale_transaction_index": 0,
+             "rent_collector": None, "bump": multisig_address(create_key)[1], "members": listed}  # fmt: skip
     data = hashlib.sha256(b"account:Multisig").digest()[:8] + ENC.defined("Multisig", value)
     return data.ljust(8 + 32 + 32 + 2 + 4 + 8 + 8 + 1 + 32 + 1 + 4 + 33 * len(members), b"\x00")
 
 
-def put_multisig(svm: LiteSVM, create_key: Pubkey, members: Sequence[Pubkey]) -> Pubkey:
+def put_multisig(svm: LiteSVM, create_key: Pubkey, members: Sequence[Pubkey], **fields: Any) -> Pubkey:
     """Write the multisig account of ``create_key`` into an embedded chain and return its address (the Squads
-    program itself is not available offline: the account stands for what its execution would have left)."""
+    program itself is not available offline: the account stands for what its execution would have left); ``fields``
+    are `multisig_account_data`'s keyword arguments."""
     address = multisig_address(create_key)[0]
-    data = multisig_account_data(create_key, members)
+    data = multisig_account_data(create_key, members, **fields)
     svm.set_account(address, Account(lamports=svm.minimum_balance_for_rent_exemption(len(data)), data=data,
                                      owner=PROGRAM_ID, executable=False))  # fmt: skip
     return address

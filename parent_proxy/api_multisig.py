@@ -1,0 +1,58 @@
+"""Owner route: does the wallet's Squads v4 multisig on chain conform to DESIGN.md section 10 and the signed policy?
+
+    GET /v1/wallets/{id}/multisig   the report of `parent_proxy.multisig_conformance` (200 whether or not it
+                                    conforms; ``conforms`` and each check say)
+
+Owner-authenticated (`parent_proxy.api_owner.OwnerRoute`). 403 ``no_policy`` without a policy (or with a stored one
+that no longer verifies); 409 when the policy declares no multisig; 503 ``chain_unavailable`` when the multisig or
+its spending limits cannot be read, or are missing or malformed (the chain adapter's `ChainError`: nothing is
+reported as a pass that was not read).
+
+The parent is not trusted (DESIGN.md section 1): this report is what the parent's chain adapter read, a check for
+the owner's setup and for monitoring, not a proof. An owner who doubts the parent reads the same accounts through
+an RPC endpoint of their own.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from solders.pubkey import Pubkey
+
+from parent_proxy.api_agent import services_of
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, verified_owner
+from parent_proxy.chain import ChainError
+from parent_proxy.multisig_conformance import WalletKeys, multisig_conformance
+from parent_proxy.schemas import MultisigCheckView, MultisigConformance
+from parent_proxy.sign_parts import verified_policy
+
+router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
+
+
+@router.get("/{wallet_id}/multisig", response_model=MultisigConformance)
+async def multisig_conformance_report(wallet_id: WalletId, request: Request) -> MultisigConformance:
+    """The wallet's multisig and spending limits on chain, checked against DESIGN.md section 10 and its policy."""
+    services = services_of(request)
+    wallet = assert_wallet(verified_owner(request))
+    # 1. The owner-signed policy, verified again (`sign_parts.verified_policy`), and the multisig it declares.
+    policy = verified_policy(services, wallet)
+    if policy is None:
+        raise ApiError(Code.NO_POLICY, "the wallet has no policy: nothing to compare the multisig with")
+    multisig = policy.rules.squads_multisig
+    if multisig is None:
+        raise ApiError(Code.CONFLICT, "the wallet's policy declares no Squads multisig")
+    # 2. The accounts, each checked by its reader; anything unreadable is a 503, never a pass.
+    try:
+        account = await services.chain.multisig_account(multisig)
+        limits = await services.chain.spending_limits(multisig)
+    except ChainError as exc:
+        raise ApiError(Code.CHAIN_UNAVAILABLE, f"the multisig or its spending limits could not be read: {exc}") from exc
+    # 3. The comparison (pure).
+    keys = WalletKeys(Pubkey.from_bytes(wallet.owner_pubkey), Pubkey.from_bytes(wallet.agent_pubkey),
+                      Pubkey.from_bytes(wallet.vault_address))  # fmt: skip
+    report = multisig_conformance(keys, policy, account, limits)
+    return MultisigConformance(
+        wallet_id=wallet_id, multisig=str(report.multisig), conforms=report.conforms,
+        checks=[MultisigCheckView(id=c.id, subject=c.subject, ok=c.ok, seen=c.seen, expected=c.expected)
+                for c in report.checks],
+    )  # fmt: skip
