@@ -40,8 +40,9 @@ class _TooLarge(Exception):
 
 class LimitsAndMetrics:
     """Pure ASGI middleware: refuse bodies over ``max_body_bytes`` (413, by Content-Length before reading and by
-    counting while reading), run every request but GET and HEAD to its end in its own task
-    (`parent_proxy.completions`), and time every request into the metrics by route template and status."""
+    counting while reading) and a Content-Length that is no number (400), run every request but GET and HEAD to its
+    end in its own task (`parent_proxy.completions`), and time every request into the metrics by route template and
+    status."""
 
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -54,11 +55,12 @@ class LimitsAndMetrics:
         limit = self.services.max_body_bytes
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-                await _send_error(send, ApiError(Code.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes"))
-                self._observe(scope, 413, started)
-                return
+        try:
+            _check_content_length(scope, limit)
+        except ApiError as refused:
+            await _send_error(send, refused)
+            self._observe(scope, refused.status, started)
+            return
         received = 0
 
         async def counting_receive() -> Message:
@@ -92,6 +94,22 @@ class LimitsAndMetrics:
         metrics = self.services.metrics
         metrics.observe(time.perf_counter() - started, route=path)
         metrics.count("waiaas_http_requests_total", route=path, status=str(status))
+
+
+def _check_content_length(scope: Scope, limit: int) -> None:
+    """Every ``Content-Length`` is a decimal number (spaces and tabs around it ignored: uvicorn's httptools parser
+    keeps trailing ones), else 400 ``bad_request``; none above ``limit``, else 413. The servers refuse most malformed
+    values first (uvicorn with h11 or httptools: a plain-text 400 of their own); this answers any that arrive."""
+    for name, value in scope.get("headers", ()):
+        if name != b"content-length":
+            continue
+        digits = value.strip(b" \t")
+        if not digits.isdigit():  # ASCII digits only (bytes)
+            raise ApiError(Code.BAD_REQUEST, "Content-Length must be a decimal number of bytes")
+        significant = digits.lstrip(b"0")
+        # Compared by length first: no huge integer is built from a long header (int() refuses over 4300 digits).
+        if len(significant) > len(str(limit)) or int(significant or b"0") > limit:
+            raise ApiError(Code.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes")
 
 
 async def _send_error(send: Send, error: ApiError) -> None:
