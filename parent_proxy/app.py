@@ -19,8 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parent_proxy import api_agent, api_agent_key, api_owner
-from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.attestation import attestation_view
+from parent_proxy.auth import ATTESTATION_BUCKET
+from parent_proxy.clock import read_clock
+from parent_proxy.errors import ProxyError
 from parent_proxy.metrics import CONTENT_TYPE
 from parent_proxy.schemas import AttestationView, ErrorBody, Health, Readiness
 from parent_proxy.services import Services
@@ -191,11 +194,16 @@ def create_app(services: Services) -> FastAPI:
     ) -> AttestationView:
         """The enclave's attestation document over the caller's nonce, and the session public key from that same
         answer (self-hosted without a Nitro Enclave: mode none, no document, and the reason). 503
-        ``attestation_inconsistent`` if the answer contradicts itself (`parent_proxy.attestation`)."""
+        ``attestation_inconsistent`` if the answer contradicts itself (`parent_proxy.attestation`). 429
+        ``rate_limited`` over the process's attestation limit (`parent_proxy.auth.attestation_limiter`)."""
         try:
             raw = bytes.fromhex(nonce)
         except ValueError as exc:
             raise ApiError(Code.INVALID_REQUEST, "nonce must be an even number of hex digits") from exc
+        try:  # each call is one NSM attestation: counted before the enclave is asked
+            services.attestation_limiter.check(ATTESTATION_BUCKET, read_clock(services.clock))
+        except ProxyError as exc:
+            raise translate(exc) from exc
         answer = await services.relay.attestation(raw)
         status = await services.relay.ping()
         return attestation_view(answer, status)
