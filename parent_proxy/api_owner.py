@@ -23,7 +23,7 @@ from parent_proxy.api_agent import fetch_tables, services_of
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.approvals import ApprovalFlow
 from parent_proxy.clock import read_clock
-from parent_proxy.errors import NotFound, ProxyError
+from parent_proxy.errors import AlreadyRevoked, NotFound, ProxyError
 from parent_proxy.owner_auth import parse_owner_headers, verify_owner_request
 from parent_proxy.schemas import (
     WALLET_ID,
@@ -211,14 +211,17 @@ async def issue_token(wallet_id: WalletId, request: Request) -> JSONResponse:
 
 @router.delete("/{wallet_id}/tokens/{token_id}", status_code=204)
 async def revoke_token(wallet_id: WalletId, token_id: Id, request: Request) -> Response:
-    """Revoke an agent token (idempotent)."""
+    """Revoke an agent token. Idempotent: a token revoked already is 204 again, and nothing is written."""
     services = services_of(request)
     verified_owner(request)
 
     def revoke() -> None:  # the revocation and its record: one store transaction
         # Only a token of the wallet in the path: another wallet's token is 404, as an unknown one.
         revoked = RevokeToken(token_id, wallet_id, read_clock(services.clock))
-        services.audit.append("token.revoked", {"token_id": token_id}, wallet_id=wallet_id, changes=[revoked])
+        try:
+            services.audit.append("token.revoked", {"token_id": token_id}, wallet_id=wallet_id, changes=[revoked])
+        except AlreadyRevoked:
+            return  # the store refused the whole transaction: no second record, the first revocation stands
 
     await run_store(services, revoke)
     return Response(status_code=204)
