@@ -24,7 +24,7 @@ from solders.litesvm import LiteSVM
 
 from enclave_app.client import WALLET_REQUEST_TIMEOUT_SECONDS
 from parent_proxy.app import create_app
-from parent_proxy.auth import RateLimiter
+from parent_proxy.auth import RateLimiter, attestation_limiter
 from parent_proxy.chain import Chain, LiteSvmChain, RpcChain
 from parent_proxy.clock import SystemClock, read_clock
 from parent_proxy.enclave_pool import PooledEnclaveClient
@@ -74,6 +74,7 @@ def build_services(settings: Settings) -> Services:
         ),
         chain=open_chain(settings),
         rate_limiter=RateLimiter(settings.rate_per_second, settings.rate_burst),
+        attestation_limiter=attestation_limiter(settings.attestation_rate_per_second, settings.attestation_burst),
         nonces=StoreNonceRegistry(store),
         owner_keys=settings.owner_keys,
         owner_max_skew_seconds=settings.owner_max_skew_seconds,

@@ -30,7 +30,7 @@ from parent_proxy.errors import (
 
 
 class Code(enum.StrEnum):
-    BAD_REQUEST = "bad_request"  # 400: not JSON, wrong content type
+    BAD_REQUEST = "bad_request"  # 400: not JSON, wrong content type, a Content-Length that is no number
     INVALID_REQUEST = "invalid_request"  # 422: JSON that fails validation
     UNAUTHORIZED = "unauthorized"  # 401: missing, unknown or revoked agent token
     OWNER_SIGNATURE_INVALID = "owner_signature_invalid"  # 401: owner request signature missing or wrong

@@ -23,7 +23,7 @@ from parent_proxy.api_agent import fetch_tables, services_of
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.approvals import ApprovalFlow
 from parent_proxy.clock import read_clock
-from parent_proxy.errors import NotFound, ProxyError
+from parent_proxy.errors import AlreadyRevoked, NotFound, ProxyError
 from parent_proxy.owner_auth import parse_owner_headers, verify_owner_request
 from parent_proxy.schemas import (
     WALLET_ID,
@@ -68,8 +68,10 @@ async def run_store(services: Services, function: Any, *args: Any) -> Any:
         raise translate(exc) from exc
 
 
-async def owner_of(request: Request, services: Services, wallet_id: str | None) -> Wallet | None:
+async def owner_of(request: Request, services: Services, wallet_id: str | None) -> tuple[Wallet | None, Pubkey]:
     """Verify the owner request signature: by the wallet's owner key, or (no wallet yet) a configured owner key.
+    Return the wallet (None when creating one) and the verified owner key, read from the headers by
+    `parent_proxy.owner_auth` only (routes never read the owner headers themselves).
     Missing or malformed headers are refused before the wallet is looked up; a wallet id that cannot exist is 404.
     An unknown wallet is refused exactly as a wrong owner key is (401, same check, same message): an unauthenticated
     caller cannot learn which wallet ids exist."""
@@ -87,15 +89,15 @@ async def owner_of(request: Request, services: Services, wallet_id: str | None) 
         allowed = frozenset({Pubkey.from_bytes(wallet.owner_pubkey)})
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
-    def verify() -> None:
-        verify_owner_request(
+    def verify() -> Pubkey:
+        return verify_owner_request(
             request.headers, method=request.method, path=path, body=body, allowed_keys=allowed,
             now=read_clock(services.clock), max_skew=services.owner_max_skew_seconds, nonces=services.nonces,
             scope=wallet_id,
         )  # fmt: skip
 
-    await run_store(services, verify)
-    return wallet
+    owner: Pubkey = await run_store(services, verify)
+    return wallet, owner
 
 
 def _wallet_or_none(services: Services, wallet_id: str) -> Wallet | None:
@@ -114,7 +116,8 @@ class OwnerRoute(APIRoute):
         async def authenticated(request: Request) -> Response:
             raw = request.path_params.get("wallet_id")
             wallet_id = None if raw is None else str(raw)
-            request.state.owner_wallet = await owner_of(request, services_of(request), wallet_id)
+            wallet, owner = await owner_of(request, services_of(request), wallet_id)
+            request.state.owner_wallet, request.state.owner_key = wallet, owner
             request.state.owner_verified = True
             return await validate_and_run(request)
 
@@ -129,6 +132,13 @@ def verified_owner(request: Request) -> Wallet | None:
     return wallet
 
 
+def verified_owner_key(request: Request) -> Pubkey:
+    """The owner key whose request signature `OwnerRoute` verified; 401 if nothing was verified."""
+    verified_owner(request)
+    key: Pubkey = request.state.owner_key
+    return key
+
+
 router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
 
 
@@ -141,11 +151,10 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
     """Create a wallet: the enclave generates the agent key and returns it sealed; the parent stores the blob. The
     answer carries the enclave's provisioning receipt: the owner verifies it before adding the agent key on chain."""
     services = services_of(request)
-    verified_owner(request)
+    signer = verified_owner_key(request)
     # Every input is checked before the enclave makes a key: nothing is provisioned for a request that fails.
     owner = _public_key("owner_public_key", body.owner_public_key)
     vault_key = None if body.vault_address is None else _public_key("vault_address", body.vault_address)
-    signer = Pubkey.from_string(request.headers["WAIaaS-Owner-Key"])
     if owner != signer:
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the wallet's owner key must sign its creation")
     if await run_store(services, _wallet_or_none, services, body.wallet_id) is not None:
@@ -207,14 +216,17 @@ async def issue_token(wallet_id: WalletId, request: Request) -> JSONResponse:
 
 @router.delete("/{wallet_id}/tokens/{token_id}", status_code=204)
 async def revoke_token(wallet_id: WalletId, token_id: Id, request: Request) -> Response:
-    """Revoke an agent token (idempotent)."""
+    """Revoke an agent token. Idempotent: a token revoked already is 204 again, and nothing is written."""
     services = services_of(request)
     verified_owner(request)
 
     def revoke() -> None:  # the revocation and its record: one store transaction
         # Only a token of the wallet in the path: another wallet's token is 404, as an unknown one.
         revoked = RevokeToken(token_id, wallet_id, read_clock(services.clock))
-        services.audit.append("token.revoked", {"token_id": token_id}, wallet_id=wallet_id, changes=[revoked])
+        try:
+            services.audit.append("token.revoked", {"token_id": token_id}, wallet_id=wallet_id, changes=[revoked])
+        except AlreadyRevoked:
+            return  # the store refused the whole transaction: no second record, the first revocation stands
 
     await run_store(services, revoke)
     return Response(status_code=204)

@@ -19,8 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parent_proxy import api_agent, api_agent_key, api_multisig, api_owner
-from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.attestation import attestation_view
+from parent_proxy.auth import ATTESTATION_BUCKET
+from parent_proxy.clock import read_clock
+from parent_proxy.errors import ProxyError
 from parent_proxy.metrics import CONTENT_TYPE
 from parent_proxy.schemas import AttestationView, ErrorBody, Health, Readiness
 from parent_proxy.services import Services
@@ -40,8 +43,9 @@ class _TooLarge(Exception):
 
 class LimitsAndMetrics:
     """Pure ASGI middleware: refuse bodies over ``max_body_bytes`` (413, by Content-Length before reading and by
-    counting while reading), run every request but GET and HEAD to its end in its own task
-    (`parent_proxy.completions`), and time every request into the metrics by route template and status."""
+    counting while reading) and a Content-Length that is no number (400), run every request but GET and HEAD to its
+    end in its own task (`parent_proxy.completions`), and time every request into the metrics by route template and
+    status."""
 
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -54,11 +58,12 @@ class LimitsAndMetrics:
         limit = self.services.max_body_bytes
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-                await _send_error(send, ApiError(Code.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes"))
-                self._observe(scope, 413, started)
-                return
+        try:
+            _check_content_length(scope, limit)
+        except ApiError as refused:
+            await _send_error(send, refused)
+            self._observe(scope, refused.status, started)
+            return
         received = 0
 
         async def counting_receive() -> Message:
@@ -92,6 +97,22 @@ class LimitsAndMetrics:
         metrics = self.services.metrics
         metrics.observe(time.perf_counter() - started, route=path)
         metrics.count("waiaas_http_requests_total", route=path, status=str(status))
+
+
+def _check_content_length(scope: Scope, limit: int) -> None:
+    """Every ``Content-Length`` is a decimal number (spaces and tabs around it ignored: uvicorn's httptools parser
+    keeps trailing ones), else 400 ``bad_request``; none above ``limit``, else 413. The servers refuse most malformed
+    values first (uvicorn with h11 or httptools: a plain-text 400 of their own); this answers any that arrive."""
+    for name, value in scope.get("headers", ()):
+        if name != b"content-length":
+            continue
+        digits = value.strip(b" \t")
+        if not digits.isdigit():  # ASCII digits only (bytes)
+            raise ApiError(Code.BAD_REQUEST, "Content-Length must be a decimal number of bytes")
+        significant = digits.lstrip(b"0")
+        # Compared by length first: no huge integer is built from a long header (int() refuses over 4300 digits).
+        if len(significant) > len(str(limit)) or int(significant or b"0") > limit:
+            raise ApiError(Code.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes")
 
 
 async def _send_error(send: Send, error: ApiError) -> None:
@@ -173,11 +194,16 @@ def create_app(services: Services) -> FastAPI:
     ) -> AttestationView:
         """The enclave's attestation document over the caller's nonce, and the session public key from that same
         answer (self-hosted without a Nitro Enclave: mode none, no document, and the reason). 503
-        ``attestation_inconsistent`` if the answer contradicts itself (`parent_proxy.attestation`)."""
+        ``attestation_inconsistent`` if the answer contradicts itself (`parent_proxy.attestation`). 429
+        ``rate_limited`` over the process's attestation limit (`parent_proxy.auth.attestation_limiter`)."""
         try:
             raw = bytes.fromhex(nonce)
         except ValueError as exc:
             raise ApiError(Code.INVALID_REQUEST, "nonce must be an even number of hex digits") from exc
+        try:  # each call is one NSM attestation: counted before the enclave is asked
+            services.attestation_limiter.check(ATTESTATION_BUCKET, read_clock(services.clock))
+        except ProxyError as exc:
+            raise translate(exc) from exc
         answer = await services.relay.attestation(raw)
         status = await services.relay.ping()
         return attestation_view(answer, status)

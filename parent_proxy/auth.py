@@ -1,4 +1,5 @@
-"""Agent authentication: a bearer token bound to one wallet, and a rate limit per token.
+"""Agent authentication: a bearer token bound to one wallet, and a rate limit per token (and the anonymous
+attestation route's own limit, `attestation_limiter`).
 
 1. The ``Authorization`` header must be ``Bearer <token>``; the token's format is checked before any lookup.
 2. The store compares SHA-256(secret) in constant time (see `parent_proxy.store.tokens`); unknown, malformed and
@@ -25,6 +26,8 @@ from parent_proxy.store.protocol import Store
 
 MAX_TRACKED_TOKENS = 100_000
 """Token buckets kept in memory (least recently used evicted; an evicted bucket starts full again)."""
+ATTESTATION_BUCKET = "attestation"
+"""The one bucket of ``GET /v1/attestation`` (`attestation_limiter`): its callers are anonymous."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +64,15 @@ def authenticate_agent(store: Store, header: str | None, wallet_id: str) -> Agen
 
 
 class RateLimiter:
-    """Token buckets keyed by token id; ``check`` raises 429 when the bucket is empty. Thread-safe."""
+    """Token buckets keyed by token id (or any key: `ATTESTATION_BUCKET`); ``check`` raises 429 ``rate_limited``
+    with ``refusal`` as its message when the bucket is empty. Thread-safe."""
 
-    def __init__(self, rate_per_second: float, burst: int) -> None:
+    def __init__(
+        self, rate_per_second: float, burst: int, *, refusal: str = "too many requests for this token"
+    ) -> None:
         if rate_per_second <= 0 or burst < 1:
             raise ValueError("rate and burst must be positive")
+        self._refusal = refusal
         self._rate = rate_per_second
         self._burst = float(burst)
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
@@ -80,4 +87,13 @@ class RateLimiter:
             while len(self._buckets) > MAX_TRACKED_TOKENS:
                 self._buckets.popitem(last=False)
         if not allowed:
-            raise ApiError(Code.RATE_LIMITED, "too many requests for this token")
+            raise ApiError(Code.RATE_LIMITED, self._refusal)
+
+
+def attestation_limiter(rate_per_second: float, burst: int) -> RateLimiter:
+    """The limit of ``GET /v1/attestation``, each call one NSM attestation in the enclave: one bucket per process
+    (`ATTESTATION_BUCKET`), not per client. Callers are anonymous, and behind the cloud load balancer every client
+    has the balancer's address; the resource protected is the one enclave, whoever asks. One caller can use up the
+    bucket for all (the signing routes are not affected: their attestations, one per session change, are not
+    counted). Per process, like the token buckets: N workers or instances allow N x the rate."""
+    return RateLimiter(rate_per_second, burst, refusal="too many attestation requests; try again later")

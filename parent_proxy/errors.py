@@ -13,6 +13,7 @@
     |       +-- IdempotencyMismatch      same idempotency key, different request hash
     |       +-- IdempotencyInProgress    same key and hash, but the first request has not completed
     |       +-- AlreadyDecided           an approval that is no longer pending
+    |       +-- AlreadyRevoked           an audited revocation of a token that is revoked already
     |       +-- LeaseLost                a webhook outbox lease that expired or was taken over
     +-- AuditChainError          the audit log's hash chain is broken (names the first bad seq)
     +-- WebhookError             a webhook configuration or signature is invalid (opaque about secrets)
@@ -104,6 +105,10 @@ class IdempotencyInProgress(Conflict):
 
 class AlreadyDecided(Conflict):
     """The approval is no longer pending; its first decision stands."""
+
+
+class AlreadyRevoked(Conflict):
+    """The token is revoked already: an audited revocation (`RevokeToken`) writes nothing, not even its record."""
 
 
 class ApprovalQueueFull(Conflict):

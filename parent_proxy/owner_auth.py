@@ -14,7 +14,8 @@ Headers: ``WAIaaS-Owner-Key`` (base58 public key), ``WAIaaS-Owner-Timestamp`` (u
 ``WAIaaS-Owner-Signature`` (base58, 64 bytes).
 
 Verification, in order (`verify_owner_request`):
-1. all four headers present and well formed; the key is the one the caller expects (the wallet's owner key, or
+1. all four headers present and well formed (spaces and tabs around a value ignored, whatever the HTTP parser left:
+   `_header` is the one reader of these headers); the key is the one the caller expects (the wallet's owner key, or
    one of the configured owner keys for wallet creation) -- else 401 ``owner_signature_invalid``;
 2. the signature verifies over the canonical form of *this* request (method, path, body hash) -- else 401;
 3. the timestamp is within ``max_skew`` seconds of now -- else 401 ``owner_request_replayed``;
@@ -51,6 +52,8 @@ TIMESTAMP_HEADER = "WAIaaS-Owner-Timestamp"
 NONCE_HEADER = "WAIaaS-Owner-Nonce"
 SIGNATURE_HEADER = "WAIaaS-Owner-Signature"
 NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+HTTP_WHITESPACE = " \t"
+"""Optional whitespace around a field value (RFC 9110, 5.6.3): h11 strips it, httptools keeps the trailing part."""
 MAX_MEMORY_NONCES = 100_000
 MAX_SKEW_SECONDS = IDEMPOTENCY_STALE_SECONDS // 2
 """Largest ``max_skew`` the proxy may be configured with. A timestamp is accepted for up to 2 x ``max_skew`` after
@@ -132,10 +135,12 @@ class StoreNonceRegistry:
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
-    value = headers.get(name)
-    if value is None or not value.strip():
+    """The value of owner header ``name`` without surrounding whitespace, or 401: the one reader of these headers,
+    so that a route never sees a value the HTTP parser left padded."""
+    value = (headers.get(name) or "").strip(HTTP_WHITESPACE)
+    if not value:
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"missing {name} header")
-    return value.strip()
+    return value
 
 
 @dataclass(frozen=True, slots=True)

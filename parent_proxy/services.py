@@ -44,6 +44,8 @@ class Services:
     relay: EnclaveRelay
     chain: Chain
     rate_limiter: RateLimiter
+    attestation_limiter: RateLimiter
+    """``GET /v1/attestation``'s one bucket (`parent_proxy.auth.attestation_limiter`)."""
     nonces: NonceRegistry
     owner_keys: frozenset[Pubkey]
     owner_max_skew_seconds: float

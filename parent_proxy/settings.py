@@ -4,30 +4,33 @@ Required values have no default and stop start-up with a message naming the vari
 strictly (``true``/``false`` only); numbers must parse and sit in a range. Security settings (who may create
 wallets, where the enclave is) have no defaults.
 
-=================================== ========== =====================================================================
-variable                            default    meaning
-=================================== ========== =====================================================================
-``WAIAAS_STATE``                    required   ``sqlite:/abs/path.db`` or ``dynamodb:<table>[@<region>]``
-``WAIAAS_ENCLAVE``                  required   enclave address: ``vsock:<cid>:<port>``, ``unix:/path``, ``tcp:h:p``
-``WAIAAS_OWNER_KEYS``               required   comma-separated base58 owner public keys allowed to create wallets
-``WAIAAS_CHAIN``                    required   ``litesvm`` (embedded, self-host demo) or ``rpc:<https url>``
-``WAIAAS_HOST``                     127.0.0.1  HTTP bind address
-``WAIAAS_PORT``                     8080       HTTP port
-``WAIAAS_MAX_BODY_BYTES``           16384      largest accepted HTTP request body (413 above)
-``WAIAAS_RATE_PER_SECOND``          20         sustained requests per agent token (429 above)
-``WAIAAS_RATE_BURST``               40         burst size per agent token
-``WAIAAS_ENCLAVE_TIMEOUT_SECONDS``  5          longest wait for one enclave answer (then 503, never a retry)
-``WAIAAS_OWNER_MAX_SKEW_SECONDS``   300        owner request timestamps further than this from now are refused
-                                               (at most `owner_auth.MAX_SKEW_SECONDS`, 450)
-``WAIAAS_WORKERS``                  1          uvicorn worker processes (SQLite is shared safely between them)
-``WAIAAS_WEBHOOK_ALLOW_PRIVATE``    false      ``true``: webhooks may also go to loopback and private-network
-                                               addresses (a receiver on this host or the LAN); cloud metadata,
-                                               link-local, multicast and reserved addresses stay refused
-``WAIAAS_ENCLAVE_KMS_CREDENTIALS``  none       ``host``: lend the enclave this host's temporary AWS credentials (the
-                                               instance role) with each wallet creation and load, for its KMS
-                                               sealer (`parent_proxy.host_credentials`); ``none``: send none (the
-                                               self-host signer's local sealer needs none)
-=================================== ========== =====================================================================
+======================================= ========== =====================================================================
+variable                                default    meaning
+======================================= ========== =====================================================================
+``WAIAAS_STATE``                        required   ``sqlite:/abs/path.db`` or ``dynamodb:<table>[@<region>]``
+``WAIAAS_ENCLAVE``                      required   enclave address: ``vsock:<cid>:<port>``, ``unix:/path``, ``tcp:h:p``
+``WAIAAS_OWNER_KEYS``                   required   comma-separated base58 owner public keys allowed to create wallets
+``WAIAAS_CHAIN``                        required   ``litesvm`` (embedded, self-host demo) or ``rpc:<https url>``
+``WAIAAS_HOST``                         127.0.0.1  HTTP bind address
+``WAIAAS_PORT``                         8080       HTTP port
+``WAIAAS_MAX_BODY_BYTES``               16384      largest accepted HTTP request body (413 above)
+``WAIAAS_RATE_PER_SECOND``              20         sustained requests per agent token (429 above)
+``WAIAAS_RATE_BURST``                   40         burst size per agent token
+``WAIAAS_ATTESTATION_RATE_PER_SECOND``  2          sustained ``GET /v1/attestation`` calls per proxy process, all
+                                                   callers together (each is one NSM attestation; 429 above)
+``WAIAAS_ATTESTATION_BURST``            10         burst size of ``GET /v1/attestation`` calls per proxy process
+``WAIAAS_ENCLAVE_TIMEOUT_SECONDS``      5          longest wait for one enclave answer (then 503, never a retry)
+``WAIAAS_OWNER_MAX_SKEW_SECONDS``       300        owner request timestamps further than this from now are refused
+                                                   (at most `owner_auth.MAX_SKEW_SECONDS`, 450)
+``WAIAAS_WORKERS``                      1          uvicorn worker processes (SQLite is shared safely between them)
+``WAIAAS_WEBHOOK_ALLOW_PRIVATE``        false      ``true``: webhooks may also go to loopback and private-network
+                                                   addresses (a receiver on this host or the LAN); cloud metadata,
+                                                   link-local, multicast and reserved addresses stay refused
+``WAIAAS_ENCLAVE_KMS_CREDENTIALS``      none       ``host``: lend the enclave this host's temporary AWS credentials (the
+                                                   instance role) with each wallet creation and load, for its KMS
+                                                   sealer (`parent_proxy.host_credentials`); ``none``: send none (the
+                                                   self-host signer's local sealer needs none)
+======================================= ========== =====================================================================
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     rate_per_second: float = 20.0
     rate_burst: int = 40
+    attestation_rate_per_second: float = 2.0
+    attestation_burst: int = 10
     enclave_timeout_seconds: float = 5.0
     owner_max_skew_seconds: int = 300
     workers: int = 1
@@ -160,6 +165,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_body_bytes=_int(env, "WAIAAS_MAX_BODY_BYTES", 16 * 1024, 1024, 1024 * 1024),
         rate_per_second=_float(env, "WAIAAS_RATE_PER_SECOND", 20.0, 0.1, 100_000.0),
         rate_burst=_int(env, "WAIAAS_RATE_BURST", 40, 1, 1_000_000),
+        attestation_rate_per_second=_float(env, "WAIAAS_ATTESTATION_RATE_PER_SECOND", 2.0, 0.01, 10_000.0),
+        attestation_burst=_int(env, "WAIAAS_ATTESTATION_BURST", 10, 1, 100_000),
         enclave_timeout_seconds=_float(env, "WAIAAS_ENCLAVE_TIMEOUT_SECONDS", 5.0, 0.01, 120.0),
         owner_max_skew_seconds=_int(env, "WAIAAS_OWNER_MAX_SKEW_SECONDS", 300, 1, MAX_SKEW_SECONDS),
         workers=_int(env, "WAIAAS_WORKERS", 1, 1, 64),

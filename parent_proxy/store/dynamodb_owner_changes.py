@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from parent_proxy.errors import Conflict, NotFound, StalePolicySequence
+from parent_proxy.errors import AlreadyRevoked, Conflict, NotFound, StalePolicySequence
 from parent_proxy.store.dynamodb_agent_keys import DynamoAgentKeys
 from parent_proxy.store.dynamodb_audited import Part
 from parent_proxy.store.dynamodb_base import (
     WRITE_ID,
     b,
     get_i,
+    get_s,
     n,
     new_write_id,
     opt_b,
@@ -31,6 +32,8 @@ from parent_proxy.store.model import (
 )
 
 NEW_ITEM = "attribute_not_exists(pk)"
+UNREVOKED_ITEM = "attribute_exists(pk) AND attribute_not_exists(revoked_at)"
+"""An existing token item not revoked yet."""
 
 
 def wallet_item(w: Wallet, write_id: str) -> dict[str, Any]:
@@ -104,16 +107,24 @@ class DynamoOwnerChanges(DynamoAgentKeys):
                 update = {
                     "TableName": self._table,
                     "Key": {"pk": s(f"T#{token_id}"), "sk": s("TOKEN")},
-                    "UpdateExpression": "SET revoked_at = if_not_exists(revoked_at, :t)",
-                    "ConditionExpression": "attribute_exists(pk) AND wallet_id = :w",
+                    "UpdateExpression": "SET revoked_at = :t",
+                    "ConditionExpression": f"{UNREVOKED_ITEM} AND wallet_id = :w",
                     "ExpressionAttributeValues": {":t": n(now), ":w": s(wallet_id)},
                 }
-                return [([{"Update": update}], lambda: NotFound(f"token {token_id} not found"))]
+                return [([{"Update": update}], lambda: self._revoke_refusal(change))]
             case SetWebhook(config=config):
                 self._require_wallet(config.wallet_id)  # wallets are never deleted, so a prior read suffices
                 put = {"TableName": self._table, "Item": webhook_item(config)}
                 return [([{"Put": put}], lambda: NotFound(f"wallet {config.wallet_id} not found"))]
         return super()._change_parts(change)
+
+    def _revoke_refusal(self, r: RevokeToken) -> Exception:
+        """Why ``r``'s condition failed: no such token of its wallet, or one revoked already (read after the fact;
+        revocations are never undone, so a revoked token stays revoked)."""
+        token = self._get(f"T#{r.token_id}", "TOKEN")
+        if token is None or get_s(token, "wallet_id") != r.wallet_id:
+            return NotFound(f"token {r.token_id} not found")
+        return AlreadyRevoked(f"token {r.token_id} is revoked already")
 
     def _policy_refusal(self, p: InstallPolicy) -> Exception:
         wallet = self._get(f"W#{p.wallet_id}", "WALLET")

@@ -201,7 +201,8 @@ class StoreToken:
 @dataclass(frozen=True)
 class RevokeToken:
     """`Store.revoke_token` of a token of ``wallet_id`` (`NotFound` for another wallet's token, as for an unknown
-    one); revoking a revoked token keeps its first revocation time."""
+    one); a token revoked already is `AlreadyRevoked`, so the transaction writes nothing (no second record) and the
+    first revocation time stands."""
 
     token_id: str
     wallet_id: str

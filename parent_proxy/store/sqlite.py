@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from parent_proxy.errors import (
+    AlreadyRevoked,
     Conflict,
     IdempotencyInProgress,
     IdempotencyMismatch,
@@ -95,14 +96,21 @@ class SqliteStore(SqliteApprovals):
         v.check_id("token_id", token_id)
         now = v.check_time("now", now)
         with self._write() as conn:
-            self._revoke_token_in(conn, token_id, None, now)
+            self._revoke_token_in(conn, token_id, None, now, refuse_revoked=False)
 
     @staticmethod
-    def _revoke_token_in(conn: sqlite3.Connection, token_id: str, wallet_id: str | None, now: float) -> None:
-        """Revoke ``token_id`` (of ``wallet_id``, if given: another wallet's token is `NotFound` as well)."""
-        row = conn.execute("SELECT wallet_id FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
+    def _revoke_token_in(
+        conn: sqlite3.Connection, token_id: str, wallet_id: str | None, now: float, *, refuse_revoked: bool
+    ) -> None:
+        """Revoke ``token_id`` (of ``wallet_id``, if given: another wallet's token is `NotFound` as well). A token
+        revoked already keeps its first time; with ``refuse_revoked`` it is `AlreadyRevoked` (`RevokeToken`)."""
+        row = conn.execute("SELECT wallet_id, revoked_at FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
         if row is None or wallet_id not in (None, row[0]):
             raise NotFound(f"token {token_id} not found")
+        if row[1] is not None:
+            if refuse_revoked:
+                raise AlreadyRevoked(f"token {token_id} is revoked already")
+            return
         conn.execute("UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (now, token_id))
 
     def token_wallet(self, token_id: str) -> str:
@@ -343,7 +351,7 @@ class SqliteStore(SqliteApprovals):
             case StoreToken():
                 self._store_token_in(conn, change)
             case RevokeToken(token_id=token_id, wallet_id=wallet_id, now=now):
-                self._revoke_token_in(conn, token_id, wallet_id, now)
+                self._revoke_token_in(conn, token_id, wallet_id, now, refuse_revoked=True)
             case SetWebhook(config=config):
                 self._set_webhook_in(conn, config)
             case SetFrozen():

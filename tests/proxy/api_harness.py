@@ -58,7 +58,7 @@ from enclave_app.server import EnclaveServer, Handler
 from enclave_app.state import Enclave
 from enclave_app.transport import UnixAddress
 from parent_proxy.app import create_app
-from parent_proxy.auth import RateLimiter
+from parent_proxy.auth import RateLimiter, attestation_limiter
 from parent_proxy.chain import LiteSvmChain
 from parent_proxy.enclave_pool import PooledEnclaveClient
 from parent_proxy.enclave_relay import EnclaveRelay
@@ -436,6 +436,7 @@ def build_harness(tmp_path: Path, loop: LoopThread, *, enclave_timeout: float = 
         relay=EnclaveRelay(PooledEnclaveClient(UnixAddress(str(socket)), timeout=enclave_timeout)),
         chain=LiteSvmChain(LiteSVM()),
         rate_limiter=RateLimiter(rate, int(rate)),
+        attestation_limiter=attestation_limiter(rate, int(rate)),
         nonces=StoreNonceRegistry(store),  # type: ignore[arg-type]
         owner_keys=frozenset({owner_public_key(owner)}),
         owner_max_skew_seconds=300,

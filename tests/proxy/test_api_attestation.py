@@ -13,6 +13,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 from solders.pubkey import Pubkey
 
 from enclave_app.framing import encode_frame, read_frame
@@ -26,18 +28,21 @@ from enclave_app.protocol import (
     StatusResponse,
     decode_request,
 )
+from parent_proxy.__main__ import build_app
 from parent_proxy.attestation import document_public_key_unverified
 from tests.proxy.api_harness import (
     Harness,
     LoopThread,
+    SwitchableClock,
     build_harness,
     provision,
     running_harness,
+    spy_calls,
     start_enclave,
     stop_enclave,
 )
 from tests.proxy.api_harness import start_raw_server as raw_server
-from tests.support.policies import MERCHANT
+from tests.support.policies import MERCHANT, owner_public_key
 
 NONCE = "ab" * 32
 KEY = bytes(range(1, 33))
@@ -178,6 +183,45 @@ def test_attestation_refused_while_loading_a_wallet_signs_nothing(tmp_path: Path
             response = h.sign(h.transfer(1000, MERCHANT))
             assert response.status_code == 503 and code(response) == "attestation_refused", response.text
             assert "signed_transaction" not in response.text and h.spent() == 0
+    finally:
+        server.close()
+        loop.stop()
+
+
+# -- the rate limit -----------------------------------------------------------------------------------------------
+
+
+def test_attestation_is_rate_limited_and_the_enclave_is_not_asked_over_it(tmp_path: Path) -> None:
+    """Each ``GET /v1/attestation`` is one NSM attestation: one bucket for the process (anonymous callers), set by
+    ``WAIAAS_ATTESTATION_RATE_PER_SECOND`` and ``WAIAAS_ATTESTATION_BURST``. Before: no limit at all. The proxy is
+    built from the environment as ``python -m parent_proxy`` builds it, before the real enclave app."""
+    owner = Ed25519PrivateKey.generate()
+    env = {
+        "WAIAAS_STATE": f"sqlite:{tmp_path / 'state.db'}", "WAIAAS_ENCLAVE": f"unix:{tmp_path / 'enclave.sock'}",
+        "WAIAAS_OWNER_KEYS": str(owner_public_key(owner)), "WAIAAS_CHAIN": "litesvm",
+        "WAIAAS_ATTESTATION_RATE_PER_SECOND": "0.5", "WAIAAS_ATTESTATION_BURST": "3",
+    }  # fmt: skip
+    _, app, services = build_app(env)
+    clock = SwitchableClock()
+    services.clock = clock
+    asked = spy_calls(services.relay, "attestation")
+    loop = LoopThread()
+    server = start_enclave(loop, tmp_path / "enclave.sock")
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+
+            def attest() -> int:
+                return client.get(f"/v1/attestation?nonce={NONCE}").status_code
+
+            assert [attest() for _ in range(3)] == [200, 200, 200]  # the burst
+            refused = client.get(f"/v1/attestation?nonce={'cd' * 32}")
+            assert refused.status_code == 429 and code(refused) == "rate_limited", refused.text
+            assert "attestation" in refused.json()["error"]["message"]
+            assert attest() == 429 and len(asked) == 3  # refused before the enclave is asked
+            assert code(client.get("/v1/attestation?nonce=zz")) == "invalid_request"  # validated first, not counted
+            clock.offset += 2.0  # one more at 0.5 per second
+            assert [attest(), attest()] == [200, 429] and len(asked) == 4
+            assert client.get("/healthz").status_code == 200  # other routes are not this bucket's
     finally:
         server.close()
         loop.stop()

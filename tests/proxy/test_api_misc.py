@@ -252,3 +252,44 @@ def test_the_audit_record_of_a_webhook_names_its_host_only(h: Harness) -> None:
     (record,) = [r for r in h.store.audit_records(0, 10_000) if r.event_type == "webhook.configured"]
     assert json.loads(record.payload)["url"] == "https://hooks.example.com:8443"
     assert b"TOKEN" not in record.payload
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3", "0x10", "", "12, 12", "+2"],
+                         ids=["word", "negative", "exponent", "hex", "empty", "list", "plus"])  # fmt: skip
+def test_a_malformed_content_length_is_400_and_changes_nothing(h: Harness, length: str) -> None:
+    """Before: any Content-Length that was not ASCII digits was answered 413 ``payload_too_large``."""
+    before = h.audit_events()
+    response = h.client.post(
+        f"/v1/wallets/{h.wallet_id}/transactions/sign",
+        content=b"{}",
+        headers={"Authorization": f"Bearer {h.token}", "Content-Type": "application/json", "Content-Length": length},
+    )
+    assert response.status_code == 400 and code(response) == "bad_request", response.text
+    assert "Content-Length" in response.json()["error"]["message"]
+    assert h.audit_events() == before
+
+
+def test_content_length_padded_as_httptools_leaves_it_is_read(h: Harness) -> None:
+    """uvicorn's httptools parser keeps trailing whitespace in a header value: the length is still a number."""
+    content = json.dumps({"transaction": "AAAA", "idempotency_key": "k", "admin": True}).encode()
+    response = h.client.post(
+        f"/v1/wallets/{h.wallet_id}/transactions/sign",
+        content=content,
+        headers={"Authorization": f"Bearer {h.token}", "Content-Type": "application/json",
+                 "Content-Length": f"{len(content)} \t"},
+    )  # fmt: skip
+    assert response.status_code == 422 and code(response) == "invalid_request", response.text  # read, then validated
+    too_large = h.client.post(
+        f"/v1/wallets/{h.wallet_id}/transactions/sign",
+        content=content,
+        headers={"Authorization": f"Bearer {h.token}", "Content-Type": "application/json", "Content-Length": "20000 "},
+    )
+    assert too_large.status_code == 413 and code(too_large) == "payload_too_large"
+    for declared in ("0" * 30 + str(len(content)), "9" * 5000):  # leading zeros; beyond what int() will parse
+        answer = h.client.post(
+            f"/v1/wallets/{h.wallet_id}/transactions/sign",
+            content=content,
+            headers={"Authorization": f"Bearer {h.token}", "Content-Type": "application/json",
+                     "Content-Length": declared},
+        )  # fmt: skip
+        assert answer.status_code == (422 if declared.startswith("0") else 413), answer.text

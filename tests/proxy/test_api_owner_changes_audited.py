@@ -70,6 +70,22 @@ def test_a_revocation_that_cannot_be_recorded_does_not_revoke(h: Harness) -> Non
         h.store.authenticate_token(h.token)
 
 
+def test_revoking_a_revoked_token_answers_204_and_writes_nothing(h: Harness) -> None:
+    """Revocation is idempotent in what it writes too. Before: each repeat wrote another ``token.revoked``."""
+    path = f"/v1/wallets/{h.wallet_id}/tokens/{h.token_id}"
+    assert h.owner_call("DELETE", path).status_code == 204
+    first = token_rows(h)
+    head = h.store.audit_head()
+    h.clock.offset += 60.0
+    for _ in range(2):
+        again = h.owner_call("DELETE", path)
+        assert again.status_code == 204 and again.content == b"", again.text
+    assert h.store.audit_head() == head and h.audit_events().count("token.revoked") == 1
+    assert token_rows(h) == first  # the first revocation time stands
+    with pytest.raises(NotFound):
+        h.store.authenticate_token(h.token)
+
+
 def test_another_wallets_token_is_not_revoked(h: Harness) -> None:
     other = Ed25519PrivateKey.generate()
     h.services.owner_keys = h.services.owner_keys | {owner_public_key(other)}

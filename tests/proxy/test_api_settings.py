@@ -13,6 +13,7 @@ def test_minimal_settings_and_defaults() -> None:
     assert settings.state == SqliteState("/var/lib/waiaas/state.db")
     assert settings.host == "127.0.0.1" and settings.port == 8080 and settings.workers == 1
     assert str(next(iter(settings.owner_keys))) == OWNER
+    assert (settings.attestation_rate_per_second, settings.attestation_burst) == (2.0, 10)
     dynamo = load_settings({**BASE, "WAIAAS_STATE": "dynamodb:waiaas-state@eu-west-1"})
     assert dynamo.state == DynamoState("waiaas-state", "eu-west-1")
 
@@ -34,6 +35,9 @@ def test_each_required_value_stops_start_up(name: str) -> None:
         ("WAIAAS_PORT", "80000"),
         ("WAIAAS_RATE_PER_SECOND", "nan"),
         ("WAIAAS_MAX_BODY_BYTES", "-1"),
+        ("WAIAAS_ATTESTATION_RATE_PER_SECOND", "0"),
+        ("WAIAAS_ATTESTATION_RATE_PER_SECOND", "inf"),
+        ("WAIAAS_ATTESTATION_BURST", "0"),
     ],
 )
 def test_malformed_values_are_refused_by_name(name: str, value: str) -> None:

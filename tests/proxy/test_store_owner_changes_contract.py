@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from parent_proxy.audit import AuditLog
-from parent_proxy.errors import Conflict, InvalidInput, NotFound, StalePolicySequence
+from parent_proxy.errors import AlreadyRevoked, Conflict, InvalidInput, NotFound, StalePolicySequence
 from parent_proxy.store.model import (
     AuditRecord,
     CreateWallet,
@@ -64,8 +64,23 @@ def test_each_owner_change_is_written_with_its_record(wallet_store: Store, clock
     apply(s, clock, RevokeToken("a" * 16, "w1", T0 + 1))
     with pytest.raises(NotFound):
         s.authenticate_token(TOKEN)
-    apply(s, clock, RevokeToken("a" * 16, "w1", T0 + 2))  # revoking again changes nothing and is not refused
-    assert s.audit_head().seq == 6  # type: ignore[union-attr]
+    assert s.audit_head().seq == 5  # type: ignore[union-attr]
+
+
+def test_revoking_a_revoked_token_is_refused_and_writes_nothing(wallet_store: Store, clock: FakeClock) -> None:
+    """The API answers a repeated revocation 204 (docs/api.md) from this refusal. Before: the change was accepted
+    again, with a second ``token.revoked``-style record."""
+    s = wallet_store
+    apply(s, clock, StoreToken("a" * 16, "w1", HASH, T0))
+    apply(s, clock, RevokeToken("a" * 16, "w1", T0 + 1))
+    before = (state(s), s.token_wallet("a" * 16))
+    with pytest.raises(AlreadyRevoked, match="token aaaaaaaaaaaaaaaa is revoked already"):
+        apply(s, clock, RevokeToken("a" * 16, "w1", T0 + 2))
+    with pytest.raises(NotFound, match="token aaaaaaaaaaaaaaaa not found"):  # another wallet's: still not found
+        apply(s, clock, RevokeToken("a" * 16, "w2", T0 + 2))
+    assert (state(s), s.token_wallet("a" * 16)) == before
+    s.revoke_token("a" * 16, T0 + 3)  # the direct method, which writes no record, stays idempotent
+    assert state(s) == before[0]
 
 
 @pytest.mark.parametrize(
