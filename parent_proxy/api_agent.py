@@ -38,7 +38,7 @@ from parent_proxy.schemas import (
 )
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, SignRequest
-from parent_proxy.sign_parts import verified_policy
+from parent_proxy.sign_parts import agent_key, replayed, verified_policy
 from policies.errors import PolicyEngineError
 
 WalletId = Annotated[str, Path(pattern=WALLET_ID)]
@@ -111,6 +111,15 @@ async def fetch_tables(services: Services, tables: Sequence[Pubkey]) -> Mapping[
         raise ApiError(Code.CHAIN_UNAVAILABLE, "the lookup tables could not be read from the chain") from exc
 
 
+def _stored_answer(services: Services, agent: Agent, request: SignRequest) -> Answer | None:
+    """Step 1 of `parent_proxy.sign_flow` alone, read only: the answer stored under the request's key (a replay),
+    None if the key is free; 409 if it holds another request or one in progress. `SignFlow.prepare` looks again
+    (and claims the key) when this finds nothing."""
+    key, digest = agent_key(request.idempotency_key), request.digest()
+    previous = services.store.lookup_idempotent(agent.wallet_id, key, digest, read_clock(services.clock))
+    return None if previous is None else replayed(previous)
+
+
 @router.post(
     "/{wallet_id}/transactions/sign",
     response_model=SignedTransaction,
@@ -126,8 +135,17 @@ async def sign_transaction(
     if body.lookup_tables:  # the tables are read from the chain between authentication and the checks
         raw = decode_base64("transaction", body.transaction)
         sign_request = SignRequest(raw, body.idempotency_key, parse_tables(body.lookup_tables), body.submit)
-        tables = await fetch_tables(services, sign_request.lookup_tables)
-        answer = await flow.run(agent, sign_request, tables)
+        # A stored answer first: a replay needs no chain read (the RPC may be down, a table closed since), and its
+        # digest covers the table addresses, not their contents.
+        try:
+            stored = await services.run(_stored_answer, services, agent, sign_request)
+        except (ProxyError, PolicyEngineError) as exc:
+            raise translate(exc) from exc
+        if stored is not None:
+            answer = stored
+        else:
+            tables = await fetch_tables(services, sign_request.lookup_tables)
+            answer = await flow.run(agent, sign_request, tables)
     else:  # the same steps in the same order, in one worker-thread hop
 
         def checks() -> tuple[SignRequest, Prepared | Answer]:

@@ -130,8 +130,9 @@ class ApprovalFlow:
         return Pending(prepared, transaction, tuple(Pubkey.from_string(t) for t in request["lookup_tables"]))
 
     def stored_tables(self, wallet_id: str, approval_id: str) -> tuple[Pubkey, ...]:
-        approval = self.s.store.get_approval(approval_id)
-        if approval.wallet_id != wallet_id:
-            raise ApiError(Code.NOT_FOUND, "not found")
-        request = json.loads(approval.request_payload)["request"]
-        return tuple(Pubkey.from_string(t) for t in request["lookup_tables"])
+        """The lookup tables the approval's request names, read before `prepare` (they come from the chain).
+        Step 0 first: a decided approval is 409 before any chain read, as when the chain answers."""
+        _wallet, approval, stored = self._load(wallet_id, approval_id)
+        if approval.status is not ApprovalStatus.PENDING:
+            raise ApiError(Code.CONFLICT, "the approval has already been decided")
+        return tuple(Pubkey.from_string(t) for t in stored["request"]["lookup_tables"])

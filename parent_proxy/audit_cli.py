@@ -9,8 +9,10 @@ verification and kept elsewhere: the chain must still hold it. ``--receipts`` al
 the log against the session key of the latest ``enclave.session`` record before it, that every signed record has
 one, that each session's receipt counters have no gap (``--allow-gaps`` reports them instead), and those records'
 attestation documents against ``--root-pem`` and ``--pcr`` when given (`parent_proxy.audit_receipts`).
-``--require-attestation`` fails on any session key that no verified document attests (mode none), and needs the
-root and PCRs.
+With that anchor every session key must be attested: a session record in mode none fails (the anchor implies
+``--require-attestation``, which is kept as an explicit spelling and needs the root and PCRs; so does
+``--allow-debug``). Without an anchor, mode none records pass and the output says nothing was anchored (self-host
+logs are all mode none).
 
 Exit code 0 when the chain (and the receipts) verify, 1 when they do not (the message names the first bad seq and
 why), 2 when the database cannot be read or an argument is bad.
@@ -36,6 +38,10 @@ from parent_proxy.audit_receipts import (
 )
 from parent_proxy.errors import AuditChainError
 
+NOT_ANCHORED = (
+    "not anchored (no --root-pem and --pcr): nothing ties the session keys to attested enclave code, so a parent "
+    "that rewrites its log with session keys of its own passes this check"
+)
 EXIT_OK = 0
 EXIT_BROKEN = 1
 EXIT_UNREADABLE = 2
@@ -96,6 +102,8 @@ def _anchor(args: argparse.Namespace) -> Anchor | None:
         raise _BadInput("--root-pem and --pcr go together (a root without PCRs attests any code)")
     if args.require_attestation and not all(given):
         raise _BadInput("--require-attestation needs --root-pem and --pcr")
+    if args.allow_debug and not all(given):
+        raise _BadInput("--allow-debug needs --root-pem and --pcr")
     if not all(given):
         return None
     root: Path = args.root_pem
@@ -110,12 +118,15 @@ def _anchor(args: argparse.Namespace) -> Anchor | None:
     return Anchor(pem, _pcrs(args.pcr), allow_debug=args.allow_debug)
 
 
-def _say_receipts(report: ReceiptsReport) -> None:
+def _say_receipts(report: ReceiptsReport, *, anchored: bool) -> None:
     print(
         f"audit verify: receipts OK: {report.receipts} receipts under {report.sessions} session records "
         f"({report.verified_documents} attestation documents verified)"
         + (f", {report.agent_key_receipts} agent-key receipts" if report.agent_key_receipts else "")
+        + ("" if anchored else "; not anchored")
     )
+    if not anchored:
+        print(f"audit verify: WARNING: {NOT_ANCHORED}", file=sys.stderr)
     if report.counter_gaps:
         print(f"audit verify: WARNING: {report.counter_gaps} receipt counters not in the log (allowed by "
               "--allow-gaps: answers that failed, or receipts withheld)", file=sys.stderr)  # fmt: skip
@@ -146,9 +157,10 @@ def run_verify(args: argparse.Namespace) -> int:
         records = read_audit_records(path)
         verify_audit_chain(records, expected_head=expected)
         if args.receipts:
-            receipts = verify_audit_receipts(
-                records, anchor=anchor, require_attestation=args.require_attestation, allow_gaps=args.allow_gaps
-            )
+            receipts = verify_audit_receipts(  # an anchor implies require_attestation (mode none fails)
+                records, anchor=anchor, require_attestation=args.require_attestation or anchor is not None,
+                allow_gaps=args.allow_gaps,
+            )  # fmt: skip
     except AuditChainError as exc:
         print(f"audit verify: FAILED: {exc}", file=sys.stderr)
         return EXIT_BROKEN
@@ -158,5 +170,5 @@ def run_verify(args: argparse.Namespace) -> int:
     head = records[-1].hash.hex() if records else "(empty log)"
     print(f"audit verify: OK: {len(records)} records, head {head}")
     if receipts is not None:
-        _say_receipts(receipts)
+        _say_receipts(receipts, anchored=anchor is not None)
     return EXIT_OK

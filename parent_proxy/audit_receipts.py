@@ -10,7 +10,9 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
    `enclave_app.attestation.verify_attestation_document` at the document's own timestamp (read first, unverified,
    then covered by the signature), with the recorded nonce; its ``user_data`` says it carries the session key and
    its ``public_key`` is the recorded key. Without an anchor only that (unverified) ``public_key`` is compared.
-   Mode ``none``: nothing attests the key; refused when ``require_attestation``.
+   Mode ``none``: nothing attests the key; refused when an anchor is given (an anchor implies
+   ``require_attestation``: otherwise a parent could append a session record of its own in mode ``none`` and
+   receipts it signs itself, and the anchored check would pass) or when ``require_attestation``.
 2. A record holding a receipt (field = receipt + 64-byte signature): there is an ``enclave.session`` record before
    it; the receipt verifies under the key of the latest one (`enclave_app.receipts.verify_receipt`); its counter
    was not recorded before under the same session key (a copied receipt); the payload states the message the
@@ -141,8 +143,8 @@ def _session(record: AuditRecord, anchor: Anchor | None, require_attestation: bo
     if mode == "none":
         if document_b64 is not None:
             raise _fail(record, "session record malformed: a document in mode none")
-        if require_attestation:
-            raise _fail(record, "session key not attested (mode none)")
+        if anchor is not None or require_attestation:
+            raise _fail(record, "session key not attested (mode none): an anchored check needs every key attested")
         report.unattested_sessions += 1
         return key
     if mode != "nitro" or not isinstance(document_b64, str):
@@ -272,7 +274,7 @@ def verify_audit_receipts(
     allow_gaps: bool = False,
 ) -> ReceiptsReport:
     """Steps 1-5 of the module docstring over ``records`` (a chain that verified); `AuditChainError` at the first
-    record that fails."""
+    record that fails. With an ``anchor`` every session key must be attested, as with ``require_attestation``."""
     report = ReceiptsReport()
     session: _Session | None = None
     first_record: dict[bytes, int] = {}  # session key -> seq of the first session record naming it

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,8 +23,11 @@ from solders.pubkey import Pubkey
 
 from enclave_app.nsm import DeviceNsm
 from enclave_app.protocol import SESSION_USER_DATA
+from enclave_app.receipts import verify_receipt
 from parent_proxy.audit import canonical_json
+from parent_proxy.audit_receipts import Anchor, verify_audit_receipts
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, split_receipt
+from parent_proxy.errors import AuditChainError
 from parent_proxy.store.model import AuditRecord
 from parent_proxy.store.sqlite import SqliteStore
 from tests.fakes.fake_nsm_device import FakeNsmDevice
@@ -179,6 +183,46 @@ def test_a_forged_nitro_session_record_is_caught_with_an_anchor(
     assert code == 1 and f"broken at seq {i + 1}: attestation document refused" in err
 
 
+def test_an_anchor_refuses_a_mode_none_session_record(
+    nitro: tuple[Path, NitroTestPki, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The parent appends a mode-none session record naming a key it made, then a forged transaction.signed whose
+    receipt it signs with that key, and re-hashes the chain. With an anchor this fails (an anchor implies
+    --require-attestation); without one it passes, and the command says nothing was anchored."""
+    db, _, root = nitro
+    records = read(db)
+    real_session = records[first(records, ENCLAVE_SESSION_EVENT)]
+    signed = [r for r in records if r.event_type == "transaction.signed"][-1]
+    forger = new_session_key()
+    session_payload = {"session_public_key": str(Pubkey.from_bytes(forger.public_key)), "mode": "none",
+                       "document": None, "nonce": "00" * 32, "reason": "attestation unavailable"}  # fmt: skip
+    fake_session = dataclasses.replace(real_session, time=signed.time + 1, payload=canonical_json(session_payload))
+    stated = verify_receipt(*split_receipt(signed.receipt or b""), bytes(Pubkey.from_string(
+        json.loads(real_session.payload)["session_public_key"])))  # fmt: skip
+    new_message = hashlib.sha256(b"a transfer the enclave never signed").digest()
+    receipt = dataclasses.replace(stated, message_hash=new_message, counter=1,
+                                  time_ms=int((signed.time + 2) * 1000)).encode()  # fmt: skip
+    forged = dataclasses.replace(
+        with_payload(signed, message_sha256=new_message.hex(), signature="1" * 88),
+        time=signed.time + 2, receipt=receipt + forger.sign_encoded(receipt),
+    )  # fmt: skip
+    rewrite(db, [*records, fake_session, forged])
+    session_seq = len(records) + 1
+    anchor = ("--root-pem", str(root), "--pcr", f"0={PCRS[0].hex()}", "--pcr", f"8={PCRS[8].hex()}")
+    for extra in [(), ("--allow-gaps",), ("--allow-debug",), ("--require-attestation",)]:
+        code, out, err = cli(capsys, db, "--receipts", *anchor, *extra)
+        assert code == 1, (extra, out, err)
+        assert f"broken at seq {session_seq}: session key not attested (mode none)" in err, (extra, err)
+    direct = Anchor(root.read_bytes(), {0: PCRS[0]})  # a direct caller who passes an anchor alone: the same
+    with pytest.raises(AuditChainError, match=f"seq {session_seq}: session key not attested"):
+        verify_audit_receipts(read(db), anchor=direct, require_attestation=False)
+    code, _, err = cli(capsys, db, "--receipts", "--pcr", f"0={PCRS[0].hex()}")  # half an anchor: refused outright
+    assert code == 2 and "--root-pem and --pcr go together" in err
+    code, out, err = cli(capsys, db, "--receipts")  # no anchor: self-consistent, and said to prove nothing
+    assert code == 0, err
+    assert "not anchored" in out and "no --root-pem and --pcr" in err and "attestation mode none" in err
+
+
 def test_the_development_nsm_does_not_verify_against_a_pinned_root(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -198,6 +242,7 @@ def test_the_development_nsm_does_not_verify_against_a_pinned_root(
         (["--receipts", "--pcr", "0=00"], "--root-pem and --pcr go together"),
         (["--receipts", "--root-pem", "ROOT"], "--root-pem and --pcr go together"),
         (["--receipts", "--require-attestation"], "--require-attestation needs --root-pem and --pcr"),
+        (["--receipts", "--allow-debug"], "--allow-debug needs --root-pem and --pcr"),
         (["--root-pem", "ROOT", "--pcr", "0=00"], "go with --receipts"),
         (["--receipts", "--root-pem", "ROOT", "--pcr", "zero"], "expected INDEX=HEX"),
         (["--receipts", "--root-pem", "ROOT", "--pcr", "0=xyz"], "expected INDEX=HEX"),
