@@ -7,7 +7,6 @@ given a policy is dropped (one that could sign stays). Real server, local sealer
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,8 @@ from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import EnclaveState, ErrorCode
 from policies.signing import sign_document
 from tests.enclave.policy_handler import OWNER
-from tests.enclave.test_review_lifecycle import OWNER_PUBLIC, serve
+from tests.enclave.test_review_lifecycle import OWNER_PUBLIC, run_served
 from tests.support.policies import example_policy
-
-
-def run(tmp_path: Path, steps: Any) -> None:
-    async def main() -> None:
-        enclave, server, client = await serve(tmp_path)
-        async with server:
-            await steps(enclave, client)
-
-    asyncio.run(asyncio.wait_for(main(), 60))
 
 
 async def refused(call: Any, code: ErrorCode) -> None:
@@ -47,7 +37,7 @@ def test_an_orphan_is_dropped_and_its_id_provisioned_again(tmp_path: Path) -> No
         assert second.agent_public_key != first.agent_public_key
         assert bytes(enclave.wallet("w1").agent) == second.agent_public_key
 
-    run(tmp_path, steps)
+    run_served(tmp_path, steps)
 
 
 def test_only_a_wallet_held_with_the_named_key_and_without_a_policy_is_dropped(tmp_path: Path) -> None:
@@ -60,4 +50,4 @@ def test_only_a_wallet_held_with_the_named_key_and_without_a_policy_is_dropped(t
         await refused(client.discard_wallet("w1", agent_public_key=held.agent_public_key), ErrorCode.WRONG_STATE)
         assert enclave.wallet("w1").policy is not None and enclave.state is EnclaveState.READY
 
-    run(tmp_path, steps)
+    run_served(tmp_path, steps)

@@ -7,7 +7,6 @@ restriction: it freezes and raises the sequence, never unfreezes or lowers it. R
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from enclave_app.protocol import EnclaveState, ErrorCode, LoadWalletRequest, Pro
 from policies.orders import MAX_SEQUENCE, freeze_document
 from policies.signing import sign_document
 from tests.enclave.policy_handler import NOW, OWNER
-from tests.enclave.test_review_lifecycle import OWNER_PUBLIC, sealed, serve
+from tests.enclave.test_review_lifecycle import OWNER_PUBLIC, run_served, sealed
 
 EXPIRES = int((NOW + timedelta(minutes=10)).timestamp())
 
@@ -28,15 +27,6 @@ EXPIRES = int((NOW + timedelta(minutes=10)).timestamp())
 def order(sequence: int, *, freeze: bool) -> bytes:
     document = freeze_document("w1", sequence, EXPIRES)
     return json.dumps(sign_document("freeze" if freeze else "unfreeze", document, OWNER)).encode()
-
-
-def run(tmp_path: Path, steps: Any) -> None:
-    async def main() -> None:
-        enclave, server, client = await serve(tmp_path)
-        async with server:
-            await steps(enclave, client)
-
-    asyncio.run(asyncio.wait_for(main(), 60))
 
 
 def test_a_wallet_loaded_frozen_refuses_older_orders_and_takes_a_newer_unfreeze(tmp_path: Path) -> None:
@@ -58,7 +48,7 @@ def test_a_wallet_loaded_frozen_refuses_older_orders_and_takes_a_newer_unfreeze(
         answer = await client.unfreeze("w1", order(5, freeze=False))
         assert (answer.frozen, held.frozen, held.order_sequence) == (False, False, 5)
 
-    run(tmp_path, steps)
+    run_served(tmp_path, steps)
 
 
 def test_the_parents_word_only_restricts_a_wallet_already_loaded(tmp_path: Path) -> None:
@@ -76,7 +66,7 @@ def test_the_parents_word_only_restricts_a_wallet_already_loaded(tmp_path: Path)
             await client.unfreeze("w1", order(8, freeze=False))
         assert refused.value.code == ErrorCode.ORDER_STALE
 
-    run(tmp_path, steps)
+    run_served(tmp_path, steps)
 
 
 def wire(**changes: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,17 @@ async def serve(tmp_path: Path) -> tuple[Enclave, asyncio.Server, EnclaveClient]
     enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW)
     server = await EnclaveServer(Handler(enclave, LocalSealer(SECRET)), request_timeout=10).start(UnixAddress(path))
     return enclave, server, EnclaveClient(UnixAddress(path), timeout=15)
+
+
+def run_served(tmp_path: Path, steps: Callable[[Enclave, EnclaveClient], Awaitable[None]]) -> None:
+    """``steps(enclave, client)`` against a served enclave (`serve`), within a minute."""
+
+    async def main() -> None:
+        enclave, server, client = await serve(tmp_path)
+        async with server:
+            await steps(enclave, client)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
 
 
 def concurrent_loads(directory: str) -> None:
