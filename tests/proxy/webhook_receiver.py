@@ -1,4 +1,5 @@
-"""A webhook receiver on 127.0.0.1 that fails on purpose and checks signatures, and one delivery round to it."""
+"""A webhook receiver on 127.0.0.1 that fails on purpose and checks signatures, one delivery round to it, and a
+receiver that accepts connections and never answers (`black_hole`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import random
+import socket
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -55,6 +57,29 @@ def deliver_once(store: Store, url: str, client: httpx.Client, wallet_id: str = 
     item = enqueue_event(store, clock, wallet_id, "decision", {})
     worker_for(store, clock, client).run_once()
     return store.get_outbox_item(item.event_id).status, [a.error for a in store.delivery_log(item.event_id)]
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[str]:
+    """A webhook URL on 127.0.0.1 whose server accepts every connection and never answers (a hung or firewalled
+    receiver, or a hostile owner's choice); the connections are held until the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=100)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener is closed at the end of the block
+            while True:
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    finally:
+        listener.close()
+        thread.join(5)
+        for conn in held:
+            conn.close()
 
 
 class Receiver(ThreadingHTTPServer):
