@@ -5,11 +5,14 @@ captured request cannot be replayed later with a new timestamp):
 
     WAIaaS-Timestamp: <unix seconds, integer>
     WAIaaS-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." + body)>
-    WAIaaS-Event-Id:  <event id: receivers de-duplicate on it, since delivery is at least once>
-    WAIaaS-Event-Type: <event type>
+    WAIaaS-Event-Id:  <event id, a copy of the body's "id">
+    WAIaaS-Event-Type: <event type, a copy of the body's "type">
 
-Receivers call `verify_webhook_signature` (or do the same): recompute the HMAC, compare in constant time, and
-refuse timestamps outside their tolerance. The worker claims due items with a lease; an item whose worker crashed
+The body (`event_item`) carries the event's id, type and wallet, so the HMAC covers them; the two event headers
+are not signed (routing conveniences only). Receivers call `verify_webhook_signature` (or do the same): recompute
+the HMAC, compare in constant time, refuse timestamps outside their tolerance, and refuse event headers that differ
+from the signed body. Then they de-duplicate (delivery is at least once) and dispatch on the signed body's ``id``
+and ``type``, never on a header alone. The worker claims due items with a lease; an item whose worker crashed
 between claim and mark is claimed again when the lease expires. A claim takes at most one item per wallet and none
 of a wallet with a delivery in flight (`Store.claim_webhooks`), and the claimed items are POSTed concurrently, so
 a receiver that accepts and never answers holds up only its own wallet: `run_once` is one round (it returns when
@@ -78,15 +81,32 @@ def sign_webhook(secret: bytes, timestamp: int, body: bytes) -> str:
 
 
 def verify_webhook_signature(
-    secret: bytes, *, timestamp: str, signature: str, body: bytes, now: float, tolerance: float
+    secret: bytes,
+    *,
+    timestamp: str,
+    signature: str,
+    body: bytes,
+    event_id: str,
+    event_type: str,
+    now: float,
+    tolerance: float,
 ) -> None:
-    """Return if the signature is valid and the timestamp within ``tolerance`` of ``now``; else `WebhookError`."""
+    """Return if the signature is valid, the timestamp within ``tolerance`` of ``now``, and the event headers
+    (``event_id``, ``event_type``) those of the signed body; else `WebhookError`. The caller still de-duplicates on
+    the body's ``id`` (a request resent within the tolerance verifies again)."""
     # 1. The timestamp must be an integer within the tolerance (stops replays of old requests).
     if not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance:
         raise WebhookError("webhook timestamp is missing or outside the tolerance")
     # 2. The signature must match, compared in constant time; the error says nothing about why.
     if not hmac.compare_digest(sign_webhook(secret, int(timestamp), body), signature):
         raise WebhookError("webhook signature is invalid")
+    # 3. The unsigned event headers must repeat the signed body's id and type (a replay may rewrite headers).
+    try:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):  # signed, so only a holder of the secret could have sent it
+        envelope = None
+    if not isinstance(envelope, dict) or (envelope.get("id"), envelope.get("type")) != (event_id, event_type):
+        raise WebhookError("webhook event id or type header does not match the signed body")
 
 
 def backoff_delay(attempts: int, rng: random.Random) -> float:

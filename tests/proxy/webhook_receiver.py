@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import random
 import socket
 import socketserver
@@ -84,7 +85,7 @@ def black_hole() -> Iterator[str]:
 
 class Receiver(ThreadingHTTPServer):
     """Answers 500 to the first ``fail_first`` requests, then 200 (or a 307 to ``redirect_to``); records bodies
-    whose signature verified and every request's Host header."""
+    whose signature verified (and whose event headers match the body) and every request's Host header."""
 
     def __init__(self, fail_first: int, redirect_to: str | None = None) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
@@ -110,8 +111,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         timestamp = self.headers["WAIaaS-Timestamp"]
-        # Checked independently of the code under test: Stripe-style HMAC over "timestamp.body".
+        # Checked independently of the code under test: Stripe-style HMAC over "timestamp.body", and the unsigned
+        # event headers repeating the signed body's id and type.
         expected = "v1=" + hmac.new(SECRET, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        envelope = json.loads(body)
+        if (envelope["id"], envelope["type"]) != (self.headers["WAIaaS-Event-Id"], self.headers["WAIaaS-Event-Type"]):
+            expected = "event headers differ from the body"
         self.server.requests += 1
         self.server.hosts.append(self.headers["Host"])
         location = self.server.redirect_to
