@@ -33,6 +33,7 @@ import hmac
 import json
 import logging
 import random
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -70,6 +71,9 @@ CLAIM_BATCH = LANES
 LEASE_SECONDS = POST_DEADLINE_SECONDS + 30.0
 """Every claimed item's POST starts at once (a lane is free for it) and ends within POST_DEADLINE_SECONDS, so a
 live worker keeps the lease through the POST and the mark that follows."""
+MAX_TIMESTAMP_DIGITS = 12
+"""A ``WAIaaS-Timestamp`` is unix seconds: ten digits until the year 2286, twelve until the year 33658."""
+_TIMESTAMP = re.compile(f"[0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}", re.ASCII)
 DEFAULT_TOLERANCE_SECONDS = 300
 """Receivers' default window for accepting a timestamp (Stripe uses the same five minutes)."""
 
@@ -94,8 +98,9 @@ def verify_webhook_signature(
     """Return if the signature is valid, the timestamp within ``tolerance`` of ``now``, and the event headers
     (``event_id``, ``event_type``) those of the signed body; else `WebhookError`. The caller still de-duplicates on
     the body's ``id`` (a request resent within the tolerance verifies again)."""
-    # 1. The timestamp must be an integer within the tolerance (stops replays of old requests).
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance:
+    # 1. The timestamp must be 1-12 ASCII digits (not str.isdigit(): it takes "²" and other scripts' digits, some of
+    #    which int() reads) within the tolerance (stops replays of old requests).
+    if _TIMESTAMP.fullmatch(timestamp) is None or abs(now - int(timestamp)) > tolerance:
         raise WebhookError("webhook timestamp is missing or outside the tolerance")
     # 2. The signature must match, compared in constant time; the error says nothing about why.
     if not hmac.compare_digest(sign_webhook(secret, int(timestamp), body), signature):
