@@ -91,21 +91,22 @@ def prune_store(services: Services) -> None:
 
 
 def start_webhook_thread(services: Services, stop: threading.Event, *, allow_private: bool) -> threading.Thread:
-    """The background thread: webhook delivery every `WEBHOOK_POLL_SECONDS`, pruning every `PRUNE_EVERY_SECONDS`.
+    """The background thread: webhook delivery (`WebhookWorker.run_until`: what is due is claimed at once while a
+    lane is free, else within `WEBHOOK_POLL_SECONDS`), pruning every `PRUNE_EVERY_SECONDS`.
     ``allow_private``: `Settings.webhook_allow_private`."""
 
     def loop() -> None:
         next_prune = time.monotonic()
+
+        def tick() -> None:
+            nonlocal next_prune
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+                prune_store(services)
+
         with webhook_client(allow_private=allow_private) as client:
             worker = WebhookWorker(services.store, services.clock, client, random.SystemRandom())
-            while not stop.wait(WEBHOOK_POLL_SECONDS):
-                try:
-                    worker.run_once()
-                except Exception:
-                    logger.exception("webhook delivery round failed")
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
-                    prune_store(services)
+            worker.run_until(stop, poll_seconds=WEBHOOK_POLL_SECONDS, tick=tick)
 
     thread = threading.Thread(target=loop, name="webhooks", daemon=True)
     thread.start()

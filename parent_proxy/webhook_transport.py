@@ -13,7 +13,7 @@
 4. Everything after that shares one deadline: each connect, TLS handshake, send and receive is one blocking call
    whose socket timeout is at most the time left (CPython bounds a whole TLS handshake by it, not each read
    inside), and a call due after the deadline raises httpcore's ``*Timeout`` instead. So a receiver that
-   drip-feeds bytes cannot hold the (single) webhook thread past the deadline.
+   drip-feeds bytes cannot hold a delivery lane past the deadline.
 
 Connections are not kept alive: each POST gets its own connection, so the deadline is per POST. The client follows
 no redirects and ignores ``HTTP(S)_PROXY``/``ALL_PROXY`` and ``.netrc`` (a proxy would choose the address itself);

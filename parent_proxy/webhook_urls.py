@@ -15,7 +15,8 @@ proxy's own API on loopback, anything on the private network. The rules:
    are unwrapped first. Always refused: unspecified, multicast, reserved, link-local (which holds the IPv4
    metadata service) and the cloud metadata addresses of `METADATA_ADDRESSES`. Refused unless private
    destinations are allowed (``WAIAAS_WEBHOOK_ALLOW_PRIVATE``): every other address that is not globally routable
-   (loopback, RFC 1918, shared 100.64/10, unique-local ``fc00::/7``, documentation ranges, ...).
+   (loopback, RFC 1918, shared 100.64/10, unique-local ``fc00::/7``, documentation ranges, ...), judged by Python's
+   ``is_global`` and `NOT_GLOBAL_NETWORKS`, the ranges it misses (deprecated site-local ``fec0::/10``, ...).
 
 Errors are `WebhookError`; their messages never contain the URL (it may carry credentials), only the part at fault
 (a scheme, a port number, an IP address, a category).
@@ -39,9 +40,19 @@ METADATA_ADDRESSES = frozenset(
         ipaddress.ip_address("169.254.170.2"),  # ECS task metadata (also link-local)
         ipaddress.ip_address("fd00:ec2::254"),  # AWS IMDS over IPv6 (unique-local: allowed-private would pass it)
         ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud (shared address space)
+        ipaddress.ip_address("168.63.129.16"),  # Azure WireServer (a public address)
     }
 )
 """Cloud instance-metadata endpoints: refused even when private destinations are allowed."""
+NOT_GLOBAL_NETWORKS = (
+    ipaddress.ip_network("fec0::/10"),  # site-local, deprecated (RFC 3879)
+    ipaddress.ip_network("3fff::/20"),  # documentation (RFC 9637), as 2001:db8::/32 is
+    ipaddress.ip_network("192.0.0.0/24"),  # IETF protocol assignments (RFC 6890), but for GLOBAL_EXCEPTIONS
+)
+"""Not globally routable (the IANA special-purpose registries), although Python 3.11's ``is_global`` calls them
+global: refused unless private destinations are allowed."""
+GLOBAL_EXCEPTIONS = frozenset({ipaddress.ip_address("192.0.0.9"), ipaddress.ip_address("192.0.0.10")})
+"""Globally reachable anycast services inside `NOT_GLOBAL_NETWORKS` (PCP, TURN: RFC 7723, RFC 8155)."""
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _NUMERIC_LABEL = re.compile(r"(?:0[xX][0-9A-Fa-f]*|[0-9]+)")
@@ -81,6 +92,13 @@ def _always_refused(address: IPAddress) -> str | None:
     return None
 
 
+def _is_global(address: IPAddress) -> bool:
+    """``is_global``, less `NOT_GLOBAL_NETWORKS` (Python's tables lag the registries)."""
+    if address in GLOBAL_EXCEPTIONS:
+        return True
+    return address.is_global and not any(address in network for network in NOT_GLOBAL_NETWORKS)
+
+
 def check_address(address: IPAddress, *, allow_private: bool) -> None:
     """Return if a webhook may connect to ``address``; else `WebhookError` naming the address and why not."""
     # 1. Judge the IPv4 address an IPv6 form carries, since that is where the packets end up.
@@ -88,7 +106,7 @@ def check_address(address: IPAddress, *, allow_private: bool) -> None:
     # 2. Never: addresses that are no destination at all, or that reach the host's cloud metadata.
     category = _always_refused(inner)
     # 3. Loopback and private networks only when the operator allowed them.
-    if category is None and not allow_private and not inner.is_global:
+    if category is None and not allow_private and not _is_global(inner):
         category = "not globally routable (set WAIAAS_WEBHOOK_ALLOW_PRIVATE=true to allow private receivers)"
     if category is not None:
         raise WebhookError(f"webhook destination refused: {_describe(address)} is {category}")

@@ -5,14 +5,22 @@ captured request cannot be replayed later with a new timestamp):
 
     WAIaaS-Timestamp: <unix seconds, integer>
     WAIaaS-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." + body)>
-    WAIaaS-Event-Id:  <event id: receivers de-duplicate on it, since delivery is at least once>
-    WAIaaS-Event-Type: <event type>
+    WAIaaS-Event-Id:  <event id, a copy of the body's "id">
+    WAIaaS-Event-Type: <event type, a copy of the body's "type">
 
-Receivers call `verify_webhook_signature` (or do the same): recompute the HMAC, compare in constant time, and
-refuse timestamps outside their tolerance. The worker claims due items with a lease; an item whose worker crashed
-between claim and mark is claimed again when the lease expires. Only a 2xx status delivers; the response body is
-never read. Every other outcome is a failed attempt recorded in the delivery log: an HTTP status, a transport error,
-a refused destination (`parent_proxy.webhook_urls`), a URL the client cannot use. Failures back off exponentially
+The body (`event_item`) carries the event's id, type and wallet, so the HMAC covers them; the two event headers
+are not signed (routing conveniences only). Receivers call `verify_webhook_signature` (or do the same): recompute
+the HMAC, compare in constant time, refuse timestamps outside their tolerance, and refuse event headers that differ
+from the signed body. Then they de-duplicate (delivery is at least once) and dispatch on the signed body's ``id``
+and ``type``, never on a header alone. The worker claims due items with a lease; an item whose worker crashed
+between claim and mark is claimed again when the lease expires. A claim takes at most one item per wallet and none
+of a wallet with a delivery in flight (`Store.claim_webhooks`), and the claimed items are POSTed concurrently, so
+a receiver that accepts and never answers holds up only its own wallet: `run_once` is one round (it returns when
+every POST of its batch has), `run_until` keeps `LANES` POSTs going, refilling a lane as soon as it is free.
+
+Only a 2xx status delivers; the response body is never read. Every other outcome is a failed attempt recorded in the
+delivery log: an HTTP status, a transport error, a refused destination (`parent_proxy.webhook_urls`), a URL the
+client cannot use. Failures back off exponentially
 with jitter, capped at an hour, for `MAX_ATTEMPTS` claims (at least 24 hours of receiver downtime, at most about
 48), then the item is marked dead; so is an item claimed with its attempts already used up. Errors are logged by
 type: never the URL (it may carry credentials), a secret or a signature.
@@ -25,7 +33,11 @@ import hmac
 import json
 import logging
 import random
+import re
+import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import httpx
 
@@ -51,10 +63,17 @@ BACKOFF_BASE_SECONDS = 2.0
 """Delay before the second attempt; doubles each attempt up to the cap."""
 BACKOFF_MAX_SECONDS = 3600.0
 """A receiver back from an outage gets its events within an hour."""
-CLAIM_BATCH = 10
-LEASE_SECONDS = CLAIM_BATCH * POST_DEADLINE_SECONDS + 30.0
-"""A batch is claimed at once and its POSTs each end within POST_DEADLINE_SECONDS, so a live worker keeps every
-lease of its batch through its last POST."""
+LANES = 10
+"""Most POSTs in flight at once in one worker, each for a different wallet: as many receivers that never answer
+can hold up the others for up to `POST_DEADLINE_SECONDS` at a time."""
+CLAIM_BATCH = LANES
+"""Most items `run_once` claims (and POSTs concurrently)."""
+LEASE_SECONDS = POST_DEADLINE_SECONDS + 30.0
+"""Every claimed item's POST starts at once (a lane is free for it) and ends within POST_DEADLINE_SECONDS, so a
+live worker keeps the lease through the POST and the mark that follows."""
+MAX_TIMESTAMP_DIGITS = 12
+"""A ``WAIaaS-Timestamp`` is unix seconds: ten digits until the year 2286, twelve until the year 33658."""
+_TIMESTAMP = re.compile(f"[0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}", re.ASCII)
 DEFAULT_TOLERANCE_SECONDS = 300
 """Receivers' default window for accepting a timestamp (Stripe uses the same five minutes)."""
 
@@ -66,15 +85,33 @@ def sign_webhook(secret: bytes, timestamp: int, body: bytes) -> str:
 
 
 def verify_webhook_signature(
-    secret: bytes, *, timestamp: str, signature: str, body: bytes, now: float, tolerance: float
+    secret: bytes,
+    *,
+    timestamp: str,
+    signature: str,
+    body: bytes,
+    event_id: str,
+    event_type: str,
+    now: float,
+    tolerance: float,
 ) -> None:
-    """Return if the signature is valid and the timestamp within ``tolerance`` of ``now``; else `WebhookError`."""
-    # 1. The timestamp must be an integer within the tolerance (stops replays of old requests).
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance:
+    """Return if the signature is valid, the timestamp within ``tolerance`` of ``now``, and the event headers
+    (``event_id``, ``event_type``) those of the signed body; else `WebhookError`. The caller still de-duplicates on
+    the body's ``id`` (a request resent within the tolerance verifies again)."""
+    # 1. The timestamp must be 1-12 ASCII digits (not str.isdigit(): it takes "²" and other scripts' digits, some of
+    #    which int() reads) within the tolerance (stops replays of old requests).
+    if _TIMESTAMP.fullmatch(timestamp) is None or abs(now - int(timestamp)) > tolerance:
         raise WebhookError("webhook timestamp is missing or outside the tolerance")
     # 2. The signature must match, compared in constant time; the error says nothing about why.
     if not hmac.compare_digest(sign_webhook(secret, int(timestamp), body), signature):
         raise WebhookError("webhook signature is invalid")
+    # 3. The unsigned event headers must repeat the signed body's id and type (a replay may rewrite headers).
+    try:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):  # signed, so only a holder of the secret could have sent it
+        envelope = None
+    if not isinstance(envelope, dict) or (envelope.get("id"), envelope.get("type")) != (event_id, event_type):
+        raise WebhookError("webhook event id or type header does not match the signed body")
 
 
 def backoff_delay(attempts: int, rng: random.Random) -> float:
@@ -112,9 +149,36 @@ class WebhookWorker:
         self._rng = rng
 
     def run_once(self) -> int:
-        """Deliver what is due now; return how many items were delivered."""
-        items = self._store.claim_webhooks(read_clock(self._clock), LEASE_SECONDS, CLAIM_BATCH)
-        return sum(self._deliver(item) for item in items)
+        """Deliver what is due now (up to `CLAIM_BATCH` wallets, concurrently); return how many were delivered."""
+        items = self._claim(CLAIM_BATCH)
+        if not items:
+            return 0
+        with ThreadPoolExecutor(len(items), thread_name_prefix="webhook-post") as pool:
+            return sum(pool.map(self._deliver, items))
+
+    def run_until(self, stop: threading.Event, *, poll_seconds: float, tick: Callable[[], None]) -> None:
+        """Deliver until ``stop`` is set, up to `LANES` POSTs at a time; a free lane is filled at once if anything
+        is due, else within ``poll_seconds``. ``tick`` runs at each wake-up (the caller's housekeeping; it must
+        not raise). An error is logged and the loop goes on; on ``stop``, the POSTs in flight finish first."""
+        running: set[Future[bool]] = set()
+        with ThreadPoolExecutor(LANES, thread_name_prefix="webhook-post") as pool:
+            while not stop.is_set():
+                free = LANES - len(running)
+                try:
+                    running |= {pool.submit(self._deliver, item) for item in (self._claim(free) if free else [])}
+                except Exception:
+                    logger.exception("claiming webhooks failed")
+                if running:
+                    done, running = wait(running, timeout=poll_seconds, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        if future.exception() is not None:
+                            logger.error("webhook delivery failed", exc_info=future.exception())
+                else:
+                    stop.wait(poll_seconds)
+                tick()
+
+    def _claim(self, limit: int) -> list[OutboxItem]:
+        return self._store.claim_webhooks(read_clock(self._clock), LEASE_SECONDS, limit)
 
     def _deliver(self, item: OutboxItem) -> bool:
         lease = item.lease_id

@@ -128,16 +128,21 @@ class DynamoOutboxAudit(DynamoBase):
         now = v.check_time("now", now)
         lease_seconds = v.check_time("lease_seconds", lease_seconds)
         v.check_count("limit", limit, minimum=1, maximum=1000)
-        due = []
+        due, busy = [], set()
         for i in self._query(OUTBOX_PK):
             item = _parse_outbox(i, get_s(i, "sk"))
-            if item.next_attempt_at <= now and (item.lease_until is None or item.lease_until <= now):
+            if item.lease_until is not None and item.lease_until > now:
+                busy.add(item.wallet_id)
+            elif item.next_attempt_at <= now:
                 due.append(item)
         due.sort(key=lambda x: (x.next_attempt_at, x.event_id))
         claimed: list[OutboxItem] = []
         for item in due:
             if len(claimed) == limit:
                 break
+            if item.wallet_id in busy:
+                continue  # one item per wallet in flight (best effort here: see `Store.claim_webhooks`)
+            busy.add(item.wallet_id)
             try:
                 claimed.append(self._claim(item, now, now + lease_seconds))
             except ConditionFailed:

@@ -256,7 +256,12 @@ class Store(Protocol):
     def enqueue_webhook(self, item: OutboxItem) -> None: ...
 
     def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[OutboxItem]:
-        """Lease up to ``limit`` due pending items (next attempt reached, no live lease); attempts += 1."""
+        """Lease up to ``limit`` due pending items (next attempt reached, no live lease); attempts += 1.
+
+        In due order, at most one item per wallet, and none of a wallet that already has an item under a live
+        lease: each wallet has at most one delivery in flight, so a receiver that never answers holds up only its
+        own wallet's notifications. Exact on SQLite (claims serialise on the write lock); on DynamoDB two claims
+        racing may each lease one item of the same wallet (each reads before the other writes)."""
         ...
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None: ...

@@ -81,12 +81,22 @@ class SqliteOutboxAudit(SqliteBase):
         v.check_count("limit", limit, minimum=1, maximum=1000)
         claimed = []
         with self._write() as conn:
+            # Due order, the first item of each wallet that has none in flight (the write lock makes "none in
+            # flight" exact across processes). The scan passes over a busy wallet's backlog inside SQLite.
             rows = conn.execute(
-                "SELECT event_id FROM outbox WHERE status = 'pending' AND due <= ?"
-                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due, event_id LIMIT ?",
-                (time_key(now), now, limit),
-            ).fetchall()
-            for (event_id,) in rows:
+                "SELECT event_id, wallet_id FROM outbox WHERE status = 'pending' AND due <= ?"
+                " AND (lease_until IS NULL OR lease_until <= ?) AND wallet_id NOT IN"
+                " (SELECT wallet_id FROM outbox WHERE lease_id IS NOT NULL AND lease_until > ?)"
+                " ORDER BY due, event_id",
+                (time_key(now), now, now),
+            )
+            first: dict[str, str] = {}
+            for event_id, wallet_id in rows:
+                first.setdefault(wallet_id, event_id)
+                if len(first) == limit:
+                    break
+            rows.close()
+            for event_id in first.values():
                 conn.execute(
                     "UPDATE outbox SET attempts = attempts + 1, lease_id = ?, lease_until = ? WHERE event_id = ?",
                     (uuid.uuid4().hex, now + lease_seconds, event_id),

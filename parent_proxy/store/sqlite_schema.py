@@ -63,6 +63,7 @@ SCHEMA = (
         attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL, lease_id TEXT, lease_until REAL,
         due BLOB NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS outbox_due_key ON outbox (status, due)",
+    "CREATE INDEX IF NOT EXISTS outbox_leased ON outbox (wallet_id) WHERE lease_id IS NOT NULL",
     """CREATE TABLE IF NOT EXISTS deliveries (
         event_id TEXT NOT NULL REFERENCES outbox(event_id), attempt INTEGER NOT NULL, at REAL NOT NULL,
         delivered INTEGER NOT NULL, status_code INTEGER, error TEXT)""",

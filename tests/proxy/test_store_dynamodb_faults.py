@@ -272,8 +272,8 @@ def test_an_identical_concurrent_claim_is_not_taken_for_a_resend(dynamo: tuple[A
 LEASE = 30.0
 
 
-def outbox_item(event_id: str) -> OutboxItem:
-    return OutboxItem(event_id, "w1", "t", b"{}", T0, next_attempt_at=T0)
+def outbox_item(event_id: str, wallet_id: str = "w1") -> OutboxItem:
+    return OutboxItem(event_id, wallet_id, "t", b"{}", T0, next_attempt_at=T0)
 
 
 def test_an_item_rescheduled_after_the_read_is_not_claimed(dynamo: tuple[Any, Hooked]) -> None:
@@ -302,7 +302,8 @@ def test_a_store_failure_mid_batch_hands_over_what_was_leased(dynamo: tuple[Any,
     nothing, and the two sat leased and unsent until their lease ended."""
     store, client = dynamo
     for i in range(3):
-        store.enqueue_webhook(outbox_item(f"e{i}"))
+        store.create_wallet(make_wallet(f"w-e{i}"))  # a claim takes one item per wallet
+        store.enqueue_webhook(outbox_item(f"e{i}", f"w-e{i}"))
     updates: list[str] = []
 
     def third_update_throttled(real: Hook, **kwargs: Any) -> Any:

@@ -10,7 +10,7 @@ from parent_proxy.audit import AuditLog
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem, OutboxStatus, WebhookConfig
 from parent_proxy.store.protocol import Store
-from tests.proxy.conftest import FakeClock
+from tests.proxy.conftest import FakeClock, make_wallet
 
 T0 = 1_700_000_000.0
 SECRET = b"s" * 32
@@ -83,6 +83,28 @@ def test_outbox_failure_retry_expiry_and_dead(wallet_store: Store) -> None:
     ]
     with pytest.raises(InvalidInput, match="error: must be a non-blank"):
         s.mark_failed("e1", "x", now=T0, error="", status_code=None, next_attempt_at=None)
+
+
+def test_a_claim_takes_one_item_per_wallet_and_none_of_a_wallet_in_flight(wallet_store: Store) -> None:
+    """Before: a claim took the first ``limit`` due items whatever their wallet, so one wallet's backlog filled a
+    batch, and a worker (or a second lane) took the next item of a wallet whose last delivery was still hanging."""
+    s = wallet_store
+    s.create_wallet(make_wallet("w3"))
+    for n in range(4):
+        s.enqueue_webhook(item(f"a{n}", "w1", due=T0 + n))
+    s.enqueue_webhook(item("b0", "w2", due=T0 + 10))
+    s.enqueue_webhook(item("c0", "w3", due=T0 + 20))
+    now = T0 + 100
+    assert [c.event_id for c in s.claim_webhooks(now, 30, 2)] == ["a0", "b0"]  # due order, one per wallet
+    [a0, b0] = [s.get_outbox_item(e) for e in ("a0", "b0")]
+    assert [c.event_id for c in s.claim_webhooks(now, 30, 10)] == ["c0"]  # w1 and w2 are in flight
+    assert s.claim_webhooks(now + 1, 30, 10) == []
+    s.mark_delivered("a0", a0.lease_id or "", now=now + 1, status_code=200)
+    s.mark_failed("b0", b0.lease_id or "", now=now + 1, error="HTTP 500", status_code=500, next_attempt_at=now + 5)
+    assert [c.event_id for c in s.claim_webhooks(now + 1, 30, 10)] == ["a1"]  # w2's only item is not due yet
+    # A lease that ends (its worker died) frees the wallet: its earliest due item is claimed again, not the next.
+    claimed = s.claim_webhooks(now + 31, 30, 10)
+    assert [(c.event_id, c.attempts) for c in claimed] == [("a1", 2), ("c0", 2), ("b0", 2)]
 
 
 def _record(seq: int, prev: bytes) -> AuditRecord:

@@ -251,19 +251,21 @@ def test_version_3_events_are_rekeyed(tmp_path: Path) -> None:
     assert _events_scan(path, "w1", "denial") == [T0 + 1, T0 + 3]
 
 
-def _outbox_item(event_id: str, due: float) -> OutboxItem:
-    return OutboxItem(event_id, "w1", "decision", b"{}", created_at=T0, next_attempt_at=due)
+def _outbox_item(event_id: str, due: float, wallet_id: str = "w1") -> OutboxItem:
+    return OutboxItem(event_id, wallet_id, "decision", b"{}", created_at=T0, next_attempt_at=due)
 
 
 def test_outbox_claims_match_a_scan_and_seek_on_the_due_key(tmp_path: Path) -> None:
     """The outbox is claimed by its ``due`` time key: every boundary at, just before and just after each due time
-    claims exactly the items a scan finds due, in due order, and the claim is a seek on ``outbox_due_key``."""
+    claims exactly the items a scan finds due, in due order (one wallet each: a claim takes one item per wallet),
+    and the claim is a seek on ``outbox_due_key``; the wallets in flight come from a scan of ``outbox_leased`` (no
+    seek on the REAL ``lease_until``)."""
     path = tmp_path / "state.db"
     store = SqliteStore(path)
-    store.create_wallet(make_wallet("w1"))
     dues = sorted(EVENT_TIMES)
     for i, due in enumerate(dues):
-        store.enqueue_webhook(_outbox_item(f"e{i:02d}", due))
+        store.create_wallet(make_wallet(f"w{i:02d}"))
+        store.enqueue_webhook(_outbox_item(f"e{i:02d}", due, f"w{i:02d}"))
     boundaries = sorted({*dues} | {math.nextafter(t, math.inf) for t in dues} | {math.nextafter(t, 0) for t in dues})
     for now in boundaries:  # a zero lease ends at ``now``: every later claim may take the item again
         claimed = [item.event_id for item in store.claim_webhooks(now, 0.0, 1000)]
@@ -272,12 +274,14 @@ def test_outbox_claims_match_a_scan_and_seek_on_the_due_key(tmp_path: Path) -> N
         plan = " ".join(
             str(row[3])
             for row in conn.execute(
-                "EXPLAIN QUERY PLAN SELECT event_id FROM outbox WHERE status = 'pending' AND due <= ?"
+                "EXPLAIN QUERY PLAN SELECT event_id, wallet_id FROM outbox WHERE status = 'pending' AND due <= ?"
+                " AND (lease_until IS NULL OR lease_until <= ?) AND wallet_id NOT IN"
+                " (SELECT wallet_id FROM outbox WHERE lease_id IS NOT NULL AND lease_until > ?)"
                 " ORDER BY due, event_id",
-                (time_key(T0),),
+                (time_key(T0), T0, T0),
             )
         )
-    assert "outbox_due_key (status=? AND due<?)" in plan
+    assert "outbox_due_key (status=? AND due<?)" in plan and "SCAN outbox USING INDEX outbox_leased" in plan
     store.close()
 
 
@@ -300,9 +304,11 @@ def test_version_4_outbox_gets_due_keys(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         keys = conn.execute("SELECT event_id, due, next_attempt_at FROM outbox ORDER BY event_id").fetchall()
-    assert "outbox_due_key" in indexes and "outbox_due" not in indexes
+    assert {"outbox_due_key", "outbox_leased"} <= indexes and "outbox_due" not in indexes
     assert keys == [("a", time_key(T0 + 1), T0 + 1), ("b", time_key(T0), T0), ("c", time_key(T0 - 5), T0 - 5)]
-    assert [i.event_id for i in migrated.claim_webhooks(T0, 30.0, 10)] == ["b"]
+    [b] = migrated.claim_webhooks(T0, 30.0, 10)
+    assert b.event_id == "b"
+    migrated.mark_delivered("b", b.lease_id or "", now=T0, status_code=200)  # w1 has no delivery in flight again
     assert [i.event_id for i in migrated.claim_webhooks(T0 + 1, 30.0, 10)] == ["a"]
     migrated.close()
     SqliteStore(path).close()  # opening a version-5 database again changes nothing

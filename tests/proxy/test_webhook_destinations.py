@@ -78,6 +78,14 @@ def receiver() -> Iterator[Receiver]:
         ("ff02::1", False, False),
         ("240.0.0.1", False, False),
         ("255.255.255.255", False, False),
+        # Not globally routable, although Python 3.11's is_global says they are (review finding):
+        ("fec0::1", True, False),  # site-local fec0::/10, deprecated (RFC 3879)
+        ("feff::1", True, False),
+        ("3fff::1", True, False),  # documentation 3fff::/20 (RFC 9637), like 2001:db8::/32
+        ("192.0.0.8", True, False),  # IPv4 dummy address: IETF protocol assignments 192.0.0.0/24 (RFC 6890)
+        ("192.0.0.9", True, True),  # PCP anycast: the registry's one globally reachable pair in 192.0.0.0/24
+        ("168.63.129.16", False, False),  # Azure WireServer (host metadata, a public address)
+        ("::ffff:168.63.129.16", False, False),
     ],
 )
 def test_address_rule(address: str, private_ok: bool, always: bool) -> None:

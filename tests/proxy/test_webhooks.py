@@ -129,19 +129,23 @@ def test_clock_failure_stops_theworker_for(sqlite_store: SqliteStore) -> None:
 
 
 def test_signature_scheme() -> None:
-    body = b'{"a":1}'
+    body = b'{"id":"e1","type":"decision"}'
     sig = sign_webhook(SECRET, 1_700_000_000, body)
     expected = hmac.new(SECRET, b"1700000000." + body, hashlib.sha256).hexdigest()
     assert sig == f"v1={expected}"
-    verify_webhook_signature(SECRET, timestamp="1700000000", signature=sig, body=body, now=1_700_000_100, tolerance=300)
+    event = {"event_id": "e1", "event_type": "decision"}
+    verify_webhook_signature(
+        SECRET, timestamp="1700000000", signature=sig, body=body, **event, now=1_700_000_100, tolerance=300
+    )
     cases = [
-        ({"timestamp": "1700000000", "body": b'{"a":2}'}, "signature is invalid"),
+        ({"timestamp": "1700000000", "body": b'{"id":"e1","type":"other"}'}, "signature is invalid"),
         ({"timestamp": "1700000001"}, "signature is invalid"),
         ({"timestamp": "1699999000"}, "outside the tolerance"),
         ({"timestamp": "-5"}, "outside the tolerance"),
+        ({"event_id": "e2"}, "event id or type header does not match the signed body"),
     ]
     for change, match in cases:
-        kwargs = {"timestamp": "1700000000", "signature": sig, "body": body, **change}
+        kwargs = {"timestamp": "1700000000", "signature": sig, "body": body, **event, **change}
         with pytest.raises(WebhookError, match=match):
             verify_webhook_signature(SECRET, now=1_700_000_100, tolerance=300, **kwargs)  # type: ignore[arg-type]
     assert BACKOFF_BASE_SECONDS / 2 <= backoff_delay(1, random.Random(0)) <= BACKOFF_BASE_SECONDS

@@ -1,11 +1,14 @@
-"""A webhook receiver on 127.0.0.1 that fails on purpose and checks signatures, and one delivery round to it."""
+"""A webhook receiver on 127.0.0.1 that fails on purpose and checks signatures, one delivery round to it, and a
+receiver that accepts connections and never answers (`black_hole`)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import hmac
+import json
 import random
+import socket
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -57,9 +60,32 @@ def deliver_once(store: Store, url: str, client: httpx.Client, wallet_id: str = 
     return store.get_outbox_item(item.event_id).status, [a.error for a in store.delivery_log(item.event_id)]
 
 
+@contextlib.contextmanager
+def black_hole() -> Iterator[str]:
+    """A webhook URL on 127.0.0.1 whose server accepts every connection and never answers (a hung or firewalled
+    receiver, or a hostile owner's choice); the connections are held until the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=100)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener is closed at the end of the block
+            while True:
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    finally:
+        listener.close()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+
+
 class Receiver(ThreadingHTTPServer):
     """Answers 500 to the first ``fail_first`` requests, then 200 (or a 307 to ``redirect_to``); records bodies
-    whose signature verified and every request's Host header."""
+    whose signature verified (and whose event headers match the body) and every request's Host header."""
 
     def __init__(self, fail_first: int, redirect_to: str | None = None) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
@@ -85,8 +111,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         timestamp = self.headers["WAIaaS-Timestamp"]
-        # Checked independently of the code under test: Stripe-style HMAC over "timestamp.body".
+        # Checked independently of the code under test: Stripe-style HMAC over "timestamp.body", and the unsigned
+        # event headers repeating the signed body's id and type.
         expected = "v1=" + hmac.new(SECRET, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        envelope = json.loads(body)
+        if (envelope["id"], envelope["type"]) != (self.headers["WAIaaS-Event-Id"], self.headers["WAIaaS-Event-Type"]):
+            expected = "event headers differ from the body"
         self.server.requests += 1
         self.server.hosts.append(self.headers["Host"])
         location = self.server.redirect_to
