@@ -6,7 +6,8 @@ the unused ``reservations_by_time`` index dropped (window totals come from ``spe
 is claimed by ``due`` (`time_key` of ``next_attempt_at``; `sqlite_outbox_due.migrate`), not by the REAL time; 6
 + agent-key rotation (``agent_key_candidates``, ``retired_agent_keys``; `sqlite_agent_keys`): new tables only, so a
 version-5 database migrates by creating them; 7 + ``wallets.order_sequence`` (the last owner freeze order accepted;
-`add_order_sequence` adds it, 0, to an older ``wallets``).
+`add_order_sequence` adds it, 0, to an older ``wallets``) and the ``outbox_leased`` index (the claim's one item per
+wallet; created like every index, on open).
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
