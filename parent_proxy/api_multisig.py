@@ -10,7 +10,8 @@ reported as a pass that was not read).
 
 The parent is not trusted (DESIGN.md section 1): this report is what the parent's chain adapter read, a check for
 the owner's setup and for monitoring, not a proof. An owner who doubts the parent reads the same accounts through
-an RPC endpoint of their own.
+an RPC endpoint of their own: ``waiaas owner check-multisig --rpc-url`` (`parent_proxy.owner_multisig_cli`) makes
+the same comparison, with the owner's copy of the signed policy, without the parent.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, verified_owner
 from parent_proxy.chain import ChainError
 from parent_proxy.multisig_conformance import WalletKeys, multisig_conformance
-from parent_proxy.schemas import MultisigCheckView, MultisigConformance
+from parent_proxy.schemas import MultisigConformance
 from parent_proxy.sign_parts import verified_policy
 
 router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
@@ -50,9 +51,4 @@ async def multisig_conformance_report(wallet_id: WalletId, request: Request) -> 
     # 3. The comparison (pure).
     keys = WalletKeys(Pubkey.from_bytes(wallet.owner_pubkey), Pubkey.from_bytes(wallet.agent_pubkey),
                       Pubkey.from_bytes(wallet.vault_address))  # fmt: skip
-    report = multisig_conformance(keys, policy, account, limits)
-    return MultisigConformance(
-        wallet_id=wallet_id, multisig=str(report.multisig), conforms=report.conforms,
-        checks=[MultisigCheckView(id=c.id, subject=c.subject, ok=c.ok, seen=c.seen, expected=c.expected)
-                for c in report.checks],
-    )  # fmt: skip
+    return MultisigConformance.of(wallet_id, multisig_conformance(keys, policy, account, limits))

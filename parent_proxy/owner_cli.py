@@ -15,14 +15,19 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
     waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
     waiaas owner check-multisig --url URL --wallet W     print the API's report on the wallet's multisig on chain
                                                          (GET /v1/wallets/W/multisig); exit 0 only if it conforms
+    waiaas owner check-multisig --rpc-url URL --policy SIGNED.json --agent-key A [--vault V]
+                                                         the same report made here, without the parent: the
+                                                         multisig the signed policy declares, read through your
+                                                         own RPC endpoint (`parent_proxy.owner_multisig_cli`)
     waiaas owner rotation-transaction | sign-rotation | sign-key-switch | cosign | advance-nonce-transaction
                                                          agent-key rotation: `parent_proxy.owner_rotation_cli`
     waiaas owner verify-wallet | verify-candidate        check that the enclave made an agent key (no key needed):
                                                          `parent_proxy.owner_verify_cli`
 
-Exit codes: 0 done, 1 the server refused (``call``, ``check-multisig``), the multisig does not conform
-(``check-multisig``) or the key did not verify (``verify-*``), 2 bad input or
-the key could not be used. Key material and
+Exit codes: 0 done, 1 the server refused (``call``, ``check-multisig --url``), the chain could not be read
+(``check-multisig --rpc-url``, rotation), the multisig does not conform (``check-multisig``) or the key did not
+verify (``verify-*``), 2 bad input (a policy file whose signature does not verify against the owner key included)
+or the key could not be used. Key material and
 clear agent tokens are never logged; ``call`` prints the server's answer (which, for token issue, holds the token
 once) to stdout only.
 """
@@ -43,7 +48,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
-from parent_proxy import owner_rotation_cli, owner_verify_cli
+from parent_proxy import owner_multisig_cli, owner_rotation_cli, owner_verify_cli
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
@@ -142,12 +147,7 @@ def register(subparsers: Any) -> None:
     call.add_argument("path", help="e.g. /v1/wallets/w1/tokens")
     call.add_argument("--body", type=Path, help="JSON body file")
 
-    check = commands.add_parser(
-        "check-multisig", help="ask the API whether the wallet's Squads multisig on chain conforms (docs/api.md)"
-    )
-    check.add_argument("--url", required=True, help="base URL of the parent proxy, e.g. http://127.0.0.1:8080")
-    check.add_argument("--wallet", required=True)
-
+    owner_multisig_cli.register(commands)
     owner_verify_cli.register(commands)
     owner_rotation_cli.register(commands)
     owner.set_defaults(func=run)
@@ -181,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
             return new_key_file(args)
         if args.owner_command in owner_rotation_cli.COMMANDS:
             return owner_rotation_cli.run(args)
+        if args.owner_command == owner_multisig_cli.COMMAND and owner_multisig_cli.check_way(args) == "rpc":
+            return owner_multisig_cli.check_multisig_rpc(args)  # signs nothing: the owner public key only
         signer = signer_from_args(args)
         command = args.owner_command
         if command == "pubkey":
@@ -247,8 +249,9 @@ def call(args: argparse.Namespace, signer: OwnerSigner, client: httpx.Client | N
 
 
 def check_multisig(args: argparse.Namespace, signer: OwnerSigner, client: httpx.Client | None = None) -> int:
-    """``check-multisig``: print the report (stdout) and each failed check (stderr); exit 0 only when the answer is
-    a report that conforms. The report is what the parent read from its chain adapter (docs/api.md)."""
+    """``check-multisig --url``: print the API's report (stdout) and each failed check (stderr); exit 0 only when the
+    answer is a report that conforms. The report is what the parent read from its chain adapter (docs/api.md);
+    ``--rpc-url`` makes the comparison without the parent (`parent_proxy.owner_multisig_cli`)."""
     if not re.fullmatch(WALLET_ID, args.wallet):
         raise OwnerInputError("--wallet is not a wallet id")
     response = _send(signer, args.url, "GET", f"/v1/wallets/{args.wallet}/multisig", b"", client=client)
@@ -257,12 +260,6 @@ def check_multisig(args: argparse.Namespace, signer: OwnerSigner, client: httpx.
         return EXIT_REFUSED
     try:
         report = response.json()
-        conforms, checks = report["conforms"], report["checks"]
-        failed = [f"{c['id']} ({c['subject']}): seen {c['seen']}; expected {c['expected']}"
-                  for c in checks if c["ok"] is not True]  # fmt: skip
-    except (ValueError, KeyError, TypeError):
-        sys.stderr.write("owner check-multisig: the answer is not a multisig report\n")
-        return EXIT_REFUSED
-    for line in failed:
-        sys.stderr.write(f"owner check-multisig: failed: {line}\n")
-    return EXIT_OK if conforms is True and not failed else EXIT_REFUSED
+    except ValueError:
+        report = None
+    return owner_multisig_cli.print_verdict(report if isinstance(report, dict) else {})

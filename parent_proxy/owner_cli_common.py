@@ -1,8 +1,10 @@
-"""What every ``waiaas owner`` command shares: the owner key from the command line, the signed envelope, order
-expiry, JSON output, exit codes and the bad-input error.
+"""What every ``waiaas owner`` command shares: the owner key (or only its public key) from the command line, public
+key options, the RPC client and URL of the commands that read the chain, the signed envelope, order expiry, JSON
+output, exit codes and the bad-input error.
 
-`parent_proxy.owner_cli` (policies, approvals, freeze orders, API calls) and `parent_proxy.owner_rotation_cli`
-(agent-key rotation) both build on this module; neither imports the other's internals.
+`parent_proxy.owner_cli` (policies, approvals, freeze orders, API calls), `parent_proxy.owner_rotation_cli`
+(agent-key rotation) and `parent_proxy.owner_multisig_cli` (the multisig check through the owner's RPC) build on
+this module; none imports another's internals.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
@@ -53,6 +56,37 @@ def pinned_public_key(text: str | None) -> Pubkey | None:
         return Pubkey.from_string(text)
     except ValueError as exc:
         raise OwnerInputError("--owner-public-key is not a base58 public key") from exc
+
+
+def public_key_option(text: str, option: str) -> Pubkey:
+    """A base58 public key given as ``option``; `OwnerInputError` if it is not one."""
+    try:
+        return Pubkey.from_string(text)
+    except ValueError as exc:
+        raise OwnerInputError(f"{option} is not a base58 public key") from exc
+
+
+def new_rpc_client() -> httpx.AsyncClient:
+    """The HTTP client the owner commands read the chain with (the test seam: tests replace it here)."""
+    return httpx.AsyncClient()
+
+
+def rpc_url(args: argparse.Namespace) -> str:
+    """``--rpc-url``, an http(s) URL. It may carry an API key: never print it."""
+    if not args.rpc_url.startswith(("https://", "http://")):
+        raise OwnerInputError("--rpc-url must be an http(s) URL")
+    return str(args.rpc_url)
+
+
+def owner_public_key(args: argparse.Namespace) -> Pubkey:
+    """The owner public key for a command that signs nothing: ``--owner-public-key`` alone, or the public key of the
+    key the options name (checked against ``--owner-public-key`` when both are given)."""
+    if args.keypair is None and args.kms_key_id is None:
+        pinned = pinned_public_key(args.pinned_public_key)
+        if pinned is None:
+            raise OwnerInputError("give the owner public key: --owner-public-key K (before the subcommand)")
+        return pinned
+    return signer_from_args(args).public_key
 
 
 def passphrase(passphrase_file: Path | None, key_file: Path, *, confirm: bool) -> bytes:

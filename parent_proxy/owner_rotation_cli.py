@@ -51,13 +51,13 @@ import secrets
 import sys
 from typing import Any, Final
 
-import httpx
 from solders.hash import Hash
 from solders.message import Message, to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
+from parent_proxy import owner_cli_common
 from parent_proxy.chain import ChainError, RpcChain
 from parent_proxy.nonce_account import NonceAccount
 from parent_proxy.owner_cli_common import (
@@ -67,8 +67,10 @@ from parent_proxy.owner_cli_common import (
     OwnerInputError,
     envelope,
     order_expiry,
-    pinned_public_key,
+    owner_public_key,
     print_json,
+    public_key_option,
+    rpc_url,
     signer_from_args,
 )
 from parent_proxy.rotation_transaction import (
@@ -95,11 +97,6 @@ COMMANDS: Final = frozenset(
     {"rotation-transaction", "advance-nonce-transaction", "sign-rotation", "sign-key-switch", "cosign"}
 )
 _MAX_BASE64_CHARS: Final = 4 * ((MAX_TRANSACTION_BYTES + 2) // 3)
-
-
-def new_rpc_client() -> httpx.AsyncClient:
-    """The HTTP client `rotation-transaction` reads the chain with (the test seam)."""
-    return httpx.AsyncClient()
 
 
 def register(commands: Any) -> None:
@@ -140,13 +137,6 @@ def register(commands: Any) -> None:
     cosign.add_argument("--message-hash", help="refuse unless the message's SHA-256 is this (64 hex)")
 
 
-def _key(text: str, option: str) -> Pubkey:
-    try:
-        return Pubkey.from_string(text)
-    except ValueError as exc:
-        raise OwnerInputError(f"{option} is not a base58 public key") from exc
-
-
 def _transaction(text: str) -> VersionedTransaction:
     if len(text) > _MAX_BASE64_CHARS:
         raise OwnerInputError(f"--transaction is longer than a {MAX_TRANSACTION_BYTES}-byte transaction")
@@ -185,21 +175,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
 
 
-def _owner_public_key(args: argparse.Namespace) -> Pubkey:
-    if args.keypair is None and args.kms_key_id is None:
-        pinned = pinned_public_key(args.pinned_public_key)
-        if pinned is None:
-            raise OwnerInputError("give the owner public key: --owner-public-key K (before the subcommand)")
-        return pinned
-    return signer_from_args(args).public_key
-
-
-def _rpc_url(args: argparse.Namespace) -> str:
-    if not args.rpc_url.startswith(("https://", "http://")):
-        raise OwnerInputError("--rpc-url must be an http(s) URL")
-    return str(args.rpc_url)
-
-
 def _recent_blockhash(text: str) -> Hash:
     try:
         return Hash.from_string(text)
@@ -208,15 +183,15 @@ def _recent_blockhash(text: str) -> Hash:
 
 
 def rotation_transaction(args: argparse.Namespace) -> int:
-    owner = _owner_public_key(args)
-    multisig = _key(args.multisig, "--multisig")
-    new_agent = _key(args.new_agent_key, "--new-agent-key")
-    agent = None if args.agent_key is None else _key(args.agent_key, "--agent-key")
-    nonce_address = None if args.nonce_account is None else _key(args.nonce_account, "--nonce-account")
-    url = _rpc_url(args)
+    owner = owner_public_key(args)
+    multisig = public_key_option(args.multisig, "--multisig")
+    new_agent = public_key_option(args.new_agent_key, "--new-agent-key")
+    agent = None if args.agent_key is None else public_key_option(args.agent_key, "--agent-key")
+    nonce_address = None if args.nonce_account is None else public_key_option(args.nonce_account, "--nonce-account")
+    url = rpc_url(args)
 
     async def read() -> tuple[MultisigAccount, list[SpendingLimitAccount], Hash | NonceAccount]:
-        async with new_rpc_client() as client:
+        async with owner_cli_common.new_rpc_client() as client:
             chain = RpcChain(client, url)
             account = await chain.multisig_account(multisig)
             limits = await chain.spending_limits(multisig)
@@ -252,12 +227,12 @@ def rotation_transaction(args: argparse.Namespace) -> int:
 
 
 def advance_nonce_transaction(args: argparse.Namespace) -> int:
-    owner = _owner_public_key(args)
-    address = _key(args.nonce_account, "--nonce-account")
-    url = _rpc_url(args)
+    owner = owner_public_key(args)
+    address = public_key_option(args.nonce_account, "--nonce-account")
+    url = rpc_url(args)
 
     async def read() -> tuple[NonceAccount, Hash]:
-        async with new_rpc_client() as client:
+        async with owner_cli_common.new_rpc_client() as client:
             chain = RpcChain(client, url)
             return await chain.nonce_account(address), _recent_blockhash(await chain.latest_blockhash())
 
@@ -282,9 +257,12 @@ def _named_multisig(decoded: DecodedTransaction) -> Pubkey:
 
 def sign_rotation(args: argparse.Namespace) -> int:
     tx = _transaction(args.transaction)
-    agent, new_agent = _key(args.agent_key, "--agent-key"), _key(args.new_agent_key, "--new-agent-key")
+    agent, new_agent = (
+        public_key_option(args.agent_key, "--agent-key"),
+        public_key_option(args.new_agent_key, "--new-agent-key"),
+    )
     decoded = decode_transaction(bytes(tx))
-    multisig = _named_multisig(decoded) if args.multisig is None else _key(args.multisig, "--multisig")
+    multisig = _named_multisig(decoded) if args.multisig is None else public_key_option(args.multisig, "--multisig")
     check_rotation_transaction(decoded, multisig=multisig, agent=agent, new_agent=new_agent)
     expires_at = order_expiry(args.expires_in)
     signer = signer_from_args(args)
@@ -296,7 +274,10 @@ def sign_rotation(args: argparse.Namespace) -> int:
 
 
 def sign_key_switch(args: argparse.Namespace) -> int:
-    agent, new_agent = _key(args.agent_key, "--agent-key"), _key(args.new_agent_key, "--new-agent-key")
+    agent, new_agent = (
+        public_key_option(args.agent_key, "--agent-key"),
+        public_key_option(args.new_agent_key, "--new-agent-key"),
+    )
     if agent == new_agent:
         raise OwnerInputError("--new-agent-key is the agent key")
     document = switch_document(args.wallet_id, agent, new_agent, order_expiry(args.expires_in))

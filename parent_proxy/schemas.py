@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.errors import WebhookError
 from parent_proxy.webhook_urls import check_webhook_url
+
+if TYPE_CHECKING:
+    from parent_proxy.multisig_conformance import ConformanceReport
 
 BASE58_KEY = r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"
 BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
@@ -265,3 +268,12 @@ class MultisigConformance(BaseModel):
     multisig: str
     conforms: bool = Field(description="every check is ok")
     checks: list[MultisigCheckView]
+
+    @classmethod
+    def of(cls, wallet_id: str, report: ConformanceReport) -> MultisigConformance:
+        """The report as the API answers it and ``waiaas owner check-multisig`` prints it (either way it is read)."""
+        return cls(
+            wallet_id=wallet_id, multisig=str(report.multisig), conforms=report.conforms,
+            checks=[MultisigCheckView(id=c.id, subject=c.subject, ok=c.ok, seen=c.seen, expected=c.expected)
+                    for c in report.checks],
+        )  # fmt: skip

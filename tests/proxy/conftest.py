@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from parent_proxy import owner_rotation_cli
+from parent_proxy import owner_cli_common
 from parent_proxy.owner_signers import write_keypair_file
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.protocol import Store
@@ -114,9 +114,9 @@ def wallet_store(store: Store) -> Store:
 
 @pytest.fixture
 def rpc(monkeypatch: pytest.MonkeyPatch) -> Rpc:
-    """The owner CLI's RPC (`owner_rotation_cli.new_rpc_client`) answered by a LiteSVM-backed local chain."""
+    """The owner CLI's RPC (`owner_cli_common.new_rpc_client`) answered by a LiteSVM-backed local chain."""
     chain = Rpc()
-    monkeypatch.setattr(owner_rotation_cli, "new_rpc_client", chain.client)
+    monkeypatch.setattr(owner_cli_common, "new_rpc_client", chain.client)
     return chain
 
 

@@ -25,7 +25,7 @@ from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from parent_proxy import owner_rotation_cli
+from parent_proxy import owner_cli_common
 from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_order
 from policies.rotation import check_rotation_transaction
 from policies.transaction import decode_transaction
@@ -180,7 +180,7 @@ def test_rotation_transaction_rpc_failure_exits_1_without_the_url(monkeypatch: p
         raise httpx.ConnectError("connection refused", request=request)
 
     monkeypatch.setattr(
-        owner_rotation_cli, "new_rpc_client", lambda: httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+        owner_cli_common, "new_rpc_client", lambda: httpx.AsyncClient(transport=httpx.MockTransport(refuse))
     )
     code, out, err = cli("--owner-public-key", str(Pubkey.new_unique()), "rotation-transaction", "--rpc-url",
                          RPC_URL, "--multisig", str(Pubkey.new_unique()), "--new-agent-key",
