@@ -73,3 +73,17 @@ def record_signs(client: Any) -> list[dict[str, Any]]:
 
     client.sign = sign
     return signed
+
+
+class Borrowed:
+    """A test client lent to the owner CLI, which closes the `httpx.Client` it makes: closing this leaves the
+    harness's client open."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        return self._client.request(*args, **kwargs)
+
+    def close(self) -> None:
+        pass

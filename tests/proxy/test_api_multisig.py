@@ -21,6 +21,7 @@ from parent_proxy.squads_spending_limit_account import PERIOD_DAY, SPENDING_LIMI
 from policies.cli import main
 from policies.decoders.squads_vault import squads_vault_address
 from tests.proxy.api_harness import Harness, running_harness
+from tests.proxy.hooked_client import Borrowed
 from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY
 from tests.support.squads_encoder import PROGRAM_ID
 from tests.support.squads_rotation import multisig_address, put_multisig, put_spending_limit
@@ -131,19 +132,6 @@ def test_only_the_wallets_owner_may_ask(h: Harness) -> None:
 # -- waiaas owner check-multisig ------------------------------------------------------------------------------------
 
 
-class _Borrowed:
-    """The harness's TestClient for the owner CLI, which closes the client it makes."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        return self._client.request(*args, **kwargs)
-
-    def close(self) -> None:
-        pass
-
-
 def check_multisig(h: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str], wallet: str) -> tuple[int, str, str]:
     key_file = tmp_path / "owner.json"
     if not key_file.exists():
@@ -157,7 +145,7 @@ def check_multisig(h: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_the_owner_cli_exits_0_only_for_a_conforming_multisig(
     h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("httpx.Client", lambda **_: _Borrowed(h.client))
+    monkeypatch.setattr("httpx.Client", lambda **_: Borrowed(h.client))
     multisig_wallet(h)
     code, out, err = check_multisig(h, tmp_path, capsys, h.wallet_id)
     assert code == 0 and json.loads(out)["conforms"] is True and "failed" not in err

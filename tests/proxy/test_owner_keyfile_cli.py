@@ -13,7 +13,6 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -38,6 +37,7 @@ from policies.cli import main
 from policies.orders import check_approval, check_freeze_order
 from policies.signing import load_signed_policy
 from tests.proxy.api_harness import Harness, running_harness
+from tests.proxy.hooked_client import Borrowed
 from tests.support.policies import EXAMPLE_PATH, MERCHANT, owner_public_key
 
 PASSPHRASE = "tr0ub4dor & 3 ☃"
@@ -284,19 +284,6 @@ def test_a_group_readable_encrypted_key_warns_and_still_works(
 # -- the API accepts what the CLI signs with an encrypted key ---------------------------------------------------------
 
 
-class _Borrowed:
-    """The harness's TestClient for `owner call`, which closes the client it makes."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        return self._client.request(*args, **kwargs)
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
     yield from running_harness(tmp_path)
@@ -309,7 +296,7 @@ def test_owner_requests_signed_through_the_cli_with_an_encrypted_key_are_accepte
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("httpx.Client", lambda **_: _Borrowed(harness.client))  # `owner call` makes one per call
+    monkeypatch.setattr("httpx.Client", lambda **_: Borrowed(harness.client))  # `owner call` makes one per call
     key_file = tmp_path / "owner.key"
     write_encrypted_key_file(key_file, harness.owner, PASSPHRASE.encode())
     owner = ["owner", "--keypair", str(key_file), "--passphrase-file", str(passfile)]
