@@ -115,7 +115,10 @@ def _anchor(args: argparse.Namespace) -> Anchor | None:
         x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise _BadInput("--root-pem: not a PEM certificate") from None
-    return Anchor(pem, _pcrs(args.pcr), allow_debug=args.allow_debug)
+    pcrs = _pcrs(args.pcr)
+    if 0 not in pcrs:
+        raise _BadInput("--pcr needs PCR 0 (the enclave image): without it the anchor attests any code")
+    return Anchor(pem, pcrs, allow_debug=args.allow_debug)
 
 
 def _say_receipts(report: ReceiptsReport, *, anchored: bool) -> None:

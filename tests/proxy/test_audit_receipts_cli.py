@@ -248,6 +248,7 @@ def test_the_development_nsm_does_not_verify_against_a_pinned_root(
         (["--receipts", "--root-pem", "ROOT", "--pcr", "0=xyz"], "expected INDEX=HEX"),
         (["--receipts", "--root-pem", "MISSING", "--pcr", "0=00"], "cannot read"),
         (["--receipts", "--root-pem", "NOT_PEM", "--pcr", "0=00"], "not a PEM certificate"),
+        (["--receipts", "--root-pem", "ROOT", "--pcr", "8=00"], "--pcr needs PCR 0 (the enclave image)"),
     ],
 )
 def test_bad_arguments_exit_2(
