@@ -38,7 +38,7 @@ from parent_proxy.schemas import (
 )
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, SignRequest
-from parent_proxy.sign_parts import agent_key, replayed, verified_policy
+from parent_proxy.sign_parts import agent_key, verified_policy
 from policies.errors import PolicyEngineError
 
 WalletId = Annotated[str, Path(pattern=WALLET_ID)]
@@ -111,15 +111,6 @@ async def fetch_tables(services: Services, tables: Sequence[Pubkey]) -> Mapping[
         raise ApiError(Code.CHAIN_UNAVAILABLE, "the lookup tables could not be read from the chain") from exc
 
 
-def _stored_answer(services: Services, agent: Agent, request: SignRequest) -> Answer | None:
-    """Step 1 of `parent_proxy.sign_flow` alone, read only: the answer stored under the request's key (a replay),
-    None if the key is free; 409 if it holds another request or one in progress. `SignFlow.prepare` looks again
-    (and claims the key) when this finds nothing."""
-    key, digest = agent_key(request.idempotency_key), request.digest()
-    previous = services.store.lookup_idempotent(agent.wallet_id, key, digest, read_clock(services.clock))
-    return None if previous is None else replayed(previous)
-
-
 @router.post(
     "/{wallet_id}/transactions/sign",
     response_model=SignedTransaction,
@@ -138,7 +129,8 @@ async def sign_transaction(
         # A stored answer first: a replay needs no chain read (the RPC may be down, a table closed since), and its
         # digest covers the table addresses, not their contents.
         try:
-            stored = await services.run(_stored_answer, services, agent, sign_request)
+            key, digest = agent_key(sign_request.idempotency_key), sign_request.digest()
+            stored = await services.run(flow.stored_answer, agent.wallet_id, key, digest)
         except (ProxyError, PolicyEngineError) as exc:
             raise translate(exc) from exc
         if stored is not None:

@@ -126,9 +126,9 @@ class SignFlow:
         with s.store.reading():
             # A read first: a replay answers without evaluating. The key is claimed below, atomically with the first
             # write of the path taken (a concurrent request with the same key loses that claim and replays).
-            previous = s.store.lookup_idempotent(wallet_id, key, digest, read_clock(s.clock))
-            if previous is not None:
-                return replayed(previous)
+            stored = self.stored_answer(wallet_id, key, digest)
+            if stored is not None:
+                return stored
             claim = Claim(wallet_id, key, digest)
             try:
                 return self._checks(agent, request, tables, claim)
@@ -143,6 +143,12 @@ class SignFlow:
                     "transaction.failed", {"stage": "checks", "error": type(exc).__name__}, wallet_id=wallet_id
                 )
                 raise
+
+    def stored_answer(self, wallet_id: str, key: str, digest: bytes) -> Answer | None:
+        """Step 1 alone, read only: the answer stored under ``key`` (a replay), None if the key is free; 409 if it
+        holds another request or one in progress (the store's errors)."""
+        previous = self.s.store.lookup_idempotent(wallet_id, key, digest, read_clock(self.s.clock))
+        return None if previous is None else replayed(previous)
 
     def _claim(self, claim: Claim, now: float) -> Answer | None:
         """Claim the key on a path other than ALLOW (its own transaction); a replay if another request won it."""
