@@ -6,7 +6,7 @@
     3. first policy check: decode, and evaluate with the store's counters (spent per window, recent requests and
        denials); the request is recorded for the rate rule
     4. DENY / FREEZE: record the denial (FREEZE also freezes the wallet), audit, notify and store the answer
-       under the key (one store transaction, `_refuse`), 403 with the reasons
+       under the key (one store transaction, `sign_outcomes.refuse`), 403 with the reasons
        ESCALATE: a pending approval is created WITHOUT a reservation (nothing is held while the owner decides; the
        amounts are reserved, against the approval ceilings, when the owner approves: `parent_proxy.approvals`),
        audit, notify and store the answer (one transaction), 202 with the approval id; with
@@ -30,16 +30,17 @@
        stored under the key in one store transaction:
        - enclave ESCALATE of an agent request (its per-boot counters are above the store's: a restored older
          state, clock skew): the escalation it is, not a denial -- a pending approval exactly as in step 4
-         (`_escalate`: ``transaction.escalated``, ``approval.pending``, 429 ``rate_limited`` with the queue full),
-         202 with the approval id and the enclave's decision; once the owner approves, `parent_proxy.approvals`
-         relays it with the approval;
+         (`sign_outcomes.escalate`: ``transaction.escalated``, ``approval.pending``, 429 ``rate_limited`` with the
+         queue full), 202 with the approval id and the enclave's decision; once the owner approves,
+         `parent_proxy.approvals` relays it with the approval;
        - enclave DENY / FREEZE (and any other unsigned answer, an owner-approved request's included): a denial is
          counted (FREEZE also freezes the wallet), ``transaction.refused``, 403 ``enclave_refused`` (or
          ``wallet_frozen``) with the enclave's reasons.
 
 Nothing is retried. A failure before any effect abandons the idempotency claim, so the caller may retry with the
 same key; a decision (deny, escalate, signed) is stored under the key and replayed. The values and pure steps
-are in `parent_proxy.sign_parts`.
+are in `parent_proxy.sign_parts`, the writers of the unsigned outcomes (refusals, escalations) in
+`parent_proxy.sign_outcomes`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import base64
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, NoReturn
+from typing import Any
 
 import anyio
 from solders.pubkey import Pubkey
@@ -56,12 +57,13 @@ from solders.signature import Signature
 
 from enclave_app.protocol import TransactionDecisionResponse
 from parent_proxy import give_back, submission
+from parent_proxy import sign_outcomes as outcomes
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import signed_by
 from parent_proxy.enclave_sessions import Expected
-from parent_proxy.errors import ApprovalQueueFull, LimitExceeded, ProxyError
+from parent_proxy.errors import LimitExceeded, ProxyError
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
@@ -72,7 +74,6 @@ from parent_proxy.sign_parts import (
     agent_key,
     decide,
     denial_changes,
-    error_answer,
     eval_context,
     limits_for,
     message_hash,
@@ -84,15 +85,9 @@ from parent_proxy.sign_parts import (
     wire_tables,
 )
 from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
-    CompleteIdempotent,
-    CreateApproval,
     IdempotentAnswer,
-    OutboxItem,
     RecordEvent,
     Reservation,
-    StateChange,
     Wallet,
 )
 from policies.decision import Decision, Verdict
@@ -102,11 +97,6 @@ from policies.errors import PolicyEngineError
 __all__ = ["Answer", "Prepared", "SignFlow", "SignRequest", "decide", "eval_context", "refusal", "spent_entries"]
 
 logger = logging.getLogger(__name__)
-
-MAX_PENDING_APPROVALS: Final = 100
-"""Escalations waiting for the owner, per wallet, beyond which a request that escalates (by the proxy's check or
-the enclave's) is refused. The bound is a condition of the approval's own write (`CreateApproval.max_pending`), so
-it holds exactly under concurrency."""
 
 NOT_THE_AGENT_KEY = "the signature is not the stored agent key's over the requested transaction"
 """The audit reason of a ``transaction.failed`` record for a signed answer that `signed_by` refuses."""
@@ -133,7 +123,9 @@ class SignFlow:
             try:
                 return self._checks(agent, request, tables, claim)
             except ApiError:
-                if claim.held:  # a refusal stores its answer with its record (`_refuse`); anything else frees the key
+                if (
+                    claim.held
+                ):  # a refusal stores its answer with its record (`sign_outcomes.refuse`); anything else frees the key
                     give_back.abandon(s, wallet_id, key, digest)
                 raise
             except BaseException as exc:
@@ -174,20 +166,20 @@ class SignFlow:
             if (replay := self._claim(claim, now)) is not None:
                 return replay
             error = ApiError(Code.WALLET_FROZEN, "the wallet is frozen until the owner unfreezes it")
-            raise self._refuse(claim, error, "transaction.refused", {**base, "reason": "wallet frozen"})
+            raise outcomes.refuse(s, claim, error, "transaction.refused", {**base, "reason": "wallet frozen"})
         try:
             policy = verified_policy(s, wallet)
         except ApiError as exc:  # a stored policy that no longer verifies (logged): refused, the key claimed
             if (replay := self._claim(claim, now)) is not None:
                 return replay
-            raise self._refuse(
-                claim, exc, "transaction.refused", {**base, "reason": "stored policy does not verify"}
+            raise outcomes.refuse(
+                s, claim, exc, "transaction.refused", {**base, "reason": "stored policy does not verify"}
             ) from exc
         if policy is None:
             if (replay := self._claim(claim, now)) is not None:
                 return replay
             error = ApiError(Code.NO_POLICY, "the wallet has no policy: everything is denied")
-            raise self._refuse(claim, error, "transaction.refused", {**base, "reason": "no policy"})
+            raise outcomes.refuse(s, claim, error, "transaction.refused", {**base, "reason": "no policy"})
         ctx, requests, denials = eval_context(s, wallet, policy, now)
         decision = decide(policy, request.transaction, tables, ctx)
         s.metrics.count("waiaas_decisions_total", verdict=decision.verdict.label, stage="proxy")
@@ -203,7 +195,8 @@ class SignFlow:
             except LimitExceeded as exc:  # nothing was written: claim and record the request, then refuse
                 if (replay := self._claim(claim, now)) is not None:
                     return replay
-                raise self.limit_refusal(wallet, exc, payload, [RecordEvent(wallet_id, "request", now)], claim) from exc
+                recorded = [RecordEvent(wallet_id, "request", now)]
+                raise outcomes.limit_refusal(s, wallet, exc, payload, changes=recorded, claim=claim) from exc
             if started.replay is not None:
                 return replayed(started.replay)
             claim.held = True
@@ -221,107 +214,10 @@ class SignFlow:
             trigger = next((r.rule for r in decision.reasons if r.verdict is Verdict.FREEZE), None) if frozen else None
             changes = denial_changes(wallet_id, now, None if trigger is None else f"policy freeze trigger: {trigger}")
             event = "transaction.frozen" if frozen else "transaction.denied"
-            raise self._refuse(claim, refusal(decision, frozen), event, payload, webhook=webhook, changes=changes)
+            raise outcomes.refuse(s, claim, refusal(decision, frozen), event, payload, webhook=webhook, changes=changes)
         # ESCALATE: a pending approval, with the request's timestamp.
         changes = [RecordEvent(wallet_id, "request", now)]
-        return self._escalate(claim, request, base, decision.to_json(), now, changes=changes)
-
-    def _escalate(
-        self,
-        claim: Claim,
-        request: SignRequest,
-        base: Mapping[str, Any],
-        decision: dict[str, Any],
-        now: float,
-        *,
-        changes: Sequence[StateChange] = (),
-        audit: Mapping[str, Any] | None = None,
-        receipt: bytes | None = None,
-    ) -> Answer:
-        """An escalated request (``decision``: the proxy's, or the enclave's) waits for the owner: ``changes`` (the
-        request's timestamp, unless recorded already), the pending approval, its ``transaction.escalated`` record
-        (with the enclave's ``receipt``, if the enclave escalated) and ``approval.pending`` webhook, and the answer
-        stored under the claimed key, in one store transaction; the 202 with the approval id. With
-        `MAX_PENDING_APPROVALS` already waiting (a condition of the approval's own write), refused instead: 429
-        ``rate_limited``, ``transaction.refused`` with ``changes`` and the receipt, not a denial. ``base``: the
-        request's audit fields; ``audit``: more fields of the records (an enclave answer's ``message_sha256``)."""
-        s, wallet_id = self.s, claim.wallet_id
-        payload = {**base, **(audit or {}), "decision": decision}
-        approval_id = uuid.uuid4().hex
-        escalated = {**payload, "approval_id": approval_id}
-        webhook = s.webhook_item(wallet_id, "approval.pending", escalated)
-        stored_request = canonical({"request": request.to_json(), "decision": decision, **base})
-        approval = Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now)
-        body = {
-            "status": "pending_approval",
-            "request_id": base["request_id"],
-            "approval_id": approval_id,
-            "decision": decision,
-        }
-        answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, canonical({"status_code": 202, "body": body}))
-        create = CreateApproval(approval, max_pending=MAX_PENDING_APPROVALS)
-        written = [*changes, create, CompleteIdempotent(answer)]
-        try:
-            s.audit.append(
-                "transaction.escalated", escalated, wallet_id=wallet_id, receipt=receipt, webhook=webhook,
-                changes=written,
-            )  # fmt: skip
-        except ApprovalQueueFull as full:
-            error = ApiError(
-                Code.RATE_LIMITED,
-                f"{full.limit} approvals of this wallet are waiting for the owner; another can wait only after the "
-                "owner decides some",
-            )
-            reason = {"reason": f"{full.limit} approvals pending (at most {full.limit})"}
-            raise self._refuse(claim, error, "transaction.refused", {**payload, **reason}, changes=changes,
-                               receipt=receipt) from full  # fmt: skip
-        claim.held = False
-        return Answer(202, body)
-
-    def _refuse(
-        self,
-        claim: Claim,
-        error: ApiError,
-        event: str,
-        payload: dict[str, Any],
-        *,
-        webhook: OutboxItem | None = None,
-        changes: Sequence[StateChange] = (),
-        receipt: bytes | None = None,
-    ) -> ApiError:
-        """Write a refusal: its ``changes``, its audit record (with the enclave's ``receipt``, if any; and webhook)
-        and the error answer stored under the claimed key, in one store transaction (a failure writes none of it,
-        and the key is freed); the error."""
-        stored = IdempotentAnswer(claim.wallet_id, claim.key, claim.digest, canonical(error_answer(error)))
-        changes = [*changes, CompleteIdempotent(stored)]
-        self.s.audit.append(
-            event, payload, wallet_id=claim.wallet_id, receipt=receipt, webhook=webhook, changes=changes
-        )
-        claim.held = False
-        return error
-
-    def limit_refusal(
-        self,
-        wallet: Wallet,
-        exc: LimitExceeded,
-        audit_base: dict[str, Any],
-        changes: Sequence[StateChange] = (),
-        claim: Claim | None = None,
-    ) -> ApiError:
-        """Audit a reservation refused by the period limits (a concurrent request got there first), with ``changes``
-        (the request's timestamp, if not recorded yet) and, for a ``claim``, the stored answer in the same store
-        transaction; the 403."""
-        reasons = [
-            {"verdict": "deny", "rule": "reservation", "message": "period limit reached by concurrent requests",
-             "seen": f"{asset}/{window}s", "allowed": str(cap)}
-            for (asset, window), (_total, cap) in sorted(exc.excess.items())
-        ]  # fmt: skip
-        payload = {**audit_base, "reservation": reasons}
-        error = ApiError(Code.LIMIT_EXCEEDED, "the period limit was reached", reasons=reasons)
-        if claim is not None:
-            return self._refuse(claim, error, "transaction.denied", payload, changes=changes)
-        self.s.audit.append("transaction.denied", payload, wallet_id=wallet.wallet_id, changes=changes)
-        return error
+        return outcomes.escalate(s, claim, request, base, decision.to_json(), now=now, changes=changes)
 
     def reserve(
         self,
@@ -341,7 +237,7 @@ class SignFlow:
         try:
             return self.s.store.reserve(wallet.wallet_id, request_id, amounts, caps, now)
         except LimitExceeded as exc:
-            raise self.limit_refusal(wallet, exc, audit_base) from exc
+            raise outcomes.limit_refusal(self.s, wallet, exc, audit_base) from exc
 
     # -- step 5 (async) -----------------------------------------------------------------------------------------
     async def relay(
@@ -382,8 +278,10 @@ class SignFlow:
             try:
                 if unsigned and verdict == "escalate" and prepared.origin is not None:
                     # An agent request the proxy allowed and the enclave escalates: it waits for the owner.
-                    return self._record_escalation(prepared, prepared.origin, answer.decision, message_sha256, receipt)
-                self._record_refusal(prepared, answer.decision, base, receipt)
+                    return outcomes.record_escalation(
+                        s, prepared, prepared.origin, answer.decision, message_sha256=message_sha256, receipt=receipt
+                    )
+                outcomes.record_refusal(s, prepared, answer.decision, base, receipt)
             except ApiError:
                 raise
             except BaseException:  # the store failed part-way (503): give back, as for any 503
@@ -437,48 +335,6 @@ class SignFlow:
             "the enclave answered a signature that is not the wallet's agent key's; nothing was signed",
         )
         give_back.failed(self.s, prepared, error, reason=NOT_THE_AGENT_KEY)
-        raise error
-
-    def _record_escalation(
-        self, prepared: Prepared, origin: Origin, decision: dict[str, Any], message_sha256: bytes, receipt: bytes
-    ) -> Answer:
-        """Step 6 for an unsigned enclave ESCALATE of an agent request (the enclave's counters are above the
-        store's: a restored older state, clock skew): release the reservation, then the pending approval exactly as
-        for the proxy's own escalation (`_escalate`; the request was recorded by `begin_signing`), its record with
-        the enclave's receipt; no denial is counted. The 202 (or 429 with the owner's queue full)."""
-        s, wallet_id = self.s, prepared.wallet.wallet_id
-        if prepared.reservation is not None:
-            s.store.release(prepared.reservation)
-        claim = Claim(wallet_id, prepared.key, prepared.digest, held=True)
-        audit = {"message_sha256": message_sha256.hex()}
-        now = read_clock(s.clock)
-        return self._escalate(claim, origin.request, origin.base, decision, now, audit=audit, receipt=receipt)
-
-    def _record_refusal(
-        self, prepared: Prepared, decision: dict[str, Any], base: dict[str, Any], receipt: bytes
-    ) -> NoReturn:
-        """Step 6 for an unsigned enclave answer: release, freeze if asked, record, audit, notify; raise the 403."""
-        s, wallet_id = self.s, prepared.wallet.wallet_id
-        verdict, reasons = decision.get("verdict"), decision.get("reasons")
-        webhook = s.webhook_item(wallet_id, "transaction.denied", base)
-        if prepared.reservation is not None:
-            s.store.release(prepared.reservation)
-        frozen = verdict == "freeze"
-        error = ApiError(
-            Code.WALLET_FROZEN if frozen else Code.ENCLAVE_REFUSED,
-            "the enclave refused to sign",
-            reasons=reasons if isinstance(reasons, list) else [],
-        )
-        # The denial (the request was recorded by `begin_signing`), a freeze, and the stored answer: one transaction
-        # with the record.
-        reason = "enclave freeze decision" if frozen else None
-        changes: list[StateChange] = denial_changes(wallet_id, read_clock(s.clock), reason, request=False)
-        if prepared.idempotent:
-            answer = canonical(error_answer(error))
-            changes.append(CompleteIdempotent(IdempotentAnswer(wallet_id, prepared.key, prepared.digest, answer)))
-        s.audit.append(
-            "transaction.refused", base, wallet_id=wallet_id, receipt=receipt, webhook=webhook, changes=changes
-        )
         raise error
 
     # -- the whole flow -----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from parent_proxy import sign_flow
+from parent_proxy import sign_outcomes
 from parent_proxy.audit_receipts import verify_audit_receipts
 from parent_proxy.sign_parts import message_hash
 from policies.orders import approval_document
@@ -156,7 +156,7 @@ def test_a_request_to_submit_is_submitted_only_once_the_owner_approves(h: Harnes
 def test_with_the_owners_queue_full_an_enclave_escalation_is_refused_429_and_no_denial(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sign_flow, "MAX_PENDING_APPROVALS", 2)
+    monkeypatch.setattr(sign_outcomes, "MAX_PENDING_APPROVALS", 2)
     enclave_ahead(h)
     waiting = [h.sign(h.transfer(2 * LAMPORTS_PER_SOL + i, MERCHANT)) for i in range(2)]  # the proxy escalates
     assert [r.status_code for r in waiting] == [202, 202]

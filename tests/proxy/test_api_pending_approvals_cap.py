@@ -1,4 +1,4 @@
-"""The owner's approval queue is bounded: with `sign_flow.MAX_PENDING_APPROVALS` escalations of a wallet waiting, a
+"""The owner's approval queue is bounded: with `sign_outcomes.MAX_PENDING_APPROVALS` escalations of a wallet waiting, a
 request that escalates is refused (429 ``rate_limited``, audited, stored under its idempotency key) and nothing is
 queued; once the owner decides one, the next escalation waits again. Real proxy, store and enclave. The bound is a
 condition of the approval's own write (tests/proxy/test_store_approval_bound_contract.py: exact under concurrency)."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parent_proxy import sign_flow
+from parent_proxy import sign_outcomes
 from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, pending_approval_ids, provision, running_harness
 from tests.support.policies import MERCHANT
 
@@ -19,7 +19,7 @@ CAP = 3
 
 @pytest.fixture
 def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    monkeypatch.setattr(sign_flow, "MAX_PENDING_APPROVALS", CAP)
+    monkeypatch.setattr(sign_outcomes, "MAX_PENDING_APPROVALS", CAP)
     for harness in running_harness(tmp_path):
         provision(harness)
         yield harness

@@ -1,0 +1,179 @@
+"""The unsigned outcomes of a signing request, each written in one store transaction with its audit record.
+
+`parent_proxy.sign_flow` decides which outcome a request has; this module writes it:
+
+- `refuse`: a refusal's changes (a denial, a freeze), its record and the error answer stored under the claimed key;
+- `limit_refusal`: a reservation the period limits refused (a concurrent request got there first), 403;
+- `escalate`: a pending approval for the owner, its record and ``approval.pending`` webhook, and the 202 stored
+  under the key; with `MAX_PENDING_APPROVALS` already waiting, refused instead (429 ``rate_limited``);
+- `record_escalation` / `record_refusal`: the same two for an unsigned enclave answer, after releasing the
+  reservation the proxy had made.
+
+A write that fails leaves none of its parts behind (one store transaction), and the caller gives the key back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, NoReturn
+
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.clock import read_clock
+from parent_proxy.errors import ApprovalQueueFull, LimitExceeded
+from parent_proxy.services import Services, canonical
+from parent_proxy.sign_parts import Answer, Claim, Origin, Prepared, SignRequest, denial_changes, error_answer
+from parent_proxy.store.model import (
+    Approval,
+    ApprovalStatus,
+    CompleteIdempotent,
+    CreateApproval,
+    IdempotentAnswer,
+    OutboxItem,
+    StateChange,
+    Wallet,
+)
+
+MAX_PENDING_APPROVALS: Final = 100
+"""Escalations waiting for the owner, per wallet, beyond which a request that escalates (by the proxy's check or
+the enclave's) is refused. The bound is a condition of the approval's own write (`CreateApproval.max_pending`), so
+it holds exactly under concurrency."""
+
+
+def refuse(
+    s: Services,
+    claim: Claim,
+    error: ApiError,
+    event: str,
+    payload: dict[str, Any],
+    *,
+    webhook: OutboxItem | None = None,
+    changes: Sequence[StateChange] = (),
+    receipt: bytes | None = None,
+) -> ApiError:
+    """Write a refusal: its ``changes``, its audit record (with the enclave's ``receipt``, if any; and webhook)
+    and the error answer stored under the claimed key, in one store transaction (a failure writes none of it,
+    and the key is freed); the error."""
+    stored = IdempotentAnswer(claim.wallet_id, claim.key, claim.digest, canonical(error_answer(error)))
+    s.audit.append(
+        event, payload, wallet_id=claim.wallet_id, receipt=receipt, webhook=webhook,
+        changes=[*changes, CompleteIdempotent(stored)],
+    )  # fmt: skip
+    claim.held = False
+    return error
+
+
+def limit_refusal(
+    s: Services,
+    wallet: Wallet,
+    exc: LimitExceeded,
+    audit_base: dict[str, Any],
+    *,
+    changes: Sequence[StateChange] = (),
+    claim: Claim | None = None,
+) -> ApiError:
+    """Audit a reservation refused by the period limits (a concurrent request got there first), with ``changes``
+    (the request's timestamp, if not recorded yet) and, for a ``claim``, the stored answer in the same store
+    transaction; the 403."""
+    reasons = [
+        {"verdict": "deny", "rule": "reservation", "message": "period limit reached by concurrent requests",
+         "seen": f"{asset}/{window}s", "allowed": str(cap)}
+        for (asset, window), (_total, cap) in sorted(exc.excess.items())
+    ]  # fmt: skip
+    payload = {**audit_base, "reservation": reasons}
+    error = ApiError(Code.LIMIT_EXCEEDED, "the period limit was reached", reasons=reasons)
+    if claim is not None:
+        return refuse(s, claim, error, "transaction.denied", payload, changes=changes)
+    s.audit.append("transaction.denied", payload, wallet_id=wallet.wallet_id, changes=changes)
+    return error
+
+
+def escalate(
+    s: Services,
+    claim: Claim,
+    request: SignRequest,
+    base: Mapping[str, Any],
+    decision: dict[str, Any],
+    *,
+    now: float,
+    changes: Sequence[StateChange] = (),
+    audit: Mapping[str, Any] | None = None,
+    receipt: bytes | None = None,
+) -> Answer:
+    """An escalated request (``decision``: the proxy's, or the enclave's) waits for the owner: ``changes`` (the
+    request's timestamp, unless recorded already), the pending approval, its ``transaction.escalated`` record
+    (with the enclave's ``receipt``, if the enclave escalated) and ``approval.pending`` webhook, and the answer
+    stored under the claimed key, in one store transaction; the 202 with the approval id. With
+    `MAX_PENDING_APPROVALS` already waiting (a condition of the approval's own write), refused instead: 429
+    ``rate_limited``, ``transaction.refused`` with ``changes`` and the receipt, not a denial. ``base``: the
+    request's audit fields; ``audit``: more fields of the records (an enclave answer's ``message_sha256``)."""
+    wallet_id = claim.wallet_id
+    payload = {**base, **(audit or {}), "decision": decision}
+    approval_id = uuid.uuid4().hex
+    escalated = {**payload, "approval_id": approval_id}
+    webhook = s.webhook_item(wallet_id, "approval.pending", escalated)
+    stored_request = canonical({"request": request.to_json(), "decision": decision, **base})
+    approval = Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now)
+    body = {"status": "pending_approval", "request_id": base["request_id"], "approval_id": approval_id,
+            "decision": decision}  # fmt: skip
+    answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, canonical({"status_code": 202, "body": body}))
+    create = CreateApproval(approval, max_pending=MAX_PENDING_APPROVALS)
+    written = [*changes, create, CompleteIdempotent(answer)]
+    try:
+        s.audit.append(
+            "transaction.escalated", escalated, wallet_id=wallet_id, receipt=receipt, webhook=webhook,
+            changes=written,
+        )  # fmt: skip
+    except ApprovalQueueFull as full:
+        error = ApiError(
+            Code.RATE_LIMITED,
+            f"{full.limit} approvals of this wallet are waiting for the owner; another can wait only after the "
+            "owner decides some",
+        )
+        reason = {"reason": f"{full.limit} approvals pending (at most {full.limit})"}
+        raise refuse(s, claim, error, "transaction.refused", {**payload, **reason}, changes=changes,
+                     receipt=receipt) from full  # fmt: skip
+    claim.held = False
+    return Answer(202, body)
+
+
+def record_escalation(
+    s: Services, prepared: Prepared, origin: Origin, decision: dict[str, Any], *, message_sha256: bytes, receipt: bytes
+) -> Answer:
+    """Step 6 for an unsigned enclave ESCALATE of an agent request (the enclave's counters are above the
+    store's: a restored older state, clock skew): release the reservation, then the pending approval exactly as
+    for the proxy's own escalation (`escalate`; the request was recorded by `begin_signing`), its record with
+    the enclave's receipt; no denial is counted. The 202 (or 429 with the owner's queue full)."""
+    if prepared.reservation is not None:
+        s.store.release(prepared.reservation)
+    claim = Claim(prepared.wallet.wallet_id, prepared.key, prepared.digest, held=True)
+    audit = {"message_sha256": message_sha256.hex()}
+    now = read_clock(s.clock)
+    return escalate(s, claim, origin.request, origin.base, decision, now=now, audit=audit, receipt=receipt)
+
+
+def record_refusal(
+    s: Services, prepared: Prepared, decision: dict[str, Any], base: dict[str, Any], receipt: bytes
+) -> NoReturn:
+    """Step 6 for an unsigned enclave answer: release, freeze if asked, record, audit, notify; raise the 403."""
+    wallet_id = prepared.wallet.wallet_id
+    verdict, reasons = decision.get("verdict"), decision.get("reasons")
+    webhook = s.webhook_item(wallet_id, "transaction.denied", base)
+    if prepared.reservation is not None:
+        s.store.release(prepared.reservation)
+    frozen = verdict == "freeze"
+    error = ApiError(
+        Code.WALLET_FROZEN if frozen else Code.ENCLAVE_REFUSED,
+        "the enclave refused to sign",
+        reasons=reasons if isinstance(reasons, list) else [],
+    )
+    # The denial (the request was recorded by `begin_signing`), a freeze, and the stored answer: one transaction
+    # with the record.
+    reason = "enclave freeze decision" if frozen else None
+    changes: list[StateChange] = denial_changes(wallet_id, read_clock(s.clock), reason, request=False)
+    if prepared.idempotent:
+        answer = canonical(error_answer(error))
+        changes.append(CompleteIdempotent(IdempotentAnswer(wallet_id, prepared.key, prepared.digest, answer)))
+    s.audit.append("transaction.refused", base, wallet_id=wallet_id, receipt=receipt, webhook=webhook,
+                   changes=changes)  # fmt: skip
+    raise error
