@@ -17,9 +17,9 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
 from enclave_app.attestation import verify_attestation_document
+from enclave_app.clock import utc_now
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.errors import EnclaveError, SettingsError
 from enclave_app.forwarder import Forwarder
@@ -38,10 +38,6 @@ _LOG = logging.getLogger("enclave_app")
 KMS_FORWARDER_PORT = 443
 SELF_CHECK_NONCE_BYTES = 32
 DEV_PCR0 = hashlib.sha384(b"waiaas unsafe-development NSM: not a measurement").digest()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def build_nsm(settings: Settings) -> Nsm:

@@ -72,7 +72,7 @@ from enclave_app.protocol import (
     WalletResponse,
     decode_response,
 )
-from enclave_app.transport import Address, open_stream, parse_address
+from enclave_app.transport import Transport, parse_address
 
 R = TypeVar("R", bound=Message)
 
@@ -101,7 +101,7 @@ class EnclaveClient:
 
     def __init__(
         self,
-        address: str | Address,
+        address: str | Transport,
         *,
         timeout: float,
         wallet_timeout: float | None = None,
@@ -109,7 +109,7 @@ class EnclaveClient:
     ) -> None:
         if not timeout > 0 or (wallet_timeout is not None and not wallet_timeout > 0):
             raise ValueError("timeout must be positive")
-        self._address = parse_address(address) if isinstance(address, str) else address
+        self._address: Transport = parse_address(address) if isinstance(address, str) else address
         self._timeout = timeout
         self._wallet_timeout = timeout if wallet_timeout is None else max(timeout, wallet_timeout)
         self._aws_credentials = aws_credentials
@@ -138,7 +138,7 @@ class EnclaveClient:
 
     async def _exchange(self, message: Request) -> Response:
         frame = message.to_wire()
-        reader, writer = await open_stream(self._address)
+        reader, writer = await self._address.connect()
         try:
             await write_frame(writer, frame)
             answer = await read_frame(reader)

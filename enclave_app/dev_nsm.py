@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 import cbor2
 from cryptography import x509
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from enclave_app.attestation import MAX_USER_FIELD_BYTES, PCR_COUNT, PCR_SIZES
+from enclave_app.clock import Clock, utc_now
 from enclave_app.cose import ES384_PROTECTED_HEADER, der_signature_to_raw, encode_sign1, sig_structure
 from enclave_app.errors import NsmError
 from enclave_app.nsm import PcrDescription
@@ -87,7 +88,7 @@ class UnsafeDevelopmentNsm:
         self,
         *,
         pcrs: Mapping[int, bytes],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         if not pcrs or 0 not in pcrs:
             raise NsmError("development NSM needs PCR values, PCR0 included")

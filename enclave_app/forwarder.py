@@ -20,7 +20,7 @@ import contextlib
 import logging
 
 from enclave_app.errors import TransportError
-from enclave_app.transport import Address, listen, open_stream
+from enclave_app.transport import Transport
 
 _LOG = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Forwarder:
     ``lifetime_seconds`` each."""
 
     def __init__(
-        self, *, listen_address: Address, upstream: Address, lifetime_seconds: float = CONNECTION_LIFETIME_SECONDS
+        self, *, listen_address: Transport, upstream: Transport, lifetime_seconds: float = CONNECTION_LIFETIME_SECONDS
     ) -> None:
         if not lifetime_seconds > 0:
             raise ValueError("lifetime_seconds must be positive")
@@ -58,7 +58,7 @@ class Forwarder:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> asyncio.Server:
-        self._server = await listen(self._listen_address, self._handle)
+        self._server = await self._listen_address.serve(self._handle)
         return self._server
 
     async def close(self) -> None:
@@ -89,7 +89,7 @@ class Forwarder:
         writers: list[asyncio.StreamWriter],
     ) -> None:
         try:
-            upstream_reader, upstream_writer = await open_stream(self._upstream)
+            upstream_reader, upstream_writer = await self._upstream.connect()
         except TransportError:
             _LOG.warning("forwarder: upstream unreachable; closing the client connection")
             return

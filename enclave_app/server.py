@@ -74,7 +74,7 @@ from enclave_app.rotation import prepare_agent_key, sign_agent_key_rotation, swi
 from enclave_app.sealing import SealBinding, Sealers, seal_for_request, unseal_for_request
 from enclave_app.signer import sign_message, sign_transaction
 from enclave_app.state import Enclave, Wallet, fresh_seed
-from enclave_app.transport import Address, listen
+from enclave_app.transport import Transport
 from policies.errors import PolicyEngineError
 from policies.signing import load_signed_policy
 
@@ -293,8 +293,8 @@ class EnclaveServer:
         self.request_timeout = request_timeout
         self._active = 0
 
-    async def start(self, address: Address) -> asyncio.Server:
-        return await listen(address, self.serve_connection)
+    async def start(self, address: Transport) -> asyncio.Server:
+        return await address.serve(self.serve_connection)
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._active >= self.max_connections:

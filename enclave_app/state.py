@@ -31,13 +31,13 @@ import hashlib
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
+from enclave_app.clock import Clock
 from enclave_app.errors import InconsistentStateError, NsmError, StateError
 from enclave_app.nsm import Nsm
 from enclave_app.protocol import AttestationMode, EnclaveState, ErrorCode
@@ -47,8 +47,6 @@ from policies.document import MAX_WINDOW_SECONDS, Policy
 
 _LOG = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-"""The enclave's own clock (timezone-aware). Never the parent's: request times come from here."""
 
 MAX_WALLETS = 1024
 """Wallets one enclave holds (ours: memory per wallet is a few KiB plus its ledger)."""

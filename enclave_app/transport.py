@@ -1,15 +1,19 @@
 """Stream transports from an address spec: ``vsock:<cid>:<port>``, ``unix:<path>``, ``tcp:<host>:<port>``.
 
 AF_VSOCK (Nitro), AF_UNIX (self-host) and loopback TCP (tests) differ only in how a socket is opened; once open,
-everything above (framing, the forwarder) runs on the same asyncio streams.
+everything above (framing, the server, the client, the forwarder) runs on the same asyncio streams. The seam is
+`Transport` (``connect`` and ``serve``); each address class is one of its adapters, and every socket failure
+comes out as `TransportError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from enclave_app.errors import TransportError
 
@@ -19,26 +23,93 @@ MAX_VSOCK_PORT = 0xFFFFFFFF
 
 LISTEN_BACKLOG = 64
 
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Transport(Protocol):
+    """The transport seam: where the protocol's byte streams come from. The framing, the enclave server, the
+    client and the forwarder only ever call these two methods, so the same code runs over every socket family."""
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connected stream, or `TransportError`."""
+        ...
+
+    async def serve(self, handler: StreamHandler) -> asyncio.Server:
+        """Start serving ``handler`` on each accepted stream, or `TransportError`."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class VsockAddress:
+    """AF_VSOCK (the Nitro enclave and its parent)."""
+
     cid: int
     port: int
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        with _failure("connection failed"):
+            sock = _vsock_socket()
+            try:
+                await asyncio.get_running_loop().sock_connect(sock, (self.cid, self.port))
+                return await asyncio.open_connection(sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+
+    async def serve(self, handler: StreamHandler) -> asyncio.Server:
+        with _failure("listen failed"):
+            sock = _vsock_socket()
+            try:
+                sock.bind((self.cid, self.port))
+                sock.listen(LISTEN_BACKLOG)
+                return await asyncio.start_server(handler, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
 
 
 @dataclass(frozen=True, slots=True)
 class UnixAddress:
+    """AF_UNIX (self-host: the signer's socket on a shared volume)."""
+
     path: str
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        with _failure("connection failed"):
+            return await asyncio.open_unix_connection(self.path)
+
+    async def serve(self, handler: StreamHandler) -> asyncio.Server:
+        with _failure("listen failed"):
+            return await asyncio.start_unix_server(handler, self.path, backlog=LISTEN_BACKLOG)
 
 
 @dataclass(frozen=True, slots=True)
 class TcpAddress:
+    """TCP (tests, and the enclave's forwarder to KMS through the parent's proxy)."""
+
     host: str
     port: int
 
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        with _failure("connection failed"):
+            return await asyncio.open_connection(self.host, self.port)
+
+    async def serve(self, handler: StreamHandler) -> asyncio.Server:
+        with _failure("listen failed"):
+            return await asyncio.start_server(handler, self.host, self.port, backlog=LISTEN_BACKLOG)
+
 
 Address = VsockAddress | UnixAddress | TcpAddress
-StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+"""What `parse_address` returns: each is a `Transport`."""
+
+
+@contextmanager
+def _failure(message: str) -> Iterator[None]:
+    """An OSError inside becomes `TransportError(message)` (chained), the transport's one error type."""
+    try:
+        yield
+    except OSError as exc:
+        raise TransportError(message) from exc
 
 
 def _number(text: str, upper: int) -> int:
@@ -72,40 +143,3 @@ def _vsock_socket() -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
     return sock
-
-
-async def open_stream(address: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect to ``address``."""
-    try:
-        if isinstance(address, TcpAddress):
-            return await asyncio.open_connection(address.host, address.port)
-        if isinstance(address, UnixAddress):
-            return await asyncio.open_unix_connection(address.path)
-        sock = _vsock_socket()
-        try:
-            await asyncio.get_running_loop().sock_connect(sock, (address.cid, address.port))
-        except BaseException:
-            sock.close()
-            raise
-        return await asyncio.open_connection(sock=sock)
-    except OSError as exc:
-        raise TransportError("connection failed") from exc
-
-
-async def listen(address: Address, handler: StreamHandler) -> asyncio.Server:
-    """Start serving ``handler`` on ``address``."""
-    try:
-        if isinstance(address, TcpAddress):
-            return await asyncio.start_server(handler, address.host, address.port, backlog=LISTEN_BACKLOG)
-        if isinstance(address, UnixAddress):
-            return await asyncio.start_unix_server(handler, address.path, backlog=LISTEN_BACKLOG)
-        sock = _vsock_socket()
-        try:
-            sock.bind((address.cid, address.port))
-            sock.listen(LISTEN_BACKLOG)
-        except BaseException:
-            sock.close()
-            raise
-        return await asyncio.start_server(handler, sock=sock)
-    except OSError as exc:
-        raise TransportError("listen failed") from exc

@@ -26,7 +26,7 @@ from enclave_app.client import CredentialsSource, EnclaveClient
 from enclave_app.errors import FramingError
 from enclave_app.framing import read_frame, write_frame
 from enclave_app.protocol import Request, Response, decode_response
-from enclave_app.transport import Address, open_stream
+from enclave_app.transport import Transport
 
 MAX_IDLE = 16
 """Idle connections kept (the enclave server accepts 64 at once)."""
@@ -47,7 +47,7 @@ class PooledEnclaveClient(EnclaveClient):
 
     def __init__(
         self,
-        address: str | Address,
+        address: str | Transport,
         *,
         timeout: float,
         wallet_timeout: float | None = None,
@@ -80,7 +80,7 @@ class PooledEnclaveClient(EnclaveClient):
         frame = message.to_wire()
         loop = asyncio.get_running_loop()
         taken = self._take(loop)
-        reader, writer = taken if taken is not None else await open_stream(self._address)
+        reader, writer = taken if taken is not None else await self._address.connect()
         kept = False
         try:
             await write_frame(writer, frame)

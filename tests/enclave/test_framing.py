@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 
 from enclave_app.errors import FrameTooLargeError, FramingError, TransportError
 from enclave_app.framing import LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, encode_frame, read_frame, write_frame
-from enclave_app.transport import TcpAddress, UnixAddress, VsockAddress, listen, open_stream, parse_address
+from enclave_app.transport import StreamHandler, TcpAddress, Transport, UnixAddress, VsockAddress, parse_address
 
 
 def _reader(data: bytes) -> asyncio.StreamReader:
@@ -120,15 +122,17 @@ def test_address_specs() -> None:
 
 
 async def _echo_server_round_trip(address: TcpAddress | UnixAddress) -> list[Any]:
+    transport: Transport = address
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while (message := await read_frame(reader)) is not None:
             await write_frame(writer, {"echo": message})
         writer.close()
 
-    server = await listen(address, handler)
+    server = await transport.serve(handler)
     if isinstance(address, TcpAddress):
-        address = TcpAddress("127.0.0.1", server.sockets[0].getsockname()[1])
-    reader, writer = await open_stream(address)
+        transport = TcpAddress("127.0.0.1", server.sockets[0].getsockname()[1])
+    reader, writer = await transport.connect()
     replies = []
     for message in ({"type": "ping"}, b"\x00" * 70000):
         await write_frame(writer, message)
@@ -148,4 +152,60 @@ def test_same_framing_over_tcp_and_unix(tmp_path: Path) -> None:
 
 def test_connection_refused_is_transport_error(tmp_path: Path) -> None:
     with pytest.raises(TransportError, match="connection failed"):
-        asyncio.run(open_stream(UnixAddress(str(tmp_path / "nobody-here.sock"))))
+        asyncio.run(UnixAddress(str(tmp_path / "nobody-here.sock")).connect())
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _taken_vsock_address(handler: StreamHandler) -> VsockAddress:
+    """A vsock address that cannot be served: where the machine has a vsock device, one already served (checked
+    here to fail the second time); where it has none, any (checked here to fail at once)."""
+    address = VsockAddress(3, 5000 + os.getpid() % 1000)
+    try:
+        first = await address.serve(handler)
+    except TransportError:
+        return address
+    try:
+        with pytest.raises(TransportError, match="listen failed"):
+            await address.serve(handler)
+    finally:
+        first.close()
+        await first.wait_closed()
+    return address
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp", "vsock"])
+def test_every_socket_failure_is_a_transport_error(tmp_path: Path, kind: str) -> None:
+    """Each adapter turns its socket's OSError into `TransportError` (what the client, the server and the
+    forwarder handle), for connecting and for serving: a unix path in a missing directory, a TCP port taken and one
+    nobody listens on, a vsock address nobody serves and one already served."""
+
+    async def nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async def failures() -> None:
+        if kind == "unix":
+            unreachable: Transport = UnixAddress(str(tmp_path / "missing" / "e.sock"))
+            unservable: Transport = unreachable
+        elif kind == "tcp":
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", 0))
+                taken.listen()
+                unservable = TcpAddress("127.0.0.1", taken.getsockname()[1])
+                with pytest.raises(TransportError, match="listen failed"):
+                    await unservable.serve(nothing)
+            unreachable = TcpAddress("127.0.0.1", _free_tcp_port())
+        else:
+            unreachable = VsockAddress(3, 5005)
+            unservable = await _taken_vsock_address(nothing)
+        with pytest.raises(TransportError, match="connection failed"):
+            await unreachable.connect()
+        if kind == "unix":
+            with pytest.raises(TransportError, match="listen failed"):
+                await unservable.serve(nothing)
+
+    asyncio.run(failures())
