@@ -31,7 +31,9 @@ router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
 
 @router.get("/{wallet_id}/multisig", response_model=MultisigConformance)
 async def multisig_conformance_report(wallet_id: WalletId, request: Request) -> MultisigConformance:
-    """The wallet's multisig and spending limits on chain, checked against DESIGN.md section 10 and its policy."""
+    """The wallet's multisig and spending limits on chain, checked against DESIGN.md section 10 and its policy. A
+    multisig that does not exist is a report with one failed ``multisig.exists`` check; 503 ``chain_unavailable``
+    only when the chain cannot be read."""
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
     # 1. The owner-signed policy, verified again (`sign_parts.verified_policy`), and the multisig it declares.

@@ -101,7 +101,7 @@ PERIOD_SECONDS: Final = {PERIOD_DAY: 24 * 60 * 60, PERIOD_WEEK: 7 * 24 * 60 * 60
 VAULT_INDICES: Final = range(256)
 """A vault index is a u8."""
 DEFAULT_VAULT_INDEX: Final = 0
-"""The vault of a wallet that names none: the multisig's first vault, the one Squads' own tools fund and use."""
+"""The vault of a wallet that names none: the multisig's first vault (index 0)."""
 
 
 @dataclass(frozen=True)
