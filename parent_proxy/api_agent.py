@@ -25,6 +25,7 @@ from parent_proxy.clock import read_clock
 from parent_proxy.enclave_sessions import Expected
 from parent_proxy.errors import ProxyError
 from parent_proxy.message_checks import check_message, record_enclave_refusal, record_signed_message
+from parent_proxy.multisig_onchain import shown_vault
 from parent_proxy.schemas import (
     WALLET_ID,
     LimitLeft,
@@ -233,7 +234,7 @@ def _wallet_view(services: Services, wallet_id: str) -> WalletView:
         wallet_id=wallet.wallet_id,
         agent_public_key=str(Pubkey.from_bytes(wallet.agent_pubkey)),
         owner_public_key=str(Pubkey.from_bytes(wallet.owner_pubkey)),
-        vault_address=str(Pubkey.from_bytes(wallet.vault_address)),
+        vault_address=str(shown_vault(services.store, wallet, policy)),
         frozen=wallet.frozen,
         frozen_reason=wallet.frozen_reason,
         policy_sequence=wallet.policy_sequence,

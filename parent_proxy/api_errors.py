@@ -4,7 +4,8 @@ Every error response, whatever raised it, has this body::
 
     {"error": {"code": "<stable code>", "message": "<human text>", "reasons": [...]}}
 
-``reasons`` is present for policy refusals only (the decision's machine-readable reasons). Codes are part of the
+``reasons`` is present for policy refusals (the decision's machine-readable reasons) and for a policy install
+refused because its multisig on chain does not conform (the failed checks). Codes are part of the
 API contract (docs/api.md); messages are not. Lower-layer errors (store, clock, enclave, chain) become `ApiError`
 in exactly one place, `translate`, with ``raise ... from exc``; their messages are replaced by fixed phrases so
 that nothing internal (paths, SQL, peer addresses) reaches a client.
@@ -40,6 +41,7 @@ class Code(enum.StrEnum):
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"  # 409: same key, first request not finished
     CONFLICT = "conflict"  # 409: already exists / already decided
     STALE_POLICY = "stale_policy"  # 409: policy sequence not above the installed one, or the policy has expired
+    MULTISIG_NONCONFORMING = "multisig_nonconforming"  # 409: the policy's multisig on chain fails checks (reasons)
     PAYLOAD_TOO_LARGE = "payload_too_large"  # 413
     RATE_LIMITED = "rate_limited"  # 429
     POLICY_DENIED = "policy_denied"  # 403: decision DENY (reasons given)
@@ -52,7 +54,7 @@ class Code(enum.StrEnum):
     ATTESTATION_INCONSISTENT = "attestation_inconsistent"  # 503: the attestation answer contradicts itself
     STORE_UNAVAILABLE = "store_unavailable"  # 503
     CLOCK_UNAVAILABLE = "clock_unavailable"  # 503
-    CHAIN_UNAVAILABLE = "chain_unavailable"  # 503: lookup tables could not be fetched
+    CHAIN_UNAVAILABLE = "chain_unavailable"  # 503: the chain could not be read (lookup tables, the multisig)
     INTERNAL = "internal_error"  # 500: a bug; nothing was signed
 
 
@@ -67,6 +69,7 @@ STATUS: dict[Code, int] = {
     Code.IDEMPOTENCY_IN_PROGRESS: 409,
     Code.CONFLICT: 409,
     Code.STALE_POLICY: 409,
+    Code.MULTISIG_NONCONFORMING: 409,
     Code.PAYLOAD_TOO_LARGE: 413,
     Code.RATE_LIMITED: 429,
     Code.POLICY_DENIED: 403,

@@ -24,6 +24,7 @@ from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.approvals import ApprovalFlow
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import AlreadyRevoked, NotFound, ProxyError
+from parent_proxy.multisig_onchain import check_install
 from parent_proxy.owner_auth import parse_owner_headers, verify_owner_request
 from parent_proxy.schemas import (
     WALLET_ID,
@@ -234,7 +235,9 @@ async def revoke_token(wallet_id: WalletId, token_id: Id, request: Request) -> R
 
 @router.put("/{wallet_id}/policy", response_model=PolicyInstalled)
 async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> PolicyInstalled:
-    """Install an owner-signed policy whose sequence is above the installed one; the enclave gets it too."""
+    """Install an owner-signed policy whose sequence is above the installed one; the enclave gets it too. A policy
+    that declares a Squads multisig is installed only if the multisig on chain conforms to it (409
+    ``multisig_nonconforming`` naming the failed checks; 503 ``chain_unavailable`` if the chain cannot be read)."""
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
     envelope = envelope_bytes(body)
@@ -247,6 +250,8 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
     now = read_clock(services.clock)
     if policy.expires_at is not None and now >= policy.expires_at:
         raise ApiError(Code.STALE_POLICY, f"the policy expired at {policy.expires_at} (Unix seconds)")
+    # The multisig it declares, on chain, before anything is stored or sent (`parent_proxy.multisig_onchain`).
+    await check_install(services, wallet, policy)
 
     def persist() -> Wallet:  # the policy and its record: one store transaction
         services.audit.append(

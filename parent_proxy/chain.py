@@ -3,7 +3,9 @@ submission, latest blockhash, balances.
 
 `Chain` is the protocol; `LiteSvmChain` is the embedded adapter (solders' LiteSVM, for the self-host demo and
 tests) and `RpcChain` speaks Solana JSON-RPC over httpx (no solana-py at runtime). Every failure becomes
-`ChainError` (its message is a fixed phrase plus the RPC's error text, never a URL with credentials).
+`ChainError` (its message is a fixed phrase plus the RPC's error text, never a URL with credentials); an account
+the chain answered does not exist is its subclass `AccountNotFound`, so that a caller can tell "no such account"
+(a definite answer about the chain) from "the chain could not be read".
 
 Lookup-table contents read here are not what decides: both checks resolve lookups from the owner's pins in the
 policy (`policies.lookup_tables`), and these contents are only cross-checked against them. A table account must be
@@ -55,13 +57,20 @@ class ChainError(Exception):
     """The chain could not answer, or answered something malformed."""
 
 
+class AccountNotFound(ChainError):
+    """The chain answered that the account does not exist (RPC ``value: null``; LiteSVM: no account). Only this,
+    never a failed or malformed answer: those stay a plain `ChainError`."""
+
+
 class Chain(Protocol):
     async def lookup_tables(self, addresses: Sequence[Pubkey]) -> dict[Pubkey, tuple[Pubkey, ...]]:
-        """The contents of each named address lookup table; `ChainError` if any is missing or malformed."""
+        """The contents of each named address lookup table; `AccountNotFound` if one is missing, `ChainError` if
+        one cannot be read or is malformed."""
         ...
 
     async def multisig_account(self, address: Pubkey) -> MultisigAccount:
-        """The Squads v4 multisig at ``address``; `ChainError` if it is missing, not owned by Squads, or malformed."""
+        """The Squads v4 multisig at ``address``; `AccountNotFound` if it is missing, `ChainError` if it cannot be
+        read, is not owned by Squads, or is malformed."""
         ...
 
     async def spending_limits(self, multisig: Pubkey) -> list[SpendingLimitAccount]:
@@ -70,7 +79,8 @@ class Chain(Protocol):
         ...
 
     async def nonce_account(self, address: Pubkey) -> NonceAccount:
-        """The initialized System nonce account at ``address``; `ChainError` if missing or anything else."""
+        """The initialized System nonce account at ``address``; `AccountNotFound` if missing, `ChainError` if
+        anything else."""
         ...
 
     async def submit(self, signed_transaction: bytes) -> str:
@@ -166,14 +176,14 @@ class LiteSvmChain:
         for address in addresses:
             account = self.svm.get_account(address)
             if account is None:
-                raise ChainError("address lookup table not found")
+                raise AccountNotFound("address lookup table not found")
             tables[address] = parse_lookup_table(account.owner, bytes(account.data))
         return tables
 
     def _account(self, address: Pubkey, what: str) -> tuple[Pubkey, bytes]:
         account = self.svm.get_account(address)
         if account is None:
-            raise ChainError(f"{what} not found")
+            raise AccountNotFound(f"{what} not found")
         return account.owner, bytes(account.data)
 
     async def multisig_account(self, address: Pubkey) -> MultisigAccount:
@@ -247,7 +257,7 @@ class RpcChain:
         tables: dict[Pubkey, tuple[Pubkey, ...]] = {}
         for address, value in zip(addresses, values, strict=True):
             if value is None:
-                raise ChainError("address lookup table not found")
+                raise AccountNotFound("address lookup table not found")
             try:
                 owner = Pubkey.from_string(value["owner"])
                 data = base64.b64decode(value["data"][0], validate=True)
@@ -264,7 +274,7 @@ class RpcChain:
             raise ChainError("RPC getAccountInfo: malformed answer")
         value = result["value"]
         if value is None:
-            raise ChainError(f"{what} not found")
+            raise AccountNotFound(f"{what} not found")
         return _rpc_account(value, "getAccountInfo")
 
     async def multisig_account(self, address: Pubkey) -> MultisigAccount:

@@ -6,10 +6,13 @@ period, members = [agent], a destinations allowlist) that the agent uses alone; 
 exceed the on-chain ones". `multisig_conformance` compares what the existing readers returned
 (`parent_proxy.squads_multisig_account`, `parent_proxy.squads_spending_limit_account`, through `parent_proxy.chain`)
 with the wallet's keys and its policy. It is pure: reading the chain, and what a read failure means, is the
-caller's (`parent_proxy.api_multisig` answers 503).
+caller's (`parent_proxy.multisig_onchain`: a multisig account that does not exist is the report of
+`missing_multisig`, a chain that cannot be read is no report at all).
 
 Checks (stable ids; each is ok or failed, with what was seen and what was expected; anything unexpected fails):
 
+``multisig.exists``              (only when it fails, and then alone) the chain has no account at the address the
+                                 policy declares: nothing else can be compared.
 ``multisig.declared``            the account read is the multisig the policy declares (``rules.squads_multisig``).
 ``multisig.members``             exactly two members: the owner key and the agent key.
 ``multisig.owner_permissions``   the owner key has Initiate, Vote and Execute (it proposes, approves and executes
@@ -21,7 +24,10 @@ Checks (stable ids; each is ok or failed, with what was seen and what was expect
 ``multisig.time_lock``           0 (the rotation transaction approves and executes at once: docs/rotation.md).
 ``multisig.vault``               the wallet's vault address is a vault PDA of this multisig (seeds
                                  ``[b"multisig", multisig, b"vault", index u8]``, every index 0-255 tried); its
-                                 index is the one the spending limits must use.
+                                 index is the one the spending limits must use. A wallet that names no vault
+                                 (``WalletKeys.vault`` None: created without ``vault_address``, or the owner CLI
+                                 without ``--vault``) uses the multisig's vault 0 (`DEFAULT_VAULT_INDEX`), which
+                                 the check says; it holds by construction.
 per spending limit of the multisig (the subject is the limit's address):
 ``spending_limit.members``       exactly ``[agent key]``: nobody else spends alone (the owner has its own key).
 ``spending_limit.vault``         the limit spends from the wallet's vault (its ``vault_index``).
@@ -54,7 +60,8 @@ ceilings are not compared: an approved amount can go through a vault transaction
 chain and no spending limit. A mint the policy limits but no spending limit covers is no check: without a limit
 the agent key moves nothing of the vault alone (every vault transaction needs the owner's vote).
 
-The report conforms when every check is ok (it always holds the eight multisig checks).
+The report conforms when every check is ok (it holds the eight multisig checks, or only the failed
+``multisig.exists``).
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ from parent_proxy.squads_spending_limit_account import (
     PERIOD_WEEK,
     SpendingLimitAccount,
 )
-from policies.decoders.squads_vault import SEED_PREFIX, SEED_VAULT
+from policies.decoders.squads_vault import SEED_PREFIX, SEED_VAULT, squads_vault_address
 from policies.document import Policy
 from policies.model import NATIVE_SOL
 from policies.programs import SQUADS_V4_PROGRAM
@@ -93,15 +100,18 @@ PERIOD_SECONDS: Final = {PERIOD_DAY: 24 * 60 * 60, PERIOD_WEEK: 7 * 24 * 60 * 60
 """``Period::to_seconds`` (``state/spending_limit.rs``); ``OneTime`` has none (it never resets)."""
 VAULT_INDICES: Final = range(256)
 """A vault index is a u8."""
+DEFAULT_VAULT_INDEX: Final = 0
+"""The vault of a wallet that names none: the multisig's first vault (index 0)."""
 
 
 @dataclass(frozen=True)
 class WalletKeys:
-    """The wallet as the proxy holds it: owner key, agent key, and the vault address it shows."""
+    """The wallet as the proxy holds it: owner key, agent key, and the vault address it shows (None: it names
+    none, and the multisig's vault `DEFAULT_VAULT_INDEX` is its vault)."""
 
     owner: Pubkey
     agent: Pubkey
-    vault: Pubkey
+    vault: Pubkey | None
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,16 @@ def automatic_allowance(policy: Policy, asset: str, span_seconds: int) -> int:
     return min(bounds)
 
 
+def _vault_check(wallet: WalletKeys, account: MultisigAccount, vault: int | None) -> Check:
+    expected = "a vault PDA of this multisig"
+    if wallet.vault is None:  # nothing named: the default vault, which is one by construction
+        address = squads_vault_address(account.address, DEFAULT_VAULT_INDEX)
+        seen = f"{address} (vault {DEFAULT_VAULT_INDEX}: the wallet names no vault, so the multisig's default)"
+        return Check("multisig.vault", str(account.address), True, seen, expected)
+    named = "not a vault of this multisig" if vault is None else f"vault {vault}"
+    return Check("multisig.vault", str(account.address), vault is not None, f"{wallet.vault} ({named})", expected)
+
+
 def _multisig_checks(wallet: WalletKeys, policy: Policy, account: MultisigAccount, vault: int | None) -> list[Check]:
     subject = str(account.address)
 
@@ -182,9 +202,7 @@ def _multisig_checks(wallet: WalletKeys, policy: Policy, account: MultisigAccoun
         check("multisig.config_authority", account.config_authority == Pubkey.default(), account.config_authority,
               f"{Pubkey.default()} (none: autonomous)"),
         check("multisig.time_lock", account.time_lock == 0, account.time_lock, "0"),
-        check("multisig.vault", vault is not None,
-              f"{wallet.vault} ({'not a vault of this multisig' if vault is None else f'vault {vault}'})",
-              "a vault PDA of this multisig"),
+        _vault_check(wallet, account, vault),
     ]  # fmt: skip
 
 
@@ -235,7 +253,7 @@ def multisig_conformance(
     """The checks of the module docstring for the wallet's multisig ``account`` and every spending limit of it
     (``limits``: `parent_proxy.chain.Chain.spending_limits` of ``account.address``). A limit of another multisig is
     a failed ``spending_limit.multisig`` check (the chain adapters refuse one already)."""
-    vault = vault_index(account.address, wallet.vault)
+    vault = DEFAULT_VAULT_INDEX if wallet.vault is None else vault_index(account.address, wallet.vault)
     checks = _multisig_checks(wallet, policy, account, vault)
     for limit in limits:
         if limit.multisig != account.address:
@@ -243,3 +261,11 @@ def multisig_conformance(
                                 f"the wallet's multisig {account.address}"))  # fmt: skip
         checks.extend(_limit_checks(wallet, policy, vault, limit))
     return ConformanceReport(account.address, tuple(checks))
+
+
+def missing_multisig(multisig: Pubkey) -> ConformanceReport:
+    """The report when the chain has no account at ``multisig`` (the address the policy declares): one failed
+    ``multisig.exists`` check, so it never conforms."""
+    check = Check("multisig.exists", str(multisig), False, "no account at this address",
+                  "the Squads v4 multisig the policy declares, set up on chain")  # fmt: skip
+    return ConformanceReport(multisig, (check,))

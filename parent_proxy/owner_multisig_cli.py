@@ -12,18 +12,19 @@ The ``--rpc-url`` way trusts only what the owner holds: the owner public key (``
 key of ``--keypair`` / ``--kms-key-id``; nothing is signed), the owner's copy of the signed policy envelope (its
 signature is verified against that key before anything is read: a policy another key signed is refused, exit 2,
 as bad input), the agent key (``--agent-key``: as `waiaas owner verify-wallet` checked it, never taken from the
-chain, since the check is whether the chain names it) and the RPC endpoint. The vault (``--vault``) defaults to the
-multisig's vault 0 PDA (seeds ``[b"multisig", multisig, b"vault", 0]``), the one the proxy's wallets use; give
-``--vault`` for a wallet created with another. With the default, ``multisig.vault`` holds by construction and the
-spending limits must spend from vault 0. The policy's ``wallet_id`` names the report; its expiry is not checked
-(an expired policy still declares the multisig, and the comparison is of its limits).
+chain, since the check is whether the chain names it) and the RPC endpoint. Without ``--vault`` the wallet names
+no vault and the multisig's vault 0 PDA (seeds ``[b"multisig", multisig, b"vault", 0]``) is its vault, as the proxy
+assumes for a wallet created without one (`parent_proxy.multisig_onchain`); give ``--vault`` for a wallet created
+with one. With the default, ``multisig.vault`` holds by construction and the spending limits must spend from vault
+0. The policy's ``wallet_id`` names the report; its expiry is not checked (an expired policy still declares the
+multisig, and the comparison is of its limits).
 
 Both ways print the same JSON report (`parent_proxy.schemas.MultisigConformance`) on stdout and each failed check
-on stderr. Exit codes: 0 the multisig conforms; 1 it does not, or the report could not be had (``--url``: the API
-refused; ``--rpc-url``: the chain could not be read, or the multisig or a spending limit is missing, not owned by
-the Squads program or malformed: said on stderr as ``could not read the chain``); 2 bad input (options, keys, the
-policy file or its signature, a policy that declares no multisig). The RPC URL is never printed (it may carry an
-API key).
+on stderr; no account at the declared address is a report with one failed ``multisig.exists`` check. Exit codes: 0
+the multisig conforms; 1 it does not (or does not exist), or the report could not be had (``--url``: the API
+refused; ``--rpc-url``: the chain could not be read, or the multisig or a spending limit is not owned by the Squads
+program or malformed: said on stderr as ``could not read the chain``); 2 bad input (options, keys, the policy file
+or its signature, a policy that declares no multisig). The RPC URL is never printed (it may carry an API key).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from solders.pubkey import Pubkey
 
 from parent_proxy import owner_cli_common
 from parent_proxy.chain import ChainError, RpcChain
-from parent_proxy.multisig_conformance import WalletKeys, multisig_conformance
+from parent_proxy.multisig_conformance import ConformanceReport, WalletKeys
+from parent_proxy.multisig_onchain import read_report
 from parent_proxy.owner_cli_common import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -49,17 +51,12 @@ from parent_proxy.owner_cli_common import (
     rpc_url,
 )
 from parent_proxy.schemas import MultisigConformance
-from parent_proxy.squads_multisig_account import MultisigAccount
-from parent_proxy.squads_spending_limit_account import SpendingLimitAccount
 from policies.canonical import MAX_DOCUMENT_BYTES
-from policies.decoders.squads_vault import squads_vault_address
 from policies.document import Policy, policy_from_object
 from policies.errors import PolicySignatureError
 from policies.signing import POLICY_PURPOSE, open_envelope
 
 COMMAND: Final = "check-multisig"
-DEFAULT_VAULT_INDEX: Final = 0
-"""The vault a wallet's ``vault_address`` is unless the owner created it with another."""
 
 
 def register(commands: Any) -> None:
@@ -141,22 +138,19 @@ def check_multisig_rpc(args: argparse.Namespace) -> int:
     multisig = policy.rules.squads_multisig
     if multisig is None:
         raise OwnerInputError("--policy declares no Squads multisig (rules.squads_multisig): nothing to check")
-    if vault is None:
-        vault = squads_vault_address(multisig, DEFAULT_VAULT_INDEX)
 
-    # 2. The accounts, each checked by its reader (`RpcChain`): anything unreadable exits 1, never a pass.
-    async def read() -> tuple[MultisigAccount, list[SpendingLimitAccount]]:
+    # 2. The accounts, each checked by its reader (`RpcChain`), and the comparison (`read_report`, as the API makes
+    #    it): anything unreadable exits 1, never a pass; no account at the address is a failed multisig.exists.
+    async def read() -> ConformanceReport:
         async with owner_cli_common.new_rpc_client() as client:
-            chain = RpcChain(client, url)
-            return await chain.multisig_account(multisig), await chain.spending_limits(multisig)
+            return await read_report(RpcChain(client, url), WalletKeys(owner, agent, vault), policy, multisig)
 
     try:
-        account, limits = asyncio.run(read())
+        report = asyncio.run(read())
     except ChainError as exc:
         sys.stderr.write(f"owner {COMMAND}: could not read the chain: {exc}\n")
         return EXIT_REFUSED
-    # 3. The comparison (pure) and the report, as the API would answer it.
-    view = MultisigConformance.of(policy.wallet_id, multisig_conformance(WalletKeys(owner, agent, vault), policy,
-                                                                          account, limits))  # fmt: skip
+    # 3. The report, as the API would answer it.
+    view = MultisigConformance.of(policy.wallet_id, report)
     sys.stdout.write(view.model_dump_json() + "\n")
     return print_verdict(view.model_dump())

@@ -267,7 +267,10 @@ class MultisigConformance(BaseModel):
     wallet_id: str
     multisig: str
     conforms: bool = Field(description="every check is ok")
-    checks: list[MultisigCheckView]
+    checks: list[MultisigCheckView] = Field(
+        description="the multisig's eight checks and four per spending limit; when no account is at the declared "
+        "address, only a failed `multisig.exists`"
+    )
 
     @classmethod
     def of(cls, wallet_id: str, report: ConformanceReport) -> MultisigConformance:

@@ -446,12 +446,17 @@ def build_harness(tmp_path: Path, loop: LoopThread, *, enclave_timeout: float = 
     return Harness(client, services, store, clock, owner, socket)
 
 
-def provision(h: Harness, policy: dict[str, Any] | None = None) -> None:
-    """Create wallet ``h.wallet_id``, issue a token, install ``policy`` (default: the example)."""
+def provision(
+    h: Harness, policy: dict[str, Any] | None = None, *, before_install: Callable[[Harness], object] | None = None
+) -> None:
+    """Create wallet ``h.wallet_id``, issue a token, install ``policy`` (default: the example). ``before_install``
+    runs once the agent key is known, before the policy goes in (say, to set up the multisig it declares)."""
     created = h.owner_call("POST", "/v1/wallets", {"wallet_id": h.wallet_id, "owner_public_key": str(h.owner_pub)})
     if created.status_code != 201:
         raise AssertionError(created.text)
     h.agent = Pubkey.from_string(created.json()["agent_public_key"])
+    if before_install is not None:
+        before_install(h)
     issued = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/tokens")
     h.token, h.token_id = issued.json()["token"], issued.json()["token_id"]
     installed = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": policy or h.policy()})

@@ -22,10 +22,12 @@ CREATE_KEY = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
 
 
 def multisig_wallet(h: Harness) -> Pubkey:
-    """A provisioned wallet whose policy declares a multisig of the owner and the agent (on chain too)."""
+    """A provisioned wallet whose policy declares a multisig of the owner and the agent, on chain before the policy
+    is installed (the install checks it); the wallet names no vault, so its vault is the multisig's vault 0."""
     multisig = multisig_address(CREATE_KEY)[0]
-    provision(h, h.policy(squads_multisig=str(multisig)))
-    chain_shows(h, [h.owner_pub, h.agent])
+    provision(
+        h, h.policy(squads_multisig=str(multisig)), before_install=lambda h: chain_shows(h, [h.owner_pub, h.agent])
+    )
     return multisig
 
 

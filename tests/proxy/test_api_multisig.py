@@ -41,26 +41,42 @@ def svm(h: Harness) -> LiteSVM:
     return h.services.chain.svm
 
 
-def create_wallet(h: Harness, policy: dict[str, Any] | None) -> None:
-    """Wallet ``h.wallet_id`` whose vault is the multisig's vault 0, with ``policy`` installed (None: no policy)."""
-    body = {"wallet_id": h.wallet_id, "owner_public_key": str(h.owner_pub), "vault_address": str(VAULT)}
+def create_wallet(h: Harness, policy: dict[str, Any] | None, *, vault: Pubkey | None = VAULT) -> None:
+    """Wallet ``h.wallet_id`` whose vault is ``vault`` (default the multisig's vault 0; None: created without one),
+    with ``policy`` installed (None: no policy)."""
+    body = {"wallet_id": h.wallet_id, "owner_public_key": str(h.owner_pub)}
+    if vault is not None:
+        body["vault_address"] = str(vault)
     created = h.owner_call("POST", "/v1/wallets", body)
     assert created.status_code == 201, created.text
     h.agent = Pubkey.from_string(created.json()["agent_public_key"])
     if policy is not None:
-        installed = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": policy})
-        assert installed.status_code == 200, installed.text
+        install(h, policy)
 
 
-def multisig_wallet(h: Harness, **multisig: Any) -> None:
-    """A wallet whose policy declares the multisig; on chain the multisig (``multisig``: its fields) and two
-    spending limits the example policy conforms to (5 SOL and 500 000 000 of its token a day, to its merchants)."""
-    create_wallet(h, h.policy(squads_multisig=str(MULTISIG)))
+def install(h: Harness, policy: dict[str, Any]) -> None:
+    installed = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": policy})
+    assert installed.status_code == 200, installed.text
+
+
+def conforming_chain(h: Harness, **multisig: Any) -> None:
+    """On chain the multisig (``multisig``: its fields) and two spending limits the example policy conforms to (5 SOL
+    and 500 000 000 of its token a day, to its merchants)."""
     put_multisig(svm(h), CREATE_KEY, [h.owner_pub, h.agent], **multisig)
     put_spending_limit(svm(h), MULTISIG, Pubkey.new_unique(), members=[h.agent], amount=5_000_000_000,
                        period=PERIOD_DAY, destinations=[MERCHANT])  # fmt: skip
     put_spending_limit(svm(h), MULTISIG, Pubkey.new_unique(), members=[h.agent], mint=EXAMPLE_MINT,
                        amount=500_000_000, period=PERIOD_DAY, destinations=[TREASURY])  # fmt: skip
+
+
+def multisig_wallet(h: Harness, **multisig: Any) -> None:
+    """A wallet whose policy declares the multisig, installed while the chain shows it conforming
+    (`conforming_chain`); then the multisig is written again with ``multisig`` (its fields), if any."""
+    create_wallet(h, None)
+    conforming_chain(h)
+    install(h, h.policy(squads_multisig=str(MULTISIG)))
+    if multisig:
+        put_multisig(svm(h), CREATE_KEY, [h.owner_pub, h.agent], **multisig)
 
 
 def path(h: Harness) -> str:
@@ -108,12 +124,31 @@ def test_a_policy_without_a_multisig_conflicts(h: Harness) -> None:
     assert "declares no Squads multisig" in answer.json()["error"]["message"]
 
 
+def close_account(h: Harness, address: Pubkey) -> None:
+    """The account is gone from the chain (closed: no lamports left), as after Squads closes it."""
+    svm(h).set_account(address, Account(lamports=0, data=b"", owner=Pubkey.default(), executable=False))
+    assert svm(h).get_account(address) is None
+
+
+def test_a_multisig_that_does_not_exist_is_a_failed_exists_check_not_a_chain_failure(h: Harness) -> None:
+    multisig_wallet(h)
+    close_account(h, MULTISIG)
+    answer = h.owner_call("GET", path(h))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["multisig"], body["conforms"]) == (str(MULTISIG), False)
+    assert body["checks"] == [{"id": "multisig.exists", "subject": str(MULTISIG), "ok": False,
+                               "seen": "no account at this address",
+                               "expected": "the Squads v4 multisig the policy declares, set up on chain"}]  # fmt: skip
+
+
 def test_an_unreadable_chain_is_chain_unavailable_never_a_pass(h: Harness) -> None:
-    create_wallet(h, h.policy(squads_multisig=str(MULTISIG)))
-    # No multisig account on chain.
-    missing = h.owner_call("GET", path(h))
-    assert (missing.status_code, error_code(missing)) == (503, "chain_unavailable")
-    assert "multisig account not found" in missing.json()["error"]["message"]
+    multisig_wallet(h)
+    # An account at the address that is not the Squads program's: unreadable as a multisig, not missing.
+    svm(h).set_account(MULTISIG, Account(lamports=10**9, data=b"\x00" * 64, owner=Pubkey.default(), executable=False))
+    foreign = h.owner_call("GET", path(h))
+    assert (foreign.status_code, error_code(foreign)) == (503, "chain_unavailable")
+    assert "not owned by the Squads v4 program" in foreign.json()["error"]["message"]
     # The multisig is there, but one of its spending limits is malformed.
     put_multisig(svm(h), CREATE_KEY, [h.owner_pub, h.agent])
     garbage = SPENDING_LIMIT_DISCRIMINATOR + bytes(MULTISIG) + b"\x00" * 7
@@ -153,6 +188,10 @@ def test_the_owner_cli_exits_0_only_for_a_conforming_multisig(
     code, out, err = check_multisig(h, tmp_path, capsys, h.wallet_id)
     assert code == 1 and json.loads(out)["conforms"] is False
     assert f"owner check-multisig: failed: multisig.config_authority ({MULTISIG}): seen {h.owner_pub}" in err
+    close_account(h, MULTISIG)  # no multisig at all: a failed multisig.exists, not "the API refused"
+    code, out, err = check_multisig(h, tmp_path, capsys, h.wallet_id)
+    assert code == 1 and json.loads(out)["conforms"] is False
+    assert f"owner check-multisig: failed: multisig.exists ({MULTISIG}): seen no account at this address" in err
     code, out, _ = check_multisig(h, tmp_path, capsys, "another-wallet")  # refused: 401
     assert code == 1 and json.loads(out)["error"]["code"] == "owner_signature_invalid"
     code, _, err = check_multisig(h, tmp_path, capsys, "not a wallet/id")

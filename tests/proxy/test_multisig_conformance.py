@@ -16,6 +16,7 @@ from parent_proxy.multisig_conformance import (
     ConformanceReport,
     WalletKeys,
     automatic_allowance,
+    missing_multisig,
     multisig_conformance,
     vault_index,
 )
@@ -72,7 +73,7 @@ class Case:
     limits: list[dict[str, Any]] = field(default_factory=lambda: [limit(), token_limit()])
     rules: dict[str, Any] = field(default_factory=dict)
     """Policy rules replaced in the example policy (``squads_multisig`` is the multisig's unless given)."""
-    wallet_vault: Pubkey = VAULT
+    wallet_vault: Pubkey | None = VAULT
 
 
 def read_limit(value: dict[str, Any]) -> SpendingLimitAccount:
@@ -208,6 +209,25 @@ def test_another_vault_index_of_the_multisig() -> None:
     assert vault_index(MULTISIG, AGENT) is None
     assert report(Case(wallet_vault=vault, limits=[limit(vault_index=3)])).conforms
     assert failed(Case(wallet_vault=vault, limits=[limit(vault_index=0)])) == {"spending_limit.vault"}
+
+
+def test_a_wallet_that_names_no_vault_is_compared_with_vault_0() -> None:
+    answer = report(Case(wallet_vault=None))
+    assert answer.conforms and [c.id for c in answer.checks] == MULTISIG_IDS + LIMIT_IDS + LIMIT_IDS
+    vault = next(c for c in answer.checks if c.id == "multisig.vault")
+    assert vault.seen == f"{VAULT} (vault 0: the wallet names no vault, so the multisig's default)"
+    assert failed(Case(wallet_vault=None, limits=[limit(vault_index=1)])) == {"spending_limit.vault"}
+    limit_vault = next(c for c in report(Case(wallet_vault=None, limits=[limit(vault_index=1)])).checks
+                       if c.id == "spending_limit.vault")  # fmt: skip
+    assert (limit_vault.seen, limit_vault.expected) == ("vault 1", "the wallet's vault (vault 0)")
+
+
+def test_a_multisig_that_does_not_exist_is_one_failed_exists_check() -> None:
+    answer = missing_multisig(MULTISIG)
+    assert answer.multisig == MULTISIG and not answer.conforms
+    assert [(c.id, c.subject, c.ok, c.seen) for c in answer.checks] == [
+        ("multisig.exists", str(MULTISIG), False, "no account at this address")
+    ]
 
 
 def test_the_failed_checks_say_what_was_seen_and_expected() -> None:

@@ -76,7 +76,11 @@ def test_a_conforming_multisig_exits_0_with_the_apis_report(
     assert (report["wallet_id"], report["multisig"], report["conforms"]) == ("w1", str(MULTISIG), True)
     assert len(report["checks"]) == 8 + 2 * 4 and all(c["ok"] for c in report["checks"])
     vault = next(c for c in report["checks"] if c["id"] == "multisig.vault")
-    assert vault["seen"] == f"{squads_vault_address(MULTISIG, 0)} (vault 0)"  # the default vault
+    # No --vault: the wallet names none, so the multisig's vault 0 is its vault (as the proxy assumes).
+    assert (
+        vault["seen"] == f"{squads_vault_address(MULTISIG, 0)} (vault 0: the wallet names no vault, so the "
+        "multisig's default)"
+    )
     # Read from the owner's RPC: the multisig the policy declares, then its spending limits.
     assert [c["method"] for c in rpc.calls] == ["getAccountInfo", "getProgramAccounts"]
     assert rpc.calls[0]["params"][0] == str(MULTISIG) and rpc.urls == [RPC_URL, RPC_URL]
@@ -136,12 +140,25 @@ def test_a_policy_without_a_multisig_is_refused(
     assert "--policy declares no Squads multisig (rules.squads_multisig)" in err
 
 
-def test_an_unreadable_chain_exits_1_and_says_so(
+def test_a_multisig_that_does_not_exist_exits_1_with_a_failed_exists_check(
     rpc: Rpc, cli: Cli, owner: Pubkey, keypair: tuple[Path, Ed25519PrivateKey], tmp_path: Path
 ) -> None:
     code, out, err = check(cli, owner, signed_policy(tmp_path, keypair[1]))  # no multisig account on chain
+    report = json.loads(out)
+    assert (code, report["multisig"], report["conforms"]) == (1, str(MULTISIG), False)
+    assert [(c["id"], c["seen"]) for c in report["checks"]] == [("multisig.exists", "no account at this address")]
+    assert failed(err) == ["multisig.exists"] and "could not read the chain" not in err
+    assert [c["method"] for c in rpc.calls] == ["getAccountInfo"]  # nothing else to compare
+    cli.assert_no_secret(*SECRET)
+
+
+def test_an_unreadable_chain_exits_1_and_says_so(
+    rpc: Rpc, cli: Cli, owner: Pubkey, keypair: tuple[Path, Ed25519PrivateKey], tmp_path: Path
+) -> None:
+    rpc.install(MULTISIG, b"\x00" * 64, owner=Pubkey.default())  # an account there, but not a Squads multisig
+    code, out, err = check(cli, owner, signed_policy(tmp_path, keypair[1]))
     assert (code, out) == (1, "")
-    assert err == "owner check-multisig: could not read the chain: multisig account not found\n"
+    assert err == "owner check-multisig: could not read the chain: account is not owned by the Squads v4 program\n"
     cli.assert_no_secret(*SECRET)
 
 

@@ -20,7 +20,7 @@ from solders.account import Account
 from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
 
-from parent_proxy.chain import ChainError, LiteSvmChain, RpcChain
+from parent_proxy.chain import AccountNotFound, ChainError, LiteSvmChain, RpcChain
 from parent_proxy.squads_multisig_account import (
     MAX_ACCOUNT_BYTES,
     Member,
@@ -270,11 +270,12 @@ def test_litesvm_chain_reads_a_multisig() -> None:
 def test_litesvm_chain_refuses_missing_foreign_and_malformed_accounts() -> None:
     svm = LiteSVM()
     chain = LiteSvmChain(svm)
-    with pytest.raises(ChainError, match="multisig account not found"):
+    with pytest.raises(AccountNotFound, match="multisig account not found"):  # a ChainError that says "missing"
         asyncio.run(chain.multisig_account(pda(Pubkey.new_unique())[0]))
     foreign = install(svm, fields(), owner=TOKEN_PROGRAM)
-    with pytest.raises(ChainError, match="not owned by the Squads v4 program"):
+    with pytest.raises(ChainError, match="not owned by the Squads v4 program") as refused:
         asyncio.run(chain.multisig_account(foreign))
+    assert not isinstance(refused.value, AccountNotFound)  # there, but not a multisig: not "missing"
     value = fields()
     address = pda(value["create_key"])[0]
     data = b"\x00" * 8 + encode(value)[8:]
@@ -316,7 +317,7 @@ def test_rpc_chain_reads_a_multisig_with_get_account_info() -> None:
         async with local_rpc(backend, seen) as client:
             return await RpcChain(client, "http://rpc.invalid/").multisig_account(pda(Pubkey.new_unique())[0])
 
-    with pytest.raises(ChainError, match="multisig account not found"):
+    with pytest.raises(AccountNotFound, match="multisig account not found"):
         asyncio.run(read_missing())
     foreign = install(backend.svm, fields(), owner=TOKEN_PROGRAM)
 
@@ -324,8 +325,9 @@ def test_rpc_chain_reads_a_multisig_with_get_account_info() -> None:
         async with local_rpc(backend, seen) as client:
             return await RpcChain(client, "http://rpc.invalid/").multisig_account(foreign)
 
-    with pytest.raises(ChainError, match="not owned by the Squads v4 program"):
+    with pytest.raises(ChainError, match="not owned by the Squads v4 program") as refused:
         asyncio.run(read_foreign())
+    assert not isinstance(refused.value, AccountNotFound)
 
 
 def _answer(result: Any = None, *, error: Any = None, status: int = 200) -> httpx.AsyncClient:
@@ -365,8 +367,12 @@ def test_rpc_chain_refuses_malformed_answers() -> None:
         with pytest.raises(ChainError, match=message) as caught:
             _rpc_read(_answer(result), address)
         assert "secret" not in str(caught.value)
+        assert not isinstance(caught.value, AccountNotFound)  # a bad answer never reads as "no such account"
     with pytest.raises(ChainError, match="RPC getAccountInfo error: node is behind") as caught:
         _rpc_read(_answer(error={"code": -32005, "message": "node is behind"}), address)
+    assert not isinstance(caught.value, AccountNotFound)
     with pytest.raises(ChainError, match="RPC getAccountInfo failed: HTTPStatusError") as caught:
         _rpc_read(_answer(status=500), address)
-    assert "secret" not in str(caught.value)
+    assert "secret" not in str(caught.value) and not isinstance(caught.value, AccountNotFound)
+    with pytest.raises(AccountNotFound, match="multisig account not found"):  # the node's answer: none there
+        _rpc_read(_answer({"context": {"slot": 1}, "value": None}), address)

@@ -1,0 +1,134 @@
+"""The wallet's Squads v4 multisig as the chain shows it, compared with its policy
+(`parent_proxy.multisig_conformance`): the read that the owner's report and the policy install share.
+
+    read_report(chain, keys, policy, multisig)   the declared multisig and its spending limits, read and compared
+    wallet_keys(store, wallet)                   the keys a stored wallet is compared with (its vault: below)
+    shown_vault(store, wallet, policy)           the vault address the wallet view shows
+    wallet_report(services, wallet, ...)         `read_report` for a stored wallet; 503 ``chain_unavailable``
+    check_install(services, wallet, policy)      the check before a policy is installed (409 / 503)
+
+What a read means. "There is no account at the declared address" is an answer about the chain, not a failure to
+read it: when the adapter raises `AccountNotFound` for the multisig, `read_report` answers `missing_multisig` (one
+failed ``multisig.exists`` check). Anything else the adapter cannot read (the RPC failing, an account not owned by
+the Squads program, malformed data, a malformed or surplus spending limit) is its `ChainError`, which propagates:
+`wallet_report` and `check_install` answer 503 ``chain_unavailable``, the owner CLI exits 1 saying so. Nothing is
+reported as a pass that was not read.
+
+The vault a wallet names. A wallet created without ``vault_address`` has the agent key it was created with stored
+as its vault (the column is required; for a wallet without a multisig, that key's own account holds the funds). No
+Squads vault is ever an agent key (a vault is a PDA, off the Ed25519 curve; an agent key is made in the enclave at
+creation, so an owner cannot have named it), so such a wallet names no vault (`recorded_vault` answers None) and its
+multisig's vault 0 is its vault (`DEFAULT_VAULT_INDEX`), as the owner CLI assumes without ``--vault``. After an
+agent-key rotation the key stored is a retired one, so every agent key the wallet has had is compared.
+
+The install check (`check_install`; DESIGN.md section 10, docs/api.md). A policy that declares a multisig
+(``rules.squads_multisig``) is installed only if that multisig and its spending limits on chain conform to it and
+to the wallet's keys: otherwise 409 ``multisig_nonconforming`` naming each failed check (in ``reasons``), or 503
+``chain_unavailable`` when the chain cannot be read; either way before anything is stored or sent to the enclave.
+A policy that declares no multisig is installed without reading the chain (there is no on-chain limit to compare
+it with). The check holds at install time: a later change on chain is for the owner's report
+(``GET /v1/wallets/{id}/multisig``) to show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from solders.pubkey import Pubkey
+
+from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.chain import AccountNotFound, Chain, ChainError
+from parent_proxy.errors import ProxyError
+from parent_proxy.multisig_conformance import (
+    DEFAULT_VAULT_INDEX,
+    ConformanceReport,
+    WalletKeys,
+    missing_multisig,
+    multisig_conformance,
+)
+from parent_proxy.store.model import Wallet
+from policies.decoders.squads_vault import squads_vault_address
+from policies.document import Policy
+
+if TYPE_CHECKING:  # types only: the owner CLI imports this module and needs none of the proxy's services
+    from parent_proxy.services import Services
+    from parent_proxy.store.protocol import Store
+
+
+async def read_report(chain: Chain, keys: WalletKeys, policy: Policy, multisig: Pubkey) -> ConformanceReport:
+    """The multisig at ``multisig`` (the one ``policy`` declares) and its spending limits, read through ``chain``
+    and compared (`multisig_conformance`); `missing_multisig` when the chain has no account there. Raises the
+    adapter's `ChainError` for anything that cannot be read."""
+    try:
+        account = await chain.multisig_account(multisig)
+    except AccountNotFound:
+        return missing_multisig(multisig)
+    limits = await chain.spending_limits(multisig)
+    return multisig_conformance(keys, policy, account, limits)
+
+
+def recorded_vault(wallet: Wallet, agent_keys: Iterable[bytes]) -> Pubkey | None:
+    """The vault the wallet was created with; None when it was created without one (its stored vault is one of
+    ``agent_keys``: the wallet's agent key and every retired one)."""
+    if wallet.vault_address == wallet.agent_pubkey or wallet.vault_address in set(agent_keys):
+        return None
+    return Pubkey.from_bytes(wallet.vault_address)
+
+
+def _recorded_vault(store: Store, wallet: Wallet) -> Pubkey | None:
+    retired = store.retired_agent_keys(wallet.wallet_id)
+    return recorded_vault(wallet, (key.agent_pubkey for key in retired))
+
+
+def wallet_keys(store: Store, wallet: Wallet) -> WalletKeys:
+    """Owner key, agent key and recorded vault of a stored wallet (a store read: call it in a worker thread)."""
+    owner, agent = Pubkey.from_bytes(wallet.owner_pubkey), Pubkey.from_bytes(wallet.agent_pubkey)
+    return WalletKeys(owner, agent, _recorded_vault(store, wallet))
+
+
+def shown_vault(store: Store, wallet: Wallet, policy: Policy | None) -> Pubkey:
+    """The wallet's vault address as the wallet view shows it: the recorded one; for a wallet created without one
+    whose policy declares a multisig, that multisig's vault `DEFAULT_VAULT_INDEX` (the vault its conformance is
+    checked with); otherwise the address stored at creation (the agent key's own account)."""
+    multisig = None if policy is None else policy.rules.squads_multisig
+    if multisig is not None and _recorded_vault(store, wallet) is None:
+        return squads_vault_address(multisig, DEFAULT_VAULT_INDEX)
+    return Pubkey.from_bytes(wallet.vault_address)
+
+
+async def wallet_report(services: Services, wallet: Wallet, policy: Policy, multisig: Pubkey) -> ConformanceReport:
+    """`read_report` for a stored wallet and its verified policy; 503 ``chain_unavailable`` if the chain cannot be
+    read, 503 ``store_unavailable`` if the store cannot."""
+    try:
+        keys = await services.run(wallet_keys, services.store, wallet)
+    except ProxyError as exc:
+        raise translate(exc) from exc
+    try:
+        return await read_report(services.chain, keys, policy, multisig)
+    except ChainError as exc:
+        raise ApiError(Code.CHAIN_UNAVAILABLE, f"the multisig or its spending limits could not be read: {exc}") from exc
+
+
+def _failed(report: ConformanceReport) -> list[dict[str, Any]]:
+    return [{"id": c.id, "subject": c.subject, "seen": c.seen, "expected": c.expected}
+            for c in report.checks if not c.ok]  # fmt: skip
+
+
+async def check_install(services: Services, wallet: Wallet, policy: Policy) -> None:
+    """Before ``policy`` is installed on ``wallet``: nothing when it declares no multisig or the multisig conforms;
+    409 ``multisig_nonconforming`` (``reasons``: each failed check) when it does not, or does not exist; 503
+    ``chain_unavailable`` when the chain cannot be read. The caller stores nothing before this returns."""
+    multisig = policy.rules.squads_multisig
+    if multisig is None:
+        return
+    # 1. The keys the wallet holds and the accounts the chain shows; unreadable is 503, never a pass.
+    report = await wallet_report(services, wallet, policy, multisig)
+    # 2. Every check must hold (a report always has at least one).
+    if report.conforms:
+        return
+    failed = _failed(report)
+    ids = ", ".join(dict.fromkeys(check["id"] for check in failed))
+    raise ApiError(Code.MULTISIG_NONCONFORMING,
+                   f"policy refused: the multisig {multisig} on chain does not conform to DESIGN.md section 10 and "
+                   f"this policy; failed checks: {ids}", reasons=failed)  # fmt: skip
