@@ -10,7 +10,9 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
     waiaas owner pubkey                                  print the owner public key
     waiaas owner sign-policy POLICY.json [--expires-in-days N]
                                                          print the signed policy envelope (N: set its expires_at)
-    waiaas owner approve --wallet W --transaction B64    print a signed approval of that transaction's message
+    waiaas owner approve --wallet W --transaction B64 [--policy SIGNED.json]
+                                                         print a signed approval of that transaction's message,
+                                                         after what it does (stderr): `parent_proxy.owner_approval_cli`
     waiaas owner freeze|unfreeze --wallet W --sequence N print a signed freeze / unfreeze order
     waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
     waiaas owner check-multisig --url URL --wallet W     print the API's report on the wallet's multisig on chain
@@ -35,8 +37,6 @@ once) to stdout only.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import re
 import secrets
 import sys
@@ -48,7 +48,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
-from parent_proxy import owner_multisig_cli, owner_rotation_cli, owner_verify_cli
+from parent_proxy import owner_approval_cli, owner_multisig_cli, owner_rotation_cli, owner_verify_cli
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
@@ -73,15 +73,12 @@ from parent_proxy.owner_signers import (
     OwnerSigner,
 )
 from parent_proxy.schemas import WALLET_ID
-from parent_proxy.sign_parts import message_hash
 from policies.canonical import parse_json_object
 from policies.document import policy_from_object
 from policies.errors import PolicyEngineError
 from policies.orders import (
-    APPROVAL_PURPOSE,
     FREEZE_PURPOSE,
     UNFREEZE_PURPOSE,
-    approval_document,
     freeze_document,
 )
 from policies.signing import POLICY_PURPOSE
@@ -130,10 +127,7 @@ def register(subparsers: Any) -> None:
         help=f"set the document's expires_at to now + N days (1-{MAX_POLICY_LIFETIME_DAYS}; docs/policies.md, Expiry)",
     )
 
-    approve = commands.add_parser("approve", help="sign an approval of one escalated transaction")
-    approve.add_argument("--wallet", required=True)
-    approve.add_argument("--transaction", required=True, help="the transaction as the agent sent it, base64")
-    approve.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME)
+    owner_approval_cli.register(commands)
 
     for name in ("freeze", "unfreeze"):
         order = commands.add_parser(name, help=f"sign a {name} order")
@@ -195,13 +189,8 @@ def run(args: argparse.Namespace) -> int:
                 document["expires_at"] = int(time.time()) + args.expires_in_days * 86_400
             policy_from_object(document)  # refuse to sign an invalid policy
             print_json(envelope(signer, POLICY_PURPOSE, document))
-        elif command == "approve":
-            try:
-                raw = base64.b64decode(args.transaction, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise OwnerInputError("--transaction is not base64") from exc
-            document = approval_document(args.wallet, message_hash(raw), order_expiry(args.expires_in))
-            print_json(envelope(signer, APPROVAL_PURPOSE, document))
+        elif command == owner_approval_cli.COMMAND:
+            return owner_approval_cli.approve(args, signer)
         elif command in ("freeze", "unfreeze"):
             if args.sequence < 1:
                 raise OwnerInputError("--sequence must be >= 1")

@@ -30,8 +30,11 @@ from parent_proxy.owner_signers import (
     boto3_factory,
     check_expected_public_key,
 )
+from policies.canonical import MAX_DOCUMENT_BYTES
+from policies.document import Policy, policy_from_object
+from policies.errors import PolicySignatureError
 from policies.orders import MAX_ORDER_LIFETIME_SECONDS
-from policies.signing import signing_payload
+from policies.signing import POLICY_PURPOSE, open_envelope, signing_payload
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -138,3 +141,14 @@ def order_expiry(seconds: int) -> int:
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def signed_policy_file(path: Path, owner: Pubkey) -> Policy:
+    """The policy in the envelope at ``path`` (``--policy``), its signature verified against ``owner`` before it
+    is read."""
+    with path.open("rb") as file:
+        data = file.read(MAX_DOCUMENT_BYTES + 1)  # parse_json_object refuses anything longer
+    try:
+        return policy_from_object(open_envelope(data, POLICY_PURPOSE, owner))
+    except PolicySignatureError as exc:
+        raise OwnerInputError(f"--policy: the signature does not verify against the owner key {owner}") from exc

@@ -36,8 +36,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from solders.pubkey import Pubkey
-
 from parent_proxy import owner_cli_common
 from parent_proxy.chain import ChainError, RpcChain
 from parent_proxy.multisig_conformance import ConformanceReport, WalletKeys
@@ -49,12 +47,9 @@ from parent_proxy.owner_cli_common import (
     owner_public_key,
     public_key_option,
     rpc_url,
+    signed_policy_file,
 )
 from parent_proxy.schemas import MultisigConformance
-from policies.canonical import MAX_DOCUMENT_BYTES
-from policies.document import Policy, policy_from_object
-from policies.errors import PolicySignatureError
-from policies.signing import POLICY_PURPOSE, open_envelope
 
 COMMAND: Final = "check-multisig"
 
@@ -117,16 +112,6 @@ def print_verdict(report: Mapping[str, Any]) -> int:
     return EXIT_OK if conforms is True and checks and not failed else EXIT_REFUSED
 
 
-def _signed_policy(path: Path, owner: Pubkey) -> Policy:
-    """The policy in the envelope at ``path``, its signature verified against ``owner`` before it is read."""
-    with path.open("rb") as file:
-        data = file.read(MAX_DOCUMENT_BYTES + 1)  # parse_json_object refuses anything longer
-    try:
-        return policy_from_object(open_envelope(data, POLICY_PURPOSE, owner))
-    except PolicySignatureError as exc:
-        raise OwnerInputError(f"--policy: the signature does not verify against the owner key {owner}") from exc
-
-
 def check_multisig_rpc(args: argparse.Namespace) -> int:
     """``check-multisig --rpc-url``: the comparison made here, on what the owner's RPC endpoint returns."""
     # 1. What the owner holds: the owner key, the signed policy (verified), the agent key, the endpoint.
@@ -134,7 +119,7 @@ def check_multisig_rpc(args: argparse.Namespace) -> int:
     agent = public_key_option(args.agent_key, "--agent-key")
     vault = None if args.vault is None else public_key_option(args.vault, "--vault")
     url = rpc_url(args)
-    policy = _signed_policy(args.policy, owner)
+    policy = signed_policy_file(args.policy, owner)
     multisig = policy.rules.squads_multisig
     if multisig is None:
         raise OwnerInputError("--policy declares no Squads multisig (rules.squads_multisig): nothing to check")
