@@ -15,9 +15,11 @@ Headers: ``WAIaaS-Owner-Key`` (base58 public key), ``WAIaaS-Owner-Timestamp`` (u
 
 Verification, in order (`verify_owner_request`):
 1. all four headers present and well formed (spaces and tabs around a value ignored, whatever the HTTP parser left:
-   `_header` is the one reader of these headers); the key is the one the caller expects (the wallet's owner key, or
-   one of the configured owner keys for wallet creation) -- else 401 ``owner_signature_invalid``;
-2. the signature verifies over the canonical form of *this* request (method, path, body hash) -- else 401;
+   `_header` is the one reader of these headers) -- else 401 ``owner_signature_invalid``;
+2. the signature verifies over the canonical form of *this* request (method, path, body hash) under the key the
+   headers name, and that key is the one the caller expects (the wallet's owner key, or one of the configured owner
+   keys for wallet creation) -- else 401, the same answer; the signature is checked first, so an unexpected key
+   (an unknown wallet) takes the same work as a bad signature and timing does not tell them apart;
 3. the timestamp is within ``max_skew`` seconds of now -- else 401 ``owner_request_replayed``;
 4. the nonce has not been seen in this scope -- else 401 ``owner_request_replayed``. Nonces are claimed only after
    the signature verified, so nobody but the owner can fill the nonce registry.
@@ -184,14 +186,16 @@ def verify_owner_request(
     # 1. Headers well formed, key expected.
     parsed = parse_owner_headers(headers)
     owner = parsed.owner
-    if owner not in allowed_keys:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "owner signature is invalid")
-    # 2. Signature over this very request.
+    # 2. Signature over this very request. Checked whether or not the key is the expected one, so that a key that
+    # is not (a wallet that does not exist, another owner's wallet) costs the same work as a bad signature: the
+    # answer's timing does not tell which wallet ids exist with which owner keys.
     request = OwnerRequest(method, path, body, parsed.timestamp, parsed.nonce)
     try:
         verify_owner_signature(request.payload(), parsed.signature, owner)
     except PolicySignatureError as exc:
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "owner signature is invalid") from exc
+    if owner not in allowed_keys:
+        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "owner signature is invalid")
     # 3. Fresh.
     if abs(now - request.timestamp) > max_skew:
         raise ApiError(Code.OWNER_REQUEST_REPLAYED, "owner request timestamp outside the accepted window")

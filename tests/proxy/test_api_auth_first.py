@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.pubkey import Pubkey
 from starlette.requests import Request
 
+from parent_proxy import owner_auth
 from parent_proxy.api_agent import agent_of
 from parent_proxy.api_errors import ApiError
 from parent_proxy.api_owner import verified_owner
@@ -102,15 +104,27 @@ def test_owner_routes_refuse_bad_credentials_before_reading_the_body(h: Harness,
 
 
 @pytest.mark.parametrize(("method", "route"), [r for r in OWNER_ROUTES if "{w}" in r[1]])
-def test_owner_routes_do_not_reveal_which_wallets_exist(h: Harness, method: str, route: str) -> None:
-    """An unknown wallet id answers byte for byte as a known wallet with the wrong owner key does."""
+def test_owner_routes_do_not_reveal_which_wallets_exist(
+    h: Harness, method: str, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown wallet id answers byte for byte as a known wallet with the wrong owner key does, after the same
+    work: one Ed25519 verification each (timing then does not tell an existing wallet and its owner key apart)."""
     stranger = Ed25519PrivateKey.generate()
+    verified: list[Pubkey] = []
+    real = owner_auth.verify_owner_signature
+
+    def counted(payload: bytes, signature: bytes, owner: Pubkey) -> None:
+        verified.append(owner)
+        real(payload, signature, owner)
+
+    monkeypatch.setattr(owner_auth, "verify_owner_signature", counted)
     answers = []
     for wallet_id, key in (("no-such-wallet", h.owner), ("no-such-wallet", stranger), (h.wallet_id, stranger)):
         path = route.format(w=wallet_id)
         response = h.client.request(method, path, content=b"{}", headers=owner_headers(h, method, path, b"{}", key))
         answers.append((response.status_code, response.json()))
     assert answers[0] == answers[1] == answers[2]
+    assert verified == [owner_public_key(h.owner), owner_public_key(stranger), owner_public_key(stranger)]
     assert answers[0][0] == 401 and answers[0][1]["error"]["code"] == "owner_signature_invalid"
 
 
