@@ -160,6 +160,30 @@ def test_a_stale_index_entry_never_leads_to_a_wrong_claim(hooked: tuple[Any, Hoo
     assert b1.event_id == "b1" and store.claim_webhooks(T0 + 40, LEASE, 10) == []
 
 
+def test_a_claim_answers_the_item_as_stored_even_from_a_stale_entry(hooked: tuple[Any, Hooked]) -> None:
+    """An entry read while the item was leased, after its lease ended and the item was rescheduled to a time that
+    is due too: same attempt count, another due time. The claim answers the item as stored, or passes it over."""
+    store, client = hooked
+    store.enqueue_webhook(item("c0", "w1", due=T0))
+    [first] = store.claim_webhooks(T0, LEASE, 10)
+    pages: list[Any] = []
+
+    def keep_the_page(real: Hook, **kwargs: Any) -> Any:
+        pages.append(real(**kwargs))
+        return pages[-1]
+
+    client.hooks["query"] = keep_the_page
+    assert store.claim_webhooks(T0 + 10, LEASE, 10) == []  # c0 in flight, as this page shows
+    store.mark_failed("c0", first.lease_id or "", now=T0 + 31, error="x", status_code=500, next_attempt_at=T0 + 32)
+    client.hooks["query"] = lambda real, **kwargs: pages[0]  # its lease ended at T0 + 30 in this page
+    claimed = store.claim_webhooks(T0 + 35, LEASE, 10)
+    assert all(c == store.get_outbox_item(c.event_id) for c in claimed)
+    del client.hooks["query"]
+    claimed += store.claim_webhooks(T0 + 35, LEASE, 10)
+    assert [(c.event_id, c.attempts, c.next_attempt_at) for c in claimed] == [("c0", 2, T0 + 32)]
+    assert claimed[0] == store.get_outbox_item("c0")
+
+
 def test_items_written_before_the_index_are_claimed_and_looked_for_once_per_table(
     counted: tuple[Any, CountingClient],
 ) -> None:
