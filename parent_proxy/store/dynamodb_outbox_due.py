@@ -13,14 +13,15 @@ while it skips. It skips what SQLite's scan passes over: the items of a wallet a
 due items, and the leased item itself) and a wallet's items after its first. Items not yet due and finished items
 are never read (before: the whole ``OUTBOX`` partition at every claim).
 
-Wallets in flight. ``W#<wallet>/OUTBOX_LEASE`` holds the event id, lease id and ``lease_until`` of the wallet's
-item under lease. A claim is one transaction: the item's lease (only if its attempts and due time are still those
-read and it has no live lease) and this item's put (only if there is none or its lease has ended). A finish
-deletes it in the transaction that clears the item's lease, if it is still this lease's; if not (this lease ended
-and another claim of the wallet holds it), the finish is sent again without it. So "none of a wallet with a
-delivery in flight" is one condition on one item: exact, like SQLite's write lock, where the scan before it was
-best effort. A claim resent by botocore after a lost answer carries the same ``ClientRequestToken`` and DynamoDB
-answers it as applied (the lease is the caller's).
+Wallets in flight. ``W#<wallet>/OUTBOX_LEASE`` holds the event id, lease id and ``lease_until`` of the wallet's item
+under lease. A claim is one transaction: the item's lease (only if its attempts and due time are still those read
+and it has no live lease) and the put of the wallet's lease item (only if there is none or its lease has ended). A
+finish deletes that item in the transaction that clears the item's lease, if it is still this lease's; if not (this
+lease ended and another claim of the wallet holds it), the finish is sent again without it. So "none of a wallet
+with a delivery in flight" is one condition on one item: exact, like SQLite's write lock (before, a claim read the
+partition and then leased what it had read as free: two claims racing could each lease an item of one wallet). A
+claim resent by botocore after a lost answer carries the same ``ClientRequestToken`` and DynamoDB answers it as
+applied (the lease is the caller's).
 
 Why an index and not pointer items. A pointer per pending item under a partition keyed by due time (like the
 reservations' ``RT#``/``R#`` pair in `dynamodb_limits`) would be read strongly consistently, but every write that
@@ -31,7 +32,9 @@ claim's conditions are on the base item (attempts and ``next_attempt_at`` as rea
 wallet's lease item, so a stale entry can only make a claim pass an item over (a later claim takes it), never
 lease an item that was claimed, rescheduled or finished, nor a second item of a wallet. Because the conditions pin
 the version read, the claimed item is built from the entry read (its other fields never change) with no read
-after the write. An item just enqueued or rescheduled may reach the index a moment later.
+after the write. An item just enqueued or rescheduled may reach the index a moment later. The index has one
+partition key value (``OUTBOX``), so it takes the outbox writes the base partition ``OUTBOX`` takes already: no new
+hot spot, and no new limit on the outbox's write rate.
 
 Items written before ``due_key`` (no deployment had any: docs/status.md) are not in the index. The first claim of
 each store reads ``LAYOUT/OUTBOX_DUE``; while it is absent, the claim gives every pending item without ``due_key``
