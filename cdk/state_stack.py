@@ -19,6 +19,12 @@ from cdk.stack_base import deployment_env
 TTL_ATTRIBUTE = "expires_at"
 """Item expiry attribute the DynamoDB store writes (parent_proxy/store/dynamodb_base.py)."""
 
+OUTBOX_DUE_INDEX = "outbox_due"
+OUTBOX_DUE_ATTRIBUTE = "due_key"
+"""The global secondary index the store claims webhooks through (parent_proxy/store/dynamodb_outbox_due.py): HASH
+``pk``, RANGE ``due_key`` (present on pending outbox items only), all attributes projected. The store's
+`create_table` declares the same (tests/cdk/test_state_table_matches_store.py compares them)."""
+
 OBJECT_LOCK_DAYS = 365
 """Default governance-mode retention on the data bucket: sealed blobs and audit exports survive a year of mistakes."""
 
@@ -28,7 +34,8 @@ ALB_LOG_PREFIX = "alb"
 
 
 class StateTable(Construct):
-    """One table, string keys pk/sk, TTL, on-demand; point-in-time recovery and deletion protection."""
+    """One table, string keys pk/sk, TTL, on-demand, the outbox's due index; point-in-time recovery and deletion
+    protection."""
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
@@ -45,6 +52,14 @@ class StateTable(Construct):
             ),
             deletion_protection=True,
             time_to_live_attribute=TTL_ATTRIBUTE,
+            global_secondary_indexes=[
+                dynamodb.GlobalSecondaryIndexPropsV2(
+                    index_name=OUTBOX_DUE_INDEX,
+                    partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+                    sort_key=dynamodb.Attribute(name=OUTBOX_DUE_ATTRIBUTE, type=dynamodb.AttributeType.STRING),
+                    projection_type=dynamodb.ProjectionType.ALL,
+                )
+            ],
             removal_policy=RemovalPolicy.RETAIN,
         )
 

@@ -1,7 +1,9 @@
 """Table layout, attribute encoding and the one place botocore errors are translated, for `DynamoStore`.
 
-One table, string keys ``pk`` (HASH) and ``sk`` (RANGE), TTL attribute ``expires_at`` (the CDK stack must create
-it that way; `create_table` does it for tests and local runs). Item layout:
+One table, string keys ``pk`` (HASH) and ``sk`` (RANGE), TTL attribute ``expires_at``, and one global secondary
+index, `OUTBOX_DUE_INDEX` (HASH ``pk``, RANGE ``due_key``, all attributes projected), which holds the pending outbox
+items only (the CDK stack must create it that way; `create_table` does it for tests and local runs, and
+``tests/cdk/test_state_table_matches_store.py`` compares the two). Item layout:
 
     pk            sk                    item
     W#<wallet>    WALLET                wallet fields + ``ledger_version`` (bumped by every reservation)
@@ -17,21 +19,27 @@ it that way; `create_table` does it for tests and local runs). Item layout:
     W#<wallet>    AGENT_KEY_CANDIDATE   the wallet's candidate agent key; ``AKR#<seq>``: retired agent keys (see
                                         `dynamodb_agent_keys`, which also adds ``agent_key_switches`` to WALLET)
     T#<token id>  TOKEN                 wallet id, SHA-256 of the secret, revoked_at
-    OUTBOX        <event id>            a pending outbox item (moved to ``O#<event>/ITEM`` when finished)
+    W#<wallet>    OUTBOX_LEASE          the wallet's webhook delivery in flight: event id, lease id, lease_until
+                                        (see `dynamodb_outbox_due`)
+    OUTBOX        <event id>            a pending outbox item (moved to ``O#<event>/ITEM`` when finished), with
+                                        ``due_key`` (its key in `OUTBOX_DUE_INDEX`, see `dynamodb_outbox_due`)
     O#<event>     D#<attempt>           delivery log line
     AUDIT         HEAD / R#<seq>        audit head (seq, hash) and records
+    LAYOUT        OUTBOX_DUE            present once outbox items written without ``due_key`` have been given one
 
-Wallets, tokens, idempotency records, approvals and outbox items also carry ``write_id``: the id of the last
-conditional write of theirs that is not idempotent by itself (creation, policy install, claim, stored answer,
-decision, reopening; for an outbox item, its last lease id); it tells a botocore resend of that write from a
-refusal (`DynamoBase._write_once`).
+Wallets, tokens, idempotency records and approvals also carry ``write_id``: the id of the last conditional write
+of theirs that is not idempotent by itself (creation, policy install, claim, stored answer, decision, reopening); it
+tells a botocore resend of that write from a refusal (`DynamoBase._write_once`). (Outbox items written before the
+claim became a transaction carry one too: their last lease id.)
 
 Layout versions are not detected. The adapter never creates the production table (the CDK stack does, and the
 instance role may not scan it), so it cannot mark a new table with its layout, and an unmarked table could be new
 or old. Before the ``RT#`` keys (commit 532a17c) a reservation was the item ``W#<wallet>/R#<request>`` itself: this
 adapter does not see such reservations, so on a table written by an older one its limit checks would not count
 them (failing open for the windows they fall in, up to `validation.MAX_WINDOW_SECONDS`) and their commit or
-release would be `NotFound`. Such a deployment moves to a new table. A layout-version item, written by the stack
+release would be `NotFound`. Such a deployment moves to a new table. Pending outbox items written before
+``due_key`` are not in the index; the first claim of each store finds them once per table (`dynamodb_outbox_due`).
+A layout-version item, written by the stack
 that creates the table and checked when the store opens, would make the next layout change detectable.
 """
 
@@ -56,6 +64,10 @@ if TYPE_CHECKING:
 Item = dict[str, Any]
 
 TTL_ATTRIBUTE = "expires_at"
+OUTBOX_DUE_INDEX = "outbox_due"
+"""The global secondary index of pending outbox items by due time (`dynamodb_outbox_due`)."""
+DUE_ATTRIBUTE = "due_key"
+"""Its sort key: present on pending outbox items only, so the index holds nothing else."""
 CONDITION_FAILED = "ConditionalCheckFailed"
 WRITE_ID = "write_id"
 """A fresh random id stored by each single-item conditional write that is not idempotent (see `_write_once`)."""
@@ -112,7 +124,8 @@ def translate() -> Iterator[None]:
 
 
 def create_table(client: DynamoDBClient, table: str) -> None:
-    """Create the table (on-demand billing) and enable TTL. For tests and local runs; CDK owns production."""
+    """Create the table (on-demand billing) with its index and enable TTL. For tests and local runs; CDK owns
+    production (``cdk/state_stack.py``, which must declare the same keys and index)."""
     with translate():
         client.create_table(
             TableName=table,
@@ -120,6 +133,17 @@ def create_table(client: DynamoDBClient, table: str) -> None:
             AttributeDefinitions=[
                 {"AttributeName": "pk", "AttributeType": "S"},
                 {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": DUE_ATTRIBUTE, "AttributeType": "S"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": OUTBOX_DUE_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": "pk", "KeyType": "HASH"},
+                        {"AttributeName": DUE_ATTRIBUTE, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
             ],
             BillingMode="PAY_PER_REQUEST",
         )

@@ -1,18 +1,18 @@
 """The webhook and audit half of `DynamoStore`: webhook settings, the persistent outbox, the delivery log and
-the audit chain (a HEAD item moved forward by a conditional transaction, so appends are serialised)."""
+the audit chain (a HEAD item moved forward by a conditional transaction, so appends are serialised). The outbox is
+claimed through its due index and per-wallet lease items (`dynamodb_outbox_due`), never by reading it whole."""
 
 from __future__ import annotations
 
-import uuid
+from dataclasses import replace
 from typing import Any
 
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound, StoreUnavailable
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
     CONDITION_FAILED,
-    WRITE_ID,
+    DUE_ATTRIBUTE,
     ConditionFailed,
-    DynamoBase,
     Item,
     b,
     get_b,
@@ -23,12 +23,14 @@ from parent_proxy.store.dynamodb_base import (
     get_opt_s,
     get_s,
     n,
+    new_write_id,
     opt_b,
     opt_n,
     opt_s,
     s,
     translate,
 )
+from parent_proxy.store.dynamodb_outbox_due import OUTBOX_PK, DynamoOutboxDue, due_key
 from parent_proxy.store.model import (
     GENESIS_PREV_HASH,
     AuditRecord,
@@ -38,11 +40,11 @@ from parent_proxy.store.model import (
     WebhookConfig,
 )
 
-OUTBOX_PK = "OUTBOX"
 AUDIT_PK = "AUDIT"
 
 
 def _outbox_item(item: OutboxItem) -> Item:
+    """A pending item as stored under ``OUTBOX`` (a finished one is stored without ``due_key``)."""
     return {
         "pk": s(OUTBOX_PK),
         "sk": s(item.event_id),
@@ -55,6 +57,7 @@ def _outbox_item(item: OutboxItem) -> Item:
         "next_attempt_at": n(item.next_attempt_at),
         "lease_id": opt_s(item.lease_id),
         "lease_until": opt_n(item.lease_until),
+        DUE_ATTRIBUTE: s(due_key(item.next_attempt_at, item.event_id)),
     }
 
 
@@ -90,7 +93,7 @@ def _parse_audit(i: Item) -> AuditRecord:
     )
 
 
-class DynamoOutboxAudit(DynamoBase):
+class DynamoOutboxAudit(DynamoOutboxDue):
     """Webhooks, outbox and audit log over one DynamoDB table."""
 
     # -- webhooks -------------------------------------------------------------------------------------------
@@ -128,56 +131,32 @@ class DynamoOutboxAudit(DynamoBase):
         now = v.check_time("now", now)
         lease_seconds = v.check_time("lease_seconds", lease_seconds)
         v.check_count("limit", limit, minimum=1, maximum=1000)
-        due, busy = [], set()
-        for i in self._query(OUTBOX_PK):
-            item = _parse_outbox(i, get_s(i, "sk"))
-            if item.lease_until is not None and item.lease_until > now:
-                busy.add(item.wallet_id)
-            elif item.next_attempt_at <= now:
-                due.append(item)
-        due.sort(key=lambda x: (x.next_attempt_at, x.event_id))
+        self._index_older_items()
         claimed: list[OutboxItem] = []
-        for item in due:
-            if len(claimed) == limit:
-                break
-            if item.wallet_id in busy:
-                continue  # one item per wallet in flight (best effort here: see `Store.claim_webhooks`)
-            busy.add(item.wallet_id)
-            try:
-                claimed.append(self._claim(item, now, now + lease_seconds))
-            except ConditionFailed:
-                continue  # another worker claimed it first, or it was finished or rescheduled meanwhile
-            except StoreUnavailable:
-                if not claimed:
-                    raise
-                break  # hand over what is leased already (else it would sit leased, unsent, until the lease ends)
+        seen: set[str] = set()  # wallets claimed, found in flight, or tried in this claim: one try each
+        try:
+            for i in self._due_items(now, limit):
+                item = _parse_outbox(i, get_s(i, "sk"))
+                if item.wallet_id in seen:
+                    continue
+                seen.add(item.wallet_id)
+                if item.lease_until is not None and item.lease_until > now:
+                    continue  # in flight as the index saw it (the lease condition below would refuse it too)
+                lease_id = new_write_id()
+                try:
+                    self._lease(item, lease_id, now, now + lease_seconds)
+                except ConditionFailed:
+                    continue  # claimed, finished or rescheduled since the index read it, or its wallet in flight
+                claimed.append(
+                    replace(item, attempts=item.attempts + 1, lease_id=lease_id, lease_until=now + lease_seconds)
+                )
+                if len(claimed) == limit:
+                    break
+        except StoreUnavailable:
+            if not claimed:
+                raise
+            # Hand over what is leased already (else it would sit leased, unsent, until the lease ends).
         return claimed
-
-    def _claim(self, item: OutboxItem, now: float, until: float) -> OutboxItem:
-        """Lease one item read as due, only if it still is: the version read (``attempts``), due at ``now``, no live
-        lease (a worker may have rescheduled it since the read). Returns it as stored after the claim. The lease id
-        is the write id: a resend of this claim after a lost answer is this claim (`_write_once`)."""
-        lease_id = uuid.uuid4().hex
-        request = {
-            "TableName": self._table,
-            "Key": {"pk": s(OUTBOX_PK), "sk": s(item.event_id)},
-            "UpdateExpression": f"SET attempts = :next, lease_id = :l, lease_until = :u, {WRITE_ID} = :l",
-            "ConditionExpression": "attempts = :seen AND next_attempt_at <= :now"
-            " AND (attribute_type(lease_until, :null) OR lease_until <= :now)",
-            "ExpressionAttributeValues": {
-                ":next": n(item.attempts + 1),
-                ":seen": n(item.attempts),
-                ":l": s(lease_id),
-                ":u": n(until),
-                ":now": n(now),
-                ":null": s("NULL"),
-            },
-            "ReturnValues": "ALL_NEW",
-        }
-        stored = self._write_once("update_item", request, lease_id)
-        if stored is None:
-            raise StoreUnavailable(f"outbox item {item.event_id}: the claim returned no item")
-        return _parse_outbox(stored, item.event_id)
 
     def _finish(
         self,
@@ -213,11 +192,13 @@ class DynamoOutboxAudit(DynamoBase):
                     "TableName": self._table,
                     "Key": key,
                     **guard,
-                    "UpdateExpression": "SET lease_id = :none, lease_until = :none, next_attempt_at = :n",
+                    "UpdateExpression": "SET lease_id = :none, lease_until = :none, next_attempt_at = :n, #due = :k",
+                    "ExpressionAttributeNames": {"#due": DUE_ATTRIBUTE},
                     "ExpressionAttributeValues": {
                         **guard["ExpressionAttributeValues"],
                         ":none": {"NULL": True},
                         ":n": n(next_attempt_at),
+                        ":k": s(due_key(next_attempt_at, event_id)),
                     },
                 }
             }
@@ -239,13 +220,22 @@ class DynamoOutboxAudit(DynamoBase):
                 )
             )
             archived.update(pk=s(f"O#{event_id}"), sk=s("ITEM"))
+            del archived[DUE_ATTRIBUTE]  # out of the due index
             actions = [
                 {"Delete": {"TableName": self._table, "Key": key, **guard}},
                 {"Put": {"TableName": self._table, "Item": archived}},
             ]
         actions.append({"Put": {"TableName": self._table, "Item": log}})
+        release = self._release_action(get_s(current, "wallet_id"), lease_id)
         try:
-            self._transact(actions)
+            try:
+                self._transact([*actions, release])
+            except ConditionFailed as exc:
+                if exc.reasons[0] == CONDITION_FAILED:
+                    raise
+                # The wallet's lease item is not this lease's (this lease ended and another claim of the wallet holds
+                # it, or the item was leased by a build without lease items): leave it.
+                self._transact(actions)
         except ConditionFailed as exc:
             raise LeaseLost(f"outbox item {event_id}: lease lost") from exc
 

@@ -260,8 +260,10 @@ class Store(Protocol):
 
         In due order, at most one item per wallet, and none of a wallet that already has an item under a live
         lease: each wallet has at most one delivery in flight, so a receiver that never answers holds up only its
-        own wallet's notifications. Exact on SQLite (claims serialise on the write lock); on DynamoDB two claims
-        racing may each lease one item of the same wallet (each reads before the other writes)."""
+        own wallet's notifications. Exact on both adapters: claims serialise on SQLite's write lock; on DynamoDB a
+        claim leases its item and the wallet's lease item in one conditional transaction (`dynamodb_outbox_due`).
+        DynamoDB finds due items through an eventually consistent index: an item written a moment ago may wait
+        for the next claim."""
         ...
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None: ...

@@ -26,6 +26,29 @@ class Hooked:
         return real if hook is None else (lambda **kwargs: hook(real, **kwargs))
 
 
+class CountingClient:
+    """The boto3 client, counting the items DynamoDB read for its queries (``ScannedCount``: before any filter) and
+    the items its ``get_item`` calls found."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.items_read = 0
+        self.items_got = 0
+
+    def query(self, **kwargs: Any) -> Any:
+        page = self.inner.query(**kwargs)
+        self.items_read += page["ScannedCount"]
+        return page
+
+    def get_item(self, **kwargs: Any) -> Any:
+        answer = self.inner.get_item(**kwargs)
+        self.items_got += "Item" in answer
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 @contextmanager
 def transaction_answer_lost(client: Hooked) -> Iterator[list[str]]:
     """botocore resends a ``TransactWriteItems`` whose first send was applied (its answer lost), with the same

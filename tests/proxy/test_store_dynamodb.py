@@ -10,26 +10,11 @@ import pytest
 
 from parent_proxy.store.model import ReservationStatus
 from tests.proxy.conftest import make_wallet, moto_dynamo_store
+from tests.proxy.hooked_client import CountingClient
 
 T0 = 1_700_000_000.0
 HOUR = 3600
 DAY = 86_400
-
-
-class CountingClient:
-    """The boto3 client, counting the items its queries return."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.items_read = 0
-
-    def query(self, **kwargs: Any) -> Any:
-        page = self.inner.query(**kwargs)
-        self.items_read += len(page.get("Items", []))
-        return page
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.fixture

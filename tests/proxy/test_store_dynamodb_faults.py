@@ -304,21 +304,21 @@ def test_a_store_failure_mid_batch_hands_over_what_was_leased(dynamo: tuple[Any,
     for i in range(3):
         store.create_wallet(make_wallet(f"w-e{i}"))  # a claim takes one item per wallet
         store.enqueue_webhook(outbox_item(f"e{i}", f"w-e{i}"))
-    updates: list[str] = []
+    leases: list[str] = []
 
-    def third_update_throttled(real: Hook, **kwargs: Any) -> Any:
-        updates.append(kwargs["Key"]["sk"]["S"])
-        if len(updates) == 3:
+    def third_lease_throttled(real: Hook, **kwargs: Any) -> Any:
+        leases.append(kwargs["TransactItems"][0]["Update"]["Key"]["sk"]["S"])
+        if len(leases) == 3:
             raise ClientError(
-                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "UpdateItem"
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "TransactWriteItems"
             )
         return real(**kwargs)
 
-    client.hooks["update_item"] = third_update_throttled
+    client.hooks["transact_write_items"] = third_lease_throttled
     claimed = store.claim_webhooks(T0, LEASE, 10)
     assert [(c.event_id, c.attempts) for c in claimed] == [("e0", 1), ("e1", 1)]
-    assert all(c.lease_id == store.get_outbox_item(c.event_id).lease_id for c in claimed)
-    del client.hooks["update_item"]
+    assert all(c == store.get_outbox_item(c.event_id) for c in claimed)
+    del client.hooks["transact_write_items"]
     assert [c.event_id for c in store.claim_webhooks(T0 + 1, LEASE, 10)] == ["e2"]  # unleased, claimable at once
 
 
@@ -327,21 +327,24 @@ def test_a_failing_first_claim_is_raised(dynamo: tuple[Any, Hooked]) -> None:
     store.enqueue_webhook(outbox_item("e1"))
 
     def throttled(real: Hook, **kwargs: Any) -> Any:
-        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "UpdateItem")
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "TransactWriteItems"
+        )
 
-    client.hooks["update_item"] = throttled
+    client.hooks["transact_write_items"] = throttled
     with pytest.raises(StoreUnavailable, match="ProvisionedThroughputExceededException"):
         store.claim_webhooks(T0, LEASE, 10)
-    del client.hooks["update_item"]
+    del client.hooks["transact_write_items"]
     assert store.get_outbox_item("e1").lease_id is None
 
 
 def test_a_resent_claim_is_this_claim(dynamo: tuple[Any, Hooked]) -> None:
     """Before: the resend failed its condition against the first send, the item counted as "claimed by another
-    worker", and it sat leased to nobody until the lease ended."""
+    worker", and it sat leased to nobody until the lease ended. A claim is a transaction (the item's lease and its
+    wallet's lease item); its resend carries the first send's token."""
     store, client = dynamo
     store.enqueue_webhook(outbox_item("e1"))
-    with first_answer_lost(client, "UpdateItem") as resent:
+    with transaction_answer_lost(client) as resent:
         [claimed] = store.claim_webhooks(T0, LEASE, 10)
-    assert resent and claimed.attempts == 1 and claimed.lease_id == store.get_outbox_item("e1").lease_id
+    assert resent and claimed == store.get_outbox_item("e1") and claimed.attempts == 1
     store.mark_delivered("e1", claimed.lease_id or "", now=T0 + 1, status_code=200)
