@@ -4,9 +4,9 @@ Five Squads v4 instructions, all for the config transaction at index ``transacti
 current ``transaction_index`` + 1: `config_transaction_create` takes exactly that one):
 
 1. ``config_transaction_create``   actions ``[AddMember{new agent, permissions}, RemoveMember{old agent}]``, then
-                                   for each spending limit naming the old agent ``RemoveSpendingLimit{it}`` and
-                                   ``AddSpendingLimit{same vault, mint, amount, period, destinations; members with
-                                   the new agent in the old one's place}``; no memo; creator and rent payer: the owner;
+                                   for each spending limit of the old agent ``RemoveSpendingLimit{it}`` and
+                                   ``AddSpendingLimit{same vault, mint, amount, period, destinations; members
+                                   [new agent]}``; no memo; creator and rent payer: the owner;
 2. ``proposal_create``             for that index, not a draft; creator and rent payer: the owner;
 3. ``proposal_approve``            by the owner, no memo;
 4. ``proposal_approve``            by the old agent, no memo (the 2-of-2 threshold is met here);
@@ -20,6 +20,10 @@ and, on Squads program versions whose ``spending_limit_use`` checks only the lim
 membership; the program's source has had both), the old key able to spend through it. Each such limit is replaced
 in the same config transaction (`SpendingLimitReplacement`); the proxy refuses the switch while any limit of the
 multisig still names the old key. About two replacements fit in one transaction (`RotationBuildError` beyond).
+Only the agent's own limits are moved: members exactly ``[old agent]`` (DESIGN.md section 10). A limit naming the
+old agent and anyone else is refused, not copied: its other members could spend from the vault alone (the program
+does not require limit members to be multisig members), and copying them would carry that over to a limit the
+enclave co-signs into being (`policies.rotation` refuses one too).
 
 Blockhash: a recent one (valid for about a minute) or a durable nonce (`NonceAccount`, whose authority must be the
 owner): then the transaction starts with the System ``AdvanceNonceAccount`` of that account, signed by the owner,
@@ -80,8 +84,9 @@ class RotationBuildError(ValueError):
 
 @dataclass(frozen=True)
 class SpendingLimitReplacement:
-    """A spending limit naming the old agent key (``old``, read from the chain), and the seed of the limit that
-    replaces it (``create_key``: any fresh key; it only derives the new limit's address)."""
+    """A spending limit of the old agent key (``old``, read from the chain: members exactly ``[old agent]``), and
+    the seed of the limit that replaces it (``create_key``: any fresh key; it only derives the new limit's address).
+    The replacement has ``old``'s vault, mint, amount, period and destinations, and members ``[new agent]``."""
 
     old: SpendingLimitAccount
     create_key: Pubkey
@@ -89,11 +94,6 @@ class SpendingLimitReplacement:
     def address(self) -> Pubkey:
         """The replacement limit's address."""
         return spending_limit_address(self.old.multisig, self.create_key)[0]
-
-    def members(self, agent: Pubkey, new_agent: Pubkey) -> list[Pubkey]:
-        """The old limit's members with ``new_agent`` in ``agent``'s place, sorted and unique (as the program keeps
-        them)."""
-        return sorted({new_agent if key == agent else key for key in self.old.members}, key=bytes)
 
 
 def _keys(keys: Sequence[Pubkey]) -> bytes:
@@ -113,7 +113,7 @@ def config_actions_data(
         actions += bytes([_REMOVE_SPENDING_LIMIT]) + bytes(old.address)
         actions += bytes([_ADD_SPENDING_LIMIT]) + bytes(limit.create_key) + bytes([old.vault_index]) + bytes(old.mint)
         actions += struct.pack("<QB", old.amount, old.period)
-        actions += _keys(limit.members(agent, new_agent)) + _keys(old.destinations)
+        actions += _keys([new_agent]) + _keys(old.destinations)
     return CONFIG_TRANSACTION_CREATE + actions + _NONE
 
 
@@ -144,6 +144,13 @@ def _check_limits(multisig: Pubkey, agent: Pubkey, limits: Sequence[SpendingLimi
     for limit in limits:
         if limit.old.multisig != multisig or not limit.old.names(agent):
             raise RotationBuildError(f"spending limit {limit.old.address} is not one of this multisig naming the agent")
+        if limit.old.members != (agent,):
+            raise RotationBuildError(
+                f"spending limit {limit.old.address} names [{', '.join(map(str, limit.old.members))}], not only the "
+                f"agent key {agent}: a rotation moves only the agent's own limits (members exactly [agent], "
+                "DESIGN.md section 10), and its other members can spend from the vault alone. Remove that limit first "
+                "(a config transaction of the multisig), then build the rotation again"
+            )
 
 
 def rotation_instructions(

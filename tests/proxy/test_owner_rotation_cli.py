@@ -58,7 +58,7 @@ def test_rotation_transaction_replaces_the_spending_limits_naming_the_agent(
     new_agent, merchant, mint = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_unique()
     svm = rpc.backend.svm
     sol = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()], amount=5 * 10**8)
-    token = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[owner, agent.pubkey()], mint=mint,
+    token = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()], mint=mint,
                                amount=10**6, period=2, destinations=[merchant], vault_index=1)  # fmt: skip
     put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[owner])
     put_spending_limit(svm, Pubkey.new_unique(), Pubkey.new_unique(), members=[agent.pubkey()])
@@ -76,7 +76,7 @@ def test_rotation_transaction_replaces_the_spending_limits_naming_the_agent(
     assert sorted(removed, key=bytes) == sorted([sol, token], key=bytes) and len(added) == 2
     by_mint = {fields["mint"]: fields for fields in added}
     assert by_mint[Pubkey.default()]["members"] == (new_agent,) and by_mint[Pubkey.default()]["amount"] == 5 * 10**8
-    assert by_mint[mint]["members"] == tuple(sorted([owner, new_agent], key=bytes))
+    assert by_mint[mint]["members"] == (new_agent,)
     assert (by_mint[mint]["amount"], by_mint[mint]["period"], by_mint[mint]["destinations"],
             by_mint[mint]["vault_index"]) == (10**6, "week", (merchant,), 1)  # fmt: skip
     # The execution carries each old limit and its replacement, writable: the program finds them by address.
@@ -85,6 +85,24 @@ def test_rotation_transaction_replaces_the_spending_limits_naming_the_agent(
     extra = {meta.pubkey for meta in execute.accounts[6:] if meta.is_writable}
     assert extra == {sol, token} | replacements
     assert f"spending limit {sol} names {agent.pubkey()}: replaced by" in err
+
+
+def test_rotation_transaction_refuses_a_spending_limit_naming_the_agent_and_another_key(
+    rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    """A limit naming the agent and another key (the owner, or a key an RPC made up) is not copied into the rotation:
+    the command refuses and names the limit; nothing is printed on stdout."""
+    _, key = keypair
+    owner = owner_public_key(key)
+    for other in (owner, Pubkey.new_unique()):
+        multisig, agent = wallet(rpc, owner)
+        put_spending_limit(rpc.backend.svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()])
+        shared = put_spending_limit(rpc.backend.svm, multisig, Pubkey.new_unique(), members=[agent.pubkey(), other])
+        code, out, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
+                             "--multisig", str(multisig), "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
+        assert (code, out) == (2, ""), err
+        assert f"spending limit {shared} names [" in err and str(other) in err
+        assert "a rotation moves only the agent's own limits" in err and "Remove that limit first" in err
 
 
 def test_rotation_transaction_refuses_more_spending_limits_than_fit(

@@ -166,7 +166,7 @@ def test_two_spending_limit_replacements_still_fit_with_a_nonce() -> None:
     limits = []
     for _ in range(2):
         create = Pubkey.new_unique()
-        data = spending_limit_account_data(multisig, create, members=[agent, owner], mint=Pubkey.new_unique(),
+        data = spending_limit_account_data(multisig, create, members=[agent], mint=Pubkey.new_unique(),
                                            destinations=[Pubkey.new_unique()])  # fmt: skip
         old = parse_spending_limit_account(spending_limit_address(multisig, create)[0], PROGRAM_ID, data)
         limits.append(SpendingLimitReplacement(old, Pubkey.new_unique()))

@@ -260,14 +260,14 @@ def test_each_obstacle_is_named(change: dict[str, Any], message: str) -> None:
 
 
 def test_spending_limit_replacements_match_the_encoder_and_pass_the_enclave_check() -> None:
-    """Each replaced limit: RemoveSpendingLimit(old) and AddSpendingLimit(new create key, same terms, the new agent
-    in the old one's place) in the config transaction, byte for byte as the IDL-driven encoder writes them; the old
+    """Each replaced limit: RemoveSpendingLimit(old) and AddSpendingLimit(new create key, same terms, members
+    [new agent]) in the config transaction, byte for byte as the IDL-driven encoder writes them; the old
     and new limit accounts writable at the end of the execution."""
     multisig, owner, agent, new_agent = keys()
     merchant, mint = Pubkey.new_unique(), Pubkey.new_unique()
     old = parse_spending_limit_account(
         spending_limit_address(multisig, create := Pubkey.new_unique())[0], PROGRAM_ID,
-        spending_limit_account_data(multisig, create, members=[agent, owner], mint=mint, amount=7, period=3,
+        spending_limit_account_data(multisig, create, members=[agent], mint=mint, amount=7, period=3,
                                     destinations=[merchant]),
     )  # fmt: skip
     replacement = SpendingLimitReplacement(old, Pubkey.new_unique())
@@ -279,7 +279,7 @@ def test_spending_limit_replacements_match_the_encoder_and_pass_the_enclave_chec
                ("remove_spending_limit", {"spending_limit": old.address}),
                ("add_spending_limit", {"create_key": replacement.create_key, "vault_index": 0, "mint": mint,
                                        "amount": 7, "period": "month",
-                                       "members": sorted([owner, new_agent], key=bytes),
+                                       "members": [new_agent],
                                        "destinations": [merchant]})]  # fmt: skip
     assert bytes(create_ix.data) == ENC.data("config_transaction_create", {"actions": actions, "memo": None})
     tail = [message.account_keys[i] for i in bytes(execute_ix.accounts)[6:]]
@@ -294,3 +294,18 @@ def test_spending_limit_replacements_match_the_encoder_and_pass_the_enclave_chec
     for limits in ([wrong[0]], [wrong[1]], [replacement, replacement]):
         with pytest.raises(RotationBuildError, match="spending limit"):
             build(multisig=multisig, owner=owner, agent=agent, new_agent=new_agent, spending_limits=limits)
+
+
+def test_a_spending_limit_naming_anyone_besides_the_agent_is_refused_not_copied() -> None:
+    """A limit whose members are the agent and someone else is not the agent's to move: copying its other members
+    into the replacement would let them spend from the vault alone (Squads does not require limit members to be
+    multisig members). The builder refuses it, naming the limit and its members."""
+    multisig, owner, agent, new_agent = keys()
+    for others in ([owner], [Pubkey.new_unique()], [Pubkey.new_unique(), Pubkey.new_unique()]):
+        create = Pubkey.new_unique()
+        data = spending_limit_account_data(multisig, create, members=[agent, *others])
+        old = parse_spending_limit_account(spending_limit_address(multisig, create)[0], PROGRAM_ID, data)
+        with pytest.raises(RotationBuildError, match=f"spending limit {old.address} names .*{others[0]}.*not only the "
+                           f"agent key {agent}: a rotation moves only the agent's own limits"):  # fmt: skip
+            build(multisig=multisig, owner=owner, agent=agent, new_agent=new_agent,
+                  spending_limits=[SpendingLimitReplacement(old, Pubkey.new_unique())])  # fmt: skip
