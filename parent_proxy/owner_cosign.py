@@ -130,24 +130,41 @@ def describe_rotation(decoded: DecodedTransaction) -> list[str]:
         raise CosignRefused("the transaction is not a rotation transaction") from exc
 
 
+def _limit_actions(
+    actions: list[tuple[str, Mapping[str, object]]],
+) -> list[tuple[Pubkey, Mapping[str, object] | None]]:
+    """Each ``remove_spending_limit``'s address with the ``add_spending_limit`` directly after it (its replacement),
+    or None (the limit is closed); an ``add_spending_limit`` after anything else is not a rotation's."""
+    out: list[tuple[Pubkey, Mapping[str, object] | None]] = []
+    previous = ""
+    for name, fields in actions:
+        if name == "remove_spending_limit":
+            out.append((_key(fields.get("spending_limit")), None))
+        elif name == "add_spending_limit":
+            if previous != "remove_spending_limit":
+                raise _NotThisShape
+            out[-1] = (out[-1][0], fields)
+        previous = name
+    return out
+
+
 def _describe(decoded: DecodedTransaction) -> list[str]:
     config = _config(decoded)
     actions = _actions(config)
     lines: list[str] = []
-    removed: Pubkey | None = None
     for name, fields in actions:
         if name == "add_member":
             mask = _int(fields.get("permissions"))
             lines.append(f"add member {_key(fields.get('key'))} (permissions {mask}: {permission_names(mask)})")
         elif name == "remove_member":
             lines.append(f"remove member {_key(fields.get('old_member'))}")
-        elif name == "remove_spending_limit":
-            removed = _key(fields.get("spending_limit"))
-        elif name == "add_spending_limit" and removed is not None:
-            lines.append(describe_limit(removed, fields))
-            removed = None
-        else:
+        elif name not in ("remove_spending_limit", "add_spending_limit"):
             raise _NotThisShape
+    for removed, replacement in _limit_actions(actions):
+        if replacement is None:
+            lines.append(f"spending limit {removed} is closed, without a replacement")
+        else:
+            lines.append(describe_limit(removed, replacement))
     index = next(
         (ix.args.get("transaction_index") for ix in decoded.instructions if ix.name == "proposal_create"), None
     )
@@ -205,19 +222,15 @@ def _rotation(message: Message, decoded: DecodedTransaction) -> list[str]:
     owner = decoded.fee_payer
     config = _config(decoded)
     multisig = _key(config.args.get("multisig"))
+    actions = _actions(config)
     named: dict[str, list[Mapping[str, object]]] = {}
-    pairs: list[tuple[Pubkey, Mapping[str, object]]] = []
-    removed: Pubkey | None = None
-    for name, fields in _actions(config):
+    for name, fields in actions:
         named.setdefault(name, []).append(fields)
-        if name == "remove_spending_limit":
-            removed = _key(fields.get("spending_limit"))
-        elif name == "add_spending_limit" and removed is not None:
-            pairs.append((removed, fields))
-            removed = None
     (added,), (gone,) = named.get("add_member", []), named.get("remove_member", [])
     agent, new_agent = _key(gone.get("old_member")), _key(added.get("key"))
-    limits = [_replacement(multisig, agent, old, fields) for old, fields in pairs]
+    limit_actions = _limit_actions(actions)
+    limits = [_replacement(multisig, agent, old, fields) for old, fields in limit_actions if fields is not None]
+    closed = [_closed(multisig, agent, old) for old, fields in limit_actions if fields is None]
     (proposal,) = [ix for ix in decoded.instructions if ix.name == "proposal_create"]
     prices = [ix.args.get("unit_price") for ix in decoded.instructions if ix.name == "set_compute_unit_price"]
     first = decoded.instructions[0]
@@ -228,7 +241,7 @@ def _rotation(message: Message, decoded: DecodedTransaction) -> list[str]:
         multisig=multisig, transaction_index=_int(proposal.args.get("transaction_index")), owner=owner, agent=agent,
         new_agent=new_agent, recent_blockhash=None if nonce else message.recent_blockhash, nonce=nonce,
         permissions=_int(added.get("permissions")), compute_unit_price=_int(prices[0]) if prices else None,
-        spending_limits=limits,
+        spending_limits=limits, closed_spending_limits=closed,
     )  # fmt: skip
     if not _same(message, raw):
         raise _NotThisShape
@@ -249,3 +262,11 @@ def _replacement(
         remaining_amount=0, last_reset=0, bump=0, members=(agent,), destinations=_keys(fields.get("destinations")),
     )  # fmt: skip
     return SpendingLimitReplacement(account, _key(fields.get("create_key")))
+
+
+def _closed(multisig: Pubkey, agent: Pubkey, address: Pubkey) -> SpendingLimitAccount:
+    """A limit the builder would have closed at ``address`` (only its address is in the transaction)."""
+    return SpendingLimitAccount(
+        address=address, multisig=multisig, create_key=Pubkey.default(), vault_index=0, mint=Pubkey.default(),
+        amount=0, period=0, remaining_amount=0, last_reset=0, bump=0, members=(agent,), destinations=(),
+    )  # fmt: skip

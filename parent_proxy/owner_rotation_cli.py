@@ -2,9 +2,12 @@
 
     waiaas owner --owner-public-key K rotation-transaction --rpc-url URL --multisig M --new-agent-key N
                  [--agent-key A] [--permissions 7] [--compute-unit-price P] [--nonce-account NONCE]
-        read the multisig and its spending limits from the RPC, check that the rotation can execute, print the
-        unsigned transaction (base64); every spending limit naming the old agent is replaced by one naming the new;
-        with a durable nonce (whose authority is the owner key) the transaction lasts until the nonce advances
+                 [--close-spending-limit L ...]
+        read the multisig and its spending limits from the RPC (https, or http to a loopback host), check that the
+        rotation can execute, print the unsigned transaction (base64) and, on stderr, what it does; every spending
+        limit of the old agent (members exactly [A]) is replaced by the same limit for N, each one named with
+        --close-spending-limit is closed instead, and any other limit naming A is refused; with a durable nonce
+        (whose authority is the owner key) the transaction lasts until the nonce advances
     waiaas owner --owner-public-key K advance-nonce-transaction --rpc-url URL --nonce-account NONCE
         print the unsigned transaction that advances the nonce, voiding every transaction built on its value
     waiaas owner sign-rotation --wallet-id W --transaction B64 --agent-key A --new-agent-key N [--multisig M]
@@ -118,6 +121,10 @@ def register(commands: Any) -> None:
     build.add_argument("--permissions", type=int, default=PERMISSIONS_ALL, help="the new member's permission mask")
     build.add_argument("--compute-unit-price", type=int, help="priority fee, micro-lamports per compute unit")
     build.add_argument("--nonce-account", help="a durable nonce account whose authority is the owner key")
+    build.add_argument(
+        "--close-spending-limit", action="append", default=[], metavar="ADDRESS",
+        help="close this spending limit naming the agent instead of replacing it (repeatable)",
+    )  # fmt: skip
 
     advance = commands.add_parser(
         "advance-nonce-transaction", help="print the unsigned transaction advancing a durable nonce (voids its users)"
@@ -197,6 +204,7 @@ def rotation_transaction(args: argparse.Namespace) -> int:
     new_agent = public_key_option(args.new_agent_key, "--new-agent-key")
     agent = None if args.agent_key is None else public_key_option(args.agent_key, "--agent-key")
     nonce_address = None if args.nonce_account is None else public_key_option(args.nonce_account, "--nonce-account")
+    to_close = {public_key_option(text, "--close-spending-limit") for text in args.close_spending_limit}
     url = rpc_url(args)
 
     async def read() -> tuple[MultisigAccount, list[SpendingLimitAccount], Hash | NonceAccount]:
@@ -212,15 +220,22 @@ def rotation_transaction(args: argparse.Namespace) -> int:
     if agent is None:
         agent = default_agent(account, owner)
     check_multisig_allows_rotation(account, owner=owner, agent=agent, new_agent=new_agent, permissions=args.permissions)
-    # Every spending limit naming the old agent is replaced: Squads checks only the limit's own member list.
+    # Every spending limit naming the old agent is replaced or closed: Squads checks only the limit's own member list.
+    naming = [limit for limit in limits if limit.names(agent)]
+    stray = to_close - {limit.address for limit in naming}
+    if stray:
+        raise OwnerInputError(
+            f"--close-spending-limit {', '.join(map(str, stray))}: not a spending limit of the multisig naming {agent}"
+        )
+    closed = [limit for limit in naming if limit.address in to_close]
     replaced = [SpendingLimitReplacement(limit, Pubkey.from_bytes(secrets.token_bytes(32)))
-                for limit in limits if limit.names(agent)]  # fmt: skip
+                for limit in naming if limit.address not in to_close]  # fmt: skip
     recent, nonce = (None, lifetime) if isinstance(lifetime, NonceAccount) else (lifetime, None)
     index = account.transaction_index + 1
     raw = build_rotation_transaction(
         multisig=multisig, transaction_index=index, owner=owner, agent=agent, new_agent=new_agent,
         recent_blockhash=recent, nonce=nonce, permissions=args.permissions,
-        compute_unit_price=args.compute_unit_price, spending_limits=replaced,
+        compute_unit_price=args.compute_unit_price, spending_limits=replaced, closed_spending_limits=closed,
     )  # fmt: skip
     lasts = (
         "the blockhash expires in about a minute"

@@ -151,12 +151,15 @@ def test_actions_in_either_order_and_any_order_of_instructions_pass() -> None:
     check([vote(AGENT), proposal_create(), config_create(remove(), add(mask=2)), request_heap_frame(64 * 1024)])
 
 
-def test_spending_limits_naming_the_agent_are_replaced_for_the_new_key() -> None:
-    """A rotation may replace spending limits: each removal directly followed by the addition of a limit whose
-    members are exactly the new agent key."""
+def test_spending_limits_naming_the_agent_are_replaced_for_the_new_key_or_closed() -> None:
+    """A rotation may replace spending limits (each removal directly followed by the addition of a limit whose
+    members are exactly the new agent key) and close others (a removal alone)."""
     check([config_create(add(), remove(), LIMIT_REMOVED, limit_added(NEW_AGENT)), proposal_create(), vote(AGENT)])
     check([config_create(LIMIT_REMOVED, limit_added(NEW_AGENT), add(), LIMIT_REMOVED, limit_added(NEW_AGENT),
                          remove()), proposal_create(), vote(AGENT)])  # fmt: skip
+    check([config_create(add(), remove(), LIMIT_REMOVED), proposal_create(), vote(AGENT)])
+    check([config_create(add(), LIMIT_REMOVED, LIMIT_REMOVED, limit_added(NEW_AGENT), remove(), LIMIT_REMOVED),
+           proposal_create(), vote(AGENT)])  # fmt: skip
 
 
 def test_a_v0_message_without_lookup_tables_passes_and_one_with_tables_does_not_decode() -> None:
@@ -246,19 +249,11 @@ REFUSALS: list[tuple[str, list[Instruction], Pubkey, str, int | None]] = [
                                            proposal_create(), vote(AGENT)], OWNER,
      r"add_spending_limit members \[\]: must be exactly the new agent key", 0),
     ("remove_spending_limit instead of remove_member", [config_create(add(), LIMIT_REMOVED), proposal_create(),
-                                                         vote(AGENT)], OWNER,
-     "the last remove_spending_limit is not followed by the add_spending_limit replacing it", 0),
-    ("a spending limit removed, none added", [config_create(add(), remove(), LIMIT_REMOVED), proposal_create(),
-                                              vote(AGENT)], OWNER,
-     "the last remove_spending_limit is not followed by the add_spending_limit replacing it", 0),
-    ("a spending limit removed, then another removed", [config_create(add(), remove(), LIMIT_REMOVED, LIMIT_REMOVED,
-                                                                      limit_added(NEW_AGENT)),
-                                                        proposal_create(), vote(AGENT)], OWNER,
-     "remove_spending_limit followed by remove_spending_limit, not by the add_spending_limit", 0),
-    ("a spending limit removed, then the member", [config_create(add(), LIMIT_REMOVED, remove(),
-                                                                 limit_added(NEW_AGENT)),
-                                                   proposal_create(), vote(AGENT)], OWNER,
-     "remove_spending_limit followed by remove_member, not by the add_spending_limit", 0),
+                                                         vote(AGENT)], OWNER, "lack add_member or remove_member", 0),
+    ("a spending limit added after the member, not the removal", [config_create(add(), LIMIT_REMOVED, remove(),
+                                                                                limit_added(NEW_AGENT)),
+                                                                  proposal_create(), vote(AGENT)], OWNER,
+     "add_spending_limit replaces no removed limit", 0),
     ("two limits added for one removed", [config_create(add(), remove(), LIMIT_REMOVED, limit_added(NEW_AGENT),
                                                         limit_added(NEW_AGENT)), proposal_create(), vote(AGENT)],
      OWNER, "add_spending_limit replaces no removed limit", 0),

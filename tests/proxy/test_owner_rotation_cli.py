@@ -35,6 +35,7 @@ from tests.support.owner_rotation_rpc import (
     Cli,
     Rpc,
     agent_cosigns,
+    message_hash_printed,
     message_of,
     multisig_account,
     secrets_of,
@@ -97,18 +98,44 @@ def test_rotation_transaction_refuses_a_spending_limit_naming_the_agent_and_anot
     rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519PrivateKey]
 ) -> None:
     """A limit naming the agent and another key (the owner, or a key an RPC made up) is not copied into the rotation:
-    the command refuses and names the limit; nothing is printed on stdout."""
-    _, key = keypair
+    the command refuses and names the limit; nothing is printed on stdout. Named with --close-spending-limit, it is
+    closed in the rotation without a replacement (the enclave votes for no other config transaction)."""
+    path, key = keypair
     owner = owner_public_key(key)
     for other in (owner, Pubkey.new_unique()):
         multisig, agent = wallet(rpc, owner)
-        put_spending_limit(rpc.backend.svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()])
+        own = put_spending_limit(rpc.backend.svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()])
         shared = put_spending_limit(rpc.backend.svm, multisig, Pubkey.new_unique(), members=[agent.pubkey(), other])
-        code, out, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
-                             "--multisig", str(multisig), "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
+        new_agent = Pubkey.new_unique()
+        build = ["--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL, "--multisig",
+                 str(multisig), "--new-agent-key", str(new_agent)]  # fmt: skip
+        code, out, err = cli(*build)
         assert (code, out) == (2, ""), err
         assert f"spending limit {shared} names [" in err and str(other) in err
-        assert "a rotation moves only the agent's own limits" in err and "Remove that limit first" in err
+        assert "a rotation moves only the agent's own limits" in err and f"--close-spending-limit {shared}" in err
+        # Closed instead: its removal alone; the agent's own limit is still replaced.
+        code, out, err = cli(*build, "--close-spending-limit", str(shared))
+        assert code == 0, err
+        assert f"spending limit {shared} is closed, without a replacement" in err
+        decoded = decode_transaction(base64.b64decode(out.strip()))
+        check_rotation_transaction(decoded, multisig=multisig, agent=agent.pubkey(), new_agent=new_agent)
+        (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
+        assert [(name, fields.get("spending_limit")) for name, fields in config.args["actions"][2:]] == [
+            ("remove_spending_limit", own),
+            ("add_spending_limit", None),
+            ("remove_spending_limit", shared),
+        ]
+        (execute,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_execute"]
+        assert execute.accounts[-1].pubkey == shared and execute.accounts[-1].is_writable
+        code, _, err = cli("--keypair", str(path), "sign-rotation", "--wallet-id", "w1", "--transaction", out.strip(),
+                           "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent))  # fmt: skip
+        assert code == 0 and f"spending limit {shared} is closed, without a replacement" in err
+        code, _, err = cli("--keypair", str(path), "cosign", "--transaction", agent_cosigns(out.strip(), agent),
+                           "--message-hash", message_hash_printed(err))  # fmt: skip
+        assert code == 0, err
+    # Only a limit naming the agent can be closed this way.
+    code, out, err = cli(*build, "--close-spending-limit", str(Pubkey.new_unique()))
+    assert (code, out) == (2, "") and f"not a spending limit of the multisig naming {agent.pubkey()}" in err
 
 
 def test_rotation_transaction_refuses_more_spending_limits_than_fit(
@@ -121,7 +148,7 @@ def test_rotation_transaction_refuses_more_spending_limits_than_fit(
         put_spending_limit(rpc.backend.svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()])
     code, out, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
                          "--multisig", str(multisig), "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
-    assert (code, out) == (2, "") and "4 spending limits replaced) is larger than a Solana packet" in err, err
+    assert (code, out) == (2, "") and "4 spending limits replaced, 0 closed) is larger than a Solana packet" in err, err
 
 
 def test_rotation_transaction_reads_the_multisig_and_builds_the_next_index(
