@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
 import json
 import sys
 import time
@@ -75,10 +76,35 @@ def new_rpc_client() -> httpx.AsyncClient:
 
 
 def rpc_url(args: argparse.Namespace) -> str:
-    """``--rpc-url``, an http(s) URL. It may carry an API key: never print it."""
-    if not args.rpc_url.startswith(("https://", "http://")):
+    """``--rpc-url``: an https URL, or plain http to a loopback host only (``localhost``, ``127.0.0.0/8``,
+    ``::1``: a node or tunnel on this machine). What the RPC answers decides what the owner builds and signs (a
+    rotation copies the spending limits it reads), so it must not cross a network a third party can rewrite. It
+    may carry an API key: never print it."""
+    url = str(args.rpc_url)
+    if not url.startswith(("https://", "http://")):
         raise OwnerInputError("--rpc-url must be an http(s) URL")
-    return str(args.rpc_url)
+    if url.startswith("http://"):
+        try:  # the host as the client that connects parses it
+            host: str | None = httpx.URL(url).host
+        except (httpx.InvalidURL, ValueError):
+            host = None
+        if not _loopback(host):
+            raise OwnerInputError(
+                "--rpc-url must be https (plain http only to localhost, 127.0.0.1 or ::1): the RPC's answers decide "
+                "what is built and signed, and anyone on the way could rewrite a plain http answer"
+            )
+    return url
+
+
+def _loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def owner_public_key(args: argparse.Namespace) -> Pubkey:

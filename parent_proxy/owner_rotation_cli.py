@@ -2,18 +2,24 @@
 
     waiaas owner --owner-public-key K rotation-transaction --rpc-url URL --multisig M --new-agent-key N
                  [--agent-key A] [--permissions 7] [--compute-unit-price P] [--nonce-account NONCE]
-        read the multisig and its spending limits from the RPC, check that the rotation can execute, print the
-        unsigned transaction (base64); every spending limit naming the old agent is replaced by one naming the new;
-        with a durable nonce (whose authority is the owner key) the transaction lasts until the nonce advances
+                 [--close-spending-limit L ...]
+        read the multisig and its spending limits from the RPC (https, or http to a loopback host), check that the
+        rotation can execute, print the unsigned transaction (base64) and, on stderr, what it does; every spending
+        limit of the old agent (members exactly [A]) is replaced by the same limit for N, each one named with
+        --close-spending-limit is closed instead, and any other limit naming A is refused; with a durable nonce
+        (whose authority is the owner key) the transaction lasts until the nonce advances
     waiaas owner --owner-public-key K advance-nonce-transaction --rpc-url URL --nonce-account NONCE
         print the unsigned transaction that advances the nonce, voiding every transaction built on its value
     waiaas owner sign-rotation --wallet-id W --transaction B64 --agent-key A --new-agent-key N [--multisig M]
                  [--expires-in S]
-        check the transaction is a rotation of A to N (`policies.rotation`), print the signed rotation order
+        check the transaction is a rotation of A to N (`policies.rotation`), show what it does (each replaced
+        spending limit's terms included), print the signed rotation order and, on stderr, the message hash
     waiaas owner sign-key-switch --wallet-id W --agent-key A --new-agent-key N [--expires-in S]
         print the signed switch order (after the rotation landed)
-    waiaas owner cosign --transaction B64 [--message-hash HEX]
-        add the owner's signature in its slot, print the transaction (base64)
+    waiaas owner cosign --transaction B64 --message-hash HEX
+        if the message is the one HEX names and exactly a rotation or nonce advance as the commands above build
+        them (`parent_proxy.owner_cosign`), show what it does, add the owner's signature in its slot, print the
+        transaction (base64)
 
 The owner key comes from the same options as every owner command (`parent_proxy.owner_cli`: ``--keypair`` or
 ``--kms-key-id`` with the role chain, ``--owner-public-key`` to pin it). ``rotation-transaction`` signs nothing:
@@ -26,8 +32,11 @@ it takes the owner public key from ``--owner-public-key`` alone, or from the key
    enclave co-signs as the old agent key. The transaction is checked first exactly as the enclave will, on the
    multisig given with ``--multisig`` or, without it, on the one the transaction names (printed on stderr).
 3. ``cosign``: the owner's Ed25519 signature over the message, in the owner's slot (slots can be filled in either
-   order; every signature already there must verify). ``--message-hash`` (the order's ``message_hash``) refuses
-   any other message, for a transaction handed back by someone else. Then submit it.
+   order; every signature already there must verify). The transaction comes back from someone else (the proxy), so
+   ``--message-hash`` is required: the hash ``sign-rotation`` (or ``advance-nonce-transaction``) printed for the
+   transaction the owner checked, never one from the proxy's answer; any other message is refused. The message
+   must also be exactly a rotation or a nonce advance as these commands build it (`parent_proxy.owner_cosign`),
+   for the owner key that signs; its summary is printed. Then submit it.
 4. ``sign-key-switch``: once the transaction landed, the order that makes the enclave sign with the new key.
 
 A recent blockhash lasts about a minute (150 slots): steps 1 to 3 must fit in it, or start again at step 1. With
@@ -73,6 +82,7 @@ from parent_proxy.owner_cli_common import (
     rpc_url,
     signer_from_args,
 )
+from parent_proxy.owner_cosign import describe_rotation, recognize
 from parent_proxy.rotation_transaction import (
     RotationBuildError,
     SpendingLimitReplacement,
@@ -111,6 +121,10 @@ def register(commands: Any) -> None:
     build.add_argument("--permissions", type=int, default=PERMISSIONS_ALL, help="the new member's permission mask")
     build.add_argument("--compute-unit-price", type=int, help="priority fee, micro-lamports per compute unit")
     build.add_argument("--nonce-account", help="a durable nonce account whose authority is the owner key")
+    build.add_argument(
+        "--close-spending-limit", action="append", default=[], metavar="ADDRESS",
+        help="close this spending limit naming the agent instead of replacing it (repeatable)",
+    )  # fmt: skip
 
     advance = commands.add_parser(
         "advance-nonce-transaction", help="print the unsigned transaction advancing a durable nonce (voids its users)"
@@ -132,9 +146,11 @@ def register(commands: Any) -> None:
     switch.add_argument("--new-agent-key", required=True, help="the new agent key, now a member on chain")
     switch.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME)
 
-    cosign = commands.add_parser("cosign", help="add the owner's signature to a transaction")
+    cosign = commands.add_parser("cosign", help="add the owner's signature to a rotation or nonce advance")
     cosign.add_argument("--transaction", required=True, help="the transaction, base64")
-    cosign.add_argument("--message-hash", help="refuse unless the message's SHA-256 is this (64 hex)")
+    cosign.add_argument(
+        "--message-hash", help="required: the message hash sign-rotation or advance-nonce-transaction printed (64 hex)"
+    )
 
 
 def _transaction(text: str) -> VersionedTransaction:
@@ -188,6 +204,7 @@ def rotation_transaction(args: argparse.Namespace) -> int:
     new_agent = public_key_option(args.new_agent_key, "--new-agent-key")
     agent = None if args.agent_key is None else public_key_option(args.agent_key, "--agent-key")
     nonce_address = None if args.nonce_account is None else public_key_option(args.nonce_account, "--nonce-account")
+    to_close = {public_key_option(text, "--close-spending-limit") for text in args.close_spending_limit}
     url = rpc_url(args)
 
     async def read() -> tuple[MultisigAccount, list[SpendingLimitAccount], Hash | NonceAccount]:
@@ -203,15 +220,22 @@ def rotation_transaction(args: argparse.Namespace) -> int:
     if agent is None:
         agent = default_agent(account, owner)
     check_multisig_allows_rotation(account, owner=owner, agent=agent, new_agent=new_agent, permissions=args.permissions)
-    # Every spending limit naming the old agent is replaced: Squads checks only the limit's own member list.
+    # Every spending limit naming the old agent is replaced or closed: Squads checks only the limit's own member list.
+    naming = [limit for limit in limits if limit.names(agent)]
+    stray = to_close - {limit.address for limit in naming}
+    if stray:
+        raise OwnerInputError(
+            f"--close-spending-limit {', '.join(map(str, stray))}: not a spending limit of the multisig naming {agent}"
+        )
+    closed = [limit for limit in naming if limit.address in to_close]
     replaced = [SpendingLimitReplacement(limit, Pubkey.from_bytes(secrets.token_bytes(32)))
-                for limit in limits if limit.names(agent)]  # fmt: skip
+                for limit in naming if limit.address not in to_close]  # fmt: skip
     recent, nonce = (None, lifetime) if isinstance(lifetime, NonceAccount) else (lifetime, None)
     index = account.transaction_index + 1
     raw = build_rotation_transaction(
         multisig=multisig, transaction_index=index, owner=owner, agent=agent, new_agent=new_agent,
         recent_blockhash=recent, nonce=nonce, permissions=args.permissions,
-        compute_unit_price=args.compute_unit_price, spending_limits=replaced,
+        compute_unit_price=args.compute_unit_price, spending_limits=replaced, closed_spending_limits=closed,
     )  # fmt: skip
     lasts = (
         "the blockhash expires in about a minute"
@@ -220,8 +244,8 @@ def rotation_transaction(args: argparse.Namespace) -> int:
     )
     _note(f"config transaction {index} of multisig {multisig}: add {new_agent} (permissions {args.permissions}), "
           f"remove {agent}; {lasts}")  # fmt: skip
-    for limit in replaced:
-        _note(f"spending limit {limit.old.address} names {agent}: replaced by {limit.address()} naming {new_agent}")
+    for line in describe_rotation(decode_transaction(raw))[1:]:
+        _note(f"  {line}")
     sys.stdout.write(base64.b64encode(raw).decode() + "\n")
     return EXIT_OK
 
@@ -241,8 +265,9 @@ def advance_nonce_transaction(args: argparse.Namespace) -> int:
         raise OwnerInputError(f"the nonce account's authority is {nonce.authority}, not the owner key")
     message = Message.new_with_blockhash([advance_nonce_instruction(address, owner)], owner, recent)
     unsigned = VersionedTransaction.populate(message, [Signature.default()])
+    digest = hashlib.sha256(to_bytes_versioned(message)).hexdigest()
     _note(f"advances nonce {address} (now {nonce.durable_nonce}): every transaction carrying that value is void "
-          "once this lands; cosign it and submit it within about a minute")  # fmt: skip
+          f"once this lands; cosign it (--message-hash {digest}) and submit it within about a minute")  # fmt: skip
     sys.stdout.write(base64.b64encode(bytes(unsigned)).decode() + "\n")
     return EXIT_OK
 
@@ -268,8 +293,12 @@ def sign_rotation(args: argparse.Namespace) -> int:
     signer = signer_from_args(args)
     digest = hashlib.sha256(to_bytes_versioned(tx.message)).digest()
     document = rotation_document(args.wallet_id, agent, new_agent, digest, expires_at)
+    summary = describe_rotation(decoded)
     print_json(envelope(signer, AGENT_KEY_ROTATION_PURPOSE, document))
     _note(f"signed: replace {agent} by {new_agent} in multisig {multisig}, message {digest.hex()}")
+    for line in summary:
+        _note(f"  {line}")
+    _note(f"keep the message hash: cosign the transaction the proxy returns with --message-hash {digest.hex()}")
     return EXIT_OK
 
 
@@ -289,14 +318,21 @@ def cosign(args: argparse.Namespace) -> int:
     tx = _transaction(args.transaction)
     message = to_bytes_versioned(tx.message)
     digest = hashlib.sha256(message).digest()
-    if args.message_hash is not None:
-        try:
-            expected = bytes.fromhex(args.message_hash)
-        except ValueError as exc:
-            raise OwnerInputError("--message-hash is not hex") from exc
-        if not hmac.compare_digest(expected, digest):
-            raise OwnerInputError("the transaction's message is not the one --message-hash names")
-    # 1. Every signature already present must verify (a bad one would only fail at submission).
+    # 1. The message the owner checked (sign-rotation, advance-nonce-transaction), not one handed back instead.
+    if args.message_hash is None:
+        raise OwnerInputError(
+            "--message-hash is required: the hash sign-rotation (or advance-nonce-transaction) printed for the "
+            "transaction you checked; never take it from the proxy's answer"
+        )
+    try:
+        expected = bytes.fromhex(args.message_hash)
+    except ValueError as exc:
+        raise OwnerInputError("--message-hash is not hex") from exc
+    if not hmac.compare_digest(expected, digest):
+        raise OwnerInputError("the transaction's message is not the one --message-hash names: not signed")
+    # 2. Exactly a rotation or a nonce advance as the owner commands build them.
+    owner, summary = recognize(tx)
+    # 3. Every signature already present must verify (a bad one would only fail at submission).
     signers = list(tx.message.account_keys[: tx.message.header.num_required_signatures])
     signatures = list(tx.signatures)
     if len(signatures) != len(signers):
@@ -304,10 +340,12 @@ def cosign(args: argparse.Namespace) -> int:
     for key, signature in zip(signers, signatures, strict=True):
         if signature != Signature.default() and not signature.verify(key, message):
             raise OwnerInputError(f"the signature of {key} in the transaction does not verify")
-    # 2. The owner must be a required signer; its slot gets the owner's signature.
+    # 4. It is built for this owner key (its fee payer); the owner's slot gets the owner's signature.
     signer = signer_from_args(args)
-    if signer.public_key not in signers:
-        raise OwnerInputError(f"the owner key {signer.public_key} is not a required signer of the transaction")
+    if signer.public_key != owner:
+        raise OwnerInputError(f"the transaction is built for the owner key {owner}, not {signer.public_key}")
+    for line in summary:
+        _note(f"signing: {line}")
     slot = signers.index(signer.public_key)
     signatures[slot] = Signature.from_bytes(signer.sign(message))  # KMS: ED25519_SHA_512 over the RAW message
     signed = VersionedTransaction.populate(tx.message, signatures)

@@ -4,22 +4,30 @@ Five Squads v4 instructions, all for the config transaction at index ``transacti
 current ``transaction_index`` + 1: `config_transaction_create` takes exactly that one):
 
 1. ``config_transaction_create``   actions ``[AddMember{new agent, permissions}, RemoveMember{old agent}]``, then
-                                   for each spending limit naming the old agent ``RemoveSpendingLimit{it}`` and
-                                   ``AddSpendingLimit{same vault, mint, amount, period, destinations; members with
-                                   the new agent in the old one's place}``; no memo; creator and rent payer: the owner;
+                                   for each spending limit of the old agent ``RemoveSpendingLimit{it}`` and
+                                   ``AddSpendingLimit{same vault, mint, amount, period, destinations; members
+                                   [new agent]}``, then ``RemoveSpendingLimit{it}`` alone for each limit the owner
+                                   chose to close instead; no memo; creator and rent payer: the owner;
 2. ``proposal_create``             for that index, not a draft; creator and rent payer: the owner;
 3. ``proposal_approve``            by the owner, no memo;
 4. ``proposal_approve``            by the old agent, no memo (the 2-of-2 threshold is met here);
 5. ``config_transaction_execute``  by the owner, with the owner as rent payer and the System program (optional
                                    accounts the program needs when the new member makes the account grow), then
-                                   each replaced spending limit and its replacement (writable: the program finds
-                                   them by address, closes the one and creates the other).
+                                   each replaced spending limit and its replacement, then each closed limit
+                                   (writable: the program finds them by address, closes or creates them).
 
 Spending limits: a rotation that left a limit naming the old agent key would leave the new key unable to use it,
 and, on Squads program versions whose ``spending_limit_use`` checks only the limit's own member list (not multisig
 membership; the program's source has had both), the old key able to spend through it. Each such limit is replaced
 in the same config transaction (`SpendingLimitReplacement`); the proxy refuses the switch while any limit of the
 multisig still names the old key. About two replacements fit in one transaction (`RotationBuildError` beyond).
+Only the agent's own limits are moved: members exactly ``[old agent]`` (DESIGN.md section 10). A limit naming the
+old agent and anyone else is refused, not copied: its other members could spend from the vault alone (the program
+does not require limit members to be multisig members), and copying them would carry that over to a limit the
+enclave co-signs into being (`policies.rotation` refuses one too). Such a limit can instead be closed in the
+rotation without a replacement (``closed_spending_limits``; ``rotation-transaction --close-spending-limit``): the
+enclave's policy treats every other config transaction as an authority change and refuses to vote for it, so the
+rotation is the one transaction that can take it off the multisig.
 
 Blockhash: a recent one (valid for about a minute) or a durable nonce (`NonceAccount`, whose authority must be the
 owner): then the transaction starts with the System ``AdvanceNonceAccount`` of that account, signed by the owner,
@@ -80,8 +88,9 @@ class RotationBuildError(ValueError):
 
 @dataclass(frozen=True)
 class SpendingLimitReplacement:
-    """A spending limit naming the old agent key (``old``, read from the chain), and the seed of the limit that
-    replaces it (``create_key``: any fresh key; it only derives the new limit's address)."""
+    """A spending limit of the old agent key (``old``, read from the chain: members exactly ``[old agent]``), and
+    the seed of the limit that replaces it (``create_key``: any fresh key; it only derives the new limit's address).
+    The replacement has ``old``'s vault, mint, amount, period and destinations, and members ``[new agent]``."""
 
     old: SpendingLimitAccount
     create_key: Pubkey
@@ -90,22 +99,22 @@ class SpendingLimitReplacement:
         """The replacement limit's address."""
         return spending_limit_address(self.old.multisig, self.create_key)[0]
 
-    def members(self, agent: Pubkey, new_agent: Pubkey) -> list[Pubkey]:
-        """The old limit's members with ``new_agent`` in ``agent``'s place, sorted and unique (as the program keeps
-        them)."""
-        return sorted({new_agent if key == agent else key for key in self.old.members}, key=bytes)
-
 
 def _keys(keys: Sequence[Pubkey]) -> bytes:
     return struct.pack("<I", len(keys)) + b"".join(bytes(key) for key in keys)
 
 
 def config_actions_data(
-    new_agent: Pubkey, permissions: int, agent: Pubkey, limits: Sequence[SpendingLimitReplacement] = ()
+    new_agent: Pubkey,
+    permissions: int,
+    agent: Pubkey,
+    limits: Sequence[SpendingLimitReplacement] = (),
+    closed: Sequence[SpendingLimitAccount] = (),
 ) -> bytes:
     """``ConfigTransactionCreateArgs { actions, memo: None }``, discriminator first: ``AddMember``,
-    ``RemoveMember``, then ``RemoveSpendingLimit`` and ``AddSpendingLimit`` for each replaced limit."""
-    actions = struct.pack("<I", 2 + 2 * len(limits))
+    ``RemoveMember``, then ``RemoveSpendingLimit`` and ``AddSpendingLimit`` for each replaced limit, then
+    ``RemoveSpendingLimit`` for each closed one."""
+    actions = struct.pack("<I", 2 + 2 * len(limits) + len(closed))
     actions += bytes([_ADD_MEMBER]) + bytes(new_agent) + bytes([permissions])
     actions += bytes([_REMOVE_MEMBER]) + bytes(agent)
     for limit in limits:
@@ -113,7 +122,9 @@ def config_actions_data(
         actions += bytes([_REMOVE_SPENDING_LIMIT]) + bytes(old.address)
         actions += bytes([_ADD_SPENDING_LIMIT]) + bytes(limit.create_key) + bytes([old.vault_index]) + bytes(old.mint)
         actions += struct.pack("<QB", old.amount, old.period)
-        actions += _keys(limit.members(agent, new_agent)) + _keys(old.destinations)
+        actions += _keys([new_agent]) + _keys(old.destinations)
+    for limit_account in closed:
+        actions += bytes([_REMOVE_SPENDING_LIMIT]) + bytes(limit_account.address)
     return CONFIG_TRANSACTION_CREATE + actions + _NONE
 
 
@@ -137,18 +148,33 @@ def _check(*, transaction_index: int, owner: Pubkey, agent: Pubkey, new_agent: P
         raise RotationBuildError("the owner, the agent and the new agent must be three different keys")
 
 
-def _check_limits(multisig: Pubkey, agent: Pubkey, limits: Sequence[SpendingLimitReplacement]) -> None:
+def _check_limits(
+    multisig: Pubkey, agent: Pubkey, limits: Sequence[SpendingLimitReplacement], closed: Sequence[SpendingLimitAccount]
+) -> None:
     addresses = [limit.old.address for limit in limits] + [limit.address() for limit in limits]
+    addresses += [limit.address for limit in closed]
     if len(set(addresses)) != len(addresses):
-        raise RotationBuildError("each spending limit is replaced once, each by a limit of a fresh create key")
+        raise RotationBuildError(
+            "each spending limit is replaced or closed once, each replaced by a limit of a fresh create key"
+        )
+    for old in [*(limit.old for limit in limits), *closed]:
+        if old.multisig != multisig or not old.names(agent):
+            raise RotationBuildError(f"spending limit {old.address} is not one of this multisig naming the agent")
     for limit in limits:
-        if limit.old.multisig != multisig or not limit.old.names(agent):
-            raise RotationBuildError(f"spending limit {limit.old.address} is not one of this multisig naming the agent")
+        if limit.old.members != (agent,):
+            raise RotationBuildError(
+                f"spending limit {limit.old.address} names [{', '.join(map(str, limit.old.members))}], not only the "
+                f"agent key {agent}: a rotation moves only the agent's own limits (members exactly [agent], "
+                "DESIGN.md section 10), and its other members can spend from the vault alone. Close it in the "
+                f"rotation instead, without a replacement (rotation-transaction --close-spending-limit "
+                f"{limit.old.address}; its other members lose it too)"
+            )
 
 
 def rotation_instructions(
     *, multisig: Pubkey, transaction_index: int, owner: Pubkey, agent: Pubkey, new_agent: Pubkey, permissions: int,
     spending_limits: Sequence[SpendingLimitReplacement] = (),
+    closed_spending_limits: Sequence[SpendingLimitAccount] = (),
 ) -> list[Instruction]:  # fmt: skip
     """The five Squads instructions, in order (arguments not checked: see `build_rotation_transaction`)."""
     transaction = squads_transaction_address(multisig, transaction_index)
@@ -163,7 +189,7 @@ def rotation_instructions(
 
     create = Instruction(
         SQUADS_V4_PROGRAM,
-        config_actions_data(new_agent, permissions, agent, spending_limits),
+        config_actions_data(new_agent, permissions, agent, spending_limits, closed_spending_limits),
         [meta(multisig, writable=True), meta(transaction, writable=True), meta(owner, signer=True),
          meta(owner, signer=True, writable=True), meta(SYSTEM_PROGRAM)],
     )  # fmt: skip
@@ -178,7 +204,8 @@ def rotation_instructions(
         CONFIG_TRANSACTION_EXECUTE,
         [meta(multisig, writable=True), meta(owner, signer=True), meta(proposal, writable=True), meta(transaction),
          meta(owner, signer=True, writable=True), meta(SYSTEM_PROGRAM),
-         *(meta(key, writable=True) for limit in spending_limits for key in (limit.old.address, limit.address()))],
+         *(meta(key, writable=True) for limit in spending_limits for key in (limit.old.address, limit.address())),
+         *(meta(limit.address, writable=True) for limit in closed_spending_limits)],
     )  # fmt: skip
     return [create, propose, approve(owner), approve(agent), execute]
 
@@ -195,17 +222,19 @@ def build_rotation_transaction(
     permissions: int = PERMISSIONS_ALL,
     compute_unit_price: int | None = None,
     spending_limits: Sequence[SpendingLimitReplacement] = (),
+    closed_spending_limits: Sequence[SpendingLimitAccount] = (),
 ) -> bytes:
     """The unsigned, serialized legacy transaction described in the module docstring, with ``recent_blockhash`` or
     the durable ``nonce`` (exactly one); `RotationBuildError` for arguments that cannot make one. Signers: the owner
-    (fee payer, slot 0) and the old agent."""
+    (fee payer, slot 0) and the old agent. ``spending_limits`` are replaced, ``closed_spending_limits`` (limits of
+    the multisig naming the agent, whatever their other members) closed without a replacement."""
     _check(transaction_index=transaction_index, owner=owner, agent=agent, new_agent=new_agent,
            permissions=permissions, compute_unit_price=compute_unit_price)  # fmt: skip
-    _check_limits(multisig, agent, spending_limits)
+    _check_limits(multisig, agent, spending_limits, closed_spending_limits)
     blockhash = _blockhash(recent_blockhash, nonce, owner=owner, agent=agent)
     instructions = rotation_instructions(
         multisig=multisig, transaction_index=transaction_index, owner=owner, agent=agent, new_agent=new_agent,
-        permissions=permissions, spending_limits=spending_limits,
+        permissions=permissions, spending_limits=spending_limits, closed_spending_limits=closed_spending_limits,
     )  # fmt: skip
     if compute_unit_price is not None:
         instructions.insert(0, set_compute_unit_price(compute_unit_price))
@@ -216,8 +245,8 @@ def build_rotation_transaction(
     raw = bytes(unsigned)
     if len(raw) > MAX_TRANSACTION_BYTES:  # about 600 bytes, and about 250 more per replaced spending limit
         raise RotationBuildError(
-            f"the rotation transaction ({len(raw)} bytes, {len(spending_limits)} spending limits replaced) is larger "
-            "than a Solana packet"
+            f"the rotation transaction ({len(raw)} bytes, {len(spending_limits)} spending limits replaced, "
+            f"{len(closed_spending_limits)} closed) is larger than a Solana packet"
         )
     return raw
 

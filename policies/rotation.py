@@ -15,10 +15,16 @@ make the old agent approve anything but "add the enclave-made candidate, remove 
    ``config_transaction_execute``, each on ``multisig``;
 4. exactly one ``config_transaction_create``, whose actions are exactly one ``add_member`` of ``new_agent`` with
    the Vote permission (mask at most `PERMISSIONS_ALL`) and one ``remove_member`` of ``agent``, in either order,
-   and the replacement of spending limits naming ``agent``: any number of ``remove_spending_limit`` and at most as
-   many ``add_spending_limit``, each of whose members include ``new_agent`` and not ``agent`` (a limit still naming
+   and spending limits: any number of ``remove_spending_limit``, each either alone (the limit is closed) or
+   directly followed by the one ``add_spending_limit`` that replaces it, whose members are exactly ``[new_agent]``
+   (DESIGN.md section 10: a limit's members are ``[agent]``); no other ``add_spending_limit``. A limit still naming
    the old key would keep it spending on program versions whose ``spending_limit_use`` checks only the limit's
-   members, and the new key could use none; `parent_proxy.rotation_transaction` builds these pairs);
+   members, and the new key could use none; a limit naming any other key would let that key spend from the vault
+   alone (the program does not require limit members to be multisig members). Closing a limit only takes spending
+   power away. `parent_proxy.rotation_transaction` builds these actions. What this check cannot see:
+   ``remove_spending_limit`` names only the removed limit's address, and the enclave reads no chain, so whether a
+   replacement keeps the removed limit's vault, mint, amount, period and destinations is the builder's (it copies
+   them) and the owner's (``waiaas owner sign-rotation`` prints them; the order binds the exact message);
 5. exactly one ``proposal_create``; its transaction index derives the config transaction's address and the
    proposal every ``proposal_approve`` and ``config_transaction_execute`` names (the owner may approve and execute
    in the same transaction, but nothing else);
@@ -157,10 +163,11 @@ def _check_actions(config: DecodedInstruction, *, agent: Pubkey, new_agent: Pubk
             f"{count} config actions, not add_member and remove_member", instruction_index=config.index
         )
     added = removed = False
-    limits_added = limits_removed = 0
+    after_removal = False  # the previous action is a remove_spending_limit (an add_spending_limit may replace it)
     for name, fields in actions:
         if not isinstance(fields, Mapping):
             raise RotationTransactionError(f"malformed {name} action", instruction_index=config.index)
+        replaces, after_removal = after_removal, name == "remove_spending_limit"
         if name == "add_member" and not added:
             key, mask = fields.get("key"), fields.get("permissions")
             if key != new_agent:
@@ -181,15 +188,20 @@ def _check_actions(config: DecodedInstruction, *, agent: Pubkey, new_agent: Pubk
                 )
             removed = True
         elif name == "remove_spending_limit":
-            limits_removed += 1
+            pass
         elif name == "add_spending_limit":
-            members = fields.get("members")
-            if not isinstance(members, tuple) or new_agent not in members or agent in members:
+            if not replaces:
                 raise RotationTransactionError(
-                    "add_spending_limit must name the new agent key and not the agent key",
+                    "add_spending_limit replaces no removed limit (each directly follows the remove_spending_limit "
+                    "it replaces): a rotation adds no spending limit", instruction_index=config.index,
+                )  # fmt: skip
+            members = fields.get("members")
+            if members != (new_agent,):
+                shown = ", ".join(map(str, members)) if isinstance(members, tuple) else members
+                raise RotationTransactionError(
+                    f"add_spending_limit members [{shown}]: must be exactly the new agent key",
                     instruction_index=config.index,
                 )
-            limits_added += 1
         else:
             what = f"a second {name}" if name in ("add_member", "remove_member") else f"config action {name}"
             raise RotationTransactionError(f"{what} is not part of a rotation", instruction_index=config.index)
@@ -197,8 +209,3 @@ def _check_actions(config: DecodedInstruction, *, agent: Pubkey, new_agent: Pubk
         raise RotationTransactionError(
             "the config actions lack add_member or remove_member", instruction_index=config.index
         )
-    if limits_added > limits_removed:
-        raise RotationTransactionError(
-            f"{limits_added} spending limits added for {limits_removed} removed: a rotation replaces spending limits, "
-            "it adds none", instruction_index=config.index,
-        )  # fmt: skip

@@ -151,10 +151,14 @@ def test_actions_in_either_order_and_any_order_of_instructions_pass() -> None:
     check([vote(AGENT), proposal_create(), config_create(remove(), add(mask=2)), request_heap_frame(64 * 1024)])
 
 
-def test_spending_limits_naming_the_agent_are_replaced_for_the_new_key() -> None:
-    """A rotation may remove spending limits and add as many naming the new agent key instead of the old."""
+def test_spending_limits_naming_the_agent_are_replaced_for_the_new_key_or_closed() -> None:
+    """A rotation may replace spending limits (each removal directly followed by the addition of a limit whose
+    members are exactly the new agent key) and close others (a removal alone)."""
     check([config_create(add(), remove(), LIMIT_REMOVED, limit_added(NEW_AGENT)), proposal_create(), vote(AGENT)])
-    check([config_create(limit_added(OWNER, NEW_AGENT), add(), LIMIT_REMOVED, remove(), LIMIT_REMOVED),
+    check([config_create(LIMIT_REMOVED, limit_added(NEW_AGENT), add(), LIMIT_REMOVED, limit_added(NEW_AGENT),
+                         remove()), proposal_create(), vote(AGENT)])  # fmt: skip
+    check([config_create(add(), remove(), LIMIT_REMOVED), proposal_create(), vote(AGENT)])
+    check([config_create(add(), LIMIT_REMOVED, LIMIT_REMOVED, limit_added(NEW_AGENT), remove(), LIMIT_REMOVED),
            proposal_create(), vote(AGENT)])  # fmt: skip
 
 
@@ -220,23 +224,39 @@ REFUSALS: list[tuple[str, list[Instruction], Pubkey, str, int | None]] = [
        f"config action {a[0]} is not part of a rotation", 0) for a in EXTRA_ACTIONS],
     ("a spending limit added, none removed", [config_create(add(), remove(), limit_added(NEW_AGENT)),
                                               proposal_create(), vote(AGENT)], OWNER,
-     "1 spending limits added for 0 removed", 0),
+     "add_spending_limit replaces no removed limit", 0),
+    ("a spending limit added before the one it would replace is removed",
+     [config_create(add(), remove(), limit_added(NEW_AGENT), LIMIT_REMOVED), proposal_create(), vote(AGENT)],
+     OWNER, "add_spending_limit replaces no removed limit", 0),
     ("a replacement limit naming the old agent", [config_create(add(), remove(), LIMIT_REMOVED, limit_added(AGENT)),
                                                   proposal_create(), vote(AGENT)], OWNER,
-     "add_spending_limit must name the new agent key and not the agent key", 0),
+     "add_spending_limit members .*: must be exactly the new agent key", 0),
     ("a replacement limit naming both agents", [config_create(add(), remove(), LIMIT_REMOVED,
                                                               limit_added(NEW_AGENT, AGENT)),
                                                 proposal_create(), vote(AGENT)], OWNER,
-     "add_spending_limit must name the new agent key and not the agent key", 0),
+     "add_spending_limit members .*: must be exactly the new agent key", 0),
     ("a replacement limit not naming the new agent", [config_create(add(), remove(), LIMIT_REMOVED,
                                                                     limit_added(OWNER)),
                                                       proposal_create(), vote(AGENT)], OWNER,
-     "add_spending_limit must name the new agent key", 0),
+     "add_spending_limit members .*: must be exactly the new agent key", 0),
+    ("a replacement limit naming the new agent and a stranger",
+     [config_create(add(), remove(), LIMIT_REMOVED, limit_added(NEW_AGENT, STRANGER)), proposal_create(),
+      vote(AGENT)], OWNER, f"add_spending_limit members .*{STRANGER}.*: must be exactly the new agent key", 0),
+    ("a replacement limit naming the new agent and the owner",
+     [config_create(add(), remove(), LIMIT_REMOVED, limit_added(OWNER, NEW_AGENT)), proposal_create(), vote(AGENT)],
+     OWNER, "add_spending_limit members .*: must be exactly the new agent key", 0),
+    ("a replacement limit naming nobody", [config_create(add(), remove(), LIMIT_REMOVED, limit_added()),
+                                           proposal_create(), vote(AGENT)], OWNER,
+     r"add_spending_limit members \[\]: must be exactly the new agent key", 0),
     ("remove_spending_limit instead of remove_member", [config_create(add(), LIMIT_REMOVED), proposal_create(),
                                                          vote(AGENT)], OWNER, "lack add_member or remove_member", 0),
+    ("a spending limit added after the member, not the removal", [config_create(add(), LIMIT_REMOVED, remove(),
+                                                                                limit_added(NEW_AGENT)),
+                                                                  proposal_create(), vote(AGENT)], OWNER,
+     "add_spending_limit replaces no removed limit", 0),
     ("two limits added for one removed", [config_create(add(), remove(), LIMIT_REMOVED, limit_added(NEW_AGENT),
                                                         limit_added(NEW_AGENT)), proposal_create(), vote(AGENT)],
-     OWNER, "2 spending limits added for 1 removed", 0),
+     OWNER, "add_spending_limit replaces no removed limit", 0),
     ("add_member of another key", [config_create(add(STRANGER), remove()), proposal_create(), vote(AGENT)], OWNER,
      "add_member adds .* not the new agent key", 0),
     ("add_member of the old agent", [config_create(add(AGENT), remove()), proposal_create(), vote(AGENT)], OWNER,

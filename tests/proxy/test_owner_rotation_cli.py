@@ -35,6 +35,7 @@ from tests.support.owner_rotation_rpc import (
     Cli,
     Rpc,
     agent_cosigns,
+    message_hash_printed,
     message_of,
     multisig_account,
     secrets_of,
@@ -58,7 +59,7 @@ def test_rotation_transaction_replaces_the_spending_limits_naming_the_agent(
     new_agent, merchant, mint = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_unique()
     svm = rpc.backend.svm
     sol = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()], amount=5 * 10**8)
-    token = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[owner, agent.pubkey()], mint=mint,
+    token = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()], mint=mint,
                                amount=10**6, period=2, destinations=[merchant], vault_index=1)  # fmt: skip
     put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[owner])
     put_spending_limit(svm, Pubkey.new_unique(), Pubkey.new_unique(), members=[agent.pubkey()])
@@ -76,7 +77,7 @@ def test_rotation_transaction_replaces_the_spending_limits_naming_the_agent(
     assert sorted(removed, key=bytes) == sorted([sol, token], key=bytes) and len(added) == 2
     by_mint = {fields["mint"]: fields for fields in added}
     assert by_mint[Pubkey.default()]["members"] == (new_agent,) and by_mint[Pubkey.default()]["amount"] == 5 * 10**8
-    assert by_mint[mint]["members"] == tuple(sorted([owner, new_agent], key=bytes))
+    assert by_mint[mint]["members"] == (new_agent,)
     assert (by_mint[mint]["amount"], by_mint[mint]["period"], by_mint[mint]["destinations"],
             by_mint[mint]["vault_index"]) == (10**6, "week", (merchant,), 1)  # fmt: skip
     # The execution carries each old limit and its replacement, writable: the program finds them by address.
@@ -84,7 +85,57 @@ def test_rotation_transaction_replaces_the_spending_limits_naming_the_agent(
     replacements = {spending_limit_address(multisig, fields["create_key"])[0] for fields in added}
     extra = {meta.pubkey for meta in execute.accounts[6:] if meta.is_writable}
     assert extra == {sol, token} | replacements
-    assert f"spending limit {sol} names {agent.pubkey()}: replaced by" in err
+    # The terms read from the chain are shown, each replaced limit's in full.
+    assert f"add member {new_agent} (permissions 7: Initiate, Vote, Execute)" in err
+    assert f"remove member {agent.pubkey()}" in err
+    assert (f"spending limit {sol} is closed and replaced by a limit with members [{new_agent}], vault 0, "
+            "SOL (lamports), amount 500000000 per day, destinations ANY address") in err  # fmt: skip
+    assert (f"spending limit {token} is closed and replaced by a limit with members [{new_agent}], vault 1, "
+            f"mint {mint} (base units), amount 1000000 per week, destinations [{merchant}]") in err  # fmt: skip
+
+
+def test_rotation_transaction_refuses_a_spending_limit_naming_the_agent_and_another_key(
+    rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519PrivateKey]
+) -> None:
+    """A limit naming the agent and another key (the owner, or a key an RPC made up) is not copied into the rotation:
+    the command refuses and names the limit; nothing is printed on stdout. Named with --close-spending-limit, it is
+    closed in the rotation without a replacement (the enclave votes for no other config transaction)."""
+    path, key = keypair
+    owner = owner_public_key(key)
+    for other in (owner, Pubkey.new_unique()):
+        multisig, agent = wallet(rpc, owner)
+        own = put_spending_limit(rpc.backend.svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()])
+        shared = put_spending_limit(rpc.backend.svm, multisig, Pubkey.new_unique(), members=[agent.pubkey(), other])
+        new_agent = Pubkey.new_unique()
+        build = ["--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL, "--multisig",
+                 str(multisig), "--new-agent-key", str(new_agent)]  # fmt: skip
+        code, out, err = cli(*build)
+        assert (code, out) == (2, ""), err
+        assert f"spending limit {shared} names [" in err and str(other) in err
+        assert "a rotation moves only the agent's own limits" in err and f"--close-spending-limit {shared}" in err
+        # Closed instead: its removal alone; the agent's own limit is still replaced.
+        code, out, err = cli(*build, "--close-spending-limit", str(shared))
+        assert code == 0, err
+        assert f"spending limit {shared} is closed, without a replacement" in err
+        decoded = decode_transaction(base64.b64decode(out.strip()))
+        check_rotation_transaction(decoded, multisig=multisig, agent=agent.pubkey(), new_agent=new_agent)
+        (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
+        assert [(name, fields.get("spending_limit")) for name, fields in config.args["actions"][2:]] == [
+            ("remove_spending_limit", own),
+            ("add_spending_limit", None),
+            ("remove_spending_limit", shared),
+        ]
+        (execute,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_execute"]
+        assert execute.accounts[-1].pubkey == shared and execute.accounts[-1].is_writable
+        code, _, err = cli("--keypair", str(path), "sign-rotation", "--wallet-id", "w1", "--transaction", out.strip(),
+                           "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent))  # fmt: skip
+        assert code == 0 and f"spending limit {shared} is closed, without a replacement" in err
+        code, _, err = cli("--keypair", str(path), "cosign", "--transaction", agent_cosigns(out.strip(), agent),
+                           "--message-hash", message_hash_printed(err))  # fmt: skip
+        assert code == 0, err
+    # Only a limit naming the agent can be closed this way.
+    code, out, err = cli(*build, "--close-spending-limit", str(Pubkey.new_unique()))
+    assert (code, out) == (2, "") and f"not a spending limit of the multisig naming {agent.pubkey()}" in err
 
 
 def test_rotation_transaction_refuses_more_spending_limits_than_fit(
@@ -97,7 +148,7 @@ def test_rotation_transaction_refuses_more_spending_limits_than_fit(
         put_spending_limit(rpc.backend.svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()])
     code, out, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
                          "--multisig", str(multisig), "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
-    assert (code, out) == (2, "") and "4 spending limits replaced) is larger than a Solana packet" in err, err
+    assert (code, out) == (2, "") and "4 spending limits replaced, 0 closed) is larger than a Solana packet" in err, err
 
 
 def test_rotation_transaction_reads_the_multisig_and_builds_the_next_index(
@@ -175,6 +226,32 @@ def test_rotation_transaction_refusals(rpc: Rpc, cli: Cli) -> None:
     cli.assert_no_secret("rpc-secret-token")
 
 
+def test_plain_http_rpc_is_refused_unless_loopback(rpc: Rpc, cli: Cli) -> None:
+    """What the RPC answers decides what the owner builds and signs (a rotation copies the spending limits it reads):
+    plain http that leaves the machine could be rewritten on the way, so only https, or http to a loopback host."""
+    owner = Pubkey.new_unique()
+    multisig, _ = wallet(rpc, owner)
+    pin = ["--owner-public-key", str(owner)]
+    for url in ("http://rpc.example.com/?api-key=rpc-secret-token", "http://10.0.0.5:8899", "http://0.0.0.0:8899",
+                "http://127.0.0.1.example.com:8899", "http://localhost.example.com", "http://user@127.0.0.1@evil.test/",
+                "http://[::1"):  # fmt: skip
+        build = ["rotation-transaction", "--rpc-url", url, "--multisig", str(multisig), "--new-agent-key",
+                 str(Pubkey.new_unique())]  # fmt: skip
+        advance = ["advance-nonce-transaction", "--rpc-url", url, "--nonce-account", str(Pubkey.new_unique())]
+        for argv in (build, advance):
+            code, out, err = cli(*pin, *argv)
+            assert (code, out) == (2, ""), (url, err)
+            assert "--rpc-url must be https (plain http only to localhost, 127.0.0.1 or ::1)" in err
+    assert rpc.calls == []
+    for url in ("http://127.0.0.1:8899", "http://localhost:8899", "http://[::1]:8899", "http://127.0.0.2:8899",
+                RPC_URL):  # fmt: skip
+        code, out, err = cli(*pin, "rotation-transaction", "--rpc-url", url, "--multisig", str(multisig),
+                             "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
+        assert code == 0 and out, (url, err)
+        assert rpc.urls[-1].startswith(url.split("?")[0])
+    cli.assert_no_secret("rpc-secret-token")
+
+
 def test_rotation_transaction_rpc_failure_exits_1_without_the_url(monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
@@ -215,7 +292,7 @@ def test_flow_rotation_order_enclave_cosign_owner_cosign(
     verified = check_rotation_order(order.encode(), owner=owner, wallet_id="w1", message_hash=digest, now=time.time())
     assert verified == AgentKeyOrder(agent.pubkey(), new_agent)
     assert before + 300 <= json.loads(order)["document"]["expires_at"] <= int(time.time()) + 300
-    assert digest.hex() in err and str(multisig) in err
+    assert digest.hex() in err and str(multisig) in err and f"--message-hash {digest.hex()}" in err
     with pytest.raises(Exception, match="another message"):
         check_rotation_order(order.encode(), owner=owner, wallet_id="w1", message_hash=bytes(32), now=time.time())
 
@@ -223,6 +300,9 @@ def test_flow_rotation_order_enclave_cosign_owner_cosign(
     cosigned = agent_cosigns(raw_b64, agent)
     code, out, err = cli("--keypair", str(path), "cosign", "--transaction", cosigned, "--message-hash", digest.hex())
     assert code == 0, err
+    assert f"owner: signing: agent-key rotation in multisig {multisig}, config transaction 12" in err
+    assert f"owner: signing: add member {new_agent} (permissions 7" in err
+    assert f"owner: signing: fee payer {owner}, priority fee 0" in err
     signed = unsigned(out.strip())
     assert message_of(signed) == message
     assert signed.signatures[0].verify(owner, message) and signed.signatures[1].verify(agent.pubkey(), message)
@@ -230,7 +310,7 @@ def test_flow_rotation_order_enclave_cosign_owner_cosign(
     assert signed.signatures[0] == Signature.from_bytes(key.sign(message))
 
     # The order does not matter: the owner first, then the enclave.
-    code, out, _ = cli("--keypair", str(path), "cosign", "--transaction", raw_b64)
+    code, out, _ = cli("--keypair", str(path), "cosign", "--transaction", raw_b64, "--message-hash", digest.hex())
     assert code == 0
     owner_first = unsigned(out.strip())
     assert owner_first.signatures[0] == signed.signatures[0] and owner_first.signatures[1] == Signature.default()
@@ -303,25 +383,41 @@ def test_cosign_refusals(rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519Private
                          "--multisig", str(multisig), "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
     assert code == 0
     raw_b64 = built.strip()
-    # The owner is not a signer of this transaction.
+    digest = hashlib.sha256(message_of(unsigned(raw_b64))).hexdigest()
+    # No --message-hash: the owner names the message they checked, or nothing is signed.
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", raw_b64)
+    assert (code, out) == (2, "") and "--message-hash is required" in err
+    # A transaction the owner does not sign (its own hash given): not a shape the owner commands build.
     stranger = Keypair()
     transfer_ix = transfer(TransferParams(from_pubkey=stranger.pubkey(), to_pubkey=owner, lamports=5))
     foreign = VersionedTransaction.populate(
         Message.new_with_blockhash([transfer_ix], stranger.pubkey(), Hash.new_unique()), [Signature.default()]
     )
-    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", base64.b64encode(bytes(foreign)).decode())
-    assert (code, out) == (2, "") and f"the owner key {owner} is not a required signer" in err
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", base64.b64encode(bytes(foreign)).decode(),
+                         "--message-hash", hashlib.sha256(message_of(foreign)).hexdigest())  # fmt: skip
+    assert (code, out) == (2, "") and "neither an agent-key rotation nor a nonce advance" in err
+    # A rotation built for another owner key.
+    other_owner = Pubkey.new_unique()
+    other_multisig, _ = wallet(rpc, other_owner)
+    code, built, _ = cli("--owner-public-key", str(other_owner), "rotation-transaction", "--rpc-url", RPC_URL,
+                         "--multisig", str(other_multisig), "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
+    assert code == 0
+    other_digest = hashlib.sha256(message_of(unsigned(built.strip()))).hexdigest()
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", built.strip(), "--message-hash",
+                         other_digest)  # fmt: skip
+    assert (code, out) == (2, "") and f"built for the owner key {other_owner}, not {owner}" in err
     # A signature already present that does not verify (the agent's slot holds garbage).
     tx = unsigned(raw_b64)
     bad = VersionedTransaction.populate(tx.message, [Signature.default(), Signature.from_bytes(bytes(range(64)))])
-    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", base64.b64encode(bytes(bad)).decode())
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", base64.b64encode(bytes(bad)).decode(),
+                         "--message-hash", digest)  # fmt: skip
     assert (code, out) == (2, "") and f"the signature of {agent.pubkey()} in the transaction does not verify" in err
     # Another message than the order's.
     code, out, err = cli("--keypair", str(path), "cosign", "--transaction", raw_b64, "--message-hash", "00" * 32)
     assert (code, out) == (2, "") and "not the one --message-hash names" in err
     code, out, err = cli("--keypair", str(path), "cosign", "--transaction", raw_b64, "--message-hash", "xyz")
     assert (code, out) == (2, "") and "--message-hash is not hex" in err
-    code, out, err = cli("cosign", "--transaction", raw_b64)
+    code, out, err = cli("cosign", "--transaction", raw_b64, "--message-hash", digest)
     assert (code, out) == (2, "") and "exactly one of --keypair or --kms-key-id" in err
     cli.assert_no_secret(*secrets_of(key))
 
@@ -396,7 +492,8 @@ def test_kms_signs_the_rotation_order_the_switch_order_and_the_transaction(
     assert len(signed) == 2
 
     # cosign: kms:Sign over the raw message bytes, pure Ed25519.
-    code, out, err = cli(*options, "cosign", "--transaction", agent_cosigns(raw_b64, agent))
+    code, out, err = cli(*options, "cosign", "--transaction", agent_cosigns(raw_b64, agent), "--message-hash",
+                         digest.hex())  # fmt: skip
     assert code == 0, err
     assert signed[-1]["Message"] == message
     assert (signed[-1]["MessageType"], signed[-1]["SigningAlgorithm"]) == ("RAW", "ED25519_SHA_512")
@@ -410,5 +507,6 @@ def test_kms_signs_the_rotation_order_the_switch_order_and_the_transaction(
         [Signature.default()],
     )  # fmt: skip
     count = len(signed)
-    code, out, err = cli(*options, "cosign", "--transaction", base64.b64encode(bytes(other)).decode())
-    assert (code, out) == (2, "") and "is not a required signer" in err and len(signed) == count
+    code, out, err = cli(*options, "cosign", "--transaction", base64.b64encode(bytes(other)).decode(),
+                         "--message-hash", hashlib.sha256(message_of(other)).hexdigest())  # fmt: skip
+    assert (code, out) == (2, "") and "neither an agent-key rotation" in err and len(signed) == count

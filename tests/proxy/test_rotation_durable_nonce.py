@@ -41,7 +41,16 @@ from policies.rotation import check_rotation_transaction
 from policies.transaction import MAX_TRANSACTION_BYTES, decode_transaction
 from selfhost import local_chain
 from tests.support.builders import is_writable
-from tests.support.owner_rotation_rpc import RPC_URL, Cli, Rpc, agent_cosigns, make_nonce, read_nonce, wallet
+from tests.support.owner_rotation_rpc import (
+    RPC_URL,
+    Cli,
+    Rpc,
+    agent_cosigns,
+    make_nonce,
+    message_hash_printed,
+    read_nonce,
+    wallet,
+)
 from tests.support.squads_encoder import PROGRAM_ID
 from tests.support.squads_rotation import spending_limit_account_data, spending_limit_address
 
@@ -166,7 +175,7 @@ def test_two_spending_limit_replacements_still_fit_with_a_nonce() -> None:
     limits = []
     for _ in range(2):
         create = Pubkey.new_unique()
-        data = spending_limit_account_data(multisig, create, members=[agent, owner], mint=Pubkey.new_unique(),
+        data = spending_limit_account_data(multisig, create, members=[agent], mint=Pubkey.new_unique(),
                                            destinations=[Pubkey.new_unique()])  # fmt: skip
         old = parse_spending_limit_account(spending_limit_address(multisig, create)[0], PROGRAM_ID, data)
         limits.append(SpendingLimitReplacement(old, Pubkey.new_unique()))
@@ -269,8 +278,11 @@ def test_rotation_transaction_with_a_nonce_account_then_voided_by_advancing_it(
     code, _, err = cli("--keypair", str(path), "sign-rotation", "--wallet-id", "w1", "--transaction", raw_b64,
                        "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent))  # fmt: skip
     assert code == 0, err
-    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", agent_cosigns(raw_b64, agent))
+    assert f"durable nonce {address} (authority {owner}): valid until the nonce advances" in err
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", agent_cosigns(raw_b64, agent),
+                         "--message-hash", message_hash_printed(err))  # fmt: skip
     assert code == 0, err
+    assert f"owner: signing: durable nonce {address} (authority {owner})" in err
     assert VersionedTransaction.from_bytes(base64.b64decode(out.strip())).verify_with_results() == [True, True]
 
     # The owner changes their mind: advance the nonce, which voids the rotation transaction (the runtime advances
@@ -280,8 +292,10 @@ def test_rotation_transaction_with_a_nonce_account_then_voided_by_advancing_it(
                          "--nonce-account", str(address))  # fmt: skip
     assert code == 0, err
     assert f"advances nonce {address} (now {value})" in err
-    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", out.strip())
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", out.strip(), "--message-hash",
+                         message_hash_printed(err))  # fmt: skip
     assert code == 0, err
+    assert f"owner: signing: advance durable nonce {address} (authority and fee payer {owner})" in err
     advance = VersionedTransaction.from_bytes(base64.b64decode(out.strip()))
     assert [ix.name for ix in decode_transaction(bytes(advance)).instructions] == ["advance_nonce_account"]
     assert isinstance(svm.send_transaction(advance), TransactionMetadata)

@@ -260,14 +260,14 @@ def test_each_obstacle_is_named(change: dict[str, Any], message: str) -> None:
 
 
 def test_spending_limit_replacements_match_the_encoder_and_pass_the_enclave_check() -> None:
-    """Each replaced limit: RemoveSpendingLimit(old) and AddSpendingLimit(new create key, same terms, the new agent
-    in the old one's place) in the config transaction, byte for byte as the IDL-driven encoder writes them; the old
+    """Each replaced limit: RemoveSpendingLimit(old) and AddSpendingLimit(new create key, same terms, members
+    [new agent]) in the config transaction, byte for byte as the IDL-driven encoder writes them; the old
     and new limit accounts writable at the end of the execution."""
     multisig, owner, agent, new_agent = keys()
     merchant, mint = Pubkey.new_unique(), Pubkey.new_unique()
     old = parse_spending_limit_account(
         spending_limit_address(multisig, create := Pubkey.new_unique())[0], PROGRAM_ID,
-        spending_limit_account_data(multisig, create, members=[agent, owner], mint=mint, amount=7, period=3,
+        spending_limit_account_data(multisig, create, members=[agent], mint=mint, amount=7, period=3,
                                     destinations=[merchant]),
     )  # fmt: skip
     replacement = SpendingLimitReplacement(old, Pubkey.new_unique())
@@ -279,7 +279,7 @@ def test_spending_limit_replacements_match_the_encoder_and_pass_the_enclave_chec
                ("remove_spending_limit", {"spending_limit": old.address}),
                ("add_spending_limit", {"create_key": replacement.create_key, "vault_index": 0, "mint": mint,
                                        "amount": 7, "period": "month",
-                                       "members": sorted([owner, new_agent], key=bytes),
+                                       "members": [new_agent],
                                        "destinations": [merchant]})]  # fmt: skip
     assert bytes(create_ix.data) == ENC.data("config_transaction_create", {"actions": actions, "memo": None})
     tail = [message.account_keys[i] for i in bytes(execute_ix.accounts)[6:]]
@@ -294,3 +294,52 @@ def test_spending_limit_replacements_match_the_encoder_and_pass_the_enclave_chec
     for limits in ([wrong[0]], [wrong[1]], [replacement, replacement]):
         with pytest.raises(RotationBuildError, match="spending limit"):
             build(multisig=multisig, owner=owner, agent=agent, new_agent=new_agent, spending_limits=limits)
+
+
+def test_a_spending_limit_naming_anyone_besides_the_agent_is_refused_not_copied() -> None:
+    """A limit whose members are the agent and someone else is not the agent's to move: copying its other members
+    into the replacement would let them spend from the vault alone (Squads does not require limit members to be
+    multisig members). The builder refuses it, naming the limit and its members."""
+    multisig, owner, agent, new_agent = keys()
+    for others in ([owner], [Pubkey.new_unique()], [Pubkey.new_unique(), Pubkey.new_unique()]):
+        create = Pubkey.new_unique()
+        data = spending_limit_account_data(multisig, create, members=[agent, *others])
+        old = parse_spending_limit_account(spending_limit_address(multisig, create)[0], PROGRAM_ID, data)
+        with pytest.raises(RotationBuildError, match=f"spending limit {old.address} names .*{others[0]}.*not only the "
+                           f"agent key {agent}: a rotation moves only the agent's own limits"):  # fmt: skip
+            build(multisig=multisig, owner=owner, agent=agent, new_agent=new_agent,
+                  spending_limits=[SpendingLimitReplacement(old, Pubkey.new_unique())])  # fmt: skip
+
+
+def test_a_closed_spending_limit_is_removed_alone_and_passes_the_enclave_check() -> None:
+    """``closed_spending_limits``: a limit naming the agent (whatever its other members) is removed without a
+    replacement, after the replaced ones, byte for byte as the encoder writes it; its account ends the execution's."""
+    multisig, owner, agent, new_agent = keys()
+    limits = []
+    for members in ([agent], [agent, owner]):
+        create = Pubkey.new_unique()
+        data = spending_limit_account_data(multisig, create, members=members)
+        limits.append(parse_spending_limit_account(spending_limit_address(multisig, create)[0], PROGRAM_ID, data))
+    own, shared = limits
+    replacement = SpendingLimitReplacement(own, Pubkey.new_unique())
+    raw = build(multisig=multisig, owner=owner, agent=agent, new_agent=new_agent, spending_limits=[replacement],
+                closed_spending_limits=[shared])  # fmt: skip
+    message = VersionedTransaction.from_bytes(raw).message
+    create_ix, execute_ix = message.instructions[0], message.instructions[-1]
+    actions = [("add_member", {"new_member": {"key": new_agent, "permissions": {"mask": 7}}}),
+               ("remove_member", {"old_member": agent}),
+               ("remove_spending_limit", {"spending_limit": own.address}),
+               ("add_spending_limit", {"create_key": replacement.create_key, "vault_index": 0, "mint": own.mint,
+                                       "amount": own.amount, "period": "day", "members": [new_agent],
+                                       "destinations": []}),
+               ("remove_spending_limit", {"spending_limit": shared.address})]  # fmt: skip
+    assert bytes(create_ix.data) == ENC.data("config_transaction_create", {"actions": actions, "memo": None})
+    tail = [message.account_keys[i] for i in bytes(execute_ix.accounts)[6:]]
+    assert tail == [own.address, replacement.address(), shared.address]
+    assert all(is_writable(message, i) for i in bytes(execute_ix.accounts)[6:])
+    check_rotation_transaction(decode_transaction(raw), multisig=multisig, agent=agent, new_agent=new_agent)
+    # Only a limit of this multisig naming the agent, and not one replaced too.
+    for closed in (dataclasses.replace(shared, members=(owner,)), dataclasses.replace(shared, multisig=owner), own):
+        with pytest.raises(RotationBuildError, match="spending limit"):
+            build(multisig=multisig, owner=owner, agent=agent, new_agent=new_agent, spending_limits=[replacement],
+                  closed_spending_limits=[closed])  # fmt: skip

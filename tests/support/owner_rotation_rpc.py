@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from typing import Any
 
 import httpx
@@ -116,6 +117,13 @@ def unsigned(raw_b64: str) -> VersionedTransaction:
 
 def message_of(tx: VersionedTransaction) -> bytes:
     return bytes(to_bytes_versioned(tx.message))
+
+
+def message_hash_printed(err: str) -> str:
+    """The message hash ``sign-rotation`` or ``advance-nonce-transaction`` told the owner to cosign with."""
+    found = re.findall(r"--message-hash ([0-9a-f]{64})", err)
+    assert len(found) == 1, err
+    return str(found[0])
 
 
 def agent_cosigns(raw_b64: str, agent: Keypair) -> str:
