@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
@@ -70,6 +70,9 @@ from parent_proxy.store.sqlite import SqliteStore
 from policies.orders import approval_document
 from policies.signing import POLICY_PURPOSE, sign_document
 from tests.support.policies import example_policy, owner_public_key
+
+if TYPE_CHECKING:
+    from solders.litesvm import LiteSVM
 
 LAMPORTS_PER_SOL = 1_000_000_000
 OPERATOR_SECRET = b"operator-secret-for-tests-only!!"
@@ -462,6 +465,12 @@ def provision(
     installed = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": policy or h.policy()})
     if installed.status_code != 200:
         raise AssertionError(installed.text)
+
+
+def svm(h: Harness) -> LiteSVM:
+    """The harness's embedded chain (the tests write accounts into it)."""
+    assert isinstance(h.services.chain, LiteSvmChain)
+    return h.services.chain.svm
 
 
 def signature_of(response: Any) -> Signature:

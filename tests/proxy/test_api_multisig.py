@@ -12,33 +12,29 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.account import Account
-from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
 
-from parent_proxy.chain import LiteSvmChain
 from parent_proxy.owner_signers import write_keypair_file
 from parent_proxy.squads_spending_limit_account import PERIOD_DAY, SPENDING_LIMIT_DISCRIMINATOR
 from policies.cli import main
-from policies.decoders.squads_vault import squads_vault_address
-from tests.proxy.api_harness import Harness, running_harness
+from tests.proxy.api_harness import Harness, running_harness, svm
 from tests.proxy.hooked_client import Borrowed
 from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY
 from tests.support.squads_encoder import PROGRAM_ID
-from tests.support.squads_rotation import multisig_address, put_multisig, put_spending_limit
+from tests.support.squads_rotation import (
+    EXAMPLE_CREATE_KEY,
+    EXAMPLE_MULTISIG,
+    EXAMPLE_VAULT,
+    put_multisig,
+    put_spending_limit,
+)
 
-CREATE_KEY = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
-MULTISIG = multisig_address(CREATE_KEY)[0]
-VAULT = squads_vault_address(MULTISIG, 0)
+CREATE_KEY, MULTISIG, VAULT = EXAMPLE_CREATE_KEY, EXAMPLE_MULTISIG, EXAMPLE_VAULT
 
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
     yield from running_harness(tmp_path)
-
-
-def svm(h: Harness) -> LiteSVM:
-    assert isinstance(h.services.chain, LiteSvmChain)
-    return h.services.chain.svm
 
 
 def create_wallet(h: Harness, policy: dict[str, Any] | None, *, vault: Pubkey | None = VAULT) -> None:

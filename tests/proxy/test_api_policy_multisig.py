@@ -15,31 +15,30 @@ from typing import Any
 import httpx
 import pytest
 from solders.account import Account
-from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
 
-from parent_proxy.chain import LiteSvmChain, RpcChain
+from parent_proxy.chain import RpcChain
 from parent_proxy.squads_spending_limit_account import PERIOD_DAY, SPENDING_LIMIT_DISCRIMINATOR
 from policies.decoders.squads_vault import squads_vault_address
-from tests.proxy.api_harness import Harness, provision, running_harness, spy_calls
+from tests.proxy.api_harness import Harness, provision, running_harness, spy_calls, svm
 from tests.proxy.rotation_requests import agent_key_path, chain_shows, multisig_wallet, rotation_body, switch_body
 from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY
 from tests.support.squads_encoder import PROGRAM_ID
-from tests.support.squads_rotation import multisig_address, put_multisig, put_spending_limit, rotation_transaction
+from tests.support.squads_rotation import (
+    EXAMPLE_CREATE_KEY,
+    EXAMPLE_MULTISIG,
+    EXAMPLE_VAULT,
+    put_multisig,
+    put_spending_limit,
+    rotation_transaction,
+)
 
-CREATE_KEY = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
-MULTISIG = multisig_address(CREATE_KEY)[0]
-VAULT = squads_vault_address(MULTISIG, 0)
+CREATE_KEY, MULTISIG, VAULT = EXAMPLE_CREATE_KEY, EXAMPLE_MULTISIG, EXAMPLE_VAULT
 
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
     yield from running_harness(tmp_path)
-
-
-def svm(h: Harness) -> LiteSVM:
-    assert isinstance(h.services.chain, LiteSvmChain)
-    return h.services.chain.svm
 
 
 def conforming_chain(h: Harness, *, vault_index: int = 0, **multisig: Any) -> None:

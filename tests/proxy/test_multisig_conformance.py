@@ -34,6 +34,9 @@ from policies.document import Policy, policy_from_object
 from tests.support.policies import BLOCKED, EXAMPLE_MINT, MERCHANT, TREASURY, example_policy
 from tests.support.squads_encoder import PROGRAM_ID
 from tests.support.squads_rotation import (
+    EXAMPLE_CREATE_KEY,
+    EXAMPLE_MULTISIG,
+    EXAMPLE_VAULT,
     multisig_account_data,
     multisig_address,
     spending_limit_account_data,
@@ -42,9 +45,7 @@ from tests.support.squads_rotation import (
 
 OWNER = Pubkey.from_string("5ZWj7a1f8tWkjBESHKgrLmXshuXxqeY9SYcfbshpAqPG")
 AGENT = Pubkey.from_string("8opHzTAnfzRpPEx21XtnrVTX28YQuCpAjcn1PczScKh")
-CREATE_KEY = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
-MULTISIG = multisig_address(CREATE_KEY)[0]
-VAULT = squads_vault_address(MULTISIG, 0)
+CREATE_KEY, MULTISIG, VAULT = EXAMPLE_CREATE_KEY, EXAMPLE_MULTISIG, EXAMPLE_VAULT
 SOL_DAILY = 5_000_000_000
 """The example policy's automatic SOL per day (its token: 500_000_000 per day)."""
 TOKEN_DAILY = 500_000_000

@@ -18,10 +18,14 @@ from policies.decoders.squads_vault import squads_vault_address
 from policies.signing import POLICY_PURPOSE, sign_document
 from tests.support.owner_rotation_rpc import RPC_URL, Cli, Rpc, secrets_of
 from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY, example_policy, owner_public_key
-from tests.support.squads_rotation import multisig_address, put_multisig, put_spending_limit
+from tests.support.squads_rotation import (
+    EXAMPLE_CREATE_KEY,
+    EXAMPLE_MULTISIG,
+    put_multisig,
+    put_spending_limit,
+)
 
-CREATE_KEY = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
-MULTISIG = multisig_address(CREATE_KEY)[0]
+CREATE_KEY, MULTISIG = EXAMPLE_CREATE_KEY, EXAMPLE_MULTISIG
 AGENT = Pubkey.from_string("5ZWj7a1f8tWkjBESHKgrLmXshuXxqeY9SYcfbshpAqPG")
 SECRET = ("rpc-secret-token", "rpc.invalid")
 """The RPC URL's API key and host: never printed."""

@@ -17,7 +17,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 
 from policies import programs
-from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
+from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address, squads_vault_address
 from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder, snake
 
 ENC = SquadsEncoder()
@@ -87,6 +87,12 @@ def rotation_transaction(
 def multisig_address(create_key: Pubkey) -> tuple[Pubkey, int]:
     """The multisig PDA of ``create_key`` and its bump (seeds "multisig", "multisig", create_key)."""
     return Pubkey.find_program_address([b"multisig", b"multisig", bytes(create_key)], PROGRAM_ID)
+
+
+EXAMPLE_CREATE_KEY = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
+"""The create key of the multisig the multisig tests put on chain (`EXAMPLE_MULTISIG`, its vault 0 `EXAMPLE_VAULT`)."""
+EXAMPLE_MULTISIG = multisig_address(EXAMPLE_CREATE_KEY)[0]
+EXAMPLE_VAULT = squads_vault_address(EXAMPLE_MULTISIG, 0)
 
 
 def multisig_account_data(
