@@ -124,7 +124,7 @@ class Notifications(Construct):
 
 
 class KeyUseAlarms(Construct):
-    """CloudTrail into CloudWatch Logs, metric filters on the two keys, and their alarms."""
+    """CloudTrail into CloudWatch Logs, metric filters on the two keys and the `waiaas-*` roles, and their alarms."""
 
     def __init__(
         self,
@@ -185,7 +185,7 @@ class KeyUseAlarms(Construct):
             "KeyPolicyChanged": (
                 f"{{ {kms_event} && {key_policy_change} && ({owner} || {seal}) }}",
                 f"{HIGH_SEVERITY}a WAIaaS key policy was replaced: it decides which enclave image may unwrap agent "
-                "keys (seal key) or who may sign as the owner (owner key); compare it with the deployed release's",
+                "keys (seal key) or who may sign as the owner (owner key); compare it with the release's policy",
             ),
             "KeyStateOrAliasChanged": (
                 f"{{ {kms_event} && (({key_state_change} && ({owner} || {seal})) || ({alias_change})) }}",

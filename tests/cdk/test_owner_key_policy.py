@@ -97,7 +97,11 @@ def test_owner_key_has_its_own_stack_that_an_image_rollout_leaves_alone(template
     rolled_out = example_config(pcr0=other, pcr8=None)
     owner_stack = Template.from_stack(OwnerKeyStack(App(), "WaiaasOwnerKey", config=rolled_out)).to_json()
     assert owner_stack["Resources"] == templates["WaiaasOwnerKey"]["Resources"]
-    assert not resources_of_type(templates["WaiaasKeys"], "AWS::KMS::Key").keys() & owner_stack["Resources"].keys()
+    aliases = {
+        stack: {a["Properties"]["AliasName"] for a in resources_of_type(templates[stack], "AWS::KMS::Alias").values()}
+        for stack in ("WaiaasKeys", "WaiaasOwnerKey")
+    }
+    assert aliases == {"WaiaasKeys": {naming.SEAL_KEY_ALIAS}, "WaiaasOwnerKey": {naming.OWNER_KEY_ALIAS}}
     assert PCR0 not in json.dumps(templates["WaiaasOwnerKey"]) and PCR8 not in json.dumps(templates["WaiaasOwnerKey"])
 
 
