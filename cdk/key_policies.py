@@ -22,7 +22,7 @@ Who may replace a policy differs, because `kms:PutKeyPolicy` replaces the whole 
   them the deployment role, get no `kms:PutKeyPolicy` and an explicit deny. KMS's lockout check refuses a creator
   that could not re-policy the key, so the owner key is created with `BypassPolicyLockoutSafetyCheck` (the
   break-glass role can). A deliberate change goes through `owner_key_policy(..., admitted_writer=...)`: the owner
-  puts that policy, which admits the deployment role once, and the next deployment replaces it with the final one.
+  puts that policy, which admits the deployment role until the next deployment replaces it with the final one.
 
 No statement grants `kms:*`; the account root is not a principal; grants are denied outright.
 """
@@ -163,9 +163,10 @@ def _owner_key_policy_writers(config: DeploymentConfig, admitted_writer: str | N
 
 
 def owner_key_policy(config: DeploymentConfig, *, admitted_writer: str | None = None) -> iam.PolicyDocument:
-    """The owner key's policy. `admitted_writer` (a role ARN) gives the one-deployment variant that the owner puts
-    before a deliberate policy change: that role may then replace the policy once, with the final one."""
-    if admitted_writer is not None and not admitted_writer.startswith(naming.role_arn(config, "")):
+    """The owner key's policy. `admitted_writer` (a role ARN) gives the variant the owner puts before a deliberate
+    policy change: that role may also replace the policy, until a deployment replaces it with the final one."""
+    roles = naming.role_arn(config, "")
+    if admitted_writer is not None and (not admitted_writer.startswith(roles) or admitted_writer == roles):
         raise ValueError(f"the admitted writer must be a role of account {config.account}, not {admitted_writer!r}")
     signer = naming.role_arn(config, naming.OWNER_SIGNER_ROLE)
     entry = naming.role_arn(config, naming.OWNER_ENTRY_ROLE)

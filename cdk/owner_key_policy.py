@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--admit",
         metavar="ROLE_ARN",
-        help="also let this role (the CloudFormation execution role) replace the policy, once",
+        help="also let this role (the CloudFormation execution role) replace the policy, until the next deployment",
     )
     args = parser.parse_args(argv)
     try:

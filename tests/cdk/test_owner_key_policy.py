@@ -105,7 +105,9 @@ def test_owner_key_has_its_own_stack_that_an_image_rollout_leaves_alone(template
     assert PCR0 not in json.dumps(templates["WaiaasOwnerKey"]) and PCR8 not in json.dumps(templates["WaiaasOwnerKey"])
 
 
-def test_admitted_policy_lets_the_deploy_role_replace_it_once(templates: dict[str, Any], config: Any) -> None:
+def test_admitted_policy_lets_the_deploy_role_replace_it_until_the_final_policy_is_back(
+    templates: dict[str, Any], config: Any
+) -> None:
     deployer = _cfn_exec_role(config)
     final = owner_key_policy(templates)
     admitted = owner_key_policy_json(config, admitted_writer=deployer)
@@ -137,9 +139,20 @@ def test_printed_policy_is_the_synthesized_one(templates: dict[str, Any], config
     assert owner_key_policy_json(config) == owner_key_policy(templates)
 
 
-def test_printer_refuses_a_writer_outside_the_account(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "writer",
+    [
+        "arn:aws:iam::222222222222:role/cdk-hnb659fds-cfn-exec-role-222222222222-eu-west-1",
+        "arn:aws:iam::111111111111:user/mallory",
+        "arn:aws:iam::111111111111:role/",
+        "*",
+    ],
+)
+def test_printer_refuses_a_writer_that_is_not_a_role_of_the_account(
+    capsys: pytest.CaptureFixture[str], writer: str
+) -> None:
     with pytest.raises(SystemExit, match=r"admitted writer must be a role of account 111111111111"):
-        main(["--admit", "arn:aws:iam::222222222222:role/cdk-hnb659fds-cfn-exec-role-222222222222-eu-west-1"])
+        main(["--admit", writer])
     assert capsys.readouterr().out == ""
 
 
