@@ -16,7 +16,7 @@ from cdk_nag import AwsSolutionsChecks
 from cdk.config import CONTEXT_KEYS, PREFIX, ConfigError, DeploymentConfig, load_config
 from cdk.hosts_stack import EnclaveHostsStack
 from cdk.identity_stack import IdentityStack
-from cdk.keys_stack import KeysStack
+from cdk.keys_stack import KeysStack, OwnerKeyStack
 from cdk.monitoring_stack import MonitoringStack
 from cdk.network_stack import NetworkStack
 from cdk.state_stack import StateStack
@@ -41,6 +41,7 @@ class Deployment:
 
     network: NetworkStack
     identity: IdentityStack
+    owner_key: OwnerKeyStack
     keys: KeysStack
     state: StateStack
     monitoring: MonitoringStack
@@ -55,6 +56,8 @@ def config_from_app(app: App) -> DeploymentConfig:
 def assemble(app: App, config: DeploymentConfig) -> Deployment:
     network = NetworkStack(app, "WaiaasNetwork", config=config)
     identity = IdentityStack(app, "WaiaasIdentity", config=config)
+    owner_key = OwnerKeyStack(app, "WaiaasOwnerKey", config=config)
+    owner_key.add_stack_dependency(identity, "the key policy names the owner roles; KMS refuses unknown principals")
     keys = KeysStack(app, "WaiaasKeys", config=config)
     keys.add_stack_dependency(identity, "key policies name the roles; KMS refuses unknown principals")
     state = StateStack(app, "WaiaasState", config=config)
@@ -62,7 +65,7 @@ def assemble(app: App, config: DeploymentConfig) -> Deployment:
         app,
         "WaiaasMonitoring",
         config=config,
-        owner_key=keys.owner.key,
+        owner_key=owner_key.owner.key,
         seal_key=keys.seal.key,
     )
     monitoring.add_stack_dependency(state, "the log bucket's policy must admit the trail before it is created")
@@ -78,7 +81,15 @@ def assemble(app: App, config: DeploymentConfig) -> Deployment:
     hosts.add_stack_dependency(keys, "the enclave unwraps with the seal key at boot")
     hosts.add_stack_dependency(state, "the hosts fetch the release from the data bucket at boot")
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
-    return Deployment(network=network, identity=identity, keys=keys, state=state, monitoring=monitoring, hosts=hosts)
+    return Deployment(
+        network=network,
+        identity=identity,
+        owner_key=owner_key,
+        keys=keys,
+        state=state,
+        monitoring=monitoring,
+        hosts=hosts,
+    )
 
 
 def main() -> None:

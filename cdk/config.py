@@ -22,6 +22,8 @@ from typing import TypeVar
 
 from solders.pubkey import Pubkey
 
+from cdk import naming
+
 T = TypeVar("T")
 
 PREFIX = "waiaas:"
@@ -42,6 +44,7 @@ _INSTANCE_TYPE_RE = re.compile(r"^(?P<family>[a-z][a-z0-9-]*)\.(?P<size>[0-9]*x?
 _BURSTABLE_RE = re.compile(r"^t[0-9]")
 _PCR_RE = re.compile(r"^[0-9a-f]{96}\Z")
 _PRINCIPAL_RE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}\Z")
+_ROLE_ARN_RE = re.compile(r"^arn:[a-z-]+:iam::(?P<account>[0-9]{12}):role/(?:.*/)?(?P<name>[^/]+)\Z")
 _CERT_RE = re.compile(
     r"^arn:aws(-cn|-us-gov)?:acm:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):certificate/[0-9a-f-]{36}$"
 )
@@ -164,6 +167,17 @@ def _principals(value: object) -> tuple[str, ...]:
     return arns
 
 
+def _own_roles_named(arns: tuple[str, ...], account: str) -> list[str]:
+    """The ARNs among `arns` that name a role this app creates in `account` (IAM role names are unique in an
+    account whatever their path, so the name alone identifies it)."""
+    named = []
+    for arn in arns:
+        match = _ROLE_ARN_RE.fullmatch(arn)
+        if match is not None and match["account"] == account and match["name"] in naming.OWN_ROLES:
+            named.append(arn)
+    return named
+
+
 def _owner_keys(value: object) -> tuple[str, ...]:
     keys = _string_list(value, allow_empty=False)
     for key in keys:
@@ -277,6 +291,12 @@ def load_config(context: Mapping[str, object]) -> DeploymentConfig:
     admins = r.get("keyAdminPrincipals", _principals)
     if admins is not None and account is not None and any(f":iam::{account}:" not in a for a in admins):
         r.fail("keyAdminPrincipals", "must all belong to the deployment account")
+    # The stack's own roles hold exactly the powers their policies give them: naming one here would hand the enclave
+    # host (or the owner-signer, or the operator) the owner chain, the operator role or the keys' administration.
+    for key, arns in (("ownerPrincipals", owners), ("operatorPrincipals", operators), ("keyAdminPrincipals", admins)):
+        if arns is not None and account is not None:
+            for arn in _own_roles_named(arns, account):
+                r.fail(key, f"names {arn}, a role this deployment creates; its own roles cannot be configured here")
     certificate = r.get("certificateArn", _string)
     if certificate is not None:
         cert_match = _CERT_RE.fullmatch(certificate)

@@ -2,10 +2,15 @@
 
     configured owner principals --(MFA, source identity, 1 h)--> owner-entry --(source identity)--> owner-signer
                                                                                  (the only kms:Sign principal)
+    configured owner principals --(MFA, source identity, 1 h)--> owner-key-admin (break-glass: the only principal
+                                                                  that may replace the owner key's policy)
     ec2.amazonaws.com --> enclave-host (instance profile)    operator principals --(MFA)--> operator (SSM, read)
 
-The owner-signer role has no identity policy: the owner key's policy is the only thing that lets it sign, and
-nothing else in the account can. Role names are fixed (`cdk.naming`) so the key policies can name them.
+The owner-signer and owner-key-admin roles have no identity policy: the owner key's policy is the only thing that
+lets the first sign and the second replace that policy, and nothing else in the account can. The break-glass role is
+assumed directly (not through the entry role) so that its session is itself the MFA-authenticated one: the owner key's
+policy denies a policy change without `aws:MultiFactorAuthPresent`. Role names are fixed (`cdk.naming`) so the key
+policies can name them.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ HOST_TAG_VALUE = "enclave-host"
 """Tag on the enclave hosts; operator SSM sessions are limited to instances carrying it."""
 
 
+REQUIRE_SOURCE_IDENTITY = {"Null": {"sts:SourceIdentity": "false"}}
+"""Every owner session carries the human's source identity (set on the first hop, kept by STS along a chain)."""
+
+
 def _mfa_conditions() -> dict[str, dict[str, object]]:
     return {
         "Bool": {"aws:MultiFactorAuthPresent": "true"},
@@ -38,37 +47,56 @@ def _mfa_conditions() -> dict[str, dict[str, object]]:
     }
 
 
+def _owner_assumed_role(
+    scope: Construct, construct_id: str, *, config: DeploymentConfig, name: str, why: str
+) -> iam.Role:
+    """A role only the configured owners may assume, with MFA (within the hour) and their own source identity."""
+    owners = [iam.ArnPrincipal(arn) for arn in config.owner_principals]
+    role = iam.Role(
+        scope,
+        construct_id,
+        role_name=name,
+        description=why,
+        assumed_by=iam.CompositePrincipal(*owners).with_conditions({**_mfa_conditions(), **REQUIRE_SOURCE_IDENTITY}),
+        max_session_duration=SESSION,
+    )
+    role.assume_role_policy.add_statements(  # type: ignore[union-attr]
+        iam.PolicyStatement(
+            sid="OwnersSetTheirSourceIdentity",
+            principals=owners,
+            actions=["sts:SetSourceIdentity"],
+            conditions=_mfa_conditions(),
+        )
+    )
+    return role
+
+
 class OwnerRoleChain(Construct):
-    """Owner entry role -> owner-signer role. Every session carries the human's source identity."""
+    """Owner entry role -> owner-signer role, and the owner's break-glass role for the owner key's policy. Every
+    session carries the human's source identity."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig) -> None:
         super().__init__(scope, construct_id)
-        owners = [iam.ArnPrincipal(arn) for arn in config.owner_principals]
-        require_source_identity = {"Null": {"sts:SourceIdentity": "false"}}
-        self.entry = iam.Role(
+        self.entry = _owner_assumed_role(
             self,
             "EntryRole",
-            role_name=naming.OWNER_ENTRY_ROLE,
-            description="WAIaaS owner entry: MFA-authenticated owners assume it to reach the owner-signer role",
-            assumed_by=iam.CompositePrincipal(*owners).with_conditions(
-                {**_mfa_conditions(), **require_source_identity}
-            ),
-            max_session_duration=SESSION,
+            config=config,
+            name=naming.OWNER_ENTRY_ROLE,
+            why="WAIaaS owner entry: MFA-authenticated owners assume it to reach the owner-signer role",
         )
-        self.entry.assume_role_policy.add_statements(  # type: ignore[union-attr]
-            iam.PolicyStatement(
-                sid="OwnersSetTheirSourceIdentity",
-                principals=owners,
-                actions=["sts:SetSourceIdentity"],
-                conditions=_mfa_conditions(),
-            )
+        self.key_admin = _owner_assumed_role(
+            self,
+            "KeyAdminRole",
+            config=config,
+            name=naming.OWNER_KEY_ADMIN_ROLE,
+            why="WAIaaS owner break-glass: the only principal that may replace the owner key's policy (MFA)",
         )
         self.signer = iam.Role(
             self,
             "SignerRole",
             role_name=naming.OWNER_SIGNER_ROLE,
             description="WAIaaS owner signer: the only principal the owner key lets call kms:Sign",
-            assumed_by=iam.ArnPrincipal(self.entry.role_arn).with_conditions(require_source_identity),
+            assumed_by=iam.ArnPrincipal(self.entry.role_arn).with_conditions(REQUIRE_SOURCE_IDENTITY),
             max_session_duration=SESSION,
         )
         self.signer.assume_role_policy.add_statements(  # type: ignore[union-attr]

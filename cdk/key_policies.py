@@ -3,13 +3,26 @@
 Both policies follow the same shape:
 
 1. Key administrators (named principals of this account) get an explicit list of management actions. No
-   wildcard and no use action: they can describe, re-policy, tag, disable and schedule deletion, but cannot sign,
-   decrypt, generate data keys, re-encrypt or create grants.
+   wildcard and no use action: they can describe, tag, disable and schedule deletion, but cannot sign, decrypt,
+   generate data keys, re-encrypt or create grants.
 2. Exactly one role may use the key, under conditions (owner key: `kms:Sign` with pure Ed25519 over a raw message;
    seal key: unwrap only with an attestation document from the pinned enclave image).
 3. Explicit denies to every principal restate the conditions, so that no later grant, IAM policy or admin
    mistake can widen them. A negated condition operator is true when its key is absent from the request: a call
    without an attestation document (or without a source identity) is caught by the deny.
+
+Who may replace a policy differs, because `kms:PutKeyPolicy` replaces the whole document, denies included:
+
+- Seal key: the key administrators (the CloudFormation execution role among them). Pinning a new enclave image IS a
+  policy change, so whoever deploys decides which code may unwrap agent keys; no statement can survive a
+  replacement, so this trust is stated (docs/deploy.md, "Who is trusted") and every change raises the
+  `KeyPolicyChanged` alarm.
+- Owner key: nobody but the owner's break-glass role (`waiaas-owner-key-admin`, assumed directly by an owner with
+  MFA and a source identity). Its policy does not change with image rollouts, so the key administrators, and with
+  them the deployment role, get no `kms:PutKeyPolicy` and an explicit deny. KMS's lockout check refuses a creator
+  that could not re-policy the key, so the owner key is created with `BypassPolicyLockoutSafetyCheck` (the
+  break-glass role can). A deliberate change goes through `owner_key_policy(..., admitted_writer=...)`: the owner
+  puts that policy, which admits the deployment role until the next deployment replaces it with the final one.
 
 No statement grants `kms:*`; the account root is not a principal; grants are denied outright.
 """
@@ -47,6 +60,10 @@ ADMIN_ACTIONS = (
 )
 """Key management without key use. `kms:CreateGrant` is deliberately absent: a grant is a way to use the key."""
 
+POLICY_WRITE = "kms:PutKeyPolicy"
+OWNER_KEY_ADMIN_ACTIONS = tuple(action for action in ADMIN_ACTIONS if action != POLICY_WRITE)
+"""The owner key's administrators manage it but cannot replace its policy (that would let them write in a signer)."""
+
 USE_ACTIONS = frozenset(
     {
         "kms:Sign",
@@ -83,12 +100,12 @@ UNWRAP_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyPair
 """Actions that can release key material, denied to everyone unless the attestation matches."""
 
 
-def admin_statement(config: DeploymentConfig) -> iam.PolicyStatement:
+def admin_statement(config: DeploymentConfig, actions: tuple[str, ...] = ADMIN_ACTIONS) -> iam.PolicyStatement:
     return iam.PolicyStatement(
         sid="KeyAdministrationWithoutUse",
         effect=iam.Effect.ALLOW,
         principals=[iam.ArnPrincipal(arn) for arn in config.key_admin_principals],
-        actions=list(ADMIN_ACTIONS),
+        actions=list(actions),
         resources=["*"],
     )
 
@@ -103,12 +120,60 @@ def _deny_grants() -> iam.PolicyStatement:
     )
 
 
-def owner_key_policy(config: DeploymentConfig) -> iam.PolicyDocument:
+def _owner_key_policy_writers(config: DeploymentConfig, admitted_writer: str | None) -> list[iam.PolicyStatement]:
+    """Only the break-glass role may replace the owner key's policy, with MFA and a source identity; an admitted
+    writer (one deployment, see the module docstring) may too, without them (a CloudFormation session has neither)."""
+    break_glass = naming.role_arn(config, naming.OWNER_KEY_ADMIN_ROLE)
+    writers = [break_glass] if admitted_writer is None else [break_glass, admitted_writer]
+    exempt = {} if admitted_writer is None else {"ArnNotEquals": {"aws:PrincipalArn": admitted_writer}}
+    return [
+        iam.PolicyStatement(
+            sid="OwnerKeyPolicyWriters",
+            effect=iam.Effect.ALLOW,
+            principals=[iam.ArnPrincipal(arn) for arn in writers],
+            actions=[POLICY_WRITE, "kms:GetKeyPolicy", "kms:DescribeKey"],
+            resources=["*"],
+        ),
+        iam.PolicyStatement(
+            sid="DenyPolicyChangeByAnyOtherPrincipal",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=[POLICY_WRITE],
+            resources=["*"],
+            conditions={"ArnNotEquals": {"aws:PrincipalArn": writers if admitted_writer else break_glass}},
+        ),
+        iam.PolicyStatement(
+            sid="DenyPolicyChangeWithoutMfa",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=[POLICY_WRITE],
+            resources=["*"],
+            # IfExists: a request whose credentials carry no MFA information at all is denied too.
+            conditions={"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}, **exempt},
+        ),
+        iam.PolicyStatement(
+            sid="DenyPolicyChangeWithoutSourceIdentity",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=[POLICY_WRITE],
+            resources=["*"],
+            conditions={"Null": {"aws:SourceIdentity": "true"}, **exempt},
+        ),
+    ]
+
+
+def owner_key_policy(config: DeploymentConfig, *, admitted_writer: str | None = None) -> iam.PolicyDocument:
+    """The owner key's policy. `admitted_writer` (a role ARN) gives the variant the owner puts before a deliberate
+    policy change: that role may also replace the policy, until a deployment replaces it with the final one."""
+    roles = naming.role_arn(config, "")
+    if admitted_writer is not None and (not admitted_writer.startswith(roles) or admitted_writer == roles):
+        raise ValueError(f"the admitted writer must be a role of account {config.account}, not {admitted_writer!r}")
     signer = naming.role_arn(config, naming.OWNER_SIGNER_ROLE)
     entry = naming.role_arn(config, naming.OWNER_ENTRY_ROLE)
     return iam.PolicyDocument(
         statements=[
-            admin_statement(config),
+            admin_statement(config, OWNER_KEY_ADMIN_ACTIONS),
+            *_owner_key_policy_writers(config, admitted_writer),
             iam.PolicyStatement(
                 sid="OwnerSignerSignsPureEd25519",
                 effect=iam.Effect.ALLOW,

@@ -1,8 +1,14 @@
-"""Keys stack: the owner key (Ed25519, sign only) and the seal key (symmetric, attestation-gated).
+"""Keys stacks: the owner key (Ed25519, sign only) and the seal key (symmetric, attestation-gated), one stack each.
 
 The keys are L1 `CfnKey`s so that the key policy written in `cdk.key_policies` is exactly the one deployed: the
-L2 `Key` may add statements of its own. Both are retained when the stack is deleted, and the stack is protected
-against termination: losing the seal key loses every agent key sealed under it.
+L2 `Key` may add statements of its own. Both are retained when their stack is deleted, and both stacks are protected
+against termination: losing the seal key loses every agent key sealed under it, losing the owner key loses the
+owner's half of every wallet.
+
+The owner key has a stack of its own because its policy never changes with an image rollout: redeploying the seal
+key with new measurements (`WaiaasKeys`) never touches it, and a deployment cannot replace its policy anyway (see
+`cdk.key_policies`: KMS refuses the deployment role's `PutKeyPolicy` on it, so an update that changes that policy
+fails and CloudFormation rolls it back).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ KEY_DELETION_WINDOW_DAYS = 30
 
 
 class OwnerKey(Construct):
-    """The owner's Ed25519 key; only the owner-signer role can sign with it."""
+    """The owner's Ed25519 key; only the owner-signer role can sign with it, only the owner can re-policy it."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig) -> None:
         super().__init__(scope, construct_id)
@@ -31,6 +37,9 @@ class OwnerKey(Construct):
             key_spec="ECC_NIST_EDWARDS25519",
             key_usage="SIGN_VERIFY",
             key_policy=key_policies.owner_key_policy(config),
+            # The policy denies PutKeyPolicy to its creator (the CloudFormation execution role) by design; KMS's
+            # lockout check would refuse that. The break-glass role can re-policy the key, so it is not locked out.
+            bypass_policy_lockout_safety_check=True,
             pending_window_in_days=KEY_DELETION_WINDOW_DAYS,
             enabled=True,
         )
@@ -58,18 +67,31 @@ class SealKey(Construct):
         kms.CfnAlias(self, "Alias", alias_name=naming.SEAL_KEY_ALIAS, target_key_id=self.key.ref)
 
 
-class KeysStack(Stack):
-    """Deployable unit: both KMS keys. Deploy after the identity stack (the key policies name its roles)."""
+class OwnerKeyStack(Stack):
+    """Deployable unit: the owner key. Deploy after the identity stack (its policy names the owner roles)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig) -> None:
         super().__init__(
             scope,
             construct_id,
             env=deployment_env(config),
-            description="WAIaaS KMS keys: owner signing key and attestation-gated seal key",
+            description="WAIaaS owner key: Ed25519 signing key whose policy only the owner may replace",
             termination_protection=True,
         )
         self.owner = OwnerKey(self, "OwnerKey", config=config)
-        self.seal = SealKey(self, "SealKey", config=config)
         CfnOutput(self, "OwnerKeyArn", value=self.owner.key.attr_arn)
+
+
+class KeysStack(Stack):
+    """Deployable unit: the seal key, redeployed with every new enclave image. Deploy after the identity stack."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            env=deployment_env(config),
+            description="WAIaaS seal key: attestation-gated, pinned to the enclave image measurements",
+            termination_protection=True,
+        )
+        self.seal = SealKey(self, "SealKey", config=config)
         CfnOutput(self, "SealKeyArn", value=self.seal.key.attr_arn)

@@ -1,12 +1,22 @@
 """Monitoring stack: the notification topic, a CloudTrail trail into CloudWatch Logs, and alarms on key use.
 
-Alarms (each to the encrypted notification topic):
+The trail records every Region: since late 2021 CloudTrail delivers IAM and other global-service events only to
+trails that include us-east-1, so a single-Region trail elsewhere would never see an IAM change.
+
+Alarms (each to the encrypted notification topic); the two marked HIGH SEVERITY are changes to who may open agent
+keys or sign as the owner, to investigate one by one (docs/deploy.md, "Who is trusted"):
 
 - `OwnerKeyUsed`: any `kms:Sign` with the owner key. The owner signs rarely and deliberately; every use is news.
 - `RefusedAttestedUnwrap`: a refused Decrypt / GenerateDataKey / GenerateRandom on the seal key or by the enclave
   host role: something without the pinned enclave image tried to unwrap an agent key.
-- `KeyPolicyOrStateChanged`: a policy change, grant, disable or scheduled deletion on either key, or a change to
-  either key's alias (created, re-pointed or deleted; matched by alias name, which is where CloudTrail puts it).
+- `KeyPolicyChanged` (HIGH SEVERITY): `PutKeyPolicy` on either key. The seal key's policy decides which enclave
+  image may unwrap agent keys, the owner key's who may sign as the owner: expected only with an image rollout
+  (seal key) or the owner's deliberate change (owner key).
+- `KeyStateOrAliasChanged`: a grant, disable, rotation switched off or scheduled deletion on either key, or a change
+  to either key's alias (created, re-pointed or deleted; matched by alias name, which is where CloudTrail puts it).
+- `WaiaasRoleChanged` (HIGH SEVERITY): any IAM write to a `waiaas-*` role (trust policy, inline or attached
+  policies, boundary, deletion): the owner chain's trust policies are what stand between an IAM administrator and
+  the owner key's `kms:Sign`.
 
 Enclave-health alarms live with the hosts (`cdk.hosts_stack.EnclaveHealthAlarms`) and use the same topic.
 """
@@ -33,10 +43,29 @@ from cdk.state_stack import CLOUDTRAIL_PREFIX
 TRAIL_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 ALARM_PERIOD = Duration.minutes(5)
 
-KEY_CHANGE_EVENTS = ("PutKeyPolicy", "CreateGrant", "DisableKey", "ScheduleKeyDeletion", "DisableKeyRotation")
+KEY_POLICY_EVENTS = ("PutKeyPolicy",)
+KEY_STATE_EVENTS = ("CreateGrant", "DisableKey", "ScheduleKeyDeletion", "DisableKeyRotation")
 """KMS events whose CloudTrail record names the key in `resources[0]`."""
 ALIAS_CHANGE_EVENTS = ("CreateAlias", "UpdateAlias", "DeleteAlias")
 """KMS events whose record names the ALIAS in `resources[0]` (and the alias in `requestParameters.aliasName`)."""
+ROLE_CHANGE_EVENTS = (
+    "CreateRole",
+    "DeleteRole",
+    "UpdateRole",
+    "UpdateAssumeRolePolicy",
+    "PutRolePolicy",
+    "DeleteRolePolicy",
+    "AttachRolePolicy",
+    "DetachRolePolicy",
+    "PutRolePermissionsBoundary",
+    "DeleteRolePermissionsBoundary",
+    "TagRole",
+    "UntagRole",
+    "AddRoleToInstanceProfile",
+    "RemoveRoleFromInstanceProfile",
+)
+"""IAM writes whose CloudTrail record names the role in `requestParameters.roleName`."""
+HIGH_SEVERITY = "HIGH SEVERITY: "
 
 
 def _any_of(selector: str, values: tuple[str, ...]) -> str:
@@ -95,7 +124,7 @@ class Notifications(Construct):
 
 
 class KeyUseAlarms(Construct):
-    """CloudTrail into CloudWatch Logs, metric filters on the two keys, and their alarms."""
+    """CloudTrail into CloudWatch Logs, metric filters on the two keys and the `waiaas-*` roles, and their alarms."""
 
     def __init__(
         self,
@@ -121,7 +150,7 @@ class KeyUseAlarms(Construct):
             cloud_watch_logs_retention=TRAIL_LOG_RETENTION,
             enable_file_validation=True,
             include_global_service_events=True,
-            is_multi_region_trail=False,
+            is_multi_region_trail=True,
             management_events=cloudtrail.ReadWriteType.ALL,
         )
         # CDK makes the trail depend on its log role both explicitly and through GetAtt; keep the explicit
@@ -139,7 +168,8 @@ class KeyUseAlarms(Construct):
         seal = f'($.resources[0].ARN = "{seal_key_arn}")'
         host = f'($.userIdentity.sessionContext.sessionIssuer.userName = "{naming.ENCLAVE_HOST_ROLE}")'
         unwrap = _any_of("$.eventName", ("Decrypt", "GenerateDataKey", "GenerateRandom"))
-        key_change = _any_of("$.eventName", KEY_CHANGE_EVENTS)
+        key_policy_change = _any_of("$.eventName", KEY_POLICY_EVENTS)
+        key_state_change = _any_of("$.eventName", KEY_STATE_EVENTS)
         # Alias events name the alias, not the key, in resources[0]: match them by the alias name they change.
         our_aliases = _any_of("$.requestParameters.aliasName", (naming.OWNER_KEY_ALIAS, naming.SEAL_KEY_ALIAS))
         alias_change = f"{_any_of('$.eventName', ALIAS_CHANGE_EVENTS)} && {our_aliases}"
@@ -152,9 +182,20 @@ class KeyUseAlarms(Construct):
                 f'{{ {kms_event} && {unwrap} && ($.errorCode = "AccessDenied*") && ({seal} || {host}) }}',
                 "KMS refused an unwrap of the seal key: no attestation, or not the pinned enclave image",
             ),
-            "KeyPolicyOrStateChanged": (
-                f"{{ {kms_event} && (({key_change} && ({owner} || {seal})) || ({alias_change})) }}",
-                "A WAIaaS key's policy, grants, state or alias changed",
+            "KeyPolicyChanged": (
+                f"{{ {kms_event} && {key_policy_change} && ({owner} || {seal}) }}",
+                f"{HIGH_SEVERITY}a WAIaaS key policy was replaced: it decides which enclave image may unwrap agent "
+                "keys (seal key) or who may sign as the owner (owner key); compare it with the release's policy",
+            ),
+            "KeyStateOrAliasChanged": (
+                f"{{ {kms_event} && (({key_state_change} && ({owner} || {seal})) || ({alias_change})) }}",
+                "A WAIaaS key's grants, state or alias changed",
+            ),
+            "WaiaasRoleChanged": (
+                f'{{ ($.eventSource = "iam.amazonaws.com") && {_any_of("$.eventName", ROLE_CHANGE_EVENTS)} && '
+                f'($.requestParameters.roleName = "{naming.NAME}-*") }}',
+                f"{HIGH_SEVERITY}an IAM write to a WAIaaS role (trust policy, policies, boundary, deletion): the owner "
+                "roles' trust policies guard kms:Sign with the owner key",
             ),
         }
         action = cw_actions.SnsAction(topic)

@@ -7,7 +7,10 @@ needs another stack's outputs to write a policy.
 
 from __future__ import annotations
 
-from cdk.config import DeploymentConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # `cdk.config` reads the role names below to refuse them as configured principals
+    from cdk.config import DeploymentConfig
 
 NAME = "waiaas"
 
@@ -22,6 +25,13 @@ ENCLAVE_HOST_ROLE = f"{NAME}-enclave-host"
 
 OPERATOR_ROLE = f"{NAME}-operator"
 """SSM sessions to the hosts and read-only views of the deployment."""
+
+OWNER_KEY_ADMIN_ROLE = f"{NAME}-owner-key-admin"
+"""The owner's break-glass role: assumed by the configured owner principals directly (MFA, source identity), the
+only principal the owner key's policy lets replace that policy. No identity policy; it cannot sign."""
+
+OWN_ROLES = (OWNER_ENTRY_ROLE, OWNER_SIGNER_ROLE, OWNER_KEY_ADMIN_ROLE, ENCLAVE_HOST_ROLE, OPERATOR_ROLE)
+"""Every role this app creates by name: none of them may be configured as an owner, operator or key administrator."""
 
 OWNER_KEY_ALIAS = f"alias/{NAME}-owner"
 SEAL_KEY_ALIAS = f"alias/{NAME}-seal"

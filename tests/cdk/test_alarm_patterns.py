@@ -79,6 +79,20 @@ def _alias_event(name: str, alias: str, key_arn: str) -> dict[str, Any]:
     )
 
 
+def _iam_event(name: str, role_name: str, **fields: Any) -> dict[str, Any]:
+    # IAM records carry the role in requestParameters.roleName (and, for IAM, no resources array).
+    event = {
+        "eventVersion": "1.08",
+        "eventSource": "iam.amazonaws.com",
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "userIdentity": {"type": "AssumedRole", "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/cfn-exec/session"},
+        "requestParameters": {"roleName": role_name},
+    }
+    event.update(fields)
+    return event
+
+
 HOST_SESSION = {
     "type": "AssumedRole",
     "sessionContext": {"sessionIssuer": {"type": "Role", "userName": naming.ENCLAVE_HOST_ROLE}},
@@ -86,33 +100,52 @@ HOST_SESSION = {
 
 CASES = [
     # (event description, event, the alarms that must fire; every other alarm must stay silent)
-    ("PutKeyPolicy on the seal key", _kms_event("PutKeyPolicy", SEAL), {"KeyPolicyOrStateChanged"}),
-    ("ScheduleKeyDeletion of the owner key", _kms_event("ScheduleKeyDeletion", OWNER), {"KeyPolicyOrStateChanged"}),
-    ("CreateGrant on the owner key", _kms_event("CreateGrant", OWNER), {"KeyPolicyOrStateChanged"}),
+    ("PutKeyPolicy on the seal key", _kms_event("PutKeyPolicy", SEAL), {"KeyPolicyChanged"}),
+    ("PutKeyPolicy on the owner key", _kms_event("PutKeyPolicy", OWNER), {"KeyPolicyChanged"}),
+    ("ScheduleKeyDeletion of the owner key", _kms_event("ScheduleKeyDeletion", OWNER), {"KeyStateOrAliasChanged"}),
+    ("CreateGrant on the owner key", _kms_event("CreateGrant", OWNER), {"KeyStateOrAliasChanged"}),
+    (
+        "UpdateAssumeRolePolicy of the owner-signer role",
+        _iam_event("UpdateAssumeRolePolicy", naming.OWNER_SIGNER_ROLE),
+        {"WaiaasRoleChanged"},
+    ),
+    (
+        "PutRolePolicy on the owner-key-admin role",
+        _iam_event("PutRolePolicy", naming.OWNER_KEY_ADMIN_ROLE),
+        {"WaiaasRoleChanged"},
+    ),
+    (
+        "AttachRolePolicy to the host role",
+        _iam_event("AttachRolePolicy", naming.ENCLAVE_HOST_ROLE),
+        {"WaiaasRoleChanged"},
+    ),
+    ("DeleteRole of the owner entry role", _iam_event("DeleteRole", naming.OWNER_ENTRY_ROLE), {"WaiaasRoleChanged"}),
+    ("UpdateAssumeRolePolicy of an unrelated role", _iam_event("UpdateAssumeRolePolicy", "someone-else"), set()),
+    ("GetRole of the owner-signer role (read only)", _iam_event("GetRole", naming.OWNER_SIGNER_ROLE), set()),
     (
         "UpdateAlias re-points the seal alias to another key",
         _alias_event("UpdateAlias", naming.SEAL_KEY_ALIAS, OTHER_KEY),
-        {"KeyPolicyOrStateChanged"},
+        {"KeyStateOrAliasChanged"},
     ),
     (
         "UpdateAlias re-points the owner alias to another key",
         _alias_event("UpdateAlias", naming.OWNER_KEY_ALIAS, OTHER_KEY),
-        {"KeyPolicyOrStateChanged"},
+        {"KeyStateOrAliasChanged"},
     ),
     (
         "DeleteAlias of the owner alias",
         _alias_event("DeleteAlias", naming.OWNER_KEY_ALIAS, OWNER),
-        {"KeyPolicyOrStateChanged"},
+        {"KeyStateOrAliasChanged"},
     ),
     (
         "DeleteAlias of the seal alias",
         _alias_event("DeleteAlias", naming.SEAL_KEY_ALIAS, SEAL),
-        {"KeyPolicyOrStateChanged"},
+        {"KeyStateOrAliasChanged"},
     ),
     (
         "CreateAlias re-creating the seal alias on another key",
         _alias_event("CreateAlias", naming.SEAL_KEY_ALIAS, OTHER_KEY),
-        {"KeyPolicyOrStateChanged"},
+        {"KeyStateOrAliasChanged"},
     ),
     ("Sign with the owner key", _kms_event("Sign", OWNER), {"OwnerKeyUsed"}),
     (
@@ -143,7 +176,13 @@ CASES = [
 def test_each_alarm_fires_on_exactly_its_events(
     patterns: dict[str, str], event: dict[str, Any], fires: set[str]
 ) -> None:
-    assert set(patterns) == {"OwnerKeyUsed", "RefusedAttestedUnwrap", "KeyPolicyOrStateChanged"}
+    assert set(patterns) == {
+        "OwnerKeyUsed",
+        "RefusedAttestedUnwrap",
+        "KeyPolicyChanged",
+        "KeyStateOrAliasChanged",
+        "WaiaasRoleChanged",
+    }
     fired = {name for name, pattern in patterns.items() if matches(pattern, event)}
     assert fired == fires
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from cdk import naming
 from cdk.config import ConfigError, load_config
 from cdk.synth import REPO_ROOT, committed_context, example_context, example_pcrs
 from tests.cdk.conftest import PCR0, PCR8
@@ -125,6 +126,28 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_malformed_values_are_named(key: str, value: object, reason: str) -> None:
     with pytest.raises(ConfigError, match=rf"waiaas:{key} .*{reason}"):
         load_config(_context(**{key: value}))
+
+
+@pytest.mark.parametrize("key", ["ownerPrincipals", "operatorPrincipals", "keyAdminPrincipals"])
+@pytest.mark.parametrize("role", sorted(naming.OWN_ROLES))
+def test_the_deployments_own_roles_are_refused_as_principals(key: str, role: str) -> None:
+    """Listing e.g. the enclave host role as a key administrator would let every host re-policy the keys."""
+    own = f"arn:aws:iam::111111111111:role/{role}"
+    with pytest.raises(ConfigError, match=rf"waiaas:{key} names {own}, a role this deployment creates") as info:
+        load_config(_context(**{key: ["arn:aws:iam::111111111111:role/example-person", own]}))
+    assert str(info.value).count(role) == 1  # named once, for the list that holds it
+
+
+def test_own_role_names_are_refused_under_any_path_but_not_in_other_accounts() -> None:
+    # IAM role names are unique in an account whatever the path: a path does not make it another role.
+    with pytest.raises(ConfigError, match=r"waiaas:keyAdminPrincipals names .*/ops/waiaas-operator"):
+        load_config(_context(keyAdminPrincipals=["arn:aws:iam::111111111111:role/ops/waiaas-operator"]))
+    other_account = "arn:aws:iam::222222222222:role/waiaas-enclave-host"
+    config = load_config(_context(ownerPrincipals=[other_account], operatorPrincipals=[other_account]))
+    assert config.owner_principals == (other_account,)
+    # A name that merely starts like ours is not ours.
+    similar = "arn:aws:iam::111111111111:role/waiaas-enclave-host-admins"
+    assert load_config(_context(keyAdminPrincipals=[similar])).key_admin_principals == (similar,)
 
 
 def test_cli_style_string_values_are_parsed() -> None:

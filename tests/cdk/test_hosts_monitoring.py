@@ -6,6 +6,7 @@ import base64
 import re
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 
 from cdk import naming, user_data
@@ -176,9 +177,15 @@ def test_alarm_on_refused_attested_unwrap(templates: dict[str, Any]) -> None:
     assert naming.ENCLAVE_HOST_ROLE in pattern
 
 
-def test_alarm_on_key_policy_changes(templates: dict[str, Any]) -> None:
-    alarm = _alarm_on(templates, MONITORING, "KeyPolicyOrStateChanged")
-    assert alarm["AlarmActions"]
+@pytest.mark.parametrize(
+    ("metric", "high_severity"),
+    [("KeyPolicyChanged", True), ("WaiaasRoleChanged", True), ("KeyStateOrAliasChanged", False)],
+)
+def test_alarms_on_key_and_role_changes(templates: dict[str, Any], metric: str, high_severity: bool) -> None:
+    """A replaced key policy (or a rewritten WAIaaS role) is its own alarm, marked for one-by-one investigation."""
+    alarm = _alarm_on(templates, MONITORING, metric)
+    assert alarm["AlarmActions"] and alarm["Threshold"] == 1
+    assert alarm["AlarmDescription"].startswith("HIGH SEVERITY: ") is high_severity
 
 
 def test_alarms_on_enclave_health(templates: dict[str, Any], config: Any) -> None:
@@ -198,6 +205,10 @@ def test_trail_logs_management_events_with_validation(template_of: Any, config: 
             "S3BucketName": naming.logs_bucket_name(config),
             "EnableLogFileValidation": True,
             "IsLogging": True,
+            # IAM (a global service) reaches only trails that include us-east-1: a single-Region trail elsewhere
+            # would never record a change to the owner roles' trust policies.
+            "IsMultiRegionTrail": True,
+            "IncludeGlobalServiceEvents": True,
             "CloudWatchLogsLogGroupArn": Match.any_value(),
         },
     )

@@ -77,6 +77,24 @@ def test_signer_role_has_no_identity_policy(templates: dict[str, Any]) -> None:
     assert _policies_of(templates, signer_id) == []
 
 
+def test_break_glass_role_is_trusted_only_by_owners_with_mfa_and_has_no_identity_policy(
+    templates: dict[str, Any], config: Any
+) -> None:
+    """The owner key's policy names this role as the only one that may replace it; IAM gives it nothing else."""
+    role_id, role = _role(templates, naming.OWNER_KEY_ADMIN_ROLE)
+    assert role["Properties"]["MaxSessionDuration"] == 3600
+    trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert {a for s in trust for a in as_list(s["Action"])} == {"sts:AssumeRole", "sts:SetSourceIdentity"}
+    for statement in trust:
+        assert set(as_list(statement["Principal"]["AWS"])) == set(config.owner_principals)
+        assert statement["Condition"]["Bool"] == {"aws:MultiFactorAuthPresent": "true"}
+        assert statement["Condition"]["NumericLessThan"] == {"aws:MultiFactorAuthAge": "3600"}
+    (assume,) = [s for s in trust if s["Action"] == "sts:AssumeRole"]
+    assert assume["Condition"]["Null"] == {"sts:SourceIdentity": "false"}
+    assert "ManagedPolicyArns" not in role["Properties"] and "Policies" not in role["Properties"]
+    assert _policies_of(templates, role_id) == []
+
+
 def test_entry_role_may_only_assume_the_signer(templates: dict[str, Any]) -> None:
     entry_id, _ = _role(templates, naming.OWNER_ENTRY_ROLE)
     signer_id, _ = _role(templates, naming.OWNER_SIGNER_ROLE)

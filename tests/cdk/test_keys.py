@@ -21,7 +21,7 @@ HOST = f"arn:aws:iam::{ACCOUNT}:role/{naming.ENCLAVE_HOST_ROLE}"
 
 
 def test_owner_key_is_ed25519_sign_verify(template_of: Any) -> None:
-    template_of("WaiaasKeys").has_resource_properties(
+    template_of("WaiaasOwnerKey").has_resource_properties(
         "AWS::KMS::Key", {"KeySpec": "ECC_NIST_EDWARDS25519", "KeyUsage": "SIGN_VERIFY"}
     )
 
@@ -187,6 +187,7 @@ def test_unsigned_image_pins_pcr0_only() -> None:
     assert "PCR8" not in json.dumps(template.to_json())
 
 
-def test_keys_stack_is_termination_protected(cdk_outdir: Any, templates: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stack", ["WaiaasKeys", "WaiaasOwnerKey"])
+def test_keys_stacks_are_termination_protected(cdk_outdir: Any, templates: dict[str, Any], stack: str) -> None:
     manifest = json.loads((cdk_outdir / "manifest.json").read_text())
-    assert manifest["artifacts"]["WaiaasKeys"]["properties"]["terminationProtection"] is True
+    assert manifest["artifacts"][stack]["properties"]["terminationProtection"] is True

@@ -75,7 +75,7 @@ def test_nag_is_wired_into_the_app(config: Any, tmp_path: Path) -> None:
 
 def test_cfn_lint_is_clean_on_every_template(templates: dict[str, Any], cdk_outdir: Path) -> None:
     paths = sorted(str(p) for p in cdk_outdir.glob("*.template.json"))
-    assert len(paths) == len(templates) == 6
+    assert len(paths) == len(templates) == 7
     cfn_lint = Path(sys.executable).with_name("cfn-lint")
     result = subprocess.run([str(cfn_lint), *paths], check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

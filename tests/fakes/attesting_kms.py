@@ -13,7 +13,8 @@ add what moto lacks, with real cryptography on both sides:
 
 Key policies are standard IAM policy documents (JSON dicts): Allow/Deny statements, Principal, Action (with
 ``*`` wildcards), and conditions with StringEquals[IgnoreCase], StringNotEquals[IgnoreCase], ArnEquals,
-ArnNotEquals and Null. An unknown operator makes an Allow not apply and a Deny apply (fail closed).
+ArnNotEquals, Bool and Null, each but Null also with the ``IfExists`` suffix (true when the key is absent). An
+unknown operator makes an Allow not apply and a Deny apply (fail closed).
 Explicit deny wins, then allow, else implicit deny.
 
 Tests only: production code cannot import this (it lives under tests/).
@@ -69,6 +70,12 @@ def _condition_holds(operator: str, key: str, expected: Any, context: Mapping[st
     if operator == "Null":
         wants_absent = values[0].lower() == "true"
         return (actual is None) == wants_absent
+    if operator.endswith("IfExists"):
+        if actual is None:
+            return True  # IAM: ...IfExists holds when the key is absent from the request
+        operator = operator.removesuffix("IfExists")
+    if operator == "Bool":
+        return actual is not None and actual.lower() in (v.lower() for v in values)
     positive = {"StringEquals": False, "StringEqualsIgnoreCase": True, "ArnEquals": False}
     negative = {"StringNotEquals": False, "StringNotEqualsIgnoreCase": True, "ArnNotEquals": False}
     if operator in positive:

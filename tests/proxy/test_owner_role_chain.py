@@ -15,7 +15,7 @@ from aws_cdk import App
 
 from cdk import naming
 from cdk.identity_stack import IdentityStack
-from cdk.keys_stack import KeysStack
+from cdk.keys_stack import OwnerKeyStack
 from cdk.synth import example_config, owner_key_policy
 from parent_proxy.owner_signers import OwnerKeyError, RoleChain, assume_role_chain
 from tests.cdk.conftest import PCR0, PCR8
@@ -34,7 +34,7 @@ def config() -> Any:
 def templates(config: Any) -> dict[str, dict[str, Any]]:
     app = App()
     IdentityStack(app, "WaiaasIdentity", config=config)
-    KeysStack(app, "WaiaasKeys", config=config)
+    OwnerKeyStack(app, "WaiaasOwnerKey", config=config)
     return {stack.stack_name: dict(stack.template) for stack in app.synth().stacks}
 
 
@@ -155,6 +155,27 @@ def test_trust_check_refuses_a_chain_without_source_identity_or_mfa(templates: d
     without_mfa = [{k: v for k, v in p.items() if k not in ("SerialNumber", "TokenCode")} for p in sent]
     with pytest.raises(AssertionError):
         _check_chain_against_trust(templates, config, without_mfa)
+
+
+def test_owner_reaches_the_break_glass_role_directly_and_may_then_replace_the_owner_key_policy(
+    templates: dict[str, Any], config: Any
+) -> None:
+    """`aws sts assume-role` on waiaas-owner-key-admin with MFA and a source identity (docs/deploy.md): the trust
+    policy admits it, and the session (whose own AssumeRole carried the MFA) may replace the owner key's policy."""
+    break_glass = naming.role_arn(config, naming.OWNER_KEY_ADMIN_ROLE)
+    sent = _sent(RoleChain([break_glass], MFA_SERIAL, "123456", "alice"))
+    assert _check_chain_against_trust(templates, config, sent) == "alice"
+    session = {"aws:PrincipalArn": break_glass, "aws:MultiFactorAuthPresent": "true", "aws:SourceIdentity": "alice"}
+    policy = owner_key_policy(templates)
+    assert evaluate_key_policy(policy, action="kms:PutKeyPolicy", caller_arn=break_glass, context=session)
+    without_mfa = [{k: v for k, v in p.items() if k not in ("SerialNumber", "TokenCode")} for p in sent]
+    with pytest.raises(AssertionError):
+        _check_chain_against_trust(templates, config, without_mfa)
+    # Reached through the entry role instead, it is refused: only the owners themselves are trusted.
+    entry = naming.role_arn(config, naming.OWNER_ENTRY_ROLE)
+    through_entry = _sent(RoleChain([entry, break_glass], MFA_SERIAL, "123456", "alice"))
+    with pytest.raises(AssertionError):
+        _check_chain_against_trust(templates, config, through_entry)
 
 
 @pytest.mark.parametrize("value", ["ab", "a" * 64, "alice.smith@example.com", "A_b+c=d,e.f@g-h"])
