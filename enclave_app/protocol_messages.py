@@ -225,6 +225,11 @@ class SwitchAgentKeyRequest(Message):
 # -- responses -------------------------------------------------------------------------------------------------
 
 
+def _receipt_pair(receipt: bytes | None, signature: bytes | None, what: str) -> None:
+    if (receipt is None) != (signature is None):
+        raise ProtocolError(f"{what} has a receipt and its signature, or neither")
+
+
 @dataclass(frozen=True, slots=True)
 class StatusResponse(Message):
     state: EnclaveState
@@ -286,17 +291,32 @@ class WalletResponse(Message):
     ADDED_LATER = (frozenset({"receipt", "receipt_signature"}),)
 
     def check_fields_together(self) -> None:
-        if (self.receipt is None) != (self.receipt_signature is None):
-            raise ProtocolError("a wallet answer has a receipt and its signature, or neither")
+        _receipt_pair(self.receipt, self.receipt_signature, "a wallet answer")
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyInstalledResponse(Message):
+    """``receipt`` / ``receipt_signature``: an order receipt of purpose ``policy``
+    (:class:`enclave_app.order_receipts.OrderReceipt`) signed by the session key; both set or both null. An older
+    enclave leaves both fields out (decoded as null)."""
+
     wallet_id: str
     sequence: int
     policy_hash: bytes
+    receipt: bytes | None = None
+    receipt_signature: bytes | None = None
     TYPE = "policy_installed"
-    FIELDS = (("wallet_id", _WALLET_ID), ("sequence", _uint(MAX_AMOUNT)), ("policy_hash", _bytes(32, 32)))
+    FIELDS = (
+        ("wallet_id", _WALLET_ID),
+        ("sequence", _uint(MAX_AMOUNT)),
+        ("policy_hash", _bytes(32, 32)),
+        ("receipt", _optional(_bytes(1, MAX_RECEIPT_BYTES))),
+        ("receipt_signature", _optional(_SIGNATURE)),
+    )
+    ADDED_LATER = (frozenset({"receipt", "receipt_signature"}),)
+
+    def check_fields_together(self) -> None:
+        _receipt_pair(self.receipt, self.receipt_signature, "a policy answer")
 
 
 @fast_init
@@ -332,11 +352,27 @@ class MessageSignatureResponse(Message):
 
 @dataclass(frozen=True, slots=True)
 class WalletFrozenResponse(Message):
+    """``receipt`` / ``receipt_signature``: an order receipt of purpose ``freeze`` or ``unfreeze``
+    (:class:`enclave_app.order_receipts.OrderReceipt`) signed by the session key; both set or both null. An older
+    enclave leaves both fields out (decoded as null)."""
+
     wallet_id: str
     frozen: bool
     order_sequence: int
+    receipt: bytes | None = None
+    receipt_signature: bytes | None = None
     TYPE = "wallet_frozen"
-    FIELDS = (("wallet_id", _WALLET_ID), ("frozen", _flag), ("order_sequence", _uint(MAX_AMOUNT)))
+    FIELDS = (
+        ("wallet_id", _WALLET_ID),
+        ("frozen", _flag),
+        ("order_sequence", _uint(MAX_AMOUNT)),
+        ("receipt", _optional(_bytes(1, MAX_RECEIPT_BYTES))),
+        ("receipt_signature", _optional(_SIGNATURE)),
+    )
+    ADDED_LATER = (frozenset({"receipt", "receipt_signature"}),)
+
+    def check_fields_together(self) -> None:
+        _receipt_pair(self.receipt, self.receipt_signature, "a freeze answer")
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,11 @@ under this owner key (so the owner can check, before adding it on chain, that th
 ``message_hash`` (null in the other two); ``agent_key_switch``: the wallet now signs with the new key. Signed
 over ``AGENT_KEY_RECEIPT_DOMAIN + receipt``, without a ``counter`` (owner-ordered, like provisioning). Verify with
 :func:`verify_agent_key_receipt`.
+
+Order receipts (an owner's freeze, unfreeze or policy the enclave applied) are defined in
+:mod:`enclave_app.order_receipts`, signed over ``ORDER_RECEIPT_DOMAIN + receipt``. They take their ``counter`` from
+the same per-boot sequence as decision receipts, so one sequence orders every decision and every owner order of a
+boot, and a receipt of either kind missing from the audit log leaves a gap.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -58,9 +63,13 @@ from enclave_app.errors import CborDecodeError, ReceiptError
 from enclave_app.safe_cbor import loads_untrusted
 from policies.ed25519 import verify_ed25519
 
+if TYPE_CHECKING:
+    from enclave_app.order_receipts import OrderReceipt
+
 RECEIPT_DOMAIN = b"\xffwaiaas/receipt\x00"
 PROVISION_RECEIPT_DOMAIN = b"\xffwaiaas/provision-receipt\x00"
 AGENT_KEY_RECEIPT_DOMAIN = b"\xffwaiaas/agent-key-receipt\x00"
+ORDER_RECEIPT_DOMAIN = b"\xffwaiaas/order-receipt\x00"
 PROVISION_PURPOSE = "provision"
 AGENT_KEY_PURPOSES = frozenset({"agent_key_candidate", "agent_key_rotation", "agent_key_switch"})
 RECEIPT_VERSION = 1
@@ -215,6 +224,12 @@ class SessionKey:
         """The encoded agent-key receipt and the signature over ``AGENT_KEY_RECEIPT_DOMAIN + encoded``."""
         encoded = receipt.encode()
         return encoded, self._key.sign(AGENT_KEY_RECEIPT_DOMAIN + encoded)
+
+    def sign_order(self, receipt: OrderReceipt) -> tuple[bytes, bytes]:
+        """The encoded order receipt and the signature over ``ORDER_RECEIPT_DOMAIN + encoded`` (its ``counter`` from
+        :meth:`next_counter`, taken by the caller)."""
+        encoded = receipt.encode()
+        return encoded, self._key.sign(ORDER_RECEIPT_DOMAIN + encoded)
 
 
 def _verified_fields(

@@ -40,7 +40,7 @@ from enclave_app.errors import (
 from enclave_app.framing import read_frame, write_frame
 from enclave_app.no_attestation import NO_ATTESTATION_REASON
 from enclave_app.nsm import Nsm, PcrDescription
-from enclave_app.orders import verify_freeze_order
+from enclave_app.orders import apply_freeze_order, apply_policy
 from enclave_app.protocol import (
     MAX_ERROR_MESSAGE_CHARS,
     SESSION_USER_DATA,
@@ -54,7 +54,6 @@ from enclave_app.protocol import (
     InstallPolicyRequest,
     LoadWalletRequest,
     PingRequest,
-    PolicyInstalledResponse,
     PrepareAgentKeyRequest,
     ProvisionWalletRequest,
     Request,
@@ -65,7 +64,6 @@ from enclave_app.protocol import (
     StatusResponse,
     SwitchAgentKeyRequest,
     UnfreezeRequest,
-    WalletFrozenResponse,
     WalletResponse,
     decode_request,
 )
@@ -75,8 +73,6 @@ from enclave_app.sealing import SealBinding, Sealers, seal_for_request, unseal_f
 from enclave_app.signer import sign_message, sign_transaction
 from enclave_app.state import Enclave, Wallet, fresh_seed
 from enclave_app.transport import Transport
-from policies.errors import PolicyEngineError
-from policies.signing import load_signed_policy
 
 _LOG = logging.getLogger(__name__)
 
@@ -182,26 +178,9 @@ class Handler:
             enclave.discard(request.wallet_id, request.agent_public_key)
             return _status(enclave)
         if isinstance(request, InstallPolicyRequest):
-            wallet = enclave.wallet(request.wallet_id)
-            try:
-                policy = load_signed_policy(request.signed_policy, owner=wallet.owner, wallet_id=wallet.wallet_id)
-            except PolicyEngineError as exc:
-                raise StateError(ErrorCode.POLICY_INVALID, "policy signature or document invalid") from exc
-            digest = enclave.install_policy(wallet, policy)
-            return PolicyInstalledResponse(wallet_id=wallet.wallet_id, sequence=policy.sequence, policy_hash=digest)
+            return apply_policy(enclave, request)
         if isinstance(request, FreezeRequest | UnfreezeRequest):
-            wallet = enclave.wallet(request.wallet_id)
-            order = verify_freeze_order(
-                request.order,
-                freeze=isinstance(request, FreezeRequest),
-                owner=wallet.owner,
-                wallet_id=wallet.wallet_id,
-                now=enclave.clock(),
-                last_sequence=wallet.order_sequence,
-            )
-            wallet.order_sequence = order.sequence
-            wallet.frozen = order.freeze
-            return WalletFrozenResponse(wallet_id=wallet.wallet_id, frozen=wallet.frozen, order_sequence=order.sequence)
+            return apply_freeze_order(enclave, request)
         if isinstance(request, SignMessageRequest):
             return sign_message(enclave, request)
         if isinstance(request, PrepareAgentKeyRequest):

@@ -27,12 +27,14 @@ key and ``new_agent`` the candidate it made). Errors: `PolicySignatureError` (op
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
 
 from solders.pubkey import Pubkey
 
+from policies.canonical import canonical_bytes
 from policies.document import read_pubkey
 from policies.errors import PolicyDocumentError
 from policies.signing import open_envelope
@@ -81,6 +83,21 @@ def switch_document(wallet_id: str, agent: Pubkey, new_agent: Pubkey, expires_at
 
 
 @dataclass(frozen=True, slots=True)
+class CheckedFreezeOrder:
+    """A verified freeze or unfreeze order: its sequence and `document_sha256` of its document."""
+
+    sequence: int
+    document_sha256: bytes
+
+
+def document_sha256(document: dict[str, Any]) -> bytes:
+    """SHA-256 of a signed document's canonical bytes: what the owner's signature covers after the purpose, so the
+    same for every serialization of the envelope. For a policy it is the policy hash (``Policy.canonical``'s); the
+    enclave's order receipts name orders and policies by it (`enclave_app.order_receipts`)."""
+    return hashlib.sha256(canonical_bytes(document)).digest()
+
+
+@dataclass(frozen=True, slots=True)
 class AgentKeyOrder:
     """A verified rotation or switch order: ``agent`` is the key being replaced, ``new_agent`` its replacement."""
 
@@ -112,13 +129,18 @@ def _open(
 def check_freeze_order(data: bytes, *, freeze: bool, owner: Pubkey, wallet_id: str, now: float) -> int:
     """Verify a freeze (``freeze=True``) or unfreeze order and return its sequence; the caller still refuses a
     sequence that is not above the last one it accepted."""
+    return checked_freeze_order(data, freeze=freeze, owner=owner, wallet_id=wallet_id, now=now).sequence
+
+
+def checked_freeze_order(data: bytes, *, freeze: bool, owner: Pubkey, wallet_id: str, now: float) -> CheckedFreezeOrder:
+    """:func:`check_freeze_order`, returning the sequence and the document's SHA-256 (`document_sha256`)."""
     purpose = FREEZE_PURPOSE if freeze else UNFREEZE_PURPOSE
     document = _open(data, purpose, owner, _ORDER_FIELDS, wallet_id=wallet_id, now=now)
     # 4. Sequence in range.
     sequence = document["sequence"]
     if type(sequence) is not int or not 1 <= sequence <= MAX_SEQUENCE:
         raise PolicyDocumentError("sequence", f"must be an integer from 1 to {MAX_SEQUENCE}")
-    return sequence
+    return CheckedFreezeOrder(sequence, document_sha256(document))
 
 
 def check_approval(data: bytes, *, owner: Pubkey, wallet_id: str, message_hash: bytes, now: float) -> None:
