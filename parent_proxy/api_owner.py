@@ -25,6 +25,7 @@ from parent_proxy.approvals import ApprovalFlow
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import AlreadyRevoked, NotFound, ProxyError
 from parent_proxy.multisig_onchain import check_install
+from parent_proxy.order_receipts import receipt_fields
 from parent_proxy.owner_auth import parse_owner_headers, verify_owner_request
 from parent_proxy.schemas import (
     WALLET_ID,
@@ -264,16 +265,21 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
 
     updated: Wallet = await run_store(services, persist)
     services.relay.forget(wallet_id)
+    answer = None
     try:
-        await services.relay.ensure_wallet(updated)
+        await services.relay.ensure_wallet(updated)  # its order receipt checked and recorded (`order_receipts`)
         installed = True
+        answer = services.relay.installed_answer(wallet_id)
     except ApiError:
         installed = False  # the next request installs it (the store holds the authoritative copy)
+    if answer is not None and answer.sequence != policy.sequence:
+        answer = None  # a newer policy went in meanwhile: no receipt of this one to show
     return PolicyInstalled(
         wallet_id=wallet_id,
         sequence=policy.sequence,
         policy_sha256=hashlib.sha256(envelope).hexdigest(),
         enclave_installed=installed,
+        **receipt_fields(services, answer),
     )
 
 
@@ -349,14 +355,17 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
         services.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook, changes=[change])  # one transaction
 
     await run_store(services, persist)
-    # The proxy enforces the freeze from the store; the enclave is told too (it refuses on its own when it agrees).
+    # The proxy enforces the freeze from the store; the enclave is told too (it refuses on its own when it agrees),
+    # and its order receipt is checked and recorded (`parent_proxy.order_receipts`) and shown to the owner.
+    answer = None
     try:
         await services.relay.ensure_wallet(wallet)
-        await services.relay.set_frozen(wallet_id, frozen, envelope)
+        answer = await services.relay.set_frozen(wallet_id, frozen, envelope)
         acknowledged = True
     except ApiError:
         acknowledged = False
-    return FreezeState(wallet_id=wallet_id, frozen=frozen, enclave_acknowledged=acknowledged, order_sequence=sequence)
+    return FreezeState(wallet_id=wallet_id, frozen=frozen, enclave_acknowledged=acknowledged, order_sequence=sequence,
+                       **receipt_fields(services, answer))  # fmt: skip
 
 
 @router.post("/{wallet_id}/freeze", response_model=FreezeState)

@@ -126,6 +126,7 @@ def _say_receipts(report: ReceiptsReport, *, anchored: bool) -> None:
         f"audit verify: receipts OK: {report.receipts} receipts under {report.sessions} session records "
         f"({report.verified_documents} attestation documents verified)"
         + (f", {report.agent_key_receipts} agent-key receipts" if report.agent_key_receipts else "")
+        + (f", {report.order_receipts} order receipts" if report.order_receipts else "")
         + ("" if anchored else "; not anchored")
     )
     if not anchored:

@@ -36,6 +36,15 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
    purpose, the record's wallet, the payload's agent key and new key, owner key, for a rotation its
    ``message_sha256``, and the record's time). These receipts have no counter; the same one recorded twice fails.
 
+6. ``policy.enclave_installed``, ``wallet.enclave_frozen`` and ``wallet.enclave_unfrozen`` (an owner order the
+   enclave applied, `parent_proxy.order_receipts`): the record's receipt field holds an order receipt that verifies
+   under the latest session key (`enclave_app.order_receipts.verify_order_receipt`) and states what the record does,
+   by the rule the proxy applied when it arrived (`parent_proxy.order_receipts.ExpectedOrder`: the event's purpose,
+   the record's wallet, the payload's ``sequence`` and ``document_sha256``, and the record's time); the payload is
+   exactly what the receipt states (`parent_proxy.order_receipts.order_payload`). Order receipts take their counters
+   from the session's one sequence: they count in step 4 with the decision receipts, and a counter recorded twice
+   fails here as there.
+
 What this cannot show: receipts missing after the last recorded one of a session (the enclave's final counter is
 known to nobody but the enclave: anchor the log's head elsewhere, ``--expect-head``), and, in mode ``none`` or
 without an anchor, which code held the session key.
@@ -63,6 +72,7 @@ from parent_proxy.agent_key_receipts import AGENT_KEY_EVENT_PURPOSES, ExpectedAg
 from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, Expected, check_receipt_content, split_receipt
 from parent_proxy.errors import AuditChainError
+from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS, ExpectedOrder, order_payload
 from parent_proxy.store.model import AuditRecord
 
 UNATTESTED_SESSIONS = (
@@ -101,6 +111,8 @@ class ReceiptsReport:
     receipts: int = 0
     agent_key_receipts: int = 0
     """Agent-key receipts (rotation steps) checked, counted apart from ``receipts`` (decision receipts)."""
+    order_receipts: int = 0
+    """Order receipts (policies, freezes and unfreezes the enclave applied) checked, apart from ``receipts``."""
     counter_gaps: int = 0
     """Counters skipped within a session (receipts issued but not recorded: failed answers, or withheld); only with
     ``allow_gaps`` (else the first gap fails the check)."""
@@ -207,11 +219,8 @@ def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsRepo
         stated = verify_receipt(receipt, signature, session.key)
     except ReceiptError as exc:
         raise _fail(record, f"receipt not signed by the session key of seq {session.seq}") from exc
-    seen = report._counters.setdefault(session.key, set())
-    if stated.counter in seen:
-        raise _fail(
-            record, f"receipt counter {stated.counter} recorded twice under the session key of seq {session.seq}"
-        )
+    if stated.counter in report._counters.get(session.key, ()):
+        raise _fail(record, _twice(stated.counter, session))
     payload = json.loads(record.payload)
     decision = payload.get("decision") if isinstance(payload, dict) else None
     try:
@@ -220,7 +229,7 @@ def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsRepo
         check_receipt_content(stated, expected, at=record.time)
     except ReceiptError as exc:
         raise _fail(record, f"receipt disagrees with the record: {exc}") from exc
-    seen.add(stated.counter)
+    _counted(record, session, stated.counter, report)
     report.receipts += 1
 
 
@@ -266,6 +275,51 @@ def _agent_key_receipt(record: AuditRecord, session: _Session | None, report: Re
     report.agent_key_receipts += 1
 
 
+def _twice(counter: int, session: _Session) -> str:
+    return f"receipt counter {counter} recorded twice under the session key of seq {session.seq}"
+
+
+def _counted(record: AuditRecord, session: _Session, counter: int, report: ReceiptsReport) -> None:
+    """Count ``counter`` in the session's one sequence (steps 4 and 6); a counter recorded twice fails."""
+    seen = report._counters.setdefault(session.key, set())
+    if counter in seen:
+        raise _fail(record, _twice(counter, session))
+    seen.add(counter)
+
+
+def _order_receipt(record: AuditRecord, session: _Session | None, report: ReceiptsReport) -> None:
+    """Step 6 for one order-receipt record."""
+    if record.receipt is None:
+        raise _fail(record, f"{record.event_type} record without the enclave's receipt")
+    if session is None:
+        raise _fail(record, "order receipt recorded before any enclave.session record")
+    payload = json.loads(record.payload)
+    try:
+        if not isinstance(payload, dict) or type(payload["sequence"]) is not int:
+            raise TypeError("no sequence")
+        envelope = payload["envelope_sha256"]
+        if not isinstance(envelope, str):
+            raise TypeError("no envelope hash")
+        document = bytes.fromhex(payload["document_sha256"])
+        receipt, signature = split_receipt(record.receipt)
+    except (KeyError, TypeError, ValueError, ReceiptError) as exc:
+        raise _fail(record, f"{record.event_type} record without a readable sequence, document or receipt") from exc
+    expected = ExpectedOrder(ORDER_RECEIPT_EVENTS[record.event_type], record.wallet_id or "", payload["sequence"],
+                             document)  # fmt: skip
+    try:
+        stated = expected.verify(receipt, signature, session.key)
+    except ReceiptError as exc:
+        raise _fail(record, f"order receipt not signed by the session key of seq {session.seq}") from exc
+    try:
+        expected.check(stated, at=record.time)
+    except ReceiptError as exc:
+        raise _fail(record, f"order receipt disagrees with the record: {exc}") from exc
+    if order_payload(stated, envelope) != payload:
+        raise _fail(record, "order receipt disagrees with the record: the payload states otherwise than the receipt")
+    _counted(record, session, stated.counter, report)
+    report.order_receipts += 1
+
+
 def verify_audit_receipts(
     records: Sequence[AuditRecord],
     *,
@@ -273,7 +327,7 @@ def verify_audit_receipts(
     require_attestation: bool = False,
     allow_gaps: bool = False,
 ) -> ReceiptsReport:
-    """Steps 1-5 of the module docstring over ``records`` (a chain that verified); `AuditChainError` at the first
+    """Steps 1-6 of the module docstring over ``records`` (a chain that verified); `AuditChainError` at the first
     record that fails. With an ``anchor`` every session key must be attested, as with ``require_attestation``."""
     report = ReceiptsReport()
     session: _Session | None = None
@@ -288,6 +342,9 @@ def verify_audit_receipts(
             continue
         if record.event_type in AGENT_KEY_EVENT_PURPOSES:
             _agent_key_receipt(record, session, report)
+            continue
+        if record.event_type in ORDER_RECEIPT_EVENTS:
+            _order_receipt(record, session, report)
             continue
         _receipt(record, session, report)
     for key, counters in report._counters.items():

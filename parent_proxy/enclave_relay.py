@@ -8,6 +8,10 @@ never re-sent (no automatic retry of signing), the caller decides and the next r
 Owner orders (freeze, unfreeze, `install_policy`) are not signing requests: on ``unknown_wallet`` the relay loads
 the wallet again from the record last given to `ensure_wallet` and resends the order once (the enclave's sequence
 checks make a resend idempotent); `ensure_wallet` itself reloads once when a wallet it had loaded is unknown.
+Every answer to an order the enclave applied (each policy it installs, also the stored policy reinstalled after a
+restart, and each freeze or unfreeze) goes to the relay's `OrderReceiptLog` before it is returned: the proxy's
+checks and records its order receipt there (`parent_proxy.order_receipts`), so that the audit log holds every
+receipt of the enclave's one counter sequence; a refusal there is raised as its `ApiError`.
 
 Translation (the one place enclave errors become API errors):
 
@@ -29,6 +33,7 @@ answer does not say more than "unavailable", the operator needs to.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
@@ -36,6 +41,7 @@ from solders.transaction import VersionedTransaction
 
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import CredentialsUnavailableError, EnclaveError, EnclaveRequestError
+from enclave_app.order_receipts import FREEZE, POLICY, UNFREEZE
 from enclave_app.protocol import (
     AgentKeyResponse,
     AgentKeyRotationResponse,
@@ -110,6 +116,16 @@ def signed_by(signed: bytes, signature: bytes, unsigned: bytes, agent: bytes | N
     return verify_ed25519(agent, signature, message)
 
 
+class OrderReceiptLog(Protocol):
+    """Where the relay hands each answer to an owner order the enclave applied, before returning it: the purpose
+    (``policy``, ``freeze``, ``unfreeze``), the envelope bytes sent and the answer. Raises `ApiError` to refuse the
+    answer (`parent_proxy.order_receipts.OrderReceipts`, which `parent_proxy.services.Services` sets)."""
+
+    async def applied(
+        self, wallet_id: str, purpose: str, sent: bytes, answer: PolicyInstalledResponse | WalletFrozenResponse
+    ) -> None: ...
+
+
 class EnclaveRelay:
     """Wraps one `EnclaveClient`; every method raises `ApiError` on failure (see the module docstring)."""
 
@@ -117,6 +133,9 @@ class EnclaveRelay:
         self._client = client
         self._loaded: dict[str, int] = {}  # wallet id -> policy sequence installed in the current enclave session
         self._wallets: dict[str, Wallet] = {}  # wallet id -> the record last passed to `ensure_wallet` (no secret)
+        self._installed: dict[str, PolicyInstalledResponse] = {}  # wallet id -> the last install answer, this session
+        self.order_log: OrderReceiptLog | None = None
+        """Without one (a relay used alone), order answers are returned unchecked and their receipts unrecorded."""
 
     async def close(self) -> None:
         """Close kept-open connections to the enclave, if the client keeps any (`PooledEnclaveClient`)."""
@@ -128,6 +147,7 @@ class EnclaveRelay:
         """Forget what was loaded (all wallets, or one), so the next request loads it again."""
         if wallet_id is None:
             self._loaded.clear()
+            self._installed.clear()
         else:
             self._loaded.pop(wallet_id, None)
 
@@ -209,11 +229,28 @@ class EnclaveRelay:
         if not policy or wallet.policy_document is None or self._loaded[wallet.wallet_id] >= wallet.policy_sequence:
             return
         try:
-            await self._client.install_policy(wallet.wallet_id, wallet.policy_document)
+            installed = await self._client.install_policy(wallet.wallet_id, wallet.policy_document)
         except EnclaveRequestError as exc:
             if exc.code != ErrorCode.POLICY_STALE:
                 raise
+        else:
+            await self._applied(wallet.wallet_id, POLICY, wallet.policy_document, installed)
         self._loaded[wallet.wallet_id] = wallet.policy_sequence
+
+    async def _applied(
+        self, wallet_id: str, purpose: str, sent: bytes, answer: PolicyInstalledResponse | WalletFrozenResponse
+    ) -> None:
+        """Hand an applied order's answer to the `OrderReceiptLog` (which may refuse it); remember an install's."""
+        if self.order_log is not None:
+            await self.order_log.applied(wallet_id, purpose, sent, answer)
+        if isinstance(answer, PolicyInstalledResponse):
+            self._installed[wallet_id] = answer
+
+    def installed_answer(self, wallet_id: str) -> PolicyInstalledResponse | None:
+        """The enclave's answer to the last policy this relay installed for ``wallet_id`` in the current enclave
+        session and handed to its `OrderReceiptLog` (None if none: an install that another request made is found
+        here too)."""
+        return self._installed.get(wallet_id)
 
     async def _reload_after_restart(self, wallet_id: str, exc: EnclaveError, *, policy: bool) -> None:
         """After an order answered ``unknown_wallet``: the enclave restarted (or dropped the wallet). Forget what was
@@ -234,13 +271,15 @@ class EnclaveRelay:
 
     async def install_policy(self, wallet_id: str, signed_policy: bytes) -> PolicyInstalledResponse:
         try:
-            return await self._client.install_policy(wallet_id, signed_policy)
+            answer = await self._client.install_policy(wallet_id, signed_policy)
         except EnclaveError as exc:
             await self._reload_after_restart(wallet_id, exc, policy=False)  # the wallet only: this is its policy
-        try:
-            return await self._client.install_policy(wallet_id, signed_policy)
-        except EnclaveError as exc:
-            raise translate_enclave_error(exc) from exc
+            try:
+                answer = await self._client.install_policy(wallet_id, signed_policy)
+            except EnclaveError as again:
+                raise translate_enclave_error(again) from again
+        await self._applied(wallet_id, POLICY, signed_policy, answer)
+        return answer
 
     async def sign_transaction(
         self,
@@ -286,13 +325,15 @@ class EnclaveRelay:
         enclave's order sequence makes a resend idempotent."""
         send = self._client.freeze if frozen else self._client.unfreeze
         try:
-            return await send(wallet_id, order)
+            answer = await send(wallet_id, order)
         except EnclaveError as exc:
             await self._reload_after_restart(wallet_id, exc, policy=True)
-        try:
-            return await send(wallet_id, order)
-        except EnclaveError as exc:
-            raise translate_enclave_error(exc) from exc
+            try:
+                answer = await send(wallet_id, order)
+            except EnclaveError as again:
+                raise translate_enclave_error(again) from again
+        await self._applied(wallet_id, FREEZE if frozen else UNFREEZE, order, answer)
+        return answer
 
     # -- agent-key rotation (owner-driven; `parent_proxy.api_agent_key`) ------------------------------------------
 

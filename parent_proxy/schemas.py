@@ -162,11 +162,27 @@ class IssuedTokenView(BaseModel):
     token: str = Field(description="shown once; only its hash is stored")
 
 
+_ORDER_RECEIPT = (
+    "the enclave's order receipt (CBOR, base64; `enclave_app.order_receipts`): signed by the session key, it names "
+    "the wallet, the order's purpose, sequence and document hash, and the wallet's frozen flag and policy hash after "
+    "it. Verify it (waiaas owner verify-order) before relying on the enclave having the order: without it, "
+    "{flag} is the parent's word. Null when the enclave did not acknowledge the order, or answered without a receipt"
+)
+_RECEIPT_SIGNATURE = "the session key's Ed25519 signature over the receipt (base64); null exactly when the receipt is"
+_SESSION_KEY = (
+    "the enclave session key (base58) the proxy verified the receipt under, for comparison with the attestation you "
+    "verify the receipt with; null without a receipt, or when the key in force has changed since"
+)
+
+
 class PolicyInstalled(BaseModel):
     wallet_id: str
     sequence: int
-    policy_sha256: str
+    policy_sha256: str = Field(description="SHA-256 of the envelope as stored (the audit record's policy_sha256)")
     enclave_installed: bool
+    receipt: str | None = Field(description=_ORDER_RECEIPT.format(flag="enclave_installed"))
+    receipt_signature: str | None = Field(description=_RECEIPT_SIGNATURE)
+    session_public_key: str | None = Field(description=_SESSION_KEY)
 
 
 class ApprovalDecided(BaseModel):
@@ -180,6 +196,9 @@ class FreezeState(BaseModel):
     frozen: bool
     enclave_acknowledged: bool
     order_sequence: int = Field(description="this order's sequence, now the last accepted: the next must be above it")
+    receipt: str | None = Field(description=_ORDER_RECEIPT.format(flag="enclave_acknowledged"))
+    receipt_signature: str | None = Field(description=_RECEIPT_SIGNATURE)
+    session_public_key: str | None = Field(description=_SESSION_KEY)
 
 
 class WebhookBody(_Strict):

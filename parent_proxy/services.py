@@ -24,6 +24,7 @@ from parent_proxy.completions import Completions
 from parent_proxy.enclave_relay import EnclaveRelay
 from parent_proxy.enclave_sessions import EnclaveSessions
 from parent_proxy.metrics import Metrics
+from parent_proxy.order_receipts import OrderReceipts
 from parent_proxy.owner_auth import NonceRegistry
 from parent_proxy.store.model import OutboxItem, Wallet
 from parent_proxy.store.protocol import Store
@@ -65,6 +66,7 @@ class Services:
     def __post_init__(self) -> None:
         self.audit = AuditLog(self.store, self.clock)
         self._workers = WorkerThreads(self.store_threads)
+        self.relay.order_log = OrderReceipts(self)  # every order receipt checked and recorded (`order_receipts`)
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run blocking store work off the event loop (one worker-thread hop per phase of a request), on at most

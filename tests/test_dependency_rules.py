@@ -17,7 +17,8 @@ PACKAGES = ("policies", "enclave_app", "parent_proxy", "cdk", "selfhost")
 
 ENCLAVE_CLIENT_SIDE = frozenset({
     "enclave_app.protocol", "enclave_app.protocol_wire", "enclave_app.framing", "enclave_app.transport",
-    "enclave_app.client", "enclave_app.receipts", "enclave_app.attestation", "enclave_app.errors",
+    "enclave_app.client", "enclave_app.receipts", "enclave_app.order_receipts", "enclave_app.attestation",
+    "enclave_app.errors",
     "enclave_app.safe_cbor", "enclave_app.constants",
 })  # fmt: skip
 """What of the enclave a parent may import: its API as a client sees it."""

@@ -1,10 +1,12 @@
-"""Calls and look-ups on a running API harness: an off-chain message to sign, audit records, reservations."""
+"""Calls and look-ups on a running API harness: an off-chain message to sign, audit records (those holding decision
+receipts), reservations."""
 
 from __future__ import annotations
 
 import base64
 from typing import Any
 
+from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
 from parent_proxy.store.model import AuditRecord, ReservationStatus
 from tests.proxy.api_harness import Harness
 from tests.support.offchain_messages import offchain_message
@@ -12,6 +14,11 @@ from tests.support.offchain_messages import offchain_message
 
 def records(h: Harness) -> list[AuditRecord]:
     return list(h.store.audit_records(0, 10_000))
+
+
+def decision_receipts(h: Harness) -> list[AuditRecord]:
+    """The records holding a decision receipt (not an order receipt: provisioning's policy install records one)."""
+    return [r for r in records(h) if r.receipt is not None and r.event_type not in ORDER_RECEIPT_EVENTS]
 
 
 def pending_reservations(h: Harness) -> list[str]:

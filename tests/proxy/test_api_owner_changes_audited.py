@@ -46,7 +46,8 @@ def test_a_policy_that_cannot_be_recorded_is_not_installed(h: Harness) -> None:
     assert h.store.get_wallet(h.wallet_id).policy_sequence == 1
     installed = h.owner_call("PUT", path, {"envelope": h.policy(2)})  # the retry is not a stale sequence
     assert installed.status_code == 200, installed.text
-    assert h.store.get_wallet(h.wallet_id).policy_sequence == 2 and h.audit_events()[-1] == "policy.installed"
+    assert h.store.get_wallet(h.wallet_id).policy_sequence == 2
+    assert h.audit_events()[-2:] == ["policy.installed", "policy.enclave_installed"]  # and the enclave's receipt
 
 
 def test_a_token_that_cannot_be_recorded_is_not_issued(h: Harness) -> None:

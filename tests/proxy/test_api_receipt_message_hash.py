@@ -41,7 +41,7 @@ from tests.proxy.api_harness import (
     stand_in_decision,
 )
 from tests.proxy.audit_log_rewrites import cli, read, real_log, rewrite
-from tests.proxy.harness_calls import pending_reservations, records, sign_message
+from tests.proxy.harness_calls import decision_receipts, pending_reservations, records, sign_message
 from tests.proxy.stand_in import CONTRADICTS, StandIn, submissions
 from tests.support.offchain_messages import offchain_message
 from tests.support.policies import MERCHANT
@@ -87,7 +87,7 @@ def assert_given_back(s: StandIn, response: Any, sent: list[bytes]) -> None:
     assert pending_reservations(h) == [] and h.spent() == 0
     events = [r.event_type for r in records(h)]
     assert "transaction.signed" not in events and "transaction.refused" not in events
-    assert all(r.receipt is None for r in records(h))  # the receipt was not recorded
+    assert decision_receipts(h) == []  # the receipt was not recorded
     failed = [json.loads(r.payload) for r in records(h) if r.event_type == "transaction.failed"]
     assert failed and failed[-1]["error"] == "enclave_unavailable"
 
@@ -185,7 +185,7 @@ def test_a_message_receipt_must_be_about_the_message_sent(stand_in: StandIn, abo
     assert "signature" not in response.json()
     assert "message.signed" not in events and events[-1] == "message.failed"
     assert json.loads(records(h)[-1].payload)["error"] == "enclave_unavailable"
-    assert all(r.receipt is None for r in records(h))
+    assert decision_receipts(h) == []
 
 
 # -- the shared rule and the auditor ---------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """Every enclave receipt is checked against the attested session key as it arrives (`parent_proxy.enclave_sessions`).
 
-With the real enclave app (modes nitro and none): the first receipt makes the proxy attest the enclave and write an
-``enclave.session`` record before the receipt's own record; later receipts verify under that key with no further
-attestation; an enclave restart makes a second session record. With a stand-in enclave on the socket (the transport
-seam) whose receipts another key signed, or that contradict the answer: 503 ``enclave_unavailable``, nothing signed,
-the reservation released, the idempotency key free, an owner approval back to pending. The stand-in signs the
-requested transaction or message with the wallet's real agent key, so that the receipt is the only thing wrong with
-its answer (the agent-signature check: tests/proxy/test_api_agent_signature_check.py). A store failure while
-writing the session record: 503, nothing signed, no key adopted.
+With the real enclave app (modes nitro and none): the first receipt (since order receipts, the one of the policy
+install at provisioning) makes the proxy attest the enclave and write an ``enclave.session`` record before the
+receipt's own record; later receipts verify under that key with no further attestation; an enclave restart makes a
+second session record, before the receipt of the policy the relay installs again. A proxy that restarts while the
+enclave runs on (`after_a_proxy_restart`) attests on its first decision receipt. With a stand-in enclave on the
+socket (the transport seam) whose receipts another key signed, or that contradict the answer: 503
+``enclave_unavailable``, nothing signed, the reservation released, the idempotency key free, an owner approval back
+to pending. The stand-in signs the requested transaction or message with the wallet's real agent key, so that the
+receipt is the only thing wrong with its answer (the agent-signature check:
+tests/proxy/test_api_agent_signature_check.py). A store failure while writing the session record: 503, nothing
+signed, no key adopted.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import pytest
 from solders.pubkey import Pubkey
 
+from enclave_app.order_receipts import verify_order_receipt
 from enclave_app.protocol import MessageSignatureResponse, TransactionDecisionResponse
 from enclave_app.receipts import SessionKey, verify_receipt
 from parent_proxy.attestation import document_public_key_unverified
@@ -76,15 +80,21 @@ def count_attestations(h: Harness) -> list[bytes]:
     return spy_calls(h.services.relay, "attestation")
 
 
+def after_a_proxy_restart(h: Harness) -> None:
+    """As when the proxy process restarts while the enclave runs on: no session key in force, and no policy to
+    install (the enclave holds it: a new relay's install would be answered ``policy_stale``, with no receipt), so
+    the next decision receipt is the first this process sees."""
+    h.services.sessions.forget()
+
+
 # -- the real enclave ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["nitro", "none"])
 def test_receipts_verify_under_the_attested_session_key(tmp_path: Path, mode: str) -> None:
     for h in running_harness(tmp_path, attestation=mode):
-        provision(h, h.policy(1, offchain_messages={"allowed": True}))
         calls = count_attestations(h)
-        assert sessions(h) == [] and h.services.sessions.current is None  # nothing attested before a receipt
+        provision(h, h.policy(1, offchain_messages={"allowed": True}), before_install=nothing_attested)
         for _ in range(3):
             signed = h.sign(h.transfer(1000, MERCHANT))
             assert signed.status_code == 200, signed.text
@@ -105,12 +115,20 @@ def test_receipts_verify_under_the_attested_session_key(tmp_path: Path, mode: st
         else:
             assert payload["document"] is None and payload["reason"]
         with_receipts = [r for r in records(h) if r.receipt is not None]
-        assert [r.event_type for r in with_receipts] == ["transaction.signed"] * 3 + ["message.signed"]
+        assert [r.event_type for r in with_receipts] == (
+            ["policy.enclave_installed"] + ["transaction.signed"] * 3 + ["message.signed"]
+        )
         assert all(r.seq > session.seq for r in with_receipts)
-        for record in with_receipts:
+        assert verify_order_receipt(*split_receipt(with_receipts[0].receipt or b""), key).counter == 1
+        for record in with_receipts[1:]:
             assert record.receipt is not None
             stated = verify_receipt(*split_receipt(record.receipt), key)
             assert stated.wallet_id == h.wallet_id
+
+
+def nothing_attested(h: Harness) -> None:
+    """Before the first receipt (the wallet exists, its policy is not installed yet), no session is recorded."""
+    assert sessions(h) == [] and h.services.sessions.current is None
 
 
 def test_an_enclave_restart_records_a_second_session(tmp_path: Path) -> None:
@@ -128,15 +146,16 @@ def test_an_enclave_restart_records_a_second_session(tmp_path: Path) -> None:
             server = start_enclave(loop, h.socket)
             lost = h.sign(h.transfer(1000, MERCHANT))  # unknown_wallet: never re-sent (docs/api.md)
             assert lost.status_code == 503, lost.text
-            again = h.sign(h.transfer(1000, MERCHANT))
+            again = h.sign(h.transfer(1000, MERCHANT))  # the relay loads the wallet and installs its policy first
             assert again.status_code == 200, again.text
             second = sessions(h)
             assert len(second) == 2 and session_key(second[0]) != session_key(second[1])
             assert h.services.sessions.current == session_key(second[1])
             later = [r for r in records(h) if r.receipt is not None and r.seq > second[1].seq]
-            assert len(later) == 1
-            assert later[0].receipt is not None
-            verify_receipt(*split_receipt(later[0].receipt), session_key(second[1]))
+            assert [r.event_type for r in later] == ["policy.enclave_installed", "transaction.signed"]
+            key = session_key(second[1])
+            assert verify_order_receipt(*split_receipt(later[0].receipt or b""), key).counter == 1
+            assert verify_receipt(*split_receipt(later[1].receipt or b""), key).counter == 2
     finally:
         server.close()
         loop.stop()
@@ -145,16 +164,19 @@ def test_an_enclave_restart_records_a_second_session(tmp_path: Path) -> None:
 def test_store_failure_at_the_session_record_hands_out_nothing(tmp_path: Path) -> None:
     for h in running_harness(tmp_path):
         provision(h)
+        after_a_proxy_restart(h)
+        (provisioned,) = sessions(h)
         h.store.failing = {"append_audit"}
         failed = h.sign(h.transfer(1000, MERCHANT), key="after-the-outage")
         h.store.failing = set()
         assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable", failed.text
         assert "signed_transaction" not in failed.text
-        assert sessions(h) == [] and h.services.sessions.current is None  # no record, no key
+        assert sessions(h) == [provisioned] and h.services.sessions.current is None  # no record, no key
         assert pending_reservations(h) == [] and h.spent() == 0
         again = h.sign(h.transfer(1000, MERCHANT), key="after-the-outage")  # the key is free again
         assert again.status_code == 200, again.text
-        (session,) = sessions(h)
+        session = sessions(h)[-1]
+        assert session.seq > provisioned.seq and session_key(session) == session_key(provisioned)  # the same boot
         assert records(h)[-1].event_type == "transaction.signed" and records(h)[-1].seq > session.seq
 
 
@@ -211,17 +233,17 @@ def test_a_receipt_signed_by_another_key_is_503_and_nothing_is_signed(swap_encla
     calls = count_attestations(h)
     first = h.sign(tx, key="retry-me")
     assert_nothing_signed(h, first)
-    # The proxy attested the enclave once (no key in force yet), recorded that session, and the receipt did not
-    # verify under it either: a malformed answer.
+    # The proxy attested the enclave once (the real enclave's key no longer verifies), recorded that session, and
+    # the receipt did not verify under it either: a malformed answer.
     assert len(calls) == 1
-    (session,) = sessions(h)
-    assert session_key(session) == attested.public_key
+    real, session = sessions(h)  # the real enclave's (from the policy install at provisioning), the stand-in's
+    assert session_key(session) == attested.public_key != session_key(real)
     assert records(h)[-1].event_type == "transaction.failed"
     assert json.loads(records(h)[-1].payload)["error"] == "enclave_unavailable"
     # The key is free: the same request reaches the enclave again (and fails the same way, not 409).
     again = h.sign(tx, key="retry-me")
     assert_nothing_signed(h, again)
-    assert len(calls) == 2 and len(sessions(h)) == 1  # attested again, same key: no second session record
+    assert len(calls) == 2 and len(sessions(h)) == 2  # attested again, same key: no further session record
 
 
 @pytest.mark.parametrize(
@@ -236,7 +258,7 @@ def test_a_receipt_that_contradicts_its_answer_is_503(swap_enclave: SwapEnclave,
     replace(session, allow_answer(h, session, tx, **receipt))  # the attested key signed it, but it says otherwise
     response = h.sign(tx)
     assert_nothing_signed(h, response)
-    assert len(sessions(h)) == 1 and h.services.sessions.current == session.public_key
+    assert len(sessions(h)) == 2 and h.services.sessions.current == session.public_key  # the real one's, the stand-in's
 
 
 def test_an_owner_approval_goes_back_to_pending(swap_enclave: SwapEnclave) -> None:
@@ -269,7 +291,7 @@ def test_a_message_receipt_signed_by_another_key_is_503(swap_enclave: SwapEnclav
     assert "signature" not in response.json()
     events = [r.event_type for r in records(h)]
     assert "message.signed" not in events and events[-1] == "message.failed"
-    assert len(sessions(h)) == 1
+    assert len(sessions(h)) == 2  # the real enclave's, the stand-in's
 
 
 def test_concurrent_first_receipts_make_one_session_record(tmp_path: Path) -> None:
@@ -277,16 +299,18 @@ def test_concurrent_first_receipts_make_one_session_record(tmp_path: Path) -> No
     adopted when they get the lock (the receipt verifies under it) and attest nothing."""
     for h in running_harness(tmp_path):
         provision(h)
+        after_a_proxy_restart(h)
         calls = count_attestations(h)
         with ThreadPoolExecutor(max_workers=6) as pool:
             answers = list(pool.map(h.sign, [h.transfer(1000, MERCHANT) for _ in range(6)]))
         assert [a.status_code for a in answers] == [200] * 6
-        assert len(sessions(h)) == 1 and len(calls) == 1
-        key = session_key(sessions(h)[0])
-        for record in records(h):
-            if record.receipt is not None:
-                assert record.seq > sessions(h)[0].seq
-                verify_receipt(*split_receipt(record.receipt), key)
+        assert len(sessions(h)) == 2 and len(calls) == 1  # provisioning's, and one for the six
+        key = session_key(sessions(h)[-1])
+        signed = [r for r in records(h) if r.event_type == "transaction.signed"]
+        assert len(signed) == 6
+        for record in signed:
+            assert record.seq > sessions(h)[-1].seq and record.receipt is not None
+            verify_receipt(*split_receipt(record.receipt), key)
 
 
 def test_the_session_lock_lets_readers_share_and_a_writer_exclude() -> None:

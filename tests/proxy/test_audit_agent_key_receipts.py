@@ -23,6 +23,7 @@ from solders.signature import Signature
 
 from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt
 from parent_proxy.enclave_sessions import RECEIPT_TIME_TOLERANCE_SECONDS
+from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
 from parent_proxy.store.model import AuditRecord
 from tests.proxy.api_harness import Harness, new_session_key, running_harness
 from tests.proxy.audit_log_rewrites import cli, first, read, rewrite, with_payload
@@ -205,7 +206,8 @@ def test_a_copied_agent_key_record_fails(db: Path, capsys: pytest.CaptureFixture
 
 
 def test_agent_key_records_without_a_session_record_fail(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    records = [r for r in read(db) if r.event_type != "enclave.session"]
+    # Without the order receipts too (the policy install's comes first: tests/proxy/test_audit_order_receipts.py).
+    records = [r for r in read(db) if r.event_type != "enclave.session" and r.event_type not in ORDER_RECEIPT_EVENTS]
     rewrite(db, records)
     code, _, err = cli(capsys, db, "--receipts")
     assert code == 1 and "agent-key receipt recorded before any enclave.session record" in err, err

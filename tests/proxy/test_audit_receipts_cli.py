@@ -16,18 +16,20 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
+import cbor2
 import pytest
 from solders.pubkey import Pubkey
 
 from enclave_app.nsm import DeviceNsm
+from enclave_app.order_receipts import OrderReceipt
 from enclave_app.protocol import SESSION_USER_DATA
-from enclave_app.receipts import verify_receipt
+from enclave_app.receipts import SessionKey, verify_receipt
 from parent_proxy.audit import canonical_json
 from parent_proxy.audit_receipts import Anchor, verify_audit_receipts
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, split_receipt
 from parent_proxy.errors import AuditChainError
+from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
 from parent_proxy.store.model import AuditRecord
 from parent_proxy.store.sqlite import SqliteStore
 from tests.fakes.fake_nsm_device import FakeNsmDevice
@@ -38,10 +40,13 @@ from tests.support.nitro_test_pki import NitroTestPki
 PCRS = {i: bytes([0xB0 + i]) * 48 for i in range(16)}
 
 
-def resign(record: AuditRecord, signer: Any) -> AuditRecord:
-    """The same receipt with a signature by ``signer`` (a `SessionKey`'s private half, via its sign_encoded)."""
+def resign(record: AuditRecord, signer: SessionKey) -> AuditRecord:
+    """The same receipt with a signature by ``signer`` (a decision receipt's, or an order receipt's in its domain)."""
     assert record.receipt is not None
     receipt, _ = split_receipt(record.receipt)
+    if record.event_type in ORDER_RECEIPT_EVENTS:
+        fields = {name: value for name, value in cbor2.loads(receipt).items() if name != "v"}
+        return dataclasses.replace(record, receipt=b"".join(signer.sign_order(OrderReceipt(**fields))))
     return dataclasses.replace(record, receipt=receipt + signer.sign_encoded(receipt))
 
 
@@ -86,6 +91,7 @@ def test_a_receipt_before_any_session_record_is_caught(tmp_path: Path, capsys: p
     db = real_log(tmp_path)
     records = read(db)
     del records[first(records, ENCLAVE_SESSION_EVENT)]
+    del records[first(records, "policy.enclave_installed")]  # an order receipt: tests/proxy/test_audit_order_receipts
     rewrite(db, records)
     assert cli(capsys, db)[0] == 0
     code, _, err = cli(capsys, db, "--receipts")
