@@ -41,7 +41,8 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
    under the latest session key (`enclave_app.order_receipts.verify_order_receipt`) and states what the record does,
    by the rule the proxy applied when it arrived (`parent_proxy.order_receipts.ExpectedOrder`: the event's purpose,
    the record's wallet, the payload's ``sequence`` and ``document_sha256``, and the record's time); the payload is
-   exactly what the receipt states (`parent_proxy.order_receipts.order_payload`). Order receipts take their counters
+   exactly what the receipt states (`parent_proxy.order_receipts.order_payload`), besides ``envelope_sha256``, the
+   proxy's pointer to the order's own record (covered by the hash chain only). Order receipts take their counters
    from the session's one sequence: they count in step 4 with the decision receipts, and a counter recorded twice
    fails here as there.
 

@@ -25,11 +25,15 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
                                                          agent-key rotation: `parent_proxy.owner_rotation_cli`
     waiaas owner verify-wallet | verify-candidate        check that the enclave made an agent key (no key needed):
                                                          `parent_proxy.owner_verify_cli`
+    waiaas owner verify-order --answer F --order F | --policy F ...
+                                                         check that a freeze, unfreeze or policy reached the enclave
+                                                         (its order receipt; no key needed):
+                                                         `parent_proxy.owner_verify_order_cli`
 
 Exit codes: 0 done, 1 the server refused (``call``, ``check-multisig --url``), the chain could not be read
-(``check-multisig --rpc-url``, rotation), the multisig does not conform (``check-multisig``) or the key did not
-verify (``verify-*``), 2 bad input (a policy file whose signature does not verify against the owner key included)
-or the key could not be used. Key material and
+(``check-multisig --rpc-url``, rotation), the multisig does not conform (``check-multisig``) or the key or order
+did not verify (``verify-*``), 2 bad input (a policy file whose signature does not verify against the owner key
+included) or the key could not be used. Key material and
 clear agent tokens are never logged; ``call`` prints the server's answer (which, for token issue, holds the token
 once) to stdout only.
 """
@@ -48,7 +52,13 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
-from parent_proxy import owner_approval_cli, owner_multisig_cli, owner_rotation_cli, owner_verify_cli
+from parent_proxy import (
+    owner_approval_cli,
+    owner_multisig_cli,
+    owner_rotation_cli,
+    owner_verify_cli,
+    owner_verify_order_cli,
+)
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
@@ -143,6 +153,7 @@ def register(subparsers: Any) -> None:
 
     owner_multisig_cli.register(commands)
     owner_verify_cli.register(commands)
+    owner_verify_order_cli.register(commands)
     owner_rotation_cli.register(commands)
     owner.set_defaults(func=run)
 
@@ -171,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.owner_command in owner_verify_cli.COMMANDS:
             return owner_verify_cli.run(args)
+        if args.owner_command == owner_verify_order_cli.COMMAND:
+            return owner_verify_order_cli.run(args)  # signs nothing: the owner public key only
         if args.owner_command in ("keygen", "encrypt-keypair"):
             return new_key_file(args)
         if args.owner_command in owner_rotation_cli.COMMANDS:

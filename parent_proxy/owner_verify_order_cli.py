@@ -1,0 +1,232 @@
+"""``waiaas owner verify-order``: the owner's check that a freeze, an unfreeze or a policy reached the enclave. No
+owner key is needed (the owner public key only).
+
+    waiaas owner verify-order --answer F (--order F | --policy F) --owner-public-key K --attestation F ATTESTATION
+
+``--answer`` is the proxy's answer to ``POST /v1/wallets/{id}/freeze`` / ``unfreeze`` or ``PUT .../policy`` (JSON);
+``--order`` the owner's own signed freeze or unfreeze order, ``--policy`` their own signed policy (the envelope
+``waiaas owner freeze`` / ``sign-policy`` printed, or the request body ``{"envelope": ...}`` sent with it).
+ATTESTATION is ``--root-pem F --pcr 0=HEX [--pcr I=HEX ...] [--nonce HEX]`` for mode nitro (the
+``GET /v1/attestation`` answer's document verified against the pinned root and PCRs, PCR 0 among them: without it
+the anchor attests any enclave image), or ``--accept-unattested`` for mode none (the answer's key as it is: proves
+nothing about the code). The parent's ``enclave_acknowledged`` / ``enclave_installed`` is its word only; this is
+the check that does not rest on it:
+
+1. the owner's file: its signature verifies under the owner key (which also says whether it is a freeze, an
+   unfreeze or a policy) and its document gives the wallet, the sequence and the document's SHA-256
+   (`policies.orders.document_sha256`): all taken from the owner's file, never from the answer;
+2. the session key, from the attestation (`parent_proxy.provisioning.session_key_from_attestation`);
+3. the answer carries an order receipt (a parent that swallowed the order has none to show);
+4. the receipt verifies under that session key (`enclave_app.order_receipts.verify_order_receipt`, which also
+   refuses a receipt whose wallet state does not follow from its purpose: a freeze frozen, an unfreeze not, a
+   policy install naming the policy installed);
+5. it names this purpose, wallet, sequence and document hash (`parent_proxy.order_receipts.ExpectedOrder`).
+
+Exit 0: the enclave whose session key the attestation carries applied this order (the receipt's time says when);
+1: not verified, do not rely on the enclave having it (the message says why); 2: bad input. What it cannot show: that
+the enclave has not restarted since (a restart forgets its freeze; the parent restores it, or not: docs/enclave.md).
+An attestation fetched after the order with a fresh nonce names the boot running then: the receipt verifying under
+its key shows that boot applied the order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from solders.pubkey import Pubkey
+
+from enclave_app.errors import ReceiptError
+from enclave_app.order_receipts import FREEZE, POLICY, UNFREEZE, OrderReceipt
+from parent_proxy.order_receipts import ExpectedOrder
+from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, public_key_option
+from parent_proxy.provisioning import UNATTESTED_WARNING, ProvisionVerificationError, session_key_from_attestation
+from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes
+from policies.document import policy_from_object
+from policies.errors import PolicyEngineError, PolicySignatureError
+from policies.orders import FREEZE_PURPOSE, MAX_SEQUENCE, UNFREEZE_PURPOSE, document_sha256
+from policies.signing import POLICY_PURPOSE, open_envelope
+
+COMMAND: Final = "verify-order"
+_RECEIPT_PURPOSE = {FREEZE_PURPOSE: FREEZE, UNFREEZE_PURPOSE: UNFREEZE}
+"""The purpose an order was signed for -> the purpose its receipt states (``policy`` for a policy)."""
+MAX_ANSWER_BYTES = 64 * 1024
+"""Largest answer file read (ours: a freeze or policy answer is well under 2 KiB)."""
+
+
+class OrderVerificationError(Exception):
+    """The order is not shown to have reached the enclave: the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedOrder:
+    receipt: OrderReceipt
+    session_public_key: str
+
+
+def register(commands: Any) -> None:
+    """Add ``verify-order`` to ``waiaas owner``'s subparsers."""
+    parser = commands.add_parser(COMMAND, help="verify that a freeze, unfreeze or policy reached the enclave")
+    parser.add_argument("--answer", required=True, type=Path, help="the proxy's answer to the order (JSON file)")
+    mine = parser.add_mutually_exclusive_group(required=True)
+    mine.add_argument("--order", type=Path, help="your signed freeze or unfreeze order (envelope or request body)")
+    mine.add_argument("--policy", type=Path, help="your signed policy (envelope or request body)")
+    parser.add_argument("--owner-public-key", required=True, help="your owner public key (base58)")
+    parser.add_argument("--attestation", required=True, type=Path, help="the GET /v1/attestation answer (JSON file)")
+    parser.add_argument("--root-pem", type=Path, help="nitro: the pinned root certificate (PEM)")
+    parser.add_argument(
+        "--pcr", action="append", default=[], help="nitro: expected PCR, INDEX=HEX (repeatable; PCR 0 needed)"
+    )
+    parser.add_argument("--nonce", help="nitro: the hex nonce sent to GET /v1/attestation (checked when given)")
+    parser.add_argument(
+        "--accept-unattested", action="store_true", help="mode none: accept the unattested session key (proves nothing)"
+    )
+
+
+def _json_object(path: Path, what: str, limit: int) -> dict[str, Any]:
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise OwnerInputError(f"{what}: larger than {limit} bytes")
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise OwnerInputError(f"{what}: not JSON") from exc
+    if not isinstance(value, dict):
+        raise OwnerInputError(f"{what}: not a JSON object")
+    return value
+
+
+def owner_order(path: Path, *, policy: bool, owner: Pubkey, what: str) -> ExpectedOrder:
+    """Step 1: what the receipt must state, from the owner's own signed file (`OwnerInputError` if it is not one
+    the owner key signed)."""
+    value = _json_object(path, what, MAX_DOCUMENT_BYTES)
+    envelope = value["envelope"] if set(value) == {"envelope"} and isinstance(value["envelope"], dict) else value
+    try:
+        data = canonical_bytes(envelope)
+        if policy:
+            document = open_envelope(data, POLICY_PURPOSE, owner)
+            signed = policy_from_object(document)
+            return ExpectedOrder(POLICY, signed.wallet_id, signed.sequence, document_sha256(document))
+        purpose, document = _freeze_or_unfreeze(data, owner, what)
+    except PolicySignatureError as exc:
+        raise OwnerInputError(f"{what}: the signature does not verify against the owner key {owner}") from exc
+    except PolicyEngineError as exc:
+        raise OwnerInputError(f"{what}: not a signed {'policy' if policy else 'order'}: {exc}") from exc
+    wallet_id, sequence = document.get("wallet_id"), document.get("sequence")
+    if not isinstance(wallet_id, str) or type(sequence) is not int or not 1 <= sequence <= MAX_SEQUENCE:
+        raise OwnerInputError(f"{what}: the order names no wallet or sequence")
+    return ExpectedOrder(purpose, wallet_id, sequence, document_sha256(document))
+
+
+def _freeze_or_unfreeze(data: bytes, owner: Pubkey, what: str) -> tuple[str, dict[str, Any]]:
+    """The purpose the owner signed the order for (the signature covers it) and its document."""
+    for purpose in (FREEZE_PURPOSE, UNFREEZE_PURPOSE):
+        try:
+            return _RECEIPT_PURPOSE[purpose], open_envelope(data, purpose, owner)
+        except PolicySignatureError:
+            continue
+    raise OwnerInputError(f"{what}: the signature verifies as neither a freeze nor an unfreeze by owner key {owner}")
+
+
+def verify_order_answer(answer: Mapping[str, Any], expected: ExpectedOrder, session_public_key: bytes) -> VerifiedOrder:
+    """Steps 3-5: the answer's order receipt verifies under ``session_public_key`` (from an attestation the owner
+    verified) and is about ``expected`` (from the owner's own file); else :class:`OrderVerificationError`."""
+    # 3. A receipt at all: the parent's flags (frozen, enclave_acknowledged) are not evidence.
+    if answer.get("receipt") is None or answer.get("receipt_signature") is None:
+        raise OrderVerificationError(
+            "the answer carries no order receipt: nothing shows the enclave applied the order (the enclave did not "
+            "acknowledge it, is too old to sign one, or the parent did not pass the order on)"
+        )
+    try:
+        receipt = base64.b64decode(answer["receipt"], validate=True)
+        signature = base64.b64decode(answer["receipt_signature"], validate=True)
+    except (TypeError, ValueError, binascii.Error) as exc:
+        raise OrderVerificationError("the answer's receipt or receipt_signature is not base64") from exc
+    # 4. Signed by the attested session key.
+    try:
+        stated = expected.verify(receipt, signature, session_public_key)
+    except ReceiptError as exc:
+        hint, attested = "", str(Pubkey.from_bytes(session_public_key))
+        named = answer.get("session_public_key")
+        if isinstance(named, str) and named != attested:
+            hint = (f" (the answer names session key {named}, the attestation {attested}: a receipt of an earlier "
+                    "enclave boot, whose freeze a restart forgets, or one the parent made)")  # fmt: skip
+        raise OrderVerificationError(f"{exc}: not signed by the attested enclave session key{hint}") from exc
+    # 5. About this order, from the owner's own file.
+    try:
+        expected.check_content(stated)
+    except ReceiptError as exc:
+        raise OrderVerificationError(f"the receipt is not about your order: {exc}") from exc
+    return VerifiedOrder(stated, str(Pubkey.from_bytes(session_public_key)))
+
+
+def _pcrs(specs: list[str]) -> dict[int, bytes]:
+    pcrs: dict[int, bytes] = {}
+    for spec in specs:
+        index, _, value = spec.partition("=")
+        try:
+            pcrs[int(index)] = bytes.fromhex(value)
+        except ValueError as exc:
+            raise OwnerInputError(f"--pcr {spec!r}: expected INDEX=HEX") from exc
+    return pcrs
+
+
+def _session_key(args: argparse.Namespace) -> bytes:
+    """Step 2: the session key of ``--attestation``, verified as the options say (`ProvisionVerificationError`)."""
+    attestation = _json_object(args.attestation, "--attestation", MAX_ANSWER_BYTES)
+    pcrs = _pcrs(args.pcr)
+    if (args.root_pem is not None or pcrs) and 0 not in pcrs:
+        raise OwnerInputError("--pcr needs PCR 0 (the enclave image): without it the anchor attests any code")
+    root = None if args.root_pem is None else args.root_pem.read_bytes()
+    try:
+        nonce = None if args.nonce is None else bytes.fromhex(args.nonce)
+    except ValueError as exc:
+        raise OwnerInputError("--nonce is not hex") from exc
+    session = session_key_from_attestation(
+        attestation, root_certificate_pem=root, expected_pcrs=pcrs, expected_nonce=nonce,
+        accept_unattested=args.accept_unattested,
+    )  # fmt: skip
+    if attestation.get("mode") == "none":
+        sys.stderr.write(f"WARNING: {UNATTESTED_WARNING}\n")
+    return session
+
+
+_OUTCOME = {FREEZE: "the wallet is frozen", UNFREEZE: "the wallet is unfrozen", POLICY: "this policy is installed"}
+
+
+def run(args: argparse.Namespace) -> int:
+    """``verify-order``: 0 when the receipt verifies and is about the owner's order, 1 when not, 2 on bad input (raised
+    as `OwnerInputError` to `parent_proxy.owner_cli.run`)."""
+    owner = public_key_option(args.owner_public_key, "--owner-public-key")
+    policy = args.policy is not None
+    expected = owner_order(args.policy if policy else args.order, policy=policy, owner=owner,
+                           what="--policy" if policy else "--order")  # fmt: skip
+    answer = _json_object(args.answer, "--answer", MAX_ANSWER_BYTES)
+    try:
+        session = _session_key(args)
+        verified = verify_order_answer(answer, expected, session)
+    except (ProvisionVerificationError, OrderVerificationError) as exc:
+        sys.stderr.write(
+            f"owner verify-order: NOT VERIFIED: {exc}. Do not rely on the enclave having this {expected.purpose} "
+            "order; the parent's answer is its word only.\n"
+        )
+        return EXIT_REFUSED
+    stated = verified.receipt
+    when = datetime.fromtimestamp(stated.time_ms / 1000, UTC).isoformat(timespec="seconds")
+    policy_hash = "none" if stated.policy_hash is None else stated.policy_hash.hex()
+    what = f"policy {stated.sequence}" if stated.purpose == POLICY else f"{stated.purpose} order {stated.sequence}"
+    sys.stdout.write(
+        f"verified: the enclave (session key {verified.session_public_key}) applied {what} to wallet "
+        f"{stated.wallet_id} at {when}: {_OUTCOME[stated.purpose]} (frozen: {str(stated.frozen).lower()}, policy "
+        f"hash {policy_hash}, receipt counter {stated.counter})\n"
+    )
+    return EXIT_OK
