@@ -19,12 +19,14 @@ Requests -> responses (an :class:`ErrorResponse` can answer any request)::
                         sealed_blob, aws_credentials, frozen_at_order  -> wallet (sealed_blob, receipt and
                                                                           receipt_signature null)
     discard_wallet      wallet_id, agent_public_key                    -> status (a wallet without a policy gone)
-    install_policy      wallet_id, signed_policy (JSON envelope bytes) -> policy_installed
+    install_policy      wallet_id, signed_policy (JSON envelope bytes) -> policy_installed (sequence, policy_hash,
+                                                                          receipt, receipt_signature)
     sign_transaction    wallet_id, transaction, lookup_tables, spent,
                         requests_in_window, denials_in_window,
                         approval (JSON envelope bytes or null)         -> transaction_decision
     sign_message        wallet_id, message (Solana off-chain message)  -> message_signature
-    freeze / unfreeze   wallet_id, order (JSON envelope bytes)         -> wallet_frozen
+    freeze / unfreeze   wallet_id, order (JSON envelope bytes)         -> wallet_frozen (frozen, order_sequence,
+                                                                          receipt, receipt_signature)
     prepare_agent_key   wallet_id, aws_credentials                     -> agent_key (sealed_blob set)
     sign_agent_key_rotation
                         wallet_id, transaction, order,
@@ -55,6 +57,12 @@ older shape decodes with null.
 :class:`enclave_app.receipts.ProvisionReceipt`: purpose ``provision``, wallet_id, agent and owner public keys, time)
 and the session key's signature over it, so the owner can verify that the agent key was made for their owner key.
 Compatibility: an enclave built before these fields sends neither; that older shape decodes with both null.
+
+``policy_installed`` and ``wallet_frozen`` carry an order receipt (``receipt``, CBOR,
+:class:`enclave_app.order_receipts.OrderReceipt`: purpose, wallet, the order's sequence and document hash, the
+wallet's frozen flag and policy hash after it, time, counter) and the session key's signature over it, so the owner
+can verify that the order reached the enclave. Compatibility: a later generation of both messages; an enclave built
+before it sends neither field, and that older shape decodes with both null (upgrade the parent first).
 
 API (stable; used by ``parent_proxy``): the message dataclasses below, :class:`ErrorCode`, :class:`EnclaveState`,
 ``Message.to_wire()``, :func:`decode_request`, :func:`decode_response`, and the client in
