@@ -18,6 +18,8 @@ from policies.orders import (
     approval_document,
     check_approval,
     check_freeze_order,
+    checked_freeze_order,
+    document_sha256,
     freeze_document,
 )
 from policies.signing import sign_document
@@ -43,6 +45,23 @@ def _approve(data: bytes, message_hash: bytes = MESSAGE_HASH) -> None:
 def test_freeze_and_unfreeze_orders_return_their_sequence() -> None:
     assert _freeze(_signed(FREEZE_PURPOSE, freeze_document("w1", 7, NOW + 60))) == 7
     assert _freeze(_signed(UNFREEZE_PURPOSE, freeze_document("w1", 8, NOW + 60)), freeze=False) == 8
+
+
+def test_a_freeze_orders_document_hash_is_the_same_whatever_the_envelopes_serialization() -> None:
+    """What an order receipt names (`enclave_app.order_receipts`): the canonical document's SHA-256, so the owner
+    computes it from their own file however the parent re-serialized the envelope; another order differs."""
+    envelope = sign_document(FREEZE_PURPOSE, freeze_document("w1", 3, NOW + 60), OWNER)
+    compact = json.dumps(envelope, separators=(",", ":")).encode()
+    pretty = json.dumps(envelope, indent=4, sort_keys=False).encode()
+    owner = owner_public_key(OWNER)
+    checked = [
+        checked_freeze_order(data, freeze=True, owner=owner, wallet_id="w1", now=NOW) for data in (compact, pretty)
+    ]
+    assert checked[0] == checked[1] and checked[0].sequence == 3
+    document = envelope["document"]
+    expected = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).digest()
+    assert checked[0].document_sha256 == document_sha256(document) == expected
+    assert document_sha256(freeze_document("w1", 3, NOW + 61)) != expected
 
 
 def test_a_freeze_order_is_not_an_unfreeze_order() -> None:
