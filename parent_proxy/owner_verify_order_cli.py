@@ -155,9 +155,8 @@ def verify_order_answer(answer: Mapping[str, Any], expected: ExpectedOrder, sess
     try:
         stated = expected.verify(receipt, signature, session_public_key)
     except ReceiptError as exc:
-        hint, attested = "", str(Pubkey.from_bytes(session_public_key))
-        named = answer.get("session_public_key")
-        if isinstance(named, str) and named != attested:
+        hint, attested, named = "", str(Pubkey.from_bytes(session_public_key)), _key_or_none(answer)
+        if named is not None and named != attested:
             hint = (f" (the answer names session key {named}, the attestation {attested}: a receipt of an earlier "
                     "enclave boot, whose freeze a restart forgets, or one the parent made)")  # fmt: skip
         raise OrderVerificationError(f"{exc}: not signed by the attested enclave session key{hint}") from exc
@@ -167,6 +166,15 @@ def verify_order_answer(answer: Mapping[str, Any], expected: ExpectedOrder, sess
     except ReceiptError as exc:
         raise OrderVerificationError(f"the receipt is not about your order: {exc}") from exc
     return VerifiedOrder(stated, str(Pubkey.from_bytes(session_public_key)))
+
+
+def _key_or_none(answer: Mapping[str, Any]) -> str | None:
+    """The answer's ``session_public_key`` as a base58 key, re-encoded (None if it is none): the parent's text is
+    never printed as it came (it could hold terminal control sequences)."""
+    try:
+        return str(Pubkey.from_string(answer["session_public_key"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _pcrs(specs: list[str]) -> dict[int, bytes]:

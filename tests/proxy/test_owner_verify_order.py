@@ -128,6 +128,9 @@ def test_a_swallowed_freeze_is_not_verified(
     code, _, err = verify_order(capsys, h, forged, {"envelope": swallowed}, *trust)
     assert code == 1 and "not signed by the attested enclave session key" in err, err
     assert f"the answer names session key {Pubkey.from_bytes(own.public_key)}" in err
+    hostile = {**forged, "session_public_key": "\x1b]0;owned\x07\x1b[2J"}  # would drive the terminal if printed
+    code, _, err = verify_order(capsys, h, hostile, {"envelope": swallowed}, *trust)
+    assert code == 1 and "\x1b" not in err and "the answer names" not in err, err
 
 
 def test_the_document_is_the_owners_own(
