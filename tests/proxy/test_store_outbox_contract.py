@@ -112,8 +112,8 @@ def test_a_claim_leases_nothing_of_the_wallets_it_skips(wallet_store: Store) -> 
     items are passed over whatever their due time, and stay claimable by a claim that does not skip them."""
     s = wallet_store
     s.create_wallet(make_wallet("w3"))
-    for event_id, wallet_id, due in (("a0", "w1", T0), ("a1", "w1", T0 + 1), ("b0", "w2", T0 + 2), ("c0", "w3", T0 + 3)):
-        s.enqueue_webhook(item(event_id, wallet_id, due=due))
+    for n, (event_id, wallet_id) in enumerate((("a0", "w1"), ("a1", "w1"), ("b0", "w2"), ("c0", "w3"))):
+        s.enqueue_webhook(item(event_id, wallet_id, due=T0 + n))
     assert [c.event_id for c in s.claim_webhooks(T0 + 10, 30, 1, skip_wallets={"w1", "w2"})] == ["c0"]
     assert [s.get_outbox_item(e).attempts for e in ("a0", "a1", "b0")] == [0, 0, 0]
     assert [c.event_id for c in s.claim_webhooks(T0 + 10, 30, 10, skip_wallets=["w2"])] == ["a0"]
