@@ -105,6 +105,8 @@ def hung_receiver() -> Iterator[HungReceiver]:
     try:
         yield hole
     finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way (close alone does not, on Linux)
         listener.close()
         thread.join(5)
         for conn in held:
