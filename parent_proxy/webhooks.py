@@ -18,6 +18,17 @@ of a wallet with a delivery in flight (`Store.claim_webhooks`), and the claimed 
 a receiver that accepts and never answers holds up only its own wallet: `run_once` is one round (it returns when
 every POST of its batch has), `run_until` keeps `LANES` POSTs going, refilling a lane as soon as it is free.
 
+Nor do many such receivers hold up the rest: a wallet whose POST took `SLOW_POST_SECONDS` or more (whatever its
+outcome; every POST that runs into the deadline) is slow for `SLOW_FOR_SECONDS`, and slow wallets share at most
+`SLOW_LANES` lanes (`parent_proxy.webhook_lanes`), so the other wallets always have the rest. Which wallets are slow
+is the worker's memory, per process: each process learns it on its own (a wallet's first slow POST there takes an
+ordinary lane) and a restart forgets it. The per-event backoff below does not do this: a wallet with events queued
+always has one due.
+
+On stop, `run_until` claims nothing more and gives the POSTs in flight `SHUTDOWN_GRACE_SECONDS` to finish and be
+recorded, then returns; a POST still under way is left to its lane (a daemon thread, which does not hold up the
+process's exit) and its item keeps its lease, to be sent again when the lease ends: at least once, as ever.
+
 Only a 2xx status delivers; the response body is never read. Every other outcome is a failed attempt recorded in the
 delivery log: an HTTP status, a transport error, a refused destination (`parent_proxy.webhook_urls`), a URL the
 client cannot use. Failures back off exponentially
