@@ -132,7 +132,7 @@ def test_ten_hung_receivers_keep_to_the_slow_lanes(sqlite_store: SqliteStore) ->
             stop.set()
             thread.join(2 * deadline)
     assert (first_round, second_round) == (LANES, SLOW_LANES)
-    assert len(receiver.accepted) == 3 and max(waits) < poll + 0.3, waits
+    assert len(receiver.accepted) == 3 and max(waits) < poll + 0.5, waits
 
 
 def test_a_claim_gives_slow_wallets_at_most_their_share(sqlite_store: SqliteStore) -> None:

@@ -66,7 +66,7 @@ def test_stop_records_what_answers_within_the_grace_and_leaves_the_rest_to_its_l
         stop.set()
         thread.join(deadline + 2)
         took = time.monotonic() - stopped
-        assert not thread.is_alive() and took < grace + 0.5, took
+        assert not thread.is_alive() and grace <= took < grace + 1.0, took
         assert late.requests == 1 and late.accepted == [answered.body]
         assert sqlite_store.get_outbox_item(answered.event_id).status == OutboxStatus.DELIVERED
         assert _log(sqlite_store, answered) == [(1, True, 200)]
