@@ -8,12 +8,13 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
     waiaas owner keygen --out FILE                       make a new owner key in an encrypted file, print its public key
     waiaas owner encrypt-keypair SOLANA.json --out FILE  encrypt an existing Solana keypair, print its public key
     waiaas owner pubkey                                  print the owner public key
-    waiaas owner sign-policy POLICY.json [--expires-in-days N]
+    waiaas owner sign-policy POLICY.json [--expires-in-days N] [--allow-sequence-jump]
                                                          print the signed policy envelope (N: set its expires_at)
     waiaas owner approve --wallet W --transaction B64 [--policy SIGNED.json]
                                                          print a signed approval of that transaction's message,
                                                          after what it does (stderr): `parent_proxy.owner_approval_cli`
-    waiaas owner freeze|unfreeze --wallet W --sequence N print a signed freeze / unfreeze order
+    waiaas owner freeze|unfreeze --wallet W --sequence N [--allow-sequence-jump]
+                                                         print a signed freeze / unfreeze order
     waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
     waiaas owner check-multisig --url URL --wallet W     print the API's report on the wallet's multisig on chain
                                                          (GET /v1/wallets/W/multisig); exit 0 only if it conforms
@@ -32,6 +33,12 @@ verify (``verify-*``), 2 bad input (a policy file whose signature does not verif
 or the key could not be used. Key material and
 clear agent tokens are never logged; ``call`` prints the server's answer (which, for token issue, holds the token
 once) to stdout only.
+
+Sequences (freeze orders, a policy's ``sequence``) are the owner's own count: the CLI refuses one above the maximum
+(`policies.orders.MAX_SEQUENCE`, `policies.document.MAX_SAFE_INT`) and, without ``--allow-sequence-jump``, one above
+`parent_proxy.owner_cli_common.PLAUSIBLE_SEQUENCE_MAX`, since a parent that shows a sequence near the maximum would
+otherwise get the last order the wallet can accept signed. Everything printed from the parent's answers or the
+chain has its control characters escaped (`parent_proxy.terminal_text`); ``call`` re-serializes a JSON answer.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -137,6 +138,6 @@ def check_multisig_rpc(args: argparse.Namespace) -> int:
         sys.stderr.write(safe_line(f"owner {COMMAND}: could not read the chain: {exc}"))
         return EXIT_REFUSED
     # 3. The report, as the API would answer it.
-    view = MultisigConformance.of(policy.wallet_id, report)
-    sys.stdout.write(view.model_dump_json() + "\n")
+    view = MultisigConformance.of(policy.wallet_id, report)  # ensure_ascii: escapes what the chain put in a string
+    sys.stdout.write(json.dumps(view.model_dump(mode="json"), separators=(",", ":")) + "\n")
     return print_verdict(view.model_dump())
