@@ -109,6 +109,8 @@ def test_an_anchor_with_accept_unattested_is_bad_input(
     code, _, err = _cli(capsys, tmp_path, command, _unattested(), *anchored)
     assert code == 1 and "the anchor (root and PCRs) requires an attested session key" in err, err
     assert _cli(capsys, tmp_path, command, _unattested(), "--accept-unattested")[0] == 0  # no anchor: as before
+    code, _, err = _cli(capsys, tmp_path, command, _unattested(), "--accept-unattested", "--nonce", NONCE)
+    assert code == 2 and "--nonce goes with --root-pem and --pcr" in err, err  # nothing would check it
 
 
 def test_an_anchor_refuses_mode_none_in_the_library_whatever_accept_unattested_says() -> None:
