@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from enclave_app.errors import ProtocolError
 from policies.fastinit import fast_init
+from policies.identifiers import is_wallet_id
 from policies.transaction import MAX_TRANSACTION_BYTES
 
 PROTOCOL_VERSION = 1
@@ -18,7 +19,7 @@ SESSION_USER_DATA = b"waiaas-enclave-session-v1"
 """``user_data`` of every attestation document: says that ``public_key`` is the receipt-signing session key."""
 
 MAX_WALLET_ID_CHARS = 128
-"""Same bound as :data:`enclave_app.sealing.MAX_WALLET_ID_CHARS`."""
+"""Same bound as :data:`enclave_app.sealing.MAX_WALLET_ID_CHARS` and :data:`policies.identifiers.WALLET_ID_PATTERN`."""
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 MIN_NONCE_BYTES = 16
@@ -183,7 +184,15 @@ def _decision(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-_WALLET_ID = _text(1, MAX_WALLET_ID_CHARS)
+def _wallet_id(value: Any) -> str:
+    # The proxy's API pattern (`policies.identifiers`): a parent talking to the enclave directly gets no other id
+    # into a receipt, the sealed state or the owner's terminal.
+    if not is_wallet_id(value):
+        raise ProtocolError("wallet_id is not 1-128 of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+_WALLET_ID = _wallet_id
 _PUBLIC_KEY = _bytes(PUBLIC_KEY_BYTES, PUBLIC_KEY_BYTES)
 _SIGNATURE = _bytes(SIGNATURE_BYTES, SIGNATURE_BYTES)
 _COUNT = _uint(MAX_COUNT)

@@ -1,19 +1,28 @@
 """``python -m parent_proxy``: run the parent proxy's HTTP API under uvicorn, configured from the environment.
 
 Start-up order: settings (`parent_proxy.settings`; a missing or malformed value exits with status 2 and a one-line
-message naming the variable), the state store, the chain adapter, the enclave relay, then the webhook delivery
-thread and the listener. The enclave need not be up yet: /readyz says when it is.
+message naming the variable), the state store, the chain adapter, the enclave relay, then the listener, whose
+start starts the webhook delivery thread. The enclave need not be up yet: /readyz says when it is.
+
+Shutdown (SIGTERM or SIGINT, handled by uvicorn, in each worker process when ``WAIAAS_WORKERS`` > 1): uvicorn stops
+accepting, lets the requests in flight finish, then runs the app's shutdown (`with_webhook_delivery`), which tells
+the webhook thread to stop claiming and waits for it, at most `WEBHOOK_STOP_SECONDS`: the POSTs in flight get
+`parent_proxy.webhooks.SHUTDOWN_GRACE_SECONDS` to finish and be recorded. Only then does uvicorn re-raise the signal
+(SIGTERM's default action ends the process at once). Before, nothing waited: the POSTs in flight were cut off
+unrecorded and sent again when their lease ended.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import boto3
@@ -37,10 +46,13 @@ from parent_proxy.store.dynamodb import DynamoStore
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.webhook_transport import webhook_client
-from parent_proxy.webhooks import WebhookWorker
+from parent_proxy.webhooks import SHUTDOWN_GRACE_SECONDS, WebhookWorker
 
 logger = logging.getLogger("parent_proxy")
 WEBHOOK_POLL_SECONDS = 1.0
+WEBHOOK_STOP_SECONDS = WEBHOOK_POLL_SECONDS + SHUTDOWN_GRACE_SECONDS + 2.0
+"""Longest a stopping proxy waits for its webhook thread: the poll under way, the POSTs' shutdown grace, and a
+claim, record or prune still under way (2 s). Then it goes on stopping regardless."""
 PRUNE_EVERY_SECONDS = 300.0
 QUIET_LOGGERS = ("httpx", "httpcore")
 """Libraries that log each request's full URL at INFO or below (webhook URLs may carry credentials)."""
@@ -92,7 +104,8 @@ def prune_store(services: Services) -> None:
 
 def start_webhook_thread(services: Services, stop: threading.Event, *, allow_private: bool) -> threading.Thread:
     """The background thread: webhook delivery (`WebhookWorker.run_until`: what is due is claimed at once while a
-    lane is free, else within `WEBHOOK_POLL_SECONDS`), pruning every `PRUNE_EVERY_SECONDS`.
+    lane is free, else within `WEBHOOK_POLL_SECONDS`), pruning every `PRUNE_EVERY_SECONDS`. It ends once ``stop``
+    is set and the POSTs in flight are done or their shutdown grace is over (`with_webhook_delivery` waits for it).
     ``allow_private``: `Settings.webhook_allow_private`."""
 
     def loop() -> None:
@@ -113,6 +126,30 @@ def start_webhook_thread(services: Services, stop: threading.Event, *, allow_pri
     return thread
 
 
+def with_webhook_delivery(app: FastAPI, services: Services, *, allow_private: bool) -> FastAPI:
+    """``app``, its lifespan extended by the webhook thread (`start_webhook_thread`): started when the server starts;
+    at shutdown told to stop claiming while the app's own shutdown lets the requests in flight finish, then waited
+    for, at most `WEBHOOK_STOP_SECONDS`. The same in the single process and in each ``WAIAAS_WORKERS`` process."""
+    app_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(served: FastAPI) -> AsyncIterator[Any]:
+        stop = threading.Event()
+        thread = start_webhook_thread(services, stop, allow_private=allow_private)
+        try:
+            async with app_lifespan(served) as state:
+                yield state
+                stop.set()
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join, WEBHOOK_STOP_SECONDS)
+            if thread.is_alive():
+                logger.warning("the webhook thread did not stop within %g s", WEBHOOK_STOP_SECONDS)
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
 def build_app(env: Mapping[str, str]) -> tuple[Settings, FastAPI, Services]:
     settings = load_settings(env)
     services = build_services(settings)
@@ -122,8 +159,7 @@ def build_app(env: Mapping[str, str]) -> tuple[Settings, FastAPI, Services]:
 def app_from_environment() -> FastAPI:
     """The uvicorn factory for each worker process (``WAIAAS_WORKERS`` > 1): settings, services, webhook thread."""
     settings, app, services = build_app(os.environ)
-    start_webhook_thread(services, threading.Event(), allow_private=settings.webhook_allow_private)
-    return app
+    return with_webhook_delivery(app, services, allow_private=settings.webhook_allow_private)
 
 
 def configure_logging() -> None:
@@ -147,14 +183,12 @@ def main(env: Mapping[str, str] | None = None, **uvicorn_options: Any) -> int:
         )  # fmt: skip
         return 0
     services = build_services(settings)
-    stop = threading.Event()
-    start_webhook_thread(services, stop, allow_private=settings.webhook_allow_private)
+    app = with_webhook_delivery(create_app(services), services, allow_private=settings.webhook_allow_private)
     try:
-        uvicorn.run(create_app(services), host=settings.host, port=settings.port, access_log=False,
-                    log_level="warning", **uvicorn_options)  # fmt: skip
+        uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="warning",
+                    **uvicorn_options)  # fmt: skip
     finally:
-        stop.set()
-        services.store.close()
+        services.store.close()  # after the app's shutdown, which waited for the webhook thread
     return 0
 
 

@@ -15,7 +15,11 @@ With that anchor every session key must be attested: a session record in mode no
 logs are all mode none).
 
 Exit code 0 when the chain (and the receipts) verify, 1 when they do not (the message names the first bad seq and
-why), 2 when the database cannot be read or an argument is bad.
+why), 2 when the database cannot be read or an argument is bad. The log is the parent's: a message that quotes it
+(an event type, a field) has its control characters escaped (`parent_proxy.terminal_text`), so a record cannot
+erase the FAILED line or paint an OK over it. A whole enclave boot left out of a re-chained log, its session record
+with all its receipts, is not seen (`parent_proxy.audit_receipts`): keep the heads this prints somewhere the parent
+cannot reach and pass the latest with ``--expect-head``.
 """
 
 from __future__ import annotations
@@ -25,18 +29,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
 from parent_proxy.audit import verify_audit_chain
 from parent_proxy.audit_file import AuditFileError, read_audit_records
 from parent_proxy.audit_receipts import (
     UNATTESTED_SESSIONS,
     UNVERIFIED_DOCUMENTS,
-    Anchor,
     ReceiptsReport,
     verify_audit_receipts,
 )
 from parent_proxy.errors import AuditChainError
+from parent_proxy.terminal_text import terminal_safe
+from parent_proxy.trust_anchor import Anchor, AnchorError, anchor_from_options
 
 NOT_ANCHORED = (
     "not anchored (no --root-pem and --pcr): nothing ties the session keys to attested enclave code, so a parent "
@@ -80,45 +83,20 @@ class _BadInput(Exception):
     pass
 
 
-def _pcrs(specs: list[str]) -> dict[int, bytes]:
-    pcrs: dict[int, bytes] = {}
-    for spec in specs:
-        index, sep, value = spec.partition("=")
-        try:
-            if not sep or not value:
-                raise ValueError(spec)
-            pcrs[int(index)] = bytes.fromhex(value)
-        except ValueError as exc:
-            raise _BadInput(f"--pcr {spec!r}: expected INDEX=HEX") from exc
-    return pcrs
-
-
 def _anchor(args: argparse.Namespace) -> Anchor | None:
-    """The trust anchor for nitro documents, or None; `_BadInput` for an incomplete or unusable one."""
-    given = [args.root_pem is not None, bool(args.pcr)]
-    if (any(given) or args.require_attestation or args.allow_debug or args.allow_gaps) and not args.receipts:
+    """The trust anchor for nitro documents, or None; `_BadInput` for an incomplete or unusable one (the rules
+    ``waiaas owner verify-wallet`` shares: `parent_proxy.trust_anchor`)."""
+    given = args.root_pem is not None or bool(args.pcr)
+    if (given or args.require_attestation or args.allow_debug or args.allow_gaps) and not args.receipts:
         raise _BadInput("--root-pem, --pcr, --allow-debug, --require-attestation and --allow-gaps go with --receipts")
-    if any(given) and not all(given):
-        raise _BadInput("--root-pem and --pcr go together (a root without PCRs attests any code)")
-    if args.require_attestation and not all(given):
+    if args.require_attestation and not given:
         raise _BadInput("--require-attestation needs --root-pem and --pcr")
-    if args.allow_debug and not all(given):
+    if args.allow_debug and not given:
         raise _BadInput("--allow-debug needs --root-pem and --pcr")
-    if not all(given):
-        return None
-    root: Path = args.root_pem
     try:
-        pem = root.read_bytes()
-    except OSError as exc:
-        raise _BadInput(f"--root-pem: cannot read {root}") from exc
-    try:
-        x509.load_pem_x509_certificate(pem)
-    except ValueError:
-        raise _BadInput("--root-pem: not a PEM certificate") from None
-    pcrs = _pcrs(args.pcr)
-    if 0 not in pcrs:
-        raise _BadInput("--pcr needs PCR 0 (the enclave image): without it the anchor attests any code")
-    return Anchor(pem, pcrs, allow_debug=args.allow_debug)
+        return anchor_from_options(args.root_pem, args.pcr, allow_debug=args.allow_debug)
+    except AnchorError as exc:
+        raise _BadInput(str(exc)) from exc
 
 
 def _say_receipts(report: ReceiptsReport, *, anchored: bool) -> None:
@@ -144,7 +122,7 @@ def _say_receipts(report: ReceiptsReport, *, anchored: bool) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     path: Path = args.db
     if not path.is_file():
-        print(f"audit verify: no database at {path}", file=sys.stderr)
+        print(terminal_safe(f"audit verify: no database at {path}"), file=sys.stderr)
         return EXIT_UNREADABLE
     try:
         expected = None if args.expect_head is None else bytes.fromhex(args.expect_head)
@@ -154,7 +132,7 @@ def run_verify(args: argparse.Namespace) -> int:
     try:
         anchor = _anchor(args)
     except _BadInput as exc:
-        print(f"audit verify: {exc}", file=sys.stderr)
+        print(terminal_safe(f"audit verify: {exc}"), file=sys.stderr)
         return EXIT_UNREADABLE
     receipts: ReceiptsReport | None = None
     try:
@@ -166,10 +144,10 @@ def run_verify(args: argparse.Namespace) -> int:
                 allow_gaps=args.allow_gaps,
             )  # fmt: skip
     except AuditChainError as exc:
-        print(f"audit verify: FAILED: {exc}", file=sys.stderr)
+        print(terminal_safe(f"audit verify: FAILED: {exc}"), file=sys.stderr)  # the parent chose the log
         return EXIT_BROKEN
     except AuditFileError as exc:
-        print(f"audit verify: {exc}", file=sys.stderr)
+        print(terminal_safe(f"audit verify: {exc}"), file=sys.stderr)
         return EXIT_UNREADABLE
     head = records[-1].hash.hex() if records else "(empty log)"
     print(f"audit verify: OK: {len(records)} records, head {head}")

@@ -6,13 +6,14 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
 
 1. ``enclave.session``: the payload has the documented fields and types (a 32-byte base58 key, mode ``nitro`` with
    a base64 document or ``none`` without one, a hex nonce).
-   Mode ``nitro`` with a trust anchor (``root_certificate_pem`` and ``expected_pcrs``): the document verifies with
-   `enclave_app.attestation.verify_attestation_document` at the document's own timestamp (read first, unverified,
-   then covered by the signature), with the recorded nonce; its ``user_data`` says it carries the session key and
-   its ``public_key`` is the recorded key. Without an anchor only that (unverified) ``public_key`` is compared.
-   Mode ``none``: nothing attests the key; refused when an anchor is given (an anchor implies
-   ``require_attestation``: otherwise a parent could append a session record of its own in mode ``none`` and
-   receipts it signs itself, and the anchored check would pass) or when ``require_attestation``.
+   Mode ``nitro`` with a trust anchor (`parent_proxy.trust_anchor.Anchor`: a pinned root and expected PCRs, PCR 0
+   among them): the document verifies by the rules `parent_proxy.trust_anchor.verify_session_document` shares with
+   ``waiaas owner verify-wallet`` (the chain to the root, the PCRs, the recorded nonce, ``user_data`` saying it
+   carries the session key), at the document's own timestamp (read first, unverified, then covered by the
+   signature), and its ``public_key`` is the recorded key. Without an anchor only that (unverified)
+   ``public_key`` is compared. Mode ``none``: nothing attests the key; refused when an anchor is given (an anchor
+   implies ``require_attestation``: otherwise a parent could append a session record of its own in mode ``none``
+   and receipts it signs itself, and the anchored check would pass) or when ``require_attestation``.
 2. A record holding a receipt (field = receipt + 64-byte signature): there is an ``enclave.session`` record before
    it; the receipt verifies under the key of the latest one (`enclave_app.receipts.verify_receipt`); its counter
    was not recorded before under the same session key (a copied receipt); the payload states the message the
@@ -46,9 +47,15 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
    from the session's one sequence: they count in step 4 with the decision receipts, and a counter recorded twice
    fails here as there.
 
-What this cannot show: receipts missing after the last recorded one of a session (the enclave's final counter is
-known to nobody but the enclave: anchor the log's head elsewhere, ``--expect-head``), and, in mode ``none`` or
-without an anchor, which code held the session key.
+What this cannot show (the parent writes the log and can re-chain it, so only what it cannot forge counts):
+receipts missing after the last recorded one of a session (the enclave's final counter is known to nobody but the
+enclave); a whole enclave boot left out, its ``enclave.session`` record and every record holding one of its
+receipts (each remaining session still runs from counter 1 without a gap, and nothing in a receipt names the boot
+before or after it); a truncated tail. Only a head kept outside the parent's reach after those records were written
+catches these (``--expect-head``: the re-chained log no longer holds it). And, in mode ``none`` or without an
+anchor, which code held the session key. Not checked either: a wallet's ``policy_sequence`` going backwards from
+one session to the next (a rolled-back policy), since the enclaves of a fleet take a new policy one by one and
+interleave in the log, so an honest log shows it too.
 """
 
 from __future__ import annotations
@@ -58,16 +65,14 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from enclave_app.attestation import verify_attestation_document
-from enclave_app.errors import AttestationError, ReceiptError
-from enclave_app.protocol import SESSION_USER_DATA
+from enclave_app.errors import ReceiptError
 from enclave_app.receipts import verify_receipt
 from parent_proxy.agent_key_receipts import AGENT_KEY_EVENT_PURPOSES, ExpectedAgentKey
 from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
@@ -75,6 +80,7 @@ from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, Expected, check
 from parent_proxy.errors import AuditChainError
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS, ExpectedOrder, order_payload
 from parent_proxy.store.model import AuditRecord
+from parent_proxy.trust_anchor import Anchor, SessionDocumentError, verify_session_document
 
 UNATTESTED_SESSIONS = (
     "attestation mode none: nothing attests these session keys (they come from the parent's log); their receipts "
@@ -90,15 +96,6 @@ MESSAGE_HASH_BYTES = 32
 """A receipt's ``message_hash`` is a SHA-256 (`enclave_app.receipts`); ``message_sha256`` is its hex."""
 SIGNED_EVENTS = frozenset({"transaction.signed", "message.signed"})
 """Records of a signature handed out: each must hold the enclave's receipt."""
-
-
-@dataclass(frozen=True, slots=True)
-class Anchor:
-    """What a nitro session record's document must verify against: the pinned root and the expected PCRs."""
-
-    root_certificate_pem: bytes
-    expected_pcrs: Mapping[int, bytes]
-    allow_debug: bool = False
 
 
 @dataclass
@@ -177,15 +174,10 @@ def _session(record: AuditRecord, anchor: Anchor | None, require_attestation: bo
     if at is None:
         raise _fail(record, "attestation document refused: no readable timestamp")
     try:
-        verified = verify_attestation_document(
-            document, root_certificate_pem=anchor.root_certificate_pem, at=at, expected_pcrs=anchor.expected_pcrs,
-            expected_nonce=nonce, allow_debug=anchor.allow_debug,
-        )  # fmt: skip
-    except AttestationError as exc:
-        raise _fail(record, f"attestation document refused: {exc}") from exc
-    if verified.user_data != SESSION_USER_DATA:
-        raise _fail(record, "attestation document does not say it carries the session key (user_data)")
-    if verified.public_key is None or not hmac.compare_digest(verified.public_key, key):
+        attested = verify_session_document(document, anchor, at=at, expected_nonce=nonce)
+    except SessionDocumentError as exc:
+        raise _fail(record, str(exc)) from exc
+    if not hmac.compare_digest(attested, key):
         raise _fail(record, "the attested session key is not the recorded key")
     report.verified_documents += 1
     return key

@@ -35,6 +35,7 @@ from parent_proxy.owner_cli_common import (
 )
 from parent_proxy.owner_signers import OwnerSigner
 from parent_proxy.sign_parts import message_hash
+from parent_proxy.terminal_text import safe_line
 from policies.describe import describe_transaction
 from policies.errors import DecodeError
 from policies.lookup_tables import resolve_lookup_tables
@@ -78,7 +79,7 @@ def approve(args: argparse.Namespace, signer: OwnerSigner) -> int:
         raise OwnerInputError(f"--transaction does not decode: {exc}{hint}; nothing was signed") from exc
     digest = message_hash(raw)
     summary = [f"approving, for wallet {args.wallet}, the transaction whose message hash is {digest.hex()}:"]
-    sys.stderr.write("".join(f"{line}\n" for line in [*summary, *describe_transaction(decoded)]))
+    sys.stderr.write("".join(safe_line(line) for line in [*summary, *describe_transaction(decoded)]))
     document = approval_document(args.wallet, digest, order_expiry(args.expires_in))
     print_json(envelope(signer, APPROVAL_PURPOSE, document))
     return EXIT_OK

@@ -8,12 +8,13 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
     waiaas owner keygen --out FILE                       make a new owner key in an encrypted file, print its public key
     waiaas owner encrypt-keypair SOLANA.json --out FILE  encrypt an existing Solana keypair, print its public key
     waiaas owner pubkey                                  print the owner public key
-    waiaas owner sign-policy POLICY.json [--expires-in-days N]
+    waiaas owner sign-policy POLICY.json [--expires-in-days N] [--allow-sequence-jump]
                                                          print the signed policy envelope (N: set its expires_at)
     waiaas owner approve --wallet W --transaction B64 [--policy SIGNED.json]
                                                          print a signed approval of that transaction's message,
                                                          after what it does (stderr): `parent_proxy.owner_approval_cli`
-    waiaas owner freeze|unfreeze --wallet W --sequence N print a signed freeze / unfreeze order
+    waiaas owner freeze|unfreeze --wallet W --sequence N [--allow-sequence-jump]
+                                                         print a signed freeze / unfreeze order
     waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
     waiaas owner check-multisig --url URL --wallet W     print the API's report on the wallet's multisig on chain
                                                          (GET /v1/wallets/W/multisig); exit 0 only if it conforms
@@ -36,11 +37,18 @@ did not verify (``verify-*``), 2 bad input (a policy file whose signature does n
 included) or the key could not be used. Key material and
 clear agent tokens are never logged; ``call`` prints the server's answer (which, for token issue, holds the token
 once) to stdout only.
+
+Sequences (freeze orders, a policy's ``sequence``) are the owner's own count: the CLI refuses one above the maximum
+(`policies.orders.MAX_SEQUENCE`, `policies.document.MAX_SAFE_INT`) and, without ``--allow-sequence-jump``, one above
+`parent_proxy.owner_cli_common.PLAUSIBLE_SEQUENCE_MAX`, since a parent that shows a sequence near the maximum would
+otherwise get the last order the wallet can accept signed. Everything printed from the parent's answers or the
+chain has its control characters escaped (`parent_proxy.terminal_text`); ``call`` re-serializes a JSON answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import secrets
 import sys
@@ -65,7 +73,9 @@ from parent_proxy.owner_cli_common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_REFUSED,
+    PLAUSIBLE_SEQUENCE_MAX,
     OwnerInputError,
+    check_sequence,
     envelope,
     order_expiry,
     passphrase,
@@ -83,11 +93,13 @@ from parent_proxy.owner_signers import (
     OwnerSigner,
 )
 from parent_proxy.schemas import WALLET_ID
+from parent_proxy.terminal_text import safe_line
 from policies.canonical import parse_json_object
-from policies.document import policy_from_object
+from policies.document import MAX_SAFE_INT, policy_from_object
 from policies.errors import PolicyEngineError
 from policies.orders import (
     FREEZE_PURPOSE,
+    MAX_SEQUENCE,
     UNFREEZE_PURPOSE,
     freeze_document,
 )
@@ -136,14 +148,21 @@ def register(subparsers: Any) -> None:
         type=int,
         help=f"set the document's expires_at to now + N days (1-{MAX_POLICY_LIFETIME_DAYS}; docs/policies.md, Expiry)",
     )
+    _sequence_jump_option(policy)
 
     owner_approval_cli.register(commands)
 
     for name in ("freeze", "unfreeze"):
         order = commands.add_parser(name, help=f"sign a {name} order")
         order.add_argument("--wallet", required=True)
-        order.add_argument("--sequence", required=True, type=int, help="above the last order's sequence")
+        order.add_argument(
+            "--sequence",
+            required=True,
+            type=int,
+            help=f"above the last order's sequence, from your own count (1-{MAX_SEQUENCE}; see --allow-sequence-jump)",
+        )
         order.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME)
+        _sequence_jump_option(order)
 
     call = commands.add_parser("call", help="send an owner-signed request to the API")
     call.add_argument("--url", required=True, help="base URL of the parent proxy, e.g. http://127.0.0.1:8080")
@@ -156,6 +175,14 @@ def register(subparsers: Any) -> None:
     owner_verify_order_cli.register(commands)
     owner_rotation_cli.register(commands)
     owner.set_defaults(func=run)
+
+
+def _sequence_jump_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-sequence-jump",
+        action="store_true",
+        help=f"sign a sequence above {PLAUSIBLE_SEQUENCE_MAX} (each one used brings the last possible one closer)",
+    )
 
 
 def new_key_file(args: argparse.Namespace) -> int:
@@ -200,13 +227,14 @@ def run(args: argparse.Namespace) -> int:
                 if not 1 <= args.expires_in_days <= MAX_POLICY_LIFETIME_DAYS:
                     raise OwnerInputError(f"--expires-in-days must be 1-{MAX_POLICY_LIFETIME_DAYS}")
                 document["expires_at"] = int(time.time()) + args.expires_in_days * 86_400
-            policy_from_object(document)  # refuse to sign an invalid policy
+            policy = policy_from_object(document)  # refuse to sign an invalid policy
+            check_sequence(policy.sequence, maximum=MAX_SAFE_INT, what="the policy's sequence",
+                           allow_jump=args.allow_sequence_jump)  # fmt: skip
             print_json(envelope(signer, POLICY_PURPOSE, document))
         elif command == owner_approval_cli.COMMAND:
             return owner_approval_cli.approve(args, signer)
         elif command in ("freeze", "unfreeze"):
-            if args.sequence < 1:
-                raise OwnerInputError("--sequence must be >= 1")
+            check_sequence(args.sequence, maximum=MAX_SEQUENCE, what="--sequence", allow_jump=args.allow_sequence_jump)
             purpose = FREEZE_PURPOSE if command == "freeze" else UNFREEZE_PURPOSE
             print_json(
                 envelope(signer, purpose, freeze_document(args.wallet, args.sequence, order_expiry(args.expires_in)))
@@ -216,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             return call(args, signer)
     except (OwnerInputError, OwnerKeyError, PolicyEngineError, OSError) as exc:
-        sys.stderr.write(f"owner {args.owner_command}: {exc}\n")
+        sys.stderr.write(safe_line(f"owner {args.owner_command}: {exc}"))
         return EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -240,7 +268,15 @@ def _send(
 
 
 def _print_answer(response: httpx.Response) -> None:
-    sys.stdout.write(response.text + ("\n" if not response.text.endswith("\n") else ""))
+    """The parent's answer on stdout, as text a terminal shows and does not obey: a JSON answer re-serialized
+    (`print_json`: ``json.dumps`` escapes every control and non-ASCII character as ``\\uNNNN``), anything else
+    line by line with its control characters escaped (`parent_proxy.terminal_text`)."""
+    try:
+        answer = json.loads(response.content)
+    except (ValueError, RecursionError):
+        sys.stdout.write("".join(safe_line(line) for line in response.text.removesuffix("\n").split("\n")))
+        return
+    print_json(answer)
 
 
 def call(args: argparse.Namespace, signer: OwnerSigner, client: httpx.Client | None = None) -> int:

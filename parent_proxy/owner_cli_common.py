@@ -31,6 +31,7 @@ from parent_proxy.owner_signers import (
     boto3_factory,
     check_expected_public_key,
 )
+from parent_proxy.terminal_text import safe_line
 from policies.canonical import MAX_DOCUMENT_BYTES
 from policies.document import Policy, policy_from_object
 from policies.errors import PolicySignatureError
@@ -42,6 +43,11 @@ EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
 DEFAULT_ORDER_LIFETIME = 600
 """Seconds an order signed without ``--expires-in`` stays valid."""
+PLAUSIBLE_SEQUENCE_MAX = 2**32
+"""The largest freeze-order or policy sequence signed without ``--allow-sequence-jump``. Sequences only go up and
+have a maximum (`policies.orders.MAX_SEQUENCE`, `policies.document.MAX_SAFE_INT`): once the maximum is signed, no
+later order (policy) is ever accepted for the wallet. An owner who counts their own orders stays far below this
+bound for ever; a sequence above it is one taken from somewhere else, such as the parent's view of the wallet."""
 
 
 class OwnerInputError(Exception):
@@ -49,7 +55,24 @@ class OwnerInputError(Exception):
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"owner: warning: {message}\n")
+    sys.stderr.write(safe_line(f"owner: warning: {message}"))
+
+
+def check_sequence(sequence: int, *, maximum: int, what: str, allow_jump: bool) -> None:
+    """Refuse to sign a freeze-order or policy ``sequence`` outside 1..``maximum``, or above
+    `PLAUSIBLE_SEQUENCE_MAX` unless ``allow_jump`` (``--allow-sequence-jump``), saying why (`OwnerInputError`)."""
+    if not 1 <= sequence <= maximum:
+        raise OwnerInputError(f"{what} must be 1-{maximum}")
+    if sequence <= PLAUSIBLE_SEQUENCE_MAX:
+        return
+    if not allow_jump:
+        raise OwnerInputError(
+            f"{what} {sequence} is above {PLAUSIBLE_SEQUENCE_MAX}: nothing was signed. Sequences only go up and the "
+            f"largest is {maximum}; once it is used, no later one can ever be accepted for this wallet. Count your "
+            "own sequences: do not take the next one from the parent's view of the wallet (a taken-over parent can "
+            "show one near the maximum). To sign it anyway, add --allow-sequence-jump"
+        )
+    warn(f"{what} {sequence}: {maximum - sequence} sequences remain after this one for this wallet")
 
 
 def pinned_public_key(text: str | None) -> Pubkey | None:

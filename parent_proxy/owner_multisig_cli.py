@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,6 +51,7 @@ from parent_proxy.owner_cli_common import (
     signed_policy_file,
 )
 from parent_proxy.schemas import MultisigConformance
+from parent_proxy.terminal_text import safe_line
 
 COMMAND: Final = "check-multisig"
 
@@ -107,8 +109,8 @@ def print_verdict(report: Mapping[str, Any]) -> int:
     except (KeyError, TypeError):
         sys.stderr.write(f"owner {COMMAND}: the answer is not a multisig report\n")
         return EXIT_REFUSED
-    for line in failed:
-        sys.stderr.write(f"owner {COMMAND}: failed: {line}\n")
+    for line in failed:  # ids, subjects and values are the parent's (--url) or the chain's: escaped
+        sys.stderr.write(safe_line(f"owner {COMMAND}: failed: {line}"))
     return EXIT_OK if conforms is True and checks and not failed else EXIT_REFUSED
 
 
@@ -133,9 +135,9 @@ def check_multisig_rpc(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(read())
     except ChainError as exc:
-        sys.stderr.write(f"owner {COMMAND}: could not read the chain: {exc}\n")
+        sys.stderr.write(safe_line(f"owner {COMMAND}: could not read the chain: {exc}"))
         return EXIT_REFUSED
     # 3. The report, as the API would answer it.
-    view = MultisigConformance.of(policy.wallet_id, report)
-    sys.stdout.write(view.model_dump_json() + "\n")
+    view = MultisigConformance.of(policy.wallet_id, report)  # ensure_ascii: escapes what the chain put in a string
+    sys.stdout.write(json.dumps(view.model_dump(mode="json"), separators=(",", ":")) + "\n")
     return print_verdict(view.model_dump())

@@ -93,6 +93,7 @@ from parent_proxy.rotation_transaction import (
 )
 from parent_proxy.squads_multisig_account import PERMISSIONS_ALL, MultisigAccount
 from parent_proxy.squads_spending_limit_account import SpendingLimitAccount
+from parent_proxy.terminal_text import safe_line
 from policies.model import DecodedTransaction
 from policies.orders import (
     AGENT_KEY_ROTATION_PURPOSE,
@@ -167,7 +168,7 @@ def _transaction(text: str) -> VersionedTransaction:
 
 
 def _note(message: str) -> None:
-    sys.stderr.write(f"owner: {message}\n")
+    sys.stderr.write(safe_line(f"owner: {message}"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     except RotationBuildError as exc:
         raise OwnerInputError(str(exc)) from exc
     except ChainError as exc:
-        sys.stderr.write(f"owner {command}: {exc}\n")
+        sys.stderr.write(safe_line(f"owner {command}: {exc}"))  # may quote the RPC's answer
         return EXIT_REFUSED
 
 

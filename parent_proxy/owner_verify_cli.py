@@ -1,16 +1,23 @@
 """``waiaas owner verify-wallet`` and ``waiaas owner verify-candidate``: the owner's checks, before putting an agent
 key on chain, that the enclave made it for them. No owner key is needed.
 
-    waiaas owner verify-wallet --created F --attestation F --owner-public-key K ATTESTATION
-        the ``POST /v1/wallets`` answer's provisioning receipt (`parent_proxy.provisioning`)
+    waiaas owner verify-wallet --created F --wallet-id W --attestation F --owner-public-key K ATTESTATION
+        the ``POST /v1/wallets`` answer's provisioning receipt (`parent_proxy.provisioning`) for wallet W
     waiaas owner verify-candidate --candidate F --attestation F --wallet-id W --agent-key A --owner-public-key K
                                   ATTESTATION
         the ``POST .../agent-key/candidate`` answer's agent-key receipt (`parent_proxy.agent_key_receipts`)
 
-ATTESTATION is ``--root-pem F --pcr I=HEX ... [--nonce HEX]`` for mode nitro (the ``GET /v1/attestation`` answer's
-document verified against the pinned root and PCRs; its key signs the receipt), or ``--accept-unattested`` for mode
-none (the answer's key taken as it is: proves nothing about the code). Exit 0: verified; 1: not verified, do not
-put the key on chain (the message says why); 2: bad input.
+ATTESTATION is ``--root-pem F --pcr 0=HEX [--pcr I=HEX ...] [--nonce HEX]`` for mode nitro (the ``GET
+/v1/attestation`` answer's document verified against the pinned root and PCRs, PCR 0 among them, and saying it
+carries the session key; its key signs the receipt), or ``--accept-unattested`` for mode none (the answer's key
+taken as it is: proves nothing about the code). These are the anchor rules ``waiaas audit verify`` applies
+(`parent_proxy.trust_anchor`): an anchor without PCR 0 is bad input, and an anchor requires an attested key, so
+``--accept-unattested`` together with ``--root-pem`` / ``--pcr`` is bad input too (a mode none answer then fails).
+
+The wallet id is the owner's (``--wallet-id``, required by both commands): the answer's and the receipt's must
+equal it, and it must be a wallet id the API accepts (`policies.identifiers`). Exit 0: verified; 1: not verified,
+do not put the key on chain (the message says why); 2: bad input. What is printed quotes the parent's answers only
+with their control characters escaped (`parent_proxy.terminal_text`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from parent_proxy.provisioning import (
     session_key_from_attestation,
     verify_provision_receipt,
 )
+from parent_proxy.terminal_text import safe_line
+from parent_proxy.trust_anchor import AnchorError, anchor_from_options
+from policies.identifiers import is_wallet_id
 
 COMMANDS: Final = frozenset({"verify-wallet", "verify-candidate"})
 
@@ -37,10 +47,14 @@ def _attestation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attestation", required=True, type=Path, help="the GET /v1/attestation answer (JSON file)")
     parser.add_argument("--owner-public-key", required=True, help="your owner public key (base58)")
     parser.add_argument("--root-pem", type=Path, help="nitro: the pinned root certificate (PEM)")
-    parser.add_argument("--pcr", action="append", default=[], help="nitro: expected PCR, INDEX=HEX (repeatable)")
+    parser.add_argument(
+        "--pcr", action="append", default=[], help="nitro: expected PCR, INDEX=HEX (repeatable; PCR 0 required)"
+    )
     parser.add_argument("--nonce", help="nitro: the hex nonce sent to GET /v1/attestation (checked when given)")
     parser.add_argument(
-        "--accept-unattested", action="store_true", help="mode none: accept the unattested session key (proves nothing)"
+        "--accept-unattested",
+        action="store_true",
+        help="mode none: accept the unattested session key (proves nothing; not with --root-pem / --pcr)",
     )
 
 
@@ -48,6 +62,7 @@ def register(commands: Any) -> None:
     """Add the verification subcommands to ``waiaas owner``'s subparsers."""
     wallet = commands.add_parser("verify-wallet", help="verify a new wallet's provisioning receipt")
     wallet.add_argument("--created", required=True, type=Path, help="the POST /v1/wallets answer (JSON file)")
+    wallet.add_argument("--wallet-id", required=True, help="the wallet you created (its id, as you sent it)")
     _attestation_options(wallet)
     candidate = commands.add_parser("verify-candidate", help="verify a candidate agent key's receipt (rotation)")
     candidate.add_argument(
@@ -61,36 +76,40 @@ def register(commands: Any) -> None:
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         value = json.loads(path.read_bytes())
-    except ValueError as exc:
-        raise OwnerInputError(f"{what}: not JSON") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+        raise OwnerInputError(f"{what}: not JSON (or nested too deeply)") from exc
     if not isinstance(value, dict):
         raise OwnerInputError(f"{what}: not a JSON object")
     return value
 
 
-def _pcrs(specs: list[str]) -> dict[int, bytes]:
-    pcrs: dict[int, bytes] = {}
-    for spec in specs:
-        index, _, value = spec.partition("=")
-        try:
-            pcrs[int(index)] = bytes.fromhex(value)
-        except ValueError as exc:
-            raise OwnerInputError(f"--pcr {spec!r}: expected INDEX=HEX") from exc
-    return pcrs
+def _wallet_id(text: str) -> str:
+    if not is_wallet_id(text):
+        raise OwnerInputError("--wallet-id is not a wallet id (1-128 of A-Z a-z 0-9 . _ : -)")
+    return text
 
 
 def _session_key(args: argparse.Namespace) -> bytes:
     """The session key of ``--attestation``, verified as the options say (`ProvisionVerificationError` if not)."""
-    attestation = _read_json(args.attestation, "--attestation")
-    root = None if args.root_pem is None else args.root_pem.read_bytes()
     try:
         nonce = None if args.nonce is None else bytes.fromhex(args.nonce)
     except ValueError as exc:
         raise OwnerInputError("--nonce is not hex") from exc
+    try:
+        anchor = anchor_from_options(args.root_pem, args.pcr)
+    except AnchorError as exc:
+        raise OwnerInputError(str(exc)) from exc
+    if anchor is not None and args.accept_unattested:
+        raise OwnerInputError(
+            "--accept-unattested goes without --root-pem and --pcr: an anchor requires an attested session key "
+            "(give the anchor for mode nitro, or --accept-unattested alone for mode none)"
+        )
+    if args.nonce is not None and anchor is None:
+        raise OwnerInputError("--nonce goes with --root-pem and --pcr (it is checked in the attestation document)")
+    attestation = _read_json(args.attestation, "--attestation")
     session = session_key_from_attestation(
-        attestation, root_certificate_pem=root, expected_pcrs=_pcrs(args.pcr), expected_nonce=nonce,
-        accept_unattested=args.accept_unattested,
-    )  # fmt: skip
+        attestation, anchor=anchor, expected_nonce=nonce, accept_unattested=args.accept_unattested
+    )
     if attestation.get("mode") == "none":
         sys.stderr.write(f"WARNING: {UNATTESTED_WARNING}\n")
     return session
@@ -105,16 +124,21 @@ def run(args: argparse.Namespace) -> int:
 
 def verify_wallet(args: argparse.Namespace) -> int:
     """``verify-wallet``: 0 when the receipt verifies and binds the keys, 1 when it does not, 2 on bad input."""
+    wallet_id = _wallet_id(args.wallet_id)
     created = _read_json(args.created, "--created")
     try:
         session = _session_key(args)
-        verified = verify_provision_receipt(created, owner_public_key=args.owner_public_key, session_public_key=session)
+        verified = verify_provision_receipt(
+            created, wallet_id=wallet_id, owner_public_key=args.owner_public_key, session_public_key=session
+        )
     except ProvisionVerificationError as exc:
-        sys.stderr.write(f"owner verify-wallet: NOT VERIFIED: {exc}. Do not add the agent key on chain.\n")
+        sys.stderr.write(safe_line(f"owner verify-wallet: NOT VERIFIED: {exc}. Do not add the agent key on chain."))
         return EXIT_REFUSED
     sys.stdout.write(
-        f"verified: the enclave provisioned wallet {verified.wallet_id} with agent key {verified.agent_public_key} "
-        f"for owner key {verified.owner_public_key}\n"
+        safe_line(
+            f"verified: the enclave provisioned wallet {verified.wallet_id} with agent key "
+            f"{verified.agent_public_key} for owner key {verified.owner_public_key}"
+        )
     )
     return EXIT_OK
 
@@ -122,18 +146,21 @@ def verify_wallet(args: argparse.Namespace) -> int:
 def verify_candidate(args: argparse.Namespace) -> int:
     """``verify-candidate``: 0 when the receipt verifies and states this candidate for this wallet, agent key and
     owner key, 1 when it does not, 2 on bad input."""
+    wallet_id = _wallet_id(args.wallet_id)
     answer = _read_json(args.candidate, "--candidate")
     try:
         session = _session_key(args)
         verified = verify_candidate_answer(
-            answer, wallet_id=args.wallet_id, agent_public_key=args.agent_key, owner_public_key=args.owner_public_key,
+            answer, wallet_id=wallet_id, agent_public_key=args.agent_key, owner_public_key=args.owner_public_key,
             session_public_key=session,
         )  # fmt: skip
     except (ProvisionVerificationError, CandidateVerificationError) as exc:
-        sys.stderr.write(f"owner verify-candidate: NOT VERIFIED: {exc}. Do not add the candidate on chain.\n")
+        sys.stderr.write(safe_line(f"owner verify-candidate: NOT VERIFIED: {exc}. Do not add the candidate on chain."))
         return EXIT_REFUSED
     sys.stdout.write(
-        f"verified: the enclave made candidate agent key {verified.candidate_public_key} to replace "
-        f"{verified.agent_public_key} in wallet {verified.wallet_id} for owner key {verified.owner_public_key}\n"
+        safe_line(
+            f"verified: the enclave made candidate agent key {verified.candidate_public_key} to replace "
+            f"{verified.agent_public_key} in wallet {verified.wallet_id} for owner key {verified.owner_public_key}"
+        )
     )
     return EXIT_OK

@@ -7,15 +7,17 @@ owner key is needed (the owner public key only).
 ``--order`` the owner's own signed freeze or unfreeze order, ``--policy`` their own signed policy (the envelope
 ``waiaas owner freeze`` / ``sign-policy`` printed, or the request body ``{"envelope": ...}`` sent with it).
 ATTESTATION is ``--root-pem F --pcr 0=HEX [--pcr I=HEX ...] [--nonce HEX]`` for mode nitro (the
-``GET /v1/attestation`` answer's document verified against the pinned root and PCRs, PCR 0 among them: without it
-the anchor attests any enclave image), or ``--accept-unattested`` for mode none (the answer's key as it is: proves
-nothing about the code). The parent's ``enclave_acknowledged`` / ``enclave_installed`` is its word only; this is
-the check that does not rest on it:
+``GET /v1/attestation`` answer's document verified against the pinned root and PCRs, PCR 0 among them, and saying it
+carries the session key), or ``--accept-unattested`` for mode none (the answer's key as it is: proves nothing about
+the code): the anchor rules of ``verify-wallet`` and ``waiaas audit verify`` (`parent_proxy.trust_anchor`; an
+anchor without PCR 0, or with ``--accept-unattested``, is bad input). The parent's ``enclave_acknowledged`` /
+``enclave_installed`` is its word only; this is the check that does not rest on it:
 
 1. the owner's file: its signature verifies under the owner key (which also says whether it is a freeze, an
    unfreeze or a policy) and its document gives the wallet, the sequence and the document's SHA-256
    (`policies.orders.document_sha256`): all taken from the owner's file, never from the answer;
-2. the session key, from the attestation (`parent_proxy.provisioning.session_key_from_attestation`);
+2. the session key, from the attestation (`parent_proxy.provisioning.session_key_from_attestation`, under the anchor
+   of `parent_proxy.trust_anchor.anchor_from_options`);
 3. the answer carries an order receipt (a parent that swallowed the order has none to show);
 4. the receipt verifies under that session key (`enclave_app.order_receipts.verify_order_receipt`, which also
    refuses a receipt whose wallet state does not follow from its purpose: a freeze frozen, an unfreeze not, a
@@ -26,7 +28,8 @@ Exit 0: the enclave whose session key the attestation carries applied this order
 1: not verified, do not rely on the enclave having it (the message says why); 2: bad input. What it cannot show: that
 the enclave has not restarted since (a restart forgets its freeze; the parent restores it, or not: docs/enclave.md).
 An attestation fetched after the order with a fresh nonce names the boot running then: the receipt verifying under
-its key shows that boot applied the order.
+its key shows that boot applied the order. What is printed quotes the parent's answer only with its control
+characters escaped (`parent_proxy.terminal_text`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ from enclave_app.order_receipts import FREEZE, POLICY, UNFREEZE, OrderReceipt
 from parent_proxy.order_receipts import ExpectedOrder
 from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, public_key_option
 from parent_proxy.provisioning import UNATTESTED_WARNING, ProvisionVerificationError, session_key_from_attestation
+from parent_proxy.terminal_text import safe_line
+from parent_proxy.trust_anchor import AnchorError, anchor_from_options
 from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes
 from policies.document import policy_from_object
 from policies.errors import PolicyEngineError, PolicySignatureError
@@ -83,11 +88,13 @@ def register(commands: Any) -> None:
     parser.add_argument("--attestation", required=True, type=Path, help="the GET /v1/attestation answer (JSON file)")
     parser.add_argument("--root-pem", type=Path, help="nitro: the pinned root certificate (PEM)")
     parser.add_argument(
-        "--pcr", action="append", default=[], help="nitro: expected PCR, INDEX=HEX (repeatable; PCR 0 needed)"
+        "--pcr", action="append", default=[], help="nitro: expected PCR, INDEX=HEX (repeatable; PCR 0 required)"
     )
     parser.add_argument("--nonce", help="nitro: the hex nonce sent to GET /v1/attestation (checked when given)")
     parser.add_argument(
-        "--accept-unattested", action="store_true", help="mode none: accept the unattested session key (proves nothing)"
+        "--accept-unattested",
+        action="store_true",
+        help="mode none: accept the unattested session key (proves nothing; not with --root-pem / --pcr)",
     )
 
 
@@ -177,32 +184,28 @@ def _key_or_none(answer: Mapping[str, Any]) -> str | None:
         return None
 
 
-def _pcrs(specs: list[str]) -> dict[int, bytes]:
-    pcrs: dict[int, bytes] = {}
-    for spec in specs:
-        index, _, value = spec.partition("=")
-        try:
-            pcrs[int(index)] = bytes.fromhex(value)
-        except ValueError as exc:
-            raise OwnerInputError(f"--pcr {spec!r}: expected INDEX=HEX") from exc
-    return pcrs
-
-
 def _session_key(args: argparse.Namespace) -> bytes:
-    """Step 2: the session key of ``--attestation``, verified as the options say (`ProvisionVerificationError`)."""
-    attestation = _json_object(args.attestation, "--attestation", MAX_ANSWER_BYTES)
-    pcrs = _pcrs(args.pcr)
-    if (args.root_pem is not None or pcrs) and 0 not in pcrs:
-        raise OwnerInputError("--pcr needs PCR 0 (the enclave image): without it the anchor attests any code")
-    root = None if args.root_pem is None else args.root_pem.read_bytes()
+    """Step 2: the session key of ``--attestation``, verified as the options say (`ProvisionVerificationError`), by
+    the option rules of ``verify-wallet`` (`parent_proxy.owner_verify_cli`)."""
     try:
         nonce = None if args.nonce is None else bytes.fromhex(args.nonce)
     except ValueError as exc:
         raise OwnerInputError("--nonce is not hex") from exc
+    try:
+        anchor = anchor_from_options(args.root_pem, args.pcr)
+    except AnchorError as exc:
+        raise OwnerInputError(str(exc)) from exc
+    if anchor is not None and args.accept_unattested:
+        raise OwnerInputError(
+            "--accept-unattested goes without --root-pem and --pcr: an anchor requires an attested session key "
+            "(give the anchor for mode nitro, or --accept-unattested alone for mode none)"
+        )
+    if args.nonce is not None and anchor is None:
+        raise OwnerInputError("--nonce goes with --root-pem and --pcr (it is checked in the attestation document)")
+    attestation = _json_object(args.attestation, "--attestation", MAX_ANSWER_BYTES)
     session = session_key_from_attestation(
-        attestation, root_certificate_pem=root, expected_pcrs=pcrs, expected_nonce=nonce,
-        accept_unattested=args.accept_unattested,
-    )  # fmt: skip
+        attestation, anchor=anchor, expected_nonce=nonce, accept_unattested=args.accept_unattested
+    )
     if attestation.get("mode") == "none":
         sys.stderr.write(f"WARNING: {UNATTESTED_WARNING}\n")
     return session
@@ -224,8 +227,10 @@ def run(args: argparse.Namespace) -> int:
         verified = verify_order_answer(answer, expected, session)
     except (ProvisionVerificationError, OrderVerificationError) as exc:
         sys.stderr.write(
-            f"owner verify-order: NOT VERIFIED: {exc}. Do not rely on the enclave having this {expected.purpose} "
-            "order; the parent's answer is its word only.\n"
+            safe_line(
+                f"owner verify-order: NOT VERIFIED: {exc}. Do not rely on the enclave having this {expected.purpose} "
+                "order; the parent's answer is its word only."
+            )
         )
         return EXIT_REFUSED
     stated = verified.receipt
@@ -233,8 +238,10 @@ def run(args: argparse.Namespace) -> int:
     policy_hash = "none" if stated.policy_hash is None else stated.policy_hash.hex()
     what = f"policy {stated.sequence}" if stated.purpose == POLICY else f"{stated.purpose} order {stated.sequence}"
     sys.stdout.write(
-        f"verified: the enclave (session key {verified.session_public_key}) applied {what} to wallet "
-        f"{stated.wallet_id} at {when}: {_OUTCOME[stated.purpose]} (frozen: {str(stated.frozen).lower()}, policy "
-        f"hash {policy_hash}, receipt counter {stated.counter})\n"
+        safe_line(
+            f"verified: the enclave (session key {verified.session_public_key}) applied {what} to wallet "
+            f"{stated.wallet_id} at {when}: {_OUTCOME[stated.purpose]} (frozen: {str(stated.frozen).lower()}, policy "
+            f"hash {policy_hash}, receipt counter {stated.counter})"
+        )
     )
     return EXIT_OK

@@ -5,12 +5,14 @@
 the enclave's per-boot session key, whose public key is inside the attestation document. Before adding the agent
 key to the Squads multisig the owner checks (:func:`verify_provision_receipt`):
 
-1. the session key: from a verified attestation document (mode ``nitro``: pinned root, expected PCRs), or, in
-   mode ``none``, from the answer only when the caller accepts that this proves nothing
-   (:func:`session_key_from_attestation`);
+1. the session key: from a verified attestation document (mode ``nitro``: an anchor of a pinned root and expected
+   PCRs with PCR 0, and the document's ``user_data``, by the rules ``waiaas audit verify`` applies:
+   `parent_proxy.trust_anchor`), or, in mode ``none`` and without an anchor, from the answer only when the caller
+   accepts that this proves nothing (:func:`session_key_from_attestation`);
 2. the receipt's signature under that key;
-3. that the receipt names this wallet, the agent key the answer gives, and the owner's own key. A parent that
-   provisioned the wallet under an owner key it controls fails step 3.
+3. that the receipt names the wallet the owner created (the caller names it: the answer's is the parent's word),
+   the agent key the answer gives, and the owner's own key. A parent that provisioned the wallet under an owner key
+   it controls, or that shows another wallet's receipt, fails step 3.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 
-from enclave_app.attestation import verify_attestation_document
-from enclave_app.errors import AttestationError, ReceiptError
+from enclave_app.errors import ReceiptError
 from enclave_app.receipts import verify_provision_receipt as verify_receipt_bytes
+from parent_proxy.trust_anchor import Anchor, SessionDocumentError, verify_session_document
 
 UNATTESTED_WARNING = (
     "attestation mode none: the session key comes from the parent's answer, not from an attestation document; "
@@ -67,39 +69,42 @@ def _key(value: Any, what: str) -> bytes:
 def session_key_from_attestation(
     answer: Mapping[str, Any],
     *,
-    root_certificate_pem: bytes | None = None,
-    expected_pcrs: Mapping[int, bytes] | None = None,
+    anchor: Anchor | None = None,
     expected_nonce: bytes | None = None,
     accept_unattested: bool = False,
     at: datetime | None = None,
-    allow_debug: bool = False,
 ) -> bytes:
-    """The session public key from a ``GET /v1/attestation`` answer, or :class:`ProvisionVerificationError`.
+    """The session public key from a ``GET /v1/attestation`` answer, or :class:`ProvisionVerificationError`. The
+    rules are `parent_proxy.trust_anchor`'s, as ``waiaas audit verify`` applies them to the log.
 
-    Mode ``nitro``: the document is verified against ``root_certificate_pem`` and ``expected_pcrs`` (both required)
-    and the key is the document's ``public_key``; the answer's ``session_public_key`` must equal it. Mode ``none``:
-    refused unless ``accept_unattested`` (then the answer's key; see :data:`UNATTESTED_WARNING`).
+    Mode ``nitro``: the document is verified against ``anchor`` (required: a pinned root and PCRs, PCR 0 among
+    them) by `parent_proxy.trust_anchor.verify_session_document` (also its ``user_data``) and the key is the
+    document's ``public_key``; the answer's ``session_public_key`` must equal it. Mode ``none``: refused when an
+    ``anchor`` is given (it requires an attested key, whatever ``accept_unattested`` says), else unless
+    ``accept_unattested`` (then the answer's key; see :data:`UNATTESTED_WARNING`).
     """
     mode = answer.get("mode")
     if mode == "nitro":
-        if root_certificate_pem is None or not expected_pcrs:
+        if anchor is None:
             raise ProvisionVerificationError(
                 "nitro attestation: a pinned root certificate and expected PCRs are needed"
             )
         document = _b64(answer.get("document"), "attestation document")
         try:
-            verified = verify_attestation_document(
-                document, root_certificate_pem=root_certificate_pem, at=at or datetime.now(UTC),
-                expected_pcrs=expected_pcrs, expected_nonce=expected_nonce, allow_debug=allow_debug,
-            )  # fmt: skip
-        except AttestationError as exc:
-            raise ProvisionVerificationError(f"attestation document refused: {exc}") from exc
-        if verified.public_key is None or len(verified.public_key) != 32:
-            raise ProvisionVerificationError("attestation document carries no 32-byte session key")
-        if _key(answer.get("session_public_key"), "session_public_key") != verified.public_key:
+            attested = verify_session_document(
+                document, anchor, at=at or datetime.now(UTC), expected_nonce=expected_nonce
+            )
+        except SessionDocumentError as exc:
+            raise ProvisionVerificationError(str(exc)) from exc
+        if _key(answer.get("session_public_key"), "session_public_key") != attested:
             raise ProvisionVerificationError("the answer's session_public_key does not match the attested one")
-        return verified.public_key
+        return attested
     if mode == "none":
+        if anchor is not None:
+            raise ProvisionVerificationError(
+                "attestation mode none: the answer carries no document, and the anchor (root and PCRs) requires an "
+                "attested session key"
+            )
         if not accept_unattested:
             raise ProvisionVerificationError(
                 "attestation mode none: nothing attests the session key (accept it explicitly to go on)"
@@ -109,16 +114,19 @@ def session_key_from_attestation(
 
 
 def verify_provision_receipt(
-    created: Mapping[str, Any], *, owner_public_key: str, session_public_key: bytes
+    created: Mapping[str, Any], *, wallet_id: str, owner_public_key: str, session_public_key: bytes
 ) -> VerifiedWallet:
     """Check a ``POST /v1/wallets`` answer's receipt under ``session_public_key`` (from
-    :func:`session_key_from_attestation`) and that it binds the answer's wallet and agent key to
-    ``owner_public_key`` (base58); else :class:`ProvisionVerificationError`."""
+    :func:`session_key_from_attestation`) and that it binds ``wallet_id`` (the wallet the owner created, never
+    taken from the answer) and the answer's agent key to ``owner_public_key`` (base58); else
+    :class:`ProvisionVerificationError`."""
     owner = _key(owner_public_key, "expected owner public key")
     agent = _key(created.get("agent_public_key"), "agent_public_key")
-    wallet_id = created.get("wallet_id")
-    if not isinstance(wallet_id, str):
+    answered = created.get("wallet_id")
+    if not isinstance(answered, str):
         raise ProvisionVerificationError("wallet_id missing or not a string")
+    if answered != wallet_id:
+        raise ProvisionVerificationError(f"the answer is for wallet {answered!r}, not {wallet_id!r}")
     if created.get("provision_receipt") is None or created.get("provision_receipt_signature") is None:
         raise ProvisionVerificationError("the answer carries no provisioning receipt (an enclave too old to sign one)")
     receipt = _b64(created["provision_receipt"], "provision_receipt")

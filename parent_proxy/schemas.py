@@ -12,13 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.errors import WebhookError
 from parent_proxy.webhook_urls import check_webhook_url
+from policies.identifiers import WALLET_ID_PATTERN
 
 if TYPE_CHECKING:
     from parent_proxy.multisig_conformance import ConformanceReport
 
 BASE58_KEY = r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"
 BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
-WALLET_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+WALLET_ID = WALLET_ID_PATTERN
+"""The enclave takes the same wallet ids (`policies.identifiers`)."""
 MAX_TRANSACTION_BASE64 = 1644
 """4 * ceil(1232 / 3): the base64 length of the largest transaction (MAX_TRANSACTION_BYTES = 1232)."""
 

@@ -18,6 +18,17 @@ of a wallet with a delivery in flight (`Store.claim_webhooks`), and the claimed 
 a receiver that accepts and never answers holds up only its own wallet: `run_once` is one round (it returns when
 every POST of its batch has), `run_until` keeps `LANES` POSTs going, refilling a lane as soon as it is free.
 
+Nor do many such receivers hold up the rest: a wallet whose POST took `SLOW_POST_SECONDS` or more (whatever its
+outcome; every POST that runs into the deadline) is slow for `SLOW_FOR_SECONDS`, and slow wallets share at most
+`SLOW_LANES` lanes (`parent_proxy.webhook_lanes`), so the other wallets always have the rest. Which wallets are slow
+is the worker's memory, per process: each process learns it on its own (a wallet's first slow POST there takes an
+ordinary lane) and a restart forgets it. The per-event backoff below does not do this: a wallet with events queued
+always has one due.
+
+On stop, `run_until` claims nothing more and gives the POSTs in flight `SHUTDOWN_GRACE_SECONDS` to finish and be
+recorded, then returns; a POST still under way is left to its lane (a daemon thread, which does not hold up the
+process's exit) and its item keeps its lease, to be sent again when the lease ends: at least once, as ever.
+
 Only a 2xx status delivers; the response body is never read. Every other outcome is a failed attempt recorded in the
 delivery log: an HTTP status, a transport error, a refused destination (`parent_proxy.webhook_urls`), a URL the
 client cannot use. Failures back off exponentially
@@ -35,6 +46,7 @@ import logging
 import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -46,6 +58,7 @@ from parent_proxy.errors import LeaseLost, WebhookError
 from parent_proxy.store.model import OutboxItem
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.validation import check_id
+from parent_proxy.webhook_lanes import Lanes, SlowWallets, lane_claims
 from parent_proxy.webhook_transport import POST_DEADLINE_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -64,13 +77,26 @@ BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 3600.0
 """A receiver back from an outage gets its events within an hour."""
 LANES = 10
-"""Most POSTs in flight at once in one worker, each for a different wallet: as many receivers that never answer
-can hold up the others for up to `POST_DEADLINE_SECONDS` at a time."""
+"""Most POSTs in flight at once in one worker, each for a different wallet."""
+SLOW_LANES = LANES // 2
+"""Most of them for wallets whose receivers were slow lately: the other half stays for the rest, however many
+receivers hang."""
+SLOW_POST_SECONDS = POST_DEADLINE_SECONDS / 2
+"""A POST that takes this long, whatever its outcome (every one that runs into the deadline), makes its wallet
+slow."""
+SLOW_FOR_SECONDS = 2 * BACKOFF_MAX_SECONDS
+"""How long a wallet stays slow after its last slow POST: longer than the longest backoff, so a receiver that keeps
+hanging is still known as slow at its next retry."""
 CLAIM_BATCH = LANES
 """Most items `run_once` claims (and POSTs concurrently)."""
 LEASE_SECONDS = POST_DEADLINE_SECONDS + 30.0
 """Every claimed item's POST starts at once (a lane is free for it) and ends within POST_DEADLINE_SECONDS, so a
 live worker keeps the lease through the POST and the mark that follows."""
+SHUTDOWN_GRACE_SECONDS = POST_DEADLINE_SECONDS / 2
+"""At shutdown, how long the POSTs in flight get to finish and be recorded (at most POST_DEADLINE_SECONDS): a
+receiver that answers within it is not sent the event again. A POST still under way then keeps its lease and is sent
+again when the lease ends. Half the deadline leaves uvicorn time to stop within a 10 s stop timeout (docker's
+default)."""
 MAX_TIMESTAMP_DIGITS = 12
 """A ``WAIaaS-Timestamp`` is unix seconds: ten digits until the year 2286, twelve until the year 33658."""
 _TIMESTAMP = re.compile(f"[0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}", re.ASCII)
@@ -140,13 +166,22 @@ def enqueue_event(store: Store, clock: Clock, wallet_id: str, event_type: str, d
 class WebhookWorker:
     """Claims due outbox items and POSTs them. ``client`` comes from
     `parent_proxy.webhook_transport.webhook_client` (vetted destinations, a deadline per POST); its transport is
-    the seam."""
+    the seam. ``slow_post_seconds``: `SLOW_POST_SECONDS` for the client's deadline, `POST_DEADLINE_SECONDS`."""
 
-    def __init__(self, store: Store, clock: Clock, client: httpx.Client, rng: random.Random) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        client: httpx.Client,
+        rng: random.Random,
+        *,
+        slow_post_seconds: float = SLOW_POST_SECONDS,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._client = client
         self._rng = rng
+        self._slow = SlowWallets(slow_seconds=slow_post_seconds, remember_seconds=SLOW_FOR_SECONDS)
 
     def run_once(self) -> int:
         """Deliver what is due now (up to `CLAIM_BATCH` wallets, concurrently); return how many were delivered."""
@@ -156,29 +191,57 @@ class WebhookWorker:
         with ThreadPoolExecutor(len(items), thread_name_prefix="webhook-post") as pool:
             return sum(pool.map(self._deliver, items))
 
-    def run_until(self, stop: threading.Event, *, poll_seconds: float, tick: Callable[[], None]) -> None:
-        """Deliver until ``stop`` is set, up to `LANES` POSTs at a time; a free lane is filled at once if anything
-        is due, else within ``poll_seconds``. ``tick`` runs at each wake-up (the caller's housekeeping; it must
-        not raise). An error is logged and the loop goes on; on ``stop``, the POSTs in flight finish first."""
-        running: set[Future[bool]] = set()
-        with ThreadPoolExecutor(LANES, thread_name_prefix="webhook-post") as pool:
+    def run_until(
+        self,
+        stop: threading.Event,
+        *,
+        poll_seconds: float,
+        tick: Callable[[], None],
+        grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
+    ) -> None:
+        """Deliver until ``stop`` is set, up to `LANES` POSTs at a time, at most `SLOW_LANES` of them for wallets
+        whose receivers were slow lately; a free lane is filled at once if anything is due, else within
+        ``poll_seconds``. ``tick`` runs at each wake-up (the caller's housekeeping; it must not raise). An error is
+        logged and the loop goes on. ``stop`` is seen within ``poll_seconds``: nothing more is claimed, and the POSTs
+        in flight get ``grace_seconds`` to finish and be recorded; this returns then, leaving any POST still under
+        way to its lane (a daemon thread) and its item to be sent again when its lease ends."""
+        running: dict[Future[bool], tuple[str, bool]] = {}  # each POST in flight: its wallet, slow when claimed
+        lanes: Lanes[OutboxItem, bool] = Lanes(LANES, self._deliver, name="webhook-post")
+        try:
             while not stop.is_set():
-                free = LANES - len(running)
-                try:
-                    running |= {pool.submit(self._deliver, item) for item in (self._claim(free) if free else [])}
-                except Exception:
-                    logger.exception("claiming webhooks failed")
+                self._fill(lanes, running)
                 if running:
-                    done, running = wait(running, timeout=poll_seconds, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        if future.exception() is not None:
-                            logger.error("webhook delivery failed", exc_info=future.exception())
+                    done, _ = wait(running, timeout=poll_seconds, return_when=FIRST_COMPLETED)
+                    _collect(done, running)
                 else:
                     stop.wait(poll_seconds)
                 tick()
+            done, _ = wait(running, timeout=grace_seconds)
+            _collect(done, running)
+            if running:
+                logger.warning(
+                    "%d webhook POSTs still under way after the %g s shutdown grace: each is sent again when its "
+                    "lease ends", len(running), grace_seconds,
+                )  # fmt: skip
+        finally:
+            lanes.close()
 
-    def _claim(self, limit: int) -> list[OutboxItem]:
-        return self._store.claim_webhooks(read_clock(self._clock), LEASE_SECONDS, limit)
+    def _fill(self, lanes: Lanes[OutboxItem, bool], running: dict[Future[bool], tuple[str, bool]]) -> None:
+        """Claim for the free lanes (`lane_claims`: slow wallets get what is left of their `SLOW_LANES`). An item
+        counts as slow if its wallet is slow once claimed; only a POST in flight can make a wallet slow."""
+        in_flight = frozenset(wallet_id for wallet_id, _ in running.values())
+        maybe_slow = self._slow.current(time.monotonic()) | in_flight
+        free, slow_free = LANES - len(running), SLOW_LANES - sum(slow for _, slow in running.values())
+        try:
+            for item in lane_claims(self._claim, free=free, slow_free=slow_free, maybe_slow=maybe_slow):
+                slow = self._slow.is_slow(item.wallet_id, time.monotonic())
+                running[lanes.submit(item)] = (item.wallet_id, slow)
+        except Exception:
+            logger.exception("claiming webhooks failed")
+
+    def _claim(self, limit: int, skip_wallets: frozenset[str] = frozenset()) -> list[OutboxItem]:
+        now = read_clock(self._clock)
+        return self._store.claim_webhooks(now, LEASE_SECONDS, limit, skip_wallets=skip_wallets)
 
     def _deliver(self, item: OutboxItem) -> bool:
         lease = item.lease_id
@@ -199,22 +262,29 @@ class WebhookWorker:
             EVENT_ID_HEADER: item.event_id,
             EVENT_TYPE_HEADER: item.event_type,
         }
-        status: int | None = None
-        try:
-            with self._client.stream("POST", config.url, content=item.body, headers=headers) as response:
-                status = response.status_code  # the body is never read: closing drops the connection
-        except WebhookError as exc:  # a refused destination; the message names the address, never the URL
-            error = str(exc)
-        except httpx.HTTPError as exc:
-            error = f"transport error: {type(exc).__name__}"
-        except Exception as exc:  # a URL the client cannot use (InvalidURL, UnicodeError, ...): also an attempt
-            error = f"request error: {type(exc).__name__}"
-        else:
-            if 200 <= status < 300:
-                return self._delivered(item, lease, status)
-            error = f"HTTP {status}"
-        self._fail(item, lease, error, status, retry=True)
+        started = time.monotonic()
+        outcome = self._post(config.url, item.body, headers)
+        ended = time.monotonic()
+        self._slow.record(item.wallet_id, took=ended - started, now=ended)
+        if isinstance(outcome, str):
+            self._fail(item, lease, outcome, None, retry=True)
+            return False
+        if 200 <= outcome < 300:
+            return self._delivered(item, lease, outcome)
+        self._fail(item, lease, f"HTTP {outcome}", outcome, retry=True)
         return False
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int | str:
+        """One POST: the response's status, or what stopped it (by kind, never with the URL)."""
+        try:
+            with self._client.stream("POST", url, content=body, headers=headers) as response:
+                return response.status_code  # the body is never read: closing drops the connection
+        except WebhookError as exc:  # a refused destination; the message names the address, never the URL
+            return str(exc)
+        except httpx.HTTPError as exc:
+            return f"transport error: {type(exc).__name__}"
+        except Exception as exc:  # a URL the client cannot use (InvalidURL, UnicodeError, ...): also an attempt
+            return f"request error: {type(exc).__name__}"
 
     def _delivered(self, item: OutboxItem, lease: str, status: int) -> bool:
         try:
@@ -240,3 +310,11 @@ class WebhookWorker:
             logger.error("webhook %s dead after %d attempts: %s", item.event_id, item.attempts, error)
         else:
             logger.warning("webhook %s attempt %d failed: %s", item.event_id, item.attempts, error)
+
+
+def _collect(done: set[Future[bool]], running: dict[Future[bool], tuple[str, bool]]) -> None:
+    """Take the finished POSTs off ``running``; log any that raised (a store failure while recording it)."""
+    for future in done:
+        del running[future]
+        if future.exception() is not None:
+            logger.error("webhook delivery failed", exc_info=future.exception())

@@ -225,7 +225,12 @@ class Story:
         self.out(f"   wallet     {self.wallet_id}; agent key {self.agent} (made and sealed in the signer)")
         try:
             session = session_key_from_attestation(attestation, accept_unattested=True)
-            verify_provision_receipt(created, owner_public_key=str(self.owner.public_key), session_public_key=session)
+            verify_provision_receipt(
+                created,
+                wallet_id=self.wallet_id,
+                owner_public_key=str(self.owner.public_key),
+                session_public_key=session,
+            )
         except ProvisionVerificationError as exc:
             raise StepFailed(f"the provisioning receipt did not verify: {exc}") from exc
         self.out("   provisioning receipt verified (session key from step 1's attestation answer, mode none)")

@@ -4,6 +4,7 @@ claimed through its due index and per-wallet lease items (`dynamodb_outbox_due`)
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
@@ -127,13 +128,16 @@ class DynamoOutboxAudit(DynamoOutboxDue):
             {"Put": {"TableName": self._table, "Item": _outbox_item(item), "ConditionExpression": new}},
         ]
 
-    def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[OutboxItem]:
+    def claim_webhooks(
+        self, now: float, lease_seconds: float, limit: int, *, skip_wallets: Collection[str] = ()
+    ) -> list[OutboxItem]:
         now = v.check_time("now", now)
         lease_seconds = v.check_time("lease_seconds", lease_seconds)
         v.check_count("limit", limit, minimum=1, maximum=1000)
+        skip = v.check_ids("skip_wallets", skip_wallets)
         self._index_older_items()
         claimed: list[OutboxItem] = []
-        seen: set[str] = set()  # wallets claimed, found in flight, or tried in this claim: one try each
+        seen = set(skip)  # wallets skipped, claimed, found in flight, or tried in this claim: one try each
         try:
             for i in self._due_items(now, limit):
                 item = _parse_outbox(i, get_s(i, "sk"))

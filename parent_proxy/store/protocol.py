@@ -7,7 +7,7 @@ never read from the system clock here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -255,7 +255,9 @@ class Store(Protocol):
 
     def enqueue_webhook(self, item: OutboxItem) -> None: ...
 
-    def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[OutboxItem]:
+    def claim_webhooks(
+        self, now: float, lease_seconds: float, limit: int, *, skip_wallets: Collection[str] = ()
+    ) -> list[OutboxItem]:
         """Lease up to ``limit`` due pending items (next attempt reached, no live lease); attempts += 1.
 
         In due order, at most one item per wallet, and none of a wallet that already has an item under a live
@@ -263,7 +265,8 @@ class Store(Protocol):
         own wallet's notifications. Exact on both adapters: claims serialise on SQLite's write lock; on DynamoDB a
         claim leases its item and the wallet's lease item in one conditional transaction (`dynamodb_outbox_due`).
         DynamoDB finds due items through an eventually consistent index: an item written a moment ago may wait
-        for the next claim."""
+        for the next claim. No item of a wallet in ``skip_wallets`` is leased (the worker's slow receivers when
+        their lanes are full: `parent_proxy.webhook_lanes`)."""
         ...
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None: ...

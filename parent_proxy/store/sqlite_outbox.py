@@ -4,8 +4,10 @@ the REAL ``next_attempt_at``."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
+from collections.abc import Collection
 
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from parent_proxy.store import validation as v
@@ -75,20 +77,25 @@ class SqliteOutboxAudit(SqliteBase):
     def _outbox(row: tuple[object, ...]) -> OutboxItem:
         return OutboxItem(row[0], row[1], row[2], row[3], row[4], OutboxStatus(row[5]), *row[6:])  # type: ignore[arg-type]
 
-    def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[OutboxItem]:
+    def claim_webhooks(
+        self, now: float, lease_seconds: float, limit: int, *, skip_wallets: Collection[str] = ()
+    ) -> list[OutboxItem]:
         now = v.check_time("now", now)
         lease_seconds = v.check_time("lease_seconds", lease_seconds)
         v.check_count("limit", limit, minimum=1, maximum=1000)
+        skip = json.dumps(sorted(v.check_ids("skip_wallets", skip_wallets)))
         claimed = []
         with self._write() as conn:
             # Due order, the first item of each wallet that has none in flight (the write lock makes "none in
-            # flight" exact across processes). The scan passes over a busy wallet's backlog inside SQLite.
+            # flight" exact across processes) and is not skipped. The scan passes over a busy or skipped wallet's
+            # backlog inside SQLite.
             rows = conn.execute(
                 "SELECT event_id, wallet_id FROM outbox WHERE status = 'pending' AND due <= ?"
                 " AND (lease_until IS NULL OR lease_until <= ?) AND wallet_id NOT IN"
                 " (SELECT wallet_id FROM outbox WHERE lease_id IS NOT NULL AND lease_until > ?)"
+                " AND wallet_id NOT IN (SELECT value FROM json_each(?))"
                 " ORDER BY due, event_id",
-                (time_key(now), now, now),
+                (time_key(now), now, now, skip),
             )
             first: dict[str, str] = {}
             for event_id, wallet_id in rows:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from parent_proxy.errors import Conflict, InvalidInput
 from parent_proxy.store.model import (
@@ -71,6 +71,13 @@ def check_id(field: str, value: object) -> str:
     if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise InvalidInput(field, "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
     return value
+
+
+def check_ids(field: str, values: object) -> frozenset[str]:
+    """A collection of ids, each as `check_id` (a bare string is refused: it would read as its characters)."""
+    if isinstance(values, str | bytes) or not isinstance(values, Collection):
+        raise InvalidInput(field, "must be a collection of ids")
+    return frozenset(check_id(field, value) for value in values)
 
 
 def idempotency_expired(status: str, created_at: float, now: float) -> bool:

@@ -26,12 +26,13 @@ from enclave_app.order_receipts import OrderReceipt
 from enclave_app.protocol import SESSION_USER_DATA
 from enclave_app.receipts import SessionKey, verify_receipt
 from parent_proxy.audit import canonical_json
-from parent_proxy.audit_receipts import Anchor, verify_audit_receipts
+from parent_proxy.audit_receipts import verify_audit_receipts
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, split_receipt
 from parent_proxy.errors import AuditChainError
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
 from parent_proxy.store.model import AuditRecord
 from parent_proxy.store.sqlite import SqliteStore
+from parent_proxy.trust_anchor import Anchor
 from tests.fakes.fake_nsm_device import FakeNsmDevice
 from tests.proxy.api_harness import new_session_key
 from tests.proxy.audit_log_rewrites import cli, first, read, real_log, rewrite, with_payload

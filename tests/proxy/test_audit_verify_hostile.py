@@ -101,6 +101,18 @@ def test_a_record_time_within_the_tolerance_passes(db: Path, capsys: pytest.Capt
     assert cli(capsys, db, "--receipts")[0] == 0
 
 
+def test_a_failure_quoting_the_log_cannot_paint_over_the_terminal(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = read(db)
+    ok = cli(capsys, db, "--receipts")[1].splitlines()[0]
+    i = _signed(records)  # its event type carries a carriage return, an erase-line and an OK of its own
+    records[i] = dataclasses.replace(records[i], event_type=f"x\r\x1b[2K{ok}\n\x9b1A")
+    rewrite(db, records)
+    code, out, err = cli(capsys, db, "--receipts")
+    assert code == 1 and out == "", out
+    shown = f"x\\x0d\\x1b[2K{ok}\\x0a\\x9b1A"  # one line, the controls escaped
+    assert err == f"audit verify: FAILED: audit chain broken at seq {i + 1}: unexpected receipt on a {shown} record\n"
+
+
 # -- receipts missing from the log ---------------------------------------------------------------------------
 
 

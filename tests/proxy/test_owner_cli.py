@@ -29,7 +29,8 @@ from parent_proxy.owner_signers import (
 )
 from parent_proxy.sign_parts import message_hash
 from policies.cli import main
-from policies.orders import check_approval, check_freeze_order
+from policies.document import MAX_SAFE_INT
+from policies.orders import MAX_SEQUENCE, check_approval, check_freeze_order
 from policies.signing import POLICY_PURPOSE, load_signed_policy
 from tests.proxy.hooked_client import record_signs
 from tests.support.policies import EXAMPLE_PATH, MERCHANT, example_policy, owner_public_key
@@ -108,6 +109,40 @@ def test_bad_inputs_exit_2(keypair: tuple[Path, Ed25519PrivateKey], capsys: pyte
         capsys, "owner", "--keypair", str(path), "freeze", "--wallet", "w1", "--sequence", "1", "--expires-in", "99999"
     )
     assert code == 2 and "expires-in" in err
+
+
+def test_sequences_near_or_past_the_maximum_are_not_signed_by_default(
+    keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A parent showing order_sequence 2**53 - 1 must not get the owner's next order signed at 2**53 (the last one
+    there is: no freeze is ever accepted again), nor any sequence above 2**32 without --allow-sequence-jump
+    (security review, F4); the same for a policy's sequence."""
+    path, key = keypair
+    owner = owner_public_key(key)
+    order = ["owner", "--keypair", str(path), "freeze", "--wallet", "w1", "--sequence"]
+    for too_big in (MAX_SEQUENCE + 1, 2**64):
+        code, out, err = run_cli(capsys, *order, str(too_big), "--allow-sequence-jump")
+        assert (code, out) == (2, "") and f"--sequence must be 1-{MAX_SEQUENCE}" in err, err
+    for jump in (2**32 + 1, MAX_SEQUENCE):
+        code, out, err = run_cli(capsys, *order, str(jump))
+        assert (code, out) == (2, "") and "do not take the next one from the parent's view" in err, err
+        assert "--allow-sequence-jump" in err
+    code, out, err = run_cli(capsys, *order, str(MAX_SEQUENCE - 1), "--allow-sequence-jump")
+    assert code == 0 and "1 sequences remain after this one" in err, err
+    assert (
+        check_freeze_order(out.encode(), freeze=True, owner=owner, wallet_id="w1", now=time.time()) == MAX_SEQUENCE - 1
+    )
+    code, out, _ = run_cli(capsys, *order, str(2**32))
+    assert code == 0 and check_freeze_order(out.encode(), freeze=True, owner=owner, wallet_id="w1", now=time.time())
+    policy = example_policy()
+    policy["sequence"] = MAX_SAFE_INT
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(policy))
+    sign = ["owner", "--keypair", str(path), "sign-policy", str(policy_file)]
+    code, out, err = run_cli(capsys, *sign)
+    assert (code, out) == (2, "") and f"the policy's sequence {MAX_SAFE_INT} is above" in err, err
+    code, out, _ = run_cli(capsys, *sign, "--allow-sequence-jump")
+    assert code == 0 and load_signed_policy(out, owner=owner, wallet_id="demo-wallet").sequence == MAX_SAFE_INT
 
 
 def test_keypair_with_mismatched_halves_is_refused(tmp_path: Path) -> None:

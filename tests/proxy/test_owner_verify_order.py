@@ -188,6 +188,10 @@ def test_bad_input_is_exit_2(world: tuple[Harness, tuple[str, ...]], capsys: pyt
     without_pcr0 = (*trust[:2], "--pcr", f"8={PCR0.hex()}")
     code, _, err = verify_order(capsys, h, answer, mine, *without_pcr0)
     assert code == 2 and "--pcr needs PCR 0" in err, err
+    code, _, err = verify_order(capsys, h, answer, mine, *trust, "--accept-unattested")
+    assert code == 2 and "--accept-unattested goes without --root-pem and --pcr" in err, err
+    code, _, err = verify_order(capsys, h, answer, mine, *trust[4:], "--accept-unattested")
+    assert code == 2 and "--nonce goes with --root-pem and --pcr" in err, err
     code, _, err = verify_order(capsys, h, answer, mine, *trust[:4], "--nonce", "00" * 32)
     assert code == 1 and "attestation document refused" in err, err
 

@@ -13,6 +13,7 @@ import pytest
 from solders.pubkey import Pubkey
 
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
+from enclave_app.protocol import SESSION_USER_DATA
 from enclave_app.receipts import ProvisionReceipt, SessionKey
 from policies.cli import main
 from tests.proxy.api_harness import running_harness
@@ -27,7 +28,7 @@ def _cli(capsys: pytest.CaptureFixture[str], tmp_path: Path, created: dict[str, 
          owner: str, *extra: str) -> tuple[int, str, str]:  # fmt: skip
     (tmp_path / "created.json").write_text(json.dumps(created))
     (tmp_path / "attestation.json").write_text(json.dumps(attestation))
-    code = main(["owner", "verify-wallet", "--created", str(tmp_path / "created.json"),
+    code = main(["owner", "verify-wallet", "--created", str(tmp_path / "created.json"), "--wallet-id", "w1",
                  "--attestation", str(tmp_path / "attestation.json"), "--owner-public-key", owner, *extra])  # fmt: skip
     out, err = capsys.readouterr()
     return code, out, err
@@ -43,7 +44,7 @@ def _created(
 
 
 def _nitro(nsm: UnsafeDevelopmentNsm, key: bytes, nonce: bytes, answer_key: bytes | None = None) -> dict[str, Any]:
-    document = nsm.attestation(public_key=key, user_data=None, nonce=nonce)
+    document = nsm.attestation(public_key=key, user_data=SESSION_USER_DATA, nonce=nonce)
     return {"document": base64.b64encode(document).decode(), "mode": "nitro", "reason": None,
             "session_public_key": str(Pubkey.from_bytes(answer_key or key)), "enclave_state": "ready"}  # fmt: skip
 
@@ -135,5 +136,7 @@ def test_nitro_with_the_development_nsm(tmp_path: Path, capsys: pytest.CaptureFi
 def test_bad_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     session = SessionKey(bytes(range(32)))
     attestation = {"mode": "none", "session_public_key": str(Pubkey.from_bytes(session.public_key))}
-    code, _, err = _cli(capsys, tmp_path, _created(session), attestation, str(OWNER), "--pcr", "zero")
+    (tmp_path / "root.pem").write_bytes(UnsafeDevelopmentNsm(pcrs={0: PCR0}).root_certificate_pem)
+    root = ("--root-pem", str(tmp_path / "root.pem"))
+    code, _, err = _cli(capsys, tmp_path, _created(session), attestation, str(OWNER), *root, "--pcr", "zero")
     assert code == 2 and "INDEX=HEX" in err

@@ -107,6 +107,23 @@ def test_a_claim_takes_one_item_per_wallet_and_none_of_a_wallet_in_flight(wallet
     assert [(c.event_id, c.attempts) for c in claimed] == [("a1", 2), ("c0", 2), ("b0", 2)]
 
 
+def test_a_claim_leases_nothing_of_the_wallets_it_skips(wallet_store: Store) -> None:
+    """The worker skips its slow receivers' wallets when their lanes are full (`parent_proxy.webhook_lanes`): their
+    items are passed over whatever their due time, and stay claimable by a claim that does not skip them."""
+    s = wallet_store
+    s.create_wallet(make_wallet("w3"))
+    for n, (event_id, wallet_id) in enumerate((("a0", "w1"), ("a1", "w1"), ("b0", "w2"), ("c0", "w3"))):
+        s.enqueue_webhook(item(event_id, wallet_id, due=T0 + n))
+    assert [c.event_id for c in s.claim_webhooks(T0 + 10, 30, 1, skip_wallets={"w1", "w2"})] == ["c0"]
+    assert [s.get_outbox_item(e).attempts for e in ("a0", "a1", "b0")] == [0, 0, 0]
+    assert [c.event_id for c in s.claim_webhooks(T0 + 10, 30, 10, skip_wallets=["w2"])] == ["a0"]
+    assert [c.event_id for c in s.claim_webhooks(T0 + 10, 30, 10, skip_wallets=())] == ["b0"]
+    with pytest.raises(InvalidInput, match="skip_wallets: must be a collection of ids"):
+        s.claim_webhooks(T0 + 10, 30, 10, skip_wallets="w1")
+    with pytest.raises(InvalidInput, match="skip_wallets: must be 1-128 characters"):
+        s.claim_webhooks(T0 + 10, 30, 10, skip_wallets=["w 1"])
+
+
 def _record(seq: int, prev: bytes) -> AuditRecord:
     digest = hashlib.sha256(prev + seq.to_bytes(8, "big")).digest()
     return AuditRecord(seq, T0 + seq, "w1", "decision", b"{}", None, prev, digest)

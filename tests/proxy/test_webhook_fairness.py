@@ -1,18 +1,32 @@
 """One wallet's receiver that accepts and never answers holds up no other wallet's notifications: a claim takes one
 item per wallet, the claimed items are POSTed concurrently, and `WebhookWorker.run_until` refills a lane as soon as
 it is free (reproduced by review: before, one worker POSTed a batch of ten of that wallet's items one after the
-other, ten seconds each, and the other wallets' events waited behind the whole backlog)."""
+other, ten seconds each, and the other wallets' events waited behind the whole backlog). Nor do ten of them: slow
+receivers share at most `SLOW_LANES` lanes (`parent_proxy.webhook_lanes`; measured before, scaled from a 0.5 s
+deadline: with ten hung wallets holding 20 events each, another wallet's event waited 180-203 s, and with one new
+event per hung wallet every 10 s, 25-98 s and growing; the exponential backoff is per item, so a wallet with events
+queued always has one due)."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
 from parent_proxy.store.model import OutboxItem, WebhookConfig
 from parent_proxy.store.sqlite import SqliteStore
-from parent_proxy.webhooks import CLAIM_BATCH, enqueue_event
+from parent_proxy.webhook_lanes import SlowWallets, lane_claims
+from parent_proxy.webhooks import CLAIM_BATCH, LANES, LEASE_SECONDS, SLOW_LANES, WebhookWorker, enqueue_event
 from tests.proxy.conftest import FakeClock, make_wallet
-from tests.proxy.webhook_receiver import SECRET, Receiver, black_hole, local_client, serving, worker_for
+from tests.proxy.webhook_receiver import (
+    SECRET,
+    Receiver,
+    black_hole,
+    hung_receiver,
+    local_client,
+    serving,
+    worker_for,
+)
 
 DEADLINE = 1.0
 """The POST deadline in these tests (production: `POST_DEADLINE_SECONDS`)."""
@@ -79,3 +93,80 @@ def test_run_until_delivers_other_wallets_while_a_lane_hangs(sqlite_store: Sqlit
     assert len(receiver.accepted) == 3 and max(waits) < 1.0, waits
     # One hung POST at a time for the hung wallet: its first item (failed when its deadline passed), no other.
     assert [sqlite_store.get_outbox_item(i.event_id).attempts for i in hung] == [1, 0, 0, 0, 0]
+
+
+def test_ten_hung_receivers_keep_to_the_slow_lanes(sqlite_store: SqliteStore) -> None:
+    """Ten wallets whose receivers never answer, each with events queued before anything else: their first POSTs
+    take every lane (nothing is known of them yet) and run into the deadline; from then on they hold `SLOW_LANES`
+    lanes, and each event of a healthy wallet goes out within one poll interval. Before, the ten took every lane
+    again as each POST ended (their queued events due first), and the healthy event waited 1.5 deadlines here."""
+    clock = FakeClock()
+    deadline, poll = 2.0, 0.1
+    with hung_receiver() as hole, serving(Receiver(0)) as receiver, local_client(deadline) as client:
+        hung = [f"w-hung{n}" for n in range(LANES)]
+        for wallet_id in hung:
+            _wallet(sqlite_store, wallet_id, hole.url)
+        _wallet(sqlite_store, "w-ok", receiver.url)
+        for _ in range(3):
+            for wallet_id in hung:
+                _event(sqlite_store, clock, wallet_id)
+        worker = WebhookWorker(sqlite_store, clock, client, random.Random(7), slow_post_seconds=deadline / 2)
+        stop = threading.Event()
+        options = {"poll_seconds": poll, "tick": lambda: None}
+        thread = threading.Thread(target=worker.run_until, args=(stop,), kwargs=options)
+        started = time.monotonic()
+        thread.start()
+        try:
+            time.sleep(deadline / 2)
+            first_round = hole.open
+            time.sleep(started + 1.5 * deadline - time.monotonic())  # halfway through the second round
+            second_round = hole.open
+            waits = []
+            for _ in range(3):
+                good = _event(sqlite_store, clock, "w-ok")
+                sent = time.monotonic()
+                while good.body not in receiver.accepted and time.monotonic() - sent < 3 * deadline:
+                    time.sleep(0.01)
+                waits.append(time.monotonic() - sent)
+        finally:
+            stop.set()
+            thread.join(2 * deadline)
+    assert (first_round, second_round) == (LANES, SLOW_LANES)
+    assert len(receiver.accepted) == 3 and max(waits) < poll + 0.5, waits
+
+
+def test_a_claim_gives_slow_wallets_at_most_their_share(sqlite_store: SqliteStore) -> None:
+    """`lane_claims` over the store: slow wallets' items due first take at most ``slow_free`` of the free lanes, the
+    other wallets' items the rest; a claim that cannot exceed the share is one plain claim."""
+    clock = FakeClock()
+    slow = [f"w-slow{n}" for n in range(6)]
+    for wallet_id in [*slow, "w-a", "w-b", "w-c"]:
+        _wallet(sqlite_store, wallet_id, "https://hooks.example.com/x")
+        _event(sqlite_store, clock, wallet_id)
+    calls: list[tuple[int, frozenset[str]]] = []
+
+    def claim(limit: int, skip: frozenset[str]) -> list[OutboxItem]:
+        calls.append((limit, skip))
+        return sqlite_store.claim_webhooks(clock.now(), LEASE_SECONDS, limit, skip_wallets=skip)
+
+    def wallets(free: int, slow_free: int, maybe_slow: list[str]) -> list[str]:
+        items = lane_claims(claim, free=free, slow_free=slow_free, maybe_slow=frozenset(maybe_slow))
+        return [item.wallet_id for item in items]
+
+    assert wallets(8, 2, slow) == ["w-slow0", "w-slow1", "w-a", "w-b", "w-c"]
+    assert calls == [(2, frozenset()), (6, frozenset(slow))]  # open to all for the slow share, then skipping them
+    assert wallets(4, 0, slow) == []  # the slow share is used up: only other wallets, and none is due
+    assert calls[2:] == [(4, frozenset(slow))]
+    assert wallets(3, 3, slow) == ["w-slow2", "w-slow3", "w-slow4"]  # cannot exceed the share: one plain claim
+    assert calls[3:] == [(3, frozenset())]
+    assert wallets(0, 5, slow) == [] and len(calls) == 4  # no free lane: no claim
+
+
+def test_slow_wallets_are_remembered_for_a_while_whatever_they_answer_meanwhile() -> None:
+    memory = SlowWallets(slow_seconds=5.0, remember_seconds=100.0)
+    memory.record("w-quick", took=4.9, now=10.0)
+    memory.record("w-hung", took=10.0, now=10.0)
+    assert memory.current(10.0) == {"w-hung"} and memory.is_slow("w-hung", 10.0)
+    memory.record("w-hung", took=0.1, now=50.0)  # one quick answer between hangs wins no ordinary lane back
+    assert memory.current(109.9) == {"w-hung"}
+    assert memory.current(110.0) == frozenset() and not memory.is_slow("w-hung", 110.0)

@@ -1,5 +1,5 @@
-"""A webhook receiver on 127.0.0.1 that fails on purpose and checks signatures, one delivery round to it, and a
-receiver that accepts connections and never answers (`black_hole`)."""
+"""A webhook receiver on 127.0.0.1 that fails or answers late on purpose and checks signatures, one delivery round
+to it, and a receiver that accepts connections and never answers (`black_hole`, `HungReceiver`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import random
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
@@ -64,19 +65,48 @@ def deliver_once(store: Store, url: str, client: httpx.Client, wallet_id: str = 
 def black_hole() -> Iterator[str]:
     """A webhook URL on 127.0.0.1 whose server accepts every connection and never answers (a hung or firewalled
     receiver, or a hostile owner's choice); the connections are held until the block ends."""
+    with hung_receiver() as hole:
+        yield hole.url
+
+
+class HungReceiver:
+    """`black_hole`'s server: reads what each connection sends, never answers, and counts the connections the
+    client has not closed yet (`open`)."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def hold(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.open += 1
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+        with self._lock:
+            self.open -= 1
+
+
+@contextlib.contextmanager
+def hung_receiver() -> Iterator[HungReceiver]:
     listener = socket.create_server(("127.0.0.1", 0), backlog=100)
+    hole = HungReceiver(listener)
     held: list[socket.socket] = []
 
     def accept() -> None:
         with contextlib.suppress(OSError):  # the listener is closed at the end of the block
             while True:
-                held.append(listener.accept()[0])
+                held.append(conn := listener.accept()[0])
+                threading.Thread(target=hole.hold, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+        yield hole
     finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way (close alone does not, on Linux)
         listener.close()
         thread.join(5)
         for conn in held:
@@ -84,13 +114,15 @@ def black_hole() -> Iterator[str]:
 
 
 class Receiver(ThreadingHTTPServer):
-    """Answers 500 to the first ``fail_first`` requests, then 200 (or a 307 to ``redirect_to``); records bodies
-    whose signature verified (and whose event headers match the body) and every request's Host header."""
+    """Answers 500 to the first ``fail_first`` requests, then 200 (or a 307 to ``redirect_to``), each after
+    ``delay_seconds``; records bodies whose signature verified (and whose event headers match the body) and every
+    request's Host header (``requests`` counts a request once its body is read, before the delay)."""
 
-    def __init__(self, fail_first: int, redirect_to: str | None = None) -> None:
+    def __init__(self, fail_first: int, redirect_to: str | None = None, delay_seconds: float = 0.0) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.fail_first = fail_first
         self.redirect_to = redirect_to
+        self.delay_seconds = delay_seconds
         self.requests = 0
         self.accepted: list[bytes] = []
         self.hosts: list[str] = []
@@ -119,6 +151,7 @@ class Handler(BaseHTTPRequestHandler):
             expected = "event headers differ from the body"
         self.server.requests += 1
         self.server.hosts.append(self.headers["Host"])
+        time.sleep(self.server.delay_seconds)
         location = self.server.redirect_to
         if not hmac.compare_digest(expected, self.headers["WAIaaS-Signature"]):
             self.server.bad_signatures += 1
