@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -91,6 +92,14 @@ def _wallet_id(text: str) -> str:
 
 def _session_key(args: argparse.Namespace) -> bytes:
     """The session key of ``--attestation``, verified as the options say (`ProvisionVerificationError` if not)."""
+    return attested_session_key(args, lambda: _read_json(args.attestation, "--attestation"))
+
+
+def attested_session_key(args: argparse.Namespace, read_attestation: Callable[[], dict[str, Any]]) -> bytes:
+    """The session key of the attestation answer ``read_attestation`` returns, verified as the options
+    (``--root-pem``, ``--pcr``, ``--nonce``, ``--accept-unattested``) say, by the anchor rules every owner check
+    shares (`parent_proxy.trust_anchor`); `OwnerInputError` for options that do not go together,
+    `ProvisionVerificationError` for an answer that does not verify. Also ``verify-order``'s."""
     try:
         nonce = None if args.nonce is None else bytes.fromhex(args.nonce)
     except ValueError as exc:
@@ -106,7 +115,7 @@ def _session_key(args: argparse.Namespace) -> bytes:
         )
     if args.nonce is not None and anchor is None:
         raise OwnerInputError("--nonce goes with --root-pem and --pcr (it is checked in the attestation document)")
-    attestation = _read_json(args.attestation, "--attestation")
+    attestation = read_attestation()
     session = session_key_from_attestation(
         attestation, anchor=anchor, expected_nonce=nonce, accept_unattested=args.accept_unattested
     )

@@ -51,9 +51,9 @@ from enclave_app.errors import ReceiptError
 from enclave_app.order_receipts import FREEZE, POLICY, UNFREEZE, OrderReceipt
 from parent_proxy.order_receipts import ExpectedOrder
 from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, public_key_option
-from parent_proxy.provisioning import UNATTESTED_WARNING, ProvisionVerificationError, session_key_from_attestation
+from parent_proxy.owner_verify_cli import attested_session_key
+from parent_proxy.provisioning import ProvisionVerificationError
 from parent_proxy.terminal_text import safe_line
-from parent_proxy.trust_anchor import AnchorError, anchor_from_options
 from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes
 from policies.document import policy_from_object
 from policies.errors import PolicyEngineError, PolicySignatureError
@@ -186,29 +186,8 @@ def _key_or_none(answer: Mapping[str, Any]) -> str | None:
 
 def _session_key(args: argparse.Namespace) -> bytes:
     """Step 2: the session key of ``--attestation``, verified as the options say (`ProvisionVerificationError`), by
-    the option rules of ``verify-wallet`` (`parent_proxy.owner_verify_cli`)."""
-    try:
-        nonce = None if args.nonce is None else bytes.fromhex(args.nonce)
-    except ValueError as exc:
-        raise OwnerInputError("--nonce is not hex") from exc
-    try:
-        anchor = anchor_from_options(args.root_pem, args.pcr)
-    except AnchorError as exc:
-        raise OwnerInputError(str(exc)) from exc
-    if anchor is not None and args.accept_unattested:
-        raise OwnerInputError(
-            "--accept-unattested goes without --root-pem and --pcr: an anchor requires an attested session key "
-            "(give the anchor for mode nitro, or --accept-unattested alone for mode none)"
-        )
-    if args.nonce is not None and anchor is None:
-        raise OwnerInputError("--nonce goes with --root-pem and --pcr (it is checked in the attestation document)")
-    attestation = _json_object(args.attestation, "--attestation", MAX_ANSWER_BYTES)
-    session = session_key_from_attestation(
-        attestation, anchor=anchor, expected_nonce=nonce, accept_unattested=args.accept_unattested
-    )
-    if attestation.get("mode") == "none":
-        sys.stderr.write(f"WARNING: {UNATTESTED_WARNING}\n")
-    return session
+    the option rules of ``verify-wallet`` (`parent_proxy.owner_verify_cli.attested_session_key`)."""
+    return attested_session_key(args, lambda: _json_object(args.attestation, "--attestation", MAX_ANSWER_BYTES))
 
 
 _OUTCOME = {FREEZE: "the wallet is frozen", UNFREEZE: "the wallet is unfrozen", POLICY: "this policy is installed"}
