@@ -44,7 +44,8 @@ from policies.identifiers import is_wallet_id
 COMMANDS: Final = frozenset({"verify-wallet", "verify-candidate"})
 
 
-def _attestation_options(parser: argparse.ArgumentParser) -> None:
+def attestation_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the attestation answer and its anchor (also ``verify-order``'s)."""
     parser.add_argument("--attestation", required=True, type=Path, help="the GET /v1/attestation answer (JSON file)")
     parser.add_argument("--owner-public-key", required=True, help="your owner public key (base58)")
     parser.add_argument("--root-pem", type=Path, help="nitro: the pinned root certificate (PEM)")
@@ -64,14 +65,14 @@ def register(commands: Any) -> None:
     wallet = commands.add_parser("verify-wallet", help="verify a new wallet's provisioning receipt")
     wallet.add_argument("--created", required=True, type=Path, help="the POST /v1/wallets answer (JSON file)")
     wallet.add_argument("--wallet-id", required=True, help="the wallet you created (its id, as you sent it)")
-    _attestation_options(wallet)
+    attestation_options(wallet)
     candidate = commands.add_parser("verify-candidate", help="verify a candidate agent key's receipt (rotation)")
     candidate.add_argument(
         "--candidate", required=True, type=Path, help="the POST /v1/wallets/{id}/agent-key/candidate answer (JSON file)"
     )
     candidate.add_argument("--wallet-id", required=True, help="the wallet being rotated")
     candidate.add_argument("--agent-key", required=True, help="the wallet's current agent key (base58)")
-    _attestation_options(candidate)
+    attestation_options(candidate)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

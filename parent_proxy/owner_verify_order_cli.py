@@ -51,7 +51,7 @@ from enclave_app.errors import ReceiptError
 from enclave_app.order_receipts import FREEZE, POLICY, UNFREEZE, OrderReceipt
 from parent_proxy.order_receipts import ExpectedOrder
 from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, public_key_option
-from parent_proxy.owner_verify_cli import attested_session_key
+from parent_proxy.owner_verify_cli import attestation_options, attested_session_key
 from parent_proxy.provisioning import ProvisionVerificationError
 from parent_proxy.terminal_text import safe_line
 from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes
@@ -84,18 +84,7 @@ def register(commands: Any) -> None:
     mine = parser.add_mutually_exclusive_group(required=True)
     mine.add_argument("--order", type=Path, help="your signed freeze or unfreeze order (envelope or request body)")
     mine.add_argument("--policy", type=Path, help="your signed policy (envelope or request body)")
-    parser.add_argument("--owner-public-key", required=True, help="your owner public key (base58)")
-    parser.add_argument("--attestation", required=True, type=Path, help="the GET /v1/attestation answer (JSON file)")
-    parser.add_argument("--root-pem", type=Path, help="nitro: the pinned root certificate (PEM)")
-    parser.add_argument(
-        "--pcr", action="append", default=[], help="nitro: expected PCR, INDEX=HEX (repeatable; PCR 0 required)"
-    )
-    parser.add_argument("--nonce", help="nitro: the hex nonce sent to GET /v1/attestation (checked when given)")
-    parser.add_argument(
-        "--accept-unattested",
-        action="store_true",
-        help="mode none: accept the unattested session key (proves nothing; not with --root-pem / --pcr)",
-    )
+    attestation_options(parser)
 
 
 def _json_object(path: Path, what: str, limit: int) -> dict[str, Any]:
