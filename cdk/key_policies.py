@@ -29,6 +29,8 @@ No statement grants `kms:*`; the account root is not a principal; grants are den
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import aws_iam as iam
 
 from cdk import naming
@@ -110,14 +112,20 @@ def admin_statement(config: DeploymentConfig, actions: tuple[str, ...] = ADMIN_A
     )
 
 
-def _deny_grants() -> iam.PolicyStatement:
+def _deny_everyone(sid: str, actions: list[str], conditions: dict[str, Any] | None = None) -> iam.PolicyStatement:
+    """An explicit deny to every principal (point 3 above): no grant, IAM policy or other statement outweighs it."""
     return iam.PolicyStatement(
-        sid="DenyGrants",
+        sid=sid,
         effect=iam.Effect.DENY,
         principals=[iam.AnyPrincipal()],
-        actions=["kms:CreateGrant"],
+        actions=actions,
         resources=["*"],
+        conditions=conditions,
     )
+
+
+def _deny_grants() -> iam.PolicyStatement:
+    return _deny_everyone("DenyGrants", ["kms:CreateGrant"])
 
 
 def _owner_key_policy_writers(config: DeploymentConfig, admitted_writer: str | None) -> list[iam.PolicyStatement]:
@@ -134,30 +142,19 @@ def _owner_key_policy_writers(config: DeploymentConfig, admitted_writer: str | N
             actions=[POLICY_WRITE, "kms:GetKeyPolicy", "kms:DescribeKey"],
             resources=["*"],
         ),
-        iam.PolicyStatement(
-            sid="DenyPolicyChangeByAnyOtherPrincipal",
-            effect=iam.Effect.DENY,
-            principals=[iam.AnyPrincipal()],
-            actions=[POLICY_WRITE],
-            resources=["*"],
-            conditions={"ArnNotEquals": {"aws:PrincipalArn": writers if admitted_writer else break_glass}},
+        _deny_everyone(
+            "DenyPolicyChangeByAnyOtherPrincipal",
+            [POLICY_WRITE],
+            {"ArnNotEquals": {"aws:PrincipalArn": writers if admitted_writer else break_glass}},
         ),
-        iam.PolicyStatement(
-            sid="DenyPolicyChangeWithoutMfa",
-            effect=iam.Effect.DENY,
-            principals=[iam.AnyPrincipal()],
-            actions=[POLICY_WRITE],
-            resources=["*"],
+        _deny_everyone(
+            "DenyPolicyChangeWithoutMfa",
+            [POLICY_WRITE],
             # IfExists: a request whose credentials carry no MFA information at all is denied too.
-            conditions={"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}, **exempt},
+            {"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}, **exempt},
         ),
-        iam.PolicyStatement(
-            sid="DenyPolicyChangeWithoutSourceIdentity",
-            effect=iam.Effect.DENY,
-            principals=[iam.AnyPrincipal()],
-            actions=[POLICY_WRITE],
-            resources=["*"],
-            conditions={"Null": {"aws:SourceIdentity": "true"}, **exempt},
+        _deny_everyone(
+            "DenyPolicyChangeWithoutSourceIdentity", [POLICY_WRITE], {"Null": {"aws:SourceIdentity": "true"}, **exempt}
         ),
     ]
 
@@ -191,38 +188,14 @@ def owner_key_policy(config: DeploymentConfig, *, admitted_writer: str | None = 
                 actions=["kms:GetPublicKey", "kms:DescribeKey"],
                 resources=["*"],
             ),
-            iam.PolicyStatement(
-                sid="DenySignByAnyOtherPrincipal",
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=["kms:Sign"],
-                resources=["*"],
-                conditions={"ArnNotEquals": {"aws:PrincipalArn": signer}},
+            _deny_everyone("DenySignByAnyOtherPrincipal", ["kms:Sign"], {"ArnNotEquals": {"aws:PrincipalArn": signer}}),
+            _deny_everyone(
+                "DenySignOtherThanPureEd25519",
+                ["kms:Sign"],
+                {"StringNotEquals": {"kms:SigningAlgorithm": SIGNING_ALGORITHM}},
             ),
-            iam.PolicyStatement(
-                sid="DenySignOtherThanPureEd25519",
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=["kms:Sign"],
-                resources=["*"],
-                conditions={"StringNotEquals": {"kms:SigningAlgorithm": SIGNING_ALGORITHM}},
-            ),
-            iam.PolicyStatement(
-                sid="DenySignOfDigests",
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=["kms:Sign"],
-                resources=["*"],
-                conditions={"StringNotEquals": {"kms:MessageType": MESSAGE_TYPE}},
-            ),
-            iam.PolicyStatement(
-                sid="DenySignWithoutSourceIdentity",
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=["kms:Sign"],
-                resources=["*"],
-                conditions={"Null": {"aws:SourceIdentity": "true"}},
-            ),
+            _deny_everyone("DenySignOfDigests", ["kms:Sign"], {"StringNotEquals": {"kms:MessageType": MESSAGE_TYPE}}),
+            _deny_everyone("DenySignWithoutSourceIdentity", ["kms:Sign"], {"Null": {"aws:SourceIdentity": "true"}}),
             _deny_grants(),
         ]
     )
@@ -253,24 +226,7 @@ def seal_key_policy(config: DeploymentConfig) -> iam.PolicyDocument:
     ):
         if value is None:
             continue
-        statements.append(
-            iam.PolicyStatement(
-                sid=sid,
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=list(UNWRAP_ACTIONS),
-                resources=["*"],
-                conditions={"StringNotEqualsIgnoreCase": {key: value}},
-            )
-        )
-    statements.append(
-        iam.PolicyStatement(
-            sid="DenyReEncrypt",
-            effect=iam.Effect.DENY,
-            principals=[iam.AnyPrincipal()],
-            actions=["kms:ReEncryptFrom", "kms:ReEncryptTo"],
-            resources=["*"],
-        )
-    )
+        statements.append(_deny_everyone(sid, list(UNWRAP_ACTIONS), {"StringNotEqualsIgnoreCase": {key: value}}))
+    statements.append(_deny_everyone("DenyReEncrypt", ["kms:ReEncryptFrom", "kms:ReEncryptTo"]))
     statements.append(_deny_grants())
     return iam.PolicyDocument(statements=statements)
