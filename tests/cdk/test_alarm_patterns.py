@@ -1,6 +1,6 @@
 """The monitoring stack's metric filters, evaluated against CloudTrail records shaped like AWS's documented examples.
 
-The patterns come from the synthesized template; the key ARNs they import from the keys stack are replaced by
+The patterns come from the synthesized template; the key ARNs they import from the key stacks are replaced by
 made-up ARNs of the key each export points at (found through the key's alias), so the test knows which is which.
 """
 
