@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from enclave_app.errors import ReceiptError
-from enclave_app.receipts import ORDER_RECEIPT_DOMAIN, RECEIPT_VERSION, _cbor, _encode_map, _verified_fields
+from enclave_app.receipts import ORDER_RECEIPT_DOMAIN, RECEIPT_VERSION, cbor_value, encode_map, verified_fields
 
 FREEZE = "freeze"
 UNFREEZE = "unfreeze"
@@ -40,7 +40,7 @@ _ORDER_FIELDS: dict[str, type | tuple[type, ...]] = {
     "v": int, "purpose": str, "wallet_id": str, "sequence": int, "document_hash": bytes, "frozen": bool,
     "policy_hash": (bytes, type(None)), "time_ms": int, "counter": int,
 }  # fmt: skip
-_ORDER_KEYS = {name: _cbor(name) for name in _ORDER_FIELDS}
+_ORDER_KEYS = {name: cbor_value(name) for name in _ORDER_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class OrderReceipt:
             RECEIPT_VERSION, self.purpose, self.wallet_id, self.sequence, self.document_hash, self.frozen,
             self.policy_hash, self.time_ms, self.counter,
         )  # fmt: skip
-        return _encode_map(_ORDER_KEYS, values)
+        return encode_map(_ORDER_KEYS, values)
 
 
 def _check_order_fields(receipt: OrderReceipt) -> None:
@@ -89,7 +89,7 @@ def verify_order_receipt(receipt: bytes, signature: bytes, session_public_key: b
     The caller must have taken ``session_public_key`` from a verified attestation document, and must still compare
     purpose, wallet, sequence and document hash with the order it sent or signed.
     """
-    fields = _verified_fields(
+    fields = verified_fields(
         receipt, signature, session_public_key, domain=ORDER_RECEIPT_DOMAIN, fields=_ORDER_FIELDS,
         what="order receipt",
     )  # fmt: skip

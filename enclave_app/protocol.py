@@ -119,7 +119,6 @@ from enclave_app.protocol_wire import (
     MAX_SEALED_BLOB_BYTES,
     MAX_SIGNED_TRANSACTION_BYTES,
     MAX_SPENT_ENTRIES,
-    MAX_WALLET_ID_CHARS,
     MAX_WINDOW_SECONDS,
     MIN_NONCE_BYTES,
     PROTOCOL_VERSION,
@@ -136,6 +135,7 @@ from enclave_app.protocol_wire import (
     SpentEntry,
     _is_map,
 )
+from policies.identifiers import MAX_WALLET_ID_CHARS
 
 __all__ = [
     "EXPECTED_RESPONSE",

@@ -18,8 +18,6 @@ PROTOCOL_VERSION = 1
 SESSION_USER_DATA = b"waiaas-enclave-session-v1"
 """``user_data`` of every attestation document: says that ``public_key`` is the receipt-signing session key."""
 
-MAX_WALLET_ID_CHARS = 128
-"""Same bound as :data:`enclave_app.sealing.MAX_WALLET_ID_CHARS` and :data:`policies.identifiers.WALLET_ID_PATTERN`."""
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 MIN_NONCE_BYTES = 16

@@ -48,6 +48,10 @@ Order receipts (an owner's freeze, unfreeze or policy the enclave applied) are d
 :mod:`enclave_app.order_receipts`, signed over ``ORDER_RECEIPT_DOMAIN + receipt``. They take their ``counter`` from
 the same per-boot sequence as decision receipts, so one sequence orders every decision and every owner order of a
 boot, and a receipt of either kind missing from the audit log leaves a gap.
+
+The provisioning, agent-key and order receipts are encoded by :func:`encode_map` (each value by :func:`cbor_value`,
+as the decision receipt's are), and every kind is checked by :func:`verified_fields`: shared with
+:mod:`enclave_app.order_receipts`, which defines no encoding of its own.
 """
 
 from __future__ import annotations
@@ -121,7 +125,7 @@ def _head(major: int, value: int) -> bytes:
     return bytes((major << 5 | 27,)) + value.to_bytes(8, "big")
 
 
-def _cbor(value: str | bytes | int | bool | None) -> bytes:
+def cbor_value(value: str | bytes | int | bool | None) -> bytes:
     """One receipt value: exact types only (a bool is not an int here); integers within the u64/negative-u64
     range (beyond it cbor2 would emit a bignum tag, which no receipt field needs)."""
     if type(value) is str:
@@ -142,16 +146,16 @@ def _cbor(value: str | bytes | int | bool | None) -> bytes:
 
 
 _MAP_HEAD = _head(5, 11)
-_KEYS = {name: _cbor(name) for name in _FIELDS}
+_KEYS = {name: cbor_value(name) for name in _FIELDS}
 
 
 def receipt_prefix(kind: str, wallet_id: str, policy_sequence: int | None, policy_hash: bytes | None) -> bytes:
     """The encoded map head and its first five entries (fixed per wallet, kind and installed policy)."""
     return b"".join(
         (
-            _MAP_HEAD, _KEYS["v"], _cbor(RECEIPT_VERSION), _KEYS["kind"], _cbor(kind),
-            _KEYS["wallet_id"], _cbor(wallet_id), _KEYS["policy_sequence"], _cbor(policy_sequence),
-            _KEYS["policy_hash"], _cbor(policy_hash),
+            _MAP_HEAD, _KEYS["v"], cbor_value(RECEIPT_VERSION), _KEYS["kind"], cbor_value(kind),
+            _KEYS["wallet_id"], cbor_value(wallet_id), _KEYS["policy_sequence"], cbor_value(policy_sequence),
+            _KEYS["policy_hash"], cbor_value(policy_hash),
         )
     )  # fmt: skip
 
@@ -169,9 +173,9 @@ def encode_receipt(
     """The whole receipt: ``prefix`` (from :func:`receipt_prefix`) and the per-decision fields."""
     return b"".join(
         (
-            prefix, _KEYS["message_hash"], _cbor(message_hash), _KEYS["verdict"], _cbor(verdict),
-            _KEYS["approved"], _cbor(approved), _KEYS["reasons_digest"], _cbor(reasons_digest),
-            _KEYS["time_ms"], _cbor(time_ms), _KEYS["counter"], _cbor(counter),
+            prefix, _KEYS["message_hash"], cbor_value(message_hash), _KEYS["verdict"], cbor_value(verdict),
+            _KEYS["approved"], cbor_value(approved), _KEYS["reasons_digest"], cbor_value(reasons_digest),
+            _KEYS["time_ms"], cbor_value(time_ms), _KEYS["counter"], cbor_value(counter),
         )
     )  # fmt: skip
 
@@ -232,7 +236,7 @@ class SessionKey:
         return encoded, self._key.sign(ORDER_RECEIPT_DOMAIN + encoded)
 
 
-def _verified_fields(
+def verified_fields(
     receipt: bytes, signature: bytes, session_public_key: bytes, *, domain: bytes, fields: dict[str, Any], what: str
 ) -> dict[str, Any]:
     """The decoded fields of a receipt of kind ``what`` after its signature verified, or :class:`ReceiptError`.
@@ -263,24 +267,24 @@ def verify_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) 
 
     The caller must have taken ``session_public_key`` from a verified attestation document.
     """
-    fields = _verified_fields(
+    fields = verified_fields(
         receipt, signature, session_public_key, domain=RECEIPT_DOMAIN, fields=_FIELDS, what="receipt"
     )
     return Receipt(**fields)
 
 
-def _encode_map(keys: dict[str, bytes], values: tuple[str | bytes | int | None, ...]) -> bytes:
+def encode_map(keys: dict[str, bytes], values: tuple[str | bytes | int | None, ...]) -> bytes:
     """A CBOR map of ``keys`` (pre-encoded, in order) to ``values``: the bytes ``cbor2.dumps`` emits for it."""
     parts = [_head(5, len(keys))]
     for key, value in zip(keys.values(), values, strict=True):
-        parts += (key, _cbor(value))
+        parts += (key, cbor_value(value))
     return b"".join(parts)
 
 
 _PROVISION_FIELDS: dict[str, type] = {
     "v": int, "purpose": str, "wallet_id": str, "agent_public_key": bytes, "owner_public_key": bytes, "time_ms": int,
 }  # fmt: skip
-_PROVISION_KEYS = {name: _cbor(name) for name in _PROVISION_FIELDS}
+_PROVISION_KEYS = {name: cbor_value(name) for name in _PROVISION_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +304,7 @@ class ProvisionReceipt:
         values: tuple[str | bytes | int, ...] = (
             RECEIPT_VERSION, self.purpose, self.wallet_id, self.agent_public_key, self.owner_public_key, self.time_ms,
         )  # fmt: skip
-        return _encode_map(_PROVISION_KEYS, values)
+        return encode_map(_PROVISION_KEYS, values)
 
 
 def verify_provision_receipt(receipt: bytes, signature: bytes, session_public_key: bytes) -> ProvisionReceipt:
@@ -309,7 +313,7 @@ def verify_provision_receipt(receipt: bytes, signature: bytes, session_public_ke
     The caller must have taken ``session_public_key`` from a verified attestation document, and must still compare
     ``wallet_id``, ``agent_public_key`` and ``owner_public_key`` with what it expects.
     """
-    fields = _verified_fields(
+    fields = verified_fields(
         receipt,
         signature,
         session_public_key,
@@ -328,7 +332,7 @@ _AGENT_KEY_FIELDS: dict[str, type | tuple[type, ...]] = {
     "v": int, "purpose": str, "wallet_id": str, "agent_public_key": bytes, "new_agent_public_key": bytes,
     "owner_public_key": bytes, "message_hash": (bytes, type(None)), "time_ms": int,
 }  # fmt: skip
-_AGENT_KEY_KEYS = {name: _cbor(name) for name in _AGENT_KEY_FIELDS}
+_AGENT_KEY_KEYS = {name: cbor_value(name) for name in _AGENT_KEY_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +355,7 @@ class AgentKeyReceipt:
             RECEIPT_VERSION, self.purpose, self.wallet_id, self.agent_public_key, self.new_agent_public_key,
             self.owner_public_key, self.message_hash, self.time_ms,
         )  # fmt: skip
-        return _encode_map(_AGENT_KEY_KEYS, values)
+        return encode_map(_AGENT_KEY_KEYS, values)
 
 
 def _check_agent_key_fields(
@@ -372,7 +376,7 @@ def verify_agent_key_receipt(receipt: bytes, signature: bytes, session_public_ke
     The caller must have taken ``session_public_key`` from a verified attestation document, and must still compare
     the purpose, wallet and keys (and the message hash of a rotation) with what it expects.
     """
-    fields = _verified_fields(
+    fields = verified_fields(
         receipt, signature, session_public_key, domain=AGENT_KEY_RECEIPT_DOMAIN, fields=_AGENT_KEY_FIELDS,
         what="agent-key receipt",
     )  # fmt: skip

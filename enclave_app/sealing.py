@@ -41,6 +41,7 @@ from enclave_app.errors import CborDecodeError, KeyDerivationError, KeyMismatchE
 from enclave_app.kms import RecipientKms
 from enclave_app.protocol_wire import AwsCredentials
 from enclave_app.safe_cbor import loads_untrusted
+from policies.identifiers import MAX_WALLET_ID_CHARS
 
 BLOB_FORMAT = "waiaas-sealed-key"
 BLOB_VERSION = 1
@@ -55,7 +56,6 @@ GCM_NONCE_BYTES = 12
 
 ED25519_SEED_BYTES = 32
 ED25519_PUBLIC_BYTES = 32
-MAX_WALLET_ID_CHARS = 128
 
 ARGON2_SALT_BYTES = 16
 """RFC 9106 section 3.1: 128-bit salt."""

@@ -14,7 +14,8 @@ import re
 from typing import Final, TypeGuard
 
 MAX_WALLET_ID_CHARS: Final = 128
-WALLET_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,128}$"
+"""The longest wallet id (the enclave's sealing binding and protocol take the same bound from here)."""
+WALLET_ID_PATTERN: Final = rf"^[A-Za-z0-9._:-]{{1,{MAX_WALLET_ID_CHARS}}}$"
 """1-128 ASCII letters, digits, ``.``, ``_``, ``:`` and ``-``. The anchored form is what OpenAPI and pydantic take;
 :func:`is_wallet_id` matches it against the whole string (a trailing newline does not pass, as it would with a bare
 ``re.match`` on ``$``)."""

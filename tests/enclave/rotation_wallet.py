@@ -1,10 +1,12 @@
-"""A wallet whose policy declares a Squads multisig, the owner's rotation orders for it, awaited refusals."""
+"""A wallet whose policy declares a Squads multisig, the owner's rotation orders for it, awaited refusals, and a
+served boot to run them on."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 from solders.message import to_bytes_versioned
@@ -16,11 +18,22 @@ from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import AgentKeyResponse
 from enclave_app.state import Enclave
 from policies.orders import AGENT_KEY_ROTATION_PURPOSE, AGENT_KEY_SWITCH_PURPOSE, rotation_document, switch_document
-from tests.support.enclave_world import EnclaveWorld
+from tests.support.enclave_world import Boot, EnclaveWorld, serving
 from tests.support.squads_rotation import rotation_transaction
 
 WALLET = "wallet-rot"
 MULTISIG = Pubkey.from_string("7Yb4ZqFQmKQ6nqpYkY5ZbL8kS4hW1bWq3m8qfXkJ9XnA")
+T = TypeVar("T")
+
+
+def run(boot: Boot, body: Callable[[EnclaveClient], Awaitable[T]]) -> T:
+    """``body`` with a client of ``boot`` served (the real server, over TCP)."""
+
+    async def go() -> T:
+        async with serving(boot) as (client, _):
+            return await body(client)
+
+    return asyncio.run(go())
 
 
 def refused(code: str, call: Awaitable[Any]) -> Awaitable[None]:

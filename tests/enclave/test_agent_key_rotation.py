@@ -4,10 +4,9 @@ nothing and leaves the wallet's key as it was."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import cbor2
 import pytest
@@ -28,12 +27,11 @@ from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt, veri
 from enclave_app.state import Ledger
 from policies.model import FEES
 from policies.signing import load_signed_policy
-from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, refused
-from tests.support.enclave_world import Boot, EnclaveWorld, serving
+from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, refused, run
+from tests.support.enclave_world import Boot, EnclaveWorld
 from tests.support.policies import EXAMPLE_MINT, MERCHANT
 from tests.support.squads_rotation import rotation_instructions, rotation_transaction, unsigned
 
-T = TypeVar("T")
 SOL = 1_000_000_000
 NONCE = Pubkey.new_unique()
 NOTHING_SPENT = (SpentEntry("SOL", 86400, 0), SpentEntry(str(EXAMPLE_MINT), 86400, 0), SpentEntry(FEES, 86400, 0))
@@ -41,14 +39,6 @@ NOTHING_SPENT = (SpentEntry("SOL", 86400, 0), SpentEntry(str(EXAMPLE_MINT), 8640
 
 def pay(source: Pubkey, lamports: int) -> bytes:
     return unsigned([transfer(TransferParams(from_pubkey=source, to_pubkey=MERCHANT, lamports=lamports))], source)
-
-
-def run(boot: Boot, body: Callable[[EnclaveClient], Awaitable[T]]) -> T:
-    async def go() -> T:
-        async with serving(boot) as (client, _):
-            return await body(client)
-
-    return asyncio.run(go())
 
 
 def session_key(boot: Boot) -> bytes:

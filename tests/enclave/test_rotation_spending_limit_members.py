@@ -7,10 +7,6 @@ Squads encoder."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
 from solders.instruction import AccountMeta
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
@@ -20,8 +16,8 @@ from solders.transaction import VersionedTransaction
 from enclave_app.client import EnclaveClient
 from policies import programs
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
-from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, refused
-from tests.support.enclave_world import Boot, EnclaveWorld, serving
+from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, refused, run
+from tests.support.enclave_world import EnclaveWorld
 from tests.support.squads_encoder import SquadsEncoder
 from tests.support.squads_rotation import (
     add_member,
@@ -33,18 +29,9 @@ from tests.support.squads_rotation import (
     unsigned,
 )
 
-T = TypeVar("T")
 ENC = SquadsEncoder()
 ATTACKER = Pubkey.new_unique()
 U64_MAX = 2**64 - 1
-
-
-def run(boot: Boot, body: Callable[[EnclaveClient], Awaitable[T]]) -> T:
-    async def go() -> T:
-        async with serving(boot) as (client, _):
-            return await body(client)
-
-    return asyncio.run(go())
 
 
 def with_limit(r: Rotation, new: Pubkey, members: list[Pubkey]) -> bytes:
