@@ -229,8 +229,8 @@ class Handler:
             unseal_for_request, self.sealers, request.aws_credentials, request.sealed_blob, binding
         )
         wallet = self._wallet(request.wallet_id, request.owner_public_key, key, request.agent_public_key)
-        _hold_frozen(wallet, request.frozen_at_order)
-        self.enclave.add(wallet)
+        # The freeze goes on the wallet held after registering: a concurrent load may have registered it first.
+        _hold_frozen(self.enclave.add(wallet), request.frozen_at_order)
         return WalletResponse(wallet_id=request.wallet_id, agent_public_key=request.agent_public_key, sealed_blob=None)
 
     @staticmethod

@@ -48,8 +48,11 @@ class GatedSealers:
     """The real sealers, but each unseal first waits until ``parties`` unseals are under way (so concurrent loads
     all pass the enclave's first check before any registers), and each seal first sleeps ``seal_delay``."""
 
-    def __init__(self, inner: Sealers, *, parties: int = 1, seal_delay: float = 0.0) -> None:
+    def __init__(
+        self, inner: Sealers, *, parties: int = 1, seal_delay: float = 0.0, first_unseal_delay: float = 0.0
+    ) -> None:
         self.inner, self.barrier, self.seal_delay = inner, threading.Barrier(parties, timeout=10), seal_delay
+        self.first_unseal_delay, self.unseals, self.lock = first_unseal_delay, 0, threading.Lock()
 
     def for_request(self, credentials: AwsCredentials | None) -> _GatedSealer:
         return _GatedSealer(self, self.inner.for_request(credentials))
@@ -65,7 +68,11 @@ class _GatedSealer:
         return self.sealer.seal(secret, binding)
 
     def unseal(self, blob: bytes, binding: SealBinding) -> bytes:
+        with self.gate.lock:
+            first, self.gate.unseals = self.gate.unseals == 0, self.gate.unseals + 1
         self.gate.barrier.wait()
+        if first:  # the first load to start registers last
+            time.sleep(self.gate.first_unseal_delay)
         return self.sealer.unseal(blob, binding)
 
     def close(self) -> None:
@@ -120,6 +127,35 @@ def test_two_concurrent_loads_of_one_wallet_both_succeed(world: EnclaveWorld) ->
         assert [type(a).__name__ for a in answers] == ["WalletResponse", "WalletResponse"], answers
         assert all(getattr(a, "agent_public_key", None) == created.agent_public_key for a in answers)
         assert boot.enclave.wallet_count == 1
+
+    asyncio.run(run())
+
+
+def test_a_concurrent_load_keeps_the_parents_freeze(world: EnclaveWorld) -> None:
+    """Two loads of one wallet race after a restart, one of them carrying the parent's freeze (its record changed
+    between them): whichever registers first, the wallet held is frozen at that order, as the answer says."""
+
+    async def run() -> None:
+        async with serving(world.boot()) as (client, _):
+            created = await client.provision_wallet(WALLET, world.owner_public)
+        assert created.sealed_blob is not None
+        boot = world.boot()
+        boot.handler.sealers = GatedSealers(boot.handler.sealers, parties=2, first_unseal_delay=0.5)
+
+        async with serving(boot) as (client, _):
+
+            async def load(frozen_at_order: int | None, delay: float) -> Any:
+                await asyncio.sleep(delay)
+                return await client.load_wallet(
+                    WALLET, owner_public_key=world.owner_public, agent_public_key=created.agent_public_key,
+                    sealed_blob=created.sealed_blob, frozen_at_order=frozen_at_order,  # type: ignore[arg-type]
+                )  # fmt: skip
+
+            # The frozen load starts first, so it unseals last and registers after the other.
+            answers = await asyncio.gather(load(4, 0.0), load(None, 0.1), return_exceptions=True)
+        assert [type(a).__name__ for a in answers] == ["WalletResponse", "WalletResponse"], answers
+        held = boot.enclave.wallet(WALLET)
+        assert (held.frozen, held.order_sequence) == (True, 4)
 
     asyncio.run(run())
 
