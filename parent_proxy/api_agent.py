@@ -153,8 +153,10 @@ async def sign_transaction(
     return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
 
-def _message_failed(services: Services, wallet_id: str, audit: dict[str, str], exc: ApiError) -> None:
-    services.audit_safely("message.failed", {**audit, "error": exc.code.value}, wallet_id=wallet_id)
+def _message_failed(services: Services, wallet_id: str, audit: dict[str, str], exc: BaseException) -> None:
+    """Audit ``message.failed``: nothing was signed (or nobody got the signature)."""
+    error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
+    services.audit_safely("message.failed", {**audit, "error": error}, wallet_id=wallet_id)
 
 
 @router.post("/{wallet_id}/messages/sign", response_model=SignedMessage)
@@ -188,16 +190,13 @@ async def sign_message(
             raise translate(failure) from failure
         raise
 
-    def failed(exc: BaseException) -> None:
-        error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
-        services.audit_safely("message.failed", {**audit, "error": error}, wallet_id=wallet_id)
-
     try:  # the receipt must verify under the attested session key and be about this message
         # (`parent_proxy.enclave_sessions`), then the signature under the stored agent key
         # (`message_checks.record_signed_message`), in the same hop
         await services.sessions.record_checked(
             services, answer.receipt, answer.receipt_signature,
-            Expected("message", wallet_id, sent_hash, signed=True, decision=None), on_failure=failed,
+            Expected("message", wallet_id, sent_hash, signed=True, decision=None),
+            on_failure=lambda exc: _message_failed(services, wallet_id, audit, exc),
             record=lambda: record_signed_message(services, wallet, message, answer, audit),
         )  # fmt: skip
     except Exception as exc:  # no audit record, no signature

@@ -71,6 +71,14 @@ class ApprovalFlow:
             raise ApiError(Code.NOT_FOUND, "not found")
         return wallet, approval, json.loads(approval.request_payload)
 
+    def _load_pending(self, wallet_id: str, approval_id: str) -> tuple[Wallet, dict[str, Any]]:
+        """Step 0: `_load`, and 409 unless the approval is still pending (step 3 is the atomic check; this one
+        answers a decided approval before any other)."""
+        wallet, approval, stored = self._load(wallet_id, approval_id)
+        if approval.status is not ApprovalStatus.PENDING:
+            raise ApiError(Code.CONFLICT, "the approval has already been decided")
+        return wallet, stored
+
     def reject(self, wallet_id: str, approval_id: str) -> Answer:
         s = self.s
         _wallet, _approval, stored = self._load(wallet_id, approval_id)
@@ -82,10 +90,7 @@ class ApprovalFlow:
 
     def prepare(self, wallet_id: str, approval_id: str, envelope: bytes, tables: dict[Pubkey, Any]) -> Pending:
         s = self.s
-        wallet, approval_row, stored = self._load(wallet_id, approval_id)
-        # 0. Still pending (step 3 is the atomic check; this one answers a decided approval before any other).
-        if approval_row.status is not ApprovalStatus.PENDING:
-            raise ApiError(Code.CONFLICT, "the approval has already been decided")
+        wallet, stored = self._load_pending(wallet_id, approval_id)  # 0. Still pending.
         now = read_clock(s.clock)
         request = stored["request"]
         transaction = base64.b64decode(request["transaction"])
@@ -132,7 +137,5 @@ class ApprovalFlow:
     def stored_tables(self, wallet_id: str, approval_id: str) -> tuple[Pubkey, ...]:
         """The lookup tables the approval's request names, read before `prepare` (they come from the chain).
         Step 0 first: a decided approval is 409 before any chain read, as when the chain answers."""
-        _wallet, approval, stored = self._load(wallet_id, approval_id)
-        if approval.status is not ApprovalStatus.PENDING:
-            raise ApiError(Code.CONFLICT, "the approval has already been decided")
+        _wallet, stored = self._load_pending(wallet_id, approval_id)
         return tuple(Pubkey.from_string(t) for t in stored["request"]["lookup_tables"])

@@ -183,12 +183,12 @@ def verify_owner_request(
     scope: str | None,
 ) -> Pubkey:
     """Return the verified owner key, or raise `ApiError` (401). See the module docstring for the steps."""
-    # 1. Headers well formed, key expected.
+    # 1. Headers well formed.
     parsed = parse_owner_headers(headers)
     owner = parsed.owner
-    # 2. Signature over this very request. Checked whether or not the key is the expected one, so that a key that
-    # is not (a wallet that does not exist, another owner's wallet) costs the same work as a bad signature: the
-    # answer's timing does not tell which wallet ids exist with which owner keys.
+    # 2. Signature over this very request, then the key expected. The signature is checked whether or not the key is
+    # the expected one, so that a key that is not (a wallet that does not exist, another owner's wallet) costs the
+    # same work as a bad signature: the answer's timing does not tell which wallet ids exist with which owner keys.
     request = OwnerRequest(method, path, body, parsed.timestamp, parsed.nonce)
     try:
         verify_owner_signature(request.payload(), parsed.signature, owner)

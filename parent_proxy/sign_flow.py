@@ -123,9 +123,8 @@ class SignFlow:
             try:
                 return self._checks(agent, request, tables, claim)
             except ApiError:
-                if (
-                    claim.held
-                ):  # a refusal stores its answer with its record (`sign_outcomes.refuse`); anything else frees the key
+                # A refusal stores its answer with its record (`sign_outcomes.refuse`); anything else frees the key.
+                if claim.held:
                     give_back.abandon(s, wallet_id, key, digest)
                 raise
             except BaseException as exc:
@@ -265,7 +264,8 @@ class SignFlow:
         message_sha256: bytes,
     ) -> Answer:
         """Step 6 for an enclave answer whose receipt verified: check the signer (`_check_agent_signature`), then
-        commit or release, audit, notify; raise for a refusal. ``message_sha256``: `message_hash` of
+        commit or release, audit, notify; the 202 of an agent request the enclave escalates
+        (`sign_outcomes.record_escalation`); raise for a refusal. ``message_sha256``: `message_hash` of
         ``transaction`` (the one the receipt was checked against)."""
         s, wallet_id = self.s, prepared.wallet.wallet_id
         self._check_agent_signature(prepared, answer, transaction)

@@ -44,6 +44,11 @@ from parent_proxy.store.model import (
 AUDIT_PK = "AUDIT"
 
 
+def webhook_item(c: WebhookConfig) -> Item:
+    """A wallet's webhook configuration as stored (``W#<wallet>/WEBHOOK``)."""
+    return {"pk": s(f"W#{c.wallet_id}"), "sk": s("WEBHOOK"), "url": s(c.url), "secret": b(c.secret)}
+
+
 def _outbox_item(item: OutboxItem) -> Item:
     """A pending item as stored under ``OUTBOX`` (a finished one is stored without ``due_key``)."""
     return {
@@ -101,9 +106,8 @@ class DynamoOutboxAudit(DynamoOutboxDue):
     def set_webhook(self, config: WebhookConfig) -> None:
         c = v.check_webhook(config)
         self._require_wallet(c.wallet_id)
-        item = {"pk": s(f"W#{c.wallet_id}"), "sk": s("WEBHOOK"), "url": s(c.url), "secret": b(c.secret)}
         with translate():
-            self._client.put_item(TableName=self._table, Item=item)
+            self._client.put_item(TableName=self._table, Item=webhook_item(c))
 
     def get_webhook(self, wallet_id: str) -> WebhookConfig | None:
         v.check_id("wallet_id", wallet_id)

@@ -1,6 +1,7 @@
 """The owner's changes of `DynamoStore` as transaction parts, so that each is written in one ``TransactWriteItems``
 with its audit record (`DynamoAudited.apply_audited`): a new wallet, a policy, an agent token issued or revoked,
-the webhook configuration. The items are built here for the direct methods too (`DynamoStore`)."""
+the webhook configuration. The items are built here for the direct methods too (`DynamoStore`), but for the
+webhook's (`dynamodb_outbox.webhook_item`, beside `DynamoOutboxAudit.set_webhook`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from parent_proxy.store.dynamodb_base import (
     opt_s,
     s,
 )
+from parent_proxy.store.dynamodb_outbox import webhook_item
 from parent_proxy.store.model import (
     CreateWallet,
     InstallPolicy,
@@ -28,7 +30,6 @@ from parent_proxy.store.model import (
     StateChange,
     StoreToken,
     Wallet,
-    WebhookConfig,
 )
 
 NEW_ITEM = "attribute_not_exists(pk)"
@@ -63,10 +64,6 @@ def token_item(t: StoreToken, write_id: str) -> dict[str, Any]:
         "created_at": n(t.created_at),
         WRITE_ID: s(write_id),
     }
-
-
-def webhook_item(c: WebhookConfig) -> dict[str, Any]:
-    return {"pk": s(f"W#{c.wallet_id}"), "sk": s("WEBHOOK"), "url": s(c.url), "secret": b(c.secret)}
 
 
 class DynamoOwnerChanges(DynamoAgentKeys):

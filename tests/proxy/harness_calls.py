@@ -1,13 +1,16 @@
-"""Calls and look-ups on a running API harness: an off-chain message to sign, audit records (those holding decision
-receipts), reservations."""
+"""Calls and look-ups on a running API harness: an off-chain message to sign, an owner freeze order, audit records
+(those holding decision receipts), reservations, the webhook events queued."""
 
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
 from parent_proxy.store.model import AuditRecord, ReservationStatus
+from policies.orders import freeze_document
+from policies.signing import sign_document
 from tests.proxy.api_harness import Harness
 from tests.support.offchain_messages import offchain_message
 
@@ -24,6 +27,18 @@ def decision_receipts(h: Harness) -> list[AuditRecord]:
 def pending_reservations(h: Harness) -> list[str]:
     rows = h.store.inner._conn().execute("SELECT status FROM reservations").fetchall()
     return [r[0] for r in rows if r[0] == ReservationStatus.PENDING]
+
+
+def queued(h: Harness) -> list[str]:
+    """The event types in the outbox, oldest first."""
+    rows = h.store.inner._conn().execute("SELECT event_type FROM outbox ORDER BY created_at").fetchall()
+    return [r[0] for r in rows]
+
+
+def freeze_order(h: Harness, sequence: int, *, freeze: bool = True) -> dict[str, str]:
+    """The body of an owner freeze (or unfreeze) order of ``sequence``, valid for ten minutes."""
+    document = freeze_document(h.wallet_id, sequence, int(time.time()) + 600)
+    return {"envelope": sign_document("freeze" if freeze else "unfreeze", document, h.owner)}
 
 
 def sign_message(h: Harness, text: str = "login") -> Any:

@@ -12,10 +12,9 @@ from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from parent_proxy.chain import LiteSvmChain
 from policies.orders import AGENT_KEY_ROTATION_PURPOSE, AGENT_KEY_SWITCH_PURPOSE, rotation_document, switch_document
 from policies.signing import sign_document
-from tests.proxy.api_harness import Harness, provision
+from tests.proxy.api_harness import Harness, provision, svm
 from tests.support.squads_rotation import multisig_address, put_multisig
 
 CREATE_KEY = Pubkey.from_string("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin")
@@ -32,8 +31,7 @@ def multisig_wallet(h: Harness) -> Pubkey:
 
 
 def chain_shows(h: Harness, members: list[Pubkey]) -> None:
-    assert isinstance(h.services.chain, LiteSvmChain)
-    put_multisig(h.services.chain.svm, CREATE_KEY, members)
+    put_multisig(svm(h), CREATE_KEY, members)
 
 
 def agent_key_path(h: Harness, tail: str = "") -> str:

@@ -22,7 +22,7 @@ from solders.transaction import VersionedTransaction
 from enclave_app.receipts import verify_agent_key_receipt
 from parent_proxy.chain import LiteSvmChain
 from parent_proxy.rotation_transaction import RotationBuildError, advance_nonce_instruction, build_rotation_transaction
-from tests.proxy.api_harness import Harness, provision, running_harness, signature_of
+from tests.proxy.api_harness import Harness, provision, running_harness, signature_of, svm
 from tests.proxy.rotation_requests import (
     agent_key_path,
     chain_shows,
@@ -169,16 +169,15 @@ def test_the_switch_waits_until_no_spending_limit_names_the_old_key(h: Harness) 
     old = h.agent
     new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
     chain_shows(h, [h.owner_pub, new])
-    assert isinstance(h.services.chain, LiteSvmChain)
-    svm = h.services.chain.svm
-    left = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[old])
-    put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[h.owner_pub])  # names another key: no matter
+    chain = svm(h)
+    left = put_spending_limit(chain, multisig, Pubkey.new_unique(), members=[old])
+    put_spending_limit(chain, multisig, Pubkey.new_unique(), members=[h.owner_pub])  # names another key: no matter
     blocked = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
     assert blocked.status_code == 409 and str(left) in blocked.json()["error"]["message"], blocked.text
     assert h.owner_call("GET", agent_key_path(h)).json()["agent_public_key"] == str(old)
     # The rotation replaced it: the old limit is gone, one naming the new key is there.
-    svm.set_account(left, Account(0, b"", Pubkey.default(), False, 0))
-    put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[new])
+    chain.set_account(left, Account(0, b"", Pubkey.default(), False, 0))
+    put_spending_limit(chain, multisig, Pubkey.new_unique(), members=[new])
     switched = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
     assert switched.status_code == 200, switched.text
 

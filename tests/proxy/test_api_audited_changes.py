@@ -11,7 +11,6 @@ frozen with no record). The failures are real ones of the SQLite store: its audi
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,8 @@ import pytest
 from solders.pubkey import Pubkey
 from solders.system_program import AssignParams, assign
 
-from policies.orders import freeze_document
-from policies.signing import sign_document
 from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, provision, running_harness, unwritable
-from tests.proxy.harness_calls import sign_message
+from tests.proxy.harness_calls import freeze_order, queued, sign_message
 from tests.support.policies import BLOCKED, MERCHANT
 
 TABLES = ["audit_log", "outbox"]
@@ -46,11 +43,6 @@ def h(tmp_path: Path) -> Iterator[Harness]:
         yield harness
 
 
-def queued(h: Harness) -> list[str]:
-    rows = h.store.inner._conn().execute("SELECT event_type FROM outbox ORDER BY created_at").fetchall()
-    return [r[0] for r in rows]
-
-
 def assert_store_unavailable(response: Any) -> None:
     assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable", response.text
     assert "signed_transaction" not in response.text
@@ -58,11 +50,6 @@ def assert_store_unavailable(response: Any) -> None:
 
 def counters(h: Harness) -> tuple[list[float], list[float]]:
     return h.store.recent_requests(h.wallet_id, 0.0), h.store.recent_denials(h.wallet_id, 0.0)
-
-
-def freeze_order(h: Harness, sequence: int, *, freeze: bool = True) -> dict[str, str]:
-    document = freeze_document(h.wallet_id, sequence, int(time.time()) + 600)
-    return {"envelope": sign_document("freeze" if freeze else "unfreeze", document, h.owner)}
 
 
 @pytest.mark.parametrize("table", TABLES)

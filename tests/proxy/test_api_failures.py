@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from enclave_app.framing import encode_frame
-from parent_proxy.store.model import ReservationStatus
 from parent_proxy.store.validation import IDEMPOTENCY_STALE_SECONDS
 from tests.proxy.api_harness import (
     Harness,
@@ -25,6 +24,7 @@ from tests.proxy.api_harness import (
     start_raw_server,
     stop_enclave,
 )
+from tests.proxy.harness_calls import pending_reservations
 from tests.support.policies import MERCHANT
 
 
@@ -42,11 +42,6 @@ def setup(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
             yield h, loop
     finally:
         loop.stop()
-
-
-def pending_reservations(h: Harness) -> list[str]:
-    rows = h.store.inner._conn().execute("SELECT status FROM reservations").fetchall()
-    return [r[0] for r in rows if r[0] == ReservationStatus.PENDING]
 
 
 def assert_nothing_signed(h: Harness, response: object, status: int, error: str) -> None:

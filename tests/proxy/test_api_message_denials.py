@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
-from policies.orders import freeze_document
 from policies.signing import POLICY_PURPOSE, sign_document
 from tests.proxy.api_harness import Harness, provision, running_harness
-from tests.proxy.harness_calls import records, sign_message
+from tests.proxy.harness_calls import freeze_order, queued, records, sign_message
 from tests.support.offchain_messages import offchain_message
 from tests.support.policies import MERCHANT, example_policy
 
@@ -62,11 +60,6 @@ def send(h: Harness, message: bytes) -> Any:
 def counters(h: Harness) -> tuple[int, int]:
     """Requests and denials the store counts for the wallet."""
     return len(h.store.recent_requests(h.wallet_id, 0.0)), len(h.store.recent_denials(h.wallet_id, 0.0))
-
-
-def queued(h: Harness) -> list[str]:
-    rows = h.store.inner._conn().execute("SELECT event_type FROM outbox ORDER BY created_at").fetchall()
-    return [r[0] for r in rows]
 
 
 def last_payload(h: Harness) -> dict[str, Any]:
@@ -147,11 +140,6 @@ def test_an_enclave_refusal_is_a_denial(h: Harness) -> None:
     assert code(send(h, b"garbage")) == "policy_denied"  # rate and decode: the second denial
     assert code(send(h, b"garbage")) == "wallet_frozen"  # the third
     assert h.store.get_wallet(h.wallet_id).frozen
-
-
-def freeze_order(h: Harness, sequence: int, *, freeze: bool = True) -> dict[str, Any]:
-    document = freeze_document(h.wallet_id, sequence, int(time.time()) + 600)
-    return {"envelope": sign_document("freeze" if freeze else "unfreeze", document, h.owner)}
 
 
 def test_a_message_for_a_frozen_wallet_is_audited(h: Harness) -> None:

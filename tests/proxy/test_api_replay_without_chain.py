@@ -23,7 +23,7 @@ from parent_proxy.chain import ChainError
 from parent_proxy.sign_parts import message_hash
 from policies.orders import approval_document
 from policies.signing import sign_document
-from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, pending_approval_ids, provision, running_harness
+from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, pending_approval_ids, provision, running_harness, svm
 from tests.support.chain import install_lookup_table
 from tests.support.policies import MERCHANT
 
@@ -36,7 +36,7 @@ def h(tmp_path: Path) -> Iterator[Harness]:
 def table_wallet(h: Harness) -> str:
     """A wallet whose policy pins a lookup table that exists on the chain; its address."""
     table = Pubkey.new_unique()
-    install_lookup_table(h.services.chain.svm, table, [MERCHANT])  # type: ignore[attr-defined]
+    install_lookup_table(svm(h), table, [MERCHANT])
     provision(h, h.policy(1, lookup_tables=[{"address": str(table), "addresses": [str(MERCHANT)]}]))
     return str(table)
 

@@ -10,15 +10,13 @@ The failure is a real one of the SQLite store: its outbox table is renamed away,
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from policies.orders import freeze_document
-from policies.signing import sign_document
 from tests.proxy.api_harness import Harness, provision, running_harness, unwritable
+from tests.proxy.harness_calls import freeze_order, queued
 from tests.support.policies import BLOCKED, MERCHANT
 
 
@@ -32,11 +30,6 @@ def h(tmp_path: Path) -> Iterator[Harness]:
         )
         assert configured.status_code == 204, configured.text
         yield harness
-
-
-def queued(h: Harness) -> list[str]:
-    rows = h.store.inner._conn().execute("SELECT event_type FROM outbox ORDER BY created_at").fetchall()
-    return [r[0] for r in rows]
 
 
 def test_a_denial_whose_notification_cannot_be_queued_is_503_and_records_nothing(h: Harness) -> None:
@@ -54,14 +47,12 @@ def test_a_denial_whose_notification_cannot_be_queued_is_503_and_records_nothing
 
 
 def test_a_freeze_whose_notification_cannot_be_queued_is_503_and_records_nothing(h: Harness) -> None:
-    order = sign_document("freeze", freeze_document(h.wallet_id, 1, int(time.time()) + 600), h.owner)
     with unwritable(h, "outbox"):
-        failed = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", {"envelope": order})
+        failed = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", freeze_order(h, 1))
     assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable", failed.text
     assert "wallet.frozen" not in h.audit_events()
     assert queued(h) == []
-    order = sign_document("freeze", freeze_document(h.wallet_id, 2, int(time.time()) + 600), h.owner)
-    frozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", {"envelope": order})
+    frozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", freeze_order(h, 2))
     assert frozen.status_code == 200, frozen.text
     assert h.audit_events()[-2:] == ["wallet.frozen", "wallet.enclave_frozen"]  # the order, the enclave's receipt
     assert queued(h) == ["wallet.frozen"]

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,9 +22,8 @@ from enclave_app.sealing import LocalSealer
 from enclave_app.server import EnclaveServer, Handler
 from enclave_app.state import Enclave
 from enclave_app.transport import UnixAddress
-from policies.orders import freeze_document
-from policies.signing import sign_document
 from tests.proxy.api_harness import Harness, LoopThread, build_harness, provision, stop_enclave
+from tests.proxy.harness_calls import freeze_order
 from tests.support.policies import MERCHANT
 
 
@@ -68,18 +65,13 @@ def world(tmp_path: Path) -> Iterator[Restartable]:
         loop.stop()
 
 
-def order(h: Harness, sequence: int, *, freeze: bool) -> dict[str, Any]:
-    document = freeze_document(h.wallet_id, sequence, int(time.time()) + 600)
-    return {"envelope": sign_document("freeze" if freeze else "unfreeze", document, h.owner)}
-
-
 def test_an_owner_freeze_after_an_enclave_restart_reaches_the_new_enclave(world: Restartable) -> None:
     h = world.h
     assert world.enclave.wallet(h.wallet_id).frozen is False
     world.restart()
     assert world.enclave.wallet_count == 0
 
-    frozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 1, freeze=True))
+    frozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", freeze_order(h, 1))
 
     assert frozen.status_code == 200, frozen.text
     assert frozen.json()["enclave_acknowledged"] is True
@@ -89,7 +81,7 @@ def test_an_owner_freeze_after_an_enclave_restart_reaches_the_new_enclave(world:
     assert held.policy is not None and held.policy.sequence == 1  # the stored policy came back with the wallet
 
     world.restart()
-    unfrozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", order(h, 2, freeze=False))
+    unfrozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", freeze_order(h, 2, freeze=False))
     assert unfrozen.status_code == 200 and unfrozen.json()["enclave_acknowledged"] is True
     assert world.enclave.wallet(h.wallet_id).frozen is False
     assert h.sign(h.transfer(1000, MERCHANT)).status_code == 200
@@ -109,15 +101,13 @@ def test_relay_install_policy_after_an_enclave_restart_reaches_the_new_enclave(w
 
 def test_an_order_the_enclave_refuses_for_another_reason_is_not_resent(world: Restartable) -> None:
     h = world.h
-    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 5, freeze=True)).status_code == 200
+    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", freeze_order(h, 5)).status_code == 200
     world.restart()
-    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 6, freeze=True)).json()[
-        "enclave_acknowledged"
-    ]
+    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", freeze_order(h, 6)).json()["enclave_acknowledged"]
     # The enclave accepted a newer order than the store knows (a store restored from an older backup, say): the
     # store takes order 7, the enclave refuses it as stale, and the refusal is not a restart, so it is not resent.
     world.enclave.wallet(h.wallet_id).order_sequence = 9
-    stale = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", order(h, 7, freeze=False))
+    stale = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", freeze_order(h, 7, freeze=False))
     assert stale.status_code == 200 and stale.json()["enclave_acknowledged"] is False  # order_stale: refused once
     assert world.enclave.wallet(h.wallet_id).frozen is True
 
@@ -127,8 +117,8 @@ def test_an_older_unfreeze_after_a_newer_freeze_and_a_restart_unfreezes_nothing(
     holding the older, unexpired unfreeze sends it after the enclave restarted (which forgot its own sequence).
     The store keeps the last accepted sequence, so the order is refused before it reaches anything."""
     h = world.h
-    unfreeze_2 = order(h, 2, freeze=False)
-    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 3, freeze=True)).status_code == 200
+    unfreeze_2 = freeze_order(h, 2, freeze=False)
+    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", freeze_order(h, 3)).status_code == 200
     world.restart()
     events = h.audit_events()
 
@@ -147,7 +137,7 @@ def test_a_wallet_frozen_at_the_proxy_comes_back_frozen_in_a_restarted_enclave(w
     """The restarted enclave forgot the freeze; the relay's load carries it (`frozen_at_order`), so the enclave
     refuses on its own again, and refuses the owner's older orders."""
     h = world.h
-    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", order(h, 3, freeze=True)).status_code == 200
+    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", freeze_order(h, 3)).status_code == 200
     world.restart()
 
     installed = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": h.policy(sequence=2)})
@@ -155,7 +145,7 @@ def test_a_wallet_frozen_at_the_proxy_comes_back_frozen_in_a_restarted_enclave(w
     assert installed.status_code == 200 and installed.json()["enclave_installed"] is True, installed.text
     held = world.enclave.wallet(h.wallet_id)
     assert (held.frozen, held.order_sequence) == (True, 3)
-    unfrozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", order(h, 4, freeze=False))
+    unfrozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/unfreeze", freeze_order(h, 4, freeze=False))
     assert {k: v for k, v in unfrozen.json().items() if not k.startswith(("receipt", "session"))} == {
         "wallet_id": h.wallet_id, "frozen": False, "enclave_acknowledged": True, "order_sequence": 4,
     }  # fmt: skip

@@ -43,6 +43,19 @@ def _event(store: SqliteStore, clock: FakeClock, wallet_id: str) -> OutboxItem:
     return enqueue_event(store, clock, wallet_id, "decision", {})
 
 
+def _healthy_waits(store: SqliteStore, clock: FakeClock, receiver: Receiver, limit: float) -> list[float]:
+    """Three events of the healthy wallet ``w-ok``, one after the other: how long each took to reach ``receiver``
+    (each waited for at most ``limit`` seconds)."""
+    waits = []
+    for _ in range(3):
+        good = _event(store, clock, "w-ok")
+        sent = time.monotonic()
+        while good.body not in receiver.accepted and time.monotonic() - sent < limit:
+            time.sleep(0.01)
+        waits.append(time.monotonic() - sent)
+    return waits
+
+
 def test_one_round_is_not_held_up_by_a_wallets_backlog(sqlite_store: SqliteStore) -> None:
     """Three wallets whose receivers never answer, one with a backlog of a full batch, then a healthy wallet: one
     round delivers the healthy wallet's event and lasts one deadline, not one per hung item."""
@@ -79,13 +92,7 @@ def test_run_until_delivers_other_wallets_while_a_lane_hangs(sqlite_store: Sqlit
         thread.start()
         try:
             time.sleep(0.2)  # the hung wallet's first POST is under way
-            waits = []
-            for _ in range(3):
-                good = _event(sqlite_store, clock, "w-ok")
-                sent = time.monotonic()
-                while good.body not in receiver.accepted and time.monotonic() - sent < 2 * deadline:
-                    time.sleep(0.01)
-                waits.append(time.monotonic() - sent)
+            waits = _healthy_waits(sqlite_store, clock, receiver, 2 * deadline)
         finally:
             stop.set()
             thread.join(2 * deadline)
@@ -121,13 +128,7 @@ def test_ten_hung_receivers_keep_to_the_slow_lanes(sqlite_store: SqliteStore) ->
             first_round = hole.open
             time.sleep(started + 1.5 * deadline - time.monotonic())  # halfway through the second round
             second_round = hole.open
-            waits = []
-            for _ in range(3):
-                good = _event(sqlite_store, clock, "w-ok")
-                sent = time.monotonic()
-                while good.body not in receiver.accepted and time.monotonic() - sent < 3 * deadline:
-                    time.sleep(0.01)
-                waits.append(time.monotonic() - sent)
+            waits = _healthy_waits(sqlite_store, clock, receiver, 3 * deadline)
         finally:
             stop.set()
             thread.join(2 * deadline)
