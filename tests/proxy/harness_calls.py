@@ -1,13 +1,16 @@
-"""Calls and look-ups on a running API harness: an off-chain message to sign, audit records (those holding decision
-receipts), reservations."""
+"""Calls and look-ups on a running API harness: an off-chain message to sign, an owner's freeze or unfreeze order,
+audit records (those holding decision receipts), reservations."""
 
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
 from parent_proxy.store.model import AuditRecord, ReservationStatus
+from policies.orders import freeze_document
+from policies.signing import sign_document
 from tests.proxy.api_harness import Harness
 from tests.support.offchain_messages import offchain_message
 
@@ -32,3 +35,16 @@ def sign_message(h: Harness, text: str = "login") -> Any:
         json={"message": base64.b64encode(offchain_message(h.agent, text)).decode()},
         headers={"Authorization": f"Bearer {h.token}"},
     )
+
+
+def order(h: Harness, sequence: int, purpose: str = "freeze", *, lifetime: int = 600) -> dict[str, Any]:
+    """The owner's signed ``purpose`` (freeze or unfreeze) order of the harness's wallet: its envelope."""
+    return sign_document(purpose, freeze_document(h.wallet_id, sequence, int(time.time()) + lifetime), h.owner)
+
+
+def send(h: Harness, envelope: dict[str, Any], purpose: str = "freeze") -> dict[str, Any]:
+    """The order ``envelope`` sent to ``POST /v1/wallets/{id}/{purpose}``: the answer (200 asserted)."""
+    answer = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/{purpose}", {"envelope": envelope})
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
