@@ -68,6 +68,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -76,11 +77,19 @@ from enclave_app.errors import ReceiptError
 from enclave_app.receipts import verify_receipt
 from parent_proxy.agent_key_receipts import AGENT_KEY_EVENT_PURPOSES, ExpectedAgentKey
 from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
-from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, Expected, check_receipt_content, split_receipt
+from parent_proxy.enclave_sessions import (
+    ENCLAVE_SESSION_EVENT,
+    Expected,
+    ReceiptExpectation,
+    check_receipt_content,
+    split_receipt,
+)
 from parent_proxy.errors import AuditChainError
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS, ExpectedOrder, order_payload
 from parent_proxy.store.model import AuditRecord
 from parent_proxy.trust_anchor import Anchor, SessionDocumentError, verify_session_document
+
+R = TypeVar("R")
 
 UNATTESTED_SESSIONS = (
     "attestation mode none: nothing attests these session keys (they come from the parent's log); their receipts "
@@ -253,19 +262,30 @@ def _agent_key_receipt(record: AuditRecord, session: _Session | None, report: Re
         raise _fail(record, "agent-key receipt recorded before any enclave.session record")
     message_hash = _recorded_message_hash(record, payload) if purpose == "agent_key_rotation" else None
     expected = ExpectedAgentKey(purpose, record.wallet_id or "", keys[0], keys[1], keys[2], message_hash)
-    try:
-        stated = expected.verify(receipt, signature, session.key)
-    except ReceiptError as exc:
-        raise _fail(record, f"agent-key receipt not signed by the session key of seq {session.seq}") from exc
-    try:
-        expected.check(stated, at=record.time)
-    except ReceiptError as exc:
-        raise _fail(record, f"agent-key receipt disagrees with the record: {exc}") from exc
+    _checked(record, session, expected, receipt, signature, kind="agent-key")
     digest = hashlib.sha256(receipt).digest()
     if digest in report._agent_key_receipts:
         raise _fail(record, "agent-key receipt recorded twice")
     report._agent_key_receipts.add(digest)
     report.agent_key_receipts += 1
+
+
+def _checked(
+    record: AuditRecord, session: _Session, expected: ReceiptExpectation[R], receipt: bytes, signature: bytes, *,
+    kind: str,
+) -> R:  # fmt: skip
+    """The ``kind`` receipt (``agent-key``, ``order``) of ``record``, if the session's key signed it and it states
+    what ``expected`` (read from the record) says, by the rule the proxy applied (steps 5 and 6); else
+    `AuditChainError`."""
+    try:
+        stated = expected.verify(receipt, signature, session.key)
+    except ReceiptError as exc:
+        raise _fail(record, f"{kind} receipt not signed by the session key of seq {session.seq}") from exc
+    try:
+        expected.check(stated, at=record.time)
+    except ReceiptError as exc:
+        raise _fail(record, f"{kind} receipt disagrees with the record: {exc}") from exc
+    return stated
 
 
 def _twice(counter: int, session: _Session) -> str:
@@ -299,14 +319,7 @@ def _order_receipt(record: AuditRecord, session: _Session | None, report: Receip
         raise _fail(record, f"{record.event_type} record without a readable sequence, document or receipt") from exc
     expected = ExpectedOrder(ORDER_RECEIPT_EVENTS[record.event_type], record.wallet_id or "", payload["sequence"],
                              document)  # fmt: skip
-    try:
-        stated = expected.verify(receipt, signature, session.key)
-    except ReceiptError as exc:
-        raise _fail(record, f"order receipt not signed by the session key of seq {session.seq}") from exc
-    try:
-        expected.check(stated, at=record.time)
-    except ReceiptError as exc:
-        raise _fail(record, f"order receipt disagrees with the record: {exc}") from exc
+    stated = _checked(record, session, expected, receipt, signature, kind="order")
     if order_payload(stated, envelope) != payload:
         raise _fail(record, "order receipt disagrees with the record: the payload states otherwise than the receipt")
     _counted(record, session, stated.counter, report)

@@ -2,10 +2,11 @@
 
 Every enclave answer to a signing request (a signed or refused transaction, a signed off-chain message) carries a
 receipt signed by the enclave's per-boot session key (`enclave_app.receipts`), and so does every answer to an
-agent-key rotation step (an agent-key receipt: `parent_proxy.agent_key_receipts`, checked the same way). The proxy
-records it in the audit log with the answer; an auditor checks it against the attested session key
-(``waiaas audit verify --receipts``). So that the log always says which key was in force, the proxy checks each
-receipt before anything is recorded or handed out (:meth:`EnclaveSessions.record_checked`):
+agent-key rotation step (an agent-key receipt: `parent_proxy.agent_key_receipts`) and to an owner order the enclave
+applied (an order receipt: `parent_proxy.order_receipts`), each checked the same way. The proxy records it in the
+audit log with the answer; an auditor checks it against the attested session key (``waiaas audit verify
+--receipts``). So that the log always says which key was in force, the proxy checks each receipt before anything is
+recorded or handed out (:meth:`EnclaveSessions.record_checked`):
 
 1. In the worker-thread hop that records the answer: the receipt verifies under the current session key (one
    Ed25519 verification) and states what the answer says, about the message the proxy sent
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from parent_proxy.services import Services
 
 T = TypeVar("T")
+R_co = TypeVar("R_co", covariant=True)
 
 ENCLAVE_SESSION_EVENT = "enclave.session"
 SESSION_NONCE_BYTES = 32
@@ -133,13 +135,13 @@ class Expected:
                 raise UnrecordableDecision("decision is not plain JSON data") from exc
 
 
-class ReceiptExpectation(Protocol):
-    """What one kind of receipt must state: :class:`Expected` (decision receipts) or
-    `parent_proxy.agent_key_receipts.ExpectedAgentKey`. ``verify`` checks the signature under a session key and
-    decodes (`ReceiptError`); ``check`` compares the decoded receipt with the answer or record (`ReceiptError`,
-    `ReceiptClockSkew` for the time)."""
+class ReceiptExpectation(Protocol[R_co]):
+    """What one kind of receipt (``R_co``) must state: :class:`Expected` (decision receipts),
+    `parent_proxy.agent_key_receipts.ExpectedAgentKey` or `parent_proxy.order_receipts.ExpectedOrder`. ``verify``
+    checks the signature under a session key and decodes (`ReceiptError`); ``check`` compares the decoded receipt
+    with the answer or record (`ReceiptError`, `ReceiptClockSkew` for the time)."""
 
-    def verify(self, receipt: bytes, signature: bytes, session_public_key: bytes) -> object: ...
+    def verify(self, receipt: bytes, signature: bytes, session_public_key: bytes) -> R_co: ...
 
     def check(self, stated: object, *, at: float) -> None: ...
 
@@ -260,7 +262,7 @@ class EnclaveSessions:
         self,
         receipt: bytes,
         signature: bytes,
-        expected: ReceiptExpectation,
+        expected: ReceiptExpectation[object],
         *,
         at: float,
         attested: bool,
@@ -289,7 +291,9 @@ class EnclaveSessions:
         return verified
 
     # -- step 2 (async, only on a session change) --------------------------------------------------------------------
-    async def attest(self, services: Services, receipt: bytes, signature: bytes, expected: ReceiptExpectation) -> None:
+    async def attest(
+        self, services: Services, receipt: bytes, signature: bytes, expected: ReceiptExpectation[object]
+    ) -> None:
         """Attest the enclave with a fresh nonce, record ``enclave.session`` and adopt its key, unless the receipt
         already verifies under the key in force (another request adopted it meanwhile) or the key did not change.
         ``expected`` says which kind of receipt it is (how to verify it)."""
@@ -329,7 +333,7 @@ class EnclaveSessions:
             self._key = key
 
     @staticmethod
-    def _verifies(key: bytes, receipt: bytes, signature: bytes, expected: ReceiptExpectation) -> bool:
+    def _verifies(key: bytes, receipt: bytes, signature: bytes, expected: ReceiptExpectation[object]) -> bool:
         try:
             expected.verify(receipt, signature, key)
         except ReceiptError:
@@ -342,7 +346,7 @@ class EnclaveSessions:
         services: Services,
         receipt: bytes,
         signature: bytes,
-        expected: ReceiptExpectation,
+        expected: ReceiptExpectation[object],
         *,
         record: Callable[[], T],
         on_failure: Callable[[BaseException], None],

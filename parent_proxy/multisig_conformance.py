@@ -78,6 +78,7 @@ from parent_proxy.squads_multisig_account import (
     PERMISSION_INITIATE,
     PERMISSION_VOTE,
     MultisigAccount,
+    permission_names,
 )
 from parent_proxy.squads_spending_limit_account import (
     PERIOD_DAY,
@@ -136,12 +137,6 @@ class ConformanceReport:
         return bool(self.checks) and all(check.ok for check in self.checks)
 
 
-def _permissions(mask: int) -> str:
-    bits = ((PERMISSION_INITIATE, "Initiate"), (PERMISSION_VOTE, "Vote"), (PERMISSION_EXECUTE, "Execute"))
-    names = [name for bit, name in bits if mask & bit]
-    return ", ".join(names) or "none"
-
-
 def _keys(keys: Sequence[Pubkey]) -> str:
     return "[" + ", ".join(str(k) for k in keys) + "]"
 
@@ -194,10 +189,11 @@ def _multisig_checks(wallet: WalletKeys, policy: Policy, account: MultisigAccoun
         check("multisig.members", wallet.owner != wallet.agent and sorted(members, key=bytes) == pair, _keys(members),
               f"exactly the owner key and the agent key {_keys(pair)}"),
         check("multisig.owner_permissions", owner is not None and owner.has(OWNER_PERMISSIONS),
-              "not a member" if owner is None else _permissions(owner.permissions), _permissions(OWNER_PERMISSIONS)),
+              "not a member" if owner is None else permission_names(owner.permissions),
+              permission_names(OWNER_PERMISSIONS)),
         check("multisig.agent_permissions", agent is not None and agent.has(AGENT_PERMISSIONS),
-              "not a member" if agent is None else _permissions(agent.permissions),
-              f"at least {_permissions(AGENT_PERMISSIONS)}"),
+              "not a member" if agent is None else permission_names(agent.permissions),
+              f"at least {permission_names(AGENT_PERMISSIONS)}"),
         check("multisig.threshold", account.threshold == THRESHOLD, account.threshold, str(THRESHOLD)),
         check("multisig.config_authority", account.config_authority == Pubkey.default(), account.config_authority,
               f"{Pubkey.default()} (none: autonomous)"),

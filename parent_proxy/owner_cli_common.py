@@ -77,12 +77,7 @@ def check_sequence(sequence: int, *, maximum: int, what: str, allow_jump: bool) 
 
 def pinned_public_key(text: str | None) -> Pubkey | None:
     """``--owner-public-key``, parsed (None when not given)."""
-    if text is None:
-        return None
-    try:
-        return Pubkey.from_string(text)
-    except ValueError as exc:
-        raise OwnerInputError("--owner-public-key is not a base58 public key") from exc
+    return None if text is None else public_key_option(text, "--owner-public-key")
 
 
 def public_key_option(text: str, option: str) -> Pubkey:

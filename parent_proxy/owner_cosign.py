@@ -39,13 +39,13 @@ from parent_proxy.rotation_transaction import (
     advance_nonce_instruction,
     build_rotation_transaction,
 )
+from parent_proxy.squads_multisig_account import permission_names
 from parent_proxy.squads_spending_limit_account import SpendingLimitAccount
 from policies.decoders.squads_config import PERIODS
 from policies.errors import PolicyEngineError
 from policies.model import DecodedInstruction, DecodedTransaction
 from policies.transaction import decode_transaction
 
-_PERMISSION_NAMES: Final = ((1, "Initiate"), (2, "Vote"), (4, "Execute"))
 _PERIOD_TEXT: Final = {"one_time": "in all (OneTime: it never resets)", "day": "per day", "week": "per week",
                        "month": "per month (30 days)"}  # fmt: skip
 
@@ -74,11 +74,6 @@ def _keys(values: object) -> tuple[Pubkey, ...]:
     if not isinstance(values, tuple):
         raise _NotThisShape
     return tuple(_key(value) for value in values)
-
-
-def permission_names(mask: int) -> str:
-    """``7`` -> ``"Initiate, Vote, Execute"``."""
-    return ", ".join(name for bit, name in _PERMISSION_NAMES if mask & bit) or "none"
 
 
 def _list(keys: Sequence[Pubkey]) -> str:

@@ -63,6 +63,11 @@ PERMISSION_VOTE: Final = 2
 PERMISSION_EXECUTE: Final = 4
 PERMISSIONS_ALL: Final = PERMISSION_INITIATE | PERMISSION_VOTE | PERMISSION_EXECUTE
 """``Permission`` bits (``state/multisig.rs``); a mask of 8 or more is an unknown permission."""
+_PERMISSION_NAMES: Final = (
+    (PERMISSION_INITIATE, "Initiate"),
+    (PERMISSION_VOTE, "Vote"),
+    (PERMISSION_EXECUTE, "Execute"),
+)
 
 _HEAD = struct.Struct("<8s32s32sHIQQ")
 """discriminator, create_key, config_authority, threshold, time_lock, transaction_index, stale_transaction_index."""
@@ -72,6 +77,11 @@ _MIN_BYTES: Final = _HEAD.size + 1 + 1 + 4
 
 class MultisigAccountError(ValueError):
     """The account is not a well-formed Squads v4 multisig (the message says which check failed)."""
+
+
+def permission_names(mask: int) -> str:
+    """``7`` -> ``"Initiate, Vote, Execute"``; ``"none"`` for a mask without a known bit."""
+    return ", ".join(name for bit, name in _PERMISSION_NAMES if mask & bit) or "none"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,18 @@ def real_log(tmp_path: Path, *, attestation: str = "none", nsm: Any = None) -> P
     return tmp_path / "state.db"
 
 
+def copy_of(base_log: Path, tmp_path: Path) -> Path:
+    """``base_log`` copied to ``tmp_path``/state.db for one test to rewrite, as docs/selfhost.md makes a backup
+    (SQLite's online backup, then out of WAL mode)."""
+    copy = tmp_path / "state.db"
+    source, target = sqlite3.connect(base_log), sqlite3.connect(copy)
+    source.backup(target)
+    target.execute("PRAGMA journal_mode = DELETE")
+    target.close()
+    source.close()
+    return copy
+
+
 def read(db: Path) -> list[AuditRecord]:
     store = SqliteStore(db)
     try:

@@ -1,5 +1,5 @@
-"""Calls and look-ups on a running API harness: an off-chain message to sign, an owner freeze order, audit records
-(those holding decision receipts), reservations, the webhook events queued."""
+"""Calls and look-ups on a running API harness: an off-chain message to sign, an owner's freeze or unfreeze order,
+audit records (those holding decision receipts), reservations, the webhook events queued."""
 
 from __future__ import annotations
 
@@ -37,8 +37,7 @@ def queued(h: Harness) -> list[str]:
 
 def freeze_order(h: Harness, sequence: int, *, freeze: bool = True) -> dict[str, str]:
     """The body of an owner freeze (or unfreeze) order of ``sequence``, valid for ten minutes."""
-    document = freeze_document(h.wallet_id, sequence, int(time.time()) + 600)
-    return {"envelope": sign_document("freeze" if freeze else "unfreeze", document, h.owner)}
+    return {"envelope": order(h, sequence, "freeze" if freeze else "unfreeze")}
 
 
 def sign_message(h: Harness, text: str = "login") -> Any:
@@ -47,3 +46,16 @@ def sign_message(h: Harness, text: str = "login") -> Any:
         json={"message": base64.b64encode(offchain_message(h.agent, text)).decode()},
         headers={"Authorization": f"Bearer {h.token}"},
     )
+
+
+def order(h: Harness, sequence: int, purpose: str = "freeze", *, lifetime: int = 600) -> dict[str, Any]:
+    """The owner's signed ``purpose`` (freeze or unfreeze) order of the harness's wallet: its envelope."""
+    return sign_document(purpose, freeze_document(h.wallet_id, sequence, int(time.time()) + lifetime), h.owner)
+
+
+def send(h: Harness, envelope: dict[str, Any], purpose: str = "freeze") -> dict[str, Any]:
+    """The order ``envelope`` sent to ``POST /v1/wallets/{id}/{purpose}``: the answer (200 asserted)."""
+    answer = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/{purpose}", {"envelope": envelope})
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body

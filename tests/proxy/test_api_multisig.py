@@ -15,16 +15,17 @@ from solders.account import Account
 from solders.pubkey import Pubkey
 
 from parent_proxy.owner_signers import write_keypair_file
-from parent_proxy.squads_spending_limit_account import PERIOD_DAY, SPENDING_LIMIT_DISCRIMINATOR
+from parent_proxy.squads_spending_limit_account import SPENDING_LIMIT_DISCRIMINATOR
 from policies.cli import main
 from tests.proxy.api_harness import Harness, running_harness, svm
 from tests.proxy.hooked_client import Borrowed
-from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY
+from tests.support.policies import MERCHANT
 from tests.support.squads_encoder import PROGRAM_ID
 from tests.support.squads_rotation import (
     EXAMPLE_CREATE_KEY,
     EXAMPLE_MULTISIG,
     EXAMPLE_VAULT,
+    put_conforming_chain,
     put_multisig,
     put_spending_limit,
 )
@@ -55,21 +56,11 @@ def install(h: Harness, policy: dict[str, Any]) -> None:
     assert installed.status_code == 200, installed.text
 
 
-def conforming_chain(h: Harness, **multisig: Any) -> None:
-    """On chain the multisig (``multisig``: its fields) and two spending limits the example policy conforms to (5 SOL
-    and 500 000 000 of its token a day, to its merchants)."""
-    put_multisig(svm(h), CREATE_KEY, [h.owner_pub, h.agent], **multisig)
-    put_spending_limit(svm(h), MULTISIG, Pubkey.new_unique(), members=[h.agent], amount=5_000_000_000,
-                       period=PERIOD_DAY, destinations=[MERCHANT])  # fmt: skip
-    put_spending_limit(svm(h), MULTISIG, Pubkey.new_unique(), members=[h.agent], mint=EXAMPLE_MINT,
-                       amount=500_000_000, period=PERIOD_DAY, destinations=[TREASURY])  # fmt: skip
-
-
 def multisig_wallet(h: Harness, **multisig: Any) -> None:
     """A wallet whose policy declares the multisig, installed while the chain shows it conforming
-    (`conforming_chain`); then the multisig is written again with ``multisig`` (its fields), if any."""
+    (`put_conforming_chain`); then the multisig is written again with ``multisig`` (its fields), if any."""
     create_wallet(h, None)
-    conforming_chain(h)
+    put_conforming_chain(svm(h), h.owner_pub, h.agent)
     install(h, h.policy(squads_multisig=str(MULTISIG)))
     if multisig:
         put_multisig(svm(h), CREATE_KEY, [h.owner_pub, h.agent], **multisig)

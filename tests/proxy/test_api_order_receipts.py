@@ -35,9 +35,8 @@ from parent_proxy.enclave_sessions import split_receipt
 from parent_proxy.order_receipts import order_payload
 from policies.orders import document_sha256
 from tests.proxy.api_harness import ForRequest, Harness, new_session_key, provision, running_harness
-from tests.proxy.harness_calls import pending_reservations, records
+from tests.proxy.harness_calls import order, pending_reservations, records, send
 from tests.proxy.stand_in import StandIn
-from tests.proxy.test_owner_verify_order import order, send
 from tests.support.policies import MERCHANT
 
 NONCE = "12" * 32

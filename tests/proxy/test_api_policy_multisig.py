@@ -18,16 +18,17 @@ from solders.account import Account
 from solders.pubkey import Pubkey
 
 from parent_proxy.chain import RpcChain
-from parent_proxy.squads_spending_limit_account import PERIOD_DAY, SPENDING_LIMIT_DISCRIMINATOR
+from parent_proxy.squads_spending_limit_account import SPENDING_LIMIT_DISCRIMINATOR
 from policies.decoders.squads_vault import squads_vault_address
 from tests.proxy.api_harness import Harness, provision, running_harness, spy_calls, svm
 from tests.proxy.rotation_requests import agent_key_path, chain_shows, multisig_wallet, rotation_body, switch_body
-from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY
+from tests.support.policies import MERCHANT
 from tests.support.squads_encoder import PROGRAM_ID
 from tests.support.squads_rotation import (
     EXAMPLE_CREATE_KEY,
     EXAMPLE_MULTISIG,
     EXAMPLE_VAULT,
+    put_conforming_chain,
     put_multisig,
     put_spending_limit,
     rotation_transaction,
@@ -41,15 +42,9 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     yield from running_harness(tmp_path)
 
 
-def conforming_chain(h: Harness, *, vault_index: int = 0, **multisig: Any) -> None:
-    """The multisig of owner and agent (``multisig``: its fields) and two spending limits the example policy
-    conforms to (5 SOL and 500 000 000 of its token a day, to its merchants), from vault ``vault_index``."""
-    put_multisig(svm(h), CREATE_KEY, [h.owner_pub, h.agent], **multisig)
-    put_spending_limit(svm(h), MULTISIG, Pubkey.new_unique(), members=[h.agent], amount=5_000_000_000,
-                       period=PERIOD_DAY, destinations=[MERCHANT], vault_index=vault_index)  # fmt: skip
-    put_spending_limit(svm(h), MULTISIG, Pubkey.new_unique(), members=[h.agent], mint=EXAMPLE_MINT,
-                       amount=500_000_000, period=PERIOD_DAY, destinations=[TREASURY],
-                       vault_index=vault_index)  # fmt: skip
+def conforming_chain(h: Harness, **fields: Any) -> None:
+    """`put_conforming_chain` for the harness's owner and agent (``fields``: its keyword arguments)."""
+    put_conforming_chain(svm(h), h.owner_pub, h.agent, **fields)
 
 
 def install(h: Harness, sequence: int, **rules: Any) -> Any:

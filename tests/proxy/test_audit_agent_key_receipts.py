@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from parent_proxy.enclave_sessions import RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
 from parent_proxy.store.model import AuditRecord
 from tests.proxy.api_harness import Harness, new_session_key, running_harness
-from tests.proxy.audit_log_rewrites import cli, first, read, rewrite, with_payload
+from tests.proxy.audit_log_rewrites import cli, copy_of, first, read, rewrite, with_payload
 from tests.proxy.rotation_requests import (
     agent_key_path,
     chain_shows,
@@ -68,13 +67,7 @@ def base_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def db(base_log: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "state.db"
-    source, target = sqlite3.connect(base_log), sqlite3.connect(copy)
-    source.backup(target)
-    target.execute("PRAGMA journal_mode = DELETE")
-    target.close()
-    source.close()
-    return copy
+    return copy_of(base_log, tmp_path)
 
 
 def test_a_rotation_log_verifies_with_its_agent_key_receipts(db: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,6 @@ that record, and one that drops or copies such a record at the counter check."""
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from parent_proxy.store.model import AuditRecord
 from policies.orders import freeze_document
 from policies.signing import sign_document
 from tests.proxy.api_harness import new_session_key, provision, running_harness
-from tests.proxy.audit_log_rewrites import cli, first, read, rewrite, with_payload
+from tests.proxy.audit_log_rewrites import cli, copy_of, first, read, rewrite, with_payload
 from tests.support.policies import MERCHANT
 
 FROZEN = "wallet.enclave_frozen"
@@ -45,12 +44,7 @@ def base_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def db(base_log: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "state.db"
-    source, target = sqlite3.connect(base_log), sqlite3.connect(copy)
-    source.backup(target)
-    target.close()
-    source.close()
-    return copy
+    return copy_of(base_log, tmp_path)
 
 
 def test_a_real_log_with_order_receipts_verifies(db: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from parent_proxy.enclave_sessions import RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.store.model import AuditRecord
-from tests.proxy.audit_log_rewrites import cli, first, read, real_log, rewrite, with_payload
+from tests.proxy.audit_log_rewrites import cli, copy_of, first, read, real_log, rewrite, with_payload
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,7 @@ def base_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def db(base_log: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "state.db"
-    source = sqlite3.connect(base_log)
-    target = sqlite3.connect(copy)
-    source.backup(target)
-    target.execute("PRAGMA journal_mode = DELETE")  # a backup as docs/selfhost.md makes it
-    target.close()
-    source.close()
-    return copy
+    return copy_of(base_log, tmp_path)
 
 
 def _signed(records: list[AuditRecord]) -> int:

@@ -13,19 +13,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
-from parent_proxy.squads_spending_limit_account import PERIOD_DAY
 from policies.decoders.squads_vault import squads_vault_address
 from policies.signing import POLICY_PURPOSE, sign_document
 from tests.support.owner_rotation_rpc import RPC_URL, Cli, Rpc, secrets_of
-from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY, example_policy, owner_public_key
+from tests.support.policies import MERCHANT, example_policy, owner_public_key
 from tests.support.squads_rotation import (
-    EXAMPLE_CREATE_KEY,
     EXAMPLE_MULTISIG,
-    put_multisig,
+    put_conforming_chain,
     put_spending_limit,
 )
 
-CREATE_KEY, MULTISIG = EXAMPLE_CREATE_KEY, EXAMPLE_MULTISIG
+MULTISIG = EXAMPLE_MULTISIG
 AGENT = Pubkey.from_string("5ZWj7a1f8tWkjBESHKgrLmXshuXxqeY9SYcfbshpAqPG")
 SECRET = ("rpc-secret-token", "rpc.invalid")
 """The RPC URL's API key and host: never printed."""
@@ -48,14 +46,8 @@ def signed_policy(tmp_path: Path, key: Ed25519PrivateKey, name: str = "policy.js
 
 
 def conforming_chain(rpc: Rpc, owner: Pubkey, **multisig: Any) -> None:
-    """The multisig of owner and agent (``multisig``: its fields) and two spending limits the example policy
-    conforms to (5 SOL and 500 000 000 of its token a day, to its merchants), from vault 0."""
-    svm = rpc.backend.svm
-    put_multisig(svm, CREATE_KEY, [owner, AGENT], **multisig)
-    put_spending_limit(svm, MULTISIG, Pubkey.new_unique(), members=[AGENT], amount=5_000_000_000, period=PERIOD_DAY,
-                       destinations=[MERCHANT])  # fmt: skip
-    put_spending_limit(svm, MULTISIG, Pubkey.new_unique(), members=[AGENT], mint=EXAMPLE_MINT, amount=500_000_000,
-                       period=PERIOD_DAY, destinations=[TREASURY])  # fmt: skip
+    """`put_conforming_chain` of ``owner`` and `AGENT` (``multisig``: the multisig's fields), from vault 0."""
+    put_conforming_chain(rpc.backend.svm, owner, AGENT, **multisig)
 
 
 def check(cli: Cli, owner: Pubkey, policy: Path, *extra: str, agent: str = str(AGENT)) -> tuple[int, str, str]:

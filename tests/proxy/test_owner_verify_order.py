@@ -23,8 +23,7 @@ from enclave_app.order_receipts import OrderReceipt
 from parent_proxy.order_receipts import ExpectedOrder
 from parent_proxy.owner_verify_order_cli import OrderVerificationError, owner_order, verify_order_answer
 from policies.cli import main
-from policies.orders import document_sha256, freeze_document
-from policies.signing import sign_document
+from policies.orders import document_sha256
 from tests.proxy.api_harness import (
     Harness,
     LoopThread,
@@ -35,6 +34,7 @@ from tests.proxy.api_harness import (
     start_enclave,
     stop_enclave,
 )
+from tests.proxy.harness_calls import order, send
 from tests.support.policies import MERCHANT
 
 NONCE = "ab" * 32
@@ -50,17 +50,6 @@ def world(tmp_path: Path) -> Iterator[tuple[Harness, tuple[str, ...]]]:
     for h in running_harness(tmp_path, nsm=nsm):
         provision(h)
         yield h, ("--root-pem", str(tmp_path / "root.pem"), "--pcr", f"0={PCR0.hex()}", "--nonce", NONCE)
-
-
-def order(h: Harness, sequence: int, purpose: str = "freeze", *, lifetime: int = 600) -> dict[str, Any]:
-    return sign_document(purpose, freeze_document(h.wallet_id, sequence, int(time.time()) + lifetime), h.owner)
-
-
-def send(h: Harness, envelope: dict[str, Any], purpose: str = "freeze") -> dict[str, Any]:
-    answer = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/{purpose}", {"envelope": envelope})
-    assert answer.status_code == 200, answer.text
-    body: dict[str, Any] = answer.json()
-    return body
 
 
 def verify_order(

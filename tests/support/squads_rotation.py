@@ -17,7 +17,9 @@ from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 
 from policies import programs
+from policies.decoders.squads_config import PERIODS
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address, squads_vault_address
+from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY
 from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder, snake
 
 ENC = SquadsEncoder()
@@ -182,3 +184,16 @@ def put_spending_limit(
     svm.set_account(address, Account(lamports=svm.minimum_balance_for_rent_exemption(len(data)), data=data,
                                      owner=PROGRAM_ID, executable=False))  # fmt: skip
     return address
+
+
+def put_conforming_chain(svm: LiteSVM, owner: Pubkey, agent: Pubkey, *, vault_index: int = 0, **multisig: Any) -> None:
+    """Write `EXAMPLE_MULTISIG` of ``owner`` and ``agent`` (``multisig``: `multisig_account_data`'s keyword
+    arguments) and two spending limits of the agent that the example policy (`tests.support.policies`) conforms to:
+    5 SOL and 500 000 000 of its token a day, to its merchants, from vault ``vault_index``."""
+    put_multisig(svm, EXAMPLE_CREATE_KEY, [owner, agent], **multisig)
+    day = PERIODS.index("day")
+    put_spending_limit(svm, EXAMPLE_MULTISIG, Pubkey.new_unique(), members=[agent], amount=5_000_000_000,
+                       period=day, destinations=[MERCHANT], vault_index=vault_index)  # fmt: skip
+    put_spending_limit(svm, EXAMPLE_MULTISIG, Pubkey.new_unique(), members=[agent], mint=EXAMPLE_MINT,
+                       amount=500_000_000, period=day, destinations=[TREASURY],
+                       vault_index=vault_index)  # fmt: skip
