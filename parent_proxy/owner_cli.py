@@ -267,16 +267,18 @@ def _send(
             http.close()
 
 
-def _print_answer(response: httpx.Response) -> None:
+def _print_answer(response: httpx.Response) -> Any:
     """The parent's answer on stdout, as text a terminal shows and does not obey: a JSON answer re-serialized
     (`print_json`: ``json.dumps`` escapes every control and non-ASCII character as ``\\uNNNN``), anything else
-    line by line with its control characters escaped (`parent_proxy.terminal_text`)."""
+    line by line with its control characters escaped (`parent_proxy.terminal_text`). Returns the JSON value, or
+    None for an answer that is not JSON (or nested deeper than the parser goes)."""
     try:
         answer = json.loads(response.content)
     except (ValueError, RecursionError):
         sys.stdout.write("".join(safe_line(line) for line in response.text.removesuffix("\n").split("\n")))
-        return
+        return None
     print_json(answer)
+    return answer
 
 
 def call(args: argparse.Namespace, signer: OwnerSigner, client: httpx.Client | None = None) -> int:
@@ -293,11 +295,7 @@ def check_multisig(args: argparse.Namespace, signer: OwnerSigner, client: httpx.
     if not re.fullmatch(WALLET_ID, args.wallet):
         raise OwnerInputError("--wallet is not a wallet id")
     response = _send(signer, args.url, "GET", f"/v1/wallets/{args.wallet}/multisig", b"", client=client)
-    _print_answer(response)
+    report = _print_answer(response)
     if not response.is_success:
         return EXIT_REFUSED
-    try:
-        report = response.json()
-    except ValueError:
-        report = None
     return owner_multisig_cli.print_verdict(report if isinstance(report, dict) else {})

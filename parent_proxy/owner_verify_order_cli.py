@@ -94,8 +94,8 @@ def _json_object(path: Path, what: str, limit: int) -> dict[str, Any]:
         raise OwnerInputError(f"{what}: larger than {limit} bytes")
     try:
         value = json.loads(data)
-    except ValueError as exc:
-        raise OwnerInputError(f"{what}: not JSON") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+        raise OwnerInputError(f"{what}: not JSON (or nested too deeply)") from exc
     if not isinstance(value, dict):
         raise OwnerInputError(f"{what}: not a JSON object")
     return value

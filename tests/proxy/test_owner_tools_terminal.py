@@ -71,3 +71,13 @@ def test_check_multisig_url_escapes_the_parents_check_ids(
     assert code == 1 and _controls(out) == [] and _controls(err) == [], (out, err)
     assert "owner check-multisig: failed: multisig.threshold\\x1b[2K\\x0d (x\\x9b1A): seen 1; expected 2\n" in err
     assert json.loads(out)["checks"] == [HOSTILE_CHECK]
+
+
+def test_check_multisig_url_answer_nested_too_deeply_is_no_report(
+    keypair: tuple[Path, Ed25519PrivateKey], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An answer nested deeper than the parser goes is shown as text and is not a report (exit 1), not a crash."""
+    deep = b"[" * 5000 + b"]" * 5000
+    _parent({"/v1/wallets/w1/multisig": httpx.Response(200, content=deep)}, monkeypatch)
+    code, out, _ = _run(capsys, keypair, "check-multisig", "--url", "https://p", "--wallet", "w1")
+    assert code == 1 and out.startswith("[[[")

@@ -21,6 +21,7 @@ from solders.pubkey import Pubkey
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.order_receipts import OrderReceipt
 from parent_proxy.order_receipts import ExpectedOrder
+from parent_proxy.owner_cli_common import OwnerInputError
 from parent_proxy.owner_verify_order_cli import OrderVerificationError, owner_order, verify_order_answer
 from policies.cli import main
 from policies.orders import document_sha256
@@ -193,3 +194,11 @@ def test_mode_none_needs_accept_unattested(tmp_path: Path, capsys: pytest.Captur
         assert code == 0 and "verified" in out and "proves nothing" in err, err
         code, _, err = verify_order(capsys, h, answer, mine)
         assert code == 1 and "accept it explicitly" in err, err
+
+
+def test_a_file_nested_too_deeply_is_bad_input(tmp_path: Path) -> None:
+    """JSON nested deeper than the parser goes is bad input (exit 2), as for verify-wallet, not a traceback."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(OwnerInputError, match="--order: not JSON \\(or nested too deeply\\)"):
+        owner_order(deep, policy=False, owner=Pubkey.new_unique(), what="--order")
