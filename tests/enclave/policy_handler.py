@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,6 +16,7 @@ from enclave_app.protocol import ErrorResponse, InstallPolicyRequest
 from enclave_app.sealing import LocalSealer
 from enclave_app.server import Handler
 from enclave_app.state import Enclave, Wallet
+from policies.orders import freeze_document
 from policies.signing import sign_document
 from tests.support.policies import example_policy
 
@@ -38,3 +39,9 @@ def policy_handler(**rule_changes: Any) -> Handler:
     answer = asyncio.run(handler.handle(InstallPolicyRequest(WALLET, signed)))
     assert not isinstance(answer, ErrorResponse), answer
     return handler
+
+
+def owner_order(wallet_id: str, sequence: int, *, freeze: bool) -> bytes:
+    """A freeze (or unfreeze) order for ``wallet_id`` signed by ``OWNER``, expiring ten minutes after ``NOW``."""
+    document = freeze_document(wallet_id, sequence, int((NOW + timedelta(minutes=10)).timestamp()))
+    return json.dumps(sign_document("freeze" if freeze else "unfreeze", document, OWNER)).encode()
