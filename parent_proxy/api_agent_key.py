@@ -17,7 +17,9 @@ that is a member on chain):
 - The switch happens only when the chain adapter shows the multisig with the candidate as a member and the old key
   no longer one (409 otherwise: the switch would leave the wallet signing with a key the multisig does not know),
   and no spending limit of the multisig naming the old key (409: the new key could not use it, and where Squads'
-  ``spending_limit_use`` checks only the limit's own members the retired key could go on spending through it).
+  ``spending_limit_use`` checks only the limit's own members the retired key could go on spending through it). A
+  multisig the chain answers does not exist is 409 ``multisig_nonconforming`` with the failed ``multisig.exists``
+  check, as at policy install (`parent_proxy.multisig_onchain`); only a chain that cannot be read is 503.
 - The enclave switches first, then the store (key, blob, retired old key, audit record: one transaction). If the
   store write fails the owner repeats the switch: the enclave answers the same and the store catches up. The old
   key's blob is kept as a retired key, never deleted.
@@ -39,9 +41,11 @@ from parent_proxy.agent_key_receipts import ExpectedAgentKey
 from parent_proxy.api_agent import services_of
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
-from parent_proxy.chain import ChainError
+from parent_proxy.chain import AccountNotFound, ChainError
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import signed_by
+from parent_proxy.multisig_conformance import missing_multisig
+from parent_proxy.multisig_onchain import nonconforming
 from parent_proxy.schemas import (
     AgentKeyCandidateView,
     AgentKeyRotationBody,
@@ -236,9 +240,13 @@ async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, reque
 
 async def _on_chain(services: Services, multisig: Pubkey, old: bytes, new: bytes) -> None:
     """409 unless the chain shows the multisig with ``new`` as a voting member and without ``old``, and no spending
-    limit of the multisig naming ``old``."""
+    limit of the multisig naming ``old`` (``multisig_nonconforming`` when there is no multisig); 503 when the chain
+    cannot be read."""
     try:
         account = await services.chain.multisig_account(multisig)
+    except AccountNotFound as exc:  # an answer about the chain, not a failure to read it: retrying changes nothing
+        refused = f"switch refused: the multisig {multisig} the policy declares does not exist on chain"
+        raise nonconforming(missing_multisig(multisig), refused) from exc
     except ChainError as exc:
         raise ApiError(Code.CHAIN_UNAVAILABLE, f"the multisig could not be read: {exc}") from exc
     member = account.member(Pubkey.from_bytes(new))

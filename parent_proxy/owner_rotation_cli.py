@@ -45,7 +45,8 @@ the nonce advances (when it lands, or through ``advance-nonce-transaction``, ``c
 until the multisig's transaction index moves on (any other transaction of the multisig).
 
 Exit codes as the other owner commands: 0 done, 1 the RPC could not be read or refused, 2 bad input, a multisig or
-transaction that does not allow this rotation, or a key that could not be used. Only public keys are printed.
+transaction that does not allow this rotation (a multisig the RPC answers does not exist among them: the failed
+``multisig.exists`` check of a policy install), or a key that could not be used. Only public keys are printed.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from parent_proxy import owner_cli_common
-from parent_proxy.chain import ChainError, RpcChain
+from parent_proxy.chain import AccountNotFound, ChainError, RpcChain
 from parent_proxy.nonce_account import NonceAccount
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
@@ -211,7 +212,12 @@ def rotation_transaction(args: argparse.Namespace) -> int:
     async def read() -> tuple[MultisigAccount, list[SpendingLimitAccount], Hash | NonceAccount]:
         async with owner_cli_common.new_rpc_client() as client:
             chain = RpcChain(client, url)
-            account = await chain.multisig_account(multisig)
+            try:
+                account = await chain.multisig_account(multisig)
+            except AccountNotFound as exc:  # the chain's answer, not a failure to read it: bad input
+                raise OwnerInputError(f"the multisig {multisig} does not exist on chain (multisig.exists: no "
+                                      "account at this address): nothing built; check --multisig and --rpc-url's "
+                                      "cluster") from exc  # fmt: skip
             limits = await chain.spending_limits(multisig)
             if nonce_address is not None:
                 return account, limits, await chain.nonce_account(nonce_address)
