@@ -11,9 +11,17 @@ kept apart, keyed by the owner key that signed the request and the nonce, and he
 Nothing of the request's body (the wallet id it names) is part of the key: the caller claims the nonce before the
 body is even parsed, and an id that will never exist costs the store nothing more than any other. A claim is one
 atomic write (a held nonce refuses it; an expired one is replaced), so two processes claiming the same nonce at
-once cannot both succeed. The number of records is bounded by the caller: the proxy claims only after the owner
-signature verified under a configured owner key and the timestamp is fresh (see `parent_proxy.owner_auth`), and the
-store refuses a hold longer than `MAX_HOLD_SECONDS`.
+once cannot both succeed.
+
+Clocks: whether a claim still holds is judged by the claiming process's clock against a time derived from the
+request's own signed timestamp, the comparison by which that process accepts the timestamp at all, so clocks that
+differ between processes open no window. Only deletion runs on another clock: SQLite's prune on the one host that
+shares the file; DynamoDB's TTL on AWS's, from a second after the hold (a proxy whose clock lagged AWS's by more
+than 450 s minus its configured skew could meet a claim deleted early).
+
+The number of records is bounded by the caller: the proxy claims only after the owner signature verified under a
+configured owner key and the timestamp is fresh (see `parent_proxy.owner_auth`); the store refuses a hold longer
+than `MAX_HOLD_SECONDS`.
 """
 
 from __future__ import annotations

@@ -27,13 +27,20 @@ from fastapi.testclient import TestClient
 from solders.litesvm import LiteSVM
 
 from enclave_app.transport import UnixAddress
+from parent_proxy.api_errors import ApiError
 from parent_proxy.app import create_app
 from parent_proxy.auth import RateLimiter, attestation_limiter
 from parent_proxy.chain import LiteSvmChain
 from parent_proxy.clock import SystemClock
 from parent_proxy.enclave_pool import PooledEnclaveClient
 from parent_proxy.enclave_relay import EnclaveRelay
-from parent_proxy.owner_auth import OwnerRequest, StoreNonceRegistry, owner_request_headers
+from parent_proxy.owner_auth import (
+    MAX_SKEW_SECONDS,
+    OwnerRequest,
+    StoreNonceRegistry,
+    owner_request_headers,
+    verify_owner_request,
+)
 from parent_proxy.services import Services
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
@@ -173,3 +180,29 @@ def test_a_failed_creation_replayed_is_refused_and_the_owners_retry_creates_it(
         assert wallet_created_records(store) == ["w1"]
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("skew", [1, 300, MAX_SKEW_SECONDS])
+def test_a_creation_nonce_holds_from_the_earliest_to_the_latest_accepted_time(store: Store, skew: int) -> None:
+    """Claimed by one process at the earliest time its timestamp is accepted, replayed to another (its own registry
+    on the same store) at the latest time, under the largest skew a process may have: still refused. Then, a second
+    after no process accepts the timestamp, the request is stale, whatever the store holds."""
+    owner = Ed25519PrivateKey.generate()
+    timestamp = 1_700_000_000
+    body = b'{"wallet_id": "w1"}'
+    headers = owner_request_headers(
+        OwnerRequest("POST", "/v1/wallets", body, timestamp, "n" * 32), owner_public_key(owner), owner.sign
+    )
+
+    def verify(now: float, max_skew: float) -> None:
+        verify_owner_request(
+            headers, method="POST", path="/v1/wallets", body=body, allowed_keys=frozenset({owner_public_key(owner)}),
+            now=now, max_skew=max_skew, nonces=StoreNonceRegistry(store), scope=None,
+        )  # fmt: skip
+
+    verify(timestamp - skew, skew)
+    for now in (timestamp, timestamp + MAX_SKEW_SECONDS):
+        with pytest.raises(ApiError, match="nonce already used"):
+            verify(now, MAX_SKEW_SECONDS)
+    with pytest.raises(ApiError, match="outside the accepted window"):
+        verify(timestamp + MAX_SKEW_SECONDS + 1, MAX_SKEW_SECONDS)
