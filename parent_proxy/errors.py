@@ -14,6 +14,7 @@
     |       +-- IdempotencyInProgress    same key and hash, but the first request has not completed
     |       +-- AlreadyDecided           an approval that is no longer pending
     |       +-- AlreadyRevoked           an audited revocation of a token that is revoked already
+    |       +-- NonceUsed                a wallet-creation nonce claimed already, and its claim still holds
     |       +-- LeaseLost                a webhook outbox lease that expired or was taken over
     +-- AuditChainError          the audit log's hash chain is broken (names the first bad seq)
     +-- WebhookError             a webhook configuration or signature is invalid (opaque about secrets)
@@ -109,6 +110,10 @@ class AlreadyDecided(Conflict):
 
 class AlreadyRevoked(Conflict):
     """The token is revoked already: an audited revocation (`RevokeToken`) writes nothing, not even its record."""
+
+
+class NonceUsed(Conflict):
+    """The owner key's wallet-creation nonce is claimed already and its claim still holds (a replayed request)."""
 
 
 class ApprovalQueueFull(Conflict):

@@ -26,6 +26,8 @@ items only (the CDK stack must create it that way; `create_table` does it for te
     O#<event>     D#<attempt>           delivery log line
     AUDIT         HEAD / R#<seq>        audit head (seq, hash) and records
     LAYOUT        OUTBOX_DUE            present once outbox items written without ``due_key`` have been given one
+    CN#<owner>    N#<nonce>             a wallet-creation nonce of that owner key (hex): ``held_until`` (see
+                                        `dynamodb_creation_nonces`)
 
 Wallets, tokens, idempotency records and approvals also carry ``write_id``: the id of the last conditional write
 of theirs that is not idempotent by itself (creation, policy install, claim, stored answer, decision, reopening); it

@@ -228,5 +228,6 @@ class DynamoLimits(DynamoOutboxAudit):
     def prune(self, now: float) -> None:
         """Nothing to do here: reservations and request/denial timestamps carry the table's TTL attribute
         (``expires_at`` = creation + `validation.MAX_WINDOW_SECONDS` + 1), so DynamoDB deletes them itself, and
-        every read filters by time exactly, whether or not an expired item is still there."""
+        every read filters by time exactly, whether or not an expired item is still there. Idempotency records and
+        wallet-creation nonces carry it too, and their conditions ignore an expired one."""
         v.check_time("now", now)

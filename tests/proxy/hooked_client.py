@@ -50,6 +50,26 @@ class CountingClient:
 
 
 @contextmanager
+def first_answer_lost(client: Hooked, operation: str) -> Iterator[list[int]]:
+    """Make botocore resend ``operation`` once after its first send was applied, as it does when the answer is lost
+    (a read timeout, a 500: "the request may or may not have succeeded"). Yields the list of resends."""
+    resent: list[int] = []
+
+    def needs_retry(response: Any, **_: Any) -> int | None:
+        if not resent and response is not None and response[0].status_code == 200:
+            resent.append(1)
+            return 0  # resend now
+        return None
+
+    event = f"needs-retry.dynamodb.{operation}"
+    client.inner.meta.events.register_first(event, needs_retry)
+    try:
+        yield resent
+    finally:
+        client.inner.meta.events.unregister(event, needs_retry)
+
+
+@contextmanager
 def transaction_answer_lost(client: Hooked) -> Iterator[list[str]]:
     """botocore resends a ``TransactWriteItems`` whose first send was applied (its answer lost), with the same
     ``ClientRequestToken``; DynamoDB answers a token it has applied with success and writes nothing (moto does
