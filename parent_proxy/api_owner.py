@@ -343,8 +343,10 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
             envelope, freeze=frozen, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
             now=read_clock(services.clock),
         )  # fmt: skip
-    except PolicyEngineError as exc:
+    except PolicySignatureError as exc:  # as for a policy: only an owner signature that fails is 401
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"freeze order refused: {exc}") from exc
+    except PolicyEngineError as exc:  # a signed order with a field refused (a sequence above the maximum, say)
+        raise ApiError(Code.INVALID_REQUEST, f"freeze order refused: {exc}") from exc
     reason = f"owner freeze order {sequence}" if frozen else None
 
     def persist() -> None:
