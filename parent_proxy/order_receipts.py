@@ -178,7 +178,9 @@ class OrderReceipts:
         raise ApiError(Code.ENCLAVE_UNAVAILABLE, f"the enclave answered the owner's {purpose} order with {why}")
 
 
-def receipt_fields(services: Services, applied: AppliedOrder[Any] | None) -> dict[str, str | None]:
+def receipt_fields(
+    services: Services, applied: AppliedOrder[PolicyInstalledResponse] | AppliedOrder[WalletFrozenResponse] | None
+) -> dict[str, str | None]:
     """The owner's copy of an applied order's receipt: ``receipt`` and ``receipt_signature`` (base64) and the session
     key they verified under (base58; null when it is no longer the key in force). All null without an answer or a
     receipt. The owner verifies the receipt under an attested key, never this one (``waiaas owner verify-order``).
@@ -186,14 +188,13 @@ def receipt_fields(services: Services, applied: AppliedOrder[Any] | None) -> dic
     No signature is verified here: the relay returns an answer only once :class:`OrderReceipts` verified its receipt
     under ``applied.checked_under`` (the same bytes: the answer is immutable), so whether that key is still the one
     in force is a comparison of keys."""
-    answer = None if applied is None else applied.answer
-    if applied is None or answer is None or answer.receipt is None or answer.receipt_signature is None:
+    if applied is None or applied.answer.receipt is None or applied.answer.receipt_signature is None:
         return {"receipt": None, "receipt_signature": None, "session_public_key": None}
     key = applied.checked_under
     if key != services.sessions.current:
         key = None  # checked under a key no longer in force (or not checked: a relay without an order log)
     return {
-        "receipt": base64.b64encode(answer.receipt).decode(),
-        "receipt_signature": base64.b64encode(answer.receipt_signature).decode(),
+        "receipt": base64.b64encode(applied.answer.receipt).decode(),
+        "receipt_signature": base64.b64encode(applied.answer.receipt_signature).decode(),
         "session_public_key": None if key is None else str(Pubkey.from_bytes(key)),
     }
