@@ -39,7 +39,7 @@ from solders.signature import Signature
 from enclave_app.protocol import AgentKeyResponse
 from parent_proxy.agent_key_receipts import ExpectedAgentKey
 from parent_proxy.api_agent import services_of
-from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
 from parent_proxy.chain import AccountNotFound, ChainError
 from parent_proxy.clock import read_clock
@@ -98,18 +98,10 @@ async def _record_checked(
 ) -> T:
     """``record()`` once the answer's agent-key receipt verifies under the attested session key in force and states
     ``expected`` (`parent_proxy.enclave_sessions`); else 503 and an ``agent_key.failed`` record naming the step."""
-
-    def failed(exc: BaseException) -> None:
-        _audit_failure(services, expected, step, exc.code.value if isinstance(exc, ApiError) else type(exc).__name__)
-
-    try:
-        return await services.sessions.record_checked(
-            services, answer.receipt, answer.receipt_signature, expected, record=record, on_failure=failed
-        )
-    except ApiError:
-        raise
-    except Exception as exc:
-        raise translate(exc) from exc
+    return await services.sessions.record_checked(
+        services, answer.receipt, answer.receipt_signature, expected, record=lambda _: record(),
+        on_failure=lambda error: _audit_failure(services, expected, step, error),
+    )  # fmt: skip
 
 
 def _multisig(services: Services, wallet: Wallet) -> Pubkey:

@@ -265,21 +265,21 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
 
     updated: Wallet = await run_store(services, persist)
     services.relay.forget(wallet_id)
-    answer = None
+    applied = None
     try:
         await services.relay.ensure_wallet(updated)  # its order receipt checked and recorded (`order_receipts`)
         installed = True
-        answer = services.relay.installed_answer(wallet_id)
+        applied = services.relay.installed_answer(wallet_id)
     except ApiError:
         installed = False  # the next request installs it (the store holds the authoritative copy)
-    if answer is not None and answer.sequence != policy.sequence:
-        answer = None  # a newer policy went in meanwhile: no receipt of this one to show
+    if applied is not None and applied.answer.sequence != policy.sequence:
+        applied = None  # a newer policy went in meanwhile: no receipt of this one to show
     return PolicyInstalled(
         wallet_id=wallet_id,
         sequence=policy.sequence,
         policy_sha256=hashlib.sha256(envelope).hexdigest(),
         enclave_installed=installed,
-        **receipt_fields(services, answer),
+        **receipt_fields(services, applied),
     )
 
 
@@ -343,8 +343,10 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
             envelope, freeze=frozen, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
             now=read_clock(services.clock),
         )  # fmt: skip
-    except PolicyEngineError as exc:
+    except PolicySignatureError as exc:  # as for a policy: only an owner signature that fails is 401
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"freeze order refused: {exc}") from exc
+    except PolicyEngineError as exc:  # a signed order with a field refused (a sequence above the maximum, say)
+        raise ApiError(Code.INVALID_REQUEST, f"freeze order refused: {exc}") from exc
     reason = f"owner freeze order {sequence}" if frozen else None
 
     def persist() -> None:
@@ -357,15 +359,15 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
     await run_store(services, persist)
     # The proxy enforces the freeze from the store; the enclave is told too (it refuses on its own when it agrees),
     # and its order receipt is checked and recorded (`parent_proxy.order_receipts`) and shown to the owner.
-    answer = None
+    applied = None
     try:
         await services.relay.ensure_wallet(wallet)
-        answer = await services.relay.set_frozen(wallet_id, frozen, envelope)
+        applied = await services.relay.set_frozen(wallet_id, frozen, envelope)
         acknowledged = True
     except ApiError:
         acknowledged = False
     return FreezeState(wallet_id=wallet_id, frozen=frozen, enclave_acknowledged=acknowledged, order_sequence=sequence,
-                       **receipt_fields(services, answer))  # fmt: skip
+                       **receipt_fields(services, applied))  # fmt: skip
 
 
 @router.post("/{wallet_id}/freeze", response_model=FreezeState)

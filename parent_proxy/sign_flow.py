@@ -62,7 +62,7 @@ from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import signed_by
-from parent_proxy.enclave_sessions import Expected
+from parent_proxy.enclave_sessions import Expected, failure_code
 from parent_proxy.errors import LimitExceeded, ProxyError
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
@@ -334,7 +334,7 @@ class SignFlow:
             Code.ENCLAVE_UNAVAILABLE,
             "the enclave answered a signature that is not the wallet's agent key's; nothing was signed",
         )
-        give_back.failed(self.s, prepared, error, reason=NOT_THE_AGENT_KEY)
+        give_back.failed(self.s, prepared, error.code.value, reason=NOT_THE_AGENT_KEY)
         raise error
 
     # -- the whole flow -----------------------------------------------------------------------------------------
@@ -375,7 +375,7 @@ class SignFlow:
             enclave_answer = await self.relay(prepared, transaction, tables, approval)
         except BaseException as exc:  # includes cancellation: the reservation must not leak
             with anyio.CancelScope(shield=True):
-                await s.run(give_back.failed, s, prepared, exc)
+                await s.run(give_back.failed, s, prepared, failure_code(exc))
             if isinstance(exc, ApiError):
                 raise
             if isinstance(exc, Exception):
@@ -383,18 +383,13 @@ class SignFlow:
             raise
         # The receipt is checked against the attested session key and the message sent (also for a refusal), then
         # the signer, in the same hop (`finish`).
-        try:
-            answer = await s.sessions.record_checked(
-                s, enclave_answer.receipt, enclave_answer.receipt_signature,
-                Expected("transaction", prepared.wallet.wallet_id, sent_hash,
-                         signed=enclave_answer.signature is not None, decision=enclave_answer.decision),
-                record=lambda: self.finish(prepared, enclave_answer, submit, transaction, sent_hash),
-                on_failure=lambda exc: give_back.failed(s, prepared, exc),
-            )  # fmt: skip
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise translate(exc) from exc
+        answer = await s.sessions.record_checked(
+            s, enclave_answer.receipt, enclave_answer.receipt_signature,
+            Expected("transaction", prepared.wallet.wallet_id, sent_hash,
+                     signed=enclave_answer.signature is not None, decision=enclave_answer.decision),
+            record=lambda _: self.finish(prepared, enclave_answer, submit, transaction, sent_hash),
+            on_failure=lambda error: give_back.failed(s, prepared, error),
+        )  # fmt: skip
         if submit and answer.status == 200:  # a signed transaction (not an escalation by the enclave)
             return await submission.submit(s, prepared, answer)
         return answer
