@@ -200,6 +200,16 @@ def _recent_blockhash(text: str) -> Hash:
         raise ChainError("RPC getLatestBlockhash: malformed blockhash") from exc
 
 
+async def _nonce_account(chain: RpcChain, address: Pubkey) -> NonceAccount:
+    """The durable-nonce account at ``address``; one the chain says does not exist is bad input (exit 2), since
+    retrying changes nothing, while a chain that cannot be read stays a failure (exit 1)."""
+    try:
+        return await chain.nonce_account(address)
+    except AccountNotFound as exc:
+        raise OwnerInputError(f"the nonce account {address} does not exist on chain: nothing built; check "
+                              "--nonce-account and --rpc-url's cluster") from exc  # fmt: skip
+
+
 def rotation_transaction(args: argparse.Namespace) -> int:
     owner = owner_public_key(args)
     multisig = public_key_option(args.multisig, "--multisig")
@@ -220,7 +230,7 @@ def rotation_transaction(args: argparse.Namespace) -> int:
                                       "cluster") from exc  # fmt: skip
             limits = await chain.spending_limits(multisig)
             if nonce_address is not None:
-                return account, limits, await chain.nonce_account(nonce_address)
+                return account, limits, await _nonce_account(chain, nonce_address)
             return account, limits, _recent_blockhash(await chain.latest_blockhash())
 
     account, limits, lifetime = asyncio.run(read())
@@ -265,7 +275,7 @@ def advance_nonce_transaction(args: argparse.Namespace) -> int:
     async def read() -> tuple[NonceAccount, Hash]:
         async with owner_cli_common.new_rpc_client() as client:
             chain = RpcChain(client, url)
-            return await chain.nonce_account(address), _recent_blockhash(await chain.latest_blockhash())
+            return await _nonce_account(chain, address), _recent_blockhash(await chain.latest_blockhash())
 
     nonce, recent = asyncio.run(read())
     if nonce.authority != owner:
