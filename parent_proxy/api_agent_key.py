@@ -39,7 +39,7 @@ from solders.signature import Signature
 from enclave_app.protocol import AgentKeyResponse
 from parent_proxy.agent_key_receipts import ExpectedAgentKey
 from parent_proxy.api_agent import services_of
-from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_errors import ApiError, Code, owner_document_refused
 from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
 from parent_proxy.chain import AccountNotFound, ChainError
 from parent_proxy.clock import read_clock
@@ -124,10 +124,12 @@ def _candidate(services: Services, wallet: Wallet) -> AgentKeyCandidate:
 
 
 def _order_keys(order: AgentKeyOrder, wallet: Wallet, candidate: AgentKeyCandidate) -> None:
+    """A signed order for another agent key or candidate than the wallet's now (signed before a switch or a new
+    candidate, say): 409, as any request the wallet's state has moved past."""
     if bytes(order.agent) != wallet.agent_pubkey:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the order replaces another agent key than the wallet's")
+        raise ApiError(Code.CONFLICT, "the order replaces another agent key than the wallet's")
     if bytes(order.new_agent) != candidate.candidate_pubkey:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the order names another key than the wallet's candidate")
+        raise ApiError(Code.CONFLICT, "the order names another key than the wallet's candidate")
 
 
 @router.get("/{wallet_id}/agent-key", response_model=AgentKeyStatus)
@@ -203,7 +205,7 @@ async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, reque
         order = check_rotation_order(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
                                      message_hash=message_hash, now=read_clock(services.clock))  # fmt: skip
     except PolicyEngineError as exc:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"rotation order refused: {exc}") from exc
+        raise owner_document_refused("rotation order", exc) from exc
     _order_keys(order, wallet, candidate)
     await services.relay.ensure_wallet(wallet)
     answer = await services.relay.sign_agent_key_rotation(
@@ -271,7 +273,7 @@ async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> A
         order = check_switch_order(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
                                    now=read_clock(services.clock))  # fmt: skip
     except PolicyEngineError as exc:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"switch order refused: {exc}") from exc
+        raise owner_document_refused("switch order", exc) from exc
     _order_keys(order, wallet, candidate)
     await _on_chain(services, multisig, wallet.agent_pubkey, candidate.candidate_pubkey)
     await services.relay.ensure_wallet(wallet)

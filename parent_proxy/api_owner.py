@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from solders.pubkey import Pubkey
 
 from parent_proxy.api_agent import fetch_tables, services_of
-from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.api_errors import ApiError, Code, owner_document_refused, translate
 from parent_proxy.approvals import ApprovalFlow
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import AlreadyRevoked, NotFound, ProxyError
@@ -54,7 +54,7 @@ from parent_proxy.store.model import (
 )
 from parent_proxy.store.tokens import new_token
 from parent_proxy.webhook_urls import redact_url
-from policies.errors import PolicyEngineError, PolicySignatureError
+from policies.errors import PolicyEngineError
 from policies.orders import check_freeze_order
 from policies.signing import load_signed_policy
 
@@ -244,10 +244,8 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
     envelope = envelope_bytes(body)
     try:
         policy = load_signed_policy(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id)
-    except PolicySignatureError as exc:  # the document as docs/api.md lists it: an owner signature that fails
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"policy refused: {exc}") from exc
     except PolicyEngineError as exc:
-        raise ApiError(Code.INVALID_REQUEST, f"policy refused: {exc}") from exc
+        raise owner_document_refused("policy", exc) from exc
     now = read_clock(services.clock)
     if policy.expires_at is not None and now >= policy.expires_at:
         raise ApiError(Code.STALE_POLICY, f"the policy expired at {policy.expires_at} (Unix seconds)")
@@ -343,10 +341,8 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
             envelope, freeze=frozen, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
             now=read_clock(services.clock),
         )  # fmt: skip
-    except PolicySignatureError as exc:  # as for a policy: only an owner signature that fails is 401
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"freeze order refused: {exc}") from exc
-    except PolicyEngineError as exc:  # a signed order with a field refused (a sequence above the maximum, say)
-        raise ApiError(Code.INVALID_REQUEST, f"freeze order refused: {exc}") from exc
+    except PolicyEngineError as exc:
+        raise owner_document_refused("freeze order", exc) from exc
     reason = f"owner freeze order {sequence}" if frozen else None
 
     def persist() -> None:

@@ -39,7 +39,7 @@ from typing import Any
 from solders.pubkey import Pubkey
 
 from parent_proxy import give_back
-from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_errors import ApiError, Code, owner_document_refused
 from parent_proxy.clock import read_clock
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, decide, eval_context, refusal, spent_entries
@@ -101,7 +101,7 @@ class ApprovalFlow:
                 message_hash=message_hash(transaction), now=now,
             )  # fmt: skip
         except PolicyEngineError as exc:
-            raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"approval refused: {exc}") from exc
+            raise owner_document_refused("approval", exc) from exc
         audit = {"approval_id": approval_id, "request_id": stored["request_id"]}
         # 2. Not frozen, and the policy (with today's counters) does not deny it.
         if wallet.frozen:

@@ -111,8 +111,8 @@ def test_rotation_refusals_sign_nothing(h: Harness) -> None:
     stranger = Ed25519PrivateKey.generate()
     cases = [
         (rotation_body(h, raw, new, key=stranger), 401),  # the order is not the owner's
-        (rotation_body(h, raw, Pubkey.new_unique()), 401),  # the order names another candidate
-        (rotation_body(h, raw, new, agent=Pubkey.new_unique()), 401),  # ... replaces another key
+        (rotation_body(h, raw, Pubkey.new_unique()), 409),  # the owner's order names another candidate (401 before)
+        (rotation_body(h, raw, new, agent=Pubkey.new_unique()), 409),  # ... replaces another key
         ({**rotation_body(h, raw, new), "transaction": base64.b64encode(b"\x01" * 80).decode()}, 422),
     ]
     for body, status in cases:
