@@ -17,9 +17,9 @@ import pytest
 from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import EnclaveState, ErrorCode
 from policies.signing import sign_document
-from tests.enclave.policy_handler import OWNER, owner_order
-from tests.enclave.test_review_lifecycle import OWNER_PUBLIC, run_served, sealed
 from tests.support.policies import example_policy
+from tests.support.policy_handler import OWNER, owner_order
+from tests.support.served_enclave import OWNER_PUBLIC, run_served, sealed
 
 
 async def refused(call: Any, code: ErrorCode) -> None:

@@ -15,8 +15,8 @@ import pytest
 from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import EnclaveState, ErrorCode, LoadWalletRequest, ProtocolError, decode_request
 from policies.orders import MAX_SEQUENCE
-from tests.enclave.policy_handler import owner_order
-from tests.enclave.test_review_lifecycle import OWNER_PUBLIC, run_served, sealed
+from tests.support.policy_handler import owner_order
+from tests.support.served_enclave import OWNER_PUBLIC, run_served, sealed
 
 
 def order(sequence: int, *, freeze: bool) -> bytes:
