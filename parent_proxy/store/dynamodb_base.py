@@ -354,6 +354,18 @@ class DynamoBase:
             token, resends = new_write_id(), 0  # nothing was written under the old token
             _pause(TRANSACT_BACKOFF_SECONDS, contended)
 
+    def _written(self, pk: str, sk: str, write_id: str | None = None) -> bool | None:
+        """After a transaction whose outcome is unknown (`StoreOutcomeUnknown`), whether the item ``pk``/``sk``
+        that it puts is there (with ``write_id`` as its `WRITE_ID`, if given): True: the transaction was applied.
+        False: the item is another write's. None: no such item, or it cannot be read: still unknown."""
+        try:
+            item = self._get(pk, sk)
+        except StoreUnavailable:
+            return None
+        if item is None:
+            return None
+        return write_id is None or item.get(WRITE_ID) == s(write_id)
+
     def _write_once(self, operation: str, request: dict[str, Any], write_id: str) -> Item | None:
         """Send one conditional single-item write (``put_item`` or ``update_item``) whose ``request`` stores
         ``write_id`` (from `new_write_id`) in the item's `WRITE_ID` attribute; the stored item is asked for if the

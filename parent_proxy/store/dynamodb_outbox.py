@@ -348,20 +348,12 @@ class DynamoOutboxAudit(DynamoOutboxDue):
         try:
             self._transact([*actions, *self._audit_actions(record, write_id)])
         except StoreOutcomeUnknown as unknown:
-            recorded = self._recorded(record.seq, write_id)
+            recorded = self._written(AUDIT_PK, _audit_key(record.seq), write_id)
             if recorded is None:
                 raise
             if not recorded:
                 taken = f"dynamodb store unavailable: audit record {record.seq} is another write's"
                 raise StoreUnavailable(taken) from unknown
-
-    def _recorded(self, seq: int, write_id: str) -> bool | None:
-        """Whether the log's record ``seq`` was written with ``write_id`` (None: no record, or it cannot be read)."""
-        try:
-            stored = self._get(AUDIT_PK, _audit_key(seq))
-        except StoreUnavailable:
-            return None
-        return None if stored is None else stored.get(WRITE_ID) == s(write_id)
 
     def append_audit(self, record: AuditRecord, webhook: OutboxItem | None = None) -> None:
         if not isinstance(record, AuditRecord):

@@ -100,6 +100,40 @@ def test_only_a_send_that_may_have_been_applied_is_sent_again(dynamo: tuple[Dyna
     assert count["Item"]["pending"] == {"N": str(len(UNANSWERED))}  # each counted once
 
 
+def test_a_reservation_whose_answers_are_all_lost_is_settled_by_what_it_wrote(
+    dynamo: tuple[DynamoStore, Hooked],
+) -> None:
+    """A reservation (alone, or with a key's claim) is settled by its pointer ``R#<request>``, which only its own
+    transaction can write; a claim without a reservation by the claim's write id. Never arrived: unknown."""
+    store, client = dynamo
+
+    def all_answers_lost(write: Callable[[], Any]) -> Any:
+        client.hooks["transact_write_items"] = RequestTokens(["applied"], then="lost")
+        try:
+            return write()
+        finally:
+            del client.hooks["transact_write_items"]
+
+    claim = all_answers_lost(
+        lambda: store.begin_signing("w1", "k1", H, request_id="r1", amounts={"SOL": 5}, limits=LIMITS, now=T0)
+    )
+    reserved = all_answers_lost(lambda: store.reserve("w1", "r2", {"SOL": 1}, LIMITS, T0))
+    bare = all_answers_lost(lambda: store.begin_signing("w1", "k2", H, request_id="r3", amounts={}, limits={}, now=T0))
+    assert claim.reservation is not None and reserved.amounts == (("SOL", 1),) and bare.reservation is None
+    assert store.spent_in_window("w1", "SOL", 86_400, T0) == 6
+    for key in ("k1", "k2"):
+        with pytest.raises(IdempotencyInProgress):
+            store.lookup_idempotent("w1", key, H, T0)
+    client.hooks["transact_write_items"] = RequestTokens(then="lost")
+    with pytest.raises(StoreOutcomeUnknown):
+        store.begin_signing("w1", "k3", H, request_id="r4", amounts={"SOL": 1}, limits=LIMITS, now=T0)
+    with pytest.raises(StoreOutcomeUnknown):
+        store.begin_signing("w1", "k4", H, request_id="r5", amounts={}, limits={}, now=T0)
+    del client.hooks["transact_write_items"]
+    assert store.lookup_idempotent("w1", "k3", H, T0) is None and store.lookup_idempotent("w1", "k4", H, T0) is None
+    assert store.spent_in_window("w1", "SOL", 86_400, T0) == 6
+
+
 def test_a_finish_whose_answers_are_all_lost_is_settled_by_its_audit_record(
     dynamo: tuple[DynamoStore, Hooked],
 ) -> None:
