@@ -36,8 +36,10 @@ seq is this transaction's (`DynamoOutboxAudit._transact_recorded`).
 
 Every ``TransactWriteItems`` carries a request token (``ClientRequestToken``) of its own; a send whose answer was
 lost is sent again under the same token, which DynamoDB applies once (`DynamoBase._transact`); a transaction still
-unanswered after those resends raises `StoreOutcomeUnknown`: written in full or not at all, which the caller must
-find out before it gives anything back.
+unanswered after those resends raises `StoreOutcomeUnknown`: written in full or not at all. One that appends an
+audit record, reserves, or claims an idempotency key first looks for the item only it can have written (its
+record's write id, the reservation's ``R#`` pointer, the claim's write id: `DynamoBase._written`); otherwise the
+caller must find out before it gives anything back.
 
 Layout versions are not detected. The adapter never creates the production table (the CDK stack does, and the
 instance role may not scan it), so it cannot mark a new table with its layout, and an unmarked table could be new
