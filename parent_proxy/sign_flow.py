@@ -25,7 +25,8 @@
        key, say)
     6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
        stored answer -- if it cannot be written the signature is not handed out, the reservation is released
-       and the key freed --; optionally submit through the chain adapter (`parent_proxy.submission`); answer.
+       and the key freed (written or not, unknown: `parent_proxy.outcome_unknown` finds out first) --;
+       optionally submit through the chain adapter (`parent_proxy.submission`); answer.
        An unsigned answer: the reservation released, then, with its receipt in the audit record and the answer
        stored under the key in one store transaction:
        - enclave ESCALATE of an agent request (its per-boot counters are above the store's: a restored older
@@ -56,14 +57,14 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from enclave_app.protocol import TransactionDecisionResponse
-from parent_proxy import give_back, submission
+from parent_proxy import give_back, outcome_unknown, submission
 from parent_proxy import sign_outcomes as outcomes
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import signed_by
 from parent_proxy.enclave_sessions import Expected, failure_code
-from parent_proxy.errors import LimitExceeded, ProxyError
+from parent_proxy.errors import LimitExceeded, ProxyError, StoreOutcomeUnknown
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
@@ -312,6 +313,9 @@ class SignFlow:
                 stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
             webhook = s.webhook_item(wallet_id, "transaction.signed", event)
             s.store.finish_signing(prepared.reservation, seal, webhook, stored)
+        except StoreOutcomeUnknown:  # written or not: find out before anything is given back
+            if not outcome_unknown.finish_applied(s, prepared, answer_stored=stored is not None):
+                raise
         except BaseException:  # nothing of it was written: the signature is not handed out
             give_back.give_back(self.s, prepared)
             raise

@@ -25,6 +25,7 @@ from parent_proxy.errors import (
     NonceUsed,
     NotFound,
     StalePolicySequence,
+    StoreOutcomeUnknown,
 )
 from parent_proxy.store import creation_nonces, tokens
 from parent_proxy.store import dynamodb_creation_nonces as nonce_items
@@ -32,6 +33,7 @@ from parent_proxy.store import dynamodb_sealed_keys as sealed_keys
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_audited import Part
 from parent_proxy.store.dynamodb_base import (
+    WRITE_ID,
     ConditionFailed,
     create_table,
     get_b,
@@ -195,13 +197,18 @@ class DynamoStore(DynamoOwnerChanges):
         replay = self._existing(wallet_id, key, request_hash, now, claimed=False)
         if replay is not None:
             return SigningClaim(replay=replay, reservation=None)
-        extra = [self._claim_action(wallet_id, key, request_hash, now), self._event_action("request", wallet_id, now)]
+        claim = self._claim_action(wallet_id, key, request_hash, now)
+        extra = [claim, self._event_action("request", wallet_id, now)]
         try:
             if wanted:
                 reservation = self._reserve_with(wallet_id, request_id, wanted, caps, now=now, extra=extra)
                 return SigningClaim(replay=None, reservation=reservation)
             self._require_wallet(wallet_id)
-            self._transact(extra)
+            try:
+                self._transact(extra)
+            except StoreOutcomeUnknown:  # settled by the claim's write id
+                if not self._written(f"W#{wallet_id}", f"I#{key}", get_s(claim["Put"]["Item"], WRITE_ID)):
+                    raise
             return SigningClaim(replay=None, reservation=None)
         except ConditionFailed:  # the claim lost a race with the same key
             return SigningClaim(
