@@ -16,7 +16,7 @@ logs are all mode none).
 
 Exit code 0 when the chain (and the receipts) verify, 1 when they do not (the message names the first bad seq and
 why), 2 when the database cannot be read or an argument is bad. The log is the parent's: a message that quotes it
-(an event type, a field) has its control characters escaped (`parent_proxy.terminal_text`), so a record cannot
+(an event type, a field) has its control characters escaped (`policies.terminal_text`), so a record cannot
 erase the FAILED line or paint an OK over it. A whole enclave boot left out of a re-chained log, its session record
 with all its receipts, is not seen (`parent_proxy.audit_receipts`): keep the heads this prints somewhere the parent
 cannot reach and pass the latest with ``--expect-head``.
@@ -38,8 +38,8 @@ from parent_proxy.audit_receipts import (
     verify_audit_receipts,
 )
 from parent_proxy.errors import AuditChainError
-from parent_proxy.terminal_text import terminal_safe
 from parent_proxy.trust_anchor import Anchor, AnchorError, anchor_from_options
+from policies.terminal_text import terminal_safe
 
 NOT_ANCHORED = (
     "not anchored (no --root-pem and --pcr): nothing ties the session keys to attested enclave code, so a parent "

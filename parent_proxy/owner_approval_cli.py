@@ -37,11 +37,11 @@ from parent_proxy.owner_cli_common import (
 )
 from parent_proxy.owner_signers import OwnerSigner
 from parent_proxy.sign_parts import message_hash
-from parent_proxy.terminal_text import safe_line
 from policies.describe import describe_transaction
 from policies.errors import DecodeError
 from policies.lookup_tables import resolve_lookup_tables
 from policies.orders import APPROVAL_PURPOSE, approval_document
+from policies.terminal_text import safe_line
 from policies.transaction import decode_transaction
 
 COMMAND = "approve"

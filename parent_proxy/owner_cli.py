@@ -42,7 +42,7 @@ Sequences (freeze orders, a policy's ``sequence``) are the owner's own count: th
 (`policies.orders.MAX_SEQUENCE`, `policies.document.MAX_SAFE_INT`) and, without ``--allow-sequence-jump``, one above
 `parent_proxy.owner_cli_common.PLAUSIBLE_SEQUENCE_MAX`, since a parent that shows a sequence near the maximum would
 otherwise get the last order the wallet can accept signed. Everything printed from the parent's answers or the
-chain has its control characters escaped (`parent_proxy.terminal_text`); ``call`` re-serializes a JSON answer.
+chain has its control characters escaped (`policies.terminal_text`); ``call`` re-serializes a JSON answer.
 """
 
 from __future__ import annotations
@@ -93,7 +93,6 @@ from parent_proxy.owner_signers import (
     OwnerSigner,
 )
 from parent_proxy.schemas import WALLET_ID
-from parent_proxy.terminal_text import safe_line
 from policies.canonical import parse_json_object
 from policies.document import MAX_SAFE_INT, policy_from_object
 from policies.errors import PolicyEngineError
@@ -104,6 +103,7 @@ from policies.orders import (
     freeze_document,
 )
 from policies.signing import POLICY_PURPOSE
+from policies.terminal_text import safe_line
 
 
 def register(subparsers: Any) -> None:
@@ -270,7 +270,7 @@ def _send(
 def _print_answer(response: httpx.Response) -> Any:
     """The parent's answer on stdout, as text a terminal shows and does not obey: a JSON answer re-serialized
     (`print_json`: ``json.dumps`` escapes every control and non-ASCII character as ``\\uNNNN``), anything else
-    line by line with its control characters escaped (`parent_proxy.terminal_text`). Returns the JSON value, or
+    line by line with its control characters escaped (`policies.terminal_text`). Returns the JSON value, or
     None for an answer that is not JSON (or nested deeper than the parser goes)."""
     try:
         answer = json.loads(response.content)

@@ -31,12 +31,12 @@ from parent_proxy.owner_signers import (
     boto3_factory,
     check_expected_public_key,
 )
-from parent_proxy.terminal_text import safe_line
 from policies.canonical import MAX_DOCUMENT_BYTES
 from policies.document import Policy, policy_from_object
 from policies.errors import PolicySignatureError
 from policies.orders import MAX_ORDER_LIFETIME_SECONDS
 from policies.signing import POLICY_PURPOSE, open_envelope, signing_payload
+from policies.terminal_text import safe_line
 
 EXIT_OK = 0
 EXIT_REFUSED = 1

@@ -51,7 +51,7 @@ from parent_proxy.owner_cli_common import (
     signed_policy_file,
 )
 from parent_proxy.schemas import MultisigConformance
-from parent_proxy.terminal_text import safe_line
+from policies.terminal_text import safe_line
 
 COMMAND: Final = "check-multisig"
 

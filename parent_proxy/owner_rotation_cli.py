@@ -94,7 +94,6 @@ from parent_proxy.rotation_transaction import (
 )
 from parent_proxy.squads_multisig_account import PERMISSIONS_ALL, MultisigAccount
 from parent_proxy.squads_spending_limit_account import SpendingLimitAccount
-from parent_proxy.terminal_text import safe_line
 from policies.model import DecodedTransaction
 from policies.orders import (
     AGENT_KEY_ROTATION_PURPOSE,
@@ -103,6 +102,7 @@ from policies.orders import (
     switch_document,
 )
 from policies.rotation import check_rotation_transaction
+from policies.terminal_text import safe_line
 from policies.transaction import MAX_TRANSACTION_BYTES, decode_transaction
 
 COMMANDS: Final = frozenset(

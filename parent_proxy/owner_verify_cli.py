@@ -17,7 +17,7 @@ taken as it is: proves nothing about the code). These are the anchor rules ``wai
 The wallet id is the owner's (``--wallet-id``, required by both commands): the answer's and the receipt's must
 equal it, and it must be a wallet id the API accepts (`policies.identifiers`). Exit 0: verified; 1: not verified,
 do not put the key on chain (the message says why); 2: bad input. What is printed quotes the parent's answers only
-with their control characters escaped (`parent_proxy.terminal_text`).
+with their control characters escaped (`policies.terminal_text`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from parent_proxy.provisioning import (
     session_key_from_attestation,
     verify_provision_receipt,
 )
-from parent_proxy.terminal_text import safe_line
 from parent_proxy.trust_anchor import AnchorError, anchor_from_options
 from policies.identifiers import is_wallet_id
+from policies.terminal_text import safe_line
 
 COMMANDS: Final = frozenset({"verify-wallet", "verify-candidate"})
 

@@ -29,7 +29,7 @@ Exit 0: the enclave whose session key the attestation carries applied this order
 the enclave has not restarted since (a restart forgets its freeze; the parent restores it, or not: docs/enclave.md).
 An attestation fetched after the order with a fresh nonce names the boot running then: the receipt verifying under
 its key shows that boot applied the order. What is printed quotes the parent's answer only with its control
-characters escaped (`parent_proxy.terminal_text`).
+characters escaped (`policies.terminal_text`).
 """
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ from parent_proxy.order_receipts import ExpectedOrder
 from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, public_key_option
 from parent_proxy.owner_verify_cli import attestation_options, attested_session_key
 from parent_proxy.provisioning import ProvisionVerificationError
-from parent_proxy.terminal_text import safe_line
 from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes
 from policies.document import policy_from_object
 from policies.errors import PolicyEngineError, PolicySignatureError
 from policies.orders import FREEZE_PURPOSE, MAX_SEQUENCE, UNFREEZE_PURPOSE, document_sha256
 from policies.signing import POLICY_PURPOSE, open_envelope
+from policies.terminal_text import safe_line
 
 COMMAND: Final = "verify-order"
 _RECEIPT_PURPOSE = {FREEZE_PURPOSE: FREEZE, UNFREEZE_PURPOSE: UNFREEZE}
