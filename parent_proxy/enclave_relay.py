@@ -206,6 +206,15 @@ class EnclaveRelay:
             self.forget(wallet.wallet_id)
             raise translate_enclave_error(exc) from exc
 
+    async def open_wallet(self, wallet: Wallet) -> None:
+        """Have the enclave load ``wallet`` now, without its policy, even if this relay believes it loaded: that the
+        enclave's current session opens it (`parent_proxy.signer_secret`); one that holds it with these keys answers
+        at once. The enclave's refusal is raised as it came (`EnclaveError`), so that the caller can tell
+        ``unseal_failed`` apart. The next `ensure_wallet` installs the stored policy again (the enclave answers
+        ``policy_stale`` if it holds it), so a wallet loaded here in a restarted enclave is not left without it."""
+        self.forget(wallet.wallet_id)
+        await self._load_and_install(wallet, policy=False)
+
     async def _load_and_install(self, wallet: Wallet, *, policy: bool = True) -> None:
         if wallet.wallet_id not in self._loaded:
             try:
