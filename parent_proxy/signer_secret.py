@@ -16,11 +16,13 @@ proxy provisions a wallet only in a signer session that has opened a stored wall
 3. Candidates are loaded one at a time (`EnclaveRelay.open_wallet`: the stored blob, pinned to the stored agent
    key, with the wallet's freeze). The first that opens ends the check: a wallet the signer already holds counts
    (it opened it in this session, or made it after the check passed in this session). A candidate that fails
-   with ``unseal_failed`` is passed over for the next one, so that one damaged blob does not block creation while
-   other wallets open; when `MAX_CANDIDATES` wallets (or all there are) failed so: 503 ``signer_secret_mismatch``,
-   logged and remembered for the session (a signer does not change its secret while it runs). KMS refusing the
-   enclave's attestation (an image whose PCRs the key policy does not name): 503 ``attestation_refused``. Any
-   other failure: 503 as the relay translates it. Neither is remembered: the next creation checks again.
+   with ``unseal_failed`` or ``kms_unavailable`` is passed over for the next one (`PASSED_OVER`), so that one
+   damaged blob does not block creation while other wallets open. When `MAX_CANDIDATES` wallets (or all there
+   are) failed with ``unseal_failed``: 503 ``signer_secret_mismatch``, logged and remembered for the session (a
+   signer does not change its secret while it runs; restarting it ends the session); when some failed with
+   ``kms_unavailable``: 503 ``enclave_unavailable``. KMS refusing the enclave's attestation (an image whose PCRs
+   the key policy does not name): 503 ``attestation_refused``. Any other failure: 503 as the relay translates it.
+   Only the mismatch is remembered: after anything else the next creation checks again.
 4. A second ping must name the same session key (else the signer restarted during the check: 503
    ``enclave_unavailable``); then the session is remembered.
 
@@ -59,6 +61,10 @@ logger = logging.getLogger(__name__)
 MAX_CANDIDATES = 3
 """Stored wallets tried before a signer that opens none of them is taken to hold another secret: one damaged blob
 (or two) does not block creation, and a wrong secret costs at most this many failed unseals per signer session."""
+PASSED_OVER = frozenset({ErrorCode.UNSEAL_FAILED, ErrorCode.KMS_UNAVAILABLE})
+"""A candidate's load failures that may be the wallet's own (a damaged blob: the AEAD, or KMS refusing its data
+key's ciphertext), so the next candidate is tried. Only ``unseal_failed`` on every candidate tried says the secret
+is another."""
 AUDIT_PAGE = 256
 """Audit records read per store call while looking for candidates, newest first."""
 
@@ -67,6 +73,7 @@ MISMATCH_MESSAGE = (
     "restore the secret file from your backup and restart the signer; cloud: check the KMS key) than the one "
     "they were sealed under; no wallet is created until it opens them, nothing was provisioned"
 )
+UNOPENED_MESSAGE = "the signer could not open a stored wallet (KMS unavailable); nothing was provisioned"
 RESTARTED_MESSAGE = "the signer restarted during the wallet creation; nothing was stored, send it again"
 
 
@@ -128,28 +135,30 @@ class SignerSecretCheck:
     async def _opens_a_stored_wallet(self, services: Services, session: bytes) -> bool:
         """Steps 2-3: True once a candidate opened; False when the store holds no wallet; else `ApiError`."""
         candidates = recent_wallets(services.store)  # a generator: each step reads the store in a worker thread
-        failed = 0
-        while failed < MAX_CANDIDATES:
+        failures: list[str] = []
+        while len(failures) < MAX_CANDIDATES:
             wallet = await services.run(_next, candidates)
             if wallet is None:
                 break
             try:
                 await services.relay.open_wallet(wallet)
             except EnclaveRequestError as exc:
-                if exc.code != ErrorCode.UNSEAL_FAILED:
+                if exc.code not in PASSED_OVER:
                     raise translate_enclave_error(exc) from exc
-                logger.warning("the signer could not open wallet %s (unseal_failed)", wallet.wallet_id)
-                failed += 1
+                logger.warning("the signer could not open wallet %s (%s)", wallet.wallet_id, exc.code)
+                failures.append(exc.code)
                 continue
             except EnclaveError as exc:
                 raise translate_enclave_error(exc) from exc
             return True
-        if not failed:
+        if not failures:
             return False
+        if any(code != ErrorCode.UNSEAL_FAILED for code in failures):
+            raise ApiError(Code.ENCLAVE_UNAVAILABLE, UNOPENED_MESSAGE)
         logger.error(
             "the signer opened none of the %d most recently used wallets (unseal_failed): it holds another unseal "
             "secret than the one they were sealed under; wallet creation is refused until it opens them",
-            failed,
+            len(failures),
         )
         self._mismatch = session
         raise ApiError(Code.SIGNER_SECRET_MISMATCH, MISMATCH_MESSAGE)
