@@ -47,9 +47,9 @@ import anyio
 from enclave_app.errors import EnclaveError, EnclaveRequestError, ReceiptError
 from enclave_app.protocol import ErrorCode, WalletResponse
 from enclave_app.receipts import verify_provision_receipt
-from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.enclave_relay import translate_enclave_error
-from parent_proxy.errors import NotFound
+from parent_proxy.errors import NotFound, ProxyError
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.protocol import Store
 
@@ -137,7 +137,10 @@ class SignerSecretCheck:
         candidates = recent_wallets(services.store)  # a generator: each step reads the store in a worker thread
         failures: list[str] = []
         while len(failures) < MAX_CANDIDATES:
-            wallet = await services.run(_next, candidates)
+            try:
+                wallet = await services.run(_next, candidates)
+            except ProxyError as exc:  # the store: 503 store_unavailable
+                raise translate(exc) from exc
             if wallet is None:
                 break
             try:
@@ -145,7 +148,7 @@ class SignerSecretCheck:
             except EnclaveRequestError as exc:
                 if exc.code not in PASSED_OVER:
                     raise translate_enclave_error(exc) from exc
-                logger.warning("the signer could not open wallet %s (%s)", wallet.wallet_id, exc.code)
+                logger.warning("the signer could not open wallet %s: %s: %s", wallet.wallet_id, exc.code, exc.detail)
                 failures.append(exc.code)
                 continue
             except EnclaveError as exc:

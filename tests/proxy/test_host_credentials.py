@@ -4,7 +4,8 @@ Unit checks of `parent_proxy.host_credentials` (boto3's default chain; only temp
 name no credential), the setting, and the whole cloud path through the HTTP API: the proxy built from its
 environment, the real enclave server with the production KMS sealers, and the test KMS that evaluates each call as
 the role whose credentials signed it. Before this, no request carried credentials and a cloud enclave could create
-or load no wallet.
+or load no wallet. Last, the cloud side of `parent_proxy.signer_secret`: an enclave that cannot open the stored
+wallets (an image KMS refuses, another seal key) makes no wallet, and one damaged blob does not stop creation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
@@ -304,3 +306,28 @@ def test_an_enclave_sealing_with_another_kms_key_makes_no_wallet(
         cloud.services.store.get_wallet("wallet-cloud-2")
     cloud.boot()  # the right key again
     assert cloud.create_wallet("wallet-cloud-2").status_code == 201
+
+
+def test_a_wallet_whose_data_key_kms_cannot_decrypt_is_passed_over(
+    world: EnclaveWorld, cloud_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A damaged blob in the cloud may fail in KMS (``kms_unavailable``) rather than in the AEAD: the check tries the
+    next wallet, and one that opens lets the creation go ahead."""
+    _lend(monkeypatch, tmp_path, world.host_credentials)
+    cloud = cloud_factory(WAIAAS_ENCLAVE_KMS_CREDENTIALS="host")
+    for wallet_id in (WALLET, "wallet-cloud-2"):
+        assert cloud.create_wallet(wallet_id).status_code == 201
+    store = cloud.services.store
+    blob = cbor2.loads(store.get_wallet("wallet-cloud-2").sealed_key)
+    blob["data_key"] = blob["data_key"][:-1] + bytes([blob["data_key"][-1] ^ 1])
+    store._conn().execute(
+        "UPDATE wallets SET sealed_key = ? WHERE wallet_id = ?", (cbor2.dumps(blob), "wallet-cloud-2")
+    )
+    enclave = cloud.boot()
+    world.kms.calls.clear()
+
+    created = cloud.create_wallet("wallet-cloud-3")
+
+    assert created.status_code == 201, created.text
+    assert [name for name, _ in world.kms.calls] == ["Decrypt", "Decrypt", "GenerateDataKey"]
+    enclave.wallet(WALLET)  # the older wallet opened: the enclave holds it

@@ -248,3 +248,18 @@ def test_a_wallet_loaded_by_the_check_in_a_restarted_signer_gets_its_policy_back
     held = enclave.wallet("w1")
     assert held.policy is not None and held.policy.sequence == 1
     assert bytes(held.agent) == bytes(h.agent)
+
+
+def test_a_store_failure_during_the_check_is_503_and_provisions_nothing(world: tuple[Harness, Signer]) -> None:
+    h, signer = world
+    signer.boot(SECRET_A)
+    assert create(h, "w1").status_code == 201
+    enclave = signer.boot(SECRET_A)
+    h.store.failing = {"audit_records"}
+    try:
+        refused = create(h, "w2")
+    finally:
+        h.store.failing = set()
+    assert refused.status_code == 503 and code(refused) == "store_unavailable", refused.text
+    assert enclave.wallet_count == 0 and not stored(h, "w2")
+    assert create(h, "w2").status_code == 201
