@@ -18,7 +18,7 @@ Requests -> responses (an :class:`ErrorResponse` can answer any request)::
     load_wallet         wallet_id, owner_public_key, agent_public_key,
                         sealed_blob, aws_credentials, frozen_at_order  -> wallet (sealed_blob, receipt and
                                                                           receipt_signature null)
-    discard_wallet      wallet_id, agent_public_key                    -> status (a wallet without a policy gone)
+    discard_wallet      wallet_id, agent_public_key                    -> status (an unfrozen, policy-less wallet gone)
     install_policy      wallet_id, signed_policy (JSON envelope bytes) -> policy_installed (sequence, policy_hash,
                                                                           receipt, receipt_signature)
     sign_transaction    wallet_id, transaction, lookup_tables, spent,

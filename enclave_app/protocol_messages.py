@@ -109,8 +109,8 @@ class LoadWalletRequest(Message):
 @dataclass(frozen=True, slots=True)
 class DiscardWalletRequest(Message):
     """Drop a wallet whose provisioning the parent could not store (an orphan, which would refuse its id until a
-    restart): only a wallet with no policy installed, and only when ``agent_public_key`` is its agent key. It loses
-    only the enclave's copy: a sealed blob the parent did store loads the key again."""
+    restart): only a wallet with no policy installed and not frozen, and only when ``agent_public_key`` is its agent
+    key. It loses only the enclave's copy: a sealed blob the parent did store loads the key again."""
 
     wallet_id: str
     agent_public_key: bytes

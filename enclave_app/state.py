@@ -350,13 +350,17 @@ class Enclave:
             raise StateError(ErrorCode.WALLET_LIMIT, "wallet limit reached")
 
     def discard(self, wallet_id: str, agent: bytes) -> None:
-        """Drop ``wallet_id`` (`DiscardWalletRequest`): refused unless it is held with the agent key ``agent`` and
-        no policy was ever installed (a wallet that could sign is never dropped this way)."""
+        """Drop ``wallet_id`` (`DiscardWalletRequest`): refused unless it is held with the agent key ``agent``, never
+        had a policy (a wallet that could sign is not dropped) and is not frozen. A freeze is never dropped (fail-safe:
+        refuse, change nothing; the id stays refused until a restart): dropping it would let the parent alone provision
+        the id again unfrozen. An honest parent discards only a wallet it just provisioned and could not store."""
         wallet = self.wallet(wallet_id)
         if bytes(wallet.agent) != agent:
             raise StateError(ErrorCode.WALLET_EXISTS, "wallet held with another agent key")
         if wallet.installed is not None:
             raise StateError(ErrorCode.WRONG_STATE, "a wallet with a policy is not discarded")
+        if wallet.frozen:
+            raise StateError(ErrorCode.WALLET_FROZEN, "a frozen wallet is not discarded")
         del self._wallets[wallet_id]
 
     def add(self, wallet: Wallet) -> Wallet:

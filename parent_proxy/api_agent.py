@@ -153,9 +153,8 @@ async def sign_transaction(
     return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
 
-def _message_failed(services: Services, wallet_id: str, audit: dict[str, str], exc: BaseException) -> None:
-    """Audit ``message.failed``: nothing was signed (or nobody got the signature)."""
-    error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
+def _message_failed(services: Services, wallet_id: str, audit: dict[str, str], error: str) -> None:
+    """Audit ``message.failed`` naming ``error`` (an API code): nothing was signed (or nobody got the signature)."""
     services.audit_safely("message.failed", {**audit, "error": error}, wallet_id=wallet_id)
 
 
@@ -176,13 +175,13 @@ async def sign_message(
     try:
         await services.relay.ensure_wallet(wallet)
     except ApiError as exc:
-        await services.run(_message_failed, services, wallet_id, audit, exc)
+        await services.run(_message_failed, services, wallet_id, audit, exc.code.value)
         raise
     try:
         answer = await services.relay.sign_message(wallet_id, message)
     except ApiError as exc:
         if exc.status != 403:  # the enclave unavailable, say: nothing decided
-            await services.run(_message_failed, services, wallet_id, audit, exc)
+            await services.run(_message_failed, services, wallet_id, audit, exc.code.value)
             raise
         try:  # the enclave's refusal (its check 2): recorded, as a denial where its ledger counts one
             await services.run(record_enclave_refusal, services, wallet_id, exc, audit)
@@ -190,17 +189,15 @@ async def sign_message(
             raise translate(failure) from failure
         raise
 
-    try:  # the receipt must verify under the attested session key and be about this message
-        # (`parent_proxy.enclave_sessions`), then the signature under the stored agent key
-        # (`message_checks.record_signed_message`), in the same hop
-        await services.sessions.record_checked(
-            services, answer.receipt, answer.receipt_signature,
-            Expected("message", wallet_id, sent_hash, signed=True, decision=None),
-            on_failure=lambda exc: _message_failed(services, wallet_id, audit, exc),
-            record=lambda: record_signed_message(services, wallet, message, answer, audit),
-        )  # fmt: skip
-    except Exception as exc:  # no audit record, no signature
-        raise translate(exc) from exc
+    # The receipt must verify under the attested session key and be about this message (`parent_proxy.
+    # enclave_sessions`), then the signature under the stored agent key (`message_checks.record_signed_message`), in
+    # the same hop; else no audit record, no signature.
+    await services.sessions.record_checked(
+        services, answer.receipt, answer.receipt_signature,
+        Expected("message", wallet_id, sent_hash, signed=True, decision=None),
+        on_failure=lambda error: _message_failed(services, wallet_id, audit, error),
+        record=lambda _: record_signed_message(services, wallet, message, answer, audit),
+    )  # fmt: skip
     return SignedMessage(
         signature=str(Signature.from_bytes(answer.signature)),
         receipt={  # type: ignore[arg-type]

@@ -17,7 +17,9 @@ that is a member on chain):
 - The switch happens only when the chain adapter shows the multisig with the candidate as a member and the old key
   no longer one (409 otherwise: the switch would leave the wallet signing with a key the multisig does not know),
   and no spending limit of the multisig naming the old key (409: the new key could not use it, and where Squads'
-  ``spending_limit_use`` checks only the limit's own members the retired key could go on spending through it).
+  ``spending_limit_use`` checks only the limit's own members the retired key could go on spending through it). A
+  multisig the chain answers does not exist is 409 ``multisig_nonconforming`` with the failed ``multisig.exists``
+  check, as at policy install (`parent_proxy.multisig_onchain`); only a chain that cannot be read is 503.
 - The enclave switches first, then the store (key, blob, retired old key, audit record: one transaction). If the
   store write fails the owner repeats the switch: the enclave answers the same and the store catches up. The old
   key's blob is kept as a retired key, never deleted.
@@ -37,11 +39,13 @@ from solders.signature import Signature
 from enclave_app.protocol import AgentKeyResponse
 from parent_proxy.agent_key_receipts import ExpectedAgentKey
 from parent_proxy.api_agent import services_of
-from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.api_errors import ApiError, Code, owner_document_refused
 from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
-from parent_proxy.chain import ChainError
+from parent_proxy.chain import AccountNotFound, ChainError
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import signed_by
+from parent_proxy.multisig_conformance import missing_multisig
+from parent_proxy.multisig_onchain import nonconforming
 from parent_proxy.schemas import (
     AgentKeyCandidateView,
     AgentKeyRotationBody,
@@ -94,18 +98,10 @@ async def _record_checked(
 ) -> T:
     """``record()`` once the answer's agent-key receipt verifies under the attested session key in force and states
     ``expected`` (`parent_proxy.enclave_sessions`); else 503 and an ``agent_key.failed`` record naming the step."""
-
-    def failed(exc: BaseException) -> None:
-        _audit_failure(services, expected, step, exc.code.value if isinstance(exc, ApiError) else type(exc).__name__)
-
-    try:
-        return await services.sessions.record_checked(
-            services, answer.receipt, answer.receipt_signature, expected, record=record, on_failure=failed
-        )
-    except ApiError:
-        raise
-    except Exception as exc:
-        raise translate(exc) from exc
+    return await services.sessions.record_checked(
+        services, answer.receipt, answer.receipt_signature, expected, record=lambda _: record(),
+        on_failure=lambda error: _audit_failure(services, expected, step, error),
+    )  # fmt: skip
 
 
 def _multisig(services: Services, wallet: Wallet) -> Pubkey:
@@ -128,10 +124,12 @@ def _candidate(services: Services, wallet: Wallet) -> AgentKeyCandidate:
 
 
 def _order_keys(order: AgentKeyOrder, wallet: Wallet, candidate: AgentKeyCandidate) -> None:
+    """A signed order for another agent key or candidate than the wallet's now (signed before a switch or a new
+    candidate, say): 409, as any request the wallet's state has moved past."""
     if bytes(order.agent) != wallet.agent_pubkey:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the order replaces another agent key than the wallet's")
+        raise ApiError(Code.CONFLICT, "the order replaces another agent key than the wallet's")
     if bytes(order.new_agent) != candidate.candidate_pubkey:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the order names another key than the wallet's candidate")
+        raise ApiError(Code.CONFLICT, "the order names another key than the wallet's candidate")
 
 
 @router.get("/{wallet_id}/agent-key", response_model=AgentKeyStatus)
@@ -207,7 +205,7 @@ async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, reque
         order = check_rotation_order(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
                                      message_hash=message_hash, now=read_clock(services.clock))  # fmt: skip
     except PolicyEngineError as exc:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"rotation order refused: {exc}") from exc
+        raise owner_document_refused("rotation order", exc) from exc
     _order_keys(order, wallet, candidate)
     await services.relay.ensure_wallet(wallet)
     answer = await services.relay.sign_agent_key_rotation(
@@ -236,9 +234,13 @@ async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, reque
 
 async def _on_chain(services: Services, multisig: Pubkey, old: bytes, new: bytes) -> None:
     """409 unless the chain shows the multisig with ``new`` as a voting member and without ``old``, and no spending
-    limit of the multisig naming ``old``."""
+    limit of the multisig naming ``old`` (``multisig_nonconforming`` when there is no multisig); 503 when the chain
+    cannot be read."""
     try:
         account = await services.chain.multisig_account(multisig)
+    except AccountNotFound as exc:  # an answer about the chain, not a failure to read it: retrying changes nothing
+        refused = f"switch refused: the multisig {multisig} the policy declares does not exist on chain"
+        raise nonconforming(missing_multisig(multisig), refused) from exc
     except ChainError as exc:
         raise ApiError(Code.CHAIN_UNAVAILABLE, f"the multisig could not be read: {exc}") from exc
     member = account.member(Pubkey.from_bytes(new))
@@ -271,7 +273,7 @@ async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> A
         order = check_switch_order(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,
                                    now=read_clock(services.clock))  # fmt: skip
     except PolicyEngineError as exc:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"switch order refused: {exc}") from exc
+        raise owner_document_refused("switch order", exc) from exc
     _order_keys(order, wallet, candidate)
     await _on_chain(services, multisig, wallet.agent_pubkey, candidate.candidate_pubkey)
     await services.relay.ensure_wallet(wallet)

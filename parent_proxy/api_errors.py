@@ -28,6 +28,7 @@ from parent_proxy.errors import (
     StalePolicySequence,
     StoreUnavailable,
 )
+from policies.errors import PolicyEngineError, PolicySignatureError
 
 
 class Code(enum.StrEnum):
@@ -107,6 +108,14 @@ class ApiError(Exception):
         if self.reasons is not None:
             error["reasons"] = self.reasons
         return {"error": error}
+
+
+def owner_document_refused(what: str, exc: PolicyEngineError) -> ApiError:
+    """The answer to an owner-signed document (policy or order) the proxy refuses: 401 ``owner_signature_invalid``
+    only when the owner's signature fails; a signed document with a field refused (expired, another wallet,
+    another message, a sequence out of range, a malformed envelope) is 422 ``invalid_request`` naming it."""
+    code = Code.OWNER_SIGNATURE_INVALID if isinstance(exc, PolicySignatureError) else Code.INVALID_REQUEST
+    return ApiError(code, f"{what} refused: {exc}")
 
 
 def translate(exc: Exception) -> ApiError:

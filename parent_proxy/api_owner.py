@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from solders.pubkey import Pubkey
 
 from parent_proxy.api_agent import fetch_tables, services_of
-from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.api_errors import ApiError, Code, owner_document_refused, translate
 from parent_proxy.approvals import ApprovalFlow
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import AlreadyRevoked, NotFound, ProxyError
@@ -55,7 +55,7 @@ from parent_proxy.store.model import (
 )
 from parent_proxy.store.tokens import new_token
 from parent_proxy.webhook_urls import redact_url
-from policies.errors import PolicyEngineError, PolicySignatureError
+from policies.errors import PolicyEngineError
 from policies.orders import check_freeze_order
 from policies.signing import load_signed_policy
 
@@ -246,10 +246,8 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
     envelope = envelope_bytes(body)
     try:
         policy = load_signed_policy(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id)
-    except PolicySignatureError as exc:  # the document as docs/api.md lists it: an owner signature that fails
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"policy refused: {exc}") from exc
     except PolicyEngineError as exc:
-        raise ApiError(Code.INVALID_REQUEST, f"policy refused: {exc}") from exc
+        raise owner_document_refused("policy", exc) from exc
     now = read_clock(services.clock)
     if policy.expires_at is not None and now >= policy.expires_at:
         raise ApiError(Code.STALE_POLICY, f"the policy expired at {policy.expires_at} (Unix seconds)")
@@ -267,21 +265,21 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
 
     updated: Wallet = await run_store(services, persist)
     services.relay.forget(wallet_id)
-    answer = None
+    applied = None
     try:
         await services.relay.ensure_wallet(updated)  # its order receipt checked and recorded (`order_receipts`)
         installed = True
-        answer = services.relay.installed_answer(wallet_id)
+        applied = services.relay.installed_answer(wallet_id)
     except ApiError:
         installed = False  # the next request installs it (the store holds the authoritative copy)
-    if answer is not None and answer.sequence != policy.sequence:
-        answer = None  # a newer policy went in meanwhile: no receipt of this one to show
+    if applied is not None and applied.answer.sequence != policy.sequence:
+        applied = None  # a newer policy went in meanwhile: no receipt of this one to show
     return PolicyInstalled(
         wallet_id=wallet_id,
         sequence=policy.sequence,
         policy_sha256=hashlib.sha256(envelope).hexdigest(),
         enclave_installed=installed,
-        **receipt_fields(services, answer),
+        **receipt_fields(services, applied),
     )
 
 
@@ -346,7 +344,7 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
             now=read_clock(services.clock),
         )  # fmt: skip
     except PolicyEngineError as exc:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"freeze order refused: {exc}") from exc
+        raise owner_document_refused("freeze order", exc) from exc
     reason = f"owner freeze order {sequence}" if frozen else None
 
     def persist() -> None:
@@ -359,15 +357,15 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
     await run_store(services, persist)
     # The proxy enforces the freeze from the store; the enclave is told too (it refuses on its own when it agrees),
     # and its order receipt is checked and recorded (`parent_proxy.order_receipts`) and shown to the owner.
-    answer = None
+    applied = None
     try:
         await services.relay.ensure_wallet(wallet)
-        answer = await services.relay.set_frozen(wallet_id, frozen, envelope)
+        applied = await services.relay.set_frozen(wallet_id, frozen, envelope)
         acknowledged = True
     except ApiError:
         acknowledged = False
     return FreezeState(wallet_id=wallet_id, frozen=frozen, enclave_acknowledged=acknowledged, order_sequence=sequence,
-                       **receipt_fields(services, answer))  # fmt: skip
+                       **receipt_fields(services, applied))  # fmt: skip
 
 
 @router.post("/{wallet_id}/freeze", response_model=FreezeState)

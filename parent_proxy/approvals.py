@@ -13,7 +13,9 @@ request signature over the URL binds the approval id):
    evaluated again with today's counters: if the policy now DENIES it (e.g. the approval ceiling of a period is
    used up) the approval stays pending and the answer is 403;
 3. the approval is marked approved (a second decision is 409: a request is signed at most once), in one store
-   transaction with its ``approval.approved`` record;
+   transaction with its ``approval.approved`` record; if that transaction's answer is lost, the store finds out
+   from its record (DynamoDB), and when even that cannot tell (`StoreOutcomeUnknown`), the approval goes on only
+   if it reads as approved by this very decision, else 503 (a pending one may be approved again);
 4. the amounts are reserved against the *approval ceilings*, and the request is relayed with the owner's signed
    approval (the enclave verifies it itself) -- then the same commit/release, audit and notification as a direct
    signature. The owner's answer carries the signed transaction; the agent learns it from the webhook.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +42,9 @@ from typing import Any
 from solders.pubkey import Pubkey
 
 from parent_proxy import give_back
-from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_errors import ApiError, Code, owner_document_refused
 from parent_proxy.clock import read_clock
+from parent_proxy.errors import StoreOutcomeUnknown
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, decide, eval_context, refusal, spent_entries
 from parent_proxy.sign_parts import OwnerApproval, message_hash, verified_policy
@@ -48,6 +52,8 @@ from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval, W
 from policies.decision import Verdict
 from policies.errors import PolicyEngineError
 from policies.orders import check_approval
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +107,7 @@ class ApprovalFlow:
                 message_hash=message_hash(transaction), now=now,
             )  # fmt: skip
         except PolicyEngineError as exc:
-            raise ApiError(Code.OWNER_SIGNATURE_INVALID, f"approval refused: {exc}") from exc
+            raise owner_document_refused("approval", exc) from exc
         audit = {"approval_id": approval_id, "request_id": stored["request_id"]}
         # 2. Not frozen, and the policy (with today's counters) does not deny it.
         if wallet.frozen:
@@ -116,7 +122,11 @@ class ApprovalFlow:
             raise refusal(verdict, frozen=False)
         # 3. Decided once (a second approval is 409), with its record: one store transaction.
         approved = DecideApproval(approval_id, ApprovalStatus.APPROVED, envelope, now)
-        s.audit.append("approval.approved", audit, wallet_id=wallet_id, changes=[approved])
+        try:
+            s.audit.append("approval.approved", audit, wallet_id=wallet_id, changes=[approved])
+        except StoreOutcomeUnknown:
+            if not self._decided_by(approved):
+                raise
         # 4. Reserved against the approval ceilings.
         request_id = uuid.uuid4().hex
         approval = OwnerApproval(approval_id, envelope)
@@ -133,6 +143,18 @@ class ApprovalFlow:
             approval=approval,
         )  # fmt: skip
         return Pending(prepared, transaction, tuple(Pubkey.from_string(t) for t in request["lookup_tables"]))
+
+    def _decided_by(self, d: DecideApproval) -> bool:
+        """Step 3's transaction is written or not, the store cannot say (`StoreOutcomeUnknown`; the store has
+        already looked for its audit record): whether the approval reads as decided by ``d`` (its envelope, at its
+        time), in which case the approval goes on. Not so (still pending: nothing decided, the owner may approve
+        again; or unreadable), the 503 stands."""
+        try:
+            approval = self.s.store.get_approval(d.approval_id)
+        except Exception:
+            logger.exception("approval %s: whether it was approved is unknown", d.approval_id)
+            return False
+        return (approval.status, approval.decision, approval.decided_at) == (d.status, d.decision, d.now)
 
     def stored_tables(self, wallet_id: str, approval_id: str) -> tuple[Pubkey, ...]:
         """The lookup tables the approval's request names, read before `prepare` (they come from the chain).

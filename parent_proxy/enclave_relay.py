@@ -11,7 +11,8 @@ checks make a resend idempotent); `ensure_wallet` itself reloads once when a wal
 Every answer to an order the enclave applied (each policy it installs, also the stored policy reinstalled after a
 restart, and each freeze or unfreeze) goes to the relay's `OrderReceiptLog` before it is returned: the proxy's
 checks and records its order receipt there (`parent_proxy.order_receipts`), so that the audit log holds every
-receipt of the enclave's one counter sequence; a refusal there is raised as its `ApiError`.
+receipt of the enclave's one counter sequence; a refusal there is raised as its `ApiError`. Such an answer is
+returned as an `AppliedOrder`, with the session key its receipt was checked under.
 
 Translation (the one place enclave errors become API errors):
 
@@ -33,7 +34,8 @@ answer does not say more than "unavailable", the operator needs to.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
@@ -118,12 +120,25 @@ def signed_by(signed: bytes, signature: bytes, unsigned: bytes, agent: bytes | N
 
 class OrderReceiptLog(Protocol):
     """Where the relay hands each answer to an owner order the enclave applied, before returning it: the purpose
-    (``policy``, ``freeze``, ``unfreeze``), the envelope bytes sent and the answer. Raises `ApiError` to refuse the
-    answer (`parent_proxy.order_receipts.OrderReceipts`, which `parent_proxy.services.Services` sets)."""
+    (``policy``, ``freeze``, ``unfreeze``), the envelope bytes sent and the answer. Returns the session key the
+    answer's receipt was checked under (None for an answer without one); raises `ApiError` to refuse the answer
+    (`parent_proxy.order_receipts.OrderReceipts`, which `parent_proxy.services.Services` sets)."""
 
     async def applied(
         self, wallet_id: str, purpose: str, sent: bytes, answer: PolicyInstalledResponse | WalletFrozenResponse
-    ) -> None: ...
+    ) -> bytes | None: ...
+
+
+A = TypeVar("A", PolicyInstalledResponse, WalletFrozenResponse)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedOrder(Generic[A]):
+    """The enclave's answer to an owner order it applied, once the `OrderReceiptLog` took it: ``checked_under`` is
+    the session key its receipt was checked under (None: the answer has no receipt, or the relay has no log)."""
+
+    answer: A
+    checked_under: bytes | None
 
 
 class EnclaveRelay:
@@ -133,7 +148,7 @@ class EnclaveRelay:
         self._client = client
         self._loaded: dict[str, int] = {}  # wallet id -> policy sequence installed in the current enclave session
         self._wallets: dict[str, Wallet] = {}  # wallet id -> the record last passed to `ensure_wallet` (no secret)
-        self._installed: dict[str, PolicyInstalledResponse] = {}  # wallet id -> the last install answer, this session
+        self._installed: dict[str, AppliedOrder[PolicyInstalledResponse]] = {}  # wallet id -> last install, session
         self.order_log: OrderReceiptLog | None = None
         """Without one (a relay used alone), order answers are returned unchecked and their receipts unrecorded."""
 
@@ -246,16 +261,14 @@ class EnclaveRelay:
             await self._applied(wallet.wallet_id, POLICY, wallet.policy_document, installed)
         self._loaded[wallet.wallet_id] = wallet.policy_sequence
 
-    async def _applied(
-        self, wallet_id: str, purpose: str, sent: bytes, answer: PolicyInstalledResponse | WalletFrozenResponse
-    ) -> None:
+    async def _applied(self, wallet_id: str, purpose: str, sent: bytes, answer: A) -> AppliedOrder[A]:
         """Hand an applied order's answer to the `OrderReceiptLog` (which may refuse it); remember an install's."""
-        if self.order_log is not None:
-            await self.order_log.applied(wallet_id, purpose, sent, answer)
+        key = None if self.order_log is None else await self.order_log.applied(wallet_id, purpose, sent, answer)
         if isinstance(answer, PolicyInstalledResponse):
-            self._installed[wallet_id] = answer
+            self._installed[wallet_id] = AppliedOrder(answer, key)
+        return AppliedOrder(answer, key)
 
-    def installed_answer(self, wallet_id: str) -> PolicyInstalledResponse | None:
+    def installed_answer(self, wallet_id: str) -> AppliedOrder[PolicyInstalledResponse] | None:
         """The enclave's answer to the last policy this relay installed for ``wallet_id`` in the current enclave
         session and handed to its `OrderReceiptLog` (None if none: an install that another request made is found
         here too)."""
@@ -278,7 +291,7 @@ class EnclaveRelay:
             self.forget(wallet_id)
             raise translate_enclave_error(again) from again
 
-    async def install_policy(self, wallet_id: str, signed_policy: bytes) -> PolicyInstalledResponse:
+    async def install_policy(self, wallet_id: str, signed_policy: bytes) -> AppliedOrder[PolicyInstalledResponse]:
         try:
             answer = await self._client.install_policy(wallet_id, signed_policy)
         except EnclaveError as exc:
@@ -287,8 +300,7 @@ class EnclaveRelay:
                 answer = await self._client.install_policy(wallet_id, signed_policy)
             except EnclaveError as again:
                 raise translate_enclave_error(again) from again
-        await self._applied(wallet_id, POLICY, signed_policy, answer)
-        return answer
+        return await self._applied(wallet_id, POLICY, signed_policy, answer)
 
     async def sign_transaction(
         self,
@@ -328,7 +340,7 @@ class EnclaveRelay:
                 self.forget()
             raise translate_enclave_error(exc) from exc
 
-    async def set_frozen(self, wallet_id: str, frozen: bool, order: bytes) -> WalletFrozenResponse:
+    async def set_frozen(self, wallet_id: str, frozen: bool, order: bytes) -> AppliedOrder[WalletFrozenResponse]:
         """Send an owner freeze/unfreeze order. On ``unknown_wallet`` (the enclave restarted since the wallet was
         loaded) the wallet is loaded again and the order resent once: an order is not a signing request, and the
         enclave's order sequence makes a resend idempotent."""
@@ -341,8 +353,7 @@ class EnclaveRelay:
                 answer = await send(wallet_id, order)
             except EnclaveError as again:
                 raise translate_enclave_error(again) from again
-        await self._applied(wallet_id, FREEZE if frozen else UNFREEZE, order, answer)
-        return answer
+        return await self._applied(wallet_id, FREEZE if frozen else UNFREEZE, order, answer)
 
     # -- agent-key rotation (owner-driven; `parent_proxy.api_agent_key`) ------------------------------------------
 

@@ -6,7 +6,8 @@ agent-key rotation step (an agent-key receipt: `parent_proxy.agent_key_receipts`
 applied (an order receipt: `parent_proxy.order_receipts`), each checked the same way. The proxy records it in the
 audit log with the answer; an auditor checks it against the attested session key (``waiaas audit verify
 --receipts``). So that the log always says which key was in force, the proxy checks each receipt before anything is
-recorded or handed out (:meth:`EnclaveSessions.record_checked`):
+recorded or handed out (:meth:`EnclaveSessions.record_checked`, which raises only `ApiError`: its callers need no
+translation of their own):
 
 1. In the worker-thread hop that records the answer: the receipt verifies under the current session key (one
    Ed25519 verification) and states what the answer says, about the message the proxy sent
@@ -18,7 +19,12 @@ recorded or handed out (:meth:`EnclaveSessions.record_checked`):
    ``enclave.session`` is appended (``ENCLAVE_SESSION_EVENT``, payload below) and only when that append succeeded
    the key is adopted. Then step 1 again, once.
 3. A receipt that does not verify under the freshly attested key, or whose content contradicts the answer, is a
-   malformed enclave answer: 503 ``enclave_unavailable``; the caller's failure path gives everything back.
+   malformed enclave answer: 503 ``enclave_unavailable``; the caller's failure path gives everything back and
+   records the failure under the code :func:`failure_code` names.
+
+The receipt is verified once per answer (step 1): the caller's ``record`` gets the receipt as verified
+(:class:`Checked`) and verifies nothing again. Only a session change costs more (the old key's try, step 2's check
+whether another request adopted the new key meanwhile, step 1 again).
 
 ``enclave.session`` payload (canonical JSON, no wallet id)::
 
@@ -39,11 +45,9 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import anyio
 from solders.pubkey import Pubkey
@@ -56,11 +60,13 @@ from parent_proxy.attestation import attestation_view, document_field_unverified
 from parent_proxy.audit import canonical_json
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import ClockUnavailable, InvalidInput
+from parent_proxy.shared_exclusive_lock import SharedExclusiveLock
 
 if TYPE_CHECKING:
     from parent_proxy.services import Services
 
 T = TypeVar("T")
+R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 ENCLAVE_SESSION_EVENT = "enclave.session"
@@ -82,6 +88,12 @@ CLOCK_SKEW_MESSAGE = (
 
 def _malformed(message: str) -> ApiError:
     return ApiError(Code.ENCLAVE_UNAVAILABLE, f"the enclave answered {message}; nothing was signed")
+
+
+def failure_code(exc: BaseException) -> str:
+    """What a failure record (``transaction.failed``, ``order.failed``, ...) names as its ``error``: the API code of
+    an `ApiError`, else the exception's type name (never its message)."""
+    return exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
 
 
 class ReceiptClockSkew(ReceiptError):
@@ -133,6 +145,15 @@ class Expected:
                 canonical_json(self.decision)
             except InvalidInput as exc:
                 raise UnrecordableDecision("decision is not plain JSON data") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Checked(Generic[R]):
+    """A receipt as :meth:`EnclaveSessions.record_checked` checked it: ``receipt`` verified under
+    ``session_public_key``, the session key in force, and states what was expected. What ``record`` gets."""
+
+    receipt: R
+    session_public_key: bytes
 
 
 class ReceiptExpectation(Protocol[R_co]):
@@ -199,48 +220,6 @@ def document_nonce_unverified(document: bytes) -> bytes | None:
     return nonce if isinstance(nonce, bytes) else None
 
 
-class SharedExclusiveLock:
-    """Many holders of the shared side at once, or one of the exclusive side; a waiting exclusive holder goes first
-    (new shared holders wait for it), so a session change is not starved by a steady stream of receipts."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._shared = 0
-        self._exclusive = False
-        self._waiting = 0
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._exclusive or self._waiting:
-                self._cond.wait()
-            self._shared += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._shared -= 1
-                if not self._shared:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-            try:
-                while self._exclusive or self._shared:
-                    self._cond.wait()
-            finally:
-                self._waiting -= 1
-            self._exclusive = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
-
-
 class EnclaveSessions:
     """The session public key in force (None until the first receipt), kept per proxy process."""
 
@@ -262,13 +241,14 @@ class EnclaveSessions:
         self,
         receipt: bytes,
         signature: bytes,
-        expected: ReceiptExpectation[object],
+        expected: ReceiptExpectation[R],
         *,
         at: float,
         attested: bool,
-    ) -> object:
-        """The verified receipt; `UnknownSession` when it does not verify under the key in force and no fresh
-        attestation has been tried for it (``attested`` false), else `ApiError` 503 ``enclave_unavailable``."""
+    ) -> Checked[R]:
+        """The verified receipt and the key it verified under; `UnknownSession` when it does not verify under the key
+        in force and no fresh attestation has been tried for it (``attested`` false), else `ApiError` 503
+        ``enclave_unavailable``."""
         key = self._key
         if key is None:
             if attested:
@@ -288,7 +268,7 @@ class EnclaveSessions:
             raise _malformed("a decision that the audit log cannot record (not plain JSON data)") from exc
         except ReceiptError as exc:
             raise _malformed("a receipt that contradicts its answer") from exc
-        return verified
+        return Checked(verified, key)
 
     # -- step 2 (async, only on a session change) --------------------------------------------------------------------
     async def attest(
@@ -346,31 +326,54 @@ class EnclaveSessions:
         services: Services,
         receipt: bytes,
         signature: bytes,
-        expected: ReceiptExpectation[object],
+        expected: ReceiptExpectation[R],
         *,
-        record: Callable[[], T],
-        on_failure: Callable[[BaseException], None],
+        record: Callable[[Checked[R]], T],
+        on_failure: Callable[[str], None],
     ) -> T:
-        """Steps 1-3, then ``record()`` in the same worker-thread hop as the check (under the shared lock).
+        """Steps 1-3, then ``record(checked)`` in the same worker-thread hop as the check (under the shared lock):
+        ``checked`` holds the receipt as it verified and the key it verified under (`Checked`), so ``record`` need
+        not verify it again.
 
         ``expected.message_hash`` is computed by the caller from the bytes it sent (see `Expected`).
-        ``on_failure`` (worker thread) gives back what the request holds when the receipt is refused or the
-        attestation fails; nothing was recorded then. ``record`` handles its own failures."""
+        ``on_failure(error)`` (worker thread) gives back what the request holds when the receipt is refused or the
+        attestation fails, and records the failure naming ``error`` (:func:`failure_code` of the cause); nothing was
+        recorded then. ``record`` handles its own failures (``on_failure`` is not called for them).
 
+        Raises `ApiError` only (anything else, from ``record`` say, through `parent_proxy.api_errors.translate`), or
+        a cancellation as it came."""
+        try:
+            return await self._check_and_record(services, receipt, signature, expected, record=record,
+                                                on_failure=on_failure)  # fmt: skip
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def _check_and_record(
+        self,
+        services: Services,
+        receipt: bytes,
+        signature: bytes,
+        expected: ReceiptExpectation[R],
+        *,
+        record: Callable[[Checked[R]], T],
+        on_failure: Callable[[str], None],
+    ) -> T:
         def hop(attested: bool) -> T:
             with self._lock.shared():
                 try:
                     at = read_clock(services.clock)
                 except ClockUnavailable as exc:
                     error = translate(exc)
-                    on_failure(error)
+                    on_failure(failure_code(error))
                     raise error from exc
                 try:
-                    self.check(receipt, signature, expected, at=at, attested=attested)
+                    checked = self.check(receipt, signature, expected, at=at, attested=attested)
                 except ApiError as error:
-                    on_failure(error)
+                    on_failure(failure_code(error))
                     raise
-                return record()
+                return record(checked)
 
         try:
             return await services.run(hop, False)
@@ -380,9 +383,7 @@ class EnclaveSessions:
             await self.attest(services, receipt, signature, expected)
         except BaseException as exc:  # includes cancellation: what the request holds must be given back
             with anyio.CancelScope(shield=True):
-                await services.run(on_failure, exc)
-            if isinstance(exc, Exception):
-                raise translate(exc) from exc
+                await services.run(on_failure, failure_code(exc))
             raise
         return await services.run(hop, True)
 

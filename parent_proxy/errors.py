@@ -4,6 +4,7 @@
     +-- ClockUnavailable         the injected clock raised or returned something that is not a time
     +-- StoreError               anything the state store refuses
     |   +-- StoreUnavailable     the backend cannot be reached / is locked / is broken (the API maps it to 503)
+    |   |   +-- StoreOutcomeUnknown  a write was sent but never answered: applied or not, the store cannot tell
     |   +-- InvalidInput         an argument is malformed; nothing was changed
     |   +-- NotFound             the named wallet, token, reservation, approval, ... does not exist
     |   +-- LimitExceeded        a reservation would push a rolling-window total past its cap; nothing recorded
@@ -14,12 +15,13 @@
     |       +-- IdempotencyInProgress    same key and hash, but the first request has not completed
     |       +-- AlreadyDecided           an approval that is no longer pending
     |       +-- AlreadyRevoked           an audited revocation of a token that is revoked already
+    |       +-- NonceUsed                a wallet-creation nonce claimed already, and its claim still holds
     |       +-- LeaseLost                a webhook outbox lease that expired or was taken over
     +-- AuditChainError          the audit log's hash chain is broken (names the first bad seq)
     +-- WebhookError             a webhook configuration or signature is invalid (opaque about secrets)
 
 Lower-layer exceptions (sqlite3, botocore) are translated in exactly one place per adapter
-(``parent_proxy.store.sqlite_base._translate`` and ``parent_proxy.store.dynamodb._translate``) with
+(``parent_proxy.store.sqlite_base._translate`` and ``parent_proxy.store.dynamodb_base.translate``) with
 ``raise ... from exc``. Authentication failures (unknown token, revoked token, wrong secret) all raise the same
 ``NotFound("unknown or revoked token")`` so that a caller learns nothing about which part was wrong.
 """
@@ -43,6 +45,13 @@ class StoreError(ProxyError):
 
 class StoreUnavailable(StoreError):
     """The store cannot serve the request now (unreachable, locked past its timeout, throttled, broken)."""
+
+
+class StoreOutcomeUnknown(StoreUnavailable):
+    """A write whose answer never came (connection lost, read timeout, a 5xx), sent again as the same request and
+    still unanswered: it was applied in full or not at all, and the store cannot tell which. Unlike any other
+    `StoreUnavailable`, it does not mean "nothing was written": a caller that would give something back on a
+    failure must first find out (DynamoDB only: a SQLite transaction is committed or not before it returns)."""
 
 
 class InvalidInput(StoreError):
@@ -109,6 +118,10 @@ class AlreadyDecided(Conflict):
 
 class AlreadyRevoked(Conflict):
     """The token is revoked already: an audited revocation (`RevokeToken`) writes nothing, not even its record."""
+
+
+class NonceUsed(Conflict):
+    """The owner key's wallet-creation nonce is claimed already and its claim still holds (a replayed request)."""
 
 
 class ApprovalQueueFull(Conflict):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from parent_proxy.api_errors import ApiError
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import OwnerApproval, Prepared
 from parent_proxy.store.model import ReopenApproval
@@ -18,10 +17,9 @@ from parent_proxy.store.model import ReopenApproval
 logger = logging.getLogger(__name__)
 
 
-def failed(s: Services, prepared: Prepared, exc: BaseException, *, reason: str | None = None) -> None:
-    """Nothing was signed (or nobody got the signature): audit the failure (with ``reason`` when given), give
-    everything back."""
-    error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
+def failed(s: Services, prepared: Prepared, error: str, *, reason: str | None = None) -> None:
+    """Nothing was signed (or nobody got the signature): audit the failure (``error``: its code,
+    `parent_proxy.enclave_sessions.failure_code`; with ``reason`` when given), give everything back."""
     payload = {"request_id": prepared.request_id, "stage": "enclave", "error": error}
     if reason is not None:
         payload["reason"] = reason

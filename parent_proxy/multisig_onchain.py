@@ -6,13 +6,15 @@
     shown_vault(store, wallet, policy)           the vault address the wallet view shows
     wallet_report(services, wallet, ...)         `read_report` for a stored wallet; 503 ``chain_unavailable``
     check_install(services, wallet, policy)      the check before a policy is installed (409 / 503)
+    nonconforming(report, refused)               the 409 ``multisig_nonconforming`` of a failed report
 
 What a read means. "There is no account at the declared address" is an answer about the chain, not a failure to
 read it: when the adapter raises `AccountNotFound` for the multisig, `read_report` answers `missing_multisig` (one
 failed ``multisig.exists`` check). Anything else the adapter cannot read (the RPC failing, an account not owned by
 the Squads program, malformed data, a malformed or surplus spending limit) is its `ChainError`, which propagates:
 `wallet_report` and `check_install` answer 503 ``chain_unavailable``, the owner CLI exits 1 saying so. Nothing is
-reported as a pass that was not read.
+reported as a pass that was not read. The agent-key switch (`parent_proxy.api_agent_key`) reads the multisig too and
+answers a missing one as the install does (409 ``multisig_nonconforming``, the failed ``multisig.exists`` check).
 
 The vault a wallet names. A wallet created without ``vault_address`` has the agent key it was created with stored
 as its vault (the column is required; for a wallet without a multisig, that key's own account holds the funds). No
@@ -33,7 +35,7 @@ it with). The check holds at install time: a later change on chain is for the ow
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from solders.pubkey import Pubkey
 
@@ -110,9 +112,14 @@ async def wallet_report(services: Services, wallet: Wallet, policy: Policy, mult
         raise ApiError(Code.CHAIN_UNAVAILABLE, f"the multisig or its spending limits could not be read: {exc}") from exc
 
 
-def _failed(report: ConformanceReport) -> list[dict[str, Any]]:
-    return [{"id": c.id, "subject": c.subject, "seen": c.seen, "expected": c.expected}
-            for c in report.checks if not c.ok]  # fmt: skip
+def nonconforming(report: ConformanceReport, refused: str) -> ApiError:
+    """409 ``multisig_nonconforming`` for ``report`` (one that does not conform): the message ``refused`` (what is
+    refused and why) followed by the failed checks' ids; ``reasons``: each failed check. Not retryable: the owner
+    changes the multisig on chain or the policy first."""
+    failed = [{"id": c.id, "subject": c.subject, "seen": c.seen, "expected": c.expected}
+              for c in report.checks if not c.ok]  # fmt: skip
+    ids = ", ".join(dict.fromkeys(check["id"] for check in failed))
+    return ApiError(Code.MULTISIG_NONCONFORMING, f"{refused}; failed checks: {ids}", reasons=failed)
 
 
 async def check_install(services: Services, wallet: Wallet, policy: Policy) -> None:
@@ -127,8 +134,5 @@ async def check_install(services: Services, wallet: Wallet, policy: Policy) -> N
     # 2. Every check must hold (a report always has at least one).
     if report.conforms:
         return
-    failed = _failed(report)
-    ids = ", ".join(dict.fromkeys(check["id"] for check in failed))
-    raise ApiError(Code.MULTISIG_NONCONFORMING,
-                   f"policy refused: the multisig {multisig} on chain does not conform to DESIGN.md section 10 and "
-                   f"this policy; failed checks: {ids}", reasons=failed)  # fmt: skip
+    raise nonconforming(report, f"policy refused: the multisig {multisig} on chain does not conform to DESIGN.md "
+                                "section 10 and this policy")  # fmt: skip

@@ -12,7 +12,12 @@ installs the stored policy into an enclave that restarted. :meth:`OrderReceipts.
 4. checks the receipt under the session key in force, attesting the enclave first when needed, and in the same hop
    appends its audit record (`parent_proxy.enclave_sessions.EnclaveSessions.record_checked`): the event of
    :data:`ORDER_RECEIPT_EVENTS`, the receipt followed by its signature in the record's receipt field, and the
-   payload of :func:`order_payload`.
+   payload of :func:`order_payload`, taken from the receipt as it verified; it returns the key it verified under
+   (the relay hands it on with the answer, `parent_proxy.enclave_relay.AppliedOrder`).
+
+The receipt's signature is verified once per order (at 4; a session change costs more, see `enclave_sessions`):
+the record is written from what that check decoded, and the owner's copy (:func:`receipt_fields`) names the key
+it was checked under by comparing keys.
 
 A refusal at 2 or 4 is recorded as ``order.failed`` (purpose, sequence, error) and raised as 503
 ``enclave_unavailable``, as for a decision receipt that does not check: the callers treat it as an enclave that did
@@ -38,8 +43,9 @@ from solders.pubkey import Pubkey
 from enclave_app.errors import ReceiptError
 from enclave_app.order_receipts import FREEZE, POLICY, UNFREEZE, OrderReceipt, verify_order_receipt
 from enclave_app.protocol import PolicyInstalledResponse, WalletFrozenResponse
-from parent_proxy.api_errors import ApiError, Code, translate
-from parent_proxy.enclave_sessions import check_receipt_time
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.enclave_relay import AppliedOrder
+from parent_proxy.enclave_sessions import Checked, check_receipt_time
 from policies.canonical import parse_json_object
 from policies.errors import PolicyEngineError
 from policies.orders import MAX_SEQUENCE, document_sha256
@@ -136,7 +142,8 @@ class OrderReceipts:
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    async def applied(self, wallet_id: str, purpose: str, sent: bytes, answer: OrderAnswer) -> None:
+    async def applied(self, wallet_id: str, purpose: str, sent: bytes, answer: OrderAnswer) -> bytes | None:
+        """Steps 1-4: the session key the receipt was checked under (None for an answer without one), or `ApiError`."""
         services = self._services
         envelope_sha256 = hashlib.sha256(sent).hexdigest()
         try:
@@ -147,27 +154,18 @@ class OrderReceipts:
         if problem is not None:
             await self._refuse(wallet_id, purpose, expected.sequence, envelope_sha256, problem)
         if answer.receipt is None or answer.receipt_signature is None:  # 3.
-            return
+            return None
         receipt, signature = answer.receipt, answer.receipt_signature
 
-        def record() -> None:  # under the shared side of the sessions' lock: the key in force signed it
-            key = services.sessions.current
-            stated = verify_order_receipt(receipt, signature, key or b"")
-            services.audit.append(EVENT_OF[purpose], order_payload(stated, envelope_sha256), wallet_id=wallet_id,
-                                  receipt=receipt + signature)  # fmt: skip
+        def record(checked: Checked[OrderReceipt]) -> bytes:  # the receipt as it verified: not verified again
+            services.audit.append(EVENT_OF[purpose], order_payload(checked.receipt, envelope_sha256),
+                                  wallet_id=wallet_id, receipt=receipt + signature)  # fmt: skip
+            return checked.session_public_key
 
-        def failed(exc: BaseException) -> None:
-            error = exc.code.value if isinstance(exc, ApiError) else type(exc).__name__
-            self._audit_failure(wallet_id, purpose, expected.sequence, envelope_sha256, error)
-
-        try:  # 4.
-            await services.sessions.record_checked(
-                services, receipt, signature, expected, record=record, on_failure=failed
-            )
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise translate(exc) from exc
+        return await services.sessions.record_checked(  # 4.
+            services, receipt, signature, expected, record=record,
+            on_failure=lambda error: self._audit_failure(wallet_id, purpose, expected.sequence, envelope_sha256, error),
+        )  # fmt: skip
 
     def _audit_failure(self, wallet_id: str, purpose: str, sequence: int | None, envelope: str, error: str) -> None:
         """The ``order.failed`` record of an order answer the proxy refused (never raises)."""
@@ -180,19 +178,23 @@ class OrderReceipts:
         raise ApiError(Code.ENCLAVE_UNAVAILABLE, f"the enclave answered the owner's {purpose} order with {why}")
 
 
-def receipt_fields(services: Services, answer: OrderAnswer | None) -> dict[str, str | None]:
-    """The owner's copy of an answer's order receipt: ``receipt`` and ``receipt_signature`` (base64) and the session
-    key they verify under (base58; null when it is no longer the key in force). All null without an answer or a
-    receipt. The owner verifies the receipt under an attested key, never this one (``waiaas owner verify-order``)."""
-    if answer is None or answer.receipt is None or answer.receipt_signature is None:
+def receipt_fields(
+    services: Services, applied: AppliedOrder[PolicyInstalledResponse] | AppliedOrder[WalletFrozenResponse] | None
+) -> dict[str, str | None]:
+    """The owner's copy of an applied order's receipt: ``receipt`` and ``receipt_signature`` (base64) and the session
+    key they verified under (base58; null when it is no longer the key in force). All null without an answer or a
+    receipt. The owner verifies the receipt under an attested key, never this one (``waiaas owner verify-order``).
+
+    No signature is verified here: the relay returns an answer only once :class:`OrderReceipts` verified its receipt
+    under ``applied.checked_under`` (the same bytes: the answer is immutable), so whether that key is still the one
+    in force is a comparison of keys."""
+    if applied is None or applied.answer.receipt is None or applied.answer.receipt_signature is None:
         return {"receipt": None, "receipt_signature": None, "session_public_key": None}
-    key = services.sessions.current
-    try:
-        verify_order_receipt(answer.receipt, answer.receipt_signature, key or b"")
-    except ReceiptError:
-        key = None
+    key = applied.checked_under
+    if key != services.sessions.current:
+        key = None  # checked under a key no longer in force (or not checked: a relay without an order log)
     return {
-        "receipt": base64.b64encode(answer.receipt).decode(),
-        "receipt_signature": base64.b64encode(answer.receipt_signature).decode(),
+        "receipt": base64.b64encode(applied.answer.receipt).decode(),
+        "receipt_signature": base64.b64encode(applied.answer.receipt_signature).decode(),
         "session_public_key": None if key is None else str(Pubkey.from_bytes(key)),
     }

@@ -6,6 +6,8 @@ The transaction reaches the owner through the parent (``GET /v1/wallets/W/approv
 webhook), which is not trusted (DESIGN.md section 1): it could show one payment and ask for the approval of another.
 The approval signs the transaction's message hash, so this command decodes those very bytes and writes what they do
 to stderr (`policies.describe`) before the signed approval goes to stdout; the owner reads what the approval covers.
+Token amounts are raw units, and also whole tokens where the instruction states the mint's decimals (the checked
+token instructions, a Squads spending-limit use).
 
 Refused, with nothing signed (exit 2): bytes that are not a Solana transaction the enclave could sign (they do not
 decode: the enclave would deny them anyway), and a v0 transaction whose lookup tables cannot be resolved. Lookups

@@ -21,8 +21,10 @@ Verification, in order (`verify_owner_request`):
    keys for wallet creation) -- else 401, the same answer; the signature is checked first, so an unexpected key
    (an unknown wallet) takes the same work as a bad signature and timing does not tell them apart;
 3. the timestamp is within ``max_skew`` seconds of now -- else 401 ``owner_request_replayed``;
-4. the nonce has not been seen in this scope -- else 401 ``owner_request_replayed``. Nonces are claimed only after
-   the signature verified, so nobody but the owner can fill the nonce registry.
+4. the nonce has not been seen in this scope (the wallet; for a creation, the owner key) -- else 401
+   ``owner_request_replayed``. Nonces are claimed only after the signature verified under an expected key and the
+   timestamp is fresh, so nobody but an owner can fill the nonce registry, and a captured request replayed adds
+   nothing to it (`StoreNonceRegistry` keeps them in the shared store).
 
 Caller's duties: pass the exact raw body bytes; check the body's own contents (owner documents inside carry their
 own signatures and bindings, see `policies.orders`).
@@ -32,8 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,7 +42,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from parent_proxy.api_errors import ApiError, Code
-from parent_proxy.errors import IdempotencyInProgress, IdempotencyMismatch
+from parent_proxy.errors import IdempotencyInProgress, IdempotencyMismatch, NonceUsed
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.validation import IDEMPOTENCY_STALE_SECONDS
 from policies.errors import PolicySignatureError
@@ -56,7 +56,6 @@ SIGNATURE_HEADER = "WAIaaS-Owner-Signature"
 NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 HTTP_WHITESPACE = " \t"
 """Optional whitespace around a field value (RFC 9110, 5.6.3): h11 strips it, httptools keeps the trailing part."""
-MAX_MEMORY_NONCES = 100_000
 MAX_SKEW_SECONDS = IDEMPOTENCY_STALE_SECONDS // 2
 """Largest ``max_skew`` the proxy may be configured with. A timestamp is accepted for up to 2 x ``max_skew`` after
 its nonce was claimed, and a nonce claim left in progress (the store failed, or the process died, between its two
@@ -99,31 +98,37 @@ def owner_request_headers(request: OwnerRequest, owner: Pubkey, sign: Callable[[
 
 
 class NonceRegistry(Protocol):
-    def claim(self, scope: str | None, nonce: str, now: float) -> None:
-        """Record ``nonce`` as used in ``scope`` (a wallet id, or None); raise 401 if it was used before."""
+    def claim(self, scope: str | None, owner: Pubkey, nonce: str, now: float, accepted_until: float) -> None:
+        """Record ``nonce`` of ``owner`` as used in ``scope`` (a wallet id, or None: a wallet creation); raise 401 if
+        it was used before. ``accepted_until``: the last time at which any parent process would still accept the
+        request's timestamp (a nonce need not be remembered after it)."""
         ...
 
 
 class StoreNonceRegistry:
-    """Nonces kept in the shared store (so several parent instances refuse each other's replays) when the scope
-    is an existing wallet: an idempotency record under the key ``owner-nonce:<nonce>`` (agent keys live under
-    ``agent:``, so agents cannot collide with them). Scope None (wallet creation, before the wallet exists) uses
-    a bounded in-memory set: a replayed creation of the same wallet id conflicts with the stored wallet anyway.
+    """Nonces kept in the shared store, so several parent processes (and a restarted one) refuse each other's
+    replays.
+
+    Scope a wallet id (the wallet exists: the owner key verified is its owner's): an idempotency record of the wallet
+    under the key ``owner-nonce:<nonce>`` (agent keys live under ``agent:``, so agents cannot collide with them),
+    kept as a completed one is (a day).
+
+    Scope None (a creation, before the wallet exists): a creation nonce of the owner key (`Store.claim_creation_nonce`,
+    keyed by key and nonce, not by the wallet id the body names), held until ``accepted_until``. A creation that
+    fails after its nonce was claimed (an enclave that cannot be reached, a wallet that could not be stored, a body
+    refused) leaves the nonce used: the same signed request sent again is a replay; the owner's retry is a new
+    request with a new nonce (the owner CLI signs each request with a fresh one).
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._memory: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
 
-    def claim(self, scope: str | None, nonce: str, now: float) -> None:
+    def claim(self, scope: str | None, owner: Pubkey, nonce: str, now: float, accepted_until: float) -> None:
         if scope is None:
-            with self._lock:
-                if nonce in self._memory:
-                    raise ApiError(Code.OWNER_REQUEST_REPLAYED, "nonce already used")
-                self._memory[nonce] = None
-                while len(self._memory) > MAX_MEMORY_NONCES:
-                    self._memory.popitem(last=False)
+            try:
+                self._store.claim_creation_nonce(bytes(owner), nonce, now, accepted_until)
+            except NonceUsed as exc:
+                raise ApiError(Code.OWNER_REQUEST_REPLAYED, "nonce already used") from exc
             return
         key = f"owner-nonce:{nonce}"
         marker = hashlib.sha256(key.encode()).digest()
@@ -199,6 +204,6 @@ def verify_owner_request(
     # 3. Fresh.
     if abs(now - request.timestamp) > max_skew:
         raise ApiError(Code.OWNER_REQUEST_REPLAYED, "owner request timestamp outside the accepted window")
-    # 4. Never seen.
-    nonces.claim(scope, parsed.nonce, now)
+    # 4. Never seen: remembered for as long as any process would accept this timestamp (the largest skew allowed).
+    nonces.claim(scope, owner, parsed.nonce, now, request.timestamp + max(max_skew, MAX_SKEW_SECONDS))
     return owner

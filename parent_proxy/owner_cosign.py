@@ -10,7 +10,8 @@ compared by the command). Two shapes are recognized, each the very transaction a
   parameters are read from the message (multisig, transaction index, owner = fee payer, old and new agent key,
   permissions, priority fee, blockhash or durable nonce, the spending-limit replacements), the builder makes the
   transaction again from them, and the two messages must be equal byte for byte. So nothing but the builder's
-  instructions, accounts and order is signed, and every replacement limit has members exactly ``[new agent]``;
+  instructions, accounts and order is signed; the spending limits are read by the enclave's own pairing rule
+  (`policies.rotation.spending_limit_replacements`), so every replacement limit has members exactly ``[new agent]``;
 * a durable nonce's advance as ``advance-nonce-transaction`` builds it: the System ``AdvanceNonceAccount`` alone,
   the owner its authority and fee payer.
 
@@ -44,6 +45,7 @@ from parent_proxy.squads_spending_limit_account import SpendingLimitAccount
 from policies.decoders.squads_config import PERIODS
 from policies.errors import PolicyEngineError
 from policies.model import DecodedInstruction, DecodedTransaction
+from policies.rotation import RotationTransactionError, spending_limit_replacements
 from policies.transaction import decode_transaction
 
 _PERIOD_TEXT: Final = {"one_time": "in all (OneTime: it never resets)", "day": "per day", "week": "per week",
@@ -125,22 +127,25 @@ def describe_rotation(decoded: DecodedTransaction) -> list[str]:
         raise CosignRefused("the transaction is not a rotation transaction") from exc
 
 
+def _new_agent(actions: list[tuple[str, Mapping[str, object]]]) -> Pubkey:
+    """The key the one ``add_member`` adds."""
+    added = [fields for name, fields in actions if name == "add_member"]
+    if len(added) != 1:
+        raise _NotThisShape
+    return _key(added[0].get("key"))
+
+
 def _limit_actions(
-    actions: list[tuple[str, Mapping[str, object]]],
+    actions: list[tuple[str, Mapping[str, object]]], new_agent: Pubkey
 ) -> list[tuple[Pubkey, Mapping[str, object] | None]]:
-    """Each ``remove_spending_limit``'s address with the ``add_spending_limit`` directly after it (its replacement),
-    or None (the limit is closed); an ``add_spending_limit`` after anything else is not a rotation's."""
-    out: list[tuple[Pubkey, Mapping[str, object] | None]] = []
-    previous = ""
-    for name, fields in actions:
-        if name == "remove_spending_limit":
-            out.append((_key(fields.get("spending_limit")), None))
-        elif name == "add_spending_limit":
-            if previous != "remove_spending_limit":
-                raise _NotThisShape
-            out[-1] = (out[-1][0], fields)
-        previous = name
-    return out
+    """Each ``remove_spending_limit``'s address with the ``add_spending_limit`` replacing it, or None (the limit is
+    closed), by the enclave's own rule (`policies.rotation.spending_limit_replacements`: a replacement directly
+    follows the removal and names exactly ``new_agent``); anything else is not a rotation's."""
+    try:
+        pairs = spending_limit_replacements(actions, new_agent=new_agent)
+    except RotationTransactionError as exc:
+        raise _NotThisShape from exc
+    return [(_key(removed.get("spending_limit")), replacement) for removed, replacement in pairs]
 
 
 def _describe(decoded: DecodedTransaction) -> list[str]:
@@ -155,7 +160,7 @@ def _describe(decoded: DecodedTransaction) -> list[str]:
             lines.append(f"remove member {_key(fields.get('old_member'))}")
         elif name not in ("remove_spending_limit", "add_spending_limit"):
             raise _NotThisShape
-    for removed, replacement in _limit_actions(actions):
+    for removed, replacement in _limit_actions(actions, _new_agent(actions)):
         if replacement is None:
             lines.append(f"spending limit {removed} is closed, without a replacement")
         else:
@@ -223,7 +228,7 @@ def _rotation(message: Message, decoded: DecodedTransaction) -> list[str]:
         named.setdefault(name, []).append(fields)
     (added,), (gone,) = named.get("add_member", []), named.get("remove_member", [])
     agent, new_agent = _key(gone.get("old_member")), _key(added.get("key"))
-    limit_actions = _limit_actions(actions)
+    limit_actions = _limit_actions(actions, new_agent)
     limits = [_replacement(multisig, agent, old, fields) for old, fields in limit_actions if fields is not None]
     closed = [_closed(multisig, agent, old) for old, fields in limit_actions if fields is None]
     (proposal,) = [ix for ix in decoded.instructions if ix.name == "proposal_create"]

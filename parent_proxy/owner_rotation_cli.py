@@ -45,7 +45,8 @@ the nonce advances (when it lands, or through ``advance-nonce-transaction``, ``c
 until the multisig's transaction index moves on (any other transaction of the multisig).
 
 Exit codes as the other owner commands: 0 done, 1 the RPC could not be read or refused, 2 bad input, a multisig or
-transaction that does not allow this rotation, or a key that could not be used. Only public keys are printed.
+transaction that does not allow this rotation (a multisig the RPC answers does not exist among them: the failed
+``multisig.exists`` check of a policy install), or a key that could not be used. Only public keys are printed.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from parent_proxy import owner_cli_common
-from parent_proxy.chain import ChainError, RpcChain
+from parent_proxy.chain import AccountNotFound, ChainError, RpcChain
 from parent_proxy.nonce_account import NonceAccount
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
@@ -199,6 +200,16 @@ def _recent_blockhash(text: str) -> Hash:
         raise ChainError("RPC getLatestBlockhash: malformed blockhash") from exc
 
 
+async def _nonce_account(chain: RpcChain, address: Pubkey) -> NonceAccount:
+    """The durable-nonce account at ``address``; one the chain says does not exist is bad input (exit 2), since
+    retrying changes nothing, while a chain that cannot be read stays a failure (exit 1)."""
+    try:
+        return await chain.nonce_account(address)
+    except AccountNotFound as exc:
+        raise OwnerInputError(f"the nonce account {address} does not exist on chain: nothing built; check "
+                              "--nonce-account and --rpc-url's cluster") from exc  # fmt: skip
+
+
 def rotation_transaction(args: argparse.Namespace) -> int:
     owner = owner_public_key(args)
     multisig = public_key_option(args.multisig, "--multisig")
@@ -211,10 +222,15 @@ def rotation_transaction(args: argparse.Namespace) -> int:
     async def read() -> tuple[MultisigAccount, list[SpendingLimitAccount], Hash | NonceAccount]:
         async with owner_cli_common.new_rpc_client() as client:
             chain = RpcChain(client, url)
-            account = await chain.multisig_account(multisig)
+            try:
+                account = await chain.multisig_account(multisig)
+            except AccountNotFound as exc:  # the chain's answer, not a failure to read it: bad input
+                raise OwnerInputError(f"the multisig {multisig} does not exist on chain (multisig.exists: no "
+                                      "account at this address): nothing built; check --multisig and --rpc-url's "
+                                      "cluster") from exc  # fmt: skip
             limits = await chain.spending_limits(multisig)
             if nonce_address is not None:
-                return account, limits, await chain.nonce_account(nonce_address)
+                return account, limits, await _nonce_account(chain, nonce_address)
             return account, limits, _recent_blockhash(await chain.latest_blockhash())
 
     account, limits, lifetime = asyncio.run(read())
@@ -259,7 +275,7 @@ def advance_nonce_transaction(args: argparse.Namespace) -> int:
     async def read() -> tuple[NonceAccount, Hash]:
         async with owner_cli_common.new_rpc_client() as client:
             chain = RpcChain(client, url)
-            return await chain.nonce_account(address), _recent_blockhash(await chain.latest_blockhash())
+            return await _nonce_account(chain, address), _recent_blockhash(await chain.latest_blockhash())
 
     nonce, recent = asyncio.run(read())
     if nonce.authority != owner:

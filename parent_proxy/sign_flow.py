@@ -25,7 +25,8 @@
        key, say)
     6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
        stored answer -- if it cannot be written the signature is not handed out, the reservation is released
-       and the key freed --; optionally submit through the chain adapter (`parent_proxy.submission`); answer.
+       and the key freed (written or not, unknown: `parent_proxy.outcome_unknown` finds out first) --;
+       optionally submit through the chain adapter (`parent_proxy.submission`); answer.
        An unsigned answer: the reservation released, then, with its receipt in the audit record and the answer
        stored under the key in one store transaction:
        - enclave ESCALATE of an agent request (its per-boot counters are above the store's: a restored older
@@ -56,14 +57,14 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from enclave_app.protocol import TransactionDecisionResponse
-from parent_proxy import give_back, submission
+from parent_proxy import give_back, outcome_unknown, submission
 from parent_proxy import sign_outcomes as outcomes
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import signed_by
-from parent_proxy.enclave_sessions import Expected
-from parent_proxy.errors import LimitExceeded, ProxyError
+from parent_proxy.enclave_sessions import Expected, failure_code
+from parent_proxy.errors import LimitExceeded, ProxyError, StoreOutcomeUnknown
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
@@ -312,6 +313,9 @@ class SignFlow:
                 stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
             webhook = s.webhook_item(wallet_id, "transaction.signed", event)
             s.store.finish_signing(prepared.reservation, seal, webhook, stored)
+        except StoreOutcomeUnknown:  # written or not: find out before anything is given back
+            if not outcome_unknown.finish_applied(s, prepared, answer_stored=stored is not None):
+                raise
         except BaseException:  # nothing of it was written: the signature is not handed out
             give_back.give_back(self.s, prepared)
             raise
@@ -334,7 +338,7 @@ class SignFlow:
             Code.ENCLAVE_UNAVAILABLE,
             "the enclave answered a signature that is not the wallet's agent key's; nothing was signed",
         )
-        give_back.failed(self.s, prepared, error, reason=NOT_THE_AGENT_KEY)
+        give_back.failed(self.s, prepared, error.code.value, reason=NOT_THE_AGENT_KEY)
         raise error
 
     # -- the whole flow -----------------------------------------------------------------------------------------
@@ -375,7 +379,7 @@ class SignFlow:
             enclave_answer = await self.relay(prepared, transaction, tables, approval)
         except BaseException as exc:  # includes cancellation: the reservation must not leak
             with anyio.CancelScope(shield=True):
-                await s.run(give_back.failed, s, prepared, exc)
+                await s.run(give_back.failed, s, prepared, failure_code(exc))
             if isinstance(exc, ApiError):
                 raise
             if isinstance(exc, Exception):
@@ -383,18 +387,13 @@ class SignFlow:
             raise
         # The receipt is checked against the attested session key and the message sent (also for a refusal), then
         # the signer, in the same hop (`finish`).
-        try:
-            answer = await s.sessions.record_checked(
-                s, enclave_answer.receipt, enclave_answer.receipt_signature,
-                Expected("transaction", prepared.wallet.wallet_id, sent_hash,
-                         signed=enclave_answer.signature is not None, decision=enclave_answer.decision),
-                record=lambda: self.finish(prepared, enclave_answer, submit, transaction, sent_hash),
-                on_failure=lambda exc: give_back.failed(s, prepared, exc),
-            )  # fmt: skip
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise translate(exc) from exc
+        answer = await s.sessions.record_checked(
+            s, enclave_answer.receipt, enclave_answer.receipt_signature,
+            Expected("transaction", prepared.wallet.wallet_id, sent_hash,
+                     signed=enclave_answer.signature is not None, decision=enclave_answer.decision),
+            record=lambda _: self.finish(prepared, enclave_answer, submit, transaction, sent_hash),
+            on_failure=lambda error: give_back.failed(s, prepared, error),
+        )  # fmt: skip
         if submit and answer.status == 200:  # a signed transaction (not an escalation by the enclave)
             return await submission.submit(s, prepared, answer)
         return answer

@@ -1,41 +1,11 @@
-"""Text the owner and audit tools write to a terminal, made safe when a taken-over parent chose part of it.
+"""The owner and audit tools' terminal-safe text: `policies.terminal_text`, re-exported.
 
-What these tools print is often built from data the parent chose: an API answer (``waiaas owner call``), a receipt
-or an attestation answer it relayed (``verify-wallet``), a record of the log it keeps (``waiaas audit verify``), a
-check id of its multisig report. A terminal obeys control characters in that text: a carriage return and
-``ESC [ 2K`` erase a FAILED line and paint another one over it, ``ESC [ 1D`` moves the cursor so that ``w2`` shows
-as ``w1``, ``ESC ] 52`` writes the clipboard, a bidi override reorders what follows. The exit code stays honest, but
-the owner reads the screen.
-
-:func:`terminal_safe` writes every character that is not printable (`str.isprintable`: Unicode categories
-``Cc`` (C0 and C1 controls, ESC, DEL, CR, LF, TAB), ``Cf`` (bidi overrides, zero-width characters), ``Cs``, ``Co``,
-``Cn``, ``Zl``, ``Zp``, and every space separator except the ASCII space) as a Python-style escape: ``\\xNN`` below
-U+0100, ``\\uNNNN`` below U+10000, ``\\UNNNNNNNN`` above. Printable text, ordinary non-ASCII letters included, is
-left as it is; so is the backslash (an escaped character and a literal backslash sequence look alike on screen;
-neither moves the cursor). A message is one line: a line break inside it is escaped too, and the tool adds the
-final newline (:func:`safe_line`). JSON output has its own rule: ``json.dumps`` with ``ensure_ascii`` (the default)
-escapes every control and non-ASCII character as ``\\uNNNN`` and stays valid JSON.
+The escaping is pure text handling, so it lives in `policies`, where ``waiaas policy check`` (which may not import
+the services, DESIGN.md section 2) uses it too; the owner and audit tools import it from here.
 """
 
 from __future__ import annotations
 
+from policies.terminal_text import safe_line, terminal_safe
 
-def _escape(char: str) -> str:
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with every non-printable character escaped (see the module docstring); printable text unchanged."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else _escape(char) for char in text)
-
-
-def safe_line(text: str) -> str:
-    """``text`` made terminal-safe, as one line: a newline is added after it (never taken from it)."""
-    return terminal_safe(text) + "\n"
+__all__ = ["safe_line", "terminal_safe"]

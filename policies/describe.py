@@ -10,12 +10,20 @@ Every instruction gets one line (its program and instruction name), then one lin
 restricted and opaque actions). Amounts are raw units, with SOL also in SOL; addresses are base58 in full (a
 shortened address is what an attacker's vanity key imitates). Instructions carried inside another (a Squads vault
 transaction's message) are indented under it. Pure: no I/O.
+
+A token amount is also shown in whole tokens when its instruction states the mint's decimals: TransferChecked,
+ApproveChecked, MintToChecked, BurnChecked and Squads' spending-limit use carry them, and the chain refuses the
+instruction if they are not the mint's (so the figure shown is the one that can execute). Exact: integer arithmetic,
+never a float. Elsewhere the decimals are unknown offline (a policy's mint entries do not declare them) and the
+amount stays in raw units only. Minting and burning, which no policy can allow, show their amounts too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
+
+from solders.pubkey import Pubkey
 
 from policies.model import (
     NATIVE_SOL,
@@ -56,18 +64,20 @@ def _instructions(instructions: tuple[DecodedInstruction, ...], *, depth: int) -
         if not ix.effects and not ix.inner:
             yield f"{pad}{INDENT}no effect on any account's value or control"
         for effect in ix.effects:
-            yield f"{pad}{INDENT}{describe_effect(effect)}"
+            yield f"{pad}{INDENT}{describe_effect(effect, ix.args)}"
         if ix.inner:
             yield f"{pad}{INDENT}carries {len(ix.inner)} instruction(s):"
             yield from _instructions(ix.inner, depth=depth + 2)
 
 
-def describe_effect(effect: Effect) -> str:
-    """One effect in a line."""
+def describe_effect(effect: Effect, args: Mapping[str, object] | None = None) -> str:
+    """One effect in a line. ``args`` are its instruction's decoded arguments: they give the mint's decimals of a
+    checked instruction (`stated_decimals`) and the amount a restricted mint or burn names."""
+    decimals = stated_decimals(args or {})
     if isinstance(effect, Outflow):
         return (
-            f"moves {amount(effect.asset, effect.amount)} from {effect.source} to {effect.destination} "
-            f"({effect.kind}, signed by {effect.authority})"
+            f"moves {amount(effect.asset, effect.amount, decimals.get(effect.asset))} from {effect.source} to "
+            f"{effect.destination} ({effect.kind}, signed by {effect.authority})"
         )
     if isinstance(effect, UncheckedTokenTransfer):
         return (
@@ -78,11 +88,12 @@ def describe_effect(effect: Effect) -> str:
         new = "nobody" if effect.new_authority is None else str(effect.new_authority)
         return f"gives {effect.what} of {effect.account} to {new} (from {effect.authority})"
     if isinstance(effect, DelegateApproval):
-        mint = "" if effect.mint is None else f" of mint {effect.mint}"
-        return (
-            f"lets {effect.delegate} spend up to {effect.amount} raw units{mint} from {effect.account} "
-            f"(signed by {effect.authority})"
+        limit = (
+            f"{effect.amount} raw units"
+            if effect.mint is None
+            else amount(effect.mint, effect.amount, decimals.get(effect.mint))
         )
+        return f"lets {effect.delegate} spend up to {limit} from {effect.account} (signed by {effect.authority})"
     if isinstance(effect, AccountClose):
         return f"closes {effect.account}, its lamports to {effect.destination} (signed by {effect.authority})"
     if isinstance(effect, NonceAdvance):
@@ -92,15 +103,45 @@ def describe_effect(effect: Effect) -> str:
         return f"sets the compute budget's {effect.field} to {effect.value}{unit}"
     if isinstance(effect, Restricted):
         by = "" if effect.authority is None else f" (signed by {effect.authority})"
-        return f"{effect.action}{by}: no policy can allow it"
+        return f"{effect.action}{_restricted_amount(args or {}, decimals)}{by}: no policy can allow it"
     if isinstance(effect, Opaque):
         return f"not understood ({effect.reason}): no policy can allow it"
     raise TypeError(f"unknown effect {type(effect).__name__}")  # a new effect type must be described here
 
 
-def amount(asset: str, raw: int) -> str:
-    """``raw`` units of ``asset``: lamports with their SOL value, or raw units of a mint."""
+def _restricted_amount(args: Mapping[str, object], decimals: Mapping[str, int]) -> str:
+    """`` of N raw units of mint M`` for a restricted instruction that names an amount and a mint (minting,
+    burning), else nothing."""
+    raw, mint = args.get("amount"), args.get("mint")
+    if type(raw) is not int or not isinstance(mint, Pubkey):
+        return ""
+    return f" of {amount(str(mint), raw, decimals.get(str(mint)))}"
+
+
+def stated_decimals(args: Mapping[str, object]) -> dict[str, int]:
+    """``{mint: decimals}`` when an instruction's decoded arguments state both (the checked token instructions,
+    Squads' token spending-limit use), else empty."""
+    mint, decimals = args.get("mint"), args.get("decimals")
+    if isinstance(mint, Pubkey) and type(decimals) is int and decimals >= 0:
+        return {str(mint): decimals}
+    return {}
+
+
+def whole_tokens(raw: int, decimals: int) -> str:
+    """``raw`` base units as whole tokens at ``decimals``, exactly (integer arithmetic): ``1500, 3`` -> ``1.5``,
+    ``7, 0`` -> ``7``, ``1, 9`` -> ``0.000000001``."""
+    whole, fraction = divmod(raw, 10**decimals)
+    if fraction == 0:
+        return str(whole)
+    return f"{whole}.{fraction:0{decimals}d}".rstrip("0")
+
+
+def amount(asset: str, raw: int, decimals: int | None = None) -> str:
+    """``raw`` units of ``asset``: lamports with their SOL value, or raw units of a mint, with their value in whole
+    tokens when the mint's ``decimals`` are known."""
     if asset == NATIVE_SOL:
         sol = Decimal(raw) / LAMPORTS_PER_SOL
         return f"{raw} lamports ({sol.normalize():f} SOL)"
-    return f"{raw} raw units of mint {asset}"
+    if decimals is None:
+        return f"{raw} raw units of mint {asset}"
+    return f"{raw} raw units of mint {asset} (= {whole_tokens(raw, decimals)} in whole tokens, {decimals} decimals)"

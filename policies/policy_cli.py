@@ -6,6 +6,11 @@
 
 The policy file may be a bare document or a signed envelope; an envelope's signature is verified only when
 ``--owner`` is given, and the output says whether it was.
+
+The policy file and the transaction may come from someone else (an agent's transaction, a policy to review), and
+what is printed quotes them: a field name, a file name, a wallet id. Messages are written with their control
+characters escaped (`policies.terminal_text`), so a crafted field name cannot erase a line or write the clipboard;
+the decision is JSON, whose ``ensure_ascii`` escaping already shows every control character as ``\\uNNNN``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from policies.document import Policy, policy_from_object
 from policies.errors import DecodeError, PolicyEngineError
 from policies.evaluate import EvalContext, evaluate
 from policies.signing import POLICY_PURPOSE, open_envelope
+from policies.terminal_text import safe_line
 from policies.transaction import decode_transaction
 
 EXIT_OK = 0
@@ -147,7 +153,7 @@ def _check(args: argparse.Namespace) -> int:
         tables = _lookup_tables(args.lookup_table)
         wallet = [_pubkey(k, "--wallet-key") for k in args.wallet_key]
     except (_InputError, PolicyEngineError) as exc:
-        print(f"waiaas policy check: {exc}", file=sys.stderr)
+        sys.stderr.write(safe_line(f"waiaas policy check: {exc}"))
         return EXIT_BAD_INPUT
 
     try:
@@ -168,7 +174,7 @@ def _check(args: argparse.Namespace) -> int:
     output = evaluate(policy, tx, context).to_json()
     output["policy"] = {"wallet_id": policy.wallet_id, "sequence": policy.sequence, "source": provenance}
     output["wallet_keys"] = [str(k) for k in sorted(context.wallet_keys, key=bytes)]
-    print(json.dumps(output, indent=2))
+    print(json.dumps(output, indent=2))  # ensure_ascii: every control character as \uNNNN
     return EXIT_OK
 
 
@@ -176,7 +182,7 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         policy, provenance = _load_policy(args.file, args.owner)
     except (_InputError, PolicyEngineError) as exc:
-        print(f"waiaas policy validate: {exc}", file=sys.stderr)
+        sys.stderr.write(safe_line(f"waiaas policy validate: {exc}"))
         return EXIT_BAD_INPUT
-    print(f"valid: wallet {policy.wallet_id}, sequence {policy.sequence} ({provenance})")
+    sys.stdout.write(safe_line(f"valid: wallet {policy.wallet_id}, sequence {policy.sequence} ({provenance})"))
     return EXIT_OK

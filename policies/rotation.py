@@ -21,7 +21,8 @@ make the old agent approve anything but "add the enclave-made candidate, remove 
    the old key would keep it spending on program versions whose ``spending_limit_use`` checks only the limit's
    members, and the new key could use none; a limit naming any other key would let that key spend from the vault
    alone (the program does not require limit members to be multisig members). Closing a limit only takes spending
-   power away. `parent_proxy.rotation_transaction` builds these actions. What this check cannot see:
+   power away (`spending_limit_replacements`, the one statement of this pairing, which ``waiaas owner cosign``
+   uses too). `parent_proxy.rotation_transaction` builds these actions. What this check cannot see:
    ``remove_spending_limit`` names only the removed limit's address, and the enclave reads no chain, so whether a
    replacement keeps the removed limit's vault, mint, amount, period and destinations is the builder's (it copies
    them) and the owner's (``waiaas owner sign-rotation`` prints them; the order binds the exact message);
@@ -39,7 +40,7 @@ that ``agent`` is the wallet's agent key, ``new_agent`` the candidate it made an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from solders.pubkey import Pubkey
@@ -59,6 +60,7 @@ _SQUADS_ALLOWED: Final = frozenset(
 
 
 _ADVANCE_NONCE: Final = "advance_nonce_account"
+_LIMIT_ACTIONS: Final = ("remove_spending_limit", "add_spending_limit")
 
 
 class RotationTransactionError(PolicyEngineError):
@@ -163,11 +165,9 @@ def _check_actions(config: DecodedInstruction, *, agent: Pubkey, new_agent: Pubk
             f"{count} config actions, not add_member and remove_member", instruction_index=config.index
         )
     added = removed = False
-    after_removal = False  # the previous action is a remove_spending_limit (an add_spending_limit may replace it)
     for name, fields in actions:
         if not isinstance(fields, Mapping):
             raise RotationTransactionError(f"malformed {name} action", instruction_index=config.index)
-        replaces, after_removal = after_removal, name == "remove_spending_limit"
         if name == "add_member" and not added:
             key, mask = fields.get("key"), fields.get("permissions")
             if key != new_agent:
@@ -187,25 +187,47 @@ def _check_actions(config: DecodedInstruction, *, agent: Pubkey, new_agent: Pubk
                     instruction_index=config.index,
                 )
             removed = True
-        elif name == "remove_spending_limit":
-            pass
-        elif name == "add_spending_limit":
-            if not replaces:
-                raise RotationTransactionError(
-                    "add_spending_limit replaces no removed limit (each directly follows the remove_spending_limit "
-                    "it replaces): a rotation adds no spending limit", instruction_index=config.index,
-                )  # fmt: skip
-            members = fields.get("members")
-            if members != (new_agent,):
-                shown = ", ".join(map(str, members)) if isinstance(members, tuple) else members
-                raise RotationTransactionError(
-                    f"add_spending_limit members [{shown}]: must be exactly the new agent key",
-                    instruction_index=config.index,
-                )
-        else:
+        elif name not in _LIMIT_ACTIONS:
             what = f"a second {name}" if name in ("add_member", "remove_member") else f"config action {name}"
             raise RotationTransactionError(f"{what} is not part of a rotation", instruction_index=config.index)
+    spending_limit_replacements(actions, new_agent=new_agent, instruction_index=config.index)
     if not (added and removed):
         raise RotationTransactionError(
             "the config actions lack add_member or remove_member", instruction_index=config.index
         )
+
+
+def spending_limit_replacements(
+    actions: Iterable[tuple[str, object]], *, new_agent: Pubkey, instruction_index: int | None = None
+) -> list[tuple[Mapping[str, object], Mapping[str, object] | None]]:
+    """Rule 4's spending-limit actions among a config transaction's ``actions`` ((name, fields), in order): for each
+    ``remove_spending_limit``, its fields and those of the ``add_spending_limit`` directly after it that replaces it
+    (members exactly ``[new_agent]``), or None (the limit is closed). Other actions are skipped, but an
+    ``add_spending_limit`` after one of them replaces nothing. `RotationTransactionError` (naming
+    ``instruction_index``, the config transaction's) for an ``add_spending_limit`` that replaces no removed limit or
+    names other members, or malformed fields."""
+    pairs: list[tuple[Mapping[str, object], Mapping[str, object] | None]] = []
+    after_removal = False  # the previous action is a remove_spending_limit (an add_spending_limit may replace it)
+    for name, fields in actions:
+        replaces, after_removal = after_removal, name == "remove_spending_limit"
+        if name not in _LIMIT_ACTIONS:
+            continue
+        if not isinstance(fields, Mapping):
+            raise RotationTransactionError(f"malformed {name} action", instruction_index=instruction_index)
+        if name == "remove_spending_limit":
+            pairs.append((fields, None))
+            continue
+        if not replaces:
+            raise RotationTransactionError(
+                "add_spending_limit replaces no removed limit (each directly follows the remove_spending_limit "
+                "it replaces): a rotation adds no spending limit", instruction_index=instruction_index,
+            )  # fmt: skip
+        members = fields.get("members")
+        if members != (new_agent,):
+            shown = ", ".join(map(str, members)) if isinstance(members, tuple) else members
+            raise RotationTransactionError(
+                f"add_spending_limit members [{shown}]: must be exactly the new agent key",
+                instruction_index=instruction_index,
+            )
+        pairs[-1] = (pairs[-1][0], fields)
+    return pairs

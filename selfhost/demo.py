@@ -15,10 +15,13 @@ owner request signed with the proxy's owner-auth scheme) and as the agent (its b
  8. the agent tries to hand the wallet's account to another program: denied and the wallet frozen; a normal
     payment is then refused too
  9. the owner unfreezes the wallet; a payment goes through again
-10. the services stop; the audit log's hash chain and its enclave receipts are verified
+10. the owner checks that the unfreeze reached the signer: ``waiaas owner verify-order`` on their own signed order,
+    the proxy's answer and a fresh attestation answer (mode none: ``--accept-unattested``)
+11. the services stop; the audit log's hash chain and its enclave receipts are verified
     (``waiaas audit verify --receipts``)
 
-Each step checks its HTTP status, verdict and balance change; the first step that misbehaves ends the story.
+Each step checks its HTTP status, verdict and balance change, and the owner's checks their commands' exit codes
+(`selfhost.demo_checks`); the first step that misbehaves ends the story.
 Printed: public keys, statuses, reasons, balances; never the agent token (a redacted prefix), the owner's secret
 key or the unseal secret. Exit codes: 0 every step behaved, 1 a step misbehaved, 2 the services did not start.
 """
@@ -48,7 +51,6 @@ from solders.pubkey import Pubkey
 from solders.system_program import AssignParams, TransferParams, assign, transfer
 from solders.transaction import Transaction
 
-from parent_proxy import audit_cli
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner, write_keypair_file
@@ -59,6 +61,7 @@ from policies.examples import example_policy_json
 from policies.orders import APPROVAL_PURPOSE, UNFREEZE_PURPOSE, approval_document, freeze_document
 from policies.signing import POLICY_PURPOSE
 from selfhost.compose_model import ComposeError
+from selfhost.demo_checks import StepFailed, verify_audit, verify_order_as_owner
 from selfhost.deployment import Deployment, run_local
 from selfhost.local_stack import StackError, free_port
 from selfhost.paths import PathMappingError
@@ -81,10 +84,6 @@ BLOCKED: Final = Pubkey.from_string("3R2khGdRVoeaEHJz3FaRq6GEJRta8VPBaxy9vo4jgoJ
 
 
 _TOKEN_PREFIX: Final = re.compile(r"(waiaas_[0-9a-f]{16})_")
-
-
-class StepFailed(Exception):
-    """A step did not behave as the script expects."""
 
 
 def redact_token(token: str) -> str:
@@ -311,7 +310,8 @@ class Story:
 
         self.step("The owner unfreezes the wallet")
         order = envelope(self.owner, UNFREEZE_PURPOSE, freeze_document(self.wallet_id, 1, int(time.time()) + 600))
-        state = self.expect(self.owner_call("POST", f"{path}/unfreeze", {"envelope": order}), 200)
+        unfrozen = self.owner_call("POST", f"{path}/unfreeze", {"envelope": order})
+        state = self.expect(unfrozen, 200)
         self.out(
             f"   wallet     frozen: {state.get('frozen')}; signer acknowledged: {state.get('enclave_acknowledged')}"
         )
@@ -323,21 +323,12 @@ class Story:
         self.check_signed(again)
         self.check_moved(before, LAMPORTS_PER_SOL // 10)
 
-
-def verify_audit(database: Path, out: Callable[[str], None]) -> None:
-    """``waiaas audit verify --db <database> --receipts``, the same code; raise `StepFailed` unless the chain is
-    intact and every receipt verifies under the session key recorded before it (mode none here: nothing attests
-    those keys, and the command says so)."""
-    arguments = argparse.Namespace(
-        db=database, expect_head=None, receipts=True, root_pem=None, pcr=[], allow_debug=False, allow_gaps=False,
-        require_attestation=False,
-    )  # fmt: skip
-    code = audit_cli.run_verify(arguments)
-    if code != audit_cli.EXIT_OK:
-        raise StepFailed(f"audit verify exited with {code}")
-    out(f"   audit      chain intact in {database}")
-    out("   receipts   every enclave receipt verifies under the session key recorded before it (mode none: that")
-    out("              key is not attested, so this shows which signer boot decided, not what code ran)")
+        self.step("The owner checks that the unfreeze reached the signer (waiaas owner verify-order)")
+        fresh = self.http.get(f"{self.d.api_url}/v1/attestation", params={"nonce": secrets.token_hex(32)})
+        self.expect(fresh, 200)
+        verify_order_as_owner(self.d.root / "verify-order", owner_public_key=self.owner.public_key,
+                              order_body={"envelope": order}, answer=unfrozen.content, attestation=fresh.content,
+                              out=self.out)  # fmt: skip
 
 
 def new_owner(run_dir: Path) -> LocalOwnerSigner:

@@ -3,7 +3,7 @@
 the client side of the enclave's protocol (the messages and their framing, the transports, the client, receipt
 and attestation verification, the protocol's errors), never the enclave's signer, state, keys or server, except
 its benchmark, which runs the enclave in process by definition; ``cdk`` imports only shared constants; nothing
-imports ``tests``."""
+imports ``tests``. And in ``tests`` itself, no test module imports another test module."""
 
 from __future__ import annotations
 
@@ -71,3 +71,10 @@ def test_the_parent_imports_only_the_client_side_of_the_enclave() -> None:
 def test_cdk_imports_only_shared_constants() -> None:
     runtime = [i for i in imports("cdk") if top(i[2]) in ("enclave_app", "parent_proxy", "policies", "selfhost")]
     assert runtime and all(module == "enclave_app.constants" for _, _, module in runtime), runtime
+
+
+def test_test_modules_import_no_other_test_module() -> None:
+    """Shared test helpers live in support modules (tests/support/, or a package's non-``test_`` modules): importing
+    a test module runs its collection-time code and re-exports its tests into the importer."""
+    found = [i for i in imports("tests") if i[2].rpartition(".")[2].startswith("test_")]
+    assert found == []

@@ -11,7 +11,8 @@ audit head and record + outbox item + idempotency answer, by the loop of `dynamo
 `apply_audited`). This module holds tokens, wallets and those two; idempotency records are in
 `dynamodb_idempotency`, reservations and rate events in `dynamodb_limits`, approvals in `dynamodb_approvals`,
 webhooks and the audit log in `dynamodb_outbox` (how the outbox is claimed in `dynamodb_outbox_due`), agent-key
-rotation in `dynamodb_agent_keys`, the table layout in `dynamodb_base`.
+rotation in `dynamodb_agent_keys`, wallet-creation nonces in `dynamodb_creation_nonces`, the table layout in
+`dynamodb_base`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,18 @@ from contextlib import AbstractContextManager, nullcontext
 
 from parent_proxy.errors import (
     Conflict,
+    NonceUsed,
     NotFound,
     StalePolicySequence,
+    StoreOutcomeUnknown,
 )
+from parent_proxy.store import creation_nonces, tokens
+from parent_proxy.store import dynamodb_creation_nonces as nonce_items
 from parent_proxy.store import dynamodb_sealed_keys as sealed_keys
-from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_audited import Part
 from parent_proxy.store.dynamodb_base import (
+    WRITE_ID,
     ConditionFailed,
     create_table,
     get_b,
@@ -163,6 +168,17 @@ class DynamoStore(DynamoOwnerChanges):
                 raise NotFound(f"wallet {wallet_id} not found") from exc
             raise StalePolicySequence(wallet_id, sequence, get_i(exc.item, "policy_sequence")) from exc
 
+    # -- wallet-creation nonces ----------------------------------------------------------------------------
+    def claim_creation_nonce(self, owner: bytes, nonce: str, now: float, held_until: float) -> None:
+        """One conditional put (`dynamodb_creation_nonces`); a resend of it after a lost answer is this claim."""
+        owner, nonce, now, held_until = creation_nonces.check_claim(owner, nonce, now, held_until)
+        write_id = new_write_id()
+        put = nonce_items.claim_put(self._table, owner, nonce, now=now, held_until=held_until, write_id=write_id)
+        try:
+            self._write_once("put_item", put, write_id)
+        except ConditionFailed as exc:
+            raise NonceUsed("creation nonce already used") from exc
+
     # -- the signing path in two transactions ---------------------------------------------------------------
     def begin_signing(
         self,
@@ -181,13 +197,18 @@ class DynamoStore(DynamoOwnerChanges):
         replay = self._existing(wallet_id, key, request_hash, now, claimed=False)
         if replay is not None:
             return SigningClaim(replay=replay, reservation=None)
-        extra = [self._claim_action(wallet_id, key, request_hash, now), self._event_action("request", wallet_id, now)]
+        claim = self._claim_action(wallet_id, key, request_hash, now)
+        extra = [claim, self._event_action("request", wallet_id, now)]
         try:
             if wanted:
                 reservation = self._reserve_with(wallet_id, request_id, wanted, caps, now=now, extra=extra)
                 return SigningClaim(replay=None, reservation=reservation)
             self._require_wallet(wallet_id)
-            self._transact(extra)
+            try:
+                self._transact(extra)
+            except StoreOutcomeUnknown:  # settled by the claim's write id
+                if not self._written(f"W#{wallet_id}", f"I#{key}", get_s(claim["Put"]["Item"], WRITE_ID)):
+                    raise
             return SigningClaim(replay=None, reservation=None)
         except ConditionFailed:  # the claim lost a race with the same key
             return SigningClaim(

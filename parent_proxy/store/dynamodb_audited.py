@@ -113,7 +113,7 @@ class DynamoAudited(DynamoIdempotency):
                 raise InvalidInput("audit", "must build an AuditRecord")
             v.check_extends(record, None if head is None else (head.seq, head.hash))  # as SQLite: no retry for it
             try:
-                self._transact(actions + self._audit_actions(record))
+                self._transact_recorded(actions, record)
             except ConditionFailed as exc:
                 failed = [i for i, reason in enumerate(exc.reasons) if reason == CONDITION_FAILED]
                 refused = [refusals[i] for i in failed if i < len(actions)]

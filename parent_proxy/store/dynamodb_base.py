@@ -26,11 +26,22 @@ items only (the CDK stack must create it that way; `create_table` does it for te
     O#<event>     D#<attempt>           delivery log line
     AUDIT         HEAD / R#<seq>        audit head (seq, hash) and records
     LAYOUT        OUTBOX_DUE            present once outbox items written without ``due_key`` have been given one
+    CN#<owner>    N#<nonce>             a wallet-creation nonce of that owner key (hex): ``held_until`` (see
+                                        `dynamodb_creation_nonces`)
 
 Wallets, tokens, idempotency records and approvals also carry ``write_id``: the id of the last conditional write
 of theirs that is not idempotent by itself (creation, policy install, claim, stored answer, decision, reopening); it
 tells a botocore resend of that write from a refusal (`DynamoBase._write_once`). (Outbox items written before the
-claim became a transaction carry one too: their last lease id.)
+claim became a transaction carry one too: their last lease id.) Audit records carry one as well, fresh for each
+transaction that appends one: after a transaction whose answer never came, it tells whether the record at its
+seq is this transaction's (`DynamoOutboxAudit._transact_recorded`).
+
+Every ``TransactWriteItems`` carries a request token (``ClientRequestToken``) of its own; a send whose answer was
+lost is sent again under the same token, which DynamoDB applies once (`DynamoBase._transact`); a transaction still
+unanswered after those resends raises `StoreOutcomeUnknown`: written in full or not at all. One that appends an
+audit record, reserves, or claims an idempotency key first looks for the item only it can have written (its
+record's write id, the reservation's ``R#`` pointer, the claim's write id: `DynamoBase._written`); otherwise the
+caller must find out before it gives anything back.
 
 Layout versions are not detected. The adapter never creates the production table (the CDK stack does, and the
 instance role may not scan it), so it cannot mark a new table with its layout, and an unmarked table could be new
@@ -54,9 +65,9 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
-from parent_proxy.errors import Conflict, NotFound, StoreUnavailable
+from parent_proxy.errors import Conflict, NotFound, StoreError, StoreOutcomeUnknown, StoreUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -78,6 +89,14 @@ TRANSACT_ATTEMPTS = 5
 """Sends of one transaction cancelled for `TRANSIENT_REASONS` only, before the store reports itself unavailable."""
 TRANSACT_BACKOFF_SECONDS = 0.003
 """Upper bound of the first jittered pause between those sends; it doubles with each one (at most ~0.1 s in all)."""
+UNANSWERED_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "TransactionInProgressException"})
+"""Error codes after which a ``TransactWriteItems`` may have been applied (or, in progress, may still be): with a
+5xx status, they leave its outcome unknown (see `unanswered`)."""
+UNANSWERED_RESENDS = 3
+"""Resends of a transaction whose outcome is unknown, with its own request token, before `StoreOutcomeUnknown`."""
+UNANSWERED_BACKOFF_SECONDS = 0.05
+"""Upper bound of the first jittered pause before such a resend; it doubles with each one (at most ~0.35 s in all:
+each send is already botocore's, with its own retries)."""
 
 
 class ConditionFailed(Conflict):
@@ -98,29 +117,66 @@ class Contended(StoreUnavailable):
         self.reasons = reasons
 
 
-@contextmanager
-def translate() -> Iterator[None]:
+def translation(exc: ClientError | BotoCoreError) -> StoreError:
     """The one place where botocore errors become store errors. A cancelled transaction is `ConditionFailed` only
     when one of its conditions failed; cancelled for transient reasons only it is `Contended`; otherwise (e.g. a
     ``ValidationError``) `StoreUnavailable`: never a refusal that the stored state did not make."""
+    if isinstance(exc, BotoCoreError):
+        return StoreUnavailable(f"dynamodb store unavailable: {type(exc).__name__}")
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code == "ConditionalCheckFailedException":
+        stored = exc.response.get("Item")  # present when the write asked for it and the item exists
+        return ConditionFailed([CONDITION_FAILED], stored if isinstance(stored, dict) else None)
+    if code == "TransactionCanceledException":
+        reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+        if CONDITION_FAILED in reasons:
+            return ConditionFailed(reasons)
+        causes = set(reasons) - {"None"}
+        if causes and causes <= TRANSIENT_REASONS:
+            return Contended(reasons)
+        return StoreUnavailable(f"dynamodb store unavailable: transaction cancelled {reasons}")
+    return StoreUnavailable(f"dynamodb store unavailable: {code or 'error'}")
+
+
+@contextmanager
+def translate() -> Iterator[None]:
+    """Raise botocore's errors as their `translation`, chained to them."""
     try:
         yield
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "ConditionalCheckFailedException":
-            stored = exc.response.get("Item")  # present when the write asked for it and the item exists
-            raise ConditionFailed([CONDITION_FAILED], stored if isinstance(stored, dict) else None) from exc
-        if code == "TransactionCanceledException":
-            reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-            if CONDITION_FAILED in reasons:
-                raise ConditionFailed(reasons) from exc
-            causes = set(reasons) - {"None"}
-            if causes and causes <= TRANSIENT_REASONS:
-                raise Contended(reasons) from exc
-            raise StoreUnavailable(f"dynamodb store unavailable: transaction cancelled {reasons}") from exc
-        raise StoreUnavailable(f"dynamodb store unavailable: {code or 'error'}") from exc
-    except BotoCoreError as exc:
-        raise StoreUnavailable(f"dynamodb store unavailable: {type(exc).__name__}") from exc
+    except (ClientError, BotoCoreError) as exc:
+        raise translation(exc) from exc
+
+
+def cancelled(exc: ClientError | BotoCoreError) -> bool:
+    """A ``TransactionCanceledException``: DynamoDB ran the transaction (under its token) and wrote nothing."""
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "TransactionCanceledException"
+
+
+def unanswered(exc: ClientError | BotoCoreError) -> bool:
+    """Whether a failed ``TransactWriteItems`` may have been applied all the same.
+
+    botocore resends a request whose answer was lost (connection closed, read timeout, a 5xx, throttling) with the
+    same token, up to its retry limit, and raises the last send's error: any send before it may have been applied.
+    So the outcome is unknown after a transport error (any `BotoCoreError` but a request refused before it was
+    sent, `ParamValidationError`), after `UNANSWERED_CODES` or a 5xx status, and after any other error but a
+    cancellation once botocore has retried (``RetryAttempts``): DynamoDB answers a resend whose token it applied
+    with success, so only a cancellation or an error on the first send says that nothing was written."""
+    if isinstance(exc, BotoCoreError):
+        return not isinstance(exc, ParamValidationError)
+    if cancelled(exc):
+        return False
+    code = exc.response.get("Error", {}).get("Code", "")
+    metadata = exc.response.get("ResponseMetadata", {})
+    status = metadata.get("HTTPStatusCode", 0)
+    return code in UNANSWERED_CODES or status >= 500 or metadata.get("RetryAttempts", 0) > 0
+
+
+def _named(exc: ClientError | BotoCoreError) -> str:
+    return exc.response.get("Error", {}).get("Code", "error") if isinstance(exc, ClientError) else type(exc).__name__
+
+
+def _pause(upper_bound: float, attempt: int) -> None:
+    time.sleep(random.uniform(0, upper_bound * 2 ** (attempt - 1)))  # noqa: S311 - jitter only
 
 
 def create_table(client: DynamoDBClient, table: str) -> None:
@@ -273,18 +329,46 @@ class DynamoBase:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _transact(self, actions: list[Any]) -> None:
-        """One ``TransactWriteItems`` of ``actions``. Cancelled for transient reasons only (`Contended`: nothing was
-        written), it is sent again after a short jittered pause, at most `TRANSACT_ATTEMPTS` times in all; then
-        `Contended` (a `StoreUnavailable`, 503) is raised. A failed condition raises `ConditionFailed` at once."""
-        for attempt in range(1, TRANSACT_ATTEMPTS + 1):
+        """One ``TransactWriteItems`` of ``actions``, under a request token of its own (``ClientRequestToken``:
+        DynamoDB applies a token once, and answers a resend of an applied one, within 10 minutes, with success).
+
+        1. Cancelled for transient reasons only (`Contended`: nothing was written), it is sent again, under a new
+           token, after a short jittered pause, at most `TRANSACT_ATTEMPTS` times in all; then `Contended` (a
+           `StoreUnavailable`, 503) is raised. A failed condition raises `ConditionFailed` at once.
+        2. A send that may have been applied (`unanswered`) is sent again under the same token, at most
+           `UNANSWERED_RESENDS` times, until DynamoDB answers it: with success (applied, by this send or an earlier
+           one) or a cancellation (not applied: as in 1). Any other error leaves it unknown; still unknown after
+           the last resend, `StoreOutcomeUnknown` is raised: the transaction was applied in full or not at all."""
+        token, contended, resends = new_write_id(), 0, 0
+        while True:
             try:
-                with translate():
-                    self._client.transact_write_items(TransactItems=actions)
+                self._client.transact_write_items(TransactItems=actions, ClientRequestToken=token)
                 return
-            except Contended:
-                if attempt == TRANSACT_ATTEMPTS:
-                    raise
-                time.sleep(random.uniform(0, TRANSACT_BACKOFF_SECONDS * 2 ** (attempt - 1)))  # noqa: S311 - jitter
+            except (ClientError, BotoCoreError) as exc:
+                if (resends or unanswered(exc)) and not cancelled(exc):
+                    resends += 1
+                    if resends > UNANSWERED_RESENDS:
+                        raise StoreOutcomeUnknown(f"dynamodb store unavailable: unanswered ({_named(exc)})") from exc
+                    _pause(UNANSWERED_BACKOFF_SECONDS, resends)
+                    continue
+                error = translation(exc)
+                contended += 1
+                if not isinstance(error, Contended) or contended == TRANSACT_ATTEMPTS:
+                    raise error from exc
+            token, resends = new_write_id(), 0  # nothing was written under the old token
+            _pause(TRANSACT_BACKOFF_SECONDS, contended)
+
+    def _written(self, pk: str, sk: str, write_id: str | None = None) -> bool | None:
+        """After a transaction whose outcome is unknown (`StoreOutcomeUnknown`), whether the item ``pk``/``sk``
+        that it puts is there (with ``write_id`` as its `WRITE_ID`, if given): True: the transaction was applied.
+        False: the item is another write's. None: no such item, or it cannot be read: still unknown."""
+        try:
+            item = self._get(pk, sk)
+        except StoreUnavailable:
+            return None
+        if item is None:
+            return None
+        return write_id is None or item.get(WRITE_ID) == s(write_id)
 
     def _write_once(self, operation: str, request: dict[str, Any], write_id: str) -> Item | None:
         """Send one conditional single-item write (``put_item`` or ``update_item``) whose ``request`` stores

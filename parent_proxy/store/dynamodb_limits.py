@@ -12,7 +12,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from parent_proxy.errors import Conflict, InvalidInput, LimitExceeded, NotFound, StoreUnavailable
+from parent_proxy.errors import (
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    StoreOutcomeUnknown,
+    StoreUnavailable,
+)
 from parent_proxy.store import limits as lim
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
@@ -78,7 +85,8 @@ class DynamoLimits(DynamoOutboxAudit):
     ) -> Reservation:
         """Reserve (the module docstring's steps) in one transaction with the ``extra`` actions. A failed condition
         of an extra action is re-raised as `ConditionFailed` (reasons: version, pointer, reservation, then
-        ``extra``)."""
+        ``extra``). An unknown outcome (`StoreOutcomeUnknown`) is settled by the pointer, which only this
+        transaction can have written: there, it was applied; else it stays unknown."""
         longest = max((w for (_, w) in caps), default=0)
         expires = n(int(now) + v.MAX_WINDOW_SECONDS + 1)
         item = {
@@ -125,6 +133,9 @@ class DynamoLimits(DynamoOutboxAudit):
                     raise
                 time.sleep(random.uniform(0, RETRY_BASE_SECONDS * (attempt + 1)))  # noqa: S311 - jitter only
                 continue
+            except StoreOutcomeUnknown:
+                if not self._written(f"W#{wallet_id}", f"R#{request_id}"):  # request ids are new: it is this one
+                    raise
             return Reservation(wallet_id=wallet_id, request_id=request_id, amounts=wanted, created_at=now)
         raise StoreUnavailable(f"wallet {wallet_id}: reservation contended {MAX_RESERVE_ATTEMPTS} times")
 
@@ -228,5 +239,6 @@ class DynamoLimits(DynamoOutboxAudit):
     def prune(self, now: float) -> None:
         """Nothing to do here: reservations and request/denial timestamps carry the table's TTL attribute
         (``expires_at`` = creation + `validation.MAX_WINDOW_SECONDS` + 1), so DynamoDB deletes them itself, and
-        every read filters by time exactly, whether or not an expired item is still there."""
+        every read filters by time exactly, whether or not an expired item is still there. Idempotency records and
+        wallet-creation nonces carry it too, and their conditions ignore an expired one."""
         v.check_time("now", now)

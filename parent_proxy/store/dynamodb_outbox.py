@@ -8,11 +8,12 @@ from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
-from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound, StoreUnavailable
+from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound, StoreOutcomeUnknown, StoreUnavailable
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
     CONDITION_FAILED,
     DUE_ATTRIBUTE,
+    WRITE_ID,
     ConditionFailed,
     Item,
     b,
@@ -286,8 +287,9 @@ class DynamoOutboxAudit(DynamoOutboxDue):
         ]
 
     # -- audit log ------------------------------------------------------------------------------------------
-    def _audit_actions(self, r: AuditRecord) -> list[Any]:
-        """The two transaction actions that append ``r``: move the HEAD (only from ``r``'s predecessor), put ``r``."""
+    def _audit_actions(self, r: AuditRecord, write_id: str) -> list[Any]:
+        """The two transaction actions that append ``r``: move the HEAD (only from ``r``'s predecessor), put ``r``
+        (with ``write_id``: `_transact_recorded` tells its own record by it)."""
         head_key = {"pk": s(AUDIT_PK), "sk": s("HEAD")}
         if r.seq == 1:
             if r.prev_hash != GENESIS_PREV_HASH:
@@ -326,6 +328,7 @@ class DynamoOutboxAudit(DynamoOutboxDue):
             "receipt": opt_b(r.receipt),
             "prev_hash": b(r.prev_hash),
             "hash": b(r.hash),
+            WRITE_ID: s(write_id),
         }
         put = {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
         return [head, put]
@@ -335,15 +338,31 @@ class DynamoOutboxAudit(DynamoOutboxDue):
         expected = 1 if head_item is None else get_i(head_item, "seq") + 1
         return Conflict(f"audit record {r.seq} does not extend the head (expected seq {expected})")
 
+    def _transact_recorded(self, actions: list[Any], record: AuditRecord) -> None:
+        """`_transact` of ``actions`` and `_audit_actions` of ``record``, whose item carries a fresh write id. An
+        unknown outcome (`StoreOutcomeUnknown`) is settled by the log itself: if the record at ``record.seq``
+        carries that id, the transaction was applied (this returns); if it is another write's, the head has moved
+        past the predecessor the transaction requires and it can never be applied (`StoreUnavailable`: nothing
+        was written); if there is none yet, or it cannot be read, the outcome stays unknown (re-raised)."""
+        write_id = new_write_id()
+        try:
+            self._transact([*actions, *self._audit_actions(record, write_id)])
+        except StoreOutcomeUnknown as unknown:
+            recorded = self._written(AUDIT_PK, _audit_key(record.seq), write_id)
+            if recorded is None:
+                raise
+            if not recorded:
+                taken = f"dynamodb store unavailable: audit record {record.seq} is another write's"
+                raise StoreUnavailable(taken) from unknown
+
     def append_audit(self, record: AuditRecord, webhook: OutboxItem | None = None) -> None:
         if not isinstance(record, AuditRecord):
             raise InvalidInput("record", "must be an AuditRecord")
         enqueue = [] if webhook is None else self._enqueue_actions(v.check_outbox_item(webhook))
         if webhook is not None:
             self._require_wallet(webhook.wallet_id)  # wallets are never deleted, so a prior read suffices
-        actions = [*enqueue, *self._audit_actions(record)]
         try:
-            self._transact(actions)
+            self._transact_recorded(enqueue, record)
         except ConditionFailed as exc:
             if webhook is not None and CONDITION_FAILED in exc.reasons[: len(enqueue)]:
                 raise Conflict(f"outbox item {webhook.event_id} already exists") from exc

@@ -148,6 +148,15 @@ class Store(Protocol):
         to replay; raises `IdempotencyMismatch` or `IdempotencyInProgress` like `begin_idempotent`."""
         ...
 
+    # -- wallet-creation nonces ----------------------------------------------------------------------------
+    def claim_creation_nonce(self, owner: bytes, nonce: str, now: float, held_until: float) -> None:
+        """Record that the owner key ``owner`` used ``nonce`` to create a wallet, held until ``held_until``
+        (inclusive; `parent_proxy.store.creation_nonces`). One atomic write: `NonceUsed` (nothing written) if a
+        claim of the same key and nonce still holds at ``now``; one that expired before ``now`` is replaced.
+        `InvalidInput` for a key that is not 32 bytes, a nonce that is not 1-64 of ``A-Z a-z 0-9 _ -``, or a
+        ``held_until`` before ``now`` or more than `creation_nonces.MAX_HOLD_SECONDS` after it."""
+        ...
+
     # -- the signing path in two transactions ---------------------------------------------------------------
     def begin_signing(
         self,
@@ -227,7 +236,8 @@ class Store(Protocol):
     def prune(self, now: float) -> None:
         """Delete what no answer at or after ``now`` can depend on: request/denial timestamps and reservations
         older than `validation.MAX_WINDOW_SECONDS` (the longest window any limit may use), and expired idempotency
-        records (an adapter may leave these to its backend's expiry; they are ignored once expired either way)."""
+        records and wallet-creation nonces (an adapter may leave these to its backend's expiry; they are ignored
+        once expired either way)."""
         ...
 
     # -- pending approvals ----------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """`SqliteStore`: the embedded `Store` adapter (one machine; several processes may share the file).
 
-This module holds tokens, wallets, idempotency, the signing path's two transactions and `apply_audited`; approvals
-are in `sqlite_approvals`, period limits and rate/denial timestamps in `sqlite_limits`, webhooks and the audit log in
-`sqlite_outbox`, agent-key rotation in `sqlite_agent_keys`, connections and error translation in `sqlite_base`.
+This module holds tokens, wallets, idempotency, wallet-creation nonces (`sqlite_creation_nonces`), the signing
+path's two transactions and `apply_audited`; approvals are in `sqlite_approvals`, period limits and rate/denial
+timestamps in `sqlite_limits`, webhooks and the audit log in `sqlite_outbox`, agent-key rotation in
+`sqlite_agent_keys`, connections and error translation in `sqlite_base`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from parent_proxy.errors import (
     StaleOrderSequence,
     StalePolicySequence,
 )
+from parent_proxy.store import creation_nonces, sqlite_creation_nonces, tokens
 from parent_proxy.store import sqlite_agent_keys as agent_keys
 from parent_proxy.store import sqlite_events as events
 from parent_proxy.store import sqlite_sealed_keys as sealed_keys
-from parent_proxy.store import tokens
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
     AgentKeyCandidate,
@@ -308,6 +309,12 @@ class SqliteStore(SqliteApprovals):
         with self._write() as conn:
             self._claimed(conn, wallet_id, key, request_hash)
             conn.execute("DELETE FROM idempotency WHERE wallet_id = ? AND key = ?", (wallet_id, key))
+
+    # -- wallet-creation nonces ----------------------------------------------------------------------------
+    def claim_creation_nonce(self, owner: bytes, nonce: str, now: float, held_until: float) -> None:
+        checked = creation_nonces.check_claim(owner, nonce, now, held_until)
+        with self._write() as conn:
+            sqlite_creation_nonces.claim_in(conn, *checked)
 
     # -- re-sealed agent keys -------------------------------------------------------------------------------
     def replace_sealed_keys(self, replacements: Sequence[SealedKeyReplacement], audit: AuditSealer) -> AuditRecord:

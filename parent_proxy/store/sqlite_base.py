@@ -60,7 +60,7 @@ class SqliteBase:
         self._lock = threading.Lock()
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, 3, 4, 5, 6, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, 4, 5, 6, 7, SCHEMA_VERSION):
                 raise StoreUnavailable(f"unknown schema version {version} in {self._path}")
             if version == 2:  # version 2's running totals were keyed by the REAL time (see `sqlite_spend`)
                 conn.execute("DROP TABLE IF EXISTS spend")
@@ -68,7 +68,7 @@ class SqliteBase:
             outbox.migrate(conn)  # versions 1 to 4 claimed the outbox by the REAL time
             conn.execute("DROP INDEX IF EXISTS reservations_by_time")  # unused since version 2 (totals in ``spend``)
             add_order_sequence(conn)  # versions 1 to 6 kept no owner order sequence
-            for statement in SCHEMA:  # also creates the tables versions 1 to 5 lack (agent keys: version 6)
+            for statement in SCHEMA:  # also creates the tables older versions lack (agent keys: 6, creation nonces: 8)
                 conn.execute(statement)
             if version in (1, 2):  # running window totals, computed once from the reservations
                 spend.rebuild(conn)

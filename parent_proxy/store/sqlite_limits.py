@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from parent_proxy.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from parent_proxy.store import limits as lim
+from parent_proxy.store import sqlite_creation_nonces as creation_nonces
 from parent_proxy.store import sqlite_events as events
 from parent_proxy.store import sqlite_spend as spend
 from parent_proxy.store import validation as v
@@ -183,3 +184,4 @@ class SqliteLimits(SqliteOutboxAudit):
                 " OR (status = 'completed' AND created_at < ?)",
                 (now - v.IDEMPOTENCY_STALE_SECONDS, now - v.IDEMPOTENCY_RETENTION_SECONDS),
             )
+            creation_nonces.prune(conn, now)

@@ -7,7 +7,8 @@ is claimed by ``due`` (`time_key` of ``next_attempt_at``; `sqlite_outbox_due.mig
 + agent-key rotation (``agent_key_candidates``, ``retired_agent_keys``; `sqlite_agent_keys`): new tables only, so a
 version-5 database migrates by creating them; 7 + ``wallets.order_sequence`` (the last owner freeze order accepted;
 `add_order_sequence` adds it, 0, to an older ``wallets``) and the ``outbox_leased`` index (the claim's one item per
-wallet; created like every index, on open).
+wallet; created like every index, on open); 8 + ``creation_nonces`` (`sqlite_creation_nonces`): a new table only, so
+a version-7 database migrates by creating it.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -20,9 +21,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from parent_proxy.store import sqlite_agent_keys, sqlite_events, sqlite_spend
+from parent_proxy.store import sqlite_agent_keys, sqlite_creation_nonces, sqlite_events, sqlite_spend
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -73,6 +74,7 @@ SCHEMA = (
         seq INTEGER PRIMARY KEY, time REAL NOT NULL, wallet_id TEXT, event_type TEXT NOT NULL,
         payload BLOB NOT NULL, receipt BLOB, prev_hash BLOB NOT NULL, hash BLOB NOT NULL)""",
     *sqlite_agent_keys.SCHEMA,
+    *sqlite_creation_nonces.SCHEMA,
 )
 
 

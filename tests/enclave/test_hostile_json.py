@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from enclave_app.protocol import MAX_POLICY_BYTES, EnclaveState, ErrorCode, ErrorResponse, InstallPolicyRequest
-from tests.enclave.policy_handler import WALLET, policy_handler
+from tests.support.policy_handler import WALLET, policy_handler
 
 HUGE = b'{"document": {"a": 1' + b"0" * 5000 + b'}, "signature": "1"}'
 

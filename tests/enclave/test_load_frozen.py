@@ -7,8 +7,6 @@ restriction: it freezes and raises the sequence, never unfreezes or lowers it. R
 
 from __future__ import annotations
 
-import json
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +14,13 @@ import pytest
 
 from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import EnclaveState, ErrorCode, LoadWalletRequest, ProtocolError, decode_request
-from policies.orders import MAX_SEQUENCE, freeze_document
-from policies.signing import sign_document
-from tests.enclave.policy_handler import NOW, OWNER
-from tests.enclave.test_review_lifecycle import OWNER_PUBLIC, run_served, sealed
-
-EXPIRES = int((NOW + timedelta(minutes=10)).timestamp())
+from policies.orders import MAX_SEQUENCE
+from tests.support.policy_handler import owner_order
+from tests.support.served_enclave import OWNER_PUBLIC, run_served, sealed
 
 
 def order(sequence: int, *, freeze: bool) -> bytes:
-    document = freeze_document("w1", sequence, EXPIRES)
-    return json.dumps(sign_document("freeze" if freeze else "unfreeze", document, OWNER)).encode()
+    return owner_order("w1", sequence, freeze=freeze)
 
 
 def test_a_wallet_loaded_frozen_refuses_older_orders_and_takes_a_newer_unfreeze(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from enclave_app.protocol import (
     TransactionDecisionResponse,
 )
 from enclave_app.server import Handler
-from tests.enclave.policy_handler import AGENT, WALLET, policy_handler
 from tests.enclave.sign_requests import spent
 from tests.support.policies import BLOCKED, MERCHANT
+from tests.support.policy_handler import AGENT, WALLET, policy_handler
 
 TABLE = Pubkey.from_string("4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T")
 

@@ -19,9 +19,8 @@ from solders.pubkey import Pubkey
 from enclave_app.protocol import ErrorCode, ErrorResponse, MessageSignatureResponse, SignMessageRequest
 from enclave_app.server import Handler
 from enclave_app.state import Wallet
-from tests.enclave.policy_handler import AGENT, NOW, WALLET
-from tests.enclave.test_offchain_policy import _Clock, _handler
 from tests.support.offchain_messages import offchain_message
+from tests.support.policy_handler import AGENT, NOW, WALLET, SettableClock, offchain_handler
 
 BURST = {"on_authority_change": True, "on_delegate_approval": True, "on_close_to_stranger": True,
          "denials": {"count": 3, "window_seconds": 600}}  # fmt: skip
@@ -50,7 +49,7 @@ def _send(handler: Handler, message: bytes) -> Any:
 
 @pytest.mark.parametrize(("allowed", "message", "why"), REFUSED.values(), ids=REFUSED.keys())
 def test_a_refused_message_is_a_denial_and_a_burst_of_them_freezes(allowed: bool, message: bytes, why: str) -> None:
-    handler = _handler(allowed, freeze=BURST)
+    handler = offchain_handler(allowed, freeze=BURST)
     now = NOW.timestamp()
     for denied in (1, 2):
         answer = _send(handler, message)
@@ -69,7 +68,7 @@ def test_a_refused_message_is_a_denial_and_a_burst_of_them_freezes(allowed: bool
 
 def test_refused_messages_and_transactions_share_the_burst() -> None:
     """A refused message counts with the denials of transactions: the ledger is one per wallet."""
-    handler = _handler(True, freeze=BURST)
+    handler = offchain_handler(True, freeze=BURST)
     ledger = _wallet(handler).ledger
     ledger.record(NOW.timestamp(), denied=True, signed=())  # a denied transaction, two in fact
     ledger.record(NOW.timestamp(), denied=True, signed=())
@@ -80,8 +79,8 @@ def test_refused_messages_and_transactions_share_the_burst() -> None:
 
 def test_a_message_under_an_expired_policy_is_a_denial() -> None:
     """As a transaction under an expired policy is (rule ``policy_expired``); still answered ``no_policy``."""
-    clock = _Clock()
-    handler = _handler(True, expires_at=int(NOW.timestamp()) + 60, clock=clock, freeze=BURST)
+    clock = SettableClock()
+    handler = offchain_handler(True, expires_at=int(NOW.timestamp()) + 60, clock=clock, freeze=BURST)
     clock.now = NOW + timedelta(seconds=60)
     answer = _send(handler, offchain_message(AGENT, "login"))
     assert isinstance(answer, ErrorResponse) and answer.code is ErrorCode.NO_POLICY and "expired" in answer.message
@@ -90,13 +89,13 @@ def test_a_message_under_an_expired_policy_is_a_denial() -> None:
 
 def test_without_a_policy_nothing_is_recorded() -> None:
     """No policy installed: refused as before, nothing to count against (as for a transaction)."""
-    handler = _handler(None)
+    handler = offchain_handler(None)
     answer = _send(handler, b"garbage")
     assert isinstance(answer, ErrorResponse) and answer.code is ErrorCode.MESSAGE_INVALID
     assert _counts(handler, NOW.timestamp()) == (0, 0)
 
 
 def test_a_signed_message_is_a_request_not_a_denial() -> None:
-    handler = _handler(True, freeze=BURST)
+    handler = offchain_handler(True, freeze=BURST)
     assert isinstance(_send(handler, offchain_message(AGENT, "login")), MessageSignatureResponse)
     assert _counts(handler, NOW.timestamp()) == (1, 0)

@@ -11,20 +11,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError, SealingError, SettingsError
 from enclave_app.framing import encode_frame
-from enclave_app.no_attestation import NoAttestationNsm
 from enclave_app.protocol import (
     MAX_ERROR_MESSAGE_CHARS,
     EnclaveState,
@@ -36,65 +32,18 @@ from enclave_app.protocol import (
     SignTransactionRequest,
     UnfreezeRequest,
 )
-from enclave_app.sealing import LocalSealer, SealBinding, seal_agent_key, unseal_agent_key
-from enclave_app.server import EnclaveServer, Handler, quotable
+from enclave_app.sealing import LocalSealer, SealBinding, unseal_agent_key
+from enclave_app.server import EnclaveServer, quotable
 from enclave_app.settings import load_settings
-from enclave_app.state import Enclave
 from enclave_app.transport import UnixAddress
-from tests.enclave.policy_handler import AGENT, NOW, OWNER, WALLET, policy_handler
 from tests.enclave.sign_requests import spent, transfer_tx
 from tests.enclave.startup_env import enclave_env
-
-SECRET = b"operator secret for the tests!!"
-OWNER_PUBLIC = OWNER.public_key().public_bytes_raw()
-
-
-def sealed(wallet_id: str) -> tuple[bytes, bytes]:
-    key = Ed25519PrivateKey.generate()
-    public = key.public_key().public_bytes_raw()
-    return public, seal_agent_key(LocalSealer(SECRET), key, SealBinding(wallet_id, public, OWNER_PUBLIC))
-
-
-async def serve(tmp_path: Path) -> tuple[Enclave, asyncio.Server, EnclaveClient]:
-    path = str(tmp_path / "signer.sock")
-    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW)
-    server = await EnclaveServer(Handler(enclave, LocalSealer(SECRET)), request_timeout=10).start(UnixAddress(path))
-    return enclave, server, EnclaveClient(UnixAddress(path), timeout=15)
-
-
-def run_served(tmp_path: Path, steps: Callable[[Enclave, EnclaveClient], Awaitable[None]]) -> None:
-    """``steps(enclave, client)`` against a served enclave (`serve`), within a minute."""
-
-    async def main() -> None:
-        enclave, server, client = await serve(tmp_path)
-        async with server:
-            await steps(enclave, client)
-
-    asyncio.run(asyncio.wait_for(main(), 60))
-
-
-def concurrent_loads(directory: str) -> None:
-    """Three loads and a provisioning at once through the real server; prints the outcome, then exits at once (a
-    derivation stuck in a worker thread would otherwise keep the process alive for ever)."""
-    blobs = {w: sealed(w) for w in ("w1", "w2", "w3")}
-
-    async def main() -> None:
-        enclave, server, client = await serve(Path(directory))
-        async with server:
-            loads = [
-                client.load_wallet(w, owner_public_key=OWNER_PUBLIC, agent_public_key=p, sealed_blob=b)
-                for w, (p, b) in blobs.items()
-            ]
-            done = await asyncio.gather(*loads, client.provision_wallet("w4", OWNER_PUBLIC), return_exceptions=True)
-            failures = [f"{type(r).__name__}: {r}" for r in done if isinstance(r, BaseException)]
-            print(f"state={enclave.state.value} wallets={enclave.wallet_count} failures={failures}", flush=True)
-
-    asyncio.run(main())
-    os._exit(0)
+from tests.support.policy_handler import AGENT, WALLET, policy_handler
+from tests.support.served_enclave import OWNER_PUBLIC, SECRET, sealed, serve
 
 
 def test_wallets_loaded_and_provisioned_at_the_same_time_all_succeed(tmp_path: Path) -> None:
-    code = f"from tests.enclave.test_review_lifecycle import concurrent_loads; concurrent_loads({str(tmp_path)!r})"
+    code = f"from tests.support.served_enclave import concurrent_loads; concurrent_loads({str(tmp_path)!r})"
     try:
         run = subprocess.run(
             [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=90,

@@ -19,7 +19,7 @@ from enclave_app.protocol import MAX_ERROR_MESSAGE_CHARS, ErrorCode, ErrorRespon
 from enclave_app.sealing import LocalSealer
 from enclave_app.server import EnclaveServer, Handler
 from enclave_app.state import Enclave, Wallet
-from tests.enclave.policy_handler import NOW
+from tests.support.policy_handler import NOW
 
 WALLET = "w-review"
 

@@ -18,9 +18,9 @@ from enclave_app.protocol import (
     TransactionDecisionResponse,
 )
 from enclave_app.server import Handler
-from tests.enclave.policy_handler import AGENT, WALLET, policy_handler
 from tests.enclave.sign_requests import spent, transfer_tx
 from tests.support.policies import BLOCKED
+from tests.support.policy_handler import AGENT, WALLET, policy_handler
 
 GARBAGE_APPROVAL = b'{"document": {}, "signature": "not a signature"}'
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import typing
 
 import pytest
+import spl.token.instructions as ti
+from hypothesis import given
+from hypothesis import strategies as st
 from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
+from spl.token import models as m
 
-from policies.describe import amount, describe_effect, describe_transaction
+from policies.describe import amount, describe_effect, describe_transaction, whole_tokens
 from policies.model import (
     AccountClose,
     AuthorityChange,
@@ -27,8 +31,9 @@ from policies.model import (
     Restricted,
     UncheckedTokenTransfer,
 )
-from policies.programs import MEMO_V2_PROGRAM
+from policies.programs import MEMO_V2_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM
 from policies.transaction import decode_transaction
+from tests.policies.squads_wallet import spend, squads_scenario
 
 A, B, C, MINT = (Pubkey.new_unique() for _ in range(4))
 
@@ -98,3 +103,97 @@ def test_amounts() -> None:
     assert amount("SOL", 0) == "0 lamports (0 SOL)"
     assert amount("SOL", 10**9 * 3) == "3000000000 lamports (3 SOL)"
     assert amount(str(MINT), 5) == f"5 raw units of mint {MINT}"
+
+
+def test_a_known_mint_amount_is_also_shown_in_whole_tokens() -> None:
+    assert amount(str(MINT), 1_500_000, 6) == f"1500000 raw units of mint {MINT} (= 1.5 in whole tokens, 6 decimals)"
+    assert amount(str(MINT), 7, 0) == f"7 raw units of mint {MINT} (= 7 in whole tokens, 0 decimals)"
+    assert amount("SOL", 5, 9) == "5 lamports (0.000000005 SOL)"  # SOL is shown in SOL already
+
+
+@pytest.mark.parametrize(
+    ("raw", "decimals", "shown"),
+    [
+        (0, 6, "0"),
+        (1_500_000, 6, "1.5"),
+        (1, 9, "0.000000001"),
+        (120, 2, "1.2"),
+        (100, 2, "1"),
+        (7, 0, "7"),
+        (2**64 - 1, 0, "18446744073709551615"),
+        (2**64 - 1, 18, "18.446744073709551615"),  # a float would show 18.446744073709553
+        (2**64 - 1, 30, "0.000000000018446744073709551615"),
+        (1, 255, "0." + "0" * 254 + "1"),  # u8 decimals: any is stated, and shown exactly
+    ],
+)
+def test_whole_tokens_are_exact(raw: int, decimals: int, shown: str) -> None:
+    assert whole_tokens(raw, decimals) == shown
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 255))
+def test_whole_tokens_times_ten_to_the_decimals_is_the_raw_amount(raw: int, decimals: int) -> None:
+    whole, _, fraction = whole_tokens(raw, decimals).partition(".")
+    assert not fraction.endswith("0")
+    assert int(whole + fraction.ljust(decimals, "0")) == raw
+
+
+def _decoded_lines(*instructions: Instruction) -> list[str]:
+    raw = bytes(Transaction.new_unsigned(Message.new_with_blockhash(list(instructions), A, Hash.new_unique())))
+    return describe_transaction(decode_transaction(raw))
+
+
+@pytest.mark.parametrize("program", [TOKEN_PROGRAM, TOKEN_2022_PROGRAM], ids=["spl_token", "token_2022"])
+def test_checked_token_instructions_show_their_amounts_in_whole_tokens(program: Pubkey) -> None:
+    """The decimals each checked instruction states (the chain refuses it if they are not the mint's)."""
+    lines = _decoded_lines(
+        ti.transfer_checked(m.TransferCheckedParams(program_id=program, source=B, mint=MINT, dest=C, owner=A,
+                                                    amount=2_500_000, decimals=6)),
+        ti.approve_checked(m.ApproveCheckedParams(program_id=program, source=B, mint=MINT, delegate=C, owner=A,
+                                                  amount=40, decimals=1)),
+        ti.mint_to_checked(m.MintToCheckedParams(program_id=program, mint=MINT, dest=B, mint_authority=A,
+                                                 amount=3, decimals=2)),
+        ti.burn_checked(m.BurnCheckedParams(program_id=program, account=B, mint=MINT, owner=A, amount=10**9,
+                                            decimals=9)),
+    )  # fmt: skip
+    effects = [line.strip() for line in lines if line.startswith("  ")]
+    assert effects == [
+        f"moves 2500000 raw units of mint {MINT} (= 2.5 in whole tokens, 6 decimals) from {B} to {C} "
+        f"(transfer, signed by {A})",
+        f"lets {C} spend up to 40 raw units of mint {MINT} (= 4 in whole tokens, 1 decimals) from {B} (signed by {A})",
+        f"token:mint_to_checked of 3 raw units of mint {MINT} (= 0.03 in whole tokens, 2 decimals) (signed by {A}): "
+        "no policy can allow it",
+        f"token:burn_checked of 1000000000 raw units of mint {MINT} (= 1 in whole tokens, 9 decimals) (signed by {A}): "
+        "no policy can allow it",
+    ]
+
+
+def test_a_squads_token_spending_limit_use_shows_whole_tokens() -> None:
+    s = squads_scenario()
+    lines = _decoded_lines(spend(s, 1_250_000, mint=MINT), spend(s, 2 * 10**9))
+    moves = [line.strip() for line in lines if line.strip().startswith("moves")]
+    assert len(moves) == 2
+    assert moves[0].startswith(f"moves 1250000 raw units of mint {MINT} (= 1.25 in whole tokens, 6 decimals) from ")
+    assert moves[1].startswith("moves 2000000000 lamports (2 SOL) from ")
+
+
+def test_unchecked_token_instructions_stay_in_raw_units() -> None:
+    """No decimals stated: raw units only (minting and burning now name their amounts too)."""
+    lines = _decoded_lines(
+        ti.approve(m.ApproveParams(program_id=TOKEN_PROGRAM, source=B, delegate=C, owner=A, amount=40)),
+        ti.mint_to(m.MintToParams(program_id=TOKEN_PROGRAM, mint=MINT, dest=B, mint_authority=A, amount=3)),
+        ti.burn(m.BurnParams(program_id=TOKEN_PROGRAM, account=B, mint=MINT, owner=A, amount=5)),
+    )
+    effects = [line.strip() for line in lines if line.startswith("  ")]
+    assert effects == [
+        f"lets {C} spend up to 40 raw units from {B} (signed by {A})",
+        f"token:mint_to of 3 raw units of mint {MINT} (signed by {A}): no policy can allow it",
+        f"token:burn of 5 raw units of mint {MINT} (signed by {A}): no policy can allow it",
+    ]
+
+
+def test_decimals_apply_only_to_the_mint_they_are_stated_for() -> None:
+    other = Pubkey.new_unique()
+    args = {"mint": other, "decimals": 6}
+    assert describe_effect(Outflow(str(MINT), 42, A, B, C, "transfer"), args) == (
+        f"moves 42 raw units of mint {MINT} from {B} to {C} (transfer, signed by {A})"
+    )

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.instruction import Instruction
 
 from policies.cli import main
+from policies.programs import MEMO_V2_PROGRAM
 from policies.signing import POLICY_PURPOSE, sign_document
 from tests.support.policies import EXAMPLE_PATH, example_policy, owner_public_key
 from tests.support.scenario import FEE, Scenario
@@ -110,6 +112,53 @@ def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad.write_text(json.dumps(doc))
     assert main(["policy", "validate", str(bad)]) == 2
     assert "rules.fees.max_compute_unit_limit: must be between 0 and 1400000" in capsys.readouterr().err
+
+
+HOSTILE = "\x1b]52;c;ZXZpbA==\x07\r\x1b[2Kvalid"
+"""An OSC 52 clipboard write, then a carriage return and an erase-line that would paint over the refusal."""
+HOSTILE_SHOWN = "\\x1b]52;c;ZXZpbA==\\x07\\x0d\\x1b[2Kvalid"
+
+
+def _controls(text: str) -> list[str]:
+    return [c for c in text if not c.isprintable() and c != "\n"]
+
+
+@pytest.mark.parametrize("command", ["check", "validate"])
+def test_a_crafted_field_name_in_the_policy_file_is_shown_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Before: the refusal quoted the unknown field's name as it was, so a policy handed to the reviewer could
+    write their clipboard and paint over the refusal line."""
+    doc = example_policy()
+    doc["rules"][HOSTILE] = 1
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(doc))
+    tail = ["--policy", str(path), "--transaction", "AA=="] if command == "check" else [str(path)]
+    code = main(["policy", command, *tail])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert _controls(err) == []
+    assert err == f"waiaas policy {command}: rules.{HOSTILE_SHOWN}: unknown field\n"
+
+
+def test_a_crafted_policy_file_name_is_shown_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: the file name was quoted as it was (``cannot read``)."""
+    code, out, err = _check(capsys, "--policy", str(tmp_path / f"{HOSTILE}.json"), "--transaction", "AA==")
+    assert (code, out) == (2, "")
+    assert _controls(err) == []
+    assert f"{HOSTILE_SHOWN}.json: No such file or directory" in err
+
+
+def test_a_memo_with_control_sequences_reaches_the_terminal_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    """A transaction carrying terminal control sequences (a memo that clears the screen and writes the clipboard):
+    nothing of it reaches the terminal raw. The decision quotes no memo text, and its JSON (``ensure_ascii``) would
+    escape it anyway: a guard, this passed before the messages were escaped too."""
+    s = Scenario()
+    memo = Instruction(MEMO_V2_PROGRAM, f"\x1b[2J{HOSTILE}\x7f\u202e invoice".encode(), [])
+    code, out, err = _check(capsys, "--policy", str(EXAMPLE_PATH), "--transaction", _b64(s.legacy(s.pay(1_000), memo)))
+    assert code == 0
+    assert _controls(out + err) == []
+    assert json.loads(out)["verdict"] == "allow"
 
 
 def test_console_command_is_installed() -> None:

@@ -23,7 +23,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 
 from policies.errors import DecodeError, PolicyEngineError
-from policies.rotation import RotationTransactionError, check_rotation_transaction
+from policies.rotation import RotationTransactionError, check_rotation_transaction, spending_limit_replacements
 from policies.transaction import decode_transaction
 from tests.support.builders import unsigned_tx
 from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder, compile_vault_message
@@ -160,6 +160,23 @@ def test_spending_limits_naming_the_agent_are_replaced_for_the_new_key_or_closed
     check([config_create(add(), remove(), LIMIT_REMOVED), proposal_create(), vote(AGENT)])
     check([config_create(add(), LIMIT_REMOVED, LIMIT_REMOVED, limit_added(NEW_AGENT), remove(), LIMIT_REMOVED),
            proposal_create(), vote(AGENT)])  # fmt: skip
+
+
+def test_the_pairing_rule_is_one_function_the_owners_cosign_reads_limits_with() -> None:
+    """`spending_limit_replacements` (what `check_rotation_transaction` and `waiaas owner cosign` both apply): each
+    removal with the addition right after it, or None; the refusals are the check's."""
+    first, second = Pubkey.new_unique(), Pubkey.new_unique()
+    instructions = [config_create(add(), ("remove_spending_limit", {"spending_limit": first}), limit_added(NEW_AGENT),
+                                  remove(), ("remove_spending_limit", {"spending_limit": second})),
+                    proposal_create(), vote(AGENT)]  # fmt: skip
+    actions = decode_transaction(raw(instructions)).instructions[0].args["actions"]
+    pairs = spending_limit_replacements(actions, new_agent=NEW_AGENT)
+    read = [(removed["spending_limit"], added and added["members"]) for removed, added in pairs]
+    assert read == [(first, (NEW_AGENT,)), (second, None)]
+    with pytest.raises(RotationTransactionError, match="must be exactly the new agent key"):
+        spending_limit_replacements(actions, new_agent=STRANGER)
+    with pytest.raises(RotationTransactionError, match=r"^rotation transaction refused: instruction 4: .* replaces no"):
+        spending_limit_replacements([limit_added(NEW_AGENT)], new_agent=NEW_AGENT, instruction_index=4)
 
 
 def test_a_v0_message_without_lookup_tables_passes_and_one_with_tables_does_not_decode() -> None:

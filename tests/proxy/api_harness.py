@@ -426,11 +426,14 @@ class Harness:
         return int(self.store.spent_in_window(self.wallet_id, asset, window, time.time()))
 
 
-def build_harness(tmp_path: Path, loop: LoopThread, *, enclave_timeout: float = 5.0, rate: float = 1000.0) -> Harness:
+def build_harness(
+    tmp_path: Path, loop: LoopThread, *, enclave_timeout: float = 5.0, rate: float = 1000.0, store: Any = None
+) -> Harness:
+    """The API over a SQLite store in ``tmp_path`` (or ``store``, say a DynamoDB one), wrapped in a `FailingStore`."""
     from solders.litesvm import LiteSVM
 
     socket = tmp_path / "enclave.sock"
-    store = FailingStore(SqliteStore(tmp_path / "state.db"))
+    store = FailingStore(store or SqliteStore(tmp_path / "state.db"))
     clock = SwitchableClock()
     owner = Ed25519PrivateKey.generate()
     services = Services(

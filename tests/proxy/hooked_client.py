@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 Hook = Callable[..., Any]
 
@@ -50,6 +52,26 @@ class CountingClient:
 
 
 @contextmanager
+def first_answer_lost(client: Hooked, operation: str) -> Iterator[list[int]]:
+    """Make botocore resend ``operation`` once after its first send was applied, as it does when the answer is lost
+    (a read timeout, a 500: "the request may or may not have succeeded"). Yields the list of resends."""
+    resent: list[int] = []
+
+    def needs_retry(response: Any, **_: Any) -> int | None:
+        if not resent and response is not None and response[0].status_code == 200:
+            resent.append(1)
+            return 0  # resend now
+        return None
+
+    event = f"needs-retry.dynamodb.{operation}"
+    client.inner.meta.events.register_first(event, needs_retry)
+    try:
+        yield resent
+    finally:
+        client.inner.meta.events.unregister(event, needs_retry)
+
+
+@contextmanager
 def transaction_answer_lost(client: Hooked) -> Iterator[list[str]]:
     """botocore resends a ``TransactWriteItems`` whose first send was applied (its answer lost), with the same
     ``ClientRequestToken``; DynamoDB answers a token it has applied with success and writes nothing (moto does
@@ -83,6 +105,52 @@ def transaction_answer_lost(client: Hooked) -> Iterator[list[str]]:
     finally:
         events.unregister("before-send.dynamodb.TransactWriteItems", before_send)
         events.unregister("needs-retry.dynamodb.TransactWriteItems", needs_retry)
+
+
+ENDPOINT = "https://dynamodb.us-east-1.amazonaws.com"
+
+
+def connection_lost() -> Exception:
+    """The error botocore raises when a send's answer never came and its own retries ran out."""
+    return EndpointConnectionError(endpoint_url=ENDPOINT)
+
+
+@dataclass
+class RequestTokens:
+    """A ``transact_write_items`` hook: DynamoDB's rule for ``ClientRequestToken``, which moto does not keep (a send
+    whose token was applied answers success and writes nothing), and sends that fail on the way.
+
+    ``faults`` names what happens to each send, in order (then ``then`` for every later one, None: nothing):
+    ``"applied"``: it reaches the table (applied under the token rule), then its answer is lost (``error()``);
+    ``"lost"``: it never arrives (``error()``); ``"conflict"``: it is cancelled for a ``TransactionConflict``,
+    nothing written. ``sends`` logs each send's token (a send without one gets a token of its own, as botocore
+    gives it)."""
+
+    faults: list[str] = field(default_factory=list)
+    then: str | None = None
+    error: Callable[[], Exception] = connection_lost
+    applied: set[str] = field(default_factory=set)
+    sends: list[str] = field(default_factory=list)
+
+    def __call__(self, real: Hook, **kwargs: Any) -> Any:
+        token = str(kwargs.get("ClientRequestToken") or uuid.uuid4())
+        self.sends.append(token)
+        fault = self.faults.pop(0) if self.faults else self.then
+        if fault == "lost":
+            raise self.error()
+        if fault == "conflict":
+            reasons = [{"Code": "TransactionConflict"} for _ in kwargs["TransactItems"]]
+            raise ClientError(
+                {"Error": {"Code": "TransactionCanceledException", "Message": "x"}, "CancellationReasons": reasons},
+                "TransactWriteItems",
+            )
+        answer: Any = {}
+        if token not in self.applied:
+            answer = real(**kwargs)  # a cancellation is raised here: nothing applied under this token
+            self.applied.add(token)
+        if fault == "applied":
+            raise self.error()
+        return answer
 
 
 def record_signs(client: Any) -> list[dict[str, Any]]:

@@ -111,8 +111,8 @@ def test_rotation_refusals_sign_nothing(h: Harness) -> None:
     stranger = Ed25519PrivateKey.generate()
     cases = [
         (rotation_body(h, raw, new, key=stranger), 401),  # the order is not the owner's
-        (rotation_body(h, raw, Pubkey.new_unique()), 401),  # the order names another candidate
-        (rotation_body(h, raw, new, agent=Pubkey.new_unique()), 401),  # ... replaces another key
+        (rotation_body(h, raw, Pubkey.new_unique()), 409),  # the owner's order names another candidate (401 before)
+        (rotation_body(h, raw, new, agent=Pubkey.new_unique()), 409),  # ... replaces another key
         ({**rotation_body(h, raw, new), "transaction": base64.b64encode(b"\x01" * 80).decode()}, 422),
     ]
     for body, status in cases:
@@ -149,6 +149,33 @@ def test_a_switch_the_store_could_not_record_is_repeated(h: Harness) -> None:
     repeated = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
     assert repeated.status_code == 200, repeated.text
     assert h.owner_call("GET", agent_key_path(h)).json()["agent_public_key"] == str(new)
+
+
+def test_a_switch_to_a_multisig_that_does_not_exist_is_refused_as_at_install(h: Harness) -> None:
+    """The multisig the policy declares is gone from the chain (closed, or the wrong cluster): 409
+    ``multisig_nonconforming`` with the failed ``multisig.exists`` check, as a policy install answers; nothing is
+    switched, the enclave is not asked. Before, 503 ``chain_unavailable``, as if a retry could help."""
+    multisig = multisig_wallet(h)
+    old = h.agent
+    new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
+    svm(h).set_account(multisig, Account(0, b"", Pubkey.default(), False, 0))
+    refused = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "multisig_nonconforming" and f"the multisig {multisig}" in error["message"]
+    assert "does not exist on chain" in error["message"] and "failed checks: multisig.exists" in error["message"]
+    assert error["reasons"] == [
+        {
+            "id": "multisig.exists",
+            "subject": str(multisig),
+            "seen": "no account at this address",
+            "expected": "the Squads v4 multisig the policy declares, set up on chain",
+        }
+    ]
+    status = h.owner_call("GET", agent_key_path(h)).json()
+    assert (status["agent_public_key"], status["candidate_public_key"]) == (str(old), str(new))
+    assert "agent_key.switched" not in h.audit_events() and "agent_key.failed" not in h.audit_events()
+    assert h.sign(h.transfer(1000, MERCHANT)).status_code == 200  # the enclave still signs with the old key
 
 
 def test_only_the_owner_reaches_the_rotation_routes(h: Harness) -> None:

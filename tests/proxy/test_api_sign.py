@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.system_program import AssignParams, assign
@@ -88,8 +88,6 @@ def test_owner_freeze_blocks_signing(h: Harness) -> None:
 
 
 def test_freeze_order_signed_by_another_key_is_refused(h: Harness) -> None:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     order = sign_document(
         "freeze", freeze_document(h.wallet_id, 1, int(time.time()) + 600), Ed25519PrivateKey.generate()
     )
@@ -126,6 +124,14 @@ def test_approval_for_another_message_is_refused(h: Harness) -> None:
         "approval", approval_document(h.wallet_id, message_hash(other), int(time.time()) + 600), h.owner
     )
     refused = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve", {"envelope": envelope})
+    # The owner's signature holds: a signed approval of another message is a refused field (401 before).
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    assert "message_hash" in refused.json()["error"]["message"]
+    stranger = sign_document(
+        "approval", approval_document(h.wallet_id, message_hash(h.transfer(2 * LAMPORTS_PER_SOL, MERCHANT)),
+                                      int(time.time()) + 600), Ed25519PrivateKey.generate()
+    )  # fmt: skip
+    refused = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve", {"envelope": stranger})
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "owner_signature_invalid"
     assert h.spent() == 0
 

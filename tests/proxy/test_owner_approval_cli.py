@@ -18,14 +18,17 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction, VersionedTransaction
+from spl.token.instructions import transfer_checked
+from spl.token.models import TransferCheckedParams
 
 from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
 from parent_proxy.sign_parts import message_hash
 from policies.cli import main
 from policies.orders import check_approval
+from policies.programs import TOKEN_PROGRAM
 from policies.signing import POLICY_PURPOSE
-from tests.support.policies import MERCHANT, example_policy, owner_public_key
+from tests.support.policies import EXAMPLE_MINT, MERCHANT, example_policy, owner_public_key
 
 WALLET = "demo-wallet"  # the example policy's
 AGENT = Pubkey.new_unique()
@@ -77,6 +80,24 @@ def test_the_owner_sees_what_the_approval_covers(
     assert f"for wallet {WALLET}, the transaction whose message hash is {message_hash(tx).hex()}:" in err
     assert f"moves 2500000000 lamports (2.5 SOL) from {AGENT} to {MERCHANT} (transfer, signed by {AGENT})" in err
     assert out not in err  # the approval goes to stdout only
+
+
+def test_a_checked_token_transfer_is_shown_in_raw_units_and_whole_tokens(
+    keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TransferChecked states the mint's decimals (the chain refuses it otherwise): the owner also reads the amount in
+    whole tokens, exactly. Before: raw units only."""
+    path, _ = keypair
+    source, destination = Pubkey.new_unique(), Pubkey.new_unique()
+    params = TransferCheckedParams(program_id=TOKEN_PROGRAM, source=source, mint=EXAMPLE_MINT, dest=destination,
+                                   owner=AGENT, amount=12_345_678_901, decimals=6)  # fmt: skip
+    message = Message.new_with_blockhash([transfer_checked(params)], AGENT, Hash.new_unique())
+    code, _, err = run(capsys, path, "--transaction", b64(bytes(Transaction.new_unsigned(message))))
+    assert code == 0
+    assert (
+        f"moves 12345678901 raw units of mint {EXAMPLE_MINT} (= 12345.678901 in whole tokens, 6 decimals) from "
+        f"{source} to {destination} (transfer, signed by {AGENT})"
+    ) in err
 
 
 @pytest.mark.parametrize(

@@ -92,9 +92,9 @@ def test_relay_install_policy_after_an_enclave_restart_reaches_the_new_enclave(w
     world.restart()
     envelope = json.dumps(h.policy(sequence=2)).encode()
 
-    answer = world.loop.run(h.services.relay.install_policy(h.wallet_id, envelope))
+    applied = world.loop.run(h.services.relay.install_policy(h.wallet_id, envelope))
 
-    assert answer.sequence == 2
+    assert applied.answer.sequence == 2
     held = world.enclave.wallet(h.wallet_id)
     assert held.policy is not None and held.policy.sequence == 2
 

@@ -13,7 +13,6 @@ contention for the audit head, a free idempotency key reported "in progress", a 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -31,7 +30,7 @@ from parent_proxy.errors import (
 from parent_proxy.store.dynamodb_base import TRANSACT_ATTEMPTS, ConditionFailed, Contended, translate
 from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, OutboxItem, ReservationStatus
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
-from tests.proxy.hooked_client import Hook, Hooked, transaction_answer_lost
+from tests.proxy.hooked_client import Hook, Hooked, first_answer_lost, transaction_answer_lost
 
 T0 = 1_700_000_000.0
 H = b"\x11" * 32
@@ -161,26 +160,6 @@ def test_a_validation_error_is_not_resent(dynamo: tuple[Any, Hooked]) -> None:
 
 
 # -- writes resent by botocore after a lost response ---------------------------------------------------------------
-@contextmanager
-def first_answer_lost(client: Hooked, operation: str) -> Iterator[list[int]]:
-    """Make botocore resend ``operation`` once after its first send was applied, as it does when the answer is lost
-    (a read timeout, a 500: "the request may or may not have succeeded"). Yields the list of resends."""
-    resent: list[int] = []
-
-    def needs_retry(response: Any, **_: Any) -> int | None:
-        if not resent and response is not None and response[0].status_code == 200:
-            resent.append(1)
-            return 0  # resend now
-        return None
-
-    event = f"needs-retry.dynamodb.{operation}"
-    client.inner.meta.events.register_first(event, needs_retry)
-    try:
-        yield resent
-    finally:
-        client.inner.meta.events.unregister(event, needs_retry)
-
-
 def test_a_resent_approval_decision_is_this_decision_not_a_refusal(dynamo: tuple[Any, Hooked]) -> None:
     """Before: `AlreadyDecided` for the owner's own approval, which stayed approved with nothing reserved or signed
     (the flow gives back only what it took); the owner could neither approve again nor reject. A decision is one

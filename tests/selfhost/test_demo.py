@@ -11,8 +11,9 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,6 +43,12 @@ STEPS = [
     "refused too: 403 wallet_frozen",
     "frozen: False; signer acknowledged: True",
     "merchant 3.600000 SOL (+0.100000 SOL)",
+    "== 10. The owner checks that the unfreeze reached the signer (waiaas owner verify-order)",
+    "command    waiaas owner verify-order --answer answer.json --order order.json",
+    "result     verified: the enclave (session key ",
+    "unfrozen (frozen: false,",
+    "note       attestation mode none:",
+    "== 11. The services are stopped",
     "the audit log's hash chain and its enclave receipts are verified",
     "audit      chain intact",
     "receipts   every enclave receipt verifies under the session key recorded before it",
@@ -111,6 +118,49 @@ def test_a_step_that_misbehaves_exits_1_and_stops_the_services(tmp_path: Path, m
     assert "every step behaved" not in output
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def _receipt_removed(answer: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in answer.items() if key not in ("receipt", "receipt_signature")}
+
+
+def _receipt_signature_flipped(answer: dict[str, Any]) -> dict[str, Any]:
+    signature = bytearray(base64.b64decode(answer["receipt_signature"]))
+    signature[0] ^= 1
+    return {**answer, "receipt_signature": base64.b64encode(bytes(signature)).decode()}
+
+
+@pytest.mark.parametrize(
+    ("tamper", "why"),
+    [
+        (_receipt_removed, "the answer carries no order receipt"),
+        (_receipt_signature_flipped, "order receipt signature invalid"),
+    ],
+    ids=["no receipt", "forged receipt"],
+)
+def test_an_unfreeze_the_owner_cannot_verify_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tamper: Callable[[dict[str, Any]], dict[str, Any]], why: str
+) -> None:
+    """The parent answers the owner's unfreeze without the signer's receipt, or with one it forged (as a taken-over
+    parent could): the owner's ``verify-order`` step fails, and so does the demo. Before: the demo had no such step
+    and exited 0."""
+    owner_call = demo.Story.owner_call
+
+    def hostile_parent(story: demo.Story, method: str, path: str, body: Any = None) -> httpx.Response:
+        response = owner_call(story, method, path, body)
+        if not path.endswith("/unfreeze"):
+            return response
+        return httpx.Response(response.status_code, json=tamper(response.json()))
+
+    monkeypatch.setattr(demo.Story, "owner_call", hostile_parent)
+    lines: list[str] = []
+    assert run_demo(tmp_path / "run", free_port(), lines.append) == demo.EXIT_MISBEHAVED
+    output = "\n".join(lines)
+    assert "== 10. The owner checks that the unfreeze reached the signer" in output
+    assert "   refused    owner verify-order: NOT VERIFIED: " in output
+    assert why in output
+    assert "UNEXPECTED: verify-order exited with 1: nothing shows that the signer applied this order" in output
+    assert "every step behaved" not in output and "== 11." not in output
 
 
 def test_services_that_do_not_start_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,5 @@
-"""`parent_proxy.terminal_text`: what the owner and audit tools write from a parent's data cannot drive the terminal,
-and ordinary text (non-ASCII letters included) is shown as it is."""
+"""`policies.terminal_text`: what the owner, audit and policy tools write from data someone else chose cannot drive
+the terminal, and ordinary text (non-ASCII letters included) is shown as it is."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parent_proxy.terminal_text import safe_line, terminal_safe
+from policies.terminal_text import safe_line, terminal_safe
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,61 @@
+"""Owner documents whose signature verifies but whose fields are refused (docs/api.md, Sequences): a freeze or
+unfreeze order with a sequence above `policies.orders.MAX_SEQUENCE`, or expired, and a policy with a sequence above
+`policies.document.MAX_SAFE_INT`, are 422 ``invalid_request`` naming the field, as any malformed owner body; nothing
+is stored or recorded and nothing is sent to the enclave. Only a signature that fails is 401 (`test_api_sign`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policies.document import MAX_SAFE_INT
+from policies.orders import MAX_SEQUENCE
+from tests.proxy.api_harness import Harness, provision, running_harness, spy_calls
+from tests.proxy.harness_calls import order, queued, records, send
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    for harness in running_harness(tmp_path):
+        provision(harness)
+        yield harness
+
+
+def _state(h: Harness) -> tuple[Any, ...]:
+    """What a refused owner document must leave as it was: the wallet's order state and policy, the audit log, the
+    webhook events queued."""
+    wallet = h.store.get_wallet(h.wallet_id)
+    return (wallet.frozen, wallet.frozen_reason, wallet.order_sequence, wallet.policy_sequence, wallet.policy_document,
+            len(records(h)), queued(h))  # fmt: skip
+
+
+def _refused(h: Harness, method: str, path: str, envelope: dict[str, Any], field: str) -> None:
+    """``envelope`` sent to ``path`` is 422 ``invalid_request`` naming ``field``; nothing changed, nothing sent."""
+    before = _state(h)
+    sent = spy_calls(h.services.relay._client, "_call")  # every request to the enclave goes through it
+    answer = h.owner_call(method, f"/v1/wallets/{h.wallet_id}/{path}", {"envelope": envelope})
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_request" and f": {field}: " in error["message"], error
+    assert _state(h) == before and sent == []
+
+
+@pytest.mark.parametrize("purpose", ["freeze", "unfreeze"])
+def test_an_order_sequence_above_the_maximum_is_a_validation_error(h: Harness, purpose: str) -> None:
+    if purpose == "unfreeze":
+        send(h, order(h, 1))  # frozen first: the refused unfreeze must leave it frozen
+    _refused(h, "POST", purpose, order(h, MAX_SEQUENCE + 1, purpose), "sequence")
+    # The maximum itself is an order like any other.
+    assert send(h, order(h, MAX_SEQUENCE, purpose), purpose)["order_sequence"] == MAX_SEQUENCE
+
+
+def test_an_expired_order_is_a_validation_error(h: Harness) -> None:
+    _refused(h, "POST", "freeze", order(h, 1, lifetime=-60), "expires_at")
+
+
+def test_a_policy_sequence_above_the_maximum_is_a_validation_error(h: Harness) -> None:
+    """Policies were answered so already (pinned here beside the orders)."""
+    _refused(h, "PUT", "policy", h.policy(MAX_SAFE_INT + 1), "sequence")
