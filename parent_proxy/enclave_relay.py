@@ -222,11 +222,9 @@ class EnclaveRelay:
             raise translate_enclave_error(exc) from exc
 
     async def open_wallet(self, wallet: Wallet) -> None:
-        """Have the enclave load ``wallet`` now, without its policy, even if this relay believes it loaded: that the
-        enclave's current session opens it (`parent_proxy.signer_secret`); one that holds it with these keys answers
-        at once. The enclave's refusal is raised as it came (`EnclaveError`), so that the caller can tell
-        ``unseal_failed`` apart. The next `ensure_wallet` installs the stored policy again (the enclave answers
-        ``policy_stale`` if it holds it), so a wallet loaded here in a restarted enclave is not left without it."""
+        """Load ``wallet`` (not its policy) now, even if this relay believes it loaded: that the enclave's session
+        opens it (`parent_proxy.signer_secret`). Refusals are raised untranslated (`EnclaveError`); the next
+        `ensure_wallet` installs the policy again (``policy_stale`` if the enclave holds it)."""
         self.forget(wallet.wallet_id)
         await self._load_and_install(wallet, policy=False)
 

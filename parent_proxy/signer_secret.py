@@ -74,7 +74,7 @@ MISMATCH_MESSAGE = (
     "they were sealed under; no wallet is created until it opens them, nothing was provisioned"
 )
 UNOPENED_MESSAGE = "the signer could not open a stored wallet (KMS unavailable); nothing was provisioned"
-RESTARTED_MESSAGE = "the signer restarted during the wallet creation; nothing was stored, send it again"
+RESTARTED_MESSAGE = "the signer restarted during the wallet creation; nothing was stored: send it again, signed anew"
 
 
 def recent_wallets(store: Store) -> Iterator[Wallet]:
