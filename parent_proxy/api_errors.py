@@ -53,6 +53,7 @@ class Code(enum.StrEnum):
     ENCLAVE_UNAVAILABLE = "enclave_unavailable"  # 503: unreachable, slow, not ready, or answered nonsense
     ATTESTATION_REFUSED = "attestation_refused"  # 503: KMS did not accept the enclave's attestation
     ATTESTATION_INCONSISTENT = "attestation_inconsistent"  # 503: the attestation answer contradicts itself
+    SIGNER_SECRET_MISMATCH = "signer_secret_mismatch"  # noqa: S105 (a code) 503: the signer opens no stored wallet
     STORE_UNAVAILABLE = "store_unavailable"  # 503
     CLOCK_UNAVAILABLE = "clock_unavailable"  # 503
     CHAIN_UNAVAILABLE = "chain_unavailable"  # 503: the chain could not be read (lookup tables, the multisig)
@@ -81,6 +82,7 @@ STATUS: dict[Code, int] = {
     Code.ENCLAVE_UNAVAILABLE: 503,
     Code.ATTESTATION_REFUSED: 503,
     Code.ATTESTATION_INCONSISTENT: 503,
+    Code.SIGNER_SECRET_MISMATCH: 503,
     Code.STORE_UNAVAILABLE: 503,
     Code.CLOCK_UNAVAILABLE: 503,
     Code.CHAIN_UNAVAILABLE: 503,

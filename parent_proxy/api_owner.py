@@ -42,6 +42,7 @@ from parent_proxy.schemas import (
 )
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_flow import Answer, SignFlow
+from parent_proxy.signer_secret import provision_checked
 from parent_proxy.store.model import (
     CreateWallet,
     InstallPolicy,
@@ -151,7 +152,8 @@ def envelope_bytes(body: EnvelopeBody) -> bytes:
 @router.post("", status_code=201, response_model=CreatedWallet)
 async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWallet:
     """Create a wallet: the enclave generates the agent key and returns it sealed; the parent stores the blob. The
-    answer carries the enclave's provisioning receipt: the owner verifies it before adding the agent key on chain."""
+    answer carries the enclave's provisioning receipt: the owner verifies it before adding the agent key on chain.
+    Only an enclave session that opens the stored wallets makes one (503 otherwise: `parent_proxy.signer_secret`)."""
     services = services_of(request)
     signer = verified_owner_key(request)
     # Every input is checked before the enclave makes a key: nothing is provisioned for a request that fails.
@@ -161,7 +163,7 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the wallet's owner key must sign its creation")
     if await run_store(services, _wallet_or_none, services, body.wallet_id) is not None:
         raise ApiError(Code.CONFLICT, "the wallet already exists")
-    created = await services.relay.provision_wallet(body.wallet_id, bytes(owner))
+    created = await provision_checked(services, body.wallet_id, bytes(owner))
     sealed = created.sealed_blob or b""
     vault = created.agent_public_key if vault_key is None else bytes(vault_key)
     wallet = Wallet(body.wallet_id, created.agent_public_key, bytes(owner), vault, sealed)

@@ -173,7 +173,9 @@ def create_app(services: Services) -> FastAPI:
 
     @app.get("/readyz", response_model=Readiness, tags=["public"])
     async def readyz() -> Readiness:
-        """Ready when the enclave answers a ping in a usable state and the store answers a read."""
+        """Ready when the enclave answers a ping in a usable state, the store answers a read, and the enclave's
+        session opens a stored wallet, if there is one (`parent_proxy.signer_secret`: once per enclave session;
+        503 ``signer_secret_mismatch`` when it opens none)."""
         status = await services.relay.ping()
         if status.state.value == "failed":
             raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave is in the failed state")
@@ -181,6 +183,7 @@ def create_app(services: Services) -> FastAPI:
             await services.run(services.store.audit_head)
         except Exception as exc:
             raise ApiError(Code.STORE_UNAVAILABLE, "the state store is unavailable") from exc
+        await services.signer_secret.ensure(services)
         return Readiness(status="ready", enclave=status.state.value, store="ok")
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["public"])

@@ -221,6 +221,13 @@ class EnclaveRelay:
             self.forget(wallet.wallet_id)
             raise translate_enclave_error(exc) from exc
 
+    async def open_wallet(self, wallet: Wallet) -> None:
+        """Load ``wallet`` (not its policy) now, even if this relay believes it loaded: that the enclave's session
+        opens it (`parent_proxy.signer_secret`). Refusals are raised untranslated (`EnclaveError`); the next
+        `ensure_wallet` installs the policy again (``policy_stale`` if the enclave holds it)."""
+        self.forget(wallet.wallet_id)
+        await self._load_and_install(wallet, policy=False)
+
     async def _load_and_install(self, wallet: Wallet, *, policy: bool = True) -> None:
         if wallet.wallet_id not in self._loaded:
             try:

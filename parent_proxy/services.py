@@ -26,6 +26,7 @@ from parent_proxy.enclave_sessions import EnclaveSessions
 from parent_proxy.metrics import Metrics
 from parent_proxy.order_receipts import OrderReceipts
 from parent_proxy.owner_auth import NonceRegistry
+from parent_proxy.signer_secret import SignerSecretCheck
 from parent_proxy.store.model import OutboxItem, Wallet
 from parent_proxy.store.protocol import Store
 from parent_proxy.webhooks import event_item
@@ -54,6 +55,8 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     sessions: EnclaveSessions = field(default_factory=EnclaveSessions)
     """The enclave session key in force; every receipt is checked against it before it is recorded."""
+    signer_secret: SignerSecretCheck = field(default_factory=SignerSecretCheck)
+    """Whether the enclave session opens the stored wallets: no wallet is made by one that does not."""
     completions: Completions = field(default_factory=Completions)
     """State-changing requests, each run to its end in its own task (`parent_proxy.completions`)."""
     _policies: dict[tuple[str, int, bytes], Policy] = field(default_factory=dict)

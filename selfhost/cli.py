@@ -13,7 +13,12 @@ LiteSVM-backed JSON-RPC server runs alongside; ``--rpc-url`` (a real chain) uses
 ``--owner-key`` (the owner's public key; the private half stays off this machine) and a state directory without
 a throw-away key.
 
-Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 a service failed to start or died, 2 bad arguments.
+The unseal secret ``<state>/secrets/waiaas_unseal_secret`` is made on the first run only: on a state directory whose
+``state/waiaas.db`` exists, a missing secret file is refused (restore it from the backup), never replaced
+(:func:`selfhost.deployment.ensure_unseal_secret`).
+
+Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 a service failed to start or died, or state without its unseal
+secret, 2 bad arguments.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Used by ``waiaas demo`` and ``waiaas selfhost up``. Layout of the state director
 
     <state>/selfhost.env                   the env file compose reads (owner keys, chain, port, secret path, webhook
                                            destinations; no secret)
-    <state>/secrets/waiaas_unseal_secret   the unseal secret, mode 0400, made once if missing (never printed)
+    <state>/secrets/waiaas_unseal_secret   the unseal secret, mode 0400, made on the first run only (never
+                                           printed): while <state>/state/waiaas.db exists a missing secret is
+                                           refused, never replaced (:func:`ensure_unseal_secret`)
     <state>/socket/signer.sock             the signer's Unix socket
     <state>/state/waiaas.db                SQLite state: wallets with sealed agent keys, tokens (hashed), audit log
     <state>/logs/{chain,signer,proxy}.log  each process's output
@@ -63,7 +65,12 @@ def prepare_root(root: Path) -> Path:
 
 
 def ensure_unseal_secret(root: Path) -> Path:
-    """``<root>/secrets/waiaas_unseal_secret``: kept if present (mode checked), else made fresh with mode 0400."""
+    """``<root>/secrets/waiaas_unseal_secret``: kept if present (mode checked), else made fresh with mode 0400, but
+    only while there is no state database: :class:`StackError` when ``<root>/state/waiaas.db`` exists.
+
+    A fresh secret opens none of the stored wallets' sealed keys, and a wallet the signer made under it would lose
+    its agent key (a member of its 2-of-2 multisig) once the right secret is back; so state without its secret is
+    refused, never "repaired". The database is not read: any state the proxy wrote may hold a wallet."""
     directory = root / "secrets"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / paths.UNSEAL_SECRET_NAME
@@ -71,6 +78,14 @@ def ensure_unseal_secret(root: Path) -> Path:
         if stat.S_IMODE(path.stat().st_mode) & 0o077:
             raise StackError(f"{path} is readable by group or others (chmod 0400 it)")
         return path
+    database = root / DATABASE
+    if database.exists():
+        raise StackError(
+            f"{path} is missing, but {database} holds state whose wallets are sealed under the unseal secret: a "
+            "new secret would open none of them, and a wallet made under it would lose its agent key once the "
+            f"right secret is back. Restore the secret from your backup to {path} (mode 0400; docs/selfhost.md, "
+            f"What to back up); to start afresh instead, move {database.parent} aside"
+        )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(secrets.token_urlsafe(UNSEAL_SECRET_BYTES))

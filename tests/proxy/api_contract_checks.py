@@ -36,6 +36,7 @@ DOCUMENTED_503_CODES = frozenset(
         "enclave_unavailable",
         "attestation_refused",
         "attestation_inconsistent",
+        "signer_secret_mismatch",
         "store_unavailable",
         "clock_unavailable",
         "chain_unavailable",

@@ -112,6 +112,7 @@ def test_a_webhook_that_cannot_be_recorded_is_not_configured(h: Harness) -> None
 def test_a_wallet_that_cannot_be_recorded_is_not_created(h: Harness) -> None:
     body = {"wallet_id": "w-new", "owner_public_key": str(h.owner_pub)}
     before = h.audit_events()
+    assert h.client.get("/readyz").status_code == 200  # the signer's check passes first (it reads the audit log)
     with unwritable(h, "audit_log"):
         assert_503(h.owner_call("POST", "/v1/wallets", body))
     with pytest.raises(NotFound):
@@ -133,6 +134,7 @@ def test_an_orphan_the_enclave_cannot_drop_keeps_its_id_refused(
 
     monkeypatch.setattr(h.services.relay._client, "discard_wallet", unreachable)
     body = {"wallet_id": "w-new", "owner_public_key": str(h.owner_pub)}
+    assert h.client.get("/readyz").status_code == 200  # the signer's check passes first (it reads the audit log)
     with unwritable(h, "audit_log"):
         assert_503(h.owner_call("POST", "/v1/wallets", body))  # the store's failure is the answer, not the drop's
     assert "the enclave kept orphan wallet w-new: EnclaveTimeoutError" in caplog.text

@@ -4,7 +4,8 @@ Unit checks of `parent_proxy.host_credentials` (boto3's default chain; only temp
 name no credential), the setting, and the whole cloud path through the HTTP API: the proxy built from its
 environment, the real enclave server with the production KMS sealers, and the test KMS that evaluates each call as
 the role whose credentials signed it. Before this, no request carried credentials and a cloud enclave could create
-or load no wallet.
+or load no wallet. Last, the cloud side of `parent_proxy.signer_secret`: an enclave that cannot open the stored
+wallets (an image KMS refuses, another seal key) makes no wallet, and one damaged blob does not stop creation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
@@ -25,6 +27,7 @@ from solders.pubkey import Pubkey
 from enclave_app.errors import CredentialsUnavailableError
 from enclave_app.protocol import AwsCredentials
 from enclave_app.server import EnclaveServer
+from enclave_app.state import Enclave
 from enclave_app.transport import UnixAddress
 from parent_proxy.__main__ import build_app, build_services
 from parent_proxy.errors import NotFound
@@ -32,8 +35,9 @@ from parent_proxy.host_credentials import HostAwsCredentials
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.settings import SettingsError, load_settings
 from policies.signing import sign_document
+from tests.fakes.attesting_kms import cdk_seal_key_policy
 from tests.proxy.api_harness import LoopThread
-from tests.support.enclave_world import EnclaveWorld, world_in_moto
+from tests.support.enclave_world import GOOD_PCRS, EnclaveWorld, world_in_moto
 from tests.support.policies import example_policy
 
 WALLET = "wallet-cloud"
@@ -159,15 +163,16 @@ class Cloud:
         self.client = TestClient(app, raise_server_exceptions=False)
         self.client.__enter__()  # one event loop for every request (the relay keeps its connections in it)
 
-    def boot(self) -> None:
-        """Start (or restart) the enclave: a fresh boot knows no wallet."""
+    def boot(self, **options: Any) -> Enclave:
+        """Start (or restart) the enclave (`EnclaveWorld.boot` with ``options``): a fresh boot knows no wallet."""
         if self.server is not None:
             self.server.close()
             self.loop.run(self.server.wait_closed())
             self.loop.run(self.services.relay.close())
             self.socket.unlink(missing_ok=True)
-        handler = self.world.boot().handler
-        self.server = self.loop.run(EnclaveServer(handler).start(UnixAddress(str(self.socket))))
+        booted = self.world.boot(**options)
+        self.server = self.loop.run(EnclaveServer(booted.handler).start(UnixAddress(str(self.socket))))
+        return booted.enclave
 
     def owner_call(self, method: str, path: str, body: Any = None) -> Any:
         content = b"" if body is None else json.dumps(body).encode()
@@ -176,9 +181,9 @@ class Cloud:
         headers = {**owner_request_headers(request, public, self.owner.sign), "Content-Type": "application/json"}
         return self.client.request(method, path, content=content, headers=headers)
 
-    def create_wallet(self) -> Any:
+    def create_wallet(self, wallet_id: str = WALLET) -> Any:
         public = Pubkey.from_bytes(self.owner.public_key().public_bytes_raw())
-        return self.owner_call("POST", "/v1/wallets", {"wallet_id": WALLET, "owner_public_key": str(public)})
+        return self.owner_call("POST", "/v1/wallets", {"wallet_id": wallet_id, "owner_public_key": str(public)})
 
     def install_policy(self) -> Any:
         document = example_policy()
@@ -257,3 +262,72 @@ def test_a_host_with_long_term_keys_lends_nothing_and_creates_nothing(
     assert world.kms.calls == [] and world.boot().enclave.wallet_count == 0
     with pytest.raises(NotFound):
         cloud.services.store.get_wallet(WALLET)
+
+
+# -- a cloud enclave that cannot open the stored wallets makes none (parent_proxy.signer_secret) ---------------------
+
+
+def test_an_image_whose_pcrs_kms_refuses_provisions_nothing(
+    world: EnclaveWorld, cloud_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _lend(monkeypatch, tmp_path, world.host_credentials)
+    cloud = cloud_factory(WAIAAS_ENCLAVE_KMS_CREDENTIALS="host")
+    assert cloud.create_wallet().status_code == 201
+    wrong = cloud.boot(pcrs={**GOOD_PCRS, 0: b"\x99" * 48})  # another image: the seal key's policy names PCR0
+    world.kms.calls.clear()
+
+    refused = cloud.create_wallet("wallet-cloud-2")
+
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "attestation_refused", refused.text
+    assert [name for name, _ in world.kms.calls] == ["Decrypt"]  # the check's load; no key was asked for
+    assert wrong.wallet_count == 0
+    with pytest.raises(NotFound):
+        cloud.services.store.get_wallet("wallet-cloud-2")
+    assert cloud.client.get("/readyz").json()["error"]["code"] == "attestation_refused"
+
+
+def test_an_enclave_sealing_with_another_kms_key_makes_no_wallet(
+    world: EnclaveWorld, cloud_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The cloud's "other unseal secret": a deployment whose enclave seals with another key (a wrong setting) opens
+    no stored wallet (each blob names the key it was sealed with) and would seal new ones under its own key."""
+    policy, _ = cdk_seal_key_policy(pcr0=GOOD_PCRS[0], pcr8=GOOD_PCRS[8])  # the world's seal key's policy
+    other_key = world.kms.create_key(Policy=json.dumps(policy))["KeyMetadata"]["Arn"]
+    _lend(monkeypatch, tmp_path, world.host_credentials)
+    cloud = cloud_factory(WAIAAS_ENCLAVE_KMS_CREDENTIALS="host")
+    assert cloud.create_wallet().status_code == 201
+    wrong = cloud.boot(key_id=other_key)
+
+    refused = cloud.create_wallet("wallet-cloud-2")
+
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "signer_secret_mismatch", refused.text
+    assert wrong.wallet_count == 0
+    with pytest.raises(NotFound):
+        cloud.services.store.get_wallet("wallet-cloud-2")
+    cloud.boot()  # the right key again
+    assert cloud.create_wallet("wallet-cloud-2").status_code == 201
+
+
+def test_a_wallet_whose_data_key_kms_cannot_decrypt_is_passed_over(
+    world: EnclaveWorld, cloud_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A damaged blob in the cloud may fail in KMS (``kms_unavailable``) rather than in the AEAD: the check tries the
+    next wallet, and one that opens lets the creation go ahead."""
+    _lend(monkeypatch, tmp_path, world.host_credentials)
+    cloud = cloud_factory(WAIAAS_ENCLAVE_KMS_CREDENTIALS="host")
+    for wallet_id in (WALLET, "wallet-cloud-2"):
+        assert cloud.create_wallet(wallet_id).status_code == 201
+    store = cloud.services.store
+    blob = cbor2.loads(store.get_wallet("wallet-cloud-2").sealed_key)
+    blob["data_key"] = blob["data_key"][:-1] + bytes([blob["data_key"][-1] ^ 1])
+    store._conn().execute(
+        "UPDATE wallets SET sealed_key = ? WHERE wallet_id = ?", (cbor2.dumps(blob), "wallet-cloud-2")
+    )
+    enclave = cloud.boot()
+    world.kms.calls.clear()
+
+    created = cloud.create_wallet("wallet-cloud-3")
+
+    assert created.status_code == 201, created.text
+    assert [name for name, _ in world.kms.calls] == ["Decrypt", "Decrypt", "GenerateDataKey"]
+    enclave.wallet(WALLET)  # the older wallet opened: the enclave holds it

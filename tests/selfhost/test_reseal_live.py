@@ -1,8 +1,8 @@
 """``waiaas selfhost reseal`` end to end, with the real services: wallets created through the API of the compose
 services (run as local processes by the runner of ``waiaas selfhost up``) under the old unseal secret, resealed by
 the command as a separate process with the services stopped, then signed for by the signer started on the new
-secret; started on the old secret again, the signer refuses them. While the services run, the command refuses
-(the signer answers on its socket; the proxy holds the state open).
+secret; started on the old secret again, the signer refuses them and the proxy is never ready. While the services
+run, the command refuses (the signer answers on its socket; the proxy holds the state open).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from solders.message import to_bytes_versioned
@@ -35,7 +34,7 @@ from policies.examples import example_policy_json
 from selfhost import paths, reseal
 from tests.selfhost.compose_config import REPO
 from tests.selfhost.live_wallet import SOL, LiveWallet
-from tests.selfhost.local_stack import command_exists, free_port, run_stack
+from tests.selfhost.local_stack import StackError, command_exists, free_port, run_stack
 
 CONTAINER_PORT = 8080
 
@@ -101,10 +100,10 @@ def test_resealed_wallets_sign_with_the_new_secret_and_not_with_the_old(
     new_file.write_bytes(new + b"\n")
     new_file.chmod(0o400)
 
-    def services(secret: bytes) -> Any:
+    def services(secret: bytes, **options: Any) -> Any:
         """The compose services on ``secret`` (written to ``root/secrets/``, where the command looks by default)."""
         values = {paths.UNSEAL_SECRET_NAME: secret}
-        return run_stack(compose_model, root, secret_values=values, published={CONTAINER_PORT: port})
+        return run_stack(compose_model, root, secret_values=values, published={CONTAINER_PORT: port}, **options)
 
     base = f"http://127.0.0.1:{port}"
     with services(old):
@@ -128,19 +127,19 @@ def test_resealed_wallets_sign_with_the_new_secret_and_not_with_the_old(
             _signed_by_agent(w)
         new_logs = {name: path.read_bytes() for name, path in stack.logs.items()}
 
-    with services(old) as stack:
-        for w in wallets:
-            refused = w.sign(w.pay(SOL // 10))
-            assert refused.status_code == 503, refused.text
-            assert refused.json()["error"]["code"] == "enclave_unavailable"
-        # The reason, asked of the signer directly: the stored blob does not open with the old secret.
+    # Started on the old secret again: the signer opens none of the wallets, so the proxy is never ready (its
+    # healthcheck, /readyz, answers 503 signer_secret_mismatch: parent_proxy.signer_secret) and its log says why.
+    with pytest.raises(StackError, match="proxy not healthy") as not_ready, services(old, health_timeout=10):
+        pass
+    assert "another unseal secret" in str(not_ready.value)
+    # The reason, asked of the signer directly: the stored blob does not open with the old secret.
+    with services(old, only=["signer"]):
         store = SqliteStore(root / "state" / "waiaas.db")
         stored = store.get_wallet(wallets[0].wallet_id)
         store.close()
         with pytest.raises(EnclaveRequestError) as refusal:
             asyncio.run(_load(root, stored))
         assert refusal.value.code == ErrorCode.UNSEAL_FAILED
-        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
 
     verify = subprocess.run(
         [sys.executable, "-m", "policies.cli", "audit", "verify", "--db", str(root / "state" / "waiaas.db"),
@@ -158,7 +157,7 @@ def test_resealed_wallets_sign_with_the_new_secret_and_not_with_the_old(
         verify.stdout,
         *map(bytes.decode, new_logs.values()),
     ]
-    outputs += [path.read_text(encoding="utf-8", errors="replace") for path in stack.logs.values()]
+    outputs += [path.read_text(encoding="utf-8", errors="replace") for path in (root / "logs").iterdir()]
     for secret in (old, new):
         for text in outputs:
             assert secret.decode() not in text

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
 from parent_proxy.owner_signers import write_keypair_file
+from parent_proxy.store.model import Wallet
+from parent_proxy.store.sqlite import SqliteStore
 from selfhost import deployment, paths
 from selfhost.deployment import ensure_unseal_secret, run_local
 from selfhost.local_stack import ProcessGroup, StackError, free_port, run_stack, stop_process
@@ -130,6 +132,18 @@ def test_unseal_secret_is_made_once_with_mode_0400(tmp_path: Path) -> None:
         ensure_unseal_secret(tmp_path)
 
 
+def test_no_unseal_secret_is_made_beside_existing_state(tmp_path: Path) -> None:
+    """Review s17: a secret made after the old one went missing opens none of the stored wallets, and the signer
+    would seal new wallets under it; with a state database present the secret must come back from the backup."""
+    database = tmp_path / deployment.DATABASE
+    database.parent.mkdir()
+    SqliteStore(database).close()
+    with pytest.raises(StackError, match="Restore the secret from your backup") as refused:
+        ensure_unseal_secret(tmp_path)
+    assert str(database) in str(refused.value) and "docs/selfhost.md" in str(refused.value)
+    assert not (tmp_path / "secrets" / paths.UNSEAL_SECRET_NAME).exists()
+
+
 # ------------------------------------------------------------------------------------- waiaas selfhost up, live
 
 
@@ -217,6 +231,29 @@ def test_selfhost_up_refuses_a_real_chain_in_a_directory_with_a_throw_away_owner
     result = _up_refused("--state-dir", str(tmp_path), "--rpc-url", "http://127.0.0.1:1", "--owner-key", owner)
     assert "holds a throw-away owner key" in result.stderr
     assert not (tmp_path / "logs").exists()  # refused before anything was started or made
+
+
+def test_selfhost_up_refuses_state_without_its_unseal_secret(tmp_path: Path) -> None:
+    """A state directory whose secret file went missing (say, removed once the services were healthy, as the
+    Unseal section allows): refused before anything starts, nothing made, the message says what to do."""
+    (tmp_path / deployment.DATABASE).parent.mkdir()
+    store = SqliteStore(tmp_path / deployment.DATABASE)
+    store.create_wallet(Wallet("w1", bytes(range(32)), bytes(32), bytes(range(32)), b"sealed-under-the-old-secret"))
+    store.close()
+    owner = str(Pubkey.from_bytes(Ed25519PrivateKey.generate().public_key().public_bytes_raw()))
+    process = subprocess.Popen(
+        _waiaas("selfhost", "up", "--state-dir", str(tmp_path), "--owner-key", owner),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # it started the services instead: SIGTERM stops them all
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        pytest.fail("selfhost up started the services on state without its unseal secret")
+    assert process.returncode == 1, stderr
+    assert "is missing, but" in stderr and "Restore the secret from your backup" in stderr
+    assert not (tmp_path / "secrets" / paths.UNSEAL_SECRET_NAME).exists() and not (tmp_path / "logs").exists()
 
 
 # ------------------------------------------------------------------------------- webhooks to private receivers

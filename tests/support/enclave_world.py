@@ -104,16 +104,21 @@ class EnclaveWorld:
         return self.owner.public_key().public_bytes_raw()
 
     def boot(
-        self, *, pcrs: Mapping[int, bytes] = GOOD_PCRS, kms: KmsApi | None = None, sealers: Sealers | None = None
+        self,
+        *,
+        pcrs: Mapping[int, bytes] = GOOD_PCRS,
+        kms: KmsApi | None = None,
+        sealers: Sealers | None = None,
+        key_id: str | None = None,
     ) -> Boot:
         """A fresh enclave with the production KMS sealers: a KMS client per wallet request, made from the
         credentials the request carried (the test KMS checks them); ``kms`` replaces that client whatever the
-        credentials (a failing or forging KMS)."""
+        credentials (a failing or forging KMS); ``key_id`` seals with another key than the world's seal key."""
         device = FakeNsmDevice(pki=self.pki, now=NOW, pcrs=dict(pcrs))
         nsm = SerializedNsm(DeviceNsm(-1, ioctl=device.ioctl))
         if sealers is None:
             clients = self.kms.client_for if kms is None else (lambda credentials: kms)
-            sealers = KmsSealers(clients, nsm, key_id=self.seal_key)
+            sealers = KmsSealers(clients, nsm, key_id=key_id or self.seal_key)
         enclave = Enclave(nsm=nsm, clock=self.clock)
         return Boot(
             enclave=enclave, handler=Handler(enclave, sealers), device=device, aws_credentials=self.lend_credentials
