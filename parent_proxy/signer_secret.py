@@ -48,7 +48,7 @@ from enclave_app.errors import EnclaveError, EnclaveRequestError, ReceiptError
 from enclave_app.protocol import ErrorCode, WalletResponse
 from enclave_app.receipts import verify_provision_receipt
 from parent_proxy.api_errors import ApiError, Code, translate
-from parent_proxy.enclave_relay import translate_enclave_error
+from parent_proxy.enclave_errors import translate_enclave_error
 from parent_proxy.errors import NotFound, ProxyError
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.protocol import Store
