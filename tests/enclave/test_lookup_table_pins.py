@@ -77,3 +77,14 @@ def test_a_pinned_table_paying_a_merchant_is_signed() -> None:
     answer = _sign(handler, _pay_through_table([MERCHANT, BLOCKED], MERCHANT), claimed=[MERCHANT, BLOCKED])
     assert answer.decision["verdict"] == "allow"
     assert answer.signature is not None
+
+
+def test_a_pin_longer_than_the_supplied_table_is_refused() -> None:
+    """The owner pinned two entries; the table holds one (the second index is not on chain yet, so whoever holds
+    the table's authority may still append another address there). Before: only the common prefix was compared,
+    and the payment through index 0 was signed."""
+    handler = _handler([{"address": str(TABLE), "addresses": [str(MERCHANT), str(BLOCKED)]}])
+    answer = _sign(handler, _pay_through_table([MERCHANT], MERCHANT), claimed=[MERCHANT])
+    assert answer.signature is None
+    assert answer.decision["verdict"] == "deny"
+    assert "shorter than the owner's pin (1 < 2 entries)" in answer.decision["reasons"][0]["message"]

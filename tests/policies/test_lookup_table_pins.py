@@ -54,3 +54,18 @@ def test_resolution_uses_the_pins_and_cross_checks_what_was_supplied() -> None:
         resolve_lookup_tables(policy, {TABLE: [MERCHANT, BLOCKED]})
     with pytest.raises(DecodeError, match="not pinned"):
         resolve_lookup_tables(policy, {Pubkey.new_unique(): [MERCHANT]})
+
+
+def test_a_pin_longer_than_the_table_is_refused() -> None:
+    """Before: only the common prefix was compared, so a pin of two addresses passed against a table holding one,
+    and index 1 resolved to a pinned address the table does not hold; whoever holds the table's authority could
+    append another one there later (found in the design audit)."""
+    policy = _policy([{"address": str(TABLE), "addresses": [str(TREASURY), str(MERCHANT)]}])
+    with pytest.raises(DecodeError, match=r"shorter than the owner's pin \(1 < 2 entries\)") as info:
+        resolve_lookup_tables(policy, {TABLE: [TREASURY]})
+    assert info.value.instruction_index is None
+    with pytest.raises(DecodeError, match=r"\(0 < 2 entries\)"):
+        resolve_lookup_tables(policy, {TABLE: []})
+    # exactly the pin, and a longer table, are fine
+    assert resolve_lookup_tables(policy, {TABLE: [TREASURY, MERCHANT]}) == {TABLE: (TREASURY, MERCHANT)}
+    assert resolve_lookup_tables(policy, {TABLE: [TREASURY, MERCHANT, BLOCKED]}) == {TABLE: (TREASURY, MERCHANT)}
