@@ -2,8 +2,19 @@
 
 Effects, and why:
 
-- CreateAccount: Outflow(SOL, lamports, funding -> new account, kind "create_account").
-- CreateAccountWithSeed: the same; the new address must derive from (base, seed, owner).
+- CreateAccount: Outflow(SOL, lamports, funding -> new account, kind "create_account"), and an AuthorityChange
+  (what "system:create_account", new_authority = the owner program) whose authority is the new account's own
+  signature: when the new account is a wallet key whose address holds no lamports yet (an agent key before it is
+  funded, an empty Squads vault), the instruction makes the wallet's own address an account of another program,
+  with data, and whatever is later sent to it lands where that program rules. The AuthorityChange is left out
+  when the account stays a System account without data (owner = the System program, space 0): the instruction
+  is then only the payment, and the wallet keeps its address as it was, a plain account it spends from.
+- CreateAccountWithSeed: the funder's Outflow only. Its new address must derive from (base, seed, owner), which
+  the decoder checks, so it is never a wallet key: not an Ed25519 key (it is a SHA-256 output of base, seed and
+  owner), not a program-derived address such as a Squads vault (`Pubkey.create_with_seed`, like the runtime,
+  refuses an owner that would let the two collide). Like every create it fails on an address that already holds
+  lamports, so it takes nothing from the base's seeded accounts either (AllocateWithSeed and AssignWithSeed, which
+  can, are authority changes).
 - CreateAccountAllowPrefund: the payer's Outflow (when it funds) and an AuthorityChange of the new account, which
   may already exist with lamports (so it may be the wallet itself).
 - Transfer: Outflow(SOL, from -> to, kind "transfer").
@@ -98,10 +109,15 @@ def decode_system(index: int, program_id: Pubkey, accounts: tuple[AccountView, .
         expect_accounts(index, name, accounts, 2)
         lamports, space, owner = u64(data, 4), u64(data, 12), pubkey(data, 20)
         funding, new = accounts[0].pubkey, accounts[1].pubkey
+        effects: tuple[Effect, ...] = (Outflow(NATIVE_SOL, lamports, funding, funding, new, "create_account"),)
+        # A System account without data is what the new account was before (an empty address): it can still pay
+        # fees and transfer, so then the new account gains the lamports and nothing else. Any data (a nonce
+        # account whose authority someone else sets, say) or another owner takes the address away from its key.
+        if owner != programs.SYSTEM_PROGRAM or space:
+            effects += (AuthorityChange(new, new, owner, "system:create_account"),)
         return instruction(
             index, program_id, PROGRAM, name, accounts,
-            {"lamports": lamports, "space": space, "owner": owner, "from": funding, "new_account": new},
-            (Outflow(NATIVE_SOL, lamports, funding, funding, new, "create_account"),),
+            {"lamports": lamports, "space": space, "owner": owner, "from": funding, "new_account": new}, effects,
         )  # fmt: skip
 
     if tag == 1:  # Assign { owner }

@@ -46,7 +46,25 @@ def test_create_account() -> None:
     d = decode_one(ix, a)
     assert d.name == "create_account"
     assert dict(d.args) == {"lamports": 99, "space": 10, "owner": TOKEN, "from": a.pubkey(), "new_account": new}
-    assert d.effects == (Outflow(NATIVE_SOL, 99, a.pubkey(), a.pubkey(), new, "create_account"),)
+    assert d.effects == (
+        Outflow(NATIVE_SOL, 99, a.pubkey(), a.pubkey(), new, "create_account"),
+        AuthorityChange(new, new, TOKEN, "system:create_account"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("space", "owner", "changes_authority"),
+    [(0, SYS, False), (0, TOKEN, True), (80, SYS, True)],
+)
+def test_create_account_changes_the_new_accounts_authority_unless_it_stays_a_plain_system_account(
+    space: int, owner: Pubkey, changes_authority: bool
+) -> None:
+    """The new account signs CreateAccount: when it is a wallet key, another owner or any data takes its address
+    away from it (found in the design audit: only the funder's payment was reported)."""
+    a, new = Keypair(), Pubkey.new_unique()
+    ix = sp.create_account({"from_pubkey": a.pubkey(), "to_pubkey": new, "lamports": 5, "space": space, "owner": owner})
+    change = AuthorityChange(new, new, owner, "system:create_account")
+    assert (change in decode_one(ix, a).effects) is changes_authority
 
 
 def test_assign_and_allocate() -> None:
