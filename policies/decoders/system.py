@@ -6,9 +6,10 @@ Effects, and why:
   (what "system:create_account", new_authority = the owner program) whose authority is the new account's own
   signature: when the new account is a wallet key whose address holds no lamports yet (an agent key before it is
   funded, an empty Squads vault), the instruction makes the wallet's own address an account of another program,
-  with data, and whatever is later sent to it lands where that program rules. The AuthorityChange is left out
-  when the account stays a System account without data (owner = the System program, space 0): the instruction
-  is then only the payment, and the wallet keeps its address as it was, a plain account it spends from.
+  or one with data (a nonce account whose authority the attacker then sets, say), and whatever is later sent to it
+  is out of the wallet's reach. The AuthorityChange is left out when the account stays a System account without
+  data (owner = the System program, space 0): the instruction is then only the payment, and the wallet keeps its
+  address as it was, a plain account it spends from.
 - CreateAccountWithSeed: the funder's Outflow only. Its new address must derive from (base, seed, owner), which
   the decoder checks, so it is never a wallet key: not an Ed25519 key (it is a SHA-256 output of base, seed and
   owner), not a program-derived address such as a Squads vault (`Pubkey.create_with_seed`, like the runtime,
