@@ -3,8 +3,9 @@
 It starts what ``docker compose up`` would start (:mod:`selfhost.deployment`: signer and proxy from
 selfhost/docker-compose.yml, embedded SQLite, local sealing) plus a local LiteSVM JSON-RPC chain that the proxy
 and this script share (it has no Squads program: the wallet is no multisig, the example policy declares none, and
-the proxy runs without requiring one, as it prints first), then plays, as the owner (a fresh keypair file, mode 0600, in the run directory; every
-owner request signed with the proxy's owner-auth scheme) and as the agent (its bearer token):
+the proxy runs without requiring one, as it prints first), then plays, as the owner (a fresh keypair file, mode
+0600, in the run directory; every owner request signed with the proxy's owner-auth scheme) and as the agent (its
+bearer token):
 
  1. the services are ready; the attestation endpoint answers and says why it proves nothing here
  2. the owner creates a wallet; the chain funds the agent key

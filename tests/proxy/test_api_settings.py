@@ -60,5 +60,5 @@ def test_every_policy_must_declare_a_multisig_unless_the_setting_says_false() ->
 @pytest.mark.parametrize("value", ["", "0", "1", "no", "off", "yes", "disabled", "false,"])
 def test_a_malformed_multisig_requirement_stops_start_up(value: str) -> None:
     # Never read as false: a typo must not turn the on-chain limits off.
-    with pytest.raises(SettingsError, match="^WAIAAS_REQUIRE_MULTISIG must be true or false$"):
+    with pytest.raises(SettingsError, match=r"^WAIAAS_REQUIRE_MULTISIG must be true or false$"):
         load_settings({**BASE, "WAIAAS_REQUIRE_MULTISIG": value})
