@@ -245,7 +245,8 @@ def _wallet_view(services: Services, wallet_id: str) -> WalletView:
 
 @router.get("/{wallet_id}", response_model=WalletView)
 async def get_wallet(wallet_id: WalletId, request: Request, authorization: AuthHeader = None) -> Any:
-    """Addresses, policy sequence and hash, frozen or not, and what is left of each period limit."""
+    """Addresses, policy sequence and hash, the Squads multisig the policy declares (null: nothing on chain bounds
+    the agent key), frozen or not, and what is left of each period limit."""
     services = services_of(request)
     agent_of(request)
     try:
