@@ -56,6 +56,9 @@ def proxy_environment(config: DeploymentConfig) -> dict[str, str]:
         # The enclave's KMS sealer has no credentials of its own: the proxy lends it the host role's (instance
         # metadata, IMDSv2 with hop limit 1 reaches the proxy on the host), which the seal key's policy names.
         "WAIAAS_ENCLAVE_KMS_CREDENTIALS": "host",
+        # Every policy declares the wallet's Squads multisig, checked on chain at install (DESIGN.md section 10).
+        # The proxy's default, written out so that the deployed setting does not hang on a default.
+        "WAIAAS_REQUIRE_MULTISIG": "true",
     }
 
 

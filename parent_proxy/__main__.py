@@ -72,6 +72,12 @@ def open_chain(settings: Settings) -> Chain:
 
 
 def build_services(settings: Settings) -> Services:
+    if not settings.require_multisig:
+        logger.warning(
+            "WAIAAS_REQUIRE_MULTISIG=false: policies that declare no Squads multisig are installed; the agent key "
+            "of such a wallet holds its funds and nothing on chain bounds it (meant only for a chain without the "
+            "Squads program, such as the self-host local chain)"
+        )
     store = open_store(settings)
     return Services(
         store=store,
@@ -91,6 +97,7 @@ def build_services(settings: Settings) -> Services:
         owner_keys=settings.owner_keys,
         owner_max_skew_seconds=settings.owner_max_skew_seconds,
         max_body_bytes=settings.max_body_bytes,
+        require_multisig=settings.require_multisig,
     )
 
 

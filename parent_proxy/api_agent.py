@@ -226,6 +226,7 @@ def _wallet_view(services: Services, wallet_id: str) -> WalletView:
                     )
                 )
     document = wallet.policy_document
+    multisig = None if policy is None else policy.rules.squads_multisig
     return WalletView(
         wallet_id=wallet.wallet_id,
         agent_public_key=str(Pubkey.from_bytes(wallet.agent_pubkey)),
@@ -237,13 +238,15 @@ def _wallet_view(services: Services, wallet_id: str) -> WalletView:
         order_sequence=wallet.order_sequence,
         policy_sha256=None if document is None else hashlib.sha256(document).hexdigest(),
         policy_expires_at=None if policy is None else policy.expires_at,
+        squads_multisig=None if multisig is None else str(multisig),
         limits=limits,
     )
 
 
 @router.get("/{wallet_id}", response_model=WalletView)
 async def get_wallet(wallet_id: WalletId, request: Request, authorization: AuthHeader = None) -> Any:
-    """Addresses, policy sequence and hash, frozen or not, and what is left of each period limit."""
+    """Addresses, policy sequence and hash, the Squads multisig the policy declares (null: nothing on chain bounds
+    the agent key), frozen or not, and what is left of each period limit."""
     services = services_of(request)
     agent_of(request)
     try:

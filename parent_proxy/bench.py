@@ -168,6 +168,7 @@ async def inprocess(socket_path: str, state_dir: Path, owner: Ed25519PrivateKey,
         "WAIAAS_ENCLAVE": f"unix:{socket_path}",
         "WAIAAS_OWNER_KEYS": str(Pubkey.from_bytes(owner.public_key().public_bytes_raw())),
         "WAIAAS_CHAIN": "litesvm",
+        "WAIAAS_REQUIRE_MULTISIG": "false",  # the embedded chain has no Squads program: `bench_policy` declares none
         "WAIAAS_RATE_PER_SECOND": "100000",
         "WAIAAS_RATE_BURST": "100000",
     }
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             "WAIAAS_ENCLAVE": f"unix:{socket_path}",
             "WAIAAS_OWNER_KEYS": str(Pubkey.from_bytes(owner.public_key().public_bytes_raw())),
             "WAIAAS_CHAIN": "litesvm",
+            "WAIAAS_REQUIRE_MULTISIG": "false",  # as above
             "WAIAAS_PORT": str(port),
             "WAIAAS_RATE_PER_SECOND": "100000",
             "WAIAAS_RATE_BURST": "100000",

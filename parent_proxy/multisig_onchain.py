@@ -5,7 +5,7 @@
     wallet_keys(store, wallet)                   the keys a stored wallet is compared with (its vault: below)
     shown_vault(store, wallet, policy)           the vault address the wallet view shows
     wallet_report(services, wallet, ...)         `read_report` for a stored wallet; 503 ``chain_unavailable``
-    check_install(services, wallet, policy)      the check before a policy is installed (409 / 503)
+    check_install(services, wallet, policy)      the check before a policy is installed (422 / 409 / 503)
     nonconforming(report, refused)               the 409 ``multisig_nonconforming`` of a failed report
 
 What a read means. "There is no account at the declared address" is an answer about the chain, not a failure to
@@ -27,9 +27,11 @@ The install check (`check_install`; DESIGN.md section 10, docs/api.md). A policy
 (``rules.squads_multisig``) is installed only if that multisig and its spending limits on chain conform to it and
 to the wallet's keys: otherwise 409 ``multisig_nonconforming`` naming each failed check (in ``reasons``), or 503
 ``chain_unavailable`` when the chain cannot be read; either way before anything is stored or sent to the enclave.
-A policy that declares no multisig is installed without reading the chain (there is no on-chain limit to compare
-it with). The check holds at install time: a later change on chain is for the owner's report
-(``GET /v1/wallets/{id}/multisig``) to show.
+A policy that declares no multisig is refused while the proxy requires one (``WAIAAS_REQUIRE_MULTISIG``, the
+default: 422 ``invalid_request`` naming the rule and the setting; DESIGN.md sections 1 and 10, every wallet a Squads
+multisig and the chain the last line), and is otherwise installed without reading the chain (there is no on-chain
+limit to compare it with: the agent key's own account holds the funds). The check holds at install time: a later
+change on chain is for the owner's report (``GET /v1/wallets/{id}/multisig``) to show.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ from parent_proxy.multisig_conformance import (
 from parent_proxy.store.model import Wallet
 from policies.decoders.squads_vault import squads_vault_address
 from policies.document import Policy
+
+NO_MULTISIG_REFUSED = (
+    "policy refused: rules.squads_multisig is null, and this proxy requires every policy to declare the wallet's "
+    "Squads v4 multisig (WAIAAS_REQUIRE_MULTISIG=true; DESIGN.md sections 1 and 10): without one nothing on chain "
+    "bounds the agent key. Set the multisig up on chain, then sign a policy that declares it"
+)
 
 if TYPE_CHECKING:  # types only: the owner CLI imports this module and needs none of the proxy's services
     from parent_proxy.services import Services
@@ -123,11 +131,15 @@ def nonconforming(report: ConformanceReport, refused: str) -> ApiError:
 
 
 async def check_install(services: Services, wallet: Wallet, policy: Policy) -> None:
-    """Before ``policy`` is installed on ``wallet``: nothing when it declares no multisig or the multisig conforms;
-    409 ``multisig_nonconforming`` (``reasons``: each failed check) when it does not, or does not exist; 503
-    ``chain_unavailable`` when the chain cannot be read. The caller stores nothing before this returns."""
+    """Before ``policy`` is installed on ``wallet``: nothing when the multisig it declares conforms, or it declares
+    none and the proxy does not require one; 422 ``invalid_request`` when it declares none and the proxy requires
+    one (`Services.require_multisig`); 409 ``multisig_nonconforming`` (``reasons``: each failed check) when the
+    multisig does not conform, or does not exist; 503 ``chain_unavailable`` when the chain cannot be read. The
+    caller stores nothing before this returns."""
     multisig = policy.rules.squads_multisig
     if multisig is None:
+        if services.require_multisig:
+            raise ApiError(Code.INVALID_REQUEST, NO_MULTISIG_REFUSED)
         return
     # 1. The keys the wallet holds and the accounts the chain shows; unreadable is 503, never a pass.
     report = await wallet_report(services, wallet, policy, multisig)

@@ -104,6 +104,12 @@ class WalletView(BaseModel):
     policy_expires_at: int | None = Field(
         description="Unix seconds from which the installed policy denies everything (null: it does not expire)"
     )
+    squads_multisig: str | None = Field(
+        description="the Squads v4 multisig the installed policy declares (rules.squads_multisig), whose on-chain "
+        "threshold and spending limits bound the agent key; null: no policy, or one that declares none, so nothing "
+        "on chain bounds the agent key (a proxy run with WAIAAS_REQUIRE_MULTISIG=false, or a policy installed "
+        "before the proxy required one)"
+    )
     limits: list[LimitLeft]
 
 

@@ -52,6 +52,9 @@ class Services:
     owner_keys: frozenset[Pubkey]
     owner_max_skew_seconds: float
     max_body_bytes: int
+    require_multisig: bool
+    """`Settings.require_multisig`: a policy without ``rules.squads_multisig`` is refused at install
+    (`parent_proxy.multisig_onchain.check_install`). No default: whoever builds the services says which."""
     metrics: Metrics = field(default_factory=Metrics)
     sessions: EnclaveSessions = field(default_factory=EnclaveSessions)
     """The enclave session key in force; every receipt is checked against it before it is recorded."""

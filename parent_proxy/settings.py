@@ -30,6 +30,11 @@ variable                                default    meaning
                                                    instance role) with each wallet creation and load, for its KMS
                                                    sealer (`parent_proxy.host_credentials`); ``none``: send none (the
                                                    self-host signer's local sealer needs none)
+``WAIAAS_REQUIRE_MULTISIG``             true       ``true``: ``PUT /v1/wallets/{id}/policy`` refuses a policy whose
+                                                   ``rules.squads_multisig`` is null (422), so every installed policy
+                                                   declares a Squads multisig, checked on chain at install; ``false``
+                                                   only on a chain without the Squads program (the self-host local
+                                                   chain): wallets there have no on-chain limit
 ======================================= ========== =====================================================================
 """
 
@@ -49,6 +54,7 @@ from parent_proxy.owner_auth import MAX_SKEW_SECONDS
 _SQLITE = re.compile(r"sqlite:(/.+)")
 _ALLOW_PRIVATE = "WAIAAS_WEBHOOK_ALLOW_PRIVATE"
 _KMS_CREDENTIALS = "WAIAAS_ENCLAVE_KMS_CREDENTIALS"
+_REQUIRE_MULTISIG = "WAIAAS_REQUIRE_MULTISIG"
 KMS_CREDENTIAL_CHOICES = ("none", "host")
 _DYNAMO = re.compile(r"dynamodb:([A-Za-z0-9_.-]{3,255})(?:@([a-z0-9-]{1,32}))?")
 
@@ -86,6 +92,7 @@ class Settings:
     workers: int = 1
     webhook_allow_private: bool = False
     enclave_kms_credentials: str = "none"
+    require_multisig: bool = True
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -172,6 +179,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         workers=_int(env, "WAIAAS_WORKERS", 1, 1, 64),
         webhook_allow_private=parse_bool(_ALLOW_PRIVATE, env.get(_ALLOW_PRIVATE, "false")),
         enclave_kms_credentials=_kms_credentials(env.get(_KMS_CREDENTIALS, "none")),
+        require_multisig=parse_bool(_REQUIRE_MULTISIG, env.get(_REQUIRE_MULTISIG, "true")),
     )
 
 

@@ -11,7 +11,9 @@ throw-away for the local chain: it lies beside the sealed agent keys and the uns
 the directory holds both keys of each wallet's 2-of-2 multisig. With ``--local-chain`` (the default) a
 LiteSVM-backed JSON-RPC server runs alongside; ``--rpc-url`` (a real chain) uses that endpoint instead and needs
 ``--owner-key`` (the owner's public key; the private half stays off this machine) and a state directory without
-a throw-away key.
+a throw-away key. The local chain has no Squads program, so there (only) the proxy accepts policies that declare no
+multisig, and the command warns that such wallets have no on-chain limit; with ``--rpc-url`` every policy must
+declare the wallet's Squads multisig (:mod:`selfhost.deployment`, Squads).
 
 The unseal secret ``<state>/secrets/waiaas_unseal_secret`` is made on the first run only: on a state directory whose
 ``state/waiaas.db`` exists, a missing secret file is refused (restore it from the backup), never replaced
@@ -36,7 +38,7 @@ from solders.pubkey import Pubkey
 
 from parent_proxy.owner_signers import LocalOwnerSigner, OwnerKeyError, write_keypair_file
 from selfhost.compose_model import ComposeError
-from selfhost.deployment import Deployment, prepare_root, run_local
+from selfhost.deployment import NO_SQUADS_WARNING, Deployment, prepare_root, run_local
 from selfhost.local_stack import StackError, tail
 from selfhost.paths import PathMappingError
 from selfhost.reseal import register as register_reseal
@@ -98,6 +100,8 @@ def _describe(deployment: Deployment, owner_keys: list[str], keypair: Path | Non
     if private_webhooks:
         print("  webhooks     loopback and private destinations allowed (--allow-private-webhooks)")
     print("  attestation  none: no Nitro hardware here, and the API says so (docs/selfhost.md)")
+    if not deployment.multisig_required:
+        print(f"  warning      {NO_SQUADS_WARNING}")
     print("Ctrl-C stops the services.", flush=True)
 
 

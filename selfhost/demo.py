@@ -2,8 +2,10 @@
 
 It starts what ``docker compose up`` would start (:mod:`selfhost.deployment`: signer and proxy from
 selfhost/docker-compose.yml, embedded SQLite, local sealing) plus a local LiteSVM JSON-RPC chain that the proxy
-and this script share, then plays, as the owner (a fresh keypair file, mode 0600, in the run directory; every
-owner request signed with the proxy's owner-auth scheme) and as the agent (its bearer token):
+and this script share (it has no Squads program: the wallet is no multisig, the example policy declares none, and
+the proxy runs without requiring one, as it prints first), then plays, as the owner (a fresh keypair file, mode
+0600, in the run directory; every owner request signed with the proxy's owner-auth scheme) and as the agent (its
+bearer token):
 
  1. the services are ready; the attestation endpoint answers and says why it proves nothing here
  2. the owner creates a wallet; the chain funds the agent key
@@ -62,7 +64,7 @@ from policies.orders import APPROVAL_PURPOSE, UNFREEZE_PURPOSE, approval_documen
 from policies.signing import POLICY_PURPOSE
 from selfhost.compose_model import ComposeError
 from selfhost.demo_checks import StepFailed, verify_audit, verify_order_as_owner
-from selfhost.deployment import Deployment, run_local
+from selfhost.deployment import NO_SQUADS_WARNING, Deployment, run_local
 from selfhost.local_stack import StackError, free_port
 from selfhost.paths import PathMappingError
 
@@ -345,6 +347,8 @@ def run_demo(run_dir: Path, port: int, out: Callable[[str], None] = print) -> in
     try:
         with run_local(run_dir, owner_keys=[str(owner.public_key)], port=port) as deployment:
             out(f"   API        {deployment.api_url}    chain {deployment.chain_url}    logs {run_dir / 'logs'}")
+            if not deployment.multisig_required:
+                out(f"   warning    {NO_SQUADS_WARNING}")
             with httpx.Client(timeout=HTTP_TIMEOUT_SECONDS) as http:
                 story = Story(deployment, owner, http, out)
                 story.run()

@@ -16,6 +16,11 @@ Start order: the local chain (:mod:`selfhost.local_chain`, unless an RPC URL is 
 (:mod:`selfhost.local_stack`), each waited for with its compose healthcheck. Stop: reverse order, on exit or error.
 The proxy reaches the chain through its JSON-RPC adapter (``WAIAAS_CHAIN=rpc:http://127.0.0.1:<port>/``), the
 same chain the caller sees at :attr:`Deployment.chain_url`.
+
+Squads. The local chain has no Squads program, so no multisig can exist on it: only with it does the proxy run with
+``WAIAAS_REQUIRE_MULTISIG=false`` (policies that declare no multisig are installed, and such a wallet's funds sit in
+its agent key's own account with no on-chain limit; :data:`NO_SQUADS_WARNING` says so, and the callers print it).
+With an RPC URL the compose default stands: every policy must declare a multisig, checked on chain at install.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ ENV_FILE_NAME: Final = "selfhost.env"
 DATABASE: Final = Path("state") / "waiaas.db"
 UNSEAL_SECRET_BYTES: Final = 32
 CHAIN_PROBE_SECONDS: Final = 2.0
+NO_SQUADS_WARNING: Final = (
+    "the local chain has no Squads program, so wallets here have no on-chain limit: the proxy runs with "
+    "WAIAAS_REQUIRE_MULTISIG=false, policies declare no multisig, and each agent key's own account holds its "
+    "wallet's funds with nothing on chain bounding it. On-chain limits need a chain with Squads (--rpc-url)"
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,8 @@ class Deployment:
     group: ProcessGroup
     """The chain's process (if local); the services' processes are in ``services``."""
     services: ProcessGroup
+    multisig_required: bool
+    """The proxy's ``WAIAAS_REQUIRE_MULTISIG``: false only on the local chain (:data:`NO_SQUADS_WARNING`)."""
 
     def exited(self) -> dict[str, int]:
         """Processes of this deployment that have stopped on their own, with their exit codes."""
@@ -128,6 +140,7 @@ def run_local(
     chain_group = ProcessGroup(root)
     try:
         chain_url = rpc_url if rpc_url is not None else start_local_chain(chain_group, root, health_timeout)
+        multisig_required = rpc_url is not None  # the local chain has no Squads program (module docstring)
         env_file = write_env_file(
             root / ENV_FILE_NAME,
             {
@@ -136,6 +149,7 @@ def run_local(
                 "WAIAAS_PUBLISH_PORT": str(port),
                 "WAIAAS_UNSEAL_SECRET_PATH": str(secret),
                 "WAIAAS_WEBHOOK_ALLOW_PRIVATE": "true" if webhook_allow_private else "false",
+                "WAIAAS_REQUIRE_MULTISIG": "true" if multisig_required else "false",
             },
         )
         model = load_model(COMPOSE_FILE, env_file)
@@ -149,6 +163,7 @@ def run_local(
                 logs={**chain_group.logs, **stack.logs},
                 group=chain_group,
                 services=stack.group,
+                multisig_required=multisig_required,
             )
     finally:
         chain_group.stop_all()

@@ -427,9 +427,18 @@ class Harness:
 
 
 def build_harness(
-    tmp_path: Path, loop: LoopThread, *, enclave_timeout: float = 5.0, rate: float = 1000.0, store: Any = None
+    tmp_path: Path,
+    loop: LoopThread,
+    *,
+    enclave_timeout: float = 5.0,
+    rate: float = 1000.0,
+    store: Any = None,
+    require_multisig: bool = False,
 ) -> Harness:
-    """The API over a SQLite store in ``tmp_path`` (or ``store``, say a DynamoDB one), wrapped in a `FailingStore`."""
+    """The API over a SQLite store in ``tmp_path`` (or ``store``, say a DynamoDB one), wrapped in a `FailingStore`.
+    ``require_multisig`` is `Services.require_multisig` (``WAIAAS_REQUIRE_MULTISIG``, true in production): false
+    here, as on the self-host local chain, because most tests install policies that declare no multisig (the
+    example policy's); the tests of the requirement itself ask for true."""
     from solders.litesvm import LiteSVM
 
     socket = tmp_path / "enclave.sock"
@@ -447,6 +456,7 @@ def build_harness(
         owner_keys=frozenset({owner_public_key(owner)}),
         owner_max_skew_seconds=300,
         max_body_bytes=16 * 1024,
+        require_multisig=require_multisig,
     )
     client = TestClient(create_app(services), raise_server_exceptions=False)
     return Harness(client, services, store, clock, owner, socket)

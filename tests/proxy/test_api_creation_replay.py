@@ -105,6 +105,7 @@ def proxy(store: Store, socket: Path, owner: Ed25519PrivateKey) -> Iterator[Test
         owner_keys=frozenset({owner_public_key(owner)}),
         owner_max_skew_seconds=300,
         max_body_bytes=16 * 1024,
+        require_multisig=True,  # only wallets are created here
     )
     with TestClient(create_app(services), raise_server_exceptions=False) as client:
         yield client

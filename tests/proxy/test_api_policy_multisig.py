@@ -231,3 +231,51 @@ def test_after_an_agent_key_rotation_the_wallet_still_names_no_vault(h: Harness)
     h.agent = new
     assert declaring(h, 2).status_code == 200
     assert wallet_view(h)["vault_address"] == str(VAULT)
+
+
+# --------------------------------------------------------------- WAIAAS_REQUIRE_MULTISIG (`Services.require_multisig`)
+
+
+@pytest.fixture
+def strict(tmp_path: Path) -> Iterator[Harness]:
+    """The proxy as deployed: every policy must declare a multisig (the harness's own default is false)."""
+    yield from running_harness(tmp_path, require_multisig=True)
+
+
+def refused_without_multisig(h: Harness, sequence: int) -> None:
+    """A policy that declares no multisig is refused with 422 naming the rule and the setting, before the chain is
+    read, and nothing changes (`Unchanged`)."""
+    unchanged = Unchanged(h)
+    reads = spy_calls(h.services.chain, "multisig_account")
+    refused = install(h, sequence, squads_multisig=None)
+    assert error(refused) == (422, "invalid_request")
+    message = refused.json()["error"]["message"]
+    assert "rules.squads_multisig is null" in message and "WAIAAS_REQUIRE_MULTISIG=true" in message
+    unchanged.check()  # nothing stored, no record, nothing sent to the enclave
+    assert reads == []
+
+
+def test_a_proxy_that_requires_a_multisig_refuses_a_policy_without_one_and_nothing_changes(strict: Harness) -> None:
+    h = strict
+    created = h.owner_call("POST", "/v1/wallets", {"wallet_id": h.wallet_id, "owner_public_key": str(h.owner_pub)})
+    h.agent = Pubkey.from_string(created.json()["agent_public_key"])
+    h.token = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/tokens").json()["token"]
+    refused_without_multisig(h, 1)  # the wallet's first policy
+    assert (wallet_view(h)["policy_sequence"], wallet_view(h)["squads_multisig"]) == (0, None)
+    conforming_chain(h)
+    assert declaring(h, 1).status_code == 200  # one that declares a conforming multisig goes in
+    assert wallet_view(h)["squads_multisig"] == str(MULTISIG)
+    refused_without_multisig(h, 2)  # and cannot be replaced by one that declares none
+    assert wallet_view(h)["policy_sequence"] == 1
+
+
+def test_with_the_requirement_off_a_policy_without_a_multisig_installs_and_the_view_says_so(h: Harness) -> None:
+    assert h.services.require_multisig is False  # the harness's default, as on the self-host local chain
+    provision(h)  # the example policy: no multisig
+    view = wallet_view(h)
+    assert (view["policy_sequence"], view["squads_multisig"]) == (1, None)
+    # The requirement turned on later (the proxy restarted with it): the policy in force stays, as the view shows,
+    # and the next one without a multisig is refused.
+    h.services.require_multisig = True
+    assert error(install(h, 2, squads_multisig=None)) == (422, "invalid_request")
+    assert (wallet_view(h)["policy_sequence"], wallet_view(h)["squads_multisig"]) == (1, None)

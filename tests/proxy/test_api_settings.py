@@ -49,3 +49,16 @@ def test_booleans_are_strict() -> None:
     assert parse_bool("X", "TRUE") is True and parse_bool("X", "false") is False
     with pytest.raises(SettingsError, match="X must be true or false"):
         parse_bool("X", "1")
+
+
+def test_every_policy_must_declare_a_multisig_unless_the_setting_says_false() -> None:
+    assert load_settings(BASE).require_multisig is True  # secure by default (DESIGN.md section 10)
+    assert load_settings({**BASE, "WAIAAS_REQUIRE_MULTISIG": "false"}).require_multisig is False
+    assert load_settings({**BASE, "WAIAAS_REQUIRE_MULTISIG": " True "}).require_multisig is True
+
+
+@pytest.mark.parametrize("value", ["", "0", "1", "no", "off", "yes", "disabled", "false,"])
+def test_a_malformed_multisig_requirement_stops_start_up(value: str) -> None:
+    # Never read as false: a typo must not turn the on-chain limits off.
+    with pytest.raises(SettingsError, match=r"^WAIAAS_REQUIRE_MULTISIG must be true or false$"):
+        load_settings({**BASE, "WAIAAS_REQUIRE_MULTISIG": value})

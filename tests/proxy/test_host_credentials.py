@@ -120,10 +120,12 @@ def test_a_failing_provider_is_named_by_type_only() -> None:
 
 
 def _env(tmp_path: Path, socket: Path, owner: Ed25519PrivateKey, **extra: str) -> dict[str, str]:
+    """The proxy's environment. The embedded chain has no Squads program, and the example policy the tests install
+    declares no multisig: so ``WAIAAS_REQUIRE_MULTISIG=false``, as on the self-host local chain."""
     owner_key = Pubkey.from_bytes(owner.public_key().public_bytes_raw())
     return {
         "WAIAAS_STATE": f"sqlite:{tmp_path / 'state.db'}", "WAIAAS_ENCLAVE": f"unix:{socket}",
-        "WAIAAS_OWNER_KEYS": str(owner_key), "WAIAAS_CHAIN": "litesvm", **extra,
+        "WAIAAS_OWNER_KEYS": str(owner_key), "WAIAAS_CHAIN": "litesvm", "WAIAAS_REQUIRE_MULTISIG": "false", **extra,
     }  # fmt: skip
 
 

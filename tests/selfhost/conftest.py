@@ -39,10 +39,13 @@ def unseal_secret_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def base_env(owner_pubkey: str, unseal_secret_file: Path) -> dict[str, str]:
-    """What an operator puts in selfhost/.env, following .env.example."""
+    """What an operator puts in selfhost/.env, following .env.example: the embedded ``litesvm`` chain, which has no
+    Squads program, so with ``WAIAAS_REQUIRE_MULTISIG=false`` (the live stacks install the example policy, which
+    declares no multisig; the compose default, true, is tested without it)."""
     return {
         "WAIAAS_OWNER_KEYS": owner_pubkey,
         "WAIAAS_CHAIN": "litesvm",
+        "WAIAAS_REQUIRE_MULTISIG": "false",
         "WAIAAS_UNSEAL_SECRET_PATH": str(unseal_secret_file),
     }
 

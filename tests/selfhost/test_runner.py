@@ -185,6 +185,7 @@ def test_selfhost_up_serves_until_sigterm_then_stops_everything(
     output = "".join(lines)
     assert f"WAIaaS self-host is up: http://127.0.0.1:{port}" in output, output
     assert "is a throw-away owner key for this local chain only" in output
+    assert "warning      the local chain has no Squads program, so wallets here have no on-chain limit" in output
     assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()["status"] == "ready"
     chain_url = next(line.split()[-1] for line in lines if line.strip().startswith("chain"))
     assert httpx.post(chain_url, json={"jsonrpc": "2.0", "id": 1, "method": "getHealth"}, timeout=5).status_code == 200
@@ -285,6 +286,28 @@ def test_run_local_hands_the_webhook_setting_to_the_proxy_through_the_compose_fi
         pass
     environment = seen[0]["services"]["proxy"]["environment"]
     assert environment["WAIAAS_WEBHOOK_ALLOW_PRIVATE"] == ("true" if allow else "false")
+
+
+@pytest.mark.parametrize("rpc_url", [None, "http://127.0.0.1:1/"])
+def test_run_local_requires_a_multisig_except_on_its_local_chain(
+    rpc_url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local chain has no Squads program: only there does the proxy run without requiring a multisig in every
+    policy (and the deployment says so); with an RPC URL the compose file's default, true, stands."""
+    seen: list[dict[str, Any]] = []
+
+    def capture(model: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        seen.append(model)
+        raise _Captured
+
+    monkeypatch.setattr(deployment, "run_stack", capture)
+    monkeypatch.setattr(deployment, "start_local_chain", lambda *args: "http://127.0.0.1:2/")  # nothing started
+    owner = str(Pubkey.from_bytes(Ed25519PrivateKey.generate().public_key().public_bytes_raw()))
+    with pytest.raises(_Captured), run_local(tmp_path / "state", owner_keys=[owner], port=free_port(), rpc_url=rpc_url):
+        pass
+    environment = seen[0]["services"]["proxy"]["environment"]
+    assert environment["WAIAAS_REQUIRE_MULTISIG"] == ("false" if rpc_url is None else "true")
+    assert environment["WAIAAS_CHAIN"] == f"rpc:{rpc_url or 'http://127.0.0.1:2/'}"
 
 
 @pytest.mark.parametrize("flag", [[], ["--allow-private-webhooks"]])
