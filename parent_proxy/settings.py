@@ -30,6 +30,10 @@ variable                                default    meaning
                                                    instance role) with each wallet creation and load, for its KMS
                                                    sealer (`parent_proxy.host_credentials`); ``none``: send none (the
                                                    self-host signer's local sealer needs none)
+``WAIAAS_DATA_BUCKET``                  none       ``<bucket>[@<region>]``: the data bucket that keeps a copy of each
+                                                   new sealed agent key under ``sealed/``
+                                                   (`parent_proxy.sealed_copies`); a copy that cannot be written
+                                                   refuses the creation (503). Unset: no copy is kept (self-host)
 ======================================= ========== =====================================================================
 """
 
@@ -44,11 +48,13 @@ from solders.pubkey import Pubkey
 
 from enclave_app.errors import TransportError
 from enclave_app.transport import Address, parse_address
+from parent_proxy.data_bucket import BucketName, parse_bucket
 from parent_proxy.owner_auth import MAX_SKEW_SECONDS
 
 _SQLITE = re.compile(r"sqlite:(/.+)")
 _ALLOW_PRIVATE = "WAIAAS_WEBHOOK_ALLOW_PRIVATE"
 _KMS_CREDENTIALS = "WAIAAS_ENCLAVE_KMS_CREDENTIALS"
+_DATA_BUCKET = "WAIAAS_DATA_BUCKET"
 KMS_CREDENTIAL_CHOICES = ("none", "host")
 _DYNAMO = re.compile(r"dynamodb:([A-Za-z0-9_.-]{3,255})(?:@([a-z0-9-]{1,32}))?")
 
@@ -86,6 +92,7 @@ class Settings:
     workers: int = 1
     webhook_allow_private: bool = False
     enclave_kms_credentials: str = "none"
+    data_bucket: BucketName | None = None
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -125,7 +132,8 @@ def parse_bool(name: str, text: str) -> bool:
     return lowered == "true"
 
 
-def _state(text: str) -> SqliteState | DynamoState:
+def parse_state(text: str) -> SqliteState | DynamoState:
+    """``WAIAAS_STATE``'s value (also ``waiaas audit verify/export --state``); `SettingsError` otherwise."""
     if match := _SQLITE.fullmatch(text):
         return SqliteState(match.group(1))
     if match := _DYNAMO.fullmatch(text):
@@ -156,7 +164,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     except TransportError as exc:
         raise SettingsError("WAIAAS_ENCLAVE must be vsock:<cid>:<port>, unix:/path or tcp:<host>:<port>") from exc
     return Settings(
-        state=_state(_required(env, "WAIAAS_STATE")),
+        state=parse_state(_required(env, "WAIAAS_STATE")),
         enclave=enclave,
         owner_keys=_owner_keys(_required(env, "WAIAAS_OWNER_KEYS")),
         chain=_chain(_required(env, "WAIAAS_CHAIN")),
@@ -172,6 +180,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         workers=_int(env, "WAIAAS_WORKERS", 1, 1, 64),
         webhook_allow_private=parse_bool(_ALLOW_PRIVATE, env.get(_ALLOW_PRIVATE, "false")),
         enclave_kms_credentials=_kms_credentials(env.get(_KMS_CREDENTIALS, "none")),
+        data_bucket=_data_bucket(env.get(_DATA_BUCKET)),
     )
 
 
@@ -180,3 +189,12 @@ def _kms_credentials(text: str) -> str:
     if value not in KMS_CREDENTIAL_CHOICES:
         raise SettingsError(f"{_KMS_CREDENTIALS} must be none or host")
     return value
+
+
+def _data_bucket(text: str | None) -> BucketName | None:
+    if text is None:
+        return None
+    try:
+        return parse_bucket(text)
+    except ValueError as exc:
+        raise SettingsError(f"{_DATA_BUCKET} {exc}") from None
