@@ -17,9 +17,8 @@ import pytest
 from cdk import naming, user_data
 from cdk.state_stack import OBJECT_LOCK_DAYS
 from parent_proxy import audit_exports, sealed_copies
-from tests.cdk.boot_script import boot_script, unit_file
+from tests.cdk.boot_script import boot_script, proxy_env, unit_file
 from tests.cdk.policy_walk import allows, as_list, find_one, resources_of_type, statements
-from tests.cdk.test_proxy_env import proxy_env
 
 IDENTITY = "WaiaasIdentity"
 STATE = "WaiaasState"
