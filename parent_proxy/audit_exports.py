@@ -145,7 +145,7 @@ def decode_export(key: str, name: ExportName, data: bytes) -> Export:
         records = tuple(_record(json.loads(line)) for line in lines[1:-1])
         expected = {"format": FORMAT, "first_seq": name.first_seq, "last_seq": name.last_seq, "count": len(records),
                     "head": name.head.hex()}  # fmt: skip
-        if any(header[field] != value for field, value in expected.items()):
+        if any(type(header[field]) is not type(value) or header[field] != value for field, value in expected.items()):
             raise ExportError("its first line does not state its name's range, head and record count")
         prev_hash = _hash(header["prev_hash"], "prev_hash")
         # The records chain from prev_hash at first_seq - 1 up to the head the name states.

@@ -100,6 +100,7 @@ def _edited(data: bytes, line: int, **changes: object) -> bytes:
     [
         (lambda d: _edited(d, 0, count=5), "its first line does not state its name's range, head and record count"),
         (lambda d: _edited(d, 0, format="v2"), "its first line does not state"),
+        (lambda d: _edited(d, 0, count=6.0), "its first line does not state"),  # a number, but not the count
         (lambda d: _edited(d, 0, extra=1), "its first line does not have the format's fields"),
         (lambda d: _edited(d, 2, event_type="x.y"), "its records do not chain: audit chain broken at seq 2: hash"),
         (lambda d: _edited(d, 2, seq=7), "its records do not chain: audit chain broken at seq 2: found seq 7"),
