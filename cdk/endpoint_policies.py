@@ -92,14 +92,28 @@ def interface_endpoint_statements(endpoint_id: str, config: DeploymentConfig) ->
 
 
 def s3_endpoint_statements(config: DeploymentConfig) -> list[iam.PolicyStatement]:
+    """The data bucket as the hosts use it (releases read; sealed-key copies and audit exports put, the exports'
+    keys listed: `cdk.identity_stack` grants the same), and the package and agent repositories (read)."""
     data = naming.bucket_arn(config, naming.data_bucket_name(config))
     region = config.region
     return [
         iam.PolicyStatement(
-            sid="DeploymentDataBucketOnly",
+            sid="DeploymentReleases",
             principals=[iam.AnyPrincipal()],
-            actions=["s3:GetObject", "s3:PutObject"],
-            resources=[f"{data}/*"],
+            actions=["s3:GetObject"],
+            resources=[f"{data}/{naming.RELEASES_PREFIX}*"],
+        ),
+        iam.PolicyStatement(
+            sid="DeploymentSealedCopiesAndAuditExports",
+            principals=[iam.AnyPrincipal()],
+            actions=["s3:PutObject"],
+            resources=[f"{data}/{naming.SEALED_PREFIX}*", f"{data}/{naming.AUDIT_PREFIX}*"],
+        ),
+        iam.PolicyStatement(
+            sid="DeploymentAuditExportKeys",
+            principals=[iam.AnyPrincipal()],
+            actions=["s3:ListBucket"],
+            resources=[data],
         ),
         iam.PolicyStatement(
             sid="PackageAndAgentRepositories",

@@ -148,15 +148,25 @@ class EnclaveHostIdentity(Construct):
                     actions=["s3:GetObject"],
                     resources=[f"{data}/{naming.RELEASES_PREFIX}*"],
                 ),
+                # The proxy copies each new sealed agent key here and the audit export writes here; both only put,
+                # each object once (the bucket policy refuses a put that could replace one: cdk.state_stack), and
+                # never read back or delete: no s3:GetObject, no s3:Delete*, nothing on object lock.
                 iam.PolicyStatement(
                     sid="SealedBlobs",
-                    actions=["s3:GetObject", "s3:PutObject"],
+                    actions=["s3:PutObject"],
                     resources=[f"{data}/{naming.SEALED_PREFIX}*"],
                 ),
                 iam.PolicyStatement(
                     sid="AuditExports",
                     actions=["s3:PutObject"],
                     resources=[f"{data}/{naming.AUDIT_PREFIX}*"],
+                ),
+                iam.PolicyStatement(
+                    # `waiaas audit export` finds the last export by its key (object keys under the prefix only).
+                    sid="AuditExportKeys",
+                    actions=["s3:ListBucket"],
+                    resources=[data],
+                    conditions={"StringEquals": {"s3:prefix": naming.AUDIT_PREFIX}},
                 ),
                 iam.PolicyStatement(
                     sid="AttestedRandomOnly",
@@ -187,8 +197,15 @@ class EnclaveHostIdentity(Construct):
         for resource, reason in (
             (f"{table}/index/*", "The proxy queries the state table's secondary indexes, all of which it owns."),
             (f"{data}/{naming.RELEASES_PREFIX}*", "Hosts read any released enclave image and wheelhouse."),
-            (f"{data}/{naming.SEALED_PREFIX}*", "Sealed agent-key blobs, one object per wallet; opaque to the host."),
-            (f"{data}/{naming.AUDIT_PREFIX}*", "Audit exports are written under one object per export period."),
+            (
+                f"{data}/{naming.SEALED_PREFIX}*",
+                "Put only: a copy of each sealed agent key, one object per wallet and agent key (named at run time), "
+                "ciphertext only the attested enclave opens.",
+            ),
+            (
+                f"{data}/{naming.AUDIT_PREFIX}*",
+                "Put only: one object per audit export, named by the seq range it holds (known at run time).",
+            ),
             (
                 "*",
                 "kms:GenerateRandom and cloudwatch:PutMetricData have no resource type; the first is limited to the "

@@ -26,7 +26,11 @@ OUTBOX_DUE_ATTRIBUTE = "due_key"
 `create_table` declares the same (tests/cdk/test_state_table_matches_store.py compares them)."""
 
 OBJECT_LOCK_DAYS = 365
-"""Default governance-mode retention on the data bucket: sealed blobs and audit exports survive a year of mistakes."""
+"""Default governance-mode retention on the data bucket: every version of a sealed-key copy or an audit export stays
+for a year; only a principal allowed s3:BypassGovernanceRetention (none of this app's roles) can remove it sooner."""
+
+WRITE_ONCE_PREFIXES = (naming.SEALED_PREFIX, naming.AUDIT_PREFIX)
+"""Data-bucket prefixes whose objects are put once and never replaced (the bucket policy refuses any other put)."""
 
 LOG_EXPIRY_DAYS = 400
 CLOUDTRAIL_PREFIX = "cloudtrail"
@@ -118,6 +122,18 @@ class Buckets(Construct):
             server_access_logs_bucket=self.logs,
             server_access_logs_prefix="s3-access/data/",
             removal_policy=RemovalPolicy.RETAIN,
+        )
+        # Sealed-key copies and audit exports are written once: a put without If-None-Match (which S3 refuses when
+        # the key exists) would add a new current version over an object (parent_proxy.data_bucket).
+        self.data.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="WriteOnceSealedCopiesAndAuditExports",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:PutObject"],
+                resources=[self.data.arn_for_objects(f"{prefix}*") for prefix in WRITE_ONCE_PREFIXES],
+                conditions={"Null": {"s3:if-none-match": "true"}},
+            )
         )
 
 

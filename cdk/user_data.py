@@ -13,7 +13,9 @@ What it does, in order:
 7. installs the parent proxy and runs it as a systemd service under its own user, in no group: it reaches the
    enclave over vsock, and only root may use /dev/nitro_enclaves (the `ne` group could stop the enclave or start
    another image without the check of step 6);
-8. publishes an enclave heartbeat metric every minute.
+8. publishes an enclave heartbeat metric every minute;
+9. exports the audit log to the data bucket every 15 minutes (``waiaas audit export``: the records appended since
+   the last export, one write-once object; its output goes to the proxy's log file).
 
 A failed step stops the script (`set -euo pipefail`); a host whose enclave does not start reports no heartbeat
 and fails its load-balancer health check, so monitoring raises the alarm and the group replaces it.
@@ -34,6 +36,9 @@ INSTALL_DIR = "/opt/waiaas"
 EIF_PATH = f"{INSTALL_DIR}/{ENCLAVE_IMAGE_NAME}.eif"
 WHEELHOUSE_NAME = "parent-proxy-wheelhouse.tar.gz"
 PROXY_USER = "waiaas"
+AUDIT_EXPORT_MINUTES = 15
+"""How often each host exports the audit log: the records a rewrite of the log could still go unseen in (docs/deploy.md,
+Audit exports)."""
 
 
 def release_key(config: DeploymentConfig, file_name: str) -> str:
@@ -59,7 +64,23 @@ def proxy_environment(config: DeploymentConfig) -> dict[str, str]:
         # Every policy declares the wallet's Squads multisig, checked on chain at install (DESIGN.md section 10).
         # The proxy's default, written out so that the deployed setting does not hang on a default.
         "WAIAAS_REQUIRE_MULTISIG": "true",
+        # A copy of each new sealed agent key goes to the data bucket's sealed/ prefix before the store keeps it.
+        "WAIAAS_DATA_BUCKET": data_bucket(config),
     }
+
+
+def data_bucket(config: DeploymentConfig) -> str:
+    """The data bucket as the proxy and ``waiaas audit export`` name it: ``<bucket>@<region>``."""
+    return f"{naming.data_bucket_name(config)}@{config.region}"
+
+
+def audit_export_command(config: DeploymentConfig) -> str:
+    """What ``waiaas-audit-export.service`` runs: the proxy's table (read by ``Query``) into the data bucket."""
+    state = proxy_environment(config)["WAIAAS_STATE"]
+    return (
+        f"{INSTALL_DIR}/venv/bin/waiaas audit export --state {state} --bucket {data_bucket(config)} "
+        f"--prefix {naming.AUDIT_PREFIX}"
+    )
 
 
 def _logs_step() -> str:
@@ -244,7 +265,34 @@ OnUnitActiveSec=60
 WantedBy=timers.target
 EOF_UNIT
 
+# 9. Audit export: the records appended since the last export, as one write-once object under audit/ (each host;
+#    two hosts exporting the same records write the same object). Its output goes to the proxy's log file.
+cat > /etc/systemd/system/waiaas-audit-export.service <<'EOF_UNIT'
+[Unit]
+Description=WAIaaS audit log export to the data bucket
+[Service]
+Type=oneshot
+User={PROXY_USER}
+ExecStart={audit_export_command(config)}
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+StandardOutput=append:{host_logs.LOG_FILES["proxy"]}
+StandardError=append:{host_logs.LOG_FILES["proxy"]}
+EOF_UNIT
+cat > /etc/systemd/system/waiaas-audit-export.timer <<'EOF_UNIT'
+[Unit]
+Description=WAIaaS audit log export every {AUDIT_EXPORT_MINUTES} minutes
+[Timer]
+OnBootSec=5min
+OnUnitActiveSec={AUDIT_EXPORT_MINUTES}min
+RandomizedDelaySec=60
+[Install]
+WantedBy=timers.target
+EOF_UNIT
+
 systemctl daemon-reload
 systemctl enable --now waiaas-vsock-proxy.service waiaas-enclave.service waiaas-proxy.service waiaas-heartbeat.timer \\
-  waiaas-logrotate.timer
+  waiaas-logrotate.timer waiaas-audit-export.timer
 """

@@ -36,10 +36,12 @@ from parent_proxy.app import create_app
 from parent_proxy.auth import RateLimiter, attestation_limiter
 from parent_proxy.chain import Chain, LiteSvmChain, RpcChain
 from parent_proxy.clock import SystemClock, read_clock
+from parent_proxy.data_bucket import DataBucket, s3_client
 from parent_proxy.enclave_pool import PooledEnclaveClient
 from parent_proxy.enclave_relay import EnclaveRelay
 from parent_proxy.host_credentials import HostAwsCredentials
 from parent_proxy.owner_auth import StoreNonceRegistry
+from parent_proxy.sealed_copies import SealedCopies
 from parent_proxy.services import Services
 from parent_proxy.settings import DynamoState, Settings, SettingsError, load_settings
 from parent_proxy.store.dynamodb import DynamoStore
@@ -71,6 +73,11 @@ def open_chain(settings: Settings) -> Chain:
     return RpcChain(httpx.AsyncClient(), settings.chain.removeprefix("rpc:"))
 
 
+def open_sealed_copies(settings: Settings) -> SealedCopies | None:
+    bucket = settings.data_bucket
+    return None if bucket is None else SealedCopies(DataBucket(s3_client(bucket.region), bucket.name))
+
+
 def build_services(settings: Settings) -> Services:
     if not settings.require_multisig:
         logger.warning(
@@ -98,6 +105,7 @@ def build_services(settings: Settings) -> Services:
         owner_max_skew_seconds=settings.owner_max_skew_seconds,
         max_body_bytes=settings.max_body_bytes,
         require_multisig=settings.require_multisig,
+        sealed_copies=open_sealed_copies(settings),
     )
 
 

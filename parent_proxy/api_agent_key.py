@@ -57,6 +57,7 @@ from parent_proxy.schemas import (
     RetiredAgentKeyView,
     decode_base64,
 )
+from parent_proxy.sealed_copies import keep_sealed_copy
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import verified_policy
 from parent_proxy.squads_multisig_account import PERMISSION_VOTE
@@ -171,6 +172,8 @@ async def prepare_candidate(wallet_id: WalletId, request: Request) -> AgentKeyCa
                              "the enclave made a candidate for another agent key or wallet")  # fmt: skip
     if answer.sealed_blob is None:
         await _refuse_answer(services, expected, "candidate", "the enclave answered a candidate without its sealed key")
+    # Its copy in the data bucket first (`parent_proxy.sealed_copies`): a copy refused keeps nothing (503).
+    await keep_sealed_copy(services, wallet_id, answer.new_agent_public_key, answer.sealed_blob)
     candidate = AgentKeyCandidate(wallet_id, wallet.agent_pubkey, answer.new_agent_public_key, answer.sealed_blob,
                                   read_clock(services.clock))  # fmt: skip
     receipt = _receipt(answer)

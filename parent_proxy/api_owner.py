@@ -40,6 +40,7 @@ from parent_proxy.schemas import (
     WebhookBody,
     decode_base64,
 )
+from parent_proxy.sealed_copies import keep_sealed_copy
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_flow import Answer, SignFlow
 from parent_proxy.signer_secret import provision_checked
@@ -176,6 +177,7 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
         )  # fmt: skip
 
     try:
+        await keep_sealed_copy(services, body.wallet_id, created.agent_public_key, sealed)  # first: else nothing kept
         await run_store(services, persist)
     except Exception:
         # Not stored: the enclave drops the key it made, so the owner can send the creation again.

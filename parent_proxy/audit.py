@@ -80,10 +80,18 @@ def record_hash(record: AuditRecord) -> bytes:
     return hashlib.sha256(encoding).digest()
 
 
-def verify_audit_chain(records: Iterable[AuditRecord], *, expected_head: bytes | None = None) -> None:
+def verify_audit_chain(
+    records: Iterable[AuditRecord],
+    *,
+    expected_head: bytes | None = None,
+    after_seq: int = 0,
+    after_hash: bytes = GENESIS_PREV_HASH,
+) -> None:
     """Return if ``records`` is the whole chain from seq 1, intact, and holds ``expected_head`` (when given) as the
-    hash of one of its records; else raise `AuditChainError` (first bad seq)."""
-    prev_hash, expected_seq = GENESIS_PREV_HASH, 1
+    hash of one of its records; else raise `AuditChainError` (first bad seq). With ``after_seq`` and ``after_hash``
+    (a record known from elsewhere: an export's last one, `parent_proxy.audit_exports`), ``records`` is the part of
+    the chain that follows that record instead, checked the same way."""
+    prev_hash, expected_seq = after_hash, after_seq + 1
     anchored = expected_head is None
     for r in records:
         # 1. Position: seq must follow on (catches deletion, reordering, duplication).

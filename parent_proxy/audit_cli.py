@@ -1,11 +1,14 @@
-"""``waiaas audit verify --db PATH``: check the hash chain of a SQLite state database's audit log.
+"""``waiaas audit verify``: check the hash chain of the audit log (and ``waiaas audit export``: `audit_export_cli`).
 
-    waiaas audit verify --db PATH [--expect-head HEX]
+    waiaas audit verify (--db PATH | --state dynamodb:<table>[@<region>]) [--expect-head HEX] [--exports DIR]
         [--receipts [--root-pem FILE --pcr I=HEX ... [--allow-debug]] [--require-attestation] [--allow-gaps]]
 
-The database is only read (`parent_proxy.audit_file`: opened read-only, nothing migrated or written), so a backup
-on read-only storage can be verified and stays as it was. ``--expect-head`` is a head reported by an earlier
-verification and kept elsewhere: the chain must still hold it. ``--receipts`` also checks every enclave receipt in
+The log is only read (`parent_proxy.audit_source`): a SQLite database opened read-only (`parent_proxy.audit_file`,
+nothing migrated or written), so a backup on read-only storage can be verified and stays as it was, or the cloud
+deployment's DynamoDB table, by ``Query``. ``--expect-head`` is a head reported by an earlier verification and kept
+elsewhere: the chain must still hold it. ``--exports DIR`` holds the audit exports downloaded from the data bucket
+(`parent_proxy.audit_exports`): every exported record must be the log's record at its seq, so a history rewritten or
+cut short after an export fails. ``--receipts`` also checks every enclave receipt in
 the log against the session key of the latest ``enclave.session`` record before it, that every signed record has
 one, that each session's receipt counters have no gap (``--allow-gaps`` reports them instead), and those records'
 attestation documents against ``--root-pem`` and ``--pcr`` when given (`parent_proxy.audit_receipts`).
@@ -14,12 +17,13 @@ With that anchor every session key must be attested: a session record in mode no
 ``--allow-debug``). Without an anchor, mode none records pass and the output says nothing was anchored (self-host
 logs are all mode none).
 
-Exit code 0 when the chain (and the receipts) verify, 1 when they do not (the message names the first bad seq and
-why), 2 when the database cannot be read or an argument is bad. The log is the parent's: a message that quotes it
-(an event type, a field) has its control characters escaped (`policies.terminal_text`), so a record cannot
-erase the FAILED line or paint an OK over it. A whole enclave boot left out of a re-chained log, its session record
-with all its receipts, is not seen (`parent_proxy.audit_receipts`): keep the heads this prints somewhere the parent
-cannot reach and pass the latest with ``--expect-head``.
+Exit code 0 when the chain (and the exports, and the receipts) verify, 1 when they do not (the message names the
+first bad seq, or the export, and why), 2 when the log or the exports cannot be read or an argument is bad. The log
+is the parent's: a message that quotes it (an event type, a field) has its control characters escaped
+(`policies.terminal_text`), so a record cannot erase the FAILED line or paint an OK over it. A whole enclave boot
+left out of a re-chained log, its session record with all its receipts, is not seen (`parent_proxy.audit_receipts`):
+only a head kept where the parent cannot change it catches that, an export (``--exports``) or a head this prints,
+passed with ``--expect-head``.
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from parent_proxy.audit import verify_audit_chain
-from parent_proxy.audit_file import AuditFileError, read_audit_records
+from parent_proxy.audit_export_cli import add_parser as add_export_parser
+from parent_proxy.audit_export_cli import add_source_arguments, read_exports
+from parent_proxy.audit_exports import ExportError, ExportsReport, check_log_against_exports
 from parent_proxy.audit_receipts import (
     UNATTESTED_SESSIONS,
     UNVERIFIED_DOCUMENTS,
     ReceiptsReport,
     verify_audit_receipts,
 )
+from parent_proxy.audit_source import AuditSourceError, open_audit_source
 from parent_proxy.errors import AuditChainError
 from parent_proxy.trust_anchor import Anchor, AnchorError, anchor_from_options
 from policies.terminal_text import terminal_safe
@@ -54,10 +61,14 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("audit", help="inspect the audit log")
     commands = parser.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = commands.add_parser("verify", help="verify the audit log's hash chain")
-    verify.add_argument("--db", required=True, type=Path, help="path of the SQLite state database")
+    add_source_arguments(verify)
     verify.add_argument(
         "--expect-head", help="hex SHA-256 of a head reported earlier and kept elsewhere: the chain must still hold it"
     )
+    verify.add_argument(
+        "--exports", type=Path, help="directory of the audit exports downloaded from the data bucket: the log must "
+        "still hold every exported record"
+    )  # fmt: skip
     verify.add_argument(
         "--receipts", action="store_true", help="also verify every enclave receipt under the recorded session keys"
     )
@@ -77,6 +88,7 @@ def register(subparsers: Any) -> None:
         help="--receipts: report missing receipt counters instead of failing (once matched with *.failed records)",
     )
     verify.set_defaults(func=run_verify)
+    add_export_parser(commands)
 
 
 class _BadInput(Exception):
@@ -119,11 +131,23 @@ def _say_receipts(report: ReceiptsReport, *, anchored: bool) -> None:
         print(f"audit verify: WARNING: {report.unverified_documents} {UNVERIFIED_DOCUMENTS}", file=sys.stderr)
 
 
+def _say_exports(report: ExportsReport, records: int, skipped: list[str]) -> None:
+    print(
+        f"audit verify: exports OK: {report.exports} exports agree with the log up to seq {report.exported_to}"
+        + ("" if records <= report.exported_to else f"; seqs {report.exported_to + 1}-{records} not exported yet")
+    )
+    if skipped:
+        print(
+            terminal_safe(
+                f"audit verify: WARNING: {len(skipped)} files not named as exports skipped: "
+                + ", ".join(skipped[:5])
+                + (", ..." if len(skipped) > 5 else "")
+            ),
+            file=sys.stderr,
+        )
+
+
 def run_verify(args: argparse.Namespace) -> int:
-    path: Path = args.db
-    if not path.is_file():
-        print(terminal_safe(f"audit verify: no database at {path}"), file=sys.stderr)
-        return EXIT_UNREADABLE
     try:
         expected = None if args.expect_head is None else bytes.fromhex(args.expect_head)
     except ValueError:
@@ -135,22 +159,28 @@ def run_verify(args: argparse.Namespace) -> int:
         print(terminal_safe(f"audit verify: {exc}"), file=sys.stderr)
         return EXIT_UNREADABLE
     receipts: ReceiptsReport | None = None
+    exports: tuple[ExportsReport, list[str]] | None = None
     try:
-        records = read_audit_records(path)
+        records = open_audit_source(args.db, args.state).read_all()
         verify_audit_chain(records, expected_head=expected)
+        if args.exports is not None:
+            found, skipped = read_exports(args.exports)
+            exports = check_log_against_exports(records, found), skipped
         if args.receipts:
             receipts = verify_audit_receipts(  # an anchor implies require_attestation (mode none fails)
                 records, anchor=anchor, require_attestation=args.require_attestation or anchor is not None,
                 allow_gaps=args.allow_gaps,
             )  # fmt: skip
-    except AuditChainError as exc:
+    except (AuditChainError, ExportError) as exc:
         print(terminal_safe(f"audit verify: FAILED: {exc}"), file=sys.stderr)  # the parent chose the log
         return EXIT_BROKEN
-    except AuditFileError as exc:
+    except AuditSourceError as exc:
         print(terminal_safe(f"audit verify: {exc}"), file=sys.stderr)
         return EXIT_UNREADABLE
     head = records[-1].hash.hex() if records else "(empty log)"
     print(f"audit verify: OK: {len(records)} records, head {head}")
+    if exports is not None:
+        _say_exports(exports[0], len(records), exports[1])
     if receipts is not None:
         _say_receipts(receipts, anchored=anchor is not None)
     return EXIT_OK

@@ -35,6 +35,10 @@ variable                                default    meaning
                                                    declares a Squads multisig, checked on chain at install; ``false``
                                                    only on a chain without the Squads program (the self-host local
                                                    chain): wallets there have no on-chain limit
+``WAIAAS_DATA_BUCKET``                  none       ``<bucket>[@<region>]``: the data bucket that keeps a copy of each
+                                                   new sealed agent key under ``sealed/``
+                                                   (`parent_proxy.sealed_copies`); a copy that cannot be written
+                                                   refuses the creation (503). Unset: no copy is kept (self-host)
 ======================================= ========== =====================================================================
 """
 
@@ -49,12 +53,14 @@ from solders.pubkey import Pubkey
 
 from enclave_app.errors import TransportError
 from enclave_app.transport import Address, parse_address
+from parent_proxy.data_bucket import BucketName, parse_bucket
 from parent_proxy.owner_auth import MAX_SKEW_SECONDS
 
 _SQLITE = re.compile(r"sqlite:(/.+)")
 _ALLOW_PRIVATE = "WAIAAS_WEBHOOK_ALLOW_PRIVATE"
 _KMS_CREDENTIALS = "WAIAAS_ENCLAVE_KMS_CREDENTIALS"
 _REQUIRE_MULTISIG = "WAIAAS_REQUIRE_MULTISIG"
+_DATA_BUCKET = "WAIAAS_DATA_BUCKET"
 KMS_CREDENTIAL_CHOICES = ("none", "host")
 _DYNAMO = re.compile(r"dynamodb:([A-Za-z0-9_.-]{3,255})(?:@([a-z0-9-]{1,32}))?")
 
@@ -93,6 +99,7 @@ class Settings:
     webhook_allow_private: bool = False
     enclave_kms_credentials: str = "none"
     require_multisig: bool = True
+    data_bucket: BucketName | None = None
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -132,7 +139,8 @@ def parse_bool(name: str, text: str) -> bool:
     return lowered == "true"
 
 
-def _state(text: str) -> SqliteState | DynamoState:
+def parse_state(text: str) -> SqliteState | DynamoState:
+    """``WAIAAS_STATE``'s value (also ``waiaas audit verify/export --state``); `SettingsError` otherwise."""
     if match := _SQLITE.fullmatch(text):
         return SqliteState(match.group(1))
     if match := _DYNAMO.fullmatch(text):
@@ -163,7 +171,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     except TransportError as exc:
         raise SettingsError("WAIAAS_ENCLAVE must be vsock:<cid>:<port>, unix:/path or tcp:<host>:<port>") from exc
     return Settings(
-        state=_state(_required(env, "WAIAAS_STATE")),
+        state=parse_state(_required(env, "WAIAAS_STATE")),
         enclave=enclave,
         owner_keys=_owner_keys(_required(env, "WAIAAS_OWNER_KEYS")),
         chain=_chain(_required(env, "WAIAAS_CHAIN")),
@@ -180,6 +188,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         webhook_allow_private=parse_bool(_ALLOW_PRIVATE, env.get(_ALLOW_PRIVATE, "false")),
         enclave_kms_credentials=_kms_credentials(env.get(_KMS_CREDENTIALS, "none")),
         require_multisig=parse_bool(_REQUIRE_MULTISIG, env.get(_REQUIRE_MULTISIG, "true")),
+        data_bucket=_data_bucket(env.get(_DATA_BUCKET)),
     )
 
 
@@ -188,3 +197,12 @@ def _kms_credentials(text: str) -> str:
     if value not in KMS_CREDENTIAL_CHOICES:
         raise SettingsError(f"{_KMS_CREDENTIALS} must be none or host")
     return value
+
+
+def _data_bucket(text: str | None) -> BucketName | None:
+    if text is None:
+        return None
+    try:
+        return parse_bucket(text)
+    except ValueError as exc:
+        raise SettingsError(f"{_DATA_BUCKET} {exc}") from None

@@ -9,6 +9,7 @@ from typing import Any
 from tests.cdk.policy_walk import resources_of_type
 
 HOSTS = "WaiaasEnclaveHosts"
+PROXY_ENV = "/etc/waiaas/proxy.env"
 
 
 def launch_data(templates: dict[str, Any]) -> dict[str, Any]:
@@ -60,3 +61,12 @@ def agent_requests(region: str, account: str, log_group: str, instance_id: str) 
         ("logs:CreateLogStream", f"{group}:log-stream:{instance_id}"),
         ("logs:PutLogEvents", f"{group}:log-stream:{instance_id}"),
     ]
+
+
+def proxy_env(templates: dict[str, Any]) -> dict[str, str]:
+    """The variables of the proxy's environment file the boot script writes (heredoc EOF_ENV)."""
+    path, body = heredoc(boot_script(templates), "EOF_ENV")
+    assert path == PROXY_ENV
+    pairs = [line.split("=", 1) for line in body.splitlines()]
+    assert all(len(pair) == 2 for pair in pairs), body
+    return dict(pairs)

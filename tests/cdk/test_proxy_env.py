@@ -17,18 +17,8 @@ from cdk.synth import example_context
 from enclave_app.constants import ENCLAVE_VSOCK_PORT, PROXY_HTTP_PORT
 from enclave_app.transport import VsockAddress
 from parent_proxy.settings import DynamoState, load_settings
-from tests.cdk.boot_script import boot_script, heredoc, unit_file
+from tests.cdk.boot_script import PROXY_ENV, boot_script, proxy_env, unit_file
 from tests.cdk.conftest import PCR0, PCR8
-
-PROXY_ENV = "/etc/waiaas/proxy.env"
-
-
-def proxy_env(templates: dict[str, Any]) -> dict[str, str]:
-    path, body = heredoc(boot_script(templates), "EOF_ENV")
-    assert path == PROXY_ENV
-    pairs = [line.split("=", 1) for line in body.splitlines()]
-    assert all(len(pair) == 2 for pair in pairs), body
-    return dict(pairs)
 
 
 def test_the_proxy_starts_from_the_environment_the_hosts_write(templates: dict[str, Any], config: Any) -> None:

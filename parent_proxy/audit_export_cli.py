@@ -1,0 +1,191 @@
+"""``waiaas audit export``: write the audit records appended since the last export to the data bucket, and the
+reading of downloaded exports for ``waiaas audit verify --exports DIR``.
+
+    waiaas audit export (--db PATH | --state SPEC) --bucket NAME[@REGION] [--prefix audit/]
+
+The cloud hosts run it every 15 minutes (``waiaas-audit-export.timer``, cdk/user_data.py) with the proxy's state
+table and the deployment's data bucket. Each run, several hosts alike:
+
+1. finds the last export: of the keys under the prefix (``ListObjectsV2``) named as exports, the one that ends at
+   the highest seq (`audit_exports.parse_export_name`; other keys are ignored and counted);
+2. checks that the log still holds it: the log's record at that seq must have the export's head hash, else FAILED
+   and nothing is written (the history was rewritten or cut short since). This is an early warning on the host,
+   not the audit: ``waiaas audit verify --exports`` checks every exported record against the whole verified log;
+3. reads the records after it, at most `MAX_RECORDS_PER_EXPORT` at a time, checks that they chain on from the last
+   one exported (`verify_audit_chain`), and writes each batch as one object (`audit_exports.encode_export`), write
+   once (`data_bucket.DataBucket.put_new`). An object that is there already (two hosts exporting the same records
+   at once write the same bytes under the same key) counts as written.
+
+Exit 0 when everything new is exported (or nothing is new), 1 when the log contradicts the last export or does not
+chain (FAILED: nothing more is written), 2 when the log or the bucket cannot be read or written, or an argument is
+bad (the next run tries again). The host role may list only this prefix and put only into it (cdk/identity_stack.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from parent_proxy.audit import verify_audit_chain
+from parent_proxy.audit_exports import (
+    CONTENT_TYPE,
+    DEFAULT_PREFIX,
+    MAX_RECORDS_PER_EXPORT,
+    Export,
+    ExportError,
+    ExportName,
+    decode_export,
+    encode_export,
+    parse_export_name,
+)
+from parent_proxy.audit_source import AuditSource, AuditSourceError, open_audit_source
+from parent_proxy.data_bucket import BucketUnavailable, DataBucket, parse_bucket, s3_client
+from parent_proxy.errors import AuditChainError
+from parent_proxy.store.model import GENESIS_PREV_HASH
+from policies.terminal_text import terminal_safe
+
+PREFIX = re.compile(r"(?:[A-Za-z0-9._-]+/)+")
+"""One or more key segments, each ending in ``/``."""
+MAX_EXPORT_BYTES = 64 * 1024 * 1024
+"""Largest export file read (`MAX_RECORDS_PER_EXPORT` records of a few KiB each stay far below it)."""
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNREADABLE = 2
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--db PATH`` or ``--state SPEC``, exactly one (`parent_proxy.audit_source`)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--db", type=Path, help="path of a SQLite state database (read-only)")
+    source.add_argument(
+        "--state", help="the proxy's WAIAAS_STATE: dynamodb:<table>[@<region>] (read by Query) or sqlite:/path"
+    )
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = commands.add_parser("export", help="write the audit records since the last export to the data bucket")
+    add_source_arguments(export)
+    export.add_argument("--bucket", required=True, help="the data bucket, NAME[@REGION]")
+    export.add_argument(
+        "--prefix", default=DEFAULT_PREFIX, help=f"key prefix of the exports, ending in / (default {DEFAULT_PREFIX})"
+    )
+    export.set_defaults(func=run_export)
+
+
+@dataclass
+class ExportRun:
+    last: ExportName | None
+    """The last export found before this run."""
+    written: list[ExportName] = field(default_factory=list)
+    present: int = 0
+    """Of ``written``, objects that were there already (another host wrote the same records)."""
+    ignored: int = 0
+    """Keys under the prefix not named as exports."""
+
+
+def last_export(bucket: DataBucket, prefix: str) -> tuple[ExportName | None, int]:
+    """The export ending at the highest seq under ``prefix`` (None: no export yet), and how many keys there are not
+    named as exports."""
+    last, ignored = None, 0
+    for key in bucket.keys(prefix):
+        name = parse_export_name(key[len(prefix) :])
+        if name is None:
+            ignored += 1
+        elif last is None or name.last_seq > last.last_seq:
+            last = name
+    return last, ignored
+
+
+def export_new_records(source: AuditSource, bucket: DataBucket, prefix: str) -> ExportRun:
+    """Steps 1-3 of the module docstring. `AuditChainError` (nothing more written) when the log contradicts the last
+    export or the new records do not chain on; `AuditSourceError` or `BucketUnavailable` when either cannot be
+    used (what was written before stays: the next run starts after it)."""
+    last, ignored = last_export(bucket, prefix)
+    run = ExportRun(last, ignored=ignored)
+    after_seq, after_hash = 0, GENESIS_PREV_HASH
+    if last is not None:
+        held = source.records_after(last.last_seq - 1, 1)
+        key = prefix + last.file_name()
+        if not held or held[0].seq != last.last_seq:
+            raise AuditChainError(last.last_seq, f"the log does not hold the record the last export {key} ends "
+                                  "with (the log was cut short)")  # fmt: skip
+        if not hmac.compare_digest(held[0].hash, last.head):
+            raise AuditChainError(last.last_seq, f"the log's record is not the one the last export {key} ends with "
+                                  "(the history was rewritten after it was exported)")  # fmt: skip
+        after_seq, after_hash = last.last_seq, last.head
+    while records := source.records_after(after_seq, MAX_RECORDS_PER_EXPORT):
+        verify_audit_chain(records, after_seq=after_seq, after_hash=after_hash)
+        name, body = encode_export(records)
+        if not bucket.put_new(prefix + name.file_name(), body, content_type=CONTENT_TYPE):
+            run.present += 1
+        run.written.append(name)
+        after_seq, after_hash = name.last_seq, name.head
+    return run
+
+
+def run_export(args: argparse.Namespace) -> int:
+    def fail(message: str, code: int) -> int:
+        print(terminal_safe(f"audit export: {message}"), file=sys.stderr)  # the log and the bucket are the parent's
+        return code
+
+    try:
+        bucket_name = parse_bucket(args.bucket)
+    except ValueError as exc:
+        return fail(f"--bucket {exc}", EXIT_UNREADABLE)
+    if not PREFIX.fullmatch(args.prefix):
+        return fail("--prefix must be key segments each ending in / (like audit/)", EXIT_UNREADABLE)
+    try:
+        source = open_audit_source(args.db, args.state)
+        bucket = DataBucket(s3_client(bucket_name.region), bucket_name.name)
+        run = export_new_records(source, bucket, args.prefix)
+    except AuditChainError as exc:
+        return fail(f"FAILED: {exc}", EXIT_FAILED)
+    except (AuditSourceError, BucketUnavailable) as exc:
+        return fail(str(exc), EXIT_UNREADABLE)
+    _report(run, f"s3://{bucket_name.name}/{args.prefix}")
+    return EXIT_OK
+
+
+def _report(run: ExportRun, where: str) -> None:
+    if run.ignored:
+        print(f"audit export: WARNING: {run.ignored} keys under {where} are not named as exports (ignored)",
+              file=sys.stderr)  # fmt: skip
+    if not run.written:
+        since = "the log is empty" if run.last is None else f"the log ends at seq {run.last.last_seq}, exported"
+        print(f"audit export: OK: nothing new ({since})")
+        return
+    first, last = run.written[0], run.written[-1]
+    present = f" ({run.present} there already: another host exported them)" if run.present else ""
+    print(f"audit export: OK: {len(run.written)} exports to {where}{present}: records {first.first_seq}-"
+          f"{last.last_seq}, head {last.head.hex()}")  # fmt: skip
+
+
+def read_exports(directory: Path) -> tuple[list[Export], list[str]]:
+    """The exports in ``directory`` (the objects of the bucket's prefix, downloaded: ``aws s3 cp --recursive``),
+    each checked whole (`decode_export`: `ExportError` for one that is not what the exporter writes), and the names
+    of the files there not named as exports (skipped). `AuditSourceError` when the directory cannot be read or holds
+    no export: a check against nothing is not a pass."""
+    try:
+        files = sorted(p for p in directory.iterdir() if p.is_file())
+    except OSError as exc:
+        raise AuditSourceError(f"cannot read the exports directory {directory} ({exc.strerror})") from None
+    exports, skipped = [], []
+    for path in files:
+        name = parse_export_name(path.name)
+        if name is None:
+            skipped.append(path.name)
+            continue
+        try:
+            if path.stat().st_size > MAX_EXPORT_BYTES:
+                raise ExportError(f"export {path.name}: larger than {MAX_EXPORT_BYTES} bytes")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise AuditSourceError(f"cannot read {path} ({exc.strerror})") from None
+        exports.append(decode_export(path.name, name, data))
+    if not exports:
+        raise AuditSourceError(f"no exports in {directory} (files named <first>-<last>-<head>.jsonl)")
+    return exports, skipped

@@ -1,0 +1,125 @@
+"""The deployment's data bucket (S3), as the parent writes to it: each object written once, never read back.
+
+    sealed/<wallet id>/<agent public key, base58>      a sealed agent key, as the store holds it (`sealed_copies`)
+    audit/<first seq>-<last seq>-<head hash>.jsonl     an audit export (`audit_exports`, `audit_export_cli`)
+
+Every put carries ``If-None-Match: *``, so S3 refuses it (412) when the key exists: nothing here ever replaces an
+object. The bucket's policy refuses a put into these prefixes without that header (cdk/state_stack.py), the bucket
+keeps every version under object lock (governance mode, one year), and the hosts' role may put into these prefixes
+and list the audit prefix, nothing else (cdk/identity_stack.py): no read, no delete. Each put also sends a SHA-256
+checksum of its body, which S3 checks, and which a bucket with default object-lock retention requires (an MD5 or a
+checksum) of every put.
+
+Errors: `BucketUnavailable` for anything S3 or the network refuses, naming the operation and S3's error code, never
+an object's body.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+BUCKET_SPEC = re.compile(r"([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:@([a-z0-9-]{1,32}))?")
+"""``<bucket>[@<region>]``: an S3 bucket name (3-63 characters: lowercase letters, digits, dots, hyphens), and the
+region of its endpoint (boto3's default region without one)."""
+CONNECT_TIMEOUT_SECONDS = 3
+READ_TIMEOUT_SECONDS = 10
+MAX_ATTEMPTS = 3
+"""botocore's standard retry mode, three attempts in all: a wallet creation waits at most about 40 s for S3."""
+LIST_PAGE_KEYS = 1000
+"""S3's largest page of ``ListObjectsV2``."""
+
+
+class BucketUnavailable(Exception):
+    """S3 refused a request or could not be reached. The message names the operation and the error code."""
+
+
+class S3Client(Protocol):
+    """The two calls of boto3's S3 client used here (the production adapter is ``boto3.client("s3")``; the tests use
+    moto's)."""
+
+    def put_object(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def list_objects_v2(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BucketName:
+    name: str
+    region: str | None
+
+
+def parse_bucket(text: str) -> BucketName:
+    """``<bucket>[@<region>]`` (`BUCKET_SPEC`), else `ValueError` (a message without the value)."""
+    match = BUCKET_SPEC.fullmatch(text.strip())
+    if match is None or ".." in match.group(1):
+        raise ValueError("must be <bucket>[@<region>]: an S3 bucket name, optionally followed by @ and its region")
+    return BucketName(match.group(1), match.group(2))
+
+
+def s3_client(region: str | None) -> S3Client:
+    """boto3's S3 client for ``region``, with short timeouts (`CONNECT_TIMEOUT_SECONDS`, `READ_TIMEOUT_SECONDS`) and
+    `MAX_ATTEMPTS`: an unreachable bucket fails a request within seconds rather than holding it."""
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+    )
+    client: S3Client = boto3.client("s3", region_name=region, config=config)
+    return client
+
+
+def _failure(operation: str, exc: ClientError | BotoCoreError) -> BucketUnavailable:
+    code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+    return BucketUnavailable(f"S3 {operation} failed ({code or type(exc).__name__})")
+
+
+class DataBucket:
+    """Write-once puts and key listings in one bucket."""
+
+    def __init__(self, client: S3Client, name: str) -> None:
+        self._client = client
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"DataBucket({self.name!r})"
+
+    def put_new(self, key: str, body: bytes, *, content_type: str) -> bool:
+        """Write ``body`` at ``key`` unless the key exists: True when written, False when S3 answers 412 (the key
+        exists: written earlier, by a retried attempt of this very put whose first answer was lost, or by another
+        host exporting the same records). `BucketUnavailable` for anything else."""
+        try:
+            self._client.put_object(
+                Bucket=self.name, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",
+            )  # fmt: skip
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                return False
+            raise _failure("PutObject", exc) from None
+        except BotoCoreError as exc:
+            raise _failure("PutObject", exc) from None
+        return True
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix``, in S3's order (ascending), page by page."""
+        token: str | None = None
+        while True:
+            request: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix, "MaxKeys": LIST_PAGE_KEYS}
+            if token is not None:
+                request["ContinuationToken"] = token
+            try:
+                page = self._client.list_objects_v2(**request)
+            except (ClientError, BotoCoreError) as exc:
+                raise _failure("ListObjectsV2", exc) from None
+            for entry in page.get("Contents", []):
+                yield str(entry["Key"])
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or token is None:
+                return
