@@ -35,11 +35,11 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from solders.pubkey import Pubkey
 
-from policies import programs
 from policies.document import Policy
 from policies.model import (
     AccountClose,
     AuthorityChange,
+    ComputeBudgetSetting,
     DecodedInstruction,
     DelegateApproval,
     NonceAdvance,
@@ -68,55 +68,68 @@ _ATA_CONTROLLERS: Mapping[str, tuple[str, str]] = {
     "create": ("associated_account", "owner"),
     "create_idempotent": ("associated_account", "owner"),
 }
-_CONTROLLERS: Mapping[Pubkey, Mapping[str, tuple[str, str]]] = {
-    programs.SYSTEM_PROGRAM: _SYSTEM_CONTROLLERS,
-    programs.TOKEN_PROGRAM: _TOKEN_CONTROLLERS,
-    programs.TOKEN_2022_PROGRAM: _TOKEN_CONTROLLERS,
-    programs.ASSOCIATED_TOKEN_PROGRAM: _ATA_CONTROLLERS,
+_CONTROLLERS: Mapping[str, Mapping[str, tuple[str, str]]] = {
+    "system": _SYSTEM_CONTROLLERS,
+    "spl_token": _TOKEN_CONTROLLERS,
+    "spl_token_2022": _TOKEN_CONTROLLERS,
+    "associated_token_account": _ATA_CONTROLLERS,
 }
-"""Per program and instruction name: (the account's arg, its controller's arg). The decoders fill both args."""
+"""Per program (the name its decoder gives, which the program id decides) and instruction name: (the account's
+arg, its controller's arg). The decoders fill both args."""
 
 
 class AccountParties:
-    """The controllers and links of every account one transaction names (see the module docstring)."""
+    """The controllers and links of every account one transaction names (see the module docstring).
+
+    ``wallet`` is the wallet's own keys (``EvalContext.wallet_keys``): an effect one of them authorises is judged as
+    the wallet's own (an outflow by its destination, an authority change or approval freezes), so it adds no link,
+    and a plain payment builds nothing (`__bool__` is then false and the evaluator skips the lookups)."""
 
     __slots__ = ("controllers", "links")
 
-    def __init__(self, instructions: Iterable[DecodedInstruction]) -> None:
+    def __init__(self, instructions: Iterable[DecodedInstruction], wallet: frozenset[Pubkey]) -> None:
         # Dicts as ordered sets (values None): reasons come out in the transaction's order, run after run.
         self.controllers: dict[Pubkey, dict[Pubkey, None]] = {}
         self.links: dict[Pubkey, dict[Pubkey, None]] = {}
         for ix in instructions:
-            self._add_instruction(ix)
+            self._add_instruction(ix, wallet)
+
+    def __bool__(self) -> bool:
+        return bool(self.links)  # every controller is a link too
 
     def _link(self, account: Pubkey, party: Pubkey | None) -> None:
         if party is not None and party != account:
             self.links.setdefault(account, {})[party] = None
 
-    def _add_instruction(self, ix: DecodedInstruction) -> None:
-        named = _CONTROLLERS.get(ix.program_id, {}).get(ix.name)
+    def _add_instruction(self, ix: DecodedInstruction, wallet: frozenset[Pubkey]) -> None:
+        names = _CONTROLLERS.get(ix.program)
+        named = None if names is None else names.get(ix.name)
         if named is not None:
             account, controller = ix.args.get(named[0]), ix.args.get(named[1])
             if isinstance(account, Pubkey) and isinstance(controller, Pubkey) and controller != account:
                 self.controllers.setdefault(account, {})[controller] = None
                 self._link(account, controller)
         for effect in ix.effects:
+            onward: Pubkey | None
             if isinstance(effect, Outflow | UncheckedTokenTransfer):
-                self._link(effect.source, effect.authority)
-                self._link(effect.source, effect.destination)
+                account, authority, onward = effect.source, effect.authority, effect.destination
+            elif isinstance(effect, ComputeBudgetSetting):
+                continue
             elif isinstance(effect, AccountClose):
-                self._link(effect.account, effect.authority)
-                self._link(effect.account, effect.destination)
+                account, authority, onward = effect.account, effect.authority, effect.destination
             elif isinstance(effect, AuthorityChange):
-                self._link(effect.account, effect.authority)
-                self._link(effect.account, effect.new_authority)
+                account, authority, onward = effect.account, effect.authority, effect.new_authority
             elif isinstance(effect, DelegateApproval):
-                self._link(effect.account, effect.authority)
-                self._link(effect.account, effect.delegate)
+                account, authority, onward = effect.account, effect.authority, effect.delegate
             elif isinstance(effect, NonceAdvance):
-                self._link(effect.nonce_account, effect.authority)
+                account, authority, onward = effect.nonce_account, effect.authority, None
+            else:
+                continue
+            if authority not in wallet:
+                self._link(account, authority)
+                self._link(account, onward)
         for child in ix.inner:
-            self._add_instruction(child)
+            self._add_instruction(child, wallet)
 
     def findings(
         self, policy: Policy, account: Pubkey, wallet: frozenset[Pubkey], judged: object = None

@@ -429,7 +429,8 @@ def evaluate(policy: Policy, tx: DecodedTransaction | DecodeError, ctx: EvalCont
         run.raise_to(Verdict.DENY, "decode", str(tx), instruction=tx.instruction_index)
         return run.finish()
     run.check_signers(tx)
-    run.parties = AccountParties(tx.instructions)
+    parties = AccountParties(tx.instructions, run.wallet)
+    run.parties = parties if parties else None
     for ix in tx.instructions:
         run.check_instruction(ix, ix.index, None)
     try:

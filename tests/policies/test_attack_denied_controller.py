@@ -71,6 +71,8 @@ class World:
     """Pays the fees of the denied party's take-out, so that its balance shows exactly what it took."""
     mints: dict[Pubkey, Pubkey]
     """An allowlisted mint the wallet holds, per token program."""
+    spare_mint: Pubkey
+    """A mint the policy does not name (SPL Token)."""
 
     def decide(self, instructions: Sequence[Instruction], payer: Pubkey | None = None) -> Decision:
         self.s.blockhash = self.svm.latest_blockhash()
@@ -109,7 +111,8 @@ def world() -> World:
     rules["limits"][1]["asset"] = str(mints[programs.TOKEN_PROGRAM])
     token_2022 = str(mints[programs.TOKEN_2022_PROGRAM])
     rules["limits"].append({**rules["limits"][1], "id": "token-2022", "asset": token_2022, "periods": []})
-    return World(svm, s, blocked, stranger, funded_keypair(svm), mints)
+    spare = create_mint(svm, s.agent, authority=authority.pubkey())
+    return World(svm, s, blocked, stranger, funded_keypair(svm), mints, spare)
 
 
 def _create(w: World, new: Pubkey, *, lamports: int = PAID, space: int, owner: Pubkey) -> Instruction:
@@ -146,7 +149,7 @@ def _withdraw_nonce(w: World, account: Pubkey) -> None:
                                              "lamports": w.svm.get_balance(account)})])  # fmt: skip
 
 
-def _close_wrapped_sol(w: World, account: Pubkey) -> None:
+def _close_to_itself(w: World, account: Pubkey) -> None:
     b = w.blocked.pubkey()
     w.as_blocked([tok.close_account(spl.CloseAccountParams(program_id=programs.TOKEN_PROGRAM, account=account,
                                                            dest=b, owner=b))])  # fmt: skip
@@ -266,6 +269,18 @@ def _funded_then_made_a_nonce(w: World, party: Keypair) -> Built:
     return ixs, [new], new.pubkey()
 
 
+def _associated_account_paid_in_sol(w: World, party: Keypair) -> Built:
+    """A key of the agent's own pays for the party's associated account of a mint the policy does not name (so the
+    address is no denied token account), and the wallet sends SOL there: the owner closes the empty account and
+    takes the lamports."""
+    own = Keypair()
+    airdrop(w.svm, own.pubkey(), LAMPORTS_PER_SOL)
+    account = ata_address(party.pubkey(), w.spare_mint)
+    ixs = [tok.create_associated_token_account(own.pubkey(), party.pubkey(), w.spare_mint),
+           sp.transfer({"from_pubkey": w.s.wallet, "to_pubkey": account, "lamports": PAID})]  # fmt: skip
+    return ixs, [own], account
+
+
 def _passed_on(w: World, party: Keypair) -> Built:
     """A key of the agent's own receives the payment and passes it on in the same transaction."""
     own = Keypair()
@@ -281,19 +296,21 @@ class Handover:
     take: Callable[[World, Pubkey], None]
     token_program: Pubkey | None = None
     """Set when the denied party ends up with tokens of the allowlisted mint under that program (else SOL)."""
+    rent_too: bool = False
+    """The denied party also takes the token account's rent (paid by a key of the agent's own)."""
 
 
 HANDOVERS = [
     Handover("A: nonce account whose authority is the denied key", _nonce_for, _withdraw_nonce),
     *(Handover(f"B: wrapped-SOL account owned by the denied key (InitializeAccount tag {tag})", _wrapped_sol_for(tag),
-               _close_wrapped_sol) for tag in (1, 16, 18)),
+               _close_to_itself) for tag in (1, 16, 18)),
     *(Handover(f"C: allowlisted tokens into an account owned by the denied key ({label})", _tokens_for(program),
                _move_tokens(program), program)
       for label, program in (("SPL Token", programs.TOKEN_PROGRAM), ("Token-2022", programs.TOKEN_2022_PROGRAM))),
     Handover("D: SetAuthority makes the denied key the owner", _token_authority_to(spl.AuthorityType.ACCOUNT_OWNER),
-             _close_wrapped_sol),
+             _close_to_itself),
     Handover("D: SetAuthority makes the denied key the close authority",
-             _token_authority_to(spl.AuthorityType.CLOSE_ACCOUNT), _close_wrapped_sol),
+             _token_authority_to(spl.AuthorityType.CLOSE_ACCOUNT), _close_to_itself),
     Handover("E: AuthorizeNonceAccount hands the nonce account to the denied key", _nonce_authorized_to,
              _withdraw_nonce),
     Handover("F: the denied key is the delegate of the token account paid", _delegate,
@@ -301,6 +318,8 @@ HANDOVERS = [
     Handover("G: a seeded System account whose base is the denied key", _seeded, _take_with_seed),
     Handover("H: paid first, made the denied key's nonce account after", _funded_then_made_a_nonce, _withdraw_nonce),
     Handover("I: the account paid passes it on to the denied key", _passed_on, _keeps_what_it_received),
+    Handover("J: SOL into the denied key's associated account of a mint off the list", _associated_account_paid_in_sol,
+             _close_to_itself, rent_too=True),
 ]  # fmt: skip
 
 
@@ -330,7 +349,8 @@ def test_funding_an_account_the_transaction_hands_to_a_denied_key_is_denied(worl
     before = _held(world, case)
     world.run(ixs, signers)
     case.take(world, account)
-    assert _held(world, case) - before == (PAID if case.token_program is None else TOKENS)
+    rent = world.svm.minimum_balance_for_rent_exemption(TOKEN_ACCOUNT_SPACE) if case.rent_too else 0
+    assert _held(world, case) - before == (PAID + rent if case.token_program is None else TOKENS)
 
 
 @pytest.mark.litesvm
