@@ -14,8 +14,9 @@ transaction (every instruction, including those a Squads vault transaction carri
   associated token account's owner, and the base of an account whose address derives from it
   (CreateAccountWithSeed, AllocateWithSeed, AssignWithSeed, TransferWithSeed: a seeded System account moves only
   with the base's signature);
-- its **links**: its controllers, the authority of every effect on it (the key whose signature moves it), what an
-  authority change names as its new owner or authority, and where every outflow or close out of it sends value.
+- its **links**: its controllers, and for every effect on it that no wallet key authorises, its authority (the key
+  whose signature moves it), what an authority change names as its new owner or authority, a delegate approved,
+  and where an outflow or close out of it sends value.
 
 `denied_parties` follows the links from a paid account, transitively (a key of the agent's own may receive the
 payment and pass it on in the same transaction), and `unlisted_controllers` lists the paid account's own

@@ -5,7 +5,8 @@ Semantics (DESIGN.md section 5):
    without a limit, a spending window the context does not report, a policy past its ``expires_at``: DENY, never
    a guess.
 2. Every instruction is checked (inner instructions of vault transactions too); effects whose authority is one
-   of the wallet's keys count against the wallet's limits and destination rules.
+   of the wallet's keys count against the wallet's limits and destination rules, which also judge whoever the
+   transaction hands a paid account to (`policies.control`).
 3. Deny overrides allow; the strictest tier over all rules and instructions wins.
 4. A DENY that completes a burst of denials (``freeze.denials``) becomes FREEZE.
 
