@@ -5,7 +5,8 @@ Semantics (DESIGN.md section 5):
    without a limit, a spending window the context does not report, a policy past its ``expires_at``: DENY, never
    a guess.
 2. Every instruction is checked (inner instructions of vault transactions too); effects whose authority is one
-   of the wallet's keys count against the wallet's limits and destination rules.
+   of the wallet's keys count against the wallet's limits and destination rules, which also judge whoever the
+   transaction hands a paid account to (`policies.control`).
 3. Deny overrides allow; the strictest tier over all rules and instructions wins.
 4. A DENY that completes a burst of denials (``freeze.denials``) becomes FREEZE.
 
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 
 from solders.pubkey import Pubkey
 
+from policies.control import AccountParties
 from policies.decision import Decision, Reason, Reservation, Verdict
 from policies.document import Policy, associated_token_address
 from policies.errors import DecodeError
@@ -64,7 +66,7 @@ class EvalContext:
 class _Evaluation:
     """Accumulates reasons and outflows for one evaluation."""
 
-    __slots__ = ("ctx", "fee", "outflows", "policy", "reasons", "verdict", "wallet")
+    __slots__ = ("ctx", "fee", "outflows", "parties", "policy", "reasons", "verdict", "wallet")
 
     def __init__(self, policy: Policy, ctx: EvalContext) -> None:
         self.policy = policy
@@ -75,6 +77,8 @@ class _Evaluation:
         self.outflows: dict[str, int] = {}
         self.fee = 0
         """The fee a wallet key pays (0 when someone else pays), reserved under ``FEES``."""
+        self.parties: AccountParties | None = None
+        """Who the transaction names as controlling, or receiving from, each account (`evaluate` sets it)."""
 
     def raise_to(self, verdict: Verdict, rule: str, message: str, **detail: str | int | None) -> None:
         self.reasons.append(Reason(verdict, rule, message, **detail))  # type: ignore[arg-type]
@@ -315,6 +319,11 @@ class _Evaluation:
                 if isinstance(owner, Pubkey) and owner in self.policy.rules.destinations.deny:
                     self.raise_to(Verdict.DENY, "destinations.deny", "destination owner is on the denylist",
                                   seen=str(owner), **where)  # fmt: skip
+        if effect.kind != "squads_rent" and effect.destination not in self.wallet and self.parties is not None:
+            # Whoever the transaction hands the destination to (a new associated account's owner was judged above).
+            judged = ix.args.get("owner") if effect.kind == "ata_rent" else None
+            for rule, message, party in self.parties.findings(self.policy, effect.destination, self.wallet, judged):
+                self.raise_to(Verdict.DENY, rule, message, seen=str(party), **where)
         self.outflows[asset] = self.outflows.get(asset, 0) + effect.amount
 
     def _destination(self, dest: Pubkey, outflow: Outflow | None, where: dict[str, int | None]) -> None:
@@ -421,6 +430,8 @@ def evaluate(policy: Policy, tx: DecodedTransaction | DecodeError, ctx: EvalCont
         run.raise_to(Verdict.DENY, "decode", str(tx), instruction=tx.instruction_index)
         return run.finish()
     run.check_signers(tx)
+    parties = AccountParties(tx.instructions, run.wallet)
+    run.parties = parties if parties else None
     for ix in tx.instructions:
         run.check_instruction(ix, ix.index, None)
     try:
