@@ -7,6 +7,11 @@
 The policy file may be a bare document or a signed envelope; an envelope's signature is verified only when
 ``--owner`` is given, and the output says whether it was.
 
+Lookup tables resolve as in the signer (`policies.lookup_tables.resolve_lookup_tables`): from the policy's pins
+only. Contents given with ``--lookup-table`` (read from the chain, say) are cross-checked against the pins, and a
+table that is not pinned, disagrees with its pin or is shorter than it is a decode failure, which is denied: the
+decision printed is the one the signer would make.
+
 The policy file and the transaction may come from someone else (an agent's transaction, a policy to review), and
 what is printed quotes them: a field name, a file name, a wallet id. Messages are written with their control
 characters escaped (`policies.terminal_text`), so a crafted field name cannot erase a line or write the clipboard;
@@ -30,6 +35,7 @@ from policies.canonical import parse_json_object
 from policies.document import Policy, policy_from_object
 from policies.errors import DecodeError, PolicyEngineError
 from policies.evaluate import EvalContext, evaluate
+from policies.lookup_tables import resolve_lookup_tables
 from policies.signing import POLICY_PURPOSE, open_envelope
 from policies.terminal_text import safe_line
 from policies.transaction import decode_transaction
@@ -58,7 +64,7 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="TABLE=ADDR,ADDR,...",
-        help="trusted contents of an address lookup table (repeatable)",
+        help="an address lookup table's contents, cross-checked against the policy's pins (repeatable)",
     )
     check.add_argument("--now", help="evaluation time, ISO 8601 with offset (default: now)")
     check.add_argument(
@@ -157,7 +163,7 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     try:
-        tx: Any = decode_transaction(raw, lookup_tables=tables)
+        tx: Any = decode_transaction(raw, lookup_tables=resolve_lookup_tables(policy, tables))
     except DecodeError as exc:
         tx = exc
     if not wallet and not isinstance(tx, DecodeError):

@@ -7,7 +7,7 @@ log it keeps (``waiaas audit verify``), a check id of its multisig report, a pol
 return and ``ESC [ 2K`` erase a FAILED line and paint another one over it, ``ESC [ 1D`` moves the cursor so that
 ``w2`` shows as ``w1``, ``ESC ] 52`` writes the clipboard, a bidi override reorders what follows. The exit code
 stays honest, but the reader reads the screen. Pure text handling, so it lives in `policies` (which the services
-import, and which imports neither; DESIGN.md section 2); `parent_proxy.terminal_text` re-exports it.
+import, and which imports neither; DESIGN.md section 2), and the tools import it from here.
 
 :func:`terminal_safe` writes every character that is not printable (`str.isprintable`: Unicode categories
 ``Cc`` (C0 and C1 controls, ESC, DEL, CR, LF, TAB), ``Cf`` (bidi overrides, zero-width characters), ``Cs``, ``Co``,

@@ -7,15 +7,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.instruction import Instruction
+from solders.pubkey import Pubkey
 
 from policies.cli import main
 from policies.programs import MEMO_V2_PROGRAM
 from policies.signing import POLICY_PURPOSE, sign_document
-from tests.support.policies import EXAMPLE_PATH, example_policy, owner_public_key
+from tests.support.builders import lookup_table
+from tests.support.policies import EXAMPLE_PATH, MERCHANT, TREASURY, example_policy, owner_public_key
 from tests.support.scenario import FEE, Scenario
 
 SOL = 1_000_000_000
@@ -112,6 +115,39 @@ def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad.write_text(json.dumps(doc))
     assert main(["policy", "validate", str(bad)]) == 2
     assert "rules.fees.max_compute_unit_limit: must be between 0 and 1400000" in capsys.readouterr().err
+
+
+def test_check_resolves_lookup_tables_from_the_pins_as_the_signer_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: ``--lookup-table`` contents were decoded with as they were, the policy's pins ignored. The printed
+    decision then differed from the signer's, which resolves from the pins alone: a payment through a pinned table
+    was denied without ``--lookup-table`` (not resolved), and one through a table the policy does not pin, or whose
+    given contents disagree with the pin, was judged on those contents."""
+    s = Scenario()
+    table = Pubkey.new_unique()
+    doc = example_policy()
+    doc["rules"]["lookup_tables"] = [{"address": str(table), "addresses": [str(MERCHANT)]}]
+    pinned = tmp_path / "pinned.json"
+    pinned.write_text(json.dumps(doc))
+    tx = _b64(s.v0(s.pay(1_000), tables=[lookup_table(table, [MERCHANT])]))
+
+    def decide(policy: Path, *extra: str) -> dict[str, Any]:
+        code, out, _ = _check(capsys, "--policy", str(policy), "--transaction", tx, *extra)
+        assert code == 0
+        return cast(dict[str, Any], json.loads(out))
+
+    assert decide(pinned)["verdict"] == "allow"
+    assert decide(pinned, "--lookup-table", f"{table}={MERCHANT},{TREASURY}")["verdict"] == "allow"
+    for policy, given, refusal in [
+        (EXAMPLE_PATH, f"{table}={MERCHANT}", "is not pinned"),
+        (pinned, f"{table}={TREASURY}", "differ from the owner's pin"),
+        (pinned, f"{table}=", "shorter than the owner's pin"),
+    ]:
+        result = decide(policy, "--lookup-table", given)
+        assert result["verdict"] == "deny"
+        assert result["reasons"][0]["rule"] == "decode"
+        assert refusal in result["reasons"][0]["message"]
 
 
 HOSTILE = "\x1b]52;c;ZXZpbA==\x07\r\x1b[2Kvalid"
