@@ -191,7 +191,11 @@ def _hash(value: object, field: str) -> bytes:
 def _record(value: object) -> AuditRecord:
     r = _object(value, _RECORD_FIELDS, "a record line")
     time = r["time"]
-    if type(time) not in (int, float) or not math.isfinite(time):
+    try:
+        finite = type(time) in (int, float) and math.isfinite(time)
+    except OverflowError:  # an integer no double holds
+        finite = False
+    if not finite:
         raise ExportError("a record's time is not a number")
     wallet_id = None if r["wallet_id"] is None else _str(r["wallet_id"], "wallet_id")
     try:

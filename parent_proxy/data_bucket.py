@@ -25,9 +25,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-BUCKET_SPEC = re.compile(r"([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:@([a-z0-9-]{1,32}))?")
+BUCKET_SPEC = re.compile(r"([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:@((?![0-9]+$)[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?))?")
 """``<bucket>[@<region>]``: an S3 bucket name (3-63 characters: lowercase letters, digits, dots, hyphens), and the
-region of its endpoint (boto3's default region without one)."""
+region of its endpoint (boto3's default region without one): at most 32 lowercase letters, digits and hyphens, not
+all digits, neither starting nor ending with a hyphen (botocore refuses any other when the client is made)."""
 CONNECT_TIMEOUT_SECONDS = 3
 READ_TIMEOUT_SECONDS = 10
 MAX_ATTEMPTS = 3

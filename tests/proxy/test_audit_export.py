@@ -227,6 +227,7 @@ def test_records_another_host_exported_already_count_as_written(db: Path, s3: An
     ("args", "message"),
     [
         (["--bucket", "Not_A_Bucket"], "--bucket must be <bucket>[@<region>]"),
+        (["--bucket", f"{BUCKET}@us-east-"], "--bucket must be <bucket>[@<region>]"),  # not a region botocore takes
         (["--bucket", BUCKET_ARG, "--prefix", "audit"], "--prefix must be key segments each ending in /"),
         (["--bucket", f"waiaas-elsewhere@{REGION}"], "S3 ListObjectsV2 failed (NoSuchBucket)"),
     ],

@@ -105,6 +105,7 @@ def _edited(data: bytes, line: int, **changes: object) -> bytes:
         (lambda d: _edited(d, 2, event_type="x.y"), "its records do not chain: audit chain broken at seq 2: hash"),
         (lambda d: _edited(d, 2, seq=7), "its records do not chain: audit chain broken at seq 2: found seq 7"),
         (lambda d: _edited(d, 2, time="now"), "a record's time is not a number"),
+        (lambda d: _edited(d, 2, time=10**400), "a record's time is not a number"),  # no double holds it
         (lambda d: _edited(d, 2, payload={"x": 1.5}), "a record's payload or receipt is not as recorded"),
         (lambda d: _edited(d, 2, receipt="not base64!"), "a record's payload or receipt is not as recorded"),
         (lambda d: _edited(d, 1, prev_hash="00"), "prev_hash is not a hash in hex"),
