@@ -34,7 +34,9 @@ variable                                default    meaning
                                                    ``rules.squads_multisig`` is null (422), so every installed policy
                                                    declares a Squads multisig, checked on chain at install; ``false``
                                                    only on a chain without the Squads program (the self-host local
-                                                   chain): wallets there have no on-chain limit
+                                                   chain): wallets there have no on-chain limit.
+                                                   ``WAIAAS_CHAIN=litesvm`` (no Squads program) with ``true`` stops
+                                                   start-up
 ``WAIAAS_DATA_BUCKET``                  none       ``<bucket>[@<region>]``: the data bucket that keeps a copy of each
                                                    new sealed agent key under ``sealed/``
                                                    (`parent_proxy.sealed_copies`); a copy that cannot be written
@@ -170,11 +172,17 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         enclave = parse_address(_required(env, "WAIAAS_ENCLAVE"))
     except TransportError as exc:
         raise SettingsError("WAIAAS_ENCLAVE must be vsock:<cid>:<port>, unix:/path or tcp:<host>:<port>") from exc
+    chain = _chain(_required(env, "WAIAAS_CHAIN"))
+    require_multisig = parse_bool(_REQUIRE_MULTISIG, env.get(_REQUIRE_MULTISIG, "true"))
+    if chain == "litesvm" and require_multisig:  # every policy install would be refused: say so at start-up
+        raise SettingsError(f"WAIAAS_CHAIN=litesvm has no Squads program, so under {_REQUIRE_MULTISIG}=true every "
+                            f"policy would be refused: use rpc:<url>, or set {_REQUIRE_MULTISIG}=false (wallets "
+                            "then have no on-chain limit)")  # fmt: skip
     return Settings(
         state=parse_state(_required(env, "WAIAAS_STATE")),
         enclave=enclave,
         owner_keys=_owner_keys(_required(env, "WAIAAS_OWNER_KEYS")),
-        chain=_chain(_required(env, "WAIAAS_CHAIN")),
+        chain=chain,
         host=env.get("WAIAAS_HOST", "127.0.0.1"),
         port=_int(env, "WAIAAS_PORT", 8080, 1, 65535),
         max_body_bytes=_int(env, "WAIAAS_MAX_BODY_BYTES", 16 * 1024, 1024, 1024 * 1024),
@@ -187,7 +195,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         workers=_int(env, "WAIAAS_WORKERS", 1, 1, 64),
         webhook_allow_private=parse_bool(_ALLOW_PRIVATE, env.get(_ALLOW_PRIVATE, "false")),
         enclave_kms_credentials=_kms_credentials(env.get(_KMS_CREDENTIALS, "none")),
-        require_multisig=parse_bool(_REQUIRE_MULTISIG, env.get(_REQUIRE_MULTISIG, "true")),
+        require_multisig=require_multisig,
         data_bucket=_data_bucket(env.get(_DATA_BUCKET)),
     )
 

@@ -43,10 +43,14 @@ def _table_names(module: ModuleType) -> set[str]:
 
 def _proxy_environments() -> list[dict[str, str]]:
     base = {"WAIAAS_STATE": "sqlite:/var/lib/waiaas/state.db", "WAIAAS_ENCLAVE": "unix:/run/waiaas/enclave.sock",
-            "WAIAAS_OWNER_KEYS": OWNER, "WAIAAS_CHAIN": "litesvm"}  # fmt: skip
+            "WAIAAS_OWNER_KEYS": OWNER, "WAIAAS_CHAIN": "litesvm", "WAIAAS_REQUIRE_MULTISIG": "false"}  # fmt: skip
     return [
         base,
-        {**base, "WAIAAS_STATE": "dynamodb:waiaas-state@eu-west-1", "WAIAAS_CHAIN": "rpc:https://rpc.example"},
+        {
+            **{k: v for k, v in base.items() if k != "WAIAAS_REQUIRE_MULTISIG"},
+            "WAIAAS_STATE": "dynamodb:waiaas-state@eu-west-1",
+            "WAIAAS_CHAIN": "rpc:https://rpc.example",
+        },
     ]
 
 

@@ -238,7 +238,7 @@ def test_the_proxys_wallet_time_limit_is_above_the_enclaves_request_limit(tmp_pa
     assert wallet_limit is not None and wallet_limit > REQUEST_TIMEOUT_SECONDS
     env = {
         "WAIAAS_STATE": f"sqlite:{tmp_path / 'state.db'}", "WAIAAS_ENCLAVE": f"unix:{tmp_path / 's'}",
-        "WAIAAS_OWNER_KEYS": str(Pubkey.new_unique()), "WAIAAS_CHAIN": "litesvm",
+        "WAIAAS_OWNER_KEYS": str(Pubkey.new_unique()), "WAIAAS_CHAIN": "litesvm", "WAIAAS_REQUIRE_MULTISIG": "false",
     }  # fmt: skip
     services = build_services(load_settings(env))
     client = services.relay._client

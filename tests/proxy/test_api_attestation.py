@@ -199,6 +199,7 @@ def test_attestation_is_rate_limited_and_the_enclave_is_not_asked_over_it(tmp_pa
     env = {
         "WAIAAS_STATE": f"sqlite:{tmp_path / 'state.db'}", "WAIAAS_ENCLAVE": f"unix:{tmp_path / 'enclave.sock'}",
         "WAIAAS_OWNER_KEYS": str(owner_public_key(owner)), "WAIAAS_CHAIN": "litesvm",
+        "WAIAAS_REQUIRE_MULTISIG": "false",
         "WAIAAS_ATTESTATION_RATE_PER_SECOND": "0.5", "WAIAAS_ATTESTATION_BURST": "3",
     }  # fmt: skip
     _, app, services = build_app(env)

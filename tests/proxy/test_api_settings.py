@@ -52,9 +52,24 @@ def test_booleans_are_strict() -> None:
 
 
 def test_every_policy_must_declare_a_multisig_unless_the_setting_says_false() -> None:
-    assert load_settings(BASE).require_multisig is True  # secure by default (DESIGN.md section 10)
-    assert load_settings({**BASE, "WAIAAS_REQUIRE_MULTISIG": "false"}).require_multisig is False
-    assert load_settings({**BASE, "WAIAAS_REQUIRE_MULTISIG": " True "}).require_multisig is True
+    on_chain = {**BASE, "WAIAAS_CHAIN": "rpc:https://rpc.example"}
+    del on_chain["WAIAAS_REQUIRE_MULTISIG"]
+    assert load_settings(on_chain).require_multisig is True  # secure by default (DESIGN.md section 10)
+    assert load_settings({**on_chain, "WAIAAS_REQUIRE_MULTISIG": "false"}).require_multisig is False
+    assert load_settings({**on_chain, "WAIAAS_REQUIRE_MULTISIG": " True "}).require_multisig is True
+
+
+def test_the_embedded_chain_without_squads_needs_the_requirement_off() -> None:
+    """LiteSVM here has no Squads program: under the requirement every policy install would be a 422, so the pair
+    stops start-up with a message saying what to change (before, the proxy started and refused every policy)."""
+    for value in (None, "true"):
+        env = {k: v for k, v in BASE.items() if k != "WAIAAS_REQUIRE_MULTISIG"}
+        if value is not None:
+            env["WAIAAS_REQUIRE_MULTISIG"] = value
+        with pytest.raises(SettingsError, match=r"^WAIAAS_CHAIN=litesvm has no Squads program.*use rpc:<url>, or "
+                                                r"set WAIAAS_REQUIRE_MULTISIG=false"):  # fmt: skip
+            load_settings(env)
+    assert load_settings(BASE).require_multisig is False
 
 
 @pytest.mark.parametrize("value", ["", "0", "1", "no", "off", "yes", "disabled", "false,"])

@@ -98,6 +98,7 @@ def test_a_stopping_proxy_waits_for_the_post_in_flight(tmp_path: Path, workers: 
                 "WAIAAS_ENCLAVE": f"unix:{tmp_path / 'no-enclave.sock'}",
                 "WAIAAS_OWNER_KEYS": OWNER,
                 "WAIAAS_CHAIN": "litesvm",
+                "WAIAAS_REQUIRE_MULTISIG": "false",
                 "WAIAAS_PORT": str(free_port()),
                 "WAIAAS_WORKERS": str(workers),
                 "WAIAAS_WEBHOOK_ALLOW_PRIVATE": "true",
