@@ -97,11 +97,9 @@ def verify_audit(database: Path, out: Callable[[str], None]) -> None:
     """``waiaas audit verify --db <database> --receipts``, the same code; raise `StepFailed` unless the chain is
     intact and every receipt verifies under the session key recorded before it (mode none here: nothing attests
     those keys, and the command says so)."""
-    arguments = argparse.Namespace(
-        db=database, expect_head=None, receipts=True, root_pem=None, pcr=[], allow_debug=False, allow_gaps=False,
-        require_attestation=False,
-    )  # fmt: skip
-    code = audit_cli.run_verify(arguments)
+    parser = argparse.ArgumentParser(prog="waiaas")  # the command's own parser: its options and defaults, as typed
+    audit_cli.register(parser.add_subparsers(dest="command", required=True))
+    code = audit_cli.run_verify(parser.parse_args(["audit", "verify", "--db", str(database), "--receipts"]))
     if code != audit_cli.EXIT_OK:
         raise StepFailed(f"audit verify exited with {code}")
     out(f"   audit      chain intact in {database}")
