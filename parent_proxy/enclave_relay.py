@@ -178,21 +178,29 @@ class EnclaveRelay:
 
     async def open_wallet(self, wallet: Wallet) -> None:
         """Load ``wallet`` (not its policy) now, even if this relay believes it loaded: that the enclave's session
-        opens it (`parent_proxy.signer_secret`). Refusals are raised untranslated (`EnclaveError`); the next
-        `ensure_wallet` installs the policy again (``policy_stale`` if the enclave holds it)."""
+        opens it (`parent_proxy.signer_secret`). Refusals are raised untranslated (`EnclaveError`; ``wallet_exists``
+        too: the enclave holds the wallet with other keys); the next `ensure_wallet` installs the policy again
+        (``policy_stale`` if the enclave holds it)."""
         self.forget(wallet.wallet_id)
-        await self._load_and_install(wallet, policy=False)
+        await self._load(wallet)
+
+    async def _load(self, wallet: Wallet) -> None:
+        """Send ``load_wallet`` for the stored record; enclave refusals as they came."""
+        answer = await self._client.load_wallet(
+            wallet.wallet_id,
+            owner_public_key=wallet.owner_pubkey,
+            agent_public_key=wallet.agent_pubkey,
+            sealed_blob=wallet.sealed_key,
+            frozen_at_order=wallet.order_sequence if wallet.frozen else None,  # a restart forgot the freeze
+        )
+        if answer.agent_public_key != wallet.agent_pubkey:
+            raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave loaded another key")
+        self._loaded[wallet.wallet_id] = 0
 
     async def _load_and_install(self, wallet: Wallet, *, policy: bool = True) -> None:
         if wallet.wallet_id not in self._loaded:
             try:
-                answer = await self._client.load_wallet(
-                    wallet.wallet_id,
-                    owner_public_key=wallet.owner_pubkey,
-                    agent_public_key=wallet.agent_pubkey,
-                    sealed_blob=wallet.sealed_key,
-                    frozen_at_order=wallet.order_sequence if wallet.frozen else None,  # a restart forgot the freeze
-                )
+                await self._load(wallet)
             except EnclaveRequestError as exc:
                 if exc.code != ErrorCode.WALLET_EXISTS:
                     raise
@@ -200,9 +208,6 @@ class EnclaveRelay:
                 # orphan of an earlier provisioning, say): it would sign with a key the store does not know.
                 logger.error("the enclave holds wallet %s with keys other than the stored ones", wallet.wallet_id)
                 raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave holds this wallet with other keys") from exc
-            if answer.agent_public_key != wallet.agent_pubkey:
-                raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave loaded another key")
-            self._loaded[wallet.wallet_id] = 0
         if not policy or wallet.policy_document is None or self._loaded[wallet.wallet_id] >= wallet.policy_sequence:
             return
         try:

@@ -15,7 +15,10 @@ proxy provisions a wallet only in a signer session that has opened a stored wall
    store holds no wallet, and the creation goes ahead unchecked (there is nothing a secret must open yet).
 3. Candidates are loaded one at a time (`EnclaveRelay.open_wallet`: the stored blob, pinned to the stored agent
    key, with the wallet's freeze). The first that opens ends the check: a wallet the signer already holds counts
-   (it opened it in this session, or made it after the check passed in this session). A candidate that fails
+   (it opened it in this session, or made it after the check passed in this session), also with other keys than
+   the stored ones (``wallet_exists``: a switch to a candidate the store has not recorded yet, say): the signer
+   unsealed that wallet's key in this session all the same (its own requests still refuse the mismatch,
+   `EnclaveRelay.ensure_wallet`). A candidate that fails
    with ``unseal_failed`` or ``kms_unavailable`` is passed over for the next one (`PASSED_OVER`), so that one
    damaged blob does not block creation while other wallets open. When `MAX_CANDIDATES` wallets (or all there
    are) failed with ``unseal_failed``: 503 ``signer_secret_mismatch``, logged and remembered for the session (a
@@ -146,6 +149,9 @@ class SignerSecretCheck:
             try:
                 await services.relay.open_wallet(wallet)
             except EnclaveRequestError as exc:
+                if exc.code == ErrorCode.WALLET_EXISTS:  # held with other keys: held, so opened in this session
+                    logger.warning("the signer holds wallet %s with other keys than the stored ones", wallet.wallet_id)
+                    return True
                 if exc.code not in PASSED_OVER:
                     raise translate_enclave_error(exc) from exc
                 logger.warning("the signer could not open wallet %s: %s: %s", wallet.wallet_id, exc.code, exc.detail)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,11 @@ from solders.transaction import VersionedTransaction
 from enclave_app.receipts import verify_agent_key_receipt
 from parent_proxy.chain import LiteSvmChain
 from parent_proxy.rotation_transaction import RotationBuildError, advance_nonce_instruction, build_rotation_transaction
+from policies.orders import AGENT_KEY_ROTATION_PURPOSE, AGENT_KEY_SWITCH_PURPOSE, rotation_document, switch_document
+from policies.signing import sign_document
 from tests.proxy.api_harness import Harness, provision, running_harness, signature_of, svm
 from tests.proxy.rotation_requests import (
+    CREATE_KEY,
     agent_key_path,
     chain_shows,
     multisig_wallet,
@@ -34,6 +39,7 @@ from tests.proxy.rotation_requests import (
 from tests.support.owner_rotation_rpc import make_nonce
 from tests.support.policies import MERCHANT
 from tests.support.squads_rotation import (
+    multisig_address,
     put_spending_limit,
     rotation_instructions,
     rotation_transaction,
@@ -125,6 +131,40 @@ def test_rotation_refusals_sign_nothing(h: Harness) -> None:
     # The switch: a stranger's order, then the right order for a change not on chain.
     assert h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new, key=stranger)).status_code == 401
     assert h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new)).status_code == 409
+    assert h.owner_call("GET", agent_key_path(h)).json()["agent_public_key"] == str(h.agent)
+
+
+def test_signed_rotation_and_switch_orders_with_a_refused_field_are_422(h: Harness) -> None:
+    """The owner's signature holds but a field is refused (expired, another wallet, another message): 422
+    ``invalid_request`` naming the field, as for a policy or a freeze order (docs/api.md: one rule,
+    `api_errors.owner_document_refused`; 401 before); nothing signed, nothing switched, nothing recorded."""
+    multisig_wallet(h)
+    new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
+    raw = rotation_transaction(multisig_address(CREATE_KEY)[0], owner=h.owner_pub, agent=h.agent, new_agent=new)
+    digest = hashlib.sha256(to_bytes_versioned(VersionedTransaction.from_bytes(raw).message)).digest()
+    past, later = int(time.time()) - 60, int(time.time()) + 600
+    rotations = [
+        (rotation_document(h.wallet_id, h.agent, new, digest, past), "expires_at"),
+        (rotation_document("w-other", h.agent, new, digest, later), "wallet_id"),
+        (rotation_document(h.wallet_id, h.agent, new, b"\x01" * 32, later), "message_hash"),
+    ]
+    chain_shows(h, [h.owner_pub, new])  # the switch would otherwise go through
+    switches = [
+        (switch_document(h.wallet_id, h.agent, new, past), "expires_at"),
+        (switch_document("w-other", h.agent, new, later), "wallet_id"),
+    ]
+    events = h.audit_events()
+    cases = [("/rotation", {"transaction": base64.b64encode(raw).decode(),
+                            "envelope": sign_document(AGENT_KEY_ROTATION_PURPOSE, doc, h.owner)}, field)
+             for doc, field in rotations]  # fmt: skip
+    cases += [("/switch", {"envelope": sign_document(AGENT_KEY_SWITCH_PURPOSE, doc, h.owner)}, field)
+              for doc, field in switches]  # fmt: skip
+    for tail, body, field in cases:
+        answer = h.owner_call("POST", agent_key_path(h, tail), body)
+        assert answer.status_code == 422, (tail, field, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_request" and field in error["message"], (tail, field, error)
+    assert h.audit_events() == events
     assert h.owner_call("GET", agent_key_path(h)).json()["agent_public_key"] == str(h.agent)
 
 

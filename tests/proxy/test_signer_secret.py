@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+from solders.pubkey import Pubkey
 
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.errors import SealingError, StateError
@@ -36,6 +37,7 @@ from tests.proxy.api_harness import (
     spy_calls,
     stop_enclave,
 )
+from tests.proxy.rotation_requests import agent_key_path, chain_shows, multisig_wallet, switch_body
 from tests.support.policies import MERCHANT
 
 SECRET_A = OPERATOR_SECRET
@@ -263,3 +265,30 @@ def test_a_store_failure_during_the_check_is_503_and_provisions_nothing(world: t
     assert refused.status_code == 503 and code(refused) == "store_unavailable", refused.text
     assert enclave.wallet_count == 0 and not stored(h, "w2")
     assert create(h, "w2").status_code == 201
+
+
+def test_a_wallet_the_signer_holds_with_other_keys_counts_as_opened(world: tuple[Harness, Signer]) -> None:
+    """The signer switched w1 to its candidate but the store did not record it (503: the owner repeats the switch);
+    the proxy restarts meanwhile (a new process: its check runs again, its relay has loaded nothing). The check's load
+    of w1 answers ``wallet_exists`` (held with other keys): the signer unsealed w1's key in this session, so its
+    secret is the stored wallets'. Before, the check failed with it: ``/readyz`` 503 and no wallet created by anyone
+    until the owner repeated the switch."""
+    h, signer = world
+    signer.boot(SECRET_A)
+    multisig_wallet(h)
+    new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
+    chain_shows(h, [h.owner_pub, new])
+    h.store.failing = {"apply_audited"}
+    try:
+        assert h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new)).status_code == 503
+    finally:
+        h.store.failing = set()
+    h.services.signer_secret = signer_secret.SignerSecretCheck()  # the proxy restarted, the signer did not
+    h.services.relay.forget()
+
+    ready = h.client.get("/readyz")
+    created = create(h, "w2")
+
+    assert ready.status_code == 200, ready.text
+    assert created.status_code == 201, created.text
+    assert signer.enclave is not None and bytes(signer.enclave.wallet(h.wallet_id).agent) == bytes(new)
