@@ -22,13 +22,18 @@ that is a member on chain):
   check, as at policy install (`parent_proxy.multisig_onchain`); only a chain that cannot be read is 503.
 - The enclave switches first, then the store (key, blob, retired old key, audit record: one transaction). If the
   store write fails the owner repeats the switch: the enclave answers the same and the store catches up. The old
-  key's blob is kept as a retired key, never deleted.
+  key's blob is kept as a retired key, never deleted. A proxy that did not send the first switch (restarted since,
+  or another process) finds the enclave holding the wallet with other keys than the stored ones when it loads the
+  wallet (`enclave_relay.HeldWithOtherKeys`); for a switch order naming the stored key and the stored candidate it
+  sends the order all the same (`_send_switch`): the enclave decides, answering the same only if it holds the
+  wallet with that candidate already, and its answer is checked as any switch's.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -43,7 +48,7 @@ from parent_proxy.api_errors import ApiError, Code, owner_document_refused
 from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
 from parent_proxy.chain import AccountNotFound, ChainError
 from parent_proxy.clock import read_clock
-from parent_proxy.enclave_relay import signed_by
+from parent_proxy.enclave_relay import HeldWithOtherKeys, signed_by
 from parent_proxy.multisig_conformance import missing_multisig
 from parent_proxy.multisig_onchain import nonconforming
 from parent_proxy.schemas import (
@@ -67,6 +72,8 @@ from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_or
 from policies.transaction import decode_transaction
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
 
@@ -264,6 +271,30 @@ async def _on_chain(services: Services, multisig: Pubkey, old: bytes, new: bytes
         raise ApiError(Code.CONFLICT, message)
 
 
+async def _send_switch(
+    services: Services, wallet: Wallet, candidate: AgentKeyCandidate, envelope: bytes
+) -> AgentKeyResponse:
+    """Load the stored wallet and send the owner's switch order (checked by the caller to name the stored agent key
+    and the stored candidate). If the enclave holds the wallet with other keys than the stored ones, the order is
+    sent all the same: that is how a switch the enclave made and the store did not record looks to a proxy process
+    that did not send it. The enclave decides: it answers the same only if it holds the wallet with that candidate
+    already (`enclave_app.rotation.switch_agent_key`); any refusal stays the refusal of the load (503), nothing
+    changed. The relay records nothing as loaded on this path (`EnclaveRelay.switched`)."""
+    send = services.relay.switch_agent_key
+    try:
+        await services.relay.ensure_wallet(wallet)
+    except HeldWithOtherKeys as held:
+        logger.warning("sending the switch order of wallet %s to the enclave that holds it with other keys (a switch "
+                       "the store did not record?)", wallet.wallet_id)  # fmt: skip
+        try:
+            return await send(wallet.wallet_id, order=envelope, candidate_sealed_blob=candidate.sealed_key)
+        except ApiError as refused:
+            logger.error("the enclave refused the switch order of wallet %s it holds with other keys: %s",
+                         wallet.wallet_id, refused.code.value)  # fmt: skip
+            raise held from refused
+    return await send(wallet.wallet_id, order=envelope, candidate_sealed_blob=candidate.sealed_key)
+
+
 @router.post("/{wallet_id}/agent-key/switch", response_model=AgentKeySwitched)
 async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> AgentKeySwitched:
     """Step 3: the wallet signs with the candidate from now on (policy, freeze, limits and tokens stay)."""
@@ -279,10 +310,7 @@ async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> A
         raise owner_document_refused("switch order", exc) from exc
     _order_keys(order, wallet, candidate)
     await _on_chain(services, multisig, wallet.agent_pubkey, candidate.candidate_pubkey)
-    await services.relay.ensure_wallet(wallet)
-    answer = await services.relay.switch_agent_key(
-        wallet_id, order=envelope, candidate_sealed_blob=candidate.sealed_key
-    )
+    answer = await _send_switch(services, wallet, candidate, envelope)
     expected = ExpectedAgentKey("agent_key_switch", wallet_id, wallet.agent_pubkey, candidate.candidate_pubkey,
                                 wallet.owner_pubkey)  # fmt: skip
     keys = (answer.wallet_id, answer.agent_public_key, answer.new_agent_public_key)

@@ -96,6 +96,16 @@ class AppliedOrder(Generic[A]):
     checked_under: bytes | None
 
 
+class HeldWithOtherKeys(ApiError):
+    """503 ``enclave_unavailable``: the enclave answered ``wallet_exists`` to loading the stored record, so it holds
+    the wallet with keys other than the stored ones (an orphan of an earlier provisioning, or a switch to a candidate
+    the store has not recorded yet). `EnclaveRelay.ensure_wallet` raises it and loads nothing; only the switch route
+    acts on it (`parent_proxy.api_agent_key`), every other request is refused with it."""
+
+    def __init__(self) -> None:
+        super().__init__(Code.ENCLAVE_UNAVAILABLE, "the enclave holds this wallet with other keys")
+
+
 class EnclaveRelay:
     """Wraps one `EnclaveClient`; every method raises `ApiError` on failure (see the module docstring)."""
 
@@ -207,7 +217,7 @@ class EnclaveRelay:
                 # The enclave answers this only when it holds the wallet with keys other than the stored ones (an
                 # orphan of an earlier provisioning, say): it would sign with a key the store does not know.
                 logger.error("the enclave holds wallet %s with keys other than the stored ones", wallet.wallet_id)
-                raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave holds this wallet with other keys") from exc
+                raise HeldWithOtherKeys from exc
         if not policy or wallet.policy_document is None or self._loaded[wallet.wallet_id] >= wallet.policy_sequence:
             return
         try:
@@ -363,5 +373,8 @@ class EnclaveRelay:
 
     def switched(self, wallet: Wallet) -> None:
         """The store now holds ``wallet`` with its new agent key, which the enclave already holds: later reloads
-        (after an enclave restart) use the new record."""
+        (after an enclave restart) use the new record. A wallet this relay had loaded stays loaded (the enclave
+        switched it in place); one it had not (the enclave held it with the new key before the store did, see
+        `HeldWithOtherKeys`) stays unloaded, and the next `ensure_wallet` loads it with the new key: the enclave
+        answers that it holds it with exactly those keys (nothing unsealed) before anything is signed."""
         self._wallets[wallet.wallet_id] = wallet

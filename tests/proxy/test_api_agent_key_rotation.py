@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 from solders.account import Account
 from solders.hash import Hash
 from solders.message import to_bytes_versioned
@@ -22,8 +25,15 @@ from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from enclave_app.receipts import verify_agent_key_receipt
+from enclave_app.transport import UnixAddress
+from parent_proxy.app import create_app
+from parent_proxy.auth import RateLimiter, attestation_limiter
 from parent_proxy.chain import LiteSvmChain
+from parent_proxy.enclave_pool import PooledEnclaveClient
+from parent_proxy.enclave_relay import EnclaveRelay
+from parent_proxy.owner_auth import StoreNonceRegistry
 from parent_proxy.rotation_transaction import RotationBuildError, advance_nonce_instruction, build_rotation_transaction
+from parent_proxy.services import Services
 from policies.orders import AGENT_KEY_ROTATION_PURPOSE, AGENT_KEY_SWITCH_PURPOSE, rotation_document, switch_document
 from policies.signing import sign_document
 from tests.proxy.api_harness import Harness, provision, running_harness, signature_of, svm
@@ -189,6 +199,87 @@ def test_a_switch_the_store_could_not_record_is_repeated(h: Harness) -> None:
     repeated = h.owner_call("POST", agent_key_path(h, "/switch"), switch_body(h, new))
     assert repeated.status_code == 200, repeated.text
     assert h.owner_call("GET", agent_key_path(h)).json()["agent_public_key"] == str(new)
+
+
+@contextmanager
+def another_proxy(h: Harness) -> Iterator[Harness]:
+    """A second proxy process on the same store, chain and running enclave (the one that sent a switch restarted,
+    say): its own app, relay (nothing loaded), enclave sessions and nonce registry."""
+    relay = EnclaveRelay(PooledEnclaveClient(UnixAddress(str(h.socket)), timeout=5.0))
+    services = Services(
+        store=h.store, clock=h.clock, relay=relay, chain=h.services.chain, rate_limiter=RateLimiter(1000.0, 1000),
+        attestation_limiter=attestation_limiter(1000.0, 1000), nonces=StoreNonceRegistry(h.store),
+        owner_keys=h.services.owner_keys, owner_max_skew_seconds=300, max_body_bytes=16 * 1024,
+        require_multisig=False,
+    )  # fmt: skip
+    with TestClient(create_app(services), raise_server_exceptions=False) as client:
+        yield dataclasses.replace(h, client=client, services=services)
+
+
+def _switch_not_recorded(h: Harness) -> tuple[Pubkey, dict[str, Any]]:
+    """A rotation whose switch the enclave made and the store did not record (503): the candidate and the order."""
+    multisig_wallet(h)
+    new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
+    chain_shows(h, [h.owner_pub, new])
+    body = switch_body(h, new)
+    h.store.failing.add("apply_audited")
+    try:
+        assert h.owner_call("POST", agent_key_path(h, "/switch"), body).status_code == 503
+    finally:
+        h.store.failing.clear()
+    return new, body
+
+
+def test_a_switch_the_store_could_not_record_is_repeated_on_another_proxy(h: Harness) -> None:
+    """The same switch sent again to a proxy that did not send it (restarted since, or another process): loading the
+    stored wallet (old key) answers ``wallet_exists``, as the enclave holds it with the candidate already. The order
+    goes to the enclave all the same, which answers the same; the store catches up, and the wallet signs with the new
+    key. Before, 503 ("the enclave holds this wallet with other keys") until the enclave restarted."""
+    new, body = _switch_not_recorded(h)
+    old = h.agent
+    with another_proxy(h) as p:
+        repeated = p.owner_call("POST", agent_key_path(p, "/switch"), body)
+        assert repeated.status_code == 200, repeated.text
+        view = repeated.json()
+        assert (view["agent_public_key"], view["previous_agent_public_key"]) == (str(new), str(old))
+        receipt = _receipt(p, view)
+        assert (receipt.purpose, receipt.agent_public_key, receipt.new_agent_public_key) == (
+            "agent_key_switch", bytes(old), bytes(new)
+        )  # fmt: skip
+        status = p.owner_call("GET", agent_key_path(p)).json()
+        assert (status["agent_public_key"], status["candidate_public_key"]) == (str(new), None)
+        assert [r["agent_public_key"] for r in status["retired"]] == [str(old)]
+        assert p.audit_events().count("agent_key.switched") == 1
+        assert "agent_key.failed" not in p.audit_events()
+        p.agent = new
+        tx = p.transfer(1000, MERCHANT)
+        paid = p.sign(tx)
+        assert paid.status_code == 200, paid.text
+        assert signature_of(paid).verify(new, to_bytes_versioned(VersionedTransaction.from_bytes(tx).message))
+
+
+def test_a_wallet_held_with_keys_the_order_does_not_name_stays_refused(h: Harness) -> None:
+    """The enclave holds the wallet with candidate C1 (a switch the store did not record), but the store shows
+    another candidate C2 (tampered with, say) and the order names C2: the order goes to the enclave, which refuses it
+    (the wallet's key is not the one the order replaces). The answer stays 503, nothing is stored, and no payment is
+    signed: the relay never counts the wallet as loaded."""
+    _switch_not_recorded(h)
+    old = h.agent
+    other = Pubkey.new_unique()
+    h.store.inner._conn().execute("UPDATE agent_key_candidates SET candidate_pubkey = ? WHERE wallet_id = ?",
+                                  (bytes(other), h.wallet_id))  # fmt: skip
+    chain_shows(h, [h.owner_pub, other])
+    events = h.audit_events()
+    with another_proxy(h) as p:
+        refused = p.owner_call("POST", agent_key_path(p, "/switch"), switch_body(p, other))
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["message"] == "the enclave holds this wallet with other keys"
+        status = p.owner_call("GET", agent_key_path(p)).json()
+        assert (status["agent_public_key"], status["candidate_public_key"], status["retired"]) == (
+            str(old), str(other), []
+        )  # fmt: skip
+        assert p.audit_events() == events
+        assert p.sign(p.transfer(1000, MERCHANT)).status_code == 503
 
 
 def test_a_switch_to_a_multisig_that_does_not_exist_is_refused_as_at_install(h: Harness) -> None:
