@@ -21,7 +21,6 @@ amount stays in raw units only. Minting and burning, which no policy can allow, 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from decimal import Decimal
 
 from solders.pubkey import Pubkey
 
@@ -41,7 +40,8 @@ from policies.model import (
     UncheckedTokenTransfer,
 )
 
-LAMPORTS_PER_SOL = 1_000_000_000
+SOL_DECIMALS = 9
+"""A lamport is 10**-9 SOL: SOL amounts are shown as whole tokens at 9 decimals (`whole_tokens`)."""
 INDENT = "  "
 
 
@@ -140,8 +140,7 @@ def amount(asset: str, raw: int, decimals: int | None = None) -> str:
     """``raw`` units of ``asset``: lamports with their SOL value, or raw units of a mint, with their value in whole
     tokens when the mint's ``decimals`` are known."""
     if asset == NATIVE_SOL:
-        sol = Decimal(raw) / LAMPORTS_PER_SOL
-        return f"{raw} lamports ({sol.normalize():f} SOL)"
+        return f"{raw} lamports ({whole_tokens(raw, SOL_DECIMALS)} SOL)"
     if decimals is None:
         return f"{raw} raw units of mint {asset}"
     return f"{raw} raw units of mint {asset} (= {whole_tokens(raw, decimals)} in whole tokens, {decimals} decimals)"
