@@ -15,7 +15,8 @@ What it does, in order:
    another image without the check of step 6);
 8. publishes an enclave heartbeat metric every minute;
 9. exports the audit log to the data bucket every 15 minutes (``waiaas audit export``: the records appended since
-   the last export, one write-once object; its output goes to the proxy's log file).
+   the last export, as write-once objects of at most ``MAX_RECORDS_PER_EXPORT`` records each,
+   `parent_proxy.audit_exports`; its output goes to the proxy's log file).
 
 A failed step stops the script (`set -euo pipefail`); a host whose enclave does not start reports no heartbeat
 and fails its load-balancer health check, so monitoring raises the alarm and the group replaces it.
@@ -265,8 +266,8 @@ OnUnitActiveSec=60
 WantedBy=timers.target
 EOF_UNIT
 
-# 9. Audit export: the records appended since the last export, as one write-once object under audit/ (each host;
-#    two hosts exporting the same records write the same object). Its output goes to the proxy's log file.
+# 9. Audit export: the records appended since the last export, as write-once objects under audit/ (each host;
+#    two hosts exporting the same records write the same objects). Its output goes to the proxy's log file.
 cat > /etc/systemd/system/waiaas-audit-export.service <<'EOF_UNIT'
 [Unit]
 Description=WAIaaS audit log export to the data bucket
