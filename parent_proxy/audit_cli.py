@@ -35,7 +35,7 @@ from typing import Any
 
 from parent_proxy.audit import verify_audit_chain
 from parent_proxy.audit_export_cli import add_parser as add_export_parser
-from parent_proxy.audit_export_cli import add_source_arguments, read_exports
+from parent_proxy.audit_export_cli import read_exports
 from parent_proxy.audit_exports import ExportError, ExportsReport, check_log_against_exports
 from parent_proxy.audit_receipts import (
     UNATTESTED_SESSIONS,
@@ -43,7 +43,7 @@ from parent_proxy.audit_receipts import (
     ReceiptsReport,
     verify_audit_receipts,
 )
-from parent_proxy.audit_source import AuditSourceError, open_audit_source
+from parent_proxy.audit_source import AuditSourceError, add_source_arguments, open_audit_source
 from parent_proxy.errors import AuditChainError
 from parent_proxy.trust_anchor import Anchor, AnchorError, anchor_from_options
 from policies.terminal_text import terminal_safe

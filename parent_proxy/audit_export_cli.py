@@ -42,7 +42,7 @@ from parent_proxy.audit_exports import (
     encode_export,
     parse_export_name,
 )
-from parent_proxy.audit_source import AuditSource, AuditSourceError, open_audit_source
+from parent_proxy.audit_source import AuditSource, AuditSourceError, add_source_arguments, open_audit_source
 from parent_proxy.data_bucket import BucketUnavailable, DataBucket, parse_bucket, s3_client
 from parent_proxy.errors import AuditChainError
 from parent_proxy.store.model import GENESIS_PREV_HASH
@@ -55,15 +55,6 @@ MAX_EXPORT_BYTES = 64 * 1024 * 1024
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNREADABLE = 2
-
-
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--db PATH`` or ``--state SPEC``, exactly one (`parent_proxy.audit_source`)."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--db", type=Path, help="path of a SQLite state database (read-only)")
-    source.add_argument(
-        "--state", help="the proxy's WAIAAS_STATE: dynamodb:<table>[@<region>] (read by Query) or sqlite:/path"
-    )
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

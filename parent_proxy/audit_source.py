@@ -13,6 +13,7 @@ at all (no file, no table, no credentials, the network) is `AuditSourceError`: n
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Protocol
 
@@ -93,6 +94,15 @@ class DynamoAuditSource:
             records.extend(page)
             after = page[-1].seq
         return records
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--db PATH`` or ``--state SPEC``, exactly one (this module's docstring), for `open_audit_source`."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--db", type=Path, help="path of a SQLite state database (read-only)")
+    source.add_argument(
+        "--state", help="the proxy's WAIAAS_STATE: dynamodb:<table>[@<region>] (read by Query) or sqlite:/path"
+    )
 
 
 def open_audit_source(db: Path | None, state: str | None) -> AuditSource:

@@ -21,7 +21,7 @@
     +-- WebhookError             a webhook configuration or signature is invalid (opaque about secrets)
 
 Lower-layer exceptions (sqlite3, botocore) are translated in exactly one place per adapter
-(``parent_proxy.store.sqlite_base._translate`` and ``parent_proxy.store.dynamodb_base.translate``) with
+(``parent_proxy.store.sqlite_base._translate`` and ``parent_proxy.store.dynamodb_base.translation``) with
 ``raise ... from exc``. Authentication failures (unknown token, revoked token, wrong secret) all raise the same
 ``NotFound("unknown or revoked token")`` so that a caller learns nothing about which part was wrong.
 """

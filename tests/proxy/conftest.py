@@ -84,6 +84,38 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield dynamo
 
 
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def reopen_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens another store on one shared backend at each call: what another parent process, or a restarted one,
+    has (SQLite: the same file; DynamoDB: the same table, through a client of its own). Closes them all after."""
+    opened: list[Store] = []
+    if request.param == "sqlite":
+
+        def open_sqlite() -> Store:
+            opened.append(SqliteStore(tmp_path / "state.db"))
+            return opened[-1]
+
+        yield open_sqlite
+    else:
+        import boto3
+
+        from parent_proxy.store.dynamodb import DynamoStore
+
+        request.getfixturevalue("aws_env")
+        with moto_dynamo_store(lambda client: client):
+
+            def open_dynamo() -> Store:
+                opened.append(DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "waiaas-test"))
+                return opened[-1]
+
+            yield open_dynamo
+            for store in opened:
+                store.close()
+            return
+    for store in opened:
+        store.close()
+
+
 @contextmanager
 def moto_dynamo_store(wrap: Callable[[Any], W]) -> Iterator[tuple[Any, W]]:
     """A DynamoDB store on moto's fake (table ``waiaas-test``) whose boto3 client is ``wrap(client)``; yields the

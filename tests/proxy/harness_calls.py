@@ -1,5 +1,6 @@
-"""Calls and look-ups on a running API harness: an off-chain message to sign, an owner's freeze or unfreeze order,
-audit records (those holding decision receipts), reservations, the webhook events queued."""
+"""Calls and look-ups on a running API harness: an off-chain message to sign, an escalated request and its owner
+approval, an owner's freeze or unfreeze order, audit records (those holding decision receipts), reservations, the
+webhook events queued."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import time
 from typing import Any
 
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
+from parent_proxy.sign_parts import message_hash
 from parent_proxy.store.model import AuditRecord, ReservationStatus
-from policies.orders import freeze_document
+from policies.orders import approval_document, freeze_document
 from policies.signing import sign_document
-from tests.proxy.api_harness import Harness
+from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness
 from tests.support.offchain_messages import offchain_message
+from tests.support.policies import MERCHANT
+
+ESCALATING = 2 * LAMPORTS_PER_SOL  # above the example policy's automatic 1 SOL, below its 10 SOL ceiling
 
 
 def records(h: Harness) -> list[AuditRecord]:
@@ -33,6 +38,17 @@ def queued(h: Harness) -> list[str]:
     """The event types in the outbox, oldest first."""
     rows = h.store.inner._conn().execute("SELECT event_type FROM outbox ORDER BY created_at").fetchall()
     return [r[0] for r in rows]
+
+
+def escalate(h: Harness) -> tuple[str, dict[str, Any], str]:
+    """An escalated request: (approval id, the owner's approval body, the approve path)."""
+    tx = h.transfer(ESCALATING, MERCHANT)
+    response = h.sign(tx)
+    assert response.status_code == 202, response.text
+    approval_id = response.json()["approval_id"]
+    document = approval_document(h.wallet_id, message_hash(tx), int(time.time()) + 600)
+    envelope = sign_document("approval", document, h.owner)
+    return approval_id, {"envelope": envelope}, f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
 
 
 def freeze_order(h: Harness, sequence: int, *, freeze: bool = True) -> dict[str, str]:

@@ -7,18 +7,12 @@ approved with nothing signed; the owner's decision was lost and the agent had to
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from parent_proxy.sign_parts import message_hash
-from policies.orders import approval_document
-from policies.signing import sign_document
 from tests.proxy.api_harness import (
-    LAMPORTS_PER_SOL,
     Harness,
     LoopThread,
     build_harness,
@@ -29,9 +23,7 @@ from tests.proxy.api_harness import (
     start_enclave,
     start_stand_in_enclave,
 )
-from tests.support.policies import MERCHANT
-
-ESCALATING = 2 * LAMPORTS_PER_SOL  # above the example policy's automatic 1 SOL, below its 10 SOL ceiling
+from tests.proxy.harness_calls import ESCALATING, escalate
 
 
 @pytest.fixture
@@ -46,17 +38,6 @@ def h(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
     finally:
         server.close()
         loop.stop()
-
-
-def escalate(h: Harness) -> tuple[str, dict[str, Any], str]:
-    """An escalated request: (approval id, the owner's approval body, the approve path)."""
-    tx = h.transfer(ESCALATING, MERCHANT)
-    response = h.sign(tx)
-    assert response.status_code == 202, response.text
-    approval_id = response.json()["approval_id"]
-    document = approval_document(h.wallet_id, message_hash(tx), int(time.time()) + 600)
-    envelope = sign_document("approval", document, h.owner)
-    return approval_id, {"envelope": envelope}, f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
 
 
 def pending_ids(h: Harness) -> list[str]:

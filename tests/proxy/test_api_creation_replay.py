@@ -43,42 +43,10 @@ from parent_proxy.owner_auth import (
 )
 from parent_proxy.services import Services
 from parent_proxy.store.protocol import Store
-from parent_proxy.store.sqlite import SqliteStore
 from tests.proxy.api_harness import LoopThread, start_enclave
-from tests.proxy.conftest import moto_dynamo_store
 from tests.support.policies import owner_public_key
 
 Creation = tuple[bytes, dict[str, str]]
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
-    """Opens another store on one shared backend at each call, as another proxy process (or a restarted one)."""
-    opened: list[Store] = []
-    if request.param == "sqlite":
-
-        def open_sqlite() -> Store:
-            opened.append(SqliteStore(tmp_path / "state.db"))
-            return opened[-1]
-
-        yield open_sqlite
-        for store in opened:
-            store.close()
-        return
-    import boto3
-
-    from parent_proxy.store.dynamodb import DynamoStore
-
-    request.getfixturevalue("aws_env")
-    with moto_dynamo_store(lambda client: client):
-
-        def open_dynamo() -> Store:
-            opened.append(DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "waiaas-test"))
-            return opened[-1]
-
-        yield open_dynamo
-        for store in opened:
-            store.close()
 
 
 @pytest.fixture
@@ -134,19 +102,19 @@ def wallet_created_records(store: Store) -> list[str | None]:
 
 
 def test_a_creation_replayed_to_another_process_or_after_a_restart_is_refused(
-    open_store: Callable[[], Store], enclave: tuple[LoopThread, Path]
+    reopen_store: Callable[[], Store], enclave: tuple[LoopThread, Path]
 ) -> None:
     loop, socket = enclave
     server = start_enclave(loop, socket)
     owner = Ed25519PrivateKey.generate()
     first = creation(owner, "w1")
     try:
-        with proxy(open_store(), socket, owner) as a, proxy(open_store(), socket, owner) as b:
+        with proxy(reopen_store(), socket, owner) as a, proxy(reopen_store(), socket, owner) as b:
             assert send(a, first).status_code == 201
             for client in (b, a):
                 replay = send(client, first)
                 assert outcome(replay) == (401, "owner_request_replayed")
-        restarted = open_store()
+        restarted = reopen_store()
         with proxy(restarted, socket, owner) as c:
             replay = send(c, first)
             assert outcome(replay) == (401, "owner_request_replayed")
@@ -157,7 +125,7 @@ def test_a_creation_replayed_to_another_process_or_after_a_restart_is_refused(
 
 
 def test_a_failed_creation_replayed_is_refused_and_the_owners_retry_creates_it(
-    open_store: Callable[[], Store], enclave: tuple[LoopThread, Path]
+    reopen_store: Callable[[], Store], enclave: tuple[LoopThread, Path]
 ) -> None:
     """The creation fails before anything is written (no enclave to make the key): its nonce stays used, so the
     captured request cannot create the wallet later; the owner, who saw the 503, sends the creation again signed
@@ -165,13 +133,13 @@ def test_a_failed_creation_replayed_is_refused_and_the_owners_retry_creates_it(
     loop, socket = enclave
     owner = Ed25519PrivateKey.generate()
     first = creation(owner, "w1")
-    store = open_store()
+    store = reopen_store()
     with proxy(store, socket, owner) as a:
         failed = send(a, first)
         assert outcome(failed) == (503, "enclave_unavailable")
     server = start_enclave(loop, socket)
     try:
-        with proxy(open_store(), socket, owner) as b, proxy(store, socket, owner) as a:
+        with proxy(reopen_store(), socket, owner) as b, proxy(store, socket, owner) as a:
             for client in (b, a):  # another process; the same store again (a restart of the first)
                 replay = send(client, first)
                 assert outcome(replay) == (401, "owner_request_replayed")

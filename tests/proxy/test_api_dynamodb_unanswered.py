@@ -10,20 +10,17 @@ that cannot tell, the sign flow settles it with a fence (`parent_proxy.outcome_u
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from parent_proxy.sign_parts import message_hash
 from parent_proxy.store import dynamodb_base
 from parent_proxy.store.dynamodb_base import UNANSWERED_RESENDS
-from policies.orders import approval_document
-from policies.signing import sign_document
-from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, provision, running_harness
+from tests.proxy.api_harness import Harness, provision, running_harness
 from tests.proxy.conftest import moto_dynamo_store
+from tests.proxy.harness_calls import escalate
 from tests.proxy.hooked_client import Hook, Hooked, RequestTokens, connection_lost
 from tests.support.policies import MERCHANT
 
@@ -145,20 +142,6 @@ def test_when_nothing_can_tell_everything_stays_held(live: tuple[Harness, Hooked
     assert h.spent() - spent == spent and h.audit_events().count("transaction.signed") == 1
     blocked = h.sign(tx, key="k1")
     assert blocked.status_code == 409 and blocked.json()["error"]["code"] == "idempotency_in_progress"
-
-
-ESCALATING = 2 * LAMPORTS_PER_SOL  # above the example policy's automatic 1 SOL, below its 10 SOL ceiling
-
-
-def escalate(h: Harness) -> tuple[str, dict[str, Any], str]:
-    """An escalated request: (approval id, the owner's approval body, the approve path)."""
-    tx = h.transfer(ESCALATING, MERCHANT)
-    response = h.sign(tx)
-    assert response.status_code == 202, response.text
-    approval_id = response.json()["approval_id"]
-    document = approval_document(h.wallet_id, message_hash(tx), int(time.time()) + 600)
-    envelope = sign_document("approval", document, h.owner)
-    return approval_id, {"envelope": envelope}, f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
 
 
 @pytest.mark.parametrize("record_unreadable", [False, True], ids=["settled by its record", "read back"])

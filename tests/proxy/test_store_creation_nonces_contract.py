@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,39 +32,6 @@ OWNER = b"\x02" * 32
 OTHER_OWNER = b"\x04" * 32
 NONCE = "n" * 32
 UNTIL = T0 + 900  # a timestamp of T0 + 450 under the largest skew (`parent_proxy.owner_auth.MAX_SKEW_SECONDS`)
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
-    """Opens another store on one shared backend at each call: what another parent process, or a restarted one,
-    has (SQLite: the same file; DynamoDB: the same table, through a client of its own)."""
-    opened: list[Store] = []
-    if request.param == "sqlite":
-
-        def open_sqlite() -> Store:
-            opened.append(SqliteStore(tmp_path / "state.db"))
-            return opened[-1]
-
-        yield open_sqlite
-    else:
-        import boto3
-
-        from parent_proxy.store.dynamodb import DynamoStore
-
-        request.getfixturevalue("aws_env")
-        with moto_dynamo_store(lambda client: client) as (first, _):
-            opened.append(first)
-
-            def open_dynamo() -> Store:
-                opened.append(DynamoStore(boto3.client("dynamodb", region_name="us-east-1"), "waiaas-test"))
-                return opened[-1]
-
-            yield open_dynamo
-            for store in opened[1:]:
-                store.close()
-            return
-    for store in opened:
-        store.close()
 
 
 def test_a_claimed_nonce_is_refused_until_its_time(store: Store) -> None:
@@ -87,14 +54,14 @@ def test_an_expired_claim_is_replaced_by_the_next(store: Store) -> None:
     store.claim_creation_nonce(OWNER, NONCE, UNTIL + 901, UNTIL + 901)
 
 
-def test_a_claim_holds_against_every_store_on_the_backend(reopen: Callable[[], Store]) -> None:
-    first, second = reopen(), reopen()
+def test_a_claim_holds_against_every_store_on_the_backend(reopen_store: Callable[[], Store]) -> None:
+    first, second = reopen_store(), reopen_store()
     first.claim_creation_nonce(OWNER, NONCE, T0, UNTIL)
     with pytest.raises(NonceUsed):  # another process
         second.claim_creation_nonce(OWNER, NONCE, T0 + 1, UNTIL)
     first.close()
     with pytest.raises(NonceUsed):  # a restart
-        reopen().claim_creation_nonce(OWNER, NONCE, UNTIL, UNTIL)
+        reopen_store().claim_creation_nonce(OWNER, NONCE, UNTIL, UNTIL)
     second.claim_creation_nonce(OWNER, NONCE, UNTIL + 1, UNTIL + 1)
 
 
