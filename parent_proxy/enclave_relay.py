@@ -20,6 +20,7 @@ Enclave errors become API errors in `parent_proxy.enclave_errors` (the one place
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -85,6 +86,7 @@ class OrderReceiptLog(Protocol):
 
 
 A = TypeVar("A", PolicyInstalledResponse, WalletFrozenResponse)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,15 +261,23 @@ class EnclaveRelay:
             self.forget(wallet_id)
             raise translate_enclave_error(again) from again
 
-    async def install_policy(self, wallet_id: str, signed_policy: bytes) -> AppliedOrder[PolicyInstalledResponse]:
+    async def _resent_once(self, wallet_id: str, send: Callable[[], Awaitable[T]], *, policy: bool) -> T:
+        """``send()``; if it fails with ``unknown_wallet``, the wallet loaded again (`_reload_after_restart`, with
+        its stored policy if ``policy``) and ``send()`` once more. For requests that are not signatures only (owner
+        orders, a candidate key): the enclave's own checks make a resend idempotent. Raises `ApiError`."""
         try:
-            answer = await self._client.install_policy(wallet_id, signed_policy)
+            return await send()
         except EnclaveError as exc:
-            await self._reload_after_restart(wallet_id, exc, policy=False)  # the wallet only: this is its policy
-            try:
-                answer = await self._client.install_policy(wallet_id, signed_policy)
-            except EnclaveError as again:
-                raise translate_enclave_error(again) from again
+            await self._reload_after_restart(wallet_id, exc, policy=policy)
+        try:
+            return await send()
+        except EnclaveError as again:
+            raise translate_enclave_error(again) from again
+
+    async def install_policy(self, wallet_id: str, signed_policy: bytes) -> AppliedOrder[PolicyInstalledResponse]:
+        answer = await self._resent_once(  # the wallet only on a reload: this is its policy
+            wallet_id, lambda: self._client.install_policy(wallet_id, signed_policy), policy=False
+        )
         return await self._applied(wallet_id, POLICY, signed_policy, answer)
 
     async def sign_transaction(
@@ -313,14 +323,7 @@ class EnclaveRelay:
         loaded) the wallet is loaded again and the order resent once: an order is not a signing request, and the
         enclave's order sequence makes a resend idempotent."""
         send = self._client.freeze if frozen else self._client.unfreeze
-        try:
-            answer = await send(wallet_id, order)
-        except EnclaveError as exc:
-            await self._reload_after_restart(wallet_id, exc, policy=True)
-            try:
-                answer = await send(wallet_id, order)
-            except EnclaveError as again:
-                raise translate_enclave_error(again) from again
+        answer = await self._resent_once(wallet_id, lambda: send(wallet_id, order), policy=True)
         return await self._applied(wallet_id, FREEZE if frozen else UNFREEZE, order, answer)
 
     # -- agent-key rotation (owner-driven; `parent_proxy.api_agent_key`) ------------------------------------------
@@ -329,15 +332,7 @@ class EnclaveRelay:
         """A candidate key for a loaded wallet (`ensure_wallet` first). Not a signature: on ``unknown_wallet`` the
         wallet is loaded again and the request resent once, as owner orders are. The route checks the answer
         against the request (and records a refusal: `parent_proxy.api_agent_key`)."""
-        try:
-            answer = await self._client.prepare_agent_key(wallet_id)
-        except EnclaveError as exc:
-            await self._reload_after_restart(wallet_id, exc, policy=True)
-            try:
-                answer = await self._client.prepare_agent_key(wallet_id)
-            except EnclaveError as again:
-                raise translate_enclave_error(again) from again
-        return answer
+        return await self._resent_once(wallet_id, lambda: self._client.prepare_agent_key(wallet_id), policy=True)
 
     async def sign_agent_key_rotation(
         self, wallet_id: str, *, transaction: bytes, order: bytes, candidate_sealed_blob: bytes
@@ -357,19 +352,11 @@ class EnclaveRelay:
         """The owner's switch order. On ``unknown_wallet`` the wallet is loaded again (from the stored record: the
         old key) and the order resent once; a switch already made answers the same. The route checks the answer
         against the request (and records a refusal)."""
-        try:
-            answer = await self._client.switch_agent_key(
-                wallet_id, order=order, candidate_sealed_blob=candidate_sealed_blob
-            )
-        except EnclaveError as exc:
-            await self._reload_after_restart(wallet_id, exc, policy=True)
-            try:
-                answer = await self._client.switch_agent_key(
-                    wallet_id, order=order, candidate_sealed_blob=candidate_sealed_blob
-                )
-            except EnclaveError as again:
-                raise translate_enclave_error(again) from again
-        return answer
+        return await self._resent_once(
+            wallet_id,
+            lambda: self._client.switch_agent_key(wallet_id, order=order, candidate_sealed_blob=candidate_sealed_blob),
+            policy=True,
+        )
 
     def switched(self, wallet: Wallet) -> None:
         """The store now holds ``wallet`` with its new agent key, which the enclave already holds: later reloads

@@ -187,6 +187,22 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def json_object_file(path: Path, what: str, *, limit: int | None = None) -> dict[str, Any]:
+    """The JSON object in the file at ``path`` (the option ``what`` names it), read whole or, with ``limit``, refused
+    when larger than ``limit`` bytes; `OwnerInputError` if it is not a JSON object."""
+    with path.open("rb") as file:
+        data = file.read(-1 if limit is None else limit + 1)
+    if limit is not None and len(data) > limit:
+        raise OwnerInputError(f"{what}: larger than {limit} bytes")
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+        raise OwnerInputError(f"{what}: not JSON (or nested too deeply)") from exc
+    if not isinstance(value, dict):
+        raise OwnerInputError(f"{what}: not a JSON object")
+    return value
+
+
 def signed_policy_file(path: Path, owner: Pubkey) -> Policy:
     """The policy in the envelope at ``path`` (``--policy``), its signature verified against ``owner`` before it
     is read."""

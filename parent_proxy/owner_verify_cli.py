@@ -23,14 +23,13 @@ with their control characters escaped (`policies.terminal_text`).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 from parent_proxy.agent_key_receipts import CandidateVerificationError, verify_candidate_answer
-from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError
+from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, json_object_file
 from parent_proxy.provisioning import (
     UNATTESTED_WARNING,
     ProvisionVerificationError,
@@ -75,16 +74,6 @@ def register(commands: Any) -> None:
     attestation_options(candidate)
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
-        raise OwnerInputError(f"{what}: not JSON (or nested too deeply)") from exc
-    if not isinstance(value, dict):
-        raise OwnerInputError(f"{what}: not a JSON object")
-    return value
-
-
 def _wallet_id(text: str) -> str:
     if not is_wallet_id(text):
         raise OwnerInputError("--wallet-id is not a wallet id (1-128 of A-Z a-z 0-9 . _ : -)")
@@ -93,7 +82,7 @@ def _wallet_id(text: str) -> str:
 
 def _session_key(args: argparse.Namespace) -> bytes:
     """The session key of ``--attestation``, verified as the options say (`ProvisionVerificationError` if not)."""
-    return attested_session_key(args, lambda: _read_json(args.attestation, "--attestation"))
+    return attested_session_key(args, lambda: json_object_file(args.attestation, "--attestation"))
 
 
 def attested_session_key(args: argparse.Namespace, read_attestation: Callable[[], dict[str, Any]]) -> bytes:
@@ -135,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 def verify_wallet(args: argparse.Namespace) -> int:
     """``verify-wallet``: 0 when the receipt verifies and binds the keys, 1 when it does not, 2 on bad input."""
     wallet_id = _wallet_id(args.wallet_id)
-    created = _read_json(args.created, "--created")
+    created = json_object_file(args.created, "--created")
     try:
         session = _session_key(args)
         verified = verify_provision_receipt(
@@ -157,7 +146,7 @@ def verify_candidate(args: argparse.Namespace) -> int:
     """``verify-candidate``: 0 when the receipt verifies and states this candidate for this wallet, agent key and
     owner key, 1 when it does not, 2 on bad input."""
     wallet_id = _wallet_id(args.wallet_id)
-    answer = _read_json(args.candidate, "--candidate")
+    answer = json_object_file(args.candidate, "--candidate")
     try:
         session = _session_key(args)
         verified = verify_candidate_answer(

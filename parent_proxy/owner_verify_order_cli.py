@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from solders.pubkey import Pubkey
 from enclave_app.errors import ReceiptError
 from enclave_app.order_receipts import FREEZE, POLICY, UNFREEZE, OrderReceipt
 from parent_proxy.order_receipts import ExpectedOrder
-from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, public_key_option
+from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, json_object_file, public_key_option
 from parent_proxy.owner_verify_cli import attestation_options, attested_session_key
 from parent_proxy.provisioning import ProvisionVerificationError
 from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes
@@ -87,24 +86,10 @@ def register(commands: Any) -> None:
     attestation_options(parser)
 
 
-def _json_object(path: Path, what: str, limit: int) -> dict[str, Any]:
-    with path.open("rb") as file:
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise OwnerInputError(f"{what}: larger than {limit} bytes")
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
-        raise OwnerInputError(f"{what}: not JSON (or nested too deeply)") from exc
-    if not isinstance(value, dict):
-        raise OwnerInputError(f"{what}: not a JSON object")
-    return value
-
-
 def owner_order(path: Path, *, policy: bool, owner: Pubkey, what: str) -> ExpectedOrder:
     """Step 1: what the receipt must state, from the owner's own signed file (`OwnerInputError` if it is not one
     the owner key signed)."""
-    value = _json_object(path, what, MAX_DOCUMENT_BYTES)
+    value = json_object_file(path, what, limit=MAX_DOCUMENT_BYTES)
     envelope = value["envelope"] if set(value) == {"envelope"} and isinstance(value["envelope"], dict) else value
     try:
         data = canonical_bytes(envelope)
@@ -176,7 +161,9 @@ def _key_or_none(answer: Mapping[str, Any]) -> str | None:
 def _session_key(args: argparse.Namespace) -> bytes:
     """Step 2: the session key of ``--attestation``, verified as the options say (`ProvisionVerificationError`), by
     the option rules of ``verify-wallet`` (`parent_proxy.owner_verify_cli.attested_session_key`)."""
-    return attested_session_key(args, lambda: _json_object(args.attestation, "--attestation", MAX_ANSWER_BYTES))
+    return attested_session_key(
+        args, lambda: json_object_file(args.attestation, "--attestation", limit=MAX_ANSWER_BYTES)
+    )
 
 
 _OUTCOME = {FREEZE: "the wallet is frozen", UNFREEZE: "the wallet is unfrozen", POLICY: "this policy is installed"}
@@ -189,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     policy = args.policy is not None
     expected = owner_order(args.policy if policy else args.order, policy=policy, owner=owner,
                            what="--policy" if policy else "--order")  # fmt: skip
-    answer = _json_object(args.answer, "--answer", MAX_ANSWER_BYTES)
+    answer = json_object_file(args.answer, "--answer", limit=MAX_ANSWER_BYTES)
     try:
         session = _session_key(args)
         verified = verify_order_answer(answer, expected, session)
