@@ -31,10 +31,9 @@ from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.sign_parts import message_hash
 from policies.orders import approval_document
 from policies.signing import sign_document
-from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, LoopThread, build_harness, start_enclave
+from tests.proxy.api_harness import Harness, LoopThread, build_harness, start_enclave
+from tests.proxy.harness_calls import ESCALATING
 from tests.support.policies import MERCHANT
-
-ESCALATING = 2 * LAMPORTS_PER_SOL  # above the example policy's automatic 1 SOL, below its 10 SOL ceiling
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from parent_proxy.sign_parts import message_hash
 from policies.orders import approval_document
 from policies.signing import sign_document
 from tests.proxy.api_harness import (
-    LAMPORTS_PER_SOL,
     Harness,
     LoopThread,
     build_harness,
@@ -38,9 +37,8 @@ from tests.proxy.api_harness import (
     stop_enclave,
     unstorable_answers,
 )
+from tests.proxy.harness_calls import ESCALATING
 from tests.support.policies import BLOCKED, MERCHANT
-
-ESCALATING = 2 * LAMPORTS_PER_SOL  # above the example policy's automatic 1 SOL, below its 10 SOL ceiling
 
 
 @dataclass
