@@ -280,6 +280,13 @@ class EnclaveRelay:
         )
         return await self._applied(wallet_id, POLICY, signed_policy, answer)
 
+    def _signature_refused(self, exc: EnclaveError) -> ApiError:
+        """The API error for a refused signature request, which is never resent: on ``unknown_wallet`` (the enclave
+        restarted) everything loaded is forgotten first, so the next requests load it again."""
+        if isinstance(exc, EnclaveRequestError) and exc.code == ErrorCode.UNKNOWN_WALLET:
+            self.forget()
+        return translate_enclave_error(exc)
+
     async def sign_transaction(
         self,
         wallet_id: str,
@@ -302,9 +309,7 @@ class EnclaveRelay:
                 approval=approval,
             )
         except EnclaveError as exc:
-            if isinstance(exc, EnclaveRequestError) and exc.code == ErrorCode.UNKNOWN_WALLET:
-                self.forget()  # the enclave restarted: reload everything on the next requests
-            raise translate_enclave_error(exc) from exc
+            raise self._signature_refused(exc) from exc
         # A signed answer must carry both the signature and the transaction; anything else counts as unsigned.
         if (answer.signature is None) != (answer.signed_transaction is None):
             raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave answered a malformed decision")
@@ -314,9 +319,7 @@ class EnclaveRelay:
         try:
             return await self._client.sign_message(wallet_id, message)
         except EnclaveError as exc:
-            if isinstance(exc, EnclaveRequestError) and exc.code == ErrorCode.UNKNOWN_WALLET:
-                self.forget()
-            raise translate_enclave_error(exc) from exc
+            raise self._signature_refused(exc) from exc
 
     async def set_frozen(self, wallet_id: str, frozen: bool, order: bytes) -> AppliedOrder[WalletFrozenResponse]:
         """Send an owner freeze/unfreeze order. On ``unknown_wallet`` (the enclave restarted since the wallet was
@@ -344,9 +347,7 @@ class EnclaveRelay:
                 wallet_id, transaction=transaction, order=order, candidate_sealed_blob=candidate_sealed_blob
             )
         except EnclaveError as exc:
-            if isinstance(exc, EnclaveRequestError) and exc.code == ErrorCode.UNKNOWN_WALLET:
-                self.forget()
-            raise translate_enclave_error(exc) from exc
+            raise self._signature_refused(exc) from exc
 
     async def switch_agent_key(self, wallet_id: str, *, order: bytes, candidate_sealed_blob: bytes) -> AgentKeyResponse:
         """The owner's switch order. On ``unknown_wallet`` the wallet is loaded again (from the stored record: the

@@ -24,7 +24,7 @@ from tests.proxy.api_harness import (
     start_raw_server,
     stop_enclave,
 )
-from tests.proxy.harness_calls import pending_reservations
+from tests.proxy.harness_calls import pending_reservations, sign_message
 from tests.support.policies import MERCHANT
 
 
@@ -175,6 +175,23 @@ def test_enclave_restart_is_one_503_then_reload(setup: tuple[Harness, LoopThread
         first = h.sign(h.transfer(1000, MERCHANT))
         assert_nothing_signed(h, first, 503, "enclave_unavailable")
         second = h.sign(h.transfer(1000, MERCHANT))
+        assert second.status_code == 200, second.text
+    finally:
+        server.close()
+        loop.run(server.wait_closed())
+
+
+def test_a_message_after_an_enclave_restart_is_one_503_then_reload(setup: tuple[Harness, LoopThread]) -> None:
+    """Off-chain messages follow the same rule: the first request fails unsigned and forgets what was loaded, the next
+    loads the wallet again and is signed."""
+    h, loop = setup
+    h.services.relay._loaded[h.wallet_id] = 1
+    server = start_enclave(loop, h.socket)
+    try:
+        first = sign_message(h)
+        assert first.status_code == 503 and first.json()["error"]["code"] == "enclave_unavailable"
+        assert "signature" not in first.json()
+        second = sign_message(h)
         assert second.status_code == 200, second.text
     finally:
         server.close()
