@@ -9,7 +9,7 @@ answers each order it applies (``freeze`` / ``unfreeze`` -> ``wallet_frozen``, `
      "document_hash": bstr(32), "frozen": bool, "policy_hash": bstr(32) | null, "time_ms": int, "counter": int}
 
 ``sequence`` is the order's (freeze, unfreeze) or the policy's; ``document_hash`` is the SHA-256 of the canonical
-document the owner signed (`policies.orders.document_sha256`: independent of how the envelope was serialized on
+document the owner signed (`policies.signing.document_sha256`: independent of how the envelope was serialized on
 the way, so the owner computes it from their own file); ``frozen`` and ``policy_hash`` are the wallet's state once
 the order is applied (the installed policy's hash, ``Policy.canonical``'s SHA-256 as in decision receipts; null while
 no policy is installed). Consistency, checked on encoding and decoding: a freeze leaves the wallet frozen, an

@@ -34,7 +34,7 @@ class FreezeOrder:
     freeze: bool
     sequence: int
     document_hash: bytes
-    """SHA-256 of the order's canonical document (`policies.orders.document_sha256`): what its receipt names."""
+    """SHA-256 of the order's canonical document (`policies.signing.document_sha256`): what its receipt names."""
 
 
 def verify_freeze_order(

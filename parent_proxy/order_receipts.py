@@ -6,7 +6,7 @@ signed by its attested session key. The relay hands every such answer to :class:
 installs the stored policy into an enclave that restarted. :meth:`OrderReceipts.applied`:
 
 1. takes what the receipt must state from the bytes the proxy sent (:class:`ExpectedOrder`: purpose, wallet, the
-   signed document's sequence and SHA-256, `policies.orders.document_sha256`);
+   signed document's sequence and SHA-256, `policies.signing.document_sha256`);
 2. checks that the answer's own fields say the same (wallet, sequence, and the frozen flag or the policy hash);
 3. passes an answer without a receipt on as it is (an enclave image from before order receipts: nothing to record);
 4. checks the receipt under the session key in force, attesting the enclave first when needed, and in the same hop
@@ -48,7 +48,8 @@ from parent_proxy.enclave_relay import AppliedOrder
 from parent_proxy.enclave_sessions import Checked, check_receipt_time
 from policies.canonical import parse_json_object
 from policies.errors import PolicyEngineError
-from policies.orders import MAX_SEQUENCE, document_sha256
+from policies.orders import MAX_SEQUENCE
+from policies.signing import document_sha256
 
 if TYPE_CHECKING:
     from parent_proxy.services import Services

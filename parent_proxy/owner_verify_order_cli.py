@@ -15,7 +15,7 @@ anchor without PCR 0, or with ``--accept-unattested``, is bad input). The parent
 
 1. the owner's file: its signature verifies under the owner key (which also says whether it is a freeze, an
    unfreeze or a policy) and its document gives the wallet, the sequence and the document's SHA-256
-   (`policies.orders.document_sha256`): all taken from the owner's file, never from the answer;
+   (`policies.signing.document_sha256`): all taken from the owner's file, never from the answer;
 2. the session key, from the attestation (`parent_proxy.provisioning.session_key_from_attestation`, under the anchor
    of `parent_proxy.trust_anchor.anchor_from_options`);
 3. the answer carries an order receipt (a parent that swallowed the order has none to show);
@@ -55,8 +55,8 @@ from parent_proxy.provisioning import ProvisionVerificationError
 from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes
 from policies.document import policy_from_object
 from policies.errors import PolicyEngineError, PolicySignatureError
-from policies.orders import FREEZE_PURPOSE, MAX_SEQUENCE, UNFREEZE_PURPOSE, document_sha256
-from policies.signing import POLICY_PURPOSE, open_envelope
+from policies.orders import FREEZE_PURPOSE, MAX_SEQUENCE, UNFREEZE_PURPOSE
+from policies.signing import POLICY_PURPOSE, document_sha256, open_envelope
 from policies.terminal_text import safe_line
 
 COMMAND: Final = "verify-order"

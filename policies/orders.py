@@ -27,17 +27,15 @@ key and ``new_agent`` the candidate it made). Errors: `PolicySignatureError` (op
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
 
 from solders.pubkey import Pubkey
 
-from policies.canonical import canonical_bytes
 from policies.document import read_pubkey
 from policies.errors import PolicyDocumentError
-from policies.signing import open_envelope
+from policies.signing import document_sha256, open_envelope
 
 FREEZE_PURPOSE = "freeze"
 UNFREEZE_PURPOSE = "unfreeze"
@@ -88,13 +86,6 @@ class CheckedFreezeOrder:
 
     sequence: int
     document_sha256: bytes
-
-
-def document_sha256(document: dict[str, Any]) -> bytes:
-    """SHA-256 of a signed document's canonical bytes: what the owner's signature covers after the purpose, so the
-    same for every serialization of the envelope. For a policy it is the policy hash (``Policy.canonical``'s); the
-    enclave's order receipts name orders and policies by it (`enclave_app.order_receipts`)."""
-    return hashlib.sha256(canonical_bytes(document)).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,22 @@
 """Owner signatures over JSON documents (policies now; approvals and freeze orders use the same scheme).
 
-Signed bytes = ``b"\\xffwaiaas/" + purpose + b"\\x00" + canonical_bytes(document)``. The leading 0xff byte can
-begin neither a legacy Solana message (0xff signatures would be required) nor a versioned one (version 127
+Signed bytes = ``b"\\xffwaiaas/" + purpose + b"\\x00" + SHA-256(canonical_bytes(document))``. The leading 0xff byte
+can begin neither a legacy Solana message (0xff signatures would be required) nor a versioned one (version 127
 does not exist), and the purpose string separates document kinds, so an owner signature over one kind of document
 can never be replayed as a transaction signature or as another kind of document.
+
+The document enters as its SHA-256, so every signed payload is at most 73 bytes whatever the document's size:
+AWS KMS signs a ``RAW`` message of at most 4096 bytes (`parent_proxy.owner_signers`), and a policy may be up to
+`policies.canonical.MAX_DOCUMENT_BYTES`. The signature is still pure Ed25519 (``ED25519_SHA_512``) over these
+bytes; what it adds is the assumption that SHA-256 resists collisions. The hash is the one an order receipt names
+(``document_sha256``), so a receipt and a signature speak of the same bytes.
 
 A signed document travels as ``{"document": {...}, "signature": "<base58, 64 bytes>"}``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -27,11 +34,18 @@ POLICY_PURPOSE = "policy"
 _PURPOSE = re.compile(r"^[a-z][a-z0-9-]{0,31}\Z")
 
 
+def document_sha256(document: dict[str, Any]) -> bytes:
+    """SHA-256 of a signed document's canonical bytes: what the owner's signature covers after the purpose, so the
+    same for every serialization of the envelope. For a policy it is the policy hash (``Policy.canonical``'s); the
+    enclave's order receipts name orders and policies by it (`enclave_app.order_receipts`)."""
+    return hashlib.sha256(canonical_bytes(document)).digest()
+
+
 def signing_payload(purpose: str, document: dict[str, Any]) -> bytes:
     """The exact bytes an owner signs for ``document`` of kind ``purpose``."""
     if not _PURPOSE.match(purpose):
         raise ValueError(f"invalid signing purpose {purpose!r}")
-    return DOMAIN_PREFIX + purpose.encode() + b"\x00" + canonical_bytes(document)
+    return DOMAIN_PREFIX + purpose.encode() + b"\x00" + document_sha256(document)
 
 
 def verify_owner_signature(payload: bytes, signature: bytes, owner: Pubkey) -> None:

@@ -28,7 +28,7 @@ from enclave_app.receipts import (
     verify_receipt,
 )
 from enclave_app.sealing import LocalSealer
-from policies.orders import document_sha256
+from policies.signing import document_sha256
 from tests.enclave.sign_requests import WALLET, spent, transfer_tx
 from tests.support.enclave_world import EnclaveWorld, serving
 

@@ -102,6 +102,17 @@ def test_signing_payload_can_never_be_a_transaction_message() -> None:
         from_bytes_versioned(payload)
 
 
+def test_signing_payload_is_the_purpose_then_the_documents_sha256() -> None:
+    """Known answer: the signed bytes name the document by the SHA-256 of its canonical JSON (a fixed 73 bytes at
+    most, whatever the document's size: within AWS KMS's 4096-byte RAW message limit)."""
+    payload = signing_payload("freeze", {"b": [1, 2], "a": "x"})
+    digest = bytes.fromhex("721ef82f2d6c0997bffb7a8ab3f40f8fb45b0b52ce2af3afa6b0f05efbdc317f")
+    assert payload[: len(b"\xffwaiaas/freeze\x00")] == b"\xffwaiaas/freeze\x00"
+    assert payload[len(b"\xffwaiaas/freeze\x00") :] == digest
+    big = {"x": "y" * 100_000}
+    assert len(signing_payload("a" * 32, big)) == 73
+
+
 def test_signing_purpose_is_validated() -> None:
     with pytest.raises(ValueError, match="invalid signing purpose"):
         signing_payload("Policy\x00evil", {})

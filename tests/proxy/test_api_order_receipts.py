@@ -33,7 +33,7 @@ from enclave_app.receipts import SessionKey
 from parent_proxy.audit_receipts import verify_audit_receipts
 from parent_proxy.enclave_sessions import split_receipt
 from parent_proxy.order_receipts import order_payload
-from policies.orders import document_sha256
+from policies.signing import document_sha256
 from tests.proxy.api_harness import ForRequest, Harness, new_session_key, provision, running_harness
 from tests.proxy.harness_calls import order, pending_reservations, records, send
 from tests.proxy.stand_in import StandIn

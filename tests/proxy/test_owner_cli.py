@@ -21,6 +21,7 @@ from solders.transaction import Transaction
 
 from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import (
+    MAX_KMS_RAW_MESSAGE_BYTES,
     KmsOwnerSigner,
     LocalOwnerSigner,
     OwnerKeyError,
@@ -28,6 +29,7 @@ from parent_proxy.owner_signers import (
     assume_role_chain,
 )
 from parent_proxy.sign_parts import message_hash
+from policies.canonical import canonical_bytes
 from policies.cli import main
 from policies.document import MAX_SAFE_INT
 from policies.orders import MAX_SEQUENCE, check_approval, check_freeze_order
@@ -207,6 +209,22 @@ def test_kms_signer_signs_policies_the_proxy_accepts(kms: tuple[Any, str]) -> No
     policy = load_signed_policy(json.dumps(signed), owner=signer.public_key, wallet_id=doc["wallet_id"])
     assert policy.sequence == doc["sequence"]
     assert client.calls == [] or all(op != "Sign" for op, _ in client.calls)  # Sign is not an attested call
+
+
+def test_kms_signs_a_policy_larger_than_its_raw_message_limit(kms: tuple[Any, str]) -> None:
+    """KMS signs RAW messages of at most 4096 bytes; a policy may be up to 64 KiB (here 200 allowlisted
+    destinations, about 9 KB canonical). The owner signs the document's hash (`policies.signing`), so the one
+    ``kms:Sign`` call carries a short message and the proxy accepts the result."""
+    client, key_id = kms
+    signer = KmsOwnerSigner(client, key_id)
+    doc = example_policy()
+    doc["rules"]["destinations"]["allow"] = [str(Pubkey.new_unique()) for _ in range(200)]
+    assert len(canonical_bytes(doc)) > MAX_KMS_RAW_MESSAGE_BYTES
+    signed = record_signs(client)
+    policy = load_signed_policy(json.dumps(envelope(signer, POLICY_PURPOSE, doc)), owner=signer.public_key,
+                                wallet_id=doc["wallet_id"])  # fmt: skip
+    assert policy.canonical == canonical_bytes(doc)
+    assert len(signed) == 1 and len(signed[0]["Message"]) <= 73
 
 
 def test_kms_signer_refuses_a_signature_that_does_not_verify(kms: tuple[Any, str]) -> None:

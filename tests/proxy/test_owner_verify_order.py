@@ -24,7 +24,7 @@ from parent_proxy.order_receipts import ExpectedOrder
 from parent_proxy.owner_cli_common import OwnerInputError
 from parent_proxy.owner_verify_order_cli import OrderVerificationError, owner_order, verify_order_answer
 from policies.cli import main
-from policies.orders import document_sha256
+from policies.signing import document_sha256
 from tests.proxy.api_harness import (
     Harness,
     LoopThread,
