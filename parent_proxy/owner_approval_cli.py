@@ -12,7 +12,9 @@ token instructions, a Squads spending-limit use).
 Refused, with nothing signed (exit 2): bytes that are not a Solana transaction the enclave could sign (they do not
 decode: the enclave would deny them anyway), and a v0 transaction whose lookup tables cannot be resolved. Lookups
 resolve from the owner's own pins (`rules.lookup_tables`), as in the enclave: give ``--policy`` with the wallet's
-owner-signed policy (its signature is verified against the owner key, and it must be the wallet's).
+owner-signed policy (its signature is verified against the owner key, and it must be the wallet's). With
+``--policy``, each payment line also says whose account it pays: the associated token account of which address the
+policy's destination lists name, or none of theirs (`policies.describe.Recipients`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from parent_proxy.owner_cli_common import (
 )
 from parent_proxy.owner_signers import OwnerSigner
 from parent_proxy.sign_parts import message_hash
-from policies.describe import describe_transaction
+from policies.describe import Recipients, describe_transaction
 from policies.errors import DecodeError
 from policies.lookup_tables import resolve_lookup_tables
 from policies.orders import APPROVAL_PURPOSE, approval_document
@@ -69,11 +71,14 @@ def approve(args: argparse.Namespace, signer: OwnerSigner) -> int:
     except (binascii.Error, ValueError) as exc:
         raise OwnerInputError("--transaction is not base64") from exc
     tables: dict[Pubkey, tuple[Pubkey, ...]] = {}
+    recipients = None
     if args.policy is not None:
         policy = signed_policy_file(args.policy, signer.public_key)
         if policy.wallet_id != args.wallet:
             raise OwnerInputError(f"--policy is wallet {policy.wallet_id!r}'s, not {args.wallet!r}'s")
         tables = dict(resolve_lookup_tables(policy))
+        allow = policy.rules.destinations.allow
+        recipients = Recipients.of(allow if isinstance(allow, frozenset) else (), policy.rules.destinations.deny)
     try:
         decoded = decode_transaction(raw, lookup_tables=tables)
     except DecodeError as exc:
@@ -81,7 +86,7 @@ def approve(args: argparse.Namespace, signer: OwnerSigner) -> int:
         raise OwnerInputError(f"--transaction does not decode: {exc}{hint}; nothing was signed") from exc
     digest = message_hash(raw)
     summary = [f"approving, for wallet {args.wallet}, the transaction whose message hash is {digest.hex()}:"]
-    sys.stderr.write("".join(safe_line(line) for line in [*summary, *describe_transaction(decoded)]))
+    sys.stderr.write("".join(safe_line(line) for line in [*summary, *describe_transaction(decoded, recipients)]))
     document = approval_document(args.wallet, digest, order_expiry(args.expires_in))
     print_json(envelope(signer, APPROVAL_PURPOSE, document))
     return EXIT_OK

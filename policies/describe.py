@@ -16,14 +16,22 @@ ApproveChecked, MintToChecked, BurnChecked and Squads' spending-limit use carry 
 instruction if they are not the mint's (so the figure shown is the one that can execute). Exact: integer arithmetic,
 never a float. Elsewhere the decimals are unknown offline (a policy's mint entries do not declare them) and the
 amount stays in raw units only. Minting and burning, which no policy can allow, show their amounts too.
+
+A token account does not say whose it is: a merchant's associated token account and an attacker's look alike. Given
+the addresses the owner's own policy names (`Recipients`: its destination allow and deny lists), each value-moving
+line also says whose associated token account the destination is (derived from the mint and token program: the
+account only that owner controls), or that it is none of theirs; a SOL destination is matched as it is. Without a
+policy nothing is added.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 from solders.pubkey import Pubkey
 
+from policies.document import associated_token_address
 from policies.model import (
     NATIVE_SOL,
     AccountClose,
@@ -45,39 +53,71 @@ SOL_DECIMALS = 9
 INDENT = "  "
 
 
-def describe_transaction(tx: DecodedTransaction) -> list[str]:
-    """The lines: the transaction's header (version, fee payer, signers, lookup tables), then each instruction."""
+@dataclass(frozen=True, slots=True)
+class Recipients:
+    """The addresses a policy names as destinations, each with how it names them (``"allowlisted"``,
+    ``"denylisted"``): what a value-moving line's destination is matched against."""
+
+    named: Mapping[Pubkey, str]
+
+    @classmethod
+    def of(cls, allow: Iterable[Pubkey], deny: Iterable[Pubkey]) -> Recipients:
+        named = {owner: "allowlisted" for owner in allow}
+        named.update((owner, "denylisted") for owner in deny)  # a denial is the one to show
+        return cls(named)
+
+    def whose(self, effect: Outflow) -> str:
+        """`` (...)``: whose the destination is, as far as the policy's addresses tell."""
+        if effect.asset == NATIVE_SOL or effect.token_program is None:
+            how = self.named.get(effect.destination)
+            return f" (the policy's {how} address)" if how else " (an address the policy does not name)"
+        mint = Pubkey.from_string(effect.asset)
+        for owner, how in self.named.items():
+            if associated_token_address(owner, mint, effect.token_program) == effect.destination:
+                return f" (the associated token account of {owner}, the policy's {how} address)"
+        return " (not the associated token account of any address the policy names)"
+
+
+def describe_transaction(tx: DecodedTransaction, recipients: Recipients | None = None) -> list[str]:
+    """The lines: the transaction's header (version, fee payer, signers, lookup tables), then each instruction;
+    with ``recipients``, value-moving lines say whose their destination is."""
     lines = [
         f"transaction ({tx.version if tx.version == 'legacy' else 'v0'}), fee payer {tx.fee_payer}",
         f"signers: {', '.join(str(k) for k in tx.required_signers)}",
     ]
     if tx.lookup_tables:
         lines.append(f"lookup tables: {', '.join(str(k) for k in tx.lookup_tables)}")
-    lines.extend(_instructions(tx.instructions, depth=0))
+    lines.extend(_instructions(tx.instructions, depth=0, recipients=recipients))
     return lines
 
 
-def _instructions(instructions: tuple[DecodedInstruction, ...], *, depth: int) -> Iterator[str]:
+def _instructions(
+    instructions: tuple[DecodedInstruction, ...], *, depth: int, recipients: Recipients | None
+) -> Iterator[str]:
     pad = INDENT * depth
     for ix in instructions:
         yield f"{pad}#{ix.index} {ix.program}.{ix.name} (program {ix.program_id})"
         if not ix.effects and not ix.inner:
             yield f"{pad}{INDENT}no effect on any account's value or control"
         for effect in ix.effects:
-            yield f"{pad}{INDENT}{describe_effect(effect, ix.args)}"
+            yield f"{pad}{INDENT}{describe_effect(effect, ix.args, recipients)}"
         if ix.inner:
             yield f"{pad}{INDENT}carries {len(ix.inner)} instruction(s):"
-            yield from _instructions(ix.inner, depth=depth + 2)
+            yield from _instructions(ix.inner, depth=depth + 2, recipients=recipients)
 
 
-def describe_effect(effect: Effect, args: Mapping[str, object] | None = None) -> str:
+def describe_effect(
+    effect: Effect, args: Mapping[str, object] | None = None, recipients: Recipients | None = None
+) -> str:
     """One effect in a line. ``args`` are its instruction's decoded arguments: they give the mint's decimals of a
-    checked instruction (`stated_decimals`) and the amount a restricted mint or burn names."""
+    checked instruction (`stated_decimals`) and the amount a restricted mint or burn names. With ``recipients``,
+    an outflow's destination says whose it is (`Recipients.whose`)."""
     decimals = stated_decimals(args or {})
     if isinstance(effect, Outflow):
+        whose = "" if recipients is None else recipients.whose(effect)
         return (
             f"moves {amount(effect.asset, effect.amount, decimals.get(effect.asset))} from {effect.source} to "
-            f"{effect.destination} ({effect.kind}, signed by {effect.authority})"
+            f"{effect.destination}{whose} ({effect.kind}, signed by {effect.authority})"
         )
     if isinstance(effect, UncheckedTokenTransfer):
         return (

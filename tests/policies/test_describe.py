@@ -16,7 +16,8 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 from spl.token import models as m
 
-from policies.describe import amount, describe_effect, describe_transaction, whole_tokens
+from policies.describe import Recipients, amount, describe_effect, describe_transaction, whole_tokens
+from policies.document import associated_token_address
 from policies.model import (
     AccountClose,
     AuthorityChange,
@@ -197,3 +198,43 @@ def test_decimals_apply_only_to_the_mint_they_are_stated_for() -> None:
     assert describe_effect(Outflow(str(MINT), 42, A, B, C, "transfer"), args) == (
         f"moves 42 raw units of mint {MINT} from {B} to {C} (transfer, signed by {A})"
     )
+
+
+@pytest.mark.parametrize("program", [TOKEN_PROGRAM, TOKEN_2022_PROGRAM], ids=["spl_token", "token_2022"])
+def test_with_a_policys_addresses_a_token_payment_says_whose_account_it_pays(program: Pubkey) -> None:
+    """Review finding: a merchant's associated token account and an attacker's look alike. Given the policy's
+    destination lists, the line names the owner whose associated account it is (or says it is none of theirs)."""
+    merchant, denied, stranger = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_unique()
+    recipients = Recipients.of([merchant], [denied])
+
+    def paying(owner: Pubkey) -> str:
+        dest = associated_token_address(owner, MINT, program)
+        tx = decode_transaction(bytes(Transaction.new_unsigned(Message.new_with_blockhash(
+            [ti.transfer_checked(m.TransferCheckedParams(program_id=program, source=B, mint=MINT, dest=dest, owner=A,
+                                                         amount=5, decimals=0))], A, Hash.new_unique()))))  # fmt: skip
+        [line] = [line for line in describe_transaction(tx, recipients) if "moves" in line]
+        assert f"to {dest} (" in line
+        return line
+
+    assert f"(the associated token account of {merchant}, the policy's allowlisted address)" in paying(merchant)
+    assert f"(the associated token account of {denied}, the policy's denylisted address)" in paying(denied)
+    assert "(not the associated token account of any address the policy names)" in paying(stranger)
+    other_program = TOKEN_PROGRAM if program == TOKEN_2022_PROGRAM else TOKEN_2022_PROGRAM
+    assert "not the associated" in describe_effect(
+        Outflow(str(MINT), 5, A, B, associated_token_address(merchant, MINT, other_program), "transfer", program),
+        recipients=recipients,
+    )  # the merchant's account under the other token program is not the one this transfer names
+
+
+def test_with_a_policys_addresses_a_sol_payment_says_whether_the_policy_names_its_destination() -> None:
+    recipients = Recipients.of([B], [C])
+    assert f"to {B} (the policy's allowlisted address)" in describe_effect(
+        Outflow("SOL", 1, A, A, B, "transfer"), recipients=recipients
+    )
+    assert f"to {C} (the policy's denylisted address)" in describe_effect(
+        Outflow("SOL", 1, A, A, C, "transfer"), recipients=recipients
+    )
+    assert f"to {MINT} (an address the policy does not name)" in describe_effect(
+        Outflow("SOL", 1, A, A, MINT, "transfer"), recipients=recipients
+    )
+    assert describe_effect(Outflow("SOL", 1, A, A, B, "transfer")).endswith(f"to {B} (transfer, signed by {A})")

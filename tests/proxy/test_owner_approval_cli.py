@@ -25,6 +25,7 @@ from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
 from parent_proxy.sign_parts import message_hash
 from policies.cli import main
+from policies.document import associated_token_address
 from policies.orders import check_approval
 from policies.programs import TOKEN_PROGRAM
 from policies.signing import POLICY_PURPOSE
@@ -98,6 +99,27 @@ def test_a_checked_token_transfer_is_shown_in_raw_units_and_whole_tokens(
         f"moves 12345678901 raw units of mint {EXAMPLE_MINT} (= 12345.678901 in whole tokens, 6 decimals) from "
         f"{source} to {destination} (transfer, signed by {AGENT})"
     ) in err
+
+
+def test_with_the_policy_a_token_payment_names_whose_account_it_pays(
+    keypair: tuple[Path, Ed25519PrivateKey], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review finding: the merchant's associated token account and an attacker's look alike; with ``--policy`` the
+    owner reads which allowlisted address's account the payment goes to, or that it is none of them."""
+    path, key = keypair
+    policy = str(signed_policy_file(tmp_path, key))
+    for owner, shown in [
+        (MERCHANT, f"(the associated token account of {MERCHANT}, the policy's allowlisted address)"),
+        (Pubkey.new_unique(), "(not the associated token account of any address the policy names)"),
+    ]:
+        params = TransferCheckedParams(program_id=TOKEN_PROGRAM, source=Pubkey.new_unique(), mint=EXAMPLE_MINT,
+                                       dest=associated_token_address(owner, EXAMPLE_MINT, TOKEN_PROGRAM), owner=AGENT,
+                                       amount=5, decimals=6)  # fmt: skip
+        message = Message.new_with_blockhash([transfer_checked(params)], AGENT, Hash.new_unique())
+        code, _, err = run(
+            capsys, path, "--transaction", b64(bytes(Transaction.new_unsigned(message))), "--policy", policy
+        )
+        assert code == 0 and shown in err, err
 
 
 @pytest.mark.parametrize(
