@@ -92,8 +92,9 @@ def interface_endpoint_statements(endpoint_id: str, config: DeploymentConfig) ->
 
 
 def s3_endpoint_statements(config: DeploymentConfig) -> list[iam.PolicyStatement]:
-    """The data bucket as the hosts use it (releases read; sealed-key copies and audit exports put, the exports'
-    keys listed: `cdk.identity_stack` grants the same), and the package and agent repositories (read)."""
+    """The data bucket as the hosts use it (releases read; sealed-key copies and audit exports put, the exports read
+    back and their keys listed: `cdk.identity_stack` grants the same), and the package and agent repositories
+    (read)."""
     data = naming.bucket_arn(config, naming.data_bucket_name(config))
     region = config.region
     return [
@@ -108,6 +109,12 @@ def s3_endpoint_statements(config: DeploymentConfig) -> list[iam.PolicyStatement
             principals=[iam.AnyPrincipal()],
             actions=["s3:PutObject"],
             resources=[f"{data}/{naming.SEALED_PREFIX}*", f"{data}/{naming.AUDIT_PREFIX}*"],
+        ),
+        iam.PolicyStatement(
+            sid="DeploymentAuditExportsReadBack",
+            principals=[iam.AnyPrincipal()],
+            actions=["s3:GetObject"],
+            resources=[f"{data}/{naming.AUDIT_PREFIX}*"],
         ),
         iam.PolicyStatement(
             sid="DeploymentAuditExportKeys",

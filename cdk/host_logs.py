@@ -1,6 +1,7 @@
 """Host logs: which files on an enclave host reach which CloudWatch Logs group, and what that takes.
 
     waiaas-proxy.service    stdout + stderr --> /var/log/waiaas/proxy.log    --agent--> /waiaas/proxy
+    waiaas-audit-export     stdout + stderr --> /var/log/waiaas/proxy.log    (alarms on its lines: audit_export_alarms)
     waiaas-enclave.service  stdout + stderr --> /var/log/waiaas/enclave.log  --agent--> /waiaas/enclave
     (the image check's refusals, `nitro-cli run-enclave`/`terminate-enclave` output; a production enclave has no
     console, so this is all the enclave side leaves on the host)

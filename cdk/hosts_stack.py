@@ -6,6 +6,8 @@
   only; it forwards to the parent proxy's port and nothing else reaches the hosts.
 - Enclave health: the group replaces hosts that fail the load balancer's check; alarms (to the monitoring
   stack's topic) fire when a host reports no running enclave or the load balancer has no healthy host.
+- Audit exports: alarms on the export's FAILED lines and on an hour without an OK line, from the hosts' proxy log
+  group (`cdk.audit_export_alarms`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from cdk import host_logs, naming, user_data
+from cdk.audit_export_alarms import AuditExportAlarms
 from cdk.config import DeploymentConfig
 from cdk.identity_stack import HOST_TAG_KEY, HOST_TAG_VALUE
 from cdk.network_stack import host_subnets
@@ -107,13 +110,15 @@ class EnclaveHostFleet(Construct):
         )
         Tags.of(self.group).add(HOST_TAG_KEY, HOST_TAG_VALUE, apply_to_launched_instances=True)
         # Filled by the CloudWatch agent on each host (`cdk.host_logs`), one stream per instance.
-        for service in host_logs.SERVICE_LOGS:
-            logs.LogGroup(
+        self.log_groups = {
+            service: logs.LogGroup(
                 self,
                 f"{service.capitalize()}Logs",
                 log_group_name=host_logs.LOG_GROUPS[service],
                 retention=HOST_LOG_RETENTION,
             )
+            for service in host_logs.SERVICE_LOGS
+        }
 
 
 class InternalTlsEndpoint(Construct):
@@ -250,4 +255,6 @@ class EnclaveHostsStack(Stack):
             self, "Endpoint", config=config, vpc=vpc, fleet=self.fleet, access_logs=access_logs
         )
         EnclaveHealthAlarms(self, "Health", config=config, endpoint=self.endpoint, notifications=notifications)
+        # The export unit writes to the proxy's log file (`cdk.user_data`), so its lines are in the proxy's group.
+        AuditExportAlarms(self, "AuditExport", log_group=self.fleet.log_groups["proxy"], notifications=notifications)
         CfnOutput(self, "EndpointDnsName", value=self.endpoint.load_balancer.load_balancer_dns_name)

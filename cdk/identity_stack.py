@@ -148,17 +148,19 @@ class EnclaveHostIdentity(Construct):
                     actions=["s3:GetObject"],
                     resources=[f"{data}/{naming.RELEASES_PREFIX}*"],
                 ),
-                # The proxy copies each new sealed agent key here and the audit export writes here; both only put,
-                # each object once (the bucket policy refuses a put that could replace one: cdk.state_stack), and
-                # never read back or delete: no s3:GetObject, no s3:Delete*, nothing on object lock.
+                # The proxy copies each new sealed agent key here and the audit export writes here; both put each
+                # object once (the bucket policy refuses a put that could replace one: cdk.state_stack) and never
+                # delete: no s3:Delete*, nothing on object lock. A sealed-key copy is never read back.
                 iam.PolicyStatement(
                     sid="SealedBlobs",
                     actions=["s3:PutObject"],
                     resources=[f"{data}/{naming.SEALED_PREFIX}*"],
                 ),
+                # An export that meets an object under its key (another host exporting the same records at once)
+                # reads it back to compare: the exports are copies of the log the hosts hold anyway.
                 iam.PolicyStatement(
                     sid="AuditExports",
-                    actions=["s3:PutObject"],
+                    actions=["s3:PutObject", "s3:GetObject"],
                     resources=[f"{data}/{naming.AUDIT_PREFIX}*"],
                 ),
                 iam.PolicyStatement(
@@ -204,7 +206,8 @@ class EnclaveHostIdentity(Construct):
             ),
             (
                 f"{data}/{naming.AUDIT_PREFIX}*",
-                "Put only: one object per audit export, named by the seq range it holds (known at run time).",
+                "One object per audit export, named by the seq range it holds (known at run time): put, and read back "
+                "when another host exported the same records at once.",
             ),
             (
                 "*",

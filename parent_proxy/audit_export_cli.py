@@ -13,12 +13,20 @@ table and the deployment's data bucket. Each run, several hosts alike:
    not the audit: ``waiaas audit verify --exports`` checks every exported record against the whole verified log;
 3. reads the records after it, at most `MAX_RECORDS_PER_EXPORT` at a time, checks that they chain on from the last
    one exported (`verify_audit_chain`), and writes each batch as one object (`audit_exports.encode_export`), write
-   once (`data_bucket.DataBucket.put_new`). An object that is there already (two hosts exporting the same records
-   at once write the same bytes under the same key) counts as written.
+   once (`data_bucket.DataBucket.put_new_or_same`). Two hosts exporting the same records at once write the same
+   bytes under the same key: an object that is there already, or that appears while this run writes (S3's 409,
+   then 412), is read back, and counts as written when it holds exactly the bytes this run would write. Any other
+   object there is FAILED, naming its key, and nothing more is written: something other than this exporter wrote
+   under an export's name.
 
 Exit 0 when everything new is exported (or nothing is new), 1 when the log contradicts the last export or does not
-chain (FAILED: nothing more is written), 2 when the log or the bucket cannot be read or written, or an argument is
-bad (the next run tries again). The host role may list only this prefix and put only into it (cdk/identity_stack.py).
+chain, or an object under an export's name is not that export (FAILED: nothing more is written), 2 when the log or
+the bucket cannot be read or written, or an argument is bad (ERROR: the next run tries again). The host role may
+list only this prefix, and put into and read only it (cdk/identity_stack.py).
+
+Each run prints one line that starts with a fixed marker, which the deployment's alarms match (cdk/
+audit_export_alarms.py): `OK_MARKER` on stdout when it succeeds, `FAILED_MARKER` or `ERROR_MARKER` on stderr when
+it does not (exit 1 and 2); a `WARNING_MARKER` line may come before an OK line.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from parent_proxy.audit_exports import (
     parse_export_name,
 )
 from parent_proxy.audit_source import AuditSource, AuditSourceError, add_source_arguments, open_audit_source
-from parent_proxy.data_bucket import BucketUnavailable, DataBucket, parse_bucket, s3_client
+from parent_proxy.data_bucket import BucketUnavailable, DataBucket, ObjectMismatch, parse_bucket, s3_client
 from parent_proxy.errors import AuditChainError
 from parent_proxy.store.model import GENESIS_PREV_HASH
 from policies.terminal_text import terminal_safe
@@ -55,6 +63,12 @@ MAX_EXPORT_BYTES = 64 * 1024 * 1024
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNREADABLE = 2
+OK_MARKER = "audit export: OK: "
+FAILED_MARKER = "audit export: FAILED: "
+"""Exit 1: the log contradicts the exports, or the bucket holds an object under an export's name that is not it."""
+ERROR_MARKER = "audit export: ERROR: "
+"""Exit 2: the log or the bucket could not be read or written, or an argument is bad; the next run tries again."""
+WARNING_MARKER = "audit export: WARNING: "
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,7 +87,7 @@ class ExportRun:
     """The last export found before this run."""
     written: list[ExportName] = field(default_factory=list)
     present: int = 0
-    """Of ``written``, objects that were there already (another host wrote the same records)."""
+    """Of ``written``, objects that were there already with the same bytes (another host wrote the same records)."""
     ignored: int = 0
     """Keys under the prefix not named as exports."""
 
@@ -93,8 +107,9 @@ def last_export(bucket: DataBucket, prefix: str) -> tuple[ExportName | None, int
 
 def export_new_records(source: AuditSource, bucket: DataBucket, prefix: str) -> ExportRun:
     """Steps 1-3 of the module docstring. `AuditChainError` (nothing more written) when the log contradicts the last
-    export or the new records do not chain on; `AuditSourceError` or `BucketUnavailable` when either cannot be
-    used (what was written before stays: the next run starts after it)."""
+    export or the new records do not chain on; `ExportError` (nothing more written) when an export's key holds
+    another object; `AuditSourceError` or `BucketUnavailable` when either cannot be used (what was written before
+    stays: the next run starts after it)."""
     last, ignored = last_export(bucket, prefix)
     run = ExportRun(last, ignored=ignored)
     after_seq, after_hash = 0, GENESIS_PREV_HASH
@@ -111,7 +126,13 @@ def export_new_records(source: AuditSource, bucket: DataBucket, prefix: str) -> 
     while records := source.records_after(after_seq, MAX_RECORDS_PER_EXPORT):
         verify_audit_chain(records, after_seq=after_seq, after_hash=after_hash)
         name, body = encode_export(records)
-        if not bucket.put_new(prefix + name.file_name(), body, content_type=CONTENT_TYPE):
+        key = prefix + name.file_name()
+        try:
+            written = bucket.put_new_or_same(key, body, content_type=CONTENT_TYPE)
+        except ObjectMismatch as exc:
+            raise ExportError(f"{exc}: not the export of these records, which another host would have written byte "
+                              "for byte; nothing more was written") from None  # fmt: skip
+        if not written:
             run.present += 1
         run.written.append(name)
         after_seq, after_hash = name.last_seq, name.head
@@ -119,40 +140,39 @@ def export_new_records(source: AuditSource, bucket: DataBucket, prefix: str) -> 
 
 
 def run_export(args: argparse.Namespace) -> int:
-    def fail(message: str, code: int) -> int:
-        print(terminal_safe(f"audit export: {message}"), file=sys.stderr)  # the log and the bucket are the parent's
+    def fail(marker: str, message: str, code: int) -> int:
+        print(terminal_safe(f"{marker}{message}"), file=sys.stderr)  # the log and the bucket are the parent's
         return code
 
     try:
         bucket_name = parse_bucket(args.bucket)
     except ValueError as exc:
-        return fail(f"--bucket {exc}", EXIT_UNREADABLE)
+        return fail(ERROR_MARKER, f"--bucket {exc}", EXIT_UNREADABLE)
     if not PREFIX.fullmatch(args.prefix):
-        return fail("--prefix must be key segments each ending in / (like audit/)", EXIT_UNREADABLE)
+        return fail(ERROR_MARKER, "--prefix must be key segments each ending in / (like audit/)", EXIT_UNREADABLE)
     try:
         source = open_audit_source(args.db, args.state)
         bucket = DataBucket(s3_client(bucket_name.region), bucket_name.name)
         run = export_new_records(source, bucket, args.prefix)
-    except AuditChainError as exc:
-        return fail(f"FAILED: {exc}", EXIT_FAILED)
+    except (AuditChainError, ExportError) as exc:
+        return fail(FAILED_MARKER, str(exc), EXIT_FAILED)
     except (AuditSourceError, BucketUnavailable) as exc:
-        return fail(str(exc), EXIT_UNREADABLE)
+        return fail(ERROR_MARKER, str(exc), EXIT_UNREADABLE)
     _report(run, f"s3://{bucket_name.name}/{args.prefix}")
     return EXIT_OK
 
 
 def _report(run: ExportRun, where: str) -> None:
     if run.ignored:
-        print(f"audit export: WARNING: {run.ignored} keys under {where} are not named as exports (ignored)",
-              file=sys.stderr)  # fmt: skip
+        print(f"{WARNING_MARKER}{run.ignored} keys under {where} are not named as exports (ignored)", file=sys.stderr)
     if not run.written:
         since = "the log is empty" if run.last is None else f"the log ends at seq {run.last.last_seq}, exported"
-        print(f"audit export: OK: nothing new ({since})")
+        print(f"{OK_MARKER}nothing new ({since})")
         return
     first, last = run.written[0], run.written[-1]
-    present = f" ({run.present} there already: another host exported them)" if run.present else ""
-    print(f"audit export: OK: {len(run.written)} exports to {where}{present}: records {first.first_seq}-"
-          f"{last.last_seq}, head {last.head.hex()}")  # fmt: skip
+    present = f" ({run.present} there already, the same bytes: another host exported them)" if run.present else ""
+    print(f"{OK_MARKER}{len(run.written)} exports to {where}{present}: records {first.first_seq}-{last.last_seq}, "
+          f"head {last.head.hex()}")  # fmt: skip
 
 
 def read_exports(directory: Path) -> tuple[list[Export], list[str]]:

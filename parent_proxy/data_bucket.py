@@ -1,4 +1,4 @@
-"""The deployment's data bucket (S3), as the parent writes to it: each object written once, never read back.
+"""The deployment's data bucket (S3), as the parent writes to it: each object written once.
 
     sealed/<wallet id>/<agent public key, base58>      a sealed agent key, as the store holds it (`sealed_copies`)
     audit/<first seq>-<last seq>-<head hash>.jsonl     an audit export (`audit_exports`, `audit_export_cli`)
@@ -10,6 +10,14 @@ and list the audit prefix, nothing else (cdk/identity_stack.py): no read, no del
 checksum of its body, which S3 checks, and which a bucket with default object-lock retention requires (an MD5 or a
 checksum) of every put.
 
+An audit export that meets an object at its key (another host exporting the same records at the same moment) reads
+it back (`DataBucket.put_new_or_same`): the same bytes count as written, other bytes are `ObjectMismatch`. The hosts'
+role may read `audit/` for that, and nothing else but the releases; a sealed-key copy is never read back.
+
+A put that S3 answers 409 ``ConditionalRequestConflict`` (another conditional write to the key under way; botocore
+does not retry it) is sent again, up to `CONFLICT_ATTEMPTS` times in all: once the other write has finished, S3
+answers 412 or takes it.
+
 Errors: `BucketUnavailable` for anything S3 or the network refuses, naming the operation and S3's error code, never
 an object's body.
 """
@@ -17,6 +25,7 @@ an object's body.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,19 +44,29 @@ MAX_ATTEMPTS = 3
 """botocore's standard retry mode, three attempts in all: a wallet creation waits at most about 40 s for S3."""
 LIST_PAGE_KEYS = 1000
 """S3's largest page of ``ListObjectsV2``."""
+CONFLICT_ATTEMPTS = 4
+CONFLICT_RETRY_SECONDS = 0.5
+"""A put S3 answers 409 is sent again after this many seconds, doubled each time: 0.5 + 1 + 2 s at most."""
 
 
 class BucketUnavailable(Exception):
     """S3 refused a request or could not be reached. The message names the operation and the error code."""
 
 
+class ObjectMismatch(Exception):
+    """The key holds an object other than the one a put would have written (the message names the key and the
+    sizes, never a body)."""
+
+
 class S3Client(Protocol):
-    """The two calls of boto3's S3 client used here (the production adapter is ``boto3.client("s3")``; the tests use
+    """The three calls of boto3's S3 client used here (the production adapter is ``boto3.client("s3")``; the tests use
     moto's)."""
 
     def put_object(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
     def list_objects_v2(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    def get_object(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +101,7 @@ def _failure(operation: str, exc: ClientError | BotoCoreError) -> BucketUnavaila
 
 
 class DataBucket:
-    """Write-once puts and key listings in one bucket."""
+    """Write-once puts, the read-back of an object a put found there, and key listings in one bucket."""
 
     def __init__(self, client: S3Client, name: str) -> None:
         self._client = client
@@ -94,19 +113,55 @@ class DataBucket:
     def put_new(self, key: str, body: bytes, *, content_type: str) -> bool:
         """Write ``body`` at ``key`` unless the key exists: True when written, False when S3 answers 412 (the key
         exists: written earlier, by a retried attempt of this very put whose first answer was lost, or by another
-        host exporting the same records). `BucketUnavailable` for anything else."""
+        host exporting the same records). A 409 (a conditional write to the key under way) is sent again, at most
+        `CONFLICT_ATTEMPTS` times in all. `BucketUnavailable` for anything else."""
+        attempt = 1
+        while True:
+            try:
+                self._client.put_object(
+                    Bucket=self.name, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*",
+                    ChecksumAlgorithm="SHA256",
+                )  # fmt: skip
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "PreconditionFailed":
+                    return False
+                if code == "ConditionalRequestConflict" and attempt < CONFLICT_ATTEMPTS:
+                    time.sleep(CONFLICT_RETRY_SECONDS * 2 ** (attempt - 1))
+                    attempt += 1
+                    continue
+                raise _failure("PutObject", exc) from None
+            except BotoCoreError as exc:
+                raise _failure("PutObject", exc) from None
+            return True
+
+    def put_new_or_same(self, key: str, body: bytes, *, content_type: str) -> bool:
+        """`put_new`, and when the key exists, the object there read back: False when it is ``body`` byte for byte
+        (written by another host, or by an earlier attempt of this put), `ObjectMismatch` when it is anything else.
+        True when this put wrote it. `BucketUnavailable` when S3 refuses the put or the read."""
+        if self.put_new(key, body, content_type=content_type):
+            return True
+        there = self._read(key, len(body))
+        if there != body:
+            how = "of another size" if there is None else "of the same size, other bytes"
+            raise ObjectMismatch(f"s3://{self.name}/{key} holds an object other than the one this put would write "
+                                 f"({how})")  # fmt: skip
+        return False
+
+    def _read(self, key: str, size: int) -> bytes | None:
+        """The object at ``key`` when it is ``size`` bytes long, None when it has another size (not read)."""
         try:
-            self._client.put_object(
-                Bucket=self.name, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*",
-                ChecksumAlgorithm="SHA256",
-            )  # fmt: skip
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
-                return False
-            raise _failure("PutObject", exc) from None
-        except BotoCoreError as exc:
-            raise _failure("PutObject", exc) from None
-        return True
+            response = self._client.get_object(Bucket=self.name, Key=key)
+            stream = response["Body"]
+            try:
+                if int(response["ContentLength"]) != size:
+                    return None
+                data: bytes = stream.read(size + 1)
+            finally:
+                stream.close()
+        except (ClientError, BotoCoreError) as exc:
+            raise _failure("GetObject", exc) from None
+        return data
 
     def keys(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix``, in S3's order (ascending), page by page."""

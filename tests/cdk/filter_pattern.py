@@ -9,6 +9,12 @@
 
 A comparison holds when the selected field exists, is a string, and equals the value (or starts with it, for a
 trailing "*"). A missing field, an index past the end of an array or a non-string value does not match.
+
+For unstructured log lines, one quoted term (`matches_text`):
+
+    pattern    := '"' characters '"'    (no double quote or backslash inside)
+
+which matches a log event that contains the characters between the quotes, exactly (case-sensitively).
 """
 
 from __future__ import annotations
@@ -125,3 +131,14 @@ def matches(pattern: str, event: dict[str, Any]) -> bool:
     if parser.position != len(parser.tokens):
         raise PatternError("trailing tokens")
     return result
+
+
+_QUOTED_TERM = re.compile(r'"([^"\\]+)"')
+
+
+def matches_text(pattern: str, message: str) -> bool:
+    """Whether a CloudWatch Logs quoted-term filter pattern (above) matches an unstructured log event."""
+    match = _QUOTED_TERM.fullmatch(pattern)
+    if match is None:
+        raise PatternError(f"not a single quoted term: {pattern!r}")
+    return match.group(1) in message

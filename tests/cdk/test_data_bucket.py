@@ -60,7 +60,7 @@ def _data_bucket_policy(templates: dict[str, Any], config: Any) -> list[dict[str
     return list(statements(policy))
 
 
-def test_host_role_s3_grants_are_put_only_outside_the_releases(templates: dict[str, Any], config: Any) -> None:
+def test_host_role_s3_grants_are_put_and_read_back_outside_the_releases(templates: dict[str, Any], config: Any) -> None:
     data = _data_arn(config)
     s3 = [
         (action, resource, s.get("Condition"))
@@ -74,6 +74,7 @@ def test_host_role_s3_grants_are_put_only_outside_the_releases(templates: dict[s
             ("s3:GetObject", f"{data}/{naming.RELEASES_PREFIX}*", None),
             ("s3:PutObject", f"{data}/{naming.SEALED_PREFIX}*", None),
             ("s3:PutObject", f"{data}/{naming.AUDIT_PREFIX}*", None),
+            ("s3:GetObject", f"{data}/{naming.AUDIT_PREFIX}*", None),  # an export met under its key, read back
             ("s3:ListBucket", data, {"StringEquals": {"s3:prefix": naming.AUDIT_PREFIX}}),
         ],
         key=str,
@@ -91,8 +92,8 @@ def test_the_s3_endpoint_admits_the_data_bucket_only_as_the_role_uses_it(
         ("s3:PutObject", f"{data}/{naming.SEALED_PREFIX}w1/key", True),
         ("s3:PutObject", f"{data}/{naming.AUDIT_PREFIX}export.jsonl", True),
         ("s3:ListBucket", data, True),
+        ("s3:GetObject", f"{data}/{naming.AUDIT_PREFIX}export.jsonl", True),
         ("s3:GetObject", f"{data}/{naming.SEALED_PREFIX}w1/key", False),
-        ("s3:GetObject", f"{data}/{naming.AUDIT_PREFIX}export.jsonl", False),
         ("s3:PutObject", f"{data}/{naming.RELEASES_PREFIX}r1/waiaas-enclave.eif", False),
         ("s3:DeleteObject", f"{data}/{naming.SEALED_PREFIX}w1/key", False),
         ("s3:PutObject", "arn:aws:s3:::someone-elses-bucket/x", False),
@@ -177,6 +178,8 @@ def _iam_request(config: Any, operation: str, params: dict[str, Any]) -> tuple[s
     if operation == "s3:PutObject":
         context = {} if "IfNoneMatch" not in params else {"s3:if-none-match": params["IfNoneMatch"]}
         return "s3:PutObject", f"arn:aws:s3:::{params['Bucket']}/{params['Key']}", context
+    if operation == "s3:GetObject":
+        return "s3:GetObject", f"arn:aws:s3:::{params['Bucket']}/{params['Key']}", {}
     if operation == "s3:ListObjectsV2":
         return "s3:ListBucket", f"arn:aws:s3:::{params['Bucket']}", {"s3:prefix": params["Prefix"]}
     if operation == "dynamodb:Query":
@@ -212,10 +215,19 @@ def test_the_proxy_and_the_export_make_only_calls_the_host_role_allows(
     listed = s3.list_objects_v2(Bucket=naming.data_bucket_name(config))["Contents"]
     assert sorted(o["Key"].split("/")[0] for o in listed) == ["audit", "sealed"]
 
+    made = _allowed_calls(templates, config, calls)
+    assert {op for op, _ in made} == {"s3:PutObject", "s3:ListObjectsV2", "dynamodb:Query"}, made
+    assert not any(op in {"s3:GetObject", "s3:DeleteObject", "s3:HeadObject"} for op, _ in calls)
+
+
+def _allowed_calls(
+    templates: dict[str, Any], config: Any, calls: list[tuple[str, dict[str, Any]]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The S3 calls and DynamoDB queries among ``calls``, each checked against the host role, the S3 endpoint and
+    the bucket policy's write-once deny."""
     role, endpoint = _host_statements(templates), _s3_endpoint(templates)
     deny = [s for s in _data_bucket_policy(templates, config) if "Null" in s.get("Condition", {})]
     made = [(op, params) for op, params in calls if op.startswith(("s3:", "dynamodb:Query"))]
-    assert {op for op, _ in made} == {"s3:PutObject", "s3:ListObjectsV2", "dynamodb:Query"}, made
     for operation, params in made:
         action, resource, context = _iam_request(config, operation, params)
         assert allows(role, action=action, resource=resource, context=context), (action, resource, context)
@@ -223,7 +235,44 @@ def test_the_proxy_and_the_export_make_only_calls_the_host_role_allows(
             assert allows(endpoint, action=action, resource=resource, context=context), (action, resource)
         if action == "s3:PutObject":  # the bucket policy's deny does not apply: the put cannot replace an object
             assert context == {"s3:if-none-match": "*"} and deny, params["Key"]
-    assert not any(op in {"s3:GetObject", "s3:DeleteObject", "s3:HeadObject"} for op, _ in calls)
+    return made
+
+
+def test_an_export_that_meets_another_hosts_reads_back_only_what_the_role_allows(
+    templates: dict[str, Any], config: Any, aws: _Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hosts export the same records at once: the run whose put meets the other's object reads it back
+    (s3:GetObject on that export's key), which the host role and the S3 endpoint allow. Before: the role and the
+    endpoint refused any read under audit/."""
+    import boto3
+
+    from parent_proxy import audit_export_cli, data_bucket
+    from parent_proxy.audit import AuditLog
+    from parent_proxy.audit_source import DynamoAuditSource
+    from parent_proxy.clock import SystemClock
+    from parent_proxy.store.dynamodb import DynamoStore
+    from policies.cli import main
+    from tests.support.audit_export_runs import RaceClient
+
+    store = DynamoStore(boto3.client("dynamodb", region_name=config.region), naming.STATE_TABLE)
+    for i in range(3):
+        AuditLog(store, SystemClock()).append("test.event", {"n": i})
+    bucket = naming.data_bucket_name(config)
+
+    def other_host() -> None:
+        audit_export_cli.export_new_records(
+            DynamoAuditSource(naming.STATE_TABLE, config.region),
+            data_bucket.DataBucket(data_bucket.s3_client(config.region), bucket),
+            naming.AUDIT_PREFIX,
+        )
+
+    client = RaceClient(data_bucket.s3_client(config.region), meanwhile=other_host)
+    monkeypatch.setattr(audit_export_cli, "s3_client", lambda region: client)
+    argv = shlex.split(re.findall(r"^ExecStart=(.*)$", unit_file(boot_script(templates), EXPORT_UNIT), re.M)[0])
+    assert main(argv[1:]) == 0
+    made = _allowed_calls(templates, config, list(aws.made))
+    (read,) = [params for op, params in made if op == "s3:GetObject"]
+    assert read["Key"] == client.puts[0] and read["Key"].startswith(naming.AUDIT_PREFIX)
 
 
 def test_the_hosts_give_the_proxy_its_data_bucket(templates: dict[str, Any], config: Any) -> None:
