@@ -186,7 +186,7 @@ def _wallet_id(value: Any) -> str:
     # The proxy's API pattern (`policies.identifiers`): a parent talking to the enclave directly gets no other id
     # into a receipt, the sealed state or the owner's terminal.
     if not is_wallet_id(value):
-        raise ProtocolError("wallet_id is not 1-128 of A-Z a-z 0-9 . _ : -")
+        raise ProtocolError("wallet_id is not 1-128 of A-Z a-z 0-9 . _ : -, or is . or ..")
     return value
 
 

@@ -205,7 +205,7 @@ async def cosign_rotation(wallet_id: WalletId, body: AgentKeyRotationBody, reque
     wallet = assert_wallet(verified_owner(request))
     _multisig(services, wallet)
     raw = decode_base64("transaction", body.transaction)
-    envelope = envelope_bytes(EnvelopeBody(envelope=body.envelope))
+    envelope = envelope_bytes(EnvelopeBody(envelope=body.envelope), "rotation order")
     try:
         message_hash = hashlib.sha256(decode_transaction(raw).message_bytes).digest()
     except PolicyEngineError as exc:
@@ -301,7 +301,7 @@ async def switch(wallet_id: WalletId, body: EnvelopeBody, request: Request) -> A
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
     multisig = _multisig(services, wallet)
-    envelope = envelope_bytes(body)
+    envelope = envelope_bytes(body, "switch order")
     candidate: AgentKeyCandidate = await run_store(services, _candidate, services, wallet)
     try:
         order = check_switch_order(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,

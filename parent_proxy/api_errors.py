@@ -33,6 +33,7 @@ from policies.errors import PolicyEngineError, PolicySignatureError
 
 class Code(enum.StrEnum):
     BAD_REQUEST = "bad_request"  # 400: not JSON, wrong content type, a Content-Length that is no number
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # 405: a method the path does not have (``Allow`` lists those it has)
     INVALID_REQUEST = "invalid_request"  # 422: JSON that fails validation
     UNAUTHORIZED = "unauthorized"  # 401: missing, unknown or revoked agent token
     OWNER_SIGNATURE_INVALID = "owner_signature_invalid"  # 401: owner request signature missing or wrong
@@ -62,6 +63,7 @@ class Code(enum.StrEnum):
 
 STATUS: dict[Code, int] = {
     Code.BAD_REQUEST: 400,
+    Code.METHOD_NOT_ALLOWED: 405,
     Code.INVALID_REQUEST: 422,
     Code.UNAUTHORIZED: 401,
     Code.OWNER_SIGNATURE_INVALID: 401,

@@ -56,7 +56,8 @@ from parent_proxy.store.model import (
 )
 from parent_proxy.store.tokens import new_token
 from parent_proxy.webhook_urls import redact_url
-from policies.errors import PolicyEngineError
+from policies.canonical import LONE_SURROGATE
+from policies.errors import PolicyDocumentError, PolicyEngineError
 from policies.orders import check_freeze_order
 from policies.signing import load_signed_policy
 
@@ -146,8 +147,13 @@ def verified_owner_key(request: Request) -> Pubkey:
 router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
 
 
-def envelope_bytes(body: EnvelopeBody) -> bytes:
-    return canonical(body.envelope.model_dump())
+def envelope_bytes(body: EnvelopeBody, what: str) -> bytes:
+    """The envelope as checked, stored and sent to the enclave (`canonical`, UTF-8). A lone surrogate escape
+    (``"\\ud800"``) has no UTF-8 form: 422 as any malformed owner document (`owner_document_refused`), nothing done."""
+    try:
+        return canonical(body.envelope.model_dump())
+    except UnicodeEncodeError as exc:
+        raise owner_document_refused(what, PolicyDocumentError("envelope", LONE_SURROGATE)) from exc
 
 
 @router.post("", status_code=201, response_model=CreatedWallet)
@@ -246,7 +252,7 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
     that declares none is 422 ``invalid_request`` unless the proxy runs with ``WAIAAS_REQUIRE_MULTISIG=false``."""
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
-    envelope = envelope_bytes(body)
+    envelope = envelope_bytes(body, "policy")
     try:
         policy = load_signed_policy(envelope, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id)
     except PolicyEngineError as exc:
@@ -319,7 +325,7 @@ async def approve(wallet_id: WalletId, approval_id: Id, body: EnvelopeBody, requ
     verified_owner(request)
     flow = SignFlow(services)
     approvals = ApprovalFlow(services, flow)
-    envelope = envelope_bytes(body)
+    envelope = envelope_bytes(body, "approval")
     tables = await fetch_tables(services, await run_store(services, approvals.stored_tables, wallet_id, approval_id))
     pending = await run_store(services, approvals.prepare, wallet_id, approval_id, envelope, tables)
     answer = await flow.sign_prepared(pending.prepared, pending.transaction, tables, pending.prepared.submit)
@@ -340,7 +346,7 @@ async def reject(wallet_id: WalletId, approval_id: Id, request: Request) -> JSON
 async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: bool) -> FreezeState:
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
-    envelope = envelope_bytes(body)
+    envelope = envelope_bytes(body, "freeze order")
     try:
         sequence = check_freeze_order(
             envelope, freeze=frozen, owner=Pubkey.from_bytes(wallet.owner_pubkey), wallet_id=wallet_id,

@@ -37,8 +37,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class _TooLarge(Exception):
-    pass
+HTTP_CODES = {405: Code.METHOD_NOT_ALLOWED, 413: Code.PAYLOAD_TOO_LARGE}
+"""The codes of Starlette's and FastAPI's own refusals by status (404 aside); any other is ``bad_request``."""
+
+
+class _TooLarge(StarletteHTTPException):
+    """A body outgrew the limit while it was read. An ``HTTPException`` on purpose: FastAPI's body parsing passes
+    those on (any other exception it answers 400 ``bad_request``), to the handler that answers 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
 
 
 class LimitsAndMetrics:
@@ -72,7 +80,7 @@ class LimitsAndMetrics:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge
+                    raise _TooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -80,15 +88,12 @@ class LimitsAndMetrics:
                 status["code"], status["sent"] = message["status"], True
             await send(message)
 
-        try:
-            if scope["method"] in ("GET", "HEAD"):
-                await self.app(scope, counting_receive, tracking_send)
-            else:  # state-changing: runs to its end even if this task is cancelled (`parent_proxy.completions`)
-                await self.services.completions.run(self.app(scope, counting_receive, tracking_send))
-        except _TooLarge:
-            if not status["sent"]:
-                await _send_error(send, ApiError(Code.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes"))
-                status["code"] = 413
+        # A body over the limit without Content-Length (chunked) stops at `_TooLarge`, answered 413 by the app's
+        # handler of HTTP exceptions (`create_app`) whichever route was reading it.
+        if scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, counting_receive, tracking_send)
+        else:  # state-changing: runs to its end even if this task is cancelled (`parent_proxy.completions`)
+            await self.services.completions.run(self.app(scope, counting_receive, tracking_send))
         self._observe(scope, int(status["code"]), started)
 
     def _observe(self, scope: Scope, status: int, started: float) -> None:
@@ -137,6 +142,7 @@ def create_app(services: Services) -> FastAPI:
         version=API_VERSION,
         description="Policy-checked signing for AI agents on Solana. See docs/api.md.",
         responses=ERROR_RESPONSES,
+        redirect_slashes=False,  # a path with a trailing slash is 404, not a redirect built from the Host header
     )
     app.state.services = services
 
@@ -155,11 +161,15 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's and FastAPI's own refusals (no route, a method the path lacks, a body that cannot be read or
+        is over the limit) in the uniform body; their headers kept (a 405's ``Allow``)."""
         if exc.status_code == 404:
             return error_response(ApiError(Code.NOT_FOUND, "not found"))
-        return JSONResponse(
-            {"error": {"code": Code.BAD_REQUEST.value, "message": str(exc.detail)}}, status_code=exc.status_code
-        )
+        code = HTTP_CODES.get(exc.status_code, Code.BAD_REQUEST)
+        response = error_response(ApiError(code, str(exc.detail)))
+        response.status_code = exc.status_code
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

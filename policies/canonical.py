@@ -23,6 +23,9 @@ MAX_INTEGER_DIGITS = 20
 """Longest JSON integer accepted: u64's maximum has 20 digits. (Python refuses more than 4300 with a bare
 ValueError, which must not escape; far shorter ones are already meaningless here.)"""
 
+LONE_SURROGATE = "a string with a lone surrogate (\\ud800-\\udfff escape) is not Unicode text"
+"""Why a string holding a lone surrogate (JSON's ``\\ud800`` escapes decode to them) is refused."""
+
 
 class _Rejected(ValueError):
     """Raised from inside json hooks; translated to PolicyDocumentError by `parse_json_object`."""
@@ -56,7 +59,7 @@ def _check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise _Rejected("a string with a lone surrogate (\\ud800-\\udfff escape) is not Unicode text") from None
+        raise _Rejected(LONE_SURROGATE) from None
 
 
 def _check_value(value: Any, depth: int = 0) -> None:

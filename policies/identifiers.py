@@ -15,10 +15,15 @@ from typing import Final, TypeGuard
 
 MAX_WALLET_ID_CHARS: Final = 128
 """The longest wallet id (the enclave's sealing binding and protocol take the same bound from here)."""
-WALLET_ID_PATTERN: Final = rf"^[A-Za-z0-9._:-]{{1,{MAX_WALLET_ID_CHARS}}}$"
-"""1-128 ASCII letters, digits, ``.``, ``_``, ``:`` and ``-``. The anchored form is what OpenAPI and pydantic take;
-:func:`is_wallet_id` matches it against the whole string (a trailing newline does not pass, as it would with a bare
-``re.match`` on ``$``)."""
+WALLET_ID_PATTERN: Final = (
+    rf"^(?:[A-Za-z0-9._:-]{{3,{MAX_WALLET_ID_CHARS}}}|[A-Za-z0-9_:-][A-Za-z0-9._:-]?|\.[A-Za-z0-9_:-])$"
+)
+"""1-128 ASCII letters, digits, ``.``, ``_``, ``:`` and ``-``, but not ``.`` or ``..``: a wallet id is a segment of
+the API's paths, and those two are the dot segments that URL clients remove (``/v1/wallets/../policy`` is sent as
+``/v1/policy``). Spelled without look-ahead (three alternatives: three characters or more; one or two not starting
+with a dot; a dot and one other), which pydantic's regex engine lacks. The anchored form is what OpenAPI and
+pydantic take; :func:`is_wallet_id` matches it against the whole string (a trailing newline does not pass, as it
+would with a bare ``re.match`` on ``$``)."""
 
 _WALLET_ID: Final = re.compile(WALLET_ID_PATTERN)
 

@@ -39,6 +39,7 @@ from parent_proxy.store.model import (
     Wallet,
     WebhookConfig,
 )
+from policies.identifiers import is_wallet_id
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 """Wallet ids, request ids, asset names (``SOL``, a base58 mint, or ``fees``), event and approval ids."""
@@ -149,7 +150,8 @@ def check_limits(limits: object) -> dict[tuple[str, int], int]:
 def check_wallet(wallet: object) -> Wallet:
     if not isinstance(wallet, Wallet):
         raise InvalidInput("wallet", "must be a Wallet")
-    check_id("wallet_id", wallet.wallet_id)
+    if not is_wallet_id(wallet.wallet_id):  # the API's and the enclave's rule: a new wallet's id enters here only
+        raise InvalidInput("wallet_id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -, not . or ..")
     for name in ("agent_pubkey", "owner_pubkey", "vault_address"):
         check_pubkey(name, getattr(wallet, name))
     if not check_blob("sealed_key", wallet.sealed_key):

@@ -140,6 +140,8 @@ def _wire(**changes: Any) -> dict[str, Any]:
         (_wire(wallet_id="w 1"), "wallet_id is not"),
         (_wire(wallet_id="w1\u202e"), "wallet_id is not"),
         (_wire(wallet_id="wället"), "wallet_id is not"),
+        (_wire(wallet_id="."), "wallet_id is not"),  # the URL dot segments: no path of the API could name it
+        (_wire(wallet_id=".."), "wallet_id is not"),
         (_wire(owner_public_key=KEY[:31]), "byte field of wrong type or size"),
         (_wire(owner_public_key=bytearray(KEY)), "byte field of wrong type or size"),
         (_wire(type="status", state="ready", wallets=True, session_public_key=KEY), "unknown message type"),

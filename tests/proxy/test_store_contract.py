@@ -83,6 +83,8 @@ def test_wallet_roundtrip_freeze_and_duplicate(wallet_store: Store) -> None:
     ("overrides", "match"),
     [
         ({"wallet_id": "bad id"}, "wallet_id: must be"),
+        ({"wallet_id": "."}, "wallet_id: must be"),  # the URL dot segments: the API's and the enclave's rule
+        ({"wallet_id": ".."}, "wallet_id: must be"),
         ({"agent_pubkey": b"\x01" * 31}, "agent_pubkey: must be 32 bytes"),
         ({"owner_pubkey": "not bytes"}, "owner_pubkey: must be 32 bytes"),
         ({"sealed_key": b""}, "sealed_key: must not be empty"),
