@@ -35,8 +35,8 @@ from typing import Any
 from solders.pubkey import Pubkey
 
 from policies.canonical import canonical_bytes
-from policies.document import read_pubkey
 from policies.errors import PolicyDocumentError
+from policies.json_fields import read_pubkey
 from policies.signing import open_envelope
 
 FREEZE_PURPOSE = "freeze"
