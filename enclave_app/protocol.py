@@ -66,8 +66,9 @@ before it sends neither field, and that older shape decodes with both null (upgr
 
 API (stable; used by ``parent_proxy``): the message dataclasses below, :class:`ErrorCode`, :class:`EnclaveState`,
 ``Message.to_wire()``, :func:`decode_request`, :func:`decode_response`, and the client in
-:mod:`enclave_app.client`. The messages are defined in :mod:`enclave_app.protocol_messages` and their building
-blocks (limits, enums, field checks) in :mod:`enclave_app.protocol_wire`; import them from here.
+:mod:`enclave_app.client`. The messages are defined in :mod:`enclave_app.protocol_requests` and
+:mod:`enclave_app.protocol_responses`, their building blocks (limits, enums, field checks) in
+:mod:`enclave_app.protocol_wire`; import them from here.
 """
 
 from __future__ import annotations
@@ -76,30 +77,32 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from enclave_app.errors import ProtocolError
-from enclave_app.protocol_messages import (
-    AgentKeyResponse,
-    AgentKeyRotationResponse,
+from enclave_app.protocol_requests import (
     AttestationRequest,
-    AttestationResponse,
     DiscardWalletRequest,
-    ErrorResponse,
     FreezeRequest,
     InstallPolicyRequest,
     LoadWalletRequest,
-    MessageSignatureResponse,
     PingRequest,
-    PolicyInstalledResponse,
     PrepareAgentKeyRequest,
     ProvisionWalletRequest,
     Request,
-    Response,
     SignAgentKeyRotationRequest,
     SignMessageRequest,
     SignTransactionRequest,
-    StatusResponse,
     SwitchAgentKeyRequest,
-    TransactionDecisionResponse,
     UnfreezeRequest,
+)
+from enclave_app.protocol_responses import (
+    AgentKeyResponse,
+    AgentKeyRotationResponse,
+    AttestationResponse,
+    ErrorResponse,
+    MessageSignatureResponse,
+    PolicyInstalledResponse,
+    Response,
+    StatusResponse,
+    TransactionDecisionResponse,
     WalletFrozenResponse,
     WalletResponse,
 )

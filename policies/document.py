@@ -5,22 +5,35 @@ A document is a JSON object ``{"version": 1, "wallet_id": ..., "sequence": ..., 
 ``policies/schema/policy-v1.schema.json``. Every rule section is required: nothing is permissive by omission,
 and an explicit ``"any"`` is the only way to open a list rule. Every error names the field and the reason.
 
-Owner signatures over documents are in `policies.signing`.
+Owner signatures over documents are in `policies.signing`; the readers of single fields (objects, integers,
+amounts, addresses, lists) in `policies.json_fields`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from solders.pubkey import Pubkey
 
 from policies.canonical import canonical_bytes, parse_json_object
 from policies.errors import PolicyDocumentError
 from policies.fees import MAX_COMPUTE_UNIT_LIMIT
+from policies.json_fields import (
+    U64_MAX,
+    _amount,
+    _any_or,
+    _bool,
+    _ident,
+    _int,
+    _join,
+    _list,
+    _obj,
+    read_pubkey,
+)
 from policies.model import FEES, NATIVE_SOL
 from policies.programs import (
     ASSOCIATED_TOKEN_PROGRAM,
@@ -30,7 +43,6 @@ from policies.programs import (
 )
 from policies.rules import (
     ANY,
-    AnyMarker,
     AssetLimit,
     DenialBurst,
     DestinationRules,
@@ -45,20 +57,13 @@ from policies.rules import (
 )
 
 SCHEMA_VERSION = 1
-U64_MAX = 2**64 - 1
 MAX_SAFE_INT = 2**53 - 1
 """Largest integer every JSON implementation reads exactly (sequences, expiry times)."""
 MAX_WINDOW_SECONDS = 31 * 24 * 3600
 """Longest rolling window: 31 days. Longer windows would make the state store keep too much history."""
-MAX_LIST_ITEMS = 256
-"""Most entries in any list rule (destinations, programs, mints, limits)."""
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,19})\Z")
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])\Z|^24:00\Z")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,80 +108,7 @@ def associated_token_address(owner: Pubkey, mint: Pubkey, token_program: Pubkey)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Field readers: each takes the containing object and its path, and raises PolicyDocumentError naming the field.
-
-
-def _obj(value: Any, path: str, keys: Iterable[str], optional: Iterable[str] = ()) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise PolicyDocumentError(path, "must be an object")
-    required = set(keys)
-    allowed = required | set(optional)
-    for key in value:
-        if key not in allowed:
-            raise PolicyDocumentError(_join(path, key), "unknown field")
-    for key in sorted(required):
-        if key not in value:
-            raise PolicyDocumentError(_join(path, key), "required field is missing")
-    return value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _int(value: Any, path: str, *, minimum: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PolicyDocumentError(path, "must be an integer")
-    if not minimum <= value <= maximum:
-        raise PolicyDocumentError(path, f"must be between {minimum} and {maximum}")
-    return value
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise PolicyDocumentError(path, "must be true or false")
-    return value
-
-
-def _amount(value: Any, path: str) -> int:
-    if not isinstance(value, str) or not _AMOUNT.match(value):
-        raise PolicyDocumentError(path, 'must be a decimal string of raw units, e.g. "1000000"')
-    amount = int(value)
-    if amount > U64_MAX:
-        raise PolicyDocumentError(path, "exceeds the u64 range")
-    return amount
-
-
-def _ident(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
-        raise PolicyDocumentError(path, "must be 1-64 characters of letters, digits, '.', '_' or '-'")
-    return value
-
-
-def read_pubkey(value: Any, path: str) -> Pubkey:
-    """The base58 Solana address ``value`` (a JSON string); `PolicyDocumentError` naming ``path`` otherwise. Owner
-    orders read their keys with it too (`policies.orders`)."""
-    if not isinstance(value, str) or not 32 <= len(value) <= 44:
-        raise PolicyDocumentError(path, "must be a base58 Solana address")
-    try:
-        return Pubkey.from_string(value)
-    except ValueError as exc:
-        raise PolicyDocumentError(path, "must be a base58 Solana address") from exc
-
-
-def _list(value: Any, path: str, item: Callable[[Any, str], T], *, unique: bool = True) -> list[T]:
-    if not isinstance(value, list):
-        raise PolicyDocumentError(path, "must be a list")
-    if len(value) > MAX_LIST_ITEMS:
-        raise PolicyDocumentError(path, f"more than {MAX_LIST_ITEMS} entries")
-    items = [item(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if unique:
-        seen: set[Any] = set()
-        for i, parsed in enumerate(items):
-            if parsed in seen:
-                raise PolicyDocumentError(f"{path}[{i}]", "duplicate entry")
-            seen.add(parsed)
-    return items
+# Rule readers: each takes the containing object and its path, and raises PolicyDocumentError naming the field.
 
 
 def _tier(value: Any, path: str) -> Tier:
@@ -218,12 +150,6 @@ def _limit(value: Any, path: str) -> AssetLimit:
         per_transaction=_tier(obj["per_transaction"], _join(path, "per_transaction")),
         periods=periods,
     )
-
-
-def _any_or(value: Any, path: str, item: Callable[[Any, str], T]) -> list[T] | AnyMarker:
-    if value == ANY:
-        return ANY
-    return _list(value, path, item)
 
 
 def _window(value: Any, path: str) -> TimeWindow:

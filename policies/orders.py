@@ -33,8 +33,8 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 
-from policies.document import read_pubkey
 from policies.errors import PolicyDocumentError
+from policies.json_fields import read_pubkey
 from policies.signing import document_sha256, open_envelope
 
 FREEZE_PURPOSE = "freeze"

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from enclave_app import protocol_messages, protocol_wire
+from enclave_app import protocol_requests, protocol_responses, protocol_wire
 from policies import decision, evaluate, fees, model
 from policies.fastinit import fast_init
 
-MODULES = (model, decision, fees, evaluate, protocol_messages, protocol_wire)
+MODULES = (model, decision, fees, evaluate, protocol_requests, protocol_responses, protocol_wire)
 FAST = [
     cls
     for module in MODULES
