@@ -25,10 +25,10 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
-from policies.document import Policy, associated_token_address, parse_policy
+from policies.document import Policy, parse_policy
 from policies.evaluate import EvalContext, evaluate
 from policies.examples import example_policy_json
-from policies.programs import MEMO_V2_PROGRAM, TOKEN_PROGRAM
+from policies.programs import MEMO_V2_PROGRAM, TOKEN_PROGRAM, associated_token_address
 from policies.transaction import decode_transaction
 
 MERCHANT = Pubkey.from_string("FHEqRxoKaHqjfmpq5sDHwcTRetKh7uJny2UVN4pcd24J")

@@ -28,11 +28,11 @@ from solders.transaction import Transaction
 
 from policies.canonical import parse_json_object
 from policies.decision import Decision, Verdict
-from policies.document import Policy, associated_token_address
+from policies.document import Policy
 from policies.errors import DecodeError
 from policies.evaluate import EvalContext, evaluate
 from policies.examples import example_policy_json
-from policies.programs import TOKEN_PROGRAM
+from policies.programs import TOKEN_PROGRAM, associated_token_address
 from policies.signing import POLICY_PURPOSE, load_signed_policy, sign_document
 from policies.transaction import decode_transaction
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 from solders.pubkey import Pubkey
 
-from policies.document import associated_token_address
 from policies.model import (
     NATIVE_SOL,
     AccountClose,
@@ -47,6 +46,7 @@ from policies.model import (
     Restricted,
     UncheckedTokenTransfer,
 )
+from policies.programs import associated_token_address
 
 SOL_DECIMALS = 9
 """A lamport is 10**-9 SOL: SOL amounts are shown as whole tokens at 9 decimals (`whole_tokens`)."""

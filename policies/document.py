@@ -36,10 +36,10 @@ from policies.json_fields import (
 )
 from policies.model import FEES, NATIVE_SOL
 from policies.programs import (
-    ASSOCIATED_TOKEN_PROGRAM,
     TOKEN_2022_PROGRAM,
     TOKEN_PROGRAM,
     WRAPPED_SOL_MINTS,
+    associated_token_address,
 )
 from policies.rules import (
     ANY,
@@ -97,14 +97,6 @@ class Policy:
     def spend_windows(self) -> tuple[tuple[str, int], ...]:
         """Every (asset, window_seconds) whose spent-and-reserved total the evaluation context must supply."""
         return tuple((asset, p.window_seconds) for asset, periods in self.periods_by_asset.items() for p in periods)
-
-
-def associated_token_address(owner: Pubkey, mint: Pubkey, token_program: Pubkey) -> Pubkey:
-    """The associated token account of ``owner`` for ``mint`` under ``token_program``."""
-    address, _bump = Pubkey.find_program_address(
-        [bytes(owner), bytes(token_program), bytes(mint)], ASSOCIATED_TOKEN_PROGRAM
-    )
-    return address
 
 
 # ----------------------------------------------------------------------------------------------------------------

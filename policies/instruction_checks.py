@@ -17,7 +17,7 @@ from solders.pubkey import Pubkey
 
 from policies.control import AccountParties
 from policies.decision import Reason, Verdict
-from policies.document import Policy, associated_token_address
+from policies.document import Policy
 from policies.model import (
     NATIVE_SOL,
     AccountClose,
@@ -31,7 +31,7 @@ from policies.model import (
     Restricted,
     UncheckedTokenTransfer,
 )
-from policies.programs import SQUADS_V4_PROGRAM, WRAPPED_SOL_MINTS
+from policies.programs import SQUADS_V4_PROGRAM, WRAPPED_SOL_MINTS, associated_token_address
 from policies.rules import ANY
 
 

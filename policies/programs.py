@@ -6,6 +6,7 @@ hot path parses base58.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
 
 from solders.pubkey import Pubkey
@@ -32,3 +33,12 @@ NATIVE_MINT_2022: Final = Pubkey.from_string("9pan9bMn5HatX4EJdBwg9VgCa7Uz5HL8N1
 WRAPPED_SOL_MINTS: Final = ((NATIVE_MINT, TOKEN_PROGRAM), (NATIVE_MINT_2022, TOKEN_2022_PROGRAM))
 """The wrapped-SOL mints, each with the token program that owns it (any other pairing names an associated address
 no account can ever occupy)."""
+
+
+@lru_cache(maxsize=4096)
+def associated_token_address(owner: Pubkey, mint: Pubkey, token_program: Pubkey) -> Pubkey:
+    """The associated token account of ``owner`` for ``mint`` under ``token_program`` (cached: a PDA search)."""
+    address, _bump = Pubkey.find_program_address(
+        [bytes(owner), bytes(token_program), bytes(mint)], ASSOCIATED_TOKEN_PROGRAM
+    )
+    return address

@@ -21,7 +21,6 @@ closes the nested one to the wallet: value stays with the wallet, so it is benig
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Final
 
 from solders.pubkey import Pubkey
@@ -46,15 +45,6 @@ ATA_RENT_ESTIMATE: Final = {
 """Lamports the payer funds when an associated token account is created, per token program."""
 
 
-@lru_cache(maxsize=4096)
-def associated_token_address(owner: Pubkey, token_program: Pubkey, mint: Pubkey) -> Pubkey:
-    """The associated token account of ``owner`` for ``mint`` under ``token_program`` (cached: it is a PDA search)."""
-    address, _bump = Pubkey.find_program_address(
-        [bytes(owner), bytes(token_program), bytes(mint)], programs.ASSOCIATED_TOKEN_PROGRAM
-    )
-    return address
-
-
 def _token_program(index: int, name: str, account: AccountView) -> Pubkey:
     if account.pubkey not in programs.TOKEN_PROGRAMS:
         fail(index, f"{name}: token program {account.pubkey} is neither SPL Token nor Token-2022")
@@ -62,7 +52,7 @@ def _token_program(index: int, name: str, account: AccountView) -> Pubkey:
 
 
 def _check_ata(index: int, name: str, address: Pubkey, *, owner: Pubkey, token_program: Pubkey, mint: Pubkey) -> None:
-    if associated_token_address(owner, token_program, mint) != address:
+    if programs.associated_token_address(owner, mint, token_program) != address:
         fail(index, f"{name}: {address} is not the associated token account of (owner, token program, mint)")
 
 

@@ -8,10 +8,10 @@ from solders.pubkey import Pubkey
 from policies import programs
 from policies.decision import Decision
 from policies.decoders.squads import squads_vault_address
-from policies.document import associated_token_address
 from policies.errors import DecodeError
 from policies.evaluate import evaluate
 from policies.model import DecodedTransaction
+from policies.programs import associated_token_address
 from policies.transaction import decode_transaction
 from tests.support.policies import MERCHANT
 from tests.support.scenario import Scenario

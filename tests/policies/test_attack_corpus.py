@@ -39,8 +39,7 @@ from solders.system_program import (
 from solders.transaction import Transaction
 
 from policies.decision import Verdict
-from policies.document import associated_token_address
-from policies.programs import MEMO_V1_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM
+from policies.programs import MEMO_V1_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM, associated_token_address
 from tests.support.policies import BLOCKED, EXAMPLE_MINT, MERCHANT
 from tests.support.scenario import BLOCKHASH, Scenario
 

@@ -22,7 +22,7 @@ from solders.system_program import TransferParams, transfer
 from policies import programs
 from policies.decision import Verdict
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
-from policies.document import associated_token_address
+from policies.programs import associated_token_address
 from tests.policies.squads_wallet import ENC, MULTISIG, VAULT, decide, spend, squads_scenario
 from tests.support.policies import EXAMPLE_MINT, MERCHANT
 from tests.support.scenario import FEE, Scenario

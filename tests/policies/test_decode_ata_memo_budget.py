@@ -16,11 +16,12 @@ from spl.memo.models import MemoParams
 from spl.token.instructions import create_associated_token_account, create_idempotent_associated_token_account
 
 from policies import programs
-from policies.decoders.ata import ATA_RENT_ESTIMATE, associated_token_address, decode_associated_token_account
+from policies.decoders.ata import ATA_RENT_ESTIMATE, decode_associated_token_account
 from policies.decoders.compute_budget import decode_compute_budget
 from policies.decoders.memo import decode_memo
 from policies.errors import DecodeError
 from policies.model import NATIVE_SOL, AccountView, ComputeBudgetSetting, Outflow
+from policies.programs import associated_token_address
 from policies.transaction import decode_transaction
 from tests.support import chain
 from tests.support.builders import legacy_tx
@@ -44,7 +45,7 @@ def test_create_ata_decodes_and_executes(tp: Pubkey, idempotent: bool) -> None:
     raw = legacy_tx(payer, [build(payer.pubkey(), owner, mint, tp)], svm.latest_blockhash())
     (d,) = decode_transaction(raw).instructions
     address = chain.ata_address(owner, mint, tp)
-    assert associated_token_address(owner, tp, mint) == address
+    assert associated_token_address(owner, mint, tp) == address
     assert (d.program, d.name) == ("associated_token_account", "create_idempotent" if idempotent else "create")
     assert dict(d.args) == {
         "payer": payer.pubkey(), "associated_account": address, "owner": owner, "mint": mint, "token_program": tp,
@@ -67,9 +68,9 @@ def _views(*keys: Pubkey) -> tuple[AccountView, ...]:
 
 def test_recover_nested() -> None:
     wallet, owner_mint, nested_mint = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_unique()
-    owner_ata = associated_token_address(wallet, TOKEN, owner_mint)
-    nested = associated_token_address(owner_ata, TOKEN, nested_mint)
-    destination = associated_token_address(wallet, TOKEN, nested_mint)
+    owner_ata = associated_token_address(wallet, owner_mint, TOKEN)
+    nested = associated_token_address(owner_ata, nested_mint, TOKEN)
+    destination = associated_token_address(wallet, nested_mint, TOKEN)
     accounts = _views(nested, nested_mint, destination, owner_ata, owner_mint, wallet, TOKEN)
     d = decode_associated_token_account(0, ATA, accounts, b"\x02")
     assert (d.name, d.effects, d.args["wallet"], d.args["destination"]) == ("recover_nested", (), wallet, destination)
@@ -80,7 +81,7 @@ def test_recover_nested() -> None:
 
 def test_ata_refusals() -> None:
     payer, owner, mint = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_unique()
-    good = associated_token_address(owner, TOKEN, mint)
+    good = associated_token_address(owner, mint, TOKEN)
     system = programs.SYSTEM_PROGRAM
     cases = [
         (b"\x03", _views(payer, good, owner, mint, system, TOKEN), "unknown instruction data"),

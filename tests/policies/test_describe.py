@@ -17,7 +17,6 @@ from solders.transaction import Transaction
 from spl.token import models as m
 
 from policies.describe import Recipients, amount, describe_effect, describe_transaction, whole_tokens
-from policies.document import associated_token_address
 from policies.model import (
     AccountClose,
     AuthorityChange,
@@ -32,7 +31,7 @@ from policies.model import (
     Restricted,
     UncheckedTokenTransfer,
 )
-from policies.programs import MEMO_V2_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM
+from policies.programs import MEMO_V2_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM, associated_token_address
 from policies.transaction import decode_transaction
 from tests.policies.squads_wallet import spend, squads_scenario
 

@@ -12,8 +12,7 @@ from solders.instruction import AccountMeta, Instruction
 from solders.pubkey import Pubkey
 
 from policies.decision import Decision, Verdict
-from policies.document import associated_token_address
-from policies.programs import NATIVE_MINT, NATIVE_MINT_2022, TOKEN_2022_PROGRAM, TOKEN_PROGRAM
+from policies.programs import NATIVE_MINT, NATIVE_MINT_2022, TOKEN_2022_PROGRAM, TOKEN_PROGRAM, associated_token_address
 from tests.policies.squads_wallet import decide, spend, squads_scenario
 from tests.support.chain import (
     LAMPORTS_PER_SOL,

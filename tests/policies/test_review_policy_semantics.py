@@ -13,8 +13,14 @@ from solders.pubkey import Pubkey
 from spl.token.instructions import create_associated_token_account
 
 from policies.decision import Decision, Verdict
-from policies.document import associated_token_address
-from policies.programs import NATIVE_MINT, NATIVE_MINT_2022, SYSTEM_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM
+from policies.programs import (
+    NATIVE_MINT,
+    NATIVE_MINT_2022,
+    SYSTEM_PROGRAM,
+    TOKEN_2022_PROGRAM,
+    TOKEN_PROGRAM,
+    associated_token_address,
+)
 from tests.support.chain import (
     LAMPORTS_PER_SOL,
     ChainError,

@@ -25,9 +25,8 @@ from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
 from parent_proxy.sign_parts import message_hash
 from policies.cli import main
-from policies.document import associated_token_address
 from policies.orders import check_approval
-from policies.programs import TOKEN_PROGRAM
+from policies.programs import TOKEN_PROGRAM, associated_token_address
 from policies.signing import POLICY_PURPOSE
 from tests.support.policies import EXAMPLE_MINT, MERCHANT, example_policy, owner_public_key
 
