@@ -61,12 +61,12 @@ ARCHIVE_BUCKET_SECONDS = 600
 ARCHIVE_SECONDS = MAX_WINDOW_SECONDS
 """How long archived amounts are kept: the longest window any policy may have (31 days, 4464 buckets per asset)."""
 SEED_BYTES = 32
+MIN_NSM_RANDOM_BYTES = 32
 MULTISIG_REQUIRED_MESSAGE = (
     "policy refused: rules.squads_multisig is null, and this enclave requires every policy to declare the "
     "wallet's Squads multisig (WAIAAS_ENCLAVE_REQUIRE_MULTISIG=true)"
 )
 """The ``multisig_required`` refusal (under the protocol's 256-character limit on error messages)."""
-MIN_NSM_RANDOM_BYTES = 32
 
 
 def fresh_seed(nsm: Nsm) -> bytes:

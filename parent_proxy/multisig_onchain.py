@@ -33,8 +33,8 @@ multisig and the chain the last line), or while the enclave does (its ``WAIAAS_E
 ``status`` answer reports; asked only then: 422 ``invalid_request`` naming the enclave's setting, 503
 ``enclave_unavailable`` if it cannot be asked, since the enclave would refuse such a policy once stored), and is
 otherwise installed without reading the chain (there is no on-chain limit to compare it with: the agent key's own
-account holds the funds). The check holds at install time: a later
-change on chain is for the owner's report (``GET /v1/wallets/{id}/multisig``) to show.
+account holds the funds). The check holds at install time: a later change on chain is for the owner's report
+(``GET /v1/wallets/{id}/multisig``) to show.
 """
 
 from __future__ import annotations
