@@ -77,7 +77,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     nsm = build_nsm(settings)
     sealers = build_sealers(settings, nsm)
     mode = AttestationMode.NONE if settings.nsm == "none" else AttestationMode.NITRO
-    enclave = Enclave(nsm=nsm, clock=utc_now, attestation_mode=mode)
+    enclave = Enclave(nsm=nsm, clock=utc_now, require_multisig=settings.require_multisig, attestation_mode=mode)
+    if not settings.require_multisig:
+        _LOG.warning(
+            "WAIAAS_ENCLAVE_REQUIRE_MULTISIG=false: policies that declare no Squads multisig are installed; nothing "
+            "on chain bounds such a wallet's agent key (meant only for a chain without the Squads program)"
+        )
     forwarder = None
     if settings.kms_proxy is not None:
         forwarder = Forwarder(listen_address=TcpAddress("127.0.0.1", KMS_FORWARDER_PORT), upstream=settings.kms_proxy)

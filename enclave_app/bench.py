@@ -60,7 +60,10 @@ class _SteppingClock:
 
 def _setup() -> tuple[Callable[[], bytes], Callable[[], bytes]]:
     logging.getLogger("enclave_app.dev_nsm").setLevel(logging.ERROR)  # the dev-NSM warning is expected here
-    enclave = Enclave(nsm=UnsafeDevelopmentNsm(pcrs={0: bytes(range(48))}), clock=_SteppingClock())
+    # The example policy declares no Squads multisig: the enclave setting false, as on a chain without Squads.
+    enclave = Enclave(
+        nsm=UnsafeDevelopmentNsm(pcrs={0: bytes(range(48))}), clock=_SteppingClock(), require_multisig=False
+    )
     owner, agent_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     agent = Pubkey.from_bytes(agent_key.public_key().public_bytes_raw())
     owner_public = Pubkey.from_bytes(owner.public_key().public_bytes_raw())

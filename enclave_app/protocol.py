@@ -10,7 +10,8 @@ one response per connection exchange; the enclave never sends anything unasked.
 
 Requests -> responses (an :class:`ErrorResponse` can answer any request)::
 
-    ping                {}                                             -> status
+    ping                {}                                             -> status (state, wallets, session_public_key,
+                                                                          requires_multisig)
     attestation         nonce                                          -> attestation (mode, document, reason,
                                                                           session_public_key)
     provision_wallet    wallet_id, owner_public_key, aws_credentials   -> wallet (wallet_id, agent_public_key,
@@ -47,6 +48,13 @@ Enclave) - ``document`` is null and ``reason`` a fixed human-readable sentence s
 ``session_public_key`` is the receipt-signing key in both (in ``nitro`` mode, trust the one inside the verified
 document). Compatibility: an enclave built before ``mode`` existed sends only ``document``; that exact older
 shape still decodes (as ``nitro``, ``session_public_key`` null), so parents can be upgraded before enclaves.
+
+``status`` carries ``requires_multisig``, the enclave's ``WAIAAS_ENCLAVE_REQUIRE_MULTISIG``: with it true,
+``install_policy`` refuses a policy whose ``rules.squads_multisig`` is null with ``multisig_required`` (and changes
+nothing), so the parent can refuse such a policy before storing it. Compatibility: a later generation of
+``status``; an enclave built before it sends no such field (decoded as null: an enclave that does not refuse them),
+and a parent built before it cannot read the answer of one that sends it, nor the ``multisig_required`` code
+(upgrade the parent first).
 
 ``aws_credentials`` (:class:`AwsCredentials`: ``access_key_id``, ``secret_access_key``, ``session_token``, or
 null) are the parent's temporary AWS credentials for the KMS sealer's calls, used for that request only (DESIGN

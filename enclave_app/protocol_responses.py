@@ -43,11 +43,22 @@ def _receipt_pair(receipt: bytes | None, signature: bytes | None, what: str) -> 
 
 @dataclass(frozen=True, slots=True)
 class StatusResponse(Message):
+    """``requires_multisig``: the enclave's ``WAIAAS_ENCLAVE_REQUIRE_MULTISIG`` (it refuses policies that declare no
+    Squads multisig). A later generation: an enclave built before it leaves it out (decoded as null: it does not
+    refuse them)."""
+
     state: EnclaveState
     wallets: int
     session_public_key: bytes
+    requires_multisig: bool | None = None
     TYPE = "status"
-    FIELDS = (("state", _enum(EnclaveState)), ("wallets", _COUNT), ("session_public_key", _PUBLIC_KEY))
+    FIELDS = (
+        ("state", _enum(EnclaveState)),
+        ("wallets", _COUNT),
+        ("session_public_key", _PUBLIC_KEY),
+        ("requires_multisig", _optional(_flag)),
+    )
+    ADDED_LATER = (frozenset({"requires_multisig"}),)
 
 
 @dataclass(frozen=True, slots=True)

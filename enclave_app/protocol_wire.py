@@ -71,6 +71,7 @@ class ErrorCode(StrEnum):
     NO_POLICY = "no_policy"
     POLICY_INVALID = "policy_invalid"  # bad signature, bad document, wrong wallet
     POLICY_STALE = "policy_stale"  # sequence not above the installed one, or the policy has expired
+    MULTISIG_REQUIRED = "multisig_required"  # the policy declares no Squads multisig; the enclave requires one
     ORDER_INVALID = "order_invalid"  # freeze/unfreeze/approval: bad signature, content, expiry
     ORDER_STALE = "order_stale"  # sequence not above the last accepted one
     MESSAGE_INVALID = "message_invalid"  # off-chain message does not decode, or the policy refuses it

@@ -242,8 +242,9 @@ class Handler:
 
 def _status(enclave: Enclave) -> StatusResponse:
     return StatusResponse(
-        state=enclave.state, wallets=enclave.wallet_count, session_public_key=enclave.session.public_key
-    )
+        state=enclave.state, wallets=enclave.wallet_count, session_public_key=enclave.session.public_key,
+        requires_multisig=enclave.require_multisig,
+    )  # fmt: skip
 
 
 def _hold_frozen(wallet: Wallet, frozen_at_order: int | None) -> None:

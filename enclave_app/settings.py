@@ -1,8 +1,9 @@
 """Start-up settings of the enclave app: one frozen object built once from the environment.
 
 Every security setting is required (no defaults): where to listen, which NSM, which sealer, and the trust root.
-A missing or malformed value raises :class:`~enclave_app.errors.SettingsError` naming the variable (never
-echoing a value). Booleans are exactly ``true`` or ``false``.
+The one exception, ``REQUIRE_MULTISIG``, defaults to its safe value (``true``: refuse more), so leaving it out can
+never weaken the enclave. A missing or malformed value raises :class:`~enclave_app.errors.SettingsError` naming the
+variable (never echoing a value). Booleans are exactly ``true`` or ``false``.
 
 =====================================  ========================================================================
 variable                               meaning
@@ -28,6 +29,11 @@ WAIAAS_ENCLAVE_KMS_PROXY               optional with ``kms``: vsock address of t
                                        resolves there inside the image)
 WAIAAS_ENCLAVE_LOCAL_SECRET_FILE       required with ``local``: file holding the operator secret (>= 16 bytes)
 WAIAAS_ENCLAVE_MAX_CONNECTIONS         optional: 1..1024, default 64
+WAIAAS_ENCLAVE_REQUIRE_MULTISIG        optional, boolean, default ``true``: ``install_policy`` refuses a policy whose
+                                       ``rules.squads_multisig`` is null (``multisig_required``), so every policy
+                                       the enclave signs under names the wallet's Squads multisig; ``false`` only
+                                       on a chain without the Squads program (the self-host local chain, tests).
+                                       Fixed ``true`` in the enclave image (enclave_app/Dockerfile: PCR0 covers it)
 =====================================  ========================================================================
 """
 
@@ -64,6 +70,7 @@ class Settings:
     kms_proxy: VsockAddress | None = None
     local_secret_file: Path | None = field(default=None, repr=False)
     max_connections: int = MAX_CONNECTIONS
+    require_multisig: bool = True
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -85,6 +92,15 @@ def _forbidden(env: Mapping[str, str], name: str, because: str) -> None:
 
 def _boolean(env: Mapping[str, str], name: str) -> bool:
     value = _required(env, name)
+    if value not in ("true", "false"):
+        raise SettingsError(f"{PREFIX}{name} must be exactly 'true' or 'false'")
+    return value == "true"
+
+
+def _optional_boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _get(env, name)
+    if value is None:
+        return default
     if value not in ("true", "false"):
         raise SettingsError(f"{PREFIX}{name} must be exactly 'true' or 'false'")
     return value == "true"
@@ -168,6 +184,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         if not connections.isdigit() or not 1 <= int(connections) <= MAX_CONNECTIONS_LIMIT:
             raise SettingsError(f"{PREFIX}MAX_CONNECTIONS must be an integer in 1..{MAX_CONNECTIONS_LIMIT}")
         max_connections = int(connections)
+    require_multisig = _optional_boolean(env, "REQUIRE_MULTISIG", default=True)
     return Settings(
         listen=listen,
         nsm=nsm,  # type: ignore[arg-type]
@@ -178,4 +195,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         kms_proxy=proxy,
         local_secret_file=secret,
         max_connections=max_connections,
+        require_multisig=require_multisig,
     )

@@ -14,9 +14,10 @@ States (:class:`~enclave_app.protocol.EnclaveState`), derived from the wallets e
   something unexpected.
 
 Per wallet the enclave keeps: wallet id, owner public key, agent key (memory only), the installed owner-signed
-policy (sequence must increase), the frozen flag, the last freeze-order sequence, and a :class:`Ledger` of what it
-signed and refused since boot (signed amounts for up to 31 days, the longest window a policy may have). All of it
-is lost on restart by design; the parent's counters are the floor.
+policy (sequence must increase; with ``require_multisig``, it must declare the wallet's Squads multisig), the
+frozen flag, the last freeze-order sequence, and a :class:`Ledger` of what it signed and refused since boot (signed
+amounts for up to 31 days, the longest window a policy may have). All of it is lost on restart by design; the
+parent's counters are the floor.
 
 An installed policy is held as an :class:`InstalledPolicy`: the verified, immutable ``Policy`` plus what the sign
 path derives from it (its hash, the ledger horizon, the spending windows, the receipt prefix), computed once at
@@ -61,6 +62,11 @@ ARCHIVE_SECONDS = MAX_WINDOW_SECONDS
 """How long archived amounts are kept: the longest window any policy may have (31 days, 4464 buckets per asset)."""
 SEED_BYTES = 32
 MIN_NSM_RANDOM_BYTES = 32
+MULTISIG_REQUIRED_MESSAGE = (
+    "policy refused: rules.squads_multisig is null, and this enclave requires every policy to declare the "
+    "wallet's Squads multisig (WAIAAS_ENCLAVE_REQUIRE_MULTISIG=true)"
+)
+"""The ``multisig_required`` refusal (under the protocol's 256-character limit on error messages)."""
 
 
 def fresh_seed(nsm: Nsm) -> bytes:
@@ -289,13 +295,17 @@ class Enclave:
         *,
         nsm: Nsm,
         clock: Clock,
+        require_multisig: bool,
         max_wallets: int = MAX_WALLETS,
         attestation_mode: AttestationMode = AttestationMode.NITRO,
     ) -> None:
-        """``attestation_mode``: ``nitro`` asks ``nsm`` for documents (it fails closed with ``nsm_unavailable``
+        """``require_multisig`` (``WAIAAS_ENCLAVE_REQUIRE_MULTISIG``; no default here, whoever builds the enclave
+        says which): a policy whose ``rules.squads_multisig`` is null is refused (`install_policy`).
+        ``attestation_mode``: ``nitro`` asks ``nsm`` for documents (it fails closed with ``nsm_unavailable``
         if the NSM has none); ``none`` answers without a document (:mod:`enclave_app.no_attestation`)."""
         self.nsm = nsm
         self.clock = clock
+        self.require_multisig = require_multisig
         self.attestation_mode = attestation_mode
         self.max_wallets = max_wallets
         self.session = SessionKey(fresh_seed(nsm))
@@ -392,8 +402,15 @@ class Enclave:
         wallet.agent_keys = frozenset({agent})
 
     def install_policy(self, wallet: Wallet, policy: Policy) -> bytes:
+        """Install ``policy`` (owner signature verified by the caller) on ``wallet`` and return its digest, or raise
+        `StateError` and change nothing: ``multisig_required`` (it declares no Squads multisig and this enclave
+        requires one), ``policy_stale`` (sequence not above the installed one, or expired)."""
         if policy.wallet_id != wallet.wallet_id:
             raise InconsistentStateError("policy verified for another wallet")
+        if self.require_multisig and policy.rules.squads_multisig is None:
+            # Without a multisig the agent key's own account holds the funds: nothing on chain bounds it (DESIGN
+            # sections 1 and 10). The parent's own check is not enough: it is not trusted for the final decision.
+            raise StateError(ErrorCode.MULTISIG_REQUIRED, MULTISIG_REQUIRED_MESSAGE)
         if wallet.policy is not None and policy.sequence <= wallet.policy.sequence:
             raise StateError(ErrorCode.POLICY_STALE, "policy sequence not above the installed one")
         if policy.expired(self.clock()):  # an old policy a hostile parent brings back after a restart, say

@@ -249,7 +249,9 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
     """Install an owner-signed policy whose sequence is above the installed one; the enclave gets it too. A policy
     that declares a Squads multisig is installed only if the multisig on chain conforms to it (409
     ``multisig_nonconforming`` naming the failed checks; 503 ``chain_unavailable`` if the chain cannot be read); one
-    that declares none is 422 ``invalid_request`` unless the proxy runs with ``WAIAAS_REQUIRE_MULTISIG=false``."""
+    that declares none is 422 ``invalid_request`` unless the proxy runs with ``WAIAAS_REQUIRE_MULTISIG=false`` and
+    the enclave does not require a multisig either (``WAIAAS_ENCLAVE_REQUIRE_MULTISIG``, true in the enclave image;
+    503 ``enclave_unavailable`` if the enclave cannot be asked)."""
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
     envelope = envelope_bytes(body, "policy")

@@ -198,7 +198,9 @@ def serve_enclave(socket_path: str) -> None:
     """Run the enclave app (development NSM: attestation proves nothing; local sealer) until killed."""
 
     async def run() -> None:
-        enclave = Enclave(nsm=UnsafeDevelopmentNsm(pcrs={0: bytes(48)}), clock=lambda: datetime.now(UTC))
+        enclave = Enclave(  # WAIAAS_ENCLAVE_REQUIRE_MULTISIG=false, as the proxy's: `bench_policy` declares none
+            nsm=UnsafeDevelopmentNsm(pcrs={0: bytes(48)}), clock=lambda: datetime.now(UTC), require_multisig=False
+        )
         server = await EnclaveServer(Handler(enclave, LocalSealer(OPERATOR_SECRET))).start(UnixAddress(socket_path))
         async with server:
             await server.serve_forever()

@@ -7,6 +7,7 @@ enclave outcome                                        API
 ``no_policy``                                          403 ``no_policy``
 ``policy_invalid`` / ``order_invalid`` / ``message_invalid`` / ``rotation_invalid`` 403 ``enclave_refused``
 ``policy_stale`` / ``order_stale``                     409 ``stale_policy`` / ``conflict``
+``multisig_required`` (policy declares no multisig)    409 ``conflict``, naming WAIAAS_ENCLAVE_REQUIRE_MULTISIG
 ``wallet_exists``                                      409 ``conflict``
 ``attestation_refused`` (KMS refused the attestation)  503 ``attestation_refused``
 the host's AWS credentials could not be read            503 ``enclave_unavailable`` (nothing sent)
@@ -36,6 +37,12 @@ _REFUSALS = {
     ErrorCode.ROTATION_INVALID: (Code.ENCLAVE_REFUSED, "the enclave refused the agent-key rotation transaction"),
     ErrorCode.POLICY_STALE: (Code.STALE_POLICY, "the enclave holds a newer policy, or the policy has expired"),
     ErrorCode.ORDER_STALE: (Code.CONFLICT, "the enclave accepted a newer owner order"),
+    ErrorCode.MULTISIG_REQUIRED: (
+        Code.CONFLICT,
+        "the enclave refuses the wallet's policy: it declares no Squads multisig (rules.squads_multisig is null) "
+        "and the enclave requires one (WAIAAS_ENCLAVE_REQUIRE_MULTISIG=true); the owner must install a policy that "
+        "declares the wallet's multisig. Nothing was signed",
+    ),
     ErrorCode.WALLET_EXISTS: (Code.CONFLICT, "the wallet already exists"),
     ErrorCode.ATTESTATION_REFUSED: (
         Code.ATTESTATION_REFUSED,

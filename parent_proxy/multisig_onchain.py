@@ -29,9 +29,12 @@ to the wallet's keys: otherwise 409 ``multisig_nonconforming`` naming each faile
 ``chain_unavailable`` when the chain cannot be read; either way before anything is stored or sent to the enclave.
 A policy that declares no multisig is refused while the proxy requires one (``WAIAAS_REQUIRE_MULTISIG``, the
 default: 422 ``invalid_request`` naming the rule and the setting; DESIGN.md sections 1 and 10, every wallet a Squads
-multisig and the chain the last line), and is otherwise installed without reading the chain (there is no on-chain
-limit to compare it with: the agent key's own account holds the funds). The check holds at install time: a later
-change on chain is for the owner's report (``GET /v1/wallets/{id}/multisig``) to show.
+multisig and the chain the last line), or while the enclave does (its ``WAIAAS_ENCLAVE_REQUIRE_MULTISIG``, which its
+``status`` answer reports; asked only then: 422 ``invalid_request`` naming the enclave's setting, 503
+``enclave_unavailable`` if it cannot be asked, since the enclave would refuse such a policy once stored), and is
+otherwise installed without reading the chain (there is no on-chain limit to compare it with: the agent key's own
+account holds the funds). The check holds at install time: a later change on chain is for the owner's report
+(``GET /v1/wallets/{id}/multisig``) to show.
 """
 
 from __future__ import annotations
@@ -59,6 +62,13 @@ NO_MULTISIG_REFUSED = (
     "policy refused: rules.squads_multisig is null, and this proxy requires every policy to declare the wallet's "
     "Squads v4 multisig (WAIAAS_REQUIRE_MULTISIG=true; DESIGN.md sections 1 and 10): without one nothing on chain "
     "bounds the agent key. Set the multisig up on chain, then sign a policy that declares it"
+)
+
+ENCLAVE_REQUIRES_MULTISIG = (
+    "policy refused: rules.squads_multisig is null, and the enclave requires every policy to declare the wallet's "
+    "Squads v4 multisig (its WAIAAS_ENCLAVE_REQUIRE_MULTISIG=true, fixed in the enclave image; this proxy's "
+    "WAIAAS_REQUIRE_MULTISIG=false does not lift it): it would refuse this policy. Set the multisig up on chain, "
+    "then sign a policy that declares it"
 )
 
 if TYPE_CHECKING:  # types only: the owner CLI imports this module and needs none of the proxy's services
@@ -132,14 +142,20 @@ def nonconforming(report: ConformanceReport, refused: str) -> ApiError:
 
 async def check_install(services: Services, wallet: Wallet, policy: Policy) -> None:
     """Before ``policy`` is installed on ``wallet``: nothing when the multisig it declares conforms, or it declares
-    none and the proxy does not require one; 422 ``invalid_request`` when it declares none and the proxy requires
-    one (`Services.require_multisig`); 409 ``multisig_nonconforming`` (``reasons``: each failed check) when the
-    multisig does not conform, or does not exist; 503 ``chain_unavailable`` when the chain cannot be read. The
-    caller stores nothing before this returns."""
+    none and neither the proxy nor the enclave requires one; 422 ``invalid_request`` when it declares none and the
+    proxy requires one (`Services.require_multisig`) or the enclave does (its ``status``: ``requires_multisig``;
+    503 ``enclave_unavailable`` when it cannot be asked); 409 ``multisig_nonconforming`` (``reasons``: each failed
+    check) when the multisig does not conform, or does not exist; 503 ``chain_unavailable`` when the chain cannot
+    be read. The caller stores nothing before this returns."""
     multisig = policy.rules.squads_multisig
     if multisig is None:
         if services.require_multisig:
             raise ApiError(Code.INVALID_REQUEST, NO_MULTISIG_REFUSED)
+        # The enclave decides (DESIGN.md section 1): a policy it would refuse is not stored. An enclave built
+        # before it reported the setting answers None, and does not refuse such a policy.
+        status = await services.relay.ping()
+        if status.requires_multisig:
+            raise ApiError(Code.INVALID_REQUEST, ENCLAVE_REQUIRES_MULTISIG)
         return
     # 1. The keys the wallet holds and the accounts the chain shows; unreadable is 503, never a pass.
     report = await wallet_report(services, wallet, policy, multisig)

@@ -17,10 +17,12 @@ Start order: the local chain (:mod:`selfhost.local_chain`, unless an RPC URL is 
 The proxy reaches the chain through its JSON-RPC adapter (``WAIAAS_CHAIN=rpc:http://127.0.0.1:<port>/``), the
 same chain the caller sees at :attr:`Deployment.chain_url`.
 
-Squads. The local chain has no Squads program, so no multisig can exist on it: only with it does the proxy run with
-``WAIAAS_REQUIRE_MULTISIG=false`` (policies that declare no multisig are installed, and such a wallet's funds sit in
-its agent key's own account with no on-chain limit; :data:`NO_SQUADS_WARNING` says so, and the callers print it).
-With an RPC URL the compose default stands: every policy must declare a multisig, checked on chain at install.
+Squads. The local chain has no Squads program, so no multisig can exist on it: only with it does the env file say
+``WAIAAS_REQUIRE_MULTISIG=false``, which the compose file gives the proxy and, as ``WAIAAS_ENCLAVE_REQUIRE_MULTISIG``,
+the signer (policies that declare no multisig are installed, and such a wallet's funds sit in its agent key's own
+account with no on-chain limit; :data:`NO_SQUADS_WARNING` says so, and the callers print it). With an RPC URL the
+compose default stands: every policy must declare a multisig, checked on chain at install, and the signer refuses
+one that does not.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ UNSEAL_SECRET_BYTES: Final = 32
 CHAIN_PROBE_SECONDS: Final = 2.0
 NO_SQUADS_WARNING: Final = (
     "the local chain has no Squads program, so wallets here have no on-chain limit: the proxy runs with "
-    "WAIAAS_REQUIRE_MULTISIG=false, policies declare no multisig, and each agent key's own account holds its "
+    "WAIAAS_REQUIRE_MULTISIG=false and the signer with WAIAAS_ENCLAVE_REQUIRE_MULTISIG=false, policies declare no "
+    "multisig, and each agent key's own account holds its "
     "wallet's funds with nothing on chain bounding it. On-chain limits need a chain with Squads (--rpc-url)"
 )
 
@@ -63,7 +66,8 @@ class Deployment:
     """The chain's process (if local); the services' processes are in ``services``."""
     services: ProcessGroup
     multisig_required: bool
-    """The proxy's ``WAIAAS_REQUIRE_MULTISIG``: false only on the local chain (:data:`NO_SQUADS_WARNING`)."""
+    """The proxy's ``WAIAAS_REQUIRE_MULTISIG`` and the signer's ``WAIAAS_ENCLAVE_REQUIRE_MULTISIG`` (one env-file
+    setting): false only on the local chain (:data:`NO_SQUADS_WARNING`)."""
 
     def exited(self) -> dict[str, int]:
         """Processes of this deployment that have stopped on their own, with their exit codes."""

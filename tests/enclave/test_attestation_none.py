@@ -119,7 +119,7 @@ def test_serve_in_mode_none_answers_attestation_with_the_reason(tmp_path: Path) 
 
 def test_nitro_mode_without_documents_fails_closed() -> None:
     # An enclave told to attest (nitro) over an NSM that cannot: nsm_unavailable, never a "none" answer.
-    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: datetime.now(UTC))
+    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: datetime.now(UTC), require_multisig=True)
     handler = Handler(enclave, LocalSealer(b"operator secret for the tests!!"))
     answer = asyncio.run(handler.handle(AttestationRequest(nonce=b"n" * 16)))
     assert isinstance(answer, ErrorResponse) and answer.code is ErrorCode.NSM_UNAVAILABLE

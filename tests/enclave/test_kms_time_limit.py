@@ -99,7 +99,7 @@ def _boot(port: int) -> Boot:
             aws_session_token=credentials.session_token, config=kms_client_config(),
         )  # fmt: skip
 
-    enclave = Enclave(nsm=nsm, clock=ManualClock())
+    enclave = Enclave(nsm=nsm, clock=ManualClock(), require_multisig=True)
     handler = Handler(enclave, KmsSealers(client, nsm, key_id=SEAL_KEY))
     return Boot(enclave=enclave, handler=handler, device=device, aws_credentials=lambda: CREDENTIALS)
 

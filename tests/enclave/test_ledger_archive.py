@@ -57,7 +57,7 @@ def pay(enclave: Enclave, wallet: Wallet, lamports: int) -> str:
 
 def test_a_lengthened_window_still_counts_what_was_signed_under_the_shorter_one() -> None:
     clock = Clock()
-    enclave = Enclave(nsm=UnsafeDevelopmentNsm(pcrs={0: bytes(48)}), clock=clock)
+    enclave = Enclave(nsm=UnsafeDevelopmentNsm(pcrs={0: bytes(48)}), clock=clock, require_multisig=False)
     owner, agent_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     agent = Pubkey.from_bytes(agent_key.public_key().public_bytes_raw())
     wallet = Wallet("w", Pubkey.from_bytes(owner.public_key().public_bytes_raw()), agent_key, agent)

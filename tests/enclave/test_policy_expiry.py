@@ -38,7 +38,7 @@ class Clock:
 
 def setup(now: datetime) -> tuple[Enclave, Wallet, Ed25519PrivateKey, Clock]:
     clock = Clock(now)
-    enclave = Enclave(nsm=UnsafeDevelopmentNsm(pcrs={0: bytes(48)}), clock=clock)
+    enclave = Enclave(nsm=UnsafeDevelopmentNsm(pcrs={0: bytes(48)}), clock=clock, require_multisig=False)
     owner, agent_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     wallet = Wallet(
         wallet_id="w",

@@ -49,7 +49,7 @@ def _frame(value: Any) -> bytes:
 
 
 def _serve(frames: bytes) -> list[Any]:
-    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW)
+    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW, require_multisig=False)
     key = Ed25519PrivateKey.from_private_bytes(bytes([3]) * 32)
     agent = Pubkey.from_bytes(key.public_key().public_bytes_raw())
     enclave.add(Wallet(wallet_id=WALLET, owner=Pubkey.from_bytes(bytes([5]) * 32), agent_key=key, agent=agent))

@@ -153,7 +153,9 @@ def test_installed_policy_derivations() -> None:
     document = json.loads(example_policy_json())
     document["wallet_id"] = "w"
     policy = load_signed_policy(json.dumps(sign_document("policy", document, owner)), owner=owner_public, wallet_id="w")
-    enclave = Enclave(nsm=UnsafeDevelopmentNsm(pcrs={0: bytes(48)}), clock=lambda: datetime.now(UTC))
+    enclave = Enclave(
+        nsm=UnsafeDevelopmentNsm(pcrs={0: bytes(48)}), clock=lambda: datetime.now(UTC), require_multisig=False
+    )
     wallet = Wallet(wallet_id="w", owner=owner_public, agent_key=AGENT_KEY, agent=AGENT)
     enclave.add(wallet)
     assert wallet.horizon == 0 and wallet.policy is None and wallet.policy_hash is None

@@ -192,12 +192,19 @@ class LoopThread:
 
 
 def start_enclave(
-    loop: LoopThread, path: Path, *, attestation: str = "nitro", nsm: Any = None, clock: SwitchableClock | None = None
+    loop: LoopThread,
+    path: Path,
+    *,
+    attestation: str = "nitro",
+    nsm: Any = None,
+    clock: SwitchableClock | None = None,
+    require_multisig: bool = False,
 ) -> asyncio.Server:
     """The real enclave app: development NSM (mode nitro), or no attestation at all (mode none); or, in mode nitro,
     the given ``nsm`` (e.g. the real NSM driver over the fake device of tests/fakes, rooted in a test PKI). With
     ``clock`` (the proxy's), the enclave's clock is moved by the same offset (as the clocks of one host agree);
-    the proxy clock's failures stay the proxy's."""
+    the proxy clock's failures stay the proxy's. ``require_multisig``: ``WAIAAS_ENCLAVE_REQUIRE_MULTISIG`` (true in
+    the image), false by default as the harness proxy's ``require_multisig``."""
 
     def now() -> datetime:
         return datetime.fromtimestamp(time.time() + (clock.offset if clock is not None else 0.0), UTC)
@@ -207,7 +214,8 @@ def start_enclave(
             device: Any = UnsafeDevelopmentNsm(pcrs={0: bytes(48)}) if attestation == "nitro" else NoAttestationNsm()
         else:
             device = nsm
-        enclave = Enclave(nsm=device, clock=now, attestation_mode=AttestationMode(attestation))
+        mode = AttestationMode(attestation)
+        enclave = Enclave(nsm=device, clock=now, require_multisig=require_multisig, attestation_mode=mode)
         handler = Handler(enclave, LocalSealer(OPERATOR_SECRET))
         return await EnclaveServer(handler).start(UnixAddress(str(path)))
 
@@ -490,12 +498,24 @@ def signature_of(response: Any) -> Signature:
     return Signature.from_string(response.json()["signature"])
 
 
-def running_harness(tmp_path: Path, *, attestation: str = "nitro", nsm: Any = None, **kwargs: Any) -> Iterator[Harness]:
+def running_harness(
+    tmp_path: Path,
+    *,
+    attestation: str = "nitro",
+    nsm: Any = None,
+    enclave_requires_multisig: bool | None = None,
+    **kwargs: Any,
+) -> Iterator[Harness]:
+    """`build_harness` (``kwargs``) with the real enclave (`start_enclave`), which requires a multisig as the proxy
+    does (``require_multisig``) unless ``enclave_requires_multisig`` says otherwise."""
     loop = LoopThread()
     server = None
+    if enclave_requires_multisig is None:
+        enclave_requires_multisig = bool(kwargs.get("require_multisig", False))
     try:
         h = build_harness(tmp_path, loop, **kwargs)
-        server = start_enclave(loop, h.socket, attestation=attestation, nsm=nsm, clock=h.clock)
+        server = start_enclave(loop, h.socket, attestation=attestation, nsm=nsm, clock=h.clock,
+                               require_multisig=enclave_requires_multisig)  # fmt: skip
         with h.client:
             yield h
     finally:

@@ -32,7 +32,9 @@ def start_kept_enclave(loop: LoopThread, path: Path) -> tuple[asyncio.Server, En
 
     async def start() -> tuple[asyncio.Server, Enclave]:
         nsm = UnsafeDevelopmentNsm(pcrs={0: bytes(48)})
-        enclave = Enclave(nsm=nsm, clock=lambda: datetime.now(UTC), attestation_mode=AttestationMode.NITRO)
+        enclave = Enclave(
+            nsm=nsm, clock=lambda: datetime.now(UTC), attestation_mode=AttestationMode.NITRO, require_multisig=False
+        )
         handler = Handler(enclave, LocalSealer(b"operator-secret-for-tests-only!!"))
         return await EnclaveServer(handler).start(UnixAddress(str(path))), enclave
 

@@ -58,7 +58,9 @@ class Signer:
 
         async def start() -> tuple[asyncio.Server, Enclave]:
             nsm = UnsafeDevelopmentNsm(pcrs={0: bytes(48)})
-            enclave = Enclave(nsm=nsm, clock=lambda: datetime.now(UTC), attestation_mode=AttestationMode.NITRO)
+            enclave = Enclave(
+                nsm=nsm, clock=lambda: datetime.now(UTC), attestation_mode=AttestationMode.NITRO, require_multisig=False
+            )
             server = await EnclaveServer(Handler(enclave, LocalSealer(secret))).start(UnixAddress(str(self.h.socket)))
             return server, enclave
 

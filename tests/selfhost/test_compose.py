@@ -80,13 +80,17 @@ def test_settings_reach_the_proxy(compose_model: dict[str, Any], base_env: dict[
     assert env["WAIAAS_OWNER_KEYS"] == base_env["WAIAAS_OWNER_KEYS"]
     assert env["WAIAAS_CHAIN"] == base_env["WAIAAS_CHAIN"]
     assert env["WAIAAS_REQUIRE_MULTISIG"] == base_env["WAIAAS_REQUIRE_MULTISIG"] == "false"
+    # The signer follows the same setting of the env file (it, not the proxy, has the last word).
+    assert service(compose_model, "signer")["environment"]["WAIAAS_ENCLAVE_REQUIRE_MULTISIG"] == "false"
 
 
 def test_the_proxy_requires_a_multisig_unless_the_env_file_says_otherwise(make_env_file: EnvFactory) -> None:
-    # An env file that does not name it (an operator with a real chain): every policy must declare a multisig.
+    # An env file that does not name it (an operator with a real chain): every policy must declare a multisig, and
+    # the signer refuses one that does not too.
     model = load_config(COMPOSE_FILE, make_env_file(WAIAAS_REQUIRE_MULTISIG=None))
     assert service(model, "proxy")["environment"]["WAIAAS_REQUIRE_MULTISIG"] == "true"
-    assert "WAIAAS_REQUIRE_MULTISIG" not in service(model, "signer")["environment"]
+    signer = service(model, "signer")["environment"]
+    assert "WAIAAS_REQUIRE_MULTISIG" not in signer and signer["WAIAAS_ENCLAVE_REQUIRE_MULTISIG"] == "true"
 
 
 # -------------------------------------------------------------------------------------------------- 2. signer

@@ -83,6 +83,8 @@ def test_demo_exits_0_and_tells_the_whole_story(demo_run: tuple[subprocess.Compl
     # its log says so too.
     proxy_log = (run_dir / "logs" / "proxy.log").read_text(encoding="utf-8")
     assert "WAIAAS_REQUIRE_MULTISIG=false: policies that declare no Squads multisig are installed" in proxy_log
+    signer_log = (run_dir / "logs" / "signer.log").read_text(encoding="utf-8")
+    assert "WAIAAS_ENCLAVE_REQUIRE_MULTISIG=false: policies that declare no Squads multisig" in signer_log
 
 
 def test_demo_prints_no_secret_and_its_logs_hold_none(demo_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:

@@ -70,6 +70,8 @@ def test_plan_maps_every_container_path(compose_model: dict[str, Any], tmp_path:
     assert signer.healthcheck is not None and signer.healthcheck[-1] == f"unix:{tmp_path}/socket/signer.sock"
     assert signer.secrets == {tmp_path / "secrets" / paths.UNSEAL_SECRET_NAME: paths.UNSEAL_SECRET_NAME}
     assert not proxy.secrets
+    # Both services run with the same multisig requirement (the signer enforces it, the proxy checks it first).
+    assert signer.env["WAIAAS_ENCLAVE_REQUIRE_MULTISIG"] == proxy.env["WAIAAS_REQUIRE_MULTISIG"]
     for service in services.values():
         for value in [*service.argv, *service.env.values(), *(service.healthcheck or [])]:
             assert not re.search(r"(^|[:='\"])/(run|var/lib)/waiaas|/run/secrets", value), value

@@ -292,8 +292,9 @@ def test_run_local_hands_the_webhook_setting_to_the_proxy_through_the_compose_fi
 def test_run_local_requires_a_multisig_except_on_its_local_chain(
     rpc_url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The local chain has no Squads program: only there does the proxy run without requiring a multisig in every
-    policy (and the deployment says so); with an RPC URL the compose file's default, true, stands."""
+    """The local chain has no Squads program: only there do the proxy and the signer run without requiring a
+    multisig in every policy (and the deployment says so); with an RPC URL the compose file's default, true,
+    stands."""
     seen: list[dict[str, Any]] = []
 
     def capture(model: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -308,6 +309,8 @@ def test_run_local_requires_a_multisig_except_on_its_local_chain(
     environment = seen[0]["services"]["proxy"]["environment"]
     assert environment["WAIAAS_REQUIRE_MULTISIG"] == ("false" if rpc_url is None else "true")
     assert environment["WAIAAS_CHAIN"] == f"rpc:{rpc_url or 'http://127.0.0.1:2/'}"
+    signer = seen[0]["services"]["signer"]["environment"]  # the signer enforces the same requirement
+    assert signer["WAIAAS_ENCLAVE_REQUIRE_MULTISIG"] == environment["WAIAAS_REQUIRE_MULTISIG"]
 
 
 @pytest.mark.parametrize("flag", [[], ["--allow-private-webhooks"]])

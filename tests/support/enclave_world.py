@@ -110,16 +110,19 @@ class EnclaveWorld:
         kms: KmsApi | None = None,
         sealers: Sealers | None = None,
         key_id: str | None = None,
+        require_multisig: bool = False,
     ) -> Boot:
         """A fresh enclave with the production KMS sealers: a KMS client per wallet request, made from the
         credentials the request carried (the test KMS checks them); ``kms`` replaces that client whatever the
-        credentials (a failing or forging KMS); ``key_id`` seals with another key than the world's seal key."""
+        credentials (a failing or forging KMS); ``key_id`` seals with another key than the world's seal key.
+        ``require_multisig``: ``WAIAAS_ENCLAVE_REQUIRE_MULTISIG`` (true in the image), false by default here: the
+        example policy the tests install declares no multisig."""
         device = FakeNsmDevice(pki=self.pki, now=NOW, pcrs=dict(pcrs))
         nsm = SerializedNsm(DeviceNsm(-1, ioctl=device.ioctl))
         if sealers is None:
             clients = self.kms.client_for if kms is None else (lambda credentials: kms)
             sealers = KmsSealers(clients, nsm, key_id=key_id or self.seal_key)
-        enclave = Enclave(nsm=nsm, clock=self.clock)
+        enclave = Enclave(nsm=nsm, clock=self.clock, require_multisig=require_multisig)
         return Boot(
             enclave=enclave, handler=Handler(enclave, sealers), device=device, aws_credentials=self.lend_credentials
         )

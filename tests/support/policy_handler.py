@@ -28,7 +28,7 @@ AGENT = Pubkey.from_bytes(AGENT_KEY.public_key().public_bytes_raw())
 
 
 def policy_handler(**rule_changes: Any) -> Handler:
-    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW)
+    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW, require_multisig=False)
     owner = Pubkey.from_bytes(OWNER.public_key().public_bytes_raw())
     enclave.add(Wallet(wallet_id=WALLET, owner=owner, agent_key=AGENT_KEY, agent=AGENT))
     handler = Handler(enclave, LocalSealer(b"operator secret for the tests!!"))
@@ -62,7 +62,7 @@ def offchain_handler(
 ) -> Handler:
     """A wallet with the example policy, ``offchain_messages.allowed`` set and ``rules`` replaced; None: no policy
     installed."""
-    enclave = Enclave(nsm=NoAttestationNsm(), clock=clock or SettableClock())
+    enclave = Enclave(nsm=NoAttestationNsm(), clock=clock or SettableClock(), require_multisig=False)
     owner = Pubkey.from_bytes(OWNER.public_key().public_bytes_raw())
     enclave.add(Wallet(wallet_id=WALLET, owner=owner, agent_key=AGENT_KEY, agent=AGENT))
     handler = Handler(enclave, LocalSealer(b"operator secret for the tests!!"))

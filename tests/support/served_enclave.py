@@ -30,9 +30,10 @@ def sealed(wallet_id: str) -> tuple[bytes, bytes]:
 
 
 async def serve(tmp_path: Path) -> tuple[Enclave, asyncio.Server, EnclaveClient]:
-    """An enclave at ``NOW`` served on ``tmp_path/signer.sock``, and a client of it."""
+    """An enclave at ``NOW`` served on ``tmp_path/signer.sock``, and a client of it (``WAIAAS_ENCLAVE_REQUIRE_MULTISIG``
+    false: the example policy the tests install declares no multisig)."""
     path = str(tmp_path / "signer.sock")
-    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW)
+    enclave = Enclave(nsm=NoAttestationNsm(), clock=lambda: NOW, require_multisig=False)
     server = await EnclaveServer(Handler(enclave, LocalSealer(SECRET)), request_timeout=10).start(UnixAddress(path))
     return enclave, server, EnclaveClient(UnixAddress(path), timeout=15)
 
