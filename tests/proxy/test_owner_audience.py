@@ -20,15 +20,23 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from parent_proxy.api_errors import ApiError
 from parent_proxy.errors import NotFound
-from parent_proxy.owner_auth import AUDIENCE_HEADER, OwnerRequest, owner_request_headers
+from parent_proxy.owner_auth import AUDIENCE_HEADER, OwnerRequest, owner_request_headers, verify_owner_request
+from parent_proxy.owner_signers import write_keypair_file
+from policies.cli import main
 from tests.proxy.api_harness import Harness, provision, running_harness
 from tests.proxy.harness_calls import freeze_order
+from tests.proxy.hooked_client import Borrowed
+from tests.support.policies import owner_public_key
 
 A, B = "https://a.example", "https://b.example"
 JSON = {"Content-Type": "application/json"}
+REAL_CLIENT = httpx.Client
 
 
 @pytest.fixture
@@ -149,3 +157,85 @@ def test_a_missing_or_other_audience_is_refused_and_uses_no_nonce(
     assert answer.status_code == 401 and answer.json()["error"]["code"] == "owner_signature_invalid", answer.text
     assert tokens_of(b) == 1
     assert send(b, "POST", path, b"", signed_for(b, "POST", path, b"", nonce)).status_code == 201
+
+
+# -- the owner CLI signs the origin of its --url ----------------------------------------------------------------------
+
+
+def cli_call(capsys: pytest.CaptureFixture[str], key_file: Path, url: str, path: str) -> tuple[int, str, str]:
+    code = main(["owner", "--keypair", str(key_file), "call", "--url", url, "POST", path])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_owner_cli_signs_for_the_origin_of_its_url(
+    two: tuple[Harness, Harness], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``owner call --url`` against A (A's client lent to the CLI, which sends wherever it is lent): A's origin in
+    any spelling and with a path prefix is A's audience and accepted; B's origin is B's audience, refused by A,
+    whatever answers at the address."""
+    a, _ = two
+    key_file = tmp_path / "owner.json"
+    write_keypair_file(key_file, a.owner)
+    monkeypatch.setattr("httpx.Client", lambda **_: Borrowed(a.client))
+    path = f"/v1/wallets/{a.wallet_id}/tokens"
+    for url in ("https://a.example", "HTTPS://A.Example:443/", "https://a.example/"):
+        code, out, err = cli_call(capsys, key_file, url, path)
+        assert code == 0 and json.loads(out)["token"], (url, out, err)
+    code, out, _ = cli_call(capsys, key_file, "https://b.example", path)
+    assert code == 1 and json.loads(out)["error"]["code"] == "owner_signature_invalid"
+    assert tokens_of(a) == 4  # provision's and the three above
+
+
+def test_the_owner_cli_sends_the_audience_it_signed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What reaches the parent: the audience header is the normal form of ``--url``'s origin, the signature verifies
+    over a form with that audience (and no other), and the request goes under the URL as given."""
+    owner = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "owner.json"
+    write_keypair_file(key_file, owner)
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"token_id": "t", "token": "x"})
+
+    monkeypatch.setattr("httpx.Client", lambda **_: REAL_CLIENT(transport=httpx.MockTransport(handle)))
+    code, _, _ = cli_call(capsys, key_file, "HTTPS://Wallets.Example.COM:443/waiaas/", "/v1/wallets/w1/tokens")
+    assert code == 0 and len(seen) == 1
+    request = seen[0]
+    assert (request.url.host, request.url.path) == ("wallets.example.com", "/waiaas/v1/wallets/w1/tokens")
+    assert request.headers[AUDIENCE_HEADER] == "https://wallets.example.com"
+
+    def verify(audience: str) -> object:
+        return verify_owner_request(
+            request.headers, method="POST", path="/v1/wallets/w1/tokens", body=b"",
+            allowed_keys=frozenset({owner_public_key(owner)}), audiences=frozenset({audience}), now=time.time(),
+            max_skew=300, nonces=Nonces(), scope="w1",
+        )  # fmt: skip
+
+    assert verify("https://wallets.example.com") == owner_public_key(owner)
+    with pytest.raises(ApiError, match="owner signature is invalid"):
+        verify("https://other.example.com")
+
+
+@pytest.mark.parametrize(
+    "url", ["wallets.example.com", "https://user:pw@wallets.example.com", "ftp://wallets.example.com", "https://"]
+)
+def test_the_owner_cli_refuses_a_url_without_an_origin_and_sends_nothing(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "owner.json"
+    write_keypair_file(key_file, Ed25519PrivateKey.generate())
+    monkeypatch.setattr("httpx.Client", lambda **_: pytest.fail("nothing may be sent"))
+    code, out, err = cli_call(capsys, key_file, url, "/v1/wallets/w1/tokens")
+    assert (code, out) == (2, "") and "\nowner call: --url " in err, err
+    assert "pw" not in err
+
+
+class Nonces:
+    """A nonce registry that accepts every nonce (the CLI test checks the signature only)."""
+
+    def claim(self, *_: object) -> None:
+        pass
