@@ -44,7 +44,10 @@ Verification, in order (`verify_owner_request`):
    request replayed adds nothing to it (`StoreNonceRegistry` keeps them in the shared store).
 
 What the audience does not cover: two deployments configured with the same origin (two self-hosts each on
-``http://127.0.0.1:8080`` of its own machine) are one audience; give each deployment an origin of its own.
+``http://127.0.0.1:8080`` of its own machine) are one audience; give each deployment an origin of its own. And the
+owner documents a request carries (policies, freeze orders) name a wallet id, not a deployment: a parent relays them
+to its enclave without this signature, so a taken-over parent holding one the owner sent elsewhere can hand it to
+its own enclave (docs/api.md, Owner documents and deployments).
 
 Caller's duties: pass the exact raw body bytes; check the body's own contents (owner documents inside carry their
 own signatures and bindings, see `policies.orders`).
