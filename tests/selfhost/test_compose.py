@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from parent_proxy.owner_auth import normalize_origin
 from selfhost import paths
+from selfhost.compose_model import read_env_file
+from selfhost.deployment import loopback_origins
 from tests.selfhost.compose_config import COMPOSE_FILE, load_config, run_config
 from tests.selfhost.conftest import EnvFactory
 
@@ -238,3 +241,13 @@ def test_named_volumes(compose_model: dict[str, Any]) -> None:
     }
     # The state (with the sealed keys) is the proxy's alone; the secret that opens them is the signer's alone.
     assert users == {"signer": {"signer-socket"}, "proxy": {"signer-socket", "state"}}
+
+
+def test_the_example_settings_name_the_origins_of_the_published_address() -> None:
+    """``.env.example``'s public origins are the two names of its published loopback address and port, in the
+    proxy's normal form, so a copy of it accepts owner requests sent to ``http://127.0.0.1:8080``."""
+    example = read_env_file(COMPOSE_FILE.parent / ".env.example")
+    assert example["WAIAAS_PUBLISH_ADDRESS"] == "127.0.0.1"
+    origins = example["WAIAAS_PUBLIC_ORIGINS"].split(",")
+    assert origins == list(loopback_origins(int(example["WAIAAS_PUBLISH_PORT"])))
+    assert [normalize_origin(origin) for origin in origins] == origins
