@@ -51,6 +51,8 @@ _CERT_RE = re.compile(
 _RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 _RPC_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?\Z")
+_ORIGIN_RE = re.compile(r"^https://(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
+                        r"(?::(?P<port>[1-9][0-9]{0,4}))?\Z")  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -91,6 +93,9 @@ class DeploymentConfig:
     alarm_emails: tuple[str, ...]
     owner_public_keys: tuple[str, ...]
     """Base58 Ed25519 public keys of the owners allowed to create wallets (the proxy's ``WAIAAS_OWNER_KEYS``)."""
+    public_origins: tuple[str, ...]
+    """The origins owners reach the API at (the proxy's ``WAIAAS_PUBLIC_ORIGINS``): owner requests signed for another
+    origin are refused, so one sent to another deployment cannot be replayed to this one."""
     solana_rpc_url: str
     """The Solana JSON-RPC endpoint the proxies use (``WAIAAS_CHAIN=rpc:<url>``), https only."""
     internet_egress: bool
@@ -188,6 +193,20 @@ def _owner_keys(value: object) -> tuple[str, ...]:
         if canonical != key:
             raise ValueError(f"{key!r} is not in canonical base58 form ({canonical})")
     return keys
+
+
+def _origins(value: object) -> tuple[str, ...]:
+    """Origins in the proxy's normal form (``parent_proxy.owner_auth.normalize_origin``, which this app may not
+    import): https, a lowercase DNS name (the load balancer's, or a domain of yours: its certificate is the ACM
+    one), no path, no :443. Checked here, since a typo would stop every proxy at start-up."""
+    origins = _string_list(value, allow_empty=False)
+    for origin in origins:
+        match = _ORIGIN_RE.fullmatch(origin)
+        port = None if match is None else int(match["port"] or 1)  # no port: the default (443), written as none
+        if port is None or port == 443 or port > 65535:
+            raise ValueError(f"{origin!r} is not an https origin in normal form (https://<lowercase DNS name>[:port], "
+                             "no path, no :443; e.g. https://wallets.example.com)")  # fmt: skip
+    return origins
 
 
 def _rpc_url(value: object) -> str:
@@ -309,6 +328,7 @@ def load_config(context: Mapping[str, object]) -> DeploymentConfig:
     if emails is not None and any(not _EMAIL_RE.fullmatch(e) for e in emails):
         r.fail("alarmEmails", "must be email addresses")
     owner_keys = r.get("ownerPublicKeys", _owner_keys)
+    origins = r.get("publicOrigins", _origins)
     rpc_url = r.get("solanaRpcUrl", _rpc_url)
     egress = r.get("internetEgress", _boolean)
 
@@ -333,6 +353,7 @@ def load_config(context: Mapping[str, object]) -> DeploymentConfig:
         or clients is None
         or emails is None
         or owner_keys is None
+        or origins is None
         or rpc_url is None
         or egress is None
     ):
@@ -355,6 +376,7 @@ def load_config(context: Mapping[str, object]) -> DeploymentConfig:
         allowed_client_cidrs=clients,
         alarm_emails=emails,
         owner_public_keys=owner_keys,
+        public_origins=origins,
         solana_rpc_url=rpc_url,
         internet_egress=egress,
     )
@@ -380,6 +402,7 @@ CONTEXT_KEYS = (
     "allowedClientCidrs",
     "alarmEmails",
     "ownerPublicKeys",
+    "publicOrigins",
     "solanaRpcUrl",
     "internetEgress",
 )

@@ -54,6 +54,8 @@ def proxy_environment(config: DeploymentConfig) -> dict[str, str]:
         "WAIAAS_STATE": f"dynamodb:{naming.STATE_TABLE}@{config.region}",
         "WAIAAS_ENCLAVE": f"vsock:{ENCLAVE_CID}:{ENCLAVE_VSOCK_PORT}",
         "WAIAAS_OWNER_KEYS": ",".join(config.owner_public_keys),
+        # The origins owners reach the load balancer at: owner requests signed for any other are refused.
+        "WAIAAS_PUBLIC_ORIGINS": ",".join(config.public_origins),
         "WAIAAS_CHAIN": f"rpc:{config.solana_rpc_url}",
         # All interfaces of the host: the load balancer's health checks and traffic arrive on its private address;
         # the security group admits the proxy port from the load balancer only.

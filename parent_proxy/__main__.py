@@ -102,6 +102,7 @@ def build_services(settings: Settings) -> Services:
         attestation_limiter=attestation_limiter(settings.attestation_rate_per_second, settings.attestation_burst),
         nonces=StoreNonceRegistry(store),
         owner_keys=settings.owner_keys,
+        public_origins=settings.public_origins,
         owner_max_skew_seconds=settings.owner_max_skew_seconds,
         max_body_bytes=settings.max_body_bytes,
         require_multisig=settings.require_multisig,

@@ -97,8 +97,8 @@ async def owner_of(request: Request, services: Services, wallet_id: str | None) 
     def verify() -> Pubkey:
         return verify_owner_request(
             request.headers, method=request.method, path=path, body=body, allowed_keys=allowed,
-            now=read_clock(services.clock), max_skew=services.owner_max_skew_seconds, nonces=services.nonces,
-            scope=wallet_id,
+            audiences=services.public_origins, now=read_clock(services.clock),
+            max_skew=services.owner_max_skew_seconds, nonces=services.nonces, scope=wallet_id,
         )  # fmt: skip
 
     owner: Pubkey = await run_store(services, verify)

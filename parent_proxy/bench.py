@@ -50,12 +50,14 @@ from enclave_app.server import EnclaveServer, Handler
 from enclave_app.state import Enclave
 from enclave_app.transport import UnixAddress
 from parent_proxy.__main__ import build_app
-from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
+from parent_proxy.owner_auth import OwnerRequest, owner_request_headers, url_origin
 from policies.signing import POLICY_PURPOSE, sign_document
 
 MERCHANT = Pubkey.from_string("FHEqRxoKaHqjfmpq5sDHwcTRetKh7uJny2UVN4pcd24J")
 U64_MAX = str(2**64 - 1)
 OPERATOR_SECRET = b"benchmark operator secret (not a real one)"
+INPROCESS_ORIGIN = "http://bench"
+"""The in-process run's base URL (an ASGI transport: no socket) and so its proxy's public origin."""
 
 
 def bench_policy(wallet_id: str) -> dict[str, Any]:
@@ -97,7 +99,8 @@ def transfer_tx(agent: Pubkey) -> bytes:
 async def owner_call(client: httpx.AsyncClient, owner: Ed25519PrivateKey, method: str, path: str, body: Any) -> Any:
     content = b"" if body is None else json.dumps(body).encode()
     public = Pubkey.from_bytes(owner.public_key().public_bytes_raw())
-    request = OwnerRequest(method, path, content, int(time.time()), secrets.token_urlsafe(24))
+    audience = url_origin(str(client.base_url))  # the deployment this client was made for
+    request = OwnerRequest(method, path, content, int(time.time()), secrets.token_urlsafe(24), audience=audience)
     headers = {**owner_request_headers(request, public, owner.sign), "Content-Type": "application/json"}
     response = await client.request(method, path, content=content, headers=headers)
     if not response.is_success:
@@ -169,13 +172,14 @@ async def inprocess(socket_path: str, state_dir: Path, owner: Ed25519PrivateKey,
         "WAIAAS_OWNER_KEYS": str(Pubkey.from_bytes(owner.public_key().public_bytes_raw())),
         "WAIAAS_CHAIN": "litesvm",
         "WAIAAS_REQUIRE_MULTISIG": "false",  # the embedded chain has no Squads program: `bench_policy` declares none
+        "WAIAAS_PUBLIC_ORIGINS": INPROCESS_ORIGIN,
         "WAIAAS_RATE_PER_SECOND": "100000",
         "WAIAAS_RATE_BURST": "100000",
     }
     _, app, services = build_app(env)
     transport = httpx.ASGITransport(app=app)
     latencies = []
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+    async with httpx.AsyncClient(transport=transport, base_url=INPROCESS_ORIGIN) as client:
         agent, token = await provision(client, owner, "bench-inprocess")
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         path = "/v1/wallets/bench-inprocess/transactions/sign"
@@ -266,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             "WAIAAS_CHAIN": "litesvm",
             "WAIAAS_REQUIRE_MULTISIG": "false",  # as above
             "WAIAAS_PORT": str(port),
+            "WAIAAS_PUBLIC_ORIGINS": f"http://127.0.0.1:{port}",  # the base URL `run` below sends owner requests to
             "WAIAAS_RATE_PER_SECOND": "100000",
             "WAIAAS_RATE_BURST": "100000",
             "WAIAAS_WORKERS": str(args.workers),

@@ -15,7 +15,8 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
                                                          after what it does (stderr): `parent_proxy.owner_approval_cli`
     waiaas owner freeze|unfreeze --wallet W --sequence N [--allow-sequence-jump]
                                                          print a signed freeze / unfreeze order
-    waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer
+    waiaas owner call --url URL METHOD PATH [--body F]   send an owner-signed request to the API, print the answer;
+                                                         the request is signed for URL's origin only (its audience)
     waiaas owner check-multisig --url URL --wallet W     print the API's report on the wallet's multisig on chain
                                                          (GET /v1/wallets/W/multisig); exit 0 only if it conforms
     waiaas owner check-multisig --rpc-url URL --policy SIGNED.json --agent-key A [--vault V]
@@ -67,7 +68,7 @@ from parent_proxy import (
     owner_verify_cli,
     owner_verify_order_cli,
 )
-from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
+from parent_proxy.owner_auth import OriginError, OwnerRequest, owner_request_headers, url_origin
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
     EXIT_BAD_INPUT,
@@ -165,7 +166,11 @@ def register(subparsers: Any) -> None:
         _sequence_jump_option(order)
 
     call = commands.add_parser("call", help="send an owner-signed request to the API")
-    call.add_argument("--url", required=True, help="base URL of the parent proxy, e.g. http://127.0.0.1:8080")
+    call.add_argument(
+        "--url",
+        required=True,
+        help="base URL of the parent proxy, e.g. http://127.0.0.1:8080; the request is signed for its origin only",
+    )
     call.add_argument("method", choices=["GET", "POST", "PUT", "DELETE"])
     call.add_argument("path", help="e.g. /v1/wallets/w1/tokens")
     call.add_argument("--body", type=Path, help="JSON body file")
@@ -252,8 +257,13 @@ def run(args: argparse.Namespace) -> int:
 def _send(
     signer: OwnerSigner, url: str, method: str, path: str, body: bytes, *, client: httpx.Client | None = None
 ) -> httpx.Response:
-    """An owner-signed request; `OwnerInputError` if it could not be sent."""
-    request = OwnerRequest(method, path, body, int(time.time()), secrets.token_urlsafe(24))
+    """An owner-signed request, for the deployment at ``url`` (the owner's own ``--url``: its origin is the audience
+    signed, `parent_proxy.owner_auth.url_origin`); `OwnerInputError` if it could not be sent."""
+    try:
+        audience = url_origin(url)
+    except OriginError as exc:
+        raise OwnerInputError(f"--url {exc}") from exc
+    request = OwnerRequest(method, path, body, int(time.time()), secrets.token_urlsafe(24), audience=audience)
     headers = owner_request_headers(request, signer.public_key, signer.sign)
     if body:
         headers["Content-Type"] = "application/json"

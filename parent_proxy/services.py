@@ -51,6 +51,8 @@ class Services:
     """``GET /v1/attestation``'s one bucket (`parent_proxy.auth.attestation_limiter`)."""
     nonces: NonceRegistry
     owner_keys: frozenset[Pubkey]
+    public_origins: frozenset[str]
+    """`Settings.public_origins`: the audiences an owner request may be signed for (`parent_proxy.owner_auth`)."""
     owner_max_skew_seconds: float
     max_body_bytes: int
     require_multisig: bool

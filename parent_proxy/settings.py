@@ -2,7 +2,7 @@
 
 Required values have no default and stop start-up with a message naming the variable; booleans are parsed
 strictly (``true``/``false`` only); numbers must parse and sit in a range. Security settings (who may create
-wallets, where the enclave is) have no defaults.
+wallets, where the enclave is, which deployment owner requests must be signed for) have no defaults.
 
 ======================================= ========== =====================================================================
 variable                                default    meaning
@@ -11,6 +11,10 @@ variable                                default    meaning
 ``WAIAAS_ENCLAVE``                      required   enclave address: ``vsock:<cid>:<port>``, ``unix:/path``, ``tcp:h:p``
 ``WAIAAS_OWNER_KEYS``                   required   comma-separated base58 owner public keys allowed to create wallets
 ``WAIAAS_CHAIN``                        required   ``litesvm`` (embedded, self-host demo) or ``rpc:<https url>``
+``WAIAAS_PUBLIC_ORIGINS``               required   comma-separated origins (``https://host[:port]``) the owners' tools
+                                                   reach this proxy at: an owner request is accepted only if signed
+                                                   for one of them (`owner_auth`, audience); each is normalized
+                                                   (`owner_auth.normalize_origin`), anything else stops start-up
 ``WAIAAS_HOST``                         127.0.0.1  HTTP bind address
 ``WAIAAS_PORT``                         8080       HTTP port
 ``WAIAAS_MAX_BODY_BYTES``               16384      largest accepted HTTP request body (413 above)
@@ -56,13 +60,14 @@ from solders.pubkey import Pubkey
 from enclave_app.errors import TransportError
 from enclave_app.transport import Address, parse_address
 from parent_proxy.data_bucket import BucketName, parse_bucket
-from parent_proxy.owner_auth import MAX_SKEW_SECONDS
+from parent_proxy.owner_auth import MAX_SKEW_SECONDS, OriginError, normalize_origin
 
 _SQLITE = re.compile(r"sqlite:(/.+)")
 _ALLOW_PRIVATE = "WAIAAS_WEBHOOK_ALLOW_PRIVATE"
 _KMS_CREDENTIALS = "WAIAAS_ENCLAVE_KMS_CREDENTIALS"
 _REQUIRE_MULTISIG = "WAIAAS_REQUIRE_MULTISIG"
 _DATA_BUCKET = "WAIAAS_DATA_BUCKET"
+_PUBLIC_ORIGINS = "WAIAAS_PUBLIC_ORIGINS"
 KMS_CREDENTIAL_CHOICES = ("none", "host")
 _DYNAMO = re.compile(r"dynamodb:([A-Za-z0-9_.-]{3,255})(?:@([a-z0-9-]{1,32}))?")
 
@@ -88,6 +93,8 @@ class Settings:
     enclave: Address
     owner_keys: frozenset[Pubkey]
     chain: str
+    public_origins: frozenset[str]
+    """``WAIAAS_PUBLIC_ORIGINS``, each in normal form: the audiences owner requests may be signed for."""
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 16 * 1024
@@ -160,6 +167,19 @@ def _owner_keys(text: str) -> frozenset[Pubkey]:
     return frozenset(keys)
 
 
+def _public_origins(text: str) -> frozenset[str]:
+    """Each comma-separated entry in normal form (`owner_auth.normalize_origin`). The message names the entry by its
+    position, not its text (an entry with a user:password in it is not echoed into the log)."""
+    origins: set[str] = set()
+    for number, part in enumerate(text.split(","), start=1):
+        try:
+            origins.add(normalize_origin(part.strip()))
+        except OriginError as exc:
+            raise SettingsError(f"{_PUBLIC_ORIGINS}: entry {number} {exc}; each entry is an origin such as "
+                                "https://wallets.example.com or http://127.0.0.1:8080") from None  # fmt: skip
+    return frozenset(origins)
+
+
 def _chain(text: str) -> str:
     if text == "litesvm" or re.fullmatch(r"rpc:https?://[^\s]{1,2000}", text):
         return text
@@ -183,6 +203,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         enclave=enclave,
         owner_keys=_owner_keys(_required(env, "WAIAAS_OWNER_KEYS")),
         chain=chain,
+        public_origins=_public_origins(_required(env, _PUBLIC_ORIGINS)),
         host=env.get("WAIAAS_HOST", "127.0.0.1"),
         port=_int(env, "WAIAAS_PORT", 8080, 1, 65535),
         max_body_bytes=_int(env, "WAIAAS_MAX_BODY_BYTES", 16 * 1024, 1024, 1024 * 1024),

@@ -2,8 +2,8 @@
 
 Used by ``waiaas demo`` and ``waiaas selfhost up``. Layout of the state directory (created mode 0700)::
 
-    <state>/selfhost.env                   the env file compose reads (owner keys, chain, port, secret path, webhook
-                                           destinations; no secret)
+    <state>/selfhost.env                   the env file compose reads (owner keys, chain, port, public origins,
+                                           secret path, webhook destinations; no secret)
     <state>/secrets/waiaas_unseal_secret   the unseal secret, mode 0400, made on the first run only (never
                                            printed): while <state>/state/waiaas.db exists a missing secret is
                                            refused, never replaced (:func:`ensure_unseal_secret`)
@@ -16,6 +16,10 @@ Start order: the local chain (:mod:`selfhost.local_chain`, unless an RPC URL is 
 (:mod:`selfhost.local_stack`), each waited for with its compose healthcheck. Stop: reverse order, on exit or error.
 The proxy reaches the chain through its JSON-RPC adapter (``WAIAAS_CHAIN=rpc:http://127.0.0.1:<port>/``), the
 same chain the caller sees at :attr:`Deployment.chain_url`.
+
+Owner requests are signed for the origin the owner's tool sends them to (``parent_proxy.owner_auth``, audience):
+the proxy accepts :func:`loopback_origins` of the published port, the two names of this machine's loopback address
+(``http://127.0.0.1:<port>`` as :attr:`Deployment.api_url` says, and ``http://localhost:<port>``).
 
 Squads. The local chain has no Squads program, so no multisig can exist on it: only with it does the env file say
 ``WAIAAS_REQUIRE_MULTISIG=false``, which the compose file gives the proxy and, as ``WAIAAS_ENCLAVE_REQUIRE_MULTISIG``,
@@ -126,6 +130,11 @@ def start_local_chain(group: ProcessGroup, root: Path, timeout: float = HEALTH_T
     return url
 
 
+def loopback_origins(port: int) -> tuple[str, str]:
+    """The proxy's public origins when it is published on this machine's loopback address at ``port``."""
+    return f"http://127.0.0.1:{port}", f"http://localhost:{port}"
+
+
 @contextlib.contextmanager
 def run_local(
     root: Path,
@@ -151,6 +160,7 @@ def run_local(
                 "WAIAAS_OWNER_KEYS": ",".join(owner_keys),
                 "WAIAAS_CHAIN": f"rpc:{chain_url}",
                 "WAIAAS_PUBLISH_PORT": str(port),
+                "WAIAAS_PUBLIC_ORIGINS": ",".join(loopback_origins(port)),
                 "WAIAAS_UNSEAL_SECRET_PATH": str(secret),
                 "WAIAAS_WEBHOOK_ALLOW_PRIVATE": "true" if webhook_allow_private else "false",
                 "WAIAAS_REQUIRE_MULTISIG": "true" if multisig_required else "false",

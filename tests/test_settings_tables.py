@@ -43,7 +43,8 @@ def _table_names(module: ModuleType) -> set[str]:
 
 def _proxy_environments() -> list[dict[str, str]]:
     base = {"WAIAAS_STATE": "sqlite:/var/lib/waiaas/state.db", "WAIAAS_ENCLAVE": "unix:/run/waiaas/enclave.sock",
-            "WAIAAS_OWNER_KEYS": OWNER, "WAIAAS_CHAIN": "litesvm", "WAIAAS_REQUIRE_MULTISIG": "false"}  # fmt: skip
+            "WAIAAS_OWNER_KEYS": OWNER, "WAIAAS_CHAIN": "litesvm", "WAIAAS_REQUIRE_MULTISIG": "false",
+            "WAIAAS_PUBLIC_ORIGINS": "https://wallets.example.com"}  # fmt: skip
     return [
         base,
         {

@@ -239,6 +239,7 @@ def test_the_proxys_wallet_time_limit_is_above_the_enclaves_request_limit(tmp_pa
     env = {
         "WAIAAS_STATE": f"sqlite:{tmp_path / 'state.db'}", "WAIAAS_ENCLAVE": f"unix:{tmp_path / 's'}",
         "WAIAAS_OWNER_KEYS": str(Pubkey.new_unique()), "WAIAAS_CHAIN": "litesvm", "WAIAAS_REQUIRE_MULTISIG": "false",
+        "WAIAAS_PUBLIC_ORIGINS": "http://127.0.0.1:8080",
     }  # fmt: skip
     services = build_services(load_settings(env))
     client = services.relay._client

@@ -76,7 +76,9 @@ class OwnerSigner(requests.auth.AuthBase):
         url = urlsplit(str(request.url))
         # What the proxy verifies: the path as the ASGI server decodes it, and the raw query string.
         path = unquote(url.path) + (f"?{url.query}" if url.query else "")
-        signed = OwnerRequest(str(request.method), path, content, int(time.time()), secrets.token_hex(16))
+        signed = OwnerRequest(
+            str(request.method), path, content, int(time.time()), secrets.token_hex(16), audience=self.harness.origin
+        )
         request.headers.update(owner_request_headers(signed, self.harness.owner_pub, self.harness.owner.sign))
         return request
 

@@ -78,6 +78,8 @@ LAMPORTS_PER_SOL = 1_000_000_000
 OPERATOR_SECRET = b"operator-secret-for-tests-only!!"
 """The real test enclave's `LocalSealer` secret (`start_enclave`)."""
 SIGNATURE_BYTES = 64
+HARNESS_ORIGIN = "http://testserver"
+"""The harness deployment's public origin by default: the test client's own default base URL."""
 
 
 class SwitchableClock:
@@ -371,6 +373,8 @@ class Harness:
     clock: SwitchableClock
     owner: Ed25519PrivateKey
     socket: Path
+    origin: str = HARNESS_ORIGIN
+    """The deployment's public origin: the test client's base URL and the audience its owner requests are signed for."""
     wallet_id: str = "w1"
     agent: Pubkey = field(default_factory=Pubkey.default)
     token: str = ""
@@ -393,8 +397,9 @@ class Harness:
         content = b"" if body is None else json.dumps(body).encode()
         signer = key or self.owner
         request = OwnerRequest(
-            method, path, content, int(time.time()) if timestamp is None else timestamp, nonce or secrets.token_hex(16)
-        )
+            method, path, content, int(time.time()) if timestamp is None else timestamp, nonce or secrets.token_hex(16),
+            audience=self.origin,
+        )  # fmt: skip
         headers = owner_request_headers(request, owner_public_key(signer), signer.sign)
         headers["Content-Type"] = "application/json"
         return self.client.request(method, path, content=content, headers=headers)
@@ -442,11 +447,13 @@ def build_harness(
     rate: float = 1000.0,
     store: Any = None,
     require_multisig: bool = False,
+    origin: str = HARNESS_ORIGIN,
 ) -> Harness:
     """The API over a SQLite store in ``tmp_path`` (or ``store``, say a DynamoDB one), wrapped in a `FailingStore`.
     ``require_multisig`` is `Services.require_multisig` (``WAIAAS_REQUIRE_MULTISIG``, true in production): false
     here, as on the self-host local chain, because most tests install policies that declare no multisig (the
-    example policy's); the tests of the requirement itself ask for true."""
+    example policy's); the tests of the requirement itself ask for true. ``origin``: the deployment's one public
+    origin (`Services.public_origins`), which is also the test client's base URL."""
     from solders.litesvm import LiteSVM
 
     socket = tmp_path / "enclave.sock"
@@ -462,12 +469,13 @@ def build_harness(
         attestation_limiter=attestation_limiter(rate, int(rate)),
         nonces=StoreNonceRegistry(store),  # type: ignore[arg-type]
         owner_keys=frozenset({owner_public_key(owner)}),
+        public_origins=frozenset({origin}),
         owner_max_skew_seconds=300,
         max_body_bytes=16 * 1024,
         require_multisig=require_multisig,
     )
-    client = TestClient(create_app(services), raise_server_exceptions=False)
-    return Harness(client, services, store, clock, owner, socket)
+    client = TestClient(create_app(services), base_url=origin, raise_server_exceptions=False)
+    return Harness(client, services, store, clock, owner, socket, origin)
 
 
 def provision(

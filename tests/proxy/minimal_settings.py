@@ -1,5 +1,5 @@
 """The smallest environment the proxy's settings accept: SQLite state, a Unix socket, one owner, LiteSVM (which has
-no Squads program, so the multisig requirement is off: the settings refuse the pair otherwise)."""
+no Squads program, so the multisig requirement is off: the settings refuse the pair otherwise), one public origin."""
 
 from __future__ import annotations
 
@@ -10,4 +10,5 @@ BASE = {
     "WAIAAS_OWNER_KEYS": OWNER,
     "WAIAAS_CHAIN": "litesvm",
     "WAIAAS_REQUIRE_MULTISIG": "false",
+    "WAIAAS_PUBLIC_ORIGINS": "https://wallets.example.com",
 }

@@ -209,10 +209,10 @@ def another_proxy(h: Harness) -> Iterator[Harness]:
     services = Services(
         store=h.store, clock=h.clock, relay=relay, chain=h.services.chain, rate_limiter=RateLimiter(1000.0, 1000),
         attestation_limiter=attestation_limiter(1000.0, 1000), nonces=StoreNonceRegistry(h.store),
-        owner_keys=h.services.owner_keys, owner_max_skew_seconds=300, max_body_bytes=16 * 1024,
-        require_multisig=False,
+        owner_keys=h.services.owner_keys, public_origins=h.services.public_origins, owner_max_skew_seconds=300,
+        max_body_bytes=16 * 1024, require_multisig=False,
     )  # fmt: skip
-    with TestClient(create_app(services), raise_server_exceptions=False) as client:
+    with TestClient(create_app(services), base_url=h.origin, raise_server_exceptions=False) as client:
         yield dataclasses.replace(h, client=client, services=services)
 
 

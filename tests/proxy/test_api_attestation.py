@@ -31,6 +31,7 @@ from enclave_app.protocol import (
 from parent_proxy.__main__ import build_app
 from parent_proxy.attestation import document_public_key_unverified
 from tests.proxy.api_harness import (
+    HARNESS_ORIGIN,
     Harness,
     LoopThread,
     SwitchableClock,
@@ -199,7 +200,7 @@ def test_attestation_is_rate_limited_and_the_enclave_is_not_asked_over_it(tmp_pa
     env = {
         "WAIAAS_STATE": f"sqlite:{tmp_path / 'state.db'}", "WAIAAS_ENCLAVE": f"unix:{tmp_path / 'enclave.sock'}",
         "WAIAAS_OWNER_KEYS": str(owner_public_key(owner)), "WAIAAS_CHAIN": "litesvm",
-        "WAIAAS_REQUIRE_MULTISIG": "false",
+        "WAIAAS_REQUIRE_MULTISIG": "false", "WAIAAS_PUBLIC_ORIGINS": HARNESS_ORIGIN,
         "WAIAAS_ATTESTATION_RATE_PER_SECOND": "0.5", "WAIAAS_ATTESTATION_BURST": "3",
     }  # fmt: skip
     _, app, services = build_app(env)

@@ -56,7 +56,7 @@ def error(response: Any) -> tuple[int, str]:
 
 
 def owner_headers(h: Harness, method: str, path: str, content: bytes, key: Ed25519PrivateKey) -> dict[str, str]:
-    request = OwnerRequest(method, path, content, int(time.time()), secrets.token_hex(16))
+    request = OwnerRequest(method, path, content, int(time.time()), secrets.token_hex(16), audience=h.origin)
     return {**owner_request_headers(request, owner_public_key(key), key.sign), **JSON}
 
 

@@ -63,7 +63,7 @@ class Gate:
 
 async def owner_call(client: httpx.AsyncClient, h: Harness, method: str, path: str, body: Any = None) -> Any:
     content = b"" if body is None else json.dumps(body).encode()
-    request = OwnerRequest(method, path, content, int(time.time()), secrets.token_hex(16))
+    request = OwnerRequest(method, path, content, int(time.time()), secrets.token_hex(16), audience=h.origin)
     headers = {**owner_request_headers(request, h.owner_pub, h.owner.sign), "Content-Type": "application/json"}
     return await client.request(method, path, content=content, headers=headers)
 
@@ -103,7 +103,7 @@ async def eventually(check: Callable[[], bool], what: str, seconds: float = 10.0
 def run(h: Harness, scenario: Callable[[httpx.AsyncClient], Any]) -> None:
     async def main() -> None:
         transport = httpx.ASGITransport(app=h.client.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        async with httpx.AsyncClient(transport=transport, base_url=h.origin) as client:
             await provision(client, h)
             await scenario(client)
 

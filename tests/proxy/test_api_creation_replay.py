@@ -43,7 +43,7 @@ from parent_proxy.owner_auth import (
 )
 from parent_proxy.services import Services
 from parent_proxy.store.protocol import Store
-from tests.proxy.api_harness import LoopThread, start_enclave
+from tests.proxy.api_harness import HARNESS_ORIGIN, LoopThread, start_enclave
 from tests.support.policies import owner_public_key
 
 Creation = tuple[bytes, dict[str, str]]
@@ -71,6 +71,7 @@ def proxy(store: Store, socket: Path, owner: Ed25519PrivateKey) -> Iterator[Test
         attestation_limiter=attestation_limiter(1000.0, 1000),
         nonces=StoreNonceRegistry(store),
         owner_keys=frozenset({owner_public_key(owner)}),
+        public_origins=frozenset({HARNESS_ORIGIN}),
         owner_max_skew_seconds=300,
         max_body_bytes=16 * 1024,
         require_multisig=True,  # only wallets are created here
@@ -82,7 +83,9 @@ def proxy(store: Store, socket: Path, owner: Ed25519PrivateKey) -> Iterator[Test
 def creation(owner: Ed25519PrivateKey, wallet_id: str) -> Creation:
     """A signed creation request (body and headers), as the owner CLI makes one: a fresh nonce each time."""
     body = json.dumps({"wallet_id": wallet_id, "owner_public_key": str(owner_public_key(owner))}).encode()
-    request = OwnerRequest("POST", "/v1/wallets", body, int(time.time()), secrets.token_urlsafe(24))
+    request = OwnerRequest(
+        "POST", "/v1/wallets", body, int(time.time()), secrets.token_urlsafe(24), audience=HARNESS_ORIGIN
+    )
     headers = owner_request_headers(request, owner_public_key(owner), owner.sign)
     return body, {**headers, "Content-Type": "application/json"}
 
@@ -160,13 +163,16 @@ def test_a_creation_nonce_holds_from_the_earliest_to_the_latest_accepted_time(st
     timestamp = 1_700_000_000
     body = b'{"wallet_id": "w1"}'
     headers = owner_request_headers(
-        OwnerRequest("POST", "/v1/wallets", body, timestamp, "n" * 32), owner_public_key(owner), owner.sign
+        OwnerRequest("POST", "/v1/wallets", body, timestamp, "n" * 32, audience=HARNESS_ORIGIN),
+        owner_public_key(owner),
+        owner.sign,
     )
 
     def verify(now: float, max_skew: float) -> None:
         verify_owner_request(
             headers, method="POST", path="/v1/wallets", body=body, allowed_keys=frozenset({owner_public_key(owner)}),
-            now=now, max_skew=max_skew, nonces=StoreNonceRegistry(store), scope=None,
+            audiences=frozenset({HARNESS_ORIGIN}), now=now, max_skew=max_skew, nonces=StoreNonceRegistry(store),
+            scope=None,
         )  # fmt: skip
 
     verify(timestamp - skew, skew)

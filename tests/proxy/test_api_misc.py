@@ -151,7 +151,7 @@ def test_owner_signature_covers_the_body(h: Harness) -> None:
     path = f"/v1/wallets/{h.wallet_id}/policy"
     signed_body = json.dumps({"envelope": h.policy(sequence=2)}).encode()
     other_body = json.dumps({"envelope": h.policy(sequence=3)}).encode()
-    request = OwnerRequest("PUT", path, signed_body, int(time.time()), "x" * 24)
+    request = OwnerRequest("PUT", path, signed_body, int(time.time()), "x" * 24, audience=h.origin)
     headers = owner_request_headers(request, h.owner_pub, h.owner.sign)
     response = h.client.put(path, content=other_body, headers={**headers, "Content-Type": "application/json"})
     assert response.status_code == 401 and code(response) == "owner_signature_invalid"

@@ -26,7 +26,7 @@ def h(tmp_path: Path) -> Iterator[Harness]:
 def create(h: Harness, wallet_id: str, key_header: str | None) -> object:
     """``POST /v1/wallets`` signed by the owner, its key header replaced by ``key_header`` (None: as signed)."""
     content = json.dumps({"wallet_id": wallet_id, "owner_public_key": str(h.owner_pub)}).encode()
-    request = OwnerRequest("POST", "/v1/wallets", content, int(time.time()), secrets.token_hex(16))
+    request = OwnerRequest("POST", "/v1/wallets", content, int(time.time()), secrets.token_hex(16), audience=h.origin)
     headers = owner_request_headers(request, h.owner_pub, h.owner.sign)
     if key_header is not None:
         headers[KEY_HEADER] = key_header

@@ -77,3 +77,39 @@ def test_a_malformed_multisig_requirement_stops_start_up(value: str) -> None:
     # Never read as false: a typo must not turn the on-chain limits off.
     with pytest.raises(SettingsError, match=r"^WAIAAS_REQUIRE_MULTISIG must be true or false$"):
         load_settings({**BASE, "WAIAAS_REQUIRE_MULTISIG": value})
+
+
+def test_public_origins_are_normalized() -> None:
+    """``WAIAAS_PUBLIC_ORIGINS``: the audiences owner requests may be signed for, each in normal form
+    (`owner_auth.normalize_origin`), so that the comparison with the signed audience is exact."""
+    assert load_settings(BASE).public_origins == frozenset({"https://wallets.example.com"})
+    text = " HTTPS://Wallets.Example.com:443/ , http://127.0.0.1:8080,http://localhost:8080 "
+    assert load_settings({**BASE, "WAIAAS_PUBLIC_ORIGINS": text}).public_origins == frozenset(
+        {"https://wallets.example.com", "http://127.0.0.1:8080", "http://localhost:8080"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "entry"),
+    [
+        (" ", None),  # blank: as missing
+        ("wallets.example.com", 1),
+        ("https://wallets.example.com,", 2),
+        ("https://a.example,,https://b.example", 2),
+        ("https://wallets.example.com/v1", 1),
+        ("http://127.0.0.1:8080,ftp://files.example", 2),
+        ("https://*.example.com", 1),
+        ("*", 1),
+    ],
+)
+def test_malformed_public_origins_stop_start_up(value: str, entry: int | None) -> None:
+    expected = "WAIAAS_PUBLIC_ORIGINS is required" if entry is None else f"^WAIAAS_PUBLIC_ORIGINS: entry {entry} "
+    with pytest.raises(SettingsError, match=expected):
+        load_settings({**BASE, "WAIAAS_PUBLIC_ORIGINS": value})
+
+
+def test_a_refused_origin_is_not_echoed() -> None:
+    """An origin with a user and password in it is refused by position: the password does not reach the log."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings({**BASE, "WAIAAS_PUBLIC_ORIGINS": "https://admin:hunter2@wallets.example.com"})
+    assert "hunter2" not in str(refused.value) and "entry 1" in str(refused.value)

@@ -36,7 +36,7 @@ from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.settings import SettingsError, load_settings
 from policies.signing import sign_document
 from tests.fakes.attesting_kms import cdk_seal_key_policy
-from tests.proxy.api_harness import LoopThread
+from tests.proxy.api_harness import HARNESS_ORIGIN, LoopThread
 from tests.support.enclave_world import GOOD_PCRS, EnclaveWorld, world_in_moto
 from tests.support.policies import example_policy
 
@@ -125,7 +125,8 @@ def _env(tmp_path: Path, socket: Path, owner: Ed25519PrivateKey, **extra: str) -
     owner_key = Pubkey.from_bytes(owner.public_key().public_bytes_raw())
     return {
         "WAIAAS_STATE": f"sqlite:{tmp_path / 'state.db'}", "WAIAAS_ENCLAVE": f"unix:{socket}",
-        "WAIAAS_OWNER_KEYS": str(owner_key), "WAIAAS_CHAIN": "litesvm", "WAIAAS_REQUIRE_MULTISIG": "false", **extra,
+        "WAIAAS_OWNER_KEYS": str(owner_key), "WAIAAS_CHAIN": "litesvm", "WAIAAS_REQUIRE_MULTISIG": "false",
+        "WAIAAS_PUBLIC_ORIGINS": HARNESS_ORIGIN, **extra,
     }  # fmt: skip
 
 
@@ -179,7 +180,9 @@ class Cloud:
     def owner_call(self, method: str, path: str, body: Any = None) -> Any:
         content = b"" if body is None else json.dumps(body).encode()
         public = Pubkey.from_bytes(self.owner.public_key().public_bytes_raw())
-        request = OwnerRequest(method, path, content, int(time.time()), secrets.token_urlsafe(24))
+        request = OwnerRequest(
+            method, path, content, int(time.time()), secrets.token_urlsafe(24), audience=HARNESS_ORIGIN
+        )
         headers = {**owner_request_headers(request, public, self.owner.sign), "Content-Type": "application/json"}
         return self.client.request(method, path, content=content, headers=headers)
 

@@ -16,7 +16,7 @@ from parent_proxy.errors import StoreUnavailable
 from parent_proxy.owner_auth import OwnerRequest, StoreNonceRegistry, owner_request_headers, verify_owner_request
 from parent_proxy.settings import SettingsError, load_settings
 from parent_proxy.store.protocol import Store
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import HARNESS_ORIGIN, Harness, provision, running_harness
 from tests.proxy.minimal_settings import BASE
 from tests.support.offchain_messages import offchain_message
 from tests.support.policies import owner_public_key
@@ -78,13 +78,14 @@ def test_an_owner_nonce_left_in_progress_is_never_replayable_in_the_accepted_ske
         return  # not a skew the proxy can be configured with
     owner = Ed25519PrivateKey.generate()
     timestamp = 1_700_000_000
-    request = OwnerRequest("POST", "/v1/wallets/w1/tokens", b"", timestamp, "n" * 32)
+    request = OwnerRequest("POST", "/v1/wallets/w1/tokens", b"", timestamp, "n" * 32, audience=HARNESS_ORIGIN)
     headers = owner_request_headers(request, owner_public_key(owner), owner.sign)
 
     def verify(registry: object, now: float) -> None:
         verify_owner_request(
             headers, method="POST", path="/v1/wallets/w1/tokens", body=b"",
-            allowed_keys=frozenset({owner_public_key(owner)}), now=now, max_skew=skew,
+            allowed_keys=frozenset({owner_public_key(owner)}), audiences=frozenset({HARNESS_ORIGIN}), now=now,
+            max_skew=skew,
             nonces=registry, scope="w1",  # type: ignore[arg-type]
         )  # fmt: skip
 

@@ -99,6 +99,7 @@ def test_a_stopping_proxy_waits_for_the_post_in_flight(tmp_path: Path, workers: 
                 "WAIAAS_OWNER_KEYS": OWNER,
                 "WAIAAS_CHAIN": "litesvm",
                 "WAIAAS_REQUIRE_MULTISIG": "false",
+                "WAIAAS_PUBLIC_ORIGINS": "http://127.0.0.1:8080",  # no owner request is sent
                 "WAIAAS_PORT": str(free_port()),
                 "WAIAAS_WORKERS": str(workers),
                 "WAIAAS_WEBHOOK_ALLOW_PRIVATE": "true",

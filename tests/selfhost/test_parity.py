@@ -21,6 +21,7 @@ import secrets
 import stat
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import EnclaveState
 from enclave_app.sealing import SCHEME_LOCAL
-from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
+from parent_proxy.owner_auth import OwnerRequest, owner_request_headers, url_origin
 from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
 from parent_proxy.sign_parts import message_hash
@@ -197,16 +198,17 @@ def _missing_commands(model: dict[str, Any]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def live_stack(
-    compose_model: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    compose_model_on: Callable[[int], dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
 ) -> Any:  # Iterator[tuple[str, RunningStack]]
-    missing = _missing_commands(compose_model)
+    port = free_port()
+    model = compose_model_on(port)
+    missing = _missing_commands(model)
     if missing:
         pytest.skip(f"not in this checkout yet (colleagues' pieces): {', '.join(missing)}")
-    port = free_port()
     root = tmp_path_factory.mktemp("selfhost-live")
     secret = secrets.token_urlsafe(32).encode()
     with run_stack(
-        compose_model, root, secret_values={paths.UNSEAL_SECRET_NAME: secret}, published={CONTAINER_PORT: port}
+        model, root, secret_values={paths.UNSEAL_SECRET_NAME: secret}, published={CONTAINER_PORT: port}
     ) as stack:
         yield f"http://127.0.0.1:{port}", stack
 
@@ -383,7 +385,8 @@ def test_live_owner_freeze_and_unfreeze(wallet: LiveWallet) -> None:
 
 def test_live_owner_requests_are_not_replayable(wallet: LiveWallet) -> None:
     path = f"/v1/wallets/{wallet.wallet_id}/approvals"
-    request = OwnerRequest("GET", path, b"", int(time.time()), secrets.token_urlsafe(24))
+    audience = url_origin(wallet.base)
+    request = OwnerRequest("GET", path, b"", int(time.time()), secrets.token_urlsafe(24), audience=audience)
     headers = owner_request_headers(request, wallet.owner.public_key, wallet.owner.sign)
     assert httpx.get(wallet.base + path, headers=headers, timeout=10).status_code == 200
     replay = httpx.get(wallet.base + path, headers=headers, timeout=10)

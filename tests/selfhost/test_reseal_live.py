@@ -13,6 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +90,13 @@ def _reseal(root: Path, new_file: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_resealed_wallets_sign_with_the_new_secret_and_not_with_the_old(
-    compose_model: dict[str, Any], owner_key: Ed25519PrivateKey, tmp_path: Path
+    compose_model_on: Callable[[int], dict[str, Any]], owner_key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
+    root, port = tmp_path / "selfhost", free_port()
+    compose_model = compose_model_on(port)  # owner requests are signed for http://127.0.0.1:<port>
     for service in ("signer", "proxy"):
         if not command_exists(list(compose_model["services"][service]["command"])):
             pytest.skip(f"not in this checkout yet: the {service} command")
-    root, port = tmp_path / "selfhost", free_port()
     old, new = secrets.token_urlsafe(32).encode(), secrets.token_urlsafe(32).encode()
     new_file = tmp_path / "waiaas_unseal_secret.new"
     new_file.write_bytes(new + b"\n")

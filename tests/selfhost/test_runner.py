@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
+from parent_proxy.owner_auth import normalize_origin, url_origin
 from parent_proxy.owner_signers import write_keypair_file
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.sqlite import SqliteStore
@@ -329,3 +330,26 @@ def test_selfhost_up_passes_allow_private_webhooks_on(
     monkeypatch.setattr(cli, "run_local", stand_in)
     assert main(["selfhost", "up", "--state-dir", str(tmp_path / "state"), *flag]) == 0
     assert calls[0]["webhook_allow_private"] is bool(flag)
+
+
+def test_run_local_accepts_owner_requests_signed_for_its_loopback_origins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Owner requests are signed for the origin they are sent to (`parent_proxy.owner_auth`): the proxy of
+    ``run_local`` accepts the two names of its published loopback address, ``api_url``'s among them, and no other."""
+    seen: list[dict[str, Any]] = []
+
+    def capture(model: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        seen.append(model)
+        raise _Captured
+
+    monkeypatch.setattr(deployment, "run_stack", capture)
+    monkeypatch.setattr(deployment, "start_local_chain", lambda *args: "http://127.0.0.1:2/")  # nothing started
+    owner = str(Pubkey.from_bytes(Ed25519PrivateKey.generate().public_key().public_bytes_raw()))
+    port = free_port()
+    with pytest.raises(_Captured), run_local(tmp_path / "state", owner_keys=[owner], port=port):
+        pass
+    origins = seen[0]["services"]["proxy"]["environment"]["WAIAAS_PUBLIC_ORIGINS"].split(",")
+    assert origins == [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    assert [normalize_origin(origin) for origin in origins] == origins  # the proxy's normal form already
+    assert url_origin(f"http://127.0.0.1:{port}") in origins  # what `Deployment.api_url` signs for
