@@ -124,8 +124,8 @@ def test_a_chunked_body_over_the_limit_is_413_on_every_route(h: Harness) -> None
         if path.endswith(("/transactions/sign", "/messages/sign")):
             headers = agent
         else:  # the owner headers are read first: a request without them is 401 whatever its body
-            headers = owner_request_headers(OwnerRequest(method, path, b"", int(time.time()), secrets.token_hex(16)),
-                                            h.owner_pub, h.owner.sign)  # fmt: skip
+            headers = owner_request_headers(OwnerRequest(method, path, b"", int(time.time()), secrets.token_hex(16),
+                                                         audience=h.origin), h.owner_pub, h.owner.sign)  # fmt: skip
         answer = h.client.request(
             method, path, content=_chunks(), headers={**headers, "Content-Type": "application/json"}
         )
@@ -212,7 +212,8 @@ def test_under_uvicorn_a_chunked_body_over_the_limit_is_413_and_a_trailing_slash
     port = free_port()
     env = {"PATH": "/usr/bin:/bin", "WAIAAS_STATE": f"sqlite:{tmp_path / 'state.db'}",
            "WAIAAS_ENCLAVE": f"unix:{tmp_path / 'no-enclave.sock'}", "WAIAAS_OWNER_KEYS": OWNER,
-           "WAIAAS_CHAIN": "litesvm", "WAIAAS_REQUIRE_MULTISIG": "false", "WAIAAS_PORT": str(port)}  # fmt: skip
+           "WAIAAS_CHAIN": "litesvm", "WAIAAS_REQUIRE_MULTISIG": "false", "WAIAAS_PORT": str(port),
+           "WAIAAS_PUBLIC_ORIGINS": f"http://127.0.0.1:{port}"}  # fmt: skip
     proxy = subprocess.Popen([sys.executable, "-m", "parent_proxy"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)  # fmt: skip
     try:
