@@ -368,10 +368,10 @@ def test_candidate_receipts_do_not_verify_as_other_receipts(world: EnclaveWorld)
         return await (await Rotation(world, client).setup()).candidate()
 
     candidate = run(boot, body)
-    for verify in (verify_receipt, verify_provision_receipt):
-        with pytest.raises(ReceiptError):
+    for verify, what in ((verify_receipt, "receipt"), (verify_provision_receipt, "provisioning receipt")):
+        with pytest.raises(ReceiptError, match=rf"^{what} signature invalid$"):
             verify(candidate.receipt, candidate.receipt_signature, session_key(boot))
-    with pytest.raises(ReceiptError):
+    with pytest.raises(ReceiptError, match=r"^agent-key receipt signature invalid$"):
         verify_agent_key_receipt(candidate.receipt + b"\0", candidate.receipt_signature, session_key(boot))
 
 

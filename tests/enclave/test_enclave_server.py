@@ -266,9 +266,13 @@ def test_no_key_bytes_in_any_response_log_or_output(
             await client.sign_transaction(WALLET, transfer_tx(agent, 1000), spent=spent())
             await client.sign_transaction(WALLET, transfer_tx(agent, 1000), spent=())
             await client.sign_message(WALLET, _offchain([bytes(agent)]))
-            for call in (client.provision_wallet(WALLET, world.owner_public), client.install_policy(WALLET, b"{}")):
-                with pytest.raises(EnclaveRequestError):
+            for call, code in (
+                (client.provision_wallet(WALLET, world.owner_public), ErrorCode.WALLET_EXISTS),
+                (client.install_policy(WALLET, b"{}"), ErrorCode.POLICY_INVALID),
+            ):
+                with pytest.raises(EnclaveRequestError) as refused:
                     await call
+                assert refused.value.code == code
             print(repr(boot.enclave.wallet(WALLET)), repr(boot.enclave.session), boot.enclave.__dict__)
 
     asyncio.run(run())

@@ -57,7 +57,7 @@ def test_tls_end_to_end_through_forwarder(tmp_path: Path) -> None:
 def test_forwarder_does_not_terminate_tls(tmp_path: Path) -> None:
     # The upstream presents a certificate for another name: the client's own check fails through the relay.
     server_context, client_context = tls_material(tmp_path, "evil.example.com")
-    with pytest.raises(ssl.SSLCertVerificationError):
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
         asyncio.run(_through_forwarder(server_context, client_context))
 
 

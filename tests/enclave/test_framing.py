@@ -116,8 +116,16 @@ def test_address_specs() -> None:
     assert parse_address("unix:/run/waiaas/enclave.sock") == UnixAddress("/run/waiaas/enclave.sock")
     assert parse_address("tcp:127.0.0.1:5005") == TcpAddress("127.0.0.1", 5005)
     assert parse_address("tcp:[::1]:5005") == TcpAddress("[::1]", 5005)
-    for bad in ("vsock:16", "vsock:-1:5", "unix:relative", "tcp:127.0.0.1:70000", "tcp::5", "http:x", ""):
-        with pytest.raises(TransportError):
+    for bad, refusal in (
+        ("vsock:16", "address number out of range"),  # no port
+        ("vsock:-1:5", "address number out of range"),
+        ("unix:relative", "unix address must be an absolute path"),
+        ("tcp:127.0.0.1:70000", "address number out of range"),
+        ("tcp::5", "tcp address needs host:port"),
+        ("http:x", "unknown address scheme"),
+        ("", "unknown address scheme"),
+    ):
+        with pytest.raises(TransportError, match=refusal):
             parse_address(bad)
 
 

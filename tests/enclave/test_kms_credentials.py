@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -85,30 +86,34 @@ def test_without_credentials_the_request_has_the_older_shape_both_ways() -> None
     assert decode_request(with_null) == request
 
 
+BAD_TEXT = "text field of wrong type or size"
+BAD_SHAPE = "AwsCredentials has missing or extra fields"
+
+
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "refusal"),
     [
-        {"access_key_id": "ASIA"},  # shorter than any IAM access key id
-        {"access_key_id": "A" * 129},
-        {"secret_access_key": ""},
-        {"secret_access_key": "s" * 129},
-        {"session_token": ""},
-        {"session_token": "t" * 8193},
-        {"session_token": b"bytes"},
-        {"extra": "field"},
-        {"session_token": None},
+        ({"access_key_id": "ASIA"}, BAD_TEXT),  # shorter than any IAM access key id
+        ({"access_key_id": "A" * 129}, BAD_TEXT),
+        ({"secret_access_key": ""}, BAD_TEXT),
+        ({"secret_access_key": "s" * 129}, BAD_TEXT),
+        ({"session_token": ""}, BAD_TEXT),
+        ({"session_token": "t" * 8193}, BAD_TEXT),
+        ({"session_token": b"bytes"}, BAD_TEXT),
+        ({"extra": "field"}, BAD_SHAPE),
+        ({"session_token": None}, BAD_SHAPE),  # left out: the token is required
     ],
 )
-def test_malformed_credentials_are_refused_on_decoding_and_encoding(bad: dict[str, Any]) -> None:
+def test_malformed_credentials_are_refused_on_decoding_and_encoding(bad: dict[str, Any], refusal: str) -> None:
     good = ProvisionWalletRequest(wallet_id=WALLET, owner_public_key=bytes(32), aws_credentials=_credentials())
     wire = good.to_wire()
     credentials = {**wire["aws_credentials"], **bad}
     credentials = {k: v for k, v in credentials.items() if not (k == "session_token" and v is None)}
     wire["aws_credentials"] = credentials
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match=refusal):
         decode_request(wire)
     if "extra" not in bad and "session_token" in credentials:
-        with pytest.raises(ProtocolError):
+        with pytest.raises(ProtocolError, match=refusal):
             ProvisionWalletRequest(
                 wallet_id=WALLET, owner_public_key=bytes(32), aws_credentials=AwsCredentials(**credentials)
             ).to_wire()
@@ -192,7 +197,7 @@ def test_every_refusal_of_the_credentials_is_told_apart_from_other_kms_failures(
 
     with pytest.raises(KmsCredentialsRejectedError, match=code):
         failing(code).generate_random(8)
-    with pytest.raises(KmsAccessDeniedError):
+    with pytest.raises(KmsAccessDeniedError, match="KMS generate_random failed: access denied"):
         failing("AccessDeniedException").generate_random(8)
     for other in ("ThrottlingException", "KMSInternalException", "NotFoundException"):
         with pytest.raises(KmsError) as generic:
@@ -245,7 +250,7 @@ def test_the_local_sealer_needs_no_credentials_and_ignores_any(world: EnclaveWor
 def test_kms_sealers_refuse_a_request_without_credentials_without_making_a_client() -> None:
     made: list[AwsCredentials] = []
     sealers = KmsSealers(lambda c: made.append(c) or object(), nsm=None, key_id="k")  # type: ignore[arg-type]
-    with pytest.raises(KmsCredentialsMissingError):
+    with pytest.raises(KmsCredentialsMissingError, match="the request carries no AWS credentials for KMS"):
         sealers.for_request(None)
     assert made == []
     sealers.for_request(_credentials())
@@ -316,24 +321,26 @@ def _counting_server() -> tuple[list[int], Any]:
 
 
 @pytest.mark.parametrize(
-    "source",
+    ("source", "cause"),
     [
-        pytest.param(lambda: (_ for _ in ()).throw(RuntimeError("secret-in-message")), id="raises"),
-        pytest.param(lambda: _credentials(session_token=""), id="malformed"),
-        pytest.param(lambda: "not credentials", id="wrong-type"),
+        pytest.param(lambda: (_ for _ in ()).throw(RuntimeError("secret-in-message")), "RuntimeError", id="raises"),
+        pytest.param(lambda: _credentials(session_token=""), "ProtocolError", id="malformed"),
+        pytest.param(lambda: "not credentials", "AttributeError", id="wrong-type"),
     ],
 )
-def test_a_failing_credentials_source_sends_nothing(source: Any) -> None:
+def test_a_failing_credentials_source_sends_nothing(source: Any, cause: str) -> None:
+    unreadable = re.escape(f"AWS credentials could not be read ({cause})")
+
     async def run() -> None:
         connections, handle = _counting_server()
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = EnclaveClient(TcpAddress("127.0.0.1", port), timeout=2.0, aws_credentials=source)
         try:
-            with pytest.raises(CredentialsUnavailableError) as failed:
+            with pytest.raises(CredentialsUnavailableError, match=unreadable) as failed:
                 await client.provision_wallet(WALLET, bytes(32))
             assert "secret-in-message" not in str(failed.value) and failed.value.__cause__ is None
-            with pytest.raises(CredentialsUnavailableError):
+            with pytest.raises(CredentialsUnavailableError, match=unreadable):
                 await client.load_wallet(
                     WALLET, owner_public_key=bytes(32), agent_public_key=bytes(32), sealed_blob=b"x"
                 )
@@ -377,7 +384,7 @@ def test_the_enclave_main_builds_kms_sealers_that_need_credentials() -> None:
     )  # fmt: skip
     sealers = build_sealers(settings, UnsafeDevelopmentNsm(pcrs={0: bytes(48)}))
     assert isinstance(sealers, KmsSealers)
-    with pytest.raises(KmsCredentialsMissingError):
+    with pytest.raises(KmsCredentialsMissingError, match="the request carries no AWS credentials for KMS"):
         sealers.for_request(None)
 
 

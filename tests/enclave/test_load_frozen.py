@@ -94,8 +94,8 @@ def test_every_shape_of_the_request_decodes() -> None:
     ],
 )
 def test_a_malformed_sequence_is_a_protocol_error(value: dict[str, Any]) -> None:
-    with pytest.raises(ProtocolError):
-        decode_request(wire(**value))
+    with pytest.raises(ProtocolError, match="integer field of wrong type or range"):
+        decode_request(wire(**value))  # the same request with a good sequence decodes: above
 
 
 def test_the_field_without_the_credentials_before_it_is_no_shape() -> None:

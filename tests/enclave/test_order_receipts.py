@@ -166,8 +166,11 @@ def test_order_answer_wire_shapes(full: PolicyInstalledResponse | WalletFrozenRe
     assert decode_response(older) == dataclasses.replace(full, receipt=None, receipt_signature=None)
     without = dataclasses.replace(full, receipt=None, receipt_signature=None).to_wire()
     assert without == older  # a receipt-less answer goes out in the older shape, which an older parent reads
-    for partial in ({**older, "receipt": b"r"}, {**older, "receipt": b"r", "receipt_signature": None}):
-        with pytest.raises(ProtocolError):
+    for partial, refusal in (
+        ({**older, "receipt": b"r"}, "missing or extra fields"),  # no shape has the receipt alone
+        ({**older, "receipt": b"r", "receipt_signature": None}, "a receipt and its signature, or neither"),
+    ):
+        with pytest.raises(ProtocolError, match=refusal):
             decode_response(partial)
     with pytest.raises(ProtocolError, match="a receipt and its signature, or neither"):
         dataclasses.replace(full, receipt_signature=None).to_wire()

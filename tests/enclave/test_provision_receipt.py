@@ -40,7 +40,7 @@ def test_provision_answer_carries_a_receipt_signed_by_the_session_key_load_answe
             assert receipt.owner_public_key == world.owner_public
             assert abs(receipt.time_ms - world.clock().timestamp() * 1000) < 5_000
             # A decision-receipt verifier refuses it (separate domains), and another key does not verify it.
-            with pytest.raises(ReceiptError):
+            with pytest.raises(ReceiptError, match=r"^receipt signature invalid$"):
                 verify_receipt(answer.receipt, answer.receipt_signature, status.session_public_key)
             with pytest.raises(ReceiptError, match="signature invalid"):
                 verify_provision_receipt(answer.receipt, answer.receipt_signature, KEY)
@@ -99,8 +99,11 @@ def test_wallet_answer_wire_shapes() -> None:
     assert decode_response(full.to_wire()) == full
     older = {"v": 1, "type": "wallet", "wallet_id": "w1", "agent_public_key": KEY, "sealed_blob": None}
     assert decode_response(older) == WalletResponse(wallet_id="w1", agent_public_key=KEY, sealed_blob=None)
-    for partial in ({**older, "receipt": b"r"}, {**older, "receipt": b"r", "receipt_signature": None}):
-        with pytest.raises(ProtocolError):
+    for partial, refusal in (
+        ({**older, "receipt": b"r"}, "missing or extra fields"),  # no shape has the receipt alone
+        ({**older, "receipt": b"r", "receipt_signature": None}, "a receipt and its signature, or neither"),
+    ):
+        with pytest.raises(ProtocolError, match=refusal):
             decode_response(partial)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="a wallet answer has a receipt and its signature, or neither"):
         WalletResponse(wallet_id="w1", agent_public_key=KEY, sealed_blob=None, receipt=b"r").to_wire()

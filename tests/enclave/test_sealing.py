@@ -277,12 +277,24 @@ def test_flows_never_emit_the_seed(
     blobs.append(seal_agent_key(local, agent, binding))
     unseal_agent_key(local, blobs[1], binding)
     failures: list[BaseException] = []
-    for attempt in (
-        lambda: unseal_agent_key(world.sealer({**GOOD_PCRS, 0: b"\xee" * 48}), blobs[0], binding),
-        lambda: unseal_agent_key(LocalSealer(b"another operator secret........."), blobs[1], binding),
-        lambda: unseal_agent_key(local, blobs[1], SealBinding(WALLET, agent_public, b"\x01" * 32)),
+    for attempt, error, refusal in (
+        (
+            lambda: unseal_agent_key(world.sealer({**GOOD_PCRS, 0: b"\xee" * 48}), blobs[0], binding),
+            KmsAccessDeniedError,
+            "KMS decrypt failed: access denied",
+        ),
+        (
+            lambda: unseal_agent_key(LocalSealer(b"another operator secret........."), blobs[1], binding),
+            SealingError,
+            r"^sealed blob does not open$",
+        ),
+        (
+            lambda: unseal_agent_key(local, blobs[1], SealBinding(WALLET, agent_public, b"\x01" * 32)),
+            SealingError,
+            r"^sealed blob does not open$",
+        ),
     ):
-        with pytest.raises((SealingError, KmsError)) as caught:
+        with pytest.raises(error, match=refusal) as caught:
             attempt()
         failures.append(caught.value)
     for failure in failures:

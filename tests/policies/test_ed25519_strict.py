@@ -86,9 +86,9 @@ def test_garbage_never_raises_and_never_verifies(public: bytes, signature: bytes
 
 def test_a_policy_forged_under_a_small_order_owner_key_is_refused() -> None:
     envelope = json.dumps({"document": example_policy(), "signature": str(Signature.from_bytes(FORGERY))})
-    with pytest.raises(PolicySignatureError):
+    with pytest.raises(PolicySignatureError, match="owner signature is invalid"):
         verify_owner_signature(signing_payload(POLICY_PURPOSE, example_policy()), FORGERY, Pubkey.from_bytes(IDENTITY))
-    with pytest.raises(PolicySignatureError):
+    with pytest.raises(PolicySignatureError, match="owner signature is invalid"):
         load_signed_policy(envelope, owner=Pubkey.from_bytes(IDENTITY), wallet_id=example_policy()["wallet_id"])
 
 

@@ -135,7 +135,7 @@ def test_an_execution_on_another_multisig_is_refused() -> None:
 
 def test_the_agent_in_a_compute_budget_instruction_does_not_decode() -> None:
     limit = with_accounts(set_compute_unit_limit(200_000), AccountMeta(AGENT, True, True))
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="set_compute_unit_limit: 1 accounts, expected exactly 0"):
         check([limit, *rotation()])
 
 

@@ -67,7 +67,7 @@ def test_a_revocation_that_cannot_be_recorded_does_not_revoke(h: Harness) -> Non
     assert h.store.authenticate_token(h.token) == h.wallet_id  # still valid: the owner was told it failed
     assert h.owner_call("DELETE", path).status_code == 204
     assert h.audit_events()[-1] == "token.revoked"
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="unknown or revoked token"):
         h.store.authenticate_token(h.token)
 
 
@@ -83,7 +83,7 @@ def test_revoking_a_revoked_token_answers_204_and_writes_nothing(h: Harness) -> 
         assert again.status_code == 204 and again.content == b"", again.text
     assert h.store.audit_head() == head and h.audit_events().count("token.revoked") == 1
     assert token_rows(h) == first  # the first revocation time stands
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="unknown or revoked token"):
         h.store.authenticate_token(h.token)
 
 
@@ -115,7 +115,7 @@ def test_a_wallet_that_cannot_be_recorded_is_not_created(h: Harness) -> None:
     assert h.client.get("/readyz").status_code == 200  # the signer's check passes first (it reads the audit log)
     with unwritable(h, "audit_log"):
         assert_503(h.owner_call("POST", "/v1/wallets", body))
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="wallet w-new not found"):
         h.store.get_wallet("w-new")
     assert h.audit_events() == before
     # The enclave dropped the key it made (it kept it until a restart before: an orphan refusing its id), so the

@@ -67,7 +67,7 @@ def test_a_wallet_whose_copy_cannot_be_written_is_not_created(
     h.services.sealed_copies = copies_in(MISSING_BUCKET)
     with caplog.at_level(logging.WARNING):
         _assert_503(h.owner_call("POST", "/v1/wallets", body_))
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="wallet w-new not found"):
         h.store.get_wallet("w-new")
     assert h.audit_events() == before and keys(s3, "sealed/") == []
     assert "the sealed key of wallet w-new could not be copied to the data bucket: S3 PutObject failed" in caplog.text

@@ -248,7 +248,7 @@ def test_without_the_setting_the_cloud_enclave_refuses_and_the_log_says_why(
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "enclave_unavailable"
     assert "kms_unavailable" in caplog.text and "WAIAAS_ENCLAVE_KMS_CREDENTIALS=host" in caplog.text
     assert world.kms.calls == []
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=f"wallet {WALLET} not found"):
         cloud.services.store.get_wallet(WALLET)
 
 
@@ -265,7 +265,7 @@ def test_a_host_with_long_term_keys_lends_nothing_and_creates_nothing(
     assert refused.status_code == 503 and "AWS credentials" in refused.json()["error"]["message"]
     assert "long-term" in caplog.text and "long-term-secret" not in caplog.text + refused.text
     assert world.kms.calls == [] and world.boot().enclave.wallet_count == 0
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=f"wallet {WALLET} not found"):
         cloud.services.store.get_wallet(WALLET)
 
 
@@ -286,7 +286,7 @@ def test_an_image_whose_pcrs_kms_refuses_provisions_nothing(
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "attestation_refused", refused.text
     assert [name for name, _ in world.kms.calls] == ["Decrypt"]  # the check's load; no key was asked for
     assert wrong.wallet_count == 0
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="wallet wallet-cloud-2 not found"):
         cloud.services.store.get_wallet("wallet-cloud-2")
     assert cloud.client.get("/readyz").json()["error"]["code"] == "attestation_refused"
 
@@ -307,7 +307,7 @@ def test_an_enclave_sealing_with_another_kms_key_makes_no_wallet(
 
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "signer_secret_mismatch", refused.text
     assert wrong.wallet_count == 0
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="wallet wallet-cloud-2 not found"):
         cloud.services.store.get_wallet("wallet-cloud-2")
     cloud.boot()  # the right key again
     assert cloud.create_wallet("wallet-cloud-2").status_code == 201

@@ -372,11 +372,14 @@ def test_no_secret_reaches_stdout_stderr_logs_or_error_messages(
     plain.chmod(0o644)
     assert run("owner", "--keypair", str(plain), "pubkey") == 2
     messages: list[str] = []
-    for attempt in (
-        lambda: decrypt_owner_key(generated.read_bytes(), b"wrong", source="k", warn=messages.append),
-        lambda: write_encrypted_key_file(generated, imported_key, PASSPHRASE.encode()),
+    for attempt, refusal in (
+        (
+            lambda: decrypt_owner_key(generated.read_bytes(), b"wrong", source="k", warn=messages.append),
+            "k: wrong passphrase, or the file is corrupt",
+        ),
+        (lambda: write_encrypted_key_file(generated, imported_key, PASSPHRASE.encode()), "already exists"),
     ):
-        with pytest.raises(KeyFileError) as caught:
+        with pytest.raises(KeyFileError, match=refusal) as caught:
             attempt()
         messages.extend((str(caught.value), repr(caught.value), repr(caught.value.__cause__)))
 

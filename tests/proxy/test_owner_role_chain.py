@@ -8,6 +8,7 @@ policy; the final session must then be allowed to sign by the owner key's policy
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from tests.cdk.policy_walk import as_list, find_one
 from tests.fakes.attesting_kms import evaluate_key_policy
 
 MFA_SERIAL = "arn:aws:iam::111111111111:mfa/alice"
+MFA = {"aws:MultiFactorAuthPresent": "true", "aws:MultiFactorAuthAge": "0"}
+"""The request context of an AssumeRole that carried SerialNumber/TokenCode (`_check_chain_against_trust`)."""
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +119,7 @@ def _check_chain_against_trust(templates: dict[str, Any], config: Any, sent: lis
         if source_identity is not None:
             context["sts:SourceIdentity"] = source_identity
         if "SerialNumber" in params and "TokenCode" in params:
-            context |= {"aws:MultiFactorAuthPresent": "true", "aws:MultiFactorAuthAge": "0"}
+            context |= MFA
         role_name = params["RoleArn"].rsplit("/", 1)[1]
         actions = ["sts:AssumeRole"] + (["sts:SetSourceIdentity"] if source_identity is not None else [])
         for action in actions:
@@ -125,6 +128,11 @@ def _check_chain_against_trust(templates: dict[str, Any], config: Any, sent: lis
         caller = params["RoleArn"]
     assert source_identity is not None
     return source_identity
+
+
+def _refused_at(hop: int, context: dict[str, str]) -> str:
+    """The pattern of `_check_chain_against_trust` refusing ``hop``'s AssumeRole in ``context`` (not another check)."""
+    return "^" + re.escape(repr((hop, "sts:AssumeRole", context)))
 
 
 def _owner_chain(config: Any, source_identity: str = "alice") -> RoleChain:
@@ -150,10 +158,10 @@ def test_trust_check_refuses_a_chain_without_source_identity_or_mfa(templates: d
     """The check above can fail: the same parameters minus SourceIdentity, or minus MFA, are refused."""
     sent = _sent(_owner_chain(config))
     without_identity = [{k: v for k, v in p.items() if k != "SourceIdentity"} for p in sent]
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=_refused_at(0, MFA)):
         _check_chain_against_trust(templates, config, without_identity)
     without_mfa = [{k: v for k, v in p.items() if k not in ("SerialNumber", "TokenCode")} for p in sent]
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=_refused_at(0, {"sts:SourceIdentity": "alice"})):
         _check_chain_against_trust(templates, config, without_mfa)
 
 
@@ -169,12 +177,15 @@ def test_owner_reaches_the_break_glass_role_directly_and_may_then_replace_the_ow
     policy = owner_key_policy(templates)
     assert evaluate_key_policy(policy, action="kms:PutKeyPolicy", caller_arn=break_glass, context=session)
     without_mfa = [{k: v for k, v in p.items() if k not in ("SerialNumber", "TokenCode")} for p in sent]
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=_refused_at(0, {"sts:SourceIdentity": "alice"})):
         _check_chain_against_trust(templates, config, without_mfa)
-    # Reached through the entry role instead, it is refused: only the owners themselves are trusted.
+    # Reached through the entry role instead, it is refused: only the owners themselves are trusted. The second hop
+    # gets the MFA parameters too, so that its caller is all it lacks (the CLI's chain sends them on the first hop
+    # only: without them here, the missing MFA alone would refuse the hop, whoever the role trusted).
     entry = naming.role_arn(config, naming.OWNER_ENTRY_ROLE)
-    through_entry = _sent(RoleChain([entry, break_glass], MFA_SERIAL, "123456", "alice"))
-    with pytest.raises(AssertionError):
+    first, second = _sent(RoleChain([entry, break_glass], MFA_SERIAL, "123456", "alice"))
+    through_entry = [first, {**second, "SerialNumber": MFA_SERIAL, "TokenCode": "123456"}]
+    with pytest.raises(AssertionError, match=_refused_at(1, {"sts:SourceIdentity": "alice", **MFA})):
         _check_chain_against_trust(templates, config, through_entry)
 
 

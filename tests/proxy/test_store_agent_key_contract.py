@@ -258,7 +258,7 @@ def test_blobs_stay_out_of_reprs_and_refusals(wallet_store: Store, clock: FakeCl
     s = wallet_store
     set_candidate(s, clock, candidate())
     shown = [repr(candidate()), repr(SetAgentKeyCandidate(candidate())), repr(s.get_agent_key_candidate("w1"))]
-    with pytest.raises(Conflict) as refused:
+    with pytest.raises(Conflict, match="wallet w1 already has an agent key candidate") as refused:
         set_candidate(s, clock, candidate(key=OTHER))
     switch(s, clock)
     shown += [str(refused.value), repr(s.retired_agent_keys("w1")), repr(s.get_wallet("w1"))]

@@ -71,7 +71,7 @@ def test_deciding_frees_a_place_and_reopening_takes_it_again(wallet_store: Store
     # a reopened approval was within the bound when it was made, and is never refused).
     s.apply_audited([ReopenApproval("a1", b"yes")], log.sealer("approval.reopened", {}, wallet_id="w1"))
     assert waiting(s) == ["a1", "a2", "a3"]
-    with pytest.raises(ApprovalQueueFull):
+    with pytest.raises(ApprovalQueueFull, match="wallet w1: 2 approvals are pending already"):
         escalate(s, log, "a4")
     for approval_id in ("a1", "a2"):
         s.apply_audited(
@@ -86,13 +86,13 @@ def test_the_direct_methods_count_as_the_audited_changes_do(wallet_store: Store,
     s, log = wallet_store, AuditLog(wallet_store, clock)
     s.create_approval(pending("a1"))
     s.create_approval(pending("a2"))
-    with pytest.raises(ApprovalQueueFull):
+    with pytest.raises(ApprovalQueueFull, match="wallet w1: 2 approvals are pending already"):
         escalate(s, log, "a3")
     s.decide_approval("a1", ApprovalStatus.APPROVED, b"yes", T0)
     escalate(s, log, "a3")
     s.reopen_approval("a1", b"yes")
     assert waiting(s) == ["a1", "a2", "a3"]
-    with pytest.raises(ApprovalQueueFull):
+    with pytest.raises(ApprovalQueueFull, match="wallet w1: 3 approvals are pending already"):
         escalate(s, log, "a4", bound=3)
     s.decide_approval("a2", ApprovalStatus.REJECTED, None, T0)
     escalate(s, log, "a4", bound=3)

@@ -42,14 +42,14 @@ def test_a_claimed_nonce_is_refused_until_its_time(store: Store) -> None:
     # The key is the owner key and the nonce: another owner's same nonce, or the owner's next one, is new.
     store.claim_creation_nonce(OTHER_OWNER, NONCE, T0, UNTIL)
     store.claim_creation_nonce(OWNER, "m" * 32, T0, UNTIL)
-    with pytest.raises(NonceUsed):
+    with pytest.raises(NonceUsed, match="creation nonce already used"):
         store.claim_creation_nonce(OTHER_OWNER, NONCE, T0 + 2, UNTIL)
 
 
 def test_an_expired_claim_is_replaced_by_the_next(store: Store) -> None:
     store.claim_creation_nonce(OWNER, NONCE, T0, UNTIL)
     store.claim_creation_nonce(OWNER, NONCE, UNTIL + 0.001, UNTIL + 900)  # free just after its time
-    with pytest.raises(NonceUsed):  # and the new claim holds for its own time
+    with pytest.raises(NonceUsed, match="creation nonce already used"):  # and the new claim holds for its own time
         store.claim_creation_nonce(OWNER, NONCE, UNTIL + 900, UNTIL + 1000)
     store.claim_creation_nonce(OWNER, NONCE, UNTIL + 901, UNTIL + 901)
 
@@ -57,10 +57,10 @@ def test_an_expired_claim_is_replaced_by_the_next(store: Store) -> None:
 def test_a_claim_holds_against_every_store_on_the_backend(reopen_store: Callable[[], Store]) -> None:
     first, second = reopen_store(), reopen_store()
     first.claim_creation_nonce(OWNER, NONCE, T0, UNTIL)
-    with pytest.raises(NonceUsed):  # another process
+    with pytest.raises(NonceUsed, match="creation nonce already used"):  # another process
         second.claim_creation_nonce(OWNER, NONCE, T0 + 1, UNTIL)
     first.close()
-    with pytest.raises(NonceUsed):  # a restart
+    with pytest.raises(NonceUsed, match="creation nonce already used"):  # a restart
         reopen_store().claim_creation_nonce(OWNER, NONCE, UNTIL, UNTIL)
     second.claim_creation_nonce(OWNER, NONCE, UNTIL + 1, UNTIL + 1)
 
@@ -131,7 +131,7 @@ def test_sqlite_prune_drops_expired_claims_only(sqlite_store: SqliteStore, tmp_p
     sqlite_store.prune(T0 + 15)
     with sqlite3.connect(tmp_path / "state.db") as conn:
         assert conn.execute("SELECT nonce, held_until FROM creation_nonces").fetchall() == [("b" * 16, T0 + 20)]
-    with pytest.raises(NonceUsed):
+    with pytest.raises(NonceUsed, match="creation nonce already used"):
         sqlite_store.claim_creation_nonce(OWNER, "b" * 16, T0 + 15, T0 + 20)
 
 
@@ -150,7 +150,7 @@ def test_a_version_7_database_gains_the_table(tmp_path: Path) -> None:
     migrated.claim_creation_nonce(OWNER, NONCE, T0, UNTIL)
     migrated.close()
     again = SqliteStore(path)  # opening a version-8 database again changes nothing
-    with pytest.raises(NonceUsed):
+    with pytest.raises(NonceUsed, match="creation nonce already used"):
         again.claim_creation_nonce(OWNER, NONCE, T0, UNTIL)
     again.close()
 
@@ -174,5 +174,5 @@ def test_a_resent_dynamodb_claim_is_this_claim() -> None:
         with first_answer_lost(client, "PutItem") as resent:
             store.claim_creation_nonce(OWNER, NONCE, T0, UNTIL)
         assert resent
-        with pytest.raises(NonceUsed):  # a real second claim is still refused
+        with pytest.raises(NonceUsed, match="creation nonce already used"):  # a real second claim is still refused
             store.claim_creation_nonce(OWNER, NONCE, T0 + 1, UNTIL)

@@ -113,7 +113,7 @@ def test_finish_signing_under_lasting_contention_is_unavailable_and_writes_nothi
     del client.hooks["transact_write_items"]
     assert store.audit_head() == head
     assert store.reservation_status("w1", "r1") == ReservationStatus.PENDING
-    with pytest.raises(IdempotencyInProgress):
+    with pytest.raises(IdempotencyInProgress, match="idempotency key 'k1': the first request has not completed"):
         store.lookup_idempotent("w1", "k1", H, T0)
 
 
@@ -239,7 +239,7 @@ def test_an_identical_concurrent_claim_is_not_taken_for_a_resend(dynamo: tuple[A
     the same content is not proof that this call wrote it)."""
     store, _ = dynamo
     assert store.begin_idempotent("w1", "k1", H, T0) is None
-    with pytest.raises(IdempotencyInProgress):
+    with pytest.raises(IdempotencyInProgress, match="idempotency key 'k1': the first request has not completed"):
         store.begin_idempotent("w1", "k1", H, T0)
     store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
     store.decide_approval("a1", ApprovalStatus.REJECTED, None, T0)

@@ -87,7 +87,9 @@ def test_only_a_send_that_may_have_been_applied_is_sent_again(dynamo: tuple[Dyna
     store, client = dynamo
     for i, (name, error) in enumerate(ANSWERED.items()):  # nothing was written: raised at once, as before
         client.hooks["transact_write_items"] = tokens = RequestTokens(["lost"], error=error)
-        with pytest.raises(StoreUnavailable) as info:
+        sample = error()
+        named = sample.response["Error"]["Code"] if isinstance(sample, ClientError) else type(sample).__name__
+        with pytest.raises(StoreUnavailable, match=f"^dynamodb store unavailable: {named}$") as info:
             store.create_approval(Approval(f"a{i}", "w1", b"{}", ApprovalStatus.PENDING, T0))
         assert not isinstance(info.value, StoreOutcomeUnknown) and len(tokens.sends) == 1, name
     for i, (name, error) in enumerate(UNANSWERED.items()):  # applied, answer lost: sent again under its token
@@ -122,12 +124,14 @@ def test_a_reservation_whose_answers_are_all_lost_is_settled_by_what_it_wrote(
     assert claim.reservation is not None and reserved.amounts == (("SOL", 1),) and bare.reservation is None
     assert store.spent_in_window("w1", "SOL", 86_400, T0) == 6
     for key in ("k1", "k2"):
-        with pytest.raises(IdempotencyInProgress):
+        with pytest.raises(
+            IdempotencyInProgress, match=f"idempotency key {key!r}: the first request has not completed"
+        ):
             store.lookup_idempotent("w1", key, H, T0)
     client.hooks["transact_write_items"] = RequestTokens(then="lost")
-    with pytest.raises(StoreOutcomeUnknown):
+    with pytest.raises(StoreOutcomeUnknown, match="dynamodb store unavailable: unanswered"):
         store.begin_signing("w1", "k3", H, request_id="r4", amounts={"SOL": 1}, limits=LIMITS, now=T0)
-    with pytest.raises(StoreOutcomeUnknown):
+    with pytest.raises(StoreOutcomeUnknown, match="dynamodb store unavailable: unanswered"):
         store.begin_signing("w1", "k4", H, request_id="r5", amounts={}, limits={}, now=T0)
     del client.hooks["transact_write_items"]
     assert store.lookup_idempotent("w1", "k3", H, T0) is None and store.lookup_idempotent("w1", "k4", H, T0) is None
@@ -164,7 +168,7 @@ def test_a_finish_that_never_arrived_is_unknown_and_wrote_nothing(dynamo: tuple[
     del client.hooks["transact_write_items"]
     assert store.audit_head() == head
     assert store.reservation_status("w1", "r1") == ReservationStatus.PENDING
-    with pytest.raises(IdempotencyInProgress):
+    with pytest.raises(IdempotencyInProgress, match="idempotency key 'k1': the first request has not completed"):
         store.lookup_idempotent("w1", "k1", H, T0)
 
 

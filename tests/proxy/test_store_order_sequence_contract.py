@@ -54,7 +54,7 @@ def test_a_freeze_of_the_parents_own_keeps_the_sequence(wallet_store: Store, clo
     assert (s.get_wallet("w1").frozen, s.get_wallet("w1").order_sequence) == (True, 3)
     s.set_frozen("w1", True, "authority change")  # the direct write, likewise
     assert s.get_wallet("w1").order_sequence == 3
-    with pytest.raises(StaleOrderSequence):
+    with pytest.raises(StaleOrderSequence, match="wallet w1: order sequence 3 is not greater than 3"):
         order(s, clock, SetFrozen("w1", False, None, order_sequence=3))  # the owner's last unfreeze, replayed
     order(s, clock, SetFrozen("w1", False, None, order_sequence=4))
     assert not s.get_wallet("w1").frozen

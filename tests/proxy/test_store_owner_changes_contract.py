@@ -62,7 +62,7 @@ def test_each_owner_change_is_written_with_its_record(wallet_store: Store, clock
     apply(s, clock, SetWebhook(WebhookConfig("w1", "https://owner.example/h", b"k" * 32)))
     assert s.get_webhook("w1") == WebhookConfig("w1", "https://owner.example/h", b"k" * 32)
     apply(s, clock, RevokeToken("a" * 16, "w1", T0 + 1))
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="unknown or revoked token"):
         s.authenticate_token(TOKEN)
     assert s.audit_head().seq == 5  # type: ignore[union-attr]
 
@@ -120,7 +120,7 @@ def test_a_refused_record_writes_no_owner_change(wallet_store: Store, clock: Fak
     for change in (CreateWallet(make_wallet("w3")), InstallPolicy("w1", b"p", 3),
                    StoreToken("a" * 16, "w1", HASH, T0),
                    SetWebhook(WebhookConfig("w1", "https://owner.example/h", b"k" * 32))):  # fmt: skip
-        with pytest.raises(StalePolicySequence):
+        with pytest.raises(StalePolicySequence, match="policy sequence 0 is not greater than 0"):  # the builder's
             s.apply_audited([change], refused)
         assert state(s) == before
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 
 import pytest
 
@@ -115,7 +116,7 @@ def test_finish_signing_is_all_or_nothing(wallet_store: Store, clock: FakeClock)
     assert s.audit_head() is None
     with pytest.raises(NotFound, match="outbox item e1 not found"):
         s.get_outbox_item("e1")
-    with pytest.raises(IdempotencyInProgress):
+    with pytest.raises(IdempotencyInProgress, match="idempotency key 'k1': the first request has not completed"):
         s.lookup_idempotent("w1", "k1", H1, T0)
     # An answer for a key that is not claimed: nothing is committed either.
     pending = begin(s, "k2", "r2", 100).reservation
@@ -137,7 +138,7 @@ def test_finish_signing_refuses_a_record_that_does_not_extend_the_head(wallet_st
     def stale(_head: AuditRecord | None) -> AuditRecord:
         return AuditRecord(7, T0, "w1", "t", b"{}", None, b"\x01" * 32, b"\x02" * 32)
 
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict, match=re.escape("audit record 7 does not extend the head (expected seq 1)")):
         s.finish_signing(claim.reservation, stale, None, None)
     assert s.reservation_status("w1", "r1") == ReservationStatus.PENDING
 
@@ -176,16 +177,16 @@ def test_a_stale_in_progress_claim_frees_its_key(wallet_store: Store) -> None:
     s = wallet_store
     begin(s, "k1", "r1", 400)
     stale = T0 + IDEMPOTENCY_STALE_SECONDS
-    with pytest.raises(IdempotencyInProgress):
+    with pytest.raises(IdempotencyInProgress, match="idempotency key 'k1': the first request has not completed"):
         s.lookup_idempotent("w1", "k1", H1, stale)  # at the limit it still holds
-    with pytest.raises(IdempotencyInProgress):
+    with pytest.raises(IdempotencyInProgress, match="idempotency key 'k1': the first request has not completed"):
         begin(s, "k1", "r2", 1, now=stale)
     later = stale + 1
     assert s.lookup_idempotent("w1", "k1", H1, later) is None
     retry = begin(s, "k1", "r2", 100, now=later)
     assert retry.replay is None and retry.reservation is not None
     assert s.spent_in_window("w1", "SOL", DAY, later) == 500  # the dead request's reservation stays counted
-    with pytest.raises(IdempotencyInProgress):
+    with pytest.raises(IdempotencyInProgress, match="idempotency key 'k1': the first request has not completed"):
         s.begin_idempotent("w1", "k1", H1, later + 1)  # the new claim holds the key
     s.begin_idempotent("w1", "k2", H2, T0)
     assert s.begin_idempotent("w1", "k2", H1, later) is None  # an expired claim holds no request either
@@ -198,13 +199,13 @@ def test_a_completed_answer_replays_for_the_retention_period(wallet_store: Store
     kept = T0 + IDEMPOTENCY_RETENTION_SECONDS
     replay = s.lookup_idempotent("w1", "k1", H1, kept)
     assert replay is not None and replay.response == b'{"first": true}'
-    with pytest.raises(IdempotencyMismatch):
+    with pytest.raises(IdempotencyMismatch, match="idempotency key 'k1' was used for a different request"):
         s.begin_idempotent("w1", "k1", H2, kept)
     expired = kept + 1
     assert s.lookup_idempotent("w1", "k1", H1, expired) is None
     claim = begin(s, "k1", "r1", 1, now=expired, digest=H2)  # the key is free for any request again
     assert claim.replay is None and claim.reservation is not None
-    with pytest.raises(IdempotencyMismatch):
+    with pytest.raises(IdempotencyMismatch, match="idempotency key 'k1' was used for a different request"):
         s.lookup_idempotent("w1", "k1", H1, expired)
 
 
@@ -221,7 +222,7 @@ def test_prune_keeps_every_live_idempotency_record(wallet_store: Store) -> None:
     s.prune(now)
     for key in ("done-old", "dead"):
         assert s.lookup_idempotent("w1", key, H1, now) is None
-    with pytest.raises(IdempotencyInProgress):
+    with pytest.raises(IdempotencyInProgress, match="idempotency key 'running': the first request has not completed"):
         s.lookup_idempotent("w1", "running", H1, now)
     assert s.lookup_idempotent("w1", "done-new", H1, now) is not None
 

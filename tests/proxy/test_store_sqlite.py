@@ -96,8 +96,9 @@ def test_only_begin_signing_commits_without_syncing(tmp_path: Path) -> None:
     assert statements[-2:] == ["COMMIT", "PRAGMA synchronous = FULL"]
     full = 2
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == full
-    with pytest.raises(LimitExceeded):
+    with pytest.raises(LimitExceeded) as refused:
         store.begin_signing("w1", "k2", digest, request_id="r2", amounts={"SOL": 5}, limits={("SOL", DAY): 3}, now=T0)
+    assert refused.value.excess == {("SOL", DAY): (6, 3)}
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == full
     statements.clear()
     store.commit(claim.reservation)  # a durable write after it sees it

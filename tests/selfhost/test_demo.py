@@ -123,7 +123,7 @@ def test_a_step_that_misbehaves_exits_1_and_stops_the_services(tmp_path: Path, m
     output = "\n".join(lines)
     assert "UNEXPECTED: expected HTTP 403, got HTTP 200" in output
     assert "every step behaved" not in output
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(httpx.ConnectError, match="Connection refused"):  # the services are stopped
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 

@@ -37,7 +37,7 @@ from solders.transaction import VersionedTransaction
 
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError
-from enclave_app.protocol import EnclaveState
+from enclave_app.protocol import EnclaveState, ErrorCode
 from enclave_app.sealing import SCHEME_LOCAL
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers, url_origin
 from parent_proxy.owner_cli_common import envelope
@@ -282,8 +282,9 @@ def test_live_signer_seals_with_the_unseal_secret_and_unseals_after_a_restart(
     assert secret not in (tmp_path / "logs" / "signer.log").read_bytes()
     with signer(secret):
         assert asyncio.run(_load(address, owner, agent, blob)) is EnclaveState.PROVISIONED
-    with signer(other), pytest.raises(EnclaveRequestError):
+    with signer(other), pytest.raises(EnclaveRequestError) as refused:
         asyncio.run(_load(address, owner, agent, blob))
+    assert refused.value.code == ErrorCode.UNSEAL_FAILED
 
 
 # ------------------------------------------------------------- 4. the API contract, over HTTP, on the live stack

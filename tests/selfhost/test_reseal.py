@@ -467,7 +467,7 @@ def test_an_out_of_memory_derivation_is_a_key_derivation_error(monkeypatch: pyte
         raise MemoryError
 
     monkeypatch.setattr(argon2.Argon2id, "derive", out_of_memory, raising=False)
-    with pytest.raises(KeyDerivationError):
+    with pytest.raises(KeyDerivationError, match="key derivation failed"):
         LocalSealer(b"operator secret for the tests!!")._derive(bytes(16))
 
 

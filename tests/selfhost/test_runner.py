@@ -194,7 +194,7 @@ def test_selfhost_up_serves_until_sigterm_then_stops_everything(
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     for url in (f"http://127.0.0.1:{port}/healthz", chain_url):
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(httpx.ConnectError, match="Connection refused"):
             httpx.get(url, timeout=2)
     secret = (state / "secrets" / paths.UNSEAL_SECRET_NAME).read_text()
     owner = (state / "owner.json").read_text()
