@@ -354,7 +354,8 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
         event = "wallet.frozen" if frozen else "wallet.unfrozen"
         webhook = services.webhook_item(wallet_id, event, {"sequence": sequence})  # a read, before any write
         payload = {"sequence": sequence, "order_sha256": hashlib.sha256(envelope).hexdigest()}
-        change = SetFrozen(wallet_id, frozen, reason, order_sequence=sequence)  # refused unless above the last
+        # Refused unless above the last; the envelope is kept, so every host's enclave is sent it (`enclave_relay`).
+        change = SetFrozen(wallet_id, frozen, reason, order_sequence=sequence, order=envelope)
         services.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook, changes=[change])  # one transaction
 
     await run_store(services, persist)

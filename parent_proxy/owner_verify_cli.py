@@ -43,9 +43,13 @@ from policies.terminal_text import safe_line
 COMMANDS: Final = frozenset({"verify-wallet", "verify-candidate"})
 
 
-def attestation_options(parser: argparse.ArgumentParser) -> None:
-    """The options of the attestation answer and its anchor (also ``verify-order``'s)."""
-    parser.add_argument("--attestation", required=True, type=Path, help="the GET /v1/attestation answer (JSON file)")
+def attestation_options(parser: argparse.ArgumentParser, *, carried: bool = False) -> None:
+    """The options of the attestation answer and its anchor (also ``verify-order``'s). With ``carried``,
+    ``--attestation`` may be left out for an answer that carries its host's attestation (`carried_attestation`)."""
+    help_text = "the GET /v1/attestation answer (JSON file)"
+    if carried:
+        help_text += "; leave it out for an answer that carries its own (asked with ?nonce=)"
+    parser.add_argument("--attestation", required=not carried, type=Path, help=help_text)
     parser.add_argument("--owner-public-key", required=True, help="your owner public key (base58)")
     parser.add_argument("--root-pem", type=Path, help="nitro: the pinned root certificate (PEM)")
     parser.add_argument(
@@ -112,6 +116,20 @@ def attested_session_key(args: argparse.Namespace, read_attestation: Callable[[]
     if attestation.get("mode") == "none":
         sys.stderr.write(f"WARNING: {UNATTESTED_WARNING}\n")
     return session
+
+
+def carried_attestation(args: argparse.Namespace, answer: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The attestation answer to check: ``--attestation`` (a file of at most ``limit`` bytes) if given, else the one
+    ``answer`` carries (its ``attestation`` object: the enclave that answered it, over the owner's nonce, in the same
+    exchange with the same host); `OwnerInputError` without either."""
+    if args.attestation is not None:
+        return json_object_file(args.attestation, "--attestation", limit=limit)
+    carried = answer.get("attestation")
+    if not isinstance(carried, dict):
+        raise OwnerInputError(
+            "give --attestation, or an answer that carries its host's attestation (asked with ?nonce=HEX: docs/api.md)"
+        )
+    return carried
 
 
 def run(args: argparse.Namespace) -> int:

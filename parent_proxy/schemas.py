@@ -209,6 +209,29 @@ class FreezeState(BaseModel):
     session_public_key: str | None = Field(description=_SESSION_KEY)
 
 
+class HostOrderReceipt(BaseModel):
+    sequence: int = Field(description="the stored sequence of the wallet's last owner order of this kind (0: none)")
+    receipt: str | None = Field(
+        description=_ORDER_RECEIPT.format(flag="the store's state").replace(
+            "Null when the enclave did not acknowledge the order, or answered without a receipt",
+            "Null when this host's enclave session has no receipt of it (see docs/api.md, Order receipts)",
+        )
+    )
+    receipt_signature: str | None = Field(description=_RECEIPT_SIGNATURE)
+    session_public_key: str | None = Field(description=_SESSION_KEY)
+
+
+class HostOrderReceipts(BaseModel):
+    wallet_id: str
+    frozen: bool = Field(description="the store's flag (the parent's word)")
+    order: HostOrderReceipt = Field(description="the wallet's last freeze or unfreeze order")
+    policy: HostOrderReceipt = Field(description="the wallet's installed policy")
+    attestation: AttestationView = Field(
+        description="the attestation of the enclave that answered, over your nonce: verify the receipts with it "
+        "(waiaas owner verify-order --answer this-answer, without --attestation)"
+    )
+
+
 class WebhookBody(_Strict):
     url: str = Field(pattern=r"^https?://[\x21-\x7e]{1,2000}$")  # printable ASCII only: no spaces or controls
     secret: str = Field(min_length=24, max_length=344, pattern=BASE64, description="16-256 bytes, base64")
