@@ -38,7 +38,7 @@ from tests.proxy.api_harness import (
     start_enclave,
     stop_enclave,
 )
-from tests.proxy.harness_calls import order, records, send
+from tests.proxy.harness_calls import order, records, send, sign_message
 from tests.support.policies import MERCHANT
 
 PCR0 = bytes([9]) * 48
@@ -163,10 +163,19 @@ def test_a_freeze_through_one_host_reaches_the_other_and_verifies_there(
     assert code == 0 and f"session key {Pubkey.from_bytes(session_key(a))})" in out, err
 
 
+def test_a_refused_message_request_brings_the_freeze_too(fleet: Fleet) -> None:
+    a, b = fleet.a, fleet.b
+    send(a, order(a, 1))
+    refused = sign_message(b)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "wallet_frozen", refused.text
+    assert not enclave_signs(fleet, b)
+    assert recorded_under(b, "wallet.enclave_frozen", session_key(b)) == [1]
+
+
 def test_an_unfreeze_through_one_host_reaches_the_other(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = fleet.a, fleet.b
     send(a, order(a, 1))
-    receipts(b)  # B's enclave has the freeze
+    assert b.sign(b.transfer(1000, MERCHANT)).status_code == 403  # refused: B's enclave is sent the freeze
     assert not enclave_signs(fleet, b)
     unfreeze = order(a, 2, "unfreeze")
     assert send(a, unfreeze, "unfreeze")["enclave_acknowledged"] is True  # through host A
@@ -222,7 +231,7 @@ def test_an_unfreeze_the_other_enclave_refuses_fails_safe(fleet: Fleet) -> None:
     nothing signed) though the store says unfrozen, until a newer unfreeze reaches it."""
     a, b = fleet.a, fleet.b
     send(a, order(a, 1))
-    receipts(b)  # B's enclave has the freeze
+    assert b.sign(b.transfer(1000, MERCHANT)).status_code == 403  # refused: B's enclave is sent the freeze
     send(a, order(a, 2, "unfreeze", lifetime=60), "unfreeze")
     b.clock.offset = 120.0
     refused = b.sign(b.transfer(1000, MERCHANT))
@@ -239,7 +248,8 @@ def test_a_propagated_order_whose_receipt_is_not_recorded_fails_the_request(flee
     (``order_stale``) and goes on."""
     a, b = fleet.a, fleet.b
     send(a, order(a, 1))
-    receipts(b)
+    assert b.sign(b.transfer(1000, MERCHANT)).status_code == 403  # refused: B's enclave is sent the freeze
+    assert not enclave_signs(fleet, b)
     send(a, order(a, 2, "unfreeze"), "unfreeze")
     signed = [r.seq for r in records(b) if r.event_type == "transaction.signed"]
     with refused_records(b, "wallet.enclave_unfrozen"):
