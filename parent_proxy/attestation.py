@@ -40,6 +40,14 @@ NonceQuery = Annotated[
     str, Query(min_length=32, max_length=128, pattern=r"^[0-9a-fA-F]+$", description="hex, 16-64 bytes")
 ]
 """The caller's attestation nonce, as a query parameter."""
+OptionalNonceQuery = Annotated[
+    str | None,
+    Query(
+        min_length=32, max_length=128, pattern=r"^[0-9a-fA-F]+$",
+        description="hex, 16-64 bytes: the answer then carries the enclave's attestation over it (`attestation`)",
+    ),
+]  # fmt: skip
+"""An optional attestation nonce: given, the answer carries the attestation of the enclave that made it."""
 
 COSE_SIGN1_TAG = 18
 """RFC 9052: the optional CBOR tag of a COSE_Sign1 structure."""

@@ -180,7 +180,7 @@ def _session_key(args: argparse.Namespace, answer: dict[str, Any]) -> bytes:
     """Step 2: the session key of ``--attestation`` or of the attestation the answer carries, verified as the options
     say (`ProvisionVerificationError`), by the option rules of ``verify-wallet``
     (`parent_proxy.owner_verify_cli.attested_session_key`)."""
-    return attested_session_key(args, lambda: carried_attestation(args, answer, MAX_ANSWER_BYTES))
+    return attested_session_key(args, lambda: carried_attestation(args, answer, limit=MAX_ANSWER_BYTES))
 
 
 _OUTCOME = {FREEZE: "the wallet is frozen", UNFREEZE: "the wallet is unfrozen", POLICY: "this policy is installed"}

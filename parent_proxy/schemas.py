@@ -123,6 +123,13 @@ class AttestationView(BaseModel):
     enclave_state: str
 
 
+_CARRIED_ATTESTATION = (
+    "asked with ?nonce=HEX: the attestation of the enclave that made this answer, over that nonce, taken just before "
+    "(verify the receipt with it: the waiaas owner verify-* command without --attestation; with several hosts a "
+    "separate GET /v1/attestation may come from another host); null without a nonce"
+)
+
+
 class Health(BaseModel):
     status: str
 
@@ -154,6 +161,7 @@ class CreatedWallet(BaseModel):
     provision_receipt_signature: str | None = Field(
         description="the session key's Ed25519 signature over the receipt (base64); null exactly when the receipt is"
     )
+    attestation: AttestationView | None = Field(default=None, description=_CARRIED_ATTESTATION)
 
 
 class SignedEnvelope(_Strict):
@@ -271,6 +279,7 @@ class AgentKeyCandidateView(BaseModel):
     agent_public_key: str = Field(description="the wallet's agent key the candidate will replace")
     candidate_public_key: str = Field(description="the new key: add it to the multisig in the rotation transaction")
     receipt: Receipt = Field(description="agent-key receipt (purpose agent_key_candidate) by the enclave session key")
+    attestation: AttestationView | None = Field(default=None, description=_CARRIED_ATTESTATION)
 
 
 class AgentKeyRotationBody(_Strict):

@@ -276,3 +276,24 @@ def test_after_a_restart_the_stored_freeze_is_sent_with_its_receipt(
     code, out, err = verify(capsys, fleet, answer, {"envelope": freeze})
     assert code == 0 and f"session key {Pubkey.from_bytes(new)}) applied freeze order 1" in out, err
     assert not enclave_signs(fleet, a) and recorded_under(a, "wallet.enclave_frozen", new) == [1]
+
+
+def test_a_wallet_created_through_one_host_verifies_from_its_answer(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``verify-wallet`` has the same host-matching problem: its one-answer form (``POST /v1/wallets?nonce=``)
+    checks the host that made the key; the attestation of the other host fails, naming that cause."""
+    a, b = fleet.a, fleet.b
+    body = {"wallet_id": "w2", "owner_public_key": str(a.owner_pub)}
+    created = a.owner_call("POST", f"/v1/wallets?nonce={NONCE}", body)
+    assert created.status_code == 201, created.text
+    assert created.json()["attestation"]["session_public_key"] == str(Pubkey.from_bytes(session_key(a)))
+    (fleet.folder / "created.json").write_text(json.dumps(created.json()))
+    command = ["owner", "verify-wallet", "--created", str(fleet.folder / "created.json"), "--wallet-id", "w2",
+               "--owner-public-key", str(a.owner_pub), *fleet.trust]  # fmt: skip
+    code = main(command)
+    out, err = capsys.readouterr()
+    assert code == 0 and "verified: the enclave provisioned wallet w2" in out, err
+    (fleet.folder / "attestation.json").write_text(json.dumps(b.client.get(f"/v1/attestation?nonce={NONCE}").json()))
+    code = main([*command, "--attestation", str(fleet.folder / "attestation.json")])  # fetched from host B
+    assert code == 1 and "a receipt of another host's enclave" in capsys.readouterr().err
