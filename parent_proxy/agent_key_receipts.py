@@ -34,6 +34,7 @@ from solders.signature import Signature
 from enclave_app.errors import ReceiptError
 from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt
 from parent_proxy.enclave_sessions import check_receipt_time
+from parent_proxy.provisioning import OTHER_SESSION
 
 AGENT_KEY_EVENT_PURPOSES = {
     "agent_key.candidate": "agent_key_candidate",
@@ -132,7 +133,9 @@ def verify_candidate_answer(
     try:
         stated = expected.verify(receipt, signature, session_public_key)
     except ReceiptError as exc:
-        raise CandidateVerificationError(f"{exc}: not signed by the attested enclave session key") from exc
+        raise CandidateVerificationError(
+            f"{exc}: not signed by the attested enclave session key{OTHER_SESSION}"
+        ) from exc
     try:
         expected.check_content(stated)
     except ReceiptError as exc:

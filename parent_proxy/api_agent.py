@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Annotated, Any
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
@@ -41,6 +42,9 @@ from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, SignRequest
 from parent_proxy.sign_parts import agent_key, verified_policy
 from policies.errors import PolicyEngineError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WalletId = Annotated[str, Path(pattern=WALLET_ID)]
 AuthHeader = Annotated[str | None, Header(alias="Authorization", description="Bearer <agent token>")]
@@ -138,7 +142,7 @@ async def sign_transaction(
             answer = stored
         else:
             tables = await fetch_tables(services, sign_request.lookup_tables)
-            answer = await flow.run(agent, sign_request, tables)
+            answer = await bringing_orders(services, agent.wallet_id, flow.run(agent, sign_request, tables))
     else:  # the same steps in the same order, in one worker-thread hop
 
         def checks() -> tuple[SignRequest, Prepared | Answer]:
@@ -146,11 +150,29 @@ async def sign_transaction(
             sign_request = SignRequest(raw, body.idempotency_key, (), body.submit)
             return sign_request, flow.prepare(agent, sign_request, {})
 
-        answer = await flow.run_checks(checks, {})
+        answer = await bringing_orders(services, agent.wallet_id, flow.run_checks(checks, {}))
     headers = {"Cache-Control": "no-store"}
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+
+
+async def bringing_orders(services: Services, wallet_id: str, work: Awaitable[T]) -> T:
+    """``work``; when it is refused because the wallet is frozen (403 ``wallet_frozen``), this host's enclave is
+    first sent the stored owner order if it holds the wallet and may not have it yet
+    (`EnclaveRelay.bring_stored_order`): a freeze that went to another host reaches this one's enclave at the first
+    request refused here, not only at the next one that reaches the enclave. Best effort: the refusal stands."""
+    try:
+        return await work
+    except ApiError as exc:
+        if exc.code is not Code.WALLET_FROZEN:
+            raise
+        try:
+            wallet = await services.run(services.store.get_wallet, wallet_id)
+            await services.relay.bring_stored_order(wallet)
+        except (ProxyError, ApiError) as failure:
+            logger.warning("wallet %s: the stored owner order was not sent: %s", wallet_id, type(failure).__name__)
+        raise
 
 
 def _message_failed(services: Services, wallet_id: str, audit: dict[str, str], error: str) -> None:
@@ -169,7 +191,9 @@ async def sign_message(
     sent_hash = hashlib.sha256(message).digest()  # the enclave's receipt hashes the whole off-chain message
     audit = {"message_sha256": sent_hash.hex()}
     try:  # check 1 (`parent_proxy.message_checks`); the enclave applies the same rules (check 2)
-        wallet = await services.run(check_message, services, wallet_id, message, audit)
+        wallet = await bringing_orders(
+            services, wallet_id, services.run(check_message, services, wallet_id, message, audit)
+        )
     except (ProxyError, PolicyEngineError) as exc:
         raise translate(exc) from exc
     try:

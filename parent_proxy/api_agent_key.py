@@ -46,6 +46,7 @@ from parent_proxy.agent_key_receipts import ExpectedAgentKey
 from parent_proxy.api_agent import services_of
 from parent_proxy.api_errors import ApiError, Code, owner_document_refused
 from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
+from parent_proxy.attestation import OptionalNonceQuery, attest
 from parent_proxy.chain import AccountNotFound, ChainError
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import HeldWithOtherKeys, signed_by
@@ -161,8 +162,11 @@ async def agent_key_status(wallet_id: WalletId, request: Request) -> AgentKeySta
 
 
 @router.post("/{wallet_id}/agent-key/candidate", status_code=201, response_model=AgentKeyCandidateView)
-async def prepare_candidate(wallet_id: WalletId, request: Request) -> AgentKeyCandidateView:
-    """Step 1: the enclave makes a candidate agent key and seals it; the proxy keeps it (one per wallet)."""
+async def prepare_candidate(
+    wallet_id: WalletId, request: Request, nonce: OptionalNonceQuery = None
+) -> AgentKeyCandidateView:
+    """Step 1: the enclave makes a candidate agent key and seals it; the proxy keeps it (one per wallet). With
+    ``?nonce=``, the answer carries the attestation of the enclave that made it (the receipt's key)."""
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
     _multisig(services, wallet)
@@ -170,6 +174,7 @@ async def prepare_candidate(wallet_id: WalletId, request: Request) -> AgentKeyCa
     if held is not None:
         raise ApiError(Code.CONFLICT, f"the wallet already has a candidate agent key ({_key(held.candidate_pubkey)}): "
                        "finish its rotation")  # fmt: skip
+    attestation = None if nonce is None else await attest(services, nonce)  # this host's enclave, before its key
     await services.relay.ensure_wallet(wallet)
     answer: AgentKeyResponse = await services.relay.prepare_agent_key(wallet_id)
     expected = ExpectedAgentKey("agent_key_candidate", wallet_id, wallet.agent_pubkey, answer.new_agent_public_key,
@@ -195,7 +200,8 @@ async def prepare_candidate(wallet_id: WalletId, request: Request) -> AgentKeyCa
 
     await _record_checked(services, answer, expected, "candidate", persist)
     return AgentKeyCandidateView(wallet_id=wallet_id, agent_public_key=_key(wallet.agent_pubkey),
-                                 candidate_public_key=_key(candidate.candidate_pubkey), receipt=receipt)  # fmt: skip
+                                 candidate_public_key=_key(candidate.candidate_pubkey), receipt=receipt,
+                                 attestation=attestation)  # fmt: skip
 
 
 @router.post("/{wallet_id}/agent-key/rotation", response_model=AgentKeyRotationSigned)

@@ -22,6 +22,7 @@ from solders.pubkey import Pubkey
 from parent_proxy.api_agent import fetch_tables, services_of
 from parent_proxy.api_errors import ApiError, Code, owner_document_refused, translate
 from parent_proxy.approvals import ApprovalFlow
+from parent_proxy.attestation import OptionalNonceQuery, attest
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import AlreadyRevoked, NotFound, ProxyError
 from parent_proxy.multisig_onchain import check_install
@@ -157,10 +158,11 @@ def envelope_bytes(body: EnvelopeBody, what: str) -> bytes:
 
 
 @router.post("", status_code=201, response_model=CreatedWallet)
-async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWallet:
+async def create_wallet(body: CreateWalletBody, request: Request, nonce: OptionalNonceQuery = None) -> CreatedWallet:
     """Create a wallet: the enclave generates the agent key and returns it sealed; the parent stores the blob. The
-    answer carries the enclave's provisioning receipt: the owner verifies it before adding the agent key on chain.
-    Only an enclave session that opens the stored wallets makes one (503 otherwise: `parent_proxy.signer_secret`)."""
+    answer carries the enclave's provisioning receipt (with ``?nonce=``, that enclave's attestation too): the owner
+    verifies it before adding the agent key on chain. Only an enclave session that opens the stored wallets makes
+    one (503 otherwise: `parent_proxy.signer_secret`)."""
     services = services_of(request)
     signer = verified_owner_key(request)
     # Every input is checked before the enclave makes a key: nothing is provisioned for a request that fails.
@@ -170,6 +172,7 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the wallet's owner key must sign its creation")
     if await run_store(services, _wallet_or_none, services, body.wallet_id) is not None:
         raise ApiError(Code.CONFLICT, "the wallet already exists")
+    attestation = None if nonce is None else await attest(services, nonce)  # this host's enclave, before its key
     created = await provision_checked(services, body.wallet_id, bytes(owner))
     sealed = created.sealed_blob or b""
     vault = created.agent_public_key if vault_key is None else bytes(vault_key)
@@ -195,6 +198,7 @@ async def create_wallet(body: CreateWalletBody, request: Request) -> CreatedWall
         vault_address=str(Pubkey.from_bytes(vault)),
         provision_receipt=_b64(created.receipt),
         provision_receipt_signature=_b64(created.receipt_signature),
+        attestation=attestation,
     )
 
 
@@ -362,7 +366,7 @@ async def _freeze(wallet_id: str, body: EnvelopeBody, request: Request, frozen: 
         event = "wallet.frozen" if frozen else "wallet.unfrozen"
         webhook = services.webhook_item(wallet_id, event, {"sequence": sequence})  # a read, before any write
         payload = {"sequence": sequence, "order_sha256": hashlib.sha256(envelope).hexdigest()}
-        change = SetFrozen(wallet_id, frozen, reason, order_sequence=sequence)  # refused unless above the last
+        change = SetFrozen(wallet_id, frozen, reason, order_sequence=sequence, order=envelope)  # above the last only
         services.audit.append(event, payload, wallet_id=wallet_id, webhook=webhook, changes=[change])  # one transaction
 
     await run_store(services, persist)

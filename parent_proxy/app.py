@@ -12,18 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from parent_proxy import api_agent, api_agent_key, api_multisig, api_owner
-from parent_proxy.api_errors import ApiError, Code, translate
-from parent_proxy.attestation import attestation_view
-from parent_proxy.auth import ATTESTATION_BUCKET
-from parent_proxy.clock import read_clock
-from parent_proxy.errors import ProxyError
+from parent_proxy import api_agent, api_agent_key, api_multisig, api_orders, api_owner
+from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.attestation import NonceQuery, attest
 from parent_proxy.metrics import CONTENT_TYPE
 from parent_proxy.schemas import AttestationView, ErrorBody, Health, Readiness
 from parent_proxy.services import Services
@@ -202,27 +199,16 @@ def create_app(services: Services) -> FastAPI:
         return PlainTextResponse(services.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/attestation", response_model=AttestationView, tags=["public"])
-    async def attestation(
-        nonce: str = Query(min_length=32, max_length=128, pattern=r"^[0-9a-fA-F]+$", description="hex, 16-64 bytes"),
-    ) -> AttestationView:
+    async def attestation(nonce: NonceQuery) -> AttestationView:
         """The enclave's attestation document over the caller's nonce, and the session public key from that same
         answer (self-hosted without a Nitro Enclave: mode none, no document, and the reason). 503
         ``attestation_inconsistent`` if the answer contradicts itself (`parent_proxy.attestation`). 429
         ``rate_limited`` over the process's attestation limit (`parent_proxy.auth.attestation_limiter`)."""
-        try:
-            raw = bytes.fromhex(nonce)
-        except ValueError as exc:
-            raise ApiError(Code.INVALID_REQUEST, "nonce must be an even number of hex digits") from exc
-        try:  # each call is one NSM attestation: counted before the enclave is asked
-            services.attestation_limiter.check(ATTESTATION_BUCKET, read_clock(services.clock))
-        except ProxyError as exc:
-            raise translate(exc) from exc
-        answer = await services.relay.attestation(raw)
-        status = await services.relay.ping()
-        return attestation_view(answer, status)
+        return await attest(services, nonce)
 
     app.include_router(api_agent.router)
     app.include_router(api_owner.router)
+    app.include_router(api_orders.router)
     app.include_router(api_agent_key.router)
     app.include_router(api_multisig.router)
     app.add_middleware(LimitsAndMetrics, services=services)

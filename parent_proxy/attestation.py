@@ -11,19 +11,43 @@ that contradicts itself, with 503 ``attestation_inconsistent``:
    in between, so the document and the state describe different boots).
 
 Mode ``none`` has no document; ``reason`` says why (the protocol guarantees the other fields' shape).
+
+`attest` makes that answer for a caller's nonce (``GET /v1/attestation``, and the owner answers that carry the
+attestation of the enclave that answered them, so that one exchange with one host is enough to check it:
+`parent_proxy.api_orders`).
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import cbor2
+from fastapi import Query
 from solders.pubkey import Pubkey
 
 from enclave_app.protocol import AttestationMode, AttestationResponse, StatusResponse
-from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.auth import ATTESTATION_BUCKET
+from parent_proxy.clock import read_clock
+from parent_proxy.errors import ProxyError
 from parent_proxy.schemas import AttestationView
+
+if TYPE_CHECKING:
+    from parent_proxy.services import Services
+
+NonceQuery = Annotated[
+    str, Query(min_length=32, max_length=128, pattern=r"^[0-9a-fA-F]+$", description="hex, 16-64 bytes")
+]
+"""The caller's attestation nonce, as a query parameter."""
+OptionalNonceQuery = Annotated[
+    str | None,
+    Query(
+        min_length=32, max_length=128, pattern=r"^[0-9a-fA-F]+$",
+        description="hex, 16-64 bytes: the answer then carries the enclave's attestation over it (`attestation`)",
+    ),
+]  # fmt: skip
+"""An optional attestation nonce: given, the answer carries the attestation of the enclave that made it."""
 
 COSE_SIGN1_TAG = 18
 """RFC 9052: the optional CBOR tag of a COSE_Sign1 structure."""
@@ -75,3 +99,20 @@ def attestation_view(answer: AttestationResponse, status: StatusResponse) -> Att
         session_public_key=str(Pubkey.from_bytes(session_key)),
         enclave_state=status.state.value,
     )
+
+
+async def attest(services: Services, nonce: str) -> AttestationView:
+    """The enclave's attestation over ``nonce`` (hex, `NonceQuery`) as `attestation_view` checks it: 422 for an odd
+    number of digits, 429 ``rate_limited`` over the process's attestation limit (each call is one NSM attestation,
+    counted before the enclave is asked: `parent_proxy.auth.attestation_limiter`), the relay's errors."""
+    try:
+        raw = bytes.fromhex(nonce)
+    except ValueError as exc:
+        raise ApiError(Code.INVALID_REQUEST, "nonce must be an even number of hex digits") from exc
+    try:
+        services.attestation_limiter.check(ATTESTATION_BUCKET, read_clock(services.clock))
+    except ProxyError as exc:
+        raise translate(exc) from exc
+    answer = await services.relay.attestation(raw)
+    status = await services.relay.ping()
+    return attestation_view(answer, status)

@@ -14,6 +14,10 @@ checks and records its order receipt there (`parent_proxy.order_receipts`), so t
 receipt of the enclave's one counter sequence; a refusal there is raised as its `ApiError`. Such an answer is
 returned as an `AppliedOrder`, with the session key its receipt was checked under.
 
+Several hosts (or proxy processes) share one store, each with its own enclave: `ensure_wallet` also brings the
+wallet's last owner order (kept by the store) to this relay's enclave when it may not hold it yet, with its receipt
+recorded (`parent_proxy.relay_orders`, which holds the relay's owner-order side).
+
 Enclave errors become API errors in `parent_proxy.enclave_errors` (the one place).
 """
 
@@ -21,8 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import TypeVar
 
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
@@ -47,6 +50,7 @@ from enclave_app.protocol import (
 )
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.enclave_errors import translate_enclave_error
+from parent_proxy.relay_orders import AppliedOrder, OwnerOrderRelay
 from parent_proxy.store.model import Wallet
 from policies.ed25519 import verify_ed25519
 
@@ -74,28 +78,7 @@ def signed_by(signed: bytes, signature: bytes, unsigned: bytes, agent: bytes | N
     return verify_ed25519(agent, signature, message)
 
 
-class OrderReceiptLog(Protocol):
-    """Where the relay hands each answer to an owner order the enclave applied, before returning it: the purpose
-    (``policy``, ``freeze``, ``unfreeze``), the envelope bytes sent and the answer. Returns the session key the
-    answer's receipt was checked under (None for an answer without one); raises `ApiError` to refuse the answer
-    (`parent_proxy.order_receipts.OrderReceipts`, which `parent_proxy.services.Services` sets)."""
-
-    async def applied(
-        self, wallet_id: str, purpose: str, sent: bytes, answer: PolicyInstalledResponse | WalletFrozenResponse
-    ) -> bytes | None: ...
-
-
-A = TypeVar("A", PolicyInstalledResponse, WalletFrozenResponse)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedOrder(Generic[A]):
-    """The enclave's answer to an owner order it applied, once the `OrderReceiptLog` took it: ``checked_under`` is
-    the session key its receipt was checked under (None: the answer has no receipt, or the relay has no log)."""
-
-    answer: A
-    checked_under: bytes | None
 
 
 class HeldWithOtherKeys(ApiError):
@@ -108,16 +91,13 @@ class HeldWithOtherKeys(ApiError):
         super().__init__(Code.ENCLAVE_UNAVAILABLE, "the enclave holds this wallet with other keys")
 
 
-class EnclaveRelay:
+class EnclaveRelay(OwnerOrderRelay):
     """Wraps one `EnclaveClient`; every method raises `ApiError` on failure (see the module docstring)."""
 
     def __init__(self, client: EnclaveClient) -> None:
-        self._client = client
+        super().__init__(client)
         self._loaded: dict[str, int] = {}  # wallet id -> policy sequence installed in the current enclave session
         self._wallets: dict[str, Wallet] = {}  # wallet id -> the record last passed to `ensure_wallet` (no secret)
-        self._installed: dict[str, AppliedOrder[PolicyInstalledResponse]] = {}  # wallet id -> last install, session
-        self.order_log: OrderReceiptLog | None = None
-        """Without one (a relay used alone), order answers are returned unchecked and their receipts unrecorded."""
 
     async def close(self) -> None:
         """Close kept-open connections to the enclave, if the client keeps any (`PooledEnclaveClient`)."""
@@ -126,12 +106,13 @@ class EnclaveRelay:
             await aclose()
 
     def forget(self, wallet_id: str | None = None) -> None:
-        """Forget what was loaded (all wallets, or one), so the next request loads it again."""
+        """Forget what was loaded (all wallets, or one), so the next request loads it again and sends its stored
+        owner order again (``order_stale`` when the enclave has it). Receipts of the session are kept for one."""
         if wallet_id is None:
             self._loaded.clear()
-            self._installed.clear()
         else:
             self._loaded.pop(wallet_id, None)
+        self._forget_orders(wallet_id)
 
     async def ping(self) -> StatusResponse:
         try:
@@ -169,12 +150,12 @@ class EnclaveRelay:
         return True
 
     async def ensure_wallet(self, wallet: Wallet) -> None:
-        """Load ``wallet`` and install its stored policy in the enclave unless done in this session. If the enclave
-        answers ``unknown_wallet`` for a wallet this relay had loaded (it restarted since), everything is forgotten
-        and the wallet is loaded again, once."""
+        """Load ``wallet``, send its stored owner order and install its stored policy in the enclave unless done in
+        this session (the module docstring). If the enclave answers ``unknown_wallet`` for a wallet this relay had
+        loaded (it restarted since), everything is forgotten and the wallet is loaded again, once."""
         self._wallets[wallet.wallet_id] = wallet
         loaded = self._loaded.get(wallet.wallet_id)
-        if loaded is not None and loaded >= wallet.policy_sequence:
+        if loaded is not None and loaded >= wallet.policy_sequence and not self._order_unsent(wallet):
             return
         try:
             try:
@@ -188,6 +169,14 @@ class EnclaveRelay:
             self.forget(wallet.wallet_id)
             raise translate_enclave_error(exc) from exc
 
+    async def bring_stored_order(self, wallet: Wallet) -> None:
+        """For a request refused because ``wallet`` is frozen (no `ensure_wallet` on that path): `ensure_wallet` if
+        this relay loaded the wallet in the current enclave session and its stored owner order may not be there
+        yet. A wallet this relay has not loaded gets nothing here: the enclave does not hold it (and cannot sign for
+        it), or another proxy process of this host loaded it, which sends the order at its own next request."""
+        if wallet.wallet_id in self._loaded and self._order_unsent(wallet):
+            await self.ensure_wallet(wallet)
+
     async def open_wallet(self, wallet: Wallet) -> None:
         """Load ``wallet`` (not its policy) now, even if this relay believes it loaded: that the enclave's session
         opens it (`parent_proxy.signer_secret`). Refusals are raised untranslated (`EnclaveError`; ``wallet_exists``
@@ -197,16 +186,9 @@ class EnclaveRelay:
         await self._load(wallet)
 
     async def _load(self, wallet: Wallet) -> None:
-        """Send ``load_wallet`` for the stored record; enclave refusals as they came."""
-        answer = await self._client.load_wallet(
-            wallet.wallet_id,
-            owner_public_key=wallet.owner_pubkey,
-            agent_public_key=wallet.agent_pubkey,
-            sealed_blob=wallet.sealed_key,
-            frozen_at_order=wallet.order_sequence if wallet.frozen else None,  # a restart forgot the freeze
-        )
-        if answer.agent_public_key != wallet.agent_pubkey:
-            raise ApiError(Code.ENCLAVE_UNAVAILABLE, "the enclave loaded another key")
+        """Send ``load_wallet`` for the stored record, frozen if the store holds it frozen (a restart forgot the
+        freeze: `OwnerOrderRelay._frozen_at`); enclave refusals as they came."""
+        await self._send_load(wallet, self._frozen_at(wallet))
         self._loaded[wallet.wallet_id] = 0
 
     async def _load_and_install(self, wallet: Wallet, *, policy: bool = True) -> None:
@@ -220,6 +202,7 @@ class EnclaveRelay:
                 # orphan of an earlier provisioning, say): it would sign with a key the store does not know.
                 logger.error("the enclave holds wallet %s with keys other than the stored ones", wallet.wallet_id)
                 raise HeldWithOtherKeys from exc
+        await self._bring_order(wallet)  # the owner's last order before the policy, and before any signature
         if not policy or wallet.policy_document is None or self._loaded[wallet.wallet_id] >= wallet.policy_sequence:
             return
         try:
@@ -230,19 +213,6 @@ class EnclaveRelay:
         else:
             await self._applied(wallet.wallet_id, POLICY, wallet.policy_document, installed)
         self._loaded[wallet.wallet_id] = wallet.policy_sequence
-
-    async def _applied(self, wallet_id: str, purpose: str, sent: bytes, answer: A) -> AppliedOrder[A]:
-        """Hand an applied order's answer to the `OrderReceiptLog` (which may refuse it); remember an install's."""
-        key = None if self.order_log is None else await self.order_log.applied(wallet_id, purpose, sent, answer)
-        if isinstance(answer, PolicyInstalledResponse):
-            self._installed[wallet_id] = AppliedOrder(answer, key)
-        return AppliedOrder(answer, key)
-
-    def installed_answer(self, wallet_id: str) -> AppliedOrder[PolicyInstalledResponse] | None:
-        """The enclave's answer to the last policy this relay installed for ``wallet_id`` in the current enclave
-        session and handed to its `OrderReceiptLog` (None if none: an install that another request made is found
-        here too)."""
-        return self._installed.get(wallet_id)
 
     async def _reload_after_restart(self, wallet_id: str, exc: EnclaveError, *, policy: bool) -> None:
         """After an order answered ``unknown_wallet``: the enclave restarted (or dropped the wallet). Forget what was

@@ -1,11 +1,16 @@
 """``waiaas owner verify-wallet`` and ``waiaas owner verify-candidate``: the owner's checks, before putting an agent
 key on chain, that the enclave made it for them. No owner key is needed.
 
-    waiaas owner verify-wallet --created F --wallet-id W --attestation F --owner-public-key K ATTESTATION
+    waiaas owner verify-wallet --created F --wallet-id W [--attestation F] --owner-public-key K ATTESTATION
         the ``POST /v1/wallets`` answer's provisioning receipt (`parent_proxy.provisioning`) for wallet W
-    waiaas owner verify-candidate --candidate F --attestation F --wallet-id W --agent-key A --owner-public-key K
+    waiaas owner verify-candidate --candidate F [--attestation F] --wallet-id W --agent-key A --owner-public-key K
                                   ATTESTATION
         the ``POST .../agent-key/candidate`` answer's agent-key receipt (`parent_proxy.agent_key_receipts`)
+
+``--attestation`` is a ``GET /v1/attestation`` answer; left out, the attestation the answer itself carries is
+checked (asked with ``?nonce=HEX``: the enclave that made the answer, on the same host, `carried_attestation`).
+With several hosts, a separate ``GET /v1/attestation`` may come from another host than the answer, whose session
+key did not sign the receipt: the one-answer form avoids that.
 
 ATTESTATION is ``--root-pem F --pcr 0=HEX [--pcr I=HEX ...] [--nonce HEX]`` for mode nitro (the ``GET
 /v1/attestation`` answer's document verified against the pinned root and PCRs, PCR 0 among them, and saying it
@@ -43,9 +48,13 @@ from policies.terminal_text import safe_line
 COMMANDS: Final = frozenset({"verify-wallet", "verify-candidate"})
 
 
-def attestation_options(parser: argparse.ArgumentParser) -> None:
-    """The options of the attestation answer and its anchor (also ``verify-order``'s)."""
-    parser.add_argument("--attestation", required=True, type=Path, help="the GET /v1/attestation answer (JSON file)")
+def attestation_options(parser: argparse.ArgumentParser, *, carried: bool = False) -> None:
+    """The options of the attestation answer and its anchor (also ``verify-order``'s). With ``carried``,
+    ``--attestation`` may be left out for an answer that carries its host's attestation (`carried_attestation`)."""
+    help_text = "the GET /v1/attestation answer (JSON file)"
+    if carried:
+        help_text += "; leave it out for an answer that carries its own (asked with ?nonce=)"
+    parser.add_argument("--attestation", required=not carried, type=Path, help=help_text)
     parser.add_argument("--owner-public-key", required=True, help="your owner public key (base58)")
     parser.add_argument("--root-pem", type=Path, help="nitro: the pinned root certificate (PEM)")
     parser.add_argument(
@@ -64,14 +73,14 @@ def register(commands: Any) -> None:
     wallet = commands.add_parser("verify-wallet", help="verify a new wallet's provisioning receipt")
     wallet.add_argument("--created", required=True, type=Path, help="the POST /v1/wallets answer (JSON file)")
     wallet.add_argument("--wallet-id", required=True, help="the wallet you created (its id, as you sent it)")
-    attestation_options(wallet)
+    attestation_options(wallet, carried=True)
     candidate = commands.add_parser("verify-candidate", help="verify a candidate agent key's receipt (rotation)")
     candidate.add_argument(
         "--candidate", required=True, type=Path, help="the POST /v1/wallets/{id}/agent-key/candidate answer (JSON file)"
     )
     candidate.add_argument("--wallet-id", required=True, help="the wallet being rotated")
     candidate.add_argument("--agent-key", required=True, help="the wallet's current agent key (base58)")
-    attestation_options(candidate)
+    attestation_options(candidate, carried=True)
 
 
 def _wallet_id(text: str) -> str:
@@ -80,9 +89,10 @@ def _wallet_id(text: str) -> str:
     return text
 
 
-def _session_key(args: argparse.Namespace) -> bytes:
-    """The session key of ``--attestation``, verified as the options say (`ProvisionVerificationError` if not)."""
-    return attested_session_key(args, lambda: json_object_file(args.attestation, "--attestation"))
+def _session_key(args: argparse.Namespace, answer: dict[str, Any]) -> bytes:
+    """The session key of ``--attestation`` or of the attestation ``answer`` carries, verified as the options say
+    (`ProvisionVerificationError` if not)."""
+    return attested_session_key(args, lambda: carried_attestation(args, answer))
 
 
 def attested_session_key(args: argparse.Namespace, read_attestation: Callable[[], dict[str, Any]]) -> bytes:
@@ -114,6 +124,22 @@ def attested_session_key(args: argparse.Namespace, read_attestation: Callable[[]
     return session
 
 
+def carried_attestation(
+    args: argparse.Namespace, answer: dict[str, Any], *, limit: int | None = None
+) -> dict[str, Any]:
+    """The attestation answer to check: ``--attestation`` if given (a file of at most ``limit`` bytes, if one is
+    given), else the one ``answer`` carries (its ``attestation`` object: the enclave that answered it, over the
+    owner's nonce, in the same exchange with the same host); `OwnerInputError` without either."""
+    if args.attestation is not None:
+        return json_object_file(args.attestation, "--attestation", limit=limit)
+    carried = answer.get("attestation")
+    if not isinstance(carried, dict):
+        raise OwnerInputError(
+            "give --attestation, or an answer that carries its host's attestation (asked with ?nonce=HEX: docs/api.md)"
+        )
+    return carried
+
+
 def run(args: argparse.Namespace) -> int:
     """One verification subcommand (inside `owner_cli.run`'s error handling: bad input exits 2)."""
     if args.owner_command == "verify-wallet":
@@ -126,7 +152,7 @@ def verify_wallet(args: argparse.Namespace) -> int:
     wallet_id = _wallet_id(args.wallet_id)
     created = json_object_file(args.created, "--created")
     try:
-        session = _session_key(args)
+        session = _session_key(args, created)
         verified = verify_provision_receipt(
             created, wallet_id=wallet_id, owner_public_key=args.owner_public_key, session_public_key=session
         )
@@ -148,7 +174,7 @@ def verify_candidate(args: argparse.Namespace) -> int:
     wallet_id = _wallet_id(args.wallet_id)
     answer = json_object_file(args.candidate, "--candidate")
     try:
-        session = _session_key(args)
+        session = _session_key(args, answer)
         verified = verify_candidate_answer(
             answer, wallet_id=wallet_id, agent_public_key=args.agent_key, owner_public_key=args.owner_public_key,
             session_public_key=session,

@@ -1,32 +1,39 @@
 """``waiaas owner verify-order``: the owner's check that a freeze, an unfreeze or a policy reached the enclave. No
 owner key is needed (the owner public key only).
 
-    waiaas owner verify-order --answer F (--order F | --policy F) --owner-public-key K --attestation F ATTESTATION
+    waiaas owner verify-order --answer F (--order F | --policy F) --owner-public-key K [--attestation F] ATTESTATION
 
-``--answer`` is the proxy's answer to ``POST /v1/wallets/{id}/freeze`` / ``unfreeze`` or ``PUT .../policy`` (JSON);
+``--answer`` is the proxy's answer to ``POST /v1/wallets/{id}/orders/receipts?nonce=HEX`` (one host's receipts of
+the wallet's last order and policy, with that host's attestation: `parent_proxy.api_orders`), or to ``POST
+/v1/wallets/{id}/freeze`` / ``unfreeze`` or ``PUT .../policy`` (JSON; then ``--attestation`` is the ``GET
+/v1/attestation`` answer, which with several hosts may come from another host than the order's);
 ``--order`` the owner's own signed freeze or unfreeze order, ``--policy`` their own signed policy (the envelope
 ``waiaas owner freeze`` / ``sign-policy`` printed, or the request body ``{"envelope": ...}`` sent with it).
-ATTESTATION is ``--root-pem F --pcr 0=HEX [--pcr I=HEX ...] [--nonce HEX]`` for mode nitro (the
-``GET /v1/attestation`` answer's document verified against the pinned root and PCRs, PCR 0 among them, and saying it
-carries the session key), or ``--accept-unattested`` for mode none (the answer's key as it is: proves nothing about
-the code): the anchor rules of ``verify-wallet`` and ``waiaas audit verify`` (`parent_proxy.trust_anchor`; an
-anchor without PCR 0, or with ``--accept-unattested``, is bad input). The parent's ``enclave_acknowledged`` /
-``enclave_installed`` is its word only; this is the check that does not rest on it:
+ATTESTATION is ``--root-pem F --pcr 0=HEX [--pcr I=HEX ...] [--nonce HEX]`` for mode nitro (the attestation
+answer's document verified against the pinned root and PCRs, PCR 0 among them, and saying it carries the session
+key), or ``--accept-unattested`` for mode none (the answer's key as it is: proves nothing about the code): the
+anchor rules of ``verify-wallet`` and ``waiaas audit verify`` (`parent_proxy.trust_anchor`; an anchor without PCR 0,
+or with ``--accept-unattested``, is bad input). The parent's ``enclave_acknowledged`` / ``enclave_installed`` is
+its word only; this is the check that does not rest on it:
 
 1. the owner's file: its signature verifies under the owner key (which also says whether it is a freeze, an
    unfreeze or a policy) and its document gives the wallet, the sequence and the document's SHA-256
    (`policies.signing.document_sha256`): all taken from the owner's file, never from the answer;
-2. the session key, from the attestation (`parent_proxy.provisioning.session_key_from_attestation`, under the anchor
-   of `parent_proxy.trust_anchor.anchor_from_options`);
-3. the answer carries an order receipt (a parent that swallowed the order has none to show);
+2. the session key, from the attestation (``--attestation``, else the one the answer carries:
+   `parent_proxy.owner_verify_cli.carried_attestation`; `parent_proxy.provisioning.session_key_from_attestation`,
+   under the anchor of `parent_proxy.trust_anchor.anchor_from_options`);
+3. the answer carries an order receipt (its ``order`` or ``policy`` part for the receipts route: `receipt_part`; a
+   parent that swallowed the order has none to show);
 4. the receipt verifies under that session key (`enclave_app.order_receipts.verify_order_receipt`, which also
    refuses a receipt whose wallet state does not follow from its purpose: a freeze frozen, an unfreeze not, a
    policy install naming the policy installed);
 5. it names this purpose, wallet, sequence and document hash (`parent_proxy.order_receipts.ExpectedOrder`).
 
 Exit 0: the enclave whose session key the attestation carries applied this order (the receipt's time says when);
-1: not verified, do not rely on the enclave having it (the message says why); 2: bad input. What it cannot show: that
-the enclave has not restarted since (a restart forgets its freeze; the parent restores it, or not: docs/enclave.md).
+1: not verified, do not rely on the enclave having it (the message says why); 2: bad input. With several hosts,
+exit 0 covers the enclave that answered, no other: ask again to see the others (docs/owner-keys.md). What it cannot
+show: that the enclave has not restarted since (a restart forgets its freeze; the parent restores it, or not:
+docs/enclave.md).
 An attestation fetched after the order with a fresh nonce names the boot running then: the receipt verifying under
 its key shows that boot applied the order. What is printed quotes the parent's answer only with its control
 characters escaped (`policies.terminal_text`).
@@ -50,7 +57,7 @@ from enclave_app.errors import ReceiptError
 from enclave_app.order_receipts import FREEZE, POLICY, UNFREEZE, OrderReceipt
 from parent_proxy.order_receipts import ExpectedOrder
 from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, json_object_file, public_key_option
-from parent_proxy.owner_verify_cli import attestation_options, attested_session_key
+from parent_proxy.owner_verify_cli import attestation_options, attested_session_key, carried_attestation
 from parent_proxy.provisioning import ProvisionVerificationError
 from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes
 from policies.document import policy_from_object
@@ -63,7 +70,8 @@ COMMAND: Final = "verify-order"
 _RECEIPT_PURPOSE = {FREEZE_PURPOSE: FREEZE, UNFREEZE_PURPOSE: UNFREEZE}
 """The purpose an order was signed for -> the purpose its receipt states (``policy`` for a policy)."""
 MAX_ANSWER_BYTES = 64 * 1024
-"""Largest answer file read (ours: a freeze or policy answer is well under 2 KiB)."""
+"""Largest answer file read (ours: a freeze or policy answer is well under 2 KiB, the receipts route's with its
+attestation document under 16 KiB)."""
 
 
 class OrderVerificationError(Exception):
@@ -83,7 +91,7 @@ def register(commands: Any) -> None:
     mine = parser.add_mutually_exclusive_group(required=True)
     mine.add_argument("--order", type=Path, help="your signed freeze or unfreeze order (envelope or request body)")
     mine.add_argument("--policy", type=Path, help="your signed policy (envelope or request body)")
-    attestation_options(parser)
+    attestation_options(parser, carried=True)
 
 
 def owner_order(path: Path, *, policy: bool, owner: Pubkey, what: str) -> ExpectedOrder:
@@ -138,8 +146,11 @@ def verify_order_answer(answer: Mapping[str, Any], expected: ExpectedOrder, sess
     except ReceiptError as exc:
         hint, attested, named = "", str(Pubkey.from_bytes(session_public_key)), _key_or_none(answer)
         if named is not None and named != attested:
-            hint = (f" (the answer names session key {named}, the attestation {attested}: a receipt of an earlier "
-                    "enclave boot, whose freeze a restart forgets, or one the parent made)")  # fmt: skip
+            hint = (f" (the answer names session key {named}, the attestation {attested}: a receipt of another "
+                    "host's enclave, when the attestation came from another host than the answer (with several "
+                    "hosts, verify the answer of POST /v1/wallets/{id}/orders/receipts?nonce=HEX, which carries its "
+                    "own host's attestation), of an earlier enclave boot, whose freeze a restart forgets, or one the "
+                    "parent made)")  # fmt: skip
         raise OrderVerificationError(f"{exc}: not signed by the attested enclave session key{hint}") from exc
     # 5. About this order, from the owner's own file.
     try:
@@ -158,12 +169,18 @@ def _key_or_none(answer: Mapping[str, Any]) -> str | None:
         return None
 
 
-def _session_key(args: argparse.Namespace) -> bytes:
-    """Step 2: the session key of ``--attestation``, verified as the options say (`ProvisionVerificationError`), by
-    the option rules of ``verify-wallet`` (`parent_proxy.owner_verify_cli.attested_session_key`)."""
-    return attested_session_key(
-        args, lambda: json_object_file(args.attestation, "--attestation", limit=MAX_ANSWER_BYTES)
-    )
+def receipt_part(answer: Mapping[str, Any], purpose: str) -> Mapping[str, Any]:
+    """The part of ``answer`` about an order of ``purpose``: its ``policy`` or ``order`` object in an answer of the
+    receipts route (`parent_proxy.api_orders`), else the answer itself (an order route's)."""
+    part = answer.get("policy" if purpose == POLICY else "order")
+    return part if isinstance(part, dict) else answer
+
+
+def _session_key(args: argparse.Namespace, answer: dict[str, Any]) -> bytes:
+    """Step 2: the session key of ``--attestation`` or of the attestation the answer carries, verified as the options
+    say (`ProvisionVerificationError`), by the option rules of ``verify-wallet``
+    (`parent_proxy.owner_verify_cli.attested_session_key`)."""
+    return attested_session_key(args, lambda: carried_attestation(args, answer, limit=MAX_ANSWER_BYTES))
 
 
 _OUTCOME = {FREEZE: "the wallet is frozen", UNFREEZE: "the wallet is unfrozen", POLICY: "this policy is installed"}
@@ -178,8 +195,8 @@ def run(args: argparse.Namespace) -> int:
                            what="--policy" if policy else "--order")  # fmt: skip
     answer = json_object_file(args.answer, "--answer", limit=MAX_ANSWER_BYTES)
     try:
-        session = _session_key(args)
-        verified = verify_order_answer(answer, expected, session)
+        session = _session_key(args, answer)
+        verified = verify_order_answer(receipt_part(answer, expected.purpose), expected, session)
     except (ProvisionVerificationError, OrderVerificationError) as exc:
         sys.stderr.write(
             safe_line(

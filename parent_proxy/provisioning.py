@@ -66,6 +66,14 @@ def _key(value: Any, what: str) -> bytes:
         raise ProvisionVerificationError(f"{what} is not a base58 public key") from exc
 
 
+OTHER_SESSION = (
+    " (a receipt of another host's enclave, when the attestation came from another host than the answer: with several"
+    " hosts, ask with ?nonce=HEX for an answer that carries its own host's attestation; of an earlier enclave boot;"
+    " or one the parent made)"
+)
+"""What a receipt that does not verify under the attested key may be (``verify-wallet``, ``verify-candidate``)."""
+
+
 def session_key_from_attestation(
     answer: Mapping[str, Any],
     *,
@@ -134,7 +142,9 @@ def verify_provision_receipt(
     try:
         stated = verify_receipt_bytes(receipt, signature, session_public_key)
     except ReceiptError as exc:
-        raise ProvisionVerificationError(f"{exc}: not signed by the attested enclave session key") from exc
+        raise ProvisionVerificationError(
+            f"{exc}: not signed by the attested enclave session key{OTHER_SESSION}"
+        ) from exc
     if stated.wallet_id != wallet_id:
         raise ProvisionVerificationError(f"the receipt is for wallet {stated.wallet_id!r}, not {wallet_id!r}")
     if stated.agent_public_key != agent:

@@ -123,6 +123,13 @@ class AttestationView(BaseModel):
     enclave_state: str
 
 
+_CARRIED_ATTESTATION = (
+    "asked with ?nonce=HEX: the attestation of the enclave that made this answer, over that nonce, taken just before "
+    "(verify the receipt with it: the waiaas owner verify-* command without --attestation; with several hosts a "
+    "separate GET /v1/attestation may come from another host); null without a nonce"
+)
+
+
 class Health(BaseModel):
     status: str
 
@@ -154,6 +161,7 @@ class CreatedWallet(BaseModel):
     provision_receipt_signature: str | None = Field(
         description="the session key's Ed25519 signature over the receipt (base64); null exactly when the receipt is"
     )
+    attestation: AttestationView | None = Field(default=None, description=_CARRIED_ATTESTATION)
 
 
 class SignedEnvelope(_Strict):
@@ -209,6 +217,29 @@ class FreezeState(BaseModel):
     session_public_key: str | None = Field(description=_SESSION_KEY)
 
 
+class HostOrderReceipt(BaseModel):
+    sequence: int = Field(description="the stored sequence of the wallet's last owner order of this kind (0: none)")
+    receipt: str | None = Field(
+        description=_ORDER_RECEIPT.format(flag="the store's state").replace(
+            "Null when the enclave did not acknowledge the order, or answered without a receipt",
+            "Null when this host's enclave session has no receipt of it (see docs/api.md, Order receipts)",
+        )
+    )
+    receipt_signature: str | None = Field(description=_RECEIPT_SIGNATURE)
+    session_public_key: str | None = Field(description=_SESSION_KEY)
+
+
+class HostOrderReceipts(BaseModel):
+    wallet_id: str
+    frozen: bool = Field(description="the store's flag (the parent's word)")
+    order: HostOrderReceipt = Field(description="the wallet's last freeze or unfreeze order")
+    policy: HostOrderReceipt = Field(description="the wallet's installed policy")
+    attestation: AttestationView = Field(
+        description="the attestation of the enclave that answered, over your nonce: verify the receipts with it "
+        "(waiaas owner verify-order --answer this-answer, without --attestation)"
+    )
+
+
 class WebhookBody(_Strict):
     url: str = Field(pattern=r"^https?://[\x21-\x7e]{1,2000}$")  # printable ASCII only: no spaces or controls
     secret: str = Field(min_length=24, max_length=344, pattern=BASE64, description="16-256 bytes, base64")
@@ -248,6 +279,7 @@ class AgentKeyCandidateView(BaseModel):
     agent_public_key: str = Field(description="the wallet's agent key the candidate will replace")
     candidate_public_key: str = Field(description="the new key: add it to the multisig in the rotation transaction")
     receipt: Receipt = Field(description="agent-key receipt (purpose agent_key_candidate) by the enclave session key")
+    attestation: AttestationView | None = Field(default=None, description=_CARRIED_ATTESTATION)
 
 
 class AgentKeyRotationBody(_Strict):

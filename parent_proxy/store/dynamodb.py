@@ -41,6 +41,7 @@ from parent_proxy.store.dynamodb_base import (
     get_opt_b,
     get_opt_s,
     get_s,
+    last_order_of,
     n,
     new_write_id,
     order_sequence_of,
@@ -143,6 +144,7 @@ class DynamoStore(DynamoOwnerChanges):
             get_opt_b(i, "policy_document"),
             get_i(i, "policy_sequence"),
             order_sequence_of(i),
+            last_order_of(i),
         )
 
     def set_frozen(self, wallet_id: str, frozen: bool, reason: str | None) -> None:

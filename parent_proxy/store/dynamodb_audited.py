@@ -14,7 +14,15 @@ from typing import Any
 
 from parent_proxy.errors import Conflict, InvalidInput, NotFound, StaleOrderSequence, StoreUnavailable
 from parent_proxy.store import validation as v
-from parent_proxy.store.dynamodb_base import CONDITION_FAILED, ConditionFailed, n, opt_s, order_sequence_of, s
+from parent_proxy.store.dynamodb_base import (
+    CONDITION_FAILED,
+    ConditionFailed,
+    n,
+    opt_s,
+    order_attributes,
+    order_sequence_of,
+    s,
+)
 from parent_proxy.store.dynamodb_idempotency import DynamoIdempotency
 from parent_proxy.store.model import (
     AuditRecord,
@@ -22,6 +30,7 @@ from parent_proxy.store.model import (
     CreateApproval,
     DecideApproval,
     OutboxItem,
+    OwnerOrder,
     RecordEvent,
     ReopenApproval,
     SetFrozen,
@@ -77,7 +86,8 @@ class DynamoAudited(DynamoIdempotency):
 
     def _set_frozen_action(self, f: SetFrozen) -> Any:
         """The wallet item's update; an owner order's sequence must be above the item's ``order_sequence`` (absent
-        on items written before it existed: no order accepted yet), which it replaces."""
+        on items written before it existed: no order accepted yet), which it replaces, and its envelope replaces
+        the last order's (`order_attributes`)."""
         update: dict[str, Any] = {
             "TableName": self._table,
             "Key": {"pk": s(f"W#{f.wallet_id}"), "sk": s("WALLET")},
@@ -86,9 +96,12 @@ class DynamoAudited(DynamoIdempotency):
             "ExpressionAttributeValues": {":f": {"BOOL": f.frozen}, ":r": opt_s(f.reason)},
         }
         if f.order_sequence is not None:
-            update["UpdateExpression"] += ", order_sequence = :q"
+            update["UpdateExpression"] += ", order_sequence = :q, order_envelope = :e, order_freeze = :z"
             update["ConditionExpression"] += " AND (attribute_not_exists(order_sequence) OR order_sequence < :q)"
-            update["ExpressionAttributeValues"][":q"] = n(f.order_sequence)
+            kept = order_attributes(None if f.order is None else OwnerOrder(f.frozen, f.order))
+            update["ExpressionAttributeValues"].update(
+                {":q": n(f.order_sequence), ":e": kept["order_envelope"], ":z": kept["order_freeze"]}
+            )
         return {"Update": update}
 
     def _frozen_refusal(self, f: SetFrozen) -> Exception:

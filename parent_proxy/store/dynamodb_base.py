@@ -6,7 +6,9 @@ items only (the CDK stack must create it that way; `create_table` does it for te
 ``tests/cdk/test_state_table_matches_store.py`` compares the two). Item layout:
 
     pk            sk                    item
-    W#<wallet>    WALLET                wallet fields + ``ledger_version`` (bumped by every reservation)
+    W#<wallet>    WALLET                wallet fields + ``ledger_version`` (bumped by every reservation); the
+                                        last owner order in ``order_envelope`` / ``order_freeze`` (absent on
+                                        items written before they were kept: no order)
     W#<wallet>    RT#<t>#<request>      reservation: amounts (JSON), created_at, status (keyed by time, so that a
                                         limit check reads only its window)
     W#<wallet>    R#<request>           the reservation's created_at (finds ``RT#`` by request id; unique ids)
@@ -68,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from parent_proxy.errors import Conflict, NotFound, StoreError, StoreOutcomeUnknown, StoreUnavailable
+from parent_proxy.store.model import OwnerOrder
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -256,6 +259,21 @@ def get_i(item: Mapping[str, Any], name: str) -> int:
 def order_sequence_of(wallet: Mapping[str, Any]) -> int:
     """A wallet item's last accepted owner order sequence; items written before it was kept have none (0)."""
     return get_i(wallet, "order_sequence") if "order_sequence" in wallet else 0
+
+
+def last_order_of(wallet: Mapping[str, Any]) -> OwnerOrder | None:
+    """A wallet item's last accepted owner order (``order_envelope``, ``order_freeze``); None when it has none, also
+    on items written before orders were kept."""
+    envelope = get_opt_b(wallet, "order_envelope")
+    return None if envelope is None else OwnerOrder(bool(wallet["order_freeze"]["BOOL"]), envelope)
+
+
+def order_attributes(order: OwnerOrder | None) -> dict[str, Any]:
+    """The wallet item's attributes holding ``order`` (NULL for none)."""
+    return {
+        "order_envelope": opt_b(None if order is None else order.envelope),
+        "order_freeze": {"NULL": True} if order is None else {"BOOL": order.freeze},
+    }
 
 
 def get_b(item: Mapping[str, Any], name: str) -> bytes:

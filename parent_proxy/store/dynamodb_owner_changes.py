@@ -19,6 +19,7 @@ from parent_proxy.store.dynamodb_base import (
     new_write_id,
     opt_b,
     opt_s,
+    order_attributes,
     s,
 )
 from parent_proxy.store.dynamodb_outbox import webhook_item
@@ -50,6 +51,7 @@ def wallet_item(w: Wallet, write_id: str) -> dict[str, Any]:
         "policy_document": opt_b(w.policy_document),
         "policy_sequence": n(w.policy_sequence),
         "order_sequence": n(w.order_sequence),
+        **order_attributes(w.last_order),
         "ledger_version": n(0),
         WRITE_ID: s(write_id),
     }

@@ -12,6 +12,16 @@ from typing import Literal
 
 
 @dataclass(frozen=True)
+class OwnerOrder:
+    """An owner freeze (``freeze``) or unfreeze order the parent accepted: its signed envelope as the proxy sent it
+    (canonical JSON bytes). Kept so that each host's enclave can be sent the wallet's last order
+    (`parent_proxy.enclave_relay`); not secret (the owner's signature over public fields)."""
+
+    freeze: bool
+    envelope: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Wallet:
     """A wallet as the parent knows it. Keys are 32-byte Ed25519 public keys; the vault is a 32-byte address."""
 
@@ -26,6 +36,8 @@ class Wallet:
     policy_sequence: int = 0
     order_sequence: int = 0
     """The sequence of the last owner freeze or unfreeze order the parent accepted (0: none yet)."""
+    last_order: OwnerOrder | None = None
+    """That order (None: none yet, or accepted before the store kept orders: SQLite schema 9)."""
 
 
 @dataclass(frozen=True)
@@ -221,12 +233,14 @@ class SetFrozen:
     """`Store.set_frozen`: freeze (a reason is required) or unfreeze (no reason) a wallet. ``order_sequence``: the
     owner's signed order this carries out, if any: the change is refused (`StaleOrderSequence`) unless it is above
     the wallet's last accepted one, which it becomes; a freeze of the parent's own (a denial burst, an attack)
-    carries none and leaves it as it is."""
+    carries none and leaves it as it is. ``order``: that order's envelope (only with ``order_sequence``), kept as
+    the wallet's `Wallet.last_order` (a freeze if ``frozen``); an order change without one keeps no envelope."""
 
     wallet_id: str
     frozen: bool
     reason: str | None
     order_sequence: int | None = None
+    order: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from parent_proxy.store.model import (
     InstallPolicy,
     IssuedToken,
     OutboxItem,
+    OwnerOrder,
     RecordEvent,
     ReopenApproval,
     Reservation,
@@ -132,10 +133,12 @@ class SqliteStore(SqliteApprovals):
     def _create_wallet_in(conn: sqlite3.Connection, w: Wallet) -> None:
         if conn.execute("SELECT 1 FROM wallets WHERE wallet_id = ?", (w.wallet_id,)).fetchone():
             raise Conflict(f"wallet {w.wallet_id} already exists")
+        order = w.last_order
         conn.execute(
-            "INSERT INTO wallets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO wallets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (w.wallet_id, w.agent_pubkey, w.owner_pubkey, w.vault_address, w.sealed_key, int(w.frozen),
-             w.frozen_reason, w.policy_document, w.policy_sequence, w.order_sequence),
+             w.frozen_reason, w.policy_document, w.policy_sequence, w.order_sequence,
+             None if order is None else order.envelope, None if order is None else int(order.freeze)),
         )  # fmt: skip
 
     def get_wallet(self, wallet_id: str) -> Wallet:
@@ -144,7 +147,8 @@ class SqliteStore(SqliteApprovals):
             row = conn.execute("SELECT * FROM wallets WHERE wallet_id = ?", (wallet_id,)).fetchone()
         if row is None:
             raise NotFound(f"wallet {wallet_id} not found")
-        return Wallet(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7], row[8], row[9])
+        order = None if row[10] is None else OwnerOrder(bool(row[11]), row[10])
+        return Wallet(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7], row[8], row[9], order)
 
     def set_frozen(self, wallet_id: str, frozen: bool, reason: str | None) -> None:
         v.check_id("wallet_id", wallet_id)
@@ -157,12 +161,20 @@ class SqliteStore(SqliteApprovals):
         row = conn.execute("SELECT order_sequence FROM wallets WHERE wallet_id = ?", (f.wallet_id,)).fetchone()
         if row is None:
             raise NotFound(f"wallet {f.wallet_id} not found")
-        if f.order_sequence is not None and f.order_sequence <= row[0]:
+        if f.order_sequence is None:  # a freeze of the parent's own: the last order stays as it is
+            conn.execute(
+                "UPDATE wallets SET frozen = ?, frozen_reason = ? WHERE wallet_id = ?",
+                (int(f.frozen), f.reason, f.wallet_id),
+            )
+            return
+        if f.order_sequence <= row[0]:
             raise StaleOrderSequence(f.wallet_id, f.order_sequence, row[0])
         conn.execute(
-            "UPDATE wallets SET frozen = ?, frozen_reason = ?, order_sequence = ? WHERE wallet_id = ?",
-            (int(f.frozen), f.reason, row[0] if f.order_sequence is None else f.order_sequence, f.wallet_id),
-        )
+            "UPDATE wallets SET frozen = ?, frozen_reason = ?, order_sequence = ?, order_envelope = ?, order_freeze = ?"
+            " WHERE wallet_id = ?",
+            (int(f.frozen), f.reason, f.order_sequence, f.order, None if f.order is None else int(f.frozen),
+             f.wallet_id),
+        )  # fmt: skip
 
     def install_policy(self, wallet_id: str, document: bytes, sequence: int) -> None:
         v.check_id("wallet_id", wallet_id)

@@ -24,6 +24,7 @@ from parent_proxy.store.sqlite_schema import (
     SCHEMA_VERSION,
     SYNCHRONOUS_FULL,
     SYNCHRONOUS_NORMAL,
+    add_order_envelope,
     add_order_sequence,
 )
 
@@ -60,7 +61,7 @@ class SqliteBase:
         self._lock = threading.Lock()
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, 3, 4, 5, 6, 7, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, 4, 5, 6, 7, 8, SCHEMA_VERSION):
                 raise StoreUnavailable(f"unknown schema version {version} in {self._path}")
             if version == 2:  # version 2's running totals were keyed by the REAL time (see `sqlite_spend`)
                 conn.execute("DROP TABLE IF EXISTS spend")
@@ -68,6 +69,7 @@ class SqliteBase:
             outbox.migrate(conn)  # versions 1 to 4 claimed the outbox by the REAL time
             conn.execute("DROP INDEX IF EXISTS reservations_by_time")  # unused since version 2 (totals in ``spend``)
             add_order_sequence(conn)  # versions 1 to 6 kept no owner order sequence
+            add_order_envelope(conn)  # versions 1 to 8 kept no owner order
             for statement in SCHEMA:  # also creates the tables older versions lack (agent keys: 6, creation nonces: 8)
                 conn.execute(statement)
             if version in (1, 2):  # running window totals, computed once from the reservations

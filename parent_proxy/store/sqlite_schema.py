@@ -8,7 +8,9 @@ is claimed by ``due`` (`time_key` of ``next_attempt_at``; `sqlite_outbox_due.mig
 version-5 database migrates by creating them; 7 + ``wallets.order_sequence`` (the last owner freeze order accepted;
 `add_order_sequence` adds it, 0, to an older ``wallets``) and the ``outbox_leased`` index (the claim's one item per
 wallet; created like every index, on open); 8 + ``creation_nonces`` (`sqlite_creation_nonces`): a new table only, so
-a version-7 database migrates by creating it.
+a version-7 database migrates by creating it; 9 + ``wallets.order_envelope`` and ``wallets.order_freeze`` (the last
+owner order accepted, as sent, and whether it is a freeze; `add_order_envelope` adds them, NULL, to an older
+``wallets``: no order kept).
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -23,7 +25,7 @@ import sqlite3
 
 from parent_proxy.store import sqlite_agent_keys, sqlite_creation_nonces, sqlite_events, sqlite_spend
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -37,7 +39,7 @@ SCHEMA = (
         wallet_id TEXT PRIMARY KEY, agent_pubkey BLOB NOT NULL, owner_pubkey BLOB NOT NULL,
         vault_address BLOB NOT NULL, sealed_key BLOB NOT NULL, frozen INTEGER NOT NULL,
         frozen_reason TEXT, policy_document BLOB, policy_sequence INTEGER NOT NULL,
-        order_sequence INTEGER NOT NULL DEFAULT 0)""",
+        order_sequence INTEGER NOT NULL DEFAULT 0, order_envelope BLOB, order_freeze INTEGER)""",
     """CREATE TABLE IF NOT EXISTS tokens (
         token_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
         secret_hash BLOB NOT NULL, created_at REAL NOT NULL, revoked_at REAL)""",
@@ -84,3 +86,13 @@ def add_order_sequence(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(wallets)")}
     if columns and "order_sequence" not in columns:
         conn.execute("ALTER TABLE wallets ADD COLUMN order_sequence INTEGER NOT NULL DEFAULT 0")
+
+
+def add_order_envelope(conn: sqlite3.Connection) -> None:
+    """Give a ``wallets`` table of versions 1 to 8 its ``order_envelope`` and ``order_freeze`` columns (NULL: the
+    last order was not kept; `EnclaveRelay` then relies on the load's frozen flag, as before). After
+    `add_order_sequence`, so the columns keep the order of `SCHEMA`'s table. A no-op on a new or migrated database."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(wallets)")}
+    if columns and "order_envelope" not in columns:
+        conn.execute("ALTER TABLE wallets ADD COLUMN order_envelope BLOB")
+        conn.execute("ALTER TABLE wallets ADD COLUMN order_freeze INTEGER")

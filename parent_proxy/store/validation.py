@@ -27,6 +27,7 @@ from parent_proxy.store.model import (
     InstallPolicy,
     OutboxItem,
     OutboxStatus,
+    OwnerOrder,
     RecordEvent,
     ReopenApproval,
     RevokeToken,
@@ -66,6 +67,9 @@ MAX_PENDING_BOUND = 10_000
 """Largest bound on a wallet's pending approvals a `CreateApproval` may ask for (the proxy asks for 100)."""
 MAX_ORDER_SEQUENCE = 2**53
 """Largest owner order sequence (the orders' own bound, `policies.orders.MAX_SEQUENCE`; a test keeps them equal)."""
+MAX_ORDER_BYTES = 4 * 1024
+"""Largest owner order envelope kept (a freeze order is three small fields and a signature, under 300 bytes as the
+proxy re-serializes it)."""
 
 
 def check_id(field: str, value: object) -> str:
@@ -161,7 +165,21 @@ def check_wallet(wallet: object) -> Wallet:
         check_blob("policy_document", wallet.policy_document)
     check_count("policy_sequence", wallet.policy_sequence)
     check_count("order_sequence", wallet.order_sequence, maximum=MAX_ORDER_SEQUENCE)
+    if wallet.last_order is not None:
+        if not isinstance(wallet.last_order, OwnerOrder) or not isinstance(wallet.last_order.freeze, bool):
+            raise InvalidInput("last_order", "must be an OwnerOrder")
+        check_order("last_order", wallet.last_order.envelope, wallet.order_sequence)
     return wallet
+
+
+def check_order(field: str, envelope: object, sequence: int | None) -> bytes:
+    """An owner order's envelope, kept with the order's sequence (``sequence``: None or 0 when there is none)."""
+    if not sequence:
+        raise InvalidInput(field, "an order envelope goes with its order sequence")
+    kept = check_blob(field, envelope, max_bytes=MAX_ORDER_BYTES)
+    if not kept:
+        raise InvalidInput(field, "must not be empty")
+    return kept
 
 
 def check_pubkey(field: str, value: object) -> bytes:
@@ -318,11 +336,13 @@ def check_change(change: object) -> StateChange:
             return RevokeToken(token_id, wallet_id, check_time("now", now))
         case SetWebhook(config=config):
             return SetWebhook(check_webhook(config))
-        case SetFrozen(wallet_id=wallet_id, frozen=frozen, reason=reason, order_sequence=order_sequence):
+        case SetFrozen(wallet_id=wallet_id, frozen=frozen, reason=reason, order_sequence=order_sequence, order=order):
             check_id("wallet_id", wallet_id)
             check_frozen(frozen, reason)
             if order_sequence is not None:
                 check_count("order_sequence", order_sequence, minimum=1, maximum=MAX_ORDER_SEQUENCE)
+            if order is not None:
+                check_order("order", order, order_sequence)
             return change
         case RecordEvent(wallet_id=wallet_id, kind=kind, at=at):
             check_id("wallet_id", wallet_id)

@@ -120,3 +120,26 @@ def test_bad_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 2 and "--candidate: not a JSON object" in capsys.readouterr().err
     code, _, err = _cli(capsys, tmp_path, _answer(), UNATTESTED, extra=("--nonce", "zz"))
     assert code == 2 and "--nonce is not hex" in err
+
+
+def test_a_candidate_verifies_from_its_own_answer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Asked with ``?nonce=``, the candidate answer carries the attestation of the enclave that made it (the same
+    host, in one exchange): ``verify-candidate`` checks it without ``--attestation``; an answer without one and no
+    ``--attestation`` is bad input."""
+    nsm = UnsafeDevelopmentNsm(pcrs={0: PCR0})
+    (tmp_path / "root.pem").write_bytes(nsm.root_certificate_pem)
+    trust = ("--root-pem", str(tmp_path / "root.pem"), "--pcr", f"0={PCR0.hex()}", "--nonce", NONCE)
+    for h in running_harness(tmp_path, nsm=nsm):
+        multisig_wallet(h)
+        made = h.owner_call("POST", agent_key_path(h, f"/candidate?nonce={NONCE}"))
+        assert made.status_code == 201, made.text
+        assert made.json()["attestation"]["mode"] == "nitro"
+        (tmp_path / "candidate.json").write_text(json.dumps(made.json()))
+        keys = ("--wallet-id", h.wallet_id, "--agent-key", str(h.agent), "--owner-public-key", str(h.owner_pub))
+        command = ["owner", "verify-candidate", "--candidate", str(tmp_path / "candidate.json"), *keys, *trust]
+        code = main(command)
+        out, err = capsys.readouterr()
+        assert code == 0 and f"candidate agent key {made.json()['candidate_public_key']}" in out, err
+        (tmp_path / "candidate.json").write_text(json.dumps({**made.json(), "attestation": None}))
+        code = main(command)
+        assert code == 2 and "give --attestation, or an answer that carries" in capsys.readouterr().err

@@ -18,10 +18,10 @@ from enclave_app.order_receipts import OrderReceipt
 from enclave_app.protocol import EnclaveState, StatusResponse, WalletFrozenResponse
 from enclave_app.receipts import ORDER_RECEIPT_DOMAIN
 from parent_proxy.api_errors import ApiError
-from parent_proxy.enclave_relay import AppliedOrder
 from parent_proxy.enclave_sessions import Checked
 from parent_proxy.errors import StoreUnavailable
 from parent_proxy.order_receipts import ExpectedOrder, receipt_fields
+from parent_proxy.relay_orders import AppliedOrder
 from tests.proxy.api_harness import Harness, provision, running_harness
 from tests.proxy.harness_calls import order, send
 from tests.proxy.stand_in import StandIn
