@@ -32,7 +32,8 @@ from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.
                                                          (its order receipt; no key needed):
                                                          `parent_proxy.owner_verify_order_cli`
 
-Exit codes: 0 done, 1 the server refused (``call``, ``check-multisig --url``), the chain could not be read
+Exit codes: 0 done, 1 the server refused or could not be reached (``call``, ``check-multisig --url``: the request
+was signed and maybe sent, so it is not bad input; signed again, it is a new request), the chain could not be read
 (``check-multisig --rpc-url``, rotation), the multisig does not conform (``check-multisig``) or the key or order
 did not verify (``verify-*``), 2 bad input (a policy file whose signature does not verify against the owner key
 included) or the key could not be used. Key material and
@@ -248,17 +249,25 @@ def run(args: argparse.Namespace) -> int:
             return check_multisig(args, signer)
         else:
             return call(args, signer)
+    except ProxyUnreachable as exc:
+        sys.stderr.write(safe_line(f"owner {args.owner_command}: {exc}"))
+        return EXIT_REFUSED
     except (OwnerInputError, OwnerKeyError, PolicyEngineError, OSError) as exc:
         sys.stderr.write(safe_line(f"owner {args.owner_command}: {exc}"))
         return EXIT_BAD_INPUT
     return EXIT_OK
 
 
+class ProxyUnreachable(Exception):
+    """The signed request got no answer (connection refused, a timeout, a TLS failure): exit `EXIT_REFUSED`."""
+
+
 def _send(
     signer: OwnerSigner, url: str, method: str, path: str, body: bytes, *, client: httpx.Client | None = None
 ) -> httpx.Response:
     """An owner-signed request, for the deployment at ``url`` (the owner's own ``--url``: its origin is the audience
-    signed, `parent_proxy.owner_auth.url_origin`); `OwnerInputError` if it could not be sent."""
+    signed, `parent_proxy.owner_auth.url_origin`); `OwnerInputError` for a ``--url`` without an origin,
+    `ProxyUnreachable` if no answer came."""
     try:
         audience = url_origin(url)
     except OriginError as exc:
@@ -271,7 +280,7 @@ def _send(
     try:
         return http.request(method, url.rstrip("/") + path, content=body, headers=headers)
     except httpx.HTTPError as exc:
-        raise OwnerInputError(f"request failed: {type(exc).__name__}") from exc
+        raise ProxyUnreachable(f"request failed: {type(exc).__name__}") from exc
     finally:
         if client is None:
             http.close()

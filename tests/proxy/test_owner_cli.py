@@ -34,6 +34,7 @@ from policies.cli import main
 from policies.document import MAX_SAFE_INT
 from policies.orders import MAX_SEQUENCE, check_approval, check_freeze_order
 from policies.signing import POLICY_PURPOSE, load_signed_policy
+from selfhost.local_stack import free_port
 from tests.proxy.hooked_client import record_signs
 from tests.support.policies import EXAMPLE_PATH, MERCHANT, example_policy, owner_public_key
 
@@ -338,3 +339,21 @@ def test_cli_keypair_honours_the_pin(
     mine = str(owner_public_key(key))
     code, out, _ = run_cli(capsys, "owner", "--keypair", str(path), "--owner-public-key", mine, "pubkey")
     assert code == 0 and out.strip() == mine
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["call", "--url", "{url}", "GET", "/v1/wallets/w1"], ["check-multisig", "--url", "{url}", "--wallet", "w1"]],
+    ids=["call", "check-multisig"],
+)
+def test_a_proxy_that_cannot_be_reached_is_exit_1_not_bad_input(
+    argv: list[str], keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review finding: a connection failure exited 2 ("bad input"); the command line was right and the request was
+    signed, so it is 1, as for a refusal: the answer could not be had."""
+    path, _ = keypair
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code = main(["owner", "--keypair", str(path), *[a.replace("{url}", url) for a in argv]])
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert f"owner {argv[0]}: request failed: ConnectError" in err
