@@ -14,17 +14,15 @@ from typing import Any
 import pytest
 
 from parent_proxy import audit_export_cli
-from parent_proxy.audit import AuditLog
 from parent_proxy.audit_export_cli import export_new_records
 from parent_proxy.audit_exports import decode_export, parse_export_name
 from parent_proxy.audit_source import SqliteAuditSource
-from parent_proxy.clock import SystemClock
 from parent_proxy.data_bucket import DataBucket, s3_client
 from parent_proxy.store.model import GENESIS_PREV_HASH
-from parent_proxy.store.sqlite import SqliteStore
 from policies.cli import main
 from tests.proxy.audit_log_rewrites import copy_of, read, real_log, rewrite, with_payload
 from tests.proxy.locked_bucket import BUCKET, REGION, body, keys, locked_bucket
+from tests.support.audit_export_runs import new_log
 
 BUCKET_ARG = f"{BUCKET}@{REGION}"
 
@@ -68,15 +66,6 @@ def download(s3: Any, directory: Path, prefix: str = "audit/") -> Path:
     return directory
 
 
-def append(db: Path, count: int) -> None:
-    store = SqliteStore(db)
-    try:
-        for i in range(count):
-            AuditLog(store, SystemClock()).append("test.appended", {"n": i})
-    finally:
-        store.close()
-
-
 def exported(s3: Any, prefix: str = "audit/") -> list[tuple[int, int]]:
     names = [parse_export_name(key.removeprefix(prefix)) for key in keys(s3, prefix)]
     return [(n.first_seq, n.last_seq) for n in names if n is not None]
@@ -98,7 +87,7 @@ def test_the_first_export_holds_the_log_and_the_next_only_what_was_appended(
     name = parse_export_name(key.removeprefix("audit/"))
     assert name is not None and decode_export(key, name, body(s3, key)).records == tuple(records)
 
-    append(db, 2)
+    new_log(db, 2)
     code, out, _ = export(capsys, db)
     assert code == 0 and f"records {n + 1}-{n + 2}" in out, out
     assert exported(s3) == [(1, n), (n + 1, n + 2)]
@@ -135,7 +124,7 @@ def test_the_exporter_refuses_a_history_rewritten_after_its_export(
     assert export(capsys, db)[0] == 0
     before = keys(s3, "audit/")
     _rewritten(db)
-    append(db, 1)
+    new_log(db, 1)
     code, _, err = export(capsys, db)
     assert code == 1 and "FAILED" in err and "the history was rewritten after it was exported" in err, err
     assert keys(s3, "audit/") == before  # nothing of the rewritten history was exported
@@ -153,7 +142,7 @@ def test_verify_with_the_exports_catches_a_rewritten_and_rechained_history(
 ) -> None:
     n = len(read(db))
     assert export(capsys, db)[0] == 0
-    append(db, 2)
+    new_log(db, 2)
     exports = download(s3, db.parent / "exports")
     code, out, _ = verify(capsys, db, exports)
     assert code == 0 and f"exports OK: 1 exports agree with the log up to seq {n}; seqs {n + 1}-{n + 2} not " \

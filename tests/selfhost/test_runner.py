@@ -265,10 +265,9 @@ class _Captured(Exception):
     """Raised by the stand-in for run_stack once it has seen the model (nothing is started)."""
 
 
-@pytest.mark.parametrize("allow", [False, True])
-def test_run_local_hands_the_webhook_setting_to_the_proxy_through_the_compose_file(
-    allow: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _compose_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **run_local_args: Any) -> dict[str, Any]:
+    """The compose model `run_local` (one generated owner key, a free port unless given) would start: `run_stack`
+    captures it and stops there, and no local chain is started (its URL is ``http://127.0.0.1:2/``)."""
     seen: list[dict[str, Any]] = []
 
     def capture(model: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -276,16 +275,20 @@ def test_run_local_hands_the_webhook_setting_to_the_proxy_through_the_compose_fi
         raise _Captured
 
     monkeypatch.setattr(deployment, "run_stack", capture)
+    monkeypatch.setattr(deployment, "start_local_chain", lambda *args: "http://127.0.0.1:2/")
     owner = str(Pubkey.from_bytes(Ed25519PrivateKey.generate().public_key().public_bytes_raw()))
-    with (
-        pytest.raises(_Captured),
-        run_local(
-            tmp_path / "state", owner_keys=[owner], port=free_port(), rpc_url="http://127.0.0.1:1/",
-            webhook_allow_private=allow,
-        ),
-    ):  # fmt: skip
+    run_local_args.setdefault("port", free_port())
+    with pytest.raises(_Captured), run_local(tmp_path / "state", owner_keys=[owner], **run_local_args):
         pass
-    environment = seen[0]["services"]["proxy"]["environment"]
+    return seen[0]
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_run_local_hands_the_webhook_setting_to_the_proxy_through_the_compose_file(
+    allow: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _compose_model(tmp_path, monkeypatch, rpc_url="http://127.0.0.1:1/", webhook_allow_private=allow)
+    environment = model["services"]["proxy"]["environment"]
     assert environment["WAIAAS_WEBHOOK_ALLOW_PRIVATE"] == ("true" if allow else "false")
 
 
@@ -296,21 +299,11 @@ def test_run_local_requires_a_multisig_except_on_its_local_chain(
     """The local chain has no Squads program: only there do the proxy and the signer run without requiring a
     multisig in every policy (and the deployment says so); with an RPC URL the compose file's default, true,
     stands."""
-    seen: list[dict[str, Any]] = []
-
-    def capture(model: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        seen.append(model)
-        raise _Captured
-
-    monkeypatch.setattr(deployment, "run_stack", capture)
-    monkeypatch.setattr(deployment, "start_local_chain", lambda *args: "http://127.0.0.1:2/")  # nothing started
-    owner = str(Pubkey.from_bytes(Ed25519PrivateKey.generate().public_key().public_bytes_raw()))
-    with pytest.raises(_Captured), run_local(tmp_path / "state", owner_keys=[owner], port=free_port(), rpc_url=rpc_url):
-        pass
-    environment = seen[0]["services"]["proxy"]["environment"]
+    model = _compose_model(tmp_path, monkeypatch, rpc_url=rpc_url)
+    environment = model["services"]["proxy"]["environment"]
     assert environment["WAIAAS_REQUIRE_MULTISIG"] == ("false" if rpc_url is None else "true")
     assert environment["WAIAAS_CHAIN"] == f"rpc:{rpc_url or 'http://127.0.0.1:2/'}"
-    signer = seen[0]["services"]["signer"]["environment"]  # the signer enforces the same requirement
+    signer = model["services"]["signer"]["environment"]  # the signer enforces the same requirement
     assert signer["WAIAAS_ENCLAVE_REQUIRE_MULTISIG"] == environment["WAIAAS_REQUIRE_MULTISIG"]
 
 
@@ -337,19 +330,9 @@ def test_run_local_accepts_owner_requests_signed_for_its_loopback_origins(
 ) -> None:
     """Owner requests are signed for the origin they are sent to (`parent_proxy.owner_auth`): the proxy of
     ``run_local`` accepts the two names of its published loopback address, ``api_url``'s among them, and no other."""
-    seen: list[dict[str, Any]] = []
-
-    def capture(model: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        seen.append(model)
-        raise _Captured
-
-    monkeypatch.setattr(deployment, "run_stack", capture)
-    monkeypatch.setattr(deployment, "start_local_chain", lambda *args: "http://127.0.0.1:2/")  # nothing started
-    owner = str(Pubkey.from_bytes(Ed25519PrivateKey.generate().public_key().public_bytes_raw()))
     port = free_port()
-    with pytest.raises(_Captured), run_local(tmp_path / "state", owner_keys=[owner], port=port):
-        pass
-    origins = seen[0]["services"]["proxy"]["environment"]["WAIAAS_PUBLIC_ORIGINS"].split(",")
+    model = _compose_model(tmp_path, monkeypatch, port=port)
+    origins = model["services"]["proxy"]["environment"]["WAIAAS_PUBLIC_ORIGINS"].split(",")
     assert origins == [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
     assert [normalize_origin(origin) for origin in origins] == origins  # the proxy's normal form already
     assert url_origin(f"http://127.0.0.1:{port}") in origins  # what `Deployment.api_url` signs for
