@@ -8,10 +8,11 @@ nothing migrated or written), so a backup on read-only storage can be verified a
 deployment's DynamoDB table, by ``Query``. ``--expect-head`` is a head reported by an earlier verification and kept
 elsewhere: the chain must still hold it. ``--exports DIR`` holds the audit exports downloaded from the data bucket
 (`parent_proxy.audit_exports`): every exported record must be the log's record at its seq, so a history rewritten or
-cut short after an export fails. ``--receipts`` also checks every enclave receipt in
-the log against the session key of the latest ``enclave.session`` record before it, that every signed record has
-one, that each session's receipt counters have no gap (``--allow-gaps`` reports them instead), and those records'
-attestation documents against ``--root-pem`` and ``--pcr`` when given (`parent_proxy.audit_receipts`).
+cut short after an export fails. ``--receipts`` also checks every enclave receipt in the log against the session
+keys of the ``enclave.session`` records before it (a fleet's hosts interleave their sessions in one log:
+`parent_proxy.audit_session_keys`), that every signed record has one, that each session's receipt counters have no
+gap (``--allow-gaps`` reports them instead), and those records' attestation documents against ``--root-pem`` and
+``--pcr`` when given (`parent_proxy.audit_receipts`).
 With that anchor every session key must be attested: a session record in mode none fails (the anchor implies
 ``--require-attestation``, which is kept as an explicit spelling and needs the root and PCRs; so does
 ``--allow-debug``). Without an anchor, mode none records pass and the output says nothing was anchored (self-host

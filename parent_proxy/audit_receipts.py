@@ -1,8 +1,12 @@
 """The audit log's receipts checked against the enclave session keys it records (``waiaas audit verify --receipts``).
 
 The proxy writes an ``enclave.session`` record (`parent_proxy.enclave_sessions`) before the first receipt of each
-enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain already verified
-(`parent_proxy.audit.verify_audit_chain`) and raises `AuditChainError` at the first record that fails:
+enclave boot it sees. Several boots can be in force over one log at once: the hosts of a fleet, each a proxy and its
+own enclave over one store, or several proxy processes on one host across an enclave restart. Their session records
+and receipts interleave, so a receipt is checked under the key of whichever session record before it signed it
+(`parent_proxy.audit_session_keys`), not only the latest one. :func:`verify_audit_receipts` walks a log whose hash
+chain already verified (`parent_proxy.audit.verify_audit_chain`) and raises `AuditChainError` at the first record
+that fails:
 
 1. ``enclave.session``: the payload has the documented fields and types (a 32-byte base58 key, mode ``nitro`` with
    a base64 document or ``none`` without one, a hex nonce).
@@ -15,7 +19,8 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
    implies ``require_attestation``: otherwise a parent could append a session record of its own in mode ``none``
    and receipts it signs itself, and the anchored check would pass) or when ``require_attestation``.
 2. A record holding a receipt (field = receipt + 64-byte signature): there is an ``enclave.session`` record before
-   it; the receipt verifies under the key of the latest one (`enclave_app.receipts.verify_receipt`); its counter
+   it; the receipt verifies under the key of one of them (`enclave_app.receipts.verify_receipt`; a receipt signed
+   by no recorded key fails, and so does one signed by the key of a session record after it); its counter
    was not recorded before under the same session key (a copied receipt); the payload states the message the
    receipt is about (``message_sha256``, 32 bytes in hex: every record the proxy writes with a receipt has it);
    and the receipt agrees with the record by the rule the proxy applied when it arrived
@@ -26,26 +31,28 @@ enclave boot it sees. :func:`verify_audit_receipts` walks a log whose hash chain
    `parent_proxy.enclave_sessions.RECEIPT_TIME_TOLERANCE_SECONDS` of the receipt's).
 3. A ``transaction.signed`` or ``message.signed`` record holds a receipt: the proxy never hands out a signature
    without one, so a signed record without a receipt is a record the enclave did not vouch for.
-4. Within each session, the receipt counters run from 1 without a gap: a missing counter is a receipt the enclave
-   issued and the log does not hold (a signature withheld from the log, or an answer the proxy refused or lost).
+4. Within each session (each session key, however its receipts interleave with other sessions' in the log), the
+   receipt counters run from 1 without a gap: a missing counter is a receipt the enclave issued and the log does
+   not hold (a signature withheld from the log, or an answer the proxy refused or lost).
    Refused unless gaps are allowed (``allow_gaps``: after the operator has matched them with ``*.failed`` records).
 
 5. ``agent_key.candidate``, ``agent_key.rotation_signed`` and ``agent_key.switched`` (agent-key rotation): the
    payload holds an agent-key receipt (``receipt``, base64, and ``receipt_signature``, base58) that verifies under
-   the latest session key (`enclave_app.receipts.verify_agent_key_receipt`) and states what the record does, by
-   the rule the proxy applied when it arrived (`parent_proxy.agent_key_receipts.ExpectedAgentKey`: the event's
-   purpose, the record's wallet, the payload's agent key and new key, owner key, for a rotation its
-   ``message_sha256``, and the record's time). These receipts have no counter; the same one recorded twice fails.
+   the key of a session record before it, as in step 2 (`enclave_app.receipts.verify_agent_key_receipt`), and
+   states what the record does, by the rule the proxy applied when it arrived
+   (`parent_proxy.agent_key_receipts.ExpectedAgentKey`: the event's purpose, the record's wallet, the payload's
+   agent key and new key, owner key, for a rotation its ``message_sha256``, and the record's time). These receipts
+   have no counter; the same one recorded twice fails.
 
 6. ``policy.enclave_installed``, ``wallet.enclave_frozen`` and ``wallet.enclave_unfrozen`` (an owner order the
    enclave applied, `parent_proxy.order_receipts`): the record's receipt field holds an order receipt that verifies
-   under the latest session key (`enclave_app.order_receipts.verify_order_receipt`) and states what the record does,
-   by the rule the proxy applied when it arrived (`parent_proxy.order_receipts.ExpectedOrder`: the event's purpose,
-   the record's wallet, the payload's ``sequence`` and ``document_sha256``, and the record's time); the payload is
-   exactly what the receipt states (`parent_proxy.order_receipts.order_payload`), besides ``envelope_sha256``, the
-   proxy's pointer to the order's own record (covered by the hash chain only). Order receipts take their counters
-   from the session's one sequence: they count in step 4 with the decision receipts, and a counter recorded twice
-   fails here as there.
+   under the key of a session record before it, as in step 2 (`enclave_app.order_receipts.verify_order_receipt`),
+   and states what the record does, by the rule the proxy applied when it arrived
+   (`parent_proxy.order_receipts.ExpectedOrder`: the event's purpose, the record's wallet, the payload's
+   ``sequence`` and ``document_sha256``, and the record's time); the payload is exactly what the receipt states
+   (`parent_proxy.order_receipts.order_payload`), besides ``envelope_sha256``, the proxy's pointer to the order's
+   own record (covered by the hash chain only). Order receipts take their counters from the session's one
+   sequence: they count in step 4 with the decision receipts, and a counter recorded twice fails here as there.
 
 What this cannot show (the parent writes the log and can re-chain it, so only what it cannot forge counts):
 receipts missing after the last recorded one of a session (the enclave's final counter is known to nobody but the
@@ -77,6 +84,7 @@ from enclave_app.errors import ReceiptError
 from enclave_app.receipts import verify_receipt
 from parent_proxy.agent_key_receipts import AGENT_KEY_EVENT_PURPOSES, ExpectedAgentKey
 from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
+from parent_proxy.audit_session_keys import RecordedKey, SessionKeys
 from parent_proxy.enclave_sessions import (
     ENCLAVE_SESSION_EVENT,
     Expected,
@@ -125,12 +133,6 @@ class ReceiptsReport:
     ``allow_gaps`` (else the first gap fails the check)."""
     _counters: dict[bytes, set[int]] = field(default_factory=dict, repr=False)
     _agent_key_receipts: set[bytes] = field(default_factory=set, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class _Session:
-    seq: int
-    key: bytes
 
 
 def _fail(record: AuditRecord, reason: str) -> AuditChainError:
@@ -204,13 +206,13 @@ def _recorded_message_hash(record: AuditRecord, payload: object) -> bytes:
     return digest
 
 
-def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsReport) -> None:
+def _receipt(record: AuditRecord, sessions: SessionKeys, report: ReceiptsReport) -> None:
     """Steps 2 and 3 for one record."""
     if record.receipt is None:
         if record.event_type in SIGNED_EVENTS:
             raise _fail(record, f"{record.event_type} record without the enclave's receipt")
         return
-    if session is None:
+    if not sessions:
         raise _fail(record, "receipt recorded before any enclave.session record")
     prefix = record.event_type.partition(".")[0]
     kind = RECEIPT_KINDS.get(prefix)
@@ -218,9 +220,9 @@ def _receipt(record: AuditRecord, session: _Session | None, report: ReceiptsRepo
         raise _fail(record, f"unexpected receipt on a {record.event_type} record")
     try:
         receipt, signature = split_receipt(record.receipt)
-        stated = verify_receipt(receipt, signature, session.key)
     except ReceiptError as exc:
-        raise _fail(record, f"receipt not signed by the session key of seq {session.seq}") from exc
+        raise _fail(record, f"receipt field unreadable: {exc}") from exc
+    session, stated = sessions.signer(record, lambda key: verify_receipt(receipt, signature, key), kind="")
     if stated.counter in report._counters.get(session.key, ()):
         raise _fail(record, _twice(stated.counter, session))
     payload = json.loads(record.payload)
@@ -243,7 +245,7 @@ _AGENT_KEY_PAYLOAD_KEYS = {
 }
 
 
-def _agent_key_receipt(record: AuditRecord, session: _Session | None, report: ReceiptsReport) -> None:
+def _agent_key_receipt(record: AuditRecord, sessions: SessionKeys, report: ReceiptsReport) -> None:
     """Step 5 for one ``agent_key.*`` record that must hold a receipt."""
     if record.receipt is not None:
         raise _fail(record, f"unexpected receipt field on a {record.event_type} record (it goes in the payload)")
@@ -258,11 +260,11 @@ def _agent_key_receipt(record: AuditRecord, session: _Session | None, report: Re
         keys = [bytes(Pubkey.from_string(payload[name])) for name in (old_field, new_field, "owner_public_key")]
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise _fail(record, f"{record.event_type} record without a readable agent-key receipt and keys") from exc
-    if session is None:
+    if not sessions:
         raise _fail(record, "agent-key receipt recorded before any enclave.session record")
     message_hash = _recorded_message_hash(record, payload) if purpose == "agent_key_rotation" else None
     expected = ExpectedAgentKey(purpose, record.wallet_id or "", keys[0], keys[1], keys[2], message_hash)
-    _checked(record, session, expected, receipt, signature, kind="agent-key")
+    _checked(record, sessions, expected, receipt, signature, kind="agent-key")
     digest = hashlib.sha256(receipt).digest()
     if digest in report._agent_key_receipts:
         raise _fail(record, "agent-key receipt recorded twice")
@@ -271,28 +273,25 @@ def _agent_key_receipt(record: AuditRecord, session: _Session | None, report: Re
 
 
 def _checked(
-    record: AuditRecord, session: _Session, expected: ReceiptExpectation[R], receipt: bytes, signature: bytes, *,
+    record: AuditRecord, sessions: SessionKeys, expected: ReceiptExpectation[R], receipt: bytes, signature: bytes, *,
     kind: str,
-) -> R:  # fmt: skip
-    """The ``kind`` receipt (``agent-key``, ``order``) of ``record``, if the session's key signed it and it states
-    what ``expected`` (read from the record) says, by the rule the proxy applied (steps 5 and 6); else
-    `AuditChainError`."""
-    try:
-        stated = expected.verify(receipt, signature, session.key)
-    except ReceiptError as exc:
-        raise _fail(record, f"{kind} receipt not signed by the session key of seq {session.seq}") from exc
+) -> tuple[RecordedKey, R]:  # fmt: skip
+    """The ``kind`` receipt (``agent-key``, ``order``) of ``record`` and the session key that signed it, if a key
+    recorded before it signed it and it states what ``expected`` (read from the record) says, by the rule the proxy
+    applied (steps 5 and 6); else `AuditChainError`."""
+    session, stated = sessions.signer(record, lambda key: expected.verify(receipt, signature, key), kind=f"{kind} ")
     try:
         expected.check(stated, at=record.time)
     except ReceiptError as exc:
         raise _fail(record, f"{kind} receipt disagrees with the record: {exc}") from exc
-    return stated
+    return session, stated
 
 
-def _twice(counter: int, session: _Session) -> str:
+def _twice(counter: int, session: RecordedKey) -> str:
     return f"receipt counter {counter} recorded twice under the session key of seq {session.seq}"
 
 
-def _counted(record: AuditRecord, session: _Session, counter: int, report: ReceiptsReport) -> None:
+def _counted(record: AuditRecord, session: RecordedKey, counter: int, report: ReceiptsReport) -> None:
     """Count ``counter`` in the session's one sequence (steps 4 and 6); a counter recorded twice fails."""
     seen = report._counters.setdefault(session.key, set())
     if counter in seen:
@@ -300,11 +299,11 @@ def _counted(record: AuditRecord, session: _Session, counter: int, report: Recei
     seen.add(counter)
 
 
-def _order_receipt(record: AuditRecord, session: _Session | None, report: ReceiptsReport) -> None:
+def _order_receipt(record: AuditRecord, sessions: SessionKeys, report: ReceiptsReport) -> None:
     """Step 6 for one order-receipt record."""
     if record.receipt is None:
         raise _fail(record, f"{record.event_type} record without the enclave's receipt")
-    if session is None:
+    if not sessions:
         raise _fail(record, "order receipt recorded before any enclave.session record")
     payload = json.loads(record.payload)
     try:
@@ -319,7 +318,7 @@ def _order_receipt(record: AuditRecord, session: _Session | None, report: Receip
         raise _fail(record, f"{record.event_type} record without a readable sequence, document or receipt") from exc
     expected = ExpectedOrder(ORDER_RECEIPT_EVENTS[record.event_type], record.wallet_id or "", payload["sequence"],
                              document)  # fmt: skip
-    stated = _checked(record, session, expected, receipt, signature, kind="order")
+    session, stated = _checked(record, sessions, expected, receipt, signature, kind="order")
     if order_payload(stated, envelope) != payload:
         raise _fail(record, "order receipt disagrees with the record: the payload states otherwise than the receipt")
     _counted(record, session, stated.counter, report)
@@ -336,30 +335,29 @@ def verify_audit_receipts(
     """Steps 1-6 of the module docstring over ``records`` (a chain that verified); `AuditChainError` at the first
     record that fails. With an ``anchor`` every session key must be attested, as with ``require_attestation``."""
     report = ReceiptsReport()
-    session: _Session | None = None
-    first_record: dict[bytes, int] = {}  # session key -> seq of the first session record naming it
+    sessions = SessionKeys(records)
     for record in records:
         if record.event_type == ENCLAVE_SESSION_EVENT:
             if record.receipt is not None:
                 raise _fail(record, "session record holds a receipt")
-            session = _Session(record.seq, _session(record, anchor, require_attestation, report))
-            first_record.setdefault(session.key, record.seq)
+            sessions.record(record.seq, _session(record, anchor, require_attestation, report))
             report.sessions += 1
             continue
         if record.event_type in AGENT_KEY_EVENT_PURPOSES:
-            _agent_key_receipt(record, session, report)
+            _agent_key_receipt(record, sessions, report)
             continue
         if record.event_type in ORDER_RECEIPT_EVENTS:
-            _order_receipt(record, session, report)
+            _order_receipt(record, sessions, report)
             continue
-        _receipt(record, session, report)
+        _receipt(record, sessions, report)
     for key, counters in report._counters.items():
         missing = max(counters) - len(counters)  # counters start at 1 per boot
         if missing and not allow_gaps:
             first = min(set(range(1, max(counters) + 1)) - counters)
             raise AuditChainError(
-                first_record[key], f"{missing} receipt counter(s) of this session missing from the log, the first "
-                f"{first} (a signature withheld from the log, or answers refused or lost: see its *.failed records)",
+                sessions.first_seq(key), f"{missing} receipt counter(s) of this session missing from the log, the "
+                f"first {first} (a signature withheld from the log, or answers refused or lost: see its *.failed "
+                "records)",
             )  # fmt: skip
         report.counter_gaps += missing
     return report

@@ -37,8 +37,9 @@ document and the key proves which boot signed, not what code ran.
 Ordering: receipts are checked and recorded under the shared side of a lock, a session record is appended and its
 key adopted under the exclusive side, so within one proxy process every receipt lands after the session record of
 the key it verified under. Several proxy processes over one log do not share that lock: a request in flight across
-an enclave restart can then be recorded after the new session's record, and the audit check flags it (it never
-passes a receipt it should not).
+an enclave restart can then be recorded after the new session's record, and the hosts of a fleet interleave their
+sessions in one log; the audit check takes a receipt under the key of any session record before it
+(`parent_proxy.audit_session_keys`).
 """
 
 from __future__ import annotations

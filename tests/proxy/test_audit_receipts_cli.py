@@ -110,6 +110,7 @@ def test_a_receipt_before_any_session_record_is_caught(tmp_path: Path, capsys: p
         (lambda rs, i: dataclasses.replace(rs[i], receipt=rs[-1].receipt), "kind 'message', expected 'transaction'"),
         (lambda rs, i: dataclasses.replace(rs[i], event_type="webhook.sent"), "unexpected receipt on a webhook.sent"),
         (lambda rs, i: with_payload(rs[i], message_sha256="00" * 32), "receipt is about another message"),
+        (lambda rs, i: dataclasses.replace(rs[i], receipt=bytes(64)), "receipt field unreadable: receipt field too"),
     ],
     ids=[
         "another wallet",
@@ -118,6 +119,7 @@ def test_a_receipt_before_any_session_record_is_caught(tmp_path: Path, capsys: p
         "a message receipt",
         "elsewhere",
         "another message",
+        "a signature alone",
     ],
 )
 def test_a_receipt_that_disagrees_with_its_record_is_caught(
