@@ -235,9 +235,10 @@ class Store(Protocol):
     # -- housekeeping ---------------------------------------------------------------------------------------
     def prune(self, now: float) -> None:
         """Delete what no answer at or after ``now`` can depend on: request/denial timestamps and reservations
-        older than `validation.MAX_WINDOW_SECONDS` (the longest window any limit may use), and expired idempotency
+        older than `validation.MAX_WINDOW_SECONDS` (the longest window any limit may use), expired idempotency
         records and wallet-creation nonces (an adapter may leave these to its backend's expiry; they are ignored
-        once expired either way)."""
+        once expired either way), and webhook outbox items delivered or dead for longer than
+        `validation.OUTBOX_RETENTION_SECONDS`, with their delivery log (DynamoDB: the TTL; pending items stay)."""
         ...
 
     # -- pending approvals ----------------------------------------------------------------------------------

@@ -8,7 +8,11 @@ is claimed by ``due`` (`time_key` of ``next_attempt_at``; `sqlite_outbox_due.mig
 version-5 database migrates by creating them; 7 + ``wallets.order_sequence`` (the last owner freeze order accepted;
 `add_order_sequence` adds it, 0, to an older ``wallets``) and the ``outbox_leased`` index (the claim's one item per
 wallet; created like every index, on open); 8 + ``creation_nonces`` (`sqlite_creation_nonces`): a new table only, so
-a version-7 database migrates by creating it.
+a version-7 database migrates by creating it; 9 + ``outbox_heads`` (one row per wallet with pending items, which
+the claim walks instead of the items: `sqlite_outbox_heads`, which also fills it from an older outbox), the
+``outbox_pending`` index (a wallet's earliest pending item), ``outbox.finished`` (`time_key` of the attempt that
+delivered the item or gave it up, which retention prunes on: `sqlite_outbox_retention`), and the old claim's
+``outbox_due_key`` and ``outbox_leased`` indexes dropped.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -21,9 +25,15 @@ from __future__ import annotations
 
 import sqlite3
 
-from parent_proxy.store import sqlite_agent_keys, sqlite_creation_nonces, sqlite_events, sqlite_spend
+from parent_proxy.store import (
+    sqlite_agent_keys,
+    sqlite_creation_nonces,
+    sqlite_events,
+    sqlite_outbox_heads,
+    sqlite_spend,
+)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -63,9 +73,9 @@ SCHEMA = (
         event_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
         event_type TEXT NOT NULL, body BLOB NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL,
         attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL, lease_id TEXT, lease_until REAL,
-        due BLOB NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS outbox_due_key ON outbox (status, due)",
-    "CREATE INDEX IF NOT EXISTS outbox_leased ON outbox (wallet_id) WHERE lease_id IS NOT NULL",
+        due BLOB NOT NULL, finished BLOB)""",
+    "CREATE INDEX IF NOT EXISTS outbox_finished ON outbox (finished) WHERE finished IS NOT NULL",
+    *sqlite_outbox_heads.SCHEMA,
     """CREATE TABLE IF NOT EXISTS deliveries (
         event_id TEXT NOT NULL REFERENCES outbox(event_id), attempt INTEGER NOT NULL, at REAL NOT NULL,
         delivered INTEGER NOT NULL, status_code INTEGER, error TEXT)""",
