@@ -273,10 +273,7 @@ def test_outbox_claims_match_a_scan_and_seek_on_the_due_key(tmp_path: Path) -> N
         assert claimed == [f"e{i:02d}" for i, due in enumerate(dues) if due <= now], now
     with sqlite3.connect(path) as conn:
         plan = " ".join(
-            str(row[3])
-            for row in conn.execute(
-                "EXPLAIN QUERY PLAN " + heads.CLAIMABLE, (time_key(T0), T0, "[]", 10)
-            )
+            str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + heads.CLAIMABLE, (time_key(T0), T0, "[]", 10))
         )
     assert "SEARCH outbox_heads USING INDEX outbox_heads_due (due<?)" in plan and "TEMP B-TREE" not in plan
     store.close()

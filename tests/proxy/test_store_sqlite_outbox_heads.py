@@ -88,7 +88,10 @@ def test_version_8_outbox_gets_heads_and_finish_times(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.executemany(
             "INSERT INTO outbox VALUES (?, ?, 'decision', x'7b7d', ?, ?, ?, ?, ?, ?, ?)",
-            [(e, w, T0 - 40, status, n, due, lease, until, time_key(due)) for e, w, status, n, due, lease, until in rows],
+            [
+                (e, w, T0 - 40, status, n, due, lease, until, time_key(due))
+                for e, w, status, n, due, lease, until in rows
+            ],
         )
         conn.execute("INSERT INTO deliveries VALUES ('c', 1, ?, 1, 200, NULL)", (T0 - 10,))
     migrated = SqliteStore(path)
