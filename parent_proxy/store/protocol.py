@@ -274,10 +274,11 @@ class Store(Protocol):
         In due order, at most one item per wallet, and none of a wallet that already has an item under a live
         lease: each wallet has at most one delivery in flight, so a receiver that never answers holds up only its
         own wallet's notifications. Exact on both adapters: claims serialise on SQLite's write lock; on DynamoDB a
-        claim leases its item and the wallet's lease item in one conditional transaction (`dynamodb_outbox_due`).
-        DynamoDB finds due items through an eventually consistent index: an item written a moment ago may wait
-        for the next claim. No item of a wallet in ``skip_wallets`` is leased (the worker's slow receivers when
-        their lanes are full: `parent_proxy.webhook_lanes`)."""
+        claim leases its item and puts the lease on the wallet's head in one conditional transaction
+        (`dynamodb_outbox_heads`). The work does not grow with any wallet's backlog: both go through one head per
+        wallet with pending items. DynamoDB finds due wallets through an eventually consistent index: an item
+        written a moment ago may wait for the next claim. No item of a wallet in ``skip_wallets`` is leased (the
+        worker's slow receivers when their lanes are full: `parent_proxy.webhook_lanes`)."""
         ...
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None: ...
