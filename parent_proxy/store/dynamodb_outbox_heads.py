@@ -273,7 +273,7 @@ class DynamoOutboxHeads(DynamoBase):
         event_id = get_s(pointer, "event_id")
         stored = self._get(OUTBOX_PK, event_id)
         if stored is None or get_f(stored, "next_attempt_at") != get_f(pointer, "next_attempt_at"):
-            self._drop_pointer(wallet_id, pointer)
+            self._drop_pointer(pointer)
             return None
         item = parse_outbox(stored, event_id)
         lease_id = new_write_id()
@@ -322,7 +322,7 @@ class DynamoOutboxHeads(DynamoBase):
             with contextlib.suppress(ConditionFailed):
                 self._transact(actions)
 
-    def _drop_pointer(self, wallet_id: str, pointer: Item) -> None:
+    def _drop_pointer(self, pointer: Item) -> None:
         """Delete a pointer whose item is no longer pending at the pointer's due time (only if that still holds)."""
         gone = {
             "ConditionCheck": {
