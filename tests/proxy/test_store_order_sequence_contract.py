@@ -95,7 +95,7 @@ def test_a_version_6_database_gains_the_column(tmp_path: Path, clock: FakeClock)
         conn.execute("PRAGMA user_version = 6")
     store = SqliteStore(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
     migrated = store.get_wallet("w1")
     assert (migrated.frozen, migrated.order_sequence) == (True, 0)  # nothing was kept: the first order counts
     order(store, clock, SetFrozen("w1", False, None, order_sequence=1))
