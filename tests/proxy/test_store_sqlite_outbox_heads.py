@@ -46,7 +46,7 @@ def _claim_steps(path: Path, backlog: int) -> int:
 def test_a_claims_work_does_not_grow_with_one_wallets_backlog(tmp_path: Path) -> None:
     """Before: the claim walked every due pending item until it had ``limit`` wallets, under ``BEGIN IMMEDIATE``:
     about 200 times the work for 200 times the backlog (0.3 s per claim at 100k items, and other wallets' writes
-    refused with "database is locked"; here 4,100 and 820,000 instructions). Now it reads one row per wallet: the
+    refused with "database is locked"; here about 4,100 and 820,000 instructions). Now it reads one row per wallet: the
     same count for both (239 on SQLite 3.40.1)."""
     small, large = _claim_steps(tmp_path / "small.db", 100), _claim_steps(tmp_path / "large.db", 20_000)
     assert large <= small + 10, (small, large)
