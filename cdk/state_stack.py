@@ -21,9 +21,9 @@ TTL_ATTRIBUTE = "expires_at"
 
 OUTBOX_DUE_INDEX = "outbox_due"
 OUTBOX_DUE_ATTRIBUTE = "due_key"
-"""The global secondary index the store claims webhooks through (parent_proxy/store/dynamodb_outbox_due.py): HASH
-``pk``, RANGE ``due_key`` (present on pending outbox items only), all attributes projected. The store's
-`create_table` declares the same (tests/cdk/test_state_table_matches_store.py compares them)."""
+"""The global secondary index the store claims webhooks through (parent_proxy/store/dynamodb_outbox_heads.py): HASH
+``pk``, RANGE ``due_key`` (present on the outbox's wallet heads and newcomer marks only), all attributes projected.
+The store's `create_table` declares the same (tests/cdk/test_state_table_matches_store.py compares them)."""
 
 OBJECT_LOCK_DAYS = 365
 """Default governance-mode retention on the data bucket: every version of a sealed-key copy or an audit export stays

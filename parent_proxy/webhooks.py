@@ -128,8 +128,9 @@ def verify_webhook_signature(
     #    which int() reads) within the tolerance (stops replays of old requests).
     if _TIMESTAMP.fullmatch(timestamp) is None or abs(now - int(timestamp)) > tolerance:
         raise WebhookError("webhook timestamp is missing or outside the tolerance")
-    # 2. The signature must match, compared in constant time; the error says nothing about why.
-    if not hmac.compare_digest(sign_webhook(secret, int(timestamp), body), signature):
+    # 2. The signature must match, compared in constant time; the error says nothing about why. A header that is not
+    #    ASCII (any sender can send latin-1 bytes) cannot match, and compare_digest raises TypeError on such a str.
+    if not signature.isascii() or not hmac.compare_digest(sign_webhook(secret, int(timestamp), body), signature):
         raise WebhookError("webhook signature is invalid")
     # 3. The unsigned event headers must repeat the signed body's id and type (a replay may rewrite headers).
     try:

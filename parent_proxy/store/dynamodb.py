@@ -10,7 +10,7 @@ neither can raise a total. The signing path's two store calls are each one ``Tra
 audit head and record + outbox item + idempotency answer, by the loop of `dynamodb_audited`, which also writes
 `apply_audited`). This module holds tokens, wallets and those two; idempotency records are in
 `dynamodb_idempotency`, reservations and rate events in `dynamodb_limits`, approvals in `dynamodb_approvals`,
-webhooks and the audit log in `dynamodb_outbox` (how the outbox is claimed in `dynamodb_outbox_due`), agent-key
+webhooks and the audit log in `dynamodb_outbox` (how the outbox is claimed in `dynamodb_outbox_heads`), agent-key
 rotation in `dynamodb_agent_keys`, wallet-creation nonces in `dynamodb_creation_nonces`, the table layout in
 `dynamodb_base`.
 """

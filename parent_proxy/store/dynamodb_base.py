@@ -1,9 +1,9 @@
 """Table layout, attribute encoding and the one place botocore errors are translated, for `DynamoStore`.
 
 One table, string keys ``pk`` (HASH) and ``sk`` (RANGE), TTL attribute ``expires_at``, and one global secondary
-index, `OUTBOX_DUE_INDEX` (HASH ``pk``, RANGE ``due_key``, all attributes projected), which holds the pending outbox
-items only (the CDK stack must create it that way; `create_table` does it for tests and local runs, and
-``tests/cdk/test_state_table_matches_store.py`` compares the two). Item layout:
+index, `OUTBOX_DUE_INDEX` (HASH ``pk``, RANGE ``due_key``, all attributes projected), which holds the outbox's
+wallet heads and newcomer marks only (the CDK stack must create it that way; `create_table` does it for tests and
+local runs, and ``tests/cdk/test_state_table_matches_store.py`` compares the two). Item layout:
 
     pk            sk                    item
     W#<wallet>    WALLET                wallet fields + ``ledger_version`` (bumped by every reservation); the
@@ -21,13 +21,19 @@ items only (the CDK stack must create it that way; `create_table` does it for te
     W#<wallet>    AGENT_KEY_CANDIDATE   the wallet's candidate agent key; ``AKR#<seq>``: retired agent keys (see
                                         `dynamodb_agent_keys`, which also adds ``agent_key_switches`` to WALLET)
     T#<token id>  TOKEN                 wallet id, SHA-256 of the secret, revoked_at
-    W#<wallet>    OUTBOX_LEASE          the wallet's webhook delivery in flight: event id, lease id, lease_until
-                                        (see `dynamodb_outbox_due`)
-    OUTBOX        <event id>            a pending outbox item (moved to ``O#<event>/ITEM`` when finished), with
-                                        ``due_key`` (its key in `OUTBOX_DUE_INDEX`, see `dynamodb_outbox_due`)
-    O#<event>     D#<attempt>           delivery log line
+    OUTBOX        <event id>            a pending outbox item (moved to ``O#<event>/ITEM`` when finished, with
+                                        ``expires_at``: `validation.OUTBOX_RETENTION_SECONDS` after its last attempt;
+                                        see `dynamodb_outbox`)
+    W#<wallet>    OUTBOX#<due key>      a pointer to a pending item of the wallet, in due order (see
+                                        `dynamodb_outbox_heads`)
+    OUTBOX_WALLETS <wallet>#HEAD        the wallet's head: ``due_key`` of its earliest pending item (its key in
+                                        `OUTBOX_DUE_INDEX`), its delivery in flight, ``version``
+    OUTBOX_WALLETS <wallet>#NEW         its newcomer mark: ``due_key`` of the first item enqueued since a claim last
+                                        folded it into the head (in the index too), ``version``
+    O#<event>     D#<attempt>           delivery log line (``expires_at``: the retention after its attempt)
     AUDIT         HEAD / R#<seq>        audit head (seq, hash) and records
-    LAYOUT        OUTBOX_DUE            present once outbox items written without ``due_key`` have been given one
+    LAYOUT        OUTBOX_HEADS          present once outbox items written before heads have been moved over
+                                        (`dynamodb_outbox_layout`)
     CN#<owner>    N#<nonce>             a wallet-creation nonce of that owner key (hex): ``held_until`` (see
                                         `dynamodb_creation_nonces`)
 
@@ -50,8 +56,10 @@ instance role may not scan it), so it cannot mark a new table with its layout, a
 or old. Before the ``RT#`` keys (commit 532a17c) a reservation was the item ``W#<wallet>/R#<request>`` itself: this
 adapter does not see such reservations, so on a table written by an older one its limit checks would not count
 them (failing open for the windows they fall in, up to `validation.MAX_WINDOW_SECONDS`) and their commit or
-release would be `NotFound`. Such a deployment moves to a new table. Pending outbox items written before
-``due_key`` are not in the index; the first claim of each store finds them once per table (`dynamodb_outbox_due`).
+release would be `NotFound`. Such a deployment moves to a new table. Pending outbox items written before wallet
+heads have no pointer; the first claim of each store moves them over once per table (`dynamodb_outbox_layout`;
+items of the layouts before that, with their own ``due_key`` or none, and ``W#<wallet>/OUTBOX_LEASE`` items, which
+are left unread).
 A layout-version item, written by the stack
 that creates the table and checked when the store opens, would make the next layout change detectable.
 """
@@ -79,9 +87,10 @@ Item = dict[str, Any]
 
 TTL_ATTRIBUTE = "expires_at"
 OUTBOX_DUE_INDEX = "outbox_due"
-"""The global secondary index of pending outbox items by due time (`dynamodb_outbox_due`)."""
+"""The global secondary index of the outbox's wallet heads and newcomer marks by due time
+(`dynamodb_outbox_heads`)."""
 DUE_ATTRIBUTE = "due_key"
-"""Its sort key: present on pending outbox items only, so the index holds nothing else."""
+"""Its sort key: present on heads and marks only, so the index holds nothing else."""
 CONDITION_FAILED = "ConditionalCheckFailed"
 WRITE_ID = "write_id"
 """A fresh random id stored by each single-item conditional write that is not idempotent (see `_write_once`)."""

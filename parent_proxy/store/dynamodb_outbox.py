@@ -1,18 +1,20 @@
 """The webhook and audit half of `DynamoStore`: webhook settings, the persistent outbox, the delivery log and
 the audit chain (a HEAD item moved forward by a conditional transaction, so appends are serialised). The outbox is
-claimed through its due index and per-wallet lease items (`dynamodb_outbox_due`), never by reading it whole."""
+claimed through one head per wallet in its due index (`dynamodb_outbox_heads`), never by reading it whole nor any
+wallet's backlog. Finished items and delivery-log lines carry the table's TTL attribute: DynamoDB deletes them
+`validation.OUTBOX_RETENTION_SECONDS` after the attempt that finished the item (a log line: after its attempt)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
-from dataclasses import replace
 from typing import Any
 
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound, StoreOutcomeUnknown, StoreUnavailable
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_base import (
     CONDITION_FAILED,
-    DUE_ATTRIBUTE,
+    TTL_ATTRIBUTE,
     WRITE_ID,
     ConditionFailed,
     Item,
@@ -21,7 +23,6 @@ from parent_proxy.store.dynamodb_base import (
     get_f,
     get_i,
     get_opt_b,
-    get_opt_f,
     get_opt_s,
     get_s,
     n,
@@ -32,7 +33,16 @@ from parent_proxy.store.dynamodb_base import (
     s,
     translate,
 )
-from parent_proxy.store.dynamodb_outbox_due import OUTBOX_PK, DynamoOutboxDue, due_key
+from parent_proxy.store.dynamodb_outbox_heads import (
+    OUTBOX_PK,
+    Head,
+    due_key,
+    parse_outbox,
+    pointer_due,
+    pointer_item,
+    pointer_key,
+)
+from parent_proxy.store.dynamodb_outbox_layout import DynamoOutboxLayout
 from parent_proxy.store.model import (
     GENESIS_PREV_HASH,
     AuditRecord,
@@ -43,6 +53,8 @@ from parent_proxy.store.model import (
 )
 
 AUDIT_PK = "AUDIT"
+FINISH_ATTEMPTS = 5
+"""Sends of one finish whose only refusal was the wallet's head, moved by another claim or finish of the wallet."""
 
 
 def webhook_item(c: WebhookConfig) -> Item:
@@ -51,7 +63,7 @@ def webhook_item(c: WebhookConfig) -> Item:
 
 
 def _outbox_item(item: OutboxItem) -> Item:
-    """A pending item as stored under ``OUTBOX`` (a finished one is stored without ``due_key``)."""
+    """An item as stored: pending under ``OUTBOX``, finished under ``O#<event>/ITEM`` (see `_finish_actions`)."""
     return {
         "pk": s(OUTBOX_PK),
         "sk": s(item.event_id),
@@ -64,23 +76,19 @@ def _outbox_item(item: OutboxItem) -> Item:
         "next_attempt_at": n(item.next_attempt_at),
         "lease_id": opt_s(item.lease_id),
         "lease_until": opt_n(item.lease_until),
-        DUE_ATTRIBUTE: s(due_key(item.next_attempt_at, item.event_id)),
     }
 
 
-def _parse_outbox(i: Item, event_id: str) -> OutboxItem:
-    return OutboxItem(
-        event_id,
-        get_s(i, "wallet_id"),
-        get_s(i, "event_type"),
-        get_b(i, "body"),
-        get_f(i, "created_at"),
-        OutboxStatus(get_s(i, "status")),
-        get_i(i, "attempts"),
-        get_f(i, "next_attempt_at"),
-        get_opt_s(i, "lease_id"),
-        get_opt_f(i, "lease_until"),
-    )
+def expiry(at: float) -> Any:
+    """The TTL of a finished item or a delivery-log line whose attempt was at ``at``: the first whole second after
+    `validation.OUTBOX_RETENTION_SECONDS` have passed, so DynamoDB deletes it only once that retention is over."""
+    return n(math.floor(at + v.OUTBOX_RETENTION_SECONDS) + 1)
+
+
+def _finished(item: OutboxItem, status: OutboxStatus) -> OutboxItem:
+    """``item`` finished with ``status``: no lease."""
+    return OutboxItem(item.event_id, item.wallet_id, item.event_type, item.body, item.created_at, status,
+                      item.attempts, item.next_attempt_at, None, None)  # fmt: skip
 
 
 def _audit_key(seq: int) -> str:
@@ -100,7 +108,7 @@ def _parse_audit(i: Item) -> AuditRecord:
     )
 
 
-class DynamoOutboxAudit(DynamoOutboxDue):
+class DynamoOutboxAudit(DynamoOutboxLayout):
     """Webhooks, outbox and audit log over one DynamoDB table."""
 
     # -- webhooks -------------------------------------------------------------------------------------------
@@ -124,13 +132,18 @@ class DynamoOutboxAudit(DynamoOutboxDue):
             raise Conflict(f"outbox item {i.event_id} already exists") from exc
 
     def _enqueue_actions(self, item: OutboxItem) -> list[Any]:
-        """The two transaction actions that enqueue a new item: refused if its event id was ever enqueued, whether
-        the item is still pending (``OUTBOX/<event>``) or finished (``O#<event>/ITEM``), as on SQLite."""
+        """The four transaction actions that enqueue a new item: refused if its event id was ever enqueued (and
+        its finished item is still kept), whether the item is still pending (``OUTBOX/<event>``) or finished
+        (``O#<event>/ITEM``), as on SQLite; its pointer and its wallet's newcomer mark (`dynamodb_outbox_heads`),
+        written unconditionally, so that they never refuse the transaction they join."""
         new = "attribute_not_exists(pk)"
         finished = {"pk": s(f"O#{item.event_id}"), "sk": s("ITEM")}
+        pointer = pointer_item(item.wallet_id, item.event_id, item.next_attempt_at)
         return [
             {"ConditionCheck": {"TableName": self._table, "Key": finished, "ConditionExpression": new}},
             {"Put": {"TableName": self._table, "Item": _outbox_item(item), "ConditionExpression": new}},
+            {"Put": {"TableName": self._table, "Item": pointer}},
+            self._mark_action(item.wallet_id, due_key(min(item.created_at, item.next_attempt_at), item.event_id)),
         ]
 
     def claim_webhooks(
@@ -140,32 +153,8 @@ class DynamoOutboxAudit(DynamoOutboxDue):
         lease_seconds = v.check_time("lease_seconds", lease_seconds)
         v.check_count("limit", limit, minimum=1, maximum=1000)
         skip = v.check_ids("skip_wallets", skip_wallets)
-        self._index_older_items()
-        claimed: list[OutboxItem] = []
-        seen = set(skip)  # wallets skipped, claimed, found in flight, or tried in this claim: one try each
-        try:
-            for i in self._due_items(now, limit):
-                item = _parse_outbox(i, get_s(i, "sk"))
-                if item.wallet_id in seen:
-                    continue
-                seen.add(item.wallet_id)
-                if item.lease_until is not None and item.lease_until > now:
-                    continue  # in flight as the index saw it (the lease condition below would refuse it too)
-                lease_id = new_write_id()
-                try:
-                    self._lease(item, lease_id, now, now + lease_seconds)
-                except ConditionFailed:
-                    continue  # claimed, finished or rescheduled since the index read it, or its wallet in flight
-                claimed.append(
-                    replace(item, attempts=item.attempts + 1, lease_id=lease_id, lease_until=now + lease_seconds)
-                )
-                if len(claimed) == limit:
-                    break
-        except StoreUnavailable:
-            if not claimed:
-                raise
-            # Hand over what is leased already (else it would sit leased, unsent, until the lease ends).
-        return claimed
+        self._ready_heads(now)
+        return self._claim(now, lease_seconds, limit, skip)
 
     def _finish(
         self,
@@ -175,78 +164,91 @@ class DynamoOutboxAudit(DynamoOutboxDue):
         status: OutboxStatus,
         next_attempt_at: float | None,
     ) -> None:
-        current = self._get(OUTBOX_PK, event_id)
-        if current is None:
-            if self._get(f"O#{event_id}", "ITEM") is None:
-                raise NotFound(f"outbox item {event_id} not found")
-            raise LeaseLost(f"outbox item {event_id}: lease lost")
-        number = get_i(current, "attempts")
+        """Record ``attempt`` and finish or reschedule the item, in one transaction with its pointer and its wallet's
+        head (`dynamodb_outbox_heads`); sent again from fresh reads while only the head moved meanwhile."""
+        for _ in range(FINISH_ATTEMPTS):
+            current = self._get(OUTBOX_PK, event_id)
+            if current is None:
+                if self._get(f"O#{event_id}", "ITEM") is None:
+                    raise NotFound(f"outbox item {event_id} not found")
+                raise LeaseLost(f"outbox item {event_id}: lease lost")
+            done = parse_outbox(current, event_id)
+            head, _ = self._wallet_heads(done.wallet_id)
+            try:
+                self._transact(
+                    self._finish_actions(
+                        done, lease_id, attempt=attempt, status=status, next_attempt_at=next_attempt_at, head=head
+                    )
+                )
+            except ConditionFailed as exc:
+                if exc.reasons[0] == CONDITION_FAILED:
+                    raise LeaseLost(f"outbox item {event_id}: lease lost") from exc
+                continue  # the wallet's head moved (another claim or finish of the wallet): read it again
+            return
+        raise StoreUnavailable(f"dynamodb store unavailable: outbox item {event_id}: the wallet's head kept moving")
+
+    def _finish_actions(
+        self,
+        done: OutboxItem,
+        lease_id: str,
+        *,
+        attempt: DeliveryAttempt,
+        status: OutboxStatus,
+        next_attempt_at: float | None,
+        head: Head,
+    ) -> list[Any]:
+        """The finish's actions: the item's (first: guarded by the lease and the attempt count read), its pointer's,
+        the delivery-log line, and the head's (last, if it changes: the lease cleared if it is this one, the head
+        moved to the wallet's earliest item left, or deleted with the last)."""
+        event_id, wallet_id = done.event_id, done.wallet_id
+        guard: dict[str, Any] = {
+            "ConditionExpression": "lease_id = :l AND attempts = :a",
+            "ExpressionAttributeValues": {":l": s(lease_id), ":a": n(done.attempts)},
+        }
+        key = {"pk": s(OUTBOX_PK), "sk": s(event_id)}
+        old = due_key(done.next_attempt_at, event_id)
+        left = [k for k in (pointer_due(p) for p in self._first_pointers(wallet_id, 2)) if k != old][:1]
+        actions: list[Any]
+        if status == OutboxStatus.PENDING and next_attempt_at is not None:
+            update = {
+                "TableName": self._table,
+                "Key": key,
+                **guard,
+                "UpdateExpression": "SET lease_id = :none, lease_until = :none, next_attempt_at = :n",
+                "ExpressionAttributeValues": {
+                    **guard["ExpressionAttributeValues"],
+                    ":none": {"NULL": True},
+                    ":n": n(next_attempt_at),
+                },
+            }
+            actions = [{"Update": update}]
+            new = due_key(next_attempt_at, event_id)
+            left.append(new)
+            if new != old:
+                pointer = pointer_item(wallet_id, event_id, next_attempt_at)
+                actions.append({"Put": {"TableName": self._table, "Item": pointer}})
+                actions.append({"Delete": {"TableName": self._table, "Key": pointer_key(wallet_id, old)}})
+        else:
+            archived = _outbox_item(_finished(done, status))
+            archived.update({"pk": s(f"O#{event_id}"), "sk": s("ITEM"), TTL_ATTRIBUTE: expiry(attempt.at)})
+            actions = [
+                {"Delete": {"TableName": self._table, "Key": key, **guard}},
+                {"Put": {"TableName": self._table, "Item": archived}},
+                {"Delete": {"TableName": self._table, "Key": pointer_key(wallet_id, old)}},
+            ]
         log = {
             "pk": s(f"O#{event_id}"),
-            "sk": s(f"D#{number:06d}"),
+            "sk": s(f"D#{done.attempts:06d}"),
             "at": n(attempt.at),
             "delivered": {"BOOL": attempt.delivered},
             "status_code": opt_n(attempt.status_code),
             "error": opt_s(attempt.error),
+            TTL_ATTRIBUTE: expiry(attempt.at),
         }
-        guard: dict[str, Any] = {
-            "ConditionExpression": "lease_id = :l AND attempts = :a",
-            "ExpressionAttributeValues": {":l": s(lease_id), ":a": n(number)},
-        }
-        key = {"pk": s(OUTBOX_PK), "sk": s(event_id)}
-        first: dict[str, Any]
-        if status == OutboxStatus.PENDING and next_attempt_at is not None:
-            first = {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": key,
-                    **guard,
-                    "UpdateExpression": "SET lease_id = :none, lease_until = :none, next_attempt_at = :n, #due = :k",
-                    "ExpressionAttributeNames": {"#due": DUE_ATTRIBUTE},
-                    "ExpressionAttributeValues": {
-                        **guard["ExpressionAttributeValues"],
-                        ":none": {"NULL": True},
-                        ":n": n(next_attempt_at),
-                        ":k": s(due_key(next_attempt_at, event_id)),
-                    },
-                }
-            }
-            actions = [first]
-        else:
-            done = _parse_outbox(current, event_id)
-            archived = _outbox_item(
-                OutboxItem(
-                    event_id,
-                    done.wallet_id,
-                    done.event_type,
-                    done.body,
-                    done.created_at,
-                    status,
-                    done.attempts,
-                    done.next_attempt_at,
-                    None,
-                    None,
-                )
-            )
-            archived.update(pk=s(f"O#{event_id}"), sk=s("ITEM"))
-            del archived[DUE_ATTRIBUTE]  # out of the due index
-            actions = [
-                {"Delete": {"TableName": self._table, "Key": key, **guard}},
-                {"Put": {"TableName": self._table, "Item": archived}},
-            ]
         actions.append({"Put": {"TableName": self._table, "Item": log}})
-        release = self._release_action(get_s(current, "wallet_id"), lease_id)
-        try:
-            try:
-                self._transact([*actions, release])
-            except ConditionFailed as exc:
-                if exc.reasons[0] == CONDITION_FAILED:
-                    raise
-                # The wallet's lease item is not this lease's (this lease ended and another claim of the wallet holds
-                # it, or the item was leased by a build without lease items): leave it.
-                self._transact(actions)
-        except ConditionFailed as exc:
-            raise LeaseLost(f"outbox item {event_id}: lease lost") from exc
+        lease = None if head.lease_id in (None, lease_id) else (head.lease_id, head.lease_until or 0.0)
+        move = self._head_action(wallet_id, head, min(left, default=None), lease)
+        return [*actions, *([] if move is None else [move])]
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None:
         attempt = v.delivered_attempt(event_id, now=now, status_code=status_code)
@@ -271,7 +273,7 @@ class DynamoOutboxAudit(DynamoOutboxDue):
         item = self._get(OUTBOX_PK, event_id) or self._get(f"O#{event_id}", "ITEM")
         if item is None:
             raise NotFound(f"outbox item {event_id} not found")
-        return _parse_outbox(item, event_id)
+        return parse_outbox(item, event_id)
 
     def delivery_log(self, event_id: str) -> list[DeliveryAttempt]:
         return [

@@ -235,9 +235,10 @@ class Store(Protocol):
     # -- housekeeping ---------------------------------------------------------------------------------------
     def prune(self, now: float) -> None:
         """Delete what no answer at or after ``now`` can depend on: request/denial timestamps and reservations
-        older than `validation.MAX_WINDOW_SECONDS` (the longest window any limit may use), and expired idempotency
+        older than `validation.MAX_WINDOW_SECONDS` (the longest window any limit may use), expired idempotency
         records and wallet-creation nonces (an adapter may leave these to its backend's expiry; they are ignored
-        once expired either way)."""
+        once expired either way), and webhook outbox items delivered or dead for longer than
+        `validation.OUTBOX_RETENTION_SECONDS`, with their delivery log (DynamoDB: the TTL; pending items stay)."""
         ...
 
     # -- pending approvals ----------------------------------------------------------------------------------
@@ -273,10 +274,11 @@ class Store(Protocol):
         In due order, at most one item per wallet, and none of a wallet that already has an item under a live
         lease: each wallet has at most one delivery in flight, so a receiver that never answers holds up only its
         own wallet's notifications. Exact on both adapters: claims serialise on SQLite's write lock; on DynamoDB a
-        claim leases its item and the wallet's lease item in one conditional transaction (`dynamodb_outbox_due`).
-        DynamoDB finds due items through an eventually consistent index: an item written a moment ago may wait
-        for the next claim. No item of a wallet in ``skip_wallets`` is leased (the worker's slow receivers when
-        their lanes are full: `parent_proxy.webhook_lanes`)."""
+        claim leases its item and puts the lease on the wallet's head in one conditional transaction
+        (`dynamodb_outbox_heads`). The work does not grow with any wallet's backlog: both go through one head per
+        wallet with pending items. DynamoDB finds due wallets through an eventually consistent index: an item
+        written a moment ago may wait for the next claim. No item of a wallet in ``skip_wallets`` is leased (the
+        worker's slow receivers when their lanes are full: `parent_proxy.webhook_lanes`)."""
         ...
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None: ...

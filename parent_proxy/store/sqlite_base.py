@@ -16,6 +16,7 @@ from pathlib import Path
 from parent_proxy.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from parent_proxy.store import sqlite_events as events
 from parent_proxy.store import sqlite_outbox_due as outbox
+from parent_proxy.store import sqlite_outbox_heads as heads
 from parent_proxy.store import sqlite_spend as spend
 from parent_proxy.store.sqlite_schema import (
     DEFAULT_BUSY_TIMEOUT_SECONDS,
@@ -61,12 +62,13 @@ class SqliteBase:
         self._lock = threading.Lock()
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, 3, 4, 5, 6, 7, 8, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, SCHEMA_VERSION):
                 raise StoreUnavailable(f"unknown schema version {version} in {self._path}")
             if version == 2:  # version 2's running totals were keyed by the REAL time (see `sqlite_spend`)
                 conn.execute("DROP TABLE IF EXISTS spend")
             events.migrate(conn)  # versions 1 to 3 keyed request/denial times by the REAL time
             outbox.migrate(conn)  # versions 1 to 4 claimed the outbox by the REAL time
+            heads.migrate(conn)  # versions 1 to 9 kept finished items for ever and claimed by the items
             conn.execute("DROP INDEX IF EXISTS reservations_by_time")  # unused since version 2 (totals in ``spend``)
             add_order_sequence(conn)  # versions 1 to 6 kept no owner order sequence
             add_order_envelope(conn)  # versions 1 to 8 kept no owner order
@@ -74,6 +76,8 @@ class SqliteBase:
                 conn.execute(statement)
             if version in (1, 2):  # running window totals, computed once from the reservations
                 spend.rebuild(conn)
+            if 1 <= version < 10:  # the outbox's wallet heads, computed once from the pending items
+                heads.rebuild(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections and transactions -----------------------------------------------------------------------

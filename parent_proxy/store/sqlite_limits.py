@@ -11,6 +11,7 @@ from parent_proxy.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from parent_proxy.store import limits as lim
 from parent_proxy.store import sqlite_creation_nonces as creation_nonces
 from parent_proxy.store import sqlite_events as events
+from parent_proxy.store import sqlite_outbox_retention as outbox_retention
 from parent_proxy.store import sqlite_spend as spend
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import Reservation, ReservationStatus
@@ -185,3 +186,4 @@ class SqliteLimits(SqliteOutboxAudit):
                 (now - v.IDEMPOTENCY_STALE_SECONDS, now - v.IDEMPOTENCY_RETENTION_SECONDS),
             )
             creation_nonces.prune(conn, now)
+            outbox_retention.prune(conn, now)  # finished webhook items and their delivery log, after a month

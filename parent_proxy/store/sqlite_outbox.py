@@ -1,6 +1,7 @@
 """The webhook and audit half of `SqliteStore`: webhook settings, the persistent outbox, the delivery log and
-the append-only audit table. The outbox is claimed by its ``due`` key (`sqlite_outbox_due`), never by a seek on
-the REAL ``next_attempt_at``."""
+the append-only audit table. The outbox is claimed through its wallet heads (`sqlite_outbox_heads`: one row per
+wallet with pending items, keyed by the ``due`` key of `sqlite_outbox_due`, never by the REAL
+``next_attempt_at``), which every write of the outbox keeps in the same transaction."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Collection
 
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
+from parent_proxy.store import sqlite_outbox_heads as heads
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
     AuditRecord,
@@ -59,19 +61,13 @@ class SqliteOutboxAudit(SqliteBase):
         cls._require_wallet(conn, i.wallet_id)
         if conn.execute("SELECT 1 FROM outbox WHERE event_id = ?", (i.event_id,)).fetchone():
             raise Conflict(f"outbox item {i.event_id} already exists")
+        due = time_key(i.next_attempt_at)
         conn.execute(
             "INSERT INTO outbox (event_id, wallet_id, event_type, body, created_at, status, attempts,"
             " next_attempt_at, lease_id, lease_until, due) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, NULL, NULL, ?)",
-            (
-                i.event_id,
-                i.wallet_id,
-                i.event_type,
-                i.body,
-                i.created_at,
-                i.next_attempt_at,
-                time_key(i.next_attempt_at),
-            ),
+            (i.event_id, i.wallet_id, i.event_type, i.body, i.created_at, i.next_attempt_at, due),
         )
+        heads.enqueued(conn, i.wallet_id, due, i.event_id)
 
     @staticmethod
     def _outbox(row: tuple[object, ...]) -> OutboxItem:
@@ -86,28 +82,15 @@ class SqliteOutboxAudit(SqliteBase):
         skip = json.dumps(sorted(v.check_ids("skip_wallets", skip_wallets)))
         claimed = []
         with self._write() as conn:
-            # Due order, the first item of each wallet that has none in flight (the write lock makes "none in
-            # flight" exact across processes) and is not skipped. The scan passes over a busy or skipped wallet's
-            # backlog inside SQLite.
-            rows = conn.execute(
-                "SELECT event_id, wallet_id FROM outbox WHERE status = 'pending' AND due <= ?"
-                " AND (lease_until IS NULL OR lease_until <= ?) AND wallet_id NOT IN"
-                " (SELECT wallet_id FROM outbox WHERE lease_id IS NOT NULL AND lease_until > ?)"
-                " AND wallet_id NOT IN (SELECT value FROM json_each(?))"
-                " ORDER BY due, event_id",
-                (time_key(now), now, now, skip),
-            )
-            first: dict[str, str] = {}
-            for event_id, wallet_id in rows:
-                first.setdefault(wallet_id, event_id)
-                if len(first) == limit:
-                    break
-            rows.close()
-            for event_id in first.values():
+            # The heads in due order: the earliest pending item of each wallet that has none in flight (the write
+            # lock makes "none in flight" exact across processes) and is not skipped. Nothing else is read.
+            for wallet_id, event_id in heads.claimable(conn, now, limit, skip):
+                lease_id, lease_until = uuid.uuid4().hex, now + lease_seconds
                 conn.execute(
                     "UPDATE outbox SET attempts = attempts + 1, lease_id = ?, lease_until = ? WHERE event_id = ?",
-                    (uuid.uuid4().hex, now + lease_seconds, event_id),
+                    (lease_id, lease_until, event_id),
                 )
+                heads.leased(conn, wallet_id, lease_id, lease_until)
                 row = conn.execute(_SELECT_OUTBOX + "event_id = ?", (event_id,)).fetchone()
                 claimed.append(self._outbox(row))
         return claimed
@@ -124,7 +107,7 @@ class SqliteOutboxAudit(SqliteBase):
         now = attempt.at
         with self._write() as conn:
             row = conn.execute(
-                "SELECT status, lease_id, attempts FROM outbox WHERE event_id = ?", (event_id,)
+                "SELECT status, lease_id, attempts, wallet_id FROM outbox WHERE event_id = ?", (event_id,)
             ).fetchone()
             if row is None:
                 raise NotFound(f"outbox item {event_id} not found")
@@ -132,11 +115,13 @@ class SqliteOutboxAudit(SqliteBase):
                 raise LeaseLost(f"outbox item {event_id}: lease lost")
             conn.execute(
                 "UPDATE outbox SET status = ?, lease_id = NULL, lease_until = NULL,"
-                " next_attempt_at = COALESCE(?, next_attempt_at), due = COALESCE(?, due) WHERE event_id = ?",
+                " next_attempt_at = COALESCE(?, next_attempt_at), due = COALESCE(?, due), finished = ?"
+                " WHERE event_id = ?",
                 (
                     status.value,
                     next_attempt_at,
                     None if next_attempt_at is None else time_key(next_attempt_at),
+                    None if status == OutboxStatus.PENDING else time_key(now),
                     event_id,
                 ),
             )
@@ -144,6 +129,7 @@ class SqliteOutboxAudit(SqliteBase):
                 "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?)",
                 (event_id, row[2], now, int(attempt.delivered), attempt.status_code, attempt.error),
             )
+            heads.settled(conn, row[3], lease_id)
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None:
         attempt = v.delivered_attempt(event_id, now=now, status_code=status_code)

@@ -1,5 +1,6 @@
-"""The outbox's ``due`` key (schema version 5): `time_key` of ``next_attempt_at``, which `claim_webhooks` seeks on
-instead of the REAL time (see `sqlite_time` for why no range seek that matters runs on a REAL key)."""
+"""The outbox's ``due`` key (schema version 5): `time_key` of ``next_attempt_at``, which the claim seeks on (through
+the wallet heads of `sqlite_outbox_heads` since version 10) instead of the REAL time (see `sqlite_time` for why no
+range seek that matters runs on a REAL key)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,11 @@ version-5 database migrates by creating them; 7 + ``wallets.order_sequence`` (th
 wallet; created like every index, on open); 8 + ``creation_nonces`` (`sqlite_creation_nonces`): a new table only, so
 a version-7 database migrates by creating it; 9 + ``wallets.order_envelope`` and ``wallets.order_freeze`` (the last
 owner order accepted, as sent, and whether it is a freeze; `add_order_envelope` adds them, NULL, to an older
-``wallets``: no order kept).
+``wallets``: no order kept); 10 + ``outbox_heads`` (one row per wallet with pending items, which
+the claim walks instead of the items: `sqlite_outbox_heads`, which also fills it from an older outbox), the
+``outbox_pending`` index (a wallet's earliest pending item), ``outbox.finished`` (`time_key` of the attempt that
+delivered the item or gave it up, which retention prunes on: `sqlite_outbox_retention`), and the old claim's
+``outbox_due_key`` and ``outbox_leased`` indexes dropped.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -23,9 +27,15 @@ from __future__ import annotations
 
 import sqlite3
 
-from parent_proxy.store import sqlite_agent_keys, sqlite_creation_nonces, sqlite_events, sqlite_spend
+from parent_proxy.store import (
+    sqlite_agent_keys,
+    sqlite_creation_nonces,
+    sqlite_events,
+    sqlite_outbox_heads,
+    sqlite_spend,
+)
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -65,9 +75,9 @@ SCHEMA = (
         event_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
         event_type TEXT NOT NULL, body BLOB NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL,
         attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL, lease_id TEXT, lease_until REAL,
-        due BLOB NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS outbox_due_key ON outbox (status, due)",
-    "CREATE INDEX IF NOT EXISTS outbox_leased ON outbox (wallet_id) WHERE lease_id IS NOT NULL",
+        due BLOB NOT NULL, finished BLOB)""",
+    "CREATE INDEX IF NOT EXISTS outbox_finished ON outbox (finished) WHERE finished IS NOT NULL",
+    *sqlite_outbox_heads.SCHEMA,
     """CREATE TABLE IF NOT EXISTS deliveries (
         event_id TEXT NOT NULL REFERENCES outbox(event_id), attempt INTEGER NOT NULL, at REAL NOT NULL,
         delivered INTEGER NOT NULL, status_code INTEGER, error TEXT)""",

@@ -55,6 +55,11 @@ MAX_WINDOW_SECONDS = 31 * 86_400
 """Longest rolling window the store keeps history for (a month); DynamoDB items expire after it."""
 IDEMPOTENCY_RETENTION_SECONDS = 86_400
 """A completed idempotency key replays its answer for a day after its first request; then the key is free again."""
+OUTBOX_RETENTION_SECONDS = 30 * 86_400
+"""A webhook outbox item that was delivered or given up (dead), with its delivery-log lines, is kept this long after
+the attempt that finished it (a month to look into a receiver's complaint), then deleted (`Store.prune`; DynamoDB:
+the TTL). A pending item is never deleted. An event id is unique for as long as its item is kept (the proxy's are
+random: `parent_proxy.webhooks.event_item`)."""
 IDEMPOTENCY_STALE_SECONDS = 900
 """An idempotency claim still in progress this long after it was taken belongs to a request that died (a crashed
 process: every request ends within its enclave and store timeouts, seconds): the key is free again. Nothing of such

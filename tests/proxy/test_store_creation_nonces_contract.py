@@ -145,11 +145,11 @@ def test_a_version_7_database_gains_the_table(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 7")
     migrated = SqliteStore(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
     assert migrated.get_wallet("w1") == make_wallet("w1")
     migrated.claim_creation_nonce(OWNER, NONCE, T0, UNTIL)
     migrated.close()
-    again = SqliteStore(path)  # opening a version-8 database again changes nothing
+    again = SqliteStore(path)  # opening a migrated database again changes nothing
     with pytest.raises(NonceUsed, match="creation nonce already used"):
         again.claim_creation_nonce(OWNER, NONCE, T0, UNTIL)
     again.close()

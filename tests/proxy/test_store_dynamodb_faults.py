@@ -265,13 +265,13 @@ def test_an_item_rescheduled_after_the_read_is_not_claimed(dynamo: tuple[Any, Ho
 
     def query_then_c_reschedules(real: Hook, **kwargs: Any) -> Any:
         page = real(**kwargs)  # worker A has read e1 as due (its lease has ended)
+        del client.hooks["query"]
         store.mark_failed("e1", held.lease_id or "", now=later, error="HTTP 500", status_code=500,
                           next_attempt_at=later + 3600)  # fmt: skip
         return page
 
     client.hooks["query"] = query_then_c_reschedules
     assert store.claim_webhooks(later, LEASE, 10) == []
-    del client.hooks["query"]
     assert store.get_outbox_item("e1").attempts == 1
     assert [c.event_id for c in store.claim_webhooks(later + 3600, LEASE, 10)] == ["e1"]
 

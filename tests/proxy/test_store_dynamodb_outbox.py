@@ -1,8 +1,10 @@
-"""DynamoDB-only outbox behaviour (`parent_proxy.store.dynamodb_outbox_due`): a claim reads the due items it takes
-or must pass over, through the ``outbox_due`` index, not the whole ``OUTBOX`` partition; one delivery in flight per
-wallet holds across workers (a lease item per wallet, in the claim's transaction); an index entry that is stale
-never leads to a wrong claim; items written before the index are found once per table. Items read are counted at
-the boto3 seam (``ScannedCount`` of every query: what DynamoDB read, before any filter)."""
+"""DynamoDB-only outbox behaviour (`parent_proxy.store.dynamodb_outbox_heads`): a claim reads the heads of the
+wallets it takes or must pass over, through the ``outbox_due`` index, and of each wallet it takes only the first
+item, never a backlog; one delivery in flight per wallet holds across workers (the lease is on the wallet's head, in
+the claim's transaction); an item enqueued while its wallet's head is later, or while a claim is under way, is not
+lost (the newcomer mark); a stale index entry never leads to a wrong claim; items written before heads are found
+once per table. Items read are counted at the boto3 seam (``ScannedCount`` of every query: what DynamoDB read,
+before any filter; and every item ``get_item`` found)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from parent_proxy.store.dynamodb import DynamoStore
+from parent_proxy.store.dynamodb_outbox_heads import pointer_item
 from parent_proxy.store.model import OutboxItem, OutboxStatus
 from tests.proxy.conftest import make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import CountingClient, Hook, Hooked
@@ -26,11 +29,19 @@ def item(event_id: str, wallet_id: str, due: float) -> OutboxItem:
     return OutboxItem(event_id, wallet_id, "decision", b'{"x":1}', created_at=T0, next_attempt_at=due)
 
 
+def reads(client: CountingClient) -> int:
+    """Items read since the last call (and reset)."""
+    total = client.items_read + client.items_got
+    client.items_read = client.items_got = 0
+    return total
+
+
 @pytest.fixture
 def counted(aws_env: None) -> Iterator[tuple[Any, CountingClient]]:
     with moto_dynamo_store(CountingClient) as (store, client):
         for wallet_id in ("w1", "w2", "w3"):
             store.create_wallet(make_wallet(wallet_id))
+        assert store.claim_webhooks(T0 - 1000, LEASE, 10) == []  # the store's first claim (see the last test)
         yield store, client
 
 
@@ -39,12 +50,41 @@ def hooked(aws_env: None) -> Iterator[tuple[Any, Hooked]]:
     with moto_dynamo_store(Hooked) as (store, client):
         for wallet_id in ("w1", "w2"):
             store.create_wallet(make_wallet(wallet_id))
-        assert store.claim_webhooks(T0 - 1000, LEASE, 10) == []  # the store's first claim (see the last test)
+        assert store.claim_webhooks(T0 - 1000, LEASE, 10) == []
         yield store, client
 
 
-def test_a_claim_reads_only_the_due_items_it_takes_or_passes_over(counted: tuple[Any, CountingClient]) -> None:
-    """Before: every claim read every pending item (here 154), due or not."""
+def _index_query(kwargs: dict[str, Any]) -> bool:
+    return "IndexName" in kwargs
+
+
+def test_a_wallets_backlog_costs_a_claim_nothing(counted: tuple[Any, CountingClient]) -> None:
+    """A receiver that fails at once, with 150 due items queued for it: before, every claim paged through the index
+    entry of every due item (150 items read per claim, N^2/2 to drain a backlog of N); now a claim reads the index
+    entries of the wallets it reaches, their head and mark, their first pointer and that item."""
+    store, client = counted
+    for i in range(150):
+        store.enqueue_webhook(item(f"a{i:05d}", "w1", due=T0 + i))
+    store.enqueue_webhook(item("b0", "w2", due=T0 + 200))
+    now = T0 + 300
+    reads(client)
+    first = store.claim_webhooks(now, LEASE, 10)
+    assert [c.event_id for c in first] == ["a00000", "b0"]
+    assert reads(client) == 8  # two index entries (the marks), then per wallet: its marks, a pointer, the item
+    store.mark_delivered("b0", first[1].lease_id or "", now=now, status_code=200)
+    reads(client)
+    lease = first[0].lease_id or ""
+    for k in range(1, 4):
+        store.mark_failed(f"a{k - 1:05d}", lease, now=now + k, error="HTTP 500", status_code=500,
+                          next_attempt_at=now + 3600)  # fmt: skip
+        assert reads(client) == 4  # the item, the head, the wallet's first two pointers
+        [claimed] = store.claim_webhooks(now + k, LEASE, 10)
+        assert claimed.event_id == f"a{k:05d}"
+        assert reads(client) == 4  # the head's index entry, the head, a pointer, the item
+        lease = claimed.lease_id or ""
+
+
+def test_items_not_due_and_finished_items_are_never_read(counted: tuple[Any, CountingClient]) -> None:
     store, client = counted
     for i in range(40):  # a history of 30 delivered and 10 dead items of w3
         store.enqueue_webhook(item(f"h{i:02d}", "w3", due=T0 - 100))
@@ -56,22 +96,23 @@ def test_a_claim_reads_only_the_due_items_it_takes_or_passes_over(counted: tuple
                               next_attempt_at=None)  # fmt: skip
     for i in range(150):  # a backlog of pending items not due for an hour or more
         store.enqueue_webhook(item(f"later{i:03d}", f"w{i % 3 + 1}", due=T0 + 3600 + i))
+    assert store.claim_webhooks(T0, LEASE, 10) == []  # each wallet's mark is folded into its head (due later)
     store.enqueue_webhook(item("a0", "w1", due=T0 + 1))
     store.enqueue_webhook(item("a1", "w1", due=T0 + 2))
     store.enqueue_webhook(item("b0", "w2", due=T0 + 3))
     store.enqueue_webhook(item("c0", "w3", due=T0 + 4))
     now = T0 + 100
-    client.items_read = 0
+    reads(client)
     assert [c.event_id for c in store.claim_webhooks(now, LEASE, 2)] == ["a0", "b0"]
-    assert client.items_read == 4  # a first page of 2 (a0, a1: w1 is taken), then a page of up to 4 (b0, c0)
-    client.items_read = 0
+    assert reads(client) == 10  # a page of 2 entries (w1's and w2's marks), then per wallet: its head and mark,
+    # its first pointer, that item
     assert [c.event_id for c in store.claim_webhooks(now, LEASE, 10)] == ["c0"]
-    assert client.items_read == 4  # a0 and b0 (leased: they keep their place), a1 (w1 in flight), c0
+    assert reads(client) == 7  # w3's mark, the heads of w1 and w2 (leased: passed over), then 4 reads for w3
     [a0] = [store.get_outbox_item("a0")]
     store.mark_delivered("a0", a0.lease_id or "", now=now + 1, status_code=200)
-    client.items_read = 0
+    reads(client)
     assert [c.event_id for c in store.claim_webhooks(now + 1, LEASE, 10)] == ["a1"]
-    assert client.items_read == 3  # a1, b0 and c0, the due items left
+    assert reads(client) == 6  # the heads of w1, w2 and w3 (two leased), then w1's head, first pointer, item
     assert store.get_outbox_item("h01").status == OutboxStatus.DELIVERED
     assert store.get_outbox_item("h00").status == OutboxStatus.DEAD
 
@@ -91,17 +132,55 @@ def test_claims_follow_due_order_exactly_at_every_boundary(aws_env: None) -> Non
             assert claimed == [f"e{i:02d}" for i, due in enumerate(dues) if due <= now], now
 
 
+def test_an_item_enqueued_while_its_wallets_head_is_later_goes_out_at_once(hooked: tuple[Any, Hooked]) -> None:
+    """An enqueue does not write the head (it could not lower it without a condition that might refuse the
+    signing transaction it is part of): its newcomer mark puts the wallet in the index at the new item's time."""
+    store, _ = hooked
+    store.enqueue_webhook(item("a0", "w1", due=T0))
+    [a0] = store.claim_webhooks(T0, LEASE, 10)
+    store.mark_failed("a0", a0.lease_id or "", now=T0 + 1, error="x", status_code=500, next_attempt_at=T0 + 3600)
+    assert store.claim_webhooks(T0 + 5, LEASE, 10) == []  # w1's head is due in an hour
+    store.enqueue_webhook(item("a1", "w1", due=T0 + 10))
+    assert [c.event_id for c in store.claim_webhooks(T0 + 10, LEASE, 10)] == ["a1"]
+
+
+def test_an_item_enqueued_during_a_claim_keeps_its_mark(hooked: tuple[Any, Hooked]) -> None:
+    """The claim deletes the wallet's mark only if no enqueue wrote it since the claim read it; one that did makes
+    the claim lease without deleting it, so the new item (due before the head the claim writes) is not hidden."""
+    store, client = hooked
+    other = DynamoStore(client.inner, TABLE)  # a signing request on another process
+    store.enqueue_webhook(item("a0", "w1", due=T0))
+    store.enqueue_webhook(item("a2", "w1", due=T0 + 3600))
+    [a0] = store.claim_webhooks(T0, LEASE, 10)
+    store.mark_failed("a0", a0.lease_id or "", now=T0 + 1, error="x", status_code=500, next_attempt_at=T0 + 7200)
+    store.enqueue_webhook(item("a1", "w1", due=T0 + 3000))  # the mark: w1 is due at T0 + 3000
+    sent: list[int] = []
+
+    def enqueue_first(real: Hook, **kwargs: Any) -> Any:
+        sent.append(len(kwargs["TransactItems"]))
+        if len(sent) == 1:  # the claim has read the mark and a1's pointer: a3, due earlier, arrives
+            other.enqueue_webhook(item("a3", "w1", due=T0 + 3001))
+        return real(**kwargs)
+
+    client.hooks["transact_write_items"] = enqueue_first
+    [a1] = store.claim_webhooks(T0 + 3001, LEASE, 10)
+    del client.hooks["transact_write_items"]
+    assert (a1.event_id, sent) == ("a1", [3, 2])  # lease, head, mark refused; then lease and head alone
+    store.mark_delivered("a1", a1.lease_id or "", now=T0 + 3002, status_code=200)
+    assert [c.event_id for c in store.claim_webhooks(T0 + 3002, LEASE, 10)] == ["a3"]
+
+
 def test_two_workers_never_lease_two_items_of_one_wallet(hooked: tuple[Any, Hooked]) -> None:
-    """Before: each claim read the outbox, then leased what it had read as free; a worker whose read did not show
-    the wallet's other item (written after it, due earlier: the fleet's clocks differ) leased a second item of a
-    wallet in flight (the protocol called this a race it allowed)."""
+    """A worker whose index read did not show the wallet's other item (written after it, due earlier: the fleet's
+    clocks differ) and that another worker leased meanwhile: the head's lease, read consistently and required by
+    the claim's transaction, stops it."""
     store, client = hooked
     other = DynamoStore(client.inner, TABLE)  # a second worker on the same table
     store.enqueue_webhook(item("a1", "w1", due=T0 + 1))
     taken = []
 
     def read_then_the_other_worker_claims(real: Hook, **kwargs: Any) -> Any:
-        page = real(**kwargs)  # this worker has read a1 as due, and w1 with nothing in flight
+        page = real(**kwargs)  # this worker has read w1 as due, with nothing in flight
         del client.hooks["query"]
         other.enqueue_webhook(item("a0", "w1", due=T0))
         taken.extend(other.claim_webhooks(T0 + 10, LEASE, 10))
@@ -119,24 +198,35 @@ def test_a_finish_after_its_lease_ended_leaves_the_wallet_to_the_claim_that_hold
     hooked: tuple[Any, Hooked],
 ) -> None:
     """A worker that marks its item after its lease ended (nobody took that item again, so the mark stands) must
-    not end the delivery another claim of the wallet has in flight since."""
-    store, _ = hooked
+    not end the delivery another claim of the wallet has in flight since; here that claim lands between the
+    finish's reads and its transaction, which is refused for the head it moved and sent again from fresh reads."""
+    store, client = hooked
+    other = DynamoStore(client.inner, TABLE)
     store.enqueue_webhook(item("a0", "w1", due=T0))
     store.enqueue_webhook(item("a2", "w1", due=T0 + 1))
     [late] = store.claim_webhooks(T0, LEASE, 10)  # its worker stalls past its lease
     store.enqueue_webhook(item("a_early", "w1", due=T0 - 5))
-    [current] = store.claim_webhooks(T0 + 31, LEASE, 10)
-    assert (late.event_id, current.event_id) == ("a0", "a_early")
+    current: list[OutboxItem] = []
+
+    def the_other_claim_first(real: Hook, **kwargs: Any) -> Any:
+        if not current:
+            current.extend(other.claim_webhooks(T0 + 31, LEASE, 10))
+        return real(**kwargs)
+
+    client.hooks["transact_write_items"] = the_other_claim_first
     store.mark_delivered("a0", late.lease_id or "", now=T0 + 32, status_code=200)
+    del client.hooks["transact_write_items"]
+    assert [(c.event_id, c.attempts) for c in current] == [("a_early", 1)]
     assert store.get_outbox_item("a0").status == OutboxStatus.DELIVERED
     assert store.claim_webhooks(T0 + 33, LEASE, 10) == []  # a_early is still in flight: not a2
-    store.mark_delivered("a_early", current.lease_id or "", now=T0 + 34, status_code=200)
+    store.mark_delivered("a_early", current[0].lease_id or "", now=T0 + 34, status_code=200)
     assert [c.event_id for c in store.claim_webhooks(T0 + 34, LEASE, 10)] == ["a2"]
 
 
 def test_a_stale_index_entry_never_leads_to_a_wrong_claim(hooked: tuple[Any, Hooked]) -> None:
-    """The index is eventually consistent: a claim may read entries of items finished, claimed or rescheduled since.
-    The claim's conditions are on the items themselves: it leases none of them and changes nothing."""
+    """The index is eventually consistent: a claim may read entries of wallets whose items were finished, claimed
+    or rescheduled since. Every decision is taken on consistent reads and conditional writes: the claim leases
+    nothing and changes no item."""
     store, client = hooked
     for event_id, wallet_id, due in (("a0", "w1", T0), ("b0", "w2", T0 + 1), ("b1", "w2", T0 + 2)):
         store.enqueue_webhook(item(event_id, wallet_id, due))
@@ -144,73 +234,81 @@ def test_a_stale_index_entry_never_leads_to_a_wrong_claim(hooked: tuple[Any, Hoo
 
     def keep_the_page(real: Hook, **kwargs: Any) -> Any:
         page = real(**kwargs)
-        stale.append(page)
+        if _index_query(kwargs):
+            stale.append(page)
         return page
 
     client.hooks["query"] = keep_the_page
     [a0, b0] = store.claim_webhooks(T0 + 10, LEASE, 10)
-    store.mark_delivered("a0", a0.lease_id or "", now=T0 + 11, status_code=200)  # finished: out of the index
+    store.mark_delivered("a0", a0.lease_id or "", now=T0 + 11, status_code=200)  # w1 has nothing left
     store.mark_failed("b0", b0.lease_id or "", now=T0 + 11, error="x", status_code=500, next_attempt_at=T0 + 3600)
     [b1] = store.claim_webhooks(T0 + 12, LEASE, 10)  # w2 has b1 in flight now
     before = {e: store.get_outbox_item(e) for e in ("a0", "b0", "b1")}
-    client.hooks["query"] = lambda real, **kwargs: stale[0]  # the index as it was before all of that
+    client.hooks["query"] = lambda real, **kwargs: stale[0] if _index_query(kwargs) else real(**kwargs)
     assert store.claim_webhooks(T0 + 40, LEASE, 10) == []  # a0 finished, b0 rescheduled, b1 leased
     assert {e: store.get_outbox_item(e) for e in ("a0", "b0", "b1")} == before
     del client.hooks["query"]
     assert b1.event_id == "b1" and store.claim_webhooks(T0 + 40, LEASE, 10) == []
 
 
-def test_a_claim_answers_the_item_as_stored_even_from_a_stale_entry(hooked: tuple[Any, Hooked]) -> None:
-    """An entry read while the item was leased, after its lease ended and the item was rescheduled to a time that
-    is due too: same attempt count, another due time. The claim answers the item as stored, or passes it over."""
+def test_a_pointer_left_behind_is_dropped(hooked: tuple[Any, Hooked]) -> None:
+    """A pointer whose item is no longer pending at its time (only a race with the one-off indexing of older items
+    can leave one) would head its wallet for ever: the claim that finds it deletes it, and the wallet goes on."""
     store, client = hooked
-    store.enqueue_webhook(item("c0", "w1", due=T0))
-    [first] = store.claim_webhooks(T0, LEASE, 10)
-    pages: list[Any] = []
-
-    def keep_the_page(real: Hook, **kwargs: Any) -> Any:
-        pages.append(real(**kwargs))
-        return pages[-1]
-
-    client.hooks["query"] = keep_the_page
-    assert store.claim_webhooks(T0 + 10, LEASE, 10) == []  # c0 in flight, as this page shows
-    store.mark_failed("c0", first.lease_id or "", now=T0 + 31, error="x", status_code=500, next_attempt_at=T0 + 32)
-    client.hooks["query"] = lambda real, **kwargs: pages[0]  # its lease ended at T0 + 30 in this page
-    claimed = store.claim_webhooks(T0 + 35, LEASE, 10)
-    assert all(c == store.get_outbox_item(c.event_id) for c in claimed)
-    del client.hooks["query"]
-    claimed += store.claim_webhooks(T0 + 35, LEASE, 10)
-    assert [(c.event_id, c.attempts, c.next_attempt_at) for c in claimed] == [("c0", 2, T0 + 32)]
-    assert claimed[0] == store.get_outbox_item("c0")
+    ghost = pointer_item("w1", "ghost", T0 - 5)
+    client.inner.put_item(TableName=TABLE, Item=ghost)
+    store.enqueue_webhook(item("a0", "w1", due=T0))
+    assert store.claim_webhooks(T0, LEASE, 10) == []
+    assert "Item" not in client.inner.get_item(TableName=TABLE, Key={"pk": ghost["pk"], "sk": ghost["sk"]})
+    assert [c.event_id for c in store.claim_webhooks(T0, LEASE, 10)] == ["a0"]
 
 
-def test_items_written_before_the_index_are_claimed_and_looked_for_once_per_table(
-    counted: tuple[Any, CountingClient],
-) -> None:
-    """A pending item as a build before ``due_key`` wrote it is not in the index: the first claim on the table
-    gives it its key, and no later claim (of any store) reads the partition for such items again."""
-    store, client = counted
-    old = {
+def _older_item(event_id: str, wallet_id: str, due: float, **extra: Any) -> dict[str, Any]:
+    """A pending item as a build before heads wrote it (no pointer; ``due_key`` since that build's index)."""
+    return {
         "pk": {"S": "OUTBOX"},
-        "sk": {"S": "old1"},
-        "wallet_id": {"S": "w1"},
+        "sk": {"S": event_id},
+        "wallet_id": {"S": wallet_id},
         "event_type": {"S": "decision"},
         "body": {"B": b"{}"},
         "created_at": {"N": str(T0)},
         "status": {"S": "pending"},
         "attempts": {"N": "0"},
-        "next_attempt_at": {"N": str(T0 + 5)},
+        "next_attempt_at": {"N": str(due)},
         "lease_id": {"NULL": True},
         "lease_until": {"NULL": True},
+        **extra,
     }
-    client.inner.put_item(TableName=TABLE, Item=old)
-    for i in range(20):
-        store.enqueue_webhook(item(f"later{i}", "w2", due=T0 + 3600))
-    assert store.claim_webhooks(T0, LEASE, 10) == []  # old1 is not due yet
-    client.items_read = 0
-    fresh = DynamoStore(client, TABLE)  # another process on the same table
-    [old1] = fresh.claim_webhooks(T0 + 5, LEASE, 10)
-    assert (old1.event_id, old1.attempts, old1.next_attempt_at) == ("old1", 1, T0 + 5)
-    assert client.items_read == 1  # old1, through the index; the partition's 21 items are not read again
-    fresh.mark_failed("old1", old1.lease_id or "", now=T0 + 6, error="x", status_code=None, next_attempt_at=T0 + 60)
-    assert [c.event_id for c in fresh.claim_webhooks(T0 + 60, LEASE, 10)] == ["old1"]
+
+
+def test_items_written_before_heads_are_claimed_and_looked_for_once_per_table(aws_env: None) -> None:
+    """Pending items as older builds wrote them (with and without ``due_key``, one under a live lease): the first
+    claim on the table gives them pointers, takes them out of the index and marks their wallets (w2's head carries
+    the live lease); no later claim of any store reads the ``OUTBOX`` partition again."""
+    with moto_dynamo_store(CountingClient) as (store, client):
+        for wallet_id in ("w1", "w2"):
+            store.create_wallet(make_wallet(wallet_id))
+        older = (
+            _older_item("old1", "w1", T0 + 5),
+            _older_item("old0", "w1", T0 + 6, due_key={"S": "x"}),
+            _older_item("busy", "w2", T0, attempts={"N": "1"}, lease_id={"S": "L"}, lease_until={"N": str(T0 + 20)}),
+            _older_item("next", "w2", T0 + 1, due_key={"S": "y"}),
+        )
+        for i in older:
+            client.inner.put_item(TableName=TABLE, Item=i)
+        for i in range(20):
+            store.enqueue_webhook(item(f"later{i}", "w1", due=T0 + 3600))
+        assert store.claim_webhooks(T0, LEASE, 10) == []  # old1 is not due yet, w2 is in flight
+        assert all("due_key" not in client.inner.get_item(TableName=TABLE, Key={"pk": i["pk"], "sk": i["sk"]})["Item"]
+                   for i in older)  # fmt: skip
+        fresh = DynamoStore(client, TABLE)  # another process on the same table
+        reads(client)
+        [old1] = fresh.claim_webhooks(T0 + 5, LEASE, 10)
+        assert (old1.event_id, old1.attempts, old1.next_attempt_at) == ("old1", 1, T0 + 5)
+        assert (
+            reads(client) == 7
+        )  # the layout item; w2's head (in flight) and mark, w1's mark; w1's mark, pointer, item
+        fresh.mark_failed("old1", old1.lease_id or "", now=T0 + 6, error="x", status_code=None, next_attempt_at=T0 + 60)
+        claimed = fresh.claim_webhooks(T0 + 21, LEASE, 10)  # busy's lease (an older build's) has ended
+        assert [(c.event_id, c.attempts) for c in claimed] == [("busy", 2), ("old0", 1)]
+        assert fresh.claim_webhooks(T0 + 22, LEASE, 10) == []  # both wallets in flight

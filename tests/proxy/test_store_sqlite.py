@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from parent_proxy.errors import LimitExceeded
+from parent_proxy.store import sqlite_outbox_heads as heads
 from parent_proxy.store.model import OutboxItem
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
@@ -259,8 +260,8 @@ def _outbox_item(event_id: str, due: float, wallet_id: str = "w1") -> OutboxItem
 def test_outbox_claims_match_a_scan_and_seek_on_the_due_key(tmp_path: Path) -> None:
     """The outbox is claimed by its ``due`` time key: every boundary at, just before and just after each due time
     claims exactly the items a scan finds due, in due order (one wallet each: a claim takes one item per wallet),
-    and the claim is a seek on ``outbox_due_key``; the wallets in flight come from a scan of ``outbox_leased`` (no
-    seek on the REAL ``lease_until``)."""
+    and the claim is a seek on the wallet heads' ``due`` key in due order (no sort, no seek on the REAL
+    ``lease_until``)."""
     path = tmp_path / "state.db"
     store = SqliteStore(path)
     dues = sorted(EVENT_TIMES)
@@ -273,17 +274,16 @@ def test_outbox_claims_match_a_scan_and_seek_on_the_due_key(tmp_path: Path) -> N
         assert claimed == [f"e{i:02d}" for i, due in enumerate(dues) if due <= now], now
     with sqlite3.connect(path) as conn:
         plan = " ".join(
-            str(row[3])
-            for row in conn.execute(
-                "EXPLAIN QUERY PLAN SELECT event_id, wallet_id FROM outbox WHERE status = 'pending' AND due <= ?"
-                " AND (lease_until IS NULL OR lease_until <= ?) AND wallet_id NOT IN"
-                " (SELECT wallet_id FROM outbox WHERE lease_id IS NOT NULL AND lease_until > ?)"
-                " ORDER BY due, event_id",
-                (time_key(T0), T0, T0),
-            )
+            str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + heads.CLAIMABLE, (time_key(T0), T0, "[]", 10))
         )
-    assert "outbox_due_key (status=? AND due<?)" in plan and "SCAN outbox USING INDEX outbox_leased" in plan
+    assert "SEARCH outbox_heads USING INDEX outbox_heads_due (due<?)" in plan and "TEMP B-TREE" not in plan
     store.close()
+
+
+V4_OUTBOX = """CREATE TABLE outbox (
+    event_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id), event_type TEXT NOT NULL,
+    body BLOB NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+    next_attempt_at REAL NOT NULL, lease_id TEXT, lease_until REAL)"""
 
 
 def test_version_4_outbox_gets_due_keys(tmp_path: Path) -> None:
@@ -292,8 +292,9 @@ def test_version_4_outbox_gets_due_keys(tmp_path: Path) -> None:
     store.create_wallet(make_wallet("w1"))
     store.close()
     with sqlite3.connect(path) as conn:  # the version-4 outbox: no ``due``, an index on the REAL time
-        conn.execute("DROP INDEX outbox_due_key")
-        conn.execute("ALTER TABLE outbox DROP COLUMN due")
+        conn.execute("DROP TABLE outbox_heads")
+        conn.execute("DROP TABLE outbox")
+        conn.execute(V4_OUTBOX)
         conn.execute("CREATE INDEX outbox_due ON outbox (status, next_attempt_at)")
         conn.executemany(
             "INSERT INTO outbox VALUES (?, 'w1', 'decision', x'7b7d', ?, ?, 0, ?, NULL, NULL)",
@@ -305,14 +306,15 @@ def test_version_4_outbox_gets_due_keys(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         keys = conn.execute("SELECT event_id, due, next_attempt_at FROM outbox ORDER BY event_id").fetchall()
-    assert {"outbox_due_key", "outbox_leased"} <= indexes and "outbox_due" not in indexes
+    assert {"outbox_heads_due", "outbox_pending"} <= indexes
+    assert not indexes & {"outbox_due", "outbox_due_key", "outbox_leased"}
     assert keys == [("a", time_key(T0 + 1), T0 + 1), ("b", time_key(T0), T0), ("c", time_key(T0 - 5), T0 - 5)]
     [b] = migrated.claim_webhooks(T0, 30.0, 10)
     assert b.event_id == "b"
     migrated.mark_delivered("b", b.lease_id or "", now=T0, status_code=200)  # w1 has no delivery in flight again
     assert [i.event_id for i in migrated.claim_webhooks(T0 + 1, 30.0, 10)] == ["a"]
     migrated.close()
-    SqliteStore(path).close()  # opening a version-5 database again changes nothing
+    SqliteStore(path).close()  # opening a migrated database again changes nothing
 
 
 def test_prune_deletes_expired_idempotency_records(tmp_path: Path) -> None:

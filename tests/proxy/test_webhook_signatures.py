@@ -1,5 +1,6 @@
 """What a webhook signature covers, and what `verify_webhook_signature` accepts (review findings: the event id and
-type headers are outside the HMAC; the timestamp header was parsed with ``int()``)."""
+type headers are outside the HMAC; the timestamp header was parsed with ``int()``; a non-ASCII signature header
+raised ``TypeError``)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,22 @@ def test_a_timestamp_header_is_accepted_only_as_one_to_twelve_ascii_digits(times
         assert not well_formed
     else:
         assert well_formed
+
+
+@pytest.mark.parametrize("signature", ["v1=\u00e9" + "0" * 63, "v1=\u00ff", "\u00e9", "v1=\udcff"])
+def test_a_non_ascii_signature_header_is_a_webhook_error(signature: str) -> None:
+    """Before: `hmac.compare_digest` raised ``TypeError`` for a str that is not ASCII (HTTP header bytes decode as
+    latin-1 in Starlette, Django, Flask), so a receiver that catches `WebhookError` answered 500, with a traceback,
+    to an unauthenticated request."""
+    item = event_item(FakeClock(), "w1", "transaction.signed", {})
+    with pytest.raises(WebhookError, match="webhook signature is invalid"):
+        verify_webhook_signature(
+            SECRET,
+            timestamp=str(NOW),
+            signature=signature,
+            body=item.body,
+            event_id=item.event_id,
+            event_type=item.event_type,
+            now=NOW,
+            tolerance=300,
+        )
