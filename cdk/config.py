@@ -8,29 +8,24 @@ Error hierarchy::
     ConfigError      one or more context values are missing or malformed (the message names each of them)
 
 Context values arrive as JSON from `cdk.json` or as strings from `cdk -c key=value`; both forms are accepted for
-numbers, booleans (strictly `true`/`false`) and lists (a JSON list, or a JSON-encoded list in a string).
+numbers, booleans (strictly `true`/`false`) and lists (a JSON list, or a JSON-encoded list in a string). The
+parsers of single values are in `cdk.context_values`; the checks that relate several values are here.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from solders.pubkey import Pubkey
-
-from cdk import naming
+from cdk import context_values as values
 
 T = TypeVar("T")
 
 PREFIX = "waiaas:"
 """Prefix of every context key this app reads."""
-
-PCR_HEX_CHARS = 96
-"""A Nitro PCR is a SHA-384 digest: 48 bytes, 96 lowercase hex characters."""
 
 ENCLAVE_MIN_MEMORY_MIB = 512
 """Smallest enclave allocation accepted here (the image must fit in memory with room for the app)."""
@@ -42,17 +37,11 @@ _ACCOUNT_RE = re.compile(r"^[0-9]{12}\Z")
 _REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]\Z")
 _INSTANCE_TYPE_RE = re.compile(r"^(?P<family>[a-z][a-z0-9-]*)\.(?P<size>[0-9]*x?large|metal(-[0-9]+xl)?)\Z")
 _BURSTABLE_RE = re.compile(r"^t[0-9]")
-_PCR_RE = re.compile(r"^[0-9a-f]{96}\Z")
-_PRINCIPAL_RE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}\Z")
-_ROLE_ARN_RE = re.compile(r"^arn:[a-z-]+:iam::(?P<account>[0-9]{12}):role/(?:.*/)?(?P<name>[^/]+)\Z")
 _CERT_RE = re.compile(
     r"^arn:aws(-cn|-us-gov)?:acm:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):certificate/[0-9a-f-]{36}$"
 )
 _RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
-_RPC_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?\Z")
-_ORIGIN_RE = re.compile(r"^https://(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
-                        r"(?::(?P<port>[1-9][0-9]{0,4}))?\Z")  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -111,123 +100,6 @@ class DeploymentConfig:
         return "aws"
 
 
-# --- parsing helpers: each returns the value or raises ValueError with a short reason ----------------------------
-
-
-def _string(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a non-empty string")
-    return value
-
-
-def _integer(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError("must be an integer, not a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value):
-        return int(value)
-    raise ValueError("must be an integer")
-
-
-def _boolean(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value == "true":
-        return True
-    if value == "false":
-        return False
-    raise ValueError("must be true or false")
-
-
-def _string_list(value: object, *, allow_empty: bool) -> tuple[str, ...]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError("must be a list (or a JSON-encoded list)") from exc
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise ValueError("must be a list of non-empty strings")
-    if not value and not allow_empty:
-        raise ValueError("must not be empty")
-    if len(set(value)) != len(value):
-        raise ValueError("must not repeat an entry")
-    return tuple(value)
-
-
-def _pcr(value: object) -> str:
-    text = _string(value)
-    if not _PCR_RE.fullmatch(text):
-        raise ValueError(f"must be {PCR_HEX_CHARS} lowercase hex characters (a SHA-384 digest)")
-    if set(text) == {"0"}:
-        raise ValueError("is all zeros, which is what a debug-mode enclave reports; pin a real measurement")
-    return text
-
-
-def _principals(value: object) -> tuple[str, ...]:
-    arns = _string_list(value, allow_empty=False)
-    for arn in arns:
-        if not _PRINCIPAL_RE.fullmatch(arn):
-            raise ValueError(f"{arn!r} is not an IAM role or user ARN (account roots and wildcards are refused)")
-    return arns
-
-
-def _own_roles_named(arns: tuple[str, ...], account: str) -> list[str]:
-    """The ARNs among `arns` that name a role this app creates in `account` (IAM role names are unique in an
-    account whatever their path, so the name alone identifies it)."""
-    named = []
-    for arn in arns:
-        match = _ROLE_ARN_RE.fullmatch(arn)
-        if match is not None and match["account"] == account and match["name"] in naming.OWN_ROLES:
-            named.append(arn)
-    return named
-
-
-def _owner_keys(value: object) -> tuple[str, ...]:
-    keys = _string_list(value, allow_empty=False)
-    for key in keys:
-        try:
-            canonical = str(Pubkey.from_string(key))
-        except ValueError as exc:
-            raise ValueError(f"{key!r} is not a base58 Ed25519 public key (32 bytes)") from exc
-        if canonical != key:
-            raise ValueError(f"{key!r} is not in canonical base58 form ({canonical})")
-    return keys
-
-
-def _origins(value: object) -> tuple[str, ...]:
-    """Origins in the proxy's normal form (``parent_proxy.owner_auth.normalize_origin``, which this app may not
-    import): https, a lowercase DNS name (the load balancer's, or a domain of yours: its certificate is the ACM
-    one), no path, no :443. Checked here, since a typo would stop every proxy at start-up."""
-    origins = _string_list(value, allow_empty=False)
-    for origin in origins:
-        match = _ORIGIN_RE.fullmatch(origin)
-        port = None if match is None else int(match["port"] or 1)  # no port: the default (443), written as none
-        if port is None or port == 443 or port > 65535:
-            raise ValueError(f"{origin!r} is not an https origin in normal form (https://<lowercase DNS name>[:port], "
-                             "no path, no :443; e.g. https://wallets.example.com)")  # fmt: skip
-    return origins
-
-
-def _rpc_url(value: object) -> str:
-    url = _string(value)
-    if not _RPC_URL_RE.fullmatch(url):
-        raise ValueError("must be an https:// URL (host, optional port and path; no credentials or query)")
-    return url
-
-
-def _private_cidrs(value: object) -> tuple[str, ...]:
-    cidrs = _string_list(value, allow_empty=False)
-    for cidr in cidrs:
-        try:
-            network = ipaddress.IPv4Network(cidr, strict=True)
-        except ValueError as exc:
-            raise ValueError(f"{cidr!r} is not an IPv4 network") from exc
-        if not network.is_private:
-            raise ValueError(f"{cidr!r} is not a private network (no internet-facing ingress)")
-    return cidrs
-
-
 class _Reader:
     """Reads each key once, collecting every problem so that one run reports all of them."""
 
@@ -256,19 +128,19 @@ class _Reader:
 def load_config(context: Mapping[str, object]) -> DeploymentConfig:
     """Validate the `waiaas:*` context into a `DeploymentConfig`, or raise `ConfigError` naming every problem."""
     r = _Reader(context)
-    account = r.get("account", _string)
+    account = r.get("account", values.string)
     if account is not None and not _ACCOUNT_RE.fullmatch(account):
         r.fail("account", "must be a 12-digit AWS account id")
-    region = r.get("region", _string)
+    region = r.get("region", values.string)
     if region is not None and not _REGION_RE.fullmatch(region):
         r.fail("region", f"{region!r} is not an AWS region name")
-    azs = r.get("availabilityZones", lambda v: _string_list(v, allow_empty=False))
+    azs = r.get("availabilityZones", lambda v: values.string_list(v, allow_empty=False))
     if azs is not None and region is not None:
         if len(azs) < 2:
             r.fail("availabilityZones", "must list at least two zones (the hosts span zones)")
         if any(not re.fullmatch(re.escape(region) + r"[a-z]", az) for az in azs):
             r.fail("availabilityZones", f"must all be zones of {region} (e.g. {region}a)")
-    vpc_cidr = r.get("vpcCidr", _string)
+    vpc_cidr = r.get("vpcCidr", values.string)
     if vpc_cidr is not None:
         try:
             vpc_net = ipaddress.IPv4Network(vpc_cidr, strict=True)
@@ -276,61 +148,61 @@ def load_config(context: Mapping[str, object]) -> DeploymentConfig:
                 r.fail("vpcCidr", "must be a private IPv4 network between /16 and /22")
         except ValueError:
             r.fail("vpcCidr", f"{vpc_cidr!r} is not an IPv4 network")
-    instance_type = r.get("instanceType", _string)
+    instance_type = r.get("instanceType", values.string)
     if instance_type is not None:
         match = _INSTANCE_TYPE_RE.fullmatch(instance_type)
         if match is None:
             r.fail("instanceType", f"{instance_type!r} is not an EC2 instance type")
         elif _BURSTABLE_RE.match(match["family"]) or match["size"] in ("large",):
             r.fail("instanceType", f"{instance_type!r} cannot host a Nitro Enclave (burstable, or too few vCPUs)")
-    host_count = r.get("hostCount", _integer)
+    host_count = r.get("hostCount", values.integer)
     if host_count is not None and not 1 <= host_count <= 20:
         r.fail("hostCount", "must be between 1 and 20")
-    memory = r.get("enclaveMemoryMiB", _integer)
+    memory = r.get("enclaveMemoryMiB", values.integer)
     if memory is not None and memory < ENCLAVE_MIN_MEMORY_MIB:
         r.fail("enclaveMemoryMiB", f"must be at least {ENCLAVE_MIN_MEMORY_MIB}")
-    cpus = r.get("enclaveCpuCount", _integer)
+    cpus = r.get("enclaveCpuCount", values.integer)
     if cpus is not None and (cpus < ENCLAVE_MIN_CPUS or cpus % 2):
         r.fail("enclaveCpuCount", f"must be an even number, at least {ENCLAVE_MIN_CPUS}")
 
     # The measurements: no defaults, and PCR8 is either pinned (signed image) or explicitly absent.
-    pcr0 = r.get("enclavePcr0", _pcr)
-    signed = r.get("enclaveImageSigned", _boolean)
+    pcr0 = r.get("enclavePcr0", values.pcr)
+    signed = r.get("enclaveImageSigned", values.boolean)
     pcr8: str | None = None
     if signed is True:
-        pcr8 = r.get("enclavePcr8", _pcr)
+        pcr8 = r.get("enclavePcr8", values.pcr)
     elif signed is False and r.has("enclavePcr8"):
         r.fail("enclavePcr8", "is set but enclaveImageSigned is false; remove one of them")
 
-    release = r.get("release", _string)
+    release = r.get("release", values.string)
     if release is not None and not _RELEASE_RE.fullmatch(release):
         r.fail("release", "must be 1-64 characters of [A-Za-z0-9._-]")
-    owners = r.get("ownerPrincipals", _principals)
-    operators = r.get("operatorPrincipals", _principals)
-    admins = r.get("keyAdminPrincipals", _principals)
+    owners = r.get("ownerPrincipals", values.principals)
+    operators = r.get("operatorPrincipals", values.principals)
+    admins = r.get("keyAdminPrincipals", values.principals)
     if admins is not None and account is not None and any(f":iam::{account}:" not in a for a in admins):
         r.fail("keyAdminPrincipals", "must all belong to the deployment account")
     # The stack's own roles hold exactly the powers their policies give them: naming one here would hand the enclave
     # host (or the owner-signer, or the operator) the owner chain, the operator role or the keys' administration.
     for key, arns in (("ownerPrincipals", owners), ("operatorPrincipals", operators), ("keyAdminPrincipals", admins)):
         if arns is not None and account is not None:
-            for arn in _own_roles_named(arns, account):
+            for arn in values.own_roles_named(arns, account):
                 r.fail(key, f"names {arn}, a role this deployment creates; its own roles cannot be configured here")
-    certificate = r.get("certificateArn", _string)
+    certificate = r.get("certificateArn", values.string)
     if certificate is not None:
         cert_match = _CERT_RE.fullmatch(certificate)
         if cert_match is None:
             r.fail("certificateArn", "is not an ACM certificate ARN")
         elif region is not None and cert_match["region"] != region:
             r.fail("certificateArn", f"must be a certificate in {region}")
-    clients = r.get("allowedClientCidrs", _private_cidrs)
-    emails = r.get("alarmEmails", lambda v: _string_list(v, allow_empty=True))
+    clients = r.get("allowedClientCidrs", values.private_cidrs)
+    emails = r.get("alarmEmails", lambda v: values.string_list(v, allow_empty=True))
     if emails is not None and any(not _EMAIL_RE.fullmatch(e) for e in emails):
         r.fail("alarmEmails", "must be email addresses")
-    owner_keys = r.get("ownerPublicKeys", _owner_keys)
-    origins = r.get("publicOrigins", _origins)
-    rpc_url = r.get("solanaRpcUrl", _rpc_url)
-    egress = r.get("internetEgress", _boolean)
+    owner_keys = r.get("ownerPublicKeys", values.owner_keys)
+    origins = r.get("publicOrigins", values.origins)
+    rpc_url = r.get("solanaRpcUrl", values.rpc_url)
+    egress = r.get("internetEgress", values.boolean)
 
     if r.errors:
         raise ConfigError("invalid deployment context:\n  - " + "\n  - ".join(r.errors))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # `cdk.config` reads the role names below to refuse them as configured principals
+if TYPE_CHECKING:  # `cdk.context_values` reads the role names below to refuse them as configured principals
     from cdk.config import DeploymentConfig
 
 NAME = "waiaas"
