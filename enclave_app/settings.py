@@ -90,20 +90,19 @@ def _forbidden(env: Mapping[str, str], name: str, because: str) -> None:
         raise SettingsError(f"{PREFIX}{name} must not be set {because}")
 
 
-def _boolean(env: Mapping[str, str], name: str) -> bool:
-    value = _required(env, name)
+def _true_or_false(name: str, value: str) -> bool:
     if value not in ("true", "false"):
         raise SettingsError(f"{PREFIX}{name} must be exactly 'true' or 'false'")
     return value == "true"
+
+
+def _boolean(env: Mapping[str, str], name: str) -> bool:
+    return _true_or_false(name, _required(env, name))
 
 
 def _optional_boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
     value = _get(env, name)
-    if value is None:
-        return default
-    if value not in ("true", "false"):
-        raise SettingsError(f"{PREFIX}{name} must be exactly 'true' or 'false'")
-    return value == "true"
+    return default if value is None else _true_or_false(name, value)
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -22,9 +22,9 @@ from solders.transaction import VersionedTransaction
 from enclave_app import rotation
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import ReceiptError
+from enclave_app.ledger import Ledger
 from enclave_app.protocol import AgentKeyResponse, SpentEntry
 from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt, verify_provision_receipt, verify_receipt
-from enclave_app.state import Ledger
 from policies.model import FEES
 from policies.signing import load_signed_policy
 from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, refused, run

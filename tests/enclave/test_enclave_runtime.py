@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from enclave_app.__main__ import main, serve
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import ReceiptError, SettingsError, StateError
+from enclave_app.ledger import ARCHIVE_BUCKET_SECONDS, ARCHIVE_SECONDS, Ledger
 from enclave_app.protocol import EnclaveState
 from enclave_app.receipts import Receipt, SessionKey, verify_receipt
 from enclave_app.settings import load_settings
-from enclave_app.state import ARCHIVE_BUCKET_SECONDS, ARCHIVE_SECONDS, Ledger
 from enclave_app.transport import UnixAddress, VsockAddress
 from policies.decision import Reservation
 from tests.enclave.startup_env import enclave_env
@@ -151,7 +151,7 @@ def test_ledger_windows_slide_and_never_go_back() -> None:
 
 
 def test_ledger_refuses_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("enclave_app.state.MAX_LEDGER_ENTRIES", 2)
+    monkeypatch.setattr("enclave_app.ledger.MAX_LEDGER_ENTRIES", 2)
     ledger = Ledger()
     ledger.record(1.0, denied=True, signed=())
     with pytest.raises(StateError, match="per-boot counters are full"):
@@ -183,7 +183,7 @@ def test_benchmark_last_line(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_ledger_room_counts_outflows_and_pruning_frees_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("enclave_app.state.MAX_LEDGER_ENTRIES", 6)
+    monkeypatch.setattr("enclave_app.ledger.MAX_LEDGER_ENTRIES", 6)
     ledger = Ledger()
     ledger.record(10.0, denied=False, signed=(Reservation("SOL", 1), Reservation("M", 2)))  # 1 request + 2 outflows
     ledger.record(20.0, denied=False, signed=(Reservation("SOL", 3),))  # 1 request + 1 outflow

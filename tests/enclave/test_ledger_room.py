@@ -62,14 +62,14 @@ def test_the_room_asked_covers_what_a_request_adds(world: EnclaveWorld, monkeypa
             assert wallet.ledger.held - before == 2 <= needed
 
             # One entry short of the room: refused before judging, nothing recorded.
-            monkeypatch.setattr("enclave_app.state.MAX_LEDGER_ENTRIES", wallet.ledger.held + needed - 1)
+            monkeypatch.setattr("enclave_app.ledger.MAX_LEDGER_ENTRIES", wallet.ledger.held + needed - 1)
             before = wallet.ledger.held
             with pytest.raises(EnclaveRequestError) as refused:
                 await client.sign_transaction(WALLET, sol_and_token_tx(agent), spent=spent())
             assert refused.value.code == "ledger_full" and wallet.ledger.held == before
 
             # Exactly the room: signed, and the ledger stays within its bound.
-            monkeypatch.setattr("enclave_app.state.MAX_LEDGER_ENTRIES", wallet.ledger.held + needed)
+            monkeypatch.setattr("enclave_app.ledger.MAX_LEDGER_ENTRIES", wallet.ledger.held + needed)
             answer = await client.sign_transaction(WALLET, sol_and_token_tx(agent), spent=spent())
             assert verdict(answer) == "allow" and wallet.ledger.held == before + 1 + len(assets)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from enclave_app.errors import StateError
-from enclave_app.state import ARCHIVE_BUCKET_SECONDS, Ledger
+from enclave_app.ledger import ARCHIVE_BUCKET_SECONDS, Ledger
 from policies.decision import Reservation
 
 
@@ -14,7 +14,7 @@ def test_archive_buckets_count_against_the_ledger_bound(monkeypatch: pytest.Monk
     against it, and the archive is bounded per asset only (4465 buckets), so an agent whose policy allows many mints
     could fill enclave memory: one outflow per allowed mint (257 assets) every 10 minutes for 31 days held 1.15
     million buckets, about 110 MB for one wallet, while check_room saw an empty ledger."""
-    monkeypatch.setattr("enclave_app.state.MAX_LEDGER_ENTRIES", 10)
+    monkeypatch.setattr("enclave_app.ledger.MAX_LEDGER_ENTRIES", 10)
     ledger = Ledger()
     for i in range(10):  # ten assets, one amount each, in separate requests
         ledger.record(float(i), denied=False, signed=(Reservation(f"M{i}", 1),))
