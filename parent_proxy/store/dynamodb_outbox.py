@@ -247,7 +247,8 @@ class DynamoOutboxAudit(DynamoOutboxLayout):
         }
         actions.append({"Put": {"TableName": self._table, "Item": log}})
         lease = None if head.lease_id in (None, lease_id) else (head.lease_id, head.lease_until or 0.0)
-        move = self._head_action(wallet_id, head, min(left, default=None), lease)
+        paused = v.wallet_pause_until(attempt.at, next_attempt_at if status == OutboxStatus.PENDING else None)
+        move = self._head_action(wallet_id, head, min(left, default=None), lease, paused)
         return [*actions, *([] if move is None else [move])]
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None:

@@ -8,9 +8,10 @@ A strongly consistent query of the wallet's ``OUTBOX#`` pointers, one item long,
 The pointer is written with the item, moved by a reschedule and deleted by a finish, each in the item's transaction.
 
 Wallets. ``OUTBOX_WALLETS/<wallet>#HEAD`` (the head) carries the due key of the wallet's earliest pending item as
-``due_key``, the wallet's delivery in flight (``lease_id``, ``lease_until``; absent when none) and a ``version``
-that each of its writes bumps and requires as read (optimistic concurrency: claims and finishes of one wallet
-serialise on it). It is written by claims and finishes, never by an enqueue: an enqueue cannot lower a head's due
+``due_key``, held back to the end of the wallet's pause (``paused_until``, absent when none: set by a finish that
+reschedules a failed item, `validation.wallet_pause_until`, cleared by any other finish and by a claim; `held`), the
+wallet's delivery in flight (``lease_id``, ``lease_until``; absent when none) and a ``version`` that each of its
+writes bumps and requires as read (optimistic concurrency: claims and finishes of one wallet serialise on it). It is written by claims and finishes, never by an enqueue: an enqueue cannot lower a head's due
 time inside the signing transaction it belongs to without a condition that could refuse that transaction. An
 enqueue therefore writes ``OUTBOX_WALLETS/<wallet>#NEW`` (the newcomer mark) unconditionally:
 ``due_key = if_not_exists(due_key, <key>)`` and ``version + 1``, where the key is the item's `due_key` at the
@@ -26,14 +27,14 @@ while it passes entries over) and, for each wallet reached: skips it if the entr
 head and mark (one consistent query), the earliest pointer and its item (consistent reads); then, in one
 transaction, leases the item (only if its attempts and due time are those read and it has no live lease), puts the
 head with the lease (only if its version is the one read and no lease was live) and deletes the mark. If the
-earliest item is not due, the claim folds the mark into the head (the head's ``due_key`` is that item's) and goes
-on. It reads entries of wallets it takes, of wallets in flight and of skipped wallets only: nothing of a wallet's
+earliest item is not due, or the head's pause is not over (a mark reached the claim), the claim folds the mark into
+the head (the head's ``due_key`` is that item's, held back by the pause) and goes on. It reads entries of wallets it takes, of wallets in flight and of skipped wallets only: nothing of a wallet's
 backlog but its first item. Before, a claim read the index entry of every due pending item until it had its batch:
 one wallet's backlog of N due items made every claim read N items, and draining it N^2.
 
 A finish (`dynamodb_outbox`) reads the head and the wallet's first two pointers, and in its transaction clears the
 lease if it is still the head's (a finish after its lease ended leaves another claim's), moves the head to the
-earliest item left (or deletes it with the last) and requires the head's version; if another claim or finish of the
+earliest item left (or deletes it with the last), sets or clears the pause and requires the head's version; if another claim or finish of the
 wallet moved the head meanwhile, the finish is sent again from fresh reads. An item enqueued meanwhile is covered by
 its mark.
 
@@ -83,6 +84,8 @@ WALLETS_PK = "OUTBOX_WALLETS"
 POINTER_PREFIX = "OUTBOX#"
 HEAD = "HEAD"
 NEW = "NEW"
+PAUSE_ATTRIBUTE = "paused_until"
+"""The head's end of the wallet's pause (`validation.wallet_pause_until`), absent when none."""
 MAX_PAGE = 1000
 """The largest page a claim reads from the index (the batch size is at most 1000 too)."""
 
@@ -137,22 +140,35 @@ def parse_outbox(i: Item, event_id: str) -> OutboxItem:
 
 @dataclass(frozen=True)
 class Head:
-    """A wallet's head as read (None where the item does not exist): the due key of its earliest item, its lease."""
+    """A wallet's head as read (None where the item does not exist): the key it is due at (`held`), its lease, the
+    end of its pause."""
 
     version: int | None
     due: str | None = None
     lease_id: str | None = None
     lease_until: float | None = None
+    paused_until: float | None = None
 
     def leased_at(self, now: float) -> bool:
         return self.lease_until is not None and self.lease_until > now
+
+    def paused_at(self, now: float) -> bool:
+        return self.paused_until is not None and self.paused_until > now
+
+
+def held(first: str, paused_until: float | None) -> str:
+    """The key a head whose earliest item's `due_key` is ``first`` is due at: that key, held back to the end of the
+    wallet's pause (the same event id, so the string order is that of the times)."""
+    if paused_until is None:
+        return first
+    return max(first, due_key(paused_until, first.partition("#")[2]))
 
 
 def _head(item: Item | None) -> Head:
     if item is None:
         return Head(None)
     lease = (get_opt_s(item, "lease_id"), get_opt_f(item, "lease_until"))
-    return Head(get_i(item, "version"), get_s(item, DUE_ATTRIBUTE), *lease)
+    return Head(get_i(item, "version"), get_s(item, DUE_ATTRIBUTE), *lease, get_opt_f(item, PAUSE_ATTRIBUTE))
 
 
 class DynamoOutboxHeads(DynamoBase):
@@ -172,12 +188,17 @@ class DynamoOutboxHeads(DynamoBase):
             }
         }
 
-    def _head_action(self, wallet_id: str, read: Head, due: str | None, lease: tuple[str, float] | None) -> Any:
-        """Write the head as ``due`` (the earliest item's key; None: the wallet has no pending item, the head goes)
-        with ``lease``, only if it is still as ``read``; None if that changes nothing."""
-        if read.version is None and due is None:
+    def _head_action(
+        self, wallet_id: str, read: Head, first: str | None, lease: tuple[str, float] | None, paused: float | None
+    ) -> Any:
+        """Write the head as due at ``first`` (the earliest item's key; None: the wallet has no pending item, the
+        head goes) held back to ``paused`` (the end of the wallet's pause; None: none), with ``lease``, only if it is
+        still as ``read``; None if that changes nothing."""
+        if read.version is None and first is None:
             return None
-        if (due, lease) == (read.due, None if read.lease_id is None else (read.lease_id, read.lease_until)):
+        due = None if first is None else held(first, paused)
+        kept = None if read.lease_id is None else (read.lease_id, read.lease_until)
+        if (due, lease, paused) == (read.due, kept, read.paused_until):
             return None
         condition: dict[str, Any] = (
             {"ConditionExpression": "attribute_not_exists(pk)"}
@@ -190,6 +211,8 @@ class DynamoOutboxHeads(DynamoBase):
         item = {**key, "wallet_id": s(wallet_id), DUE_ATTRIBUTE: s(due), "version": n((read.version or 0) + 1)}
         if lease is not None:
             item.update(lease_id=s(lease[0]), lease_until=n(lease[1]))
+        if paused is not None:
+            item[PAUSE_ATTRIBUTE] = n(paused)
         return {"Put": {"TableName": self._table, "Item": item, **condition}}
 
     def _unmark_action(self, wallet_id: str, mark: Item) -> Any:
@@ -267,7 +290,7 @@ class DynamoOutboxHeads(DynamoBase):
         pointers = self._first_pointers(wallet_id, 1)
         pointer = pointers[0] if pointers else None
         first = None if pointer is None else pointer_due(pointer)
-        if pointer is None or get_f(pointer, "next_attempt_at") > now:
+        if pointer is None or get_f(pointer, "next_attempt_at") > now or head.paused_at(now):
             self._fold(wallet_id, head, mark, first)
             return None
         event_id = get_s(pointer, "event_id")
@@ -277,7 +300,7 @@ class DynamoOutboxHeads(DynamoBase):
             return None
         item = parse_outbox(stored, event_id)
         lease_id = new_write_id()
-        lease = self._head_action(wallet_id, head, first, (lease_id, until))
+        lease = self._head_action(wallet_id, head, first, (lease_id, until), None)  # a pause reached is over
         actions = [self._take_action(item, lease_id, now, until), lease]
         try:
             try:
@@ -313,10 +336,11 @@ class DynamoOutboxHeads(DynamoBase):
         }
 
     def _fold(self, wallet_id: str, head: Head, mark: Item | None, first: str | None) -> None:
-        """Nothing of the wallet is due: its head becomes ``first`` (its earliest item; None: it has none) and its
-        newcomer mark goes, each only if unchanged since read. A refusal leaves both to a later claim."""
+        """Nothing of the wallet is due (or it is paused): its head becomes due at ``first`` (its earliest item;
+        None: it has none), held back by its pause, and its newcomer mark goes, each only if unchanged since read. A
+        refusal leaves both to a later claim."""
         kept = None if head.lease_id is None else (head.lease_id, head.lease_until or 0.0)
-        action = self._head_action(wallet_id, head, first, kept)
+        action = self._head_action(wallet_id, head, first, kept, head.paused_until)
         actions = [a for a in (action, None if mark is None else self._unmark_action(wallet_id, mark)) if a]
         if actions:
             with contextlib.suppress(ConditionFailed):

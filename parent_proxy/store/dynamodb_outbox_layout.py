@@ -91,7 +91,7 @@ class DynamoOutboxLayout(DynamoOutboxHeads):
                 ExpressionAttributeNames={"#due": DUE_ATTRIBUTE},
                 ExpressionAttributeValues={":k": s(key), ":w": s(wallet_id), ":one": n(1)},
             )
-        action = None if lease is None else self._head_action(wallet_id, Head(None), key, lease)
+        action = None if lease is None else self._head_action(wallet_id, Head(None), key, lease, None)
         if action is not None:
             with contextlib.suppress(ConditionFailed), translate():
                 self._client.put_item(**action["Put"])

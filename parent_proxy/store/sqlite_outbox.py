@@ -129,7 +129,7 @@ class SqliteOutboxAudit(SqliteBase):
                 "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?)",
                 (event_id, row[2], now, int(attempt.delivered), attempt.status_code, attempt.error),
             )
-            heads.settled(conn, row[3], lease_id)
+            heads.settled(conn, row[3], lease_id, v.wallet_pause_until(now, next_attempt_at))
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None:
         attempt = v.delivered_attempt(event_id, now=now, status_code=status_code)

@@ -60,6 +60,10 @@ OUTBOX_RETENTION_SECONDS = 30 * 86_400
 the attempt that finished it (a month to look into a receiver's complaint), then deleted (`Store.prune`; DynamoDB:
 the TTL). A pending item is never deleted. An event id is unique for as long as its item is kept (the proxy's are
 random: `parent_proxy.webhooks.event_item`)."""
+WALLET_PAUSE_CAP_SECONDS = 60.0
+"""Longest a failed webhook attempt holds back its wallet's next attempt (`wallet_pause_until`): a receiver that
+fails at once is sent one attempt per pause, not each queued event back to back, and one event it always rejects
+(whose own backoff grows to an hour) delays the wallet's other events by at most this much per retry."""
 IDEMPOTENCY_STALE_SECONDS = 900
 """An idempotency claim still in progress this long after it was taken belongs to a request that died (a crashed
 process: every request ends within its enclave and store timeouts, seconds): the key is free again. Nothing of such
@@ -280,6 +284,14 @@ def failed_attempt(
         check_time("next_attempt_at", next_attempt_at)
     status = OutboxStatus.DEAD if next_attempt_at is None else OutboxStatus.PENDING
     return DeliveryAttempt(event_id, 0, now, False, status_code, error), status
+
+
+def wallet_pause_until(now: float, next_attempt_at: float | None) -> float | None:
+    """Until when a failed attempt at ``now`` holds back its wallet's next claim (any of its items): the item's
+    retry time (``now`` plus its backoff), at most `WALLET_PAUSE_CAP_SECONDS` after ``now``; None (no pause) when
+    the item was given up (``next_attempt_at`` None) or delivered. Both adapters' finishes write it on the wallet's
+    head in the attempt's transaction (checked arguments)."""
+    return None if next_attempt_at is None else min(next_attempt_at, now + WALLET_PAUSE_CAP_SECONDS)
 
 
 def check_claim(wallet_id: object, key: object, request_hash: object) -> None:

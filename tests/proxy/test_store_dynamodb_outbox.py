@@ -17,6 +17,7 @@ import pytest
 from parent_proxy.store.dynamodb import DynamoStore
 from parent_proxy.store.dynamodb_outbox_heads import pointer_item
 from parent_proxy.store.model import OutboxItem, OutboxStatus
+from parent_proxy.store.validation import WALLET_PAUSE_CAP_SECONDS
 from tests.proxy.conftest import make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import CountingClient, Hook, Hooked
 
@@ -75,10 +76,13 @@ def test_a_wallets_backlog_costs_a_claim_nothing(counted: tuple[Any, CountingCli
     reads(client)
     lease = first[0].lease_id or ""
     for k in range(1, 4):
-        store.mark_failed(f"a{k - 1:05d}", lease, now=now + k, error="HTTP 500", status_code=500,
-                          next_attempt_at=now + 3600)  # fmt: skip
+        failed = now + 100 * k
+        store.mark_failed(f"a{k - 1:05d}", lease, now=failed, error="HTTP 500", status_code=500,
+                          next_attempt_at=failed + 3600)  # fmt: skip
         assert reads(client) == 4  # the item, the head, the wallet's first two pointers
-        [claimed] = store.claim_webhooks(now + k, LEASE, 10)
+        assert store.claim_webhooks(failed + WALLET_PAUSE_CAP_SECONDS - 1, LEASE, 10) == []  # the wallet's pause
+        reads(client)
+        [claimed] = store.claim_webhooks(failed + WALLET_PAUSE_CAP_SECONDS, LEASE, 10)
         assert claimed.event_id == f"a{k:05d}"
         assert reads(client) == 4  # the head's index entry, the head, a pointer, the item
         lease = claimed.lease_id or ""
@@ -139,9 +143,9 @@ def test_an_item_enqueued_while_its_wallets_head_is_later_goes_out_at_once(hooke
     store.enqueue_webhook(item("a0", "w1", due=T0))
     [a0] = store.claim_webhooks(T0, LEASE, 10)
     store.mark_failed("a0", a0.lease_id or "", now=T0 + 1, error="x", status_code=500, next_attempt_at=T0 + 3600)
-    assert store.claim_webhooks(T0 + 5, LEASE, 10) == []  # w1's head is due in an hour
-    store.enqueue_webhook(item("a1", "w1", due=T0 + 10))
-    assert [c.event_id for c in store.claim_webhooks(T0 + 10, LEASE, 10)] == ["a1"]
+    assert store.claim_webhooks(T0 + 5, LEASE, 10) == []  # w1's head is due in an hour (its pause ends at T0 + 61)
+    store.enqueue_webhook(item("a1", "w1", due=T0 + 70))
+    assert [c.event_id for c in store.claim_webhooks(T0 + 70, LEASE, 10)] == ["a1"]
 
 
 def test_an_item_enqueued_during_a_claim_keeps_its_mark(hooked: tuple[Any, Hooked]) -> None:
@@ -242,10 +246,10 @@ def test_a_stale_index_entry_never_leads_to_a_wrong_claim(hooked: tuple[Any, Hoo
     [a0, b0] = store.claim_webhooks(T0 + 10, LEASE, 10)
     store.mark_delivered("a0", a0.lease_id or "", now=T0 + 11, status_code=200)  # w1 has nothing left
     store.mark_failed("b0", b0.lease_id or "", now=T0 + 11, error="x", status_code=500, next_attempt_at=T0 + 3600)
-    [b1] = store.claim_webhooks(T0 + 12, LEASE, 10)  # w2 has b1 in flight now
+    [b1] = store.claim_webhooks(T0 + 71, LEASE, 10)  # w2 has b1 in flight now (its pause over)
     before = {e: store.get_outbox_item(e) for e in ("a0", "b0", "b1")}
     client.hooks["query"] = lambda real, **kwargs: stale[0] if _index_query(kwargs) else real(**kwargs)
-    assert store.claim_webhooks(T0 + 40, LEASE, 10) == []  # a0 finished, b0 rescheduled, b1 leased
+    assert store.claim_webhooks(T0 + 100, LEASE, 10) == []  # a0 finished, b0 rescheduled, b1 leased
     assert {e: store.get_outbox_item(e) for e in ("a0", "b0", "b1")} == before
     del client.hooks["query"]
     assert b1.event_id == "b1" and store.claim_webhooks(T0 + 40, LEASE, 10) == []
@@ -309,6 +313,6 @@ def test_items_written_before_heads_are_claimed_and_looked_for_once_per_table(aw
             reads(client) == 7
         )  # the layout item; w2's head (in flight) and mark, w1's mark; w1's mark, pointer, item
         fresh.mark_failed("old1", old1.lease_id or "", now=T0 + 6, error="x", status_code=None, next_attempt_at=T0 + 60)
-        claimed = fresh.claim_webhooks(T0 + 21, LEASE, 10)  # busy's lease (an older build's) has ended
+        claimed = fresh.claim_webhooks(T0 + 60, LEASE, 10)  # busy's lease (an older build's) and w1's pause ended
         assert [(c.event_id, c.attempts) for c in claimed] == [("busy", 2), ("old0", 1)]
-        assert fresh.claim_webhooks(T0 + 22, LEASE, 10) == []  # both wallets in flight
+        assert fresh.claim_webhooks(T0 + 61, LEASE, 10) == []  # both wallets in flight

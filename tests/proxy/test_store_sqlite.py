@@ -260,8 +260,8 @@ def _outbox_item(event_id: str, due: float, wallet_id: str = "w1") -> OutboxItem
 def test_outbox_claims_match_a_scan_and_seek_on_the_due_key(tmp_path: Path) -> None:
     """The outbox is claimed by its ``due`` time key: every boundary at, just before and just after each due time
     claims exactly the items a scan finds due, in due order (one wallet each: a claim takes one item per wallet),
-    and the claim is a seek on the wallet heads' ``due`` key in due order (no sort, no seek on the REAL
-    ``lease_until``)."""
+    and the claim is a seek on the wallet heads' ``ready`` key (their ``due`` when not paused) in that order (no
+    sort, no seek on the REAL ``lease_until``)."""
     path = tmp_path / "state.db"
     store = SqliteStore(path)
     dues = sorted(EVENT_TIMES)
@@ -276,7 +276,7 @@ def test_outbox_claims_match_a_scan_and_seek_on_the_due_key(tmp_path: Path) -> N
         plan = " ".join(
             str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + heads.CLAIMABLE, (time_key(T0), T0, "[]", 10))
         )
-    assert "SEARCH outbox_heads USING INDEX outbox_heads_due (due<?)" in plan and "TEMP B-TREE" not in plan
+    assert "SEARCH outbox_heads USING INDEX outbox_heads_due (ready<?)" in plan and "TEMP B-TREE" not in plan
     store.close()
 
 

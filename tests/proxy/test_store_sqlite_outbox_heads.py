@@ -102,7 +102,9 @@ def test_version_8_outbox_gets_heads_and_finish_times(version: int, tmp_path: Pa
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        heads = conn.execute("SELECT * FROM outbox_heads ORDER BY wallet_id").fetchall()
+        heads = conn.execute(
+            "SELECT wallet_id, due, event_id, lease_id, lease_until FROM outbox_heads ORDER BY wallet_id"
+        ).fetchall()
         finished = dict(conn.execute("SELECT event_id, finished FROM outbox").fetchall())
     assert {"outbox_heads_due", "outbox_pending", "outbox_finished"} <= indexes
     assert not indexes & {"outbox_due_key", "outbox_leased"}
@@ -111,7 +113,7 @@ def test_version_8_outbox_gets_heads_and_finish_times(version: int, tmp_path: Pa
     # As the version-8 claim: w1 is in flight until lease-b ends or is finished; then its earliest item goes first.
     assert [c.event_id for c in migrated.claim_webhooks(T0 + 10, 30.0, 10)] == ["d"]
     migrated.mark_failed("b", "lease-b", now=T0 + 11, error="HTTP 500", status_code=500, next_attempt_at=T0 + 12)
-    assert [c.event_id for c in migrated.claim_webhooks(T0 + 11, 30.0, 10)] == ["a"]
+    assert [c.event_id for c in migrated.claim_webhooks(T0 + 12, 30.0, 10)] == ["a"]  # after w1's pause
     # The finish times from the migration are what retention goes by.
     migrated.prune(T0 - 10 + OUTBOX_RETENTION_SECONDS)
     assert migrated.get_outbox_item("c").status == OutboxStatus.DELIVERED
