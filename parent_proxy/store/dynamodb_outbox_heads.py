@@ -10,33 +10,34 @@ The pointer is written with the item, moved by a reschedule and deleted by a fin
 Wallets. ``OUTBOX_WALLETS/<wallet>#HEAD`` (the head) carries the due key of the wallet's earliest pending item as
 ``due_key``, held back to the end of the wallet's pause (``paused_until``, absent when none: set by a finish that
 reschedules a failed item, `validation.wallet_pause_until`, cleared by any other finish and by a claim; `held`), the
-wallet's delivery in flight (``lease_id``, ``lease_until``; absent when none) and a ``version`` that each of its
-writes bumps and requires as read (optimistic concurrency: claims and finishes of one wallet serialise on it). It is written by claims and finishes, never by an enqueue: an enqueue cannot lower a head's due
-time inside the signing transaction it belongs to without a condition that could refuse that transaction. An
-enqueue therefore writes ``OUTBOX_WALLETS/<wallet>#NEW`` (the newcomer mark) unconditionally:
-``due_key = if_not_exists(due_key, <key>)`` and ``version + 1``, where the key is the item's `due_key` at the
-earlier of its creation and due times. The mark says "this wallet has items the head may not show, none due before
-``due_key``": the first enqueue since the last fold sets it, and the items enqueued after it were created later (and
-are due no earlier than created, as the proxy's are). A claim that reaches the wallet folds the mark into the head
-and deletes it (only if its version is still the one read before the pointers were queried, so an item enqueued
-meanwhile keeps its mark). The table's index `OUTBOX_DUE_INDEX` (HASH ``pk``, RANGE ``due_key``) holds the heads
-and marks only, so it has at most two entries per wallet with pending items.
+wallet's delivery in flight (``lease_id``, ``lease_until``; absent when none) and a ``version`` that each of its writes
+bumps and requires as read (optimistic concurrency: claims and finishes of one wallet serialise on it). It is written by
+claims and finishes, never by an enqueue: an enqueue cannot lower a head's due time inside the signing transaction it
+belongs to without a condition that could refuse that transaction. An enqueue therefore writes
+``OUTBOX_WALLETS/<wallet>#NEW`` (the newcomer mark) unconditionally: ``due_key = if_not_exists(due_key, <key>)`` and
+``version + 1``, where the key is the item's `due_key` at the earlier of its creation and due times. The mark says "this
+wallet has items the head may not show, none due before ``due_key``": the first enqueue since the last fold sets it, and
+the items enqueued after it were created later (and are due no earlier than created, as the proxy's are). A claim that
+reaches the wallet folds the mark into the head and deletes it (only if its version is still the one read before the
+pointers were queried, so an item enqueued meanwhile keeps its mark). The table's index `OUTBOX_DUE_INDEX` (HASH ``pk``,
+RANGE ``due_key``) holds the heads and marks only, so it has at most two entries per wallet with pending items.
 
-A claim queries the index for entries due at ``now`` in due order (a page of the batch size, larger pages only
-while it passes entries over) and, for each wallet reached: skips it if the entry shows a live lease; else reads the
-head and mark (one consistent query), the earliest pointer and its item (consistent reads); then, in one
-transaction, leases the item (only if its attempts and due time are those read and it has no live lease), puts the
-head with the lease (only if its version is the one read and no lease was live) and deletes the mark. If the
-earliest item is not due, or the head's pause is not over (a mark reached the claim), the claim folds the mark into
-the head (the head's ``due_key`` is that item's, held back by the pause) and goes on. It reads entries of wallets it takes, of wallets in flight and of skipped wallets only: nothing of a wallet's
-backlog but its first item. Before, a claim read the index entry of every due pending item until it had its batch:
-one wallet's backlog of N due items made every claim read N items, and draining it N^2.
+A claim queries the index for entries due at ``now`` in due order (a page of the batch size, larger pages only while it
+passes entries over) and, for each wallet reached: skips it if the entry shows a live lease; else reads the head and
+mark (one consistent query), the earliest pointer and its item (consistent reads); then, in one transaction, leases the
+item (only if its attempts and due time are those read and it has no live lease), puts the head with the lease (only if
+its version is the one read and no lease was live) and deletes the mark. If the earliest item is not due, or the head's
+pause is not over (a mark reached the claim), the claim folds the mark into the head (the head's ``due_key`` is that
+item's, held back by the pause) and goes on. It reads entries of wallets it takes, of wallets in flight and of skipped
+wallets only: nothing of a wallet's backlog but its first item. Before, a claim read the index entry of every due
+pending item until it had its batch: one wallet's backlog of N due items made every claim read N items, and draining it
+N^2.
 
-A finish (`dynamodb_outbox`) reads the head and the wallet's first two pointers, and in its transaction clears the
-lease if it is still the head's (a finish after its lease ended leaves another claim's), moves the head to the
-earliest item left (or deletes it with the last), sets or clears the pause and requires the head's version; if another claim or finish of the
-wallet moved the head meanwhile, the finish is sent again from fresh reads. An item enqueued meanwhile is covered by
-its mark.
+A finish (`dynamodb_outbox`) reads the head and the wallet's first two pointers, and in its transaction clears the lease
+if it is still the head's (a finish after its lease ended leaves another claim's), moves the head to the earliest item
+left (or deletes it with the last), sets or clears the pause and requires the head's version; if another claim or finish
+of the wallet moved the head meanwhile, the finish is sent again from fresh reads. An item enqueued meanwhile is covered
+by its mark.
 
 Order. The index orders wallets by the earlier of head and mark, which for the proxy's items (due when created) is
 their earliest item, as on SQLite; a wallet whose newcomers are due after their creation is reached at the creation

@@ -62,8 +62,8 @@ def enqueued(conn: sqlite3.Connection, wallet_id: str, due: bytes, event_id: str
 
 def claimable(conn: sqlite3.Connection, now: float, limit: int, skip: str) -> list[tuple[str, str]]:
     """(wallet, event id) of up to ``limit`` heads due at ``now`` (their item due, their pause over), in that order,
-    of wallets not in flight and not in ``skip`` (a JSON array of wallet ids). A seek on ``outbox_heads_due``; the rows passed over are those of the
-    wallets in flight or skipped, at most one each."""
+    of wallets not in flight and not in ``skip`` (a JSON array of wallet ids). A seek on ``outbox_heads_due``; the
+    rows passed over are those of the wallets in flight or skipped, at most one each."""
     rows = conn.execute(CLAIMABLE, (time_key(now), now, skip, limit)).fetchall()
     return [(str(wallet_id), str(event_id)) for wallet_id, event_id in rows]
 
