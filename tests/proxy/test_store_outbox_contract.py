@@ -10,6 +10,7 @@ from parent_proxy.audit import AuditLog
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem, OutboxStatus, WebhookConfig
 from parent_proxy.store.protocol import Store
+from parent_proxy.store.validation import WALLET_PAUSE_CAP_SECONDS
 from tests.proxy.conftest import FakeClock, make_wallet
 
 T0 = 1_700_000_000.0
@@ -122,6 +123,42 @@ def test_a_claim_leases_nothing_of_the_wallets_it_skips(wallet_store: Store) -> 
         s.claim_webhooks(T0 + 10, 30, 10, skip_wallets="w1")
     with pytest.raises(InvalidInput, match="skip_wallets: must be 1-128 characters"):
         s.claim_webhooks(T0 + 10, 30, 10, skip_wallets=["w 1"])
+
+
+def test_a_failed_attempt_pauses_its_wallet_up_to_the_cap(wallet_store: Store) -> None:
+    """A failed attempt that reschedules its item holds back its wallet's next claim (any of its items, new ones too)
+    until the item's retry time, at most `WALLET_PAUSE_CAP_SECONDS` after the attempt; other wallets are not held
+    back; a claim after the pause, a delivery and a give-up leave the wallet unpaused. Before: the backoff was the
+    item's alone, so the wallet's next item was claimable at once and a receiver that failed at once was sent each
+    queued event back to back."""
+    s, cap = wallet_store, WALLET_PAUSE_CAP_SECONDS
+    for n in range(4):
+        s.enqueue_webhook(item(f"a{n}", "w1"))
+    s.enqueue_webhook(item("b0", "w2"))
+    a0, b0 = s.claim_webhooks(T0, 30, 10)
+    # An item with a long backoff (an hour): the wallet waits the cap, not the hour.
+    s.mark_failed("a0", a0.lease_id or "", now=T0 + 1, error="HTTP 500", status_code=500, next_attempt_at=T0 + 3601)
+    assert s.claim_webhooks(T0 + 1, 30, 10) == []  # w1 is paused, w2 in flight
+    s.mark_delivered("b0", b0.lease_id or "", now=T0 + 2, status_code=200)
+    s.enqueue_webhook(item("b1", "w2", due=T0 + 2))
+    s.enqueue_webhook(item("a9", "w1", due=T0 + 2))  # queued during the pause: it waits too
+    [b1] = s.claim_webhooks(T0 + 2, 30, 10)  # another wallet is not held back
+    assert b1.event_id == "b1"
+    s.mark_delivered("b1", b1.lease_id or "", now=T0 + 3, status_code=200)
+    assert s.claim_webhooks(T0 + 1 + cap - 0.001, 30, 10) == []
+    [a1] = s.claim_webhooks(T0 + 1 + cap, 30, 10)  # the wallet's earliest due item, not the one that failed
+    assert (a1.event_id, s.get_outbox_item("a0").attempts) == ("a1", 1)
+    # An item with a short backoff: the wallet waits that backoff.
+    t = T0 + 100
+    s.mark_failed("a1", a1.lease_id or "", now=t, error="HTTP 503", status_code=503, next_attempt_at=t + 5)
+    assert s.claim_webhooks(t + 4.999, 30, 10) == []
+    [a2] = s.claim_webhooks(t + 5, 30, 10)
+    assert a2.event_id == "a2"
+    # A delivery leaves the wallet unpaused: its next item goes at once; so does a give-up (no retry, no pause).
+    s.mark_delivered("a2", a2.lease_id or "", now=t + 6, status_code=200)
+    [a3] = s.claim_webhooks(t + 6, 30, 10)
+    s.mark_failed("a3", a3.lease_id or "", now=t + 7, error="gave up", status_code=None, next_attempt_at=None)
+    assert [c.event_id for c in s.claim_webhooks(t + 7, 30, 10)] == ["a9"]
 
 
 def _record(seq: int, prev: bytes) -> AuditRecord:
