@@ -22,8 +22,8 @@ Nor do many such receivers hold up the rest: a wallet whose POST took `SLOW_POST
 outcome; every POST that runs into the deadline) is slow for `SLOW_FOR_SECONDS`, and slow wallets share at most
 `SLOW_LANES` lanes (`parent_proxy.webhook_lanes`), so the other wallets always have the rest. Which wallets are slow
 is the worker's memory, per process: each process learns it on its own (a wallet's first slow POST there takes an
-ordinary lane) and a restart forgets it. The per-event backoff below does not do this: a wallet with events queued
-always has one due.
+ordinary lane) and a restart forgets it. The wallet pause below does not do this: it lasts a minute at most, and a
+slow POST that succeeds sets none.
 
 On stop, `run_until` claims nothing more and gives the POSTs in flight `SHUTDOWN_GRACE_SECONDS` to finish and be
 recorded, then returns; a POST still under way is left to its lane (a daemon thread, which does not hold up the
@@ -33,8 +33,12 @@ Only a 2xx status delivers; the response body is never read. Every other outcome
 delivery log: an HTTP status, a transport error, a refused destination (`parent_proxy.webhook_urls`), a URL the
 client cannot use. Failures back off exponentially
 with jitter, capped at an hour, for `MAX_ATTEMPTS` claims (at least 24 hours of receiver downtime, at most about
-48), then the item is marked dead; so is an item claimed with its attempts already used up. Errors are logged by
-type: never the URL (it may carry credentials), a secret or a signature.
+48), then the item is marked dead; so is an item claimed with its attempts already used up. A failed attempt also
+pauses its wallet (the store does it with the attempt's outcome: `validation.wallet_pause_until`): none of the
+wallet's items is claimed until the item's retry time, at most `WALLET_PAUSE_CAP_SECONDS` (a minute) after the
+attempt, so a receiver that fails at once is sent one attempt per pause, not each queued event back to back, and an
+event it keeps rejecting delays the wallet's others by at most a minute per retry. A delivery or a give-up leaves no
+pause. Errors are logged by type: never the URL (it may carry credentials), a secret or a signature.
 """
 
 from __future__ import annotations

@@ -293,7 +293,10 @@ class Store(Protocol):
         status_code: int | None,
         next_attempt_at: float | None,
     ) -> None:
-        """Record a failed attempt; retry at ``next_attempt_at``, or give up (dead) when it is None."""
+        """Record a failed attempt; retry at ``next_attempt_at``, or give up (dead) when it is None. A retry also
+        pauses the item's wallet, in the same transaction: no item of the wallet is claimed before
+        `validation.wallet_pause_until` (``next_attempt_at``, at most `validation.WALLET_PAUSE_CAP_SECONDS` after
+        ``now``). Any other finish of the wallet's items (`mark_delivered`, a give-up) leaves it unpaused."""
         ...
 
     def get_outbox_item(self, event_id: str) -> OutboxItem: ...

@@ -10,11 +10,11 @@ version-5 database migrates by creating them; 7 + ``wallets.order_sequence`` (th
 wallet; created like every index, on open); 8 + ``creation_nonces`` (`sqlite_creation_nonces`): a new table only, so
 a version-7 database migrates by creating it; 9 + ``wallets.order_envelope`` and ``wallets.order_freeze`` (the last
 owner order accepted, as sent, and whether it is a freeze; `add_order_envelope` adds them, NULL, to an older
-``wallets``: no order kept); 10 + ``outbox_heads`` (one row per wallet with pending items, which
-the claim walks instead of the items: `sqlite_outbox_heads`, which also fills it from an older outbox), the
-``outbox_pending`` index (a wallet's earliest pending item), ``outbox.finished`` (`time_key` of the attempt that
-delivered the item or gave it up, which retention prunes on: `sqlite_outbox_retention`), and the old claim's
-``outbox_due_key`` and ``outbox_leased`` indexes dropped.
+``wallets``: no order kept); 10 + ``outbox_heads`` (one row per wallet with pending items and its pause after a
+failed attempt, which the claim walks instead of the items: `sqlite_outbox_heads`, which also fills it from an older
+outbox), the ``outbox_pending`` index (a wallet's earliest pending item), ``outbox.finished`` (`time_key` of the
+attempt that delivered the item or gave it up, which retention prunes on: `sqlite_outbox_retention`), and the old
+claim's ``outbox_due_key`` and ``outbox_leased`` indexes dropped.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
