@@ -26,8 +26,9 @@ local runs, and ``tests/cdk/test_state_table_matches_store.py`` compares the two
                                         see `dynamodb_outbox`)
     W#<wallet>    OUTBOX#<due key>      a pointer to a pending item of the wallet, in due order (see
                                         `dynamodb_outbox_heads`)
-    OUTBOX_WALLETS <wallet>#HEAD        the wallet's head: ``due_key`` of its earliest pending item (its key in
-                                        `OUTBOX_DUE_INDEX`), its delivery in flight, ``version``
+    OUTBOX_WALLETS <wallet>#HEAD        the wallet's head: ``due_key`` of its earliest pending item, held back to
+                                        the end of its pause (``paused_until``) (its key in `OUTBOX_DUE_INDEX`),
+                                        its delivery in flight, ``version``
     OUTBOX_WALLETS <wallet>#NEW         its newcomer mark: ``due_key`` of the first item enqueued since a claim last
                                         folded it into the head (in the index too), ``version``
     O#<event>     D#<attempt>           delivery log line (``expires_at``: the retention after its attempt)
