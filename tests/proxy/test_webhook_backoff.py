@@ -69,7 +69,7 @@ def test_an_event_with_a_long_backoff_holds_its_wallet_back_by_the_cap_at_most(s
                 clock.t = current.next_attempt_at
         failed_at = clock.t
         assert current.next_attempt_at - failed_at > WALLET_PAUSE_CAP_SECONDS
-        later = [enqueue_event(store, clock, "w1", "decision", {}) for _ in range(2)]
+        later = [_event(store, clock, "w1") for _ in range(2)]
         assert worker.run_once() == 0
         clock.t = failed_at + WALLET_PAUSE_CAP_SECONDS - 0.01
         assert worker.run_once() == 0 and receiver.requests == 7
