@@ -15,6 +15,7 @@ import time
 
 from parent_proxy.store.model import OutboxItem, WebhookConfig
 from parent_proxy.store.sqlite import SqliteStore
+from parent_proxy.store.validation import WALLET_PAUSE_CAP_SECONDS
 from parent_proxy.webhook_lanes import SlowWallets, lane_claims
 from parent_proxy.webhooks import CLAIM_BATCH, LANES, LEASE_SECONDS, SLOW_LANES, WebhookWorker, enqueue_event
 from tests.proxy.conftest import FakeClock, make_wallet
@@ -106,7 +107,9 @@ def test_ten_hung_receivers_keep_to_the_slow_lanes(sqlite_store: SqliteStore) ->
     """Ten wallets whose receivers never answer, each with events queued before anything else: their first POSTs
     take every lane (nothing is known of them yet) and run into the deadline; from then on they hold `SLOW_LANES`
     lanes, and each event of a healthy wallet goes out within one poll interval. Before, the ten took every lane
-    again as each POST ended (their queued events due first), and the healthy event waited 1.5 deadlines here."""
+    again as each POST ended (their queued events due first), and the healthy event waited 1.5 deadlines here. Each
+    failed POST pauses its wallet (`Store.mark_failed`): the store's clock is moved past the pauses once the first
+    round has failed, as the time a real clock would have let pass."""
     clock = FakeClock()
     deadline, poll = 2.0, 0.1
     with hung_receiver() as hole, serving(Receiver(0)) as receiver, local_client(deadline) as client:
@@ -114,9 +117,7 @@ def test_ten_hung_receivers_keep_to_the_slow_lanes(sqlite_store: SqliteStore) ->
         for wallet_id in hung:
             _wallet(sqlite_store, wallet_id, hole.url)
         _wallet(sqlite_store, "w-ok", receiver.url)
-        for _ in range(3):
-            for wallet_id in hung:
-                _event(sqlite_store, clock, wallet_id)
+        queued = [_event(sqlite_store, clock, wallet_id) for _ in range(3) for wallet_id in hung]
         worker = WebhookWorker(sqlite_store, clock, client, random.Random(7), slow_post_seconds=deadline / 2)
         stop = threading.Event()
         options = {"poll_seconds": poll, "tick": lambda: None}
@@ -126,7 +127,11 @@ def test_ten_hung_receivers_keep_to_the_slow_lanes(sqlite_store: SqliteStore) ->
         try:
             time.sleep(deadline / 2)
             first_round = hole.open
-            time.sleep(started + 1.5 * deadline - time.monotonic())  # halfway through the second round
+            while any(not sqlite_store.delivery_log(i.event_id) for i in queued[:LANES]):
+                assert time.monotonic() - started < 3 * deadline, "the first round was not recorded"
+                time.sleep(0.01)
+            clock.advance(WALLET_PAUSE_CAP_SECONDS)  # the ten wallets' pauses are over
+            time.sleep(deadline / 2)  # halfway through the second round
             second_round = hole.open
             waits = _healthy_waits(sqlite_store, clock, receiver, 3 * deadline)
         finally:
