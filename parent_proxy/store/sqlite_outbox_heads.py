@@ -11,12 +11,12 @@ pending item in Python under ``BEGIN IMMEDIATE`` until it had ``limit`` distinct
 Every write that changes a wallet's pending items changes its head in the same transaction: `enqueued` (the new
 item, if it sorts first), `leased` (a claim), `settled` (a finish: the lease cleared if it is still the wallet's,
 the head moved to the earliest item left, found through the partial index ``outbox_pending``, or deleted when none
-is left). So the claim answers what the scan of versions 5 to 8 answered, exactly: in due order, the earliest due
+is left). So the claim answers what the scan of versions 5 to 9 answered, exactly: in due order, the earliest due
 pending item of each wallet that has no item under a live lease and is not skipped (a lease that ended leaves the
 wallet's earliest item first again, as before).
 
 Function of the caller's ``BEGIN IMMEDIATE`` transaction, as everywhere in the adapter. `migrate` and `rebuild`
-bring a database of versions 1 to 8 up: the first before the schema runs (the ``finished`` column, which
+bring a database of versions 1 to 9 up: the first before the schema runs (the ``finished`` column, which
 `sqlite_outbox_retention` prunes on, and the two indexes the old claim used), the second after it (the heads, from
 the pending items).
 """
@@ -91,7 +91,7 @@ def settled(conn: sqlite3.Connection, wallet_id: str, lease_id: str) -> None:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Before the schema runs: give an outbox of versions 1 to 8 its ``finished`` column (`time_key` of the item's
+    """Before the schema runs: give an outbox of versions 1 to 9 its ``finished`` column (`time_key` of the item's
     last attempt, which finished it: the newest delivery-log line; of its creation if it has none), and drop the
     two indexes only the old claim used. No-op on a new or already migrated database."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
@@ -108,7 +108,7 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 
 def rebuild(conn: sqlite3.Connection) -> None:
-    """After the schema runs, on a database of versions 1 to 8: one head per wallet with pending items (its earliest
+    """After the schema runs, on a database of versions 1 to 9: one head per wallet with pending items (its earliest
     one), in flight under the latest lease any of its pending items carries (the old claim's test: a wallet was in
     flight while any of its items had a live lease)."""
     conn.execute("DELETE FROM outbox_heads")
