@@ -5,7 +5,7 @@
     POST /v1/wallets/{id}/agent-key/rotation   step 2: the current agent key co-signs the Squads membership change
     POST /v1/wallets/{id}/agent-key/switch     step 3: once the change is on chain, the wallet signs with the candidate
 
-Every route is owner-authenticated (`parent_proxy.api_owner.OwnerRoute`); steps 2 and 3 also carry the owner's order
+Every route is owner-authenticated (`parent_proxy.owner_route.OwnerRoute`); steps 2 and 3 also carry the owner's order
 (`policies.orders`, purposes ``agent-key-rotation`` / ``agent-key-switch``), checked here first and again by the
 enclave. Rotation exists only for wallets whose installed policy declares a Squads multisig.
 
@@ -45,13 +45,13 @@ from enclave_app.protocol import AgentKeyResponse
 from parent_proxy.agent_key_receipts import ExpectedAgentKey
 from parent_proxy.api_agent import services_of
 from parent_proxy.api_errors import ApiError, Code, owner_document_refused
-from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
 from parent_proxy.attestation import OptionalNonceQuery, attest
 from parent_proxy.chain import AccountNotFound, ChainError
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import HeldWithOtherKeys, signed_by
 from parent_proxy.multisig_conformance import missing_multisig
 from parent_proxy.multisig_onchain import nonconforming
+from parent_proxy.owner_route import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
 from parent_proxy.schemas import (
     AgentKeyCandidateView,
     AgentKeyRotationBody,

@@ -3,7 +3,7 @@
     GET /v1/wallets/{id}/multisig   the report of `parent_proxy.multisig_conformance` (200 whether or not it
                                     conforms; ``conforms`` and each check say)
 
-Owner-authenticated (`parent_proxy.api_owner.OwnerRoute`). 403 ``no_policy`` without a policy (or with a stored one
+Owner-authenticated (`parent_proxy.owner_route.OwnerRoute`). 403 ``no_policy`` without a policy (or with a stored one
 that no longer verifies); 409 when the policy declares no multisig. A multisig account that does not exist is a
 report (200) with one failed ``multisig.exists`` check; 503 ``chain_unavailable`` when the multisig or its spending
 limits cannot be read or are malformed (`parent_proxy.multisig_onchain`: nothing is reported as a pass that was
@@ -21,8 +21,8 @@ from fastapi import APIRouter, Request
 
 from parent_proxy.api_agent import services_of
 from parent_proxy.api_errors import ApiError, Code
-from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, verified_owner
 from parent_proxy.multisig_onchain import wallet_report
+from parent_proxy.owner_route import OwnerRoute, WalletId, assert_wallet, verified_owner
 from parent_proxy.schemas import MultisigConformance
 from parent_proxy.sign_parts import verified_policy
 

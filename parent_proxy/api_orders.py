@@ -21,9 +21,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from parent_proxy.api_agent import services_of
-from parent_proxy.api_owner import OwnerRoute, WalletId, assert_wallet, verified_owner
 from parent_proxy.attestation import NonceQuery, attest
 from parent_proxy.order_receipts import receipt_fields
+from parent_proxy.owner_route import OwnerRoute, WalletId, assert_wallet, verified_owner
 from parent_proxy.schemas import HostOrderReceipt, HostOrderReceipts
 
 router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)

@@ -1,8 +1,9 @@
 """Owner routes. Every request carries an owner request signature (`parent_proxy.owner_auth`); policies, approvals
 and freeze orders additionally carry their own signed document (`policies.signing`, `policies.orders`).
 
-Every route authenticates first (`OwnerRoute`): the owner request signature is verified over the raw body before
-FastAPI parses or validates the body, so a caller who is not the owner gets 401 whatever the body.
+Every route authenticates first (`parent_proxy.owner_route.OwnerRoute`): the owner request signature is verified
+over the raw body before FastAPI parses or validates the body, so a caller who is not the owner gets 401 whatever
+the body.
 """
 
 from __future__ import annotations
@@ -10,26 +11,31 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from solders.pubkey import Pubkey
 
 from parent_proxy.api_agent import fetch_tables, services_of
-from parent_proxy.api_errors import ApiError, Code, owner_document_refused, translate
+from parent_proxy.api_errors import ApiError, Code, owner_document_refused
 from parent_proxy.approvals import ApprovalFlow
 from parent_proxy.attestation import OptionalNonceQuery, attest
 from parent_proxy.clock import read_clock
-from parent_proxy.errors import AlreadyRevoked, NotFound, ProxyError
+from parent_proxy.errors import AlreadyRevoked
 from parent_proxy.multisig_onchain import check_install
 from parent_proxy.order_receipts import receipt_fields
-from parent_proxy.owner_auth import parse_owner_headers, verify_owner_request
+from parent_proxy.owner_route import (
+    OwnerRoute,
+    WalletId,
+    assert_wallet,
+    envelope_bytes,
+    run_store,
+    verified_owner,
+    verified_owner_key,
+    wallet_or_none,
+)
 from parent_proxy.schemas import (
-    WALLET_ID,
     ApprovalDecided,
     CreatedWallet,
     CreateWalletBody,
@@ -42,7 +48,6 @@ from parent_proxy.schemas import (
     decode_base64,
 )
 from parent_proxy.sealed_copies import keep_sealed_copy
-from parent_proxy.services import Services, canonical
 from parent_proxy.sign_flow import Answer, SignFlow
 from parent_proxy.signer_secret import provision_checked
 from parent_proxy.store.model import (
@@ -57,104 +62,14 @@ from parent_proxy.store.model import (
 )
 from parent_proxy.store.tokens import new_token
 from parent_proxy.webhook_urls import redact_url
-from policies.canonical import LONE_SURROGATE
-from policies.errors import PolicyDocumentError, PolicyEngineError
+from policies.errors import PolicyEngineError
 from policies.orders import check_freeze_order
 from policies.signing import load_signed_policy
 
-WalletId = Annotated[str, Path(pattern=WALLET_ID)]
 Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 NO_STORE = {"Cache-Control": "no-store"}
 
-
-async def run_store(services: Services, function: Any, *args: Any) -> Any:
-    try:
-        return await services.run(function, *args)
-    except (ProxyError, PolicyEngineError) as exc:
-        raise translate(exc) from exc
-
-
-async def owner_of(request: Request, services: Services, wallet_id: str | None) -> tuple[Wallet | None, Pubkey]:
-    """Verify the owner request signature: by the wallet's owner key, or (no wallet yet) a configured owner key.
-    Return the wallet (None when creating one) and the verified owner key, read from the headers by
-    `parent_proxy.owner_auth` only (routes never read the owner headers themselves).
-    Missing or malformed headers are refused before the wallet is looked up; a wallet id that cannot exist is 404.
-    An unknown wallet is refused exactly as a wrong owner key is (401, same check, same message): an unauthenticated
-    caller cannot learn which wallet ids exist."""
-    parse_owner_headers(request.headers)
-    if wallet_id is not None and not re.fullmatch(WALLET_ID, wallet_id):
-        raise ApiError(Code.NOT_FOUND, "not found")
-    body = await request.body()
-    wallet = None if wallet_id is None else await run_store(services, _wallet_or_none, services, wallet_id)
-    allowed: frozenset[Pubkey]
-    if wallet_id is None:
-        allowed = services.owner_keys
-    elif wallet is None:
-        allowed = frozenset()  # no key can sign for a wallet that does not exist
-    else:
-        allowed = frozenset({Pubkey.from_bytes(wallet.owner_pubkey)})
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-
-    def verify() -> Pubkey:
-        return verify_owner_request(
-            request.headers, method=request.method, path=path, body=body, allowed_keys=allowed,
-            audiences=services.public_origins, now=read_clock(services.clock),
-            max_skew=services.owner_max_skew_seconds, nonces=services.nonces, scope=wallet_id,
-        )  # fmt: skip
-
-    owner: Pubkey = await run_store(services, verify)
-    return wallet, owner
-
-
-def _wallet_or_none(services: Services, wallet_id: str) -> Wallet | None:
-    try:
-        return services.store.get_wallet(wallet_id)
-    except NotFound:
-        return None
-
-
-class OwnerRoute(APIRoute):
-    """A route that verifies the owner request (`owner_of`) before FastAPI's own handler parses and validates it."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        validate_and_run = super().get_route_handler()
-
-        async def authenticated(request: Request) -> Response:
-            raw = request.path_params.get("wallet_id")
-            wallet_id = None if raw is None else str(raw)
-            wallet, owner = await owner_of(request, services_of(request), wallet_id)
-            request.state.owner_wallet, request.state.owner_key = wallet, owner
-            request.state.owner_verified = True
-            return await validate_and_run(request)
-
-        return authenticated
-
-
-def verified_owner(request: Request) -> Wallet | None:
-    """The wallet whose owner `OwnerRoute` verified (None when creating one); 401 if nothing was verified."""
-    if getattr(request.state, "owner_verified", False) is not True:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "owner request not verified")
-    wallet: Wallet | None = request.state.owner_wallet
-    return wallet
-
-
-def verified_owner_key(request: Request) -> Pubkey:
-    """The owner key whose request signature `OwnerRoute` verified; 401 if nothing was verified."""
-    verified_owner(request)
-    key: Pubkey = request.state.owner_key
-    return key
-
-
 router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
-
-
-def envelope_bytes(body: EnvelopeBody, what: str) -> bytes:
-    """The envelope as checked, stored and sent to the enclave (`canonical`, UTF-8). A lone surrogate escape
-    (``"\\ud800"``) has no UTF-8 form: 422 as any malformed owner document (`owner_document_refused`), nothing done."""
-    try:
-        return canonical(body.envelope.model_dump())
-    except UnicodeEncodeError as exc:
-        raise owner_document_refused(what, PolicyDocumentError("envelope", LONE_SURROGATE)) from exc
 
 
 @router.post("", status_code=201, response_model=CreatedWallet)
@@ -170,7 +85,7 @@ async def create_wallet(body: CreateWalletBody, request: Request, nonce: Optiona
     vault_key = None if body.vault_address is None else _public_key("vault_address", body.vault_address)
     if owner != signer:
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the wallet's owner key must sign its creation")
-    if await run_store(services, _wallet_or_none, services, body.wallet_id) is not None:
+    if await run_store(services, wallet_or_none, services, body.wallet_id) is not None:
         raise ApiError(Code.CONFLICT, "the wallet already exists")
     attestation = None if nonce is None else await attest(services, nonce)  # this host's enclave, before its key
     created = await provision_checked(services, body.wallet_id, bytes(owner))
@@ -296,12 +211,6 @@ async def install_policy(wallet_id: WalletId, body: EnvelopeBody, request: Reque
         enclave_installed=installed,
         **receipt_fields(services, applied),
     )
-
-
-def assert_wallet(wallet: Wallet | None) -> Wallet:
-    if wallet is None:  # pragma: no cover - owner_of returns the wallet whenever a wallet id is given
-        raise ApiError(Code.NOT_FOUND, "not found")
-    return wallet
 
 
 @router.get("/{wallet_id}/approvals", response_model=list[PendingApprovalView])

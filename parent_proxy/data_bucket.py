@@ -6,13 +6,13 @@
 Every put carries ``If-None-Match: *``, so S3 refuses it (412) when the key exists: nothing here ever replaces an
 object. The bucket's policy refuses a put into these prefixes without that header (cdk/state_stack.py), the bucket
 keeps every version under object lock (governance mode, one year), and the hosts' role may put into these prefixes
-and list the audit prefix, nothing else (cdk/identity_stack.py): no read, no delete. Each put also sends a SHA-256
-checksum of its body, which S3 checks, and which a bucket with default object-lock retention requires (an MD5 or a
-checksum) of every put.
+and list and read the audit prefix (below), besides reading the releases (cdk/identity_stack.py): no delete, no read
+of ``sealed/``. Each put also sends a SHA-256 checksum of its body, which S3 checks, and which a bucket with default
+object-lock retention requires (an MD5 or a checksum) of every put.
 
 An audit export that meets an object at its key (another host exporting the same records at the same moment) reads
-it back (`DataBucket.put_new_or_same`): the same bytes count as written, other bytes are `ObjectMismatch`. The hosts'
-role may read `audit/` for that, and nothing else but the releases; a sealed-key copy is never read back.
+it back (`DataBucket.put_new_or_same`): the same bytes count as written, other bytes are `ObjectMismatch`. That is
+why the hosts' role may read `audit/`; a sealed-key copy is never read back.
 
 A put that S3 answers 409 ``ConditionalRequestConflict`` (another conditional write to the key under way; botocore
 does not retry it) is sent again, up to `CONFLICT_ATTEMPTS` times in all: once the other write has finished, S3

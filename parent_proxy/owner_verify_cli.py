@@ -8,7 +8,7 @@ key on chain, that the enclave made it for them. No owner key is needed.
         the ``POST .../agent-key/candidate`` answer's agent-key receipt (`parent_proxy.agent_key_receipts`)
 
 ``--attestation`` is a ``GET /v1/attestation`` answer; left out, the attestation the answer itself carries is
-checked (asked with ``?nonce=HEX``: the enclave that made the answer, on the same host, `carried_attestation`).
+checked (asked with ``?nonce=HEX``: the enclave that made the answer, on the same host, `_carried_attestation`).
 With several hosts, a separate ``GET /v1/attestation`` may come from another host than the answer, whose session
 key did not sign the receipt: the one-answer form avoids that.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,13 +47,15 @@ from policies.terminal_text import safe_line
 COMMANDS: Final = frozenset({"verify-wallet", "verify-candidate"})
 
 
-def attestation_options(parser: argparse.ArgumentParser, *, carried: bool = False) -> None:
-    """The options of the attestation answer and its anchor (also ``verify-order``'s). With ``carried``,
-    ``--attestation`` may be left out for an answer that carries its host's attestation (`carried_attestation`)."""
-    help_text = "the GET /v1/attestation answer (JSON file)"
-    if carried:
-        help_text += "; leave it out for an answer that carries its own (asked with ?nonce=)"
-    parser.add_argument("--attestation", required=not carried, type=Path, help=help_text)
+def attestation_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the attestation answer and its anchor (also ``verify-order``'s). ``--attestation`` may be
+    left out for an answer that carries its host's attestation (`_carried_attestation`)."""
+    parser.add_argument(
+        "--attestation",
+        type=Path,
+        help="the GET /v1/attestation answer (JSON file); leave it out for an answer that carries its own "
+        "(asked with ?nonce=)",
+    )
     parser.add_argument("--owner-public-key", required=True, help="your owner public key (base58)")
     parser.add_argument("--root-pem", type=Path, help="nitro: the pinned root certificate (PEM)")
     parser.add_argument(
@@ -73,14 +74,14 @@ def register(commands: Any) -> None:
     wallet = commands.add_parser("verify-wallet", help="verify a new wallet's provisioning receipt")
     wallet.add_argument("--created", required=True, type=Path, help="the POST /v1/wallets answer (JSON file)")
     wallet.add_argument("--wallet-id", required=True, help="the wallet you created (its id, as you sent it)")
-    attestation_options(wallet, carried=True)
+    attestation_options(wallet)
     candidate = commands.add_parser("verify-candidate", help="verify a candidate agent key's receipt (rotation)")
     candidate.add_argument(
         "--candidate", required=True, type=Path, help="the POST /v1/wallets/{id}/agent-key/candidate answer (JSON file)"
     )
     candidate.add_argument("--wallet-id", required=True, help="the wallet being rotated")
     candidate.add_argument("--agent-key", required=True, help="the wallet's current agent key (base58)")
-    attestation_options(candidate, carried=True)
+    attestation_options(candidate)
 
 
 def _wallet_id(text: str) -> str:
@@ -89,16 +90,11 @@ def _wallet_id(text: str) -> str:
     return text
 
 
-def _session_key(args: argparse.Namespace, answer: dict[str, Any]) -> bytes:
-    """The session key of ``--attestation`` or of the attestation ``answer`` carries, verified as the options say
-    (`ProvisionVerificationError` if not)."""
-    return attested_session_key(args, lambda: carried_attestation(args, answer))
-
-
-def attested_session_key(args: argparse.Namespace, read_attestation: Callable[[], dict[str, Any]]) -> bytes:
-    """The session key of the attestation answer ``read_attestation`` returns, verified as the options
-    (``--root-pem``, ``--pcr``, ``--nonce``, ``--accept-unattested``) say, by the anchor rules every owner check
-    shares (`parent_proxy.trust_anchor`); `OwnerInputError` for options that do not go together,
+def attested_session_key(args: argparse.Namespace, answer: dict[str, Any], *, limit: int | None = None) -> bytes:
+    """The session key of ``--attestation`` (a file of at most ``limit`` bytes, if one is given) or of the
+    attestation ``answer`` carries (`_carried_attestation`), verified as the options (``--root-pem``, ``--pcr``,
+    ``--nonce``, ``--accept-unattested``) say, by the anchor rules every owner check shares
+    (`parent_proxy.trust_anchor`); `OwnerInputError` for options that do not go together or no attestation,
     `ProvisionVerificationError` for an answer that does not verify. Also ``verify-order``'s."""
     try:
         nonce = None if args.nonce is None else bytes.fromhex(args.nonce)
@@ -115,7 +111,7 @@ def attested_session_key(args: argparse.Namespace, read_attestation: Callable[[]
         )
     if args.nonce is not None and anchor is None:
         raise OwnerInputError("--nonce goes with --root-pem and --pcr (it is checked in the attestation document)")
-    attestation = read_attestation()
+    attestation = _carried_attestation(args, answer, limit)
     session = session_key_from_attestation(
         attestation, anchor=anchor, expected_nonce=nonce, accept_unattested=args.accept_unattested
     )
@@ -124,9 +120,7 @@ def attested_session_key(args: argparse.Namespace, read_attestation: Callable[[]
     return session
 
 
-def carried_attestation(
-    args: argparse.Namespace, answer: dict[str, Any], *, limit: int | None = None
-) -> dict[str, Any]:
+def _carried_attestation(args: argparse.Namespace, answer: dict[str, Any], limit: int | None) -> dict[str, Any]:
     """The attestation answer to check: ``--attestation`` if given (a file of at most ``limit`` bytes, if one is
     given), else the one ``answer`` carries (its ``attestation`` object: the enclave that answered it, over the
     owner's nonce, in the same exchange with the same host); `OwnerInputError` without either."""
@@ -152,7 +146,7 @@ def verify_wallet(args: argparse.Namespace) -> int:
     wallet_id = _wallet_id(args.wallet_id)
     created = json_object_file(args.created, "--created")
     try:
-        session = _session_key(args, created)
+        session = attested_session_key(args, created)
         verified = verify_provision_receipt(
             created, wallet_id=wallet_id, owner_public_key=args.owner_public_key, session_public_key=session
         )
@@ -174,7 +168,7 @@ def verify_candidate(args: argparse.Namespace) -> int:
     wallet_id = _wallet_id(args.wallet_id)
     answer = json_object_file(args.candidate, "--candidate")
     try:
-        session = _session_key(args, answer)
+        session = attested_session_key(args, answer)
         verified = verify_candidate_answer(
             answer, wallet_id=wallet_id, agent_public_key=args.agent_key, owner_public_key=args.owner_public_key,
             session_public_key=session,

@@ -20,7 +20,7 @@ its word only; this is the check that does not rest on it:
    unfreeze or a policy) and its document gives the wallet, the sequence and the document's SHA-256
    (`policies.signing.document_sha256`): all taken from the owner's file, never from the answer;
 2. the session key, from the attestation (``--attestation``, else the one the answer carries:
-   `parent_proxy.owner_verify_cli.carried_attestation`; `parent_proxy.provisioning.session_key_from_attestation`,
+   `parent_proxy.owner_verify_cli.attested_session_key`; `parent_proxy.provisioning.session_key_from_attestation`,
    under the anchor of `parent_proxy.trust_anchor.anchor_from_options`);
 3. the answer carries an order receipt (its ``order`` or ``policy`` part for the receipts route: `receipt_part`; a
    parent that swallowed the order has none to show);
@@ -57,7 +57,7 @@ from enclave_app.errors import ReceiptError
 from enclave_app.order_receipts import FREEZE, POLICY, UNFREEZE, OrderReceipt
 from parent_proxy.order_receipts import ExpectedOrder
 from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, json_object_file, public_key_option
-from parent_proxy.owner_verify_cli import attestation_options, attested_session_key, carried_attestation
+from parent_proxy.owner_verify_cli import attestation_options, attested_session_key
 from parent_proxy.provisioning import ProvisionVerificationError
 from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes
 from policies.document import policy_from_object
@@ -91,7 +91,7 @@ def register(commands: Any) -> None:
     mine = parser.add_mutually_exclusive_group(required=True)
     mine.add_argument("--order", type=Path, help="your signed freeze or unfreeze order (envelope or request body)")
     mine.add_argument("--policy", type=Path, help="your signed policy (envelope or request body)")
-    attestation_options(parser, carried=True)
+    attestation_options(parser)
 
 
 def owner_order(path: Path, *, policy: bool, owner: Pubkey, what: str) -> ExpectedOrder:
@@ -176,13 +176,6 @@ def receipt_part(answer: Mapping[str, Any], purpose: str) -> Mapping[str, Any]:
     return part if isinstance(part, dict) else answer
 
 
-def _session_key(args: argparse.Namespace, answer: dict[str, Any]) -> bytes:
-    """Step 2: the session key of ``--attestation`` or of the attestation the answer carries, verified as the options
-    say (`ProvisionVerificationError`), by the option rules of ``verify-wallet``
-    (`parent_proxy.owner_verify_cli.attested_session_key`)."""
-    return attested_session_key(args, lambda: carried_attestation(args, answer, limit=MAX_ANSWER_BYTES))
-
-
 _OUTCOME = {FREEZE: "the wallet is frozen", UNFREEZE: "the wallet is unfrozen", POLICY: "this policy is installed"}
 
 
@@ -195,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
                            what="--policy" if policy else "--order")  # fmt: skip
     answer = json_object_file(args.answer, "--answer", limit=MAX_ANSWER_BYTES)
     try:
-        session = _session_key(args, answer)
+        session = attested_session_key(args, answer, limit=MAX_ANSWER_BYTES)  # step 2
         verified = verify_order_answer(receipt_part(answer, expected.purpose), expected, session)
     except (ProvisionVerificationError, OrderVerificationError) as exc:
         sys.stderr.write(

@@ -4,8 +4,8 @@ the log they are handed to, and bringing each wallet's last owner order to this 
 Every answer to an order the enclave applied (a policy install, a freeze, an unfreeze) goes to the relay's
 `OrderReceiptLog` before it is returned (`parent_proxy.order_receipts.OrderReceipts` checks and records its receipt),
 and comes back as an `AppliedOrder`. The relay keeps the last of each kind per wallet for the current enclave
-session (`OwnerOrderRelay.installed_answer`, `OwnerOrderRelay.applied_order`: what ``GET
-/v1/wallets/{id}/orders/latest`` shows, `parent_proxy.api_orders`).
+session (`OwnerOrderRelay.installed_answer`, `OwnerOrderRelay.applied_order`: what ``POST
+/v1/wallets/{id}/orders/receipts`` shows, `parent_proxy.api_orders`).
 
 Several hosts (or proxy processes) share one store, each with its own enclave, and an owner order reaches the one
 the load balancer picks. So `EnclaveRelay.ensure_wallet` also brings the wallet's last owner order

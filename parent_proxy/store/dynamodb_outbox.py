@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound, StoreOutcomeUnknown, StoreUnavailable
@@ -83,12 +84,6 @@ def expiry(at: float) -> Any:
     """The TTL of a finished item or a delivery-log line whose attempt was at ``at``: the first whole second after
     `validation.OUTBOX_RETENTION_SECONDS` have passed, so DynamoDB deletes it only once that retention is over."""
     return n(math.floor(at + v.OUTBOX_RETENTION_SECONDS) + 1)
-
-
-def _finished(item: OutboxItem, status: OutboxStatus) -> OutboxItem:
-    """``item`` finished with ``status``: no lease."""
-    return OutboxItem(item.event_id, item.wallet_id, item.event_type, item.body, item.created_at, status,
-                      item.attempts, item.next_attempt_at, None, None)  # fmt: skip
 
 
 def _audit_key(seq: int) -> str:
@@ -229,7 +224,7 @@ class DynamoOutboxAudit(DynamoOutboxLayout):
                 actions.append({"Put": {"TableName": self._table, "Item": pointer}})
                 actions.append({"Delete": {"TableName": self._table, "Key": pointer_key(wallet_id, old)}})
         else:
-            archived = _outbox_item(_finished(done, status))
+            archived = _outbox_item(replace(done, status=status, lease_id=None, lease_until=None))
             archived.update({"pk": s(f"O#{event_id}"), "sk": s("ITEM"), TTL_ATTRIBUTE: expiry(attempt.at)})
             actions = [
                 {"Delete": {"TableName": self._table, "Key": key, **guard}},

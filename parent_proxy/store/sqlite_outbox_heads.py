@@ -7,22 +7,22 @@ by that lease's finish) and its pause (``paused``: `time_key` of the end of the 
 it in, `validation.wallet_pause_until`; NULL when none). ``ready``, the later of ``due`` and ``paused`` (a generated
 column), is when the wallet is due: a claim walks ``outbox_heads_due`` (on ``ready``, ``event_id``) in that order and
 stops after ``limit`` wallets: it passes over only the wallets in flight and those it skips, never a paused wallet
-(its ``ready`` is not reached yet) nor a wallet's other items. Before, it walked every due
-pending item in Python under ``BEGIN IMMEDIATE`` until it had ``limit`` distinct wallets, so one wallet's backlog
-(a receiver down for a few hours) made every claim O(backlog) under the write lock that signing needs.
+(its ``ready`` is not reached yet) nor a wallet's other items. Before, it walked every due pending item in Python
+under ``BEGIN IMMEDIATE`` until it had ``limit`` distinct wallets, so one wallet's backlog (a receiver down for a
+few hours) made every claim O(backlog) under the write lock that signing needs.
 
 Every write that changes a wallet's pending items changes its head in the same transaction: `enqueued` (the new
 item, if it sorts first; a pause stays), `leased` (a claim; the pause, over, cleared), `settled` (a finish: the
 lease cleared if it is still the wallet's, the head moved to the earliest item left, found through the partial
 index ``outbox_pending``, or deleted when none is left, and the pause set by a failed attempt that reschedules its
-item, cleared by any other finish). So the claim answers what the scan of versions 5 to 8 answered, but for the
+item, cleared by any other finish). So the claim answers what the scan of versions 5 to 9 answered, but for the
 pause: in due order, the earliest due pending item of each wallet that has no item under a live lease, is not
 paused and is not skipped (a lease that ended leaves the wallet's earliest item first again, as before). Before
 the pause, a receiver that failed at once was sent each of the wallet's queued events back to back: the backoff was
 the item's alone, so the wallet's next item was due at once.
 
 Function of the caller's ``BEGIN IMMEDIATE`` transaction, as everywhere in the adapter. `migrate` and `rebuild`
-bring a database of versions 1 to 8 up: the first before the schema runs (the ``finished`` column, which
+bring a database of versions 1 to 9 up: the first before the schema runs (the ``finished`` column, which
 `sqlite_outbox_retention` prunes on, and the two indexes the old claim used), the second after it (the heads, from
 the pending items).
 """
@@ -101,7 +101,7 @@ def settled(conn: sqlite3.Connection, wallet_id: str, lease_id: str, paused_unti
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Before the schema runs: give an outbox of versions 1 to 8 its ``finished`` column (`time_key` of the item's
+    """Before the schema runs: give an outbox of versions 1 to 9 its ``finished`` column (`time_key` of the item's
     last attempt, which finished it: the newest delivery-log line; of its creation if it has none), and drop the
     two indexes only the old claim used. No-op on a new or already migrated database."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
@@ -118,7 +118,7 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 
 def rebuild(conn: sqlite3.Connection) -> None:
-    """After the schema runs, on a database of versions 1 to 8: one head per wallet with pending items (its earliest
+    """After the schema runs, on a database of versions 1 to 9: one head per wallet with pending items (its earliest
     one), in flight under the latest lease any of its pending items carries (the old claim's test: a wallet was in
     flight while any of its items had a live lease)."""
     conn.execute("DELETE FROM outbox_heads")

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from parent_proxy import owner_auth
 from parent_proxy.api_agent import agent_of
 from parent_proxy.api_errors import ApiError
-from parent_proxy.api_owner import verified_owner
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
+from parent_proxy.owner_route import verified_owner
 from tests.proxy.api_harness import Harness, provision, running_harness
 from tests.support.policies import owner_public_key
 

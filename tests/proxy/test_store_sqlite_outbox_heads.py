@@ -1,5 +1,5 @@
 """SQLite outbox heads (`parent_proxy.store.sqlite_outbox_heads`): a claim's work does not grow with one wallet's
-backlog (it runs under the write lock every signing request needs), and a version-8 database gets its heads and
+backlog (it runs under the write lock every signing request needs), and a version-8 or -9 database gets its heads and
 finish times when opened."""
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_version_8_outbox_gets_heads_and_finish_times(version: int, tmp_path: Pa
     assert migrated.get_outbox_item("c").status == OutboxStatus.DELIVERED
     assert [e for e in "abcde" if _exists(path, e)] == ["a", "b", "c", "d"]
     migrated.close()
-    SqliteStore(path).close()  # opening a version-9 database again changes nothing
+    SqliteStore(path).close()  # opening the migrated (version-10) database again changes nothing
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM outbox_heads").fetchone()[0] == 2
 
