@@ -31,13 +31,12 @@ from policies.ed25519 import verify_ed25519
 from tests.proxy.api_harness import (
     Harness,
     LoopThread,
-    build_harness,
     new_session_key,
-    provision,
     start_enclave,
     stop_enclave,
 )
 from tests.proxy.audit_log_rewrites import cli, copy_of, read, rewrite
+from tests.proxy.fleet_harness import two_hosts
 from tests.proxy.harness_calls import order, send
 from tests.support.policies import MERCHANT
 
@@ -68,34 +67,19 @@ def fleet_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp_path = tmp_path_factory.mktemp("fleet")
     nsm = UnsafeDevelopmentNsm(pcrs={0: PCR0})
     (tmp_path / "root.pem").write_bytes(nsm.root_certificate_pem)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    loop = LoopThread()
-    servers: list[asyncio.Server] = []
-    try:
-        a = build_harness(tmp_path / "a", loop)
-        b = build_harness(tmp_path / "b", loop, store=a.store)  # the shared store, B's own enclave
-        b.owner = a.owner
-        servers.extend(start_enclave(loop, h.socket, nsm=nsm, clock=h.clock) for h in (a, b))
-        with a.client, b.client:
-            provision(a)
-            b.wallet_id, b.agent, b.token = a.wallet_id, a.agent, a.token
+    with two_hosts(tmp_path, nsm) as (a, b, loop, servers):
+        signs(b)
+        send(a, order(a, 1))
+        assert b.sign(b.transfer(1000, MERCHANT)).status_code == 403  # B's enclave is sent the freeze
+        send(a, order(a, 2, "unfreeze"), "unfreeze")
+        for h in (b, a, b):
+            signs(h)
+        for _ in range(A_RESTARTS):
+            restart(a, loop, servers, nsm)
+            signs(a)
             signs(b)
-            send(a, order(a, 1))
-            assert b.sign(b.transfer(1000, MERCHANT)).status_code == 403  # B's enclave is sent the freeze
-            send(a, order(a, 2, "unfreeze"), "unfreeze")
-            for h in (b, a, b):
-                signs(h)
-            for _ in range(A_RESTARTS):
-                restart(a, loop, servers, nsm)
-                signs(a)
-                signs(b)
-            for h in (b, a, b, b):
-                signs(h)
-    finally:
-        for server in servers:
-            server.close()
-        loop.stop()
+        for h in (b, a, b, b):
+            signs(h)
     return tmp_path / "a" / "state.db", tmp_path / "root.pem"
 
 

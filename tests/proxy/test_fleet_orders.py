@@ -32,12 +32,11 @@ from policies.document import policy_from_object
 from tests.proxy.api_harness import (
     Harness,
     LoopThread,
-    build_harness,
-    provision,
     refused_records,
     start_enclave,
     stop_enclave,
 )
+from tests.proxy.fleet_harness import two_hosts
 from tests.proxy.harness_calls import order, records, send, sign_message
 from tests.support.policies import MERCHANT
 
@@ -64,24 +63,9 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     nsm = UnsafeDevelopmentNsm(pcrs={0: PCR0})  # one root for the fleet, as every Nitro host chains to AWS's root
     (tmp_path / "root.pem").write_bytes(nsm.root_certificate_pem)
     trust = ("--root-pem", str(tmp_path / "root.pem"), "--pcr", f"0={PCR0.hex()}", "--nonce", NONCE)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    loop = LoopThread()
-    servers: list[asyncio.Server] = []
-    try:
-        a = build_harness(tmp_path / "a", loop)
-        b = build_harness(tmp_path / "b", loop, store=a.store)  # the shared store, B's own enclave
-        b.owner = a.owner  # one owner for the fleet
-        servers.extend(start_enclave(loop, h.socket, nsm=nsm, clock=h.clock) for h in (a, b))
-        with a.client, b.client:
-            provision(a)
-            b.wallet_id, b.agent, b.token = a.wallet_id, a.agent, a.token
-            assert b.sign(b.transfer(1000, MERCHANT)).status_code == 200
-            yield Fleet(a, b, loop, nsm, trust, tmp_path, servers)
-    finally:
-        for server in servers:
-            server.close()
-        loop.stop()
+    with two_hosts(tmp_path, nsm) as (a, b, loop, servers):
+        assert b.sign(b.transfer(1000, MERCHANT)).status_code == 200
+        yield Fleet(a, b, loop, nsm, trust, tmp_path, servers)
 
 
 def session_key(h: Harness) -> bytes:
