@@ -50,7 +50,7 @@ from enclave_app.server import EnclaveServer, Handler
 from enclave_app.state import Enclave
 from enclave_app.transport import UnixAddress
 from parent_proxy.__main__ import build_app
-from parent_proxy.owner_auth import OwnerRequest, owner_request_headers, url_origin
+from parent_proxy.owner_auth import signed_request_headers
 from policies.signing import POLICY_PURPOSE, sign_document
 
 MERCHANT = Pubkey.from_string("FHEqRxoKaHqjfmpq5sDHwcTRetKh7uJny2UVN4pcd24J")
@@ -99,9 +99,7 @@ def transfer_tx(agent: Pubkey) -> bytes:
 async def owner_call(client: httpx.AsyncClient, owner: Ed25519PrivateKey, method: str, path: str, body: Any) -> Any:
     content = b"" if body is None else json.dumps(body).encode()
     public = Pubkey.from_bytes(owner.public_key().public_bytes_raw())
-    audience = url_origin(str(client.base_url))  # the deployment this client was made for
-    request = OwnerRequest(method, path, content, int(time.time()), secrets.token_urlsafe(24), audience=audience)
-    headers = {**owner_request_headers(request, public, owner.sign), "Content-Type": "application/json"}
+    headers = signed_request_headers(str(client.base_url), method, path, content, owner=public, sign=owner.sign)
     response = await client.request(method, path, content=content, headers=headers)
     if not response.is_success:
         raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")

@@ -58,6 +58,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -184,6 +186,20 @@ def owner_request_headers(request: OwnerRequest, owner: Pubkey, sign: Callable[[
         AUDIENCE_HEADER: request.audience,
         SIGNATURE_HEADER: str(Signature.from_bytes(signature)),
     }
+
+
+def signed_request_headers(
+    url: str, method: str, path: str, body: bytes, *, owner: Pubkey, sign: Callable[[bytes], bytes]
+) -> dict[str, str]:
+    """The headers of a new owner request to the deployment at ``url`` (its origin is the audience signed,
+    `url_origin`: `OriginError` for a URL without one), stamped now with a fresh random nonce; with
+    ``Content-Type: application/json`` when there is a body. The one way owner tooling, the demo and the bench
+    build a request."""
+    request = OwnerRequest(method, path, body, int(time.time()), secrets.token_urlsafe(24), audience=url_origin(url))
+    headers = owner_request_headers(request, owner, sign)
+    if body:
+        headers["Content-Type"] = "application/json"
+    return headers
 
 
 class NonceRegistry(Protocol):

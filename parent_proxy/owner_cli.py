@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -69,7 +68,7 @@ from parent_proxy import (
     owner_verify_cli,
     owner_verify_order_cli,
 )
-from parent_proxy.owner_auth import OriginError, OwnerRequest, owner_request_headers, url_origin
+from parent_proxy.owner_auth import OriginError, signed_request_headers
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
     EXIT_BAD_INPUT,
@@ -269,13 +268,9 @@ def _send(
     signed, `parent_proxy.owner_auth.url_origin`); `OwnerInputError` for a ``--url`` without an origin,
     `ProxyUnreachable` if no answer came."""
     try:
-        audience = url_origin(url)
+        headers = signed_request_headers(url, method, path, body, owner=signer.public_key, sign=signer.sign)
     except OriginError as exc:
         raise OwnerInputError(f"--url {exc}") from exc
-    request = OwnerRequest(method, path, body, int(time.time()), secrets.token_urlsafe(24), audience=audience)
-    headers = owner_request_headers(request, signer.public_key, signer.sign)
-    if body:
-        headers["Content-Type"] = "application/json"
     http = client or httpx.Client(timeout=30.0)
     try:
         return http.request(method, url.rstrip("/") + path, content=body, headers=headers)

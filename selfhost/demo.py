@@ -53,7 +53,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import AssignParams, TransferParams, assign, transfer
 from solders.transaction import Transaction
 
-from parent_proxy.owner_auth import OwnerRequest, owner_request_headers, url_origin
+from parent_proxy.owner_auth import signed_request_headers
 from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner, write_keypair_file
 from parent_proxy.provisioning import ProvisionVerificationError, session_key_from_attestation, verify_provision_receipt
@@ -155,10 +155,9 @@ class Story:
 
     def owner_call(self, method: str, path: str, body: Any = None) -> httpx.Response:
         content = b"" if body is None else json.dumps(body).encode()
-        audience = url_origin(self.d.api_url)  # the deployment the request goes to, as the owner CLI signs
-        request = OwnerRequest(method, path, content, int(time.time()), secrets.token_urlsafe(24), audience=audience)
-        headers = owner_request_headers(request, self.owner.public_key, self.owner.sign)
-        headers["Content-Type"] = "application/json"
+        headers = signed_request_headers(
+            self.d.api_url, method, path, content, owner=self.owner.public_key, sign=self.owner.sign
+        )
         return self.http.request(method, self.d.api_url + path, content=content, headers=headers)
 
     def agent_sign(self, transaction: bytes) -> httpx.Response:

@@ -4,6 +4,8 @@ signed bytes."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
@@ -16,6 +18,7 @@ from parent_proxy.owner_auth import (
     OwnerRequest,
     normalize_origin,
     owner_request_headers,
+    signed_request_headers,
     url_origin,
     verify_owner_request,
 )
@@ -176,3 +179,28 @@ def test_verification_accepts_only_a_configured_audience(configured: set[str], a
         with pytest.raises(ApiError, match=r"^owner_signature_invalid: owner signature is invalid$"):
             verify()
         assert nonces.claimed == []
+
+
+def test_a_new_request_is_signed_for_the_origin_of_its_url() -> None:
+    """`signed_request_headers` (owner tooling, demo, bench): the audience is the URL's origin, the time now, the
+    nonce fresh each call, a JSON content type only with a body; a URL without an origin is refused unsigned."""
+    owner = Ed25519PrivateKey.generate()
+    body = b'{"envelope": {}}'
+    path = "/v1/wallets/w1/freeze"
+    first = signed_request_headers("HTTPS://A.example:443/base/", "POST", path, body, owner=owner_public_key(owner),
+                                   sign=owner.sign)  # fmt: skip
+    second = signed_request_headers("https://a.example", "GET", path, b"", owner=owner_public_key(owner),
+                                    sign=owner.sign)  # fmt: skip
+    assert first[AUDIENCE_HEADER] == "https://a.example" and first["Content-Type"] == "application/json"
+    assert "Content-Type" not in second
+    assert first["WAIaaS-Owner-Nonce"] != second["WAIaaS-Owner-Nonce"]
+    nonces = Nonces()
+    now = time.time()
+    assert verify_owner_request(
+        first, method="POST", path=path, body=body, allowed_keys=frozenset({owner_public_key(owner)}),
+        audiences=frozenset({"https://a.example"}), now=now, max_skew=300, nonces=nonces, scope="w1",
+    ) == owner_public_key(owner)  # fmt: skip
+    signed: list[bytes] = []
+    with pytest.raises(OriginError):
+        signed_request_headers("a.example", "GET", path, b"", owner=owner_public_key(owner), sign=signed.append)
+    assert signed == []

@@ -18,7 +18,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
-from parent_proxy.owner_auth import OwnerRequest, owner_request_headers, url_origin
+from parent_proxy.owner_auth import signed_request_headers
 from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
 from policies.orders import freeze_document
@@ -37,11 +37,9 @@ class LiveWallet:
 
     def owner_call(self, method: str, path: str, body: Any = None) -> httpx.Response:
         content = b"" if body is None else json.dumps(body).encode()
-        request = OwnerRequest(
-            method, path, content, int(time.time()), secrets.token_urlsafe(24), audience=url_origin(self.base)
+        headers = signed_request_headers(
+            self.base, method, path, content, owner=self.owner.public_key, sign=self.owner.sign
         )
-        headers = owner_request_headers(request, self.owner.public_key, self.owner.sign)
-        headers["Content-Type"] = "application/json"
         return httpx.request(method, self.base + path, content=content, headers=headers, timeout=30)
 
     def sign(self, transaction: bytes) -> httpx.Response:

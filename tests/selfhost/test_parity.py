@@ -39,7 +39,7 @@ from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import EnclaveState, ErrorCode
 from enclave_app.sealing import SCHEME_LOCAL
-from parent_proxy.owner_auth import OwnerRequest, owner_request_headers, url_origin
+from parent_proxy.owner_auth import signed_request_headers
 from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
 from parent_proxy.sign_parts import message_hash
@@ -386,9 +386,9 @@ def test_live_owner_freeze_and_unfreeze(wallet: LiveWallet) -> None:
 
 def test_live_owner_requests_are_not_replayable(wallet: LiveWallet) -> None:
     path = f"/v1/wallets/{wallet.wallet_id}/approvals"
-    audience = url_origin(wallet.base)
-    request = OwnerRequest("GET", path, b"", int(time.time()), secrets.token_urlsafe(24), audience=audience)
-    headers = owner_request_headers(request, wallet.owner.public_key, wallet.owner.sign)
+    headers = signed_request_headers(
+        wallet.base, "GET", path, b"", owner=wallet.owner.public_key, sign=wallet.owner.sign
+    )
     assert httpx.get(wallet.base + path, headers=headers, timeout=10).status_code == 200
     replay = httpx.get(wallet.base + path, headers=headers, timeout=10)
     assert replay.status_code == 401 and replay.json()["error"]["code"] == "owner_request_replayed"
