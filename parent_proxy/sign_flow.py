@@ -308,8 +308,9 @@ class SignFlow:
                 "transaction.signed", {**base, "signature": body["signature"]}, wallet_id=wallet_id, receipt=receipt
             )
             stored = None
-            if prepared.idempotent and not submit:
-                response = canonical({"status_code": 200, "body": body})
+            if prepared.idempotent:  # a submit's answer until its broadcast's outcome replaces it (`submission`)
+                kept = {**body, "submission": submission.UNRECORDED} if submit else body
+                response = canonical({"status_code": 200, "body": kept})
                 stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
             webhook = s.webhook_item(wallet_id, "transaction.signed", event)
             s.store.finish_signing(prepared.reservation, seal, webhook, stored)

@@ -1,8 +1,12 @@
 """Step 6's optional broadcast (``submit: true``): the signed transaction goes once through the chain adapter.
 
 A failure to broadcast is part of the answer (``submission.submitted`` false, with the adapter's error), never
-retried and never a reason to withhold the signature, which was already recorded. The answer with its submission
-outcome is then stored under the idempotency key, so a replay tells the same story.
+retried and never a reason to withhold the signature, which was already recorded. The signed answer is stored under
+the idempotency key with the signature (`sign_flow`), its submission `UNRECORDED`; the answer with the broadcast's
+outcome then replaces it, so a replay tells the same story. If that replacement is lost (the process stopped
+during the broadcast, the store failed), a replay still answers the signature, never signs again: ``submitted``
+false with `UNRECORDED`'s error, and the agent may send the signed transaction itself (the chain takes a
+transaction once, so a second send of one that landed changes nothing).
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import Answer, Prepared
 
 logger = logging.getLogger(__name__)
+
+UNRECORDED: dict[str, Any] = {
+    "submitted": False,
+    "error": "whether it was broadcast was not recorded; the signed transaction may be sent again",
+}
 
 
 async def submit(s: Services, prepared: Prepared, answer: Answer) -> Answer:
@@ -41,6 +50,6 @@ def _record(s: Services, prepared: Prepared, body: dict[str, Any]) -> None:
         return
     try:
         response = canonical({"status_code": 200, "body": body})
-        s.store.complete_idempotent(prepared.wallet.wallet_id, prepared.key, prepared.digest, response)
+        s.store.replace_idempotent(prepared.wallet.wallet_id, prepared.key, prepared.digest, response)
     except ProxyError:
-        logger.exception("idempotency record for request %s could not be completed", prepared.request_id)
+        logger.exception("the submission outcome of request %s could not be stored", prepared.request_id)

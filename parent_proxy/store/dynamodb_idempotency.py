@@ -128,11 +128,18 @@ class DynamoIdempotency(DynamoApprovals):
 
         return [self._complete_action(answer)], refusal
 
-    def _claimed_update(self, wallet_id: str, key: str, request_hash: bytes, **kwargs: Any) -> None:
+    def _claimed_update(
+        self,
+        wallet_id: str,
+        key: str,
+        request_hash: bytes,
+        status: IdempotencyStatus = IdempotencyStatus.IN_PROGRESS,
+        **kwargs: Any,
+    ) -> None:
         """Update (``UpdateExpression`` given: a resend after a lost response is this write, see `_write_once`) or
-        delete an idempotency record in progress for ``request_hash``."""
-        condition = "attribute_exists(pk) AND request_hash = :h AND #st = :ip"
-        values = {":h": b(request_hash), ":ip": s(IdempotencyStatus.IN_PROGRESS), **kwargs.pop("values", {})}
+        delete an idempotency record of ``request_hash`` in ``status``."""
+        condition = "attribute_exists(pk) AND request_hash = :h AND #st = :was"
+        values = {":h": b(request_hash), ":was": s(status), **kwargs.pop("values", {})}
         names = {"#st": "status"}
         write_id = new_write_id()
         if "UpdateExpression" in kwargs:
@@ -155,7 +162,8 @@ class DynamoIdempotency(DynamoApprovals):
         except ConditionFailed as exc:
             if self._get(f"W#{wallet_id}", f"I#{key}") is None:
                 raise NotFound(f"idempotency key {key!r} not found") from exc
-            raise Conflict(f"idempotency key {key!r} is not in progress for this request") from exc
+            state = status.value.replace("_", " ")
+            raise Conflict(f"idempotency key {key!r} is not {state} for this request") from exc
 
     def complete_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
         v.check_idempotency_key(key)
@@ -167,6 +175,19 @@ class DynamoIdempotency(DynamoApprovals):
             request_hash,
             UpdateExpression="SET #st = :c, #rs = :r",
             values={":c": s(IdempotencyStatus.COMPLETED), ":r": b(response)},
+        )
+
+    def replace_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
+        v.check_idempotency_key(key)
+        v.check_digest("request_hash", request_hash)
+        v.check_blob("response", response)
+        self._claimed_update(
+            wallet_id,
+            key,
+            request_hash,
+            IdempotencyStatus.COMPLETED,
+            UpdateExpression="SET #rs = :r",
+            values={":r": b(response)},
         )
 
     def abandon_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> None:

@@ -139,6 +139,12 @@ class Store(Protocol):
         """Store the response of a claimed key. `Conflict` unless it is in progress with this hash."""
         ...
 
+    def replace_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
+        """Replace the stored response of a completed key (a signed ``submit`` answer with its broadcast's outcome,
+        `parent_proxy.submission`); its expiry stays. `NotFound` if the key has no record, `Conflict` unless it is
+        completed with this hash."""
+        ...
+
     def abandon_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> None:
         """Drop an in-progress claim (the request failed before any effect), so the key may be retried."""
         ...

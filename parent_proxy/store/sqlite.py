@@ -237,14 +237,21 @@ class SqliteStore(SqliteApprovals):
         with self._read() as conn:
             return self._existing(conn, wallet_id, key, request_hash, now)
 
-    def _claimed(self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes) -> None:
+    def _claimed(
+        self,
+        conn: sqlite3.Connection,
+        wallet_id: str,
+        key: str,
+        request_hash: bytes,
+        status: IdempotencyStatus = IdempotencyStatus.IN_PROGRESS,
+    ) -> None:
         row = conn.execute(
             "SELECT request_hash, status FROM idempotency WHERE wallet_id = ? AND key = ?", (wallet_id, key)
         ).fetchone()
         if row is None:
             raise NotFound(f"idempotency key {key!r} not found")
-        if row[0] != request_hash or row[1] != IdempotencyStatus.IN_PROGRESS:
-            raise Conflict(f"idempotency key {key!r} is not in progress for this request")
+        if row[0] != request_hash or row[1] != status:
+            raise Conflict(f"idempotency key {key!r} is not {status.value.replace('_', ' ')} for this request")
 
     def complete_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
         v.check_idempotency_key(key)
@@ -252,6 +259,20 @@ class SqliteStore(SqliteApprovals):
         v.check_blob("response", response)
         with self._write() as conn:
             self._complete_in(conn, wallet_id, key, request_hash, response)
+
+    def replace_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
+        v.check_idempotency_key(key)
+        v.check_digest("request_hash", request_hash)
+        v.check_blob("response", response)
+        with self._write() as conn:
+            replaced = conn.execute(
+                "UPDATE idempotency SET response = ?"
+                " WHERE wallet_id = ? AND key = ? AND request_hash = ? AND status = 'completed'",
+                (response, wallet_id, key, request_hash),
+            ).rowcount
+            if replaced != 1:
+                self._claimed(conn, wallet_id, key, request_hash, IdempotencyStatus.COMPLETED)
+                raise Conflict(f"idempotency key {key!r} is not completed for this request")
 
     def _complete_in(
         self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, response: bytes

@@ -79,7 +79,7 @@ def sends_of_one_token(tokens: RequestTokens) -> bool:
 
 
 def test_a_signing_whose_commit_answers_are_lost_is_signed_once(live: tuple[Harness, Hooked]) -> None:
-    """The review's repro: ``submit`` (the answer is stored after the broadcast), the commit applied, every answer
+    """The review's repro: ``submit`` (the outcome stored after the broadcast), the commit applied, every answer
     lost. Before: 503, the key freed, and the retry reserved the amounts a second time."""
     h, client = live
     spent = h.spent()

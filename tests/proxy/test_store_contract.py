@@ -266,6 +266,31 @@ def test_idempotency_begin_complete_replay(wallet_store: Store) -> None:
     assert s.begin_idempotent("w2", "key-1", H2, T0) is None  # keys are per wallet
 
 
+def test_idempotency_replace_only_a_completed_answer(wallet_store: Store) -> None:
+    """`replace_idempotent`: a completed key's response of the same request, nothing else (a ``submit`` answer's
+    broadcast outcome); its time stays, so it expires when the first answer would have."""
+    s = wallet_store
+    with pytest.raises(NotFound, match="idempotency key 'k' not found"):
+        s.replace_idempotent("w1", "k", H1, b"late")
+    assert s.begin_idempotent("w1", "k", H1, T0) is None
+    with pytest.raises(Conflict, match="'k' is not completed for this request"):
+        s.replace_idempotent("w1", "k", H1, b"late")  # still in progress: nothing was answered yet
+    s.complete_idempotent("w1", "k", H1, b"first")
+    with pytest.raises(Conflict, match="'k' is not completed for this request"):
+        s.replace_idempotent("w1", "k", H2, b"other")  # another request's hash
+    for bad in ("", "k" * 1000):
+        with pytest.raises(InvalidInput):
+            s.replace_idempotent("w1", bad, H1, b"x")
+    with pytest.raises(InvalidInput):
+        s.replace_idempotent("w1", "k", b"short", b"x")
+    s.replace_idempotent("w1", "k", H1, b"second")
+    s.replace_idempotent("w1", "k", H1, b"third")  # again: the last one stays
+    replay = s.begin_idempotent("w1", "k", H1, T0 + 5)
+    assert replay is not None
+    assert (replay.status, replay.response, replay.created_at) == (IdempotencyStatus.COMPLETED, b"third", T0)
+    assert s.begin_idempotent("w1", "k", H1, T0 + DAY + 1) is None  # expired as the first answer would have
+
+
 def test_idempotency_abandon_and_bad_input(wallet_store: Store) -> None:
     s = wallet_store
     assert s.begin_idempotent("w1", "k", H1, T0) is None
