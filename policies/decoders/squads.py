@@ -264,19 +264,30 @@ def _vault_transaction_execute(
     return _build(index, pid, name, accounts, args, (Opaque(UNSEEN),))
 
 
+def config_transaction_rent(actions_size: int) -> int:
+    """Rent of a config transaction account (the program's ``ConfigTransaction::size``): discriminator, multisig,
+    creator, index, bump and the actions vector, ``actions_size`` being their Borsh length (as in the instruction)."""
+    return rent_exempt_minimum(8 + 32 + 32 + 8 + 1 + 4 + actions_size)
+
+
 def _config_transaction_create(
     _: SquadsDecoder, index: int, pid: Pubkey, name: str, accounts: tuple[AccountView, ...], r: BorshReader
 ) -> DecodedInstruction:
+    start = r.offset + 4  # after the vector's length
     actions = config.read_config_actions(r)
+    actions_size = r.offset - start
     memo = r.option_string("memo")
     r.finish()
-    multisig, creator = accounts[0].pubkey, accounts[2].pubkey
-    effects = tuple(AuthorityChange(creator, multisig, key, f"squads:config:{action}") for action, _, key in actions)
-    args = {"multisig": multisig, "transaction": accounts[1].pubkey, "creator": creator, "memo": memo,
-            "actions": tuple((action, MappingProxyType(fields)) for action, fields, _ in actions)}  # fmt: skip
-    return _build(
-        index, pid, name, accounts, args, effects or (AuthorityChange(creator, multisig, None, f"squads:{name}"),)
-    )
+    multisig, transaction, creator, rent_payer = (a.pubkey for a in accounts[:4])
+    effects: tuple[Effect, ...] = tuple(
+        AuthorityChange(creator, multisig, key, f"squads:config:{action}") for action, _, key in actions
+    ) or (AuthorityChange(creator, multisig, None, f"squads:{name}"),)
+    rent_amount = config_transaction_rent(actions_size)
+    rent = Outflow(NATIVE_SOL, rent_amount, rent_payer, rent_payer, transaction, "squads_rent")
+    kept = tuple((action, MappingProxyType(fields)) for action, fields, _ in actions)
+    args = {"multisig": multisig, "transaction": transaction, "creator": creator, "rent_payer": rent_payer,
+            "memo": memo, "actions": kept}  # fmt: skip
+    return _build(index, pid, name, accounts, args, (*effects, rent))
 
 
 def _config_authority(
@@ -294,8 +305,15 @@ def _config_transaction_execute(
 ) -> DecodedInstruction:
     r.finish()
     multisig, member, proposal, transaction = (a.pubkey for a in accounts[:4])
-    args = {"multisig": multisig, "member": member, "proposal": proposal, "transaction": transaction}
-    return _build(index, pid, name, accounts, args, (AuthorityChange(member, multisig, None, f"squads:{name}"),))
+    rent_payer = _optional(accounts, 4, pid)
+    args = {"multisig": multisig, "member": member, "proposal": proposal, "transaction": transaction,
+            "rent_payer": rent_payer}  # fmt: skip
+    effects: tuple[Effect, ...] = (AuthorityChange(member, multisig, None, f"squads:{name}"),)
+    if rent_payer is not None:
+        # It funds what the stored actions make (the multisig's growth, new spending limits): an amount this
+        # instruction does not show. Paying it is taking part in the change, as the executor does.
+        effects += (AuthorityChange(rent_payer, multisig, None, f"squads:{name}:rent_payer"),)
+    return _build(index, pid, name, accounts, args, effects)
 
 
 def _multisig_create_v2(

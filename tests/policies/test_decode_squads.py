@@ -40,6 +40,7 @@ from policies.model import (
     Outflow,
     Restricted,
 )
+from policies.rent import rent_exempt_minimum
 from policies.transaction import decode_transaction
 from tests.support.builders import unsigned_tx
 from tests.support.squads_encoder import (
@@ -137,8 +138,9 @@ EXPECTED = {
                      "batch_create", "proposal_reject", "proposal_cancel", "proposal_cancel_v2"], Restricted),
     **dict.fromkeys(["multisig_add_member", "multisig_remove_member", "multisig_set_time_lock",
                      "multisig_change_threshold", "multisig_set_config_authority", "multisig_set_rent_collector",
-                     "multisig_add_spending_limit", "multisig_remove_spending_limit", "config_transaction_create",
+                     "multisig_add_spending_limit", "multisig_remove_spending_limit",
                      "config_transaction_execute"], AuthorityChange),
+    "config_transaction_create": (AuthorityChange, Outflow),  # the actions, and the new account's rent
     "spending_limit_use": Outflow,
 }  # fmt: skip
 NAMES = sorted(ENC.instructions)
@@ -314,14 +316,19 @@ def test_config_transaction_create_and_direct_config() -> None:
         ("set_rent_collector", {"new_rent_collector": None}),
     ]
     d = decode_one(ENC.instruction("config_transaction_create", accounts, {"actions": actions, "memo": None}))
+    actions_size = (1 + 33) + (1 + 2) + (1 + 1)  # Borsh: the variant byte and its fields
     assert d.effects == (
         AuthorityChange(AGENT, MULTISIG, new, "squads:config:add_member"),
         AuthorityChange(AGENT, MULTISIG, None, "squads:config:change_threshold"),
         AuthorityChange(AGENT, MULTISIG, None, "squads:config:set_rent_collector"),
+        Outflow(NATIVE_SOL, rent_exempt_minimum(85 + actions_size), AGENT, AGENT, TX1, "squads_rent"),
     )
     assert d.args["actions"][1] == ("change_threshold", {"new_threshold": 1})  # type: ignore[index]
     empty = decode_one(ENC.instruction("config_transaction_create", accounts, {"actions": [], "memo": None}))
-    assert empty.effects == (AuthorityChange(AGENT, MULTISIG, None, "squads:config_transaction_create"),)
+    assert empty.effects == (
+        AuthorityChange(AGENT, MULTISIG, None, "squads:config_transaction_create"),
+        Outflow(NATIVE_SOL, rent_exempt_minimum(85), AGENT, AGENT, TX1, "squads_rent"),
+    )
     direct_ix = ENC.instruction("multisig_add_member", {"multisig": MULTISIG, "config_authority": AGENT,
                                 "rent_payer": None, "system_program": None},
                                 {"new_member": {"key": new, "permissions": {"mask": 1}}, "memo": "x"})  # fmt: skip
