@@ -285,7 +285,7 @@ class RpcChain:
             if length.isdigit() and int(length) > MAX_RPC_ANSWER_BYTES:
                 raise too_large
             received = bytearray()
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_bytes():  # no Content-Encoding (above): the bytes received
                 received += chunk
                 if len(received) > MAX_RPC_ANSWER_BYTES:
                     raise too_large
