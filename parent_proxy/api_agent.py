@@ -107,6 +107,34 @@ def parse_tables(addresses: Sequence[str]) -> tuple[Pubkey, ...]:
     return tables
 
 
+def before_chain_read(flow: SignFlow, wallet_id: str, request: SignRequest) -> tuple[Answer | None, tuple[Pubkey, ...]]:
+    """What a request naming lookup tables needs before they are read, in one worker-thread hop: the answer stored
+    under its idempotency key (`SignFlow.stored_answer`: a replay, or 409), and the named tables the wallet's
+    installed policy does not pin (`rules.lookup_tables`; all of them when it has no policy that verifies, which the
+    checks then refuse as such). A table the policy does not pin is denied whatever the chain holds
+    (`policies.lookup_tables.resolve_lookup_tables`), so a request naming one reads nothing from the chain: an agent
+    names these addresses, and any account, of any size, could be one."""
+    key, digest = agent_key(request.idempotency_key), request.digest()
+    stored = flow.stored_answer(wallet_id, key, digest)
+    if stored is not None:
+        return stored, ()
+    services = flow.s
+    try:
+        policy = services.policy_for(services.store.get_wallet(wallet_id))
+    except PolicyEngineError:  # refused by the checks (`SignFlow.prepare`), which log it
+        policy = None
+    pins = {} if policy is None else policy.rules.lookup_tables
+    return None, tuple(t for t in request.lookup_tables if t not in pins)
+
+
+def unread_tables(unpinned: Sequence[Pubkey]) -> Mapping[Pubkey, Sequence[Pubkey]]:
+    """The contents the checks get for tables not read from the chain: none. The policy's cross-check denies each
+    as today when read (``decode``: "lookup table ... is not pinned by the owner's policy", a counted denial, the
+    answer stored under the key), and so also one the owner pinned in between: a pin is never empty, so no contents
+    are shorter than it. These contents therefore never reach a decision that allows, nor the enclave."""
+    return {table: () for table in unpinned}
+
+
 async def fetch_tables(services: Services, tables: Sequence[Pubkey]) -> Mapping[Pubkey, Sequence[Pubkey]]:
     if not tables:
         return {}
@@ -132,16 +160,18 @@ async def sign_transaction(
         raw = decode_base64("transaction", body.transaction)
         sign_request = SignRequest(raw, body.idempotency_key, parse_tables(body.lookup_tables), body.submit)
         # A stored answer first: a replay needs no chain read (the RPC may be down, a table closed since), and its
-        # digest covers the table addresses, not their contents.
+        # digest covers the table addresses, not their contents. Then the tables the policy does not pin.
         try:
-            key, digest = agent_key(sign_request.idempotency_key), sign_request.digest()
-            stored = await services.run(flow.stored_answer, agent.wallet_id, key, digest)
+            stored, unpinned = await services.run(before_chain_read, flow, agent.wallet_id, sign_request)
         except (ProxyError, PolicyEngineError) as exc:
             raise translate(exc) from exc
         if stored is not None:
             answer = stored
         else:
-            tables = await fetch_tables(services, sign_request.lookup_tables)
+            if unpinned:  # denied whatever the chain holds: not read (the agent chose these addresses)
+                tables = unread_tables(unpinned)
+            else:
+                tables = await fetch_tables(services, sign_request.lookup_tables)
             answer = await bringing_orders(services, agent.wallet_id, flow.run(agent, sign_request, tables))
     else:  # the same steps in the same order, in one worker-thread hop
 

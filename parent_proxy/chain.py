@@ -17,12 +17,23 @@ spending limits (`Chain.spending_limits`) are every account of the Squads progra
 ``memcmp`` filters), each read and checked by `parent_proxy.squads_spending_limit_account`; a malformed one, one of
 another multisig, or more than `MAX_SPENDING_LIMITS` of them is a `ChainError` (never a shorter list). A
 durable-nonce account (`Chain.nonce_account`) is read and checked by `parent_proxy.nonce_account`.
+
+What `RpcChain` reads is bounded, since some of the accounts are named by an agent (its request's lookup tables):
+every call has one deadline for the whole exchange (`RPC_TIMEOUT_SECONDS`: connecting, sending, and the whole
+answer, so an answer dripped slowly is cut there, not only a read that stalls), and its answer is streamed with a
+byte cap (`MAX_RPC_ANSWER_BYTES`) and asked uncompressed; past either, the call is a `ChainError` and what was
+received is dropped. Lookup tables are asked with a ``dataSlice`` one byte longer than the largest valid table
+(`LOOKUP_TABLE_SLICE_BYTES`), so an account of any size costs at most that; an account the slice does not hold whole
+(its data fills the slice, or the answer's ``space`` says the account is larger than its data) is refused as a
+malformed table, never cut down into one that looks valid.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
+import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -46,8 +57,20 @@ ADDRESS_LOOKUP_TABLE_PROGRAM = Pubkey.from_string("AddressLookupTab1e11111111111
 LOOKUP_TABLE_META_BYTES = 56
 """solana-address-lookup-table-program ``LOOKUP_TABLE_META_SIZE``."""
 MAX_LOOKUP_TABLE_ADDRESSES = 256
+LOOKUP_TABLE_MAX_BYTES = LOOKUP_TABLE_META_BYTES + 32 * MAX_LOOKUP_TABLE_ADDRESSES
+"""The largest valid lookup table account: the header and 256 addresses (8,248 bytes)."""
+LOOKUP_TABLE_SLICE_BYTES = LOOKUP_TABLE_MAX_BYTES + 1
+"""The ``dataSlice`` length lookup tables are read with: one byte more than any valid table, so that a longer
+account comes back filling it (and is refused), never cut to a valid-looking table."""
 MAX_TABLES_PER_REQUEST = 32
 RPC_TIMEOUT_SECONDS = 5.0
+"""One deadline for a whole RPC call: connect, send, and read the whole answer (not per read)."""
+MAX_RPC_ANSWER_BYTES = 1024 * 1024
+"""The most bytes of one RPC answer read (1 MiB); a longer one is a `ChainError`. The largest answer asked for is
+32 sliced lookup tables, about 360 kB (base64 and JSON included); a multisig account or 256 spending limits of a
+realistic size are far below it. It also bounds the event-loop time of parsing the answer (a few ms for account
+data; about 30 ms for the worst JSON a hostile RPC could write), so the JSON is parsed on the loop: ``json.loads``
+holds the GIL, and a worker thread would not free the loop for that time anyway."""
 MAX_SPENDING_LIMITS = 256
 """At most this many spending limits of one multisig are accepted; more is a `ChainError`, not a truncated list
 (a wallet has a few: one per mint and period). It bounds the work and memory one answer can cost."""
@@ -159,6 +182,9 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+_TABLE_SLICE = {"offset": 0, "length": LOOKUP_TABLE_SLICE_BYTES}
+
+
 def _check_count(addresses: Sequence[Pubkey]) -> None:
     if len(addresses) > MAX_TABLES_PER_REQUEST or len(set(addresses)) != len(addresses):
         raise ChainError(f"at most {MAX_TABLES_PER_REQUEST} distinct lookup tables")
@@ -230,9 +256,11 @@ class RpcChain:
     async def _call(self, method: str, params: list[Any]) -> Any:
         body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         try:
-            response = await self._client.post(self._url, json=body, timeout=RPC_TIMEOUT_SECONDS)
-            response.raise_for_status()
-            answer = response.json()
+            async with asyncio.timeout(RPC_TIMEOUT_SECONDS):
+                content = await self._answer(method, body)
+            answer = json.loads(content)
+        except TimeoutError as exc:
+            raise ChainError(f"RPC {method} failed: no whole answer within {RPC_TIMEOUT_SECONDS:g} s") from exc
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
             raise ChainError(f"RPC {method} failed: {type(exc).__name__}") from exc
         if not isinstance(answer, dict):
@@ -243,14 +271,33 @@ class RpcChain:
             raise ChainError(f"RPC {method} error: {str(message)[:200]}")
         return answer.get("result")
 
+    async def _answer(self, method: str, body: dict[str, Any]) -> bytes:
+        """The answer's bytes, streamed: at most `MAX_RPC_ANSWER_BYTES` (more, or a length announcing more: a
+        `ChainError`, the rest never read), uncompressed (a compressed answer would be inflated past any count)."""
+        too_large = ChainError(f"RPC {method} failed: answer larger than {MAX_RPC_ANSWER_BYTES} bytes")
+        headers = {"Accept-Encoding": "identity"}
+        request = self._client.stream("POST", self._url, json=body, headers=headers, timeout=RPC_TIMEOUT_SECONDS)
+        async with request as response:
+            response.raise_for_status()
+            if response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+                raise ChainError(f"RPC {method} failed: compressed answer")
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > MAX_RPC_ANSWER_BYTES:
+                raise too_large
+            received = bytearray()
+            async for chunk in response.aiter_bytes():  # no Content-Encoding (above): the bytes received
+                received += chunk
+                if len(received) > MAX_RPC_ANSWER_BYTES:
+                    raise too_large
+        return bytes(received)
+
     async def lookup_tables(self, addresses: Sequence[Pubkey]) -> dict[Pubkey, tuple[Pubkey, ...]]:
         _check_count(addresses)
         if not addresses:
             return {}
-        result = await self._call(
-            "getMultipleAccounts",
-            [[str(a) for a in addresses], {"encoding": "base64", "commitment": self._commitment}],
-        )
+        # Each account's first bytes only (`LOOKUP_TABLE_SLICE_BYTES`): an agent names these addresses.
+        config = {"encoding": "base64", "commitment": self._commitment, "dataSlice": _TABLE_SLICE}
+        result = await self._call("getMultipleAccounts", [[str(a) for a in addresses], config])
         values = result.get("value") if isinstance(result, dict) else None
         if not isinstance(values, list) or len(values) != len(addresses):
             raise ChainError("RPC getMultipleAccounts: malformed answer")
@@ -258,11 +305,11 @@ class RpcChain:
         for address, value in zip(addresses, values, strict=True):
             if value is None:
                 raise AccountNotFound("address lookup table not found")
-            try:
-                owner = Pubkey.from_string(value["owner"])
-                data = base64.b64decode(value["data"][0], validate=True)
-            except (KeyError, TypeError, IndexError, ValueError) as exc:
-                raise ChainError("RPC getMultipleAccounts: malformed account") from exc
+            owner, data = _rpc_account(value, "getMultipleAccounts")
+            space = value.get("space")  # the whole account's size, where the RPC says it (Solana RPC does)
+            if space is not None and space != len(data):
+                raise ChainError("malformed address lookup table")  # larger than its slice: not one whole table
+            # An account longer than any table fills the slice, one byte past the largest valid layout: refused.
             tables[address] = parse_lookup_table(owner, data)
         return tables
 

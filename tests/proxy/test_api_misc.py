@@ -123,7 +123,13 @@ def test_undecodable_transaction_is_denied(h: Harness) -> None:
 
 
 def test_unknown_lookup_table_is_503_chain_unavailable(h: Harness) -> None:
-    response = h.sign(h.transfer(1000, MERCHANT), lookup_tables=[str(Pubkey.new_unique())])
+    """A table the policy pins is read from the chain; none there is 503. (One it does not pin is denied without a
+    read: tests/proxy/test_api_lookup_tables_unread.py.)"""
+    missing = Pubkey.new_unique()
+    pins = [{"address": str(missing), "addresses": [str(MERCHANT)]}]
+    installed = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": h.policy(2, lookup_tables=pins)})
+    assert installed.status_code == 200, installed.text
+    response = h.sign(h.transfer(1000, MERCHANT), lookup_tables=[str(missing)])
     assert response.status_code == 503 and code(response) == "chain_unavailable"
 
 
