@@ -4,9 +4,9 @@ The enclave keeps wallets and policies in memory only; after it restarts it know
 needs a wallet, `EnclaveRelay.ensure_wallet` loads it (the sealed blob, pinned to the stored agent key) and installs
 the stored owner-signed policy, once per (enclave session, wallet, policy sequence); concurrent requests for one
 wallet share one such load (`parent_proxy.load_flights`: its failure reaches them all and is not kept). If the
-enclave restarted in
-between, it answers ``unknown_wallet``; the relay forgets what it had loaded and the request fails with 503: it is
-never re-sent (no automatic retry of signing), the caller decides and the next request loads the wallet again.
+enclave restarted in between, it answers ``unknown_wallet``; the relay forgets what it had loaded and the request
+fails with 503: it is never re-sent (no automatic retry of signing), the caller decides and the next request loads
+the wallet again.
 Owner orders (freeze, unfreeze, `install_policy`) are not signing requests: on ``unknown_wallet`` the relay loads
 the wallet again from the record last given to `ensure_wallet` and resends the order once (the enclave's sequence
 checks make a resend idempotent); `ensure_wallet` itself reloads once when a wallet it had loaded is unknown.
