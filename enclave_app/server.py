@@ -10,7 +10,8 @@ Error translation happens here, once: ``StateError`` -> its code; sealing/KMS/NS
 whether the parent's credentials were missing or refused);
 an ``InconsistentStateError`` or any unexpected exception -> the failed state (``failed`` / ``internal``).
 Slow calls (sealing, which may talk to KMS, and Argon2id) run in a worker thread; registry changes happen on
-the loop, after the slow part, and re-check their preconditions.
+the loop, after the slow part, and re-check their preconditions. One wallet id is unsealed by one load at a time:
+another load of it waits for that one to end, then finds the wallet held (or unseals in its turn if that failed).
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ class Handler:
     def __init__(self, enclave: Enclave, sealers: Sealers) -> None:
         self.enclave = enclave
         self.sealers = sealers
+        self._unsealing: dict[str, asyncio.Future[None]] = {}
+        """Wallet id -> done when its load's unseal ends: at most one per id, and one per request being served."""
 
     async def handle(self, request: Request) -> Response:
         """Serve one request; never raises (every failure becomes an :class:`ErrorResponse`)."""
@@ -211,27 +214,48 @@ class Handler:
         )  # fmt: skip
 
     async def _load(self, request: LoadWalletRequest) -> WalletResponse:
-        # 1. Already loaded with the same keys: nothing to do but the parent's freeze, if any. 2. Unseal (off the
-        #    loop) against the pinned public key: a blob or a KMS answer carrying any other key is refused.
-        #    3. Register (re-checked), frozen if the parent holds it frozen.
-        try:
-            loaded = self.enclave.wallet(request.wallet_id)
-        except StateError:
-            loaded = None
-        if loaded is not None:
-            if bytes(loaded.agent) != request.agent_public_key or bytes(loaded.owner) != request.owner_public_key:
-                raise StateError(ErrorCode.WALLET_EXISTS, "wallet already loaded with other keys")
-            _hold_frozen(loaded, request.frozen_at_order)
-            return WalletResponse(wallet_id=loaded.wallet_id, agent_public_key=bytes(loaded.agent), sealed_blob=None)
+        # 1. Already loaded with the same keys: nothing to do but the parent's freeze, if any. 2. Another load of
+        #    this wallet id is unsealing: wait for it to end, then 1 again (one unseal at a time per wallet id).
+        #    3. Unseal (off the loop) against the pinned public key: a blob or a KMS answer carrying any other key
+        #    is refused. 4. Register (re-checked), frozen if the parent holds it frozen.
+        while (held := self._loaded(request)) is None:
+            unsealing = self._unsealing.get(request.wallet_id)
+            if unsealing is None:
+                break
+            await asyncio.wait([unsealing])  # not `await unsealing`: a timeout here must not cancel it
+        if held is not None:
+            return held
         self.enclave.check_new(request.wallet_id)
         binding = SealBinding(request.wallet_id, request.agent_public_key, request.owner_public_key)
-        key = await asyncio.to_thread(
-            unseal_for_request, self.sealers, request.aws_credentials, request.sealed_blob, binding
-        )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unsealing[request.wallet_id] = done
+        try:
+            key = await asyncio.to_thread(
+                unseal_for_request, self.sealers, request.aws_credentials, request.sealed_blob, binding
+            )
+        finally:
+            # The waiting loads run after this one registered (no await in between), or unseal themselves if it
+            # failed or timed out.
+            del self._unsealing[request.wallet_id]
+            done.set_result(None)
         wallet = self._wallet(request.wallet_id, request.owner_public_key, key, request.agent_public_key)
         # The freeze goes on the wallet held after registering: a concurrent load may have registered it first.
         _hold_frozen(self.enclave.add(wallet), request.frozen_at_order)
         return WalletResponse(wallet_id=request.wallet_id, agent_public_key=request.agent_public_key, sealed_blob=None)
+
+    def _loaded(self, request: LoadWalletRequest) -> WalletResponse | None:
+        """The answer to ``request`` if its wallet is held with its keys (the parent's freeze applied), None if it is
+        not held; ``wallet_exists`` if it is held with other keys."""
+        try:
+            loaded = self.enclave.wallet(request.wallet_id)
+        except StateError as exc:
+            if exc.code != ErrorCode.UNKNOWN_WALLET:
+                raise
+            return None
+        if bytes(loaded.agent) != request.agent_public_key or bytes(loaded.owner) != request.owner_public_key:
+            raise StateError(ErrorCode.WALLET_EXISTS, "wallet already loaded with other keys")
+        _hold_frozen(loaded, request.frozen_at_order)
+        return WalletResponse(wallet_id=loaded.wallet_id, agent_public_key=bytes(loaded.agent), sealed_blob=None)
 
     @staticmethod
     def _wallet(wallet_id: str, owner: bytes, key: Ed25519PrivateKey, agent: bytes) -> Wallet:

@@ -216,8 +216,9 @@ class Enclave:
         """Register a wallet whose key was generated or unsealed (off the loop). Re-checks everything.
 
         A wallet registered meanwhile under the same id with the same keys (two concurrent loads of one wallet, both
-        past `check_new` before either unsealed) is success: the wallet already held is kept, with its policy,
-        freeze and ledger, and returned. So ``wallet_exists`` always means "held with other keys"."""
+        past `check_new` before either unsealed; the server unseals one load of an id at a time, so this is defence
+        in depth) is success: the wallet already held is kept, with its policy, freeze and ledger, and returned. So
+        ``wallet_exists`` always means "held with other keys"."""
         self.check_alive()
         if wallet.agent_key.public_key().public_bytes_raw() != bytes(wallet.agent):
             raise InconsistentStateError("agent key does not match its public key")

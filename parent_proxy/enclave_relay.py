@@ -2,9 +2,11 @@
 
 The enclave keeps wallets and policies in memory only; after it restarts it knows none. Before each request that
 needs a wallet, `EnclaveRelay.ensure_wallet` loads it (the sealed blob, pinned to the stored agent key) and installs
-the stored owner-signed policy, once per (enclave session, wallet, policy sequence). If the enclave restarted in
-between, it answers ``unknown_wallet``; the relay forgets what it had loaded and the request fails with 503: it is
-never re-sent (no automatic retry of signing), the caller decides and the next request loads the wallet again.
+the stored owner-signed policy, once per (enclave session, wallet, policy sequence); concurrent requests for one
+wallet share one such load (`parent_proxy.load_flights`: its failure reaches them all and is not kept). If the
+enclave restarted in between, it answers ``unknown_wallet``; the relay forgets what it had loaded and the request
+fails with 503: it is never re-sent (no automatic retry of signing), the caller decides and the next request loads
+the wallet again.
 Owner orders (freeze, unfreeze, `install_policy`) are not signing requests: on ``unknown_wallet`` the relay loads
 the wallet again from the record last given to `ensure_wallet` and resends the order once (the enclave's sequence
 checks make a resend idempotent); `ensure_wallet` itself reloads once when a wallet it had loaded is unknown.
@@ -50,6 +52,7 @@ from enclave_app.protocol import (
 )
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.enclave_errors import translate_enclave_error
+from parent_proxy.load_flights import LoadFlights
 from parent_proxy.relay_orders import AppliedOrder, OwnerOrderRelay
 from parent_proxy.store.model import Wallet
 from policies.ed25519 import verify_ed25519
@@ -98,6 +101,7 @@ class EnclaveRelay(OwnerOrderRelay):
         super().__init__(client)
         self._loaded: dict[str, int] = {}  # wallet id -> policy sequence installed in the current enclave session
         self._wallets: dict[str, Wallet] = {}  # wallet id -> the record last passed to `ensure_wallet` (no secret)
+        self._flights = LoadFlights()  # the `ensure_wallet` loads under way, one per wallet
 
     async def close(self) -> None:
         """Close kept-open connections to the enclave, if the client keeps any (`PooledEnclaveClient`)."""
@@ -105,13 +109,16 @@ class EnclaveRelay(OwnerOrderRelay):
         if aclose is not None:
             await aclose()
 
-    def forget(self, wallet_id: str | None = None) -> None:
+    def forget(self, wallet_id: str | None = None, *, flying: str | None = None) -> None:
         """Forget what was loaded (all wallets, or one), so the next request loads it again and sends its stored
-        owner order again (``order_stale`` when the enclave has it). Receipts of the session are kept for one."""
+        owner order again (``order_stale`` when the enclave has it). Receipts of the session are kept for one.
+        Loads under way are forgotten too (the next request starts its own), but for the wallet ``flying``: the
+        load that found the enclave restarted and loads its wallet again in the new session."""
         if wallet_id is None:
             self._loaded.clear()
         else:
             self._loaded.pop(wallet_id, None)
+        self._flights.drop(wallet_id, keep=flying)
         self._forget_orders(wallet_id)
 
     async def ping(self) -> StatusResponse:
@@ -149,21 +156,37 @@ class EnclaveRelay(OwnerOrderRelay):
             return False
         return True
 
+    def _holds(self, wallet: Wallet) -> bool:
+        """Whether the current enclave session is known to hold ``wallet`` with its stored policy and owner order."""
+        loaded = self._loaded.get(wallet.wallet_id)
+        return loaded is not None and loaded >= wallet.policy_sequence and not self._order_unsent(wallet)
+
     async def ensure_wallet(self, wallet: Wallet) -> None:
         """Load ``wallet``, send its stored owner order and install its stored policy in the enclave unless done in
         this session (the module docstring). If the enclave answers ``unknown_wallet`` for a wallet this relay had
-        loaded (it restarted since), everything is forgotten and the wallet is loaded again, once."""
+        loaded (it restarted since), everything is forgotten and the wallet is loaded again, once.
+
+        One load per wallet at a time (`parent_proxy.load_flights`): a request that finds one under way waits for
+        it; its failure is raised to every request that waited for it, and after a success each checks again with
+        its own record (a newer policy or order starts a load of its own)."""
         self._wallets[wallet.wallet_id] = wallet
+        while not self._holds(wallet):
+            outcome = await self._flights.join(wallet.wallet_id)
+            if outcome is None:
+                await self._flights.fly(wallet.wallet_id, lambda: self._load_for(wallet))
+                return
+            outcome.raise_error()
+
+    async def _load_for(self, wallet: Wallet) -> None:
+        """`ensure_wallet`'s load itself (one flight), its enclave refusals translated."""
         loaded = self._loaded.get(wallet.wallet_id)
-        if loaded is not None and loaded >= wallet.policy_sequence and not self._order_unsent(wallet):
-            return
         try:
             try:
                 await self._load_and_install(wallet)
             except EnclaveRequestError as exc:
                 if loaded is None or exc.code != ErrorCode.UNKNOWN_WALLET:
                     raise
-                self.forget()
+                self.forget(flying=wallet.wallet_id)
                 await self._load_and_install(wallet)
         except EnclaveError as exc:
             self.forget(wallet.wallet_id)

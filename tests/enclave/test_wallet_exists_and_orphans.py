@@ -108,12 +108,16 @@ def test_registering_the_same_keys_again_is_success_and_keeps_the_held_wallet(wo
 
 
 def test_two_concurrent_loads_of_one_wallet_both_succeed(world: EnclaveWorld) -> None:
+    """The second load waits for the first one's unseal, then finds the wallet held (one unseal: more in
+    tests/enclave/test_load_once.py)."""
+
     async def run() -> None:
         async with serving(world.boot()) as (client, _):
             created = await client.provision_wallet(WALLET, world.owner_public)
         assert created.sealed_blob is not None
         boot = world.boot()  # a restarted enclave; two loads race
-        boot.handler.sealers = GatedSealers(boot.handler.sealers, parties=2)
+        gate = GatedSealers(boot.handler.sealers, first_unseal_delay=0.3)
+        boot.handler.sealers = gate
 
         async with serving(boot) as (client, _):
 
@@ -126,21 +130,23 @@ def test_two_concurrent_loads_of_one_wallet_both_succeed(world: EnclaveWorld) ->
             answers = await asyncio.gather(load(), load(), return_exceptions=True)
         assert [type(a).__name__ for a in answers] == ["WalletResponse", "WalletResponse"], answers
         assert all(getattr(a, "agent_public_key", None) == created.agent_public_key for a in answers)
-        assert boot.enclave.wallet_count == 1
+        assert boot.enclave.wallet_count == 1 and gate.unseals == 1
 
     asyncio.run(run())
 
 
-def test_a_concurrent_load_keeps_the_parents_freeze(world: EnclaveWorld) -> None:
+@pytest.mark.parametrize("frozen_first", [True, False])
+def test_a_concurrent_load_keeps_the_parents_freeze(world: EnclaveWorld, frozen_first: bool) -> None:
     """Two loads of one wallet race after a restart, one of them carrying the parent's freeze (its record changed
-    between them): whichever registers first, the wallet held is frozen at that order, as the answer says."""
+    between them): the frozen load unseals and the other waits for it, or the other way round; either way the wallet
+    held is frozen at that order, as the answer says."""
 
     async def run() -> None:
         async with serving(world.boot()) as (client, _):
             created = await client.provision_wallet(WALLET, world.owner_public)
         assert created.sealed_blob is not None
         boot = world.boot()
-        boot.handler.sealers = GatedSealers(boot.handler.sealers, parties=2, first_unseal_delay=0.5)
+        boot.handler.sealers = GatedSealers(boot.handler.sealers, first_unseal_delay=0.5)
 
         async with serving(boot) as (client, _):
 
@@ -151,8 +157,9 @@ def test_a_concurrent_load_keeps_the_parents_freeze(world: EnclaveWorld) -> None
                     sealed_blob=created.sealed_blob, frozen_at_order=frozen_at_order,  # type: ignore[arg-type]
                 )  # fmt: skip
 
-            # The frozen load starts first, so it unseals last and registers after the other.
-            answers = await asyncio.gather(load(4, 0.0), load(None, 0.1), return_exceptions=True)
+            # The load that starts first unseals (slowly); the other waits for it, then finds the wallet held.
+            first, second = (4, None) if frozen_first else (None, 4)
+            answers = await asyncio.gather(load(first, 0.0), load(second, 0.1), return_exceptions=True)
         assert [type(a).__name__ for a in answers] == ["WalletResponse", "WalletResponse"], answers
         held = boot.enclave.wallet(WALLET)
         assert (held.frozen, held.order_sequence) == (True, 4)
