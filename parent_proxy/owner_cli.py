@@ -74,6 +74,7 @@ from parent_proxy.owner_cli_common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_REFUSED,
+    EXPIRES_IN_HELP,
     PLAUSIBLE_SEQUENCE_MAX,
     OwnerInputError,
     check_sequence,
@@ -162,7 +163,7 @@ def register(subparsers: Any) -> None:
             type=int,
             help=f"above the last order's sequence, from your own count (1-{MAX_SEQUENCE}; see --allow-sequence-jump)",
         )
-        order.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME)
+        order.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME, help=EXPIRES_IN_HELP)
         _sequence_jump_option(order)
 
     call = commands.add_parser("call", help="send an owner-signed request to the API")

@@ -43,6 +43,9 @@ EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
 DEFAULT_ORDER_LIFETIME = 600
 """Seconds an order signed without ``--expires-in`` stays valid."""
+EXPIRES_IN_HELP = (
+    f"seconds the signed order stays valid (1-{MAX_ORDER_LIFETIME_SECONDS}, default {DEFAULT_ORDER_LIFETIME})"
+)
 PLAUSIBLE_SEQUENCE_MAX = 2**32
 """The largest freeze-order or policy sequence signed without ``--allow-sequence-jump``. Sequences only go up and
 have a maximum (`policies.orders.MAX_SEQUENCE`, `policies.document.MAX_SAFE_INT`): once the maximum is signed, no

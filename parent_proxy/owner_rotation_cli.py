@@ -1,7 +1,7 @@
 """``waiaas owner ...``: the owner's side of an agent-key rotation (DESIGN.md section 3, Rotation).
 
     waiaas owner --owner-public-key K rotation-transaction --rpc-url URL --multisig M --new-agent-key N
-                 [--agent-key A] [--permissions 7] [--compute-unit-price P] [--nonce-account NONCE]
+                 [--agent-key A] [--permissions 2] [--compute-unit-price P] [--nonce-account NONCE]
                  [--close-spending-limit L ...]
         read the multisig and its spending limits from the RPC (https, or http to a loopback host), check that the
         rotation can execute, print the unsigned transaction (base64) and, on stderr, what it does; every spending
@@ -74,6 +74,7 @@ from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
     EXIT_OK,
     EXIT_REFUSED,
+    EXPIRES_IN_HELP,
     OwnerInputError,
     envelope,
     order_expiry,
@@ -92,7 +93,7 @@ from parent_proxy.rotation_transaction import (
     check_multisig_allows_rotation,
     default_agent,
 )
-from parent_proxy.squads_multisig_account import PERMISSIONS_ALL, MultisigAccount
+from parent_proxy.squads_multisig_account import PERMISSION_VOTE, MultisigAccount
 from parent_proxy.squads_spending_limit_account import SpendingLimitAccount
 from policies.model import DecodedTransaction
 from policies.orders import (
@@ -120,7 +121,11 @@ def register(commands: Any) -> None:
     build.add_argument("--multisig", required=True, help="the wallet's Squads multisig address")
     build.add_argument("--new-agent-key", required=True, help="the candidate agent key the enclave made")
     build.add_argument("--agent-key", help="the agent key to replace (default: the other of two members)")
-    build.add_argument("--permissions", type=int, default=PERMISSIONS_ALL, help="the new member's permission mask")
+    build.add_argument(
+        "--permissions", type=int, default=PERMISSION_VOTE,
+        help="the new agent key's permission mask: 1 Initiate, 2 Vote, 4 Execute; it must include Vote "
+        "(default 2, Vote alone, as DESIGN section 10 has the agent key)",
+    )  # fmt: skip
     build.add_argument("--compute-unit-price", type=int, help="priority fee, micro-lamports per compute unit")
     build.add_argument("--nonce-account", help="a durable nonce account whose authority is the owner key")
     build.add_argument(
@@ -140,13 +145,13 @@ def register(commands: Any) -> None:
     rotation.add_argument("--agent-key", required=True, help="the agent key being replaced")
     rotation.add_argument("--new-agent-key", required=True, help="the candidate agent key")
     rotation.add_argument("--multisig", help="the wallet's multisig (default: the one the transaction names)")
-    rotation.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME)
+    rotation.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME, help=EXPIRES_IN_HELP)
 
     switch = commands.add_parser("sign-key-switch", help="sign the order switching the enclave to the new agent key")
     switch.add_argument("--wallet-id", required=True)
     switch.add_argument("--agent-key", required=True, help="the agent key being replaced")
     switch.add_argument("--new-agent-key", required=True, help="the new agent key, now a member on chain")
-    switch.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME)
+    switch.add_argument("--expires-in", type=int, default=DEFAULT_ORDER_LIFETIME, help=EXPIRES_IN_HELP)
 
     cosign = commands.add_parser("cosign", help="add the owner's signature to a rotation or nonce advance")
     cosign.add_argument("--transaction", required=True, help="the transaction, base64")

@@ -70,7 +70,7 @@ def test_rotation_transaction_replaces_the_spending_limits_naming_the_agent(
     check_rotation_transaction(decoded, multisig=multisig, agent=agent.pubkey(), new_agent=new_agent)
     (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
     actions = list(config.args["actions"])
-    assert actions[:2] == [("add_member", {"key": new_agent, "permissions": 7}),
+    assert actions[:2] == [("add_member", {"key": new_agent, "permissions": 2}),
                            ("remove_member", {"old_member": agent.pubkey()})]  # fmt: skip
     removed = [fields["spending_limit"] for name, fields in actions if name == "remove_spending_limit"]
     added = [fields for name, fields in actions if name == "add_spending_limit"]
@@ -86,7 +86,7 @@ def test_rotation_transaction_replaces_the_spending_limits_naming_the_agent(
     extra = {meta.pubkey for meta in execute.accounts[6:] if meta.is_writable}
     assert extra == {sol, token} | replacements
     # The terms read from the chain are shown, each replaced limit's in full.
-    assert f"add member {new_agent} (permissions 7: Initiate, Vote, Execute)" in err
+    assert f"add member {new_agent} (permissions 2: Vote)" in err
     assert f"remove member {agent.pubkey()}" in err
     assert (f"spending limit {sol} is closed and replaced by a limit with members [{new_agent}], vault 0, "
             "SOL (lamports), amount 500000000 per day, destinations ANY address") in err  # fmt: skip
@@ -302,7 +302,7 @@ def test_flow_rotation_order_enclave_cosign_owner_cosign(
     code, out, err = cli("--keypair", str(path), "cosign", "--transaction", cosigned, "--message-hash", digest.hex())
     assert code == 0, err
     assert f"owner: signing: agent-key rotation in multisig {multisig}, config transaction 12" in err
-    assert f"owner: signing: add member {new_agent} (permissions 7" in err
+    assert f"owner: signing: add member {new_agent} (permissions 2" in err
     assert f"owner: signing: fee payer {owner}, priority fee 0" in err
     signed = unsigned(out.strip())
     assert message_of(signed) == message
