@@ -221,8 +221,10 @@ class StoreNonceRegistry:
     Scope None (a creation, before the wallet exists): a creation nonce of the owner key (`Store.claim_creation_nonce`,
     keyed by key and nonce, not by the wallet id the body names), held until ``accepted_until``. A creation that
     fails after its nonce was claimed (an enclave that cannot be reached, a wallet that could not be stored, a body
-    refused) leaves the nonce used: the same signed request sent again is a replay; the owner's retry is a new
-    request with a new nonce (the owner CLI signs each request with a fresh one).
+    refused, 429 over the owner key's attestation limit) leaves the nonce used: the same signed request sent again
+    is a replay; the owner's retry is a new request with a new nonce (the owner CLI signs each request with a fresh
+    one). The attestation limit is drawn on only after the claim, on purpose: drawn on before, a captured request
+    replayed would spend the owner's bucket (`parent_proxy.auth.owner_attestation_bucket`).
     """
 
     def __init__(self, store: Store) -> None:

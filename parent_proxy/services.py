@@ -48,7 +48,8 @@ class Services:
     chain: Chain
     rate_limiter: RateLimiter
     attestation_limiter: RateLimiter
-    """``GET /v1/attestation``'s one bucket (`parent_proxy.auth.attestation_limiter`)."""
+    """``GET /v1/attestation``'s one bucket, and one per owner key for the owner routes' ``?nonce=``
+    (`parent_proxy.auth.attestation_limiter`)."""
     nonces: NonceRegistry
     owner_keys: frozenset[Pubkey]
     public_origins: frozenset[str]
