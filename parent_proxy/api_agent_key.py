@@ -174,7 +174,8 @@ async def prepare_candidate(
     if held is not None:
         raise ApiError(Code.CONFLICT, f"the wallet already has a candidate agent key ({_key(held.candidate_pubkey)}): "
                        "finish its rotation")  # fmt: skip
-    attestation = None if nonce is None else await attest(services, nonce)  # this host's enclave, before its key
+    # This host's enclave, before its key; counted in the owner key's own bucket (anonymous callers cannot empty it).
+    attestation = None if nonce is None else await attest(services, nonce, owner=wallet.owner_pubkey)
     await services.relay.ensure_wallet(wallet)
     answer: AgentKeyResponse = await services.relay.prepare_agent_key(wallet_id)
     expected = ExpectedAgentKey("agent_key_candidate", wallet_id, wallet.agent_pubkey, answer.new_agent_public_key,

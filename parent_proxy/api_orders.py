@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/wallets", tags=["owner"], route_class=OwnerRoute)
 async def order_receipts(wallet_id: WalletId, nonce: NonceQuery, request: Request) -> HostOrderReceipts:
     """This host's enclave receipts of the wallet's last owner order and policy, and its attestation over ``nonce``
     (the module docstring): verify them with ``waiaas owner verify-order``. 503 when the enclave cannot be brought
-    up to date (nothing is shown then), 429 over the attestation limit."""
+    up to date (nothing is shown then), 429 over the owner key's attestation limit."""
     services = services_of(request)
     wallet = assert_wallet(verified_owner(request))
     status = await services.relay.ping()
@@ -48,7 +48,9 @@ async def order_receipts(wallet_id: WalletId, nonce: NonceQuery, request: Reques
     policy = services.relay.installed_answer(wallet_id)
     if policy is not None and policy.answer.sequence != wallet.policy_sequence:
         policy = None
-    attestation = await attest(services, nonce)  # after the receipts: the session that holds them, unless it restarted
+    # After the receipts: the session that holds them, unless it restarted. Counted in the owner key's own bucket
+    # (`parent_proxy.auth.owner_attestation_bucket`): anonymous callers cannot hold the owner at 429.
+    attestation = await attest(services, nonce, owner=wallet.owner_pubkey)
     return HostOrderReceipts(
         wallet_id=wallet_id,
         frozen=wallet.frozen,

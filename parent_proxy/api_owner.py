@@ -87,7 +87,8 @@ async def create_wallet(body: CreateWalletBody, request: Request, nonce: Optiona
         raise ApiError(Code.OWNER_SIGNATURE_INVALID, "the wallet's owner key must sign its creation")
     if await run_store(services, wallet_or_none, services, body.wallet_id) is not None:
         raise ApiError(Code.CONFLICT, "the wallet already exists")
-    attestation = None if nonce is None else await attest(services, nonce)  # this host's enclave, before its key
+    # This host's enclave, before its key; counted in the owner key's own bucket (anonymous callers cannot empty it).
+    attestation = None if nonce is None else await attest(services, nonce, owner=bytes(owner))
     created = await provision_checked(services, body.wallet_id, bytes(owner))
     sealed = created.sealed_blob or b""
     vault = created.agent_public_key if vault_key is None else bytes(vault_key)

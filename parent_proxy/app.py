@@ -204,7 +204,7 @@ def create_app(services: Services) -> FastAPI:
         answer (self-hosted without a Nitro Enclave: mode none, no document, and the reason). 503
         ``attestation_inconsistent`` if the answer contradicts itself (`parent_proxy.attestation`). 429
         ``rate_limited`` over the process's attestation limit (`parent_proxy.auth.attestation_limiter`)."""
-        return await attest(services, nonce)
+        return await attest(services, nonce, owner=None)
 
     app.include_router(api_agent.router)
     app.include_router(api_owner.router)

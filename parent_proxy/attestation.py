@@ -14,7 +14,9 @@ Mode ``none`` has no document; ``reason`` says why (the protocol guarantees the 
 
 `attest` makes that answer for a caller's nonce (``GET /v1/attestation``, and the owner answers that carry the
 attestation of the enclave that answered them, so that one exchange with one host is enough to check it:
-`parent_proxy.api_orders`).
+`parent_proxy.api_orders`). Each is one NSM attestation, so each is counted (`parent_proxy.auth.attestation_limiter`):
+an anonymous one in the process's one anonymous bucket, an owner's in that owner key's own bucket, which anonymous
+callers cannot empty.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from solders.pubkey import Pubkey
 
 from enclave_app.protocol import AttestationMode, AttestationResponse, StatusResponse
 from parent_proxy.api_errors import ApiError, Code, translate
-from parent_proxy.auth import ATTESTATION_BUCKET
+from parent_proxy.auth import ATTESTATION_BUCKET, owner_attestation_bucket
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import ProxyError
 from parent_proxy.schemas import AttestationView
@@ -101,16 +103,19 @@ def attestation_view(answer: AttestationResponse, status: StatusResponse) -> Att
     )
 
 
-async def attest(services: Services, nonce: str) -> AttestationView:
+async def attest(services: Services, nonce: str, *, owner: bytes | None) -> AttestationView:
     """The enclave's attestation over ``nonce`` (hex, `NonceQuery`) as `attestation_view` checks it: 422 for an odd
-    number of digits, 429 ``rate_limited`` over the process's attestation limit (each call is one NSM attestation,
-    counted before the enclave is asked: `parent_proxy.auth.attestation_limiter`), the relay's errors."""
+    number of digits, 429 ``rate_limited`` over the attestation limit (each call is one NSM attestation, counted
+    before the enclave is asked: `parent_proxy.auth.attestation_limiter`), the relay's errors. ``owner``: the owner
+    key (32 bytes) whose request signature was verified, whose own bucket is drawn on; None for an anonymous caller
+    (the process's one anonymous bucket)."""
     try:
         raw = bytes.fromhex(nonce)
     except ValueError as exc:
         raise ApiError(Code.INVALID_REQUEST, "nonce must be an even number of hex digits") from exc
+    bucket = ATTESTATION_BUCKET if owner is None else owner_attestation_bucket(owner)
     try:
-        services.attestation_limiter.check(ATTESTATION_BUCKET, read_clock(services.clock))
+        services.attestation_limiter.check(bucket, read_clock(services.clock))
     except ProxyError as exc:
         raise translate(exc) from exc
     answer = await services.relay.attestation(raw)

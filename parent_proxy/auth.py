@@ -28,6 +28,8 @@ MAX_TRACKED_TOKENS = 100_000
 """Token buckets kept in memory (least recently used evicted; an evicted bucket starts full again)."""
 ATTESTATION_BUCKET = "attestation"
 """The one bucket of ``GET /v1/attestation`` (`attestation_limiter`): its callers are anonymous."""
+OWNER_ATTESTATION_PREFIX = "owner-attestation:"
+"""Key prefix of an owner key's own attestation bucket (`owner_attestation_bucket`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,5 +97,16 @@ def attestation_limiter(rate_per_second: float, burst: int) -> RateLimiter:
     (`ATTESTATION_BUCKET`), not per client. Callers are anonymous, and behind the cloud load balancer every client
     has the balancer's address; the resource protected is the one enclave, whoever asks. One caller can use up the
     bucket for all (the signing routes are not affected: their attestations, one per session change, are not
-    counted). Per process, like the token buckets: N workers or instances allow N x the rate."""
+    counted). Per process, like the token buckets: N workers or instances allow N x the rate.
+
+    The owner routes that carry an attestation (``?nonce=``) draw on the same limiter but not on that bucket: each
+    verified owner key has a bucket of its own (`owner_attestation_bucket`), so anonymous callers cannot hold an
+    owner at 429, and a stolen owner key still asks the enclave at most at the configured rate."""
     return RateLimiter(rate_per_second, burst, refusal="too many attestation requests; try again later")
+
+
+def owner_attestation_bucket(owner: bytes) -> str:
+    """The attestation bucket of the owner key ``owner`` (32 bytes), whose request signature was verified: only an
+    owner's signed, fresh, never-seen request draws on it (the nonce is claimed first), so neither an anonymous
+    caller nor a replay of a captured owner request can spend it."""
+    return OWNER_ATTESTATION_PREFIX + owner.hex()

@@ -31,8 +31,11 @@ Verification, in order (`verify_owner_request`):
 1. all five headers present and well formed (spaces and tabs around a value ignored, whatever the HTTP parser left:
    `_header` is the one reader of these headers) -- else 401 ``owner_signature_invalid``;
 2. the audience is one of this proxy's public origins -- else 401 ``owner_signature_invalid`` with the message of a
-   bad signature (it says nothing a caller could use; the check reads no wallet, so its timing tells nothing
-   about wallets either);
+   bad signature (it says nothing a caller could use). When the audience is in normal form, the signature is then
+   checked over the request with that audience, as step 3 would: a request signed over it under an expected key is
+   an owner's, sent to an origin the deployment does not list (a misconfigured ``WAIAAS_PUBLIC_ORIGINS``), and is
+   refused as `ForeignAudience`, the same 401, which the caller may tell the operator about
+   (`parent_proxy.owner_audience_log`). Its timing is that of step 3's refusals;
 3. the signature verifies over the canonical form of *this* request (audience, method, path, body hash) under the
    key the headers name, and that key is the one the caller expects (the wallet's owner key, or one of the
    configured owner keys for wallet creation) -- else 401, the same answer; the signature is checked first, so an
@@ -221,8 +224,10 @@ class StoreNonceRegistry:
     Scope None (a creation, before the wallet exists): a creation nonce of the owner key (`Store.claim_creation_nonce`,
     keyed by key and nonce, not by the wallet id the body names), held until ``accepted_until``. A creation that
     fails after its nonce was claimed (an enclave that cannot be reached, a wallet that could not be stored, a body
-    refused) leaves the nonce used: the same signed request sent again is a replay; the owner's retry is a new
-    request with a new nonce (the owner CLI signs each request with a fresh one).
+    refused, 429 over the owner key's attestation limit) leaves the nonce used: the same signed request sent again
+    is a replay; the owner's retry is a new request with a new nonce (the owner CLI signs each request with a fresh
+    one). The attestation limit is drawn on only after the claim, on purpose: drawn on before, a captured request
+    replayed would spend the owner's bucket (`parent_proxy.auth.owner_attestation_bucket`).
     """
 
     def __init__(self, store: Store) -> None:
@@ -282,6 +287,30 @@ def parse_owner_headers(headers: Mapping[str, str]) -> OwnerHeaders:
     return OwnerHeaders(owner, signature, int(timestamp_text), nonce, audience)
 
 
+class ForeignAudience(ApiError):
+    """Step 2's refusal of a request that is otherwise an owner's: signed over this very request for ``audience`` (in
+    normal form, not one of this proxy's origins) under an expected key. The answer is exactly a bad signature's; the
+    audience is for the operator's log only (`parent_proxy.owner_audience_log`)."""
+
+    def __init__(self, audience: str) -> None:
+        super().__init__(Code.OWNER_SIGNATURE_INVALID, "owner signature is invalid")
+        self.audience = audience
+
+
+def _refused_audience(
+    parsed: OwnerHeaders, method: str, path: str, body: bytes, allowed: frozenset[Pubkey]
+) -> ApiError:
+    """Step 2's refusal: `ForeignAudience` when the request verifies under an expected key for its own (normal form)
+    audience, else the plain answer of a bad signature."""
+    refused = ApiError(Code.OWNER_SIGNATURE_INVALID, "owner signature is invalid")
+    try:
+        request = OwnerRequest(method, path, body, parsed.timestamp, parsed.nonce, audience=parsed.audience)
+        verify_owner_signature(request.payload(), parsed.signature, parsed.owner)
+    except (OriginError, PolicySignatureError):
+        return refused
+    return ForeignAudience(parsed.audience) if parsed.owner in allowed else refused
+
+
 def verify_owner_request(
     headers: Mapping[str, str],
     *,
@@ -303,7 +332,7 @@ def verify_owner_request(
     # 2. For this deployment: the audience the form is verified with is one of the configured origins (the header
     # only says which one, compared as an exact string), so a request signed for another deployment cannot verify.
     if parsed.audience not in audiences:
-        raise ApiError(Code.OWNER_SIGNATURE_INVALID, "owner signature is invalid")
+        raise _refused_audience(parsed, method, path, body, allowed_keys)
     # 3. Signature over this very request, then the key expected. The signature is checked whether or not the key is
     # the expected one, so that a key that is not (a wallet that does not exist, another owner's wallet) costs the
     # same work as a bad signature: the answer's timing does not tell which wallet ids exist with which owner keys.

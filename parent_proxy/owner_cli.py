@@ -36,9 +36,10 @@ Exit codes: 0 done, 1 the server refused or could not be reached (``call``, ``ch
 was signed and maybe sent, so it is not bad input; signed again, it is a new request), the chain could not be read
 (``check-multisig --rpc-url``, rotation), the multisig does not conform (``check-multisig``) or the key or order
 did not verify (``verify-*``), 2 bad input (a policy file whose signature does not verify against the owner key
-included) or the key could not be used. Key material and
-clear agent tokens are never logged; ``call`` prints the server's answer (which, for token issue, holds the token
-once) to stdout only.
+included) or the key could not be used. A 401 ``owner_signature_invalid`` (``call``, ``check-multisig --url``) gets
+a hint line on stderr (`_hint`): the proxy answers so for another key and for an origin it does not list alike. Key
+material and clear agent tokens are never logged; ``call`` prints the server's answer (which, for token issue, holds
+the token once) to stdout only.
 
 Sequences (freeze orders, a policy's ``sequence``) are the owner's own count: the CLI refuses one above the maximum
 (`policies.orders.MAX_SEQUENCE`, `policies.document.MAX_SAFE_INT`) and, without ``--allow-sequence-jump``, one above
@@ -68,7 +69,7 @@ from parent_proxy import (
     owner_verify_cli,
     owner_verify_order_cli,
 )
-from parent_proxy.owner_auth import OriginError, signed_request_headers
+from parent_proxy.owner_auth import OriginError, signed_request_headers, url_origin
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
     EXIT_BAD_INPUT,
@@ -296,10 +297,25 @@ def _print_answer(response: httpx.Response) -> Any:
     return answer
 
 
+def _hint(response: httpx.Response, answer: Any, url: str) -> None:
+    """A hint line on stderr for a 401 ``owner_signature_invalid``: the proxy answers so both for a key that is not
+    the wallet's owner key and for a request signed for an origin the deployment does not list (the audience:
+    `parent_proxy.owner_auth`, step 2), and says no more on purpose. The origin named is ``--url``'s, the owner's
+    own input in normal form (the proxy's operator sees the audience in its log: `parent_proxy.owner_audience_log`)."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if response.status_code != 401 or not isinstance(error, dict) or error.get("code") != "owner_signature_invalid":
+        return
+    sys.stderr.write(
+        f"hint: check that --url's origin ({url_origin(url)}) is listed in the deployment's WAIAAS_PUBLIC_ORIGINS "
+        "(the origin a request is signed for, exactly: scheme, host and port), and that the key is the wallet's "
+        "owner key (for a creation: one of WAIAAS_OWNER_KEYS)\n"
+    )
+
+
 def call(args: argparse.Namespace, signer: OwnerSigner, client: httpx.Client | None = None) -> int:
     body = b"" if args.body is None else args.body.read_bytes()
     response = _send(signer, args.url, args.method, args.path, body, client=client)
-    _print_answer(response)
+    _hint(response, _print_answer(response), args.url)
     return EXIT_OK if response.is_success else EXIT_REFUSED
 
 
@@ -311,6 +327,7 @@ def check_multisig(args: argparse.Namespace, signer: OwnerSigner, client: httpx.
         raise OwnerInputError("--wallet is not a wallet id")
     response = _send(signer, args.url, "GET", f"/v1/wallets/{args.wallet}/multisig", b"", client=client)
     report = _print_answer(response)
+    _hint(response, report, args.url)
     if not response.is_success:
         return EXIT_REFUSED
     return owner_multisig_cli.print_verdict(report if isinstance(report, dict) else {})

@@ -22,7 +22,7 @@ from parent_proxy.api_agent import services_of
 from parent_proxy.api_errors import ApiError, Code, owner_document_refused, translate
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import NotFound, ProxyError
-from parent_proxy.owner_auth import parse_owner_headers, verify_owner_request
+from parent_proxy.owner_auth import ForeignAudience, parse_owner_headers, verify_owner_request
 from parent_proxy.schemas import WALLET_ID, EnvelopeBody
 from parent_proxy.services import Services, canonical
 from parent_proxy.store.model import Wallet
@@ -45,7 +45,8 @@ async def owner_of(request: Request, services: Services, wallet_id: str | None) 
     `parent_proxy.owner_auth` only (routes never read the owner headers themselves).
     Missing or malformed headers are refused before the wallet is looked up; a wallet id that cannot exist is 404.
     An unknown wallet is refused exactly as a wrong owner key is (401, same check, same message): an unauthenticated
-    caller cannot learn which wallet ids exist."""
+    caller cannot learn which wallet ids exist. An owner's request signed for an origin this proxy does not list is
+    refused as a bad signature too, and logged for the operator (`parent_proxy.owner_audience_log`)."""
     parse_owner_headers(request.headers)
     if wallet_id is not None and not re.fullmatch(WALLET_ID, wallet_id):
         raise ApiError(Code.NOT_FOUND, "not found")
@@ -67,7 +68,11 @@ async def owner_of(request: Request, services: Services, wallet_id: str | None) 
             max_skew=services.owner_max_skew_seconds, nonces=services.nonces, scope=wallet_id,
         )  # fmt: skip
 
-    owner: Pubkey = await run_store(services, verify)
+    try:
+        owner: Pubkey = await run_store(services, verify)
+    except ForeignAudience as exc:  # an owner's request for an origin not configured: tell the operator, not them
+        services.audience_log.note(exc.audience, len(services.public_origins))
+        raise ApiError(exc.code, exc.message) from None
     return wallet, owner
 
 

@@ -15,7 +15,16 @@ key did not sign the receipt: the one-answer form avoids that.
 ATTESTATION is ``--root-pem F --pcr 0=HEX [--pcr I=HEX ...] [--nonce HEX]`` for mode nitro (the ``GET
 /v1/attestation`` answer's document verified against the pinned root and PCRs, PCR 0 among them, and saying it
 carries the session key; its key signs the receipt), or ``--accept-unattested`` for mode none (the answer's key
-taken as it is: proves nothing about the code). These are the anchor rules ``waiaas audit verify`` applies
+taken as it is: proves nothing about the code).
+
+``--nonce`` is checked when given, and optional for these two commands: their receipt states something the enclave
+did once (made this agent key, or this candidate, for this wallet and owner key), which stays true whatever the
+enclave does later; it names the new key, so the parent cannot show it for another wallet or key; and the
+attestation only has to show which measured enclave's session key signed it, which an answer handed back again
+shows as truly (the document's own freshness bound, `enclave_app.attestation.MAX_DOCUMENT_AGE`, applies either
+way). ``verify-order`` differs: it shows what an enclave holds now, which a restart undoes, so an
+old answer handed back again must not pass: it requires ``--nonce`` in mode nitro
+(`parent_proxy.owner_verify_order_cli`). These are the anchor rules ``waiaas audit verify`` applies
 (`parent_proxy.trust_anchor`): an anchor without PCR 0 is bad input, and an anchor requires an attested key, so
 ``--accept-unattested`` together with ``--root-pem`` / ``--pcr`` is bad input too (a mode none answer then fails).
 
@@ -37,10 +46,10 @@ from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError
 from parent_proxy.provisioning import (
     UNATTESTED_WARNING,
     ProvisionVerificationError,
-    session_key_from_attestation,
+    attested_session,
     verify_provision_receipt,
 )
-from parent_proxy.trust_anchor import AnchorError, anchor_from_options
+from parent_proxy.trust_anchor import AnchorError, AttestedSession, anchor_from_options
 from policies.identifiers import is_wallet_id
 from policies.terminal_text import safe_line
 
@@ -61,7 +70,11 @@ def attestation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pcr", action="append", default=[], help="nitro: expected PCR, INDEX=HEX (repeatable; PCR 0 required)"
     )
-    parser.add_argument("--nonce", help="nitro: the hex nonce sent to GET /v1/attestation (checked when given)")
+    parser.add_argument(
+        "--nonce",
+        help="nitro: the hex nonce you sent (?nonce=, or to GET /v1/attestation): checked when given; "
+        "verify-order requires it",
+    )
     parser.add_argument(
         "--accept-unattested",
         action="store_true",
@@ -90,12 +103,17 @@ def _wallet_id(text: str) -> str:
     return text
 
 
-def attested_session_key(args: argparse.Namespace, answer: dict[str, Any], *, limit: int | None = None) -> bytes:
+def attested_session_key(
+    args: argparse.Namespace, answer: dict[str, Any], *, limit: int | None = None, nonce_required: str | None = None
+) -> AttestedSession:
     """The session key of ``--attestation`` (a file of at most ``limit`` bytes, if one is given) or of the
     attestation ``answer`` carries (`_carried_attestation`), verified as the options (``--root-pem``, ``--pcr``,
     ``--nonce``, ``--accept-unattested``) say, by the anchor rules every owner check shares
-    (`parent_proxy.trust_anchor`); `OwnerInputError` for options that do not go together or no attestation,
-    `ProvisionVerificationError` for an answer that does not verify. Also ``verify-order``'s."""
+    (`parent_proxy.trust_anchor`), with the document's ``module_id``; `OwnerInputError` for options that do not go
+    together or no attestation, `ProvisionVerificationError` for an answer that does not verify. Also
+    ``verify-order``'s, which passes ``nonce_required`` (why it needs the owner's nonce): then an anchor (mode
+    nitro) without ``--nonce`` is bad input too, since without the nonce an old answer handed back again verifies
+    just as well."""
     try:
         nonce = None if args.nonce is None else bytes.fromhex(args.nonce)
     except ValueError as exc:
@@ -111,8 +129,10 @@ def attested_session_key(args: argparse.Namespace, answer: dict[str, Any], *, li
         )
     if args.nonce is not None and anchor is None:
         raise OwnerInputError("--nonce goes with --root-pem and --pcr (it is checked in the attestation document)")
+    if nonce_required is not None and anchor is not None and nonce is None:
+        raise OwnerInputError(f"--nonce is required with --root-pem and --pcr: {nonce_required}")
     attestation = _carried_attestation(args, answer, limit)
-    session = session_key_from_attestation(
+    session = attested_session(
         attestation, anchor=anchor, expected_nonce=nonce, accept_unattested=args.accept_unattested
     )
     if attestation.get("mode") == "none":
@@ -146,7 +166,7 @@ def verify_wallet(args: argparse.Namespace) -> int:
     wallet_id = _wallet_id(args.wallet_id)
     created = json_object_file(args.created, "--created")
     try:
-        session = attested_session_key(args, created)
+        session = attested_session_key(args, created).public_key
         verified = verify_provision_receipt(
             created, wallet_id=wallet_id, owner_public_key=args.owner_public_key, session_public_key=session
         )
@@ -168,7 +188,7 @@ def verify_candidate(args: argparse.Namespace) -> int:
     wallet_id = _wallet_id(args.wallet_id)
     answer = json_object_file(args.candidate, "--candidate")
     try:
-        session = attested_session_key(args, answer)
+        session = attested_session_key(args, answer).public_key
         verified = verify_candidate_answer(
             answer, wallet_id=wallet_id, agent_public_key=args.agent_key, owner_public_key=args.owner_public_key,
             session_public_key=session,

@@ -9,11 +9,14 @@ the wallet's last order and policy, with that host's attestation: `parent_proxy.
 /v1/attestation`` answer, which with several hosts may come from another host than the order's);
 ``--order`` the owner's own signed freeze or unfreeze order, ``--policy`` their own signed policy (the envelope
 ``waiaas owner freeze`` / ``sign-policy`` printed, or the request body ``{"envelope": ...}`` sent with it).
-ATTESTATION is ``--root-pem F --pcr 0=HEX [--pcr I=HEX ...] [--nonce HEX]`` for mode nitro (the attestation
-answer's document verified against the pinned root and PCRs, PCR 0 among them, and saying it carries the session
-key), or ``--accept-unattested`` for mode none (the answer's key as it is: proves nothing about the code): the
-anchor rules of ``verify-wallet`` and ``waiaas audit verify`` (`parent_proxy.trust_anchor`; an anchor without PCR 0,
-or with ``--accept-unattested``, is bad input). The parent's ``enclave_acknowledged`` / ``enclave_installed`` is
+ATTESTATION is ``--root-pem F --pcr 0=HEX [--pcr I=HEX ...] --nonce HEX`` for mode nitro (the attestation
+answer's document verified against the pinned root and PCRs, PCR 0 among them, saying it carries the session key,
+and made over the owner's own fresh nonce: ``?nonce=`` of the receipts route, or of ``GET /v1/attestation`` in the
+two-file form; without ``--nonce``, bad input, since an answer the parent kept from an earlier exchange, of an
+enclave boot that has restarted since, would verify just as well), or ``--accept-unattested`` for mode none (the
+answer's key as it is: proves nothing about the code): the anchor rules of ``verify-wallet`` and ``waiaas audit
+verify`` (`parent_proxy.trust_anchor`; an anchor without PCR 0, or with ``--accept-unattested``, is bad input).
+The parent's ``enclave_acknowledged`` / ``enclave_installed`` is
 its word only; this is the check that does not rest on it:
 
 1. the owner's file: its signature verifies under the owner key (which also says whether it is a freeze, an
@@ -30,10 +33,14 @@ its word only; this is the check that does not rest on it:
 5. it names this purpose, wallet, sequence and document hash (`parent_proxy.order_receipts.ExpectedOrder`).
 
 Exit 0: the enclave whose session key the attestation carries applied this order (the receipt's time says when);
-1: not verified, do not rely on the enclave having it (the message says why); 2: bad input. With several hosts,
-exit 0 covers the enclave that answered, no other: ask again to see the others (docs/owner-keys.md). What it cannot
-show: that the enclave has not restarted since (a restart forgets its freeze; the parent restores it, or not:
-docs/enclave.md).
+the output names that key and, in mode nitro, the document's ``module_id`` (the NSM's name of that enclave: the
+instance and the enclave on it); 1: not verified, do not rely on the enclave having it (the message says why); 2:
+bad input. Exit 0 covers the enclave that answered, no other: not the other hosts' (ask again to see them), and not
+another enclave on the same host either (a Nitro parent instance can run several enclaves of the same measured
+image, and a taken-over host can keep one holding the order to answer this check while it signs with another that
+never got it: docs/owner-keys.md); the stop that does not rest on any enclave is the multisig on chain. What it
+cannot show either: that the enclave has not restarted since (a restart forgets its freeze; the parent restores it,
+or not: docs/enclave.md).
 An attestation fetched after the order with a fresh nonce names the boot running then: the receipt verifying under
 its key shows that boot applied the order. What is printed quotes the parent's answer only with its control
 characters escaped (`policies.terminal_text`).
@@ -76,6 +83,14 @@ attestation document under 16 KiB)."""
 
 class OrderVerificationError(Exception):
     """The order is not shown to have reached the enclave: the message says why."""
+
+
+NONCE_REQUIRED = (
+    "verify-order shows what the enclave holds now, which only an attestation over your own fresh nonce shows (an "
+    "answer the parent kept from an earlier exchange verifies without it); give the hex nonce you sent with "
+    "?nonce= (or to GET /v1/attestation)"
+)
+"""Why ``--nonce`` goes with an anchor here (`parent_proxy.owner_verify_cli.attested_session_key`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +203,8 @@ def run(args: argparse.Namespace) -> int:
                            what="--policy" if policy else "--order")  # fmt: skip
     answer = json_object_file(args.answer, "--answer", limit=MAX_ANSWER_BYTES)
     try:
-        session = attested_session_key(args, answer, limit=MAX_ANSWER_BYTES)  # step 2
-        verified = verify_order_answer(receipt_part(answer, expected.purpose), expected, session)
+        session = attested_session_key(args, answer, limit=MAX_ANSWER_BYTES, nonce_required=NONCE_REQUIRED)  # step 2
+        verified = verify_order_answer(receipt_part(answer, expected.purpose), expected, session.public_key)
     except (ProvisionVerificationError, OrderVerificationError) as exc:
         sys.stderr.write(
             safe_line(
@@ -202,9 +217,11 @@ def run(args: argparse.Namespace) -> int:
     when = datetime.fromtimestamp(stated.time_ms / 1000, UTC).isoformat(timespec="seconds")
     policy_hash = "none" if stated.policy_hash is None else stated.policy_hash.hex()
     what = f"policy {stated.sequence}" if stated.purpose == POLICY else f"{stated.purpose} order {stated.sequence}"
+    # The module id is the verified document's (mode nitro), printed escaped as every text of the answer.
+    module = "" if session.module_id is None else f" of module {session.module_id}"
     sys.stdout.write(
         safe_line(
-            f"verified: the enclave (session key {verified.session_public_key}) applied {what} to wallet "
+            f"verified: the enclave{module} (session key {verified.session_public_key}) applied {what} to wallet "
             f"{stated.wallet_id} at {when}: {_OUTCOME[stated.purpose]} (frozen: {str(stated.frozen).lower()}, policy "
             f"hash {policy_hash}, receipt counter {stated.counter})"
         )

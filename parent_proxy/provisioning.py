@@ -8,7 +8,7 @@ key to the Squads multisig the owner checks (:func:`verify_provision_receipt`):
 1. the session key: from a verified attestation document (mode ``nitro``: an anchor of a pinned root and expected
    PCRs with PCR 0, and the document's ``user_data``, by the rules ``waiaas audit verify`` applies:
    `parent_proxy.trust_anchor`), or, in mode ``none`` and without an anchor, from the answer only when the caller
-   accepts that this proves nothing (:func:`session_key_from_attestation`);
+   accepts that this proves nothing (:func:`attested_session`);
 2. the receipt's signature under that key;
 3. that the receipt names the wallet the owner created (the caller names it: the answer's is the parent's word),
    the agent key the answer gives, and the owner's own key. A parent that provisioned the wallet under an owner key
@@ -28,7 +28,7 @@ from solders.pubkey import Pubkey
 
 from enclave_app.errors import ReceiptError
 from enclave_app.receipts import verify_provision_receipt as verify_receipt_bytes
-from parent_proxy.trust_anchor import Anchor, SessionDocumentError, verify_session_document
+from parent_proxy.trust_anchor import Anchor, AttestedSession, SessionDocumentError, verified_session
 
 UNATTESTED_WARNING = (
     "attestation mode none: the session key comes from the parent's answer, not from an attestation document; "
@@ -82,14 +82,29 @@ def session_key_from_attestation(
     accept_unattested: bool = False,
     at: datetime | None = None,
 ) -> bytes:
-    """The session public key from a ``GET /v1/attestation`` answer, or :class:`ProvisionVerificationError`. The
-    rules are `parent_proxy.trust_anchor`'s, as ``waiaas audit verify`` applies them to the log.
+    """The session public key of `attested_session`."""
+    return attested_session(
+        answer, anchor=anchor, expected_nonce=expected_nonce, accept_unattested=accept_unattested, at=at
+    ).public_key
+
+
+def attested_session(
+    answer: Mapping[str, Any],
+    *,
+    anchor: Anchor | None = None,
+    expected_nonce: bytes | None = None,
+    accept_unattested: bool = False,
+    at: datetime | None = None,
+) -> AttestedSession:
+    """The session public key from a ``GET /v1/attestation`` answer (with the document's ``module_id`` in mode
+    ``nitro``), or :class:`ProvisionVerificationError`. The rules are `parent_proxy.trust_anchor`'s, as ``waiaas
+    audit verify`` applies them to the log.
 
     Mode ``nitro``: the document is verified against ``anchor`` (required: a pinned root and PCRs, PCR 0 among
-    them) by `parent_proxy.trust_anchor.verify_session_document` (also its ``user_data``) and the key is the
-    document's ``public_key``; the answer's ``session_public_key`` must equal it. Mode ``none``: refused when an
-    ``anchor`` is given (it requires an attested key, whatever ``accept_unattested`` says), else unless
-    ``accept_unattested`` (then the answer's key; see :data:`UNATTESTED_WARNING`).
+    them) by `parent_proxy.trust_anchor.verified_session` (also its ``user_data``) and the key is the document's
+    ``public_key``; the answer's ``session_public_key`` must equal it. Mode ``none``: refused when an ``anchor`` is
+    given (it requires an attested key, whatever ``accept_unattested`` says), else unless ``accept_unattested``
+    (then the answer's key, and no module id; see :data:`UNATTESTED_WARNING`).
     """
     mode = answer.get("mode")
     if mode == "nitro":
@@ -99,12 +114,10 @@ def session_key_from_attestation(
             )
         document = _b64(answer.get("document"), "attestation document")
         try:
-            attested = verify_session_document(
-                document, anchor, at=at or datetime.now(UTC), expected_nonce=expected_nonce
-            )
+            attested = verified_session(document, anchor, at=at or datetime.now(UTC), expected_nonce=expected_nonce)
         except SessionDocumentError as exc:
             raise ProvisionVerificationError(str(exc)) from exc
-        if _key(answer.get("session_public_key"), "session_public_key") != attested:
+        if _key(answer.get("session_public_key"), "session_public_key") != attested.public_key:
             raise ProvisionVerificationError("the answer's session_public_key does not match the attested one")
         return attested
     if mode == "none":
@@ -117,7 +130,7 @@ def session_key_from_attestation(
             raise ProvisionVerificationError(
                 "attestation mode none: nothing attests the session key (accept it explicitly to go on)"
             )
-        return _key(answer.get("session_public_key"), "session_public_key")
+        return AttestedSession(_key(answer.get("session_public_key"), "session_public_key"), None)
     raise ProvisionVerificationError("attestation answer has no known mode")
 
 

@@ -25,6 +25,7 @@ from parent_proxy.enclave_relay import EnclaveRelay
 from parent_proxy.enclave_sessions import EnclaveSessions
 from parent_proxy.metrics import Metrics
 from parent_proxy.order_receipts import OrderReceipts
+from parent_proxy.owner_audience_log import ForeignAudienceLog
 from parent_proxy.owner_auth import NonceRegistry
 from parent_proxy.sealed_copies import SealedCopies
 from parent_proxy.signer_secret import SignerSecretCheck
@@ -48,7 +49,8 @@ class Services:
     chain: Chain
     rate_limiter: RateLimiter
     attestation_limiter: RateLimiter
-    """``GET /v1/attestation``'s one bucket (`parent_proxy.auth.attestation_limiter`)."""
+    """``GET /v1/attestation``'s one bucket, and one per owner key for the owner routes' ``?nonce=``
+    (`parent_proxy.auth.attestation_limiter`)."""
     nonces: NonceRegistry
     owner_keys: frozenset[Pubkey]
     public_origins: frozenset[str]
@@ -65,6 +67,9 @@ class Services:
     """Whether the enclave session opens the stored wallets: no wallet is made by one that does not."""
     completions: Completions = field(default_factory=Completions)
     """State-changing requests, each run to its end in its own task (`parent_proxy.completions`)."""
+    audience_log: ForeignAudienceLog = field(default_factory=ForeignAudienceLog)
+    """The operator's warnings about owner requests signed for an origin not configured
+    (`parent_proxy.owner_audience_log`)."""
     sealed_copies: SealedCopies | None = None
     """Where new sealed agent keys are copied before the store keeps them (`parent_proxy.sealed_copies`): the data
     bucket of ``WAIAAS_DATA_BUCKET``; None keeps no copy (self-host)."""

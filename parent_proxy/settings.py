@@ -21,8 +21,10 @@ variable                                default    meaning
 ``WAIAAS_RATE_PER_SECOND``              20         sustained requests per agent token (429 above)
 ``WAIAAS_RATE_BURST``                   40         burst size per agent token
 ``WAIAAS_ATTESTATION_RATE_PER_SECOND``  2          sustained ``GET /v1/attestation`` calls per proxy process, all
-                                                   callers together (each is one NSM attestation; 429 above)
+                                                   callers together (each is one NSM attestation; 429 above); the
+                                                   same again per owner key for the owner routes' ``?nonce=``
 ``WAIAAS_ATTESTATION_BURST``            10         burst size of ``GET /v1/attestation`` calls per proxy process
+                                                   (and of each owner key's own bucket)
 ``WAIAAS_ENCLAVE_TIMEOUT_SECONDS``      5          longest wait for one enclave answer (then 503, never a retry)
 ``WAIAAS_OWNER_MAX_SKEW_SECONDS``       300        owner request timestamps further than this from now are refused
                                                    (at most `owner_auth.MAX_SKEW_SECONDS`, 450)

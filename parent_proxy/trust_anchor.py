@@ -13,7 +13,7 @@ records) and ``waiaas owner verify-wallet`` / ``verify-candidate`` (`parent_prox
    check, even where unattested keys are otherwise accepted; the command lines refuse an anchor together with an
    option that accepts unattested keys. Otherwise a parent that answers mode ``none`` with a key of its own (and
    receipts it signs itself) passes a check the owner believes anchored.
-3. A session document (:func:`verify_session_document`) verifies against the anchor
+3. A session document (:func:`verified_session`, :func:`verify_session_document`) verifies against the anchor
    (`enclave_app.attestation.verify_attestation_document`: the chain to the pinned root, the PCRs, the nonce when
    one is expected, no debug mode unless the anchor allows it), says that it carries the session key
    (``user_data == SESSION_USER_DATA``, as `enclave_app.server` asks the NSM for it: a document the enclave made for
@@ -93,9 +93,20 @@ def anchor_from_options(root_pem: Path | None, pcr_specs: Sequence[str], *, allo
     return Anchor(pem, pcrs_from_options(pcr_specs), allow_debug=allow_debug)
 
 
-def verify_session_document(document: bytes, anchor: Anchor, *, at: datetime, expected_nonce: bytes | None) -> bytes:
-    """Rule 3 of the module docstring: the session public key ``document`` attests under ``anchor`` at ``at``, or
-    `SessionDocumentError`. The caller compares it with the key its answer or record names."""
+@dataclass(frozen=True, slots=True)
+class AttestedSession:
+    """An enclave session key as an owner check took it: ``module_id`` is the name the NSM gives the enclave that
+    made the document (on Nitro, the parent instance's id and the enclave's: two enclaves on one instance have two),
+    read from the verified document; None when no document attested the key (mode ``none``)."""
+
+    public_key: bytes
+    module_id: str | None
+
+
+def verified_session(document: bytes, anchor: Anchor, *, at: datetime, expected_nonce: bytes | None) -> AttestedSession:
+    """Rule 3 of the module docstring: the session key ``document`` attests under ``anchor`` at ``at``, with the
+    document's ``module_id``, or `SessionDocumentError`. The caller compares the key with the one its answer or
+    record names."""
     try:
         verified = verify_attestation_document(
             document, root_certificate_pem=anchor.root_certificate_pem, at=at, expected_pcrs=anchor.expected_pcrs,
@@ -107,4 +118,9 @@ def verify_session_document(document: bytes, anchor: Anchor, *, at: datetime, ex
         raise SessionDocumentError("attestation document does not say it carries the session key (user_data)")
     if verified.public_key is None or len(verified.public_key) != SESSION_KEY_BYTES:
         raise SessionDocumentError("attestation document carries no 32-byte session key")
-    return verified.public_key
+    return AttestedSession(verified.public_key, verified.module_id)
+
+
+def verify_session_document(document: bytes, anchor: Anchor, *, at: datetime, expected_nonce: bytes | None) -> bytes:
+    """The session public key of `verified_session`."""
+    return verified_session(document, anchor, at=at, expected_nonce=expected_nonce).public_key

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from solders.pubkey import Pubkey
 
-from enclave_app.dev_nsm import UnsafeDevelopmentNsm
+from enclave_app.dev_nsm import DEV_MODULE_ID, UnsafeDevelopmentNsm
 from enclave_app.order_receipts import OrderReceipt
 from parent_proxy.order_receipts import ExpectedOrder
 from parent_proxy.owner_cli_common import OwnerInputError
@@ -162,6 +162,53 @@ def test_an_order_the_enclave_did_not_acknowledge_has_no_receipt(tmp_path: Path)
         loop.stop()
 
 
+def test_mode_nitro_requires_the_owners_nonce(
+    world: tuple[Harness, tuple[str, ...]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify-order shows what the enclave holds now: only the owner's own fresh nonce shows an answer is not one the
+    parent kept from an earlier exchange (of a boot that restarted since). Without ``--nonce`` an anchored check is
+    bad input (exit 2), in the one-answer form (the receipts route) and in the two-file form. Before: exit 0 on a
+    receipts answer asked with another nonce. ``verify-wallet`` keeps it optional (its receipt states what the
+    enclave once made, true whatever it does later): a creation answer verifies without it."""
+    h, trust = world
+    anchor = trust[:4]
+    send(h, mine := order(h, 1))
+    kept = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/orders/receipts?nonce={'cd' * 32}").json()
+    folder = h.socket.parent
+    (folder / "kept.json").write_text(json.dumps(kept))
+    (folder / "mine.json").write_text(json.dumps({"envelope": mine}))
+    one_answer = ["owner", "verify-order", "--answer", str(folder / "kept.json"), "--order", str(folder / "mine.json"),
+                  "--owner-public-key", str(h.owner_pub)]  # fmt: skip
+    assert main([*one_answer, *anchor]) == 2
+    assert "--nonce is required with --root-pem and --pcr: verify-order shows what the enclave holds now" in (
+        capsys.readouterr().err
+    )
+    assert main([*one_answer, *trust]) == 1  # the owner's nonce is not the one the kept answer was made over
+    assert "attestation document refused: nonce mismatch" in capsys.readouterr().err
+    assert main([*one_answer, *anchor, "--nonce", "cd" * 32]) == 0
+    assert f"applied freeze order 1 to wallet {h.wallet_id}" in capsys.readouterr().out
+    thawed = send(h, second := order(h, 2, "unfreeze"), "unfreeze")  # the two-file form: the order route's answer
+    code, _, err = verify_order(capsys, h, thawed, second, *anchor)
+    assert code == 2 and "--nonce is required" in err, err
+    created = h.owner_call(
+        "POST", f"/v1/wallets?nonce={NONCE}", {"wallet_id": "w2", "owner_public_key": str(h.owner_pub)}
+    )
+    (folder / "created.json").write_text(created.text)
+    wallet = ["owner", "verify-wallet", "--created", str(folder / "created.json"), "--wallet-id", "w2",
+              "--owner-public-key", str(h.owner_pub)]  # fmt: skip
+    assert main([*wallet, *anchor]) == 0, capsys.readouterr().err
+
+
+def test_the_output_names_the_attested_enclave_module(
+    world: tuple[Harness, tuple[str, ...]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The document's ``module_id`` names the enclave (on Nitro the instance and the enclave on it: a parent instance
+    may run several enclaves of the same image, docs/owner-keys.md), so verify-order prints it; mode none has none."""
+    h, trust = world
+    code, out, err = verify_order(capsys, h, send(h, mine := order(h, 1)), {"envelope": mine}, *trust)
+    assert code == 0 and f"the enclave of module {DEV_MODULE_ID} (session key " in out, err
+
+
 def owner_order_of(folder: Path, envelope: dict[str, Any], owner: Pubkey) -> ExpectedOrder:
     (folder / "mine.json").write_text(json.dumps(envelope))
     return owner_order(folder / "mine.json", policy=False, owner=owner, what="--order")
@@ -192,6 +239,7 @@ def test_mode_none_needs_accept_unattested(tmp_path: Path, capsys: pytest.Captur
         answer = send(h, mine := order(h, 1))
         code, out, err = verify_order(capsys, h, answer, mine, "--accept-unattested")
         assert code == 0 and "verified" in out and "proves nothing" in err, err
+        assert "verified: the enclave (session key " in out  # no document, no module to name
         code, _, err = verify_order(capsys, h, answer, mine)
         assert code == 1 and "accept it explicitly" in err, err
 
