@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": "uniform error body"}
-    for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)
+    for status in (400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 503)
 }
 
 

@@ -41,7 +41,7 @@ class SignMessageBody(_Strict):
 
 
 class ErrorDetail(BaseModel):
-    code: str
+    code: Code  # the stable codes (docs/api.md, Errors): the schema lists them
     message: str
     reasons: list[dict[str, Any]] | None = None
 

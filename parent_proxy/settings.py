@@ -10,8 +10,8 @@ variable                                default    meaning
 ``WAIAAS_STATE``                        required   ``sqlite:/abs/path.db`` or ``dynamodb:<table>[@<region>]``
 ``WAIAAS_ENCLAVE``                      required   enclave address: ``vsock:<cid>:<port>``, ``unix:/path``, ``tcp:h:p``
 ``WAIAAS_OWNER_KEYS``                   required   comma-separated base58 owner public keys allowed to create wallets
-``WAIAAS_CHAIN``                        required   ``litesvm`` (embedded, self-host demo) or ``rpc:<https url>``
-``WAIAAS_PUBLIC_ORIGINS``               required   comma-separated origins (``https://host[:port]``) the owners' tools
+``WAIAAS_CHAIN``                        required   ``litesvm`` (embedded, self-host demo) or ``rpc:<http(s) url>``
+``WAIAAS_PUBLIC_ORIGINS``               required   comma-separated origins (``http(s)://host[:port]``) the owners' tools
                                                    reach this proxy at: an owner request is accepted only if signed
                                                    for one of them (`owner_auth`, audience); each is normalized
                                                    (`owner_auth.normalize_origin`), anything else stops start-up
