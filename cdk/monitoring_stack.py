@@ -233,7 +233,7 @@ class KeyUseAlarms(Construct):
                 f"{name}Filter",
                 log_group=log_group,
                 filter_pattern=logs.FilterPattern.literal(pattern),
-                metric_namespace=naming.METRIC_NAMESPACE,
+                metric_namespace=naming.TRAIL_METRIC_NAMESPACE,
                 metric_name=name,
                 metric_value="1",
             )

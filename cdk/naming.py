@@ -48,7 +48,16 @@ AUDIT_PREFIX = "audit/"
 """Data-bucket prefix holding audit-log exports."""
 
 METRIC_NAMESPACE = "WAIaaS"
-"""CloudWatch namespace of the metrics the hosts publish (enclave heartbeat)."""
+"""CloudWatch namespace of the metrics the hosts publish (enclave heartbeat): the only namespace the host role may
+`PutMetricData` into (`cdk.identity_stack`)."""
+AUDIT_EXPORT_METRIC_NAMESPACE = f"{METRIC_NAMESPACE}/AuditExport"
+"""Metrics counted by metric filters from the audit export's lines (`cdk.audit_export_alarms`). Not the hosts'
+namespace: a host that could publish `AuditExportSucceeded` itself (or a negative `AuditExportFailed`) would keep
+both alarms quiet without exporting anything."""
+TRAIL_METRIC_NAMESPACE = f"{METRIC_NAMESPACE}/CloudTrail"
+"""Metrics counted by metric filters from the CloudTrail log group (`cdk.monitoring_stack`). Not the hosts'
+namespace either: a host publishing large negative values would keep `RefusedAttestedUnwrap` (a `Sum` of at least
+1) quiet while it tries the seal key without the pinned image."""
 ENCLAVE_HEALTH_METRIC = "EnclaveHealthy"
 
 
