@@ -17,7 +17,16 @@
 from __future__ import annotations
 
 import jsii
-from aws_cdk import CfnOutput, Duration, IStableStringProducer, Lazy, Stack, Tags
+from aws_cdk import (
+    CfnCreationPolicy,
+    CfnOutput,
+    CfnResourceSignal,
+    Duration,
+    IStableStringProducer,
+    Lazy,
+    Stack,
+    Tags,
+)
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -137,8 +146,6 @@ class EnclaveHostFleet(Construct):
                 additional_types=[autoscaling.AdditionalHealthCheckType.ELB], grace_period=HEALTH_GRACE
             ),
             notifications=[autoscaling.NotificationConfiguration(topic=notifications)],
-            # Created when the configured count of hosts has signalled SUCCESS (their proxies ready).
-            signals=autoscaling.Signals.wait_for_min_capacity(timeout=SIGNAL_TIMEOUT),
             # Replace one host at a time, never drop below the configured count, and replace the next old host only
             # once the new one has signalled SUCCESS; a FAILURE or no signal in time rolls the update back.
             update_policy=autoscaling.UpdatePolicy.rolling_update(
@@ -149,6 +156,15 @@ class EnclaveHostFleet(Construct):
             ),
         )
         boot_script.group = self.group
+        # Created when the configured count of hosts has signalled SUCCESS (their proxies ready). Set on the resource,
+        # not with the group's `signals=`, which would also grant `cloudformation:SignalResource` on `AWS::StackId`
+        # to the host role, in the identity stack that owns the role: that stack, not this one.
+        cfn_group = self.group.node.default_child
+        if not isinstance(cfn_group, autoscaling.CfnAutoScalingGroup):
+            raise RuntimeError("the Auto Scaling group has no CloudFormation resource")
+        cfn_group.cfn_options.creation_policy = CfnCreationPolicy(
+            resource_signal=CfnResourceSignal(count=config.host_count, timeout=SIGNAL_TIMEOUT.to_iso_string())
+        )
         Tags.of(self.group).add(HOST_TAG_KEY, HOST_TAG_VALUE, apply_to_launched_instances=True)
         # Filled by the CloudWatch agent on each host (`cdk.host_logs`), one stream per instance.
         self.log_groups = {
