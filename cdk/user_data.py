@@ -229,6 +229,7 @@ EOF_ALLOWLIST
 cat > /etc/systemd/system/waiaas-vsock-proxy.service <<'EOF_UNIT'
 [Unit]
 Description=WAIaaS vsock-proxy to KMS (allowlist: KMS only)
+Wants=network-online.target
 After=network-online.target
 [Service]
 ExecStart=/usr/bin/vsock-proxy {KMS_VSOCK_PROXY_PORT} {kms_host} 443 \\
@@ -293,6 +294,7 @@ EnvironmentFile=/etc/waiaas/proxy.env
 ExecStart={INSTALL_DIR}/venv/bin/python -m parent_proxy
 Restart=on-failure
 NoNewPrivileges=yes
+CapabilityBoundingSet=
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes

@@ -143,3 +143,14 @@ def test_proxy_user_is_in_no_group(signed_script: str) -> None:
     proxy = unit_file(signed_script, PROXY_UNIT)
     assert re.findall(r"^User=(\S+)$", proxy, re.MULTILINE) == [user]
     assert "Group=" not in proxy
+
+
+def test_proxy_holds_no_capability_and_the_vsock_proxy_waits_for_the_network(signed_script: str) -> None:
+    """The proxy runs as an unprivileged user and needs no capability (it binds 8080, talks TCP and vsock, reads
+    files): an empty bounding set keeps it from regaining any. `After=network-online.target` alone does not pull
+    that target in; `Wants=` does."""
+    proxy = unit_file(signed_script, PROXY_UNIT)
+    assert re.findall(r"^CapabilityBoundingSet=(.*)$", proxy, re.MULTILINE) == [""]
+    vsock = unit_file(signed_script, "/etc/systemd/system/waiaas-vsock-proxy.service")
+    assert "Wants=network-online.target" in vsock.splitlines()
+    assert "After=network-online.target" in vsock.splitlines()
