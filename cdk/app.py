@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
+from cdk import naming
 from cdk.config import CONTEXT_KEYS, PREFIX, ConfigError, DeploymentConfig, load_config
 from cdk.hosts_stack import EnclaveHostsStack
 from cdk.identity_stack import IdentityStack
@@ -71,7 +72,7 @@ def assemble(app: App, config: DeploymentConfig) -> Deployment:
     monitoring.add_stack_dependency(state, "the log bucket's policy must admit the trail before it is created")
     hosts = EnclaveHostsStack(
         app,
-        "WaiaasEnclaveHosts",
+        naming.HOSTS_STACK,
         config=config,
         vpc=network.vpc,
         instance_profile=identity.host.instance_profile,

@@ -15,6 +15,11 @@ Both patterns are CloudWatch Logs quoted-term patterns: a log event (one line of
 the phrase, case-sensitively. The phrases are the command's markers (`parent_proxy.audit_export_cli.FAILED_MARKER`
 and `OK_MARKER`, written out here: `cdk` imports no runtime code), and tests/cdk/test_audit_export_alarms.py
 evaluates the synthesized filters on the lines the command prints on each of its paths.
+
+The counts go to their own namespace (`naming.AUDIT_EXPORT_METRIC_NAMESPACE`), which the host role may not
+`PutMetricData` into: only the filters write them. What a taken-over host can still do is write lines into the proxy
+log group (the CloudWatch agent's `logs:PutLogEvents` on ``/waiaas/proxy``), OK lines among them: `AuditExportStale`
+catches exports that fail or stop on honest hosts, it is no proof against a hostile one (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ class AuditExportAlarms(Construct):
             f"{construct_id}Lines",
             log_group=log_group,
             filter_pattern=logs.FilterPattern.literal(phrase_pattern(phrase)),
-            metric_namespace=naming.METRIC_NAMESPACE,
+            metric_namespace=naming.AUDIT_EXPORT_METRIC_NAMESPACE,
             metric_name=metric,
             metric_value="1",
         )

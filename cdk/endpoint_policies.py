@@ -6,6 +6,7 @@ Interface endpoints (only those whose service documents endpoint-policy support)
   host exfiltrating with an attacker's keys) cannot use the endpoints;
 - KMS: only the attested calls the enclave makes (`key_policies.ATTESTED_ACTIONS`), and the key-bearing ones only on
   keys of this account and region; CloudWatch Logs: only log groups of this account and region;
+- CloudFormation: `cloudformation:SignalResource` on the enclave-hosts stack (the hosts' boot signal), nothing else;
 - STS, SSM, CloudWatch metrics: the service's actions, for this account's principals (their resources are roles,
   AWS-owned documents or nothing at all, so a resource restriction would either say nothing or break the agent).
 
@@ -73,6 +74,16 @@ def interface_endpoint_statements(endpoint_id: str, config: DeploymentConfig) ->
                 principals=anyone,
                 actions=["logs:*"],
                 resources=[f"{regional.format(service='logs')}:log-group:*"],
+                conditions=_this_account(config),
+            )
+        ]
+    if endpoint_id == "CloudFormation":
+        return [
+            iam.PolicyStatement(
+                sid="BootSignalsToTheHostsStack",
+                principals=anyone,
+                actions=["cloudformation:SignalResource"],
+                resources=[naming.stack_arn(config, naming.HOSTS_STACK)],
                 conditions=_this_account(config),
             )
         ]

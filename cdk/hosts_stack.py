@@ -6,13 +6,27 @@
   only; it forwards to the parent proxy's port and nothing else reaches the hosts.
 - Enclave health: the group replaces hosts that fail the load balancer's check; alarms (to the monitoring
   stack's topic) fire when a host reports no running enclave or the load balancer has no healthy host.
+- Creation and rollouts wait for the hosts: each host's boot script signals SUCCESS once its proxy is ready (enclave
+  up, `cdk.user_data`) or FAILURE; CloudFormation waits up to `SIGNAL_TIMEOUT` for each, at creation for the
+  configured count, in a rollout for each new host before it replaces the next old one, and fails (rolls back) on a
+  FAILURE or on silence.
 - Audit exports: alarms on the export's FAILED lines and on an hour without an OK line, from the hosts' proxy log
   group (`cdk.audit_export_alarms`).
 """
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Duration, Stack, Tags
+import jsii
+from aws_cdk import (
+    CfnCreationPolicy,
+    CfnOutput,
+    CfnResourceSignal,
+    Duration,
+    IStableStringProducer,
+    Lazy,
+    Stack,
+    Tags,
+)
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -35,10 +49,38 @@ from enclave_app.constants import PROXY_HTTP_PORT
 
 HTTPS_PORT = 443
 PROXY_HEALTH_PATH = "/healthz"
-"""Parent-proxy endpoint that answers 200 only while the enclave answers (contract with parent_proxy)."""
+"""Parent-proxy endpoint the load balancer checks: 200 while the proxy process answers (the enclave's state is
+``/readyz``'s, which the boot script waits for before it signals: `cdk.user_data`)."""
 ROOT_VOLUME_GIB = 30
-HEALTH_GRACE = Duration.minutes(10)
-"""Boot installs packages and starts the enclave before the first health check counts."""
+HEALTH_GRACE = Duration.minutes(user_data.READY_DEADLINE_MINUTES)
+"""Boot installs packages and starts the enclave before the first health check counts: as long as the boot script
+gives the proxy to become ready."""
+SIGNAL_TIMEOUT = Duration.minutes(20)
+"""How long CloudFormation waits for a new host's signal (creation policy and the rolling update's pause): the boot
+script's own deadline (`user_data.READY_DEADLINE_MINUTES`, counted from its start) plus the instance's launch and
+the signal's way out. Silence past it fails the creation or rolls the rollout back."""
+
+
+@jsii.implements(IStableStringProducer)
+class _BootScript:
+    """The boot script, rendered at synthesis: it names the group's logical id, known once the group exists (the
+    launch template, made first, takes user data that is rendered lazily)."""
+
+    def __init__(self, config: DeploymentConfig) -> None:
+        self._config = config
+        self.group: autoscaling.AutoScalingGroup | None = None
+
+    def produce(self) -> str | None:
+        if self.group is None:
+            raise RuntimeError("the boot script needs the Auto Scaling group it signals")
+        stack = Stack.of(self.group)
+        cfn_group = self.group.node.default_child
+        if not isinstance(cfn_group, autoscaling.CfnAutoScalingGroup):
+            raise RuntimeError("the Auto Scaling group has no CloudFormation resource")
+        target = user_data.SignalTarget(stack=stack.stack_name, resource=stack.get_logical_id(cfn_group))
+        return user_data.render(self._config, signal=target)
+
+
 HOST_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 
 
@@ -67,6 +109,7 @@ class EnclaveHostFleet(Construct):
         # them through: `cdk.network_stack`). DNS, time and instance metadata go to the VPC's link-local services,
         # which security groups do not filter.
         self.security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "HTTPS out")
+        boot_script = _BootScript(config)
         self.launch_template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
@@ -75,7 +118,7 @@ class EnclaveHostFleet(Construct):
             instance_type=ec2.InstanceType(config.instance_type),
             instance_profile=instance_profile,
             security_group=self.security_group,
-            user_data=ec2.UserData.custom(user_data.render(config)),
+            user_data=ec2.UserData.custom(Lazy.string(boot_script)),
             nitro_enclave_enabled=True,
             require_imdsv2=True,
             http_put_response_hop_limit=1,
@@ -103,10 +146,24 @@ class EnclaveHostFleet(Construct):
                 additional_types=[autoscaling.AdditionalHealthCheckType.ELB], grace_period=HEALTH_GRACE
             ),
             notifications=[autoscaling.NotificationConfiguration(topic=notifications)],
-            # Replace one host at a time and never drop below the configured count.
+            # Replace one host at a time, never drop below the configured count, and replace the next old host only
+            # once the new one has signalled SUCCESS; a FAILURE or no signal in time rolls the update back.
             update_policy=autoscaling.UpdatePolicy.rolling_update(
-                max_batch_size=1, min_instances_in_service=config.host_count
+                max_batch_size=1,
+                min_instances_in_service=config.host_count,
+                wait_on_resource_signals=True,
+                pause_time=SIGNAL_TIMEOUT,
             ),
+        )
+        boot_script.group = self.group
+        # Created when the configured count of hosts has signalled SUCCESS (their proxies ready). Set on the resource,
+        # not with the group's `signals=`, which would also grant `cloudformation:SignalResource` on `AWS::StackId`
+        # to the host role, in the identity stack that owns the role: that stack, not this one.
+        cfn_group = self.group.node.default_child
+        if not isinstance(cfn_group, autoscaling.CfnAutoScalingGroup):
+            raise RuntimeError("the Auto Scaling group has no CloudFormation resource")
+        cfn_group.cfn_options.creation_policy = CfnCreationPolicy(
+            resource_signal=CfnResourceSignal(count=config.host_count, timeout=SIGNAL_TIMEOUT.to_iso_string())
         )
         Tags.of(self.group).add(HOST_TAG_KEY, HOST_TAG_VALUE, apply_to_launched_instances=True)
         # Filled by the CloudWatch agent on each host (`cdk.host_logs`), one stream per instance.
@@ -213,7 +270,7 @@ class EnclaveHealthAlarms(Construct):
             cloudwatch.Alarm(
                 self,
                 "TooFewHealthyHosts",
-                alarm_description="Fewer healthy WAIaaS proxies (enclave reachable) than configured hosts",
+                alarm_description="Fewer healthy WAIaaS proxies (load balancer health check) than configured hosts",
                 metric=endpoint.target_group.metrics.healthy_host_count(
                     statistic="Minimum", period=Duration.minutes(1)
                 ),

@@ -123,6 +123,7 @@ class EnclaveHostIdentity(Construct):
         data = naming.bucket_arn(config, naming.data_bucket_name(config))
         table = naming.table_arn(config)
         shipped_groups = [host_logs.agent_resource(config, service) for service in host_logs.SERVICE_LOGS]
+        hosts_stack = naming.stack_arn(config, naming.HOSTS_STACK)
         self.role = iam.Role(
             self,
             "Role",
@@ -184,6 +185,13 @@ class EnclaveHostIdentity(Construct):
                     resources=shipped_groups,
                 ),
                 iam.PolicyStatement(
+                    # The boot script's last step (`cdk.user_data`): its outcome to the creation or rollout waiting
+                    # for it. IAM names a stack, not a resource in it: the group is the only thing there that waits.
+                    sid="SignalBootToHostsStack",
+                    actions=["cloudformation:SignalResource"],
+                    resources=[hosts_stack],
+                ),
+                iam.PolicyStatement(
                     sid="EnclaveHeartbeatMetric",
                     actions=["cloudwatch:PutMetricData"],
                     resources=["*"],
@@ -208,6 +216,11 @@ class EnclaveHostIdentity(Construct):
                 f"{data}/{naming.AUDIT_PREFIX}*",
                 "One object per audit export, named by the seq range it holds (known at run time): put, and read back "
                 "when another host exported the same records at once.",
+            ),
+            (
+                hosts_stack,
+                "A host signals its boot to the enclave-hosts stack, whose id (the ARN's last part) CloudFormation "
+                "makes at creation; the stack name is fixed.",
             ),
             (
                 "*",

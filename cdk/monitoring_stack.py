@@ -74,7 +74,14 @@ def _any_of(selector: str, values: tuple[str, ...]) -> str:
 
 
 class Notifications(Construct):
-    """SNS topic encrypted with its own key, which only CloudWatch alarms and Auto Scaling may use."""
+    """SNS topic encrypted with its own key, which only CloudWatch alarms and Auto Scaling may use.
+
+    The topic's policy replaces SNS's default one (which let the account's principals publish), so it names every
+    publisher of this app: the CloudWatch alarm service for this account's alarms in this Region (all of them:
+    the key-use alarms here, the enclave-health and audit-export alarms of the hosts stack), and Auto Scaling's
+    service-linked role (the group's launch and terminate notifications). Anything else is denied by default, and
+    a publish without TLS by the explicit deny CDK adds for `enforce_ssl`.
+    """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig) -> None:
         super().__init__(scope, construct_id)
@@ -118,6 +125,27 @@ class Notifications(Construct):
             display_name="WAIaaS security and health alarms",
             master_key=kms.Key.from_key_arn(self, "TopicKey", self.key.attr_arn),
             enforce_ssl=True,
+        )
+        alarms = f"arn:{config.partition}:cloudwatch:{config.region}:{config.account}:alarm:*"
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AlarmsPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": config.account},
+                    "ArnLike": {"aws:SourceArn": alarms},
+                },
+            )
+        )
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AutoScalingPublishes",
+                principals=[iam.ArnPrincipal(autoscaling_role)],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+            )
         )
         for email in config.alarm_emails:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
@@ -205,7 +233,7 @@ class KeyUseAlarms(Construct):
                 f"{name}Filter",
                 log_group=log_group,
                 filter_pattern=logs.FilterPattern.literal(pattern),
-                metric_namespace=naming.METRIC_NAMESPACE,
+                metric_namespace=naming.TRAIL_METRIC_NAMESPACE,
                 metric_name=name,
                 metric_value="1",
             )

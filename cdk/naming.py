@@ -36,6 +36,10 @@ OWN_ROLES = (OWNER_ENTRY_ROLE, OWNER_SIGNER_ROLE, OWNER_KEY_ADMIN_ROLE, ENCLAVE_
 OWNER_KEY_ALIAS = f"alias/{NAME}-owner"
 SEAL_KEY_ALIAS = f"alias/{NAME}-seal"
 
+HOSTS_STACK = "WaiaasEnclaveHosts"
+"""The enclave-hosts stack, by name: its hosts signal their boot to it (`cdk.user_data`), and the host role may
+signal this stack only (`cdk.identity_stack`)."""
+
 STATE_TABLE = f"{NAME}-state"
 TRAIL = f"{NAME}-trail"
 LOG_GROUP_PREFIX = f"/{NAME}/"
@@ -48,7 +52,16 @@ AUDIT_PREFIX = "audit/"
 """Data-bucket prefix holding audit-log exports."""
 
 METRIC_NAMESPACE = "WAIaaS"
-"""CloudWatch namespace of the metrics the hosts publish (enclave heartbeat)."""
+"""CloudWatch namespace of the metrics the hosts publish (enclave heartbeat): the only namespace the host role may
+`PutMetricData` into (`cdk.identity_stack`)."""
+AUDIT_EXPORT_METRIC_NAMESPACE = f"{METRIC_NAMESPACE}/AuditExport"
+"""Metrics counted by metric filters from the audit export's lines (`cdk.audit_export_alarms`). Not the hosts'
+namespace: a host that could publish `AuditExportSucceeded` itself (or a negative `AuditExportFailed`) would keep
+both alarms quiet without exporting anything."""
+TRAIL_METRIC_NAMESPACE = f"{METRIC_NAMESPACE}/CloudTrail"
+"""Metrics counted by metric filters from the CloudTrail log group (`cdk.monitoring_stack`). Not the hosts'
+namespace either: a host publishing large negative values would keep `RefusedAttestedUnwrap` (a `Sum` of at least
+1) quiet while it tries the seal key without the pinned image."""
 ENCLAVE_HEALTH_METRIC = "EnclaveHealthy"
 
 
@@ -78,3 +91,8 @@ def log_group_arn(config: DeploymentConfig, log_group_name: str) -> str:
 
 def trail_arn(config: DeploymentConfig) -> str:
     return f"arn:{config.partition}:cloudtrail:{config.region}:{config.account}:trail/{TRAIL}"
+
+
+def stack_arn(config: DeploymentConfig, stack_name: str) -> str:
+    """Every stack of that name in this account and Region (the ARN's last part is the stack's id, made at creation)."""
+    return f"arn:{config.partition}:cloudformation:{config.region}:{config.account}:stack/{stack_name}/*"

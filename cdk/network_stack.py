@@ -1,10 +1,10 @@
 """Network stack: a VPC with private subnets for the hosts, endpoints for every AWS API the hosts use, flow logs.
 
 The hosts reach AWS through interface endpoints (KMS, STS, SSM, SSM messages, EC2 messages, CloudWatch Logs and
-metrics) and gateway endpoints (S3, DynamoDB). The endpoints carry the policies of `cdk.endpoint_policies`: this
-account's principals only, and the gateway endpoints limited to this deployment's bucket and table and the package
-and agent repositories the hosts install from, so a taken-over host cannot use them to move data to another bucket
-or account.
+metrics, CloudFormation) and gateway endpoints (S3, DynamoDB). The endpoints carry the policies of
+`cdk.endpoint_policies`: this account's principals only, and the gateway endpoints limited to this deployment's
+bucket and table and the package and agent repositories the hosts install from, so a taken-over host cannot use
+them to move data to another bucket or account.
 
 Everything else the proxy talks to (the Solana RPC endpoint, webhook receivers) depends on ``internetEgress``:
 true puts NAT gateways in small public subnets (nothing else runs there, nothing gets a public address, no
@@ -37,8 +37,10 @@ INTERFACE_ENDPOINTS = {
     "Ec2Messages": ec2.InterfaceVpcEndpointAwsService.EC2_MESSAGES,
     "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
     "Monitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,
+    "CloudFormation": ec2.InterfaceVpcEndpointAwsService.CLOUDFORMATION,
 }
-"""Interface endpoints by construct id. Monitoring carries the hosts' enclave heartbeat metric."""
+"""Interface endpoints by construct id. Monitoring carries the hosts' enclave heartbeat metric; CloudFormation the
+boot script's signal to the stack that creates or rolls out the hosts (`cdk.user_data`)."""
 
 
 def _private_kind(config: DeploymentConfig) -> ec2.SubnetType:

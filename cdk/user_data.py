@@ -16,15 +16,27 @@ What it does, in order:
 8. publishes an enclave heartbeat metric every minute;
 9. exports the audit log to the data bucket every 15 minutes (``waiaas audit export``: the records appended since
    the last export, as write-once objects of at most ``MAX_RECORDS_PER_EXPORT`` records each,
-   `parent_proxy.audit_exports`; its output goes to the proxy's log file).
+   `parent_proxy.audit_exports`; its output goes to the proxy's log file);
+10. waits until the proxy's ``/readyz`` answers 200, at most until `READY_DEADLINE_MINUTES` after the script
+    started, and signals SUCCESS to the Auto Scaling group in the hosts stack (`SignalTarget`).
 
-A failed step stops the script (`set -euo pipefail`); a host whose enclave does not start reports no heartbeat
-and fails its load-balancer health check, so monitoring raises the alarm and the group replaces it.
+``/readyz``, not ``/healthz``: the latter says only that the proxy process runs, the former that the enclave
+answers (so the image passed check-eif.sh and booted), the state table answers, and the enclave opens a stored
+wallet when there is one (so the seal key admits this image). CloudFormation waits for these signals when it creates
+the group and for each host a rollout launches (`cdk.hosts_stack`).
+
+A failed step stops the script (`set -euo pipefail`), and its exit trap signals FAILURE, as does a proxy not ready
+by the deadline: CloudFormation then fails the creation or rolls the rollout back. A host that cannot signal at all
+(no AWS CLI, no way to the CloudFormation endpoint) leaves CloudFormation to its own timeout, which fails it too.
+Outside a creation or a rollout (the group replacing a host) nothing waits for the signal: a refused SUCCESS is
+reported in the boot log and changes nothing. A host whose enclave does not start reports no heartbeat and fails
+its load-balancer health check, so monitoring raises the alarm and the group replaces it.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 from cdk import host_logs, naming
 from cdk.config import DeploymentConfig
@@ -40,6 +52,19 @@ PROXY_USER = "waiaas"
 AUDIT_EXPORT_MINUTES = 15
 """How often each host exports the audit log: the records a rewrite of the log could still go unseen in (docs/deploy.md,
 Audit exports)."""
+READY_PATH = "/readyz"
+"""The proxy's readiness endpoint: enclave answering, state table answering, a stored wallet opened (if any)."""
+READY_DEADLINE_MINUTES = 10
+"""From the start of the boot script to a ready proxy; past it the host signals FAILURE."""
+IMDS = "http://169.254.169.254/latest"
+
+
+@dataclass(frozen=True)
+class SignalTarget:
+    """The resource a host signals its boot to: the Auto Scaling group (logical id) in the hosts stack (name)."""
+
+    stack: str
+    resource: str
 
 
 def release_key(config: DeploymentConfig, file_name: str) -> str:
@@ -122,7 +147,42 @@ EOF_AGENT
 {host_logs.AGENT_CTL} -a fetch-config -m ec2 -s -c file:{host_logs.AGENT_CONFIG_PATH}"""
 
 
-def render(config: DeploymentConfig) -> str:
+def _signal_step(signal: SignalTarget) -> str:
+    """Step 0: how the boot ends reaches CloudFormation. SUCCESS is sent by step 10 only; any earlier exit that is not
+    0 (a failed step under `set -e`, the readiness deadline) sends FAILURE from the exit trap. The instance id (the
+    signal's unique id, which CloudFormation counts per host) comes from the instance metadata, IMDSv2."""
+    q = shlex.quote
+    return f"""# 0. The boot's outcome goes to CloudFormation, which waits for it when it creates the group or
+#    rolls out a new launch template: SUCCESS from step 10 only (the proxy ready), FAILURE from the exit
+#    trap on any failed step.
+signal_boot() {{
+  local token instance
+  token="$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' {IMDS}/api/token)" || return 1
+  instance="$(curl -fsS -H "X-aws-ec2-metadata-token: $token" {IMDS}/meta-data/instance-id)" || return 1
+  aws cloudformation signal-resource --stack-name {q(signal.stack)} --logical-resource-id {q(signal.resource)} \\
+    --unique-id "$instance" --status "$1"
+}}
+trap 'status=$?; if [ "$status" -ne 0 ]; then signal_boot FAILURE || true; fi' EXIT"""
+
+
+def _ready_step() -> str:
+    """Step 10: wait for ``/readyz`` (curl -f: any answer but 2xx, or none, is not ready), then SUCCESS."""
+    deadline = READY_DEADLINE_MINUTES * 60
+    return f"""# 10. Ready: the proxy's {READY_PATH} answers 200 (the enclave answers, the state table answers, a
+#     stored wallet opens) within {READY_DEADLINE_MINUTES} minutes of the start of this script; then SUCCESS.
+#     Past that, exit 1 (FAILURE).
+until curl -fs -o /dev/null --max-time 5 http://127.0.0.1:{PROXY_HTTP_PORT}{READY_PATH}; do
+  if [ "$SECONDS" -ge {deadline} ]; then
+    echo "waiaas: the proxy was not ready within {READY_DEADLINE_MINUTES} minutes of boot; signalling FAILURE" >&2
+    exit 1
+  fi
+  sleep 5
+done
+signal_boot SUCCESS || echo "waiaas: CloudFormation took no SUCCESS signal (nothing waits for this host)" >&2"""
+
+
+def render(config: DeploymentConfig, *, signal: SignalTarget) -> str:
+    """The boot script; ``signal`` names the resource CloudFormation waits on for this host's boot."""
     q = shlex.quote
     proxy_env = "\n".join(f"{name}={value}" for name, value in proxy_environment(config).items())
     bucket = naming.data_bucket_name(config)
@@ -141,6 +201,8 @@ fi"""
 # WAIaaS enclave host bootstrap (generated by cdk/user_data.py; edit that file, not the launch template).
 set -euo pipefail
 export AWS_DEFAULT_REGION={q(config.region)}
+
+{_signal_step(signal)}
 
 # 1. Packages.
 dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel awscli-2 jq python3.11 \\
@@ -167,6 +229,7 @@ EOF_ALLOWLIST
 cat > /etc/systemd/system/waiaas-vsock-proxy.service <<'EOF_UNIT'
 [Unit]
 Description=WAIaaS vsock-proxy to KMS (allowlist: KMS only)
+Wants=network-online.target
 After=network-online.target
 [Service]
 ExecStart=/usr/bin/vsock-proxy {KMS_VSOCK_PROXY_PORT} {kms_host} 443 \\
@@ -231,6 +294,7 @@ EnvironmentFile=/etc/waiaas/proxy.env
 ExecStart={INSTALL_DIR}/venv/bin/python -m parent_proxy
 Restart=on-failure
 NoNewPrivileges=yes
+CapabilityBoundingSet=
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
@@ -298,4 +362,6 @@ EOF_UNIT
 systemctl daemon-reload
 systemctl enable --now waiaas-vsock-proxy.service waiaas-enclave.service waiaas-proxy.service waiaas-heartbeat.timer \\
   waiaas-logrotate.timer waiaas-audit-export.timer
+
+{_ready_step()}
 """

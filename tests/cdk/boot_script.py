@@ -6,9 +6,12 @@ import json
 import re
 from typing import Any
 
+from cdk.user_data import SignalTarget
 from tests.cdk.policy_walk import resources_of_type
 
 HOSTS = "WaiaasEnclaveHosts"
+SIGNAL = SignalTarget(stack=HOSTS, resource="Group")
+"""What a script rendered outside the app (`user_data.render` in a test) signals."""
 PROXY_ENV = "/etc/waiaas/proxy.env"
 
 

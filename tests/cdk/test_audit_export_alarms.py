@@ -23,7 +23,8 @@ PROXY_GROUP = "/waiaas/proxy"
 PROXY_LOG = "/var/log/waiaas/proxy.log"
 EXPORT_UNIT = "/etc/systemd/system/waiaas-audit-export.service"
 EXPORT_TIMER = "/etc/systemd/system/waiaas-audit-export.timer"
-NAMESPACE = "WAIaaS"
+NAMESPACE = "WAIaaS/AuditExport"
+"""Not the hosts' own namespace (`WAIaaS`), which the host role may write (test_metric_namespaces.py)."""
 PROXY_LINES = [
     "2025-01-01 12:00:00,000 WARNING parent_proxy.webhooks: webhook e1 attempt 2 failed: HTTP 500",
     "2025-01-01 12:00:00,000 ERROR parent_proxy.app: unexpected error: ValueError",

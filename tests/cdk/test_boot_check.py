@@ -19,7 +19,7 @@ import pytest
 
 from cdk import user_data
 from cdk.synth import example_config
-from tests.cdk.boot_script import boot_script, heredoc, unit_file
+from tests.cdk.boot_script import SIGNAL, boot_script, heredoc, unit_file
 from tests.cdk.conftest import PCR0, PCR8
 
 ENCLAVE_UNIT = "/etc/systemd/system/waiaas-enclave.service"
@@ -110,7 +110,7 @@ def test_anything_else_is_refused(tmp_path: Path, signed_script: str, answer: st
 
 
 def test_unsigned_image_checks_pcr0_only(tmp_path: Path) -> None:
-    script = user_data.render(example_config(pcr0=PCR0, pcr8=None))
+    script = user_data.render(example_config(pcr0=PCR0, pcr8=None), signal=SIGNAL)
     assert _run_check(tmp_path, script, _answer(pcr8=None))[0] == 0
     assert _run_check(tmp_path, script, _answer(pcr0=PCR8, pcr8=None))[0] != 0
     assert _run_check(tmp_path, script, _answer(pcr0=PCR0 + "0", pcr8=None))[0] != 0
@@ -143,3 +143,14 @@ def test_proxy_user_is_in_no_group(signed_script: str) -> None:
     proxy = unit_file(signed_script, PROXY_UNIT)
     assert re.findall(r"^User=(\S+)$", proxy, re.MULTILINE) == [user]
     assert "Group=" not in proxy
+
+
+def test_proxy_holds_no_capability_and_the_vsock_proxy_waits_for_the_network(signed_script: str) -> None:
+    """The proxy runs as an unprivileged user and needs no capability (it binds 8080, talks TCP and vsock, reads
+    files): an empty bounding set keeps it from regaining any. `After=network-online.target` alone does not pull
+    that target in; `Wants=` does."""
+    proxy = unit_file(signed_script, PROXY_UNIT)
+    assert re.findall(r"^CapabilityBoundingSet=(.*)$", proxy, re.MULTILINE) == [""]
+    vsock = unit_file(signed_script, "/etc/systemd/system/waiaas-vsock-proxy.service")
+    assert "Wants=network-online.target" in vsock.splitlines()
+    assert "After=network-online.target" in vsock.splitlines()

@@ -29,7 +29,7 @@ def test_every_interface_endpoint_but_the_unconfirmed_ones_has_a_policy_for_this
     templates: dict[str, Any], config: Any
 ) -> None:
     policies = endpoint_policies(templates, config)
-    assert set(policies) == {"kms", "sts", "ssm", "ssmmessages", "ec2messages", "logs", "monitoring"}
+    assert set(policies) == {"kms", "sts", "ssm", "ssmmessages", "ec2messages", "logs", "monitoring", "cloudformation"}
     assert {service for service, policy in policies.items() if policy is None} == WITHOUT_POLICY
     for service, policy in policies.items():
         for statement in policy["Statement"] if policy else []:
@@ -45,6 +45,10 @@ def _cases(account: str, region: str) -> list[tuple[str, str, str, str, bool]]:
     stream = f"arn:aws:logs:{region}:{account}:log-group:/waiaas/proxy:log-stream:i-0123456789abcdef0"
     foreign_stream = f"arn:aws:logs:{region}:{OTHER_ACCOUNT}:log-group:drop:log-stream:x"
     instance = f"arn:aws:ec2:{region}:{account}:instance/i-0123456789abcdef0"
+    hosts_stack = (
+        f"arn:aws:cloudformation:{region}:{account}:stack/WaiaasEnclaveHosts/0f1e2d3c-0000-4000-8000-000000000000"
+    )
+    other_stack = f"arn:aws:cloudformation:{region}:{account}:stack/WaiaasKeys/0f1e2d3c-0000-4000-8000-000000000000"
     return [
         # KMS: the enclave's attested calls, on this account's keys, by this account's principals; nothing else.
         ("kms", account, "kms:Decrypt", key, True),
@@ -73,6 +77,12 @@ def _cases(account: str, region: str) -> list[tuple[str, str, str, str, bool]]:
         ("monitoring", account, "cloudwatch:PutMetricData", "*", True),
         ("monitoring", OTHER_ACCOUNT, "cloudwatch:PutMetricData", "*", False),
         ("monitoring", account, "logs:PutLogEvents", stream, False),
+        # CloudFormation: a boot signal to the enclave-hosts stack, nothing else (no other stack, no other action).
+        ("cloudformation", account, "cloudformation:SignalResource", hosts_stack, True),
+        ("cloudformation", OTHER_ACCOUNT, "cloudformation:SignalResource", hosts_stack, False),
+        ("cloudformation", account, "cloudformation:SignalResource", other_stack, False),
+        ("cloudformation", account, "cloudformation:UpdateStack", hosts_stack, False),
+        ("cloudformation", account, "cloudformation:DescribeStacks", hosts_stack, False),
     ]
 
 

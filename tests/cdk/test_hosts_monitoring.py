@@ -11,7 +11,7 @@ from aws_cdk.assertions import Match
 
 from cdk import naming, user_data
 from enclave_app.constants import KMS_VSOCK_PROXY_PORT, PROXY_HTTP_PORT
-from tests.cdk.boot_script import HOSTS, boot_script, launch_data
+from tests.cdk.boot_script import HOSTS, SIGNAL, boot_script, launch_data
 from tests.cdk.conftest import PCR0, PCR8
 from tests.cdk.policy_walk import resources_of_type
 
@@ -71,7 +71,7 @@ def test_boot_script_checks_measurements_before_running_the_enclave(templates: d
 def test_unsigned_image_boot_script_has_no_pcr8_check() -> None:
     from cdk.synth import example_config
 
-    script = user_data.render(example_config(pcr0=PCR0, pcr8=None))
+    script = user_data.render(example_config(pcr0=PCR0, pcr8=None), signal=SIGNAL)
     assert "PCR0" in script and "PCR8" not in script
 
 
