@@ -32,13 +32,14 @@ it does not (exit 1 and 2); a `WARNING_MARKER` line may come before an OK line.
 from __future__ import annotations
 
 import argparse
-import hmac
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from parent_proxy.audit import verify_audit_chain
+from parent_proxy.audit_export_names import Contradicted, check_export_names
 from parent_proxy.audit_exports import (
     CONTENT_TYPE,
     DEFAULT_PREFIX,
@@ -69,6 +70,11 @@ FAILED_MARKER = "audit export: FAILED: "
 ERROR_MARKER = "audit export: ERROR: "
 """Exit 2: the log or the bucket could not be read or written, or an argument is bad; the next run tries again."""
 WARNING_MARKER = "audit export: WARNING: "
+MAX_LISTED_KEYS = 500_000
+"""Keys under the prefix a run lists (500 ``ListObjectsV2`` pages: the exports of about 14 years at one per timer
+run); past it the run is FAILED and writes nothing, rather than hold a host for ever."""
+MAX_NAMED = 5
+"""Contradicted keys a FAILED line names (the rest are counted)."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,45 +90,52 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 @dataclass
 class ExportRun:
     last: ExportName | None
-    """The last export found before this run."""
+    """The last export found before this run: the highest the log confirms (`audit_export_names`)."""
     written: list[ExportName] = field(default_factory=list)
     present: int = 0
     """Of ``written``, objects that were there already with the same bytes (another host wrote the same records)."""
     ignored: int = 0
     """Keys under the prefix not named as exports."""
+    contradicted: list[Contradicted] = field(default_factory=list)
+    """Keys named as exports that the log contradicts (they run past its end, or end with another head)."""
+    unchecked: int = 0
+    """Overlapping export names not checked against the log this run (`audit_export_names.MAX_LOG_READS`)."""
 
 
-def last_export(bucket: DataBucket, prefix: str) -> tuple[ExportName | None, int]:
-    """The export ending at the highest seq under ``prefix`` (None: no export yet), and how many keys there are not
-    named as exports."""
-    last, ignored = None, 0
-    for key in bucket.keys(prefix):
+def list_export_names(bucket: DataBucket, prefix: str) -> tuple[list[ExportName], int]:
+    """The export names of the keys under ``prefix``, and how many keys there are not named as exports. Only names
+    are read, never an object; `ExportError` past `MAX_LISTED_KEYS` keys."""
+    names, ignored = [], 0
+    for count, key in enumerate(bucket.keys(prefix), 1):
+        if count > MAX_LISTED_KEYS:
+            raise ExportError(f"more than {MAX_LISTED_KEYS} keys under {prefix}, more than a run lists; nothing was "
+                              "written (keys there that are not this exporter's: docs/deploy.md)")  # fmt: skip
         name = parse_export_name(key[len(prefix) :])
         if name is None:
             ignored += 1
-        elif last is None or name.last_seq > last.last_seq:
-            last = name
-    return last, ignored
+        else:
+            names.append(name)
+    return names, ignored
 
 
 def export_new_records(source: AuditSource, bucket: DataBucket, prefix: str) -> ExportRun:
-    """Steps 1-3 of the module docstring. `AuditChainError` (nothing more written) when the log contradicts the last
-    export or the new records do not chain on; `ExportError` (nothing more written) when an export's key holds
-    another object; `AuditSourceError` or `BucketUnavailable` when either cannot be used (what was written before
-    stays: the next run starts after it)."""
-    last, ignored = last_export(bucket, prefix)
-    run = ExportRun(last, ignored=ignored)
+    """Steps 1-3 of the module docstring. `AuditChainError` (nothing written) when there are exports but the log
+    confirms none of them, or (nothing more written) when the new records do not chain on; `ExportError` (nothing
+    more written) when an export's key holds another object, or the keys or names are more than a run checks;
+    `AuditSourceError` or `BucketUnavailable` when either cannot be used (what was written before stays: the next
+    run starts after it). Keys the log contradicts while it confirms another export are in the result's
+    ``contradicted``: the run goes on after the export it confirms."""
+    names, ignored = list_export_names(bucket, prefix)
+    checked = check_export_names(source, names)
+    run = ExportRun(checked.last, ignored=ignored, contradicted=checked.contradicted, unchecked=checked.unchecked)
     after_seq, after_hash = 0, GENESIS_PREV_HASH
-    if last is not None:
-        held = source.records_after(last.last_seq - 1, 1)
-        key = prefix + last.file_name()
-        if not held or held[0].seq != last.last_seq:
-            raise AuditChainError(last.last_seq, f"the log does not hold the record the last export {key} ends "
-                                  "with (the log was cut short)")  # fmt: skip
-        if not hmac.compare_digest(held[0].hash, last.head):
-            raise AuditChainError(last.last_seq, f"the log's record is not the one the last export {key} ends with "
-                                  "(the history was rewritten after it was exported)")  # fmt: skip
-        after_seq, after_hash = last.last_seq, last.head
+    if checked.last is not None:
+        after_seq, after_hash = checked.last.last_seq, checked.last.head
+    elif checked.contradicted:
+        first = checked.contradicted[0]
+        found = describe(prefix, checked.contradicted)
+        raise AuditChainError(first.name.last_seq, f"the log confirms none of the {len(names)} exports under "
+                              f"{prefix}, so nothing was written: {found}")  # fmt: skip
     while records := source.records_after(after_seq, MAX_RECORDS_PER_EXPORT):
         verify_audit_chain(records, after_seq=after_seq, after_hash=after_hash)
         name, body = encode_export(records)
@@ -137,6 +150,16 @@ def export_new_records(source: AuditSource, bucket: DataBucket, prefix: str) -> 
         run.written.append(name)
         after_seq, after_hash = name.last_seq, name.head
     return run
+
+
+def describe(prefix: str, contradicted: Sequence[Contradicted], unchecked: int = 0) -> str:
+    """The first `MAX_NAMED` contradicted keys, each with how the log contradicts it, and how many more."""
+    parts = [f"{prefix}{c.name.file_name()}: {c.reason}" for c in contradicted[:MAX_NAMED]]
+    if len(contradicted) > MAX_NAMED:
+        parts.append(f"and {len(contradicted) - MAX_NAMED} more")
+    if unchecked:
+        parts.append(f"{unchecked} overlapping export names not checked against the log in this run")
+    return "; ".join(parts)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -158,7 +181,13 @@ def run_export(args: argparse.Namespace) -> int:
         return fail(FAILED_MARKER, str(exc), EXIT_FAILED)
     except (AuditSourceError, BucketUnavailable) as exc:
         return fail(ERROR_MARKER, str(exc), EXIT_UNREADABLE)
-    _report(run, f"s3://{bucket_name.name}/{args.prefix}")
+    where = f"s3://{bucket_name.name}/{args.prefix}"
+    _report(run, where)
+    if run.contradicted or run.unchecked:
+        last = "none" if run.last is None else f"{args.prefix}{run.last.file_name()}"
+        count = f"{len(run.contradicted)} keys under {where} named as exports contradict the log"
+        return fail(FAILED_MARKER, f"{count}; the export went on after the last one the log confirms ({last}): "
+                    f"{describe(args.prefix, run.contradicted, run.unchecked)}", EXIT_FAILED)  # fmt: skip
     return EXIT_OK
 
 
