@@ -123,7 +123,7 @@ def check_export_names(source: AuditSource, names: Sequence[ExportName]) -> Chec
                 break
     except _OutOfReads:
         raise ExportError(f"more than {MAX_LOG_READS} reads of the log to find the last export the log confirms "
-                          f"among {len(ends)} export names; nothing was written") from None  # fmt: skip
+                          f"among {len(set(names))} export names; nothing was written") from None  # fmt: skip
     if checked.last is not None:
         _check_overlaps(log, by_end, checked.last, checked)
     return checked
