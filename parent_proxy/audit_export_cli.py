@@ -6,27 +6,35 @@ reading of downloaded exports for ``waiaas audit verify --exports DIR``.
 The cloud hosts run it every 15 minutes (``waiaas-audit-export.timer``, cdk/user_data.py) with the proxy's state
 table and the deployment's data bucket. Each run, several hosts alike:
 
-1. finds the last export: of the keys under the prefix (``ListObjectsV2``) named as exports, the one that ends at
-   the highest seq (`audit_exports.parse_export_name`; other keys are ignored and counted);
-2. checks that the log still holds it: the log's record at that seq must have the export's head hash, else FAILED
-   and nothing is written (the history was rewritten or cut short since). This is an early warning on the host,
-   not the audit: ``waiaas audit verify --exports`` checks every exported record against the whole verified log;
-3. reads the records after it, at most `MAX_RECORDS_PER_EXPORT` at a time, checks that they chain on from the last
-   one exported (`verify_audit_chain`), and writes each batch as one object (`audit_exports.encode_export`), write
+1. lists the keys under the prefix (``ListObjectsV2``, at most `MAX_LISTED_KEYS`: past that FAILED, nothing
+   written) and parses the names of those named as exports (`audit_exports.parse_export_name`; other keys are
+   ignored and counted); no object is read;
+2. finds the last export: the highest one the log confirms, its record at the export's last seq having the export's
+   head (`audit_export_names.check_export_names`, a bounded number of log reads). Every key named as an export above
+   it (past the log's end, or with another head), or overlapping another export below it with another head, is
+   contradicted: the host role may put any new key under the prefix, so a name proves nothing until the log
+   confirms it. When there are exports but the log confirms none, the run is FAILED and writes nothing (the history
+   was rewritten or cut short since). This is an early warning on the host, not the audit: ``waiaas audit verify
+   --exports`` checks every exported record, and every export's content, against the whole verified log;
+3. reads the records after the last export, at most `MAX_RECORDS_PER_EXPORT` at a time, checks that they chain on
+   from it (`verify_audit_chain`), and writes each batch as one object (`audit_exports.encode_export`), write
    once (`data_bucket.DataBucket.put_new_or_same`). Two hosts exporting the same records at once write the same
    bytes under the same key: an object that is there already, or that appears while this run writes (S3's 409,
    then 412), is read back, and counts as written when it holds exactly the bytes this run would write. Any other
    object there is FAILED, naming its key, and nothing more is written: something other than this exporter wrote
    under an export's name.
 
-Exit 0 when everything new is exported (or nothing is new), 1 when the log contradicts the last export or does not
-chain, or an object under an export's name is not that export (FAILED: nothing more is written), 2 when the log or
-the bucket cannot be read or written, or an argument is bad (ERROR: the next run tries again). The host role may
-list only this prefix, and put into and read only it (cdk/identity_stack.py).
+Exit 0 when everything new is exported (or nothing is new) and no key contradicts the log; 1 when the log confirms
+none of the exports, the new records do not chain, an object under an export's name is not that export, or keys are
+more than a run checks (FAILED: nothing more is written), and also when the run exported everything new but keys
+named as exports contradict the log (its OK line, then a FAILED line naming them: on every run while they are
+there); 2 when the log or the bucket cannot be read or written, or an argument is bad (ERROR: the next run tries
+again). The host role may list only this prefix, and put into and read only it (cdk/identity_stack.py).
 
 Each run prints one line that starts with a fixed marker, which the deployment's alarms match (cdk/
-audit_export_alarms.py): `OK_MARKER` on stdout when it succeeds, `FAILED_MARKER` or `ERROR_MARKER` on stderr when
-it does not (exit 1 and 2); a `WARNING_MARKER` line may come before an OK line.
+audit_export_alarms.py): `OK_MARKER` on stdout when it exports (or nothing is new), `FAILED_MARKER` or `ERROR_MARKER`
+on stderr when it does not (exit 1 and 2); a `WARNING_MARKER` line may come before an OK line, and a FAILED line
+after it when keys contradict the log (exit 1: the records are exported, and something there needs a look).
 """
 
 from __future__ import annotations
