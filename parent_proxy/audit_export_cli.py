@@ -6,39 +6,48 @@ reading of downloaded exports for ``waiaas audit verify --exports DIR``.
 The cloud hosts run it every 15 minutes (``waiaas-audit-export.timer``, cdk/user_data.py) with the proxy's state
 table and the deployment's data bucket. Each run, several hosts alike:
 
-1. finds the last export: of the keys under the prefix (``ListObjectsV2``) named as exports, the one that ends at
-   the highest seq (`audit_exports.parse_export_name`; other keys are ignored and counted);
-2. checks that the log still holds it: the log's record at that seq must have the export's head hash, else FAILED
-   and nothing is written (the history was rewritten or cut short since). This is an early warning on the host,
-   not the audit: ``waiaas audit verify --exports`` checks every exported record against the whole verified log;
-3. reads the records after it, at most `MAX_RECORDS_PER_EXPORT` at a time, checks that they chain on from the last
-   one exported (`verify_audit_chain`), and writes each batch as one object (`audit_exports.encode_export`), write
+1. lists the keys under the prefix (``ListObjectsV2``, at most `MAX_LISTED_KEYS`: past that FAILED, nothing
+   written) and parses the names of those named as exports (`audit_exports.parse_export_name`; other keys are
+   ignored and counted); no object is read;
+2. finds the last export: the highest one the log confirms, its record at the export's last seq having the export's
+   head (`audit_export_names.check_export_names`, a bounded number of log reads). Every key named as an export above
+   it (past the log's end, or with another head), or overlapping another export below it with another head, is
+   contradicted: the host role may put any new key under the prefix, so a name proves nothing until the log
+   confirms it. When there are exports but the log confirms none, the run is FAILED and writes nothing (the history
+   was rewritten or cut short since). This is an early warning on the host, not the audit: ``waiaas audit verify
+   --exports`` checks every exported record, and every export's content, against the whole verified log;
+3. reads the records after the last export, at most `MAX_RECORDS_PER_EXPORT` at a time, checks that they chain on
+   from it (`verify_audit_chain`), and writes each batch as one object (`audit_exports.encode_export`), write
    once (`data_bucket.DataBucket.put_new_or_same`). Two hosts exporting the same records at once write the same
    bytes under the same key: an object that is there already, or that appears while this run writes (S3's 409,
    then 412), is read back, and counts as written when it holds exactly the bytes this run would write. Any other
    object there is FAILED, naming its key, and nothing more is written: something other than this exporter wrote
    under an export's name.
 
-Exit 0 when everything new is exported (or nothing is new), 1 when the log contradicts the last export or does not
-chain, or an object under an export's name is not that export (FAILED: nothing more is written), 2 when the log or
-the bucket cannot be read or written, or an argument is bad (ERROR: the next run tries again). The host role may
-list only this prefix, and put into and read only it (cdk/identity_stack.py).
+Exit 0 when everything new is exported (or nothing is new) and no key contradicts the log; 1 when the log confirms
+none of the exports, the new records do not chain, an object under an export's name is not that export, or keys are
+more than a run checks (FAILED: nothing more is written), and also when the run exported everything new but keys
+named as exports contradict the log (its OK line, then a FAILED line naming them: on every run while they are
+there); 2 when the log or the bucket cannot be read or written, or an argument is bad (ERROR: the next run tries
+again). The host role may list only this prefix, and put into and read only it (cdk/identity_stack.py).
 
 Each run prints one line that starts with a fixed marker, which the deployment's alarms match (cdk/
-audit_export_alarms.py): `OK_MARKER` on stdout when it succeeds, `FAILED_MARKER` or `ERROR_MARKER` on stderr when
-it does not (exit 1 and 2); a `WARNING_MARKER` line may come before an OK line.
+audit_export_alarms.py): `OK_MARKER` on stdout when it exports (or nothing is new), `FAILED_MARKER` or `ERROR_MARKER`
+on stderr when it does not (exit 1 and 2); a `WARNING_MARKER` line may come before an OK line, and a FAILED line
+after it when keys contradict the log (exit 1: the records are exported, and something there needs a look).
 """
 
 from __future__ import annotations
 
 import argparse
-import hmac
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from parent_proxy.audit import verify_audit_chain
+from parent_proxy.audit_export_names import Contradicted, check_export_names
 from parent_proxy.audit_exports import (
     CONTENT_TYPE,
     DEFAULT_PREFIX,
@@ -69,6 +78,11 @@ FAILED_MARKER = "audit export: FAILED: "
 ERROR_MARKER = "audit export: ERROR: "
 """Exit 2: the log or the bucket could not be read or written, or an argument is bad; the next run tries again."""
 WARNING_MARKER = "audit export: WARNING: "
+MAX_LISTED_KEYS = 500_000
+"""Keys under the prefix a run lists (500 ``ListObjectsV2`` pages: the exports of about 14 years at one per timer
+run); past it the run is FAILED and writes nothing, rather than hold a host for ever."""
+MAX_NAMED = 5
+"""Contradicted keys a FAILED line names (the rest are counted)."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,45 +98,52 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 @dataclass
 class ExportRun:
     last: ExportName | None
-    """The last export found before this run."""
+    """The last export found before this run: the highest the log confirms (`audit_export_names`)."""
     written: list[ExportName] = field(default_factory=list)
     present: int = 0
     """Of ``written``, objects that were there already with the same bytes (another host wrote the same records)."""
     ignored: int = 0
     """Keys under the prefix not named as exports."""
+    contradicted: list[Contradicted] = field(default_factory=list)
+    """Keys named as exports that the log contradicts (they run past its end, or end with another head)."""
+    unchecked: int = 0
+    """Overlapping export names not checked against the log this run (`audit_export_names.MAX_LOG_READS`)."""
 
 
-def last_export(bucket: DataBucket, prefix: str) -> tuple[ExportName | None, int]:
-    """The export ending at the highest seq under ``prefix`` (None: no export yet), and how many keys there are not
-    named as exports."""
-    last, ignored = None, 0
-    for key in bucket.keys(prefix):
+def list_export_names(bucket: DataBucket, prefix: str) -> tuple[list[ExportName], int]:
+    """The export names of the keys under ``prefix``, and how many keys there are not named as exports. Only names
+    are read, never an object; `ExportError` past `MAX_LISTED_KEYS` keys."""
+    names, ignored = [], 0
+    for count, key in enumerate(bucket.keys(prefix), 1):
+        if count > MAX_LISTED_KEYS:
+            raise ExportError(f"more than {MAX_LISTED_KEYS} keys under {prefix}, more than a run lists; nothing was "
+                              "written (keys there that are not this exporter's: docs/deploy.md)")  # fmt: skip
         name = parse_export_name(key[len(prefix) :])
         if name is None:
             ignored += 1
-        elif last is None or name.last_seq > last.last_seq:
-            last = name
-    return last, ignored
+        else:
+            names.append(name)
+    return names, ignored
 
 
 def export_new_records(source: AuditSource, bucket: DataBucket, prefix: str) -> ExportRun:
-    """Steps 1-3 of the module docstring. `AuditChainError` (nothing more written) when the log contradicts the last
-    export or the new records do not chain on; `ExportError` (nothing more written) when an export's key holds
-    another object; `AuditSourceError` or `BucketUnavailable` when either cannot be used (what was written before
-    stays: the next run starts after it)."""
-    last, ignored = last_export(bucket, prefix)
-    run = ExportRun(last, ignored=ignored)
+    """Steps 1-3 of the module docstring. `AuditChainError` (nothing written) when there are exports but the log
+    confirms none of them, or (nothing more written) when the new records do not chain on; `ExportError` (nothing
+    more written) when an export's key holds another object, or the keys or names are more than a run checks;
+    `AuditSourceError` or `BucketUnavailable` when either cannot be used (what was written before stays: the next
+    run starts after it). Keys the log contradicts while it confirms another export are in the result's
+    ``contradicted``: the run goes on after the export it confirms."""
+    names, ignored = list_export_names(bucket, prefix)
+    checked = check_export_names(source, names)
+    run = ExportRun(checked.last, ignored=ignored, contradicted=checked.contradicted, unchecked=checked.unchecked)
     after_seq, after_hash = 0, GENESIS_PREV_HASH
-    if last is not None:
-        held = source.records_after(last.last_seq - 1, 1)
-        key = prefix + last.file_name()
-        if not held or held[0].seq != last.last_seq:
-            raise AuditChainError(last.last_seq, f"the log does not hold the record the last export {key} ends "
-                                  "with (the log was cut short)")  # fmt: skip
-        if not hmac.compare_digest(held[0].hash, last.head):
-            raise AuditChainError(last.last_seq, f"the log's record is not the one the last export {key} ends with "
-                                  "(the history was rewritten after it was exported)")  # fmt: skip
-        after_seq, after_hash = last.last_seq, last.head
+    if checked.last is not None:
+        after_seq, after_hash = checked.last.last_seq, checked.last.head
+    elif checked.contradicted:
+        first = checked.contradicted[0]
+        found = describe(prefix, checked.contradicted)
+        raise AuditChainError(first.name.last_seq, f"the log confirms none of the {len(names)} exports under "
+                              f"{prefix}, so nothing was written: {found}")  # fmt: skip
     while records := source.records_after(after_seq, MAX_RECORDS_PER_EXPORT):
         verify_audit_chain(records, after_seq=after_seq, after_hash=after_hash)
         name, body = encode_export(records)
@@ -137,6 +158,16 @@ def export_new_records(source: AuditSource, bucket: DataBucket, prefix: str) -> 
         run.written.append(name)
         after_seq, after_hash = name.last_seq, name.head
     return run
+
+
+def describe(prefix: str, contradicted: Sequence[Contradicted], unchecked: int = 0) -> str:
+    """The first `MAX_NAMED` contradicted keys, each with how the log contradicts it, and how many more."""
+    parts = [f"{prefix}{c.name.file_name()}: {c.reason}" for c in contradicted[:MAX_NAMED]]
+    if len(contradicted) > MAX_NAMED:
+        parts.append(f"and {len(contradicted) - MAX_NAMED} more")
+    if unchecked:
+        parts.append(f"{unchecked} overlapping export names not checked against the log in this run")
+    return "; ".join(parts)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -158,7 +189,13 @@ def run_export(args: argparse.Namespace) -> int:
         return fail(FAILED_MARKER, str(exc), EXIT_FAILED)
     except (AuditSourceError, BucketUnavailable) as exc:
         return fail(ERROR_MARKER, str(exc), EXIT_UNREADABLE)
-    _report(run, f"s3://{bucket_name.name}/{args.prefix}")
+    where = f"s3://{bucket_name.name}/{args.prefix}"
+    _report(run, where)
+    if run.contradicted or run.unchecked:
+        last = "none" if run.last is None else f"{args.prefix}{run.last.file_name()}"
+        count = f"{len(run.contradicted)} keys under {where} named as exports contradict the log"
+        return fail(FAILED_MARKER, f"{count}; the export went on after the last one the log confirms ({last}): "
+                    f"{describe(args.prefix, run.contradicted, run.unchecked)}", EXIT_FAILED)  # fmt: skip
     return EXIT_OK
 
 
