@@ -69,6 +69,7 @@ class SqliteBase:
             events.migrate(conn)  # versions 1 to 3 keyed request/denial times by the REAL time
             outbox.migrate(conn)  # versions 1 to 4 claimed the outbox by the REAL time
             heads.migrate(conn)  # versions 1 to 9 kept finished items for ever and claimed by the items
+            heads.add_pause(conn)  # the first version 10 had heads without the pause (told by its shape)
             conn.execute("DROP INDEX IF EXISTS reservations_by_time")  # unused since version 2 (totals in ``spend``)
             add_order_sequence(conn)  # versions 1 to 6 kept no owner order sequence
             add_order_envelope(conn)  # versions 1 to 8 kept no owner order

@@ -14,7 +14,10 @@ owner order accepted, as sent, and whether it is a freeze; `add_order_envelope` 
 failed attempt, which the claim walks instead of the items: `sqlite_outbox_heads`, which also fills it from an older
 outbox), the ``outbox_pending`` index (a wallet's earliest pending item), ``outbox.finished`` (`time_key` of the
 attempt that delivered the item or gave it up, which retention prunes on: `sqlite_outbox_retention`), and the old
-claim's ``outbox_due_key`` and ``outbox_leased`` indexes dropped.
+claim's ``outbox_due_key`` and ``outbox_leased`` indexes dropped. The first version 10 (merge 1a7850b) had heads
+without the pause (``paused``, ``ready``): it came later under the same number, so `sqlite_outbox_heads.add_pause`
+tells that shape by its columns, whatever the version. Since then ``tests/proxy/test_store_sqlite_schema_versions.py``
+pins each version's ``SCHEMA`` text by its hash: the text cannot change without the version.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
