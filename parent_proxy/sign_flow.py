@@ -24,9 +24,10 @@
        (`enclave_relay.signed_by`), else the same 503 and give-back (an enclave holding the wallet with another
        key, say)
     6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
-       stored answer -- if it cannot be written the signature is not handed out, the reservation is released
-       and the key freed (written or not, unknown: `parent_proxy.outcome_unknown` finds out first) --;
-       optionally submit through the chain adapter (`parent_proxy.submission`); answer.
+       stored answer, the end of an owner approval's signing (refused if the approval was reopened meanwhile:
+       `parent_proxy.stalled_approvals`) -- if it cannot be written the signature is not handed out, the
+       reservation is released and the key freed (written or not, unknown: `parent_proxy.outcome_unknown` finds
+       out first) --; optionally submit through the chain adapter (`parent_proxy.submission`); answer.
        An unsigned answer: the reservation released, then, with its receipt in the audit record and the answer
        stored under the key in one store transaction:
        - enclave ESCALATE of an agent request (its per-boot counters are above the store's: a restored older
@@ -86,6 +87,7 @@ from parent_proxy.sign_parts import (
     wire_tables,
 )
 from parent_proxy.store.model import (
+    FinishApproval,
     IdempotentAnswer,
     RecordEvent,
     Reservation,
@@ -313,7 +315,9 @@ class SignFlow:
                 response = canonical({"status_code": 200, "body": kept})
                 stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
             webhook = s.webhook_item(wallet_id, "transaction.signed", event)
-            s.store.finish_signing(prepared.reservation, seal, webhook, stored)
+            owner = prepared.approval
+            ended = None if owner is None else FinishApproval(owner.approval_id, prepared.request_id)
+            s.store.finish_signing(prepared.reservation, seal, webhook, stored, ended)
         except StoreOutcomeUnknown:  # written or not: find out before anything is given back
             if not outcome_unknown.finish_applied(s, prepared, answer_stored=stored is not None):
                 raise
