@@ -65,7 +65,7 @@ from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import signed_by
 from parent_proxy.enclave_sessions import Expected, failure_code
-from parent_proxy.errors import LimitExceeded, ProxyError, StoreOutcomeUnknown
+from parent_proxy.errors import AlreadyDecided, LimitExceeded, ProxyError, StoreOutcomeUnknown
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
@@ -103,6 +103,9 @@ logger = logging.getLogger(__name__)
 
 NOT_THE_AGENT_KEY = "the signature is not the stored agent key's over the requested transaction"
 """The audit reason of a ``transaction.failed`` record for a signed answer that `signed_by` refuses."""
+APPROVAL_REOPENED = "the approval was reopened while it was being signed"
+"""The audit reason of a ``transaction.failed`` record for a signature whose approval was reopened before its record
+(`parent_proxy.stalled_approvals`): the finish is refused, the signature never handed out."""
 
 
 class SignFlow:
@@ -321,6 +324,9 @@ class SignFlow:
         except StoreOutcomeUnknown:  # written or not: find out before anything is given back
             if not outcome_unknown.finish_applied(s, prepared, answer_stored=stored is not None):
                 raise
+        except AlreadyDecided as exc:  # its approval was reopened meanwhile (`stalled_approvals`): never recorded
+            give_back.failed(self.s, prepared, Code.CONFLICT.value, reason=APPROVAL_REOPENED)
+            raise ApiError(Code.CONFLICT, APPROVAL_REOPENED + "; nothing was signed: approve it again") from exc
         except BaseException:  # nothing of it was written: the signature is not handed out
             give_back.give_back(self.s, prepared)
             raise
