@@ -320,7 +320,7 @@ class SignFlow:
             webhook = s.webhook_item(wallet_id, "transaction.signed", event)
             owner = prepared.approval
             ended = None if owner is None else FinishApproval(owner.approval_id, prepared.request_id)
-            s.store.finish_signing(prepared.reservation, seal, webhook, stored, ended)
+            s.store.finish_signing(prepared.reservation, seal, webhook, stored, approval=ended)
         except StoreOutcomeUnknown:  # written or not: find out before anything is given back
             if not outcome_unknown.finish_applied(s, prepared, answer_stored=stored is not None):
                 raise
