@@ -32,6 +32,7 @@ from fastapi import FastAPI
 from solders.litesvm import LiteSVM
 
 from enclave_app.client import WALLET_REQUEST_TIMEOUT_SECONDS
+from parent_proxy import stalled_approvals
 from parent_proxy.app import create_app
 from parent_proxy.auth import RateLimiter, attestation_limiter
 from parent_proxy.chain import Chain, LiteSvmChain, RpcChain
@@ -111,11 +112,16 @@ def build_services(settings: Settings) -> Services:
 
 
 def prune_store(services: Services) -> None:
-    """Delete aged-out state (`Store.prune`); a failure is logged: nothing depends on it but disk space."""
+    """Delete aged-out state (`Store.prune`), then reopen the owner approvals whose signing died with its process
+    (`stalled_approvals.reopen_stalled`); a failure of either is logged (the next run tries again)."""
     try:
         services.store.prune(read_clock(services.clock))
     except Exception:
         logger.exception("pruning the state store failed")
+    try:
+        stalled_approvals.reopen_stalled(services)
+    except Exception:
+        logger.exception("reopening stalled approvals failed")
 
 
 def start_webhook_thread(services: Services, stop: threading.Event, *, allow_private: bool) -> threading.Thread:

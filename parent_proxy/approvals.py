@@ -25,6 +25,14 @@ request signature over the URL binds the approval id):
    can approve it once more (if that transaction fails the approval stays consumed: never signed twice, never
    changed without its record). An enclave decision to refuse (an answer with its reasons) is a decision: the
    approval stays consumed.
+5. the approval names its signing (``signing``: the request id of step 4, fresh for each decision) from step 3
+   until the transaction that records the signing's outcome (`Store.finish_signing` of a signature, the
+   ``transaction.refused`` record of an enclave refusal) ends it with a `FinishApproval`, refused unless the
+   approval is still approved for that signing. A process that dies in between (SIGKILL, OOM, power loss) leaves
+   it approved with nothing signed: `parent_proxy.stalled_approvals` reopens it after
+   `stalled_approvals.STALLED_APPROVAL_SECONDS`, conditionally on the same signing, so a signing and a reopening of
+   one decision exclude each other and a reopened approval's first signing can never be recorded or handed out
+   (see there for why this cannot sign twice).
 
 A rejection (the owner request signature alone) marks the approval rejected, audits and notifies, in one store
 transaction (`Store.apply_audited`): if the record cannot be written the approval stays pending (503).
@@ -120,15 +128,16 @@ class ApprovalFlow:
         if verdict.verdict >= Verdict.DENY:
             s.audit.append("approval.refused", {**audit, "decision": verdict.to_json()}, wallet_id=wallet_id)
             raise refusal(verdict, frozen=False)
-        # 3. Decided once (a second approval is 409), with its record: one store transaction.
-        approved = DecideApproval(approval_id, ApprovalStatus.APPROVED, envelope, now)
+        # 3. Decided once (a second approval is 409), with its record: one store transaction. The approval names
+        # this signing (its request id) until the signing finishes (`sign_flow`): a reopening needs it.
+        request_id = uuid.uuid4().hex
+        approved = DecideApproval(approval_id, ApprovalStatus.APPROVED, envelope, now, signing=request_id)
         try:
             s.audit.append("approval.approved", audit, wallet_id=wallet_id, changes=[approved])
         except StoreOutcomeUnknown:
             if not self._decided_by(approved):
                 raise
         # 4. Reserved against the approval ceilings.
-        request_id = uuid.uuid4().hex
         approval = OwnerApproval(approval_id, envelope)
         try:
             reservation = self.flow.reserve(
@@ -154,7 +163,9 @@ class ApprovalFlow:
         except Exception:
             logger.exception("approval %s: whether it was approved is unknown", d.approval_id)
             return False
-        return (approval.status, approval.decision, approval.decided_at) == (d.status, d.decision, d.now)
+        return (approval.status, approval.decision, approval.decided_at, approval.signing) == (
+            d.status, d.decision, d.now, d.signing
+        )  # fmt: skip
 
     def stored_tables(self, wallet_id: str, approval_id: str) -> tuple[Pubkey, ...]:
         """The lookup tables the approval's request names, read before `prepare` (they come from the chain).

@@ -3,7 +3,7 @@ nothing lost on failure).
 
 Each step is best effort and runs in a worker thread: what cannot be given back stays held, never lost (a
 reservation stays pending and counted until its window passes, an idempotency claim frees itself after 15 minutes,
-an approval stays consumed), and the log says which.
+an approval stays approved until `parent_proxy.stalled_approvals` reopens it), and the log says which.
 """
 
 from __future__ import annotations
@@ -55,9 +55,11 @@ def abandon(s: Services, wallet_id: str, key: str, digest: bytes) -> None:
 
 
 def reopen_quietly(s: Services, request_id: str, wallet_id: str, approval: OwnerApproval) -> None:
-    """Return an owner approval to pending after a failure, with its ``approval.reopened`` record in the same store
-    transaction; if the store cannot, it stays consumed (logged)."""
-    reopened = ReopenApproval(approval.approval_id, approval.envelope)
+    """Return an owner approval to pending after a failure of its signing ``request_id``, with its
+    ``approval.reopened`` record in the same store transaction; if the store cannot, it stays approved (logged) until
+    `parent_proxy.stalled_approvals` reopens it. Refused (logged) once that signing finished or the approval was
+    reopened already."""
+    reopened = ReopenApproval(approval.approval_id, approval.envelope, request_id)
     payload = {"approval_id": approval.approval_id, "request_id": request_id}
     try:
         s.audit.append("approval.reopened", payload, wallet_id=wallet_id, changes=[reopened])

@@ -15,7 +15,9 @@ transaction could contradict:
    in progress, so the same holds. Refused because the key holds a completed answer: applied.
 3. nothing to settle it with, or the fence itself fails: nothing is given back. The reservation stays counted
    until its window passes, the key claimed until it is stale (15 minutes: a retry is 409 until then), an owner
-   approval consumed; the answer is 503. Fail-closed: nothing counted twice, nothing recorded lost.
+   approval approved until `parent_proxy.stalled_approvals` reopens it (its reopening is the fence then: it is
+   refused if the transaction, which ends the approval's signing, was applied); the answer is 503. Fail-closed:
+   nothing counted twice, nothing recorded lost.
 """
 
 from __future__ import annotations

@@ -24,9 +24,10 @@
        (`enclave_relay.signed_by`), else the same 503 and give-back (an enclave holding the wallet with another
        key, say)
     6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
-       stored answer -- if it cannot be written the signature is not handed out, the reservation is released
-       and the key freed (written or not, unknown: `parent_proxy.outcome_unknown` finds out first) --;
-       optionally submit through the chain adapter (`parent_proxy.submission`); answer.
+       stored answer, the end of an owner approval's signing (refused if the approval was reopened meanwhile:
+       `parent_proxy.stalled_approvals`) -- if it cannot be written the signature is not handed out, the
+       reservation is released and the key freed (written or not, unknown: `parent_proxy.outcome_unknown` finds
+       out first) --; optionally submit through the chain adapter (`parent_proxy.submission`); answer.
        An unsigned answer: the reservation released, then, with its receipt in the audit record and the answer
        stored under the key in one store transaction:
        - enclave ESCALATE of an agent request (its per-boot counters are above the store's: a restored older
@@ -64,7 +65,7 @@ from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
 from parent_proxy.enclave_relay import signed_by
 from parent_proxy.enclave_sessions import Expected, failure_code
-from parent_proxy.errors import LimitExceeded, ProxyError, StoreOutcomeUnknown
+from parent_proxy.errors import AlreadyDecided, LimitExceeded, ProxyError, StoreOutcomeUnknown
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
@@ -86,6 +87,7 @@ from parent_proxy.sign_parts import (
     wire_tables,
 )
 from parent_proxy.store.model import (
+    FinishApproval,
     IdempotentAnswer,
     RecordEvent,
     Reservation,
@@ -101,6 +103,9 @@ logger = logging.getLogger(__name__)
 
 NOT_THE_AGENT_KEY = "the signature is not the stored agent key's over the requested transaction"
 """The audit reason of a ``transaction.failed`` record for a signed answer that `signed_by` refuses."""
+APPROVAL_REOPENED = "the approval was reopened while it was being signed"
+"""The audit reason of a ``transaction.failed`` record for a signature whose approval was reopened before its record
+(`parent_proxy.stalled_approvals`): the finish is refused, the signature never handed out."""
 
 
 class SignFlow:
@@ -313,10 +318,15 @@ class SignFlow:
                 response = canonical({"status_code": 200, "body": kept})
                 stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
             webhook = s.webhook_item(wallet_id, "transaction.signed", event)
-            s.store.finish_signing(prepared.reservation, seal, webhook, stored)
+            owner = prepared.approval
+            ended = None if owner is None else FinishApproval(owner.approval_id, prepared.request_id)
+            s.store.finish_signing(prepared.reservation, seal, webhook, stored, approval=ended)
         except StoreOutcomeUnknown:  # written or not: find out before anything is given back
             if not outcome_unknown.finish_applied(s, prepared, answer_stored=stored is not None):
                 raise
+        except AlreadyDecided as exc:  # its approval was reopened meanwhile (`stalled_approvals`): never recorded
+            give_back.failed(self.s, prepared, Code.CONFLICT.value, reason=APPROVAL_REOPENED)
+            raise ApiError(Code.CONFLICT, APPROVAL_REOPENED + "; nothing was signed: approve it again") from exc
         except BaseException:  # nothing of it was written: the signature is not handed out
             give_back.give_back(self.s, prepared)
             raise

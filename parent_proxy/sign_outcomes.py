@@ -28,6 +28,7 @@ from parent_proxy.store.model import (
     ApprovalStatus,
     CompleteIdempotent,
     CreateApproval,
+    FinishApproval,
     IdempotentAnswer,
     OutboxItem,
     StateChange,
@@ -174,6 +175,8 @@ def record_refusal(
     if prepared.idempotent:
         answer = canonical(error_answer(error))
         changes.append(CompleteIdempotent(IdempotentAnswer(wallet_id, prepared.key, prepared.digest, answer)))
+    if prepared.approval is not None:  # a decision: the owner's approval stays consumed, its signing over
+        changes.append(FinishApproval(prepared.approval.approval_id, prepared.request_id))
     s.audit.append("transaction.refused", base, wallet_id=wallet_id, receipt=receipt, webhook=webhook,
                    changes=changes)  # fmt: skip
     raise error

@@ -51,6 +51,7 @@ from parent_proxy.store.dynamodb_base import (
 from parent_proxy.store.dynamodb_owner_changes import NEW_ITEM, DynamoOwnerChanges, token_item, wallet_item
 from parent_proxy.store.model import (
     AuditRecord,
+    FinishApproval,
     IdempotentAnswer,
     InstallPolicy,
     IssuedToken,
@@ -223,8 +224,12 @@ class DynamoStore(DynamoOwnerChanges):
         audit: AuditSealer,
         webhook: OutboxItem | None,
         answer: IdempotentAnswer | None,
+        approval: FinishApproval | None = None,
     ) -> AuditRecord:
         parts: list[Part] = []
+        if approval is not None:
+            v.check_change(approval)
+            parts.append(self._finish_part(approval))
         if reservation is not None:
             committed = ReservationStatus.COMMITTED
             commit = self._transition_action(reservation, committed)

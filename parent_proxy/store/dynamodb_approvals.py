@@ -1,7 +1,13 @@
 """The pending-approval part of `DynamoStore`: an approval lives under its wallet (``W#<wallet>/AP#<id>``) with a
 pointer item ``A#<id>/APPROVAL`` naming the wallet, written together in one transaction. ``W#<wallet>/APPROVALS``
 counts the wallet's pending approvals (``pending``): every write that makes an approval pending or ends its waiting
-changes it in the same transaction, so a bound on the queue (`CreateApproval.max_pending`) is a condition on it."""
+changes it in the same transaction, so a bound on the queue (`CreateApproval.max_pending`) is a condition on it.
+
+An approval approved for a signing carries it (``signing``) until that signing finishes or the approval is reopened,
+and ``SIGNING/<approval>`` (``wallet_id``, ``decided_at``) marks it meanwhile, written and deleted in the same
+transactions, so that `stalled_approvals` reads one small partition (the approvals whose signing is under way or
+whose process died) instead of scanning the table. Every condition is on the approval item itself; the marker is
+only a way to find it."""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from parent_proxy.store.dynamodb_base import (
     get_f,
     get_opt_b,
     get_opt_f,
+    get_opt_s,
     get_s,
     n,
     new_write_id,
@@ -33,13 +40,17 @@ from parent_proxy.store.model import (
     ApprovalStatus,
     CreateApproval,
     DecideApproval,
+    FinishApproval,
     ReopenApproval,
     StateChange,
     pending_bounds,
 )
 
 _DECIDED = "is already {status}"
-_NOT_APPROVED_BY = "is {status}, not approved by this decision"
+_NOT_APPROVED_BY = "is {status}, not approved by this decision for this signing"
+_NOT_SIGNING = "is {status}, not approved for this signing"
+SIGNING_MARKS = "SIGNING"
+"""The partition of the marks of approvals whose signing is under way (see the module docstring)."""
 
 
 def _queue_full(wallet_id: str, bound: int | None) -> Exception:
@@ -50,19 +61,32 @@ def _queue_full(wallet_id: str, bound: int | None) -> Exception:
 
 def _decision(d: DecideApproval) -> dict[str, Any]:
     """The update of `decide_approval`: only a pending approval (``#st`` its status, ``#w``/``:w`` its write id)."""
-    return {
-        "update": "SET #st = :s, decision = :d, decided_at = :t, #w = :w",
-        "condition": "#st = :p",
-        "values": {":s": s(d.status), ":d": opt_b(d.decision), ":t": n(d.now), ":p": s(ApprovalStatus.PENDING)},
-    }
+    values = {":s": s(d.status), ":d": opt_b(d.decision), ":t": n(d.now), ":p": s(ApprovalStatus.PENDING)}
+    update = "SET #st = :s, decision = :d, decided_at = :t, #w = :w"
+    if d.signing is not None:
+        update, values[":g"] = update + ", signing = :g", s(d.signing)
+    return {"update": update, "condition": "#st = :p", "values": values}
 
 
 def _reopening(r: ReopenApproval) -> dict[str, Any]:
-    """The update of `reopen_approval`: only an approval approved by this decision (names as `_decision`)."""
+    """The update of `reopen_approval`: only an approval approved by this decision for this signing (none named:
+    one without a signing; names as `_decision`)."""
+    values = {":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED), ":d": b(r.decision)}
+    condition = "#st = :a AND decision = :d AND "
+    if r.signing is None:
+        condition += "attribute_not_exists(signing)"
+    else:
+        condition, values[":g"] = condition + "signing = :g", s(r.signing)
+    return {"update": "SET #st = :p, #w = :w REMOVE decision, decided_at, signing", "condition": condition,
+            "values": values}  # fmt: skip
+
+
+def _finishing(f: FinishApproval) -> dict[str, Any]:
+    """The update of a `FinishApproval`: only an approval approved for this signing (names as `_decision`)."""
     return {
-        "update": "SET #st = :p, #w = :w REMOVE decision, decided_at",
-        "condition": "#st = :a AND decision = :d",
-        "values": {":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED), ":d": b(r.decision)},
+        "update": "SET #w = :w REMOVE signing",
+        "condition": "#st = :a AND signing = :g",
+        "values": {":a": s(ApprovalStatus.APPROVED), ":g": s(f.signing)},
     }
 
 
@@ -150,26 +174,44 @@ class DynamoApprovals(DynamoLimits):
             get_f(i, "created_at"),
             get_opt_b(i, "decision"),
             get_opt_f(i, "decided_at"),
+            get_opt_s(i, "signing"),
         )
 
     def get_approval(self, approval_id: str) -> Approval:
         v.check_id("approval_id", approval_id)
         return self._approval(*self._approval_item(approval_id))
 
-    def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
-        now = v.check_approval_decision(approval_id, status, decision, now)
-        d = DecideApproval(approval_id, status, decision, now)
+    def decide_approval(
+        self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float, signing: str | None = None
+    ) -> Approval:
+        now = v.check_approval_decision(approval_id, status, decision, now, signing)
+        d = DecideApproval(approval_id, status, decision, now, signing)
         return self._apply_approval_change(
-            d, self._decide_part(d), lambda a: replace(a, status=status, decision=decision, decided_at=now)
+            d,
+            self._decide_part(d),
+            lambda a: replace(a, status=status, decision=decision, decided_at=now, signing=signing),
         )
 
-    def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
-        v.check_id("approval_id", approval_id)
-        v.check_blob("decision", decision)
-        r = ReopenApproval(approval_id, decision)
+    def reopen_approval(self, approval_id: str, decision: bytes, signing: str | None = None) -> Approval:
+        v.check_approval_reopening(approval_id, decision, signing)
+        r = ReopenApproval(approval_id, decision, signing)
         return self._apply_approval_change(
-            r, self._reopen_part(r), lambda a: replace(a, status=ApprovalStatus.PENDING, decision=None, decided_at=None)
+            r,
+            self._reopen_part(r),
+            lambda a: replace(a, status=ApprovalStatus.PENDING, decision=None, decided_at=None, signing=None),
         )
+
+    def stalled_approvals(self, decided_before: float, limit: int) -> list[Approval]:
+        decided_before = v.check_stalled_query(decided_before, limit)
+        marks = [m for m in self._query(SIGNING_MARKS) if get_f(m, "decided_at") < decided_before]
+        marks.sort(key=lambda m: (get_f(m, "decided_at"), get_s(m, "sk")))
+        stalled: list[Approval] = []
+        for mark in marks:  # the approval as it is now (a mark is only a pointer; its signing may have ended)
+            item = self._get(f"W#{get_s(mark, 'wallet_id')}", f"AP#{get_s(mark, 'sk')}")
+            approval = None if item is None else self._approval(get_s(mark, "wallet_id"), item)
+            if approval is not None and approval.signing is not None and len(stalled) < limit:
+                stalled.append(approval)
+        return stalled
 
     def _apply_approval_change(
         self,
@@ -192,14 +234,33 @@ class DynamoApprovals(DynamoLimits):
         return written(before)
 
     def _decide_part(self, d: DecideApproval) -> tuple[list[Any], Callable[[], Exception]]:
-        """The transaction action of `decide_approval` (for `DynamoAudited.apply_audited`), and its refusal: only
-        a pending approval (its count: `_pending_count_parts`)."""
-        return self._update_part(d.approval_id, **_decision(d), refused=_DECIDED)
+        """The transaction actions of `decide_approval` (for `DynamoAudited.apply_audited`), and its refusal: only
+        a pending approval (its count: `_pending_count_parts`); approved for a signing, its mark."""
+        actions, refusal = self._update_part(d.approval_id, **_decision(d), refused=_DECIDED)
+        if d.signing is not None:
+            mark = {
+                "pk": s(SIGNING_MARKS),
+                "sk": s(d.approval_id),
+                "wallet_id": s(self._approval_wallet(d.approval_id)),
+                "decided_at": n(d.now),
+            }
+            actions.append({"Put": {"TableName": self._table, "Item": mark}})
+        return actions, refusal
 
     def _reopen_part(self, r: ReopenApproval) -> tuple[list[Any], Callable[[], Exception]]:
-        """The transaction action of `reopen_approval` (for `DynamoAudited.apply_audited`), and its refusal: only
-        an approval approved by this decision (its count: `_pending_count_parts`)."""
-        return self._update_part(r.approval_id, **_reopening(r), refused=_NOT_APPROVED_BY)
+        """The transaction actions of `reopen_approval` (for `DynamoAudited.apply_audited`), and its refusal: only
+        an approval approved by this decision for this signing (its count: `_pending_count_parts`); its mark goes."""
+        actions, refusal = self._update_part(r.approval_id, **_reopening(r), refused=_NOT_APPROVED_BY)
+        return [*actions, self._unmark_signing_action(r.approval_id)], refusal
+
+    def _finish_part(self, f: FinishApproval) -> tuple[list[Any], Callable[[], Exception]]:
+        """The transaction actions of a `FinishApproval` (`DynamoAudited.apply_audited`, `finish_signing`), and its
+        refusal: only an approval approved for this signing; its mark goes."""
+        actions, refusal = self._update_part(f.approval_id, **_finishing(f), refused=_NOT_SIGNING)
+        return [*actions, self._unmark_signing_action(f.approval_id)], refusal
+
+    def _unmark_signing_action(self, approval_id: str) -> Any:
+        return {"Delete": {"TableName": self._table, "Key": {"pk": s(SIGNING_MARKS), "sk": s(approval_id)}}}
 
     def _update_part(
         self,

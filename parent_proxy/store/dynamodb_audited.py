@@ -29,6 +29,7 @@ from parent_proxy.store.model import (
     CompleteIdempotent,
     CreateApproval,
     DecideApproval,
+    FinishApproval,
     OutboxItem,
     OwnerOrder,
     RecordEvent,
@@ -80,6 +81,8 @@ class DynamoAudited(DynamoIdempotency):
                 return self._decide_part(change)
             case ReopenApproval():
                 return self._reopen_part(change)
+            case FinishApproval():
+                return self._finish_part(change)
             case CompleteIdempotent(answer=answer):
                 return self._complete_part(answer)
         raise InvalidInput("changes", f"{type(change).__name__} is not a state change")

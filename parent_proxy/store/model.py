@@ -91,7 +91,9 @@ class ApprovalStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Approval:
-    """An escalated request waiting for (or decided by) the owner. ``decision`` is the owner's signed answer."""
+    """An escalated request waiting for (or decided by) the owner. ``decision`` is the owner's signed answer.
+    ``signing``: of an approved one, the request id of its signing while under way (`DecideApproval.signing`),
+    None once that signing finished (`FinishApproval`) or if none was named."""
 
     approval_id: str
     wallet_id: str
@@ -100,6 +102,7 @@ class Approval:
     created_at: float
     decision: bytes | None = None
     decided_at: float | None = None
+    signing: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,20 +267,36 @@ class CreateApproval:
 
 @dataclass(frozen=True)
 class DecideApproval:
-    """`Store.decide_approval`: a pending approval becomes approved, rejected or expired."""
+    """`Store.decide_approval`: a pending approval becomes approved, rejected or expired. ``signing`` (approved
+    only): the request id of the signing that follows, a fresh one per decision; until that signing finishes
+    (`FinishApproval`) the approval is listed by `Store.stalled_approvals`."""
 
     approval_id: str
     status: ApprovalStatus
     decision: bytes | None
     now: float
+    signing: str | None = None
 
 
 @dataclass(frozen=True)
 class ReopenApproval:
-    """`Store.reopen_approval`: an approval approved by ``decision`` is pending again (nothing was signed)."""
+    """`Store.reopen_approval`: an approval approved by ``decision`` for the signing ``signing`` (None: approved
+    without one named) is pending again (nothing was signed); refused once that signing finished
+    (`FinishApproval`), and for any other decision or signing."""
 
     approval_id: str
     decision: bytes = field(repr=False)
+    signing: str | None = None
+
+
+@dataclass(frozen=True)
+class FinishApproval:
+    """The signing ``signing`` of an approved approval finished (signed, or refused by the enclave): it stays
+    approved and can no longer be reopened; refused (`AlreadyDecided`) unless the approval is approved for that
+    very signing, so a signing whose approval was reopened meanwhile never finishes (`Store.finish_signing`)."""
+
+    approval_id: str
+    signing: str
 
 
 @dataclass(frozen=True)
@@ -340,6 +359,7 @@ StateChange = (
     | CreateApproval
     | DecideApproval
     | ReopenApproval
+    | FinishApproval
     | CompleteIdempotent
     | SetAgentKeyCandidate
     | SwitchAgentKey

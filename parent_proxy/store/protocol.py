@@ -17,6 +17,7 @@ from parent_proxy.store.model import (
     ApprovalStatus,
     AuditRecord,
     DeliveryAttempt,
+    FinishApproval,
     IdempotencyRecord,
     IdempotentAnswer,
     IssuedToken,
@@ -191,9 +192,12 @@ class Store(Protocol):
         audit: AuditSealer,
         webhook: OutboxItem | None,
         answer: IdempotentAnswer | None,
+        approval: FinishApproval | None = None,
     ) -> AuditRecord:
         """All or nothing: `commit` the reservation, append the record ``audit`` builds from the head, enqueue
-        ``webhook``, `complete_idempotent` with ``answer``. Returns the appended audit record."""
+        ``webhook``, `complete_idempotent` with ``answer``, finish an owner approval's signing (``approval``:
+        `AlreadyDecided`, nothing written, unless the approval is approved for that very signing). Returns the
+        appended audit record."""
         ...
 
     # -- an audited state change -----------------------------------------------------------------------------
@@ -202,9 +206,9 @@ class Store(Protocol):
     ) -> AuditRecord:
         """All or nothing: apply ``changes`` in order (each as its own method: `set_frozen`, `record_request` /
         `record_denial`, `create_approval`, `decide_approval`, `reopen_approval`, `complete_idempotent`; the
-        agent-key changes `SetAgentKeyCandidate` and `SwitchAgentKey` as their docstrings say), append the
-        record ``audit`` builds from the head (the event that describes them), enqueue ``webhook`` (its
-        notification, if any). Returns the appended record.
+        signing's end `FinishApproval` and the agent-key changes `SetAgentKeyCandidate` and `SwitchAgentKey` as
+        their docstrings say), append the record ``audit`` builds from the head (the event that describes them),
+        enqueue ``webhook`` (its notification, if any). Returns the appended record.
 
         Refusals are those of the methods (`NotFound`, `AlreadyDecided`, `Conflict` for an existing approval id or
         a key not in progress for this request; for the agent-key changes: `NotFound` for an unknown wallet,
@@ -252,15 +256,25 @@ class Store(Protocol):
 
     def get_approval(self, approval_id: str) -> Approval: ...
 
-    def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
-        """Move a pending approval to approved/rejected/expired; `AlreadyDecided` if it is not pending."""
+    def decide_approval(
+        self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float, signing: str | None = None
+    ) -> Approval:
+        """Move a pending approval to approved/rejected/expired; `AlreadyDecided` if it is not pending. ``signing``
+        (approved only, `DecideApproval.signing`): the signing that follows, listed by `stalled_approvals` until a
+        `FinishApproval` or a reopening ends it."""
         ...
 
-    def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
+    def reopen_approval(self, approval_id: str, decision: bytes, signing: str | None = None) -> Approval:
         """Return an approved approval to pending (its signing failed before a signature left the proxy).
 
-        Only the approval this exact owner ``decision`` approved is reopened; `AlreadyDecided` otherwise.
+        Only the approval this exact owner ``decision`` approved for the signing ``signing`` (None: approved with
+        none named) is reopened, never one whose signing finished; `AlreadyDecided` otherwise.
         """
+        ...
+
+    def stalled_approvals(self, decided_before: float, limit: int) -> list[Approval]:
+        """Approved approvals whose signing (`DecideApproval.signing`) has neither finished nor been reopened, decided
+        before ``decided_before``: oldest first, at most ``limit`` (1 to `validation.MAX_STALLED_APPROVALS`)."""
         ...
 
     def pending_approvals(self, wallet_id: str) -> list[Approval]: ...

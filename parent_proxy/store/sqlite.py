@@ -32,6 +32,7 @@ from parent_proxy.store.model import (
     CreateApproval,
     CreateWallet,
     DecideApproval,
+    FinishApproval,
     IdempotencyRecord,
     IdempotencyStatus,
     IdempotentAnswer,
@@ -320,13 +321,18 @@ class SqliteStore(SqliteApprovals):
         audit: AuditSealer,
         webhook: OutboxItem | None,
         answer: IdempotentAnswer | None,
+        approval: FinishApproval | None = None,
     ) -> AuditRecord:
         if reservation is not None:
             self._check_reservation(reservation)
         item = None if webhook is None else v.check_outbox_item(webhook)
         if answer is not None:
             answer = v.check_answer(answer)
+        if approval is not None:
+            v.check_change(approval)
         with self._write() as conn:
+            if approval is not None:
+                self._finish_approval_in(conn, approval)
             if reservation is not None:
                 self._transition_in(conn, reservation, ReservationStatus.COMMITTED)
             record = self._seal_in(conn, audit)
@@ -404,6 +410,8 @@ class SqliteStore(SqliteApprovals):
                 self._decide_in(conn, change)
             case ReopenApproval():
                 self._reopen_in(conn, change)
+            case FinishApproval():
+                self._finish_approval_in(conn, change)
             case CompleteIdempotent(answer=a):
                 self._complete_in(conn, a.wallet_id, a.key, a.request_hash, a.response)
             case SetAgentKeyCandidate(candidate=candidate):

@@ -12,6 +12,7 @@ from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
     DecideApproval,
+    FinishApproval,
     ReopenApproval,
     StateChange,
     pending_bounds,
@@ -19,7 +20,8 @@ from parent_proxy.store.model import (
 from parent_proxy.store.sqlite_limits import SqliteLimits
 
 _SELECT_APPROVAL = (
-    "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at FROM approvals WHERE "
+    "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at, signing"
+    " FROM approvals WHERE "
 )
 
 
@@ -56,7 +58,7 @@ class SqliteApprovals(SqliteLimits):
 
     @staticmethod
     def _approval(row: tuple[object, ...]) -> Approval:
-        return Approval(row[0], row[1], row[2], ApprovalStatus(row[3]), row[4], row[5], row[6])  # type: ignore[arg-type]
+        return Approval(row[0], row[1], row[2], ApprovalStatus(row[3]), row[4], row[5], row[6], row[7])  # type: ignore[arg-type]
 
     def get_approval(self, approval_id: str) -> Approval:
         v.check_id("approval_id", approval_id)
@@ -66,38 +68,58 @@ class SqliteApprovals(SqliteLimits):
             raise NotFound(f"approval {approval_id} not found")
         return self._approval(row)
 
-    def decide_approval(self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float) -> Approval:
-        now = v.check_approval_decision(approval_id, status, decision, now)
+    def decide_approval(
+        self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float, signing: str | None = None
+    ) -> Approval:
+        now = v.check_approval_decision(approval_id, status, decision, now, signing)
         with self._write() as conn:
-            return self._decide_in(conn, DecideApproval(approval_id, status, decision, now))
+            return self._decide_in(conn, DecideApproval(approval_id, status, decision, now, signing))
 
     @classmethod
     def _decide_in(cls, conn: sqlite3.Connection, d: DecideApproval) -> Approval:
         return cls._update_approval_in(
             conn,
             d.approval_id,
-            "UPDATE approvals SET status = ?, decision = ?, decided_at = ?"
+            "UPDATE approvals SET status = ?, decision = ?, decided_at = ?, signing = ?"
             " WHERE approval_id = ? AND status = 'pending'",
-            (d.status.value, d.decision, d.now, d.approval_id),
+            (d.status.value, d.decision, d.now, d.signing, d.approval_id),
             refused="is already {status}",
         )
 
-    def reopen_approval(self, approval_id: str, decision: bytes) -> Approval:
-        v.check_id("approval_id", approval_id)
-        v.check_blob("decision", decision)
+    def reopen_approval(self, approval_id: str, decision: bytes, signing: str | None = None) -> Approval:
+        v.check_approval_reopening(approval_id, decision, signing)
         with self._write() as conn:
-            return self._reopen_in(conn, ReopenApproval(approval_id, decision))
+            return self._reopen_in(conn, ReopenApproval(approval_id, decision, signing))
 
     @classmethod
     def _reopen_in(cls, conn: sqlite3.Connection, r: ReopenApproval) -> Approval:
         return cls._update_approval_in(
             conn,
             r.approval_id,
-            "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL"
-            " WHERE approval_id = ? AND status = 'approved' AND decision = ?",
-            (r.approval_id, r.decision),
-            refused="is {status}, not approved by this decision",
+            "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL, signing = NULL"
+            " WHERE approval_id = ? AND status = 'approved' AND decision = ? AND signing IS ?",
+            (r.approval_id, r.decision, r.signing),
+            refused="is {status}, not approved by this decision for this signing",
         )
+
+    @classmethod
+    def _finish_approval_in(cls, conn: sqlite3.Connection, f: FinishApproval) -> Approval:
+        return cls._update_approval_in(
+            conn,
+            f.approval_id,
+            "UPDATE approvals SET signing = NULL WHERE approval_id = ? AND status = 'approved' AND signing = ?",
+            (f.approval_id, f.signing),
+            refused="is {status}, not approved for this signing",
+        )
+
+    def stalled_approvals(self, decided_before: float, limit: int) -> list[Approval]:
+        decided_before = v.check_stalled_query(decided_before, limit)
+        with self._read() as conn:
+            rows = conn.execute(
+                _SELECT_APPROVAL + "signing IS NOT NULL AND decided_at < ? ORDER BY decided_at, approval_id LIMIT ?",
+                (decided_before, limit),
+            ).fetchall()
+        return [self._approval(r) for r in rows]
 
     @classmethod
     def _update_approval_in(

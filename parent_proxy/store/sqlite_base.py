@@ -25,6 +25,7 @@ from parent_proxy.store.sqlite_schema import (
     SCHEMA_VERSION,
     SYNCHRONOUS_FULL,
     SYNCHRONOUS_NORMAL,
+    add_approval_signing,
     add_order_envelope,
     add_order_sequence,
 )
@@ -62,16 +63,18 @@ class SqliteBase:
         self._lock = threading.Lock()
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, SCHEMA_VERSION):
+            if not 0 <= version <= SCHEMA_VERSION:
                 raise StoreUnavailable(f"unknown schema version {version} in {self._path}")
             if version == 2:  # version 2's running totals were keyed by the REAL time (see `sqlite_spend`)
                 conn.execute("DROP TABLE IF EXISTS spend")
             events.migrate(conn)  # versions 1 to 3 keyed request/denial times by the REAL time
             outbox.migrate(conn)  # versions 1 to 4 claimed the outbox by the REAL time
             heads.migrate(conn)  # versions 1 to 9 kept finished items for ever and claimed by the items
+            heads.add_pause(conn)  # the first version 10 had heads without the pause (told by its shape)
             conn.execute("DROP INDEX IF EXISTS reservations_by_time")  # unused since version 2 (totals in ``spend``)
             add_order_sequence(conn)  # versions 1 to 6 kept no owner order sequence
             add_order_envelope(conn)  # versions 1 to 8 kept no owner order
+            add_approval_signing(conn)  # versions 1 to 10 kept no approval's signing
             for statement in SCHEMA:  # also creates the tables older versions lack (agent keys: 6, creation nonces: 8)
                 conn.execute(statement)
             if version in (1, 2):  # running window totals, computed once from the reservations

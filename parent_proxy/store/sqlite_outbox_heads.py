@@ -24,7 +24,7 @@ the item's alone, so the wallet's next item was due at once.
 Function of the caller's ``BEGIN IMMEDIATE`` transaction, as everywhere in the adapter. `migrate` and `rebuild`
 bring a database of versions 1 to 9 up: the first before the schema runs (the ``finished`` column, which
 `sqlite_outbox_retention` prunes on, and the two indexes the old claim used), the second after it (the heads, from
-the pending items).
+the pending items). `add_pause` brings up the heads of the first version 10, which had no pause.
 """
 
 from __future__ import annotations
@@ -115,6 +115,23 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.executemany("UPDATE outbox SET finished = ? WHERE event_id = ?", [(time_key(float(t)), e) for e, t in rows])
     conn.execute("DROP INDEX IF EXISTS outbox_due_key")
     conn.execute("DROP INDEX IF EXISTS outbox_leased")
+
+
+def add_pause(conn: sqlite3.Connection) -> None:
+    """Before the schema runs: give an ``outbox_heads`` without the pause its ``paused`` and ``ready`` columns, and
+    drop its ``outbox_heads_due`` index on (``due``, ``event_id``), which the schema then creates again on (``ready``,
+    ``event_id``). That shape is the first version 10's (merge 1a7850b: the pause came later under the same version
+    number, so the version alone cannot tell it): its heads are right as they are (no wallet was paused then) and its
+    leases stay. No-op on a new database, one without heads (the schema creates them), or one with the pause."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox_heads)")}
+    if not columns or "paused" in columns:
+        return
+    conn.execute("ALTER TABLE outbox_heads ADD COLUMN paused BLOB")
+    conn.execute(
+        "ALTER TABLE outbox_heads ADD COLUMN ready BLOB NOT NULL"
+        " GENERATED ALWAYS AS (MAX(due, COALESCE(paused, due))) VIRTUAL"
+    )
+    conn.execute("DROP INDEX IF EXISTS outbox_heads_due")
 
 
 def rebuild(conn: sqlite3.Connection) -> None:

@@ -14,7 +14,13 @@ owner order accepted, as sent, and whether it is a freeze; `add_order_envelope` 
 failed attempt, which the claim walks instead of the items: `sqlite_outbox_heads`, which also fills it from an older
 outbox), the ``outbox_pending`` index (a wallet's earliest pending item), ``outbox.finished`` (`time_key` of the
 attempt that delivered the item or gave it up, which retention prunes on: `sqlite_outbox_retention`), and the old
-claim's ``outbox_due_key`` and ``outbox_leased`` indexes dropped.
+claim's ``outbox_due_key`` and ``outbox_leased`` indexes dropped. The first version 10 (merge 1a7850b) had heads
+without the pause (``paused``, ``ready``): it came later under the same number, so `sqlite_outbox_heads.add_pause`
+tells that shape by its columns, whatever the version. Since then ``tests/proxy/test_store_sqlite_schema_versions.py``
+pins each version's ``SCHEMA`` text by its hash: the text cannot change without the version. 11 +
+``approvals.signing`` (the request id of an approved approval's signing until it finishes, so that one whose process
+died is found and reopened: `parent_proxy.stalled_approvals`; `add_approval_signing` adds it, NULL, to an older
+``approvals``: their signings are not known, none is reopened) and its partial index ``approvals_signing``.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -35,7 +41,7 @@ from parent_proxy.store import (
     sqlite_spend,
 )
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -67,8 +73,9 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS approvals (
         approval_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
         request_payload BLOB NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,
-        decision BLOB, decided_at REAL)""",
+        decision BLOB, decided_at REAL, signing TEXT)""",
     "CREATE INDEX IF NOT EXISTS approvals_by_wallet ON approvals (wallet_id, status)",
+    "CREATE INDEX IF NOT EXISTS approvals_signing ON approvals (decided_at) WHERE signing IS NOT NULL",
     """CREATE TABLE IF NOT EXISTS webhooks (
         wallet_id TEXT PRIMARY KEY REFERENCES wallets(wallet_id), url TEXT NOT NULL, secret BLOB NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS outbox (
@@ -106,3 +113,11 @@ def add_order_envelope(conn: sqlite3.Connection) -> None:
     if columns and "order_envelope" not in columns:
         conn.execute("ALTER TABLE wallets ADD COLUMN order_envelope BLOB")
         conn.execute("ALTER TABLE wallets ADD COLUMN order_freeze INTEGER")
+
+
+def add_approval_signing(conn: sqlite3.Connection) -> None:
+    """Give an ``approvals`` table of versions 1 to 10 its ``signing`` column (NULL: no signing under way is known,
+    so `SqliteStore.stalled_approvals` lists none of them). A no-op on a new or already migrated database."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(approvals)")}
+    if columns and "signing" not in columns:
+        conn.execute("ALTER TABLE approvals ADD COLUMN signing TEXT")

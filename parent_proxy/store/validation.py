@@ -22,6 +22,7 @@ from parent_proxy.store.model import (
     CreateWallet,
     DecideApproval,
     DeliveryAttempt,
+    FinishApproval,
     IdempotencyStatus,
     IdempotentAnswer,
     InstallPolicy,
@@ -74,6 +75,8 @@ MAX_BLOB_BYTES = 64 * 1024
 MAX_REASON_CHARS = 500
 MAX_PENDING_BOUND = 10_000
 """Largest bound on a wallet's pending approvals a `CreateApproval` may ask for (the proxy asks for 100)."""
+MAX_STALLED_APPROVALS = 1000
+"""Most approvals one `Store.stalled_approvals` call may list (the proxy's sweep asks for 100 at a time)."""
 MAX_ORDER_SEQUENCE = 2**53
 """Largest owner order sequence (the orders' own bound, `policies.orders.MAX_SEQUENCE`; a test keeps them equal)."""
 MAX_ORDER_BYTES = 4 * 1024
@@ -321,14 +324,35 @@ def check_answer(answer: object) -> IdempotentAnswer:
     return answer
 
 
-def check_approval_decision(approval_id: object, status: object, decision: object, now: object) -> float:
-    """The arguments of `Store.decide_approval` (a final status, the owner's answer if any); returns ``now``."""
+def check_approval_decision(
+    approval_id: object, status: object, decision: object, now: object, signing: object = None
+) -> float:
+    """The arguments of `Store.decide_approval` (a final status, the owner's answer if any, the signing that follows
+    an approval if named); returns ``now``."""
     check_id("approval_id", approval_id)
     if status not in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED):
         raise InvalidInput("status", "must be approved, rejected or expired")
     if decision is not None:
         check_blob("decision", decision)
+    if signing is not None:
+        check_id("signing", signing)
+        if status is not ApprovalStatus.APPROVED:
+            raise InvalidInput("signing", "only an approval is followed by a signing")
     return check_time("now", now)
+
+
+def check_approval_reopening(approval_id: object, decision: object, signing: object) -> None:
+    """The arguments of `Store.reopen_approval`."""
+    check_id("approval_id", approval_id)
+    check_blob("decision", decision)
+    if signing is not None:
+        check_id("signing", signing)
+
+
+def check_stalled_query(decided_before: object, limit: object) -> float:
+    """The arguments of `Store.stalled_approvals`; returns ``decided_before``."""
+    check_count("limit", limit, minimum=1, maximum=MAX_STALLED_APPROVALS)
+    return check_time("decided_before", decided_before)
 
 
 def check_change(change: object) -> StateChange:
@@ -371,12 +395,15 @@ def check_change(change: object) -> StateChange:
             if max_pending is not None:
                 check_count("max_pending", max_pending, minimum=1, maximum=MAX_PENDING_BOUND)
             return change
-        case DecideApproval(approval_id=approval_id, status=status, decision=decision, now=now):
-            now = check_approval_decision(approval_id, status, decision, now)
-            return DecideApproval(approval_id, status, decision, now)
-        case ReopenApproval(approval_id=approval_id, decision=decision):
+        case DecideApproval(approval_id=approval_id, status=status, decision=decision, now=now, signing=signing):
+            now = check_approval_decision(approval_id, status, decision, now, signing)
+            return DecideApproval(approval_id, status, decision, now, signing)
+        case ReopenApproval(approval_id=approval_id, decision=decision, signing=signing):
+            check_approval_reopening(approval_id, decision, signing)
+            return change
+        case FinishApproval(approval_id=approval_id, signing=signing):
             check_id("approval_id", approval_id)
-            check_blob("decision", decision)
+            check_id("signing", signing)
             return change
         case CompleteIdempotent(answer=answer):
             return CompleteIdempotent(check_answer(answer))

@@ -448,12 +448,14 @@ def build_harness(
     store: Any = None,
     require_multisig: bool = False,
     origin: str = HARNESS_ORIGIN,
+    store_threads: int = 1,
 ) -> Harness:
     """The API over a SQLite store in ``tmp_path`` (or ``store``, say a DynamoDB one), wrapped in a `FailingStore`.
     ``require_multisig`` is `Services.require_multisig` (``WAIAAS_REQUIRE_MULTISIG``, true in production): false
     here, as on the self-host local chain, because most tests install policies that declare no multisig (the
     example policy's); the tests of the requirement itself ask for true. ``origin``: the deployment's one public
-    origin (`Services.public_origins`), which is also the test client's base URL."""
+    origin (`Services.public_origins`), which is also the test client's base URL. ``store_threads``:
+    `Services.store_threads` (two let a request run while another is held in a store hook)."""
     from solders.litesvm import LiteSVM
 
     socket = tmp_path / "enclave.sock"
@@ -473,6 +475,7 @@ def build_harness(
         owner_max_skew_seconds=300,
         max_body_bytes=16 * 1024,
         require_multisig=require_multisig,
+        store_threads=store_threads,
     )
     client = TestClient(create_app(services), base_url=origin, raise_server_exceptions=False)
     return Harness(client, services, store, clock, owner, socket, origin)

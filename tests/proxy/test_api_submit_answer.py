@@ -64,10 +64,10 @@ def test_during_the_broadcast_the_key_already_holds_the_signed_answer(h: Harness
     during: list[IdempotencyRecord | None] = []
     finish_signing, submit = h.store.finish_signing, h.services.chain.submit
 
-    def finish(reservation: Any, audit: Any, webhook: Any, answer: IdempotentAnswer | None) -> Any:
+    def finish(reservation: Any, audit: Any, webhook: Any, answer: IdempotentAnswer | None, **more: Any) -> Any:
         assert answer is not None
         stored.append(answer)
-        return finish_signing(reservation, audit, webhook, answer)
+        return finish_signing(reservation, audit, webhook, answer, **more)
 
     async def broadcast(signed: bytes) -> str:
         (answer,) = stored

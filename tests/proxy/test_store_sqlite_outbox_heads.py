@@ -1,6 +1,6 @@
 """SQLite outbox heads (`parent_proxy.store.sqlite_outbox_heads`): a claim's work does not grow with one wallet's
-backlog (it runs under the write lock every signing request needs), and a version-8 or -9 database gets its heads and
-finish times when opened."""
+backlog (it runs under the write lock every signing request needs), a version-8 or -9 database gets its heads and
+finish times when opened, and the first version 10's heads (no pause) get their pause."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_version_8_outbox_gets_heads_and_finish_times(version: int, tmp_path: Pa
         conn.execute("INSERT INTO deliveries VALUES ('c', 1, ?, 1, 200, NULL)", (T0 - 10,))
     migrated = SqliteStore(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         heads = conn.execute(
             "SELECT wallet_id, due, event_id, lease_id, lease_until FROM outbox_heads ORDER BY wallet_id"
@@ -127,3 +127,55 @@ def test_version_8_outbox_gets_heads_and_finish_times(version: int, tmp_path: Pa
 def _exists(path: Path, event_id: str) -> bool:
     with sqlite3.connect(path) as conn:
         return conn.execute("SELECT 1 FROM outbox WHERE event_id = ?", (event_id,)).fetchone() is not None
+
+
+FIRST_V10_HEADS = (
+    """CREATE TABLE outbox_heads (
+        wallet_id TEXT PRIMARY KEY REFERENCES wallets(wallet_id), due BLOB NOT NULL, event_id TEXT NOT NULL,
+        lease_id TEXT, lease_until REAL)""",
+    "CREATE INDEX outbox_heads_due ON outbox_heads (due, event_id)",
+)
+"""The heads of the first version 10 (merge 1a7850b), before the pause came under the same version number."""
+
+
+def _as_first_version_10(path: Path) -> None:
+    """Turn a database into the first version 10's: its heads (rows kept) without ``paused`` and ``ready``, their
+    index on (``due``, ``event_id``), ``user_version`` 10."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT wallet_id, due, event_id, lease_id, lease_until FROM outbox_heads").fetchall()
+        conn.execute("DROP TABLE outbox_heads")
+        for statement in FIRST_V10_HEADS:
+            conn.execute(statement)
+        conn.executemany("INSERT INTO outbox_heads VALUES (?, ?, ?, ?, ?)", rows)
+        conn.execute("PRAGMA user_version = 10")
+
+
+def test_first_version_10_heads_get_their_pause(tmp_path: Path) -> None:
+    """Before: such a database opened without error (version 10 needed no migration) and every claim then failed
+    with "no such column: ready" (webhooks stopped for good). Now the heads get the pause, keep their rows and
+    leases, and claim, pause and finish as the current ones."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    for wallet_id in ("w1", "w2"):
+        store.create_wallet(make_wallet(wallet_id))
+    for event_id, wallet_id, at in (("a", "w1", T0), ("b", "w1", T0 + 1), ("c", "w2", T0 + 2)):
+        store.enqueue_webhook(OutboxItem(event_id, wallet_id, "e", b"{}", created_at=at, next_attempt_at=at))
+    (leased,) = store.claim_webhooks(T0, 30.0, 1)  # w1's "a", in flight until T0 + 30
+    store.close()
+    _as_first_version_10(path)
+    migrated = SqliteStore(path)
+    with sqlite3.connect(path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_xinfo(outbox_heads)")]
+        index = [row[2] for row in conn.execute("PRAGMA index_info(outbox_heads_due)")]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    assert columns == ["wallet_id", "due", "event_id", "lease_id", "lease_until", "paused", "ready"]
+    assert index == ["ready", "event_id"] and version == SCHEMA_VERSION
+    (other,) = migrated.claim_webhooks(T0 + 10, 30.0, 10)  # w1 still in flight: w2's "c" only
+    assert other.event_id == "c" and other.lease_id is not None
+    migrated.mark_delivered("c", other.lease_id, now=T0 + 10, status_code=200)
+    assert leased.lease_id is not None
+    migrated.mark_failed("a", leased.lease_id, now=T0 + 11, error="HTTP 500", status_code=500, next_attempt_at=T0 + 500)
+    assert migrated.claim_webhooks(T0 + 12, 30.0, 10) == []  # w1 paused (to T0 + 11 + the cap)
+    assert [c.event_id for c in migrated.claim_webhooks(T0 + 80, 30.0, 10)] == ["b"]
+    migrated.close()
+    SqliteStore(path).close()  # opening it again changes nothing
