@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from parent_proxy.errors import AlreadyDecided
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import OwnerApproval, Prepared
 from parent_proxy.store.model import ReopenApproval
@@ -63,5 +64,9 @@ def reopen_quietly(s: Services, request_id: str, wallet_id: str, approval: Owner
     payload = {"approval_id": approval.approval_id, "request_id": request_id}
     try:
         s.audit.append("approval.reopened", payload, wallet_id=wallet_id, changes=[reopened])
+    except AlreadyDecided:  # reopened already (`stalled_approvals`), or its signing finished: nothing to give back
+        logger.warning(
+            "approval %s: not returned to pending, no longer approved for this signing", approval.approval_id
+        )
     except Exception:
         logger.exception("approval %s could not be returned to pending", approval.approval_id)

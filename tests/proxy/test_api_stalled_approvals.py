@@ -9,6 +9,7 @@ approved with nothing reserved or signed, for ever: the owner's retry was 409, t
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,21 @@ def test_a_slow_signing_reopened_meanwhile_is_never_recorded(h: Harness) -> None
     assert events[-1] == "transaction.failed"  # the first signing's, after the second's record
     assert h.spent() == ESCALATING and h.store.get_approval(approval_id).status == "approved"
     assert pending_ids(h) == []
+
+
+def test_the_refused_give_back_of_a_reopened_signing_is_a_warning(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """The first signing's give-back tries to reopen an approval the sweep reopened and the owner approved again:
+    refused, as it must be, and logged as the expected outcome it is (a warning), not as a failure with a trace."""
+    approval_id, body, path = escalate(h)
+
+    def meanwhile() -> None:
+        h.store.before.pop("finish_signing")
+        sweep_later(h, STALLED_APPROVAL_SECONDS + 1)
+        h.owner_call("POST", path, body)
+
+    h.store.before["finish_signing"] = meanwhile
+    with caplog.at_level(logging.WARNING, logger="parent_proxy.give_back"):
+        assert h.owner_call("POST", path, body).status_code == 409
+    refusals = [r for r in caplog.records if r.name == "parent_proxy.give_back"]
+    assert [(r.levelno, r.exc_info) for r in refusals] == [(logging.WARNING, None)]
+    assert "no longer approved for this signing" in refusals[0].getMessage() and approval_id in refusals[0].getMessage()
