@@ -65,3 +65,14 @@ def allows(policy_statements: Iterable[dict[str, Any]], *, action: str, resource
         ):
             return True
     return False
+
+
+def role_statements(template: dict[str, Any], role_name: str) -> list[dict[str, Any]]:
+    """Every statement of the IAM policies ``template`` attaches to the role named ``role_name``."""
+    role_id, _ = find_one(template, "AWS::IAM::Role", RoleName=role_name)
+    return [
+        s
+        for policy in resources_of_type(template, "AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]

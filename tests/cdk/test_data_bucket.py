@@ -18,7 +18,7 @@ from cdk import naming, user_data
 from cdk.state_stack import OBJECT_LOCK_DAYS
 from parent_proxy import audit_exports, sealed_copies
 from tests.cdk.boot_script import boot_script, proxy_env, unit_file
-from tests.cdk.policy_walk import allows, as_list, find_one, resources_of_type, statements
+from tests.cdk.policy_walk import allows, as_list, find_one, resources_of_type, role_statements, statements
 
 IDENTITY = "WaiaasIdentity"
 STATE = "WaiaasState"
@@ -28,13 +28,7 @@ EXPORT_TIMER = "/etc/systemd/system/waiaas-audit-export.timer"
 
 
 def _host_statements(templates: dict[str, Any]) -> list[dict[str, Any]]:
-    role_id, _ = find_one(templates[IDENTITY], "AWS::IAM::Role", RoleName=naming.ENCLAVE_HOST_ROLE)
-    return [
-        s
-        for policy in resources_of_type(templates[IDENTITY], "AWS::IAM::Policy").values()
-        if {"Ref": role_id} in policy["Properties"]["Roles"]
-        for s in policy["Properties"]["PolicyDocument"]["Statement"]
-    ]
+    return role_statements(templates[IDENTITY], naming.ENCLAVE_HOST_ROLE)
 
 
 def _data_arn(config: Any) -> str:

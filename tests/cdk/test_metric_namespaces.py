@@ -14,19 +14,13 @@ from typing import Any
 
 from cdk import naming
 from tests.cdk.boot_script import boot_script
-from tests.cdk.policy_walk import allows, find_one, resources_of_type
+from tests.cdk.policy_walk import allows, resources_of_type, role_statements
 
 IDENTITY = "WaiaasIdentity"
 
 
 def _host_statements(templates: dict[str, Any]) -> list[dict[str, Any]]:
-    role_id, _ = find_one(templates[IDENTITY], "AWS::IAM::Role", RoleName=naming.ENCLAVE_HOST_ROLE)
-    return [
-        s
-        for policy in resources_of_type(templates[IDENTITY], "AWS::IAM::Policy").values()
-        if {"Ref": role_id} in policy["Properties"]["Roles"]
-        for s in policy["Properties"]["PolicyDocument"]["Statement"]
-    ]
+    return role_statements(templates[IDENTITY], naming.ENCLAVE_HOST_ROLE)
 
 
 def _host_may_write(templates: dict[str, Any], config: Any, namespace: str) -> bool:
