@@ -207,9 +207,16 @@ class DynamoApprovals(DynamoLimits):
         marks.sort(key=lambda m: (get_f(m, "decided_at"), get_s(m, "sk")))
         stalled: list[Approval] = []
         for mark in marks:  # the approval as it is now (a mark is only a pointer; its signing may have ended)
+            if len(stalled) == limit:
+                break
             item = self._get(f"W#{get_s(mark, 'wallet_id')}", f"AP#{get_s(mark, 'sk')}")
             approval = None if item is None else self._approval(get_s(mark, "wallet_id"), item)
-            if approval is not None and approval.signing is not None and len(stalled) < limit:
+            # Listed only if the item itself is still stalled: its signing may have ended and a new one begun
+            # between the query and this read (reopened by another host's sweep, approved again), as SQLite's
+            # one query never sees.
+            if approval is None or approval.signing is None or approval.decided_at is None:
+                continue
+            if approval.decided_at < decided_before:
                 stalled.append(approval)
         return stalled
 

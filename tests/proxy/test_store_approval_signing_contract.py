@@ -122,6 +122,36 @@ def test_stalled_signings_oldest_first_up_to_the_limit(wallet_store: Store, cloc
         s.reopen_approval("a3", b"yes", "s-a1")
 
 
+def test_a_signing_begun_during_the_listing_is_not_stalled(wallet_store: Store, clock: FakeClock) -> None:
+    """Between the listing's read of its marks and of the approval (DynamoDB reads them apart), another host's sweep
+    reopens the stalled signing and the owner approves again: the new signing is not listed (the listing judges
+    the approval as it reads it, as SQLite's one query does). Nineteenth-session review: before, DynamoDB listed
+    it, and the sweep reopened a live signing."""
+    s, log = wallet_store, AuditLog(wallet_store, clock)
+    s.create_approval(pending("a1"))
+    approve(s, log, "a1", "s1")
+    now = T0 + 1000
+
+    def meanwhile() -> None:
+        s.apply_audited([ReopenApproval("a1", b"yes", "s1")], log.sealer("approval.reopened", {}, wallet_id="w1"))
+        approve(s, log, "a1", "s2", at=now)
+
+    query = getattr(s, "_query", None)
+    if query is not None:  # DynamoDB: the interleaving falls between the marks' query and the approval's read
+
+        def racing(*args: Any, **kwargs: Any) -> Any:
+            result = query(*args, **kwargs)
+            meanwhile()
+            s._query = query  # type: ignore[attr-defined]
+            return result
+
+        s._query = racing  # type: ignore[attr-defined]
+    else:
+        meanwhile()
+    assert stalled(s, now - 100) == []
+    assert stalled(s, now + 1) == [("a1", "s2")]
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
