@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from enclave_app.errors import ProtocolError
+from policies.document import MAX_SPEND_WINDOWS
 from policies.fastinit import fast_init
 from policies.identifiers import is_wallet_id
 from policies.transaction import MAX_TRANSACTION_BYTES
@@ -32,7 +33,8 @@ MAX_ORDER_BYTES = 4096
 MAX_LOOKUP_TABLES = 32
 MAX_LOOKUP_TABLE_ADDRESSES = 256
 """solana address-lookup-table program: LOOKUP_TABLE_MAX_ADDRESSES = 256."""
-MAX_SPENT_ENTRIES = 64
+MAX_SPENT_ENTRIES = MAX_SPEND_WINDOWS
+"""A signing request carries the spent total of each of the policy's windows (`policies.document`)."""
 MAX_ASSET_CHARS = 64
 MAX_WINDOW_SECONDS = 366 * 24 * 3600
 MAX_AMOUNT = 2**64 - 1

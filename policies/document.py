@@ -61,6 +61,10 @@ MAX_SAFE_INT = 2**53 - 1
 """Largest integer every JSON implementation reads exactly (sequences, expiry times)."""
 MAX_WINDOW_SECONDS = 31 * 24 * 3600
 """Longest rolling window: 31 days. Longer windows would make the state store keep too much history."""
+MAX_SPEND_WINDOWS = 64
+"""Most (asset, window) pairs a policy may count in, over its limits' periods and the fee periods: each signing request
+carries the spent total of every one to the enclave (`enclave_app.protocol_wire.MAX_SPENT_ENTRIES` is this), so a
+policy past it could never sign."""
 
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])\Z|^24:00\Z")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -321,6 +325,11 @@ def policy_from_object(document: dict[str, Any]) -> Policy:
     periods_by_asset = {lim.asset: lim.periods for lim in rules.limits}
     if rules.fees.periods:
         periods_by_asset[FEES] = rules.fees.periods
+    windows = sum(len(periods) for periods in periods_by_asset.values())
+    if windows > MAX_SPEND_WINDOWS:
+        raise PolicyDocumentError(
+            "rules.limits", f"{windows} spending windows (limit and fee periods together); at most {MAX_SPEND_WINDOWS}"
+        )
     expires_at = None
     if "expires_at" in obj:  # optional, but never null
         expires_at = _int(obj["expires_at"], "expires_at", minimum=1, maximum=MAX_SAFE_INT)

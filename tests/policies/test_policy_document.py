@@ -9,8 +9,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from enclave_app.protocol_wire import MAX_SPENT_ENTRIES
 from policies.canonical import MAX_DOCUMENT_BYTES, canonical_bytes, parse_json_object
-from policies.document import parse_policy, policy_from_object
+from policies.document import MAX_SPEND_WINDOWS, parse_policy, policy_from_object
 from policies.errors import PolicyDocumentError
 from policies.rules import ANY
 from policies.signing import signing_payload
@@ -265,3 +266,23 @@ def test_canonical_form_refuses_floats_and_non_ascii_keys() -> None:
         canonical_bytes({"é": 1})
     with pytest.raises(PolicyDocumentError, match="is not a JSON value"):
         canonical_bytes({"x": b"bytes"})
+
+
+def _with_sol_periods(count: int) -> dict[str, Any]:
+    doc = example_policy()
+    doc["rules"]["limits"][0]["periods"] = [
+        {"id": f"sol-{i}", "window_seconds": 3600 + i, "automatic": "5000000000", "approval": "20000000000"}
+        for i in range(count)
+    ]
+    return doc
+
+
+def test_spending_windows_are_bounded_by_what_a_signing_request_carries() -> None:
+    """Limit and fee periods together: at most `MAX_SPEND_WINDOWS` (each signing request carries every window's
+    total to the enclave, whose protocol takes no more). Nineteenth-session enclave review: a policy of 65 windows
+    was accepted by both checks, and then no transaction of the wallet could be signed (503 on every request)."""
+    assert MAX_SPEND_WINDOWS == MAX_SPENT_ENTRIES == 64
+    at_most = policy_from_object(_with_sol_periods(MAX_SPEND_WINDOWS - 2))  # + the token's and the fees' windows
+    assert len(at_most.spend_windows()) == MAX_SPEND_WINDOWS
+    with pytest.raises(PolicyDocumentError, match=r"^rules\.limits: 65 spending windows .*at most 64$"):
+        policy_from_object(_with_sol_periods(MAX_SPEND_WINDOWS - 1))
