@@ -58,6 +58,8 @@ from parent_proxy.store.model import (
 from parent_proxy.store.protocol import AuditSealer, Limits
 from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
 from parent_proxy.store.sqlite_approvals import SqliteApprovals
+from parent_proxy.store.validation_changes import check_change, check_changes
+from parent_proxy.store.validation_outbox import check_outbox_item
 
 
 class SqliteStore(SqliteApprovals):
@@ -325,11 +327,11 @@ class SqliteStore(SqliteApprovals):
     ) -> AuditRecord:
         if reservation is not None:
             self._check_reservation(reservation)
-        item = None if webhook is None else v.check_outbox_item(webhook)
+        item = None if webhook is None else check_outbox_item(webhook)
         if answer is not None:
             answer = v.check_answer(answer)
         if approval is not None:
-            v.check_change(approval)
+            check_change(approval)
         with self._write() as conn:
             if approval is not None:
                 self._finish_approval_in(conn, approval)
@@ -377,8 +379,8 @@ class SqliteStore(SqliteApprovals):
     def apply_audited(
         self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
     ) -> AuditRecord:
-        checked = v.check_changes(changes)
-        item = None if webhook is None else v.check_outbox_item(webhook)
+        checked = check_changes(changes)
+        item = None if webhook is None else check_outbox_item(webhook)
         with self._write() as conn:
             for change in checked:
                 self._apply_in(conn, change)
