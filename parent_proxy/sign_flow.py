@@ -42,13 +42,12 @@
 Nothing is retried. A failure before any effect abandons the idempotency claim, so the caller may retry with the
 same key; a decision (deny, escalate, signed) is stored under the key and replayed. The values and pure steps
 are in `parent_proxy.sign_parts`, the writers of the unsigned outcomes (refusals, escalations) in
-`parent_proxy.sign_outcomes`.
+`parent_proxy.sign_outcomes`, the signer check and the record of a signed answer in `parent_proxy.signed_answer`.
 """
 
 from __future__ import annotations
 
 import base64
-import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -58,15 +57,14 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from enclave_app.protocol import TransactionDecisionResponse
-from parent_proxy import give_back, outcome_unknown, submission
+from parent_proxy import give_back, signed_answer, submission
 from parent_proxy import sign_outcomes as outcomes
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
-from parent_proxy.enclave_relay import signed_by
 from parent_proxy.enclave_sessions import Expected, failure_code
-from parent_proxy.errors import AlreadyDecided, LimitExceeded, ProxyError, StoreOutcomeUnknown
-from parent_proxy.services import Services, canonical
+from parent_proxy.errors import LimitExceeded, ProxyError
+from parent_proxy.services import Services
 from parent_proxy.sign_parts import (
     Answer,
     Claim,
@@ -87,8 +85,6 @@ from parent_proxy.sign_parts import (
     wire_tables,
 )
 from parent_proxy.store.model import (
-    FinishApproval,
-    IdempotentAnswer,
     RecordEvent,
     Reservation,
     Wallet,
@@ -98,14 +94,6 @@ from policies.document import Policy
 from policies.errors import PolicyEngineError
 
 __all__ = ["Answer", "Prepared", "SignFlow", "SignRequest", "decide", "eval_context", "refusal", "spent_entries"]
-
-logger = logging.getLogger(__name__)
-
-NOT_THE_AGENT_KEY = "the signature is not the stored agent key's over the requested transaction"
-"""The audit reason of a ``transaction.failed`` record for a signed answer that `signed_by` refuses."""
-APPROVAL_REOPENED = "the approval was reopened while it was being signed"
-"""The audit reason of a ``transaction.failed`` record for a signature whose approval was reopened before its record
-(`parent_proxy.stalled_approvals`): the finish is refused, the signature never handed out."""
 
 
 class SignFlow:
@@ -269,12 +257,12 @@ class SignFlow:
         transaction: bytes,
         message_sha256: bytes,
     ) -> Answer:
-        """Step 6 for an enclave answer whose receipt verified: check the signer (`_check_agent_signature`), then
-        commit or release, audit, notify; the 202 of an agent request the enclave escalates
-        (`sign_outcomes.record_escalation`); raise for a refusal. ``message_sha256``: `message_hash` of
-        ``transaction`` (the one the receipt was checked against)."""
-        s, wallet_id = self.s, prepared.wallet.wallet_id
-        self._check_agent_signature(prepared, answer, transaction)
+        """Step 6 for an enclave answer whose receipt verified: check the signer
+        (`signed_answer.check_agent_signature`), then commit (`signed_answer.record_signed`) or release, audit,
+        notify; the 202 of an agent request the enclave escalates (`sign_outcomes.record_escalation`); raise for a
+        refusal. ``message_sha256``: `message_hash` of ``transaction`` (the one the receipt was checked against)."""
+        s = self.s
+        signed_answer.check_agent_signature(s, prepared, answer, transaction)
         verdict = answer.decision.get("verdict")
         base = {"request_id": prepared.request_id, "message_sha256": message_sha256.hex(), "decision": answer.decision}
         receipt = answer.receipt + answer.receipt_signature
@@ -305,52 +293,7 @@ class SignFlow:
             },
             "submission": None,
         }
-        # One transaction: commit the reservation, the audit record, the webhook, the stored answer. The audit
-        # record comes before the signature leaves: no record, no signature (and the reservation is released).
-        event = {"request_id": prepared.request_id, "signature": body["signature"]}
-        try:
-            seal = s.audit.sealer(
-                "transaction.signed", {**base, "signature": body["signature"]}, wallet_id=wallet_id, receipt=receipt
-            )
-            stored = None
-            if prepared.idempotent:  # a submit's answer until its broadcast's outcome replaces it (`submission`)
-                kept = {**body, "submission": submission.UNRECORDED} if submit else body
-                response = canonical({"status_code": 200, "body": kept})
-                stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
-            webhook = s.webhook_item(wallet_id, "transaction.signed", event)
-            owner = prepared.approval
-            ended = None if owner is None else FinishApproval(owner.approval_id, prepared.request_id)
-            s.store.finish_signing(prepared.reservation, seal, webhook, stored, approval=ended)
-        except StoreOutcomeUnknown:  # written or not: find out before anything is given back
-            if not outcome_unknown.finish_applied(s, prepared, answer_stored=stored is not None):
-                raise
-        except AlreadyDecided as exc:  # its approval was reopened meanwhile (`stalled_approvals`): never recorded
-            give_back.failed(self.s, prepared, Code.CONFLICT.value, reason=APPROVAL_REOPENED)
-            raise ApiError(Code.CONFLICT, APPROVAL_REOPENED + "; nothing was signed: approve it again") from exc
-        except BaseException:  # nothing of it was written: the signature is not handed out
-            give_back.give_back(self.s, prepared)
-            raise
-        return Answer(200, body)
-
-    def _check_agent_signature(
-        self, prepared: Prepared, answer: TransactionDecisionResponse, transaction: bytes
-    ) -> None:
-        """For a signed answer: raise 503 ``enclave_unavailable`` unless its signed transaction is ``transaction``
-        with its signature, by the wallet's stored agent key, in that key's signer slot (`enclave_relay.signed_by`).
-        Refused as a receipt that does not verify is: nothing recorded as signed or handed out, audit
-        ``transaction.failed`` (with the reason), everything given back (`give_back.failed`)."""
-        wallet, signed = prepared.wallet, answer.signed_transaction
-        if answer.signature is None or signed is None:
-            return
-        if signed_by(signed, answer.signature, transaction, wallet.agent_pubkey):
-            return
-        logger.error("enclave signature for wallet %s is not the stored agent key's: refused", wallet.wallet_id)
-        error = ApiError(
-            Code.ENCLAVE_UNAVAILABLE,
-            "the enclave answered a signature that is not the wallet's agent key's; nothing was signed",
-        )
-        give_back.failed(self.s, prepared, error.code.value, reason=NOT_THE_AGENT_KEY)
-        raise error
+        return signed_answer.record_signed(s, prepared, body, base, receipt, submit=submit)
 
     # -- the whole flow -----------------------------------------------------------------------------------------
     async def run(

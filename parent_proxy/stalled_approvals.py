@@ -22,7 +22,7 @@ proxy processes and a live but slow signing:
 4. a new approval after a reopening names a new signing (a fresh random id), and a signing id is never reused: the
    first signing, if it was still alive, can no longer finish (its condition names an id the approval will never
    carry again), so its signature is never recorded nor handed out; its reservation is released, its record is
-   ``transaction.failed`` (reason `sign_flow.APPROVAL_REOPENED`) and the owner's call 409 -- one decision, at most
+   ``transaction.failed`` (reason `signed_answer.APPROVAL_REOPENED`) and the owner's call 409 -- one decision, at most
    one recorded signing.
 
 So the grace period is not what makes it safe (a clock that jumps ahead only reopens a live signing early, which

@@ -34,7 +34,7 @@ delivery log: an HTTP status, a transport error, a refused destination (`parent_
 client cannot use. Failures back off exponentially
 with jitter, capped at an hour, for `MAX_ATTEMPTS` claims (at least 24 hours of receiver downtime, at most about
 48), then the item is marked dead; so is an item claimed with its attempts already used up. A failed attempt also
-pauses its wallet (the store does it with the attempt's outcome: `validation.wallet_pause_until`): none of the
+pauses its wallet (the store does it with the attempt's outcome: `validation_outbox.wallet_pause_until`): none of the
 wallet's items is claimed until the item's retry time, at most `WALLET_PAUSE_CAP_SECONDS` (a minute) after the
 attempt, so a receiver that fails at once is sent one attempt per pause, not each queued event back to back, and an
 event it keeps rejecting delays the wallet's others by at most a minute per retry. A delivery or a give-up leaves no

@@ -10,7 +10,7 @@
    found premature later loses nothing).
 
 Both are changes of `Store.apply_audited`: written with their audit record or not at all. An agent-key change is
-the only change of its wallet's record in one call (`validation.check_changes`): DynamoDB writes an item at most
+the only change of its wallet's record in one call (`validation_changes.check_changes`): DynamoDB writes an item at most
 once per transaction. The store keeps blobs opaque and never puts them in a repr or a message.
 
 The refusals below are the same on both adapters (`NotFound` for an unknown wallet comes first).

@@ -65,6 +65,8 @@ from parent_proxy.store.model import (
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
 from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
+from parent_proxy.store.validation_changes import check_change
+from parent_proxy.store.validation_outbox import check_outbox_item
 
 __all__ = ["DynamoStore", "create_table"]
 
@@ -228,14 +230,14 @@ class DynamoStore(DynamoOwnerChanges):
     ) -> AuditRecord:
         parts: list[Part] = []
         if approval is not None:
-            v.check_change(approval)
+            check_change(approval)
             parts.append(self._finish_part(approval))
         if reservation is not None:
             committed = ReservationStatus.COMMITTED
             commit = self._transition_action(reservation, committed)
             parts.append(([commit], lambda: self._transition_conflict(reservation, committed)))
         if webhook is not None:
-            parts.append(self._enqueue_part(v.check_outbox_item(webhook)))
+            parts.append(self._enqueue_part(check_outbox_item(webhook)))
         if answer is not None:
             parts.append(self._complete_part(v.check_answer(answer)))
         return self._transact_sealed(parts, audit)

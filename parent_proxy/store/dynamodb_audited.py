@@ -38,6 +38,8 @@ from parent_proxy.store.model import (
     StateChange,
 )
 from parent_proxy.store.protocol import AuditSealer
+from parent_proxy.store.validation_changes import check_changes
+from parent_proxy.store.validation_outbox import check_outbox_item
 
 MAX_AUDIT_ATTEMPTS = 20
 """An audited write re-reads the audit head this often when concurrent appenders move it."""
@@ -56,11 +58,11 @@ class DynamoAudited(DynamoIdempotency):
     def apply_audited(
         self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
     ) -> AuditRecord:
-        checked = v.check_changes(changes)
+        checked = check_changes(changes)
         parts = [part for change in checked for part in self._change_parts(change)]
         parts.extend(self._pending_count_parts(checked))
         if webhook is not None:
-            parts.append(self._enqueue_part(v.check_outbox_item(webhook)))
+            parts.append(self._enqueue_part(check_outbox_item(webhook)))
         return self._transact_sealed(parts, audit)
 
     def _change_parts(self, change: StateChange) -> list[Part]:

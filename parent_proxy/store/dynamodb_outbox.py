@@ -52,6 +52,13 @@ from parent_proxy.store.model import (
     OutboxStatus,
     WebhookConfig,
 )
+from parent_proxy.store.validation_outbox import (
+    check_outbox_item,
+    check_webhook,
+    delivered_attempt,
+    failed_attempt,
+    wallet_pause_until,
+)
 
 AUDIT_PK = "AUDIT"
 FINISH_ATTEMPTS = 5
@@ -108,7 +115,7 @@ class DynamoOutboxAudit(DynamoOutboxLayout):
 
     # -- webhooks -------------------------------------------------------------------------------------------
     def set_webhook(self, config: WebhookConfig) -> None:
-        c = v.check_webhook(config)
+        c = check_webhook(config)
         self._require_wallet(c.wallet_id)
         with translate():
             self._client.put_item(TableName=self._table, Item=webhook_item(c))
@@ -119,7 +126,7 @@ class DynamoOutboxAudit(DynamoOutboxLayout):
         return None if item is None else WebhookConfig(wallet_id, get_s(item, "url"), get_b(item, "secret"))
 
     def enqueue_webhook(self, item: OutboxItem) -> None:
-        i = v.check_outbox_item(item)
+        i = check_outbox_item(item)
         self._require_wallet(i.wallet_id)
         try:
             self._transact(self._enqueue_actions(i))
@@ -242,12 +249,12 @@ class DynamoOutboxAudit(DynamoOutboxLayout):
         }
         actions.append({"Put": {"TableName": self._table, "Item": log}})
         lease = None if head.lease_id in (None, lease_id) else (head.lease_id, head.lease_until or 0.0)
-        paused = v.wallet_pause_until(attempt.at, next_attempt_at if status == OutboxStatus.PENDING else None)
+        paused = wallet_pause_until(attempt.at, next_attempt_at if status == OutboxStatus.PENDING else None)
         move = self._head_action(wallet_id, head, min(left, default=None), lease, paused)
         return [*actions, *([] if move is None else [move])]
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None:
-        attempt = v.delivered_attempt(event_id, now=now, status_code=status_code)
+        attempt = delivered_attempt(event_id, now=now, status_code=status_code)
         self._finish(event_id, lease_id, attempt, OutboxStatus.DELIVERED, None)
 
     def mark_failed(
@@ -260,7 +267,7 @@ class DynamoOutboxAudit(DynamoOutboxLayout):
         status_code: int | None,
         next_attempt_at: float | None,
     ) -> None:
-        attempt, status = v.failed_attempt(
+        attempt, status = failed_attempt(
             event_id, now=now, error=error, status_code=status_code, next_attempt_at=next_attempt_at
         )
         self._finish(event_id, lease_id, attempt, status, next_attempt_at)
@@ -356,7 +363,7 @@ class DynamoOutboxAudit(DynamoOutboxLayout):
     def append_audit(self, record: AuditRecord, webhook: OutboxItem | None = None) -> None:
         if not isinstance(record, AuditRecord):
             raise InvalidInput("record", "must be an AuditRecord")
-        enqueue = [] if webhook is None else self._enqueue_actions(v.check_outbox_item(webhook))
+        enqueue = [] if webhook is None else self._enqueue_actions(check_outbox_item(webhook))
         if webhook is not None:
             self._require_wallet(webhook.wallet_id)  # wallets are never deleted, so a prior read suffices
         try:

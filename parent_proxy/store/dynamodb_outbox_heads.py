@@ -9,11 +9,11 @@ The pointer is written with the item, moved by a reschedule and deleted by a fin
 
 Wallets. ``OUTBOX_WALLETS/<wallet>#HEAD`` (the head) carries the due key of the wallet's earliest pending item as
 ``due_key``, held back to the end of the wallet's pause (``paused_until``, absent when none: set by a finish that
-reschedules a failed item, `validation.wallet_pause_until`, cleared by any other finish and by a claim; `held`), the
-wallet's delivery in flight (``lease_id``, ``lease_until``; absent when none) and a ``version`` that each of its writes
-bumps and requires as read (optimistic concurrency: claims and finishes of one wallet serialise on it). It is written by
-claims and finishes, never by an enqueue: an enqueue cannot lower a head's due time inside the signing transaction it
-belongs to without a condition that could refuse that transaction. An enqueue therefore writes
+reschedules a failed item, `validation_outbox.wallet_pause_until`, cleared by any other finish and by a claim; `held`),
+the wallet's delivery in flight (``lease_id``, ``lease_until``; absent when none) and a ``version`` that each of its
+writes bumps and requires as read (optimistic concurrency: claims and finishes of one wallet serialise on it). It is
+written by claims and finishes, never by an enqueue: an enqueue cannot lower a head's due time inside the signing
+transaction it belongs to without a condition that could refuse that transaction. An enqueue therefore writes
 ``OUTBOX_WALLETS/<wallet>#NEW`` (the newcomer mark) unconditionally: ``due_key = if_not_exists(due_key, <key>)`` and
 ``version + 1``, where the key is the item's `due_key` at the earlier of its creation and due times. The mark says "this
 wallet has items the head may not show, none due before ``due_key``": the first enqueue since the last fold sets it, and
@@ -86,7 +86,7 @@ POINTER_PREFIX = "OUTBOX#"
 HEAD = "HEAD"
 NEW = "NEW"
 PAUSE_ATTRIBUTE = "paused_until"
-"""The head's end of the wallet's pause (`validation.wallet_pause_until`), absent when none."""
+"""The head's end of the wallet's pause (`validation_outbox.wallet_pause_until`), absent when none."""
 MAX_PAGE = 1000
 """The largest page a claim reads from the index (the batch size is at most 1000 too)."""
 

@@ -215,7 +215,7 @@ class Store(Protocol):
         `Conflict` for a wallet whose agent key is not the one named, that already has a candidate (set), or whose
         candidate is not the one named (switch)) and
         of `append_audit` (`Conflict` for a webhook event id ever enqueued); nothing is written then, nor when the
-        audit record or the webhook item cannot be written. `InvalidInput` (`validation.check_changes`) for a
+        audit record or the webhook item cannot be written. `InvalidInput` (`validation_changes.check_changes`) for a
         malformed change, or an agent-key change that is not the only change of its wallet's record in ``changes``.
         A head moved by another appender is not a refusal: the record is built again from the new head (as in
         `finish_signing`)."""
@@ -313,10 +313,11 @@ class Store(Protocol):
         status_code: int | None,
         next_attempt_at: float | None,
     ) -> None:
-        """Record a failed attempt; retry at ``next_attempt_at``, or give up (dead) when it is None. A retry also
-        pauses the item's wallet, in the same transaction: no item of the wallet is claimed before
-        `validation.wallet_pause_until` (``next_attempt_at``, at most `validation.WALLET_PAUSE_CAP_SECONDS` after
-        ``now``). Any other finish of the wallet's items (`mark_delivered`, a give-up) leaves it unpaused."""
+        """Record a failed attempt; retry at ``next_attempt_at``, or give up (dead) when it is None. A retry also pauses
+        the item's wallet, in the same transaction: no item of the wallet is claimed before
+        `validation_outbox.wallet_pause_until` (``next_attempt_at``, at most
+        `validation_outbox.WALLET_PAUSE_CAP_SECONDS` after ``now``). Any other finish of the wallet's items
+        (`mark_delivered`, a give-up) leaves it unpaused."""
         ...
 
     def get_outbox_item(self, event_id: str) -> OutboxItem: ...

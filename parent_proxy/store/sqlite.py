@@ -1,9 +1,9 @@
 """`SqliteStore`: the embedded `Store` adapter (one machine; several processes may share the file).
 
-This module holds tokens, wallets, idempotency, wallet-creation nonces (`sqlite_creation_nonces`), the signing
-path's two transactions and `apply_audited`; approvals are in `sqlite_approvals`, period limits and rate/denial
-timestamps in `sqlite_limits`, webhooks and the audit log in `sqlite_outbox`, agent-key rotation in
-`sqlite_agent_keys`, connections and error translation in `sqlite_base`.
+This module holds tokens, wallets, wallet-creation nonces (`sqlite_creation_nonces`), the signing path's two
+transactions and `apply_audited`; idempotency is in `sqlite_idempotency`, approvals in `sqlite_approvals`, period
+limits and rate/denial timestamps in `sqlite_limits`, webhooks and the audit log in `sqlite_outbox`, agent-key
+rotation in `sqlite_agent_keys`, connections and error translation in `sqlite_base`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from parent_proxy.errors import (
     AlreadyRevoked,
     Conflict,
-    IdempotencyInProgress,
-    IdempotencyMismatch,
     NotFound,
     StaleOrderSequence,
     StalePolicySequence,
@@ -33,8 +31,6 @@ from parent_proxy.store.model import (
     CreateWallet,
     DecideApproval,
     FinishApproval,
-    IdempotencyRecord,
-    IdempotencyStatus,
     IdempotentAnswer,
     InstallPolicy,
     IssuedToken,
@@ -57,10 +53,12 @@ from parent_proxy.store.model import (
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
 from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
-from parent_proxy.store.sqlite_approvals import SqliteApprovals
+from parent_proxy.store.sqlite_idempotency import SqliteIdempotency
+from parent_proxy.store.validation_changes import check_change, check_changes
+from parent_proxy.store.validation_outbox import check_outbox_item
 
 
-class SqliteStore(SqliteApprovals):
+class SqliteStore(SqliteIdempotency):
     """SQLite-backed `Store`. ``path`` is a file path (``:memory:`` is refused: it cannot be shared)."""
 
     # -- agent tokens ---------------------------------------------------------------------------------------
@@ -196,97 +194,6 @@ class SqliteStore(SqliteApprovals):
             (p.document, p.sequence, p.wallet_id),
         )
 
-    # -- idempotency ----------------------------------------------------------------------------------------
-    @staticmethod
-    def _existing(
-        conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, now: float
-    ) -> IdempotencyRecord | None:
-        """None if ``key`` is free at ``now``; the completed record; or raise mismatch / in progress."""
-        row = conn.execute(
-            "SELECT request_hash, status, response, created_at FROM idempotency WHERE wallet_id = ? AND key = ?",
-            (wallet_id, key),
-        ).fetchone()
-        if row is None or v.idempotency_expired(row[1], row[3], now):
-            return None
-        if row[0] != request_hash:
-            raise IdempotencyMismatch(f"idempotency key {key!r} was used for a different request")
-        if row[1] != IdempotencyStatus.COMPLETED:
-            raise IdempotencyInProgress(f"idempotency key {key!r}: the first request has not completed")
-        return IdempotencyRecord(wallet_id, key, row[0], IdempotencyStatus.COMPLETED, row[2], row[3])
-
-    def _claim_in(
-        self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, now: float
-    ) -> IdempotencyRecord | None:
-        self._require_wallet(conn, wallet_id)
-        existing = self._existing(conn, wallet_id, key, request_hash, now)
-        if existing is None:  # free, or held by an expired record, which this claim replaces
-            conn.execute(
-                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, 'in_progress', NULL, ?)",
-                (wallet_id, key, request_hash, now),
-            )
-        return existing
-
-    def begin_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
-        v.check_claim(wallet_id, key, request_hash)
-        now = v.check_time("now", now)
-        with self._write() as conn:
-            return self._claim_in(conn, wallet_id, key, request_hash, now)
-
-    def lookup_idempotent(self, wallet_id: str, key: str, request_hash: bytes, now: float) -> IdempotencyRecord | None:
-        v.check_claim(wallet_id, key, request_hash)
-        now = v.check_time("now", now)
-        with self._read() as conn:
-            return self._existing(conn, wallet_id, key, request_hash, now)
-
-    def _claimed(
-        self,
-        conn: sqlite3.Connection,
-        wallet_id: str,
-        key: str,
-        request_hash: bytes,
-        status: IdempotencyStatus = IdempotencyStatus.IN_PROGRESS,
-    ) -> None:
-        row = conn.execute(
-            "SELECT request_hash, status FROM idempotency WHERE wallet_id = ? AND key = ?", (wallet_id, key)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"idempotency key {key!r} not found")
-        if row[0] != request_hash or row[1] != status:
-            raise Conflict(f"idempotency key {key!r} is not {status.value.replace('_', ' ')} for this request")
-
-    def complete_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-        v.check_blob("response", response)
-        with self._write() as conn:
-            self._complete_in(conn, wallet_id, key, request_hash, response)
-
-    def replace_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-        v.check_blob("response", response)
-        with self._write() as conn:
-            replaced = conn.execute(
-                "UPDATE idempotency SET response = ?"
-                " WHERE wallet_id = ? AND key = ? AND request_hash = ? AND status = 'completed'",
-                (response, wallet_id, key, request_hash),
-            ).rowcount
-            if replaced != 1:
-                self._claimed(conn, wallet_id, key, request_hash, IdempotencyStatus.COMPLETED)
-                raise Conflict(f"idempotency key {key!r} is not completed for this request")
-
-    def _complete_in(
-        self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, response: bytes
-    ) -> None:
-        completed = conn.execute(
-            "UPDATE idempotency SET status = 'completed', response = ?"
-            " WHERE wallet_id = ? AND key = ? AND request_hash = ? AND status = 'in_progress'",
-            (response, wallet_id, key, request_hash),
-        ).rowcount
-        if completed != 1:  # not in progress for this request: say why (`_claimed` raises)
-            self._claimed(conn, wallet_id, key, request_hash)
-            raise Conflict(f"idempotency key {key!r} is not in progress for this request")
-
     # -- the signing path in two transactions ---------------------------------------------------------------
     def begin_signing(
         self,
@@ -325,11 +232,11 @@ class SqliteStore(SqliteApprovals):
     ) -> AuditRecord:
         if reservation is not None:
             self._check_reservation(reservation)
-        item = None if webhook is None else v.check_outbox_item(webhook)
+        item = None if webhook is None else check_outbox_item(webhook)
         if answer is not None:
             answer = v.check_answer(answer)
         if approval is not None:
-            v.check_change(approval)
+            check_change(approval)
         with self._write() as conn:
             if approval is not None:
                 self._finish_approval_in(conn, approval)
@@ -341,13 +248,6 @@ class SqliteStore(SqliteApprovals):
             if answer is not None:
                 self._complete_in(conn, answer.wallet_id, answer.key, answer.request_hash, answer.response)
         return record
-
-    def abandon_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> None:
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-        with self._write() as conn:
-            self._claimed(conn, wallet_id, key, request_hash)
-            conn.execute("DELETE FROM idempotency WHERE wallet_id = ? AND key = ?", (wallet_id, key))
 
     # -- wallet-creation nonces ----------------------------------------------------------------------------
     def claim_creation_nonce(self, owner: bytes, nonce: str, now: float, held_until: float) -> None:
@@ -377,8 +277,8 @@ class SqliteStore(SqliteApprovals):
     def apply_audited(
         self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
     ) -> AuditRecord:
-        checked = v.check_changes(changes)
-        item = None if webhook is None else v.check_outbox_item(webhook)
+        checked = check_changes(changes)
+        item = None if webhook is None else check_outbox_item(webhook)
         with self._write() as conn:
             for change in checked:
                 self._apply_in(conn, change)

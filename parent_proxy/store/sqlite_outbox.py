@@ -23,6 +23,13 @@ from parent_proxy.store.model import (
 from parent_proxy.store.protocol import AuditSealer
 from parent_proxy.store.sqlite_base import SqliteBase
 from parent_proxy.store.sqlite_time import time_key
+from parent_proxy.store.validation_outbox import (
+    check_outbox_item,
+    check_webhook,
+    delivered_attempt,
+    failed_attempt,
+    wallet_pause_until,
+)
 
 _SELECT_OUTBOX = (
     "SELECT event_id, wallet_id, event_type, body, created_at, status, attempts, next_attempt_at, lease_id,"
@@ -36,7 +43,7 @@ class SqliteOutboxAudit(SqliteBase):
 
     # -- webhooks -------------------------------------------------------------------------------------------
     def set_webhook(self, config: WebhookConfig) -> None:
-        c = v.check_webhook(config)
+        c = check_webhook(config)
         with self._write() as conn:
             self._set_webhook_in(conn, c)
 
@@ -52,7 +59,7 @@ class SqliteOutboxAudit(SqliteBase):
         return None if row is None else WebhookConfig(wallet_id, row[0], row[1])
 
     def enqueue_webhook(self, item: OutboxItem) -> None:
-        i = v.check_outbox_item(item)
+        i = check_outbox_item(item)
         with self._write() as conn:
             self._enqueue_in(conn, i)
 
@@ -129,10 +136,10 @@ class SqliteOutboxAudit(SqliteBase):
                 "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?)",
                 (event_id, row[2], now, int(attempt.delivered), attempt.status_code, attempt.error),
             )
-            heads.settled(conn, row[3], lease_id, v.wallet_pause_until(now, next_attempt_at))
+            heads.settled(conn, row[3], lease_id, wallet_pause_until(now, next_attempt_at))
 
     def mark_delivered(self, event_id: str, lease_id: str, *, now: float, status_code: int) -> None:
-        attempt = v.delivered_attempt(event_id, now=now, status_code=status_code)
+        attempt = delivered_attempt(event_id, now=now, status_code=status_code)
         self._finish(event_id, lease_id, attempt=attempt, status=OutboxStatus.DELIVERED, next_attempt_at=None)
 
     def mark_failed(
@@ -145,7 +152,7 @@ class SqliteOutboxAudit(SqliteBase):
         status_code: int | None,
         next_attempt_at: float | None,
     ) -> None:
-        attempt, status = v.failed_attempt(
+        attempt, status = failed_attempt(
             event_id, now=now, error=error, status_code=status_code, next_attempt_at=next_attempt_at
         )
         self._finish(event_id, lease_id, attempt=attempt, status=status, next_attempt_at=next_attempt_at)
@@ -170,7 +177,7 @@ class SqliteOutboxAudit(SqliteBase):
     def append_audit(self, record: AuditRecord, webhook: OutboxItem | None = None) -> None:
         if not isinstance(record, AuditRecord):
             raise InvalidInput("record", "must be an AuditRecord")
-        item = None if webhook is None else v.check_outbox_item(webhook)
+        item = None if webhook is None else check_outbox_item(webhook)
         with self._write() as conn:
             self._append_audit_in(conn, record)
             if item is not None:

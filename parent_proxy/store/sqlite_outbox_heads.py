@@ -2,9 +2,9 @@
 not grow with any wallet's backlog.
 
 ``outbox_heads`` holds, for each wallet with at least one pending item, the key (``due``, ``event_id``) of its
-earliest pending item, the wallet's delivery in flight (``lease_id``, ``lease_until`` of its last claim, cleared
-by that lease's finish) and its pause (``paused``: `time_key` of the end of the pause its last failed attempt put
-it in, `validation.wallet_pause_until`; NULL when none). ``ready``, the later of ``due`` and ``paused`` (a generated
+earliest pending item, the wallet's delivery in flight (``lease_id``, ``lease_until`` of its last claim, cleared by that
+lease's finish) and its pause (``paused``: `time_key` of the end of the pause its last failed attempt put it in,
+`validation_outbox.wallet_pause_until`; NULL when none). ``ready``, the later of ``due`` and ``paused`` (a generated
 column), is when the wallet is due: a claim walks ``outbox_heads_due`` (on ``ready``, ``event_id``) in that order and
 stops after ``limit`` wallets: it passes over only the wallets in flight and those it skips, never a paused wallet
 (its ``ready`` is not reached yet) nor a wallet's other items. Before, it walked every due pending item in Python
@@ -81,7 +81,7 @@ def settled(conn: sqlite3.Connection, wallet_id: str, lease_id: str, paused_unti
     """An item of ``wallet_id`` leased by ``lease_id`` was finished or rescheduled: the wallet is no longer in flight
     if that lease is still its own (a finish after its lease ended, once another claim took the wallet, leaves the
     other's), the head moves to the earliest pending item left, or goes with the last one, and the wallet is paused
-    until ``paused_until`` (`validation.wallet_pause_until` of the attempt; None: not paused)."""
+    until ``paused_until`` (`validation_outbox.wallet_pause_until` of the attempt; None: not paused)."""
     conn.execute(
         "UPDATE outbox_heads SET lease_id = NULL, lease_until = NULL WHERE wallet_id = ? AND lease_id = ?",
         (wallet_id, lease_id),

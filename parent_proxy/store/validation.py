@@ -1,14 +1,15 @@
 """Input checks shared by every store adapter, so that bad input fails the same way everywhere.
 
 Each check raises `InvalidInput` naming the field; adapters run them before touching the backend, so a refused
-call changes nothing.
+call changes nothing. The webhook checks (a receiver, an outbox item, a delivery attempt's outcome) are in
+`validation_outbox`, those of `Store.apply_audited`'s state changes in `validation_changes`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 
 from parent_proxy.errors import Conflict, InvalidInput
 from parent_proxy.store.model import (
@@ -17,29 +18,10 @@ from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
     AuditRecord,
-    CompleteIdempotent,
-    CreateApproval,
-    CreateWallet,
-    DecideApproval,
-    DeliveryAttempt,
-    FinishApproval,
     IdempotencyStatus,
     IdempotentAnswer,
-    InstallPolicy,
-    OutboxItem,
-    OutboxStatus,
     OwnerOrder,
-    RecordEvent,
-    ReopenApproval,
-    RevokeToken,
-    SetAgentKeyCandidate,
-    SetFrozen,
-    SetWebhook,
-    StateChange,
-    StoreToken,
-    SwitchAgentKey,
     Wallet,
-    WebhookConfig,
 )
 from policies.identifiers import is_wallet_id
 
@@ -61,10 +43,6 @@ OUTBOX_RETENTION_SECONDS = 30 * 86_400
 the attempt that finished it (a month to look into a receiver's complaint), then deleted (`Store.prune`; DynamoDB:
 the TTL). A pending item is never deleted. An event id is unique for as long as its item is kept (the proxy's are
 random: `parent_proxy.webhooks.event_item`)."""
-WALLET_PAUSE_CAP_SECONDS = 60.0
-"""Longest a failed webhook attempt holds back its wallet's next attempt (`wallet_pause_until`): a receiver that
-fails at once is sent one attempt per pause, not each queued event back to back, and one event it always rejects
-(whose own backoff grows to an hour) delays the wallet's other events by at most this much per retry."""
 IDEMPOTENCY_STALE_SECONDS = 900
 """An idempotency claim still in progress this long after it was taken belongs to a request that died (a crashed
 process: every request ends within its enclave and store timeouts, seconds): the key is free again. Nothing of such
@@ -242,61 +220,6 @@ def check_approval(approval: object) -> Approval:
     return approval
 
 
-def check_webhook(config: object) -> WebhookConfig:
-    if not isinstance(config, WebhookConfig):
-        raise InvalidInput("config", "must be a WebhookConfig")
-    check_id("wallet_id", config.wallet_id)
-    if not isinstance(config.url, str) or not re.fullmatch(r"https?://[^\s]{1,2000}", config.url):
-        raise InvalidInput("url", "must be an http(s) URL")
-    if not isinstance(config.secret, bytes) or not 16 <= len(config.secret) <= 256:
-        raise InvalidInput("secret", "must be 16-256 bytes")  # the value itself is never echoed
-    return config
-
-
-def check_outbox_item(item: object) -> OutboxItem:
-    if not isinstance(item, OutboxItem):
-        raise InvalidInput("item", "must be an OutboxItem")
-    check_id("event_id", item.event_id)
-    check_id("wallet_id", item.wallet_id)
-    check_id("event_type", item.event_type)
-    check_blob("body", item.body)
-    check_time("created_at", item.created_at)
-    check_time("next_attempt_at", item.next_attempt_at)
-    if item.status != "pending" or item.attempts != 0 or item.lease_id is not None or item.lease_until is not None:
-        raise InvalidInput("item", "a new outbox item must be pending, unleased and unattempted")
-    return item
-
-
-def delivered_attempt(event_id: str, *, now: float, status_code: int) -> DeliveryAttempt:
-    """The checked log entry of a successful webhook delivery (both adapters' ``mark_delivered``)."""
-    now = check_time("now", now)
-    check_count("status_code", status_code, minimum=100, maximum=599)
-    return DeliveryAttempt(event_id, 0, now, True, status_code, None)
-
-
-def failed_attempt(
-    event_id: str, *, now: float, error: str, status_code: int | None, next_attempt_at: float | None
-) -> tuple[DeliveryAttempt, OutboxStatus]:
-    """The checked log entry of a failed delivery and the item's next status: DEAD when no further attempt is
-    scheduled (``next_attempt_at`` None), PENDING otherwise (both adapters' ``mark_failed``)."""
-    now = check_time("now", now)
-    check_reason("error", error)
-    if status_code is not None:
-        check_count("status_code", status_code, minimum=100, maximum=599)
-    if next_attempt_at is not None:
-        check_time("next_attempt_at", next_attempt_at)
-    status = OutboxStatus.DEAD if next_attempt_at is None else OutboxStatus.PENDING
-    return DeliveryAttempt(event_id, 0, now, False, status_code, error), status
-
-
-def wallet_pause_until(now: float, next_attempt_at: float | None) -> float | None:
-    """Until when a failed attempt at ``now`` holds back its wallet's next claim (any of its items): the item's
-    retry time (``now`` plus its backoff), at most `WALLET_PAUSE_CAP_SECONDS` after ``now``; None (no pause) when
-    the item was given up (``next_attempt_at`` None) or delivered. Both adapters' finishes write it on the wallet's
-    head in the attempt's transaction (checked arguments)."""
-    return None if next_attempt_at is None else min(next_attempt_at, now + WALLET_PAUSE_CAP_SECONDS)
-
-
 def check_claim(wallet_id: object, key: object, request_hash: object) -> None:
     """An idempotency claim: a wallet id, a key, a 32-byte request digest."""
     check_id("wallet_id", wallet_id)
@@ -353,93 +276,6 @@ def check_stalled_query(decided_before: object, limit: object) -> float:
     """The arguments of `Store.stalled_approvals`; returns ``decided_before``."""
     check_count("limit", limit, minimum=1, maximum=MAX_STALLED_APPROVALS)
     return check_time("decided_before", decided_before)
-
-
-def check_change(change: object) -> StateChange:
-    """One change of `Store.apply_audited`, checked as its own method checks its arguments (times normalised)."""
-    match change:
-        case CreateWallet(wallet=wallet):
-            check_wallet(wallet)
-            return change
-        case InstallPolicy(wallet_id=wallet_id, document=document, sequence=sequence):
-            check_id("wallet_id", wallet_id)
-            check_blob("document", document)
-            check_count("sequence", sequence, minimum=1)
-            return change
-        case StoreToken(token_id=token_id, wallet_id=wallet_id, secret_hash=secret_hash, created_at=created_at):
-            check_id("token_id", token_id)
-            check_id("wallet_id", wallet_id)
-            check_digest("secret_hash", secret_hash)
-            return StoreToken(token_id, wallet_id, secret_hash, check_time("created_at", created_at))
-        case RevokeToken(token_id=token_id, wallet_id=wallet_id, now=now):
-            check_id("token_id", token_id)
-            check_id("wallet_id", wallet_id)
-            return RevokeToken(token_id, wallet_id, check_time("now", now))
-        case SetWebhook(config=config):
-            return SetWebhook(check_webhook(config))
-        case SetFrozen(wallet_id=wallet_id, frozen=frozen, reason=reason, order_sequence=order_sequence, order=order):
-            check_id("wallet_id", wallet_id)
-            check_frozen(frozen, reason)
-            if order_sequence is not None:
-                check_count("order_sequence", order_sequence, minimum=1, maximum=MAX_ORDER_SEQUENCE)
-            if order is not None:
-                check_order("order", order, order_sequence)
-            return change
-        case RecordEvent(wallet_id=wallet_id, kind=kind, at=at):
-            check_id("wallet_id", wallet_id)
-            if kind not in ("request", "denial"):
-                raise InvalidInput("kind", "must be request or denial")
-            return RecordEvent(wallet_id, kind, check_time("at", at))
-        case CreateApproval(approval=approval, max_pending=max_pending):
-            check_approval(approval)
-            if max_pending is not None:
-                check_count("max_pending", max_pending, minimum=1, maximum=MAX_PENDING_BOUND)
-            return change
-        case DecideApproval(approval_id=approval_id, status=status, decision=decision, now=now, signing=signing):
-            now = check_approval_decision(approval_id, status, decision, now, signing)
-            return DecideApproval(approval_id, status, decision, now, signing)
-        case ReopenApproval(approval_id=approval_id, decision=decision, signing=signing):
-            check_approval_reopening(approval_id, decision, signing)
-            return change
-        case FinishApproval(approval_id=approval_id, signing=signing):
-            check_id("approval_id", approval_id)
-            check_id("signing", signing)
-            return change
-        case CompleteIdempotent(answer=answer):
-            return CompleteIdempotent(check_answer(answer))
-        case SetAgentKeyCandidate(candidate=candidate):
-            return SetAgentKeyCandidate(check_agent_key_candidate(candidate))
-        case SwitchAgentKey(wallet_id=wallet_id, agent_pubkey=agent, candidate_pubkey=candidate, now=now):
-            check_id("wallet_id", wallet_id)
-            check_agent_keys(agent, candidate)
-            return SwitchAgentKey(wallet_id, agent, candidate, check_time("now", now))
-    raise InvalidInput("changes", f"{type(change).__name__} is not a state change")
-
-
-def _wallet_record_changed(change: StateChange) -> str | None:
-    """The wallet whose record ``change`` writes or checks (DynamoDB: its ``WALLET`` item), if any."""
-    match change:
-        case SetFrozen(wallet_id=wallet_id) | SwitchAgentKey(wallet_id=wallet_id) | InstallPolicy(wallet_id=wallet_id):
-            return wallet_id
-        case SetAgentKeyCandidate(candidate=candidate):
-            return candidate.wallet_id
-        case CreateWallet(wallet=wallet):
-            return wallet.wallet_id
-    return None
-
-
-def check_changes(changes: object) -> list[StateChange]:
-    """The changes of `Store.apply_audited`, each checked by `check_change`; at most one change of a wallet's record
-    in the list (`InvalidInput` otherwise, on every adapter): DynamoDB writes an item at most once per transaction,
-    and the rotation needs no other change of the wallet with it."""
-    if not isinstance(changes, Sequence) or isinstance(changes, str | bytes):
-        raise InvalidInput("changes", "must be a sequence of state changes")
-    checked = [check_change(c) for c in changes]
-    touched = [_wallet_record_changed(c) for c in checked]
-    for wallet_id in touched:
-        if wallet_id is not None and touched.count(wallet_id) > 1:
-            raise InvalidInput("changes", f"wallet {wallet_id}: at most one change of its wallet's record")
-    return checked
 
 
 def check_extends(record: AuditRecord, head: tuple[int, bytes] | None) -> None:

@@ -1,5 +1,5 @@
 """A signed enclave answer must carry the stored agent key's signature over exactly the requested message, checked
-right after its receipt (`SignFlow._check_agent_signature` with `enclave_relay.signed_by`; for an off-chain message
+right after its receipt (`signed_answer.check_agent_signature` with `enclave_relay.signed_by`; for an off-chain message
 `message_checks.record_signed_message`).
 
 A stand-in enclave on the socket (the transport seam) attests its own session key and answers with a receipt that
@@ -33,8 +33,8 @@ from solders.transaction import Transaction
 from enclave_app.protocol import MessageSignatureResponse, TransactionDecisionResponse
 from enclave_app.receipts import SessionKey
 from parent_proxy.message_checks import NOT_THE_AGENT_KEY as MESSAGE_NOT_THE_AGENT_KEY
-from parent_proxy.sign_flow import NOT_THE_AGENT_KEY
 from parent_proxy.sign_parts import message_hash
+from parent_proxy.signed_answer import NOT_THE_AGENT_KEY
 from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
     Harness,
@@ -138,14 +138,14 @@ def test_a_signature_not_the_agent_keys_is_refused_and_given_back(
     tx, signed, signature = fault(stand_in)
     stand_in.answer(signed_answer(h, tx, signed, signature))
     sent = submissions(h)
-    with caplog.at_level(logging.ERROR, logger="parent_proxy.sign_flow"):
+    with caplog.at_level(logging.ERROR, logger="parent_proxy.signed_answer"):
         first = h.sign(tx, key="retry-me", submit=True)
     assert_refused(h, first)
     assert sent == []  # nothing submitted
     payload = failure(h, "transaction.failed")
     assert payload.pop("request_id")
     assert payload == {"stage": "enclave", "error": "enclave_unavailable", "reason": NOT_THE_AGENT_KEY}
-    logged = [r.getMessage() for r in caplog.records if r.name == "parent_proxy.sign_flow"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "parent_proxy.signed_answer"]
     assert logged == [f"enclave signature for wallet {h.wallet_id} is not the stored agent key's: refused"]
     # The key is free: the same request reaches the enclave again (and fails the same way, not 409 or a replay).
     again = h.sign(tx, key="retry-me", submit=True)

@@ -17,7 +17,7 @@ import pytest
 from parent_proxy.store.dynamodb import DynamoStore
 from parent_proxy.store.dynamodb_outbox_heads import pointer_item
 from parent_proxy.store.model import OutboxItem, OutboxStatus
-from parent_proxy.store.validation import WALLET_PAUSE_CAP_SECONDS
+from parent_proxy.store.validation_outbox import WALLET_PAUSE_CAP_SECONDS
 from tests.proxy.conftest import make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import CountingClient, Hook, Hooked
 

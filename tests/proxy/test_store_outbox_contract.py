@@ -10,7 +10,7 @@ from parent_proxy.audit import AuditLog
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem, OutboxStatus, WebhookConfig
 from parent_proxy.store.protocol import Store
-from parent_proxy.store.validation import WALLET_PAUSE_CAP_SECONDS
+from parent_proxy.store.validation_outbox import WALLET_PAUSE_CAP_SECONDS
 from tests.proxy.conftest import FakeClock, make_wallet
 
 T0 = 1_700_000_000.0

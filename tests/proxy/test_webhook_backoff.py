@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from parent_proxy.store.model import OutboxItem, OutboxStatus, WebhookConfig
 from parent_proxy.store.protocol import Store
-from parent_proxy.store.validation import WALLET_PAUSE_CAP_SECONDS
+from parent_proxy.store.validation_outbox import WALLET_PAUSE_CAP_SECONDS
 from parent_proxy.webhooks import enqueue_event
 from tests.proxy.conftest import FakeClock, make_wallet
 from tests.proxy.webhook_receiver import SECRET, Receiver, local_client, serving, worker_for

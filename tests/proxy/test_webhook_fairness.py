@@ -15,7 +15,7 @@ import time
 
 from parent_proxy.store.model import OutboxItem, WebhookConfig
 from parent_proxy.store.sqlite import SqliteStore
-from parent_proxy.store.validation import WALLET_PAUSE_CAP_SECONDS
+from parent_proxy.store.validation_outbox import WALLET_PAUSE_CAP_SECONDS
 from parent_proxy.webhook_lanes import SlowWallets, lane_claims
 from parent_proxy.webhooks import CLAIM_BATCH, LANES, LEASE_SECONDS, SLOW_LANES, WebhookWorker, enqueue_event
 from tests.proxy.conftest import FakeClock, make_wallet
