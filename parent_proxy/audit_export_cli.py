@@ -30,13 +30,14 @@ table and the deployment's data bucket. Each run, several hosts alike:
    FAILED, naming its key, and nothing more is written: something other than this exporter wrote under an export's
    name.
 
-Exit 0 when everything new is exported (or nothing is new) and no key contradicts the log; 1 when the log confirms
-none of the exports, the new records do not chain, an object under an export's name is not that export, or keys are
-more than a run checks (FAILED: nothing more is written), and also when the run exported everything new but keys
-named as exports contradict the log (its OK line, then a FAILED line naming them: on every run that reads them,
-which is every run while they are above the last export, or below it among at most `SUSPECTS_PER_RUN` overlapping
-names); 2 when the log or the bucket cannot be read or written, or an argument is bad (ERROR: the next run tries
-again). The host role may list only this prefix, and put into and read only it (cdk/identity_stack.py).
+Exit 0 when everything new is exported (or nothing is new, or another host exported it meanwhile) and no key read
+contradicts the log; 1 when the log confirms none of the exports, the new records do not chain, an object under an
+export's name is not that export, or keys are more than a run checks (FAILED: nothing more is written), and also
+when the run exported everything new but keys named as exports contradict the log (its OK line, then a FAILED line
+naming them: on every run that reads them, which is every run while they are above the last export, or below it
+among no more overlapping names than a run reads, `audit_export_names.SUSPECTS_PER_RUN`); 2 when the log or the
+bucket cannot be read or written, or an argument is bad (ERROR: the next run tries again). The host role may list
+only this prefix, and put into and read only it (cdk/identity_stack.py).
 
 Each run prints one line that starts with a fixed marker, which the deployment's alarms match (cdk/
 audit_export_alarms.py): `OK_MARKER` on stdout when it exports (or nothing is new), `FAILED_MARKER` or `ERROR_MARKER`
@@ -57,7 +58,6 @@ from pathlib import Path
 
 from parent_proxy.audit import verify_audit_chain
 from parent_proxy.audit_export_names import (
-    SUSPECTS_PER_RUN,
     TURN_SECONDS,
     Contradicted,
     check_export_names,
@@ -125,7 +125,8 @@ class ExportRun:
     suspects: int = 0
     """Export names below ``last`` that overlap another (`audit_export_names`, step 3)."""
     unchecked: int = 0
-    """Of ``suspects``, those not checked against the log this run (`SUSPECTS_PER_RUN`): later runs check them."""
+    """Of ``suspects``, those not checked against the log this run (`audit_export_names.SUSPECTS_PER_RUN`): later
+    runs check them."""
     overtaken: ExportName | None = None
     """An export another host wrote after this run listed the keys, covering the first seq this run was about to
     write: this run wrote nothing."""
@@ -233,9 +234,9 @@ def _report(run: ExportRun, where: str) -> None:
     if run.ignored:
         print(f"{WARNING_MARKER}{run.ignored} keys under {where} are not named as exports (ignored)", file=sys.stderr)
     if run.unchecked:
-        every = turns_to_check_all(run.suspects)
+        checked, every = run.suspects - run.unchecked, turns_to_check_all(run.suspects)
         print(f"{WARNING_MARKER}{run.unchecked} of the {run.suspects} export names under {where} that overlap another "
-              f"below the last export were not checked against the log in this run (a run checks {SUSPECTS_PER_RUN}, "
+              f"below the last export were not checked against the log in this run (a run checks {checked}, "
               f"in turn: each one at least once in any {every} timer intervals)", file=sys.stderr)  # fmt: skip
     if run.overtaken is not None:
         print(f"{OK_MARKER}nothing written: another host exported records {run.overtaken.first_seq}-"
