@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from parent_proxy import audit_export_cli
+from parent_proxy import audit_export_cli, audit_export_names
 from parent_proxy.audit import AuditLog
 from parent_proxy.audit_exports import encode_export
 from parent_proxy.audit_source import SqliteAuditSource
@@ -155,6 +155,30 @@ def every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Printed]
         s3.put_object(Bucket=BUCKET, Key="ok/notes.txt", Body=b"x")
         new_log(db, 1)
         record("keys not named as exports", export(db, "ok/"))
+
+        # Another host exports what this run read, and a record more, between this run's two listings.
+        db = new_log(tmp_path / "overtaken.db", 2)
+
+        def other_host() -> None:
+            new_log(db, 1)
+            with pytest.MonkeyPatch.context() as patch:
+                use_client(patch, RaceClient(s3))
+                assert export(db, "overtaken/")[0] == 0
+
+        with pytest.MonkeyPatch.context() as patch:
+            use_client(patch, RaceClient(s3, meanwhile=other_host, at_list=2))
+            record("another host exported meanwhile", export(db, "overtaken/"))
+
+        # Honest overlapping exports below the last one, more than a run reads.
+        db = new_log(tmp_path / "overlaps.db", 4)
+        records = SqliteAuditSource(db).read_all()
+        for last in range(1, 5):
+            name, body = encode_export(records[:last])
+            s3.put_object(Bucket=BUCKET, Key=f"overlaps/{name.file_name()}", Body=body)
+        new_log(db, 1)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(audit_export_names, "SUSPECTS_PER_RUN", 2)
+            record("overlapping names left for later runs", export(db, "overlaps/"))
 
         db = new_log(tmp_path / "short.db", 3)
         assert export(db, "short/")[0] == 0
