@@ -4,8 +4,12 @@ the proxy's log file (`cdk.user_data`), which the CloudWatch agent ships to ``/w
 - `AuditExportFailed`: a line ``audit export: FAILED: ...`` (the command's exit 1) on any host: the log no longer
   holds the last export's head record (the history was rewritten or cut short since that export), the new records
   do not chain on, or the bucket holds an object under an export's name that is not that export or that the log
-  contradicts (a key planted under ``audit/``: reported on every run, after the run's OK line when it still exported
-  the new records past it). Each is what ``waiaas audit verify --exports`` exists to catch; fires on the first line.
+  contradicts (a key planted under ``audit/``, or an export of a history rewritten since: reported on every run that
+  reads it, after the run's OK line when it still exported the new records past it; that is every run, except for
+  keys below the last export among more overlapping keys than a run reads, which runs read in turn). Each is what
+  ``waiaas audit verify --exports`` exists to catch; fires on the first line. Honest overlapping exports (two hosts
+  that exported at once) never print it, however many: past what a run reads they are a ``WARNING`` line, which no
+  filter counts.
 - `AuditExportStale`: no line ``audit export: OK: ...`` from any host in `STALE_PERIODS` timer intervals in a row
   (an hour): every host's export fails (exit 2, ``ERROR``: the state table or the bucket unreachable or refusing;
   or exit 1), the hosts are down, or the timer stopped. A run with nothing new prints an OK line too, so a quiet

@@ -16,14 +16,28 @@ export whole; this module reads names and log records only, never an object.
 2. walks down the other ends from the highest, reading the log's record at each: a name with that record's hash
    is confirmed, and the highest confirmed is the last export, the one the exporter goes on after; every name
    above it, and every name at its seq with another head, is contradicted;
-3. below the last export, reads the log's record at the end of every name whose seq range overlaps another
-   name's: the exporter writes consecutive ranges, so an overlap is another writer's key, a history rewritten and
-   exported again, or two hosts that exported at once (which write ranges that start alike and both hold). Names
-   that overlap nothing below a confirmed name are not read each run: the confirmed name already pins the log
-   they end in.
+3. below the last export, reads the log's record at the end of names whose seq range overlaps another name's: the
+   exporter writes consecutive ranges, so an overlap is another writer's key, a history rewritten and exported
+   again, or two hosts that exported at once (which write ranges that start alike and both hold; the exporter looks
+   again just before it writes, `covering_export`, so this is rare). Names that overlap nothing below a confirmed
+   name are not read: the confirmed name already pins the log they end in.
 
-The work is bounded: at most `MAX_LOG_READS` record reads a run (each a one-item ``Query`` on DynamoDB). A walk that
-needs more is `ExportError` (nothing written); overlapping names left unread are counted as unchecked.
+Why step 3 may read a slice of the overlapping names a run rather than all of them: a confirmed name pins the log up
+to its seq, which changes below it only by a rewrite re-chained through that seq, and that contradicts it. So while
+the last export an earlier run found is still confirmed (as it is under every export since, which the exporter
+wrote chaining on from it), every name below it has the status it had then: a re-check finds nothing new, and a
+name the log contradicted stays contradicted. A rewrite below the last export contradicts the last export itself,
+which step 2 reads on every run: the next run reports it, with every name above the rewritten seq. (A record changed
+without re-chaining the ones after it does not show in the hashes read here; ``waiaas audit verify`` finds it.) A
+run reads all the overlapping names below the last export up to `SUSPECTS_PER_RUN`; past that, a slice of that many
+that moves on by half its length every `TURN_SECONDS` (`suspects_of_turn`): a host that runs at least once every two
+turns reads each of them at least once in any `turns_to_check_all` turns (while no overlapping name is added), and
+reports a contradicted one on every run that reads it. The others are counted as unchecked: a warning, not a
+failure (honest overlaps are no reason to fail every run, and a run that fails for them hides the one that matters).
+
+The work is bounded: at most `MAX_LOG_READS` record reads (each a one-item ``Query`` on DynamoDB) to find the last
+export, and `SUSPECTS_PER_RUN` more for step 3. A walk down that needs more is `ExportError` (nothing written: that
+many names above the last export the log confirms were put in bulk, or a long history was rewritten).
 """
 
 from __future__ import annotations
@@ -37,7 +51,14 @@ from parent_proxy.audit_source import AuditSource
 from parent_proxy.store.model import AuditRecord
 
 MAX_LOG_READS = 1000
-"""Records read from the log by seq in one run to check names (the binary search takes about 20 of them)."""
+"""Records read from the log by seq in one run to find the last export (the binary search takes about 20 of them)."""
+SUSPECTS_PER_RUN = 500
+"""Overlapping names below the last export read in one run (at least 2); past it, a rotating slice."""
+TURN_SECONDS = 15 * 60
+"""How often the slice of `SUSPECTS_PER_RUN` moves on: the hosts' timer interval (``AUDIT_EXPORT_MINUTES`` in
+cdk/user_data.py), so that each run of a host reads the next slice."""
+MAX_COVERING_READS = 8
+"""Records read by `covering_export`, one per name that appeared since the listing and covers the seq."""
 NOT_HELD = "the log does not hold seq {seq}, which it ends with (the log was cut short, or it is not this exporter's)"
 OTHER_HEAD = (
     "the log's record at seq {seq} is not the one it ends with (the history was rewritten after it was exported, "
@@ -58,8 +79,10 @@ class CheckedNames:
     last: ExportName | None
     """The highest export the log confirms (None: none does, or there is none)."""
     contradicted: list[Contradicted] = field(default_factory=list)
+    suspects: int = 0
+    """Names below ``last`` that overlap another name (step 3)."""
     unchecked: int = 0
-    """Overlapping names below ``last`` not read this run (`MAX_LOG_READS`)."""
+    """Of ``suspects``, those not read this run (`SUSPECTS_PER_RUN`): read in later turns."""
 
 
 class _OutOfReads(Exception):
@@ -67,15 +90,20 @@ class _OutOfReads(Exception):
 
 
 class _LogReads:
-    """The log's record at a seq (None when the log does not hold it), each read once, at most `MAX_LOG_READS`."""
+    """The log's record at a seq (None when the log does not hold it), each read once, at most ``limit`` reads."""
 
-    def __init__(self, source: AuditSource) -> None:
+    def __init__(self, source: AuditSource, limit: int) -> None:
         self._source = source
         self._held: dict[int, AuditRecord | None] = {}
+        self.limit = limit
+
+    @property
+    def count(self) -> int:
+        return len(self._held)
 
     def at(self, seq: int) -> AuditRecord | None:
         if seq not in self._held:
-            if len(self._held) >= MAX_LOG_READS:
+            if len(self._held) >= self.limit:
                 raise _OutOfReads
             held = self._source.records_after(seq - 1, 1)
             self._held[seq] = held[0] if held and held[0].seq == seq else None
@@ -90,14 +118,15 @@ def _check(name: ExportName, record: AuditRecord | None) -> Contradicted | None:
     return None
 
 
-def check_export_names(source: AuditSource, names: Sequence[ExportName]) -> CheckedNames:
-    """Steps 1-3 of the module docstring. `ExportError` when the walk down needs more than `MAX_LOG_READS` reads;
-    `AuditSourceError` or `AuditChainError` from ``source``."""
+def check_export_names(source: AuditSource, names: Sequence[ExportName], turn: int = 0) -> CheckedNames:
+    """Steps 1-3 of the module docstring, step 3 with the slice of ``turn`` (`suspects_of_turn`). `ExportError`
+    when the walk down needs more than `MAX_LOG_READS` reads; `AuditSourceError` or `AuditChainError` from
+    ``source``."""
     by_end: dict[int, list[ExportName]] = {}
     for name in sorted(set(names), key=lambda n: (n.first_seq, n.head)):
         by_end.setdefault(name.last_seq, []).append(name)
     ends = sorted(by_end, reverse=True)
-    log = _LogReads(source)
+    log = _LogReads(source, MAX_LOG_READS)
     checked = CheckedNames(None)
     try:
         # 1. ends[:reached] are past the log's end.
@@ -125,26 +154,69 @@ def check_export_names(source: AuditSource, names: Sequence[ExportName]) -> Chec
         raise ExportError(f"more than {MAX_LOG_READS} reads of the log to find the last export the log confirms "
                           f"among {len(set(names))} export names; nothing was written") from None  # fmt: skip
     if checked.last is not None:
-        _check_overlaps(log, by_end, checked.last, checked)
+        _check_overlaps(log, by_end, checked.last, checked, turn)
     return checked
 
 
 def _check_overlaps(
-    log: _LogReads, by_end: dict[int, list[ExportName]], last: ExportName, checked: CheckedNames
+    log: _LogReads, by_end: dict[int, list[ExportName]], last: ExportName, checked: CheckedNames, turn: int
 ) -> None:
-    """3. of the module docstring: the names below ``last`` that overlap another name, read and checked."""
+    """3. of the module docstring: the names below ``last`` that overlap another name, those of ``turn`` read and
+    checked."""
     everything = sorted((n for names in by_end.values() for n in names), key=lambda n: (n.first_seq, n.last_seq))
     suspects = [n for n in _overlapping(everything) if n.last_seq < last.last_seq]
     suspects.sort(key=lambda n: (n.last_seq, n.first_seq, n.head), reverse=True)
-    for index, name in enumerate(suspects):
+    chosen = suspects_of_turn(suspects, turn)
+    checked.suspects, checked.unchecked = len(suspects), len(suspects) - len(chosen)
+    log.limit = log.count + len(chosen)
+    for name in chosen:
+        wrong = _check(name, log.at(name.last_seq))
+        if wrong is not None:
+            checked.contradicted.append(wrong)
+
+
+def suspects_of_turn(suspects: Sequence[ExportName], turn: int) -> list[ExportName]:
+    """The suspects a run in ``turn`` (its time in `TURN_SECONDS`) reads: all of them up to `SUSPECTS_PER_RUN`;
+    past that, that many in a row (round from the last to the first), starting half that many further on each turn.
+    Two runs at most two turns apart read slices that meet or overlap, so runs at most two turns apart read every
+    suspect within `turns_to_check_all` turns."""
+    if len(suspects) <= SUSPECTS_PER_RUN:
+        return list(suspects)
+    start = turn * _step() % len(suspects)
+    return [suspects[(start + i) % len(suspects)] for i in range(SUSPECTS_PER_RUN)]
+
+
+def turns_to_check_all(suspects: int) -> int:
+    """Any this many consecutive turns hold a run of a host that runs at least once every two turns whose slices
+    together cover ``suspects`` suspects (unchanged meanwhile): its first run there is at most one turn in, its last
+    at most one turn before the end, and each slice reaches to the next one's start."""
+    if suspects <= SUSPECTS_PER_RUN:
+        return 1
+    return -(-suspects // _step()) + 1
+
+
+def _step() -> int:
+    return max(1, SUSPECTS_PER_RUN // 2)
+
+
+def covering_export(source: AuditSource, names: Sequence[ExportName], seq: int, own: ExportName) -> ExportName | None:
+    """Of ``names`` (those that appeared since the run listed the keys), the one with the highest last seq that covers
+    ``seq`` (the first seq of the run's first export, ``own``, which is left out: the same export, written by another
+    host, is settled by the put) and that the log does not contradict at a seq it holds: the log's record at its last
+    seq has its head, or the log as ``source`` reads it does not hold that seq (a source that read the log once, the
+    other host having read records appended since). None when there is none among the first `MAX_COVERING_READS`
+    such names read."""
+    covering = sorted({n for n in names if n.first_seq <= seq <= n.last_seq and n != own},
+                      key=lambda n: (n.last_seq, n.head), reverse=True)  # fmt: skip
+    log = _LogReads(source, MAX_COVERING_READS)
+    for name in covering:
         try:
             record = log.at(name.last_seq)
         except _OutOfReads:
-            checked.unchecked = len(suspects) - index
-            return
-        wrong = _check(name, record)
-        if wrong is not None:
-            checked.contradicted.append(wrong)
+            return None
+        if record is None or hmac.compare_digest(record.hash, name.head):
+            return name
+    return None
 
 
 def _overlapping(names: Sequence[ExportName]) -> set[ExportName]:

@@ -101,7 +101,7 @@ def test_the_ok_filter_matches_the_ok_line_of_each_run_that_succeeds_and_no_othe
     for run in printed:
         assert [matches_text(pattern, line) for line in run.out] == [run.code == 0] * len(run.out), run
         assert not any(matches_text(pattern, line) for line in run.err), run  # no FAILED, ERROR or WARNING line
-    assert sum(len(run.out) for run in printed if run.code == 0) == 3
+    assert sum(len(run.out) for run in printed if run.code == 0) == 5
     assert not any(matches_text(pattern, line) for line in PROXY_LINES)
 
 

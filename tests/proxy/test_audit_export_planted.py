@@ -169,22 +169,34 @@ def test_more_keys_than_a_run_lists_is_failed_and_writes_nothing(
 
 
 def test_more_names_to_check_than_a_run_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keys within the log's range, each with another head: past `MAX_LOG_READS` the walk down stops (nothing
-    written); overlapping keys below the last export left unread are counted as unchecked."""
+    """Keys within the log's range, each with another head: below the last export, past `SUSPECTS_PER_RUN` a run
+    reads a slice of them (FAILED for those it reads, a WARNING for the rest; the next turn reads others); above it,
+    past `MAX_LOG_READS` the walk down stops (FAILED, nothing written)."""
     monkeypatch.setattr(audit_export_names, "MAX_LOG_READS", 4)
+    monkeypatch.setattr(audit_export_names, "SUSPECTS_PER_RUN", 2)
     with aws(monkeypatch) as s3:
         db = new_log(tmp_path / "log.db", 8)
         assert export(db, PREFIX)[0] == 0
         below = [plant(s3, ExportName(1, seq, b"\x01" * 32)) for seq in (2, 3, 4, 5, 6)]
-        new_log(db, 1)
-        code, out, err = export(db, PREFIX)
-        assert code == 1 and "records 9-9" in out, (out, err)
-        assert "; 2 overlapping export names not checked against the log in this run\n" in err, err
-        assert sum(k in err for k in below) == 3
-        new_log(db, 4)  # 9-13 in the log, exported up to 9
-        above = [plant(s3, ExportName(10, seq, b"\x01" * 32)) for seq in (10, 11, 12, 13)]
+        named: set[str] = set()
+        for turn in range(6):  # from the second run on, the export 1-8 is below the last one too: 6 overlapping
+            new_log(db, 1)
+            monkeypatch.setattr(audit_export_cli, "current_turn", lambda turn=turn: turn)
+            code, out, err = export(db, PREFIX)
+            assert code == 1 and f"records {9 + turn}-{9 + turn}" in out, (out, err)
+            warning, failed = err.splitlines()
+            unread, overlapping, every = (3, 5, 6) if turn == 0 else (4, 6, 7)
+            assert warning == f"audit export: WARNING: {unread} of the {overlapping} export names under {WHERE} that " \
+                "overlap another below the last export were not checked against the log in this run (a run checks " \
+                f"2, in turn: each one at least once in any {every} timer intervals)"  # fmt: skip
+            assert failed.startswith(f"audit export: FAILED: {sum(k in failed for k in below)} keys under {WHERE} "
+                                     "named as exports contradict the log")  # fmt: skip
+            named.update(k for k in below if k in failed)
+        assert named == set(below)
+        new_log(db, 4)  # 9-18 in the log, exported up to 14
+        above = [plant(s3, ExportName(15, seq, b"\x01" * 32)) for seq in (15, 16, 17, 18)]
         code, out, err = export(db, PREFIX)
         assert (code, out) == (1, ""), out
         assert err == "audit export: FAILED: more than 4 reads of the log to find the last export the log confirms " \
-            "among 11 export names; nothing was written\n"  # fmt: skip
-        assert ranges(s3, *below, *above) == [(1, 8), (9, 9)]
+            "among 16 export names; nothing was written\n"  # fmt: skip
+        assert ranges(s3, *below, *above) == [(1, 8), *((seq, seq) for seq in range(9, 15))]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from parent_proxy import audit_export_cli
+from parent_proxy import audit_export_cli, audit_export_names
 from parent_proxy.audit import AuditLog
 from parent_proxy.audit_exports import encode_export
 from parent_proxy.audit_source import SqliteAuditSource
@@ -41,27 +41,34 @@ def s3_error(code: str, status: int, operation: str) -> ClientError:
 @dataclass
 class RaceClient:
     """The S3 client of one export run: moto's, except that just before the run's put number ``at_put`` (1 for the
-    first), ``meanwhile`` runs: what another writer does after this run listed the keys and checked the last export.
-    Then S3 answers that put ``conflicts`` times 409 ``ConditionalRequestConflict`` (as it does while another
-    conditional write to the key is under way), and every read ``refuse_read`` (an error code) if set."""
+    first), ``meanwhile`` runs: what another writer does after this run listed the keys (twice: the run lists them
+    again just before its first put) and checked the last export; with ``at_list`` set, just before the run's
+    listing call number ``at_list`` instead (2: between its first listing and the second). Then S3 answers that put
+    ``conflicts`` times 409 ``ConditionalRequestConflict`` (as it does while another conditional write to the key is
+    under way), and every read ``refuse_read`` (an error code) if set."""
 
     client: Any
     meanwhile: Callable[[], None] = lambda: None
     at_put: int = 1
+    at_list: int | None = None
     conflicts: int = 0
     refuse_read: str | None = None
     puts: list[str] = field(default_factory=list)
     reads: list[str] = field(default_factory=list)
+    lists: int = 0
 
     def put_object(self, **kwargs: Any) -> Any:
         self.puts.append(kwargs["Key"])
-        if len(self.puts) == self.at_put:
+        if len(self.puts) == self.at_put and self.at_list is None:
             self.meanwhile()
         if self.at_put <= len(self.puts) < self.at_put + self.conflicts:
             raise s3_error("ConditionalRequestConflict", 409, "PutObject")
         return self.client.put_object(**kwargs)
 
     def list_objects_v2(self, **kwargs: Any) -> Any:
+        self.lists += 1
+        if self.lists == self.at_list:
+            self.meanwhile()
         return self.client.list_objects_v2(**kwargs)
 
     def get_object(self, **kwargs: Any) -> Any:
@@ -148,6 +155,30 @@ def every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Printed]
         s3.put_object(Bucket=BUCKET, Key="ok/notes.txt", Body=b"x")
         new_log(db, 1)
         record("keys not named as exports", export(db, "ok/"))
+
+        # Another host exports what this run read, and a record more, between this run's two listings.
+        db = new_log(tmp_path / "overtaken.db", 2)
+
+        def other_host() -> None:
+            new_log(db, 1)
+            with pytest.MonkeyPatch.context() as patch:
+                use_client(patch, RaceClient(s3))
+                assert export(db, "overtaken/")[0] == 0
+
+        with pytest.MonkeyPatch.context() as patch:
+            use_client(patch, RaceClient(s3, meanwhile=other_host, at_list=2))
+            record("another host exported meanwhile", export(db, "overtaken/"))
+
+        # Honest overlapping exports below the last one, more than a run reads.
+        db = new_log(tmp_path / "overlaps.db", 4)
+        records = SqliteAuditSource(db).read_all()
+        for last in range(1, 5):
+            name, body = encode_export(records[:last])
+            s3.put_object(Bucket=BUCKET, Key=f"overlaps/{name.file_name()}", Body=body)
+        new_log(db, 1)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(audit_export_names, "SUSPECTS_PER_RUN", 2)
+            record("overlapping names left for later runs", export(db, "overlaps/"))
 
         db = new_log(tmp_path / "short.db", 3)
         assert export(db, "short/")[0] == 0
