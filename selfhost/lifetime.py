@@ -1,17 +1,24 @@
 """How the services of ``waiaas selfhost up`` and ``waiaas demo`` end when the runner does.
 
 Each service runs in a session of its own (:mod:`selfhost.local_stack`), so nothing the terminal sends reaches it;
-the runner alone decides when the services stop, and two things make sure they never outlive it:
+the runner alone decides when the services stop, and three things make sure they never outlive it:
 
 - :func:`stop_on_signals`: SIGHUP (terminal closed, SSH session dropped), SIGINT (Ctrl-C), SIGTERM (``kill``,
   ``timeout``, systemd) and SIGQUIT all become the same clean stop: :class:`KeyboardInterrupt` in the runner, whose
-  ``finally`` blocks stop every service in reverse order. Once the stop has begun, further stop signals are ignored,
-  so a second one cannot cut it short. A signal the runner was started with ignored (``nohup`` ignores SIGHUP)
-  stays ignored.
-- :func:`die_with_runner`: each service is started with a parent-death signal (Linux ``prctl(PR_SET_PDEATHSIG,
+  ``finally`` blocks stop every service in reverse order. A signal the runner was started with ignored (``nohup``
+  ignores SIGHUP) stays ignored.
+- :func:`signals_held`: while the services are being stopped (``ProcessGroup.stop_all``) the stop signals are
+  blocked, so a second one cannot cut the stop short (it is delivered once that group is stopped, and the next
+  ``finally`` still stops the rest); and they are blocked while a process is forked and recorded, where Python
+  would otherwise run the handler inside a fork callback that swallows its exception (the stop would be lost),
+  or between the fork and the record (the process would not be stopped).
+- :func:`child_setup`: each service is started with a parent-death signal (Linux ``prctl(PR_SET_PDEATHSIG,
   SIGTERM)``), so a runner that is killed outright (SIGKILL, the OOM killer), and so cannot clean up, still takes
   its services with it: each gets the SIGTERM the runner would have sent. Elsewhere there is no such signal and
   only the clean stop applies.
+
+The runner starts no threads: a blocked signal is then deferred for the whole process, not handled by another
+thread.
 """
 
 from __future__ import annotations
@@ -30,20 +37,18 @@ PR_SET_PDEATHSIG: Final = 1
 """From <linux/prctl.h>."""
 
 
+def _stop(_signum: int, _frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Within the block, each of :data:`STOP_SIGNALS` raises :class:`KeyboardInterrupt` once (see the module
-    docstring); the previous handlers are back on exit. Main thread only, as every Python signal handler."""
+    """Within the block, each of :data:`STOP_SIGNALS` raises :class:`KeyboardInterrupt` (see the module docstring);
+    the previous handlers are back on exit. Main thread only, as every Python signal handler."""
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    caught = [signum for signum, handler in previous.items() if handler is not signal.SIG_IGN]
-
-    def stop(_signum: int, _frame: FrameType | None) -> NoReturn:
-        for signum in caught:  # the stop that follows is not to be interrupted by a second signal
-            signal.signal(signum, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    for signum in caught:
-        signal.signal(signum, stop)
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _stop)
     try:
         yield
     finally:
@@ -51,23 +56,32 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def die_with_runner() -> Callable[[], None] | None:
-    """A ``preexec_fn`` for :class:`subprocess.Popen` that gives the child SIGTERM when this process dies; None
-    where the platform has no parent-death signal (not Linux).
+@contextlib.contextmanager
+def signals_held() -> Iterator[set[int | signal.Signals]]:
+    """:data:`STOP_SIGNALS` blocked within the block, delivered (if any came) at its end; yields the mask before."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield before
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
-    Run in the child between fork and exec: it asks for the signal, then checks that its parent is still this
-    process, since a runner that died before the ``prctl`` call would never send it (the child then ends
-    before it runs anything). Only the calling thread's exit triggers the signal: call it from the thread that
-    lives as long as the runner (the main thread)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+def child_setup(mask: set[int | signal.Signals]) -> Callable[[], None]:
+    """A ``preexec_fn`` for :class:`subprocess.Popen`, for a fork made within :func:`signals_held` (``mask``: what it
+    yielded). Call it from the main thread: only the exit of the thread that started a child triggers the
+    parent-death signal. Run in the child between fork and exec: the runner's signal mask back, then (Linux) the
+    parent-death signal, and a check that the parent is still the runner, since a runner that died before the
+    ``prctl`` call would never send it (the child then ends before it runs anything)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
     runner = os.getpid()
 
-    def preexec() -> None:
+    def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if prctl is None:
+            return
         if prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != runner:
-            raise RuntimeError("the runner exited before this service started")
+            raise RuntimeError("the runner exited before this process started")
 
-    return preexec
+    return setup

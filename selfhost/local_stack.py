@@ -24,7 +24,7 @@ model.
 
 Processes: each runs in its own session (a Ctrl-C in the terminal, or its hangup, reaches only the runner, which
 then stops the services in reverse order), with stdout and stderr in ``<root>/logs/<name>.log``, and with a
-parent-death signal (:func:`selfhost.lifetime.die_with_runner`): a runner killed outright takes its services with
+parent-death signal (:mod:`selfhost.lifetime`): a runner killed outright takes its services with
 it. Stopping is SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_SECONDS`; only the processes started here are
 signalled. A service counts as healthy once its healthcheck passes while its process is still running (a
 healthcheck answered by another server on the same port does not count), and a published port must be free
@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from selfhost import paths
-from selfhost.lifetime import die_with_runner
+from selfhost.lifetime import child_setup, signals_held
 from selfhost.paths import local_dirs, translate
 
 START_ORDER: Final = ("signer", "proxy")
@@ -201,17 +201,18 @@ class ProcessGroup:
         self.logs[name] = self.root / "logs" / f"{name}.log"
         handle = self.logs[name].open("ab")
         self._handles.append(handle)
-        process = subprocess.Popen(  # noqa: S603 (argv from the compose model or this package)
-            list(argv),
-            env=dict(env),
-            cwd=self.root,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_runner(),  # noqa: PLW1509 (no threads start processes here; selfhost.lifetime)
-        )
-        self.processes[name] = process
+        with signals_held() as mask:  # forked and recorded before a stop signal is handled (selfhost.lifetime)
+            process = subprocess.Popen(  # noqa: S603 (argv from the compose model or this package)
+                list(argv),
+                env=dict(env),
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=child_setup(mask),  # noqa: PLW1509 (no threads here; selfhost.lifetime)
+            )
+            self.processes[name] = process
         return process
 
     def wait_healthy(self, name: str, healthy: Callable[[], bool], timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:
@@ -234,11 +235,13 @@ class ProcessGroup:
         return {name: code for name, p in self.processes.items() if (code := p.poll()) is not None}
 
     def stop_all(self) -> None:
-        for name in reversed(list(self.processes)):
-            stop_process(self.processes[name])
-        for handle in self._handles:
-            handle.close()
-        self._handles.clear()
+        """Stop every process, last started first; a stop signal meanwhile waits until all are stopped."""
+        with signals_held():
+            for name in reversed(list(self.processes)):
+                stop_process(self.processes[name])
+            for handle in self._handles:
+                handle.close()
+            self._handles.clear()
 
     def log(self, name: str) -> str:
         return tail(self.logs[name])
@@ -246,19 +249,25 @@ class ProcessGroup:
 
 def run_healthcheck(argv: Sequence[str], root: Path) -> bool:
     """Run a compose healthcheck command (already translated); healthy = exit status 0."""
+    process = None
     try:
-        result = subprocess.run(  # noqa: S603 (the compose healthcheck, translated)
-            list(argv),
-            env=base_env(root),
-            cwd=root,
-            capture_output=True,
-            timeout=HEALTHCHECK_RUN_SECONDS,
-            check=False,
-            preexec_fn=die_with_runner(),  # as in ProcessGroup.spawn
-        )
+        with signals_held() as mask:  # as in ProcessGroup.spawn
+            process = subprocess.Popen(  # noqa: S603 (the compose healthcheck, translated)
+                list(argv),
+                env=base_env(root),
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=child_setup(mask),  # noqa: PLW1509 (no threads here; selfhost.lifetime)
+            )
+        return process.wait(timeout=HEALTHCHECK_RUN_SECONDS) == 0
     except subprocess.TimeoutExpired:
         return False
-    return result.returncode == 0
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def _install_secret(local: Path, source: str, model: Mapping[str, Any], values: Mapping[str, bytes] | None) -> None:
