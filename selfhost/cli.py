@@ -19,26 +19,42 @@ The unseal secret ``<state>/secrets/waiaas_unseal_secret`` is made on the first 
 ``state/waiaas.db`` exists, a missing secret file is refused (restore it from the backup), never replaced
 (:func:`selfhost.deployment.ensure_unseal_secret`).
 
-Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 a service failed to start or died, or state without its unseal
-secret, 2 bad arguments.
+The state directory is created mode 0700 if new; an existing one is never chmodded, and is refused unless it is
+ours to use (this user's, mode 0700 or tighter, empty or holding only what these commands put there:
+:func:`selfhost.deployment.prepare_root`). The port must be free before anything starts. With ``--rpc-url`` the
+banner shows only the endpoint's origin (providers put API keys in the path or query).
+
+Ctrl-C, SIGTERM, SIGHUP (terminal closed) and SIGQUIT all stop the services cleanly (:mod:`selfhost.lifetime`);
+a runner killed outright takes them with it (parent-death signal, Linux).
+
+Exit codes: 0 stopped by one of those signals, 1 a service failed to start or died (the port in use among them),
+or state without its unseal secret, 2 bad arguments or a state directory that cannot be used.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
 from parent_proxy.owner_signers import LocalOwnerSigner, OwnerKeyError, write_keypair_file
 from selfhost.compose_model import ComposeError
-from selfhost.deployment import NO_SQUADS_WARNING, Deployment, prepare_root, run_local
+from selfhost.deployment import (
+    NO_SQUADS_WARNING,
+    OWNER_KEYPAIR,
+    Deployment,
+    StateDirError,
+    prepare_root,
+    run_local,
+)
+from selfhost.lifetime import stop_on_signals
 from selfhost.local_stack import StackError, tail
 from selfhost.paths import PathMappingError
 from selfhost.reseal import register as register_reseal
@@ -47,7 +63,6 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_BAD_INPUT: Final = 2
 WATCH_SECONDS: Final = 1.0
-OWNER_KEYPAIR: Final = "owner.json"
 
 
 def default_state_dir() -> Path:
@@ -83,13 +98,25 @@ def owner_keypair(root: Path) -> LocalOwnerSigner:
     return LocalOwnerSigner.from_file(path)
 
 
-def _terminate(_signum: int, _frame: object) -> NoReturn:
-    raise KeyboardInterrupt
+def url_origin_only(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: no user, password, path, query or fragment (where providers put API
+    keys). ValueError if it has no host or a bad port."""
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port  # .port: ValueError if not a number in 0-65535
+    if not host:
+        raise ValueError("has no host")
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}" + (f":{port}" if port is not None else "")
 
 
-def _describe(deployment: Deployment, owner_keys: list[str], keypair: Path | None, *, private_webhooks: bool) -> None:
+def _describe(
+    deployment: Deployment, owner_keys: list[str], keypair: Path | None, *, rpc: bool, private_webhooks: bool
+) -> None:
     print(f"WAIaaS self-host is up: {deployment.api_url}  (try {deployment.api_url}/readyz)")
-    print(f"  chain        {deployment.chain_url}")
+    if rpc:
+        print(f"  chain        {url_origin_only(deployment.chain_url)}  (--rpc-url; its path and query not shown)")
+    else:
+        print(f"  chain        {deployment.chain_url}")
     print(f"  state        {deployment.root}  (SQLite: {deployment.database})")
     print(f"  logs         {deployment.root / 'logs'}")
     print(f"  owner keys   {', '.join(owner_keys)}")
@@ -111,6 +138,10 @@ def _check_args(args: argparse.Namespace, root: Path) -> list[str]:
     if args.rpc_url is not None:
         if not args.rpc_url.startswith(("http://", "https://")):
             raise ValueError("--rpc-url must be an http(s) URL")
+        try:
+            url_origin_only(args.rpc_url)
+        except ValueError as exc:
+            raise ValueError("--rpc-url must be an http(s) URL with a host and a valid port") from exc
         # The owner key of a wallet on a real chain must not sit beside its sealed agent key and the unseal secret:
         # whoever reads the directory (or a backup of it) would hold both members of the 2-of-2 multisig.
         if not args.owner_key:
@@ -134,32 +165,36 @@ def run_up(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"selfhost up: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    root = prepare_root(args.state_dir or default_state_dir())
-    keypair = None
-    if not owner_keys:
-        try:
-            owner_keys = [str(owner_keypair(root).public_key)]
-        except OwnerKeyError as exc:
-            print(f"selfhost up: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        keypair = root / OWNER_KEYPAIR
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        with run_local(
-            root, owner_keys=owner_keys, port=args.port, rpc_url=args.rpc_url,
-            webhook_allow_private=args.allow_private_webhooks,
-        ) as deployment:  # fmt: skip
-            _describe(deployment, owner_keys, keypair, private_webhooks=args.allow_private_webhooks)
-            while not (exited := deployment.exited()):
-                time.sleep(WATCH_SECONDS)
-            for name, code in exited.items():
-                print(f"selfhost up: {name} exited with {code}:\n{tail(deployment.logs[name])}", file=sys.stderr)
-            return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("stopped.")
-        return EXIT_OK
-    except (StackError, ComposeError, PathMappingError) as exc:
+        root = prepare_root(args.state_dir or default_state_dir())
+        keypair = None
+        if not owner_keys:
+            try:
+                owner_keys = [str(owner_keypair(root).public_key)]
+            except OSError as exc:
+                raise StateDirError(f"cannot use state directory {root}: {exc.strerror or exc}") from exc
+            keypair = root / OWNER_KEYPAIR
+    except (StateDirError, OwnerKeyError) as exc:
         print(f"selfhost up: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return EXIT_BAD_INPUT
+    with stop_on_signals():
+        try:
+            with run_local(
+                root, owner_keys=owner_keys, port=args.port, rpc_url=args.rpc_url,
+                webhook_allow_private=args.allow_private_webhooks,
+            ) as deployment:  # fmt: skip
+                _describe(
+                    deployment, owner_keys, keypair, rpc=args.rpc_url is not None,
+                    private_webhooks=args.allow_private_webhooks,
+                )  # fmt: skip
+                while not (exited := deployment.exited()):
+                    time.sleep(WATCH_SECONDS)
+                for name, code in exited.items():
+                    print(f"selfhost up: {name} exited with {code}:\n{tail(deployment.logs[name])}", file=sys.stderr)
+                return EXIT_FAILED
+        except KeyboardInterrupt:
+            print("stopped.")
+            return EXIT_OK
+        except (StackError, ComposeError, PathMappingError) as exc:
+            print(f"selfhost up: {exc}", file=sys.stderr)
+            return EXIT_FAILED

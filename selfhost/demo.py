@@ -25,7 +25,11 @@ bearer token):
 Each step checks its HTTP status, verdict and balance change, and the owner's checks their commands' exit codes
 (`selfhost.demo_checks`); the first step that misbehaves ends the story.
 Printed: public keys, statuses, reasons, balances; never the agent token (a redacted prefix), the owner's secret
-key or the unseal secret. Exit codes: 0 every step behaved, 1 a step misbehaved, 2 the services did not start.
+key or the unseal secret. Ctrl-C, SIGTERM, SIGHUP and SIGQUIT stop the services cleanly (:mod:`selfhost.lifetime`;
+a demo killed outright takes them with it, Linux). The run directory is created mode 0700, or must be an empty one
+of this user's, mode 0700 or tighter (:func:`selfhost.deployment.prepare_root`: it is never chmodded).
+Exit codes: 0 every step behaved, 1 a step misbehaved, 2 the services did not start or the run directory cannot be
+used, 130 stopped by one of those signals.
 """
 
 from __future__ import annotations
@@ -64,13 +68,24 @@ from policies.orders import APPROVAL_PURPOSE, UNFREEZE_PURPOSE, approval_documen
 from policies.signing import POLICY_PURPOSE
 from selfhost.compose_model import ComposeError
 from selfhost.demo_checks import StepFailed, verify_audit, verify_order_as_owner
-from selfhost.deployment import NO_SQUADS_WARNING, Deployment, run_local
+from selfhost.deployment import (
+    NO_SQUADS_WARNING,
+    OWNER_KEYPAIR,
+    VERIFY_ORDER_DIR,
+    Deployment,
+    StateDirError,
+    prepare_root,
+    run_local,
+)
+from selfhost.lifetime import stop_on_signals
 from selfhost.local_stack import StackError, free_port
 from selfhost.paths import PathMappingError
 
 EXIT_OK: Final = 0
 EXIT_MISBEHAVED: Final = 1
 EXIT_NOT_STARTED: Final = 2
+EXIT_STOPPED: Final = 130
+"""As a shell reports a command ended by Ctrl-C (128 + SIGINT), whichever stop signal it was."""
 LAMPORTS_PER_SOL: Final = 1_000_000_000
 HTTP_TIMEOUT_SECONDS: Final = 30.0
 FUNDING: Final = 20 * LAMPORTS_PER_SOL
@@ -328,20 +343,30 @@ class Story:
         self.step("The owner checks that the unfreeze reached the signer (waiaas owner verify-order)")
         fresh = self.http.get(f"{self.d.api_url}/v1/attestation", params={"nonce": secrets.token_hex(32)})
         self.expect(fresh, 200)
-        verify_order_as_owner(self.d.root / "verify-order", owner_public_key=self.owner.public_key,
+        verify_order_as_owner(self.d.root / VERIFY_ORDER_DIR, owner_public_key=self.owner.public_key,
                               order_body={"envelope": order}, answer=unfrozen.content, attestation=fresh.content,
                               out=self.out)  # fmt: skip
 
 
 def new_owner(run_dir: Path) -> LocalOwnerSigner:
-    path = run_dir / "owner.json"
+    path = run_dir / OWNER_KEYPAIR
     write_keypair_file(path, Ed25519PrivateKey.generate())
     return LocalOwnerSigner.from_file(path)
 
 
 def run_demo(run_dir: Path, port: int, out: Callable[[str], None] = print) -> int:
-    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    owner = new_owner(run_dir)
+    try:
+        run_dir = prepare_root(run_dir, "run directory")
+        owner = new_owner(run_dir)
+    except (StateDirError, OSError) as exc:
+        why = exc if isinstance(exc, StateDirError) else f"cannot use run directory {run_dir}: {exc.strerror or exc}"
+        print(f"demo: {why}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    with stop_on_signals():
+        return _play(run_dir, owner, port, out)
+
+
+def _play(run_dir: Path, owner: LocalOwnerSigner, port: int, out: Callable[[str], None]) -> int:
     out(f"WAIaaS demo: starting chain, signer and proxy as local processes (run directory {run_dir})")
     story: Story | None = None
     try:
@@ -365,6 +390,9 @@ def run_demo(run_dir: Path, port: int, out: Callable[[str], None] = print) -> in
         out(f"   UNEXPECTED: {exc if isinstance(exc, StepFailed) else type(exc).__name__}")
         out(f"\nthe demo stopped at a step that misbehaved; logs in {run_dir / 'logs'}")
         return EXIT_MISBEHAVED
+    except KeyboardInterrupt:
+        out(f"\nstopped (Ctrl-C or a stop signal); the services are stopped; logs in {run_dir / 'logs'}")
+        return EXIT_STOPPED
     out("\nevery step behaved as expected")
     return EXIT_OK
 

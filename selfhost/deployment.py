@@ -1,19 +1,28 @@
 """A local self-host deployment: the compose bundle's services as local processes, with everything they need.
 
-Used by ``waiaas demo`` and ``waiaas selfhost up``. Layout of the state directory (created mode 0700)::
+Used by ``waiaas demo`` and ``waiaas selfhost up``. Layout of the state directory::
 
     <state>/selfhost.env                   the env file compose reads (owner keys, chain, port, public origins,
-                                           secret path, webhook destinations; no secret)
+                                           secret path, webhook destinations; no secret), mode 0600 (an RPC
+                                           URL may carry a provider's API key)
     <state>/secrets/waiaas_unseal_secret   the unseal secret, mode 0400, made on the first run only (never
                                            printed): while <state>/state/waiaas.db exists a missing secret is
                                            refused, never replaced (:func:`ensure_unseal_secret`)
     <state>/socket/signer.sock             the signer's Unix socket
     <state>/state/waiaas.db                SQLite state: wallets with sealed agent keys, tokens (hashed), audit log
     <state>/logs/{chain,signer,proxy}.log  each process's output
+    <state>/owner.json                     the throw-away owner key of the local chain (selfhost up, the demo)
+    <state>/verify-order/                  the demo's owner check (selfhost.demo_checks)
 
-Start order: the local chain (:mod:`selfhost.local_chain`, unless an RPC URL is given), waited for with a
-``getHealth`` call; then ``signer`` and ``proxy`` exactly as selfhost/docker-compose.yml gives them
-(:mod:`selfhost.local_stack`), each waited for with its compose healthcheck. Stop: reverse order, on exit or error.
+The state directory (:func:`prepare_root`): a new one is created mode 0700; an existing one is used as it is, never
+chmodded (``--state-dir /tmp`` must not strip a shared directory's sticky bit), and only if it is ours to use: owned
+by this user, mode 0700 or tighter, and empty or holding nothing but the entries above (:data:`STATE_ENTRIES`).
+Anything else is refused with :class:`StateDirError`, as is a directory that cannot be created or written.
+
+Start order: the published port is checked to be free (:func:`selfhost.local_stack.check_port_free`); the local
+chain (:mod:`selfhost.local_chain`, unless an RPC URL is given), waited for with a ``getHealth`` call; then
+``signer`` and ``proxy`` exactly as selfhost/docker-compose.yml gives them (:mod:`selfhost.local_stack`), each
+waited for with its compose healthcheck. Stop: reverse order, on exit or error.
 The proxy reaches the chain through its JSON-RPC adapter (``WAIAAS_CHAIN=rpc:http://127.0.0.1:<port>/``), the
 same chain the caller sees at :attr:`Deployment.chain_url`.
 
@@ -36,6 +45,7 @@ import os
 import secrets
 import stat
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +55,24 @@ import httpx
 
 from selfhost import paths
 from selfhost.compose_model import COMPOSE_FILE, load_model, write_env_file
-from selfhost.local_stack import HEALTH_TIMEOUT_SECONDS, ProcessGroup, StackError, base_env, free_port, run_stack
+from selfhost.local_stack import (
+    HEALTH_TIMEOUT_SECONDS,
+    ProcessGroup,
+    StackError,
+    base_env,
+    check_port_free,
+    free_port,
+    run_stack,
+)
 
 ENV_FILE_NAME: Final = "selfhost.env"
+OWNER_KEYPAIR: Final = "owner.json"
+VERIFY_ORDER_DIR: Final = "verify-order"
+STATE_ENTRIES: Final = frozenset(
+    {ENV_FILE_NAME, OWNER_KEYPAIR, VERIFY_ORDER_DIR, *paths.CONTAINER_TO_LOCAL.values(), "logs"}
+)
+"""What the commands put in a state directory (module docstring): an existing directory holding anything else is
+not one of ours."""
 DATABASE: Final = Path("state") / "waiaas.db"
 UNSEAL_SECRET_BYTES: Final = 32
 CHAIN_PROBE_SECONDS: Final = 2.0
@@ -78,10 +103,50 @@ class Deployment:
         return {**self.group.exited(), **self.services.exited()}
 
 
-def prepare_root(root: Path) -> Path:
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    root.chmod(0o700)
-    return root.resolve()
+class StateDirError(Exception):
+    """The state (or run) directory cannot be used; the message names it and says what to do."""
+
+
+def prepare_root(root: Path, what: str = "state directory") -> Path:
+    """``root``, resolved: created mode 0700 if new, else checked and left as it is (module docstring), then
+    checked to be writable. :class:`StateDirError` otherwise (``what`` names the directory's role in it); nothing is
+    changed in a directory that is refused."""
+    try:
+        try:
+            root.mkdir(mode=0o700, parents=True)
+            root.chmod(0o700)  # ours, just made: whatever the umask left of 0700
+        except FileExistsError:
+            _check_existing(root, what)
+        with tempfile.TemporaryFile(dir=root):  # can we write there? (no name left behind where O_TMPFILE exists)
+            pass
+        return root.resolve()
+    except OSError as exc:
+        raise StateDirError(f"cannot use {what} {root}: {exc.strerror or exc}") from exc
+
+
+def _check_existing(root: Path, what: str) -> None:
+    info = root.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateDirError(f"{what} {root} exists and is not a directory: choose another path")
+    foreign = sorted(entry.name for entry in root.iterdir() if entry.name not in STATE_ENTRIES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise StateDirError(
+            f"{what} {root} is not empty and is not a waiaas state directory (it holds {shown}): choose a new or "
+            "empty directory (a new one is created mode 0700)"
+        )
+    if info.st_uid != os.geteuid():
+        raise StateDirError(
+            f"{what} {root} belongs to uid {info.st_uid}, not to you: choose a directory of your own (a new one is "
+            "created mode 0700)"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise StateDirError(
+            f"{what} {root} is open to group or others (mode {mode:04o}), and it will hold the unseal secret and the "
+            f"sealed agent keys: `chmod 700 {root}` if it is yours to use, or choose a new directory (created mode "
+            "0700)"
+        )
 
 
 def ensure_unseal_secret(root: Path) -> Path:
@@ -150,6 +215,7 @@ def run_local(
     machine or the LAN; the compose file's ``WAIAAS_WEBHOOK_ALLOW_PRIVATE``)."""
     root = prepare_root(root)
     secret = ensure_unseal_secret(root)
+    check_port_free(port)
     chain_group = ProcessGroup(root)
     try:
         chain_url = rpc_url if rpc_url is not None else start_local_chain(chain_group, root, health_timeout)
@@ -166,6 +232,7 @@ def run_local(
                 "WAIAAS_REQUIRE_MULTISIG": "true" if multisig_required else "false",
             },
         )
+        env_file.chmod(0o600)
         model = load_model(COMPOSE_FILE, env_file)
         published = {int(p["target"]): port for p in model["services"]["proxy"].get("ports") or []}
         with run_stack(model, root, published=published, health_timeout=health_timeout) as stack:

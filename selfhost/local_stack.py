@@ -22,9 +22,13 @@ the compose file fails here until its mapping is added. What this cannot give: t
 (no network namespace, read-only root, dropped capabilities); tests/selfhost/test_compose.py checks it on the
 model.
 
-Processes: each runs in its own session (a Ctrl-C in the terminal reaches only the runner, which then stops the
-services in reverse order), with stdout and stderr in ``<root>/logs/<name>.log``. Stopping is SIGTERM, then
-SIGKILL after :data:`STOP_TIMEOUT_SECONDS`; only the processes started here are signalled.
+Processes: each runs in its own session (a Ctrl-C in the terminal, or its hangup, reaches only the runner, which
+then stops the services in reverse order), with stdout and stderr in ``<root>/logs/<name>.log``, and with a
+parent-death signal (:mod:`selfhost.lifetime`): a runner killed outright takes its services with
+it. Stopping is SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_SECONDS`; only the processes started here are
+signalled. A service counts as healthy once its healthcheck passes while its process is still running (a
+healthcheck answered by another server on the same port does not count), and a published port must be free
+before anything is started (:func:`check_port_free`).
 
 Errors: :class:`StackError` (a service exited or did not become healthy in time; the message carries the tail of
 its log, which the services keep free of secrets).
@@ -33,6 +37,7 @@ its log, which the services keep free of secrets).
 from __future__ import annotations
 
 import contextlib
+import errno
 import shutil
 import socket
 import stat
@@ -45,6 +50,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from selfhost import paths
+from selfhost.lifetime import child_setup, signals_held
 from selfhost.paths import local_dirs, translate
 
 START_ORDER: Final = ("signer", "proxy")
@@ -76,6 +82,21 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def check_port_free(port: int) -> None:
+    """:class:`StackError` unless ``127.0.0.1:port`` can be bound now (as the proxy will bind it, SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror}"
+            raise StackError(
+                f"port {port} on 127.0.0.1 {why} (another `waiaas selfhost up`, the compose bundle, or another "
+                "server?): choose another with --port (in the compose bundle, WAIAAS_PUBLISH_PORT); nothing was "
+                "started"
+            ) from exc
 
 
 def _argv(svc: Mapping[str, Any]) -> list[str]:
@@ -180,25 +201,31 @@ class ProcessGroup:
         self.logs[name] = self.root / "logs" / f"{name}.log"
         handle = self.logs[name].open("ab")
         self._handles.append(handle)
-        process = subprocess.Popen(  # noqa: S603 (argv from the compose model or this package)
-            list(argv),
-            env=dict(env),
-            cwd=self.root,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes[name] = process
+        with signals_held() as mask:  # forked and recorded before a stop signal is handled (selfhost.lifetime)
+            process = subprocess.Popen(  # noqa: S603 (argv from the compose model or this package)
+                list(argv),
+                env=dict(env),
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=child_setup(mask),  # noqa: PLW1509 (no threads here; selfhost.lifetime)
+            )
+            self.processes[name] = process
         return process
 
     def wait_healthy(self, name: str, healthy: Callable[[], bool], timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:
-        """Poll ``healthy`` until it says yes; :class:`StackError` if the process exits or time runs out."""
+        """Poll ``healthy`` until it says yes while the process still runs; :class:`StackError` if the process
+        exits (even right after a passing check: something else answered it) or time runs out."""
         process = self.processes[name]
         deadline = time.monotonic() + timeout
-        while not healthy():
+        while True:
+            passed = healthy()
             if process.poll() is not None:
                 raise StackError(f"{name} exited with {process.returncode}:\n{tail(self.logs[name])}")
+            if passed:
+                return
             if time.monotonic() > deadline:
                 raise StackError(f"{name} not healthy after {timeout:g} s:\n{tail(self.logs[name])}")
             time.sleep(HEALTH_POLL_SECONDS)
@@ -208,11 +235,13 @@ class ProcessGroup:
         return {name: code for name, p in self.processes.items() if (code := p.poll()) is not None}
 
     def stop_all(self) -> None:
-        for name in reversed(list(self.processes)):
-            stop_process(self.processes[name])
-        for handle in self._handles:
-            handle.close()
-        self._handles.clear()
+        """Stop every process, last started first; a stop signal meanwhile waits until all are stopped."""
+        with signals_held():
+            for name in reversed(list(self.processes)):
+                stop_process(self.processes[name])
+            for handle in self._handles:
+                handle.close()
+            self._handles.clear()
 
     def log(self, name: str) -> str:
         return tail(self.logs[name])
@@ -220,13 +249,25 @@ class ProcessGroup:
 
 def run_healthcheck(argv: Sequence[str], root: Path) -> bool:
     """Run a compose healthcheck command (already translated); healthy = exit status 0."""
+    process = None
     try:
-        result = subprocess.run(  # noqa: S603 (the compose healthcheck, translated)
-            list(argv), env=base_env(root), cwd=root, capture_output=True, timeout=HEALTHCHECK_RUN_SECONDS, check=False
-        )
+        with signals_held() as mask:  # as in ProcessGroup.spawn
+            process = subprocess.Popen(  # noqa: S603 (the compose healthcheck, translated)
+                list(argv),
+                env=base_env(root),
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=child_setup(mask),  # noqa: PLW1509 (no threads here; selfhost.lifetime)
+            )
+        return process.wait(timeout=HEALTHCHECK_RUN_SECONDS) == 0
     except subprocess.TimeoutExpired:
         return False
-    return result.returncode == 0
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def _install_secret(local: Path, source: str, model: Mapping[str, Any], values: Mapping[str, bytes] | None) -> None:
