@@ -77,6 +77,7 @@ def test_reseal_moves_every_wallet_to_the_new_secret(
     assert [(r.event_type, r.wallet_id) for r in records] == [("wallets.resealed", None)]
     assert json.loads(records[0].payload) == {"wallets": list(WALLETS), "count": len(WALLETS)}
     assert "resealed 4 wallets" in out and "audit record 1 (wallets.resealed)" in out and not err
+    assert f"only with {world.new_file}: put it in place of {world.old_file} before starting the services" in out
     for wallet_id in WALLETS:
         assert f"{wallet_id}: resealed" in out
     assert_nothing_secret(world, out, err, caplog.text, world.database.read_bytes())
