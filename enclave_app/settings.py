@@ -3,7 +3,7 @@
 Every security setting is required (no defaults): where to listen, which NSM, which sealer, and the trust root.
 The one exception, ``REQUIRE_MULTISIG``, defaults to its safe value (``true``: refuse more), so leaving it out can
 never weaken the enclave. A missing or malformed value raises :class:`~enclave_app.errors.SettingsError` naming the
-variable (never echoing a value). Booleans are exactly ``true`` or ``false``.
+variable (never echoing a value). Booleans are ``true`` or ``false``, in any letter case, and nothing else.
 
 =====================================  ========================================================================
 variable                               meaning
@@ -91,9 +91,13 @@ def _forbidden(env: Mapping[str, str], name: str, because: str) -> None:
 
 
 def _true_or_false(name: str, value: str) -> bool:
-    if value not in ("true", "false"):
-        raise SettingsError(f"{PREFIX}{name} must be exactly 'true' or 'false'")
-    return value == "true"
+    """``true`` or ``false`` in any letter case (``value`` is stripped by `_get`), as the proxy reads its own
+    (``parent_proxy.settings.parse_bool``): the self-host compose file hands the text of one setting to both
+    (``WAIAAS_REQUIRE_MULTISIG``). Nothing else: no ``1``, ``yes`` or empty string."""
+    lowered = value.lower()
+    if lowered not in ("true", "false"):
+        raise SettingsError(f"{PREFIX}{name} must be true or false (any letter case)")
+    return lowered == "true"
 
 
 def _boolean(env: Mapping[str, str], name: str) -> bool:

@@ -7,9 +7,15 @@ start starts the webhook delivery thread. The enclave need not be up yet: /ready
 Shutdown (SIGTERM or SIGINT, handled by uvicorn, in each worker process when ``WAIAAS_WORKERS`` > 1): uvicorn stops
 accepting, lets the requests in flight finish, then runs the app's shutdown (`with_webhook_delivery`), which tells
 the webhook thread to stop claiming and waits for it, at most `WEBHOOK_STOP_SECONDS`: the POSTs in flight get
-`parent_proxy.webhooks.SHUTDOWN_GRACE_SECONDS` to finish and be recorded. Only then does uvicorn re-raise the signal
-(SIGTERM's default action ends the process at once). Before, nothing waited: the POSTs in flight were cut off
-unrecorded and sent again when their lease ended.
+`parent_proxy.webhooks.SHUTDOWN_GRACE_SECONDS` to finish and be recorded, and then closes the state store (for
+SQLite: the last connection to close checkpoints the write-ahead log into ``waiaas.db`` and removes it). Before,
+nothing waited: the POSTs in flight were cut off unrecorded and sent again when their lease ended.
+
+Only then does uvicorn raise the signal again, to the handler that was in place before it started. In the single
+process that is `main`'s (`serve`), so ``main`` returns and the process exits with status 0; before, SIGTERM's
+default action ended the process there, and ``main``'s own clean-up never ran (the store was never closed, the
+whole state left in ``waiaas.db-wal``). A worker process of ``WAIAAS_WORKERS`` > 1 still ends by the signal, its
+store closed by the shutdown above; the supervisor exits with status 0.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import asyncio
 import logging
 import os
 import random
+import signal
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import boto3
@@ -151,7 +159,9 @@ def start_webhook_thread(services: Services, stop: threading.Event, *, allow_pri
 def with_webhook_delivery(app: FastAPI, services: Services, *, allow_private: bool) -> FastAPI:
     """``app``, its lifespan extended by the webhook thread (`start_webhook_thread`): started when the server starts;
     at shutdown told to stop claiming while the app's own shutdown lets the requests in flight finish, then waited
-    for, at most `WEBHOOK_STOP_SECONDS`. The same in the single process and in each ``WAIAAS_WORKERS`` process."""
+    for, at most `WEBHOOK_STOP_SECONDS`; then the store is closed, unless the thread is still running (it may be
+    inside a store call). The same in the single process and in each ``WAIAAS_WORKERS`` process, which ends by the
+    signal uvicorn raises again after this shutdown, so this is the last moment its store can be closed."""
     app_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
@@ -166,7 +176,11 @@ def with_webhook_delivery(app: FastAPI, services: Services, *, allow_private: bo
             stop.set()
             await asyncio.to_thread(thread.join, WEBHOOK_STOP_SECONDS)
             if thread.is_alive():
-                logger.warning("the webhook thread did not stop within %g s", WEBHOOK_STOP_SECONDS)
+                logger.warning(
+                    "the webhook thread did not stop within %g s; the state store is left open", WEBHOOK_STOP_SECONDS
+                )
+            else:
+                services.store.close()
 
     app.router.lifespan_context = lifespan
     return app
@@ -191,6 +205,34 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class Terminated(BaseException):
+    """SIGTERM reached `serve`'s handler: uvicorn has finished its graceful shutdown, or had not started serving."""
+
+
+def _terminated(_signum: int, _frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def serve(app: FastAPI, settings: Settings, **uvicorn_options: Any) -> None:
+    """``uvicorn.run`` in this process until SIGTERM or SIGINT, then return. While it serves, uvicorn handles both
+    signals itself (graceful shutdown, the app's lifespan shutdown included), then restores the handlers that were
+    in place and raises the signal again (``uvicorn.Server.capture_signals``). The handler put in place here turns
+    SIGTERM into `Terminated`, caught below, instead of the default action that ended the process on the spot; a
+    SIGTERM before uvicorn took over ends the run the same way. SIGINT needs nothing: its default handler raises
+    KeyboardInterrupt, which ``uvicorn.run`` catches. Outside the main thread (no signal handlers there) it is plain
+    ``uvicorn.run``."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="warning",
+                    **uvicorn_options)  # fmt: skip
+    except Terminated:
+        logger.info("stopped by SIGTERM")
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(env: Mapping[str, str] | None = None, **uvicorn_options: Any) -> int:
     configure_logging()
     try:
@@ -207,10 +249,9 @@ def main(env: Mapping[str, str] | None = None, **uvicorn_options: Any) -> int:
     services = build_services(settings)
     app = with_webhook_delivery(create_app(services), services, allow_private=settings.webhook_allow_private)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="warning",
-                    **uvicorn_options)  # fmt: skip
+        serve(app, settings, **uvicorn_options)
     finally:
-        services.store.close()  # after the app's shutdown, which waited for the webhook thread
+        services.store.close()  # again (a no-op) after the app's shutdown; or if the server never started
     return 0
 
 

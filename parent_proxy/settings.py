@@ -1,8 +1,9 @@
 """The parent proxy's configuration: one frozen `Settings` built once at start-up from the environment.
 
 Required values have no default and stop start-up with a message naming the variable; booleans are parsed
-strictly (``true``/``false`` only); numbers must parse and sit in a range. Security settings (who may create
-wallets, where the enclave is, which deployment owner requests must be signed for) have no defaults.
+strictly (``true``/``false`` only, in any letter case, as the signer reads its own); numbers must parse and sit in a
+range. Security settings (who may create wallets, where the enclave is, which deployment owner requests must be
+signed for) have no defaults.
 
 ======================================= ========== =====================================================================
 variable                                default    meaning
@@ -143,10 +144,13 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
 
 
 def parse_bool(name: str, text: str) -> bool:
-    """``true`` or ``false`` (any case); anything else is an error, not a silent False."""
+    """``true`` or ``false`` in any letter case, surrounding blanks ignored; anything else is an error, not a silent
+    False. The signer reads its booleans the same way (``enclave_app.settings``): the self-host compose file hands
+    one text to both (``WAIAAS_REQUIRE_MULTISIG``), and a value one took and the other refused started one service
+    and stopped the other."""
     lowered = text.strip().lower()
     if lowered not in ("true", "false"):
-        raise SettingsError(f"{name} must be true or false")
+        raise SettingsError(f"{name} must be true or false (any letter case)")
     return lowered == "true"
 
 

@@ -22,7 +22,11 @@ Steps; a refusal at any of them writes nothing:
 3. No other process has the state database open (:func:`exclusive_state`): the store keeps it in WAL mode, where
    every open connection holds a shared lock on the database file for as long as it is open, so an exclusive
    lock taken without waiting fails while a proxy runs, even an idle one. The lock is held through step 4, so
-   a proxy started meanwhile cannot open the state (it stops at start-up).
+   a proxy started meanwhile cannot open the state (it stops at start-up). A state restored from a backup
+   (docs/selfhost.md, Backup and Restore) is in a rollback-journal mode (DELETE) instead: no proxy can have it
+   open (the store switches the file to WAL whenever it opens it), and the exclusive lock on it keeps out every
+   other reader and writer. It is left in that mode; the store that writes in step 5 switches it to WAL, as a
+   proxy would at start-up, so a refusal changes nothing.
    No wallet may be in the middle of an agent-key rotation (:func:`check_no_candidates`): a candidate's sealed
    blob is not resealed, and once the rotation transaction lands the candidate is the member the 2-of-2 multisig
    needs; under a new secret its blob would never open again. Finish the rotation (its switch) first. The blobs
@@ -184,12 +188,15 @@ def exclusive_state(database: Path) -> Iterator[sqlite3.Connection]:
 
 
 def read_wallets(conn: sqlite3.Connection, database: Path) -> list[StoredWallet]:
-    """Every wallet's keys and sealed blob (``SqliteStore``'s ``wallets`` table), in wallet-id order."""
+    """Every wallet's keys and sealed blob (``SqliteStore``'s ``wallets`` table), in wallet-id order; refused unless
+    the schema version is one this version knows. Either journal mode a file can be in is fine (step 3)."""
     try:
-        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if mode != "wal" or not 1 <= version <= SCHEMA_VERSION:
-            raise ResealRefused(f"{database} is not a state database this version can reseal")
+        if not 1 <= version <= SCHEMA_VERSION:
+            raise ResealRefused(
+                f"{database} has schema version {version} (this version knows 1 to {SCHEMA_VERSION}): not a state "
+                "database this version can reseal"
+            )
         rows = conn.execute(
             "SELECT wallet_id, agent_pubkey, owner_pubkey, sealed_key FROM wallets ORDER BY wallet_id"
         ).fetchall()
@@ -329,7 +336,32 @@ def run_reseal(args: argparse.Namespace) -> int:
     print(
         f"resealed {len(report.wallet_ids)} wallets in {time.perf_counter() - started:.1f} s "
         f"({per_wallet:.2f} s per wallet), audit record {report.audit_seq} ({AUDIT_EVENT}).\n"
-        f"The stored blobs now open only with {args.new_secret_file}: put it in place of {old_file} "
-        "before starting the services, and keep the old file until they sign again."
+        + next_step(root / OLD_SECRET, old_file, args.new_secret_file)
     )
     return EXIT_OK
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def next_step(in_use: Path, old_file: Path, new_file: Path) -> str:
+    """What the operator does after a reseal. ``in_use`` is the secret the services of this state directory read;
+    "put the new file in place of the old one" is said only where the old one is that file."""
+    if _same_file(new_file, in_use):  # a restored backup resealed to the secret already in use (Restore)
+        return (
+            f"The stored blobs now open only with {new_file}, which is where the services read the secret: start "
+            f"them, and keep {old_file} until they sign again."
+        )
+    if _same_file(old_file, in_use):
+        return (
+            f"The stored blobs now open only with {new_file}: put it in place of {old_file} before starting the "
+            "services, and keep the old file until they sign again."
+        )
+    return (
+        f"The stored blobs now open only with {new_file}: make it the secret the services read before starting "
+        f"them (by default {in_use}), and keep {old_file} until they sign again."
+    )

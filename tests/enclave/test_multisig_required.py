@@ -150,20 +150,23 @@ def test_served_from_settings_the_enclave_reports_them(tmp_path: Path) -> None:
 # -- settings ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, True), ("true", True), ("false", False), (" false ", False)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, True), ("true", True), ("false", False), (" false ", False), ("TRUE", True), ("False", False)],
+)
 def test_the_setting_is_parsed_strictly_with_the_safe_default(
     tmp_path: Path, value: str | None, expected: bool
 ) -> None:
     assert load_settings(enclave_env(tmp_path, REQUIRE_MULTISIG=value)).require_multisig is expected
 
 
-@pytest.mark.parametrize("value", ["", "TRUE", "False", "yes", "0", "1", "off"])
+@pytest.mark.parametrize("value", ["", "yes", "0", "1", "off", "truth", "f", "\u0131rue"])
 def test_a_malformed_setting_stops_start_up(tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SettingsError, match=rf"^{SETTING} must be exactly 'true' or 'false'$"):
+    with pytest.raises(SettingsError, match=rf"^{SETTING} must be true or false \(any letter case\)$"):
         load_settings(enclave_env(tmp_path, REQUIRE_MULTISIG=value))
     assert main([], env=enclave_env(tmp_path, REQUIRE_MULTISIG=value)) == 2
     err = capsys.readouterr().err
-    assert err == f"waiaas-enclave: configuration error: {SETTING} must be exactly 'true' or 'false'\n"
+    assert err == f"waiaas-enclave: configuration error: {SETTING} must be true or false (any letter case)\n"
 
 
 # -- the image ---------------------------------------------------------------------------------------------------

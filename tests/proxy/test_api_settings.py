@@ -75,7 +75,7 @@ def test_the_embedded_chain_without_squads_needs_the_requirement_off() -> None:
 @pytest.mark.parametrize("value", ["", "0", "1", "no", "off", "yes", "disabled", "false,"])
 def test_a_malformed_multisig_requirement_stops_start_up(value: str) -> None:
     # Never read as false: a typo must not turn the on-chain limits off.
-    with pytest.raises(SettingsError, match=r"^WAIAAS_REQUIRE_MULTISIG must be true or false$"):
+    with pytest.raises(SettingsError, match=r"^WAIAAS_REQUIRE_MULTISIG must be true or false \(any letter case\)$"):
         load_settings({**BASE, "WAIAAS_REQUIRE_MULTISIG": value})
 
 

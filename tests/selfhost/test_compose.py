@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
+from enclave_app.errors import SettingsError as SignerSettingsError
+from enclave_app.settings import load_settings as signer_settings
 from parent_proxy.owner_auth import normalize_origin
+from parent_proxy.settings import SettingsError as ProxySettingsError
+from parent_proxy.settings import load_settings as proxy_settings
 from selfhost import paths
 from selfhost.compose_model import read_env_file
 from selfhost.deployment import loopback_origins
@@ -95,6 +99,33 @@ def test_the_proxy_requires_a_multisig_unless_the_env_file_says_otherwise(make_e
     assert service(model, "proxy")["environment"]["WAIAAS_REQUIRE_MULTISIG"] == "true"
     signer = service(model, "signer")["environment"]
     assert "WAIAAS_REQUIRE_MULTISIG" not in signer and signer["WAIAAS_ENCLAVE_REQUIRE_MULTISIG"] == "true"
+
+
+@pytest.mark.parametrize("value", ["true", "false", "", "False", "TRUE", "yes", "0"])
+def test_the_proxy_and_the_signer_read_the_multisig_setting_alike(
+    make_env_file: EnvFactory, unseal_secret_file: Path, value: str
+) -> None:
+    """One line of the env file, two services: each reads it with its own settings code from what compose hands it.
+    Whatever the operator writes, both take it with the same meaning or both refuse it (before, "False" started the
+    proxy and stopped the signer, which named a variable the operator never wrote)."""
+    chain = "rpc:https://rpc.example"  # litesvm with the requirement on stops the proxy for another reason
+    model = load_config(COMPOSE_FILE, make_env_file(WAIAAS_CHAIN=chain, WAIAAS_REQUIRE_MULTISIG=value))
+    proxy_env = {name: str(text) for name, text in service(model, "proxy")["environment"].items()}
+    signer_env = {name: str(text) for name, text in service(model, "signer")["environment"].items()}
+    signer_env["WAIAAS_ENCLAVE_LOCAL_SECRET_FILE"] = str(unseal_secret_file)  # the container path, mapped here
+    read: list[bool | str] = []
+    for load, env, error in (
+        (proxy_settings, proxy_env, ProxySettingsError),
+        (signer_settings, signer_env, SignerSettingsError),
+    ):
+        try:
+            read.append(load(env).require_multisig)
+        except error as exc:
+            assert "REQUIRE_MULTISIG must be true or false (any letter case)" in str(exc)
+            read.append("refused")
+    assert read[0] == read[1], read
+    meaning = {"true": True, "false": False, "": True}.get(value.lower(), "refused")  # "": compose's ${...:-true}
+    assert read[0] == meaning
 
 
 # -------------------------------------------------------------------------------------------------- 2. signer

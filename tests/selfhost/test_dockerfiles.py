@@ -141,14 +141,21 @@ def test_lock_covers_the_runtime_and_build_requirements() -> None:
     assert not missing, f"regenerate selfhost/requirements.lock (docs/selfhost.md): missing {sorted(missing)}"
 
 
+LOCAL_ONLY = ("selfhost/.env", "selfhost/secrets/", "selfhost/backup/")
+"""Paths of the bundle that hold local settings, the unseal secret or a state backup (sealed agent keys, webhook
+secrets in clear, the audit log): never in an image's build context, never in git."""
+
+
 @pytest.mark.parametrize("service", DOCKERFILES)
-def test_build_context_leaves_secrets_out(service: str) -> None:
+def test_build_context_leaves_secrets_and_backups_out(service: str) -> None:
     ignore = Path(f"{DOCKERFILES[service]}.dockerignore").read_text(encoding="utf-8").splitlines()
     assert "**" in ignore, "deny by default"
-    assert "selfhost/secrets/" in ignore and "selfhost/.env" in ignore
+    last_inclusion = max(i for i, line in enumerate(ignore) if line.startswith("!"))
+    for path in LOCAL_ONLY:  # excluded after every "!" line, so that none of them (`!selfhost/`) lets it back in
+        assert path in ignore[last_inclusion + 1 :], path
 
 
-def test_git_ignores_local_secrets_and_settings() -> None:
+def test_git_ignores_local_secrets_settings_and_backups() -> None:
     def ignored(relative: str) -> bool:
         result = subprocess.run(
             ["git", "check-ignore", "--quiet", "--no-index", relative], cwd=REPO, check=False, timeout=30
@@ -157,5 +164,6 @@ def test_git_ignores_local_secrets_and_settings() -> None:
 
     assert ignored("selfhost/secrets/waiaas_unseal_secret")
     assert ignored("selfhost/.env")
+    assert ignored("selfhost/backup/waiaas.db")
     assert not ignored("selfhost/secrets/README.md")
     assert not ignored("selfhost/.env.example")

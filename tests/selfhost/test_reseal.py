@@ -8,8 +8,6 @@ The signer itself loading the resealed wallets and signing is in test_reseal_liv
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -19,140 +17,39 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from enclave_app.errors import KeyDerivationError, SealingError
-from enclave_app.sealing import LocalSealer, SealBinding, seal_agent_key, unseal_agent_key
+from enclave_app.errors import KeyDerivationError
+from enclave_app.sealing import LocalSealer, SealBinding, seal_agent_key
 from parent_proxy.audit import AuditLog, iter_audit_records, verify_audit_chain
 from parent_proxy.clock import SystemClock
 from parent_proxy.errors import StoreUnavailable
 from parent_proxy.store import sqlite_sealed_keys
-from parent_proxy.store.model import AgentKeyCandidate, SetAgentKeyCandidate, Wallet
+from parent_proxy.store.model import AgentKeyCandidate, SetAgentKeyCandidate
 from parent_proxy.store.sqlite import SqliteStore
 from policies.cli import main
 from selfhost import paths, reseal
 from tests.selfhost.compose_config import REPO
-
-WALLETS = ("w-a", "w-b", "w-c", "w-d")
-
-
-@dataclass
-class World:
-    """A state directory laid out as ``waiaas selfhost up`` leaves it, and what the test knows about it."""
-
-    root: Path
-    old: bytes
-    new: bytes
-    new_file: Path
-    seeds: dict[str, bytes]
-    salts: list[bytes]
-    """The Argon2id salts of every blob the test has seen (each secret derives one key per salt)."""
-
-    @property
-    def database(self) -> Path:
-        return self.root / "state" / "waiaas.db"
-
-    @property
-    def old_file(self) -> Path:
-        return self.root / "secrets" / paths.UNSEAL_SECRET_NAME
-
-    def args(self, *extra: str) -> list[str]:
-        return ["selfhost", "reseal", "--state-dir", str(self.root), "--new-secret-file", str(self.new_file), *extra]
-
-    def wallets(self) -> dict[str, Wallet]:
-        store = SqliteStore(self.database)
-        try:
-            return {w: store.get_wallet(w) for w in WALLETS}
-        finally:
-            store.close()
-
-    def fingerprint(self) -> tuple[str, bool, dict[str, bytes]]:
-        """The database file's bytes (no WAL is left once every connection closed), and every blob."""
-        digest = hashlib.sha256(self.database.read_bytes()).hexdigest()
-        wal = self.database.with_name("waiaas.db-wal").exists()
-        with reseal.exclusive_state(self.database) as conn:
-            blobs = {w.wallet_id: w.sealed_key for w in reseal.read_wallets(conn, self.database)}
-        return digest, wal, blobs
-
-
-def audit_log(world: World) -> list[Any]:
-    store = SqliteStore(world.database)
-    try:
-        return list(iter_audit_records(store))
-    finally:
-        store.close()
-
-
-def secret_file(path: Path, content: bytes, mode: int = 0o400) -> Path:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.write_bytes(content)
-    path.chmod(mode)
-    return path
-
-
-def binding(wallet: Wallet) -> SealBinding:
-    return SealBinding(wallet.wallet_id, wallet.agent_pubkey, wallet.owner_pubkey)
-
-
-def provision(store: SqliteStore, sealer: LocalSealer, wallet_id: str, owner: bytes) -> bytes:
-    """A wallet as the signer's provisioning stores it: a fresh key sealed under ``sealer`` with its binding."""
-    key = Ed25519PrivateKey.generate()
-    agent = key.public_key().public_bytes_raw()
-    blob = seal_agent_key(sealer, key, SealBinding(wallet_id, agent, owner))
-    store.create_wallet(Wallet(wallet_id, agent, owner, os.urandom(32), blob))
-    return key.private_bytes_raw()
+from tests.selfhost.reseal_world import (
+    WALLETS,
+    World,
+    assert_nothing_secret,
+    audit_log,
+    binding,
+    make_world,
+    opens,
+    refused,
+    secret_file,
+)
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    root = tmp_path / "selfhost"
-    # A trailing newline, as `echo` or an editor leaves it: the signer strips it, so must reseal.
-    old = secrets.token_urlsafe(32).encode()
-    new = secrets.token_urlsafe(32).encode()
-    secret_file(root / "secrets" / paths.UNSEAL_SECRET_NAME, old + b"\n")
-    new_file = secret_file(tmp_path / "new_secret", new + b"\r\n")
-    (root / "state").mkdir(mode=0o700)
-    store = SqliteStore(root / "state" / "waiaas.db")
-    sealer, owner = LocalSealer(old), os.urandom(32)
-    seeds = {w: provision(store, sealer, w, owner) for w in WALLETS}
-    store.set_frozen("w-b", True, "owner freeze")  # a frozen wallet is resealed like any other
-    salts = [cbor2.loads(store.get_wallet(w).sealed_key)["salt"] for w in WALLETS]
-    store.close()
-    yield World(root, old, new, new_file, seeds, salts)
-
-
-def opens(sealer: LocalSealer, wallet: Wallet) -> bytes | None:
-    try:
-        return unseal_agent_key(sealer, wallet.sealed_key, binding(wallet)).private_bytes_raw()
-    except SealingError:
-        return None
-
-
-def forbidden(world: World) -> list[bytes]:
-    """Byte strings that must appear nowhere: both secrets (raw, hex, base64), every agent seed, and the key each
-    secret derives for every blob's salt (what the old and the new blobs are encrypted under)."""
-    values = [world.old, world.new, *world.seeds.values()]
-    salts = {*world.salts, *(cbor2.loads(w.sealed_key)["salt"] for w in world.wallets().values())}
-    for secret in (world.old, world.new):
-        values += [LocalSealer(secret)._derive(salt) for salt in salts]
-    encoded = []
-    for value in values:
-        encoded += [value, value.hex().encode(), base64.b64encode(value), base64.urlsafe_b64encode(value)]
-    return encoded
-
-
-def assert_nothing_secret(world: World, *texts: str | bytes) -> None:
-    values = forbidden(world)
-    for text in texts:
-        data = text.encode() if isinstance(text, str) else text
-        for value in values:
-            assert value not in data
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ success
@@ -180,6 +77,7 @@ def test_reseal_moves_every_wallet_to_the_new_secret(
     assert [(r.event_type, r.wallet_id) for r in records] == [("wallets.resealed", None)]
     assert json.loads(records[0].payload) == {"wallets": list(WALLETS), "count": len(WALLETS)}
     assert "resealed 4 wallets" in out and "audit record 1 (wallets.resealed)" in out and not err
+    assert f"only with {world.new_file}: put it in place of {world.old_file} before starting the services" in out
     for wallet_id in WALLETS:
         assert f"{wallet_id}: resealed" in out
     assert_nothing_secret(world, out, err, caplog.text, world.database.read_bytes())
@@ -214,19 +112,6 @@ def test_reseal_without_wallets_changes_nothing(tmp_path: Path, capsys: pytest.C
 # ------------------------------------------------------------------------------------------------ refusals
 
 
-def _refused(
-    world: World, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, args: list[str], code: int
-) -> str:
-    caplog.set_level(logging.DEBUG)
-    before = world.fingerprint()
-    assert main(args) == code
-    out, err = capsys.readouterr()
-    assert world.fingerprint() == before
-    assert err.startswith("selfhost reseal: refused: ") and err.rstrip().endswith("nothing was changed")
-    assert_nothing_secret(world, out, err, caplog.text)
-    return err
-
-
 @pytest.mark.parametrize(
     "case",
     [
@@ -248,7 +133,7 @@ def test_a_bad_new_secret_file_is_refused(
     world.new_file.unlink()
     if content is not None:
         secret_file(world.new_file, content, mode)
-    err = _refused(world, capsys, caplog, world.args(), 2)
+    err = refused(world, capsys, caplog, world.args(), 2)
     assert f"--new-secret-file {world.new_file}: " in err
     assert re.search(match, err), err
 
@@ -259,7 +144,7 @@ def test_the_new_secret_equal_to_the_old_is_refused(
     """Equal as the signer reads them: the same bytes with another line ending are the same secret."""
     world.new_file.chmod(0o600)
     secret_file(world.new_file, world.old + b"\r\n")
-    assert "the new secret is the old secret" in _refused(world, capsys, caplog, world.args(), 2)
+    assert "the new secret is the old secret" in refused(world, capsys, caplog, world.args(), 2)
 
 
 def test_a_missing_old_secret_is_refused(
@@ -267,7 +152,7 @@ def test_a_missing_old_secret_is_refused(
 ) -> None:
     world.old_file.chmod(0o600)
     world.old_file.unlink()
-    err = _refused(world, capsys, caplog, world.args(), 2)
+    err = refused(world, capsys, caplog, world.args(), 2)
     assert f"--old-secret-file {world.old_file}: No such file" in err
 
 
@@ -275,7 +160,7 @@ def test_a_wrong_old_secret_is_refused_naming_the_first_wallet(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = secret_file(tmp_path / "wrong", secrets.token_bytes(32))
-    err = _refused(world, capsys, caplog, world.args("--old-secret-file", str(wrong)), 1)
+    err = refused(world, capsys, caplog, world.args("--old-secret-file", str(wrong)), 1)
     assert "wallet w-a: its sealed key does not open with the old secret (wrong --old-secret-file" in err
 
 
@@ -294,7 +179,7 @@ def test_one_blob_under_another_secret_is_refused_and_no_other_wallet_changes(
     other = LocalSealer(secrets.token_bytes(32))
     key = Ed25519PrivateKey.from_private_bytes(world.seeds["w-c"])
     _rewrite_blob(world, "w-c", seal_agent_key(other, key, binding(wallet)))
-    err = _refused(world, capsys, caplog, world.args(), 1)
+    err = refused(world, capsys, caplog, world.args(), 1)
     assert "wallet w-c: its sealed key does not open with the old secret" in err
 
 
@@ -303,7 +188,7 @@ def test_a_blob_of_another_wallet_is_refused(
 ) -> None:
     """The binding is checked as the signer checks it: w-a's blob stored for w-b does not open for w-b."""
     _rewrite_blob(world, "w-b", world.wallets()["w-a"].sealed_key)
-    assert "wallet w-b: its sealed key does not open" in _refused(world, capsys, caplog, world.args(), 1)
+    assert "wallet w-b: its sealed key does not open" in refused(world, capsys, caplog, world.args(), 1)
 
 
 def test_a_blob_holding_another_key_than_the_pinned_one_is_refused(
@@ -313,7 +198,7 @@ def test_a_blob_holding_another_key_than_the_pinned_one_is_refused(
     wallet = world.wallets()["w-d"]
     forged = LocalSealer(world.old).seal(os.urandom(32), binding(wallet))
     _rewrite_blob(world, "w-d", forged)
-    err = _refused(world, capsys, caplog, world.args(), 1)
+    err = refused(world, capsys, caplog, world.args(), 1)
     assert "wallet w-d: its sealed key opens with the old secret to a key other than the wallet's agent" in err
 
 
@@ -330,7 +215,7 @@ def listening_signer(world: World) -> Iterator[Path]:
 def test_a_running_signer_is_refused(
     world: World, listening_signer: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    err = _refused(world, capsys, caplog, world.args(), 1)
+    err = refused(world, capsys, caplog, world.args(), 1)
     assert f"the signer is running (its socket {listening_signer} accepts connections): stop it first" in err
 
 
@@ -426,7 +311,7 @@ def test_a_new_blob_that_does_not_open_with_the_new_secret_is_refused(
     another key) would leave blobs nothing opens; the command refuses before writing any."""
     third = LocalSealer(secrets.token_bytes(32))
     monkeypatch.setattr(reseal, "seal_agent_key", lambda _sealer, key, bound: seal_agent_key(third, key, bound))
-    assert "wallet w-a: the new blob does not open with the new secret" in _refused(
+    assert "wallet w-a: the new blob does not open with the new secret" in refused(
         world, capsys, caplog, world.args(), 1
     )
 
@@ -434,7 +319,7 @@ def test_a_new_blob_that_does_not_open_with_the_new_secret_is_refused(
         return sealer.seal(os.urandom(32), bound)
 
     monkeypatch.setattr(reseal, "seal_agent_key", another_key)
-    assert "wallet w-a: the new blob does not open with the new secret" in _refused(
+    assert "wallet w-a: the new blob does not open with the new secret" in refused(
         world, capsys, caplog, world.args(), 1
     )
 
@@ -455,7 +340,7 @@ def test_a_failed_key_derivation_is_not_reported_as_a_wrong_secret(
             return super()._derive(salt)
 
     monkeypatch.setattr(reseal, "LocalSealer", ShortOfMemory)
-    err = _refused(world, capsys, caplog, world.args(), 1)
+    err = refused(world, capsys, caplog, world.args(), 1)
     assert "wallet w-a: the key derivation (Argon2id, 64 MiB) failed" in err and "free some memory" in err
     assert "old secret" not in err
 
@@ -487,5 +372,5 @@ def test_a_wallet_in_the_middle_of_a_rotation_is_refused(
             "agent_key.candidate", {}, wallet_id="w-b"))  # fmt: skip
     finally:
         store.close()
-    err = _refused(world, capsys, caplog, world.args(), 1)
+    err = refused(world, capsys, caplog, world.args(), 1)
     assert "wallet(s) w-b are in the middle of an agent-key rotation" in err and "finish it with the switch" in err
