@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from parent_proxy.errors import AlreadyDecided
+from parent_proxy.errors import AlreadyDecided, NotFound
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import OwnerApproval, Prepared
 from parent_proxy.store.model import ReopenApproval
@@ -56,17 +56,24 @@ def abandon(s: Services, wallet_id: str, key: str, digest: bytes) -> None:
 
 
 def reopen_quietly(s: Services, request_id: str, wallet_id: str, approval: OwnerApproval) -> None:
-    """Return an owner approval to pending after a failure of its signing ``request_id``, with its
-    ``approval.reopened`` record in the same store transaction; if the store cannot, it stays approved (logged) until
-    `parent_proxy.stalled_approvals` reopens it. Refused (logged) once that signing finished or the approval was
-    reopened already."""
-    reopened = ReopenApproval(approval.approval_id, approval.envelope, request_id)
-    payload = {"approval_id": approval.approval_id, "request_id": request_id}
+    """Return an owner approval to pending after a failure of its signing ``request_id`` (`reopen`); if the store
+    cannot, it stays approved (logged) until `parent_proxy.stalled_approvals` reopens it."""
+    reopen(s, wallet_id, approval.approval_id, approval.envelope, request_id)
+
+
+def reopen(s: Services, wallet_id: str, approval_id: str, decision: bytes, signing: str, **extra: str) -> bool:
+    """Return the approval ``approval_id``, approved by ``decision`` for the signing ``signing``, to pending, with its
+    ``approval.reopened`` record (``approval_id``, ``request_id``: the signing, and ``extra``) in the same store
+    transaction. False, logged, if it was not: refused once that signing finished or the approval was reopened
+    already (by another process, say), or the store failed."""
+    change = ReopenApproval(approval_id, decision, signing)
+    payload = {"approval_id": approval_id, "request_id": signing, **extra}
     try:
-        s.audit.append("approval.reopened", payload, wallet_id=wallet_id, changes=[reopened])
-    except AlreadyDecided:  # reopened already (`stalled_approvals`), or its signing finished: nothing to give back
-        logger.warning(
-            "approval %s: not returned to pending, no longer approved for this signing", approval.approval_id
-        )
+        s.audit.append("approval.reopened", payload, wallet_id=wallet_id, changes=[change])
+    except (AlreadyDecided, NotFound):  # its signing ended, or it was reopened already: nothing to give back
+        logger.warning("approval %s: not returned to pending, no longer approved for this signing", approval_id)
+        return False
     except Exception:
-        logger.exception("approval %s could not be returned to pending", approval.approval_id)
+        logger.exception("approval %s could not be returned to pending", approval_id)
+        return False
+    return True

@@ -38,10 +38,10 @@ from __future__ import annotations
 import logging
 from typing import Final
 
+from parent_proxy import give_back
 from parent_proxy.clock import read_clock
-from parent_proxy.errors import AlreadyDecided, NotFound
 from parent_proxy.services import Services
-from parent_proxy.store.model import Approval, ReopenApproval
+from parent_proxy.store.model import Approval
 from parent_proxy.store.validation import IDEMPOTENCY_STALE_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -79,15 +79,9 @@ def _reopen(s: Services, approval: Approval) -> bool:
     """Reopen one stalled approval; False if it was not (finished or reopened meanwhile, or a store failure)."""
     if approval.decision is None or approval.signing is None:
         return False  # not a signing under way (a store lists none such)
-    change = ReopenApproval(approval.approval_id, approval.decision, approval.signing)
-    payload = {"approval_id": approval.approval_id, "request_id": approval.signing, "reason": "stalled"}
-    try:
-        s.audit.append("approval.reopened", payload, wallet_id=approval.wallet_id, changes=[change])
-    except (AlreadyDecided, NotFound):
-        logger.info("approval %s: its signing ended meanwhile, not reopened", approval.approval_id)
-        return False
-    except Exception:
-        logger.exception("approval %s: its stalled signing could not be reopened", approval.approval_id)
+    if not give_back.reopen(
+        s, approval.wallet_id, approval.approval_id, approval.decision, approval.signing, reason="stalled"
+    ):
         return False
     logger.warning("approval %s: its signing %s never finished; pending again", approval.approval_id, approval.signing)
     return True
