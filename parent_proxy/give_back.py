@@ -63,13 +63,14 @@ def reopen_quietly(s: Services, request_id: str, wallet_id: str, approval: Owner
 
 def reopen(s: Services, wallet_id: str, approval_id: str, decision: bytes, signing: str, **extra: str) -> bool:
     """Return the approval ``approval_id``, approved by ``decision`` for the signing ``signing``, to pending, with its
-    ``approval.reopened`` record (``approval_id``, ``request_id``: the signing, and ``extra``) in the same store
-    transaction. False, logged, if it was not: refused once that signing finished or the approval was reopened
-    already (by another process, say), or the store failed."""
+    ``approval.reopened`` record and webhook (``approval_id``, ``request_id``: the signing, and ``extra``) in the same
+    store transaction: the owner learns it waits again. False, logged, if it was not: refused once that signing
+    finished or the approval was reopened already (by another process, say), or the store failed."""
     change = ReopenApproval(approval_id, decision, signing)
     payload = {"approval_id": approval_id, "request_id": signing, **extra}
     try:
-        s.audit.append("approval.reopened", payload, wallet_id=wallet_id, changes=[change])
+        webhook = s.webhook_item(wallet_id, "approval.reopened", payload)
+        s.audit.append("approval.reopened", payload, wallet_id=wallet_id, webhook=webhook, changes=[change])
     except (AlreadyDecided, NotFound):  # its signing ended, or it was reopened already: nothing to give back
         logger.warning("approval %s: not returned to pending, no longer approved for this signing", approval_id)
         return False

@@ -34,6 +34,15 @@ def pending_reservations(h: Harness) -> list[str]:
     return [r[0] for r in rows if r[0] == ReservationStatus.PENDING]
 
 
+def configure_webhook(h: Harness) -> None:
+    """Give the harness's wallet a webhook (nothing listens there: the tests read the outbox, `queued`)."""
+    secret = base64.b64encode(b"s" * 32).decode()
+    answer = h.owner_call(
+        "PUT", f"/v1/wallets/{h.wallet_id}/webhook", {"url": "https://owner.example/hook", "secret": secret}
+    )
+    assert answer.status_code == 204, answer.text
+
+
 def queued(h: Harness) -> list[str]:
     """The event types in the outbox, oldest first."""
     rows = h.store.inner._conn().execute("SELECT event_type FROM outbox ORDER BY created_at").fetchall()

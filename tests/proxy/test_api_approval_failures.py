@@ -23,7 +23,7 @@ from tests.proxy.api_harness import (
     start_enclave,
     start_stand_in_enclave,
 )
-from tests.proxy.harness_calls import ESCALATING, escalate
+from tests.proxy.harness_calls import ESCALATING, configure_webhook, escalate, queued
 
 
 @pytest.fixture
@@ -52,6 +52,7 @@ def stop_enclave(h: Harness, loop: LoopThread) -> None:
 
 def test_enclave_down_returns_the_approval_to_pending(h: tuple[Harness, LoopThread]) -> None:
     harness, loop = h
+    configure_webhook(harness)
     approval_id, body, path = escalate(harness)
     stop_enclave(harness, loop)
     failed = harness.owner_call("POST", path, body)
@@ -59,6 +60,7 @@ def test_enclave_down_returns_the_approval_to_pending(h: tuple[Harness, LoopThre
     assert harness.spent() == 0
     assert pending_ids(harness) == [approval_id]
     assert harness.audit_events()[-2:] == ["transaction.failed", "approval.reopened"]
+    assert queued(harness) == ["approval.pending", "approval.reopened"]  # the owner is told it waits again
     # the enclave is back: the owner's same approval signs it, once
     server = start_enclave(loop, harness.socket)
     try:

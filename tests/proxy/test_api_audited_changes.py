@@ -10,7 +10,6 @@ frozen with no record). The failures are real ones of the SQLite store: its audi
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,11 @@ from solders.pubkey import Pubkey
 from solders.system_program import AssignParams, assign
 
 from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, provision, running_harness, unwritable
-from tests.proxy.harness_calls import freeze_order, queued, sign_message
+from tests.proxy.harness_calls import configure_webhook, freeze_order, queued, sign_message
 from tests.support.policies import BLOCKED, MERCHANT
 
 TABLES = ["audit_log", "outbox"]
 """The audit record's table, and the webhook item's (written in the same transaction as the record)."""
-
-
-def configure_webhook(h: Harness) -> None:
-    secret = base64.b64encode(b"s" * 32).decode()
-    configured = h.owner_call(
-        "PUT", f"/v1/wallets/{h.wallet_id}/webhook", {"url": "https://owner.example/hook", "secret": secret}
-    )
-    assert configured.status_code == 204, configured.text
 
 
 @pytest.fixture

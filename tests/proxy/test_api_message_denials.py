@@ -26,7 +26,7 @@ from solders.pubkey import Pubkey
 
 from policies.signing import POLICY_PURPOSE, sign_document
 from tests.proxy.api_harness import Harness, provision, running_harness
-from tests.proxy.harness_calls import freeze_order, queued, records, sign_message
+from tests.proxy.harness_calls import configure_webhook, freeze_order, queued, records, sign_message
 from tests.support.offchain_messages import offchain_message
 from tests.support.policies import MERCHANT, example_policy
 
@@ -38,13 +38,6 @@ BURST = {"on_authority_change": True, "on_delegate_approval": True, "on_close_to
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
     yield from running_harness(tmp_path)
-
-
-def configure_webhook(h: Harness) -> None:
-    secret = base64.b64encode(b"s" * 32).decode()
-    answer = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/webhook", {"url": "https://owner.example/hook",
-                                                                         "secret": secret})  # fmt: skip
-    assert answer.status_code == 204, answer.text
 
 
 def provision_burst(h: Harness, **rules: Any) -> None:

@@ -19,7 +19,7 @@ import pytest
 from parent_proxy.__main__ import prune_store
 from parent_proxy.stalled_approvals import STALLED_APPROVAL_SECONDS
 from tests.proxy.api_harness import Harness, LoopThread, build_harness, provision, refused_records, start_enclave
-from tests.proxy.harness_calls import ESCALATING, escalate
+from tests.proxy.harness_calls import ESCALATING, configure_webhook, escalate, queued
 
 
 @pytest.fixture
@@ -56,6 +56,7 @@ def last_record(h: Harness) -> tuple[str, dict[str, Any]]:
 
 
 def test_an_approval_whose_signing_died_is_pending_again_after_the_grace(h: Harness) -> None:
+    configure_webhook(h)
     approval_id, body, path = escalate(h)
     # The process dies after the decision: nothing reserved, and its give-back never runs (here: the reservation
     # fails, and the give-back's reopening is refused as if its process were gone).
@@ -73,6 +74,7 @@ def test_an_approval_whose_signing_died_is_pending_again_after_the_grace(h: Harn
     assert last_record(h) == (
         "approval.reopened", {"approval_id": approval_id, "request_id": stuck.signing, "reason": "stalled"}
     )  # fmt: skip
+    assert queued(h) == ["approval.pending", "approval.reopened"]  # the owner is told it waits again
     signed = h.owner_call("POST", path, body)  # the owner's same approval now signs it, once
     assert signed.status_code == 200, signed.text
     assert h.spent() == ESCALATING and h.store.get_approval(approval_id).signing is None
