@@ -32,7 +32,7 @@ from policies.errors import PolicyEngineError, PolicySignatureError
 
 
 class Code(enum.StrEnum):
-    BAD_REQUEST = "bad_request"  # 400: not JSON, wrong content type, a Content-Length that is no number
+    BAD_REQUEST = "bad_request"  # 400: not JSON (empty, unparsable, another content type), a bad Content-Length
     METHOD_NOT_ALLOWED = "method_not_allowed"  # 405: a method the path does not have (``Allow`` lists those it has)
     INVALID_REQUEST = "invalid_request"  # 422: JSON that fails validation
     UNAUTHORIZED = "unauthorized"  # 401: missing, unknown or revoked agent token
