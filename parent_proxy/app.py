@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from parent_proxy import api_agent, api_agent_key, api_multisig, api_orders, api_owner
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.attestation import NonceQuery, attest
-from parent_proxy.metrics import CONTENT_TYPE
+from parent_proxy.metrics import CONTENT_TYPE, served_to
 from parent_proxy.schemas import AttestationView, ErrorBody, Health, Readiness
 from parent_proxy.services import Services
 
@@ -211,8 +211,14 @@ def create_app(services: Services) -> FastAPI:
         return Readiness(status="ready", enclave=status.state.value, store="ok")
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["public"])
-    async def metrics() -> PlainTextResponse:
-        """Prometheus text exposition."""
+    async def metrics(request: Request) -> PlainTextResponse:
+        """Prometheus text exposition. With ``WAIAAS_METRICS=loopback`` (the CDK hosts) only to a client on this
+        host (`parent_proxy.metrics.served_to`); any other gets 404 ``not_found``, as for a path that does not
+        exist."""
+        client = request.client
+        names = (name for name, _ in request.headers.raw)
+        if not served_to(services.metrics_access, None if client is None else client.host, names):
+            raise ApiError(Code.NOT_FOUND, "not found")
         return PlainTextResponse(services.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/attestation", response_model=AttestationView, tags=["public"])
