@@ -35,6 +35,7 @@ from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.services import canonical
 from parent_proxy.sign_parts import AgentAnswer, agent_key
 from parent_proxy.store.model import IdempotentAnswer, ReplaceAnswer
+from parent_proxy.store.validation import IDEMPOTENCY_KEY_RE, SHA256_BYTES
 
 
 def pending_body(request_id: str, approval_id: str, decision: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,6 +60,8 @@ def agent_answer(approval_id: str, stored: Mapping[str, Any]) -> AgentAnswer | N
         return None
     if not (isinstance(key, str) and isinstance(request_id, str) and isinstance(decision, dict)):
         return None
+    if not IDEMPOTENCY_KEY_RE.fullmatch(agent_key(key)) or len(digest) != SHA256_BYTES:
+        return None  # not a key the store could hold: nothing to replace (never a refusal of the decision)
     if hashlib.sha256(canonical(request)).digest() != digest:  # `SignRequest.digest` of the stored request
         return None
     return AgentAnswer(agent_key(key), digest, stored_response(202, pending_body(request_id, approval_id, decision)))
