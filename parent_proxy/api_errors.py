@@ -51,6 +51,7 @@ class Code(enum.StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"  # 403: a concurrent request used up the period limit first
     NO_POLICY = "no_policy"  # 403: the wallet has no installed policy: default deny
     ENCLAVE_REFUSED = "enclave_refused"  # 403: the enclave's authoritative check refused
+    REJECTED_BY_OWNER = "rejected_by_owner"  # 403: the owner rejected the escalated request (its key's answer)
     ENCLAVE_UNAVAILABLE = "enclave_unavailable"  # 503: unreachable, slow, not ready, or answered nonsense
     ATTESTATION_REFUSED = "attestation_refused"  # 503: KMS did not accept the enclave's attestation
     ATTESTATION_INCONSISTENT = "attestation_inconsistent"  # 503: the attestation answer contradicts itself
@@ -81,6 +82,7 @@ STATUS: dict[Code, int] = {
     Code.LIMIT_EXCEEDED: 403,
     Code.NO_POLICY: 403,
     Code.ENCLAVE_REFUSED: 403,
+    Code.REJECTED_BY_OWNER: 403,
     Code.ENCLAVE_UNAVAILABLE: 503,
     Code.ATTESTATION_REFUSED: 503,
     Code.ATTESTATION_INCONSISTENT: 503,

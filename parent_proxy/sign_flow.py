@@ -9,9 +9,10 @@
        under the key (one store transaction, `sign_outcomes.refuse`), 403 with the reasons
        ESCALATE: a pending approval is created WITHOUT a reservation (nothing is held while the owner decides; the
        amounts are reserved, against the approval ceilings, when the owner approves: `parent_proxy.approvals`),
-       audit, notify and store the answer (one transaction), 202 with the approval id; with
-       `MAX_PENDING_APPROVALS` already waiting for the owner, the request is refused instead (429
-       ``rate_limited``, audited as ``transaction.refused``), so an agent cannot grow the owner's queue without bound
+       audit, notify and store the answer (one transaction), 202 with the approval id (the owner's decision
+       replaces it under the key: `parent_proxy.escalation_answers`); with `MAX_PENDING_APPROVALS` already waiting
+       for the owner, the request is refused instead (429 ``rate_limited``, audited as ``transaction.refused``, the
+       key freed), so an agent cannot grow the owner's queue without bound
        ALLOW: one store transaction (`Store.begin_signing`) claims the key, records the request and reserves the
        amounts against the automatic thresholds of every period (a concurrent request that got there first: 403
        ``limit_exceeded``)
@@ -40,9 +41,10 @@
          ``wallet_frozen``) with the enclave's reasons.
 
 Nothing is retried. A failure before any effect abandons the idempotency claim, so the caller may retry with the
-same key; a decision (deny, escalate, signed) is stored under the key and replayed. The values and pure steps
-are in `parent_proxy.sign_parts`, the writers of the unsigned outcomes (refusals, escalations) in
-`parent_proxy.sign_outcomes`, the signer check and the record of a signed answer in `parent_proxy.signed_answer`.
+same key, and so does the queue-full 429; a decision (deny, escalate, signed) is stored under the key and replayed.
+The values and pure steps are in `parent_proxy.sign_parts`, the writers of the unsigned outcomes (refusals,
+escalations) in `parent_proxy.sign_outcomes`, the signer check and the record of a signed answer in
+`parent_proxy.signed_answer`.
 """
 
 from __future__ import annotations
