@@ -162,15 +162,3 @@ def test_credentials_sts_never_issued_are_refused(deployment: Deployment) -> Non
     altered = {**issued["Credentials"], "SessionToken": issued["Credentials"]["SessionToken"] + "x"}
     with pytest.raises(OwnerKeyError, match=r"public key unavailable \(UnrecognizedClientException\)$"):
         KmsOwnerSigner(kms.client_for_session(sts.session(altered)), deployment.key_arn)
-
-
-def test_sts_keeps_the_first_source_identity_for_the_whole_chain(deployment: Deployment) -> None:
-    """What the tests above rely on from the test STS, as STS behaves: the first hop's source identity is the
-    chained session's, and a later hop cannot change it."""
-    sts = deployment.sts
-    first = sts.client(None).assume_role(RoleArn=ENTRY, RoleSessionName="direct", SourceIdentity="alice")["Credentials"]
-    second = sts.client(first).assume_role(RoleArn=SIGNER, RoleSessionName="direct")["Credentials"]
-    session = sts.session(second)
-    assert session is not None and (session.role_arn, session.source_identity) == (SIGNER, "alice")
-    with pytest.raises(Exception, match="AccessDenied"):
-        sts.client(first).assume_role(RoleArn=SIGNER, RoleSessionName="direct", SourceIdentity="mallory")
