@@ -1,13 +1,14 @@
 """``waiaas owner ...``: the owner's tools. Every command signs with the owner key, from a local key file
 (``--keypair``: an encrypted key file, or a plaintext Solana keypair JSON, told apart by content) or AWS KMS
-(``--kms-key-id`` with ``--role-arn`` ... ``--mfa-serial`` ``--mfa-code`` ``--source-identity``).
+(``--kms-key-id`` the key's full ARN, with ``--role-arn`` ... ``--mfa-serial`` ``--source-identity``).
 ``--owner-public-key K`` pins the owner key: a key whose public key is not K signs nothing. The passphrase of an
-encrypted key file comes from ``--passphrase-file F`` (its first line) or, when stdin is a terminal, a prompt; never
-from the command line. Key files: `parent_proxy.owner_keyfile`, docs/owner-keys.md.
+encrypted key file comes from ``--passphrase-file F`` (its first line) or, when stdin is a terminal, a prompt; so does
+the MFA code (``--mfa-code-file F``); never from the command line. Key files: `parent_proxy.owner_keyfile`,
+docs/owner-keys.md.
 
     waiaas owner keygen --out FILE                       make a new owner key in an encrypted file, print its public key
     waiaas owner encrypt-keypair SOLANA.json --out FILE  encrypt an existing Solana keypair, print its public key
-    waiaas owner pubkey                                  print the owner public key
+    waiaas owner pubkey                                  print the owner public key (and, for KMS, the key ARN)
     waiaas owner sign-policy POLICY.json [--expires-in-days N] [--allow-sequence-jump]
                                                          print the signed policy envelope (N: set its expires_at)
     waiaas owner approve --wallet W --transaction B64 [--policy SIGNED.json]
@@ -92,6 +93,7 @@ from parent_proxy.owner_keyfile import (
     write_encrypted_key_file,
 )
 from parent_proxy.owner_signers import (
+    KmsOwnerSigner,
     OwnerKeyError,
     OwnerSigner,
 )
@@ -116,10 +118,16 @@ def register(subparsers: Any) -> None:
     key.add_argument(
         "--passphrase-file", type=Path, help="file whose first line is the key file's passphrase (else a prompt)"
     )
-    key.add_argument("--kms-key-id", help="KMS key id or ARN (ECC_NIST_EDWARDS25519)")
+    key.add_argument(
+        "--kms-key-id",
+        help="the owner key's full KMS key ARN (the OwnerKeyArn output of WaiaasOwnerKey; no alias, no bare id)",
+    )
     key.add_argument("--role-arn", action="append", default=[], help="role to assume, in chain order (repeatable)")
     key.add_argument("--mfa-serial", help="MFA device ARN for the first assume-role hop")
-    key.add_argument("--mfa-code", help="current 6-digit MFA code")
+    key.add_argument(
+        "--mfa-code-file", type=Path, help="file whose first line is the current 6-digit MFA code (else a prompt)"
+    )
+    key.add_argument("--mfa-code", dest="refused_mfa_code", help=argparse.SUPPRESS)  # refused in `run`
     key.add_argument(
         "--source-identity",
         help="your name as the STS source identity (2-64 of A-Z a-z 0-9 _+=,.@-); the owner roles require one",
@@ -129,7 +137,7 @@ def register(subparsers: Any) -> None:
         dest="pinned_public_key",
         help="the owner public key (base58) the key must have; anything else is refused before signing",
     )
-    key.add_argument("--region", help="AWS region")
+    key.add_argument("--region", dest="refused_region", help=argparse.SUPPRESS)  # refused in `run`
     commands = owner.add_subparsers(dest="owner_command", required=True, metavar="ACTION")
 
     keygen = commands.add_parser("keygen", help="make a new owner key in an encrypted file (mode 0600)")
@@ -212,8 +220,22 @@ MAX_POLICY_LIFETIME_DAYS = 3660
 """Ten years: a longer lifetime is no bound at all (omit --expires-in-days for a policy that never expires)."""
 
 
+def _refuse_removed_options(args: argparse.Namespace) -> None:
+    """Options that are no longer taken, refused with the reason (argparse would take ``--mfa-code`` for an
+    abbreviation of ``--mfa-code-file``)."""
+    if args.refused_mfa_code is not None:
+        raise OwnerInputError(
+            "--mfa-code is not taken: a command-line argument can be read by other local users while the command "
+            "runs (/proc/PID/cmdline) and stays in shell history; give --mfa-code-file F, or type the code at the "
+            "prompt"
+        )
+    if args.refused_region is not None:
+        raise OwnerInputError("--region is not taken: the region is the one in the --kms-key-id key ARN")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        _refuse_removed_options(args)
         if args.owner_command in owner_verify_cli.COMMANDS:
             return owner_verify_cli.run(args)
         if args.owner_command == owner_verify_order_cli.COMMAND:
@@ -227,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
         signer = signer_from_args(args)
         command = args.owner_command
         if command == "pubkey":
-            sys.stdout.write(f"{signer.public_key}\n")
+            arn = f" {signer.key_arn}" if isinstance(signer, KmsOwnerSigner) else ""
+            sys.stdout.write(f"{signer.public_key}{arn}\n")
         elif command == "sign-policy":
             document = parse_json_object(args.policy.read_bytes(), what="policy")
             if args.expires_in_days is not None:

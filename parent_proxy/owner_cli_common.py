@@ -22,14 +22,17 @@ import httpx
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from parent_proxy.owner_keyfile import load_owner_key, prompt_passphrase, read_passphrase_file
+from parent_proxy.owner_keyfile import load_owner_key, prompt_passphrase, read_passphrase_file, read_secret_line
 from parent_proxy.owner_signers import (
+    MAX_ROLE_CHAIN,
     KmsOwnerSigner,
     LocalOwnerSigner,
     OwnerSigner,
     RoleChain,
     boto3_factory,
     check_expected_public_key,
+    check_source_identity,
+    parse_kms_key_arn,
 )
 from policies.canonical import MAX_DOCUMENT_BYTES
 from policies.document import Policy, policy_from_object
@@ -148,13 +151,31 @@ def passphrase(passphrase_file: Path | None, key_file: Path, *, confirm: bool) -
     return prompt_passphrase(key_file, confirm=confirm, ask=getpass.getpass)
 
 
+def mfa_code(mfa_code_file: Path | None, serial: str) -> str:
+    """The MFA code for the first assume-role hop: the first line of ``mfa_code_file`` (surrounding whitespace
+    dropped), else a prompt when stdin is a terminal; never a command-line argument, which other local users can
+    read in /proc/PID/cmdline while the command runs and which shell history keeps (as for the passphrase)."""
+    if mfa_code_file is not None:
+        return read_secret_line(mfa_code_file, "MFA code file", warn).strip().decode("ascii", "replace")
+    if not sys.stdin.isatty():
+        raise OwnerInputError("give --mfa-code-file (stdin is not a terminal to ask for the MFA code on)")
+    try:
+        code = getpass.getpass(f"MFA code for {serial}: ")
+    except (EOFError, KeyboardInterrupt):
+        raise OwnerInputError("no MFA code entered") from None
+    return code.strip()
+
+
 def signer_from_args(args: argparse.Namespace) -> OwnerSigner:
-    """The owner key the options name: ``--keypair`` (local file) or ``--kms-key-id`` through the MFA role chain,
-    checked against ``--owner-public-key`` when given."""
+    """The owner key the options name: ``--keypair`` (local file) or ``--kms-key-id`` (its full key ARN) through the
+    MFA role chain, checked against ``--owner-public-key`` when given. For KMS, everything that can be checked here
+    is checked before the MFA code is asked for, and the code before any AWS call."""
     if (args.keypair is None) == (args.kms_key_id is None):
         raise OwnerInputError("give exactly one of --keypair or --kms-key-id")
     if args.passphrase_file is not None and args.keypair is None:
         raise OwnerInputError("--passphrase-file goes with --keypair")
+    if args.mfa_code_file is not None and args.kms_key_id is None:
+        raise OwnerInputError("--mfa-code-file goes with --kms-key-id")
     pinned = pinned_public_key(args.pinned_public_key)
     if args.keypair is not None:
         path = args.keypair
@@ -163,14 +184,15 @@ def signer_from_args(args: argparse.Namespace) -> OwnerSigner:
         )
         check_expected_public_key(local.public_key, pinned, f"keypair file {args.keypair}")
         return local
-    if not args.role_arn or not args.mfa_serial or not args.mfa_code or not args.source_identity:
-        raise OwnerInputError(
-            "--kms-key-id needs --role-arn (at least one), --mfa-serial, --mfa-code and --source-identity"
-        )
-    chain = RoleChain(args.role_arn, args.mfa_serial, args.mfa_code, args.source_identity)
-    return KmsOwnerSigner.with_role_chain(
-        boto3_factory(args.region), chain, args.kms_key_id, expected_public_key=pinned
-    )
+    if not args.role_arn or not args.mfa_serial or not args.source_identity:
+        raise OwnerInputError("--kms-key-id needs --role-arn (at least one), --mfa-serial and --source-identity")
+    if len(args.role_arn) > MAX_ROLE_CHAIN:
+        raise OwnerInputError(f"the role chain must name 1-{MAX_ROLE_CHAIN} roles")
+    key = parse_kms_key_arn(args.kms_key_id)
+    check_source_identity(args.source_identity)
+    chain = RoleChain(args.role_arn, args.mfa_serial, mfa_code(args.mfa_code_file, args.mfa_serial),
+                      args.source_identity)  # fmt: skip
+    return KmsOwnerSigner.with_role_chain(boto3_factory(key.region), chain, key.arn, expected_public_key=pinned)
 
 
 def envelope(signer: OwnerSigner, purpose: str, document: dict[str, Any]) -> dict[str, Any]:

@@ -61,12 +61,18 @@ class KeyFileError(OwnerKeyError):
 
 def read_passphrase_file(path: Path, warn: Warn) -> bytes:
     """The passphrase: the file's first line without its line ending (``openssl -passin file:`` reads the same)."""
-    data, mode = _read_small(path, MAX_PASSPHRASE_FILE_BYTES, "passphrase file", pipe_too=True)
-    _warn_if_loose(path, mode, "passphrase file", warn)
-    passphrase = data.split(b"\n", 1)[0].removesuffix(b"\r")
-    if not passphrase:
-        raise KeyFileError(f"passphrase file {path}: the first line is empty")
-    return passphrase
+    return read_secret_line(path, "passphrase file", warn)
+
+
+def read_secret_line(path: Path, what: str, warn: Warn) -> bytes:
+    """The first line of a small file (a regular file or a pipe) holding a secret that must not be a command-line
+    argument (a passphrase, an MFA code), without its line ending; ``what`` names the file in errors and warnings."""
+    data, mode = _read_small(path, MAX_PASSPHRASE_FILE_BYTES, what, pipe_too=True)
+    _warn_if_loose(path, mode, what, warn)
+    line = data.split(b"\n", 1)[0].removesuffix(b"\r")
+    if not line:
+        raise KeyFileError(f"{what} {path}: the first line is empty")
+    return line
 
 
 def prompt_passphrase(path: Path, *, confirm: bool, ask: Callable[[str], str]) -> bytes:

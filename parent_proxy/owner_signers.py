@@ -7,10 +7,15 @@ or AWS KMS (cloud).
 KMS (DESIGN.md section 3): ``kms:Sign`` with ``SigningAlgorithm=ED25519_SHA_512`` and ``MessageType=RAW`` (never
 ``ED25519_PH_SHA_512``), called with credentials from an assume-role chain whose first hop carries MFA
 (``SerialNumber`` + ``TokenCode``) and the owner's ``SourceIdentity`` (the entry role's trust policy and the owner
-key's policy refuse a session without one; STS carries it through the rest of the chain). Every KMS signature is
-verified against the key's public key before use, so a misbehaving endpoint cannot produce an owner document that
-the proxy would later refuse; a wrong key id is caught only by pinning the expected owner public key
-(``expected_public_key``), which is compared before anything is signed.
+key's policy refuse a session without one; STS carries it through the rest of the chain).
+
+The key is named by its full key ARN only (`parse_kms_key_arn`: the ``OwnerKeyArn`` output of the
+``WaiaasOwnerKey`` stack), never by an alias, which any key administrator (``kms:UpdateAlias``) can re-point to a key
+of their own, nor by a bare key id. The ARN's region is the region of every AWS call. KMS's answers must name that
+ARN (``KeyId`` of GetPublicKey and Sign), and every KMS signature is verified against the key's public key before
+use, so a misbehaving endpoint cannot produce an owner document that the proxy would later refuse. Pinning the
+expected owner public key (``expected_public_key``) is compared before anything is signed. A failed AWS call is
+reported by its AWS error code (`aws_error`), never with credentials.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import boto3
+from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_der_public_key
 from solders.pubkey import Pubkey
@@ -41,10 +47,49 @@ SESSION_SECONDS = 900
 SOURCE_IDENTITY_RE = re.compile(r"[A-Za-z0-9_+=,.@-]{2,64}", re.ASCII)
 """STS ``AssumeRole`` ``SourceIdentity``: 2-64 characters, letters, digits and ``_+=,.@-`` (botocore's STS model,
 ``sourceIdentityType``). The reserved ``aws:`` prefix cannot occur: ``:`` is not an allowed character."""
+MFA_CODE_RE = re.compile(r"[0-9]{6}", re.ASCII)
+"""A TOTP code as STS takes it in ``TokenCode``: six ASCII digits."""
+KMS_KEY_ARN_RE = re.compile(r"arn:aws[a-z-]*:kms:([a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}):[0-9]{12}:key/[A-Za-z0-9-]{1,128}")
+"""A full KMS key ARN: partition, region (group 1), account, ``key/`` and the key id (as the enclave's seal-key
+setting takes it, `enclave_app.settings`)."""
+AWS_ERROR_CODE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}", re.ASCII)
+"""What an AWS error code looks like (``AccessDenied``, ``KMSInvalidStateException``); anything else is not shown."""
+KEY_ARN_NEEDED = (
+    "the owner key must be given by its full key ARN (arn:aws:kms:<region>:<account>:key/<id>: the OwnerKeyArn output "
+    "of the WaiaasOwnerKey stack), not an alias (a key administrator can re-point an alias to a key of their own) "
+    "nor a bare key id"
+)
 
 
 class OwnerKeyError(Exception):
     """The owner key could not be loaded or used. Never carries key material."""
+
+
+@dataclass(frozen=True)
+class KmsKeyArn:
+    """A full KMS key ARN, checked (`parse_kms_key_arn`), and the region it names."""
+
+    arn: str
+    region: str
+
+
+def parse_kms_key_arn(text: str) -> KmsKeyArn:
+    """The key ARN ``text``, or `OwnerKeyError` for an alias, a bare key id or anything malformed."""
+    match = KMS_KEY_ARN_RE.fullmatch(text)
+    if match is None:
+        raise OwnerKeyError(KEY_ARN_NEEDED)
+    return KmsKeyArn(text, match.group(1))
+
+
+def aws_error(exc: BaseException) -> str:
+    """How a failed AWS call is reported: the AWS error code of a refusal (``AccessDenied``,
+    ``ExpiredTokenException``: not secret, and what the AWS documentation explains), else the exception's class name
+    (botocore's ``EndpointConnectionError``, ``NoCredentialsError``, ...). Never the message or the request."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code")
+        if isinstance(code, str) and AWS_ERROR_CODE_RE.fullmatch(code):
+            return code
+    return type(exc).__name__
 
 
 class OwnerSigner(Protocol):
@@ -143,12 +188,11 @@ def assume_role_chain(factory: ClientFactory, chain: RoleChain) -> dict[str, str
     later hops do not repeat it (STS keeps it for the whole chain and refuses to change it)."""
     if not chain.role_arns or len(chain.role_arns) > MAX_ROLE_CHAIN:
         raise OwnerKeyError(f"the role chain must name 1-{MAX_ROLE_CHAIN} roles")
-    if not chain.mfa_code.isdigit() or len(chain.mfa_code) != 6:
+    if not MFA_CODE_RE.fullmatch(chain.mfa_code):
         raise OwnerKeyError("the MFA code must be 6 digits")
     check_source_identity(chain.source_identity)
     credentials: dict[str, str] | None = None
     for index, role_arn in enumerate(chain.role_arns):
-        sts = factory("sts", credentials)
         params: dict[str, Any] = {
             "RoleArn": role_arn,
             "RoleSessionName": chain.session_name,
@@ -158,8 +202,8 @@ def assume_role_chain(factory: ClientFactory, chain: RoleChain) -> dict[str, str
             params["SerialNumber"] = chain.mfa_serial
             params["TokenCode"] = chain.mfa_code
             params["SourceIdentity"] = chain.source_identity
-        try:
-            answer = sts.assume_role(**params)
+        try:  # the client too: botocore refuses some settings (a region it cannot use) only when it makes one
+            answer = factory("sts", credentials).assume_role(**params)
             c = answer["Credentials"]
             credentials = {
                 "AccessKeyId": c["AccessKeyId"],
@@ -167,14 +211,15 @@ def assume_role_chain(factory: ClientFactory, chain: RoleChain) -> dict[str, str
                 "SessionToken": c["SessionToken"],
             }
         except Exception as exc:  # botocore errors: report which hop, never the credentials
-            raise OwnerKeyError(f"assume-role hop {index + 1} ({role_arn}) failed: {type(exc).__name__}") from exc
+            raise OwnerKeyError(f"assume-role hop {index + 1} ({role_arn}) failed: {aws_error(exc)}") from exc
     if credentials is None:  # pragma: no cover - the loop ran at least once
         raise OwnerKeyError("no credentials")
     return credentials
 
 
-def boto3_factory(region: str | None) -> ClientFactory:
-    """The production client factory (boto3 with the given temporary credentials, or the default chain)."""
+def boto3_factory(region: str) -> ClientFactory:
+    """The production client factory (boto3 with the given temporary credentials, or the default chain), every
+    client in ``region`` (the owner key's: STS's regional endpoint there, and KMS)."""
 
     def make(service: str, credentials: dict[str, str] | None) -> Any:
         if credentials is None:
@@ -191,30 +236,40 @@ def boto3_factory(region: str | None) -> ClientFactory:
 
 
 class KmsOwnerSigner:
-    """Signs with an ``ECC_NIST_EDWARDS25519`` KMS key (pure Ed25519 over RAW messages).
+    """Signs with an ``ECC_NIST_EDWARDS25519`` KMS key (pure Ed25519 over RAW messages), named by its full key ARN.
 
-    With ``expected_public_key``, the key's public key must be that owner key, or construction fails and nothing is
-    ever signed (a wrong ``--kms-key-id`` would otherwise sign valid signatures under a key nobody expects)."""
+    Construction reads the public key (``kms:GetPublicKey``); an answer for another key than ``key_arn`` is refused,
+    and so is, with ``expected_public_key``, a key whose public key is not that owner key: nothing is ever signed
+    (a wrong ``--kms-key-id`` would otherwise sign valid signatures under a key nobody expects)."""
 
-    def __init__(self, kms: Any, key_id: str, *, expected_public_key: Pubkey | None = None) -> None:
+    def __init__(self, kms: Any, key_arn: str, *, expected_public_key: Pubkey | None = None) -> None:
+        self.key_arn = parse_kms_key_arn(key_arn).arn
         self._kms = kms
-        self._key_id = key_id
         try:
-            der = kms.get_public_key(KeyId=key_id)["PublicKey"]
+            answer = kms.get_public_key(KeyId=key_arn)
+            answered_key, der = answer.get("KeyId"), answer["PublicKey"]
             public = load_der_public_key(der)
         except Exception as exc:
-            raise OwnerKeyError(f"KMS key {key_id}: public key unavailable ({type(exc).__name__})") from exc
+            raise OwnerKeyError(f"KMS key {key_arn}: public key unavailable ({aws_error(exc)})") from exc
+        self._check_answered_key("GetPublicKey", answered_key)
         if not isinstance(public, Ed25519PublicKey):
-            raise OwnerKeyError(f"KMS key {key_id} is not an Ed25519 key")
+            raise OwnerKeyError(f"KMS key {key_arn} is not an Ed25519 key")
         self._public = public
-        check_expected_public_key(self.public_key, expected_public_key, f"KMS key {key_id}")
+        check_expected_public_key(self.public_key, expected_public_key, f"KMS key {key_arn}")
 
     @classmethod
     def with_role_chain(
-        cls, factory: ClientFactory, chain: RoleChain, key_id: str, *, expected_public_key: Pubkey | None = None
+        cls, factory: ClientFactory, chain: RoleChain, key_arn: str, *, expected_public_key: Pubkey | None = None
     ) -> KmsOwnerSigner:
-        kms = factory("kms", assume_role_chain(factory, chain))
-        return cls(kms, key_id, expected_public_key=expected_public_key)
+        """Walk ``chain``, then read the key with the last role's credentials. ``factory`` makes clients in the
+        key's region (`boto3_factory`); a malformed ``key_arn`` is refused before any STS call."""
+        parse_kms_key_arn(key_arn)
+        credentials = assume_role_chain(factory, chain)
+        try:
+            kms = factory("kms", credentials)
+        except Exception as exc:  # botocore: a region it cannot use, a broken configuration
+            raise OwnerKeyError(f"KMS client for {key_arn}: {aws_error(exc)}") from exc
+        return cls(kms, key_arn, expected_public_key=expected_public_key)
 
     @property
     def public_key(self) -> Pubkey:
@@ -225,15 +280,22 @@ class KmsOwnerSigner:
             raise OwnerKeyError(f"KMS signs RAW messages of at most {MAX_KMS_RAW_MESSAGE_BYTES} bytes")
         try:
             answer = self._kms.sign(
-                KeyId=self._key_id,
+                KeyId=self.key_arn,
                 Message=message,
                 MessageType=KMS_MESSAGE_TYPE,
                 SigningAlgorithm=KMS_SIGNING_ALGORITHM,
             )
-            signature = bytes(answer["Signature"])
+            answered_key, signature = answer.get("KeyId"), bytes(answer["Signature"])
         except Exception as exc:
-            raise OwnerKeyError(f"kms:Sign failed ({type(exc).__name__})") from exc
+            raise OwnerKeyError(f"kms:Sign failed ({aws_error(exc)})") from exc
+        self._check_answered_key("Sign", answered_key)
         # Verify before use: a signature that does not verify would only be refused later, far from the cause.
         if not verify_ed25519(self._public.public_bytes_raw(), signature, message):
             raise OwnerKeyError("KMS returned a signature that does not verify")
         return signature
+
+    def _check_answered_key(self, operation: str, answered: object) -> None:
+        """KMS names the key it used in ``KeyId`` (always its key ARN): it must be the one asked for."""
+        if answered != self.key_arn:
+            named = f"for key {answered[:200]}" if isinstance(answered, str) else "without naming a key"
+            raise OwnerKeyError(f"kms:{operation} answered {named}, not for {self.key_arn}: refused")

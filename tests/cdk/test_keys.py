@@ -191,3 +191,15 @@ def test_unsigned_image_pins_pcr0_only() -> None:
 def test_keys_stacks_are_termination_protected(cdk_outdir: Any, templates: dict[str, Any], stack: str) -> None:
     manifest = json.loads((cdk_outdir / "manifest.json").read_text())
     assert manifest["artifacts"][stack]["properties"]["terminationProtection"] is True
+
+
+def test_the_owner_key_stack_outputs_the_owner_key_arn(templates: dict[str, Any]) -> None:
+    """The owner CLI takes the owner key by its full ARN only (never the alias a key administrator can re-point), and
+    docs/deploy.md has the owner read it from this output."""
+    template = templates["WaiaasOwnerKey"]
+    (owner_key,) = [
+        logical_id
+        for logical_id, key in resources_of_type(template, "AWS::KMS::Key").items()
+        if key["Properties"]["KeySpec"] == "ECC_NIST_EDWARDS25519"
+    ]
+    assert template["Outputs"]["OwnerKeyArn"]["Value"] == {"Fn::GetAtt": [owner_key, "Arn"]}

@@ -49,10 +49,11 @@ def owner_key_policy() -> dict[str, Any]:
             {
                 "Effect": "Allow",
                 "Principal": {"AWS": HOST_ROLE},
-                "Action": ["kms:Sign", "kms:GetPublicKey"],
+                "Action": "kms:Sign",
                 "Resource": "*",
                 "Condition": {"StringEquals": {"kms:SigningAlgorithm": "ED25519_SHA_512", "kms:MessageType": "RAW"}},
-            }
+            },
+            {"Effect": "Allow", "Principal": {"AWS": HOST_ROLE}, "Action": "kms:GetPublicKey", "Resource": "*"},
         ],
     }
 

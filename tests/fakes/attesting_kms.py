@@ -9,7 +9,11 @@ add what moto lacks, with real cryptography on both sides:
 - callers by credentials: :meth:`AttestingTestKms.issue_credentials` hands out random temporary credentials for a
   role (as STS would), :meth:`AttestingTestKms.client_for` is the client a caller holding them gets; its calls
   are evaluated as that role, and unknown or altered credentials are refused as KMS refuses them
-  (``UnrecognizedClientException``).
+  (``UnrecognizedClientException``). :meth:`AttestingTestKms.client_for_session` does the same for credentials
+  from an assume-role session of the test STS (`tests.fakes.sts_sessions`): the session's role and source identity;
+- every call is evaluated against the key policy with the caller's ``aws:PrincipalArn`` and, when the session has
+  one, ``aws:SourceIdentity`` (``kms:Sign`` and ``kms:GetPublicKey`` included), and an answer names the key by
+  its key ARN (``KeyId``), as KMS does whichever way the key was named in the request.
 
 Key policies are standard IAM policy documents (JSON dicts): Allow/Deny statements, Principal, Action (with
 ``*`` wildcards), and conditions with StringEquals[IgnoreCase], StringNotEquals[IgnoreCase], ArnEquals,
@@ -40,6 +44,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from enclave_app.attestation import AttestationDocument, verify_attestation_document
 from enclave_app.errors import AttestationError
 from enclave_app.protocol import AwsCredentials
+from tests.fakes.sts_sessions import Session
 from tests.support.cms_envelopes import build_envelope
 
 ED25519_KEY_SPEC = "ECC_NIST_EDWARDS25519"
@@ -129,6 +134,7 @@ class AttestingTestKms:
     credentials_recognized: bool = True
     """False in a client made from credentials this KMS never issued: every attested call is refused."""
     _policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _arns: dict[str, str] = field(default_factory=dict)
     _ed25519: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
     _issued: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
@@ -151,6 +157,7 @@ class AttestingTestKms:
             created = self._moto.create_key(Policy=Policy, KeySpec=KeySpec, KeyUsage=KeyUsage, **kwargs)
             key_id = created["KeyMetadata"]["KeyId"]
         self._policies[key_id] = json.loads(Policy)
+        self._arns[key_id] = created["KeyMetadata"]["Arn"]
         return dict(created)
 
     # --- callers by credentials (test setup) ---------------------------------------------------------------
@@ -172,6 +179,13 @@ class AttestingTestKms:
         if issued is None or issued[:2] != (credentials.secret_access_key, credentials.session_token):
             return replace(self, credentials_recognized=False)
         return replace(self, caller_arn=issued[2])
+
+    def client_for_session(self, session: Session | None) -> AttestingTestKms:
+        """The KMS client of whoever holds credentials of ``session`` (`StsSessions.session` of them): evaluated as
+        its role with its source identity; None (credentials the test STS never issued) is refused on every call."""
+        if session is None:
+            return replace(self, credentials_recognized=False)
+        return replace(self, caller_arn=session.role_arn, source_identity=session.source_identity)
 
     def close(self) -> None:
         self.closed.append(self.caller_arn)
@@ -205,19 +219,22 @@ class AttestingTestKms:
     # --- Ed25519 -----------------------------------------------------------------------------------------
 
     def sign(self, *, KeyId: str, Message: bytes, MessageType: str, SigningAlgorithm: str) -> dict[str, Any]:
-        context = {"kms:SigningAlgorithm": SigningAlgorithm, "kms:MessageType": MessageType}
-        self._authorize("Sign", KeyId, context)
-        key = self._ed25519.get(KeyId)
+        self._recognized("Sign")
+        context = self._context(None) | {"kms:SigningAlgorithm": SigningAlgorithm, "kms:MessageType": MessageType}
+        key_id = self._authorize("Sign", KeyId, context)
+        key = self._ed25519.get(key_id)
         if key is None or SigningAlgorithm != ED25519_SIGNING_ALGORITHM or MessageType != "RAW":
             raise _client_error("Sign", "InvalidKeyUsageException", "only pure Ed25519 over RAW messages")
-        return {"KeyId": KeyId, "Signature": key.sign(Message), "SigningAlgorithm": SigningAlgorithm}
+        return {"KeyId": self._arns[key_id], "Signature": key.sign(Message), "SigningAlgorithm": SigningAlgorithm}
 
     def get_public_key(self, *, KeyId: str) -> dict[str, Any]:
-        key = self._ed25519.get(KeyId)
+        self._recognized("GetPublicKey")
+        key_id = self._authorize("GetPublicKey", KeyId, self._context(None))
+        key = self._ed25519.get(key_id)
         if key is None:
             return dict(self._moto.get_public_key(KeyId=KeyId))
         der = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        return {"KeyId": KeyId, "PublicKey": der, "KeySpec": ED25519_KEY_SPEC,
+        return {"KeyId": self._arns[key_id], "PublicKey": der, "KeySpec": ED25519_KEY_SPEC,
                 "SigningAlgorithms": [ED25519_SIGNING_ALGORITHM]}  # fmt: skip
 
     def verify(
@@ -243,8 +260,7 @@ class AttestingTestKms:
 
     def _attest(self, operation: str, recipient: Any, context: dict[str, str]) -> AttestationDocument | None:
         self.calls.append((operation, {"recipient": recipient is not None, "caller": self.caller_arn}))
-        if not self.credentials_recognized:
-            raise _client_error(operation, "UnrecognizedClientException", "The security token included is invalid.")
+        self._recognized(operation)
         if recipient is None:
             return None
         if recipient.get("KeyEncryptionAlgorithm") != RECIPIENT_ALGORITHM:
@@ -261,14 +277,21 @@ class AttestingTestKms:
             context[f"kms:RecipientAttestation:PCR{index}"] = value.hex()
         return document
 
-    def _authorize(self, operation: str, key_id: str, context: Mapping[str, str]) -> None:
-        if key_id.startswith("arn:"):  # a key ARN names the key in its account (here: the one test account)
-            key_id = key_id.rsplit("key/", 1)[-1]
+    def _recognized(self, operation: str) -> None:
+        if not self.credentials_recognized:
+            raise _client_error(operation, "UnrecognizedClientException", "The security token included is invalid.")
+
+    def _authorize(self, operation: str, key_id: str, context: Mapping[str, str]) -> str:
+        """Evaluate the key policy; return the key's id. A key ARN must be the key's own (its region and account
+        included): KMS would look another up elsewhere, and here there is nothing elsewhere."""
+        if key_id.startswith("arn:"):
+            key_id = next((k for k, arn in self._arns.items() if arn == key_id), key_id)
         policy = self._policies.get(key_id)
-        if policy is None or not evaluate_key_policy(
-            policy, action=f"kms:{operation}", caller_arn=self.caller_arn, context=context
-        ):
+        if policy is None:
+            raise _client_error(operation, "NotFoundException", "key not found")
+        if not evaluate_key_policy(policy, action=f"kms:{operation}", caller_arn=self.caller_arn, context=context):
             raise _client_error(operation, "AccessDeniedException", "not authorized by the key policy")
+        return key_id
 
     def _finish(self, operation: str, response: dict[str, Any], document: AttestationDocument | None) -> dict[str, Any]:
         response.pop("ResponseMetadata", None)

@@ -45,6 +45,15 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
+def mfa_code_file(directory: Path, code: str = "123456") -> Path:
+    """``--mfa-code-file``: a mode-0600 file whose first line is the MFA code."""
+    path = directory / "mfa-code"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(code + "\n")
+    return path
+
+
 def test_pubkey_and_sign_policy_with_a_keypair_file(
     keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -162,16 +171,18 @@ def test_keypair_with_mismatched_halves_is_refused(tmp_path: Path) -> None:
 
 CALLER = "arn:aws:sts::123456789012:assumed-role/waiaas-owner-signer/waiaas-owner"
 SIGN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Principal": {"AWS": CALLER}, "Action": ["kms:Sign", "kms:GetPublicKey"],
+    {"Effect": "Allow", "Principal": {"AWS": CALLER}, "Action": "kms:Sign",
      "Resource": "*", "Condition": {"StringEquals": {"kms:SigningAlgorithm": "ED25519_SHA_512",
                                                       "kms:MessageType": "RAW"}}},
+    {"Effect": "Allow", "Principal": {"AWS": CALLER}, "Action": "kms:GetPublicKey", "Resource": "*"},
 ]})  # fmt: skip
 
 
 def _new_ed25519_key(client: Any) -> str:
+    """A new owner key in the test KMS; its key ARN (the only way the owner CLI names a KMS key)."""
     created = client.create_key(Policy=SIGN_POLICY, KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")
-    key_id: str = created["KeyMetadata"]["KeyId"]
-    return key_id
+    key_arn: str = created["KeyMetadata"]["Arn"]
+    return key_arn
 
 
 @pytest.fixture
@@ -231,7 +242,7 @@ def test_kms_signs_a_policy_larger_than_its_raw_message_limit(kms: tuple[Any, st
 def test_kms_signer_refuses_a_signature_that_does_not_verify(kms: tuple[Any, str]) -> None:
     client, key_id = kms
     signer = KmsOwnerSigner(client, key_id)
-    client.sign = lambda **kwargs: {"Signature": bytes(64)}
+    client.sign = lambda **kwargs: {"KeyId": key_id, "Signature": bytes(64)}
     with pytest.raises(OwnerKeyError, match="does not verify"):
         signer.sign(b"\xffwaiaas/policy\x00{}")
 
@@ -240,7 +251,7 @@ def test_kms_denied_by_key_policy_is_an_owner_key_error(kms: tuple[Any, str]) ->
     client, key_id = kms
     signer = KmsOwnerSigner(client, key_id)
     client.caller_arn = "arn:aws:sts::123456789012:assumed-role/someone-else/x"
-    with pytest.raises(OwnerKeyError, match="kms:Sign failed"):
+    with pytest.raises(OwnerKeyError, match=r"kms:Sign failed \(AccessDeniedException\)"):
         signer.sign(b"message")
     with pytest.raises(OwnerKeyError, match="at most 4096"):
         signer.sign(bytes(5000))
@@ -283,7 +294,7 @@ def test_role_chain_carries_mfa_on_the_first_hop(kms: tuple[Any, str]) -> None:
 
 
 def test_cli_kms_signing_sends_the_source_identity_and_honours_the_pin(
-    kms: tuple[Any, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    kms: tuple[Any, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """`waiaas owner --kms-key-id ...` end to end, with STS (moto) and the test KMS behind the client factory."""
     import boto3
@@ -294,7 +305,7 @@ def test_cli_kms_signing_sends_the_source_identity_and_honours_the_pin(
     other_key_id = _new_ed25519_key(client)
     calls: list[dict[str, Any]] = []
 
-    def factory(region: str | None) -> Any:
+    def factory(region: str) -> Any:
         def make(service: str, credentials: Any) -> Any:
             if service == "sts":
                 return RecordingSts(boto3.client("sts", region_name="us-east-1"), calls)
@@ -305,7 +316,7 @@ def test_cli_kms_signing_sends_the_source_identity_and_honours_the_pin(
     monkeypatch.setattr(owner_cli_common, "boto3_factory", factory)
     roles = ["arn:aws:iam::123456789012:role/waiaas-owner-entry", "arn:aws:iam::123456789012:role/waiaas-owner-signer"]
     chain = ["--role-arn", roles[0], "--role-arn", roles[1], "--mfa-serial", "arn:aws:iam::123456789012:mfa/a"]
-    base = ["owner", "--kms-key-id", key_id, *chain, "--mfa-code", "123456"]
+    base = ["owner", "--kms-key-id", key_id, *chain, "--mfa-code-file", str(mfa_code_file(tmp_path))]
 
     code, out, err = run_cli(capsys, *base, "pubkey")
     assert code == 2 and "--source-identity" in err and out == "" and calls == []
@@ -314,7 +325,7 @@ def test_cli_kms_signing_sends_the_source_identity_and_honours_the_pin(
 
     code, out, _ = run_cli(capsys, *base, "--source-identity", "alice", "pubkey")
     assert code == 0 and [c.get("SourceIdentity") for c in calls] == ["alice", None]
-    owner = Pubkey.from_string(out.strip())
+    owner = Pubkey.from_string(out.split()[0])
 
     signed = record_signs(client)
     pinned = [*base, "--source-identity", "alice", "--owner-public-key", str(owner)]

@@ -427,14 +427,15 @@ def test_cosign_refusals(rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519Private
 
 CALLER = "arn:aws:sts::123456789012:assumed-role/waiaas-owner-signer/waiaas-owner"
 SIGN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Principal": {"AWS": CALLER}, "Action": ["kms:Sign", "kms:GetPublicKey"],
+    {"Effect": "Allow", "Principal": {"AWS": CALLER}, "Action": "kms:Sign",
      "Resource": "*", "Condition": {"StringEquals": {"kms:SigningAlgorithm": "ED25519_SHA_512",
                                                       "kms:MessageType": "RAW"}}},
+    {"Effect": "Allow", "Principal": {"AWS": CALLER}, "Action": "kms:GetPublicKey", "Resource": "*"},
 ]})  # fmt: skip
 
 
 @pytest.fixture
-def kms_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+def kms_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
     """The owner options for a KMS key behind the test KMS and moto's STS, and the record of kms:Sign calls."""
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
@@ -447,20 +448,23 @@ def kms_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[str], list[d
 
     with mock_aws():
         client = AttestingTestKms(root_certificate_pem=b"", clock=lambda: datetime.now(UTC), caller_arn=CALLER)
-        key_id = client.create_key(Policy=SIGN_POLICY, KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")[
+        key_arn = client.create_key(Policy=SIGN_POLICY, KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")[
             "KeyMetadata"
-        ]["KeyId"]
+        ]["Arn"]
         signed = record_signs(client)
 
-        def factory(region: str | None) -> Any:
+        def factory(region: str) -> Any:
             return lambda service, credentials: (
                 boto3.client("sts", region_name="us-east-1") if service == "sts" else client
             )
 
         monkeypatch.setattr(owner_cli_common, "boto3_factory", factory)
         roles = ["--role-arn", "arn:aws:iam::123456789012:role/waiaas-owner-signer"]
-        yield ["--kms-key-id", key_id, *roles, "--mfa-serial", "arn:aws:iam::123456789012:mfa/a", "--mfa-code",
-               "123456", "--source-identity", "alice"], signed  # fmt: skip
+        code_file = tmp_path / "mfa-code"
+        code_file.write_text("123456\n")
+        code_file.chmod(0o600)
+        yield ["--kms-key-id", key_arn, *roles, "--mfa-serial", "arn:aws:iam::123456789012:mfa/a", "--mfa-code-file",
+               str(code_file), "--source-identity", "alice"], signed  # fmt: skip
 
 
 def test_kms_signs_the_rotation_order_the_switch_order_and_the_transaction(
@@ -469,7 +473,7 @@ def test_kms_signs_the_rotation_order_the_switch_order_and_the_transaction(
     options, signed = kms_cli
     code, out, _ = cli(*options, "pubkey")
     assert code == 0
-    owner = Pubkey.from_string(out.strip())
+    owner = Pubkey.from_string(out.split()[0])
     multisig, agent = wallet(rpc, owner)
     new_agent = Pubkey.new_unique()
     # rotation-transaction with the KMS key: its public key only, nothing signed.
