@@ -445,6 +445,7 @@ def build_harness(
     *,
     enclave_timeout: float = 5.0,
     rate: float = 1000.0,
+    burst: int | None = None,
     store: Any = None,
     require_multisig: bool = False,
     origin: str = HARNESS_ORIGIN,
@@ -455,7 +456,9 @@ def build_harness(
     here, as on the self-host local chain, because most tests install policies that declare no multisig (the
     example policy's); the tests of the requirement itself ask for true. ``origin``: the deployment's one public
     origin (`Services.public_origins`), which is also the test client's base URL. ``store_threads``:
-    `Services.store_threads` (two let a request run while another is held in a store hook)."""
+    `Services.store_threads` (two let a request run while another is held in a store hook). ``rate`` and ``burst``
+    (``int(rate)`` unless given): the per-token and attestation buckets; a test counting on the bucket running dry
+    sets a rate far below its burst, so a slow machine's refill between calls cannot hand it a token back."""
     from solders.litesvm import LiteSVM
 
     socket = tmp_path / "enclave.sock"
@@ -467,8 +470,8 @@ def build_harness(
         clock=clock,
         relay=EnclaveRelay(PooledEnclaveClient(UnixAddress(str(socket)), timeout=enclave_timeout)),
         chain=LiteSvmChain(LiteSVM()),
-        rate_limiter=RateLimiter(rate, int(rate)),
-        attestation_limiter=attestation_limiter(rate, int(rate)),
+        rate_limiter=RateLimiter(rate, int(rate) if burst is None else burst),
+        attestation_limiter=attestation_limiter(rate, int(rate) if burst is None else burst),
         nonces=StoreNonceRegistry(store),  # type: ignore[arg-type]
         owner_keys=frozenset({owner_public_key(owner)}),
         public_origins=frozenset({origin}),
