@@ -37,6 +37,7 @@ from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction, VersionedTransaction
 
+from enclave_app.client import WALLET_REQUEST_TIMEOUT_SECONDS
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.errors import FramingError
 from enclave_app.framing import read_frame, write_frame
@@ -232,6 +233,13 @@ def stop_enclave(h: Harness, loop: LoopThread, server: asyncio.Server) -> None:
     loop.run(h.services.relay.close())
     loop.run(server.wait_closed())
     h.socket.unlink(missing_ok=True)
+
+
+def fresh_relay(h: Harness, timeout: float) -> None:
+    """Replace the proxy's enclave relay by a fresh one (as after a proxy restart: nothing attested, no wallet
+    loaded) whose every request, wallet loads included, gives up after ``timeout`` seconds: the tests of a slow
+    enclave, after a provisioning that ran with the production's bounds."""
+    h.services.relay = EnclaveRelay(PooledEnclaveClient(UnixAddress(str(h.socket)), timeout=timeout))
 
 
 def start_raw_server(loop: LoopThread, path: Path, handle: Callable[..., Any]) -> asyncio.Server:
@@ -468,7 +476,11 @@ def build_harness(
     services = Services(
         store=store,  # type: ignore[arg-type]
         clock=clock,
-        relay=EnclaveRelay(PooledEnclaveClient(UnixAddress(str(socket)), timeout=enclave_timeout)),
+        relay=EnclaveRelay(  # sealing requests get the production's longer bound, whatever ``enclave_timeout`` is
+            PooledEnclaveClient(
+                UnixAddress(str(socket)), timeout=enclave_timeout, wallet_timeout=WALLET_REQUEST_TIMEOUT_SECONDS
+            )
+        ),
         chain=LiteSvmChain(LiteSVM()),
         rate_limiter=RateLimiter(rate, int(rate) if burst is None else burst),
         attestation_limiter=attestation_limiter(rate, int(rate) if burst is None else burst),

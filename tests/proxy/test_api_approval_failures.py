@@ -29,7 +29,7 @@ from tests.proxy.harness_calls import ESCALATING, configure_webhook, escalate, q
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
     loop = LoopThread()
-    harness = build_harness(tmp_path, loop, enclave_timeout=0.5)
+    harness = build_harness(tmp_path, loop)
     server = start_enclave(loop, harness.socket)
     try:
         with harness.client:

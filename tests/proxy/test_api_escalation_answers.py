@@ -65,7 +65,7 @@ def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
 def live(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread, list[Any]]]:
     """A SQLite harness whose enclave a test may stop and replace (the list holds the running server)."""
     loop = LoopThread()
-    harness = build_harness(tmp_path, loop, enclave_timeout=1.0)
+    harness = build_harness(tmp_path, loop)
     servers = [start_enclave(loop, harness.socket)]
     try:
         with harness.client:

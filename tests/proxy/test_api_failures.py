@@ -18,6 +18,7 @@ from tests.proxy.api_harness import (
     Harness,
     LoopThread,
     build_harness,
+    fresh_relay,
     provision,
     start_answering_server,
     start_enclave,
@@ -32,13 +33,13 @@ from tests.support.policies import MERCHANT
 def setup(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
     """A provisioned wallet whose enclave is then replaced (the test decides by what)."""
     loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=0.5)
+    h = build_harness(tmp_path, loop)
     server = start_enclave(loop, h.socket)
     try:
         with h.client:
             provision(h)
             stop_enclave(h, loop, server)
-            h.services.relay.forget()
+            fresh_relay(h, timeout=0.5)
             yield h, loop
     finally:
         loop.stop()
