@@ -7,15 +7,24 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 
 from enclave_app.dev_nsm import DEV_MODULE_ID, UnsafeDevelopmentNsm
-from enclave_app.receipts import SessionKey
+from enclave_app.receipts import (
+    AGENT_KEY_RECEIPT_DOMAIN,
+    ORDER_RECEIPT_DOMAIN,
+    PROVISION_RECEIPT_DOMAIN,
+    RECEIPT_DOMAIN,
+    SessionKey,
+)
+from parent_proxy.openapi import openapi_document
 from tests.proxy.agent_answers import NONCE, PCR0, AgentWorld, agent_main
 
 
@@ -202,3 +211,26 @@ def test_options_that_do_not_go_together_are_exit_2(world: AgentWorld, capsys: p
     for message, argv in cases.items():
         assert agent_main(argv) == 2, message
         assert message in capsys.readouterr().err
+
+
+def test_the_openapi_text_names_each_receipt_signatures_domain(world: AgentWorld) -> None:
+    """The schema says what the session key signs (the domain prefix, then the receipt), for each kind of receipt;
+    before, "Ed25519 signature over the receipt", which a plain check over the receipt alone fails (repro r1 (b)).
+    Following the text verifies a decision receipt."""
+    components = openapi_document()["components"]["schemas"]
+    signatures = {
+        RECEIPT_DOMAIN: [components["Receipt"]["properties"]["signature"]],
+        AGENT_KEY_RECEIPT_DOMAIN: [components["AgentKeyReceipt"]["properties"]["signature"]],
+        PROVISION_RECEIPT_DOMAIN: [components["CreatedWallet"]["properties"]["provision_receipt_signature"]],
+        ORDER_RECEIPT_DOMAIN: [components[name]["properties"]["receipt_signature"]
+                               for name in ("PolicyInstalled", "FreezeState", "HostOrderReceipt")],
+    }  # fmt: skip
+    for domain, fields in signatures.items():
+        escaped = domain.decode("latin-1").encode("unicode_escape").decode()  # b'\xffwaiaas/receipt\x00' as text
+        for schema in fields:
+            assert f"domain prefix b'{escaped}' (hex {domain.hex()}) followed by the receipt" in schema["description"]
+    text = signatures[RECEIPT_DOMAIN][0]["description"]
+    prefix = bytes.fromhex(re.search(r"\(hex ([0-9a-f]+)\)", text).group(1))  # type: ignore[union-attr]
+    answer = world.answer(world.transaction())["receipt"]
+    receipt, signature = base64.b64decode(answer["receipt"]), bytes(Signature.from_string(answer["signature"]))
+    Ed25519PublicKey.from_public_bytes(world.session.public_key).verify(signature, prefix + receipt)
