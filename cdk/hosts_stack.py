@@ -3,7 +3,10 @@
 - Launch template: Nitro Enclaves enabled, IMDSv2 required (hop limit 1), encrypted root volume, no SSH key pair
   (Session Manager only), the boot script of `cdk.user_data`.
 - Load balancer: internal, HTTPS only with the configured certificate, reachable from the allowed client networks
-  only; it forwards to the parent proxy's port and nothing else reaches the hosts.
+  only; it forwards to the parent proxy's port and nothing else reaches the hosts. ``GET /metrics`` (every wallet's
+  decision and approval counters) is not forwarded: the listener answers 404 itself (`METRICS_PATH_PATTERNS`), and
+  the proxies serve it to on-host clients only (``WAIAAS_METRICS=loopback``, `cdk.user_data`), which also covers
+  a path the rule does not see as ``/metrics`` and the proxy does (a percent-escape: ``/%6Detrics``).
 - Enclave health: the group replaces hosts that fail the load balancer's check; alarms (to the monitoring
   stack's topic) fire when a host reports no running enclave or the load balancer has no healthy host.
 - Creation and rollouts wait for the hosts: each host's boot script signals SUCCESS once its proxy is ready (enclave
@@ -51,6 +54,12 @@ HTTPS_PORT = 443
 PROXY_HEALTH_PATH = "/healthz"
 """Parent-proxy endpoint the load balancer checks: 200 while the proxy process answers (the enclave's state is
 ``/readyz``'s, which the boot script waits for before it signals: `cdk.user_data`)."""
+METRICS_PATH_PATTERNS = ("/metrics", "/metrics/*")
+"""Paths the load balancer answers 404 itself (`METRICS_NOT_FOUND`) instead of forwarding: the proxy's Prometheus
+endpoint, for on-host scraping only."""
+METRICS_NOT_FOUND = '{"error":{"code":"not_found","message":"not found"}}'
+"""The body of that 404: the proxy's own for a path it does not have (`parent_proxy.api_errors`)."""
+METRICS_RULE_PRIORITY = 1
 ROOT_VOLUME_GIB = 30
 HEALTH_GRACE = Duration.minutes(user_data.READY_DEADLINE_MINUTES)
 """Boot installs packages and starts the enclave before the first health check counts: as long as the boot script
@@ -233,6 +242,14 @@ class InternalTlsEndpoint(Construct):
                 unhealthy_threshold_count=2,
             ),
             deregistration_delay=Duration.seconds(30),
+        )
+        listener.add_action(
+            "MetricsNotForwarded",
+            priority=METRICS_RULE_PRIORITY,
+            conditions=[elbv2.ListenerCondition.path_patterns(list(METRICS_PATH_PATTERNS))],
+            action=elbv2.ListenerAction.fixed_response(
+                404, content_type="application/json", message_body=METRICS_NOT_FOUND
+            ),
         )
 
 

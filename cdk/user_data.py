@@ -94,6 +94,10 @@ def proxy_environment(config: DeploymentConfig) -> dict[str, str]:
         "WAIAAS_REQUIRE_MULTISIG": "true",
         # A copy of each new sealed agent key goes to the data bucket's sealed/ prefix before the store keeps it.
         "WAIAAS_DATA_BUCKET": data_bucket(config),
+        # GET /metrics tells every wallet's decisions and approvals as they happen: served on the host only (a
+        # scraper there, or `curl` over Session Manager), 404 to what comes through the load balancer, which also
+        # answers 404 for the path itself (`cdk.hosts_stack.METRICS_PATH_PATTERNS`).
+        "WAIAAS_METRICS": "loopback",
     }
 
 

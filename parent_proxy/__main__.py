@@ -115,6 +115,7 @@ def build_services(settings: Settings) -> Services:
         owner_max_skew_seconds=settings.owner_max_skew_seconds,
         max_body_bytes=settings.max_body_bytes,
         require_multisig=settings.require_multisig,
+        metrics_access=settings.metrics_access,
         sealed_copies=open_sealed_copies(settings),
     )
 

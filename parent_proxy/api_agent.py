@@ -11,6 +11,7 @@ import base64
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Path, Request, Response
@@ -42,7 +43,7 @@ from parent_proxy.schemas import (
     decode_base64,
 )
 from parent_proxy.services import Services
-from parent_proxy.sign_flow import Answer, Prepared, SignFlow, SignRequest
+from parent_proxy.sign_flow import Answer, Prepared, SignFlow, SignRequest, TablesNeeded
 from parent_proxy.sign_parts import agent_key, verified_policy
 from policies.errors import PolicyEngineError
 
@@ -110,24 +111,72 @@ def parse_tables(addresses: Sequence[str]) -> tuple[Pubkey, ...]:
     return tables
 
 
-def before_chain_read(flow: SignFlow, wallet_id: str, request: SignRequest) -> tuple[Answer | None, tuple[Pubkey, ...]]:
+@dataclass(frozen=True, slots=True)
+class ChainReadPlan:
+    """What `before_chain_read` found. ``stored``: the answer stored under the request's key; ``unpinned``: the
+    named tables the wallet's policy does not pin; ``refused``: the wallet is frozen or has no policy that
+    verifies, which the checks refuse whatever the tables hold."""
+
+    stored: Answer | None
+    unpinned: tuple[Pubkey, ...]
+    refused: bool
+
+
+def before_chain_read(flow: SignFlow, wallet_id: str, request: SignRequest) -> ChainReadPlan:
     """What a request naming lookup tables needs before they are read, in one worker-thread hop: the answer stored
-    under its idempotency key (`SignFlow.stored_answer`: a replay, or 409), and the named tables the wallet's
-    installed policy does not pin (`rules.lookup_tables`; all of them when it has no policy that verifies, which the
-    checks then refuse as such). A table the policy does not pin is denied whatever the chain holds
-    (`policies.lookup_tables.resolve_lookup_tables`), so a request naming one reads nothing from the chain: an agent
-    names these addresses, and any account, of any size, could be one."""
+    under its idempotency key (`SignFlow.stored_answer`: a replay, or 409), whether the wallet is refused before any
+    decision (frozen, no policy that verifies: `SignFlow.prepare` refuses it as such, 403 ``wallet_frozen`` /
+    ``no_policy``, without looking at the tables), and the named tables the wallet's installed policy does not pin
+    (`rules.lookup_tables`; all of them when it has no policy that verifies). A table the policy does not pin is
+    denied whatever the chain holds (`policies.lookup_tables.resolve_lookup_tables`), so a request naming one reads
+    nothing from the chain: an agent names these addresses, and any account, of any size, could be one."""
     key, digest = agent_key(request.idempotency_key), request.digest()
     stored = flow.stored_answer(wallet_id, key, digest)
     if stored is not None:
-        return stored, ()
+        return ChainReadPlan(stored, (), refused=False)
     services = flow.s
+    wallet = services.store.get_wallet(wallet_id)
     try:
-        policy = services.policy_for(services.store.get_wallet(wallet_id))
+        policy = services.policy_for(wallet)
     except PolicyEngineError:  # refused by the checks (`SignFlow.prepare`), which log it
         policy = None
     pins = {} if policy is None else policy.rules.lookup_tables
-    return None, tuple(t for t in request.lookup_tables if t not in pins)
+    unpinned = tuple(t for t in request.lookup_tables if t not in pins)
+    return ChainReadPlan(None, unpinned, refused=wallet.frozen or policy is None)
+
+
+async def sign_with_tables(services: Services, flow: SignFlow, agent: Agent, request: SignRequest) -> Answer:
+    """The sign flow of a request naming lookup tables, which are read from the chain between authentication and
+    the checks, and only when a decision may need them (`before_chain_read`). A stored answer needs no read (a
+    replay: the RPC may be down, a table closed since; its digest covers the table addresses, not their contents),
+    nor a wallet the checks refuse before any decision: a frozen wallet's agent (or one without a policy) cannot
+    make the proxy ask the RPC node, whose quota all wallets share, at every request. If the wallet is no longer
+    refused when the checks run (unfrozen in between), they stop before writing anything (`TablesNeeded`) and the
+    request goes the common way. Tables the policy does not pin are not read either: denied whatever the chain
+    holds (`unread_tables`)."""
+    plan = await run_translated(services, before_chain_read, flow, agent.wallet_id, request)
+    if plan.stored is not None:
+        return plan.stored
+    if plan.refused:
+        try:
+            return await flow.run(agent, request, None)
+        except TablesNeeded:
+            plan = await run_translated(services, before_chain_read, flow, agent.wallet_id, request)
+            if plan.stored is not None:
+                return plan.stored
+    if plan.unpinned:  # denied whatever the chain holds: not read (the agent chose these addresses)
+        tables = unread_tables(plan.unpinned)
+    else:  # a wallet refused again by now is refused with the tables read, as any request
+        tables = await fetch_tables(services, request.lookup_tables)
+    return await flow.run(agent, request, tables)
+
+
+async def run_translated(services: Services, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a worker thread, the store's and the policy engine's errors as API errors."""
+    try:
+        return await services.run(function, *args)
+    except (ProxyError, PolicyEngineError) as exc:
+        raise translate(exc) from exc
 
 
 def unread_tables(unpinned: Sequence[Pubkey]) -> Mapping[Pubkey, Sequence[Pubkey]]:
@@ -159,23 +208,10 @@ async def sign_transaction(
     services = services_of(request)
     agent = agent_of(request)
     flow = SignFlow(services)
-    if body.lookup_tables:  # the tables are read from the chain between authentication and the checks
+    if body.lookup_tables:  # the tables are read from the chain between authentication and the checks, if at all
         raw = decode_base64("transaction", body.transaction)
         sign_request = SignRequest(raw, body.idempotency_key, parse_tables(body.lookup_tables), body.submit)
-        # A stored answer first: a replay needs no chain read (the RPC may be down, a table closed since), and its
-        # digest covers the table addresses, not their contents. Then the tables the policy does not pin.
-        try:
-            stored, unpinned = await services.run(before_chain_read, flow, agent.wallet_id, sign_request)
-        except (ProxyError, PolicyEngineError) as exc:
-            raise translate(exc) from exc
-        if stored is not None:
-            answer = stored
-        else:
-            if unpinned:  # denied whatever the chain holds: not read (the agent chose these addresses)
-                tables = unread_tables(unpinned)
-            else:
-                tables = await fetch_tables(services, sign_request.lookup_tables)
-            answer = await bringing_orders(services, agent.wallet_id, flow.run(agent, sign_request, tables))
+        answer = await bringing_orders(services, agent.wallet_id, sign_with_tables(services, flow, agent, sign_request))
     else:  # the same steps in the same order, in one worker-thread hop
 
         def checks() -> tuple[SignRequest, Prepared | Answer]:

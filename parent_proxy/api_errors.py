@@ -32,7 +32,7 @@ from policies.errors import PolicyEngineError, PolicySignatureError
 
 
 class Code(enum.StrEnum):
-    BAD_REQUEST = "bad_request"  # 400: not JSON, wrong content type, a Content-Length that is no number
+    BAD_REQUEST = "bad_request"  # 400: not JSON (empty, unparsable, another content type), a bad Content-Length
     METHOD_NOT_ALLOWED = "method_not_allowed"  # 405: a method the path does not have (``Allow`` lists those it has)
     INVALID_REQUEST = "invalid_request"  # 422: JSON that fails validation
     UNAUTHORIZED = "unauthorized"  # 401: missing, unknown or revoked agent token
@@ -52,6 +52,7 @@ class Code(enum.StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"  # 403: a concurrent request used up the period limit first
     NO_POLICY = "no_policy"  # 403: the wallet has no installed policy: default deny
     ENCLAVE_REFUSED = "enclave_refused"  # 403: the enclave's authoritative check refused
+    REJECTED_BY_OWNER = "rejected_by_owner"  # 403: the owner rejected the escalated request (its key's answer)
     ENCLAVE_UNAVAILABLE = "enclave_unavailable"  # 503: unreachable, slow, not ready, or answered nonsense
     ATTESTATION_REFUSED = "attestation_refused"  # 503: KMS did not accept the enclave's attestation
     ATTESTATION_INCONSISTENT = "attestation_inconsistent"  # 503: the attestation answer contradicts itself
@@ -83,6 +84,7 @@ STATUS: dict[Code, int] = {
     Code.LIMIT_EXCEEDED: 403,
     Code.NO_POLICY: 403,
     Code.ENCLAVE_REFUSED: 403,
+    Code.REJECTED_BY_OWNER: 403,
     Code.ENCLAVE_UNAVAILABLE: 503,
     Code.ATTESTATION_REFUSED: 503,
     Code.ATTESTATION_INCONSISTENT: 503,

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from parent_proxy import api_agent, api_agent_key, api_multisig, api_orders, api_owner
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.attestation import NonceQuery, SessionKeyQuery, attest, attest_session
-from parent_proxy.metrics import CONTENT_TYPE
+from parent_proxy.metrics import CONTENT_TYPE, served_to
 from parent_proxy.schemas import AttestationView, ErrorBody, Health, Readiness
 from parent_proxy.services import Services
 
@@ -123,6 +123,22 @@ async def _send_error(send: Send, error: ApiError) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+def not_json_body(exc: RequestValidationError) -> str | None:
+    """Why a route that takes a JSON body got none (400 ``bad_request``), or None when it got JSON that fails
+    validation (422 ``invalid_request``). FastAPI parses a body as JSON only under a JSON content type
+    (``application/json`` or ``+json``; with none at all neither: its ``strict_content_type``) and hands any other
+    on as bytes, which then fail validation as "not an object"; an empty body (or JSON ``null``) fails as "field
+    required" on the body itself. Both are a body that is not JSON, as is one that does not parse."""
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return "the body is not valid JSON"
+    if isinstance(exc.body, bytes | bytearray):
+        return "the body is not JSON: send it with Content-Type: application/json"
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return "the body is missing: a JSON object is required"
+    return None
+
+
 def error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers={"Cache-Control": "no-store"})
 
@@ -149,10 +165,11 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(ApiError(Code.BAD_REQUEST, "the body is not valid JSON"))
+        not_json = not_json_body(exc)
+        if not_json is not None:
+            return error_response(ApiError(Code.BAD_REQUEST, not_json))
         # Location and message only: the rejected input is never echoed back.
+        errors = exc.errors()
         parts = [".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg", "")) for e in errors[:10]]
         return error_response(ApiError(Code.INVALID_REQUEST, "; ".join(parts)))
 
@@ -194,8 +211,14 @@ def create_app(services: Services) -> FastAPI:
         return Readiness(status="ready", enclave=status.state.value, store="ok")
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["public"])
-    async def metrics() -> PlainTextResponse:
-        """Prometheus text exposition."""
+    async def metrics(request: Request) -> PlainTextResponse:
+        """Prometheus text exposition. With ``WAIAAS_METRICS=loopback`` (the CDK hosts) only to a client on this
+        host (`parent_proxy.metrics.served_to`); any other gets 404 ``not_found``, as for a path that does not
+        exist."""
+        client = request.client
+        names = (name for name, _ in request.headers.raw)
+        if not served_to(services.metrics_access, None if client is None else client.host, names):
+            raise ApiError(Code.NOT_FOUND, "not found")
         return PlainTextResponse(services.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/attestation", response_model=AttestationView, tags=["public"])

@@ -18,7 +18,9 @@ request signature over the URL binds the approval id):
    if it reads as approved by this very decision, else 503 (a pending one may be approved again);
 4. the amounts are reserved against the *approval ceilings*, and the request is relayed with the owner's signed
    approval (the enclave verifies it itself) -- then the same commit/release, audit and notification as a direct
-   signature. The owner's answer carries the signed transaction; the agent learns it from the webhook.
+   signature. The owner's answer carries the signed transaction; the agent learns it from the webhook, and from
+   its own idempotency key: the transaction that records the outcome (signed, or refused by the enclave) also
+   replaces the 202 stored under it (`parent_proxy.escalation_answers`).
    A failure before a signature leaves the proxy (enclave unavailable or answering an error code, store failure
    at reserve or commit: mostly a 503) gives everything back, as for an agent request: the reservation is released
    and the approval is pending again, with its ``approval.reopened`` record in the same transaction, so the owner
@@ -34,8 +36,9 @@ request signature over the URL binds the approval id):
    one decision exclude each other and a reopened approval's first signing can never be recorded or handed out
    (see there for why this cannot sign twice).
 
-A rejection (the owner request signature alone) marks the approval rejected, audits and notifies, in one store
-transaction (`Store.apply_audited`): if the record cannot be written the approval stays pending (503).
+A rejection (the owner request signature alone) marks the approval rejected, audits and notifies, and replaces the
+agent's 202 by 403 ``rejected_by_owner``, in one store transaction (`Store.apply_audited`): if the record cannot be
+written the approval stays pending (503).
 """
 
 from __future__ import annotations
@@ -49,14 +52,14 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 
-from parent_proxy import give_back
+from parent_proxy import escalation_answers, give_back
 from parent_proxy.api_errors import ApiError, Code, owner_document_refused
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import StoreOutcomeUnknown
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, decide, eval_context, refusal, spent_entries
 from parent_proxy.sign_parts import OwnerApproval, message_hash, verified_policy
-from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval, Wallet
+from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval, StateChange, Wallet
 from policies.decision import Verdict
 from policies.errors import PolicyEngineError
 from policies.orders import check_approval
@@ -98,8 +101,12 @@ class ApprovalFlow:
         _wallet, _approval, stored = self._load(wallet_id, approval_id)
         audit = {"approval_id": approval_id, "request_id": stored["request_id"]}
         webhook = s.webhook_item(wallet_id, "approval.rejected", audit)
-        rejected = DecideApproval(approval_id, ApprovalStatus.REJECTED, None, read_clock(s.clock))
-        s.audit.append("approval.rejected", audit, wallet_id=wallet_id, webhook=webhook, changes=[rejected])
+        changes: list[StateChange] = [DecideApproval(approval_id, ApprovalStatus.REJECTED, None, read_clock(s.clock))]
+        agent = escalation_answers.agent_answer(approval_id, stored)
+        if agent is not None:  # the agent's 202 becomes the rejection, if its key still holds it
+            error = escalation_answers.rejection(approval_id)
+            changes.append(escalation_answers.settled(wallet_id, agent, error.status, error.body()))
+        s.audit.append("approval.rejected", audit, wallet_id=wallet_id, webhook=webhook, changes=changes)
         return Answer(200, {"status": "rejected", "approval_id": approval_id})
 
     def prepare(self, wallet_id: str, approval_id: str, envelope: bytes, tables: dict[Pubkey, Any]) -> Pending:
@@ -138,7 +145,7 @@ class ApprovalFlow:
             if not self._decided_by(approved):
                 raise
         # 4. Reserved against the approval ceilings.
-        approval = OwnerApproval(approval_id, envelope)
+        approval = OwnerApproval(approval_id, envelope, escalation_answers.agent_answer(approval_id, stored))
         try:
             reservation = self.flow.reserve(
                 wallet, policy, verdict, request_id, now, approved=True, audit_base={**audit, "request_id": request_id}

@@ -61,6 +61,8 @@ class Services:
     """`Settings.require_multisig`: a policy without ``rules.squads_multisig`` is refused at install
     (`parent_proxy.multisig_onchain.check_install`). No default: whoever builds the services says which."""
     metrics: Metrics = field(default_factory=Metrics)
+    metrics_access: str = "any"
+    """`Settings.metrics_access`: who is served ``GET /metrics`` (`parent_proxy.metrics.served_to`)."""
     sessions: EnclaveSessions = field(default_factory=EnclaveSessions)
     """The enclave session key in force; every receipt is checked against it before it is recorded."""
     signer_secret: SignerSecretCheck = field(default_factory=SignerSecretCheck)

@@ -48,6 +48,10 @@ variable                                default    meaning
                                                    new sealed agent key under ``sealed/``
                                                    (`parent_proxy.sealed_copies`); a copy that cannot be written
                                                    refuses the creation (503). Unset: no copy is kept (self-host)
+``WAIAAS_METRICS``                      any        who is served ``GET /metrics``: ``any`` client that reaches the
+                                                   port; ``loopback``: a client on this host only, connected from a
+                                                   loopback address with no forwarding header (others: 404), what
+                                                   the CDK hosts write (`parent_proxy.metrics.served_to`)
 ======================================= ========== =====================================================================
 """
 
@@ -63,6 +67,7 @@ from solders.pubkey import Pubkey
 from enclave_app.errors import TransportError
 from enclave_app.transport import Address, parse_address
 from parent_proxy.data_bucket import BucketName, parse_bucket
+from parent_proxy.metrics import ACCESS_CHOICES
 from parent_proxy.owner_auth import MAX_SKEW_SECONDS, OriginError, normalize_origin
 
 _SQLITE = re.compile(r"sqlite:(/.+)")
@@ -71,6 +76,7 @@ _KMS_CREDENTIALS = "WAIAAS_ENCLAVE_KMS_CREDENTIALS"
 _REQUIRE_MULTISIG = "WAIAAS_REQUIRE_MULTISIG"
 _DATA_BUCKET = "WAIAAS_DATA_BUCKET"
 _PUBLIC_ORIGINS = "WAIAAS_PUBLIC_ORIGINS"
+_METRICS = "WAIAAS_METRICS"
 KMS_CREDENTIAL_CHOICES = ("none", "host")
 _DYNAMO = re.compile(r"dynamodb:([A-Za-z0-9_.-]{3,255})(?:@([a-z0-9-]{1,32}))?")
 
@@ -112,6 +118,8 @@ class Settings:
     enclave_kms_credentials: str = "none"
     require_multisig: bool = True
     data_bucket: BucketName | None = None
+    metrics_access: str = "any"
+    """``WAIAAS_METRICS``: one of `parent_proxy.metrics.ACCESS_CHOICES`."""
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -224,7 +232,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         enclave_kms_credentials=_kms_credentials(env.get(_KMS_CREDENTIALS, "none")),
         require_multisig=require_multisig,
         data_bucket=_data_bucket(env.get(_DATA_BUCKET)),
+        metrics_access=_metrics_access(env.get(_METRICS, "any")),
     )
+
+
+def _metrics_access(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ACCESS_CHOICES:
+        raise SettingsError(f"{_METRICS} must be any or loopback")
+    return value
 
 
 def _kms_credentials(text: str) -> str:

@@ -9,9 +9,10 @@
        under the key (one store transaction, `sign_outcomes.refuse`), 403 with the reasons
        ESCALATE: a pending approval is created WITHOUT a reservation (nothing is held while the owner decides; the
        amounts are reserved, against the approval ceilings, when the owner approves: `parent_proxy.approvals`),
-       audit, notify and store the answer (one transaction), 202 with the approval id; with
-       `MAX_PENDING_APPROVALS` already waiting for the owner, the request is refused instead (429
-       ``rate_limited``, audited as ``transaction.refused``), so an agent cannot grow the owner's queue without bound
+       audit, notify and store the answer (one transaction), 202 with the approval id (the owner's decision
+       replaces it under the key: `parent_proxy.escalation_answers`); with `MAX_PENDING_APPROVALS` already waiting
+       for the owner, the request is refused instead (429 ``rate_limited``, audited as ``transaction.refused``, the
+       key freed), so an agent cannot grow the owner's queue without bound
        ALLOW: one store transaction (`Store.begin_signing`) claims the key, records the request and reserves the
        amounts against the automatic thresholds of every period (a concurrent request that got there first: 403
        ``limit_exceeded``)
@@ -40,9 +41,10 @@
          ``wallet_frozen``) with the enclave's reasons.
 
 Nothing is retried. A failure before any effect abandons the idempotency claim, so the caller may retry with the
-same key; a decision (deny, escalate, signed) is stored under the key and replayed. The values and pure steps
-are in `parent_proxy.sign_parts`, the writers of the unsigned outcomes (refusals, escalations) in
-`parent_proxy.sign_outcomes`, the signer check and the record of a signed answer in `parent_proxy.signed_answer`.
+same key, and so does the queue-full 429; a decision (deny, escalate, signed) is stored under the key and replayed.
+The values and pure steps are in `parent_proxy.sign_parts`, the writers of the unsigned outcomes (refusals,
+escalations) in `parent_proxy.sign_outcomes`, the signer check and the record of a signed answer in
+`parent_proxy.signed_answer`.
 """
 
 from __future__ import annotations
@@ -93,7 +95,16 @@ from policies.decision import Decision, Verdict
 from policies.document import Policy
 from policies.errors import PolicyEngineError
 
-__all__ = ["Answer", "Prepared", "SignFlow", "SignRequest", "decide", "eval_context", "refusal", "spent_entries"]
+__all__ = [
+    "Answer", "Prepared", "SignFlow", "SignRequest", "TablesNeeded", "decide", "eval_context", "refusal",
+    "spent_entries",
+]  # fmt: skip
+
+
+class TablesNeeded(Exception):
+    """`SignFlow.prepare` was given no table contents (``tables=None``: not read, the wallet being frozen or without
+    a policy when the request came) and the wallet is no longer either: the decision needs the tables. Raised before
+    anything is written (no key claimed, no record), so the caller reads them and runs the checks again."""
 
 
 class SignFlow:
@@ -102,8 +113,11 @@ class SignFlow:
 
     # -- step 1-4 (one worker-thread hop) ----------------------------------------------------------------------
     def prepare(
-        self, agent: Agent, request: SignRequest, tables: Mapping[Pubkey, Sequence[Pubkey]]
+        self, agent: Agent, request: SignRequest, tables: Mapping[Pubkey, Sequence[Pubkey]] | None
     ) -> Prepared | Answer:
+        """Steps 1-4. ``tables``: the contents of the request's lookup tables; None when they were not read because
+        the wallet was refused before the chain read (frozen, no policy: `parent_proxy.api_agent`), which then
+        answers as without them, or raises `TablesNeeded` if the wallet is no longer refused."""
         s, wallet_id = self.s, agent.wallet_id
         key, digest = agent_key(request.idempotency_key), request.digest()
         # The reads up to the first write (key, wallet, counters) share one read transaction (`Store.reading`).
@@ -116,6 +130,8 @@ class SignFlow:
             claim = Claim(wallet_id, key, digest)
             try:
                 return self._checks(agent, request, tables, claim)
+            except TablesNeeded:  # raised before the key is claimed or anything written
+                raise
             except ApiError:
                 # A refusal stores its answer with its record (`sign_outcomes.refuse`); anything else frees the key.
                 if claim.held:
@@ -147,7 +163,7 @@ class SignFlow:
         self,
         agent: Agent,
         request: SignRequest,
-        tables: Mapping[Pubkey, Sequence[Pubkey]],
+        tables: Mapping[Pubkey, Sequence[Pubkey]] | None,
         claim: Claim,
     ) -> Prepared | Answer:
         s, wallet_id = self.s, agent.wallet_id
@@ -173,6 +189,8 @@ class SignFlow:
                 return replay
             error = ApiError(Code.NO_POLICY, "the wallet has no policy: everything is denied")
             raise outcomes.refuse(s, claim, error, "transaction.refused", {**base, "reason": "no policy"})
+        if tables is None:  # not read: the wallet was frozen or without a policy then; nothing written so far
+            raise TablesNeeded
         ctx, requests, denials = eval_context(s, wallet, policy, now)
         decision = decide(policy, request.transaction, tables, ctx)
         s.metrics.count("waiaas_decisions_total", verdict=decision.verdict.label, stage="proxy")
@@ -305,9 +323,11 @@ class SignFlow:
         self,
         agent: Agent,
         request: SignRequest,
-        tables: Mapping[Pubkey, Sequence[Pubkey]],
+        tables: Mapping[Pubkey, Sequence[Pubkey]] | None,
     ) -> Answer:
-        return await self.run_checks(lambda: (request, self.prepare(agent, request, tables)), tables)
+        """The whole flow; ``tables`` None: not read (`prepare`), so never relayed (no decision is made without
+        them)."""
+        return await self.run_checks(lambda: (request, self.prepare(agent, request, tables)), tables or {})
 
     async def run_checks(
         self,

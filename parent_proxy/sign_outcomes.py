@@ -5,9 +5,10 @@
 - `refuse`: a refusal's changes (a denial, a freeze), its record and the error answer stored under the claimed key;
 - `limit_refusal`: a reservation the period limits refused (a concurrent request got there first), 403;
 - `escalate`: a pending approval for the owner, its record and ``approval.pending`` webhook, and the 202 stored
-  under the key; with `MAX_PENDING_APPROVALS` already waiting, refused instead (429 ``rate_limited``);
+  under the key (replaced by the owner's decision, `parent_proxy.escalation_answers`); with `MAX_PENDING_APPROVALS`
+  already waiting, refused instead (429 ``rate_limited``, not stored: the key is freed, as for a 503);
 - `record_escalation` / `record_refusal`: the same two for an unsigned enclave answer, after releasing the
-  reservation the proxy had made.
+  reservation the proxy had made; the refusal of an owner-approved request is also its agent's answer.
 
 A write that fails leaves none of its parts behind (one store transaction), and the caller gives the key back.
 """
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NoReturn
 
+from parent_proxy import escalation_answers, give_back
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import ApprovalQueueFull, LimitExceeded
@@ -104,10 +106,14 @@ def escalate(
     """An escalated request (``decision``: the proxy's, or the enclave's) waits for the owner: ``changes`` (the
     request's timestamp, unless recorded already), the pending approval, its ``transaction.escalated`` record
     (with the enclave's ``receipt``, if the enclave escalated) and ``approval.pending`` webhook, and the answer
-    stored under the claimed key, in one store transaction; the 202 with the approval id. With
-    `MAX_PENDING_APPROVALS` already waiting (a condition of the approval's own write), refused instead: 429
-    ``rate_limited``, ``transaction.refused`` with ``changes`` and the receipt, not a denial. ``base``: the
-    request's audit fields; ``audit``: more fields of the records (an enclave answer's ``message_sha256``)."""
+    stored under the claimed key, in one store transaction; the 202 with the approval id. The approval's stored
+    request names the key (the agent's ``request``), its digest (``request_sha256``) and what the 202 is made of,
+    so that the owner's decision can replace it (`escalation_answers.agent_answer`). With `MAX_PENDING_APPROVALS`
+    already waiting (a condition of the approval's own write), refused instead: 429 ``rate_limited``,
+    ``transaction.refused`` with ``changes`` and the receipt, not a denial; nothing is stored under the key, which
+    is freed (the agent retries it once the owner has decided some). ``base``: the request's audit fields
+    (``request_id``, ``token_id``, ``request_sha256``); ``audit``: more fields of the records (an enclave answer's
+    ``message_sha256``)."""
     wallet_id = claim.wallet_id
     payload = {**base, **(audit or {}), "decision": decision}
     approval_id = uuid.uuid4().hex
@@ -115,9 +121,8 @@ def escalate(
     webhook = s.webhook_item(wallet_id, "approval.pending", escalated)
     stored_request = canonical({"request": request.to_json(), "decision": decision, **base})
     approval = Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now)
-    body = {"status": "pending_approval", "request_id": base["request_id"], "approval_id": approval_id,
-            "decision": decision}  # fmt: skip
-    answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, canonical({"status_code": 202, "body": body}))
+    body = escalation_answers.pending_body(base["request_id"], approval_id, decision)
+    answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, escalation_answers.stored_response(202, body))
     create = CreateApproval(approval, max_pending=MAX_PENDING_APPROVALS)
     written = [*changes, create, CompleteIdempotent(answer)]
     try:
@@ -132,8 +137,13 @@ def escalate(
             "owner decides some",
         )
         reason = {"reason": f"{full.limit} approvals pending (at most {full.limit})"}
-        raise refuse(s, claim, error, "transaction.refused", {**payload, **reason}, changes=changes,
-                     receipt=receipt) from full  # fmt: skip
+        # Audited, not stored: the queue may have room by the agent's retry with the same key (its reaction to a
+        # 429), as the token bucket's 429 is not stored either.
+        s.audit.append("transaction.refused", {**payload, **reason}, wallet_id=wallet_id, receipt=receipt,
+                       changes=changes)  # fmt: skip
+        give_back.abandon(s, wallet_id, claim.key, claim.digest)
+        claim.held = False
+        raise error from full
     claim.held = False
     return Answer(202, body)
 
@@ -175,8 +185,11 @@ def record_refusal(
     if prepared.idempotent:
         answer = canonical(error_answer(error))
         changes.append(CompleteIdempotent(IdempotentAnswer(wallet_id, prepared.key, prepared.digest, answer)))
-    if prepared.approval is not None:  # a decision: the owner's approval stays consumed, its signing over
-        changes.append(FinishApproval(prepared.approval.approval_id, prepared.request_id))
+    owner = prepared.approval
+    if owner is not None:  # a decision: the owner's approval stays consumed, its signing over; the agent's answer
+        changes.append(FinishApproval(owner.approval_id, prepared.request_id))
+        if owner.agent is not None:
+            changes.append(escalation_answers.settled(wallet_id, owner.agent, error.status, error.body()))
     s.audit.append("transaction.refused", base, wallet_id=wallet_id, receipt=receipt, webhook=webhook,
                    changes=changes)  # fmt: skip
     raise error

@@ -62,11 +62,24 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentAnswer:
+    """Where the agent waits for the owner's decision on its escalated request: its idempotency ``key`` (the store's,
+    `agent_key`), the request's ``digest`` and the 202 stored under them (``pending``, the exact bytes), which the
+    decision replaces (`parent_proxy.escalation_answers`)."""
+
+    key: str
+    digest: bytes
+    pending: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class OwnerApproval:
-    """The owner's signed approval a request is relayed with, and the stored approval it decided."""
+    """The owner's signed approval a request is relayed with, and the stored approval it decided. ``agent``: the
+    agent's stored 202 the outcome replaces (None: the approval's stored request does not name it)."""
 
     approval_id: str
     envelope: bytes
+    agent: AgentAnswer | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,10 @@
 - `check_agent_signature`: the signed transaction must be the one requested, signed by the wallet's stored agent
   key in that key's signer slot, else 503 and everything given back;
 - `record_signed`: the one store transaction that commits the reservation and writes the audit record (with the
-  enclave's receipt), the webhook item, the stored answer and the end of an owner approval's signing, before the
-  signature leaves the proxy. If it cannot be written the signature is not handed out and everything is given
-  back (`parent_proxy.give_back`); written or not, unknown: `parent_proxy.outcome_unknown` finds out first."""
+  enclave's receipt), the webhook item, the stored answer and the end of an owner approval's signing (with the
+  answer that replaces its agent's 202, `parent_proxy.escalation_answers`), before the signature leaves the proxy.
+  If it cannot be written the signature is not handed out and everything is given back (`parent_proxy.give_back`);
+  written or not, unknown: `parent_proxy.outcome_unknown` finds out first."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import logging
 from typing import Any
 
 from enclave_app.protocol import TransactionDecisionResponse
-from parent_proxy import give_back, outcome_unknown, submission
+from parent_proxy import escalation_answers, give_back, outcome_unknown, submission
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.enclave_relay import signed_by
 from parent_proxy.errors import AlreadyDecided, StoreOutcomeUnknown
@@ -66,15 +67,17 @@ def record_signed(
         seal = s.audit.sealer(
             "transaction.signed", {**base, "signature": body["signature"]}, wallet_id=wallet_id, receipt=receipt
         )
-        stored = None
+        stored = replaced = None
+        kept = {**body, "submission": submission.UNRECORDED} if submit else body
         if prepared.idempotent:  # a submit's answer until its broadcast's outcome replaces it (`submission`)
-            kept = {**body, "submission": submission.UNRECORDED} if submit else body
             response = canonical({"status_code": 200, "body": kept})
             stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
         webhook = s.webhook_item(wallet_id, "transaction.signed", event)
         owner = prepared.approval
         ended = None if owner is None else FinishApproval(owner.approval_id, prepared.request_id)
-        s.store.finish_signing(prepared.reservation, seal, webhook, stored, approval=ended)
+        if owner is not None and owner.agent is not None:  # the agent's 202 becomes this answer, as it stands
+            replaced = escalation_answers.settled(wallet_id, owner.agent, 200, kept)
+        s.store.finish_signing(prepared.reservation, seal, webhook, stored, approval=ended, replaced=replaced)
     except StoreOutcomeUnknown:  # written or not: find out before anything is given back
         if not outcome_unknown.finish_applied(s, prepared, answer_stored=stored is not None):
             raise

@@ -6,7 +6,8 @@ the idempotency key with the signature (`sign_flow`), its submission `UNRECORDED
 outcome then replaces it, so a replay tells the same story. If that replacement is lost (the process stopped
 during the broadcast, the store failed), a replay still answers the signature, never signs again: ``submitted``
 false with `UNRECORDED`'s error, and the agent may send the signed transaction itself (the chain takes a
-transaction once, so a second send of one that landed changes nothing).
+transaction once, so a second send of one that landed changes nothing). An owner approval's broadcast does the same
+with its agent's answer, if the signing's record replaced the agent's 202 (`parent_proxy.escalation_answers`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 from typing import Any
 
 from parent_proxy.chain import ChainError
-from parent_proxy.errors import ProxyError
+from parent_proxy.errors import Conflict, NotFound, ProxyError
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import Answer, Prepared
 
@@ -42,14 +43,28 @@ async def submit(s: Services, prepared: Prepared, answer: Answer) -> Answer:
 
 
 def _record(s: Services, prepared: Prepared, body: dict[str, Any]) -> None:
+    """Audit the broadcast's outcome, and put it in the answer stored under the agent's key: the request's own, or
+    for an owner approval, its agent's (whose 202 the signing's record replaced, `escalation_answers`). Only the
+    answer stored with the signature (`UNRECORDED`) is replaced, nothing else."""
+    wallet_id = prepared.wallet.wallet_id
     s.audit_safely(
-        "transaction.submitted", {"request_id": prepared.request_id, **body["submission"]},
-        wallet_id=prepared.wallet.wallet_id,
-    )  # fmt: skip
-    if not prepared.idempotent:
+        "transaction.submitted", {"request_id": prepared.request_id, **body["submission"]}, wallet_id=wallet_id
+    )
+    owner = prepared.approval
+    if prepared.idempotent:
+        key, digest = prepared.key, prepared.digest
+    elif owner is not None and owner.agent is not None:
+        key, digest = owner.agent.key, owner.agent.digest
+    else:
         return
+    response = canonical({"status_code": 200, "body": body})
+    previous = canonical({"status_code": 200, "body": {**body, "submission": UNRECORDED}})
     try:
-        response = canonical({"status_code": 200, "body": body})
-        s.store.replace_idempotent(prepared.wallet.wallet_id, prepared.key, prepared.digest, response)
+        s.store.replace_idempotent(wallet_id, key, digest, response, previous=previous)
+    except (Conflict, NotFound) as exc:
+        if prepared.idempotent:
+            logger.exception("the submission outcome of request %s could not be stored", prepared.request_id)
+        else:  # the agent's key no longer held the approval's answer (a day passed, say): nothing to tell there
+            logger.info("the submission outcome of request %s is not its agent's answer: %s", prepared.request_id, exc)
     except ProxyError:
         logger.exception("the submission outcome of request %s could not be stored", prepared.request_id)

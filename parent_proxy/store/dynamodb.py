@@ -56,6 +56,7 @@ from parent_proxy.store.model import (
     InstallPolicy,
     IssuedToken,
     OutboxItem,
+    ReplaceAnswer,
     Reservation,
     ReservationStatus,
     SetFrozen,
@@ -65,7 +66,7 @@ from parent_proxy.store.model import (
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
 from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
-from parent_proxy.store.validation_changes import check_change
+from parent_proxy.store.validation_changes import check_change, check_replaced
 from parent_proxy.store.validation_outbox import check_outbox_item
 
 __all__ = ["DynamoStore", "create_table"]
@@ -227,8 +228,11 @@ class DynamoStore(DynamoOwnerChanges):
         webhook: OutboxItem | None,
         answer: IdempotentAnswer | None,
         approval: FinishApproval | None = None,
+        *,
+        replaced: ReplaceAnswer | None = None,
     ) -> AuditRecord:
         parts: list[Part] = []
+        optional = [] if replaced is None else [self._replace_answer_part(check_replaced(replaced, answer))]
         if approval is not None:
             check_change(approval)
             parts.append(self._finish_part(approval))
@@ -240,7 +244,7 @@ class DynamoStore(DynamoOwnerChanges):
             parts.append(self._enqueue_part(check_outbox_item(webhook)))
         if answer is not None:
             parts.append(self._complete_part(v.check_answer(answer)))
-        return self._transact_sealed(parts, audit)
+        return self._transact_sealed(parts, audit, optional)
 
     # -- re-sealed agent keys -------------------------------------------------------------------------------
     def replace_sealed_keys(self, replacements: Sequence[SealedKeyReplacement], audit: AuditSealer) -> AuditRecord:

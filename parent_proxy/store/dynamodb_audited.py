@@ -34,6 +34,7 @@ from parent_proxy.store.model import (
     OwnerOrder,
     RecordEvent,
     ReopenApproval,
+    ReplaceAnswer,
     SetFrozen,
     StateChange,
 )
@@ -59,11 +60,12 @@ class DynamoAudited(DynamoIdempotency):
         self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
     ) -> AuditRecord:
         checked = check_changes(changes)
-        parts = [part for change in checked for part in self._change_parts(change)]
+        replaced = [self._replace_answer_part(c) for c in checked if isinstance(c, ReplaceAnswer)]
+        parts = [part for c in checked if not isinstance(c, ReplaceAnswer) for part in self._change_parts(c)]
         parts.extend(self._pending_count_parts(checked))
         if webhook is not None:
             parts.append(self._enqueue_part(check_outbox_item(webhook)))
-        return self._transact_sealed(parts, audit)
+        return self._transact_sealed(parts, audit, optional=replaced)
 
     def _change_parts(self, change: StateChange) -> list[Part]:
         """The parts that write ``change`` (`DynamoAgentKeys` adds the agent-key changes, several parts each)."""
@@ -119,24 +121,30 @@ class DynamoAudited(DynamoIdempotency):
         self._require_wallet(item.wallet_id)  # wallets are never deleted, so a prior read suffices
         return self._enqueue_actions(item), lambda: Conflict(f"outbox item {item.event_id} already exists")
 
-    def _transact_sealed(self, parts: Sequence[Part], audit: AuditSealer) -> AuditRecord:
+    def _transact_sealed(self, parts: Sequence[Part], audit: AuditSealer, optional: Sequence[Part] = ()) -> AuditRecord:
         """One transaction of every part's actions and the record ``audit`` builds from the head read just before;
-        the first refused part's error is raised; a moved head builds the record again."""
+        the first refused part's error is raised; a moved head builds the record again. An ``optional`` part (a
+        `ReplaceAnswer`) whose condition fails is no refusal: it is dropped and the rest sent again (its condition
+        never holds again once it failed: an escalation's 202 is written once, before its approval exists)."""
         actions = [action for part_actions, _ in parts for action in part_actions]
         refusals = [refusal for part_actions, refusal in parts for _ in part_actions]
+        kept = list(optional)
         for _ in range(MAX_AUDIT_ATTEMPTS):
+            owners = [part for part in kept for _ in part[0]]
             head = self.audit_head()
             record = audit(head)
             if not isinstance(record, AuditRecord):
                 raise InvalidInput("audit", "must build an AuditRecord")
             v.check_extends(record, None if head is None else (head.seq, head.hash))  # as SQLite: no retry for it
             try:
-                self._transact_recorded(actions, record)
+                self._transact_recorded([*actions, *(a for part_actions, _ in kept for a in part_actions)], record)
             except ConditionFailed as exc:
                 failed = [i for i, reason in enumerate(exc.reasons) if reason == CONDITION_FAILED]
                 refused = [refusals[i] for i in failed if i < len(actions)]
                 if refused:
                     raise refused[0]() from exc
-                continue  # only the audit head's conditions failed: another appender moved it
+                dropped = [owners[i - len(actions)] for i in failed if 0 <= i - len(actions) < len(owners)]
+                kept = [part for part in kept if not any(part is d for d in dropped)]
+                continue  # an optional part left out, or the audit head's conditions: another appender moved it
             return record
         raise StoreUnavailable(f"audit append lost the race for the head {MAX_AUDIT_ATTEMPTS} times")

@@ -24,7 +24,7 @@ from parent_proxy.store.dynamodb_base import (
     s,
     translate,
 )
-from parent_proxy.store.model import IdempotencyRecord, IdempotencyStatus, IdempotentAnswer
+from parent_proxy.store.model import IdempotencyRecord, IdempotencyStatus, IdempotentAnswer, ReplaceAnswer
 
 
 class DynamoIdempotency(DynamoApprovals):
@@ -128,17 +128,42 @@ class DynamoIdempotency(DynamoApprovals):
 
         return [self._complete_action(answer)], refusal
 
+    def _replace_answer_part(self, r: ReplaceAnswer) -> tuple[list[Any], Callable[[], Exception]]:
+        """The conditional update of a `ReplaceAnswer` (for `DynamoAudited._transact_sealed`, which drops it when its
+        condition fails: never a refusal), and the refusal it would be."""
+        answer = r.answer
+        action = {
+            "Update": {
+                "TableName": self._table,
+                "Key": {"pk": s(f"W#{answer.wallet_id}"), "sk": s(f"I#{answer.key}")},
+                "UpdateExpression": "SET #rs = :r",
+                "ConditionExpression": "attribute_exists(pk) AND request_hash = :h AND #st = :c AND #rs = :was",
+                "ExpressionAttributeNames": {"#st": "status", "#rs": "response"},
+                "ExpressionAttributeValues": {
+                    ":h": b(answer.request_hash),
+                    ":c": s(IdempotencyStatus.COMPLETED),
+                    ":was": b(r.previous),
+                    ":r": b(answer.response),
+                },
+            }
+        }
+        return [action], lambda: Conflict(
+            f"idempotency key {answer.key!r} does not hold the answer to replace for this request"
+        )
+
     def _claimed_update(
         self,
         wallet_id: str,
         key: str,
         request_hash: bytes,
         status: IdempotencyStatus = IdempotencyStatus.IN_PROGRESS,
+        *,
+        also: str = "",
         **kwargs: Any,
     ) -> None:
         """Update (``UpdateExpression`` given: a resend after a lost response is this write, see `_write_once`) or
-        delete an idempotency record of ``request_hash`` in ``status``."""
-        condition = "attribute_exists(pk) AND request_hash = :h AND #st = :was"
+        delete an idempotency record of ``request_hash`` in ``status`` (and, with ``also``, that condition too)."""
+        condition = "attribute_exists(pk) AND request_hash = :h AND #st = :was" + (f" AND {also}" if also else "")
         values = {":h": b(request_hash), ":was": s(status), **kwargs.pop("values", {})}
         names = {"#st": "status"}
         write_id = new_write_id()
@@ -177,18 +202,32 @@ class DynamoIdempotency(DynamoApprovals):
             values={":c": s(IdempotencyStatus.COMPLETED), ":r": b(response)},
         )
 
-    def replace_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
+    def replace_idempotent(
+        self, wallet_id: str, key: str, request_hash: bytes, response: bytes, *, previous: bytes | None = None
+    ) -> None:
         v.check_idempotency_key(key)
         v.check_digest("request_hash", request_hash)
         v.check_blob("response", response)
-        self._claimed_update(
-            wallet_id,
-            key,
-            request_hash,
-            IdempotencyStatus.COMPLETED,
-            UpdateExpression="SET #rs = :r",
-            values={":r": b(response)},
-        )
+        values = {":r": b(response)}
+        if previous is not None:
+            values[":prev"] = b(v.check_blob("previous", previous))
+        try:
+            self._claimed_update(
+                wallet_id,
+                key,
+                request_hash,
+                IdempotencyStatus.COMPLETED,
+                also="" if previous is None else "#rs = :prev",
+                UpdateExpression="SET #rs = :r",
+                values=values,
+            )
+        except Conflict as exc:
+            existing = self._get(f"W#{wallet_id}", f"I#{key}")
+            if previous is None or existing is None or get_b(existing, "request_hash") != request_hash:
+                raise
+            if get_s(existing, "status") != IdempotencyStatus.COMPLETED:
+                raise
+            raise Conflict(f"idempotency key {key!r} does not hold the answer to replace for this request") from exc
 
     def abandon_idempotent(self, wallet_id: str, key: str, request_hash: bytes) -> None:
         v.check_idempotency_key(key)

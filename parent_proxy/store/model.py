@@ -306,6 +306,18 @@ class CompleteIdempotent:
     answer: IdempotentAnswer
 
 
+@dataclass(frozen=True)
+class ReplaceAnswer:
+    """The answer stored under a completed key becomes ``answer.response``, only if the key holds exactly
+    ``previous`` for ``answer.request_hash`` (an escalation's 202, replaced by the owner's decision:
+    `Store.apply_audited`, `Store.finish_signing`). Never a refusal: a key that holds anything else (another answer,
+    another request's, a claim in progress, or nothing: expired and deleted) is left as it is, and the rest of the
+    transaction is written all the same. Its expiry stays."""
+
+    answer: IdempotentAnswer
+    previous: bytes = field(repr=False)
+
+
 # -- agent-key rotation (see `parent_proxy.store.agent_keys`) -------------------------------------------------
 @dataclass(frozen=True)
 class AgentKeyCandidate:
@@ -361,6 +373,7 @@ StateChange = (
     | ReopenApproval
     | FinishApproval
     | CompleteIdempotent
+    | ReplaceAnswer
     | SetAgentKeyCandidate
     | SwitchAgentKey
 )

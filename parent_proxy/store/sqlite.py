@@ -38,6 +38,7 @@ from parent_proxy.store.model import (
     OwnerOrder,
     RecordEvent,
     ReopenApproval,
+    ReplaceAnswer,
     Reservation,
     ReservationStatus,
     RetiredAgentKey,
@@ -54,7 +55,7 @@ from parent_proxy.store.model import (
 from parent_proxy.store.protocol import AuditSealer, Limits
 from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
 from parent_proxy.store.sqlite_idempotency import SqliteIdempotency
-from parent_proxy.store.validation_changes import check_change, check_changes
+from parent_proxy.store.validation_changes import check_change, check_changes, check_replaced
 from parent_proxy.store.validation_outbox import check_outbox_item
 
 
@@ -229,6 +230,8 @@ class SqliteStore(SqliteIdempotency):
         webhook: OutboxItem | None,
         answer: IdempotentAnswer | None,
         approval: FinishApproval | None = None,
+        *,
+        replaced: ReplaceAnswer | None = None,
     ) -> AuditRecord:
         if reservation is not None:
             self._check_reservation(reservation)
@@ -237,6 +240,8 @@ class SqliteStore(SqliteIdempotency):
             answer = v.check_answer(answer)
         if approval is not None:
             check_change(approval)
+        if replaced is not None:
+            replaced = check_replaced(replaced, answer)
         with self._write() as conn:
             if approval is not None:
                 self._finish_approval_in(conn, approval)
@@ -247,6 +252,8 @@ class SqliteStore(SqliteIdempotency):
                 self._enqueue_in(conn, item)
             if answer is not None:
                 self._complete_in(conn, answer.wallet_id, answer.key, answer.request_hash, answer.response)
+            if replaced is not None:
+                self._replace_answer_in(conn, replaced.answer, replaced.previous)
         return record
 
     # -- wallet-creation nonces ----------------------------------------------------------------------------
@@ -314,6 +321,8 @@ class SqliteStore(SqliteIdempotency):
                 self._finish_approval_in(conn, change)
             case CompleteIdempotent(answer=a):
                 self._complete_in(conn, a.wallet_id, a.key, a.request_hash, a.response)
+            case ReplaceAnswer(answer=a, previous=previous):
+                self._replace_answer_in(conn, a, previous)
             case SetAgentKeyCandidate(candidate=candidate):
                 agent_keys.set_candidate_in(conn, candidate)
             case SwitchAgentKey():

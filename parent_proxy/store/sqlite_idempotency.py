@@ -9,7 +9,7 @@ import sqlite3
 
 from parent_proxy.errors import Conflict, IdempotencyInProgress, IdempotencyMismatch, NotFound
 from parent_proxy.store import validation as v
-from parent_proxy.store.model import IdempotencyRecord, IdempotencyStatus
+from parent_proxy.store.model import IdempotencyRecord, IdempotencyStatus, IdempotentAnswer
 from parent_proxy.store.sqlite_approvals import SqliteApprovals
 
 
@@ -81,19 +81,37 @@ class SqliteIdempotency(SqliteApprovals):
         with self._write() as conn:
             self._complete_in(conn, wallet_id, key, request_hash, response)
 
-    def replace_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
+    def replace_idempotent(
+        self, wallet_id: str, key: str, request_hash: bytes, response: bytes, *, previous: bytes | None = None
+    ) -> None:
         v.check_idempotency_key(key)
         v.check_digest("request_hash", request_hash)
         v.check_blob("response", response)
+        if previous is not None:
+            v.check_blob("previous", previous)
         with self._write() as conn:
-            replaced = conn.execute(
-                "UPDATE idempotency SET response = ?"
-                " WHERE wallet_id = ? AND key = ? AND request_hash = ? AND status = 'completed'",
-                (response, wallet_id, key, request_hash),
-            ).rowcount
+            if previous is None:
+                replaced = conn.execute(
+                    "UPDATE idempotency SET response = ?"
+                    " WHERE wallet_id = ? AND key = ? AND request_hash = ? AND status = 'completed'",
+                    (response, wallet_id, key, request_hash),
+                ).rowcount
+            else:
+                answer = IdempotentAnswer(wallet_id, key, request_hash, response)
+                replaced = self._replace_answer_in(conn, answer, previous)
             if replaced != 1:
                 self._claimed(conn, wallet_id, key, request_hash, IdempotencyStatus.COMPLETED)
-                raise Conflict(f"idempotency key {key!r} is not completed for this request")
+                raise Conflict(f"idempotency key {key!r} does not hold the answer to replace for this request")
+
+    @staticmethod
+    def _replace_answer_in(conn: sqlite3.Connection, answer: IdempotentAnswer, previous: bytes) -> int:
+        """Replace the response of ``answer``'s key by ``answer.response`` if it is completed for this request and
+        holds exactly ``previous`` (`ReplaceAnswer`); how many rows changed (0: left as it is, no refusal)."""
+        return conn.execute(
+            "UPDATE idempotency SET response = ?"
+            " WHERE wallet_id = ? AND key = ? AND request_hash = ? AND status = 'completed' AND response = ?",
+            (answer.response, answer.wallet_id, answer.key, answer.request_hash, previous),
+        ).rowcount
 
     def _complete_in(
         self, conn: sqlite3.Connection, wallet_id: str, key: str, request_hash: bytes, response: bytes

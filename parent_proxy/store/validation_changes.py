@@ -13,9 +13,11 @@ from parent_proxy.store.model import (
     CreateWallet,
     DecideApproval,
     FinishApproval,
+    IdempotentAnswer,
     InstallPolicy,
     RecordEvent,
     ReopenApproval,
+    ReplaceAnswer,
     RevokeToken,
     SetAgentKeyCandidate,
     SetFrozen,
@@ -97,6 +99,8 @@ def check_change(change: object) -> StateChange:
             return change
         case CompleteIdempotent(answer=answer):
             return CompleteIdempotent(check_answer(answer))
+        case ReplaceAnswer(answer=answer, previous=previous):
+            return ReplaceAnswer(check_answer(answer), check_blob("previous", previous))
         case SetAgentKeyCandidate(candidate=candidate):
             return SetAgentKeyCandidate(check_agent_key_candidate(candidate))
         case SwitchAgentKey(wallet_id=wallet_id, agent_pubkey=agent, candidate_pubkey=candidate, now=now):
@@ -118,10 +122,19 @@ def _wallet_record_changed(change: StateChange) -> str | None:
     return None
 
 
+def _answer_changed(change: StateChange) -> tuple[str, str] | None:
+    """The idempotency key (wallet, key) whose stored answer ``change`` writes, if any."""
+    match change:
+        case CompleteIdempotent(answer=answer) | ReplaceAnswer(answer=answer):
+            return answer.wallet_id, answer.key
+    return None
+
+
 def check_changes(changes: object) -> list[StateChange]:
     """The changes of `Store.apply_audited`, each checked by `check_change`; at most one change of a wallet's record
-    in the list (`InvalidInput` otherwise, on every adapter): DynamoDB writes an item at most once per transaction,
-    and the rotation needs no other change of the wallet with it."""
+    and at most one of an idempotency key's answer in the list (`InvalidInput` otherwise, on every adapter):
+    DynamoDB writes an item at most once per transaction, and the rotation needs no other change of the wallet with
+    it."""
     if not isinstance(changes, Sequence) or isinstance(changes, str | bytes):
         raise InvalidInput("changes", "must be a sequence of state changes")
     checked = [check_change(c) for c in changes]
@@ -129,4 +142,18 @@ def check_changes(changes: object) -> list[StateChange]:
     for wallet_id in touched:
         if wallet_id is not None and touched.count(wallet_id) > 1:
             raise InvalidInput("changes", f"wallet {wallet_id}: at most one change of its wallet's record")
+    answers = [key for key in map(_answer_changed, checked) if key is not None]
+    if len(set(answers)) < len(answers):
+        raise InvalidInput("changes", "at most one change of an idempotency key's answer")
+    return checked
+
+
+def check_replaced(replaced: object, answer: IdempotentAnswer | None) -> ReplaceAnswer:
+    """`Store.finish_signing`'s ``replaced``: a `ReplaceAnswer` (checked as `check_change` does) of another key than
+    the ``answer`` it completes, if any (`InvalidInput` otherwise, as in `check_changes`)."""
+    if not isinstance(replaced, ReplaceAnswer):
+        raise InvalidInput("replaced", "must be a ReplaceAnswer")
+    checked = ReplaceAnswer(check_answer(replaced.answer), check_blob("previous", replaced.previous))
+    if answer is not None and (answer.wallet_id, answer.key) == (checked.answer.wallet_id, checked.answer.key):
+        raise InvalidInput("changes", "at most one change of an idempotency key's answer")
     return checked

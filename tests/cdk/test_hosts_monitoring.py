@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any
 
@@ -16,6 +17,8 @@ from tests.cdk.conftest import PCR0, PCR8
 from tests.cdk.policy_walk import resources_of_type
 
 MONITORING = "WaiaasMonitoring"
+NOT_FOUND = {"error": {"code": "not_found", "message": "not found"}}
+"""The proxy's answer to a path it does not have (tests/proxy/test_metrics_access.py checks it)."""
 
 
 def test_launch_template_enclaves_imdsv2_encrypted_no_ssh(template_of: Any, templates: dict[str, Any]) -> None:
@@ -113,6 +116,33 @@ def test_load_balancer_is_internal_tls_only(template_of: Any, config: Any) -> No
     template.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::TargetGroup", {"Port": PROXY_HTTP_PORT, "HealthCheckPath": "/healthz"}
     )
+
+
+def test_load_balancer_answers_404_for_metrics_itself(templates: dict[str, Any], template_of: Any) -> None:
+    """``/metrics`` (every wallet's decision and approval counters) is not forwarded to the proxies: one listener
+    rule, evaluated before the default forward, answers the proxy's own 404 body for it. Before: no rule, so any
+    client the load balancer admits read the counters of all tenants."""
+    (listener_id,) = resources_of_type(templates[HOSTS], "AWS::ElasticLoadBalancingV2::Listener")
+    template_of(HOSTS).has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::ListenerRule",
+        {
+            "ListenerArn": {"Ref": listener_id},
+            "Priority": 1,
+            "Conditions": [{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/metrics", "/metrics/*"]}}],
+            "Actions": [
+                {
+                    "Type": "fixed-response",
+                    "FixedResponseConfig": {
+                        "StatusCode": "404",
+                        "ContentType": "application/json",
+                        "MessageBody": json.dumps(NOT_FOUND, separators=(",", ":")),
+                    },
+                }
+            ],
+        },
+    )
+    (rule,) = resources_of_type(templates[HOSTS], "AWS::ElasticLoadBalancingV2::ListenerRule").values()
+    assert rule["Properties"]["Actions"][0]["Type"] == "fixed-response"  # the only rule; no forward of /metrics
 
 
 def test_ingress_only_from_allowed_client_networks(templates: dict[str, Any], config: Any) -> None:

@@ -40,6 +40,8 @@ def test_the_proxy_starts_from_the_environment_the_hosts_write(templates: dict[s
     assert settings.enclave_kms_credentials == "host"  # the enclave's KMS sealer has no credentials of its own
     # Every policy must declare a Squads multisig (DESIGN.md section 10), said explicitly, not left to a default.
     assert env["WAIAAS_REQUIRE_MULTISIG"] == "true" and settings.require_multisig is True
+    # GET /metrics only to a client on the host: the load balancer's requests are refused (404) by the proxy too.
+    assert settings.metrics_access == "loopback"
     proxy_unit = unit_file(boot_script(templates), "/etc/systemd/system/waiaas-proxy.service")
     assert f"EnvironmentFile={PROXY_ENV}" in proxy_unit
 

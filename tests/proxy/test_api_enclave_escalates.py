@@ -163,7 +163,8 @@ def test_with_the_owners_queue_full_an_enclave_escalation_is_refused_429_and_no_
     ids = [r.json()["approval_id"] for r in waiting]
     assert pending_approval_ids(h) == ids
 
-    refused = h.sign(h.transfer(HALF_SOL, MERCHANT), key="over")
+    tx = h.transfer(HALF_SOL, MERCHANT)
+    refused = h.sign(tx, key="over")
     assert refused.status_code == 429, refused.text
     error = refused.json()["error"]
     assert error["code"] == "rate_limited" and "2 approvals of this wallet are waiting" in error["message"]
@@ -175,8 +176,14 @@ def test_with_the_owners_queue_full_an_enclave_escalation_is_refused_429_and_no_
     assert payload["reason"] == "2 approvals pending (at most 2)" and payload["decision"]["verdict"] == "escalate"
     assert verify_audit_receipts(records(h)).receipts == 6
     assert len(queued(h, "approval.pending")) == 2
-    again = h.sign(h.transfer(HALF_SOL, MERCHANT), key="over")  # another transaction under the key: 409
-    assert again.status_code == 409
+    # Not stored under the key (freed, as for a 503): the same request retried under it once the owner decided one
+    # is relayed again, and the enclave's escalation waits now.
+    rejected = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/approvals/{ids[0]}/reject")
+    assert rejected.status_code == 200, rejected.text
+    again = h.sign(tx, key="over")
+    assert again.status_code == 202 and "Idempotent-Replayed" not in again.headers, again.text
+    assert again.json()["decision"]["verdict"] == "escalate" and denials(h) == 0
+    assert pending_approval_ids(h) == [ids[1], again.json()["approval_id"]]
 
 
 def test_an_enclave_escalation_whose_record_cannot_be_written_is_503_and_given_back(h: Harness) -> None:

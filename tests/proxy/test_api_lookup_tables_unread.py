@@ -6,12 +6,17 @@ proxy download up to 32 accounts of its choice (10 MiB each) per request. Now su
 denial as before (403 ``policy_denied``, rule ``decode``, counted, audited, stored under its key) and the chain is
 not asked; a pinned table is still read (with a ``dataSlice``) and resolves end to end.
 
+Nor is a pinned table read for a wallet the checks refuse before any decision: before, a frozen wallet's agent made
+the proxy read the tables its policy pins (``getMultipleAccounts``, up to 32 accounts) at every request with a fresh
+key, only to be refused 403 ``wallet_frozen``; now the same refusal, record and stored answer come without the read.
+
 The proxy runs with its real RPC adapter (`RpcChain`) in front of a Solana node stand-in over the harness's LiteSVM
 (`tests.proxy.rpc_node`), which records every request it gets.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +30,11 @@ from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 
+from parent_proxy import api_agent
 from parent_proxy.chain import ADDRESS_LOOKUP_TABLE_PROGRAM, LOOKUP_TABLE_SLICE_BYTES, RpcChain
+from parent_proxy.sign_flow import SignFlow, SignRequest
 from tests.proxy.api_harness import Harness, provision, running_harness, svm
+from tests.proxy.harness_calls import freeze_order
 from tests.proxy.rpc_node import node
 from tests.support.builders import unsigned_tx
 from tests.support.chain import install_lookup_table
@@ -137,3 +145,65 @@ def test_a_pinned_table_the_chain_lacks_is_still_503(h: Harness) -> None:
     response = h.sign(h.transfer(1000, MERCHANT), lookup_tables=[str(missing)])
     assert response.status_code == 503 and response.json()["error"]["code"] == "chain_unavailable", response.text
     assert len(seen) == 1
+
+
+def refusal_record(h: Harness) -> dict[str, Any]:
+    record = h.store.audit_records(0, 10_000)[-1]
+    assert record.event_type == "transaction.refused"
+    payload: dict[str, Any] = json.loads(record.payload)
+    return payload
+
+
+def test_a_frozen_wallet_reads_no_pinned_table(h: Harness) -> None:
+    """Frozen by its owner: refused as a frozen wallet is without tables (403 ``wallet_frozen``, the same record,
+    no denial counted, the answer stored under the key and replayed), and the RPC is never asked."""
+    table = table_on_chain(h, [MERCHANT])
+    provision(h, h.policy(1, lookup_tables=pinned(table)))
+    assert h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", freeze_order(h, 1)).status_code == 200
+    seen = on_rpc(h)
+    without = h.sign(h.transfer(1000, MERCHANT), key="f-0")  # no tables: straight to the checks, as before
+    assert without.status_code == 403 and without.json()["error"]["code"] == "wallet_frozen", without.text
+    expected = refusal_record(h)
+
+    txs = [v0_transfer(h, 1000 + i, table) for i in range(3)]
+    for i, tx in enumerate(txs):
+        refused = h.sign(tx, key=f"f-{i + 1}", lookup_tables=[str(table)])
+        assert (refused.status_code, refused.json()) == (without.status_code, without.json()), refused.text
+        got = refusal_record(h)
+        assert {k: v for k, v in got.items() if k not in ("request_id", "request_sha256")} == {
+            k: v for k, v in expected.items() if k not in ("request_id", "request_sha256")
+        }
+    assert seen == []
+    assert h.services.store.count_denials(h.wallet_id, 0) == 0
+    replay = h.sign(txs[1], key="f-2", lookup_tables=[str(table)])
+    assert replay.headers.get("Idempotent-Replayed") == "true" and replay.json() == without.json()
+    assert seen == []
+
+
+def test_a_wallet_unfrozen_before_the_checks_has_its_tables_read_and_is_signed(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frozen when the request comes, unfrozen before the checks run: the checks stop before writing anything, the
+    pinned table is read then, and the request is decided with it (signed), once, under its key."""
+    table = table_on_chain(h, [MERCHANT])
+    provision(h, h.policy(1, lookup_tables=pinned(table)))
+    h.store.set_frozen(h.wallet_id, True, "test")
+    seen = on_rpc(h)
+    real = api_agent.before_chain_read
+    plans: list[api_agent.ChainReadPlan] = []
+
+    def then_unfrozen(flow: SignFlow, wallet_id: str, request: SignRequest) -> api_agent.ChainReadPlan:
+        plans.append(real(flow, wallet_id, request))
+        h.store.set_frozen(wallet_id, False, None)  # the owner's unfreeze lands in between
+        return plans[-1]
+
+    monkeypatch.setattr(api_agent, "before_chain_read", then_unfrozen)
+    before = h.audit_events()
+    tx = v0_transfer(h, 1000, table)
+    signed = h.sign(tx, key="u-1", lookup_tables=[str(table)])
+    assert signed.status_code == 200 and signed.json()["status"] == "signed", signed.text
+    assert [p.refused for p in plans] == [True, False]
+    assert [body["method"] for body in seen] == ["getMultipleAccounts"]
+    assert "transaction.refused" not in h.audit_events()[len(before) :]
+    replay = h.sign(tx, key="u-1", lookup_tables=[str(table)])
+    assert replay.headers.get("Idempotent-Replayed") == "true" and replay.json() == signed.json()

@@ -1,7 +1,12 @@
 """The owner's approval queue is bounded: with `sign_outcomes.MAX_PENDING_APPROVALS` escalations of a wallet waiting, a
-request that escalates is refused (429 ``rate_limited``, audited, stored under its idempotency key) and nothing is
-queued; once the owner decides one, the next escalation waits again. Real proxy, store and enclave. The bound is a
-condition of the approval's own write (tests/proxy/test_store_approval_bound_contract.py: exact under concurrency)."""
+request that escalates is refused (429 ``rate_limited``, audited, not stored under its idempotency key: the key is
+free again) and nothing is queued; once the owner decides one, the next escalation waits again, the refused request
+retried under its key too. Real proxy, store and enclave. The bound is a condition of the approval's own write
+(tests/proxy/test_store_approval_bound_contract.py: exact under concurrency).
+
+Before (the agent-side review of the twentieth session, r2_idempotency.py (d)), the 429 was stored under the key:
+the agent's retry with the same key, its normal reaction to a 429, replayed it for 24 hours although the queue had
+room again."""
 
 from __future__ import annotations
 
@@ -44,19 +49,24 @@ def test_a_full_queue_refuses_the_next_escalation_until_the_owner_decides(h: Har
     record = h.store.audit_records(0, 10_000)[-1]
     assert record.event_type == "transaction.refused"
     assert f"{CAP} approvals pending (at most {CAP})" in record.payload.decode()
-    # The refusal is the key's answer: the same request replays it, and queues nothing.
+    # The refusal is not the key's answer: the same request under it is evaluated again (the queue still full: 429
+    # again, audited again, no replay), and queues nothing.
     again = h.sign(over, key="over")
     assert (again.status_code, again.json()) == (429, refused.json())
+    assert "Idempotent-Replayed" not in again.headers
+    assert h.audit_events()[-2:] == ["transaction.refused", "transaction.refused"]
     assert pending_approval_ids(h) == ids
     # Requests the policy allows outright are not affected.
     assert h.sign(h.transfer(LAMPORTS_PER_SOL // 10, MERCHANT), key="small").status_code == 200
 
-    # The owner decides one: another escalation may wait.
+    # The owner decides one: the refused request, retried under its key, waits now.
     rejected = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/approvals/{ids[0]}/reject")
     assert rejected.status_code == 200, rejected.text
-    queued = h.sign(escalating(h, CAP + 1), key="after")
+    queued = h.sign(over, key="over")
     assert queued.status_code == 202, queued.text
     assert pending_approval_ids(h) == [*ids[1:], queued.json()["approval_id"]]
+    assert h.sign(over, key="over").json() == queued.json()  # and that is the key's answer
+    assert h.sign(escalating(h, CAP + 1), key="after").status_code == 429  # full again
 
 
 def test_the_refusal_does_not_count_as_a_denial(h: Harness) -> None:
