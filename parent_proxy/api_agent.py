@@ -20,11 +20,12 @@ from fastapi.routing import APIRoute
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
+from enclave_app.receipts import Receipt as DecisionReceipt
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent, authenticate_agent
 from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
-from parent_proxy.enclave_sessions import Expected
+from parent_proxy.enclave_sessions import Checked, Expected
 from parent_proxy.errors import ProxyError
 from parent_proxy.message_checks import check_message, record_enclave_refusal, record_signed_message
 from parent_proxy.multisig_onchain import shown_vault
@@ -32,6 +33,8 @@ from parent_proxy.schemas import (
     WALLET_ID,
     LimitLeft,
     PendingApproval,
+    Receipt,
+    SignedEnvelope,
     SignedMessage,
     SignedTransaction,
     SignMessageBody,
@@ -282,18 +285,22 @@ async def sign_message(
     # The receipt must verify under the attested session key and be about this message (`parent_proxy.
     # enclave_sessions`), then the signature under the stored agent key (`message_checks.record_signed_message`), in
     # the same hop; else no audit record, no signature.
-    await services.sessions.record_checked(
+    def record(checked: Checked[DecisionReceipt]) -> bytes:
+        record_signed_message(services, wallet, message, answer, audit)
+        return checked.session_public_key
+
+    session_key = await services.sessions.record_checked(
         services, answer.receipt, answer.receipt_signature,
         Expected("message", wallet_id, sent_hash, signed=True, decision=None),
-        on_failure=lambda error: _message_failed(services, wallet_id, audit, error),
-        record=lambda _: record_signed_message(services, wallet, message, answer, audit),
+        on_failure=lambda error: _message_failed(services, wallet_id, audit, error), record=record,
     )  # fmt: skip
     return SignedMessage(
         signature=str(Signature.from_bytes(answer.signature)),
-        receipt={  # type: ignore[arg-type]
-            "receipt": base64.b64encode(answer.receipt).decode(),
-            "signature": str(Signature.from_bytes(answer.receipt_signature)),
-        },
+        receipt=Receipt(
+            receipt=base64.b64encode(answer.receipt).decode(),
+            signature=str(Signature.from_bytes(answer.receipt_signature)),
+            session_public_key=str(Pubkey.from_bytes(session_key)),
+        ),
     )
 
 
@@ -327,10 +334,32 @@ def _wallet_view(services: Services, wallet_id: str) -> WalletView:
         policy_sequence=wallet.policy_sequence,
         order_sequence=wallet.order_sequence,
         policy_sha256=None if document is None else hashlib.sha256(document).hexdigest(),
+        policy_document_sha256=None if policy is None else hashlib.sha256(policy.canonical).hexdigest(),
         policy_expires_at=None if policy is None else policy.expires_at,
         squads_multisig=None if multisig is None else str(multisig),
         limits=limits,
     )
+
+
+def _policy_envelope(services: Services, wallet_id: str) -> bytes:
+    document = services.store.get_wallet(wallet_id).policy_document
+    if document is None:
+        raise ApiError(Code.NOT_FOUND, "the wallet has no policy")
+    return document
+
+
+@router.get("/{wallet_id}/policy", response_model=SignedEnvelope)
+async def get_policy(wallet_id: WalletId, request: Request, authorization: AuthHeader = None) -> Response:
+    """The installed policy's envelope as the owner signed it and the proxy stored it (404 without a policy): the
+    agent checks the owner's signature itself and computes the document hash its receipts state
+    (``waiaas agent verify-receipt --policy``)."""
+    services = services_of(request)
+    agent_of(request)
+    try:
+        envelope = await services.run(_policy_envelope, services, wallet_id)
+    except ProxyError as exc:
+        raise translate(exc) from exc
+    return Response(envelope, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/{wallet_id}", response_model=WalletView)

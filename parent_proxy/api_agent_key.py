@@ -54,12 +54,12 @@ from parent_proxy.multisig_onchain import nonconforming
 from parent_proxy.owner_route import OwnerRoute, WalletId, assert_wallet, envelope_bytes, run_store, verified_owner
 from parent_proxy.schemas import (
     AgentKeyCandidateView,
+    AgentKeyReceipt,
     AgentKeyRotationBody,
     AgentKeyRotationSigned,
     AgentKeyStatus,
     AgentKeySwitched,
     EnvelopeBody,
-    Receipt,
     RetiredAgentKeyView,
     decode_base64,
 )
@@ -83,8 +83,8 @@ def _key(data: bytes) -> str:
     return str(Pubkey.from_bytes(data))
 
 
-def _receipt(answer: Any) -> Receipt:
-    return Receipt(
+def _receipt(answer: Any) -> AgentKeyReceipt:
+    return AgentKeyReceipt(
         receipt=base64.b64encode(answer.receipt).decode(), signature=str(Signature.from_bytes(answer.receipt_signature))
     )
 

@@ -39,6 +39,7 @@ class Code(enum.StrEnum):
     OWNER_SIGNATURE_INVALID = "owner_signature_invalid"  # 401: owner request signature missing or wrong
     OWNER_REQUEST_REPLAYED = "owner_request_replayed"  # 401: nonce seen before, or timestamp outside the window
     NOT_FOUND = "not_found"  # 404: no such wallet / approval (or not this token's)
+    SESSION_KEY_NOT_HERE = "session_key_not_here"  # 404: this host's enclave has another session key (ask again)
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"  # 409: same key, different request
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"  # 409: same key, first request not finished
     CONFLICT = "conflict"  # 409: already exists / already decided
@@ -70,6 +71,7 @@ STATUS: dict[Code, int] = {
     Code.OWNER_SIGNATURE_INVALID: 401,
     Code.OWNER_REQUEST_REPLAYED: 401,
     Code.NOT_FOUND: 404,
+    Code.SESSION_KEY_NOT_HERE: 404,
     Code.IDEMPOTENCY_KEY_REUSED: 409,
     Code.IDEMPOTENCY_IN_PROGRESS: 409,
     Code.CONFLICT: 409,

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parent_proxy import api_agent, api_agent_key, api_multisig, api_orders, api_owner
 from parent_proxy.api_errors import ApiError, Code
-from parent_proxy.attestation import NonceQuery, attest
+from parent_proxy.attestation import NonceQuery, SessionKeyQuery, attest, attest_session
 from parent_proxy.metrics import CONTENT_TYPE, served_to
 from parent_proxy.schemas import AttestationView, ErrorBody, Health, Readiness
 from parent_proxy.services import Services
@@ -222,11 +222,15 @@ def create_app(services: Services) -> FastAPI:
         return PlainTextResponse(services.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/attestation", response_model=AttestationView, tags=["public"])
-    async def attestation(nonce: NonceQuery) -> AttestationView:
+    async def attestation(nonce: NonceQuery, session_public_key: SessionKeyQuery = None) -> AttestationView:
         """The enclave's attestation document over the caller's nonce, and the session public key from that same
         answer (self-hosted without a Nitro Enclave: mode none, no document, and the reason). 503
         ``attestation_inconsistent`` if the answer contradicts itself (`parent_proxy.attestation`). 429
-        ``rate_limited`` over the process's attestation limit (`parent_proxy.auth.attestation_limiter`)."""
+        ``rate_limited`` over the process's attestation limit (`parent_proxy.auth.attestation_limiter`). With
+        ``session_public_key``: only from the host whose enclave has that key, else 404 ``session_key_not_here``
+        (ask again: `parent_proxy.attestation.attest_session`)."""
+        if session_public_key is not None:
+            return await attest_session(services, nonce, session_public_key)
         return await attest(services, nonce, owner=None)
 
     app.include_router(api_agent.router)

@@ -12,6 +12,13 @@ that contradicts itself, with 503 ``attestation_inconsistent``:
 
 Mode ``none`` has no document; ``reason`` says why (the protocol guarantees the other fields' shape).
 
+`attest_session` answers ``GET /v1/attestation?nonce=HEX&session_public_key=K``: the attestation only of an enclave
+whose session key is K, so that an agent can reach, through the load balancer, the host whose enclave signed its
+receipt (the signed answer names that key). A host whose enclave has another key answers 404
+``session_key_not_here`` after one status read (a ping, as ``GET /readyz`` makes), before the attestation limit is
+drawn on and without asking the NSM: the caller asks again and the load balancer picks again. No host has it once
+that enclave has restarted (a new boot has a new key): docs/api.md, "Agents: verifying a sign answer".
+
 `attest` makes that answer for a caller's nonce (``GET /v1/attestation``, and the owner answers that carry the
 attestation of the enclave that answered them, so that one exchange with one host is enough to check it:
 `parent_proxy.api_orders`). Each is one NSM attestation, so each is counted (`parent_proxy.auth.attestation_limiter`):
@@ -33,7 +40,7 @@ from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import ATTESTATION_BUCKET, owner_attestation_bucket
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import ProxyError
-from parent_proxy.schemas import AttestationView
+from parent_proxy.schemas import BASE58_KEY, AttestationView
 
 if TYPE_CHECKING:
     from parent_proxy.services import Services
@@ -50,6 +57,16 @@ OptionalNonceQuery = Annotated[
     ),
 ]  # fmt: skip
 """An optional attestation nonce: given, the answer carries the attestation of the enclave that made it."""
+
+SessionKeyQuery = Annotated[
+    str | None,
+    Query(
+        pattern=BASE58_KEY,
+        description="base58: answer only if this host's enclave has this session key (the one a signed answer "
+        "names); another host answers 404 session_key_not_here, so ask again",
+    ),
+]
+"""The session key an agent's receipt names, to pick the host whose enclave has it (`attest_session`)."""
 
 COSE_SIGN1_TAG = 18
 """RFC 9052: the optional CBOR tag of a COSE_Sign1 structure."""
@@ -109,10 +126,7 @@ async def attest(services: Services, nonce: str, *, owner: bytes | None) -> Atte
     before the enclave is asked: `parent_proxy.auth.attestation_limiter`), the relay's errors. ``owner``: the owner
     key (32 bytes) whose request signature was verified, whose own bucket is drawn on; None for an anonymous caller
     (the process's one anonymous bucket)."""
-    try:
-        raw = bytes.fromhex(nonce)
-    except ValueError as exc:
-        raise ApiError(Code.INVALID_REQUEST, "nonce must be an even number of hex digits") from exc
+    raw = _nonce_bytes(nonce)
     bucket = ATTESTATION_BUCKET if owner is None else owner_attestation_bucket(owner)
     try:
         services.attestation_limiter.check(bucket, read_clock(services.clock))
@@ -121,3 +135,36 @@ async def attest(services: Services, nonce: str, *, owner: bytes | None) -> Atte
     answer = await services.relay.attestation(raw)
     status = await services.relay.ping()
     return attestation_view(answer, status)
+
+
+def _nonce_bytes(nonce: str) -> bytes:
+    try:
+        return bytes.fromhex(nonce)
+    except ValueError as exc:
+        raise ApiError(Code.INVALID_REQUEST, "nonce must be an even number of hex digits") from exc
+
+
+def _not_here() -> ApiError:
+    return ApiError(
+        Code.SESSION_KEY_NOT_HERE,
+        "this host's enclave has another session key: ask again (the load balancer picks a host each time); if no "
+        "host has it, the enclave that had it has restarted since",
+    )
+
+
+async def attest_session(services: Services, nonce: str, session_public_key: str) -> AttestationView:
+    """`attest`, answered only by the host whose enclave has ``session_public_key`` (base58, `SessionKeyQuery`):
+    404 ``session_key_not_here`` from any other, before anything is counted (a malformed nonce is 422 first), and
+    also when the attestation names another key (the enclave restarted in between)."""
+    _nonce_bytes(nonce)
+    try:
+        wanted = bytes(Pubkey.from_string(session_public_key))
+    except ValueError as exc:
+        raise ApiError(Code.INVALID_REQUEST, "session_public_key: not a base58 public key") from exc
+    status = await services.relay.ping()
+    if status.session_public_key != wanted:
+        raise _not_here()
+    view = await attest(services, nonce, owner=None)
+    if view.session_public_key != str(Pubkey.from_bytes(wanted)):
+        raise _not_here()
+    return view

@@ -170,12 +170,18 @@ class ReceiptExpectation(Protocol[R_co]):
 
 def check_receipt_content(receipt: Receipt, expected: Expected, *, at: float) -> None:
     """Raise `ReceiptError` unless ``receipt`` states what ``expected`` says. The same rules for the proxy, when the
-    answer arrives, and for the auditor, on the record the proxy wrote from it.
+    answer arrives, and for the auditor, on the record the proxy wrote from it: :func:`check_receipt_statement`, and
+    the receipt's time is within :data:`RECEIPT_TIME_TOLERANCE_SECONDS` of ``at`` (seconds since the epoch: the
+    proxy's clock when the answer arrived, or the record's time)."""
+    check_receipt_statement(receipt, expected)
+    check_receipt_time(receipt.time_ms, at=at)
 
-    The receipt is of the expected kind, names the wallet, is about the message, and states a signature exactly when
-    one came; a transaction receipt comes with the enclave's decision, whose verdict, policy sequence and reasons
-    (by their digest) are the receipt's. The receipt's time is within :data:`RECEIPT_TIME_TOLERANCE_SECONDS` of
-    ``at`` (seconds since the epoch: the proxy's clock when the answer arrived, or the record's time)."""
+
+def check_receipt_statement(receipt: Receipt, expected: Expected) -> None:
+    """Raise `ReceiptError` unless the receipt is of the expected kind, names the wallet, is about the message, and
+    states a signature exactly when one came; a transaction receipt comes with the enclave's decision, whose verdict,
+    policy sequence and reasons (by their digest) are the receipt's. Its time is not looked at: also the check of an
+    agent verifying its answer later (`parent_proxy.agent_receipts`)."""
     kind, decision = expected.kind, expected.decision
     if receipt.kind != kind:
         raise ReceiptError(f"receipt of kind {receipt.kind!r}, expected {kind!r}")
@@ -189,7 +195,6 @@ def check_receipt_content(receipt: Receipt, expected: Expected, *, at: float) ->
         raise ReceiptError("transaction receipt without the enclave's decision")
     if isinstance(decision, dict):
         _agrees_with_decision(receipt, decision)
-    check_receipt_time(receipt.time_ms, at=at)
 
 
 def check_receipt_time(time_ms: int, *, at: float) -> None:

@@ -16,7 +16,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 from solders.pubkey import Pubkey
@@ -216,7 +216,12 @@ def json_object_file(path: Path, what: str, *, limit: int | None = None) -> dict
     """The JSON object in the file at ``path`` (the option ``what`` names it), read whole or, with ``limit``, refused
     when larger than ``limit`` bytes; `OwnerInputError` if it is not a JSON object."""
     with path.open("rb") as file:
-        data = file.read(-1 if limit is None else limit + 1)
+        return json_object_read(file, what, limit=limit)
+
+
+def json_object_read(file: BinaryIO, what: str, *, limit: int | None = None) -> dict[str, Any]:
+    """`json_object_file` from an open binary ``file`` (a file, or stdin's buffer)."""
+    data = file.read(-1 if limit is None else limit + 1)
     if limit is not None and len(data) > limit:
         raise OwnerInputError(f"{what}: larger than {limit} bytes")
     try:

@@ -49,7 +49,7 @@ from parent_proxy.provisioning import (
     attested_session,
     verify_provision_receipt,
 )
-from parent_proxy.trust_anchor import AnchorError, AttestedSession, anchor_from_options
+from parent_proxy.trust_anchor import Anchor, AnchorError, AttestedSession, anchor_from_options
 from policies.identifiers import is_wallet_id
 from policies.terminal_text import safe_line
 
@@ -66,6 +66,11 @@ def attestation_options(parser: argparse.ArgumentParser) -> None:
         "(asked with ?nonce=)",
     )
     parser.add_argument("--owner-public-key", required=True, help="your owner public key (base58)")
+    anchor_options(parser)
+
+
+def anchor_options(parser: argparse.ArgumentParser) -> None:
+    """The anchor options (`attestation_anchor`): also ``waiaas agent verify-receipt``'s (`parent_proxy.agent_cli`)."""
     parser.add_argument("--root-pem", type=Path, help="nitro: the pinned root certificate (PEM)")
     parser.add_argument(
         "--pcr", action="append", default=[], help="nitro: expected PCR, INDEX=HEX (repeatable; PCR 0 required)"
@@ -114,6 +119,16 @@ def attested_session_key(
     ``verify-order``'s, which passes ``nonce_required`` (why it needs the owner's nonce): then an anchor (mode
     nitro) without ``--nonce`` is bad input too, since without the nonce an old answer handed back again verifies
     just as well."""
+    anchor, nonce = attestation_anchor(args, nonce_required=nonce_required)
+    attestation = _carried_attestation(args, answer, limit)
+    return checked_session(attestation, anchor, nonce, accept_unattested=args.accept_unattested)
+
+
+def attestation_anchor(
+    args: argparse.Namespace, *, nonce_required: str | None = None
+) -> tuple[Anchor | None, bytes | None]:
+    """The anchor and the nonce the options (``--root-pem``, ``--pcr``, ``--nonce``, ``--accept-unattested``) give,
+    checked by the rules of `attested_session_key` (`OwnerInputError` for options that do not go together)."""
     try:
         nonce = None if args.nonce is None else bytes.fromhex(args.nonce)
     except ValueError as exc:
@@ -131,10 +146,16 @@ def attested_session_key(
         raise OwnerInputError("--nonce goes with --root-pem and --pcr (it is checked in the attestation document)")
     if nonce_required is not None and anchor is not None and nonce is None:
         raise OwnerInputError(f"--nonce is required with --root-pem and --pcr: {nonce_required}")
-    attestation = _carried_attestation(args, answer, limit)
-    session = attested_session(
-        attestation, anchor=anchor, expected_nonce=nonce, accept_unattested=args.accept_unattested
-    )
+    return anchor, nonce
+
+
+def checked_session(
+    attestation: dict[str, Any], anchor: Anchor | None, nonce: bytes | None, *, accept_unattested: bool
+) -> AttestedSession:
+    """The session key of a ``GET /v1/attestation`` answer under ``anchor`` and ``nonce`` (from
+    `attestation_anchor`), by `parent_proxy.provisioning.attested_session` (`ProvisionVerificationError` if it does
+    not verify); mode none (accepted) warns on stderr that it proves nothing."""
+    session = attested_session(attestation, anchor=anchor, expected_nonce=nonce, accept_unattested=accept_unattested)
     if attestation.get("mode") == "none":
         sys.stderr.write(f"WARNING: {UNATTESTED_WARNING}\n")
     return session

@@ -9,6 +9,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from enclave_app.receipts import (
+    AGENT_KEY_RECEIPT_DOMAIN,
+    ORDER_RECEIPT_DOMAIN,
+    PROVISION_RECEIPT_DOMAIN,
+    RECEIPT_DOMAIN,
+)
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.errors import WebhookError
 from parent_proxy.webhook_urls import check_webhook_url
@@ -50,9 +56,34 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+def signed_over(domain: bytes, encoding: str) -> str:
+    """The description of a receipt signature: the session key signs the receipt's domain prefix followed by the
+    receipt bytes (`enclave_app.receipts`), never the receipt alone; the prefix shown escaped and in hex."""
+    escaped = domain.decode("latin-1").encode("unicode_escape").decode()
+    return (
+        f"the enclave session key's Ed25519 signature ({encoding}) over the domain prefix b'{escaped}' (hex "
+        f"{domain.hex()}) followed by the receipt bytes: a plain Ed25519 check over the receipt alone fails"
+    )
+
+
 class Receipt(BaseModel):
-    receipt: str = Field(description="CBOR receipt, base64")
-    signature: str = Field(description="enclave session key's Ed25519 signature over the receipt, base58")
+    """A decision receipt (`enclave_app.receipts`) as a signing answer carries it."""
+
+    receipt: str = Field(description="the enclave's decision receipt (CBOR, base64; fields in docs/enclave.md)")
+    signature: str = Field(description=signed_over(RECEIPT_DOMAIN, "base58"))
+    session_public_key: str | None = Field(
+        default=None,
+        description="the enclave session key (base58) the proxy verified the receipt under: the key of the enclave "
+        "that signed. Fetch that enclave's attestation with GET /v1/attestation?nonce=HEX&session_public_key=this "
+        "(another host answers 404 session_key_not_here: ask again). Absent from answers stored before the field",
+    )
+
+
+class AgentKeyReceipt(BaseModel):
+    """An agent-key receipt (`enclave_app.receipts`, docs/rotation.md)."""
+
+    receipt: str = Field(description="the enclave's agent-key receipt (CBOR, base64)")
+    signature: str = Field(description=signed_over(AGENT_KEY_RECEIPT_DOMAIN, "base58"))
 
 
 class Submission(BaseModel):
@@ -100,7 +131,15 @@ class WalletView(BaseModel):
     frozen_reason: str | None
     policy_sequence: int
     order_sequence: int = Field(description="the last owner freeze or unfreeze order accepted (0: none yet)")
-    policy_sha256: str | None
+    policy_sha256: str | None = Field(
+        description="SHA-256 of the policy envelope as stored (the audit record's policy_sha256); not what receipts "
+        "state: see policy_document_sha256"
+    )
+    policy_document_sha256: str | None = Field(
+        description="SHA-256 of the installed policy's canonical document (`policies.signing.document_sha256`): the "
+        "policy_hash the enclave's decision receipts state, and what the owner computes from the policy they signed "
+        "(GET /v1/wallets/{id}/policy gives the signed envelope); null without a policy"
+    )
     policy_expires_at: int | None = Field(
         description="Unix seconds from which the installed policy denies everything (null: it does not expire)"
     )
@@ -159,7 +198,7 @@ class CreatedWallet(BaseModel):
         "on chain. Null only from an enclave too old to issue one"
     )
     provision_receipt_signature: str | None = Field(
-        description="the session key's Ed25519 signature over the receipt (base64); null exactly when the receipt is"
+        description=signed_over(PROVISION_RECEIPT_DOMAIN, "base64") + "; null exactly when the receipt is"
     )
     attestation: AttestationView | None = Field(default=None, description=_CARRIED_ATTESTATION)
 
@@ -184,7 +223,7 @@ _ORDER_RECEIPT = (
     "it. Verify it (waiaas owner verify-order) before relying on the enclave having the order: without it, "
     "{flag} is the parent's word. Null when the enclave did not acknowledge the order, or answered without a receipt"
 )
-_RECEIPT_SIGNATURE = "the session key's Ed25519 signature over the receipt (base64); null exactly when the receipt is"
+_RECEIPT_SIGNATURE = signed_over(ORDER_RECEIPT_DOMAIN, "base64") + "; null exactly when the receipt is"
 _SESSION_KEY = (
     "the enclave session key (base58) the proxy verified the receipt under, for comparison with the attestation you "
     "verify the receipt with; null without a receipt, or when the key in force has changed since"
@@ -278,7 +317,9 @@ class AgentKeyCandidateView(BaseModel):
     wallet_id: str
     agent_public_key: str = Field(description="the wallet's agent key the candidate will replace")
     candidate_public_key: str = Field(description="the new key: add it to the multisig in the rotation transaction")
-    receipt: Receipt = Field(description="agent-key receipt (purpose agent_key_candidate) by the enclave session key")
+    receipt: AgentKeyReceipt = Field(
+        description="agent-key receipt (purpose agent_key_candidate) by the enclave session key"
+    )
     attestation: AttestationView | None = Field(default=None, description=_CARRIED_ATTESTATION)
 
 
@@ -292,14 +333,14 @@ class AgentKeyRotationSigned(BaseModel):
     message_sha256: str
     signature: str = Field(description="the current agent key's signature, base58")
     signed_transaction: str = Field(description="the transaction with it in place (the owner's slot untouched), base64")
-    receipt: Receipt = Field(description="agent-key receipt (purpose agent_key_rotation) naming the message")
+    receipt: AgentKeyReceipt = Field(description="agent-key receipt (purpose agent_key_rotation) naming the message")
 
 
 class AgentKeySwitched(BaseModel):
     wallet_id: str
     agent_public_key: str = Field(description="the key the wallet signs with from now on")
     previous_agent_public_key: str = Field(description="the retired key (its sealed blob is kept)")
-    receipt: Receipt = Field(description="agent-key receipt (purpose agent_key_switch)")
+    receipt: AgentKeyReceipt = Field(description="agent-key receipt (purpose agent_key_switch)")
 
 
 class RetiredAgentKeyView(BaseModel):

@@ -274,11 +274,15 @@ class SignFlow:
         submit: bool,
         transaction: bytes,
         message_sha256: bytes,
+        *,
+        session_public_key: bytes,
     ) -> Answer:
         """Step 6 for an enclave answer whose receipt verified: check the signer
         (`signed_answer.check_agent_signature`), then commit (`signed_answer.record_signed`) or release, audit,
         notify; the 202 of an agent request the enclave escalates (`sign_outcomes.record_escalation`); raise for a
-        refusal. ``message_sha256``: `message_hash` of ``transaction`` (the one the receipt was checked against)."""
+        refusal. ``message_sha256``: `message_hash` of ``transaction`` (the one the receipt was checked against);
+        ``session_public_key``: the key the receipt verified under, named in the answer so that the agent can fetch
+        the attestation of the enclave that signed (`parent_proxy.attestation.attest_session`)."""
         s = self.s
         signed_answer.check_agent_signature(s, prepared, answer, transaction)
         verdict = answer.decision.get("verdict")
@@ -308,6 +312,7 @@ class SignFlow:
             "receipt": {
                 "receipt": base64.b64encode(answer.receipt).decode(),
                 "signature": str(Signature.from_bytes(answer.receipt_signature)),
+                "session_public_key": str(Pubkey.from_bytes(session_public_key)),
             },
             "submission": None,
         }
@@ -365,7 +370,9 @@ class SignFlow:
             s, enclave_answer.receipt, enclave_answer.receipt_signature,
             Expected("transaction", prepared.wallet.wallet_id, sent_hash,
                      signed=enclave_answer.signature is not None, decision=enclave_answer.decision),
-            record=lambda _: self.finish(prepared, enclave_answer, submit, transaction, sent_hash),
+            record=lambda checked: self.finish(
+                prepared, enclave_answer, submit, transaction, sent_hash, session_public_key=checked.session_public_key
+            ),
             on_failure=lambda error: give_back.failed(s, prepared, error),
         )  # fmt: skip
         if submit and answer.status == 200:  # a signed transaction (not an escalation by the enclave)
