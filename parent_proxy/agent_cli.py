@@ -1,7 +1,7 @@
 """``waiaas agent ...``: the agent's tools. No key is needed (public keys and the agent's own files only).
 
     waiaas agent verify-receipt --answer F|- --transaction B64 --wallet-id W --agent-public-key K
-                                (--policy F --owner-public-key K | --policy-sha256 HEX)
+                                (--policy F --owner-public-key K | --policy-sha256 HEX) [--min-policy-sequence N]
                                 (--url URL [--tries N] | --attestation F [--nonce HEX])
                                 (--root-pem F --pcr 0=HEX [--pcr I=HEX ...] | --accept-unattested)
 
@@ -11,7 +11,10 @@ wallet id and agent public key are the agent's. The policy expected: ``--policy`
 /v1/wallets/{id}/policy``, or the owner's file; ``{"envelope": ...}`` too), whose signature must verify under
 ``--owner-public-key`` (the owner key the agent was given, not one read from the proxy) and which gives the document
 hash and the sequence; or ``--policy-sha256`` the document hash alone (``policy_document_sha256`` of ``GET
-/v1/wallets/{id}``, which is the parent's word unless the agent has it from the owner).
+/v1/wallets/{id}``, which is the parent's word unless the agent has it from the owner). An envelope from ``GET
+/v1/wallets/{id}/policy`` is the parent's word about which policy is current too: its owner signature holds for an
+older policy the parent put back after an enclave restart. ``--min-policy-sequence N``, the lowest sequence the
+agent's owner told it is in force, refuses a receipt under an older one whatever the parent serves.
 
 The attestation: ``--url`` fetches ``GET /v1/attestation?nonce=<32 fresh random bytes>&session_public_key=K`` (K the
 key the answer's receipt names), a new connection each try so that the load balancer picks a host again, up to
@@ -51,6 +54,7 @@ from parent_proxy.agent_receipts import (
     named_session_key,
     verify_sign_answer,
 )
+from parent_proxy.bounded_http import AnswerRefused, bounded_request
 from parent_proxy.owner_cli_common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -75,6 +79,7 @@ DEFAULT_TRIES = 16
 """With N hosts picked at random, the chance of missing the one asked for in 16 tries is (1 - 1/N)^16: 0.3 % for 3."""
 MAX_TRIES = 100
 HTTP_TIMEOUT_SECONDS = 30.0
+"""One whole exchange with the proxy (`parent_proxy.bounded_http`): connect, send, and read the whole answer."""
 SESSION_KEY_NOT_HERE = "session_key_not_here"
 
 
@@ -95,6 +100,9 @@ def register(subparsers: Any) -> None:
     policy.add_argument("--policy", type=Path, help="the owner-signed policy envelope you expect in force (JSON)")
     policy.add_argument("--policy-sha256", help="the policy document hash you expect in force (hex)")
     verify.add_argument("--owner-public-key", help="with --policy: the owner key that signed it (base58)")
+    verify.add_argument(
+        "--min-policy-sequence", type=int, help="the lowest policy sequence your owner told you is in force"
+    )
     source = verify.add_mutually_exclusive_group(required=True)
     source.add_argument("--url", help="the proxy's base URL: fetch the signing enclave's attestation (fresh nonce)")
     source.add_argument("--attestation", type=Path, help="a GET /v1/attestation answer (JSON file)")
@@ -173,6 +181,16 @@ def _expectation(args: argparse.Namespace) -> AgentExpectation:
 
 
 def _expected_policy(args: argparse.Namespace) -> ExpectedPolicy:
+    expected = _policy_option(args)
+    least = args.min_policy_sequence
+    if least is None:
+        return expected
+    if least < 1:
+        raise OwnerInputError("--min-policy-sequence must be at least 1")
+    return ExpectedPolicy(expected.document_sha256, expected.sequence, least)
+
+
+def _policy_option(args: argparse.Namespace) -> ExpectedPolicy:
     if args.policy is None:
         if args.owner_public_key is not None:
             raise OwnerInputError("--owner-public-key goes with --policy (it checks the envelope's signature)")
@@ -219,9 +237,14 @@ def fetch_attestation(url: str, session_key: str, nonce: bytes, *, tries: int) -
     for _ in range(tries):
         http = httpx.Client(timeout=HTTP_TIMEOUT_SECONDS)
         try:
-            response = http.request("GET", url + "/v1/attestation", params=params)
+            response = bounded_request(
+                http, "GET", f"{url}/v1/attestation", params=params,
+                limit=MAX_ANSWER_BYTES, deadline=HTTP_TIMEOUT_SECONDS,
+            )  # fmt: skip
         except httpx.HTTPError as exc:
             raise AttestationUnavailable(f"GET /v1/attestation failed: {type(exc).__name__}") from exc
+        except AnswerRefused as exc:
+            raise AttestationUnavailable(f"GET /v1/attestation refused: {exc}") from exc
         finally:
             http.close()
         code = _error_code(response)

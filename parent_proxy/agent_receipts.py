@@ -16,8 +16,10 @@ The answer only supplies what is being checked. The steps, and what each one sto
    parent answering request B with the signed answer and receipt of request A (another transaction of the same
    wallet), or with another wallet's, and a decision shown otherwise than the enclave made it;
 4. its ``policy_hash`` is the document hash the agent expects (and ``policy_sequence`` the sequence, when the agent
-   has the envelope): stops a substituted policy, an older one the owner signed put back after an enclave restart
-   (docs/policies.md, Expiry) or any other the agent was not told of;
+   has the envelope, and at least the lowest sequence its owner told it is in force): stops a substituted policy
+   (docs/policies.md, Expiry), as far as the agent's expectation comes from its owner: an envelope served by the
+   parent (``GET /v1/wallets/{id}/policy``) carries a valid owner signature also when it is an older one the parent
+   put back after an enclave restart, so only the owner's copy, or the owner's minimum sequence, catches that;
 5. the answer's signed transaction is the agent's own message, with a signature that verifies under the agent's
    public key in that key's signer slot (`parent_proxy.enclave_relay.signed_by`): the signature handed out is the
    wallet's agent key's, over the message the receipt is about.
@@ -50,10 +52,13 @@ class ReceiptCheckError(Exception):
 @dataclass(frozen=True, slots=True)
 class ExpectedPolicy:
     """The policy the agent expects in force: its document hash (`policies.signing.document_sha256`, the receipt's
-    ``policy_hash``) and, when the agent has the signed envelope, its sequence (None: not compared)."""
+    ``policy_hash``) and, when the agent has the signed envelope, its sequence (None: not compared); and the lowest
+    sequence the agent's owner told it is in force (``min_sequence``, None: not compared), which alone catches an
+    older owner-signed policy the parent both put back and serves as the current one."""
 
     document_sha256: bytes
     sequence: int | None
+    min_sequence: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,11 @@ def _check_policy(stated: Receipt, policy: ExpectedPolicy) -> None:
     if policy.sequence is not None and stated.policy_sequence != policy.sequence:
         raise ReceiptCheckError(
             f"the enclave decided under policy sequence {stated.policy_sequence}, not {policy.sequence}"
+        )
+    if policy.min_sequence is not None and (stated.policy_sequence or 0) < policy.min_sequence:
+        raise ReceiptCheckError(
+            f"the enclave decided under policy sequence {stated.policy_sequence}, below {policy.min_sequence}, the "
+            "lowest your owner told you is in force: an older policy was put back"
         )
 
 

@@ -70,6 +70,7 @@ from parent_proxy import (
     owner_verify_cli,
     owner_verify_order_cli,
 )
+from parent_proxy.bounded_http import AnswerRefused, bounded_request
 from parent_proxy.owner_auth import OriginError, signed_request_headers, url_origin
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
@@ -218,6 +219,11 @@ def new_key_file(args: argparse.Namespace) -> int:
 
 MAX_POLICY_LIFETIME_DAYS = 3660
 """Ten years: a longer lifetime is no bound at all (omit --expires-in-days for a policy that never expires)."""
+OWNER_HTTP_TIMEOUT_SECONDS = 30.0
+"""One whole exchange with the proxy (`parent_proxy.bounded_http`): connect, send, and read the whole answer."""
+MAX_OWNER_ANSWER_BYTES = 4 * 1024 * 1024
+"""The largest proxy answer read: the longest, the pending approvals (at most 100, each a transaction of at most 1232
+bytes with its decision), is a few hundred KiB."""
 
 
 def _refuse_removed_options(args: argparse.Namespace) -> None:
@@ -296,11 +302,16 @@ def _send(
         headers = signed_request_headers(url, method, path, body, owner=signer.public_key, sign=signer.sign)
     except OriginError as exc:
         raise OwnerInputError(f"--url {exc}") from exc
-    http = client or httpx.Client(timeout=30.0)
+    http = client or httpx.Client(timeout=OWNER_HTTP_TIMEOUT_SECONDS)
     try:
-        return http.request(method, url.rstrip("/") + path, content=body, headers=headers)
+        return bounded_request(
+            http, method, url.rstrip("/") + path, content=body, headers=headers,
+            limit=MAX_OWNER_ANSWER_BYTES, deadline=OWNER_HTTP_TIMEOUT_SECONDS,
+        )  # fmt: skip
     except httpx.HTTPError as exc:
         raise ProxyUnreachable(f"request failed: {type(exc).__name__}") from exc
+    except AnswerRefused as exc:
+        raise ProxyUnreachable(f"answer refused: {exc}") from exc
     finally:
         if client is None:
             http.close()

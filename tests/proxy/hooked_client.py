@@ -176,5 +176,8 @@ class Borrowed:
     def request(self, *args: Any, **kwargs: Any) -> Any:
         return self._client.request(*args, **kwargs)
 
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        return self._client.stream(*args, **kwargs)
+
     def close(self) -> None:
         pass

@@ -64,10 +64,10 @@ class LoadBalancer:
         strip = self.strip
 
         class Lent(Borrowed):
-            def request(self, *args: Any, **kwargs: Any) -> Any:
+            def stream(self, *args: Any, **kwargs: Any) -> Any:
                 if strip:
                     kwargs["params"] = {k: v for k, v in kwargs["params"].items() if k != "session_public_key"}
-                return super().request(*args, **kwargs)
+                return super().stream(*args, **kwargs)
 
         return Lent(host.client)
 

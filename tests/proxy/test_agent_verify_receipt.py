@@ -114,6 +114,29 @@ def test_another_policy_is_refused(world: AgentWorld, capsys: pytest.CaptureFixt
     refused(verify(capsys, world, renumbered, mine), "policy sequence 2, not 1")
 
 
+def test_an_older_policy_the_parent_serves_is_refused_only_below_the_owners_minimum(
+    world: AgentWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A taken-over parent put back the owner's older policy (sequence 1) after an enclave restart and serves its
+    envelope from ``GET .../policy``: the owner's signature on it verifies, so only the minimum sequence the owner
+    gave the agent tells it from the current one (sequence 2)."""
+    mine = world.transaction()
+    answer = world.answer(mine, policy_sequence=1, policy_hash=world.policy_hash(sequence=1))
+    owner = str(Pubkey.from_bytes(world.owner.public_key().public_bytes_raw()))
+    served = ("--policy", world.write("served", world.envelope(sequence=1)), "--owner-public-key", owner)
+    assert verify(capsys, world, answer, mine, policy=served)[0] == 0  # the parent's word alone cannot tell
+    refused(verify(capsys, world, answer, mine, "--min-policy-sequence", "2", policy=served),
+            "policy sequence 1, below 2, the lowest your owner told you is in force")  # fmt: skip
+    by_hash = ("--policy-sha256", world.policy_hash(sequence=1).hex())
+    refused(verify(capsys, world, answer, mine, "--min-policy-sequence", "2", policy=by_hash), "below 2")
+    assert verify(capsys, world, answer, mine, "--min-policy-sequence", "1", policy=served)[0] == 0
+    current = world.answer(mine, policy_sequence=2, policy_hash=world.policy_hash(sequence=2))
+    now = ("--policy", world.write("current", world.envelope(sequence=2)), "--owner-public-key", owner)
+    assert verify(capsys, world, current, mine, "--min-policy-sequence", "2", policy=now)[0] == 0
+    code, _, err = verify(capsys, world, answer, mine, "--min-policy-sequence", "0", policy=served)
+    assert code == 2 and "--min-policy-sequence must be at least 1" in err, err
+
+
 def test_a_receipt_signed_by_another_key_is_refused(world: AgentWorld, capsys: pytest.CaptureFixture[str]) -> None:
     mine = world.transaction()
     other = SessionKey(bytes(range(32)))
