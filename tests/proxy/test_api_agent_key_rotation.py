@@ -24,6 +24,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
+from enclave_app.client import WALLET_REQUEST_TIMEOUT_SECONDS
 from enclave_app.receipts import verify_agent_key_receipt
 from enclave_app.transport import UnixAddress
 from parent_proxy.app import create_app
@@ -205,7 +206,8 @@ def test_a_switch_the_store_could_not_record_is_repeated(h: Harness) -> None:
 def another_proxy(h: Harness) -> Iterator[Harness]:
     """A second proxy process on the same store, chain and running enclave (the one that sent a switch restarted,
     say): its own app, relay (nothing loaded), enclave sessions and nonce registry."""
-    relay = EnclaveRelay(PooledEnclaveClient(UnixAddress(str(h.socket)), timeout=5.0))
+    client = PooledEnclaveClient(UnixAddress(str(h.socket)), timeout=5.0, wallet_timeout=WALLET_REQUEST_TIMEOUT_SECONDS)
+    relay = EnclaveRelay(client)
     services = Services(
         store=h.store, clock=h.clock, relay=relay, chain=h.services.chain, rate_limiter=RateLimiter(1000.0, 1000),
         attestation_limiter=attestation_limiter(1000.0, 1000), nonces=StoreNonceRegistry(h.store),

@@ -170,11 +170,23 @@ def test_shutdown_waits_for_a_request_whose_caller_was_cancelled(h: Harness) -> 
 
 
 def test_a_read_is_simply_cancelled(h: Harness) -> None:
-    """GET requests change nothing, so they are not run to their end: the cancellation reaches them."""
+    """GET requests change nothing, so they are not run to their end: the cancellation reaches them. The read runs
+    in its caller's task, not as a completion; its store call ends (a worker thread is never interrupted) and the
+    caller gets the cancellation, not the answer. The store call is let go once the cancel is sent: the caller waits
+    for it (before, the gate held it until its own 10 s limit, whose error the cancellation then hid)."""
 
     async def scenario(client: httpx.AsyncClient) -> None:
         auth = {"Authorization": f"Bearer {h.token}"}
-        await cancelled_while(h, "get_wallet", lambda: client.get(f"/v1/wallets/{h.wallet_id}", headers=auth))
+        gate = Gate()
+        h.store.before["get_wallet"] = gate
+        task = asyncio.ensure_future(client.get(f"/v1/wallets/{h.wallet_id}", headers=auth))
+        assert await asyncio.to_thread(gate.entered.wait, 10), "the request never reached get_wallet"
+        assert h.services.completions.running == 0  # held in the store: no completion runs it
+        task.cancel()
+        del h.store.before["get_wallet"]
+        gate.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         assert h.services.completions.running == 0
 
     run(h, scenario)

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from solders.litesvm import LiteSVM
 
+from enclave_app.client import WALLET_REQUEST_TIMEOUT_SECONDS
 from enclave_app.transport import UnixAddress
 from parent_proxy.api_errors import ApiError
 from parent_proxy.app import create_app
@@ -65,7 +66,9 @@ def proxy(store: Store, socket: Path, owner: Ed25519PrivateKey) -> Iterator[Test
     services = Services(
         store=store,
         clock=SystemClock(),
-        relay=EnclaveRelay(PooledEnclaveClient(UnixAddress(str(socket)), timeout=5.0)),
+        relay=EnclaveRelay(
+            PooledEnclaveClient(UnixAddress(str(socket)), timeout=5.0, wallet_timeout=WALLET_REQUEST_TIMEOUT_SECONDS)
+        ),
         chain=LiteSvmChain(LiteSVM()),
         rate_limiter=RateLimiter(1000.0, 1000),
         attestation_limiter=attestation_limiter(1000.0, 1000),

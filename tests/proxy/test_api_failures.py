@@ -31,7 +31,9 @@ from tests.support.policies import MERCHANT
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
-    """A provisioned wallet whose enclave is then replaced (the test decides by what)."""
+    """A provisioned wallet whose enclave is then replaced (the test decides by what). The proxy keeps the harness's
+    time limits: the tests that restart the real enclave reload the wallet, an Argon2id unsealing that outlasts a
+    short limit on a loaded machine; the slow-enclave test takes its short limit itself."""
     loop = LoopThread()
     h = build_harness(tmp_path, loop)
     server = start_enclave(loop, h.socket)
@@ -39,7 +41,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
         with h.client:
             provision(h)
             stop_enclave(h, loop, server)
-            fresh_relay(h, timeout=0.5)
+            h.services.relay.forget()
             yield h, loop
     finally:
         loop.stop()
@@ -75,6 +77,7 @@ def test_enclave_slow_is_503_after_the_timeout(setup: tuple[Harness, LoopThread]
             writer.close()
 
     server = start_raw_server(loop, h.socket, never_answers)
+    fresh_relay(h, timeout=0.5)
     try:
         response = h.sign(h.transfer(1000, MERCHANT))
         assert_nothing_signed(h, response, 503, "enclave_unavailable")
