@@ -54,7 +54,7 @@ from parent_proxy.agent_receipts import (
     named_session_key,
     verify_sign_answer,
 )
-from parent_proxy.bounded_http import AnswerRefused, bounded_request
+from parent_proxy.bounded_http import ExchangeFailed, bounded_request
 from parent_proxy.owner_cli_common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -241,10 +241,8 @@ def fetch_attestation(url: str, session_key: str, nonce: bytes, *, tries: int) -
                 http, "GET", f"{url}/v1/attestation", params=params,
                 limit=MAX_ANSWER_BYTES, deadline=HTTP_TIMEOUT_SECONDS,
             )  # fmt: skip
-        except httpx.HTTPError as exc:
-            raise AttestationUnavailable(f"GET /v1/attestation failed: {type(exc).__name__}") from exc
-        except AnswerRefused as exc:
-            raise AttestationUnavailable(f"GET /v1/attestation refused: {exc}") from exc
+        except ExchangeFailed as exc:
+            raise AttestationUnavailable(f"GET /v1/attestation {exc}") from exc
         finally:
             http.close()
         code = _error_code(response)

@@ -70,7 +70,7 @@ from parent_proxy import (
     owner_verify_cli,
     owner_verify_order_cli,
 )
-from parent_proxy.bounded_http import AnswerRefused, bounded_request
+from parent_proxy.bounded_http import ExchangeFailed, bounded_request
 from parent_proxy.owner_auth import OriginError, signed_request_headers, url_origin
 from parent_proxy.owner_cli_common import (
     DEFAULT_ORDER_LIFETIME,
@@ -308,10 +308,8 @@ def _send(
             http, method, url.rstrip("/") + path, content=body, headers=headers,
             limit=MAX_OWNER_ANSWER_BYTES, deadline=OWNER_HTTP_TIMEOUT_SECONDS,
         )  # fmt: skip
-    except httpx.HTTPError as exc:
-        raise ProxyUnreachable(f"request failed: {type(exc).__name__}") from exc
-    except AnswerRefused as exc:
-        raise ProxyUnreachable(f"answer refused: {exc}") from exc
+    except ExchangeFailed as exc:
+        raise ProxyUnreachable(f"request {exc}") from exc
     finally:
         if client is None:
             http.close()

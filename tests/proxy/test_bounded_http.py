@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from parent_proxy import agent_cli, owner_cli
-from parent_proxy.bounded_http import AnswerRefused, bounded_request
+from parent_proxy.bounded_http import ExchangeFailed, bounded_request
 from parent_proxy.owner_signers import LocalOwnerSigner
 
 LIMIT = 64 * 1024
@@ -57,7 +57,7 @@ def test_an_answer_within_the_bounds_is_returned_whole_and_asked_uncompressed() 
 
 def test_a_streamed_answer_past_the_cap_is_refused_and_the_rest_never_read() -> None:
     body = Chunks(count=1000)  # 16 MiB announced by no length
-    with pytest.raises(AnswerRefused, match="larger than 65536 bytes"):
+    with pytest.raises(ExchangeFailed, match="larger than 65536 bytes"):
         bounded_request(client(lambda _: httpx.Response(200, content=body)), "GET", "http://p.invalid/", limit=LIMIT,
                         deadline=5)  # fmt: skip
     assert body.taken <= LIMIT // body.size + 1
@@ -66,7 +66,7 @@ def test_a_streamed_answer_past_the_cap_is_refused_and_the_rest_never_read() -> 
 def test_a_length_announcing_more_than_the_cap_is_refused_before_the_body() -> None:
     body = Chunks(count=10)
     headers = {"Content-Length": str(LIMIT + 1)}
-    with pytest.raises(AnswerRefused, match="larger than"):
+    with pytest.raises(ExchangeFailed, match="larger than"):
         bounded_request(client(lambda _: httpx.Response(200, content=body, headers=headers)), "GET",
                         "http://p.invalid/", limit=LIMIT, deadline=5)  # fmt: skip
     assert body.taken == 0
@@ -75,7 +75,7 @@ def test_a_length_announcing_more_than_the_cap_is_refused_before_the_body() -> N
 def test_a_compressed_answer_is_refused_unread() -> None:
     bomb = gzip.compress(b" " * (8 * 1024 * 1024))  # 8 KiB on the wire, 8 MiB inflated
     headers = {"Content-Encoding": "gzip"}
-    with pytest.raises(AnswerRefused, match="compressed"):
+    with pytest.raises(ExchangeFailed, match="compressed"):
         bounded_request(client(lambda _: httpx.Response(200, content=bomb, headers=headers)), "GET",
                         "http://p.invalid/", limit=LIMIT, deadline=5)  # fmt: skip
 
@@ -113,7 +113,7 @@ def dripping() -> Iterator[str]:
 
 def test_an_answer_dripped_past_the_deadline_is_cut(dripping: str) -> None:
     started = time.monotonic()
-    with httpx.Client(timeout=5.0) as http, pytest.raises(AnswerRefused, match=r"within 0\.5 s"):
+    with httpx.Client(timeout=5.0) as http, pytest.raises(ExchangeFailed, match=r"within 0\.5 s"):
         bounded_request(http, "GET", dripping, limit=LIMIT, deadline=0.5)
     assert time.monotonic() - started < 5.0  # the whole drip takes 10 s; each read alone is well within httpx's 5 s
 
@@ -162,5 +162,5 @@ def test_verify_receipt_refuses_an_attestation_answer_past_its_cap(huge: str) ->
 def test_an_owner_command_refuses_an_answer_past_its_cap(huge: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(owner_cli, "MAX_OWNER_ANSWER_BYTES", LIMIT)  # 1 MiB would pass the real 4 MiB cap
     signer = LocalOwnerSigner(Ed25519PrivateKey.generate())
-    with pytest.raises(owner_cli.ProxyUnreachable, match="answer refused: the answer is larger than 65536 bytes"):
+    with pytest.raises(owner_cli.ProxyUnreachable, match="request refused: the answer is larger than 65536 bytes"):
         owner_cli._send(signer, huge, "GET", "/v1/wallets/w1/approvals", b"")
