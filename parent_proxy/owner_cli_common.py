@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import ipaddress
 import json
 import sys
 import time
@@ -34,6 +33,7 @@ from parent_proxy.owner_signers import (
     check_source_identity,
     parse_kms_key_arn,
 )
+from parent_proxy.rpc_urls import rpc_url_refusal
 from policies.canonical import MAX_DOCUMENT_BYTES
 from policies.document import Policy, policy_from_object
 from policies.errors import PolicySignatureError
@@ -100,35 +100,13 @@ def new_rpc_client() -> httpx.AsyncClient:
 
 
 def rpc_url(args: argparse.Namespace) -> str:
-    """``--rpc-url``: an https URL, or plain http to a loopback host only (``localhost``, ``127.0.0.0/8``,
-    ``::1``: a node or tunnel on this machine). What the RPC answers decides what the owner builds and signs (a
-    rotation copies the spending limits it reads), so it must not cross a network a third party can rewrite. It
-    may carry an API key: never print it."""
+    """``--rpc-url``: an https URL, or plain http to a loopback host only (`parent_proxy.rpc_urls`). It may carry an
+    API key: never print it."""
     url = str(args.rpc_url)
-    if not url.startswith(("https://", "http://")):
-        raise OwnerInputError("--rpc-url must be an http(s) URL")
-    if url.startswith("http://"):
-        try:  # the host as the client that connects parses it
-            host: str | None = httpx.URL(url).host
-        except (httpx.InvalidURL, ValueError):
-            host = None
-        if not _loopback(host):
-            raise OwnerInputError(
-                "--rpc-url must be https (plain http only to localhost, 127.0.0.1 or ::1): the RPC's answers decide "
-                "what is built and signed, and anyone on the way could rewrite a plain http answer"
-            )
+    refusal = rpc_url_refusal(url)
+    if refusal is not None:
+        raise OwnerInputError(f"--rpc-url {refusal}")
     return url
-
-
-def _loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def owner_public_key(args: argparse.Namespace) -> Pubkey:

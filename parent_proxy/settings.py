@@ -11,7 +11,8 @@ variable                                default    meaning
 ``WAIAAS_STATE``                        required   ``sqlite:/abs/path.db`` or ``dynamodb:<table>[@<region>]``
 ``WAIAAS_ENCLAVE``                      required   enclave address: ``vsock:<cid>:<port>``, ``unix:/path``, ``tcp:h:p``
 ``WAIAAS_OWNER_KEYS``                   required   comma-separated base58 owner public keys allowed to create wallets
-``WAIAAS_CHAIN``                        required   ``litesvm`` (embedded, self-host demo) or ``rpc:<http(s) url>``
+``WAIAAS_CHAIN``                        required   ``litesvm`` (embedded, self-host demo) or ``rpc:<url>``: https, or
+                                                   plain http to a loopback host only (`parent_proxy.rpc_urls`)
 ``WAIAAS_PUBLIC_ORIGINS``               required   comma-separated origins (``http(s)://host[:port]``) the owners' tools
                                                    reach this proxy at: an owner request is accepted only if signed
                                                    for one of them (`owner_auth`, audience); each is normalized
@@ -69,6 +70,7 @@ from enclave_app.transport import Address, parse_address
 from parent_proxy.data_bucket import BucketName, parse_bucket
 from parent_proxy.metrics import ACCESS_CHOICES
 from parent_proxy.owner_auth import MAX_SKEW_SECONDS, OriginError, normalize_origin
+from parent_proxy.rpc_urls import rpc_url_refusal
 
 _SQLITE = re.compile(r"sqlite:(/.+)")
 _ALLOW_PRIVATE = "WAIAAS_WEBHOOK_ALLOW_PRIVATE"
@@ -195,9 +197,14 @@ def _public_origins(text: str) -> frozenset[str]:
 
 
 def _chain(text: str) -> str:
-    if text == "litesvm" or re.fullmatch(r"rpc:https?://[^\s]{1,2000}", text):
+    if text == "litesvm":
         return text
-    raise SettingsError("WAIAAS_CHAIN must be litesvm or rpc:<http(s) url>")
+    if not re.fullmatch(r"rpc:https?://[^\s]{1,2000}", text):
+        raise SettingsError("WAIAAS_CHAIN must be litesvm or rpc:<http(s) url>")
+    refusal = rpc_url_refusal(text.removeprefix("rpc:"))
+    if refusal is not None:
+        raise SettingsError(f"WAIAAS_CHAIN's rpc url {refusal}")
+    return text
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:

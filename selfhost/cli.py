@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
 from parent_proxy.owner_signers import LocalOwnerSigner, OwnerKeyError, write_keypair_file
+from parent_proxy.rpc_urls import rpc_url_refusal
 from selfhost.compose_model import ComposeError
 from selfhost.deployment import (
     NO_SQUADS_WARNING,
@@ -136,8 +137,9 @@ def _check_args(args: argparse.Namespace, root: Path) -> list[str]:
     if not 1 <= args.port <= 65535:
         raise ValueError("--port must be 1-65535")
     if args.rpc_url is not None:
-        if not args.rpc_url.startswith(("http://", "https://")):
-            raise ValueError("--rpc-url must be an http(s) URL")
+        refusal = rpc_url_refusal(args.rpc_url)
+        if refusal is not None:
+            raise ValueError(f"--rpc-url {refusal}")
         try:
             url_origin_only(args.rpc_url)
         except ValueError as exc:

@@ -45,6 +45,18 @@ def test_malformed_values_are_refused_by_name(name: str, value: str) -> None:
         load_settings({**BASE, name: value})
 
 
+@pytest.mark.parametrize(
+    "url", ["http://rpc.example/", "http://10.0.0.5:8899/", "http://127.0.0.1.example/", "http://[::ffff:10.0.0.1]/"]
+)
+def test_a_plain_http_rpc_is_refused_unless_on_this_machine(url: str) -> None:
+    """A plain http RPC's answers (a multisig's conformance at policy install, pinned lookup tables) could be
+    rewritten by anyone on the way: only a loopback host may be reached without TLS, as the owner's --rpc-url."""
+    with pytest.raises(SettingsError, match=r"^WAIAAS_CHAIN's rpc url must be https \(plain http only to localhost"):
+        load_settings({**BASE, "WAIAAS_CHAIN": f"rpc:{url}"})
+    for fine in ("https://rpc.example/", "http://127.0.0.1:8899/", "http://[::1]:8899/", "http://LOCALHOST/"):
+        assert load_settings({**BASE, "WAIAAS_CHAIN": f"rpc:{fine}"}).chain == f"rpc:{fine}"
+
+
 def test_booleans_are_strict() -> None:
     assert parse_bool("X", "TRUE") is True and parse_bool("X", "false") is False
     with pytest.raises(SettingsError, match="X must be true or false"):

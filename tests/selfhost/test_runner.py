@@ -216,6 +216,7 @@ def _up_refused(*args: str) -> subprocess.CompletedProcess[str]:
     [
         (["--port", "0"], "--port must be 1-65535"),
         (["--rpc-url", "ftp://x"], "--rpc-url must be an http"),
+        (["--rpc-url", "http://10.0.0.5:8899/"], "--rpc-url must be https (plain http only to localhost"),
         (["--rpc-url", "http://127.0.0.1:99999/"], "--rpc-url must be an http(s) URL with a host and a valid port"),
         (["--rpc-url", "https:///path"], "--rpc-url must be an http(s) URL with a host and a valid port"),
         (["--owner-key", "nope"], "selfhost up:"),
