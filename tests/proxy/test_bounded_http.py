@@ -9,10 +9,9 @@ second held the verifier's memory or time without bound (it still failed closed)
 from __future__ import annotations
 
 import gzip
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from parent_proxy import agent_cli, owner_cli
 from parent_proxy.bounded_http import ExchangeFailed, bounded_request
 from parent_proxy.owner_signers import LocalOwnerSigner
+from tests.support.http_server import serving
 
 LIMIT = 64 * 1024
 
@@ -100,15 +100,8 @@ def dripping() -> Iterator[str]:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Drip) as url:
+        yield url
 
 
 def test_an_answer_dripped_past_the_deadline_is_cut(dripping: str) -> None:
@@ -144,14 +137,8 @@ def huge() -> Iterator[str]:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Huge)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Huge) as url:
+        yield url
 
 
 def test_verify_receipt_refuses_an_attestation_answer_past_its_cap(huge: str) -> None:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -39,6 +38,7 @@ from parent_proxy.chain import (
 from selfhost import local_chain
 from tests.proxy.rpc_node import node
 from tests.support.chain import install_lookup_table
+from tests.support.http_server import serving
 
 URL = "https://user:secret@rpc.invalid/"
 
@@ -192,15 +192,8 @@ def dripping() -> Iterator[str]:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(Drip) as url:
+        yield f"{url}/"
 
 
 def test_a_dripped_answer_is_cut_at_the_deadline(dripping: str, monkeypatch: pytest.MonkeyPatch) -> None:
