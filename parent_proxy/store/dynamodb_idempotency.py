@@ -191,9 +191,7 @@ class DynamoIdempotency(DynamoApprovals):
             raise Conflict(f"idempotency key {key!r} is not {state} for this request") from exc
 
     def complete_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-        v.check_blob("response", response)
+        v.check_stored_answer(wallet_id, key, request_hash, response)
         self._claimed_update(
             wallet_id,
             key,
@@ -205,9 +203,7 @@ class DynamoIdempotency(DynamoApprovals):
     def replace_idempotent(
         self, wallet_id: str, key: str, request_hash: bytes, response: bytes, *, previous: bytes | None = None
     ) -> None:
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-        v.check_blob("response", response)
+        v.check_stored_answer(wallet_id, key, request_hash, response)
         values = {":r": b(response)}
         if previous is not None:
             values[":prev"] = b(v.check_blob("previous", previous))

@@ -75,18 +75,14 @@ class SqliteIdempotency(SqliteApprovals):
             raise Conflict(f"idempotency key {key!r} is not {status.value.replace('_', ' ')} for this request")
 
     def complete_idempotent(self, wallet_id: str, key: str, request_hash: bytes, response: bytes) -> None:
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-        v.check_blob("response", response)
+        v.check_stored_answer(wallet_id, key, request_hash, response)
         with self._write() as conn:
             self._complete_in(conn, wallet_id, key, request_hash, response)
 
     def replace_idempotent(
         self, wallet_id: str, key: str, request_hash: bytes, response: bytes, *, previous: bytes | None = None
     ) -> None:
-        v.check_idempotency_key(key)
-        v.check_digest("request_hash", request_hash)
-        v.check_blob("response", response)
+        v.check_stored_answer(wallet_id, key, request_hash, response)
         if previous is not None:
             v.check_blob("previous", previous)
         with self._write() as conn:

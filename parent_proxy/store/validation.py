@@ -242,9 +242,14 @@ def check_answer(answer: object) -> IdempotentAnswer:
     """The stored answer `Store.finish_signing` completes an idempotency claim with."""
     if not isinstance(answer, IdempotentAnswer):
         raise InvalidInput("answer", "must be an IdempotentAnswer")
-    check_claim(answer.wallet_id, answer.key, answer.request_hash)
-    check_blob("response", answer.response)
+    check_stored_answer(answer.wallet_id, answer.key, answer.request_hash, answer.response)
     return answer
+
+
+def check_stored_answer(wallet_id: object, key: object, request_hash: object, response: object) -> None:
+    """An answer stored under an idempotency claim (`Store.complete_idempotent`, `Store.replace_idempotent`)."""
+    check_claim(wallet_id, key, request_hash)
+    check_blob("response", response)
 
 
 def check_approval_decision(
