@@ -11,7 +11,7 @@ from solders.pubkey import Pubkey
 
 from policies import programs
 from policies.decision import Verdict
-from policies.decoders.squads import config_transaction_rent
+from policies.decoders.squads_rent import config_transaction_rent
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
 from tests.policies.squads_wallet import ENC, MULTISIG, decide, squads_scenario
 from tests.support.policies import MERCHANT
