@@ -31,11 +31,7 @@ from parent_proxy.store import creation_nonces, tokens
 from parent_proxy.store import dynamodb_creation_nonces as nonce_items
 from parent_proxy.store import dynamodb_sealed_keys as sealed_keys
 from parent_proxy.store import validation as v
-from parent_proxy.store.dynamodb_audited import Part
-from parent_proxy.store.dynamodb_base import (
-    WRITE_ID,
-    ConditionFailed,
-    create_table,
+from parent_proxy.store.dynamodb_attributes import (
     get_b,
     get_i,
     get_opt_b,
@@ -43,11 +39,11 @@ from parent_proxy.store.dynamodb_base import (
     get_s,
     last_order_of,
     n,
-    new_write_id,
     order_sequence_of,
     s,
-    translate,
 )
+from parent_proxy.store.dynamodb_audited import Part
+from parent_proxy.store.dynamodb_base import WRITE_ID, ConditionFailed, create_table, new_write_id, translate
 from parent_proxy.store.dynamodb_owner_changes import NEW_ITEM, DynamoOwnerChanges, token_item, wallet_item
 from parent_proxy.store.model import (
     AuditRecord,

@@ -31,8 +31,9 @@ from typing import Any
 from parent_proxy.errors import Conflict
 from parent_proxy.store import agent_keys
 from parent_proxy.store import validation as v
+from parent_proxy.store.dynamodb_attributes import b, get_b, get_f, get_i, n, s
 from parent_proxy.store.dynamodb_audited import DynamoAudited, Part
-from parent_proxy.store.dynamodb_base import Item, b, get_b, get_f, get_i, n, s
+from parent_proxy.store.dynamodb_base import Item
 from parent_proxy.store.model import (
     AgentKeyCandidate,
     RetiredAgentKey,

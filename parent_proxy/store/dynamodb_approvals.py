@@ -18,22 +18,8 @@ from typing import Any
 
 from parent_proxy.errors import AlreadyDecided, ApprovalQueueFull, Conflict, NotFound, StoreUnavailable
 from parent_proxy.store import validation as v
-from parent_proxy.store.dynamodb_base import (
-    WRITE_ID,
-    ConditionFailed,
-    Item,
-    b,
-    get_b,
-    get_f,
-    get_opt_b,
-    get_opt_f,
-    get_opt_s,
-    get_s,
-    n,
-    new_write_id,
-    opt_b,
-    s,
-)
+from parent_proxy.store.dynamodb_attributes import b, get_b, get_f, get_opt_b, get_opt_f, get_opt_s, get_s, n, opt_b, s
+from parent_proxy.store.dynamodb_base import WRITE_ID, ConditionFailed, Item, new_write_id
 from parent_proxy.store.dynamodb_limits import DynamoLimits
 from parent_proxy.store.model import (
     Approval,

@@ -14,15 +14,8 @@ from typing import Any
 
 from parent_proxy.errors import Conflict, InvalidInput, NotFound, StaleOrderSequence, StoreUnavailable
 from parent_proxy.store import validation as v
-from parent_proxy.store.dynamodb_base import (
-    CONDITION_FAILED,
-    ConditionFailed,
-    n,
-    opt_s,
-    order_attributes,
-    order_sequence_of,
-    s,
-)
+from parent_proxy.store.dynamodb_attributes import n, opt_s, order_attributes, order_sequence_of, s
+from parent_proxy.store.dynamodb_base import CONDITION_FAILED, ConditionFailed
 from parent_proxy.store.dynamodb_idempotency import DynamoIdempotency
 from parent_proxy.store.model import (
     AuditRecord,

@@ -1,4 +1,5 @@
-"""Table layout, attribute encoding and the one place botocore errors are translated, for `DynamoStore`.
+"""Table layout, the one place botocore errors are translated, and the conditional-write and transaction helpers,
+for `DynamoStore` (its attribute values are encoded and decoded by `dynamodb_attributes`).
 
 One table, string keys ``pk`` (HASH) and ``sk`` (RANGE), TTL attribute ``expires_at``, and one global secondary
 index, `OUTBOX_DUE_INDEX` (HASH ``pk``, RANGE ``due_key``, all attributes projected), which holds the outbox's
@@ -69,19 +70,17 @@ that creates the table and checked when the store opens, would make the next lay
 
 from __future__ import annotations
 
-import math
 import random
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from parent_proxy.errors import Conflict, NotFound, StoreError, StoreOutcomeUnknown, StoreUnavailable
-from parent_proxy.store.model import OwnerOrder
+from parent_proxy.store.dynamodb_attributes import s
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -224,96 +223,8 @@ def create_table(client: DynamoDBClient, table: str) -> None:
         )
 
 
-# -- attribute encoding ---------------------------------------------------------------------------------------
-def s(value: str) -> Any:
-    return {"S": value}
-
-
-def n(value: float) -> Any:
-    """Attribute values are typed ``Any``: the stubs' TypedDicts add nothing over these helpers.
-
-    Numbers travel as decimal strings; ``repr`` of a float round-trips exactly through Decimal."""
-    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    return {"N": format(number, "f")}
-
-
-def b(value: bytes) -> Any:
-    return {"B": value}
-
-
-def opt_s(value: str | None) -> Any:
-    return {"NULL": True} if value is None else s(value)
-
-
-def opt_n(value: float | None) -> Any:
-    return {"NULL": True} if value is None else n(value)
-
-
-def opt_b(value: bytes | None) -> Any:
-    return {"NULL": True} if value is None else b(value)
-
-
-def get_s(item: Mapping[str, Any], name: str) -> str:
-    return str(item[name]["S"])
-
-
-def get_f(item: Mapping[str, Any], name: str) -> float:
-    value = float(item[name]["N"])
-    if not math.isfinite(value):
-        raise StoreUnavailable(f"stored attribute {name} is not a finite number")
-    return value
-
-
-def get_i(item: Mapping[str, Any], name: str) -> int:
-    return int(item[name]["N"])
-
-
-def order_sequence_of(wallet: Mapping[str, Any]) -> int:
-    """A wallet item's last accepted owner order sequence; items written before it was kept have none (0)."""
-    return get_i(wallet, "order_sequence") if "order_sequence" in wallet else 0
-
-
-def last_order_of(wallet: Mapping[str, Any]) -> OwnerOrder | None:
-    """A wallet item's last accepted owner order (``order_envelope``, ``order_freeze``); None when it has none, also
-    on items written before orders were kept."""
-    envelope = get_opt_b(wallet, "order_envelope")
-    return None if envelope is None else OwnerOrder(bool(wallet["order_freeze"]["BOOL"]), envelope)
-
-
-def order_attributes(order: OwnerOrder | None) -> dict[str, Any]:
-    """The wallet item's attributes holding ``order`` (NULL for none)."""
-    return {
-        "order_envelope": opt_b(None if order is None else order.envelope),
-        "order_freeze": {"NULL": True} if order is None else {"BOOL": order.freeze},
-    }
-
-
-def get_b(item: Mapping[str, Any], name: str) -> bytes:
-    return bytes(item[name]["B"])
-
-
-def get_opt_s(item: Mapping[str, Any], name: str) -> str | None:
-    attr = item.get(name)
-    return None if attr is None or "NULL" in attr else str(attr["S"])
-
-
-def get_opt_f(item: Mapping[str, Any], name: str) -> float | None:
-    attr = item.get(name)
-    return None if attr is None or "NULL" in attr else get_f(item, name)
-
-
-def get_opt_b(item: Mapping[str, Any], name: str) -> bytes | None:
-    attr = item.get(name)
-    return None if attr is None or "NULL" in attr else bytes(attr["B"])
-
-
 def new_write_id() -> str:
     return uuid.uuid4().hex
-
-
-def sortable_time(t: float) -> str:
-    """A fixed-width key fragment that sorts like ``t`` (microsecond resolution; exact value kept apart)."""
-    return f"{t:020.6f}"
 
 
 class DynamoBase:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from parent_proxy.store.dynamodb_base import TTL_ATTRIBUTE, WRITE_ID, n, s
+from parent_proxy.store.dynamodb_attributes import n, s
+from parent_proxy.store.dynamodb_base import TTL_ATTRIBUTE, WRITE_ID
 
 PK_PREFIX = "CN#"
 SK_PREFIX = "N#"

@@ -10,20 +10,8 @@ from typing import Any
 from parent_proxy.errors import Conflict, IdempotencyInProgress, IdempotencyMismatch, NotFound
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_approvals import DynamoApprovals
-from parent_proxy.store.dynamodb_base import (
-    TTL_ATTRIBUTE,
-    WRITE_ID,
-    ConditionFailed,
-    b,
-    get_b,
-    get_f,
-    get_opt_b,
-    get_s,
-    n,
-    new_write_id,
-    s,
-    translate,
-)
+from parent_proxy.store.dynamodb_attributes import b, get_b, get_f, get_opt_b, get_s, n, s
+from parent_proxy.store.dynamodb_base import TTL_ATTRIBUTE, WRITE_ID, ConditionFailed, new_write_id, translate
 from parent_proxy.store.model import IdempotencyRecord, IdempotencyStatus, IdempotentAnswer, ReplaceAnswer
 
 

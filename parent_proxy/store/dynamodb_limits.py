@@ -22,18 +22,8 @@ from parent_proxy.errors import (
 )
 from parent_proxy.store import limits as lim
 from parent_proxy.store import validation as v
-from parent_proxy.store.dynamodb_base import (
-    CONDITION_FAILED,
-    TTL_ATTRIBUTE,
-    ConditionFailed,
-    get_f,
-    get_i,
-    get_s,
-    n,
-    s,
-    sortable_time,
-    translate,
-)
+from parent_proxy.store.dynamodb_attributes import get_f, get_i, get_s, n, s, sortable_time
+from parent_proxy.store.dynamodb_base import CONDITION_FAILED, TTL_ATTRIBUTE, ConditionFailed, translate
 from parent_proxy.store.dynamodb_outbox import DynamoOutboxAudit
 from parent_proxy.store.model import Reservation, ReservationStatus
 from parent_proxy.store.protocol import Limits

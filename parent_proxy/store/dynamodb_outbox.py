@@ -13,12 +13,7 @@ from typing import Any
 
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound, StoreOutcomeUnknown, StoreUnavailable
 from parent_proxy.store import validation as v
-from parent_proxy.store.dynamodb_base import (
-    CONDITION_FAILED,
-    TTL_ATTRIBUTE,
-    WRITE_ID,
-    ConditionFailed,
-    Item,
+from parent_proxy.store.dynamodb_attributes import (
     b,
     get_b,
     get_f,
@@ -27,11 +22,18 @@ from parent_proxy.store.dynamodb_base import (
     get_opt_s,
     get_s,
     n,
-    new_write_id,
     opt_b,
     opt_n,
     opt_s,
     s,
+)
+from parent_proxy.store.dynamodb_base import (
+    CONDITION_FAILED,
+    TTL_ATTRIBUTE,
+    WRITE_ID,
+    ConditionFailed,
+    Item,
+    new_write_id,
     translate,
 )
 from parent_proxy.store.dynamodb_outbox_heads import (

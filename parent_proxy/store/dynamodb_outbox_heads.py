@@ -59,6 +59,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from parent_proxy.errors import StoreUnavailable
+from parent_proxy.store.dynamodb_attributes import get_b, get_f, get_i, get_opt_f, get_opt_s, get_s, n, s
 from parent_proxy.store.dynamodb_base import (
     CONDITION_FAILED,
     DUE_ATTRIBUTE,
@@ -66,15 +67,7 @@ from parent_proxy.store.dynamodb_base import (
     ConditionFailed,
     DynamoBase,
     Item,
-    get_b,
-    get_f,
-    get_i,
-    get_opt_f,
-    get_opt_s,
-    get_s,
-    n,
     new_write_id,
-    s,
     translate,
 )
 from parent_proxy.store.model import OutboxItem, OutboxStatus

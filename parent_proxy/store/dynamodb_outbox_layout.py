@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 
-from parent_proxy.store.dynamodb_base import DUE_ATTRIBUTE, ConditionFailed, Item, get_s, n, s, translate
+from parent_proxy.store.dynamodb_attributes import get_s, n, s
+from parent_proxy.store.dynamodb_base import DUE_ATTRIBUTE, ConditionFailed, Item, translate
 from parent_proxy.store.dynamodb_outbox_heads import (
     NEW,
     OUTBOX_PK,

@@ -9,19 +9,9 @@ from typing import Any
 
 from parent_proxy.errors import AlreadyRevoked, Conflict, NotFound, StalePolicySequence
 from parent_proxy.store.dynamodb_agent_keys import DynamoAgentKeys
+from parent_proxy.store.dynamodb_attributes import b, get_i, get_s, n, opt_b, opt_s, order_attributes, s
 from parent_proxy.store.dynamodb_audited import Part
-from parent_proxy.store.dynamodb_base import (
-    WRITE_ID,
-    b,
-    get_i,
-    get_s,
-    n,
-    new_write_id,
-    opt_b,
-    opt_s,
-    order_attributes,
-    s,
-)
+from parent_proxy.store.dynamodb_base import WRITE_ID, new_write_id
 from parent_proxy.store.dynamodb_outbox import webhook_item
 from parent_proxy.store.model import (
     CreateWallet,

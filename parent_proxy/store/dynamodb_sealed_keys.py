@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from parent_proxy.errors import Conflict, InvalidInput
+from parent_proxy.store.dynamodb_attributes import b, s
 from parent_proxy.store.dynamodb_audited import Part
-from parent_proxy.store.dynamodb_base import b, s
 from parent_proxy.store.sealed_keys import SealedKeyReplacement
 
 MAX_TRANSACT_ACTIONS: Final = 100
