@@ -1,4 +1,5 @@
-"""`waiaas demo` (selfhost/demo.py): the whole story against the real services started from the compose file.
+"""`waiaas demo` (selfhost/demo.py, selfhost/demo_story.py): the whole story against the real services started from
+the compose file.
 
 Run once as a real subprocess (exit 0, every step in the output, no secret in the output or in any log), then
 in-process for its failure paths: a step that misbehaves exits 1, services that do not start exit 2, and in both
@@ -19,8 +20,9 @@ import httpx
 import pytest
 from solders.keypair import Keypair
 
-from selfhost import demo, deployment, paths
-from selfhost.demo import redact_token, run_demo
+from selfhost import demo, demo_story, deployment, paths
+from selfhost.demo import run_demo
+from selfhost.demo_story import redact_token
 from selfhost.local_stack import free_port
 from tests.selfhost.compose_config import REPO
 
@@ -116,7 +118,8 @@ def test_redaction_keeps_none_of_the_secret() -> None:
 
 
 def test_a_step_that_misbehaves_exits_1_and_stops_the_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo, "BLOCKED", demo.MERCHANT)  # the "denylisted" payment is now allowed: step 7 fails
+    # the "denylisted" payment is now allowed: step 7 fails
+    monkeypatch.setattr(demo_story, "BLOCKED", demo_story.MERCHANT)
     lines: list[str] = []
     port = free_port()
     assert run_demo(tmp_path / "run", port, lines.append) == demo.EXIT_MISBEHAVED
@@ -151,15 +154,15 @@ def test_an_unfreeze_the_owner_cannot_verify_exits_1(
     """The parent answers the owner's unfreeze without the signer's receipt, or with one it forged (as a taken-over
     parent could): the owner's ``verify-order`` step fails, and so does the demo. Before: the demo had no such step
     and exited 0."""
-    owner_call = demo.Story.owner_call
+    owner_call = demo_story.Story.owner_call
 
-    def hostile_parent(story: demo.Story, method: str, path: str, body: Any = None) -> httpx.Response:
+    def hostile_parent(story: demo_story.Story, method: str, path: str, body: Any = None) -> httpx.Response:
         response = owner_call(story, method, path, body)
         if not path.endswith("/unfreeze"):
             return response
         return httpx.Response(response.status_code, json=tamper(response.json()))
 
-    monkeypatch.setattr(demo.Story, "owner_call", hostile_parent)
+    monkeypatch.setattr(demo_story.Story, "owner_call", hostile_parent)
     lines: list[str] = []
     assert run_demo(tmp_path / "run", free_port(), lines.append) == demo.EXIT_MISBEHAVED
     output = "\n".join(lines)
