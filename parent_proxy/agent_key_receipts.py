@@ -14,7 +14,7 @@ audit event                 receipt purpose             what the receipt must na
 ``agent_key.switched``      ``agent_key_switch``        wallet, previous agent key, new agent key, owner key
 ==========================  ==========================  ==========================================================
 
-and a time within `parent_proxy.enclave_sessions.RECEIPT_TIME_TOLERANCE_SECONDS` of the proxy's clock (or of the
+and a time within `parent_proxy.receipt_checks.RECEIPT_TIME_TOLERANCE_SECONDS` of the proxy's clock (or of the
 record's time). Agent-key receipts have no counter (the owner orders each step), so the auditor refuses the same
 receipt recorded twice instead of checking a sequence.
 """
@@ -33,8 +33,8 @@ from solders.signature import Signature
 
 from enclave_app.errors import ReceiptError
 from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt
-from parent_proxy.enclave_sessions import check_receipt_time
 from parent_proxy.provisioning import OTHER_SESSION
+from parent_proxy.receipt_checks import check_receipt_time
 
 AGENT_KEY_EVENT_PURPOSES = {
     "agent_key.candidate": "agent_key_candidate",

@@ -12,7 +12,7 @@ The answer only supplies what is being checked. The steps, and what each one sto
 3. it is a transaction receipt about the agent's own transaction (``message_hash`` is the SHA-256 of the message
    bytes of the transaction the agent sent, `parent_proxy.sign_parts.message_hash`, never of the answer's), names
    the agent's wallet, states a signature, and its verdict, policy sequence and reasons are the answer's decision's
-   (`parent_proxy.enclave_sessions.check_receipt_statement`, the proxy's own check without the time): stops a
+   (`parent_proxy.receipt_checks.check_receipt_statement`, the proxy's own check without the time): stops a
    parent answering request B with the signed answer and receipt of request A (another transaction of the same
    wallet), or with another wallet's, and a decision shown otherwise than the enclave made it;
 4. its ``policy_hash`` is the document hash the agent expects (and ``policy_sequence`` the sequence, when the agent
@@ -41,7 +41,7 @@ from solders.signature import Signature
 from enclave_app.errors import ReceiptError
 from enclave_app.receipts import Receipt, verify_receipt
 from parent_proxy.enclave_relay import signed_by
-from parent_proxy.enclave_sessions import Expected, check_receipt_statement
+from parent_proxy.receipt_checks import Expected, check_receipt_statement
 from parent_proxy.sign_parts import message_hash
 
 

@@ -25,10 +25,11 @@ from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent, authenticate_agent
 from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
-from parent_proxy.enclave_sessions import Checked, Expected
+from parent_proxy.enclave_sessions import Checked
 from parent_proxy.errors import ProxyError
 from parent_proxy.message_checks import check_message, record_enclave_refusal, record_signed_message
 from parent_proxy.multisig_onchain import shown_vault
+from parent_proxy.receipt_checks import Expected
 from parent_proxy.schemas import (
     WALLET_ID,
     LimitLeft,

@@ -24,11 +24,11 @@ that fails:
    was not recorded before under the same session key (a copied receipt); the payload states the message the
    receipt is about (``message_sha256``, 32 bytes in hex: every record the proxy writes with a receipt has it);
    and the receipt agrees with the record by the rule the proxy applied when it arrived
-   (`parent_proxy.enclave_sessions.check_receipt_content`: kind ``transaction`` for ``transaction.*`` events and
+   (`parent_proxy.receipt_checks.check_receipt_content`: kind ``transaction`` for ``transaction.*`` events and
    ``message`` for ``message.*``, the record's wallet, the record's ``message_sha256``, a signature stated exactly
    for ``*.signed``, for a transaction the payload's decision with the receipt's verdict, ``policy_sequence`` and
    ``reasons`` (by their digest), and the record's time within
-   `parent_proxy.enclave_sessions.RECEIPT_TIME_TOLERANCE_SECONDS` of the receipt's).
+   `parent_proxy.receipt_checks.RECEIPT_TIME_TOLERANCE_SECONDS` of the receipt's).
 3. A ``transaction.signed`` or ``message.signed`` record holds a receipt: the proxy never hands out a signature
    without one, so a signed record without a receipt is a record the enclave did not vouch for.
 4. Within each session (each session key, however its receipts interleave with other sessions' in the log), the
@@ -85,15 +85,10 @@ from enclave_app.receipts import verify_receipt
 from parent_proxy.agent_key_receipts import AGENT_KEY_EVENT_PURPOSES, ExpectedAgentKey
 from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
 from parent_proxy.audit_session_keys import RecordedKey, SessionKeys
-from parent_proxy.enclave_sessions import (
-    ENCLAVE_SESSION_EVENT,
-    Expected,
-    ReceiptExpectation,
-    check_receipt_content,
-    split_receipt,
-)
+from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT
 from parent_proxy.errors import AuditChainError
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS, ExpectedOrder, order_payload
+from parent_proxy.receipt_checks import Expected, ReceiptExpectation, check_receipt_content, split_receipt
 from parent_proxy.store.model import AuditRecord
 from parent_proxy.trust_anchor import Anchor, SessionDocumentError, verify_session_document
 

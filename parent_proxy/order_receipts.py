@@ -44,7 +44,8 @@ from enclave_app.errors import ReceiptError
 from enclave_app.order_receipts import FREEZE, POLICY, UNFREEZE, OrderReceipt, verify_order_receipt
 from enclave_app.protocol import PolicyInstalledResponse, WalletFrozenResponse
 from parent_proxy.api_errors import ApiError, Code
-from parent_proxy.enclave_sessions import Checked, check_receipt_time
+from parent_proxy.enclave_sessions import Checked
+from parent_proxy.receipt_checks import check_receipt_time
 from parent_proxy.relay_orders import AppliedOrder
 from policies.canonical import parse_json_object
 from policies.errors import PolicyEngineError

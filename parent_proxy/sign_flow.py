@@ -64,8 +64,9 @@ from parent_proxy import sign_outcomes as outcomes
 from parent_proxy.api_errors import ApiError, Code, translate
 from parent_proxy.auth import Agent
 from parent_proxy.clock import read_clock
-from parent_proxy.enclave_sessions import Expected, failure_code
+from parent_proxy.enclave_sessions import failure_code
 from parent_proxy.errors import LimitExceeded, ProxyError
+from parent_proxy.receipt_checks import Expected
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import (
     Answer,

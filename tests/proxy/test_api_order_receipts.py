@@ -31,8 +31,8 @@ from enclave_app.protocol import (
 )
 from enclave_app.receipts import SessionKey
 from parent_proxy.audit_receipts import verify_audit_receipts
-from parent_proxy.enclave_sessions import split_receipt
 from parent_proxy.order_receipts import order_payload
+from parent_proxy.receipt_checks import split_receipt
 from policies.signing import document_sha256
 from tests.proxy.api_harness import ForRequest, Harness, new_session_key, provision, running_harness
 from tests.proxy.harness_calls import order, pending_reservations, records, send

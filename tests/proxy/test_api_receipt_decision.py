@@ -23,7 +23,8 @@ import pytest
 from enclave_app.protocol import MessageSignatureResponse, TransactionDecisionResponse
 from enclave_app.receipts import SessionKey
 from parent_proxy.audit_receipts import verify_audit_receipts
-from parent_proxy.enclave_sessions import CLOCK_SKEW_MESSAGE, RECEIPT_TIME_TOLERANCE_SECONDS
+from parent_proxy.enclave_sessions import CLOCK_SKEW_MESSAGE
+from parent_proxy.receipt_checks import RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.sign_parts import message_hash
 from tests.proxy.api_harness import sign_in_slot, signed_receipt, stand_in_decision
 from tests.proxy.harness_calls import decision_receipts, pending_reservations, records, sign_message

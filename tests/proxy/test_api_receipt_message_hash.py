@@ -1,4 +1,4 @@
-"""A receipt must be about the message the proxy sent (`enclave_sessions.check_receipt_content`, ``message_hash``).
+"""A receipt must be about the message the proxy sent (`receipt_checks.check_receipt_content`, ``message_hash``).
 
 A stand-in enclave on the socket (the transport seam) attests its own session key and answers with the wallet's
 real agent key's signature over the requested transaction or message, and a receipt that this key signed and that
@@ -29,7 +29,7 @@ from enclave_app.errors import ReceiptError
 from enclave_app.protocol import MessageSignatureResponse, TransactionDecisionResponse
 from enclave_app.receipts import SessionKey, verify_receipt
 from parent_proxy.audit_receipts import verify_audit_receipts
-from parent_proxy.enclave_sessions import Expected, check_receipt_content
+from parent_proxy.receipt_checks import Expected, check_receipt_content
 from parent_proxy.sign_parts import message_hash
 from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,

@@ -32,7 +32,8 @@ from enclave_app.order_receipts import verify_order_receipt
 from enclave_app.protocol import MessageSignatureResponse, TransactionDecisionResponse
 from enclave_app.receipts import SessionKey, verify_receipt
 from parent_proxy.attestation import document_public_key_unverified
-from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, document_nonce_unverified, split_receipt
+from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, document_nonce_unverified
+from parent_proxy.receipt_checks import split_receipt
 from parent_proxy.shared_exclusive_lock import SharedExclusiveLock
 from parent_proxy.sign_parts import message_hash
 from parent_proxy.store.model import AuditRecord

@@ -21,8 +21,8 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt
-from parent_proxy.enclave_sessions import RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
+from parent_proxy.receipt_checks import RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.store.model import AuditRecord
 from tests.proxy.api_harness import Harness, new_session_key, running_harness
 from tests.proxy.audit_log_rewrites import cli, copy_of, first, read, rewrite, with_payload

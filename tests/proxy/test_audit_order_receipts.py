@@ -15,7 +15,7 @@ import cbor2
 import pytest
 
 from enclave_app.order_receipts import OrderReceipt
-from parent_proxy.enclave_sessions import RECEIPT_TIME_TOLERANCE_SECONDS, split_receipt
+from parent_proxy.receipt_checks import RECEIPT_TIME_TOLERANCE_SECONDS, split_receipt
 from parent_proxy.store.model import AuditRecord
 from policies.orders import freeze_document
 from policies.signing import sign_document

@@ -27,9 +27,10 @@ from enclave_app.protocol import SESSION_USER_DATA
 from enclave_app.receipts import SessionKey, verify_receipt
 from parent_proxy.audit import canonical_json
 from parent_proxy.audit_receipts import verify_audit_receipts
-from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, split_receipt
+from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT
 from parent_proxy.errors import AuditChainError
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
+from parent_proxy.receipt_checks import split_receipt
 from parent_proxy.store.model import AuditRecord
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.trust_anchor import Anchor

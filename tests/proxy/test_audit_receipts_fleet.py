@@ -24,8 +24,9 @@ from enclave_app.errors import ReceiptError
 from enclave_app.order_receipts import verify_order_receipt
 from enclave_app.receipts import verify_receipt
 from parent_proxy.audit_receipts import verify_audit_receipts
-from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT, split_receipt
+from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
+from parent_proxy.receipt_checks import split_receipt
 from parent_proxy.store.model import AuditRecord
 from policies.ed25519 import verify_ed25519
 from tests.proxy.api_harness import (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from parent_proxy.enclave_sessions import RECEIPT_TIME_TOLERANCE_SECONDS
+from parent_proxy.receipt_checks import RECEIPT_TIME_TOLERANCE_SECONDS
 from parent_proxy.store.model import AuditRecord
 from tests.proxy.audit_log_rewrites import cli, copy_of, first, read, real_log, rewrite, with_payload
 
