@@ -1,10 +1,13 @@
 """``python -m enclave_app``: start the enclave server from environment settings (see :mod:`enclave_app.settings`).
 
-Start-up order: settings (a missing or malformed one stops here with exit status 2 and a one-line message);
-the NSM (with ``device``, a self-check: one of our own attestation documents must verify under the configured
-root, with a fresh nonce, in non-debug mode; with ``none``, no NSM at all: randomness from the kernel and
-attestation answers that say there is none); the sealer; the session key; the optional KMS forwarder; then the
-listener. Any failure before the listener is up exits with status 1; nothing is served half-configured.
+Start-up order: settings (a missing or malformed one stops here with exit status 2 and a one-line message); no
+core dumps from here on (:mod:`enclave_app.core_dumps`: core-file limit 0 and, on Linux, not dumpable; a step
+that fails exits 1); the NSM (with ``device``, a self-check: one of our own attestation documents must verify
+under the configured root, with a fresh nonce, in non-debug mode; with ``none``, no NSM at all: randomness from
+the kernel and attestation answers that say there is none); the sealer (the local one refuses a secret file that
+is not a regular file or is open to group or others: :mod:`enclave_app.secret_file`); the session key; the
+optional KMS forwarder; then the listener. Any failure before the listener is up exits with status 1; nothing is
+served half-configured.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from collections.abc import Mapping, Sequence
 
 from enclave_app.attestation import verify_attestation_document
 from enclave_app.clock import utc_now
+from enclave_app.core_dumps import forbid_core_dumps
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
-from enclave_app.errors import EnclaveError, SettingsError
+from enclave_app.errors import EnclaveError, SecretFileError, SettingsError
 from enclave_app.forwarder import Forwarder
 from enclave_app.kms_sealers import KmsSealers, boto3_kms_clients
 from enclave_app.no_attestation import NO_ATTESTATION_REASON, NoAttestationNsm
 from enclave_app.nsm import DeviceNsm, Nsm
 from enclave_app.protocol import AttestationMode
-from enclave_app.sealing import LocalSealer, Sealers, read_operator_secret
+from enclave_app.sealing import LocalSealer, Sealers
+from enclave_app.secret_file import read_operator_secret
 from enclave_app.server import EnclaveServer, Handler, SerializedNsm
 from enclave_app.settings import Settings, load_settings
 from enclave_app.state import Enclave
@@ -64,7 +69,10 @@ def build_sealers(settings: Settings, nsm: Nsm) -> Sealers:
     if settings.sealer == "local":
         if settings.local_secret_file is None:
             raise SettingsError("local secret file missing")
-        return LocalSealer(read_operator_secret(settings.local_secret_file))
+        try:
+            return LocalSealer(read_operator_secret(settings.local_secret_file))
+        except SecretFileError as exc:  # "<path>: <reason>"
+            raise SecretFileError(f"WAIAAS_ENCLAVE_LOCAL_SECRET_FILE {exc}") from None
     if settings.kms_key_id is None or settings.kms_region is None:
         raise SettingsError("KMS key id or region missing")
     if settings.nsm == "none":  # load_settings refuses this already; refuse rather than build a sealer that cannot work
@@ -114,6 +122,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"waiaas-enclave: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
+        if not forbid_core_dumps():
+            _LOG.warning("no prctl on this platform: core dumps are off by the core-file limit alone")
         asyncio.run(serve(settings))
     except EnclaveError as exc:
         print(f"waiaas-enclave: start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)

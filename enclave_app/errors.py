@@ -24,6 +24,8 @@
     ├── CredentialsUnavailableError   the parent could not read the AWS credentials it lends (client side)
     ├── ReceiptError                  a decision receipt does not verify or is malformed
     ├── SettingsError                 a start-up setting is missing or malformed
+    ├── SecretFileError               the operator secret file is not a regular file only its owner can read
+    ├── CoreDumpError                 the process could not be kept from dumping core (start-up refused)
     └── StateError                    a request the enclave refuses (carries its ``ErrorCode``)
         └── InconsistentStateError    an invariant broke: the enclave moves to the failed state
 
@@ -125,6 +127,16 @@ class CredentialsUnavailableError(EnclaveError):
 
 class SettingsError(EnclaveError):
     """A start-up setting is missing or malformed. The message names the variable, never its value."""
+
+
+class SecretFileError(EnclaveError):
+    """The operator secret file (self-host) cannot be used: it is not a regular file, or group or others may read
+    it. The message names the file and the mode it needs, never a byte of it."""
+
+
+class CoreDumpError(EnclaveError):
+    """The process could not lower its core-file limit, or (Linux) clear its dumpable flag: the signer refuses to
+    start rather than run with its secrets open to a core dump (`enclave_app.core_dumps`)."""
 
 
 class StateError(EnclaveError):

@@ -27,7 +27,6 @@ import hmac
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import cbor2
@@ -188,12 +187,6 @@ _KDF_LOCK = threading.Lock()
 several lanes running at once in two threads never return (measured: no CPU used, for ever), and every later one
 raises MemoryError; one at a time each takes about 0.1 s on the development machine. Two wallets loaded at once
 (two agents calling after a signer restart) did exactly that (security review, sixth session)."""
-
-
-def read_operator_secret(path: Path) -> bytes:
-    """The operator secret in ``path`` as the signer uses it: the file's bytes without trailing CR/LF (an editor's
-    final newline is not part of it). The one reading rule for the signer and for ``waiaas selfhost reseal``."""
-    return path.read_bytes().rstrip(b"\r\n")
 
 
 class LocalSealer:

@@ -1,7 +1,8 @@
 """``python -m parent_proxy``: run the parent proxy's HTTP API under uvicorn, configured from the environment.
 
 Start-up order: settings (`parent_proxy.settings`; a missing or malformed value exits with status 2 and a one-line
-message naming the variable), the state store, the chain adapter, the enclave relay, then the listener, whose
+message naming the variable), no core dumps from here on (`parent_proxy.core_dumps`; a step that fails exits 1, in
+each ``WAIAAS_WORKERS`` process too), the state store, the chain adapter, the enclave relay, then the listener, whose
 start starts the webhook delivery thread. The enclave need not be up yet: /readyz says when it is.
 
 Shutdown (SIGTERM or SIGINT, handled by uvicorn, in each worker process when ``WAIAAS_WORKERS`` > 1): uvicorn stops
@@ -45,9 +46,11 @@ from parent_proxy.app import create_app
 from parent_proxy.auth import RateLimiter, attestation_limiter
 from parent_proxy.chain import Chain, LiteSvmChain, RpcChain
 from parent_proxy.clock import SystemClock, read_clock
+from parent_proxy.core_dumps import forbid_core_dumps
 from parent_proxy.data_bucket import DataBucket, s3_client
 from parent_proxy.enclave_pool import PooledEnclaveClient
 from parent_proxy.enclave_relay import EnclaveRelay
+from parent_proxy.errors import CoreDumpError
 from parent_proxy.host_credentials import HostAwsCredentials
 from parent_proxy.owner_auth import StoreNonceRegistry
 from parent_proxy.sealed_copies import SealedCopies
@@ -193,9 +196,20 @@ def build_app(env: Mapping[str, str]) -> tuple[Settings, FastAPI, Services]:
     return settings, create_app(services), services
 
 
+def no_core_dumps() -> None:
+    """`parent_proxy.core_dumps.forbid_core_dumps`, logging when only the core-file limit applies (no prctl);
+    `CoreDumpError` when a step failed."""
+    if not forbid_core_dumps():
+        logger.warning("no prctl on this platform: core dumps are off by the core-file limit alone")
+
+
 def app_from_environment() -> FastAPI:
-    """The uvicorn factory for each worker process (``WAIAAS_WORKERS`` > 1): settings, services, webhook thread."""
-    settings, app, services = build_app(os.environ)
+    """The uvicorn factory for each worker process (``WAIAAS_WORKERS`` > 1): settings, no core dumps (the dumpable
+    flag does not survive the worker's ``execve``), services, webhook thread."""
+    settings = load_settings(os.environ)
+    no_core_dumps()
+    services = build_services(settings)
+    app = create_app(services)
     return with_webhook_delivery(app, services, allow_private=settings.webhook_allow_private)
 
 
@@ -241,6 +255,11 @@ def main(env: Mapping[str, str] | None = None, **uvicorn_options: Any) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"parent_proxy: {exc}\n")
         return 2
+    try:
+        no_core_dumps()
+    except CoreDumpError as exc:
+        sys.stderr.write(f"parent_proxy: refusing to start: {exc}\n")
+        return 1
     if settings.workers > 1:  # each worker builds its own services from the same environment
         uvicorn.run(
             "parent_proxy.__main__:app_from_environment", factory=True, workers=settings.workers,

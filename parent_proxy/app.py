@@ -1,12 +1,12 @@
 """The FastAPI application: factory, error handlers, size limit and metrics middleware, public routes.
 
 Routes for agents are in `parent_proxy.api_agent`, for the owner in `parent_proxy.api_owner`. Every error, from
-any layer, leaves as the uniform body of `parent_proxy.api_errors` (validation errors included).
+any layer, leaves as the uniform body of `parent_proxy.api_errors` (validation errors included); an unexpected one
+is logged by its type alone and goes no further (`parent_proxy.server_errors`).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,9 +23,8 @@ from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.attestation import NonceQuery, SessionKeyQuery, attest, attest_session
 from parent_proxy.metrics import CONTENT_TYPE, served_to
 from parent_proxy.schemas import AttestationView, ErrorBody, Health, Readiness
+from parent_proxy.server_errors import ProxyApi
 from parent_proxy.services import Services
-
-logger = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -149,7 +148,7 @@ def create_app(services: Services) -> FastAPI:
         yield
         await services.completions.drain()  # requests whose connection was dropped still finish
 
-    app = FastAPI(
+    app = ProxyApi(
         lifespan=lifespan,
         title="WAIaaS parent proxy",
         version=API_VERSION,
@@ -187,7 +186,9 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.error("unexpected error: %s", type(exc).__name__)
+        """The answer only: Starlette raises ``exc`` again once it is sent, and `ContainedServerErrors` logs its type
+        (`parent_proxy.server_errors`: never its message or traceback)."""
+        del exc
         return error_response(ApiError(Code.INTERNAL, "internal error; nothing was signed"))
 
     @app.get("/healthz", response_model=Health, tags=["public"])

@@ -19,6 +19,7 @@
     |       +-- LeaseLost                a webhook outbox lease that expired or was taken over
     +-- AuditChainError          the audit log's hash chain is broken (names the first bad seq)
     +-- WebhookError             a webhook configuration or signature is invalid (opaque about secrets)
+    +-- CoreDumpError            the process could not be kept from dumping core (start-up refused)
 
 Lower-layer exceptions (sqlite3, botocore) are translated in exactly one place per adapter
 (``parent_proxy.store.sqlite_base._translate`` and ``parent_proxy.store.dynamodb_base.translation``) with
@@ -148,3 +149,8 @@ class AuditChainError(ProxyError):
 
 class WebhookError(ProxyError):
     """A webhook configuration, delivery or signature problem. Never carries the secret."""
+
+
+class CoreDumpError(ProxyError):
+    """The proxy could not lower its core-file limit, or (Linux) clear its dumpable flag: it refuses to start
+    (`parent_proxy.core_dumps`)."""

@@ -33,7 +33,7 @@ from parent_proxy.owner_signers import (
     check_source_identity,
     parse_kms_key_arn,
 )
-from parent_proxy.rpc_urls import rpc_url_refusal
+from parent_proxy.rpc_url_options import rpc_url_option
 from policies.canonical import MAX_DOCUMENT_BYTES
 from policies.document import Policy, policy_from_object
 from policies.errors import PolicySignatureError
@@ -99,13 +99,29 @@ def new_rpc_client() -> httpx.AsyncClient:
     return httpx.AsyncClient()
 
 
+def add_rpc_url_options(parser: argparse.ArgumentParser, *, required: bool, what: str) -> None:
+    """``--rpc-url-file FILE`` and ``--rpc-url URL``, exclusive (`parent_proxy.rpc_url_options`); ``what`` ends the
+    help of each."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument(
+        "--rpc-url-file", type=Path, help=f"file whose first line is the Solana JSON-RPC URL: {what} (never printed)"
+    )
+    group.add_argument(
+        "--rpc-url", help=f"Solana JSON-RPC URL: {what} (never printed; other local users can read a command line: "
+        "give a URL with an API key in a file, --rpc-url-file)",
+    )  # fmt: skip
+
+
 def rpc_url(args: argparse.Namespace) -> str:
-    """``--rpc-url``: an https URL, or plain http to a loopback host only (`parent_proxy.rpc_urls`). It may carry an
-    API key: never print it."""
-    url = str(args.rpc_url)
-    refusal = rpc_url_refusal(url)
-    if refusal is not None:
-        raise OwnerInputError(f"--rpc-url {refusal}")
+    """The endpoint of ``--rpc-url-file`` or ``--rpc-url``: an https URL, or plain http to a loopback host only
+    (`parent_proxy.rpc_urls`), with a warning when ``--rpc-url`` shows a part that can hold an API key
+    (`parent_proxy.rpc_url_options`). It may carry an API key: never print it."""
+    try:
+        url = rpc_url_option(args.rpc_url, args.rpc_url_file, warn)
+    except ValueError as exc:
+        raise OwnerInputError(str(exc)) from None
+    if url is None:
+        raise OwnerInputError("give --rpc-url-file FILE or --rpc-url URL")
     return url
 
 

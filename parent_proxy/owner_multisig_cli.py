@@ -25,6 +25,8 @@ the multisig conforms; 1 it does not (or does not exist), or the report could no
 refused; ``--rpc-url``: the chain could not be read, or the multisig or a spending limit is not owned by the Squads
 program or malformed: said on stderr as ``could not read the chain``); 2 bad input (options, keys, the policy file
 or its signature, a policy that declares no multisig). The RPC URL is never printed (it may carry an API key).
+``--rpc-url-file FILE`` gives it from a file's first line instead, off the command line, where other local users can
+read it while the command runs (`parent_proxy.rpc_url_options`; ``--rpc-url`` here stands for either).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from parent_proxy.owner_cli_common import (
     EXIT_OK,
     EXIT_REFUSED,
     OwnerInputError,
+    add_rpc_url_options,
     owner_public_key,
     public_key_option,
     rpc_url,
@@ -70,7 +73,7 @@ def register(commands: Any) -> None:
     )
     check.add_argument("--url", help="ask the parent proxy at this base URL (its report is what the parent read)")
     check.add_argument("--wallet", help="with --url: the wallet id")
-    check.add_argument("--rpc-url", help="read the chain here instead, without the parent (never printed)")
+    add_rpc_url_options(check, required=False, what="read the chain there instead, without the parent")
     check.add_argument(
         "--policy", type=Path, help="with --rpc-url: the owner-signed policy envelope (verified against the owner key)"
     )
@@ -82,8 +85,11 @@ def register(commands: Any) -> None:
 
 def check_way(args: argparse.Namespace) -> str:
     """``"url"`` or ``"rpc"``: exactly one of ``--url`` and ``--rpc-url``, each with only its own options."""
-    if (args.url is None) == (args.rpc_url is None):
-        raise OwnerInputError("give exactly one of --url (the parent proxy) or --rpc-url (your own RPC endpoint)")
+    rpc = args.rpc_url is not None or args.rpc_url_file is not None
+    if (args.url is None) == (not rpc):
+        raise OwnerInputError(
+            "give exactly one of --url (the parent proxy) or --rpc-url-file / --rpc-url (your own RPC endpoint)"
+        )
     if args.url is not None:
         stray = [name for name, value in (("--policy", args.policy), ("--agent-key", args.agent_key),
                                           ("--vault", args.vault)) if value is not None]  # fmt: skip

@@ -21,6 +21,9 @@
         them (`parent_proxy.owner_cosign`), show what it does, add the owner's signature in its slot, print the
         transaction (base64)
 
+``--rpc-url URL`` may be ``--rpc-url-file FILE`` instead (the URL on the file's first line), for an endpoint with an
+API key in it: other local users can read a command line while it runs (`parent_proxy.rpc_url_options`).
+
 The owner key comes from the same options as every owner command (`parent_proxy.owner_cli`: ``--keypair`` or
 ``--kms-key-id`` with the role chain, ``--owner-public-key`` to pin it). ``rotation-transaction`` signs nothing:
 it takes the owner public key from ``--owner-public-key`` alone, or from the key when one is given. The flow:
@@ -76,6 +79,7 @@ from parent_proxy.owner_cli_common import (
     EXIT_REFUSED,
     EXPIRES_IN_HELP,
     OwnerInputError,
+    add_rpc_url_options,
     envelope,
     order_expiry,
     owner_public_key,
@@ -117,7 +121,7 @@ def register(commands: Any) -> None:
     build = commands.add_parser(
         "rotation-transaction", help="print the unsigned agent-key rotation transaction (reads the multisig)"
     )
-    build.add_argument("--rpc-url", required=True, help="Solana JSON-RPC URL (never printed)")
+    add_rpc_url_options(build, required=True, what="the chain the multisig is read from")
     build.add_argument("--multisig", required=True, help="the wallet's Squads multisig address")
     build.add_argument("--new-agent-key", required=True, help="the candidate agent key the enclave made")
     build.add_argument("--agent-key", help="the agent key to replace (default: the other of two members)")
@@ -136,7 +140,7 @@ def register(commands: Any) -> None:
     advance = commands.add_parser(
         "advance-nonce-transaction", help="print the unsigned transaction advancing a durable nonce (voids its users)"
     )
-    advance.add_argument("--rpc-url", required=True, help="Solana JSON-RPC URL (never printed)")
+    add_rpc_url_options(advance, required=True, what="the chain the nonce account is read from")
     advance.add_argument("--nonce-account", required=True, help="the durable nonce account (authority: the owner)")
 
     rotation = commands.add_parser("sign-rotation", help="sign the order letting the agent key co-sign the rotation")

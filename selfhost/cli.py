@@ -1,6 +1,7 @@
 """``waiaas selfhost up``: run the self-host bundle's services as local processes until Ctrl-C.
 
-    waiaas selfhost up [--state-dir DIR] [--port 8080] [--local-chain | --rpc-url URL] [--owner-key PUBKEY ...]
+    waiaas selfhost up [--state-dir DIR] [--port 8080] [--local-chain | --rpc-url-file FILE | --rpc-url URL]
+                       [--owner-key PUBKEY ...]
     waiaas selfhost reseal [--state-dir DIR] --new-secret-file FILE [--old-secret-file FILE]   (selfhost.reseal)
 
 The services are started from selfhost/docker-compose.yml exactly as :mod:`selfhost.deployment` describes (the
@@ -9,10 +10,12 @@ state directory keeps the SQLite state and the unseal secret across runs, so wal
 one allowed to create wallets; use it with ``waiaas owner --keypair <state>/owner.json ...``. That key is a
 throw-away for the local chain: it lies beside the sealed agent keys and the unseal secret, so anyone who reads
 the directory holds both keys of each wallet's 2-of-2 multisig. With ``--local-chain`` (the default) a
-LiteSVM-backed JSON-RPC server runs alongside; ``--rpc-url`` (a real chain) uses that endpoint instead and needs
+LiteSVM-backed JSON-RPC server runs alongside; ``--rpc-url-file`` or ``--rpc-url`` (a real chain) uses that endpoint
+instead (`parent_proxy.rpc_url_options`: the file keeps a provider's key off the command line, where other local
+users can read it for as long as this runs; ``--rpc-url`` with a path, query or user info gets a warning) and needs
 ``--owner-key`` (the owner's public key; the private half stays off this machine) and a state directory without
 a throw-away key. The local chain has no Squads program, so there (only) the proxy accepts policies that declare no
-multisig, and the command warns that such wallets have no on-chain limit; with ``--rpc-url`` every policy must
+multisig, and the command warns that such wallets have no on-chain limit; with an RPC endpoint every policy must
 declare the wallet's Squads multisig (:mod:`selfhost.deployment`, Squads).
 
 The unseal secret ``<state>/secrets/waiaas_unseal_secret`` is made on the first run only: on a state directory whose
@@ -21,8 +24,8 @@ The unseal secret ``<state>/secrets/waiaas_unseal_secret`` is made on the first 
 
 The state directory is created mode 0700 if new; an existing one is never chmodded, and is refused unless it is
 ours to use (this user's, mode 0700 or tighter, empty or holding only what these commands put there:
-:func:`selfhost.deployment.prepare_root`). The port must be free before anything starts. With ``--rpc-url`` the
-banner shows only the endpoint's origin (providers put API keys in the path or query).
+:func:`selfhost.deployment.prepare_root`). The port must be free before anything starts. With an RPC endpoint the
+banner shows only its origin (providers put API keys in the path or query).
 
 Ctrl-C, SIGTERM, SIGHUP (terminal closed) and SIGQUIT all stop the services cleanly (:mod:`selfhost.lifetime`);
 a runner killed outright takes them with it (parent-death signal, Linux).
@@ -37,6 +40,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -45,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
 from parent_proxy.owner_signers import LocalOwnerSigner, OwnerKeyError, write_keypair_file
-from parent_proxy.rpc_urls import rpc_url_refusal
+from parent_proxy.rpc_url_options import rpc_url_option
 from selfhost.compose_model import ComposeError
 from selfhost.deployment import (
     NO_SQUADS_WARNING,
@@ -79,7 +83,13 @@ def register(subparsers: Any) -> None:
     up.add_argument("--port", type=int, default=8080, help="loopback port of the HTTP API (default 8080)")
     chain = up.add_mutually_exclusive_group()
     chain.add_argument("--local-chain", action="store_true", help="a local LiteSVM JSON-RPC chain (the default)")
-    chain.add_argument("--rpc-url", help="a Solana JSON-RPC endpoint, http(s)://...")
+    chain.add_argument(
+        "--rpc-url-file", type=Path, help="a file whose first line is a Solana JSON-RPC endpoint, http(s)://..."
+    )
+    chain.add_argument(
+        "--rpc-url", help="a Solana JSON-RPC endpoint, http(s)://... (other local users can read a command line: "
+        "give an endpoint with an API key in a file, --rpc-url-file)",
+    )  # fmt: skip
     up.add_argument("--owner-key", action="append", default=[], help="base58 owner public key (repeatable)")
     up.add_argument(
         "--allow-private-webhooks",
@@ -115,7 +125,7 @@ def _describe(
 ) -> None:
     print(f"WAIaaS self-host is up: {deployment.api_url}  (try {deployment.api_url}/readyz)")
     if rpc:
-        print(f"  chain        {url_origin_only(deployment.chain_url)}  (--rpc-url; its path and query not shown)")
+        print(f"  chain        {url_origin_only(deployment.chain_url)}  (RPC endpoint; its path and query not shown)")
     else:
         print(f"  chain        {deployment.chain_url}")
     print(f"  state        {deployment.root}  (SQLite: {deployment.database})")
@@ -133,22 +143,31 @@ def _describe(
     print("Ctrl-C stops the services.", flush=True)
 
 
-def _check_args(args: argparse.Namespace, root: Path) -> list[str]:
+@dataclass(frozen=True)
+class UpArguments:
+    owner_keys: list[str]
+    rpc_url: str | None = field(repr=False)  # may carry a provider's API key: never printed
+
+
+def _warn(message: str) -> None:
+    print(f"selfhost up: warning: {message}", file=sys.stderr)
+
+
+def _check_args(args: argparse.Namespace, root: Path) -> UpArguments:
     if not 1 <= args.port <= 65535:
         raise ValueError("--port must be 1-65535")
-    if args.rpc_url is not None:
-        refusal = rpc_url_refusal(args.rpc_url)
-        if refusal is not None:
-            raise ValueError(f"--rpc-url {refusal}")
+    rpc_url = rpc_url_option(args.rpc_url, args.rpc_url_file, _warn)
+    if rpc_url is not None:
+        option = "--rpc-url" if args.rpc_url is not None else "--rpc-url-file"
         try:
-            url_origin_only(args.rpc_url)
+            url_origin_only(rpc_url)
         except ValueError as exc:
-            raise ValueError("--rpc-url must be an http(s) URL with a host and a valid port") from exc
+            raise ValueError(f"{option} must be an http(s) URL with a host and a valid port") from exc
         # The owner key of a wallet on a real chain must not sit beside its sealed agent key and the unseal secret:
         # whoever reads the directory (or a backup of it) would hold both members of the 2-of-2 multisig.
         if not args.owner_key:
             raise ValueError(
-                "--rpc-url needs --owner-key: on a real chain the owner key must be yours, made and kept off this "
+                f"{option} needs --owner-key: on a real chain the owner key must be yours, made and kept off this "
                 "machine (docs/selfhost.md); the throw-away owner key is for the local chain only"
             )
         if (root / OWNER_KEYPAIR).exists():
@@ -158,15 +177,16 @@ def _check_args(args: argparse.Namespace, root: Path) -> list[str]:
             )
     for key in args.owner_key:
         Pubkey.from_string(key)  # ValueError if not base58 of 32 bytes
-    return list(args.owner_key)
+    return UpArguments(list(args.owner_key), rpc_url)
 
 
 def run_up(args: argparse.Namespace) -> int:
     try:
-        owner_keys = _check_args(args, args.state_dir or default_state_dir())
+        checked = _check_args(args, args.state_dir or default_state_dir())
     except ValueError as exc:
         print(f"selfhost up: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    owner_keys = checked.owner_keys
     try:
         root = prepare_root(args.state_dir or default_state_dir())
         keypair = None
@@ -182,11 +202,11 @@ def run_up(args: argparse.Namespace) -> int:
     with stop_on_signals():
         try:
             with run_local(
-                root, owner_keys=owner_keys, port=args.port, rpc_url=args.rpc_url,
+                root, owner_keys=owner_keys, port=args.port, rpc_url=checked.rpc_url,
                 webhook_allow_private=args.allow_private_webhooks,
             ) as deployment:  # fmt: skip
                 _describe(
-                    deployment, owner_keys, keypair, rpc=args.rpc_url is not None,
+                    deployment, owner_keys, keypair, rpc=checked.rpc_url is not None,
                     private_webhooks=args.allow_private_webhooks,
                 )  # fmt: skip
                 while not (exited := deployment.exited()):

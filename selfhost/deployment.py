@@ -53,6 +53,8 @@ from typing import Final
 
 import httpx
 
+from enclave_app.errors import SecretFileError
+from enclave_app.secret_file import check_secret_file_mode
 from selfhost import paths
 from selfhost.compose_model import COMPOSE_FILE, load_model, write_env_file
 from selfhost.local_stack import (
@@ -160,8 +162,10 @@ def ensure_unseal_secret(root: Path) -> Path:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / paths.UNSEAL_SECRET_NAME
     if path.exists():
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            raise StackError(f"{path} is readable by group or others (chmod 0400 it)")
+        try:
+            check_secret_file_mode(path, path.stat().st_mode)  # the signer's own rule (enclave_app.secret_file)
+        except SecretFileError as exc:
+            raise StackError(str(exc)) from None
         return path
     database = root / DATABASE
     if database.exists():

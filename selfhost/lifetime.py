@@ -19,6 +19,12 @@ the runner alone decides when the services stop, and three things make sure they
 
 The runner starts no threads: a blocked signal is then deferred for the whole process, not handled by another
 thread.
+
+:func:`child_setup` also sets each process's core-file limit to 0 (soft and hard), as the compose file's
+``ulimits: core: 0`` does for the containers: the runner's own limit (often ``unlimited`` in a developer's shell)
+would otherwise be inherited, and a crash of the signer would write its unseal secret and unsealed agent keys to a
+core file. The signer and the proxy also forbid core dumps themselves at start-up (`enclave_app.core_dumps`,
+`parent_proxy.core_dumps`); this covers every process started here, the local chain and the healthchecks too.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -69,14 +76,16 @@ def signals_held() -> Iterator[set[int | signal.Signals]]:
 def child_setup(mask: set[int | signal.Signals]) -> Callable[[], None]:
     """A ``preexec_fn`` for :class:`subprocess.Popen`, for a fork made within :func:`signals_held` (``mask``: what it
     yielded). Call it from the main thread: only the exit of the thread that started a child triggers the
-    parent-death signal. Run in the child between fork and exec: the runner's signal mask back, then (Linux) the
-    parent-death signal, and a check that the parent is still the runner, since a runner that died before the
-    ``prctl`` call would never send it (the child then ends before it runs anything)."""
+    parent-death signal. Run in the child between fork and exec: the runner's signal mask back, the core-file limit
+    to 0 (module docstring), then (Linux) the parent-death signal, and a check that the parent is still the runner,
+    since a runner that died before the ``prctl`` call would never send it (the child then ends before it runs
+    anything)."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
     runner = os.getpid()
 
     def setup() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # lowering never fails; an error stops the start
         if prctl is None:
             return
         if prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:

@@ -10,7 +10,10 @@ in the container              locally
 ``python``                    this interpreter (``sys.executable``: the venv with the project installed)
 ``/run/waiaas/...``           ``<root>/socket/...``   (the shared socket volume; selfhost.paths)
 ``/var/lib/waiaas/state``     ``<root>/state``        (state volume)
-``/run/secrets/<target>``     ``<root>/secrets/<target>``: the Compose secret's file, mode 0400
+``/run/secrets/<target>``     ``<root>/secrets/<target>``: the Compose secret's file, mode 0400 (the host file
+                              must pass the signer's own mode rule: `enclave_app.secret_file`)
+``ulimits: core: 0``          core-file limit 0, soft and hard, for every process started here
+                              (:mod:`selfhost.lifetime`)
 ``WAIAAS_HOST=0.0.0.0``       ``127.0.0.1`` (the container's interfaces become this machine's loopback)
 published port target 8080    the chosen local port, in ``WAIAAS_PORT`` and in the healthcheck URL
 process environment           PATH, HOME, PYTHONPATH (this checkout), the images' PYTHON* ``ENV`` and the
@@ -40,7 +43,6 @@ import contextlib
 import errno
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -49,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from enclave_app.errors import SecretFileError
+from enclave_app.secret_file import check_secret_file_mode
 from selfhost import paths
 from selfhost.lifetime import child_setup, signals_held
 from selfhost.paths import local_dirs, translate
@@ -279,8 +283,10 @@ def _install_secret(local: Path, source: str, model: Mapping[str, Any], values: 
     host = Path(model["secrets"][source]["file"])
     if not host.is_file():
         raise StackError(f"secret {source}: no file at {host}")
-    if stat.S_IMODE(host.stat().st_mode) & 0o077:
-        raise StackError(f"secret {source}: {host} is readable by group or others (chmod 0400 it)")
+    try:
+        check_secret_file_mode(host, host.stat().st_mode)  # the signer's own rule (enclave_app.secret_file)
+    except SecretFileError as exc:
+        raise StackError(f"secret {source}: {exc}") from None
     if host.resolve() != local.resolve():
         local.unlink(missing_ok=True)
         shutil.copyfile(host, local)

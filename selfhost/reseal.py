@@ -14,7 +14,7 @@ Steps; a refusal at any of them writes nothing:
 
 1. Both secrets are read as the signer reads its own (:func:`read_secret`): the file's bytes without trailing
    CR/LF, at least ``MIN_OPERATOR_SECRET_BYTES`` of them (the signer's minimum, enforced by ``LocalSealer``), the
-   file not readable by group or others (as ``waiaas selfhost up`` requires of it). The new secret must differ
+   file not readable by group or others (the one rule of ``enclave_app.secret_file``). The new secret must differ
    from the old one.
 2. The signer is not running: its socket accepts no connection (:func:`check_signer_stopped`). A stale socket
    file (refused connection) or none at all is fine; anything else (a connection accepted, no permission to
@@ -59,7 +59,6 @@ import contextlib
 import hmac
 import socket
 import sqlite3
-import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -69,15 +68,9 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from enclave_app.errors import KeyDerivationError, KeyMismatchError, SealingError
-from enclave_app.sealing import (
-    MIN_OPERATOR_SECRET_BYTES,
-    LocalSealer,
-    SealBinding,
-    read_operator_secret,
-    seal_agent_key,
-    unseal_agent_key,
-)
+from enclave_app.errors import KeyDerivationError, KeyMismatchError, SealingError, SecretFileError
+from enclave_app.sealing import MIN_OPERATOR_SECRET_BYTES, LocalSealer, SealBinding, seal_agent_key, unseal_agent_key
+from enclave_app.secret_file import read_operator_secret
 from parent_proxy.audit import AuditLog
 from parent_proxy.clock import SystemClock
 from parent_proxy.errors import StoreError
@@ -123,20 +116,13 @@ class ResealReport:
 
 
 def read_secret(path: Path, option: str) -> bytes:
-    """The secret in ``path`` exactly as the signer reads its own (``enclave_app.sealing.read_operator_secret``),
-    refused if missing, readable by group or others, or shorter than the signer accepts."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise ResealRefused(f"{option} {path}: {exc.strerror or 'unreadable'}", EXIT_BAD_INPUT) from None
-    if not stat.S_ISREG(mode):
-        raise ResealRefused(f"{option} {path}: not a regular file", EXIT_BAD_INPUT)
-    if stat.S_IMODE(mode) & 0o077:
-        raise ResealRefused(f"{option} {path}: readable by group or others (chmod 0400 it)", EXIT_BAD_INPUT)
+    """The secret in ``path`` exactly as the signer reads its own (``enclave_app.secret_file``, its mode rule
+    included), refused if missing, not a regular file, readable by group or others, or shorter than the signer
+    accepts."""
     try:
         secret = read_operator_secret(path)
-    except OSError as exc:
-        raise ResealRefused(f"{option} {path}: {exc.strerror or 'unreadable'}", EXIT_BAD_INPUT) from None
+    except SecretFileError as exc:  # "<path>: <reason>"
+        raise ResealRefused(f"{option} {exc}", EXIT_BAD_INPUT) from None
     if not secret:
         raise ResealRefused(f"{option} {path}: empty", EXIT_BAD_INPUT)
     if len(secret) < MIN_OPERATOR_SECRET_BYTES:

@@ -8,6 +8,7 @@ from pathlib import Path
 def enclave_env(tmp_path: Path, **changes: str | None) -> dict[str, str]:
     secret = tmp_path / "secret"
     secret.write_bytes(b"operator secret for the tests!!\n")
+    secret.chmod(0o600)  # the signer refuses a secret file open to group or others (enclave_app.secret_file)
     env = {
         "WAIAAS_ENCLAVE_LISTEN": f"unix:{tmp_path}/enclave.sock",
         "WAIAAS_ENCLAVE_NSM": "unsafe-development",

@@ -15,7 +15,7 @@ from solders.pubkey import Pubkey
 
 from policies.decoders.squads_vault import squads_vault_address
 from policies.signing import POLICY_PURPOSE, sign_document
-from tests.support.owner_rotation_rpc import RPC_URL, Cli, Rpc, secrets_of
+from tests.support.owner_rotation_rpc import RPC_URL, RPC_URL_WARNING, Cli, Rpc, rpc_url_file, secrets_of
 from tests.support.policies import MERCHANT, example_policy, owner_public_key
 from tests.support.squads_rotation import (
     EXAMPLE_MULTISIG,
@@ -51,8 +51,8 @@ def conforming_chain(rpc: Rpc, owner: Pubkey, **multisig: Any) -> None:
 
 
 def check(cli: Cli, owner: Pubkey, policy: Path, *extra: str, agent: str = str(AGENT)) -> tuple[int, str, str]:
-    return cli("--owner-public-key", str(owner), "check-multisig", "--rpc-url", RPC_URL, "--policy", str(policy),
-               "--agent-key", agent, *extra)  # fmt: skip
+    return cli("--owner-public-key", str(owner), "check-multisig", "--rpc-url-file", rpc_url_file(policy.parent),
+               "--policy", str(policy), "--agent-key", agent, *extra)  # fmt: skip
 
 
 def failed(err: str) -> list[str]:
@@ -80,10 +80,12 @@ def test_a_conforming_multisig_exits_0_with_the_apis_report(
     # Read from the owner's RPC: the multisig the policy declares, then its spending limits.
     assert [c["method"] for c in rpc.calls] == ["getAccountInfo", "getProgramAccounts"]
     assert rpc.calls[0]["params"][0] == str(MULTISIG) and rpc.urls == [RPC_URL, RPC_URL]
-    # The owner key may come from the key file instead (nothing is signed with it).
+    # The owner key may come from the key file instead (nothing is signed with it); the URL from the command line
+    # still works, with a warning that names the part holding the key and not the key.
     code, out, err = cli("--keypair", str(keypair[0]), "check-multisig", "--rpc-url", RPC_URL, "--policy",
                          str(signed_policy(tmp_path, keypair[1])), "--agent-key", str(AGENT))  # fmt: skip
     assert (code, json.loads(out)["conforms"]) == (0, True) and "failed" not in err
+    assert f"\n{RPC_URL_WARNING}" in err and "give --rpc-url-file FILE instead\n" in err
     cli.assert_no_secret(*SECRET, *secrets_of(keypair[1]))
 
 
@@ -166,9 +168,10 @@ def test_bad_input_exits_2(
     garbage = tmp_path / "garbage.json"
     garbage.write_text("not json")
     pin = ["--owner-public-key", str(owner), "check-multisig"]
-    rpc_way = ["--rpc-url", RPC_URL, "--policy", policy, "--agent-key", str(AGENT)]
+    url_file = rpc_url_file(tmp_path)
+    rpc_way = ["--rpc-url-file", url_file, "--policy", policy, "--agent-key", str(AGENT)]
     cases = [
-        ([*pin, "--rpc-url", RPC_URL, "--policy", policy, "--agent-key", "not-a-key"],
+        ([*pin, "--rpc-url-file", url_file, "--policy", policy, "--agent-key", "not-a-key"],
          "--agent-key is not a base58 public key"),
         ([*pin, *rpc_way, "--vault", "0x00"], "--vault is not a base58 public key"),
         ([*pin, *rpc_way, "--url", "http://127.0.0.1:8080"], "give exactly one of --url"),
@@ -177,12 +180,12 @@ def test_bad_input_exits_2(
         ([*pin, "--url", "http://127.0.0.1:8080", "--wallet", "w1", "--agent-key", str(AGENT)],
          "--agent-key go with --rpc-url"),
         ([*pin, "--url", "http://127.0.0.1:8080"], "--url needs --wallet"),
-        ([*pin, "--rpc-url", RPC_URL, "--agent-key", str(AGENT)], "--rpc-url needs --policy and --agent-key"),
+        ([*pin, "--rpc-url-file", url_file, "--agent-key", str(AGENT)], "--rpc-url needs --policy and --agent-key"),
         (["check-multisig", *rpc_way], "give the owner public key"),
         ([*pin, "--rpc-url", "file:///etc/passwd", "--policy", policy, "--agent-key", str(AGENT)],
          "--rpc-url must be an http"),
-        ([*pin, "--rpc-url", RPC_URL, "--policy", str(garbage), "--agent-key", str(AGENT)], "envelope"),
-        ([*pin, "--rpc-url", RPC_URL, "--policy", str(tmp_path / "missing.json"), "--agent-key", str(AGENT)],
+        ([*pin, "--rpc-url-file", url_file, "--policy", str(garbage), "--agent-key", str(AGENT)], "envelope"),
+        ([*pin, "--rpc-url-file", url_file, "--policy", str(tmp_path / "missing.json"), "--agent-key", str(AGENT)],
          "missing.json"),
     ]  # fmt: skip
     for argv, message in cases:

@@ -38,6 +38,7 @@ from tests.support.owner_rotation_rpc import (
     message_hash_printed,
     message_of,
     multisig_account,
+    rpc_url_file,
     secrets_of,
     unsigned,
     wallet,
@@ -186,10 +187,11 @@ def test_rotation_transaction_reads_the_multisig_and_builds_the_next_index(
     cli.assert_no_secret(*secrets_of(key), "rpc-secret-token")
 
 
-def test_rotation_transaction_refusals(rpc: Rpc, cli: Cli) -> None:
+def test_rotation_transaction_refusals(rpc: Rpc, cli: Cli, tmp_path: Path) -> None:
     owner = Pubkey.new_unique()
     multisig, agent = wallet(rpc, owner)
-    base = ["rotation-transaction", "--rpc-url", RPC_URL, "--multisig", str(multisig)]
+    url_file = rpc_url_file(tmp_path)
+    base = ["rotation-transaction", "--rpc-url-file", url_file, "--multisig", str(multisig)]
     pin = ["--owner-public-key", str(owner)]
     missing = Pubkey.new_unique()  # no account there: the chain's answer, bad input (exit 1 before, like a failed read)
     cases: list[tuple[list[str], int, str]] = [
@@ -205,7 +207,7 @@ def test_rotation_transaction_refusals(rpc: Rpc, cli: Cli) -> None:
         ([*base, "--new-agent-key", str(Pubkey.new_unique())], 2, "give the owner public key"),
         ([*pin, "rotation-transaction", "--rpc-url", "file:///etc/passwd", "--multisig", str(multisig),
           "--new-agent-key", str(Pubkey.new_unique())], 2, "--rpc-url must be an http"),
-        ([*pin, "rotation-transaction", "--rpc-url", RPC_URL, "--multisig", str(missing),
+        ([*pin, "rotation-transaction", "--rpc-url-file", url_file, "--multisig", str(missing),
           "--new-agent-key", str(Pubkey.new_unique())], 2, f"the multisig {missing} does not exist on chain"),
     ]  # fmt: skip
     for argv, exit_code, message in cases:

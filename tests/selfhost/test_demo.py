@@ -19,13 +19,19 @@ from typing import Any
 import httpx
 import pytest
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 
+from enclave_app.sealing import LocalSealer, SealBinding, unseal_agent_key
+from enclave_app.secret_file import read_operator_secret
+from parent_proxy.store.sqlite import SqliteStore
 from selfhost import demo, demo_story, deployment, paths
 from selfhost.demo import run_demo
 from selfhost.demo_story import redact_token
 from selfhost.local_stack import free_port
 from tests.selfhost.compose_config import REPO
 
+DEMO_WALLET = "demo-wallet"
+"""The demo's wallet id (the example policy is bound to it)."""
 FULL_TOKEN = re.compile(r"waiaas_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 STEPS = [
     "warning    the local chain has no Squads program, so wallets here have no on-chain limit",
@@ -99,6 +105,22 @@ def test_demo_prints_no_secret_and_its_logs_hold_none(demo_run: tuple[subprocess
         json.dumps(list(owner_bytes[:32]))[1:-1],
     ]
     unseal = (run_dir / "secrets" / paths.UNSEAL_SECRET_NAME).read_text()
+    # The agent key's seed, as the signer unseals it from the state (review s21: the search covered no agent key).
+    store = SqliteStore(run_dir / deployment.DATABASE)
+    try:
+        record = store.get_wallet(DEMO_WALLET)
+    finally:
+        store.close()
+    binding = SealBinding(DEMO_WALLET, record.agent_pubkey, record.owner_pubkey)
+    seed = unseal_agent_key(
+        LocalSealer(read_operator_secret(run_dir / "secrets" / paths.UNSEAL_SECRET_NAME)), record.sealed_key, binding
+    ).private_bytes_raw()
+    seed_forms = [
+        seed.hex(),
+        base64.b64encode(seed).decode(),
+        str(Keypair.from_seed(seed)),
+        str(Pubkey.from_bytes(seed)),
+    ]
     texts = {"stdout": result.stdout, "stderr": result.stderr}
     texts |= {str(p): p.read_text(errors="replace") for p in (run_dir / "logs").iterdir()}
     assert set(texts) >= {"stdout", str(run_dir / "logs" / "proxy.log"), str(run_dir / "logs" / "signer.log")}
@@ -107,7 +129,7 @@ def test_demo_prints_no_secret_and_its_logs_hold_none(demo_run: tuple[subprocess
     for where, text in texts.items():
         assert not FULL_TOKEN.search(text), where
         assert unseal not in text, where
-        for form in owner_secret_forms:
+        for form in owner_secret_forms + seed_forms:
             assert form not in text, where
 
 

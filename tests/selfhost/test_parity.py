@@ -38,11 +38,12 @@ from solders.transaction import VersionedTransaction
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError
 from enclave_app.protocol import EnclaveState, ErrorCode
-from enclave_app.sealing import SCHEME_LOCAL
+from enclave_app.sealing import SCHEME_LOCAL, LocalSealer, SealBinding, unseal_agent_key
 from parent_proxy.owner_auth import signed_request_headers
 from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
 from parent_proxy.sign_parts import message_hash
+from parent_proxy.store.sqlite import SqliteStore
 from policies.canonical import parse_json_object
 from policies.examples import example_policy_json
 from policies.orders import approval_document
@@ -407,3 +408,68 @@ def test_live_attestation_answers_with_the_callers_nonce(live_stack: tuple[str, 
     assert body["enclave_state"] in {"booting", "provisioned", "ready"}
     short = httpx.get(f"{base}/v1/attestation", params={"nonce": "00"}, timeout=10)
     assert short.status_code == 422
+
+
+def _forms(secret: bytes) -> list[str]:
+    """The forms a 32-byte secret could leak in: hex, base64 (standard and URL-safe), base58."""
+    return [
+        secret.hex(),
+        base64.b64encode(secret).decode(),
+        base64.urlsafe_b64encode(secret).decode().rstrip("="),
+        str(Pubkey.from_bytes(secret)),
+    ]
+
+
+def test_live_logs_and_answers_hold_no_webhook_secret_or_agent_seed(
+    live_stack: tuple[str, Any], wallet: LiveWallet
+) -> None:
+    """Review s21: the live leak check searched the logs for the unseal secret only. Here a webhook (secret, and
+    credentials in its URL) is set, refused forms first, an event fails to deliver (``.invalid`` never resolves),
+    and the logs and every answer are searched for the webhook secret, the URL credential and the agent seed (as
+    the signer unseals it from the state)."""
+    _base, stack = live_stack
+    hook_secret = secrets.token_bytes(32)
+    credential = "hookpass" + secrets.token_hex(8)
+    webhook = {
+        "url": f"https://user:{credential}@hooks.invalid/h?k={credential}",
+        "secret": base64.b64encode(hook_secret).decode(),
+    }
+    path = f"/v1/wallets/{wallet.wallet_id}/webhook"
+    answers = []
+    for body in (
+        {**webhook, "url": "ftp://x"},
+        {**webhook, "extra": 1},
+        {**webhook, "secret": webhook["secret"][:-1] + "!"},
+        {"secret": webhook["secret"]},
+        webhook,
+    ):
+        answer = wallet.owner_call("PUT", path, body)
+        answers.append(answer.text)
+    assert answer.status_code == 204, answer.text
+    assert wallet.sign(wallet.pay(1_000)).status_code == 200  # an event for the webhook
+    deadline = time.monotonic() + 30
+    while "attempt 1 failed" not in stack.log("proxy"):
+        assert time.monotonic() < deadline, "no delivery attempt was logged"
+        time.sleep(0.2)
+    unseal = LocalSealer((stack.root / "secrets" / paths.UNSEAL_SECRET_NAME).read_bytes())
+    store = SqliteStore(stack.root / "state" / "waiaas.db")
+    try:
+        record = store.get_wallet(wallet.wallet_id)
+    finally:
+        store.close()
+    binding = SealBinding(wallet.wallet_id, record.agent_pubkey, record.owner_pubkey)
+    seed = unseal_agent_key(unseal, record.sealed_key, binding).private_bytes_raw()
+    needles = {
+        "webhook secret": _forms(hook_secret),
+        "URL credential": [credential],
+        "agent seed": [*_forms(seed), str(Keypair.from_seed(seed))],
+    }
+    texts = {str(p): p.read_text(encoding="utf-8", errors="replace") for p in stack.logs.values()}
+    texts["answers"] = "\n".join(answers)
+    found = [
+        (what, where)
+        for what, forms in needles.items()
+        for where, text in texts.items()
+        if any(f in text for f in forms)
+    ]
+    assert found == []

@@ -120,7 +120,7 @@ def test_reseal_without_wallets_changes_nothing(tmp_path: Path, capsys: pytest.C
         (b"\n", 0o400, "empty"),
         (b"fifteen bytes!!", 0o400, "shorter than 16 bytes, the signer's minimum"),
         (b"fifteen bytes!!\r\n", 0o400, "shorter than 16 bytes"),  # 17 bytes in the file, 15 for the signer
-        (b"a secret that is long enough", 0o440, r"readable by group or others \(chmod 0400 it\)"),
+        (b"a secret that is long enough", 0o440, r"readable by group or others \(mode 0440; chmod 0400 it\)"),
         (b"a secret that is long enough", 0o404, "readable by group or others"),
     ],
     ids=["missing", "empty", "newline-only", "short", "short-after-strip", "group-readable", "world-readable"],

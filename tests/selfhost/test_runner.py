@@ -221,11 +221,18 @@ def _up_refused(*args: str) -> subprocess.CompletedProcess[str]:
         (["--rpc-url", "https:///path"], "--rpc-url must be an http(s) URL with a host and a valid port"),
         (["--owner-key", "nope"], "selfhost up:"),
         (["--rpc-url", "http://127.0.0.1:1"], "--rpc-url needs --owner-key"),
+        (["--rpc-url-file", "{dir}/missing"], "--rpc-url-file {dir}/missing: cannot be read (No such file"),
+        (["--rpc-url-file", "{dir}/plain-http"], "--rpc-url-file {dir}/plain-http: the URL must be https (plain"),
+        (["--rpc-url-file", "{dir}/plain-http", "--rpc-url", "https://x"], "not allowed with argument"),
     ],
 )
 def test_selfhost_up_refuses_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
-    result = _up_refused("--state-dir", str(tmp_path), *args)
-    assert message in result.stderr
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "plain-http").write_text("http://10.0.0.5:8899/KEYPART\n")
+    result = _up_refused("--state-dir", str(tmp_path / "state"), *(a.replace("{dir}", str(given)) for a in args))
+    assert message.replace("{dir}", str(given)) in result.stderr
+    assert "KEYPART" not in result.stdout + result.stderr
 
 
 def test_selfhost_up_refuses_a_real_chain_in_a_directory_with_a_throw_away_owner_key(tmp_path: Path) -> None:

@@ -181,18 +181,23 @@ def test_a_service_that_exits_while_its_healthcheck_passes_is_not_healthy(tmp_pa
 # ------------------------------------------------------------------------------------------------------ --rpc-url
 
 
-RPC_URL = "https://user:password@rpc.example.com:8443/v2/PATHKEY?api-key=QUERYKEY#frag"
+RPC_URL = "https://USERPART:PASSPART@rpc.example.com:8443/v2/PATHKEY?api-key=QUERYKEY#frag"
 
 
+@pytest.mark.parametrize("option", ["--rpc-url", "--rpc-url-file"])
 def test_the_banner_shows_only_the_origin_of_the_rpc_url(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], option: str
 ) -> None:
-    """Providers put API keys in the URL: the banner shows ``scheme://host:port`` only."""
+    """Providers put API keys in the URL: the banner shows ``scheme://host:port`` only. Given on the command line,
+    where other local users can read it while the command runs, the URL gets a warning that names the parts that
+    can hold a key without showing them; from a file (``--rpc-url-file``), none."""
     group = ProcessGroup(tmp_path)
+    captured: list[str | None] = []
     group.spawn("proxy", [sys.executable, "-c", "raise SystemExit(3)"], {"PATH": "/usr/bin:/bin"}).wait(timeout=30)
 
     @contextlib.contextmanager
     def stand_in(root: Path, **kwargs: Any) -> Iterator[Deployment]:
+        captured.append(kwargs["rpc_url"])
         yield Deployment(
             root=root, api_url="http://127.0.0.1:1", chain_url=kwargs["rpc_url"], database=root / deployment.DATABASE,
             logs=group.logs, group=ProcessGroup(root), services=group, multisig_required=True,
@@ -201,13 +206,24 @@ def test_the_banner_shows_only_the_origin_of_the_rpc_url(
     monkeypatch.setattr(cli, "run_local", stand_in)
     from policies.cli import main
 
-    args = ["selfhost", "up", "--state-dir", str(tmp_path / "state"), "--rpc-url", RPC_URL, "--owner-key", _owner()]
+    url_file = tmp_path / "rpc-url"
+    url_file.write_text(f"  {RPC_URL}  \nthe first line only\n")
+    url_file.chmod(0o600)
+    given = RPC_URL if option == "--rpc-url" else str(url_file)
+    args = ["selfhost", "up", "--state-dir", str(tmp_path / "state"), option, given, "--owner-key", _owner()]
     assert main(args) == 1  # the stand-in's proxy has exited
     group.stop_all()
     output = capsys.readouterr()
-    assert "  chain        https://rpc.example.com:8443  (--rpc-url; its path and query not shown)" in output.out
-    for secret in ("user", "password", "PATHKEY", "QUERYKEY"):
+    assert captured == [RPC_URL]  # the whole URL reaches the services (selfhost.env, mode 0600)
+    assert "  chain        https://rpc.example.com:8443  (RPC endpoint; its path and query not shown)" in output.out
+    for secret in ("USERPART", "PASSPART", "PATHKEY", "QUERYKEY"):
         assert secret not in output.out + output.err
+    warning = (
+        "selfhost up: warning: --rpc-url has a user info and a path and a query, where providers put API keys: "
+        "other local users can read a command line (/proc/PID/cmdline) while the command runs, and shell history "
+        "keeps it; put the URL in a file only you can read and give --rpc-url-file FILE instead\n"
+    )
+    assert (warning in output.err) == (option == "--rpc-url")
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +33,16 @@ from tests.support.squads_encoder import PROGRAM_ID, SquadsEncoder
 
 ENC = SquadsEncoder()
 RPC_URL = "https://rpc.invalid/?api-key=rpc-secret-token"
+RPC_URL_WARNING = "owner: warning: --rpc-url has a query, where providers put API keys: "
+
+
+def rpc_url_file(directory: Path) -> str:
+    """`RPC_URL` on the first line of a file in ``directory`` (mode 0600), for ``--rpc-url-file``: the way to give a
+    URL that carries an API key (``--rpc-url`` with one gets a warning, `RPC_URL_WARNING`)."""
+    path = directory / "rpc-url"
+    path.write_text(RPC_URL + "\n")
+    path.chmod(0o600)
+    return str(path)
 
 
 # -- a chain holding the wallet's multisig ---------------------------------------------------------------------------
