@@ -104,8 +104,12 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="waiaas-demo-"))
     if args.run_dir is not None and args.run_dir.exists() and any(args.run_dir.iterdir()):
         print(f"demo: {args.run_dir} is not empty; every run starts from a fresh directory", file=sys.stderr)
         return EXIT_NOT_STARTED
-    return run_demo(run_dir, args.port or free_port())
+    try:
+        port = args.port or free_port()
+    except StackError as exc:
+        print(f"demo: {exc}: choose a port with --port", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    return run_demo(args.run_dir or Path(tempfile.mkdtemp(prefix="waiaas-demo-")), port)

@@ -31,7 +31,8 @@ parent-death signal (:mod:`selfhost.lifetime`): a runner killed outright takes i
 it. Stopping is SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT_SECONDS`; only the processes started here are
 signalled. A service counts as healthy once its healthcheck passes while its process is still running (a
 healthcheck answered by another server on the same port does not count), and a published port must be free
-before anything is started (:func:`check_port_free`).
+before anything is started (:func:`check_port_free`). A port chosen for a service (:func:`free_port`) lies outside
+the kernel's ephemeral range, so nothing on the machine is given it by chance before the service binds it.
 
 Errors: :class:`StackError` (a service exited or did not become healthy in time; the message carries the tail of
 its log, which the services keep free of secrets).
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import random
 import shutil
 import socket
 import subprocess
@@ -64,6 +66,17 @@ HEALTHCHECK_RUN_SECONDS: Final = 30.0
 STOP_TIMEOUT_SECONDS: Final = 10.0
 LOG_TAIL_CHARS: Final = 4000
 REPO: Final = Path(__file__).resolve().parents[1]
+PORT_RANGE_FILE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""Linux: the range the kernel takes a local port from when none is named (connect without bind, bind to port 0)."""
+DEFAULT_EPHEMERAL_RANGE: Final = (49152, 65535)
+"""Where there is no :data:`PORT_RANGE_FILE`: IANA's dynamic ports (RFC 6335), the range macOS and Windows use."""
+FIRST_UNPRIVILEGED_PORT: Final = 1024
+MAX_PORT: Final = 65535
+FREE_PORT_TRIES: Final = 50
+"""Candidates :func:`free_port` checks before it gives up (with a few hundred of the ports taken, fifty taken ones in
+a row come with a probability below 1e-100)."""
+_PORT_CHOICE: Final = random.SystemRandom()
+"""The operating system's randomness: processes forked from one parent do not choose alike."""
 
 
 class StackError(RuntimeError):
@@ -80,27 +93,68 @@ class LocalService:
     """Local secret file -> the compose secret it stands for."""
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago (the caller binds it soon after)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports the kernel hands out by itself (an outgoing connection, a bind to port 0), inclusive: read from
+    :data:`PORT_RANGE_FILE`, or :data:`DEFAULT_EPHEMERAL_RANGE` where there is no such file. :class:`StackError` if
+    it holds anything but two port numbers, low then high."""
+    path = PORT_RANGE_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return DEFAULT_EPHEMERAL_RANGE
+    except OSError as exc:
+        raise StackError(f"cannot read {path}: {exc.strerror}") from exc
+    fields = text.split()
+    if len(fields) != 2 or not all(f.isascii() and f.isdigit() for f in fields):
+        raise StackError(f"{path} does not hold a port range (two numbers, low then high)")
+    low, high = int(fields[0]), int(fields[1])
+    if not 0 < low <= high <= MAX_PORT:
+        raise StackError(f"{path} does not hold a port range (two numbers, low then high)")
+    return low, high
+
+
+def free_port(port_range: tuple[int, int] | None = None, *, tries: int = FREE_PORT_TRIES) -> int:
+    """A loopback port for a server that a subprocess starts soon after: one that binds now as the server will bind
+    it (127.0.0.1, SO_REUSEADDR), chosen at random among the unprivileged ports outside the kernel's ephemeral range
+    (``port_range``, by default :func:`ephemeral_port_range`). The kernel never gives such a port to anything by
+    itself, so between this check and the server's bind only another program that names the port could take it (a
+    random choice among some thirty thousand makes two callers of this function unlikely to meet). Up to ``tries``
+    candidates are checked; :class:`StackError` if none binds."""
+    low, high = ephemeral_port_range() if port_range is None else port_range
+    below = range(FIRST_UNPRIVILEGED_PORT, max(low, FIRST_UNPRIVILEGED_PORT))
+    above = range(max(high + 1, FIRST_UNPRIVILEGED_PORT), MAX_PORT + 1)
+    outside = len(below) + len(above)
+    if outside == 0:
+        raise StackError(f"the ephemeral port range {low}-{high} leaves no unprivileged port outside it")
+    for _ in range(tries):
+        index = _PORT_CHOICE.randrange(outside)
+        port = below[index] if index < len(below) else above[index - len(below)]
+        try:
+            _bind_loopback(port)
+        except OSError:
+            continue
         return port
+    raise StackError(f"no free port on 127.0.0.1 outside the ephemeral port range {low}-{high} in {tries} tries")
+
+
+def _bind_loopback(port: int) -> None:
+    """Bind ``127.0.0.1:port`` as the services bind it (SO_REUSEADDR), and let it go; OSError if it cannot be."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
 
 
 def check_port_free(port: int) -> None:
     """:class:`StackError` unless ``127.0.0.1:port`` can be bound now (as the proxy will bind it, SO_REUSEADDR)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror}"
-            raise StackError(
-                f"port {port} on 127.0.0.1 {why} (another `waiaas selfhost up`, the compose bundle, or another "
-                "server?): choose another with --port (in the compose bundle, WAIAAS_PUBLISH_PORT); nothing was "
-                "started"
-            ) from exc
+    try:
+        _bind_loopback(port)
+    except OSError as exc:
+        why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc.strerror}"
+        raise StackError(
+            f"port {port} on 127.0.0.1 {why} (another `waiaas selfhost up`, the compose bundle, or another "
+            "server?): choose another with --port (in the compose bundle, WAIAAS_PUBLISH_PORT); nothing was "
+            "started"
+        ) from exc
 
 
 def _argv(svc: Mapping[str, Any]) -> list[str]:

@@ -77,6 +77,8 @@ def test_unreachable_upstream_closes_client() -> None:
 # -- the lifetime of a relayed connection ---------------------------------------------------------------------------
 
 LIFETIME = 0.5
+"""The forwarder's lifetime in these tests. The bounds below leave 5 s for a loaded machine; a connection nobody cut
+would run into the tests' own 10 s waits (or trickle for 20 s)."""
 
 
 @contextlib.asynccontextmanager
@@ -122,7 +124,7 @@ def test_a_connection_nobody_talks_on_is_cut_on_both_sides_at_its_lifetime() -> 
 
     client_saw, upstream_saw, elapsed = asyncio.run(run())
     assert client_saw == b"" and upstream_saw == b""
-    assert LIFETIME * 0.9 <= elapsed < LIFETIME + 2
+    assert LIFETIME * 0.9 <= elapsed < LIFETIME + 5
 
 
 def test_an_answer_trickling_in_is_cut_at_the_lifetime_not_when_it_ends() -> None:
@@ -143,7 +145,7 @@ def test_an_answer_trickling_in_is_cut_at_the_lifetime_not_when_it_ends() -> Non
 
     received, elapsed = asyncio.run(run())
     assert 1 <= len(received) < 20  # bytes were flowing, and then stopped flowing
-    assert elapsed < LIFETIME + 2
+    assert elapsed < LIFETIME + 5
 
 
 def test_a_client_that_stops_reading_does_not_hold_the_connection() -> None:
@@ -168,7 +170,7 @@ def test_a_client_that_stops_reading_does_not_hold_the_connection() -> None:
             writer.close()
             return ended - started
 
-    assert asyncio.run(run()) < LIFETIME + 2
+    assert asyncio.run(run()) < LIFETIME + 5
 
 
 def test_a_connection_within_its_lifetime_is_relayed_whole() -> None:

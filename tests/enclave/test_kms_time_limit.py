@@ -140,5 +140,6 @@ def test_a_paced_kms_answer_ends_the_wallet_request_within_the_attempts_lifetime
     # short body and does not retry; the answer checks refuse it. Over TLS a cut is an error, retried once.)
     assert 1 <= kms.connections <= KMS_MAX_ATTEMPTS
     assert 0 < kms.bytes_sent < 2000
-    # Two lifetimes and the short wait between them, well under the client's 10 s (and the answer's 80 s).
-    assert elapsed < KMS_MAX_ATTEMPTS * LIFETIME + 2
+    # At most two lifetimes and the short wait between them (about 1.2 s here), under the client's 10 s (and the
+    # answer's 100 s): a request that ran into the client's limit would have ended with another code.
+    assert elapsed < KMS_MAX_ATTEMPTS * LIFETIME + 5

@@ -112,7 +112,9 @@ def test_idle_and_closed_connections_are_not_reused(tmp_path: Path, monkeypatch:
         (tmp_path / "s").unlink()
         once = await serve(tmp_path / "s", answer_once)
         assert (await client.ping()).wallets == 99
-        await asyncio.sleep(0.05)  # the EOF arrives
+        async with asyncio.timeout(10):  # the EOF arrives (the idle connection's reader sees it)
+            while not all(idle[0].at_eof() for idle in client._idle):
+                await asyncio.sleep(0.01)
         assert (await client.ping()).wallets == 99  # the closed connection was not reused
         await client.aclose()
         once.close()

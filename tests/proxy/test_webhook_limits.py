@@ -20,8 +20,10 @@ from parent_proxy.webhooks import CLAIM_BATCH, LANES, LEASE_SECONDS
 from tests.proxy.webhook_receiver import deliver_once, local_client, serving
 
 BIG_BODY_BYTES = 64 * 1024 * 1024
-DRIP_SECONDS = 4.0
 DEADLINE = 1.0
+DRIP_SECONDS = 30.0
+"""How long a dripping receiver would take to finish, if a client waited for it: the client gives up after the
+deadline and the receiver stops at its next byte, so only a broken client lasts this long."""
 
 
 class RawReceiver(socketserver.ThreadingTCPServer):
@@ -123,7 +125,7 @@ def test_one_deadline_bounds_the_whole_post(
     with serving(RawReceiver(respond)) as receiver:
         status, errors, elapsed = _timed_delivery(sqlite_store, receiver.url(scheme))
     assert (status, errors) == (OutboxStatus.PENDING, [error])  # a failed attempt, retried later
-    assert elapsed < DEADLINE + 1.0 < DRIP_SECONDS
+    assert elapsed < DRIP_SECONDS / 3, elapsed  # the deadline, with room for a loaded machine; not the drip
 
 
 def test_a_live_worker_holds_its_leases_through_its_posts() -> None:

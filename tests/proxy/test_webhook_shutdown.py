@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,22 @@ from parent_proxy.webhooks import LEASE_SECONDS, enqueue_event
 from selfhost.local_stack import free_port
 from tests.proxy.conftest import FakeClock, make_wallet
 from tests.proxy.minimal_settings import OWNER
-from tests.proxy.webhook_receiver import SECRET, Receiver, black_hole, local_client, serving, worker_for
+from tests.proxy.webhook_receiver import (
+    SECRET,
+    Receiver,
+    hung_receiver,
+    local_client,
+    serving,
+    wait_until,
+    worker_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
+WAIT = 10.0
+"""How long the test waits for what a correct worker does within milliseconds (or, for the stop, within the
+grace): only a broken one runs into it."""
+HANG_UP_DEADLINE = 60.0
+"""The POST deadline here: the hung POST outlasts the test's stop by far, until its receiver hangs up at the end."""
 
 
 def _wallet_event(store: SqliteStore, clock: FakeClock, wallet_id: str, url: str) -> OutboxItem:
@@ -42,31 +54,32 @@ def _log(store: SqliteStore, item: OutboxItem) -> list[tuple[int, bool, int | No
     return [(a.attempt, a.delivered, a.status_code) for a in store.delivery_log(item.event_id)]
 
 
-def _until(condition: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 def test_stop_records_what_answers_within_the_grace_and_leaves_the_rest_to_its_lease(sqlite_store: SqliteStore) -> None:
-    """Two POSTs in flight at stop: the one answered within the grace is recorded delivered, once; the hung one is
-    left after the grace (before: `run_until` waited for it to run into its deadline and recorded a failure), keeps
-    its lease, and is claimed again when the lease ends."""
+    """Two POSTs in flight at stop: the one answered within the grace (its receiver answers as the grace begins) is
+    recorded delivered, once; the hung one is left after the grace (before: `run_until` waited for it to run into
+    its deadline and recorded a failure), keeps its lease, and is claimed again when the lease ends."""
     clock = FakeClock()
-    deadline, grace = 4.0, 1.0
-    with black_hole() as hole, serving(Receiver(0, delay_seconds=0.5)) as late, local_client(deadline) as client:
+    grace, answer, stop = 2.0, threading.Event(), threading.Event()
+    late = Receiver(0, answer_when=answer)
+    with hung_receiver() as hole, serving(late), local_client(HANG_UP_DEADLINE) as client:
         answered = _wallet_event(sqlite_store, clock, "w-late", late.url)
-        hung = _wallet_event(sqlite_store, clock, "w-hung", hole)
-        worker, stop = worker_for(sqlite_store, clock, client), threading.Event()
-        options = {"poll_seconds": 0.05, "tick": lambda: None, "grace_seconds": grace}
+        hung = _wallet_event(sqlite_store, clock, "w-hung", hole.url)
+        worker = worker_for(sqlite_store, clock, client)
+
+        def tick() -> None:  # the last wake-up before the grace: the late receiver answers only now
+            if stop.is_set():
+                answer.set()
+
+        options = {"poll_seconds": 0.05, "tick": tick, "grace_seconds": grace}
         thread = threading.Thread(target=worker.run_until, args=(stop,), kwargs=options)
         thread.start()
-        _until(lambda: late.requests == 1, 5.0)
+        under_way = wait_until(lambda: late.requests == 1 and hole.open == 1, WAIT)
         stopped = time.monotonic()
         stop.set()
-        thread.join(deadline + 2)
+        thread.join(WAIT)  # a stop that waited for the hung POST would last its whole deadline
         took = time.monotonic() - stopped
-        assert not thread.is_alive() and grace <= took < grace + 1.0, took
+        assert under_way and answer.is_set() and not thread.is_alive()
+        assert took >= grace and hole.open == 1, took  # the grace was given; the hung POST is still under way
         assert late.requests == 1 and late.accepted == [answered.body]
         assert sqlite_store.get_outbox_item(answered.event_id).status == OutboxStatus.DELIVERED
         assert _log(sqlite_store, answered) == [(1, True, 200)]
@@ -77,9 +90,10 @@ def test_stop_records_what_answers_within_the_grace_and_leaves_the_rest_to_its_l
         assert [(i.event_id, i.attempts) for i in sqlite_store.claim_webhooks(clock.now(), LEASE_SECONDS, 10)] == [
             (hung.event_id, 2)
         ]
-    for lane in threading.enumerate():  # the hung POST's lane ends once the receiver is gone
+    for lane in threading.enumerate():  # the hung POST's lane ends once its receiver has hung up
         if lane.name.startswith("webhook-post"):
-            lane.join(5)
+            lane.join(WAIT)
+            assert not lane.is_alive()
     assert _log(sqlite_store, hung) == []  # its late failure did not count: the lease had been taken over
 
 
@@ -109,7 +123,7 @@ def test_a_stopping_proxy_waits_for_the_post_in_flight(tmp_path: Path, workers: 
                     [sys.executable, "-m", "parent_proxy"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr
                 )
             try:
-                _until(lambda: receiver.requests == 1 or proxy.poll() is not None, 60.0)
+                wait_until(lambda: receiver.requests == 1 or proxy.poll() is not None, 60.0)
                 assert receiver.requests == 1, (tmp_path / "stderr").read_text()
                 proxy.send_signal(signal.SIGTERM)
                 proxy.wait(WEBHOOK_STOP_SECONDS + 10)

@@ -12,7 +12,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 
@@ -70,18 +70,35 @@ def black_hole() -> Iterator[str]:
 
 
 class HungReceiver:
-    """`black_hole`'s server: reads what each connection sends, never answers, and counts the connections the
-    client has not closed yet (`open`)."""
+    """`black_hole`'s server: reads what each connection sends and never answers. It counts the connections it
+    took (`connections`) and those the client has not closed yet (`open`); `release` hangs up on those it holds,
+    as a receiver that gives up without answering (the client sees the connection closed)."""
 
     def __init__(self, listener: socket.socket) -> None:
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
         self.open = 0
+        self.connections = 0
+        self._held: list[socket.socket] = []
         self._lock = threading.Lock()
 
-    def hold(self, conn: socket.socket) -> None:
+    def take(self, conn: socket.socket) -> None:
+        """Hold ``conn``, which was just accepted, until the client closes it or `release`."""
         with self._lock:
+            self.connections += 1
             self.open += 1
-        with contextlib.suppress(OSError):
+            self._held.append(conn)
+        threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def release(self) -> None:
+        """Hang up on every connection held now (later ones are held as before)."""
+        with self._lock:
+            held, self._held = self._held, []
+        for conn in held:
+            with contextlib.suppress(OSError):  # the client closed it already
+                conn.shutdown(socket.SHUT_WR)  # the client reads the end; this reads on until the client closes
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
             while conn.recv(65536):
                 pass
         with self._lock:
@@ -92,13 +109,11 @@ class HungReceiver:
 def hung_receiver() -> Iterator[HungReceiver]:
     listener = socket.create_server(("127.0.0.1", 0), backlog=100)
     hole = HungReceiver(listener)
-    held: list[socket.socket] = []
 
     def accept() -> None:
         with contextlib.suppress(OSError):  # the listener is closed at the end of the block
             while True:
-                held.append(conn := listener.accept()[0])
-                threading.Thread(target=hole.hold, args=(conn,), daemon=True).start()
+                hole.take(listener.accept()[0])
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
@@ -109,20 +124,38 @@ def hung_receiver() -> Iterator[HungReceiver]:
             listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way (close alone does not, on Linux)
         listener.close()
         thread.join(5)
-        for conn in held:
-            conn.close()
+        hole.release()  # a POST still under way ends now, not at its deadline
+
+
+def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``seconds`` have passed (False). ``seconds`` bounds only how long
+    a test waits for something that should happen: it is no measure of anything."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 class Receiver(ThreadingHTTPServer):
     """Answers 500 to the first ``fail_first`` requests, then 200 (or a 307 to ``redirect_to``), each after
-    ``delay_seconds``; records bodies whose signature verified (and whose event headers match the body) and every
-    request's Host header (``requests`` counts a request once its body is read, before the delay)."""
+    ``delay_seconds`` and once ``answer_when`` is set (if given; for at most a minute); records bodies whose
+    signature verified (and whose event headers match the body) and every request's Host header (``requests``
+    counts a request once its body is read, before the wait)."""
 
-    def __init__(self, fail_first: int, redirect_to: str | None = None, delay_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        fail_first: int,
+        redirect_to: str | None = None,
+        delay_seconds: float = 0.0,
+        answer_when: threading.Event | None = None,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.fail_first = fail_first
         self.redirect_to = redirect_to
         self.delay_seconds = delay_seconds
+        self.answer_when = answer_when
         self.requests = 0
         self.accepted: list[bytes] = []
         self.hosts: list[str] = []
@@ -152,6 +185,8 @@ class Handler(BaseHTTPRequestHandler):
         self.server.requests += 1
         self.server.hosts.append(self.headers["Host"])
         time.sleep(self.server.delay_seconds)
+        if self.server.answer_when is not None:
+            self.server.answer_when.wait(60)
         location = self.server.redirect_to
         if not hmac.compare_digest(expected, self.headers["WAIaaS-Signature"]):
             self.server.bad_signatures += 1
