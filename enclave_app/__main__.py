@@ -25,7 +25,7 @@ from enclave_app.attestation import verify_attestation_document
 from enclave_app.clock import utc_now
 from enclave_app.core_dumps import forbid_core_dumps
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
-from enclave_app.errors import EnclaveError, SecretFileError, SettingsError
+from enclave_app.errors import EnclaveError, SealingError, SecretFileError, SettingsError
 from enclave_app.forwarder import Forwarder
 from enclave_app.kms_sealers import KmsSealers, boto3_kms_clients
 from enclave_app.no_attestation import NO_ATTESTATION_REASON, NoAttestationNsm
@@ -73,6 +73,8 @@ def build_sealers(settings: Settings, nsm: Nsm) -> Sealers:
             return LocalSealer(read_operator_secret(settings.local_secret_file))
         except SecretFileError as exc:  # "<path>: <reason>"
             raise SecretFileError(f"WAIAAS_ENCLAVE_LOCAL_SECRET_FILE {exc}") from None
+        except SealingError as exc:  # a secret the sealer cannot use (too short): name the setting and the file
+            raise SealingError(f"WAIAAS_ENCLAVE_LOCAL_SECRET_FILE {settings.local_secret_file}: {exc}") from None
     if settings.kms_key_id is None or settings.kms_region is None:
         raise SettingsError("KMS key id or region missing")
     if settings.nsm == "none":  # load_settings refuses this already; refuse rather than build a sealer that cannot work

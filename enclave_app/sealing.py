@@ -194,7 +194,7 @@ class LocalSealer:
 
     def __init__(self, operator_secret: bytes) -> None:
         if len(operator_secret) < MIN_OPERATOR_SECRET_BYTES:
-            raise SealingError("operator secret too short")
+            raise SealingError(f"operator secret too short (at least {MIN_OPERATOR_SECRET_BYTES} bytes)")
         self._secret = operator_secret
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from enclave_app.__main__ import serve
-from enclave_app.errors import SecretFileError
+from enclave_app.errors import SealingError, SecretFileError
 from enclave_app.secret_file import check_secret_file_mode, read_operator_secret
 from enclave_app.settings import load_settings
 from tests.enclave.startup_env import enclave_env
@@ -39,6 +39,19 @@ def test_a_secret_file_open_to_group_or_others_stops_the_signer_before_it_listen
     settings = load_settings(enclave_env(tmp_path, LOCAL_SECRET_FILE=str(path)))
     expected = f"WAIAAS_ENCLAVE_LOCAL_SECRET_FILE {path}: readable by group or others (mode {mode:04o}; chmod 0400 it)"
     with pytest.raises(SecretFileError, match=f"^{expected}$".replace("(", r"\(").replace(")", r"\)")):
+        asyncio.run(asyncio.wait_for(serve(settings, stop=asyncio.Event()), SERVED_SECONDS))
+    assert not (tmp_path / "enclave.sock").exists()
+
+
+def test_a_short_secret_stops_the_signer_naming_the_setting_the_file_and_the_minimum(tmp_path: Path) -> None:
+    """Review s21 (the docs run literally): a short secret stopped the signer with "operator secret too short",
+    naming neither the setting nor the file nor what would do."""
+    path = tmp_path / "waiaas_unseal_secret"
+    path.write_bytes(b"short\n")
+    path.chmod(0o400)
+    settings = load_settings(enclave_env(tmp_path, LOCAL_SECRET_FILE=str(path)))
+    expected = f"WAIAAS_ENCLAVE_LOCAL_SECRET_FILE {path}: operator secret too short (at least 16 bytes)"
+    with pytest.raises(SealingError, match=f"^{expected}$".replace("(", r"\(").replace(")", r"\)")):
         asyncio.run(asyncio.wait_for(serve(settings, stop=asyncio.Event()), SERVED_SECONDS))
     assert not (tmp_path / "enclave.sock").exists()
 
