@@ -33,6 +33,7 @@ from policies.json_fields import (
     _list,
     _obj,
     read_pubkey,
+    read_wallet_id,
 )
 from policies.model import FEES, NATIVE_SOL
 from policies.programs import (
@@ -335,7 +336,7 @@ def policy_from_object(document: dict[str, Any]) -> Policy:
         expires_at = _int(obj["expires_at"], "expires_at", minimum=1, maximum=MAX_SAFE_INT)
     return Policy(
         version=version,
-        wallet_id=_ident(obj["wallet_id"], "wallet_id"),
+        wallet_id=read_wallet_id(obj["wallet_id"], "wallet_id"),
         sequence=_int(obj["sequence"], "sequence", minimum=1, maximum=MAX_SAFE_INT),
         expires_at=expires_at,
         rules=rules,

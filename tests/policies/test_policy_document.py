@@ -78,6 +78,9 @@ MALFORMED = [
     ("version", _DELETE, "version", "required field is missing"),
     ("wallet_id", "", "wallet_id", "1-64 characters"),
     ("wallet_id", "has space", "wallet_id", "1-64 characters"),
+    ("wallet_id", "_w1", "wallet_id", "the first a letter or digit"),  # the message says why, not only which
+    ("wallet_id", "acme:agent-1", "wallet_id", "1-64 characters"),
+    ("wallet_id", "w" * 65, "wallet_id", "1-64 characters"),
     ("sequence", 0, "sequence", "between 1 and"),
     ("sequence", "1", "sequence", "must be an integer"),
     ("sequence", True, "sequence", "must be an integer"),
