@@ -46,11 +46,13 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _int(value: Any, path: str, *, minimum: int, maximum: int) -> int:
+def _int(value: Any, path: str, *, minimum: int, maximum: int, why: str = "") -> int:
+    """An integer from ``minimum`` to ``maximum``; ``why``: the reason for the maximum, said when it is exceeded."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise PolicyDocumentError(path, "must be an integer")
     if not minimum <= value <= maximum:
-        raise PolicyDocumentError(path, f"must be between {minimum} and {maximum}")
+        reason = f" ({why})" if why and value > maximum else ""
+        raise PolicyDocumentError(path, f"must be between {minimum} and {maximum}{reason}")
     return value
 
 
