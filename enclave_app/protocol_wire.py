@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from enclave_app.errors import ProtocolError
 from policies.document import MAX_SPEND_WINDOWS
 from policies.fastinit import fast_init
-from policies.identifiers import is_wallet_id
+from policies.identifiers import WALLET_ID_RULE, is_wallet_id
 from policies.transaction import MAX_TRANSACTION_BYTES
 
 PROTOCOL_VERSION = 1
@@ -186,10 +186,10 @@ def _decision(value: Any) -> dict[str, Any]:
 
 
 def _wallet_id(value: Any) -> str:
-    # The proxy's API pattern (`policies.identifiers`): a parent talking to the enclave directly gets no other id
-    # into a receipt, the sealed state or the owner's terminal.
+    # The wallet-id rule of the proxy's API and of policies (`policies.identifiers`): a parent talking to the
+    # enclave directly gets no other id into a receipt, the sealed state or the owner's terminal.
     if not is_wallet_id(value):
-        raise ProtocolError("wallet_id is not 1-128 of A-Z a-z 0-9 . _ : -, or is . or ..")
+        raise ProtocolError(f"wallet_id is not {WALLET_ID_RULE}")
     return value
 
 

@@ -63,12 +63,12 @@ from parent_proxy.owner_cli_common import (
     json_object_file,
     json_object_read,
     public_key_option,
+    wallet_id_option,
 )
 from parent_proxy.owner_verify_cli import anchor_options, attestation_anchor, checked_session
 from parent_proxy.owner_verify_order_cli import owner_order
 from parent_proxy.provisioning import ProvisionVerificationError
 from parent_proxy.trust_anchor import AttestedSession
-from policies.identifiers import is_wallet_id
 from policies.terminal_text import safe_line
 
 COMMAND: Final = "verify-receipt"
@@ -169,15 +169,14 @@ def _print_verified(
 
 def _expectation(args: argparse.Namespace) -> AgentExpectation:
     """What the agent knows, from its own options (`OwnerInputError` for one that is not what it should be)."""
-    if not is_wallet_id(args.wallet_id):
-        raise OwnerInputError("--wallet-id is not a wallet id (1-128 of A-Z a-z 0-9 . _ : -)")
+    wallet_id = wallet_id_option(args.wallet_id, "--wallet-id")
     agent = public_key_option(args.agent_public_key, "--agent-public-key")
     try:
         transaction = base64.b64decode(args.transaction, validate=True)
         VersionedTransaction.from_bytes(transaction)
     except (ValueError, binascii.Error) as exc:
         raise OwnerInputError("--transaction is not a base64 Solana transaction") from exc
-    return AgentExpectation(args.wallet_id, bytes(agent), transaction, _expected_policy(args))
+    return AgentExpectation(wallet_id, bytes(agent), transaction, _expected_policy(args))
 
 
 def _expected_policy(args: argparse.Namespace) -> ExpectedPolicy:

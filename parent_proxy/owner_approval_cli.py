@@ -36,6 +36,7 @@ from parent_proxy.owner_cli_common import (
     order_expiry,
     print_json,
     signed_policy_file,
+    wallet_id_option,
 )
 from parent_proxy.owner_signers import OwnerSigner
 from parent_proxy.sign_parts import message_hash
@@ -66,6 +67,7 @@ def register(commands: Any) -> None:
 
 def approve(args: argparse.Namespace, signer: OwnerSigner) -> int:
     """Decode, describe, sign (see the module docstring)."""
+    wallet = wallet_id_option(args.wallet, "--wallet")
     try:
         raw = base64.b64decode(args.transaction, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -74,8 +76,8 @@ def approve(args: argparse.Namespace, signer: OwnerSigner) -> int:
     recipients = None
     if args.policy is not None:
         policy = signed_policy_file(args.policy, signer.public_key)
-        if policy.wallet_id != args.wallet:
-            raise OwnerInputError(f"--policy is wallet {policy.wallet_id!r}'s, not {args.wallet!r}'s")
+        if policy.wallet_id != wallet:
+            raise OwnerInputError(f"--policy is wallet {policy.wallet_id!r}'s, not {wallet!r}'s")
         tables = dict(resolve_lookup_tables(policy))
         allow = policy.rules.destinations.allow
         recipients = Recipients.of(allow if isinstance(allow, frozenset) else (), policy.rules.destinations.deny)
@@ -85,8 +87,8 @@ def approve(args: argparse.Namespace, signer: OwnerSigner) -> int:
         hint = "" if args.policy is not None else " (a v0 transaction's lookup tables need --policy)"
         raise OwnerInputError(f"--transaction does not decode: {exc}{hint}; nothing was signed") from exc
     digest = message_hash(raw)
-    summary = [f"approving, for wallet {args.wallet}, the transaction whose message hash is {digest.hex()}:"]
+    summary = [f"approving, for wallet {wallet}, the transaction whose message hash is {digest.hex()}:"]
     sys.stderr.write("".join(safe_line(line) for line in [*summary, *describe_transaction(decoded, recipients)]))
-    document = approval_document(args.wallet, digest, order_expiry(args.expires_in))
+    document = approval_document(wallet, digest, order_expiry(args.expires_in))
     print_json(envelope(signer, APPROVAL_PURPOSE, document))
     return EXIT_OK

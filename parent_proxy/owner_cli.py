@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -86,6 +85,7 @@ from parent_proxy.owner_cli_common import (
     passphrase,
     print_json,
     signer_from_args,
+    wallet_id_option,
     warn,
 )
 from parent_proxy.owner_keyfile import (
@@ -98,7 +98,6 @@ from parent_proxy.owner_signers import (
     OwnerKeyError,
     OwnerSigner,
 )
-from parent_proxy.schemas import WALLET_ID
 from policies.canonical import parse_json_object
 from policies.document import MAX_SAFE_INT, policy_from_object
 from policies.errors import PolicyEngineError
@@ -270,11 +269,10 @@ def run(args: argparse.Namespace) -> int:
         elif command == owner_approval_cli.COMMAND:
             return owner_approval_cli.approve(args, signer)
         elif command in ("freeze", "unfreeze"):
+            wallet = wallet_id_option(args.wallet, "--wallet")
             check_sequence(args.sequence, maximum=MAX_SEQUENCE, what="--sequence", allow_jump=args.allow_sequence_jump)
             purpose = FREEZE_PURPOSE if command == "freeze" else UNFREEZE_PURPOSE
-            print_json(
-                envelope(signer, purpose, freeze_document(args.wallet, args.sequence, order_expiry(args.expires_in)))
-            )
+            print_json(envelope(signer, purpose, freeze_document(wallet, args.sequence, order_expiry(args.expires_in))))
         elif command == "check-multisig":
             return check_multisig(args, signer)
         else:
@@ -355,9 +353,8 @@ def check_multisig(args: argparse.Namespace, signer: OwnerSigner, client: httpx.
     """``check-multisig --url``: print the API's report (stdout) and each failed check (stderr); exit 0 only when the
     answer is a report that conforms. The report is what the parent read from its chain adapter (docs/api.md);
     ``--rpc-url`` makes the comparison without the parent (`parent_proxy.owner_multisig_cli`)."""
-    if not re.fullmatch(WALLET_ID, args.wallet):
-        raise OwnerInputError("--wallet is not a wallet id")
-    response = _send(signer, args.url, "GET", f"/v1/wallets/{args.wallet}/multisig", b"", client=client)
+    wallet = wallet_id_option(args.wallet, "--wallet")
+    response = _send(signer, args.url, "GET", f"/v1/wallets/{wallet}/multisig", b"", client=client)
     report = _print_answer(response)
     _hint(response, report, args.url)
     if not response.is_success:

@@ -37,6 +37,7 @@ from parent_proxy.rpc_url_options import rpc_url_option
 from policies.canonical import MAX_DOCUMENT_BYTES
 from policies.document import Policy, policy_from_object
 from policies.errors import PolicySignatureError
+from policies.identifiers import WALLET_ID_RULE, is_wallet_id
 from policies.orders import MAX_ORDER_LIFETIME_SECONDS
 from policies.signing import POLICY_PURPOSE, open_envelope, signing_payload
 from policies.terminal_text import safe_line
@@ -84,6 +85,14 @@ def check_sequence(sequence: int, *, maximum: int, what: str, allow_jump: bool) 
 def pinned_public_key(text: str | None) -> Pubkey | None:
     """``--owner-public-key``, parsed (None when not given)."""
     return None if text is None else public_key_option(text, "--owner-public-key")
+
+
+def wallet_id_option(text: str, option: str) -> str:
+    """A wallet id given as ``option`` (`policies.identifiers`: the API's, the policies' and the enclave's rule);
+    `OwnerInputError` if it is not one, before anything is signed or sent."""
+    if not is_wallet_id(text):
+        raise OwnerInputError(f"{option} is not a wallet id ({WALLET_ID_RULE})")
+    return text
 
 
 def public_key_option(text: str, option: str) -> Pubkey:

@@ -87,6 +87,7 @@ from parent_proxy.owner_cli_common import (
     public_key_option,
     rpc_url,
     signer_from_args,
+    wallet_id_option,
 )
 from parent_proxy.owner_cosign import describe_rotation, recognize
 from parent_proxy.rotation_transaction import (
@@ -307,6 +308,7 @@ def _named_multisig(decoded: DecodedTransaction) -> Pubkey:
 
 
 def sign_rotation(args: argparse.Namespace) -> int:
+    wallet = wallet_id_option(args.wallet_id, "--wallet-id")
     tx = _transaction(args.transaction)
     agent, new_agent = (
         public_key_option(args.agent_key, "--agent-key"),
@@ -318,7 +320,7 @@ def sign_rotation(args: argparse.Namespace) -> int:
     expires_at = order_expiry(args.expires_in)
     signer = signer_from_args(args)
     digest = hashlib.sha256(to_bytes_versioned(tx.message)).digest()
-    document = rotation_document(args.wallet_id, agent, new_agent, digest, expires_at)
+    document = rotation_document(wallet, agent, new_agent, digest, expires_at)
     summary = describe_rotation(decoded)
     print_json(envelope(signer, AGENT_KEY_ROTATION_PURPOSE, document))
     _note(f"signed: replace {agent} by {new_agent} in multisig {multisig}, message {digest.hex()}")
@@ -329,13 +331,14 @@ def sign_rotation(args: argparse.Namespace) -> int:
 
 
 def sign_key_switch(args: argparse.Namespace) -> int:
+    wallet = wallet_id_option(args.wallet_id, "--wallet-id")
     agent, new_agent = (
         public_key_option(args.agent_key, "--agent-key"),
         public_key_option(args.new_agent_key, "--new-agent-key"),
     )
     if agent == new_agent:
         raise OwnerInputError("--new-agent-key is the agent key")
-    document = switch_document(args.wallet_id, agent, new_agent, order_expiry(args.expires_in))
+    document = switch_document(wallet, agent, new_agent, order_expiry(args.expires_in))
     print_json(envelope(signer_from_args(args), AGENT_KEY_SWITCH_PURPOSE, document))
     return EXIT_OK
 

@@ -4,11 +4,16 @@ translated (`run_store`), and an owner envelope's bytes (`envelope_bytes`). The 
 `parent_proxy.api_owner`, `parent_proxy.api_orders`, `parent_proxy.api_agent_key` and `parent_proxy.api_multisig`.
 
 `OwnerRoute` authenticates first: the owner request signature is verified over the raw body before FastAPI parses or
-validates the body, so a caller who is not the owner gets 401 whatever the body.
+validates the body, so a caller who is not the owner gets 401 whatever the body. Then a body that repeats a key
+within one JSON object is 400 ``bad_request`` (`refuse_repeated_keys`), before anything is read from it: FastAPI's
+JSON reading keeps the last value, and `envelope_bytes` re-serializes what it kept, so the strict parser of the
+signed documents (`policies.canonical`, which refuses repeated keys) would never see them. The agent's routes are
+not owner routes: their hot path parses its body once, as FastAPI does.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -93,11 +98,39 @@ class OwnerRoute(APIRoute):
             raw = request.path_params.get("wallet_id")
             wallet_id = None if raw is None else str(raw)
             wallet, owner = await owner_of(request, services_of(request), wallet_id)
+            refuse_repeated_keys(await request.body())  # read once already, by owner_of: Starlette keeps it
             request.state.owner_wallet, request.state.owner_key = wallet, owner
             request.state.owner_verified = True
             return await validate_and_run(request)
 
         return authenticated
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _RepeatedKey
+    return dict(pairs)
+
+
+REPEATED_KEY = "the body repeats a key within one JSON object: each key may appear once"
+
+
+def refuse_repeated_keys(body: bytes) -> None:
+    """400 ``bad_request`` if ``body`` is JSON in which an object repeats a key (the key is not echoed). A body that
+    is not JSON at all is left to FastAPI's own reading, which refuses it (`parent_proxy.app.not_json_body`)."""
+    if not body:
+        return
+    try:
+        json.loads(body, object_pairs_hook=_no_repeated_keys)
+    except _RepeatedKey:
+        raise ApiError(Code.BAD_REQUEST, REPEATED_KEY) from None
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        return
 
 
 def verified_owner(request: Request) -> Wallet | None:

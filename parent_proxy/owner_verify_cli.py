@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from parent_proxy.agent_key_receipts import CandidateVerificationError, verify_candidate_answer
-from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, json_object_file
+from parent_proxy.owner_cli_common import EXIT_OK, EXIT_REFUSED, OwnerInputError, json_object_file, wallet_id_option
 from parent_proxy.provisioning import (
     UNATTESTED_WARNING,
     ProvisionVerificationError,
@@ -50,7 +50,6 @@ from parent_proxy.provisioning import (
     verify_provision_receipt,
 )
 from parent_proxy.trust_anchor import Anchor, AnchorError, AttestedSession, anchor_from_options
-from policies.identifiers import is_wallet_id
 from policies.terminal_text import safe_line
 
 COMMANDS: Final = frozenset({"verify-wallet", "verify-candidate"})
@@ -103,9 +102,7 @@ def register(commands: Any) -> None:
 
 
 def _wallet_id(text: str) -> str:
-    if not is_wallet_id(text):
-        raise OwnerInputError("--wallet-id is not a wallet id (1-128 of A-Z a-z 0-9 . _ : -)")
-    return text
+    return wallet_id_option(text, "--wallet-id")
 
 
 def attested_session_key(

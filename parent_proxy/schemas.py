@@ -18,7 +18,7 @@ from enclave_app.receipts import (
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.errors import WebhookError
 from parent_proxy.webhook_urls import check_webhook_url
-from policies.identifiers import WALLET_ID_PATTERN
+from policies.identifiers import WALLET_ID_PATTERN, WALLET_ID_RULE
 
 if TYPE_CHECKING:
     from parent_proxy.multisig_conformance import ConformanceReport
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 BASE58_KEY = r"^[1-9A-HJ-NP-Za-km-z]{32,44}$"
 BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
 WALLET_ID = WALLET_ID_PATTERN
-"""The enclave takes the same wallet ids (`policies.identifiers`)."""
+"""The enclave and the policy documents take the same wallet ids (`policies.identifiers`)."""
 MAX_TRANSACTION_BASE64 = 1644
 """4 * ceil(1232 / 3): the base64 length of the largest transaction (MAX_TRANSACTION_BYTES = 1232)."""
 
@@ -183,7 +183,7 @@ class Readiness(BaseModel):
 
 
 class CreateWalletBody(_Strict):
-    wallet_id: str = Field(pattern=WALLET_ID)
+    wallet_id: str = Field(pattern=WALLET_ID, description=WALLET_ID_RULE)
     owner_public_key: str = Field(pattern=BASE58_KEY)
     vault_address: str | None = Field(default=None, pattern=BASE58_KEY)
 

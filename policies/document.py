@@ -23,7 +23,6 @@ from policies.canonical import canonical_bytes, parse_json_object
 from policies.errors import PolicyDocumentError
 from policies.fees import MAX_COMPUTE_UNIT_LIMIT
 from policies.json_fields import (
-    U64_MAX,
     _amount,
     _any_or,
     _bool,
@@ -33,6 +32,7 @@ from policies.json_fields import (
     _list,
     _obj,
     read_pubkey,
+    read_wallet_id,
 )
 from policies.model import FEES, NATIVE_SOL
 from policies.programs import (
@@ -58,7 +58,11 @@ from policies.rules import (
 
 SCHEMA_VERSION = 1
 MAX_SAFE_INT = 2**53 - 1
-"""Largest integer every JSON implementation reads exactly (sequences, expiry times)."""
+"""Largest integer every JSON implementation reads exactly, and the largest any number of a document may be
+(sequences, expiry times, the fee caps): above it, an implementation that reads numbers as doubles (JavaScript, RFC
+8785's canonical form) reads and writes another number, so the owner's tool and the signer would sign and check
+different canonical bytes. Amounts, which go up to 2^64-1, are decimal strings for that reason."""
+_NOT_PORTABLE = "larger JSON numbers are not read exactly everywhere"
 MAX_WINDOW_SECONDS = 31 * 24 * 3600
 """Longest rolling window: 31 days. Longer windows would make the state store keep too much history."""
 MAX_SPEND_WINDOWS = 64
@@ -184,9 +188,13 @@ def _fees(value: Any, path: str) -> FeeCaps:
         if rule_id in ids[:i]:
             raise PolicyDocumentError(f"{path}.periods[{i}].id", f"rule id {rule_id!r} is used twice")
     return FeeCaps(
-        max_compute_unit_price=_int(obj[keys[0]], _join(path, keys[0]), minimum=0, maximum=U64_MAX),
+        max_compute_unit_price=_int(
+            obj[keys[0]], _join(path, keys[0]), minimum=0, maximum=MAX_SAFE_INT, why=_NOT_PORTABLE
+        ),
         max_compute_unit_limit=_int(obj[keys[1]], _join(path, keys[1]), minimum=0, maximum=MAX_COMPUTE_UNIT_LIMIT),
-        max_total_fee_lamports=_int(obj[keys[2]], _join(path, keys[2]), minimum=0, maximum=U64_MAX),
+        max_total_fee_lamports=_int(
+            obj[keys[2]], _join(path, keys[2]), minimum=0, maximum=MAX_SAFE_INT, why=_NOT_PORTABLE
+        ),
         periods=periods,
     )
 
@@ -332,11 +340,11 @@ def policy_from_object(document: dict[str, Any]) -> Policy:
         )
     expires_at = None
     if "expires_at" in obj:  # optional, but never null
-        expires_at = _int(obj["expires_at"], "expires_at", minimum=1, maximum=MAX_SAFE_INT)
+        expires_at = _int(obj["expires_at"], "expires_at", minimum=1, maximum=MAX_SAFE_INT, why=_NOT_PORTABLE)
     return Policy(
         version=version,
-        wallet_id=_ident(obj["wallet_id"], "wallet_id"),
-        sequence=_int(obj["sequence"], "sequence", minimum=1, maximum=MAX_SAFE_INT),
+        wallet_id=read_wallet_id(obj["wallet_id"], "wallet_id"),
+        sequence=_int(obj["sequence"], "sequence", minimum=1, maximum=MAX_SAFE_INT, why=_NOT_PORTABLE),
         expires_at=expires_at,
         rules=rules,
         canonical=canonical_bytes(document),

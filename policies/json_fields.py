@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from solders.pubkey import Pubkey
 
 from policies.errors import PolicyDocumentError
+from policies.identifiers import WALLET_ID_RULE, is_wallet_id
 from policies.rules import ANY, AnyMarker
 
 U64_MAX = 2**64 - 1
@@ -21,6 +22,7 @@ MAX_LIST_ITEMS = 256
 """Most entries in any list rule (destinations, programs, mints, limits)."""
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+"""Rule ids (limits' and periods'): spelled as wallet ids are, but a rule of the document's own."""
 _AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,19})\Z")
 
 T = TypeVar("T")
@@ -44,11 +46,13 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _int(value: Any, path: str, *, minimum: int, maximum: int) -> int:
+def _int(value: Any, path: str, *, minimum: int, maximum: int, why: str = "") -> int:
+    """An integer from ``minimum`` to ``maximum``; ``why``: the reason for the maximum, said when it is exceeded."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise PolicyDocumentError(path, "must be an integer")
     if not minimum <= value <= maximum:
-        raise PolicyDocumentError(path, f"must be between {minimum} and {maximum}")
+        reason = f" ({why})" if why and value > maximum else ""
+        raise PolicyDocumentError(path, f"must be between {minimum} and {maximum}{reason}")
     return value
 
 
@@ -68,8 +72,16 @@ def _amount(value: Any, path: str) -> int:
 
 
 def _ident(value: Any, path: str) -> str:
+    """A rule id (a limit's or a period's ``id``)."""
     if not isinstance(value, str) or not _ID.match(value):
-        raise PolicyDocumentError(path, "must be 1-64 characters of letters, digits, '.', '_' or '-'")
+        raise PolicyDocumentError(path, "must be 1-64 characters of A-Z a-z 0-9 . _ -, the first a letter or digit")
+    return value
+
+
+def read_wallet_id(value: Any, path: str) -> str:
+    """A wallet id: the rule every component takes (`policies.identifiers`)."""
+    if not is_wallet_id(value):
+        raise PolicyDocumentError(path, f"must be {WALLET_ID_RULE}")
     return value
 
 

@@ -23,7 +23,7 @@ from parent_proxy.store.model import (
     OwnerOrder,
     Wallet,
 )
-from policies.identifiers import is_wallet_id
+from policies.identifiers import WALLET_ID_RULE, is_wallet_id
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 """Wallet ids, request ids, asset names (``SOL``, a base58 mint, or ``fees``), event and approval ids."""
@@ -145,7 +145,7 @@ def check_wallet(wallet: object) -> Wallet:
     if not isinstance(wallet, Wallet):
         raise InvalidInput("wallet", "must be a Wallet")
     if not is_wallet_id(wallet.wallet_id):  # the API's and the enclave's rule: a new wallet's id enters here only
-        raise InvalidInput("wallet_id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -, not . or ..")
+        raise InvalidInput("wallet_id", f"must be {WALLET_ID_RULE}")
     for name in ("agent_pubkey", "owner_pubkey", "vault_address"):
         check_pubkey(name, getattr(wallet, name))
     if not check_blob("sealed_key", wallet.sealed_key):

@@ -133,7 +133,9 @@ def _wire(**changes: Any) -> dict[str, Any]:
         (_wire(extra=1), "missing or extra fields"),
         ({"v": 1, "type": "provision_wallet", "wallet_id": "w1"}, "missing or extra fields"),
         (_wire(wallet_id=""), "wallet_id is not"),
-        (_wire(wallet_id="w" * 129), "wallet_id is not"),
+        (_wire(wallet_id="w" * 65), "wallet_id is not"),  # what no policy can name (policies.identifiers)
+        (_wire(wallet_id="acme:agent-1"), "wallet_id is not"),
+        (_wire(wallet_id="_w1"), "wallet_id is not"),
         (_wire(wallet_id=b"w1"), "wallet_id is not"),
         (_wire(wallet_id="w2\x1b[1D1"), "wallet_id is not"),  # shown as "w1" on the owner's terminal
         (_wire(wallet_id="w1\n"), "wallet_id is not"),

@@ -78,6 +78,9 @@ MALFORMED = [
     ("version", _DELETE, "version", "required field is missing"),
     ("wallet_id", "", "wallet_id", "1-64 characters"),
     ("wallet_id", "has space", "wallet_id", "1-64 characters"),
+    ("wallet_id", "_w1", "wallet_id", "the first a letter or digit"),  # the message says why, not only which
+    ("wallet_id", "acme:agent-1", "wallet_id", "1-64 characters"),
+    ("wallet_id", "w" * 65, "wallet_id", "1-64 characters"),
     ("sequence", 0, "sequence", "between 1 and"),
     ("sequence", "1", "sequence", "must be an integer"),
     ("sequence", True, "sequence", "must be an integer"),
@@ -113,6 +116,11 @@ MALFORMED = [
     ("rules.mints", {}, "rules.mints", "must be a list"),
     ("rules.fees.max_compute_unit_limit", 1_400_001, "rules.fees.max_compute_unit_limit", "between 0 and 1400000"),
     ("rules.fees.max_compute_unit_price", -1, "rules.fees.max_compute_unit_price", "between 0"),
+    # Above 2^53-1 a JSON number is not read exactly everywhere (RFC 8785 writes 2^64-1 as 18446744073709552000):
+    # the fee caps took up to 2^64-1.
+    ("rules.fees.max_compute_unit_price", 2**53, "rules.fees.max_compute_unit_price", "not read exactly"),
+    ("rules.fees.max_total_fee_lamports", 2**53, "rules.fees.max_total_fee_lamports", "not read exactly"),
+    ("rules.fees.max_total_fee_lamports", 2**64 - 1, "rules.fees.max_total_fee_lamports", "9007199254740991 "),
     ("rules.fees.periods", {}, "rules.fees.periods", "must be a list"),
     ("rules.fees.periods.0.window_seconds", 0, "rules.fees.periods[0].window_seconds", "between 1"),
     ("rules.fees.periods.0.automatic", 100, "rules.fees.periods[0].automatic", "decimal string"),
@@ -189,10 +197,18 @@ def test_malformed_field_is_named(path: str, value: Any, field: str, reason: str
     assert info.value.field == field
 
 
+def test_the_fee_caps_go_up_to_the_largest_portable_number() -> None:
+    doc = example_policy()
+    doc["rules"]["fees"].update(max_compute_unit_price=2**53 - 1, max_total_fee_lamports=2**53 - 1)
+    VALIDATOR.validate(doc)
+    fees = policy_from_object(doc).rules.fees
+    assert fees.max_compute_unit_price == fees.max_total_fee_lamports == 2**53 - 1
+
+
 def test_schema_refuses_what_the_schema_can_express() -> None:
     """Every malformed document the schema can describe is refused by both the schema and the parser."""
     semantic_only = {"automatic must not exceed approval", "already defined", "not in rules.mints",
-                     "start must be before end", "u64", "same window_seconds", "used twice"}  # fmt: skip
+                     "start must be before end", "same window_seconds", "used twice"}  # fmt: skip
     for path, value, _field, reason in MALFORMED:
         if reason in semantic_only:
             continue

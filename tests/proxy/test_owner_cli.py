@@ -103,6 +103,27 @@ def test_freeze_and_approval_orders_verify(
     check_approval(out.encode(), owner=owner, wallet_id="w1", message_hash=message_hash(tx), now=time.time())
 
 
+@pytest.mark.parametrize("wallet", ["acme:agent-1", "_w1", "w" * 65, "w#1"])
+def test_no_order_is_signed_for_an_id_no_wallet_can_have(
+    keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str], wallet: str
+) -> None:
+    """The wallet-id rule of the API, the policies and the enclave (`policies.identifiers`): an order for another id
+    could never be used. Before: signed (exit 0)."""
+    path, _ = keypair
+    agent, new_agent = Pubkey.new_unique(), str(Pubkey.new_unique())
+    ix = transfer(TransferParams(from_pubkey=agent, to_pubkey=MERCHANT, lamports=5))
+    tx = base64.b64encode(bytes(Transaction.new_unsigned(Message.new_with_blockhash([ix], agent, Hash.new_unique()))))
+    switch = ["sign-key-switch", "--wallet-id", wallet, "--agent-key", str(agent), "--new-agent-key", new_agent]
+    for order in (
+        ["freeze", "--wallet", wallet, "--sequence", "3"],
+        ["approve", "--wallet", wallet, "--transaction", tx.decode()],
+        switch,
+    ):
+        code, out, err = run_cli(capsys, "owner", "--keypair", str(path), *order)
+        assert (code, out) == (2, ""), order
+        assert "is not a wallet id (1-64 characters of A-Z a-z 0-9 . _ -, the first a letter or digit)" in err
+
+
 def test_bad_inputs_exit_2(keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = keypair
     code, _, err = run_cli(capsys, "owner", "pubkey")

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
 EXAMPLE_PATH = Path(__file__).resolve().parents[2] / "policies" / "examples" / "agent-payments.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "policies" / "schema" / "policy-v1.schema.json"
 _EXAMPLE: dict[str, Any] = json.loads(EXAMPLE_PATH.read_text())
 
 MERCHANT = Pubkey.from_string("FHEqRxoKaHqjfmpq5sDHwcTRetKh7uJny2UVN4pcd24J")
@@ -22,6 +23,12 @@ EXAMPLE_MINT = Pubkey.from_string("FJrj4SdzrJU6z5mV3ymwa9rouE9Wiicue9zoJHbaGxxY"
 def example_policy() -> dict[str, Any]:
     """A fresh deep copy of ``policies/examples/agent-payments.json``."""
     return copy.deepcopy(_EXAMPLE)
+
+
+def policy_schema() -> dict[str, Any]:
+    """The published JSON Schema of policy documents (policies/schema/policy-v1.schema.json), parsed."""
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return loaded
 
 
 def owner_public_key(key: Ed25519PrivateKey) -> Pubkey:
