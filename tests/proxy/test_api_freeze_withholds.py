@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from parent_proxy.audit_receipts import verify_audit_receipts
+from parent_proxy.errors import AuditChainError
 from tests.proxy.api_harness import Harness, pending_approval_ids, provision, running_harness, spy_calls
 from tests.proxy.conftest import moto_dynamo_store
 from tests.proxy.harness_calls import ESCALATING, escalate, order, records, send, sign_message
@@ -137,3 +139,18 @@ def test_a_request_finished_before_the_freeze_is_signed(h: Harness) -> None:
     assert answer.status_code == 200, answer.text
     send(h, order(h, 1, "freeze"), "freeze")
     assert verify_audit_receipts(records(h)).withheld == 0
+
+
+def test_the_auditor_holds_a_withheld_record_to_its_receipt(h: Harness) -> None:
+    """A withheld record must hold a receipt that states a signature; the same receipt on a record of a refusal, or
+    the record without it, fails the check (so the record cannot pass off another receipt, nor none)."""
+    meanwhile(h, "finish_signing", (1, "freeze"))
+    refused_as_frozen(h.sign(h.transfer(SMALL, MERCHANT)))
+    log = records(h)
+    at = next(i for i, r in enumerate(log) if r.event_type == "transaction.withheld")
+    as_refusal = [*log[:at], replace(log[at], event_type="transaction.refused"), *log[at + 1 :]]
+    with pytest.raises(AuditChainError, match="receipt disagrees with the record: receipt states a signature"):
+        verify_audit_receipts(as_refusal)
+    without = [*log[:at], replace(log[at], receipt=None), *log[at + 1 :]]
+    with pytest.raises(AuditChainError, match=r"transaction\.withheld record without the enclave's receipt"):
+        verify_audit_receipts(without)
