@@ -70,6 +70,9 @@ class DynamoAudited(DynamoIdempotency):
 
     def _change_parts(self, change: StateChange) -> list[Part]:
         """The parts that write ``change`` (`DynamoAgentKeys` adds the agent-key changes, several parts each)."""
+        if isinstance(change, CreateApproval):  # its message's mark first: `ApprovalPending` before the rest
+            self._require_wallet(change.approval.wallet_id)
+            return self._approval_parts(change.approval)
         return [self._change_part(change)]
 
     def _change_part(self, change: StateChange) -> Part:
@@ -79,9 +82,6 @@ class DynamoAudited(DynamoIdempotency):
             case RecordEvent(wallet_id=wallet_id, kind=kind, at=at):
                 self._require_wallet(wallet_id)  # wallets are never deleted, so a prior read suffices
                 return [self._event_action(kind, wallet_id, at)], _never_refused
-            case CreateApproval(approval=a):
-                self._require_wallet(a.wallet_id)
-                return self._approval_actions(a), lambda: Conflict(f"approval {a.approval_id} already exists")
             case DecideApproval():
                 return self._decide_part(change)
             case ReopenApproval():
