@@ -25,6 +25,7 @@ import pytest
 from parent_proxy.audit_receipts import verify_audit_receipts
 from parent_proxy.errors import AuditChainError
 from tests.proxy.api_harness import Harness, pending_approval_ids, provision, running_harness, spy_calls
+from tests.proxy.audit_log_rewrites import cli
 from tests.proxy.conftest import moto_dynamo_store
 from tests.proxy.harness_calls import ESCALATING, escalate, order, records, send, sign_message
 from tests.support.policies import MERCHANT
@@ -154,3 +155,15 @@ def test_the_auditor_holds_a_withheld_record_to_its_receipt(h: Harness) -> None:
     without = [*log[:at], replace(log[at], receipt=None), *log[at + 1 :]]
     with pytest.raises(AuditChainError, match=r"transaction\.withheld record without the enclave's receipt"):
         verify_audit_receipts(without)
+
+
+def test_audit_verify_passes_and_warns_of_withheld_signatures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for h in running_harness(tmp_path, store_threads=2):  # the command reads a SQLite state file
+        provision(h)
+        meanwhile(h, "finish_signing", (1, "freeze"))
+        refused_as_frozen(h.sign(h.transfer(SMALL, MERCHANT)))
+    code, out, err = cli(capsys, tmp_path / "state.db", "--receipts")
+    assert code == 0 and "receipts OK" in out, err
+    assert "1 signatures withheld (transaction.withheld, message.withheld" in err
