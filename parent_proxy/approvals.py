@@ -25,8 +25,10 @@ request signature over the URL binds the approval id):
    at reserve or commit: mostly a 503) gives everything back, as for an agent request: the reservation is released
    and the approval is pending again, with its ``approval.reopened`` record in the same transaction, so the owner
    can approve it once more (if that transaction fails the approval stays consumed: never signed twice, never
-   changed without its record). An enclave decision to refuse (an answer with its reasons) is a decision: the
-   approval stays consumed.
+   changed without its record). So does a signature withheld because the wallet was frozen while it was made
+   (`parent_proxy.withheld`: 403 ``wallet_frozen``): the approval is pending again, for the owner to reject or to
+   approve once unfrozen. An enclave decision to refuse (an answer with its reasons) is a decision: the approval
+   stays consumed.
 5. the approval names its signing (``signing``: the request id of step 4, fresh for each decision) from step 3
    until the transaction that records the signing's outcome (`Store.finish_signing` of a signature, the
    ``transaction.refused`` record of an enclave refusal) ends it with a `FinishApproval`, refused unless the

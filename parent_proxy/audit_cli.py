@@ -125,6 +125,10 @@ def _say_receipts(report: ReceiptsReport, *, anchored: bool) -> None:
     if report.counter_gaps:
         print(f"audit verify: WARNING: {report.counter_gaps} receipt counters not in the log (allowed by "
               "--allow-gaps: answers that failed, or receipts withheld)", file=sys.stderr)  # fmt: skip
+    if report.withheld:
+        print(f"audit verify: WARNING: {report.withheld} signatures withheld (transaction.withheld, "
+              "message.withheld: the wallet was frozen while they were made; the log says they were not handed "
+              "out, look their messages up on chain to confirm)", file=sys.stderr)  # fmt: skip
     if report.unattested_sessions:
         print(f"audit verify: WARNING: {report.unattested_sessions} session records: {UNATTESTED_SESSIONS}",
               file=sys.stderr)  # fmt: skip

@@ -30,7 +30,11 @@ that fails:
    ``reasons`` (by their digest), and the record's time within
    `parent_proxy.receipt_checks.RECEIPT_TIME_TOLERANCE_SECONDS` of the receipt's).
 3. A ``transaction.signed`` or ``message.signed`` record holds a receipt: the proxy never hands out a signature
-   without one, so a signed record without a receipt is a record the enclave did not vouch for.
+   without one, so a signed record without a receipt is a record the enclave did not vouch for. So does a
+   ``transaction.withheld`` or ``message.withheld`` record (a signature the proxy withheld because the wallet was
+   frozen meanwhile, `parent_proxy.withheld`), whose receipt must state a signature as a signed record's does; they
+   are counted apart (``withheld``) so the auditor sees them: the log says the signature was not handed out, and
+   only the chain can confirm it (the record names the message).
 4. Within each session (each session key, however its receipts interleave with other sessions' in the log), the
    receipt counters run from 1 without a gap: a missing counter is a receipt the enclave issued and the log does
    not hold (a signature withheld from the log, or an answer the proxy refused or lost).
@@ -108,6 +112,9 @@ MESSAGE_HASH_BYTES = 32
 """A receipt's ``message_hash`` is a SHA-256 (`enclave_app.receipts`); ``message_sha256`` is its hex."""
 SIGNED_EVENTS = frozenset({"transaction.signed", "message.signed"})
 """Records of a signature handed out: each must hold the enclave's receipt."""
+WITHHELD_EVENTS = frozenset({"transaction.withheld", "message.withheld"})
+"""Records of a signature the enclave made and the proxy withheld (the wallet was frozen meanwhile:
+`parent_proxy.withheld`): each must hold the enclave's receipt, which states a signature."""
 
 
 @dataclass
@@ -123,6 +130,9 @@ class ReceiptsReport:
     """Agent-key receipts (rotation steps) checked, counted apart from ``receipts`` (decision receipts)."""
     order_receipts: int = 0
     """Order receipts (policies, freezes and unfreezes the enclave applied) checked, apart from ``receipts``."""
+    withheld: int = 0
+    """Receipts of signatures the proxy says it withheld (``transaction.withheld``, ``message.withheld``: the wallet
+    was frozen while they were made), counted in ``receipts`` too. The log cannot prove they were not handed out."""
     counter_gaps: int = 0
     """Counters skipped within a session (receipts issued but not recorded: failed answers, or withheld); only with
     ``allow_gaps`` (else the first gap fails the check)."""
@@ -204,7 +214,7 @@ def _recorded_message_hash(record: AuditRecord, payload: object) -> bytes:
 def _receipt(record: AuditRecord, sessions: SessionKeys, report: ReceiptsReport) -> None:
     """Steps 2 and 3 for one record."""
     if record.receipt is None:
-        if record.event_type in SIGNED_EVENTS:
+        if record.event_type in SIGNED_EVENTS | WITHHELD_EVENTS:
             raise _fail(record, f"{record.event_type} record without the enclave's receipt")
         return
     if not sessions:
@@ -223,13 +233,16 @@ def _receipt(record: AuditRecord, sessions: SessionKeys, report: ReceiptsReport)
     payload = json.loads(record.payload)
     decision = payload.get("decision") if isinstance(payload, dict) else None
     try:
+        signed = record.event_type.endswith(".signed") or record.event_type in WITHHELD_EVENTS
         expected = Expected(kind, record.wallet_id or "", _recorded_message_hash(record, payload),
-                            signed=record.event_type.endswith(".signed"), decision=decision)  # fmt: skip
+                            signed=signed, decision=decision)  # fmt: skip
         check_receipt_content(stated, expected, at=record.time)
     except ReceiptError as exc:
         raise _fail(record, f"receipt disagrees with the record: {exc}") from exc
     _counted(record, session, stated.counter, report)
     report.receipts += 1
+    if record.event_type in WITHHELD_EVENTS:
+        report.withheld += 1
 
 
 _AGENT_KEY_PAYLOAD_KEYS = {

@@ -14,6 +14,8 @@
     |       +-- IdempotencyMismatch      same idempotency key, different request hash
     |       +-- IdempotencyInProgress    same key and hash, but the first request has not completed
     |       +-- AlreadyDecided           an approval that is no longer pending
+    |       +-- ApprovalPending          another approval of the same message is still open (pending, or signing)
+    |       +-- FrozenMeanwhile          a signature's record refused: the wallet was frozen since the request read it
     |       +-- AlreadyRevoked           an audited revocation of a token that is revoked already
     |       +-- NonceUsed                a wallet-creation nonce claimed already, and its claim still holds
     |       +-- LeaseLost                a webhook outbox lease that expired or was taken over
@@ -115,6 +117,25 @@ class IdempotencyInProgress(Conflict):
 
 class AlreadyDecided(Conflict):
     """The approval is no longer pending; its first decision stands."""
+
+
+class ApprovalPending(Conflict):
+    """An escalation refused because an approval of the same message of the same wallet still waits for the owner
+    (pending, or approved with its signing under way): ``approval_id`` names it. Nothing was changed."""
+
+    def __init__(self, wallet_id: str, approval_id: str) -> None:
+        super().__init__(f"wallet {wallet_id}: approval {approval_id} of the same message is still open")
+        self.wallet_id = wallet_id
+        self.approval_id = approval_id
+
+
+class FrozenMeanwhile(Conflict):
+    """A signing's record refused (`model.StillUnfrozen`): since the request read the wallet, it was frozen or took
+    an owner freeze or unfreeze order. Nothing of the transaction was written."""
+
+    def __init__(self, wallet_id: str) -> None:
+        super().__init__(f"wallet {wallet_id} was frozen, or took an owner order, since the request read it")
+        self.wallet_id = wallet_id
 
 
 class AlreadyRevoked(Conflict):

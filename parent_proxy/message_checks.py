@@ -24,7 +24,8 @@ After the enclave's receipt verified and was found to be about the message sent 
 `parent_proxy.enclave_sessions`), `record_signed_message` checks that the answered signature verifies over the
 message, exactly the bytes sent (what the agent key signs: `policies.offchain`), under the wallet's stored agent
 key, before anything is recorded or handed out; if not, the answer is refused as a receipt that does not verify is:
-503 ``enclave_unavailable``, audit ``message.failed``.
+503 ``enclave_unavailable``, audit ``message.failed``. A wallet frozen after check 1 read it gets no signature
+(`parent_proxy.withheld`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ import logging
 from typing import Any
 
 from enclave_app.protocol import MessageSignatureResponse
+from parent_proxy import withheld
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
+from parent_proxy.errors import FrozenMeanwhile
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import denial_changes, refusal, request_context, verified_policy
-from parent_proxy.store.model import Wallet
+from parent_proxy.store.model import StillUnfrozen, Wallet
 from policies.decision import Verdict
 from policies.ed25519 import verify_ed25519
 from policies.message_decision import judge_message
@@ -107,7 +110,9 @@ def record_signed_message(
 ) -> None:
     """Record ``message.signed`` (with the receipt) once the answer's signature verifies over ``message`` under the
     wallet's stored agent key; else audit ``message.failed`` with the reason and raise 503 ``enclave_unavailable``
-    (nothing recorded as signed, nothing handed out). Called after the receipt check, in its hop."""
+    (nothing recorded as signed, nothing handed out). Recorded only if ``wallet`` (as check 1 read it) was not frozen
+    since (`StillUnfrozen`), else withheld: ``message.withheld`` with the receipt, 403 ``wallet_frozen``
+    (`parent_proxy.withheld`). Called after the receipt check, in its hop."""
     agent = wallet.agent_pubkey
     if agent is None or not verify_ed25519(agent, answer.signature, message):
         logger.error("enclave signature for wallet %s is not the stored agent key's: refused", wallet.wallet_id)
@@ -119,4 +124,8 @@ def record_signed_message(
         services.audit_safely("message.failed", failure, wallet_id=wallet.wallet_id)
         raise error
     receipt = answer.receipt + answer.receipt_signature
-    services.audit.append("message.signed", audit, wallet_id=wallet.wallet_id, receipt=receipt)
+    unfrozen = StillUnfrozen(wallet.wallet_id, wallet.order_sequence)  # as check 1 read the wallet
+    try:
+        services.audit.append("message.signed", audit, wallet_id=wallet.wallet_id, receipt=receipt, changes=[unfrozen])
+    except FrozenMeanwhile as exc:  # frozen since check 1 read it: the signature is withheld
+        raise withheld.withhold_message(services, wallet, audit, receipt) from exc

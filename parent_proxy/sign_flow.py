@@ -12,7 +12,8 @@
        audit, notify and store the answer (one transaction), 202 with the approval id (the owner's decision
        replaces it under the key: `parent_proxy.escalation_answers`); with `MAX_PENDING_APPROVALS` already waiting
        for the owner, the request is refused instead (429 ``rate_limited``, audited as ``transaction.refused``, the
-       key freed), so an agent cannot grow the owner's queue without bound
+       key freed), so an agent cannot grow the owner's queue without bound; the same transaction message with an
+       approval still open joins it instead (its 202, no second approval: `sign_outcomes.join`)
        ALLOW: one store transaction (`Store.begin_signing`) claims the key, records the request and reserves the
        amounts against the automatic thresholds of every period (a concurrent request that got there first: 403
        ``limit_exceeded``)
@@ -26,9 +27,11 @@
        key, say)
     6. one store transaction (`Store.finish_signing`): commit, audit record (with the enclave receipt), webhook,
        stored answer, the end of an owner approval's signing (refused if the approval was reopened meanwhile:
-       `parent_proxy.stalled_approvals`) -- if it cannot be written the signature is not handed out, the
-       reservation is released and the key freed (written or not, unknown: `parent_proxy.outcome_unknown` finds
-       out first) --; optionally submit through the chain adapter (`parent_proxy.submission`); answer.
+       `parent_proxy.stalled_approvals`), on the condition that the wallet is as step 2 read it (frozen or ordered
+       since: the signature withheld, 403 ``wallet_frozen``, `parent_proxy.withheld`) -- if it cannot be written
+       the signature is not handed out, the reservation is released and the key freed (written or not, unknown:
+       `parent_proxy.outcome_unknown` finds out first) --; optionally submit through the chain adapter
+       (`parent_proxy.submission`); answer.
        An unsigned answer: the reservation released, then, with its receipt in the audit record and the answer
        stored under the key in one store transaction:
        - enclave ESCALATE of an agent request (its per-boot counters are above the store's: a restored older

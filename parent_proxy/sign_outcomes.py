@@ -6,7 +6,8 @@
 - `limit_refusal`: a reservation the period limits refused (a concurrent request got there first), 403;
 - `escalate`: a pending approval for the owner, its record and ``approval.pending`` webhook, and the 202 stored
   under the key (replaced by the owner's decision, `parent_proxy.escalation_answers`); with `MAX_PENDING_APPROVALS`
-  already waiting, refused instead (429 ``rate_limited``, not stored: the key is freed, as for a 503);
+  already waiting, refused instead (429 ``rate_limited``, not stored: the key is freed, as for a 503); of a
+  transaction message whose approval is still open, that approval's 202 instead of a second approval (`join`);
 - `record_escalation` / `record_refusal`: the same two for an unsigned enclave answer, after releasing the
   reservation the proxy had made; the refusal of an owner-approved request is also its agent's answer.
 
@@ -15,6 +16,7 @@ A write that fails leaves none of its parts behind (one store transaction), and 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NoReturn
@@ -22,9 +24,18 @@ from typing import Any, Final, NoReturn
 from parent_proxy import escalation_answers, give_back
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
-from parent_proxy.errors import ApprovalQueueFull, LimitExceeded
+from parent_proxy.errors import ApprovalPending, ApprovalQueueFull, LimitExceeded
 from parent_proxy.services import Services, canonical
-from parent_proxy.sign_parts import Answer, Claim, Origin, Prepared, SignRequest, denial_changes, error_answer
+from parent_proxy.sign_parts import (
+    Answer,
+    Claim,
+    Origin,
+    Prepared,
+    SignRequest,
+    denial_changes,
+    error_answer,
+    message_hash,
+)
 from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
@@ -111,7 +122,8 @@ def escalate(
     so that the owner's decision can replace it (`escalation_answers.agent_answer`). With `MAX_PENDING_APPROVALS`
     already waiting (a condition of the approval's own write), refused instead: 429 ``rate_limited``,
     ``transaction.refused`` with ``changes`` and the receipt, not a denial; nothing is stored under the key, which
-    is freed (the agent retries it once the owner has decided some). ``base``: the request's audit fields
+    is freed (the agent retries it once the owner has decided some). An approval of the same transaction message
+    still open (`ApprovalPending`, checked first) is joined instead (`join`). ``base``: the request's audit fields
     (``request_id``, ``token_id``, ``request_sha256``); ``audit``: more fields of the records (an enclave answer's
     ``message_sha256``)."""
     wallet_id = claim.wallet_id
@@ -120,7 +132,10 @@ def escalate(
     escalated = {**payload, "approval_id": approval_id}
     webhook = s.webhook_item(wallet_id, "approval.pending", escalated)
     stored_request = canonical({"request": request.to_json(), "decision": decision, **base})
-    approval = Approval(approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now)
+    approval = Approval(
+        approval_id, wallet_id, stored_request, ApprovalStatus.PENDING, now,
+        message_hash=message_hash(request.transaction),
+    )  # fmt: skip
     body = escalation_answers.pending_body(base["request_id"], approval_id, decision)
     answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, escalation_answers.stored_response(202, body))
     create = CreateApproval(approval, max_pending=MAX_PENDING_APPROVALS)
@@ -130,6 +145,8 @@ def escalate(
             "transaction.escalated", escalated, wallet_id=wallet_id, receipt=receipt, webhook=webhook,
             changes=written,
         )  # fmt: skip
+    except ApprovalPending as open_approval:
+        return join(s, claim, open_approval.approval_id, payload, changes=changes, receipt=receipt)
     except ApprovalQueueFull as full:
         error = ApiError(
             Code.RATE_LIMITED,
@@ -144,6 +161,35 @@ def escalate(
         give_back.abandon(s, wallet_id, claim.key, claim.digest)
         claim.held = False
         raise error from full
+    claim.held = False
+    return Answer(202, body)
+
+
+def join(
+    s: Services,
+    claim: Claim,
+    approval_id: str,
+    payload: Mapping[str, Any],
+    *,
+    changes: Sequence[StateChange],
+    receipt: bytes | None,
+) -> Answer:
+    """An escalation of a transaction message whose approval ``approval_id`` is still open (pending, or approved and
+    being signed: the same transaction escalated again, under another key or under its own once its day passed):
+    no second approval (approving both would sign it twice and count it twice), no ``approval.pending`` webhook.
+    The 202 that approval's own request was answered with (its ``request_id`` and decision) is stored under the
+    key, with ``changes`` (the request's timestamp) and a ``transaction.escalated`` record naming the approval
+    (``joined``: true; with the enclave's ``receipt`` if the enclave escalated), in one store transaction. Under the
+    approval's own key, that is the answer the owner's decision replaces (`escalation_answers`); under another key
+    it stays the 202. ``payload``: the request's record fields (`escalate`)."""
+    wallet_id = claim.wallet_id
+    stored = json.loads(s.store.get_approval(approval_id).request_payload)
+    body = escalation_answers.pending_body(stored["request_id"], approval_id, stored["decision"])
+    answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, escalation_answers.stored_response(202, body))
+    s.audit.append(
+        "transaction.escalated", {**payload, "approval_id": approval_id, "joined": True}, wallet_id=wallet_id,
+        receipt=receipt, changes=[*changes, CompleteIdempotent(answer)],
+    )  # fmt: skip
     claim.held = False
     return Answer(202, body)
 

@@ -4,9 +4,11 @@
   key in that key's signer slot, else 503 and everything given back;
 - `record_signed`: the one store transaction that commits the reservation and writes the audit record (with the
   enclave's receipt), the webhook item, the stored answer and the end of an owner approval's signing (with the
-  answer that replaces its agent's 202, `parent_proxy.escalation_answers`), before the signature leaves the proxy.
-  If it cannot be written the signature is not handed out and everything is given back (`parent_proxy.give_back`);
-  written or not, unknown: `parent_proxy.outcome_unknown` finds out first."""
+  answer that replaces its agent's 202, `parent_proxy.escalation_answers`), before the signature leaves the proxy,
+  on the condition that the wallet is as the request read it (`StillUnfrozen`). If it cannot be written the
+  signature is not handed out and everything is given back (`parent_proxy.give_back`); written or not, unknown:
+  `parent_proxy.outcome_unknown` finds out first; refused because the wallet was frozen meanwhile, the signature is
+  withheld (`parent_proxy.withheld`: 403 ``wallet_frozen``)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ import logging
 from typing import Any
 
 from enclave_app.protocol import TransactionDecisionResponse
-from parent_proxy import escalation_answers, give_back, outcome_unknown, submission
+from parent_proxy import escalation_answers, give_back, outcome_unknown, submission, withheld
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.enclave_relay import signed_by
-from parent_proxy.errors import AlreadyDecided, StoreOutcomeUnknown
+from parent_proxy.errors import AlreadyDecided, FrozenMeanwhile, StoreOutcomeUnknown
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import Answer, Prepared
-from parent_proxy.store.model import FinishApproval, IdempotentAnswer
+from parent_proxy.store.model import FinishApproval, IdempotentAnswer, StillUnfrozen
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,9 @@ def record_signed(
     """Step 6 for a signed enclave answer whose signer was checked: record it and return the 200 with ``body`` (the
     answer's; ``base``: the audit payload, ``receipt``: the enclave's receipt and its signature; ``submit``: the
     answer stored under the key is a submit's, its submission `submission.UNRECORDED` until the broadcast's
-    outcome replaces it). 409 if the owner's approval was reopened meanwhile (`APPROVAL_REOPENED`)."""
+    outcome replaces it). 409 if the owner's approval was reopened meanwhile (`APPROVAL_REOPENED`); 403
+    ``wallet_frozen`` if the wallet was frozen (or took an owner order) since the request read it
+    (`withheld.withhold_transaction`: the signature withheld, its receipt recorded)."""
     wallet_id = prepared.wallet.wallet_id
     # One transaction: commit the reservation, the audit record, the webhook, the stored answer. The audit
     # record comes before the signature leaves: no record, no signature (and the reservation is released).
@@ -77,10 +81,15 @@ def record_signed(
         ended = None if owner is None else FinishApproval(owner.approval_id, prepared.request_id)
         if owner is not None and owner.agent is not None:  # the agent's 202 becomes this answer, as it stands
             replaced = escalation_answers.settled(wallet_id, owner.agent, 200, kept)
-        s.store.finish_signing(prepared.reservation, seal, webhook, stored, approval=ended, replaced=replaced)
+        unfrozen = StillUnfrozen(wallet_id, prepared.wallet.order_sequence)  # as the request read the wallet
+        s.store.finish_signing(
+            prepared.reservation, seal, webhook, stored, approval=ended, replaced=replaced, unfrozen=unfrozen
+        )
     except StoreOutcomeUnknown:  # written or not: find out before anything is given back
         if not outcome_unknown.finish_applied(s, prepared, answer_stored=stored is not None):
             raise
+    except FrozenMeanwhile as exc:  # a freeze was stored after the request read the wallet: never handed out
+        raise withheld.withhold_transaction(s, prepared, base, receipt) from exc
     except AlreadyDecided as exc:  # its approval was reopened meanwhile (`stalled_approvals`): never recorded
         give_back.failed(s, prepared, Code.CONFLICT.value, reason=APPROVAL_REOPENED)
         raise ApiError(Code.CONFLICT, APPROVAL_REOPENED + "; nothing was signed: approve it again") from exc

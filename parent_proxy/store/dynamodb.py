@@ -7,12 +7,12 @@ in between changes the version, so this transaction is cancelled and the whole c
 can therefore never both pass a check that only one of them could. Commits and releases do not bump the version:
 neither can raise a total. The signing path's two store calls are each one ``TransactWriteItems``
 (`begin_signing`: idempotency claim + request timestamp + the reservation above; `finish_signing`: commit +
-audit head and record + outbox item + idempotency answer, by the loop of `dynamodb_audited`, which also writes
-`apply_audited`). This module holds tokens, wallets and those two; idempotency records are in
-`dynamodb_idempotency`, reservations and rate events in `dynamodb_limits`, approvals in `dynamodb_approvals`,
-webhooks and the audit log in `dynamodb_outbox` (how the outbox is claimed in `dynamodb_outbox_heads`), agent-key
-rotation in `dynamodb_agent_keys`, wallet-creation nonces in `dynamodb_creation_nonces`, the table layout in
-`dynamodb_base`.
+audit head and record + outbox item + idempotency answer + a condition check of the wallet item (not frozen
+since the request read it), by the loop of `dynamodb_audited`, which also writes `apply_audited`). This module
+holds tokens, wallets and those two; idempotency records are in `dynamodb_idempotency`, reservations and rate
+events in `dynamodb_limits`, approvals in `dynamodb_approvals`, webhooks and the audit log in `dynamodb_outbox`
+(how the outbox is claimed in `dynamodb_outbox_heads`), agent-key rotation in `dynamodb_agent_keys`,
+wallet-creation nonces in `dynamodb_creation_nonces`, the table layout in `dynamodb_base`.
 """
 
 from __future__ import annotations
@@ -57,12 +57,13 @@ from parent_proxy.store.model import (
     ReservationStatus,
     SetFrozen,
     SigningClaim,
+    StillUnfrozen,
     StoreToken,
     Wallet,
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
 from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
-from parent_proxy.store.validation_changes import check_change, check_replaced
+from parent_proxy.store.validation_changes import check_change, check_replaced, check_unfrozen
 from parent_proxy.store.validation_outbox import check_outbox_item
 
 __all__ = ["DynamoStore", "create_table"]
@@ -226,8 +227,11 @@ class DynamoStore(DynamoOwnerChanges):
         approval: FinishApproval | None = None,
         *,
         replaced: ReplaceAnswer | None = None,
+        unfrozen: StillUnfrozen | None = None,
     ) -> AuditRecord:
         parts: list[Part] = []
+        if unfrozen is not None:  # a ConditionCheck of the wallet item, in this transaction
+            parts.append(self._still_unfrozen_part(check_unfrozen(unfrozen)))
         optional = [] if replaced is None else [self._replace_answer_part(check_replaced(replaced, answer))]
         if approval is not None:
             check_change(approval)

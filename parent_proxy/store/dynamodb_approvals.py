@@ -7,7 +7,13 @@ An approval approved for a signing carries it (``signing``) until that signing f
 and ``SIGNING/<approval>`` (``wallet_id``, ``decided_at``) marks it meanwhile, written and deleted in the same
 transactions, so that `stalled_approvals` reads one small partition (the approvals whose signing is under way or
 whose process died) instead of scanning the table. Every condition is on the approval item itself; the marker is
-only a way to find it."""
+only a way to find it.
+
+An approval with a message hash is its wallet's one open approval of that message, held by ``W#<wallet>/AM#<hash
+hex>`` (``approval_id``): put with the approval, only if absent (a single conditional write: `ApprovalPending`
+naming the holder otherwise), kept while the approval is pending or approved with its signing under way, deleted
+by the write that ends that (a rejection, the signing's `FinishApproval`, an approval without a signing named), and
+put again by a reopening (the same item in the usual case)."""
 
 from __future__ import annotations
 
@@ -16,10 +22,17 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from parent_proxy.errors import AlreadyDecided, ApprovalQueueFull, Conflict, NotFound, StoreUnavailable
+from parent_proxy.errors import (
+    AlreadyDecided,
+    ApprovalPending,
+    ApprovalQueueFull,
+    Conflict,
+    NotFound,
+    StoreUnavailable,
+)
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_attributes import b, get_b, get_f, get_opt_b, get_opt_f, get_opt_s, get_s, n, opt_b, s
-from parent_proxy.store.dynamodb_base import WRITE_ID, ConditionFailed, Item, new_write_id
+from parent_proxy.store.dynamodb_base import CONDITION_FAILED, WRITE_ID, ConditionFailed, Item, new_write_id
 from parent_proxy.store.dynamodb_limits import DynamoLimits
 from parent_proxy.store.model import (
     Approval,
@@ -37,6 +50,10 @@ _NOT_APPROVED_BY = "is {status}, not approved by this decision for this signing"
 _NOT_SIGNING = "is {status}, not approved for this signing"
 SIGNING_MARKS = "SIGNING"
 """The partition of the marks of approvals whose signing is under way (see the module docstring)."""
+MESSAGE_MARK = "AM#"
+"""The sort-key prefix of a wallet's open approval of one message (see the module docstring)."""
+
+Part = tuple[list[Any], Callable[[], Exception]]
 
 
 def _queue_full(wallet_id: str, bound: int | None) -> Exception:
@@ -83,13 +100,18 @@ class DynamoApprovals(DynamoLimits):
     def create_approval(self, approval: Approval) -> None:
         a = v.check_approval(approval)
         self._require_wallet(a.wallet_id)
+        parts = self._approval_parts(a)
+        refusals = [refusal for actions, refusal in parts for _ in actions]
         try:
-            self._transact([*self._approval_actions(a), self._pending_count_action(a.wallet_id, +1)])
+            self._transact([*(x for actions, _ in parts for x in actions), self._pending_count_action(a.wallet_id, +1)])
         except ConditionFailed as exc:
-            raise Conflict(f"approval {a.approval_id} already exists") from exc
+            failed = [i for i, reason in enumerate(exc.reasons) if reason == CONDITION_FAILED and i < len(refusals)]
+            raise (refusals[failed[0]]() if failed else Conflict(f"approval {a.approval_id} refused")) from exc
 
-    def _approval_actions(self, a: Approval) -> list[Any]:
-        """Put the pointer and the approval, both only if new (its count: `_pending_count_parts`)."""
+    def _approval_parts(self, a: Approval) -> list[Part]:
+        """The writes of a new approval, each with its refusal: its message's mark (with a message hash: only if no
+        approval of that message is open, else `ApprovalPending`), then the pointer and the approval, both only if
+        new (`Conflict`; its count: `_pending_count_parts`)."""
         full = {
             "pk": s(f"W#{a.wallet_id}"),
             "sk": s(f"AP#{a.approval_id}"),
@@ -99,10 +121,43 @@ class DynamoApprovals(DynamoLimits):
         }
         pointer = {"pk": s(f"A#{a.approval_id}"), "sk": s("APPROVAL"), "wallet_id": s(a.wallet_id)}
         new = "attribute_not_exists(pk)"
-        return [
+        parts: list[Part] = []
+        if a.message_hash is not None:
+            full["message_hash"] = pointer["message_hash"] = b(a.message_hash)
+            mark = {**self._message_mark_key(a.wallet_id, a.message_hash), "approval_id": s(a.approval_id)}
+            put = {"Put": {"TableName": self._table, "Item": mark, "ConditionExpression": new}}
+            parts.append(([put], partial(self._open_approval, a.wallet_id, a.message_hash)))
+        approval = [
             {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}},
             {"Put": {"TableName": self._table, "Item": full, "ConditionExpression": new}},
         ]
+        parts.append((approval, lambda: Conflict(f"approval {a.approval_id} already exists")))
+        return parts
+
+    @staticmethod
+    def _message_mark_key(wallet_id: str, message_hash: bytes) -> dict[str, Any]:
+        return {"pk": s(f"W#{wallet_id}"), "sk": s(MESSAGE_MARK + message_hash.hex())}
+
+    def _open_approval(self, wallet_id: str, message_hash: bytes) -> Exception:
+        """The refusal of a new approval whose message's mark is held: `ApprovalPending` naming its holder."""
+        mark = self._get(f"W#{wallet_id}", MESSAGE_MARK + message_hash.hex())
+        if mark is None:  # the open approval ended between the write and this read: nothing written, try again
+            return StoreUnavailable("dynamodb store unavailable: the open approval of this message ended meanwhile")
+        return ApprovalPending(wallet_id, get_s(mark, "approval_id"))
+
+    def _message_mark_action(self, approval_id: str, *, held: bool) -> list[Any]:
+        """The approval's message mark put (``held``, naming it) or deleted; none for an approval stored without a
+        message hash (before it was kept)."""
+        pointer = self._get(f"A#{approval_id}", "APPROVAL")
+        if pointer is None:
+            raise NotFound(f"approval {approval_id} not found")
+        message_hash = get_opt_b(pointer, "message_hash")
+        if message_hash is None:
+            return []
+        key = self._message_mark_key(get_s(pointer, "wallet_id"), message_hash)
+        if held:
+            return [{"Put": {"TableName": self._table, "Item": {**key, "approval_id": s(approval_id)}}}]
+        return [{"Delete": {"TableName": self._table, "Key": key}}]
 
     def _pending_count_action(self, wallet_id: str, delta: int, at_most: int | None = None) -> Any:
         """Add ``delta`` to the wallet's count of pending approvals; with ``at_most``, only if the count is at most
@@ -161,6 +216,7 @@ class DynamoApprovals(DynamoLimits):
             get_opt_b(i, "decision"),
             get_opt_f(i, "decided_at"),
             get_opt_s(i, "signing"),
+            get_opt_b(i, "message_hash"),
         )
 
     def get_approval(self, approval_id: str) -> Approval:
@@ -230,6 +286,8 @@ class DynamoApprovals(DynamoLimits):
         """The transaction actions of `decide_approval` (for `DynamoAudited.apply_audited`), and its refusal: only
         a pending approval (its count: `_pending_count_parts`); approved for a signing, its mark."""
         actions, refusal = self._update_part(d.approval_id, **_decision(d), refused=_DECIDED)
+        if d.status is not ApprovalStatus.APPROVED or d.signing is None:  # it waits no longer, nor is being signed
+            actions.extend(self._message_mark_action(d.approval_id, held=False))
         if d.signing is not None:
             mark = {
                 "pk": s(SIGNING_MARKS),
@@ -244,13 +302,15 @@ class DynamoApprovals(DynamoLimits):
         """The transaction actions of `reopen_approval` (for `DynamoAudited.apply_audited`), and its refusal: only
         an approval approved by this decision for this signing (its count: `_pending_count_parts`); its mark goes."""
         actions, refusal = self._update_part(r.approval_id, **_reopening(r), refused=_NOT_APPROVED_BY)
-        return [*actions, self._unmark_signing_action(r.approval_id)], refusal
+        mark = self._message_mark_action(r.approval_id, held=True)
+        return [*actions, self._unmark_signing_action(r.approval_id), *mark], refusal
 
     def _finish_part(self, f: FinishApproval) -> tuple[list[Any], Callable[[], Exception]]:
         """The transaction actions of a `FinishApproval` (`DynamoAudited.apply_audited`, `finish_signing`), and its
         refusal: only an approval approved for this signing; its mark goes."""
         actions, refusal = self._update_part(f.approval_id, **_finishing(f), refused=_NOT_SIGNING)
-        return [*actions, self._unmark_signing_action(f.approval_id)], refusal
+        mark = self._message_mark_action(f.approval_id, held=False)
+        return [*actions, self._unmark_signing_action(f.approval_id), *mark], refusal
 
     def _unmark_signing_action(self, approval_id: str) -> Any:
         return {"Delete": {"TableName": self._table, "Key": {"pk": s(SIGNING_MARKS), "sk": s(approval_id)}}}

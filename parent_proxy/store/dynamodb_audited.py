@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from parent_proxy.errors import Conflict, InvalidInput, NotFound, StaleOrderSequence, StoreUnavailable
+from parent_proxy.errors import (
+    Conflict,
+    FrozenMeanwhile,
+    InvalidInput,
+    NotFound,
+    StaleOrderSequence,
+    StoreUnavailable,
+)
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_attributes import n, opt_s, order_attributes, order_sequence_of, s
 from parent_proxy.store.dynamodb_base import CONDITION_FAILED, ConditionFailed
@@ -30,6 +37,7 @@ from parent_proxy.store.model import (
     ReplaceAnswer,
     SetFrozen,
     StateChange,
+    StillUnfrozen,
 )
 from parent_proxy.store.protocol import AuditSealer
 from parent_proxy.store.validation_changes import check_changes
@@ -62,6 +70,9 @@ class DynamoAudited(DynamoIdempotency):
 
     def _change_parts(self, change: StateChange) -> list[Part]:
         """The parts that write ``change`` (`DynamoAgentKeys` adds the agent-key changes, several parts each)."""
+        if isinstance(change, CreateApproval):  # its message's mark first: `ApprovalPending` before the rest
+            self._require_wallet(change.approval.wallet_id)
+            return self._approval_parts(change.approval)
         return [self._change_part(change)]
 
     def _change_part(self, change: StateChange) -> Part:
@@ -71,15 +82,14 @@ class DynamoAudited(DynamoIdempotency):
             case RecordEvent(wallet_id=wallet_id, kind=kind, at=at):
                 self._require_wallet(wallet_id)  # wallets are never deleted, so a prior read suffices
                 return [self._event_action(kind, wallet_id, at)], _never_refused
-            case CreateApproval(approval=a):
-                self._require_wallet(a.wallet_id)
-                return self._approval_actions(a), lambda: Conflict(f"approval {a.approval_id} already exists")
             case DecideApproval():
                 return self._decide_part(change)
             case ReopenApproval():
                 return self._reopen_part(change)
             case FinishApproval():
                 return self._finish_part(change)
+            case StillUnfrozen():
+                return self._still_unfrozen_part(change)
             case CompleteIdempotent(answer=answer):
                 return self._complete_part(answer)
         raise InvalidInput("changes", f"{type(change).__name__} is not a state change")
@@ -103,6 +113,25 @@ class DynamoAudited(DynamoIdempotency):
                 {":q": n(f.order_sequence), ":e": kept["order_envelope"], ":z": kept["order_freeze"]}
             )
         return {"Update": update}
+
+    def _still_unfrozen_part(self, u: StillUnfrozen) -> Part:
+        """A ``ConditionCheck`` of the wallet item: not frozen, and its ``order_sequence`` the one read (absent on
+        items written before it was kept: 0). In the transaction that records a signature, it orders that record
+        after or before any freeze of the wallet, on any host: a freeze written first refuses it. No read first (a
+        signed request's path stays one transaction): the wallet was read by the request, and wallets are never
+        deleted."""
+        same = "order_sequence = :q"
+        if u.order_sequence == 0:
+            same = f"(attribute_not_exists(order_sequence) OR {same})"
+        check = {
+            "ConditionCheck": {
+                "TableName": self._table,
+                "Key": {"pk": s(f"W#{u.wallet_id}"), "sk": s("WALLET")},
+                "ConditionExpression": f"frozen = :no AND {same}",
+                "ExpressionAttributeValues": {":no": {"BOOL": False}, ":q": n(u.order_sequence)},
+            }
+        }
+        return [check], lambda: FrozenMeanwhile(u.wallet_id)
 
     def _frozen_refusal(self, f: SetFrozen) -> Exception:
         wallet = self._get(f"W#{f.wallet_id}", "WALLET")

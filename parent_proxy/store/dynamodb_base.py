@@ -18,6 +18,8 @@ local runs, and ``tests/cdk/test_state_table_matches_store.py`` compares the two
     W#<wallet>    AP#<approval>         approval; ``A#<approval>/APPROVAL`` points back to the wallet
     W#<wallet>    APPROVALS             ``pending``: how many of the wallet's approvals are pending (see
                                         `dynamodb_approvals`)
+    W#<wallet>    AM#<message hash>     ``approval_id``: the wallet's one open approval of that transaction
+                                        message (see `dynamodb_approvals`)
     SIGNING       <approval>            an approved approval whose signing is under way (``wallet_id``,
                                         ``decided_at``), found by `stalled_approvals` (see `dynamodb_approvals`)
     W#<wallet>    WEBHOOK               webhook url + secret

@@ -93,7 +93,9 @@ class ApprovalStatus(enum.StrEnum):
 class Approval:
     """An escalated request waiting for (or decided by) the owner. ``decision`` is the owner's signed answer.
     ``signing``: of an approved one, the request id of its signing while under way (`DecideApproval.signing`),
-    None once that signing finished (`FinishApproval`) or if none was named."""
+    None once that signing finished (`FinishApproval`) or if none was named. ``message_hash``: the SHA-256 of the
+    transaction message it would sign (`parent_proxy.sign_parts.message_hash`), which makes it the one open approval
+    of that message (`CreateApproval`); None on approvals stored before it was kept (SQLite schema 11)."""
 
     approval_id: str
     wallet_id: str
@@ -103,6 +105,7 @@ class Approval:
     decision: bytes | None = None
     decided_at: float | None = None
     signing: str | None = None
+    message_hash: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,9 @@ class RecordEvent:
 class CreateApproval:
     """`Store.create_approval`: a new pending approval; with ``max_pending``, the transaction is refused
     (`ApprovalQueueFull`) if it would leave the wallet with more pending approvals than that, counted after all of
-    its changes by the write itself (exact under concurrency)."""
+    its changes by the write itself (exact under concurrency). An approval with a ``message_hash`` is refused
+    (`ApprovalPending`, naming the other, checked before the bound) while an approval of the same wallet and message
+    is open: pending, or approved with its signing under way (`DecideApproval.signing`, until `FinishApproval`)."""
 
     approval: Approval
     max_pending: int | None = None
@@ -297,6 +302,18 @@ class FinishApproval:
 
     approval_id: str
     signing: str
+
+
+@dataclass(frozen=True)
+class StillUnfrozen:
+    """A condition, nothing written: the wallet is not frozen and its last accepted owner order is still
+    ``order_sequence`` (`Wallet.order_sequence`), as a signing request read it; else `FrozenMeanwhile` and nothing
+    of the transaction is written (`Store.finish_signing`'s ``unfrozen``, `Store.apply_audited`). So a signature
+    is recorded, and handed out, only if no freeze was stored since the request read the wallet (a freeze then an
+    unfreeze moves the sequence too)."""
+
+    wallet_id: str
+    order_sequence: int
 
 
 @dataclass(frozen=True)
@@ -372,6 +389,7 @@ StateChange = (
     | DecideApproval
     | ReopenApproval
     | FinishApproval
+    | StillUnfrozen
     | CompleteIdempotent
     | ReplaceAnswer
     | SetAgentKeyCandidate

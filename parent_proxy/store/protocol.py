@@ -28,6 +28,7 @@ from parent_proxy.store.model import (
     RetiredAgentKey,
     SigningClaim,
     StateChange,
+    StillUnfrozen,
     Wallet,
     WebhookConfig,
 )
@@ -198,12 +199,15 @@ class Store(Protocol):
         approval: FinishApproval | None = None,
         *,
         replaced: ReplaceAnswer | None = None,
+        unfrozen: StillUnfrozen | None = None,
     ) -> AuditRecord:
         """All or nothing: `commit` the reservation, append the record ``audit`` builds from the head, enqueue
         ``webhook``, `complete_idempotent` with ``answer``, finish an owner approval's signing (``approval``:
         `AlreadyDecided`, nothing written, unless the approval is approved for that very signing), and replace the
         answer under another key if it still holds the one named (``replaced``: the agent's 202 of an approval,
-        never a refusal, see `ReplaceAnswer`). Returns the appended audit record."""
+        never a refusal, see `ReplaceAnswer`); with ``unfrozen``, only if the wallet is still as the request read
+        it (`StillUnfrozen`: else `FrozenMeanwhile`, nothing written; checked first). Returns the appended audit
+        record."""
         ...
 
     # -- an audited state change -----------------------------------------------------------------------------
@@ -212,10 +216,10 @@ class Store(Protocol):
     ) -> AuditRecord:
         """All or nothing: apply ``changes`` in order (each as its own method: `set_frozen`, `record_request` /
         `record_denial`, `create_approval`, `decide_approval`, `reopen_approval`, `complete_idempotent`; the
-        signing's end `FinishApproval`, the conditional `ReplaceAnswer` (never a refusal) and the agent-key changes
-        `SetAgentKeyCandidate` and `SwitchAgentKey` as their docstrings say), append the record ``audit`` builds
-        from the head (the event that describes them), enqueue ``webhook`` (its notification, if any). Returns the
-        appended record.
+        signing's end `FinishApproval`, the condition `StillUnfrozen` (`FrozenMeanwhile`), the conditional
+        `ReplaceAnswer` (never a refusal) and the agent-key changes `SetAgentKeyCandidate` and `SwitchAgentKey` as
+        their docstrings say), append the record ``audit`` builds from the head (the event that describes them),
+        enqueue ``webhook`` (its notification, if any). Returns the appended record.
 
         Refusals are those of the methods (`NotFound`, `AlreadyDecided`, `Conflict` for an existing approval id or
         a key not in progress for this request; for the agent-key changes: `NotFound` for an unknown wallet,
@@ -223,8 +227,8 @@ class Store(Protocol):
         candidate is not the one named (switch)) and
         of `append_audit` (`Conflict` for a webhook event id ever enqueued); nothing is written then, nor when the
         audit record or the webhook item cannot be written. `InvalidInput` (`validation_changes.check_changes`) for a
-        malformed change, an agent-key change that is not the only change of its wallet's record in ``changes``, or
-        two changes of one idempotency key's answer.
+        malformed change, an agent-key change (or a `StillUnfrozen`) that is not the only change of its wallet's
+        record in ``changes``, or two changes of one idempotency key's answer.
         A head moved by another appender is not a refusal: the record is built again from the new head (as in
         `finish_signing`)."""
         ...

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from parent_proxy.errors import (
     AlreadyRevoked,
     Conflict,
+    FrozenMeanwhile,
     NotFound,
     StaleOrderSequence,
     StalePolicySequence,
@@ -48,6 +49,7 @@ from parent_proxy.store.model import (
     SetWebhook,
     SigningClaim,
     StateChange,
+    StillUnfrozen,
     StoreToken,
     SwitchAgentKey,
     Wallet,
@@ -55,7 +57,7 @@ from parent_proxy.store.model import (
 from parent_proxy.store.protocol import AuditSealer, Limits
 from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
 from parent_proxy.store.sqlite_idempotency import SqliteIdempotency
-from parent_proxy.store.validation_changes import check_change, check_changes, check_replaced
+from parent_proxy.store.validation_changes import check_change, check_changes, check_replaced, check_unfrozen
 from parent_proxy.store.validation_outbox import check_outbox_item
 
 
@@ -176,6 +178,14 @@ class SqliteStore(SqliteIdempotency):
              f.wallet_id),
         )  # fmt: skip
 
+    @staticmethod
+    def _still_unfrozen_in(conn: sqlite3.Connection, u: StillUnfrozen) -> None:
+        row = conn.execute("SELECT frozen, order_sequence FROM wallets WHERE wallet_id = ?", (u.wallet_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"wallet {u.wallet_id} not found")
+        if row[0] or row[1] != u.order_sequence:
+            raise FrozenMeanwhile(u.wallet_id)
+
     def install_policy(self, wallet_id: str, document: bytes, sequence: int) -> None:
         v.check_id("wallet_id", wallet_id)
         v.check_blob("document", document)
@@ -232,7 +242,10 @@ class SqliteStore(SqliteIdempotency):
         approval: FinishApproval | None = None,
         *,
         replaced: ReplaceAnswer | None = None,
+        unfrozen: StillUnfrozen | None = None,
     ) -> AuditRecord:
+        if unfrozen is not None:
+            unfrozen = check_unfrozen(unfrozen)
         if reservation is not None:
             self._check_reservation(reservation)
         item = None if webhook is None else check_outbox_item(webhook)
@@ -243,6 +256,8 @@ class SqliteStore(SqliteIdempotency):
         if replaced is not None:
             replaced = check_replaced(replaced, answer)
         with self._write() as conn:
+            if unfrozen is not None:
+                self._still_unfrozen_in(conn, unfrozen)
             if approval is not None:
                 self._finish_approval_in(conn, approval)
             if reservation is not None:
@@ -319,6 +334,8 @@ class SqliteStore(SqliteIdempotency):
                 self._reopen_in(conn, change)
             case FinishApproval():
                 self._finish_approval_in(conn, change)
+            case StillUnfrozen():
+                self._still_unfrozen_in(conn, change)
             case CompleteIdempotent(answer=a):
                 self._complete_in(conn, a.wallet_id, a.key, a.request_hash, a.response)
             case ReplaceAnswer(answer=a, previous=previous):

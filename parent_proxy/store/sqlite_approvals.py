@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from parent_proxy.errors import AlreadyDecided, ApprovalQueueFull, Conflict, NotFound
+from parent_proxy.errors import AlreadyDecided, ApprovalPending, ApprovalQueueFull, Conflict, NotFound
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
     Approval,
@@ -20,9 +20,16 @@ from parent_proxy.store.model import (
 from parent_proxy.store.sqlite_limits import SqliteLimits
 
 _SELECT_APPROVAL = (
-    "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at, signing"
+    "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at, signing, message_hash"
     " FROM approvals WHERE "
 )
+_OPEN_OF_MESSAGE = (
+    "SELECT approval_id FROM approvals WHERE wallet_id = ? AND message_hash = ?"
+    " AND (status = 'pending' OR (status = 'approved' AND signing IS NOT NULL))"
+    " ORDER BY created_at, approval_id LIMIT 1"
+)
+"""The open approval of a wallet's message: waiting for the owner, or approved with its signing under way
+(`CreateApproval`)."""
 
 
 class SqliteApprovals(SqliteLimits):
@@ -35,13 +42,20 @@ class SqliteApprovals(SqliteLimits):
 
     @classmethod
     def _create_approval_in(cls, conn: sqlite3.Connection, a: Approval) -> None:
+        """Insert ``a``; `ApprovalPending` if an approval of the same wallet and message is open
+        (`_OPEN_OF_MESSAGE`), looked up under the write lock (one writer at a time: exact under concurrency,
+        across processes too)."""
         cls._require_wallet(conn, a.wallet_id)
+        if a.message_hash is not None:
+            row = conn.execute(_OPEN_OF_MESSAGE, (a.wallet_id, a.message_hash)).fetchone()
+            if row is not None:
+                raise ApprovalPending(a.wallet_id, row[0])
         if conn.execute("SELECT 1 FROM approvals WHERE approval_id = ?", (a.approval_id,)).fetchone():
             raise Conflict(f"approval {a.approval_id} already exists")
         conn.execute(
             "INSERT INTO approvals (approval_id, wallet_id, request_payload, status, created_at, decision,"
-            " decided_at) VALUES (?, ?, ?, 'pending', ?, NULL, NULL)",
-            (a.approval_id, a.wallet_id, a.request_payload, a.created_at),
+            " decided_at, message_hash) VALUES (?, ?, ?, 'pending', ?, NULL, NULL, ?)",
+            (a.approval_id, a.wallet_id, a.request_payload, a.created_at, a.message_hash),
         )
 
     @staticmethod
@@ -58,7 +72,7 @@ class SqliteApprovals(SqliteLimits):
 
     @staticmethod
     def _approval(row: tuple[object, ...]) -> Approval:
-        return Approval(row[0], row[1], row[2], ApprovalStatus(row[3]), row[4], row[5], row[6], row[7])  # type: ignore[arg-type]
+        return Approval(row[0], row[1], row[2], ApprovalStatus(row[3]), row[4], row[5], row[6], row[7], row[8])  # type: ignore[arg-type]
 
     def get_approval(self, approval_id: str) -> Approval:
         v.check_id("approval_id", approval_id)

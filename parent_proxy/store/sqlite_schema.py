@@ -20,7 +20,10 @@ tells that shape by its columns, whatever the version. Since then ``tests/proxy/
 pins each version's ``SCHEMA`` text by its hash: the text cannot change without the version. 11 +
 ``approvals.signing`` (the request id of an approved approval's signing until it finishes, so that one whose process
 died is found and reopened: `parent_proxy.stalled_approvals`; `add_approval_signing` adds it, NULL, to an older
-``approvals``: their signings are not known, none is reopened) and its partial index ``approvals_signing``.
+``approvals``: their signings are not known, none is reopened) and its partial index ``approvals_signing``. 12 +
+``approvals.message_hash`` (the SHA-256 of the transaction message an approval would sign, so that an escalation of
+a message whose approval is still open is answered with it instead of a second approval; `add_approval_message_hash`
+adds it, NULL, to an older ``approvals``: those are not matched) and its partial index ``approvals_by_message``.
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -41,7 +44,7 @@ from parent_proxy.store import (
     sqlite_spend,
 )
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -73,9 +76,11 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS approvals (
         approval_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
         request_payload BLOB NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,
-        decision BLOB, decided_at REAL, signing TEXT)""",
+        decision BLOB, decided_at REAL, signing TEXT, message_hash BLOB)""",
     "CREATE INDEX IF NOT EXISTS approvals_by_wallet ON approvals (wallet_id, status)",
     "CREATE INDEX IF NOT EXISTS approvals_signing ON approvals (decided_at) WHERE signing IS NOT NULL",
+    """CREATE INDEX IF NOT EXISTS approvals_by_message ON approvals (wallet_id, message_hash)
+        WHERE message_hash IS NOT NULL""",
     """CREATE TABLE IF NOT EXISTS webhooks (
         wallet_id TEXT PRIMARY KEY REFERENCES wallets(wallet_id), url TEXT NOT NULL, secret BLOB NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS outbox (
@@ -121,3 +126,12 @@ def add_approval_signing(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(approvals)")}
     if columns and "signing" not in columns:
         conn.execute("ALTER TABLE approvals ADD COLUMN signing TEXT")
+
+
+def add_approval_message_hash(conn: sqlite3.Connection) -> None:
+    """Give an ``approvals`` table of versions 1 to 11 its ``message_hash`` column (NULL: not known, so an escalation
+    of the same message is not matched with them). After `add_approval_signing`, so the columns keep the order of
+    `SCHEMA`'s table. A no-op on a new or already migrated database."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(approvals)")}
+    if columns and "message_hash" not in columns:
+        conn.execute("ALTER TABLE approvals ADD COLUMN message_hash BLOB")

@@ -217,6 +217,8 @@ def check_approval(approval: object) -> Approval:
     check_time("created_at", approval.created_at)
     if approval.status != "pending" or approval.decision is not None or approval.decided_at is not None:
         raise InvalidInput("status", "a new approval must be pending and undecided")
+    if approval.message_hash is not None:
+        check_digest("message_hash", approval.message_hash)
     return approval
 
 

@@ -23,6 +23,7 @@ from parent_proxy.store.model import (
     SetFrozen,
     SetWebhook,
     StateChange,
+    StillUnfrozen,
     StoreToken,
     SwitchAgentKey,
 )
@@ -97,6 +98,10 @@ def check_change(change: object) -> StateChange:
             check_id("approval_id", approval_id)
             check_id("signing", signing)
             return change
+        case StillUnfrozen(wallet_id=wallet_id, order_sequence=order_sequence):
+            check_id("wallet_id", wallet_id)
+            check_count("order_sequence", order_sequence, maximum=MAX_ORDER_SEQUENCE)
+            return change
         case CompleteIdempotent(answer=answer):
             return CompleteIdempotent(check_answer(answer))
         case ReplaceAnswer(answer=answer, previous=previous):
@@ -113,7 +118,12 @@ def check_change(change: object) -> StateChange:
 def _wallet_record_changed(change: StateChange) -> str | None:
     """The wallet whose record ``change`` writes or checks (DynamoDB: its ``WALLET`` item), if any."""
     match change:
-        case SetFrozen(wallet_id=wallet_id) | SwitchAgentKey(wallet_id=wallet_id) | InstallPolicy(wallet_id=wallet_id):
+        case (
+            SetFrozen(wallet_id=wallet_id)
+            | SwitchAgentKey(wallet_id=wallet_id)
+            | InstallPolicy(wallet_id=wallet_id)
+            | StillUnfrozen(wallet_id=wallet_id)
+        ):
             return wallet_id
         case SetAgentKeyCandidate(candidate=candidate):
             return candidate.wallet_id
@@ -146,6 +156,14 @@ def check_changes(changes: object) -> list[StateChange]:
     if len(set(answers)) < len(answers):
         raise InvalidInput("changes", "at most one change of an idempotency key's answer")
     return checked
+
+
+def check_unfrozen(unfrozen: object) -> StillUnfrozen:
+    """`Store.finish_signing`'s ``unfrozen``: a `StillUnfrozen`, checked as `check_change` does."""
+    if not isinstance(unfrozen, StillUnfrozen):
+        raise InvalidInput("unfrozen", "must be a StillUnfrozen")
+    check_change(unfrozen)
+    return unfrozen
 
 
 def check_replaced(replaced: object, answer: IdempotentAnswer | None) -> ReplaceAnswer:

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from parent_proxy.__main__ import prune_store
+from parent_proxy.stalled_approvals import STALLED_APPROVAL_SECONDS
 from parent_proxy.store import dynamodb_base
 from parent_proxy.store.dynamodb_base import UNANSWERED_RESENDS
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness, pending_approval_ids, provision, running_harness
 from tests.proxy.conftest import moto_dynamo_store
 from tests.proxy.harness_calls import escalate
 from tests.proxy.hooked_client import Hook, Hooked, RequestTokens, connection_lost
@@ -173,3 +175,37 @@ def test_an_approval_that_never_arrived_stays_pending(live: tuple[Harness, Hooke
     assert h.store.get_approval(approval_id).status == "pending"
     signed = h.owner_call("POST", path, body)
     assert signed.status_code == 200, signed.text
+
+
+def test_a_decision_applied_after_its_503_is_reopened_by_the_sweep(live: tuple[Harness, Hooked]) -> None:
+    """What docs/api.md (Durability) leaves: a decision transaction neither answered nor visible when the store
+    looked (503, the approval read pending), which DynamoDB applies after all. It carries the approval's signing
+    and its ``SIGNING`` mark in the same transaction (`dynamodb_approvals`), so the approval is not stuck approved
+    with nothing signed: the stalled-approval sweep reopens it, and the owner's approval then signs it once."""
+    h, client = live
+    approval_id, body, path = escalate(h)
+    late: list[dict[str, Any]] = []
+
+    def lost(real: Hook, **kwargs: Any) -> Any:
+        puts = [a["Put"]["Item"] for a in kwargs["TransactItems"] if "Put" in a]
+        if any(item.get("event_type") == {"S": "approval.approved"} for item in puts):
+            late.append(kwargs)
+            raise connection_lost()
+        return real(**kwargs)
+
+    client.hooks.update(transact_write_items=lost)
+    failed = h.owner_call("POST", path, body)
+    client.hooks.clear()
+    assert failed.status_code == 503 and h.store.get_approval(approval_id).status == "pending"
+    client.transact_write_items(**late[0])  # the first send, applied late
+    assert h.store.get_approval(approval_id).status == "approved"
+    assert h.owner_call("POST", path, body).status_code == 409 and pending_approval_ids(h) == []
+    h.clock.offset = STALLED_APPROVAL_SECONDS + 1
+    try:
+        prune_store(h.services)
+    finally:
+        h.clock.offset = 0.0
+    assert pending_approval_ids(h) == [approval_id] and h.audit_events()[-1] == "approval.reopened"
+    signed = h.owner_call("POST", path, body)
+    assert signed.status_code == 200, signed.text
+    assert h.audit_events().count("transaction.signed") == 2  # the warm-up's and this one

@@ -1,0 +1,132 @@
+"""Contract tests for one open approval per wallet and transaction message (`CreateApproval`, `Approval.message_hash`)
+on every adapter: while an approval of a message is pending, or approved with its signing under way, a new approval
+of the same message of the same wallet is refused (`ApprovalPending`, naming the open one), before the queue's bound,
+and nothing of its transaction is written; a rejection or the signing's end frees the message, a reopening holds it
+again. SQLite looks it up under the write lock; DynamoDB holds it with one conditionally written item.
+
+Before (review s1, s6): the same transaction escalated twice made two approvals; approving both counted its amount
+twice and recorded two ``transaction.signed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from parent_proxy.audit import AuditLog
+from parent_proxy.errors import ApprovalPending, InvalidInput
+from parent_proxy.store.model import (
+    Approval,
+    ApprovalStatus,
+    CreateApproval,
+    DecideApproval,
+    FinishApproval,
+    RecordEvent,
+    ReopenApproval,
+)
+from parent_proxy.store.protocol import Store
+from parent_proxy.store.sqlite import SqliteStore
+from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
+from tests.proxy.conftest import FakeClock, make_wallet
+
+T0 = 1_700_000_000.0
+M1 = hashlib.sha256(b"message one").digest()
+M2 = hashlib.sha256(b"message two").digest()
+
+
+def approval(approval_id: str, message: bytes | None = M1, wallet_id: str = "w1") -> Approval:
+    return Approval(approval_id, wallet_id, b'{"request":1}', ApprovalStatus.PENDING, T0, message_hash=message)
+
+
+def escalate(s: Store, clock: FakeClock, a: Approval, bound: int | None = 100) -> None:
+    """What the sign flow writes for an escalation: the request's time, the approval, the record."""
+    changes = [RecordEvent(a.wallet_id, "request", T0), CreateApproval(a, bound)]
+    s.apply_audited(changes, AuditLog(s, clock).sealer("transaction.escalated", {}, wallet_id=a.wallet_id))
+
+
+def refused(s: Store, clock: FakeClock, a: Approval, open_id: str, bound: int | None = 100) -> None:
+    before = (s.pending_approvals(a.wallet_id), s.recent_requests(a.wallet_id, 0.0), s.audit_head())
+    with pytest.raises(ApprovalPending, match=f"approval {open_id} of the same message is still open") as pending:
+        escalate(s, clock, a, bound)
+    assert (pending.value.wallet_id, pending.value.approval_id) == (a.wallet_id, open_id)
+    assert (s.pending_approvals(a.wallet_id), s.recent_requests(a.wallet_id, 0.0), s.audit_head()) == before
+
+
+def test_a_message_has_one_open_approval(wallet_store: Store, clock: FakeClock) -> None:
+    s = wallet_store
+    escalate(s, clock, approval("a1"))
+    assert s.get_approval("a1").message_hash == M1
+    refused(s, clock, approval("a2"), "a1")
+    with pytest.raises(ApprovalPending, match="approval a1"):
+        s.create_approval(approval("a2"))
+    escalate(s, clock, approval("a3", M2))  # another message
+    escalate(s, clock, approval("b1", wallet_id="w2"))  # the same message of another wallet
+    escalate(s, clock, approval("n1", None))  # no message hash (stored before it was kept): never matched
+    escalate(s, clock, approval("n2", None))
+    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a1", "a3", "n1", "n2"]
+
+
+def test_it_is_refused_before_the_queue_bound(wallet_store: Store, clock: FakeClock) -> None:
+    s = wallet_store
+    escalate(s, clock, approval("a1"), bound=1)
+    refused(s, clock, approval("a2"), "a1", bound=1)  # not ApprovalQueueFull: the agent is told its approval
+
+
+def test_a_rejection_frees_the_message(wallet_store: Store, clock: FakeClock) -> None:
+    s = wallet_store
+    escalate(s, clock, approval("a1"))
+    s.decide_approval("a1", ApprovalStatus.REJECTED, None, T0)
+    escalate(s, clock, approval("a2"))
+    refused(s, clock, approval("a3"), "a2")
+
+
+def test_a_signing_holds_it_until_it_finishes_and_a_reopening_holds_it_again(
+    wallet_store: Store, clock: FakeClock
+) -> None:
+    s, log = wallet_store, AuditLog(wallet_store, clock)
+    escalate(s, clock, approval("a1"))
+    s.decide_approval("a1", ApprovalStatus.APPROVED, b"yes", T0, signing="r1")
+    refused(s, clock, approval("a2"), "a1")  # approved, being signed: still the message's approval
+    s.apply_audited([ReopenApproval("a1", b"yes", "r1")], log.sealer("approval.reopened", {}, wallet_id="w1"))
+    refused(s, clock, approval("a2"), "a1")
+    again = DecideApproval("a1", ApprovalStatus.APPROVED, b"yes", T0, "r2")
+    s.apply_audited([again], log.sealer("approval.approved", {}, wallet_id="w1"))
+    s.apply_audited([FinishApproval("a1", "r2")], log.sealer("transaction.refused", {}, wallet_id="w1"))
+    escalate(s, clock, approval("a2"))  # its signing finished: the message is free again
+    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a2"]
+
+
+def test_an_approval_approved_without_a_signing_frees_it(wallet_store: Store, clock: FakeClock) -> None:
+    s = wallet_store
+    escalate(s, clock, approval("a1"))
+    s.decide_approval("a1", ApprovalStatus.APPROVED, b"yes", T0)  # none named: never listed as under way
+    escalate(s, clock, approval("a2"))
+    refused(s, clock, approval("a3"), "a2")
+
+
+def test_a_malformed_message_hash_is_refused(wallet_store: Store, clock: FakeClock) -> None:
+    with pytest.raises(InvalidInput, match="message_hash"):
+        escalate(wallet_store, clock, approval("a1", b"short"))
+    assert wallet_store.pending_approvals("w1") == []
+
+
+def test_a_version_11_database_gets_the_column(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.create_wallet(make_wallet("w1"))
+    store.close()
+    with sqlite3.connect(path) as conn:  # back to version 11: approvals without message_hash
+        conn.execute("DROP INDEX approvals_by_message")
+        conn.execute("ALTER TABLE approvals DROP COLUMN message_hash")
+        conn.execute("INSERT INTO approvals VALUES ('old', 'w1', x'7b7d', 'pending', 1.0, NULL, NULL, NULL)")
+        conn.execute("PRAGMA user_version = 11")
+    migrated = SqliteStore(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+    assert migrated.get_approval("old").message_hash is None
+    escalate(migrated, clock, approval("a1"))
+    refused(migrated, clock, approval("a2"), "a1")
+    migrated.close()
