@@ -309,10 +309,23 @@ def _send(
             limit=MAX_OWNER_ANSWER_BYTES, deadline=OWNER_HTTP_TIMEOUT_SECONDS,
         )  # fmt: skip
     except ExchangeFailed as exc:
-        raise ProxyUnreachable(f"request {exc}") from exc
+        raise ProxyUnreachable(_no_answer(url, exc)) from exc
     finally:
         if client is None:
             http.close()
+
+
+def _no_answer(url: str, exc: ExchangeFailed) -> str:
+    """Why ``url`` gave no usable answer, naming its origin (never a user or password: `url_origin` refuses a URL
+    that has one) and, when nothing answered at all, what to check."""
+    origin = url_origin(url)
+    message = f"request to {origin} {exc}"
+    if isinstance(exc.__cause__, httpx.TransportError):  # no connection, a timeout, a TLS failure
+        message += (
+            f"; check that the proxy is running and listens at {origin} (its /readyz answers there; "
+            "`waiaas selfhost up` prints its URL) and that --url names it"
+        )
+    return message
 
 
 def _print_answer(response: httpx.Response) -> Any:
