@@ -89,7 +89,7 @@ from parent_proxy.owner_cli_common import (
     warn,
 )
 from parent_proxy.owner_keyfile import (
-    KeyFileError,
+    check_new_key_path,
     read_solana_keypair,
     write_encrypted_key_file,
 )
@@ -205,8 +205,7 @@ def new_key_file(args: argparse.Namespace) -> int:
     """``keygen`` / ``encrypt-keypair``: write ``--out`` encrypted, print only the public key."""
     if args.keypair is not None or args.kms_key_id is not None:
         raise OwnerInputError("takes no --keypair or --kms-key-id (it makes a key file)")
-    if args.out.exists() or args.out.is_symlink():  # checked again, atomically, when the file is created
-        raise KeyFileError(f"key file {args.out} already exists; not overwriting it")
+    check_new_key_path(args.out)
     if args.owner_command == "keygen":
         key = Ed25519PrivateKey.generate()
     else:
