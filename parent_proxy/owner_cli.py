@@ -89,7 +89,7 @@ from parent_proxy.owner_cli_common import (
     warn,
 )
 from parent_proxy.owner_keyfile import (
-    KeyFileError,
+    check_new_key_path,
     read_solana_keypair,
     write_encrypted_key_file,
 )
@@ -204,8 +204,7 @@ def new_key_file(args: argparse.Namespace) -> int:
     """``keygen`` / ``encrypt-keypair``: write ``--out`` encrypted, print only the public key."""
     if args.keypair is not None or args.kms_key_id is not None:
         raise OwnerInputError("takes no --keypair or --kms-key-id (it makes a key file)")
-    if args.out.exists() or args.out.is_symlink():  # checked again, atomically, when the file is created
-        raise KeyFileError(f"key file {args.out} already exists; not overwriting it")
+    check_new_key_path(args.out)
     if args.owner_command == "keygen":
         key = Ed25519PrivateKey.generate()
     else:
@@ -307,10 +306,23 @@ def _send(
             limit=MAX_OWNER_ANSWER_BYTES, deadline=OWNER_HTTP_TIMEOUT_SECONDS,
         )  # fmt: skip
     except ExchangeFailed as exc:
-        raise ProxyUnreachable(f"request {exc}") from exc
+        raise ProxyUnreachable(_no_answer(url, exc)) from exc
     finally:
         if client is None:
             http.close()
+
+
+def _no_answer(url: str, exc: ExchangeFailed) -> str:
+    """Why ``url`` gave no usable answer, naming its origin (never a user or password: `url_origin` refuses a URL
+    that has one) and, when nothing answered at all, what to check."""
+    origin = url_origin(url)
+    message = f"request to {origin} {exc}"
+    if isinstance(exc.__cause__, httpx.TransportError):  # no connection, a timeout, a TLS failure
+        message += (
+            f"; check that the proxy is running and listens at {origin} (its /readyz answers there; "
+            "`waiaas selfhost up` prints its URL) and that --url names it"
+        )
+    return message
 
 
 def _print_answer(response: httpx.Response) -> Any:

@@ -239,21 +239,53 @@ def _solana_key(data: bytes, path: Path) -> Ed25519PrivateKey:
         raise KeyFileError(f"keypair file {path}: {exc}") from None
 
 
-def write_encrypted_key_file(path: Path, key: Ed25519PrivateKey, passphrase: bytes) -> None:
-    """Encrypt, then create ``path`` with mode 0600; an existing file is never replaced. Nothing is written when
-    encryption or its checks fail; a failed write removes the partial file."""
-    pem = encrypt_owner_key(key, passphrase)
+def check_new_key_path(path: Path) -> None:
+    """Refuse, before a passphrase is asked for, a new key file that exists or whose directory cannot be had: the
+    directory must exist, or be missing as the last component only (`write_encrypted_key_file` makes it, 0700)."""
+    if path.exists() or path.is_symlink():  # checked again, atomically, when the file is created
+        raise KeyFileError(f"key file {path} already exists; not overwriting it")
+    parent = path.parent
+    if not parent.is_dir() and (parent.exists() or parent.is_symlink() or not parent.parent.is_dir()):
+        raise KeyFileError(
+            f"key file {path}: {parent} is not a directory, and only a missing last directory is made "
+            f"(make {parent.parent} first)"
+        )
+
+
+def _make_missing_directory(directory: Path) -> bool:
+    """Make ``directory`` (its parent must exist) with mode 0700 if it is missing; True if it was made here."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.mkdir(directory, 0o700)
     except FileExistsError:
-        raise KeyFileError(f"key file {path} already exists; not overwriting it") from None
+        return False
     except OSError as exc:
-        raise KeyFileError(f"key file {path}: cannot be created ({exc.strerror or type(exc).__name__})") from None
+        raise KeyFileError(f"directory {directory}: cannot be created ({exc.strerror or type(exc).__name__})") from None
+    return True
+
+
+def write_encrypted_key_file(path: Path, key: Ed25519PrivateKey, passphrase: bytes) -> None:
+    """Encrypt, then create ``path`` with mode 0600; an existing file is never replaced. A missing last directory of
+    ``path`` is made with mode 0700 (``~/.waiaas`` on a new machine; a missing directory above it is refused, as a
+    mistyped path more likely than not). Nothing is written when encryption or its checks fail; a failed write
+    removes the partial file, and the directory if it was made here."""
+    pem = encrypt_owner_key(key, passphrase)
+    made = _make_missing_directory(path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as exc:
-        path.unlink(missing_ok=True)
-        raise KeyFileError(f"key file {path}: write failed ({exc.strerror or type(exc).__name__})") from None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise KeyFileError(f"key file {path} already exists; not overwriting it") from None
+        except OSError as exc:
+            raise KeyFileError(f"key file {path}: cannot be created ({exc.strerror or type(exc).__name__})") from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise KeyFileError(f"key file {path}: write failed ({exc.strerror or type(exc).__name__})") from None
+    except KeyFileError:
+        if made:
+            os.rmdir(path.parent)
+        raise

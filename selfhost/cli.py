@@ -175,8 +175,14 @@ def _check_args(args: argparse.Namespace, root: Path) -> UpArguments:
                 f"{root} holds a throw-away owner key ({OWNER_KEYPAIR}) made for the local chain: "
                 "use another --state-dir for a real chain"
             )
-    for key in args.owner_key:
-        Pubkey.from_string(key)  # ValueError if not base58 of 32 bytes
+    for number, key in enumerate(args.owner_key, 1):
+        try:
+            Pubkey.from_string(key)
+        except ValueError:  # not shown: a private key pasted by mistake must not reach the terminal's scrollback
+            raise ValueError(
+                f"--owner-key (number {number} given) is not a base58 public key of 32 bytes, "
+                "as `waiaas owner --keypair FILE pubkey` prints it"
+            ) from None
     return UpArguments(list(args.owner_key), rpc_url)
 
 

@@ -382,10 +382,12 @@ def test_a_proxy_that_cannot_be_reached_is_exit_1_not_bad_input(
     argv: list[str], keypair: tuple[Path, Ed25519PrivateKey], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Review finding: a connection failure exited 2 ("bad input"); the command line was right and the request was
-    signed, so it is 1, as for a refusal: the answer could not be had."""
+    signed, so it is 1, as for a refusal: the answer could not be had. A later one: the message named neither the
+    URL nor what to check."""
     path, _ = keypair
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    code = main(["owner", "--keypair", str(path), *[a.replace("{url}", url) for a in argv]])
+    code = main(["owner", "--keypair", str(path), *[a.replace("{url}", url + "/prefix/") for a in argv]])
     out, err = capsys.readouterr()
     assert (code, out) == (1, "")
-    assert f"owner {argv[0]}: request failed: ConnectError" in err
+    assert f"owner {argv[0]}: request to {url} failed: ConnectError; check that the proxy is running" in err
+    assert f"listens at {url} " in err and "--url names it" in err and "/prefix" not in err

@@ -270,6 +270,48 @@ def test_every_refusal_names_the_file_and_the_reason_and_writes_nothing(
     assert set(tmp_path.iterdir()) == before | {forged, short}  # no key file was written by any refusal
 
 
+def test_keygen_makes_a_missing_last_directory_0700_and_refuses_a_deeper_missing_path(
+    tmp_path: Path, passfile: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review finding: `keygen --out ~/.waiaas/owner.key`, as docs/owner-keys.md shows it, exited 2 on a new machine
+    ("cannot be created (No such file or directory)"). The missing last directory is made, mode 0700, whatever the
+    umask; anything further missing is refused before the passphrase is asked for, and nothing is made."""
+    monkeypatch.setattr("sys.stdin", io.StringIO())  # not a terminal: a passphrase prompt would be refused
+    home = tmp_path / "home"
+    home.mkdir()
+    old_umask = os.umask(0)
+    try:
+        code, out, err = run_cli(
+            capsys, "owner", "keygen", "--out", str(home / ".waiaas" / "owner.key"), "--passphrase-file", str(passfile)
+        )
+    finally:
+        os.umask(old_umask)
+    assert (code, err) == (0, ""), err
+    assert stat.S_IMODE((home / ".waiaas").stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / ".waiaas" / "owner.key").stat().st_mode) == 0o600
+    key = decrypt_owner_key((home / ".waiaas" / "owner.key").read_bytes(), PASSPHRASE.encode(), source="k", warn=print)
+    assert out.strip() == str(owner_public_key(key))
+
+    before = sorted(tmp_path.rglob("*"))
+    deep = tmp_path / "missing" / ".waiaas" / "owner.key"
+    assert_refused(
+        run_cli(capsys, "owner", "keygen", "--out", str(deep)),  # no passphrase given: refused before it is asked
+        f"key file {deep}: {deep.parent} is not a directory, and only a missing last directory is made",
+        f"make {tmp_path / 'missing'} first",
+    )
+    not_a_directory = secret_file(tmp_path / "a-file", b"x")
+    assert_refused(
+        run_cli(capsys, "owner", "keygen", "--out", str(not_a_directory / "k"), "--passphrase-file", str(passfile)),
+        f"{not_a_directory} is not a directory",
+    )
+    empty = secret_file(tmp_path / "empty-pass", b"\n")
+    assert_refused(
+        run_cli(capsys, "owner", "keygen", "--out", str(home / "new" / "owner.key"), "--passphrase-file", str(empty)),
+        "the first line is empty",
+    )
+    assert sorted(tmp_path.rglob("*")) == sorted([*before, not_a_directory, empty])  # no directory made by a refusal
+
+
 def test_a_group_readable_encrypted_key_warns_and_still_works(
     tmp_path: Path, passfile: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -219,7 +219,8 @@ def _up_refused(*args: str) -> subprocess.CompletedProcess[str]:
         (["--rpc-url", "http://10.0.0.5:8899/"], "--rpc-url must be https (plain http only to localhost"),
         (["--rpc-url", "http://127.0.0.1:99999/"], "--rpc-url must be an http(s) URL with a host and a valid port"),
         (["--rpc-url", "https:///path"], "--rpc-url must be an http(s) URL with a host and a valid port"),
-        (["--owner-key", "nope"], "selfhost up:"),
+        (["--owner-key", "nope"], "selfhost up: --owner-key (number 1 given) is not a base58 public key of 32 bytes"),
+        (["--owner-key", "{owner}", "--owner-key", "KEYPART" * 12], "--owner-key (number 2 given) is not a base58"),
         (["--rpc-url", "http://127.0.0.1:1"], "--rpc-url needs --owner-key"),
         (["--rpc-url-file", "{dir}/missing"], "--rpc-url-file {dir}/missing: cannot be read (No such file"),
         (["--rpc-url-file", "{dir}/plain-http"], "--rpc-url-file {dir}/plain-http: the URL must be https (plain"),
@@ -230,7 +231,9 @@ def test_selfhost_up_refuses_bad_arguments(tmp_path: Path, args: list[str], mess
     given = tmp_path / "given"
     given.mkdir()
     (given / "plain-http").write_text("http://10.0.0.5:8899/KEYPART\n")
-    result = _up_refused("--state-dir", str(tmp_path / "state"), *(a.replace("{dir}", str(given)) for a in args))
+    owner = str(Pubkey.from_bytes(Ed25519PrivateKey.generate().public_key().public_bytes_raw()))
+    given_args = (a.replace("{dir}", str(given)).replace("{owner}", owner) for a in args)
+    result = _up_refused("--state-dir", str(tmp_path / "state"), *given_args)
     assert message.replace("{dir}", str(given)) in result.stderr
     assert "KEYPART" not in result.stdout + result.stderr
 
