@@ -33,8 +33,15 @@ from parent_proxy.services import Services, canonical
 from parent_proxy.store.model import Wallet
 from policies.canonical import LONE_SURROGATE
 from policies.errors import PolicyDocumentError, PolicyEngineError
+from policies.identifiers import WALLET_ID_RULE
 
 WalletId = Annotated[str, Path(pattern=WALLET_ID)]
+OUTSIDE_THE_RULE = (
+    f"not found: a wallet id is {WALLET_ID_RULE}; an id outside that rule (one an earlier build took, with ':' "
+    "say) names no wallet this build can use"
+)
+"""The 404 of an owner route whose path names an id outside the rule, stored or not (so it says nothing about
+which ids exist)."""
 
 
 async def run_store(services: Services, function: Any, *args: Any) -> Any:
@@ -54,7 +61,7 @@ async def owner_of(request: Request, services: Services, wallet_id: str | None) 
     refused as a bad signature too, and logged for the operator (`parent_proxy.owner_audience_log`)."""
     parse_owner_headers(request.headers)
     if wallet_id is not None and not re.fullmatch(WALLET_ID, wallet_id):
-        raise ApiError(Code.NOT_FOUND, "not found")
+        raise ApiError(Code.NOT_FOUND, OUTSIDE_THE_RULE)
     body = await request.body()
     wallet = None if wallet_id is None else await run_store(services, wallet_or_none, services, wallet_id)
     allowed: frozenset[Pubkey]

@@ -12,7 +12,12 @@ proxy provisions a wallet only in a signer session that has opened a stored wall
 2. The candidates: the stored wallets named by the most recent audit records, newest first, each once
    (:func:`recent_wallets`). Every wallet creation writes its ``wallet.created`` record in the same store
    transaction as the wallet, and the log is never pruned, so the log names every stored wallet; none named: the
-   store holds no wallet, and the creation goes ahead unchecked (there is nothing a secret must open yet).
+   store holds no wallet, and the creation goes ahead unchecked (there is nothing a secret must open yet). A
+   stored wallet whose id the one wallet-id rule refuses (`policies.identifiers.is_wallet_id`: ``team:alpha``,
+   say, which builds before that rule took) is skipped before any enclave call, and logged once per proxy process:
+   the signer refuses such an id in every request (`enclave_app.protocol_wire`), so it can prove nothing about the
+   secret, and trying it would make every creation and ``/readyz`` a 503. A store holding only such wallets is
+   checked as an empty one (docs/selfhost.md, upgrading: such wallets cannot be used after the upgrade).
 3. Candidates are loaded one at a time (`EnclaveRelay.open_wallet`: the stored blob, pinned to the stored agent
    key, with the wallet's freeze). The first that opens ends the check: a wallet the signer already holds counts
    (it opened it in this session, or made it after the check passed in this session), also with other keys than
@@ -55,6 +60,7 @@ from parent_proxy.enclave_errors import translate_enclave_error
 from parent_proxy.errors import NotFound, ProxyError
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.protocol import Store
+from policies.identifiers import is_wallet_id
 
 if TYPE_CHECKING:
     from parent_proxy.services import Services
@@ -114,6 +120,7 @@ class SignerSecretCheck:
         self._opened: bytes | None = None
         self._mismatch: bytes | None = None
         self._lock: anyio.Lock | None = None
+        self._skipped: set[str] = set()  # the stored wallets with an id the rule refuses, logged once each
 
     async def ensure(self, services: Services) -> bytes | None:
         """Steps 1-4: the session key of the signer session that opened a stored wallet; None when the store
@@ -146,6 +153,9 @@ class SignerSecretCheck:
                 raise translate(exc) from exc
             if wallet is None:
                 break
+            if not is_wallet_id(wallet.wallet_id):  # an earlier build's id: the signer refuses it, unopened
+                self._skip(wallet.wallet_id)
+                continue
             try:
                 await services.relay.open_wallet(wallet)
             except EnclaveRequestError as exc:
@@ -171,6 +181,16 @@ class SignerSecretCheck:
         )
         self._mismatch = session
         raise ApiError(Code.SIGNER_SECRET_MISMATCH, MISMATCH_MESSAGE)
+
+    def _skip(self, wallet_id: str) -> None:
+        if wallet_id in self._skipped:
+            return
+        self._skipped.add(wallet_id)
+        logger.warning(
+            "stored wallet %r has an id the wallet-id rule refuses (an earlier build took it): the signer refuses "
+            "it, so the signer-secret check passes it over; the wallet cannot be used with this build",
+            wallet_id,
+        )
 
 
 async def provision_checked(services: Services, wallet_id: str, owner_public_key: bytes) -> WalletResponse:

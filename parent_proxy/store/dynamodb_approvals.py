@@ -13,7 +13,11 @@ An approval with a message hash is its wallet's one open approval of that messag
 hex>`` (``approval_id``): put with the approval, only if absent (a single conditional write: `ApprovalPending`
 naming the holder otherwise), kept while the approval is pending or approved with its signing under way, deleted
 by the write that ends that (a rejection, the signing's `FinishApproval`, an approval without a signing named), and
-put again by a reopening (the same item in the usual case)."""
+put again by a reopening (the same item in the usual case). A mark left behind by a write that did not delete it (a
+host of a build before the marks decided the approval: a rolling update, or a rollback) names an approval that is
+no longer open; a new approval of that message then replaces it (`StaleMark`: conditionally, on the mark still
+naming that approval and that approval still not open, in the new approval's own transaction) instead of joining
+an approval that can never be decided again."""
 
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_attributes import b, get_b, get_f, get_opt_b, get_opt_f, get_opt_s, get_s, n, opt_b, s
 from parent_proxy.store.dynamodb_base import CONDITION_FAILED, WRITE_ID, ConditionFailed, Item, new_write_id
 from parent_proxy.store.dynamodb_limits import DynamoLimits
+from parent_proxy.store.dynamodb_message_marks import StaleMark, mark_attempts
 from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
@@ -54,6 +59,8 @@ MESSAGE_MARK = "AM#"
 """The sort-key prefix of a wallet's open approval of one message (see the module docstring)."""
 
 Part = tuple[list[Any], Callable[[], Exception]]
+_NOT_OPEN = "attribute_not_exists(pk) OR (#st <> :p AND attribute_not_exists(signing))"
+"""An approval item that holds no message open: none, or neither pending nor approved with a signing under way."""
 
 
 def _queue_full(wallet_id: str, bound: int | None) -> Exception:
@@ -99,8 +106,11 @@ class DynamoApprovals(DynamoLimits):
     # -- pending approvals ----------------------------------------------------------------------------------
     def create_approval(self, approval: Approval) -> None:
         a = v.check_approval(approval)
+        mark_attempts(lambda replacing: self._create_approval(a, replacing.get(a.approval_id)))
+
+    def _create_approval(self, a: Approval, replacing: str | None) -> None:
         self._require_wallet(a.wallet_id)
-        parts = self._approval_parts(a)
+        parts = self._approval_parts(a, replacing)
         refusals = [refusal for actions, refusal in parts for _ in actions]
         try:
             self._transact([*(x for actions, _ in parts for x in actions), self._pending_count_action(a.wallet_id, +1)])
@@ -108,9 +118,10 @@ class DynamoApprovals(DynamoLimits):
             failed = [i for i, reason in enumerate(exc.reasons) if reason == CONDITION_FAILED and i < len(refusals)]
             raise (refusals[failed[0]]() if failed else Conflict(f"approval {a.approval_id} refused")) from exc
 
-    def _approval_parts(self, a: Approval) -> list[Part]:
+    def _approval_parts(self, a: Approval, replacing: str | None = None) -> list[Part]:
         """The writes of a new approval, each with its refusal: its message's mark (with a message hash: only if no
-        approval of that message is open, else `ApprovalPending`), then the pointer and the approval, both only if
+        approval of that message is open, else `ApprovalPending`; only if absent, or with ``replacing``, only if it
+        names that approval and that approval is still not open), then the pointer and the approval, both only if
         new (`Conflict`; its count: `_pending_count_parts`)."""
         full = {
             "pk": s(f"W#{a.wallet_id}"),
@@ -125,8 +136,12 @@ class DynamoApprovals(DynamoLimits):
         if a.message_hash is not None:
             full["message_hash"] = pointer["message_hash"] = b(a.message_hash)
             mark = {**self._message_mark_key(a.wallet_id, a.message_hash), "approval_id": s(a.approval_id)}
-            put = {"Put": {"TableName": self._table, "Item": mark, "ConditionExpression": new}}
-            parts.append(([put], partial(self._open_approval, a.wallet_id, a.message_hash)))
+            refusal = partial(self._open_approval, a.approval_id, a.wallet_id, a.message_hash)
+            if replacing is None:
+                put = {"Put": {"TableName": self._table, "Item": mark, "ConditionExpression": new}}
+                parts.append(([put], refusal))
+            else:
+                parts.append((self._mark_replacement(a.wallet_id, mark, replacing), refusal))
         approval = [
             {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}},
             {"Put": {"TableName": self._table, "Item": full, "ConditionExpression": new}},
@@ -138,12 +153,40 @@ class DynamoApprovals(DynamoLimits):
     def _message_mark_key(wallet_id: str, message_hash: bytes) -> dict[str, Any]:
         return {"pk": s(f"W#{wallet_id}"), "sk": s(MESSAGE_MARK + message_hash.hex())}
 
-    def _open_approval(self, wallet_id: str, message_hash: bytes) -> Exception:
-        """The refusal of a new approval whose message's mark is held: `ApprovalPending` naming its holder."""
+    def _mark_replacement(self, wallet_id: str, mark: Item, stale: str) -> list[Any]:
+        """The mark put over the one naming ``stale``, only if it still names it and ``stale`` is still not open
+        (a reopening between the read and this write puts the same mark back, naming the same approval)."""
+        put = {
+            "TableName": self._table,
+            "Item": mark,
+            "ConditionExpression": "approval_id = :h",
+            "ExpressionAttributeValues": {":h": s(stale)},
+        }
+        check = {
+            "TableName": self._table,
+            "Key": {"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{stale}")},
+            "ConditionExpression": _NOT_OPEN,
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {":p": s(ApprovalStatus.PENDING)},
+        }
+        return [{"Put": put}, {"ConditionCheck": check}]
+
+    def _open_approval(self, approval_id: str, wallet_id: str, message_hash: bytes) -> Exception:
+        """The refusal of new approval ``approval_id`` whose message's mark is held: `ApprovalPending` naming its
+        holder while that is open; else `StaleMark` (the caller sends the transaction again, replacing it)."""
         mark = self._get(f"W#{wallet_id}", MESSAGE_MARK + message_hash.hex())
         if mark is None:  # the open approval ended between the write and this read: nothing written, try again
-            return StoreUnavailable("dynamodb store unavailable: the open approval of this message ended meanwhile")
-        return ApprovalPending(wallet_id, get_s(mark, "approval_id"))
+            return StaleMark(approval_id, None)
+        holder = get_s(mark, "approval_id")
+        try:
+            status = self.get_approval(holder)
+        except NotFound:
+            return StaleMark(approval_id, holder)
+        if status.status is ApprovalStatus.PENDING or (
+            status.status is ApprovalStatus.APPROVED and status.signing is not None
+        ):
+            return ApprovalPending(wallet_id, holder)
+        return StaleMark(approval_id, holder)
 
     def _message_mark_action(self, approval_id: str, *, held: bool) -> list[Any]:
         """The approval's message mark put (``held``, naming it) or deleted; none for an approval stored without a

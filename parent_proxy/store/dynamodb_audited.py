@@ -24,6 +24,7 @@ from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_attributes import n, opt_s, order_attributes, order_sequence_of, s
 from parent_proxy.store.dynamodb_base import CONDITION_FAILED, ConditionFailed
 from parent_proxy.store.dynamodb_idempotency import DynamoIdempotency
+from parent_proxy.store.dynamodb_message_marks import mark_attempts
 from parent_proxy.store.model import (
     AuditRecord,
     CompleteIdempotent,
@@ -61,18 +62,40 @@ class DynamoAudited(DynamoIdempotency):
         self, changes: Sequence[StateChange], audit: AuditSealer, webhook: OutboxItem | None = None
     ) -> AuditRecord:
         checked = check_changes(changes)
+        item = None if webhook is None else check_outbox_item(webhook)
+        result: AuditRecord = mark_attempts(lambda replacing: self._apply_checked(checked, audit, item, replacing))
+        return result
+
+    def _apply_checked(
+        self,
+        checked: Sequence[StateChange],
+        audit: AuditSealer,
+        item: OutboxItem | None,
+        replacing: dict[str, str | None],
+    ) -> AuditRecord:
+        """One attempt of `apply_audited` (`mark_attempts`: a stale message mark read makes another)."""
         replaced = [self._replace_answer_part(c) for c in checked if isinstance(c, ReplaceAnswer)]
-        parts = [part for c in checked if not isinstance(c, ReplaceAnswer) for part in self._change_parts(c)]
+        parts = [
+            part
+            for c in checked
+            if not isinstance(c, ReplaceAnswer)
+            for part in (self._create_parts(c, replacing) if isinstance(c, CreateApproval) else self._change_parts(c))
+        ]
         parts.extend(self._pending_count_parts(checked))
-        if webhook is not None:
-            parts.append(self._enqueue_part(check_outbox_item(webhook)))
+        if item is not None:
+            parts.append(self._enqueue_part(item))
         return self._transact_sealed(parts, audit, optional=replaced)
+
+    def _create_parts(self, change: CreateApproval, replacing: dict[str, str | None]) -> list[Part]:
+        """A new approval's parts, its message's mark first (`ApprovalPending` before the rest), replacing a stale
+        mark the previous attempt read (``replacing``)."""
+        self._require_wallet(change.approval.wallet_id)
+        return self._approval_parts(change.approval, replacing.get(change.approval.approval_id))
 
     def _change_parts(self, change: StateChange) -> list[Part]:
         """The parts that write ``change`` (`DynamoAgentKeys` adds the agent-key changes, several parts each)."""
-        if isinstance(change, CreateApproval):  # its message's mark first: `ApprovalPending` before the rest
-            self._require_wallet(change.approval.wallet_id)
-            return self._approval_parts(change.approval)
+        if isinstance(change, CreateApproval):
+            return self._create_parts(change, {})
         return [self._change_part(change)]
 
     def _change_part(self, change: StateChange) -> Part:

@@ -1,0 +1,96 @@
+"""Contract tests: an approval decided by a build before the message marks (a rolling update, or a rollback) does not
+hold its message for ever.
+
+Review s21 (stale_message_mark.py): DynamoDB holds a wallet's open approval of a message with an item
+``W#<wallet>/AM#<hash>`` that the writes ending the approval delete. A host on the previous build decided the approval
+without deleting it, and every later escalation of that message joined the dead approval (`ApprovalPending` naming
+it). Now a mark naming an approval that is no longer open is replaced, conditionally, in the new approval's own
+transaction. SQLite looks the open approval up by the approvals table's own status, so it had nothing to leave
+behind; the same contract holds on both.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from parent_proxy.errors import ApprovalPending
+from parent_proxy.store.dynamodb_approvals import _decision
+from parent_proxy.store.model import ApprovalStatus, DecideApproval
+from parent_proxy.store.protocol import Store
+from parent_proxy.store.sqlite import SqliteStore
+from tests.proxy.conftest import FakeClock
+from tests.proxy.test_store_approval_message_contract import T0, approval, escalate, refused
+
+
+def previous_build_decides(s: Store, approval_id: str, status: ApprovalStatus, signing: str | None = None) -> None:
+    """The decision as a build before the message marks wrote it: the approval and the pending count, no mark."""
+    decision = None if status is ApprovalStatus.REJECTED else b"yes"
+    if isinstance(s, SqliteStore):
+        with s._write() as conn:
+            conn.execute(
+                "UPDATE approvals SET status = ?, decision = ?, decided_at = ?, signing = ? WHERE approval_id = ?",
+                (status.value, decision, T0 + 1, signing, approval_id),
+            )
+        return
+    d = DecideApproval(approval_id, status, decision, T0 + 1, signing)
+    actions, _ = s._update_part(approval_id, **_decision(d), refused="x")  # type: ignore[attr-defined]
+    s._transact([*actions, s._pending_count_action("w1", -1)])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("status", [ApprovalStatus.REJECTED, ApprovalStatus.APPROVED])
+def test_a_decision_that_left_the_mark_behind_frees_the_message(
+    wallet_store: Store, clock: FakeClock, status: ApprovalStatus
+) -> None:
+    s = wallet_store
+    escalate(s, clock, approval("a1"))
+    previous_build_decides(s, "a1", status)  # approved: without a signing named, so not under way either
+
+    escalate(s, clock, approval("a2"))
+
+    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a2"]
+    refused(s, clock, approval("a3"), "a2")  # the message's one open approval is now a2
+    with pytest.raises(ApprovalPending, match="approval a2"):
+        s.create_approval(approval("a4"))  # the store's own call, outside an audited write, as well
+
+
+def test_a_plain_creation_replaces_a_stale_mark(wallet_store: Store, clock: FakeClock) -> None:
+    s = wallet_store
+    escalate(s, clock, approval("a1"))
+    previous_build_decides(s, "a1", ApprovalStatus.REJECTED)
+    s.create_approval(approval("a2"))
+    refused(s, clock, approval("a3"), "a2")
+
+
+def test_an_approval_the_previous_build_left_being_signed_still_holds_it(wallet_store: Store, clock: FakeClock) -> None:
+    s = wallet_store
+    escalate(s, clock, approval("a1"))
+    previous_build_decides(s, "a1", ApprovalStatus.APPROVED, signing="r1")  # its signing under way: still open
+    refused(s, clock, approval("a2"), "a1")
+
+
+def test_a_reopening_between_the_stale_read_and_the_replacement_wins(wallet_store: Store, clock: FakeClock) -> None:
+    """DynamoDB: a1 (approved without a signing by the previous build) is reopened by this build (its mark put
+    back, naming a1) after a2's first attempt read the mark as stale: the replacement's condition on a1 fails, and
+    a2 is told a1 is open again, nothing of it written."""
+    s = wallet_store
+    if isinstance(s, SqliteStore):
+        pytest.skip("SQLite reads the open approval under its write lock: no seam between a read and the write")
+    escalate(s, clock, approval("a1"))
+    previous_build_decides(s, "a1", ApprovalStatus.APPROVED)
+    stale_read = s._open_approval  # type: ignore[attr-defined]
+    reads: list[str] = []
+
+    def then_reopened(*args: object) -> Exception:
+        verdict: Exception = stale_read(*args)
+        reads.append(type(verdict).__name__)
+        if len(reads) == 1:
+            s.reopen_approval("a1", b"yes")  # this build's reopening: a1 pending again, its mark put back
+        return verdict
+
+    s._open_approval = then_reopened  # type: ignore[attr-defined]
+    head = s.audit_head()
+    with pytest.raises(ApprovalPending, match="approval a1"):
+        escalate(s, clock, approval("a2"))
+    assert reads == ["StaleMark", "ApprovalPending"]  # the replacement was tried, and refused
+    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a1"]
+    assert s.audit_head() == head
