@@ -11,8 +11,9 @@ elsewhere: the chain must still hold it. ``--exports DIR`` holds the audit expor
 cut short after an export fails. ``--receipts`` also checks every enclave receipt in the log against the session
 keys of the ``enclave.session`` records before it (a fleet's hosts interleave their sessions in one log:
 `parent_proxy.audit_session_keys`), that every signed record has one, that each session's receipt counters have no
-gap (``--allow-gaps`` reports them instead), and those records' attestation documents against ``--root-pem`` and
-``--pcr`` when given (`parent_proxy.audit_receipts`).
+gap and that every withheld signature has a freeze of its wallet recorded before it (``--allow-gaps`` reports
+either instead), and the session records' attestation documents against ``--root-pem`` and ``--pcr`` when given
+(`parent_proxy.audit_receipts`).
 With that anchor every session key must be attested: a session record in mode none fails (the anchor implies
 ``--require-attestation``, which is kept as an explicit spelling and needs the root and PCRs; so does
 ``--allow-debug``). Without an anchor, mode none records pass and the output says nothing was anchored (self-host
@@ -86,7 +87,8 @@ def register(subparsers: Any) -> None:
     verify.add_argument(
         "--allow-gaps",
         action="store_true",
-        help="--receipts: report missing receipt counters instead of failing (once matched with *.failed records)",
+        help="--receipts: report missing receipt counters, and withheld signatures with no freeze recorded before "
+        "them, instead of failing (once matched with *.failed records)",
     )
     verify.set_defaults(func=run_verify)
     add_export_parser(commands)
@@ -129,6 +131,10 @@ def _say_receipts(report: ReceiptsReport, *, anchored: bool) -> None:
         print(f"audit verify: WARNING: {report.withheld} signatures withheld (transaction.withheld, "
               "message.withheld: the wallet was frozen while they were made; the log says they were not handed "
               "out, look their messages up on chain to confirm)", file=sys.stderr)  # fmt: skip
+    if report.withheld_unexplained:
+        print(f"audit verify: WARNING: {report.withheld_unexplained} of them with no freeze, unfreeze or owner order "
+              "of their wallet recorded before them (allowed by --allow-gaps: treat each as a signature handed out)",
+              file=sys.stderr)  # fmt: skip
     if report.unattested_sessions:
         print(f"audit verify: WARNING: {report.unattested_sessions} session records: {UNATTESTED_SESSIONS}",
               file=sys.stderr)  # fmt: skip

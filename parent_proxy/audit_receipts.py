@@ -34,7 +34,10 @@ that fails:
    ``transaction.withheld`` or ``message.withheld`` record (a signature the proxy withheld because the wallet was
    frozen meanwhile, `parent_proxy.withheld`), whose receipt must state a signature as a signed record's does; they
    are counted apart (``withheld``) so the auditor sees them: the log says the signature was not handed out, and
-   only the chain can confirm it (the record names the message).
+   only the chain can confirm it (the record names the message). A withheld record must also have its cause
+   before it (`parent_proxy.audit_withheld`): a record that froze, unfroze or took an owner order of the same
+   wallet, dated no earlier than the receipt's time less `WITHHELD_CAUSE_WINDOW_SECONDS`; without one it fails
+   as a gap does, or with ``allow_gaps`` is counted (``withheld_unexplained``).
 4. Within each session (each session key, however its receipts interleave with other sessions' in the log), the
    receipt counters run from 1 without a gap: a missing counter is a receipt the enclave issued and the log does
    not hold (a signature withheld from the log, or an answer the proxy refused or lost).
@@ -89,6 +92,7 @@ from enclave_app.receipts import verify_receipt
 from parent_proxy.agent_key_receipts import AGENT_KEY_EVENT_PURPOSES, ExpectedAgentKey
 from parent_proxy.attestation import document_field_unverified, document_public_key_unverified
 from parent_proxy.audit_session_keys import RecordedKey, SessionKeys
+from parent_proxy.audit_withheld import FreezeTimes
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT
 from parent_proxy.errors import AuditChainError
 from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS, ExpectedOrder, order_payload
@@ -133,6 +137,10 @@ class ReceiptsReport:
     withheld: int = 0
     """Receipts of signatures the proxy says it withheld (``transaction.withheld``, ``message.withheld``: the wallet
     was frozen while they were made), counted in ``receipts`` too. The log cannot prove they were not handed out."""
+    withheld_unexplained: int = 0
+    """Of ``withheld``, those with no freeze, unfreeze or owner order of their wallet recorded before them within
+    `WITHHELD_CAUSE_WINDOW_SECONDS` of their receipt (`parent_proxy.audit_withheld`); only with ``allow_gaps`` (else
+    the first fails the check)."""
     counter_gaps: int = 0
     """Counters skipped within a session (receipts issued but not recorded: failed answers, or withheld); only with
     ``allow_gaps`` (else the first gap fails the check)."""
@@ -211,8 +219,10 @@ def _recorded_message_hash(record: AuditRecord, payload: object) -> bytes:
     return digest
 
 
-def _receipt(record: AuditRecord, sessions: SessionKeys, report: ReceiptsReport) -> None:
-    """Steps 2 and 3 for one record."""
+def _receipt(
+    record: AuditRecord, sessions: SessionKeys, report: ReceiptsReport, freezes: FreezeTimes, *, allow_gaps: bool
+) -> None:
+    """Steps 2 and 3 for one record (``freezes``: the records before it that moved a wallet's freeze state)."""
     if record.receipt is None:
         if record.event_type in SIGNED_EVENTS | WITHHELD_EVENTS:
             raise _fail(record, f"{record.event_type} record without the enclave's receipt")
@@ -243,6 +253,11 @@ def _receipt(record: AuditRecord, sessions: SessionKeys, report: ReceiptsReport)
     report.receipts += 1
     if record.event_type in WITHHELD_EVENTS:
         report.withheld += 1
+        unexplained = freezes.unexplained(record, stated.time_ms / 1000)
+        if unexplained is not None:
+            if not allow_gaps:
+                raise _fail(record, unexplained)
+            report.withheld_unexplained += 1
 
 
 _AGENT_KEY_PAYLOAD_KEYS = {
@@ -344,6 +359,7 @@ def verify_audit_receipts(
     record that fails. With an ``anchor`` every session key must be attested, as with ``require_attestation``."""
     report = ReceiptsReport()
     sessions = SessionKeys(records)
+    freezes = FreezeTimes()
     for record in records:
         if record.event_type == ENCLAVE_SESSION_EVENT:
             if record.receipt is not None:
@@ -357,7 +373,8 @@ def verify_audit_receipts(
         if record.event_type in ORDER_RECEIPT_EVENTS:
             _order_receipt(record, sessions, report)
             continue
-        _receipt(record, sessions, report)
+        _receipt(record, sessions, report, freezes, allow_gaps=allow_gaps)
+        freezes.note(record)
     for key, counters in report._counters.items():
         missing = max(counters) - len(counters)  # counters start at 1 per boot
         if missing and not allow_gaps:

@@ -25,7 +25,9 @@ What the record holds is the receipt (which states that the enclave signed, not 
 the transaction the freeze stopped. What it cannot prove: that the parent really kept the signature to itself. A
 parent that hands a signature out and logs it as withheld is a compromised parent, which the enclave's own freeze
 (and, on chain, the Squads threshold) is there for; the record names the message, so the auditor can look for it
-on chain.
+on chain. The auditor does require its cause before it in the log (`parent_proxy.audit_withheld`: the record of the
+freeze, unfreeze or owner order of the same wallet that made `StillUnfrozen` refuse it), so such a parent must also
+log a freeze the owner can check.
 """
 
 from __future__ import annotations
