@@ -130,8 +130,8 @@ class ApprovalPending(Conflict):
 
 
 class FrozenMeanwhile(Conflict):
-    """A signing's record refused (`model.StillUnfrozen`): since the request read the wallet, it was frozen or took
-    an owner freeze or unfreeze order. Nothing of the transaction was written."""
+    """A signing's record refused (`state_changes.StillUnfrozen`): since the request read the wallet, it was frozen
+    or took an owner freeze or unfreeze order. Nothing of the transaction was written."""
 
     def __init__(self, wallet_id: str) -> None:
         super().__init__(f"wallet {wallet_id} was frozen, or took an owner order, since the request read it")

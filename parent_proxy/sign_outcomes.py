@@ -36,17 +36,8 @@ from parent_proxy.sign_parts import (
     error_answer,
     message_hash,
 )
-from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
-    CompleteIdempotent,
-    CreateApproval,
-    FinishApproval,
-    IdempotentAnswer,
-    OutboxItem,
-    StateChange,
-    Wallet,
-)
+from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, OutboxItem, Wallet
+from parent_proxy.store.state_changes import CompleteIdempotent, CreateApproval, FinishApproval, StateChange
 
 MAX_PENDING_APPROVALS: Final = 100
 """Escalations waiting for the owner, per wallet, beyond which a request that escalates (by the proxy's check or

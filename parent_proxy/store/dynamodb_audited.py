@@ -25,14 +25,13 @@ from parent_proxy.store.dynamodb_attributes import n, opt_s, order_attributes, o
 from parent_proxy.store.dynamodb_base import CONDITION_FAILED, ConditionFailed
 from parent_proxy.store.dynamodb_idempotency import DynamoIdempotency
 from parent_proxy.store.dynamodb_message_marks import mark_attempts
-from parent_proxy.store.model import (
-    AuditRecord,
+from parent_proxy.store.model import AuditRecord, OutboxItem, OwnerOrder
+from parent_proxy.store.protocol import AuditSealer
+from parent_proxy.store.state_changes import (
     CompleteIdempotent,
     CreateApproval,
     DecideApproval,
     FinishApproval,
-    OutboxItem,
-    OwnerOrder,
     RecordEvent,
     ReopenApproval,
     ReplaceAnswer,
@@ -40,7 +39,6 @@ from parent_proxy.store.model import (
     StateChange,
     StillUnfrozen,
 )
-from parent_proxy.store.protocol import AuditSealer
 from parent_proxy.store.validation_changes import check_changes
 from parent_proxy.store.validation_outbox import check_outbox_item
 

@@ -17,22 +17,19 @@ from parent_proxy.store.model import (
     ApprovalStatus,
     AuditRecord,
     DeliveryAttempt,
-    FinishApproval,
     IdempotencyRecord,
     IdempotentAnswer,
     IssuedToken,
     OutboxItem,
-    ReplaceAnswer,
     Reservation,
     ReservationStatus,
     RetiredAgentKey,
     SigningClaim,
-    StateChange,
-    StillUnfrozen,
     Wallet,
     WebhookConfig,
 )
 from parent_proxy.store.sealed_keys import SealedKeyReplacement
+from parent_proxy.store.state_changes import FinishApproval, ReplaceAnswer, StateChange, StillUnfrozen
 
 Limits = Mapping[tuple[str, int], int]
 """Caps per ``(asset, window_seconds)``: raw units that may be spent within any rolling window of that length."""

@@ -8,16 +8,9 @@ from collections.abc import Sequence
 
 from parent_proxy.errors import AlreadyDecided, ApprovalPending, ApprovalQueueFull, Conflict, NotFound
 from parent_proxy.store import validation as v
-from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
-    DecideApproval,
-    FinishApproval,
-    ReopenApproval,
-    StateChange,
-    pending_bounds,
-)
+from parent_proxy.store.model import Approval, ApprovalStatus
 from parent_proxy.store.sqlite_limits import SqliteLimits
+from parent_proxy.store.state_changes import DecideApproval, FinishApproval, ReopenApproval, StateChange, pending_bounds
 
 _SELECT_APPROVAL = (
     "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at, signing, message_hash"

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from parent_proxy.errors import InvalidInput
-from parent_proxy.store.model import (
+from parent_proxy.store.model import IdempotentAnswer
+from parent_proxy.store.state_changes import (
     CompleteIdempotent,
     CreateApproval,
     CreateWallet,
     DecideApproval,
     FinishApproval,
-    IdempotentAnswer,
     InstallPolicy,
     RecordEvent,
     ReopenApproval,
