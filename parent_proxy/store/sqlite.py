@@ -41,6 +41,7 @@ from parent_proxy.store.protocol import AuditSealer, Limits
 from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
 from parent_proxy.store.sqlite_idempotency import SqliteIdempotency
 from parent_proxy.store.state_changes import (
+    ApprovalStillOpen,
     CompleteIdempotent,
     CreateApproval,
     CreateWallet,
@@ -338,6 +339,8 @@ class SqliteStore(SqliteIdempotency):
                 self._finish_approval_in(conn, change)
             case StillUnfrozen():
                 self._still_unfrozen_in(conn, change)
+            case ApprovalStillOpen():
+                self._still_open_in(conn, change)
             case CompleteIdempotent(answer=a):
                 self._complete_in(conn, a.wallet_id, a.key, a.request_hash, a.response)
             case ReplaceAnswer(answer=a, previous=previous):

@@ -148,6 +148,18 @@ class StillUnfrozen:
 
 
 @dataclass(frozen=True)
+class ApprovalStillOpen:
+    """A condition, nothing written: the approval ``approval_id`` of ``wallet_id`` is still open, as
+    `CreateApproval` counts it (pending, or approved with its signing under way); else `ApprovalClosed` (`NotFound`
+    if the wallet has no such approval) and nothing of the transaction is written (`Store.apply_audited`). So an
+    escalation that joins an open approval (`parent_proxy.sign_outcomes.join`) stores that approval's 202 only if
+    the owner has not decided it since the store named it. The only change of that approval in its transaction."""
+
+    wallet_id: str
+    approval_id: str
+
+
+@dataclass(frozen=True)
 class CompleteIdempotent:
     """`Store.complete_idempotent`: the answer stored under a key this request claimed."""
 
@@ -199,6 +211,7 @@ StateChange = (
     | ReopenApproval
     | FinishApproval
     | StillUnfrozen
+    | ApprovalStillOpen
     | CompleteIdempotent
     | ReplaceAnswer
     | SetAgentKeyCandidate
