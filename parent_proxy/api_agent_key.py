@@ -67,7 +67,8 @@ from parent_proxy.sealed_copies import keep_sealed_copy
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import verified_policy
 from parent_proxy.squads_multisig_account import PERMISSION_VOTE
-from parent_proxy.store.model import AgentKeyCandidate, SetAgentKeyCandidate, SwitchAgentKey, Wallet
+from parent_proxy.store.model import AgentKeyCandidate, Wallet
+from parent_proxy.store.state_changes import SetAgentKeyCandidate, SwitchAgentKey
 from policies.errors import PolicyEngineError
 from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_order
 from policies.transaction import decode_transaction

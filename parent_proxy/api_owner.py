@@ -50,16 +50,8 @@ from parent_proxy.schemas import (
 from parent_proxy.sealed_copies import keep_sealed_copy
 from parent_proxy.sign_flow import Answer, SignFlow
 from parent_proxy.signer_secret import provision_checked
-from parent_proxy.store.model import (
-    CreateWallet,
-    InstallPolicy,
-    RevokeToken,
-    SetFrozen,
-    SetWebhook,
-    StoreToken,
-    Wallet,
-    WebhookConfig,
-)
+from parent_proxy.store.model import Wallet, WebhookConfig
+from parent_proxy.store.state_changes import CreateWallet, InstallPolicy, RevokeToken, SetFrozen, SetWebhook, StoreToken
 from parent_proxy.store.tokens import new_token
 from parent_proxy.webhook_urls import redact_url
 from policies.errors import PolicyEngineError

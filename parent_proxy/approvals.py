@@ -61,7 +61,8 @@ from parent_proxy.errors import StoreOutcomeUnknown
 from parent_proxy.services import Services
 from parent_proxy.sign_flow import Answer, Prepared, SignFlow, decide, eval_context, refusal, spent_entries
 from parent_proxy.sign_parts import OwnerApproval, message_hash, verified_policy
-from parent_proxy.store.model import Approval, ApprovalStatus, DecideApproval, StateChange, Wallet
+from parent_proxy.store.model import Approval, ApprovalStatus, Wallet
+from parent_proxy.store.state_changes import DecideApproval, StateChange
 from policies.decision import Verdict
 from policies.errors import PolicyEngineError
 from policies.orders import check_approval

@@ -21,8 +21,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from parent_proxy.clock import Clock, read_clock
 from parent_proxy.errors import AuditChainError, Conflict, InvalidInput, StoreUnavailable
-from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem, StateChange
+from parent_proxy.store.model import GENESIS_PREV_HASH, AuditRecord, OutboxItem
 from parent_proxy.store.protocol import AuditSealer, Store
+from parent_proxy.store.state_changes import StateChange
 from parent_proxy.store.validation import check_id
 
 DOMAIN_TAG = b"waiaas-audit-v1"

@@ -15,6 +15,7 @@
     |       +-- IdempotencyInProgress    same key and hash, but the first request has not completed
     |       +-- AlreadyDecided           an approval that is no longer pending
     |       +-- ApprovalPending          another approval of the same message is still open (pending, or signing)
+    |       +-- ApprovalClosed           a join refused: the approval it names was decided since (no longer open)
     |       +-- FrozenMeanwhile          a signature's record refused: the wallet was frozen since the request read it
     |       +-- AlreadyRevoked           an audited revocation of a token that is revoked already
     |       +-- NonceUsed                a wallet-creation nonce claimed already, and its claim still holds
@@ -129,9 +130,19 @@ class ApprovalPending(Conflict):
         self.approval_id = approval_id
 
 
+class ApprovalClosed(Conflict):
+    """A transaction refused (`state_changes.ApprovalStillOpen`): the approval it was conditional on is no longer
+    open (rejected, expired, or approved and its signing over). Nothing of the transaction was written."""
+
+    def __init__(self, wallet_id: str, approval_id: str) -> None:
+        super().__init__(f"wallet {wallet_id}: approval {approval_id} is no longer open")
+        self.wallet_id = wallet_id
+        self.approval_id = approval_id
+
+
 class FrozenMeanwhile(Conflict):
-    """A signing's record refused (`model.StillUnfrozen`): since the request read the wallet, it was frozen or took
-    an owner freeze or unfreeze order. Nothing of the transaction was written."""
+    """A signing's record refused (`state_changes.StillUnfrozen`): since the request read the wallet, it was frozen
+    or took an owner freeze or unfreeze order. Nothing of the transaction was written."""
 
     def __init__(self, wallet_id: str) -> None:
         super().__init__(f"wallet {wallet_id} was frozen, or took an owner order, since the request read it")

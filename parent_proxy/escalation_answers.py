@@ -34,7 +34,8 @@ from typing import Any
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.services import canonical
 from parent_proxy.sign_parts import AgentAnswer, agent_key
-from parent_proxy.store.model import IdempotentAnswer, ReplaceAnswer
+from parent_proxy.store.model import IdempotentAnswer
+from parent_proxy.store.state_changes import ReplaceAnswer
 from parent_proxy.store.validation import IDEMPOTENCY_KEY_RE, SHA256_BYTES
 
 

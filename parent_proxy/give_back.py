@@ -13,7 +13,7 @@ import logging
 from parent_proxy.errors import AlreadyDecided, NotFound
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import OwnerApproval, Prepared
-from parent_proxy.store.model import ReopenApproval
+from parent_proxy.store.state_changes import ReopenApproval
 
 logger = logging.getLogger(__name__)
 

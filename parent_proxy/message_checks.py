@@ -40,7 +40,8 @@ from parent_proxy.clock import read_clock
 from parent_proxy.errors import FrozenMeanwhile
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import denial_changes, refusal, request_context, verified_policy
-from parent_proxy.store.model import StillUnfrozen, Wallet
+from parent_proxy.store.model import Wallet
+from parent_proxy.store.state_changes import StillUnfrozen
 from policies.decision import Verdict
 from policies.ed25519 import verify_ed25519
 from policies.message_decision import judge_message

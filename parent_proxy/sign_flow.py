@@ -90,11 +90,8 @@ from parent_proxy.sign_parts import (
     verified_policy,
     wire_tables,
 )
-from parent_proxy.store.model import (
-    RecordEvent,
-    Reservation,
-    Wallet,
-)
+from parent_proxy.store.model import Reservation, Wallet
+from parent_proxy.store.state_changes import RecordEvent
 from policies.decision import Decision, Verdict
 from policies.document import Policy
 from policies.errors import PolicyEngineError

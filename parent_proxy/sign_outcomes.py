@@ -7,7 +7,8 @@
 - `escalate`: a pending approval for the owner, its record and ``approval.pending`` webhook, and the 202 stored
   under the key (replaced by the owner's decision, `parent_proxy.escalation_answers`); with `MAX_PENDING_APPROVALS`
   already waiting, refused instead (429 ``rate_limited``, not stored: the key is freed, as for a 503); of a
-  transaction message whose approval is still open, that approval's 202 instead of a second approval (`join`);
+  transaction message whose approval is still open, that approval's 202 instead of a second approval (`join`),
+  written only while that approval is still open (else the request escalates anew);
 - `record_escalation` / `record_refusal`: the same two for an unsigned enclave answer, after releasing the
   reservation the proxy had made; the refusal of an owner-approved request is also its agent's answer.
 
@@ -24,7 +25,7 @@ from typing import Any, Final, NoReturn
 from parent_proxy import escalation_answers, give_back
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
-from parent_proxy.errors import ApprovalPending, ApprovalQueueFull, LimitExceeded
+from parent_proxy.errors import ApprovalClosed, ApprovalPending, ApprovalQueueFull, LimitExceeded, StoreUnavailable
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
@@ -36,22 +37,23 @@ from parent_proxy.sign_parts import (
     error_answer,
     message_hash,
 )
-from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
+from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, OutboxItem, Wallet
+from parent_proxy.store.state_changes import (
+    ApprovalStillOpen,
     CompleteIdempotent,
     CreateApproval,
     FinishApproval,
-    IdempotentAnswer,
-    OutboxItem,
     StateChange,
-    Wallet,
 )
 
 MAX_PENDING_APPROVALS: Final = 100
 """Escalations waiting for the owner, per wallet, beyond which a request that escalates (by the proxy's check or
 the enclave's) is refused. The bound is a condition of the approval's own write (`CreateApproval.max_pending`), so
 it holds exactly under concurrency."""
+MAX_ESCALATION_ATTEMPTS: Final = 3
+"""An escalation is written this often at most while the open approval it would join is decided between the store
+naming it and the join's write (`join`'s `ApprovalClosed`: nothing written, the request escalates anew); then
+`StoreUnavailable` (503, the key given back by the caller, as for any store failure)."""
 
 
 def refuse(
@@ -123,7 +125,9 @@ def escalate(
     already waiting (a condition of the approval's own write), refused instead: 429 ``rate_limited``,
     ``transaction.refused`` with ``changes`` and the receipt, not a denial; nothing is stored under the key, which
     is freed (the agent retries it once the owner has decided some). An approval of the same transaction message
-    still open (`ApprovalPending`, checked first) is joined instead (`join`). ``base``: the request's audit fields
+    still open (`ApprovalPending`, checked first) is joined instead (`join`); if the owner decides it before the
+    join is written, nothing is, and the request escalates anew (at most `MAX_ESCALATION_ATTEMPTS` writes in all,
+    then `StoreUnavailable`: 503, the caller gives the key back). ``base``: the request's audit fields
     (``request_id``, ``token_id``, ``request_sha256``); ``audit``: more fields of the records (an enclave answer's
     ``message_sha256``)."""
     wallet_id = claim.wallet_id
@@ -140,29 +144,37 @@ def escalate(
     answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, escalation_answers.stored_response(202, body))
     create = CreateApproval(approval, max_pending=MAX_PENDING_APPROVALS)
     written = [*changes, create, CompleteIdempotent(answer)]
-    try:
-        s.audit.append(
-            "transaction.escalated", escalated, wallet_id=wallet_id, receipt=receipt, webhook=webhook,
-            changes=written,
-        )  # fmt: skip
-    except ApprovalPending as open_approval:
-        return join(s, claim, open_approval.approval_id, payload, changes=changes, receipt=receipt)
-    except ApprovalQueueFull as full:
-        error = ApiError(
-            Code.RATE_LIMITED,
-            f"{full.limit} approvals of this wallet are waiting for the owner; another can wait only after the "
-            "owner decides some",
-        )
-        reason = {"reason": f"{full.limit} approvals pending (at most {full.limit})"}
-        # Audited, not stored: the queue may have room by the agent's retry with the same key (its reaction to a
-        # 429), as the token bucket's 429 is not stored either.
-        s.audit.append("transaction.refused", {**payload, **reason}, wallet_id=wallet_id, receipt=receipt,
-                       changes=changes)  # fmt: skip
-        give_back.abandon(s, wallet_id, claim.key, claim.digest)
+    for _ in range(MAX_ESCALATION_ATTEMPTS):
+        try:
+            s.audit.append(
+                "transaction.escalated", escalated, wallet_id=wallet_id, receipt=receipt, webhook=webhook,
+                changes=written,
+            )  # fmt: skip
+        except ApprovalPending as open_approval:
+            try:
+                return join(s, claim, open_approval.approval_id, payload, changes=changes, receipt=receipt)
+            except ApprovalClosed:  # decided since the store named it: nothing was written, escalate anew
+                continue
+        except ApprovalQueueFull as full:
+            error = ApiError(
+                Code.RATE_LIMITED,
+                f"{full.limit} approvals of this wallet are waiting for the owner; another can wait only after the "
+                "owner decides some",
+            )
+            reason = {"reason": f"{full.limit} approvals pending (at most {full.limit})"}
+            # Audited, not stored: the queue may have room by the agent's retry with the same key (its reaction to
+            # a 429), as the token bucket's 429 is not stored either.
+            s.audit.append("transaction.refused", {**payload, **reason}, wallet_id=wallet_id, receipt=receipt,
+                           changes=changes)  # fmt: skip
+            give_back.abandon(s, wallet_id, claim.key, claim.digest)
+            claim.held = False
+            raise error from full
         claim.held = False
-        raise error from full
-    claim.held = False
-    return Answer(202, body)
+        return Answer(202, body)
+    raise StoreUnavailable(
+        f"the open approval of this transaction was decided before each of {MAX_ESCALATION_ATTEMPTS} joins; "
+        "nothing was written"
+    )
 
 
 def join(
@@ -179,7 +191,9 @@ def join(
     no second approval (approving both would sign it twice and count it twice), no ``approval.pending`` webhook.
     The 202 that approval's own request was answered with (its ``request_id`` and decision) is stored under the
     key, with ``changes`` (the request's timestamp) and a ``transaction.escalated`` record naming the approval
-    (``joined``: true; with the enclave's ``receipt`` if the enclave escalated), in one store transaction. Under the
+    (``joined``: true; with the enclave's ``receipt`` if the enclave escalated), in one store transaction,
+    conditional on the approval still being open (`ApprovalStillOpen`): one the owner decided since the store named
+    it is `ApprovalClosed`, nothing written (`escalate` then tries anew), never a 202 of a decided approval. Under the
     approval's own key, that is the answer the owner's decision replaces (`escalation_answers`); under another key
     it stays the 202. ``payload``: the request's record fields (`escalate`)."""
     wallet_id = claim.wallet_id
@@ -188,7 +202,7 @@ def join(
     answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, escalation_answers.stored_response(202, body))
     s.audit.append(
         "transaction.escalated", {**payload, "approval_id": approval_id, "joined": True}, wallet_id=wallet_id,
-        receipt=receipt, changes=[*changes, CompleteIdempotent(answer)],
+        receipt=receipt, changes=[*changes, ApprovalStillOpen(wallet_id, approval_id), CompleteIdempotent(answer)],
     )  # fmt: skip
     claim.held = False
     return Answer(202, body)

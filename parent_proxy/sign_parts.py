@@ -20,7 +20,8 @@ from solders.transaction import VersionedTransaction
 from enclave_app.protocol import LookupTable, SpentEntry
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.services import Services, canonical
-from parent_proxy.store.model import IdempotencyRecord, RecordEvent, Reservation, SetFrozen, StateChange, Wallet
+from parent_proxy.store.model import IdempotencyRecord, Reservation, Wallet
+from parent_proxy.store.state_changes import RecordEvent, SetFrozen, StateChange
 from policies.decision import Decision
 from policies.document import Policy
 from policies.errors import DecodeError, PolicyEngineError

@@ -22,7 +22,8 @@ from parent_proxy.enclave_relay import signed_by
 from parent_proxy.errors import AlreadyDecided, FrozenMeanwhile, StoreOutcomeUnknown
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import Answer, Prepared
-from parent_proxy.store.model import FinishApproval, IdempotentAnswer, StillUnfrozen
+from parent_proxy.store.model import IdempotentAnswer
+from parent_proxy.store.state_changes import FinishApproval, StillUnfrozen
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ from parent_proxy import give_back
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import Prepared, error_answer
-from parent_proxy.store.model import CompleteIdempotent, IdempotentAnswer, StateChange, Wallet
+from parent_proxy.store.model import IdempotentAnswer, Wallet
+from parent_proxy.store.state_changes import CompleteIdempotent, StateChange
 
 logger = logging.getLogger(__name__)
 

@@ -47,22 +47,24 @@ from parent_proxy.store.dynamodb_base import WRITE_ID, ConditionFailed, create_t
 from parent_proxy.store.dynamodb_owner_changes import NEW_ITEM, DynamoOwnerChanges, token_item, wallet_item
 from parent_proxy.store.model import (
     AuditRecord,
-    FinishApproval,
     IdempotentAnswer,
-    InstallPolicy,
     IssuedToken,
     OutboxItem,
-    ReplaceAnswer,
     Reservation,
     ReservationStatus,
-    SetFrozen,
     SigningClaim,
-    StillUnfrozen,
-    StoreToken,
     Wallet,
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
 from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
+from parent_proxy.store.state_changes import (
+    FinishApproval,
+    InstallPolicy,
+    ReplaceAnswer,
+    SetFrozen,
+    StillUnfrozen,
+    StoreToken,
+)
 from parent_proxy.store.validation_changes import check_change, check_replaced, check_unfrozen
 from parent_proxy.store.validation_outbox import check_outbox_item
 

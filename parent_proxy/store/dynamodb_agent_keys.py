@@ -34,13 +34,8 @@ from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_attributes import b, get_b, get_f, get_i, n, s
 from parent_proxy.store.dynamodb_audited import DynamoAudited, Part
 from parent_proxy.store.dynamodb_base import Item
-from parent_proxy.store.model import (
-    AgentKeyCandidate,
-    RetiredAgentKey,
-    SetAgentKeyCandidate,
-    StateChange,
-    SwitchAgentKey,
-)
+from parent_proxy.store.model import AgentKeyCandidate, RetiredAgentKey
+from parent_proxy.store.state_changes import SetAgentKeyCandidate, StateChange, SwitchAgentKey
 
 CANDIDATE_SK = "AGENT_KEY_CANDIDATE"
 RETIRED_PREFIX = "AKR#"

@@ -39,9 +39,8 @@ from parent_proxy.store.dynamodb_attributes import b, get_b, get_f, get_opt_b, g
 from parent_proxy.store.dynamodb_base import CONDITION_FAILED, WRITE_ID, ConditionFailed, Item, new_write_id
 from parent_proxy.store.dynamodb_limits import DynamoLimits
 from parent_proxy.store.dynamodb_message_marks import StaleMark, mark_attempts
-from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
+from parent_proxy.store.model import Approval, ApprovalStatus
+from parent_proxy.store.state_changes import (
     CreateApproval,
     DecideApproval,
     FinishApproval,
@@ -219,7 +218,7 @@ class DynamoApprovals(DynamoLimits):
     def _pending_count_parts(self, changes: Sequence[StateChange]) -> list[tuple[list[Any], Callable[[], Exception]]]:
         """One count update per wallet whose pending approvals ``changes`` add or end (a transaction may not write
         one item twice): the sum of +1 per new or reopened approval and -1 per decided one; under a bound
-        (`model.pending_bounds`), only if the count after it stays within it, else `ApprovalQueueFull`."""
+        (`state_changes.pending_bounds`), only if the count after it stays within it, else `ApprovalQueueFull`."""
         deltas: dict[str, int] = {}
         for change in changes:
             match change:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from parent_proxy.errors import (
+    ApprovalClosed,
     Conflict,
     FrozenMeanwhile,
     InvalidInput,
@@ -25,14 +26,14 @@ from parent_proxy.store.dynamodb_attributes import n, opt_s, order_attributes, o
 from parent_proxy.store.dynamodb_base import CONDITION_FAILED, ConditionFailed
 from parent_proxy.store.dynamodb_idempotency import DynamoIdempotency
 from parent_proxy.store.dynamodb_message_marks import mark_attempts
-from parent_proxy.store.model import (
-    AuditRecord,
+from parent_proxy.store.model import ApprovalStatus, AuditRecord, OutboxItem, OwnerOrder
+from parent_proxy.store.protocol import AuditSealer
+from parent_proxy.store.state_changes import (
+    ApprovalStillOpen,
     CompleteIdempotent,
     CreateApproval,
     DecideApproval,
     FinishApproval,
-    OutboxItem,
-    OwnerOrder,
     RecordEvent,
     ReopenApproval,
     ReplaceAnswer,
@@ -40,7 +41,6 @@ from parent_proxy.store.model import (
     StateChange,
     StillUnfrozen,
 )
-from parent_proxy.store.protocol import AuditSealer
 from parent_proxy.store.validation_changes import check_changes
 from parent_proxy.store.validation_outbox import check_outbox_item
 
@@ -113,6 +113,8 @@ class DynamoAudited(DynamoIdempotency):
                 return self._finish_part(change)
             case StillUnfrozen():
                 return self._still_unfrozen_part(change)
+            case ApprovalStillOpen():
+                return self._still_open_part(change)
             case CompleteIdempotent(answer=answer):
                 return self._complete_part(answer)
         raise InvalidInput("changes", f"{type(change).__name__} is not a state change")
@@ -155,6 +157,28 @@ class DynamoAudited(DynamoIdempotency):
             }
         }
         return [check], lambda: FrozenMeanwhile(u.wallet_id)
+
+    def _still_open_part(self, c: ApprovalStillOpen) -> Part:
+        """A ``ConditionCheck`` of the approval item: pending, or approved with its signing under way (the open
+        approval its message's mark names, `dynamodb_approvals`); the refusal reads it: `NotFound` if the wallet has
+        no such approval, else `ApprovalClosed`."""
+        key = {"pk": s(f"W#{c.wallet_id}"), "sk": s(f"AP#{c.approval_id}")}
+        check = {
+            "ConditionCheck": {
+                "TableName": self._table,
+                "Key": key,
+                "ConditionExpression": "#st = :p OR (#st = :a AND attribute_exists(signing))",
+                "ExpressionAttributeNames": {"#st": "status"},
+                "ExpressionAttributeValues": {":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED)},
+            }
+        }
+
+        def refusal() -> Exception:
+            if self._get(f"W#{c.wallet_id}", f"AP#{c.approval_id}") is None:
+                return NotFound(f"approval {c.approval_id} not found")
+            return ApprovalClosed(c.wallet_id, c.approval_id)
+
+        return [check], refusal
 
     def _frozen_refusal(self, f: SetFrozen) -> Exception:
         wallet = self._get(f"W#{f.wallet_id}", "WALLET")

@@ -12,7 +12,8 @@ from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_approvals import DynamoApprovals
 from parent_proxy.store.dynamodb_attributes import b, get_b, get_f, get_opt_b, get_s, n, s
 from parent_proxy.store.dynamodb_base import TTL_ATTRIBUTE, WRITE_ID, ConditionFailed, new_write_id, translate
-from parent_proxy.store.model import IdempotencyRecord, IdempotencyStatus, IdempotentAnswer, ReplaceAnswer
+from parent_proxy.store.model import IdempotencyRecord, IdempotencyStatus, IdempotentAnswer
+from parent_proxy.store.state_changes import ReplaceAnswer
 
 
 class DynamoIdempotency(DynamoApprovals):

@@ -13,14 +13,14 @@ from parent_proxy.store.dynamodb_attributes import b, get_i, get_s, n, opt_b, op
 from parent_proxy.store.dynamodb_audited import Part
 from parent_proxy.store.dynamodb_base import WRITE_ID, new_write_id
 from parent_proxy.store.dynamodb_outbox import webhook_item
-from parent_proxy.store.model import (
+from parent_proxy.store.model import Wallet
+from parent_proxy.store.state_changes import (
     CreateWallet,
     InstallPolicy,
     RevokeToken,
     SetWebhook,
     StateChange,
     StoreToken,
-    Wallet,
 )
 
 NEW_ITEM = "attribute_not_exists(pk)"

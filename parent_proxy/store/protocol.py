@@ -17,22 +17,19 @@ from parent_proxy.store.model import (
     ApprovalStatus,
     AuditRecord,
     DeliveryAttempt,
-    FinishApproval,
     IdempotencyRecord,
     IdempotentAnswer,
     IssuedToken,
     OutboxItem,
-    ReplaceAnswer,
     Reservation,
     ReservationStatus,
     RetiredAgentKey,
     SigningClaim,
-    StateChange,
-    StillUnfrozen,
     Wallet,
     WebhookConfig,
 )
 from parent_proxy.store.sealed_keys import SealedKeyReplacement
+from parent_proxy.store.state_changes import FinishApproval, ReplaceAnswer, StateChange, StillUnfrozen
 
 Limits = Mapping[tuple[str, int], int]
 """Caps per ``(asset, window_seconds)``: raw units that may be spent within any rolling window of that length."""
@@ -216,7 +213,8 @@ class Store(Protocol):
     ) -> AuditRecord:
         """All or nothing: apply ``changes`` in order (each as its own method: `set_frozen`, `record_request` /
         `record_denial`, `create_approval`, `decide_approval`, `reopen_approval`, `complete_idempotent`; the
-        signing's end `FinishApproval`, the condition `StillUnfrozen` (`FrozenMeanwhile`), the conditional
+        signing's end `FinishApproval`, the conditions `StillUnfrozen` (`FrozenMeanwhile`) and `ApprovalStillOpen`
+        (`ApprovalClosed`; `NotFound` for an approval not of that wallet), the conditional
         `ReplaceAnswer` (never a refusal) and the agent-key changes `SetAgentKeyCandidate` and `SwitchAgentKey` as
         their docstrings say), append the record ``audit`` builds from the head (the event that describes them),
         enqueue ``webhook`` (its notification, if any). Returns the appended record.
@@ -228,7 +226,8 @@ class Store(Protocol):
         of `append_audit` (`Conflict` for a webhook event id ever enqueued); nothing is written then, nor when the
         audit record or the webhook item cannot be written. `InvalidInput` (`validation_changes.check_changes`) for a
         malformed change, an agent-key change (or a `StillUnfrozen`) that is not the only change of its wallet's
-        record in ``changes``, or two changes of one idempotency key's answer.
+        record in ``changes``, an `ApprovalStillOpen` with another change of its approval, or two changes of one
+        idempotency key's answer.
         A head moved by another appender is not a refusal: the record is built again from the new head (as in
         `finish_signing`)."""
         ...

@@ -27,36 +27,39 @@ from parent_proxy.store import validation as v
 from parent_proxy.store.model import (
     AgentKeyCandidate,
     AuditRecord,
-    CompleteIdempotent,
-    CreateApproval,
-    CreateWallet,
-    DecideApproval,
-    FinishApproval,
     IdempotentAnswer,
-    InstallPolicy,
     IssuedToken,
     OutboxItem,
     OwnerOrder,
-    RecordEvent,
-    ReopenApproval,
-    ReplaceAnswer,
     Reservation,
     ReservationStatus,
     RetiredAgentKey,
-    RevokeToken,
-    SetAgentKeyCandidate,
-    SetFrozen,
-    SetWebhook,
     SigningClaim,
-    StateChange,
-    StillUnfrozen,
-    StoreToken,
-    SwitchAgentKey,
     Wallet,
 )
 from parent_proxy.store.protocol import AuditSealer, Limits
 from parent_proxy.store.sealed_keys import SealedKeyReplacement, check_replacements
 from parent_proxy.store.sqlite_idempotency import SqliteIdempotency
+from parent_proxy.store.state_changes import (
+    ApprovalStillOpen,
+    CompleteIdempotent,
+    CreateApproval,
+    CreateWallet,
+    DecideApproval,
+    FinishApproval,
+    InstallPolicy,
+    RecordEvent,
+    ReopenApproval,
+    ReplaceAnswer,
+    RevokeToken,
+    SetAgentKeyCandidate,
+    SetFrozen,
+    SetWebhook,
+    StateChange,
+    StillUnfrozen,
+    StoreToken,
+    SwitchAgentKey,
+)
 from parent_proxy.store.validation_changes import check_change, check_changes, check_replaced, check_unfrozen
 from parent_proxy.store.validation_outbox import check_outbox_item
 
@@ -336,6 +339,8 @@ class SqliteStore(SqliteIdempotency):
                 self._finish_approval_in(conn, change)
             case StillUnfrozen():
                 self._still_unfrozen_in(conn, change)
+            case ApprovalStillOpen():
+                self._still_open_in(conn, change)
             case CompleteIdempotent(answer=a):
                 self._complete_in(conn, a.wallet_id, a.key, a.request_hash, a.response)
             case ReplaceAnswer(answer=a, previous=previous):

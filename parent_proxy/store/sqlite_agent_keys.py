@@ -13,7 +13,8 @@ import sqlite3
 
 from parent_proxy.errors import NotFound
 from parent_proxy.store import agent_keys
-from parent_proxy.store.model import AgentKeyCandidate, RetiredAgentKey, SwitchAgentKey
+from parent_proxy.store.model import AgentKeyCandidate, RetiredAgentKey
+from parent_proxy.store.state_changes import SwitchAgentKey
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS agent_key_candidates (

@@ -6,18 +6,18 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from parent_proxy.errors import AlreadyDecided, ApprovalPending, ApprovalQueueFull, Conflict, NotFound
+from parent_proxy.errors import AlreadyDecided, ApprovalClosed, ApprovalPending, ApprovalQueueFull, Conflict, NotFound
 from parent_proxy.store import validation as v
-from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
+from parent_proxy.store.model import Approval, ApprovalStatus
+from parent_proxy.store.sqlite_limits import SqliteLimits
+from parent_proxy.store.state_changes import (
+    ApprovalStillOpen,
     DecideApproval,
     FinishApproval,
     ReopenApproval,
     StateChange,
     pending_bounds,
 )
-from parent_proxy.store.sqlite_limits import SqliteLimits
 
 _SELECT_APPROVAL = (
     "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at, signing, message_hash"
@@ -30,6 +30,11 @@ _OPEN_OF_MESSAGE = (
 )
 """The open approval of a wallet's message: waiting for the owner, or approved with its signing under way
 (`CreateApproval`)."""
+_IS_OPEN = (
+    "SELECT status = 'pending' OR (status = 'approved' AND signing IS NOT NULL)"
+    " FROM approvals WHERE approval_id = ? AND wallet_id = ?"
+)
+"""Whether a wallet's approval is open, as `_OPEN_OF_MESSAGE` counts it (no row: no such approval)."""
 
 
 class SqliteApprovals(SqliteLimits):
@@ -57,6 +62,16 @@ class SqliteApprovals(SqliteLimits):
             " decided_at, message_hash) VALUES (?, ?, ?, 'pending', ?, NULL, NULL, ?)",
             (a.approval_id, a.wallet_id, a.request_payload, a.created_at, a.message_hash),
         )
+
+    @staticmethod
+    def _still_open_in(conn: sqlite3.Connection, c: ApprovalStillOpen) -> None:
+        """The condition `ApprovalStillOpen`, under the write lock: `ApprovalClosed` unless the wallet's approval is
+        open (`_IS_OPEN`); `NotFound` if the wallet has no such approval."""
+        row = conn.execute(_IS_OPEN, (c.approval_id, c.wallet_id)).fetchone()
+        if row is None:
+            raise NotFound(f"approval {c.approval_id} not found")
+        if not row[0]:
+            raise ApprovalClosed(c.wallet_id, c.approval_id)
 
     @staticmethod
     def _check_pending_bounds_in(conn: sqlite3.Connection, changes: Sequence[StateChange]) -> None:

@@ -13,13 +13,7 @@ from collections.abc import Collection
 from parent_proxy.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from parent_proxy.store import sqlite_outbox_heads as heads
 from parent_proxy.store import validation as v
-from parent_proxy.store.model import (
-    AuditRecord,
-    DeliveryAttempt,
-    OutboxItem,
-    OutboxStatus,
-    WebhookConfig,
-)
+from parent_proxy.store.model import AuditRecord, DeliveryAttempt, OutboxItem, OutboxStatus, WebhookConfig
 from parent_proxy.store.protocol import AuditSealer
 from parent_proxy.store.sqlite_base import SqliteBase
 from parent_proxy.store.sqlite_time import time_key

@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from parent_proxy.errors import InvalidInput
-from parent_proxy.store.model import (
+from parent_proxy.store.model import IdempotentAnswer
+from parent_proxy.store.state_changes import (
+    ApprovalStillOpen,
     CompleteIdempotent,
     CreateApproval,
     CreateWallet,
     DecideApproval,
     FinishApproval,
-    IdempotentAnswer,
     InstallPolicy,
     RecordEvent,
     ReopenApproval,
@@ -102,6 +103,10 @@ def check_change(change: object) -> StateChange:
             check_id("wallet_id", wallet_id)
             check_count("order_sequence", order_sequence, maximum=MAX_ORDER_SEQUENCE)
             return change
+        case ApprovalStillOpen(wallet_id=wallet_id, approval_id=approval_id):
+            check_id("wallet_id", wallet_id)
+            check_id("approval_id", approval_id)
+            return change
         case CompleteIdempotent(answer=answer):
             return CompleteIdempotent(check_answer(answer))
         case ReplaceAnswer(answer=answer, previous=previous):
@@ -132,6 +137,21 @@ def _wallet_record_changed(change: StateChange) -> str | None:
     return None
 
 
+def _approval_changed(change: StateChange) -> str | None:
+    """The approval whose item ``change`` writes or checks, if any."""
+    match change:
+        case (
+            ApprovalStillOpen(approval_id=approval_id)
+            | DecideApproval(approval_id=approval_id)
+            | ReopenApproval(approval_id=approval_id)
+            | FinishApproval(approval_id=approval_id)
+        ):
+            return approval_id
+        case CreateApproval(approval=approval):
+            return approval.approval_id
+    return None
+
+
 def _answer_changed(change: StateChange) -> tuple[str, str] | None:
     """The idempotency key (wallet, key) whose stored answer ``change`` writes, if any."""
     match change:
@@ -141,10 +161,10 @@ def _answer_changed(change: StateChange) -> tuple[str, str] | None:
 
 
 def check_changes(changes: object) -> list[StateChange]:
-    """The changes of `Store.apply_audited`, each checked by `check_change`; at most one change of a wallet's record
-    and at most one of an idempotency key's answer in the list (`InvalidInput` otherwise, on every adapter):
-    DynamoDB writes an item at most once per transaction, and the rotation needs no other change of the wallet with
-    it."""
+    """The changes of `Store.apply_audited`, each checked by `check_change`; at most one change of a wallet's record,
+    at most one of an idempotency key's answer, and no other change of an approval with an `ApprovalStillOpen` of it
+    in the list (`InvalidInput` otherwise, on every adapter): DynamoDB writes or checks an item at most once per
+    transaction, and the rotation needs no other change of the wallet with it."""
     if not isinstance(changes, Sequence) or isinstance(changes, str | bytes):
         raise InvalidInput("changes", "must be a sequence of state changes")
     checked = [check_change(c) for c in changes]
@@ -152,6 +172,10 @@ def check_changes(changes: object) -> list[StateChange]:
     for wallet_id in touched:
         if wallet_id is not None and touched.count(wallet_id) > 1:
             raise InvalidInput("changes", f"wallet {wallet_id}: at most one change of its wallet's record")
+    approvals = [_approval_changed(c) for c in checked]
+    for change in checked:
+        if isinstance(change, ApprovalStillOpen) and approvals.count(change.approval_id) > 1:
+            raise InvalidInput("changes", f"approval {change.approval_id}: a condition on it is its only change")
     answers = [key for key in map(_answer_changed, checked) if key is not None]
     if len(set(answers)) < len(answers):
         raise InvalidInput("changes", "at most one change of an idempotency key's answer")

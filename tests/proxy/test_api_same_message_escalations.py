@@ -1,10 +1,12 @@
 """The same transaction escalated again while its approval is open is answered with that approval (202, its
 ``approval_id`` and ``request_id``), on both stores: no second approval, no second ``approval.pending`` webhook,
-so the owner's one approval signs it once and counts it once (`sign_outcomes.join`).
+so the owner's one approval signs it once and counts it once (`sign_outcomes.join`). An approval the owner decides
+between the store naming it and the join's write is not joined: the request escalates anew.
 
 Before (review s1, s6): two escalations of one transaction (two idempotency keys, or an agent polling its key after
 the key's day) made two approvals; approving both counted 4 SOL for one 2 SOL transfer and wrote two
-``transaction.signed`` records.
+``transaction.signed`` records. Before (review s21): a decision in that gap left the key holding, and replaying for
+its day, a 202 naming the decided approval.
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ from tests.support.policies import MERCHANT
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     if request.param == "sqlite":
-        for harness in running_harness(tmp_path):
+        for harness in running_harness(tmp_path, store_threads=2):  # two: the owner decides during a join
             provision(harness)
             yield harness
         return
     request.getfixturevalue("aws_env")
     with moto_dynamo_store(lambda client: client) as (store, _):
-        for harness in running_harness(tmp_path, store=store):
+        for harness in running_harness(tmp_path, store=store, store_threads=2):
             provision(harness)
             yield harness
 
@@ -100,4 +102,60 @@ def test_a_transaction_whose_approval_was_rejected_escalates_anew(h: Harness) ->
     assert rejected.status_code == 200, rejected.text
     again = h.sign(tx, key="k-b")
     assert again.status_code == 202 and again.json()["approval_id"] != first
+    assert pending_approval_ids(h) == [again.json()["approval_id"]]
+
+
+def decide_during_joins(h: Harness, tx: bytes, decide: str, *, times: int) -> list[str]:
+    """For the next ``times`` joins, the owner decides (``decide``: reject or approve, which signs) the approval the
+    join was told of between the store naming it and the join's write (`join` reads it in between), and, but for
+    the last, another key escalates the transaction again: a new open approval for the next try to meet. The ids of
+    the approvals decided, filled in as it happens."""
+    decided: list[str] = []
+
+    def owner_decides() -> None:
+        h.store.before.pop("get_approval")
+        (open_id,) = pending_approval_ids(h) or [escalations(h)[-1]["approval_id"]]
+        if decide == "reject":
+            answer = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/approvals/{open_id}/reject")
+        else:
+            answer = approve(h, open_id, tx)
+        assert answer.status_code == 200, answer.text
+        decided.append(open_id)
+        if len(decided) < times:
+            assert h.sign(tx, key=f"k-other-{len(decided)}").status_code == 202
+            h.store.before["get_approval"] = owner_decides
+
+    h.store.before["get_approval"] = owner_decides
+    return decided
+
+
+@pytest.mark.parametrize("decide", ["reject", "approve"])
+def test_an_approval_decided_before_the_join_is_written_is_not_joined(h: Harness, decide: str) -> None:
+    tx = h.transfer(ESCALATING, MERCHANT)
+    first = h.sign(tx, key="k-a").json()["approval_id"]
+    decided = decide_during_joins(h, tx, decide, times=1)
+    second = h.sign(tx, key="k-b")
+    assert decided == [first]
+    assert second.status_code == 202, second.text
+    fresh = second.json()["approval_id"]
+    assert fresh != first  # before: the decided approval's 202, under k-b for its day
+    assert pending_approval_ids(h) == [fresh]
+    assert [(e["approval_id"], e.get("joined")) for e in escalations(h)] == [(first, None), (fresh, None)]
+    replay = h.sign(tx, key="k-b")
+    assert replay.headers.get("Idempotent-Replayed") == "true" and replay.json()["approval_id"] == fresh
+    assert h.sign(tx, key="k-c").json()["approval_id"] == fresh  # the new approval is the one joined now
+    assert h.audit_events().count("transaction.signed") == (1 if decide == "approve" else 0)
+
+
+def test_joins_refused_three_times_answer_503_and_give_the_key_back(h: Harness) -> None:
+    tx = h.transfer(ESCALATING, MERCHANT)
+    h.sign(tx, key="k-a")
+    decided = decide_during_joins(h, tx, "reject", times=3)
+    refused = h.sign(tx, key="k-b")
+    assert len(decided) == 3 and len(set(decided)) == 3
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "store_unavailable", refused.text
+    assert not any(e.get("joined") for e in escalations(h))  # no join written, no approval made by k-b
+    assert pending_approval_ids(h) == []
+    again = h.sign(tx, key="k-b")  # the key was given back: the retry escalates anew
+    assert again.status_code == 202 and again.headers.get("Idempotent-Replayed") is None
     assert pending_approval_ids(h) == [again.json()["approval_id"]]

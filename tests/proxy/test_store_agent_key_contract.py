@@ -22,19 +22,21 @@ from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
     AuditRecord,
-    CreateApproval,
     OutboxItem,
-    RecordEvent,
     RetiredAgentKey,
-    SetAgentKeyCandidate,
-    SetFrozen,
-    StateChange,
-    SwitchAgentKey,
 )
 from parent_proxy.store.protocol import AuditSealer, Store
 from parent_proxy.store.sealed_keys import SealedKeyReplacement
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
+from parent_proxy.store.state_changes import (
+    CreateApproval,
+    RecordEvent,
+    SetAgentKeyCandidate,
+    SetFrozen,
+    StateChange,
+    SwitchAgentKey,
+)
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import Hooked, transaction_answer_lost
 

@@ -14,17 +14,9 @@ import pytest
 
 from parent_proxy.audit import AuditLog
 from parent_proxy.errors import Conflict, InvalidInput, NotFound
-from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
-    CompleteIdempotent,
-    DecideApproval,
-    FinishApproval,
-    IdempotentAnswer,
-    ReplaceAnswer,
-    ReservationStatus,
-)
+from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, ReservationStatus
 from parent_proxy.store.protocol import Store
+from parent_proxy.store.state_changes import CompleteIdempotent, DecideApproval, FinishApproval, ReplaceAnswer
 from tests.proxy.conftest import FakeClock
 
 T0 = 1_700_000_000.0

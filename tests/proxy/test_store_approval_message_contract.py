@@ -18,18 +18,11 @@ import pytest
 
 from parent_proxy.audit import AuditLog
 from parent_proxy.errors import ApprovalPending, InvalidInput
-from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
-    CreateApproval,
-    DecideApproval,
-    FinishApproval,
-    RecordEvent,
-    ReopenApproval,
-)
+from parent_proxy.store.model import Approval, ApprovalStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
+from parent_proxy.store.state_changes import CreateApproval, DecideApproval, FinishApproval, RecordEvent, ReopenApproval
 from tests.proxy.conftest import FakeClock, make_wallet
 
 T0 = 1_700_000_000.0

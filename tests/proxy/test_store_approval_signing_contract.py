@@ -15,16 +15,9 @@ import pytest
 
 from parent_proxy.audit import AuditLog
 from parent_proxy.errors import AlreadyDecided, InvalidInput
-from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
-    DecideApproval,
-    FinishApproval,
-    OutboxItem,
-    ReopenApproval,
-    ReservationStatus,
-)
+from parent_proxy.store.model import Approval, ApprovalStatus, OutboxItem, ReservationStatus
 from parent_proxy.store.protocol import Store
+from parent_proxy.store.state_changes import DecideApproval, FinishApproval, ReopenApproval
 from tests.proxy.conftest import FakeClock
 
 T0 = 1_700_000_000.0

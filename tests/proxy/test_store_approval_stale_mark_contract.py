@@ -15,9 +15,10 @@ import pytest
 
 from parent_proxy.errors import ApprovalPending
 from parent_proxy.store.dynamodb_approvals import _decision
-from parent_proxy.store.model import ApprovalStatus, DecideApproval
+from parent_proxy.store.model import ApprovalStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
+from parent_proxy.store.state_changes import DecideApproval
 from tests.proxy.conftest import FakeClock
 from tests.proxy.test_store_approval_message_contract import T0, approval, escalate, refused
 

@@ -26,19 +26,21 @@ from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
     AuditRecord,
-    CompleteIdempotent,
-    CreateApproval,
-    DecideApproval,
     IdempotencyStatus,
     IdempotentAnswer,
     OutboxItem,
     OutboxStatus,
+)
+from parent_proxy.store.protocol import AuditSealer, Store
+from parent_proxy.store.state_changes import (
+    CompleteIdempotent,
+    CreateApproval,
+    DecideApproval,
     RecordEvent,
     ReopenApproval,
     SetFrozen,
     StateChange,
 )
-from parent_proxy.store.protocol import AuditSealer, Store
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import Hooked
 

@@ -22,14 +22,8 @@ from parent_proxy.errors import AlreadyDecided, IdempotencyInProgress, StoreOutc
 from parent_proxy.store import dynamodb_base
 from parent_proxy.store.dynamodb import DynamoStore
 from parent_proxy.store.dynamodb_base import UNANSWERED_RESENDS
-from parent_proxy.store.model import (
-    Approval,
-    ApprovalStatus,
-    DecideApproval,
-    IdempotentAnswer,
-    ReservationStatus,
-    SigningClaim,
-)
+from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, ReservationStatus, SigningClaim
+from parent_proxy.store.state_changes import DecideApproval
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import ENDPOINT, Hooked, RequestTokens, connection_lost
 

@@ -17,10 +17,11 @@ import pytest
 
 from parent_proxy.audit import AuditLog
 from parent_proxy.errors import InvalidInput, NotFound, StaleOrderSequence
-from parent_proxy.store.model import AuditRecord, CreateWallet, OwnerOrder, SetFrozen
+from parent_proxy.store.model import AuditRecord, OwnerOrder
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
+from parent_proxy.store.state_changes import CreateWallet, SetFrozen
 from parent_proxy.store.validation import MAX_ORDER_BYTES, MAX_ORDER_SEQUENCE
 from policies.orders import MAX_SEQUENCE
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store

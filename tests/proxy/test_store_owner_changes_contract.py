@@ -11,8 +11,9 @@ import pytest
 
 from parent_proxy.audit import AuditLog
 from parent_proxy.errors import AlreadyRevoked, Conflict, InvalidInput, NotFound, StalePolicySequence
-from parent_proxy.store.model import (
-    AuditRecord,
+from parent_proxy.store.model import AuditRecord, WebhookConfig
+from parent_proxy.store.protocol import Store
+from parent_proxy.store.state_changes import (
     CreateWallet,
     InstallPolicy,
     RevokeToken,
@@ -20,9 +21,7 @@ from parent_proxy.store.model import (
     SetWebhook,
     StateChange,
     StoreToken,
-    WebhookConfig,
 )
-from parent_proxy.store.protocol import Store
 from tests.proxy.conftest import FakeClock, make_wallet
 
 T0 = 1_700_000_000.0

@@ -19,15 +19,13 @@ from parent_proxy.errors import FrozenMeanwhile, IdempotencyInProgress, InvalidI
 from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
-    FinishApproval,
     IdempotentAnswer,
     OutboxItem,
     Reservation,
     ReservationStatus,
-    SetFrozen,
-    StillUnfrozen,
 )
 from parent_proxy.store.protocol import Store
+from parent_proxy.store.state_changes import FinishApproval, SetFrozen, StillUnfrozen
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 
 T0 = 1_700_000_000.0

@@ -29,8 +29,9 @@ from parent_proxy.audit import AuditLog, iter_audit_records, verify_audit_chain
 from parent_proxy.clock import SystemClock
 from parent_proxy.errors import StoreUnavailable
 from parent_proxy.store import sqlite_sealed_keys
-from parent_proxy.store.model import AgentKeyCandidate, SetAgentKeyCandidate
+from parent_proxy.store.model import AgentKeyCandidate
 from parent_proxy.store.sqlite import SqliteStore
+from parent_proxy.store.state_changes import SetAgentKeyCandidate
 from policies.cli import main
 from selfhost import paths, reseal
 from tests.selfhost.compose_config import REPO
