@@ -169,8 +169,9 @@ def test_the_file_is_created_0600_and_never_overwritten(tmp_path: Path) -> None:
         write_encrypted_key_file(path, Ed25519PrivateKey.generate(), PASSPHRASE)
     assert path.read_bytes() == before
     assert public_raw(load_owner_key(path, lambda: PASSPHRASE, quiet)) == public_raw(key)
-    with pytest.raises(KeyFileError, match="cannot be created"):
-        write_encrypted_key_file(tmp_path / "missing-dir" / "k.pem", key, PASSPHRASE)
+    with pytest.raises(KeyFileError, match="cannot be created"):  # only a missing last directory is made
+        write_encrypted_key_file(tmp_path / "missing" / "dir" / "k.pem", key, PASSPHRASE)
+    assert not (tmp_path / "missing").exists()
 
 
 # -- reading files ----------------------------------------------------------------------------------------------------

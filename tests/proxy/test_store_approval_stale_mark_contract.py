@@ -19,8 +19,8 @@ from parent_proxy.store.model import ApprovalStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.state_changes import DecideApproval
+from tests.proxy.approval_messages import T0, approval, escalate, refused
 from tests.proxy.conftest import FakeClock
-from tests.proxy.test_store_approval_message_contract import T0, approval, escalate, refused
 
 
 def previous_build_decides(s: Store, approval_id: str, status: ApprovalStatus, signing: str | None = None) -> None:
