@@ -181,9 +181,7 @@ class DynamoApprovals(DynamoLimits):
             status = self.get_approval(holder)
         except NotFound:
             return StaleMark(approval_id, holder)
-        if status.status is ApprovalStatus.PENDING or (
-            status.status is ApprovalStatus.APPROVED and status.signing is not None
-        ):
+        if status.is_open:
             return ApprovalPending(wallet_id, holder)
         return StaleMark(approval_id, holder)
 

@@ -105,6 +105,14 @@ class Approval:
     signing: str | None = None
     message_hash: bytes | None = None
 
+    @property
+    def is_open(self) -> bool:
+        """Waiting for the owner, or approved with its signing under way: what holds its message
+        (`CreateApproval`) and what a join needs (`ApprovalStillOpen`)."""
+        return self.status is ApprovalStatus.PENDING or (
+            self.status is ApprovalStatus.APPROVED and self.signing is not None
+        )
+
 
 @dataclass(frozen=True)
 class WebhookConfig:
