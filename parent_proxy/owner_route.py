@@ -31,7 +31,7 @@ from parent_proxy.owner_auth import ForeignAudience, parse_owner_headers, verify
 from parent_proxy.schemas import WALLET_ID, EnvelopeBody
 from parent_proxy.services import Services, canonical
 from parent_proxy.store.model import Wallet
-from policies.canonical import LONE_SURROGATE
+from policies.canonical import LONE_SURROGATE, DuplicateKey, no_duplicate_keys
 from policies.errors import PolicyDocumentError, PolicyEngineError
 from policies.identifiers import WALLET_ID_RULE
 
@@ -113,17 +113,6 @@ class OwnerRoute(APIRoute):
         return authenticated
 
 
-class _RepeatedKey(ValueError):
-    pass
-
-
-def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise _RepeatedKey
-    return dict(pairs)
-
-
 REPEATED_KEY = "the body repeats a key within one JSON object: each key may appear once"
 
 
@@ -133,8 +122,8 @@ def refuse_repeated_keys(body: bytes) -> None:
     if not body:
         return
     try:
-        json.loads(body, object_pairs_hook=_no_repeated_keys)
-    except _RepeatedKey:
+        json.loads(body, object_pairs_hook=no_duplicate_keys)
+    except DuplicateKey:
         raise ApiError(Code.BAD_REQUEST, REPEATED_KEY) from None
     except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError and JSONDecodeError are ValueErrors)
         return

@@ -31,11 +31,17 @@ class _Rejected(ValueError):
     """Raised from inside json hooks; translated to PolicyDocumentError by `parse_json_object`."""
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class DuplicateKey(_Rejected):
+    """A JSON object repeats a key (`no_duplicate_keys`)."""
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A ``json.loads`` object hook: the object, or `DuplicateKey` when it repeats a key (the strict parser's rule,
+    also applied to owner request bodies by `parent_proxy.owner_route`)."""
     obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
-            raise _Rejected(f"duplicate key {key!r}")
+            raise DuplicateKey(f"duplicate key {key!r}")
         obj[key] = value
     return obj
 
@@ -85,7 +91,7 @@ def parse_json_object(data: bytes | str, *, what: str = "document") -> dict[str,
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         value = json.loads(
             text,
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=no_duplicate_keys,
             parse_float=_no_float,
             parse_int=_bounded_int,
             parse_constant=_no_constant,
