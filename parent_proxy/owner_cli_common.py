@@ -33,7 +33,7 @@ from parent_proxy.owner_signers import (
     check_source_identity,
     parse_kms_key_arn,
 )
-from parent_proxy.rpc_url_options import rpc_url_option
+from parent_proxy.rpc_url_options import add_rpc_url_arguments, rpc_url_option
 from policies.canonical import MAX_DOCUMENT_BYTES
 from policies.document import Policy, policy_from_object
 from policies.errors import PolicySignatureError
@@ -111,14 +111,7 @@ def new_rpc_client() -> httpx.AsyncClient:
 def add_rpc_url_options(parser: argparse.ArgumentParser, *, required: bool, what: str) -> None:
     """``--rpc-url-file FILE`` and ``--rpc-url URL``, exclusive (`parent_proxy.rpc_url_options`); ``what`` ends the
     help of each."""
-    group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument(
-        "--rpc-url-file", type=Path, help=f"file whose first line is the Solana JSON-RPC URL: {what} (never printed)"
-    )
-    group.add_argument(
-        "--rpc-url", help=f"Solana JSON-RPC URL: {what} (never printed; other local users can read a command line: "
-        "give a URL with an API key in a file, --rpc-url-file)",
-    )  # fmt: skip
+    add_rpc_url_arguments(parser.add_mutually_exclusive_group(required=required), what=what)
 
 
 def rpc_url(args: argparse.Namespace) -> str:

@@ -17,6 +17,7 @@ raises ``ValueError`` naming the option, never the URL.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +27,18 @@ from parent_proxy.owner_signers import OwnerKeyError
 from parent_proxy.rpc_urls import rpc_url_refusal
 
 URL_FILE_OPTION = "--rpc-url-file"
+
+
+def add_rpc_url_arguments(group: argparse._ActionsContainer, *, what: str) -> None:
+    """``--rpc-url-file FILE`` and ``--rpc-url URL`` in ``group`` (a mutually exclusive group of the command's);
+    ``what`` ends the help of each."""
+    group.add_argument(
+        URL_FILE_OPTION, type=Path, help=f"file whose first line is the Solana JSON-RPC URL: {what} (never printed)"
+    )
+    group.add_argument(
+        "--rpc-url", help=f"Solana JSON-RPC URL: {what} (never printed; other local users can read a command line: "
+        f"give a URL with an API key in a file, {URL_FILE_OPTION})",
+    )  # fmt: skip
 
 
 def exposed_parts(url: str) -> list[str]:

@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
 from parent_proxy.owner_signers import LocalOwnerSigner, OwnerKeyError, write_keypair_file
-from parent_proxy.rpc_url_options import rpc_url_option
+from parent_proxy.rpc_url_options import add_rpc_url_arguments, rpc_url_option
 from selfhost.compose_model import ComposeError
 from selfhost.deployment import (
     NO_SQUADS_WARNING,
@@ -83,13 +83,7 @@ def register(subparsers: Any) -> None:
     up.add_argument("--port", type=int, default=8080, help="loopback port of the HTTP API (default 8080)")
     chain = up.add_mutually_exclusive_group()
     chain.add_argument("--local-chain", action="store_true", help="a local LiteSVM JSON-RPC chain (the default)")
-    chain.add_argument(
-        "--rpc-url-file", type=Path, help="a file whose first line is a Solana JSON-RPC endpoint, http(s)://..."
-    )
-    chain.add_argument(
-        "--rpc-url", help="a Solana JSON-RPC endpoint, http(s)://... (other local users can read a command line: "
-        "give an endpoint with an API key in a file, --rpc-url-file)",
-    )  # fmt: skip
+    add_rpc_url_arguments(chain, what="a real chain instead of the local one, http(s)://...")
     up.add_argument("--owner-key", action="append", default=[], help="base58 owner public key (repeatable)")
     up.add_argument(
         "--allow-private-webhooks",
