@@ -126,6 +126,27 @@ def test_a_freeze_and_unfreeze_meanwhile_withhold_it_too(h: Harness) -> None:
     assert h.sign(tx, key="k2").status_code == 200  # a request that read the wallet since: signed
 
 
+def test_a_withheld_record_the_store_cannot_write_gives_everything_back(h: Harness) -> None:
+    """The store fails as the withheld record is written: 503, nothing handed out or stored under the key (the agent
+    may send it again), the reservation released, and nothing recorded (the receipt's counter a gap, as for any
+    store failure)."""
+    tx = h.transfer(SMALL, MERCHANT)
+
+    def freeze_then_fail() -> None:
+        h.store.before.pop("finish_signing")
+        send(h, order(h, 1, "freeze"), "freeze")
+        h.store.failing.add("apply_audited")  # the withheld record's transaction
+
+    h.store.before["finish_signing"] = freeze_then_fail
+    answer = h.sign(tx, key="k")
+    h.store.failing.discard("apply_audited")
+    assert answer.status_code == 503, answer.text
+    assert "signature" not in answer.text and "signed_transaction" not in answer.text
+    assert h.spent() == 0
+    assert not any(e.endswith((".withheld", ".signed")) for e in h.audit_events())
+    refused_as_frozen(h.sign(tx, key="k"))  # the key was freed: decided anew, on the frozen wallet
+
+
 def test_an_offchain_message_signed_as_the_owner_froze_is_withheld(h: Harness) -> None:
     meanwhile(h, "apply_audited", (1, "freeze"))  # the record of the message's signature
     refused_as_frozen(sign_message(h))
