@@ -15,12 +15,15 @@ key or the unseal secret. Ctrl-C, SIGTERM, SIGHUP and SIGQUIT stop the services 
 a demo killed outright takes them with it, Linux). The run directory is created mode 0700, or must be an empty one
 of this user's, mode 0700 or tighter (:func:`selfhost.deployment.prepare_root`: it is never chmodded).
 Exit codes: 0 every step behaved, 1 a step misbehaved, 2 the services did not start or the run directory cannot be
-used, 130 stopped by one of those signals.
+used, 130 stopped by one of those signals. Without ``--run-dir`` the run directory is a new temporary one, removed
+after a run that exits 0 (it holds only this run's throwaway owner key, unseal secret and logs) and kept otherwise,
+for its logs, with a line saying what it holds; a directory given with ``--run-dir`` is always kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -98,7 +101,12 @@ def _play(run_dir: Path, owner: LocalOwnerSigner, port: int, out: Callable[[str]
 
 def register(subparsers: Any) -> None:
     demo = subparsers.add_parser("demo", help="the whole story through the HTTP API of locally started services")
-    demo.add_argument("--run-dir", type=Path, help="where state, secrets and logs go (default: a new temp dir)")
+    demo.add_argument(
+        "--run-dir",
+        type=Path,
+        help="where state, secrets and logs go, kept afterwards (default: a new temp dir, removed after a run that "
+        "exits 0)",
+    )
     demo.add_argument("--port", type=int, default=0, help="loopback port for the API (default: a free one)")
     demo.set_defaults(func=_run)
 
@@ -112,4 +120,25 @@ def _run(args: argparse.Namespace) -> int:
     except StackError as exc:
         print(f"demo: {exc}: choose a port with --port", file=sys.stderr)
         return EXIT_NOT_STARTED
-    return run_demo(args.run_dir or Path(tempfile.mkdtemp(prefix="waiaas-demo-")), port)
+    if args.run_dir is not None:
+        return run_demo(args.run_dir, port)
+    run_dir = Path(tempfile.mkdtemp(prefix="waiaas-demo-"))
+    code = run_demo(run_dir, port)
+    settle_temporary_run_dir(run_dir, code)
+    return code
+
+
+def settle_temporary_run_dir(run_dir: Path, code: int, out: Callable[[str], None] = print) -> None:
+    """Remove the default run directory after a run that exits 0; otherwise keep it for its logs, saying what it holds.
+
+    Nothing in it outlives the run's use: the owner key, the unseal secret and the agent key sealed under it were
+    made for this run only. A removal that fails leaves the directory and says so (the exit code stays the run's)."""
+    if code != EXIT_OK:
+        out(f"run directory kept for its logs: {run_dir} (it holds this run's throwaway owner key and unseal secret)")
+        return
+    try:
+        shutil.rmtree(run_dir)
+    except OSError as exc:
+        out(f"could not remove the run directory {run_dir}: {exc.strerror or exc}; remove it by hand")
+        return
+    out(f"run directory removed: {run_dir} (pass --run-dir DIR to keep one)")
