@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from hypothesis import strategies as st
+from solders.address_lookup_table_account import AddressLookupTableAccount
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.message import Message, MessageV0
@@ -30,6 +31,7 @@ from tests.policies.outflow_chain import (
 )
 
 Action = list[Instruction]
+AnyMessage = Message | MessageV0
 
 
 class TokenMove(NamedTuple):
@@ -337,16 +339,21 @@ class Actions:
                           st.sampled_from((10_000, 200_000, 1_400_000)))  # fmt: skip
         return st.builds(lambda p, u: [*(p or []), *(u or [])], st.none() | price, st.none() | limit)
 
-    def message(self, blockhash: Hash, max_actions: int = 3) -> st.SearchStrategy[Message | MessageV0]:
-        """A legacy or v0 message of a compute budget and one to ``max_actions`` actions, paid by the wallet or the
-        stranger, sometimes led by the wallet nonce's AdvanceNonceAccount."""
+    def message(self, blockhash: Hash, max_actions: int = 3) -> st.SearchStrategy[AnyMessage]:
+        """A legacy or v0 message (with or without the world's lookup table) of a compute budget and one to
+        ``max_actions`` actions, paid by the wallet or the stranger, sometimes led by the wallet nonce's
+        AdvanceNonceAccount."""
         advance = self.advance()
 
-        def build(budget: Action, actions: list[Action], payer: Pubkey, durable: bool, v0: bool) -> Message | MessageV0:
+        table = AddressLookupTableAccount(self.w.table, list(self.w.table_addresses))
+
+        def build(
+            budget: Action, actions: list[Action], payer: Pubkey, durable: bool, form: str
+        ) -> Message | MessageV0:
             instructions = [*(advance if durable else []), *budget, *(ix for action in actions for ix in action)]
-            if v0:
-                return MessageV0.try_compile(payer, instructions, [], blockhash)
-            return Message.new_with_blockhash(instructions, payer, blockhash)
+            if form == "legacy":
+                return Message.new_with_blockhash(instructions, payer, blockhash)
+            return MessageV0.try_compile(payer, instructions, [table] if form == "v0+table" else [], blockhash)
 
         return st.builds(build, self.budget(), st.lists(self.action(), min_size=1, max_size=max_actions), self.payers,
-                         st.booleans(), st.booleans())  # fmt: skip
+                         st.booleans(), st.sampled_from(["legacy", "v0", "v0+table", "v0+table"]))  # fmt: skip

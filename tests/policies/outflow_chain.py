@@ -56,6 +56,7 @@ from tests.support.chain import (
     create_ata,
     create_mint,
     funded_keypair,
+    install_lookup_table,
     install_native_mint,
     mint_tokens,
     send,
@@ -94,6 +95,9 @@ class World:
     """A System account at an address seeded from the wallet key (``SEED``): only the wallet moves it."""
     wallet_spare: Pubkey
     """A second (not associated) SPL Token account of the wallet, empty: closing it moves only rent."""
+    table: Pubkey
+    """An address lookup table on chain (the policies pin it) holding ``table_addresses``."""
+    table_addresses: tuple[Pubkey, ...]
     seeded_bases: Mapping[Pubkey, Pubkey] = field(default_factory=dict)
     """Every seeded address the generator uses -> its base key."""
 
@@ -168,11 +172,18 @@ def world() -> World:
     create = _create(stranger, spare.pubkey(), TOKEN_ACCOUNT_SPACE, programs.TOKEN_PROGRAM, svm=svm)
     init = initialize_account3_ix(programs.TOKEN_PROGRAM, spare.pubkey(), mint, wallet.pubkey())
     send(svm, stranger, [create, init], [spare])
+    table, table_addresses = Keypair().pubkey(), (
+        allowed, denied, ata_address(allowed, mint), ata_address(denied, mint),
+        ata_address(denied, programs.NATIVE_MINT), ata_address(wallet.pubkey(), programs.NATIVE_MINT), nonces[0],
+        wallet_seeded, seeded(stranger.pubkey()),
+        mint, programs.NATIVE_MINT, programs.SYSVAR_RECENT_BLOCKHASHES, programs.SYSVAR_RENT,
+    )  # fmt: skip
+    install_lookup_table(svm, table, table_addresses)
     svm.expire_blockhash()  # the nonces were initialised at this blockhash: a new one lets them advance
     bases = {seeded(key, seed, owner): key for key in (wallet.pubkey(), stranger.pubkey())
              for seed in (SEED, "other") for owner in (programs.SYSTEM_PROGRAM, programs.TOKEN_PROGRAM)}  # fmt: skip
     return World(svm, wallet, Keypair(), stranger, allowed, denied, tuple(Keypair() for _ in range(3)), mint, mint_2022,
-                 nonces[0], nonces[1], wallet_seeded, spare.pubkey(), bases)  # fmt: skip
+                 nonces[0], nonces[1], wallet_seeded, spare.pubkey(), table, table_addresses, bases)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -324,6 +335,17 @@ class Outcome:
     error: str | None = None
 
 
+def resolved_accounts(w: World, message: Message | MessageV0) -> list[Pubkey]:
+    """The accounts a v0 message names through the world's lookup table (the only one it may use)."""
+    if not isinstance(message, MessageV0):
+        return []
+    resolved = []
+    for lookup in message.address_table_lookups:
+        assert lookup.account_key == w.table
+        resolved += [w.table_addresses[i] for i in (*lookup.writable_indexes, *lookup.readonly_indexes)]
+    return resolved
+
+
 def run_on_chain(w: World, message: Message | MessageV0, decision: Decision, rules: DestinationRules) -> Outcome:
     """Sign ``message`` with every key it needs, simulate it, and judge what it did."""
     keys = w.keypairs
@@ -337,7 +359,7 @@ def run_on_chain(w: World, message: Message | MessageV0, decision: Decision, rul
         reserved = counted(decision).get(NATIVE_SOL, 0)
         findings = [Finding(NATIVE_SOL, "fee of a failed transaction above what the engine counted", fee, reserved)]
         return Outcome([] if fee <= reserved else findings, str(result.err()))
-    touched = list(message.account_keys)
+    touched = list(message.account_keys) + resolved_accounts(w, message)
     accounts_before = {k: w.svm.get_account(k) for k in touched}
     post = dict(result.post_accounts())
     accounts_after = {k: post.get(k, accounts_before[k]) for k in touched}
