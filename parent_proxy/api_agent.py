@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from solders.pubkey import Pubkey
@@ -22,6 +22,7 @@ from solders.signature import Signature
 
 from enclave_app.receipts import Receipt as DecisionReceipt
 from parent_proxy.api_errors import ApiError, Code, translate
+from parent_proxy.api_security import AGENT_SECURITY, declare
 from parent_proxy.auth import Agent, authenticate_agent
 from parent_proxy.chain import ChainError
 from parent_proxy.clock import read_clock
@@ -52,8 +53,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WalletId = Annotated[str, Path(pattern=WALLET_ID)]
-AuthHeader = Annotated[str | None, Header(alias="Authorization", description="Bearer <agent token>")]
-"""Declared on each route for the OpenAPI description; `AgentRoute` has already checked it."""
 
 
 def services_of(request: Request) -> Services:
@@ -75,7 +74,12 @@ async def authenticate(services: Services, header: str | None, wallet_id: str) -
 
 
 class AgentRoute(APIRoute):
-    """A route that authenticates the agent before FastAPI's own handler parses and validates the request."""
+    """A route that authenticates the agent before FastAPI's own handler parses and validates the request; its
+    OpenAPI operation declares the bearer token (`parent_proxy.api_security`)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.openapi_extra = declare(self.openapi_extra, AGENT_SECURITY)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         validate_and_run = super().get_route_handler()
@@ -202,9 +206,7 @@ async def fetch_tables(services: Services, tables: Sequence[Pubkey]) -> Mapping[
     response_model=SignedTransaction,
     responses={202: {"model": PendingApproval, "description": "escalated: waiting for the owner"}},
 )
-async def sign_transaction(
-    wallet_id: WalletId, body: SignTransactionBody, request: Request, authorization: AuthHeader = None
-) -> JSONResponse:
+async def sign_transaction(wallet_id: WalletId, body: SignTransactionBody, request: Request) -> JSONResponse:
     """Sign a transaction if the policy allows it (200), escalate it to the owner (202), or refuse it (403)."""
     services = services_of(request)
     agent = agent_of(request)
@@ -251,9 +253,7 @@ def _message_failed(services: Services, wallet_id: str, audit: dict[str, str], e
 
 
 @router.post("/{wallet_id}/messages/sign", response_model=SignedMessage)
-async def sign_message(
-    wallet_id: WalletId, body: SignMessageBody, request: Request, authorization: AuthHeader = None
-) -> SignedMessage:
+async def sign_message(wallet_id: WalletId, body: SignMessageBody, request: Request) -> SignedMessage:
     """Sign a Solana off-chain message (the enclave decodes it and refuses anything else)."""
     services = services_of(request)
     agent_of(request)
@@ -350,7 +350,7 @@ def _policy_envelope(services: Services, wallet_id: str) -> bytes:
 
 
 @router.get("/{wallet_id}/policy", response_model=SignedEnvelope)
-async def get_policy(wallet_id: WalletId, request: Request, authorization: AuthHeader = None) -> Response:
+async def get_policy(wallet_id: WalletId, request: Request) -> Response:
     """The installed policy's envelope as the owner signed it and the proxy stored it (404 without a policy): the
     agent checks the owner's signature itself and computes the document hash its receipts state
     (``waiaas agent verify-receipt --policy``)."""
@@ -364,7 +364,7 @@ async def get_policy(wallet_id: WalletId, request: Request, authorization: AuthH
 
 
 @router.get("/{wallet_id}", response_model=WalletView)
-async def get_wallet(wallet_id: WalletId, request: Request, authorization: AuthHeader = None) -> Any:
+async def get_wallet(wallet_id: WalletId, request: Request) -> Any:
     """Addresses, policy sequence and hash, the Squads multisig the policy declares (null: nothing on chain bounds
     the agent key), frozen or not, and what is left of each period limit."""
     services = services_of(request)

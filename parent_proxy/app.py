@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parent_proxy import api_agent, api_agent_key, api_multisig, api_orders, api_owner
 from parent_proxy.api_errors import ApiError, Code
+from parent_proxy.api_security import with_security_schemes
 from parent_proxy.attestation import NonceQuery, SessionKeyQuery, attest, attest_session
 from parent_proxy.metrics import CONTENT_TYPE, served_to
 from parent_proxy.schemas import AttestationView, ErrorBody, Health, Readiness
@@ -35,6 +36,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 HTTP_CODES = {405: Code.METHOD_NOT_ALLOWED, 413: Code.PAYLOAD_TOO_LARGE}
 """The codes of Starlette's and FastAPI's own refusals by status (404 aside); any other is ``bad_request``."""
+
+
+class _Api(ProxyApi):
+    """The proxy's app: its OpenAPI document also names the security schemes its routes require
+    (`parent_proxy.api_security`)."""
+
+    def openapi(self) -> dict[str, Any]:
+        return with_security_schemes(super().openapi())  # FastAPI's document, cached by FastAPI
 
 
 class _TooLarge(StarletteHTTPException):
@@ -148,7 +157,7 @@ def create_app(services: Services) -> FastAPI:
         yield
         await services.completions.drain()  # requests whose connection was dropped still finish
 
-    app = ProxyApi(
+    app = _Api(
         lifespan=lifespan,
         title="WAIaaS parent proxy",
         version=API_VERSION,

@@ -25,6 +25,7 @@ from solders.pubkey import Pubkey
 
 from parent_proxy.api_agent import services_of
 from parent_proxy.api_errors import ApiError, Code, owner_document_refused, translate
+from parent_proxy.api_security import OWNER_SECURITY, declare
 from parent_proxy.clock import read_clock
 from parent_proxy.errors import NotFound, ProxyError
 from parent_proxy.owner_auth import ForeignAudience, parse_owner_headers, verify_owner_request
@@ -96,7 +97,12 @@ def wallet_or_none(services: Services, wallet_id: str) -> Wallet | None:
 
 
 class OwnerRoute(APIRoute):
-    """A route that verifies the owner request (`owner_of`) before FastAPI's own handler parses and validates it."""
+    """A route that verifies the owner request (`owner_of`) before FastAPI's own handler parses and validates it;
+    its OpenAPI operation declares the owner's five signature headers (`parent_proxy.api_security`)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.openapi_extra = declare(self.openapi_extra, OWNER_SECURITY)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         validate_and_run = super().get_route_handler()

@@ -1,10 +1,12 @@
 """Owner documents whose signature verifies but whose fields are refused (docs/api.md, Sequences): a freeze or
-unfreeze order with a sequence above `policies.orders.MAX_SEQUENCE`, or expired, and a policy with a sequence above
-`policies.document.MAX_SAFE_INT`, are 422 ``invalid_request`` naming the field, as any malformed owner body; nothing
-is stored or recorded and nothing is sent to the enclave. Only a signature that fails is 401 (`test_api_sign`)."""
+unfreeze order with a sequence above `policies.orders.MAX_SEQUENCE`, or expired, an expired approval, and a policy
+with a sequence above `policies.document.MAX_SAFE_INT`, are 422 ``invalid_request`` naming the field, as any
+malformed owner body; nothing is stored or recorded and nothing is sent to the enclave. Only a signature that fails
+is 401 (`test_api_sign`), and an expired policy 409 ``stale_policy`` (`test_api_policy_expiry`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,9 @@ import pytest
 
 from policies.document import MAX_SAFE_INT
 from policies.orders import MAX_SEQUENCE
+from policies.signing import sign_document
 from tests.proxy.api_harness import Harness, provision, running_harness, spy_calls
-from tests.proxy.harness_calls import order, queued, records, send
+from tests.proxy.harness_calls import escalate, order, queued, records, send
 
 
 @pytest.fixture
@@ -52,8 +55,21 @@ def test_an_order_sequence_above_the_maximum_is_a_validation_error(h: Harness, p
     assert send(h, order(h, MAX_SEQUENCE, purpose), purpose)["order_sequence"] == MAX_SEQUENCE
 
 
-def test_an_expired_order_is_a_validation_error(h: Harness) -> None:
-    _refused(h, "POST", "freeze", order(h, 1, lifetime=-60), "expires_at")
+@pytest.mark.parametrize("purpose", ["freeze", "unfreeze"])
+def test_an_expired_order_is_a_validation_error(h: Harness, purpose: str) -> None:
+    _refused(h, "POST", purpose, order(h, 1, purpose, lifetime=-60), "expires_at")
+
+
+def test_an_expired_approval_is_a_validation_error_and_stays_pending(h: Harness) -> None:
+    """docs/api.md, the owner-document rule: an expired approval is 422 like an expired order (only an expired
+    policy is 409 ``stale_policy``, `test_api_policy_expiry`); the approval is still pending for a fresh one."""
+    approval_id, body, path = escalate(h)
+    expired = dict(body["envelope"]["document"], expires_at=int(time.time()) - 60)
+    _refused(h, "POST", f"approvals/{approval_id}/approve", sign_document("approval", expired, h.owner), "expires_at")
+    assert [a["approval_id"] for a in h.owner_call("GET", f"/v1/wallets/{h.wallet_id}/approvals").json()] == [
+        approval_id
+    ]
+    assert h.owner_call("POST", path, body).status_code == 200
 
 
 def test_a_policy_sequence_above_the_maximum_is_a_validation_error(h: Harness) -> None:
