@@ -39,6 +39,14 @@ _HOLDER_OF_MESSAGE = (
 )
 """The approval that holds a wallet's message, a signed one first: signed (approved, its signature recorded), or
 open (waiting for the owner, or approved with its signing under way); and whether it is signed (`CreateApproval`)."""
+_OPEN_COUNT = (
+    "SELECT (SELECT COUNT(*) FROM approvals WHERE wallet_id = ? AND status = 'pending')"
+    " + (SELECT COUNT(*) FROM approvals INDEXED BY approvals_signing"
+    " WHERE signing IS NOT NULL AND status = 'approved' AND wallet_id = ?)"
+)
+"""How many of a wallet's approvals are open (`CreateApproval`'s bound): the pending ones by the wallet's index, and
+those approved with a signing under way by the partial index of signings under way (a few across all wallets), not
+by reading every approval the wallet ever had."""
 _IS_OPEN = (
     "SELECT status = 'pending' OR (status = 'approved' AND signing IS NOT NULL)"
     " FROM approvals WHERE approval_id = ? AND wallet_id = ?"
@@ -89,11 +97,7 @@ class SqliteApprovals(SqliteLimits):
         transaction's changes (inside it, under SQLite's write lock: exact under concurrency; the transaction then
         rolls back)."""
         for wallet_id, bound in pending_bounds(changes).items():
-            (pending,) = conn.execute(
-                "SELECT COUNT(*) FROM approvals WHERE wallet_id = ?"
-                " AND (status = 'pending' OR (status = 'approved' AND signing IS NOT NULL))",
-                (wallet_id,),
-            ).fetchone()
+            (pending,) = conn.execute(_OPEN_COUNT, (wallet_id, wallet_id)).fetchone()
             if pending > bound:
                 raise ApprovalQueueFull(wallet_id, bound)
 
