@@ -130,6 +130,17 @@ class ApprovalPending(Conflict):
         self.approval_id = approval_id
 
 
+class ApprovalSigned(Conflict):
+    """An escalation refused because an approval of the same message of the same wallet was approved and its
+    signing recorded a signature (`Approval.signed_answer`): ``approval_id`` names it. Nothing was changed; the
+    request is answered with that signature (`parent_proxy.sign_outcomes.join_signed`), never a second approval."""
+
+    def __init__(self, wallet_id: str, approval_id: str) -> None:
+        super().__init__(f"wallet {wallet_id}: approval {approval_id} of the same message was signed")
+        self.wallet_id = wallet_id
+        self.approval_id = approval_id
+
+
 class ApprovalClosed(Conflict):
     """A transaction refused (`state_changes.ApprovalStillOpen`): the approval it was conditional on is no longer
     open (rejected, expired, or approved and its signing over). Nothing of the transaction was written."""

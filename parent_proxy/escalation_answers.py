@@ -12,6 +12,9 @@ the outcome:
 - approved, then refused by the enclave's authoritative check: that 403 (`sign_outcomes.record_refusal`);
 - rejected: 403 ``rejected_by_owner`` (`rejection`, `approvals.ApprovalFlow.reject`).
 
+The signed answer is also kept with the approval itself (`FinishApproval.answer`), for good: the same transaction
+escalated again under any key, on any day, is answered with it (`sign_outcomes.join_signed`).
+
 An approval that goes back to pending (a failure before any signature left the proxy, a stalled signing) leaves the
 202 as it is; so does a decision the proxy refuses before anything is decided (the policy now denies it, a frozen
 wallet). Approvals never expire on their own (the `ApprovalStatus.EXPIRED` status is not written by the proxy).

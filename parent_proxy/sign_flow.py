@@ -13,7 +13,8 @@
        replaces it under the key: `parent_proxy.escalation_answers`); with `MAX_PENDING_APPROVALS` already waiting
        for the owner, the request is refused instead (429 ``rate_limited``, audited as ``transaction.refused``, the
        key freed), so an agent cannot grow the owner's queue without bound; the same transaction message with an
-       approval still open joins it instead (its 202, no second approval: `sign_outcomes.join`)
+       approval still open joins it instead (its 202, no second approval: `sign_outcomes.join`), and one whose
+       approval was signed is answered with that signature (200, nothing relayed: `sign_outcomes.join_signed`)
        ALLOW: one store transaction (`Store.begin_signing`) claims the key, records the request and reserves the
        amounts against the automatic thresholds of every period (a concurrent request that got there first: 403
        ``limit_exceeded``)

@@ -8,7 +8,8 @@
   under the key (replaced by the owner's decision, `parent_proxy.escalation_answers`); with `MAX_PENDING_APPROVALS`
   already waiting, refused instead (429 ``rate_limited``, not stored: the key is freed, as for a 503); of a
   transaction message whose approval is still open, that approval's 202 instead of a second approval (`join`),
-  written only while that approval is still open (else the request escalates anew);
+  written only while that approval is still open (else the request escalates anew); of one whose approval was
+  signed, that approval's signed answer (`join_signed`: 200, the same signature, nothing sent to the enclave);
 - `record_escalation` / `record_refusal`: the same two for an unsigned enclave answer, after releasing the
   reservation the proxy had made; the refusal of an owner-approved request is also its agent's answer.
 
@@ -25,7 +26,14 @@ from typing import Any, Final, NoReturn
 from parent_proxy import escalation_answers, give_back
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.clock import read_clock
-from parent_proxy.errors import ApprovalClosed, ApprovalPending, ApprovalQueueFull, LimitExceeded, StoreUnavailable
+from parent_proxy.errors import (
+    ApprovalClosed,
+    ApprovalPending,
+    ApprovalQueueFull,
+    ApprovalSigned,
+    LimitExceeded,
+    StoreUnavailable,
+)
 from parent_proxy.services import Services, canonical
 from parent_proxy.sign_parts import (
     Answer,
@@ -47,9 +55,10 @@ from parent_proxy.store.state_changes import (
 )
 
 MAX_PENDING_APPROVALS: Final = 100
-"""Escalations waiting for the owner, per wallet, beyond which a request that escalates (by the proxy's check or
-the enclave's) is refused. The bound is a condition of the approval's own write (`CreateApproval.max_pending`), so
-it holds exactly under concurrency."""
+"""Open approvals (waiting for the owner, or approved with their signing under way, which may return to waiting) per
+wallet, beyond which a request that escalates (by the proxy's check or the enclave's) is refused. The bound is a
+condition of the approval's own write (`CreateApproval.max_pending`), so it holds exactly under concurrency, and
+since an approval returned to pending was counted all along, no return ever exceeds it."""
 MAX_ESCALATION_ATTEMPTS: Final = 3
 """An escalation is written this often at most while the open approval it would join is decided between the store
 naming it and the join's write (`join`'s `ApprovalClosed`: nothing written, the request escalates anew); then
@@ -125,7 +134,8 @@ def escalate(
     already waiting (a condition of the approval's own write), refused instead: 429 ``rate_limited``,
     ``transaction.refused`` with ``changes`` and the receipt, not a denial; nothing is stored under the key, which
     is freed (the agent retries it once the owner has decided some). An approval of the same transaction message
-    still open (`ApprovalPending`, checked first) is joined instead (`join`); if the owner decides it before the
+    that was signed (`ApprovalSigned`, checked first) answers with its signature instead (`join_signed`); one still
+    open (`ApprovalPending`) is joined (`join`); if the owner decides it before the
     join is written, nothing is, and the request escalates anew (at most `MAX_ESCALATION_ATTEMPTS` writes in all,
     then `StoreUnavailable`: 503, the caller gives the key back). ``base``: the request's audit fields
     (``request_id``, ``token_id``, ``request_sha256``); ``audit``: more fields of the records (an enclave answer's
@@ -150,6 +160,8 @@ def escalate(
                 "transaction.escalated", escalated, wallet_id=wallet_id, receipt=receipt, webhook=webhook,
                 changes=written,
             )  # fmt: skip
+        except ApprovalSigned as signed:
+            return join_signed(s, claim, signed.approval_id, payload, changes=changes, receipt=receipt)
         except ApprovalPending as open_approval:
             try:
                 return join(s, claim, open_approval.approval_id, payload, changes=changes, receipt=receipt)
@@ -206,6 +218,38 @@ def join(
     )  # fmt: skip
     claim.held = False
     return Answer(202, body)
+
+
+def join_signed(
+    s: Services,
+    claim: Claim,
+    approval_id: str,
+    payload: Mapping[str, Any],
+    *,
+    changes: Sequence[StateChange],
+    receipt: bytes | None,
+) -> Answer:
+    """An escalation of a transaction message whose approval ``approval_id`` was approved and signed (the same
+    transaction sent again after the owner's signing: a day later under another key, or between the signing's
+    record and a join): no second approval, which approving would sign and count again; nothing goes to the
+    enclave. The approval's signed answer (`Approval.signed_answer`: 200, the signature and signed transaction its
+    own key replays, Ed25519 being deterministic the only one there is) is stored under the key, with ``changes``
+    (the request's timestamp) and a ``transaction.escalated`` record naming the approval (``joined`` and ``signed``:
+    true, ``signing_request_id``: the request id of the signing that made it; with the enclave's ``receipt`` if the
+    enclave escalated), in one store transaction, and answered. A signed approval stays so (no write changes it)
+    for as long as the store keeps it: never pruned. ``payload``: the request's record fields (`escalate`)."""
+    wallet_id = claim.wallet_id
+    approval = s.store.get_approval(approval_id)
+    if approval.wallet_id != wallet_id or approval.signed_answer is None or not approval.is_signed:
+        raise StoreUnavailable(f"approval {approval_id} was named as signed but does not read so; nothing was written")
+    body = json.loads(approval.signed_answer)["body"]
+    answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, approval.signed_answer)
+    record = {**payload, "approval_id": approval_id, "joined": True, "signed": True,
+              "signing_request_id": body["request_id"]}  # fmt: skip
+    s.audit.append("transaction.escalated", record, wallet_id=wallet_id, receipt=receipt,
+                   changes=[*changes, CompleteIdempotent(answer)])  # fmt: skip
+    claim.held = False
+    return Answer(200, body)
 
 
 def record_escalation(

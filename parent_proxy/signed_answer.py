@@ -4,7 +4,8 @@
   key in that key's signer slot, else 503 and everything given back;
 - `record_signed`: the one store transaction that commits the reservation and writes the audit record (with the
   enclave's receipt), the webhook item, the stored answer and the end of an owner approval's signing (with the
-  answer that replaces its agent's 202, `parent_proxy.escalation_answers`), before the signature leaves the proxy,
+  answer that replaces its agent's 202, `parent_proxy.escalation_answers`, and the signed answer the approval keeps),
+  before the signature leaves the proxy,
   on the condition that the wallet is as the request read it (`StillUnfrozen`). If it cannot be written the
   signature is not handed out and everything is given back (`parent_proxy.give_back`); written or not, unknown:
   `parent_proxy.outcome_unknown` finds out first; refused because the wallet was frozen meanwhile, the signature is
@@ -79,7 +80,9 @@ def record_signed(
             stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
         webhook = s.webhook_item(wallet_id, "transaction.signed", event)
         owner = prepared.approval
-        ended = None if owner is None else FinishApproval(owner.approval_id, prepared.request_id)
+        # The approval keeps the answer (the same message escalated again is answered with it, `sign_outcomes`).
+        signed = escalation_answers.stored_response(200, kept)
+        ended = None if owner is None else FinishApproval(owner.approval_id, prepared.request_id, answer=signed)
         if owner is not None and owner.agent is not None:  # the agent's 202 becomes this answer, as it stands
             replaced = escalation_answers.settled(wallet_id, owner.agent, 200, kept)
         unfrozen = StillUnfrozen(wallet_id, prepared.wallet.order_sequence)  # as the request read the wallet

@@ -238,6 +238,7 @@ class DynamoStore(DynamoOwnerChanges):
         if approval is not None:
             check_change(approval)
             parts.append(self._finish_part(approval))
+            parts.extend(self._pending_count_parts([approval]))  # its place in the count, if it kept one
         if reservation is not None:
             committed = ReservationStatus.COMMITTED
             commit = self._transition_action(reservation, committed)

@@ -9,15 +9,17 @@ transactions, so that `stalled_approvals` reads one small partition (the approva
 whose process died) instead of scanning the table. Every condition is on the approval item itself; the marker is
 only a way to find it.
 
-An approval with a message hash is its wallet's one open approval of that message, held by ``W#<wallet>/AM#<hash
-hex>`` (``approval_id``): put with the approval, only if absent (a single conditional write: `ApprovalPending`
-naming the holder otherwise), kept while the approval is pending or approved with its signing under way, deleted
-by the write that ends that (a rejection, the signing's `FinishApproval`, an approval without a signing named), and
-put again by a reopening (the same item in the usual case). A mark left behind by a write that did not delete it (a
-host of a build before the marks decided the approval: a rolling update, or a rollback) names an approval that is
-no longer open; a new approval of that message then replaces it (`StaleMark`: conditionally, on the mark still
-naming that approval and that approval still not open, in the new approval's own transaction) instead of joining
-an approval that can never be decided again."""
+The pending count is, precisely, the count of the wallet's *open* approvals: pending, or approved with a signing
+under way (which may return to pending). An approval approved for a signing by this build carries that signing's id in
+``counted_signing`` too: it keeps its place in the count until the signing finishes (-1) or it is reopened (0). One
+approved by a build before (no ``counted_signing`` for its signing) left the count when it was approved, and is
+counted again when it is reopened (+1), as that build did. So the bound a creation checks holds at all times
+(`CreateApproval`), and a return to pending never exceeds it. (A host of the previous build, during a rolling update,
+that finishes or reopens an approval this build approved leaves the count one too high: the queue refuses sooner,
+never later.)
+
+An approval with a message hash holds its message with a mark (`parent_proxy.store.dynamodb_message_marks`) while it
+is open, and for good once it is signed."""
 
 from __future__ import annotations
 
@@ -26,19 +28,11 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from parent_proxy.errors import (
-    AlreadyDecided,
-    ApprovalPending,
-    ApprovalQueueFull,
-    Conflict,
-    NotFound,
-    StoreUnavailable,
-)
+from parent_proxy.errors import AlreadyDecided, ApprovalQueueFull, Conflict, NotFound, StoreUnavailable
 from parent_proxy.store import validation as v
 from parent_proxy.store.dynamodb_attributes import b, get_b, get_f, get_opt_b, get_opt_f, get_opt_s, get_s, n, opt_b, s
 from parent_proxy.store.dynamodb_base import CONDITION_FAILED, WRITE_ID, ConditionFailed, Item, new_write_id
-from parent_proxy.store.dynamodb_limits import DynamoLimits
-from parent_proxy.store.dynamodb_message_marks import StaleMark, mark_attempts
+from parent_proxy.store.dynamodb_message_marks import DynamoMessageMarks, mark_attempts
 from parent_proxy.store.model import Approval, ApprovalStatus
 from parent_proxy.store.state_changes import (
     CreateApproval,
@@ -54,12 +48,8 @@ _NOT_APPROVED_BY = "is {status}, not approved by this decision for this signing"
 _NOT_SIGNING = "is {status}, not approved for this signing"
 SIGNING_MARKS = "SIGNING"
 """The partition of the marks of approvals whose signing is under way (see the module docstring)."""
-MESSAGE_MARK = "AM#"
-"""The sort-key prefix of a wallet's open approval of one message (see the module docstring)."""
 
 Part = tuple[list[Any], Callable[[], Exception]]
-_NOT_OPEN = "attribute_not_exists(pk) OR (#st <> :p AND attribute_not_exists(signing))"
-"""An approval item that holds no message open: none, or neither pending nor approved with a signing under way."""
 
 
 def _queue_full(wallet_id: str, bound: int | None) -> Exception:
@@ -69,37 +59,56 @@ def _queue_full(wallet_id: str, bound: int | None) -> Exception:
 
 
 def _decision(d: DecideApproval) -> dict[str, Any]:
-    """The update of `decide_approval`: only a pending approval (``#st`` its status, ``#w``/``:w`` its write id)."""
+    """The update of `decide_approval`: only a pending approval (``#st`` its status, ``#w``/``:w`` its write id);
+    approved for a signing, that signing keeps the approval's place in the count (``counted_signing``)."""
     values = {":s": s(d.status), ":d": opt_b(d.decision), ":t": n(d.now), ":p": s(ApprovalStatus.PENDING)}
     update = "SET #st = :s, decision = :d, decided_at = :t, #w = :w"
     if d.signing is not None:
-        update, values[":g"] = update + ", signing = :g", s(d.signing)
+        update, values[":g"] = update + ", signing = :g, counted_signing = :g", s(d.signing)
     return {"update": update, "condition": "#st = :p", "values": values}
 
 
-def _reopening(r: ReopenApproval) -> dict[str, Any]:
+def _counted_condition(condition: str, signing: str | None, counted: bool) -> str:
+    """``condition`` and that the approval's place is (``counted``) or is not kept for ``signing`` (``:g``), as read
+    before the write (`DynamoApprovals._counted`): the count's change follows from it."""
+    if counted:
+        return condition + " AND counted_signing = :g"
+    if signing is None:
+        return condition
+    return condition + " AND (attribute_not_exists(counted_signing) OR counted_signing <> :g)"
+
+
+def _reopening(r: ReopenApproval, counted: bool) -> dict[str, Any]:
     """The update of `reopen_approval`: only an approval approved by this decision for this signing (none named:
-    one without a signing; names as `_decision`)."""
+    one without a signing; names as `_decision`), its place kept or not as read (``counted``)."""
     values = {":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED), ":d": b(r.decision)}
     condition = "#st = :a AND decision = :d AND "
     if r.signing is None:
         condition += "attribute_not_exists(signing)"
     else:
         condition, values[":g"] = condition + "signing = :g", s(r.signing)
-    return {"update": "SET #st = :p, #w = :w REMOVE decision, decided_at, signing", "condition": condition,
-            "values": values}  # fmt: skip
-
-
-def _finishing(f: FinishApproval) -> dict[str, Any]:
-    """The update of a `FinishApproval`: only an approval approved for this signing (names as `_decision`)."""
     return {
-        "update": "SET #w = :w REMOVE signing",
-        "condition": "#st = :a AND signing = :g",
-        "values": {":a": s(ApprovalStatus.APPROVED), ":g": s(f.signing)},
+        "update": "SET #st = :p, #w = :w REMOVE decision, decided_at, signing, counted_signing",
+        "condition": _counted_condition(condition, r.signing, counted),
+        "values": values,
     }
 
 
-class DynamoApprovals(DynamoLimits):
+def _finishing(f: FinishApproval, counted: bool) -> dict[str, Any]:
+    """The update of a `FinishApproval`: only an approval approved for this signing, its place kept or not as read
+    (``counted``); with a signed answer, kept (``signed_answer``). Names as `_decision`."""
+    values = {":a": s(ApprovalStatus.APPROVED), ":g": s(f.signing)}
+    update = "SET #w = :w"
+    if f.answer is not None:
+        update, values[":ans"] = update + ", signed_answer = :ans", b(f.answer)
+    return {
+        "update": update + " REMOVE signing, counted_signing",
+        "condition": _counted_condition("#st = :a AND signing = :g", f.signing, counted),
+        "values": values,
+    }
+
+
+class DynamoApprovals(DynamoMessageMarks):
     """Escalated requests waiting for the owner."""
 
     # -- pending approvals ----------------------------------------------------------------------------------
@@ -119,9 +128,9 @@ class DynamoApprovals(DynamoLimits):
 
     def _approval_parts(self, a: Approval, replacing: str | None = None) -> list[Part]:
         """The writes of a new approval, each with its refusal: its message's mark (with a message hash: only if no
-        approval of that message is open, else `ApprovalPending`; only if absent, or with ``replacing``, only if it
-        names that approval and that approval is still not open), then the pointer and the approval, both only if
-        new (`Conflict`; its count: `_pending_count_parts`)."""
+        approval holds that message, else `ApprovalSigned` or `ApprovalPending`, `_mark_holder`; with ``replacing``,
+        over the stale mark naming that approval, `_new_mark`), then the pointer and the approval, both only if new
+        (`Conflict`; its count: `_pending_count_parts`)."""
         full = {
             "pk": s(f"W#{a.wallet_id}"),
             "sk": s(f"AP#{a.approval_id}"),
@@ -135,69 +144,14 @@ class DynamoApprovals(DynamoLimits):
         if a.message_hash is not None:
             full["message_hash"] = pointer["message_hash"] = b(a.message_hash)
             mark = {**self._message_mark_key(a.wallet_id, a.message_hash), "approval_id": s(a.approval_id)}
-            refusal = partial(self._open_approval, a.approval_id, a.wallet_id, a.message_hash)
-            if replacing is None:
-                put = {"Put": {"TableName": self._table, "Item": mark, "ConditionExpression": new}}
-                parts.append(([put], refusal))
-            else:
-                parts.append((self._mark_replacement(a.wallet_id, mark, replacing), refusal))
+            refusal = partial(self._mark_holder, a.approval_id, a.wallet_id, a.message_hash)
+            parts.append((self._new_mark(a.wallet_id, mark, replacing), refusal))
         approval = [
             {"Put": {"TableName": self._table, "Item": pointer, "ConditionExpression": new}},
             {"Put": {"TableName": self._table, "Item": full, "ConditionExpression": new}},
         ]
         parts.append((approval, lambda: Conflict(f"approval {a.approval_id} already exists")))
         return parts
-
-    @staticmethod
-    def _message_mark_key(wallet_id: str, message_hash: bytes) -> dict[str, Any]:
-        return {"pk": s(f"W#{wallet_id}"), "sk": s(MESSAGE_MARK + message_hash.hex())}
-
-    def _mark_replacement(self, wallet_id: str, mark: Item, stale: str) -> list[Any]:
-        """The mark put over the one naming ``stale``, only if it still names it and ``stale`` is still not open
-        (a reopening between the read and this write puts the same mark back, naming the same approval)."""
-        put = {
-            "TableName": self._table,
-            "Item": mark,
-            "ConditionExpression": "approval_id = :h",
-            "ExpressionAttributeValues": {":h": s(stale)},
-        }
-        check = {
-            "TableName": self._table,
-            "Key": {"pk": s(f"W#{wallet_id}"), "sk": s(f"AP#{stale}")},
-            "ConditionExpression": _NOT_OPEN,
-            "ExpressionAttributeNames": {"#st": "status"},
-            "ExpressionAttributeValues": {":p": s(ApprovalStatus.PENDING)},
-        }
-        return [{"Put": put}, {"ConditionCheck": check}]
-
-    def _open_approval(self, approval_id: str, wallet_id: str, message_hash: bytes) -> Exception:
-        """The refusal of new approval ``approval_id`` whose message's mark is held: `ApprovalPending` naming its
-        holder while that is open; else `StaleMark` (the caller sends the transaction again, replacing it)."""
-        mark = self._get(f"W#{wallet_id}", MESSAGE_MARK + message_hash.hex())
-        if mark is None:  # the open approval ended between the write and this read: nothing written, try again
-            return StaleMark(approval_id, None)
-        holder = get_s(mark, "approval_id")
-        try:
-            status = self.get_approval(holder)
-        except NotFound:
-            return StaleMark(approval_id, holder)
-        if status.is_open:
-            return ApprovalPending(wallet_id, holder)
-        return StaleMark(approval_id, holder)
-
-    def _message_mark_action(self, approval_id: str, *, held: bool) -> list[Any]:
-        """The approval's message mark put (``held``, naming it) or deleted; none for an approval stored without a
-        message hash (before it was kept)."""
-        pointer = self._get(f"A#{approval_id}", "APPROVAL")
-        if pointer is None:
-            raise NotFound(f"approval {approval_id} not found")
-        message_hash = get_opt_b(pointer, "message_hash")
-        if message_hash is None:
-            return []
-        key = self._message_mark_key(get_s(pointer, "wallet_id"), message_hash)
-        if held:
-            return [{"Put": {"TableName": self._table, "Item": {**key, "approval_id": s(approval_id)}}}]
-        return [{"Delete": {"TableName": self._table, "Key": key}}]
 
     def _pending_count_action(self, wallet_id: str, delta: int, at_most: int | None = None) -> Any:
         """Add ``delta`` to the wallet's count of pending approvals; with ``at_most``, only if the count is at most
@@ -214,29 +168,46 @@ class DynamoApprovals(DynamoLimits):
         return {"Update": update}
 
     def _pending_count_parts(self, changes: Sequence[StateChange]) -> list[tuple[list[Any], Callable[[], Exception]]]:
-        """One count update per wallet whose pending approvals ``changes`` add or end (a transaction may not write
-        one item twice): the sum of +1 per new or reopened approval and -1 per decided one; under a bound
+        """One count update per wallet whose open approvals ``changes`` add or end (a transaction may not write one
+        item twice), none where they add up to nothing: +1 per new approval, -1 per one decided but approved for a
+        signing (which keeps its place), -1 per signing finished and 0 per reopening of an approval whose place was
+        kept (`_counted`), 0 and +1 for one approved before places were kept; under a bound
         (`state_changes.pending_bounds`), only if the count after it stays within it, else `ApprovalQueueFull`."""
         deltas: dict[str, int] = {}
         for change in changes:
             match change:
                 case CreateApproval(approval=a):
                     deltas[a.wallet_id] = deltas.get(a.wallet_id, 0) + 1
-                case DecideApproval(approval_id=approval_id):
+                case DecideApproval(approval_id=approval_id, status=status, signing=signing):
+                    kept = status is ApprovalStatus.APPROVED and signing is not None
                     wallet_id = self._approval_wallet(approval_id)
-                    deltas[wallet_id] = deltas.get(wallet_id, 0) - 1
-                case ReopenApproval(approval_id=approval_id):
+                    deltas[wallet_id] = deltas.get(wallet_id, 0) + (0 if kept else -1)
+                case ReopenApproval(approval_id=approval_id, signing=signing):
                     wallet_id = self._approval_wallet(approval_id)
-                    deltas[wallet_id] = deltas.get(wallet_id, 0) + 1
+                    deltas[wallet_id] = deltas.get(wallet_id, 0) + (0 if self._counted(approval_id, signing) else 1)
+                case FinishApproval(approval_id=approval_id, signing=signing):
+                    wallet_id = self._approval_wallet(approval_id)
+                    deltas[wallet_id] = deltas.get(wallet_id, 0) - (1 if self._counted(approval_id, signing) else 0)
         bounds = pending_bounds(changes)
         parts: list[tuple[list[Any], Callable[[], Exception]]] = []
         for wallet_id, delta in deltas.items():
             bound = bounds.get(wallet_id)
+            if delta == 0 and bound is None:
+                continue
             if bound is not None and delta > bound:
                 raise ApprovalQueueFull(wallet_id, bound)
             action = self._pending_count_action(wallet_id, delta, None if bound is None else bound - delta)
             parts.append(([action], partial(_queue_full, wallet_id, bound)))
         return parts
+
+    def _counted(self, approval_id: str, signing: str | None) -> bool:
+        """Whether the approval keeps its place in the count for ``signing`` (approved for it by this build:
+        ``counted_signing``), as read now; the write that ends or reopens it is conditional on the same
+        (`_counted_condition`), so the count's change is the one its write makes."""
+        if signing is None:
+            return False
+        _wallet_id, item = self._approval_item(approval_id)
+        return get_opt_s(item, "counted_signing") == signing
 
     def _approval_item(self, approval_id: str) -> tuple[str, Item]:
         pointer = self._get(f"A#{approval_id}", "APPROVAL")
@@ -257,6 +228,7 @@ class DynamoApprovals(DynamoLimits):
             get_opt_f(i, "decided_at"),
             get_opt_s(i, "signing"),
             get_opt_b(i, "message_hash"),
+            get_opt_b(i, "signed_answer"),
         )
 
     def get_approval(self, approval_id: str) -> Approval:
@@ -315,7 +287,7 @@ class DynamoApprovals(DynamoLimits):
         token per call, and DynamoDB answers a token it applied with success), never a refusal of itself."""
         before = self.get_approval(change.approval_id)
         actions, refusal = part
-        (count_actions, _), *_ = self._pending_count_parts([change])
+        count_actions = [a for count, _ in self._pending_count_parts([change]) for a in count]
         try:
             self._transact([*actions, *count_actions])
         except ConditionFailed as exc:
@@ -341,15 +313,18 @@ class DynamoApprovals(DynamoLimits):
     def _reopen_part(self, r: ReopenApproval) -> tuple[list[Any], Callable[[], Exception]]:
         """The transaction actions of `reopen_approval` (for `DynamoAudited.apply_audited`), and its refusal: only
         an approval approved by this decision for this signing (its count: `_pending_count_parts`); its mark goes."""
-        actions, refusal = self._update_part(r.approval_id, **_reopening(r), refused=_NOT_APPROVED_BY)
+        reopening = _reopening(r, self._counted(r.approval_id, r.signing))
+        actions, refusal = self._update_part(r.approval_id, **reopening, refused=_NOT_APPROVED_BY)
         mark = self._message_mark_action(r.approval_id, held=True)
         return [*actions, self._unmark_signing_action(r.approval_id), *mark], refusal
 
     def _finish_part(self, f: FinishApproval) -> tuple[list[Any], Callable[[], Exception]]:
         """The transaction actions of a `FinishApproval` (`DynamoAudited.apply_audited`, `finish_signing`), and its
-        refusal: only an approval approved for this signing; its mark goes."""
-        actions, refusal = self._update_part(f.approval_id, **_finishing(f), refused=_NOT_SIGNING)
-        mark = self._message_mark_action(f.approval_id, held=False)
+        refusal: only an approval approved for this signing (its count: `_pending_count_parts`); its mark goes, but
+        for a signature (``answer``), which holds its message for good."""
+        finishing = _finishing(f, self._counted(f.approval_id, f.signing))
+        actions, refusal = self._update_part(f.approval_id, **finishing, refused=_NOT_SIGNING)
+        mark = self._message_mark_action(f.approval_id, held=f.answer is not None)
         return [*actions, self._unmark_signing_action(f.approval_id), *mark], refusal
 
     def _unmark_signing_action(self, approval_id: str) -> Any:

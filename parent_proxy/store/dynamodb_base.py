@@ -16,10 +16,10 @@ local runs, and ``tests/cdk/test_state_table_matches_store.py`` compares the two
     W#<wallet>    E#<kind>#<t>#<uuid>   request / denial timestamp
     W#<wallet>    I#<key>               idempotency record
     W#<wallet>    AP#<approval>         approval; ``A#<approval>/APPROVAL`` points back to the wallet
-    W#<wallet>    APPROVALS             ``pending``: how many of the wallet's approvals are pending (see
-                                        `dynamodb_approvals`)
-    W#<wallet>    AM#<message hash>     ``approval_id``: the wallet's one open approval of that transaction
-                                        message (see `dynamodb_approvals`)
+    W#<wallet>    APPROVALS             ``pending``: how many of the wallet's approvals are open: pending, or
+                                        approved with a signing under way (see `dynamodb_approvals`)
+    W#<wallet>    AM#<message hash>     ``approval_id``: the wallet's one open, or signed, approval of that
+                                        transaction message (see `dynamodb_message_marks`)
     SIGNING       <approval>            an approved approval whose signing is under way (``wallet_id``,
                                         ``decided_at``), found by `stalled_approvals` (see `dynamodb_approvals`)
     W#<wallet>    WEBHOOK               webhook url + secret

@@ -93,7 +93,11 @@ class Approval:
     ``signing``: of an approved one, the request id of its signing while under way (`DecideApproval.signing`),
     None once that signing finished (`FinishApproval`) or if none was named. ``message_hash``: the SHA-256 of the
     transaction message it would sign (`parent_proxy.sign_parts.message_hash`), which makes it the one open approval
-    of that message (`CreateApproval`); None on approvals stored before it was kept (SQLite schema 11)."""
+    of that message (`CreateApproval`); None on approvals stored before it was kept (SQLite schema 11).
+    ``signed_answer``: of an approved one whose signing recorded a signature (`FinishApproval.answer`), the answer
+    stored for replay (``{"status_code": 200, "body": ...}``, as its agent's key replays it), kept with the approval
+    for as long as it is kept (never pruned), so that the same message escalated again is answered with it
+    (`CreateApproval`); None otherwise, and on approvals signed before it was kept (SQLite schema 12)."""
 
     approval_id: str
     wallet_id: str
@@ -104,6 +108,7 @@ class Approval:
     decided_at: float | None = None
     signing: str | None = None
     message_hash: bytes | None = None
+    signed_answer: bytes | None = field(default=None, repr=False)
 
     @property
     def is_open(self) -> bool:
@@ -112,6 +117,12 @@ class Approval:
         return self.status is ApprovalStatus.PENDING or (
             self.status is ApprovalStatus.APPROVED and self.signing is not None
         )
+
+    @property
+    def is_signed(self) -> bool:
+        """Approved, and its signing recorded a signature (`signed_answer`): what answers its message from then on
+        (`CreateApproval`)."""
+        return self.status is ApprovalStatus.APPROVED and self.signed_answer is not None
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,8 @@ class Store(Protocol):
     ) -> AuditRecord:
         """All or nothing: `commit` the reservation, append the record ``audit`` builds from the head, enqueue
         ``webhook``, `complete_idempotent` with ``answer``, finish an owner approval's signing (``approval``:
-        `AlreadyDecided`, nothing written, unless the approval is approved for that very signing), and replace the
+        `AlreadyDecided`, nothing written, unless the approval is approved for that very signing; with its
+        ``answer``, kept as the approval's `Approval.signed_answer`), and replace the
         answer under another key if it still holds the one named (``replaced``: the agent's 202 of an approval,
         never a refusal, see `ReplaceAnswer`); with ``unfrozen``, only if the wallet is still as the request read
         it (`StillUnfrozen`: else `FrozenMeanwhile`, nothing written; checked first). Returns the appended audit

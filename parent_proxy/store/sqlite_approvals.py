@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
-from parent_proxy.errors import AlreadyDecided, ApprovalClosed, ApprovalPending, ApprovalQueueFull, Conflict, NotFound
+from parent_proxy.errors import (
+    AlreadyDecided,
+    ApprovalClosed,
+    ApprovalPending,
+    ApprovalQueueFull,
+    ApprovalSigned,
+    Conflict,
+    NotFound,
+)
 from parent_proxy.store import validation as v
 from parent_proxy.store.model import Approval, ApprovalStatus
 from parent_proxy.store.sqlite_limits import SqliteLimits
@@ -20,21 +29,29 @@ from parent_proxy.store.state_changes import (
 )
 
 _SELECT_APPROVAL = (
-    "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at, signing, message_hash"
-    " FROM approvals WHERE "
+    "SELECT approval_id, wallet_id, request_payload, status, created_at, decision, decided_at, signing, message_hash,"
+    " signed_answer FROM approvals WHERE "
 )
-_OPEN_OF_MESSAGE = (
-    "SELECT approval_id FROM approvals WHERE wallet_id = ? AND message_hash = ?"
-    " AND (status = 'pending' OR (status = 'approved' AND signing IS NOT NULL))"
-    " ORDER BY created_at, approval_id LIMIT 1"
+_HOLDER_OF_MESSAGE = (
+    "SELECT approval_id, signed_answer IS NOT NULL FROM approvals WHERE wallet_id = ? AND message_hash = ?"
+    " AND (status = 'pending' OR (status = 'approved' AND (signing IS NOT NULL OR signed_answer IS NOT NULL)))"
+    " ORDER BY signed_answer IS NULL, created_at, approval_id LIMIT 1"
 )
-"""The open approval of a wallet's message: waiting for the owner, or approved with its signing under way
-(`CreateApproval`)."""
+"""The approval that holds a wallet's message, a signed one first: signed (approved, its signature recorded), or
+open (waiting for the owner, or approved with its signing under way); and whether it is signed (`CreateApproval`)."""
+_OPEN_COUNT = (
+    "SELECT (SELECT COUNT(*) FROM approvals WHERE wallet_id = ? AND status = 'pending')"
+    " + (SELECT COUNT(*) FROM approvals INDEXED BY approvals_signing"
+    " WHERE signing IS NOT NULL AND status = 'approved' AND wallet_id = ?)"
+)
+"""How many of a wallet's approvals are open (`CreateApproval`'s bound): the pending ones by the wallet's index, and
+those approved with a signing under way by the partial index of signings under way (a few across all wallets), not
+by reading every approval the wallet ever had."""
 _IS_OPEN = (
     "SELECT status = 'pending' OR (status = 'approved' AND signing IS NOT NULL)"
     " FROM approvals WHERE approval_id = ? AND wallet_id = ?"
 )
-"""Whether a wallet's approval is open, as `_OPEN_OF_MESSAGE` counts it (no row: no such approval)."""
+"""Whether a wallet's approval is open, as `_HOLDER_OF_MESSAGE` counts it (no row: no such approval)."""
 
 
 class SqliteApprovals(SqliteLimits):
@@ -47,14 +64,14 @@ class SqliteApprovals(SqliteLimits):
 
     @classmethod
     def _create_approval_in(cls, conn: sqlite3.Connection, a: Approval) -> None:
-        """Insert ``a``; `ApprovalPending` if an approval of the same wallet and message is open
-        (`_OPEN_OF_MESSAGE`), looked up under the write lock (one writer at a time: exact under concurrency,
-        across processes too)."""
+        """Insert ``a``; `ApprovalSigned` if an approval of the same wallet and message was signed, `ApprovalPending`
+        if one is open (`_HOLDER_OF_MESSAGE`), looked up under the write lock (one writer at a time: exact under
+        concurrency, across processes too)."""
         cls._require_wallet(conn, a.wallet_id)
         if a.message_hash is not None:
-            row = conn.execute(_OPEN_OF_MESSAGE, (a.wallet_id, a.message_hash)).fetchone()
+            row = conn.execute(_HOLDER_OF_MESSAGE, (a.wallet_id, a.message_hash)).fetchone()
             if row is not None:
-                raise ApprovalPending(a.wallet_id, row[0])
+                raise (ApprovalSigned if row[1] else ApprovalPending)(a.wallet_id, row[0])
         if conn.execute("SELECT 1 FROM approvals WHERE approval_id = ?", (a.approval_id,)).fetchone():
             raise Conflict(f"approval {a.approval_id} already exists")
         conn.execute(
@@ -75,19 +92,22 @@ class SqliteApprovals(SqliteLimits):
 
     @staticmethod
     def _check_pending_bounds_in(conn: sqlite3.Connection, changes: Sequence[StateChange]) -> None:
-        """`ApprovalQueueFull` if a bounded `CreateApproval` left its wallet with more pending approvals than its
-        bound, counted after the transaction's changes (inside it, under SQLite's write lock: exact under
-        concurrency; the transaction then rolls back)."""
+        """`ApprovalQueueFull` if a bounded `CreateApproval` left its wallet with more open approvals than its bound
+        (pending, or approved with a signing under way, which may return to pending), counted after the
+        transaction's changes (inside it, under SQLite's write lock: exact under concurrency; the transaction then
+        rolls back)."""
         for wallet_id, bound in pending_bounds(changes).items():
-            (pending,) = conn.execute(
-                "SELECT COUNT(*) FROM approvals WHERE wallet_id = ? AND status = 'pending'", (wallet_id,)
-            ).fetchone()
+            (pending,) = conn.execute(_OPEN_COUNT, (wallet_id, wallet_id)).fetchone()
             if pending > bound:
                 raise ApprovalQueueFull(wallet_id, bound)
 
     @staticmethod
-    def _approval(row: tuple[object, ...]) -> Approval:
-        return Approval(row[0], row[1], row[2], ApprovalStatus(row[3]), row[4], row[5], row[6], row[7], row[8])  # type: ignore[arg-type]
+    def _approval(row: tuple[Any, ...]) -> Approval:
+        approval_id, wallet_id, payload, status, created_at, decision, decided_at, signing, message, signed = row
+        return Approval(
+            approval_id, wallet_id, payload, ApprovalStatus(status), created_at, decision, decided_at, signing, message,
+            signed,
+        )  # fmt: skip
 
     def get_approval(self, approval_id: str) -> Approval:
         v.check_id("approval_id", approval_id)
@@ -136,8 +156,9 @@ class SqliteApprovals(SqliteLimits):
         return cls._update_approval_in(
             conn,
             f.approval_id,
-            "UPDATE approvals SET signing = NULL WHERE approval_id = ? AND status = 'approved' AND signing = ?",
-            (f.approval_id, f.signing),
+            "UPDATE approvals SET signing = NULL, signed_answer = ?"
+            " WHERE approval_id = ? AND status = 'approved' AND signing = ?",
+            (f.answer, f.approval_id, f.signing),
             refused="is {status}, not approved for this signing",
         )
 

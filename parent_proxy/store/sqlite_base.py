@@ -26,6 +26,7 @@ from parent_proxy.store.sqlite_schema import (
     SYNCHRONOUS_FULL,
     SYNCHRONOUS_NORMAL,
     add_approval_message_hash,
+    add_approval_signed_answer,
     add_approval_signing,
     add_order_envelope,
     add_order_sequence,
@@ -77,6 +78,7 @@ class SqliteBase:
             add_order_envelope(conn)  # versions 1 to 8 kept no owner order
             add_approval_signing(conn)  # versions 1 to 10 kept no approval's signing
             add_approval_message_hash(conn)  # versions 1 to 11 kept no approval's message hash
+            add_approval_signed_answer(conn)  # versions 1 to 12 kept no approval's signed answer
             for statement in SCHEMA:  # also creates the tables older versions lack (agent keys: 6, creation nonces: 8)
                 conn.execute(statement)
             if version in (1, 2):  # running window totals, computed once from the reservations

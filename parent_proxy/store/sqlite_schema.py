@@ -23,7 +23,10 @@ died is found and reopened: `parent_proxy.stalled_approvals`; `add_approval_sign
 ``approvals``: their signings are not known, none is reopened) and its partial index ``approvals_signing``. 12 +
 ``approvals.message_hash`` (the SHA-256 of the transaction message an approval would sign, so that an escalation of
 a message whose approval is still open is answered with it instead of a second approval; `add_approval_message_hash`
-adds it, NULL, to an older ``approvals``: those are not matched) and its partial index ``approvals_by_message``.
+adds it, NULL, to an older ``approvals``: those are not matched) and its partial index ``approvals_by_message``. 13
++ ``approvals.signed_answer`` (an approval's signed answer, kept once its signing recorded a signature, so that the
+same message escalated again is answered with it instead of a second approval; `add_approval_signed_answer` adds it,
+NULL, to an older ``approvals``: approvals signed before are not matched).
 
 WAL lets readers run alongside the single writer; ``synchronous=FULL`` because a lost counter or audit record is
 worse than a slower commit (one exception: `SqliteStore.begin_signing`, made durable by the `finish_signing` that
@@ -44,7 +47,7 @@ from parent_proxy.store import (
     sqlite_spend,
 )
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 DEFAULT_BUSY_TIMEOUT_SECONDS = 5.0
 """How long a writer waits for another process's write lock before the store reports itself unavailable."""
 
@@ -76,7 +79,7 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS approvals (
         approval_id TEXT PRIMARY KEY, wallet_id TEXT NOT NULL REFERENCES wallets(wallet_id),
         request_payload BLOB NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,
-        decision BLOB, decided_at REAL, signing TEXT, message_hash BLOB)""",
+        decision BLOB, decided_at REAL, signing TEXT, message_hash BLOB, signed_answer BLOB)""",
     "CREATE INDEX IF NOT EXISTS approvals_by_wallet ON approvals (wallet_id, status)",
     "CREATE INDEX IF NOT EXISTS approvals_signing ON approvals (decided_at) WHERE signing IS NOT NULL",
     """CREATE INDEX IF NOT EXISTS approvals_by_message ON approvals (wallet_id, message_hash)
@@ -135,3 +138,12 @@ def add_approval_message_hash(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(approvals)")}
     if columns and "message_hash" not in columns:
         conn.execute("ALTER TABLE approvals ADD COLUMN message_hash BLOB")
+
+
+def add_approval_signed_answer(conn: sqlite3.Connection) -> None:
+    """Give an ``approvals`` table of versions 1 to 12 its ``signed_answer`` column (NULL: no signed answer kept, so
+    an escalation of the same message is not answered with it). After `add_approval_message_hash`, so the columns keep
+    the order of `SCHEMA`'s table. A no-op on a new or already migrated database."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(approvals)")}
+    if columns and "signed_answer" not in columns:
+        conn.execute("ALTER TABLE approvals ADD COLUMN signed_answer BLOB")

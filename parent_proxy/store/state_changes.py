@@ -92,10 +92,13 @@ class RecordEvent:
 @dataclass(frozen=True)
 class CreateApproval:
     """`Store.create_approval`: a new pending approval; with ``max_pending``, the transaction is refused
-    (`ApprovalQueueFull`) if it would leave the wallet with more pending approvals than that, counted after all of
-    its changes by the write itself (exact under concurrency). An approval with a ``message_hash`` is refused
-    (`ApprovalPending`, naming the other, checked before the bound) while an approval of the same wallet and message
-    is open: pending, or approved with its signing under way (`DecideApproval.signing`, until `FinishApproval`)."""
+    (`ApprovalQueueFull`) if it would leave the wallet with more open approvals than that (pending, or approved with
+    its signing under way: those can return to pending, `ReopenApproval`), counted after all of its changes by the
+    write itself (exact under concurrency). Creation is the only change that makes an approval open, so the bound
+    holds at all times: a reopening only turns an open approval back to pending (but one approved without a signing
+    named, which no code of this build decides or reopens). An approval with a ``message_hash`` is refused, before
+    the bound, while an approval of the same wallet and message is open (`ApprovalPending`, naming it) or was signed
+    (`ApprovalSigned`, naming it: approved, and its signing recorded a signature, `FinishApproval.answer`)."""
 
     approval: Approval
     max_pending: int | None = None
@@ -129,10 +132,13 @@ class ReopenApproval:
 class FinishApproval:
     """The signing ``signing`` of an approved approval finished (signed, or refused by the enclave): it stays
     approved and can no longer be reopened; refused (`AlreadyDecided`) unless the approval is approved for that
-    very signing, so a signing whose approval was reopened meanwhile never finishes (`Store.finish_signing`)."""
+    very signing, so a signing whose approval was reopened meanwhile never finishes (`Store.finish_signing`).
+    ``answer``: of a signature, the signed answer as stored for replay, kept as `Approval.signed_answer` (the
+    approval then holds its message for good: `CreateApproval`); None for an enclave refusal (the message is free)."""
 
     approval_id: str
     signing: str
+    answer: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,12 @@ def check_approval(approval: object) -> Approval:
     check_id("wallet_id", approval.wallet_id)
     check_blob("request_payload", approval.request_payload)
     check_time("created_at", approval.created_at)
-    if approval.status != "pending" or approval.decision is not None or approval.decided_at is not None:
+    if (
+        approval.status != "pending"
+        or approval.decision is not None
+        or approval.decided_at is not None
+        or (approval.signing is not None or approval.signed_answer is not None)
+    ):
         raise InvalidInput("status", "a new approval must be pending and undecided")
     if approval.message_hash is not None:
         check_digest("message_hash", approval.message_hash)

@@ -95,9 +95,11 @@ def check_change(change: object) -> StateChange:
         case ReopenApproval(approval_id=approval_id, decision=decision, signing=signing):
             check_approval_reopening(approval_id, decision, signing)
             return change
-        case FinishApproval(approval_id=approval_id, signing=signing):
+        case FinishApproval(approval_id=approval_id, signing=signing, answer=answer):
             check_id("approval_id", approval_id)
             check_id("signing", signing)
+            if answer is not None:
+                check_blob("answer", answer)
             return change
         case StillUnfrozen(wallet_id=wallet_id, order_sequence=order_sequence):
             check_id("wallet_id", wallet_id)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from parent_proxy import sign_outcomes
 from tests.proxy.api_harness import LAMPORTS_PER_SOL, Harness, pending_approval_ids, provision, running_harness
+from tests.proxy.escalation_calls import approve
 from tests.support.policies import MERCHANT
 
 CAP = 3
@@ -25,7 +27,7 @@ CAP = 3
 @pytest.fixture
 def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     monkeypatch.setattr(sign_outcomes, "MAX_PENDING_APPROVALS", CAP)
-    for harness in running_harness(tmp_path):
+    for harness in running_harness(tmp_path, store_threads=2):  # two: an agent escalates during the owner's signing
         provision(harness)
         yield harness
 
@@ -91,3 +93,30 @@ def test_a_store_failure_writing_the_escalation_is_503_and_frees_the_key(h: Harn
     assert pending_approval_ids(h) == [] and "transaction.escalated" not in h.audit_events()
     retried = h.sign(tx, key="k")  # the key was not left claimed
     assert retried.status_code == 202, retried.text
+
+
+def test_an_approval_being_signed_keeps_its_place_so_its_give_back_never_overfills_the_queue(h: Harness) -> None:
+    """While the owner's approval of one of a full queue is being signed, a new escalation is refused: the approval
+    may return to pending (here its signing's record cannot be written: given back), and then the queue holds the
+    bound, not one more. Before, the new escalation took the approval's place (202) and the give-back made four
+    waiting with a bound of three."""
+    txs = [escalating(h, i) for i in range(CAP)]
+    ids = [h.sign(tx, key=f"e{i}").json()["approval_id"] for i, tx in enumerate(txs)]
+    during: list[Any] = []
+
+    def an_agent_escalates_meanwhile() -> None:  # after the approval's decision, before its signing's record
+        h.store.before.pop("reserve")
+        during.append(h.sign(escalating(h, CAP), key="over"))
+        h.store.failing.add("finish_signing")
+
+    h.store.before["reserve"] = an_agent_escalates_meanwhile
+    failed = approve(h, ids[0], txs[0])
+    h.store.failing.clear()
+
+    assert failed.status_code == 503, failed.text
+    assert during[0].status_code == 429, during[0].text
+    assert pending_approval_ids(h) == ids  # given back: the bound, never more
+    assert h.audit_events().count("approval.reopened") == 1
+    signed = approve(h, ids[0], txs[0])  # approved again, and signed this time: its place is free
+    assert signed.status_code == 200, signed.text
+    assert h.sign(escalating(h, CAP), key="over").status_code == 202

@@ -1,6 +1,6 @@
 """The same transaction escalated again while its approval is open is answered with that approval (202, its
 ``approval_id`` and ``request_id``), on both stores: no second approval, no second ``approval.pending`` webhook,
-so the owner's one approval signs it once and counts it once (`sign_outcomes.join`). An approval the owner decides
+so the owner's one approval signs it once and counts it once (`sign_outcomes.join`). An approval the owner rejects
 between the store naming it and the join's write is not joined: the request escalates anew.
 
 Before (review s1, s6): two escalations of one transaction (two idempotency keys, or an agent polling its key after
@@ -11,47 +11,22 @@ its day, a 202 naming the decided approval.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from parent_proxy.sign_parts import message_hash
 from parent_proxy.store.validation import IDEMPOTENCY_RETENTION_SECONDS
-from policies.orders import approval_document
-from policies.signing import sign_document
-from tests.proxy.api_harness import Harness, pending_approval_ids, provision, running_harness
-from tests.proxy.conftest import moto_dynamo_store
-from tests.proxy.harness_calls import ESCALATING, configure_webhook, queued, records
+from tests.proxy.api_harness import Harness, pending_approval_ids
+from tests.proxy.escalation_calls import approve, both_stores, decide_during_joins, escalations
+from tests.proxy.harness_calls import ESCALATING, configure_webhook, queued
 from tests.support.policies import MERCHANT
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    if request.param == "sqlite":
-        for harness in running_harness(tmp_path, store_threads=2):  # two: the owner decides during a join
-            provision(harness)
-            yield harness
-        return
-    request.getfixturevalue("aws_env")
-    with moto_dynamo_store(lambda client: client) as (store, _):
-        for harness in running_harness(tmp_path, store=store, store_threads=2):
-            provision(harness)
-            yield harness
-
-
-def approve(h: Harness, approval_id: str, tx: bytes, *, now: float | None = None) -> Any:
-    at = int(time.time() if now is None else now)
-    envelope = sign_document("approval", approval_document(h.wallet_id, message_hash(tx), at + 600), h.owner)
-    path = f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
-    return h.owner_call("POST", path, {"envelope": envelope}, timestamp=at)
-
-
-def escalations(h: Harness) -> list[dict[str, Any]]:
-    return [json.loads(r.payload) for r in records(h) if r.event_type == "transaction.escalated"]
+    yield from both_stores(request, tmp_path)
 
 
 def test_a_second_escalation_of_a_transaction_joins_its_open_approval(h: Harness) -> None:
@@ -105,35 +80,11 @@ def test_a_transaction_whose_approval_was_rejected_escalates_anew(h: Harness) ->
     assert pending_approval_ids(h) == [again.json()["approval_id"]]
 
 
-def decide_during_joins(h: Harness, tx: bytes, decide: str, *, times: int) -> list[str]:
-    """For the next ``times`` joins, the owner decides (``decide``: reject or approve, which signs) the approval the
-    join was told of between the store naming it and the join's write (`join` reads it in between), and, but for
-    the last, another key escalates the transaction again: a new open approval for the next try to meet. The ids of
-    the approvals decided, filled in as it happens."""
-    decided: list[str] = []
-
-    def owner_decides() -> None:
-        h.store.before.pop("get_approval")
-        (open_id,) = pending_approval_ids(h) or [escalations(h)[-1]["approval_id"]]
-        if decide == "reject":
-            answer = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/approvals/{open_id}/reject")
-        else:
-            answer = approve(h, open_id, tx)
-        assert answer.status_code == 200, answer.text
-        decided.append(open_id)
-        if len(decided) < times:
-            assert h.sign(tx, key=f"k-other-{len(decided)}").status_code == 202
-            h.store.before["get_approval"] = owner_decides
-
-    h.store.before["get_approval"] = owner_decides
-    return decided
-
-
-@pytest.mark.parametrize("decide", ["reject", "approve"])
-def test_an_approval_decided_before_the_join_is_written_is_not_joined(h: Harness, decide: str) -> None:
+def test_an_approval_rejected_before_the_join_is_written_is_not_joined(h: Harness) -> None:
+    """(One approved and signed in that moment answers with its signature: test_api_signed_approval_joins.py.)"""
     tx = h.transfer(ESCALATING, MERCHANT)
     first = h.sign(tx, key="k-a").json()["approval_id"]
-    decided = decide_during_joins(h, tx, decide, times=1)
+    decided = decide_during_joins(h, tx, "reject", times=1)
     second = h.sign(tx, key="k-b")
     assert decided == [first]
     assert second.status_code == 202, second.text
@@ -144,7 +95,7 @@ def test_an_approval_decided_before_the_join_is_written_is_not_joined(h: Harness
     replay = h.sign(tx, key="k-b")
     assert replay.headers.get("Idempotent-Replayed") == "true" and replay.json()["approval_id"] == fresh
     assert h.sign(tx, key="k-c").json()["approval_id"] == fresh  # the new approval is the one joined now
-    assert h.audit_events().count("transaction.signed") == (1 if decide == "approve" else 0)
+    assert h.audit_events().count("transaction.signed") == 0
 
 
 def test_joins_refused_three_times_answer_503_and_give_the_key_back(h: Harness) -> None:

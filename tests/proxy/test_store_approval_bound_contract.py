@@ -62,7 +62,9 @@ def test_deciding_frees_a_place_and_reopening_takes_it_again(wallet_store: Store
     escalate(s, log, "a3")  # a1 no longer waits
     assert waiting(s) == ["a2", "a3"]
     # Nothing was signed for a1: it waits again, and the queue is full once more (three waiting, over the bound:
-    # a reopened approval was within the bound when it was made, and is never refused).
+    # a1 was approved without a signing named, as only a build before signings were kept decided, so it left the
+    # count; a reopening is never refused. An approval approved for a signing keeps its place instead:
+    # test_store_approval_open_bound_contract.py).
     s.apply_audited([ReopenApproval("a1", b"yes")], log.sealer("approval.reopened", {}, wallet_id="w1"))
     assert waiting(s) == ["a1", "a2", "a3"]
     with pytest.raises(ApprovalQueueFull, match="wallet w1: 2 approvals are pending already"):

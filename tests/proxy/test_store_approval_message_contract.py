@@ -91,12 +91,13 @@ def test_a_version_11_database_gets_the_column(tmp_path: Path, clock: FakeClock)
     store.close()
     with sqlite3.connect(path) as conn:  # back to version 11: approvals without message_hash
         conn.execute("DROP INDEX approvals_by_message")
+        conn.execute("ALTER TABLE approvals DROP COLUMN signed_answer")
         conn.execute("ALTER TABLE approvals DROP COLUMN message_hash")
         conn.execute("INSERT INTO approvals VALUES ('old', 'w1', x'7b7d', 'pending', 1.0, NULL, NULL, NULL)")
         conn.execute("PRAGMA user_version = 11")
     migrated = SqliteStore(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
     assert migrated.get_approval("old").message_hash is None
     escalate(migrated, clock, approval("a1"))
     refused(migrated, clock, approval("a2"), "a1")

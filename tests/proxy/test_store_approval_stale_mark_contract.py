@@ -14,28 +14,11 @@ from __future__ import annotations
 import pytest
 
 from parent_proxy.errors import ApprovalPending
-from parent_proxy.store.dynamodb_approvals import _decision
 from parent_proxy.store.model import ApprovalStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
-from parent_proxy.store.state_changes import DecideApproval
-from tests.proxy.approval_messages import T0, approval, escalate, refused
+from tests.proxy.approval_messages import approval, escalate, previous_build_decides, refused
 from tests.proxy.conftest import FakeClock
-
-
-def previous_build_decides(s: Store, approval_id: str, status: ApprovalStatus, signing: str | None = None) -> None:
-    """The decision as a build before the message marks wrote it: the approval and the pending count, no mark."""
-    decision = None if status is ApprovalStatus.REJECTED else b"yes"
-    if isinstance(s, SqliteStore):
-        with s._write() as conn:
-            conn.execute(
-                "UPDATE approvals SET status = ?, decision = ?, decided_at = ?, signing = ? WHERE approval_id = ?",
-                (status.value, decision, T0 + 1, signing, approval_id),
-            )
-        return
-    d = DecideApproval(approval_id, status, decision, T0 + 1, signing)
-    actions, _ = s._update_part(approval_id, **_decision(d), refused="x")  # type: ignore[attr-defined]
-    s._transact([*actions, s._pending_count_action("w1", -1)])  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("status", [ApprovalStatus.REJECTED, ApprovalStatus.APPROVED])
@@ -78,7 +61,7 @@ def test_a_reopening_between_the_stale_read_and_the_replacement_wins(wallet_stor
         pytest.skip("SQLite reads the open approval under its write lock: no seam between a read and the write")
     escalate(s, clock, approval("a1"))
     previous_build_decides(s, "a1", ApprovalStatus.APPROVED)
-    stale_read = s._open_approval  # type: ignore[attr-defined]
+    stale_read = s._mark_holder  # type: ignore[attr-defined]
     reads: list[str] = []
 
     def then_reopened(*args: object) -> Exception:
@@ -88,7 +71,7 @@ def test_a_reopening_between_the_stale_read_and_the_replacement_wins(wallet_stor
             s.reopen_approval("a1", b"yes")  # this build's reopening: a1 pending again, its mark put back
         return verdict
 
-    s._open_approval = then_reopened  # type: ignore[attr-defined]
+    s._mark_holder = then_reopened  # type: ignore[attr-defined]
     head = s.audit_head()
     with pytest.raises(ApprovalPending, match="approval a1"):
         escalate(s, clock, approval("a2"))

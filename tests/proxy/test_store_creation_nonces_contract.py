@@ -145,7 +145,7 @@ def test_a_version_7_database_gains_the_table(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 7")
     migrated = SqliteStore(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
     assert migrated.get_wallet("w1") == make_wallet("w1")
     migrated.claim_creation_nonce(OWNER, NONCE, T0, UNTIL)
     migrated.close()

@@ -143,7 +143,7 @@ def test_a_version_6_database_gains_the_column(tmp_path: Path, clock: FakeClock)
         conn.execute("PRAGMA user_version = 6")
     store = SqliteStore(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
     migrated = store.get_wallet("w1")
     assert (migrated.frozen, migrated.order_sequence) == (True, 0)  # nothing was kept: the first order counts
     order(store, clock, SetFrozen("w1", False, None, order_sequence=1))
@@ -170,7 +170,7 @@ def test_a_version_8_database_gains_the_order_columns(tmp_path: Path, clock: Fak
         conn.execute("PRAGMA user_version = 8")
     store = SqliteStore(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
     migrated = store.get_wallet("w1")
     assert (migrated.frozen, migrated.order_sequence, migrated.last_order) == (True, 4, None)  # the order not kept
     order(store, clock, SetFrozen("w1", False, None, order_sequence=5, order=b"{}"))

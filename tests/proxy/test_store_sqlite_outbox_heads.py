@@ -100,7 +100,7 @@ def test_version_8_outbox_gets_heads_and_finish_times(version: int, tmp_path: Pa
         conn.execute("INSERT INTO deliveries VALUES ('c', 1, ?, 1, 200, NULL)", (T0 - 10,))
     migrated = SqliteStore(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         heads = conn.execute(
             "SELECT wallet_id, due, event_id, lease_id, lease_until FROM outbox_heads ORDER BY wallet_id"

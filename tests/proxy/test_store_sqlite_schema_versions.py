@@ -29,6 +29,7 @@ SCHEMA_SHA256 = {
     10: "893db28142debce5fd756b575012ef7f62a3de44b559e5fc5b7169cdcf43d62b",
     11: "9b4d0bd0dcd3d2087d0972265e2e36b6fbd1e1ed22ef665ca38ab27e7729ae7d",  # + approvals.signing
     12: "3a212f3e7bd3705495a20c938eb54adeaff472a72cbd14b94d94c232c0b7b110",  # + approvals.message_hash
+    13: "4c649d5cbd7ead512360ad1ada307684ef1db5b57861f3806ea8cf1ea9d88e85",  # + approvals.signed_answer
 }
 FIRST_VERSION_10_SHA256 = "b6a83561e4951803e418cad603f648232b0a8a4ee289cb8548976f0b1a0f6dc6"
 """Version 10 as merged in 1a7850b (heads without the pause); `sqlite_outbox_heads.add_pause` brings it up."""
