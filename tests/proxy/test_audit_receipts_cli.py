@@ -14,43 +14,36 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-import cbor2
 import pytest
 from solders.pubkey import Pubkey
 
-from enclave_app.nsm import DeviceNsm
-from enclave_app.order_receipts import OrderReceipt
 from enclave_app.protocol import SESSION_USER_DATA
-from enclave_app.receipts import SessionKey, verify_receipt
+from enclave_app.receipts import verify_receipt
 from parent_proxy.audit import canonical_json
 from parent_proxy.audit_receipts import verify_audit_receipts
 from parent_proxy.enclave_sessions import ENCLAVE_SESSION_EVENT
 from parent_proxy.errors import AuditChainError
-from parent_proxy.order_receipts import ORDER_RECEIPT_EVENTS
 from parent_proxy.receipt_checks import split_receipt
 from parent_proxy.store.model import AuditRecord
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.trust_anchor import Anchor
-from tests.fakes.fake_nsm_device import FakeNsmDevice
 from tests.proxy.api_harness import new_session_key
-from tests.proxy.audit_log_rewrites import cli, first, read, real_log, rewrite, with_payload
+from tests.proxy.audit_log_rewrites import (
+    PCRS,
+    cli,
+    first,
+    nitro_log,
+    pki_window,
+    read,
+    real_log,
+    resign,
+    rewrite,
+    with_payload,
+)
 from tests.support.nitro_test_pki import NitroTestPki
-
-PCRS = {i: bytes([0xB0 + i]) * 48 for i in range(16)}
-
-
-def resign(record: AuditRecord, signer: SessionKey) -> AuditRecord:
-    """The same receipt with a signature by ``signer`` (a decision receipt's, or an order receipt's in its domain)."""
-    assert record.receipt is not None
-    receipt, _ = split_receipt(record.receipt)
-    if record.event_type in ORDER_RECEIPT_EVENTS:
-        fields = {name: value for name, value in cbor2.loads(receipt).items() if name != "v"}
-        return dataclasses.replace(record, receipt=b"".join(signer.sign_order(OrderReceipt(**fields))))
-    return dataclasses.replace(record, receipt=receipt + signer.sign_encoded(receipt))
-
 
 # -- a real log ---------------------------------------------------------------------------------------------------
 
@@ -68,7 +61,7 @@ def test_a_real_log_verifies_and_mode_none_says_it_proves_nothing(
     plain, out, err = cli(capsys, db)  # the chain only, as before
     assert plain == 0 and "OK:" in out and "receipts" not in out and err == ""
     session_seq = read(db)[first(read(db), ENCLAVE_SESSION_EVENT)].seq
-    (tmp_path / "root.pem").write_bytes(NitroTestPki.create(**_window()).root_pem)
+    (tmp_path / "root.pem").write_bytes(NitroTestPki.create(**pki_window()).root_pem)
     code, _, err = cli(capsys, db, "--receipts", "--require-attestation", "--root-pem", str(tmp_path / "root.pem"),
                        "--pcr", f"0={PCRS[0].hex()}")  # fmt: skip
     assert code == 1 and f"broken at seq {session_seq}: session key not attested (mode none)" in err
@@ -141,19 +134,10 @@ def test_a_receipt_that_disagrees_with_its_record_is_caught(
 # -- mode nitro ---------------------------------------------------------------------------------------------------
 
 
-def _window() -> dict[str, datetime]:
-    now = datetime.now(UTC)
-    return {"not_before": now - timedelta(hours=1), "not_after": now + timedelta(hours=3)}
-
-
 @pytest.fixture
 def nitro(tmp_path: Path) -> tuple[Path, NitroTestPki, Path]:
     """A real log from an enclave whose NSM is the real driver over the fake device (test PKI root); the root PEM."""
-    pki = NitroTestPki.create(**_window())
-    device = FakeNsmDevice(pki=pki, now=datetime.now(UTC), pcrs=dict(PCRS))
-    db = real_log(tmp_path, attestation="nitro", nsm=DeviceNsm(-1, ioctl=device.ioctl))
-    (tmp_path / "root.pem").write_bytes(pki.root_pem)
-    return db, pki, tmp_path / "root.pem"
+    return nitro_log(tmp_path)
 
 
 def test_nitro_session_documents_verify_against_the_pinned_root(
@@ -180,7 +164,7 @@ def test_a_forged_nitro_session_record_is_caught_with_an_anchor(
     records = read(db)
     i = first(records, ENCLAVE_SESSION_EVENT)
     payload = json.loads(records[i].payload)
-    forger, rogue = new_session_key(), NitroTestPki.create(**_window())
+    forger, rogue = new_session_key(), NitroTestPki.create(**pki_window())
     fields = rogue.fields(timestamp=datetime.now(UTC), pcrs=dict(PCRS), nonce=bytes.fromhex(payload["nonce"]),
                           public_key=forger.public_key, user_data=SESSION_USER_DATA)  # fmt: skip
     forged = {**payload, "session_public_key": str(Pubkey.from_bytes(forger.public_key)),
@@ -237,7 +221,7 @@ def test_the_development_nsm_does_not_verify_against_a_pinned_root(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = real_log(tmp_path, attestation="nitro")  # the development NSM: a throw-away CA of its own
-    (tmp_path / "root.pem").write_bytes(NitroTestPki.create(**_window()).root_pem)
+    (tmp_path / "root.pem").write_bytes(NitroTestPki.create(**pki_window()).root_pem)
     code, _, err = cli(capsys, db, "--receipts", "--root-pem", str(tmp_path / "root.pem"), "--pcr", f"0={'00' * 48}",
                        "--allow-debug")  # fmt: skip
     assert code == 1 and "attestation document refused" in err
@@ -266,7 +250,7 @@ def test_bad_arguments_exit_2(
 ) -> None:
     db = tmp_path / "state.db"
     SqliteStore(db).close()
-    (tmp_path / "root.pem").write_bytes(NitroTestPki.create(**_window()).root_pem)
+    (tmp_path / "root.pem").write_bytes(NitroTestPki.create(**pki_window()).root_pem)
     (tmp_path / "not.pem").write_bytes(b"hello")
     paths = {"ROOT": tmp_path / "root.pem", "MISSING": tmp_path / "missing.pem", "NOT_PEM": tmp_path / "not.pem"}
     code, out, err = cli(capsys, db, *[str(paths.get(a, a)) for a in args])
