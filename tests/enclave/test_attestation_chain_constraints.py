@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from enclave_app.attestation import verify_attestation_document
@@ -26,18 +27,24 @@ WINDOW = {"not_before": AT - timedelta(hours=1), "not_after": AT + timedelta(hou
 
 
 def _pki(
-    *, ca_is_ca: bool = True, key_cert_sign: bool = True, digital_signature: bool = True, curve: ec.EllipticCurve
+    *,
+    ca_is_ca: bool = True,
+    key_cert_sign: bool = True,
+    digital_signature: bool = True,
+    curve: ec.EllipticCurve,
+    ca_signature_hash: hashes.HashAlgorithm | None = None,
+    leaf_critical_extra: x509.ExtensionType | None = None,
 ) -> NitroTestPki:
     """Root -> one CA -> leaf, the CA and leaf as the arguments say."""
     base = NitroTestPki.create(**WINDOW)
     ca_key, leaf_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(curve)
     ca = make_certificate(
         subject="ca.test", public_key=ca_key.public_key(), issuer=ROOT_NAME, issuer_key=base.root_key, ca=ca_is_ca,
-        path_length=None, key_cert_sign=key_cert_sign, **WINDOW,
+        path_length=None, key_cert_sign=key_cert_sign, signature_hash=ca_signature_hash, **WINDOW,
     )  # fmt: skip
     leaf = make_certificate(
         subject="enclave.test", public_key=leaf_key.public_key(), issuer="ca.test", issuer_key=ca_key, ca=False,
-        path_length=None, digital_signature=digital_signature, **WINDOW,
+        path_length=None, digital_signature=digital_signature, critical_extra=leaf_critical_extra, **WINDOW,
     )  # fmt: skip
     return NitroTestPki(base.root_key, base.root, [ca], leaf_key, leaf)
 
@@ -69,6 +76,24 @@ def test_a_p256_leaf_verifies_nothing() -> None:
 def test_a_certificate_used_beyond_its_extensions_is_refused(changes: dict[str, bool], message: str) -> None:
     with pytest.raises(AttestationError, match=f"^{message}$"):
         _verify(_pki(curve=ec.SECP384R1(), **changes))
+
+
+def test_a_ca_signed_with_sha256_is_refused() -> None:
+    """ECDSA with SHA-256 verifies (the root signed it), but every certificate of a Nitro chain is ECDSA/SHA-384."""
+    pki = _pki(curve=ec.SECP384R1(), ca_signature_hash=hashes.SHA256())
+    assert pki.intermediates[0].signature_hash_algorithm is not None
+    assert pki.intermediates[0].signature_hash_algorithm.name == "sha256"
+    with pytest.raises(AttestationError, match=r"^certificate signature algorithm not allowed$"):
+        _verify(pki)
+
+
+def test_a_leaf_with_a_critical_extension_the_verifier_does_not_know_is_refused() -> None:
+    """RFC 5280 4.2: a certificate with a critical extension the verifier does not process must be rejected."""
+    usage = x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH])
+    pki = _pki(curve=ec.SECP384R1(), leaf_critical_extra=usage)
+    assert pki.leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).critical
+    with pytest.raises(AttestationError, match=r"^certificate has an unknown critical extension$"):
+        _verify(pki)
 
 
 def test_the_helper_builds_what_it_says() -> None:

@@ -43,13 +43,18 @@ def make_certificate(
     not_after: datetime,
     key_cert_sign: bool | None = None,
     digital_signature: bool | None = None,
+    signature_hash: hashes.HashAlgorithm | None = None,
+    critical_extra: x509.ExtensionType | None = None,
 ) -> x509.Certificate:
-    """One certificate, with basicConstraints (critical) and keyUsage set like AWS's."""
+    """One certificate, with basicConstraints (critical) and keyUsage set like AWS's, signed ECDSA/SHA-384 unless
+    ``signature_hash`` says otherwise; ``critical_extra``: one more extension, marked critical."""
     key_cert_sign = ca if key_cert_sign is None else key_cert_sign
     digital_signature = (not ca) if digital_signature is None else digital_signature
+    builder = x509.CertificateBuilder()
+    if critical_extra is not None:
+        builder = builder.add_extension(critical_extra, critical=True)
     return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
+        builder.subject_name(_name(subject))
         .issuer_name(_name(issuer))
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
@@ -70,7 +75,7 @@ def make_certificate(
             ),
             critical=True,
         )
-        .sign(issuer_key, hashes.SHA384())
+        .sign(issuer_key, signature_hash or hashes.SHA384())
     )
 
 
