@@ -21,7 +21,7 @@ from parent_proxy import escalation_answers, give_back, outcome_unknown, submiss
 from parent_proxy.api_errors import ApiError, Code
 from parent_proxy.enclave_relay import signed_by
 from parent_proxy.errors import AlreadyDecided, FrozenMeanwhile, StoreOutcomeUnknown
-from parent_proxy.services import Services, canonical
+from parent_proxy.services import Services
 from parent_proxy.sign_parts import Answer, Prepared
 from parent_proxy.store.model import IdempotentAnswer
 from parent_proxy.store.state_changes import FinishApproval, StillUnfrozen
@@ -75,14 +75,13 @@ def record_signed(
         )
         stored = replaced = None
         kept = {**body, "submission": submission.UNRECORDED} if submit else body
+        owner = prepared.approval
+        response = escalation_answers.stored_response(200, kept)  # under the key, and kept by an approval
         if prepared.idempotent:  # a submit's answer until its broadcast's outcome replaces it (`submission`)
-            response = canonical({"status_code": 200, "body": kept})
             stored = IdempotentAnswer(wallet_id, prepared.key, prepared.digest, response)
         webhook = s.webhook_item(wallet_id, "transaction.signed", event)
-        owner = prepared.approval
         # The approval keeps the answer (the same message escalated again is answered with it, `sign_outcomes`).
-        signed = escalation_answers.stored_response(200, kept)
-        ended = None if owner is None else FinishApproval(owner.approval_id, prepared.request_id, answer=signed)
+        ended = None if owner is None else FinishApproval(owner.approval_id, prepared.request_id, answer=response)
         if owner is not None and owner.agent is not None:  # the agent's 202 becomes this answer, as it stands
             replaced = escalation_answers.settled(wallet_id, owner.agent, 200, kept)
         unfrozen = StillUnfrozen(wallet_id, prepared.wallet.order_sequence)  # as the request read the wallet
