@@ -45,6 +45,8 @@ def test_the_priority_fee_is_the_price_times_the_limit_rounded_up(price: int, li
 def test_without_a_price_only_the_signatures_are_paid() -> None:
     s = Scenario()
     assert _fees(s.pay(1), s=s) == FeeSummary(0, None, 200_000, 5_000)
+    seven = [s.pay(i + 1) for i in range(7)]
+    assert _fees(*seven, s=s) == FeeSummary(0, None, 1_400_000, 5_000)
 
 
 def test_without_a_limit_each_instruction_is_estimated_by_its_kind() -> None:
