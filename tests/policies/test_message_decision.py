@@ -35,6 +35,13 @@ def test_a_message_the_agent_key_signs_is_allowed_and_returned_decoded() -> None
     assert (decoded.signers, decoded.text) == ((s.wallet,), "log in")
 
 
+def test_the_agent_key_may_be_any_of_several_signers() -> None:
+    s = Scenario()
+    others = [Keypair().pubkey(), Keypair().pubkey()]
+    assert _judge(s, offchain_message(others[0], "co-signed", [s.wallet, others[1]]))[:2] == (Verdict.ALLOW, [])
+    assert _judge(s, offchain_message(others[0], "co-signed", others[1:]))[:2] == (Verdict.DENY, ["decode"])
+
+
 def test_a_message_that_does_not_name_the_agent_key_is_denied_as_a_decode_failure() -> None:
     s = Scenario()
     verdict, rules, decoded = _judge(s, offchain_message(Keypair().pubkey(), "log in"))
