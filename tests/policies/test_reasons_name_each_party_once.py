@@ -22,6 +22,15 @@ def test_a_new_associated_account_for_a_stranger_is_refused_once_naming_the_owne
     ]
 
 
+def test_a_new_associated_account_for_a_denied_key_is_refused_once_naming_the_key() -> None:
+    s = Scenario()
+    s.doc["rules"]["destinations"]["allow"] = "any"
+    decision = s.decide(s.legacy(tok.create_idempotent_associated_token_account(s.wallet, BLOCKED, EXAMPLE_MINT)))
+    assert [(r.verdict, r.rule, r.seen) for r in decision.reasons] == [
+        (Verdict.DENY, "destinations.deny", str(BLOCKED))
+    ]
+
+
 def test_a_squads_sol_spending_limit_to_a_denied_key_is_refused_once() -> None:
     s = squads_scenario()
     decision = decide(s, s.legacy(spend(s, 1_000, BLOCKED)))
