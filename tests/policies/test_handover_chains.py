@@ -10,7 +10,7 @@ import spl.token.models as spl
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from solders.system_program import TransferParams, transfer
+from solders.system_program import AssignParams, TransferParams, assign, transfer
 
 from policies.decision import Decision, Verdict
 from policies.programs import TOKEN_PROGRAM
@@ -55,4 +55,21 @@ def test_the_key_that_moves_a_paid_account_out_is_judged() -> None:
     params = spl.TransferCheckedParams(program_id=TOKEN_PROGRAM, source=account, mint=EXAMPLE_MINT,
                                        dest=Keypair().pubkey(), owner=BLOCKED, amount=1, decimals=6)  # fmt: skip
     decision = s.decide(s.legacy(s.pay(1_000, account), tok.transfer_checked(params)))
+    assert _denials(decision) == [(Verdict.DENY, "destinations.deny", str(BLOCKED))]
+
+
+def test_a_paid_account_assigned_to_a_denied_program_is_denied() -> None:
+    """What an authority change names is a link: the owner program Assign gives the paid account."""
+    s = _any()
+    account = Keypair().pubkey()  # a key of the agent's own, which signs the Assign
+    decision = s.decide(s.legacy(s.pay(1_000, account), assign(AssignParams(pubkey=account, owner=BLOCKED))))
+    assert _denials(decision) == [(Verdict.DENY, "destinations.deny", str(BLOCKED))]
+
+
+def test_the_key_that_approves_a_delegate_on_a_paid_account_is_judged() -> None:
+    s = _any()
+    account = Keypair().pubkey()
+    params = spl.ApproveParams(program_id=TOKEN_PROGRAM, source=account, delegate=Keypair().pubkey(), owner=BLOCKED,
+                               amount=1)  # fmt: skip
+    decision = s.decide(s.legacy(s.pay(1_000, account), tok.approve(params)))
     assert _denials(decision) == [(Verdict.DENY, "destinations.deny", str(BLOCKED))]
