@@ -10,7 +10,14 @@ import spl.token.models as spl
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from solders.system_program import AssignParams, TransferParams, assign, transfer
+from solders.system_program import (
+    AdvanceNonceAccountParams,
+    AssignParams,
+    TransferParams,
+    advance_nonce_account,
+    assign,
+    transfer,
+)
 
 from policies.decision import Decision, Verdict
 from policies.programs import TOKEN_PROGRAM
@@ -72,4 +79,13 @@ def test_the_key_that_approves_a_delegate_on_a_paid_account_is_judged() -> None:
     params = spl.ApproveParams(program_id=TOKEN_PROGRAM, source=account, delegate=Keypair().pubkey(), owner=BLOCKED,
                                amount=1)  # fmt: skip
     decision = s.decide(s.legacy(s.pay(1_000, account), tok.approve(params)))
+    assert _denials(decision) == [(Verdict.DENY, "destinations.deny", str(BLOCKED))]
+
+
+def test_the_authority_of_a_paid_nonce_account_is_judged() -> None:
+    s = _any()
+    nonce = Keypair().pubkey()
+    s.doc["rules"]["durable_nonce"] = {"allowed": True, "nonce_accounts": [str(nonce)]}
+    advance = advance_nonce_account(AdvanceNonceAccountParams(nonce_pubkey=nonce, authorized_pubkey=BLOCKED))
+    decision = s.decide(s.legacy(advance, s.pay(1_000, nonce), budget=False))
     assert _denials(decision) == [(Verdict.DENY, "destinations.deny", str(BLOCKED))]
