@@ -159,7 +159,18 @@ def test_squads_instructions_on_another_multisig_are_denied() -> None:
     for multisig in (Pubkey.new_unique(), None):
         decision = decide(s, raw, multisig=multisig)
         assert decision.verdict is Verdict.DENY
-        assert "squads.multisig" in [r.rule for r in decision.reasons]
+        assert [r.rule for r in decision.reasons] == ["squads.multisig"]  # that vault's payment is not the wallet's
+
+
+def test_a_vault_of_another_multisig_is_not_the_wallets_so_its_effects_do_not_freeze() -> None:
+    """The vault counts as the wallet's only inside instructions on the policy's own multisig (docs/policies.md,
+    Squads v4): another multisig's vault approving a delegate is denied for the multisig, not frozen as the
+    wallet's own authority change."""
+    s = squads_scenario()
+    raw = s.legacy(vault_tx(s, delegate(s)))
+    assert decide(s, raw).verdict is Verdict.FREEZE  # on the wallet's multisig: the vault's approval freezes
+    decision = decide(s, raw, multisig=Pubkey.new_unique())
+    assert (decision.verdict, [r.rule for r in decision.reasons]) == (Verdict.DENY, ["squads.multisig"])
 
 
 def test_the_vault_counts_only_inside_the_wallets_multisig_instructions() -> None:
