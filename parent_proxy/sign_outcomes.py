@@ -208,15 +208,12 @@ def join(
     it is `ApprovalClosed`, nothing written (`escalate` then tries anew), never a 202 of a decided approval. Under the
     approval's own key, that is the answer the owner's decision replaces (`escalation_answers`); under another key
     it stays the 202. ``payload``: the request's record fields (`escalate`)."""
-    wallet_id = claim.wallet_id
     stored = json.loads(s.store.get_approval(approval_id).request_payload)
     body = escalation_answers.pending_body(stored["request_id"], approval_id, stored["decision"])
-    answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, escalation_answers.stored_response(202, body))
-    s.audit.append(
-        "transaction.escalated", {**payload, "approval_id": approval_id, "joined": True}, wallet_id=wallet_id,
-        receipt=receipt, changes=[*changes, ApprovalStillOpen(wallet_id, approval_id), CompleteIdempotent(answer)],
-    )  # fmt: skip
-    claim.held = False
+    record = {**payload, "approval_id": approval_id, "joined": True}
+    still_open = ApprovalStillOpen(claim.wallet_id, approval_id)
+    response = escalation_answers.stored_response(202, body)
+    _record_join(s, claim, response, record, changes=[*changes, still_open], receipt=receipt)
     return Answer(202, body)
 
 
@@ -243,13 +240,27 @@ def join_signed(
     if approval.wallet_id != wallet_id or approval.signed_answer is None or not approval.is_signed:
         raise StoreUnavailable(f"approval {approval_id} was named as signed but does not read so; nothing was written")
     body = json.loads(approval.signed_answer)["body"]
-    answer = IdempotentAnswer(wallet_id, claim.key, claim.digest, approval.signed_answer)
     record = {**payload, "approval_id": approval_id, "joined": True, "signed": True,
               "signing_request_id": body["request_id"]}  # fmt: skip
-    s.audit.append("transaction.escalated", record, wallet_id=wallet_id, receipt=receipt,
+    _record_join(s, claim, approval.signed_answer, record, changes=changes, receipt=receipt)
+    return Answer(200, body)
+
+
+def _record_join(
+    s: Services,
+    claim: Claim,
+    response: bytes,
+    record: Mapping[str, Any],
+    *,
+    changes: Sequence[StateChange],
+    receipt: bytes | None,
+) -> None:
+    """The one store transaction of a join: the ``transaction.escalated`` ``record``, ``changes`` and ``response``
+    stored under the request's key; the key is then the answer's, no longer the request's to give back."""
+    answer = IdempotentAnswer(claim.wallet_id, claim.key, claim.digest, response)
+    s.audit.append("transaction.escalated", record, wallet_id=claim.wallet_id, receipt=receipt,
                    changes=[*changes, CompleteIdempotent(answer)])  # fmt: skip
     claim.held = False
-    return Answer(200, body)
 
 
 def record_escalation(
