@@ -2,7 +2,8 @@
 "Agents: verifying a sign answer"): only the host whose enclave has K answers; any other answers 404
 ``session_key_not_here`` without asking for an attestation, and so does a host whose enclave restarted between its
 status and its attestation (the attestation then names another key). A nonce of an odd number of hex digits is 422
-first, whatever the key; a base58 key of the wrong size is 422. A raw enclave on the socket (the transport seam)
+first, whatever the key; a base58 key of the wrong size is 422. A clock that cannot be read (the attestation limit
+reads it) is 503 ``clock_unavailable`` before the enclave is asked. A raw enclave on the socket (the transport seam)
 answers what each test decides, decoding each request with the real protocol code."""
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from solders.pubkey import Pubkey
 
 from enclave_app.framing import encode_frame, read_frame
 from enclave_app.protocol import AttestationMode, AttestationResponse, EnclaveState, StatusResponse, decode_request
-from tests.proxy.api_harness import Harness, LoopThread, build_harness, spy_calls, start_raw_server
+from tests.proxy.api_harness import (
+    Harness,
+    LoopThread,
+    SwitchableClock,
+    build_harness,
+    spy_calls,
+    start_raw_server,
+)
 
 NONCE = "cd" * 32
 ODD_NONCE = "c" * 33  # within the query's pattern and length, not bytes
@@ -107,3 +115,16 @@ def test_a_nonce_of_an_odd_number_of_digits_is_422_first(enclave: Enclave, key: 
 def test_a_base58_key_of_the_wrong_size_is_422(enclave: Enclave) -> None:
     h = enclave([KEY], KEY)
     assert _ask(h, NONCE, "z" * 44) == (422, "invalid_request")
+
+
+@pytest.mark.parametrize("by_key", [False, True], ids=["any host", "by session key"])
+def test_an_unreadable_clock_is_503_before_the_enclave_is_asked(enclave: Enclave, by_key: bool) -> None:
+    h = enclave([KEY], KEY)
+    clock = SwitchableClock()
+    clock.broken = True
+    h.services.clock = clock
+    asked = spy_calls(h.services.relay, "attestation")
+    path = f"/v1/attestation?nonce={NONCE}" + (f"&session_public_key={Pubkey.from_bytes(KEY)}" if by_key else "")
+    response = h.client.get(path)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "clock_unavailable", response.text
+    assert asked == []
