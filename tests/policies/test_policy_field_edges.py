@@ -103,17 +103,6 @@ def test_a_denial_burst_counts_up_to_ten_thousand_as_the_schema_says() -> None:
     assert info.value.field == "rules.freeze.denials.count"
 
 
-def test_a_parsed_policy_and_its_rules_cannot_be_changed() -> None:
-    """The proxy and the enclave keep one parsed policy per wallet and read it from every request."""
-    policy = policy_from_object(example_policy())
-    with pytest.raises(AttributeError):
-        policy.sequence = 2  # type: ignore[misc]
-    with pytest.raises(AttributeError):
-        policy.rules.offchain_messages = False  # type: ignore[misc]
-    with pytest.raises(AttributeError):
-        policy.rules.limits[0].per_transaction.automatic = 10**18  # type: ignore[misc]
-
-
 def test_the_request_rate_counts_up_to_a_million_as_the_schema_says() -> None:
     rate_schema = policy_schema()["properties"]["rules"]["properties"]["rate"]["properties"]
     assert rate_schema["max_requests"]["maximum"] == 1_000_000
