@@ -12,7 +12,7 @@ What it does, in order:
    signed image, PCR8 against the pinned values, and only then runs `nitro-cli run-enclave` (never in debug mode);
 7. installs the parent proxy and runs it as a systemd service under its own user, in no group: it reaches the
    enclave over vsock, and only root may use /dev/nitro_enclaves (the `ne` group could stop the enclave or start
-   another image without the check of step 6);
+   another image without the check of step 6), inside the sandbox of `cdk.service_sandbox` (as step 9's export);
 8. publishes an enclave heartbeat metric every minute;
 9. exports the audit log to the data bucket every 15 minutes (``waiaas audit export``: the records appended since
    the last export, as write-once objects of at most ``MAX_RECORDS_PER_EXPORT`` records each,
@@ -38,7 +38,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from cdk import host_logs, naming
+from cdk import host_logs, naming, service_sandbox
 from cdk.config import DeploymentConfig
 from enclave_app.constants import ENCLAVE_IMAGE_NAME, ENCLAVE_VSOCK_PORT, KMS_VSOCK_PROXY_PORT, PROXY_HTTP_PORT
 
@@ -297,11 +297,7 @@ User={PROXY_USER}
 EnvironmentFile=/etc/waiaas/proxy.env
 ExecStart={INSTALL_DIR}/venv/bin/python -m parent_proxy
 Restart=on-failure
-NoNewPrivileges=yes
-CapabilityBoundingSet=
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
+{service_sandbox.UNIT_TEXT}
 StandardOutput=append:{host_logs.LOG_FILES["proxy"]}
 StandardError=append:{host_logs.LOG_FILES["proxy"]}
 [Install]
@@ -345,10 +341,7 @@ Description=WAIaaS audit log export to the data bucket
 Type=oneshot
 User={PROXY_USER}
 ExecStart={audit_export_command(config)}
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
+{service_sandbox.UNIT_TEXT}
 StandardOutput=append:{host_logs.LOG_FILES["proxy"]}
 StandardError=append:{host_logs.LOG_FILES["proxy"]}
 EOF_UNIT

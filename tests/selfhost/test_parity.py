@@ -44,14 +44,12 @@ from parent_proxy.owner_cli_common import envelope
 from parent_proxy.owner_signers import LocalOwnerSigner
 from parent_proxy.sign_parts import message_hash
 from parent_proxy.store.sqlite import SqliteStore
-from policies.canonical import parse_json_object
-from policies.examples import example_policy_json
 from policies.orders import approval_document
 from selfhost import paths
 from selfhost.paths import PathMappingError
 from tests.selfhost.compose_config import SELFHOST, load_config
 from tests.selfhost.conftest import EnvFactory
-from tests.selfhost.live_wallet import SOL, LiveWallet
+from tests.selfhost.live_wallet import SOL, LiveWallet, new_wallet
 from tests.selfhost.local_stack import StackError, command_exists, free_port, plan, run_stack
 
 CONTAINER_PORT = 8080
@@ -298,23 +296,7 @@ BLOCKED = Pubkey.from_string("3R2khGdRVoeaEHJz3FaRq6GEJRta8VPBaxy9vo4jgoJv")
 @pytest.fixture
 def wallet(live_stack: tuple[str, Any], owner_key: Ed25519PrivateKey) -> LiveWallet:
     base, _stack = live_stack
-    w = LiveWallet(base, LocalOwnerSigner(owner_key), f"w-{secrets.token_hex(6)}")
-    body = {"wallet_id": w.wallet_id, "owner_public_key": str(w.owner.public_key)}
-    created = w.owner_call("POST", "/v1/wallets", body)
-    assert created.status_code == 201, created.text
-    assert created.json()["wallet_id"] == w.wallet_id
-    w.agent = Pubkey.from_string(created.json()["agent_public_key"])
-    document = parse_json_object(example_policy_json(), what="policy")
-    document["wallet_id"] = w.wallet_id
-    installed = w.owner_call(
-        "PUT", f"/v1/wallets/{w.wallet_id}/policy", {"envelope": envelope(w.owner, "policy", document)}
-    )
-    assert installed.status_code == 200, installed.text
-    assert installed.json()["sequence"] == 1 and installed.json()["enclave_installed"] is True
-    issued = w.owner_call("POST", f"/v1/wallets/{w.wallet_id}/tokens")
-    assert issued.status_code == 201 and issued.headers["Cache-Control"] == "no-store"
-    w.token = issued.json()["token"]
-    return w
+    return new_wallet(base, owner_key)
 
 
 def test_live_wallet_creation_needs_a_configured_owner(live_stack: tuple[str, Any]) -> None:
