@@ -36,6 +36,7 @@ pytestmark = pytest.mark.skipif(available() is not None, reason=f"no seccomp emu
 
 CONTAINER_PORT = 8080
 TABLE = "waiaas-sandboxed"
+BUCKET = "waiaas-data-sandboxed"
 REGION = "us-east-1"
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
 
@@ -112,8 +113,8 @@ def test_the_emulation_lets_through_what_a_service_does(unit_lines: Path) -> Non
 # ------------------------------------------------------------------------------- 2. the proxy serves under them
 
 
-def moto_client(endpoint: str) -> Any:
-    return boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
+def moto_client(endpoint: str, service: str = "dynamodb") -> Any:
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
                         aws_secret_access_key="testing")  # fmt: skip
 
 
@@ -125,6 +126,15 @@ def dynamodb_server() -> Iterator[str]:
     try:
         endpoint = f"http://127.0.0.1:{port}"
         create_table(moto_client(endpoint), TABLE)
+        s3 = moto_client(endpoint, "s3")
+        s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+        s3.put_object_lock_configuration(
+            Bucket=BUCKET,
+            ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 365}},
+            },
+        )
         yield endpoint
     finally:
         server.stop()
@@ -175,3 +185,28 @@ def test_the_proxy_signs_and_escalates_inside_the_sandbox(
     # The state went to the table over HTTP, as on the hosts (not to a file the compose default names).
     table = moto_client(dynamodb_server)
     assert table.scan(TableName=TABLE, Select="COUNT")["Count"] > 0
+
+
+def test_the_audit_export_writes_inside_the_sandbox(
+    sandboxed_stack: tuple[str, Any], dynamodb_server: str, owner_key: Ed25519PrivateKey, unit_lines: Path
+) -> None:
+    """The export unit's command (`cdk.user_data.audit_export_command`), from the table to the bucket, under the
+    same lines."""
+    base, _stack = sandboxed_stack
+    new_wallet(base, owner_key)  # at least one audit record to export
+    command = ["-m", "policies.cli", "audit", "export", "--state", f"dynamodb:{TABLE}@{REGION}"]
+    command += ["--bucket", f"{BUCKET}@{REGION}", "--prefix", "audit/"]
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "AWS_ENDPOINT_URL": dynamodb_server,
+        **FAKE_AWS,
+    }
+    result = subprocess.run(
+        sandboxed(unit_lines, sys.executable, *command), check=False, capture_output=True, text=True, env=env,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "audit export: OK" in result.stdout + result.stderr
+    listed = moto_client(dynamodb_server, "s3").list_objects_v2(Bucket=BUCKET, Prefix="audit/")
+    assert listed["KeyCount"] >= 1
