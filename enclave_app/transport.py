@@ -113,7 +113,9 @@ def _failure(message: str) -> Iterator[None]:
 
 
 def _number(text: str, upper: int) -> int:
-    if not text.isdigit() or int(text) > upper:
+    # ASCII digits only: ``str.isdigit`` also takes other scripts' digits and superscripts ("²", which ``int``
+    # refuses with a ValueError, so a bad setting was a traceback instead of the variable named).
+    if not (text.isascii() and text.isdigit()) or int(text) > upper:
         raise TransportError("address number out of range")
     return int(text)
 

@@ -116,11 +116,20 @@ def test_address_specs() -> None:
     assert parse_address("unix:/run/waiaas/enclave.sock") == UnixAddress("/run/waiaas/enclave.sock")
     assert parse_address("tcp:127.0.0.1:5005") == TcpAddress("127.0.0.1", 5005)
     assert parse_address("tcp:[::1]:5005") == TcpAddress("[::1]", 5005)
+    assert parse_address("tcp:127.0.0.1:65535") == TcpAddress("127.0.0.1", 65535)
+    assert parse_address("vsock:4294967295:4294967295") == VsockAddress(2**32 - 1, 2**32 - 1)
     for bad, refusal in (
         ("vsock:16", "address number out of range"),  # no port
         ("vsock:-1:5", "address number out of range"),
         ("unix:relative", "unix address must be an absolute path"),
         ("tcp:127.0.0.1:70000", "address number out of range"),
+        ("tcp:127.0.0.1:65536", "address number out of range"),  # one above the largest port
+        ("vsock:4294967296:5", "address number out of range"),  # one above the largest (32-bit) CID
+        ("vsock:16:4294967296", "address number out of range"),
+        ("tcp:127.0.0.1:\u00b2", "address number out of range"),  # a superscript two: isdigit, but not for int()
+        ("tcp:127.0.0.1:\u0665\u0660\u0660\u0665", "address number out of range"),  # Arabic-Indic digits
+        ("vsock:\uff13:5005", "address number out of range"),  # a fullwidth three
+        ("tcp:127.0.0.1:+5", "address number out of range"),
         ("tcp::5", "tcp address needs host:port"),
         ("http:x", "unknown address scheme"),
         ("", "unknown address scheme"),
