@@ -62,6 +62,10 @@ def test_exactly_max_frame_accepted_and_larger_message_refused() -> None:
     body = cbor2.dumps(b"x" * (MAX_FRAME_BYTES - 5))
     assert len(body) == MAX_FRAME_BYTES
     assert _read(len(body).to_bytes(4, "big") + body) == b"x" * (MAX_FRAME_BYTES - 5)
+    # Both sides: a frame of exactly the maximum is sent too, one byte more is not.
+    assert encode_frame(b"x" * (MAX_FRAME_BYTES - 5)) == len(body).to_bytes(4, "big") + body
+    with pytest.raises(FrameTooLargeError, match="too large"):
+        encode_frame(b"x" * (MAX_FRAME_BYTES - 4))
     with pytest.raises(FrameTooLargeError, match="too large"):
         encode_frame(b"x" * MAX_FRAME_BYTES)
 
