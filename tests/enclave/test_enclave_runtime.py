@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from enclave_app.__main__ import main, serve
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import ReceiptError, SettingsError, StateError
-from enclave_app.ledger import ARCHIVE_BUCKET_SECONDS, ARCHIVE_SECONDS, Ledger
+from enclave_app.ledger import ARCHIVE_BUCKET_SECONDS, ARCHIVE_SECONDS, COMPACT_AFTER, MAX_LEDGER_ENTRIES, Ledger
 from enclave_app.protocol import EnclaveState
 from enclave_app.receipts import Receipt, SessionKey, verify_receipt
 from enclave_app.settings import load_settings
@@ -157,6 +157,47 @@ def test_ledger_refuses_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
     ledger.record(1.0, denied=True, signed=())
     with pytest.raises(StateError, match="per-boot counters are full"):
         ledger.check_room(1)
+
+
+def test_ledger_is_full_at_its_documented_bound() -> None:
+    # docs/enclave.md: 100 000 entries per wallet. Exactly that many fit; one more is refused.
+    assert MAX_LEDGER_ENTRIES == 100_000
+    ledger = Ledger()
+    for _ in range(99_998):
+        ledger.record(1.0, denied=False, signed=())
+    ledger.record(1.0, denied=True, signed=())  # a request and a denial
+    assert ledger.held == 100_000
+    ledger.check_room(0)
+    with pytest.raises(StateError, match="per-boot counters are full"):
+        ledger.check_room(1)
+
+
+def test_pruned_request_times_are_dropped_from_memory_and_counts_stay_exact() -> None:
+    ledger = Ledger()
+    second = 0
+
+    def record_until(end: int) -> None:
+        nonlocal second
+        while second <= end:
+            ledger.record(float(second), denied=second % 2 == 0, signed=())
+            second += 1
+
+    # Exactly COMPACT_AFTER times expired: kept in memory (compacting is for more than that, over half the list).
+    record_until(COMPACT_AFTER - 1 + 60)
+    ledger.prune(COMPACT_AFTER - 1 + 60.0, 60)
+    assert ledger.requests.head == COMPACT_AFTER and len(ledger.requests.times) == COMPACT_AFTER + 60
+    assert len(ledger.requests) == 60 and ledger.count(ledger.requests, 3600, COMPACT_AFTER - 1 + 60.0) == 60
+    # One more expired (and over half the list): the list is cut to what is left, and every count stays exact.
+    end = 2 * COMPACT_AFTER - 1 + 60
+    record_until(end)
+    ledger.prune(float(end), 60)
+    assert ledger.requests.head == 0 and len(ledger.requests.times) == len(ledger.requests) == 60
+    assert ledger.count(ledger.requests, 60, float(end)) == 60 and ledger.count(ledger.requests, 3600, float(end)) == 60
+    assert ledger.count(ledger.denials, 3600, float(end)) == 30 and ledger.held == 90
+    ledger.record(end + 1.0, denied=True, signed=())
+    assert ledger.count(ledger.requests, 60, end + 1.0) == 60 and ledger.count(ledger.requests, 61, end + 1.0) == 61
+    ledger.prune(end + 3600.0, 60)
+    assert ledger.held == 0 and ledger.count(ledger.requests, 3600, end + 3600.0) == 0
 
 
 def test_receipt_verification_refuses_tampering() -> None:

@@ -99,3 +99,17 @@ def test_a_signed_message_is_a_request_not_a_denial() -> None:
     handler = offchain_handler(True, freeze=BURST)
     assert isinstance(_send(handler, offchain_message(AGENT, "login")), MessageSignatureResponse)
     assert _counts(handler, NOW.timestamp()) == (1, 0)
+
+
+def test_messages_prune_the_ledger_as_transactions_do() -> None:
+    """A wallet that only signs messages gives back its ledger room once its requests leave the policy's horizon
+    (else message requests alone would fill it, and the wallet be refused ``ledger_full``)."""
+    clock = SettableClock()
+    handler = offchain_handler(True, clock=clock, freeze=BURST)
+    ledger = _wallet(handler).ledger
+    assert isinstance(_send(handler, offchain_message(AGENT, "login")), MessageSignatureResponse)
+    assert isinstance(_send(handler, b"garbage"), ErrorResponse)
+    assert ledger.held == 3  # two requests, one denial
+    clock.now = NOW + timedelta(seconds=_wallet(handler).horizon + 1)
+    assert isinstance(_send(handler, offchain_message(AGENT, "login")), MessageSignatureResponse)
+    assert ledger.held == 1  # only the new request: the others left with the horizon
