@@ -200,6 +200,28 @@ def test_pruned_request_times_are_dropped_from_memory_and_counts_stay_exact() ->
     assert ledger.held == 0 and ledger.count(ledger.requests, 3600, end + 3600.0) == 0
 
 
+def test_amounts_archived_in_the_same_bucket_are_summed_into_the_latest_bucket() -> None:
+    ledger = Ledger()
+    for at, amount in ((0.0, 1), (700.0, 10), (800.0, 100), (1150.0, 1000)):  # buckets ending at 600 and 1200
+        ledger.record(at, denied=False, signed=(Reservation("SOL", amount),))
+    ledger.prune(2000.0, 60)  # all archived, oldest first
+    assert ledger.held == 2  # two buckets, no request time left
+    assert ledger.spent("SOL", 3600, 2000.0) == 1111
+    # Counted at the later bucket's end (1200): the first bucket (600) leaves a window before it.
+    assert ledger.spent("SOL", 1399, 2000.0) == 1110 and ledger.spent("SOL", 800, 2000.0) == 0
+
+
+def test_a_bucket_merged_before_its_end_is_counted_at_the_prune_cutoff() -> None:
+    # A bucket counts from its end or the prune cutoff, whichever is earlier (so it stays older than every exact
+    # entry): two amounts merged into a bucket whose end (600) is after the cutoff (140) count from 140.
+    ledger = Ledger()
+    ledger.record(0.0, denied=False, signed=(Reservation("SOL", 1),))
+    ledger.record(100.0, denied=False, signed=(Reservation("SOL", 2),))
+    ledger.prune(200.0, 60)
+    assert ledger.held == 1
+    assert ledger.spent("SOL", 101, 240.0) == 3 and ledger.spent("SOL", 100, 240.0) == 0
+
+
 def test_receipt_verification_refuses_tampering() -> None:
     session = SessionKey(bytes(range(32)))
     receipt = Receipt("transaction", "w", 1, bytes(32), bytes(32), "deny", False, bytes(32), 1, 1)

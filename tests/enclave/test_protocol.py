@@ -13,6 +13,7 @@ from enclave_app.errors import ProtocolError
 from enclave_app.framing import encode_frame
 from enclave_app.protocol import (
     EXPECTED_RESPONSE,
+    MAX_ERROR_MESSAGE_CHARS,
     REQUEST_TYPES,
     RESPONSE_TYPES,
     AgentKeyResponse,
@@ -263,3 +264,12 @@ def test_nested_byte_fields_refuse_text_of_an_accepted_length() -> None:
     table = {"address": KEY, "addresses": [KEY, KEY.decode("latin-1")]}
     with pytest.raises(ProtocolError, match="byte field of wrong type or size"):
         decode_request({**wire, "lookup_tables": [table]})
+
+
+def test_an_error_message_may_be_empty_and_is_bounded() -> None:
+    empty = ErrorResponse(code=ErrorCode.BUSY, message="")
+    assert decode_response(empty.to_wire()) == empty
+    longest = ErrorResponse(code=ErrorCode.BUSY, message="x" * MAX_ERROR_MESSAGE_CHARS)
+    assert decode_response(longest.to_wire()) == longest
+    with pytest.raises(ProtocolError, match="text field of wrong type or size"):
+        decode_response({**longest.to_wire(), "message": "x" * (MAX_ERROR_MESSAGE_CHARS + 1)})

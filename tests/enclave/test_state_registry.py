@@ -105,7 +105,13 @@ def test_the_failed_state_is_logged_once_freezes_every_wallet_and_refuses_everyt
         enclave.fail("second reason")
     assert [record.getMessage() for record in caplog.records] == ["enclave entering the failed state: first reason"]
     assert enclave.state is EnclaveState.FAILED and wallet.frozen
-    for call in (lambda: enclave.wallet("w1"), lambda: enclave.check_new("w2"), lambda: enclave.add(_wallet("w2"))):
+    calls = (
+        lambda: enclave.wallet("w1"),
+        lambda: enclave.check_new("w2"),
+        lambda: enclave.add(_wallet("w2")),
+        lambda: enclave.add(_wallet("w1", wallet.agent_key)),  # the wallet held, with its own keys
+    )
+    for call in calls:
         with pytest.raises(StateError) as refused:
             call()
         assert refused.value.code == ErrorCode.FAILED
