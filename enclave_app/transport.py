@@ -61,8 +61,8 @@ class VsockAddress:
             sock = _vsock_socket()
             try:
                 sock.bind((self.cid, self.port))
-                sock.listen(LISTEN_BACKLOG)
-                return await asyncio.start_server(handler, sock=sock)
+                # asyncio listens on the socket itself (with its default backlog, 100, unless told).
+                return await asyncio.start_server(handler, sock=sock, backlog=LISTEN_BACKLOG)
             except BaseException:
                 sock.close()
                 raise

@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 
 from enclave_app.errors import FrameTooLargeError, FramingError, TransportError
 from enclave_app.framing import LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, encode_frame, read_frame, write_frame
-from enclave_app.transport import StreamHandler, TcpAddress, Transport, UnixAddress, VsockAddress, parse_address
+from enclave_app.transport import (
+    LISTEN_BACKLOG,
+    StreamHandler,
+    TcpAddress,
+    Transport,
+    UnixAddress,
+    VsockAddress,
+    parse_address,
+)
 
 
 def _reader(data: bytes) -> asyncio.StreamReader:
@@ -230,3 +238,46 @@ def test_every_socket_failure_is_a_transport_error(tmp_path: Path, kind: str) ->
                 await unservable.serve(nothing)
 
     asyncio.run(failures())
+
+
+class _LoopbackAsVsock(socket.socket):
+    """The vsock device faked (this machine has none): a TCP socket on loopback that binds any (cid, port) to a free
+    port and records the backlog it is asked to listen with."""
+
+    backlogs: list[int] = []
+
+    def __init__(self) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.setblocking(False)
+
+    def bind(self, _address: Any) -> None:
+        super().bind(("127.0.0.1", 0))
+
+    def listen(self, backlog: int = 0) -> None:
+        self.backlogs.append(backlog)
+        super().listen(backlog)
+
+
+def test_a_vsock_server_listens_with_the_transports_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the backlog was set by hand, then asyncio listened again with its own default (100)."""
+    monkeypatch.setattr("enclave_app.transport._vsock_socket", _LoopbackAsVsock)
+    _LoopbackAsVsock.backlogs = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await write_frame(writer, await read_frame(reader))
+        writer.close()
+
+    async def run() -> Any:
+        server = await VsockAddress(16, 5005).serve(echo)
+        try:
+            reader, writer = await TcpAddress(*server.sockets[0].getsockname()[:2]).connect()
+            await write_frame(writer, {"ping": 1})
+            answer = await read_frame(reader)
+            writer.close()
+            return answer
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(run()) == {"ping": 1}
+    assert _LoopbackAsVsock.backlogs and set(_LoopbackAsVsock.backlogs) == {LISTEN_BACKLOG}
