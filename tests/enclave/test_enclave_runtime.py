@@ -222,6 +222,18 @@ def test_a_bucket_merged_before_its_end_is_counted_at_the_prune_cutoff() -> None
     assert ledger.spent("SOL", 101, 240.0) == 3 and ledger.spent("SOL", 100, 240.0) == 0
 
 
+def test_archive_buckets_leave_memory_oldest_first_each_at_its_own_time() -> None:
+    ledger = Ledger()
+    ledger.record(0.0, denied=False, signed=(Reservation("SOL", 1),))  # bucket ending at 600
+    ledger.record(1300.0, denied=False, signed=(Reservation("SOL", 2),))  # bucket ending at 1800
+    ledger.prune(2000.0, 60)
+    assert ledger.held == 2
+    ledger.prune(600.0 + ARCHIVE_SECONDS, 60)  # the first bucket's month is over, not the second's
+    assert ledger.held == 1 and ledger.spent("SOL", ARCHIVE_SECONDS, 600.0 + ARCHIVE_SECONDS) == 2
+    ledger.prune(1800.0 + ARCHIVE_SECONDS, 60)
+    assert ledger.held == 0
+
+
 def test_receipt_verification_refuses_tampering() -> None:
     session = SessionKey(bytes(range(32)))
     receipt = Receipt("transaction", "w", 1, bytes(32), bytes(32), "deny", False, bytes(32), 1, 1)
