@@ -61,8 +61,8 @@ class VsockAddress:
             sock = _vsock_socket()
             try:
                 sock.bind((self.cid, self.port))
-                sock.listen(LISTEN_BACKLOG)
-                return await asyncio.start_server(handler, sock=sock)
+                # asyncio listens on the socket itself (with its default backlog, 100, unless told).
+                return await asyncio.start_server(handler, sock=sock, backlog=LISTEN_BACKLOG)
             except BaseException:
                 sock.close()
                 raise
@@ -113,7 +113,9 @@ def _failure(message: str) -> Iterator[None]:
 
 
 def _number(text: str, upper: int) -> int:
-    if not text.isdigit() or int(text) > upper:
+    # ASCII digits only: ``str.isdigit`` also takes other scripts' digits and superscripts ("²", which ``int``
+    # refuses with a ValueError, so a bad setting was a traceback instead of the variable named).
+    if not (text.isascii() and text.isdigit()) or int(text) > upper:
         raise TransportError("address number out of range")
     return int(text)
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from enclave_app.__main__ import main, serve
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import ReceiptError, SettingsError, StateError
-from enclave_app.ledger import ARCHIVE_BUCKET_SECONDS, ARCHIVE_SECONDS, Ledger
+from enclave_app.ledger import ARCHIVE_BUCKET_SECONDS, ARCHIVE_SECONDS, COMPACT_AFTER, MAX_LEDGER_ENTRIES, Ledger
 from enclave_app.protocol import EnclaveState
 from enclave_app.receipts import Receipt, SessionKey, verify_receipt
 from enclave_app.settings import load_settings
@@ -157,6 +157,81 @@ def test_ledger_refuses_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
     ledger.record(1.0, denied=True, signed=())
     with pytest.raises(StateError, match="per-boot counters are full"):
         ledger.check_room(1)
+
+
+def test_ledger_is_full_at_its_documented_bound() -> None:
+    # docs/enclave.md: 100 000 entries per wallet. Exactly that many fit; one more is refused.
+    assert MAX_LEDGER_ENTRIES == 100_000
+    ledger = Ledger()
+    for _ in range(99_998):
+        ledger.record(1.0, denied=False, signed=())
+    ledger.record(1.0, denied=True, signed=())  # a request and a denial
+    assert ledger.held == 100_000
+    ledger.check_room(0)
+    with pytest.raises(StateError, match="per-boot counters are full"):
+        ledger.check_room(1)
+
+
+def test_pruned_request_times_are_dropped_from_memory_and_counts_stay_exact() -> None:
+    ledger = Ledger()
+    second = 0
+
+    def record_until(end: int) -> None:
+        nonlocal second
+        while second <= end:
+            ledger.record(float(second), denied=second % 2 == 0, signed=())
+            second += 1
+
+    # Exactly COMPACT_AFTER times expired: kept in memory (compacting is for more than that, over half the list).
+    record_until(COMPACT_AFTER - 1 + 60)
+    ledger.prune(COMPACT_AFTER - 1 + 60.0, 60)
+    assert ledger.requests.head == COMPACT_AFTER and len(ledger.requests.times) == COMPACT_AFTER + 60
+    assert len(ledger.requests) == 60 and ledger.count(ledger.requests, 3600, COMPACT_AFTER - 1 + 60.0) == 60
+    # One more expired (and over half the list): the list is cut to what is left, and every count stays exact.
+    end = 2 * COMPACT_AFTER - 1 + 60
+    record_until(end)
+    ledger.prune(float(end), 60)
+    assert ledger.requests.head == 0 and len(ledger.requests.times) == len(ledger.requests) == 60
+    assert ledger.count(ledger.requests, 60, float(end)) == 60 and ledger.count(ledger.requests, 3600, float(end)) == 60
+    assert ledger.count(ledger.denials, 3600, float(end)) == 30 and ledger.held == 90
+    ledger.record(end + 1.0, denied=True, signed=())
+    assert ledger.count(ledger.requests, 60, end + 1.0) == 60 and ledger.count(ledger.requests, 61, end + 1.0) == 61
+    ledger.prune(end + 3600.0, 60)
+    assert ledger.held == 0 and ledger.count(ledger.requests, 3600, end + 3600.0) == 0
+
+
+def test_amounts_archived_in_the_same_bucket_are_summed_into_the_latest_bucket() -> None:
+    ledger = Ledger()
+    for at, amount in ((0.0, 1), (700.0, 10), (800.0, 100), (1150.0, 1000)):  # buckets ending at 600 and 1200
+        ledger.record(at, denied=False, signed=(Reservation("SOL", amount),))
+    ledger.prune(2000.0, 60)  # all archived, oldest first
+    assert ledger.held == 2  # two buckets, no request time left
+    assert ledger.spent("SOL", 3600, 2000.0) == 1111
+    # Counted at the later bucket's end (1200): the first bucket (600) leaves a window before it.
+    assert ledger.spent("SOL", 1399, 2000.0) == 1110 and ledger.spent("SOL", 800, 2000.0) == 0
+
+
+def test_a_bucket_merged_before_its_end_is_counted_at_the_prune_cutoff() -> None:
+    # A bucket counts from its end or the prune cutoff, whichever is earlier (so it stays older than every exact
+    # entry): two amounts merged into a bucket whose end (600) is after the cutoff (140) count from 140.
+    ledger = Ledger()
+    ledger.record(0.0, denied=False, signed=(Reservation("SOL", 1),))
+    ledger.record(100.0, denied=False, signed=(Reservation("SOL", 2),))
+    ledger.prune(200.0, 60)
+    assert ledger.held == 1
+    assert ledger.spent("SOL", 101, 240.0) == 3 and ledger.spent("SOL", 100, 240.0) == 0
+
+
+def test_archive_buckets_leave_memory_oldest_first_each_at_its_own_time() -> None:
+    ledger = Ledger()
+    ledger.record(0.0, denied=False, signed=(Reservation("SOL", 1),))  # bucket ending at 600
+    ledger.record(1300.0, denied=False, signed=(Reservation("SOL", 2),))  # bucket ending at 1800
+    ledger.prune(2000.0, 60)
+    assert ledger.held == 2
+    ledger.prune(600.0 + ARCHIVE_SECONDS, 60)  # the first bucket's month is over, not the second's
+    assert ledger.held == 1 and ledger.spent("SOL", ARCHIVE_SECONDS, 600.0 + ARCHIVE_SECONDS) == 2
+    ledger.prune(1800.0 + ARCHIVE_SECONDS, 60)
+    assert ledger.held == 0
 
 
 def test_receipt_verification_refuses_tampering() -> None:

@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 
 from enclave_app.errors import FrameTooLargeError, FramingError, TransportError
 from enclave_app.framing import LENGTH_PREFIX_BYTES, MAX_FRAME_BYTES, encode_frame, read_frame, write_frame
-from enclave_app.transport import StreamHandler, TcpAddress, Transport, UnixAddress, VsockAddress, parse_address
+from enclave_app.transport import (
+    LISTEN_BACKLOG,
+    StreamHandler,
+    TcpAddress,
+    Transport,
+    UnixAddress,
+    VsockAddress,
+    parse_address,
+)
 
 
 def _reader(data: bytes) -> asyncio.StreamReader:
@@ -62,6 +70,10 @@ def test_exactly_max_frame_accepted_and_larger_message_refused() -> None:
     body = cbor2.dumps(b"x" * (MAX_FRAME_BYTES - 5))
     assert len(body) == MAX_FRAME_BYTES
     assert _read(len(body).to_bytes(4, "big") + body) == b"x" * (MAX_FRAME_BYTES - 5)
+    # Both sides: a frame of exactly the maximum is sent too, one byte more is not.
+    assert encode_frame(b"x" * (MAX_FRAME_BYTES - 5)) == len(body).to_bytes(4, "big") + body
+    with pytest.raises(FrameTooLargeError, match="too large"):
+        encode_frame(b"x" * (MAX_FRAME_BYTES - 4))
     with pytest.raises(FrameTooLargeError, match="too large"):
         encode_frame(b"x" * MAX_FRAME_BYTES)
 
@@ -116,11 +128,20 @@ def test_address_specs() -> None:
     assert parse_address("unix:/run/waiaas/enclave.sock") == UnixAddress("/run/waiaas/enclave.sock")
     assert parse_address("tcp:127.0.0.1:5005") == TcpAddress("127.0.0.1", 5005)
     assert parse_address("tcp:[::1]:5005") == TcpAddress("[::1]", 5005)
+    assert parse_address("tcp:127.0.0.1:65535") == TcpAddress("127.0.0.1", 65535)
+    assert parse_address("vsock:4294967295:4294967295") == VsockAddress(2**32 - 1, 2**32 - 1)
     for bad, refusal in (
         ("vsock:16", "address number out of range"),  # no port
         ("vsock:-1:5", "address number out of range"),
         ("unix:relative", "unix address must be an absolute path"),
         ("tcp:127.0.0.1:70000", "address number out of range"),
+        ("tcp:127.0.0.1:65536", "address number out of range"),  # one above the largest port
+        ("vsock:4294967296:5", "address number out of range"),  # one above the largest (32-bit) CID
+        ("vsock:16:4294967296", "address number out of range"),
+        ("tcp:127.0.0.1:\u00b2", "address number out of range"),  # a superscript two: isdigit, but not for int()
+        ("tcp:127.0.0.1:\u0665\u0660\u0660\u0665", "address number out of range"),  # Arabic-Indic digits
+        ("vsock:\uff13:5005", "address number out of range"),  # a fullwidth three
+        ("tcp:127.0.0.1:+5", "address number out of range"),
         ("tcp::5", "tcp address needs host:port"),
         ("http:x", "unknown address scheme"),
         ("", "unknown address scheme"),
@@ -217,3 +238,46 @@ def test_every_socket_failure_is_a_transport_error(tmp_path: Path, kind: str) ->
                 await unservable.serve(nothing)
 
     asyncio.run(failures())
+
+
+class _LoopbackAsVsock(socket.socket):
+    """The vsock device faked (this machine has none): a TCP socket on loopback that binds any (cid, port) to a free
+    port and records the backlog it is asked to listen with."""
+
+    backlogs: list[int] = []
+
+    def __init__(self) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.setblocking(False)
+
+    def bind(self, _address: Any) -> None:
+        super().bind(("127.0.0.1", 0))
+
+    def listen(self, backlog: int = 0) -> None:
+        self.backlogs.append(backlog)
+        super().listen(backlog)
+
+
+def test_a_vsock_server_listens_with_the_transports_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the backlog was set by hand, then asyncio listened again with its own default (100)."""
+    monkeypatch.setattr("enclave_app.transport._vsock_socket", _LoopbackAsVsock)
+    _LoopbackAsVsock.backlogs = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await write_frame(writer, await read_frame(reader))
+        writer.close()
+
+    async def run() -> Any:
+        server = await VsockAddress(16, 5005).serve(echo)
+        try:
+            reader, writer = await TcpAddress(*server.sockets[0].getsockname()[:2]).connect()
+            await write_frame(writer, {"ping": 1})
+            answer = await read_frame(reader)
+            writer.close()
+            return answer
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(run()) == {"ping": 1}
+    assert _LoopbackAsVsock.backlogs and set(_LoopbackAsVsock.backlogs) == {LISTEN_BACKLOG}

@@ -17,6 +17,7 @@ import pytest
 from solders.pubkey import Pubkey
 
 from enclave_app.protocol import ErrorCode, ErrorResponse, MessageSignatureResponse, SignMessageRequest
+from enclave_app.receipts import verify_receipt
 from enclave_app.server import Handler
 from enclave_app.state import Wallet
 from tests.support.offchain_messages import offchain_message
@@ -99,3 +100,27 @@ def test_a_signed_message_is_a_request_not_a_denial() -> None:
     handler = offchain_handler(True, freeze=BURST)
     assert isinstance(_send(handler, offchain_message(AGENT, "login")), MessageSignatureResponse)
     assert _counts(handler, NOW.timestamp()) == (1, 0)
+
+
+def test_messages_prune_the_ledger_as_transactions_do() -> None:
+    """A wallet that only signs messages gives back its ledger room once its requests leave the policy's horizon
+    (else message requests alone would fill it, and the wallet be refused ``ledger_full``)."""
+    clock = SettableClock()
+    handler = offchain_handler(True, clock=clock, freeze=BURST)
+    ledger = _wallet(handler).ledger
+    assert isinstance(_send(handler, offchain_message(AGENT, "login")), MessageSignatureResponse)
+    assert isinstance(_send(handler, b"garbage"), ErrorResponse)
+    assert ledger.held == 3  # two requests, one denial
+    clock.now = NOW + timedelta(seconds=_wallet(handler).horizon + 1)
+    assert isinstance(_send(handler, offchain_message(AGENT, "login")), MessageSignatureResponse)
+    assert ledger.held == 1  # only the new request: the others left with the horizon
+
+
+def test_a_signed_messages_receipt_states_the_enclaves_clock_in_milliseconds() -> None:
+    clock = SettableClock()
+    clock.now = NOW + timedelta(milliseconds=1234)
+    handler = offchain_handler(True, clock=clock)
+    answer = _send(handler, offchain_message(AGENT, "login"))
+    assert isinstance(answer, MessageSignatureResponse)
+    receipt = verify_receipt(answer.receipt, answer.receipt_signature, handler.enclave.session.public_key)
+    assert receipt.time_ms == int(NOW.timestamp()) * 1000 + 1234 and receipt.verdict == "allow"

@@ -13,6 +13,7 @@ from enclave_app.errors import ProtocolError
 from enclave_app.framing import encode_frame
 from enclave_app.protocol import (
     EXPECTED_RESPONSE,
+    MAX_ERROR_MESSAGE_CHARS,
     REQUEST_TYPES,
     RESPONSE_TYPES,
     AgentKeyResponse,
@@ -238,3 +239,37 @@ def test_fields_are_declared_in_dataclass_order(kind: type[Message]) -> None:
 def test_a_decision_with_an_unhashable_verdict_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="decision lacks a verdict or reasons"):
         decode_response({**RESPONSES[4].to_wire(), "decision": {"verdict": ["allow"], "reasons": []}})
+
+
+@pytest.mark.parametrize("message", REQUESTS + RESPONSES, ids=lambda m: f"{type(m).__name__}")
+def test_every_byte_field_refuses_empty_text_and_bytearray_values(message: Message) -> None:
+    # Every byte field of the protocol has a lower bound of at least one byte, and only exact ``bytes`` pass: a
+    # text or a bytearray of an accepted length is refused too (the type and the size are both checked).
+    decode = decode_request if message in REQUESTS else decode_response
+    wire = message.to_wire()
+    fields = [name for name, value in wire.items() if type(value) is bytes]
+    no_bytes = (PingRequest, PrepareAgentKeyRequest, WalletFrozenResponse, ErrorResponse)
+    assert bool(fields) is not isinstance(message, no_bytes)
+    for name in fields:
+        for wrong in (b"", wire[name].decode("latin-1"), bytearray(wire[name])):
+            with pytest.raises(ProtocolError, match="byte field of wrong type or size"):
+                decode({**wire, name: wrong})
+
+
+def test_nested_byte_fields_refuse_text_of_an_accepted_length() -> None:
+    wire = REQUESTS[5].to_wire()
+    table = {"address": KEY.decode("latin-1"), "addresses": [KEY]}
+    with pytest.raises(ProtocolError, match="byte field of wrong type or size"):
+        decode_request({**wire, "lookup_tables": [table]})
+    table = {"address": KEY, "addresses": [KEY, KEY.decode("latin-1")]}
+    with pytest.raises(ProtocolError, match="byte field of wrong type or size"):
+        decode_request({**wire, "lookup_tables": [table]})
+
+
+def test_an_error_message_may_be_empty_and_is_bounded() -> None:
+    empty = ErrorResponse(code=ErrorCode.BUSY, message="")
+    assert decode_response(empty.to_wire()) == empty
+    longest = ErrorResponse(code=ErrorCode.BUSY, message="x" * MAX_ERROR_MESSAGE_CHARS)
+    assert decode_response(longest.to_wire()) == longest
+    with pytest.raises(ProtocolError, match="text field of wrong type or size"):
+        decode_response({**longest.to_wire(), "message": "x" * (MAX_ERROR_MESSAGE_CHARS + 1)})

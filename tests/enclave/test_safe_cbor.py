@@ -133,3 +133,37 @@ def test_walk_agrees_with_recursive_reference(value: object, max_depth: int) -> 
     else:
         with pytest.raises(CborDecodeError, match=r"malformed|deep"):
             loads_untrusted(encoded, max_depth=max_depth)
+
+
+def _tags_cbor2_decodes_itself() -> list[int]:
+    """Probed from the installed cbor2, independently of the module's list: the tags below 2**16 for which cbor2
+    does not call the tag hook (it decodes them, or fails, on its own)."""
+    builtin = []
+    for tag in range(2**16):
+        called = []
+
+        def hook(value: cbor2.CBORTag, _immutable: bool, called: list[int] = called) -> object:
+            called.append(value.tag)
+            return None
+
+        with contextlib.suppress(Exception):
+            cbor2.loads(cbor2.dumps(cbor2.CBORTag(tag, 0)), tag_hook=hook)
+        if not called:
+            builtin.append(tag)
+    return builtin
+
+
+def test_no_tag_reaches_a_decoder_of_cbor2() -> None:
+    # The final walk would refuse most decoded values too, but the decoders themselves must never run on untrusted
+    # input: the refusal comes from the refusing decoder (found in the chain of causes), for each tag cbor2 knows.
+    builtin = _tags_cbor2_decodes_itself()
+    assert 55799 in builtin and 52 in builtin and 99 not in builtin
+    for tag in builtin:
+        with pytest.raises(CborDecodeError) as refused:
+            loads_untrusted(cbor2.dumps(cbor2.CBORTag(tag, 0)))
+        causes = []
+        error: BaseException | None = refused.value
+        while error is not None:
+            causes.append(str(error))
+            error = error.__cause__ or error.__context__
+        assert "CBOR tag not allowed" in causes, (tag, causes)
