@@ -40,7 +40,7 @@ from solders.transaction import Transaction, VersionedTransaction
 from enclave_app.client import WALLET_REQUEST_TIMEOUT_SECONDS
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.errors import FramingError
-from enclave_app.framing import read_frame, write_frame
+from enclave_app.framing import encode_frame, read_frame, write_frame
 from enclave_app.no_attestation import NoAttestationNsm
 from enclave_app.protocol import (
     AttestationMode,
@@ -248,6 +248,42 @@ def start_raw_server(loop: LoopThread, path: Path, handle: Callable[..., Any]) -
 
     server: asyncio.Server = loop.run(start())
     return server
+
+
+def answering_requests(answer: Callable[[Request], EnclaveMessage]) -> Callable[..., Any]:
+    """A raw enclave's connection handler: each request decoded with the real protocol code and answered with
+    ``answer(request)``, until the client closes the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (frame := await read_frame(reader)) is not None:
+                writer.write(encode_frame(answer(decode_request(frame)).to_wire()))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return handle
+
+
+@contextmanager
+def raw_enclave_harness(tmp_path: Path) -> Iterator[Callable[[Callable[[Request], EnclaveMessage]], Harness]]:
+    """A harness (enclave timeout 0.5 s) and a function that puts a raw enclave on its socket answering each request
+    with ``answer(request)`` (`answering_requests`) and returns the harness; every such server is closed at the end."""
+    loop = LoopThread()
+    h = build_harness(tmp_path, loop, enclave_timeout=0.5)
+    servers: list[asyncio.Server] = []
+
+    def serve(answer: Callable[[Request], EnclaveMessage]) -> Harness:
+        servers.append(start_raw_server(loop, h.socket, answering_requests(answer)))
+        return h
+
+    try:
+        with h.client:
+            yield serve
+    finally:
+        for server in servers:
+            server.close()
+        loop.stop()
 
 
 def start_answering_server(loop: LoopThread, path: Path, answer: bytes) -> asyncio.Server:
