@@ -30,6 +30,7 @@ from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_or
 from policies.rotation import check_rotation_transaction
 from policies.transaction import decode_transaction
 from tests.proxy.hooked_client import record_signs
+from tests.support.aws_env import use_test_credentials
 from tests.support.owner_rotation_rpc import (
     RPC_URL,
     Cli,
@@ -429,9 +430,7 @@ SIGN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
 @pytest.fixture
 def kms_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
     """The owner options for a KMS key behind the test KMS and moto's STS, and the record of kms:Sign calls."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
+    use_test_credentials(monkeypatch)
     import boto3
     from moto import mock_aws
 
