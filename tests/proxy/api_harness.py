@@ -587,22 +587,34 @@ def running_harness(
 
 
 @contextmanager
-def stand_in_harness(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread, list[asyncio.Server]]]:
-    """A provisioned wallet (off-chain messages allowed) whose real enclave is stopped again, so that stand-in
-    enclaves can take its socket; every server in the yielded list is closed at the end."""
+def provisioned_harness(
+    tmp_path: Path, *, policy: Callable[[Harness], dict[str, Any]] | None = None, **kwargs: Any
+) -> Iterator[tuple[Harness, LoopThread, list[asyncio.Server]]]:
+    """`build_harness` (``kwargs``) with the real enclave (`start_enclave`: its server is the first of the yielded
+    list) and a provisioned wallet (`provision`, with ``policy(h)`` if given); every server in the list, and any a
+    test adds to it, is closed at the end."""
     loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=2.0)
-    server = start_enclave(loop, h.socket)
-    servers = [server]
+    h = build_harness(tmp_path, loop, **kwargs)
+    servers = [start_enclave(loop, h.socket)]
     try:
         with h.client:
-            provision(h, h.policy(1, offchain_messages={"allowed": True}))
-            stop_enclave(h, loop, server)
+            provision(h, None if policy is None else policy(h))
             yield h, loop, servers
     finally:
         for s in servers:
             s.close()
         loop.stop()
+
+
+@contextmanager
+def stand_in_harness(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread, list[asyncio.Server]]]:
+    """A provisioned wallet (off-chain messages allowed) whose real enclave is stopped again, so that stand-in
+    enclaves can take its socket; every server in the yielded list is closed at the end."""
+    messages = {"offchain_messages": {"allowed": True}}
+    with provisioned_harness(tmp_path, policy=lambda h: h.policy(1, **messages), enclave_timeout=2.0) as running:
+        h, loop, servers = running
+        stop_enclave(h, loop, servers[0])
+        yield running
 
 
 def spy_calls(target: Any, method: str) -> list[Any]:

@@ -33,8 +33,7 @@ from tests.proxy.api_harness import (
     LoopThread,
     SwitchableClock,
     answering_requests,
-    build_harness,
-    provision,
+    provisioned_harness,
     raw_enclave_harness,
     running_harness,
     spy_calls,
@@ -148,22 +147,14 @@ def test_attestation_refused_has_its_own_code(raw: Callable[[dict[str, Message]]
 
 
 def test_attestation_refused_while_loading_a_wallet_signs_nothing(tmp_path: Path) -> None:
-    loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=0.5)
-    server = start_enclave(loop, h.socket)
-    try:
-        with h.client:
-            provision(h)
-            stop_enclave(h, loop, server)
-            h.services.relay.forget()  # the next request loads the wallet: KMS refuses the enclave's attestation
-            refused = ErrorResponse(code=ErrorCode.ATTESTATION_REFUSED, message="kms refused the attestation")
-            server = raw_server(loop, h.socket, answering({"load_wallet": refused, "ping": status()}))
-            response = h.sign(h.transfer(1000, MERCHANT))
-            assert response.status_code == 503 and code(response) == "attestation_refused", response.text
-            assert "signed_transaction" not in response.text and h.spent() == 0
-    finally:
-        server.close()
-        loop.stop()
+    with provisioned_harness(tmp_path, enclave_timeout=0.5) as (h, loop, servers):
+        stop_enclave(h, loop, servers[0])
+        h.services.relay.forget()  # the next request loads the wallet: KMS refuses the enclave's attestation
+        refused = ErrorResponse(code=ErrorCode.ATTESTATION_REFUSED, message="kms refused the attestation")
+        servers.append(raw_server(loop, h.socket, answering({"load_wallet": refused, "ping": status()})))
+        response = h.sign(h.transfer(1000, MERCHANT))
+        assert response.status_code == 503 and code(response) == "attestation_refused", response.text
+        assert "signed_transaction" not in response.text and h.spent() == 0
 
 
 # -- the rate limit -----------------------------------------------------------------------------------------------
