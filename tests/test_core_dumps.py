@@ -18,11 +18,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from selfhost.local_stack import ProcessGroup, base_env, free_port
-from tests.proxy.minimal_settings import OWNER
+from tests.proxy.proxy_process import proxy_env, wait_healthy
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and prctl: Linux")
 
@@ -122,17 +121,7 @@ def test_a_signer_started_by_hand_cannot_dump_core(tmp_path: Path, stopped: list
 @pytest.mark.slow
 def test_a_proxy_started_by_hand_cannot_dump_core(tmp_path: Path, stopped: list[subprocess.Popen[bytes]]) -> None:
     port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(REPO),
-        "WAIAAS_STATE": f"sqlite:{tmp_path / 'waiaas.db'}",
-        "WAIAAS_ENCLAVE": f"unix:{tmp_path / 'no-enclave.sock'}",  # /healthz needs none
-        "WAIAAS_OWNER_KEYS": OWNER,
-        "WAIAAS_CHAIN": "litesvm",
-        "WAIAAS_REQUIRE_MULTISIG": "false",
-        "WAIAAS_PUBLIC_ORIGINS": "http://127.0.0.1:8080",
-        "WAIAAS_PORT": str(port),
-    }
+    env = proxy_env(tmp_path / "waiaas.db", tmp_path, port)
     log = tmp_path / "proxy.log"
     with log.open("wb") as out:
         proxy = subprocess.Popen(
@@ -140,14 +129,7 @@ def test_a_proxy_started_by_hand_cannot_dump_core(tmp_path: Path, stopped: list[
             preexec_fn=_raise_soft_limit,  # noqa: PLW1509 (one setrlimit call)
         )  # fmt: skip
     stopped.append(proxy)
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        assert proxy.poll() is None and time.monotonic() < deadline, log.read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    wait_healthy(proxy, port, log)
     assert core_limits(proxy.pid) == ("0", "0")
     crash_leaves_no_core(proxy, tmp_path)
 

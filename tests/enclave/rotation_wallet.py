@@ -86,6 +86,20 @@ class Rotation:
     async def candidate(self) -> AgentKeyResponse:
         return await self.client.prepare_agent_key(WALLET)
 
+    def cosign_request(self, candidate: AgentKeyResponse, raw: bytes | None = None) -> dict[str, Any]:
+        """The arguments of a co-signature of ``raw`` (default: the rotation to the candidate's key) as the owner
+        orders it: the transaction, the owner's rotation order naming it and the candidate's key, the candidate's
+        sealed blob."""
+        new, blob = new_key(candidate)
+        raw = self.transaction(new) if raw is None else raw
+        return {"transaction": raw, "order": self.rotation_order(raw, new), "candidate_sealed_blob": blob}
+
+
+def new_key(candidate: AgentKeyResponse) -> tuple[Pubkey, bytes]:
+    """The candidate's new agent key and its sealed blob."""
+    assert candidate.sealed_blob is not None
+    return Pubkey.from_bytes(candidate.new_agent_public_key), candidate.sealed_blob
+
 
 def held_agent(enclave: Enclave) -> Pubkey:
     return enclave.wallet(WALLET).agent

@@ -1,8 +1,19 @@
-"""The environment of a self-hosted enclave's start-up (Unix socket, development NSM, local sealer), with changes."""
+"""The environment of a self-hosted enclave's start-up (Unix socket, development NSM, local sealer), with changes,
+and the enclave app served from such an environment."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
+
+from enclave_app.__main__ import serve
+from enclave_app.client import EnclaveClient
+from enclave_app.protocol import StatusResponse
+from enclave_app.settings import load_settings
+
+T = TypeVar("T")
 
 
 def enclave_env(tmp_path: Path, **changes: str | None) -> dict[str, str]:
@@ -23,3 +34,39 @@ def enclave_env(tmp_path: Path, **changes: str | None) -> dict[str, str]:
         else:
             env[name] = value
     return env
+
+
+def served_from(env: dict[str, str], body: Callable[[EnclaveClient, StatusResponse], Awaitable[T]]) -> T:
+    """``body(client, status)`` against the enclave app served from the settings ``env`` (`enclave_app.__main__.serve`,
+    listening where ``env`` says), once a ping answers (``status``, its answer); the app is stopped after."""
+    settings = load_settings(env)
+
+    async def run() -> T:
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(settings, stop=stop))
+        client = EnclaveClient(env["WAIAAS_ENCLAVE_LISTEN"], timeout=10.0)
+        try:
+            return await body(client, await _first_status(client))
+        finally:
+            stop.set()
+            await task
+
+    return asyncio.run(run())
+
+
+def served_status(env: dict[str, str]) -> StatusResponse:
+    """The first status the enclave app served from ``env`` answers (`served_from`)."""
+
+    async def first(_: EnclaveClient, status: StatusResponse) -> StatusResponse:
+        return status
+
+    return served_from(env, first)
+
+
+async def _first_status(client: EnclaveClient) -> StatusResponse:
+    for _ in range(200):
+        try:
+            return await client.ping()
+        except Exception:  # not listening yet
+            await asyncio.sleep(0.02)
+    raise AssertionError("the enclave did not answer")

@@ -27,7 +27,7 @@ from enclave_app.protocol import AgentKeyResponse, SpentEntry
 from enclave_app.receipts import AgentKeyReceipt, verify_agent_key_receipt, verify_provision_receipt, verify_receipt
 from policies.model import FEES
 from policies.signing import load_signed_policy
-from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, refused, run
+from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, new_key, refused, run
 from tests.support.enclave_world import Boot, EnclaveWorld
 from tests.support.policies import EXAMPLE_MINT, MERCHANT
 from tests.support.squads_rotation import rotation_instructions, rotation_transaction, unsigned
@@ -113,11 +113,9 @@ def test_rotation_end_to_end_keeps_policy_freeze_and_ledger(world: EnclaveWorld)
 def test_after_a_restart_the_new_key_loads_from_the_candidate_blob(world: EnclaveWorld) -> None:
     async def first(client: EnclaveClient) -> tuple[bytes, bytes]:
         r = await Rotation(world, client).setup()
-        candidate = await r.candidate()
-        assert candidate.sealed_blob is not None
-        new = Pubkey.from_bytes(candidate.new_agent_public_key)
-        await client.switch_agent_key(WALLET, order=r.switch_order(new), candidate_sealed_blob=candidate.sealed_blob)
-        return bytes(new), candidate.sealed_blob
+        new, blob = new_key(await r.candidate())
+        await client.switch_agent_key(WALLET, order=r.switch_order(new), candidate_sealed_blob=blob)
+        return bytes(new), blob
 
     new, blob = run(world.boot(), first)
     boot = world.boot()
@@ -140,13 +138,9 @@ def test_frozen_wallet_can_rotate(world: EnclaveWorld) -> None:
         r = await Rotation(world, client).setup()
         await client.freeze(WALLET, world.order("freeze", WALLET, 1))
         candidate = await r.candidate()
-        assert candidate.sealed_blob is not None
-        new = Pubkey.from_bytes(candidate.new_agent_public_key)
-        raw = r.transaction(new)
-        await client.sign_agent_key_rotation(
-            WALLET, transaction=raw, order=r.rotation_order(raw, new), candidate_sealed_blob=candidate.sealed_blob
-        )
-        await client.switch_agent_key(WALLET, order=r.switch_order(new), candidate_sealed_blob=candidate.sealed_blob)
+        new, blob = new_key(candidate)
+        await client.sign_agent_key_rotation(WALLET, **r.cosign_request(candidate))
+        await client.switch_agent_key(WALLET, order=r.switch_order(new), candidate_sealed_blob=blob)
 
     run(boot, body)
     assert boot.enclave.wallet(WALLET).frozen
@@ -169,11 +163,7 @@ def _refuse_cosign(world: EnclaveWorld, code: str, build: Callable[[Rotation, Ag
 
 
 def _good(r: Rotation, candidate: AgentKeyResponse, **changes: Any) -> dict[str, Any]:
-    new = Pubkey.from_bytes(candidate.new_agent_public_key)
-    raw = r.transaction(new)
-    assert candidate.sealed_blob is not None
-    return {"transaction": raw, "order": r.rotation_order(raw, new), "candidate_sealed_blob": candidate.sealed_blob,
-            **changes}  # fmt: skip
+    return {**r.cosign_request(candidate), **changes}
 
 
 def test_cosign_refuses_an_order_signed_by_another_key(world: EnclaveWorld) -> None:
@@ -217,8 +207,7 @@ def test_cosign_refuses_a_transaction_that_also_pays_someone(world: EnclaveWorld
         new = Pubkey.from_bytes(c.new_agent_public_key)
         ixs = rotation_instructions(MULTISIG, owner=r.owner, agent=r.agent, new_agent=new)
         ixs.append(transfer(TransferParams(from_pubkey=r.agent, to_pubkey=MERCHANT, lamports=10**9)))
-        raw = unsigned(ixs, r.owner)
-        return _good(r, c, transaction=raw, order=r.rotation_order(raw, new))  # the owner even ordered it
+        return r.cosign_request(c, unsigned(ixs, r.owner))  # the owner even ordered it
 
     _refuse_cosign(world, "rotation_invalid", build)
 
@@ -236,12 +225,8 @@ def test_cosign_signs_a_durable_nonce_rotation(world: EnclaveWorld) -> None:
     async def body(client: EnclaveClient) -> None:
         r = await Rotation(world, client).setup()
         candidate = await r.candidate()
-        new = Pubkey.from_bytes(candidate.new_agent_public_key)
-        raw = durable(r, new, r.owner)
-        assert candidate.sealed_blob is not None
-        signed = await client.sign_agent_key_rotation(
-            WALLET, transaction=raw, order=r.rotation_order(raw, new), candidate_sealed_blob=candidate.sealed_blob
-        )
+        raw = durable(r, new_key(candidate)[0], r.owner)
+        signed = await client.sign_agent_key_rotation(WALLET, **r.cosign_request(candidate, raw))
         tx = VersionedTransaction.from_bytes(signed.signed_transaction)
         assert bytes(tx.message) == bytes(VersionedTransaction.from_bytes(raw).message)
         assert Signature.from_bytes(signed.signature).verify(r.agent, to_bytes_versioned(tx.message))
@@ -253,9 +238,7 @@ def test_cosign_refuses_the_agent_as_nonce_authority(world: EnclaveWorld) -> Non
     """Even ordered by the owner: the agent's signature would authorize the advance of a nonce it is authority of."""
 
     def build(r: Rotation, c: AgentKeyResponse) -> dict[str, Any]:
-        new = Pubkey.from_bytes(c.new_agent_public_key)
-        raw = durable(r, new, r.agent)
-        return _good(r, c, transaction=raw, order=r.rotation_order(raw, new))
+        return r.cosign_request(c, durable(r, new_key(c)[0], r.agent))
 
     _refuse_cosign(world, "rotation_invalid", build)
 
@@ -273,9 +256,8 @@ def test_cosign_refuses_a_key_the_enclave_did_not_make(world: EnclaveWorld) -> N
 
 def test_cosign_refuses_a_multisig_other_than_the_policys(world: EnclaveWorld) -> None:
     def build(r: Rotation, c: AgentKeyResponse) -> dict[str, Any]:
-        new = Pubkey.from_bytes(c.new_agent_public_key)
-        raw = rotation_transaction(Pubkey.new_unique(), owner=r.owner, agent=r.agent, new_agent=new)
-        return _good(r, c, transaction=raw, order=r.rotation_order(raw, new))
+        raw = rotation_transaction(Pubkey.new_unique(), owner=r.owner, agent=r.agent, new_agent=new_key(c)[0])
+        return r.cosign_request(c, raw)
 
     _refuse_cosign(world, "rotation_invalid", build)
 
@@ -290,13 +272,12 @@ def test_no_rotation_step_without_a_declared_multisig(world: EnclaveWorld) -> No
     async def body(client: EnclaveClient) -> None:
         r = await Rotation(world, client).setup()
         candidate = await r.candidate()
-        assert candidate.sealed_blob is not None
-        new = Pubkey.from_bytes(candidate.new_agent_public_key)
+        new, blob = new_key(candidate)
         await client.install_policy(WALLET, world.policy(WALLET, sequence=2, squads_multisig=None))
         await refused("rotation_invalid", client.prepare_agent_key(WALLET))
-        switch = client.switch_agent_key(WALLET, order=r.switch_order(new), candidate_sealed_blob=candidate.sealed_blob)
+        switch = client.switch_agent_key(WALLET, order=r.switch_order(new), candidate_sealed_blob=blob)
         await refused("rotation_invalid", switch)
-        await refused("rotation_invalid", client.sign_agent_key_rotation(WALLET, **_good(r, candidate)))
+        await refused("rotation_invalid", client.sign_agent_key_rotation(WALLET, **r.cosign_request(candidate)))
         assert held_agent(boot.enclave) == r.agent
 
     run(boot, body)
@@ -311,7 +292,7 @@ def test_cosign_refuses_without_a_policy(world: EnclaveWorld) -> None:
         r.agent = Pubkey.from_bytes(provisioned.agent_public_key)
         await refused("no_policy", client.prepare_agent_key(WALLET))
         fake = AgentKeyResponse(WALLET, bytes(r.agent), bytes(Pubkey.new_unique()), b"blob", b"r", bytes(64))
-        await refused("no_policy", client.sign_agent_key_rotation(WALLET, **_good(r, fake)))
+        await refused("no_policy", client.sign_agent_key_rotation(WALLET, **r.cosign_request(fake)))
 
     run(boot, body)
 
@@ -342,10 +323,7 @@ def test_switch_refuses_bad_orders(world: EnclaveWorld) -> None:
 
     async def body(client: EnclaveClient) -> None:
         r = await Rotation(world, client).setup()
-        candidate = await r.candidate()
-        assert candidate.sealed_blob is not None
-        new = Pubkey.from_bytes(candidate.new_agent_public_key)
-        blob = candidate.sealed_blob
+        new, blob = new_key(await r.candidate())
         for order in (
             r.switch_order(new, key=Ed25519PrivateKey.generate()),  # not the owner
             r.switch_order(new, agent=Pubkey.new_unique()),  # replaces a key the wallet does not have

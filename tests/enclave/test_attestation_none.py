@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from enclave_app.__main__ import build_sealers, main, serve
+from enclave_app.__main__ import build_sealers, main
 from enclave_app.client import EnclaveClient
 from enclave_app.errors import EnclaveRequestError, NsmError, ProtocolError, SettingsError
 from enclave_app.no_attestation import NO_ATTESTATION_REASON, RANDOM_BYTES, NoAttestationNsm
@@ -21,6 +21,7 @@ from enclave_app.protocol import (
     EnclaveState,
     ErrorCode,
     ErrorResponse,
+    StatusResponse,
     decode_response,
 )
 from enclave_app.sealing import LocalSealer
@@ -28,7 +29,7 @@ from enclave_app.server import Handler
 from enclave_app.settings import Settings, load_settings
 from enclave_app.state import Enclave
 from enclave_app.transport import UnixAddress
-from tests.enclave.startup_env import enclave_env
+from tests.enclave.startup_env import enclave_env, served_from
 
 KEY = bytes(range(32))
 
@@ -89,28 +90,15 @@ def test_no_attestation_nsm_has_randomness_and_nothing_else() -> None:
 
 
 def test_serve_in_mode_none_answers_attestation_with_the_reason(tmp_path: Path) -> None:
-    settings = load_settings(_none_env(tmp_path))
+    Seen = tuple[AttestationResponse, bytes, bytes, EnclaveState]
 
-    async def run() -> tuple[AttestationResponse, bytes, bytes, EnclaveState]:
-        stop = asyncio.Event()
-        task = asyncio.create_task(serve(settings, stop=stop))
-        client = EnclaveClient(f"unix:{tmp_path}/enclave.sock", timeout=10.0)
-        try:
-            for _ in range(200):
-                try:
-                    status = await client.ping()
-                    break
-                except Exception:  # not listening yet
-                    await asyncio.sleep(0.02)
-            attestation = await client.attestation(b"n" * 16)
-            wallet = await client.provision_wallet("w1", KEY)  # keys from kernel randomness, sealed locally
-            assert wallet.sealed_blob is not None
-            return attestation, status.session_public_key, wallet.agent_public_key, (await client.ping()).state
-        finally:
-            stop.set()
-            await task
+    async def body(client: EnclaveClient, status: StatusResponse) -> Seen:
+        attestation = await client.attestation(b"n" * 16)
+        wallet = await client.provision_wallet("w1", KEY)  # keys from kernel randomness, sealed locally
+        assert wallet.sealed_blob is not None
+        return attestation, status.session_public_key, wallet.agent_public_key, (await client.ping()).state
 
-    attestation, session_key, agent, state = asyncio.run(run())
+    attestation, session_key, agent, state = served_from(_none_env(tmp_path), body)
     assert attestation.mode is AttestationMode.NONE and attestation.document is None
     assert attestation.reason == NO_ATTESTATION_REASON and "no Nitro Enclave" in attestation.reason
     assert attestation.session_public_key == session_key and len(agent) == 32
@@ -179,24 +167,9 @@ def test_an_inconsistent_answer_is_not_encoded() -> None:
 
 def test_client_raises_on_an_error_answer_in_mode_none(tmp_path: Path) -> None:
     # The KMS-free path still refuses what it must: a load with a blob that does not open is unseal_failed.
-    settings = load_settings(_none_env(tmp_path))
+    async def body(client: EnclaveClient, _: StatusResponse) -> str:
+        with pytest.raises(EnclaveRequestError) as raised:
+            await client.load_wallet("w1", owner_public_key=KEY, agent_public_key=KEY, sealed_blob=b"junk")
+        return raised.value.code
 
-    async def run() -> str:
-        stop = asyncio.Event()
-        task = asyncio.create_task(serve(settings, stop=stop))
-        client = EnclaveClient(f"unix:{tmp_path}/enclave.sock", timeout=10.0)
-        try:
-            for _ in range(200):
-                try:
-                    await client.ping()
-                    break
-                except Exception:  # not listening yet
-                    await asyncio.sleep(0.02)
-            with pytest.raises(EnclaveRequestError) as raised:
-                await client.load_wallet("w1", owner_public_key=KEY, agent_public_key=KEY, sealed_blob=b"junk")
-            return raised.value.code
-        finally:
-            stop.set()
-            await task
-
-    assert asyncio.run(run()) == ErrorCode.UNSEAL_FAILED.value
+    assert served_from(_none_env(tmp_path), body) == ErrorCode.UNSEAL_FAILED.value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -10,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave_app.__main__ import main, serve
-from enclave_app.client import EnclaveClient
+from enclave_app.__main__ import main
 from enclave_app.errors import ReceiptError, SettingsError, StateError
 from enclave_app.ledger import ARCHIVE_BUCKET_SECONDS, ARCHIVE_SECONDS, COMPACT_AFTER, MAX_LEDGER_ENTRIES, Ledger
 from enclave_app.protocol import EnclaveState
@@ -19,7 +17,7 @@ from enclave_app.receipts import Receipt, SessionKey, verify_receipt
 from enclave_app.settings import load_settings
 from enclave_app.transport import UnixAddress, VsockAddress
 from policies.decision import Reservation
-from tests.enclave.startup_env import enclave_env
+from tests.enclave.startup_env import enclave_env, served_status
 
 KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
@@ -117,23 +115,7 @@ def test_main_reports_configuration_errors_without_values(tmp_path: Path, capsys
 
 
 def test_serve_from_settings_over_a_unix_socket(tmp_path: Path) -> None:
-    settings = load_settings(enclave_env(tmp_path))
-
-    async def run() -> EnclaveState:
-        stop = asyncio.Event()
-        task = asyncio.create_task(serve(settings, stop=stop))
-        client = EnclaveClient(f"unix:{tmp_path}/enclave.sock", timeout=5.0)
-        for _ in range(100):
-            try:
-                state = (await client.ping()).state
-                break
-            except Exception:  # not listening yet
-                await asyncio.sleep(0.02)
-        stop.set()
-        await task
-        return state
-
-    assert asyncio.run(run()) is EnclaveState.BOOTING
+    assert served_status(enclave_env(tmp_path)).state is EnclaveState.BOOTING
 
 
 def test_ledger_windows_slide_and_never_go_back() -> None:

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from solders.pubkey import Pubkey
 
-from enclave_app.__main__ import main, serve
-from enclave_app.client import EnclaveClient
+from enclave_app.__main__ import main
 from enclave_app.errors import SettingsError
 from enclave_app.no_attestation import NoAttestationNsm
 from enclave_app.protocol import (
@@ -37,7 +36,7 @@ from enclave_app.server import Handler
 from enclave_app.settings import load_settings
 from enclave_app.state import Enclave, Wallet
 from policies.signing import sign_document
-from tests.enclave.startup_env import enclave_env
+from tests.enclave.startup_env import enclave_env, served_status
 from tests.support.policies import example_policy
 from tests.support.policy_handler import AGENT, AGENT_KEY, NOW, OWNER, WALLET
 
@@ -125,26 +124,10 @@ def test_the_status_of_an_enclave_built_before_the_setting_still_decodes() -> No
 
 
 def test_served_from_settings_the_enclave_reports_them(tmp_path: Path) -> None:
-    async def status(env: dict[str, str]) -> StatusResponse:
-        settings = load_settings(env)
-        stop = asyncio.Event()
-        task = asyncio.create_task(serve(settings, stop=stop))
-        client = EnclaveClient(env["WAIAAS_ENCLAVE_LISTEN"], timeout=5.0)
-        try:
-            for _ in range(100):
-                try:
-                    return await client.ping()
-                except Exception:  # not listening yet
-                    await asyncio.sleep(0.02)
-            raise AssertionError("the enclave did not answer")
-        finally:
-            stop.set()
-            await task
-
-    assert asyncio.run(status(enclave_env(tmp_path))).requires_multisig is True  # the default
+    assert served_status(enclave_env(tmp_path)).requires_multisig is True  # the default
     (tmp_path / "off").mkdir()
     off = enclave_env(tmp_path / "off", REQUIRE_MULTISIG="false")
-    assert asyncio.run(status(off)).requires_multisig is False
+    assert served_status(off).requires_multisig is False
 
 
 # -- settings ----------------------------------------------------------------------------------------------------

@@ -7,24 +7,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from solders.pubkey import Pubkey
-
 from enclave_app.client import EnclaveClient
 from enclave_app.protocol import AgentKeyResponse
-from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, refused
+from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, new_key, refused
 from tests.support.enclave_world import EnclaveWorld, serving
 
 OTHER = "wallet-rot-2"
 
 
-def _new(candidate: AgentKeyResponse) -> tuple[Pubkey, bytes]:
-    assert candidate.sealed_blob is not None
-    return Pubkey.from_bytes(candidate.new_agent_public_key), candidate.sealed_blob
-
-
 async def _rotate(r: Rotation, candidate: AgentKeyResponse) -> tuple[bytes, bytes, bytes]:
     """Co-sign and switch to ``candidate``; return the transaction, the rotation order and the switch order used."""
-    new, blob = _new(candidate)
+    new, blob = new_key(candidate)
     raw = r.transaction(new)
     order = r.rotation_order(raw, new)
     await r.client.sign_agent_key_rotation(WALLET, transaction=raw, order=order, candidate_sealed_blob=blob)
@@ -51,7 +44,7 @@ def test_a_candidate_of_another_wallet_of_the_same_owner_is_refused(world: Encla
         r = await Rotation(world, client).setup()
         await client.provision_wallet(OTHER, world.owner_public)
         await client.install_policy(OTHER, world.policy(OTHER, squads_multisig=str(MULTISIG)))
-        foreign, blob = _new(await client.prepare_agent_key(OTHER))
+        foreign, blob = new_key(await client.prepare_agent_key(OTHER))
         raw = r.transaction(foreign)
         order = r.rotation_order(raw, foreign)
         await refused("unseal_failed", client.sign_agent_key_rotation(
@@ -68,7 +61,7 @@ def test_orders_for_another_wallet_are_refused(world: EnclaveWorld) -> None:
         r = await Rotation(world, client).setup()
         await client.provision_wallet(OTHER, world.owner_public)
         await client.install_policy(OTHER, world.policy(OTHER, squads_multisig=str(MULTISIG)))
-        new, blob = _new(await r.candidate())
+        new, blob = new_key(await r.candidate())
         raw = r.transaction(new)
         # The owner's orders for WALLET, sent for OTHER (whose key they do not name either).
         await refused("order_invalid", client.sign_agent_key_rotation(
@@ -85,7 +78,7 @@ def test_a_rotation_order_replayed_after_the_switch_signs_nothing(world: Enclave
         r = await Rotation(world, client).setup()
         candidate = await r.candidate()
         raw, order, _ = await _rotate(r, candidate)
-        _, blob = _new(candidate)
+        _, blob = new_key(candidate)
         await refused("order_invalid", client.sign_agent_key_rotation(
             WALLET, transaction=raw, order=order, candidate_sealed_blob=blob))  # fmt: skip
         assert held_agent(boot.enclave) == r.agent
@@ -101,7 +94,7 @@ def test_a_switch_order_replayed_after_a_second_rotation_does_not_switch_back(wo
         first = await r.candidate()
         _, _, first_switch = await _rotate(r, first)
         await _rotate(r, await r.candidate())
-        _, first_blob = _new(first)
+        _, first_blob = new_key(first)
         await refused("order_invalid", client.switch_agent_key(
             WALLET, order=first_switch, candidate_sealed_blob=first_blob))  # fmt: skip
         assert held_agent(boot.enclave) == r.agent

@@ -16,7 +16,7 @@ from solders.transaction import VersionedTransaction
 from enclave_app.client import EnclaveClient
 from policies import programs
 from policies.decoders.squads_vault import squads_proposal_address, squads_transaction_address
-from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, refused, run
+from tests.enclave.rotation_wallet import MULTISIG, WALLET, Rotation, held_agent, new_key, refused, run
 from tests.support.enclave_world import EnclaveWorld
 from tests.support.squads_encoder import SquadsEncoder
 from tests.support.squads_rotation import (
@@ -62,19 +62,13 @@ def test_the_enclave_refuses_a_replacement_limit_naming_another_key_even_ordered
     async def body(client: EnclaveClient) -> None:
         r = await Rotation(world, client).setup()
         candidate = await r.candidate()
-        assert candidate.sealed_blob is not None
-        new = Pubkey.from_bytes(candidate.new_agent_public_key)
+        new, _ = new_key(candidate)
         for members in ([new, ATTACKER], [new, r.owner], [ATTACKER]):
-            raw = with_limit(r, new, members)
-            await refused("rotation_invalid", client.sign_agent_key_rotation(
-                WALLET, transaction=raw, order=r.rotation_order(raw, new), candidate_sealed_blob=candidate.sealed_blob
-            ))  # fmt: skip
+            request = r.cosign_request(candidate, with_limit(r, new, members))
+            await refused("rotation_invalid", client.sign_agent_key_rotation(WALLET, **request))
             assert held_agent(boot.enclave) == r.agent
         # The replacement naming the new key alone is co-signed (its terms are the owner's: the order names them).
-        raw = with_limit(r, new, [new])
-        signed = await client.sign_agent_key_rotation(
-            WALLET, transaction=raw, order=r.rotation_order(raw, new), candidate_sealed_blob=candidate.sealed_blob
-        )
+        signed = await client.sign_agent_key_rotation(WALLET, **r.cosign_request(candidate, with_limit(r, new, [new])))
         tx = VersionedTransaction.from_bytes(signed.signed_transaction)
         assert Signature.from_bytes(signed.signature).verify(r.agent, to_bytes_versioned(tx.message))
 

@@ -33,6 +33,7 @@ from enclave_app.sealing import (
 from tests.enclave.forged_kms import FixedDataKey, ForgingParent, raw_seed
 from tests.fakes.attesting_kms import AttestingTestKms, cdk_seal_key_policy
 from tests.fakes.fake_nsm_device import FakeNsmDevice
+from tests.support.aws_env import use_test_credentials
 from tests.support.nitro_test_pki import NitroTestPki
 
 NOW = datetime(2032, 2, 3, 4, 5, 6, tzinfo=UTC)
@@ -82,13 +83,7 @@ class World:
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    use_test_credentials(monkeypatch)
     with mock_aws():
         yield World()
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from policies.decision import Verdict
 from policies.document import parse_policy, policy_from_object
 from policies.errors import PolicyDocumentError
-from tests.support.policies import example_policy
+from tests.support.policies import example_policy, replace_at, value_paths
 from tests.support.scenario import Scenario
 
 json_values = st.recursive(
@@ -23,18 +23,7 @@ json_values = st.recursive(
 )
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            out += _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            out += _paths(item, (*prefix, i))
-    return out
-
-
-EXAMPLE_PATHS = _paths(example_policy())[1:]
+EXAMPLE_PATHS = value_paths(example_policy())[1:]
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -55,10 +44,7 @@ def test_parser_on_arbitrary_json_raises_only_document_errors(value: Any) -> Non
 @given(st.sampled_from(EXAMPLE_PATHS), json_values)
 def test_parser_on_mutated_example_raises_only_document_errors(path: tuple[Any, ...], value: Any) -> None:
     doc = example_policy()
-    target: Any = doc
-    for part in path[:-1]:
-        target = target[part]
-    target[path[-1]] = value
+    replace_at(doc, path, value)
     try:
         policy_from_object(doc)
     except PolicyDocumentError as exc:

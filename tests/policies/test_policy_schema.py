@@ -23,7 +23,7 @@ from policies.document import MAX_SPEND_WINDOWS, MAX_WINDOW_SECONDS, parse_polic
 from policies.errors import PolicyDocumentError
 from policies.fees import MAX_COMPUTE_UNIT_LIMIT
 from policies.json_fields import U64_MAX, _amount
-from tests.support.policies import example_policy, policy_schema
+from tests.support.policies import example_policy, policy_schema, replace_at, value_paths
 
 SCHEMA = policy_schema()
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -228,17 +228,6 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            out += _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            out += _paths(item, (*prefix, i))
-    return out
-
-
 JUNK = [None, True, 0, -1, 1, 2**53, U64_MAX, "", "any", "SOL", [], {}, "1", "24:00", ADDRESSES[0], "a" * 65]
 FLOAT = "\x00float\x00"  # written into the text as a float literal
 
@@ -252,11 +241,8 @@ def test_every_document_the_parser_accepts_passes_the_schema(doc: dict[str, Any]
     assert _parses(text), text
     assert VALIDATOR.is_valid(doc), next(iter(VALIDATOR.iter_errors(doc))).message
 
-    path = data.draw(st.sampled_from(_paths(doc)[1:]))
-    target: Any = doc
-    for part in path[:-1]:
-        target = target[part]
-    target[path[-1]] = data.draw(st.sampled_from([*JUNK, FLOAT]))
+    path = data.draw(st.sampled_from(value_paths(doc)[1:]))
+    replace_at(doc, path, data.draw(st.sampled_from([*JUNK, FLOAT])))
     literal = data.draw(st.sampled_from(["1.0", "1e0", "-0.0", "60.0", "0"]))
     mutated = json.dumps(doc).replace(json.dumps(FLOAT), literal)
     if _parses(mutated):

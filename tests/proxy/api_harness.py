@@ -40,7 +40,7 @@ from solders.transaction import Transaction, VersionedTransaction
 from enclave_app.client import WALLET_REQUEST_TIMEOUT_SECONDS
 from enclave_app.dev_nsm import UnsafeDevelopmentNsm
 from enclave_app.errors import FramingError
-from enclave_app.framing import read_frame, write_frame
+from enclave_app.framing import encode_frame, read_frame, write_frame
 from enclave_app.no_attestation import NoAttestationNsm
 from enclave_app.protocol import (
     AttestationMode,
@@ -248,6 +248,42 @@ def start_raw_server(loop: LoopThread, path: Path, handle: Callable[..., Any]) -
 
     server: asyncio.Server = loop.run(start())
     return server
+
+
+def answering_requests(answer: Callable[[Request], EnclaveMessage]) -> Callable[..., Any]:
+    """A raw enclave's connection handler: each request decoded with the real protocol code and answered with
+    ``answer(request)``, until the client closes the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (frame := await read_frame(reader)) is not None:
+                writer.write(encode_frame(answer(decode_request(frame)).to_wire()))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return handle
+
+
+@contextmanager
+def raw_enclave_harness(tmp_path: Path) -> Iterator[Callable[[Callable[[Request], EnclaveMessage]], Harness]]:
+    """A harness (enclave timeout 0.5 s) and a function that puts a raw enclave on its socket answering each request
+    with ``answer(request)`` (`answering_requests`) and returns the harness; every such server is closed at the end."""
+    loop = LoopThread()
+    h = build_harness(tmp_path, loop, enclave_timeout=0.5)
+    servers: list[asyncio.Server] = []
+
+    def serve(answer: Callable[[Request], EnclaveMessage]) -> Harness:
+        servers.append(start_raw_server(loop, h.socket, answering_requests(answer)))
+        return h
+
+    try:
+        with h.client:
+            yield serve
+    finally:
+        for server in servers:
+            server.close()
+        loop.stop()
 
 
 def start_answering_server(loop: LoopThread, path: Path, answer: bytes) -> asyncio.Server:
@@ -551,22 +587,34 @@ def running_harness(
 
 
 @contextmanager
-def stand_in_harness(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread, list[asyncio.Server]]]:
-    """A provisioned wallet (off-chain messages allowed) whose real enclave is stopped again, so that stand-in
-    enclaves can take its socket; every server in the yielded list is closed at the end."""
+def provisioned_harness(
+    tmp_path: Path, *, policy: Callable[[Harness], dict[str, Any]] | None = None, **kwargs: Any
+) -> Iterator[tuple[Harness, LoopThread, list[asyncio.Server]]]:
+    """`build_harness` (``kwargs``) with the real enclave (`start_enclave`: its server is the first of the yielded
+    list) and a provisioned wallet (`provision`, with ``policy(h)`` if given); every server in the list, and any a
+    test adds to it, is closed at the end."""
     loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=2.0)
-    server = start_enclave(loop, h.socket)
-    servers = [server]
+    h = build_harness(tmp_path, loop, **kwargs)
+    servers = [start_enclave(loop, h.socket)]
     try:
         with h.client:
-            provision(h, h.policy(1, offchain_messages={"allowed": True}))
-            stop_enclave(h, loop, server)
+            provision(h, None if policy is None else policy(h))
             yield h, loop, servers
     finally:
         for s in servers:
             s.close()
         loop.stop()
+
+
+@contextmanager
+def stand_in_harness(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread, list[asyncio.Server]]]:
+    """A provisioned wallet (off-chain messages allowed) whose real enclave is stopped again, so that stand-in
+    enclaves can take its socket; every server in the yielded list is closed at the end."""
+    messages = {"offchain_messages": {"allowed": True}}
+    with provisioned_harness(tmp_path, policy=lambda h: h.policy(1, **messages), enclave_timeout=2.0) as running:
+        h, loop, servers = running
+        stop_enclave(h, loop, servers[0])
+        yield running
 
 
 def spy_calls(target: Any, method: str) -> list[Any]:

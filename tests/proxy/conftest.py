@@ -18,6 +18,7 @@ from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
 from tests.proxy.api_harness import stand_in_harness
 from tests.proxy.stand_in import StandIn
+from tests.support.aws_env import use_test_credentials
 from tests.support.owner_rotation_rpc import Cli, Rpc
 
 W = TypeVar("W")
@@ -56,13 +57,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials so that nothing can reach a real AWS account."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    use_test_credentials(monkeypatch)
 
 
 @pytest.fixture

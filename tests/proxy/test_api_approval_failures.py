@@ -15,9 +15,8 @@ import pytest
 from tests.proxy.api_harness import (
     Harness,
     LoopThread,
-    build_harness,
     new_session_key,
-    provision,
+    provisioned_harness,
     refused_records,
     stand_in_refusal,
     start_enclave,
@@ -28,16 +27,8 @@ from tests.proxy.harness_calls import ESCALATING, configure_webhook, escalate, q
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
-    loop = LoopThread()
-    harness = build_harness(tmp_path, loop)
-    server = start_enclave(loop, harness.socket)
-    try:
-        with harness.client:
-            provision(harness)
-            yield harness, loop
-    finally:
-        server.close()
-        loop.stop()
+    with provisioned_harness(tmp_path) as (harness, loop, _):
+        yield harness, loop
 
 
 def pending_ids(h: Harness) -> list[str]:

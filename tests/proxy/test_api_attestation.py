@@ -6,7 +6,6 @@ the inconsistent and refusing ones, decoding each request with the real protocol
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from solders.pubkey import Pubkey
 
-from enclave_app.framing import encode_frame, read_frame
 from enclave_app.protocol import (
     AttestationMode,
     AttestationResponse,
@@ -26,7 +24,6 @@ from enclave_app.protocol import (
     ErrorResponse,
     Message,
     StatusResponse,
-    decode_request,
 )
 from parent_proxy.__main__ import build_app
 from parent_proxy.attestation import document_public_key_unverified
@@ -35,8 +32,9 @@ from tests.proxy.api_harness import (
     Harness,
     LoopThread,
     SwitchableClock,
-    build_harness,
-    provision,
+    answering_requests,
+    provisioned_harness,
+    raw_enclave_harness,
     running_harness,
     spy_calls,
     start_enclave,
@@ -80,35 +78,13 @@ def test_session_key_is_the_attestation_answers(tmp_path: Path, mode: str) -> No
 
 
 def answering(answers: dict[str, Message]) -> Callable[..., object]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while (frame := await read_frame(reader)) is not None:
-                request = decode_request(frame)
-                writer.write(encode_frame(answers[request.TYPE].to_wire()))
-                await writer.drain()
-        finally:
-            writer.close()
-
-    return handle
+    return answering_requests(lambda request: answers[request.TYPE])
 
 
 @pytest.fixture
 def raw(tmp_path: Path) -> Iterator[Callable[[dict[str, Message]], Harness]]:
-    loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=0.5)
-    servers: list[asyncio.Server] = []
-
-    def serve(answers: dict[str, Message]) -> Harness:
-        servers.append(raw_server(loop, h.socket, answering(answers)))
-        return h
-
-    try:
-        with h.client:
-            yield serve
-    finally:
-        for server in servers:
-            server.close()
-        loop.stop()
+    with raw_enclave_harness(tmp_path) as serve:
+        yield lambda answers: serve(lambda request: answers[request.TYPE])
 
 
 def status(key: bytes = KEY) -> StatusResponse:
@@ -171,22 +147,14 @@ def test_attestation_refused_has_its_own_code(raw: Callable[[dict[str, Message]]
 
 
 def test_attestation_refused_while_loading_a_wallet_signs_nothing(tmp_path: Path) -> None:
-    loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=0.5)
-    server = start_enclave(loop, h.socket)
-    try:
-        with h.client:
-            provision(h)
-            stop_enclave(h, loop, server)
-            h.services.relay.forget()  # the next request loads the wallet: KMS refuses the enclave's attestation
-            refused = ErrorResponse(code=ErrorCode.ATTESTATION_REFUSED, message="kms refused the attestation")
-            server = raw_server(loop, h.socket, answering({"load_wallet": refused, "ping": status()}))
-            response = h.sign(h.transfer(1000, MERCHANT))
-            assert response.status_code == 503 and code(response) == "attestation_refused", response.text
-            assert "signed_transaction" not in response.text and h.spent() == 0
-    finally:
-        server.close()
-        loop.stop()
+    with provisioned_harness(tmp_path, enclave_timeout=0.5) as (h, loop, servers):
+        stop_enclave(h, loop, servers[0])
+        h.services.relay.forget()  # the next request loads the wallet: KMS refuses the enclave's attestation
+        refused = ErrorResponse(code=ErrorCode.ATTESTATION_REFUSED, message="kms refused the attestation")
+        servers.append(raw_server(loop, h.socket, answering({"load_wallet": refused, "ping": status()})))
+        response = h.sign(h.transfer(1000, MERCHANT))
+        assert response.status_code == 503 and code(response) == "attestation_refused", response.text
+        assert "signed_transaction" not in response.text and h.spent() == 0
 
 
 # -- the rate limit -----------------------------------------------------------------------------------------------

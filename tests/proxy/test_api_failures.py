@@ -17,9 +17,9 @@ from parent_proxy.store.validation import IDEMPOTENCY_STALE_SECONDS
 from tests.proxy.api_harness import (
     Harness,
     LoopThread,
-    build_harness,
     fresh_relay,
     provision,
+    provisioned_harness,
     start_answering_server,
     start_enclave,
     start_raw_server,
@@ -34,17 +34,10 @@ def setup(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread]]:
     """A provisioned wallet whose enclave is then replaced (the test decides by what). The proxy keeps the harness's
     time limits: the tests that restart the real enclave reload the wallet, an Argon2id unsealing that outlasts a
     short limit on a loaded machine; the slow-enclave test takes its short limit itself."""
-    loop = LoopThread()
-    h = build_harness(tmp_path, loop)
-    server = start_enclave(loop, h.socket)
-    try:
-        with h.client:
-            provision(h)
-            stop_enclave(h, loop, server)
-            h.services.relay.forget()
-            yield h, loop
-    finally:
-        loop.stop()
+    with provisioned_harness(tmp_path) as (h, loop, servers):
+        stop_enclave(h, loop, servers[0])
+        h.services.relay.forget()
+        yield h, loop
 
 
 def assert_nothing_signed(h: Harness, response: object, status: int, error: str) -> None:

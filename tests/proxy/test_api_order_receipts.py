@@ -8,34 +8,22 @@ fails 503), recorded as ``order.failed``. The real enclave answers the honest or
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from solders.pubkey import Pubkey
 
-from enclave_app.order_receipts import OrderReceipt, verify_order_receipt
-from enclave_app.protocol import (
-    FreezeRequest,
-    InstallPolicyRequest,
-    LoadWalletRequest,
-    PolicyInstalledResponse,
-    Request,
-    WalletFrozenResponse,
-    WalletResponse,
-)
-from enclave_app.receipts import SessionKey
+from enclave_app.order_receipts import verify_order_receipt
 from parent_proxy.audit_receipts import verify_audit_receipts
 from parent_proxy.order_receipts import order_payload
 from parent_proxy.receipt_checks import split_receipt
 from policies.signing import document_sha256
-from tests.proxy.api_harness import ForRequest, Harness, new_session_key, provision, running_harness
+from tests.proxy.api_harness import Harness, new_session_key, provision, running_harness
 from tests.proxy.harness_calls import order, pending_reservations, records, send
+from tests.proxy.order_answers import assert_order_failed, freeze_answer, install_answer
 from tests.proxy.stand_in import StandIn
 from tests.support.policies import MERCHANT
 
@@ -83,33 +71,7 @@ def test_orders_come_back_with_receipts_recorded_after_their_own_records(tmp_pat
         assert (report.order_receipts, report.receipts, report.counter_gaps) == (4, 1, 0)
 
 
-# -- a stand-in enclave ---------------------------------------------------------------------------------------------
-
-
-def _order_receipt(session: SessionKey, request: FreezeRequest, **changes: Any) -> tuple[bytes, bytes]:
-    document = json.loads(request.order)["document"]
-    stated = OrderReceipt("freeze", request.wallet_id, document["sequence"], document_sha256(document), True, None,
-                          int(time.time() * 1000), session.next_counter())  # fmt: skip
-    return session.sign_order(dataclasses.replace(stated, **changes))
-
-
-def freeze_answer(
-    *, signer: SessionKey | None = None, answer: dict[str, Any] | None = None, receipt: bool = True, **changes: Any
-) -> Callable[[SessionKey], ForRequest]:
-    """A stand-in's answer to the freeze it is sent: the enclave's own (the control), or with its receipt signed by
-    ``signer``, stating ``changes``, its answer fields changed by ``answer``, or (``receipt`` false) without one."""
-
-    def make(session: SessionKey) -> ForRequest:
-        def reply(request: Request) -> WalletFrozenResponse:
-            assert isinstance(request, FreezeRequest)
-            sequence = json.loads(request.order)["document"]["sequence"]
-            encoded, signature = _order_receipt(signer or session, request, **changes) if receipt else (None, None)
-            fields = {"wallet_id": request.wallet_id, "frozen": True, "order_sequence": sequence, **(answer or {})}
-            return WalletFrozenResponse(**fields, receipt=encoded, receipt_signature=signature)
-
-        return ForRequest(reply)
-
-    return make
+# -- a stand-in enclave (`tests.proxy.order_answers`) ---------------------------------------------------------------
 
 
 CASES: dict[str, dict[str, Any]] = {
@@ -138,9 +100,8 @@ def test_a_freeze_receipt_that_does_not_check_is_no_acknowledgement(stand_in: St
         return
     assert answer["enclave_acknowledged"] is False, answer
     assert (answer["receipt"], answer["receipt_signature"], answer["session_public_key"]) == (None, None, None)
-    assert "wallet.enclave_frozen" not in events and events[-1] == "order.failed"
-    failed = json.loads(records(h)[-1].payload)
-    assert (failed["purpose"], failed["sequence"], failed["error"]) == ("freeze", 1, "enclave_unavailable")
+    assert "wallet.enclave_frozen" not in events
+    assert_order_failed(h, "freeze", 1)
 
 
 def test_an_enclave_built_before_order_receipts_still_acknowledges(stand_in: StandIn) -> None:
@@ -151,34 +112,9 @@ def test_an_enclave_built_before_order_receipts_still_acknowledges(stand_in: Sta
     assert h.audit_events()[-1] == "wallet.frozen"
 
 
-def install_answer(signer: SessionKey) -> Callable[[SessionKey], ForRequest]:
-    """A stand-in that loads the wallet (already held) and installs the policy it is sent, answering with a receipt
-    ``signer`` signed (a key it does not attest)."""
-
-    def make(session: SessionKey) -> ForRequest:
-        def reply(request: Request) -> WalletResponse | PolicyInstalledResponse:
-            if isinstance(request, LoadWalletRequest):
-                return WalletResponse(wallet_id=request.wallet_id, agent_public_key=request.agent_public_key,
-                                      sealed_blob=None)  # fmt: skip
-            assert isinstance(request, InstallPolicyRequest)
-            document = json.loads(request.signed_policy)["document"]
-            digest = document_sha256(document)
-            stated = OrderReceipt("policy", request.wallet_id, document["sequence"], digest, False, digest,
-                                  int(time.time() * 1000), 1)  # fmt: skip
-            encoded, signature = signer.sign_order(stated)
-            return PolicyInstalledResponse(
-                wallet_id=request.wallet_id, sequence=document["sequence"], policy_hash=digest, receipt=encoded,
-                receipt_signature=signature,
-            )  # fmt: skip
-
-        return ForRequest(reply)
-
-    return make
-
-
 def test_an_install_receipt_that_does_not_check_is_no_installation(stand_in: StandIn) -> None:
     h = stand_in.h
-    stand_in.answer(install_answer(new_session_key()))
+    stand_in.answer(install_answer(signer=new_session_key()))
     answer = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": h.policy(2)}).json()
     assert answer["enclave_installed"] is False and h.store.get_wallet(h.wallet_id).policy_sequence == 2
     assert (answer["receipt"], answer["receipt_signature"], answer["session_public_key"]) == (None, None, None)
@@ -189,7 +125,7 @@ def test_an_install_receipt_that_does_not_check_fails_the_signing_request_that_n
     """After an enclave restart the relay installs the stored policy before the signing request; the install's
     receipt is signed by a key the enclave does not attest: 503, nothing reserved, ``order.failed``."""
     h = stand_in.h
-    stand_in.answer(install_answer(new_session_key()))
+    stand_in.answer(install_answer(signer=new_session_key()))
     h.services.relay.forget()  # the enclave restarted: the next request loads the wallet and installs its policy
     response = h.sign(h.transfer(1000, MERCHANT))
     assert response.status_code == 503 and response.json()["error"]["code"] == "enclave_unavailable", response.text

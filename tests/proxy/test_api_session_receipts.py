@@ -40,13 +40,12 @@ from parent_proxy.store.model import AuditRecord
 from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
     Harness,
-    LoopThread,
     agent_private_key,
     approve_escalated,
-    build_harness,
     new_session_key,
     pending_approval_ids,
     provision,
+    provisioned_harness,
     running_harness,
     sign_in_slot,
     signed_receipt,
@@ -129,33 +128,25 @@ def nothing_attested(h: Harness) -> None:
 
 
 def test_an_enclave_restart_records_a_second_session(tmp_path: Path) -> None:
-    loop = LoopThread()
-    h = build_harness(tmp_path, loop)
-    server = start_enclave(loop, h.socket)
-    try:
-        with h.client:
-            provision(h)
-            assert h.sign(h.transfer(1000, MERCHANT)).status_code == 200
-            first = sessions(h)
-            assert len(first) == 1
-            # The enclave restarts: a new boot, a new session key; the proxy still believes the wallet is loaded.
-            stop_enclave(h, loop, server)
-            server = start_enclave(loop, h.socket)
-            lost = h.sign(h.transfer(1000, MERCHANT))  # unknown_wallet: never re-sent (docs/api.md)
-            assert lost.status_code == 503, lost.text
-            again = h.sign(h.transfer(1000, MERCHANT))  # the relay loads the wallet and installs its policy first
-            assert again.status_code == 200, again.text
-            second = sessions(h)
-            assert len(second) == 2 and session_key(second[0]) != session_key(second[1])
-            assert h.services.sessions.current == session_key(second[1])
-            later = [r for r in records(h) if r.receipt is not None and r.seq > second[1].seq]
-            assert [r.event_type for r in later] == ["policy.enclave_installed", "transaction.signed"]
-            key = session_key(second[1])
-            assert verify_order_receipt(*split_receipt(later[0].receipt or b""), key).counter == 1
-            assert verify_receipt(*split_receipt(later[1].receipt or b""), key).counter == 2
-    finally:
-        server.close()
-        loop.stop()
+    with provisioned_harness(tmp_path) as (h, loop, servers):
+        assert h.sign(h.transfer(1000, MERCHANT)).status_code == 200
+        first = sessions(h)
+        assert len(first) == 1
+        # The enclave restarts: a new boot, a new session key; the proxy still believes the wallet is loaded.
+        stop_enclave(h, loop, servers[0])
+        servers.append(start_enclave(loop, h.socket))
+        lost = h.sign(h.transfer(1000, MERCHANT))  # unknown_wallet: never re-sent (docs/api.md)
+        assert lost.status_code == 503, lost.text
+        again = h.sign(h.transfer(1000, MERCHANT))  # the relay loads the wallet and installs its policy first
+        assert again.status_code == 200, again.text
+        second = sessions(h)
+        assert len(second) == 2 and session_key(second[0]) != session_key(second[1])
+        assert h.services.sessions.current == session_key(second[1])
+        later = [r for r in records(h) if r.receipt is not None and r.seq > second[1].seq]
+        assert [r.event_type for r in later] == ["policy.enclave_installed", "transaction.signed"]
+        key = session_key(second[1])
+        assert verify_order_receipt(*split_receipt(later[0].receipt or b""), key).counter == 1
+        assert verify_receipt(*split_receipt(later[1].receipt or b""), key).counter == 2
 
 
 def test_store_failure_at_the_session_record_hands_out_nothing(tmp_path: Path) -> None:

@@ -18,22 +18,14 @@ import pytest
 
 from parent_proxy.__main__ import prune_store
 from parent_proxy.stalled_approvals import STALLED_APPROVAL_SECONDS
-from tests.proxy.api_harness import Harness, LoopThread, build_harness, provision, refused_records, start_enclave
+from tests.proxy.api_harness import Harness, provisioned_harness, refused_records
 from tests.proxy.harness_calls import ESCALATING, configure_webhook, escalate, queued
 
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
-    loop = LoopThread()
-    harness = build_harness(tmp_path, loop, store_threads=2)  # a second approve while the first is held
-    server = start_enclave(loop, harness.socket)
-    try:
-        with harness.client:
-            provision(harness)
-            yield harness
-    finally:
-        server.close()
-        loop.stop()
+    with provisioned_harness(tmp_path, store_threads=2) as (harness, _, _):  # a second approve while one is held
+        yield harness
 
 
 def pending_ids(h: Harness) -> list[str]:

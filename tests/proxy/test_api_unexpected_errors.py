@@ -12,16 +12,14 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from selfhost.local_stack import free_port
-from tests.proxy.minimal_settings import OWNER
+from tests.proxy.proxy_process import proxy_env, wait_healthy
 
-REPO = Path(__file__).resolve().parents[2]
 FAULTY_PROXY = """
 import sys
 from parent_proxy.__main__ import main
@@ -41,30 +39,13 @@ def test_an_unexpected_error_is_answered_500_and_logged_by_its_type_only(tmp_pat
     marker = "MARKER" + secrets.token_hex(16)
     token = f"waiaas_{secrets.token_hex(8)}_{marker}" + "x" * (43 - len(marker))
     port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(REPO),
-        "WAIAAS_STATE": f"sqlite:{tmp_path / 'waiaas.db'}",
-        "WAIAAS_ENCLAVE": f"unix:{tmp_path / 'no-enclave.sock'}",
-        "WAIAAS_OWNER_KEYS": OWNER,
-        "WAIAAS_CHAIN": "litesvm",
-        "WAIAAS_REQUIRE_MULTISIG": "false",
-        "WAIAAS_PUBLIC_ORIGINS": "http://127.0.0.1:8080",
-        "WAIAAS_PORT": str(port),
-    }
+    env = proxy_env(tmp_path / "waiaas.db", tmp_path, port)
     log = tmp_path / "proxy.log"
     with log.open("wb") as out:
         proxy = subprocess.Popen([sys.executable, "-c", FAULTY_PROXY], cwd=tmp_path, env=env, stdout=out, stderr=out)
     try:
+        wait_healthy(proxy, port, log)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proxy.poll() is None and time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
         headers = {"Authorization": f"Bearer {token}"}
         read = httpx.get(f"{base}/v1/wallets/w1", headers=headers, timeout=10)
         body = {"transaction": "AA==", "idempotency_key": "k1"}

@@ -8,23 +8,21 @@ answers what each test decides, decoding each request with the real protocol cod
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from solders.pubkey import Pubkey
 
-from enclave_app.framing import encode_frame, read_frame
-from enclave_app.protocol import AttestationMode, AttestationResponse, EnclaveState, StatusResponse, decode_request
-from tests.proxy.api_harness import (
-    Harness,
-    LoopThread,
-    SwitchableClock,
-    build_harness,
-    spy_calls,
-    start_raw_server,
+from enclave_app.protocol import (
+    AttestationMode,
+    AttestationResponse,
+    EnclaveState,
+    Message,
+    Request,
+    StatusResponse,
 )
+from tests.proxy.api_harness import Harness, SwitchableClock, raw_enclave_harness, spy_calls
 
 NONCE = "cd" * 32
 ODD_NONCE = "c" * 33  # within the query's pattern and length, not bytes
@@ -46,35 +44,18 @@ Enclave = Callable[[list[bytes], bytes], Harness]
 def enclave(tmp_path: Path) -> Iterator[Enclave]:
     """A raw enclave whose status answers name ``ping_keys`` in turn (the last one from then on), and whose
     attestation names ``attested_key``."""
-    loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=0.5)
-    servers: list[asyncio.Server] = []
+    with raw_enclave_harness(tmp_path) as serve:
 
-    def serve(ping_keys: list[bytes], attested_key: bytes) -> Harness:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while (frame := await read_frame(reader)) is not None:
-                    request = decode_request(frame)
-                    if request.TYPE == "ping":
-                        answer = _status(ping_keys.pop(0) if len(ping_keys) > 1 else ping_keys[0])
-                        writer.write(encode_frame(answer.to_wire()))
-                    else:
-                        assert request.TYPE == "attestation", request
-                        writer.write(encode_frame(_attestation(attested_key).to_wire()))
-                    await writer.drain()
-            finally:
-                writer.close()
+        def answering(ping_keys: list[bytes], attested_key: bytes) -> Harness:
+            def answer(request: Request) -> Message:
+                if request.TYPE == "ping":
+                    return _status(ping_keys.pop(0) if len(ping_keys) > 1 else ping_keys[0])
+                assert request.TYPE == "attestation", request
+                return _attestation(attested_key)
 
-        servers.append(start_raw_server(loop, h.socket, handle))
-        return h
+            return serve(answer)
 
-    try:
-        with h.client:
-            yield serve
-    finally:
-        for server in servers:
-            server.close()
-        loop.stop()
+        yield answering
 
 
 def _ask(h: Harness, nonce: str, key: bytes | str) -> tuple[int, str | None]:

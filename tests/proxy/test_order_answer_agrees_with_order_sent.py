@@ -8,99 +8,32 @@ are refused (`ExpectedOrder.of_sent`)."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from enclave_app.errors import ReceiptError
-from enclave_app.order_receipts import OrderReceipt
-from enclave_app.protocol import (
-    FreezeRequest,
-    InstallPolicyRequest,
-    LoadWalletRequest,
-    PolicyInstalledResponse,
-    Request,
-    WalletFrozenResponse,
-    WalletResponse,
-)
-from enclave_app.receipts import SessionKey
 from parent_proxy.order_receipts import ExpectedOrder
 from policies.orders import MAX_SEQUENCE
 from policies.signing import document_sha256
-from tests.proxy.api_harness import ForRequest
-from tests.proxy.harness_calls import order, records, send
+from tests.proxy.harness_calls import order, send
+from tests.proxy.order_answers import assert_order_failed, freeze_answer, install_answer
 from tests.proxy.stand_in import StandIn
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _freeze_naming(wallet_id: str) -> Callable[[SessionKey], ForRequest]:
-    """A freeze answer whose receipt is the enclave's own about the order sent, and whose answer names ``wallet_id``."""
-
-    def make(session: SessionKey) -> ForRequest:
-        def reply(request: Request) -> WalletFrozenResponse:
-            assert isinstance(request, FreezeRequest)
-            document = json.loads(request.order)["document"]
-            stated = OrderReceipt("freeze", request.wallet_id, document["sequence"], document_sha256(document), True,
-                                  None, _now_ms(), session.next_counter())  # fmt: skip
-            encoded, signature = session.sign_order(stated)
-            return WalletFrozenResponse(wallet_id=wallet_id, frozen=True, order_sequence=document["sequence"],
-                                        receipt=encoded, receipt_signature=signature)  # fmt: skip
-
-        return ForRequest(reply)
-
-    return make
-
-
-def _install_answering(sequence_shift: int, policy_hash: bytes | None) -> Callable[[SessionKey], ForRequest]:
-    """An install answer whose receipt is the enclave's own about the policy sent, and whose answer states the
-    policy's sequence plus ``sequence_shift`` and ``policy_hash`` (None: the policy's own)."""
-
-    def make(session: SessionKey) -> ForRequest:
-        def reply(request: Request) -> WalletResponse | PolicyInstalledResponse:
-            if isinstance(request, LoadWalletRequest):
-                return WalletResponse(wallet_id=request.wallet_id, agent_public_key=request.agent_public_key,
-                                      sealed_blob=None)  # fmt: skip
-            assert isinstance(request, InstallPolicyRequest)
-            document = json.loads(request.signed_policy)["document"]
-            digest = document_sha256(document)
-            stated = OrderReceipt("policy", request.wallet_id, document["sequence"], digest, False, digest, _now_ms(),
-                                  session.next_counter())  # fmt: skip
-            encoded, signature = session.sign_order(stated)
-            return PolicyInstalledResponse(
-                wallet_id=request.wallet_id, sequence=document["sequence"] + sequence_shift,
-                policy_hash=policy_hash or digest, receipt=encoded, receipt_signature=signature,
-            )  # fmt: skip
-
-        return ForRequest(reply)
-
-    return make
-
-
-def _failed(stand_in: StandIn, purpose: str, sequence: int) -> None:
-    events = stand_in.h.audit_events()
-    assert events[-1] == "order.failed", events
-    failed = json.loads(records(stand_in.h)[-1].payload)
-    assert (failed["purpose"], failed["sequence"], failed["error"]) == (purpose, sequence, "enclave_unavailable")
 
 
 def test_a_freeze_answer_naming_another_wallet_is_no_acknowledgement(stand_in: StandIn) -> None:
     h = stand_in.h
-    stand_in.answer(_freeze_naming("another-wallet"))
+    stand_in.answer(freeze_answer(answer={"wallet_id": "another-wallet"}))
     answer = send(h, order(h, 1))
     assert answer["frozen"] is True and h.store.get_wallet(h.wallet_id).frozen  # the proxy holds the order anyway
     assert answer["enclave_acknowledged"] is False and answer["receipt"] is None, answer
-    _failed(stand_in, "freeze", 1)
+    assert_order_failed(h, "freeze", 1)
 
 
 def test_a_freeze_answer_naming_its_own_wallet_is_acknowledged(stand_in: StandIn) -> None:
     """The control of the test above: the same stand-in, naming the wallet it was sent."""
     h = stand_in.h
-    stand_in.answer(_freeze_naming(h.wallet_id))
+    stand_in.answer(freeze_answer(answer={"wallet_id": h.wallet_id}))
     answer = send(h, order(h, 1))
     assert answer["enclave_acknowledged"] is True and answer["receipt"] is not None, answer
     assert h.audit_events()[-1] == "wallet.enclave_frozen"
@@ -113,17 +46,17 @@ def test_an_install_answer_stating_another_policy_is_no_installation(
     stand_in: StandIn, shift: int, policy_hash: bytes | None
 ) -> None:
     h = stand_in.h
-    stand_in.answer(_install_answering(shift, policy_hash))
+    stand_in.answer(install_answer(sequence_shift=shift, policy_hash=policy_hash))
     answer = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": h.policy(2)}).json()
     assert answer["enclave_installed"] is False and answer["receipt"] is None, answer
     assert h.store.get_wallet(h.wallet_id).policy_sequence == 2  # the proxy holds the policy anyway
-    _failed(stand_in, "policy", 2)
+    assert_order_failed(h, "policy", 2)
 
 
 def test_an_install_answer_stating_the_policy_sent_is_an_installation(stand_in: StandIn) -> None:
     """The control of the test above."""
     h = stand_in.h
-    stand_in.answer(_install_answering(0, None))
+    stand_in.answer(install_answer())
     answer = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/policy", {"envelope": h.policy(2)}).json()
     assert answer["enclave_installed"] is True and answer["receipt"] is not None, answer
     assert h.audit_events()[-1] == "policy.enclave_installed"

@@ -36,6 +36,7 @@ from policies.orders import MAX_SEQUENCE, check_approval, check_freeze_order
 from policies.signing import POLICY_PURPOSE, load_signed_policy
 from selfhost.local_stack import free_port
 from tests.proxy.hooked_client import record_signs
+from tests.support.aws_env import use_test_credentials
 from tests.support.policies import EXAMPLE_PATH, MERCHANT, example_policy, owner_public_key
 
 
@@ -208,9 +209,7 @@ def _new_ed25519_key(client: Any) -> str:
 
 @pytest.fixture
 def kms(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str]]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
+    use_test_credentials(monkeypatch)
     from moto import mock_aws
 
     from tests.fakes.attesting_kms import AttestingTestKms

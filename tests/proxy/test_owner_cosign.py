@@ -33,10 +33,10 @@ from solders.transaction import VersionedTransaction
 from parent_proxy.rotation_transaction import SpendingLimitReplacement, rotation_instructions
 from parent_proxy.squads_spending_limit_account import parse_spending_limit_account
 from tests.support.owner_rotation_rpc import (
-    RPC_URL,
     Cli,
     Rpc,
     agent_cosigns,
+    built_rotation,
     message_hash_printed,
     message_of,
     unsigned,
@@ -202,11 +202,7 @@ def test_cosign_shows_each_replaced_limit_and_signs_the_builders_rotation(
     sol = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()], amount=5 * 10**8)
     token = put_spending_limit(svm, multisig, Pubkey.new_unique(), members=[agent.pubkey()], mint=mint,
                                amount=10**6, period=0, destinations=[merchant])  # fmt: skip
-    code, built, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
-                           "--multisig", str(multisig), "--new-agent-key", str(new_agent), "--compute-unit-price",
-                           "25")  # fmt: skip
-    assert code == 0, err
-    raw_b64 = built.strip()
+    raw_b64 = built_rotation(cli, owner, multisig, new_agent, "--compute-unit-price", "25")
     code, _, err = cli("--keypair", str(path), "sign-rotation", "--wallet-id", "w1", "--transaction", raw_b64,
                        "--agent-key", str(agent.pubkey()), "--new-agent-key", str(new_agent))  # fmt: skip
     assert code == 0, err

@@ -30,11 +30,13 @@ from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_or
 from policies.rotation import check_rotation_transaction
 from policies.transaction import decode_transaction
 from tests.proxy.hooked_client import record_signs
+from tests.support.aws_env import use_test_credentials
 from tests.support.owner_rotation_rpc import (
     RPC_URL,
     Cli,
     Rpc,
     agent_cosigns,
+    built_rotation,
     message_hash_printed,
     message_of,
     multisig_account,
@@ -279,10 +281,7 @@ def test_flow_rotation_order_enclave_cosign_owner_cosign(
     owner = owner_public_key(key)
     multisig, agent = wallet(rpc, owner)
     new_agent = Pubkey.new_unique()
-    code, built, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
-                           "--multisig", str(multisig), "--new-agent-key", str(new_agent))  # fmt: skip
-    assert code == 0, err
-    raw_b64 = built.strip()
+    raw_b64 = built_rotation(cli, owner, multisig, new_agent)
     message = message_of(unsigned(raw_b64))
     digest = hashlib.sha256(message).digest()
 
@@ -338,10 +337,7 @@ def test_sign_rotation_refuses_what_is_not_this_rotation(
     owner = owner_public_key(key)
     multisig, agent = wallet(rpc, owner)
     new_agent = Pubkey.new_unique()
-    code, built, _ = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
-                         "--multisig", str(multisig), "--new-agent-key", str(new_agent))  # fmt: skip
-    assert code == 0
-    raw_b64 = built.strip()
+    raw_b64 = built_rotation(cli, owner, multisig, new_agent)
     base = ["--keypair", str(path), "sign-rotation", "--wallet-id", "w1"]
     transfer_ix = transfer(TransferParams(from_pubkey=owner, to_pubkey=agent.pubkey(), lamports=5))
     other = VersionedTransaction.populate(Message.new_with_blockhash([transfer_ix], owner, Hash.new_unique()),
@@ -382,10 +378,7 @@ def test_cosign_refusals(rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519Private
     path, key = keypair
     owner = owner_public_key(key)
     multisig, agent = wallet(rpc, owner)
-    code, built, _ = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
-                         "--multisig", str(multisig), "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
-    assert code == 0
-    raw_b64 = built.strip()
+    raw_b64 = built_rotation(cli, owner, multisig, Pubkey.new_unique())
     digest = hashlib.sha256(message_of(unsigned(raw_b64))).hexdigest()
     # No --message-hash: the owner names the message they checked, or nothing is signed.
     code, out, err = cli("--keypair", str(path), "cosign", "--transaction", raw_b64)
@@ -402,11 +395,9 @@ def test_cosign_refusals(rpc: Rpc, cli: Cli, keypair: tuple[Path, Ed25519Private
     # A rotation built for another owner key.
     other_owner = Pubkey.new_unique()
     other_multisig, _ = wallet(rpc, other_owner)
-    code, built, _ = cli("--owner-public-key", str(other_owner), "rotation-transaction", "--rpc-url", RPC_URL,
-                         "--multisig", str(other_multisig), "--new-agent-key", str(Pubkey.new_unique()))  # fmt: skip
-    assert code == 0
-    other_digest = hashlib.sha256(message_of(unsigned(built.strip()))).hexdigest()
-    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", built.strip(), "--message-hash",
+    built = built_rotation(cli, other_owner, other_multisig, Pubkey.new_unique())
+    other_digest = hashlib.sha256(message_of(unsigned(built))).hexdigest()
+    code, out, err = cli("--keypair", str(path), "cosign", "--transaction", built, "--message-hash",
                          other_digest)  # fmt: skip
     assert (code, out) == (2, "") and f"built for the owner key {other_owner}, not {owner}" in err
     # A signature already present that does not verify (the agent's slot holds garbage).
@@ -439,9 +430,7 @@ SIGN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
 @pytest.fixture
 def kms_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
     """The owner options for a KMS key behind the test KMS and moto's STS, and the record of kms:Sign calls."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
+    use_test_credentials(monkeypatch)
     import boto3
     from moto import mock_aws
 

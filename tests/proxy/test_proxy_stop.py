@@ -13,31 +13,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from parent_proxy.__main__ import WEBHOOK_STOP_SECONDS
 from parent_proxy.store.sqlite import SqliteStore
 from selfhost.local_stack import free_port
 from tests.proxy.conftest import make_wallet
-from tests.proxy.minimal_settings import OWNER
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _wait_healthy(url: str, proxy: subprocess.Popen[bytes], stderr: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proxy.poll() is None:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"the proxy did not come up: {stderr.read_text()}")
+from tests.proxy.proxy_process import REPO, proxy_env, wait_healthy
 
 
 @pytest.mark.slow
@@ -48,22 +32,12 @@ def test_sigterm_closes_the_store_and_exits_cleanly(tmp_path: Path, workers: int
     store.create_wallet(make_wallet("w1"))
     store.close()
     port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "WAIAAS_STATE": f"sqlite:{database}",
-        "WAIAAS_ENCLAVE": f"unix:{tmp_path / 'no-enclave.sock'}",  # /healthz needs none
-        "WAIAAS_OWNER_KEYS": OWNER,
-        "WAIAAS_CHAIN": "litesvm",
-        "WAIAAS_REQUIRE_MULTISIG": "false",
-        "WAIAAS_PUBLIC_ORIGINS": "http://127.0.0.1:8080",
-        "WAIAAS_PORT": str(port),
-        "WAIAAS_WORKERS": str(workers),
-    }
+    env = proxy_env(database, tmp_path, port, WAIAAS_WORKERS=str(workers))
     stderr = tmp_path / "stderr"
     with stderr.open("w") as err:
         proxy = subprocess.Popen([sys.executable, "-m", "parent_proxy"], cwd=REPO, env=env, stdout=err, stderr=err)
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}/healthz", proxy, stderr)
+        wait_healthy(proxy, port, stderr)
         wal = database.with_name("waiaas.db-wal")
         assert wal.exists(), "the running proxy holds the state open in WAL mode"
         proxy.send_signal(signal.SIGTERM)

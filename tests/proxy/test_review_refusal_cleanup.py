@@ -16,12 +16,9 @@ import pytest
 from parent_proxy.store.model import ReservationStatus
 from tests.proxy.api_harness import (
     Harness,
-    LoopThread,
-    build_harness,
     new_session_key,
-    provision,
+    provisioned_harness,
     stand_in_refusal,
-    start_enclave,
     start_stand_in_enclave,
     stop_enclave,
 )
@@ -31,23 +28,12 @@ from tests.support.policies import MERCHANT
 @pytest.fixture
 def refusing(tmp_path: Path) -> Iterator[Harness]:
     """A provisioned wallet whose enclave is then replaced by one that refuses every transaction."""
-    loop = LoopThread()
-    h = build_harness(tmp_path, loop, enclave_timeout=2.0)
-    server = start_enclave(loop, h.socket)
-    try:
-        with h.client:
-            provision(h)
-            stop_enclave(h, loop, server)
-            session = new_session_key()  # its receipts verify under the key it attests
-            raw = start_stand_in_enclave(loop, h.socket, session, lambda: stand_in_refusal(session, h.wallet_id))
-            h.services.relay._loaded[h.wallet_id] = 1  # the stand-in answers the signing request itself
-            try:
-                yield h
-            finally:
-                raw.close()
-                loop.run(raw.wait_closed())
-    finally:
-        loop.stop()
+    with provisioned_harness(tmp_path, enclave_timeout=2.0) as (h, loop, servers):
+        stop_enclave(h, loop, servers[0])
+        session = new_session_key()  # its receipts verify under the key it attests
+        servers.append(start_stand_in_enclave(loop, h.socket, session, lambda: stand_in_refusal(session, h.wallet_id)))
+        h.services.relay._loaded[h.wallet_id] = 1  # the stand-in answers the signing request itself
+        yield h
 
 
 def pending(h: Harness) -> list[str]:

@@ -24,7 +24,7 @@ from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.webhooks import LEASE_SECONDS, enqueue_event
 from selfhost.local_stack import free_port
 from tests.proxy.conftest import FakeClock, make_wallet
-from tests.proxy.minimal_settings import OWNER
+from tests.proxy.proxy_process import REPO, proxy_env
 from tests.proxy.webhook_receiver import (
     SECRET,
     Receiver,
@@ -35,7 +35,6 @@ from tests.proxy.webhook_receiver import (
     worker_for,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 WAIT = 10.0
 """How long the test waits for what a correct worker does within milliseconds (or, for the stop, within the
 grace): only a broken one runs into it."""
@@ -106,18 +105,8 @@ def test_a_stopping_proxy_waits_for_the_post_in_flight(tmp_path: Path, workers: 
     try:
         with serving(Receiver(0, delay_seconds=1.0)) as receiver:
             item = _wallet_event(store, FakeClock(time.time()), "w1", receiver.url)
-            env = {
-                "PATH": "/usr/bin:/bin",
-                "WAIAAS_STATE": f"sqlite:{tmp_path / 'state.db'}",
-                "WAIAAS_ENCLAVE": f"unix:{tmp_path / 'no-enclave.sock'}",
-                "WAIAAS_OWNER_KEYS": OWNER,
-                "WAIAAS_CHAIN": "litesvm",
-                "WAIAAS_REQUIRE_MULTISIG": "false",
-                "WAIAAS_PUBLIC_ORIGINS": "http://127.0.0.1:8080",  # no owner request is sent
-                "WAIAAS_PORT": str(free_port()),
-                "WAIAAS_WORKERS": str(workers),
-                "WAIAAS_WEBHOOK_ALLOW_PRIVATE": "true",
-            }
+            more = {"WAIAAS_WORKERS": str(workers), "WAIAAS_WEBHOOK_ALLOW_PRIVATE": "true"}
+            env = proxy_env(tmp_path / "state.db", tmp_path, free_port(), **more)
             with (tmp_path / "stderr").open("w") as stderr:
                 proxy = subprocess.Popen(
                     [sys.executable, "-m", "parent_proxy"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr

@@ -28,6 +28,7 @@ from parent_proxy.store.sqlite import SqliteStore
 from policies.cli import main
 from tests.proxy.audit_log_rewrites import read, rewrite, with_payload
 from tests.proxy.locked_bucket import BUCKET, REGION, locked_bucket
+from tests.support.aws_env import use_test_credentials
 
 BUCKET_ARG = f"{BUCKET}@{REGION}"
 
@@ -133,9 +134,7 @@ def export(db: Path, prefix: str, *extra: str, bucket: str = BUCKET_ARG) -> tupl
 @contextlib.contextmanager
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Fake credentials and moto's S3 with the locked bucket; yields moto's client."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
+    use_test_credentials(monkeypatch)
     with locked_bucket() as s3:
         yield s3
 

@@ -30,23 +30,17 @@ from enclave_app.transport import TcpAddress
 from policies.signing import sign_document
 from tests.fakes.attesting_kms import AttestingTestKms, cdk_seal_key_policy
 from tests.fakes.fake_nsm_device import FakeNsmDevice
+from tests.support.aws_env import use_test_credentials
 from tests.support.nitro_test_pki import NitroTestPki
 from tests.support.policies import example_policy
 
 NOW = datetime(2032, 2, 3, 4, 5, 6, tzinfo=UTC)
 GOOD_PCRS = {i: bytes([0x10 + i]) * 48 for i in range(16)}
-AWS_TEST_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 def world_in_moto(monkeypatch: Any) -> Iterator[EnclaveWorld]:
     """The body of a ``world`` fixture: test AWS credentials in the environment, moto started, a fresh world."""
-    for name, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(name, value)
+    use_test_credentials(monkeypatch)
     with mock_aws():
         yield EnclaveWorld.create()
 

@@ -115,6 +115,15 @@ class Cli:
             assert secret not in text
 
 
+def built_rotation(cli: Cli, owner: Pubkey, multisig: Pubkey, new_agent: Pubkey, *options: str) -> str:
+    """What ``waiaas owner rotation-transaction`` printed (the base64 transaction) for ``owner``'s ``multisig`` and
+    ``new_agent``, with ``options``; it must exit 0."""
+    code, out, err = cli("--owner-public-key", str(owner), "rotation-transaction", "--rpc-url", RPC_URL,
+                         "--multisig", str(multisig), "--new-agent-key", str(new_agent), *options)  # fmt: skip
+    assert code == 0, err
+    return out.strip()
+
+
 def wallet(rpc: Rpc, owner: Pubkey, *, agent_permissions: int = 7, **kwargs: Any) -> tuple[Pubkey, Keypair]:
     agent = Keypair()
     address, data = multisig_account([(owner, 7), (agent.pubkey(), agent_permissions)], **kwargs)

@@ -33,3 +33,23 @@ def policy_schema() -> dict[str, Any]:
 
 def owner_public_key(key: Ed25519PrivateKey) -> Pubkey:
     return Pubkey.from_bytes(key.public_key().public_bytes_raw())
+
+
+def value_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The path (keys and list indexes) of every value inside a JSON ``value``, itself first (the empty path)."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += value_paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += value_paths(item, (*prefix, i))
+    return out
+
+
+def replace_at(document: Any, path: tuple[Any, ...], value: Any) -> None:
+    """Put ``value`` at the (non-empty) ``path`` of ``document``, in place."""
+    target = document
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
