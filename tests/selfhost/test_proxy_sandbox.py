@@ -30,6 +30,7 @@ from parent_proxy.store.dynamodb import create_table
 from selfhost import paths
 from tests.selfhost.live_wallet import SOL, new_wallet
 from tests.selfhost.local_stack import free_port, run_stack
+from tests.support.aws_env import TEST_CREDENTIALS
 from tests.support.systemd_sandbox import SIGSYS_EXIT, available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=f"no seccomp emulation here: {available()}")
@@ -37,8 +38,7 @@ pytestmark = pytest.mark.skipif(available() is not None, reason=f"no seccomp emu
 CONTAINER_PORT = 8080
 TABLE = "waiaas-sandboxed"
 BUCKET = "waiaas-data-sandboxed"
-REGION = "us-east-1"
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+REGION = TEST_CREDENTIALS["AWS_DEFAULT_REGION"]
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +114,14 @@ def test_the_emulation_lets_through_what_a_service_does(unit_lines: Path) -> Non
 
 
 def moto_client(endpoint: str, service: str = "dynamodb") -> Any:
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
-                        aws_secret_access_key="testing")  # fmt: skip
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=TEST_CREDENTIALS["AWS_SESSION_TOKEN"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +159,7 @@ def sandboxed_stack(
     proxy["command"] = ["python", "-m", "tests.support.systemd_sandbox", str(unit_lines), "--", *proxy["command"]]
     proxy["environment"] = {
         **proxy["environment"],
-        **FAKE_AWS,
+        **TEST_CREDENTIALS,
         "WAIAAS_STATE": f"dynamodb:{TABLE}@{REGION}",
         "AWS_ENDPOINT_URL": dynamodb_server,
         # As on the hosts: a Solana RPC endpoint, not the embedded chain (its JIT needs executable memory, which
@@ -200,7 +206,7 @@ def test_the_audit_export_writes_inside_the_sandbox(
         "PATH": os.environ["PATH"],
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "AWS_ENDPOINT_URL": dynamodb_server,
-        **FAKE_AWS,
+        **TEST_CREDENTIALS,
     }
     result = subprocess.run(
         sandboxed(unit_lines, sys.executable, *command), check=False, capture_output=True, text=True, env=env,
