@@ -192,6 +192,19 @@ def test_too_large() -> None:
         decode_transaction(bytes(MAX_TRANSACTION_BYTES + 1))
 
 
+def test_largest_transaction_decodes_and_one_byte_more_is_refused() -> None:
+    def memo_tx(text_bytes: int) -> bytes:
+        keys = [Pubkey.new_unique(), programs.MEMO_V1_PROGRAM]
+        return _legacy(keys, [RawInstruction(1, b"", b"a" * text_bytes)], header=(1, 0, 1))
+
+    overhead = len(memo_tx(200)) - 200  # the memo's length prefix is two bytes from 128 to 16 383
+    largest = memo_tx(MAX_TRANSACTION_BYTES - overhead)
+    assert len(largest) == MAX_TRANSACTION_BYTES
+    assert decode_transaction(largest).instructions[0].name == "memo"
+    with pytest.raises(DecodeError, match="1233 bytes, more than 1232"):
+        decode_transaction(memo_tx(MAX_TRANSACTION_BYTES - overhead + 1))
+
+
 def test_not_bytes() -> None:
     with pytest.raises(DecodeError, match="must be bytes"):
         decode_transaction(bytearray(b"\x01"))  # type: ignore[arg-type]
