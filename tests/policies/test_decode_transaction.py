@@ -473,6 +473,16 @@ def test_registry_refuses_double_registration() -> None:
     assert len(registry) == 8 and set(registry) >= {SYS, programs.TOKEN_PROGRAM}
 
 
+def test_registry_copy_holds_the_same_decoders_and_stays_independent() -> None:
+    registry = default_registry()
+    other = registry.copy()
+    assert list(other) == list(registry)
+    assert all(other.get(program) is registry.get(program) for program in registry)
+    extra = Pubkey.new_unique()
+    other.register(extra, lambda *a: None)  # type: ignore[arg-type]
+    assert extra in other and extra not in registry and len(other) == len(registry) + 1
+
+
 def test_message_v0_compiles_like_hand_encoding() -> None:
     payer = Keypair()
     message = MessageV0.try_compile(payer.pubkey(), [], [], Hash.default())
