@@ -291,10 +291,11 @@ def test_program_index_fee_payer() -> None:
     assert info.value.instruction_index == 1
 
 
-def test_program_index_out_of_range() -> None:
+@pytest.mark.parametrize("program_index", [3, 9])  # 3: the first index past the three keys
+def test_program_index_out_of_range(program_index: int) -> None:
     payer, to = Pubkey.new_unique(), Pubkey.new_unique()
     with pytest.raises(DecodeError, match="points at no account"):
-        decode_transaction(_legacy([payer, to, SYS], [RawInstruction(9, bytes([0, 1]), TRANSFER_5)]))
+        decode_transaction(_legacy([payer, to, SYS], [RawInstruction(program_index, bytes([0, 1]), TRANSFER_5)]))
 
 
 def test_account_index_out_of_range_legacy() -> None:
