@@ -189,6 +189,19 @@ def test_wrong_account_counts_are_refused(name: str) -> None:
             direct(data, count + 1)
 
 
+@pytest.mark.parametrize(
+    ("name", "count", "expected"),
+    [
+        ("proposal_approve", 2, "expected 3"),
+        ("spending_limit_use", 11, "expected 5 to 10"),
+        ("vault_transaction_execute", 3, "expected 4 to any"),
+    ],
+)
+def test_account_count_refusal_names_the_expected_count_or_range(name: str, count: int, expected: str) -> None:
+    with pytest.raises(DecodeError, match=rf"^{name}: {count} accounts, {expected}$"):
+        direct(bytes(sample_instruction(name).data), count)
+
+
 def test_unknown_and_short_discriminators() -> None:
     with pytest.raises(DecodeError, match="unknown instruction discriminator 0001020304050607"):
         direct(bytes(range(8)), 3)
