@@ -350,6 +350,18 @@ def test_config_transaction_create_and_direct_config() -> None:
     assert d.args["memo"] == "x"
 
 
+def test_multisig_create_v2_with_many_members_and_no_options_decodes() -> None:
+    """Each member takes exactly 33 bytes (key and permission mask): the member count's room check must not ask
+    for more, which ten members followed by only six bytes (the time lock and two empty options) would not have."""
+    members = [{"key": Pubkey.new_unique(), "permissions": {"mask": 7}} for _ in range(10)]
+    args = {"config_authority": None, "threshold": 2, "members": members, "time_lock": 0, "rent_collector": None,
+            "memo": None}  # fmt: skip
+    accounts: dict[str, Pubkey | None] = {n: Pubkey.new_unique() for n in ENC.account_names("multisig_create_v2")}
+    d = decode_one(ENC.instruction("multisig_create_v2", accounts, args))
+    assert d.args["members"] == tuple({"key": m["key"], "permissions": 7} for m in members)
+    assert (d.args["threshold"], d.args["time_lock"], d.args["rent_collector"]) == (2, 0, None)
+
+
 def test_votes_and_proposal_create() -> None:
     proposal = squads_proposal_address(MULTISIG, 1)
     votes = {"multisig": MULTISIG, "member": AGENT, "proposal": proposal}
