@@ -473,9 +473,12 @@ def test_inner_plugin_decoder_failures_are_decode_errors() -> None:
 ARG_FAILURES = [
     ("proposal_create", ENC.discriminator("proposal_create") + bytes(8) + b"\x02", 5, "draft is not a bool"),
     ("proposal_approve", ENC.discriminator("proposal_approve") + b"\x05", 3, "memo has an invalid option tag 5"),
+    ("proposal_approve", ENC.discriminator("proposal_approve") + b"\x02", 3, "memo has an invalid option tag 2"),
     ("proposal_approve", ENC.discriminator("proposal_approve") + b"\x01\x01\x00\x00\x00\xff", 3, "memo is not UTF-8"),
     ("config_transaction_create", ENC.discriminator("config_transaction_create") + b"\xff\xff\x00\x00", 5,
      "actions: 65535 items do not fit"),
+    ("config_transaction_create", ENC.discriminator("config_transaction_create") + b"\x03\x00\x00\x00\x00\x00", 5,
+     "actions: 3 items do not fit"),  # each action takes at least a byte: three cannot fit in the two left
     ("config_transaction_create", ENC.discriminator("config_transaction_create") + b"\x01\x00\x00\x00\x09\x00", 5,
      "unknown config action 9"),
     ("multisig_add_spending_limit", ENC.discriminator("multisig_add_spending_limit") + bytes(32) + b"\x00"
