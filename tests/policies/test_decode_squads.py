@@ -360,6 +360,45 @@ def test_multisig_create_v2_with_many_members_and_no_options_decodes() -> None:
     d = decode_one(ENC.instruction("multisig_create_v2", accounts, args))
     assert d.args["members"] == tuple({"key": m["key"], "permissions": 7} for m in members)
     assert (d.args["threshold"], d.args["time_lock"], d.args["rent_collector"]) == (2, 0, None)
+    assert (d.args["multisig"], d.args["create_key"], d.args["creator"]) == (
+        accounts["multisig"],
+        accounts["create_key"],
+        accounts["creator"],
+    )
+    assert d.effects == (Restricted(accounts["creator"], "squads:multisig_create_v2"),)
+
+
+RESTRICTED_SIGNERS = {
+    "program_config_init": "initializer",
+    "program_config_set_authority": "authority",
+    "program_config_set_multisig_creation_fee": "authority",
+    "program_config_set_treasury": "authority",
+    "transaction_buffer_create": "creator",
+    "transaction_buffer_extend": "creator",
+    "transaction_buffer_close": "creator",
+    "batch_create": "creator",
+    "multisig_create": None,  # its one account is a placeholder: nobody signs for it
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESTRICTED_SIGNERS))
+def test_restricted_instructions_name_their_signer(name: str) -> None:
+    ix = sample_instruction(name)
+    signer_name = RESTRICTED_SIGNERS[name]
+    names = ENC.account_names(name)
+    signer = None if signer_name is None else ix.accounts[names.index(signer_name)].pubkey
+    d = decode_one(ix)
+    assert d.args["signer"] == signer
+    assert d.effects == (Restricted(signer, f"squads:{name}"),)
+
+
+def test_config_transaction_execute_without_a_rent_payer_changes_only_through_the_member() -> None:
+    accounts = {"multisig": MULTISIG, "member": AGENT, "proposal": squads_proposal_address(MULTISIG, 7),
+                "transaction": squads_transaction_address(MULTISIG, 7), "rent_payer": None,
+                "system_program": None}  # fmt: skip
+    d = decode_one(ENC.instruction("config_transaction_execute", accounts, None))
+    assert d.args["rent_payer"] is None
+    assert d.effects == (AuthorityChange(AGENT, MULTISIG, None, "squads:config_transaction_execute"),)
 
 
 def test_votes_and_proposal_create() -> None:
