@@ -392,6 +392,17 @@ def test_restricted_instructions_name_their_signer(name: str) -> None:
     assert d.effects == (Restricted(signer, f"squads:{name}"),)
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["config_transaction_accounts_close", "vault_transaction_accounts_close", "vault_batch_transaction_account_close",
+     "batch_accounts_close"],
+)  # fmt: skip
+def test_permissionless_closes_name_their_multisig(name: str) -> None:
+    """The evaluator allows Squads instructions only on the wallet's own multisig, read from ``args``."""
+    d = decode_one(sample_instruction(name))
+    assert dict(d.args) == {"multisig": MULTISIG} and d.effects == ()
+
+
 def test_config_transaction_execute_without_a_rent_payer_changes_only_through_the_member() -> None:
     accounts = {"multisig": MULTISIG, "member": AGENT, "proposal": squads_proposal_address(MULTISIG, 7),
                 "transaction": squads_transaction_address(MULTISIG, 7), "rent_payer": None,
