@@ -234,6 +234,8 @@ def _seed(text: bytes) -> bytes:
         (_tag(1) + bytes(32), (A, B), "assign: 2 accounts"),
         (_tag(3) + bytes(10), (A, B), "create_account_with_seed: data too short"),
         (_tag(3) + bytes(32) + b"\x05", (A, B), "data too short for the seed length"),
+        (_tag(3) + bytes(32), (A, B), "data too short for the seed length"),  # the base key, nothing after it
+        (_tag(3) + bytes(32) + _seed(b""), (A, B), "data is 44 bytes, expected exactly 92"),  # an empty seed, no more
         (_tag(3) + bytes(32) + _seed(b"x" * 33), (A, B), "seed is 33 bytes, more than 32"),
         (_tag(3) + bytes(32) + (5).to_bytes(8, "little") + b"ab", (A, B), "data too short for the seed"),
         (_tag(3) + bytes(32) + _seed(b"\xff") + bytes(48), (A, B), "seed is not UTF-8"),
