@@ -204,10 +204,28 @@ def test_multisig_authority_is_opaque() -> None:
     assert d.effects == (AccountClose(NOT_SIGNER.pubkey, S[0].pubkey, S[1].pubkey), Opaque(d.effects[1].reason))  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("tag", "name"), sorted(TOKEN_2022_EXTENSIONS.items()))
+# Token-2022's `TokenInstruction` variants past the base set, in enum order from tag 26 (spl-token-2022
+# instruction.rs): written out here rather than read from the decoder, so that a tag missing there fails.
+EXTENSION_NAMES = [
+    "transfer_fee_extension", "confidential_transfer_extension", "default_account_state_extension", "reallocate",
+    "memo_transfer_extension", "create_native_mint", "initialize_non_transferable_mint",
+    "interest_bearing_mint_extension", "cpi_guard_extension", "initialize_permanent_delegate",
+    "transfer_hook_extension", "confidential_transfer_fee_extension", "withdraw_excess_lamports",
+    "metadata_pointer_extension", "group_pointer_extension", "group_member_pointer_extension",
+    "confidential_mint_burn_extension", "scaled_ui_amount_extension", "pausable_extension",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tag", "name"), list(enumerate(EXTENSION_NAMES, start=26)))
 def test_token_2022_extensions_are_opaque(tag: int, name: str) -> None:
     d = decode_token(0, TOKEN22, (S[0],), bytes([tag, 1, 2]))
     assert (d.name, d.effects) == (name, (Opaque(f"token-2022 extension instruction {name}"),))
+
+
+def test_token_2022_knows_no_tag_past_the_extensions() -> None:
+    assert len(TOKEN_2022_EXTENSIONS) == len(EXTENSION_NAMES)
+    with pytest.raises(DecodeError, match="unknown instruction tag 45"):
+        decode_token(0, TOKEN22, (S[0],), bytes([45, 1, 2]))
 
 
 def test_ptoken_batch_is_opaque() -> None:
