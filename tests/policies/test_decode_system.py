@@ -246,6 +246,7 @@ def _seed(text: bytes) -> bytes:
         (_tag(3) + bytes(A.pubkey) + _seed(b"a") + bytes(48), (A, B), "does not derive from"),
         (_tag(4), (A, B, C), "expected the RecentBlockhashes sysvar"),
         (_tag(4) + b"\x00", (A, B, C), "advance_nonce_account: data is 5 bytes"),
+        (_tag(4), (A, B, C, A), "advance_nonce_account: 4 accounts, expected exactly 3"),
         (_tag(5) + bytes(8), (A, B, C, C, C), "RecentBlockhashes"),
         (_tag(6) + bytes(32), (A, B, C), "RecentBlockhashes"),
         (_tag(6) + bytes(32), (A, B, C, A), "initialize_nonce_account: 4 accounts, expected exactly 3"),
