@@ -272,6 +272,24 @@ def test_refusals(data: bytes, accounts: tuple[AccountView, ...], match: str) ->
     assert info.value.instruction_index == 3
 
 
+# Every fixed-size instruction: (tag, name, data length, account count), from the System program's bincode layout.
+FIXED = [
+    (0, "create_account", 52, 2), (1, "assign", 36, 1), (2, "transfer", 12, 2), (4, "advance_nonce_account", 4, 3),
+    (5, "withdraw_nonce_account", 12, 5), (6, "initialize_nonce_account", 36, 3),
+    (7, "authorize_nonce_account", 36, 2), (8, "allocate", 12, 1), (12, "upgrade_nonce_account", 4, 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tag", "name", "length", "count"), FIXED, ids=[f[1] for f in FIXED])
+def test_one_byte_or_one_account_more_is_refused(tag: int, name: str, length: int, count: int) -> None:
+    data = _tag(tag) + bytes(length - 4)
+    accounts = (A, B, C, A, B, C)[:count]
+    with pytest.raises(DecodeError, match=f"{name}: data is {length + 1} bytes, expected exactly {length}"):
+        decode_system(0, SYS, accounts, data + b"\x00")
+    with pytest.raises(DecodeError, match=f"{name}: {count + 1} accounts, expected exactly {count}"):
+        decode_system(0, SYS, (*accounts, C), data)
+
+
 def test_withdraw_nonce_checks_rent_sysvar() -> None:
     blockhashes = AccountView(programs.SYSVAR_RECENT_BLOCKHASHES, False, False)
     with pytest.raises(DecodeError, match="expected the Rent sysvar"):
