@@ -233,6 +233,36 @@ def test_ptoken_batch_is_opaque() -> None:
     assert (d.name, d.effects) == ("batch", (Opaque("p-token batch instruction"),))
 
 
+# SPL Token's restricted instructions: (tag, name, amount and decimals or None, first and second account's args)
+RESTRICTED = [
+    (7, "mint_to", (5, None), ("mint", "account")), (8, "burn", (5, None), ("account", "mint")),
+    (10, "freeze_account", None, ("account", "mint")), (11, "thaw_account", None, ("account", "mint")),
+    (14, "mint_to_checked", (5, 2), ("mint", "account")), (15, "burn_checked", (5, 2), ("account", "mint")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tag", "name", "amount", "names"), RESTRICTED, ids=[r[1] for r in RESTRICTED])
+def test_restricted_instructions_by_hand(
+    tag: int, name: str, amount: tuple[int, int | None] | None, names: tuple[str, str]
+) -> None:
+    data = bytes([tag])
+    expected: dict[str, object] = {names[0]: S[0].pubkey, names[1]: S[1].pubkey, "authority": SIGNER.pubkey}
+    if amount is not None:
+        data += amount[0].to_bytes(8, "little") + (b"" if amount[1] is None else bytes([amount[1]]))
+        expected["amount"] = amount[0]
+        if amount[1] is not None:
+            expected["decimals"] = amount[1]
+    d = decode_token(0, TOKEN, (S[0], S[1], SIGNER), data)
+    assert (d.name, dict(d.args), d.effects) == (name, expected, (Restricted(SIGNER.pubkey, f"token:{name}"),))
+
+
+def test_initialize_multisig_and_close_authority_name_their_accounts() -> None:
+    d = decode_token(0, TOKEN, (S[0], S[1], S[2]), bytes([19, 2]))
+    assert dict(d.args) == {"multisig": S[0].pubkey, "m": 2, "signers": (S[1].pubkey, S[2].pubkey)}
+    with pytest.raises(DecodeError, match="initialize_mint_close_authority: 2 accounts, expected exactly 1"):
+        decode_token(0, TOKEN22, (S[0], S[1]), bytes([25, 0]))
+
+
 def test_benign_and_restricted_by_hand() -> None:
     one = (S[0],)
     assert decode_token(0, TOKEN, one, bytes([22])).name == "initialize_immutable_owner"
