@@ -330,6 +330,16 @@ def test_create_account_allow_prefund_with_payer() -> None:
     )
 
 
+def test_create_account_allow_prefund_with_a_payer_and_no_lamports_pays_nothing() -> None:
+    payer, new = Keypair(), Keypair().pubkey()
+    ix = sp.create_account_allow_prefund(
+        {"new_account": new, "payer": payer.pubkey(), "lamports": 0, "space": 8, "owner": TOKEN}
+    )
+    d = decode_one(ix, payer)
+    assert d.args["from"] == payer.pubkey()
+    assert d.effects == (AuthorityChange(new, new, TOKEN, "system:create_account_allow_prefund"),)
+
+
 def test_create_account_allow_prefund_without_payer() -> None:
     new = Keypair()
     ix = sp.create_account_allow_prefund(
