@@ -17,7 +17,6 @@ from solders.pubkey import Pubkey
 from policies.errors import DecodeError
 from policies.model import AccountView, DecodedInstruction, Effect
 
-_U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
@@ -45,11 +44,6 @@ def expect_min_accounts(index: int, name: str, accounts: tuple[AccountView, ...]
     """The instruction must name at least ``count`` accounts."""
     if len(accounts) < count:
         fail(index, f"{name}: {len(accounts)} accounts, expected at least {count}")
-
-
-def u16(data: bytes, offset: int) -> int:
-    """Little-endian u16 at ``offset`` (callers have checked the length)."""
-    return int(_U16.unpack_from(data, offset)[0])
 
 
 def u32(data: bytes, offset: int) -> int:

@@ -34,7 +34,6 @@ from policies.errors import DecodeError
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_I64 = struct.Struct("<q")
 
 
 class BorshReader:
@@ -70,9 +69,6 @@ class BorshReader:
 
     def u64(self, what: str) -> int:
         return int(_U64.unpack(self.take(8, what))[0])
-
-    def i64(self, what: str) -> int:
-        return int(_I64.unpack(self.take(8, what))[0])
 
     def boolean(self, what: str) -> bool:
         value = self.u8(what)

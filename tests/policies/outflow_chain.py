@@ -294,14 +294,15 @@ def judge(
     wallet: frozenset[Pubkey],
     rules: DestinationRules,
     reserved: Mapping[str, int],
+    fee_payer: Pubkey,
     stranger_fee: int,
 ) -> list[Finding]:
     """The differential property for one transaction the engine did not deny and the chain executed.
 
     1. Per asset, what the wallet's accounts lost is at most what the engine reserved.
-    2. Per asset, what reached unacceptable accounts is at most what accounts not the wallet's gave up (less the
-       fee a stranger paid, which reaches nobody): otherwise some of the wallet's value reached a party the
-       destination rules refuse.
+    2. Per asset, what reached unacceptable accounts is at most what accounts not the wallet's gave up (a fee a
+       stranger paid reaches nobody: it comes off what the paying account gave up): otherwise some of the wallet's
+       value reached a party the destination rules refuse.
     """
     findings = []
     assets = {a for h in (*before.values(), *after.values()) for a in h.value}
@@ -315,12 +316,13 @@ def judge(
             wallet_after += v_post if b_post == "wallet" else 0
             bad_gain += max(0, (v_post if b_post == "bad" else 0) - (v_pre if b_pre == "bad" else 0))
             if b_pre != "wallet":
-                others_out += max(0, v_pre - (v_post if b_post == b_pre else 0))
+                # A stranger's fee reaches nobody: it comes off the payer's own giving, so that what the payer
+                # received in the same transaction (from the wallet, say) is not counted as given up.
+                fee = stranger_fee if asset == NATIVE_SOL and address == fee_payer else 0
+                others_out += max(0, v_pre - fee - (v_post if b_post == b_pre else 0))
         loss = wallet_before - wallet_after
         if loss > reserved.get(asset, 0):
             findings.append(Finding(asset, "wallet loss above what the engine counted", loss, reserved.get(asset, 0)))
-        if asset == NATIVE_SOL:
-            others_out -= stranger_fee
         if bad_gain > max(0, others_out):
             findings.append(Finding(asset, "value reached a refused destination", bad_gain, max(0, others_out)))
     return findings
@@ -366,5 +368,6 @@ def run_on_chain(w: World, message: Message | MessageV0, decision: Decision, rul
     before = {k: holding(k, a, w.seeded_bases) for k, a in accounts_before.items()}
     after = {k: holding(k, a, w.seeded_bases) for k, a in accounts_after.items()}
     fee = result.meta().fee() if message.account_keys[0] not in wallet else 0
-    findings = judge(before, after, wallet=wallet, rules=rules, reserved=counted(decision), stranger_fee=fee)
+    findings = judge(before, after, wallet=wallet, rules=rules, reserved=counted(decision),
+                     fee_payer=message.account_keys[0], stranger_fee=fee)  # fmt: skip
     return Outcome(findings + taken_keys(accounts_before, accounts_after, wallet))

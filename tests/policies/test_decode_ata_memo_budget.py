@@ -79,6 +79,19 @@ def test_recover_nested() -> None:
         decode_associated_token_account(0, ATA, wrong, b"\x02")
 
 
+@pytest.mark.parametrize("wrong", ["owner_ata", "nested", "destination"])
+def test_recover_nested_checks_each_derived_account(wrong: str) -> None:
+    """Each of the three associated accounts is checked on its own: the other two derive correctly from it."""
+    wallet, owner_mint, nested_mint = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_unique()
+    stranger = Pubkey.new_unique()
+    owner_ata = stranger if wrong == "owner_ata" else associated_token_address(wallet, owner_mint, TOKEN)
+    nested = stranger if wrong == "nested" else associated_token_address(owner_ata, nested_mint, TOKEN)
+    destination = stranger if wrong == "destination" else associated_token_address(wallet, nested_mint, TOKEN)
+    accounts = _views(nested, nested_mint, destination, owner_ata, owner_mint, wallet, TOKEN)
+    with pytest.raises(DecodeError, match=f"{stranger} is not the associated token account"):
+        decode_associated_token_account(0, ATA, accounts, b"\x02")
+
+
 def test_ata_refusals() -> None:
     payer, owner, mint = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_unique()
     good = associated_token_address(owner, mint, TOKEN)

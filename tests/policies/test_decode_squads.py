@@ -184,9 +184,24 @@ def test_wrong_account_counts_are_refused(name: str) -> None:
         fewest = 2
     with pytest.raises(DecodeError, match=rf"{name}: {fewest - 1} accounts, expected"):
         direct(data, fewest - 1)
+    if fewest < count and name != "spending_limit_use":  # optional accounts left out (a SOL limit needs System)
+        assert direct(data, fewest).name == name
     if name not in ("vault_transaction_execute", "batch_execute_transaction", "config_transaction_execute"):
         with pytest.raises(DecodeError, match=rf"{name}: {count + 1} accounts, expected"):
             direct(data, count + 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "count", "expected"),
+    [
+        ("proposal_approve", 2, "expected 3"),
+        ("spending_limit_use", 11, "expected 5 to 10"),
+        ("vault_transaction_execute", 3, "expected 4 to any"),
+    ],
+)
+def test_account_count_refusal_names_the_expected_count_or_range(name: str, count: int, expected: str) -> None:
+    with pytest.raises(DecodeError, match=rf"^{name}: {count} accounts, {expected}$"):
+        direct(bytes(sample_instruction(name).data), count)
 
 
 def test_unknown_and_short_discriminators() -> None:
@@ -337,6 +352,68 @@ def test_config_transaction_create_and_direct_config() -> None:
     assert d.args["memo"] == "x"
 
 
+def test_multisig_create_v2_with_many_members_and_no_options_decodes() -> None:
+    """Each member takes exactly 33 bytes (key and permission mask): the member count's room check must not ask
+    for more, which ten members followed by only six bytes (the time lock and two empty options) would not have."""
+    members = [{"key": Pubkey.new_unique(), "permissions": {"mask": 7}} for _ in range(10)]
+    args = {"config_authority": None, "threshold": 2, "members": members, "time_lock": 0, "rent_collector": None,
+            "memo": None}  # fmt: skip
+    accounts: dict[str, Pubkey | None] = {n: Pubkey.new_unique() for n in ENC.account_names("multisig_create_v2")}
+    d = decode_one(ENC.instruction("multisig_create_v2", accounts, args))
+    assert d.args["members"] == tuple({"key": m["key"], "permissions": 7} for m in members)
+    assert (d.args["threshold"], d.args["time_lock"], d.args["rent_collector"]) == (2, 0, None)
+    assert (d.args["multisig"], d.args["create_key"], d.args["creator"]) == (
+        accounts["multisig"],
+        accounts["create_key"],
+        accounts["creator"],
+    )
+    assert d.effects == (Restricted(accounts["creator"], "squads:multisig_create_v2"),)
+
+
+RESTRICTED_SIGNERS = {
+    "program_config_init": "initializer",
+    "program_config_set_authority": "authority",
+    "program_config_set_multisig_creation_fee": "authority",
+    "program_config_set_treasury": "authority",
+    "transaction_buffer_create": "creator",
+    "transaction_buffer_extend": "creator",
+    "transaction_buffer_close": "creator",
+    "batch_create": "creator",
+    "multisig_create": None,  # its one account is a placeholder: nobody signs for it
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESTRICTED_SIGNERS))
+def test_restricted_instructions_name_their_signer(name: str) -> None:
+    ix = sample_instruction(name)
+    signer_name = RESTRICTED_SIGNERS[name]
+    names = ENC.account_names(name)
+    signer = None if signer_name is None else ix.accounts[names.index(signer_name)].pubkey
+    d = decode_one(ix)
+    assert d.args["signer"] == signer
+    assert d.effects == (Restricted(signer, f"squads:{name}"),)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["config_transaction_accounts_close", "vault_transaction_accounts_close", "vault_batch_transaction_account_close",
+     "batch_accounts_close"],
+)  # fmt: skip
+def test_permissionless_closes_name_their_multisig(name: str) -> None:
+    """The evaluator allows Squads instructions only on the wallet's own multisig, read from ``args``."""
+    d = decode_one(sample_instruction(name))
+    assert dict(d.args) == {"multisig": MULTISIG} and d.effects == ()
+
+
+def test_config_transaction_execute_without_a_rent_payer_changes_only_through_the_member() -> None:
+    accounts = {"multisig": MULTISIG, "member": AGENT, "proposal": squads_proposal_address(MULTISIG, 7),
+                "transaction": squads_transaction_address(MULTISIG, 7), "rent_payer": None,
+                "system_program": None}  # fmt: skip
+    d = decode_one(ENC.instruction("config_transaction_execute", accounts, None))
+    assert d.args["rent_payer"] is None
+    assert d.effects == (AuthorityChange(AGENT, MULTISIG, None, "squads:config_transaction_execute"),)
+
+
 def test_votes_and_proposal_create() -> None:
     proposal = squads_proposal_address(MULTISIG, 1)
     votes = {"multisig": MULTISIG, "member": AGENT, "proposal": proposal}
@@ -448,9 +525,12 @@ def test_inner_plugin_decoder_failures_are_decode_errors() -> None:
 ARG_FAILURES = [
     ("proposal_create", ENC.discriminator("proposal_create") + bytes(8) + b"\x02", 5, "draft is not a bool"),
     ("proposal_approve", ENC.discriminator("proposal_approve") + b"\x05", 3, "memo has an invalid option tag 5"),
+    ("proposal_approve", ENC.discriminator("proposal_approve") + b"\x02", 3, "memo has an invalid option tag 2"),
     ("proposal_approve", ENC.discriminator("proposal_approve") + b"\x01\x01\x00\x00\x00\xff", 3, "memo is not UTF-8"),
     ("config_transaction_create", ENC.discriminator("config_transaction_create") + b"\xff\xff\x00\x00", 5,
      "actions: 65535 items do not fit"),
+    ("config_transaction_create", ENC.discriminator("config_transaction_create") + b"\x03\x00\x00\x00\x00\x00", 5,
+     "actions: 3 items do not fit"),  # each action takes at least a byte: three cannot fit in the two left
     ("config_transaction_create", ENC.discriminator("config_transaction_create") + b"\x01\x00\x00\x00\x09\x00", 5,
      "unknown config action 9"),
     ("multisig_add_spending_limit", ENC.discriminator("multisig_add_spending_limit") + bytes(32) + b"\x00"

@@ -232,8 +232,11 @@ def _seed(text: bytes) -> bytes:
         (_tag(2) + bytes(8), (A, B, C), "transfer: 3 accounts, expected exactly 2"),
         (_tag(0) + bytes(47), (A, B), "create_account: data is 51 bytes"),
         (_tag(1) + bytes(32), (A, B), "assign: 2 accounts"),
+        (_tag(1) + bytes(33), (A,), "assign: data is 37 bytes, expected exactly 36"),
         (_tag(3) + bytes(10), (A, B), "create_account_with_seed: data too short"),
         (_tag(3) + bytes(32) + b"\x05", (A, B), "data too short for the seed length"),
+        (_tag(3) + bytes(32), (A, B), "data too short for the seed length"),  # the base key, nothing after it
+        (_tag(3) + bytes(32) + _seed(b""), (A, B), "data is 44 bytes, expected exactly 92"),  # an empty seed, no more
         (_tag(3) + bytes(32) + _seed(b"x" * 33), (A, B), "seed is 33 bytes, more than 32"),
         (_tag(3) + bytes(32) + (5).to_bytes(8, "little") + b"ab", (A, B), "data too short for the seed"),
         (_tag(3) + bytes(32) + _seed(b"\xff") + bytes(48), (A, B), "seed is not UTF-8"),
@@ -243,17 +246,24 @@ def _seed(text: bytes) -> bytes:
         (_tag(3) + bytes(A.pubkey) + _seed(b"a") + bytes(48), (A, B), "does not derive from"),
         (_tag(4), (A, B, C), "expected the RecentBlockhashes sysvar"),
         (_tag(4) + b"\x00", (A, B, C), "advance_nonce_account: data is 5 bytes"),
+        (_tag(4), (A, B, C, A), "advance_nonce_account: 4 accounts, expected exactly 3"),
         (_tag(5) + bytes(8), (A, B, C, C, C), "RecentBlockhashes"),
         (_tag(6) + bytes(32), (A, B, C), "RecentBlockhashes"),
+        (_tag(6) + bytes(32), (A, B, C, A), "initialize_nonce_account: 4 accounts, expected exactly 3"),
         (_tag(7) + bytes(32), (A,), "authorize_nonce_account: 1 accounts"),
         (_tag(8) + bytes(8), (A, B), "allocate: 2 accounts"),
+        (_tag(8) + bytes(9), (A,), "allocate: data is 13 bytes, expected exactly 12"),
         (_tag(9) + bytes(10), (A, B), "allocate_with_seed: data too short"),
+        (_tag(9) + bytes(32), (A, B), "allocate_with_seed: data too short for the seed length"),
         (_tag(9) + bytes(A.pubkey) + _seed(b"a") + bytes(39), (A, B), "allocate_with_seed: data is"),
         (_tag(10) + bytes(A.pubkey) + _seed(b"a") + bytes(32), (B, C), "base account does not match"),
         (_tag(10) + bytes(A.pubkey) + _seed(b"a") + bytes(32), (B, A), "does not derive from"),
+        (_tag(10) + bytes(A.pubkey) + _seed(b"a") + bytes(32), (B, A, C), "assign_with_seed: 3 accounts, expected"),
+        (_tag(10) + bytes(A.pubkey) + _seed(b"a") + bytes(33), (B, A), "assign_with_seed: data is 78 bytes"),
         (_tag(11) + bytes(4), (A, B, C), "transfer_with_seed: data too short"),
         (_tag(11) + bytes(8) + _seed(b"a") + bytes(31), (A, B, C), "transfer_with_seed: data is"),
         (_tag(11) + bytes(8) + _seed(b"a") + bytes(32), (A, B, C), "does not derive from"),
+        (_tag(11) + bytes(8) + _seed(b"a") + bytes(32), (A, B, C, A), "transfer_with_seed: 4 accounts, expected"),
         (_tag(12) + b"\x00", (A,), "upgrade_nonce_account: data is 5 bytes"),
         (_tag(12), (A, B), "upgrade_nonce_account: 2 accounts"),
     ],
@@ -262,6 +272,24 @@ def test_refusals(data: bytes, accounts: tuple[AccountView, ...], match: str) ->
     with pytest.raises(DecodeError, match=match) as info:
         decode_system(3, SYS, accounts, data)
     assert info.value.instruction_index == 3
+
+
+# Every fixed-size instruction: (tag, name, data length, account count), from the System program's bincode layout.
+FIXED = [
+    (0, "create_account", 52, 2), (1, "assign", 36, 1), (2, "transfer", 12, 2), (4, "advance_nonce_account", 4, 3),
+    (5, "withdraw_nonce_account", 12, 5), (6, "initialize_nonce_account", 36, 3),
+    (7, "authorize_nonce_account", 36, 2), (8, "allocate", 12, 1), (12, "upgrade_nonce_account", 4, 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tag", "name", "length", "count"), FIXED, ids=[f[1] for f in FIXED])
+def test_one_byte_or_one_account_more_is_refused(tag: int, name: str, length: int, count: int) -> None:
+    data = _tag(tag) + bytes(length - 4)
+    accounts = (A, B, C, A, B, C)[:count]
+    with pytest.raises(DecodeError, match=f"{name}: data is {length + 1} bytes, expected exactly {length}"):
+        decode_system(0, SYS, accounts, data + b"\x00")
+    with pytest.raises(DecodeError, match=f"{name}: {count + 1} accounts, expected exactly {count}"):
+        decode_system(0, SYS, (*accounts, C), data)
 
 
 def test_withdraw_nonce_checks_rent_sysvar() -> None:
@@ -302,6 +330,16 @@ def test_create_account_allow_prefund_with_payer() -> None:
         Outflow(NATIVE_SOL, 50, payer.pubkey(), payer.pubkey(), new, "create_account"),
         AuthorityChange(new, new, TOKEN, "system:create_account_allow_prefund"),
     )
+
+
+def test_create_account_allow_prefund_with_a_payer_and_no_lamports_pays_nothing() -> None:
+    payer, new = Keypair(), Keypair().pubkey()
+    ix = sp.create_account_allow_prefund(
+        {"new_account": new, "payer": payer.pubkey(), "lamports": 0, "space": 8, "owner": TOKEN}
+    )
+    d = decode_one(ix, payer)
+    assert d.args["from"] == payer.pubkey()
+    assert d.effects == (AuthorityChange(new, new, TOKEN, "system:create_account_allow_prefund"),)
 
 
 def test_create_account_allow_prefund_without_payer() -> None:

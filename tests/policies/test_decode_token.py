@@ -204,15 +204,63 @@ def test_multisig_authority_is_opaque() -> None:
     assert d.effects == (AccountClose(NOT_SIGNER.pubkey, S[0].pubkey, S[1].pubkey), Opaque(d.effects[1].reason))  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("tag", "name"), sorted(TOKEN_2022_EXTENSIONS.items()))
+# Token-2022's `TokenInstruction` variants past the base set, in enum order from tag 26 (spl-token-2022
+# instruction.rs): written out here rather than read from the decoder, so that a tag missing there fails.
+EXTENSION_NAMES = [
+    "transfer_fee_extension", "confidential_transfer_extension", "default_account_state_extension", "reallocate",
+    "memo_transfer_extension", "create_native_mint", "initialize_non_transferable_mint",
+    "interest_bearing_mint_extension", "cpi_guard_extension", "initialize_permanent_delegate",
+    "transfer_hook_extension", "confidential_transfer_fee_extension", "withdraw_excess_lamports",
+    "metadata_pointer_extension", "group_pointer_extension", "group_member_pointer_extension",
+    "confidential_mint_burn_extension", "scaled_ui_amount_extension", "pausable_extension",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tag", "name"), list(enumerate(EXTENSION_NAMES, start=26)))
 def test_token_2022_extensions_are_opaque(tag: int, name: str) -> None:
     d = decode_token(0, TOKEN22, (S[0],), bytes([tag, 1, 2]))
     assert (d.name, d.effects) == (name, (Opaque(f"token-2022 extension instruction {name}"),))
 
 
+def test_token_2022_knows_no_tag_past_the_extensions() -> None:
+    assert len(TOKEN_2022_EXTENSIONS) == len(EXTENSION_NAMES)
+    with pytest.raises(DecodeError, match="unknown instruction tag 45"):
+        decode_token(0, TOKEN22, (S[0],), bytes([45, 1, 2]))
+
+
 def test_ptoken_batch_is_opaque() -> None:
     d = decode_token(0, TOKEN, (S[0],), bytes([255, 0]))
     assert (d.name, d.effects) == ("batch", (Opaque("p-token batch instruction"),))
+
+
+# SPL Token's restricted instructions: (tag, name, amount and decimals or None, first and second account's args)
+RESTRICTED = [
+    (7, "mint_to", (5, None), ("mint", "account")), (8, "burn", (5, None), ("account", "mint")),
+    (10, "freeze_account", None, ("account", "mint")), (11, "thaw_account", None, ("account", "mint")),
+    (14, "mint_to_checked", (5, 2), ("mint", "account")), (15, "burn_checked", (5, 2), ("account", "mint")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tag", "name", "amount", "names"), RESTRICTED, ids=[r[1] for r in RESTRICTED])
+def test_restricted_instructions_by_hand(
+    tag: int, name: str, amount: tuple[int, int | None] | None, names: tuple[str, str]
+) -> None:
+    data = bytes([tag])
+    expected: dict[str, object] = {names[0]: S[0].pubkey, names[1]: S[1].pubkey, "authority": SIGNER.pubkey}
+    if amount is not None:
+        data += amount[0].to_bytes(8, "little") + (b"" if amount[1] is None else bytes([amount[1]]))
+        expected["amount"] = amount[0]
+        if amount[1] is not None:
+            expected["decimals"] = amount[1]
+    d = decode_token(0, TOKEN, (S[0], S[1], SIGNER), data)
+    assert (d.name, dict(d.args), d.effects) == (name, expected, (Restricted(SIGNER.pubkey, f"token:{name}"),))
+
+
+def test_initialize_multisig_and_close_authority_name_their_accounts() -> None:
+    d = decode_token(0, TOKEN, (S[0], S[1], S[2]), bytes([19, 2]))
+    assert dict(d.args) == {"multisig": S[0].pubkey, "m": 2, "signers": (S[1].pubkey, S[2].pubkey)}
+    with pytest.raises(DecodeError, match="initialize_mint_close_authority: 2 accounts, expected exactly 1"):
+        decode_token(0, TOKEN22, (S[0], S[1]), bytes([25, 0]))
 
 
 def test_benign_and_restricted_by_hand() -> None:

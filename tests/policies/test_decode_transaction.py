@@ -192,6 +192,19 @@ def test_too_large() -> None:
         decode_transaction(bytes(MAX_TRANSACTION_BYTES + 1))
 
 
+def test_largest_transaction_decodes_and_one_byte_more_is_refused() -> None:
+    def memo_tx(text_bytes: int) -> bytes:
+        keys = [Pubkey.new_unique(), programs.MEMO_V1_PROGRAM]
+        return _legacy(keys, [RawInstruction(1, b"", b"a" * text_bytes)], header=(1, 0, 1))
+
+    overhead = len(memo_tx(200)) - 200  # the memo's length prefix is two bytes from 128 to 16 383
+    largest = memo_tx(MAX_TRANSACTION_BYTES - overhead)
+    assert len(largest) == MAX_TRANSACTION_BYTES
+    assert decode_transaction(largest).instructions[0].name == "memo"
+    with pytest.raises(DecodeError, match="1233 bytes, more than 1232"):
+        decode_transaction(memo_tx(MAX_TRANSACTION_BYTES - overhead + 1))
+
+
 def test_not_bytes() -> None:
     with pytest.raises(DecodeError, match="must be bytes"):
         decode_transaction(bytearray(b"\x01"))  # type: ignore[arg-type]
@@ -278,10 +291,11 @@ def test_program_index_fee_payer() -> None:
     assert info.value.instruction_index == 1
 
 
-def test_program_index_out_of_range() -> None:
+@pytest.mark.parametrize("program_index", [3, 9])  # 3: the first index past the three keys
+def test_program_index_out_of_range(program_index: int) -> None:
     payer, to = Pubkey.new_unique(), Pubkey.new_unique()
     with pytest.raises(DecodeError, match="points at no account"):
-        decode_transaction(_legacy([payer, to, SYS], [RawInstruction(9, bytes([0, 1]), TRANSFER_5)]))
+        decode_transaction(_legacy([payer, to, SYS], [RawInstruction(program_index, bytes([0, 1]), TRANSFER_5)]))
 
 
 def test_account_index_out_of_range_legacy() -> None:
@@ -458,6 +472,16 @@ def test_registry_refuses_double_registration() -> None:
     assert registry.get(SYS) is not other.get(SYS)
     assert programs.SQUADS_V4_PROGRAM in registry
     assert len(registry) == 8 and set(registry) >= {SYS, programs.TOKEN_PROGRAM}
+
+
+def test_registry_copy_holds_the_same_decoders_and_stays_independent() -> None:
+    registry = default_registry()
+    other = registry.copy()
+    assert list(other) == list(registry)
+    assert all(other.get(program) is registry.get(program) for program in registry)
+    extra = Pubkey.new_unique()
+    other.register(extra, lambda *a: None)  # type: ignore[arg-type]
+    assert extra in other and extra not in registry and len(other) == len(registry) + 1
 
 
 def test_message_v0_compiles_like_hand_encoding() -> None:

@@ -35,7 +35,7 @@ from policies.evaluate import EvalContext, evaluate
 from policies.lookup_tables import resolve_lookup_tables
 from policies.transaction import decode_transaction
 from tests.policies.outflow_actions import Actions, sol_transfer
-from tests.policies.outflow_chain import World, run_on_chain, world
+from tests.policies.outflow_chain import Holding, World, judge, run_on_chain, world
 from tests.support.policies import example_policy
 from tests.support.scenario import NOON
 
@@ -131,3 +131,29 @@ def test_the_oracle_sees_a_refused_destination(to: str) -> None:
     counted_all = Decision(Verdict.ALLOW, (), (Reservation("SOL", 10**6), Reservation("fees", 5_000)), 1)
     findings = run_on_chain(w, message, counted_all, policy.rules.destinations).findings
     assert [f.what for f in findings] == ["value reached a refused destination"]
+
+
+def test_a_stranger_paid_by_the_wallet_closing_its_own_account_to_a_denied_party_is_no_finding() -> None:
+    """Found by mutation testing's runs (a Hypothesis example): the wallet pays the fee-paying stranger 1 lamport and
+    the stranger closes its own token account to a denied party. None of the wallet's value reaches that party, but
+    the oracle took the fee off the total after netting the stranger's account, so the lamport the stranger received
+    hid one lamport of what it gave up. The same close of an account the wallet paid into is still a finding."""
+    wallet_key, stranger, closed = (Pubkey.new_unique() for _ in range(3))
+    rules = outflow_policy(_WORLD, allowlist=False).rules.destinations
+    denied = next(iter(rules.deny))
+    fee, value = 5000, 1_002_039_280
+
+    def run(paid_into: Pubkey) -> list[Any]:
+        before = {wallet_key: Holding(frozenset({wallet_key}), {"SOL": 100}),
+                  stranger: Holding(frozenset({stranger}), {"SOL": 10_000}),
+                  closed: Holding(frozenset({stranger}), {"SOL": value})}  # fmt: skip
+        after = {wallet_key: Holding(frozenset({wallet_key}), {"SOL": 99}),
+                 stranger: Holding(frozenset({stranger}), {"SOL": 10_000 - fee + (paid_into == stranger)}),
+                 closed: Holding(frozenset(), {}),
+                 denied: Holding(frozenset({denied}), {"SOL": value + (paid_into == closed)})}  # fmt: skip
+        wallet = frozenset({wallet_key})
+        return judge(before, after, wallet=wallet, rules=rules, reserved={"SOL": 1}, fee_payer=stranger,
+                     stranger_fee=fee)  # fmt: skip
+
+    assert run(paid_into=stranger) == []
+    assert [f.what for f in run(paid_into=closed)] == ["value reached a refused destination"]
