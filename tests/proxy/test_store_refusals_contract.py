@@ -1,0 +1,105 @@
+"""Contract tests of the refusals the other contract modules leave out (found by mutation testing of the SQLite
+adapter): each call refuses bad input or an unknown target with its own error, and writes nothing. The `store`
+fixture runs each test on SQLite and on DynamoDB (moto)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from parent_proxy.errors import InvalidInput, NotFound
+from parent_proxy.store.model import Approval, ApprovalStatus, Reservation, ReservationStatus
+from parent_proxy.store.protocol import Store
+
+T0 = 1_700_000_000.0
+DAY = 86_400
+LIMITS = {("SOL", DAY): 1_000}
+
+
+@pytest.mark.parametrize(
+    ("wallet_id", "request_id", "match"),
+    [("bad id", "r1", "wallet_id"), ("", "r1", "wallet_id"), ("w1", "bad id", "request_id"), ("w1", "", "request_id")],
+)
+def test_reserve_refuses_bad_ids_and_holds_nothing(
+    wallet_store: Store, wallet_id: str, request_id: str, match: str
+) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        wallet_store.reserve(wallet_id, request_id, {"SOL": 5}, LIMITS, T0)
+    assert wallet_store.spent_in_window("w1", "SOL", DAY, T0) == 0
+
+
+@pytest.mark.parametrize("target", ["commit", "release"])
+def test_a_reservation_never_made_is_not_found_and_stays_unmade(wallet_store: Store, target: str) -> None:
+    ghost = Reservation(wallet_id="w1", request_id="ghost", amounts=(("SOL", 5),), created_at=T0)
+    with pytest.raises(NotFound, match="reservation ghost not found"):
+        getattr(wallet_store, target)(ghost)
+    with pytest.raises(NotFound, match="reservation ghost not found"):
+        wallet_store.reservation_status("w1", "ghost")
+    assert wallet_store.spent_in_window("w1", "SOL", DAY, T0) == 0
+
+
+@pytest.mark.parametrize("target", ["commit", "release"])
+@pytest.mark.parametrize("not_a_reservation", [("w1", "r1"), {"wallet_id": "w1", "request_id": "r1"}, None])
+def test_commit_and_release_refuse_what_is_not_a_reservation(
+    wallet_store: Store, target: str, not_a_reservation: Any
+) -> None:
+    held = wallet_store.reserve("w1", "r1", {"SOL": 5}, LIMITS, T0)
+    with pytest.raises(InvalidInput, match="reservation: must be a Reservation"):
+        getattr(wallet_store, target)(not_a_reservation)
+    assert wallet_store.reservation_status("w1", "r1") == ReservationStatus.PENDING
+    wallet_store.release(held)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("bad id", "SOL", DAY, T0), "wallet_id"),
+        (("w1", "bad asset", DAY, T0), "asset"),
+        (("w1", "SOL", 0, T0), "window_seconds"),
+        (("w1", "SOL", 31 * DAY + 1, T0), "window_seconds"),
+        (("w1", "SOL", DAY, -1.0), "now"),
+    ],
+)
+def test_spent_in_window_refuses_bad_arguments(wallet_store: Store, args: tuple[Any, ...], match: str) -> None:
+    wallet_store.reserve("w1", "r1", {"SOL": 5}, LIMITS, T0)
+    with pytest.raises(InvalidInput, match=match):
+        wallet_store.spent_in_window(*args)
+
+
+@pytest.mark.parametrize("kind", ["request", "denial"])
+@pytest.mark.parametrize(
+    ("wallet_id", "now", "match"),
+    [("bad id", T0, "wallet_id"), ("", T0, "wallet_id"), ("w1", math.nan, "now"), ("w1", -1.0, "now")],
+)
+def test_recording_an_event_refuses_bad_arguments_and_records_nothing(
+    wallet_store: Store, kind: str, wallet_id: str, now: float, match: str
+) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        getattr(wallet_store, f"record_{kind}")(wallet_id, now)
+    assert getattr(wallet_store, f"count_{kind}s")("w1", 0.0) == 0
+    assert getattr(wallet_store, f"recent_{kind}s")("w1", 0.0) == []
+
+
+@pytest.mark.parametrize("read", ["count_requests", "count_denials", "recent_requests", "recent_denials"])
+@pytest.mark.parametrize(
+    ("wallet_id", "since", "match"),
+    [("bad id", T0, "wallet_id"), ("w1", -1.0, "since"), ("w1", math.inf, "since"), ("w1", "0", "since")],
+)
+def test_event_reads_refuse_bad_arguments(
+    wallet_store: Store, read: str, wallet_id: str, since: object, match: str
+) -> None:
+    wallet_store.record_request("w1", T0)
+    wallet_store.record_denial("w1", T0)
+    with pytest.raises(InvalidInput, match=match):
+        getattr(wallet_store, read)(wallet_id, since)
+
+
+def test_get_approval_refuses_a_bad_id_and_does_not_find_an_unknown_one(wallet_store: Store) -> None:
+    wallet_store.create_approval(Approval("ap-1", "w1", b"tx", ApprovalStatus.PENDING, T0))
+    with pytest.raises(InvalidInput, match="approval_id"):
+        wallet_store.get_approval("bad id")
+    with pytest.raises(NotFound, match="approval ap-2 not found"):
+        wallet_store.get_approval("ap-2")
+    assert wallet_store.get_approval("ap-1").status is ApprovalStatus.PENDING
