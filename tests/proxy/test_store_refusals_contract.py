@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from parent_proxy.errors import InvalidInput, NotFound
+from parent_proxy.errors import AlreadyDecided, InvalidInput, NotFound
 from parent_proxy.store.model import Approval, ApprovalStatus, Reservation, ReservationStatus
 from parent_proxy.store.protocol import Store
 
@@ -103,3 +103,20 @@ def test_get_approval_refuses_a_bad_id_and_does_not_find_an_unknown_one(wallet_s
     with pytest.raises(NotFound, match="approval ap-2 not found"):
         wallet_store.get_approval("ap-2")
     assert wallet_store.get_approval("ap-1").status is ApprovalStatus.PENDING
+
+
+@pytest.mark.parametrize("wallet_id", ["bad id", "", None])
+def test_pending_approvals_refuses_a_bad_wallet_id(wallet_store: Store, wallet_id: object) -> None:
+    wallet_store.create_approval(Approval("ap-1", "w1", b"tx", ApprovalStatus.PENDING, T0))
+    with pytest.raises(InvalidInput, match="wallet_id"):
+        wallet_store.pending_approvals(wallet_id)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status", [ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED])
+def test_a_closed_approval_is_not_reopened_by_its_own_decision(wallet_store: Store, status: ApprovalStatus) -> None:
+    """A rejection (or an expiry) that carries the owner's answer is a decision too: reopening with it is refused."""
+    wallet_store.create_approval(Approval("ap-1", "w1", b"tx", ApprovalStatus.PENDING, T0))
+    closed = wallet_store.decide_approval("ap-1", status, b"owner-no", T0 + 1)
+    with pytest.raises(AlreadyDecided, match=f"approval ap-1 is {status.value}, not approved by this decision"):
+        wallet_store.reopen_approval("ap-1", b"owner-no")
+    assert wallet_store.get_approval("ap-1") == closed and wallet_store.pending_approvals("w1") == []

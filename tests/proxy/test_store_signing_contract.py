@@ -171,6 +171,21 @@ def test_prune_changes_no_answer_from_now_on(wallet_store: Store) -> None:
     assert s.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, now) == 7
 
 
+@pytest.mark.parametrize("edge", [0.5, 0.001])
+def test_prune_keeps_what_the_longest_window_still_counts(wallet_store: Store, edge: float) -> None:
+    """At ``edge`` seconds before a reservation and an event leave the longest window, a prune keeps them."""
+    s = wallet_store
+    s.commit(s.reserve("w1", "edge", {"SOL": 5}, {}, T0))
+    s.record_request("w1", T0)
+    s.record_denial("w1", T0)
+    now = T0 + MAX_WINDOW_SECONDS - edge
+    s.prune(now)
+    assert s.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, now) == 5
+    since = now - MAX_WINDOW_SECONDS
+    assert (s.count_requests("w1", since), s.count_denials("w1", since), s.recent_requests("w1", since)) == (1, 1, [T0])
+    assert s.reservation_status("w1", "edge") == ReservationStatus.COMMITTED
+
+
 def test_a_stale_in_progress_claim_frees_its_key(wallet_store: Store) -> None:
     """A claim left in progress by a request that died (a crash between begin and finish) holds its key only for
     `IDEMPOTENCY_STALE_SECONDS`; then a retry claims it again, as begin_idempotent and as begin_signing."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from parent_proxy.errors import LimitExceeded
+from parent_proxy.errors import InvalidInput, LimitExceeded
 from parent_proxy.store import sqlite_outbox_heads as heads
 from parent_proxy.store.model import OutboxItem
 from parent_proxy.store.sqlite import SqliteStore
@@ -50,6 +50,23 @@ def test_prune_deletes_aged_out_rows_only(tmp_path: Path) -> None:
     assert (_count(path, "reservations"), _count(path, "spend"), _count(path, "wallet_events")) == (2, 1, 1)
     assert store.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, T0 + MAX_WINDOW_SECONDS + 2) == 7
     store.release(store.reserve("w1", "later", {"SOL": 1}, {}, T0 + MAX_WINDOW_SECONDS + 3))
+    store.close()
+
+
+@pytest.mark.parametrize("now", [math.inf, math.nan, -1.0, "later", None])
+def test_prune_refuses_a_bad_time_and_deletes_nothing(tmp_path: Path, now: object) -> None:
+    """An infinite ``now`` would put every row before the horizon: window totals and event counts gone."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.create_wallet(make_wallet("w1"))
+    store.commit(store.reserve("w1", "r1", {"SOL": 5}, {}, T0))
+    store.record_request("w1", T0)
+    store.begin_idempotent("w1", "k1", b"h" * 32, T0)
+    before = [_count(path, table) for table in ("reservations", "spend", "wallet_events", "idempotency")]
+    with pytest.raises(InvalidInput, match="now: must be a finite"):
+        store.prune(now)  # type: ignore[arg-type]
+    assert [_count(path, table) for table in ("reservations", "spend", "wallet_events", "idempotency")] == before
+    assert before == [1, 1, 1, 1] and store.spent_in_window("w1", "SOL", DAY, T0) == 5
     store.close()
 
 
