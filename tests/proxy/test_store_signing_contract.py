@@ -186,6 +186,25 @@ def test_prune_keeps_what_the_longest_window_still_counts(wallet_store: Store, e
     assert s.reservation_status("w1", "edge") == ReservationStatus.COMMITTED
 
 
+@pytest.mark.parametrize("target", [ReservationStatus.RELEASED, ReservationStatus.COMMITTED])
+def test_a_pending_reservation_older_than_the_longest_window_still_ends(
+    wallet_store: Store, target: ReservationStatus
+) -> None:
+    """A prune keeps a pending reservation (its amount counts in no window any more, SQLite deletes its running
+    total's row): a late release or commit still finds it and ends it, and changes no window."""
+    s = wallet_store
+    held = s.reserve("w1", "late", {"SOL": 5, "USDC": 3}, {}, T0)
+    now = T0 + MAX_WINDOW_SECONDS + 5
+    recent = s.reserve("w1", "recent", {"SOL": 7}, {}, now - 10)
+    s.prune(now)
+    (s.release if target == ReservationStatus.RELEASED else s.commit)(held)
+    assert s.reservation_status("w1", "late") == target
+    assert s.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, now) == 7
+    assert s.spent_in_window("w1", "USDC", MAX_WINDOW_SECONDS, now) == 0
+    s.release(recent)
+    assert s.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, now) == 0
+
+
 def test_a_stale_in_progress_claim_frees_its_key(wallet_store: Store) -> None:
     """A claim left in progress by a request that died (a crash between begin and finish) holds its key only for
     `IDEMPOTENCY_STALE_SECONDS`; then a retry claims it again, as begin_idempotent and as begin_signing."""
