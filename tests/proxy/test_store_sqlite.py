@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -142,9 +143,26 @@ def test_a_connection_that_cannot_be_made_durable_again_is_dropped(tmp_path: Pat
     assert claim.reservation is not None
     fresh = store._conn()
     assert fresh is not conn and store._all == [fresh]
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        conn.execute("SELECT 1")  # closed, not left open beside it (its handle and the file's)
     assert fresh.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     store.commit(claim.reservation)
     assert store.spent_in_window("w1", "SOL", DAY, T0) == 1
+    store.close()
+
+
+def test_close_closes_every_connection_of_every_thread(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    store.create_wallet(make_wallet("w1"))
+    mine = store._conn()
+    with ThreadPoolExecutor(1) as pool:
+        theirs = pool.submit(lambda: (store.count_requests("w1", T0), store._conn())[1]).result()
+    assert theirs is not mine and sorted(map(id, store._all)) == sorted(map(id, (mine, theirs)))
+    store.close()
+    for conn in (mine, theirs):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+    assert store._all == [] and store._conn() is not mine  # a later call opens a new one
     store.close()
 
 
