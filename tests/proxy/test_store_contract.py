@@ -92,6 +92,8 @@ def test_wallet_roundtrip_freeze_and_duplicate(wallet_store: Store) -> None:
         ({"frozen": True}, "frozen_reason: must be a non-blank string"),
         ({"frozen_reason": "why"}, "frozen_reason: must be None"),
         ({"policy_sequence": -1}, "policy_sequence: must be an integer"),
+        ({"policy_document": "text"}, "policy_document: must be bytes"),
+        ({"policy_document": b"x" * (64 * 1024 + 1)}, "policy_document: is 65537 bytes"),
     ],
 )
 def test_bad_wallet_is_refused_and_nothing_stored(store: Store, overrides: dict[str, object], match: str) -> None:

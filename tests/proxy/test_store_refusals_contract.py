@@ -5,11 +5,12 @@ fixture runs each test on SQLite and on DynamoDB (moto)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from parent_proxy.errors import AlreadyDecided, InvalidInput, NotFound
+from parent_proxy.errors import AlreadyDecided, IdempotencyInProgress, InvalidInput, NotFound
 from parent_proxy.store.model import Approval, ApprovalStatus, Reservation, ReservationStatus
 from parent_proxy.store.protocol import Store
 
@@ -120,3 +121,78 @@ def test_a_closed_approval_is_not_reopened_by_its_own_decision(wallet_store: Sto
     with pytest.raises(AlreadyDecided, match=f"approval ap-1 is {status.value}, not approved by this decision"):
         wallet_store.reopen_approval("ap-1", b"owner-no")
     assert wallet_store.get_approval("ap-1") == closed and wallet_store.pending_approvals("w1") == []
+
+
+# -- idempotency and the signing path ----------------------------------------------------------------------------
+H1 = bytes(range(32))
+
+
+@pytest.mark.parametrize("call", ["begin_idempotent", "lookup_idempotent"])
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("bad id", "k1", H1, T0), "wallet_id"),
+        (("w1", "has space", H1, T0), "key"),
+        (("w1", "k1", H1[:31], T0), "request_hash"),
+        (("w1", "k1", H1, math.nan), "now"),
+        (("w1", "k1", H1, -1.0), "now"),
+        (("w1", "k1", H1, "later"), "now"),
+    ],
+)
+def test_idempotency_claims_and_lookups_refuse_bad_arguments(
+    wallet_store: Store, call: str, args: tuple[Any, ...], match: str
+) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        getattr(wallet_store, call)(*args)
+    assert wallet_store.begin_idempotent("w1", "k1", H1, T0) is None  # nothing claimed: the key is free
+
+
+@pytest.mark.parametrize(
+    ("response", "match"), [("text", "response: must be bytes"), (b"x" * (64 * 1024 + 1), "response: is")]
+)
+def test_a_bad_answer_is_refused_and_the_claim_stays_in_progress(
+    wallet_store: Store, response: object, match: str
+) -> None:
+    wallet_store.begin_idempotent("w1", "k1", H1, T0)
+    with pytest.raises(InvalidInput, match=match):
+        wallet_store.complete_idempotent("w1", "k1", H1, response)  # type: ignore[arg-type]
+    with pytest.raises(IdempotencyInProgress):
+        wallet_store.lookup_idempotent("w1", "k1", H1, T0)
+    wallet_store.complete_idempotent("w1", "k1", H1, b"{}")
+    replay = wallet_store.lookup_idempotent("w1", "k1", H1, T0)
+    assert replay is not None and replay.response == b"{}"
+
+
+@pytest.mark.parametrize("request_id", ["bad id", "", None])
+def test_begin_signing_refuses_a_bad_request_id_and_writes_nothing(wallet_store: Store, request_id: object) -> None:
+    with pytest.raises(InvalidInput, match="request_id"):
+        wallet_store.begin_signing(
+            "w1",
+            "k1",
+            H1,
+            request_id=request_id,
+            amounts={"SOL": 5},
+            limits=LIMITS,
+            now=T0,  # type: ignore[arg-type]
+        )
+    assert wallet_store.lookup_idempotent("w1", "k1", H1, T0) is None
+    assert (wallet_store.count_requests("w1", 0.0), wallet_store.spent_in_window("w1", "SOL", DAY, T0)) == (0, 0)
+
+
+# -- approvals --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"approval_id": "bad id"}, "approval_id"),
+        ({"approval_id": ""}, "approval_id"),
+        ({"wallet_id": "bad id"}, "wallet_id"),
+        ({"request_payload": "text"}, "request_payload"),
+        ({"created_at": math.inf}, "created_at"),
+        ({"message_hash": b"short"}, "message_hash"),
+    ],
+)
+def test_a_bad_approval_is_refused_and_nothing_created(wallet_store: Store, fields: dict[str, Any], match: str) -> None:
+    bad = replace(Approval("ap-1", "w1", b"tx", ApprovalStatus.PENDING, T0), **fields)
+    with pytest.raises(InvalidInput, match=match):
+        wallet_store.create_approval(bad)
+    assert wallet_store.pending_approvals("w1") == []

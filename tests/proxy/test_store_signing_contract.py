@@ -263,15 +263,18 @@ def test_prune_keeps_every_live_idempotency_record(wallet_store: Store) -> None:
 
 def test_reservations_at_one_time_count_in_any_request_id_order(wallet_store: Store) -> None:
     """Reservations made at the very same time, the later ones with request ids sorting before the earlier ones
-    (SQLite orders its running totals by time, then request id): each counts, and the cap holds exactly."""
+    (SQLite orders its running totals by time, then request id): each counts, and the cap holds exactly; each
+    release (one of an amount of 1 too) gives back exactly its amount."""
     s, cap = wallet_store, {("SOL", DAY): 20}
-    held = {r: s.reserve("w1", r, {"SOL": a}, cap, T0) for r, a in (("r9", 5), ("r5", 3), ("r1", 4), ("r7", 2))}
-    assert s.spent_in_window("w1", "SOL", DAY, T0) == 14
+    held = {r: s.reserve("w1", r, {"SOL": a}, cap, T0) for r, a in (("r9", 5), ("r5", 3), ("r1", 4), ("r7", 1))}
+    assert s.spent_in_window("w1", "SOL", DAY, T0) == 13
     with pytest.raises(LimitExceeded, match=r"SOL/86400s: 21 > 20"):
-        s.reserve("w1", "r0", {"SOL": 7}, cap, T0)
-    s.reserve("w1", "r0", {"SOL": 6}, cap, T0)
+        s.reserve("w1", "r0", {"SOL": 8}, cap, T0)
+    s.reserve("w1", "r0", {"SOL": 7}, cap, T0)
     s.release(held["r5"])
     assert s.spent_in_window("w1", "SOL", DAY, T0 + 1) == 17
+    s.release(held["r7"])
+    assert s.spent_in_window("w1", "SOL", DAY, T0 + 1) == 16
     assert s.spent_in_window("w1", "SOL", DAY, T0 + DAY) == 0
 
 
