@@ -196,3 +196,30 @@ def test_a_bad_approval_is_refused_and_nothing_created(wallet_store: Store, fiel
     with pytest.raises(InvalidInput, match=match):
         wallet_store.create_approval(bad)
     assert wallet_store.pending_approvals("w1") == []
+
+
+@pytest.mark.parametrize(("key", "digest", "match"), [("has space", H1, "key"), ("k1", H1[:31], "request_hash")])
+def test_abandon_refuses_bad_arguments_and_keeps_the_claim(
+    wallet_store: Store, key: str, digest: bytes, match: str
+) -> None:
+    wallet_store.begin_idempotent("w1", "k1", H1, T0)
+    with pytest.raises(InvalidInput, match=match):
+        wallet_store.abandon_idempotent("w1", key, digest)
+    with pytest.raises(IdempotencyInProgress):
+        wallet_store.lookup_idempotent("w1", "k1", H1, T0)
+
+
+def test_an_answer_of_exactly_the_largest_size_is_kept(wallet_store: Store) -> None:
+    largest = b"a" * (64 * 1024)
+    wallet_store.begin_idempotent("w1", "k1", H1, T0)
+    wallet_store.complete_idempotent("w1", "k1", H1, largest)
+    replay = wallet_store.lookup_idempotent("w1", "k1", H1, T0)
+    assert replay is not None and replay.response == largest
+
+
+@pytest.mark.parametrize("amounts", [["SOL"], "SOL", None, (("SOL", 5),)])
+def test_reserve_refuses_amounts_that_are_not_a_mapping(wallet_store: Store, amounts: object) -> None:
+    with pytest.raises(InvalidInput, match="amounts: must be a mapping"):
+        wallet_store.reserve("w1", "r1", amounts, LIMITS, T0)  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        wallet_store.reservation_status("w1", "r1")
