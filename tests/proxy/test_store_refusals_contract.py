@@ -223,3 +223,12 @@ def test_reserve_refuses_amounts_that_are_not_a_mapping(wallet_store: Store, amo
         wallet_store.reserve("w1", "r1", amounts, LIMITS, T0)  # type: ignore[arg-type]
     with pytest.raises(NotFound):
         wallet_store.reservation_status("w1", "r1")
+
+
+def test_a_freeze_reason_of_the_longest_length_is_kept_and_one_longer_refused(wallet_store: Store) -> None:
+    longest = "r" * 500
+    wallet_store.set_frozen("w1", True, longest)
+    assert wallet_store.get_wallet("w1").frozen_reason == longest
+    with pytest.raises(InvalidInput, match="frozen_reason: must be a non-blank string of at most 500"):
+        wallet_store.set_frozen("w2", True, longest + "r")
+    assert not wallet_store.get_wallet("w2").frozen
