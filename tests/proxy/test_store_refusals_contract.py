@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from parent_proxy.errors import AlreadyDecided, IdempotencyInProgress, InvalidInput, NotFound
-from parent_proxy.store.model import Approval, ApprovalStatus, Reservation, ReservationStatus
+from parent_proxy.store.model import (
+    Approval,
+    ApprovalStatus,
+    IdempotencyRecord,
+    IdempotencyStatus,
+    Reservation,
+    ReservationStatus,
+)
 from parent_proxy.store.protocol import Store
 
 T0 = 1_700_000_000.0
@@ -232,3 +239,18 @@ def test_a_freeze_reason_of_the_longest_length_is_kept_and_one_longer_refused(wa
     with pytest.raises(InvalidInput, match="frozen_reason: must be a non-blank string of at most 500"):
         wallet_store.set_frozen("w2", True, longest + "r")
     assert not wallet_store.get_wallet("w2").frozen
+
+
+def test_a_replay_is_the_whole_completed_record(wallet_store: Store) -> None:
+    wallet_store.begin_idempotent("w1", "k1", H1, T0)
+    wallet_store.complete_idempotent("w1", "k1", H1, b'{"done": 1}')
+    expected = IdempotencyRecord("w1", "k1", H1, IdempotencyStatus.COMPLETED, b'{"done": 1}', T0)
+    assert wallet_store.lookup_idempotent("w1", "k1", H1, T0 + 5) == expected
+    assert wallet_store.begin_idempotent("w1", "k1", H1, T0 + 5) == expected
+    claim = wallet_store.begin_signing("w1", "k1", H1, request_id="r1", amounts={"SOL": 1}, limits=LIMITS, now=T0 + 5)
+    assert (claim.replay, claim.reservation) == (expected, None)
+
+
+def test_issue_token_refuses_a_bad_wallet_id(wallet_store: Store) -> None:
+    with pytest.raises(InvalidInput, match="wallet_id"):
+        wallet_store.issue_token("bad id", T0)
