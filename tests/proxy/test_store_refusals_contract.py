@@ -10,16 +10,19 @@ from typing import Any
 
 import pytest
 
+from parent_proxy.audit import AuditLog
 from parent_proxy.errors import AlreadyDecided, IdempotencyInProgress, InvalidInput, NotFound
 from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
     IdempotencyRecord,
     IdempotencyStatus,
+    IdempotentAnswer,
     Reservation,
     ReservationStatus,
 )
 from parent_proxy.store.protocol import Store
+from tests.proxy.conftest import FakeClock
 
 T0 = 1_700_000_000.0
 DAY = 86_400
@@ -254,3 +257,33 @@ def test_a_replay_is_the_whole_completed_record(wallet_store: Store) -> None:
 def test_issue_token_refuses_a_bad_wallet_id(wallet_store: Store) -> None:
     with pytest.raises(InvalidInput, match="wallet_id"):
         wallet_store.issue_token("bad id", T0)
+
+
+def test_install_policy_and_retired_keys_refuse_a_bad_wallet_id(wallet_store: Store) -> None:
+    with pytest.raises(InvalidInput, match="wallet_id"):
+        wallet_store.install_policy("bad id", b"{}", 1)
+    with pytest.raises(InvalidInput, match="wallet_id"):
+        wallet_store.retired_agent_keys("bad id")
+
+
+@pytest.mark.parametrize(
+    ("answer", "match"),
+    [
+        (IdempotentAnswer("w1", "k1", H1, "text"), "response: must be bytes"),  # type: ignore[arg-type]
+        (IdempotentAnswer("w1", "k1", H1[:31], b"{}"), "request_hash"),
+        (("w1", "k1", H1, b"{}"), "answer: must be an IdempotentAnswer"),
+    ],
+)
+def test_finish_signing_refuses_a_bad_answer_before_writing_anything(
+    wallet_store: Store, clock: FakeClock, answer: object, match: str
+) -> None:
+    s = wallet_store
+    claim = s.begin_signing("w1", "k1", H1, request_id="r1", amounts={"SOL": 5}, limits=LIMITS, now=T0)
+    assert claim.reservation is not None
+    head = s.audit_head()
+    seal = AuditLog(s, clock).sealer("transaction.signed", {}, wallet_id="w1")
+    with pytest.raises(InvalidInput, match=match):
+        s.finish_signing(claim.reservation, seal, None, answer)  # type: ignore[arg-type]
+    assert (s.audit_head(), s.reservation_status("w1", "r1")) == (head, ReservationStatus.PENDING)
+    with pytest.raises(IdempotencyInProgress):
+        s.lookup_idempotent("w1", "k1", H1, T0)
