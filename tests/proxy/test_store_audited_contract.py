@@ -35,7 +35,9 @@ from parent_proxy.store.protocol import AuditSealer, Store
 from parent_proxy.store.state_changes import (
     CompleteIdempotent,
     CreateApproval,
+    CreateWallet,
     DecideApproval,
+    InstallPolicy,
     RecordEvent,
     ReopenApproval,
     SetFrozen,
@@ -219,6 +221,32 @@ def test_a_change_that_is_not_one_is_refused_before_anything_is_written(wallet_s
     with pytest.raises(InvalidInput, match="answer"):
         s.apply_audited([CompleteIdempotent(b"{}")], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))  # type: ignore[arg-type]
     assert state(s) == before
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({SetFrozen("w1", True, "r")}, "changes: must be a sequence of state changes"),  # a set: no order
+        ((c for c in [SetFrozen("w1", True, "r")]), "changes: must be a sequence of state changes"),
+        (SetFrozen("w1", True, "r"), "changes: must be a sequence of state changes"),
+        ([CreateWallet(make_wallet("w3", sealed_key=b""))], "sealed_key: must not be empty"),
+        ([CreateWallet(make_wallet("bad id"))], "wallet_id: must be"),
+        ([InstallPolicy("bad id", b"{}", 1)], "wallet_id"),
+        ([InstallPolicy("w1", "{}", 1)], "document: must be bytes"),  # type: ignore[arg-type]
+        ([InstallPolicy("w1", b"{}", 0)], "sequence: must be an integer in \\[1,"),
+    ],
+)
+def test_changes_that_do_not_check_are_refused_before_anything_is_written(
+    wallet_store: Store, clock: FakeClock, changes: Any, match: str
+) -> None:
+    s = wallet_store
+    set_up(s)
+    before = (state(s), s.get_wallet("w1").policy_sequence)
+    with pytest.raises(InvalidInput, match=match):
+        s.apply_audited(changes, AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))
+    assert (state(s), s.get_wallet("w1").policy_sequence) == before
+    with pytest.raises(NotFound, match="wallet w3 not found"):
+        s.get_wallet("w3")
 
 
 def test_dynamodb_builds_the_record_again_when_another_appender_moved_the_head(aws_env: None) -> None:
