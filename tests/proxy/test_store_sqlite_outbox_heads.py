@@ -112,7 +112,7 @@ def test_version_8_outbox_gets_heads_and_finish_times(version: int, tmp_path: Pa
     assert finished == {"a": None, "b": None, "old": None, "c": time_key(T0 - 10), "d": None, "e": time_key(T0 - 40)}
     # As the version-8 claim: w1 is in flight until lease-b ends or is finished; then its earliest item goes first.
     assert [c.event_id for c in migrated.claim_webhooks(T0 + 10, 30.0, 10)] == ["d"]
-    migrated.mark_failed("b", "lease-b", now=T0 + 11, error="HTTP 500", status_code=500, next_attempt_at=T0 + 500)
+    migrated.mark_failed("b", "lease-b", now=T0 + 11, error="HTTP 500", status_code=500, next_attempt_at=T0 + 12)
     assert [c.event_id for c in migrated.claim_webhooks(T0 + 12, 30.0, 10)] == ["a"]  # after w1's pause
     # The finish times from the migration are what retention goes by.
     migrated.prune(T0 - 10 + OUTBOX_RETENTION_SECONDS)
