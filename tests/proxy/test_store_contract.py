@@ -94,6 +94,8 @@ def test_wallet_roundtrip_freeze_and_duplicate(wallet_store: Store) -> None:
         ({"policy_sequence": -1}, "policy_sequence: must be an integer"),
         ({"order_sequence": 1, "last_order": OwnerOrder("yes", b"order")}, "last_order: must be an OwnerOrder"),  # type: ignore[arg-type]
         ({"order_sequence": 1, "last_order": (True, b"order")}, "last_order: must be an OwnerOrder"),
+        ({"order_sequence": -1}, "order_sequence: must be an integer"),
+        ({"order_sequence": 2**53 + 1}, "order_sequence: must be an integer"),
         ({"policy_document": "text"}, "policy_document: must be bytes"),
         ({"policy_document": b"x" * (64 * 1024 + 1)}, "policy_document: is 65537 bytes"),
     ],

@@ -287,3 +287,27 @@ def test_finish_signing_refuses_a_bad_answer_before_writing_anything(
     assert (s.audit_head(), s.reservation_status("w1", "r1")) == (head, ReservationStatus.PENDING)
     with pytest.raises(IdempotencyInProgress):
         s.lookup_idempotent("w1", "k1", H1, T0)
+
+
+@pytest.mark.parametrize(
+    ("limits", "match"),
+    [
+        ([(("SOL", DAY), 5)], "limits: must be a mapping"),
+        (None, "limits: must be a mapping"),
+        ({("SOL", DAY, 1): 5}, "limits: keys must be"),
+        ({("SOL",): 5}, "limits: keys must be"),
+    ],
+)
+def test_reserve_refuses_limits_that_are_not_a_mapping_of_pairs(
+    wallet_store: Store, limits: object, match: str
+) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        wallet_store.reserve("w1", "r1", {"SOL": 5}, limits, T0)  # type: ignore[arg-type]
+    assert wallet_store.spent_in_window("w1", "SOL", DAY, T0) == 0
+
+
+@pytest.mark.parametrize("frozen", ["yes", 1, None])
+def test_set_frozen_refuses_a_frozen_flag_that_is_not_a_bool(wallet_store: Store, frozen: object) -> None:
+    with pytest.raises(InvalidInput, match="frozen: must be a bool"):
+        wallet_store.set_frozen("w1", frozen, "reason")  # type: ignore[arg-type]
+    assert not wallet_store.get_wallet("w1").frozen
