@@ -311,3 +311,24 @@ def test_set_frozen_refuses_a_frozen_flag_that_is_not_a_bool(wallet_store: Store
     with pytest.raises(InvalidInput, match="frozen: must be a bool"):
         wallet_store.set_frozen("w1", frozen, "reason")  # type: ignore[arg-type]
     assert not wallet_store.get_wallet("w1").frozen
+
+
+@pytest.mark.parametrize("now", [math.nan, -1.0, "now"])
+def test_revoke_token_refuses_a_bad_time_and_the_token_still_works(wallet_store: Store, now: object) -> None:
+    issued = wallet_store.issue_token("w1", T0)
+    with pytest.raises(InvalidInput, match="now: must be a finite"):
+        wallet_store.revoke_token(issued.token_id, now)  # type: ignore[arg-type]
+    assert wallet_store.authenticate_token(issued.token) == "w1"
+
+
+def test_finish_signing_refuses_what_is_not_a_reservation_before_writing(wallet_store: Store, clock: FakeClock) -> None:
+    s = wallet_store
+    claim = s.begin_signing("w1", "k1", H1, request_id="r1", amounts={"SOL": 5}, limits=LIMITS, now=T0)
+    head = s.audit_head()
+    seal = AuditLog(s, clock).sealer("transaction.signed", {}, wallet_id="w1")
+    with pytest.raises(InvalidInput, match="reservation: must be a Reservation"):
+        s.finish_signing(("w1", "r1"), seal, None, IdempotentAnswer("w1", "k1", H1, b"{}"))  # type: ignore[arg-type]
+    assert (s.audit_head(), s.reservation_status("w1", "r1")) == (head, ReservationStatus.PENDING)
+    assert claim.reservation is not None
+    with pytest.raises(IdempotencyInProgress):
+        s.lookup_idempotent("w1", "k1", H1, T0)
