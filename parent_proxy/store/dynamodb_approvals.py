@@ -80,9 +80,10 @@ def _counted_condition(condition: str, signing: str | None, counted: bool) -> st
 
 def _reopening(r: ReopenApproval, counted: bool) -> dict[str, Any]:
     """The update of `reopen_approval`: only an approval approved by this decision for this signing (none named:
-    one without a signing; names as `_decision`), its place kept or not as read (``counted``)."""
+    one without a signing; never a signed one, whose finished signing left none either; names as `_decision`), its
+    place kept or not as read (``counted``)."""
     values = {":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED), ":d": b(r.decision)}
-    condition = "#st = :a AND decision = :d AND "
+    condition = "#st = :a AND decision = :d AND attribute_not_exists(signed_answer) AND "
     if r.signing is None:
         condition += "attribute_not_exists(signing)"
     else:

@@ -146,7 +146,8 @@ class SqliteApprovals(SqliteLimits):
             conn,
             r.approval_id,
             "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL, signing = NULL"
-            " WHERE approval_id = ? AND status = 'approved' AND decision = ? AND signing IS ?",
+            " WHERE approval_id = ? AND status = 'approved' AND decision = ? AND signing IS ?"
+            " AND signed_answer IS NULL",  # a signed approval's finished signing left no ``signing`` either
             (r.approval_id, r.decision, r.signing),
             refused="is {status}, not approved by this decision for this signing",
         )

@@ -167,3 +167,19 @@ def test_a_signing_record_refused_part_way_keeps_no_answer(wallet_store: Store, 
     assert (kept.signed_answer, kept.signing, s.audit_head()) == (None, "r1", head)
     with pytest.raises(ApprovalPending, match="approval a1"):
         escalate(s, clock, approval("a2"))
+
+
+@pytest.mark.parametrize("signing", ["r1", None])
+def test_a_signed_approval_is_never_reopened(wallet_store: Store, clock: FakeClock, signing: str | None) -> None:
+    """Not even by a reopening that names no signing (`ReopenApproval.signing` None, "approved without one named"):
+    the finished signing cleared ``signing``, but the approval holds its signed answer. Before, both adapters
+    returned it to pending (the owner could then approve its message, signed already, a second time)."""
+    s = wallet_store
+    escalate(s, clock, approval("a1"))
+    approve(s, clock, "a1", "r1")
+    finish(s, clock, "a1", "r1")
+    kept = s.get_approval("a1")
+    with pytest.raises(AlreadyDecided, match="approval a1 is approved, not approved by this decision for this"):
+        s.reopen_approval("a1", b"yes", signing)
+    assert s.get_approval("a1") == kept and s.pending_approvals("w1") == []
+    signed_refused(s, clock, "a2", "a1")

@@ -33,13 +33,20 @@ from parent_proxy.store.model import (
 )
 from parent_proxy.store.protocol import AuditSealer, Store
 from parent_proxy.store.state_changes import (
+    ApprovalStillOpen,
     CompleteIdempotent,
     CreateApproval,
+    CreateWallet,
     DecideApproval,
+    FinishApproval,
+    InstallPolicy,
     RecordEvent,
     ReopenApproval,
+    RevokeToken,
     SetFrozen,
     StateChange,
+    StillUnfrozen,
+    StoreToken,
 )
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import Hooked
@@ -219,6 +226,47 @@ def test_a_change_that_is_not_one_is_refused_before_anything_is_written(wallet_s
     with pytest.raises(InvalidInput, match="answer"):
         s.apply_audited([CompleteIdempotent(b"{}")], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))  # type: ignore[arg-type]
     assert state(s) == before
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({SetFrozen("w1", True, "r")}, "changes: must be a sequence of state changes"),  # a set: no order
+        ((c for c in [SetFrozen("w1", True, "r")]), "changes: must be a sequence of state changes"),
+        (SetFrozen("w1", True, "r"), "changes: must be a sequence of state changes"),
+        ([CreateWallet(make_wallet("w3", sealed_key=b""))], "sealed_key: must not be empty"),
+        ([CreateWallet(make_wallet("bad id"))], "wallet_id: must be"),
+        ([InstallPolicy("bad id", b"{}", 1)], "wallet_id"),
+        ([InstallPolicy("w1", "{}", 1)], "document: must be bytes"),  # type: ignore[arg-type]
+        ([InstallPolicy("w1", b"{}", 0)], "sequence: must be an integer in \\[1,"),
+        ([StoreToken("bad id", "w1", DIGEST, T0)], "token_id"),
+        ([StoreToken("t1", "bad id", DIGEST, T0)], "wallet_id"),
+        ([RevokeToken("bad id", "w1", T0)], "token_id"),
+        ([RevokeToken("t1", "bad id", T0)], "wallet_id"),
+        ([SetFrozen("bad id", True, "r")], "wallet_id"),
+        ([RecordEvent("bad id", "request", T0)], "wallet_id"),
+        ([DecideApproval("bad id", ApprovalStatus.REJECTED, None, T0)], "approval_id"),
+        ([DecideApproval("a1", ApprovalStatus.PENDING, None, T0)], "status: must be approved, rejected or expired"),
+        ([DecideApproval("a1", ApprovalStatus.REJECTED, None, T0, "s1")], "signing: only an approval"),
+        ([DecideApproval("a1", ApprovalStatus.APPROVED, None, -1.0, "s1")], "now"),
+        ([FinishApproval("bad id", "s1")], "approval_id"),
+        ([FinishApproval("a3", "bad id")], "signing"),
+        ([ApprovalStillOpen("bad id", "a1")], "wallet_id"),
+        ([ApprovalStillOpen("w1", "bad id")], "approval_id"),
+        ([StillUnfrozen("bad id", 0)], "wallet_id"),
+    ],
+)
+def test_changes_that_do_not_check_are_refused_before_anything_is_written(
+    wallet_store: Store, clock: FakeClock, changes: Any, match: str
+) -> None:
+    s = wallet_store
+    set_up(s)
+    before = (state(s), s.get_wallet("w1").policy_sequence)
+    with pytest.raises(InvalidInput, match=match):
+        s.apply_audited(changes, AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))
+    assert (state(s), s.get_wallet("w1").policy_sequence) == before
+    with pytest.raises(NotFound, match="wallet w3 not found"):
+        s.get_wallet("w3")
 
 
 def test_dynamodb_builds_the_record_again_when_another_appender_moved_the_head(aws_env: None) -> None:

@@ -20,7 +20,7 @@ from parent_proxy.errors import (
     NotFound,
     StalePolicySequence,
 )
-from parent_proxy.store.model import Approval, ApprovalStatus, IdempotencyStatus, ReservationStatus
+from parent_proxy.store.model import Approval, ApprovalStatus, IdempotencyStatus, OwnerOrder, ReservationStatus
 from parent_proxy.store.protocol import Store
 from tests.proxy.conftest import make_wallet
 
@@ -92,6 +92,12 @@ def test_wallet_roundtrip_freeze_and_duplicate(wallet_store: Store) -> None:
         ({"frozen": True}, "frozen_reason: must be a non-blank string"),
         ({"frozen_reason": "why"}, "frozen_reason: must be None"),
         ({"policy_sequence": -1}, "policy_sequence: must be an integer"),
+        ({"order_sequence": 1, "last_order": OwnerOrder("yes", b"order")}, "last_order: must be an OwnerOrder"),  # type: ignore[arg-type]
+        ({"order_sequence": 1, "last_order": (True, b"order")}, "last_order: must be an OwnerOrder"),
+        ({"order_sequence": -1}, "order_sequence: must be an integer"),
+        ({"order_sequence": 2**53 + 1}, "order_sequence: must be an integer"),
+        ({"policy_document": "text"}, "policy_document: must be bytes"),
+        ({"policy_document": b"x" * (64 * 1024 + 1)}, "policy_document: is 65537 bytes"),
     ],
 )
 def test_bad_wallet_is_refused_and_nothing_stored(store: Store, overrides: dict[str, object], match: str) -> None:

@@ -171,6 +171,40 @@ def test_prune_changes_no_answer_from_now_on(wallet_store: Store) -> None:
     assert s.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, now) == 7
 
 
+@pytest.mark.parametrize("edge", [0.5, 0.001])
+def test_prune_keeps_what_the_longest_window_still_counts(wallet_store: Store, edge: float) -> None:
+    """At ``edge`` seconds before a reservation and an event leave the longest window, a prune keeps them."""
+    s = wallet_store
+    s.commit(s.reserve("w1", "edge", {"SOL": 5}, {}, T0))
+    s.record_request("w1", T0)
+    s.record_denial("w1", T0)
+    now = T0 + MAX_WINDOW_SECONDS - edge
+    s.prune(now)
+    assert s.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, now) == 5
+    since = now - MAX_WINDOW_SECONDS
+    assert (s.count_requests("w1", since), s.count_denials("w1", since), s.recent_requests("w1", since)) == (1, 1, [T0])
+    assert s.reservation_status("w1", "edge") == ReservationStatus.COMMITTED
+
+
+@pytest.mark.parametrize("target", [ReservationStatus.RELEASED, ReservationStatus.COMMITTED])
+def test_a_pending_reservation_older_than_the_longest_window_still_ends(
+    wallet_store: Store, target: ReservationStatus
+) -> None:
+    """A prune keeps a pending reservation (its amount counts in no window any more, SQLite deletes its running
+    total's row): a late release or commit still finds it and ends it, and changes no window."""
+    s = wallet_store
+    held = s.reserve("w1", "late", {"SOL": 5, "USDC": 3}, {}, T0)
+    now = T0 + MAX_WINDOW_SECONDS + 5
+    recent = s.reserve("w1", "recent", {"SOL": 7}, {}, now - 10)
+    s.prune(now)
+    (s.release if target == ReservationStatus.RELEASED else s.commit)(held)
+    assert s.reservation_status("w1", "late") == target
+    assert s.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, now) == 7
+    assert s.spent_in_window("w1", "USDC", MAX_WINDOW_SECONDS, now) == 0
+    s.release(recent)
+    assert s.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, now) == 0
+
+
 def test_a_stale_in_progress_claim_frees_its_key(wallet_store: Store) -> None:
     """A claim left in progress by a request that died (a crash between begin and finish) holds its key only for
     `IDEMPOTENCY_STALE_SECONDS`; then a retry claims it again, as begin_idempotent and as begin_signing."""
@@ -225,6 +259,23 @@ def test_prune_keeps_every_live_idempotency_record(wallet_store: Store) -> None:
     with pytest.raises(IdempotencyInProgress, match="idempotency key 'running': the first request has not completed"):
         s.lookup_idempotent("w1", "running", H1, now)
     assert s.lookup_idempotent("w1", "done-new", H1, now) is not None
+
+
+def test_reservations_at_one_time_count_in_any_request_id_order(wallet_store: Store) -> None:
+    """Reservations made at the very same time, the later ones with request ids sorting before the earlier ones
+    (SQLite orders its running totals by time, then request id): each counts, and the cap holds exactly; each
+    release (one of an amount of 1 too) gives back exactly its amount."""
+    s, cap = wallet_store, {("SOL", DAY): 20}
+    held = {r: s.reserve("w1", r, {"SOL": a}, cap, T0) for r, a in (("r9", 5), ("r5", 3), ("r1", 4), ("r7", 1))}
+    assert s.spent_in_window("w1", "SOL", DAY, T0) == 13
+    with pytest.raises(LimitExceeded, match=r"SOL/86400s: 21 > 20"):
+        s.reserve("w1", "r0", {"SOL": 8}, cap, T0)
+    s.reserve("w1", "r0", {"SOL": 7}, cap, T0)
+    s.release(held["r5"])
+    assert s.spent_in_window("w1", "SOL", DAY, T0 + 1) == 17
+    s.release(held["r7"])
+    assert s.spent_in_window("w1", "SOL", DAY, T0 + 1) == 16
+    assert s.spent_in_window("w1", "SOL", DAY, T0 + DAY) == 0
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from parent_proxy.errors import LimitExceeded
+from parent_proxy.errors import InvalidInput, LimitExceeded
 from parent_proxy.store import sqlite_outbox_heads as heads
 from parent_proxy.store.model import OutboxItem
 from parent_proxy.store.sqlite import SqliteStore
@@ -50,6 +51,23 @@ def test_prune_deletes_aged_out_rows_only(tmp_path: Path) -> None:
     assert (_count(path, "reservations"), _count(path, "spend"), _count(path, "wallet_events")) == (2, 1, 1)
     assert store.spent_in_window("w1", "SOL", MAX_WINDOW_SECONDS, T0 + MAX_WINDOW_SECONDS + 2) == 7
     store.release(store.reserve("w1", "later", {"SOL": 1}, {}, T0 + MAX_WINDOW_SECONDS + 3))
+    store.close()
+
+
+@pytest.mark.parametrize("now", [math.inf, math.nan, -1.0, "later", None])
+def test_prune_refuses_a_bad_time_and_deletes_nothing(tmp_path: Path, now: object) -> None:
+    """An infinite ``now`` would put every row before the horizon: window totals and event counts gone."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.create_wallet(make_wallet("w1"))
+    store.commit(store.reserve("w1", "r1", {"SOL": 5}, {}, T0))
+    store.record_request("w1", T0)
+    store.begin_idempotent("w1", "k1", b"h" * 32, T0)
+    before = [_count(path, table) for table in ("reservations", "spend", "wallet_events", "idempotency")]
+    with pytest.raises(InvalidInput, match="now: must be a finite"):
+        store.prune(now)  # type: ignore[arg-type]
+    assert [_count(path, table) for table in ("reservations", "spend", "wallet_events", "idempotency")] == before
+    assert before == [1, 1, 1, 1] and store.spent_in_window("w1", "SOL", DAY, T0) == 5
     store.close()
 
 
@@ -125,9 +143,26 @@ def test_a_connection_that_cannot_be_made_durable_again_is_dropped(tmp_path: Pat
     assert claim.reservation is not None
     fresh = store._conn()
     assert fresh is not conn and store._all == [fresh]
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        conn.execute("SELECT 1")  # closed, not left open beside it (its handle and the file's)
     assert fresh.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     store.commit(claim.reservation)
     assert store.spent_in_window("w1", "SOL", DAY, T0) == 1
+    store.close()
+
+
+def test_close_closes_every_connection_of_every_thread(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    store.create_wallet(make_wallet("w1"))
+    mine = store._conn()
+    with ThreadPoolExecutor(1) as pool:
+        theirs = pool.submit(lambda: (store.count_requests("w1", T0), store._conn())[1]).result()
+    assert theirs is not mine and sorted(map(id, store._all)) == sorted(map(id, (mine, theirs)))
+    store.close()
+    for conn in (mine, theirs):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+    assert store._all == [] and store._conn() is not mine  # a later call opens a new one
     store.close()
 
 

@@ -179,3 +179,26 @@ def test_first_version_10_heads_get_their_pause(tmp_path: Path) -> None:
     assert [c.event_id for c in migrated.claim_webhooks(T0 + 80, 30.0, 10)] == ["b"]
     migrated.close()
     SqliteStore(path).close()  # opening it again changes nothing
+
+
+def test_a_version_10_database_with_the_pause_keeps_its_heads(tmp_path: Path) -> None:
+    """Only versions 1 to 9 get their heads computed from the pending items: opening a version 10 (or later) keeps
+    them as they are, a wallet's pause with them (computing them again would drop it)."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.create_wallet(make_wallet("w1"))
+    for event_id, at in (("a", T0), ("b", T0 + 1)):
+        store.enqueue_webhook(OutboxItem(event_id, "w1", "e", b"{}", created_at=at, next_attempt_at=at))
+    (leased,) = store.claim_webhooks(T0, 30.0, 1)
+    assert leased.lease_id is not None
+    store.mark_failed("a", leased.lease_id, now=T0 + 11, error="HTTP 500", status_code=500, next_attempt_at=T0 + 500)
+    store.close()
+    with sqlite3.connect(path) as conn:
+        heads_before = conn.execute("SELECT * FROM outbox_heads").fetchall()
+        conn.execute("PRAGMA user_version = 10")
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT * FROM outbox_heads").fetchall() == heads_before
+    reopened = SqliteStore(path)
+    assert reopened.claim_webhooks(T0 + 12, 30.0, 10) == []  # still paused
+    reopened.close()
