@@ -70,6 +70,20 @@ REFUSED = {
         "Operation not permitted",
     ),
     "a set-user-id bit": ("import os, tempfile; f = tempfile.mkstemp()[1]; os.chmod(f, 0o4700)", "not permitted"),
+    "a set-user-id file created": (
+        "import os, tempfile; os.open(tempfile.mkdtemp() + '/f', os.O_CREAT | os.O_WRONLY, 0o4700)",
+        "not permitted",
+    ),
+    "another execution domain": (
+        "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True)\n"
+        "assert libc.personality(0x0040000) == -1, 'personality changed'; raise OSError(ctypes.get_errno(), 'p')",
+        "[Errno 1] p",
+    ),
+    "joining a namespace": (
+        "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); fd = os.open('/proc/self/ns/uts', os.O_RDONLY)\n"
+        "assert libc.setns(fd, 0) == -1, 'setns succeeded'; raise OSError(ctypes.get_errno(), 'setns')",
+        "[Errno 1] setns",
+    ),
     "a user namespace": (
         "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True)\n"
         "assert libc.unshare(0x10000000) == -1, 'unshare succeeded'; raise OSError(ctypes.get_errno(), 'unshare')",
@@ -98,13 +112,20 @@ def test_the_emulation_kills_a_call_outside_the_list(unit_lines: Path, code: str
 
 
 def test_the_emulation_lets_through_what_a_service_does(unit_lines: Path) -> None:
-    """Threads (glibc falls back from ``clone3`` to ``clone``), the core-file limit, the dumpable flag, a socket."""
+    """Threads (glibc falls back from ``clone3`` to ``clone``), the core-file limit, the dumpable flag, and a socket
+    of each family a host's proxy opens: the test stack below reaches its signer over a Unix socket and everything
+    else on 127.0.0.1, so the vsock (the enclave) and netlink (glibc's address lookups with ``AI_ADDRCONFIG``)
+    families are opened here."""
     code = (
         "import ctypes, resource, socket, threading\n"
         "t = threading.Thread(target=print, args=('thread',)); t.start(); t.join()\n"
         "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
         "assert ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) == 0\n"
-        "socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close(); print('done')\n"
+        "for family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX, socket.AF_VSOCK):\n"
+        "    socket.socket(family, socket.SOCK_STREAM).close()\n"
+        "socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close()\n"
+        "assert socket.getaddrinfo('localhost', 80, flags=socket.AI_ADDRCONFIG)\n"
+        "print('done')\n"
     )
     result = run_python(unit_lines, code)
     assert result.returncode == 0 and result.stdout.split() == ["thread", "done"], result.stderr

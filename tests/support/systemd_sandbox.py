@@ -12,15 +12,16 @@ COMMAND. Emulated, as systemd does it (a filter per feature; the kernel takes th
 - ``MemoryDenyWriteExecute``: writable and executable ``mmap``, executable ``mprotect``/``pkey_mprotect`` and
   ``shmat(SHM_EXEC)`` fail with EPERM.
 - the calls other lines deny: ``ProtectClock`` (``@clock``), ``ProtectKernelModules`` (``@module``),
-  ``ProtectKernelLogs`` (``syslog``), ``RestrictNamespaces=yes`` (``unshare``, ``setns``, ``clone`` with a
-  namespace flag: EPERM; ``clone3``: ENOSYS, so that glibc falls back to ``clone``), ``RestrictRealtime``
-  (realtime policies in ``sched_setscheduler``), ``RestrictSUIDSGID`` (set-user/group-id bits in ``chmod``
-  calls), ``NoNewPrivileges``.
+  ``ProtectKernelLogs`` (``syslog``), ``RestrictNamespaces=yes`` (``setns``; ``unshare`` and ``clone`` with a
+  namespace flag: EPERM; ``clone3``: ENOSYS, so that glibc falls back to ``clone``), ``LockPersonality``
+  (``personality`` other than ``PER_LINUX``), ``RestrictRealtime`` (realtime policies in ``sched_setscheduler``),
+  ``RestrictSUIDSGID`` (set-user/group-id bits in the modes of ``chmod``, ``creat``, ``mkdir``, ``mknod`` and
+  ``open`` with ``O_CREAT``, each call and its ``at`` form; not ``O_TMPFILE``), ``NoNewPrivileges``.
 
-Not emulated (mounts, namespaces, capabilities, users: they need systemd): ``ProtectSystem``, ``ProtectHome``,
-``PrivateTmp``, ``PrivateMounts``, ``ProtectKernelTunables``, ``ProtectControlGroups``, ``ProtectHostname``'s
-namespace, ``CapabilityBoundingSet``, ``UMask``, ``RemoveIPC``, ``User``, and ``LockPersonality`` (its one call,
-``personality``, takes a range libseccomp cannot state in one rule; nothing here calls it).
+Not emulated (mounts, namespaces, capabilities, users: they need systemd; the emulated process keeps the caller's
+user and capabilities): ``ProtectSystem``, ``ProtectHome``, ``PrivateTmp``, ``PrivateMounts``,
+``ProtectKernelTunables``, ``ProtectControlGroups``, ``ProtectHostname``'s namespace, ``CapabilityBoundingSet``,
+``UMask``, ``RemoveIPC``, ``User``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ _NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 
 """CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET."""
 _SHM_EXEC = 0o100000
 _SET_ID_BITS = (0o4000, 0o2000)  # S_ISUID, S_ISGID
+_PER_LINUX = 0
 _SCHED_REALTIME = (1, 2, 6)  # SCHED_FIFO, SCHED_RR, SCHED_DEADLINE
 
 
@@ -163,17 +165,24 @@ def _denials_filter(lines: Sequence[tuple[str, str]]) -> seccomp.SyscallFilter:
     for name in sorted(denied):
         _add(filt, eperm, name)
     if _flag(lines, "RestrictNamespaces"):
+        _add(filt, eperm, "setns")  # no namespace kept: systemd refuses every setns
         for flag in _NAMESPACE_FLAGS:
-            for name, arg in (("clone", 0), ("unshare", 0), ("setns", 1)):
-                _add(filt, eperm, name, seccomp.Arg(arg, seccomp.MASKED_EQ, flag, flag))
+            for name in ("clone", "unshare"):
+                _add(filt, eperm, name, seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
         _add(filt, seccomp.ERRNO(errno.ENOSYS), "clone3")
+    if _flag(lines, "LockPersonality"):
+        _add(filt, eperm, "personality", seccomp.Arg(0, seccomp.NE, _PER_LINUX))
     if _flag(lines, "RestrictRealtime"):
         for policy in _SCHED_REALTIME:
             _add(filt, eperm, "sched_setscheduler", seccomp.Arg(1, seccomp.EQ, policy))
     if _flag(lines, "RestrictSUIDSGID"):
         for bit in _SET_ID_BITS:
-            for name, arg in (("chmod", 1), ("fchmod", 1), ("fchmodat", 2)):
+            mode = (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("creat", 1))
+            for name, arg in (*mode, ("mkdir", 1), ("mkdirat", 2), ("mknod", 1), ("mknodat", 2)):
                 _add(filt, eperm, name, seccomp.Arg(arg, seccomp.MASKED_EQ, bit, bit))
+            for name, flags in (("open", 1), ("openat", 2)):
+                created = seccomp.Arg(flags, seccomp.MASKED_EQ, os.O_CREAT, os.O_CREAT)
+                _add(filt, eperm, name, created, seccomp.Arg(flags + 1, seccomp.MASKED_EQ, bit, bit))
     return filt
 
 
