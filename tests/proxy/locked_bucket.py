@@ -19,17 +19,21 @@ def locked_bucket(name: str = BUCKET, region: str = REGION) -> Iterator[Any]:
 
     with mock_aws():
         client = boto3.client("s3", region_name=region)
-        client.create_bucket(
-            Bucket=name, CreateBucketConfiguration={"LocationConstraint": region}, ObjectLockEnabledForBucket=True
-        )
-        client.put_object_lock_configuration(
-            Bucket=name,
-            ObjectLockConfiguration={
-                "ObjectLockEnabled": "Enabled",
-                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 365}},
-            },
-        )
+        create_locked_bucket(client, name, region)
         yield client
+
+
+def create_locked_bucket(client: Any, name: str, region: str) -> None:
+    """Create the bucket ``name`` through the S3 ``client`` as the state stack makes it."""
+    location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True, **location)
+    client.put_object_lock_configuration(
+        Bucket=name,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 365}},
+        },
+    )
 
 
 def keys(client: Any, prefix: str, name: str = BUCKET) -> list[str]:

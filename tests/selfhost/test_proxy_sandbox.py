@@ -28,6 +28,7 @@ from moto.server import ThreadedMotoServer
 from cdk.service_sandbox import UNIT_TEXT
 from parent_proxy.store.dynamodb import create_table
 from selfhost import paths
+from tests.proxy.locked_bucket import create_locked_bucket
 from tests.selfhost.live_wallet import SOL, new_wallet
 from tests.selfhost.local_stack import free_port, run_stack
 from tests.support.aws_env import TEST_CREDENTIALS
@@ -153,15 +154,7 @@ def dynamodb_server() -> Iterator[str]:
     try:
         endpoint = f"http://127.0.0.1:{port}"
         create_table(moto_client(endpoint), TABLE)
-        s3 = moto_client(endpoint, "s3")
-        s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
-        s3.put_object_lock_configuration(
-            Bucket=BUCKET,
-            ObjectLockConfiguration={
-                "ObjectLockEnabled": "Enabled",
-                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 365}},
-            },
-        )
+        create_locked_bucket(moto_client(endpoint, "s3"), BUCKET, REGION)
         yield endpoint
     finally:
         server.stop()
