@@ -26,7 +26,6 @@ user and capabilities): ``ProtectSystem``, ``ProtectHome``, ``PrivateTmp``, ``Pr
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import mmap
@@ -49,6 +48,7 @@ _SHM_EXEC = 0o100000
 _SET_ID_BITS = (0o4000, 0o2000)  # S_ISUID, S_ISGID
 _PER_LINUX = 0
 _SCHED_REALTIME = (1, 2, 6)  # SCHED_FIFO, SCHED_RR, SCHED_DEADLINE
+_UNKNOWN_SYSCALL = -1  # libseccomp's __NR_SCMP_ERROR
 
 
 def available() -> str | None:
@@ -115,7 +115,9 @@ def allowed_syscalls(lines: Sequence[tuple[str, str]]) -> set[str] | None:
 
 
 def _add(filt: seccomp.SyscallFilter, action: int, name: str, *args: seccomp.Arg) -> None:
-    with contextlib.suppress(OSError):  # a name libseccomp does not know: systemd skips it too
+    """Add the rule, except for a name libseccomp does not know (systemd skips those too); any other refusal of a
+    rule raises, so that no rule is dropped unseen."""
+    if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) != _UNKNOWN_SYSCALL:
         filt.add_rule(action, name, *args)
 
 
