@@ -28,6 +28,7 @@ from parent_proxy.errors import (
     StoreUnavailable,
 )
 from parent_proxy.store.dynamodb_base import TRANSACT_ATTEMPTS, ConditionFailed, Contended, translate
+from parent_proxy.store.dynamodb_limits import MAX_RESERVE_ATTEMPTS
 from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, OutboxItem, ReservationStatus
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import Hook, Hooked, first_answer_lost, transaction_answer_lost
@@ -327,3 +328,28 @@ def test_a_resent_claim_is_this_claim(dynamo: tuple[Any, Hooked]) -> None:
         [claimed] = store.claim_webhooks(T0, LEASE, 10)
     assert resent and claimed == store.get_outbox_item("e1") and claimed.attempts == 1
     store.mark_delivered("e1", claimed.lease_id or "", now=T0 + 1, status_code=200)
+
+
+@pytest.mark.parametrize("losses", [MAX_RESERVE_ATTEMPTS - 1, MAX_RESERVE_ATTEMPTS])
+def test_a_reservation_losing_every_version_race_is_unavailable_and_writes_nothing(
+    dynamo: tuple[Any, Hooked], losses: int
+) -> None:
+    """The wallet's ledger version changed under each attempt (another reservation won): the check is redone and
+    the write resent, up to `MAX_RESERVE_ATTEMPTS` sends; past that the store is unavailable (503), nothing is
+    reserved, and the id stays free. Before this test, no test reached the give-up (returning None passed)."""
+    store, client = dynamo
+    client.hooks["transact_write_items"], calls = cancel({0: "ConditionalCheckFailed"}, times=losses)
+    if losses < MAX_RESERVE_ATTEMPTS:
+        reservation = store.reserve("w1", "r1", {"SOL": 5}, {}, T0)
+        assert (reservation.request_id, len(calls)) == ("r1", losses + 1)
+        assert store.reservation_status("w1", "r1") == ReservationStatus.PENDING
+        return
+    with pytest.raises(StoreUnavailable, match="reservation contended") as info:
+        store.reserve("w1", "r1", {"SOL": 5}, {}, T0)
+    assert not isinstance(info.value, Conflict)
+    assert len(calls) == MAX_RESERVE_ATTEMPTS
+    del client.hooks["transact_write_items"]
+    with pytest.raises(NotFound):
+        store.reservation_status("w1", "r1")
+    assert store.spent_in_window("w1", "SOL", 60, T0) == 0
+    store.reserve("w1", "r1", {"SOL": 5}, {}, T0)  # the id was never taken
