@@ -353,3 +353,32 @@ def test_a_reservation_losing_every_version_race_is_unavailable_and_writes_nothi
         store.reservation_status("w1", "r1")
     assert store.spent_in_window("w1", "SOL", 60, T0) == 0
     store.reserve("w1", "r1", {"SOL": 5}, {}, T0)  # the id was never taken
+
+
+def test_a_reservation_whose_idempotency_claim_lost_a_race_is_in_progress_and_reserves_nothing(
+    dynamo: tuple[Any, Hooked],
+) -> None:
+    """A concurrent request with the same idempotency key reserved and claimed the key between this request's read
+    and its transaction: the claim's condition fails (an ``extra`` action of the reservation), which is final, not a
+    version race to resend, and not a reused request id: the key's first request is in progress; this request
+    reserved nothing and its request id stays free."""
+    store, client = dynamo
+    calls: list[int] = []
+
+    def concurrent_first(real: Hook, **kwargs: Any) -> Any:
+        calls.append(len(kwargs["TransactItems"]))
+        if len(calls) == 1:
+            store.begin_signing("w1", "k1", H, request_id="r0", amounts={"SOL": 5}, limits={}, now=T0)
+        return real(**kwargs)
+
+    client.hooks["transact_write_items"] = concurrent_first
+    with pytest.raises(IdempotencyInProgress, match="the first request has not completed"):
+        store.begin_signing("w1", "k1", H, request_id="r1", amounts={"SOL": 7}, limits={}, now=T0)
+    assert len(calls) == 2  # the concurrent one, and this one once: not resent
+    del client.hooks["transact_write_items"]
+    with pytest.raises(NotFound):
+        store.reservation_status("w1", "r1")
+    assert store.reservation_status("w1", "r0") == ReservationStatus.PENDING
+    assert store.spent_in_window("w1", "SOL", 60, T0) == 5
+    assert store.count_requests("w1", T0) == 1
+    store.reserve("w1", "r1", {"SOL": 7}, {}, T0)
