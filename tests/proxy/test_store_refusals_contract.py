@@ -56,6 +56,23 @@ def test_a_reused_request_id_is_a_conflict_even_over_the_limit(wallet_store: Sto
     assert wallet_store.spent_in_window("w1", "SOL", DAY, T0 + 1) == (0 if first == "release" else 5)
 
 
+@pytest.mark.parametrize("at", [T0, T0 + 1])
+def test_a_reused_request_id_within_the_limit_is_a_conflict_at_any_time(wallet_store: Store, at: float) -> None:
+    """Within the caps the refusal comes from the write: on DynamoDB a reservation's item is keyed by its time, so
+    at another time only the request id's pointer refuses it; that is a `Conflict` too, not a contention to resend
+    (which would end in 503 after every attempt)."""
+    wallet_store.reserve("w1", "r1", {"SOL": 5}, LIMITS, T0)
+    with pytest.raises(Conflict, match="reservation r1 already exists"):
+        wallet_store.reserve("w1", "r1", {"SOL": 5}, LIMITS, at)
+    assert wallet_store.spent_in_window("w1", "SOL", DAY, T0 + 1) == 5
+
+
+@pytest.mark.parametrize("now", [-1.0, math.nan, math.inf, "1", None, True])
+def test_prune_refuses_a_bad_time(wallet_store: Store, now: object) -> None:
+    with pytest.raises(InvalidInput, match="now"):
+        wallet_store.prune(now)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("target", ["commit", "release"])
 def test_a_reservation_never_made_is_not_found_and_stays_unmade(wallet_store: Store, target: str) -> None:
     ghost = Reservation(wallet_id="w1", request_id="ghost", amounts=(("SOL", 5),), created_at=T0)
