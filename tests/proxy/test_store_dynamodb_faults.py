@@ -30,6 +30,7 @@ from parent_proxy.errors import (
 from parent_proxy.store.dynamodb_base import TRANSACT_ATTEMPTS, ConditionFailed, Contended, translate
 from parent_proxy.store.dynamodb_limits import MAX_RESERVE_ATTEMPTS
 from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, OutboxItem, ReservationStatus
+from parent_proxy.store.state_changes import DecideApproval, FinishApproval
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import Hook, Hooked, first_answer_lost, transaction_answer_lost
 
@@ -382,3 +383,27 @@ def test_a_reservation_whose_idempotency_claim_lost_a_race_is_in_progress_and_re
     assert store.spent_in_window("w1", "SOL", 60, T0) == 5
     assert store.count_requests("w1", T0) == 1
     store.reserve("w1", "r1", {"SOL": 7}, {}, T0)
+
+
+def test_a_signing_that_ends_between_the_marks_query_and_the_approvals_read_is_not_stalled(
+    dynamo: tuple[Any, Hooked],
+) -> None:
+    """`stalled_approvals` finds candidates by their signing marks, then reads each approval: a signing that ended
+    in between (another host finished or refused it) is no longer stalled, though its mark was read."""
+    store, client = dynamo
+    log = AuditLog(store, FakeClock())
+    store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
+    decided = DecideApproval("a1", ApprovalStatus.APPROVED, b"yes", T0, "s1")
+    store.apply_audited([decided], log.sealer("approval.approved", {}, wallet_id="w1"))
+    assert [a.approval_id for a in store.stalled_approvals(T0 + 1, 10)] == ["a1"]
+    ended: list[bool] = []
+
+    def finished_meanwhile(real: Hook, **kwargs: Any) -> Any:
+        if kwargs["Key"]["sk"]["S"] == "AP#a1" and not ended:
+            ended.append(True)
+            store.apply_audited([FinishApproval("a1", "s1")], log.sealer("transaction.refused", {}, wallet_id="w1"))
+        return real(**kwargs)
+
+    client.hooks["get_item"] = finished_meanwhile
+    assert store.stalled_approvals(T0 + 1, 10) == []
+    assert ended == [True]
