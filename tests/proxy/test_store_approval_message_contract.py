@@ -113,3 +113,13 @@ def test_a_reused_approval_id_of_a_free_message_is_a_conflict(wallet_store: Stor
         s.create_approval(approval("a1", M2))
     assert s.get_approval("a1").message_hash == M1
     escalate(s, clock, approval("a2", M2))
+
+
+def test_the_same_approval_again_is_refused_as_its_messages(wallet_store: Store, clock: FakeClock) -> None:
+    """Its id and its message are both taken: the message's refusal comes first (`ApprovalPending` naming the open
+    one), on every adapter; nothing changes."""
+    s = wallet_store
+    escalate(s, clock, approval("a1"))
+    with pytest.raises(ApprovalPending, match="approval a1 of the same message is still open"):
+        s.create_approval(approval("a1"))
+    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a1"]
