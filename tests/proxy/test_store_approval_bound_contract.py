@@ -137,3 +137,31 @@ def test_concurrent_escalations_never_pass_the_bound_on_sqlite(tmp_path: Path, c
     check = SqliteStore(path)
     assert outcomes.count("queued") == 5 and len(check.pending_approvals("w1")) == 5
     check.close()
+
+
+def test_one_transaction_cannot_queue_more_approvals_than_the_bound(wallet_store: Store, clock: FakeClock) -> None:
+    """Two approvals of one wallet in one transaction under a bound of one, on a wallet with none queued yet (on
+    DynamoDB its count item does not exist yet, which the count's condition lets through): refused, nothing
+    written."""
+    s, log = wallet_store, AuditLog(wallet_store, clock)
+    head = s.audit_head()
+    changes = [CreateApproval(pending("a1"), 1), CreateApproval(pending("a2"), 1)]
+    with pytest.raises(ApprovalQueueFull, match=r"\(at most 1\)"):
+        s.apply_audited(changes, log.sealer("transaction.escalated", {}, wallet_id="w1"))
+    assert (waiting(s), s.audit_head()) == ([], head)
+    escalate(s, log, "a3", bound=1)  # the place is free
+    assert waiting(s) == ["a3"]
+
+
+def test_a_transaction_freeing_one_place_and_taking_one_still_keeps_the_bound(
+    wallet_store: Store, clock: FakeClock
+) -> None:
+    """Three approvals wait (queued under a bound of five); one transaction rejects one and queues another under a
+    bound of one: the count is unchanged by it, but three after it are above one: refused, nothing written."""
+    s, log = wallet_store, AuditLog(wallet_store, clock)
+    for approval_id in ("a1", "a2", "a3"):
+        escalate(s, log, approval_id, bound=5)
+    changes = [DecideApproval("a1", ApprovalStatus.REJECTED, None, T0), CreateApproval(pending("a4"), 1)]
+    with pytest.raises(ApprovalQueueFull, match=r"\(at most 1\)"):
+        s.apply_audited(changes, log.sealer("transaction.escalated", {}, wallet_id="w1"))
+    assert waiting(s) == ["a1", "a2", "a3"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from parent_proxy.audit import AuditLog
-from parent_proxy.errors import ApprovalPending, InvalidInput
+from parent_proxy.errors import ApprovalPending, Conflict, InvalidInput
 from parent_proxy.store.model import ApprovalStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
@@ -102,3 +102,24 @@ def test_a_version_11_database_gets_the_column(tmp_path: Path, clock: FakeClock)
     escalate(migrated, clock, approval("a1"))
     refused(migrated, clock, approval("a2"), "a1")
     migrated.close()
+
+
+def test_a_reused_approval_id_of_a_free_message_is_a_conflict(wallet_store: Store, clock: FakeClock) -> None:
+    """The message's mark would be written, the approval's id is taken: the refusal is the id's (`Conflict`), not
+    the message's, and nothing is written (the other message stays free)."""
+    s = wallet_store
+    escalate(s, clock, approval("a1"))
+    with pytest.raises(Conflict, match="a1"):
+        s.create_approval(approval("a1", M2))
+    assert s.get_approval("a1").message_hash == M1
+    escalate(s, clock, approval("a2", M2))
+
+
+def test_the_same_approval_again_is_refused_as_its_messages(wallet_store: Store, clock: FakeClock) -> None:
+    """Its id and its message are both taken: the message's refusal comes first (`ApprovalPending` naming the open
+    one), on every adapter; nothing changes."""
+    s = wallet_store
+    escalate(s, clock, approval("a1"))
+    with pytest.raises(ApprovalPending, match="approval a1 of the same message is still open"):
+        s.create_approval(approval("a1"))
+    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a1"]

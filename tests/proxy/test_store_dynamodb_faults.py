@@ -28,7 +28,9 @@ from parent_proxy.errors import (
     StoreUnavailable,
 )
 from parent_proxy.store.dynamodb_base import TRANSACT_ATTEMPTS, ConditionFailed, Contended, translate
+from parent_proxy.store.dynamodb_limits import MAX_RESERVE_ATTEMPTS
 from parent_proxy.store.model import Approval, ApprovalStatus, IdempotentAnswer, OutboxItem, ReservationStatus
+from parent_proxy.store.state_changes import DecideApproval, FinishApproval
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import Hook, Hooked, first_answer_lost, transaction_answer_lost
 
@@ -327,3 +329,81 @@ def test_a_resent_claim_is_this_claim(dynamo: tuple[Any, Hooked]) -> None:
         [claimed] = store.claim_webhooks(T0, LEASE, 10)
     assert resent and claimed == store.get_outbox_item("e1") and claimed.attempts == 1
     store.mark_delivered("e1", claimed.lease_id or "", now=T0 + 1, status_code=200)
+
+
+@pytest.mark.parametrize("losses", [MAX_RESERVE_ATTEMPTS - 1, MAX_RESERVE_ATTEMPTS])
+def test_a_reservation_losing_every_version_race_is_unavailable_and_writes_nothing(
+    dynamo: tuple[Any, Hooked], losses: int
+) -> None:
+    """The wallet's ledger version changed under each attempt (another reservation won): the check is redone and
+    the write resent, up to `MAX_RESERVE_ATTEMPTS` sends; past that the store is unavailable (503), nothing is
+    reserved, and the id stays free. Before this test, no test reached the give-up (returning None passed)."""
+    store, client = dynamo
+    client.hooks["transact_write_items"], calls = cancel({0: "ConditionalCheckFailed"}, times=losses)
+    if losses < MAX_RESERVE_ATTEMPTS:
+        reservation = store.reserve("w1", "r1", {"SOL": 5}, {}, T0)
+        assert (reservation.request_id, len(calls)) == ("r1", losses + 1)
+        assert store.reservation_status("w1", "r1") == ReservationStatus.PENDING
+        return
+    with pytest.raises(StoreUnavailable, match="reservation contended") as info:
+        store.reserve("w1", "r1", {"SOL": 5}, {}, T0)
+    assert not isinstance(info.value, Conflict)
+    assert len(calls) == MAX_RESERVE_ATTEMPTS
+    del client.hooks["transact_write_items"]
+    with pytest.raises(NotFound):
+        store.reservation_status("w1", "r1")
+    assert store.spent_in_window("w1", "SOL", 60, T0) == 0
+    store.reserve("w1", "r1", {"SOL": 5}, {}, T0)  # the id was never taken
+
+
+def test_a_reservation_whose_idempotency_claim_lost_a_race_is_in_progress_and_reserves_nothing(
+    dynamo: tuple[Any, Hooked],
+) -> None:
+    """A concurrent request with the same idempotency key reserved and claimed the key between this request's read
+    and its transaction: the claim's condition fails (an ``extra`` action of the reservation), which is final, not a
+    version race to resend, and not a reused request id: the key's first request is in progress; this request
+    reserved nothing and its request id stays free."""
+    store, client = dynamo
+    calls: list[int] = []
+
+    def concurrent_first(real: Hook, **kwargs: Any) -> Any:
+        calls.append(len(kwargs["TransactItems"]))
+        if len(calls) == 1:
+            store.begin_signing("w1", "k1", H, request_id="r0", amounts={"SOL": 5}, limits={}, now=T0)
+        return real(**kwargs)
+
+    client.hooks["transact_write_items"] = concurrent_first
+    with pytest.raises(IdempotencyInProgress, match="the first request has not completed"):
+        store.begin_signing("w1", "k1", H, request_id="r1", amounts={"SOL": 7}, limits={}, now=T0)
+    assert len(calls) == 2  # the concurrent one, and this one once: not resent
+    del client.hooks["transact_write_items"]
+    with pytest.raises(NotFound):
+        store.reservation_status("w1", "r1")
+    assert store.reservation_status("w1", "r0") == ReservationStatus.PENDING
+    assert store.spent_in_window("w1", "SOL", 60, T0) == 5
+    assert store.count_requests("w1", T0) == 1
+    store.reserve("w1", "r1", {"SOL": 7}, {}, T0)
+
+
+def test_a_signing_that_ends_between_the_marks_query_and_the_approvals_read_is_not_stalled(
+    dynamo: tuple[Any, Hooked],
+) -> None:
+    """`stalled_approvals` finds candidates by their signing marks, then reads each approval: a signing that ended
+    in between (another host finished or refused it) is no longer stalled, though its mark was read."""
+    store, client = dynamo
+    log = AuditLog(store, FakeClock())
+    store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
+    decided = DecideApproval("a1", ApprovalStatus.APPROVED, b"yes", T0, "s1")
+    store.apply_audited([decided], log.sealer("approval.approved", {}, wallet_id="w1"))
+    assert [a.approval_id for a in store.stalled_approvals(T0 + 1, 10)] == ["a1"]
+    ended: list[bool] = []
+
+    def finished_meanwhile(real: Hook, **kwargs: Any) -> Any:
+        if kwargs["Key"]["sk"]["S"] == "AP#a1" and not ended:
+            ended.append(True)
+            store.apply_audited([FinishApproval("a1", "s1")], log.sealer("transaction.refused", {}, wallet_id="w1"))
+        return real(**kwargs)
+
+    client.hooks["get_item"] = finished_meanwhile
+    assert store.stalled_approvals(T0 + 1, 10) == []
+    assert ended == [True]

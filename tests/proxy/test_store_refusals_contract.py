@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from parent_proxy.audit import AuditLog
-from parent_proxy.errors import AlreadyDecided, IdempotencyInProgress, InvalidInput, NotFound
+from parent_proxy.errors import AlreadyDecided, Conflict, IdempotencyInProgress, InvalidInput, NotFound
 from parent_proxy.store.model import (
     Approval,
     ApprovalStatus,
@@ -39,6 +39,38 @@ def test_reserve_refuses_bad_ids_and_holds_nothing(
     with pytest.raises(InvalidInput, match=match):
         wallet_store.reserve(wallet_id, request_id, {"SOL": 5}, LIMITS, T0)
     assert wallet_store.spent_in_window("w1", "SOL", DAY, T0) == 0
+
+
+@pytest.mark.parametrize("first", ["pending", "commit", "release"])
+def test_a_reused_request_id_is_a_conflict_even_over_the_limit(wallet_store: Store, first: str) -> None:
+    """A reused request id is a `Conflict` whatever the amounts: also when the new amounts would be refused by a
+    cap (the refusal comes first and never reaches the write's uniqueness condition), and whatever became of the
+    first reservation. The first one is untouched."""
+    reservation = wallet_store.reserve("w1", "r1", {"SOL": 5}, LIMITS, T0)
+    if first != "pending":
+        getattr(wallet_store, first)(reservation)
+    status = wallet_store.reservation_status("w1", "r1")
+    with pytest.raises(Conflict, match="reservation r1 already exists"):
+        wallet_store.reserve("w1", "r1", {"SOL": 5_000}, LIMITS, T0 + 1)
+    assert wallet_store.reservation_status("w1", "r1") == status
+    assert wallet_store.spent_in_window("w1", "SOL", DAY, T0 + 1) == (0 if first == "release" else 5)
+
+
+@pytest.mark.parametrize("at", [T0, T0 + 1])
+def test_a_reused_request_id_within_the_limit_is_a_conflict_at_any_time(wallet_store: Store, at: float) -> None:
+    """Within the caps the refusal comes from the write: on DynamoDB a reservation's item is keyed by its time, so
+    at another time only the request id's pointer refuses it; that is a `Conflict` too, not a contention to resend
+    (which would end in 503 after every attempt)."""
+    wallet_store.reserve("w1", "r1", {"SOL": 5}, LIMITS, T0)
+    with pytest.raises(Conflict, match="reservation r1 already exists"):
+        wallet_store.reserve("w1", "r1", {"SOL": 5}, LIMITS, at)
+    assert wallet_store.spent_in_window("w1", "SOL", DAY, T0 + 1) == 5
+
+
+@pytest.mark.parametrize("now", [-1.0, math.nan, math.inf, "1", None, True])
+def test_prune_refuses_a_bad_time(wallet_store: Store, now: object) -> None:
+    with pytest.raises(InvalidInput, match="now"):
+        wallet_store.prune(now)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("target", ["commit", "release"])
