@@ -37,7 +37,13 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import pyseccomp as seccomp
+try:
+    import pyseccomp as seccomp
+except (ImportError, OSError, RuntimeError) as exc:  # RuntimeError: pyseccomp found no libseccomp
+    seccomp = None
+    _NO_SECCOMP: str | None = f"pyseccomp cannot load libseccomp ({exc})"
+else:
+    _NO_SECCOMP = None
 
 SIGSYS_EXIT = -31
 """``Popen.returncode`` of a process the filter killed (SIGSYS)."""
@@ -55,6 +61,8 @@ def available() -> str | None:
     """Why the emulation cannot run here, or None when it can."""
     if sys.platform != "linux":
         return "seccomp is Linux only"
+    if _NO_SECCOMP is not None:
+        return _NO_SECCOMP
     if shutil.which("systemd-analyze") is None:
         return "systemd-analyze (the syscall group lists) is not installed"
     return None
