@@ -68,29 +68,23 @@ def _decision(d: DecideApproval) -> dict[str, Any]:
     return {"update": update, "condition": "#st = :p", "values": values}
 
 
-def _counted_condition(condition: str, signing: str | None, counted: bool) -> str:
-    """``condition`` and that the approval's place is (``counted``) or is not kept for ``signing`` (``:g``), as read
+def _counted_condition(condition: str, counted: bool) -> str:
+    """``condition`` and that the approval's place is (``counted``) or is not kept for the signing ``:g``, as read
     before the write (`DynamoApprovals._counted`): the count's change follows from it."""
     if counted:
         return condition + " AND counted_signing = :g"
-    if signing is None:
-        return condition
     return condition + " AND (attribute_not_exists(counted_signing) OR counted_signing <> :g)"
 
 
 def _reopening(r: ReopenApproval, counted: bool) -> dict[str, Any]:
-    """The update of `reopen_approval`: only an approval approved by this decision for this signing (none named:
-    one without a signing; never a signed one, whose finished signing left none either; names as `_decision`), its
-    place kept or not as read (``counted``)."""
+    """The update of `reopen_approval`: only an approval approved by this decision for this signing (a finished
+    signing, signed or refused by the enclave, left none; names as `_decision`), its place kept or not as read
+    (``counted``)."""
     values = {":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED), ":d": b(r.decision)}
-    condition = "#st = :a AND decision = :d AND attribute_not_exists(signed_answer) AND "
-    if r.signing is None:
-        condition += "attribute_not_exists(signing)"
-    else:
-        condition, values[":g"] = condition + "signing = :g", s(r.signing)
+    values[":g"] = s(r.signing)
     return {
         "update": "SET #st = :p, #w = :w REMOVE decision, decided_at, signing, counted_signing",
-        "condition": _counted_condition(condition, r.signing, counted),
+        "condition": _counted_condition("#st = :a AND decision = :d AND signing = :g", counted),
         "values": values,
     }
 
@@ -104,7 +98,7 @@ def _finishing(f: FinishApproval, counted: bool) -> dict[str, Any]:
         update, values[":ans"] = update + ", signed_answer = :ans", b(f.answer)
     return {
         "update": update + " REMOVE signing, counted_signing",
-        "condition": _counted_condition("#st = :a AND signing = :g", f.signing, counted),
+        "condition": _counted_condition("#st = :a AND signing = :g", counted),
         "values": values,
     }
 
@@ -201,12 +195,10 @@ class DynamoApprovals(DynamoMessageMarks):
             parts.append(([action], partial(_queue_full, wallet_id, bound)))
         return parts
 
-    def _counted(self, approval_id: str, signing: str | None) -> bool:
+    def _counted(self, approval_id: str, signing: str) -> bool:
         """Whether the approval keeps its place in the count for ``signing`` (approved for it by this build:
         ``counted_signing``), as read now; the write that ends or reopens it is conditional on the same
         (`_counted_condition`), so the count's change is the one its write makes."""
-        if signing is None:
-            return False
         _wallet_id, item = self._approval_item(approval_id)
         return get_opt_s(item, "counted_signing") == signing
 
@@ -247,7 +239,7 @@ class DynamoApprovals(DynamoMessageMarks):
             lambda a: replace(a, status=status, decision=decision, decided_at=now, signing=signing),
         )
 
-    def reopen_approval(self, approval_id: str, decision: bytes, signing: str | None = None) -> Approval:
+    def reopen_approval(self, approval_id: str, decision: bytes, signing: str) -> Approval:
         v.check_approval_reopening(approval_id, decision, signing)
         r = ReopenApproval(approval_id, decision, signing)
         return self._apply_approval_change(

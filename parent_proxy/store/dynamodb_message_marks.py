@@ -5,9 +5,9 @@ message makes no second approval.
 The mark is put with a new approval, only if absent (a single conditional write); it is kept while that approval is
 pending or approved with its signing under way, and for good once its signing recorded a signature (the approval's
 ``signed_answer``: `FinishApproval.answer`); it is deleted by the write that ends it otherwise (a rejection, an
-enclave refusal's `FinishApproval`, an approval without a signing named), and put again by a reopening (the same
-item in the usual case). A new approval whose mark is held is refused naming the holder: `ApprovalSigned` if the
-holder was signed, `ApprovalPending` if it is open (`DynamoMessageMarks._mark_holder`).
+enclave refusal's `FinishApproval`; an approval decided without a signing by a build before), and put again by a
+reopening (the same item in the usual case). A new approval whose mark is held is refused naming the holder:
+`ApprovalSigned` if the holder was signed, `ApprovalPending` if it is open (`DynamoMessageMarks._mark_holder`).
 
 A mark left behind by a write that did not delete it (a host of a build before the marks decided the approval, or of
 a build before the signed answers finished its signing: a rolling update, or a rollback) names an approval that is

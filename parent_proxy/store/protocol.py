@@ -272,15 +272,16 @@ class Store(Protocol):
         self, approval_id: str, status: ApprovalStatus, decision: bytes | None, now: float, signing: str | None = None
     ) -> Approval:
         """Move a pending approval to approved/rejected/expired; `AlreadyDecided` if it is not pending. ``signing``
-        (approved only, `DecideApproval.signing`): the signing that follows, listed by `stalled_approvals` until a
-        `FinishApproval` or a reopening ends it."""
+        (required to approve, refused otherwise, `DecideApproval.signing`): the signing that follows, listed by
+        `stalled_approvals` until a `FinishApproval` or a reopening ends it."""
         ...
 
-    def reopen_approval(self, approval_id: str, decision: bytes, signing: str | None = None) -> Approval:
+    def reopen_approval(self, approval_id: str, decision: bytes, signing: str) -> Approval:
         """Return an approved approval to pending (its signing failed before a signature left the proxy).
 
-        Only the approval this exact owner ``decision`` approved for the signing ``signing`` (None: approved with
-        none named) is reopened, never one whose signing finished; `AlreadyDecided` otherwise.
+        Only the approval this exact owner ``decision`` approved for the signing ``signing`` is reopened, never one
+        whose signing finished (signed, or refused by the enclave) and never one that names no signing;
+        `AlreadyDecided` otherwise (`ReopenApproval`).
         """
         ...
 

@@ -135,7 +135,7 @@ class SqliteApprovals(SqliteLimits):
             refused="is already {status}",
         )
 
-    def reopen_approval(self, approval_id: str, decision: bytes, signing: str | None = None) -> Approval:
+    def reopen_approval(self, approval_id: str, decision: bytes, signing: str) -> Approval:
         v.check_approval_reopening(approval_id, decision, signing)
         with self._write() as conn:
             return self._reopen_in(conn, ReopenApproval(approval_id, decision, signing))
@@ -146,8 +146,8 @@ class SqliteApprovals(SqliteLimits):
             conn,
             r.approval_id,
             "UPDATE approvals SET status = 'pending', decision = NULL, decided_at = NULL, signing = NULL"
-            " WHERE approval_id = ? AND status = 'approved' AND decision = ? AND signing IS ?"
-            " AND signed_answer IS NULL",  # a signed approval's finished signing left no ``signing`` either
+            # a finished signing (signed, or refused by the enclave) left no ``signing``: never reopened
+            " WHERE approval_id = ? AND status = 'approved' AND decision = ? AND signing = ?",
             (r.approval_id, r.decision, r.signing),
             refused="is {status}, not approved by this decision for this signing",
         )

@@ -95,10 +95,11 @@ class CreateApproval:
     (`ApprovalQueueFull`) if it would leave the wallet with more open approvals than that (pending, or approved with
     its signing under way: those can return to pending, `ReopenApproval`), counted after all of its changes by the
     write itself (exact under concurrency). Creation is the only change that makes an approval open, so the bound
-    holds at all times: a reopening only turns an open approval back to pending (but one approved without a signing
-    named, which no code of this build decides or reopens). An approval with a ``message_hash`` is refused, before
-    the bound, while an approval of the same wallet and message is open (`ApprovalPending`, naming it) or was signed
-    (`ApprovalSigned`, naming it: approved, and its signing recorded a signature, `FinishApproval.answer`)."""
+    holds at all times: a reopening only turns an open approval back to pending (approved with its signing under
+    way: an approval always names its signing, `DecideApproval`, and a reopening the same one). An approval with a
+    ``message_hash`` is refused, before the bound, while an approval of the same wallet and message is open
+    (`ApprovalPending`, naming it) or was signed (`ApprovalSigned`, naming it: approved, and its signing recorded a
+    signature, `FinishApproval.answer`)."""
 
     approval: Approval
     max_pending: int | None = None
@@ -106,9 +107,9 @@ class CreateApproval:
 
 @dataclass(frozen=True)
 class DecideApproval:
-    """`Store.decide_approval`: a pending approval becomes approved, rejected or expired. ``signing`` (approved
-    only): the request id of the signing that follows, a fresh one per decision; until that signing finishes
-    (`FinishApproval`) the approval is listed by `Store.stalled_approvals`."""
+    """`Store.decide_approval`: a pending approval becomes approved, rejected or expired. ``signing`` (required for
+    an approval, refused otherwise): the request id of the signing that follows, a fresh one per decision; until that
+    signing finishes (`FinishApproval`) the approval is listed by `Store.stalled_approvals`."""
 
     approval_id: str
     status: ApprovalStatus
@@ -119,13 +120,14 @@ class DecideApproval:
 
 @dataclass(frozen=True)
 class ReopenApproval:
-    """`Store.reopen_approval`: an approval approved by ``decision`` for the signing ``signing`` (None: approved
-    without one named) is pending again (nothing was signed); refused once that signing finished
-    (`FinishApproval`), and for any other decision or signing."""
+    """`Store.reopen_approval`: an approval approved by ``decision`` for the signing ``signing`` is pending again
+    (nothing was signed); refused once that signing finished (`FinishApproval`: signed, or refused by the enclave,
+    which is a decision), for any other decision or signing, and for an approval that names no signing (one decided
+    by a build before the signing was named: whether something was signed for it cannot be told)."""
 
     approval_id: str
     decision: bytes = field(repr=False)
-    signing: str | None = None
+    signing: str
 
 
 @dataclass(frozen=True)

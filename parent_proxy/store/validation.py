@@ -262,26 +262,27 @@ def check_stored_answer(wallet_id: object, key: object, request_hash: object, re
 def check_approval_decision(
     approval_id: object, status: object, decision: object, now: object, signing: object = None
 ) -> float:
-    """The arguments of `Store.decide_approval` (a final status, the owner's answer if any, the signing that follows
-    an approval if named); returns ``now``."""
+    """The arguments of `Store.decide_approval` (a final status, the owner's answer if any, and for an approval the
+    signing that follows it, always named); returns ``now``."""
     check_id("approval_id", approval_id)
     if status not in (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED):
         raise InvalidInput("status", "must be approved, rejected or expired")
     if decision is not None:
         check_blob("decision", decision)
-    if signing is not None:
+    if status is ApprovalStatus.APPROVED:
+        if signing is None:
+            raise InvalidInput("signing", "an approval names the signing that follows it")
         check_id("signing", signing)
-        if status is not ApprovalStatus.APPROVED:
-            raise InvalidInput("signing", "only an approval is followed by a signing")
+    elif signing is not None:
+        raise InvalidInput("signing", "only an approval is followed by a signing")
     return check_time("now", now)
 
 
 def check_approval_reopening(approval_id: object, decision: object, signing: object) -> None:
-    """The arguments of `Store.reopen_approval`."""
+    """The arguments of `Store.reopen_approval` (the signing that failed is always named)."""
     check_id("approval_id", approval_id)
     check_blob("decision", decision)
-    if signing is not None:
-        check_id("signing", signing)
+    check_id("signing", signing)
 
 
 def check_stalled_query(decided_before: object, limit: object) -> float:

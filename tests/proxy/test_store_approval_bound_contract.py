@@ -1,7 +1,7 @@
 """Contract tests for the bound on a wallet's pending approvals (`CreateApproval.max_pending`) on every adapter:
 the count is taken by the write that creates the approval, so the bound holds exactly, also under concurrent
-writers; a refused approval writes nothing of its transaction; deciding an approval frees its place and reopening
-one takes it again; other wallets are not affected.
+writers; a refused approval writes nothing of its transaction; a rejection or an expiry frees its place (an approval
+being signed keeps it: test_store_approval_open_bound_contract.py); other wallets are not affected.
 
 Before, the proxy read the queue and then wrote the approval in another transaction, so concurrent escalations
 could pass the bound by as many as ran at once."""
@@ -18,7 +18,7 @@ from parent_proxy.errors import ApprovalQueueFull, InvalidInput
 from parent_proxy.store.model import Approval, ApprovalStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
-from parent_proxy.store.state_changes import CreateApproval, DecideApproval, RecordEvent, ReopenApproval
+from parent_proxy.store.state_changes import CreateApproval, DecideApproval, RecordEvent
 from tests.proxy.conftest import FakeClock, make_wallet
 
 T0 = 1_700_000_000.0
@@ -52,46 +52,21 @@ def test_the_bound_refuses_the_next_approval_and_writes_nothing(wallet_store: St
     assert waiting(s, "w2") == ["b1"]
 
 
-def test_deciding_frees_a_place_and_reopening_takes_it_again(wallet_store: Store, clock: FakeClock) -> None:
+def test_a_decision_that_ends_an_approval_frees_its_place(wallet_store: Store, clock: FakeClock) -> None:
+    """A rejection (audited or direct) and an expiry free a place; an approval keeps its place while its signing is
+    under way (an approval always names one): test_store_approval_open_bound_contract.py."""
     s, log = wallet_store, AuditLog(wallet_store, clock)
     escalate(s, log, "a1")
     escalate(s, log, "a2")
     s.apply_audited(
-        [DecideApproval("a1", ApprovalStatus.APPROVED, b"yes", T0)], log.sealer("approval.approved", {}, wallet_id="w1")
+        [DecideApproval("a1", ApprovalStatus.REJECTED, None, T0)], log.sealer("approval.rejected", {}, wallet_id="w1")
     )
     escalate(s, log, "a3")  # a1 no longer waits
-    assert waiting(s) == ["a2", "a3"]
-    # Nothing was signed for a1: it waits again, and the queue is full once more (three waiting, over the bound:
-    # a1 was approved without a signing named, as only a build before signings were kept decided, so it left the
-    # count; a reopening is never refused. An approval approved for a signing keeps its place instead:
-    # test_store_approval_open_bound_contract.py).
-    s.apply_audited([ReopenApproval("a1", b"yes")], log.sealer("approval.reopened", {}, wallet_id="w1"))
-    assert waiting(s) == ["a1", "a2", "a3"]
     with pytest.raises(ApprovalQueueFull, match="wallet w1: 2 approvals are pending already"):
         escalate(s, log, "a4")
-    for approval_id in ("a1", "a2"):
-        s.apply_audited(
-            [DecideApproval(approval_id, ApprovalStatus.REJECTED, None, T0)],
-            log.sealer("approval.rejected", {}, wallet_id="w1"),
-        )
+    s.decide_approval("a2", ApprovalStatus.EXPIRED, None, T0)
     escalate(s, log, "a4")
     assert waiting(s) == ["a3", "a4"]
-
-
-def test_the_direct_methods_count_as_the_audited_changes_do(wallet_store: Store, clock: FakeClock) -> None:
-    s, log = wallet_store, AuditLog(wallet_store, clock)
-    s.create_approval(pending("a1"))
-    s.create_approval(pending("a2"))
-    with pytest.raises(ApprovalQueueFull, match="wallet w1: 2 approvals are pending already"):
-        escalate(s, log, "a3")
-    s.decide_approval("a1", ApprovalStatus.APPROVED, b"yes", T0)
-    escalate(s, log, "a3")
-    s.reopen_approval("a1", b"yes")
-    assert waiting(s) == ["a1", "a2", "a3"]
-    with pytest.raises(ApprovalQueueFull, match="wallet w1: 3 approvals are pending already"):
-        escalate(s, log, "a4", bound=3)
-    s.decide_approval("a2", ApprovalStatus.REJECTED, None, T0)
-    escalate(s, log, "a4", bound=3)
 
 
 @pytest.mark.parametrize("bound", [0, -1, 10_001, True, 2.0])

@@ -22,7 +22,7 @@ from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
 from parent_proxy.store.sqlite_schema import SCHEMA_VERSION
 from parent_proxy.store.state_changes import DecideApproval, FinishApproval, ReopenApproval
-from tests.proxy.approval_messages import M1, M2, T0, approval, escalate, refused
+from tests.proxy.approval_messages import M1, M2, T0, approval, escalate, previous_build_decides, refused
 from tests.proxy.conftest import FakeClock, make_wallet
 
 
@@ -73,7 +73,7 @@ def test_a_signing_holds_it_until_it_finishes_and_a_reopening_holds_it_again(
 def test_an_approval_approved_without_a_signing_frees_it(wallet_store: Store, clock: FakeClock) -> None:
     s = wallet_store
     escalate(s, clock, approval("a1"))
-    s.decide_approval("a1", ApprovalStatus.APPROVED, b"yes", T0)  # none named: never listed as under way
+    previous_build_decides(s, "a1", ApprovalStatus.APPROVED)  # none named (a build before): never under way
     escalate(s, clock, approval("a2"))
     refused(s, clock, approval("a3"), "a2")
 

@@ -169,17 +169,21 @@ def test_a_signing_record_refused_part_way_keeps_no_answer(wallet_store: Store, 
         escalate(s, clock, approval("a2"))
 
 
-@pytest.mark.parametrize("signing", ["r1", None])
-def test_a_signed_approval_is_never_reopened(wallet_store: Store, clock: FakeClock, signing: str | None) -> None:
-    """Not even by a reopening that names no signing (`ReopenApproval.signing` None, "approved without one named"):
-    the finished signing cleared ``signing``, but the approval holds its signed answer. Before, both adapters
-    returned it to pending (the owner could then approve its message, signed already, a second time)."""
+@pytest.mark.parametrize("answer", [SIGNED, None], ids=["signed", "refused-by-the-enclave"])
+def test_a_finished_signing_is_never_reopened(wallet_store: Store, clock: FakeClock, answer: bytes | None) -> None:
+    """Neither by its own signing (it finished) nor by a reopening that names none (refused as input: every
+    reopening names the signing that failed). Before the twenty-fourth session a reopening could name none ("approved
+    without one named") and then returned an approval whose signing the enclave refused to pending, so the owner
+    could approve it again (the refusal is a decision); before the twenty-third, a signed one too."""
     s = wallet_store
     escalate(s, clock, approval("a1"))
     approve(s, clock, "a1", "r1")
-    finish(s, clock, "a1", "r1")
+    finish(s, clock, "a1", "r1", answer)
     kept = s.get_approval("a1")
     with pytest.raises(AlreadyDecided, match="approval a1 is approved, not approved by this decision for this"):
-        s.reopen_approval("a1", b"yes", signing)
+        s.reopen_approval("a1", b"yes", "r1")
+    with pytest.raises(InvalidInput, match="signing: must be"):
+        s.reopen_approval("a1", b"yes", None)  # type: ignore[arg-type]
     assert s.get_approval("a1") == kept and s.pending_approvals("w1") == []
-    signed_refused(s, clock, "a2", "a1")
+    if answer is not None:
+        signed_refused(s, clock, "a2", "a1")

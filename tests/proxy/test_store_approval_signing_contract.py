@@ -18,6 +18,7 @@ from parent_proxy.errors import AlreadyDecided, InvalidInput
 from parent_proxy.store.model import Approval, ApprovalStatus, OutboxItem, ReservationStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.state_changes import DecideApproval, FinishApproval, ReopenApproval
+from tests.proxy.approval_messages import previous_build_decides
 from tests.proxy.conftest import FakeClock
 
 T0 = 1_700_000_000.0
@@ -104,15 +105,15 @@ def test_stalled_signings_oldest_first_up_to_the_limit(wallet_store: Store, cloc
         s.create_approval(pending(approval_id))
         if approval_id != "a4":
             approve(s, log, approval_id, f"s-{approval_id}", at=T0 + i)
-    s.decide_approval("a4", ApprovalStatus.APPROVED, b"yes", T0)  # none named (and all before version 11): never
+    previous_build_decides(s, "a4", ApprovalStatus.APPROVED)  # none named (all before version 11): never listed
     assert stalled(s, T0 + 100, 2) == [("a3", "s-a3"), ("a1", "s-a1")]
     assert stalled(s, T0 + 100) == [("a3", "s-a3"), ("a1", "s-a1"), ("a2", "s-a2")]
     assert stalled(s, T0 + 1) == [("a3", "s-a3")]
-    s.reopen_approval("a4", b"yes")  # an approval without a signing is reopened as before
     with pytest.raises(AlreadyDecided):
-        s.reopen_approval("a3", b"yes")  # one with a signing only for that signing
+        s.reopen_approval("a4", b"yes", "s-a3")  # nor reopened: whether it was signed cannot be told
     with pytest.raises(AlreadyDecided):
-        s.reopen_approval("a3", b"yes", "s-a1")
+        s.reopen_approval("a3", b"yes", "s-a1")  # one with a signing only for that signing
+    assert s.get_approval("a4").status is ApprovalStatus.APPROVED
 
 
 def test_a_signing_begun_during_the_listing_is_not_stalled(wallet_store: Store, clock: FakeClock) -> None:

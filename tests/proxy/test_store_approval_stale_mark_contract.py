@@ -11,14 +11,32 @@ behind; the same contract holds on both.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from parent_proxy.errors import ApprovalPending
+from parent_proxy.store import dynamodb_attributes as attr
 from parent_proxy.store.model import ApprovalStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
 from tests.proxy.approval_messages import approval, escalate, previous_build_decides, refused
 from tests.proxy.conftest import FakeClock
+
+
+def previous_build_reopens(s: Any, approval_id: str, wallet_id: str = "w1") -> None:
+    """A DynamoDB reopening as a build before the twenty-fourth session wrote it for an approval approved without a
+    signing: pending again, its message mark put back (`held`), one more in the wallet's pending count."""
+    update = {
+        "TableName": s._table,
+        "Key": {"pk": attr.s(f"W#{wallet_id}"), "sk": attr.s(f"AP#{approval_id}")},
+        "UpdateExpression": "SET #st = :p REMOVE decision, decided_at, signing, counted_signing",
+        "ConditionExpression": "#st = :a AND attribute_not_exists(signing)",
+        "ExpressionAttributeNames": {"#st": "status"},
+        "ExpressionAttributeValues": {":p": attr.s(ApprovalStatus.PENDING), ":a": attr.s(ApprovalStatus.APPROVED)},
+    }
+    mark = s._message_mark_action(approval_id, held=True)
+    s._transact([{"Update": update}, *mark, s._pending_count_action(wallet_id, 1)])
 
 
 @pytest.mark.parametrize("status", [ApprovalStatus.REJECTED, ApprovalStatus.APPROVED])
@@ -53,9 +71,9 @@ def test_an_approval_the_previous_build_left_being_signed_still_holds_it(wallet_
 
 
 def test_a_reopening_between_the_stale_read_and_the_replacement_wins(wallet_store: Store, clock: FakeClock) -> None:
-    """DynamoDB: a1 (approved without a signing by the previous build) is reopened by this build (its mark put
-    back, naming a1) after a2's first attempt read the mark as stale: the replacement's condition on a1 fails, and
-    a2 is told a1 is open again, nothing of it written."""
+    """DynamoDB: a1 (approved without a signing by the previous build) is reopened by a host of that build (a
+    rolling update; this build reopens only an approval that names its signing) after a2's first attempt read the
+    mark as stale: the replacement's condition on a1 fails, and a2 is told a1 is open again, nothing of it written."""
     s = wallet_store
     if isinstance(s, SqliteStore):
         pytest.skip("SQLite reads the open approval under its write lock: no seam between a read and the write")
@@ -68,7 +86,7 @@ def test_a_reopening_between_the_stale_read_and_the_replacement_wins(wallet_stor
         verdict: Exception = stale_read(*args)
         reads.append(type(verdict).__name__)
         if len(reads) == 1:
-            s.reopen_approval("a1", b"yes")  # this build's reopening: a1 pending again, its mark put back
+            previous_build_reopens(s, "a1")  # a1 pending again, its mark put back
         return verdict
 
     s._mark_holder = then_reopened  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ from parent_proxy.store.state_changes import (
     FinishApproval,
     RecordEvent,
 )
+from tests.proxy.approval_messages import previous_build_decides
 from tests.proxy.conftest import FakeClock
 
 T0 = 1_700_000_000.0
@@ -85,8 +86,8 @@ def test_a_decided_approval_refuses_the_join_whole(claimed: Store, clock: FakeCl
     elif decided == "signed":
         claimed.decide_approval("a1", ApprovalStatus.APPROVED, b"envelope", T0, signing="r1")
         claimed.apply_audited([FinishApproval("a1", "r1")], AuditLog(claimed, clock).sealer("x.signed", {}))
-    else:
-        claimed.decide_approval("a1", ApprovalStatus.APPROVED, b"envelope", T0)
+    else:  # by a build before signings were named
+        previous_build_decides(claimed, "a1", ApprovalStatus.APPROVED)
     refused_whole(claimed, clock, ApprovalClosed, "wallet w1: approval a1 is no longer open")
 
 

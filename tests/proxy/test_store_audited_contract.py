@@ -65,10 +65,11 @@ def item(event_id: str = "e1", wallet_id: str = "w1") -> OutboxItem:
 
 
 def set_up(s: Store) -> None:
-    """What `EVERY_CHANGE` changes: a pending approval a1, an approval a3 approved by b"yes", a claimed key k1."""
+    """What `EVERY_CHANGE` changes: a pending approval a1, an approval a3 approved by b"yes" for the signing s3, a
+    claimed key k1."""
     s.create_approval(pending("a1"))
     s.create_approval(pending("a3"))
-    s.decide_approval("a3", ApprovalStatus.APPROVED, b"yes", T0)
+    s.decide_approval("a3", ApprovalStatus.APPROVED, b"yes", T0, "s3")
     assert s.begin_idempotent("w1", "k1", DIGEST, T0) is None
 
 
@@ -101,7 +102,7 @@ EVERY_CHANGE: list[StateChange] = [
     SetFrozen("w1", True, "policy freeze trigger: freeze.denials"),
     CreateApproval(pending("a2")),
     DecideApproval("a1", ApprovalStatus.REJECTED, None, T0 + 2),
-    ReopenApproval("a3", b"yes"),
+    ReopenApproval("a3", b"yes", "s3"),
     CompleteIdempotent(ANSWER),
 ]
 
@@ -139,14 +140,16 @@ def test_apply_audited_writes_the_changes_the_record_and_the_webhook(wallet_stor
         (CreateApproval(pending("a3", "w9")), NotFound, "wallet w9 not found"),
         (SetFrozen("w9", True, "r"), NotFound, "wallet w9 not found"),
         (RecordEvent("w9", "denial", T0), NotFound, "wallet w9 not found"),
-        (ReopenApproval("a1", b"yes"), AlreadyDecided, "approval a1 is rejected, not approved by this decision"),
-        (ReopenApproval("a3", b"no"), AlreadyDecided, "approval a3 is approved, not approved by this decision"),
-        (ReopenApproval("a9", b"yes"), NotFound, "approval a9 not found"),
+        (ReopenApproval("a1", b"yes", "s3"), AlreadyDecided, "approval a1 is rejected, not approved by this decision"),
+        (ReopenApproval("a3", b"no", "s3"), AlreadyDecided, "approval a3 is approved, not approved by this decision"),
+        (ReopenApproval("a3", b"yes", "s1"), AlreadyDecided, "approval a3 is approved, not approved by this decision"),
+        (ReopenApproval("a9", b"yes", "s3"), NotFound, "approval a9 not found"),
         (CompleteIdempotent(IdempotentAnswer("w1", "k2", DIGEST, b"{}")), NotFound, "idempotency key 'k2' not found"),
         (CompleteIdempotent(IdempotentAnswer("w1", "k1", b"\x08" * 32, b"{}")), Conflict, "not in progress"),
     ],
     ids=["decided", "no-approval", "approval-exists", "approval-wallet", "freeze-wallet", "event-wallet",
-         "reopen-rejected", "reopen-other-decision", "reopen-no-approval", "answer-no-claim", "answer-other-request"],
+         "reopen-rejected", "reopen-other-decision", "reopen-other-signing", "reopen-no-approval", "answer-no-claim",
+         "answer-other-request"],
 )  # fmt: skip
 def test_a_refused_change_writes_nothing(
     wallet_store: Store, clock: FakeClock, refused: StateChange, error: type[Exception], match: str
@@ -222,7 +225,7 @@ def test_a_change_that_is_not_one_is_refused_before_anything_is_written(wallet_s
     with pytest.raises(InvalidInput, match="kind"):
         s.apply_audited([RecordEvent("w1", "other", T0)], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="decision"):
-        s.apply_audited([ReopenApproval("a3", "yes")], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))  # type: ignore[arg-type]
+        s.apply_audited([ReopenApproval("a3", "yes", "s3")], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="answer"):
         s.apply_audited([CompleteIdempotent(b"{}")], AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))  # type: ignore[arg-type]
     assert state(s) == before
@@ -249,6 +252,8 @@ def test_a_change_that_is_not_one_is_refused_before_anything_is_written(wallet_s
         ([DecideApproval("a1", ApprovalStatus.PENDING, None, T0)], "status: must be approved, rejected or expired"),
         ([DecideApproval("a1", ApprovalStatus.REJECTED, None, T0, "s1")], "signing: only an approval"),
         ([DecideApproval("a1", ApprovalStatus.APPROVED, None, -1.0, "s1")], "now"),
+        ([DecideApproval("a1", ApprovalStatus.APPROVED, b"yes", T0)], "signing: an approval names the signing"),
+        ([ReopenApproval("a3", b"yes", None)], "signing: must be"),  # type: ignore[arg-type]
         ([FinishApproval("bad id", "s1")], "approval_id"),
         ([FinishApproval("a3", "bad id")], "signing"),
         ([ApprovalStillOpen("bad id", "a1")], "wallet_id"),

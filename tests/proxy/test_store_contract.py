@@ -322,8 +322,15 @@ def test_approval_lifecycle(wallet_store: Store) -> None:
     with pytest.raises(Conflict, match="approval ap-1 already exists"):
         s.create_approval(Approval("ap-1", "w1", b"other", ApprovalStatus.PENDING, T0))
     assert [a.approval_id for a in s.pending_approvals("w1")] == ["ap-1", "ap-2"]
-    decided = s.decide_approval("ap-1", ApprovalStatus.APPROVED, b"owner-sig", T0 + 5)
-    assert (decided.status, decided.decision, decided.decided_at) == (ApprovalStatus.APPROVED, b"owner-sig", T0 + 5)
+    with pytest.raises(InvalidInput, match="signing: an approval names the signing that follows it"):
+        s.decide_approval("ap-1", ApprovalStatus.APPROVED, b"owner-sig", T0 + 5)
+    decided = s.decide_approval("ap-1", ApprovalStatus.APPROVED, b"owner-sig", T0 + 5, "r1")
+    assert (decided.status, decided.decision, decided.decided_at, decided.signing) == (
+        ApprovalStatus.APPROVED,
+        b"owner-sig",
+        T0 + 5,
+        "r1",
+    )
     with pytest.raises(AlreadyDecided, match="approval ap-1 is already approved"):
         s.decide_approval("ap-1", ApprovalStatus.REJECTED, None, T0 + 6)
     assert s.get_approval("ap-1") == decided
@@ -343,20 +350,24 @@ def test_reopen_returns_only_an_approval_approved_by_that_decision(wallet_store:
     s = wallet_store
     s.create_approval(Approval("ap-1", "w1", b"tx-bytes", ApprovalStatus.PENDING, T0))
     with pytest.raises(AlreadyDecided, match="approval ap-1 is pending, not approved by this decision"):
-        s.reopen_approval("ap-1", b"owner-sig")
-    s.decide_approval("ap-1", ApprovalStatus.APPROVED, b"owner-sig", T0 + 5)
+        s.reopen_approval("ap-1", b"owner-sig", "r1")
+    s.decide_approval("ap-1", ApprovalStatus.APPROVED, b"owner-sig", T0 + 5, "r1")
     with pytest.raises(AlreadyDecided, match="approval ap-1 is approved, not approved by this decision"):
-        s.reopen_approval("ap-1", b"another-sig")
+        s.reopen_approval("ap-1", b"another-sig", "r1")
+    with pytest.raises(AlreadyDecided, match="approval ap-1 is approved, not approved by this decision"):
+        s.reopen_approval("ap-1", b"owner-sig", "r2")
+    with pytest.raises(InvalidInput, match="signing: must be"):
+        s.reopen_approval("ap-1", b"owner-sig", None)  # type: ignore[arg-type]
     assert s.get_approval("ap-1").status is ApprovalStatus.APPROVED  # a refused reopen changes nothing
-    reopened = s.reopen_approval("ap-1", b"owner-sig")
+    reopened = s.reopen_approval("ap-1", b"owner-sig", "r1")
     assert reopened == Approval("ap-1", "w1", b"tx-bytes", ApprovalStatus.PENDING, T0)
     assert s.get_approval("ap-1") == reopened and s.pending_approvals("w1") == [reopened]
     with pytest.raises(AlreadyDecided, match="ap-1 is pending"):
-        s.reopen_approval("ap-1", b"owner-sig")  # once
+        s.reopen_approval("ap-1", b"owner-sig", "r1")  # once
     s.decide_approval("ap-1", ApprovalStatus.REJECTED, None, T0 + 9)
     with pytest.raises(AlreadyDecided, match="ap-1 is rejected"):
-        s.reopen_approval("ap-1", b"owner-sig")
+        s.reopen_approval("ap-1", b"owner-sig", "r1")
     with pytest.raises(NotFound, match="approval nope not found"):
-        s.reopen_approval("nope", b"owner-sig")
+        s.reopen_approval("nope", b"owner-sig", "r1")
     with pytest.raises(InvalidInput, match="approval_id"):
-        s.reopen_approval("", b"owner-sig")
+        s.reopen_approval("", b"owner-sig", "r1")

@@ -221,7 +221,7 @@ def test_an_approval_whose_answers_are_all_lost_is_decided_once(dynamo: tuple[Dy
     log = AuditLog(store, FakeClock(T0))
     store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
     client.hooks["transact_write_items"] = RequestTokens(["applied"], then="lost")
-    approved = DecideApproval("a1", ApprovalStatus.APPROVED, b"envelope", T0 + 1)
+    approved = DecideApproval("a1", ApprovalStatus.APPROVED, b"envelope", T0 + 1, "r1")
     record = log.append("approval.approved", {"approval_id": "a1"}, wallet_id="w1", changes=[approved])
     del client.hooks["transact_write_items"]
     assert store.audit_head() == record and events(store) == ["approval.approved"]

@@ -161,7 +161,7 @@ def test_a_closed_approval_is_not_reopened_by_its_own_decision(wallet_store: Sto
     wallet_store.create_approval(Approval("ap-1", "w1", b"tx", ApprovalStatus.PENDING, T0))
     closed = wallet_store.decide_approval("ap-1", status, b"owner-no", T0 + 1)
     with pytest.raises(AlreadyDecided, match=f"approval ap-1 is {status.value}, not approved by this decision"):
-        wallet_store.reopen_approval("ap-1", b"owner-no")
+        wallet_store.reopen_approval("ap-1", b"owner-no", "r1")
     assert wallet_store.get_approval("ap-1") == closed and wallet_store.pending_approvals("w1") == []
 
 
