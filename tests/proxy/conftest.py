@@ -132,6 +132,28 @@ def moto_dynamo_store(wrap: Callable[[Any], W]) -> Iterator[tuple[Any, W]]:
             dynamo.close()
 
 
+def provisioned_on_store(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    *,
+    policy: Callable[[Harness], dict[str, Any]] | None = None,
+    **kwargs: Any,
+) -> Iterator[Harness]:
+    """For a fixture with ``params=["sqlite", "dynamodb"]``: a running harness (`running_harness`, ``kwargs``) on
+    the store ``request.param`` names (SQLite in ``tmp_path``, or DynamoDB on moto's fake), with a provisioned wallet
+    (`provision`, with ``policy(h)`` if given)."""
+    if request.param == "sqlite":
+        for harness in running_harness(tmp_path, **kwargs):
+            provision(harness, None if policy is None else policy(harness))
+            yield harness
+        return
+    request.getfixturevalue("aws_env")
+    with moto_dynamo_store(lambda client: client) as (store, _):
+        for harness in running_harness(tmp_path, store=store, **kwargs):
+            provision(harness, None if policy is None else policy(harness))
+            yield harness
+
+
 @pytest.fixture
 def wallet_store(store: Store) -> Store:
     """A store holding wallets ``w1`` and ``w2``."""
