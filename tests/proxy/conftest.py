@@ -1,5 +1,6 @@
-"""Fixtures for the parent proxy tests: a settable clock, wallets, and the `store` fixture that runs every
-contract test against each adapter (SQLite on a temp file; DynamoDB on moto's in-process fake)."""
+"""Fixtures for the parent proxy tests: a settable clock, wallets, the `store` fixture that runs every contract test
+against each adapter (SQLite on a temp file; DynamoDB on moto's in-process fake), and the API harness as most API
+tests take it: `h` with no wallet yet, `provisioned` with one (a module whose harness differs defines its own)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from parent_proxy.owner_signers import write_keypair_file
 from parent_proxy.store.model import Wallet
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
-from tests.proxy.api_harness import stand_in_harness
+from tests.proxy.api_harness import Harness, provision, running_harness, stand_in_harness
 from tests.proxy.stand_in import StandIn
 from tests.support.aws_env import use_test_credentials
 from tests.support.owner_rotation_rpc import Cli, Rpc
@@ -131,6 +132,28 @@ def moto_dynamo_store(wrap: Callable[[Any], W]) -> Iterator[tuple[Any, W]]:
             dynamo.close()
 
 
+def provisioned_on_store(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    *,
+    policy: Callable[[Harness], dict[str, Any]] | None = None,
+    **kwargs: Any,
+) -> Iterator[Harness]:
+    """For a fixture with ``params=["sqlite", "dynamodb"]``: a running harness (`running_harness`, ``kwargs``) on
+    the store ``request.param`` names (SQLite in ``tmp_path``, or DynamoDB on moto's fake), with a provisioned wallet
+    (`provision`, with ``policy(h)`` if given)."""
+    if request.param == "sqlite":
+        for harness in running_harness(tmp_path, **kwargs):
+            provision(harness, None if policy is None else policy(harness))
+            yield harness
+        return
+    request.getfixturevalue("aws_env")
+    with moto_dynamo_store(lambda client: client) as (store, _):
+        for harness in running_harness(tmp_path, store=store, **kwargs):
+            provision(harness, None if policy is None else policy(harness))
+            yield harness
+
+
 @pytest.fixture
 def wallet_store(store: Store) -> Store:
     """A store holding wallets ``w1`` and ``w2``."""
@@ -150,6 +173,20 @@ def rpc(monkeypatch: pytest.MonkeyPatch) -> Rpc:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
     return Cli(capsys)
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    """A running harness (`running_harness`: the proxy on SQLite, the real enclave) with no wallet yet."""
+    yield from running_harness(tmp_path)
+
+
+@pytest.fixture
+def provisioned(tmp_path: Path) -> Iterator[Harness]:
+    """A running harness whose wallet (``wallet_id``) is created, with a token and the example policy (`provision`)."""
+    for harness in running_harness(tmp_path):
+        provision(harness)
+        yield harness
 
 
 @pytest.fixture

@@ -1,38 +1,18 @@
 """What the API tests of escalations of one transaction share (`test_api_same_message_escalations`,
-`test_api_signed_approval_joins`): a harness on either store, the owner's approval of a transaction, the
-``transaction.escalated`` records, and the owner deciding an approval while a join is under way."""
+`test_api_signed_approval_joins`, which run on either store: `provisioned_on_store`): the owner's approval of a
+transaction, the ``transaction.escalated`` records, and the owner deciding an approval while a join is under way."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from parent_proxy.sign_parts import message_hash
 from policies.orders import approval_document
 from policies.signing import sign_document
-from tests.proxy.api_harness import Harness, pending_approval_ids, provision, running_harness
-from tests.proxy.conftest import moto_dynamo_store
+from tests.proxy.api_harness import Harness, pending_approval_ids
 from tests.proxy.harness_calls import records
-
-
-def both_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    """A running harness, provisioned, on the store of ``request.param`` ("sqlite" or "dynamodb", the fixture's
-    parameter), with two store threads: the owner decides while a request is held in the store."""
-    if request.param == "sqlite":
-        for harness in running_harness(tmp_path, store_threads=2):  # two: the owner decides during a join
-            provision(harness)
-            yield harness
-        return
-    request.getfixturevalue("aws_env")
-    with moto_dynamo_store(lambda client: client) as (store, _):
-        for harness in running_harness(tmp_path, store=store, store_threads=2):
-            provision(harness)
-            yield harness
 
 
 def approve(h: Harness, approval_id: str, tx: bytes, *, now: float | None = None) -> Any:

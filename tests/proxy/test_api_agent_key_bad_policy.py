@@ -8,24 +8,16 @@ Before (found in review): `_multisig` called `load_signed_policy` without catchi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
 from policies.signing import POLICY_PURPOSE, sign_document
-from tests.proxy.api_harness import Harness, running_harness
+from tests.proxy.api_harness import Harness
 from tests.proxy.rotation_requests import agent_key_path, multisig_wallet, rotation_body, switch_body
 from tests.support.policies import MERCHANT
 from tests.support.squads_rotation import rotation_transaction
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 def _store_unverifiable_policy(h: Harness) -> None:

@@ -11,7 +11,6 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +36,7 @@ from parent_proxy.rotation_transaction import RotationBuildError, advance_nonce_
 from parent_proxy.services import Services
 from policies.orders import AGENT_KEY_ROTATION_PURPOSE, AGENT_KEY_SWITCH_PURPOSE, rotation_document, switch_document
 from policies.signing import sign_document
-from tests.proxy.api_harness import Harness, provision, running_harness, signature_of, svm
+from tests.proxy.api_harness import Harness, provision, signature_of, svm
 from tests.proxy.rotation_requests import (
     CREATE_KEY,
     agent_key_path,
@@ -56,11 +55,6 @@ from tests.support.squads_rotation import (
     rotation_transaction,
     unsigned,
 )
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 def _receipt(h: Harness, view: dict[str, Any]) -> Any:

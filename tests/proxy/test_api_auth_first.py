@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +18,7 @@ from parent_proxy.api_agent import agent_of
 from parent_proxy.api_errors import ApiError
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_route import verified_owner
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness
 from tests.support.policies import owner_public_key
 
 BAD_BODIES = (b"{not json", b"[]", b'{"admin": true}', b'{"transaction": 5, "envelope": "x", "url": 7}')
@@ -44,13 +42,6 @@ OWNER_ROUTES = (
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    for harness in running_harness(tmp_path):
-        provision(harness)
-        yield harness
-
-
 def error(response: Any) -> tuple[int, str]:
     return response.status_code, str(response.json()["error"]["code"])
 
@@ -61,51 +52,60 @@ def owner_headers(h: Harness, method: str, path: str, content: bytes, key: Ed255
 
 
 @pytest.mark.parametrize(("method", "route"), AGENT_ROUTES)
-def test_agent_routes_refuse_bad_credentials_before_reading_the_body(h: Harness, method: str, route: str) -> None:
-    path = route.format(w=h.wallet_id)
-    forged = h.token[:-4] + ("AAAA" if not h.token.endswith("AAAA") else "BBBB")
+def test_agent_routes_refuse_bad_credentials_before_reading_the_body(
+    provisioned: Harness, method: str, route: str
+) -> None:
+    path = route.format(w=provisioned.wallet_id)
+    forged = provisioned.token[:-4] + ("AAAA" if not provisioned.token.endswith("AAAA") else "BBBB")
     for body in BAD_BODIES:
         for auth in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer garbage"},
                      {"Authorization": f"Bearer {forged}"}):  # fmt: skip
-            response = h.client.request(method, path, content=body, headers={**auth, **JSON})
+            response = provisioned.client.request(method, path, content=body, headers={**auth, **JSON})
             assert error(response) == (401, "unauthorized"), (body, auth)
-        valid = {"Authorization": f"Bearer {h.token}", **JSON}
+        valid = {"Authorization": f"Bearer {provisioned.token}", **JSON}
         for other in ("other", "not a wallet id"):  # a valid token on a path it is not bound to: 404 first
-            response = h.client.request(method, route.format(w=other), content=body, headers=valid)
+            response = provisioned.client.request(method, route.format(w=other), content=body, headers=valid)
             assert error(response) == (404, "not_found"), (body, other)
         if method == "POST":  # the token is good: now the body is validated
-            assert error(h.client.post(path, content=body, headers=valid)) in {
+            assert error(provisioned.client.post(path, content=body, headers=valid)) in {
                 (400, "bad_request"),
                 (422, "invalid_request"),
             }
 
 
 @pytest.mark.parametrize(("method", "route"), OWNER_ROUTES)
-def test_owner_routes_refuse_bad_credentials_before_reading_the_body(h: Harness, method: str, route: str) -> None:
-    path = route.format(w=h.wallet_id)
+def test_owner_routes_refuse_bad_credentials_before_reading_the_body(
+    provisioned: Harness, method: str, route: str
+) -> None:
+    path = route.format(w=provisioned.wallet_id)
     stranger = Ed25519PrivateKey.generate()
     for body in BAD_BODIES:
-        response = h.client.request(method, path, content=body, headers=JSON)
+        response = provisioned.client.request(method, path, content=body, headers=JSON)
         assert error(response) == (401, "owner_signature_invalid"), body
-        response = h.client.request(method, path, content=body, headers=owner_headers(h, method, path, body, stranger))
+        response = provisioned.client.request(
+            method, path, content=body, headers=owner_headers(provisioned, method, path, body, stranger)
+        )
         assert error(response) == (401, "owner_signature_invalid"), body
-        tampered = owner_headers(h, method, path, b"{}", h.owner)  # the owner's signature over another body
-        response = h.client.request(method, path, content=body, headers=tampered)
+        # the owner's signature over another body
+        tampered = owner_headers(provisioned, method, path, b"{}", provisioned.owner)
+        response = provisioned.client.request(method, path, content=body, headers=tampered)
         assert error(response) == (401, "owner_signature_invalid"), body
         if "{w}" in route:  # well-formed headers on a wallet id that cannot exist: 404, the body still unread
             bad_path = route.format(w="not a wallet id")
-            signed = owner_headers(h, method, bad_path, body, h.owner)
-            response = h.client.request(method, bad_path, content=body, headers=signed)
+            signed = owner_headers(provisioned, method, bad_path, body, provisioned.owner)
+            response = provisioned.client.request(method, bad_path, content=body, headers=signed)
             assert error(response) == (404, "not_found"), body
     if route != "/v1/wallets/{w}/tokens" and method in {"POST", "PUT"} and "reject" not in route:
         body = b"{not json"  # the owner's own request: now the body is parsed (and refused)
-        response = h.client.request(method, path, content=body, headers=owner_headers(h, method, path, body, h.owner))
+        response = provisioned.client.request(
+            method, path, content=body, headers=owner_headers(provisioned, method, path, body, provisioned.owner)
+        )
         assert error(response) == (400, "bad_request")
 
 
 @pytest.mark.parametrize(("method", "route"), [r for r in OWNER_ROUTES if "{w}" in r[1]])
 def test_owner_routes_do_not_reveal_which_wallets_exist(
-    h: Harness, method: str, route: str, monkeypatch: pytest.MonkeyPatch
+    provisioned: Harness, method: str, route: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unknown wallet id answers byte for byte as a known wallet with the wrong owner key does, after the same
     work: one Ed25519 verification each (timing then does not tell an existing wallet and its owner key apart)."""
@@ -119,12 +119,18 @@ def test_owner_routes_do_not_reveal_which_wallets_exist(
 
     monkeypatch.setattr(owner_auth, "verify_owner_signature", counted)
     answers = []
-    for wallet_id, key in (("no-such-wallet", h.owner), ("no-such-wallet", stranger), (h.wallet_id, stranger)):
+    for wallet_id, key in (
+        ("no-such-wallet", provisioned.owner),
+        ("no-such-wallet", stranger),
+        (provisioned.wallet_id, stranger),
+    ):
         path = route.format(w=wallet_id)
-        response = h.client.request(method, path, content=b"{}", headers=owner_headers(h, method, path, b"{}", key))
+        response = provisioned.client.request(
+            method, path, content=b"{}", headers=owner_headers(provisioned, method, path, b"{}", key)
+        )
         answers.append((response.status_code, response.json()))
     assert answers[0] == answers[1] == answers[2]
-    assert verified == [owner_public_key(h.owner), owner_public_key(stranger), owner_public_key(stranger)]
+    assert verified == [owner_public_key(provisioned.owner), owner_public_key(stranger), owner_public_key(stranger)]
     assert answers[0][0] == 401 and answers[0][1]["error"]["code"] == "owner_signature_invalid"
 
 

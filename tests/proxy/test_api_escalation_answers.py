@@ -40,7 +40,7 @@ from tests.proxy.api_harness import (
     stop_enclave,
     svm,
 )
-from tests.proxy.conftest import moto_dynamo_store
+from tests.proxy.conftest import provisioned_on_store
 from tests.proxy.harness_calls import ESCALATING
 from tests.support.policies import MERCHANT
 
@@ -49,16 +49,7 @@ DAY = 86_400
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    if request.param == "sqlite":
-        for harness in running_harness(tmp_path):
-            provision(harness)
-            yield harness
-        return
-    request.getfixturevalue("aws_env")
-    with moto_dynamo_store(lambda client: client) as (store, _):
-        for harness in running_harness(tmp_path, store=store):
-            provision(harness)
-            yield harness
+    yield from provisioned_on_store(request, tmp_path)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from parent_proxy.audit_receipts import verify_audit_receipts
 from parent_proxy.errors import AuditChainError
 from tests.proxy.api_harness import Harness, pending_approval_ids, provision, running_harness, spy_calls
 from tests.proxy.audit_log_rewrites import cli
-from tests.proxy.conftest import moto_dynamo_store
+from tests.proxy.conftest import provisioned_on_store
 from tests.proxy.harness_calls import ESCALATING, escalate, order, records, send, sign_message
 from tests.support.policies import MERCHANT
 
@@ -38,16 +38,12 @@ FROZEN = "the wallet is frozen until the owner unfreezes it"
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     """A provisioned wallet (off-chain messages allowed) on each store, with a second store thread: the owner's
     freeze runs while the request is held in the store seam."""
-    if request.param == "sqlite":
-        for harness in running_harness(tmp_path, store_threads=2):
-            provision(harness, harness.policy(1, offchain_messages={"allowed": True}))
-            yield harness
-        return
-    request.getfixturevalue("aws_env")
-    with moto_dynamo_store(lambda client: client) as (store, _):
-        for harness in running_harness(tmp_path, store=store, store_threads=2):
-            provision(harness, harness.policy(1, offchain_messages={"allowed": True}))
-            yield harness
+    yield from provisioned_on_store(
+        request,
+        tmp_path,
+        store_threads=2,
+        policy=lambda harness: harness.policy(1, offchain_messages={"allowed": True}),
+    )
 
 
 def meanwhile(h: Harness, method: str, *orders: tuple[int, str]) -> list[dict[str, Any]]:

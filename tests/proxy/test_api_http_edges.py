@@ -30,7 +30,7 @@ from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.store.sqlite import SqliteStore
 from policies.canonical import LONE_SURROGATE
 from selfhost.local_stack import free_port
-from tests.proxy.api_harness import Harness, pending_approval_ids, provision, running_harness, spy_calls
+from tests.proxy.api_harness import Harness, pending_approval_ids, provision, spy_calls
 from tests.proxy.conftest import make_wallet
 from tests.proxy.harness_calls import escalate, queued, records
 from tests.proxy.minimal_settings import OWNER
@@ -39,11 +39,6 @@ from tests.proxy.rotation_requests import agent_key_path, multisig_wallet
 SIGNATURE = "1" * 64  # never checked: the envelope is refused before its signature is
 LIMIT = 16 * 1024  # the harness's WAIAAS_MAX_BODY_BYTES (the default)
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 def _state(h: Harness) -> tuple[Any, ...]:

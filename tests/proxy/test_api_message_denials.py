@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from solders.pubkey import Pubkey
 
 from policies.signing import POLICY_PURPOSE, sign_document
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness, provision
 from tests.proxy.harness_calls import configure_webhook, freeze_order, queued, records, sign_message
 from tests.support.offchain_messages import offchain_message
 from tests.support.policies import MERCHANT, example_policy
@@ -33,11 +31,6 @@ from tests.support.policies import MERCHANT, example_policy
 BURST = {"on_authority_change": True, "on_delegate_approval": True, "on_close_to_stranger": True,
          "denials": {"count": 3, "window_seconds": 600}}  # fmt: skip
 """Three denials within ten minutes freeze the wallet."""
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 def provision_burst(h: Harness, **rules: Any) -> None:

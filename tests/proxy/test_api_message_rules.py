@@ -7,22 +7,13 @@ at any hour and at any rate (noticed in review). The enclave's own check is in t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pytest
-
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness, provision
 from tests.proxy.harness_calls import sign_message
 from tests.support.policies import MERCHANT
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 def test_messages_outside_the_time_windows_are_denied(h: Harness) -> None:

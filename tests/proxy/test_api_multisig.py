@@ -5,7 +5,6 @@ leave are written into the chain by the test (`tests.support.squads_rotation`), 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from solders.pubkey import Pubkey
 from parent_proxy.owner_signers import write_keypair_file
 from parent_proxy.squads_spending_limit_account import SPENDING_LIMIT_DISCRIMINATOR
 from policies.cli import main
-from tests.proxy.api_harness import Harness, running_harness, svm
+from tests.proxy.api_harness import Harness, svm
 from tests.proxy.hooked_client import Borrowed
 from tests.support.policies import MERCHANT
 from tests.support.squads_encoder import PROGRAM_ID
@@ -31,11 +30,6 @@ from tests.support.squads_rotation import (
 )
 
 CREATE_KEY, MULTISIG, VAULT = EXAMPLE_CREATE_KEY, EXAMPLE_MULTISIG, EXAMPLE_VAULT
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 def create_wallet(h: Harness, policy: dict[str, Any] | None, *, vault: Pubkey | None = VAULT) -> None:

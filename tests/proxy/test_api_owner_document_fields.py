@@ -7,8 +7,6 @@ is 401 (`test_api_sign`), and an expired policy 409 ``stale_policy`` (`test_api_
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,15 +14,8 @@ import pytest
 from policies.document import MAX_SAFE_INT
 from policies.orders import MAX_SEQUENCE
 from policies.signing import sign_document
-from tests.proxy.api_harness import Harness, provision, running_harness, spy_calls
+from tests.proxy.api_harness import Harness, spy_calls
 from tests.proxy.harness_calls import escalate, order, queued, records, send
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    for harness in running_harness(tmp_path):
-        provision(harness)
-        yield harness
 
 
 def _state(h: Harness) -> tuple[Any, ...]:
@@ -47,31 +38,37 @@ def _refused(h: Harness, method: str, path: str, envelope: dict[str, Any], field
 
 
 @pytest.mark.parametrize("purpose", ["freeze", "unfreeze"])
-def test_an_order_sequence_above_the_maximum_is_a_validation_error(h: Harness, purpose: str) -> None:
+def test_an_order_sequence_above_the_maximum_is_a_validation_error(provisioned: Harness, purpose: str) -> None:
     if purpose == "unfreeze":
-        send(h, order(h, 1))  # frozen first: the refused unfreeze must leave it frozen
-    _refused(h, "POST", purpose, order(h, MAX_SEQUENCE + 1, purpose), "sequence")
+        send(provisioned, order(provisioned, 1))  # frozen first: the refused unfreeze must leave it frozen
+    _refused(provisioned, "POST", purpose, order(provisioned, MAX_SEQUENCE + 1, purpose), "sequence")
     # The maximum itself is an order like any other.
-    assert send(h, order(h, MAX_SEQUENCE, purpose), purpose)["order_sequence"] == MAX_SEQUENCE
+    assert send(provisioned, order(provisioned, MAX_SEQUENCE, purpose), purpose)["order_sequence"] == MAX_SEQUENCE
 
 
 @pytest.mark.parametrize("purpose", ["freeze", "unfreeze"])
-def test_an_expired_order_is_a_validation_error(h: Harness, purpose: str) -> None:
-    _refused(h, "POST", purpose, order(h, 1, purpose, lifetime=-60), "expires_at")
+def test_an_expired_order_is_a_validation_error(provisioned: Harness, purpose: str) -> None:
+    _refused(provisioned, "POST", purpose, order(provisioned, 1, purpose, lifetime=-60), "expires_at")
 
 
-def test_an_expired_approval_is_a_validation_error_and_stays_pending(h: Harness) -> None:
+def test_an_expired_approval_is_a_validation_error_and_stays_pending(provisioned: Harness) -> None:
     """docs/api.md, the owner-document rule: an expired approval is 422 like an expired order (only an expired
     policy is 409 ``stale_policy``, `test_api_policy_expiry`); the approval is still pending for a fresh one."""
-    approval_id, body, path = escalate(h)
+    approval_id, body, path = escalate(provisioned)
     expired = dict(body["envelope"]["document"], expires_at=int(time.time()) - 60)
-    _refused(h, "POST", f"approvals/{approval_id}/approve", sign_document("approval", expired, h.owner), "expires_at")
-    assert [a["approval_id"] for a in h.owner_call("GET", f"/v1/wallets/{h.wallet_id}/approvals").json()] == [
-        approval_id
-    ]
-    assert h.owner_call("POST", path, body).status_code == 200
+    _refused(
+        provisioned,
+        "POST",
+        f"approvals/{approval_id}/approve",
+        sign_document("approval", expired, provisioned.owner),
+        "expires_at",
+    )
+    assert [
+        a["approval_id"] for a in provisioned.owner_call("GET", f"/v1/wallets/{provisioned.wallet_id}/approvals").json()
+    ] == [approval_id]
+    assert provisioned.owner_call("POST", path, body).status_code == 200
 
 
-def test_a_policy_sequence_above_the_maximum_is_a_validation_error(h: Harness) -> None:
+def test_a_policy_sequence_above_the_maximum_is_a_validation_error(provisioned: Harness) -> None:
     """Policies were answered so already (pinned here beside the orders)."""
-    _refused(h, "PUT", "policy", h.policy(MAX_SAFE_INT + 1), "sequence")
+    _refused(provisioned, "PUT", "policy", provisioned.policy(MAX_SAFE_INT + 1), "sequence")

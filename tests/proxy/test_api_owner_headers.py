@@ -9,18 +9,11 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from parent_proxy.owner_auth import KEY_HEADER, OwnerRequest, owner_request_headers
-from tests.proxy.api_harness import Harness, running_harness
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
+from tests.proxy.api_harness import Harness
 
 
 def create(h: Harness, wallet_id: str, key_header: str | None) -> object:

@@ -11,22 +11,15 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_route import REPEATED_KEY
-from tests.proxy.api_harness import Harness, pending_approval_ids, provision, running_harness, spy_calls
+from tests.proxy.api_harness import Harness, pending_approval_ids, provision, spy_calls
 from tests.proxy.harness_calls import escalate, freeze_order, queued, records
 from tests.support.policies import owner_public_key
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 def _owner_send(h: Harness, method: str, path: str, text: str) -> Any:

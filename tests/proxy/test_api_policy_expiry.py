@@ -5,18 +5,9 @@ enclave (`tests/enclave/test_policy_expiry.py`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness, provision
 from tests.support.policies import MERCHANT
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 def view(h: Harness) -> dict[str, object]:

@@ -37,11 +37,6 @@ from tests.support.squads_rotation import (
 CREATE_KEY, MULTISIG, VAULT = EXAMPLE_CREATE_KEY, EXAMPLE_MULTISIG, EXAMPLE_VAULT
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
-
-
 def conforming_chain(h: Harness, **fields: Any) -> None:
     """`put_conforming_chain` for the harness's owner and agent (``fields``: its keyword arguments)."""
     put_conforming_chain(svm(h), h.owner_pub, h.agent, **fields)

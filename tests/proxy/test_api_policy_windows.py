@@ -3,22 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from policies.document import MAX_SPEND_WINDOWS
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness
 from tests.support.policies import MERCHANT, example_policy
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    for harness in running_harness(tmp_path):
-        provision(harness)
-        yield harness
 
 
 def _limits(sol_periods: int) -> list[dict[str, Any]]:
@@ -30,13 +19,18 @@ def _limits(sol_periods: int) -> list[dict[str, Any]]:
     return limits
 
 
-def test_the_most_windows_install_and_sign_one_more_is_refused(h: Harness) -> None:
-    path = f"/v1/wallets/{h.wallet_id}/policy"
-    too_many = h.owner_call("PUT", path, {"envelope": h.policy(2, limits=_limits(MAX_SPEND_WINDOWS - 1))})
+def test_the_most_windows_install_and_sign_one_more_is_refused(provisioned: Harness) -> None:
+    path = f"/v1/wallets/{provisioned.wallet_id}/policy"
+    too_many = provisioned.owner_call(
+        "PUT", path, {"envelope": provisioned.policy(2, limits=_limits(MAX_SPEND_WINDOWS - 1))}
+    )
     assert too_many.status_code == 422, too_many.text
     error = too_many.json()["error"]
     assert error["code"] == "invalid_request" and "spending windows" in error["message"]
-    assert h.sign(h.transfer(1_000, MERCHANT)).status_code == 200  # the installed policy still signs
-    most = h.owner_call("PUT", path, {"envelope": h.policy(2, limits=_limits(MAX_SPEND_WINDOWS - 2))})
+    # the installed policy still signs
+    assert provisioned.sign(provisioned.transfer(1_000, MERCHANT)).status_code == 200
+    most = provisioned.owner_call(
+        "PUT", path, {"envelope": provisioned.policy(2, limits=_limits(MAX_SPEND_WINDOWS - 2))}
+    )
     assert most.status_code == 200, most.text
-    assert h.sign(h.transfer(1_000, MERCHANT)).status_code == 200
+    assert provisioned.sign(provisioned.transfer(1_000, MERCHANT)).status_code == 200

@@ -18,14 +18,17 @@ import pytest
 
 from parent_proxy.store.validation import IDEMPOTENCY_RETENTION_SECONDS
 from tests.proxy.api_harness import Harness, pending_approval_ids, spy_calls
-from tests.proxy.escalation_calls import approve, both_stores, decide_during_joins, escalations
+from tests.proxy.conftest import provisioned_on_store
+from tests.proxy.escalation_calls import approve, decide_during_joins, escalations
 from tests.proxy.harness_calls import ESCALATING, configure_webhook, queued
 from tests.support.policies import MERCHANT
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    yield from both_stores(request, tmp_path)
+    """A provisioned wallet on each store, with two store threads: the owner decides while a request is held in
+    the store."""
+    yield from provisioned_on_store(request, tmp_path, store_threads=2)
 
 
 def signed_once(h: Harness, tx: bytes) -> tuple[str, dict[str, Any]]:

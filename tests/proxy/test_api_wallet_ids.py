@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -27,7 +25,7 @@ from parent_proxy.store.validation import check_wallet
 from policies.document import policy_from_object
 from policies.errors import PolicyDocumentError
 from policies.identifiers import MAX_WALLET_ID_CHARS, WALLET_ID_PATTERN, is_wallet_id
-from tests.proxy.api_harness import Harness, provision, running_harness, spy_calls
+from tests.proxy.api_harness import Harness, provision, spy_calls
 from tests.proxy.conftest import make_wallet
 from tests.proxy.harness_calls import records
 from tests.support.policies import MERCHANT, example_policy, policy_schema
@@ -36,11 +34,6 @@ FORMERLY_API_ONLY = ["acme:agent-1", "_w1", "-w1", ".a", "...", "a:", ":", "w" *
 """Ids the API took and no policy could name."""
 EDGES = ["a", "a.", "A_L0P61.1", "a-b.c_d", "0", "w" * 64]
 """Ids every component takes."""
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 @pytest.mark.parametrize("wallet_id", FORMERLY_API_ONLY)

@@ -209,11 +209,6 @@ def test_agent_key_records_without_a_session_record_fail(db: Path, capsys: pytes
 # -- the proxy, when the answer arrives ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Any:
-    yield from running_harness(tmp_path)
-
-
 def _flipped(answer: Any) -> Any:
     signature = bytearray(answer.receipt_signature)
     signature[0] ^= 1

@@ -10,21 +10,14 @@ its owner routes answer a 404 that says why.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from parent_proxy.owner_route import OUTSIDE_THE_RULE
 from parent_proxy.signer_secret import SignerSecretCheck
-from tests.proxy.api_harness import Harness, provision, running_harness, spy_calls
+from tests.proxy.api_harness import Harness, provision, spy_calls
 
 LEGACY = "team:alpha"
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 def store_legacy_wallet(h: Harness, like: str) -> None:

@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from parent_proxy.openapi import openapi_document
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness
 
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    for harness in running_harness(tmp_path):
-        provision(harness)
-        yield harness
 
 
 def _operations(h: Harness) -> list[tuple[str, str]]:
@@ -84,12 +74,12 @@ def _credentials(h: Harness, document: dict[str, Any], security: list[dict[str, 
     return headers
 
 
-def test_the_document_declares_the_authentication_every_route_requires(h: Harness) -> None:
+def test_the_document_declares_the_authentication_every_route_requires(provisioned: Harness) -> None:
     document = openapi_document()
-    operations = _operations(h)
+    operations = _operations(provisioned)
     required = {}
     for method, template in operations:
-        answer = _call(h, method, _fill(h, template), {})
+        answer = _call(provisioned, method, _fill(provisioned, template), {})
         required[(method, template)] = _required(answer)
     # The app's own answers name all three kinds, so none of the checks below can pass by having nothing to check.
     assert set(required.values()) == {"agent", "owner", "none"}, required
@@ -103,16 +93,16 @@ def test_the_document_declares_the_authentication_every_route_requires(h: Harnes
             assert not security, (method, template)
             continue
         assert security, (method, template, needs)
-        credentials = _credentials(h, document, security, method, _fill(h, template))
+        credentials = _credentials(provisioned, document, security, method, _fill(provisioned, template))
         assert set(credentials) == ({"Authorization"} if needs == "agent" else {
             "WAIaaS-Owner-Key", "WAIaaS-Owner-Timestamp", "WAIaaS-Owner-Nonce", "WAIaaS-Owner-Audience",
             "WAIaaS-Owner-Signature"}), (method, template)  # fmt: skip
-        answer = _call(h, method, _fill(h, template), credentials)
+        answer = _call(provisioned, method, _fill(provisioned, template), credentials)
         assert answer.status_code != 401, (method, template, answer.text)
     assert document.get("security") is None  # no default: the public routes need nothing
 
 
-def test_the_served_document_is_the_generated_one(h: Harness) -> None:
+def test_the_served_document_is_the_generated_one(provisioned: Harness) -> None:
     """`/openapi.json` of the running app declares the same schemes as docs/openapi.json's generator."""
-    served = h.client.get("/openapi.json").json()
+    served = provisioned.client.get("/openapi.json").json()
     assert served["components"]["securitySchemes"] == openapi_document()["components"]["securitySchemes"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,15 +14,10 @@ from parent_proxy.errors import StoreUnavailable
 from parent_proxy.owner_auth import OwnerRequest, StoreNonceRegistry, owner_request_headers, verify_owner_request
 from parent_proxy.settings import SettingsError, load_settings
 from parent_proxy.store.protocol import Store
-from tests.proxy.api_harness import HARNESS_ORIGIN, Harness, provision, running_harness
+from tests.proxy.api_harness import HARNESS_ORIGIN, Harness, provision
 from tests.proxy.minimal_settings import BASE
 from tests.support.offchain_messages import offchain_message
 from tests.support.policies import owner_public_key
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    yield from running_harness(tmp_path)
 
 
 def sign_message(h: Harness) -> object:

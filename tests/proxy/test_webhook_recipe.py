@@ -15,15 +15,13 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from requests.structures import CaseInsensitiveDict
 
 from parent_proxy.webhooks import WebhookWorker  # the sender; the receiver below uses none of this module
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness
 from tests.proxy.harness_calls import freeze_order
 from tests.proxy.webhook_receiver import local_client, serving
 
@@ -70,22 +68,19 @@ def documented_check(
     return dict(event)
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    for harness in running_harness(tmp_path):
-        provision(harness)
-        yield harness
-
-
-def test_a_receiver_verifies_a_real_delivery_with_the_documented_recipe(h: Harness) -> None:
+def test_a_receiver_verifies_a_real_delivery_with_the_documented_recipe(provisioned: Harness) -> None:
     secret_given = base64.b64encode(secrets.token_bytes(32)).decode()
     with serving(Capture()) as receiver, local_client() as client:
         url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
-        configured = h.owner_call("PUT", f"/v1/wallets/{h.wallet_id}/webhook", {"url": url, "secret": secret_given})
+        configured = provisioned.owner_call(
+            "PUT", f"/v1/wallets/{provisioned.wallet_id}/webhook", {"url": url, "secret": secret_given}
+        )
         assert configured.status_code == 204, configured.text
-        frozen = h.owner_call("POST", f"/v1/wallets/{h.wallet_id}/freeze", freeze_order(h, 1))
+        frozen = provisioned.owner_call(
+            "POST", f"/v1/wallets/{provisioned.wallet_id}/freeze", freeze_order(provisioned, 1)
+        )
         assert frozen.status_code == 200, frozen.text
-        WebhookWorker(h.store, h.clock, client, random.Random(7)).run_once()
+        WebhookWorker(provisioned.store, provisioned.clock, client, random.Random(7)).run_once()
     assert len(receiver.deliveries) == 1
     headers, body = receiver.deliveries[0]
     # Every header the document lists, and the body's fields.
@@ -95,7 +90,7 @@ def test_a_receiver_verifies_a_real_delivery_with_the_documented_recipe(h: Harne
     assert re.fullmatch(r"v1=[0-9a-f]{64}", headers["WAIaaS-Signature"])
     event = documented_check(secret_given, headers, body, now=time.time())
     assert set(event) == {"id", "type", "wallet_id", "created_at", "data"}
-    assert (event["type"], event["wallet_id"]) == ("wallet.frozen", h.wallet_id)
+    assert (event["type"], event["wallet_id"]) == ("wallet.frozen", provisioned.wallet_id)
     assert body == json.dumps(event, sort_keys=True, separators=(",", ":")).encode()  # canonical JSON
 
     # The recipe refuses what it should: each change fails at its own step.
