@@ -1,0 +1,169 @@
+"""Refusals and edges of the policy document parser that no test held (mutation testing, twenty-fourth session).
+
+Each test here failed on a mutant of `policies.document`, `policies.json_fields` or `policies.canonical` that the
+suite let pass: every malformed document is refused with the field and the reason named (docs/policies.md), and
+every value the schema allows is read as written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from solders.pubkey import Pubkey
+
+from policies.document import policy_from_object
+from policies.errors import PolicyDocumentError
+from policies.model import FEES
+from policies.rules import DenialBurst
+from tests.support.policies import MERCHANT, TREASURY, example_policy, replace_at, value_paths
+
+TABLE = Pubkey.from_string("AddressLookupTab1e1111111111111111111111111")
+NONCE = Pubkey.from_string("SysvarRecentB1ockHashes11111111111111111111")
+MULTISIG = Pubkey.from_string("SQDS4ep65T869zMMBKyuUq6aD6EgTu8psMjkvj52pCf")
+
+
+def _refused(doc: dict[str, Any]) -> PolicyDocumentError:
+    with pytest.raises(PolicyDocumentError) as info:
+        policy_from_object(doc)
+    return info.value
+
+
+# -- rules.freeze.denials ---------------------------------------------------------------------------------------------
+
+
+def test_a_null_denial_burst_turns_the_trigger_off() -> None:
+    doc = example_policy()
+    doc["rules"]["freeze"]["denials"] = None
+    assert policy_from_object(doc).rules.freeze.denials is None
+    assert policy_from_object(example_policy()).rules.freeze.denials == DenialBurst(count=5, window_seconds=600)
+
+
+@pytest.mark.parametrize(
+    ("denials", "field", "reason"),
+    [
+        ([], "rules.freeze.denials", "must be an object"),
+        ({"count": 5}, "rules.freeze.denials.window_seconds", "required field is missing"),
+        ({"count": 5, "window_seconds": 600, "every": 1}, "rules.freeze.denials.every", "unknown field"),
+        ({"count": 5, "window_seconds": 0}, "rules.freeze.denials.window_seconds", "between 1 and 2678400"),
+        ({"count": 10_001, "window_seconds": 60}, "rules.freeze.denials.count", "between 1 and 10000"),
+    ],
+)
+def test_a_malformed_denial_burst_is_named(denials: object, field: str, reason: str) -> None:
+    doc = example_policy()
+    doc["rules"]["freeze"]["denials"] = denials
+    error = _refused(doc)
+    assert error.field == field
+    assert reason in error.reason
+
+
+# -- every object, list and field of a document that uses every rule ------------------------------------------------
+
+_OPTIONAL = {("expires_at",), ("rules", "fees", "periods")}
+
+
+def _full_document() -> dict[str, Any]:
+    """The example with every rule in use: a time window, a lookup table, durable nonces, a multisig, an expiry."""
+    doc = example_policy()
+    rules = doc["rules"]
+    rules["time_windows"] = [{"days": ["mon", "fri"], "start": "09:00", "end": "17:30"}]
+    rules["lookup_tables"] = [{"address": str(TABLE), "addresses": [str(MERCHANT), str(TREASURY)]}]
+    rules["durable_nonce"] = {"allowed": True, "nonce_accounts": [str(NONCE)]}
+    rules["squads_multisig"] = str(MULTISIG)
+    doc["expires_at"] = 2_000_000_000
+    return doc
+
+
+def _field(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _at(doc: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        doc = doc[part]
+    return doc
+
+
+_FULL = _full_document()
+_OBJECTS = [p for p in value_paths(_FULL)[1:] if isinstance(_at(_FULL, p), dict)]
+_LISTS = [p for p in value_paths(_FULL)[1:] if isinstance(_at(_FULL, p), list)]
+_KEYS = [(*p, key) for p in [(), *_OBJECTS] for key in _at(_FULL, p)]
+
+
+def test_the_document_that_uses_every_rule_parses() -> None:
+    policy = policy_from_object(_full_document())
+    assert policy.rules.lookup_tables == {TABLE: (MERCHANT, TREASURY)}
+    assert policy.rules.squads_multisig == MULTISIG
+    assert policy.expires_at == 2_000_000_000
+    assert (len(_OBJECTS), len(_LISTS)) == (17, 13)  # what the parametrized tests below walk
+
+
+@pytest.mark.parametrize("path", _OBJECTS, ids=_field)
+def test_every_object_of_the_document_refuses_a_list_naming_itself(path: tuple[Any, ...]) -> None:
+    doc = _full_document()
+    replace_at(doc, path, [])
+    error = _refused(doc)
+    assert (error.field, error.reason) == (_field(path), "must be an object")
+
+
+@pytest.mark.parametrize("path", _LISTS, ids=_field)
+def test_every_list_of_the_document_refuses_an_object_naming_itself(path: tuple[Any, ...]) -> None:
+    doc = _full_document()
+    replace_at(doc, path, {})
+    error = _refused(doc)
+    assert (error.field, error.reason) == (_field(path), "must be a list")
+
+
+@pytest.mark.parametrize("path", [p for p in _KEYS if p not in _OPTIONAL], ids=_field)
+def test_every_required_field_is_named_when_missing(path: tuple[Any, ...]) -> None:
+    doc = _full_document()
+    del _at(doc, path[:-1])[path[-1]]
+    error = _refused(doc)
+    assert (error.field, error.reason) == (_field(path), "required field is missing")
+
+
+@pytest.mark.parametrize("path", [(), *_OBJECTS], ids=lambda p: _field(p) or "root")
+def test_every_object_names_an_unknown_field(path: tuple[Any, ...]) -> None:
+    doc = _full_document()
+    _at(doc, path)["surplus"] = 1
+    error = _refused(doc)
+    assert (error.field, error.reason) == (_field((*path, "surplus")), "unknown field")
+
+
+def test_the_optional_fields_may_be_left_out() -> None:
+    doc = _full_document()
+    del doc["expires_at"]
+    del doc["rules"]["fees"]["periods"]
+    policy = policy_from_object(doc)
+    assert (policy.expires_at, policy.rules.fees.periods) == (None, ())
+
+
+# -- numbers past 2^53-1, and what the parser derives -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["sequence", "expires_at"])
+def test_a_number_past_the_portable_range_says_why(field: str) -> None:
+    """The reason is part of the message (docs/policies.md: sequences and expiry times are at most 2^53-1 because
+    larger JSON numbers are not read exactly everywhere)."""
+    doc = example_policy()
+    doc[field] = 2**53
+    error = _refused(doc)
+    assert error.field == field
+    assert (
+        error.reason == "must be between 1 and 9007199254740991 (larger JSON numbers are not read exactly everywhere)"
+    )
+    doc[field] = 0
+    assert _refused(doc).reason == f"must be between 1 and {2**53 - 1}"
+
+
+def test_fees_are_reserved_only_when_the_fee_rule_has_periods() -> None:
+    with_periods = policy_from_object(example_policy())
+    assert with_periods.periods_by_asset[FEES] == with_periods.rules.fees.periods
+    doc = example_policy()
+    del doc["rules"]["fees"]["periods"]
+    policy = policy_from_object(doc)
+    assert FEES not in policy.periods_by_asset
+    assert all(asset != FEES for asset, _ in policy.spend_windows())
