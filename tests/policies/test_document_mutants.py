@@ -14,9 +14,10 @@ from solders.pubkey import Pubkey
 
 from policies.document import policy_from_object
 from policies.errors import PolicyDocumentError
+from policies.json_fields import MAX_LIST_ITEMS
 from policies.model import FEES
 from policies.rules import DenialBurst
-from tests.support.policies import MERCHANT, TREASURY, example_policy, replace_at, value_paths
+from tests.support.policies import EXAMPLE_MINT, MERCHANT, TREASURY, example_policy, replace_at, value_paths
 
 TABLE = Pubkey.from_string("AddressLookupTab1e1111111111111111111111111")
 NONCE = Pubkey.from_string("SysvarRecentB1ockHashes11111111111111111111")
@@ -167,3 +168,39 @@ def test_fees_are_reserved_only_when_the_fee_rule_has_periods() -> None:
     policy = policy_from_object(doc)
     assert FEES not in policy.periods_by_asset
     assert all(asset != FEES for asset, _ in policy.spend_windows())
+
+
+# -- list bounds ------------------------------------------------------------------------------------------------------
+
+_ADDRESSES = [str(Pubkey.new_unique()) for _ in range(MAX_LIST_ITEMS + 1)]
+
+
+def _windows(count: int) -> list[dict[str, Any]]:
+    return [{"days": ["mon"], "start": f"{m // 60:02d}:{m % 60:02d}", "end": "24:00"} for m in range(count)]
+
+
+_LIST_RULES: list[tuple[str, Any]] = [
+    ("rules.destinations.allow", lambda n: _ADDRESSES[:n]),
+    ("rules.destinations.deny", lambda n: _ADDRESSES[:n]),
+    ("rules.programs", lambda n: _ADDRESSES[:n]),
+    ("rules.mints", lambda n: [str(EXAMPLE_MINT), *_ADDRESSES[: n - 1]]),
+    ("rules.durable_nonce.nonce_accounts", lambda n: _ADDRESSES[:n]),
+    ("rules.time_windows", _windows),
+    ("rules.lookup_tables", lambda n: [{"address": a, "addresses": [str(MERCHANT)]} for a in _ADDRESSES[:n]]),
+    ("rules.lookup_tables.0.addresses", lambda n: _ADDRESSES[:n]),
+]
+
+
+@pytest.mark.parametrize(("path", "make"), _LIST_RULES, ids=[p for p, _ in _LIST_RULES])
+def test_every_list_rule_takes_256_entries_and_refuses_257(path: str, make: Any) -> None:
+    """MAX_LIST_ITEMS, the schema's ``maxItems`` of every list rule."""
+    assert MAX_LIST_ITEMS == 256
+    parts = tuple(int(p) if p.isdigit() else p for p in path.split("."))
+    for count, refused in ((MAX_LIST_ITEMS, False), (MAX_LIST_ITEMS + 1, True)):
+        doc = _full_document()
+        replace_at(doc, parts, make(count))
+        if not refused:
+            policy_from_object(doc)
+            continue
+        error = _refused(doc)
+        assert (error.field, error.reason) == (_field(parts), "more than 256 entries")
