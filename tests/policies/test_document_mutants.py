@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from solders.pubkey import Pubkey
 
+from policies.canonical import LONE_SURROGATE, MAX_DOCUMENT_BYTES, MAX_NESTING, canonical_bytes, parse_json_object
 from policies.document import policy_from_object
 from policies.errors import PolicyDocumentError
 from policies.json_fields import MAX_LIST_ITEMS
@@ -204,3 +205,66 @@ def test_every_list_rule_takes_256_entries_and_refuses_257(path: str, make: Any)
             continue
         error = _refused(doc)
         assert (error.field, error.reason) == (_field(parts), "more than 256 entries")
+
+
+# -- the strict JSON reader's bounds, and the canonical form ----------------------------------------------------------
+
+
+def _padded(size: int) -> bytes:
+    """A JSON object of exactly ``size`` bytes."""
+    text = b'{"a":""}'
+    return text[:-2] + b"x" * (size - len(text)) + b'"}'
+
+
+def test_a_document_of_exactly_the_largest_size_is_read() -> None:
+    assert parse_json_object(_padded(MAX_DOCUMENT_BYTES)) == {"a": "x" * (MAX_DOCUMENT_BYTES - 8)}
+    with pytest.raises(PolicyDocumentError, match=f"^document: larger than {MAX_DOCUMENT_BYTES} bytes$"):
+        parse_json_object(_padded(MAX_DOCUMENT_BYTES + 1))
+
+
+def test_nesting_is_read_to_sixteen_levels_and_refused_at_seventeen() -> None:
+    assert MAX_NESTING == 16
+    deepest = b'{"a":' + b"[" * 16 + b"]" * 16 + b"}"
+    assert parse_json_object(deepest)["a"] == [[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]
+    with pytest.raises(PolicyDocumentError, match=r"^policy: nesting deeper than 16$"):
+        parse_json_object(b'{"a":' + b"[" * 17 + b"]" * 17 + b"}", what="policy")
+    with pytest.raises(PolicyDocumentError, match="nesting deeper than 16"):
+        parse_json_object(b'{"a":' + b'{"b":' * 16 + b"1" + b"}" * 16 + b"}")
+
+
+@pytest.mark.parametrize("digits", ["18446744073709551615", "99999999999999999999", "-99999999999999999999"])
+def test_integers_of_twenty_digits_are_read(digits: str) -> None:
+    assert parse_json_object(f'{{"a": {digits}}}') == {"a": int(digits)}
+
+
+@pytest.mark.parametrize("text", ['{"a": 100000000000000000000}', '{"a": -100000000000000000000}'])
+def test_an_integer_of_twenty_one_digits_is_refused(text: str) -> None:
+    with pytest.raises(PolicyDocumentError, match=r"^document: integer with more than 20 digits$"):
+        parse_json_object(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"\\ud800": 1}', '{"a": "\\udfff"}', '{"a": ["x", "\\ud800"]}', '{"a": {"b": "\\ud83d"}}'],
+)
+def test_a_lone_surrogate_is_refused_in_keys_and_values_at_any_depth(text: str) -> None:
+    with pytest.raises(PolicyDocumentError) as info:
+        parse_json_object(text)
+    assert (info.value.field, info.value.reason) == ("document", LONE_SURROGATE)
+
+
+def test_a_surrogate_pair_is_one_character_and_read() -> None:
+    assert parse_json_object('{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+
+
+def test_the_canonical_form_keeps_text_as_utf8_and_refuses_what_json_cannot_hold() -> None:
+    assert canonical_bytes({"a": "é", "b": [None, False, -1]}) == '{"a":"é","b":[null,false,-1]}'.encode()
+    for value, field, reason in [
+        ({"a": {"b": [1, "\ud800"]}}, "a.b[1]", LONE_SURROGATE),
+        ({"a": [{1: 2}]}, "a[0]", "key 1 must be an ASCII string"),
+        ({"a": {"b": 1.5}}, "a.b", "floats have no canonical form"),
+        ({"a": (1, 2)}, "a", "tuple is not a JSON value"),
+    ]:
+        with pytest.raises(PolicyDocumentError) as info:
+            canonical_bytes(value)
+        assert (info.value.field, info.value.reason) == (field, reason)
