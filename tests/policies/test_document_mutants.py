@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from solders.pubkey import Pubkey
 
-from policies.canonical import LONE_SURROGATE, MAX_DOCUMENT_BYTES, MAX_NESTING, canonical_bytes, parse_json_object
+from policies.canonical import LONE_SURROGATE, MAX_NESTING, canonical_bytes, parse_json_object
 from policies.document import policy_from_object
 from policies.errors import PolicyDocumentError
 from policies.json_fields import MAX_LIST_ITEMS
@@ -217,9 +217,10 @@ def _padded(size: int) -> bytes:
 
 
 def test_a_document_of_exactly_the_largest_size_is_read() -> None:
-    assert parse_json_object(_padded(MAX_DOCUMENT_BYTES)) == {"a": "x" * (MAX_DOCUMENT_BYTES - 8)}
-    with pytest.raises(PolicyDocumentError, match=f"^document: larger than {MAX_DOCUMENT_BYTES} bytes$"):
-        parse_json_object(_padded(MAX_DOCUMENT_BYTES + 1))
+    """65536 bytes: the number the schema's description gives (docs/policies.md: 64 KiB)."""
+    assert parse_json_object(_padded(65_536)) == {"a": "x" * (65_536 - 8)}
+    with pytest.raises(PolicyDocumentError, match=r"^document: larger than 65536 bytes$"):
+        parse_json_object(_padded(65_537))
 
 
 def test_nesting_is_read_to_sixteen_levels_and_refused_at_seventeen() -> None:
@@ -251,6 +252,7 @@ def test_a_lone_surrogate_is_refused_in_keys_and_values_at_any_depth(text: str) 
     with pytest.raises(PolicyDocumentError) as info:
         parse_json_object(text)
     assert (info.value.field, info.value.reason) == ("document", LONE_SURROGATE)
+    assert LONE_SURROGATE.startswith("a string with a lone surrogate")
 
 
 def test_a_surrogate_pair_is_one_character_and_read() -> None:
