@@ -261,12 +261,13 @@ def test_a_surrogate_pair_is_one_character_and_read() -> None:
 
 def test_the_canonical_form_keeps_text_as_utf8_and_refuses_what_json_cannot_hold() -> None:
     assert canonical_bytes({"a": "é", "b": [None, False, -1]}) == '{"a":"é","b":[null,false,-1]}'.encode()
-    for value, field, reason in [
+    cases: list[tuple[dict[Any, Any], str, str]] = [
         ({"a": {"b": [1, "\ud800"]}}, "a.b[1]", LONE_SURROGATE),
         ({"a": [{1: 2}]}, "a[0]", "key 1 must be an ASCII string"),
         ({"a": {"b": 1.5}}, "a.b", "floats have no canonical form"),
         ({"a": (1, 2)}, "a", "tuple is not a JSON value"),
-    ]:
+    ]
+    for value, field, reason in cases:
         with pytest.raises(PolicyDocumentError) as info:
             canonical_bytes(value)
         assert (info.value.field, info.value.reason) == (field, reason)
