@@ -1,11 +1,13 @@
-"""A candidate key sealed while the enclave failed is not handed out (mutation testing, twenty-fourth session: the
-check after `prepare_agent_key`'s sealing, which runs off the loop, had no test)."""
+"""A candidate key sealed while the enclave failed or the wallet's key changed is not handed out (mutation testing,
+twenty-fourth session: the check after `prepare_agent_key`'s sealing, which runs off the loop, had no test)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from solders.pubkey import Pubkey
 
 from enclave_app import rotation
 from enclave_app.client import EnclaveClient
@@ -30,5 +32,28 @@ def test_prepare_refuses_when_the_enclave_fails_while_the_candidate_is_sealed(
         await Rotation(world, client).setup()
         monkeypatch.setattr(rotation, "seal_for_request", enclave_fails_meanwhile)
         await refused("failed", client.prepare_agent_key(WALLET))
+
+    run(boot, body)
+
+
+def test_prepare_refuses_when_the_agent_key_changes_while_the_candidate_is_sealed(
+    world: EnclaveWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A switch that lands while the candidate is sealed (the same wallet, another agent key): ``wrong_state``, and
+    no candidate receipt naming the key that is no longer the wallet's."""
+    boot = world.boot()
+    real = rotation.seal_for_request
+    other = Ed25519PrivateKey.generate()
+
+    def key_switches_meanwhile(*args: Any) -> bytes:
+        blob = real(*args)
+        wallet = boot.enclave.wallet(WALLET)
+        boot.enclave.switch_agent_key(wallet, other, Pubkey.from_bytes(other.public_key().public_bytes_raw()))
+        return blob
+
+    async def body(client: EnclaveClient) -> None:
+        await Rotation(world, client).setup()
+        monkeypatch.setattr(rotation, "seal_for_request", key_switches_meanwhile)
+        await refused("wrong_state", client.prepare_agent_key(WALLET))
 
     run(boot, body)
