@@ -11,7 +11,7 @@ from solders.pubkey import Pubkey
 
 from enclave_app import rotation
 from enclave_app.client import EnclaveClient
-from tests.enclave.rotation_wallet import WALLET, Rotation, refused, run
+from tests.enclave.rotation_wallet import WALLET, Rotation, held_agent, refused, run
 from tests.support.enclave_world import EnclaveWorld
 
 
@@ -55,5 +55,34 @@ def test_prepare_refuses_when_the_agent_key_changes_while_the_candidate_is_seale
         await Rotation(world, client).setup()
         monkeypatch.setattr(rotation, "seal_for_request", key_switches_meanwhile)
         await refused("wrong_state", client.prepare_agent_key(WALLET))
+
+    run(boot, body)
+
+
+def test_switch_refuses_when_another_key_lands_while_the_candidate_opens(
+    world: EnclaveWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order names the wallet's key before the candidate's blob is opened (off the loop); if a third key is the
+    wallet's by then, the order no longer replaces the wallet's key: ``order_invalid``, and the third key stays."""
+    boot = world.boot()
+    real = rotation._open_candidate
+    other = Ed25519PrivateKey.generate()
+    other_public = Pubkey.from_bytes(other.public_key().public_bytes_raw())
+
+    async def key_switches_meanwhile(*args: Any) -> Ed25519PrivateKey:
+        key = await real(*args)
+        boot.enclave.switch_agent_key(boot.enclave.wallet(WALLET), other, other_public)
+        return key
+
+    async def body(client: EnclaveClient) -> None:
+        r = await Rotation(world, client).setup()
+        candidate = await r.candidate()
+        assert candidate.sealed_blob is not None
+        order = r.switch_order(Pubkey.from_bytes(candidate.new_agent_public_key))
+        monkeypatch.setattr(rotation, "_open_candidate", key_switches_meanwhile)
+        await refused(
+            "order_invalid", client.switch_agent_key(WALLET, order=order, candidate_sealed_blob=candidate.sealed_blob)
+        )
+        assert held_agent(boot.enclave) == other_public
 
     run(boot, body)
