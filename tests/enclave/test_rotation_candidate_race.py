@@ -11,6 +11,7 @@ from solders.pubkey import Pubkey
 
 from enclave_app import rotation
 from enclave_app.client import EnclaveClient
+from enclave_app.sealing import seal_for_request
 from tests.enclave.rotation_wallet import WALLET, Rotation, held_agent, refused, run
 from tests.support.enclave_world import EnclaveWorld
 
@@ -21,7 +22,7 @@ def test_prepare_refuses_when_the_enclave_fails_while_the_candidate_is_sealed(
     """The wallet is read before the candidate is sealed (a KMS call, in a worker thread) and checked again after:
     an enclave that failed meanwhile answers ``failed``, with no candidate and no receipt."""
     boot = world.boot()
-    real = rotation.seal_for_request
+    real = seal_for_request
 
     def enclave_fails_meanwhile(*args: Any) -> bytes:
         blob = real(*args)
@@ -42,7 +43,7 @@ def test_prepare_refuses_when_the_agent_key_changes_while_the_candidate_is_seale
     """A switch that lands while the candidate is sealed (the same wallet, another agent key): ``wrong_state``, and
     no candidate receipt naming the key that is no longer the wallet's."""
     boot = world.boot()
-    real = rotation.seal_for_request
+    real = seal_for_request
     other = Ed25519PrivateKey.generate()
 
     def key_switches_meanwhile(*args: Any) -> bytes:
