@@ -61,12 +61,15 @@ def test_a_sealed_blob_is_the_documented_format() -> None:
     assert AESGCM(_key(fields["salt"])).decrypt(fields["nonce"], fields["ciphertext"], aad) == seed
 
 
-def test_a_salt_of_another_length_is_refused() -> None:
+def test_a_salt_or_nonce_of_another_length_or_type_is_refused() -> None:
     key, _, agent_public = _agent()
     binding = SealBinding(WALLET, agent_public, OWNER)
     sealer = LocalSealer(SECRET)
     fields = cbor2.loads(seal_agent_key(sealer, key, binding))
     for salt in (fields["salt"][:15], fields["salt"] + b"\0"):
+        with pytest.raises(SealingError, match=r"^sealed blob malformed$"):
+            sealer.unseal(cbor2.dumps(dict(fields, salt=salt)), binding)
+    for salt in ("s" * 16, list(fields["salt"])):  # every field of its CBOR type: no text or array for bytes
         with pytest.raises(SealingError, match=r"^sealed blob malformed$"):
             sealer.unseal(cbor2.dumps(dict(fields, salt=salt)), binding)
     for nonce in (fields["nonce"][:11], fields["nonce"] + b"\0"):
@@ -78,3 +81,23 @@ def test_an_operator_secret_of_sixteen_bytes_is_the_shortest_taken() -> None:
     LocalSealer(b"x" * 16)
     with pytest.raises(SealingError, match=r"^operator secret too short \(at least 16 bytes\)$"):
         LocalSealer(b"x" * 15)
+
+
+def test_a_blob_past_4096_bytes_or_empty_is_refused_before_it_is_read() -> None:
+    key, _, agent_public = _agent()
+    binding = SealBinding(WALLET, agent_public, OWNER)
+    sealer = LocalSealer(SECRET)
+    fields = cbor2.loads(seal_agent_key(sealer, key, binding))
+    padding = 4097 - len(cbor2.dumps(fields))
+    padded = cbor2.dumps(dict(fields, ciphertext=fields["ciphertext"] + b"\0" * padding))
+    padded = cbor2.dumps(dict(fields, ciphertext=fields["ciphertext"] + b"\0" * (padding - (len(padded) - 4097))))
+    assert len(padded) == 4097  # the ciphertext's length header grows by a byte past 255 bytes
+    for refused in (padded, b""):
+        with pytest.raises(SealingError, match=r"^sealed blob size out of bounds$"):
+            sealer.unseal(refused, binding)
+
+
+@pytest.mark.parametrize(("agent", "owner"), [(bytes(31), bytes(32)), (bytes(32), bytes(33)), (bytes(33), bytes(31))])
+def test_a_binding_takes_only_32_byte_keys(agent: bytes, owner: bytes) -> None:
+    with pytest.raises(SealingError, match=r"^public keys must be 32-byte Ed25519 keys$"):
+        SealBinding(WALLET, agent, owner)
