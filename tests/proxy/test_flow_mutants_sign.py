@@ -8,12 +8,17 @@ sign flow that no test killed).
 - a denial's and an escalation's records carry the request's decision and token id, and an escalation counts the
   request for the rate rule;
 - an owner approval whose approval ceiling a concurrent request took between the check and the reservation is 403
-  ``limit_exceeded`` (recorded under the signing's request id), nothing relayed, and the approval pending again.
+  ``limit_exceeded`` (recorded under the signing's request id), nothing relayed, and the approval pending again;
+  an agent request whose automatic threshold a concurrent request took is 403 ``limit_exceeded`` with its reasons,
+  stored under its key (`sign_outcomes.limit_refusal` with a claim);
+- a refusal stored under its key is not given back afterwards (no "could not be abandoned" error logged);
+- a join of an open approval is recorded for its wallet.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +60,9 @@ def test_a_frozen_wallets_request_is_refused_by_the_proxy_and_never_relayed(h: H
 
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "wallet_frozen", answer.text
     assert relayed == []
-    (refused,) = payloads(h, "transaction.refused")
+    (record,) = [r for r in records(h) if r.event_type == "transaction.refused"]
+    refused = json.loads(record.payload)
+    assert record.wallet_id == h.wallet_id
     assert refused["reason"] == "wallet frozen" and refused["token_id"] == h.token_id
 
 
@@ -123,3 +130,43 @@ def test_an_approval_whose_ceiling_a_concurrent_request_took_is_403_and_pending_
     (escalated,) = payloads(h, "transaction.escalated")
     assert denied["request_id"] == reopened["request_id"] != escalated["request_id"]  # the signing's
     assert denied["approval_id"] == approval_id and denied["reservation"][0]["rule"] == "reservation"
+    assert [r.wallet_id for r in records(h) if r.event_type == "transaction.denied"] == [h.wallet_id]
+
+
+def test_a_request_whose_threshold_a_concurrent_request_took_is_403_stored_under_its_key(h: Harness) -> None:
+    automatic = 5 * LAMPORTS_PER_SOL  # the example policy's daily SOL automatic threshold
+    tx = h.transfer(1000, MERCHANT)
+
+    def concurrent_request_takes_the_threshold() -> None:
+        h.store.before.pop("begin_signing")
+        amounts = {"SOL": automatic - 1000 + 1}
+        h.store.inner.reserve(h.wallet_id, "concurrent", amounts, {("SOL", DAY): automatic}, time.time())
+
+    h.store.before["begin_signing"] = concurrent_request_takes_the_threshold
+
+    answer = h.sign(tx, key="k")
+
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "limit_exceeded", answer.text
+    assert answer.json()["error"]["reasons"][0]["rule"] == "reservation"
+    replay = h.sign(tx, key="k")
+    assert replay.headers.get("Idempotent-Replayed") == "true" and replay.json() == answer.json()
+
+
+def test_a_stored_refusal_is_not_given_back(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        denied = h.sign(h.transfer(1000, BLOCKED), key="k")
+
+    assert denied.status_code == 403, denied.text
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_join_of_an_open_approval_is_recorded_for_its_wallet(h: Harness) -> None:
+    tx = h.transfer(ESCALATING, MERCHANT)
+    first = h.sign(tx, key="k-a")
+    joined = h.sign(tx, key="k-b")
+    assert first.status_code == joined.status_code == 202, joined.text
+
+    (record,) = [r for r in records(h) if json.loads(r.payload).get("joined")]
+
+    assert record.wallet_id == h.wallet_id
+    assert json.loads(record.payload)["approval_id"] == first.json()["approval_id"]
