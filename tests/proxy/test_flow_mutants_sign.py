@@ -5,6 +5,7 @@ sign flow that no test killed).
   relayed; if that refusal cannot be recorded, the key is freed (503, then the retry is refused as it should be,
   not 409);
 - decisions are counted in ``waiaas_decisions_total`` at both stages, the proxy's and the enclave's;
+- a signed answer has exactly its documented fields, and its ``transaction.signed`` record names its request id;
 - a denial's and an escalation's records carry the request's decision and token id, and an escalation counts the
   request for the rate rule;
 - an owner approval whose approval ceiling a concurrent request took between the check and the reservation is 403
@@ -90,6 +91,18 @@ def test_decisions_are_counted_at_the_proxy_and_at_the_enclave(h: Harness) -> No
     assert 'waiaas_decisions_total{stage="enclave",verdict="allow"} 1' in scraped
 
 
+def test_a_signed_answer_has_its_fields_and_its_record_names_its_request(h: Harness) -> None:
+    signed = h.sign(h.transfer(1000, MERCHANT))
+    assert signed.status_code == 200, signed.text
+    body = signed.json()
+
+    assert set(body) == {"status", "request_id", "signature", "signed_transaction", "decision", "receipt", "submission"}
+    assert body["status"] == "signed" and body["submission"] is None
+    assert set(body["receipt"]) == {"receipt", "signature", "session_public_key"}
+    (record,) = payloads(h, "transaction.signed")
+    assert record["request_id"] == body["request_id"]
+
+
 def test_a_denials_record_carries_its_decision_and_token(h: Harness) -> None:
     denied = h.sign(h.transfer(1000, BLOCKED))
     assert denied.status_code == 403, denied.text
@@ -143,11 +156,13 @@ def test_a_request_whose_threshold_a_concurrent_request_took_is_403_stored_under
         h.store.inner.reserve(h.wallet_id, "concurrent", amounts, {("SOL", DAY): automatic}, time.time())
 
     h.store.before["begin_signing"] = concurrent_request_takes_the_threshold
+    requests = h.store.count_requests(h.wallet_id, 0.0)
 
     answer = h.sign(tx, key="k")
 
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "limit_exceeded", answer.text
     assert answer.json()["error"]["reasons"][0]["rule"] == "reservation"
+    assert h.store.count_requests(h.wallet_id, 0.0) == requests + 1  # recorded for the rate rule
     replay = h.sign(tx, key="k")
     assert replay.headers.get("Idempotent-Replayed") == "true" and replay.json() == answer.json()
 
