@@ -13,7 +13,9 @@ sign flow that no test killed).
   an agent request whose automatic threshold a concurrent request took is 403 ``limit_exceeded`` with its reasons,
   stored under its key (`sign_outcomes.limit_refusal` with a claim);
 - a refusal stored under its key is not given back afterwards (no "could not be abandoned" error logged);
-- a join of an open approval is recorded for its wallet.
+- a join of an open approval is recorded for its wallet;
+- a request the enclave could not answer is recorded as ``transaction.failed`` with its request id, stage and error
+  only (no ``reason`` unless one is given).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from tests.proxy.api_harness import (
     Harness,
     pending_approval_ids,
     provision,
+    provisioned_harness,
     running_harness,
     spy_calls,
+    stop_enclave,
 )
 from tests.proxy.harness_calls import ESCALATING, escalate, order, records, send
 from tests.support.policies import BLOCKED, MERCHANT
@@ -185,3 +189,14 @@ def test_a_join_of_an_open_approval_is_recorded_for_its_wallet(h: Harness) -> No
 
     assert record.wallet_id == h.wallet_id
     assert json.loads(record.payload)["approval_id"] == first.json()["approval_id"]
+
+
+def test_a_request_the_enclave_could_not_answer_is_recorded_without_a_reason(tmp_path: Path) -> None:
+    with provisioned_harness(tmp_path, enclave_timeout=2.0) as (h, loop, servers):
+        stop_enclave(h, loop, servers[0])
+
+        answer = h.sign(h.transfer(1000, MERCHANT))
+
+        assert answer.status_code == 503, answer.text
+        (failed,) = payloads(h, "transaction.failed")
+        assert set(failed) == {"request_id", "stage", "error"} and failed["stage"] == "enclave"

@@ -1,6 +1,7 @@
 """The sweep of stalled approvals (`stalled_approvals.reopen_stalled`) as mutation testing found it untested
-(twenty-fourth session): its count of approvals reopened, its warning for each, and its batches -- a sweep goes on
-while a batch comes back full, and stops at a full batch of approvals it could not reopen (it never spins on them).
+(twenty-fourth session): its count of approvals reopened, its warning and its record (the wallet's) for each, and
+its batches -- a sweep goes on while a batch comes back full, and stops at a full batch of approvals it could not
+reopen (it never spins on them).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from parent_proxy import stalled_approvals
 from parent_proxy.stalled_approvals import STALLED_APPROVAL_SECONDS, reopen_stalled
 from tests.proxy.api_harness import Harness, pending_approval_ids, provisioned_harness, refused_records
-from tests.proxy.harness_calls import escalate
+from tests.proxy.harness_calls import escalate, records
 
 
 @pytest.fixture
@@ -55,6 +56,8 @@ def test_a_sweep_counts_and_warns_of_each_approval_it_reopens(h: Harness, caplog
     assert pending_approval_ids(h) == [approval_id]
     warned = [r.getMessage() for r in caplog.records if r.name == stalled_approvals.__name__]
     assert [w.startswith(f"approval {approval_id}: its signing") for w in warned] == [True]
+    (record,) = [r for r in records(h) if r.event_type == "approval.reopened"]
+    assert record.wallet_id == h.wallet_id
     assert sweep_later(h) == 0  # nothing left to reopen
 
 
