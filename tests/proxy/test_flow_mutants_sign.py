@@ -122,7 +122,9 @@ def test_an_escalation_counts_the_request_and_its_record_carries_the_decision(h:
     approval_id, _body, _path = escalate(h)
 
     assert h.store.count_requests(h.wallet_id, 0.0) == before + 1  # for the rate rule, as any request
-    (record,) = payloads(h, "transaction.escalated")
+    (escalation,) = [r for r in records(h) if r.event_type == "transaction.escalated"]
+    record = json.loads(escalation.payload)
+    assert escalation.wallet_id == h.wallet_id
     assert record["approval_id"] == approval_id and record["token_id"] == h.token_id
     assert record["decision"]["verdict"] == "escalate"
 
@@ -165,7 +167,10 @@ def test_a_request_whose_threshold_a_concurrent_request_took_is_403_stored_under
     answer = h.sign(tx, key="k")
 
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "limit_exceeded", answer.text
-    assert answer.json()["error"]["reasons"][0]["rule"] == "reservation"
+    assert answer.json()["error"]["reasons"] == [
+        {"verdict": "deny", "rule": "reservation", "message": "period limit reached by concurrent requests",
+         "seen": f"SOL/{DAY}s", "allowed": str(automatic)},
+    ]  # fmt: skip
     assert h.store.count_requests(h.wallet_id, 0.0) == requests + 1  # recorded for the rate rule
     replay = h.sign(tx, key="k")
     assert replay.headers.get("Idempotent-Replayed") == "true" and replay.json() == answer.json()
