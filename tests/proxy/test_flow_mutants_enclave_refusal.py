@@ -1,7 +1,8 @@
 """An enclave's FREEZE answer to a request the proxy allowed (`sign_outcomes.record_refusal`), found untested by
 mutation testing (twenty-fourth session): 403 ``wallet_frozen`` with the enclave's reasons, the wallet frozen with
 the reason "enclave freeze decision" and a denial counted (the request was counted already), the reservation
-released, and the ``transaction.refused`` record the wallet's; its DENY freezes nothing (403 ``enclave_refused``).
+released, and the ``transaction.refused`` record the wallet's; its DENY freezes nothing (403 ``enclave_refused``);
+its refusal of an owner-approved request ends the approval's signing (consumed: the stalled sweep never reopens it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from enclave_app.protocol import Request, SignTransactionRequest, TransactionDecisionResponse
 from parent_proxy.sign_parts import message_hash
+from parent_proxy.stalled_approvals import STALLED_APPROVAL_SECONDS, reopen_stalled
 from tests.proxy.api_harness import (
     ForRequest,
     new_session_key,
@@ -20,7 +22,7 @@ from tests.proxy.api_harness import (
     stand_in_refusal,
     start_stand_in_enclave,
 )
-from tests.proxy.harness_calls import records
+from tests.proxy.harness_calls import escalate, records
 from tests.support.policies import MERCHANT
 
 
@@ -63,3 +65,18 @@ def test_an_enclave_denial_freezes_nothing(tmp_path: Path) -> None:
 
         assert answer.status_code == 403 and answer.json()["error"]["code"] == "enclave_refused", answer.text
         assert not h.store.get_wallet(h.wallet_id).frozen and h.store.count_denials(h.wallet_id, 0.0) == 1
+
+
+def test_an_enclave_refusal_of_an_approved_request_ends_its_signing(tmp_path: Path) -> None:
+    session = new_session_key()
+    with stand_in_harness(tmp_path) as (h, loop, servers):
+        servers.append(start_stand_in_enclave(loop, h.socket, session, stand_in_refusal(session, h.wallet_id)))
+        approval_id, body, path = escalate(h)  # the proxy's own check escalates: no enclave call
+
+        answer = h.owner_call("POST", path, body)
+
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "enclave_refused", answer.text
+        approval = h.store.get_approval(approval_id)
+        assert approval.status == "approved" and approval.signing is None  # a decision: consumed, signing over
+        h.clock.offset = STALLED_APPROVAL_SECONDS + 1
+        assert reopen_stalled(h.services) == 0
