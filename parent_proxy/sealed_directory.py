@@ -46,8 +46,11 @@ DIRECTORY_MODE: Final = 0o700
 FILE_MODE: Final = 0o400
 STALE_TEMP_SECONDS: Final = 3600.0
 """A temporary file this old is a crashed put's (a put takes milliseconds): `check_directory` removes it."""
-_OPEN_DIRECTORY: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_OPEN_TOP: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+"""The configured directory itself may be a link (the operator's choice, as `check_directory` takes it)."""
+_OPEN_WALLET: Final = _OPEN_TOP | _NOFOLLOW
+"""A wallet's directory, inside it, never through a link."""
 
 
 class DirectoryUnavailable(Exception):
@@ -114,14 +117,14 @@ class SealedDirectory:
                                        f"{exc.strerror or type(exc).__name__}") from None  # fmt: skip
 
     def _put(self, wallet: str, name: str, body: bytes) -> bool:
-        top = os.open(self.path, _OPEN_DIRECTORY)
+        top = os.open(self.path, _OPEN_TOP)
         try:
             try:
                 os.mkdir(wallet, DIRECTORY_MODE, dir_fd=top)  # 2.
                 os.fsync(top)
             except FileExistsError:
                 pass
-            directory = os.open(wallet, _OPEN_DIRECTORY, dir_fd=top)
+            directory = os.open(wallet, _OPEN_WALLET, dir_fd=top)
         finally:
             os.close(top)
         try:

@@ -102,6 +102,15 @@ def test_a_link_in_place_of_a_wallet_directory_is_not_followed(top: Path, tmp_pa
     assert list(elsewhere.iterdir()) == []
 
 
+def test_the_configured_directory_may_itself_be_a_link(top: Path, tmp_path: Path) -> None:
+    """The operator's path is taken as the start-up check takes it; only what lies inside is never followed."""
+    link = tmp_path / "link"
+    link.symlink_to(top)
+    check_directory(link, now=time.time())
+    assert SealedDirectory(link).put_new(f"w1/{AGENT}", BLOB, content_type="x") is True
+    assert (top / "w1" / AGENT).read_bytes() == BLOB
+
+
 def test_a_link_at_the_final_name_is_neither_followed_nor_replaced(top: Path, tmp_path: Path) -> None:
     target = tmp_path / "target"
     target.write_bytes(BLOB)
