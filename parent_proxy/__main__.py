@@ -1,9 +1,11 @@
 """``python -m parent_proxy``: run the parent proxy's HTTP API under uvicorn, configured from the environment.
 
 Start-up order: settings (`parent_proxy.settings`; a missing or malformed value exits with status 2 and a one-line
-message naming the variable), no core dumps from here on (`parent_proxy.core_dumps`; a step that fails exits 1, in
-each ``WAIAAS_WORKERS`` process too), the state store, the chain adapter, the enclave relay, then the listener, whose
-start starts the webhook delivery thread. The enclave need not be up yet: /readyz says when it is.
+message naming the variable), the sealed-keys directory when ``WAIAAS_SEALED_KEYS_DIR`` names one (it must exist and
+be writable, else status 2 and a message naming it; `parent_proxy.sealed_directory.check_directory`), no core dumps
+from here on (`parent_proxy.core_dumps`; a step that fails exits 1, in each ``WAIAAS_WORKERS`` process too), the
+state store, the chain adapter, the enclave relay, then the listener, whose start starts the webhook delivery thread.
+The enclave need not be up yet: /readyz says when it is.
 
 Shutdown (SIGTERM or SIGINT, handled by uvicorn, in each worker process when ``WAIAAS_WORKERS`` > 1): uvicorn stops
 accepting, lets the requests in flight finish, then runs the app's shutdown (`with_webhook_delivery`), which tells
@@ -31,6 +33,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -54,6 +57,7 @@ from parent_proxy.errors import CoreDumpError
 from parent_proxy.host_credentials import HostAwsCredentials
 from parent_proxy.owner_auth import StoreNonceRegistry
 from parent_proxy.sealed_copies import SealedCopies
+from parent_proxy.sealed_directory import DirectoryUnavailable, SealedDirectory, check_directory
 from parent_proxy.services import Services
 from parent_proxy.settings import DynamoState, Settings, SettingsError, load_settings
 from parent_proxy.store.dynamodb import DynamoStore
@@ -86,8 +90,13 @@ def open_chain(settings: Settings) -> Chain:
 
 
 def open_sealed_copies(settings: Settings) -> SealedCopies | None:
+    """The copy target of the settings (at most one: `parent_proxy.settings` refuses both), or None."""
     bucket = settings.data_bucket
-    return None if bucket is None else SealedCopies(DataBucket(s3_client(bucket.region), bucket.name))
+    if bucket is not None:
+        return SealedCopies.in_bucket(DataBucket(s3_client(bucket.region), bucket.name))
+    if settings.sealed_keys_dir is not None:
+        return SealedCopies.in_directory(SealedDirectory(Path(settings.sealed_keys_dir)))
+    return None
 
 
 def build_services(settings: Settings) -> Services:
@@ -255,6 +264,12 @@ def main(env: Mapping[str, str] | None = None, **uvicorn_options: Any) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"parent_proxy: {exc}\n")
         return 2
+    if settings.sealed_keys_dir is not None:
+        try:
+            check_directory(Path(settings.sealed_keys_dir), now=time.time())
+        except DirectoryUnavailable as exc:
+            sys.stderr.write(f"parent_proxy: WAIAAS_SEALED_KEYS_DIR {exc}\n")
+            return 2
     try:
         no_core_dumps()
     except CoreDumpError as exc:

@@ -186,7 +186,7 @@ async def prepare_candidate(
                              "the enclave made a candidate for another agent key or wallet")  # fmt: skip
     if answer.sealed_blob is None:
         await _refuse_answer(services, expected, "candidate", "the enclave answered a candidate without its sealed key")
-    # Its copy in the data bucket first (`parent_proxy.sealed_copies`): a copy refused keeps nothing (503).
+    # Its copy (data bucket or sealed-keys directory) first (`parent_proxy.sealed_copies`): refused, nothing kept (503).
     await keep_sealed_copy(services, wallet_id, answer.new_agent_public_key, answer.sealed_blob)
     candidate = AgentKeyCandidate(wallet_id, wallet.agent_pubkey, answer.new_agent_public_key, answer.sealed_blob,
                                   read_clock(services.clock))  # fmt: skip

@@ -74,7 +74,7 @@ class Services:
     (`parent_proxy.owner_audience_log`)."""
     sealed_copies: SealedCopies | None = None
     """Where new sealed agent keys are copied before the store keeps them (`parent_proxy.sealed_copies`): the data
-    bucket of ``WAIAAS_DATA_BUCKET``; None keeps no copy (self-host)."""
+    bucket of ``WAIAAS_DATA_BUCKET`` or the directory of ``WAIAAS_SEALED_KEYS_DIR``; None keeps no copy."""
     _policies: dict[tuple[str, int, bytes], Policy] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

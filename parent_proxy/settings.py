@@ -48,7 +48,14 @@ variable                                default    meaning
 ``WAIAAS_DATA_BUCKET``                  none       ``<bucket>[@<region>]``: the data bucket that keeps a copy of each
                                                    new sealed agent key under ``sealed/``
                                                    (`parent_proxy.sealed_copies`); a copy that cannot be written
-                                                   refuses the creation (503). Unset: no copy is kept (self-host)
+                                                   refuses the creation (503). Unset: no copy is kept there
+``WAIAAS_SEALED_KEYS_DIR``              none       an absolute path: the directory that keeps a copy of each new sealed
+                                                   agent key, written once (`parent_proxy.sealed_directory`; the
+                                                   self-host bundle's ``sealed-keys`` volume); a copy that cannot be
+                                                   written refuses the creation (503). It must exist and be writable
+                                                   by the proxy, or start-up stops naming it. At most one of this and
+                                                   ``WAIAAS_DATA_BUCKET`` (one copy target per deployment). Unset: no
+                                                   copy is kept there
 ``WAIAAS_METRICS``                      any        who is served ``GET /metrics``: ``any`` client that reaches the
                                                    port; ``loopback``: a client on this host only, connected from a
                                                    loopback address with no forwarding header (others: 404), what
@@ -77,6 +84,7 @@ _ALLOW_PRIVATE = "WAIAAS_WEBHOOK_ALLOW_PRIVATE"
 _KMS_CREDENTIALS = "WAIAAS_ENCLAVE_KMS_CREDENTIALS"
 _REQUIRE_MULTISIG = "WAIAAS_REQUIRE_MULTISIG"
 _DATA_BUCKET = "WAIAAS_DATA_BUCKET"
+_SEALED_KEYS_DIR = "WAIAAS_SEALED_KEYS_DIR"
 _PUBLIC_ORIGINS = "WAIAAS_PUBLIC_ORIGINS"
 _METRICS = "WAIAAS_METRICS"
 KMS_CREDENTIAL_CHOICES = ("none", "host")
@@ -120,6 +128,8 @@ class Settings:
     enclave_kms_credentials: str = "none"
     require_multisig: bool = True
     data_bucket: BucketName | None = None
+    sealed_keys_dir: str | None = None
+    """``WAIAAS_SEALED_KEYS_DIR``, an absolute path; its existence is checked at start-up (`parent_proxy.__main__`)."""
     metrics_access: str = "any"
     """``WAIAAS_METRICS``: one of `parent_proxy.metrics.ACCESS_CHOICES`."""
 
@@ -214,6 +224,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     except TransportError as exc:
         raise SettingsError("WAIAAS_ENCLAVE must be vsock:<cid>:<port>, unix:/path or tcp:<host>:<port>") from exc
     chain = _chain(_required(env, "WAIAAS_CHAIN"))
+    data_bucket = _data_bucket(env.get(_DATA_BUCKET))
+    sealed_keys_dir = _sealed_keys_dir(env.get(_SEALED_KEYS_DIR))
+    if data_bucket is not None and sealed_keys_dir is not None:
+        raise SettingsError(f"{_DATA_BUCKET} and {_SEALED_KEYS_DIR} are both set: a deployment keeps its sealed-key "
+                            "copies in one place (the data bucket in the cloud, the directory self-hosted); unset "
+                            "one")  # fmt: skip
     require_multisig = parse_bool(_REQUIRE_MULTISIG, env.get(_REQUIRE_MULTISIG, "true"))
     if chain == "litesvm" and require_multisig:  # every policy install would be refused: say so at start-up
         raise SettingsError(f"WAIAAS_CHAIN=litesvm has no Squads program, so under {_REQUIRE_MULTISIG}=true every "
@@ -238,7 +254,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         webhook_allow_private=parse_bool(_ALLOW_PRIVATE, env.get(_ALLOW_PRIVATE, "false")),
         enclave_kms_credentials=_kms_credentials(env.get(_KMS_CREDENTIALS, "none")),
         require_multisig=require_multisig,
-        data_bucket=_data_bucket(env.get(_DATA_BUCKET)),
+        data_bucket=data_bucket,
+        sealed_keys_dir=sealed_keys_dir,
         metrics_access=_metrics_access(env.get(_METRICS, "any")),
     )
 
@@ -264,3 +281,12 @@ def _data_bucket(text: str | None) -> BucketName | None:
         return parse_bucket(text)
     except ValueError as exc:
         raise SettingsError(f"{_DATA_BUCKET} {exc}") from None
+
+
+def _sealed_keys_dir(text: str | None) -> str | None:
+    if text is None:
+        return None
+    path = text.strip()
+    if not path.startswith("/") or "\0" in path:
+        raise SettingsError(f"{_SEALED_KEYS_DIR} must be an absolute path")
+    return path

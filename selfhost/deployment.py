@@ -10,6 +10,8 @@ Used by ``waiaas demo`` and ``waiaas selfhost up``. Layout of the state director
                                            refused, never replaced (:func:`ensure_unseal_secret`)
     <state>/socket/signer.sock             the signer's Unix socket
     <state>/state/waiaas.db                SQLite state: wallets with sealed agent keys, tokens (hashed), audit log
+    <state>/sealed/<wallet>/<agent key>    a write-once copy of each sealed agent key (the proxy's
+                                           ``WAIAAS_SEALED_KEYS_DIR``, the bundle's sealed-keys volume)
     <state>/logs/{chain,signer,proxy}.log  each process's output
     <state>/owner.json                     the throw-away owner key of the local chain (selfhost up, the demo)
     <state>/verify-order/                  the demo's owner check (selfhost.demo_checks)

@@ -10,6 +10,7 @@ in the container              locally
 ``python``                    this interpreter (``sys.executable``: the venv with the project installed)
 ``/run/waiaas/...``           ``<root>/socket/...``   (the shared socket volume; selfhost.paths)
 ``/var/lib/waiaas/state``     ``<root>/state``        (state volume)
+``/var/lib/waiaas/sealed``    ``<root>/sealed``       (sealed-keys volume)
 ``/run/secrets/<target>``     ``<root>/secrets/<target>``: the Compose secret's file, mode 0400 (the host file
                               must pass the signer's own mode rule: `enclave_app.secret_file`)
 ``ulimits: core: 0``          core-file limit 0, soft and hard, for every process started here

@@ -9,11 +9,14 @@ container path              what lives there                            mounted 
 ``/run/waiaas``             the signer's Unix socket                    signer (rw), proxy (ro)  ``socket``
 ``/var/lib/waiaas/state``   SQLite state: wallets with their sealed     proxy only               ``state``
                             agent keys, tokens, counters, audit log
+``/var/lib/waiaas/sealed``  a write-once copy of each sealed agent      proxy only               ``sealed``
+                            key (``WAIAAS_SEALED_KEYS_DIR``)
 ``/run/secrets``            the unseal secret (a Compose secret)        signer only              ``secrets``
 ==========================  ==========================================  =======================  ============
 
 The signer keeps nothing on disk: the proxy stores each wallet's sealed key and hands it over when the wallet is
-loaded, as the parent does in the cloud (DESIGN.md section 3).
+loaded, as the parent does in the cloud (DESIGN.md section 3), and writes each new one, once, into the sealed-keys
+directory before the state keeps it (`parent_proxy.sealed_directory`), as the parent writes the data bucket.
 
 :func:`translate` rewrites a command-line argument or an environment value that mentions one of these container
 paths (``unix:/run/waiaas/signer.sock``, ``sqlite:/var/lib/waiaas/state/waiaas.db``, a quoted path inside a
@@ -32,6 +35,7 @@ from typing import Final
 SOCKET_DIR: Final = "/run/waiaas"
 SIGNER_SOCKET: Final = f"{SOCKET_DIR}/signer.sock"
 STATE_DIR: Final = "/var/lib/waiaas/state"
+SEALED_DIR: Final = "/var/lib/waiaas/sealed"
 SECRETS_DIR: Final = "/run/secrets"
 
 UNSEAL_SECRET_NAME: Final = "waiaas_unseal_secret"  # noqa: S105 (a file name, not a secret)
@@ -45,6 +49,7 @@ with the process umask (0022) and connecting to it needs write permission on it;
 CONTAINER_TO_LOCAL: Final[Mapping[str, str]] = {
     SOCKET_DIR: "socket",
     STATE_DIR: "state",
+    SEALED_DIR: "sealed",
     SECRETS_DIR: "secrets",
 }
 """Container directory -> subdirectory of the local root used when the services run as local processes."""

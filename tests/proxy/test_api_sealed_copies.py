@@ -26,7 +26,7 @@ MISSING_BUCKET = "waiaas-data-nowhere"
 
 
 def copies_in(bucket: str) -> SealedCopies:
-    return SealedCopies(DataBucket(s3_client(REGION), bucket))
+    return SealedCopies.in_bucket(DataBucket(s3_client(REGION), bucket))
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@
    short/long syntax cannot hide anything): the signer has no network, a read-only root, no capabilities, no new
    privileges, a non-root user, no ports, no writable mount but its socket, and is the only holder of the unseal
    secret; the proxy is published on loopback only, has a healthcheck, no capabilities and no new privileges, and
-   is the only holder of the state (which stores the sealed agent keys, as the parent does in the cloud).
+   is the only holder of the state (which stores the sealed agent keys, as the parent does in the cloud) and of the
+   sealed-keys volume (a write-once copy of each, as the cloud's data bucket keeps one).
 """
 
 from __future__ import annotations
@@ -230,13 +231,16 @@ def test_publish_address_is_a_setting(make_env_file: EnvFactory) -> None:
 
 def test_proxy_mounts(compose_model: dict[str, Any]) -> None:
     mounts = volume_mounts(service(compose_model, "proxy"))
-    assert set(mounts) == {paths.SOCKET_DIR, paths.STATE_DIR}
+    assert set(mounts) == {paths.SOCKET_DIR, paths.STATE_DIR, paths.SEALED_DIR}
     # The socket volume is shared with the signer, and read-only here: connect() works, replacing the socket not.
     signer_mounts = volume_mounts(service(compose_model, "signer"))
     assert mounts[paths.SOCKET_DIR]["source"] == signer_mounts[paths.SOCKET_DIR]["source"]
     assert mounts[paths.SOCKET_DIR]["read_only"] is True
     assert mounts[paths.STATE_DIR]["source"] == "state"
     assert not mounts[paths.STATE_DIR].get("read_only")
+    # The copies of the sealed keys: a volume of their own, written by the proxy (outliving a state restored over).
+    assert mounts[paths.SEALED_DIR]["source"] == "sealed-keys"
+    assert not mounts[paths.SEALED_DIR].get("read_only")
     # Writable scratch space is a small tmpfs that cannot hold executables.
     for entry in service(compose_model, "proxy").get("tmpfs") or []:
         assert "noexec" in entry and "nosuid" in entry
@@ -246,6 +250,8 @@ def test_proxy_configuration_points_at_the_mounts(compose_model: dict[str, Any])
     env = service(compose_model, "proxy")["environment"]
     assert env["WAIAAS_ENCLAVE"] == f"unix:{paths.SIGNER_SOCKET}"
     assert env["WAIAAS_STATE"].startswith(f"sqlite:{paths.STATE_DIR}/")
+    assert env["WAIAAS_SEALED_KEYS_DIR"] == paths.SEALED_DIR
+    assert "WAIAAS_DATA_BUCKET" not in env  # one copy target (the proxy refuses both)
 
 
 def test_proxy_healthcheck_probes_its_own_port(compose_model: dict[str, Any]) -> None:
@@ -268,14 +274,15 @@ def test_proxy_listens_where_it_is_published(compose_model: dict[str, Any]) -> N
 
 def test_named_volumes(compose_model: dict[str, Any]) -> None:
     volumes = compose_model["volumes"]
-    assert set(volumes) == {"state", "signer-socket"}
+    assert set(volumes) == {"state", "sealed-keys", "signer-socket"}
     assert not any(volume.get("external") for volume in volumes.values())
     users = {
         name: {mount["source"] for mount in service(compose_model, name).get("volumes") or []}
         for name in ("signer", "proxy")
     }
-    # The state (with the sealed keys) is the proxy's alone; the secret that opens them is the signer's alone.
-    assert users == {"signer": {"signer-socket"}, "proxy": {"signer-socket", "state"}}
+    # The state and the copies (both with the sealed keys) are the proxy's alone; the secret that opens them is the
+    # signer's alone.
+    assert users == {"signer": {"signer-socket"}, "proxy": {"signer-socket", "state", "sealed-keys"}}
 
 
 def test_the_example_settings_name_the_origins_of_the_published_address() -> None:

@@ -65,6 +65,7 @@ def test_plan_maps_every_container_path(compose_model: dict[str, Any], tmp_path:
     assert socket_path in signer.env.values()
     assert proxy.env["WAIAAS_ENCLAVE"] == socket_path
     assert proxy.env["WAIAAS_STATE"] == f"sqlite:{tmp_path}/state/waiaas.db"
+    assert proxy.env["WAIAAS_SEALED_KEYS_DIR"] == f"{tmp_path}/sealed"
     assert (proxy.env["WAIAAS_HOST"], proxy.env["WAIAAS_PORT"]) == ("127.0.0.1", "18080")
     assert proxy.healthcheck is not None and proxy.healthcheck[-1] == "http://127.0.0.1:18080/readyz"
     assert signer.healthcheck is not None and signer.healthcheck[-1] == f"unix:{tmp_path}/socket/signer.sock"

@@ -20,6 +20,7 @@ ROOT = Path("/tmp/waiaas-local")
         ("unix:/run/waiaas/signer.sock", f"unix:{ROOT}/socket/signer.sock"),
         ("sqlite:/var/lib/waiaas/state/waiaas.db", f"sqlite:{ROOT}/state/waiaas.db"),
         ("/var/lib/waiaas/state", f"{ROOT}/state"),
+        ("/var/lib/waiaas/sealed", f"{ROOT}/sealed"),
         ("/run/secrets/waiaas_unseal_secret", f"{ROOT}/secrets/waiaas_unseal_secret"),
         ("KEY=/run/waiaas/signer.sock", f"KEY={ROOT}/socket/signer.sock"),
         ("os.stat('/run/waiaas/signer.sock')", f"os.stat('{ROOT}/socket/signer.sock')"),
@@ -37,7 +38,7 @@ def test_other_values_are_left_alone(value: str) -> None:
     assert translate(value, ROOT) == value
 
 
-@pytest.mark.parametrize("value", ["/var/lib/waiaas/sealed/x", "unix:/var/lib/waiaas", "/var/lib/waiaas"])
+@pytest.mark.parametrize("value", ["/var/lib/waiaas/keys/x", "unix:/var/lib/waiaas", "/var/lib/waiaas"])
 def test_unmapped_container_paths_are_refused(value: str) -> None:
     with pytest.raises(PathMappingError, match="no local mapping for a path under /var/lib/waiaas"):
         translate(value, ROOT)
@@ -51,7 +52,7 @@ def test_the_error_does_not_echo_the_value() -> None:
 
 def test_local_dirs_cover_every_container_dir() -> None:
     dirs = local_dirs(ROOT)
-    assert set(dirs) == {paths.SOCKET_DIR, paths.STATE_DIR, paths.SECRETS_DIR}
+    assert set(dirs) == {paths.SOCKET_DIR, paths.STATE_DIR, paths.SEALED_DIR, paths.SECRETS_DIR}
     assert len(set(dirs.values())) == len(dirs)
     assert all(path.parent == ROOT for path in dirs.values())
 

@@ -100,7 +100,7 @@ def test_a_directory_of_ours_is_used_as_it_is_and_a_new_one_is_made_0700(tmp_pat
     """An existing state directory keeps its mode (here 01700: owner-only, plus a sticky bit the old code
     stripped); a new one is made 0700 whatever the umask."""
     ours = tmp_path / "ours"
-    for entry in ("state", "secrets", "socket", "logs", "verify-order"):
+    for entry in ("state", "sealed", "secrets", "socket", "logs", "verify-order"):
         (ours / entry).mkdir(parents=True)
     (ours / "owner.json").write_text("[]")
     (ours / "selfhost.env").write_text("")
