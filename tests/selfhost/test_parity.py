@@ -50,9 +50,15 @@ from selfhost.paths import PathMappingError
 from tests.selfhost.compose_config import SELFHOST, load_config
 from tests.selfhost.conftest import EnvFactory
 from tests.selfhost.live_wallet import SOL, LiveWallet, new_wallet
-from tests.selfhost.local_stack import StackError, command_exists, free_port, plan, run_stack
-
-CONTAINER_PORT = 8080
+from tests.selfhost.local_stack import (
+    CONTAINER_PORT,
+    StackError,
+    command_exists,
+    free_port,
+    plan,
+    run_stack,
+    run_stack_on,
+)
 
 # ------------------------------------------------------------------------------------- 1. plan of the real file
 
@@ -205,11 +211,7 @@ def live_stack(
     missing = _missing_commands(model)
     if missing:
         pytest.skip(f"not in this checkout yet (colleagues' pieces): {', '.join(missing)}")
-    root = tmp_path_factory.mktemp("selfhost-live")
-    secret = secrets.token_urlsafe(32).encode()
-    with run_stack(
-        model, root, secret_values={paths.UNSEAL_SECRET_NAME: secret}, published={CONTAINER_PORT: port}
-    ) as stack:
+    with run_stack_on(model, tmp_path_factory.mktemp("selfhost-live"), port) as stack:
         yield f"http://127.0.0.1:{port}", stack
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -27,16 +26,14 @@ from moto.server import ThreadedMotoServer
 
 from cdk.service_sandbox import UNIT_TEXT
 from parent_proxy.store.dynamodb import create_table
-from selfhost import paths
 from tests.proxy.locked_bucket import create_locked_bucket
 from tests.selfhost.live_wallet import SOL, new_wallet
-from tests.selfhost.local_stack import free_port, run_stack
+from tests.selfhost.local_stack import free_port, run_stack_on
 from tests.support.aws_env import TEST_CREDENTIALS
 from tests.support.systemd_sandbox import SIGSYS_EXIT, available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=f"no seccomp emulation here: {available()}")
 
-CONTAINER_PORT = 8080
 TABLE = "waiaas-sandboxed"
 BUCKET = "waiaas-data-sandboxed"
 REGION = TEST_CREDENTIALS["AWS_DEFAULT_REGION"]
@@ -180,11 +177,7 @@ def sandboxed_stack(
         # MemoryDenyWriteExecute refuses). Nothing in this test reads the chain.
         "WAIAAS_CHAIN": f"rpc:http://127.0.0.1:{free_port()}",
     }
-    root = tmp_path_factory.mktemp("sandboxed")
-    secret = secrets.token_urlsafe(32).encode()
-    with run_stack(
-        model, root, secret_values={paths.UNSEAL_SECRET_NAME: secret}, published={CONTAINER_PORT: port}
-    ) as stack:
+    with run_stack_on(model, tmp_path_factory.mktemp("sandboxed"), port) as stack:
         yield f"http://127.0.0.1:{port}", stack
 
 

@@ -35,9 +35,7 @@ from policies.examples import example_policy_json
 from selfhost import paths, reseal
 from tests.selfhost.compose_config import REPO
 from tests.selfhost.live_wallet import SOL, LiveWallet
-from tests.selfhost.local_stack import StackError, command_exists, free_port, run_stack
-
-CONTAINER_PORT = 8080
+from tests.selfhost.local_stack import CONTAINER_PORT, StackError, command_exists, free_port, run_stack
 
 
 def _create_wallet(base: str, owner_key: Ed25519PrivateKey) -> LiveWallet:

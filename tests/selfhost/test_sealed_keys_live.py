@@ -6,7 +6,6 @@ Before: the compose file had no such volume and the proxy no such setting; the s
 
 from __future__ import annotations
 
-import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -16,12 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from parent_proxy.store.sqlite import SqliteStore
-from selfhost import paths
 from selfhost.sealed_keys import main as sealed_keys
 from tests.selfhost.live_wallet import new_wallet
-from tests.selfhost.local_stack import command_exists, free_port, run_stack
-
-CONTAINER_PORT = 8080
+from tests.selfhost.local_stack import command_exists, free_port, run_stack_on
 
 
 def test_a_wallet_made_on_the_compose_services_has_its_copy_in_the_sealed_keys_volume(
@@ -32,8 +28,7 @@ def test_a_wallet_made_on_the_compose_services_has_its_copy_in_the_sealed_keys_v
     model = compose_model_on(port)
     if not all(command_exists(list(svc["command"])) for svc in model["services"].values()):
         pytest.skip("a service command of the compose file is not in this checkout")
-    secret = secrets.token_urlsafe(32).encode()
-    with run_stack(model, tmp_path, secret_values={paths.UNSEAL_SECRET_NAME: secret}, published={CONTAINER_PORT: port}):
+    with run_stack_on(model, tmp_path, port):
         wallet = new_wallet(f"http://127.0.0.1:{port}", owner_key)
     copy = tmp_path / "sealed" / wallet.wallet_id / str(wallet.agent)
     store = SqliteStore(tmp_path / "state" / "waiaas.db")
