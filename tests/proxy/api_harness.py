@@ -65,6 +65,8 @@ from parent_proxy.enclave_pool import PooledEnclaveClient
 from parent_proxy.enclave_relay import EnclaveRelay
 from parent_proxy.errors import StoreUnavailable
 from parent_proxy.owner_auth import OwnerRequest, StoreNonceRegistry, owner_request_headers
+from parent_proxy.sealed_copies import SealedCopies
+from parent_proxy.sealed_directory import SealedDirectory
 from parent_proxy.services import Services
 from parent_proxy.sign_parts import message_hash
 from parent_proxy.store.sqlite import SqliteStore
@@ -643,3 +645,14 @@ def approve_escalated(h: Harness, tx: bytes) -> tuple[str, Any]:
 
 def pending_approval_ids(h: Harness) -> list[str]:
     return [p["approval_id"] for p in h.owner_call("GET", f"/v1/wallets/{h.wallet_id}/approvals").json()]
+
+
+def copying_harness(tmp_path: Path, sealed: Path, *, provisioned: bool = False) -> Iterator[Harness]:
+    """`running_harness` whose proxy copies each new sealed key into the directory ``sealed`` (made here, mode 0700),
+    as the self-host bundle's sealed-keys volume; ``provisioned``: with its wallet made (`provision`)."""
+    sealed.mkdir(mode=0o700)
+    for harness in running_harness(tmp_path):
+        harness.services.sealed_copies = SealedCopies.in_directory(SealedDirectory(sealed))
+        if provisioned:
+            provision(harness)
+        yield harness

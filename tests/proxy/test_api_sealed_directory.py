@@ -18,9 +18,7 @@ import pytest
 from solders.pubkey import Pubkey
 
 from parent_proxy.errors import NotFound
-from parent_proxy.sealed_copies import SealedCopies
-from parent_proxy.sealed_directory import SealedDirectory
-from tests.proxy.api_harness import Harness, provision, running_harness
+from tests.proxy.api_harness import Harness, copying_harness, provision
 from tests.proxy.rotation_requests import agent_key_path, multisig_wallet
 
 BROKEN = ["the directory is gone", "a file holds the wallet's name"]
@@ -28,16 +26,12 @@ BROKEN = ["the directory is gone", "a file holds the wallet's name"]
 
 @pytest.fixture
 def sealed(tmp_path: Path) -> Path:
-    path = tmp_path / "sealed"
-    path.mkdir(mode=0o700)
-    return path
+    return tmp_path / "sealed"
 
 
 @pytest.fixture
 def h(tmp_path: Path, sealed: Path) -> Iterator[Harness]:
-    for harness in running_harness(tmp_path):
-        harness.services.sealed_copies = SealedCopies.in_directory(SealedDirectory(sealed))
-        yield harness
+    yield from copying_harness(tmp_path, sealed)
 
 
 def copies(sealed: Path) -> dict[str, bytes]:

@@ -15,25 +15,18 @@ import pytest
 from solders.pubkey import Pubkey
 
 from enclave_app.sealing import LocalSealer, SealBinding, unseal_agent_key
-from parent_proxy.sealed_copies import SealedCopies
-from parent_proxy.sealed_directory import SealedDirectory
 from selfhost.sealed_keys import AUDIT_EVENT, main
-from tests.proxy.api_harness import OPERATOR_SECRET, Harness, provision, running_harness
+from tests.proxy.api_harness import OPERATOR_SECRET, Harness, copying_harness
 
 
 @pytest.fixture
 def sealed(tmp_path: Path) -> Path:
-    path = tmp_path / "sealed"
-    path.mkdir(mode=0o700)
-    return path
+    return tmp_path / "sealed"
 
 
 @pytest.fixture
 def h(tmp_path: Path, sealed: Path) -> Iterator[Harness]:
-    for harness in running_harness(tmp_path):
-        harness.services.sealed_copies = SealedCopies.in_directory(SealedDirectory(sealed))
-        provision(harness)
-        yield harness
+    yield from copying_harness(tmp_path, sealed, provisioned=True)
 
 
 def state(tmp_path: Path) -> Path:
