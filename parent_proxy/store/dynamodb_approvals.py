@@ -80,12 +80,15 @@ def _reopening(r: ReopenApproval, counted: bool) -> dict[str, Any]:
     """The update of `reopen_approval`: only an approval approved by this decision for this signing (a finished
     signing, signed or refused by the enclave, left none; names as `_decision`), its place kept or not as read
     (``counted``)."""
-    values = {":p": s(ApprovalStatus.PENDING), ":a": s(ApprovalStatus.APPROVED), ":d": b(r.decision)}
-    values[":g"] = s(r.signing)
     return {
         "update": "SET #st = :p, #w = :w REMOVE decision, decided_at, signing, counted_signing",
         "condition": _counted_condition("#st = :a AND decision = :d AND signing = :g", counted),
-        "values": values,
+        "values": {
+            ":p": s(ApprovalStatus.PENDING),
+            ":a": s(ApprovalStatus.APPROVED),
+            ":d": b(r.decision),
+            ":g": s(r.signing),
+        },
     }
 
 
