@@ -15,23 +15,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from parent_proxy.services import canonical
-from tests.proxy.api_harness import Harness, pending_approval_ids, provision, running_harness, spy_calls
+from tests.proxy.api_harness import Harness, pending_approval_ids, provision, spy_calls
 from tests.proxy.harness_calls import escalate, order, records, send
 from tests.support.policies import BLOCKED, MERCHANT, TREASURY
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    for harness in running_harness(tmp_path):
-        provision(harness)
-        yield harness
+def h(provisioned: Harness) -> Harness:
+    """The conftest's provisioned harness, under the name these tests use."""
+    return provisioned
 
 
 def last_record(h: Harness, event: str) -> tuple[str | None, dict[str, Any]]:

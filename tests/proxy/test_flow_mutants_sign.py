@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,7 @@ from tests.proxy.api_harness import (
     LAMPORTS_PER_SOL,
     Harness,
     pending_approval_ids,
-    provision,
     provisioned_harness,
-    running_harness,
     spy_calls,
     stop_enclave,
 )
@@ -47,10 +44,9 @@ DAILY_CEILING = 20 * LAMPORTS_PER_SOL  # the example policy's daily SOL approval
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    for harness in running_harness(tmp_path):
-        provision(harness)
-        yield harness
+def h(provisioned: Harness) -> Harness:
+    """The conftest's provisioned harness, under the name these tests use."""
+    return provisioned
 
 
 def payloads(h: Harness, event: str) -> list[dict[str, Any]]:
