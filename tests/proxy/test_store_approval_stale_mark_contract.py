@@ -20,7 +20,7 @@ from parent_proxy.store import dynamodb_attributes as attr
 from parent_proxy.store.model import ApprovalStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
-from tests.proxy.approval_messages import approval, escalate, previous_build_decides, refused
+from tests.proxy.approval_messages import T0, approval, escalate, previous_build_decides, refused
 from tests.proxy.conftest import FakeClock
 
 
@@ -96,3 +96,54 @@ def test_a_reopening_between_the_stale_read_and_the_replacement_wins(wallet_stor
     assert reads == ["StaleMark", "ApprovalPending"]  # the replacement was tried, and refused
     assert [a.approval_id for a in s.pending_approvals("w1")] == ["a1"]
     assert s.audit_head() == head
+
+
+def test_another_replacement_between_the_stale_read_and_this_one_wins(wallet_store: Store, clock: FakeClock) -> None:
+    """DynamoDB: a3 replaces a1's stale mark after a2's first attempt read it as stale; a2's replacement is
+    conditional on the mark still naming a1, so a2 is told a3 holds the message and nothing of a2 is written."""
+    s = wallet_store
+    if isinstance(s, SqliteStore):
+        pytest.skip("SQLite reads the open approval under its write lock: no seam between a read and the write")
+    escalate(s, clock, approval("a1"))
+    previous_build_decides(s, "a1", ApprovalStatus.REJECTED)
+    stale_read = s._mark_holder  # type: ignore[attr-defined]
+    reads: list[str] = []
+
+    def then_replaced(*args: object) -> Exception:
+        verdict: Exception = stale_read(*args)
+        reads.append(type(verdict).__name__)
+        if len(reads) == 1:
+            escalate(s, clock, approval("a3"))  # its own first attempt reads the stale mark too (reads[1])
+        return verdict
+
+    s._mark_holder = then_replaced  # type: ignore[attr-defined]
+    with pytest.raises(ApprovalPending, match="approval a3"):
+        escalate(s, clock, approval("a2"))
+    assert reads == ["StaleMark", "StaleMark", "ApprovalPending"]
+    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a3"]
+
+
+def test_a_holder_ended_between_the_refusal_and_its_read_frees_the_message(
+    wallet_store: Store, clock: FakeClock
+) -> None:
+    """DynamoDB: a2's put of the mark is refused (a1 holds it), then a1 is rejected, deleting the mark, before a2
+    reads who holds it: no holder, so a2 is sent again and holds the message."""
+    s = wallet_store
+    if isinstance(s, SqliteStore):
+        pytest.skip("SQLite reads the open approval under its write lock: no seam between a read and the write")
+    escalate(s, clock, approval("a1"))
+    holder_read = s._mark_holder  # type: ignore[attr-defined]
+    reads: list[str] = []
+
+    def after_a_rejection(*args: object) -> Exception:
+        if not reads:
+            s.decide_approval("a1", ApprovalStatus.REJECTED, None, T0)
+        verdict: Exception = holder_read(*args)
+        reads.append(f"{type(verdict).__name__} {getattr(verdict, 'holder', '')}")
+        return verdict
+
+    s._mark_holder = after_a_rejection  # type: ignore[attr-defined]
+    escalate(s, clock, approval("a2"))
+    assert reads == ["StaleMark None"]
+    assert [a.approval_id for a in s.pending_approvals("w1")] == ["a2"]
+    refused(s, clock, approval("a3"), "a2")
