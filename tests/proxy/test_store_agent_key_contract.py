@@ -122,6 +122,13 @@ def test_an_unknown_wallet_is_not_found(wallet_store: Store, clock: FakeClock) -
     assert state(s) == before
 
 
+@pytest.mark.parametrize("read", ["get_agent_key_candidate", "retired_agent_keys"])
+def test_the_reads_refuse_a_malformed_wallet_id(wallet_store: Store, read: str) -> None:
+    with pytest.raises(InvalidInput, match=r"^wallet_id: must be 1-128 characters") as refused:
+        getattr(wallet_store, read)("w 1")
+    assert refused.value.field == "wallet_id"
+
+
 # -- the switch ------------------------------------------------------------------------------------------------------
 def test_a_switch_installs_the_candidate_and_retires_the_old_key(wallet_store: Store, clock: FakeClock) -> None:
     s = wallet_store
