@@ -90,6 +90,8 @@ def test_a_cancelled_transaction_is_a_refusal_only_when_a_condition_failed(reaso
     assert isinstance(info.value, Conflict) == (error is ConditionFailed)
     if error is not StoreUnavailable:  # the codes per action, as DynamoDB gave them
         assert info.value.reasons == reasons  # type: ignore[attr-defined]
+    if error is Contended:
+        assert str(info.value) == f"dynamodb store unavailable: transaction cancelled {reasons}"
 
 
 def test_finish_signing_resends_after_a_transient_conflict_on_the_audit_head(dynamo: tuple[Any, Hooked]) -> None:

@@ -1,6 +1,7 @@
 """DynamoDB adapter details (`dynamodb`, `dynamodb_owner_changes`, `dynamodb_message_marks`, `dynamodb_base`), tests
 found missing by mutation testing: a token item keeps its creation time; a new approval whose message mark keeps
-going stale is sent three times, then refused as the store being unavailable."""
+going stale is sent three times, then refused as the store being unavailable; every read is strongly consistent;
+any 5xx answer leaves a transaction's outcome unknown."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from parent_proxy.errors import StoreUnavailable
+from parent_proxy.store.dynamodb_base import unanswered
 from parent_proxy.store.dynamodb_message_marks import StaleMark, mark_attempts
 from tests.proxy.conftest import make_wallet, moto_dynamo_store
-from tests.proxy.hooked_client import Hooked
+from tests.proxy.hooked_client import Hook, Hooked
 
 T0 = 1_700_000_000.0
 
@@ -55,3 +58,31 @@ def test_a_mark_stale_three_times_is_unavailable() -> None:
     with pytest.raises(StoreUnavailable, match=r"the mark of this message kept changing; nothing was written$"):
         mark_attempts(write)
     assert len(seen) == 3
+
+
+def test_every_read_is_strongly_consistent(dynamo: tuple[Any, Hooked]) -> None:
+    """An eventually consistent read may miss a write just made (a limit check would undercount its window)."""
+    store, client = dynamo
+    reads: list[tuple[str, Any]] = []
+
+    def recorded(name: str) -> Hook:
+        def hook(real: Hook, **kwargs: Any) -> Any:
+            reads.append((name, kwargs.get("ConsistentRead")))
+            return real(**kwargs)
+
+        return hook
+
+    client.hooks.update(get_item=recorded("get_item"), query=recorded("query"))
+    store.get_wallet("w1")
+    store.retired_agent_keys("w1")
+    assert {name for name, _ in reads} == {"get_item", "query"}
+    assert all(consistent is True for _, consistent in reads)
+
+
+@pytest.mark.parametrize(("status", "unknown"), [(500, True), (499, False)])
+def test_any_5xx_answer_leaves_a_transaction_unknown(status: int, unknown: bool) -> None:
+    error = ClientError(
+        {"Error": {"Code": "Unlisted"}, "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": 0}},
+        "TransactWriteItems",
+    )
+    assert unanswered(error) is unknown
