@@ -202,6 +202,22 @@ def test_a_cancelled_send_takes_a_new_token_a_lost_one_keeps_its_own(dynamo: tup
     assert events(store) == ["setup", "transaction.signed"]
 
 
+def test_a_refusal_after_a_cancelled_send_is_not_read_as_unanswered(dynamo: tuple[DynamoStore, Hooked]) -> None:
+    """Cancelled (nothing written), sent again under a new token and refused outright (a `ValidationException`):
+    nothing was written under either token, so a plain `StoreUnavailable` at once, not resends of the refused send
+    and an unknown outcome (the count of resends starts again with the new token)."""
+    store, client = dynamo
+    refused = client_error("ValidationException", 400)
+    client.hooks["transact_write_items"] = tokens = RequestTokens(["conflict"], then="lost", error=refused)
+    with pytest.raises(StoreUnavailable, match=r"^dynamodb store unavailable: ValidationException$") as info:
+        store.create_approval(Approval("a1", "w1", b"{}", ApprovalStatus.PENDING, T0))
+    assert not isinstance(info.value, StoreOutcomeUnknown)
+    cancelled, sent_again = tokens.sends
+    assert cancelled != sent_again
+    del client.hooks["transact_write_items"]
+    assert store.pending_approvals("w1") == []
+
+
 def test_after_a_send_that_may_have_been_applied_only_an_answer_settles_it(dynamo: tuple[DynamoStore, Hooked]) -> None:
     """A resend refused for another reason (here: credentials expired between sends) says nothing about the first
     send, which was applied: the outcome stays unknown, never a plain `StoreUnavailable` read as nothing written."""

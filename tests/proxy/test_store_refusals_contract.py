@@ -345,6 +345,12 @@ def test_set_frozen_refuses_a_frozen_flag_that_is_not_a_bool(wallet_store: Store
     assert not wallet_store.get_wallet("w1").frozen
 
 
+def test_set_frozen_refuses_a_malformed_wallet_id_naming_it(wallet_store: Store) -> None:
+    with pytest.raises(InvalidInput, match=r"^wallet_id: must be 1-128 characters") as refused:
+        wallet_store.set_frozen("w 1", True, "reason")
+    assert refused.value.field == "wallet_id"
+
+
 @pytest.mark.parametrize("now", [math.nan, -1.0, "now"])
 def test_revoke_token_refuses_a_bad_time_and_the_token_still_works(wallet_store: Store, now: object) -> None:
     issued = wallet_store.issue_token("w1", T0)
