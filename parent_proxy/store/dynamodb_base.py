@@ -313,26 +313,22 @@ class DynamoBase:
             return None
         return write_id is None or item.get(WRITE_ID) == s(write_id)
 
-    def _write_once(self, operation: str, request: dict[str, Any], write_id: str) -> Item | None:
+    def _write_once(self, operation: str, request: dict[str, Any], write_id: str) -> None:
         """Send one conditional single-item write (``put_item`` or ``update_item``) whose ``request`` stores
         ``write_id`` (from `new_write_id`) in the item's `WRITE_ID` attribute; the stored item is asked for if the
         condition fails.
 
         botocore resends a write whose response was lost (a timeout, a 500); if the first send was applied, the
         resend fails its condition against this very write. The stored item then carries this call's write id:
-        that is success, not a refusal. Returns the item as stored after the write (the ``ReturnValues`` answer,
-        or that stored item; None for a put that asked for nothing). Any other refusal raises `ConditionFailed`
-        with the stored item (None: there is none)."""
+        that is success, not a refusal. Any other refusal raises `ConditionFailed` with the stored item (None:
+        there is none). Nothing is returned: no caller reads the item back from its write."""
         call = getattr(self._client, operation)
         try:
             with translate():
-                response = call(**request, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                call(**request, ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except ConditionFailed as exc:
-            if exc.item is not None and exc.item.get(WRITE_ID) == s(write_id):
-                return exc.item
-            raise
-        attributes: Item | None = response.get("Attributes")
-        return attributes
+            if exc.item is None or exc.item.get(WRITE_ID) != s(write_id):
+                raise
 
     def _require_wallet(self, wallet_id: str) -> Item:
         item = self._get(f"W#{wallet_id}", "WALLET")
