@@ -81,6 +81,6 @@ def test_the_settings_table_names_exactly_the_variables_read(service: str, tmp_p
         environments = _enclave_environments(tmp_path)
     read: set[str] = set()
     for values in environments:
-        module.load_settings(RecordingEnv(values, read))  # type: ignore[attr-defined]
+        module.load_settings(RecordingEnv(values, read))
     assert {name for name in read if name.startswith("WAIAAS_")} == _table_names(module)
     assert read == {name for name in read if name.startswith("WAIAAS_")}  # nothing else is read

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -24,7 +24,7 @@ def statements(node: Any) -> Iterator[dict[str, Any]]:
             yield from statements(item)
 
 
-def resources_of_type(template: dict[str, Any], cfn_type: str) -> dict[str, dict[str, Any]]:
+def resources_of_type(template: Mapping[str, Any], cfn_type: str) -> dict[str, dict[str, Any]]:
     return {lid: r for lid, r in template.get("Resources", {}).items() if r.get("Type") == cfn_type}
 
 
@@ -41,7 +41,7 @@ def find_one(template: dict[str, Any], cfn_type: str, **props: Any) -> tuple[str
 
 
 def by_sid(policy: dict[str, Any], sid: str) -> dict[str, Any]:
-    matches = [s for s in policy["Statement"] if s.get("Sid") == sid]
+    matches: list[dict[str, Any]] = [s for s in policy["Statement"] if s.get("Sid") == sid]
     if len(matches) != 1:
         raise LookupError(f"expected one statement {sid}, found {len(matches)}")
     return matches[0]

@@ -45,6 +45,7 @@ def _export_targets(templates: dict[str, Any]) -> dict[str, str]:
 def _render(value: Any, exports: dict[str, str]) -> str:
     if isinstance(value, str):
         return value
+    separator: str
     separator, parts = value["Fn::Join"]
     return separator.join(part if isinstance(part, str) else exports[part["Fn::ImportValue"]] for part in parts)
 

@@ -59,7 +59,7 @@ def _publishers(templates: dict[str, Any], topic_id: str) -> tuple[list[str], li
     return alarms, groups
 
 
-def _matches(operator: str, expected: Any, actual: str | None) -> bool:
+def _matches(operator: str, expected: object, actual: str | None) -> bool:
     if actual is None:
         return False
     if operator == "StringEquals":

@@ -40,6 +40,7 @@ def printed(tmp_path_factory: pytest.TempPathFactory) -> list[Printed]:
 
 
 def _filter(templates: dict[str, Any], metric: str) -> dict[str, Any]:
+    found: dict[str, Any]
     (found,) = [
         f["Properties"]
         for f in resources_of_type(templates[HOSTS], "AWS::Logs::MetricFilter").values()
@@ -49,6 +50,7 @@ def _filter(templates: dict[str, Any], metric: str) -> dict[str, Any]:
 
 
 def _alarm(templates: dict[str, Any], metric: str) -> dict[str, Any]:
+    found: dict[str, Any]
     (found,) = [
         a["Properties"]
         for a in resources_of_type(templates[HOSTS], "AWS::CloudWatch::Alarm").values()

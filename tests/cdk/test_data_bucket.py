@@ -80,7 +80,8 @@ def test_host_role_s3_grants_are_put_and_read_back_outside_the_releases(template
 def test_the_s3_endpoint_admits_the_data_bucket_only_as_the_role_uses_it(
     templates: dict[str, Any], config: Any
 ) -> None:
-    data, endpoint, anyone = _data_arn(config), _s3_endpoint(templates), {}
+    data, endpoint = _data_arn(config), _s3_endpoint(templates)
+    anyone: dict[str, str] = {}
     for action, resource, allowed in [
         ("s3:GetObject", f"{data}/{naming.RELEASES_PREFIX}r1/waiaas-enclave.eif", True),
         ("s3:PutObject", f"{data}/{naming.SEALED_PREFIX}w1/key", True),

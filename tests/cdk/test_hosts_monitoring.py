@@ -173,7 +173,7 @@ def test_hosts_let_out_https_only(templates: dict[str, Any]) -> None:
 
 
 def _alarm_on(templates: dict[str, Any], stack: str, metric_name: str) -> dict[str, Any]:
-    alarms = [
+    alarms: list[dict[str, Any]] = [
         a["Properties"]
         for a in resources_of_type(templates[stack], "AWS::CloudWatch::Alarm").values()
         if a["Properties"].get("MetricName") == metric_name

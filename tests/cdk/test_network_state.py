@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from aws_cdk.assertions import Match
@@ -14,7 +15,7 @@ NETWORK = "WaiaasNetwork"
 STATE = "WaiaasState"
 
 
-def _routes(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def _routes(template: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Route-table logical id -> its routes."""
     tables: dict[str, list[dict[str, Any]]] = {rt: [] for rt in resources_of_type(template, "AWS::EC2::RouteTable")}
     for route in resources_of_type(template, "AWS::EC2::Route").values():

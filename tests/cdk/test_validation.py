@@ -23,7 +23,7 @@ def _report(outdir: Path) -> dict[str, Any]:
 
 def _acknowledgments(outdir: Path) -> list[tuple[str, str, str]]:
     """(construct path, acknowledged id, reason) for every acknowledgment recorded in the assembly."""
-    found = []
+    found: list[tuple[str, str, str]] = []
     for metadata_file in outdir.glob("*.metadata.json"):
         for path, entries in json.loads(metadata_file.read_text()).items():
             for entry in entries:

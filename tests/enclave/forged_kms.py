@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import cbor2
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_der_public_key
 
@@ -36,12 +37,16 @@ class ForgingParent:
         outer = cbor2.loads(kwargs["Recipient"]["AttestationDocument"])
         payload = cbor2.loads(outer[2])
         recipient_key = load_der_public_key(payload["public_key"])
-        envelope = build_envelope(self._key, recipient_key)  # type: ignore[arg-type]
+        assert isinstance(recipient_key, rsa.RSAPublicKey)  # the enclave's recipient key
+        envelope = build_envelope(self._key, recipient_key)
         return {
             "KeyId": kwargs["KeyId"],
             "Plaintext": self._key if self._with_plaintext else None,
             "CiphertextForRecipient": envelope,
         }
+
+    def close(self) -> None:
+        self._real.close()
 
 
 class FixedDataKey:
@@ -56,3 +61,6 @@ class FixedDataKey:
 
     def generate_random(self, number_of_bytes: int) -> bytes:
         return bytes(number_of_bytes)
+
+    def close(self) -> None:
+        pass

@@ -10,6 +10,7 @@ is signed by the leaf's key, so only the constraint refuses it.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 import pytest
 from cryptography import x509
@@ -18,12 +19,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from enclave_app.attestation import verify_attestation_document
 from enclave_app.errors import AttestationError
-from tests.support.nitro_test_pki import NitroTestPki, make_certificate
+from tests.support.nitro_test_pki import NitroTestPki, SignatureHash, Validity, make_certificate
 
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 ROOT_NAME = "test.nitro-enclaves"
 """The test PKI's root (`NitroTestPki.create`'s default name)."""
-WINDOW = {"not_before": AT - timedelta(hours=1), "not_after": AT + timedelta(hours=1)}
+WINDOW: Validity = {"not_before": AT - timedelta(hours=1), "not_after": AT + timedelta(hours=1)}
+
+
+class ChainFlags(TypedDict, total=False):
+    """The flags of `_pki` a parametrized test changes."""
+
+    ca_is_ca: bool
+    key_cert_sign: bool
+    digital_signature: bool
 
 
 def _pki(
@@ -32,7 +41,7 @@ def _pki(
     key_cert_sign: bool = True,
     digital_signature: bool = True,
     curve: ec.EllipticCurve,
-    ca_signature_hash: hashes.HashAlgorithm | None = None,
+    ca_signature_hash: SignatureHash | None = None,
     leaf_critical_extra: x509.ExtensionType | None = None,
 ) -> NitroTestPki:
     """Root -> one CA -> leaf, the CA and leaf as the arguments say."""
@@ -73,7 +82,7 @@ def test_a_p256_leaf_verifies_nothing() -> None:
     ],
     ids=["ca-not-a-ca", "ca-without-keyCertSign", "leaf-without-digitalSignature"],
 )
-def test_a_certificate_used_beyond_its_extensions_is_refused(changes: dict[str, bool], message: str) -> None:
+def test_a_certificate_used_beyond_its_extensions_is_refused(changes: ChainFlags, message: str) -> None:
     with pytest.raises(AttestationError, match=f"^{message}$"):
         _verify(_pki(curve=ec.SECP384R1(), **changes))
 

@@ -54,7 +54,7 @@ def test_a_payload_outside_1_to_16384_bytes_is_refused(pki: NitroTestPki, size: 
 
 @pytest.mark.parametrize(
     "payload",
-    [[1, 2], "module_id", {1: b"x"}, {**{"module_id": "m"}, 7: 1}],
+    [[1, 2], "module_id", {1: b"x"}, {"module_id": "m", 7: 1}],
     ids=["array", "text", "integer-keys", "one-integer-key"],
 )
 def test_a_payload_that_is_not_a_map_of_named_fields_is_refused(pki: NitroTestPki, payload: object) -> None:

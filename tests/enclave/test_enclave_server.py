@@ -22,6 +22,7 @@ from enclave_app.protocol import EnclaveState, ErrorCode, ErrorResponse, decode_
 from enclave_app.receipts import verify_receipt
 from enclave_app.sealing import LocalSealer
 from enclave_app.server import EnclaveServer
+from enclave_app.transport import TcpAddress
 from tests.enclave.sign_requests import WALLET, ready_wallet, spent, transfer_tx, verdict
 from tests.support.enclave_world import Boot, EnclaveWorld, serving
 
@@ -126,7 +127,8 @@ def test_connection_limit_and_read_timeout(local_boot: Boot) -> None:
     async def run() -> None:
         async with serving(local_boot, max_connections=1, read_timeout=0.3) as (client, _):
             address = client._address
-            reader, writer = await asyncio.open_connection(address.host, address.port)  # type: ignore[union-attr]
+            assert isinstance(address, TcpAddress)  # `serving` listens on TCP
+            reader, writer = await asyncio.open_connection(address.host, address.port)
             writer.write(b"\x00\x00")  # half a header, then silence
             await writer.drain()
             with pytest.raises(EnclaveRequestError, match="busy: connection limit reached"):

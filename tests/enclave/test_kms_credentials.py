@@ -31,8 +31,9 @@ from enclave_app.errors import (
     KmsError,
     ProtocolError,
 )
-from enclave_app.kms import CREDENTIALS_REJECTED, AttestedKms
+from enclave_app.kms import CREDENTIALS_REJECTED, AttestedKms, KmsApi
 from enclave_app.kms_sealers import KmsSealers, boto3_kms_clients
+from enclave_app.no_attestation import NoAttestationNsm
 from enclave_app.protocol import (
     AwsCredentials,
     LoadWalletRequest,
@@ -249,7 +250,13 @@ def test_the_local_sealer_needs_no_credentials_and_ignores_any(world: EnclaveWor
 
 def test_kms_sealers_refuse_a_request_without_credentials_without_making_a_client() -> None:
     made: list[AwsCredentials] = []
-    sealers = KmsSealers(lambda c: made.append(c) or object(), nsm=None, key_id="k")  # type: ignore[arg-type]
+    production = boto3_kms_clients("eu-west-1")
+
+    def clients(credentials: AwsCredentials) -> KmsApi:
+        made.append(credentials)
+        return production(credentials)
+
+    sealers = KmsSealers(clients, NoAttestationNsm(), key_id="k")
     with pytest.raises(KmsCredentialsMissingError, match="the request carries no AWS credentials for KMS"):
         sealers.for_request(None)
     assert made == []
@@ -293,8 +300,10 @@ def test_boto3_clients_sign_with_the_lent_credentials_and_never_the_environments
             assert len(client.generate_random(NumberOfBytes=8)["Plaintext"]) == 8
     assert len(sent) == 2
     for request, credentials in zip(sent, (lent, other), strict=True):
-        assert f"Credential={credentials.access_key_id}/" in request.headers["Authorization"].decode()
-        assert request.headers["X-Amz-Security-Token"].decode() == credentials.session_token
+        authorization, token = request.headers["Authorization"], request.headers["X-Amz-Security-Token"]
+        assert isinstance(authorization, bytes) and isinstance(token, bytes)  # botocore signs into bytes
+        assert f"Credential={credentials.access_key_id}/" in authorization.decode()
+        assert token.decode() == credentials.session_token
         assert request.url.startswith("https://kms.eu-west-1.amazonaws.com")
 
 

@@ -15,12 +15,13 @@ from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
+from spl.token.constants import TOKEN_PROGRAM_ID
 
 from enclave_app.errors import EnclaveRequestError
 from enclave_app.signer import ledger_entries_per_request
 from policies.model import FEES
 from tests.enclave.sign_requests import BLOCKHASH, WALLET, ready_wallet, spent, transfer_tx, verdict
-from tests.support.chain import TOKEN_PROGRAM_ID, ata_address
+from tests.support.chain import ata_address
 from tests.support.enclave_world import EnclaveWorld, serving
 from tests.support.policies import BLOCKED, EXAMPLE_MINT, MERCHANT
 

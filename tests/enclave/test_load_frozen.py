@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from enclave_app.errors import EnclaveRequestError
-from enclave_app.protocol import EnclaveState, ErrorCode, LoadWalletRequest, ProtocolError, decode_request
+from enclave_app.errors import EnclaveRequestError, ProtocolError
+from enclave_app.protocol import EnclaveState, ErrorCode, LoadWalletRequest, decode_request
 from policies.orders import MAX_SEQUENCE
 from tests.support.policy_handler import owner_order
 from tests.support.served_enclave import OWNER_PUBLIC, run_served, sealed

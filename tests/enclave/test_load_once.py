@@ -56,8 +56,9 @@ def test_concurrent_loads_of_one_wallet_unseal_it_once(world: EnclaveWorld) -> N
             await arrivals.reach(LOADS)  # every load is in the enclave, one of them unsealing
             spy.release.set()
             answers = await asyncio.gather(*loads, return_exceptions=True)
-        assert all(isinstance(a, WalletResponse) for a in answers), answers
-        assert {a.agent_public_key for a in answers} == {created.agent_public_key}
+        loaded = [a for a in answers if isinstance(a, WalletResponse)]
+        assert len(loaded) == LOADS, answers
+        assert {a.agent_public_key for a in loaded} == {created.agent_public_key}
         assert (spy.unseals, spy.peak) == (1, 1)
         assert boot.enclave.wallet_count == 1 and boot.enclave.state is EnclaveState.PROVISIONED
         assert boot.handler._unsealing == {}  # nothing kept once the loads ended

@@ -258,7 +258,7 @@ def test_every_byte_field_refuses_empty_text_and_bytearray_values(message: Messa
 
 def test_nested_byte_fields_refuse_text_of_an_accepted_length() -> None:
     wire = REQUESTS[5].to_wire()
-    table = {"address": KEY.decode("latin-1"), "addresses": [KEY]}
+    table: dict[str, object] = {"address": KEY.decode("latin-1"), "addresses": [KEY]}
     with pytest.raises(ProtocolError, match="byte field of wrong type or size"):
         decode_request({**wire, "lookup_tables": [table]})
     table = {"address": KEY, "addresses": [KEY, KEY.decode("latin-1")]}

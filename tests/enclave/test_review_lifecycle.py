@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,9 @@ from enclave_app.protocol import (
     FreezeRequest,
     InstallPolicyRequest,
     PingRequest,
+    Request,
     SignTransactionRequest,
+    TransactionDecisionResponse,
     UnfreezeRequest,
 )
 from enclave_app.sealing import LocalSealer, SealBinding, unseal_agent_key
@@ -92,14 +95,15 @@ def test_a_lone_surrogate_in_an_owner_envelope_is_refused_and_changes_nothing(ki
     """Before: a UnicodeEncodeError in the canonical encoding, before the signature check, moved the enclave to
     failed (in a value), or the refusal quoting the key could not be encoded and the connection dropped unanswered."""
     handler = policy_handler()
-    request = {
+    requests: dict[str, Callable[[], Request]] = {
         "install_policy": lambda: InstallPolicyRequest(WALLET, envelope),
         "freeze": lambda: FreezeRequest(WALLET, envelope),
         "unfreeze": lambda: UnfreezeRequest(WALLET, envelope),
         "escalation_approval": lambda: SignTransactionRequest(
             WALLET, transfer_tx(AGENT, 2 * 10**9), spent=spent(), approval=envelope
         ),
-    }[kind]()
+    }
+    request = requests[kind]()
     before = (handler.enclave.state, handler.enclave.wallet(WALLET).frozen)
     answer = asyncio.run(handler.handle(request))
     assert (handler.enclave.state, handler.enclave.wallet(WALLET).frozen) == before
@@ -108,6 +112,7 @@ def test_a_lone_surrogate_in_an_owner_envelope_is_refused_and_changes_nothing(ki
         assert answer.code is not ErrorCode.INTERNAL and answer.code is not ErrorCode.FAILED, answer
         encode_frame(answer.to_wire())  # the answer can be sent
     else:  # the escalation's answer: refused, with its reasons
+        assert isinstance(answer, TransactionDecisionResponse), answer
         assert answer.decision["verdict"] in ("escalate", "deny"), answer.decision
 
 

@@ -140,7 +140,7 @@ def _tags_cbor2_decodes_itself() -> list[int]:
     does not call the tag hook (it decodes them, or fails, on its own)."""
     builtin = []
     for tag in range(2**16):
-        called = []
+        called: list[int] = []
 
         def hook(value: cbor2.CBORTag, _immutable: bool, called: list[int] = called) -> object:
             called.append(value.tag)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -273,7 +273,7 @@ def test_flows_never_emit_the_seed(
     blobs.append(seal_agent_key(local, agent, binding))
     unseal_agent_key(local, blobs[1], binding)
     failures: list[BaseException] = []
-    for attempt, error, refusal in (
+    attempts: tuple[tuple[Callable[[], object], type[Exception], str], ...] = (
         (
             lambda: unseal_agent_key(world.sealer({**GOOD_PCRS, 0: b"\xee" * 48}), blobs[0], binding),
             KmsAccessDeniedError,
@@ -289,7 +289,8 @@ def test_flows_never_emit_the_seed(
             SealingError,
             r"^sealed blob does not open$",
         ),
-    ):
+    )
+    for attempt, error, refusal in attempts:
         with pytest.raises(error, match=refusal) as caught:
             attempt()
         failures.append(caught.value)

@@ -158,7 +158,7 @@ def test_installed_policy_derivations() -> None:
     )
     wallet = Wallet(wallet_id="w", owner=owner_public, agent_key=AGENT_KEY, agent=AGENT)
     enclave.add(wallet)
-    assert wallet.horizon == 0 and wallet.policy is None and wallet.policy_hash is None
+    assert (wallet.horizon, wallet.policy, wallet.policy_hash) == (0, None, None)
     digest = enclave.install_policy(wallet, policy)
     installed = wallet.installed
     assert installed is not None and wallet.policy is policy

@@ -233,7 +233,7 @@ def test_the_proxy_waits_for_a_slow_provisioning_instead_of_leaving_an_orphan(wo
         boot = world.boot(sealers=GatedSealers(LocalSealer(b"operator secret for the tests!!"), seal_delay=0.6))
         async with serving(boot) as (served, _):
             address = served._address
-            client = EnclaveClient(address, timeout=0.2, **{"wallet_timeout": 5.0})  # 0.2 s stands for the proxy's 5 s
+            client = EnclaveClient(address, timeout=0.2, wallet_timeout=5.0)  # 0.2 s stands for the proxy's 5 s
             created = await client.provision_wallet(WALLET, world.owner_public)
             assert created.sealed_blob is not None and boot.enclave.wallet_count == 1
 

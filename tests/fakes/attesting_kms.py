@@ -33,7 +33,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 from botocore.exceptions import ClientError
@@ -47,8 +47,11 @@ from enclave_app.protocol import AwsCredentials
 from tests.fakes.sts_sessions import Session
 from tests.support.cms_envelopes import build_envelope
 
-ED25519_KEY_SPEC = "ECC_NIST_EDWARDS25519"
-ED25519_SIGNING_ALGORITHM = "ED25519_SHA_512"
+if TYPE_CHECKING:
+    from mypy_boto3_kms.literals import KeySpecType, KeyUsageTypeType
+
+ED25519_KEY_SPEC: Final = "ECC_NIST_EDWARDS25519"
+ED25519_SIGNING_ALGORITHM: Final = "ED25519_SHA_512"
 RECIPIENT_ALGORITHM = "RSAES_OAEP_SHA_256"
 
 
@@ -144,7 +147,12 @@ class AttestingTestKms:
     # --- key creation (test setup) ----------------------------------------------------------------------
 
     def create_key(
-        self, *, Policy: str, KeySpec: str = "SYMMETRIC_DEFAULT", KeyUsage: str = "ENCRYPT_DECRYPT", **kwargs: Any
+        self,
+        *,
+        Policy: str,
+        KeySpec: KeySpecType = "SYMMETRIC_DEFAULT",
+        KeyUsage: KeyUsageTypeType = "ENCRYPT_DECRYPT",
+        **kwargs: Any,
     ) -> dict[str, Any]:
         if KeySpec == ED25519_KEY_SPEC:
             # moto has no Ed25519: register a placeholder key for metadata, keep the real key here.

@@ -82,7 +82,7 @@ class StsClient:
                 "AssumeRole",
             )
         moto = boto3.client("sts", region_name=self.sts.region)
-        answer = dict(moto.assume_role(**params))
+        answer: dict[str, Any] = dict(moto.assume_role(**params))
         answer.pop("ResponseMetadata", None)
         source_identity = inherited or requested
         self.sts._source_identities[answer["Credentials"]["AccessKeyId"]] = source_identity

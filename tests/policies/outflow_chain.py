@@ -279,10 +279,11 @@ def taken_keys(
     """A wallet key's address that the transaction makes an account of a program, or one holding data (it holds
     nothing yet, so `judge` sees no value move: what is sent to it later is out of the wallet's reach)."""
     findings = []
-    for key in sorted(wallet & after.keys()):
+    for key in sorted(wallet & after.keys(), key=bytes):  # in the keys' byte order, as Pubkey orders them
         pre, post = before.get(key), after[key]
-        taken = post is not None and post.lamports and (post.owner != programs.SYSTEM_PROGRAM or bytes(post.data))
-        if taken and (pre is None or (pre.owner, bytes(pre.data)) != (post.owner, bytes(post.data))):
+        if post is None or not post.lamports or (post.owner == programs.SYSTEM_PROGRAM and not bytes(post.data)):
+            continue  # not taken: no account, an empty one, or a plain system account without data
+        if pre is None or (pre.owner, bytes(pre.data)) != (post.owner, bytes(post.data)):
             findings.append(Finding(NATIVE_SOL, f"wallet key {key} taken by {post.owner}", 1, 0))
     return findings
 

@@ -31,7 +31,7 @@ from policies import programs
 from policies.decision import Verdict
 from policies.decoders.squads_vault import squads_ephemeral_signer_address, squads_transaction_address
 from tests.policies.squads_wallet import ENC, MULTISIG, VAULT, decide, squads_scenario
-from tests.support.chain import LAMPORTS_PER_SOL, ChainError, airdrop, execute, fresh_chain, funded_keypair
+from tests.support.chain import LAMPORTS_PER_SOL, ChainError, airdrop, balance, execute, fresh_chain, funded_keypair
 from tests.support.policies import MERCHANT
 from tests.support.scenario import Scenario
 from tests.support.squads_encoder import compile_vault_message
@@ -101,7 +101,7 @@ def _program_owns_what_the_owner_sends(w: World) -> None:
     account = w.svm.get_account(w.s.wallet)
     assert account is not None and account.owner == PROGRAM
     w.owner_tops_up()
-    assert w.svm.get_balance(w.s.wallet) > TOP_UP
+    assert balance(w.svm, w.s.wallet) > TOP_UP
     # The agent can no longer pay a fee from its address, nor move what it holds:
     with pytest.raises(ChainError, match="InvalidAccountForFee"):
         w.agent_pays_merchant()
@@ -112,7 +112,7 @@ def _program_owns_what_the_owner_sends(w: World) -> None:
 def _attacker_withdraws_what_the_owner_sends(w: World) -> None:
     w.owner_tops_up()
     attacker = w.attacker.pubkey()
-    before = w.svm.get_balance(attacker)
+    before = balance(w.svm, attacker)
     take = sp.withdraw_nonce_account({"nonce_pubkey": w.s.wallet, "authorized_pubkey": attacker,
                                       "to_pubkey": attacker, "lamports": TOP_UP})  # fmt: skip
     message = Message.new_with_blockhash([take], attacker, w.svm.latest_blockhash())

@@ -36,6 +36,7 @@ from tests.support.chain import (
     LAMPORTS_PER_SOL,
     airdrop,
     ata_address,
+    balance,
     create_ata,
     create_mint,
     execute,
@@ -146,7 +147,7 @@ def _withdraw_nonce(w: World, account: Pubkey) -> None:
     w.svm.expire_blockhash()  # a nonce account can be emptied once its stored nonce is no longer recent
     b = w.blocked.pubkey()
     w.as_blocked([sp.withdraw_nonce_account({"nonce_pubkey": account, "authorized_pubkey": b, "to_pubkey": b,
-                                             "lamports": w.svm.get_balance(account)})])  # fmt: skip
+                                             "lamports": balance(w.svm, account)})])  # fmt: skip
 
 
 def _close_to_itself(w: World, account: Pubkey) -> None:

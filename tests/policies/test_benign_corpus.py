@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 import spl.token.instructions as tok
 import spl.token.models as spl
+from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
@@ -85,7 +86,7 @@ def world() -> World:
     return World(svm, s, mint, mint_2022, spare)
 
 
-def _checked(w: World, amount: int, owner: Pubkey = MERCHANT, program: Pubkey = TOKEN_PROGRAM) -> object:
+def _checked(w: World, amount: int, owner: Pubkey = MERCHANT, program: Pubkey = TOKEN_PROGRAM) -> Instruction:
     mint = w.mint if program == TOKEN_PROGRAM else w.mint_2022
     return tok.transfer_checked(spl.TransferCheckedParams(
         program_id=program, source=ata_address(w.s.wallet, mint, program), mint=mint,
@@ -147,9 +148,7 @@ BENIGN = [
 ]  # fmt: skip
 
 
-def tok_memo(w: World) -> object:
-    from solders.instruction import AccountMeta, Instruction
-
+def tok_memo(w: World) -> Instruction:
     return Instruction(MEMO_V2_PROGRAM, "invoice #42 ✓".encode(), [AccountMeta(w.s.wallet, True, False)])
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 import spl.token.instructions as tok
+import spl.token.models as spl
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -57,7 +58,7 @@ def test_strictest_tier_wins_and_every_reason_is_kept() -> None:
 
 def test_freeze_overrides_deny() -> None:
     s = Scenario()
-    approve = tok.approve(tok.models.ApproveParams(program_id=TOKEN_PROGRAM, source=STRANGER, delegate=STRANGER,
+    approve = tok.approve(spl.ApproveParams(program_id=TOKEN_PROGRAM, source=STRANGER, delegate=STRANGER,
                                                    owner=s.wallet, amount=1))  # fmt: skip
     decision = s.decide(s.legacy(s.pay(1, BLOCKED), approve))
     assert decision.verdict is Verdict.FREEZE
@@ -75,7 +76,7 @@ def test_disabled_freeze_triggers_still_deny() -> None:
     s = Scenario()
     s.doc["rules"]["freeze"] = {"on_authority_change": False, "on_delegate_approval": False,
                                 "on_close_to_stranger": False, "denials": None}  # fmt: skip
-    approve = tok.approve(tok.models.ApproveParams(program_id=TOKEN_PROGRAM, source=STRANGER, delegate=STRANGER,
+    approve = tok.approve(spl.ApproveParams(program_id=TOKEN_PROGRAM, source=STRANGER, delegate=STRANGER,
                                                    owner=s.wallet, amount=1))  # fmt: skip
     decision = s.decide(s.legacy(approve))
     assert (decision.verdict, decision.reasons[0].rule) == (Verdict.DENY, "freeze.delegate_approval")

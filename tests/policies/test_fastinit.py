@@ -24,7 +24,7 @@ FAST = [
 ]  # fmt: skip
 
 
-def _reference(cls: type) -> type:
+def _reference(cls: type[Any]) -> type[Any]:
     """The same fields as a dataclass with the generated ``__init__``."""
     specs = [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(cls)]
     return dataclasses.make_dataclass(f"Reference{cls.__name__}", specs, frozen=True, slots=True)
@@ -37,7 +37,7 @@ def test_the_sign_path_records_use_it() -> None:
 
 
 @pytest.mark.parametrize("cls", FAST, ids=lambda cls: cls.__name__)
-def test_same_parameters_as_the_dataclass(cls: type) -> None:
+def test_same_parameters_as_the_dataclass(cls: type[Any]) -> None:
     expected = inspect.signature(_reference(cls).__init__)
     actual = inspect.signature(cls.__init__)
     assert [(p.name, p.kind, p.default) for p in actual.parameters.values()] == [

@@ -12,7 +12,7 @@ from solders.system_program import TransferParams, transfer
 
 from policies.fees import summarize_fees
 from policies.transaction import decode_transaction
-from tests.support.chain import airdrop, execute, fresh_chain, funded_keypair
+from tests.support.chain import airdrop, balance, execute, fresh_chain, funded_keypair
 from tests.support.policies import MERCHANT
 from tests.support.scenario import Scenario
 
@@ -37,9 +37,9 @@ def test_the_estimate_is_never_below_the_charge(case: str) -> None:
     s = Scenario(agent=funded_keypair(svm), blockhash=svm.latest_blockhash())
     raw = s.signed(s.legacy(*_cases(s)[case], budget=False))
     estimate = summarize_fees(decode_transaction(raw)).total_lamports
-    before = svm.get_balance(s.wallet)
+    before = balance(svm, s.wallet)
     execute(svm, raw)
-    charged = before - svm.get_balance(s.wallet) - (1_000 if "transfer" in case else 0)
+    charged = before - balance(svm, s.wallet) - (1_000 if "transfer" in case else 0)
     assert charged <= estimate, (charged, estimate)
     if case == "price only":
         assert estimate == charged == 5_000 + 3_000  # exact where no other instruction is estimated generously

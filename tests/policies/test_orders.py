@@ -19,10 +19,9 @@ from policies.orders import (
     check_approval,
     check_freeze_order,
     checked_freeze_order,
-    document_sha256,
     freeze_document,
 )
-from policies.signing import sign_document
+from policies.signing import document_sha256, sign_document
 from tests.support.policies import owner_public_key
 
 NOW = 1_800_000_000

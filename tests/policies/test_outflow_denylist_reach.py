@@ -20,6 +20,7 @@ from tests.policies.outflow_actions import sol_transfer
 from tests.support.chain import (
     LAMPORTS_PER_SOL,
     airdrop,
+    balance,
     create_ata,
     create_mint,
     execute,
@@ -59,10 +60,10 @@ def test_sol_to_a_denied_owners_associated_account(mint: str) -> None:
         return
     assert decision.verdict is Verdict.ALLOW  # docs/policies.md: under "any" a denylist does not reach this account
     execute(svm, s.signed(raw))
-    before = svm.get_balance(denied.pubkey())
+    before = balance(svm, denied.pubkey())
     close = Instruction(programs.TOKEN_PROGRAM, bytes([9]), [
         AccountMeta(account, False, True), AccountMeta(denied.pubkey(), False, True),
         AccountMeta(denied.pubkey(), True, False),
     ])  # fmt: skip
     send(svm, denied, [close])
-    assert svm.get_balance(denied.pubkey()) - before >= PAID  # the denied owner has what the wallet sent
+    assert balance(svm, denied.pubkey()) - before >= PAID  # the denied owner has what the wallet sent

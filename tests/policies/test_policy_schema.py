@@ -147,7 +147,10 @@ def periods(draw: st.DrawFn, ids: list[str]) -> list[dict[str, Any]]:
 def hhmm_window(draw: st.DrawFn) -> dict[str, Any]:
     start = draw(st.integers(0, 1439))
     end = draw(st.integers(start + 1, 1440))
-    spell = lambda m: "24:00" if m == 1440 else f"{m // 60:02d}:{m % 60:02d}"  # noqa: E731
+
+    def spell(m: int) -> str:
+        return "24:00" if m == 1440 else f"{m // 60:02d}:{m % 60:02d}"
+
     days = draw(st.lists(st.sampled_from(DAYS), min_size=1, max_size=7, unique=True))
     return {"days": days, "start": spell(start), "end": spell(end)}
 
@@ -228,7 +231,24 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
-JUNK = [None, True, 0, -1, 1, 2**53, U64_MAX, "", "any", "SOL", [], {}, "1", "24:00", ADDRESSES[0], "a" * 65]
+JUNK: list[object] = [
+    None,
+    True,
+    0,
+    -1,
+    1,
+    2**53,
+    U64_MAX,
+    "",
+    "any",
+    "SOL",
+    [],
+    {},
+    "1",
+    "24:00",
+    ADDRESSES[0],
+    "a" * 65,
+]
 FLOAT = "\x00float\x00"  # written into the text as a float literal
 
 

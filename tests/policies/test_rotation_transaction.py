@@ -170,6 +170,7 @@ def test_the_pairing_rule_is_one_function_the_owners_cosign_reads_limits_with() 
                                   remove(), ("remove_spending_limit", {"spending_limit": second})),
                     proposal_create(), vote(AGENT)]  # fmt: skip
     actions = decode_transaction(raw(instructions)).instructions[0].args["actions"]
+    assert isinstance(actions, tuple)
     pairs = spending_limit_replacements(actions, new_agent=NEW_AGENT)
     read = [(removed["spending_limit"], added and added["members"]) for removed, added in pairs]
     assert read == [(first, (NEW_AGENT,)), (second, None)]

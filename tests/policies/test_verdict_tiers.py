@@ -4,6 +4,7 @@ its own verdict with its own label in a decision's JSON (the label the proxy ans
 from __future__ import annotations
 
 import spl.token.instructions as tok
+import spl.token.models as spl
 from solders.keypair import Keypair
 
 from policies.decision import Verdict
@@ -22,7 +23,7 @@ def test_each_tier_is_its_own_verdict_in_order() -> None:
 def test_a_decision_of_each_tier_carries_its_label() -> None:
     s = Scenario()
     stranger = Keypair().pubkey()
-    approve = tok.approve(tok.models.ApproveParams(program_id=TOKEN_PROGRAM, source=stranger, delegate=stranger,
+    approve = tok.approve(spl.ApproveParams(program_id=TOKEN_PROGRAM, source=stranger, delegate=stranger,
                                                    owner=s.wallet, amount=1))  # fmt: skip
     cases = [(s.pay(1_000), "allow"), (s.pay(2 * SOL), "escalate"), (s.pay(1, BLOCKED), "deny"), (approve, "freeze")]
     for ix, label in cases:

@@ -512,7 +512,7 @@ def build_harness(
     clock = SwitchableClock()
     owner = Ed25519PrivateKey.generate()
     services = Services(
-        store=store,  # type: ignore[arg-type]
+        store=store,
         clock=clock,
         relay=EnclaveRelay(  # sealing requests get the production's longer bound, whatever ``enclave_timeout`` is
             PooledEnclaveClient(
@@ -522,7 +522,7 @@ def build_harness(
         chain=LiteSvmChain(LiteSVM()),
         rate_limiter=RateLimiter(rate, int(rate) if burst is None else burst),
         attestation_limiter=attestation_limiter(rate, int(rate) if burst is None else burst),
-        nonces=StoreNonceRegistry(store),  # type: ignore[arg-type]
+        nonces=StoreNonceRegistry(store),
         owner_keys=frozenset({owner_public_key(owner)}),
         public_origins=frozenset({origin}),
         owner_max_skew_seconds=300,
@@ -612,8 +612,11 @@ def provisioned_harness(
 def stand_in_harness(tmp_path: Path) -> Iterator[tuple[Harness, LoopThread, list[asyncio.Server]]]:
     """A provisioned wallet (off-chain messages allowed) whose real enclave is stopped again, so that stand-in
     enclaves can take its socket; every server in the yielded list is closed at the end."""
-    messages = {"offchain_messages": {"allowed": True}}
-    with provisioned_harness(tmp_path, policy=lambda h: h.policy(1, **messages), enclave_timeout=2.0) as running:
+
+    def policy(h: Harness) -> dict[str, Any]:
+        return h.policy(1, offchain_messages={"allowed": True})
+
+    with provisioned_harness(tmp_path, policy=policy, enclave_timeout=2.0) as running:
         h, loop, servers = running
         stop_enclave(h, loop, servers[0])
         yield running

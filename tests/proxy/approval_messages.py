@@ -15,7 +15,7 @@ from parent_proxy.store import dynamodb_attributes as attr
 from parent_proxy.store.model import Approval, ApprovalStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
-from parent_proxy.store.state_changes import CreateApproval, RecordEvent
+from parent_proxy.store.state_changes import CreateApproval, RecordEvent, StateChange
 from tests.proxy.conftest import FakeClock
 
 T0 = 1_700_000_000.0
@@ -29,7 +29,7 @@ def approval(approval_id: str, message: bytes | None = M1, wallet_id: str = "w1"
 
 def escalate(s: Store, clock: FakeClock, a: Approval, bound: int | None = 100) -> None:
     """What the sign flow writes for an escalation: the request's time, the approval, the record."""
-    changes = [RecordEvent(a.wallet_id, "request", T0), CreateApproval(a, bound)]
+    changes: list[StateChange] = [RecordEvent(a.wallet_id, "request", T0), CreateApproval(a, bound)]
     s.apply_audited(changes, AuditLog(s, clock).sealer("transaction.escalated", {}, wallet_id=a.wallet_id))
 
 

@@ -24,7 +24,7 @@ from policies.cli import main
 from tests.fakes.fake_nsm_device import FakeNsmDevice
 from tests.proxy.api_harness import provision, running_harness
 from tests.proxy.harness_calls import sign_message
-from tests.support.nitro_test_pki import NitroTestPki
+from tests.support.nitro_test_pki import NitroTestPki, Validity
 from tests.support.policies import MERCHANT
 
 PCRS = {i: bytes([0xB0 + i]) * 48 for i in range(16)}
@@ -47,7 +47,7 @@ def real_log(tmp_path: Path, *, attestation: str = "none", nsm: Any = None) -> P
     return tmp_path / "state.db"
 
 
-def pki_window() -> dict[str, datetime]:
+def pki_window() -> Validity:
     """Validity of a test PKI's certificates: from an hour ago to three hours from now."""
     now = datetime.now(UTC)
     return {"not_before": now - timedelta(hours=1), "not_after": now + timedelta(hours=3)}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,6 +21,9 @@ from tests.proxy.api_harness import Harness, provision, running_harness, stand_i
 from tests.proxy.stand_in import StandIn
 from tests.support.aws_env import use_test_credentials
 from tests.support.owner_rotation_rpc import Cli, Rpc
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 W = TypeVar("W")
 
@@ -125,7 +128,7 @@ def moto_dynamo_store(wrap: Callable[[Any], W]) -> Iterator[tuple[Any, W]]:
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_table(client, "waiaas-test")
         wrapped = wrap(client)
-        dynamo = DynamoStore(wrapped, "waiaas-test")
+        dynamo = DynamoStore(cast("DynamoDBClient", wrapped), "waiaas-test")  # a wrapper: boto3-shaped, duck-typed
         try:
             yield dynamo, wrapped
         finally:

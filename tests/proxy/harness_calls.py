@@ -60,7 +60,7 @@ def escalate(h: Harness) -> tuple[str, dict[str, Any], str]:
     return approval_id, {"envelope": envelope}, f"/v1/wallets/{h.wallet_id}/approvals/{approval_id}/approve"
 
 
-def freeze_order(h: Harness, sequence: int, *, freeze: bool = True) -> dict[str, str]:
+def freeze_order(h: Harness, sequence: int, *, freeze: bool = True) -> dict[str, Any]:
     """The body of an owner freeze (or unfreeze) order of ``sequence``, valid for ten minutes."""
     return {"envelope": order(h, sequence, "freeze" if freeze else "unfreeze")}
 

@@ -139,9 +139,11 @@ class RequestTokens:
         if fault == "lost":
             raise self.error()
         if fault == "conflict":
-            reasons = [{"Code": "TransactionConflict"} for _ in kwargs["TransactItems"]]
             raise ClientError(
-                {"Error": {"Code": "TransactionCanceledException", "Message": "x"}, "CancellationReasons": reasons},
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "x"},
+                    "CancellationReasons": [{"Code": "TransactionConflict"} for _ in kwargs["TransactItems"]],
+                },
                 "TransactWriteItems",
             )
         answer: Any = {}

@@ -200,8 +200,10 @@ def test_a_switch_the_store_could_not_record_is_repeated(h: Harness) -> None:
 def another_proxy(h: Harness) -> Iterator[Harness]:
     """A second proxy process on the same store, chain and running enclave (the one that sent a switch restarted,
     say): its own app, relay (nothing loaded), enclave sessions and nonce registry."""
-    client = PooledEnclaveClient(UnixAddress(str(h.socket)), timeout=5.0, wallet_timeout=WALLET_REQUEST_TIMEOUT_SECONDS)
-    relay = EnclaveRelay(client)
+    enclave = PooledEnclaveClient(
+        UnixAddress(str(h.socket)), timeout=5.0, wallet_timeout=WALLET_REQUEST_TIMEOUT_SECONDS
+    )
+    relay = EnclaveRelay(enclave)
     services = Services(
         store=h.store, clock=h.clock, relay=relay, chain=h.services.chain, rate_limiter=RateLimiter(1000.0, 1000),
         attestation_limiter=attestation_limiter(1000.0, 1000), nonces=StoreNonceRegistry(h.store),

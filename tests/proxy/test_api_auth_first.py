@@ -18,6 +18,7 @@ from parent_proxy.api_agent import agent_of
 from parent_proxy.api_errors import ApiError
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.owner_route import verified_owner
+from policies.signing import verify_owner_signature
 from tests.proxy.api_harness import Harness
 from tests.support.policies import owner_public_key
 
@@ -111,7 +112,7 @@ def test_owner_routes_do_not_reveal_which_wallets_exist(
     work: one Ed25519 verification each (timing then does not tell an existing wallet and its owner key apart)."""
     stranger = Ed25519PrivateKey.generate()
     verified: list[Pubkey] = []
-    real = owner_auth.verify_owner_signature
+    real = verify_owner_signature
 
     def counted(payload: bytes, signature: bytes, owner: Pubkey) -> None:
         verified.append(owner)

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import Transaction
@@ -156,6 +157,7 @@ def test_an_owner_approval_cancelled_while_reserving_is_signed_not_lost(h: Harne
 def test_shutdown_waits_for_a_request_whose_caller_was_cancelled(h: Harness) -> None:
     async def scenario(client: httpx.AsyncClient) -> None:
         app = h.client.app
+        assert isinstance(app, FastAPI)
         async with app.router.lifespan_context(app):
             tx = h.transfer(1_000, MERCHANT)
             body = {"transaction": base64.b64encode(tx).decode(), "idempotency_key": "at-shutdown"}

@@ -73,7 +73,8 @@ def enclave_ahead(h: Harness) -> None:
 
 
 def denials(h: Harness) -> int:
-    return h.store.count_denials(h.wallet_id, 0.0)
+    count: int = h.store.count_denials(h.wallet_id, 0.0)
+    return count
 
 
 def queued(h: Harness, event_type: str) -> list[dict[str, Any]]:

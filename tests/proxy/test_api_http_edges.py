@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
 from parent_proxy.owner_auth import OwnerRequest, owner_request_headers
 from parent_proxy.store.sqlite import SqliteStore
@@ -102,7 +103,9 @@ def _paths(h: Harness) -> list[tuple[str, str]]:
     """Every operation of the API but GETs (those read no body), its path filled in."""
     ids = {"{wallet_id}": h.wallet_id, "{approval_id}": "a1", "{token_id}": "t1"}
     found = []
-    for template, operations in h.client.app.openapi()["paths"].items():
+    app = h.client.app
+    assert isinstance(app, FastAPI)
+    for template, operations in app.openapi()["paths"].items():
         path = template
         for placeholder, value in ids.items():
             path = path.replace(placeholder, value)

@@ -10,6 +10,7 @@ and none recorded (a retry of the policy then answered 409 ``stale_policy``, of 
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,13 +22,16 @@ from tests.proxy.api_harness import Harness, unwritable
 from tests.support.policies import owner_public_key
 
 
-def assert_503(response: object) -> None:
-    assert response.status_code == 503, response.text  # type: ignore[attr-defined]
-    assert response.json()["error"]["code"] == "store_unavailable"  # type: ignore[attr-defined]
+def assert_503(response: Any) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "store_unavailable"
 
 
 def token_rows(h: Harness) -> list[tuple[str, object]]:
-    return h.store.inner._conn().execute("SELECT token_id, revoked_at FROM tokens ORDER BY created_at").fetchall()
+    rows: list[tuple[str, object]] = (
+        h.store.inner._conn().execute("SELECT token_id, revoked_at FROM tokens ORDER BY created_at").fetchall()
+    )
+    return rows
 
 
 def test_a_policy_that_cannot_be_recorded_is_not_installed(provisioned: Harness) -> None:

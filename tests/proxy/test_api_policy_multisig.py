@@ -79,9 +79,9 @@ class Unchanged:
         self.enclave: list[Any] = spy_calls(h.services.relay, "ensure_wallet")
         forget = h.services.relay.forget
 
-        def forgotten(wallet_id: str) -> None:
+        def forgotten(wallet_id: str | None = None, *, flying: str | None = None) -> None:
             self.enclave.append(("forget", wallet_id))
-            forget(wallet_id)
+            forget(wallet_id, flying=flying)
 
         h.services.relay.forget = forgotten  # type: ignore[method-assign]
 

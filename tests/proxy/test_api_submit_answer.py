@@ -69,17 +69,17 @@ def test_during_the_broadcast_the_key_already_holds_the_signed_answer(h: Harness
         stored.append(answer)
         return finish_signing(reservation, audit, webhook, answer, **more)
 
-    async def broadcast(signed: bytes) -> str:
+    async def broadcast(signed_transaction: bytes) -> str:
         (answer,) = stored
         during.append(h.store.lookup_idempotent(h.wallet_id, answer.key, answer.request_hash, time.time()))
-        return await submit(signed)
+        return await submit(signed_transaction)
 
-    h.store.finish_signing = finish  # type: ignore[method-assign]
+    h.store.finish_signing = finish
     h.services.chain.submit = broadcast  # type: ignore[method-assign]
     signed = h.sign(tx, key="k1", submit=True)
     assert signed.status_code == 200 and signed.json()["submission"]["submitted"] is True
     (record,) = during
-    assert record is not None and record.status is IdempotencyStatus.COMPLETED
+    assert record is not None and record.status is IdempotencyStatus.COMPLETED and record.response is not None
     assert json.loads(record.response)["body"] == {**signed.json(), "submission": UNRECORDED}
     replay = h.sign(tx, key="k1", submit=True)  # afterwards: the outcome replaced it
     assert replay.json() == signed.json()

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave_app.protocol import ProtocolError
+from enclave_app.errors import ProtocolError
 from enclave_app.protocol_wire import _wallet_id as enclave_wallet_id
 from parent_proxy.errors import InvalidInput, NotFound
 from parent_proxy.owner_cli_common import OwnerInputError, wallet_id_option

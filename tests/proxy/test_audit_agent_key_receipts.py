@@ -345,7 +345,7 @@ def test_a_malformed_candidate_from_the_enclave_is_recorded(
     """Changed below the relay (at the enclave client): the route refuses it and writes ``agent_key.failed`` (before:
     the relay refused a candidate without its sealed key, or for another wallet, and nothing was recorded)."""
     multisig_wallet(h)
-    client = h.services.relay._client  # type: ignore[attr-defined]
+    client = h.services.relay._client
     real = client.prepare_agent_key
 
     async def malformed(*args: Any, **kwargs: Any) -> Any:
@@ -363,7 +363,7 @@ def test_a_switch_answered_for_another_wallet_is_recorded(h: Harness, monkeypatc
     old = h.agent
     new = Pubkey.from_string(h.owner_call("POST", agent_key_path(h, "/candidate")).json()["candidate_public_key"])
     chain_shows(h, [h.owner_pub, new])
-    client = h.services.relay._client  # type: ignore[attr-defined]
+    client = h.services.relay._client
     real = client.switch_agent_key
 
     async def another_wallet(*args: Any, **kwargs: Any) -> Any:

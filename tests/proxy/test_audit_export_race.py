@@ -122,7 +122,7 @@ def test_an_object_met_but_not_readable_is_exit_2(s3: Any, db: Path, monkeypatch
 
 def test_the_waits_between_attempts_double(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(data_bucket.time, "sleep", waits.append)
+    monkeypatch.setattr("parent_proxy.data_bucket.time.sleep", waits.append)
     client = RaceClient(None, conflicts=100)  # S3 answers 409 to every put; nothing reaches a bucket
     with pytest.raises(data_bucket.BucketUnavailable, match="ConditionalRequestConflict"):
         DataBucket(client, BUCKET).put_new(PREFIX + "x", b"x", content_type="text/plain")

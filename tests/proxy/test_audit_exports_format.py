@@ -9,6 +9,7 @@ import dataclasses
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -141,7 +142,7 @@ def test_a_changed_byte_is_refused_or_changes_nothing(position: int, value: int)
     assert export.records == tuple(LOG)
 
 
-def _rechained(records: list[AuditRecord], start: int, **changes: object) -> list[AuditRecord]:
+def _rechained(records: list[AuditRecord], start: int, **changes: Any) -> list[AuditRecord]:
     """``records`` with the record at index ``start`` changed and every later one re-hashed (a rewritten history)."""
     out = list(records[:start])
     prev = records[start - 1].hash if start else records[0].prev_hash

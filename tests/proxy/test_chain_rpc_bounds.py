@@ -18,6 +18,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import httpx
 import pytest
@@ -73,7 +74,8 @@ def balance_answer(request: httpx.Request, pad: int = 0) -> bytes:
 
 
 def test_lookup_tables_are_asked_with_a_data_slice_one_byte_past_the_largest_table() -> None:
-    svm, seen = LiteSVM(), []
+    svm = LiteSVM()
+    seen: list[dict[str, Any]] = []
     table, addresses = Pubkey.new_unique(), [Pubkey.new_unique() for _ in range(3)]
     install_lookup_table(svm, table, addresses)
     assert read_tables(node(svm, seen), [table]) == {table: tuple(addresses)}
@@ -96,7 +98,8 @@ def test_a_table_account_longer_than_any_table_is_refused_not_cut_to_one(space: 
     """A table-program account of 10 MiB whose first bytes are a valid table: the slice comes back full (one byte
     past the largest layout) and is refused, also from a node that does not say the account's ``space``; the
     answer stays small."""
-    svm, sizes, table = LiteSVM(), [], Pubkey.new_unique()
+    svm, table = LiteSVM(), Pubkey.new_unique()
+    sizes: list[int] = []
     header = (1).to_bytes(4, "little") + bytes(52)
     data = header + bytes(Pubkey.new_unique()) * 256 + bytes(10 * 1024 * 1024 - LOOKUP_TABLE_MAX_BYTES)
     svm.set_account(table, Account(10**9, data, ADDRESS_LOOKUP_TABLE_PROGRAM, False, 0))

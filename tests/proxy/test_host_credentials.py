@@ -135,7 +135,7 @@ def test_the_setting_defaults_to_none(tmp_path: Path, text: str | None, value: s
     extra = {} if text is None else {"WAIAAS_ENCLAVE_KMS_CREDENTIALS": text}
     settings = load_settings(_env(tmp_path, tmp_path / "s", Ed25519PrivateKey.generate(), **extra))
     assert settings.enclave_kms_credentials == value
-    lent = build_services(settings).relay._client._aws_credentials  # type: ignore[attr-defined]
+    lent = build_services(settings).relay._client._aws_credentials
     assert isinstance(lent, HostAwsCredentials) if value == "host" else lent is None
 
 

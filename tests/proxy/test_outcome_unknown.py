@@ -88,5 +88,6 @@ def test_a_failing_fence_leaves_everything_held(wallet_store: Store) -> None:
     s = wallet_store
     services, lost = request(s, 1, amount=5)
     unknown = Reservation("w1", "r-unknown", (("SOL", 5),), T0)  # a release that fails: NotFound
-    assert not finish_applied(services, SimpleNamespace(**{**vars(lost), "reservation": unknown}), answer_stored=True)
+    elsewhere: Any = SimpleNamespace(**{**vars(lost), "reservation": unknown})  # a stand-in, as `request` makes
+    assert not finish_applied(services, elsewhere, answer_stored=True)
     assert s.reservation_status("w1", "r1") == ReservationStatus.PENDING and key_state(s, lost) == "in progress"

@@ -298,8 +298,9 @@ def test_role_chain_carries_mfa_on_the_first_hop(kms: tuple[Any, str]) -> None:
     seen_credentials: list[Any] = []
 
     def factory(service: str, credentials: Any) -> Any:
+        assert service == "sts"  # the role chain asks STS only
         seen_credentials.append(credentials)
-        return RecordingSts(boto3.client(service, region_name="us-east-1"), calls)
+        return RecordingSts(boto3.client("sts", region_name="us-east-1"), calls)
 
     chain = RoleChain(arns, "arn:aws:iam::123456789012:mfa/owner", "987650", "alice@example.com")
     credentials = assume_role_chain(factory, chain)

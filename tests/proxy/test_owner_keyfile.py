@@ -282,30 +282,30 @@ def test_passphrase_files_give_their_first_line(tmp_path: Path) -> None:
 
 
 def test_prompting_asks_twice_for_a_new_file_and_refuses_empty_or_different_answers() -> None:
-    def answers(*values: str | type[BaseException]) -> object:
-        queue = list(values)
-        prompts: list[str] = []
+    class Answers:
+        """An ``ask`` giving ``values`` in turn (an exception class: raised instead); it records the prompts."""
 
-        def ask(prompt: str) -> str:
-            prompts.append(prompt)
-            value = queue.pop(0)
+        def __init__(self, *values: str | type[BaseException]) -> None:
+            self.queue = list(values)
+            self.prompts: list[str] = []
+
+        def __call__(self, prompt: str) -> str:
+            self.prompts.append(prompt)
+            value = self.queue.pop(0)
             if isinstance(value, type):
                 raise value
             return value
 
-        ask.prompts = prompts  # type: ignore[attr-defined]
-        return ask
-
-    ask = answers("pässphrase", "pässphrase")
+    ask = Answers("pässphrase", "pässphrase")
     assert prompt_passphrase(Path("k.pem"), confirm=True, ask=ask) == "pässphrase".encode()
-    assert ask.prompts == ["Passphrase for k.pem: ", "Passphrase for k.pem (again): "]  # type: ignore[attr-defined]
-    assert prompt_passphrase(Path("k.pem"), confirm=False, ask=answers("x")) == b"x"
+    assert ask.prompts == ["Passphrase for k.pem: ", "Passphrase for k.pem (again): "]
+    assert prompt_passphrase(Path("k.pem"), confirm=False, ask=Answers("x")) == b"x"
     refusals = [
-        (answers("one", "two"), True, "the two passphrases differ"),
-        (answers("", ""), True, "an empty passphrase is refused"),
-        (answers(""), False, "an empty passphrase is refused"),
-        (answers(EOFError), False, "no passphrase entered"),
-        (answers("a", KeyboardInterrupt), True, "no passphrase entered"),
+        (Answers("one", "two"), True, "the two passphrases differ"),
+        (Answers("", ""), True, "an empty passphrase is refused"),
+        (Answers(""), False, "an empty passphrase is refused"),
+        (Answers(EOFError), False, "no passphrase entered"),
+        (Answers("a", KeyboardInterrupt), True, "no passphrase entered"),
     ]
     for ask, confirm, reason in refusals:
         with pytest.raises(KeyFileError, match=f"^key file k.pem: {reason}$"):

@@ -111,6 +111,16 @@ def mfa_file(directory: Path, content: str = "123456\n") -> str:
     return str(path)
 
 
+def prompter(prompts: list[str], answer: str) -> Callable[[str], str]:
+    """A ``getpass.getpass`` that records each prompt in ``prompts`` and answers ``answer``."""
+
+    def getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return answer
+
+    return getpass
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -136,7 +146,7 @@ def test_an_alias_a_bare_id_or_a_malformed_arn_is_refused_before_any_aws_call(
     key_id: str, seam: Seam, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked: list[str] = []
-    monkeypatch.setattr("getpass.getpass", lambda prompt="": asked.append(prompt) or "123456")
+    monkeypatch.setattr("getpass.getpass", prompter(asked, "123456"))
     for mfa in (["--mfa-code-file", mfa_file(tmp_path)], []):  # from a file; and no code given: nobody is asked
         code, out, err = run_cli(capsys, "owner", "--kms-key-id", key_id, *CHAIN, *mfa, "pubkey")
         assert (code, out) == (2, "")
@@ -243,7 +253,7 @@ def test_the_region_is_the_key_arns_with_the_production_factory(
                         "MOTO_ACCOUNT_ID": "111111111111"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     made: list[tuple[str, str, str]] = []
-    real_client = boto3.client
+    real_client: Callable[..., Any] = boto3.client  # its overloads take no *args
 
     def client(service: str, *args: Any, **kwargs: Any) -> Any:
         made_client = real_client(service, *args, **kwargs)
@@ -296,7 +306,7 @@ def test_mfa_code_on_the_command_line_is_refused_and_the_prompt_or_a_file_gives_
 
     prompts: list[str] = []
     monkeypatch.setattr("sys.stdin", Terminal())
-    monkeypatch.setattr("getpass.getpass", lambda prompt="": prompts.append(prompt) or " 654321 ")
+    monkeypatch.setattr("getpass.getpass", prompter(prompts, " 654321 "))
     code, out, err = run_cli(capsys, *owner, "pubkey")
     assert (code, err) == (0, "") and out.split()[1] == KEY_ARN
     assert prompts == ["MFA code for arn:aws:iam::111111111111:mfa/alice: "]

@@ -108,8 +108,12 @@ def test_the_warnings_are_bounded() -> None:
     now = [0.0]
     log = ForeignAudienceLog(clock=lambda: now[0])
     records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
+
+    class Recording(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Recording()
     logger = logging.getLogger(LOGGER)
     logger.addHandler(handler)
     try:

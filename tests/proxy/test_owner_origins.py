@@ -201,6 +201,11 @@ def test_a_new_request_is_signed_for_the_origin_of_its_url() -> None:
         audiences=frozenset({"https://a.example"}), now=now, max_skew=300, nonces=nonces, scope="w1",
     ) == owner_public_key(owner)  # fmt: skip
     signed: list[bytes] = []
+
+    def sign(message: bytes) -> bytes:
+        signed.append(message)
+        return owner.sign(message)
+
     with pytest.raises(OriginError):
-        signed_request_headers("a.example", "GET", path, b"", owner=owner_public_key(owner), sign=signed.append)
+        signed_request_headers("a.example", "GET", path, b"", owner=owner_public_key(owner), sign=sign)
     assert signed == []

@@ -109,7 +109,7 @@ def _trust_allows(
 def _check_chain_against_trust(templates: dict[str, Any], config: Any, sent: list[dict[str, Any]]) -> str:
     """Walk the hops as STS would; return the source identity of the final session."""
     caller = config.owner_principals[0]
-    source_identity = None
+    source_identity: str | None = None
     for hop, params in enumerate(sent):
         if source_identity is not None:
             # STS keeps the first hop's value for the whole chain and refuses a different one.

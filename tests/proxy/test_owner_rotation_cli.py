@@ -26,6 +26,7 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
 from parent_proxy import owner_cli_common
+from policies.model import DecodedTransaction
 from policies.orders import AgentKeyOrder, check_rotation_order, check_switch_order
 from policies.rotation import check_rotation_transaction
 from policies.transaction import decode_transaction
@@ -47,6 +48,15 @@ from tests.support.owner_rotation_rpc import (
 )
 from tests.support.policies import owner_public_key
 from tests.support.squads_rotation import put_spending_limit, spending_limit_address
+
+
+def config_actions(decoded: DecodedTransaction) -> tuple[Any, ...]:
+    """The actions of the transaction's one ``config_transaction_create``: (name, fields) pairs."""
+    (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
+    actions = config.args["actions"]
+    assert isinstance(actions, tuple)
+    return actions
+
 
 # -- rotation-transaction --------------------------------------------------------------------------------------------
 
@@ -71,8 +81,7 @@ def test_rotation_transaction_replaces_the_spending_limits_naming_the_agent(
     assert code == 0, err
     decoded = decode_transaction(base64.b64decode(out.strip()))
     check_rotation_transaction(decoded, multisig=multisig, agent=agent.pubkey(), new_agent=new_agent)
-    (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
-    actions = list(config.args["actions"])
+    actions = list(config_actions(decoded))
     assert actions[:2] == [("add_member", {"key": new_agent, "permissions": 2}),
                            ("remove_member", {"old_member": agent.pubkey()})]  # fmt: skip
     removed = [fields["spending_limit"] for name, fields in actions if name == "remove_spending_limit"]
@@ -122,8 +131,7 @@ def test_rotation_transaction_refuses_a_spending_limit_naming_the_agent_and_anot
         assert f"spending limit {shared} is closed, without a replacement" in err
         decoded = decode_transaction(base64.b64decode(out.strip()))
         check_rotation_transaction(decoded, multisig=multisig, agent=agent.pubkey(), new_agent=new_agent)
-        (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
-        assert [(name, fields.get("spending_limit")) for name, fields in config.args["actions"][2:]] == [
+        assert [(name, fields.get("spending_limit")) for name, fields in config_actions(decoded)[2:]] == [
             ("remove_spending_limit", own),
             ("add_spending_limit", None),
             ("remove_spending_limit", shared),
@@ -174,8 +182,7 @@ def test_rotation_transaction_reads_the_multisig_and_builds_the_next_index(
     assert decoded.fee_payer == owner
     assert [c["method"] for c in rpc.calls] == ["getAccountInfo", "getProgramAccounts", "getLatestBlockhash"]
     assert rpc.calls[0]["params"][0] == str(multisig)
-    (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
-    assert [name for name, _ in config.args["actions"]] == ["add_member", "remove_member"]  # no spending limit
+    assert [name for name, _ in config_actions(decoded)] == ["add_member", "remove_member"]  # no spending limit
     assert "config transaction 12" in err and "rpc-secret-token" not in out + err
     # The same with the owner key itself (its public key is all it takes), the agent named, a priority fee.
     code, out, err = cli("--keypair", str(path), "rotation-transaction", "--rpc-url", RPC_URL, "--multisig",
@@ -184,8 +191,7 @@ def test_rotation_transaction_reads_the_multisig_and_builds_the_next_index(
     assert code == 0, err
     decoded = decode_transaction(base64.b64decode(out.strip()))
     assert decoded.instructions[0].name == "set_compute_unit_price" and decoded.fee_payer == owner
-    (config,) = [ix for ix in decoded.instructions if ix.name == "config_transaction_create"]
-    assert config.args["actions"][0][1]["permissions"] == 3
+    assert config_actions(decoded)[0][1]["permissions"] == 3
     cli.assert_no_secret(*secrets_of(key), "rpc-secret-token")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from solders.pubkey import Pubkey
@@ -26,6 +26,14 @@ OWNER, AGENT, CANDIDATE = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_u
 SESSION = SessionKey(bytes(range(32)))
 UNATTESTED = {"document": None, "mode": "none", "reason": "test", "enclave_state": "ready",
               "session_public_key": str(Pubkey.from_bytes(SESSION.public_key))}  # fmt: skip
+
+
+class Expected(TypedDict, total=False):
+    """What the owner expects, as `_cli` takes it: the wallet, the agent key and the owner key given."""
+
+    wallet: str
+    agent: str
+    owner: str
 
 
 def _cli(capsys: pytest.CaptureFixture[str], tmp_path: Path, answer: dict[str, Any], attestation: dict[str, Any],
@@ -101,7 +109,7 @@ def test_a_real_candidate_verifies(attestation: str, tmp_path: Path, capsys: pyt
          "expected-wallet", "expected-agent", "no-receipt", "garbled-receipt", "bad-candidate"],
 )  # fmt: skip
 def test_each_wrong_answer_is_refused(
-    answer: dict[str, Any], expected: dict[str, str], message: str | None, tmp_path: Path,
+    answer: dict[str, Any], expected: Expected, message: str | None, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     code, out, err = _cli(capsys, tmp_path, answer, UNATTESTED, **expected)

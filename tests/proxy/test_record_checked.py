@@ -22,6 +22,7 @@ from parent_proxy.enclave_sessions import Checked
 from parent_proxy.errors import StoreUnavailable
 from parent_proxy.order_receipts import ExpectedOrder, receipt_fields
 from parent_proxy.relay_orders import AppliedOrder
+from policies.ed25519 import verify_ed25519
 from tests.proxy.api_harness import Harness, provision, running_harness
 from tests.proxy.harness_calls import order, send
 from tests.proxy.stand_in import StandIn
@@ -51,7 +52,9 @@ def _record_checked(stand_in: StandIn, signed: tuple[bytes, bytes], record: Any,
 @pytest.fixture
 def attested(stand_in: StandIn) -> StandIn:
     """The stand-in enclave on the socket: the next receipt it signed makes the proxy attest it and adopt its key."""
-    stand_in.answer(StatusResponse(state=EnclaveState.READY, wallets=1, session_public_key=stand_in.session.public_key))
+    stand_in.answer(
+        lambda session: StatusResponse(state=EnclaveState.READY, wallets=1, session_public_key=session.public_key)
+    )
     return stand_in
 
 
@@ -124,7 +127,7 @@ def test_an_order_receipt_is_verified_once_per_order(h: Harness, monkeypatch: py
     """A spy on the receipts' Ed25519 check counts the order receipts' verifications: one per order (three
     before), and the answer still names the key in force."""
     counted: list[bytes] = []
-    real = receipts.verify_ed25519
+    real = verify_ed25519
 
     def spy(key: bytes, signature: bytes, message: bytes) -> bool:
         if message.startswith(ORDER_RECEIPT_DOMAIN):

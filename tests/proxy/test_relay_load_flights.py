@@ -108,7 +108,7 @@ def run(tmp_path: Path, steps: Callable[[World], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
-async def _started(count: int, call: Callable[[], Awaitable[None]]) -> list[asyncio.Future[None]]:
+async def _started(count: int, call: Callable[[], Awaitable[None]]) -> list[asyncio.Task[None]]:
     """``count`` concurrent calls, each run up to its first wait."""
     tasks = [asyncio.ensure_future(call()) for _ in range(count)]
     for _ in range(5):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import time
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,7 +21,7 @@ from tests.support.offchain_messages import offchain_message
 from tests.support.policies import owner_public_key
 
 
-def sign_message(h: Harness) -> object:
+def sign_message(h: Harness) -> Any:  # the test client's response, as `Harness.sign` answers it
     return h.client.post(
         f"/v1/wallets/{h.wallet_id}/messages/sign",
         json={"message": base64.b64encode(offchain_message(h.agent, "hello")).decode()},
@@ -36,8 +37,8 @@ def test_an_expired_policy_signs_no_off_chain_message(h: Harness) -> None:
     assert sign_message(h).status_code == 200  # allowed by the example policy while it is in force
     h.clock.offset = expires_at - time.time()  # the proxy's clock reaches the expiry second
     refused = sign_message(h)
-    assert refused.status_code == 403, refused.text  # type: ignore[attr-defined]
-    error = refused.json()["error"]  # type: ignore[attr-defined]
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
     assert error["code"] == "policy_denied" and [r["rule"] for r in error["reasons"]] == ["policy_expired"]
     assert h.audit_events().count("message.signed") == 1
 

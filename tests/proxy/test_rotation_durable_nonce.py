@@ -221,6 +221,7 @@ def test_the_builders_advance_makes_a_transaction_durable_on_chain() -> None:
     raw = build_rotation_transaction(multisig=multisig, transaction_index=4, owner=owner.pubkey(), agent=agent,
                                      new_agent=new_agent, nonce=nonce)  # fmt: skip
     message = VersionedTransaction.from_bytes(raw).message
+    assert isinstance(message, Message)  # a legacy message, as `is_writable` reads it
     first, advance = message.instructions[0], advance_nonce_instruction(address, owner.pubkey())
     assert message.account_keys[first.program_id_index] == advance.program_id
     assert [message.account_keys[i] for i in bytes(first.accounts)] == [a.pubkey for a in advance.accounts]

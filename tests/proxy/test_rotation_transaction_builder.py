@@ -273,6 +273,7 @@ def test_spending_limit_replacements_match_the_encoder_and_pass_the_enclave_chec
     replacement = SpendingLimitReplacement(old, Pubkey.new_unique())
     raw = build(multisig=multisig, owner=owner, agent=agent, new_agent=new_agent, spending_limits=[replacement])
     message = VersionedTransaction.from_bytes(raw).message
+    assert isinstance(message, Message)  # a legacy message, as `is_writable` reads it
     create_ix, execute_ix = message.instructions[0], message.instructions[-1]
     actions = [("add_member", {"new_member": {"key": new_agent, "permissions": {"mask": 7}}}),
                ("remove_member", {"old_member": agent}),
@@ -325,6 +326,7 @@ def test_a_closed_spending_limit_is_removed_alone_and_passes_the_enclave_check()
     raw = build(multisig=multisig, owner=owner, agent=agent, new_agent=new_agent, spending_limits=[replacement],
                 closed_spending_limits=[shared])  # fmt: skip
     message = VersionedTransaction.from_bytes(raw).message
+    assert isinstance(message, Message)  # a legacy message, as `is_writable` reads it
     create_ix, execute_ix = message.instructions[0], message.instructions[-1]
     actions = [("add_member", {"new_member": {"key": new_agent, "permissions": {"mask": 7}}}),
                ("remove_member", {"old_member": agent}),

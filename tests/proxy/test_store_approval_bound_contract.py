@@ -18,7 +18,7 @@ from parent_proxy.errors import ApprovalQueueFull, InvalidInput
 from parent_proxy.store.model import Approval, ApprovalStatus
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.sqlite import SqliteStore
-from parent_proxy.store.state_changes import CreateApproval, DecideApproval, RecordEvent
+from parent_proxy.store.state_changes import CreateApproval, DecideApproval, RecordEvent, StateChange
 from tests.proxy.conftest import FakeClock, make_wallet
 
 T0 = 1_700_000_000.0
@@ -31,7 +31,10 @@ def pending(approval_id: str, wallet_id: str = "w1") -> Approval:
 
 def escalate(s: Store, log: AuditLog, approval_id: str, wallet_id: str = "w1", bound: int = BOUND) -> None:
     """What the sign flow writes for an escalation: the request's time, the bounded approval, the record."""
-    changes = [RecordEvent(wallet_id, "request", T0), CreateApproval(pending(approval_id, wallet_id), bound)]
+    changes: list[StateChange] = [
+        RecordEvent(wallet_id, "request", T0),
+        CreateApproval(pending(approval_id, wallet_id), bound),
+    ]
     s.apply_audited(changes, log.sealer("transaction.escalated", {"id": approval_id}, wallet_id=wallet_id))
 
 
@@ -136,7 +139,10 @@ def test_a_transaction_freeing_one_place_and_taking_one_still_keeps_the_bound(
     s, log = wallet_store, AuditLog(wallet_store, clock)
     for approval_id in ("a1", "a2", "a3"):
         escalate(s, log, approval_id, bound=5)
-    changes = [DecideApproval("a1", ApprovalStatus.REJECTED, None, T0), CreateApproval(pending("a4"), 1)]
+    changes: list[StateChange] = [
+        DecideApproval("a1", ApprovalStatus.REJECTED, None, T0),
+        CreateApproval(pending("a4"), 1),
+    ]
     with pytest.raises(ApprovalQueueFull, match=r"\(at most 1\)"):
         s.apply_audited(changes, log.sealer("transaction.escalated", {}, wallet_id="w1"))
     assert waiting(s) == ["a1", "a2", "a3"]

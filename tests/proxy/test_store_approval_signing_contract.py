@@ -92,7 +92,7 @@ def test_a_reopened_signing_never_finishes(wallet_store: Store, clock: FakeClock
     with pytest.raises(AlreadyDecided, match="approval a1 is approved, not approved by this decision for this"):
         s.apply_audited([reopen], log.sealer("approval.reopened", {}, wallet_id="w1"))  # s1's reopening: once
     assert state(s) == before and before[1] == ReservationStatus.PENDING
-    assert s.enqueue_webhook(webhook) is None  # its event id was never enqueued
+    s.enqueue_webhook(webhook)  # no Conflict: its event id was never enqueued
     second = s.reserve("w1", "s2", {"SOL": 5}, {}, T0 + 5)
     s.finish_signing(second, log.sealer("transaction.signed", {}, wallet_id="w1"), None, None,
                      FinishApproval("a1", "s2"))  # fmt: skip
@@ -154,7 +154,7 @@ def test_a_signing_begun_during_the_listing_is_not_stalled(wallet_store: Store, 
         (lambda s: s.reopen_approval("a1", b"yes", ""), "signing"),
         (lambda s: s.stalled_approvals(T0, 0), "limit"),
         (lambda s: s.stalled_approvals(-1.0, 10), "decided_before"),
-        (lambda s: s.apply_audited([FinishApproval("a1", "")], lambda _: None), "signing"),  # type: ignore[arg-type,return-value]
+        (lambda s: s.apply_audited([FinishApproval("a1", "")], lambda _: None), "signing"),
     ],
 )
 def test_bad_signing_arguments_are_refused(wallet_store: Store, call: Any, match: str) -> None:

@@ -23,6 +23,7 @@ from parent_proxy.store.state_changes import (
     DecideApproval,
     FinishApproval,
     RecordEvent,
+    StateChange,
 )
 from tests.proxy.approval_messages import previous_build_decides
 from tests.proxy.conftest import FakeClock
@@ -39,7 +40,7 @@ def pending(s: Store, approval_id: str = "a1", wallet_id: str = "w1") -> None:
 
 def join(s: Store, clock: FakeClock, approval_id: str = "a1", wallet_id: str = "w1") -> AuditRecord:
     """What `sign_outcomes.join` writes under the claimed key ``k1``: the request's time, the condition, the 202."""
-    changes = [
+    changes: list[StateChange] = [
         RecordEvent("w1", "request", T0),
         ApprovalStillOpen(wallet_id, approval_id),
         CompleteIdempotent(IdempotentAnswer("w1", "k1", H1, JOINED)),
@@ -107,7 +108,10 @@ def test_an_unknown_approval_or_another_wallets_is_not_found(claimed: Store, clo
 
 def test_no_other_change_of_that_approval_with_it(claimed: Store, clock: FakeClock) -> None:
     pending(claimed)
-    changes = [ApprovalStillOpen("w1", "a1"), DecideApproval("a1", ApprovalStatus.REJECTED, None, T0)]
+    changes: list[StateChange] = [
+        ApprovalStillOpen("w1", "a1"),
+        DecideApproval("a1", ApprovalStatus.REJECTED, None, T0),
+    ]
     with pytest.raises(InvalidInput, match="approval a1: a condition on it is its only change"):
         claimed.apply_audited(changes, AuditLog(claimed, clock).sealer("approval.rejected", {}, wallet_id="w1"))
     assert claimed.get_approval("a1").status is ApprovalStatus.PENDING

@@ -50,7 +50,7 @@ def _race(store: Store, worker: int, attempts: int, cap: int = CAP) -> list[int]
     return granted
 
 
-def _sqlite_worker(path: str, worker: int, start: multiprocessing.synchronize.Barrier) -> list[int]:  # type: ignore[name-defined]
+def _sqlite_worker(path: str, worker: int, start: multiprocessing.synchronize.Barrier) -> list[int]:
     store = SqliteStore(path, busy_timeout=30)
     start.wait()
     try:
@@ -91,7 +91,7 @@ def _event_time(i: int) -> float:
     return T0 + i // 2 + (0.5 if i % 2 else 0.0)
 
 
-def _events_worker(path: str, worker: int, start: multiprocessing.synchronize.Barrier) -> list[int]:  # type: ignore[name-defined]
+def _events_worker(path: str, worker: int, start: multiprocessing.synchronize.Barrier) -> list[int]:
     """Record requests (alternately through `begin_signing`, on the unsynced connection, and `record_request`) and
     every third one a denial, both workers at the same times; after each, the count must include at least what this
     worker recorded. Returns the counts seen, for the caller to check they were not all trivially equal."""

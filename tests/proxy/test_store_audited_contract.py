@@ -158,7 +158,7 @@ def test_a_refused_change_writes_nothing(
     set_up(s)
     s.decide_approval("a1", ApprovalStatus.REJECTED, None, T0)
     before = state(s)
-    changes = [RecordEvent("w1", "denial", T0), SetFrozen("w1", True, "r"), refused]
+    changes: list[StateChange] = [RecordEvent("w1", "denial", T0), SetFrozen("w1", True, "r"), refused]
     with pytest.raises(error, match=match):
         s.apply_audited(changes, log.sealer("t", {}, wallet_id="w1"), item())
     assert state(s) == before

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -20,6 +20,9 @@ from parent_proxy.store.model import OutboxItem, OutboxStatus
 from parent_proxy.store.validation_outbox import WALLET_PAUSE_CAP_SECONDS
 from tests.proxy.conftest import make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import CountingClient, Hook, Hooked
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 T0 = 1_700_000_000.0
 LEASE = 30.0
@@ -300,12 +303,12 @@ def test_items_written_before_heads_are_claimed_and_looked_for_once_per_table(aw
         )
         for i in older:
             client.inner.put_item(TableName=TABLE, Item=i)
-        for i in range(20):
-            store.enqueue_webhook(item(f"later{i}", "w1", due=T0 + 3600))
+        for n in range(20):
+            store.enqueue_webhook(item(f"later{n}", "w1", due=T0 + 3600))
         assert store.claim_webhooks(T0, LEASE, 10) == []  # old1 is not due yet, w2 is in flight
         assert all("due_key" not in client.inner.get_item(TableName=TABLE, Key={"pk": i["pk"], "sk": i["sk"]})["Item"]
                    for i in older)  # fmt: skip
-        fresh = DynamoStore(client, TABLE)  # another process on the same table
+        fresh = DynamoStore(cast("DynamoDBClient", client), TABLE)  # another process on the same table
         reads(client)
         [old1] = fresh.claim_webhooks(T0 + 5, LEASE, 10)
         assert (old1.event_id, old1.attempts, old1.next_attempt_at) == ("old1", 1, T0 + 5)

@@ -42,11 +42,22 @@ def dynamo(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Dyn
 
 
 def client_error(code: str, status: int, retries: int = 0) -> Callable[[], Exception]:
-    metadata = {"HTTPStatusCode": status, "RetryAttempts": retries}
-    return lambda: ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": metadata}, "X")
+    return lambda: ClientError(
+        {
+            "Error": {"Code": code, "Message": "x"},
+            "ResponseMetadata": {
+                "RequestId": "",
+                "HostId": "",
+                "HTTPStatusCode": status,
+                "HTTPHeaders": {},
+                "RetryAttempts": retries,
+            },
+        },
+        "X",
+    )
 
 
-UNANSWERED = {
+UNANSWERED: dict[str, Callable[[], Exception]] = {
     "connection lost": connection_lost,
     "read timeout": lambda: ReadTimeoutError(endpoint_url=ENDPOINT),
     "connection closed": lambda: ConnectionClosedError(endpoint_url=ENDPOINT),
@@ -55,7 +66,7 @@ UNANSWERED = {
     "in progress": client_error("TransactionInProgressException", 400),
     "throttled after botocore's retries": client_error("ThrottlingException", 400, retries=9),
 }
-ANSWERED = {
+ANSWERED: dict[str, Callable[[], Exception]] = {
     "throttled at once": client_error("ThrottlingException", 400),
     "validation": client_error("ValidationException", 400),
     "never sent": lambda: ParamValidationError(report="x"),

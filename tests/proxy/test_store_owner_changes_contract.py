@@ -11,7 +11,7 @@ import pytest
 
 from parent_proxy.audit import AuditLog
 from parent_proxy.errors import AlreadyRevoked, Conflict, InvalidInput, NotFound, StalePolicySequence
-from parent_proxy.store.model import AuditRecord, WebhookConfig
+from parent_proxy.store.model import AuditRecord, Wallet, WebhookConfig
 from parent_proxy.store.protocol import Store
 from parent_proxy.store.state_changes import (
     CreateWallet,
@@ -37,7 +37,7 @@ def state(s: Store) -> tuple[Any, ...]:
         except NotFound:
             return None
 
-    wallets = []
+    wallets: list[Wallet | None] = []
     for wallet_id in ("w1", "w2", "w3"):
         try:
             wallets.append(s.get_wallet(wallet_id))

@@ -212,10 +212,10 @@ def test_begin_signing_refuses_a_bad_request_id_and_writes_nothing(wallet_store:
             "w1",
             "k1",
             H1,
-            request_id=request_id,
+            request_id=request_id,  # type: ignore[arg-type]  # deliberately not always a str: refused
             amounts={"SOL": 5},
             limits=LIMITS,
-            now=T0,  # type: ignore[arg-type]
+            now=T0,
         )
     assert wallet_store.lookup_idempotent("w1", "k1", H1, T0) is None
     assert (wallet_store.count_requests("w1", 0.0), wallet_store.spent_in_window("w1", "SOL", DAY, T0)) == (0, 0)

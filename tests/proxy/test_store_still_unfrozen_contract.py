@@ -25,7 +25,7 @@ from parent_proxy.store.model import (
     ReservationStatus,
 )
 from parent_proxy.store.protocol import Store
-from parent_proxy.store.state_changes import FinishApproval, SetFrozen, StillUnfrozen
+from parent_proxy.store.state_changes import FinishApproval, SetFrozen, StateChange, StillUnfrozen
 from tests.proxy.conftest import FakeClock, make_wallet, moto_dynamo_store
 
 T0 = 1_700_000_000.0
@@ -133,7 +133,7 @@ def test_a_malformed_condition_is_refused(wallet_store: Store, clock: FakeClock,
 
 def test_it_is_the_only_change_of_its_wallet_record(wallet_store: Store, clock: FakeClock) -> None:
     s = wallet_store
-    changes = [StillUnfrozen("w1", 0), SetFrozen("w1", True, "x")]
+    changes: list[StateChange] = [StillUnfrozen("w1", 0), SetFrozen("w1", True, "x")]
     with pytest.raises(InvalidInput, match="at most one change of its wallet's record"):
         s.apply_audited(changes, AuditLog(s, clock).sealer("t", {}, wallet_id="w1"))
     assert s.get_wallet("w1").frozen is False

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 
 from parent_proxy.store.model import OutboxItem, WebhookConfig
 from parent_proxy.store.sqlite import SqliteStore
@@ -45,12 +46,17 @@ def _event(store: SqliteStore, clock: FakeClock, wallet_id: str) -> OutboxItem:
     return enqueue_event(store, clock, wallet_id, "decision", {})
 
 
+def _accepted(receiver: Receiver, body: bytes) -> Callable[[], bool]:
+    """Whether ``receiver`` has accepted ``body`` yet."""
+    return lambda: body in receiver.accepted
+
+
 def _healthy_deliveries(store: SqliteStore, clock: FakeClock, receiver: Receiver) -> int:
     """Three events of the healthy wallet ``w-ok``, one after the other, each waited for (`WAIT`): how many reached
     ``receiver``."""
     for delivered in range(3):
         good = _event(store, clock, "w-ok")
-        if not wait_until(lambda body=good.body: body in receiver.accepted, WAIT):
+        if not wait_until(_accepted(receiver, good.body), WAIT):
             return delivered
     return 3
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TypedDict
 
 import pytest
 from hypothesis import example, given
@@ -19,6 +20,14 @@ from tests.proxy.webhook_receiver import SECRET
 NOW = 1_700_000_000
 
 
+class Signed(TypedDict):
+    """A delivery's signed parts, as `verify_webhook_signature` takes them."""
+
+    timestamp: str
+    signature: str
+    body: bytes
+
+
 def test_the_event_id_and_type_headers_must_match_the_signed_body() -> None:
     """Before: a delivery captured and replayed within the tolerance with a new ``WAIaaS-Event-Id`` (or another
     ``WAIaaS-Event-Type``) verified, so a receiver that de-duplicated on the header acted on it twice. The body
@@ -26,7 +35,7 @@ def test_the_event_id_and_type_headers_must_match_the_signed_body() -> None:
     item = event_item(FakeClock(), "w1", "transaction.signed", {"request_id": "r1"})
     envelope = json.loads(item.body)
     assert (envelope["id"], envelope["type"]) == (item.event_id, item.event_type)  # signed, with the body
-    signed = {"timestamp": str(NOW), "signature": sign_webhook(SECRET, NOW, item.body), "body": item.body}
+    signed: Signed = {"timestamp": str(NOW), "signature": sign_webhook(SECRET, NOW, item.body), "body": item.body}
     verify_webhook_signature(
         SECRET, **signed, event_id=item.event_id, event_type=item.event_type, now=NOW, tolerance=300
     )

@@ -10,6 +10,7 @@ import hmac
 import logging
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -137,7 +138,7 @@ def test_signature_scheme() -> None:
     verify_webhook_signature(
         SECRET, timestamp="1700000000", signature=sig, body=body, **event, now=1_700_000_100, tolerance=300
     )
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"timestamp": "1700000000", "body": b'{"id":"e1","type":"other"}'}, "signature is invalid"),
         ({"timestamp": "1700000001"}, "signature is invalid"),
         ({"timestamp": "1699999000"}, "outside the tolerance"),
@@ -147,6 +148,6 @@ def test_signature_scheme() -> None:
     for change, match in cases:
         kwargs = {"timestamp": "1700000000", "signature": sig, "body": body, **event, **change}
         with pytest.raises(WebhookError, match=match):
-            verify_webhook_signature(SECRET, now=1_700_000_100, tolerance=300, **kwargs)  # type: ignore[arg-type]
+            verify_webhook_signature(SECRET, now=1_700_000_100, tolerance=300, **kwargs)
     assert BACKOFF_BASE_SECONDS / 2 <= backoff_delay(1, random.Random(0)) <= BACKOFF_BASE_SECONDS
     assert backoff_delay(50, random.Random(0)) <= BACKOFF_MAX_SECONDS

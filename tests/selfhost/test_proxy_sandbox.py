@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import httpx
@@ -132,7 +132,7 @@ def test_the_emulation_lets_through_what_a_service_does(unit_lines: Path) -> Non
 # ------------------------------------------------------------------------------- 2. the proxy serves under them
 
 
-def moto_client(endpoint: str, service: str = "dynamodb") -> Any:
+def moto_client(endpoint: str, service: Literal["dynamodb", "s3"] = "dynamodb") -> Any:
     return boto3.client(
         service,
         endpoint_url=endpoint,

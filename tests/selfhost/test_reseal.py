@@ -268,7 +268,7 @@ def test_a_missing_state_database_is_refused_and_not_created(world: World, capsy
 def test_a_crash_while_the_new_blobs_are_computed_writes_nothing(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     before = world.fingerprint()
     calls: list[str] = []
-    real = reseal.seal_agent_key
+    real = seal_agent_key
 
     def crash_half_way(sealer: Any, key: Any, binding: SealBinding) -> bytes:
         calls.append(binding.wallet_id)

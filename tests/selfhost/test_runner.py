@@ -39,7 +39,7 @@ def _alive(pid: int) -> bool:
 
 
 def _model(compose_model: dict[str, Any], command: list[str], test: list[str]) -> dict[str, Any]:
-    model = json.loads(json.dumps(compose_model))
+    model: dict[str, Any] = json.loads(json.dumps(compose_model))
     model["services"]["signer"]["command"] = command
     model["services"]["signer"]["healthcheck"]["test"] = ["CMD", *test]
     return model
@@ -70,7 +70,7 @@ def test_a_service_that_never_becomes_healthy_is_reported_and_stopped(
 
 
 def test_a_secret_file_readable_by_others_is_refused(compose_model: dict[str, Any], tmp_path: Path) -> None:
-    model = json.loads(json.dumps(compose_model))
+    model: dict[str, Any] = json.loads(json.dumps(compose_model))
     secret = tmp_path / "secret"
     secret.write_text("x" * 32)
     secret.chmod(0o644)

@@ -35,8 +35,19 @@ BUCKET_ARG = f"{BUCKET}@{REGION}"
 
 def s3_error(code: str, status: int, operation: str) -> ClientError:
     """The error botocore raises for S3's answer ``status`` with error ``code``."""
-    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       operation)  # fmt: skip
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": code},
+            "ResponseMetadata": {
+                "RequestId": "",
+                "HostId": "",
+                "HTTPStatusCode": status,
+                "HTTPHeaders": {},
+                "RetryAttempts": 0,
+            },
+        },
+        operation,
+    )
 
 
 @dataclass
@@ -199,13 +210,14 @@ def every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Printed]
         # The object appears after the run listed the keys: as another writer's put would.
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr("parent_proxy.data_bucket.CONFLICT_RETRY_SECONDS", 0.0)
-            for prefix, case, change, client in [
-                ("other/", "another object under the export's name", b"appendee", {}),
-                ("refused/", "the read-back refused", b"appended", {"refuse_read": "AccessDenied"}),
-                ("conflict/", "a conflict that does not clear", None, {"conflicts": 1000}),
+            for prefix, case, change, conflicts, refuse_read in [
+                ("other/", "another object under the export's name", b"appendee", 0, None),
+                ("refused/", "the read-back refused", b"appended", 0, "AccessDenied"),
+                ("conflict/", "a conflict that does not clear", None, 1000, None),
             ]:
                 key, body = export_key(db, prefix)
                 meanwhile = _put(s3, key, body.replace(b"appended", change, 1)) if change else lambda: None
-                use_client(patch, RaceClient(s3, meanwhile=meanwhile, **client))
+                race = RaceClient(s3, meanwhile=meanwhile, conflicts=conflicts, refuse_read=refuse_read)
+                use_client(patch, race)
                 record(case, export(db, prefix))
     return printed

@@ -150,6 +150,14 @@ def mint_tokens(
     send(svm, payer, [ix], [authority] if authority.pubkey() != payer.pubkey() else [])
 
 
+def balance(svm: LiteSVM, account: Pubkey) -> int:
+    """The lamports of ``account``, which must exist (LiteSVM answers None for no account)."""
+    lamports = svm.get_balance(account)
+    if lamports is None:
+        raise LookupError(f"no account at {account}")
+    return lamports
+
+
 def token_balance(svm: LiteSVM, account: Pubkey) -> int:
     """The raw amount held by token account ``account`` (0 when it does not exist)."""
     info = svm.get_account(account)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,7 +80,11 @@ def build_envelope(
     encryptor = Cipher(algorithms.AES(key_for_cipher), modes.CBC(iv_for_cipher)).encryptor()
     ciphertext = encryptor.update(padded) + encryptor.finalize()
 
-    hash_cls = {"sha256": hashes.SHA256, "sha1": hashes.SHA1, "sha512": hashes.SHA512}
+    hash_cls: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+        "sha256": hashes.SHA256,
+        "sha1": hashes.SHA1,
+        "sha512": hashes.SHA512,
+    }
     oaep = asym_padding.OAEP(
         mgf=asym_padding.MGF1(hash_cls[options.mgf_hash]()), algorithm=hash_cls[options.oaep_hash](), label=None
     )

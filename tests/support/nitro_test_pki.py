@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import cbor2
 from cryptography import x509
@@ -25,6 +25,17 @@ PCR_ZERO = bytes(48)
 
 NITRO_FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "nitro"
 """Real captured documents (see the README there); CI places ../shared beside the repository."""
+
+
+SignatureHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+"""The hashes a certificate here may be signed with (ECDSA takes these; a Nitro chain uses SHA-384 only)."""
+
+
+class Validity(TypedDict):
+    """A certificate's validity window, as `make_certificate` and `NitroTestPki.create` take it (``**window``)."""
+
+    not_before: datetime
+    not_after: datetime
 
 
 def _name(common_name: str) -> x509.Name:
@@ -43,7 +54,7 @@ def make_certificate(
     not_after: datetime,
     key_cert_sign: bool | None = None,
     digital_signature: bool | None = None,
-    signature_hash: hashes.HashAlgorithm | None = None,
+    signature_hash: SignatureHash | None = None,
     critical_extra: x509.ExtensionType | None = None,
 ) -> x509.Certificate:
     """One certificate, with basicConstraints (critical) and keyUsage set like AWS's, signed ECDSA/SHA-384 unless
@@ -105,7 +116,7 @@ class NitroTestPki:
         root_name: str = "test.nitro-enclaves",
     ) -> NitroTestPki:
         root_key, ca1_key, ca2_key, leaf_key = _new_key(), _new_key(), _new_key(), _new_key()
-        common = {"not_before": not_before, "not_after": not_after}
+        common: Validity = {"not_before": not_before, "not_after": not_after}
         root = make_certificate(
             subject=root_name,
             public_key=root_key.public_key(),
