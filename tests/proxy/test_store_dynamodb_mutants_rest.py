@@ -82,7 +82,16 @@ def test_every_read_is_strongly_consistent(dynamo: tuple[Any, Hooked]) -> None:
 @pytest.mark.parametrize(("status", "unknown"), [(500, True), (499, False)])
 def test_any_5xx_answer_leaves_a_transaction_unknown(status: int, unknown: bool) -> None:
     error = ClientError(
-        {"Error": {"Code": "Unlisted"}, "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": 0}},
+        {
+            "Error": {"Code": "Unlisted"},
+            "ResponseMetadata": {
+                "RequestId": "",
+                "HostId": "",
+                "HTTPStatusCode": status,
+                "HTTPHeaders": {},
+                "RetryAttempts": 0,
+            },
+        },
         "TransactWriteItems",
     )
     assert unanswered(error) is unknown
