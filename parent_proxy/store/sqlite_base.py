@@ -2,11 +2,13 @@
 
 Each thread gets its own connection (sqlite3 connections are not shared across threads). Writes run in
 ``BEGIN IMMEDIATE`` transactions (see `sqlite_schema`), so a check and the write it guards happen under the
-database's write lock, also across processes sharing the file.
+database's write lock, also across processes sharing the file; writers take turns on a lock file first
+(`sqlite_writer_lock`), so a writer that finds another one writing waits for it, not for SQLite's busy handler.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from parent_proxy.store import sqlite_events as events
 from parent_proxy.store import sqlite_outbox_due as outbox
 from parent_proxy.store import sqlite_outbox_heads as heads
 from parent_proxy.store import sqlite_spend as spend
+from parent_proxy.store import sqlite_writer_lock as writer_lock
 from parent_proxy.store.sqlite_schema import (
     DEFAULT_BUSY_TIMEOUT_SECONDS,
     PRAGMAS,
@@ -34,9 +37,11 @@ from parent_proxy.store.sqlite_schema import (
 
 
 class _ThreadState(threading.local):
-    """Per thread: its connection, and whether a `SqliteBase.reading` block (and its read transaction) is open."""
+    """Per thread: its connection, its descriptor of the writer lock file, and whether a `SqliteBase.reading` block
+    (and its read transaction) is open."""
 
     conn: sqlite3.Connection | None = None
+    lock_fd: int | None = None
     reading: bool = False
     snapshot: bool = False
 
@@ -62,6 +67,7 @@ class SqliteBase:
         self._busy_timeout = busy_timeout
         self._local = _ThreadState()
         self._all: list[sqlite3.Connection] = []
+        self._lock_fds: list[int] = []
         self._lock = threading.Lock()
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -107,6 +113,16 @@ class SqliteBase:
                 self._all.append(conn)
         return conn
 
+    def _writer_lock(self) -> int:
+        """This thread's descriptor of the writer lock file (`sqlite_writer_lock`)."""
+        fd = self._local.lock_fd
+        if fd is None:
+            fd = writer_lock.open_lock(self._path)
+            self._local.lock_fd = fd
+            with self._lock:
+                self._lock_fds.append(fd)
+        return fd
+
     @contextmanager
     def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction. ``durable=False`` commits without syncing the log (see
@@ -114,23 +130,29 @@ class SqliteBase:
         to the file syncs the write-ahead log, which holds this commit's frames before its own. It runs on the
         thread's one connection, ``synchronous=NORMAL`` for this transaction only (a second connection would find
         the log changed by the first at each transaction and drop its whole page cache). Inside a `reading`
-        block, its read transaction ends first: later reads see this write."""
+        block, its read transaction ends first: later reads see this write. The thread holds the writer lock
+        (`sqlite_writer_lock`) from before ``BEGIN IMMEDIATE`` until the transaction has ended."""
         self._end_snapshot()
+        fd = self._writer_lock()
         conn = self._conn()
-        with _translate():
-            if not durable:
-                conn.execute(SYNCHRONOUS_NORMAL)
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.rollback()
-                    raise
-                conn.commit()
-            finally:
+        writer_lock.acquire(fd, self._busy_timeout)
+        try:
+            with _translate():
                 if not durable:
-                    self._durable_again(conn)
+                    conn.execute(SYNCHRONOUS_NORMAL)
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        conn.rollback()
+                        raise
+                    conn.commit()
+                finally:
+                    if not durable:
+                        self._durable_again(conn)
+        finally:
+            writer_lock.release(fd)
 
     def _durable_again(self, conn: sqlite3.Connection) -> None:
         """Back to ``synchronous=FULL`` after `_write(durable=False)`. If even that fails, the connection is dropped
@@ -194,6 +216,9 @@ class SqliteBase:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+            for fd in self._lock_fds:
+                os.close(fd)
+            self._lock_fds.clear()
         self._local = _ThreadState()
 
     @staticmethod

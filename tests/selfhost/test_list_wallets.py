@@ -46,6 +46,8 @@ def test_it_lists_each_wallet_with_its_agent_key_and_candidate_and_changes_nothi
     assert conn.execute("PRAGMA journal_mode = DELETE").fetchone() == ("delete",)  # as a backup copy is (Backup)
     conn.close()
     before = hashlib.sha256(database.read_bytes()).hexdigest()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["waiaas.db", "waiaas.db-writer"]  # the store that made it left its writer lock file
 
     result = _list(str(database))
 
@@ -56,7 +58,7 @@ def test_it_lists_each_wallet_with_its_agent_key_and_candidate_and_changes_nothi
     ]
     assert "sealed" not in result.stdout
     assert hashlib.sha256(database.read_bytes()).hexdigest() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["waiaas.db"]  # no journal, -wal or -shm made
+    assert sorted(p.name for p in tmp_path.iterdir()) == files  # no journal, -wal, -shm or lock file made
 
 
 def test_a_file_that_is_not_a_state_is_one_line_and_exit_2(tmp_path: Path) -> None:
