@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 
 import pytest
 
@@ -84,6 +85,15 @@ def test_outbox_failure_retry_expiry_and_dead(wallet_store: Store) -> None:
     ]
     with pytest.raises(InvalidInput, match="error: must be a non-blank"):
         s.mark_failed("e1", "x", now=T0, error="", status_code=None, next_attempt_at=None)
+
+
+def test_a_finish_of_an_item_never_enqueued_is_not_found(wallet_store: Store) -> None:
+    """Not a lost lease: there is no item (pending or finished) under that event id."""
+    s = wallet_store
+    with pytest.raises(NotFound, match="outbox item nope not found"):
+        s.mark_delivered("nope", "a-lease", now=T0, status_code=200)
+    with pytest.raises(NotFound, match="outbox item nope not found"):
+        s.mark_failed("nope", "a-lease", now=T0, error="HTTP 500", status_code=500, next_attempt_at=T0 + 60)
 
 
 def test_a_claim_takes_one_item_per_wallet_and_none_of_a_wallet_in_flight(wallet_store: Store) -> None:
@@ -185,6 +195,16 @@ def test_audit_append_only_extends_head(store: Store) -> None:
     assert store.audit_records(0, 100) == [r1, r2, r3]
     assert store.audit_records(1, 1) == [r2]
     assert store.audit_records(3, 10) == []
+
+
+def test_append_audit_refuses_what_is_not_an_audit_record(wallet_store: Store) -> None:
+    s = wallet_store
+    record = _record(1, GENESIS_PREV_HASH)
+    with pytest.raises(InvalidInput, match="record: must be an AuditRecord"):
+        s.append_audit(asdict(record), item("e1"))  # type: ignore[arg-type]
+    assert s.audit_head() is None
+    with pytest.raises(NotFound, match="outbox item e1 not found"):
+        s.get_outbox_item("e1")
 
 
 def test_append_audit_with_its_webhook_is_all_or_nothing(wallet_store: Store) -> None:

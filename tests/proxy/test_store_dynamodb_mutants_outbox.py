@@ -1,0 +1,125 @@
+"""DynamoDB outbox (`dynamodb_outbox`, `dynamodb_outbox_heads`), tests found missing by mutation testing: a finish
+that lost its lease keeps the lease another claim put on the wallet's head since; a claim whose transaction is
+refused for its item or head leases nothing, hands nothing over and is not sent again; a finish refused only for the
+wallet's head is sent again from fresh reads, and is unavailable when the head keeps moving."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from parent_proxy.errors import StoreUnavailable
+from parent_proxy.store.dynamodb import DynamoStore
+from parent_proxy.store.dynamodb_outbox import FINISH_ATTEMPTS
+from parent_proxy.store.model import OutboxItem, OutboxStatus
+from parent_proxy.store.validation_outbox import WALLET_PAUSE_CAP_SECONDS
+from tests.proxy.conftest import make_wallet, moto_dynamo_store
+from tests.proxy.hooked_client import Hook, Hooked
+
+T0 = 1_700_000_000.0
+LEASE = 30.0
+TABLE = "waiaas-test"
+
+
+def item(event_id: str, due: float) -> OutboxItem:
+    return OutboxItem(event_id, "w1", "decision", b'{"x":1}', created_at=T0 - 100, next_attempt_at=due)
+
+
+@pytest.fixture
+def hooked(aws_env: None) -> Iterator[tuple[Any, Hooked]]:
+    with moto_dynamo_store(Hooked) as (store, client):
+        store.create_wallet(make_wallet("w1"))
+        assert store.claim_webhooks(T0 - 1000, LEASE, 10) == []  # the store's first claim (the one-off layout move)
+        yield store, client
+
+
+def head_refused(times: int) -> tuple[Hook, list[int]]:
+    """A transact_write_items hook: the first ``times`` sends are cancelled for their last action alone (a finish's
+    head, moved by another claim or finish of the wallet), the rest go through. Returns the hook and its sends."""
+    sends: list[int] = []
+
+    def hook(real: Hook, **kwargs: Any) -> Any:
+        count = len(kwargs["TransactItems"])
+        sends.append(count)
+        if len(sends) > times:
+            return real(**kwargs)
+        reasons = [{"Code": "None"}] * (count - 1) + [{"Code": "ConditionalCheckFailed"}]
+        error = {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"}
+        raise ClientError({"Error": error, "CancellationReasons": reasons}, "TransactWriteItems")
+
+    return hook, sends
+
+
+def test_a_late_finish_keeps_the_lease_of_the_claim_in_flight(hooked: tuple[Any, Hooked]) -> None:
+    """A worker fails its item after its lease ended (nobody took that item again, so the finish stands) while
+    another claim of the wallet has an earlier item in flight: the finish writes the head (the wallet's pause) but
+    keeps that claim's lease on it, so an item enqueued since, due earlier still, waits for that delivery after the
+    pause as well (one delivery in flight per wallet)."""
+    store, client = hooked
+    other = DynamoStore(client.inner, TABLE)
+    store.enqueue_webhook(item("a0", T0))
+    [late] = store.claim_webhooks(T0, LEASE, 10)  # its worker stalls past its lease
+    store.enqueue_webhook(item("a_early", T0 - 5))
+    [current] = other.claim_webhooks(T0 + 31, 1000.0, 10)  # in flight until T0 + 1031
+    failed = T0 + 32
+    store.mark_failed("a0", late.lease_id or "", now=failed, error="x", status_code=500, next_attempt_at=failed + 3600)
+    assert (current.event_id, store.get_outbox_item("a0").attempts) == ("a_early", 1)
+    store.enqueue_webhook(item("a_earlier", T0 - 10))  # its pointer is now the wallet's first
+    assert store.claim_webhooks(failed + WALLET_PAUSE_CAP_SECONDS, LEASE, 10) == []  # a_early is in flight
+    other.mark_delivered("a_early", current.lease_id or "", now=T0 + 100, status_code=200)
+    assert [c.event_id for c in store.claim_webhooks(T0 + 100, LEASE, 10)] == ["a_earlier"]
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["the-same-item", "an-earlier-item"])
+def test_a_claim_refused_for_its_item_or_head_leases_nothing_and_is_not_sent_again(
+    hooked: tuple[Any, Hooked], earlier: bool
+) -> None:
+    """Another worker takes the item, or an item of the wallet enqueued since (due earlier), between this claim's
+    reads and its transaction: the transaction is refused for the item or the wallet's head (not for the newcomer
+    mark alone), so the claim hands nothing over and does not send it again without the mark."""
+    store, client = hooked
+    other = DynamoStore(client.inner, TABLE)
+    store.enqueue_webhook(item("a0", T0))
+    taken: list[OutboxItem] = []
+    sends: list[int] = []
+
+    def the_other_worker_first(real: Hook, **kwargs: Any) -> Any:
+        sends.append(len(kwargs["TransactItems"]))
+        if not taken:
+            if earlier:
+                other.enqueue_webhook(item("a_early", T0 - 5))
+            taken.extend(other.claim_webhooks(T0, LEASE, 10))
+        return real(**kwargs)
+
+    client.hooks["transact_write_items"] = the_other_worker_first
+    assert store.claim_webhooks(T0, LEASE, 10) == []
+    del client.hooks["transact_write_items"]
+    assert (sends, [c.event_id for c in taken]) == ([3], ["a_early" if earlier else "a0"])  # lease, head and mark
+    if earlier:
+        assert store.get_outbox_item("a0") == item("a0", T0)
+
+
+def test_a_finish_refused_for_the_head_alone_is_sent_again(hooked: tuple[Any, Hooked]) -> None:
+    store, client = hooked
+    store.enqueue_webhook(item("a0", T0))
+    [a0] = store.claim_webhooks(T0, LEASE, 10)
+    client.hooks["transact_write_items"], sends = head_refused(times=1)
+    store.mark_delivered("a0", a0.lease_id or "", now=T0 + 1, status_code=200)
+    assert len(sends) == 2
+    assert store.get_outbox_item("a0").status == OutboxStatus.DELIVERED
+
+
+def test_a_finish_whose_head_keeps_moving_is_unavailable_and_writes_nothing(hooked: tuple[Any, Hooked]) -> None:
+    store, client = hooked
+    store.enqueue_webhook(item("a0", T0))
+    [a0] = store.claim_webhooks(T0, LEASE, 10)
+    client.hooks["transact_write_items"], sends = head_refused(times=1000)
+    with pytest.raises(StoreUnavailable, match="outbox item a0: the wallet's head kept moving"):
+        store.mark_delivered("a0", a0.lease_id or "", now=T0 + 1, status_code=200)
+    assert len(sends) == FINISH_ATTEMPTS
+    del client.hooks["transact_write_items"]
+    assert store.get_outbox_item("a0") == a0
+    assert store.delivery_log("a0") == []
