@@ -1,7 +1,8 @@
 """DynamoDB outbox (`dynamodb_outbox`, `dynamodb_outbox_heads`), tests found missing by mutation testing: a finish
 that lost its lease keeps the lease another claim put on the wallet's head since; a claim whose transaction is
 refused for its item or head leases nothing, hands nothing over and is not sent again; a finish refused only for the
-wallet's head is sent again from fresh reads, and is unavailable when the head keeps moving."""
+wallet's head is sent again from fresh reads, and is unavailable when the head keeps moving; a pointer left at
+another time of its still pending item is dropped; a rescheduled item's cleared lease is a NULL DynamoDB accepts."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from botocore.exceptions import ClientError
 from parent_proxy.errors import StoreUnavailable
 from parent_proxy.store.dynamodb import DynamoStore
 from parent_proxy.store.dynamodb_outbox import FINISH_ATTEMPTS
+from parent_proxy.store.dynamodb_outbox_heads import pointer_item
 from parent_proxy.store.model import OutboxItem, OutboxStatus
 from parent_proxy.store.validation_outbox import WALLET_PAUSE_CAP_SECONDS
 from tests.proxy.conftest import make_wallet, moto_dynamo_store
@@ -123,3 +125,28 @@ def test_a_finish_whose_head_keeps_moving_is_unavailable_and_writes_nothing(hook
     del client.hooks["transact_write_items"]
     assert store.get_outbox_item("a0") == a0
     assert store.delivery_log("a0") == []
+
+
+def test_a_pointer_left_at_another_time_of_its_pending_item_is_dropped(hooked: tuple[Any, Hooked]) -> None:
+    """A pointer whose item is still pending, but due at another time (rescheduled while the one-off move of older
+    items ran), is dropped as one whose item is gone is: else it would head its wallet for ever."""
+    store, client = hooked
+    store.enqueue_webhook(item("a0", T0))
+    stale = pointer_item("w1", "a0", T0 - 5)
+    client.inner.put_item(TableName=TABLE, Item=stale)
+    assert store.claim_webhooks(T0, LEASE, 10) == []
+    assert "Item" not in client.inner.get_item(TableName=TABLE, Key={"pk": stale["pk"], "sk": stale["sk"]})
+    assert [c.event_id for c in store.claim_webhooks(T0, LEASE, 10)] == ["a0"]
+
+
+def test_a_rescheduled_item_stores_its_lease_as_an_enqueued_item_does(hooked: tuple[Any, Hooked]) -> None:
+    """As DynamoDB takes them: a NULL attribute is ``{"NULL": True}`` (it refuses ``False``)."""
+    store, client = hooked
+    store.enqueue_webhook(item("a0", T0))
+    key = {"pk": {"S": "OUTBOX"}, "sk": {"S": "a0"}}
+    enqueued = client.inner.get_item(TableName=TABLE, Key=key)["Item"]
+    [a0] = store.claim_webhooks(T0, LEASE, 10)
+    store.mark_failed("a0", a0.lease_id or "", now=T0 + 1, error="x", status_code=500, next_attempt_at=T0 + 60)
+    rescheduled = client.inner.get_item(TableName=TABLE, Key=key)["Item"]
+    lease = ("lease_id", "lease_until")
+    assert [rescheduled[a] for a in lease] == [enqueued[a] for a in lease] == [{"NULL": True}] * 2
