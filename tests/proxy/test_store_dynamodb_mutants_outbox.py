@@ -2,7 +2,8 @@
 that lost its lease keeps the lease another claim put on the wallet's head since; a claim whose transaction is
 refused for its item or head leases nothing, hands nothing over and is not sent again; a finish refused only for the
 wallet's head is sent again from fresh reads, and is unavailable when the head keeps moving; a pointer left at
-another time of its still pending item is dropped; a rescheduled item's cleared lease is a NULL DynamoDB accepts."""
+another time of its still pending item is dropped; a paused wallet leaves the index until its pause ends; a
+rescheduled item's cleared lease is a NULL DynamoDB accepts."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from parent_proxy.errors import StoreUnavailable
 from parent_proxy.store.dynamodb import DynamoStore
+from parent_proxy.store.dynamodb_base import OUTBOX_DUE_INDEX
 from parent_proxy.store.dynamodb_outbox import FINISH_ATTEMPTS
 from parent_proxy.store.dynamodb_outbox_heads import pointer_item
 from parent_proxy.store.model import OutboxItem, OutboxStatus
@@ -150,3 +152,30 @@ def test_a_rescheduled_item_stores_its_lease_as_an_enqueued_item_does(hooked: tu
     rescheduled = client.inner.get_item(TableName=TABLE, Key=key)["Item"]
     lease = ("lease_id", "lease_until")
     assert [rescheduled[a] for a in lease] == [enqueued[a] for a in lease] == [{"NULL": True}] * 2
+
+
+def test_a_paused_wallet_is_not_in_the_index_until_its_pause_ends(hooked: tuple[Any, Hooked]) -> None:
+    """The head of a wallet paused by a failed attempt is due at the end of the pause, even with items due before it:
+    a claim during the pause reads nothing of the wallet (the index shows nothing due), not its head on every claim."""
+    store, client = hooked
+    store.enqueue_webhook(item("a0", T0))
+    store.enqueue_webhook(item("a1", T0 + 1))
+    [a0] = store.claim_webhooks(T0, LEASE, 10)
+    store.mark_failed("a0", a0.lease_id or "", now=T0 + 2, error="x", status_code=500, next_attempt_at=T0 + 3600)
+    assert store.claim_webhooks(T0 + 3, LEASE, 10) == []  # the first claim since the failure folds w1's mark
+    requests: list[tuple[str, int]] = []
+
+    def logged(name: str) -> Hook:
+        def hook(real: Hook, **kwargs: Any) -> Any:
+            answer = real(**kwargs)
+            requests.append((kwargs.get("IndexName", name), len(answer.get("Items", [answer.get("Item")]))))
+            return answer
+
+        return hook
+
+    client.hooks.update(query=logged("query"), get_item=logged("get_item"))
+    assert store.claim_webhooks(T0 + 2 + WALLET_PAUSE_CAP_SECONDS - 1, LEASE, 10) == []
+    assert requests == [(OUTBOX_DUE_INDEX, 0)]
+    requests.clear()
+    assert [c.event_id for c in store.claim_webhooks(T0 + 2 + WALLET_PAUSE_CAP_SECONDS, LEASE, 10)] == ["a1"]
+    assert requests[0] == (OUTBOX_DUE_INDEX, 1)
