@@ -197,6 +197,22 @@ def test_audit_append_only_extends_head(store: Store) -> None:
     assert store.audit_records(3, 10) == []
 
 
+@pytest.mark.parametrize(
+    ("after_seq", "limit", "refused"),
+    [
+        (0, 0, "limit: must be an integer in \\[1, 10000\\]"),
+        (0, 10_001, "limit"),
+        (-1, 10, "after_seq"),
+        (0, True, "limit"),
+    ],
+)
+def test_audit_records_refuses_a_bad_page(store: Store, after_seq: int, limit: int, refused: str) -> None:
+    """A page of at most 10,000 records (the audit export's), after a sequence number."""
+    store.append_audit(_record(1, GENESIS_PREV_HASH))
+    with pytest.raises(InvalidInput, match=refused):
+        store.audit_records(after_seq, limit)
+
+
 def test_append_audit_refuses_what_is_not_an_audit_record(wallet_store: Store) -> None:
     s = wallet_store
     record = _record(1, GENESIS_PREV_HASH)
