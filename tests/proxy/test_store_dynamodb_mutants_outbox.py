@@ -3,7 +3,8 @@ that lost its lease keeps the lease another claim put on the wallet's head since
 refused for its item or head leases nothing, hands nothing over and is not sent again; a finish refused only for the
 wallet's head is sent again from fresh reads, and is unavailable when the head keeps moving; a pointer left at
 another time of its still pending item is dropped; a paused wallet leaves the index until its pause ends; a
-rescheduled item's cleared lease is a NULL DynamoDB accepts."""
+rescheduled item's cleared lease is a NULL DynamoDB accepts; a fold that changes nothing of the head does not
+write it."""
 
 from __future__ import annotations
 
@@ -179,3 +180,23 @@ def test_a_paused_wallet_is_not_in_the_index_until_its_pause_ends(hooked: tuple[
     requests.clear()
     assert [c.event_id for c in store.claim_webhooks(T0 + 2 + WALLET_PAUSE_CAP_SECONDS, LEASE, 10)] == ["a1"]
     assert requests[0] == (OUTBOX_DUE_INDEX, 1)
+
+
+def test_a_fold_that_leaves_the_head_as_it_is_writes_only_the_marks_deletion(hooked: tuple[Any, Hooked]) -> None:
+    """An item enqueued after the wallet's head (due later than it, created earlier than now) marks the wallet as due
+    at its creation: the claim that reaches it finds nothing due, and deletes the mark without writing the head (a
+    write would bump its version, refusing the finishes and claims of the wallet that read it before)."""
+    store, client = hooked
+    store.enqueue_webhook(item("a0", T0 + 10))
+    assert store.claim_webhooks(T0, LEASE, 10) == []  # folds the mark: the head is due at a0
+    store.enqueue_webhook(item("a1", T0 + 20))  # created at T0 - 100: its mark is due before a0
+    sends: list[int] = []
+    client.hooks["transact_write_items"] = lambda real, **kwargs: (
+        sends.append(len(kwargs["TransactItems"])) or real(**kwargs)
+    )
+    assert store.claim_webhooks(T0, LEASE, 10) == []
+    assert sends == [1]
+    sends.clear()
+    assert store.claim_webhooks(T0, LEASE, 10) == []  # the wallet is out of the index until a0 is due
+    assert sends == []
+    assert [c.event_id for c in store.claim_webhooks(T0 + 10, LEASE, 10)] == ["a0"]
