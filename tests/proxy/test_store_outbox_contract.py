@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -169,6 +169,19 @@ def test_a_failed_attempt_pauses_its_wallet_up_to_the_cap(wallet_store: Store) -
     [a3] = s.claim_webhooks(t + 6, 30, 10)
     s.mark_failed("a3", a3.lease_id or "", now=t + 7, error="gave up", status_code=None, next_attempt_at=None)
     assert [c.event_id for c in s.claim_webhooks(t + 7, 30, 10)] == ["a9"]
+
+
+def test_a_paused_wallet_comes_in_due_order_at_the_end_of_its_pause(wallet_store: Store) -> None:
+    """A wallet paused until ``t`` is due at ``t`` with its earliest item's event id: at an equal time, an item of
+    another wallet with a lower event id goes first, as it would against that item due at ``t``."""
+    s = wallet_store
+    s.enqueue_webhook(item("e_b", "w1", due=T0))
+    s.enqueue_webhook(item("e_c", "w1", due=T0))
+    [e_b] = s.claim_webhooks(T0, 30, 10)
+    s.mark_failed("e_b", e_b.lease_id or "", now=T0 + 1, error="HTTP 500", status_code=500, next_attempt_at=T0 + 5)
+    s.enqueue_webhook(replace(item("e_a", "w2", due=T0 + 5), created_at=T0 + 5))
+    assert [c.event_id for c in s.claim_webhooks(T0 + 5, 30, 1)] == ["e_a"]
+    assert [c.event_id for c in s.claim_webhooks(T0 + 5, 30, 1)] == ["e_c"]
 
 
 def _record(seq: int, prev: bytes) -> AuditRecord:
