@@ -4,7 +4,7 @@ refused for its item or head leases nothing, hands nothing over and is not sent 
 wallet's head is sent again from fresh reads, and is unavailable when the head keeps moving; a pointer left at
 another time of its still pending item is dropped; a paused wallet leaves the index until its pause ends; a
 rescheduled item's cleared lease is a NULL DynamoDB accepts; a fold that changes nothing of the head does not
-write it."""
+write it; the items' keys are those of the layout."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from parent_proxy.store.dynamodb_base import OUTBOX_DUE_INDEX
 from parent_proxy.store.dynamodb_outbox import FINISH_ATTEMPTS
 from parent_proxy.store.dynamodb_outbox_heads import pointer_item
 from parent_proxy.store.model import OutboxItem, OutboxStatus
+from parent_proxy.store.sqlite_time import time_key
 from parent_proxy.store.validation_outbox import WALLET_PAUSE_CAP_SECONDS
 from tests.proxy.conftest import make_wallet, moto_dynamo_store
 from tests.proxy.hooked_client import Hook, Hooked
@@ -200,3 +201,20 @@ def test_a_fold_that_leaves_the_head_as_it_is_writes_only_the_marks_deletion(hoo
     assert store.claim_webhooks(T0, LEASE, 10) == []  # the wallet is out of the index until a0 is due
     assert sends == []
     assert [c.event_id for c in store.claim_webhooks(T0 + 10, LEASE, 10)] == ["a0"]
+
+
+def test_the_outbox_items_are_stored_under_the_keys_of_the_layout(hooked: tuple[Any, Hooked]) -> None:
+    """The key layout of `dynamodb_outbox_heads` (tables written by earlier builds are read by later ones): the
+    pending item, its pointer, the wallet's newcomer mark, then after a claim the wallet's head with the lease."""
+    store, client = hooked
+    store.enqueue_webhook(item("a0", T0))
+    key = f"{time_key(T0).hex()}#a0"
+    keys = {(i["pk"]["S"], i["sk"]["S"]): i for i in client.inner.scan(TableName=TABLE)["Items"]}
+    assert keys[("OUTBOX", "a0")]["wallet_id"] == {"S": "w1"}
+    assert keys[("W#w1", f"OUTBOX#{key}")]["event_id"] == {"S": "a0"}
+    assert keys[("OUTBOX_WALLETS", "w1#NEW")]["due_key"] == {"S": f"{time_key(T0 - 100).hex()}#a0"}  # created
+    [a0] = store.claim_webhooks(T0, LEASE, 10)
+    keys = {(i["pk"]["S"], i["sk"]["S"]): i for i in client.inner.scan(TableName=TABLE)["Items"]}
+    assert ("OUTBOX_WALLETS", "w1#NEW") not in keys
+    head = keys[("OUTBOX_WALLETS", "w1#HEAD")]
+    assert (head["due_key"], head["lease_id"], head["wallet_id"]) == ({"S": key}, {"S": a0.lease_id}, {"S": "w1"})

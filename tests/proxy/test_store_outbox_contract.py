@@ -202,6 +202,8 @@ def test_audit_append_only_extends_head(store: Store) -> None:
         store.append_audit(r1)
     with pytest.raises(Conflict, match="expected seq 2"):
         store.append_audit(_record(2, b"\x09" * 32))  # wrong prev_hash
+    with pytest.raises(Conflict, match="audit record 3 does not extend the head \\(expected seq 2\\)"):
+        store.append_audit(_record(3, r1.hash))  # the head's hash, a sequence number skipped
     store.append_audit(r2)
     store.append_audit(r3 := AuditRecord(3, T0, None, "boot", b"[]", b"receipt", r2.hash, b"\x07" * 32))
     assert store.audit_head() == r3
