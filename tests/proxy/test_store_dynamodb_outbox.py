@@ -3,8 +3,9 @@ wallets it takes or must pass over, through the ``outbox_due`` index, and of eac
 item, never a backlog; one delivery in flight per wallet holds across workers (the lease is on the wallet's head, in
 the claim's transaction); an item enqueued while its wallet's head is later, or while a claim is under way, is not
 lost (the newcomer mark); a stale index entry never leads to a wrong claim; items written before heads are found
-once per table. Items read are counted at the boto3 seam (``ScannedCount`` of every query: what DynamoDB read,
-before any filter; and every item ``get_item`` found)."""
+once per table, their wallets due at their earliest item (a mark due earlier kept). Items read are counted at the
+boto3 seam (``ScannedCount`` of every query: what DynamoDB read, before any filter; and every item ``get_item``
+found)."""
 
 from __future__ import annotations
 
@@ -319,3 +320,56 @@ def test_items_written_before_heads_are_claimed_and_looked_for_once_per_table(aw
         claimed = fresh.claim_webhooks(T0 + 60, LEASE, 10)  # busy's lease (an older build's) and w1's pause ended
         assert [(c.event_id, c.attempts) for c in claimed] == [("busy", 2), ("old0", 1)]
         assert fresh.claim_webhooks(T0 + 61, LEASE, 10) == []  # both wallets in flight
+
+
+@pytest.mark.parametrize(
+    "newcomer", [None, 1.0, 60.0], ids=["alone", "a-newer-item-due-before", "a-newer-item-due-after"]
+)
+def test_a_wallet_with_items_written_before_heads_is_due_at_its_earliest(aws_env: None, newcomer: float | None) -> None:
+    """No head and no lease, with or without a newcomer mark (an item enqueued by this build before the move): the
+    one-off move marks the wallet as due at its earliest older item (found in any order) unless the mark is due
+    earlier, so a claim at the earliest of all takes it; a store reads the layout item once."""
+    with moto_dynamo_store(Hooked) as (store, client):
+        store.create_wallet(make_wallet("w1"))
+        for event_id, due in (("old1", T0 + 100), ("old0", T0 + 5), ("old2", T0 + 50)):
+            client.inner.put_item(TableName=TABLE, Item=_older_item(event_id, "w1", due))
+        if newcomer is not None:
+            at = T0 + newcomer
+            store.enqueue_webhook(OutboxItem("new", "w1", "decision", b"{}", created_at=at, next_attempt_at=at))
+        first, expected = (T0 + 5, "old0") if newcomer is None or newcomer > 5 else (T0 + newcomer, "new")
+        got: list[str] = []
+
+        def logged(real: Hook, **kwargs: Any) -> Any:
+            got.append(kwargs["Key"]["pk"]["S"])
+            return real(**kwargs)
+
+        client.hooks["get_item"] = logged
+        assert store.claim_webhooks(first - 0.5, LEASE, 10) == []
+        assert got.count("LAYOUT") == 1
+        assert [c.event_id for c in store.claim_webhooks(first, LEASE, 10)] == [expected]
+        assert got.count("LAYOUT") == 1  # once per store
+
+
+def test_an_item_enqueued_during_the_move_keeps_its_earlier_mark(aws_env: None) -> None:
+    """The move marks a wallet at its earliest older item only if no mark is due earlier: an item another process
+    enqueues after the move read the ``OUTBOX`` partition (its mark due before the older items) is not hidden
+    until the older items are due."""
+    with moto_dynamo_store(Hooked) as (store, client):
+        store.create_wallet(make_wallet("w1"))
+        other = DynamoStore(client.inner, TABLE)
+        client.inner.put_item(TableName=TABLE, Item=_older_item("old0", "w1", T0 + 5))
+        enqueued: list[str] = []
+
+        def enqueue_first(real: Hook, **kwargs: Any) -> Any:
+            if kwargs["Key"]["sk"]["S"] == "w1#NEW" and not enqueued:
+                enqueued.append("new")
+                other.enqueue_webhook(
+                    OutboxItem("new", "w1", "decision", b"{}", created_at=T0 + 1, next_attempt_at=T0 + 1)
+                )
+            return real(**kwargs)
+
+        client.hooks["update_item"] = enqueue_first
+        assert store.claim_webhooks(T0, LEASE, 10) == []
+        del client.hooks["update_item"]
+        assert enqueued == ["new"]
+        assert [c.event_id for c in store.claim_webhooks(T0 + 1, LEASE, 10)] == ["new"]

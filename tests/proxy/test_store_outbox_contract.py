@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -86,6 +87,15 @@ def test_outbox_failure_retry_expiry_and_dead(wallet_store: Store) -> None:
         s.mark_failed("e1", "x", now=T0, error="", status_code=None, next_attempt_at=None)
 
 
+def test_a_finish_of_an_item_never_enqueued_is_not_found(wallet_store: Store) -> None:
+    """Not a lost lease: there is no item (pending or finished) under that event id."""
+    s = wallet_store
+    with pytest.raises(NotFound, match="outbox item nope not found"):
+        s.mark_delivered("nope", "a-lease", now=T0, status_code=200)
+    with pytest.raises(NotFound, match="outbox item nope not found"):
+        s.mark_failed("nope", "a-lease", now=T0, error="HTTP 500", status_code=500, next_attempt_at=T0 + 60)
+
+
 def test_a_claim_takes_one_item_per_wallet_and_none_of_a_wallet_in_flight(wallet_store: Store) -> None:
     """Before: a claim took the first ``limit`` due items whatever their wallet, so one wallet's backlog filled a
     batch, and a worker (or a second lane) took the next item of a wallet whose last delivery was still hanging."""
@@ -161,6 +171,19 @@ def test_a_failed_attempt_pauses_its_wallet_up_to_the_cap(wallet_store: Store) -
     assert [c.event_id for c in s.claim_webhooks(t + 7, 30, 10)] == ["a9"]
 
 
+def test_a_paused_wallet_comes_in_due_order_at_the_end_of_its_pause(wallet_store: Store) -> None:
+    """A wallet paused until ``t`` is due at ``t`` with its earliest item's event id: at an equal time, an item of
+    another wallet with a lower event id goes first, as it would against that item due at ``t``."""
+    s = wallet_store
+    s.enqueue_webhook(item("e_b", "w1", due=T0))
+    s.enqueue_webhook(item("e_c", "w1", due=T0))
+    [e_b] = s.claim_webhooks(T0, 30, 10)
+    s.mark_failed("e_b", e_b.lease_id or "", now=T0 + 1, error="HTTP 500", status_code=500, next_attempt_at=T0 + 5)
+    s.enqueue_webhook(replace(item("e_a", "w2", due=T0 + 5), created_at=T0 + 5))
+    assert [c.event_id for c in s.claim_webhooks(T0 + 5, 30, 1)] == ["e_a"]
+    assert [c.event_id for c in s.claim_webhooks(T0 + 5, 30, 1)] == ["e_c"]
+
+
 def _record(seq: int, prev: bytes) -> AuditRecord:
     digest = hashlib.sha256(prev + seq.to_bytes(8, "big")).digest()
     return AuditRecord(seq, T0 + seq, "w1", "decision", b"{}", None, prev, digest)
@@ -179,12 +202,40 @@ def test_audit_append_only_extends_head(store: Store) -> None:
         store.append_audit(r1)
     with pytest.raises(Conflict, match="expected seq 2"):
         store.append_audit(_record(2, b"\x09" * 32))  # wrong prev_hash
+    with pytest.raises(Conflict, match="audit record 3 does not extend the head \\(expected seq 2\\)"):
+        store.append_audit(_record(3, r1.hash))  # the head's hash, a sequence number skipped
     store.append_audit(r2)
     store.append_audit(r3 := AuditRecord(3, T0, None, "boot", b"[]", b"receipt", r2.hash, b"\x07" * 32))
     assert store.audit_head() == r3
     assert store.audit_records(0, 100) == [r1, r2, r3]
     assert store.audit_records(1, 1) == [r2]
     assert store.audit_records(3, 10) == []
+
+
+@pytest.mark.parametrize(
+    ("after_seq", "limit", "refused"),
+    [
+        (0, 0, "limit: must be an integer in \\[1, 10000\\]"),
+        (0, 10_001, "limit"),
+        (-1, 10, "after_seq"),
+        (0, True, "limit"),
+    ],
+)
+def test_audit_records_refuses_a_bad_page(store: Store, after_seq: int, limit: int, refused: str) -> None:
+    """A page of at most 10,000 records (the audit export's), after a sequence number."""
+    store.append_audit(_record(1, GENESIS_PREV_HASH))
+    with pytest.raises(InvalidInput, match=refused):
+        store.audit_records(after_seq, limit)
+
+
+def test_append_audit_refuses_what_is_not_an_audit_record(wallet_store: Store) -> None:
+    s = wallet_store
+    record = _record(1, GENESIS_PREV_HASH)
+    with pytest.raises(InvalidInput, match="record: must be an AuditRecord"):
+        s.append_audit(asdict(record), item("e1"))  # type: ignore[arg-type]
+    assert s.audit_head() is None
+    with pytest.raises(NotFound, match="outbox item e1 not found"):
+        s.get_outbox_item("e1")
 
 
 def test_append_audit_with_its_webhook_is_all_or_nothing(wallet_store: Store) -> None:
