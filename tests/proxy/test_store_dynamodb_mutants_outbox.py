@@ -52,9 +52,14 @@ def head_refused(times: int) -> tuple[Hook, list[int]]:
         sends.append(count)
         if len(sends) > times:
             return real(**kwargs)
-        reasons = [{"Code": "None"}] * (count - 1) + [{"Code": "ConditionalCheckFailed"}]
-        error = {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"}
-        raise ClientError({"Error": error, "CancellationReasons": reasons}, "TransactWriteItems")
+        codes = ["None"] * (count - 1) + ["ConditionalCheckFailed"]
+        raise ClientError(
+            {
+                "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+                "CancellationReasons": [{"Code": c} for c in codes],
+            },
+            "TransactWriteItems",
+        )
 
     return hook, sends
 
@@ -192,9 +197,12 @@ def test_a_fold_that_leaves_the_head_as_it_is_writes_only_the_marks_deletion(hoo
     assert store.claim_webhooks(T0, LEASE, 10) == []  # folds the mark: the head is due at a0
     store.enqueue_webhook(item("a1", T0 + 20))  # created at T0 - 100: its mark is due before a0
     sends: list[int] = []
-    client.hooks["transact_write_items"] = lambda real, **kwargs: (
-        sends.append(len(kwargs["TransactItems"])) or real(**kwargs)
-    )
+
+    def counted(real: Hook, **kwargs: Any) -> Any:
+        sends.append(len(kwargs["TransactItems"]))
+        return real(**kwargs)
+
+    client.hooks["transact_write_items"] = counted
     assert store.claim_webhooks(T0, LEASE, 10) == []
     assert sends == [1]
     sends.clear()
