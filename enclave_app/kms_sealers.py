@@ -82,7 +82,7 @@ def kms_client_config() -> Config:
 def boto3_kms_clients(region: str) -> KmsClients:
     """KMS clients for ``region`` (whose endpoint the image resolves to the in-enclave forwarder), each signing with
     the credentials it is made with and never looking for others (environment, files, instance metadata)."""
-    session = boto3.session.Session(region_name=region)
+    session = boto3.session.Session()  # the region is the client's (given once: each client is made for ``region``)
     config = kms_client_config()
     lock = threading.Lock()
 

@@ -83,9 +83,18 @@ def _check_value(value: Any, depth: int = 0) -> None:
             _check_value(item, depth + 1)
 
 
+def _utf8_size(data: bytes | str) -> int:
+    """``len(data)`` for bytes; for text, the size of its UTF-8 encoding (a lone surrogate, refused later, counts its
+    three bytes), encoded only when its length in characters (at most its size) is within the bound."""
+    if isinstance(data, bytes) or len(data) > MAX_DOCUMENT_BYTES:
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
 def parse_json_object(data: bytes | str, *, what: str = "document") -> dict[str, Any]:
-    """Parse ``data`` strictly into a JSON object, or raise `PolicyDocumentError` naming ``what``."""
-    if len(data) > MAX_DOCUMENT_BYTES:
+    """Parse ``data`` strictly into a JSON object, or raise `PolicyDocumentError` naming ``what``. Text is bounded
+    by its UTF-8 size, as bytes are: the same document has the same size either way."""
+    if _utf8_size(data) > MAX_DOCUMENT_BYTES:
         raise PolicyDocumentError(what, f"larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data

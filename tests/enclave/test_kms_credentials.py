@@ -307,6 +307,18 @@ def test_boto3_clients_sign_with_the_lent_credentials_and_never_the_environments
         assert request.url.startswith("https://kms.eu-west-1.amazonaws.com")
 
 
+def test_boto3_clients_are_made_for_the_configured_region_whatever_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The endpoint's host is what the image resolves to the in-enclave forwarder (``kms.<region>.amazonaws.com``):
+    a client for another region would reach nothing, or another region's KMS. No call is made."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    client: Any = boto3_kms_clients("eu-west-1")(_credentials())
+    assert client.meta.region_name == "eu-west-1"
+    assert client.meta.endpoint_url == "https://kms.eu-west-1.amazonaws.com"
+
+
 def test_boto3_clients_have_time_limits_within_the_enclaves_request_limit() -> None:
     with mock_aws():
         client: Any = boto3_kms_clients("eu-west-1")(_credentials())

@@ -223,6 +223,22 @@ def test_a_document_of_exactly_the_largest_size_is_read() -> None:
         parse_json_object(_padded(65_537))
 
 
+@pytest.mark.parametrize("character", ["\u00e9", "\u20ac", "\U0001f600"], ids=["2-byte", "3-byte", "4-byte"])
+def test_text_is_bounded_by_its_utf8_size_as_bytes_are(character: str) -> None:
+    """The bound is 65536 bytes of UTF-8 for text as for bytes (text was measured in characters: a document of
+    multi-byte characters up to four times the bound was read)."""
+    width = len(character.encode())
+    fill = character * ((65_536 - 8) // width) + "x" * ((65_536 - 8) % width)
+    largest = '{"a":"' + fill + '"}'
+    assert len(largest.encode()) == 65_536 and len(largest) < 65_536
+    for data in (largest, largest.encode()):
+        assert parse_json_object(data) == {"a": fill}
+    over = largest[:-2] + 'x"}'
+    for data in (over, over.encode()):
+        with pytest.raises(PolicyDocumentError, match=r"^document: larger than 65536 bytes$"):
+            parse_json_object(data)
+
+
 def test_nesting_is_read_to_sixteen_levels_and_refused_at_seventeen() -> None:
     assert MAX_NESTING == 16
     deepest = b'{"a":' + b"[" * 16 + b"]" * 16 + b"}"
@@ -253,6 +269,14 @@ def test_a_lone_surrogate_is_refused_in_keys_and_values_at_any_depth(text: str) 
         parse_json_object(text)
     assert (info.value.field, info.value.reason) == ("document", LONE_SURROGATE)
     assert LONE_SURROGATE.startswith("a string with a lone surrogate")
+
+
+def test_text_holding_a_lone_surrogate_itself_is_refused_as_one() -> None:
+    """Not the JSON escape: the character in the text (Python text can hold one; no UTF-8 can), measured and refused
+    like the escape, not an encoding error."""
+    with pytest.raises(PolicyDocumentError) as info:
+        parse_json_object('{"a": "\ud800"}')
+    assert (info.value.field, info.value.reason) == ("document", LONE_SURROGATE)
 
 
 def test_a_surrogate_pair_is_one_character_and_read() -> None:

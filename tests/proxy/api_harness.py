@@ -627,9 +627,9 @@ def spy_calls(target: Any, method: str) -> list[Any]:
     calls: list[Any] = []
     original = getattr(target, method)
 
-    async def spied(first: Any, *args: Any) -> Any:
+    async def spied(first: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(first)
-        return await original(first, *args)
+        return await original(first, *args, **kwargs)
 
     setattr(target, method, spied)
     return calls

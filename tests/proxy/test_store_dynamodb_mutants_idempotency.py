@@ -1,6 +1,6 @@
 """DynamoDB idempotency records (`dynamodb_idempotency`), tests found missing by mutation testing: the table's TTL
 attribute of a claim lets DynamoDB delete the record only once it can no longer hold its key; a key given up between
-a refused claim and its read is still reported in progress."""
+a refused claim and its read is still reported in progress (`begin_idempotent`'s claim, and `begin_signing`'s)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,31 @@ def test_a_key_given_up_between_a_refused_claim_and_its_read_is_in_progress(dyna
         store.begin_idempotent("w1", "k1", H1, T0 + 1)
     del client.hooks["put_item"]
     assert store.lookup_idempotent("w1", "k1", H1, T0 + 1) is None  # free: the refused claim wrote nothing
+
+
+def test_a_signing_whose_claim_lost_to_a_request_that_then_gave_up_is_in_progress(dynamo: tuple[Any, Hooked]) -> None:
+    """`begin_signing` read the key free; a rival request claimed it before this one's transaction, whose claim then
+    failed; the rival gave the key up before this one read it again. As for `begin_idempotent` (above): this request
+    holds no claim, so it is told the key is in progress, with nothing written, never handed the key."""
+    store, client = dynamo
+
+    def get_item(real: Hook, **kwargs: Any) -> Any:
+        found = real(**kwargs)
+        if kwargs["Key"]["sk"]["S"] == "I#k1":  # this request's read: free; the rival claims now
+            del client.hooks["get_item"]
+            assert store.begin_idempotent("w1", "k1", H1, T0) is None
+        return found
+
+    def transact_write_items(real: Hook, **kwargs: Any) -> Any:
+        try:
+            return real(**kwargs)  # refused: the rival holds the key
+        finally:
+            del client.hooks["transact_write_items"]
+            store.abandon_idempotent("w1", "k1", H1)
+
+    client.hooks.update(get_item=get_item, transact_write_items=transact_write_items)
+    with pytest.raises(IdempotencyInProgress, match="idempotency key 'k1': the first request has not completed"):
+        store.begin_signing("w1", "k1", H1, request_id="r1", amounts={}, limits={}, now=T0)
+    assert client.hooks == {}  # both hooks ran
+    assert store.lookup_idempotent("w1", "k1", H1, T0) is None  # free: nothing of this request was written
+    assert store.count_requests("w1", 0.0) == 0
