@@ -62,7 +62,7 @@ def racing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Racing]:
                 fn()
                 return found
 
-            store._existing = existing  # type: ignore[method-assign]
+            store._existing = existing  # type: ignore[method-assign, assignment]
 
         store.create_wallet(make_wallet("w1"))
         yield Racing(store, rival, sqlite_after_read)
