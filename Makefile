@@ -57,7 +57,7 @@ demo: $(STAMP)
 
 # Every benchmark of the project; the figures (each module's output, last line machine-readable) and the machine
 # they were measured on go to docs/benchmarks.md.
-BENCHES := policies.bench enclave_app.bench parent_proxy.bench
+BENCHES := policies.bench enclave_app.bench parent_proxy.bench parent_proxy.writers_bench
 bench: $(STAMP)
 	@{ echo "# Benchmarks"; echo; \
 	   echo "Written by \`make bench\` on $$(date -u +%Y-%m-%dT%H:%MZ): $$(nproc) cores, $$($(BIN)/python -V)."; \
