@@ -116,18 +116,24 @@ def test_an_escalation_is_made_once(h: Harness) -> None:
     assert events(h) == [*before, "transaction.escalated"]
 
 
-def test_a_frozen_wallets_refusal_is_made_once(h: Harness) -> None:
-    send(h, order(h, 1))
-    tx = h.transfer(1000, MERCHANT)
+def assert_refused_once(h: Harness, tx: bytes, code: str) -> None:
+    """A refusal (403 ``code``, ``transaction.refused``) the rival made while the first request was between its read
+    of the key and its claim: the first replays it, and only one refusal is recorded."""
     landed = rival_before_claim(h, "begin_idempotent", lambda: h.sign(tx, key="k"))
     before = events(h)
 
     first = h.sign(tx, key="k")
 
     (rival,) = landed
-    assert rival.status_code == 403 and rival.json()["error"]["code"] == "wallet_frozen", rival.text
+    assert rival.status_code == 403 and rival.json()["error"]["code"] == code, rival.text
     assert_replays(first, rival)
     assert events(h) == [*before, "transaction.refused"]
+
+
+def test_a_frozen_wallets_refusal_is_made_once(h: Harness) -> None:
+    send(h, order(h, 1))
+    tx = h.transfer(1000, MERCHANT)
+    assert_refused_once(h, tx, "wallet_frozen")
 
 
 def test_a_refusal_under_a_policy_that_no_longer_verifies_is_made_once(h: Harness) -> None:
@@ -135,15 +141,7 @@ def test_a_refusal_under_a_policy_that_no_longer_verifies_is_made_once(h: Harnes
     forged = json.dumps(sign_document(POLICY_PURPOSE, document, Ed25519PrivateKey.generate())).encode()
     h.store.inner._conn().execute("UPDATE wallets SET policy_document = ? WHERE wallet_id = ?", (forged, h.wallet_id))
     tx = h.transfer(1000, MERCHANT)
-    landed = rival_before_claim(h, "begin_idempotent", lambda: h.sign(tx, key="k"))
-    before = events(h)
-
-    first = h.sign(tx, key="k")
-
-    (rival,) = landed
-    assert rival.status_code == 403 and rival.json()["error"]["code"] == "no_policy", rival.text
-    assert_replays(first, rival)
-    assert events(h) == [*before, "transaction.refused"]
+    assert_refused_once(h, tx, "no_policy")
 
 
 @pytest.fixture
@@ -161,15 +159,7 @@ def without_policy(tmp_path: Path) -> Iterator[Harness]:
 def test_a_refusal_without_a_policy_is_made_once(without_policy: Harness) -> None:
     h = without_policy
     tx = h.transfer(1000, MERCHANT)
-    landed = rival_before_claim(h, "begin_idempotent", lambda: h.sign(tx, key="k"))
-    before = events(h)
-
-    first = h.sign(tx, key="k")
-
-    (rival,) = landed
-    assert rival.status_code == 403 and rival.json()["error"]["code"] == "no_policy", rival.text
-    assert_replays(first, rival)
-    assert events(h) == [*before, "transaction.refused"]
+    assert_refused_once(h, tx, "no_policy")
 
 
 def test_a_request_whose_threshold_was_taken_replays_the_rival_that_claimed_meanwhile(h: Harness) -> None:
