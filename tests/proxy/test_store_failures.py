@@ -14,9 +14,11 @@ from tests.proxy.conftest import make_wallet
 
 
 def test_sqlite_unopenable_path(tmp_path: Path) -> None:
-    with pytest.raises(StoreUnavailable, match="sqlite store unavailable: unable to open") as info:
+    # The writer lock file beside the database is opened first (`sqlite_writer_lock`): its error names it.
+    with pytest.raises(StoreUnavailable, match="unavailable: cannot open its writer lock: No such") as info:
         SqliteStore(tmp_path / "missing-dir" / "state.db")
-    assert isinstance(info.value.__cause__, sqlite3.Error)
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    assert not (tmp_path / "missing-dir").exists()
     with pytest.raises(InvalidInput, match="path: must be a file path"):
         SqliteStore(":memory:")
 
