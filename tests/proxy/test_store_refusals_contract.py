@@ -69,7 +69,7 @@ def test_a_reused_request_id_within_the_limit_is_a_conflict_at_any_time(wallet_s
 
 @pytest.mark.parametrize("now", [-1.0, math.nan, math.inf, "1", None, True])
 def test_prune_refuses_a_bad_time(wallet_store: Store, now: object) -> None:
-    with pytest.raises(InvalidInput, match="^now: "):
+    with pytest.raises(InvalidInput, match=r"^now: "):
         wallet_store.prune(now)  # type: ignore[arg-type]
 
 
@@ -141,7 +141,7 @@ def test_event_reads_refuse_bad_arguments(
 
 def test_get_approval_refuses_a_bad_id_and_does_not_find_an_unknown_one(wallet_store: Store) -> None:
     wallet_store.create_approval(Approval("ap-1", "w1", b"tx", ApprovalStatus.PENDING, T0))
-    with pytest.raises(InvalidInput, match="^approval_id: "):
+    with pytest.raises(InvalidInput, match=r"^approval_id: "):
         wallet_store.get_approval("bad id")
     with pytest.raises(NotFound, match="approval ap-2 not found"):
         wallet_store.get_approval("ap-2")
@@ -151,7 +151,7 @@ def test_get_approval_refuses_a_bad_id_and_does_not_find_an_unknown_one(wallet_s
 @pytest.mark.parametrize("wallet_id", ["bad id", "", None])
 def test_pending_approvals_refuses_a_bad_wallet_id(wallet_store: Store, wallet_id: object) -> None:
     wallet_store.create_approval(Approval("ap-1", "w1", b"tx", ApprovalStatus.PENDING, T0))
-    with pytest.raises(InvalidInput, match="^wallet_id: "):
+    with pytest.raises(InvalidInput, match=r"^wallet_id: "):
         wallet_store.pending_approvals(wallet_id)  # type: ignore[arg-type]
 
 
@@ -207,7 +207,7 @@ def test_a_bad_answer_is_refused_and_the_claim_stays_in_progress(
 
 @pytest.mark.parametrize("request_id", ["bad id", "", None])
 def test_begin_signing_refuses_a_bad_request_id_and_writes_nothing(wallet_store: Store, request_id: object) -> None:
-    with pytest.raises(InvalidInput, match="^request_id: "):
+    with pytest.raises(InvalidInput, match=r"^request_id: "):
         wallet_store.begin_signing(
             "w1",
             "k1",
@@ -287,14 +287,14 @@ def test_a_replay_is_the_whole_completed_record(wallet_store: Store) -> None:
 
 
 def test_issue_token_refuses_a_bad_wallet_id(wallet_store: Store) -> None:
-    with pytest.raises(InvalidInput, match="^wallet_id: "):
+    with pytest.raises(InvalidInput, match=r"^wallet_id: "):
         wallet_store.issue_token("bad id", T0)
 
 
 def test_install_policy_and_retired_keys_refuse_a_bad_wallet_id(wallet_store: Store) -> None:
-    with pytest.raises(InvalidInput, match="^wallet_id: "):
+    with pytest.raises(InvalidInput, match=r"^wallet_id: "):
         wallet_store.install_policy("bad id", b"{}", 1)
-    with pytest.raises(InvalidInput, match="^wallet_id: "):
+    with pytest.raises(InvalidInput, match=r"^wallet_id: "):
         wallet_store.retired_agent_keys("bad id")
 
 
